@@ -1,0 +1,53 @@
+"""The `fusion-pipeline` command. Each command group lives in its own module with `register(subparsers)`.
+
+Modules are imported lazily per group so that, for example, `echo` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from fusion_pipeline import __version__
+from fusion_pipeline.errors import FusionError
+
+__all__ = ["main"]
+
+# Modules that add subcommands. Each defines register(subparsers) and sets `func` on its parsers.
+COMMAND_MODULES = (
+    "fusion_pipeline.introspect",
+    "fusion_pipeline.model.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fusion-pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except FusionError as exc:
+        print(f"fusion-pipeline {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
