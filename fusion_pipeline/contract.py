@@ -108,11 +108,17 @@ def default_contract(fusion: str = "") -> ModelContract:
     return ModelContract(
         inputs=(
             TensorSpec("camera", (3, 96, 128), modality="camera", meaning="normalised RGB, CHW"),
-            TensorSpec("lidar", (3, 64, 64), modality="lidar", meaning="BEV: occupancy, max height, intensity"),
+            TensorSpec(
+                "lidar", (3, 64, 64), modality="lidar", meaning="BEV: occupancy, max height, intensity"
+            ),
             TensorSpec("radar", (64, 5), modality="radar", meaning="detections x,y,z,v_r,rcs; zero padded"),
-            TensorSpec("radar_mask", (64,), modality="radar", meaning="1 for a real detection, 0 for padding"),
+            TensorSpec(
+                "radar_mask", (64,), modality="radar", meaning="1 for a real detection, 0 for padding"
+            ),
             TensorSpec("audio", (1, AUDIO_N_MELS, AUDIO_FRAMES), modality="audio", meaning="log-mel"),
-            TensorSpec("presence", (len(MODALITIES),), meaning="1 = modality present, order " + ",".join(MODALITIES)),
+            TensorSpec(
+                "presence", (len(MODALITIES),), meaning="1 = modality present, order " + ",".join(MODALITIES)
+            ),
         ),
         outputs=(
             TensorSpec("class_logits", (5,), meaning="logits over classes"),

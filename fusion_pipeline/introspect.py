@@ -1,0 +1,186 @@
+"""`echo`, `hz` and `topics`: look at any wire v1 endpoint, like `ros2 topic echo/hz/bw/list`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fusion_pipeline.transport import Subscriber
+from fusion_pipeline.wire import DEFAULT_LIMITS, Sample
+
+__all__ = ["StreamRate", "describe_sample", "register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    echo = sub.add_parser("echo", help="print the messages published on an endpoint")
+    echo.add_argument("endpoint", help="ipc:///path or tcp://host:port of a publisher")
+    echo.add_argument("--stream", default="", help="only streams whose name starts with PREFIX")
+    echo.add_argument("--count", type=int, default=0, help="exit 0 after N messages (default: run forever)")
+    echo.add_argument("--json", action="store_true", help="one JSON object per line")
+    echo.add_argument(
+        "--timeout", type=float, default=None, help="exit 1 when no message arrives for S seconds"
+    )
+    echo.set_defaults(func=_echo)
+
+    hz = sub.add_parser("hz", help="rate, jitter and bandwidth per stream")
+    hz.add_argument("endpoint")
+    hz.add_argument("--stream", default="", help="only streams whose name starts with PREFIX")
+    hz.add_argument("--window", type=int, default=100, help="messages per stream in the rolling window")
+    hz.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    hz.set_defaults(func=_hz)
+
+    topics = sub.add_parser("topics", help="list the streams seen on an endpoint")
+    topics.add_argument("endpoint")
+    topics.add_argument("--duration", type=float, default=2.0, help="listen for S seconds")
+    topics.set_defaults(func=_topics)
+
+
+def describe_sample(sample: Sample) -> dict[str, Any]:
+    """Header fields plus dtype, shape and min/max/mean of each array, as plain JSON-able values."""
+    arrays = {}
+    for name, array in sample.arrays.items():
+        info: dict[str, Any] = {"dtype": array.dtype.str, "shape": list(array.shape)}
+        if array.size:
+            info.update(
+                min=float(array.min()), max=float(array.max()), mean=float(array.mean(dtype=np.float64))
+            )
+        arrays[name] = info
+    return {
+        "stream": sample.stream,
+        "modality": sample.modality,
+        "seq": sample.seq,
+        "stamp_ns": sample.stamp_ns,
+        "frame_id": sample.frame_id,
+        "meta": sample.meta,
+        "arrays": arrays,
+    }
+
+
+def _format_line(info: dict[str, Any]) -> str:
+    parts = [f"{info['stream']} [{info['modality']}] seq={info['seq']} stamp_ns={info['stamp_ns']}"]
+    if info["frame_id"]:
+        parts.append(f"frame_id={info['frame_id']}")
+    if info["meta"]:
+        parts.append(f"meta={json.dumps(info['meta'], default=str)}")
+    for name, a in info["arrays"].items():
+        shape = "x".join(map(str, a["shape"])) or "scalar"
+        stats = f" min={a['min']:.4g} max={a['max']:.4g} mean={a['mean']:.4g}" if "min" in a else ""
+        parts.append(f"{name}:{a['dtype']}[{shape}]{stats}")
+    return " ".join(parts)
+
+
+def _subscribe(endpoint: str, prefix: str) -> Subscriber:
+    # Introspection must see anything a sensor may legally send, so it uses the protocol's limits.
+    return Subscriber(endpoint, topics=[prefix], limits=DEFAULT_LIMITS, hwm=1000)
+
+
+def _echo(args: argparse.Namespace) -> int:
+    timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
+    with _subscribe(args.endpoint, args.stream) as sub:
+        printed = 0
+        while args.count <= 0 or printed < args.count:
+            sample = sub.recv(timeout_ms)
+            if sample is None:
+                print(
+                    f"fusion-pipeline echo: no message on {args.endpoint} within {args.timeout} s",
+                    file=sys.stderr,
+                )
+                return 1
+            info = describe_sample(sample)
+            print(json.dumps(info, default=str) if args.json else _format_line(info), flush=True)
+            printed += 1
+        if sub.malformed:
+            print(
+                f"fusion-pipeline echo: dropped malformed messages: {dict(sub.malformed)} "
+                f"(last: {sub.last_error})",
+                file=sys.stderr,
+            )
+    return 0
+
+
+@dataclass
+class StreamRate:
+    """Rolling per-stream receive statistics over the last `window` messages."""
+
+    window: int
+    modality: str = ""
+    count: int = 0
+    times: deque[float] = field(default_factory=deque)
+    sizes: deque[int] = field(default_factory=deque)
+
+    def add(self, recv_s: float, nbytes: int, modality: str) -> None:
+        self.modality = modality
+        self.count += 1
+        self.times.append(recv_s)
+        self.sizes.append(nbytes)
+        if len(self.times) > self.window:
+            self.times.popleft()
+            self.sizes.popleft()
+
+    def summary(self) -> dict[str, float]:
+        if len(self.times) < 2:
+            return {"rate_hz": 0.0, "jitter_ms": 0.0, "min_ms": 0.0, "max_ms": 0.0, "bandwidth_mbps": 0.0}
+        intervals = np.diff(np.fromiter(self.times, float))
+        span = self.times[-1] - self.times[0]
+        # Bytes received after the first message of the window, over the window's span.
+        bandwidth = (sum(self.sizes) - self.sizes[0]) / span if span > 0 else 0.0
+        return {
+            "rate_hz": len(intervals) / span if span > 0 else 0.0,
+            "jitter_ms": float(intervals.std() * 1e3),
+            "min_ms": float(intervals.min() * 1e3),
+            "max_ms": float(intervals.max() * 1e3),
+            "bandwidth_mbps": bandwidth * 8 / 1e6,
+        }
+
+
+def _collect(sub: Subscriber, duration: float | None, window: int, on_tick=None) -> dict[str, StreamRate]:
+    stats: dict[str, StreamRate] = {}
+    start = last_tick = time.monotonic()
+    while duration is None or time.monotonic() - start < duration:
+        sample = sub.recv(200)
+        now = time.monotonic()
+        if sample is not None:
+            rate = stats.setdefault(sample.stream, StreamRate(window))
+            rate.add(now, sample.nbytes, sample.modality)
+        if on_tick is not None and now - last_tick >= 1.0:
+            on_tick(stats)
+            last_tick = now
+    return stats
+
+
+def _print_rates(stats: dict[str, StreamRate]) -> None:
+    for stream, rate in sorted(stats.items()):
+        s = rate.summary()
+        print(
+            f"{stream}: rate {s['rate_hz']:.2f} Hz  jitter {s['jitter_ms']:.2f} ms  "
+            f"min {s['min_ms']:.2f} ms  max {s['max_ms']:.2f} ms  bw {s['bandwidth_mbps']:.2f} Mbit/s  "
+            f"(window {len(rate.times)})",
+            flush=True,
+        )
+
+
+def _hz(args: argparse.Namespace) -> int:
+    with _subscribe(args.endpoint, args.stream) as sub:
+        stats = _collect(sub, args.duration, args.window, on_tick=_print_rates)
+    _print_rates(stats)
+    return 0 if stats else 1
+
+
+def _topics(args: argparse.Namespace) -> int:
+    with _subscribe(args.endpoint, "") as sub:
+        stats = _collect(sub, args.duration, window=1000)
+    if not stats:
+        print(
+            f"fusion-pipeline topics: no message on {args.endpoint} within {args.duration} s", file=sys.stderr
+        )
+        return 1
+    for stream, rate in sorted(stats.items()):
+        print(f"{stream}  {rate.modality}  {rate.summary()['rate_hz']:.2f} Hz  ({rate.count} messages)")
+    return 0

@@ -1,0 +1,310 @@
+"""ZeroMQ transport for wire v1: endpoints, per-role HWM, zero-copy send, drain-newest and lossless receive.
+
+Two delivery modes:
+- real-time (default): PUB with a small send HWM; a slow subscriber loses old samples, never blocks the
+  sender, and `Subscriber.recv_newest` drains its queue and counts what it skipped. Sensor data is
+  perishable: a planner wants the newest set, not a backlog.
+- lossless (replay, recording): XPUB with ZMQ_XPUB_NODROP, so a send blocks while the slowest subscriber's
+  queue is full instead of dropping; back-pressure travels to the publisher through the socket.
+
+A driver publishes in three lines::
+
+    pub = Publisher("ipc:///tmp/fp/camera.sock", stream="camera/front", modality="camera")
+    pub.publish(stamp_ns, image=frame)
+    pub.close()
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import zmq
+
+from fusion_pipeline.errors import FusionError
+from fusion_pipeline.wire import DEFAULT_LIMITS, Buffer, Limits, Sample, WireError, decode, encode
+
+__all__ = [
+    "ZERO_COPY_MIN_BYTES",
+    "Endpoint",
+    "EndpointError",
+    "Publisher",
+    "Role",
+    "Subscriber",
+    "TransportError",
+    "send_frames",
+]
+
+#: Buffers at least this large are handed to libzmq without a copy; smaller ones are cheaper to copy.
+ZERO_COPY_MIN_BYTES = 64 * 1024
+
+
+class TransportError(FusionError):
+    pass
+
+
+class EndpointError(TransportError):
+    pass
+
+
+class Role(enum.Enum):
+    """What a socket carries; decides its default HWM (in messages)."""
+
+    SENSOR = "sensor"  # raw sensor samples: a few frames of slack, then the oldest are dropped
+    SET = "set"  # fused sets between synchronizer and inference
+    RESULT = "result"  # model results to consumers
+    REPLAY = "replay"  # lossless: deeper queues, back-pressure instead of drops
+
+
+DEFAULT_HWM: dict[Role, int] = {Role.SENSOR: 8, Role.SET: 4, Role.RESULT: 64, Role.REPLAY: 256}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A ZeroMQ endpoint URL: ``ipc:///abs/path.sock`` on one host or ``tcp://host:port`` across hosts."""
+
+    url: str
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme == "ipc":
+            if not self.url.startswith("ipc:///"):
+                raise EndpointError(
+                    f"endpoint {self.url!r}: ipc endpoints need an absolute path (ipc:///...)"
+                )
+        elif parts.scheme == "tcp":
+            try:
+                port = parts.port
+            except ValueError as exc:
+                raise EndpointError(f"endpoint {self.url!r}: bad port") from exc
+            if not parts.hostname or port is None:
+                raise EndpointError(f"endpoint {self.url!r}: tcp endpoints need host:port")
+        else:
+            raise EndpointError(f"endpoint {self.url!r}: scheme must be ipc:// or tcp://")
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split("://", 1)[0]
+
+    @property
+    def ipc_path(self) -> Path | None:
+        return Path(self.url[len("ipc://") :]) if self.scheme == "ipc" else None
+
+    def prepare_bind(self) -> None:
+        """Create the directory of an ipc socket, private to this user (0700)."""
+        path = self.ipc_path
+        if path is not None:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def remove_ipc_file(self) -> None:
+        path = self.ipc_path
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+
+def send_frames(socket: zmq.Socket, frames: Sequence[Buffer], flags: int = 0) -> None:
+    """Send one multipart message; large buffers go zero-copy (libzmq references the array memory)."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        more = zmq.SNDMORE if i < last else 0
+        nbytes = memoryview(frame).nbytes
+        socket.send(frame, flags | more, copy=nbytes < ZERO_COPY_MIN_BYTES, track=False)
+
+
+class _Socket:
+    """Shared lifecycle: one socket, bound or connected, closed with a bounded linger."""
+
+    def __init__(self, kind: int, linger_ms: int, context: zmq.Context | None) -> None:
+        self._context = context or zmq.Context.instance()
+        self.socket: zmq.Socket = self._context.socket(kind)
+        self.socket.linger = linger_ms
+        self._bound: list[Endpoint] = []
+
+    def _attach(self, endpoint: Endpoint, bind: bool) -> None:
+        try:
+            if bind:
+                endpoint.prepare_bind()
+                self.socket.bind(endpoint.url)
+                self._bound.append(endpoint)
+            else:
+                self.socket.connect(endpoint.url)
+        except zmq.ZMQError as exc:
+            verb = "bind" if bind else "connect"
+            raise EndpointError(f"cannot {verb} {endpoint.url!r}: {exc}") from exc
+
+    def close(self) -> None:
+        if self.socket.closed:
+            return
+        self.socket.close()
+        for endpoint in self._bound:
+            endpoint.remove_ipc_file()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Publisher(_Socket):
+    """Publishes the samples of one stream, numbering them with `seq`.
+
+    `lossless=True` blocks in `publish` while a subscriber's queue is full instead of dropping.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        stream: str,
+        modality: str,
+        *,
+        frame_id: str = "",
+        bind: bool = True,
+        role: Role = Role.SENSOR,
+        hwm: int | None = None,
+        lossless: bool = False,
+        context: zmq.Context | None = None,
+    ) -> None:
+        super().__init__(zmq.XPUB if lossless else zmq.PUB, 2000 if lossless else 0, context)
+        if lossless:
+            self.socket.setsockopt(zmq.XPUB_NODROP, 1)
+        self.socket.sndhwm = hwm if hwm is not None else DEFAULT_HWM[Role.REPLAY if lossless else role]
+        self.stream, self.modality, self.frame_id = stream, modality, frame_id
+        self.lossless = lossless
+        self.seq = 0
+        self._attach(Endpoint(endpoint), bind)
+
+    def publish(
+        self,
+        stamp_ns: int,
+        arrays: dict[str, np.ndarray] | None = None,
+        *,
+        meta: dict[str, Any] | None = None,
+        **named_arrays: np.ndarray,
+    ) -> int:
+        """Send one sample stamped `stamp_ns` (capture time, ns since the UNIX epoch); return its seq."""
+        sample = Sample(
+            self.stream,
+            self.modality,
+            self.seq,
+            int(stamp_ns),
+            {**(arrays or {}), **named_arrays},
+            self.frame_id,
+            meta or {},
+        )
+        self.send(sample)
+        self.seq += 1
+        return sample.seq
+
+    def send(self, sample: Sample) -> None:
+        """Send a sample as it is (its own stream and seq): for nodes that forward or replay."""
+        send_frames(self.socket, encode(sample))
+
+    def wait_for_subscribers(self, count: int = 1, timeout_s: float = 5.0) -> bool:
+        """Lossless mode only: block until `count` subscriptions arrived, so nothing is sent into the void."""
+        if not self.lossless:
+            raise TransportError("wait_for_subscribers needs a lossless Publisher (XPUB)")
+        seen = 0
+        deadline = time.monotonic() + timeout_s
+        while seen < count:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or not self.socket.poll(remaining_ms):
+                return False
+            if self.socket.recv()[:1] == b"\x01":
+                seen += 1
+        return True
+
+
+class Subscriber(_Socket):
+    """Receives wire v1 samples from one or more endpoints, dropping and counting malformed ones.
+
+    `recv()` returns every message in order (lossless consumers: synchronizer, recorder);
+    `recv_newest()` drains the queue and returns only the newest (real-time consumers: inference).
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Iterable[str],
+        topics: Iterable[str] = ("",),
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        bind: bool = False,
+        role: Role = Role.SENSOR,
+        hwm: int | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        super().__init__(zmq.SUB, 0, context)
+        self.limits = limits
+        self.socket.rcvhwm = hwm if hwm is not None else DEFAULT_HWM[role]
+        # libzmq applies the limit per frame: anything larger is refused before it is buffered.
+        self.socket.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes)
+        for topic in topics:
+            self.socket.subscribe(topic.encode())
+        for url in [endpoints] if isinstance(endpoints, str) else endpoints:
+            self._attach(Endpoint(url), bind)
+        self.received = 0
+        self.skipped = 0
+        self.malformed: Counter[str] = Counter()
+        self.last_error = ""
+
+    def recv(self, timeout_ms: int | None = None) -> Sample | None:
+        """The next valid sample, or None when `timeout_ms` passes first (None waits forever)."""
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        while True:
+            frames = self._recv_frames(deadline)
+            if frames is None:
+                return None
+            sample = self._decode(frames)
+            if sample is not None:
+                return sample
+
+    def recv_newest(self, timeout_ms: int | None = None) -> Sample | None:
+        """Wait for a message, then drain the queue and return the newest valid one; count the rest."""
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        while True:
+            frames = self._recv_frames(deadline)
+            if frames is None:
+                return None
+            while True:
+                try:
+                    newer = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self.skipped += 1
+                frames = newer
+            sample = self._decode(frames)
+            if sample is not None:
+                return sample
+
+    def _recv_frames(self, deadline: float | None) -> list[zmq.Frame] | None:
+        timeout = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+        if not self.socket.poll(timeout):
+            return None
+        return self.socket.recv_multipart(copy=False)
+
+    def _decode(self, frames: list[zmq.Frame]) -> Sample | None:
+        try:
+            sample = decode(frames, self.limits)
+        except WireError as exc:
+            self.malformed[exc.reason] += 1
+            self.last_error = str(exc)
+            return None
+        self.received += 1
+        return sample
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "received": self.received,
+            "skipped": self.skipped,
+            **{f"malformed_{k}": v for k, v in self.malformed.items()},
+        }

@@ -1,0 +1,297 @@
+"""Wire protocol v1 codec: one ZeroMQ multipart message per sample, no sockets inside.
+
+A message is ``[topic, header, *buffers]``: the topic is the UTF-8 stream name, the header a msgpack map,
+and each buffer the raw little-endian bytes of one array declared in ``header["arrays"]``.
+docs/PROTOCOL.md is the normative text; this module implements it.
+
+Decoding is defensive: every declared size is checked against the received frame lengths and the
+configured `Limits` with plain integer arithmetic BEFORE any array is created, and the arrays returned are
+read-only views of the received frames, so a hostile message can neither crash the reader nor make it
+allocate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from fusion_pipeline.errors import FusionError
+
+__all__ = [
+    "ALLOWED_DTYPES",
+    "VERSION",
+    "ArraySizeError",
+    "Buffer",
+    "DEFAULT_LIMITS",
+    "DTypeError",
+    "HeaderError",
+    "Limits",
+    "LimitError",
+    "MalformedError",
+    "Sample",
+    "UnknownVersionError",
+    "WireError",
+    "decode",
+    "encode",
+]
+
+VERSION = 1
+
+#: dtype strings as numpy spells them (``np.dtype(x).str``); multi-byte types are little endian.
+ALLOWED_DTYPES: frozenset[str] = frozenset(
+    {"|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8"}
+)
+
+# A frame: anything with the buffer protocol (bytes, memoryview, zmq.Frame, C-contiguous ndarray).
+Buffer = Any
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_UINT64_MAX = 2**64 - 1
+
+
+class WireError(FusionError):
+    """A message does not follow wire v1. `reason` is a short stable key used by drop counters."""
+
+    reason = "malformed"
+
+
+class MalformedError(WireError):
+    """Frame structure or header encoding is broken (wrong frame count, bad msgpack, not a map)."""
+
+    reason = "malformed"
+
+
+class UnknownVersionError(WireError):
+    reason = "unknown_version"
+
+
+class HeaderError(WireError):
+    """A header key is missing or has the wrong type or value."""
+
+    reason = "bad_header"
+
+
+class DTypeError(WireError):
+    reason = "dtype_not_allowed"
+
+
+class ArraySizeError(WireError):
+    """The declared shape and dtype disagree with the buffer length."""
+
+    reason = "size_mismatch"
+
+
+class LimitError(WireError):
+    """A declared size is over a configured limit."""
+
+    reason = "over_limit"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds a receiver enforces before allocating. Defaults fit a 4K camera and a 128-beam lidar."""
+
+    max_header_bytes: int = 64 * 1024
+    max_arrays: int = 16
+    max_ndim: int = 4
+    max_array_bytes: int = 64 * 1024 * 1024
+    max_total_bytes: int = 128 * 1024 * 1024
+    allowed_dtypes: frozenset[str] = ALLOWED_DTYPES
+
+    @property
+    def max_message_bytes(self) -> int:
+        """Upper bound of a whole message, for ZMQ_MAXMSGSIZE (per frame in libzmq)."""
+        return max(self.max_header_bytes, self.max_total_bytes)
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass
+class Sample:
+    """One decoded (or to-be-encoded) message. `arrays` keeps the declared order."""
+
+    stream: str
+    modality: str
+    seq: int
+    stamp_ns: int
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    frame_id: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def topic(self) -> str:
+        return self.stream
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+
+def encode(sample: Sample) -> list[Buffer]:
+    """Frames of `sample`: topic and header bytes, then one buffer per array, viewing the array's memory.
+
+    Arrays are made C-contiguous and little endian only if they are not already (then they are copied).
+    """
+    buffers: list[np.ndarray] = []
+    specs: list[dict[str, Any]] = []
+    for name, array in sample.arrays.items():
+        array = np.asarray(array)
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+        array = np.ascontiguousarray(array)
+        dtype = array.dtype.str
+        if dtype not in ALLOWED_DTYPES:
+            raise DTypeError(f"array {name!r} of stream {sample.stream!r}: dtype {dtype!r} is not allowed")
+        specs.append({"name": name, "dtype": dtype, "shape": list(array.shape)})
+        buffers.append(array)
+    header = {
+        "v": VERSION,
+        "stream": sample.stream,
+        "modality": sample.modality,
+        "seq": sample.seq,
+        "stamp_ns": sample.stamp_ns,
+        "frame_id": sample.frame_id,
+        "meta": sample.meta,
+        "arrays": specs,
+    }
+    frames: list[Buffer] = [sample.stream.encode(), msgpack.packb(header, use_bin_type=True)]
+    # A zero-size array still gets its (empty) frame; .data of a 0-d or empty array is a valid view.
+    frames.extend(b.reshape(-1).view(np.uint8).data if b.size else b"" for b in buffers)
+    return frames
+
+
+def decode(frames: Sequence[Buffer], limits: Limits | None = None) -> Sample:
+    """Parse and validate one message; raise a WireError subclass that says what is wrong."""
+    limits = limits or DEFAULT_LIMITS
+    if len(frames) < 2:
+        raise MalformedError(f"expected at least 2 frames (topic, header), got {len(frames)}")
+    topic_view = memoryview(frames[0])
+    header_view = memoryview(frames[1])
+    if header_view.nbytes > limits.max_header_bytes:
+        raise LimitError(f"header is {header_view.nbytes} bytes, limit is {limits.max_header_bytes}")
+    header = _unpack_header(header_view, limits)
+    stream = _get(header, "stream", str)
+    try:
+        topic = topic_view.tobytes().decode()
+    except UnicodeDecodeError as exc:
+        raise MalformedError(f"stream {stream!r}: topic frame is not UTF-8") from exc
+    if topic != stream:
+        raise HeaderError(f"topic {topic!r} differs from header stream {stream!r}")
+
+    specs = _get(header, "arrays", list)
+    where = f"stream {stream!r}"
+    if len(specs) > limits.max_arrays:
+        raise LimitError(f"{where}: {len(specs)} arrays declared, limit is {limits.max_arrays}")
+    if len(specs) != len(frames) - 2:
+        raise MalformedError(
+            f"{where}: header declares {len(specs)} arrays but {len(frames) - 2} buffers follow"
+        )
+
+    # First pass: validate every declaration and size with integers only; nothing is allocated yet.
+    checked: list[tuple[str, np.dtype, tuple[int, ...], memoryview]] = []
+    total = 0
+    for index, (spec, frame) in enumerate(zip(specs, frames[2:], strict=True)):
+        name, dtype, shape = _check_spec(spec, index, where, limits)
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > limits.max_array_bytes:
+            raise LimitError(
+                f"{where} array {name!r}: shape {shape} is {nbytes} bytes, limit is {limits.max_array_bytes}"
+            )
+        total += nbytes
+        if total > limits.max_total_bytes:
+            raise LimitError(f"{where}: arrays total {total} bytes, limit is {limits.max_total_bytes}")
+        view = memoryview(frame)
+        if view.nbytes != nbytes:
+            raise ArraySizeError(
+                f"{where} array {name!r}: shape {shape} dtype {dtype.str} needs {nbytes} "
+                f"bytes, buffer has {view.nbytes}"
+            )
+        checked.append((name, dtype, shape, view))
+
+    arrays: dict[str, np.ndarray] = {}
+    for name, dtype, shape, view in checked:
+        if name in arrays:
+            raise HeaderError(f"{where}: array name {name!r} appears twice")
+        array = np.frombuffer(view, dtype=dtype).reshape(shape)
+        array.flags.writeable = False
+        arrays[name] = array
+    return Sample(
+        stream=stream,
+        modality=_get(header, "modality", str),
+        seq=_get_int(header, "seq", 0, _UINT64_MAX),
+        stamp_ns=_get_int(header, "stamp_ns", _INT64_MIN, _INT64_MAX),
+        arrays=arrays,
+        frame_id=_get(header, "frame_id", str),
+        meta=_get(header, "meta", dict),
+    )
+
+
+def _unpack_header(view: memoryview, limits: Limits) -> dict[str, Any]:
+    # msgpack's own length caps keep a hostile header from declaring huge containers.
+    cap = limits.max_header_bytes
+    try:
+        header = msgpack.unpackb(
+            view,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=cap,
+            max_bin_len=cap,
+            max_array_len=cap,
+            max_map_len=cap,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types for broken input
+        raise MalformedError(f"header is not valid msgpack: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(header, dict):
+        raise MalformedError(f"header must be a msgpack map, got {type(header).__name__}")
+    version = header.get("v")
+    if version != VERSION:
+        raise UnknownVersionError(
+            f"header version {version!r} is not supported (this reader speaks v{VERSION})"
+        )
+    return header
+
+
+def _get(header: Mapping[str, Any], key: str, kind: type) -> Any:
+    if key not in header:
+        raise HeaderError(f"header key {key!r} is missing")
+    value = header[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise HeaderError(f"header key {key!r} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _get_int(header: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    value = _get(header, key, int)
+    if not low <= value <= high:
+        raise HeaderError(f"header key {key!r} = {value} is out of range [{low}, {high}]")
+    return value
+
+
+def _check_spec(spec: Any, index: int, where: str, limits: Limits) -> tuple[str, np.dtype, tuple[int, ...]]:
+    if not isinstance(spec, dict):
+        raise HeaderError(f"{where}: arrays[{index}] must be a map, got {type(spec).__name__}")
+    label = f"{where} arrays[{index}]"
+    name = spec.get("name")
+    if not isinstance(name, str):
+        raise HeaderError(f"{label}: 'name' must be a string")
+    dtype_str = spec.get("dtype")
+    if not isinstance(dtype_str, str) or dtype_str not in limits.allowed_dtypes:
+        raise DTypeError(
+            f"{label} {name!r}: dtype {dtype_str!r} is not allowed "
+            f"(allowed: {', '.join(sorted(limits.allowed_dtypes))})"
+        )
+    shape = spec.get("shape")
+    if not isinstance(shape, list):
+        raise HeaderError(f"{label} {name!r}: 'shape' must be an array of integers")
+    if len(shape) > limits.max_ndim:
+        raise LimitError(f"{label} {name!r}: {len(shape)} dimensions, limit is {limits.max_ndim}")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _INT64_MAX for d in shape):
+        raise HeaderError(f"{label} {name!r}: shape {shape} must hold non-negative integers")
+    return name, np.dtype(dtype_str), tuple(shape)
