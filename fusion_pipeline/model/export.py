@@ -1,0 +1,97 @@
+"""Export a FusionNet to ONNX with the model contract in its metadata and a dynamic batch dimension.
+
+We use the TorchScript-based exporter (`dynamo=False`): for this small, static-shape network it emits a
+compact single-file graph that ONNX Runtime fuses well (Conv+BatchNorm, LayerNorm, GELU), and it needs no
+extra tracing machinery at export time. The contract's `preprocess` fields are filled from the
+preprocessing modules, so a model always says which front end its inputs must come from.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ModelContract, default_contract
+from fusion_pipeline.model import ModelError
+from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet
+
+__all__ = ["OPSET", "contract_for", "export_onnx", "preprocess_params"]
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+
+
+def preprocess_params(modality: str) -> dict[str, Any]:
+    """The parameter dict of `fusion_pipeline.preprocess.<modality>`, or {} if that module has none yet."""
+    try:
+        module = importlib.import_module(f"fusion_pipeline.preprocess.{modality}")
+    except ImportError:
+        return {}
+    params = getattr(module, "PARAMS", None)
+    if callable(params):
+        params = params()
+    return dict(params) if isinstance(params, dict) else {}
+
+
+def contract_for(model: FusionNet) -> ModelContract:
+    """The default contract, labelled with the model's fusion strategy and its preprocessing parameters."""
+    base = default_contract(model.config.fusion)
+    inputs = tuple(
+        replace(spec, preprocess=preprocess_params(spec.modality)) if spec.modality in MODALITIES else spec
+        for spec in base.inputs
+    )
+    return replace(base, inputs=inputs)
+
+
+def _example_inputs(contract: ModelContract, batch: int) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.zeros(batch, *spec.shape) for spec in contract.inputs)
+
+
+def export_onnx(model: FusionNet, path: str | Path, contract: ModelContract | None = None) -> ModelContract:
+    """Write `model` (put in eval mode) to `path`; return the contract stored in its metadata."""
+    contract = contract or contract_for(model)
+    input_names = [spec.name for spec in contract.inputs]
+    output_names = [spec.name for spec in contract.outputs]
+    if tuple(output_names) != OUTPUT_NAMES:
+        raise ModelError(f"contract outputs {output_names} differ from the network's {list(OUTPUT_NAMES)}")
+    model.eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # The TorchScript exporter announces its deprecation on every call; the choice is deliberate.
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        # Shapes read in forward() are traced as Shape ops (dynamic_axes), which is what we want.
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            model,
+            _example_inputs(contract, batch=2),
+            str(path),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes={name: {0: "batch"} for name in input_names + output_names},
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+    proto = onnx.load(str(path))
+    graph_inputs = [i.name for i in proto.graph.input]
+    if graph_inputs != input_names:
+        # The tracer drops inputs the network never reads (a single-modality baseline); such a graph
+        # would not honour the contract.
+        raise ModelError(f"exported graph inputs {graph_inputs} differ from the contract's {input_names}")
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = CONTRACT_KEY, contract.to_json()
+    proto.producer_name = "fusion-pipeline"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    log.info("exported %s (%s fusion, %.2f MB)", path, model.config.fusion, path.stat().st_size / 1e6)
+    return contract
