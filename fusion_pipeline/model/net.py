@@ -157,5 +157,7 @@ class FusionNet(nn.Module):
             else:
                 enc.norm.fit(inputs[m])
         for name, target in (("pos", position), ("vel", velocity)):
+            if len(target) < 2:  # no actors to measure: keep the identity transform
+                continue
             getattr(self.heads, f"{name}_mean").copy_(target.mean(dim=0))
             getattr(self.heads, f"{name}_std").copy_(target.std(dim=0).clamp_min(1e-3))

@@ -1,0 +1,245 @@
+"""Training: dataset from the synthetic world, modality dropout, multi-task loss, npz checkpoints.
+
+A "suite" is the set of models one `fusion-pipeline model train` produces on the same data: the three
+fusion strategies and one single-modality baseline per sensor, so `model eval` can compare them honestly.
+Checkpoints are plain .npz arrays plus a JSON config (np.load with allow_pickle=False): no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from fusion_pipeline.contract import MODALITIES, default_contract
+from fusion_pipeline.model import ModelError
+from fusion_pipeline.model.fusion import FUSIONS
+from fusion_pipeline.model.net import FusionNet, ModelConfig
+
+__all__ = [
+    "INPUT_NAMES",
+    "LABEL_NAMES",
+    "SUITE",
+    "TrainConfig",
+    "load_checkpoint",
+    "load_dataset",
+    "model_config_for",
+    "save_checkpoint",
+    "to_tensors",
+    "train_model",
+]
+
+log = logging.getLogger(__name__)
+
+#: Model inputs in contract order (the presence mask is made by training/evaluation, not stored).
+INPUT_NAMES: tuple[str, ...] = tuple(s.name for s in default_contract().inputs if s.modality is not None)
+LABEL_NAMES: tuple[str, ...] = ("class", "position", "velocity", "siren")
+#: Every model of a suite: the fusion strategies, then "<modality>-only" baselines.
+SUITE: tuple[str, ...] = (*FUSIONS, *(f"{m}-only" for m in MODALITIES))
+
+
+@dataclass
+class TrainConfig:
+    world_seed: int = 1  # the world seed of the training set; evaluation uses a different one
+    n_samples: int = 6000
+    val_fraction: float = 0.1  # tail of the training set held out for the per-epoch accuracy
+    seed: int = 0  # torch: initialisation, shuffling, modality dropout
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    p_all_present: float = 0.3  # modality dropout: else a uniformly drawn non-empty subset is kept
+    w_position: float = 0.5
+    w_velocity: float = 0.5
+    w_siren: float = 0.5
+    threads: int = 2
+
+
+def model_config_for(name: str, base: ModelConfig | None = None) -> ModelConfig:
+    """The ModelConfig of suite member `name` ("attention", "camera-only", ...)."""
+    base = base or ModelConfig()
+    if name in FUSIONS:
+        return ModelConfig(**{**base.to_dict(), "fusion": name})
+    modality = name.removesuffix("-only")
+    if name.endswith("-only") and modality in MODALITIES:
+        # A baseline is the concat model with one encoder: the same capacity per sensor as the fused ones.
+        return ModelConfig(**{**base.to_dict(), "fusion": "concat", "modalities": (modality,)})
+    raise ModelError(f"unknown model {name!r}; expected one of {SUITE}")
+
+
+# ---- data ----------------------------------------------------------------------------------------------
+
+
+def load_dataset(world_seed: int, n_samples: int, cache_dir: str | Path) -> dict[str, np.ndarray]:
+    """World samples as arrays named like the contract inputs plus LABEL_NAMES, cached as .npz."""
+    from fusion_pipeline import dataset  # numpy-only; imported late so this module loads without it
+
+    path = Path(cache_dir) / f"world-seed{world_seed}-n{n_samples}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+        log.info("dataset: %s (cached)", path)
+    else:
+        t0 = time.perf_counter()
+        data = dict(dataset.generate(world_seed, n_samples))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **data)
+        tmp.replace(path)
+        log.info("dataset: generated %d samples in %.0f s -> %s", n_samples, time.perf_counter() - t0, path)
+    missing = [k for k in (*INPUT_NAMES, *LABEL_NAMES) if k not in data]
+    if missing:
+        raise ModelError(f"dataset {path} lacks arrays {missing}")
+    return data
+
+
+def to_tensors(data: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    out = {k: torch.from_numpy(np.ascontiguousarray(data[k])).float() for k in (*INPUT_NAMES, *LABEL_NAMES)}
+    out["class"] = out["class"].long().reshape(-1)
+    out["position"] = out["position"].reshape(-1, 2)
+    out["velocity"] = out["velocity"].reshape(-1, 1)
+    out["siren"] = out["siren"].reshape(-1, 1)
+    return out
+
+
+def _dropout_masks(n: int, p_all: float, gen: torch.Generator) -> torch.Tensor:
+    """Modality dropout: all present with probability p_all, else a uniform non-empty subset."""
+    patterns = torch.tensor([[(code >> i) & 1 for i in range(len(MODALITIES))] for code in range(1, 16)])
+    pick = patterns[torch.randint(len(patterns), (n,), generator=gen)].float()
+    keep_all = torch.rand(n, 1, generator=gen) < p_all
+    return torch.where(keep_all, torch.ones_like(pick), pick)
+
+
+def _loss(
+    model: FusionNet, outputs: tuple[torch.Tensor, ...], batch: dict[str, torch.Tensor], tc: TrainConfig
+) -> torch.Tensor:
+    logits, position, velocity, siren = outputs
+    # Class 0 is "none": no actor, so no position or velocity to learn.
+    has_actor = (batch["class"] != 0).float()
+    n_actor = has_actor.sum().clamp_min(1.0)
+    # Regression errors in standardised units, so the loss weights mean the same for every task.
+    pos_err = F.smooth_l1_loss(
+        position / model.heads.pos_std, batch["position"] / model.heads.pos_std, reduction="none"
+    ).mean(dim=1)
+    vel_err = F.smooth_l1_loss(
+        velocity / model.heads.vel_std, batch["velocity"] / model.heads.vel_std, reduction="none"
+    ).mean(dim=1)
+    return (
+        F.cross_entropy(logits, batch["class"])
+        + tc.w_position * (pos_err * has_actor).sum() / n_actor
+        + tc.w_velocity * (vel_err * has_actor).sum() / n_actor
+        + tc.w_siren * F.binary_cross_entropy_with_logits(siren, batch["siren"])
+    )
+
+
+@torch.no_grad()
+def _accuracy(model: FusionNet, data: dict[str, torch.Tensor], batch_size: int = 256) -> float:
+    model.eval()
+    n = len(data["class"])
+    correct = 0
+    for i in range(0, n, batch_size):
+        batch = {k: v[i : i + batch_size] for k, v in data.items()}
+        batch["presence"] = torch.ones(len(batch["class"]), len(MODALITIES))
+        logits = model(*(batch[name] for name in (*INPUT_NAMES, "presence")))[0]
+        correct += int((logits.argmax(1) == batch["class"]).sum())
+    return correct / max(n, 1)
+
+
+def train_model(
+    model_config: ModelConfig,
+    tc: TrainConfig,
+    data: dict[str, torch.Tensor],
+    progress: bool = True,
+    desc: str = "",
+) -> tuple[FusionNet, list[dict[str, float]]]:
+    """Train one model on `data` (from to_tensors); returns it with one history row per epoch."""
+    torch.manual_seed(tc.seed)
+    torch.set_num_threads(tc.threads)
+    gen = torch.Generator().manual_seed(tc.seed)
+    n = len(data["class"])
+    n_val = int(n * tc.val_fraction)
+    train = {k: v[: n - n_val] for k, v in data.items()}
+    val = {k: v[n - n_val :] for k, v in data.items()}
+    n_train = n - n_val
+    if n_train < tc.batch_size:
+        raise ModelError(f"training set of {n_train} samples is smaller than one batch ({tc.batch_size})")
+
+    model = FusionNet(model_config)
+    model.fit_normalisation(
+        train, train["position"][train["class"] != 0], train["velocity"][train["class"] != 0]
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    steps_per_epoch = n_train // tc.batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=tc.lr, total_steps=tc.epochs * steps_per_epoch, pct_start=0.15
+    )
+    history: list[dict[str, float]] = []
+    bar = tqdm(total=tc.epochs * steps_per_epoch, desc=desc or model_config.fusion, disable=not progress)
+    for epoch in range(tc.epochs):
+        model.train()
+        order = torch.randperm(n_train, generator=gen)
+        total, t0 = 0.0, time.perf_counter()
+        for step in range(steps_per_epoch):
+            idx = order[step * tc.batch_size : (step + 1) * tc.batch_size]
+            batch = {k: v[idx] for k, v in train.items()}
+            batch["presence"] = _dropout_masks(len(idx), tc.p_all_present, gen)
+            outputs, aux = model.forward_with_aux(batch)
+            loss = _loss(model, outputs, batch, tc) + aux
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{total / (step + 1):.3f}")
+        row = {
+            "epoch": epoch + 1,
+            "loss": total / steps_per_epoch,
+            "val_accuracy": _accuracy(model, val) if n_val else float("nan"),
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(row)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{row['loss']:.3f}", val_acc=f"{row['val_accuracy']:.3f}")
+    bar.close()
+    model.eval()
+    return model, history
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------
+
+_META = "__meta__"
+
+
+def save_checkpoint(path: str | Path, model: FusionNet, meta: dict[str, Any]) -> None:
+    """Weights as named arrays plus a JSON blob with the ModelConfig and `meta` (history, seeds)."""
+    arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    blob = json.dumps({"model_config": model.config.to_dict(), **meta}).encode()
+    arrays[_META] = np.frombuffer(blob, dtype=np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def load_checkpoint(path: str | Path) -> tuple[FusionNet, dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such checkpoint (run `fusion-pipeline model train` first)")
+    with np.load(path, allow_pickle=False) as f:
+        if _META not in f.files:
+            raise ModelError(f"{path}: not a fusion-pipeline checkpoint (no {_META} entry)")
+        meta = json.loads(f[_META].tobytes().decode())
+        state = {k: torch.from_numpy(f[k]) for k in f.files if k != _META}
+    model = FusionNet(ModelConfig.from_dict(meta.pop("model_config")))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: weights do not match the model config: {exc}") from exc
+    return model.eval(), meta
