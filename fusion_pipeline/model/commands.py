@@ -1,10 +1,194 @@
-"""`fusion-pipeline model ...` subcommands (filled in by the fused-model work)."""
+"""`fusion-pipeline model train|eval|export|info`.
+
+torch is imported inside the handlers only: `model info` (and `--help`) must work where the runtime is
+installed without the [train] extra.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from fusion_pipeline.model import ModelError
+
+__all__ = ["register"]
+
+DEFAULT_RUN = Path("data/model-run")
+DEFAULT_CACHE = Path("data/datasets")
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
+DEFAULT_TEST_SEED = 1000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     model = sub.add_parser("model", help="train, evaluate, export and inspect the fused model")
-    model.add_subparsers(dest="model_command", metavar="MODEL_COMMAND", required=True)
+    cmds = model.add_subparsers(dest="model_command", metavar="MODEL_COMMAND", required=True)
+
+    p = cmds.add_parser(
+        "train",
+        help="train the fusion strategies and single-sensor baselines on world data",
+        description="Generate (or load the cached) world dataset, then train every model of the suite "
+        "on it: the three fusion strategies and one single-sensor baseline per modality.",
+    )
+    p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="where checkpoints go (%(default)s)")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="dataset cache (%(default)s)")
+    p.add_argument("--models", default="all", help="comma-separated suite members, or 'all' (%(default)s)")
+    p.add_argument("--samples", type=int, default=None, help="training samples (TrainConfig.n_samples)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (TrainConfig.epochs)")
+    p.add_argument("--world-seed", type=int, default=None, help="world seed of the training set")
+    p.add_argument("--seed", type=int, default=None, help="torch seed: init, shuffling, modality dropout")
+    p.set_defaults(func=_train)
+
+    p = cmds.add_parser(
+        "eval",
+        help="evaluate the trained suite on an unseen world seed; write docs/MODEL.md",
+        description="Evaluate every trained model under each presence pattern on a world seed the "
+        "training never saw, and write the table and plot into the model documentation.",
+    )
+    p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="checkpoints (%(default)s)")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="dataset cache (%(default)s)")
+    p.add_argument("--test-seed", type=int, default=DEFAULT_TEST_SEED, help="world seed (%(default)s)")
+    p.add_argument("--test-samples", type=int, default=2000, help="evaluation samples (%(default)s)")
+    p.add_argument("--doc", type=Path, default=Path("docs/MODEL.md"), help="report file (%(default)s)")
+    p.add_argument("--plot", type=Path, default=Path("docs/model_eval.png"), help="plot (%(default)s)")
+    p.set_defaults(func=_eval)
+
+    p = cmds.add_parser(
+        "export",
+        help="export a trained model to ONNX with the contract in its metadata",
+        description="Export one trained model to ONNX (dynamic batch) with the model contract as "
+        "metadata, then check ONNX Runtime against torch on random inputs under all presence masks.",
+    )
+    p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="checkpoints (%(default)s)")
+    p.add_argument("--model", default="best", help="suite member, or 'best' from eval.json (%(default)s)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="ONNX file (the packaged default model)")
+    p.set_defaults(func=_export)
+
+    p = cmds.add_parser(
+        "info",
+        help="print the contract an ONNX model carries (needs no torch)",
+        description="Print the model contract stored in an ONNX model's metadata.",
+    )
+    p.add_argument("model_path", type=Path, metavar="MODEL.onnx")
+    p.add_argument("--json", action="store_true", help="print the raw contract JSON")
+    p.set_defaults(func=_info)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from fusion_pipeline.model.train import (
+        SUITE,
+        TrainConfig,
+        load_dataset,
+        model_config_for,
+        save_checkpoint,
+        to_tensors,
+        train_model,
+    )
+
+    overrides = {
+        "n_samples": args.samples,
+        "epochs": args.epochs,
+        "world_seed": args.world_seed,
+        "seed": args.seed,
+    }
+    tc = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    names = list(SUITE) if args.models == "all" else [n.strip() for n in args.models.split(",") if n.strip()]
+    configs = {name: model_config_for(name) for name in names}  # validates every name before any work
+    data = to_tensors(load_dataset(tc.world_seed, tc.n_samples, args.cache_dir))
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    for name, config in configs.items():
+        t0 = time.perf_counter()
+        model, history = train_model(config, tc, data, desc=name)
+        meta = {"train_config": asdict(tc), "history": history, "seconds": time.perf_counter() - t0}
+        save_checkpoint(args.run_dir / f"{name}.npz", model, meta)
+        last = history[-1]
+        print(
+            f"{name}: loss {last['loss']:.3f}, "
+            f"val accuracy {last['val_accuracy']:.3f}, {meta['seconds']:.0f} s"
+        )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from fusion_pipeline.model.evaluate import evaluate_suite, save_rows, write_report
+    from fusion_pipeline.model.train import SUITE, load_checkpoint, load_dataset, to_tensors
+
+    models, train_configs = {}, []
+    for name in SUITE:
+        path = args.run_dir / f"{name}.npz"
+        if path.is_file():
+            models[name], meta = load_checkpoint(path)
+            train_configs.append(meta["train_config"])
+    if not models:
+        raise ModelError(f"{args.run_dir}: no checkpoints; run `fusion-pipeline model train` first")
+    tc = train_configs[0]
+    if any(c != tc for c in train_configs):
+        raise ModelError(
+            f"{args.run_dir}: checkpoints were trained with different settings; retrain the suite"
+        )
+    if args.test_seed == tc["world_seed"]:
+        raise ModelError(f"--test-seed {args.test_seed} is the training world seed; pick an unseen one")
+    data = to_tensors(load_dataset(args.test_seed, args.test_samples, args.cache_dir))
+    rows = evaluate_suite(models, data)
+    setup = {
+        "train_world_seed": tc["world_seed"],
+        "train_samples": tc["n_samples"],
+        "val_fraction": tc["val_fraction"],
+        "seed": tc["seed"],
+        "epochs": tc["epochs"],
+        "test_world_seed": args.test_seed,
+        "test_samples": args.test_samples,
+    }
+    args.doc.parent.mkdir(parents=True, exist_ok=True)
+    summary = write_report(rows, setup, args.doc, args.plot)
+    save_rows(args.run_dir / "eval.json", rows, summary, setup)
+    for strategy, c in summary["acceptance"].items():
+        print(
+            f"{strategy:9s} all {c['all_present_accuracy']:.3f}  "
+            f"best single {c['best_single_accuracy']:.3f}  "
+            f"gain {c['fusion_gain']:+.3f}  worst missing drop {c['worst_missing_drop']:.3f}  "
+            f"{'PASS' if c['passes'] else 'FAIL'}"
+        )
+    print(f"best: {summary['best']}; wrote {args.doc} and {args.plot}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fusion_pipeline.model.export import check_parity, export_onnx
+    from fusion_pipeline.model.train import load_checkpoint
+
+    name = args.model
+    if name == "best":
+        eval_path = args.run_dir / "eval.json"
+        if not eval_path.is_file():
+            raise ModelError(f"{eval_path}: missing; run `fusion-pipeline model eval` or pass --model")
+        name = json.loads(eval_path.read_text())["best"]
+    model, _ = load_checkpoint(args.run_dir / f"{name}.npz")
+    export_onnx(model, args.out)
+    worst = check_parity(model, args.out)
+    size_mb = args.out.stat().st_size / 1e6
+    print(f"exported {name} to {args.out} ({size_mb:.2f} MB); max |torch - onnxruntime| = {worst:.2e}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from fusion_pipeline.runtime import load_contract
+
+    contract = load_contract(args.model_path)
+    if args.json:
+        print(contract.to_json())
+        return 0
+    print(f"{args.model_path}: contract v{contract.version}, fusion {contract.fusion or '?'}")
+    print(f"  presence input {contract.presence_input!r}, order {', '.join(contract.modalities)}")
+    print(f"  classes: {', '.join(contract.classes)}")
+    for title, specs in (("inputs", contract.inputs), ("outputs", contract.outputs)):
+        print(f"  {title}:")
+        for s in specs:
+            shape = "x".join(str(d) for d in ("B", *s.shape))
+            where = f" [{s.modality}]" if s.modality else ""
+            print(f"    {s.name:13s} {s.dtype} {shape:12s}{where} {s.meaning}")
+            if s.preprocess:
+                print(f"      preprocess: {json.dumps(s.preprocess, sort_keys=True)}")
+    return 0

@@ -1,0 +1,248 @@
+"""Evaluation: every suite model under every presence pattern of interest, on a world seed never trained on.
+
+Writes `eval.json` next to the checkpoints, and the table plus a plot into docs/MODEL.md (between the
+markers below, so the prose around it is kept). Metrics are computed in numpy so they are easy to check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fusion_pipeline.contract import MODALITIES
+from fusion_pipeline.model.fusion import FUSIONS
+from fusion_pipeline.model.net import FusionNet
+from fusion_pipeline.model.train import INPUT_NAMES, SUITE
+
+__all__ = [
+    "MAX_MISSING_DROP",
+    "MIN_FUSION_GAIN",
+    "PATTERNS",
+    "Metrics",
+    "evaluate_suite",
+    "macro_f1",
+    "pick_best",
+    "roc_auc",
+    "write_report",
+]
+
+log = logging.getLogger(__name__)
+
+#: Presence patterns of the table: all present, each sensor alone, each sensor missing.
+PATTERNS: dict[str, tuple[float, ...]] = {
+    "all": (1.0,) * len(MODALITIES),
+    **{f"{m} only": tuple(float(i == j) for j in range(len(MODALITIES))) for i, m in enumerate(MODALITIES)},
+    **{f"no {m}": tuple(float(i != j) for j in range(len(MODALITIES))) for i, m in enumerate(MODALITIES)},
+}
+#: Acceptance: fused accuracy gain over the best single-sensor model, and the worst allowed drop
+#: when one sensor is missing (both in accuracy points, i.e. fractions here).
+MIN_FUSION_GAIN = 0.10
+MAX_MISSING_DROP = 0.08
+
+BEGIN, END = "<!-- model-eval:begin -->", "<!-- model-eval:end -->"
+
+
+@dataclass
+class Metrics:
+    accuracy: float
+    macro_f1: float
+    position_mae_m: float  # mean Euclidean error, over samples that have an actor
+    velocity_mae_mps: float  # mean absolute error, over samples that have an actor
+    siren_auc: float
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Unweighted mean of per-class F1 over the classes that occur in `y_true`."""
+    scores = []
+    for c in range(n_classes):
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        if tp + fn == 0:
+            continue
+        scores.append(2 * tp / max(2 * tp + fp + fn, 1))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve via the Mann-Whitney U statistic (ties count one half)."""
+    pos, neg = score[y_true > 0.5], score[y_true <= 0.5]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    values = np.concatenate([pos, neg])[order]
+    # Average ranks over ties.
+    _, first, counts = np.unique(values, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
+    return float(u / (len(pos) * len(neg)))
+
+
+def _metrics(outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], n_classes: int) -> Metrics:
+    y = labels["class"]
+    pred = outputs["class_logits"].argmax(1)
+    actor = y != 0
+    pos_err = np.linalg.norm(outputs["position"] - labels["position"], axis=1)[actor]
+    vel_err = np.abs(outputs["velocity"] - labels["velocity"]).reshape(-1)[actor]
+    return Metrics(
+        accuracy=float(np.mean(pred == y)),
+        macro_f1=macro_f1(y, pred, n_classes),
+        position_mae_m=float(pos_err.mean()) if actor.any() else float("nan"),
+        velocity_mae_mps=float(vel_err.mean()) if actor.any() else float("nan"),
+        siren_auc=roc_auc(labels["siren"].reshape(-1), outputs["siren_logit"].reshape(-1)),
+    )
+
+
+@torch.no_grad()
+def _run_patterns(
+    model: FusionNet, data: dict[str, torch.Tensor], patterns: dict[str, tuple[float, ...]], batch_size: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """Outputs of `model` under each presence pattern; the encoders run once per batch, not per pattern."""
+    model.eval()
+    names = ("class_logits", "position", "velocity", "siren_logit")
+    chunks: dict[str, dict[str, list[np.ndarray]]] = {p: {k: [] for k in names} for p in patterns}
+    n = len(data["class"])
+    for i in range(0, n, batch_size):
+        inputs = {k: data[k][i : i + batch_size] for k in INPUT_NAMES}
+        tokens = model.encode(inputs)
+        for pattern, mask in patterns.items():
+            presence = torch.tensor(mask).expand(len(tokens[0]), -1)[:, model.presence_index]
+            fused, _ = model.fusion(tokens, presence)
+            for k, v in zip(names, model.heads(fused), strict=True):
+                chunks[pattern][k].append(v.numpy())
+    return {p: {k: np.concatenate(v) for k, v in out.items()} for p, out in chunks.items()}
+
+
+def evaluate_suite(
+    models: dict[str, FusionNet], data: dict[str, torch.Tensor], batch_size: int = 256
+) -> list[dict[str, Any]]:
+    """One row per (model, pattern): fused models under PATTERNS, baselines with their own sensor only."""
+    labels = {k: data[k].numpy() for k in ("class", "position", "velocity", "siren")}
+    rows: list[dict[str, Any]] = []
+    for name, model in models.items():
+        n_classes = model.heads.cls.out_features
+        patterns = PATTERNS if name in FUSIONS else {"all": PATTERNS["all"]}
+        for pattern, outputs in _run_patterns(model, data, patterns, batch_size).items():
+            metrics = _metrics(outputs, labels, n_classes)
+            rows.append({"model": name, "pattern": pattern, **metrics.__dict__})
+            log.info("%-12s %-11s acc %.3f", name, pattern, metrics.accuracy)
+    return rows
+
+
+def _acc(rows: list[dict[str, Any]], model: str, pattern: str) -> float:
+    return next(r["accuracy"] for r in rows if r["model"] == model and r["pattern"] == pattern)
+
+
+def acceptance(rows: list[dict[str, Any]], strategy: str) -> dict[str, Any]:
+    """The issue's acceptance figures for one fusion strategy."""
+    present = {r["model"] for r in rows}
+    baselines = {m: _acc(rows, m, "all") for m in SUITE if m.endswith("-only") and m in present}
+    best_single = max(baselines.values()) if baselines else float("nan")
+    all_acc = _acc(rows, strategy, "all")
+    worst_drop = max(all_acc - _acc(rows, strategy, f"no {m}") for m in MODALITIES)
+    return {
+        "strategy": strategy,
+        "all_present_accuracy": all_acc,
+        "best_single_accuracy": best_single,
+        "single_accuracy": baselines,
+        "fusion_gain": all_acc - best_single,
+        "worst_missing_drop": worst_drop,
+        "passes": bool(all_acc - best_single >= MIN_FUSION_GAIN and worst_drop <= MAX_MISSING_DROP),
+    }
+
+
+def pick_best(rows: list[dict[str, Any]]) -> str:
+    """The strategy to ship: passing acceptance first, then the highest all-present accuracy."""
+    strategies = [s for s in FUSIONS if any(r["model"] == s for r in rows)]
+    return max(strategies, key=lambda s: (acceptance(rows, s)["passes"], _acc(rows, s, "all")))
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = "| model | sensors | class acc | macro-F1 | position MAE m | velocity MAE m/s | siren AUC |"
+    lines = [head, "|" + "---|" * 7]
+    for r in rows:
+        sensors = (
+            r["pattern"] if r["model"] in FUSIONS else r["model"].removesuffix("-only") + " (trained alone)"
+        )
+        lines.append(
+            f"| {r['model']} | {sensors} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
+            f"{r['position_mae_m']:.2f} | {r['velocity_mae_mps']:.2f} | {r['siren_auc']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    patterns = list(PATTERNS)
+    strategies = [s for s in FUSIONS if any(r["model"] == s for r in rows)]
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    width = 0.8 / max(len(strategies), 1)
+    x = np.arange(len(patterns))
+    for k, s in enumerate(strategies):
+        ax.bar(x + k * width, [_acc(rows, s, p) for p in patterns], width, label=s)
+    for r in rows:
+        if r["model"].endswith("-only"):
+            ax.axhline(r["accuracy"], ls=":", lw=1, color="grey")
+            ax.text(len(patterns) - 0.4, r["accuracy"], r["model"], fontsize=7, va="bottom", ha="right")
+    ax.set_xticks(x + width * (len(strategies) - 1) / 2, patterns, rotation=30, ha="right")
+    ax.set_ylabel("class accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title("Class accuracy by fusion strategy and sensors present (dotted: single-sensor models)")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(rows: list[dict[str, Any]], setup: dict[str, Any], doc: Path, plot: Path) -> dict[str, Any]:
+    """Replace the marked section of `doc` with the table, acceptance figures and plot link."""
+    best = pick_best(rows)
+    checks = {s: acceptance(rows, s) for s in FUSIONS if any(r["model"] == s for r in rows)}
+    _plot(rows, plot)
+    lines = [
+        BEGIN,
+        f"Training: world seed {setup['train_world_seed']}, {setup['train_samples']} samples "
+        f"(last {setup['val_fraction']:.0%} held out for per-epoch validation), torch seed {setup['seed']}, "
+        f"{setup['epochs']} epochs. Evaluation: world seed {setup['test_world_seed']} "
+        "(never used in training), "
+        f"{setup['test_samples']} samples.",
+        "",
+        _table(rows),
+        "",
+        f"![class accuracy by strategy and presence pattern]({plot.name})",
+        "",
+        "| strategy | all present | best single sensor | gain (>= +0.10) "
+        "| worst one-missing drop (<= 0.08) | passes |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {s} | {c['all_present_accuracy']:.3f} | {c['best_single_accuracy']:.3f} | "
+            f"{c['fusion_gain']:+.3f} | {c['worst_missing_drop']:.3f} | {'yes' if c['passes'] else 'no'} |"
+            for s, c in checks.items()
+        ),
+        "",
+        f"Shipped as `fusion_pipeline/models/default.onnx`: **{best}**.",
+        END,
+    ]
+    section = "\n".join(lines)
+    text = doc.read_text() if doc.is_file() else f"# The fused model\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text = text.rstrip("\n") + f"\n\n## Evaluation\n\n{BEGIN}\n{END}\n"
+    start, stop = text.index(BEGIN), text.index(END) + len(END)
+    doc.write_text(text[:start] + section + text[stop:])
+    return {"best": best, "acceptance": checks}
+
+
+def save_rows(path: Path, rows: list[dict[str, Any]], summary: dict[str, Any], setup: dict[str, Any]) -> None:
+    path.write_text(json.dumps({"setup": setup, "rows": rows, **summary}, indent=1))
