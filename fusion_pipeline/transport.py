@@ -81,11 +81,9 @@ class Endpoint:
                     f"endpoint {self.url!r}: ipc endpoints need an absolute path (ipc:///...)"
                 )
         elif parts.scheme == "tcp":
-            try:
-                port = parts.port
-            except ValueError as exc:
-                raise EndpointError(f"endpoint {self.url!r}: bad port") from exc
-            if not parts.hostname or port is None:
+            # "*" is ZeroMQ's wildcard port: bind to any free port, read it back with last_endpoint.
+            port = parts.netloc.rpartition(":")[2]
+            if not parts.hostname or not (port == "*" or port.isdigit() and 0 < int(port) < 65536):
                 raise EndpointError(f"endpoint {self.url!r}: tcp endpoints need host:port")
         else:
             raise EndpointError(f"endpoint {self.url!r}: scheme must be ipc:// or tcp://")
@@ -123,7 +121,10 @@ class _Socket:
     """Shared lifecycle: one socket, bound or connected, closed with a bounded linger."""
 
     def __init__(self, kind: int, linger_ms: int, context: zmq.Context | None) -> None:
-        self._context = context or zmq.Context.instance()
+        # A socket owns its context unless given one: closing then terms the context, which waits (up
+        # to the linger) for queued zero-copy frames to leave before the process may free their memory.
+        self._owns_context = context is None
+        self._context = context or zmq.Context()
         self.socket: zmq.Socket = self._context.socket(kind)
         self.socket.linger = linger_ms
         self._bound: list[Endpoint] = []
@@ -131,7 +132,10 @@ class _Socket:
     def _attach(self, endpoint: Endpoint, bind: bool) -> None:
         try:
             if bind:
-                endpoint.prepare_bind()
+                try:
+                    endpoint.prepare_bind()
+                except OSError as exc:
+                    raise EndpointError(f"cannot bind {endpoint.url!r}: {exc}") from exc
                 self.socket.bind(endpoint.url)
                 self._bound.append(endpoint)
             else:
@@ -140,10 +144,17 @@ class _Socket:
             verb = "bind" if bind else "connect"
             raise EndpointError(f"cannot {verb} {endpoint.url!r}: {exc}") from exc
 
+    @property
+    def last_endpoint(self) -> str:
+        """The endpoint actually bound (resolves a wildcard tcp port)."""
+        return self.socket.last_endpoint.decode()
+
     def close(self) -> None:
         if self.socket.closed:
             return
         self.socket.close()
+        if self._owns_context:
+            self._context.term()
         for endpoint in self._bound:
             endpoint.remove_ipc_file()
 

@@ -1,0 +1,140 @@
+"""Transport between real processes: ipc and tcp, drain-newest, lossless back-pressure, malformed drops."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from fusion_pipeline.transport import Endpoint, EndpointError, Publisher, Subscriber
+from fusion_pipeline.wire import Limits
+
+TESTS = Path(__file__).parent
+
+
+def _start_publisher(endpoint: str, count: int, *flags: str) -> tuple[subprocess.Popen, str]:
+    child = subprocess.Popen(
+        [sys.executable, str(TESTS / "publish_lidar.py"), endpoint, str(count), *flags],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    bound = child.stdout.readline().strip()
+    assert bound, "publisher did not start"
+    return child, bound
+
+
+@pytest.mark.parametrize("scheme", ["ipc", "tcp"])
+def test_two_processes_pub_sub(scheme: str, ipc_dir: Path) -> None:
+    endpoint = f"ipc://{ipc_dir}/lidar.sock" if scheme == "ipc" else "tcp://127.0.0.1:*"
+    child, bound = _start_publisher(endpoint, 30)
+    try:
+        with Subscriber(bound, topics=["lidar/"], hwm=100) as sub:
+            received = []
+            while (sample := sub.recv(timeout_ms=5000)) is not None:
+                received.append(sample)
+                if sample.seq == 29:
+                    break
+        assert child.wait(10) == 0
+    finally:
+        child.kill()
+    assert received, "nothing received"
+    assert [s.seq for s in received] == list(range(received[0].seq, 30))
+    for sample in received:
+        points = sample.arrays["points"]
+        assert points.shape == (20_000, 4) and points.dtype == np.float32
+        assert np.all(points == sample.seq) and sample.stamp_ns == 1_000_000_000 + sample.seq * 100_000_000
+        assert sample.frame_id == "lidar_top" and not points.flags.writeable
+
+
+def test_lossless_mode_blocks_instead_of_dropping(ipc_dir: Path) -> None:
+    child, bound = _start_publisher(f"ipc://{ipc_dir}/replay.sock", 200, "--lossless")
+    try:
+        with Subscriber(bound, hwm=2) as sub:
+            seqs = []
+            while len(seqs) < 200 and (sample := sub.recv(timeout_ms=5000)) is not None:
+                seqs.append(sample.seq)
+                if len(seqs) % 20 == 0:
+                    time.sleep(0.05)  # a slow consumer: a real-time PUB would drop here
+        assert child.wait(10) == 0
+    finally:
+        child.kill()
+    assert seqs == list(range(200))
+
+
+def test_recv_newest_drains_and_counts_skipped(ipc_dir: Path) -> None:
+    url = f"ipc://{ipc_dir}/sets.sock"
+    with Publisher(url, stream="set", modality="set", hwm=100) as pub, Subscriber(url, hwm=100) as sub:
+        time.sleep(0.2)
+        for i in range(10):
+            pub.publish(i, value=np.array([i], np.int32))
+        time.sleep(0.2)
+        newest = sub.recv_newest(timeout_ms=2000)
+        assert newest is not None and newest.seq == 9
+        assert sub.skipped == 9 and sub.received == 1
+        assert sub.recv_newest(timeout_ms=50) is None
+
+
+def test_malformed_messages_are_counted_and_dropped(ipc_dir: Path) -> None:
+    url = f"ipc://{ipc_dir}/raw.sock"
+    raw = zmq.Context.instance().socket(zmq.PUB)
+    raw.linger = 0
+    raw.bind(url)
+    try:
+        with Subscriber(url, hwm=100) as sub:
+            time.sleep(0.2)
+            raw.send_multipart([b"s", b"\xc1garbage"])
+            raw.send_multipart([b"s", msgpack.packb({"v": 9})])
+            good = {
+                "v": 1,
+                "stream": "s",
+                "modality": "radar",
+                "seq": 4,
+                "stamp_ns": 5,
+                "frame_id": "",
+                "meta": {},
+                "arrays": [{"name": "detections", "dtype": "<f4", "shape": [1, 5]}],
+            }
+            raw.send_multipart([b"s", msgpack.packb(good), b"\0" * 19])
+            raw.send_multipart([b"s", msgpack.packb(good), b"\0" * 20])
+            sample = sub.recv(timeout_ms=2000)
+            assert sample is not None and sample.seq == 4
+            assert sub.malformed == {"malformed": 1, "unknown_version": 1, "size_mismatch": 1}
+            assert "needs 20 bytes" in sub.last_error
+    finally:
+        raw.close()
+
+
+def test_receiving_socket_has_maxmsgsize(ipc_dir: Path) -> None:
+    limits = Limits(max_total_bytes=1024 * 1024)
+    with Subscriber(f"ipc://{ipc_dir}/m.sock", limits=limits) as sub:
+        assert sub.socket.getsockopt(zmq.MAXMSGSIZE) == limits.max_message_bytes
+
+
+def test_close_is_quick_and_removes_ipc_file(ipc_dir: Path) -> None:
+    url = f"ipc://{ipc_dir}/sub/dir/cam.sock"
+    pub = Publisher(url, stream="camera/front", modality="camera")
+    assert (ipc_dir / "sub/dir/cam.sock").exists()
+    assert (ipc_dir / "sub/dir").stat().st_mode & 0o777 == 0o700
+    sub = Subscriber(url)
+    for i in range(20):  # queued for a subscriber that never reads
+        pub.publish(i, image=np.zeros((256, 256, 3), np.uint8))
+    start = time.monotonic()
+    pub.close()
+    sub.close()
+    assert time.monotonic() - start < 1.0
+    assert not (ipc_dir / "sub/dir/cam.sock").exists()
+
+
+@pytest.mark.parametrize("url", ["http://x:1", "ipc://relative.sock", "tcp://host", "tcp://host:99999"])
+def test_bad_endpoint_is_refused(url: str) -> None:
+    with pytest.raises(EndpointError, match="endpoint"):
+        Endpoint(url)
+
+
+def test_bind_failure_names_the_endpoint() -> None:
+    with pytest.raises(EndpointError, match="cannot bind"):
+        Publisher("ipc:///proc/forbidden/x.sock", stream="s", modality="m")
