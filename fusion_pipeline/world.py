@@ -1,0 +1,759 @@
+"""A seeded synthetic driving world that renders consistent camera, lidar, radar and audio from one scene.
+
+The world is a pure function of ``(seed, config, t_ns)``: it has no clock and no state beyond caches, so
+separate sensor processes built with the same seed and ``start_ns`` agree on every actor at every instant,
+and a render at a given stamp is reproducible. Time is cut into episodes of ``config.episode_s``; episode
+``k`` covers ``[start_ns + k * episode_ns, start_ns + (k + 1) * episode_ns)`` and has its own scene: the
+ego vehicle driving along +x, 0 to 3 actors moving in straight lines, and one weather condition.
+
+Frames. The ego frame has x forward, y left, z up, origin on the ground under the ego's reference point.
+Sensors return data in their own frame, which is the ego frame raised to the mount height
+(``CAMERA_HEIGHT_M``, ``LIDAR_HEIGHT_M``, ``RADAR_HEIGHT_M``). Labels are in the ego frame.
+
+Design rule: no single sensor suffices, every pair of sensors nearly does.
+The fused model must beat the best single-modality model by 10 accuracy points, and lose at most 8 points
+when any one sensor is missing. So each class cue lives in at least two sensors, and each sensor is blind to
+something another one sees:
+
+=============  ==================================================  =======================================
+sensor         sees                                                blind to / degraded by
+=============  ==================================================  =======================================
+camera         class by look (colour, shape, wheels, light bar),   night (only headlight range ~22 m and
+               position by projection, emergency light bar when    vehicle lights), fog (contrast fades at
+               it flashes (80 % of frames)                         ~18 m), rain (noise); a dark light bar
+                                                                   looks like a car's roof rack
+lidar          geometry: ped (0.5 m) vs cyclist (1.8 m long) vs    car vs emergency (same body sizes),
+               car-like (4-5 m), exact position; works at night    fog (range-dependent dropout and
+                                                                   backscatter), rain (dropout)
+radar          radial velocity and rcs: car-like (+10 dBsm) vs     car vs emergency (same rcs; emergency
+               cyclist (-1) vs pedestrian (-6), all weather        only tends to be faster), stationary
+                                                                   clutter, rain ghosts, coarse angle
+audio          siren (any emergency vehicle in the scene), engine  position, so it cannot tell whether the
+               rumble of nearby cars                               siren is the primary actor; ped,
+                                                                   cyclist and none are all silent
+=============  ==================================================  =======================================
+
+Pairs that cover the hard cases: emergency vs car = audio siren or camera light bar (or radar speed,
+weakly); pedestrian vs cyclist = lidar length or camera look or radar velocity/rcs; far actors at night or
+in fog = lidar or radar; whether the actor is in the corridor = camera, lidar or radar. Hence with one sensor
+missing another still covers each confusion, while alone each sensor has a whole class pair or a whole
+condition it cannot resolve.
+
+Class and condition mix (``WorldConfig``): the primary class is drawn with probabilities
+none 0.15, car 0.25, pedestrian 0.20, cyclist 0.20, emergency 0.20 — car and emergency together are 45 %,
+so a sensor blind to the siren (lidar, radar, camera with the light bar dark) tops out near 80 % however
+good it is otherwise; the conditions are clear 0.30, night 0.25, fog 0.20, rain 0.25, so the camera is
+badly degraded in 45 % of scenes and the lidar in 20 % (fog) plus 25 % mildly (rain).
+Distractor actors (0 to 2 when there is a primary actor, 0 to 3 when not) stand outside the corridor; 8 %
+of them are emergency vehicles, whose siren the audio hears while the label is something else.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, default_contract
+from fusion_pipeline.errors import FusionError
+
+__all__ = [
+    "CAMERA_HEIGHT_M",
+    "CAMERA_SHAPE",
+    "CLASSES",
+    "CONDITIONS",
+    "LIDAR_HEIGHT_M",
+    "PLACE_S",
+    "RADAR_HEIGHT_M",
+    "Actor",
+    "Labels",
+    "Scene",
+    "World",
+    "WorldConfig",
+    "WorldError",
+]
+
+#: Class order of the labels; identical to the model contract's.
+CLASSES: tuple[str, ...] = default_contract().classes
+CONDITIONS: tuple[str, ...] = ("clear", "night", "fog", "rain")
+
+CAMERA_SHAPE = (480, 640, 3)
+CAMERA_HEIGHT_M = 1.5
+CAMERA_FOCAL_PX = 500.0  # horizontal field of view ~65 degrees
+LIDAR_HEIGHT_M = 1.8
+RADAR_HEIGHT_M = 0.5
+
+_CAR, _PED, _CYC, _EMG = (CLASSES.index(c) for c in ("car", "pedestrian", "cyclist", "emergency"))
+#: Episode time at which the primary actor is placed in the corridor; labels are most balanced near it.
+PLACE_S = 1.0
+_SAMPLE_NS = 1_000_000_000 // AUDIO_SAMPLE_RATE  # 62_500 ns: audio sample n sits at start_ns + n * _SAMPLE_NS
+
+
+class WorldError(FusionError):
+    """A world was asked for something it cannot render (time before its start, bad config)."""
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Scene statistics. Probabilities are in the order of CLASSES and CONDITIONS."""
+
+    class_mix: tuple[float, ...] = (0.15, 0.25, 0.20, 0.20, 0.20)
+    condition_mix: tuple[float, ...] = (0.30, 0.25, 0.20, 0.25)
+    episode_s: float = 4.0
+    corridor_length_m: float = 50.0
+    corridor_half_width_m: float = 2.0
+    distractor_emergency_p: float = 0.08
+
+    def __post_init__(self) -> None:
+        for name, probs, n in (
+            ("class_mix", self.class_mix, len(CLASSES)),
+            ("condition_mix", self.condition_mix, len(CONDITIONS)),
+        ):
+            if len(probs) != n or min(probs) < 0 or not math.isclose(sum(probs), 1.0, abs_tol=1e-6):
+                raise WorldError(
+                    f"WorldConfig.{name} must be {n} non-negative numbers summing to 1, got {probs}"
+                )
+        if self.episode_s <= 0 or (self.episode_s * AUDIO_SAMPLE_RATE) % 1:
+            raise WorldError(
+                f"WorldConfig.episode_s must be a whole number of audio samples > 0, got {self.episode_s}"
+            )
+
+
+@dataclass(frozen=True)
+class Actor:
+    """One road user, moving in a straight line; (x0, y0) is its world-frame position at the episode start."""
+
+    kind: str
+    x0: float
+    y0: float
+    heading: float  # rad, 0 = along +x
+    speed: float  # m/s
+    length: float
+    width: float
+    height: float
+    color: tuple[int, int, int]
+    flash_offset_s: float = 0.0  # emergency light-bar phase
+    engine_hz: float = 0.0  # fundamental of the engine rumble; 0 = silent
+    siren_period_s: float = 0.0  # wail sweep period; 0 = no siren
+    roof_rack: bool = False  # a grey bar on the roof: looks like a dark light bar
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One episode: the weather, the ego speed along +x and the actors."""
+
+    condition: str
+    ego_speed: float
+    actors: tuple[Actor, ...]
+    clutter_xy: np.ndarray = field(repr=False)  # (K, 2) static radar scatterers, world frame
+    clutter_rcs: np.ndarray = field(repr=False)  # (K,) dBsm
+
+    def state(self, t_s: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Actor positions and velocities relative to the ego at episode time t_s.
+
+        Scalar t gives (A, 2) and (A, 2); an array of T times gives (T, A, 2) positions.
+        """
+        if not self.actors:
+            shape = np.shape(t_s) + (0, 2)
+            return np.zeros(shape), np.zeros((0, 2))
+        p0 = np.array([(a.x0, a.y0) for a in self.actors])
+        v = np.array([(a.speed * math.cos(a.heading), a.speed * math.sin(a.heading)) for a in self.actors])
+        v_rel = v - (self.ego_speed, 0.0)
+        t = np.asarray(t_s, dtype=np.float64)[..., None, None]
+        return p0 + v_rel * t, v_rel
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Ground truth at one instant for the primary actor (nearest in the forward corridor)."""
+
+    class_id: int
+    position: tuple[float, float]  # ego frame, m; (0, 0) when class is none
+    velocity: float  # radial velocity, m/s, positive = receding
+    siren: bool  # a siren sounds anywhere in the scene (what a microphone can know)
+    condition: str
+
+    @property
+    def class_name(self) -> str:
+        return CLASSES[self.class_id]
+
+
+class World:
+    """A timeline of seeded scenes, rendered on demand at any capture stamp.
+
+    >>> world = World(seed=7)
+    >>> image = world.camera(1_000_000_000)  # (480, 640, 3) uint8 at t = 1 s
+    """
+
+    def __init__(self, seed: int, config: WorldConfig | None = None, start_ns: int = 0) -> None:
+        if seed < 0:
+            raise WorldError(f"world seed must be non-negative, got {seed}")
+        self.seed = seed
+        self.config = config or WorldConfig()
+        self.start_ns = start_ns
+        self.episode_ns = round(self.config.episode_s * 1e9)
+
+    # -- timeline ---------------------------------------------------------------------------------------
+
+    def locate(self, t_ns: int) -> tuple[int, float]:
+        """(episode index, seconds since that episode started) for a stamp."""
+        dt = int(t_ns) - self.start_ns
+        if dt < 0:
+            raise WorldError(f"stamp {t_ns} ns is before the world start {self.start_ns} ns")
+        k, rem = divmod(dt, self.episode_ns)
+        return k, rem / 1e9
+
+    def episode_start_ns(self, k: int) -> int:
+        return self.start_ns + k * self.episode_ns
+
+    @property
+    def scene(self) -> Scene:
+        """The first episode's scene."""
+        return self.episode(0)
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - a World lives as long as its process; scenes are small
+    def episode(self, k: int) -> Scene:
+        """The scene of episode k, a pure function of (seed, config, k)."""
+        return _sample_scene(np.random.default_rng([self.seed, k, 0]), self.config)
+
+    def _rng(self, k: int, sensor: int, t_ns: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, k, sensor, int(t_ns) - self.start_ns])
+
+    # -- labels -----------------------------------------------------------------------------------------
+
+    def labels(self, t_ns: int) -> Labels:
+        k, t = self.locate(t_ns)
+        scene = self.episode(k)
+        pos, v_rel = scene.state(t)
+        cfg = self.config
+        in_corridor = [
+            i
+            for i, (x, y) in enumerate(pos)
+            if 0.0 < x < cfg.corridor_length_m and abs(y) < cfg.corridor_half_width_m
+        ]
+        siren = any(a.siren_period_s > 0 for a in scene.actors)
+        if not in_corridor:
+            return Labels(CLASSES.index("none"), (0.0, 0.0), 0.0, siren, scene.condition)
+        i = min(in_corridor, key=lambda j: float(np.hypot(*pos[j])))
+        r = float(np.hypot(*pos[i]))
+        v_r = float(pos[i] @ v_rel[i]) / max(r, 1e-6)
+        kind = CLASSES.index(scene.actors[i].kind)
+        return Labels(kind, (float(pos[i, 0]), float(pos[i, 1])), v_r, siren, scene.condition)
+
+    # -- sensors ----------------------------------------------------------------------------------------
+
+    def camera(self, t_ns: int) -> np.ndarray:
+        """RGB image (480, 640, 3) uint8 seen from CAMERA_HEIGHT_M through a pinhole."""
+        k, t = self.locate(t_ns)
+        return _render_camera(self.episode(k), t, self._rng(k, 1, t_ns))
+
+    def lidar(self, t_ns: int) -> np.ndarray:
+        """Points (N, 4) float32: x, y, z in the lidar frame (m), intensity in [0, 1]."""
+        k, t = self.locate(t_ns)
+        return _render_lidar(self.episode(k), t, self._rng(k, 2, t_ns))
+
+    def radar(self, t_ns: int) -> np.ndarray:
+        """Detections (M, 5) float32: x, y, z (radar frame, m), radial velocity (m/s), rcs (dBsm)."""
+        k, t = self.locate(t_ns)
+        return _render_radar(self.episode(k), t, self._rng(k, 3, t_ns))
+
+    def audio(self, t0_ns: int, n_samples: int, dtype: str = "float32") -> np.ndarray:
+        """Mono samples at AUDIO_SAMPLE_RATE for [t0, t0 + n_samples / rate), as float32 or int16.
+
+        Samples sit on a fixed grid (start_ns + n * 62.5 us); t0 is rounded to it. Every sample is a pure
+        function of its grid index, so consecutive chunks join seamlessly: rendering [a, b) then [b, c)
+        equals rendering [a, c).
+        """
+        if n_samples < 0:
+            raise WorldError(f"audio: n_samples must be >= 0, got {n_samples}")
+        if dtype not in ("float32", "int16"):
+            raise WorldError(f"audio: dtype must be 'float32' or 'int16', got {dtype!r}")
+        self.locate(t0_ns)  # rejects stamps before the start
+        n0 = (int(t0_ns) - self.start_ns + _SAMPLE_NS // 2) // _SAMPLE_NS
+        idx = np.arange(n0, n0 + n_samples, dtype=np.int64)
+        per_episode = self.episode_ns // _SAMPLE_NS
+        out = _road_noise(self.seed, idx)
+        # A chunk may span an episode boundary: render each episode's part with its own scene.
+        for k in np.unique(idx // per_episode):
+            sel = idx // per_episode == k
+            t = (idx[sel] - k * per_episode) / AUDIO_SAMPLE_RATE
+            out[sel] = _render_audio(self.episode(int(k)), t, out[sel], self.seed, idx[sel])
+        if dtype == "int16":
+            return np.clip(np.round(out * 32767.0), -32768, 32767).astype(np.int16)
+        return out.astype(np.float32)
+
+    def describe(self) -> dict[str, object]:
+        return {"seed": self.seed, "start_ns": self.start_ns, "config": asdict(self.config)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scene sampling
+
+_CAR_COLORS = ((235, 235, 235), (180, 180, 185), (30, 30, 35), (160, 25, 25), (30, 50, 140), (90, 90, 95))
+_EMG_COLORS = ((240, 240, 240), (235, 235, 235), (30, 30, 35))  # white ambulances, dark police: car colours
+_SHIRT_COLORS = (
+    (200, 40, 40),
+    (40, 120, 200),
+    (40, 160, 70),
+    (220, 180, 40),
+    (120, 60, 150),
+    (240, 240, 240),
+)
+
+
+def _sample_actor(rng: np.random.Generator, kind: str, x: float, y: float, heading: float) -> Actor:
+    u = rng.uniform
+    if kind in ("car", "emergency"):
+        emergency = kind == "emergency"
+        colors = _EMG_COLORS if emergency else _CAR_COLORS
+        return Actor(
+            kind,
+            x,
+            y,
+            heading,
+            speed=u(8.0, 18.0) if emergency else u(2.0, 14.0),
+            length=u(3.9, 4.9),
+            width=u(1.7, 1.95),
+            height=u(1.4, 1.75),
+            color=colors[rng.integers(len(colors))],
+            flash_offset_s=u(0.0, 1.0) if emergency else 0.0,
+            engine_hz=u(28.0, 45.0),
+            siren_period_s=u(2.0, 4.0) if emergency else 0.0,
+            roof_rack=bool(rng.random() < 0.3) and not emergency,
+        )
+    shirt = _SHIRT_COLORS[rng.integers(len(_SHIRT_COLORS))]
+    if kind == "pedestrian":
+        size = u(0.4, 0.6)
+        return Actor(kind, x, y, heading, u(0.5, 1.8), size, size, u(1.55, 1.95), shirt)
+    return Actor(kind, x, y, heading, u(3.0, 7.0), u(1.6, 1.9), u(0.5, 0.7), u(1.6, 1.9), shirt)
+
+
+def _primary_heading(rng: np.random.Generator, kind: str, y: float) -> float:
+    """Heading of the primary actor; actors that cross the lane start on the side they walk away from."""
+    inward = -1.0 if y > 0 else 1.0
+    if kind == "pedestrian" and rng.random() < 0.6:
+        return float(inward * math.pi / 2 + rng.normal(0, 0.15))  # crossing
+    if kind == "cyclist" and rng.random() < 0.3:
+        return float(inward * rng.uniform(0.15, 0.5))  # changing lane
+    if kind == "pedestrian" and rng.random() < 0.5:
+        return float(math.pi + rng.normal(0, 0.1))  # walking towards the ego
+    return float(rng.normal(0, 0.05))
+
+
+def _sample_scene(rng: np.random.Generator, cfg: WorldConfig) -> Scene:
+    condition = CONDITIONS[rng.choice(len(CONDITIONS), p=cfg.condition_mix)]
+    ego_speed = float(rng.uniform(0.0, 6.0))
+    primary = CLASSES[rng.choice(len(CLASSES), p=cfg.class_mix)]
+    actors: list[Actor] = []
+    if primary != "none":
+        # Placed so that it stays in the corridor for the first seconds of the episode.
+        # Placed in the corridor at t = PLACE_S, then moved back along its track to the episode start.
+        x = rng.uniform(6.0, 40.0)
+        y = rng.uniform(-0.75, 0.75) * cfg.corridor_half_width_m
+        a = _sample_actor(rng, primary, x, y, _primary_heading(rng, primary, y))
+        dx = (a.speed * math.cos(a.heading) - ego_speed) * PLACE_S
+        actors.append(replace(a, x0=x - dx, y0=y - a.speed * math.sin(a.heading) * PLACE_S))
+    for _ in range(rng.integers(0, 4 - len(actors))):
+        # Distractors stand beside the corridor (pavements, other lanes) and move along the road.
+        p = (0.45, 0.25, 0.30 - cfg.distractor_emergency_p, cfg.distractor_emergency_p)
+        kind = ("car", "pedestrian", "cyclist", "emergency")[rng.choice(4, p=p)]
+        side = rng.choice((-1.0, 1.0))
+        lateral = rng.uniform(3.5, 6.0) if kind in ("car", "emergency") else rng.uniform(4.5, 12.0)
+        heading = math.pi if (kind in ("car", "emergency") and side > 0) else 0.0
+        heading = heading + rng.choice((0.0, math.pi)) * (kind == "pedestrian") + rng.normal(0, 0.05)
+        actors.append(_sample_actor(rng, kind, rng.uniform(-10.0, 70.0), side * lateral, heading))
+    n_clutter = int(rng.integers(6, 15))
+    clutter_x = rng.uniform(-20.0, 120.0, n_clutter)
+    # Guard-rail posts and signs beside the road, plus the odd manhole cover in the lane.
+    in_lane = rng.random(n_clutter) < 0.15
+    clutter_y = np.where(
+        in_lane,
+        rng.uniform(-1.5, 1.5, n_clutter),
+        rng.choice((-1.0, 1.0), n_clutter) * rng.uniform(4.0, 15.0, n_clutter),
+    )
+    clutter_rcs = np.where(in_lane, rng.uniform(-20.0, -10.0, n_clutter), rng.uniform(-8.0, 18.0, n_clutter))
+    return Scene(condition, ego_speed, tuple(actors), np.stack([clutter_x, clutter_y], axis=1), clutter_rcs)
+
+
+def _box_corners(a: Actor, p: np.ndarray) -> np.ndarray:
+    """(8, 3) corners of an actor's box in the ego frame, centred at ego-frame position p."""
+    c, s = math.cos(a.heading), math.sin(a.heading)
+    dx = np.array([1, 1, -1, -1, 1, 1, -1, -1]) * a.length / 2
+    dy = np.array([1, -1, 1, -1, 1, -1, 1, -1]) * a.width / 2
+    z = np.array([0, 0, 0, 0, 1, 1, 1, 1]) * a.height
+    return np.stack([p[0] + c * dx - s * dy, p[1] + s * dx + c * dy, z], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Camera
+
+_FOG_RGB = np.array([190.0, 192.0, 196.0])
+_NOISE_SIGMA = {"clear": 3.0, "night": 9.0, "fog": 4.0, "rain": 8.0}
+_FOG_VIS_M = 18.0
+_HEADLIGHT_M = 22.0
+
+
+@functools.lru_cache(maxsize=len(CONDITIONS))
+def _background(condition: str) -> np.ndarray:
+    """Sky, road and lane markings, lit for the condition; (480, 640, 3) float32."""
+    h, w, _ = CAMERA_SHAPE
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    cy, cx = h / 2, w / 2
+    sky = np.array([120.0, 165.0, 220.0]) + (v[..., None] / cy) * np.array([60.0, 45.0, 20.0])
+    img = np.where(v[..., None] < cy, sky, np.array([95.0, 95.0, 98.0]))
+    # Ground point (x, y, 0) projects to v = cy + f h / x, u = cx - f y / x.
+    below = v > cy + 1
+    x = np.where(below, CAMERA_FOCAL_PX * CAMERA_HEIGHT_M / np.maximum(v - cy, 1e-3), 1e6)
+    y = (cx - u) * x / CAMERA_FOCAL_PX
+    verge = below & (np.abs(y) > 5.0)
+    img[verge] = (70.0, 110.0, 60.0)
+    marking = below & (np.abs(np.abs(y) - 1.9) < 0.08) & ((x % 6.0) < 3.0)
+    img[marking] = (225.0, 225.0, 215.0)
+    if condition == "night":
+        lit = below & (x < _HEADLIGHT_M) & (np.abs(y) < 0.4 * x + 1.5)
+        img = img * np.where(lit, 0.15 + 0.7 * (1 - x / _HEADLIGHT_M), 0.06)[..., None]
+    elif condition == "fog":
+        alpha = np.where(below, np.exp(-x / _FOG_VIS_M), 0.0)[..., None]
+        img = alpha * img + (1 - alpha) * _FOG_RGB
+    elif condition == "rain":
+        img = img * 0.75
+    return img.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _noise_tile() -> np.ndarray:
+    """Unit-variance Gaussian noise, a margin larger than a frame, cut at a random offset per frame."""
+    h, w, c = CAMERA_SHAPE
+    return np.random.default_rng(12345).standard_normal((h + 64, w + 64, c)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _rain_tile() -> np.ndarray:
+    """Sparse bright slanted streaks, as an additive (H+64, W+64, 1) layer."""
+    h, w, _ = CAMERA_SHAPE
+    rng = np.random.default_rng(54321)
+    tile = np.zeros((h + 64, w + 64), np.float32)
+    starts = rng.integers(0, [h + 64 - 20, w + 64 - 8], size=(900, 2))
+    for i in range(20):  # each streak is 20 px long, drifting 1 px right every 3 rows
+        tile[starts[:, 0] + i, starts[:, 1] + i // 3] = 35.0
+    return tile[..., None]
+
+
+def _visibility(condition: str, d: float, ahead: bool) -> tuple[float, float]:
+    """(brightness factor, fog alpha) for an actor at distance d: how much of its own colour survives."""
+    if condition == "night":
+        return (0.9 * max(0.0, 1 - d / _HEADLIGHT_M) if ahead else 0.0) + 0.05, 1.0
+    if condition == "fog":
+        return 1.0, math.exp(-d / _FOG_VIS_M)
+    if condition == "rain":
+        return 0.8, math.exp(-d / 80.0)
+    return 1.0, 1.0
+
+
+def _render_camera(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarray:
+    img = _background(scene.condition).copy()
+    pos, _ = scene.state(t)
+    order = np.argsort(-np.hypot(pos[:, 0], pos[:, 1])) if len(pos) else []
+    for i in order:
+        a, p = scene.actors[i], pos[i]
+        corners = _box_corners(a, p)
+        if corners[:, 0].min() < 1.0:
+            continue  # beside or behind the camera
+        u = 320.0 - CAMERA_FOCAL_PX * corners[:, 1] / corners[:, 0]
+        v = 240.0 - CAMERA_FOCAL_PX * (corners[:, 2] - CAMERA_HEIGHT_M) / corners[:, 0]
+        box = (v.min(), v.max(), u.min(), u.max())
+        d = float(np.hypot(*p))
+        gain, alpha = _visibility(scene.condition, d, ahead=abs(p[1]) < 0.4 * p[0] + 1.5)
+        for (r0, r1, c0, c1), rgb in _parts(a, t):
+            _fill(
+                img,
+                box,
+                (r0, r1, c0, c1),
+                alpha * gain * np.asarray(rgb, np.float32) + (1 - alpha) * _fog(scene),
+            )
+        lights_alpha = math.exp(-d / (2.5 * _FOG_VIS_M)) if scene.condition == "fog" else 1.0
+        for (r0, r1, c0, c1), rgb in _lights(a, t, scene.condition, p):
+            _fill(
+                img,
+                box,
+                (r0, r1, c0, c1),
+                lights_alpha * np.asarray(rgb, np.float32) + (1 - lights_alpha) * _fog(scene),
+            )
+    oy, ox = rng.integers(0, 64, size=2)
+    h, w, _ = CAMERA_SHAPE
+    img += _NOISE_SIGMA[scene.condition] * _noise_tile()[oy : oy + h, ox : ox + w]
+    if scene.condition == "rain":
+        ry, rx = rng.integers(0, 64, size=2)
+        img += _rain_tile()[ry : ry + h, rx : rx + w]
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _fog(scene: Scene) -> np.ndarray:
+    return _FOG_RGB if scene.condition == "fog" else np.zeros(3, np.float32)
+
+
+def _fill(
+    img: np.ndarray, box: tuple[float, ...], part: tuple[float, float, float, float], rgb: np.ndarray
+) -> None:
+    """Paint a sub-rectangle given as fractions (rows r0..r1, cols c0..c1) of the actor's image box."""
+    v0, v1, u0, u1 = box
+    r0, r1, c0, c1 = part
+    h, w, _ = img.shape
+    top, bottom = int(max(0, v0 + r0 * (v1 - v0))), int(min(h, math.ceil(v0 + r1 * (v1 - v0))))
+    left, right = int(max(0, u0 + c0 * (u1 - u0))), int(min(w, math.ceil(u0 + c1 * (u1 - u0))))
+    if top < bottom and left < right:
+        img[top:bottom, left:right] = rgb
+
+
+_Part = tuple[tuple[float, float, float, float], tuple[int, int, int]]
+
+
+def _parts(a: Actor, t: float) -> list[_Part]:
+    """The actor's look as coloured rectangles in box fractions, painted in order."""
+    if a.kind in ("car", "emergency"):
+        parts: list[_Part] = [
+            ((0.35, 0.88, 0.0, 1.0), a.color),  # body
+            ((0.05, 0.38, 0.15, 0.85), tuple(int(0.5 * c) + 25 for c in a.color)),  # cabin, tinted glass
+            ((0.12, 0.36, 0.22, 0.78), (45, 55, 70)),  # windows
+            ((0.85, 1.0, 0.08, 0.3), (20, 20, 20)),  # wheels
+            ((0.85, 1.0, 0.7, 0.92), (20, 20, 20)),
+        ]
+        if a.roof_rack or a.kind == "emergency":
+            parts.append(((0.0, 0.07, 0.3, 0.7), (85, 85, 90)))  # roof rack, or the light bar housing
+        return parts
+    if a.kind == "pedestrian":
+        return [
+            ((0.0, 0.13, 0.3, 0.7), (224, 172, 105)),  # head
+            ((0.13, 0.55, 0.1, 0.9), a.color),  # torso
+            ((0.55, 1.0, 0.2, 0.8), (40, 40, 60)),  # legs
+        ]
+    return [  # cyclist: rider on a bike, wheels at the ends of the box
+        ((0.0, 0.12, 0.35, 0.65), (250, 200, 0)),  # helmet
+        ((0.12, 0.5, 0.3, 0.7), a.color),  # torso
+        ((0.5, 0.62, 0.15, 0.85), (140, 140, 150)),  # frame
+        ((0.6, 1.0, 0.0, 0.35), (15, 15, 15)),  # wheels
+        ((0.6, 1.0, 0.65, 1.0), (15, 15, 15)),
+    ]
+
+
+_FLASH_PERIOD_S = 0.5
+
+
+def _lights(a: Actor, t: float, condition: str, p: np.ndarray) -> list[_Part]:
+    """Emissive parts: they do not fade with the dark. Lamps at night; the light bar when it flashes."""
+    parts: list[_Part] = []
+    if a.kind in ("car", "emergency") and condition in ("night", "fog", "rain"):
+        # Seen from behind: red tail lamps; oncoming: white head lamps.
+        toward = math.cos(a.heading) * p[0] < 0
+        lamp = (255, 250, 220) if toward else (230, 20, 20)
+        parts += [((0.45, 0.6, 0.02, 0.16), lamp), ((0.45, 0.6, 0.84, 0.98), lamp)]
+    if a.kind == "emergency":
+        phase = ((t + a.flash_offset_s) % _FLASH_PERIOD_S) / _FLASH_PERIOD_S
+        # Red on for 40 % of the cycle, blue for 40 %, dark in between: 80 % of frames show a lamp.
+        if phase < 0.4:
+            parts.append(((0.0, 0.08, 0.28, 0.5), (255, 30, 30)))
+        elif 0.5 <= phase < 0.9:
+            parts.append(((0.0, 0.08, 0.5, 0.72), (40, 80, 255)))
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Lidar: 64 beams from -25 to +3 degrees, 1024 azimuth steps, 100 m range
+
+_LIDAR_BEAMS, _LIDAR_AZ = 64, 1024
+_LIDAR_RANGE_M = 100.0
+_LIDAR_REFLECT = {"car": 0.45, "emergency": 0.45, "pedestrian": 0.18, "cyclist": 0.3}
+_LIDAR_NOISE_M = {"clear": 0.02, "night": 0.02, "fog": 0.05, "rain": 0.05}
+
+
+@functools.lru_cache(maxsize=1)
+def _lidar_rays() -> np.ndarray:
+    """(AZ, BEAMS, 3) unit ray directions, azimuth-major so an actor's rays are a contiguous azimuth slice."""
+    az = np.linspace(-math.pi, math.pi, _LIDAR_AZ, endpoint=False)
+    el = np.radians(np.linspace(-25.0, 3.0, _LIDAR_BEAMS))
+    ce = np.cos(el)
+    return np.stack(
+        np.broadcast_arrays(np.cos(az)[:, None] * ce, np.sin(az)[:, None] * ce, np.sin(el)[None, :]), axis=-1
+    ).astype(np.float32)
+
+
+def _render_lidar(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarray:
+    rays = _lidar_rays()
+    n_az, n_el, _ = rays.shape
+    # Ground: z = -LIDAR_HEIGHT_M in the lidar frame.
+    dz = rays[..., 2]
+    rng_m = np.where(dz < 0, LIDAR_HEIGHT_M / np.maximum(-dz, 1e-6), np.inf).astype(np.float32)
+    refl = np.full((n_az, n_el), 0.1, np.float32)
+    pos, _ = scene.state(t)
+    for a, p in zip(scene.actors, pos, strict=True):
+        # Rays that can hit this box: the azimuth interval spanned by its corners (never wraps past -pi for
+        # boxes ahead; boxes behind are handled by taking the index range modulo AZ).
+        corners = _box_corners(a, p)
+        az = np.arctan2(corners[:, 1], corners[:, 0])
+        lo, hi = az.min(), az.max()
+        if hi - lo > math.pi:  # straddles the +-pi seam behind the ego
+            lo, hi = az[az > 0].min(), az[az < 0].max() + 2 * math.pi
+        i0 = int(math.floor((lo + math.pi) / (2 * math.pi) * n_az)) - 1
+        i1 = int(math.ceil((hi + math.pi) / (2 * math.pi) * n_az)) + 2
+        idx = np.arange(i0, i1) % n_az
+        hit = _ray_box(rays[idx], a, p)
+        closer = hit < rng_m[idx]
+        sub = rng_m[idx]
+        sub[closer] = hit[closer]
+        rng_m[idx] = sub
+        sub_r = refl[idx]
+        sub_r[closer] = _LIDAR_REFLECT[a.kind]
+        refl[idx] = sub_r
+    keep = rng_m <= _LIDAR_RANGE_M
+    if scene.condition == "fog":
+        keep &= rng.random(keep.shape, dtype=np.float32) < np.exp(-rng_m / 35.0)
+    elif scene.condition == "rain":
+        keep &= rng.random(keep.shape, dtype=np.float32) < 0.75
+    else:
+        keep &= rng.random(keep.shape, dtype=np.float32) < 0.98
+    r = rng_m[keep]
+    r = r + _LIDAR_NOISE_M[scene.condition] * rng.standard_normal(r.shape, dtype=np.float32)
+    xyz = rays[keep] * r[:, None]
+    intensity = refl[keep] * rng.uniform(0.8, 1.2, r.shape).astype(np.float32)
+    # Lane markings are retro-reflective.
+    ground = np.abs(xyz[:, 2] + LIDAR_HEIGHT_M) < 0.2
+    marking = ground & (np.abs(np.abs(xyz[:, 1]) - 1.9) < 0.1)
+    intensity[marking] = 0.6
+    points = np.concatenate([xyz, intensity[:, None]], axis=1)
+    if scene.condition in ("fog", "rain"):
+        # Backscatter from droplets: weak returns a few metres from the sensor.
+        n = 3000 if scene.condition == "fog" else 800
+        d = rng.standard_normal((n, 3)).astype(np.float32)
+        d[:, 2] = np.abs(d[:, 2]) * 0.3 - 0.1
+        d *= rng.uniform(1.0, 6.0, (n, 1)).astype(np.float32) / np.linalg.norm(d, axis=1, keepdims=True)
+        noise = np.concatenate([d, rng.uniform(0.0, 0.08, (n, 1)).astype(np.float32)], axis=1)
+        points = np.concatenate([points, noise])
+    return points.astype(np.float32)
+
+
+def _ray_box(rays: np.ndarray, a: Actor, p: np.ndarray) -> np.ndarray:
+    """Slab test: distance along each ray (from the lidar origin) to the actor's box, inf for a miss."""
+    c, s = math.cos(a.heading), math.sin(a.heading)
+    # Box frame: centre at the origin, axes along the actor's heading.
+    o = np.array([-p[0], -p[1], LIDAR_HEIGHT_M - a.height / 2], np.float32)
+    o = np.array([c * o[0] + s * o[1], -s * o[0] + c * o[1], o[2]], np.float32)
+    d = np.stack(
+        [c * rays[..., 0] + s * rays[..., 1], -s * rays[..., 0] + c * rays[..., 1], rays[..., 2]], -1
+    )
+    d = np.where(d == 0, np.float32(1e-9), d)  # a ray parallel to a slab never crosses it
+    half = np.array([a.length / 2, a.width / 2, a.height / 2], np.float32)
+    t1 = (-half - o) / d
+    t2 = (half - o) / d
+    t_near = np.minimum(t1, t2).max(axis=-1)
+    t_far = np.maximum(t1, t2).min(axis=-1)
+    return np.where((t_far >= t_near) & (t_far > 0), np.maximum(t_near, 0), np.inf).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Radar: +-60 degrees, 100 m
+
+_RADAR_FOV = math.radians(60.0)
+_RADAR_RANGE_M = 100.0
+_RADAR_RCS = {"car": 10.0, "emergency": 10.0, "pedestrian": -6.0, "cyclist": -1.0}
+_RADAR_POINTS = {"car": (3, 8), "emergency": (3, 8), "pedestrian": (1, 2), "cyclist": (1, 3)}
+_MICRO_DOPPLER = {"car": 0.1, "emergency": 0.1, "pedestrian": 0.8, "cyclist": 1.0}  # limbs, wheels
+
+
+def _render_radar(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarray:
+    pos, v_rel = scene.state(t)
+    xs, vs, rcs = [], [], []
+    for a, p, v in zip(scene.actors, pos, v_rel, strict=True):
+        r = float(np.hypot(*p))
+        p_detect = 0.97 if a.kind in ("car", "emergency") else 0.92 - r / 250.0
+        if r > _RADAR_RANGE_M or abs(math.atan2(p[1], p[0])) > _RADAR_FOV or rng.random() > p_detect:
+            continue
+        lo, hi = _RADAR_POINTS[a.kind]
+        n = int(rng.integers(lo, hi + 1))
+        corners = _box_corners(a, p)
+        # Scatterers spread over the box; velocity is the box's radial velocity plus micro-Doppler.
+        w = rng.random((n, 8))
+        pts = (w / w.sum(1, keepdims=True)) @ corners
+        xs.append(pts)
+        v_r = (pts[:, :2] @ v) / np.maximum(np.hypot(pts[:, 0], pts[:, 1]), 1e-3)
+        vs.append(v_r + _MICRO_DOPPLER[a.kind] * rng.standard_normal(n))
+        rcs.append(_RADAR_RCS[a.kind] + 4.0 * rng.standard_normal(n))
+    # Static scatterers: they move at minus the ego speed.
+    cxy = scene.clutter_xy - (scene.ego_speed * t, 0.0)
+    seen = rng.random(len(cxy)) < 0.7
+    cxy, c_rcs = cxy[seen], scene.clutter_rcs[seen]
+    if scene.condition == "rain":  # ghost detections from spray
+        n = int(rng.integers(4, 12))
+        cxy = np.concatenate([cxy, np.stack([rng.uniform(2, 40, n), rng.uniform(-8, 8, n)], 1)])
+        c_rcs = np.concatenate([c_rcs, rng.uniform(-20.0, -5.0, n)])
+    xs.append(np.concatenate([cxy, rng.uniform(0.0, 1.0, (len(cxy), 1))], axis=1))
+    vs.append(-scene.ego_speed * cxy[:, 0] / np.maximum(np.hypot(cxy[:, 0], cxy[:, 1]), 1e-3))
+    rcs.append(c_rcs + 2.0 * rng.standard_normal(len(cxy)))
+    xyz, v_r, rcs_db = np.concatenate(xs), np.concatenate(vs), np.concatenate(rcs)
+    # Measurement noise in polar coordinates: range 0.15 m, azimuth 1 degree; velocity 0.1 m/s.
+    r = np.hypot(xyz[:, 0], xyz[:, 1]) + 0.15 * rng.standard_normal(len(xyz))
+    az = np.arctan2(xyz[:, 1], xyz[:, 0]) + math.radians(1.0) * rng.standard_normal(len(xyz))
+    ok = (r > 0.5) & (r < _RADAR_RANGE_M) & (np.abs(az) < _RADAR_FOV)
+    out = np.stack(
+        [
+            r * np.cos(az),
+            r * np.sin(az),
+            xyz[:, 2] - RADAR_HEIGHT_M,
+            v_r + 0.1 * rng.standard_normal(len(xyz)),
+            rcs_db,
+        ],
+        axis=1,
+    )[ok]
+    return out[rng.permutation(len(out))].astype(np.float32)  # real radars list detections in no useful order
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Audio: every sample a pure function of its global index, so chunks join exactly
+
+_NOISE_BLOCK = 4096
+_ROAD_TAPS = 16  # moving-average low-pass: road rumble is mostly low-frequency
+
+
+def _white(seed: int, stream: int, idx: np.ndarray) -> np.ndarray:
+    """Unit white noise at global sample indices (contiguous), from per-block seeded generators."""
+    blocks = np.arange(idx[0] // _NOISE_BLOCK, idx[-1] // _NOISE_BLOCK + 1) if len(idx) else np.arange(0)
+    noise = (
+        np.concatenate(
+            [np.random.default_rng([seed, stream, int(b)]).standard_normal(_NOISE_BLOCK) for b in blocks]
+        )
+        if len(blocks)
+        else np.zeros(0)
+    )
+    return noise[idx - blocks[0] * _NOISE_BLOCK] if len(idx) else noise
+
+
+def _road_noise(seed: int, idx: np.ndarray) -> np.ndarray:
+    """Low-passed noise shared by all scenes (its level is set per scene in _render_audio)."""
+    if not len(idx):
+        return np.zeros(0)
+    ext = np.arange(idx[0] - _ROAD_TAPS + 1, idx[-1] + 1)
+    white = _white(seed, 7, np.maximum(ext, 0))
+    return np.convolve(white, np.full(_ROAD_TAPS, 1 / math.sqrt(_ROAD_TAPS)), mode="valid")
+
+
+def _render_audio(scene: Scene, t: np.ndarray, road: np.ndarray, seed: int, idx: np.ndarray) -> np.ndarray:
+    """Mix for one episode: road noise scaled by ego speed, rain hiss, engines and sirens by distance."""
+    out = (0.01 + 0.004 * scene.ego_speed) * road
+    if scene.condition == "rain":
+        out = out + 0.03 * _white(seed, 8, idx)
+    if not scene.actors:
+        return out
+    pos, _ = scene.state(t)  # (T, A, 2)
+    dist = np.maximum(np.hypot(pos[..., 0], pos[..., 1]), 3.0)
+    for i, a in enumerate(scene.actors):
+        gain = 1.0 / dist[:, i]
+        if a.engine_hz:
+            phase = 2 * math.pi * a.engine_hz * t
+            out = out + gain * 0.25 * sum(np.sin(h * phase) / h for h in (1, 2, 3, 4, 6))
+        if a.siren_period_s:
+            # Wail: f(t) = 950 + 400 sin(2 pi t / T); phase is its integral, so it is exact at any t.
+            w = 2 * math.pi / a.siren_period_s
+            phase = 2 * math.pi * (950.0 * t - 400.0 / w * np.cos(w * t))
+            out = out + gain * 1.5 * (np.sin(phase) + 0.4 * np.sin(2 * phase))
+    return out
