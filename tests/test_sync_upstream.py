@@ -137,3 +137,9 @@ def test_unknown_stream_and_out_of_order_raise() -> None:
         policy.add("a", 12.5)  # type: ignore[arg-type]
     with pytest.raises(SyncError, match="lower_bound_ns"):
         ApproximateTimePolicy(["a"], lower_bound_ns={"zz": 1})
+
+
+def test_equal_spans_keep_the_older_candidate() -> None:
+    # (a, A) and (b, A) both span 1 s; upstream's ">=" keeps the candidate found first.
+    assert run([(0, 0), (1, 1), (2, 0)], 10) == [(0, 1)]
+    assert run([(0, 0), (1, 1), (2, 0)], 10, age_penalty=0.0) == [(0, 1)]
