@@ -49,8 +49,9 @@ class InputNorm(nn.Module):
 class ConvEncoder(nn.Module):
     """Strided conv stack -> feature map average-pooled to a `token_grid` -> one token per grid cell.
 
-    The first stride is chosen per modality so that a 96x128 camera image and a 64x64 BEV cost about
-    the same; batch norm is folded into the convolutions by ONNX Runtime at load time.
+    The first layer's stride and kernel are chosen per modality so that a 96x128 camera image, a 64x64
+    BEV and a 40x48 log-mel cost about the same; batch norm is folded into the convolutions by ONNX
+    Runtime at load time.
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class ConvEncoder(nn.Module):
         in_shape: tuple[int, int, int],
         channels: tuple[int, ...],
         first_stride: int,
+        first_kernel: int,
         token_grid: tuple[int, int],
         d_model: int,
     ) -> None:
@@ -66,8 +68,7 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         c_in = in_shape[0]
         for i, c_out in enumerate(channels):
-            stride = first_stride if i == 0 else 2
-            kernel = 5 if i == 0 else 3
+            stride, kernel = (first_stride, first_kernel) if i == 0 else (2, 3)
             layers += [
                 nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
                 nn.BatchNorm2d(c_out),

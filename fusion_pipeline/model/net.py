@@ -93,10 +93,10 @@ class FusionNet(nn.Module):
         shapes = {m: contract.input(m).shape for m in MODALITIES}
         c, d = config.cnn_channels, config.d_model
         builders = {
-            "camera": lambda: ConvEncoder(shapes["camera"], c, first_stride=4, token_grid=(2, 2), d_model=d),
-            "lidar": lambda: ConvEncoder(shapes["lidar"], c, first_stride=2, token_grid=(2, 2), d_model=d),
+            "camera": lambda: ConvEncoder(shapes["camera"], c, 4, 5, token_grid=(2, 2), d_model=d),
+            "lidar": lambda: ConvEncoder(shapes["lidar"], c, 2, 3, token_grid=(2, 2), d_model=d),
             "radar": lambda: RadarEncoder(shapes["radar"][-1], config.radar_hidden, d_model=d),
-            "audio": lambda: ConvEncoder(shapes["audio"], c, first_stride=1, token_grid=(1, 2), d_model=d),
+            "audio": lambda: ConvEncoder(shapes["audio"], c, 2, 3, token_grid=(1, 2), d_model=d),
         }
         self.encoders = nn.ModuleDict({m: builders[m]() for m in config.modalities})
         # Column of each used modality in the full [B, 4] presence mask.
