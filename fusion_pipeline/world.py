@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -140,15 +140,19 @@ class Actor:
     roof_rack: bool = False  # a grey bar on the roof: looks like a dark light bar
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Scene:
-    """One episode: the weather, the ego speed along +x and the actors."""
+    """One episode: the weather, the ego speed along +x, the actors and static radar clutter.
+
+    A scene renders itself at an episode time `t_s`; the random generator supplies the per-capture
+    noise, so a World makes renders reproducible by seeding it from the stamp.
+    """
 
     condition: str
     ego_speed: float
     actors: tuple[Actor, ...]
-    clutter_xy: np.ndarray = field(repr=False)  # (K, 2) static radar scatterers, world frame
-    clutter_rcs: np.ndarray = field(repr=False)  # (K,) dBsm
+    clutter_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)), repr=False)  # world frame, m
+    clutter_rcs: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)  # dBsm
 
     def state(self, t_s: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Actor positions and velocities relative to the ego at episode time t_s.
@@ -163,6 +167,31 @@ class Scene:
         v_rel = v - (self.ego_speed, 0.0)
         t = np.asarray(t_s, dtype=np.float64)[..., None, None]
         return p0 + v_rel * t, v_rel
+
+    def labels(self, t_s: float, config: WorldConfig) -> Labels:
+        """Primary actor: the nearest one whose centre is in the corridor 0 < x < length, |y| < half width."""
+        pos, v_rel = self.state(t_s)
+        in_corridor = [
+            i
+            for i, (x, y) in enumerate(pos)
+            if 0.0 < x < config.corridor_length_m and abs(y) < config.corridor_half_width_m
+        ]
+        siren = any(a.siren_period_s > 0 for a in self.actors)
+        if not in_corridor:
+            return Labels(CLASSES.index("none"), (0.0, 0.0), 0.0, siren, self.condition)
+        i = min(in_corridor, key=lambda j: float(np.hypot(*pos[j])))
+        v_r = float(pos[i] @ v_rel[i]) / max(float(np.hypot(*pos[i])), 1e-6)
+        kind = CLASSES.index(self.actors[i].kind)
+        return Labels(kind, (float(pos[i, 0]), float(pos[i, 1])), v_r, siren, self.condition)
+
+    def camera(self, t_s: float, rng: np.random.Generator) -> np.ndarray:
+        return _render_camera(self, t_s, rng)
+
+    def lidar(self, t_s: float, rng: np.random.Generator) -> np.ndarray:
+        return _render_lidar(self, t_s, rng)
+
+    def radar(self, t_s: float, rng: np.random.Generator) -> np.ndarray:
+        return _render_radar(self, t_s, rng)
 
 
 @dataclass(frozen=True)
@@ -221,43 +250,26 @@ class World:
     def _rng(self, k: int, sensor: int, t_ns: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, k, sensor, int(t_ns) - self.start_ns])
 
-    # -- labels -----------------------------------------------------------------------------------------
+    # -- ground truth and sensors -----------------------------------------------------------------------
 
     def labels(self, t_ns: int) -> Labels:
         k, t = self.locate(t_ns)
-        scene = self.episode(k)
-        pos, v_rel = scene.state(t)
-        cfg = self.config
-        in_corridor = [
-            i
-            for i, (x, y) in enumerate(pos)
-            if 0.0 < x < cfg.corridor_length_m and abs(y) < cfg.corridor_half_width_m
-        ]
-        siren = any(a.siren_period_s > 0 for a in scene.actors)
-        if not in_corridor:
-            return Labels(CLASSES.index("none"), (0.0, 0.0), 0.0, siren, scene.condition)
-        i = min(in_corridor, key=lambda j: float(np.hypot(*pos[j])))
-        r = float(np.hypot(*pos[i]))
-        v_r = float(pos[i] @ v_rel[i]) / max(r, 1e-6)
-        kind = CLASSES.index(scene.actors[i].kind)
-        return Labels(kind, (float(pos[i, 0]), float(pos[i, 1])), v_r, siren, scene.condition)
-
-    # -- sensors ----------------------------------------------------------------------------------------
+        return self.episode(k).labels(t, self.config)
 
     def camera(self, t_ns: int) -> np.ndarray:
         """RGB image (480, 640, 3) uint8 seen from CAMERA_HEIGHT_M through a pinhole."""
         k, t = self.locate(t_ns)
-        return _render_camera(self.episode(k), t, self._rng(k, 1, t_ns))
+        return self.episode(k).camera(t, self._rng(k, 1, t_ns))
 
     def lidar(self, t_ns: int) -> np.ndarray:
         """Points (N, 4) float32: x, y, z in the lidar frame (m), intensity in [0, 1]."""
         k, t = self.locate(t_ns)
-        return _render_lidar(self.episode(k), t, self._rng(k, 2, t_ns))
+        return self.episode(k).lidar(t, self._rng(k, 2, t_ns))
 
     def radar(self, t_ns: int) -> np.ndarray:
         """Detections (M, 5) float32: x, y, z (radar frame, m), radial velocity (m/s), rcs (dBsm)."""
         k, t = self.locate(t_ns)
-        return _render_radar(self.episode(k), t, self._rng(k, 3, t_ns))
+        return self.episode(k).radar(t, self._rng(k, 3, t_ns))
 
     def audio(self, t0_ns: int, n_samples: int, dtype: str = "float32") -> np.ndarray:
         """Mono samples at AUDIO_SAMPLE_RATE for [t0, t0 + n_samples / rate), as float32 or int16.
@@ -283,9 +295,6 @@ class World:
         if dtype == "int16":
             return np.clip(np.round(out * 32767.0), -32768, 32767).astype(np.int16)
         return out.astype(np.float32)
-
-    def describe(self) -> dict[str, object]:
-        return {"seed": self.seed, "start_ns": self.start_ns, "config": asdict(self.config)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -466,21 +475,12 @@ def _render_camera(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarr
         box = (v.min(), v.max(), u.min(), u.max())
         d = float(np.hypot(*p))
         gain, alpha = _visibility(scene.condition, d, ahead=abs(p[1]) < 0.4 * p[0] + 1.5)
-        for (r0, r1, c0, c1), rgb in _parts(a, t):
-            _fill(
-                img,
-                box,
-                (r0, r1, c0, c1),
-                alpha * gain * np.asarray(rgb, np.float32) + (1 - alpha) * _fog(scene),
-            )
-        lights_alpha = math.exp(-d / (2.5 * _FOG_VIS_M)) if scene.condition == "fog" else 1.0
-        for (r0, r1, c0, c1), rgb in _lights(a, t, scene.condition, p):
-            _fill(
-                img,
-                box,
-                (r0, r1, c0, c1),
-                lights_alpha * np.asarray(rgb, np.float32) + (1 - lights_alpha) * _fog(scene),
-            )
+        fog = _fog(scene)
+        for rect, rgb in _parts(a, t):
+            _fill(img, box, rect, alpha * gain * np.asarray(rgb, np.float32) + (1 - alpha) * fog)
+        glow = math.exp(-d / (2.5 * _FOG_VIS_M)) if scene.condition == "fog" else 1.0
+        for rect, rgb, opacity in _lights(a, t, scene.condition, p):
+            _fill(img, box, rect, glow * np.asarray(rgb, np.float32) + (1 - glow) * fog, opacity)
     oy, ox = rng.integers(0, 64, size=2)
     h, w, _ = CAMERA_SHAPE
     img += _NOISE_SIGMA[scene.condition] * _noise_tile()[oy : oy + h, ox : ox + w]
@@ -495,7 +495,11 @@ def _fog(scene: Scene) -> np.ndarray:
 
 
 def _fill(
-    img: np.ndarray, box: tuple[float, ...], part: tuple[float, float, float, float], rgb: np.ndarray
+    img: np.ndarray,
+    box: tuple[float, ...],
+    part: tuple[float, float, float, float],
+    rgb: np.ndarray,
+    opacity: float = 1.0,
 ) -> None:
     """Paint a sub-rectangle given as fractions (rows r0..r1, cols c0..c1) of the actor's image box."""
     v0, v1, u0, u1 = box
@@ -504,10 +508,12 @@ def _fill(
     top, bottom = int(max(0, v0 + r0 * (v1 - v0))), int(min(h, math.ceil(v0 + r1 * (v1 - v0))))
     left, right = int(max(0, u0 + c0 * (u1 - u0))), int(min(w, math.ceil(u0 + c1 * (u1 - u0))))
     if top < bottom and left < right:
-        img[top:bottom, left:right] = rgb
+        region = img[top:bottom, left:right]
+        region[...] = rgb if opacity == 1.0 else opacity * rgb + (1 - opacity) * region
 
 
 _Part = tuple[tuple[float, float, float, float], tuple[int, int, int]]
+_Lamp = tuple[tuple[float, float, float, float], tuple[int, int, int], float]  # rect, colour, opacity
 
 
 def _parts(a: Actor, t: float) -> list[_Part]:
@@ -541,22 +547,30 @@ def _parts(a: Actor, t: float) -> list[_Part]:
 _FLASH_PERIOD_S = 0.5
 
 
-def _lights(a: Actor, t: float, condition: str, p: np.ndarray) -> list[_Part]:
-    """Emissive parts: they do not fade with the dark. Lamps at night; the light bar when it flashes."""
-    parts: list[_Part] = []
+def _lights(a: Actor, t: float, condition: str, p: np.ndarray) -> list[_Lamp]:
+    """Emissive parts, which do not fade with the dark: lamps at night and in murk; the flashing light bar.
+
+    Each lamp comes with a halo (a wide, half-transparent rectangle) so that it survives the down-scaling
+    to the model's 96x128 input as a coloured smudge, the way a real flashing lamp blooms in a camera.
+    """
+    lamps: list[_Lamp] = []
     if a.kind in ("car", "emergency") and condition in ("night", "fog", "rain"):
         # Seen from behind: red tail lamps; oncoming: white head lamps.
         toward = math.cos(a.heading) * p[0] < 0
         lamp = (255, 250, 220) if toward else (230, 20, 20)
-        parts += [((0.45, 0.6, 0.02, 0.16), lamp), ((0.45, 0.6, 0.84, 0.98), lamp)]
+        lamps += [((0.45, 0.6, 0.02, 0.16), lamp, 1.0), ((0.45, 0.6, 0.84, 0.98), lamp, 1.0)]
     if a.kind == "emergency":
         phase = ((t + a.flash_offset_s) % _FLASH_PERIOD_S) / _FLASH_PERIOD_S
-        # Red on for 40 % of the cycle, blue for 40 %, dark in between: 80 % of frames show a lamp.
+        # Red for 40 % of the cycle, blue for 40 %, dark in between: 80 % of frames show a lamp.
         if phase < 0.4:
-            parts.append(((0.0, 0.08, 0.28, 0.5), (255, 30, 30)))
+            rect, rgb = (0.0, 0.1, 0.2, 0.5), (255, 30, 30)
         elif 0.5 <= phase < 0.9:
-            parts.append(((0.0, 0.08, 0.5, 0.72), (40, 80, 255)))
-    return parts
+            rect, rgb = (0.0, 0.1, 0.5, 0.8), (40, 80, 255)
+        else:
+            return lamps
+        halo = (rect[0] - 0.3, rect[1] + 0.25, rect[2] - 0.25, rect[3] + 0.25)
+        lamps += [(halo, rgb, 0.45), (rect, rgb, 1.0)]
+    return lamps
 
 
 # ---------------------------------------------------------------------------------------------------------
