@@ -196,6 +196,10 @@ class ApproximateTimePolicy:
                 self._process(out)
         return out
 
+    def depths(self) -> dict[str, int]:
+        """Messages held per stream (queued or set aside), each at most queue_size."""
+        return {n: len(q) + len(a) for n, q, a in zip(self.streams, self._queues, self._aside, strict=True)}
+
     def drain(self) -> list[tuple[str, int, object]]:
         """Remove and return every message not emitted yet, as (stream, stamp_ns, payload) in
         per-stream order; the policy is empty afterwards. Used to rebuild over other streams."""
@@ -739,6 +743,17 @@ class Synchronizer:
                 if not self.streams[name].required
             ]
         return min(times, default=None)
+
+    def depths(self) -> dict[str, int]:
+        """What each stream holds now: queued messages, open reference sets, or audio chunks."""
+        held = dict.fromkeys(self.streams, 0)
+        if self._policy is not None:
+            held.update(self._policy.depths())
+        held.update({n: len(q) for n, q in self._queues.items()})
+        held.update({n: len(r.chunks) for n, r in self._rings.items()})
+        if self.settings.mode == "reference":
+            held[self.settings.reference or ""] = len(self._pending)
+        return held
 
     @property
     def watermark_ns(self) -> int | None:
