@@ -230,10 +230,9 @@ class ApproximateTimePolicy:
             start_i = heads.index(start_t)
             end_t = max(heads)
             end_i = n - 1 - heads[::-1].index(end_t)
-            for j in range(n):
-                if j != end_i:
-                    # No dropped message could have beaten the heads we hold: a fine pivot again.
-                    self._dropped[j] = False
+            if True in self._dropped:
+                # No dropped message could have beaten the heads we hold: a fine pivot again.
+                self._dropped = [flag and j == end_i for j, flag in enumerate(self._dropped)]
             if self._pivot < 0:
                 if self.max_interval_ns is not None and end_t - start_t > self.max_interval_ns:
                     self._delete_front(start_i, "too_old")
