@@ -20,7 +20,7 @@ sensor         sees                                                blind to / de
 =============  ==================================================  =======================================
 camera         class by look (colour, shape, wheels, light bar),   night (only headlight range ~22 m and
                position by projection, emergency light bar when    vehicle lights), fog (contrast fades at
-               it flashes (80 % of frames)                         ~18 m), rain (noise); a dark light bar
+               it flashes (80 % of frames)                         ~12 m), rain (noise); a dark light bar
                                                                    looks like a car's roof rack
 lidar          geometry: ped (0.5 m) vs cyclist (1.8 m long) vs    car vs emergency (same body sizes),
                car-like (4-5 m), exact position; works at night    fog (range-dependent dropout and
@@ -400,7 +400,7 @@ def _box_corners(a: Actor, p: np.ndarray) -> np.ndarray:
 
 _FOG_RGB = np.array([190.0, 192.0, 196.0])
 _NOISE_SIGMA = {"clear": 3.0, "night": 9.0, "fog": 4.0, "rain": 8.0}
-_FOG_VIS_M = 18.0
+_FOG_VIS_M = 12.0
 _HEADLIGHT_M = 22.0
 
 

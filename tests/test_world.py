@@ -1,0 +1,208 @@
+"""The synthetic world: determinism, continuity, label semantics and sensor physics by condition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, default_contract
+from fusion_pipeline.errors import FusionError
+from fusion_pipeline.world import CLASSES, CONDITIONS, Actor, Scene, World, WorldConfig, WorldError
+
+SECOND = 1_000_000_000
+
+
+def car(x: float, y: float, heading: float = 0.0, speed: float = 0.0, kind: str = "car") -> Actor:
+    return Actor(
+        kind, x, y, heading, speed, length=4.5, width=1.8, height=1.5, color=(160, 25, 25),
+        engine_hz=35.0, siren_period_s=3.0 if kind == "emergency" else 0.0,
+    )  # fmt: skip
+
+
+def pedestrian(x: float, y: float) -> Actor:
+    return Actor("pedestrian", x, y, 0.0, 0.0, length=0.5, width=0.5, height=1.8, color=(40, 120, 200))
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+CFG = WorldConfig()
+
+
+def test_classes_follow_the_model_contract() -> None:
+    assert default_contract().classes == CLASSES
+
+
+def test_same_seed_renders_the_same_world_and_another_seed_does_not() -> None:
+    a, b, other = World(5), World(5), World(6)
+    t = 3 * SECOND + 123_456_789
+    assert a.labels(t) == b.labels(t)
+    for sensor in ("camera", "lidar", "radar"):
+        np.testing.assert_array_equal(getattr(a, sensor)(t), getattr(b, sensor)(t))
+    np.testing.assert_array_equal(a.audio(t, 4000), b.audio(t, 4000))
+    assert not np.array_equal(a.camera(t), other.camera(t))
+    assert not np.array_equal(a.audio(t, 4000), other.audio(t, 4000))
+
+
+def test_noise_differs_between_captures_of_one_scene() -> None:
+    world = World(1)
+    assert not np.array_equal(world.lidar(SECOND), world.lidar(SECOND + 100_000_000))
+
+
+@pytest.mark.parametrize("start", [0, 2 * SECOND - 3000 * 62_500])  # the second one spans an episode change
+def test_audio_chunks_join_exactly(start: int) -> None:
+    world = World(9, WorldConfig(episode_s=2.0))
+    whole = world.audio(start, 8000)
+    first = world.audio(start, 3001)
+    second = world.audio(start + 3001 * 62_500, 4999)
+    np.testing.assert_array_equal(np.concatenate([first, second]), whole)
+    as_int16 = world.audio(start, 8000, dtype="int16")
+    assert as_int16.dtype == np.int16
+    np.testing.assert_allclose(as_int16 / 32767.0, whole, atol=1 / 32767)
+
+
+def test_siren_sweeps_through_its_band_and_fades_with_distance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A siren's energy sits between 550 and 1350 Hz (950 +- 400) and falls off like 1/distance."""
+
+    def band_share_and_power(x: float) -> tuple[float, float]:
+        world = World(0)
+        scene = Scene("clear", 0.0, (car(x, 0.0, kind="emergency"),))
+        monkeypatch.setattr(world, "episode", lambda k: scene)
+        samples = world.audio(0, 3 * AUDIO_SAMPLE_RATE).astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(samples)) ** 2
+        freqs = np.fft.rfftfreq(len(samples), 1 / AUDIO_SAMPLE_RATE)
+        return float(spectrum[(freqs > 550) & (freqs < 1350)].sum() / spectrum.sum()), float(spectrum.sum())
+
+    near_share, near_power = band_share_and_power(10.0)
+    far_share, far_power = band_share_and_power(40.0)
+    assert near_share > 0.5  # the siren dominates the mix up close
+    assert far_share < near_share
+    assert near_power > 4 * far_power
+
+
+def test_primary_actor_is_the_nearest_in_the_corridor() -> None:
+    scene = Scene("clear", 0.0, (car(30.0, 0.5), pedestrian(12.0, -1.0), car(8.0, 6.0), car(-6.0, 0.0)))
+    labels = scene.labels(0.0, CFG)
+    assert labels.class_name == "pedestrian"  # the car at y=6 is beside the corridor, the one at x=-6 behind
+    assert labels.position == pytest.approx((12.0, -1.0))
+    assert not labels.siren
+
+
+def test_empty_corridor_is_class_none_and_siren_is_heard_from_anywhere() -> None:
+    scene = Scene("clear", 0.0, (car(20.0, 8.0, kind="emergency"), car(80.0, 0.0)))  # beside; beyond 50 m
+    labels = scene.labels(0.0, CFG)
+    assert labels.class_name == "none"
+    assert labels.position == (0.0, 0.0)
+    assert labels.siren
+
+
+def test_radial_velocity_sign_and_value() -> None:
+    # The ego drives at 5 m/s; a car ahead at 10 m/s recedes at 5 m/s, a parked one approaches at 5 m/s.
+    assert Scene("clear", 5.0, (car(20.0, 0.0, speed=10.0),)).labels(0.0, CFG).velocity == pytest.approx(5.0)
+    assert Scene("clear", 5.0, (car(20.0, 0.0),)).labels(0.0, CFG).velocity == pytest.approx(-5.0)
+
+
+def test_actors_move_continuously() -> None:
+    scene = Scene("clear", 3.0, (car(20.0, 0.0, speed=10.0),))
+    positions, _ = scene.state(np.array([0.0, 0.5, 1.0]))
+    np.testing.assert_allclose(positions[:, 0, 0], [20.0, 23.5, 27.0])  # 7 m/s faster than the ego
+
+
+def test_lidar_point_count_stays_in_the_specified_range() -> None:
+    world = World(2)
+    for k in range(12):
+        n = len(world.lidar(world.episode_start_ns(k) + SECOND))
+        assert 30_000 <= n <= 100_000, (world.episode(k).condition, n)
+
+
+def test_lidar_returns_lie_on_the_ground_and_on_the_actor() -> None:
+    points = Scene("clear", 0.0, (car(15.0, 0.0),)).lidar(0.0, rng())
+    assert points.dtype == np.float32 and points.shape[1] == 4
+    on_car = (np.abs(points[:, 0] - 15.0) < 2.4) & (np.abs(points[:, 1]) < 1.0)
+    assert on_car.sum() > 200
+    assert points[on_car, 2].max() == pytest.approx(1.5 - 1.8, abs=0.1)  # car roof, in the lidar frame
+    ground = points[~on_car & (points[:, 0] > 0)]
+    assert np.median(ground[:, 2]) == pytest.approx(-1.8, abs=0.05)
+    # Nothing is seen through the car: the ground right behind it is in its shadow.
+    shadow = (points[:, 0] > 17.5) & (points[:, 0] < 25) & (np.abs(points[:, 1]) < 0.3)
+    assert shadow.sum() == 0
+
+
+def test_radar_measures_the_radial_velocity_of_the_actor() -> None:
+    scene = Scene("clear", 0.0, (car(25.0, 0.0, speed=8.0),))
+    detections = scene.radar(0.0, rng())
+    on_car = np.abs(detections[:, 0] - 25.0) < 3.0
+    assert on_car.sum() >= 3
+    assert np.median(detections[on_car, 3]) == pytest.approx(8.0, abs=0.5)
+    assert np.median(detections[on_car, 4]) > 0  # cars are strong reflectors
+
+
+def test_camera_shows_the_emergency_light_bar_in_most_frames_but_not_all() -> None:
+    scene = Scene("clear", 0.0, (car(15.0, 0.0, kind="emergency"),))
+    blue_or_red = []
+    for t in np.arange(0.0, 1.0, 1 / 30):
+        image = scene.camera(float(t), rng()).astype(int)
+        r, g, b = image[..., 0], image[..., 1], image[..., 2]
+        blue_or_red.append(bool(((b - r > 150) | (r - g > 170)).any()))
+    assert 0.6 < np.mean(blue_or_red) < 1.0
+    plain = Scene("clear", 0.0, (car(15.0, 0.0),)).camera(0.0, rng()).astype(int)
+    assert not ((plain[..., 2] - plain[..., 0] > 150) | (plain[..., 0] - plain[..., 1] > 170)).any()
+
+
+def test_conditions_degrade_each_sensor_their_own_way() -> None:
+    actors = (car(20.0, 0.0), pedestrian(35.0, 1.0))
+    clutter = np.array([[30.0, 6.0], [50.0, -7.0]]), np.array([5.0, 8.0])
+    scenes = {c: Scene(c, 4.0, actors, *clutter) for c in CONDITIONS}
+    empty = {c: Scene(c, 4.0, (), *clutter) for c in CONDITIONS}
+    camera = {c: scenes[c].camera(0.0, rng()).astype(float) for c in CONDITIONS}
+    lidar = {c: scenes[c].lidar(0.0, rng()) for c in CONDITIONS}
+    radar = {c: scenes[c].radar(0.0, rng()) for c in CONDITIONS}
+
+    # Camera: how strongly the actors stand out from the same view without them.
+    actor_pixels = np.abs(camera["clear"] - empty["clear"].camera(0.0, rng())).max(axis=2) > 30
+    contrast = {c: np.abs(camera[c] - empty[c].camera(0.0, rng()))[actor_pixels].mean() for c in CONDITIONS}
+    assert camera["night"].mean() < 0.4 * camera["clear"].mean()  # darkness
+    assert contrast["night"] < 0.5 * contrast["clear"]
+    assert contrast["fog"] < 0.5 * contrast["clear"]
+    assert contrast["rain"] > 0.5 * contrast["clear"]  # rain adds noise but keeps the actors visible
+
+    def far(points: np.ndarray) -> int:
+        return int((np.hypot(points[:, 0], points[:, 1]) > 30).sum())
+
+    assert far(lidar["fog"]) < 0.5 * far(lidar["clear"])  # range-dependent dropout
+    assert len(lidar["rain"]) < 0.9 * len(lidar["clear"])
+    assert len(lidar["night"]) == pytest.approx(len(lidar["clear"]), rel=0.02)  # lidar needs no light
+    assert len(radar["rain"]) > len(radar["clear"])  # spray ghosts
+    assert len(radar["night"]) == len(radar["clear"]) and len(radar["fog"]) == len(radar["clear"])
+
+
+def test_scene_mix_roughly_follows_the_config() -> None:
+    world = World(4)
+    n = 400
+    classes = np.bincount(
+        [world.labels(world.episode_start_ns(k) + SECOND).class_id for k in range(n)], minlength=5
+    )
+    conditions = np.bincount([CONDITIONS.index(world.episode(k).condition) for k in range(n)], minlength=4)
+    np.testing.assert_allclose(classes / n, CFG.class_mix, atol=0.07)
+    np.testing.assert_allclose(conditions / n, CFG.condition_mix, atol=0.07)
+    assert all(len(world.episode(k).actors) <= 3 for k in range(n))
+
+
+def test_time_before_the_start_and_bad_configs_are_rejected() -> None:
+    world = World(0, start_ns=10 * SECOND)
+    with pytest.raises(WorldError, match="before the world start"):
+        world.camera(SECOND)
+    with pytest.raises(FusionError, match="class_mix"):
+        WorldConfig(class_mix=(0.5, 0.5, 0.5, 0.0, 0.0))
+    with pytest.raises(WorldError, match="dtype"):
+        world.audio(10 * SECOND, 10, dtype="float64")
+    with pytest.raises(WorldError, match="seed"):
+        World(-1)
+
+
+def test_episodes_change_the_scene_on_schedule() -> None:
+    world = World(3, WorldConfig(episode_s=2.0), start_ns=5 * SECOND)
+    assert world.locate(7_250_000_000) == (1, 0.25)
+    assert world.episode(0).ego_speed != world.episode(1).ego_speed
+    assert world.scene is world.episode(0)
