@@ -744,14 +744,16 @@ class Synchronizer:
         return min(times, default=None)
 
     def depths(self) -> dict[str, int]:
-        """What each stream holds now: queued messages, open reference sets, or audio chunks."""
+        """Messages each stream holds now: queued, or matched into a set not finished yet (audio:
+        chunks in the ring). Every discrete message fed is in a set emitted, dropped (counted) or here."""
         held = dict.fromkeys(self.streams, 0)
         if self._policy is not None:
             held.update(self._policy.depths())
         held.update({n: len(q) for n, q in self._queues.items()})
         held.update({n: len(r.chunks) for n, r in self._rings.items()})
-        if self.settings.mode == "reference":
-            held[self.settings.reference or ""] = len(self._pending)
+        for pending in self._pending:
+            for name in pending.stamps:
+                held[name] += 1
         return held
 
     @property

@@ -390,3 +390,50 @@ def test_settings_from_the_demo_config() -> None:
     assert kinds["audio/roof"] == ("continuous", False, 16000, 0)
     assert kinds["lidar/top"] == ("discrete", True, None, 0)
     Synchronizer(sync_settings, streams)  # accepted as is
+
+
+@st.composite
+def rough_streams(draw: st.DrawFn) -> tuple[list[tuple[str, int]], bool]:
+    """Arrivals with dropouts, silences, small steps back, and maybe a log loop (a backward jump
+    of about 600 ms, beyond the 300 ms threshold used below). Returns (arrivals, looped)."""
+    seed = draw(st.integers(0, 2**32))
+    rng = random.Random(seed)
+    arrivals = [a for a in demo_arrivals(seed, end_ms=600) if a[0] != "audio"]
+    out = []
+    for name, t in arrivals:
+        if rng.random() < 0.03:
+            out.append((name, t - rng.randrange(1, 30) * MS))  # out of order by < 30 ms
+        out.append((name, t))
+    looped = rng.random() < 0.5
+    if looped:
+        out += arrivals[: len(arrivals) // 2]
+    return out, looped
+
+
+@settings(max_examples=40, deadline=None)
+@given(rough_streams(), st.sampled_from(["reference", "approximate"]), st.integers(1, 6), st.booleans())
+def test_every_message_is_emitted_dropped_with_a_reason_or_held(
+    case: tuple[list[tuple[str, int]], bool], mode: str, queue_size: int, final_tick: bool
+) -> None:
+    arrivals, looped = case
+    config = SyncSettings(
+        mode=mode,  # type: ignore[arg-type]
+        reference="lidar",
+        queue_size=queue_size,
+        max_wait_ns=WAIT,
+        max_interval_ns=40 * MS,
+        time_jump_ns=300 * MS,
+    )
+    sync = Synchronizer(config, discrete_streams(camera_required=True))
+    sets = [f for name, t in arrivals for f in sync.add(name, t)]
+    if final_tick:
+        sets += sync.tick(FAR)
+    held = sync.depths()
+    for name in ("camera", "lidar", "radar"):
+        fed = sum(1 for n, _ in arrivals if n == name)
+        used = sum(1 for f in sets if name in f.stamps)
+        dropped = sum(sync.counters.drops.by_stream[name].values())
+        assert used + dropped + held[name] == fed, name
+    assert all(f.presence["camera"] and f.presence["lidar"] for f in sets)  # both required
+    assert sync.counters.sets_full + sync.counters.sets_partial == len(sets)
+    assert sync.counters.time_jumps == int(looped)
