@@ -492,8 +492,8 @@ class _SampleRing:
         self._held = 0  # frames in the ring
         self._channels: int | None = None
 
-    def add(self, stamp_ns: int, samples: object) -> int:
-        """Keep a chunk; return how many old chunks went to stay within the frame bound."""
+    def check(self, samples: object) -> None:
+        """Refuse a chunk that is not float32 frames x channels like the ones before it."""
         if not isinstance(samples, np.ndarray) or samples.ndim != 2 or samples.dtype != np.float32:
             got = (
                 f"{samples.dtype} array of shape {samples.shape}"
@@ -510,6 +510,9 @@ class _SampleRing:
                 f"stream {self.name!r}: audio chunk has {samples.shape[1]} channels, "
                 f"earlier chunks {self._channels}"
             )
+
+    def add(self, stamp_ns: int, samples: np.ndarray) -> int:
+        """Keep a checked chunk; return how many old chunks went to stay within the frame bound."""
         self._channels = samples.shape[1]
         self.chunks.append((stamp_ns, samples))
         self._held += samples.shape[0]
@@ -698,6 +701,8 @@ class Synchronizer:
         if config is None:
             raise SyncError(f"unknown stream {stream!r}; known streams: {list(self.streams)}")
         stamp = _stamp(stream, stamp_ns) - config.offset_ns
+        if config.kind == "continuous":
+            self._rings[stream].check(payload)  # before any state changes
         out: list[FusedSet] = []
         last = self._last.get(stream)
         if last is not None and stamp < last:
@@ -711,7 +716,7 @@ class Synchronizer:
         if self._stamp_mark is None or stamp > self._stamp_mark:
             self._stamp_mark = stamp
         if config.kind == "continuous":
-            evicted = self._rings[stream].add(stamp, payload)
+            evicted = self._rings[stream].add(stamp, payload)  # type: ignore[arg-type]
             self.counters.drops.count(stream, "queue_overflow", evicted)
         elif self.settings.mode == "reference":
             self._add_reference_mode(stream, stamp, payload)

@@ -200,3 +200,11 @@ def test_stream_check_names_the_stream() -> None:
         sync.add("mic", 0, np.zeros((0, 2), dtype=np.float32))
     with pytest.raises(SyncError, match="'mic'.*frames x channels"):
         sync.add("mic", 0, np.zeros(320, dtype=np.float32))
+
+
+def test_a_refused_chunk_changes_nothing() -> None:
+    sync = make_sync(16000)
+    sync.add("lidar", 100 * MS)
+    with pytest.raises(SyncError):
+        sync.add("mic", 5000 * MS, np.zeros((4, 2), dtype=np.float64))  # would have moved the watermark
+    assert sync.watermark_ns == 100 * MS and sync.depths()["mic"] == 0
