@@ -602,24 +602,13 @@ def _render_lidar(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarra
     refl = np.full((n_az, n_el), 0.1, np.float32)
     pos, _ = scene.state(t)
     for a, p in zip(scene.actors, pos, strict=True):
-        # Rays that can hit this box: the azimuth interval spanned by its corners (never wraps past -pi for
-        # boxes ahead; boxes behind are handled by taking the index range modulo AZ).
-        corners = _box_corners(a, p)
-        az = np.arctan2(corners[:, 1], corners[:, 0])
-        lo, hi = az.min(), az.max()
-        if hi - lo > math.pi:  # straddles the +-pi seam behind the ego
-            lo, hi = az[az > 0].min(), az[az < 0].max() + 2 * math.pi
-        i0 = int(math.floor((lo + math.pi) / (2 * math.pi) * n_az)) - 1
-        i1 = int(math.ceil((hi + math.pi) / (2 * math.pi) * n_az)) + 2
-        idx = np.arange(i0, i1) % n_az
+        idx = _lidar_azimuth_slice(_box_corners(a, p), n_az)
         hit = _ray_box(rays[idx], a, p)
-        closer = hit < rng_m[idx]
-        sub = rng_m[idx]
-        sub[closer] = hit[closer]
-        rng_m[idx] = sub
-        sub_r = refl[idx]
-        sub_r[closer] = _LIDAR_REFLECT[a.kind]
-        refl[idx] = sub_r
+        ranges, reflectivity = rng_m[idx], refl[idx]  # fancy indexing copies: write back below
+        closer = hit < ranges
+        ranges[closer] = hit[closer]
+        reflectivity[closer] = _LIDAR_REFLECT[a.kind]
+        rng_m[idx], refl[idx] = ranges, reflectivity
     keep = rng_m <= _LIDAR_RANGE_M
     if scene.condition == "fog":
         keep &= rng.random(keep.shape, dtype=np.float32) < np.exp(-rng_m / 35.0)
@@ -645,6 +634,20 @@ def _render_lidar(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarra
         noise = np.concatenate([d, rng.uniform(0.0, 0.08, (n, 1)).astype(np.float32)], axis=1)
         points = np.concatenate([points, noise])
     return points.astype(np.float32)
+
+
+def _lidar_azimuth_slice(corners: np.ndarray, n_az: int) -> np.ndarray:
+    """Azimuth indices of the rays that can hit a box: the interval its corners span, plus a margin.
+
+    Only these rays go through the slab test, so an actor costs in proportion to its angular size.
+    """
+    az = np.arctan2(corners[:, 1], corners[:, 0])
+    lo, hi = az.min(), az.max()
+    if hi - lo > math.pi:  # straddles the +-pi seam behind the ego: take the short way round
+        lo, hi = az[az > 0].min(), az[az < 0].max() + 2 * math.pi
+    i0 = math.floor((lo + math.pi) / (2 * math.pi) * n_az) - 1
+    i1 = math.ceil((hi + math.pi) / (2 * math.pi) * n_az) + 2
+    return np.arange(i0, i1) % n_az
 
 
 def _ray_box(rays: np.ndarray, a: Actor, p: np.ndarray) -> np.ndarray:
