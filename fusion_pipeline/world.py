@@ -85,7 +85,6 @@ CAMERA_FOCAL_PX = 500.0  # horizontal field of view ~65 degrees
 LIDAR_HEIGHT_M = 1.8
 RADAR_HEIGHT_M = 0.5
 
-_CAR, _PED, _CYC, _EMG = (CLASSES.index(c) for c in ("car", "pedestrian", "cyclist", "emergency"))
 #: Episode time at which the primary actor is placed in the corridor; labels are most balanced near it.
 PLACE_S = 1.0
 _SAMPLE_NS = 1_000_000_000 // AUDIO_SAMPLE_RATE  # 62_500 ns: audio sample n sits at start_ns + n * _SAMPLE_NS
@@ -138,6 +137,13 @@ class Actor:
     engine_hz: float = 0.0  # fundamental of the engine rumble; 0 = silent
     siren_period_s: float = 0.0  # wail sweep period; 0 = no siren
     roof_rack: bool = False  # a grey bar on the roof: looks like a dark light bar
+
+    def __post_init__(self) -> None:
+        if self.kind not in CLASSES[1:]:
+            raise WorldError(f"actor kind must be one of {', '.join(CLASSES[1:])}, got {self.kind!r}")
+        if min(self.length, self.width, self.height) <= 0:
+            size = f"{self.length}x{self.width}x{self.height}"
+            raise WorldError(f"actor {self.kind} needs a positive length x width x height, got {size}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -357,7 +363,6 @@ def _sample_scene(rng: np.random.Generator, cfg: WorldConfig) -> Scene:
     primary = CLASSES[rng.choice(len(CLASSES), p=cfg.class_mix)]
     actors: list[Actor] = []
     if primary != "none":
-        # Placed so that it stays in the corridor for the first seconds of the episode.
         # Placed in the corridor at t = PLACE_S, then moved back along its track to the episode start.
         x = rng.uniform(6.0, 40.0)
         y = rng.uniform(-0.75, 0.75) * cfg.corridor_half_width_m
