@@ -196,6 +196,20 @@ class ApproximateTimePolicy:
                 self._process(out)
         return out
 
+    @property
+    def candidate_end_ns(self) -> int | None:
+        """Newest stamp of the best set found so far that is not yet proven optimal (None if none)."""
+        return self._pivot_t if self._pivot >= 0 else None
+
+    def publish_candidate(self) -> list[MatchedSet]:
+        """Emit the best set found so far without waiting for proof, then go on matching; not in
+        ROS: the Synchronizer calls it when a deadline passes because a stream fell silent."""
+        if self._pivot < 0:
+            return []
+        out = [self._publish()]
+        self._process(out)
+        return out
+
     def depths(self) -> dict[str, int]:
         """Messages held per stream (queued or set aside), each at most queue_size."""
         return {n: len(q) + len(a) for n, q, a in zip(self.streams, self._queues, self._aside, strict=True)}
@@ -369,7 +383,8 @@ class SyncSettings:
     max_interval_ns: approximate mode, the widest span of a set; reference mode, the farthest a
     match may lie from the reference stamp (at most max_wait_ns; None = max_wait_ns).
     max_wait_ns: once the watermark passes a set's stamp + max_wait_ns, what has not matched is
-    missing; in approximate mode, a stream silent this long drops out until it sends again.
+    missing; in approximate mode, a stream silent this long drops out until it sends again, so
+    there it must exceed the slowest stream's period (plus jitter).
     audio_window_ns: length W of the window [t - W, t] of a continuous stream; W * sample_rate must
     be a whole number of frames.
     """
@@ -602,7 +617,9 @@ class Synchronizer:
 
     Approximate mode: ApproximateTimePolicy over the required streams plus the optional ones alive;
     an optional stream whose newest stamp is more than max_wait_ns behind the watermark drops out
-    (its bit is 0) and rejoins with its next message. The set's stamp is the reference stream's when
+    (its bit is 0) and rejoins with its next message. A set the policy holds but cannot yet prove
+    optimal (it waits for a stream that fell quiet) is emitted once the watermark passes its newest
+    stamp + max_wait_ns. The set's stamp is the reference stream's when
     one is named and present, else its newest stamp.
 
     Continuous streams: a set at t gets the window (t - W, t]; it is decided once the stream covers
@@ -746,6 +763,8 @@ class Synchronizer:
                 for name in self._policy.streams
                 if not self.streams[name].required
             ]
+            if self._policy.candidate_end_ns is not None:
+                times.append(self._policy.candidate_end_ns + wait + 1)
         return min(times, default=None)
 
     def depths(self) -> dict[str, int]:
@@ -816,8 +835,7 @@ class Synchronizer:
 
     def _add_approximate_mode(self, stream: str, stamp: int, payload: object) -> None:
         self._refresh_policy()
-        assert self._policy is not None
-        if stream in self._policy.streams:
+        if self._policy is not None and stream in self._policy.streams:
             self._take_matched(self._policy.add(stream, stamp, payload))
         else:  # its own stamp is already past the deadline: it cannot rejoin with this message
             self.counters.drops.count(stream, "too_old")
@@ -832,24 +850,38 @@ class Synchronizer:
         mark = self.watermark_ns
         if mark is None or self._epoch is None:
             return
+        wait = self.settings.max_wait_ns
+        while self._policy is not None:
+            end = self._policy.candidate_end_ns
+            if end is None or mark - end <= wait:
+                break
+            # Unproven only because a stream fell quiet: the set is still the best one seen.
+            self._take_matched(self._policy.publish_candidate())
         active = tuple(n for n in self._discrete if self.streams[n].required or self._alive(n, mark))
         required_silent = any(not self._alive(n, mark) for n in self._discrete if self.streams[n].required)
         if self._policy is not None and active == self._policy.streams and not required_silent:
             return
+        if self._policy is None and not active:
+            return  # every discrete stream is silent: nothing to match
         left = self._policy.drain() if self._policy is not None else []
         if self._policy is None or active != self._policy.streams:
             s = self.settings
             bounds = {n: self.streams[n].lower_bound_ns or 0 for n in active}
-            self._policy = ApproximateTimePolicy(
-                active, s.queue_size, s.max_interval_ns, s.age_penalty, bounds, self.counters.drops
+            self._policy = (
+                ApproximateTimePolicy(
+                    active, s.queue_size, s.max_interval_ns, s.age_penalty, bounds, self.counters.drops
+                )
+                if active
+                else None
             )
-        horizon = mark - self.settings.max_wait_ns
+        horizon = mark - wait
         for name, stamp, payload in sorted(left, key=lambda m: (m[1], self._order[m[0]])):
             if name not in active:
                 self.counters.drops.count(name, "too_old")
             elif required_silent and stamp < horizon:
                 self.counters.drops.count(name, "missing_required")
             else:
+                assert self._policy is not None
                 self._take_matched(self._policy.add(name, stamp, payload))
 
     def _take_matched(self, matched: list[MatchedSet]) -> None:

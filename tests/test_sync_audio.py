@@ -208,3 +208,24 @@ def test_a_refused_chunk_changes_nothing() -> None:
     with pytest.raises(SyncError):
         sync.add("mic", 5000 * MS, np.zeros((4, 2), dtype=np.float64))  # would have moved the watermark
     assert sync.watermark_ns == 100 * MS and sync.depths()["mic"] == 0
+
+
+def test_approximate_mode_sets_get_the_window_ending_at_their_stamp() -> None:
+    settings = SyncSettings(mode="approximate", max_wait_ns=60 * MS, audio_window_ns=WINDOW)
+    streams = [StreamSync("camera"), StreamSync("lidar"), StreamSync("mic", "continuous", sample_rate=16000)]
+    sync = Synchronizer(settings, streams)
+    out: list[FusedSet] = []
+    for k in range(10):  # 20 ms chunks; camera and lidar every 40 ms, 3 ms apart
+        out += sync.add("mic", k * 20 * MS, chunk(k * 320, 320))
+        if k % 2 == 0:
+            out += sync.add("camera", k * 20 * MS + 1 * MS) + sync.add("lidar", k * 20 * MS + 4 * MS)
+    out += sync.tick(FAR)
+    assert [f.stamp_ns for f in out] == [k * 20 * MS + 4 * MS for k in range(0, 10, 2)]
+    for f in out:
+        last = f.stamp_ns * 16000 // NS  # global index of the last frame at or before the stamp
+        if last + 1 >= 320:
+            np.testing.assert_array_equal(
+                f.windows["mic"].samples[:, 0], np.arange(last - 319, last + 1, dtype=np.float32)
+            )
+        else:
+            assert not f.presence["mic"]
