@@ -17,8 +17,8 @@ same sets (see "Determinism" in :class:`Synchronizer`).
 
 ``StreamSync.offset_ns`` is a known sensor latency, subtracted on arrival (event stamp = stamp_ns -
 offset_ns), the same convention as the config's ``offset_ms``. The ingest nodes already subtract the
-configured offset, so the synchronizer node passes ``offset_ns = 0``; set it only when feeding raw
-driver stamps.
+configured offset (DESIGN: "applied at ingest"), so the synchronizer node passes ``offset_ns = 0``
+(as :func:`settings_from_config` does); set it only when feeding raw driver stamps.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ NS_PER_S = 1_000_000_000
 #:   or no partner within max_interval);
 #: superseded - a later message of the same stream was chosen, and sets never cross;
 #: reset - discarded by a reset after a backward time jump;
-#: missing_required - its set was abandoned because a required stream was missing.
+#: missing_required - its set was abandoned because a required stream was missing (approximate
+#:   mode: it aged past the deadline while a required stream was silent).
 DROP_REASONS: tuple[str, ...] = ("queue_overflow", "too_old", "superseded", "reset", "missing_required")
 
 
