@@ -444,3 +444,36 @@ def test_every_message_is_emitted_dropped_with_a_reason_or_held(
     assert all(f.presence["camera"] and f.presence["lidar"] for f in sets)  # both required
     assert sync.counters.sets_full + sync.counters.sets_partial == len(sets)
     assert sync.counters.time_jumps == int(looped)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["camera", "lidar", "radar", "audio", "sonar", "", "tick"]),
+            st.one_of(st.integers(-(2**63), 2**63), st.integers(0, 2 * 10**9), st.floats(), st.none()),
+            st.sampled_from(["array", "int16", "bytes", "empty", None]),
+        ),
+        max_size=40,
+    ),
+    st.sampled_from(["reference", "approximate"]),
+)
+def test_untrusted_input_only_ever_raises_sync_error(events: list[tuple], mode: str) -> None:
+    payloads = {
+        "array": np.zeros((160, 1), dtype=np.float32),
+        "int16": np.zeros((160, 1), dtype=np.int16),
+        "bytes": b"\x00" * 10,
+        "empty": np.zeros((0, 1), dtype=np.float32),
+        None: None,
+    }
+    config = SyncSettings(mode=mode, reference="lidar", max_wait_ns=WAIT)  # type: ignore[arg-type]
+    sync = Synchronizer(config, with_audio(discrete_streams()))
+    for name, stamp, payload in events:
+        try:
+            if name == "tick":
+                sync.tick(stamp)
+            else:
+                sync.add(name, stamp, payloads[payload])
+        except SyncError:
+            pass
+    sync.tick(FAR)
