@@ -17,7 +17,6 @@ from fusion_pipeline.model import ModelError
 __all__ = ["register"]
 
 DEFAULT_RUN = Path("data/model-run")
-DEFAULT_CACHE = Path("data/datasets")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
 DEFAULT_TEST_SEED = 1000
 
@@ -33,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on it: the three fusion strategies and one single-sensor baseline per modality.",
     )
     p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="where checkpoints go (%(default)s)")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="dataset cache (%(default)s)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="dataset cache (fusion_pipeline.dataset's)")
     p.add_argument("--models", default="all", help="comma-separated suite members, or 'all' (%(default)s)")
     p.add_argument("--samples", type=int, default=None, help="training samples (TrainConfig.n_samples)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (TrainConfig.epochs)")
@@ -48,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "training never saw, and write the table and plot into the model documentation.",
     )
     p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="checkpoints (%(default)s)")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="dataset cache (%(default)s)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="dataset cache (fusion_pipeline.dataset's)")
     p.add_argument("--test-seed", type=int, default=DEFAULT_TEST_SEED, help="world seed (%(default)s)")
     p.add_argument("--test-samples", type=int, default=2000, help="evaluation samples (%(default)s)")
     p.add_argument("--doc", type=Path, default=Path("docs/MODEL.md"), help="report file (%(default)s)")

@@ -3,17 +3,14 @@
 We use the TorchScript-based exporter (`dynamo=False`): for this small, static-shape network it emits a
 compact single-file graph that ONNX Runtime fuses well (Conv+BatchNorm, LayerNorm, GELU), and it needs no
 extra tracing machinery at export time. The contract's `preprocess` fields are filled from the
-preprocessing modules, so a model always says which front end its inputs must come from.
+preprocessing modules' PARAMS, so a model always says which front end its inputs must come from.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import warnings
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -22,6 +19,7 @@ import torch
 from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ModelContract, default_contract
 from fusion_pipeline.model import ModelError
 from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet
+from fusion_pipeline.preprocess import fill_contract
 
 __all__ = [
     "OPSET",
@@ -29,7 +27,6 @@ __all__ = [
     "check_parity",
     "contract_for",
     "export_onnx",
-    "preprocess_params",
     "random_inputs",
 ]
 
@@ -38,26 +35,9 @@ log = logging.getLogger(__name__)
 OPSET = 17
 
 
-def preprocess_params(modality: str) -> dict[str, Any]:
-    """The parameter dict of `fusion_pipeline.preprocess.<modality>`, or {} if that module has none yet."""
-    try:
-        module = importlib.import_module(f"fusion_pipeline.preprocess.{modality}")
-    except ImportError:
-        return {}
-    params = getattr(module, "PARAMS", None)
-    if callable(params):
-        params = params()
-    return dict(params) if isinstance(params, dict) else {}
-
-
 def contract_for(model: FusionNet) -> ModelContract:
     """The default contract, labelled with the model's fusion strategy and its preprocessing parameters."""
-    base = default_contract(model.config.fusion)
-    inputs = tuple(
-        replace(spec, preprocess=preprocess_params(spec.modality)) if spec.modality in MODALITIES else spec
-        for spec in base.inputs
-    )
-    return replace(base, inputs=inputs)
+    return fill_contract(default_contract(model.config.fusion))
 
 
 def _example_inputs(contract: ModelContract, batch: int) -> tuple[torch.Tensor, ...]:

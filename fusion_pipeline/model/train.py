@@ -78,26 +78,19 @@ def model_config_for(name: str, base: ModelConfig | None = None) -> ModelConfig:
 # ---- data ----------------------------------------------------------------------------------------------
 
 
-def load_dataset(world_seed: int, n_samples: int, cache_dir: str | Path) -> dict[str, np.ndarray]:
-    """World samples as arrays named like the contract inputs plus LABEL_NAMES, cached as .npz."""
+def load_dataset(
+    world_seed: int, n_samples: int, cache_dir: str | Path | None = None
+) -> dict[str, np.ndarray]:
+    """World samples as arrays named like the contract inputs plus LABEL_NAMES (fusion_pipeline.dataset,
+    which caches them; `cache_dir` None = its default folder)."""
     from fusion_pipeline import dataset  # numpy-only; imported late so this module loads without it
 
-    path = Path(cache_dir) / f"world-seed{world_seed}-n{n_samples}.npz"
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-        log.info("dataset: %s (cached)", path)
-    else:
-        t0 = time.perf_counter()
-        data = dict(dataset.generate(world_seed, n_samples))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **data)
-        tmp.replace(path)
-        log.info("dataset: generated %d samples in %.0f s -> %s", n_samples, time.perf_counter() - t0, path)
+    t0 = time.perf_counter()
+    data = dataset.generate(world_seed, n_samples, folder=cache_dir, progress=True)
+    log.info("dataset: world seed %d, %d samples, %.0f s", world_seed, n_samples, time.perf_counter() - t0)
     missing = [k for k in (*INPUT_NAMES, *LABEL_NAMES) if k not in data]
     if missing:
-        raise ModelError(f"dataset {path} lacks arrays {missing}")
+        raise ModelError(f"dataset of world seed {world_seed} lacks arrays {missing}")
     return data
 
 
