@@ -45,7 +45,9 @@ def _stats(samples_s: list[float]) -> tuple[float, float, float]:
     )
 
 
-def bench(model_path: Path, run_dir: Path, batches: tuple[int, ...], iters: int) -> tuple[list[str], str]:
+def bench(
+    model_path: Path, run_dir: Path, batches: tuple[int, ...], iters: int, threads: int
+) -> tuple[list[str], str]:
     contract = load_contract(model_path)
     checkpoint = run_dir / f"{contract.fusion}.npz"
     if checkpoint.is_file():
@@ -56,7 +58,11 @@ def bench(model_path: Path, run_dir: Path, batches: tuple[int, ...], iters: int)
     else:
         model = FusionNet(ModelConfig(fusion=contract.fusion)).eval()
         torch_source = "same architecture, fresh weights (no checkpoint found)"
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    torch.set_num_threads(threads)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     names = [s.name for s in contract.inputs]
     rows = []
     for batch in batches:
@@ -88,10 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=ROOT / "fusion_pipeline/models/default.onnx")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "data/model-run")
     parser.add_argument("--iters", type=int, default=300, help="timed runs per engine and batch size")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads for both engines (%(default)s)"
+    )
     parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
     args = parser.parse_args(argv)
 
-    rows, torch_source = bench(args.model, args.run_dir, (1, 8), args.iters)
+    rows, torch_source = bench(args.model, args.run_dir, (1, 8), args.iters, args.threads)
     contract = load_contract(args.model)
     size_mb = args.model.stat().st_size / 1e6
     lines = [
@@ -106,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Model: `{_shown(args.model)}` "
         f"({contract.fusion} fusion, {size_mb:.2f} MB); torch: {torch_source}. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared), onnxruntime {ort.__version__} "
-        f"(default threads), torch {torch.__version__} ({torch.get_num_threads()} threads); "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with other work), "
+        f"onnxruntime {ort.__version__}, torch {torch.__version__}, both with {args.threads} intra-op "
+        f"thread(s); "
         f"{args.iters} timed runs per cell after 20 warm-up rounds. Inputs are random; all sensors present.",
         "",
         "| batch | ORT median | ORT p99 | ORT IQR | torch median | torch p99 | torch IQR "
