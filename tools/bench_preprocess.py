@@ -2,12 +2,13 @@
 
     python tools/bench_preprocess.py            # print the table
     python tools/bench_preprocess.py --write    # also replace "## Preprocessing" in docs/BENCHMARKS.md
+    python tools/bench_preprocess.py --dataset 4000 --write   # plus the time to generate a dataset
 
 Inputs are real world renders of 8 episodes (all four conditions). Contender and baseline run
 alternately on the same inputs, so machine load hits both alike. Baselines:
 - camera: the obvious numpy block mean (reshape + mean, integer scale factors only);
 - lidar: a per-point Python loop over a 1/20 subset, scaled by 20; and np.add.at in place of bincount;
-- radar: Python sorted() over rows;
+- radar: Python sorted() over rows (at a typical ~15 detections and at 256, a cluttered scan);
 - audio: a Python loop over the 48 frames (one rfft and one mel product each);
 - world lidar: the slab test against all 65536 rays per actor instead of the actor's azimuth slice.
 """
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +29,7 @@ import numpy as np
 
 from fusion_pipeline import world as world_module
 from fusion_pipeline.contract import AUDIO_HOP, AUDIO_N_FFT
+from fusion_pipeline.dataset import generate
 from fusion_pipeline.preprocess import (
     PARAMS,
     preprocess_audio,
@@ -141,6 +145,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="passes over the inputs (default %(default)s)")
     parser.add_argument("--write", action="store_true", help=f"replace '{SECTION}' in {DOC}")
+    parser.add_argument(
+        "--dataset", type=int, default=0, help="also time dataset.generate of this many samples"
+    )
     args = parser.parse_args()
 
     world = World(42)
@@ -153,6 +160,7 @@ def main() -> None:
     }
     conditions = sorted({world.episode(k).condition for k in range(8)})
     n_points = np.mean([len(p) for p in frames["lidar"]])
+    cluttered = [np.resize(np.concatenate(frames["radar"]), (256, 5)) for _ in range(8)]
 
     # (what, inputs, ours, baseline name, baseline, baseline inputs scale)
     pairs = [
@@ -165,6 +173,7 @@ def main() -> None:
             lidar_add_at,
         ),
         ("radar -> 64x5 + mask", frames["radar"], preprocess_radar, "python sorted()", radar_python_sort),
+        ("radar, 256 detections", cluttered, preprocess_radar, "python sorted()", radar_python_sort),
         ("audio 8000 -> 1x40x48", frames["audio"], preprocess_audio, "per-frame loop", audio_frame_loop),
     ]
     rows = []
@@ -193,7 +202,9 @@ def main() -> None:
         "naive baseline run alternately on the same inputs.",
         "",
         "```",
-        f"python tools/bench_preprocess.py --rounds {args.rounds} --write",
+        f"python tools/bench_preprocess.py --rounds {args.rounds}"
+        + (f" --dataset {args.dataset}" if args.dataset else "")
+        + " --write",
         "```",
         "",
         f"Inputs: 8 world frames per sensor (world seed 42; conditions {', '.join(conditions)}). Machine: "
@@ -227,6 +238,16 @@ def main() -> None:
         f"against all 65536 rays per actor (baseline): {every_ray['median']:.2f} ms "
         f"({every_ray['median'] / sliced['median']:.1f}x).",
     ]
+    if args.dataset:
+        with tempfile.TemporaryDirectory() as folder:
+            t0 = time.perf_counter()
+            generate(1, args.dataset, folder=folder, cache=False)
+            elapsed = time.perf_counter() - t0
+        lines += [
+            "",
+            f"`dataset.generate(seed, {args.dataset})`, all sensors rendered and preprocessed, "
+            f"{os.cpu_count()} worker processes: {elapsed:.0f} s ({args.dataset / elapsed:.0f} samples/s).",
+        ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
