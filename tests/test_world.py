@@ -50,7 +50,8 @@ def test_noise_differs_between_captures_of_one_scene() -> None:
     assert not np.array_equal(world.lidar(SECOND), world.lidar(SECOND + 100_000_000))
 
 
-@pytest.mark.parametrize("start", [0, 2 * SECOND - 3000 * 62_500])  # the second one spans an episode change
+# At the start; spanning an episode change; at a UNIX-epoch stamp as a live sensor would ask for.
+@pytest.mark.parametrize("start", [0, 2 * SECOND - 3000 * 62_500, 1_764_000_000 * SECOND + 62_500])
 def test_audio_chunks_join_exactly(start: int) -> None:
     world = World(9, WorldConfig(episode_s=2.0))
     whole = world.audio(start, 8000)
