@@ -40,6 +40,7 @@ __all__ = [
     "Role",
     "Subscriber",
     "TransportError",
+    "recv_frames",
     "send_frames",
 ]
 
@@ -115,6 +116,16 @@ def send_frames(socket: zmq.Socket, frames: Sequence[Buffer], flags: int = 0) ->
         more = zmq.SNDMORE if i < last else 0
         nbytes = memoryview(frame).nbytes
         socket.send(frame, flags | more, copy=nbytes < ZERO_COPY_MIN_BYTES, track=False)
+
+
+def recv_frames(socket: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
+    """Receive one multipart message as zero-copy frames (Frame.more is cheaper than ZMQ_RCVMORE)."""
+    frame = socket.recv(flags, copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = socket.recv(copy=False)
+        frames.append(frame)
+    return frames
 
 
 class _Socket:
@@ -222,16 +233,25 @@ class Publisher(_Socket):
         send_frames(self.socket, encode(sample))
 
     def wait_for_subscribers(self, count: int = 1, timeout_s: float = 5.0) -> bool:
-        """Lossless mode only: block until `count` subscriptions arrived, so nothing is sent into the void."""
+        """Lossless mode: block until `count` subscribers joined, so nothing is sent into the void."""
+        return self._wait_for(b"\x01", count, timeout_s)
+
+    def wait_for_unsubscribe(self, count: int = 1, timeout_s: float = 5.0) -> bool:
+        """Lossless mode: block until `count` subscribers left. A receiver discards what is still queued
+        when its publisher disconnects, so a lossless sender waits here before it closes."""
+        return self._wait_for(b"\x00", count, timeout_s)
+
+    def _wait_for(self, marker: bytes, count: int, timeout_s: float) -> bool:
+        # XPUB delivers each (un)subscription as a message: first byte 1 = subscribe, 0 = unsubscribe.
         if not self.lossless:
-            raise TransportError("wait_for_subscribers needs a lossless Publisher (XPUB)")
+            raise TransportError("waiting for subscribers needs a lossless Publisher (XPUB)")
         seen = 0
         deadline = time.monotonic() + timeout_s
         while seen < count:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0 or not self.socket.poll(remaining_ms):
                 return False
-            if self.socket.recv()[:1] == b"\x01":
+            if self.socket.recv()[:1] == marker:
                 seen += 1
         return True
 
@@ -288,7 +308,7 @@ class Subscriber(_Socket):
                 return None
             while True:
                 try:
-                    newer = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                    newer = recv_frames(self.socket, zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self.skipped += 1
@@ -297,13 +317,13 @@ class Subscriber(_Socket):
             if sample is not None:
                 return sample
 
-    def _recv_frames(self, deadline: float | None) -> list[zmq.Frame] | None:
+    def _recv_frames(self, deadline: float | None) -> list[Buffer] | None:
         timeout = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
         if not self.socket.poll(timeout):
             return None
-        return self.socket.recv_multipart(copy=False)
+        return recv_frames(self.socket)
 
-    def _decode(self, frames: list[zmq.Frame]) -> Sample | None:
+    def _decode(self, frames: list[Buffer]) -> Sample | None:
         try:
             sample = decode(frames, self.limits)
         except WireError as exc:

@@ -50,6 +50,7 @@ ALLOWED_DTYPES: frozenset[str] = frozenset(
 # A frame: anything with the buffer protocol (bytes, memoryview, zmq.Frame, C-contiguous ndarray).
 Buffer = Any
 
+_DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _UINT64_MAX = 2**64 - 1
 
@@ -282,7 +283,7 @@ def _check_spec(spec: Any, index: int, where: str, limits: Limits) -> tuple[str,
     if not isinstance(name, str):
         raise HeaderError(f"{label}: 'name' must be a string")
     dtype_str = spec.get("dtype")
-    if not isinstance(dtype_str, str) or dtype_str not in limits.allowed_dtypes:
+    if not isinstance(dtype_str, str) or dtype_str not in limits.allowed_dtypes or dtype_str not in _DTYPES:
         raise DTypeError(
             f"{label} {name!r}: dtype {dtype_str!r} is not allowed "
             f"(allowed: {', '.join(sorted(limits.allowed_dtypes))})"
@@ -294,4 +295,4 @@ def _check_spec(spec: Any, index: int, where: str, limits: Limits) -> tuple[str,
         raise LimitError(f"{label} {name!r}: {len(shape)} dimensions, limit is {limits.max_ndim}")
     if not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _INT64_MAX for d in shape):
         raise HeaderError(f"{label} {name!r}: shape {shape} must hold non-negative integers")
-    return name, np.dtype(dtype_str), tuple(shape)
+    return name, _DTYPES[dtype_str], tuple(shape)

@@ -27,6 +27,8 @@ def main() -> None:
             pub.publish(1_000_000_000 + i * 100_000_000, points=np.full((20_000, 4), i, np.float32))
             if not lossless:
                 time.sleep(0.01)
+        if lossless:
+            assert pub.wait_for_unsubscribe(1, timeout_s=10), "subscriber did not finish"
 
 
 if __name__ == "__main__":
