@@ -93,6 +93,10 @@ class StreamConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$", max_length=128)
     modality: Modality
     endpoint: str = Field(description="where the sensor driver publishes; ingest subscribes here")
+    ingest_endpoint: str = Field(
+        "ipc://{run_dir}/ingest-{stream}.sock",
+        description="where this stream's ingest node publishes model-ready samples; {stream} = slug",
+    )
     frame_id: str = ""
     rate_hz: float = Field(gt=0, description="nominal rate, for status and the simulated driver")
     offset_ms: float = Field(0.0, description="known sensor latency, subtracted from stamps at ingest")
@@ -163,6 +167,11 @@ class Config(_Section):
         """Resolve ``{run_dir}`` in an endpoint template."""
         return template.replace("{run_dir}", str(run_dir))
 
+    def ingest_endpoint(self, stream: str, run_dir: str | Path) -> str:
+        """Where the ingest node of `stream` publishes."""
+        config = self.stream(stream)
+        return self.endpoint(config.ingest_endpoint.replace("{stream}", config.slug), run_dir)
+
 
 def load_config(path: str | Path | None = None) -> Config:
     """Read a config file; None reads the embedded demo config."""
@@ -211,10 +220,11 @@ def _cross_checks(config: Config) -> Iterator[str]:
         if stream.modality != "audio" and stream.sample_rate is not None:
             yield f"streams[{i}].sample_rate: only audio streams have a sample rate"
     endpoints = [(f"streams[{i}].endpoint", s.endpoint) for i, s in enumerate(config.streams)]
+    endpoints += [(f"streams[{i}].ingest_endpoint", s.ingest_endpoint) for i, s in enumerate(config.streams)]
     endpoints += [("sync.endpoint", config.sync.endpoint), ("output.endpoint", config.output.endpoint)]
     for key, url in endpoints:
         try:
-            Endpoint(url.replace("{run_dir}", "/run"))
+            Endpoint(url.replace("{run_dir}", "/run").replace("{stream}", "s"))
         except EndpointError as exc:
             yield f"{key}: {exc}"
     if config.sync.mode == "reference":

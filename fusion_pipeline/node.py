@@ -1,0 +1,98 @@
+"""What every node process shares: its command line, run directory and heartbeats to the supervisor.
+
+A node is started as ``python -m nodes.NAME --config PATH --run-dir DIR [--stream NAME]``; with no
+``--config`` it uses the embedded demo config. Heartbeats are msgpack maps pushed (PUSH/PULL) to
+``ipc://RUN_DIR/control.sock``: ``{"node", "pid", "t_ns", "counters"}``. A heartbeat is sent at most every
+``pipeline.heartbeat_ms`` and never blocks the node: if the supervisor is gone, it is dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from fusion_pipeline.config import Config, load_config
+
+__all__ = ["CONTROL_SOCKET", "Heartbeat", "NodeContext", "node_arguments", "stop_requested"]
+
+CONTROL_SOCKET = "control.sock"
+
+_stop = False
+
+
+def _request_stop(signum: int, frame: Any) -> None:
+    global _stop
+    _stop = True
+
+
+def stop_requested() -> bool:
+    """True once SIGTERM or SIGINT arrived; node loops poll it so they exit cleanly."""
+    return _stop
+
+
+@dataclass
+class NodeContext:
+    """Parsed command line of a node: its config, run directory and (for per-stream nodes) stream."""
+
+    config: Config
+    run_dir: Path
+    stream: str | None
+    name: str
+
+    def endpoint(self, template: str) -> str:
+        return self.config.endpoint(template, self.run_dir)
+
+
+def node_arguments(kind: str, argv: list[str] | None, per_stream: bool = False) -> NodeContext:
+    """Parse a node's command line and install the stop-signal handlers."""
+    parser = argparse.ArgumentParser(prog=f"python -m nodes.{kind}")
+    parser.add_argument("--config", default=None, help="TOML config (default: the embedded demo)")
+    parser.add_argument("--run-dir", required=True, type=Path, help="directory of the run's ipc sockets")
+    if per_stream:
+        parser.add_argument("--stream", required=True, help="the stream this process serves")
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    stream = getattr(args, "stream", None)
+    if stream is not None:
+        config.stream(stream)  # KeyError -> a clear failure at start, not later
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
+    name = f"{kind}:{stream}" if stream else kind
+    return NodeContext(config=config, run_dir=args.run_dir, stream=stream, name=name)
+
+
+class Heartbeat:
+    """Periodic liveness and counters, pushed to the supervisor without ever blocking the node."""
+
+    def __init__(self, context: NodeContext) -> None:
+        self.node = context.name
+        self.interval_ns = context.config.pipeline.heartbeat_ms * 1_000_000
+        self._zmq = zmq.Context()
+        self._socket = self._zmq.socket(zmq.PUSH)
+        self._socket.linger = 0
+        self._socket.sndhwm = 4
+        self._socket.connect(f"ipc://{context.run_dir}/{CONTROL_SOCKET}")
+        self._last_ns = 0
+
+    def beat(self, counters: dict[str, Any], force: bool = False) -> None:
+        now = time.time_ns()
+        if not force and now - self._last_ns < self.interval_ns:
+            return
+        self._last_ns = now
+        message = {"node": self.node, "pid": os.getpid(), "t_ns": now, "counters": counters}
+        try:
+            self._socket.send(msgpack.packb(message), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # supervisor busy or gone: liveness is best effort, the data path is not
+
+    def close(self) -> None:
+        self._socket.close()
+        self._zmq.term()
