@@ -9,6 +9,7 @@ A node is started as ``python -m nodes.NAME --config PATH --run-dir DIR [--strea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import time
@@ -88,10 +89,9 @@ class Heartbeat:
             return
         self._last_ns = now
         message = {"node": self.node, "pid": os.getpid(), "t_ns": now, "counters": counters}
-        try:
+        # Supervisor busy or gone: liveness is best effort, the data path must not wait for it.
+        with contextlib.suppress(zmq.Again):
             self._socket.send(msgpack.packb(message), zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # supervisor busy or gone: liveness is best effort, the data path is not
 
     def close(self) -> None:
         self._socket.close()
