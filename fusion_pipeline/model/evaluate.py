@@ -187,20 +187,24 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     patterns = list(PATTERNS)
     strategies = [s for s in FUSIONS if any(r["model"] == s for r in rows)]
-    fig, ax = plt.subplots(figsize=(10, 4.2))
+    fig, ax = plt.subplots(figsize=(10, 4.6))
     width = 0.8 / max(len(strategies), 1)
     x = np.arange(len(patterns))
     for k, s in enumerate(strategies):
         ax.bar(x + k * width, [_acc(rows, s, p) for p in patterns], width, label=s)
-    for r in rows:
-        if r["model"].endswith("-only"):
-            ax.axhline(r["accuracy"], ls=":", lw=1, color="grey")
-            ax.text(len(patterns) - 0.4, r["accuracy"], r["model"], fontsize=7, va="bottom", ha="right")
+    # Each single-sensor model as a black bar across its "<sensor> only" group: the fused network with
+    # one sensor left against a network trained on that sensor alone.
+    for i, pattern in enumerate(patterns):
+        name = pattern.removesuffix(" only") + "-only"
+        if pattern.endswith(" only") and any(r["model"] == name for r in rows):
+            acc = _acc(rows, name, "all")
+            ax.hlines(acc, i - width / 2, i + width * (len(strategies) - 0.5), colors="black", lw=2)
+    ax.plot([], [], color="black", lw=2, label="trained on that sensor alone")
     ax.set_xticks(x + width * (len(strategies) - 1) / 2, patterns, rotation=30, ha="right")
     ax.set_ylabel("class accuracy")
     ax.set_ylim(0, 1)
-    ax.set_title("Class accuracy by fusion strategy and sensors present (dotted: single-sensor models)")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("Class accuracy by fusion strategy and sensors present (unseen world seed)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -215,7 +219,8 @@ def write_report(rows: list[dict[str, Any]], setup: dict[str, Any], doc: Path, p
         BEGIN,
         f"Training: world seed {setup['train_world_seed']}, {setup['train_samples']} samples "
         f"(last {setup['val_fraction']:.0%} held out for per-epoch validation), torch seed {setup['seed']}, "
-        f"{setup['epochs']} epochs. Evaluation: world seed {setup['test_world_seed']} "
+        f"{setup['epochs']} epochs (single-sensor models {setup['baseline_epochs']}). "
+        f"Evaluation: world seed {setup['test_world_seed']} "
         "(never used in training), "
         f"{setup['test_samples']} samples.",
         "",
