@@ -23,9 +23,19 @@ __all__ = ["FusionNet", "ModelConfig", "OUTPUT_NAMES"]
 #: Order of the tensors returned by FusionNet.forward; the same names as the contract's outputs.
 OUTPUT_NAMES: tuple[str, ...] = tuple(s.name for s in default_contract().outputs)
 
+#: (first-layer stride, first-layer kernel, token grid) of the CNN encoders; the inputs are 96x128 (camera),
+#: 64x64 (lidar BEV) and 40x48 (log-mel), so these keep their costs alike and their tokens few.
+_CONV_LAYOUT: dict[str, tuple[int, int, tuple[int, int]]] = {
+    "camera": (4, 5, (2, 2)),
+    "lidar": (2, 3, (2, 2)),
+    "audio": (2, 3, (1, 2)),
+}
+
 
 @dataclass
 class ModelConfig:
+    """Architecture; the defaults are the shipped model's. Stored in every checkpoint as JSON."""
+
     fusion: str = "attention"  # one of fusion.FUSIONS
     modalities: tuple[str, ...] = MODALITIES  # a subset, in contract order; one entry = a baseline
     d_model: int = 64  # token width
@@ -44,7 +54,7 @@ class ModelConfig:
             raise ModelError(f"ModelConfig.fusion: {self.fusion!r} is not one of {FUSIONS}")
         unknown = [m for m in self.modalities if m not in MODALITIES]
         if unknown or not self.modalities:
-            raise ValueError(
+            raise ModelError(
                 f"ModelConfig.modalities: {self.modalities!r} must be a non-empty subset of {MODALITIES}"
             )
         self.modalities = tuple(m for m in MODALITIES if m in self.modalities)
@@ -54,7 +64,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
-        return cls(**raw)
+        try:
+            return cls(**raw)
+        except TypeError as exc:  # an unknown or missing key, e.g. a checkpoint from another version
+            raise ModelError(f"model config {raw!r} does not fit ModelConfig: {exc}") from exc
 
 
 class Heads(nn.Module):
@@ -91,14 +104,14 @@ class FusionNet(nn.Module):
         self.config = config
         contract = contract or default_contract(config.fusion)
         shapes = {m: contract.input(m).shape for m in MODALITIES}
-        c, d = config.cnn_channels, config.d_model
-        builders = {
-            "camera": lambda: ConvEncoder(shapes["camera"], c, 4, 5, token_grid=(2, 2), d_model=d),
-            "lidar": lambda: ConvEncoder(shapes["lidar"], c, 2, 3, token_grid=(2, 2), d_model=d),
-            "radar": lambda: RadarEncoder(shapes["radar"][-1], config.radar_hidden, d_model=d),
-            "audio": lambda: ConvEncoder(shapes["audio"], c, 2, 3, token_grid=(1, 2), d_model=d),
-        }
-        self.encoders = nn.ModuleDict({m: builders[m]() for m in config.modalities})
+
+        def encoder(m: str) -> nn.Module:
+            if m == "radar":
+                return RadarEncoder(shapes["radar"][-1], config.radar_hidden, d_model=config.d_model)
+            stride, kernel, grid = _CONV_LAYOUT[m]
+            return ConvEncoder(shapes[m], config.cnn_channels, stride, kernel, grid, config.d_model)
+
+        self.encoders = nn.ModuleDict({m: encoder(m) for m in config.modalities})
         # Column of each used modality in the full [B, 4] presence mask.
         self.register_buffer(
             "presence_index", torch.tensor([MODALITIES.index(m) for m in config.modalities]), persistent=False
