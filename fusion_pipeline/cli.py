@@ -18,6 +18,7 @@ __all__ = ["main"]
 # Modules that add subcommands. Each defines register(subparsers) and sets `func` on its parsers.
 COMMAND_MODULES = (
     "fusion_pipeline.introspect",
+    "fusion_pipeline.keys",
     "fusion_pipeline.model.commands",
 )
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.transport import Endpoint, EndpointError
+from fusion_pipeline.transport import Curve, Endpoint, EndpointError
 from fusion_pipeline.wire import ALLOWED_DTYPES, Limits
 
 if sys.version_info >= (3, 11):
@@ -35,6 +35,7 @@ __all__ = [
     "OutputConfig",
     "PipelineConfig",
     "RecordConfig",
+    "SecurityConfig",
     "StreamConfig",
     "SyncConfig",
     "load_config",
@@ -149,6 +150,27 @@ class RecordConfig(_Section):
     split_duration_s: float | None = Field(None, gt=0)
 
 
+class SecurityConfig(_Section):
+    """CURVE on tcp endpoints. Sockets this host binds are servers that admit only `authorized_keys`;
+    sockets it connects present `certificate` and expect the server to hold `server_key`."""
+
+    insecure: bool = Field(False, description="allow tcp endpoints without CURVE (trusted networks only)")
+    certificate: str = Field("", description="this host's secret certificate (NAME.key_secret)")
+    authorized_keys: str = Field("", description="directory of client public certificates allowed in")
+    server_key: str = Field("", description="servers' public certificate; empty = this host's own key")
+
+    def curve(self) -> Curve | None:
+        """Transport settings, or None when CURVE is not configured."""
+        if not self.certificate:
+            return None
+        certificate = Path(self.certificate)
+        return Curve(
+            certificate=certificate,
+            authorized_keys=Path(self.authorized_keys) if self.authorized_keys else None,
+            server_key=Path(self.server_key) if self.server_key else certificate.with_suffix(".key"),
+        )
+
+
 class Config(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     streams: list[StreamConfig] = Field(min_length=1)
@@ -156,6 +178,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     output: OutputConfig = OutputConfig()
     record: RecordConfig = RecordConfig()
+    security: SecurityConfig = SecurityConfig()
 
     def stream(self, name: str) -> StreamConfig:
         for stream in self.streams:
@@ -222,11 +245,22 @@ def _cross_checks(config: Config) -> Iterator[str]:
     endpoints = [(f"streams[{i}].endpoint", s.endpoint) for i, s in enumerate(config.streams)]
     endpoints += [(f"streams[{i}].ingest_endpoint", s.ingest_endpoint) for i, s in enumerate(config.streams)]
     endpoints += [("sync.endpoint", config.sync.endpoint), ("output.endpoint", config.output.endpoint)]
+    security = config.security
     for key, url in endpoints:
         try:
-            Endpoint(url.replace("{run_dir}", "/run").replace("{stream}", "s"))
+            endpoint = Endpoint(url.replace("{run_dir}", "/run").replace("{stream}", "s"))
         except EndpointError as exc:
             yield f"{key}: {exc}"
+            continue
+        if (
+            endpoint.scheme == "tcp"
+            and not security.insecure
+            and not (security.certificate and security.authorized_keys)
+        ):
+            yield (
+                f"{key}: tcp endpoint {url!r} needs CURVE: set security.certificate and "
+                "security.authorized_keys (see `fusion-pipeline keys generate`), or security.insecure = true"
+            )
     if config.sync.mode == "reference":
         if config.sync.reference is None:
             yield "sync.reference: required when sync.mode = 'reference' (name of the reference stream)"

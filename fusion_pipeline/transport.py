@@ -17,6 +17,7 @@ A driver publishes in three lines::
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -28,11 +29,14 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 
 from fusion_pipeline.errors import FusionError
 from fusion_pipeline.wire import DEFAULT_LIMITS, Buffer, Limits, Sample, WireError, decode, encode
 
 __all__ = [
+    "Curve",
     "ZERO_COPY_MIN_BYTES",
     "Endpoint",
     "EndpointError",
@@ -43,6 +47,8 @@ __all__ = [
     "recv_frames",
     "send_frames",
 ]
+
+_AUTH_LOG = logging.getLogger("fusion_pipeline.auth")
 
 #: Buffers at least this large are handed to libzmq without a copy; smaller ones are cheaper to copy.
 ZERO_COPY_MIN_BYTES = 64 * 1024
@@ -109,6 +115,31 @@ class Endpoint:
             path.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class Curve:
+    """CURVE encryption and authentication of one tcp socket.
+
+    The side that binds is the CURVE server: it proves itself with `certificate` and admits only clients
+    whose public certificate is in `authorized_keys` (a directory), checked by a ZAP authenticator. The
+    side that connects is a client: it needs `server_key`, the server's public certificate. Certificates
+    are ZeroMQ certificate files (`fusion-pipeline keys generate`); a secret certificate holds both keys.
+    """
+
+    certificate: Path
+    authorized_keys: Path | None = None
+    server_key: Path | None = None
+
+
+def _load_certificate(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise TransportError(f"CURVE certificate {str(path)!r} cannot be read: {exc}") from exc
+    if need_secret and secret is None:
+        raise TransportError(f"CURVE certificate {str(path)!r} has no secret key (use the *.key_secret file)")
+    return public, secret
+
+
 def send_frames(socket: zmq.Socket, frames: Sequence[Buffer], flags: int = 0) -> None:
     """Send one multipart message; large buffers go zero-copy (libzmq references the array memory)."""
     last = len(frames) - 1
@@ -131,7 +162,9 @@ def recv_frames(socket: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
 class _Socket:
     """Shared lifecycle: one socket, bound or connected, closed with a bounded linger."""
 
-    def __init__(self, kind: int, linger_ms: int, context: zmq.Context | None) -> None:
+    def __init__(
+        self, kind: int, linger_ms: int, context: zmq.Context | None, curve: Curve | None = None
+    ) -> None:
         # A socket owns its context unless given one: closing then terms the context, which waits (up
         # to the linger) for queued zero-copy frames to leave before the process may free their memory.
         self._owns_context = context is None
@@ -139,8 +172,12 @@ class _Socket:
         self.socket: zmq.Socket = self._context.socket(kind)
         self.socket.linger = linger_ms
         self._bound: list[Endpoint] = []
+        self._curve = curve
+        self._authenticator: ThreadAuthenticator | None = None
 
     def _attach(self, endpoint: Endpoint, bind: bool) -> None:
+        if self._curve is not None and endpoint.scheme == "tcp":
+            self._secure(bind)
         try:
             if bind:
                 try:
@@ -155,6 +192,26 @@ class _Socket:
             verb = "bind" if bind else "connect"
             raise EndpointError(f"cannot {verb} {endpoint.url!r}: {exc}") from exc
 
+    def _secure(self, server: bool) -> None:
+        """Turn on CURVE before bind/connect (libzmq reads the options at that moment)."""
+        curve = self._curve
+        public, secret = _load_certificate(curve.certificate, need_secret=True)
+        self.socket.curve_publickey, self.socket.curve_secretkey = public, secret
+        if server:
+            if curve.authorized_keys is None:
+                raise TransportError("a CURVE server socket needs an authorized_keys directory")
+            if self._authenticator is None:
+                self._authenticator = ThreadAuthenticator(self._context, log=_AUTH_LOG)
+                self._authenticator.start()
+                self._authenticator.configure_curve(domain="*", location=str(curve.authorized_keys))
+            self.socket.curve_server = True
+        else:
+            if curve.server_key is None:
+                raise TransportError(
+                    "a CURVE client socket needs the server's public certificate (server_key)"
+                )
+            self.socket.curve_serverkey = _load_certificate(curve.server_key, need_secret=False)[0]
+
     @property
     def last_endpoint(self) -> str:
         """The endpoint actually bound (resolves a wildcard tcp port)."""
@@ -164,6 +221,8 @@ class _Socket:
         if self.socket.closed:
             return
         self.socket.close()
+        if self._authenticator is not None:
+            self._authenticator.stop()
         if self._owns_context:
             self._context.term()
         for endpoint in self._bound:
@@ -195,9 +254,10 @@ class Publisher(_Socket):
         role: Role = Role.SENSOR,
         hwm: int | None = None,
         lossless: bool = False,
+        curve: Curve | None = None,
         context: zmq.Context | None = None,
     ) -> None:
-        super().__init__(zmq.XPUB if lossless else zmq.PUB, 2000 if lossless else 0, context)
+        super().__init__(zmq.XPUB if lossless else zmq.PUB, 2000 if lossless else 0, context, curve)
         if lossless:
             self.socket.setsockopt(zmq.XPUB_NODROP, 1)
         self.socket.sndhwm = hwm if hwm is not None else DEFAULT_HWM[Role.REPLAY if lossless else role]
@@ -272,9 +332,10 @@ class Subscriber(_Socket):
         bind: bool = False,
         role: Role = Role.SENSOR,
         hwm: int | None = None,
+        curve: Curve | None = None,
         context: zmq.Context | None = None,
     ) -> None:
-        super().__init__(zmq.SUB, 0, context)
+        super().__init__(zmq.SUB, 0, context, curve)
         self.limits = limits
         self.socket.rcvhwm = hwm if hwm is not None else DEFAULT_HWM[role]
         # libzmq applies the limit per frame: anything larger is refused before it is buffered.

@@ -58,6 +58,16 @@ def test_errors_name_file_key_and_expectation(tmp_path: Path, old: str, new: str
     assert expected in message
 
 
+def test_tcp_needs_curve_unless_insecure(tmp_path: Path) -> None:
+    tcp = DEMO.replace('endpoint = "ipc://{run_dir}/results.sock"', 'endpoint = "tcp://0.0.0.0:5600"')
+    with pytest.raises(ConfigError, match=r"output.endpoint: tcp endpoint 'tcp://0.0.0.0:5600' needs CURVE"):
+        parse_config(tcp, "tcp.toml")
+    assert parse_config(tcp + "\n[security]\ninsecure = true\n").security.curve() is None
+    secured = parse_config(tcp + '\n[security]\ncertificate = "k/p.key_secret"\nauthorized_keys = "k/ok"\n')
+    curve = secured.security.curve()
+    assert curve is not None and str(curve.server_key) == "k/p.key" and str(curve.authorized_keys) == "k/ok"
+
+
 def test_not_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"x\.toml: not valid TOML"):
         parse_config("[pipeline\n", "x.toml")

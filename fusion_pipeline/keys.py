@@ -1,0 +1,34 @@
+"""`fusion-pipeline keys generate DIR`: CURVE keypairs for tcp endpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import zmq.auth
+
+__all__ = ["generate_keys", "register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    keys = sub.add_parser("keys", help="CURVE key management for tcp endpoints")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
+    generate = keys_sub.add_parser("generate", help="write a keypair: NAME.key (public) and NAME.key_secret")
+    generate.add_argument("directory", type=Path, help="where to write the certificates (created 0700)")
+    generate.add_argument("--name", default="pipeline", help="certificate name (default: pipeline)")
+    generate.set_defaults(func=_generate)
+
+
+def generate_keys(directory: Path, name: str) -> tuple[Path, Path]:
+    """Create a keypair; return (public certificate, secret certificate)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(directory, name)
+    Path(secret).chmod(0o600)
+    return Path(public), Path(secret)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    public, secret = generate_keys(args.directory, args.name)
+    print(f"public certificate: {public}  (copy it into the peer's authorized_keys directory)")
+    print(f"secret certificate: {secret}  (keep it on this host, mode 0600)")
+    return 0

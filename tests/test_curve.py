@@ -1,0 +1,120 @@
+"""CURVE on tcp: an allowed client is accepted, a client with an unknown key can neither publish into the
+pipeline nor subscribe to it. Each client is its own process."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusion_pipeline.keys import generate_keys
+from fusion_pipeline.transport import Curve, Publisher, Subscriber, TransportError
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
+    """Server, allowed client and stranger keypairs; only the allowed client's public key is authorized."""
+    pairs = {name: generate_keys(tmp_path / "keys", name) for name in ("server", "allowed", "stranger")}
+    authorized = tmp_path / "authorized"
+    authorized.mkdir()
+    (authorized / "allowed.key").write_bytes(pairs["allowed"][0].read_bytes())
+    pairs["authorized"] = (authorized, authorized)
+    return pairs
+
+
+def _peer(role: str, endpoint: str, client: tuple[Path, Path], server: tuple[Path, Path], seconds: float):
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(TESTS / "curve_peer.py"),
+            role,
+            endpoint,
+            str(client[1]),
+            str(server[0]),
+            str(seconds),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _server_curve(keys) -> Curve:
+    return Curve(certificate=keys["server"][1], authorized_keys=keys["authorized"][0])
+
+
+def test_only_authorized_clients_can_subscribe(keys) -> None:
+    with Publisher("tcp://127.0.0.1:*", "result/fused", "result", curve=_server_curve(keys)) as pub:
+        endpoint = pub.last_endpoint
+        allowed = _peer("sub", endpoint, keys["allowed"], keys["server"], 3)
+        stranger = _peer("sub", endpoint, keys["stranger"], keys["server"], 3)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            pub.publish(time.time_ns(), probs=np.ones(5, np.float32))
+            time.sleep(0.02)
+        allowed_out, _ = allowed.communicate(timeout=10)
+        stranger_out, _ = stranger.communicate(timeout=10)
+    assert len(allowed_out.split()) > 20, "the allowed client received nothing"
+    assert stranger_out == "", "a client with an unknown key received results"
+
+
+def test_only_authorized_drivers_can_publish_into_the_pipeline(keys) -> None:
+    # The pipeline side binds and is the CURVE server; drivers connect as clients.
+    with Subscriber("tcp://127.0.0.1:*", bind=True, curve=_server_curve(keys)) as sub:
+        endpoint = sub.last_endpoint
+        stranger = _peer("pub", endpoint, keys["stranger"], keys["server"], 2)
+        stranger_got = _receive_for(sub, 2.5)
+        stranger.wait(10)
+        allowed = _peer("pub", endpoint, keys["allowed"], keys["server"], 2)
+        allowed_got = _receive_for(sub, 2.5)
+        allowed.wait(10)
+    assert stranger_got == 0, "samples from a driver with an unknown key entered the pipeline"
+    assert allowed_got > 20
+
+
+def _receive_for(sub: Subscriber, seconds: float) -> int:
+    count = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if sub.recv(timeout_ms=100) is not None:
+            count += 1
+    return count
+
+
+def test_plain_client_cannot_reach_a_curve_server(keys) -> None:
+    pub = Publisher("tcp://127.0.0.1:*", "result/fused", "result", curve=_server_curve(keys))
+    with pub, Subscriber(pub.last_endpoint) as plain:
+        time.sleep(0.3)
+        for i in range(20):
+            pub.publish(i)
+        assert plain.recv(timeout_ms=500) is None
+
+
+def test_bad_certificates_are_refused(keys, tmp_path: Path) -> None:
+    with pytest.raises(TransportError, match="has no secret key"):
+        Publisher(
+            "tcp://127.0.0.1:*",
+            "s",
+            "m",
+            curve=Curve(certificate=keys["server"][0], authorized_keys=tmp_path),
+        )
+    with pytest.raises(TransportError, match="cannot be read"):
+        Publisher(
+            "tcp://127.0.0.1:*",
+            "s",
+            "m",
+            curve=Curve(certificate=tmp_path / "absent.key_secret", authorized_keys=tmp_path),
+        )
+    with pytest.raises(TransportError, match="needs the server's public certificate"):
+        Subscriber("tcp://127.0.0.1:5999", curve=Curve(certificate=keys["allowed"][1]))
+
+
+def test_keys_generate_command(tmp_path: Path, run_cli) -> None:
+    done = run_cli("keys", "generate", str(tmp_path / "k"), "--name", "robot1")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "k" / "robot1.key").exists()
+    assert (tmp_path / "k" / "robot1.key_secret").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "k").stat().st_mode & 0o777 == 0o700
