@@ -62,8 +62,10 @@ def test_tcp_needs_curve_unless_insecure(tmp_path: Path) -> None:
     tcp = DEMO.replace('endpoint = "ipc://{run_dir}/results.sock"', 'endpoint = "tcp://0.0.0.0:5600"')
     with pytest.raises(ConfigError, match=r"output.endpoint: tcp endpoint 'tcp://0.0.0.0:5600' needs CURVE"):
         parse_config(tcp, "tcp.toml")
-    assert parse_config(tcp + "\n[security]\ninsecure = true\n").security.curve() is None
-    secured = parse_config(tcp + '\n[security]\ncertificate = "k/p.key_secret"\nauthorized_keys = "k/ok"\n')
+    assert parse_config(tcp.replace("insecure = false", "insecure = true")).security.curve() is None
+    secured = parse_config(
+        tcp.replace("insecure = false", 'certificate = "k/p.key_secret"\nauthorized_keys = "k/ok"')
+    )
     curve = secured.security.curve()
     assert curve is not None and str(curve.server_key) == "k/p.key" and str(curve.authorized_keys) == "k/ok"
 
