@@ -1,0 +1,291 @@
+"""Ingest: one stream's raw sensor samples -> model-ready samples. Pure: no sockets, no clock reads.
+
+The ingest node of stream S feeds every decoded wire message (see fusion_pipeline.wire) to
+:meth:`Ingest.process` with the time it arrived, and publishes what comes back. In order, a message:
+
+1. must belong to S (stream name and modality as configured);
+2. passes sequence tracking (docs/PROTOCOL.md section 7): a gap is counted and the message used; a
+   duplicate or out-of-order seq is counted and dropped, unless the stream was silent for longer
+   than the restart timeout, in which case the driver restarted and tracking starts afresh;
+3. must match its modality's schema (PROTOCOL.md section 5): array names, dtypes, ranks and
+   columns, meta.encoding for cameras (rgb8, or jpeg decoded with Pillow), meta.sample_rate equal
+   to the config's for audio;
+4. has the stream's offset_ns subtracted from its stamp (known sensor latency);
+5. is preprocessed by fusion_pipeline.preprocess into the model contract's inputs -- except audio,
+   which stays a float32 frames x channels chunk, because the synchronizer cuts the window first.
+
+Every rejection is counted under a reason from SCHEMA_REASONS (or the seq counters); nothing here
+raises for bad input. The output sample has ingest's own seq; the driver's is kept in
+meta["source_seq"], and meta["stages"]["ingest_in"] is the arrival time the caller passed.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from fusion_pipeline.config import StreamConfig
+from fusion_pipeline.errors import FusionError
+from fusion_pipeline.preprocess import PreprocessError, preprocess_sample
+from fusion_pipeline.preprocess.audio import PARAMS as AUDIO_PARAMS
+from fusion_pipeline.wire import DEFAULT_LIMITS, Limits, Sample
+
+__all__ = [
+    "SCHEMA_REASONS",
+    "ArraySchema",
+    "Ingest",
+    "SchemaError",
+    "SeqTracker",
+    "check_payload",
+    "decode_jpeg",
+    "restart_timeout_ns",
+]
+
+NS_PER_S = 1_000_000_000
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+#: Why a well-formed wire message was refused by ingest:
+#: wrong_stream / wrong_modality - not the configured stream or modality;
+#: missing_array - the modality's array is absent; bad_dtype, bad_shape - it has the wrong type or shape;
+#: bad_meta - a required meta field is missing or of the wrong type (audio sample_rate, camera encoding);
+#: unsupported_encoding - a camera encoding other than rgb8 or jpeg;
+#: sample_rate_mismatch - audio at another rate than the config's;
+#: bad_jpeg - the jpeg bytes do not decode to an RGB image; non_finite - NaN or inf audio samples;
+#: bad_stamp - the stamp minus offset_ns leaves int64; preprocess - the preprocessor refused the payload.
+SCHEMA_REASONS: tuple[str, ...] = (
+    "wrong_stream",
+    "wrong_modality",
+    "missing_array",
+    "bad_dtype",
+    "bad_shape",
+    "bad_meta",
+    "unsupported_encoding",
+    "sample_rate_mismatch",
+    "bad_jpeg",
+    "non_finite",
+    "bad_stamp",
+    "preprocess",
+)
+
+
+class SchemaError(FusionError):
+    """A wire-valid message does not fit its stream's schema; `reason` is one of SCHEMA_REASONS."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ArraySchema:
+    """The array a modality's payload travels in: its name, allowed dtypes (wire strings), rank and
+    fixed trailing sizes (None = any size, but at least `min_trailing`)."""
+
+    name: str
+    dtypes: tuple[str, ...]
+    trailing: tuple[int | None, ...]
+    min_leading: int = 0
+    min_trailing: int = 0
+
+    def check(self, stream: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        where = f"stream {stream!r} array {self.name!r}"
+        array = arrays.get(self.name)
+        if array is None:
+            raise SchemaError("missing_array", f"stream {stream!r}: no array {self.name!r} in {list(arrays)}")
+        if array.dtype.str not in self.dtypes:
+            raise SchemaError("bad_dtype", f"{where}: dtype {array.dtype.str} is not one of {self.dtypes}")
+        ndim = 1 + len(self.trailing)
+        want = "x".join(["N", *("*" if t is None else str(t) for t in self.trailing)])
+        if array.ndim != ndim or array.shape[0] < self.min_leading:
+            raise SchemaError("bad_shape", f"{where}: shape {array.shape}, expected {want}")
+        for got, fixed in zip(array.shape[1:], self.trailing, strict=True):
+            if (fixed is not None and got != fixed) or got < self.min_trailing:
+                raise SchemaError("bad_shape", f"{where}: shape {array.shape}, expected {want}")
+        return array
+
+
+# PROTOCOL.md section 5.
+_RGB8 = ArraySchema("image", ("|u1",), (None, 3))
+_JPEG = ArraySchema("jpeg", ("|u1",), (), min_leading=1)
+_SCHEMAS: dict[str, ArraySchema] = {
+    "lidar": ArraySchema("points", ("<f4",), (4,)),
+    "radar": ArraySchema("detections", ("<f4",), (5,)),
+    "audio": ArraySchema("samples", ("<i2", "<f4"), (None,), min_leading=1, min_trailing=1),
+}
+_INT16_SCALE = np.float32(AUDIO_PARAMS["int16_scale"])
+
+
+def decode_jpeg(data: np.ndarray, stream: str, max_bytes: int) -> np.ndarray:
+    """One JPEG file -> (H, W, 3) uint8 RGB. The size is read from the header and checked against
+    `max_bytes` before the pixels are decoded, so a small file cannot make us allocate gigabytes."""
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as image:  # reads the header only
+            if image.format != "JPEG":
+                raise SchemaError("bad_jpeg", f"stream {stream!r}: payload is {image.format}, not JPEG")
+            width, height = image.size
+            if width * height * 3 > max_bytes:
+                raise SchemaError(
+                    "bad_jpeg",
+                    f"stream {stream!r}: jpeg is {width}x{height}, over the {max_bytes}-byte array limit",
+                )
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # Pillow's "cannot decode"
+        raise SchemaError("bad_jpeg", f"stream {stream!r}: jpeg does not decode: {exc}") from exc
+
+
+def check_payload(sample: Sample, config: StreamConfig, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """The payload the modality's preprocessor takes (camera: rgb8 image, lidar: points, radar:
+    detections, audio: float32 samples), after checking the sample against PROTOCOL.md section 5."""
+    stream, meta = config.name, sample.meta
+    if config.modality == "camera":
+        encoding = meta.get("encoding", "rgb8")
+        if not isinstance(encoding, str):
+            raise SchemaError("bad_meta", f"stream {stream!r}: meta.encoding must be a string")
+        if encoding == "rgb8":
+            return _RGB8.check(stream, sample.arrays)
+        if encoding == "jpeg":
+            return decode_jpeg(_JPEG.check(stream, sample.arrays), stream, limits.max_array_bytes)
+        raise SchemaError("unsupported_encoding", f"stream {stream!r}: camera encoding {encoding!r}")
+    array = _SCHEMAS[config.modality].check(stream, sample.arrays)
+    if config.modality != "audio":
+        return array
+    rate = meta.get("sample_rate")
+    if not isinstance(rate, int) or isinstance(rate, bool):
+        raise SchemaError("bad_meta", f"stream {stream!r}: meta.sample_rate must be an integer, got {rate!r}")
+    if rate != config.sample_rate:
+        raise SchemaError(
+            "sample_rate_mismatch", f"stream {stream!r}: {rate} Hz, config says {config.sample_rate} Hz"
+        )
+    if array.dtype == np.int16:
+        return array.astype(np.float32) * _INT16_SCALE
+    if not np.isfinite(array).all():
+        raise SchemaError("non_finite", f"stream {stream!r}: audio samples hold NaN or inf")
+    return np.array(array)  # own the memory: the synchronizer keeps chunks in its ring
+
+
+def restart_timeout_ns(rate_hz: float) -> int:
+    """Silence after which a lower seq means a restarted driver: 5 periods, at least 0.5 s (a driver
+    process takes longer than that to come back, a reordered packet far less)."""
+    return max(NS_PER_S // 2, round(5 * NS_PER_S / rate_hz))
+
+
+class SeqTracker:
+    """Sequence-number bookkeeping of one stream, PROTOCOL.md section 7.
+
+    Silence is measured from the last ACCEPTED message, so a driver that restarts sooner than the
+    timeout loses at most one timeout's worth of messages, never more.
+    """
+
+    def __init__(self, restart_timeout_ns: int) -> None:
+        self.restart_timeout_ns = restart_timeout_ns
+        self.last_seq: int | None = None
+        self._last_arrival_ns = 0
+        self.gaps = 0  # gap events
+        self.lost = 0  # messages missing in those gaps
+        self.duplicates = 0
+        self.out_of_order = 0
+        self.restarts = 0
+
+    def accept(self, seq: int, arrival_ns: int) -> bool:
+        """Whether to use the message; counts what it says about the stream."""
+        last = self.last_seq
+        if last is not None and seq <= last:
+            if arrival_ns - self._last_arrival_ns <= self.restart_timeout_ns:
+                if seq == last:
+                    self.duplicates += 1
+                else:
+                    self.out_of_order += 1
+                return False
+            self.restarts += 1
+        elif last is not None and seq > last + 1:
+            self.gaps += 1
+            self.lost += seq - last - 1
+        self.last_seq = seq
+        self._last_arrival_ns = arrival_ns
+        return True
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "seq_gaps": self.gaps,
+            "seq_lost": self.lost,
+            "duplicates": self.duplicates,
+            "out_of_order": self.out_of_order,
+            "restarts": self.restarts,
+        }
+
+
+class Ingest:
+    """The whole ingest step of one stream; the node wraps it in sockets and a clock."""
+
+    def __init__(self, config: StreamConfig, limits: Limits | None = None) -> None:
+        self.config = config
+        self.limits = limits or config.limits.to_limits()
+        self.seq = SeqTracker(restart_timeout_ns(config.rate_hz))
+        self.rejected: Counter[str] = Counter()
+        self.produced = 0
+        self.last_error = ""
+
+    def process(self, sample: Sample, arrival_ns: int) -> Sample | None:
+        """The model-ready sample for `sample`, or None when it is dropped (and counted)."""
+        try:
+            self._check_identity(sample)
+            if not self.seq.accept(sample.seq, arrival_ns):
+                return None
+            payload = check_payload(sample, self.config, self.limits)
+            stamp_ns = self._corrected_stamp(sample.stamp_ns)
+            arrays = self._model_ready(payload)
+        except SchemaError as exc:
+            self.rejected[exc.reason] += 1
+            self.last_error = str(exc)
+            return None
+        meta: dict[str, object] = {"source_seq": sample.seq, "stages": {"ingest_in": arrival_ns}}
+        if self.config.modality == "audio":
+            meta["sample_rate"] = self.config.sample_rate
+        out = Sample(
+            stream=self.config.name,
+            modality=self.config.modality,
+            seq=self.produced,
+            stamp_ns=stamp_ns,
+            arrays=arrays,
+            frame_id=sample.frame_id or self.config.frame_id,
+            meta=meta,
+        )
+        self.produced += 1
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """Flat counters for heartbeats: produced, schema_<reason> and the seq counters."""
+        return {
+            "produced": self.produced,
+            **{f"schema_{reason}": n for reason, n in sorted(self.rejected.items())},
+            **self.seq.counters(),
+        }
+
+    def _check_identity(self, sample: Sample) -> None:
+        if sample.stream != self.config.name:
+            # Topic filters match prefixes: "camera/front" also lets "camera/front_wide" through.
+            raise SchemaError("wrong_stream", f"stream {sample.stream!r} is not {self.config.name!r}")
+        if sample.modality != self.config.modality:
+            raise SchemaError(
+                "wrong_modality",
+                f"stream {sample.stream!r}: modality {sample.modality!r}, config: {self.config.modality!r}",
+            )
+
+    def _corrected_stamp(self, stamp_ns: int) -> int:
+        stamp = stamp_ns - self.config.offset_ns
+        if not _INT64_MIN <= stamp <= _INT64_MAX:
+            where = f"stream {self.config.name!r}"
+            raise SchemaError("bad_stamp", f"{where}: stamp {stamp_ns} minus the offset leaves int64")
+        return stamp
+
+    def _model_ready(self, payload: np.ndarray) -> dict[str, np.ndarray]:
+        if self.config.modality == "audio":
+            return {"samples": payload}  # the synchronizer cuts the window, then computes the log-mel
+        try:
+            return preprocess_sample(self.config.modality, payload)
+        except PreprocessError as exc:
+            raise SchemaError("preprocess", str(exc)) from exc

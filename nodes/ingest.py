@@ -1,0 +1,59 @@
+"""Ingest node: one process per stream; raw driver samples in, model-ready samples out.
+
+    python -m nodes.ingest --config PATH --run-dir DIR --stream NAME
+
+Subscribes to the stream's driver endpoint with the stream's receive limits, runs every valid wire
+message through fusion_pipeline.ingest.Ingest (stream and schema checks, seq tracking, offset,
+preprocessing) and publishes the result on the stream's ingest endpoint. Malformed and refused
+messages are counted by reason in the heartbeat, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from fusion_pipeline.ingest import Ingest
+from fusion_pipeline.node import Heartbeat, node_arguments, stop_requested
+from fusion_pipeline.transport import Publisher, Subscriber
+
+log = logging.getLogger("nodes.ingest")
+
+POLL_MS = 50  # the longest the loop waits before it checks for a stop request and beats
+
+
+def main(argv: list[str] | None = None) -> int:
+    ctx = node_arguments("ingest", argv, per_stream=True)
+    assert ctx.stream is not None
+    stream = ctx.config.stream(ctx.stream)
+    logging.basicConfig(level=ctx.config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
+    ingest = Ingest(stream)
+    source = Subscriber(ctx.endpoint(stream.endpoint), topics=[stream.name], limits=ingest.limits)
+    sink = Publisher(
+        ctx.config.ingest_endpoint(stream.name, ctx.run_dir),
+        stream=stream.name,
+        modality=stream.modality,
+        frame_id=stream.frame_id,
+    )
+    heartbeat = Heartbeat(ctx)
+    log.info("%s -> %s", stream.endpoint, sink.last_endpoint)
+    try:
+        while not stop_requested():
+            sample = source.recv(timeout_ms=POLL_MS)
+            if sample is not None:
+                out = ingest.process(sample, time.time_ns())
+                if out is not None:
+                    out.meta["stages"]["ingest_out"] = time.time_ns()
+                    sink.send(out)
+            heartbeat.beat({**source.counters(), **ingest.counters(), "published": ingest.produced})
+    finally:
+        heartbeat.beat({**source.counters(), **ingest.counters(), "published": ingest.produced}, force=True)
+        heartbeat.close()
+        sink.close()
+        source.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

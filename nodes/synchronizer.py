@@ -1,0 +1,112 @@
+"""Synchronizer node: the ingest streams in, one set message per aligned set out.
+
+    python -m nodes.synchronizer --config PATH --run-dir DIR [--event-time]
+
+Receives every ingest sample in order (lossless recv: the synchronizer must see each stream's
+messages in sequence, so it never drains to the newest), drives fusion_pipeline.sync.Synchronizer
+and publishes each finished set on the sync endpoint (docs/PROTOCOL.md section 8).
+
+Live mode (default): the loop also ticks the Synchronizer with the wall clock, waking exactly when
+the next deadline is due, so a silent optional sensor delays a set by max_wait at most. With
+--event-time it never reads the clock for matching: deadlines pass only as other streams' stamps
+advance, so a replayed log yields the same sets at any speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections import Counter
+
+from fusion_pipeline.node import Heartbeat, node_arguments, stop_requested
+from fusion_pipeline.sets import SET_MODALITY, SET_STREAM, InputError, SetBuilder, SetLayoutError
+from fusion_pipeline.sync import FusedSet, SyncError, Synchronizer, settings_from_config
+from fusion_pipeline.transport import Publisher, Role, Subscriber
+
+log = logging.getLogger("nodes.synchronizer")
+
+POLL_MS = 50  # the longest the loop waits before it checks for a stop request and beats
+INPUT_HWM = 64  # per ingest connection: ~2 s of the fastest stream if this loop stalls
+
+
+def _poll_ms(sync: Synchronizer, now_ns: int) -> int:
+    """Wait until the next deadline (rounded up to whole ms, as zmq polls in ms), at most POLL_MS."""
+    deadline = sync.next_deadline_ns()
+    if deadline is None:
+        return POLL_MS
+    return min(POLL_MS, max(0, -((now_ns - deadline) // 1_000_000)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--event-time", action="store_true", help="no wall-clock deadlines (replay)")
+    args, rest = own.parse_known_args(argv)
+    ctx = node_arguments("synchronizer", rest)
+    config = ctx.config
+    logging.basicConfig(level=config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
+    try:
+        builder = SetBuilder(config)
+        sync = Synchronizer(*settings_from_config(config))
+    except (SetLayoutError, SyncError) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    live = not args.event_time
+    source = Subscriber(
+        [config.ingest_endpoint(s.name, ctx.run_dir) for s in config.streams],
+        topics=[s.name for s in config.streams],
+        hwm=INPUT_HWM,
+    )
+    sink = Publisher(
+        ctx.endpoint(config.sync.endpoint), stream=SET_STREAM, modality=SET_MODALITY, role=Role.SET
+    )
+    heartbeat = Heartbeat(ctx)
+    rejected: Counter[str] = Counter()
+    log.info(
+        "%s mode, reference %s, %s time -> %s",
+        config.sync.mode,
+        config.sync.reference,
+        "live" if live else "event",
+        sink.last_endpoint,
+    )
+
+    def emit(sets: list[FusedSet], sync_in_ns: int, completed_by: str) -> None:
+        for fused in sets:
+            message = builder.build(fused, sync_in_ns, completed_by)
+            message.meta["stages"]["sync_emit"] = time.time_ns()
+            sink.send(message)
+
+    def counters() -> dict[str, int]:
+        return {
+            **source.counters(),
+            **sync.counters.as_dict(),
+            **{f"rejected_{reason}": n for reason, n in sorted(rejected.items())},
+            "sets_published": builder.built,
+        }
+
+    try:
+        while not stop_requested():
+            sample = source.recv(timeout_ms=_poll_ms(sync, time.time_ns()) if live else POLL_MS)
+            now = time.time_ns()
+            if sample is not None:
+                try:
+                    sets = sync.add(sample.stream, sample.stamp_ns, builder.payload(sample))
+                    emit(sets, now, sample.stream)
+                except InputError as exc:
+                    rejected[exc.reason] += 1
+                except SyncError:
+                    rejected["sync_refused"] += 1
+            if live:
+                emit(sync.tick(time.time_ns()), now, "deadline")
+            heartbeat.beat(counters())
+    finally:
+        heartbeat.beat(counters(), force=True)
+        heartbeat.close()
+        sink.close()
+        source.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Ingest logic without sockets: schema checks, seq tracking (PROTOCOL.md section 7), offset, output."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fusion_pipeline.config import parse_config
+from fusion_pipeline.contract import default_contract
+from fusion_pipeline.ingest import (
+    SCHEMA_REASONS,
+    Ingest,
+    SchemaError,
+    SeqTracker,
+    check_payload,
+    restart_timeout_ns,
+)
+from fusion_pipeline.preprocess import preprocess_camera, preprocess_lidar
+from fusion_pipeline.wire import Limits, Sample, decode, encode
+
+MS = 1_000_000
+CONFIG = parse_config(
+    """
+[[streams]]
+name = "camera/front"
+modality = "camera"
+endpoint = "ipc:///x/c.sock"
+rate_hz = 30
+offset_ms = 12.5
+[[streams]]
+name = "lidar/top"
+modality = "lidar"
+endpoint = "ipc:///x/l.sock"
+rate_hz = 10
+frame_id = "lidar_top"
+[[streams]]
+name = "radar/front"
+modality = "radar"
+endpoint = "ipc:///x/r.sock"
+rate_hz = 20
+[[streams]]
+name = "audio/roof"
+modality = "audio"
+endpoint = "ipc:///x/a.sock"
+rate_hz = 50
+sample_rate = 16000
+[sync]
+reference = "lidar/top"
+"""
+)
+RNG = np.random.default_rng(3)
+IMAGE = RNG.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+# JPEG is lossy and noise is its worst case: the jpeg tests use a smooth image.
+_Y, _X = np.mgrid[0:120, 0:160]
+SMOOTH = np.stack([_X * 255 // 159, _Y * 255 // 119, (_X + _Y) * 255 // 278], axis=-1).astype(np.uint8)
+POINTS = np.column_stack([RNG.uniform(0, 60, (500, 3)), RNG.uniform(0, 1, 500)]).astype(np.float32)
+
+
+def _sample(stream: str, seq: int = 0, stamp_ns: int = 10**18, meta: dict | None = None, **arrays) -> Sample:
+    modality = CONFIG.stream(stream).modality
+    # Through the real codec, so arrays are the read-only frame views ingest sees in the node.
+    return decode(encode(Sample(stream, modality, seq, stamp_ns, arrays, "", meta or {})))
+
+
+def _jpeg(image: np.ndarray) -> np.ndarray:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="JPEG", quality=95)
+    return np.frombuffer(out.getvalue(), np.uint8)
+
+
+def test_valid_samples_of_every_modality_come_out_as_contract_inputs() -> None:
+    contract = default_contract()
+    cases = {
+        "camera/front": _sample("camera/front", meta={"encoding": "rgb8"}, image=IMAGE),
+        "lidar/top": _sample("lidar/top", points=POINTS),
+        "radar/front": _sample("radar/front", detections=np.ones((3, 5), np.float32)),
+    }
+    for stream, sample in cases.items():
+        out = Ingest(CONFIG.stream(stream)).process(sample, arrival_ns=5)
+        assert out is not None
+        specs = contract.inputs_for(CONFIG.stream(stream).modality)
+        assert {k: (v.shape, v.dtype) for k, v in out.arrays.items()} == {
+            s.name: (s.shape, np.dtype(np.float32)) for s in specs
+        }
+        assert out.meta["stages"] == {"ingest_in": 5} and out.meta["source_seq"] == 0
+    lidar = Ingest(CONFIG.stream("lidar/top")).process(cases["lidar/top"], 0)
+    np.testing.assert_array_equal(lidar.arrays["lidar"], preprocess_lidar(POINTS))
+    assert lidar.frame_id == "lidar_top"  # the driver left it empty: the config's
+
+
+def test_offset_is_subtracted_and_ingest_numbers_its_own_output() -> None:
+    ingest = Ingest(CONFIG.stream("camera/front"))
+    outs = [
+        ingest.process(_sample("camera/front", seq=40 + i, stamp_ns=10**18 + i, image=IMAGE), 0)
+        for i in range(3)
+    ]
+    assert [o.stamp_ns for o in outs] == [10**18 + i - 12_500_000 for i in range(3)]
+    assert [o.seq for o in outs] == [0, 1, 2]
+    assert [o.meta["source_seq"] for o in outs] == [40, 41, 42]
+
+
+def test_jpeg_camera_frames_are_decoded_and_bad_ones_counted() -> None:
+    ingest = Ingest(CONFIG.stream("camera/front"))
+    data = _jpeg(SMOOTH)
+    out = ingest.process(_sample("camera/front", 0, meta={"encoding": "jpeg"}, jpeg=data), 0)
+    assert out is not None
+    # Decoded, then the same preprocessing as rgb8: near the original (JPEG is lossy), far from noise.
+    assert np.abs(out.arrays["camera"] - preprocess_camera(SMOOTH)).max() < 0.1
+    assert np.abs(out.arrays["camera"] - preprocess_camera(IMAGE)).mean() > 0.5
+    truncated = data[: len(data) // 2]
+    png = io.BytesIO()
+    Image.fromarray(IMAGE).save(png, format="PNG")
+    for seq, payload in enumerate(
+        [truncated, np.frombuffer(png.getvalue(), np.uint8), np.full(100, 7, np.uint8)], 1
+    ):
+        assert (
+            ingest.process(_sample("camera/front", seq, meta={"encoding": "jpeg"}, jpeg=payload), 0) is None
+        )
+    assert ingest.rejected == {"bad_jpeg": 3}
+
+
+def test_a_jpeg_header_declaring_a_huge_image_is_refused_before_decoding() -> None:
+    big = _jpeg(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(SchemaError) as err:
+        check_payload(
+            _sample("camera/front", meta={"encoding": "jpeg"}, jpeg=big),
+            CONFIG.stream("camera/front"),
+            Limits(max_array_bytes=64 * 64 * 3 - 1),
+        )
+    assert err.value.reason == "bad_jpeg" and "limit" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("stream", "meta", "arrays", "reason"),
+    [
+        ("camera/front", {"encoding": "bgr8"}, {"image": IMAGE}, "unsupported_encoding"),
+        ("camera/front", {"encoding": 3}, {"image": IMAGE}, "bad_meta"),
+        ("camera/front", {}, {"img": IMAGE}, "missing_array"),
+        ("camera/front", {}, {"image": IMAGE[..., :2].copy()}, "bad_shape"),
+        ("camera/front", {}, {"image": IMAGE.astype(np.uint16)}, "bad_dtype"),
+        ("camera/front", {}, {"image": IMAGE[:40, :40].copy()}, "preprocess"),  # smaller than the model
+        ("lidar/top", {}, {"points": POINTS[:, :3].copy()}, "bad_shape"),
+        ("lidar/top", {}, {"points": POINTS.astype(np.float64)}, "bad_dtype"),
+        ("lidar/top", {}, {"points": POINTS[None]}, "bad_shape"),
+        ("radar/front", {}, {"points": POINTS}, "missing_array"),
+        ("audio/roof", {"sample_rate": 16000}, {"samples": np.zeros((0, 1), np.float32)}, "bad_shape"),
+        ("audio/roof", {"sample_rate": 16000}, {"samples": np.zeros((5, 0), np.float32)}, "bad_shape"),
+        ("audio/roof", {"sample_rate": 16000}, {"samples": np.zeros(5, np.float32)}, "bad_shape"),
+        (
+            "audio/roof",
+            {"sample_rate": 48000},
+            {"samples": np.zeros((5, 1), np.float32)},
+            "sample_rate_mismatch",
+        ),
+        ("audio/roof", {}, {"samples": np.zeros((5, 1), np.float32)}, "bad_meta"),
+        ("audio/roof", {"sample_rate": "16k"}, {"samples": np.zeros((5, 1), np.float32)}, "bad_meta"),
+        (
+            "audio/roof",
+            {"sample_rate": 16000},
+            {"samples": np.full((5, 1), np.nan, np.float32)},
+            "non_finite",
+        ),
+        ("audio/roof", {"sample_rate": 16000}, {"samples": np.zeros((5, 1), np.int32)}, "bad_dtype"),
+    ],
+)
+def test_schema_violations_are_counted_by_reason(stream: str, meta: dict, arrays: dict, reason: str) -> None:
+    assert reason in SCHEMA_REASONS
+    ingest = Ingest(CONFIG.stream(stream))
+    assert ingest.process(_sample(stream, meta=meta, **arrays), 0) is None
+    assert ingest.counters()[f"schema_{reason}"] == 1 and ingest.produced == 0
+    assert ingest.last_error  # says what was wrong
+
+
+def test_wrong_stream_and_modality_are_refused() -> None:
+    ingest = Ingest(CONFIG.stream("lidar/top"))
+    other = decode(encode(Sample("lidar/top_rear", "lidar", 0, 1, {"points": POINTS})))
+    radar = decode(encode(Sample("lidar/top", "radar", 0, 1, {"points": POINTS})))
+    assert ingest.process(other, 0) is None and ingest.process(radar, 0) is None
+    assert ingest.rejected == {"wrong_stream": 1, "wrong_modality": 1}
+    assert ingest.seq.last_seq is None  # not this stream's messages: no effect on its seq tracking
+
+
+def test_audio_int16_becomes_float32_and_float_chunks_are_owned() -> None:
+    ingest = Ingest(CONFIG.stream("audio/roof"))
+    pcm = np.array([[-32768, 0], [16384, 32767]], np.int16)
+    out = ingest.process(_sample("audio/roof", 0, meta={"sample_rate": 16000}, samples=pcm), 0)
+    np.testing.assert_array_equal(out.arrays["samples"], [[-1.0, 0.0], [0.5, 32767 / 32768]])
+    assert out.arrays["samples"].dtype == np.float32 and out.meta["sample_rate"] == 16000
+    chunk = np.linspace(-1, 1, 8, dtype=np.float32)[:, None]
+    out = ingest.process(_sample("audio/roof", 1, meta={"sample_rate": 16000}, samples=chunk), 0)
+    np.testing.assert_array_equal(out.arrays["samples"], chunk)
+    assert out.arrays["samples"].flags.writeable  # a copy, not a view of the receive buffer
+
+
+def test_seq_gaps_duplicates_and_out_of_order() -> None:
+    tracker = SeqTracker(restart_timeout_ns=500 * MS)
+    arrivals = [(5, 0), (6, 1), (6, 2), (4, 3), (10, 4), (11, 5), (9, 6), (14, 7), (14, 8)]
+    used = [seq for seq, t in arrivals if tracker.accept(seq, t * MS)]
+    assert used == [5, 6, 10, 11, 14]
+    assert tracker.counters() == {
+        "seq_gaps": 2,
+        "seq_lost": 3 + 2,  # 7, 8, 9 and 12, 13
+        "duplicates": 2,
+        "out_of_order": 2,
+        "restarts": 0,
+    }
+
+
+def test_a_driver_restart_after_silence_resets_tracking() -> None:
+    tracker = SeqTracker(restart_timeout_ns=500 * MS)
+    for seq in range(100, 110):
+        assert tracker.accept(seq, seq * MS)
+    assert not tracker.accept(0, 109 * MS + 500 * MS)  # not silent long enough: an old message
+    assert tracker.accept(0, 109 * MS + 501 * MS)  # silent past the timeout: a restarted driver
+    assert tracker.accept(1, 700 * MS) and tracker.last_seq == 1
+    assert tracker.counters()["restarts"] == 1 and tracker.counters()["out_of_order"] == 1
+    assert tracker.counters()["seq_gaps"] == 0
+
+
+def test_silence_is_measured_from_the_last_accepted_message() -> None:
+    """A quick restart (new seq below the old) recovers one timeout after the last accepted message,
+    however many of its messages arrived in between."""
+    tracker = SeqTracker(restart_timeout_ns=500 * MS)
+    assert tracker.accept(1000, 0)
+    assert [tracker.accept(s, s * 100 * MS) for s in range(7)] == [False] * 6 + [True]  # 600 ms > 500
+    assert tracker.counters()["restarts"] == 1 and tracker.counters()["out_of_order"] == 6
+
+
+def test_restart_timeout_follows_the_stream_rate() -> None:
+    assert restart_timeout_ns(30.0) == 500 * MS  # the floor
+    assert restart_timeout_ns(2.0) == 2500 * MS  # five periods
+
+
+def test_duplicates_are_dropped_before_any_decoding_work() -> None:
+    ingest = Ingest(CONFIG.stream("camera/front"))
+    good = _sample("camera/front", 7, meta={"encoding": "jpeg"}, jpeg=_jpeg(IMAGE))
+    assert ingest.process(good, 0) is not None
+    bad_dup = _sample("camera/front", 7, meta={"encoding": "jpeg"}, jpeg=np.zeros(4, np.uint8))
+    assert ingest.process(bad_dup, 1) is None
+    assert ingest.counters()["duplicates"] == 1 and not ingest.rejected
