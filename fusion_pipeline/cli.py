@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "fusion_pipeline.introspect",
     "fusion_pipeline.keys",
     "fusion_pipeline.model.commands",
+    "fusion_pipeline.run_command",
 )
 
 

@@ -1,17 +1,80 @@
-"""ONNX Runtime side of the model: read the contract a model carries. No torch here.
+"""ONNX Runtime side of the fused model: contract check, execution-provider choice, inference, results.
 
-The live inference node builds on this module (provider choice, IO binding); so far it reads the
-contract from the model's metadata, which is what `fusion-pipeline model info` and the node's start-up
-check need.
+No torch here. The inference node builds one `ModelRuntime` at start and calls `ModelRuntime.infer` for
+every set; `result_sample` turns the outputs into the result message of docs/PROTOCOL.md section 8.
+
+Providers. The config lists them in order of preference; ``auto`` expands to TensorRT (only when
+``model.tensorrt`` is on: building an engine takes minutes), then CUDA, then the CPU, which is always
+the last resort. A provider that this onnxruntime build lacks is skipped at planning time; one that the
+build has but the machine cannot run (no GPU, missing CUDA libraries) is dropped by onnxruntime while it
+creates the session. Either way `ModelRuntime.provider` is what `session.get_providers()` says is in use,
+and `ModelRuntime.fell_back` is true when that is not the first choice; the node then logs a WARNING.
+
+On CUDA and TensorRT, inputs are bound from host memory and outputs to buffers allocated once on the
+device (IO binding), so a call does not allocate device memory; the small outputs are copied back
+after the run. Every session runs a few warm-up calls at start so that lazy initialisation (cuDNN
+algorithm search, TensorRT engine build or cache load) never lands on the first real set.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from fusion_pipeline.contract import CONTRACT_KEY, ContractError, ModelContract
+import numpy as np
 
-__all__ = ["load_contract"]
+from fusion_pipeline.config import Config
+from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ContractError, ModelContract, default_contract
+from fusion_pipeline.wire import Sample
+
+__all__ = [
+    "PROVIDERS",
+    "RESULT_MODALITY",
+    "RESULT_STREAM",
+    "ModelRuntime",
+    "ProviderPlan",
+    "check_contract",
+    "choose_providers",
+    "engine_cache_dir",
+    "load_contract",
+    "model_path",
+    "result_sample",
+]
+
+log = logging.getLogger(__name__)
+
+RESULT_STREAM = "result/fused"
+RESULT_MODALITY = "result"
+
+#: Config provider names -> onnxruntime execution provider names.
+PROVIDERS: dict[str, str] = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+_GPU_PROVIDERS = (PROVIDERS["tensorrt"], PROVIDERS["cuda"])
+WARM_UP_RUNS = 3
+
+
+def model_path(config: Config) -> Path:
+    """The model file the config names; ``model.path = ""`` is the default model shipped in the package."""
+    if config.model.path:
+        return Path(config.model.path).expanduser()
+    return Path(str(resources.files("fusion_pipeline").joinpath("models", "default.onnx")))
+
+
+def engine_cache_dir() -> Path:
+    """Where TensorRT keeps built engines across runs: $FUSION_PIPELINE_CACHE/tensorrt, else the user's
+    cache directory. Not the run directory: a temp run dir dies with the run, and a rebuild takes minutes."""
+    root = os.environ.get("FUSION_PIPELINE_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "fusion-pipeline"
+    )
+    return Path(root) / "tensorrt"
 
 
 def load_contract(model_path: str | Path) -> ModelContract:
@@ -35,3 +98,243 @@ def load_contract(model_path: str | Path) -> ModelContract:
         return ModelContract.from_json(metadata[CONTRACT_KEY])
     except ContractError as exc:
         raise ContractError(f"{path}: {exc}") from exc
+
+
+def check_contract(contract: ModelContract, config: Config, model: str | Path) -> None:
+    """Refuse a model whose contract does not fit the pipeline the config builds.
+
+    The pipeline side is what the config's streams deliver: each stream's modality, preprocessed by
+    fusion_pipeline.preprocess into the shapes of contract.default_contract(). Every error names both
+    sides: the stream (or pipeline part) and the model file.
+    """
+    expected = default_contract()
+    problems: list[str] = []
+    if tuple(contract.modalities) != MODALITIES:
+        problems.append(
+            f"presence mask order: the pipeline sends {list(MODALITIES)}, model {model} expects "
+            f"{list(contract.modalities)}"
+        )
+    presence = [s for s in contract.inputs if s.name == contract.presence_input]
+    if not presence or presence[0].shape != (len(MODALITIES),):
+        got = f"shape {presence[0].shape}" if presence else "no such input"
+        problems.append(
+            f"presence input {contract.presence_input!r}: the pipeline sends float32 ({len(MODALITIES)},), "
+            f"model {model} has {got}"
+        )
+    for i, stream in enumerate(config.streams):
+        ours = {s.name: s for s in expected.inputs_for(stream.modality)}
+        theirs = {s.name: s for s in contract.inputs_for(stream.modality)}
+        side = f"config streams[{i}] {stream.name!r} ({stream.modality})"
+        if not theirs:
+            problems.append(
+                f"{side} feeds inputs {sorted(ours)}; model {model} has no {stream.modality} input "
+                f"(its modalities: {sorted({s.modality for s in contract.inputs if s.modality})})"
+            )
+            continue
+        for name in sorted(ours.keys() | theirs.keys()):
+            mine, other = ours.get(name), theirs.get(name)
+            if mine is None or other is None or (mine.shape, mine.dtype) != (other.shape, other.dtype):
+                problems.append(
+                    f"{side} feeds {_describe(mine, name)} (fusion_pipeline.preprocess); "
+                    f"model {model} expects {_describe(other, name)}"
+                )
+    if problems:
+        raise ContractError(
+            "model contract does not match the config:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+
+
+def _describe(spec: Any, name: str) -> str:
+    return f"{name!r} {spec.dtype} {spec.shape}" if spec is not None else f"no input {name!r}"
+
+
+@dataclass(frozen=True)
+class ProviderPlan:
+    """What to ask onnxruntime for: (provider, options) in order of preference, and what was skipped."""
+
+    providers: tuple[tuple[str, dict[str, str]], ...]
+    skipped: tuple[str, ...] = field(default=())
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.providers]
+
+
+def choose_providers(
+    requested: Sequence[str],
+    available: Sequence[str],
+    *,
+    tensorrt: bool,
+    tf32: bool,
+    engine_cache: Path,
+    device_id: int = 0,
+) -> ProviderPlan:
+    """Expand the config's provider list against what this onnxruntime build offers.
+
+    ``auto`` = TensorRT (if `tensorrt`) > CUDA > CPU; explicit names keep their order, and the CPU is
+    always appended as the last resort (onnxruntime also needs it for operators a GPU provider lacks).
+    """
+    order: list[str] = []
+    for name in requested:
+        if name == "auto":
+            order += (["tensorrt"] if tensorrt else []) + ["cuda", "cpu"]
+        elif name not in PROVIDERS:
+            raise ContractError(
+                f"model.providers: unknown provider {name!r}; known: auto, {', '.join(PROVIDERS)}"
+            )
+        else:
+            order.append(name)
+    order.append("cpu")
+    chosen: list[tuple[str, dict[str, str]]] = []
+    skipped: list[str] = []
+    for name in dict.fromkeys(order):  # de-duplicated, first occurrence wins
+        provider = PROVIDERS[name]
+        if provider not in available:
+            skipped.append(f"{provider} (not in this onnxruntime build)")
+            continue
+        chosen.append((provider, _provider_options(name, tf32, engine_cache, device_id)))
+    return ProviderPlan(tuple(chosen), tuple(skipped))
+
+
+def _provider_options(name: str, tf32: bool, engine_cache: Path, device_id: int) -> dict[str, str]:
+    if name == "tensorrt":
+        return {
+            "device_id": str(device_id),
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(engine_cache),
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": str(engine_cache),
+        }
+    if name == "cuda":
+        return {"device_id": str(device_id), "use_tf32": "1" if tf32 else "0"}
+    return {}
+
+
+class ModelRuntime:
+    """One onnxruntime session of a fused model, batch 1, with its contract checked against the config."""
+
+    def __init__(self, config: Config, *, warm_up: int = WARM_UP_RUNS) -> None:
+        import onnxruntime as ort
+
+        self.path = model_path(config)
+        self.contract = load_contract(self.path)
+        check_contract(self.contract, config, self.path)
+        requested = config.model.providers
+        if "tensorrt" in requested or (config.model.tensorrt and "auto" in requested):
+            engine_cache_dir().mkdir(parents=True, exist_ok=True)
+        self.plan = choose_providers(
+            requested,
+            ort.get_available_providers(),
+            tensorrt=config.model.tensorrt,
+            tf32=config.model.tf32,
+            engine_cache=engine_cache_dir(),
+        )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = config.model.intra_op_threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=[(n, o) for n, o in self.plan.providers]
+            )
+        except Exception as exc:  # onnxruntime's own untyped errors
+            raise ContractError(f"{self.path}: onnxruntime cannot create a session: {exc}") from exc
+        self.provider: str = self.session.get_providers()[0]
+        self.fell_back = self.provider != self.plan.names[0]
+        self._check_graph()
+        self._zeros = {s.name: np.zeros((1, *s.shape), np.float32) for s in self.contract.inputs}
+        self._outputs = [s.name for s in self.contract.outputs]
+        self._binding = (
+            _DeviceOutputs(self.session, self.contract, ort) if self.provider in _GPU_PROVIDERS else None
+        )
+        for _ in range(warm_up):
+            self.infer({}, [0] * len(MODALITIES))
+
+    def _check_graph(self) -> None:
+        """The ONNX graph's inputs must be what its own contract says (a hand-edited file may differ)."""
+        graph = {i.name: tuple(i.shape[1:]) for i in self.session.get_inputs()}
+        for spec in self.contract.inputs:
+            if spec.name not in graph:
+                raise ContractError(f"{self.path}: contract input {spec.name!r} is not a graph input")
+            if any(isinstance(d, int) and d != s for d, s in zip(graph[spec.name], spec.shape, strict=False)):
+                raise ContractError(
+                    f"{self.path}: graph input {spec.name!r} has shape {graph[spec.name]}, its contract says "
+                    f"{spec.shape}"
+                )
+
+    def describe(self) -> str:
+        wanted = " > ".join(self.plan.names)
+        fusion = self.contract.fusion or "fusion ?"
+        return f"model {self.path} ({fusion}); providers wanted {wanted}; in use {self.provider}"
+
+    def feed(self, arrays: Mapping[str, np.ndarray], presence: Sequence[int]) -> dict[str, np.ndarray]:
+        """Model inputs for one set: present arrays as batch-1 views (no copy), zeros for the absent ones."""
+        inputs = {}
+        for name, zeros in self._zeros.items():
+            array = arrays.get(name)
+            if array is not None and array.shape != zeros.shape[1:]:
+                raise ContractError(
+                    f"set array {name!r} has shape {array.shape}, the model takes {zeros.shape[1:]}"
+                )
+            inputs[name] = zeros if array is None else array[None]
+        if len(presence) != len(MODALITIES):
+            raise ContractError(
+                f"presence mask {list(presence)} needs {len(MODALITIES)} entries ({MODALITIES})"
+            )
+        inputs[self.contract.presence_input] = np.asarray(presence, np.float32)[None]
+        return inputs
+
+    def infer(self, arrays: Mapping[str, np.ndarray], presence: Sequence[int]) -> dict[str, np.ndarray]:
+        """Run the model on one set's arrays; returns the outputs without the batch dimension."""
+        inputs = self.feed(arrays, presence)
+        if self._binding is not None:
+            return self._binding.run(inputs)
+        values = self.session.run(self._outputs, inputs)
+        return {name: value[0] for name, value in zip(self._outputs, values, strict=True)}
+
+
+class _DeviceOutputs:
+    """IO binding for GPU providers: outputs land in device buffers allocated once, then copy to host."""
+
+    def __init__(self, session: Any, contract: ModelContract, ort: Any) -> None:
+        self.session = session
+        self.binding = session.io_binding()
+        self.outputs = {
+            spec.name: ort.OrtValue.ortvalue_from_shape_and_type((1, *spec.shape), np.float32, "cuda", 0)
+            for spec in contract.outputs
+        }
+        for name, value in self.outputs.items():
+            self.binding.bind_ortvalue_output(name, value)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name, array in inputs.items():
+            self.binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        self.session.run_with_iobinding(self.binding)
+        return {name: value.numpy()[0] for name, value in self.outputs.items()}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return (e / e.sum()).astype(np.float32)
+
+
+def result_sample(
+    set_sample: Sample, outputs: Mapping[str, np.ndarray], contract: ModelContract, provider: str, seq: int
+) -> Sample:
+    """The result message of one set (PROTOCOL.md section 8); the caller adds inference and publish stages."""
+    presence = set_sample.meta.get("presence", [0] * len(MODALITIES))
+    arrays = {
+        "class_probs": _softmax(outputs["class_logits"].astype(np.float32)),
+        "position": outputs["position"].astype(np.float32),
+        "velocity": outputs["velocity"].astype(np.float32),
+        "siren_prob": (1.0 / (1.0 + np.exp(-outputs["siren_logit"]))).astype(np.float32),
+        "presence": np.asarray(presence, np.uint8),
+    }
+    stages = set_sample.meta.get("stages")
+    meta = {
+        "classes": list(contract.classes),
+        "modalities": list(contract.modalities),
+        "stamps": set_sample.meta.get("stamps", {}),
+        "provider": provider,
+        "set_seq": set_sample.seq,
+        "stages": dict(stages) if isinstance(stages, dict) else {"capture": set_sample.stamp_ns},
+    }
+    return Sample(RESULT_STREAM, RESULT_MODALITY, seq, set_sample.stamp_ns, arrays, "", meta)

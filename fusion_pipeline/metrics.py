@@ -1,0 +1,200 @@
+"""Run statistics: latency per stage from the results' stage stamps, set presence, and node counters.
+
+Pure (no sockets, no clock): the supervisor feeds `ResultStats` every result message with the time it
+received it, and `CounterTotals` every heartbeat; both produce plain dicts for the status line, the final
+summary and ``--summary-json``.
+
+Latency vocabulary (all from the wall-clock stamps in ``meta.stages``, docs/PROTOCOL.md section 8):
+
+- ``end_to_end``: capture (the reference stamp) to the result's arrival at the consumer;
+- ``model``: inference_start to inference_end (the onnxruntime call);
+- ``sync_wait``: ingest_out of the reference message to sync_in, the arrival of the message (or the
+  deadline) that completed the set: the designed wait for the other sensors' matching messages;
+- ``overhead``: end_to_end minus model minus sync_wait: what the pipeline itself costs (transport,
+  ingest preprocessing, set building, queueing, scheduling);
+- one entry per pair of consecutive stages present, e.g. ``ingest_in->ingest_out``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+
+from fusion_pipeline.contract import MODALITIES
+from fusion_pipeline.wire import Sample
+
+__all__ = ["STAGES", "CounterTotals", "ResultStats", "is_drop_counter", "percentiles"]
+
+#: Stage stamps in pipeline order; "received" is added by the consumer that measures.
+STAGES: tuple[str, ...] = (
+    "capture",
+    "ingest_in",
+    "ingest_out",
+    "sync_in",
+    "sync_emit",
+    "inference_start",
+    "inference_end",
+    "publish",
+    "received",
+)
+
+_DROP_PREFIXES = ("dropped", "malformed_", "schema_", "rejected_")
+_DROP_NAMES = frozenset(
+    {
+        "outage",
+        "late",
+        "skipped",
+        "bad_sets",
+        "seq_lost",
+        "duplicates",
+        "out_of_order",
+        "sets_missing_required",
+    }
+)
+
+
+def is_drop_counter(name: str) -> bool:
+    """True for counters that count lost or refused data (the summary's "drops by reason")."""
+    return name in _DROP_NAMES or name.startswith(_DROP_PREFIXES)
+
+
+def percentiles(values_ns: Iterable[int]) -> dict[str, float]:
+    """n, p50, p95, p99, mean and max of durations in ns, reported in ms."""
+    v = np.asarray(list(values_ns), dtype=np.float64) / 1e6
+    if not len(v):
+        return {"n": 0}
+    p50, p95, p99 = np.percentile(v, [50, 95, 99])
+    return {
+        "n": int(len(v)),
+        "p50": round(float(p50), 3),
+        "p95": round(float(p95), 3),
+        "p99": round(float(p99), 3),
+        "mean": round(float(v.mean()), 3),
+        "max": round(float(v.max()), 3),
+    }
+
+
+class ResultStats:
+    """Accumulates result messages: per-stage latencies, full/partial sets, provider.
+
+    `modalities` are those the config has streams for: a set is full when all of them are present.
+    Results captured before `since_ns` are counted but left out of the latency figures (start-up).
+    """
+
+    def __init__(self, modalities: Iterable[str], since_ns: int = 0, recent: int = 50) -> None:
+        self.configured = [m for m in MODALITIES if m in set(modalities)]
+        self.since_ns = since_ns
+        self.results = 0
+        self.full = 0
+        self.partial = 0
+        self.missing: Counter[str] = Counter()
+        self.provider = ""
+        self.durations: dict[str, list[int]] = {}
+        self._recent_model: deque[int] = deque(maxlen=recent)
+        self._recent_e2e: deque[int] = deque(maxlen=recent)
+
+    def add(self, result: Sample, received_ns: int) -> None:
+        self.results += 1
+        presence = [int(x) for x in np.asarray(result.arrays.get("presence", ())).ravel()]
+        absent = [
+            m
+            for m in self.configured
+            if MODALITIES.index(m) >= len(presence) or not presence[MODALITIES.index(m)]
+        ]
+        self.missing.update(absent)
+        if absent:
+            self.partial += 1
+        else:
+            self.full += 1
+        self.provider = str(result.meta.get("provider", self.provider))
+        raw = result.meta.get("stages")
+        stages = {k: int(v) for k, v in raw.items() if isinstance(v, int)} if isinstance(raw, Mapping) else {}
+        stages["received"] = received_ns
+        stages.setdefault("capture", result.stamp_ns)
+        derived = self._derived(stages)
+        if "model" in derived:
+            self._recent_model.append(derived["model"])
+        self._recent_e2e.append(derived["end_to_end"])
+        if result.stamp_ns < self.since_ns:
+            return
+        for name, value in derived.items():
+            self.durations.setdefault(name, []).append(value)
+
+    @staticmethod
+    def _derived(stages: dict[str, int]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        present = [s for s in STAGES if s in stages]
+        for a, b in pairwise(present):
+            out[f"{a}->{b}"] = stages[b] - stages[a]
+        out["end_to_end"] = stages["received"] - stages["capture"]
+        if "inference_start" in stages and "inference_end" in stages:
+            out["model"] = stages["inference_end"] - stages["inference_start"]
+        if "ingest_out" in stages and "sync_in" in stages:
+            out["sync_wait"] = max(0, stages["sync_in"] - stages["ingest_out"])
+        out["overhead"] = out["end_to_end"] - out.get("model", 0) - out.get("sync_wait", 0)
+        return out
+
+    def recent_ms(self) -> tuple[float | None, float | None]:
+        """Median model and end-to-end latency of the most recent results, in ms (status line)."""
+        model = float(np.median(self._recent_model)) / 1e6 if self._recent_model else None
+        e2e = float(np.median(self._recent_e2e)) / 1e6 if self._recent_e2e else None
+        return model, e2e
+
+    def latency(self) -> dict[str, dict[str, float]]:
+        order = [f"{a}->{b}" for a, b in pairwise(STAGES)]
+        keys = sorted(self.durations, key=lambda k: (order.index(k) if k in order else len(order), k))
+        return {k: percentiles(self.durations[k]) for k in keys}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "results": self.results,
+            "sets_full": self.full,
+            "sets_partial": self.partial,
+            "missing": dict(self.missing),
+            "provider": self.provider,
+            "latency_ms": self.latency(),
+        }
+
+
+class CounterTotals:
+    """Per-node counters from heartbeats, summed across restarts (a restarted node counts from 0)."""
+
+    def __init__(self) -> None:
+        self._base: dict[str, Counter[str]] = {}
+        self._current: dict[str, tuple[int, dict[str, Any]]] = {}
+
+    def update(self, node: str, pid: int, counters: Mapping[str, Any]) -> None:
+        previous = self._current.get(node)
+        if previous is not None and previous[0] != pid:
+            base = self._base.setdefault(node, Counter())
+            base.update({k: v for k, v in previous[1].items() if _is_count(v)})
+        self._current[node] = (pid, dict(counters))
+
+    def totals(self, node: str) -> dict[str, Any]:
+        current = self._current.get(node, (0, {}))[1]
+        out: dict[str, Any] = dict(self._base.get(node, Counter()))
+        for key, value in current.items():
+            out[key] = out.get(key, 0) + value if _is_count(value) else value
+        return out
+
+    def nodes(self) -> list[str]:
+        return sorted(self._current)
+
+    def drops(self) -> dict[str, dict[str, int]]:
+        """Non-zero drop counters by node, then by reason."""
+        out: dict[str, dict[str, int]] = {}
+        for node in self.nodes():
+            reasons = {
+                k: v for k, v in self.totals(node).items() if is_drop_counter(k) and _is_count(v) and v
+            }
+            if reasons:
+                out[node] = dict(sorted(reasons.items()))
+        return out
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

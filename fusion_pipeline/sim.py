@@ -1,0 +1,156 @@
+"""Simulated sensor drivers: when each capture happens, when it is sent, and what it contains. No clock.
+
+nodes/sensor_sim.py runs one `SensorSchedule` per simulated stream and publishes what `render` returns,
+exactly as an external driver following docs/PROTOCOL.md would. All simulated sensors render the same
+`World` (seed ``streams[].sim.seed``, start at the UNIX epoch), so separate processes agree on every actor
+without talking to each other, and the scene changes every ``WorldConfig.episode_s`` (4 s).
+
+Captures sit on a grid of the stream's period counted from the epoch, so a restarted driver continues the
+same grid, and consecutive audio chunks (1 / rate_hz s each, stamped with their first sample) join
+exactly. Settings, all optional, in ``[streams.sim]``:
+
+- ``seed`` (int, default 0): world seed; give every simulated stream the same one.
+- ``latency_ms`` (>= 0): sending happens this long after capture, so the stamp is earlier than the send.
+- ``jitter_ms`` (>= 0): the send delay varies uniformly by +- jitter_ms around latency_ms (never < 0).
+- ``drop_prob`` (0..1): a capture is lost in transport with this probability; its seq is skipped, so
+  the receiver sees a gap.
+- ``outage = {start_s, duration_s}``: the sensor sends nothing for duration_s, start_s after the driver
+  started; seq keeps counting, as a sensor that lost its link would.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fusion_pipeline.config import StreamConfig
+from fusion_pipeline.contract import AUDIO_SAMPLE_RATE
+from fusion_pipeline.errors import FusionError
+from fusion_pipeline.world import World
+
+__all__ = ["Capture", "SensorSchedule", "SimError", "SimSettings", "render"]
+
+NS_PER_S = 1_000_000_000
+
+
+class SimError(FusionError):
+    """A stream's [streams.sim] settings are invalid."""
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    seed: int = 0
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    drop_prob: float = 0.0
+    outage_start_s: float | None = None
+    outage_duration_s: float = 0.0
+
+    @classmethod
+    def from_stream(cls, stream: StreamConfig) -> SimSettings:
+        """Parse and check ``stream.sim``; errors name the key (``streams[camera/front].sim.jitter_ms``)."""
+        raw: dict[str, Any] = dict(stream.sim)
+        where = f"streams[{stream.name}].sim"
+        outage = raw.pop("outage", None)
+        known = {"seed", "latency_ms", "jitter_ms", "drop_prob"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise SimError(f"{where}: unknown keys {unknown}; known: {sorted(known | {'outage'})}")
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SimError(f"{where}.{key}: expected a number, got {value!r}")
+            values[key] = value
+        if not (isinstance(values.get("seed", 0), int) and values.get("seed", 0) >= 0):
+            raise SimError(f"{where}.seed: expected a non-negative integer, got {values['seed']!r}")
+        for key in ("latency_ms", "jitter_ms"):
+            if values.get(key, 0) < 0:
+                raise SimError(f"{where}.{key}: must be >= 0, got {values[key]}")
+        if not 0 <= values.get("drop_prob", 0) <= 1:
+            raise SimError(f"{where}.drop_prob: must be in [0, 1], got {values['drop_prob']}")
+        if outage is not None:
+            if not isinstance(outage, dict) or set(outage) != {"start_s", "duration_s"}:
+                raise SimError(f"{where}.outage: expected {{start_s = S, duration_s = S}}, got {outage!r}")
+            if not all(isinstance(v, int | float) and v >= 0 for v in outage.values()):
+                raise SimError(f"{where}.outage: start_s and duration_s must be numbers >= 0, got {outage!r}")
+            values["outage_start_s"] = float(outage["start_s"])
+            values["outage_duration_s"] = float(outage["duration_s"])
+        if stream.modality == "audio":
+            chunk = AUDIO_SAMPLE_RATE / stream.rate_hz
+            if stream.sample_rate != AUDIO_SAMPLE_RATE or chunk != int(chunk):
+                raise SimError(
+                    f"streams[{stream.name}]: the simulated microphone renders {AUDIO_SAMPLE_RATE} Hz in "
+                    f"chunks of whole samples; got sample_rate {stream.sample_rate}, rate_hz {stream.rate_hz}"
+                )
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One tick of a sensor. `sent` is False for a capture lost to drop_prob or an outage (`why`)."""
+
+    stamp_ns: int
+    send_ns: int
+    sent: bool
+    why: str = ""
+
+
+class SensorSchedule:
+    """The capture stamps and send times of one simulated sensor from `start_ns` on.
+
+    Pure: the caller reads the clock, sleeps until `Capture.send_ns`, then publishes.
+    """
+
+    def __init__(self, stream: StreamConfig, settings: SimSettings, start_ns: int) -> None:
+        self.settings = settings
+        if stream.modality == "audio":
+            self.chunk = round(AUDIO_SAMPLE_RATE / stream.rate_hz)
+            self.period_ns = self.chunk * NS_PER_S // AUDIO_SAMPLE_RATE
+        else:
+            self.chunk = 0
+            self.period_ns = round(NS_PER_S / stream.rate_hz)
+        self._next = -(-start_ns // self.period_ns)  # index of the first grid point at or after start
+        self._rng = np.random.default_rng([settings.seed, zlib.crc32(stream.name.encode())])
+        self._outage: tuple[int, int] | None = None
+        if settings.outage_start_s is not None:
+            begin = start_ns + round(settings.outage_start_s * NS_PER_S)
+            self._outage = (begin, begin + round(settings.outage_duration_s * NS_PER_S))
+
+    def next(self) -> Capture:
+        stamp = self._next * self.period_ns
+        self._next += 1
+        s = self.settings
+        delay_ms = max(
+            0.0, s.latency_ms + (self._rng.uniform(-s.jitter_ms, s.jitter_ms) if s.jitter_ms else 0.0)
+        )
+        send = stamp + round(delay_ms * 1e6)
+        if self._outage is not None and self._outage[0] <= stamp < self._outage[1]:
+            return Capture(stamp, send, False, "outage")
+        if s.drop_prob and self._rng.random() < s.drop_prob:
+            return Capture(stamp, send, False, "dropped")
+        return Capture(stamp, send, True)
+
+    def skip_to(self, now_ns: int) -> int:
+        """Skip the captures a late driver can no longer send on time (stamp older than one period
+        before `now_ns`); returns how many were skipped. A real sensor overwrites such frames."""
+        first_current = max(self._next, -(-(now_ns - self.period_ns) // self.period_ns))
+        skipped = first_current - self._next
+        self._next = first_current
+        return skipped
+
+
+def render(
+    world: World, stream: StreamConfig, capture: Capture, chunk: int
+) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays and meta of one capture, named as PROTOCOL.md section 5 says."""
+    if stream.modality == "camera":
+        return {"image": world.camera(capture.stamp_ns)}, {"encoding": "rgb8"}
+    if stream.modality == "lidar":
+        return {"points": world.lidar(capture.stamp_ns)}, {}
+    if stream.modality == "radar":
+        return {"detections": world.radar(capture.stamp_ns)}, {}
+    samples = world.audio(capture.stamp_ns, chunk)[:, None]  # mono: frames x 1 channel
+    return {"samples": samples}, {"sample_rate": stream.sample_rate}

@@ -1,0 +1,394 @@
+"""The supervisor behind `fusion-pipeline run`: start every node of a config, watch, restart, summarise.
+
+Each node is its own process, ``python -m nodes.KIND [--config PATH] --run-dir DIR [--stream NAME]``:
+a simulated driver per stream with ``driver = "sim"``, an ingest node per stream, the synchronizer and
+the inference node. The supervisor
+
+- forwards every line a node prints, prefixed with the node's name;
+- binds the PULL end of ``ipc://RUN_DIR/control.sock`` and reads the nodes' heartbeats (fusion_pipeline.node);
+- restarts a node that exits or stops heartbeating, after an exponential backoff, and counts restarts;
+- subscribes to the results endpoint and collects each result's stage stamps (fusion_pipeline.metrics);
+- prints a status line about once a second (refreshed in place on a terminal, every STATUS_PLAIN_S
+  otherwise) and a summary at the end;
+- on stop (SIGINT/SIGTERM or the end of ``--duration``) sends SIGTERM to every node, SIGKILLs what is
+  left after STOP_GRACE_S, removes the run's ipc files and, when it created the run directory, the
+  directory itself.
+
+Children are also asked to receive SIGTERM from the kernel if the supervisor itself dies (Linux
+PR_SET_PDEATHSIG), so even a `kill -9` of the supervisor leaves no orphan sensors behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgpack
+import zmq
+
+import fusion_pipeline
+from fusion_pipeline.config import Config
+from fusion_pipeline.metrics import CounterTotals, ResultStats
+from fusion_pipeline.node import CONTROL_SOCKET
+from fusion_pipeline.runtime import RESULT_STREAM
+from fusion_pipeline.transport import Endpoint, Role, Subscriber
+
+__all__ = ["NodeSpec", "RestartPolicy", "Supervisor", "node_specs"]
+
+STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL after this long
+STATUS_PLAIN_S = 10.0  # status line period when stderr is not a terminal
+LOOP_MS = 100
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node process: `kind` is the module under nodes/, `stream` set for per-stream nodes."""
+
+    kind: str
+    stream: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The name the node uses in its heartbeats (fusion_pipeline.node.NodeContext.name)."""
+        return f"{self.kind}:{self.stream}" if self.stream else self.kind
+
+
+def node_specs(config: Config) -> list[NodeSpec]:
+    """Every process of the config's graph, upstream first."""
+    specs = [NodeSpec("sensor_sim", s.name) for s in config.streams if s.driver == "sim"]
+    specs += [NodeSpec("ingest", s.name) for s in config.streams]
+    return [*specs, NodeSpec("synchronizer"), NodeSpec("inference")]
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Backoff before restart k of a node that keeps failing: initial_s * 2**(k-1), at most max_s. A node
+    that ran stable_s without failing starts again from initial_s. A node is declared hung when it sent
+    no heartbeat for heartbeat_timeout_s (or start_timeout_s after its start, which covers imports and
+    model warm-up)."""
+
+    initial_s: float = 0.25
+    max_s: float = 8.0
+    stable_s: float = 10.0
+    heartbeat_timeout_s: float = 5.0
+    start_timeout_s: float = 30.0
+
+    def delay(self, failures: int) -> float:
+        return min(self.max_s, self.initial_s * 2 ** max(0, failures - 1))
+
+
+@dataclass
+class _Node:
+    spec: NodeSpec
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0  # monotonic
+    last_beat: float | None = None
+    restarts: int = 0
+    failures: int = 0  # consecutive
+    restart_at: float | None = None
+    reader: threading.Thread | None = None
+    exits: list[int] = field(default_factory=list)
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when the supervisor dies; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    return lambda: libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class Supervisor:
+    """Runs one pipeline until `stop()` or the duration ends; `run()` returns the summary dict."""
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None,
+        *,
+        policy: RestartPolicy | None = None,
+        warmup_s: float = 0.0,
+        out: TextIO = sys.stderr,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path.resolve() if config_path is not None else None
+        self.policy = policy or RestartPolicy()
+        self.warmup_s = warmup_s
+        self.out = out
+        self.tty = out.isatty()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._status_shown = False
+        if config.pipeline.run_dir:
+            self.run_dir = Path(config.pipeline.run_dir).expanduser().resolve()
+            self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._own_run_dir = False
+        else:
+            self.run_dir = Path(tempfile.mkdtemp(prefix=f"fusion-{config.pipeline.name}-"))
+            self._own_run_dir = True
+        self.nodes = [_Node(spec) for spec in node_specs(config)]
+        self.counters = CounterTotals()
+        self.stats = ResultStats({s.modality for s in config.streams})
+        self._preexec = _parent_death_signal()
+
+    # -- public -----------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask `run()` to shut down; safe from a signal handler."""
+        self._stop.set()
+
+    def run(self, duration_s: float | None = None) -> dict[str, Any]:
+        context = zmq.Context()
+        control = context.socket(zmq.PULL)
+        control.linger = 0
+        control.bind(f"ipc://{self.run_dir}/{CONTROL_SOCKET}")
+        results = Subscriber(
+            self.config.endpoint(self.config.output.endpoint, self.run_dir),
+            topics=[RESULT_STREAM],
+            role=Role.RESULT,
+            hwm=1000,
+        )
+        poller = zmq.Poller()
+        poller.register(control, zmq.POLLIN)
+        poller.register(results.socket, zmq.POLLIN)
+        started = time.monotonic()
+        self.stats.since_ns = time.time_ns() + round(self.warmup_s * 1e9)
+        self._log(
+            f"run dir {self.run_dir}; {len(self.nodes)} nodes; config {self.config_path or '<embedded demo>'}"
+        )
+        try:
+            for node in self.nodes:
+                self._start(node)
+            next_status = time.monotonic() + 1.0
+            last_status = (time.monotonic(), self._rates_base())
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if duration_s is not None and now - started >= duration_s:
+                    break
+                for socket, _ in poller.poll(LOOP_MS):
+                    if socket is control:
+                        self._drain_heartbeats(control)
+                    else:
+                        self._drain_results(results)
+                self._watch(time.monotonic())
+                if time.monotonic() >= next_status:
+                    last_status = self._status(last_status)
+                    next_status = time.monotonic() + (1.0 if self.tty else STATUS_PLAIN_S)
+        finally:
+            elapsed = time.monotonic() - started
+            self._shutdown()
+            self._drain_heartbeats(control)
+            self._drain_results(results)
+            results.close()
+            control.close()
+            context.term()
+            self._clean_run_dir()
+        summary = self.summary(elapsed)
+        self._clear_status()
+        return summary
+
+    def summary(self, elapsed_s: float) -> dict[str, Any]:
+        reference = self.config.sync.reference
+        reference_messages = (
+            self.counters.totals(f"ingest:{reference}").get("produced", 0) if reference else 0
+        )
+        inference = self.counters.totals("inference")
+        sync = self.counters.totals("synchronizer")
+        return {
+            "pipeline": self.config.pipeline.name,
+            "config": str(self.config_path) if self.config_path else "<embedded demo>",
+            "duration_s": round(elapsed_s, 3),
+            "warmup_s": self.warmup_s,
+            **self.stats.summary(),
+            "reference_stream": reference,
+            "reference_messages": reference_messages,
+            "result_ratio": round(self.stats.results / reference_messages, 4) if reference_messages else None,
+            "sync_sets_full": sync.get("sets_full", 0),
+            "sync_sets_partial": sync.get("sets_partial", 0),
+            "inference_skipped": inference.get("skipped", 0),
+            "restarts": {n.spec.name: n.restarts for n in self.nodes},
+            "restarts_total": sum(n.restarts for n in self.nodes),
+            "drops": self.counters.drops(),
+            "counters": {name: self.counters.totals(name) for name in self.counters.nodes()},
+        }
+
+    # -- processes --------------------------------------------------------------------------------------
+
+    def _argv(self, spec: NodeSpec) -> list[str]:
+        argv = [sys.executable, "-m", f"nodes.{spec.kind}"]
+        if self.config_path is not None:
+            argv += ["--config", str(self.config_path)]
+        argv += ["--run-dir", str(self.run_dir)]
+        return argv + (["--stream", spec.stream] if spec.stream else [])
+
+    def _start(self, node: _Node) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The nodes package sits next to fusion_pipeline; make it importable from any working directory.
+        root = str(Path(fusion_pipeline.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        node.process = subprocess.Popen(
+            self._argv(node.spec),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the supervisor only; it stops the nodes
+            preexec_fn=self._preexec,  # only prctl(2) runs between fork and exec
+        )
+        node.started = time.monotonic()
+        node.last_beat = None
+        node.restart_at = None
+        node.reader = threading.Thread(target=self._forward, args=(node.spec.name, node.process), daemon=True)
+        node.reader.start()
+
+    def _forward(self, name: str, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            self._log(raw.decode(errors="replace").rstrip("\n"), prefix=name)
+        process.stdout.close()
+
+    def _watch(self, now: float) -> None:
+        """Restart nodes that exited or went silent, once their backoff has passed."""
+        for node in self.nodes:
+            process = node.process
+            if node.restart_at is not None:
+                if now >= node.restart_at:
+                    node.restarts += 1
+                    self._log(f"restarting {node.spec.name} (restart {node.restarts})")
+                    self._start(node)
+                continue
+            assert process is not None
+            code = process.poll()
+            if code is None:
+                silent = now - (node.last_beat if node.last_beat is not None else node.started)
+                limit = self.policy.heartbeat_timeout_s if node.last_beat else self.policy.start_timeout_s
+                if silent < limit:
+                    continue
+                self._log(
+                    f"{node.spec.name} (pid {process.pid}) sent no heartbeat for {silent:.1f} s: killing it"
+                )
+                process.kill()
+                code = process.wait()
+            self._schedule_restart(node, code, now)
+
+    def _schedule_restart(self, node: _Node, code: int, now: float) -> None:
+        node.exits.append(code)
+        node.failures = 1 if now - node.started >= self.policy.stable_s else node.failures + 1
+        delay = self.policy.delay(node.failures)
+        how = f"signal {-code}" if code < 0 else f"code {code}"
+        self._log(f"{node.spec.name} exited ({how}); restart in {delay:.2f} s")
+        node.restart_at = now + delay
+
+    def _shutdown(self) -> None:
+        running = [n.process for n in self.nodes if n.process is not None and n.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._log(f"pid {process.pid} ignored SIGTERM for {STOP_GRACE_S} s: killing it")
+                process.kill()
+                process.wait()
+        for node in self.nodes:
+            if node.reader is not None:
+                node.reader.join(timeout=1.0)
+
+    def _clean_run_dir(self) -> None:
+        """Remove every ipc socket file of the run (a killed node cannot remove its own)."""
+        config = self.config
+        urls = [config.endpoint(s.endpoint, self.run_dir) for s in config.streams]
+        urls += [config.ingest_endpoint(s.name, self.run_dir) for s in config.streams]
+        urls += [config.endpoint(u, self.run_dir) for u in (config.sync.endpoint, config.output.endpoint)]
+        urls.append(f"ipc://{self.run_dir}/{CONTROL_SOCKET}")
+        for url in urls:
+            Endpoint(url).remove_ipc_file()
+        if self._own_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # -- messages ---------------------------------------------------------------------------------------
+
+    def _drain_heartbeats(self, control: zmq.Socket) -> None:
+        now = time.monotonic()
+        by_name = {n.spec.name: n for n in self.nodes}
+        while True:
+            try:
+                raw = control.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                beat = msgpack.unpackb(raw)
+                name, pid, counters = beat["node"], int(beat["pid"]), beat["counters"]
+            except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+                continue  # a heartbeat is advisory; a garbled one is ignored
+            node = by_name.get(name)
+            if node is None or node.process is None or node.process.pid != pid:
+                continue  # a stale beat of a process already replaced
+            node.last_beat = now
+            self.counters.update(name, pid, counters)
+
+    def _drain_results(self, results: Subscriber) -> None:
+        while (result := results.recv(timeout_ms=0)) is not None:
+            self.stats.add(result, time.time_ns())
+
+    # -- output -----------------------------------------------------------------------------------------
+
+    def _log(self, line: str, prefix: str = "supervisor") -> None:
+        with self._lock:
+            if self._status_shown:
+                self.out.write("\r\x1b[K")
+                self._status_shown = False
+            self.out.write(f"[{prefix}] {line}\n")
+            self.out.flush()
+
+    def _rates_base(self) -> dict[str, int]:
+        return {
+            s.name: self.counters.totals(f"ingest:{s.name}").get("produced", 0) for s in self.config.streams
+        }
+
+    def _status(self, last: tuple[float, dict[str, int]]) -> tuple[float, dict[str, int]]:
+        now, counts = time.monotonic(), self._rates_base()
+        dt = max(1e-3, now - last[0])
+        rates = " ".join(
+            f"{name.split('/')[0]} {(counts[name] - last[1].get(name, 0)) / dt:4.1f}Hz" for name in counts
+        )
+        model, e2e = self.stats.recent_ms()
+        latency = (
+            f"model {model:.1f}ms e2e {e2e:.1f}ms"
+            if model is not None and e2e is not None
+            else "no results yet"
+        )
+        restarts = sum(n.restarts for n in self.nodes)
+        line = (
+            f"{rates} | sets full {self.stats.full} partial {self.stats.partial} | {latency} | "
+            f"{self.stats.provider or '-'} | restarts {restarts}"
+        )
+        with self._lock:
+            if self.tty:
+                self.out.write(f"\r\x1b[K{line}")
+                self._status_shown = True
+            else:
+                self.out.write(f"[status] {line}\n")
+            self.out.flush()
+        return now, counts
+
+    def _clear_status(self) -> None:
+        with self._lock:
+            if self._status_shown:
+                self.out.write("\r\x1b[K")
+                self.out.flush()
+                self._status_shown = False

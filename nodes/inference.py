@@ -1,0 +1,88 @@
+"""Inference node: synchronized sets in, model results out.
+
+    python -m nodes.inference --config PATH --run-dir DIR
+
+Builds a fusion_pipeline.runtime.ModelRuntime (contract checked against the config, providers from
+``[model]``, warm-up), then loops: take the NEWEST set on the sync endpoint (a set that waited behind
+another is stale for a planner; what was skipped is counted), run the model, publish the result on the
+output endpoint with every stage timestamp (docs/PROTOCOL.md section 8). Refuses to start (exit 2) on a
+missing or mismatched model, and says so loudly when it fell back to a provider it did not want first.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from fusion_pipeline.contract import ContractError
+from fusion_pipeline.errors import FusionError
+from fusion_pipeline.node import Heartbeat, node_arguments, stop_requested
+from fusion_pipeline.runtime import RESULT_MODALITY, RESULT_STREAM, ModelRuntime, result_sample
+from fusion_pipeline.sets import SET_STREAM
+from fusion_pipeline.transport import Publisher, Role, Subscriber
+
+log = logging.getLogger("nodes.inference")
+
+POLL_MS = 50  # the longest the loop waits before it checks for a stop request and beats
+
+
+def main(argv: list[str] | None = None) -> int:
+    ctx = node_arguments("inference", argv)
+    config = ctx.config
+    logging.basicConfig(level=config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
+    try:
+        runtime = ModelRuntime(config)
+    except FusionError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    log.info("%s", runtime.describe())
+    if runtime.fell_back:
+        log.warning(
+            "FELL BACK to %s: %s was not usable (skipped: %s; onnxruntime's log above says why)",
+            runtime.provider,
+            runtime.plan.names[0],
+            ", ".join(runtime.plan.skipped) or "none",
+        )
+    source = Subscriber(ctx.endpoint(config.sync.endpoint), topics=[SET_STREAM], role=Role.SET)
+    sink = Publisher(
+        ctx.endpoint(config.output.endpoint),
+        stream=RESULT_STREAM,
+        modality=RESULT_MODALITY,
+        role=Role.RESULT,
+        hwm=config.output.hwm,
+    )
+    heartbeat = Heartbeat(ctx)
+    published = bad_sets = 0
+
+    def counters() -> dict[str, object]:
+        return {**source.counters(), "results": published, "bad_sets": bad_sets, "provider": runtime.provider}
+
+    try:
+        while not stop_requested():
+            fused = source.recv_newest(timeout_ms=POLL_MS)
+            if fused is not None:
+                start = time.time_ns()
+                try:
+                    outputs = runtime.infer(fused.arrays, fused.meta.get("presence", ()))
+                except ContractError as exc:
+                    bad_sets += 1
+                    log.debug("set %d refused: %s", fused.seq, exc)
+                    continue
+                end = time.time_ns()
+                result = result_sample(fused, outputs, runtime.contract, runtime.provider, published)
+                result.meta["stages"].update(inference_start=start, inference_end=end)
+                result.meta["stages"]["publish"] = time.time_ns()
+                sink.send(result)
+                published += 1
+            heartbeat.beat(counters())
+    finally:
+        heartbeat.beat(counters(), force=True)
+        heartbeat.close()
+        sink.close()
+        source.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Simulated sensor driver: one process per simulated stream, publishing wire v1 in real time.
+
+    python -m nodes.sensor_sim --config PATH --run-dir DIR --stream NAME
+
+Renders the stream's sensor from the shared seeded world (fusion_pipeline.sim) and publishes each capture
+on the stream's endpoint at its send time, with a plain fusion_pipeline.transport.Publisher: the same
+bytes an external driver following docs/PROTOCOL.md sends. A capture is rendered ahead of its send time,
+so the simulator's own render cost adds no latency a real sensor would not have (``latency_ms`` models
+that). A driver that falls more than one period behind skips the captures it can no longer send on time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from fusion_pipeline.node import Heartbeat, node_arguments, stop_requested
+from fusion_pipeline.sim import SensorSchedule, SimError, SimSettings, render
+from fusion_pipeline.transport import Publisher
+from fusion_pipeline.world import World
+
+log = logging.getLogger("nodes.sensor_sim")
+
+SLEEP_SLICE_S = 0.05  # the longest sleep before checking for a stop request and beating
+
+
+def main(argv: list[str] | None = None) -> int:
+    ctx = node_arguments("sensor_sim", argv, per_stream=True)
+    assert ctx.stream is not None
+    stream = ctx.config.stream(ctx.stream)
+    logging.basicConfig(level=ctx.config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
+    try:
+        settings = SimSettings.from_stream(stream)
+    except SimError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    world = World(settings.seed)
+    schedule = SensorSchedule(stream, settings, time.time_ns())
+    publisher = Publisher(
+        ctx.endpoint(stream.endpoint), stream=stream.name, modality=stream.modality, frame_id=stream.frame_id
+    )
+    heartbeat = Heartbeat(ctx)
+    counts = {"published": 0, "dropped": 0, "outage": 0, "late": 0}
+    log.info("%s at %g Hz -> %s (%s)", stream.modality, stream.rate_hz, publisher.last_endpoint, settings)
+    try:
+        while not stop_requested():
+            late = schedule.skip_to(time.time_ns())
+            publisher.seq += late  # frames a late driver never sent are lost: the receiver sees a gap
+            counts["late"] += late
+            capture = schedule.next()
+            if not capture.sent:
+                publisher.seq += 1
+                counts[capture.why] += 1
+                continue
+            arrays, meta = render(world, stream, capture, schedule.chunk)
+            while not stop_requested() and (wait := (capture.send_ns - time.time_ns()) / 1e9) > 0:
+                heartbeat.beat(counts)
+                time.sleep(min(wait, SLEEP_SLICE_S))
+            if stop_requested():
+                break
+            publisher.publish(capture.stamp_ns, arrays, meta=meta)
+            counts["published"] += 1
+            heartbeat.beat(counts)
+    finally:
+        heartbeat.beat(counts, force=True)
+        heartbeat.close()
+        publisher.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
