@@ -1,0 +1,201 @@
+"""`record`, `replay`, `import-ros2`, `export-ros2` and `export-foxglove`: the log commands.
+
+fusion-pipeline record OUT.mcap [-c CONFIG] [--run-dir DIR] [--streams ...] [--duration S]
+                       [--split-size MB | --split-duration S]
+fusion-pipeline replay LOG.mcap [-c CONFIG] [--rate R | --max-speed] [--loop] [--start S] [--end S]
+                       [--streams ...] [--remap OLD=NEW] [--results OUT.mcap] [--publish-only --run-dir DIR]
+fusion-pipeline import-ros2 BAG -o LOG.mcap --map TOPIC=STREAM[:modality] ... [--sample-rate HZ]
+fusion-pipeline export-ros2 LOG.mcap [RESULTS.mcap ...] -o BAG [--storage sqlite3|mcap]
+fusion-pipeline export-foxglove LOG.mcap [RESULTS.mcap ...] -o VIEW.mcap
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from fusion_pipeline.config import Config, load_config
+from fusion_pipeline.logfile import LogError, LogReader, SplitPolicy
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    record = sub.add_parser(
+        "record",
+        help="record streams of a running pipeline to MCAP, losslessly",
+        description="Subscribe to the config's sensor endpoints (and results) and write every message to "
+        "an MCAP log; report what could not be written. Stop with Ctrl-C or --duration.",
+    )
+    record.add_argument("out", type=Path, help="output .mcap (split parts get _000, _001, ...)")
+    _config_argument(record)
+    record.add_argument("--run-dir", type=Path, default=None, help="the running pipeline's run directory")
+    record.add_argument("--streams", nargs="+", default=[], help="stream names (default: sensors + results)")
+    record.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    split = record.add_mutually_exclusive_group()
+    split.add_argument("--split-size", type=float, default=None, metavar="MB", help="new file every MB")
+    split.add_argument("--split-duration", type=float, default=None, metavar="S", help="new file every S s")
+    record.add_argument("--report-json", type=Path, default=None, help="also write the report here")
+    record.set_defaults(func=_record)
+
+    replay = sub.add_parser(
+        "replay",
+        help="run the pipeline on a recorded log instead of the sensors",
+        description="Start the graph without its sensor drivers (synchronizer in event time) and publish "
+        "the log on the drivers' endpoints: at the original timing scaled by --rate, or as fast as the "
+        "graph goes with --max-speed (credit-based flow control: nothing is skipped).",
+    )
+    replay.add_argument("logs", type=Path, nargs="+", help="log file(s); split parts in order")
+    _config_argument(replay)
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, default=1.0, help="speed factor, original timing (default 1)")
+    pace.add_argument("--max-speed", action="store_true", help="as fast as possible, nothing skipped")
+    replay.add_argument("--loop", action="store_true", help="start over at the end, until Ctrl-C")
+    replay.add_argument("--start", type=float, default=0.0, help="skip the first S seconds of the log")
+    replay.add_argument("--end", type=float, default=None, help="stop S seconds into the log")
+    replay.add_argument("--streams", nargs="+", default=[], help="replay only these log streams")
+    replay.add_argument(
+        "--remap", nargs="+", default=[], metavar="OLD=NEW", help="publish log stream OLD as NEW"
+    )
+    replay.add_argument(
+        "--results", type=Path, default=None, help="write the pipeline's results to this MCAP"
+    )
+    replay.add_argument("--window", type=int, default=1, help="--max-speed: reference messages in flight")
+    replay.add_argument(
+        "--publish-only",
+        action="store_true",
+        help="do not start the graph; publish to a graph already running in --run-dir",
+    )
+    replay.add_argument("--run-dir", type=Path, default=None, help="with --publish-only: the graph's run dir")
+    replay.add_argument("--report-json", type=Path, default=None, help="also write the report here")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    replay.set_defaults(func=_replay)
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", type=Path, default=None, help="TOML config (default: embedded demo)"
+    )
+
+
+def _run_dir(config: Config, given: Path | None, command: str) -> Path:
+    if given is not None:
+        return given
+    if config.pipeline.run_dir:
+        return Path(config.pipeline.run_dir).expanduser()
+    raise LogError(f"{command}: give --run-dir (the running pipeline's run directory); the config has none")
+
+
+def _stop_on_signals() -> list[bool]:
+    stopped = [False]
+
+    def handler(signum: int, frame: object) -> None:
+        stopped[0] = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    return stopped
+
+
+def _record(args: argparse.Namespace) -> int:
+    from fusion_pipeline.recorder import Recorder, RecordSettings
+
+    config = load_config(args.config)
+    settings = RecordSettings(
+        path=args.out,
+        streams=tuple(args.streams),
+        duration_s=args.duration,
+        split=SplitPolicy(
+            max_bytes=None if args.split_size is None else int(args.split_size * 1024 * 1024),
+            max_duration_ns=None if args.split_duration is None else int(args.split_duration * 1e9),
+        ),
+    )
+    recorder = Recorder(config, _run_dir(config, args.run_dir, "record"), settings)
+    stopped = _stop_on_signals()
+    try:
+        recorder.run(lambda: stopped[0])
+    finally:
+        report = recorder.close()
+    print(report.summary(), file=sys.stderr)
+    if args.report_json is not None:
+        args.report_json.write_text(json.dumps(report.as_metadata(), indent=2) + "\n")
+    return 1 if report.not_written or report.error else 0
+
+
+def _parse_remap(pairs: list[str]) -> dict[str, str]:
+    remap = {}
+    for pair in pairs:
+        old, sep, new = pair.partition("=")
+        if not sep or not old or not new:
+            raise LogError(f"--remap {pair!r}: expected OLD=NEW")
+        remap[old] = new
+    return remap
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from fusion_pipeline.replayer import Replayer, ReplaySettings
+
+    config = load_config(args.config)
+    settings = ReplaySettings(
+        rate=None if args.max_speed else args.rate,
+        loop=args.loop,
+        start_s=args.start,
+        end_s=args.end,
+        streams=tuple(args.streams),
+        remap=_parse_remap(args.remap),
+        credits=args.max_speed and not args.publish_only,
+        window=args.window,
+        results_path=args.results,
+        progress=not args.no_progress,
+    )
+    if settings.rate is not None and settings.rate <= 0:
+        raise LogError(f"--rate must be > 0, got {settings.rate}")
+    reader = LogReader(args.logs)
+    stopped = _stop_on_signals()
+    graph = None
+    if args.publish_only:
+        run_dir = _run_dir(config, args.run_dir, "replay --publish-only")
+    else:
+        from fusion_pipeline.replay_graph import ReplayGraph
+        from fusion_pipeline.run_command import preflight
+
+        preflight(config)
+        graph = ReplayGraph(config, args.config)
+        run_dir = graph.run_dir
+        graph.start()
+    summary: dict = {}
+    replayer = None
+    try:
+        replayer = Replayer(config, run_dir, reader, settings)
+        if graph is not None:
+            graph.ready()
+        report = replayer.run(lambda: stopped[0])
+    finally:
+        # Stop the graph first: its ingest nodes unsubscribe, which a lossless publisher waits for.
+        if graph is not None:
+            summary = graph.finish()
+        if replayer is not None:
+            replayer.close()
+    print(report.summary(), file=sys.stderr)
+    for problem in reader.truncated:
+        print(f"  log cut short: {problem}", file=sys.stderr)
+    if args.report_json is not None:
+        out = {
+            "sent": report.sent,
+            "results": report.results,
+            "wall_s": report.wall_s,
+            "log_s": report.log_s,
+            "speedup": report.speedup,
+            "timing_error_ms": report.timing_error_ms(),
+            "credit_stalls": report.credit_stalls,
+            "inference_skipped": summary.get("inference_skipped"),
+            "drops": summary.get("drops"),
+        }
+        args.report_json.write_text(json.dumps(out, indent=2) + "\n")
+    return 0

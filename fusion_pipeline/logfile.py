@@ -1,0 +1,439 @@
+"""MCAP logs of wire v1 messages: the record layout, a crash-safe writer and a truncation-tolerant reader.
+
+A log is an MCAP file (https://mcap.dev) with one channel per stream. Each MCAP message holds one wire v1
+message, losslessly, as one msgpack value (message_encoding ``"msgpack"``)::
+
+    record = msgpack array of 1 + n elements
+      [0]      the wire header map, byte for byte as frame 1 of the wire message (docs/PROTOCOL.md s. 3)
+      [1..n]   one msgpack bin per entry of header.arrays, in order: the raw array bytes (wire frames 2..)
+
+The writer emits the array header with msgpack's smallest form (fixarray, array 16) and every buffer as
+bin 32 (``0xc6``, big-endian uint32 length, bytes); a reader accepts any msgpack array and bin form. The
+topic frame is the MCAP channel's topic. The MCAP message fields are: ``log_time`` = the time the
+recorder received the message (ns since the UNIX epoch), ``publish_time`` = ``stamp_ns`` (0 for the rare
+negative stamp, which the header keeps), ``sequence`` = ``seq`` modulo 2^32 (MCAP's field is 32-bit; the
+header keeps the full value). Channels carry no schema (schema id 0) and string metadata that describes
+the stream: ``modality``, ``frame_id``, ``wire_version`` and, where known, config fields (``rate_hz``,
+``offset_ms``, ``sample_rate``). A metadata record ``fusion_pipeline`` opens each file; the recorder adds
+``fusion_pipeline.report`` (its counters) before it closes the file.
+
+Crash safety: chunks are zstd-compressed and written straight to the OS (no user-space buffer) the moment
+they are closed, so after ``kill -9`` at most the open chunk is lost. `LogReader` reads a file front to
+back and stops cleanly at a truncated tail, saying how much it recovered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import msgpack
+import zstandard
+from mcap.exceptions import McapError
+from mcap.reader import make_reader
+from mcap.records import Channel, Message, Metadata
+from mcap.stream_reader import StreamReader
+from mcap.writer import CompressionType, Writer
+
+from fusion_pipeline.errors import FusionError
+from fusion_pipeline.wire import DEFAULT_LIMITS, VERSION, Buffer, Limits, Sample, WireError, decode, encode
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "FILE_METADATA",
+    "LOG_FORMAT",
+    "MESSAGE_ENCODING",
+    "REPORT_METADATA",
+    "LogError",
+    "LogMessage",
+    "LogReader",
+    "LogWriter",
+    "SplitPolicy",
+    "pack_record",
+    "split_paths",
+    "unpack_record",
+]
+
+log = logging.getLogger(__name__)
+
+MESSAGE_ENCODING = "msgpack"
+LOG_FORMAT = "fusion-pipeline-log/1"
+FILE_METADATA = "fusion_pipeline"
+REPORT_METADATA = "fusion_pipeline.report"
+#: Uncompressed bytes per chunk: bounds both what kill -9 can lose and the reader's memory per chunk.
+DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
+
+_BIN32 = b"\xc6"
+_UINT32_MAX = 2**32 - 1
+
+
+class LogError(FusionError):
+    """A log cannot be written or read; the message names the file."""
+
+
+def pack_record(frames: Sequence[Buffer]) -> bytes:
+    """The MCAP message data for the wire frames ``[topic, header, *buffers]`` (layout in the docstring)."""
+    parts: list[Buffer] = [msgpack.Packer().pack_array_header(len(frames) - 1), frames[1]]
+    for buffer in frames[2:]:
+        nbytes = memoryview(buffer).nbytes
+        if nbytes > _UINT32_MAX:
+            raise LogError(f"an array of {nbytes} bytes does not fit a log record (limit 4 GiB)")
+        parts += [_BIN32 + struct.pack(">I", nbytes), buffer]
+    return b"".join(parts)
+
+
+def unpack_record(topic: str, data: Buffer, limits: Limits = DEFAULT_LIMITS) -> Sample:
+    """Decode one record back into a Sample (arrays are read-only views of `data`), validating it like a
+    wire message: a record cannot make the reader allocate more than `limits` allow."""
+    view = memoryview(data)
+    try:
+        unpacker = msgpack.Unpacker(max_buffer_size=limits.max_header_bytes + 16)
+        # Only the array header and the header map are parsed by msgpack; the bins are sliced below.
+        unpacker.feed(view[: limits.max_header_bytes + 16])
+        count = unpacker.read_array_header()
+        header_start = unpacker.tell()
+        unpacker.skip()
+        offset = unpacker.tell()
+    except (msgpack.OutOfData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+        raise LogError(
+            f"stream {topic!r}: record is not a msgpack array holding a header map: {exc}"
+        ) from exc
+    if not 1 <= count <= limits.max_arrays + 1:
+        raise LogError(
+            f"stream {topic!r}: record has {count} elements, expected 1 to {limits.max_arrays + 1}"
+        )
+    frames: list[Buffer] = [topic.encode(), view[header_start:offset]]
+    for index in range(count - 1):
+        offset, buffer = _read_bin(view, offset, topic, index)
+        frames.append(buffer)
+    if offset != view.nbytes:
+        raise LogError(f"stream {topic!r}: record has {view.nbytes - offset} trailing bytes")
+    try:
+        return decode(frames, limits)
+    except WireError as exc:
+        raise LogError(f"stream {topic!r}: record holds an invalid wire message: {exc}") from exc
+
+
+def _read_bin(view: memoryview, offset: int, topic: str, index: int) -> tuple[int, memoryview]:
+    widths = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+    marker = view[offset] if offset < view.nbytes else None
+    if marker not in widths:
+        raise LogError(f"stream {topic!r}: record buffer {index} is not a msgpack bin")
+    width = widths[marker]
+    start = offset + 1 + width
+    if start > view.nbytes:
+        raise LogError(f"stream {topic!r}: record buffer {index} is cut short")
+    length = int.from_bytes(view[offset + 1 : start], "big")
+    if start + length > view.nbytes:
+        raise LogError(f"stream {topic!r}: record buffer {index} declares {length} bytes, fewer remain")
+    return start + length, view[start : start + length]
+
+
+@dataclass(frozen=True)
+class SplitPolicy:
+    """When a recording moves on to its next file: after `max_bytes` written or `max_duration_ns` of
+    log time, whichever comes first. None for both = one file."""
+
+    max_bytes: int | None = None
+    max_duration_ns: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes is not None or self.max_duration_ns is not None
+
+
+def split_paths(path: str | Path, index: int) -> Path:
+    """Name of part `index` of a split recording: ``run.mcap`` -> ``run_000.mcap``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_{index:03d}{path.suffix or '.mcap'}")
+
+
+class _DirectFile:
+    """An unbuffered output file: each MCAP record reaches the OS as the writer emits it, so a closed
+    chunk survives kill -9 of the process (the page cache belongs to the kernel)."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise LogError(f"{path}: cannot create log: {exc.strerror}") from exc
+        self.path = path
+        self._position = 0
+
+    def write(self, data: Buffer) -> int:
+        view = memoryview(data).cast("B")
+        while view.nbytes:
+            written = os.write(self._fd, view)
+            view = view[written:]
+            self._position += written
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        """Nothing is buffered here; present because the mcap writer may call it."""
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+@dataclass
+class _Part:
+    """One open file of a (possibly split) recording."""
+
+    file: _DirectFile
+    writer: Writer
+    channels: dict[str, int] = field(default_factory=dict)
+    first_log_ns: int | None = None
+
+
+class LogWriter:
+    """Writes wire samples to an MCAP log, one channel per stream, rolling over to new files by `split`.
+
+    >>> with LogWriter("run.mcap") as out:
+    ...     out.write(sample, log_time_ns=time.time_ns())
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        split: SplitPolicy | None = None,
+        metadata: Mapping[str, str] | None = None,
+        streams: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.chunk_bytes = chunk_bytes
+        self.split = split or SplitPolicy()
+        self.metadata = {"format": LOG_FORMAT, **(metadata or {})}
+        self.stream_metadata = {name: dict(meta) for name, meta in (streams or {}).items()}
+        self.paths: list[Path] = []
+        self.written = 0
+        self.bytes_in = 0
+        self._part: _Part | None = None
+        self._open_part()
+
+    def write(self, sample: Sample, log_time_ns: int) -> None:
+        """Append one sample received at `log_time_ns`."""
+        self.write_frames(encode(sample), sample, log_time_ns)
+
+    def write_frames(self, frames: Sequence[Buffer], sample: Sample, log_time_ns: int) -> None:
+        """Append the wire frames of `sample` as they are (the recorder has both at hand)."""
+        part = self._current(log_time_ns)
+        channel = part.channels.get(sample.stream)
+        if channel is None:
+            channel = self._register(part, sample)
+        data = pack_record(frames)
+        part.writer.add_message(
+            channel_id=channel,
+            log_time=log_time_ns,
+            data=data,
+            publish_time=max(sample.stamp_ns, 0),
+            sequence=sample.seq & _UINT32_MAX,
+        )
+        self.written += 1
+        self.bytes_in += len(data)
+
+    def close(self, report: Mapping[str, Any] | None = None) -> None:
+        """Finish the open file (summary and index), after writing `report` as its report metadata."""
+        part, self._part = self._part, None
+        if part is None:
+            return
+        try:
+            if report:
+                part.writer.add_metadata(REPORT_METADATA, {k: str(v) for k, v in report.items()})
+            part.writer.finish()
+        except OSError as exc:
+            raise LogError(f"{part.file.path}: cannot finish log: {exc.strerror}") from exc
+        finally:
+            part.file.close()
+
+    def __enter__(self) -> LogWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _current(self, log_time_ns: int) -> _Part:
+        part = self._part
+        if part is None:
+            raise LogError(f"{self.path}: log is closed")
+        if part.first_log_ns is None:
+            part.first_log_ns = log_time_ns
+        split = self.split
+        due = (split.max_bytes is not None and part.file.tell() >= split.max_bytes) or (
+            split.max_duration_ns is not None and log_time_ns - part.first_log_ns >= split.max_duration_ns
+        )
+        if due and part.channels:
+            self.close()
+            self._open_part()
+            part = self._part
+            assert part is not None
+            part.first_log_ns = log_time_ns
+        return part
+
+    def _open_part(self) -> None:
+        path = split_paths(self.path, len(self.paths)) if self.split.enabled else self.path
+        file = _DirectFile(path)
+        writer = Writer(file, chunk_size=self.chunk_bytes, compression=CompressionType.ZSTD)  # type: ignore[arg-type]
+        writer.start(profile="", library=LOG_FORMAT)
+        writer.add_metadata(FILE_METADATA, {**self.metadata, "part": str(len(self.paths))})
+        self.paths.append(path)
+        self._part = _Part(file, writer)
+
+    def _register(self, part: _Part, sample: Sample) -> int:
+        meta = {
+            "modality": sample.modality,
+            "frame_id": sample.frame_id,
+            "wire_version": str(VERSION),
+            **self.stream_metadata.get(sample.stream, {}),
+        }
+        channel = part.writer.register_channel(sample.stream, MESSAGE_ENCODING, schema_id=0, metadata=meta)
+        part.channels[sample.stream] = channel
+        return channel
+
+
+@dataclass
+class LogMessage:
+    """One message read back: the sample and the time the recorder received it."""
+
+    sample: Sample
+    log_time_ns: int
+
+
+@dataclass
+class _FileState:
+    """What reading one file found, beyond its messages."""
+
+    path: Path
+    complete: bool = False
+    error: str = ""
+    messages: int = 0
+
+
+class LogReader:
+    """Reads one log, or the parts of a split one in order, front to back (= receive order).
+
+    Reading does not need the MCAP summary, so a file cut short by a crash reads up to its last whole
+    chunk; `truncated` then names the file and what stopped the reader. Messages of channels with another
+    encoding (a Foxglove export, say) are refused with a LogError.
+    """
+
+    def __init__(self, paths: str | Path | Iterable[str | Path], limits: Limits = DEFAULT_LIMITS) -> None:
+        self.paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+        if not self.paths:
+            raise LogError("no log file given")
+        for path in self.paths:
+            if not path.is_file():
+                raise LogError(f"{path}: no such log file")
+        self.limits = limits
+        self.streams: dict[str, dict[str, str]] = {}
+        self.metadata: dict[str, dict[str, str]] = {}
+        self.files: list[_FileState] = []
+
+    @property
+    def truncated(self) -> list[str]:
+        """'PATH: reason' for every file that ended without its footer."""
+        return [f"{f.path}: {f.error}" for f in self.files if not f.complete]
+
+    def scan_streams(self) -> dict[str, dict[str, str]]:
+        """Channel metadata of every stream in the logs (reads channel records only)."""
+        for path in self.paths:
+            for record in self._records(_FileState(path)):
+                if isinstance(record, Channel):
+                    self._add_channel(record, path)
+        return self.streams
+
+    def count(self, streams: Iterable[str] | None = None) -> int | None:
+        """How many messages `messages(streams)` yields, from the files' summaries; None when a file has
+        none (a recording cut short), so the caller must not rely on a total."""
+        wanted = None if streams is None else set(streams)
+        total = 0
+        for path in self.paths:
+            try:
+                with open(path, "rb") as f:
+                    summary = make_reader(f).get_summary()
+            except (McapError, struct.error, ValueError, OSError):
+                return None
+            if summary is None or summary.statistics is None:
+                return None
+            topics = {c.id: c.topic for c in summary.channels.values()}
+            total += sum(
+                n
+                for channel, n in summary.statistics.channel_message_counts.items()
+                if wanted is None or topics.get(channel) in wanted
+            )
+        return total
+
+    def __iter__(self) -> Iterator[LogMessage]:
+        return self.messages()
+
+    def messages(self, streams: Iterable[str] | None = None) -> Iterator[LogMessage]:
+        """Every message, in file order; only `streams` when given."""
+        wanted = None if streams is None else set(streams)
+        self.files = []
+        for path in self.paths:
+            state = _FileState(path)
+            self.files.append(state)
+            channels: dict[int, str] = {}
+            for record in self._records(state):
+                if isinstance(record, Message):
+                    topic = channels.get(record.channel_id)
+                    if topic is None:
+                        raise LogError(f"{path}: message on unknown channel {record.channel_id}")
+                    if wanted is None or topic in wanted:
+                        state.messages += 1
+                        yield LogMessage(unpack_record(topic, record.data, self.limits), record.log_time)
+                elif isinstance(record, Channel):
+                    channels[record.id] = record.topic
+                    self._add_channel(record, path)
+                elif isinstance(record, Metadata):
+                    self.metadata[record.name] = dict(record.metadata)
+            if not state.complete:
+                log.warning("%s: log ends early (%s); read %d messages", path, state.error, state.messages)
+
+    def _add_channel(self, record: Channel, path: Path) -> None:
+        if record.message_encoding != MESSAGE_ENCODING:
+            raise LogError(
+                f"{path}: channel {record.topic!r} has message encoding {record.message_encoding!r}; "
+                f"a fusion-pipeline log uses {MESSAGE_ENCODING!r}"
+            )
+        self.streams.setdefault(record.topic, dict(record.metadata))
+
+    @staticmethod
+    def _records(state: _FileState) -> Iterator[Any]:
+        with open(state.path, "rb") as f:
+            reader = StreamReader(f, validate_crcs=True)  # type: ignore[arg-type]
+            records = reader.records
+            while True:
+                try:
+                    record = next(records)
+                except StopIteration:
+                    state.complete = True
+                    return
+                # A crash leaves a partial record at the tail: any of these, depending on where it was cut.
+                except (
+                    McapError,
+                    EOFError,
+                    struct.error,
+                    zstandard.ZstdError,
+                    zlib.error,
+                    ValueError,
+                ) as exc:
+                    state.error = f"{type(exc).__name__} {exc}".strip() or "cut short"
+                    with contextlib.suppress(Exception):
+                        records.close()
+                    return
+                yield record

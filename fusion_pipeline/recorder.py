@@ -1,0 +1,235 @@
+"""The recorder: subscribes to sensor streams (and the pipeline's outputs) and writes every message to MCAP.
+
+It receives with `Subscriber.recv`, in order, never draining to the newest, on a socket with a deep
+receive queue, and writes each message as it arrives. Nothing it receives is dropped silently: a message
+that fails wire validation is counted by reason, a seq gap (the publisher dropped before the recorder saw
+it) is counted per stream, and a write failure stops the recording with the count of what was not
+written. The counters go into the file's report metadata and `RecordReport`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fusion_pipeline.config import Config, StreamConfig
+from fusion_pipeline.logfile import DEFAULT_CHUNK_BYTES, LogError, LogWriter, SplitPolicy
+from fusion_pipeline.transport import Subscriber
+from fusion_pipeline.wire import Limits
+
+__all__ = ["RESULT_STREAM", "SET_STREAM", "RecordReport", "RecordSettings", "Recorder", "stream_metadata"]
+
+log = logging.getLogger(__name__)
+
+SET_STREAM = "set/fused"
+RESULT_STREAM = "result/fused"
+#: Receive queue depth: ~3 s of the demo's four sensors, so a slow disk write is absorbed, not dropped.
+RECV_HWM = 1000
+POLL_MS = 50
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    path: Path
+    streams: Sequence[str] = ()  # empty = every sensor stream and the results
+    duration_s: float | None = None
+    split: SplitPolicy = SplitPolicy()
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+
+    @classmethod
+    def from_config(cls, config: Config) -> RecordSettings:
+        record = config.record
+        return cls(
+            path=Path(record.path),
+            streams=tuple(record.streams),
+            split=SplitPolicy(
+                max_bytes=None if record.split_size_mb is None else int(record.split_size_mb * 1024 * 1024),
+                max_duration_ns=None
+                if record.split_duration_s is None
+                else int(record.split_duration_s * 1e9),
+            ),
+        )
+
+
+@dataclass
+class _StreamCount:
+    written: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    lost_upstream: int = 0  # seq gaps: the publisher dropped these before the recorder got them
+    out_of_order: int = 0  # seq went backwards (a driver restart, or a replay loop): written anyway
+
+
+@dataclass
+class RecordReport:
+    """What a recording holds and what it could not hold."""
+
+    paths: list[Path]
+    streams: dict[str, _StreamCount] = field(default_factory=dict)
+    malformed: Counter[str] = field(default_factory=Counter)
+    not_written: int = 0
+    error: str = ""
+    wall_s: float = 0.0
+    bytes_in: int = 0
+
+    @property
+    def written(self) -> int:
+        return sum(s.written for s in self.streams.values())
+
+    @property
+    def lost(self) -> int:
+        """Every message the recording misses that the recorder could know of."""
+        upstream = sum(s.lost_upstream for s in self.streams.values())
+        return upstream + sum(self.malformed.values()) + self.not_written
+
+    def as_metadata(self) -> dict[str, str]:
+        out = {
+            "written": str(self.written),
+            "not_written": str(self.not_written),
+            "wall_s": f"{self.wall_s:.3f}",
+            "bytes_in": str(self.bytes_in),
+            **{f"malformed_{reason}": str(n) for reason, n in sorted(self.malformed.items())},
+        }
+        for name, s in self.streams.items():
+            out[f"{name}.written"] = str(s.written)
+            out[f"{name}.seq"] = f"{s.first_seq}..{s.last_seq}"
+            out[f"{name}.lost_upstream"] = str(s.lost_upstream)
+            out[f"{name}.out_of_order"] = str(s.out_of_order)
+        if self.error:
+            out["error"] = self.error
+        return out
+
+    def summary(self) -> str:
+        lines = [
+            f"recorded {self.written} messages ({self.bytes_in / 1e6:.1f} MB) in {self.wall_s:.1f} s "
+            f"to {', '.join(map(str, self.paths))}"
+        ]
+        for name, s in sorted(self.streams.items()):
+            lines.append(
+                f"  {name}: {s.written} written, seq {s.first_seq}..{s.last_seq}, "
+                f"{s.lost_upstream} lost upstream, {s.out_of_order} out of order"
+            )
+        if self.malformed:
+            lines.append(f"  malformed (not written): {dict(self.malformed)}")
+        if self.not_written:
+            lines.append(f"  NOT WRITTEN: {self.not_written} ({self.error})")
+        return "\n".join(lines)
+
+
+def stream_metadata(stream: StreamConfig) -> dict[str, str]:
+    """MCAP channel metadata describing a configured stream."""
+    meta = {"rate_hz": f"{stream.rate_hz:g}", "offset_ms": f"{stream.offset_ms:g}"}
+    if stream.sample_rate is not None:
+        meta["sample_rate"] = str(stream.sample_rate)
+    return meta
+
+
+def _sources(config: Config, run_dir: Path, wanted: Sequence[str]) -> dict[str, str]:
+    """Stream name -> endpoint to subscribe to, for the streams asked for (empty = sensors + results)."""
+    available = {s.name: config.endpoint(s.endpoint, run_dir) for s in config.streams}
+    available[SET_STREAM] = config.endpoint(config.sync.endpoint, run_dir)
+    available[RESULT_STREAM] = config.endpoint(config.output.endpoint, run_dir)
+    names = list(wanted) or [*(s.name for s in config.streams), RESULT_STREAM]
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise LogError(f"cannot record {unknown}: not a stream of the config (streams: {sorted(available)})")
+    return {name: available[name] for name in names}
+
+
+def _union_limits(config: Config) -> Limits:
+    """One socket serves every stream, so it admits what the most permissive stream admits."""
+    limits = [s.limits.to_limits() for s in config.streams]
+    return Limits(
+        max_arrays=max(max(x.max_arrays for x in limits), 16),
+        max_ndim=max(max(x.max_ndim for x in limits), 4),
+        max_array_bytes=max(x.max_array_bytes for x in limits),
+        max_total_bytes=max(x.max_total_bytes for x in limits),
+        allowed_dtypes=frozenset().union(*(x.allowed_dtypes for x in limits)),
+    )
+
+
+class Recorder:
+    """Subscribes to the chosen streams of a running graph and writes them to a log until stopped."""
+
+    def __init__(self, config: Config, run_dir: Path, settings: RecordSettings) -> None:
+        self.settings = settings
+        sources = _sources(config, run_dir, settings.streams)
+        metadata = {s.name: stream_metadata(s) for s in config.streams}
+        self.writer = LogWriter(
+            settings.path,
+            chunk_bytes=settings.chunk_bytes,
+            split=settings.split,
+            metadata={"recorded_by": "fusion-pipeline record", "pipeline": config.pipeline.name},
+            streams=metadata,
+        )
+        self.subscriber = Subscriber(
+            sorted(set(sources.values())), topics=list(sources), limits=_union_limits(config), hwm=RECV_HWM
+        )
+        self.report = RecordReport(paths=self.writer.paths)
+        self._started = time.monotonic()
+        log.info("recording %s -> %s", ", ".join(sources), settings.path)
+
+    def poll(self, timeout_ms: int = POLL_MS) -> bool:
+        """Receive and write at most one message; False when none came within `timeout_ms`."""
+        sample = self.subscriber.recv(timeout_ms=timeout_ms)
+        if sample is None:
+            return False
+        log_time_ns = time.time_ns()
+        count = self.report.streams.setdefault(sample.stream, _StreamCount())
+        if count.last_seq is not None:
+            if sample.seq > count.last_seq + 1:
+                count.lost_upstream += sample.seq - count.last_seq - 1
+            elif sample.seq <= count.last_seq:
+                count.out_of_order += 1
+        if count.first_seq is None:
+            count.first_seq = sample.seq
+        count.last_seq = sample.seq
+        if self.report.error:
+            self.report.not_written += 1
+            return True
+        try:
+            self.writer.write(sample, log_time_ns)
+        except (OSError, LogError) as exc:
+            # The file cannot take more (disk full, say): everything from here on is counted, not written.
+            self.report.error = f"write failed: {exc}"
+            self.report.not_written += 1
+            log.error("%s: %s; counting what is not written from now on", self.settings.path, exc)
+            return True
+        count.written += 1
+        return True
+
+    def run(self, stop: Callable[[], bool], beat: Callable[[dict[str, int]], None] | None = None) -> None:
+        """Record until `stop()` or the configured duration has passed."""
+        duration = self.settings.duration_s
+        while not stop():
+            if duration is not None and time.monotonic() - self._started >= duration:
+                break
+            self.poll()
+            if beat is not None:
+                beat(self.counters())
+
+    def counters(self) -> dict[str, int]:
+        report = self.report
+        return {
+            "written": report.written,
+            "not_written": report.not_written,
+            "lost_upstream": sum(s.lost_upstream for s in report.streams.values()),
+            **{f"malformed_{k}": v for k, v in self.subscriber.malformed.items()},
+        }
+
+    def close(self) -> RecordReport:
+        """Stop receiving, finish the file with the report in it, and return the report."""
+        report = self.report
+        report.malformed.update(self.subscriber.malformed)
+        report.wall_s = time.monotonic() - self._started
+        report.bytes_in = self.writer.bytes_in
+        self.subscriber.close()
+        try:
+            self.writer.close(report.as_metadata())
+        except LogError as exc:
+            report.error = report.error or str(exc)
+        return report

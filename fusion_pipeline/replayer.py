@@ -1,0 +1,331 @@
+"""The replayer: publishes a log in place of the sensor drivers, on each stream's configured endpoint.
+
+Two pacings:
+
+- ``rate = R``: message i is sent at ``t0 + (log_time_i - log_time_0) / R`` on the monotonic clock, so the
+  original spacing between receptions is kept (scaled). Each send's lateness against that target is the
+  timing error, reported as p50/p99/max.
+- ``rate = None`` (as fast as possible): nothing waits on the clock. Every driver socket is a lossless
+  publisher (XPUB, no drop), so an ingest node that falls behind blocks the replayer instead of losing
+  messages; and with ``credits`` the replayer also keeps at most ``window`` reference-stream messages
+  ahead of the results it got back (credit-based flow control), so the synchronizer and inference, which
+  keep only the newest set when behind, are never behind and skip nothing. A reference message that
+  yields no result (the synchronizer may drop it) would hold a credit forever, so a credit is granted
+  after ``credit_timeout_s`` without progress; such stalls are counted and reported.
+
+Streams keep their recorded stamps and seq on the first pass. With ``loop``, each later pass shifts
+stamp_ns by the pass length and seq by each stream's count, so downstream sees one continuous,
+monotonic recording and never mistakes a loop for a restart or a duplicate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from fusion_pipeline.config import Config
+from fusion_pipeline.logfile import LogError, LogMessage, LogReader, LogWriter
+from fusion_pipeline.recorder import RESULT_STREAM
+from fusion_pipeline.transport import Publisher, Role, Subscriber
+from fusion_pipeline.wire import Sample
+
+__all__ = ["LOOP_GAP_NS", "ReplayReport", "ReplaySettings", "Replayer", "plan_streams"]
+
+log = logging.getLogger(__name__)
+
+#: Pause between passes of a looped replay (log time), so a pass's first stamps follow the last ones.
+LOOP_GAP_NS = 1_000_000_000
+RESULTS_HWM = 10_000
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    rate: float | None = 1.0  # None = as fast as possible
+    loop: bool = False
+    start_s: float = 0.0  # seconds after the log's first message
+    end_s: float | None = None
+    streams: Sequence[str] = ()  # log stream names; empty = every log stream the config knows
+    remap: Mapping[str, str] = field(default_factory=dict)  # log stream -> config stream
+    credits: bool = False  # as fast as possible: wait for results (needs a graph answering)
+    window: int = 2
+    credit_timeout_s: float = 5.0
+    subscribers_timeout_s: float = 10.0
+    results_path: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class ReplayReport:
+    sent: dict[str, int] = field(default_factory=dict)
+    results: int = 0
+    wall_s: float = 0.0
+    log_s: float = 0.0
+    passes: int = 0
+    credit_stalls: int = 0
+    lateness_ns: list[int] = field(default_factory=list)
+
+    @property
+    def speedup(self) -> float:
+        """Log time replayed per wall-clock second."""
+        return self.log_s / self.wall_s if self.wall_s > 0 else float("inf")
+
+    def timing_error_ms(self) -> dict[str, float]:
+        """p50, p99 and max lateness of sends against their targets (rate pacing only)."""
+        if not self.lateness_ns:
+            return {}
+        late = np.asarray(self.lateness_ns, dtype=np.float64) / 1e6
+        return {
+            "p50": float(np.percentile(late, 50)),
+            "p99": float(np.percentile(late, 99)),
+            "max": float(late.max()),
+        }
+
+    def summary(self) -> str:
+        sent = ", ".join(f"{name} {n}" for name, n in sorted(self.sent.items()))
+        lines = [
+            f"replayed {sum(self.sent.values())} messages ({sent}) in {self.wall_s:.2f} s: "
+            f"{self.log_s:.2f} s of log, {self.speedup:.2f}x real time, {self.passes} pass(es)"
+        ]
+        error = self.timing_error_ms()
+        if error:
+            lines.append(
+                f"  timing error: p50 {error['p50']:.3f} ms, p99 {error['p99']:.3f} ms, "
+                f"max {error['max']:.3f} ms"
+            )
+        if self.results:
+            lines.append(f"  results received: {self.results}")
+        if self.credit_stalls:
+            lines.append(
+                f"  credit stalls (a reference message gave no result in time): {self.credit_stalls}"
+            )
+        return "\n".join(lines)
+
+
+def plan_streams(
+    config: Config, logged: Mapping[str, Mapping[str, str]], settings: ReplaySettings
+) -> dict[str, str]:
+    """Log stream -> config stream it is published as. Errors name what does not fit."""
+    known = {s.name: s for s in config.streams}
+    for old, new in settings.remap.items():
+        if old not in logged:
+            raise LogError(f"--remap {old}={new}: the log has no stream {old!r} (it has {sorted(logged)})")
+        if new not in known:
+            raise LogError(f"--remap {old}={new}: the config has no stream {new!r} (it has {sorted(known)})")
+    wanted = list(settings.streams) or list(logged)
+    missing = [name for name in wanted if name not in logged]
+    if missing:
+        raise LogError(f"--streams {missing}: not in the log (it has {sorted(logged)})")
+    plan: dict[str, str] = {}
+    for name in wanted:
+        target = settings.remap.get(name, name)
+        if target not in known:
+            if settings.streams:
+                raise LogError(f"log stream {name!r} has no stream in the config; map it with --remap")
+            log.info("not replaying %s: no such stream in the config", name)
+            continue
+        modality = logged[name].get("modality")
+        if modality != known[target].modality:
+            raise LogError(
+                f"log stream {name!r} is {modality!r} but config stream {target!r} "
+                f"is {known[target].modality!r}"
+            )
+        plan[name] = target
+    if not plan:
+        raise LogError(f"nothing to replay: no log stream matches a config stream (log has {sorted(logged)})")
+    return plan
+
+
+class _Pass:
+    """Shifts a looped pass: stamps by the pass length, seq by each stream's message count."""
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.stamp_shift_ns = 0
+        self.seq_shift: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
+
+    def apply(self, sample: Sample, stream: str) -> Sample:
+        if self.index == 0:
+            self.counts[stream] = self.counts.get(stream, 0) + 1
+            return sample if stream == sample.stream else dataclasses.replace(sample, stream=stream)
+        return dataclasses.replace(
+            sample,
+            stream=stream,
+            stamp_ns=sample.stamp_ns + self.stamp_shift_ns,
+            seq=sample.seq + self.seq_shift.get(stream, 0),
+        )
+
+    def next(self, span_ns: int) -> None:
+        self.index += 1
+        self.stamp_shift_ns += span_ns + LOOP_GAP_NS
+        for stream, n in self.counts.items():
+            self.seq_shift[stream] = self.seq_shift.get(stream, 0) + n
+
+
+class Replayer:
+    """Publishes a log on the configured driver endpoints; optionally listens to the results."""
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        reader: LogReader,
+        settings: ReplaySettings,
+        *,
+        subscribers: int = 1,
+    ) -> None:
+        self.config, self.reader, self.settings = config, reader, settings
+        self.plan = plan_streams(config, reader.scan_streams(), settings)
+        self.report = ReplayReport()
+        self._publishers: dict[str, Publisher] = {}
+        by_endpoint: dict[str, Publisher] = {}
+        for target in sorted(set(self.plan.values())):
+            stream = config.stream(target)
+            url = config.endpoint(stream.endpoint, run_dir)
+            if url not in by_endpoint:
+                by_endpoint[url] = Publisher(url, target, stream.modality, lossless=True, role=Role.REPLAY)
+            self._publishers[target] = by_endpoint[url]
+        self._subscribers = subscribers
+        self.reference = config.sync.reference or min(config.streams, key=lambda s: s.rate_hz).name
+        self._results: Subscriber | None = None
+        self._results_log: LogWriter | None = None
+        if settings.credits or settings.results_path is not None:
+            self._results = Subscriber(
+                config.endpoint(config.output.endpoint, run_dir), topics=[RESULT_STREAM], hwm=RESULTS_HWM
+            )
+        if settings.results_path is not None:
+            self._results_log = LogWriter(
+                settings.results_path, metadata={"recorded_by": "fusion-pipeline replay"}
+            )
+        self._reference_sent = 0
+        self._target = 0
+
+    def wait_for_subscribers(self) -> None:
+        """Block until every driver endpoint has its subscribers (ingest), so nothing goes into the void."""
+        for publisher in set(self._publishers.values()):
+            if not publisher.wait_for_subscribers(self._subscribers, self.settings.subscribers_timeout_s):
+                raise LogError(
+                    f"no subscriber on {publisher.last_endpoint} after "
+                    f"{self.settings.subscribers_timeout_s} s (is the graph running?)"
+                )
+
+    def run(self, stop: Callable[[], bool] = lambda: False) -> ReplayReport:
+        settings, report = self.settings, self.report
+        self.wait_for_subscribers()
+        total = self.reader.count(self.plan)
+        bar = tqdm(total=total, unit="msg", disable=not settings.progress, dynamic_ncols=True)
+        shift = _Pass()
+        started = time.monotonic_ns()
+        clock_origin = started
+        try:
+            while not stop():
+                first = last = None
+                for message in self._window(self.reader.messages(self.plan)):
+                    if stop():
+                        break
+                    if first is None:
+                        first = message.log_time_ns
+                        # Each pass starts where the previous ended (plus the loop gap), in paced time.
+                        if shift.index:
+                            clock_origin = time.monotonic_ns() - round(LOOP_GAP_NS / (settings.rate or 1))
+                    last = message.log_time_ns
+                    target = shift.apply(message.sample, self.plan[message.sample.stream])
+                    self._pace(clock_origin, message.log_time_ns - first)
+                    self._send(target)
+                    bar.update()
+                if first is None or last is None:
+                    break
+                report.passes += 1
+                report.log_s += (last - first) / 1e9
+                if not settings.loop:
+                    break
+                shift.next(last - first)
+                bar.reset(total)
+            self._drain_results()
+        finally:
+            bar.close()
+            report.wall_s = (time.monotonic_ns() - started) / 1e9
+        return report
+
+    def close(self) -> None:
+        """Close the sockets; a lossless publisher first lets its subscribers leave (see transport)."""
+        for publisher in set(self._publishers.values()):
+            publisher.wait_for_unsubscribe(self._subscribers, timeout_s=0.5)
+            publisher.close()
+        if self._results is not None:
+            self._results.close()
+        if self._results_log is not None:
+            self._results_log.close({"results": self.report.results})
+
+    def _window(self, messages: Iterator[LogMessage]) -> Iterator[LogMessage]:
+        """The messages between start_s and end_s, counted from the log's first message."""
+        origin = None
+        for message in messages:
+            if origin is None:
+                origin = message.log_time_ns
+            offset_s = (message.log_time_ns - origin) / 1e9
+            if offset_s < self.settings.start_s:
+                continue
+            if self.settings.end_s is not None and offset_s > self.settings.end_s:
+                return
+            yield message
+
+    def _pace(self, clock_origin: int, log_offset_ns: int) -> None:
+        rate = self.settings.rate
+        if rate is None:
+            return
+        target = clock_origin + round(log_offset_ns / rate)
+        while (remaining := target - time.monotonic_ns()) > 0:
+            time.sleep(remaining / 1e9)
+        self._target = target
+
+    def _send(self, sample: Sample) -> None:
+        settings = self.settings
+        is_reference = sample.stream == self.reference
+        if settings.rate is None and settings.credits and is_reference:
+            self._await_credit()
+        self._publishers[sample.stream].send(sample)
+        if settings.rate is not None:
+            self.report.lateness_ns.append(time.monotonic_ns() - self._target)
+        self.report.sent[sample.stream] = self.report.sent.get(sample.stream, 0) + 1
+        if is_reference:
+            self._reference_sent += 1
+        self._take_results(0)
+
+    def _await_credit(self) -> None:
+        """Hold a reference message until fewer than `window` reference messages lack their result."""
+        deadline = time.monotonic() + self.settings.credit_timeout_s
+        while self._reference_sent - self.report.results - self.report.credit_stalls >= self.settings.window:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                self.report.credit_stalls += 1
+                log.warning("no result for %.1f s: granting a credit", self.settings.credit_timeout_s)
+                return
+            self._take_results(min(remaining_ms, 50))
+
+    def _take_results(self, timeout_ms: int) -> int:
+        """Receive the results that are there (waiting up to `timeout_ms` for the first)."""
+        if self._results is None:
+            return 0
+        taken = 0
+        while (result := self._results.recv(timeout_ms=timeout_ms if taken == 0 else 0)) is not None:
+            taken += 1
+            self.report.results += 1
+            if self._results_log is not None:
+                self._results_log.write(result, time.time_ns())
+        return taken
+
+    def _drain_results(self) -> None:
+        """After the last message: collect results until none has come for a while."""
+        if self._results is None:
+            return
+        idle_ms = int(min(self.settings.credit_timeout_s, 2.0) * 1000)
+        while self._take_results(idle_ms):
+            pass

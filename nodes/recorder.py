@@ -1,0 +1,36 @@
+"""Recorder node: writes the streams named in the config's [record] section to an MCAP log.
+
+    python -m nodes.recorder --config PATH --run-dir DIR
+
+The supervisor starts it when ``record.enabled = true``. The loop and the file format live in
+fusion_pipeline.recorder and fusion_pipeline.logfile; this module wires them to the node plumbing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from fusion_pipeline.node import Heartbeat, node_arguments, stop_requested
+from fusion_pipeline.recorder import Recorder, RecordSettings
+
+log = logging.getLogger("nodes.recorder")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ctx = node_arguments("recorder", argv)
+    logging.basicConfig(level=ctx.config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
+    recorder = Recorder(ctx.config, ctx.run_dir, RecordSettings.from_config(ctx.config))
+    heartbeat = Heartbeat(ctx)
+    try:
+        recorder.run(stop_requested, heartbeat.beat)
+    finally:
+        report = recorder.close()
+        heartbeat.beat(recorder.counters(), force=True)
+        heartbeat.close()
+        log.info("%s", report.summary())
+    return 1 if report.not_written else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
