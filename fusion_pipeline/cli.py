@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "fusion_pipeline.keys",
     "fusion_pipeline.model.commands",
     "fusion_pipeline.run_command",
+    "fusion_pipeline.log_commands",
 )
 
 

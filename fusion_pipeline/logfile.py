@@ -94,22 +94,21 @@ def unpack_record(topic: str, data: Buffer, limits: Limits = DEFAULT_LIMITS) -> 
     """Decode one record back into a Sample (arrays are read-only views of `data`), validating it like a
     wire message: a record cannot make the reader allocate more than `limits` allow."""
     view = memoryview(data)
+    unpacker = msgpack.Unpacker(max_buffer_size=limits.max_header_bytes + 16)
+    # Only the array header and the header map are parsed by msgpack; the bins are sliced below.
+    unpacker.feed(view[: limits.max_header_bytes + 16])
     try:
-        unpacker = msgpack.Unpacker(max_buffer_size=limits.max_header_bytes + 16)
-        # Only the array header and the header map are parsed by msgpack; the bins are sliced below.
-        unpacker.feed(view[: limits.max_header_bytes + 16])
         count = unpacker.read_array_header()
-        header_start = unpacker.tell()
-        unpacker.skip()
-        offset = unpacker.tell()
     except (msgpack.OutOfData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
-        raise LogError(
-            f"stream {topic!r}: record is not a msgpack array holding a header map: {exc}"
-        ) from exc
+        raise LogError(f"stream {topic!r}: record is not a msgpack array: {exc}") from exc
     if not 1 <= count <= limits.max_arrays + 1:
-        raise LogError(
-            f"stream {topic!r}: record has {count} elements, expected 1 to {limits.max_arrays + 1}"
-        )
+        raise LogError(f"stream {topic!r}: record has {count} elements, expected 1 to {limits.max_arrays + 1}")
+    header_start = unpacker.tell()
+    try:
+        unpacker.skip()
+    except (msgpack.OutOfData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+        raise LogError(f"stream {topic!r}: record header is not valid msgpack: {exc}") from exc
+    offset = unpacker.tell()
     frames: list[Buffer] = [topic.encode(), view[header_start:offset]]
     for index in range(count - 1):
         offset, buffer = _read_bin(view, offset, topic, index)

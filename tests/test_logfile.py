@@ -1,0 +1,176 @@
+"""MCAP log format: record layout, round trips, channel metadata, splitting, truncated files, bad records."""
+
+import struct
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+from mcap.reader import make_reader
+
+from fusion_pipeline.logfile import (
+    MESSAGE_ENCODING,
+    REPORT_METADATA,
+    LogError,
+    LogReader,
+    LogWriter,
+    SplitPolicy,
+    pack_record,
+    split_paths,
+    unpack_record,
+)
+from fusion_pipeline.wire import Limits, Sample, encode
+
+
+def _lidar(seq: int, n: int = 5) -> Sample:
+    points = np.arange(n * 4, dtype=np.float32).reshape(n, 4) + seq
+    return Sample("lidar/top", "lidar", seq, 1_700_000_000_000_000_000 + seq * 100_000_000, {"points": points}, "lidar_top")
+
+
+def _camera(seq: int) -> Sample:
+    image = np.full((24, 32, 3), seq % 256, np.uint8)
+    return Sample("camera/front", "camera", seq, 1_000 + seq, {"image": image}, "cam", {"encoding": "rgb8"})
+
+
+def _same(a: Sample, b: Sample) -> bool:
+    return (
+        (a.stream, a.modality, a.seq, a.stamp_ns, a.frame_id, a.meta)
+        == (b.stream, b.modality, b.seq, b.stamp_ns, b.frame_id, b.meta)
+        and list(a.arrays) == list(b.arrays)
+        and all(a.arrays[k].dtype == b.arrays[k].dtype and np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays)
+    )
+
+
+def test_record_is_one_msgpack_array_of_header_and_buffers() -> None:
+    sample = _lidar(3)
+    frames = encode(sample)
+    data = pack_record(frames)
+    # Any msgpack library reads it: element 0 is the header map, then one bin per array.
+    header, points = msgpack.unpackb(data, raw=False)
+    assert header == msgpack.unpackb(bytes(frames[1]), raw=False)
+    assert header["arrays"] == [{"name": "points", "dtype": "<f4", "shape": [5, 4]}]
+    assert points == sample.arrays["points"].tobytes()
+    # Byte layout: fixarray of 2, the header frame verbatim, then bin 32 with a big-endian length.
+    assert data[0] == 0x92
+    assert data[1 : 1 + len(frames[1])] == bytes(frames[1])
+    rest = data[1 + len(frames[1]) :]
+    assert rest[0] == 0xC6 and struct.unpack(">I", rest[1:5])[0] == 80 and len(rest) == 85
+
+
+def test_unpack_accepts_any_bin_width_and_returns_readonly_views() -> None:
+    sample = _lidar(1, n=2)
+    frames = encode(sample)
+    # Written by a third-party msgpack encoder: bin 8 for the 32-byte buffer.
+    data = msgpack.packb([msgpack.unpackb(bytes(frames[1])), sample.arrays["points"].tobytes()], use_bin_type=True)
+    assert data[-34] == 0xC4
+    back = unpack_record("lidar/top", data)
+    assert _same(back, sample)
+    assert not back.arrays["points"].flags.writeable
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\x81\xa1a\x01", "not a msgpack array"),
+        (msgpack.packb([]), "0 elements"),
+        (msgpack.packb([{"v": 1}, b"x"]) + b"\x00", "trailing"),
+        (msgpack.packb([{"v": 1}, "not bin"]), "not a msgpack bin"),
+        (msgpack.packb([{"v": 2}]), "invalid wire message"),
+    ],
+)
+def test_bad_records_are_refused_naming_the_stream(data: bytes, message: str) -> None:
+    with pytest.raises(LogError, match=message) as info:
+        unpack_record("radar/front", data)
+    assert "radar/front" in str(info.value)
+
+
+def test_record_limits_apply_before_allocation() -> None:
+    frames = encode(_lidar(0, n=1000))
+    with pytest.raises(LogError, match="over|limit"):
+        unpack_record("lidar/top", pack_record(frames), Limits(max_array_bytes=1000))
+
+
+def test_round_trip_keeps_every_field_and_mcap_fields(tmp_path: Path) -> None:
+    path = tmp_path / "log.mcap"
+    samples = [s for i in range(20) for s in (_lidar(i), _camera(i))]
+    with LogWriter(path, chunk_bytes=2000, streams={"lidar/top": {"rate_hz": "10"}}) as writer:
+        for i, sample in enumerate(samples):
+            writer.write(sample, log_time_ns=5_000 + i)
+    reader = LogReader(path)
+    back = list(reader)
+    assert len(back) == len(samples)
+    assert all(_same(a, b.sample) for a, b in zip(samples, back, strict=True))
+    assert [m.log_time_ns for m in back] == [5_000 + i for i in range(len(samples))]
+    assert reader.truncated == []
+    assert reader.streams["lidar/top"] == {
+        "modality": "lidar",
+        "frame_id": "lidar_top",
+        "wire_version": "1",
+        "rate_hz": "10",
+    }
+    assert reader.count() == 40 and reader.count(["camera/front"]) == 20
+    # What other MCAP tools see: zstd chunks, msgpack channels, publish_time = stamp, sequence = seq.
+    with open(path, "rb") as f:
+        mcap = make_reader(f)
+        summary = mcap.get_summary()
+        assert {c.message_encoding for c in summary.channels.values()} == {MESSAGE_ENCODING}
+        assert {i.compression for i in summary.chunk_indexes} == {"zstd"} and len(summary.chunk_indexes) > 1
+        messages = list(mcap.iter_messages(topics=["lidar/top"]))
+        assert [m.publish_time for _, _, m in messages] == [s.stamp_ns for s in samples[::2]]
+        assert [m.sequence for _, _, m in messages] == list(range(20))
+
+
+def test_streams_filter_and_report_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "log.mcap"
+    writer = LogWriter(path)
+    for i in range(3):
+        writer.write(_lidar(i), i)
+        writer.write(_camera(i), i)
+    writer.close({"written": 6})
+    reader = LogReader(path)
+    assert [m.sample.stream for m in reader.messages(["camera/front"])] == ["camera/front"] * 3
+    assert reader.metadata[REPORT_METADATA] == {"written": "6"}
+
+
+def test_split_by_size_and_duration(tmp_path: Path) -> None:
+    by_size = LogWriter(tmp_path / "s.mcap", chunk_bytes=1000, split=SplitPolicy(max_bytes=3000))
+    for i in range(30):
+        by_size.write(_camera(i), i)  # ~2.3 kB each before compression
+    by_size.close()
+    assert len(by_size.paths) > 2
+    assert by_size.paths[0] == split_paths(tmp_path / "s.mcap", 0) == tmp_path / "s_000.mcap"
+    back = list(LogReader(by_size.paths))
+    assert [m.sample.seq for m in back] == list(range(30))
+
+    by_time = LogWriter(tmp_path / "t.mcap", split=SplitPolicy(max_duration_ns=1_000))
+    for i in range(10):
+        by_time.write(_lidar(i), log_time_ns=i * 500)
+    by_time.close()
+    counts = [sum(1 for _ in LogReader(p)) for p in by_time.paths]
+    assert counts == [2, 2, 2, 2, 2]
+
+
+def test_truncated_file_reads_up_to_its_last_whole_chunk(tmp_path: Path) -> None:
+    path = tmp_path / "full.mcap"
+    with LogWriter(path, chunk_bytes=3000) as writer:
+        for i in range(60):
+            writer.write(_camera(i), i)
+    data = path.read_bytes()
+    for cut in (len(data) // 3, len(data) // 2, len(data) - 100):
+        part = tmp_path / f"cut{cut}.mcap"
+        part.write_bytes(data[:cut])
+        reader = LogReader(part)
+        seqs = [m.sample.seq for m in reader]
+        # A prefix of the recording, whole messages only, and the reader says the file was cut.
+        assert seqs == list(range(len(seqs))) and 0 < len(seqs) <= 60
+        assert len(reader.truncated) == 1 and str(part) in reader.truncated[0]
+        assert reader.count() is None
+
+
+def test_reader_refuses_foreign_files_clearly(tmp_path: Path) -> None:
+    with pytest.raises(LogError, match="no such log file"):
+        LogReader(tmp_path / "missing.mcap")
+    junk = tmp_path / "junk.mcap"
+    junk.write_bytes(b"not an mcap file at all")
+    reader = LogReader(junk)
+    assert list(reader) == [] and reader.truncated and "junk.mcap" in reader.truncated[0]
