@@ -3,9 +3,11 @@ receives against the model contract, and turn each FusedSet into a set message (
 section 8).
 
 A set message holds the model inputs of the present modalities only, named as in the contract
-(``camera``, ``lidar``, ``radar`` + ``radar_mask``, ``audio``); the audio log-mel is computed here from
-the window the Synchronizer cut. Its presence mask follows ``contract.MODALITIES``; a modality with
-no stream in the config is always absent.
+(``camera``, ``lidar``, ``radar`` + ``radar_mask``, ``audio``). The audio log-mel is computed by
+:meth:`SetBuilder.audio_features`, which the node hands to the Synchronizer as its window_transform:
+it runs once per window, as soon as the window is cut, not when the set's last message arrives.
+The presence mask follows ``contract.MODALITIES``; a modality with no stream in the config is always
+absent.
 """
 
 from __future__ import annotations
@@ -136,6 +138,14 @@ class SetBuilder:
                 )
         return sample
 
+    @staticmethod
+    def audio_features(samples: np.ndarray) -> np.ndarray | None:
+        """The model's audio input (log-mel) of one cut window; None (absent) if the front end refuses it."""
+        try:
+            return preprocess_audio(samples)
+        except PreprocessError:
+            return None
+
     def build(self, fused: FusedSet, sync_in_ns: int, completed_by: str) -> Sample:
         """The set message of `fused`. `sync_in_ns` is when the message (or the deadline) that
         completed the set arrived, `completed_by` its stream name or "deadline"; the node adds the
@@ -147,12 +157,9 @@ class SetBuilder:
             stream = self.stream_of.get(modality)
             present = stream is not None and fused.presence.get(stream, False)
             if present and modality == "audio":
-                window = fused.windows[stream]
-                try:
-                    arrays["audio"] = preprocess_audio(window.samples)
-                    audio_window = [window.start_ns, window.end_ns]
-                except PreprocessError:
-                    present = False  # a window too short for the front end: absent, not a crash
+                window = fused.windows[stream]  # samples: already the log-mel (audio_features)
+                arrays["audio"] = window.samples
+                audio_window = [window.start_ns, window.end_ns]
             elif present:
                 sample = fused.payloads[stream]
                 arrays.update({spec.name: sample.arrays[spec.name] for spec in self.inputs[modality]})

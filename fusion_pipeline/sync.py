@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import operator
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -434,8 +434,9 @@ def settings_from_config(config: Config) -> tuple[SyncSettings, list[StreamSync]
 @dataclass(slots=True)
 class AudioWindow:
     """The samples of a continuous stream for one set: nominal bounds (start_ns, end_ns] = (t - W, t]
-    and the frames x channels float32 array ending at the last frame at or before t; samples is None
-    when the window is missing (not covered, or a gap larger than the tolerance)."""
+    and the frames x channels float32 array ending at the last frame at or before t (or what the
+    Synchronizer's window_transform made of it); samples is None when the window is missing (not
+    covered, a gap larger than the tolerance, or refused by the transform)."""
 
     start_ns: int
     end_ns: int
@@ -624,8 +625,11 @@ class Synchronizer:
     one is named and present, else its newest stamp.
 
     Continuous streams: a set at t gets the window (t - W, t]; it is decided once the stream covers
-    t, or at the deadline. A required stream missing from a set abandons the set (counted once in
-    sets_missing_required, its messages as drops with reason missing_required).
+    t, or at the deadline. ``window_transform``, if given, is applied to each window once, when it
+    is decided: the node computes the model's log-mel there, so that work happens when the audio
+    arrives rather than on the path of the message that completes the set. A required stream
+    missing from a set abandons the set (counted once in sets_missing_required, its messages as
+    drops with reason missing_required).
 
     A stamp more than time_jump_ns older than its stream's previous stamp resets every queue (a log
     loop); a smaller step back drops the message as too_old.
@@ -640,8 +644,14 @@ class Synchronizer:
     drop to a different reason in different orders; the sets do not differ.
     """
 
-    def __init__(self, settings: SyncSettings, streams: Sequence[StreamSync]) -> None:
+    def __init__(
+        self,
+        settings: SyncSettings,
+        streams: Sequence[StreamSync],
+        window_transform: Callable[[np.ndarray], np.ndarray | None] | None = None,
+    ) -> None:
         self.settings = settings
+        self._window_transform = window_transform
         self.streams: dict[str, StreamSync] = {}
         for s in streams:
             if s.name in self.streams:
@@ -926,7 +936,10 @@ class Synchronizer:
         t = pending.stamp_ns
         if not (deadline or ring.reaches_past(t)):
             return False
-        pending.windows[name] = AudioWindow(t - self.settings.audio_window_ns, t, ring.window(t))
+        samples = ring.window(t)
+        if samples is not None and self._window_transform is not None:
+            samples = self._window_transform(samples)  # None: unusable, the window counts as missing
+        pending.windows[name] = AudioWindow(t - self.settings.audio_window_ns, t, samples)
         pending.undecided.discard(name)
         return True
 

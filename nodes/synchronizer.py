@@ -18,8 +18,9 @@ import argparse
 import logging
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 
+from fusion_pipeline.metrics import percentiles
 from fusion_pipeline.node import Heartbeat, node_arguments, stop_requested
 from fusion_pipeline.sets import SET_MODALITY, SET_STREAM, InputError, SetBuilder, SetLayoutError
 from fusion_pipeline.sync import FusedSet, SyncError, Synchronizer, settings_from_config
@@ -28,6 +29,7 @@ from fusion_pipeline.transport import Publisher, Role, Subscriber
 log = logging.getLogger("nodes.synchronizer")
 
 POLL_MS = 50  # the longest the loop waits before it checks for a stop request and beats
+LATENCY_WINDOW = 1000  # sets behind the added_ms_* heartbeat figures
 INPUT_HWM = 64  # per ingest connection: ~2 s of the fastest stream if this loop stalls
 
 
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
     try:
         builder = SetBuilder(config)
-        sync = Synchronizer(*settings_from_config(config))
+        sync = Synchronizer(*settings_from_config(config), window_transform=builder.audio_features)
     except (SetLayoutError, SyncError) as exc:
         log.error("cannot start: %s", exc)
         return 2
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     heartbeat = Heartbeat(ctx)
     rejected: Counter[str] = Counter()
+    # Arrival of the completing message to the set sent, for the last LATENCY_WINDOW sets a message
+    # completed; the set itself can only carry stamps taken before its send (sync_in, sync_emit).
+    added_ns: deque[int] = deque(maxlen=LATENCY_WINDOW)
     log.info(
         "%s mode, reference %s, %s time -> %s",
         config.sync.mode,
@@ -76,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             message = builder.build(fused, sync_in_ns, completed_by)
             message.meta["stages"]["sync_emit"] = time.time_ns()
             sink.send(message)
+            if completed_by != "deadline":
+                added_ns.append(time.time_ns() - sync_in_ns)
 
     def counters() -> dict[str, int]:
         return {
@@ -83,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             **sync.counters.as_dict(),
             **{f"rejected_{reason}": n for reason, n in sorted(rejected.items())},
             "sets_published": builder.built,
+            **{f"added_ms_{k}": v for k, v in percentiles(added_ns).items() if k != "n"},
         }
 
+    next_beat_ns = 0
     try:
         while not stop_requested():
             sample = source.recv(timeout_ms=_poll_ms(sync, time.time_ns()) if live else POLL_MS)
@@ -99,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                     rejected["sync_refused"] += 1
             if live:
                 emit(sync.tick(time.time_ns()), now, "deadline")
-            heartbeat.beat(counters())
+            if now >= next_beat_ns:  # build the counters only when a beat is due
+                heartbeat.beat(counters())
+                next_beat_ns = now + heartbeat.interval_ns
     finally:
         heartbeat.beat(counters(), force=True)
         heartbeat.close()

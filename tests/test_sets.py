@@ -1,0 +1,126 @@
+"""Set messages from FusedSets (PROTOCOL.md section 8), without sockets: layout, presence mask, audio
+log-mel computed once when the window is cut, refused inputs and configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusion_pipeline.config import parse_config
+from fusion_pipeline.contract import MODALITIES
+from fusion_pipeline.preprocess import preprocess_audio
+from fusion_pipeline.sets import InputError, SetBuilder, SetLayoutError
+from fusion_pipeline.sync import Synchronizer, settings_from_config
+from fusion_pipeline.wire import Sample
+
+MS = 1_000_000
+T0 = 10**18
+
+
+def _config(streams: str, sync: str = 'reference = "lidar/top"') -> str:
+    return parse_config(f"{streams}\n[sync]\n{sync}\nmax_wait_ms = 60\n")
+
+
+def _stream(name: str, modality: str, extra: str = "") -> str:
+    lines = [f'name = "{name}"', f'modality = "{modality}"', f'endpoint = "ipc:///x/{modality}.sock"']
+    return "[[streams]]\n" + "\n".join([*lines, "rate_hz = 10", extra]) + "\n"
+
+
+CONFIG = _config(
+    _stream("camera/front", "camera")
+    + _stream("lidar/top", "lidar", "required = true")
+    + _stream("audio/roof", "audio", "sample_rate = 16000")
+)
+
+
+def _ingest(stream: str, modality: str, stamp: int, **arrays: np.ndarray) -> Sample:
+    meta = {"stages": {"ingest_in": stamp + 1, "ingest_out": stamp + 2}}
+    if modality == "audio":
+        meta = {"sample_rate": 16000}
+    return Sample(stream, modality, 0, stamp, arrays, "", meta)
+
+
+def test_sets_carry_present_inputs_mask_and_a_log_mel_cut_when_the_window_was() -> None:
+    builder = SetBuilder(CONFIG)
+    cuts: list[np.ndarray] = []
+
+    def features(samples: np.ndarray) -> np.ndarray | None:
+        cuts.append(samples)
+        return builder.audio_features(samples)
+
+    sync = Synchronizer(*settings_from_config(CONFIG), window_transform=features)
+    rng = np.random.default_rng(0)
+    tone = rng.standard_normal((16000, 1)).astype(np.float32) * 0.1
+    lidar = _ingest("lidar/top", "lidar", T0 + 600 * MS, lidar=np.ones((3, 64, 64), np.float32))
+    assert sync.add("lidar/top", lidar.stamp_ns, builder.payload(lidar)) == []
+    for k in range(31):  # 20 ms chunks from T0 to T0 + 620 ms: they cover the window (100, 600] ms
+        chunk = _ingest("audio/roof", "audio", T0 + k * 20 * MS, samples=tone[k * 320 : (k + 1) * 320])
+        assert sync.add("audio/roof", chunk.stamp_ns, builder.payload(chunk)) == []
+    assert len(cuts) == 1  # cut once, as soon as the audio passed the reference stamp
+    camera = _ingest("camera/front", "camera", T0 + 605 * MS, camera=np.full((3, 96, 128), 2, np.float32))
+    (fused,) = sync.add("camera/front", camera.stamp_ns, builder.payload(camera))
+    assert len(cuts) == 1
+
+    message = builder.build(fused, sync_in_ns=7, completed_by="camera/front")
+    assert message.stream == "set/fused" and message.modality == "set" and message.seq == 0
+    assert message.stamp_ns == lidar.stamp_ns
+    assert set(message.arrays) == {"camera", "lidar", "audio"}  # no radar stream: absent
+    np.testing.assert_array_equal(message.arrays["audio"], preprocess_audio(cuts[0]))
+    np.testing.assert_array_equal(cuts[0], tone[9601 - 8000 : 9601])  # 8000 frames up to t = frame 9600
+    meta = message.meta
+    assert meta["modalities"] == list(MODALITIES) and meta["presence"] == [1, 1, 0, 1]
+    assert meta["stamps"] == {"lidar/top": lidar.stamp_ns, "camera/front": camera.stamp_ns}
+    assert meta["audio_window"] == [lidar.stamp_ns - 500 * MS, lidar.stamp_ns]
+    assert meta["completed_by"] == "camera/front"
+    assert meta["stages"] == {
+        "capture": lidar.stamp_ns,
+        "ingest_in": lidar.stamp_ns + 1,  # of the reference message, not the camera's
+        "ingest_out": lidar.stamp_ns + 2,
+        "sync_in": 7,
+    }
+
+
+def test_absent_modalities_have_no_arrays_and_a_zero_bit() -> None:
+    builder = SetBuilder(CONFIG)
+    sync = Synchronizer(*settings_from_config(CONFIG), window_transform=builder.audio_features)
+    lidar = _ingest("lidar/top", "lidar", T0, lidar=np.ones((3, 64, 64), np.float32))
+    sync.add("lidar/top", T0, builder.payload(lidar))
+    (fused,) = sync.tick(T0 + 61 * MS)  # deadline: no camera, no audio
+    message = builder.build(fused, T0 + 61 * MS, "deadline")
+    assert set(message.arrays) == {"lidar"} and message.meta["presence"] == [0, 1, 0, 0]
+    assert message.meta["audio_window"] is None and message.meta["stamps"] == {"lidar/top": T0}
+
+
+def test_inputs_that_do_not_fit_the_contract_are_refused_by_reason() -> None:
+    builder = SetBuilder(CONFIG)
+    cases = {
+        "unknown_stream": _ingest("radar/front", "radar", T0, radar=np.zeros((64, 5), np.float32)),
+        "wrong_modality": _ingest("camera/front", "lidar", T0, camera=np.zeros((3, 96, 128), np.float32)),
+        "missing_array": _ingest("lidar/top", "lidar", T0, points=np.zeros((3, 64, 64), np.float32)),
+        "bad_array": _ingest("lidar/top", "lidar", T0, lidar=np.zeros((3, 64, 64), np.float64)),
+    }
+    audio = _ingest("audio/roof", "audio", T0, samples=np.zeros((320, 1), np.float32))
+    audio.meta = {"sample_rate": 8000}
+    cases["bad_meta"] = audio
+    cases["bad_array "] = _ingest("audio/roof", "audio", T0, samples=np.zeros(320, np.float32))
+    for reason, sample in cases.items():
+        with pytest.raises(InputError) as err:
+            builder.payload(sample)
+        assert err.value.reason == reason.strip()
+
+
+@pytest.mark.parametrize(
+    ("streams", "sync", "message"),
+    [
+        (_stream("a", "camera") + _stream("b", "camera"), 'mode = "approximate"', "both camera"),
+        (_stream("a", "lidar") + _stream("m", "audio", "sample_rate = 48000"), 'reference = "a"', "16000 Hz"),
+        (
+            _stream("a", "lidar") + _stream("m", "audio", "sample_rate = 16000"),
+            'reference = "a"\naudio_window_ms = 400',
+            "at least 500 ms",
+        ),
+    ],
+)
+def test_configs_the_contract_cannot_take_are_refused_at_start(streams: str, sync: str, message: str) -> None:
+    with pytest.raises(SetLayoutError, match=message):
+        SetBuilder(_config(streams, sync))

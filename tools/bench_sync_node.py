@@ -1,0 +1,290 @@
+"""Latency the live synchronizer NODE adds, beside a bare relay node, at the demo rates.
+
+    python tools/bench_sync_node.py [--seconds 60] [--write]
+
+Four processes pose as the demo's ingest nodes (tests/pose_ingest.py: camera 30 Hz, lidar 10 Hz as
+the reference, radar 20 Hz, audio 20 ms chunks of 16 kHz), publishing model-ready arrays of the
+contract's shapes. Two consumers subscribe to them at the same time, so the machine's load hits both:
+
+- contender: `python -m nodes.synchronizer` (live mode, max_wait 60 ms), the real node;
+- baseline: a relay (this file, --relay) that receives each message and publishes it again at once:
+  the least any Python node on this transport adds.
+
+Method. The synchronizer stamps every set with `sync_in` (wall clock right after it received the
+message that completed the set) and `sync_emit` (just before it sends the set); the relay stamps
+`relay_in`/`relay_emit` the same way on every message. "In node" is emit - in. "To consumer" is
+the time this process received the set minus `sync_in` (clocks of one host): the node's work plus
+sending, the socket hop and the consumer's decode, an upper bound of "until published". Sets the
+deadline completed (a silent stream) are reported apart: their wait is max_wait by design.
+
+With --write, the figures replace the "### Live node" part of "## Synchronizer" in docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+SECTION = "## Synchronizer"
+SUBSECTION = "### Live node"
+MAX_WAIT_MS = 60
+STREAMS = ("camera/front", "lidar/top", "radar/front", "audio/roof")
+CONFIG = """
+[pipeline]
+heartbeat_ms = 500
+[[streams]]
+name = "camera/front"
+modality = "camera"
+endpoint = "ipc://{run_dir}/sensor-camera.sock"
+rate_hz = 30
+[[streams]]
+name = "lidar/top"
+modality = "lidar"
+endpoint = "ipc://{run_dir}/sensor-lidar.sock"
+rate_hz = 10
+required = true
+[[streams]]
+name = "radar/front"
+modality = "radar"
+endpoint = "ipc://{run_dir}/sensor-radar.sock"
+rate_hz = 20
+[[streams]]
+name = "audio/roof"
+modality = "audio"
+endpoint = "ipc://{run_dir}/sensor-audio.sock"
+rate_hz = 50
+sample_rate = 16000
+[sync]
+mode = "reference"
+reference = "lidar/top"
+max_wait_ms = {max_wait_ms}
+audio_window_ms = 500
+""".replace("{max_wait_ms}", str(MAX_WAIT_MS))
+
+
+def relay(config_path: str, run_dir: str) -> None:
+    """The baseline node: every ingest message straight back out, stamped relay_in / relay_emit."""
+    from fusion_pipeline.config import load_config
+    from fusion_pipeline.node import node_arguments, stop_requested
+    from fusion_pipeline.transport import Publisher, Subscriber
+
+    node_arguments("relay", ["--config", config_path, "--run-dir", run_dir])  # stop signals
+    config = load_config(config_path)
+    source = Subscriber([config.ingest_endpoint(s, run_dir) for s in STREAMS], topics=STREAMS, hwm=64)
+    with source, Publisher(f"ipc://{run_dir}/relay.sock", stream="relay", modality="relay", hwm=64) as sink:
+        while not stop_requested():
+            sample = source.recv(timeout_ms=50)
+            if sample is not None:
+                relay_in = time.time_ns()
+                sample.meta.setdefault("stages", {})["relay_in"] = relay_in
+                sample.meta["stages"]["relay_emit"] = time.time_ns()
+                sink.send(sample)
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _stats_ms(values_ns: list[int]) -> dict[str, float]:
+    ms = np.asarray(values_ns, dtype=np.float64) / 1e6
+    q25, q50, q75, q99 = np.percentile(ms, [25, 50, 75, 99])
+    return {"n": len(ms), "p50": q50, "p99": q99, "iqr": q75 - q25, "max": ms.max()}
+
+
+def bench(seconds: float) -> dict[str, object]:
+    from fusion_pipeline.config import load_config
+    from fusion_pipeline.node import CONTROL_SOCKET
+    from fusion_pipeline.transport import Subscriber
+
+    with tempfile.TemporaryDirectory(prefix="fp-bench-") as tmp:
+        run_dir = Path(tmp)
+        config_path = run_dir / "bench.toml"
+        config_path.write_text(CONFIG)
+        config = load_config(config_path)
+        control = zmq.Context.instance().socket(zmq.PULL)  # the nodes' heartbeats, as a supervisor's
+        control.linger = 0
+        control.bind(f"ipc://{run_dir}/{CONTROL_SOCKET}")
+        python = sys.executable
+        common = ["--config", str(config_path), "--run-dir", str(run_dir)]
+        nodes = [
+            subprocess.Popen([python, "-m", "nodes.synchronizer", *common], cwd=ROOT),
+            subprocess.Popen([python, __file__, "--relay", str(config_path), str(run_dir)], cwd=ROOT),
+        ]
+        posers = [
+            subprocess.Popen(
+                [
+                    python,
+                    str(ROOT / "tests" / "pose_ingest.py"),
+                    str(config_path),
+                    str(run_dir),
+                    s,
+                    str(seconds),
+                ],
+                cwd=ROOT,
+            )
+            for s in STREAMS
+        ]
+        sets = Subscriber(config.endpoint(config.sync.endpoint, run_dir), hwm=10_000)
+        relayed = Subscriber(f"ipc://{run_dir}/relay.sock", hwm=10_000)
+        in_node: list[int] = []
+        to_consumer: list[int] = []
+        deadline_late: list[int] = []
+        relay_in_node: list[int] = []
+        relay_to_consumer: list[int] = []
+        completed_by: dict[str, int] = {}
+        poller = zmq.Poller()
+        poller.register(sets.socket, zmq.POLLIN)
+        poller.register(relayed.socket, zmq.POLLIN)
+        try:
+            time.sleep(2.0)  # everyone connected; the first, half-joined sets are not measured
+            cpu0, t0 = _cpu_s(nodes[0].pid), time.monotonic()
+            while any(p.poll() is None for p in posers):
+                ready = dict(poller.poll(100))
+                received = time.time_ns()
+                if sets.socket in ready and (sample := sets.recv(timeout_ms=0)) is not None:
+                    stages = sample.meta["stages"]
+                    by = sample.meta["completed_by"]
+                    completed_by[by] = completed_by.get(by, 0) + 1
+                    if by == "deadline":
+                        deadline_late.append(stages["sync_emit"] - sample.stamp_ns - MAX_WAIT_MS * 1_000_000)
+                    else:
+                        in_node.append(stages["sync_emit"] - stages["sync_in"])
+                        to_consumer.append(received - stages["sync_in"])
+                if relayed.socket in ready and (message := relayed.recv(timeout_ms=0)) is not None:
+                    stages = message.meta["stages"]
+                    relay_in_node.append(stages["relay_emit"] - stages["relay_in"])
+                    relay_to_consumer.append(received - stages["relay_in"])
+            cpu = (_cpu_s(nodes[0].pid) - cpu0) / (time.monotonic() - t0)
+        finally:
+            for proc in posers + nodes:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in posers + nodes:
+                proc.wait(10)
+            sets.close()
+            relayed.close()
+        counters = {}
+        while control.poll(0):  # the last heartbeat is the one the node forced at exit
+            beat = msgpack.unpackb(control.recv())
+            counters = beat["counters"] if beat["node"] == "synchronizer" else counters
+        control.close()
+    return {
+        "sync_in_node": _stats_ms(in_node),
+        "sync_to_consumer": _stats_ms(to_consumer),
+        "relay_in_node": _stats_ms(relay_in_node),
+        "relay_to_consumer": _stats_ms(relay_to_consumer),
+        "deadline_late": _stats_ms(deadline_late) if deadline_late else None,
+        "completed_by": completed_by,
+        "sync_cpu": cpu,
+        "added": {k: counters[f"added_ms_{k}"] for k in ("p50", "p95", "p99", "mean", "max")},
+        "received": counters["received"],
+        "sets": counters["sets_published"],
+    }
+
+
+def report(fig: dict, seconds: float) -> str:
+    def row(what: str, s: dict[str, float]) -> str:
+        return f"| {what} | {s['n']} | {s['p50']:.3f} | {s['p99']:.3f} | {s['iqr']:.3f} | {s['max']:.3f} |"
+
+    sync, relay_ = fig["sync_in_node"], fig["relay_in_node"]
+    sync_c, relay_c = fig["sync_to_consumer"], fig["relay_to_consumer"]
+    added = fig["added"]
+    verdict = "meets" if added["p99"] < 1.0 else "does NOT meet"
+    by = ", ".join(f"{k} {v}" for k, v in sorted(fig["completed_by"].items()))
+    late = fig["deadline_late"]
+    lines = [
+        SUBSECTION,
+        "",
+        "Latency (ms) the live synchronizer node adds, from the arrival of the message that completes a "
+        "set to the set's publish, beside a bare relay node (receive, publish again) fed the same "
+        "messages at the same time.",
+        "",
+        "```",
+        f"python tools/bench_sync_node.py --seconds {seconds:g} --write",
+        "```",
+        "",
+        f"Demo rates for {seconds:g} s (camera 30 Hz, lidar 10 Hz reference, radar 20 Hz, audio 50 "
+        f"chunks/s of 16 kHz; {fig['received']} messages into the node), processes posing as ingest nodes "
+        f"(tests/pose_ingest.py), max_wait {MAX_WAIT_MS} ms. Machine: {platform.machine()}, "
+        f"{os.cpu_count()} CPUs shared with the 4 publishers, both consumers and other work; Python "
+        f"{platform.python_version()}.",
+        "",
+        "Method: the node takes `sync_in` right after it received the message that completed a set and "
+        "reports arrival-to-sent percentiles of its last 1000 such sets in its heartbeat (`added_ms_*`); "
+        'that is the acceptance figure. The table splits it: "in node" = the set\'s own `sync_emit - '
+        "sync_in` (Synchronizer.add and set build, before encoding and sending; the audio log-mel was "
+        'computed earlier, when its window was cut); "to consumer" = this benchmark\'s receive time - '
+        "`sync_in`, which adds the send, the ipc hop and the wake-up and decode of a Python consumer on "
+        "the same busy cores. The relay stamps `relay_in`/`relay_emit` around its forwarding alone.",
+        "",
+        f"**Arrival of the completing message to the set sent** (node heartbeat, {fig['sets']} sets): "
+        f"p50 {added['p50']:.3f}, p95 {added['p95']:.3f}, p99 {added['p99']:.3f}, max {added['max']:.3f} "
+        f"ms: {verdict} the < 1 ms p99 acceptance.",
+        "",
+        "| what | sets / messages | p50 | p99 | IQR | max |",
+        "|---|---|---|---|---|---|",
+        row("synchronizer, in node", sync),
+        row("synchronizer, to consumer", sync_c),
+        row("relay (baseline), in node", relay_),
+        row("relay (baseline), to consumer", relay_c),
+        "",
+        f"Synchronizer / relay, to consumer: {sync_c['p50'] / relay_c['p50']:.1f}x at p50, "
+        f"{sync_c['p99'] / relay_c['p99']:.1f}x at p99 (a set carries ~350 KB of arrays, most relayed "
+        "messages are small).",
+        f"Sets completed by: {by}. Synchronizer node CPU: {100 * fig['sync_cpu']:.0f}% of one core.",
+    ]
+    if late is not None:
+        lines.append(
+            f"Sets completed by the deadline ({late['n']}): published {late['p50']:.3f} ms (p50) / "
+            f"{late['p99']:.3f} ms (p99) after reference stamp + max_wait."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_subsection(doc: Path, text: str) -> None:
+    """Replace (or append) SUBSECTION at the end of SECTION; the rest of the file stays as it is."""
+    content = doc.read_text()
+    start = content.find(SECTION + "\n")
+    if start < 0:
+        raise SystemExit(f"{doc}: no {SECTION!r} section; run tools/bench_sync.py --write first")
+    end = content.find("\n## ", start + len(SECTION))
+    end = len(content) if end < 0 else end + 1
+    section = content[start:end]
+    sub = section.find(SUBSECTION + "\n")
+    kept = (section if sub < 0 else section[:sub]).rstrip("\n")
+    content = content[:start] + kept + "\n\n" + text + ("\n" if end < len(content) else "") + content[end:]
+    doc.write_text(content)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the streams run")
+    parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
+    parser.add_argument("--relay", nargs=2, metavar=("CONFIG", "RUN_DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.relay:
+        relay(*args.relay)
+        return 0
+    text = report(bench(args.seconds), args.seconds)
+    print(text)
+    if args.write:
+        write_subsection(DOC, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())
