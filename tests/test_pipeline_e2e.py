@@ -1,0 +1,53 @@
+"""`fusion-pipeline run` end to end: real node processes on the demo config, CPU only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from onnxruntime import get_available_providers as available_providers
+from pipeline_harness import add_to_stream, demo_text, pipeline
+
+CAMERA_OUTAGE = "sim = { outage = { start_s = 3.0, duration_s = 1.5 } }"
+
+
+def test_demo_run_produces_full_and_partial_sets_and_exits_clean(tmp_path: Path) -> None:
+    summary_path = tmp_path / "summary.json"
+
+    def config(run_dir: Path) -> str:
+        return demo_text(run_dir, lambda t: add_to_stream(t, "camera/front", CAMERA_OUTAGE))
+
+    with pipeline(
+        config, "--duration", "10", "--warmup", "0", "--summary-json", str(summary_path), workdir=tmp_path
+    ) as run:
+        code = run.process.wait(timeout=40)
+        output = run.output()
+        assert code == 0, output
+        assert run.all_node_pids() == [], "node processes outlived the supervisor"
+        assert run.ipc_files() == [], "ipc socket files left behind"
+
+    summary = json.loads(summary_path.read_text())
+    assert summary["results"] >= 20, output
+    # The camera outage (1.5 s at 10 sets/s) shows as partial sets missing exactly the camera.
+    assert summary["sets_full"] >= 10
+    assert summary["missing"].get("camera", 0) >= 8
+    assert summary["missing"]["camera"] <= summary["sets_partial"] <= sum(summary["missing"].values())
+    assert summary["provider"].endswith("ExecutionProvider")
+    if summary["provider"] != "CUDAExecutionProvider" and "CUDAExecutionProvider" in available_providers():
+        assert f"FELL BACK to {summary['provider']}" in output  # said loudly
+    assert summary["restarts_total"] == 0, output
+    # Every published set is counted by the synchronizer, so results cannot exceed its count.
+    assert summary["results"] <= summary["sync_sets_full"] + summary["sync_sets_partial"]
+    assert summary["drops"]["sensor_sim:camera/front"]["outage"] >= 40  # 1.5 s of a 30 Hz camera
+
+    latency = summary["latency_ms"]
+    for stage in ("end_to_end", "model", "sync_wait", "overhead", "capture->ingest_in", "publish->received"):
+        p = latency[stage]
+        assert p["n"] == summary["results"], stage
+        assert 0 <= p["p50"] <= p["p95"] <= p["p99"] <= p["max"], (stage, p)
+    assert latency["end_to_end"]["p50"] < 1000  # bounded: results are not a backlog
+    # The stages partition the end-to-end time exactly (the same stamps, added up).
+    parts = [v["mean"] for k, v in latency.items() if "->" in k]
+    assert abs(sum(parts) - latency["end_to_end"]["mean"]) < 0.01 * len(parts)
+    # The status line and the node prefixes reached the supervisor's stderr.
+    assert "[status] " in output and "[inference] " in output and "latency ms" in output

@@ -1,0 +1,180 @@
+"""Simulated sensor drivers: settings, capture schedule, rendering, and a real driver process on the wire."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pipeline_harness import DEMO_TEXT, add_to_stream
+
+from fusion_pipeline.config import load_config, parse_config
+from fusion_pipeline.contract import AUDIO_SAMPLE_RATE
+from fusion_pipeline.sim import SensorSchedule, SimError, SimSettings, render
+from fusion_pipeline.transport import Subscriber
+from fusion_pipeline.world import World
+
+S = 1_000_000_000
+START = 1_700_000_000_123_456_789  # an arbitrary wall-clock start, not on any grid
+
+
+def _stream(name: str, sim: str = "", rate: float | None = None):
+    text = add_to_stream(DEMO_TEXT, name, sim) if sim else DEMO_TEXT
+    config = parse_config(text)
+    stream = config.stream(name)
+    return stream.model_copy(update={"rate_hz": rate}) if rate else stream
+
+
+def test_settings_default_and_parse() -> None:
+    assert SimSettings.from_stream(_stream("radar/front")) == SimSettings()
+    settings = SimSettings.from_stream(
+        _stream(
+            "radar/front",
+            "sim = { seed = 3, latency_ms = 15, jitter_ms = 2.5, drop_prob = 0.1, "
+            "outage = { start_s = 2, duration_s = 1.5 } }",
+        )
+    )
+    assert settings == SimSettings(3, 15, 2.5, 0.1, 2.0, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("sim", "message"),
+    [
+        ("sim = { jiter_ms = 1 }", r"streams\[radar/front\].sim: unknown keys \['jiter_ms'\]"),
+        ("sim = { jitter_ms = -1 }", r"sim.jitter_ms: must be >= 0"),
+        ("sim = { drop_prob = 1.5 }", r"sim.drop_prob: must be in \[0, 1\]"),
+        ("sim = { seed = 1.5 }", r"sim.seed: expected a non-negative integer"),
+        ('sim = { latency_ms = "5" }', r"sim.latency_ms: expected a number"),
+        ("sim = { outage = { start_s = 1 } }", r"sim.outage: expected"),
+    ],
+)
+def test_bad_settings_name_the_key(sim: str, message: str) -> None:
+    with pytest.raises(SimError, match=message):
+        SimSettings.from_stream(_stream("radar/front", sim))
+
+
+def test_audio_chunks_must_be_whole_samples() -> None:
+    with pytest.raises(SimError, match="chunks of whole samples"):
+        SimSettings.from_stream(_stream("audio/roof", rate=30.0))  # 533.3 samples per chunk
+
+
+def test_captures_sit_on_the_epoch_grid_and_send_after_latency() -> None:
+    schedule = SensorSchedule(_stream("radar/front"), SimSettings(latency_ms=7), START)
+    captures = [schedule.next() for _ in range(5)]
+    stamps = [c.stamp_ns for c in captures]
+    assert stamps[0] >= START and stamps[0] - START < S // 20
+    assert all(s % (S // 20) == 0 for s in stamps)  # 20 Hz grid counted from the epoch
+    assert np.diff(stamps).tolist() == [S // 20] * 4
+    assert all(c.sent and c.send_ns - c.stamp_ns == 7_000_000 for c in captures)
+
+
+def test_jitter_stays_within_bounds_around_the_latency() -> None:
+    schedule = SensorSchedule(_stream("camera/front"), SimSettings(latency_ms=5, jitter_ms=3), START)
+    delays = np.array([(c := schedule.next()).send_ns - c.stamp_ns for _ in range(2000)]) / 1e6
+    assert delays.min() >= 2.0 and delays.max() <= 8.0
+    assert delays.std() > 1.0  # it does vary (uniform +-3 ms has sd 1.73 ms)
+
+
+def test_drops_are_random_at_the_configured_rate_and_reproducible() -> None:
+    def lost(seed: int) -> list[bool]:
+        schedule = SensorSchedule(_stream("camera/front"), SimSettings(seed=seed, drop_prob=0.2), START)
+        return [not schedule.next().sent for _ in range(5000)]
+
+    a = lost(1)
+    assert 0.18 < np.mean(a) < 0.22
+    assert a == lost(1) and a != lost(2)
+
+
+def test_outage_silences_exactly_its_window() -> None:
+    schedule = SensorSchedule(
+        _stream("lidar/top"), SimSettings(outage_start_s=1.0, outage_duration_s=0.5), START
+    )
+    captures = [schedule.next() for _ in range(30)]
+    out = [c for c in captures if not c.sent]
+    assert {c.why for c in out} == {"outage"}
+    assert all(START + S <= c.stamp_ns < START + 3 * S // 2 for c in out)
+    assert len(out) == 5  # 0.5 s of a 10 Hz lidar
+
+
+def test_late_driver_skips_to_the_current_capture() -> None:
+    schedule = SensorSchedule(_stream("camera/front"), SimSettings(), START)
+    first = schedule.next()
+    skipped = schedule.skip_to(first.stamp_ns + S)  # stalled for a second
+    assert skipped == 29
+    assert schedule.next().stamp_ns == first.stamp_ns + 30 * schedule.period_ns
+    assert schedule.skip_to(0) == 0
+
+
+def test_audio_chunks_are_continuous_and_render_the_world_exactly() -> None:
+    stream = _stream("audio/roof")
+    schedule = SensorSchedule(stream, SimSettings(), START)
+    assert schedule.chunk == AUDIO_SAMPLE_RATE // 50
+    world = World(0)
+    captures = [schedule.next() for _ in range(3)]
+    chunks = [render(world, stream, c, schedule.chunk) for c in captures]
+    assert [c.stamp_ns - captures[0].stamp_ns for c in captures] == [0, 20_000_000, 40_000_000]
+    joined = np.concatenate([arrays["samples"] for arrays, _ in chunks])
+    assert joined.shape == (3 * schedule.chunk, 1) and joined.dtype == np.float32
+    np.testing.assert_array_equal(joined[:, 0], world.audio(captures[0].stamp_ns, 3 * schedule.chunk))
+    assert chunks[0][1] == {"sample_rate": 16000}
+
+
+def test_render_names_arrays_as_the_protocol_says() -> None:
+    config = load_config()
+    world = World(0)
+    capture = SensorSchedule(config.stream("camera/front"), SimSettings(), START).next()
+    shapes = {}
+    for stream in config.streams:
+        arrays, meta = render(world, stream, capture, 320)
+        shapes[stream.modality] = {k: (v.dtype.str, v.shape[1:]) for k, v in arrays.items()}
+        if stream.modality == "camera":
+            assert meta == {"encoding": "rgb8"}
+    assert shapes == {
+        "camera": {"image": ("|u1", (640, 3))},
+        "lidar": {"points": ("<f4", (4,))},
+        "radar": {"detections": ("<f4", (5,))},
+        "audio": {"samples": ("<f4", (1,))},
+    }
+
+
+def test_driver_process_publishes_the_world_in_real_time() -> None:
+    run_dir = Path(tempfile.mkdtemp(prefix="fp-sim-"))
+    config = run_dir / "sim.toml"
+    config.write_text(add_to_stream(DEMO_TEXT, "radar/front", "sim = { seed = 5, latency_ms = 20 }"))
+    subscriber = Subscriber(f"ipc://{run_dir}/sensor-radar_front.sock", topics=["radar/front"])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nodes.sensor_sim", "--config", str(config), "--run-dir", str(run_dir)]
+        + ["--stream", "radar/front"],
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        received = []
+        deadline = time.monotonic() + 20
+        while len(received) < 12 and time.monotonic() < deadline:
+            sample = subscriber.recv(timeout_ms=100)
+            if sample is not None:
+                received.append((time.time_ns(), sample))
+    finally:
+        process.terminate()
+        code = process.wait(timeout=10)
+        subscriber.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    assert code == 0 and len(received) == 12
+    world = World(5)
+    seqs = [s.seq for _, s in received]
+    assert seqs == list(range(seqs[0], seqs[0] + 12))
+    for arrival, sample in received:
+        assert (sample.stream, sample.modality, sample.frame_id) == ("radar/front", "radar", "radar_front")
+        np.testing.assert_array_equal(sample.arrays["detections"], world.radar(sample.stamp_ns))
+        assert arrival - sample.stamp_ns >= 20_000_000  # sent latency_ms after capture
+    stamps = np.array([s.stamp_ns for _, s in received])
+    assert (np.diff(stamps) % (S // 20) == 0).all()  # on the 20 Hz grid (a late driver skips, never shifts)
+    arrivals = np.array([a for a, _ in received])
+    assert np.median(np.diff(arrivals)) == pytest.approx(S / 20, rel=0.3)  # paced in real time
+    assert not list(run_dir.glob("*.sock"))

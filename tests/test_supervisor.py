@@ -1,0 +1,165 @@
+"""Supervisor: restart of a killed node with real processes, clean SIGTERM, and its pure parts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pipeline_harness import DEMO_TEXT, collect, demo_text, pipeline, presence
+
+from fusion_pipeline.config import load_config, parse_config
+from fusion_pipeline.metrics import CounterTotals, ResultStats, is_drop_counter, percentiles
+from fusion_pipeline.supervisor import NodeSpec, RestartPolicy, node_specs
+from fusion_pipeline.wire import Sample
+
+CAMERA = 0  # presence-mask bit of the camera (contract.MODALITIES)
+
+
+def test_killed_camera_ingest_is_restarted_and_sigterm_exits_clean(tmp_path: Path) -> None:
+    summary_path = tmp_path / "summary.json"
+    with pipeline(demo_text, "--summary-json", str(summary_path), "--warmup", "0", workdir=tmp_path) as run:
+        results = run.results()
+        try:
+            collect(results, lambda rs: sum(presence(r) == [1, 1, 1, 1] for _, r in rs) >= 3, timeout_s=30)
+            (old_pid,) = run.node_pids("ingest", "camera/front")
+            os.kill(old_pid, signal.SIGKILL)
+            killed, killed_ns = time.monotonic(), time.time_ns()
+
+            new_pids: list[int] = []
+            while not new_pids and time.monotonic() - killed < 5:
+                new_pids = [p for p in run.node_pids("ingest", "camera/front") if p != old_pid]
+                time.sleep(0.02)
+            restarted, restarted_ns = time.monotonic(), time.time_ns()
+            assert new_pids, run.output()
+            assert restarted - killed <= 2.0, f"restart took {restarted - killed:.2f} s"
+
+            # Results go on without the camera, then with it again once the new ingest node is up
+            # (judged by capture stamps: results queued before the kill may still be in the socket).
+            after = collect(
+                results,
+                lambda rs: any(r.stamp_ns > restarted_ns and presence(r) == [1, 1, 1, 1] for _, r in rs),
+                timeout_s=20,
+            )
+            degraded = [r for _, r in after if r.stamp_ns > killed_ns and presence(r)[CAMERA] == 0]
+            assert degraded, "no result without the camera while its ingest node was down"
+            assert all(presence(r)[1] == 1 for r in degraded)  # the required lidar is always there
+        finally:
+            results.close()
+
+        code, took = run.terminate(timeout_s=10)
+        output = run.output()
+        assert code == 0, output
+        assert took <= 5.0, f"shutdown took {took:.2f} s"
+        assert run.all_node_pids() == [], "node processes outlived the supervisor"
+        assert run.ipc_files() == [], "ipc socket files left behind"
+
+    summary = json.loads(summary_path.read_text())
+    assert summary["restarts"]["ingest:camera/front"] == 1
+    assert summary["restarts_total"] == 1
+    assert "ingest:camera/front exited (signal 9)" in output
+    # Counters of the killed process are kept: the camera ingest total spans both processes.
+    assert summary["counters"]["ingest:camera/front"]["produced"] > 0
+
+
+def test_node_specs_cover_the_graph_upstream_first() -> None:
+    config = load_config()
+    names = [s.name for s in node_specs(config)]
+    assert names == [
+        "sensor_sim:camera/front",
+        "sensor_sim:lidar/top",
+        "sensor_sim:radar/front",
+        "sensor_sim:audio/roof",
+        "ingest:camera/front",
+        "ingest:lidar/top",
+        "ingest:radar/front",
+        "ingest:audio/roof",
+        "synchronizer",
+        "inference",
+    ]
+    external = parse_config(
+        DEMO_TEXT.replace('name = "radar/front"', 'name = "radar/front"\ndriver = "external"')
+    )
+    assert NodeSpec("sensor_sim", "radar/front") not in node_specs(external)
+    assert NodeSpec("ingest", "radar/front") in node_specs(external)
+
+
+def test_restart_backoff_doubles_up_to_the_cap() -> None:
+    policy = RestartPolicy(initial_s=0.25, max_s=2.0)
+    assert [policy.delay(k) for k in range(1, 7)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+
+
+def test_counter_totals_survive_restarts() -> None:
+    totals = CounterTotals()
+    totals.update("ingest:x", 100, {"produced": 5, "schema_bad_shape": 1, "provider": "cpu"})
+    totals.update("ingest:x", 100, {"produced": 9, "schema_bad_shape": 2, "provider": "cpu"})
+    totals.update("ingest:x", 200, {"produced": 3, "schema_bad_shape": 0, "provider": "cuda"})  # restarted
+    assert totals.totals("ingest:x") == {"produced": 12, "schema_bad_shape": 2, "provider": "cuda"}
+    assert totals.drops() == {"ingest:x": {"schema_bad_shape": 2}}
+
+
+def test_drop_counters_are_recognised_by_name() -> None:
+    drops = [
+        "dropped.camera/front.superseded",
+        "malformed_bad_header",
+        "schema_bad_jpeg",
+        "skipped",
+        "outage",
+    ]
+    assert all(is_drop_counter(n) for n in drops)
+    assert not any(is_drop_counter(n) for n in ("produced", "published", "received", "sets_full"))
+
+
+def _result(stamp: int, stages: dict[str, int], mask: list[int]) -> Sample:
+    return Sample(
+        "result/fused",
+        "result",
+        0,
+        stamp,
+        {"presence": np.array(mask, np.uint8)},
+        "",
+        {"stages": {"capture": stamp, **stages}, "provider": "CPUExecutionProvider"},
+    )
+
+
+def test_result_stats_split_end_to_end_into_stages_wait_model_and_overhead() -> None:
+    stats = ResultStats(["camera", "lidar", "radar", "audio"])
+    ms = 1_000_000
+    stages = {
+        "ingest_in": 2 * ms,
+        "ingest_out": 4 * ms,
+        "sync_in": 24 * ms,  # 20 ms waiting for the other sensors
+        "sync_emit": 25 * ms,
+        "inference_start": 26 * ms,
+        "inference_end": 29 * ms,  # 3 ms model
+        "publish": 30 * ms,
+    }
+    stats.add(_result(0, stages, [1, 1, 1, 1]), received_ns=31 * ms)
+    stats.add(_result(0, stages, [0, 1, 1, 1]), received_ns=31 * ms)
+    latency = stats.latency()
+    assert latency["end_to_end"]["p50"] == 31.0
+    assert latency["model"]["p50"] == 3.0
+    assert latency["sync_wait"]["p50"] == 20.0
+    assert latency["overhead"]["p50"] == 8.0
+    assert latency["ingest_out->sync_in"]["p50"] == 20.0
+    assert list(latency)[0] == "capture->ingest_in"  # pipeline order
+    assert (stats.full, stats.partial, dict(stats.missing)) == (1, 1, {"camera": 1})
+
+
+def test_result_stats_leave_start_up_out_of_latency_but_count_it() -> None:
+    stats = ResultStats(["lidar"], since_ns=100)
+    stats.add(_result(50, {}, [0, 1, 0, 0]), received_ns=60)
+    stats.add(_result(150, {}, [0, 1, 0, 0]), received_ns=170)
+    assert stats.results == 2 and stats.full == 2  # only lidar is configured
+    assert stats.latency()["end_to_end"]["n"] == 1
+
+
+def test_percentiles_in_ms() -> None:
+    p = percentiles(np.arange(1, 101) * 1_000_000)
+    assert p["n"] == 100 and p["p50"] == pytest.approx(50.5) and p["p99"] == pytest.approx(99.01)
+    assert p["max"] == 100.0
+    assert percentiles([]) == {"n": 0}
