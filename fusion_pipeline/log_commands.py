@@ -149,7 +149,7 @@ def _replay(args: argparse.Namespace) -> int:
         end_s=args.end,
         streams=tuple(args.streams),
         remap=_parse_remap(args.remap),
-        credits=args.max_speed and not args.publish_only,
+        graph=not args.publish_only,
         window=args.window,
         results_path=args.results,
         progress=not args.no_progress,

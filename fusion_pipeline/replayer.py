@@ -5,13 +5,23 @@ Two pacings:
 - ``rate = R``: message i is sent at ``t0 + (log_time_i - log_time_0) / R`` on the monotonic clock, so the
   original spacing between receptions is kept (scaled). Each send's lateness against that target is the
   timing error, reported as p50/p99/max.
-- ``rate = None`` (as fast as possible): nothing waits on the clock. Every driver socket is a lossless
-  publisher (XPUB, no drop), so an ingest node that falls behind blocks the replayer instead of losing
-  messages; and with ``credits`` the replayer also keeps at most ``window`` reference-stream messages
-  ahead of the results it got back (credit-based flow control), so the synchronizer and inference, which
-  keep only the newest set when behind, are never behind and skip nothing. A reference message that
-  yields no result (the synchronizer may drop it) would hold a credit forever, so a credit is granted
-  after ``credit_timeout_s`` without progress; such stalls are counted and reported.
+- ``rate = None`` (as fast as possible): nothing waits on the clock.
+
+Every driver socket is a lossless publisher (XPUB, no drop): an ingest node that falls behind blocks the
+replayer instead of losing messages. With ``graph`` (a pipeline consumes the replay) two more gates make
+the replay deterministic and lossless end to end:
+
+- ordered delivery: a message is sent only once the previous one has come out of its ingest node (the
+  replayer subscribes to the ingest endpoints and matches ``meta.source_seq``). Ingest nodes are separate
+  processes that take different times per message, so without this gate the synchronizer would see the
+  streams interleaved by processing time instead of log order, and its event-time deadlines (which
+  advance with the newest stamp of ANY stream) would cut different sets at different speeds.
+- credits (as fast as possible only): at most ``window`` reference-stream messages are in flight without
+  their result. The synchronizer and inference keep only the newest set when behind; with window 1 at
+  most one set ever waits for inference, so none is skipped.
+
+A message that never comes back (ingest refused it; the synchronizer dropped a reference message) would
+hold a gate forever, so each gate opens after ``gate_timeout_s``; such stalls are counted and reported.
 
 Streams keep their recorded stamps and seq on the first pass. With ``loop``, each later pass shifts
 stamp_ns by the pass length and seq by each stream's count, so downstream sees one continuous,
@@ -22,10 +32,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Full, Queue
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -36,13 +49,51 @@ from fusion_pipeline.recorder import RESULT_STREAM
 from fusion_pipeline.transport import Publisher, Role, Subscriber
 from fusion_pipeline.wire import Sample
 
-__all__ = ["LOOP_GAP_NS", "ReplayReport", "ReplaySettings", "Replayer", "plan_streams"]
+__all__ = ["LOOP_GAP_NS", "ReplayReport", "ReplaySettings", "Replayer", "plan_streams", "prefetch"]
 
 log = logging.getLogger(__name__)
 
 #: Pause between passes of a looped replay (log time), so a pass's first stamps follow the last ones.
 LOOP_GAP_NS = 1_000_000_000
 RESULTS_HWM = 10_000
+#: Messages read and decompressed ahead by a background thread (zstd and file reads release the GIL),
+#: so reading overlaps the waits on the clock and on the gates.
+PREFETCH = 32
+
+_T = TypeVar("_T")
+_DONE = object()
+
+
+def prefetch(items: Iterable[_T], depth: int) -> Iterator[_T]:
+    """Iterate `items` in a background thread, up to `depth` ahead; its exceptions re-raise here."""
+    queue: Queue[object] = Queue(maxsize=depth)
+    closing = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not closing.is_set():
+                    try:
+                        queue.put(item, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if closing.is_set():
+                    return
+            queue.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            queue.put(exc)
+
+    thread = threading.Thread(target=produce, name="log-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        closing.set()
+        thread.join()
 
 
 @dataclass(frozen=True)
@@ -53,9 +104,9 @@ class ReplaySettings:
     end_s: float | None = None
     streams: Sequence[str] = ()  # log stream names; empty = every log stream the config knows
     remap: Mapping[str, str] = field(default_factory=dict)  # log stream -> config stream
-    credits: bool = False  # as fast as possible: wait for results (needs a graph answering)
-    window: int = 2
-    credit_timeout_s: float = 5.0
+    graph: bool = False  # a pipeline consumes the replay: ordered delivery, and credits at max speed
+    window: int = 1
+    gate_timeout_s: float = 2.0
     subscribers_timeout_s: float = 10.0
     results_path: Path | None = None
     progress: bool = True
@@ -65,10 +116,11 @@ class ReplaySettings:
 class ReplayReport:
     sent: dict[str, int] = field(default_factory=dict)
     results: int = 0
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # from the start to the last send or result (not the final idle wait)
     log_s: float = 0.0
     passes: int = 0
     credit_stalls: int = 0
+    echo_stalls: int = 0
     lateness_ns: list[int] = field(default_factory=list)
 
     @property
@@ -194,9 +246,17 @@ class Replayer:
             self._publishers[target] = by_endpoint[url]
         self._subscribers = subscribers
         self.reference = config.sync.reference or min(config.streams, key=lambda s: s.rate_hz).name
+        self._echo: Subscriber | None = None
+        self._in_flight: set[tuple[str, int]] = set()
+        if settings.graph:
+            self._echo = Subscriber(
+                [config.ingest_endpoint(t, run_dir) for t in sorted(set(self.plan.values()))],
+                topics=sorted(set(self.plan.values())),
+                hwm=RESULTS_HWM,
+            )
         self._results: Subscriber | None = None
         self._results_log: LogWriter | None = None
-        if settings.credits or settings.results_path is not None:
+        if settings.graph or settings.results_path is not None:
             self._results = Subscriber(
                 config.endpoint(config.output.endpoint, run_dir), topics=[RESULT_STREAM], hwm=RESULTS_HWM
             )
@@ -206,6 +266,7 @@ class Replayer:
             )
         self._reference_sent = 0
         self._target = 0
+        self._last_activity_ns = 0
 
     def wait_for_subscribers(self) -> None:
         """Block until every driver endpoint has its subscribers (ingest), so nothing goes into the void."""
@@ -223,18 +284,18 @@ class Replayer:
         bar = tqdm(total=total, unit="msg", disable=not settings.progress, dynamic_ncols=True)
         shift = _Pass()
         started = time.monotonic_ns()
-        clock_origin = started
+        self._last_activity_ns = clock_origin = started
         try:
             while not stop():
                 first = last = None
-                for message in self._window(self.reader.messages(self.plan)):
+                for message in prefetch(self._window(self.reader.messages(self.plan)), PREFETCH):
                     if stop():
                         break
                     if first is None:
                         first = message.log_time_ns
-                        # Each pass starts where the previous ended (plus the loop gap), in paced time.
+                        # A later pass starts one loop gap (paced) after the previous pass ended.
                         if shift.index:
-                            clock_origin = time.monotonic_ns() - round(LOOP_GAP_NS / (settings.rate or 1))
+                            clock_origin = time.monotonic_ns() + round(LOOP_GAP_NS / (settings.rate or 1))
                     last = message.log_time_ns
                     target = shift.apply(message.sample, self.plan[message.sample.stream])
                     self._pace(clock_origin, message.log_time_ns - first)
@@ -251,7 +312,7 @@ class Replayer:
             self._drain_results()
         finally:
             bar.close()
-            report.wall_s = (time.monotonic_ns() - started) / 1e9
+            report.wall_s = (self._last_activity_ns - started) / 1e9
         return report
 
     def close(self) -> None:
@@ -259,8 +320,9 @@ class Replayer:
         for publisher in set(self._publishers.values()):
             publisher.wait_for_unsubscribe(self._subscribers, timeout_s=0.5)
             publisher.close()
-        if self._results is not None:
-            self._results.close()
+        for subscriber in (self._echo, self._results):
+            if subscriber is not None:
+                subscriber.close()
         if self._results_log is not None:
             self._results_log.close({"results": self.report.results})
 
@@ -289,24 +351,47 @@ class Replayer:
     def _send(self, sample: Sample) -> None:
         settings = self.settings
         is_reference = sample.stream == self.reference
-        if settings.rate is None and settings.credits and is_reference:
+        self._await_echo()
+        if settings.rate is None and settings.graph and is_reference:
             self._await_credit()
         self._publishers[sample.stream].send(sample)
+        self._last_activity_ns = time.monotonic_ns()
         if settings.rate is not None:
             self.report.lateness_ns.append(time.monotonic_ns() - self._target)
         self.report.sent[sample.stream] = self.report.sent.get(sample.stream, 0) + 1
+        if self._echo is not None:
+            self._in_flight.add((sample.stream, sample.seq))
         if is_reference:
             self._reference_sent += 1
         self._take_results(0)
 
+    def _await_echo(self) -> None:
+        """Hold the next message until ingest has published every message sent before it."""
+        if self._echo is None:
+            return
+        deadline = time.monotonic() + self.settings.gate_timeout_s
+        while self._in_flight:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            echo = self._echo.recv(timeout_ms=max(0, remaining_ms))
+            if echo is None:
+                self.report.echo_stalls += len(self._in_flight)
+                log.warning(
+                    "ingest did not publish %s within %.1f s",
+                    sorted(self._in_flight),
+                    self.settings.gate_timeout_s,
+                )
+                self._in_flight.clear()
+                return
+            self._in_flight.discard((echo.stream, echo.meta.get("source_seq")))
+
     def _await_credit(self) -> None:
         """Hold a reference message until fewer than `window` reference messages lack their result."""
-        deadline = time.monotonic() + self.settings.credit_timeout_s
+        deadline = time.monotonic() + self.settings.gate_timeout_s
         while self._reference_sent - self.report.results - self.report.credit_stalls >= self.settings.window:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 self.report.credit_stalls += 1
-                log.warning("no result for %.1f s: granting a credit", self.settings.credit_timeout_s)
+                log.warning("no result for %.1f s: granting a credit", self.settings.gate_timeout_s)
                 return
             self._take_results(min(remaining_ms, 50))
 
@@ -318,14 +403,16 @@ class Replayer:
         while (result := self._results.recv(timeout_ms=timeout_ms if taken == 0 else 0)) is not None:
             taken += 1
             self.report.results += 1
+            self._last_activity_ns = time.monotonic_ns()
             if self._results_log is not None:
                 self._results_log.write(result, time.time_ns())
         return taken
 
     def _drain_results(self) -> None:
-        """After the last message: collect results until none has come for a while."""
+        """After the last message: collect results until each reference message has one, or none came
+        for the gate timeout (the last sets may stay open: nothing after them proves them complete)."""
         if self._results is None:
             return
-        idle_ms = int(min(self.settings.credit_timeout_s, 2.0) * 1000)
-        while self._take_results(idle_ms):
+        idle_ms = int(self.settings.gate_timeout_s * 1000)
+        while self.report.results < self._reference_sent and self._take_results(idle_ms):
             pass
