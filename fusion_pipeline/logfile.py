@@ -29,6 +29,7 @@ import logging
 import os
 import struct
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ __all__ = [
     "REPORT_METADATA",
     "LogError",
     "LogMessage",
+    "LogWriteError",
     "LogReader",
     "LogWriter",
     "SplitPolicy",
@@ -79,6 +81,15 @@ class LogError(FusionError):
     """A log cannot be written or read; the message names the file."""
 
 
+class LogWriteError(LogError):
+    """Writing failed (disk full, say). `lost` counts, per stream, the messages that were accepted into
+    the open chunk but never reached the file: they are lost with it."""
+
+    def __init__(self, message: str, lost: Counter[str]) -> None:
+        super().__init__(message)
+        self.lost = lost
+
+
 def pack_record(frames: Sequence[Buffer]) -> bytes:
     """The MCAP message data for the wire frames ``[topic, header, *buffers]`` (layout in the docstring)."""
     parts: list[Buffer] = [msgpack.Packer().pack_array_header(len(frames) - 1), frames[1]]
@@ -102,7 +113,9 @@ def unpack_record(topic: str, data: Buffer, limits: Limits = DEFAULT_LIMITS) -> 
     except (msgpack.OutOfData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
         raise LogError(f"stream {topic!r}: record is not a msgpack array: {exc}") from exc
     if not 1 <= count <= limits.max_arrays + 1:
-        raise LogError(f"stream {topic!r}: record has {count} elements, expected 1 to {limits.max_arrays + 1}")
+        raise LogError(
+            f"stream {topic!r}: record has {count} elements, expected 1 to {limits.max_arrays + 1}"
+        )
     header_start = unpacker.tell()
     try:
         unpacker.skip()
@@ -219,6 +232,7 @@ class LogWriter:
         self.paths: list[Path] = []
         self.written = 0
         self.bytes_in = 0
+        self._pending: Counter[str] = Counter()
         self._part: _Part | None = None
         self._open_part()
 
@@ -233,15 +247,27 @@ class LogWriter:
         if channel is None:
             channel = self._register(part, sample)
         data = pack_record(frames)
-        part.writer.add_message(
-            channel_id=channel,
-            log_time=log_time_ns,
-            data=data,
-            publish_time=max(sample.stamp_ns, 0),
-            sequence=sample.seq & _UINT32_MAX,
-        )
+        flushed_at = part.file.tell()
+        self._pending[sample.stream] += 1
+        try:
+            part.writer.add_message(
+                channel_id=channel,
+                log_time=log_time_ns,
+                data=data,
+                publish_time=max(sample.stamp_ns, 0),
+                sequence=sample.seq & _UINT32_MAX,
+            )
+        except OSError as exc:
+            raise self._write_error(part, exc) from exc
+        if part.file.tell() != flushed_at:  # a chunk went out, with this message in it
+            self._pending.clear()
         self.written += 1
         self.bytes_in += len(data)
+
+    @property
+    def pending(self) -> int:
+        """Messages in the open chunk: not in the file yet."""
+        return sum(self._pending.values())
 
     def close(self, report: Mapping[str, Any] | None = None) -> None:
         """Finish the open file (summary and index), after writing `report` as its report metadata."""
@@ -253,9 +279,11 @@ class LogWriter:
                 part.writer.add_metadata(REPORT_METADATA, {k: str(v) for k, v in report.items()})
             part.writer.finish()
         except OSError as exc:
-            raise LogError(f"{part.file.path}: cannot finish log: {exc.strerror}") from exc
+            raise self._write_error(part, exc) from exc
         finally:
-            part.file.close()
+            with contextlib.suppress(OSError):
+                part.file.close()
+        self._pending.clear()
 
     def __enter__(self) -> LogWriter:
         return self
@@ -264,6 +292,14 @@ class LogWriter:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def _write_error(self, part: _Part, exc: OSError) -> LogWriteError:
+        lost, self._pending = self._pending, Counter()
+        return LogWriteError(
+            f"{part.file.path}: write failed ({exc.strerror}); {sum(lost.values())} messages of the open "
+            "chunk are lost",
+            lost,
+        )
 
     def _current(self, log_time_ns: int) -> _Part:
         part = self._part

@@ -191,16 +191,22 @@ class Recorder:
         if self.report.error:
             self.report.not_written += 1
             return True
+        count.written += 1
         try:
             self.writer.write(sample, log_time_ns)
-        except (OSError, LogError) as exc:
-            # The file cannot take more (disk full, say): everything from here on is counted, not written.
-            self.report.error = f"write failed: {exc}"
-            self.report.not_written += 1
-            log.error("%s: %s; counting what is not written from now on", self.settings.path, exc)
-            return True
-        count.written += 1
+        except LogError as exc:
+            # The file takes no more (disk full, say): what the open chunk held is lost, and everything
+            # from here on is counted, not written.
+            self._lose(exc)
+            log.error("%s; counting what is not written from now on", exc)
         return True
+
+    def _lose(self, exc: LogError) -> None:
+        report = self.report
+        report.error = report.error or str(exc)
+        for stream, n in getattr(exc, "lost", {}).items():
+            report.streams[stream].written -= n
+            report.not_written += n
 
     def run(self, stop: Callable[[], bool], beat: Callable[[dict[str, int]], None] | None = None) -> None:
         """Record until `stop()` or the configured duration has passed."""
@@ -231,5 +237,5 @@ class Recorder:
         try:
             self.writer.close(report.as_metadata())
         except LogError as exc:
-            report.error = report.error or str(exc)
+            self._lose(exc)
         return report

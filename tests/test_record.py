@@ -1,0 +1,176 @@
+"""Recorder: every message written, gaps and malformed ones counted, kill -9 safety, the record command."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fusion_pipeline.config import load_config, parse_config
+from fusion_pipeline.logfile import REPORT_METADATA, LogReader
+from fusion_pipeline.recorder import Recorder, RecordSettings
+from fusion_pipeline.transport import Publisher
+from fusion_pipeline.wire import Sample
+
+ROOT = Path(__file__).parent.parent
+DEMO = (ROOT / "fusion_pipeline" / "configs" / "demo.toml").read_text()
+
+
+def _config_text(run_dir: Path, record: str) -> str:
+    """The demo config with a fixed run dir and the given [record] section."""
+    text = DEMO.replace('run_dir = ""', f'run_dir = "{run_dir}"')
+    return text[: text.index("[record]")] + record
+
+
+def _radar(seq: int) -> Sample:
+    detections = np.full((seq % 4, 5), seq, np.float32)
+    return Sample("radar/front", "radar", seq, 1_000_000 * seq, {"detections": detections}, "radar_front")
+
+
+def test_recorder_writes_everything_and_counts_gaps_and_malformed(ipc_dir: Path) -> None:
+    config = load_config(None)
+    recorder = Recorder(config, ipc_dir, RecordSettings(path=ipc_dir / "r.mcap", streams=("radar/front",)))
+    with Publisher(
+        config.endpoint(config.stream("radar/front").endpoint, ipc_dir), "radar/front", "radar", lossless=True
+    ) as pub:
+        assert pub.wait_for_subscribers()
+        for seq in (0, 1, 2, 5, 6, 3):  # 3 and 4 lost upstream, then 3 arrives late
+            pub.send(_radar(seq))
+        pub.socket.send_multipart([b"radar/front", b"\xc1 not msgpack"])
+        deadline = time.monotonic() + 5
+        while recorder.report.written + sum(recorder.subscriber.malformed.values()) < 7:
+            assert time.monotonic() < deadline, "recorder did not receive everything"
+            recorder.poll(100)
+        report = recorder.close()
+    radar = report.streams["radar/front"]
+    assert (radar.written, radar.first_seq, radar.last_seq) == (6, 0, 3)
+    assert radar.lost_upstream == 2 and radar.out_of_order == 1
+    assert report.malformed == {"malformed": 1} and report.lost == 3
+    reader = LogReader(ipc_dir / "r.mcap")
+    assert [m.sample.seq for m in reader] == [0, 1, 2, 5, 6, 3]
+    meta = reader.metadata[REPORT_METADATA]
+    assert meta["radar/front.lost_upstream"] == "2" and meta["malformed_malformed"] == "1"
+    assert reader.streams["radar/front"]["rate_hz"] == "20"
+
+
+def test_write_failure_is_counted_not_silent(ipc_dir: Path) -> None:
+    config = load_config(None)
+    publisher = Publisher(
+        config.endpoint(config.stream("radar/front").endpoint, ipc_dir), "radar/front", "radar", lossless=True
+    )
+    # chunk_bytes=1: every message closes its own chunk, so the first write hits the (broken) file.
+    for chunk_bytes, written in ((1, 0), (1 << 20, 0)):
+        settings = RecordSettings(path=ipc_dir / "w.mcap", streams=("radar/front",), chunk_bytes=chunk_bytes)
+        recorder = Recorder(config, ipc_dir, settings)
+        os.close(recorder.writer._part.file._fd)  # the disk "goes away": every write now fails
+        assert publisher.wait_for_subscribers()
+        for seq in range(3):
+            publisher.send(_radar(seq))
+        for _ in range(3):
+            assert recorder.poll(2000)
+        # With big chunks the messages wait in memory; the failure shows when the file is finished.
+        report = recorder.close()
+        assert report.not_written == 3 and report.written == written
+        assert "write failed" in report.error and report.lost == 3
+    publisher.close()
+
+
+def test_kill_9_loses_at_most_the_open_chunk(ipc_dir: Path) -> None:
+    out = ipc_dir / "crash.mcap"
+    config_path = ipc_dir / "crash.toml"
+    config_path.write_text(
+        _config_text(ipc_dir, f'[record]\nenabled = true\npath = "{out}"\nstreams = ["camera/front"]\n')
+    )
+    config = parse_config(config_path.read_text())
+    child = subprocess.Popen(
+        [sys.executable, "-m", "nodes.recorder", "--config", str(config_path), "--run-dir", str(ipc_dir)],
+        cwd=ROOT,
+    )
+    frames = 32  # 921,600 bytes each: the 4 MiB chunks close after every 5th frame
+    try:
+        with Publisher(
+            config.endpoint(config.stream("camera/front").endpoint, ipc_dir),
+            "camera/front",
+            "camera",
+            lossless=True,
+        ) as pub:
+            assert pub.wait_for_subscribers(timeout_s=30), "recorder did not subscribe"
+            for seq in range(frames):
+                pub.publish(seq, image=np.full((480, 640, 3), seq, np.uint8), meta={"encoding": "rgb8"})
+            # Wait until the recorder has written all it will write (the file stops growing), then kill it.
+            size, stable_since = -1, time.monotonic()
+            while time.monotonic() - stable_since < 1.0:
+                time.sleep(0.1)
+                if out.exists() and out.stat().st_size != size:
+                    size, stable_since = out.stat().st_size, time.monotonic()
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    reader = LogReader(out)
+    seqs = [m.sample.seq for m in reader]
+    assert reader.truncated and str(out) in reader.truncated[0]  # no footer: the process never closed it
+    assert seqs == list(range(len(seqs)))  # a clean prefix, whole messages only
+    assert frames - 5 <= len(seqs) < frames  # only the open chunk (at most 5 frames) is gone
+    assert all(m.sample.arrays["image"][0, 0, 0] == m.sample.seq for m in LogReader(out))
+
+
+def test_record_command_splits_by_duration(ipc_dir: Path) -> None:
+    config_path = ipc_dir / "rec.toml"
+    config_path.write_text(_config_text(ipc_dir, "[record]\n"))
+    config = parse_config(config_path.read_text())
+    out = ipc_dir / "split.mcap"
+    command = [
+        sys.executable, "-m", "fusion_pipeline.cli", "record", str(out), "-c", str(config_path),
+        "--streams", "radar/front", "--duration", "3", "--split-duration", "0.5",
+    ]  # fmt: skip
+    child = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    sent = []
+    with Publisher(
+        config.endpoint(config.stream("radar/front").endpoint, ipc_dir), "radar/front", "radar", lossless=True
+    ) as pub:
+        assert pub.wait_for_subscribers(timeout_s=30)
+        for seq in range(60):  # 1.2 s at 50 Hz
+            pub.send(_radar(seq))
+            sent.append(seq)
+            time.sleep(0.02)
+        _, stderr = child.communicate(timeout=30)
+    assert child.returncode == 0, stderr
+    parts = sorted(ipc_dir.glob("split_*.mcap"))
+    assert len(parts) >= 2
+    assert [m.sample.seq for m in LogReader(parts)] == sent
+    assert "radar/front: 60 written, seq 0..59, 0 lost upstream" in stderr
+
+
+def test_recorder_drains_while_publisher_is_fast(ipc_dir: Path) -> None:
+    """A real-time (dropping) publisher at full speed: what is lost shows up as seq gaps, never silently."""
+    config = load_config(None)
+    recorder = Recorder(config, ipc_dir, RecordSettings(path=ipc_dir / "fast.mcap", streams=("radar/front",)))
+    done = threading.Event()
+
+    def publish() -> None:
+        with Publisher(
+            config.endpoint(config.stream("radar/front").endpoint, ipc_dir), "radar/front", "radar"
+        ) as pub:
+            time.sleep(0.3)  # slow joiner: let the recorder connect
+            for seq in range(2000):
+                pub.send(_radar(seq))
+            pub.send(_radar(2000))
+            time.sleep(0.3)
+        done.set()
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    while not done.is_set() or recorder.poll(200):
+        recorder.poll(50)
+    thread.join()
+    report = recorder.close()
+    radar = report.streams["radar/front"]
+    assert radar.last_seq == 2000
+    # Every seq from the first received one is either written or counted as lost.
+    assert radar.written + radar.lost_upstream == radar.last_seq - radar.first_seq + 1
