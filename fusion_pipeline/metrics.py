@@ -6,7 +6,9 @@ summary and ``--summary-json``.
 
 Latency vocabulary (all from the wall-clock stamps in ``meta.stages``, docs/PROTOCOL.md section 8):
 
-- ``end_to_end``: capture (the reference stamp) to the result's arrival at the consumer;
+- ``end_to_end``: capture (the reference stamp) to the result's publish: when a consumer can have it;
+- ``delivered``: capture to the result's arrival at this consumer (end_to_end plus the last hop and the
+  consumer's own scheduling);
 - ``model``: inference_start to inference_end (the onnxruntime call);
 - ``sync_wait``: ingest_out of the reference message to sync_in, the arrival of the message (or the
   deadline) that completed the set: the designed wait for the other sensors' matching messages;
@@ -130,7 +132,8 @@ class ResultStats:
         present = [s for s in STAGES if s in stages]
         for a, b in pairwise(present):
             out[f"{a}->{b}"] = stages[b] - stages[a]
-        out["end_to_end"] = stages["received"] - stages["capture"]
+        out["end_to_end"] = stages.get("publish", stages["received"]) - stages["capture"]
+        out["delivered"] = stages["received"] - stages["capture"]
         if "inference_start" in stages and "inference_end" in stages:
             out["model"] = stages["inference_end"] - stages["inference_start"]
         if "ingest_out" in stages and "sync_in" in stages:

@@ -231,6 +231,10 @@ class ModelRuntime:
         )
         options = ort.SessionOptions()
         options.intra_op_num_threads = config.model.intra_op_threads
+        # Idle worker threads would otherwise spin after every call, burning the cores that the ingest
+        # nodes and the synchronizer need; one set at a time gains nothing from spinning.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(
                 str(self.path), options, providers=[(n, o) for n, o in self.plan.providers]

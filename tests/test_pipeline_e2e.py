@@ -41,13 +41,14 @@ def test_demo_run_produces_full_and_partial_sets_and_exits_clean(tmp_path: Path)
     assert summary["drops"]["sensor_sim:camera/front"]["outage"] >= 40  # 1.5 s of a 30 Hz camera
 
     latency = summary["latency_ms"]
-    for stage in ("end_to_end", "model", "sync_wait", "overhead", "capture->ingest_in", "publish->received"):
+    for stage in ("end_to_end", "delivered", "model", "sync_wait", "overhead", "capture->ingest_in", "publish->received"):
         p = latency[stage]
         assert p["n"] == summary["results"], stage
         assert 0 <= p["p50"] <= p["p95"] <= p["p99"] <= p["max"], (stage, p)
     assert latency["end_to_end"]["p50"] < 1000  # bounded: results are not a backlog
     # The stages partition the end-to-end time exactly (the same stamps, added up).
     parts = [v["mean"] for k, v in latency.items() if "->" in k]
-    assert abs(sum(parts) - latency["end_to_end"]["mean"]) < 0.01 * len(parts)
+    assert abs(sum(parts) - latency["delivered"]["mean"]) < 0.01 * len(parts)
+    assert latency["end_to_end"]["mean"] <= latency["delivered"]["mean"]
     # The status line and the node prefixes reached the supervisor's stderr.
     assert "[status] " in output and "[inference] " in output and "latency ms" in output

@@ -141,10 +141,11 @@ def test_result_stats_split_end_to_end_into_stages_wait_model_and_overhead() -> 
     stats.add(_result(0, stages, [1, 1, 1, 1]), received_ns=31 * ms)
     stats.add(_result(0, stages, [0, 1, 1, 1]), received_ns=31 * ms)
     latency = stats.latency()
-    assert latency["end_to_end"]["p50"] == 31.0
+    assert latency["end_to_end"]["p50"] == 30.0
+    assert latency["delivered"]["p50"] == 31.0
     assert latency["model"]["p50"] == 3.0
     assert latency["sync_wait"]["p50"] == 20.0
-    assert latency["overhead"]["p50"] == 8.0
+    assert latency["overhead"]["p50"] == 7.0
     assert latency["ingest_out->sync_in"]["p50"] == 20.0
     assert list(latency)[0] == "capture->ingest_in"  # pipeline order
     assert (stats.full, stats.partial, dict(stats.missing)) == (1, 1, {"camera": 1})

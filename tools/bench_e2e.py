@@ -1,0 +1,247 @@
+"""End-to-end benchmark of the live demo: latency capture -> result, per stage, CPU per process, drops.
+
+    python tools/bench_e2e.py --duration 60 --write
+
+Runs `fusion-pipeline run` on the demo config twice: at the nominal sensor rates, then at 2x overload
+(every sensor at double rate, so the reference stream and the sets double too). In each run this tool
+subscribes to the results like any consumer, samples every node's CPU% once a second (psutil), and
+reads the run's --summary-json for drops and restarts. Figures leave out results captured in the first
+--warmup seconds (process start-up). With --write it replaces the "## End to end" section of
+docs/BENCHMARKS.md and writes docs/e2e_latency_cdf.png.
+
+Definitions (fusion_pipeline.metrics): end_to_end = capture stamp -> result publish; delivered = capture
+-> arrival at this tool; model = inference_start -> inference_end; sync_wait = reference ingest_out ->
+arrival of the message (or deadline) completing its set; overhead = end_to_end - model - sync_wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from fusion_pipeline.metrics import ResultStats
+from fusion_pipeline.transport import Subscriber
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+PLOT = ROOT / "docs" / "e2e_latency_cdf.png"
+SECTION = "## End to end"
+DEMO = resources.files("fusion_pipeline").joinpath("configs", "demo.toml").read_text()
+
+
+def scenario_config(run_dir: Path, rate_factor: float) -> str:
+    """The demo config with a fixed run dir and every sensor's rate_hz multiplied by `rate_factor`."""
+    text = DEMO.replace('run_dir = ""', f'run_dir = "{run_dir}"', 1)
+    return re.sub(
+        r"^rate_hz = ([0-9.]+)", lambda m: f"rate_hz = {float(m.group(1)) * rate_factor:g}", text, flags=re.M
+    )
+
+
+@dataclass
+class Scenario:
+    name: str
+    rate_factor: float
+    reference_hz: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+    stats: ResultStats | None = None
+    stamps: list[int] = field(default_factory=list)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+    since_ns: int = 0
+
+
+def _node_name(cmdline: list[str]) -> str:
+    kind = next((a.split(".", 1)[1] for a in cmdline if a.startswith("nodes.")), "?")
+    stream = cmdline[cmdline.index("--stream") + 1] if "--stream" in cmdline else None
+    return f"{kind}:{stream}" if stream else kind
+
+
+def run_scenario(scenario: Scenario, duration_s: float, warmup_s: float, workdir: Path) -> None:
+    run_dir = Path(tempfile.mkdtemp(prefix="fp-bench-"))
+    config = workdir / f"{scenario.name}.toml"
+    config.write_text(scenario_config(run_dir, scenario.rate_factor))
+    summary_path = workdir / f"{scenario.name}.json"
+    lidar = re.search(r'name = "lidar/top".*?rate_hz = ([0-9.]+)', config.read_text(), flags=re.S)
+    scenario.reference_hz = float(lidar.group(1)) if lidar else 0.0
+    cmd = [sys.executable, "-m", "fusion_pipeline.cli", "run", "-c", str(config)]
+    cmd += ["--duration", str(duration_s), "--warmup", str(warmup_s), "--summary-json", str(summary_path)]
+    log = (workdir / f"{scenario.name}.log").open("wb")
+    start_ns = time.time_ns()
+    supervisor = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    since_ns = start_ns + int(warmup_s * 1e9)
+    scenario.stats = ResultStats(["camera", "lidar", "radar", "audio"], since_ns=since_ns)
+    results = Subscriber(f"ipc://{run_dir}/results.sock", topics=["result/"], hwm=10_000)
+    procs: dict[int, psutil.Process] = {}
+    next_sample = time.monotonic() + 1.0
+    try:
+        while supervisor.poll() is None:
+            sample = results.recv(timeout_ms=50)
+            if sample is not None:
+                scenario.stats.add(sample, time.time_ns())
+                scenario.stamps.append(sample.stamp_ns)
+            if time.monotonic() >= next_sample:
+                next_sample += 1.0
+                _sample_cpu(supervisor.pid, procs, scenario, time.time_ns() - start_ns > warmup_s * 1e9)
+    finally:
+        results.close()
+        log.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    scenario.since_ns = since_ns
+    scenario.summary = json.loads(summary_path.read_text())
+
+
+def _sample_cpu(root: int, procs: dict[int, psutil.Process], scenario: Scenario, record: bool) -> None:
+    """CPU% of the supervisor and every node since the previous sample (100% = one core)."""
+    try:
+        tree = [psutil.Process(root), *psutil.Process(root).children()]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        try:
+            known = procs.setdefault(proc.pid, proc)
+            name = "supervisor" if proc.pid == root else _node_name(known.cmdline())
+            value = known.cpu_percent(None)  # the first call per process primes the counter, returns 0
+        except psutil.NoSuchProcess:
+            continue
+        if record and proc.pid in procs and value:
+            scenario.cpu.setdefault(name, []).append(value)
+
+
+def _window_ratio(s: Scenario) -> tuple[int, int]:
+    """(reference stamps with a result, reference stamps on the sensor's grid) from the end of the
+    warm-up to the last result. The simulated lidar captures on multiples of its period."""
+    stamps = sorted({t for t in s.stamps if t >= s.since_ns})
+    if not stamps:
+        return 0, 0
+    period = round(1e9 / s.reference_hz)
+    return len(stamps), stamps[-1] // period - -(-s.since_ns // period) + 1
+
+
+def _fmt(p: dict[str, float]) -> str:
+    return " | ".join(f"{p[k]:.2f}" for k in ("p50", "p95", "p99", "max"))
+
+
+def report(scenarios: list[Scenario], command: str, plot: Path | None) -> str:
+    load = os.getloadavg()
+    lines = [
+        SECTION,
+        "",
+        "The demo config run by `fusion-pipeline run` (10 processes: 4 simulated sensors, 4 ingest nodes, "
+        "the synchronizer, the inference node; plus the supervisor), measured by a separate result "
+        "subscriber.",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other work (load average "
+        f"{load[0]:.2f} at the end), Python {platform.python_version()}, CPU provider "
+        f"({scenarios[0].summary.get('provider')}). Definitions: end_to_end = capture stamp to result "
+        "publish; delivered = capture to arrival at the subscriber; model = the onnxruntime call; "
+        "sync_wait = from the reference message leaving ingest to the arrival of the message (or "
+        "deadline) that completed its set, the designed wait for the other sensors; "
+        "overhead = end_to_end - model - sync_wait.",
+        "",
+    ]
+    for s in scenarios:
+        assert s.stats is not None
+        latency = s.stats.latency()
+        got, expected = _window_ratio(s)
+        summary = s.summary
+        lines += [
+            f"### {s.name} (sensors at {s.rate_factor:g}x the demo rates, reference {s.reference_hz:g} Hz, "
+            f"{summary['duration_s']:.0f} s, first {summary['warmup_s']:g} s left out)",
+            "",
+            f"Reference stamps with a result: {got} of {expected} ({100 * got / max(1, expected):.1f} %). "
+            f"Sets full {summary['sets_full']}, partial {summary['sets_partial']} (missing "
+            f"{summary['missing'] or 'none'}); inference skipped {summary['inference_skipped']} sets "
+            f"(newest-set policy); restarts {summary['restarts_total']}.",
+            "",
+            "| latency (ms) | n | p50 | p95 | p99 | max |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key in ("end_to_end", "overhead", "model", "sync_wait", "delivered"):
+            lines.append(f"| **{key}** | {latency[key]['n']} | {_fmt(latency[key])} |")
+        for key, p in latency.items():
+            if "->" in key:
+                lines.append(f"| {key} | {p['n']} | {_fmt(p)} |")
+        lines += ["", "| process | CPU % median | CPU % p95 |", "|---|---|---|"]
+        for name in sorted(s.cpu):
+            values = np.array(s.cpu[name])
+            lines.append(f"| {name} | {np.median(values):.1f} | {np.percentile(values, 95):.1f} |")
+        total = sum(np.median(v) for v in s.cpu.values())
+        lines += [f"| all | {total:.1f} | |", ""]
+        drops = "; ".join(f"{node}: {reasons}" for node, reasons in summary["drops"].items()) or "none"
+        lines += [f"Drops by node and reason: {drops}.", ""]
+    if plot is not None:
+        lines += [f"![latency CDF]({plot.name})", ""]
+    return "\n".join(lines)
+
+
+def plot_cdf(scenarios: list[Scenario], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for s in scenarios:
+        assert s.stats is not None
+        for ax, key in zip(axes, ("end_to_end", "overhead"), strict=True):
+            values = np.sort(np.array(s.stats.durations[key]) / 1e6)
+            fraction = np.arange(1, len(values) + 1) / len(values)
+            ax.plot(values, fraction, label=f"{s.name} ({s.rate_factor:g}x)")
+    for ax, title in zip(axes, ("end to end (capture -> publish)", "pipeline overhead"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("ms")
+        ax.set_ylabel("fraction of results")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_section(text: str) -> None:
+    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    body = text.rstrip("\n") + "\n\n"
+    doc = pattern.sub(lambda _: body, doc) if pattern.search(doc) else doc.rstrip("\n") + "\n\n" + body
+    DOC.write_text(doc.rstrip("\n") + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per scenario (%(default)s)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="start-up seconds left out (%(default)s)")
+    parser.add_argument("--no-overload", action="store_true", help="only the nominal scenario")
+    parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md and the plot")
+    args = parser.parse_args()
+    scenarios = [Scenario("nominal", 1.0)] + ([] if args.no_overload else [Scenario("overload", 2.0)])
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in scenarios:
+            print(f"running {s.name} for {args.duration:g} s ...", file=sys.stderr)
+            run_scenario(s, args.duration, args.warmup, Path(tmp))
+    command = "python tools/bench_e2e.py " + " ".join(sys.argv[1:])
+    text = report(scenarios, command, PLOT if args.write else None)
+    print(text)
+    if args.write:
+        plot_cdf(scenarios, PLOT)
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
