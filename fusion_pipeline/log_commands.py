@@ -194,6 +194,7 @@ def _replay(args: argparse.Namespace) -> int:
             "speedup": report.speedup,
             "timing_error_ms": report.timing_error_ms(),
             "credit_stalls": report.credit_stalls,
+            "echo_stalls": report.echo_stalls,
             "inference_skipped": summary.get("inference_skipped"),
             "drops": summary.get("drops"),
         }
