@@ -95,12 +95,14 @@ class ResultStats:
         self.partial = 0
         self.missing: Counter[str] = Counter()
         self.provider = ""
+        self.stamps: list[int] = []  # reference stamps of the results, in arrival order
         self.durations: dict[str, list[int]] = {}
         self._recent_model: deque[int] = deque(maxlen=recent)
         self._recent_e2e: deque[int] = deque(maxlen=recent)
 
     def add(self, result: Sample, received_ns: int) -> None:
         self.results += 1
+        self.stamps.append(result.stamp_ns)
         presence = [int(x) for x in np.asarray(result.arrays.get("presence", ())).ravel()]
         absent = [
             m

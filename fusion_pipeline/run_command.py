@@ -73,9 +73,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The human-readable end-of-run report."""
     lines = [
         f"== {summary['pipeline']}: {summary['duration_s']:.1f} s, provider {summary['provider'] or '-'}",
-        f"results {summary['results']} (reference messages {summary['reference_messages']}, ratio "
-        f"{summary['result_ratio']}); sets full {summary['sets_full']}, partial {summary['sets_partial']} "
-        f"(missing: {summary['missing'] or 'none'}); inference skipped {summary['inference_skipped']}",
+        f"results {summary['results']} (reference messages {summary['reference_messages']}; after the "
+        f"warm-up {summary['result_ratio_counts'][0]} results for {summary['result_ratio_counts'][1]} "
+        f"reference messages, ratio {summary['result_ratio']}); sets full {summary['sets_full']}, "
+        f"partial {summary['sets_partial']} (missing: {summary['missing'] or 'none'}); "
+        f"inference skipped {summary['inference_skipped']}",
         f"restarts {summary['restarts_total']}: "
         + (", ".join(f"{k} {v}" for k, v in summary["restarts"].items() if v) or "none"),
         "drops: " + ("; ".join(f"{node} {reasons}" for node, reasons in summary["drops"].items()) or "none"),

@@ -143,6 +143,9 @@ class Supervisor:
         self.counters = CounterTotals()
         self.stats = ResultStats({s.modality for s in config.streams})
         self._preexec = _parent_death_signal()
+        # (t_ns, messages) of the reference stream's ingest node: at the first heartbeat after the
+        # warm-up and at the latest one; results over that window / messages = the result ratio.
+        self._reference_window: list[tuple[int, int]] = []
 
     # -- public -----------------------------------------------------------------------------------------
 
@@ -200,11 +203,20 @@ class Supervisor:
         self._clear_status()
         return summary
 
+    def _result_ratio(self) -> tuple[int, int]:
+        """(results, reference messages) between the first and the last reference-ingest heartbeat
+        after the warm-up: the share of reference stamps that yielded a result."""
+        if len(self._reference_window) < 2:
+            return 0, 0
+        (t0, n0), (t1, n1) = self._reference_window
+        return sum(t0 <= t < t1 for t in self.stats.stamps), n1 - n0
+
     def summary(self, elapsed_s: float) -> dict[str, Any]:
         reference = self.config.sync.reference
         reference_messages = (
             self.counters.totals(f"ingest:{reference}").get("produced", 0) if reference else 0
         )
+        window_results, window_messages = self._result_ratio()
         inference = self.counters.totals("inference")
         sync = self.counters.totals("synchronizer")
         return {
@@ -215,7 +227,8 @@ class Supervisor:
             **self.stats.summary(),
             "reference_stream": reference,
             "reference_messages": reference_messages,
-            "result_ratio": round(self.stats.results / reference_messages, 4) if reference_messages else None,
+            "result_ratio": round(window_results / window_messages, 4) if window_messages else None,
+            "result_ratio_counts": [window_results, window_messages],
             "sync_sets_full": sync.get("sets_full", 0),
             "sync_sets_partial": sync.get("sets_partial", 0),
             "inference_skipped": inference.get("skipped", 0),
@@ -340,6 +353,11 @@ class Supervisor:
                 continue  # a stale beat of a process already replaced
             node.last_beat = now
             self.counters.update(name, pid, counters)
+            if name == f"ingest:{self.config.sync.reference}" and beat.get("t_ns", 0) >= self.stats.since_ns:
+                mark = (int(beat["t_ns"]), self.counters.totals(name).get("produced", 0))
+                self._reference_window[1:] = [mark] if self._reference_window else []
+                if not self._reference_window:
+                    self._reference_window.append(mark)
 
     def _drain_results(self, results: Subscriber) -> None:
         while (result := results.recv(timeout_ms=0)) is not None:

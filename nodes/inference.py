@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%s", runtime.describe())
     if runtime.fell_back:
         log.warning(
-            "FELL BACK to %s: %s was not usable (skipped: %s; onnxruntime's log above says why)",
+            "WARNING: FELL BACK to %s: %s was not usable (skipped: %s; onnxruntime's log above says why)",
             runtime.provider,
             runtime.plan.names[0],
             ", ".join(runtime.plan.skipped) or "none",

@@ -20,7 +20,7 @@ from fusion_pipeline.wire import Sample
 CAMERA = 0  # presence-mask bit of the camera (contract.MODALITIES)
 
 
-def test_killed_camera_ingest_is_restarted_and_sigterm_exits_clean(tmp_path: Path) -> None:
+def test_killed_and_hung_nodes_are_restarted_and_sigterm_exits_clean(tmp_path: Path) -> None:
     summary_path = tmp_path / "summary.json"
     with pipeline(demo_text, "--summary-json", str(summary_path), "--warmup", "0", workdir=tmp_path) as run:
         results = run.results()
@@ -48,6 +48,16 @@ def test_killed_camera_ingest_is_restarted_and_sigterm_exits_clean(tmp_path: Pat
             degraded = [r for _, r in after if r.stamp_ns > killed_ns and presence(r)[CAMERA] == 0]
             assert degraded, "no result without the camera while its ingest node was down"
             assert all(presence(r)[1] == 1 for r in degraded)  # the required lidar is always there
+
+            # A hung node (stopped, so silent but alive) is killed after the heartbeat timeout.
+            (hung,) = run.node_pids("ingest", "radar/front")
+            os.kill(hung, signal.SIGSTOP)
+            stopped = time.monotonic()
+            while run.node_pids("ingest", "radar/front") in ([hung], []) and time.monotonic() - stopped < 12:
+                time.sleep(0.05)
+            replaced = time.monotonic() - stopped
+            timeout = RestartPolicy().heartbeat_timeout_s
+            assert timeout <= replaced <= timeout + 2.0, f"hung node replaced after {replaced:.2f} s"
         finally:
             results.close()
 
@@ -60,8 +70,10 @@ def test_killed_camera_ingest_is_restarted_and_sigterm_exits_clean(tmp_path: Pat
 
     summary = json.loads(summary_path.read_text())
     assert summary["restarts"]["ingest:camera/front"] == 1
-    assert summary["restarts_total"] == 1
+    assert summary["restarts"]["ingest:radar/front"] == 1
+    assert summary["restarts_total"] == 2
     assert "ingest:camera/front exited (signal 9)" in output
+    assert "ingest:radar/front (pid " in output and "sent no heartbeat" in output
     # Counters of the killed process are kept: the camera ingest total spans both processes.
     assert summary["counters"]["ingest:camera/front"]["produced"] > 0
 
