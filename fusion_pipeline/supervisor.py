@@ -287,7 +287,8 @@ class Supervisor:
             code = process.poll()
             if code is None:
                 silent = now - (node.last_beat if node.last_beat is not None else node.started)
-                limit = self.policy.heartbeat_timeout_s if node.last_beat else self.policy.start_timeout_s
+                beating = node.last_beat is not None
+                limit = self.policy.heartbeat_timeout_s if beating else self.policy.start_timeout_s
                 if silent < limit:
                     continue
                 self._log(
@@ -355,9 +356,10 @@ class Supervisor:
             self.counters.update(name, pid, counters)
             if name == f"ingest:{self.config.sync.reference}" and beat.get("t_ns", 0) >= self.stats.since_ns:
                 mark = (int(beat["t_ns"]), self.counters.totals(name).get("produced", 0))
-                self._reference_window[1:] = [mark] if self._reference_window else []
-                if not self._reference_window:
-                    self._reference_window.append(mark)
+                if self._reference_window:
+                    self._reference_window[1:] = [mark]  # the latest
+                else:
+                    self._reference_window.append(mark)  # the first after the warm-up
 
     def _drain_results(self, results: Subscriber) -> None:
         while (result := results.recv(timeout_ms=0)) is not None:
