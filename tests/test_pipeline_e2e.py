@@ -36,12 +36,22 @@ def test_demo_run_produces_full_and_partial_sets_and_exits_clean(tmp_path: Path)
     if summary["provider"] != "CUDAExecutionProvider" and "CUDAExecutionProvider" in available_providers():
         assert f"FELL BACK to {summary['provider']}" in output  # said loudly
     assert summary["restarts_total"] == 0, output
+    # Most reference (lidar) messages yield a result; a few in flight at the window's ends may not.
+    assert 0.6 <= summary["result_ratio"] <= 1.05, summary["result_ratio_counts"]
     # Every published set is counted by the synchronizer, so results cannot exceed its count.
     assert summary["results"] <= summary["sync_sets_full"] + summary["sync_sets_partial"]
     assert summary["drops"]["sensor_sim:camera/front"]["outage"] >= 40  # 1.5 s of a 30 Hz camera
 
     latency = summary["latency_ms"]
-    for stage in ("end_to_end", "delivered", "model", "sync_wait", "overhead", "capture->ingest_in", "publish->received"):
+    for stage in (
+        "end_to_end",
+        "delivered",
+        "model",
+        "sync_wait",
+        "overhead",
+        "capture->ingest_in",
+        "publish->received",
+    ):
         p = latency[stage]
         assert p["n"] == summary["results"], stage
         assert 0 <= p["p50"] <= p["p95"] <= p["p99"] <= p["max"], (stage, p)
