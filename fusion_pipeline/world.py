@@ -18,13 +18,14 @@ something another one sees:
 =============  ==================================================  =======================================
 sensor         sees                                                blind to / degraded by
 =============  ==================================================  =======================================
-camera         class by look (colour, shape, wheels, light bar),   night (only headlight range ~22 m and
+camera         class by look (colour, shape, wheels, light bar),   night (only headlight range ~30 m and
                position by projection, emergency light bar when    vehicle lights), fog (contrast fades at
-               it flashes (80 % of frames)                         ~12 m), rain (noise); a dark light bar
+               it flashes (90 % of frames)                         ~12 m), rain (noise); a dark light bar
                                                                    looks like a car's roof rack
-lidar          geometry: ped (0.5 m) vs cyclist (1.8 m long) vs    car vs emergency (same body sizes),
-               car-like (4-5 m), exact position; works at night    fog (range-dependent dropout and
-                                                                   backscatter), rain (dropout)
+lidar          geometry: ped (0.5 m) vs cyclist (1.8 m long, and   car vs emergency (a police car is a car;
+               retro-reflectors) vs car-like (4-5 m) vs van        a van is an ambulance 4 times in 5),
+               (ambulances, some cars), exact position; works      fog (range-dependent dropout and
+               at night                                            backscatter), rain (dropout)
 radar          radial velocity and rcs: car-like (+10 dBsm) vs     car vs emergency (same rcs; emergency
                cyclist (-1) vs pedestrian (-6), all weather        only tends to be faster), stationary
                                                                    clutter, rain ghosts, coarse angle
@@ -33,19 +34,20 @@ audio          siren (any emergency vehicle in the scene), engine  position, so 
                                                                    cyclist and none are all silent
 =============  ==================================================  =======================================
 
-Pairs that cover the hard cases: emergency vs car = audio siren or camera light bar (or radar speed,
-weakly); pedestrian vs cyclist = lidar length or camera look or radar velocity/rcs; far actors at night or
-in fog = lidar or radar; whether the actor is in the corridor = camera, lidar or radar. Hence with one sensor
-missing another still covers each confusion, while alone each sensor has a whole class pair or a whole
-condition it cannot resolve.
+Pairs that cover the hard cases: emergency vs car = audio siren or camera light bar (or, partly, lidar
+van shape and radar speed); pedestrian vs cyclist = lidar length and reflectors, camera look, or radar
+velocity and rcs; far actors at night or in fog = lidar or radar; whether the actor is in the corridor =
+camera, lidar or radar. Hence with one sensor missing another still covers each confusion, while alone
+each sensor has a whole class pair or a whole condition it cannot resolve.
 
 Class and condition mix (``WorldConfig``): the primary class is drawn with probabilities
 none 0.15, car 0.25, pedestrian 0.20, cyclist 0.20, emergency 0.20 — car and emergency together are 45 %,
-so a sensor blind to the siren (lidar, radar, camera with the light bar dark) tops out near 80 % however
-good it is otherwise; the conditions are clear 0.30, night 0.25, fog 0.20, rain 0.25, so the camera is
-badly degraded in 45 % of scenes and the lidar in 20 % (fog) plus 25 % mildly (rain).
-Distractor actors (0 to 2 when there is a primary actor, 0 to 3 when not) stand outside the corridor; 8 %
-of them are emergency vehicles, whose siren the audio hears while the label is something else.
+so a sensor blind to the siren and the light bar (lidar, radar) loses much of the emergency share however
+good it is otherwise (the lidar gets the ambulances back, the radar some fast ones). The conditions are
+clear 0.30, night 0.25, fog 0.20, rain 0.25, so the camera is badly degraded in 45 % of scenes and the
+lidar in 20 % (fog) plus 25 % mildly (rain). Distractor actors (0 to 2 when there is a primary actor,
+0 to 3 when not) stand outside the corridor; 8 % of them are emergency vehicles, whose siren the audio
+hears while the label is something else.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ CONDITIONS: tuple[str, ...] = ("clear", "night", "fog", "rain")
 
 CAMERA_SHAPE = (480, 640, 3)
 CAMERA_HEIGHT_M = 1.5
-CAMERA_FOCAL_PX = 500.0  # horizontal field of view ~65 degrees
+CAMERA_FOCAL_PX = 750.0  # horizontal field of view ~46 degrees: a pedestrian at 30 m is 12 px wide
 LIDAR_HEIGHT_M = 1.8
 RADAR_HEIGHT_M = 0.5
 
@@ -323,15 +325,21 @@ def _sample_actor(rng: np.random.Generator, kind: str, x: float, y: float, headi
     if kind in ("car", "emergency"):
         emergency = kind == "emergency"
         colors = _EMG_COLORS if emergency else _CAR_COLORS
+        # Half the emergency vehicles are ambulances with a van body; one car in ten is a van too, so a
+        # van shape makes an emergency vehicle likely (to the lidar, say) but not certain.
+        van = rng.random() < (0.5 if emergency else 0.1)
+        length, width, height = (
+            (u(5.2, 6.0), u(1.95, 2.1), u(2.3, 2.7)) if van else (u(3.9, 4.9), u(1.7, 1.95), u(1.4, 1.75))
+        )
         return Actor(
             kind,
             x,
             y,
             heading,
             speed=u(8.0, 18.0) if emergency else u(2.0, 14.0),
-            length=u(3.9, 4.9),
-            width=u(1.7, 1.95),
-            height=u(1.4, 1.75),
+            length=length,
+            width=width,
+            height=height,
             color=colors[rng.integers(len(colors))],
             flash_offset_s=u(0.0, 1.0) if emergency else 0.0,
             engine_hz=u(28.0, 45.0),
@@ -406,7 +414,7 @@ def _box_corners(a: Actor, p: np.ndarray) -> np.ndarray:
 _FOG_RGB = np.array([190.0, 192.0, 196.0])
 _NOISE_SIGMA = {"clear": 3.0, "night": 9.0, "fog": 4.0, "rain": 8.0}
 _FOG_VIS_M = 12.0
-_HEADLIGHT_M = 22.0
+_HEADLIGHT_M = 30.0
 
 
 @functools.lru_cache(maxsize=len(CONDITIONS))
@@ -566,10 +574,10 @@ def _lights(a: Actor, t: float, condition: str, p: np.ndarray) -> list[_Lamp]:
         lamps += [((0.45, 0.6, 0.02, 0.16), lamp, 1.0), ((0.45, 0.6, 0.84, 0.98), lamp, 1.0)]
     if a.kind == "emergency":
         phase = ((t + a.flash_offset_s) % _FLASH_PERIOD_S) / _FLASH_PERIOD_S
-        # Red for 40 % of the cycle, blue for 40 %, dark in between: 80 % of frames show a lamp.
-        if phase < 0.4:
+        # Red for 45 % of the cycle, blue for 45 %, dark in between: 90 % of frames show a lamp.
+        if phase < 0.45:
             rect, rgb = (0.0, 0.1, 0.2, 0.5), (255, 30, 30)
-        elif 0.5 <= phase < 0.9:
+        elif 0.5 <= phase < 0.95:
             rect, rgb = (0.0, 0.1, 0.5, 0.8), (40, 80, 255)
         else:
             return lamps
@@ -583,7 +591,7 @@ def _lights(a: Actor, t: float, condition: str, p: np.ndarray) -> list[_Lamp]:
 
 _LIDAR_BEAMS, _LIDAR_AZ = 64, 1024
 _LIDAR_RANGE_M = 100.0
-_LIDAR_REFLECT = {"car": 0.45, "emergency": 0.45, "pedestrian": 0.18, "cyclist": 0.3}
+_LIDAR_REFLECT = {"car": 0.45, "emergency": 0.45, "pedestrian": 0.15, "cyclist": 0.55}  # bikes: reflectors
 _LIDAR_NOISE_M = {"clear": 0.02, "night": 0.02, "fog": 0.05, "rain": 0.05}
 
 
@@ -616,7 +624,7 @@ def _render_lidar(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarra
         rng_m[idx], refl[idx] = ranges, reflectivity
     keep = rng_m <= _LIDAR_RANGE_M
     if scene.condition == "fog":
-        keep &= rng.random(keep.shape, dtype=np.float32) < np.exp(-rng_m / 35.0)
+        keep &= rng.random(keep.shape, dtype=np.float32) < np.exp(-rng_m / 50.0)
     elif scene.condition == "rain":
         keep &= rng.random(keep.shape, dtype=np.float32) < 0.75
     else:
@@ -688,7 +696,7 @@ def _render_radar(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarra
     xs, vs, rcs = [], [], []
     for a, p, v in zip(scene.actors, pos, v_rel, strict=True):
         r = float(np.hypot(*p))
-        p_detect = 0.97 if a.kind in ("car", "emergency") else 0.92 - r / 250.0
+        p_detect = 0.97 if a.kind in ("car", "emergency") else 0.96 - r / 400.0
         if r > _RADAR_RANGE_M or abs(math.atan2(p[1], p[0])) > _RADAR_FOV or rng.random() > p_detect:
             continue
         lo, hi = _RADAR_POINTS[a.kind]
