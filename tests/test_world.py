@@ -130,6 +130,25 @@ def test_lidar_returns_lie_on_the_ground_and_on_the_actor() -> None:
     assert shadow.sum() == 0
 
 
+def test_lidar_sees_cyclists_by_their_reflectors_and_ambulances_by_their_height() -> None:
+    cyclist = Actor("cyclist", 12.0, 0.0, 0.0, 0.0, length=1.8, width=0.6, height=1.7, color=(0, 0, 0))
+    ped = pedestrian(12.0, 0.0)
+    intensity = {}
+    for actor in (cyclist, ped):
+        points = Scene("clear", 0.0, (actor,)).lidar(0.0, rng())
+        above_ground = (np.abs(points[:, 0] - 12.0) < 1.5) & (points[:, 2] > -1.5)
+        intensity[actor.kind] = float(np.median(points[above_ground, 3]))
+    assert intensity["cyclist"] > 2 * intensity["pedestrian"]
+    world = World(8)
+    heights = {"car": [], "emergency": []}
+    for k in range(300):
+        for actor in world.episode(k).actors:
+            if actor.kind in heights:
+                heights[actor.kind].append(actor.height)
+    vans = {kind: np.mean(np.array(h) > 2.2) for kind, h in heights.items()}
+    assert 0.35 < vans["emergency"] < 0.65 and vans["car"] < 0.2
+
+
 def test_radar_measures_the_radial_velocity_of_the_actor() -> None:
     scene = Scene("clear", 0.0, (car(25.0, 0.0, speed=8.0),))
     detections = scene.radar(0.0, rng())
