@@ -77,6 +77,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     replay.set_defaults(func=_replay)
 
+    imp = sub.add_parser(
+        "import-ros2",
+        help="convert a ROS 2 bag (sqlite3 or mcap storage) into a log (extra [ros])",
+        description="Image (rgb8, bgr8, mono8), CompressedImage (jpeg), PointCloud2 (float32 x, y, z "
+        "[, intensity]; radar: x, y, z, velocity, rcs) and audio_common_msgs AudioData[Stamped] (S16LE).",
+    )
+    imp.add_argument("bag", type=Path, help="rosbag2 directory (or its .db3/.mcap file)")
+    imp.add_argument("-o", "--out", type=Path, required=True, help="output log .mcap")
+    imp.add_argument(
+        "--map",
+        nargs="+",
+        required=True,
+        metavar="TOPIC=STREAM[:modality]",
+        help="topics to import and their streams",
+    )
+    imp.add_argument("--sample-rate", type=int, default=None, help="audio topics: samples per second")
+    imp.add_argument("--channels", type=int, default=1, help="audio topics: interleaved channels (default 1)")
+    imp.set_defaults(func=_import_ros2)
+
+    exp = sub.add_parser("export-ros2", help="write logs (and results) as a ROS 2 bag (extra [ros])")
+    exp.add_argument("logs", type=Path, nargs="+", help="log(s), e.g. a recording and its --results file")
+    exp.add_argument("-o", "--out", type=Path, required=True, help="bag directory to create")
+    exp.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3", help="rosbag2 storage")
+    exp.set_defaults(func=_export_ros2)
+
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -199,4 +224,22 @@ def _replay(args: argparse.Namespace) -> int:
             "drops": summary.get("drops"),
         }
         args.report_json.write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def _import_ros2(args: argparse.Namespace) -> int:
+    from fusion_pipeline.ros2 import describe_counts, import_ros2, parse_map
+
+    counts = import_ros2(
+        args.bag, args.out, parse_map(args.map), sample_rate=args.sample_rate, channels=args.channels
+    )
+    print(f"{args.out}: {describe_counts(counts)}", file=sys.stderr)
+    return 0
+
+
+def _export_ros2(args: argparse.Namespace) -> int:
+    from fusion_pipeline.ros2 import describe_counts, export_ros2
+
+    counts = export_ros2(args.logs, args.out, storage=args.storage)
+    print(f"{args.out}: {describe_counts(counts)}", file=sys.stderr)
     return 0
