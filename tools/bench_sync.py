@@ -32,6 +32,7 @@ from fusion_pipeline.sync import ApproximateTimePolicy, StreamSync, Synchronizer
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Synchronizer"
+LIVE_NODE = "### Live node"  # written by tools/bench_sync_node.py; kept when this section is rewritten
 MS = 1_000_000
 RATES_HZ = {"camera": 30.0, "lidar": 10.0, "radar": 20.0, "audio": 50.0}
 JITTER_MS = {"camera": 1.0, "lidar": 0.5, "radar": 10.0, "audio": 0.0}
@@ -196,9 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         f"Policy throughput without per-call timers (median of 3 runs): {fig['throughput']:,.0f} "
         f"messages/s with 4 streams at queue_size 10 ({verdict} the 100,000 messages/s acceptance).",
         "",
-        "Live node (nodes/synchronizer.py), latency added from the arrival of the message that completes "
-        "a set to the set's publish: PLACEHOLDER, comes from the node benchmark (not yet run).",
-        "",
     ]
     text = "\n".join(lines)
     print(text)
@@ -208,13 +206,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_section(doc: Path, section: str) -> None:
-    """Replace our section (up to the next '## ' heading) and leave the rest of the file alone."""
+    """Replace our section (up to the next '## ' heading) and leave the rest of the file alone,
+    including the "### Live node" part that tools/bench_sync_node.py writes at its end."""
     text = doc.read_text() if doc.is_file() else "# Benchmarks\n"
     start = text.find(SECTION + "\n")
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + len(SECTION))
+        old = text[start:] if end < 0 else text[start : end + 1]
+        live = old.find(LIVE_NODE + "\n")
+        if live >= 0:
+            section = section.rstrip("\n") + "\n\n" + old[live:].rstrip("\n") + "\n\n"
         text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text.rstrip("\n") + "\n")
