@@ -102,6 +102,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3", help="rosbag2 storage")
     exp.set_defaults(func=_export_ros2)
 
+    fox = sub.add_parser(
+        "export-foxglove",
+        help="write logs (and results) as an MCAP that Foxglove displays",
+        description="Camera as foxglove.RawImage/CompressedImage, lidar and radar as foxglove.PointCloud, "
+        "results as JSON; audio and sets are skipped.",
+    )
+    fox.add_argument("logs", type=Path, nargs="+", help="log(s), e.g. a recording and its --results file")
+    fox.add_argument("-o", "--out", type=Path, required=True, help="output .mcap")
+    fox.set_defaults(func=_export_foxglove)
+
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -151,6 +161,10 @@ def _record(args: argparse.Namespace) -> int:
     if args.report_json is not None:
         args.report_json.write_text(json.dumps(report.as_metadata(), indent=2) + "\n")
     return 1 if report.not_written or report.error else 0
+
+
+def _describe(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "nothing"
 
 
 def _parse_remap(pairs: list[str]) -> dict[str, str]:
@@ -228,18 +242,26 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _import_ros2(args: argparse.Namespace) -> int:
-    from fusion_pipeline.ros2 import describe_counts, import_ros2, parse_map
+    from fusion_pipeline.ros2 import import_ros2, parse_map
 
     counts = import_ros2(
         args.bag, args.out, parse_map(args.map), sample_rate=args.sample_rate, channels=args.channels
     )
-    print(f"{args.out}: {describe_counts(counts)}", file=sys.stderr)
+    print(f"{args.out}: {_describe(counts)}", file=sys.stderr)
     return 0
 
 
 def _export_ros2(args: argparse.Namespace) -> int:
-    from fusion_pipeline.ros2 import describe_counts, export_ros2
+    from fusion_pipeline.ros2 import export_ros2
 
     counts = export_ros2(args.logs, args.out, storage=args.storage)
-    print(f"{args.out}: {describe_counts(counts)}", file=sys.stderr)
+    print(f"{args.out}: {_describe(counts)}", file=sys.stderr)
+    return 0
+
+
+def _export_foxglove(args: argparse.Namespace) -> int:
+    from fusion_pipeline.foxglove import export_foxglove
+
+    counts = export_foxglove(args.logs, args.out)
+    print(f"{args.out}: {_describe(counts)}", file=sys.stderr)
     return 0

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,6 @@ __all__ = [
     "TopicMap",
     "export_ros2",
     "import_ros2",
-    "describe_counts",
     "parse_map",
     "typestore",
 ]
@@ -392,7 +391,3 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
     if skipped:
         log.info("not exported (no ROS 2 type): %s", skipped)
     return counts
-
-
-def describe_counts(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "nothing"

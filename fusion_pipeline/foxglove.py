@@ -1,0 +1,226 @@
+"""Export a log for Foxglove: an MCAP file of JSON messages with Foxglove's well-known schemas.
+
+``fusion-pipeline export-foxglove LOG.mcap [RESULTS.mcap ...] -o VIEW.mcap``:
+
+- camera ``image`` -> ``foxglove.RawImage`` (encoding rgb8); camera ``jpeg`` -> ``foxglove.CompressedImage``
+- lidar ``points`` (x, y, z, intensity) and radar ``detections`` (x, y, z, velocity, rcs) ->
+  ``foxglove.PointCloud`` (float32 fields, identity pose, in the message's frame_id)
+- results -> JSON (schema ``fusion_pipeline.Result``): stamp, class probabilities by name, position,
+  velocity, siren probability, presence and the stage stamps
+
+Messages use message_encoding ``json`` with ``jsonschema`` schemas, written here (no extra dependency);
+binary fields are base64 strings, as Foxglove's JSON encoding specifies. Audio and sets have no Foxglove
+panel that fits and are skipped (counted). Topic = "/" + stream name; log_time and publish_time are kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mcap.writer import CompressionType, Writer
+
+from fusion_pipeline.logfile import DEFAULT_CHUNK_BYTES, LogError, LogReader
+from fusion_pipeline.wire import Sample
+
+__all__ = ["SCHEMAS", "export_foxglove", "to_foxglove"]
+
+log = logging.getLogger(__name__)
+
+_TIME = {
+    "type": "object",
+    "properties": {"sec": {"type": "integer", "minimum": 0}, "nsec": {"type": "integer", "minimum": 0}},
+}
+_BYTES = {"type": "string", "contentEncoding": "base64"}
+_VECTOR3 = {"type": "object", "properties": {k: {"type": "number"} for k in "xyz"}}
+_QUATERNION = {"type": "object", "properties": {k: {"type": "number"} for k in "xyzw"}}
+
+#: JSON schemas of the messages written, following https://docs.foxglove.dev/docs/visualization/message-schemas
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "foxglove.RawImage": {
+        "title": "foxglove.RawImage",
+        "type": "object",
+        "properties": {
+            "timestamp": _TIME,
+            "frame_id": {"type": "string"},
+            "width": {"type": "integer"},
+            "height": {"type": "integer"},
+            "encoding": {"type": "string"},
+            "step": {"type": "integer"},
+            "data": _BYTES,
+        },
+    },
+    "foxglove.CompressedImage": {
+        "title": "foxglove.CompressedImage",
+        "type": "object",
+        "properties": {
+            "timestamp": _TIME,
+            "frame_id": {"type": "string"},
+            "data": _BYTES,
+            "format": {"type": "string"},
+        },
+    },
+    "foxglove.PointCloud": {
+        "title": "foxglove.PointCloud",
+        "type": "object",
+        "properties": {
+            "timestamp": _TIME,
+            "frame_id": {"type": "string"},
+            "pose": {"type": "object", "properties": {"position": _VECTOR3, "orientation": _QUATERNION}},
+            "point_stride": {"type": "integer"},
+            "fields": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "offset": {"type": "integer"},
+                        "type": {"type": "integer", "description": "foxglove.NumericType; 7 = FLOAT32"},
+                    },
+                },
+            },
+            "data": _BYTES,
+        },
+    },
+    "fusion_pipeline.Result": {
+        "title": "fusion_pipeline.Result",
+        "description": "one model result (docs/PROTOCOL.md section 8)",
+        "type": "object",
+        "properties": {
+            "timestamp": _TIME,
+            "class_probs": {"type": "object", "additionalProperties": {"type": "number"}},
+            "position": {"type": "array", "items": {"type": "number"}},
+            "velocity": {"type": "number"},
+            "siren_prob": {"type": "number"},
+            "presence": {"type": "object", "additionalProperties": {"type": "boolean"}},
+            "stamps": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "stages": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "provider": {"type": "string"},
+        },
+    },
+}
+
+_FLOAT32 = 7  # foxglove.NumericType.FLOAT32
+_CLOUD_FIELDS = {"lidar": ("x", "y", "z", "intensity"), "radar": ("x", "y", "z", "velocity", "rcs")}
+
+
+def _time(stamp_ns: int) -> dict[str, int]:
+    sec, nsec = divmod(max(stamp_ns, 0), 1_000_000_000)
+    return {"sec": sec, "nsec": nsec}
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode()
+
+
+def _cloud(sample: Sample, columns: np.ndarray, names: tuple[str, ...]) -> dict[str, Any]:
+    columns = np.ascontiguousarray(columns, dtype="<f4")
+    return {
+        "timestamp": _time(sample.stamp_ns),
+        "frame_id": sample.frame_id,
+        "pose": {"position": {"x": 0, "y": 0, "z": 0}, "orientation": {"x": 0, "y": 0, "z": 0, "w": 1}},
+        "point_stride": 4 * len(names),
+        "fields": [{"name": n, "offset": 4 * i, "type": _FLOAT32} for i, n in enumerate(names)],
+        "data": _b64(columns),
+    }
+
+
+def _result(sample: Sample) -> dict[str, Any]:
+    arrays, meta = sample.arrays, sample.meta
+    out: dict[str, Any] = {"timestamp": _time(sample.stamp_ns)}
+    if "class_probs" in arrays:
+        classes = meta.get("classes") or [str(i) for i in range(arrays["class_probs"].size)]
+        out["class_probs"] = {name: float(p) for name, p in zip(classes, arrays["class_probs"], strict=False)}
+    if "position" in arrays:
+        out["position"] = [float(v) for v in arrays["position"]]
+    for name in ("velocity", "siren_prob"):
+        if name in arrays and arrays[name].size:
+            out[name] = float(arrays[name].reshape(-1)[0])
+    if "presence" in arrays:
+        modalities = meta.get("modalities") or [str(i) for i in range(arrays["presence"].size)]
+        out["presence"] = {m: bool(p) for m, p in zip(modalities, arrays["presence"], strict=False)}
+    for key in ("stamps", "stages", "provider"):
+        if key in meta:
+            out[key] = meta[key]
+    return out
+
+
+def to_foxglove(sample: Sample) -> tuple[str, dict[str, Any]] | None:
+    """(schema name, JSON message) for one sample; None when Foxglove has no fitting schema."""
+    arrays = sample.arrays
+    if sample.modality == "camera" and "image" in arrays:
+        image = arrays["image"]
+        height, width = image.shape[:2]
+        message = {
+            "timestamp": _time(sample.stamp_ns),
+            "frame_id": sample.frame_id,
+            "width": width,
+            "height": height,
+            "encoding": "rgb8",
+            "step": 3 * width,
+            "data": _b64(image),
+        }
+        return "foxglove.RawImage", message
+    if sample.modality == "camera" and "jpeg" in arrays:
+        message = {
+            "timestamp": _time(sample.stamp_ns),
+            "frame_id": sample.frame_id,
+            "data": _b64(arrays["jpeg"]),
+            "format": "jpeg",
+        }
+        return "foxglove.CompressedImage", message
+    if sample.modality in _CLOUD_FIELDS:
+        name = "points" if sample.modality == "lidar" else "detections"
+        if name in arrays:
+            return "foxglove.PointCloud", _cloud(sample, arrays[name], _CLOUD_FIELDS[sample.modality])
+    if sample.modality == "result":
+        return "fusion_pipeline.Result", _result(sample)
+    return None
+
+
+def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
+    """Write every convertible message of `logs` to a Foxglove-ready MCAP; return counts per topic."""
+    counts: dict[str, int] = {}
+    skipped: dict[str, int] = {}
+    try:
+        stream = open(out, "wb")  # noqa: SIM115 - closed below, after the writer has finished
+    except OSError as exc:
+        raise LogError(f"{out}: cannot create: {exc.strerror}") from exc
+    with stream:
+        writer = Writer(stream, chunk_size=DEFAULT_CHUNK_BYTES, compression=CompressionType.ZSTD)
+        writer.start(profile="", library="fusion-pipeline export-foxglove")
+        schemas: dict[str, int] = {}
+        channels: dict[tuple[str, str], int] = {}
+        for path in logs:
+            for message in LogReader(path):
+                sample = message.sample
+                converted = to_foxglove(sample)
+                if converted is None:
+                    skipped[sample.stream] = skipped.get(sample.stream, 0) + 1
+                    continue
+                schema, payload = converted
+                if schema not in schemas:
+                    schemas[schema] = writer.register_schema(
+                        schema, "jsonschema", json.dumps(SCHEMAS[schema]).encode()
+                    )
+                topic = "/" + sample.stream
+                key = (topic, schema)
+                if key not in channels:
+                    channels[key] = writer.register_channel(topic, "json", schemas[schema])
+                writer.add_message(
+                    channels[key],
+                    log_time=message.log_time_ns,
+                    data=json.dumps(payload, default=str).encode(),
+                    publish_time=max(sample.stamp_ns, 0),
+                    sequence=sample.seq & 0xFFFFFFFF,
+                )
+                counts[topic] = counts.get(topic, 0) + 1
+        writer.finish()
+    if skipped:
+        log.info("not exported (no Foxglove schema): %s", skipped)
+    return counts

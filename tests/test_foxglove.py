@@ -1,0 +1,111 @@
+"""Foxglove export: well-known schema names, JSON encoding, binary data that decodes back to the arrays."""
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from mcap.reader import make_reader
+
+from fusion_pipeline.foxglove import SCHEMAS
+from fusion_pipeline.logfile import LogWriter
+from fusion_pipeline.wire import Sample
+
+ROOT = Path(__file__).parent.parent
+T0 = 1_700_000_000_123_456_789
+
+
+def test_export_foxglove(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (4, 6, 3), dtype=np.uint8)
+    points = rng.normal(size=(9, 4)).astype(np.float32)
+    detections = rng.normal(size=(2, 5)).astype(np.float32)
+    result_arrays = {
+        "class_probs": np.array([0.1, 0.2, 0.3, 0.25, 0.15], np.float32),
+        "position": np.array([12.5, -1.0], np.float32),
+        "velocity": np.array([-3.5], np.float32),
+        "siren_prob": np.array([0.75], np.float32),
+        "presence": np.array([1, 1, 0, 1], np.uint8),
+    }
+    result_meta = {
+        "classes": ["none", "car", "pedestrian", "cyclist", "emergency"],
+        "modalities": ["camera", "lidar", "radar", "audio"],
+        "stages": {"capture": T0, "publish": T0 + 5},
+        "provider": "CPUExecutionProvider",
+    }
+    samples = [
+        Sample("camera/front", "camera", 4, T0, {"image": image}, "camera_front", {"encoding": "rgb8"}),
+        Sample(
+            "camera/jpeg", "camera", 0, T0, {"jpeg": np.frombuffer(b"\xff\xd8jpegbytes", np.uint8)}, "cam"
+        ),
+        Sample("lidar/top", "lidar", 0, T0, {"points": points}, "lidar_top"),
+        Sample("radar/front", "radar", 0, T0, {"detections": detections}, "radar_front"),
+        Sample("audio/roof", "audio", 0, T0, {"samples": np.zeros((320, 1), np.float32)}, "mic"),
+        Sample("result/fused", "result", 0, T0, result_arrays, "", result_meta),
+    ]
+    with LogWriter(tmp_path / "log.mcap") as writer:
+        for i, sample in enumerate(samples):
+            writer.write(sample, T0 + 1000 + i)
+    out = tmp_path / "view.mcap"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fusion_pipeline.cli",
+            "export-foxglove",
+            str(tmp_path / "log.mcap"),
+            "-o",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    with open(out, "rb") as f:
+        got = {
+            channel.topic: (schema, channel, message, json.loads(message.data))
+            for schema, channel, message in make_reader(f).iter_messages()
+        }
+    assert set(got) == {
+        "/camera/front",
+        "/camera/jpeg",
+        "/lidar/top",
+        "/radar/front",
+        "/result/fused",
+    }  # no audio
+    for schema, channel, message, _ in got.values():
+        assert channel.message_encoding == "json" and schema.encoding == "jsonschema"
+        assert json.loads(schema.data) == SCHEMAS[schema.name]
+        assert message.publish_time == T0
+
+    schema, _, _, raw = got["/camera/front"]
+    assert schema.name == "foxglove.RawImage"
+    assert raw["timestamp"] == {"sec": 1_700_000_000, "nsec": 123_456_789}
+    assert (raw["width"], raw["height"], raw["step"], raw["encoding"]) == (6, 4, 18, "rgb8")
+    assert base64.b64decode(raw["data"]) == image.tobytes() and raw["frame_id"] == "camera_front"
+
+    schema, _, _, jpeg = got["/camera/jpeg"]
+    assert schema.name == "foxglove.CompressedImage" and jpeg["format"] == "jpeg"
+    assert base64.b64decode(jpeg["data"]) == b"\xff\xd8jpegbytes"
+
+    for topic, array, names in (
+        ("/lidar/top", points, ["x", "y", "z", "intensity"]),
+        ("/radar/front", detections, ["x", "y", "z", "velocity", "rcs"]),
+    ):
+        schema, _, _, cloud = got[topic]
+        assert schema.name == "foxglove.PointCloud"
+        assert [f["name"] for f in cloud["fields"]] == names and {f["type"] for f in cloud["fields"]} == {7}
+        assert cloud["point_stride"] == 4 * len(names)
+        data = np.frombuffer(base64.b64decode(cloud["data"]), "<f4").reshape(-1, len(names))
+        assert np.array_equal(data, array)
+
+    schema, _, _, result = got["/result/fused"]
+    assert schema.name == "fusion_pipeline.Result"
+    assert result["class_probs"]["pedestrian"] == np.float32(0.3).item()
+    assert result["presence"] == {"camera": True, "lidar": True, "radar": False, "audio": True}
+    assert result["position"] == [12.5, -1.0] and result["velocity"] == -3.5 and result["siren_prob"] == 0.75
+    assert result["stages"] == {"capture": T0, "publish": T0 + 5}
