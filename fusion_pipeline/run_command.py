@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--warmup",
         type=float,
         default=2.0,
-        help="leave results captured in the first S seconds out of the latency figures (%(default)s)",
+        help="leave results captured in the first S seconds after every node is up out of the latency "
+        "figures and the result ratio (%(default)s)",
     )
     p.set_defaults(func=_run)
 
@@ -81,7 +82,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"restarts {summary['restarts_total']}: "
         + (", ".join(f"{k} {v}" for k, v in summary["restarts"].items() if v) or "none"),
         "drops: " + ("; ".join(f"{node} {reasons}" for node, reasons in summary["drops"].items()) or "none"),
-        f"latency ms (results captured after the first {summary['warmup_s']:g} s):",
+        f"latency ms (results captured {summary['warmup_s']:g} s after every node was up):",
         f"  {'stage':<32} {'n':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}",
     ]
     for stage, p in summary["latency_ms"].items():

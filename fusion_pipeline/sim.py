@@ -31,7 +31,7 @@ from fusion_pipeline.contract import AUDIO_SAMPLE_RATE
 from fusion_pipeline.errors import FusionError
 from fusion_pipeline.world import World
 
-__all__ = ["Capture", "SensorSchedule", "SimError", "SimSettings", "render"]
+__all__ = ["Capture", "RenderLead", "SensorSchedule", "SimError", "SimSettings", "render"]
 
 NS_PER_S = 1_000_000_000
 
@@ -140,6 +140,32 @@ class SensorSchedule:
         skipped = first_current - self._next
         self._next = first_current
         return skipped
+
+
+class RenderLead:
+    """How long before its send time a capture should be rendered: twice a running mean of the render
+    cost plus a margin, at most one period.
+
+    Rendering just in time, rather than right after the previous send, keeps the simulators off the
+    CPU at the instant the pipeline works on the capture just sent (on a small machine the simulated
+    sensors would otherwise compete with the nodes they feed, which real sensors do not).
+    """
+
+    def __init__(self, period_ns: int, margin_ns: int = 3_000_000, weight: float = 0.2) -> None:
+        self.period_ns = period_ns
+        self.margin_ns = margin_ns
+        self.weight = weight
+        self.mean_ns: float | None = None
+
+    def update(self, render_ns: int) -> None:
+        self.mean_ns = (
+            render_ns if self.mean_ns is None else self.mean_ns + self.weight * (render_ns - self.mean_ns)
+        )
+
+    def lead_ns(self) -> int:
+        if self.mean_ns is None:
+            return self.period_ns  # nothing known yet: render at once
+        return min(self.period_ns, round(2 * self.mean_ns) + self.margin_ns)
 
 
 def render(

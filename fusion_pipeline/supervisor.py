@@ -50,6 +50,7 @@ __all__ = ["NodeSpec", "RestartPolicy", "Supervisor", "node_specs"]
 STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL after this long
 STATUS_PLAIN_S = 10.0  # status line period when stderr is not a terminal
 LOOP_MS = 100
+_NEVER = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ class Supervisor:
         poller.register(control, zmq.POLLIN)
         poller.register(results.socket, zmq.POLLIN)
         started = time.monotonic()
-        self.stats.since_ns = time.time_ns() + round(self.warmup_s * 1e9)
+        self.stats.since_ns = _NEVER  # set once every node is up (see _drain_heartbeats)
         self._log(
             f"run dir {self.run_dir}; {len(self.nodes)} nodes; config {self.config_path or '<embedded demo>'}"
         )
@@ -352,6 +353,11 @@ class Supervisor:
             node = by_name.get(name)
             if node is None or node.process is None or node.process.pid != pid:
                 continue  # a stale beat of a process already replaced
+            if self.stats.since_ns == _NEVER and all(
+                n.last_beat is not None or n is node for n in self.nodes
+            ):
+                # Every node is up: the warm-up starts now (imports and model loading are behind us).
+                self.stats.since_ns = time.time_ns() + round(self.warmup_s * 1e9)
             node.last_beat = now
             self.counters.update(name, pid, counters)
             if name == f"ingest:{self.config.sync.reference}" and beat.get("t_ns", 0) >= self.stats.since_ns:

@@ -4,9 +4,11 @@
 
 Renders the stream's sensor from the shared seeded world (fusion_pipeline.sim) and publishes each capture
 on the stream's endpoint at its send time, with a plain fusion_pipeline.transport.Publisher: the same
-bytes an external driver following docs/PROTOCOL.md sends. A capture is rendered ahead of its send time,
-so the simulator's own render cost adds no latency a real sensor would not have (``latency_ms`` models
-that). A driver that falls more than one period behind skips the captures it can no longer send on time.
+bytes an external driver following docs/PROTOCOL.md sends. A capture is rendered just ahead of its
+send time (fusion_pipeline.sim.RenderLead): the simulator's render cost adds no latency a real sensor
+would not have (``latency_ms`` models that), and it stays off the CPU while the pipeline processes the
+capture just sent. A driver that falls more than one period behind skips the captures it can no
+longer send on time.
 """
 
 from __future__ import annotations
@@ -16,13 +18,20 @@ import sys
 import time
 
 from fusion_pipeline.node import Heartbeat, node_arguments, stop_requested
-from fusion_pipeline.sim import SensorSchedule, SimError, SimSettings, render
+from fusion_pipeline.sim import RenderLead, SensorSchedule, SimError, SimSettings, render
 from fusion_pipeline.transport import Publisher
 from fusion_pipeline.world import World
 
 log = logging.getLogger("nodes.sensor_sim")
 
 SLEEP_SLICE_S = 0.05  # the longest sleep before checking for a stop request and beating
+
+
+def sleep_until(t_ns: int, heartbeat: Heartbeat, counts: dict[str, int]) -> None:
+    """Sleep until wall-clock `t_ns`, beating, and returning early on a stop request."""
+    while not stop_requested() and (wait := (t_ns - time.time_ns()) / 1e9) > 0:
+        heartbeat.beat(counts)
+        time.sleep(min(wait, SLEEP_SLICE_S))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx.endpoint(stream.endpoint), stream=stream.name, modality=stream.modality, frame_id=stream.frame_id
     )
     heartbeat = Heartbeat(ctx)
+    lead = RenderLead(schedule.period_ns)
     counts = {"published": 0, "dropped": 0, "outage": 0, "late": 0}
     log.info("%s at %g Hz -> %s (%s)", stream.modality, stream.rate_hz, publisher.last_endpoint, settings)
     try:
@@ -53,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
                 publisher.seq += 1
                 counts[capture.why] += 1
                 continue
+            sleep_until(capture.send_ns - lead.lead_ns(), heartbeat, counts)
+            started = time.perf_counter_ns()
             arrays, meta = render(world, stream, capture, schedule.chunk)
-            while not stop_requested() and (wait := (capture.send_ns - time.time_ns()) / 1e9) > 0:
-                heartbeat.beat(counts)
-                time.sleep(min(wait, SLEEP_SLICE_S))
+            lead.update(time.perf_counter_ns() - started)
+            sleep_until(capture.send_ns, heartbeat, counts)
             if stop_requested():
                 break
             publisher.publish(capture.stamp_ns, arrays, meta=meta)
