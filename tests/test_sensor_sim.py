@@ -16,7 +16,7 @@ from pipeline_harness import DEMO_TEXT, add_to_stream
 
 from fusion_pipeline.config import load_config, parse_config
 from fusion_pipeline.contract import AUDIO_SAMPLE_RATE
-from fusion_pipeline.sim import SensorSchedule, SimError, SimSettings, render
+from fusion_pipeline.sim import RenderLead, SensorSchedule, SimError, SimSettings, render
 from fusion_pipeline.transport import Subscriber
 from fusion_pipeline.world import World
 
@@ -178,3 +178,14 @@ def test_driver_process_publishes_the_world_in_real_time() -> None:
     arrivals = np.array([a for a, _ in received])
     assert np.median(np.diff(arrivals)) == pytest.approx(S / 20, rel=0.3)  # paced in real time
     assert not list(run_dir.glob("*.sock"))
+
+
+def test_render_lead_follows_the_render_cost_within_one_period() -> None:
+    lead = RenderLead(period_ns=33_000_000, margin_ns=3_000_000, weight=0.5)
+    assert lead.lead_ns() == 33_000_000  # unknown cost: render at once
+    lead.update(4_000_000)
+    assert lead.lead_ns() == 11_000_000  # twice the cost plus the margin
+    lead.update(2_000_000)
+    assert lead.lead_ns() == 9_000_000  # running mean 3 ms
+    lead.update(40_000_000)
+    assert lead.lead_ns() == 33_000_000  # never more than a period
