@@ -42,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     # keeps a full garbage collection from scanning it in the data path (tens of ms otherwise).
     gc.freeze()
     log.info("%s -> %s", stream.endpoint, sink.last_endpoint)
+    published = 0
+
+    def counters() -> dict[str, int]:
+        return {**source.counters(), **ingest.counters(), "published": published}
+
     try:
         while not stop_requested():
             sample = source.recv(timeout_ms=POLL_MS)
@@ -50,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
                 if out is not None:
                     out.meta["stages"]["ingest_out"] = time.time_ns()
                     sink.send(out)
-            heartbeat.beat({**source.counters(), **ingest.counters(), "published": ingest.produced})
+                    published += 1
+            heartbeat.beat(counters())
     finally:
-        heartbeat.beat({**source.counters(), **ingest.counters(), "published": ingest.produced}, force=True)
+        heartbeat.beat(counters(), force=True)
         heartbeat.close()
         sink.close()
         source.close()

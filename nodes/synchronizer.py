@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             if completed_by != "deadline":
                 added_ns.append(time.time_ns() - sync_in_ns)
 
-    def counters() -> dict[str, int]:
+    def counters() -> dict[str, float]:
         return {
             **source.counters(),
             **sync.counters.as_dict(),
