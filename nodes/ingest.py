@@ -41,11 +41,22 @@ def main(argv: list[str] | None = None) -> int:
     # Everything allocated so far (modules, config, sockets) lives as long as the process; freezing it
     # keeps a full garbage collection from scanning it in the data path (tens of ms otherwise).
     gc.freeze()
-    log.info("%s -> %s", stream.endpoint, sink.last_endpoint)
+    log.info("%s -> %s", ctx.endpoint(stream.endpoint), sink.last_endpoint)
     published = 0
+    reported: set[str] = set()
 
     def counters() -> dict[str, int]:
         return {**source.counters(), **ingest.counters(), "published": published}
+
+    def report_new_drop_reasons() -> None:
+        """Log the first message dropped for each reason; the counters carry the rest."""
+        for reason, error in [
+            *((f"malformed_{r}", source.last_error) for r in source.malformed),
+            *((f"schema_{r}", ingest.last_error) for r in ingest.rejected),
+        ]:
+            if reason not in reported:
+                reported.add(reason)
+                log.warning("dropping a message (%s, further ones only counted): %s", reason, error)
 
     try:
         while not stop_requested():
@@ -56,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                     out.meta["stages"]["ingest_out"] = time.time_ns()
                     sink.send(out)
                     published += 1
+            if len(reported) < len(source.malformed) + len(ingest.rejected):
+                report_new_drop_reasons()
             heartbeat.beat(counters())
     finally:
         heartbeat.beat(counters(), force=True)
