@@ -110,10 +110,11 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     sets = sync.add(sample.stream, sample.stamp_ns, builder.payload(sample))
                     emit(sets, now, sample.stream)
-                except InputError as exc:
-                    rejected[exc.reason] += 1
-                except SyncError:
-                    rejected["sync_refused"] += 1
+                except (InputError, SyncError) as exc:
+                    reason = exc.reason if isinstance(exc, InputError) else "sync_refused"
+                    if not rejected[reason]:
+                        log.warning("refusing a message (%s, further ones only counted): %s", reason, exc)
+                    rejected[reason] += 1
             if live:
                 emit(sync.tick(time.time_ns()), now, "deadline")
             if now >= next_beat_ns:  # build the counters only when a beat is due
