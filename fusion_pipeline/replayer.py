@@ -11,11 +11,13 @@ Every driver socket is a lossless publisher (XPUB, no drop): an ingest node that
 replayer instead of losing messages. With ``graph`` (a pipeline consumes the replay) two more gates make
 the replay deterministic and lossless end to end:
 
-- ordered delivery: a message is sent only once the previous one has come out of its ingest node (the
-  replayer subscribes to the ingest endpoints and matches ``meta.source_seq``). Ingest nodes are separate
-  processes that take different times per message, so without this gate the synchronizer would see the
-  streams interleaved by processing time instead of log order, and its event-time deadlines (which
-  advance with the newest stamp of ANY stream) would cut different sets at different speeds.
+- ordered delivery: a message is sent only once every earlier message of another stamp has come out of
+  its ingest node (the replayer subscribes to the ingest endpoints and matches ``meta.source_seq``).
+  Ingest nodes are separate processes that take different times per message, so without this gate the
+  synchronizer would see the streams interleaved by processing time instead of log order, and its
+  event-time deadlines (which advance with the newest stamp of ANY stream) would cut different sets at
+  different speeds. Messages with equal stamps (sensors on a common clock grid) go out together: in
+  whatever order they arrive, none is older than what the synchronizer has seen, so none can miss a set.
 - credits (as fast as possible only): at most ``window`` reference-stream messages are in flight without
   their result. The synchronizer and inference keep only the newest set when behind; with window 1 at
   most one set ever waits for inference, so none is skipped.
@@ -247,7 +249,7 @@ class Replayer:
         self._subscribers = subscribers
         self.reference = config.sync.reference or min(config.streams, key=lambda s: s.rate_hz).name
         self._echo: Subscriber | None = None
-        self._in_flight: set[tuple[str, int]] = set()
+        self._in_flight: dict[tuple[str, int], int] = {}  # (stream, seq) -> stamp_ns, sent, not yet echoed
         if settings.graph:
             self._echo = Subscriber(
                 [config.ingest_endpoint(t, run_dir) for t in sorted(set(self.plan.values()))],
@@ -351,7 +353,7 @@ class Replayer:
     def _send(self, sample: Sample) -> None:
         settings = self.settings
         is_reference = sample.stream == self.reference
-        self._await_echo()
+        self._await_echo(sample.stamp_ns)
         if settings.rate is None and settings.graph and is_reference:
             self._await_credit()
         self._publishers[sample.stream].send(sample)
@@ -360,17 +362,18 @@ class Replayer:
             self.report.lateness_ns.append(time.monotonic_ns() - self._target)
         self.report.sent[sample.stream] = self.report.sent.get(sample.stream, 0) + 1
         if self._echo is not None:
-            self._in_flight.add((sample.stream, sample.seq))
+            self._in_flight[sample.stream, sample.seq] = sample.stamp_ns
         if is_reference:
             self._reference_sent += 1
         self._take_results(0)
 
-    def _await_echo(self) -> None:
-        """Hold the next message until ingest has published every message sent before it."""
+    def _await_echo(self, stamp_ns: int) -> None:
+        """Hold a message stamped `stamp_ns` until ingest has published every earlier message of another
+        stamp."""
         if self._echo is None:
             return
         deadline = time.monotonic() + self.settings.gate_timeout_s
-        while self._in_flight:
+        while any(stamp != stamp_ns for stamp in self._in_flight.values()):
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             echo = self._echo.recv(timeout_ms=max(0, remaining_ms))
             if echo is None:
@@ -382,7 +385,7 @@ class Replayer:
                 )
                 self._in_flight.clear()
                 return
-            self._in_flight.discard((echo.stream, echo.meta.get("source_seq")))
+            self._in_flight.pop((echo.stream, echo.meta.get("source_seq")), None)
 
     def _await_credit(self) -> None:
         """Hold a reference message until fewer than `window` reference messages lack their result."""
