@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import mcap.writer
 import msgpack
 import zstandard
 from mcap.exceptions import McapError
@@ -72,6 +73,10 @@ FILE_METADATA = "fusion_pipeline"
 REPORT_METADATA = "fusion_pipeline.report"
 #: Uncompressed bytes per chunk: bounds both what kill -9 can lose and the reader's memory per chunk.
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
+
+#: zstd level of the chunks. The mcap writer compresses at zstandard's default (3); level 1 compresses sensor
+#: data about twice as fast for a 10 % bigger file, and a recorder must keep up with the sensors first.
+ZSTD_LEVEL = 1
 
 _BIN32 = b"\xc6"
 _UINT32_MAX = 2**32 - 1
@@ -166,6 +171,21 @@ def split_paths(path: str | Path, index: int) -> Path:
     """Name of part `index` of a split recording: ``run.mcap`` -> ``run_000.mcap``."""
     path = Path(path)
     return path.with_name(f"{path.stem}_{index:03d}{path.suffix or '.mcap'}")
+
+
+class _ZstdLevel:
+    """What mcap.writer uses of the zstandard module (``compress``), at ZSTD_LEVEL.
+
+    mcap's Writer has no compression-level option: it calls ``zstandard.compress`` through its module
+    global, which this module points here, for every mcap Writer in the process (the Foxglove export's
+    too). ``zstandard.compress`` with a level is a pure function, safe from any thread."""
+
+    @staticmethod
+    def compress(data: bytes) -> bytes:
+        return zstandard.compress(data, level=ZSTD_LEVEL)
+
+
+mcap.writer.zstandard = _ZstdLevel  # type: ignore[attr-defined]
 
 
 class _DirectFile:
