@@ -258,8 +258,9 @@ class Ingest:
         return out
 
     def counters(self) -> dict[str, int]:
-        """Flat counters for heartbeats: schema_<reason> and the seq counters."""
+        """Flat counters for heartbeats: produced, schema_<reason> and the seq counters."""
         return {
+            "produced": self.produced,
             **{f"schema_{reason}": n for reason, n in sorted(self.rejected.items())},
             **self.seq.counters(),
         }
