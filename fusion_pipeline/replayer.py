@@ -155,9 +155,10 @@ class ReplayReport:
             )
         if self.results:
             lines.append(f"  results received: {self.results}")
-        if self.credit_stalls:
+        if self.credit_stalls or self.echo_stalls:
             lines.append(
-                f"  credit stalls (a reference message gave no result in time): {self.credit_stalls}"
+                f"  gate stalls (each waited the gate timeout): {self.echo_stalls} messages not seen out of "
+                f"ingest, {self.credit_stalls} reference messages without a result"
             )
         return "\n".join(lines)
 
@@ -305,8 +306,10 @@ class Replayer:
                     bar.update()
                 if first is None or last is None:
                     break
-                report.passes += 1
                 report.log_s += (last - first) / 1e9
+                if stop():
+                    break
+                report.passes += 1
                 if not settings.loop:
                     break
                 shift.next(last - first)
