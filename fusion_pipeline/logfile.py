@@ -61,7 +61,7 @@ __all__ = [
     "LogWriter",
     "SplitPolicy",
     "pack_record",
-    "split_paths",
+    "part_path",
     "unpack_record",
 ]
 
@@ -167,7 +167,7 @@ class SplitPolicy:
         return self.max_bytes is not None or self.max_duration_ns is not None
 
 
-def split_paths(path: str | Path, index: int) -> Path:
+def part_path(path: str | Path, index: int) -> Path:
     """Name of part `index` of a split recording: ``run.mcap`` -> ``run_000.mcap``."""
     path = Path(path)
     return path.with_name(f"{path.stem}_{index:03d}{path.suffix or '.mcap'}")
@@ -340,7 +340,7 @@ class LogWriter:
         return part
 
     def _open_part(self) -> None:
-        path = split_paths(self.path, len(self.paths)) if self.split.enabled else self.path
+        path = part_path(self.path, len(self.paths)) if self.split.enabled else self.path
         file = _DirectFile(path)
         writer = Writer(file, chunk_size=self.chunk_bytes, compression=CompressionType.ZSTD)  # type: ignore[arg-type]
         writer.start(profile="", library=LOG_FORMAT)

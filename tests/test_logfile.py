@@ -16,7 +16,7 @@ from fusion_pipeline.logfile import (
     LogWriter,
     SplitPolicy,
     pack_record,
-    split_paths,
+    part_path,
     unpack_record,
 )
 from fusion_pipeline.wire import Limits, Sample, encode
@@ -24,7 +24,14 @@ from fusion_pipeline.wire import Limits, Sample, encode
 
 def _lidar(seq: int, n: int = 5) -> Sample:
     points = np.arange(n * 4, dtype=np.float32).reshape(n, 4) + seq
-    return Sample("lidar/top", "lidar", seq, 1_700_000_000_000_000_000 + seq * 100_000_000, {"points": points}, "lidar_top")
+    return Sample(
+        "lidar/top",
+        "lidar",
+        seq,
+        1_700_000_000_000_000_000 + seq * 100_000_000,
+        {"points": points},
+        "lidar_top",
+    )
 
 
 def _camera(seq: int) -> Sample:
@@ -37,7 +44,10 @@ def _same(a: Sample, b: Sample) -> bool:
         (a.stream, a.modality, a.seq, a.stamp_ns, a.frame_id, a.meta)
         == (b.stream, b.modality, b.seq, b.stamp_ns, b.frame_id, b.meta)
         and list(a.arrays) == list(b.arrays)
-        and all(a.arrays[k].dtype == b.arrays[k].dtype and np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays)
+        and all(
+            a.arrays[k].dtype == b.arrays[k].dtype and np.array_equal(a.arrays[k], b.arrays[k])
+            for k in a.arrays
+        )
     )
 
 
@@ -61,7 +71,9 @@ def test_unpack_accepts_any_bin_width_and_returns_readonly_views() -> None:
     sample = _lidar(1, n=2)
     frames = encode(sample)
     # Written by a third-party msgpack encoder: bin 8 for the 32-byte buffer.
-    data = msgpack.packb([msgpack.unpackb(bytes(frames[1])), sample.arrays["points"].tobytes()], use_bin_type=True)
+    data = msgpack.packb(
+        [msgpack.unpackb(bytes(frames[1])), sample.arrays["points"].tobytes()], use_bin_type=True
+    )
     assert data[-34] == 0xC4
     back = unpack_record("lidar/top", data)
     assert _same(back, sample)
@@ -138,7 +150,7 @@ def test_split_by_size_and_duration(tmp_path: Path) -> None:
         by_size.write(_camera(i), i)  # ~2.3 kB each before compression
     by_size.close()
     assert len(by_size.paths) > 2
-    assert by_size.paths[0] == split_paths(tmp_path / "s.mcap", 0) == tmp_path / "s_000.mcap"
+    assert by_size.paths[0] == part_path(tmp_path / "s.mcap", 0) == tmp_path / "s_000.mcap"
     back = list(LogReader(by_size.paths))
     assert [m.sample.seq for m in back] == list(range(30))
 
