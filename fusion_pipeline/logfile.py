@@ -43,6 +43,7 @@ from mcap.exceptions import McapError
 from mcap.reader import make_reader
 from mcap.records import Channel, Message, Metadata
 from mcap.stream_reader import StreamReader
+from mcap.summary import Summary
 from mcap.writer import CompressionType, Writer
 
 from fusion_pipeline.errors import FusionError
@@ -360,6 +361,15 @@ class LogWriter:
         return channel
 
 
+def _summary(path: Path) -> Summary | None:
+    """The MCAP summary (channels, statistics) at the end of a finished file; None if it has none."""
+    try:
+        with open(path, "rb") as f:
+            return make_reader(f).get_summary()
+    except (McapError, struct.error, ValueError, OSError):
+        return None
+
+
 @dataclass
 class LogMessage:
     """One message read back: the sample and the time the recorder received it."""
@@ -404,11 +414,15 @@ class LogReader:
         return [f"{f.path}: {f.error}" for f in self.files if not f.complete]
 
     def scan_streams(self) -> dict[str, dict[str, str]]:
-        """Channel metadata of every stream in the logs (reads channel records only)."""
+        """Channel metadata of every stream in the logs: from a file's summary when it has one, else by
+        reading the file through (a recording cut short)."""
         for path in self.paths:
-            for record in self._records(_FileState(path)):
-                if isinstance(record, Channel):
-                    self._add_channel(record, path)
+            summary = _summary(path)
+            channels = summary.channels.values() if summary is not None else None
+            if channels is None:
+                channels = [r for r in self._records(_FileState(path)) if isinstance(r, Channel)]
+            for channel in channels:
+                self._add_channel(channel, path)
         return self.streams
 
     def count(self, streams: Iterable[str] | None = None) -> int | None:
@@ -417,11 +431,7 @@ class LogReader:
         wanted = None if streams is None else set(streams)
         total = 0
         for path in self.paths:
-            try:
-                with open(path, "rb") as f:
-                    summary = make_reader(f).get_summary()
-            except (McapError, struct.error, ValueError, OSError):
-                return None
+            summary = _summary(path)
             if summary is None or summary.statistics is None:
                 return None
             topics = {c.id: c.topic for c in summary.channels.values()}

@@ -177,6 +177,7 @@ def test_truncated_file_reads_up_to_its_last_whole_chunk(tmp_path: Path) -> None
         assert seqs == list(range(len(seqs))) and 0 < len(seqs) <= 60
         assert len(reader.truncated) == 1 and str(part) in reader.truncated[0]
         assert reader.count() is None
+        assert list(LogReader(part).scan_streams()) == ["camera/front"]  # no summary: found by reading
 
 
 def test_reader_refuses_foreign_files_clearly(tmp_path: Path) -> None:
