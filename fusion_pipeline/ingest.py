@@ -15,8 +15,16 @@ The ingest node of stream S feeds every decoded wire message (see fusion_pipelin
    which stays a float32 frames x channels chunk, because the synchronizer cuts the window first.
 
 Every rejection is counted under a reason from SCHEMA_REASONS (or the seq counters); nothing here
-raises for bad input. The output sample has ingest's own seq; the driver's is kept in
-meta["source_seq"], and meta["stages"]["ingest_in"] is the arrival time the caller passed.
+raises for bad input.
+
+A node that falls behind a discrete stream (camera, lidar, radar) should skip to the newest message,
+as sensor data is perishable: a frame that waited in a queue would only miss its set. It passes the
+number it skipped to :meth:`Ingest.process`, so the seq counters tell skipped (ours) from lost
+(upstream). Audio is continuous: a skipped chunk would be a hole in every window over it, so it is
+always taken in full (:attr:`Ingest.drain_newest` is False).
+
+The output sample has ingest's own seq; the driver's is kept in meta["source_seq"], and
+meta["stages"]["ingest_in"] is the arrival time the caller passed.
 """
 
 from __future__ import annotations
@@ -190,8 +198,9 @@ class SeqTracker:
         self.out_of_order = 0
         self.restarts = 0
 
-    def accept(self, seq: int, arrival_ns: int) -> bool:
-        """Whether to use the message; counts what it says about the stream."""
+    def accept(self, seq: int, arrival_ns: int, skipped: int = 0) -> bool:
+        """Whether to use the message; counts what it says about the stream. `skipped` messages
+        were received before it and deliberately not looked at: they account for part of a gap."""
         last = self.last_seq
         if last is not None and seq <= last:
             if arrival_ns - self._last_arrival_ns <= self.restart_timeout_ns:
@@ -201,9 +210,9 @@ class SeqTracker:
                     self.out_of_order += 1
                 return False
             self.restarts += 1
-        elif last is not None and seq > last + 1:
+        elif last is not None and seq - last - 1 > skipped:
             self.gaps += 1
-            self.lost += seq - last - 1
+            self.lost += seq - last - 1 - skipped
         self.last_seq = seq
         self._last_arrival_ns = arrival_ns
         return True
@@ -229,11 +238,17 @@ class Ingest:
         self.produced = 0
         self.last_error = ""
 
-    def process(self, sample: Sample, arrival_ns: int) -> Sample | None:
-        """The model-ready sample for `sample`, or None when it is dropped (and counted)."""
+    @property
+    def drain_newest(self) -> bool:
+        """Whether a node that fell behind may skip to the newest message (discrete streams only)."""
+        return self.config.modality != "audio"
+
+    def process(self, sample: Sample, arrival_ns: int, skipped: int = 0) -> Sample | None:
+        """The model-ready sample for `sample`, or None when it is dropped (and counted); `skipped`
+        is how many messages the caller passed over to get to this one."""
         try:
             self._check_identity(sample)
-            if not self.seq.accept(sample.seq, arrival_ns):
+            if not self.seq.accept(sample.seq, arrival_ns, skipped):
                 return None
             payload = check_payload(sample, self.config, self.limits)
             stamp_ns = self._corrected_stamp(sample.stamp_ns)

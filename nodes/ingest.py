@@ -2,10 +2,11 @@
 
     python -m nodes.ingest --config PATH --run-dir DIR --stream NAME
 
-Subscribes to the stream's driver endpoint with the stream's receive limits, runs every valid wire
+Subscribes to the stream's driver endpoint with the stream's receive limits, runs each valid wire
 message through fusion_pipeline.ingest.Ingest (stream and schema checks, seq tracking, offset,
-preprocessing) and publishes the result on the stream's ingest endpoint. Malformed and refused
-messages are counted by reason in the heartbeat, never fatal.
+preprocessing) and publishes the result on the stream's ingest endpoint. When it falls behind a
+camera, lidar or radar it skips to the newest message (counted as skipped); audio it takes in full.
+Malformed and refused messages are counted by reason in the heartbeat, never fatal.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     # keeps a full garbage collection from scanning it in the data path (tens of ms otherwise).
     gc.freeze()
     log.info("%s -> %s", ctx.endpoint(stream.endpoint), sink.last_endpoint)
+    # Behind on a discrete stream: skip to the newest frame (counted); audio: every chunk, in order.
+    receive = source.recv_newest if ingest.drain_newest else source.recv
     published = 0
     reported: set[str] = set()
 
@@ -60,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         while not stop_requested():
-            sample = source.recv(timeout_ms=POLL_MS)
+            skipped = source.skipped
+            sample = receive(timeout_ms=POLL_MS)
             if sample is not None:
-                out = ingest.process(sample, time.time_ns())
+                out = ingest.process(sample, time.time_ns(), source.skipped - skipped)
                 if out is not None:
                     out.meta["stages"]["ingest_out"] = time.time_ns()
                     sink.send(out)

@@ -241,3 +241,20 @@ def test_duplicates_are_dropped_before_any_decoding_work() -> None:
     bad_dup = _sample("camera/front", 7, meta={"encoding": "jpeg"}, jpeg=np.zeros(4, np.uint8))
     assert ingest.process(bad_dup, 1) is None
     assert ingest.counters()["duplicates"] == 1 and not ingest.rejected
+
+
+def test_messages_the_node_skipped_are_not_counted_as_lost() -> None:
+    tracker = SeqTracker(restart_timeout_ns=500 * MS)
+    assert tracker.accept(10, 0)
+    assert tracker.accept(14, 1, skipped=3)  # 11..13 were drained unread by the node: none lost
+    assert tracker.accept(20, 2, skipped=2)  # 2 of 15..19 skipped, 3 lost upstream
+    assert tracker.counters()["seq_gaps"] == 1 and tracker.counters()["seq_lost"] == 3
+
+
+def test_only_discrete_streams_may_drain_to_the_newest_message() -> None:
+    drain = {s.name: Ingest(s).drain_newest for s in CONFIG.streams}
+    assert drain == {"camera/front": True, "lidar/top": True, "radar/front": True, "audio/roof": False}
+    ingest = Ingest(CONFIG.stream("lidar/top"))
+    ingest.process(_sample("lidar/top", 0, points=POINTS), 0)
+    assert ingest.process(_sample("lidar/top", 5, points=POINTS), 1, skipped=4) is not None
+    assert ingest.counters()["seq_lost"] == 0

@@ -26,13 +26,26 @@ POINTS = np.column_stack([np.linspace(1, 60, 300), np.zeros(300), np.full(300, -
 )
 
 
-class Rig:
-    """One ingest node between a driver socket (ours) and an output subscriber (ours)."""
+def _consumed(counters: dict) -> int:
+    """Messages the node took off its socket: decoded, skipped (drain-newest) or malformed."""
+    malformed = sum(v for k, v in counters.items() if k.startswith("malformed_"))
+    return counters.get("received", 0) + counters.get("skipped", 0) + malformed
 
-    def __init__(self, run_dir: Path, config: Path, stream: str) -> None:
+
+class Rig:
+    """One ingest node between a driver socket (ours) and an output subscriber (ours).
+
+    After connecting, each message is sent only once the node's heartbeats show it took the one
+    before: a node behind on a camera or lidar skips to the newest message, and this test wants
+    every message looked at, however slow this shared machine is at the moment.
+    """
+
+    def __init__(self, run_dir: Path, config: Path, stream: str, control: Control) -> None:
         self.stream = load_config(config).stream(stream)
         self.config = load_config(config)
+        self.control = control
         self.node = f"ingest:{stream}"
+        self.expected: int | None = None  # messages the node has taken, once connected
         self.driver = Publisher(
             self.config.endpoint(self.stream.endpoint, run_dir), stream=stream, modality=self.stream.modality
         )
@@ -48,7 +61,9 @@ class Rig:
 
     def send_raw(self, frames: list) -> None:
         send_frames(self.driver.socket, frames)
-        time.sleep(0.02)  # stay far below both sockets' HWM of 8
+        if self.expected is not None:
+            self.expected += 1
+            self.control.wait_for(self.node, lambda c: _consumed(c) >= self.expected)
 
     def connect(self, valid: dict[str, np.ndarray], meta: dict | None = None) -> int:
         """Send valid messages until one comes out (PUB/SUB slow joiners); return the last seq sent."""
@@ -60,9 +75,24 @@ class Rig:
                 time.sleep(0.1)
                 while self.out.recv(timeout_ms=50) is not None:
                     pass
+                self._settle()
                 return seq
             seq += 1
         raise AssertionError(f"{self.node}: no output within 10 s")
+
+    def _settle(self) -> None:
+        """Wait until two heartbeats 250 ms apart agree on what the node took (it beats every 100 ms)."""
+        last = None
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            self.control.poll()
+            now = _consumed(self.control.latest.get(self.node, {}))
+            if now == last:
+                self.expected = now
+                return
+            last = now
+        raise AssertionError(f"{self.node}: heartbeats never settled")
 
     def outputs(self, count: int) -> list[Sample]:
         got = []
@@ -92,14 +122,11 @@ def test_lidar_ingest_counts_bad_frames_tracks_seq_and_applies_offset(
     ipc_dir: Path, control: Control
 ) -> None:
     config = write_config(ipc_dir / "c.toml", ["lidar"], {"lidar": "offset_ms = 5\n"})
-    rig = Rig(ipc_dir, config, "lidar/top")
+    rig = Rig(ipc_dir, config, "lidar/top", control)
     node = start_node("ingest", config, ipc_dir, "--stream", "lidar/top")
     with running(node):
         last = rig.connect({"points": POINTS})
-        before = control.wait_for(rig.node, lambda c: c["published"] >= 1)
-        time.sleep(0.3)
-        control.poll()
-        before = control.latest[rig.node]
+        before = dict(control.latest[rig.node])  # settled by connect()
         topic = b"lidar/top"
         # Malformed on the wire: bad msgpack, an unknown version, a buffer shorter than declared.
         rig.send_raw([topic, b"\xc1\x00"])
@@ -168,7 +195,8 @@ def _jpeg(image: np.ndarray) -> np.ndarray:
 
 def test_camera_and_audio_ingest_decode_convert_and_refuse(ipc_dir: Path, control: Control) -> None:
     config = write_config(ipc_dir / "c.toml", ["camera", "audio"])
-    camera, audio = Rig(ipc_dir, config, "camera/front"), Rig(ipc_dir, config, "audio/roof")
+    camera = Rig(ipc_dir, config, "camera/front", control)
+    audio = Rig(ipc_dir, config, "audio/roof", control)
     nodes = [start_node("ingest", config, ipc_dir, "--stream", s) for s in ("camera/front", "audio/roof")]
     image = np.zeros((240, 320, 3), np.uint8)
     image[:, 160:] = 255  # right half white
