@@ -12,6 +12,7 @@ fusion-pipeline export-foxglove LOG.mcap [RESULTS.mcap ...] -o VIEW.mcap
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import signal
@@ -127,6 +128,21 @@ def _run_dir(config: Config, given: Path | None, command: str) -> Path:
     raise LogError(f"{command}: give --run-dir (the running pipeline's run directory); the config has none")
 
 
+class _Console(io.TextIOBase):
+    """The replay graph's log lines, printed above the progress bar instead of through it."""
+
+    def write(self, text: str) -> int:
+        from tqdm import tqdm
+
+        for line in text.splitlines():
+            if line.strip():
+                tqdm.write(line, file=sys.stderr)
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False  # the supervisor then prints plain status lines, not one refreshed in place
+
+
 def _stop_on_signals() -> list[bool]:
     stopped = [False]
 
@@ -179,6 +195,7 @@ def _parse_remap(pairs: list[str]) -> dict[str, str]:
 
 def _replay(args: argparse.Namespace) -> int:
     from fusion_pipeline.replayer import Replayer, ReplaySettings
+    from fusion_pipeline.run_command import format_summary
 
     config = load_config(args.config)
     settings = ReplaySettings(
@@ -205,7 +222,7 @@ def _replay(args: argparse.Namespace) -> int:
         from fusion_pipeline.run_command import preflight
 
         preflight(config)
-        graph = ReplayGraph(config, args.config)
+        graph = ReplayGraph(config, args.config, out=_Console())
         run_dir = graph.run_dir
         graph.start()
     summary: dict = {}
@@ -221,6 +238,8 @@ def _replay(args: argparse.Namespace) -> int:
             summary = graph.finish()
         if replayer is not None:
             replayer.close()
+    if summary:
+        print(format_summary(summary), file=sys.stderr)
     print(report.summary(), file=sys.stderr)
     for problem in reader.truncated:
         print(f"  log cut short: {problem}", file=sys.stderr)

@@ -174,8 +174,12 @@ def _cloud(msg: Any, where: str, names: Sequence[str], optional: Sequence[str]) 
             raise Ros2Error(
                 f"{where}: PointCloud2 field {name!r} must be one float32 (datatype {field.datatype})"
             )
+        if field.offset + 4 > msg.point_step:
+            raise Ros2Error(
+                f"{where}: PointCloud2 field {name!r} at offset {field.offset} overruns point_step"
+            )
     present = [n for n in names if n in fields]
-    # A structured view with the cloud's own offsets and point_step reads any layout without copying.
+    # A structured dtype with the cloud's own offsets and point_step reads any field order and padding.
     dtype = np.dtype(
         {
             "names": present,
