@@ -274,9 +274,10 @@ class ModelRuntime:
         inputs = {}
         for name, zeros in self._zeros.items():
             array = arrays.get(name)
-            if array is not None and array.shape != zeros.shape[1:]:
+            if array is not None and (array.shape, array.dtype) != (zeros.shape[1:], zeros.dtype):
                 raise ContractError(
-                    f"set array {name!r} has shape {array.shape}, the model takes {zeros.shape[1:]}"
+                    f"set array {name!r} is {array.dtype} {array.shape}, the model takes float32 "
+                    f"{zeros.shape[1:]}"
                 )
             inputs[name] = zeros if array is None else array[None]
         if len(presence) != len(MODALITIES):

@@ -5,13 +5,15 @@ exactly as an external driver following docs/PROTOCOL.md would. All simulated se
 `World` (seed ``streams[].sim.seed``, start at the UNIX epoch), so separate processes agree on every actor
 without talking to each other, and the scene changes every ``WorldConfig.episode_s`` (4 s).
 
-Captures sit on a grid of the stream's period counted from the epoch, so a restarted driver continues the
-same grid, and consecutive audio chunks (1 / rate_hz s each, stamped with their first sample) join
+Captures sit on a grid of the stream's period counted from the epoch (SensorSchedule), so a restarted
+driver continues the same grid, sensors whose rates divide each other capture at the same instants,
+and consecutive audio chunks (1 / rate_hz s each, stamped with their first sample) join
 exactly. Settings, all optional, in ``[streams.sim]``:
 
 - ``seed`` (int, default 0): world seed; give every simulated stream the same one.
 - ``latency_ms`` (>= 0): sending happens this long after capture, so the stamp is earlier than the send.
 - ``jitter_ms`` (>= 0): the send delay varies uniformly by +- jitter_ms around latency_ms (never < 0).
+- ``phase_ms`` (0 .. one period): capture this long after the common grid (unsynchronized sensors).
 - ``drop_prob`` (0..1): a capture is lost in transport with this probability; its seq is skipped, so
   the receiver sees a gap.
 - ``outage = {start_s, duration_s}``: the sensor sends nothing for duration_s, start_s after the driver
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -46,6 +49,7 @@ class SimSettings:
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     drop_prob: float = 0.0
+    phase_ms: float = 0.0
     outage_start_s: float | None = None
     outage_duration_s: float = 0.0
 
@@ -55,7 +59,7 @@ class SimSettings:
         raw: dict[str, Any] = dict(stream.sim)
         where = f"streams[{stream.name}].sim"
         outage = raw.pop("outage", None)
-        known = {"seed", "latency_ms", "jitter_ms", "drop_prob"}
+        known = {"seed", "latency_ms", "jitter_ms", "drop_prob", "phase_ms"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise SimError(f"{where}: unknown keys {unknown}; known: {sorted(known | {'outage'})}")
@@ -69,6 +73,8 @@ class SimSettings:
         for key in ("latency_ms", "jitter_ms"):
             if values.get(key, 0) < 0:
                 raise SimError(f"{where}.{key}: must be >= 0, got {values[key]}")
+        if not 0 <= values.get("phase_ms", 0) < 1000 / stream.rate_hz:
+            raise SimError(f"{where}.phase_ms: must be in [0, one period), got {values['phase_ms']}")
         if not 0 <= values.get("drop_prob", 0) <= 1:
             raise SimError(f"{where}.drop_prob: must be in [0, 1], got {values['drop_prob']}")
         if outage is not None:
@@ -101,26 +107,42 @@ class Capture:
 class SensorSchedule:
     """The capture stamps and send times of one simulated sensor from `start_ns` on.
 
-    Pure: the caller reads the clock, sleeps until `Capture.send_ns`, then publishes.
+    Capture k of a sensor at rate_hz is stamped floor(k * 1e9 / rate_hz) ns after the epoch, plus the
+    sensor's phase: sensors with commensurate rates capture at the same instants (as sensors on one
+    trigger or PTP time base do), whatever the date, so runs are alike. Pure: the caller reads the
+    clock, sleeps until `Capture.send_ns`, then publishes.
     """
 
     def __init__(self, stream: StreamConfig, settings: SimSettings, start_ns: int) -> None:
         self.settings = settings
-        if stream.modality == "audio":
-            self.chunk = round(AUDIO_SAMPLE_RATE / stream.rate_hz)
-            self.period_ns = self.chunk * NS_PER_S // AUDIO_SAMPLE_RATE
-        else:
-            self.chunk = 0
-            self.period_ns = round(NS_PER_S / stream.rate_hz)
-        self._next = -(-start_ns // self.period_ns)  # index of the first grid point at or after start
+        rate = Fraction(stream.rate_hz).limit_denominator(1000)
+        self._num, self._den = NS_PER_S * rate.denominator, rate.numerator  # stamp_k = k * num // den
+        self.period_ns = self._num // self._den
+        self.chunk = round(AUDIO_SAMPLE_RATE / stream.rate_hz) if stream.modality == "audio" else 0
+        phase = round(settings.phase_ms * 1e6)
+        if stream.modality == "audio":  # keep the first sample of every chunk on the world's sample grid
+            sample_ns = NS_PER_S // AUDIO_SAMPLE_RATE
+            phase = phase // sample_ns * sample_ns
+        self.phase_ns = phase
+        self._next = self._index_at(start_ns)
         self._rng = np.random.default_rng([settings.seed, zlib.crc32(stream.name.encode())])
         self._outage: tuple[int, int] | None = None
         if settings.outage_start_s is not None:
             begin = start_ns + round(settings.outage_start_s * NS_PER_S)
             self._outage = (begin, begin + round(settings.outage_duration_s * NS_PER_S))
 
+    def _stamp(self, k: int) -> int:
+        return k * self._num // self._den + self.phase_ns
+
+    def _index_at(self, t_ns: int) -> int:
+        """The first capture index whose stamp is at or after t_ns."""
+        k = max(0, (t_ns - self.phase_ns) * self._den // self._num)
+        while self._stamp(k) < t_ns:
+            k += 1
+        return k
+
     def next(self) -> Capture:
-        stamp = self._next * self.period_ns
+        stamp = self._stamp(self._next)
         self._next += 1
         s = self.settings
         delay_ms = max(
@@ -134,9 +156,9 @@ class SensorSchedule:
         return Capture(stamp, send, True)
 
     def skip_to(self, now_ns: int) -> int:
-        """Skip the captures a late driver can no longer send on time (stamp older than one period
-        before `now_ns`); returns how many were skipped. A real sensor overwrites such frames."""
-        first_current = max(self._next, -(-(now_ns - self.period_ns) // self.period_ns))
+        """Skip the captures a late driver can no longer send on time (a newer capture's stamp has
+        passed by `now_ns`); returns how many were skipped. A real sensor overwrites such frames."""
+        first_current = max(self._next, self._index_at(now_ns + 1) - 1)
         skipped = first_current - self._next
         self._next = first_current
         return skipped

@@ -49,6 +49,7 @@ __all__ = ["NodeSpec", "RestartPolicy", "Supervisor", "node_specs"]
 
 STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL after this long
 STATUS_PLAIN_S = 10.0  # status line period when stderr is not a terminal
+RATIO_MARGIN_S = 1.0  # the result ratio ignores the last second before the stop
 LOOP_MS = 100
 _NEVER = 2**63 - 1
 
@@ -144,9 +145,10 @@ class Supervisor:
         self.counters = CounterTotals()
         self.stats = ResultStats({s.modality for s in config.streams})
         self._preexec = _parent_death_signal()
-        # (t_ns, messages) of the reference stream's ingest node: at the first heartbeat after the
-        # warm-up and at the latest one; results over that window / messages = the result ratio.
-        self._reference_window: list[tuple[int, int]] = []
+        # (t_ns, messages so far) from each heartbeat of the reference stream's ingest node after the
+        # warm-up: results over a window of them / messages in it = the result ratio.
+        self._reference_marks: list[tuple[int, int]] = []
+        self._stopped_ns = _NEVER
 
     # -- public -----------------------------------------------------------------------------------------
 
@@ -193,6 +195,7 @@ class Supervisor:
                     next_status = time.monotonic() + (1.0 if self.tty else STATUS_PLAIN_S)
         finally:
             elapsed = time.monotonic() - started
+            self._stopped_ns = time.time_ns()
             self._shutdown()
             self._drain_heartbeats(control)
             self._drain_results(results)
@@ -205,11 +208,13 @@ class Supervisor:
         return summary
 
     def _result_ratio(self) -> tuple[int, int]:
-        """(results, reference messages) between the first and the last reference-ingest heartbeat
-        after the warm-up: the share of reference stamps that yielded a result."""
-        if len(self._reference_window) < 2:
+        """(results, reference messages) from the first reference-ingest heartbeat after the warm-up to
+        the last one at least RATIO_MARGIN_S before the stop (later messages may still be in flight
+        when the nodes are stopped): the share of reference stamps that yielded a result."""
+        settled = [m for m in self._reference_marks if m[0] <= self._stopped_ns - RATIO_MARGIN_S * 1e9]
+        if len(settled) < 2:
             return 0, 0
-        (t0, n0), (t1, n1) = self._reference_window
+        (t0, n0), (t1, n1) = settled[0], settled[-1]
         return sum(t0 <= t < t1 for t in self.stats.stamps), n1 - n0
 
     def summary(self, elapsed_s: float) -> dict[str, Any]:
@@ -235,6 +240,7 @@ class Supervisor:
             "inference_skipped": inference.get("skipped", 0),
             "restarts": {n.spec.name: n.restarts for n in self.nodes},
             "restarts_total": sum(n.restarts for n in self.nodes),
+            "exit_codes": {n.spec.name: n.exits for n in self.nodes if n.exits},
             "drops": self.counters.drops(),
             "counters": {name: self.counters.totals(name) for name in self.counters.nodes()},
         }
@@ -361,11 +367,9 @@ class Supervisor:
             node.last_beat = now
             self.counters.update(name, pid, counters)
             if name == f"ingest:{self.config.sync.reference}" and beat.get("t_ns", 0) >= self.stats.since_ns:
-                mark = (int(beat["t_ns"]), self.counters.totals(name).get("produced", 0))
-                if self._reference_window:
-                    self._reference_window[1:] = [mark]  # the latest
-                else:
-                    self._reference_window.append(mark)  # the first after the warm-up
+                self._reference_marks.append(
+                    (int(beat["t_ns"]), self.counters.totals(name).get("produced", 0))
+                )
 
     def _drain_results(self, results: Subscriber) -> None:
         while (result := results.recv(timeout_ms=0)) is not None:

@@ -135,7 +135,10 @@ def test_inference_is_deterministic_and_uses_the_presence_mask(runtime: ModelRun
 def test_a_set_with_wrong_shapes_or_mask_is_refused(runtime: ModelRuntime) -> None:
     arrays = _inputs()
     arrays["lidar"] = np.zeros((3, 32, 32), np.float32)
-    with pytest.raises(ContractError, match="'lidar' has shape"):
+    with pytest.raises(ContractError, match=r"'lidar' is float32 \(3, 32, 32\), the model takes float32"):
+        runtime.infer(arrays, [1, 1, 1, 1])
+    arrays["lidar"] = np.zeros((3, 64, 64), np.float64)
+    with pytest.raises(ContractError, match="'lidar' is float64"):
         runtime.infer(arrays, [1, 1, 1, 1])
     with pytest.raises(ContractError, match="presence mask"):
         runtime.infer(_inputs(), [1, 1])
@@ -167,6 +170,7 @@ def test_result_message_follows_protocol_section_8(runtime: ModelRuntime) -> Non
     assert result.meta["classes"] == list(runtime.contract.classes)
     assert result.meta["modalities"] == list(MODALITIES)
     assert result.meta["provider"] == CPU and result.meta["stamps"] == {"lidar/top": 10}
+    assert result.meta["set_seq"] == 41
 
 
 # -- contract against the config ------------------------------------------------------------------------

@@ -40,7 +40,9 @@ def test_settings_default_and_parse() -> None:
             "outage = { start_s = 2, duration_s = 1.5 } }",
         )
     )
-    assert settings == SimSettings(3, 15, 2.5, 0.1, 2.0, 1.5)
+    assert settings == SimSettings(
+        seed=3, latency_ms=15, jitter_ms=2.5, drop_prob=0.1, outage_start_s=2.0, outage_duration_s=1.5
+    )
 
 
 @pytest.mark.parametrize(
@@ -52,6 +54,7 @@ def test_settings_default_and_parse() -> None:
         ("sim = { seed = 1.5 }", r"sim.seed: expected a non-negative integer"),
         ('sim = { latency_ms = "5" }', r"sim.latency_ms: expected a number"),
         ("sim = { outage = { start_s = 1 } }", r"sim.outage: expected"),
+        ("sim = { phase_ms = 50 }", r"sim.phase_ms: must be in \[0, one period\)"),  # 20 Hz: 50 ms
     ],
 )
 def test_bad_settings_name_the_key(sim: str, message: str) -> None:
@@ -72,6 +75,21 @@ def test_captures_sit_on_the_epoch_grid_and_send_after_latency() -> None:
     assert all(s % (S // 20) == 0 for s in stamps)  # 20 Hz grid counted from the epoch
     assert np.diff(stamps).tolist() == [S // 20] * 4
     assert all(c.sent and c.send_ns - c.stamp_ns == 7_000_000 for c in captures)
+
+
+def test_sensors_share_capture_instants_unless_given_a_phase() -> None:
+    def stamps(name: str, settings: SimSettings, n: int) -> list[int]:
+        schedule = SensorSchedule(_stream(name), settings, START)
+        return [schedule.next().stamp_ns for _ in range(n)]
+
+    lidar = stamps("lidar/top", SimSettings(), 10)
+    camera = stamps("camera/front", SimSettings(), 30)
+    assert set(lidar) <= set(camera)  # every lidar sweep has a camera frame at the same instant
+    assert np.diff(camera).min() >= S // 30 and np.diff(camera).max() <= S // 30 + 1  # exact 30 Hz, no drift
+    shifted = stamps("camera/front", SimSettings(phase_ms=10), 30)
+    assert {t - 10_000_000 for t in shifted} == set(camera)
+    audio = stamps("audio/roof", SimSettings(phase_ms=1.23), 3)
+    assert all((t - audio[0]) % 20_000_000 == 0 and t % 62_500 == 0 for t in audio)  # on the sample grid
 
 
 def test_jitter_stays_within_bounds_around_the_latency() -> None:
@@ -107,7 +125,7 @@ def test_late_driver_skips_to_the_current_capture() -> None:
     first = schedule.next()
     skipped = schedule.skip_to(first.stamp_ns + S)  # stalled for a second
     assert skipped == 29
-    assert schedule.next().stamp_ns == first.stamp_ns + 30 * schedule.period_ns
+    assert schedule.next().stamp_ns == first.stamp_ns + S  # 30 captures of a 30 Hz camera
     assert schedule.skip_to(0) == 0
 
 

@@ -72,6 +72,7 @@ def test_killed_and_hung_nodes_are_restarted_and_sigterm_exits_clean(tmp_path: P
     assert summary["restarts"]["ingest:camera/front"] == 1
     assert summary["restarts"]["ingest:radar/front"] == 1
     assert summary["restarts_total"] == 2
+    assert summary["exit_codes"] == {"ingest:camera/front": [-9], "ingest:radar/front": [-9]}
     assert "ingest:camera/front exited (signal 9)" in output
     assert "ingest:radar/front (pid " in output and "sent no heartbeat" in output
     # Counters of the killed process are kept: the camera ingest total spans both processes.
