@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fusion_pipeline.config import Config
+from fusion_pipeline.config import Config, ModelConfig
 from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ContractError, ModelContract, default_contract
 from fusion_pipeline.wire import Sample
 
@@ -44,6 +44,7 @@ __all__ = [
     "load_contract",
     "model_path",
     "result_sample",
+    "wants_tensorrt",
 ]
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,11 @@ def _describe(spec: Any, name: str) -> str:
     return f"{name!r} {spec.dtype} {spec.shape}" if spec is not None else f"no input {name!r}"
 
 
+def wants_tensorrt(model: ModelConfig) -> bool:
+    """Whether the config asks for TensorRT: named, or opted into under ``auto``."""
+    return "tensorrt" in model.providers or (model.tensorrt and "auto" in model.providers)
+
+
 @dataclass(frozen=True)
 class ProviderPlan:
     """What to ask onnxruntime for: (provider, options) in order of preference, and what was skipped."""
@@ -219,11 +225,10 @@ class ModelRuntime:
         self.path = model_path(config)
         self.contract = load_contract(self.path)
         check_contract(self.contract, config, self.path)
-        requested = config.model.providers
-        if "tensorrt" in requested or (config.model.tensorrt and "auto" in requested):
+        if wants_tensorrt(config.model):
             engine_cache_dir().mkdir(parents=True, exist_ok=True)
         self.plan = choose_providers(
-            requested,
+            config.model.providers,
             ort.get_available_providers(),
             tensorrt=config.model.tensorrt,
             tf32=config.model.tf32,

@@ -42,7 +42,7 @@ import fusion_pipeline
 from fusion_pipeline.config import Config
 from fusion_pipeline.metrics import CounterTotals, ResultStats
 from fusion_pipeline.node import CONTROL_SOCKET
-from fusion_pipeline.runtime import RESULT_STREAM
+from fusion_pipeline.runtime import RESULT_STREAM, wants_tensorrt
 from fusion_pipeline.transport import Endpoint, Role, Subscriber
 
 __all__ = ["NodeSpec", "RestartPolicy", "Supervisor", "node_specs"]
@@ -86,6 +86,7 @@ class RestartPolicy:
     stable_s: float = 10.0
     heartbeat_timeout_s: float = 5.0
     start_timeout_s: float = 30.0
+    tensorrt_start_timeout_s: float = 900.0  # a first TensorRT engine build takes minutes
 
     def delay(self, failures: int) -> float:
         return min(self.max_s, self.initial_s * 2 ** max(0, failures - 1))
@@ -295,7 +296,7 @@ class Supervisor:
             if code is None:
                 silent = now - (node.last_beat if node.last_beat is not None else node.started)
                 beating = node.last_beat is not None
-                limit = self.policy.heartbeat_timeout_s if beating else self.policy.start_timeout_s
+                limit = self.policy.heartbeat_timeout_s if beating else self._start_timeout(node.spec)
                 if silent < limit:
                     continue
                 self._log(
@@ -304,6 +305,11 @@ class Supervisor:
                 process.kill()
                 code = process.wait()
             self._schedule_restart(node, code, now)
+
+    def _start_timeout(self, spec: NodeSpec) -> float:
+        if spec.kind == "inference" and wants_tensorrt(self.config.model):
+            return self.policy.tensorrt_start_timeout_s
+        return self.policy.start_timeout_s
 
     def _schedule_restart(self, node: _Node, code: int, now: float) -> None:
         node.exits.append(code)

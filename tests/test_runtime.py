@@ -23,6 +23,7 @@ from fusion_pipeline.runtime import (
     load_contract,
     model_path,
     result_sample,
+    wants_tensorrt,
 )
 from fusion_pipeline.wire import Sample
 
@@ -70,6 +71,14 @@ def test_explicit_order_is_kept_without_duplicates() -> None:
     assert plan.names == [CPU, CUDA]
     plan = choose_providers(["tensorrt", "cpu"], ALL, tensorrt=False, tf32=True, engine_cache=CACHE)
     assert plan.names == [TRT, CPU]  # naming tensorrt is opting in
+
+
+def test_tensorrt_is_wanted_when_named_or_opted_into_under_auto() -> None:
+    model = load_config().model
+    assert not wants_tensorrt(model)  # the demo: auto without the opt-in
+    assert wants_tensorrt(model.model_copy(update={"tensorrt": True}))
+    assert wants_tensorrt(model.model_copy(update={"providers": ["tensorrt", "cpu"]}))
+    assert not wants_tensorrt(model.model_copy(update={"tensorrt": True, "providers": ["cuda"]}))
 
 
 def test_unknown_provider_is_refused() -> None:
