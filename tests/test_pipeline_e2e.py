@@ -40,7 +40,8 @@ def test_demo_run_produces_full_and_partial_sets_and_exits_clean(tmp_path: Path)
     assert 0.6 <= summary["result_ratio"] <= 1.05, summary["result_ratio_counts"]
     # Every published set is counted by the synchronizer, so results cannot exceed its count.
     assert summary["results"] <= summary["sync_sets_full"] + summary["sync_sets_partial"]
-    assert summary["drops"]["sensor_sim:camera/front"]["outage"] >= 40  # 1.5 s of a 30 Hz camera
+    # 1.5 s of a 30 Hz camera is 45 captures (a starved driver may count a few as late instead).
+    assert summary["drops"]["sensor_sim:camera/front"]["outage"] >= 30
 
     latency = summary["latency_ms"]
     for stage in (
