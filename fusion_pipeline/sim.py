@@ -23,7 +23,7 @@ exactly. Settings, all optional, in ``[streams.sim]``:
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from fractions import Fraction
 from typing import Any
 
@@ -92,6 +92,13 @@ class SimSettings:
                     f"chunks of whole samples; got sample_rate {stream.sample_rate}, rate_hz {stream.rate_hz}"
                 )
         return cls(**values)
+
+    def describe(self) -> str:
+        """The settings that differ from a perfect sensor, for the driver's start-up log line."""
+        changed = [
+            f"{f.name}={getattr(self, f.name)}" for f in fields(self) if getattr(self, f.name) != f.default
+        ]
+        return ", ".join(changed) or "perfect sensor"
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     heartbeat = Heartbeat(ctx)
     lead = RenderLead(schedule.period_ns)
     counts = {"published": 0, "dropped": 0, "outage": 0, "late": 0}
-    log.info("%s at %g Hz -> %s (%s)", stream.modality, stream.rate_hz, publisher.last_endpoint, settings)
+    log.info(
+        "%s at %g Hz -> %s (%s)",
+        stream.modality,
+        stream.rate_hz,
+        publisher.last_endpoint,
+        settings.describe(),
+    )
     try:
         while not stop_requested():
             late = schedule.skip_to(time.time_ns())

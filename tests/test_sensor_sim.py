@@ -43,6 +43,8 @@ def test_settings_default_and_parse() -> None:
     assert settings == SimSettings(
         seed=3, latency_ms=15, jitter_ms=2.5, drop_prob=0.1, outage_start_s=2.0, outage_duration_s=1.5
     )
+    assert SimSettings().describe() == "perfect sensor"
+    assert SimSettings(seed=3, drop_prob=0.1).describe() == "seed=3, drop_prob=0.1"
 
 
 @pytest.mark.parametrize(
