@@ -224,6 +224,15 @@ def report(scenarios: list[Scenario], command: str, plot: Path | None) -> str:
     if plot is not None:
         lines += [f"![latency CDF]({plot.name})", ""]
     lines += [
+        "Reading the figures. `capture->ingest_in` includes the simulated drivers' own scheduling: they "
+        "run on the same cores as the pipeline, so a starved driver sends late (counted as `late` when a "
+        "whole period behind). `sync_wait` is by design: the reference waits for the other sensors' "
+        "message of the same instant, or for max_wait (60 ms; the step in the CDF) when one is late or "
+        "missing. The ingest nodes consume every message in order, so when the machine cannot keep up "
+        "the latency grows up to what the sensor PUB and ingest SUB queues hold (8 messages each, "
+        "`transport.DEFAULT_HWM`) before messages are shed (`seq_lost`); the inference node instead "
+        "always takes the newest set (`skipped`).",
+        "",
         "GPU: not yet measured. No GPU was available to this work; `python tools/check_gpu.py` is the "
         "prepared check (CUDA provider in use for the default model, outputs against the CPU's, latency "
         "beside the CPU's, with the card named).",
