@@ -163,9 +163,11 @@ class SensorSchedule:
         return Capture(stamp, send, True)
 
     def skip_to(self, now_ns: int) -> int:
-        """Skip the captures a late driver can no longer send on time (a newer capture's stamp has
-        passed by `now_ns`); returns how many were skipped. A real sensor overwrites such frames."""
-        first_current = max(self._next, self._index_at(now_ns + 1) - 1)
+        """Skip the captures a late driver can no longer send on time (a newer capture's send time,
+        stamp + latency_ms, has passed by `now_ns`); returns how many were skipped. A real sensor
+        overwrites such frames."""
+        latency_ns = round(self.settings.latency_ms * 1e6)
+        first_current = max(self._next, self._index_at(now_ns - latency_ns + 1) - 1)
         skipped = first_current - self._next
         self._next = first_current
         return skipped

@@ -129,6 +129,11 @@ def test_late_driver_skips_to_the_current_capture() -> None:
     assert skipped == 29
     assert schedule.next().stamp_ns == first.stamp_ns + S  # 30 captures of a 30 Hz camera
     assert schedule.skip_to(0) == 0
+    # A sensor whose latency spans several periods is not late when it sends at stamp + latency.
+    slow = SensorSchedule(_stream("camera/front"), SimSettings(latency_ms=150), START)
+    capture = slow.next()
+    assert slow.skip_to(capture.send_ns) == 0
+    assert slow.skip_to(capture.send_ns + 2 * S // 30 + 1) == 1  # the one after next is due: skip one
 
 
 def test_audio_chunks_are_continuous_and_render_the_world_exactly() -> None:
