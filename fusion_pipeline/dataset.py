@@ -36,7 +36,7 @@ from fusion_pipeline.world import CONDITIONS, World, WorldConfig
 __all__ = ["DATASET_VERSION", "INPUTS", "LABELS", "DatasetError", "cache_dir", "generate", "render_sample"]
 
 #: Bump whenever the world or the preprocessing changes what a seed renders: it is part of the cache key.
-DATASET_VERSION = 2
+DATASET_VERSION = 3
 INPUTS: tuple[str, ...] = tuple(s.name for s in default_contract().inputs if s.modality is not None)
 LABELS: tuple[str, ...] = ("class", "position", "velocity", "siren", "condition")
 

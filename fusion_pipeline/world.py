@@ -46,7 +46,7 @@ so a sensor blind to the siren and the light bar (lidar, radar) loses much of th
 good it is otherwise (the lidar gets the ambulances back, the radar some fast ones). The conditions are
 clear 0.30, night 0.25, fog 0.20, rain 0.25, so the camera is badly degraded in 45 % of scenes and the
 lidar in 20 % (fog) plus 25 % mildly (rain). Distractor actors (0 to 2 when there is a primary actor,
-0 to 3 when not) stand outside the corridor; 8 % of them are emergency vehicles, whose siren the audio
+0 to 3 when not) stand outside the corridor; 5 % of them are emergency vehicles, whose siren the audio
 hears while the label is something else.
 """
 
@@ -105,7 +105,7 @@ class WorldConfig:
     episode_s: float = 4.0
     corridor_length_m: float = 50.0
     corridor_half_width_m: float = 2.0
-    distractor_emergency_p: float = 0.08
+    distractor_emergency_p: float = 0.05
 
     def __post_init__(self) -> None:
         for name, probs, n in (
@@ -591,7 +591,7 @@ def _lights(a: Actor, t: float, condition: str, p: np.ndarray) -> list[_Lamp]:
 
 _LIDAR_BEAMS, _LIDAR_AZ = 64, 1024
 _LIDAR_RANGE_M = 100.0
-_LIDAR_REFLECT = {"car": 0.45, "emergency": 0.45, "pedestrian": 0.15, "cyclist": 0.55}  # bikes: reflectors
+_LIDAR_REFLECT = {"car": 0.45, "emergency": 0.45, "pedestrian": 0.15, "cyclist": 0.9}  # bikes: reflectors
 _LIDAR_NOISE_M = {"clear": 0.02, "night": 0.02, "fog": 0.05, "rain": 0.05}
 
 
@@ -624,7 +624,7 @@ def _render_lidar(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarra
         rng_m[idx], refl[idx] = ranges, reflectivity
     keep = rng_m <= _LIDAR_RANGE_M
     if scene.condition == "fog":
-        keep &= rng.random(keep.shape, dtype=np.float32) < np.exp(-rng_m / 50.0)
+        keep &= rng.random(keep.shape, dtype=np.float32) < np.exp(-rng_m / 65.0)
     elif scene.condition == "rain":
         keep &= rng.random(keep.shape, dtype=np.float32) < 0.75
     else:
@@ -632,7 +632,7 @@ def _render_lidar(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarra
     r = rng_m[keep]
     r = r + _LIDAR_NOISE_M[scene.condition] * rng.standard_normal(r.shape, dtype=np.float32)
     xyz = rays[keep] * r[:, None]
-    intensity = refl[keep] * rng.uniform(0.8, 1.2, r.shape).astype(np.float32)
+    intensity = np.minimum(refl[keep] * rng.uniform(0.8, 1.2, r.shape).astype(np.float32), 1.0)
     # Lane markings are retro-reflective.
     ground = np.abs(xyz[:, 2] + LIDAR_HEIGHT_M) < 0.2
     marking = ground & (np.abs(np.abs(xyz[:, 1]) - 1.9) < 0.1)
