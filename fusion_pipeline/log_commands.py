@@ -67,7 +67,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay.add_argument(
         "--results", type=Path, default=None, help="write the pipeline's results to this MCAP"
     )
-    replay.add_argument("--window", type=int, default=1, help="--max-speed: reference messages in flight")
     replay.add_argument(
         "--publish-only",
         action="store_true",
@@ -206,7 +205,6 @@ def _replay(args: argparse.Namespace) -> int:
         streams=tuple(args.streams),
         remap=_parse_remap(args.remap),
         graph=not args.publish_only,
-        window=args.window,
         results_path=args.results,
         progress=not args.no_progress,
     )

@@ -11,16 +11,20 @@ Every driver socket is a lossless publisher (XPUB, no drop): an ingest node that
 replayer instead of losing messages. With ``graph`` (a pipeline consumes the replay) two more gates make
 the replay deterministic and lossless end to end:
 
-- ordered delivery: a message is sent only once every earlier message of another stamp has come out of
-  its ingest node (the replayer subscribes to the ingest endpoints and matches ``meta.source_seq``).
-  Ingest nodes are separate processes that take different times per message, so without this gate the
-  synchronizer would see the streams interleaved by processing time instead of log order, and its
-  event-time deadlines (which advance with the newest stamp of ANY stream) would cut different sets at
-  different speeds. Messages with equal stamps (sensors on a common clock grid) go out together: in
-  whatever order they arrive, none is older than what the synchronizer has seen, so none can miss a set.
-- credits (as fast as possible only): at most ``window`` reference-stream messages are in flight without
-  their result. The synchronizer and inference keep only the newest set when behind; with window 1 at
-  most one set ever waits for inference, so none is skipped.
+- ordered delivery: a message is sent only once the previous one has come out of its ingest node (the
+  replayer subscribes to the ingest endpoints and matches ``meta.source_seq``). Ingest nodes are separate
+  processes that take different times per message, so without this gate the synchronizer would see the
+  streams interleaved by processing time instead of log order, and its event-time deadlines (which
+  advance with the newest stamp of ANY stream) would cut different sets at different speeds. Even
+  messages with equal stamps go one by one: letting them race gave some sets slightly different
+  model outputs (same stamps and masks).
+- set credits: a message stamped at or past the newest reference stamp + ``sync.max_wait_ms`` waits until
+  every reference message sent has its result. Such a message is the first that could move the
+  synchronizer's watermark past the open set's deadline; held back, the set is always completed by its
+  own messages, never cut by a deadline that a lagging synchronizer (its inputs are fair-queued across
+  the ingest sockets, so it may read a later message first) would see at a different moment. The same
+  gate keeps at most one set waiting for inference, which keeps only the newest set when behind, so
+  none is skipped.
 
 A message that never comes back (ingest refused it; the synchronizer dropped a reference message) would
 hold a gate forever, so each gate opens after ``gate_timeout_s``; such stalls are counted and reported.
@@ -106,8 +110,7 @@ class ReplaySettings:
     end_s: float | None = None
     streams: Sequence[str] = ()  # log stream names; empty = every log stream the config knows
     remap: Mapping[str, str] = field(default_factory=dict)  # log stream -> config stream
-    graph: bool = False  # a pipeline consumes the replay: ordered delivery, and credits at max speed
-    window: int = 1
+    graph: bool = False  # a pipeline consumes the replay: ordered delivery and set credits
     gate_timeout_s: float = 2.0
     subscribers_timeout_s: float = 10.0
     results_path: Path | None = None
@@ -250,7 +253,7 @@ class Replayer:
         self._subscribers = subscribers
         self.reference = config.sync.reference or min(config.streams, key=lambda s: s.rate_hz).name
         self._echo: Subscriber | None = None
-        self._in_flight: dict[tuple[str, int], int] = {}  # (stream, seq) -> stamp_ns, sent, not yet echoed
+        self._in_flight: set[tuple[str, int]] = set()  # (stream, seq) sent, not yet out of ingest
         if settings.graph:
             self._echo = Subscriber(
                 [config.ingest_endpoint(t, run_dir) for t in sorted(set(self.plan.values()))],
@@ -268,6 +271,8 @@ class Replayer:
                 settings.results_path, metadata={"recorded_by": "fusion-pipeline replay"}
             )
         self._reference_sent = 0
+        self._max_wait_ns = round(config.sync.max_wait_ms * 1e6)
+        self._deadline_ns = 2**63  # no set is open before the first reference message
         self._target = 0
         self._last_activity_ns = 0
 
@@ -356,27 +361,27 @@ class Replayer:
     def _send(self, sample: Sample) -> None:
         settings = self.settings
         is_reference = sample.stream == self.reference
-        self._await_echo(sample.stamp_ns)
-        if settings.rate is None and settings.graph and is_reference:
-            self._await_credit()
+        self._await_echo()
+        if self._results is not None and settings.graph and sample.stamp_ns >= self._deadline_ns:
+            self._await_results()
         self._publishers[sample.stream].send(sample)
         self._last_activity_ns = time.monotonic_ns()
         if settings.rate is not None:
             self.report.lateness_ns.append(time.monotonic_ns() - self._target)
         self.report.sent[sample.stream] = self.report.sent.get(sample.stream, 0) + 1
         if self._echo is not None:
-            self._in_flight[sample.stream, sample.seq] = sample.stamp_ns
+            self._in_flight.add((sample.stream, sample.seq))
         if is_reference:
             self._reference_sent += 1
+            self._deadline_ns = sample.stamp_ns + self._max_wait_ns
         self._take_results(0)
 
-    def _await_echo(self, stamp_ns: int) -> None:
-        """Hold a message stamped `stamp_ns` until ingest has published every earlier message of another
-        stamp."""
+    def _await_echo(self) -> None:
+        """Hold the next message until ingest has published every message sent before it."""
         if self._echo is None:
             return
         deadline = time.monotonic() + self.settings.gate_timeout_s
-        while any(stamp != stamp_ns for stamp in self._in_flight.values()):
+        while self._in_flight:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             echo = self._echo.recv(timeout_ms=max(0, remaining_ms))
             if echo is None:
@@ -388,16 +393,16 @@ class Replayer:
                 )
                 self._in_flight.clear()
                 return
-            self._in_flight.pop((echo.stream, echo.meta.get("source_seq")), None)
+            self._in_flight.discard((echo.stream, echo.meta.get("source_seq")))
 
-    def _await_credit(self) -> None:
-        """Hold a reference message until fewer than `window` reference messages lack their result."""
+    def _await_results(self) -> None:
+        """Hold a message until every reference message sent has its result (see the module docstring)."""
         deadline = time.monotonic() + self.settings.gate_timeout_s
-        while self._reference_sent - self.report.results - self.report.credit_stalls >= self.settings.window:
+        while self._reference_sent > self.report.results + self.report.credit_stalls:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
-                self.report.credit_stalls += 1
-                log.warning("no result for %.1f s: granting a credit", self.settings.gate_timeout_s)
+                self.report.credit_stalls = self._reference_sent - self.report.results
+                log.warning("no result for %.1f s: sending on", self.settings.gate_timeout_s)
                 return
             self._take_results(min(remaining_ms, 50))
 
