@@ -15,16 +15,16 @@ the replay deterministic and lossless end to end:
   replayer subscribes to the ingest endpoints and matches ``meta.source_seq``). Ingest nodes are separate
   processes that take different times per message, so without this gate the synchronizer would see the
   streams interleaved by processing time instead of log order, and its event-time deadlines (which
-  advance with the newest stamp of ANY stream) would cut different sets at different speeds. Even
-  messages with equal stamps go one by one: letting them race gave some sets slightly different
-  model outputs (same stamps and masks).
+  advance with the newest stamp of ANY stream) would cut different sets at different speeds. Messages
+  with equal stamps go one by one too (the simplest rule; racing them saved little).
 - set credits: a message stamped at or past the newest reference stamp + ``sync.max_wait_ms`` waits until
   every reference message sent has its result. Such a message is the first that could move the
   synchronizer's watermark past the open set's deadline; held back, the set is always completed by its
   own messages, never cut by a deadline that a lagging synchronizer (its inputs are fair-queued across
   the ingest sockets, so it may read a later message first) would see at a different moment. The same
   gate keeps at most one set waiting for inference, which keeps only the newest set when behind, so
-  none is skipped.
+  none is skipped. It assumes every stream sends within max_wait of each reference stamp (true of the
+  demo); a slower optional stream's next message is itself held, so each set waits for the gate timeout.
 
 A message that never comes back (ingest refused it; the synchronizer dropped a reference message) would
 hold a gate forever, so each gate opens after ``gate_timeout_s``; such stalls are counted and reported.
