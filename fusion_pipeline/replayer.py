@@ -15,8 +15,10 @@ the replay deterministic and lossless end to end:
   replayer subscribes to the ingest endpoints and matches ``meta.source_seq``). Ingest nodes are separate
   processes that take different times per message, so without this gate the synchronizer would see the
   streams interleaved by processing time instead of log order, and its event-time deadlines (which
-  advance with the newest stamp of ANY stream) would cut different sets at different speeds. Messages
-  with equal stamps go one by one too (the simplest rule; racing them saved little).
+  advance with the newest stamp of ANY stream) would cut different sets at different speeds. It also
+  keeps the replay lossless: an ingest node that is behind skips to the newest camera, lidar or radar
+  message, and with one message in flight none is ever behind. Messages with equal stamps go one by one
+  too (the simplest rule; racing them saved little).
 - set credits: a message stamped at or past the newest reference stamp + ``sync.max_wait_ms`` waits until
   every reference message sent has its result. Such a message is the first that could move the
   synchronizer's watermark past the open set's deadline; held back, the set is always completed by its
