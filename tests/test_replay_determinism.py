@@ -48,6 +48,10 @@ def test_rate_1_and_max_speed_give_identical_results(tmp_path: Path) -> None:
     for report in (paced, fast):
         assert report["sent"]["lidar/top"] == lidar and report["inference_skipped"] == 0
         assert report["echo_stalls"] == 0 and report["credit_stalls"] == 0
+        # Lossless end to end: no ingest node skipped to a newer message, inference skipped no set.
+        assert not any(
+            "skipped" in reasons for node, reasons in report["drops"].items() if node.startswith("ingest")
+        )
     a, b = _results(tmp_path / "paced.mcap"), _results(tmp_path / "fast.mcap")
     # Every reference message but possibly the last (nothing after it proves its set complete) gives a result.
     assert lidar - 1 <= len(a) <= lidar
