@@ -113,7 +113,7 @@ class ReplaySettings:
     streams: Sequence[str] = ()  # log stream names; empty = every log stream the config knows
     remap: Mapping[str, str] = field(default_factory=dict)  # log stream -> config stream
     graph: bool = False  # a pipeline consumes the replay: ordered delivery and set credits
-    gate_timeout_s: float = 2.0
+    gate_timeout_s: float = 1.0
     subscribers_timeout_s: float = 10.0
     results_path: Path | None = None
     progress: bool = True
