@@ -17,7 +17,6 @@ SETUP = {
     "val_fraction": 0.1,
     "seed": 0,
     "epochs": 2,
-    "baseline_epochs": 4,
     "test_world_seed": 1000,
     "test_samples": 50,
 }

@@ -137,7 +137,6 @@ def _eval(args: argparse.Namespace) -> int:
         "val_fraction": tc["val_fraction"],
         "seed": tc["seed"],
         "epochs": tc["epochs"],
-        "baseline_epochs": tc["baseline_epochs"],
         "test_world_seed": args.test_seed,
         "test_samples": args.test_samples,
     }

@@ -219,7 +219,7 @@ def write_report(rows: list[dict[str, Any]], setup: dict[str, Any], doc: Path, p
         BEGIN,
         f"Training: world seed {setup['train_world_seed']}, {setup['train_samples']} samples "
         f"(last {setup['val_fraction']:.0%} held out for per-epoch validation), torch seed {setup['seed']}, "
-        f"{setup['epochs']} epochs (single-sensor models {setup['baseline_epochs']}). "
+        f"{setup['epochs']} epochs. "
         f"Evaluation: world seed {setup['test_world_seed']} "
         "(never used in training), "
         f"{setup['test_samples']} samples.",

@@ -52,15 +52,11 @@ class TrainConfig:
     n_samples: int = 6000
     val_fraction: float = 0.1  # tail of the training set held out for the per-epoch accuracy
     seed: int = 0  # torch: initialisation, shuffling, modality dropout
-    epochs: int = 10  # fusion models
-    baseline_epochs: int = 20  # single-sensor models: 4-10x cheaper per step, and still improving at 10
+    epochs: int = 10
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-2
-    # Modality dropout (fusion models only): all sensors kept with p_all_present; exactly one dropped
-    # with p_one_missing (the common failure at run time); else a uniformly drawn non-empty subset.
-    p_all_present: float = 0.25
-    p_one_missing: float = 0.25
+    p_all_present: float = 0.3  # modality dropout: else a uniformly drawn non-empty subset is kept
     w_position: float = 0.5
     w_velocity: float = 0.5
     w_siren: float = 0.5
@@ -107,18 +103,12 @@ def to_tensors(data: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _dropout_masks(n: int, tc: TrainConfig, gen: torch.Generator) -> torch.Tensor:
-    """Presence masks [n, M] for one batch, drawn as TrainConfig's modality dropout describes."""
-    m = len(MODALITIES)
-    subsets = torch.tensor([[(code >> i) & 1 for i in range(m)] for code in range(1, 2**m)]).float()
-    any_subset = subsets[torch.randint(len(subsets), (n,), generator=gen)]
-    one_missing = 1.0 - torch.eye(m)[torch.randint(m, (n,), generator=gen)]
-    u = torch.rand(n, 1, generator=gen)
-    return torch.where(
-        u < tc.p_all_present,
-        torch.ones(n, m),
-        torch.where(u < tc.p_all_present + tc.p_one_missing, one_missing, any_subset),
-    )
+def _dropout_masks(n: int, p_all: float, gen: torch.Generator) -> torch.Tensor:
+    """Modality dropout: all present with probability p_all, else a uniform non-empty subset."""
+    patterns = torch.tensor([[(code >> i) & 1 for i in range(len(MODALITIES))] for code in range(1, 16)])
+    pick = patterns[torch.randint(len(patterns), (n,), generator=gen)].float()
+    keep_all = torch.rand(n, 1, generator=gen) < p_all
+    return torch.where(keep_all, torch.ones_like(pick), pick)
 
 
 def _loss(
@@ -172,9 +162,6 @@ def train_model(
     train = {k: v[: n - n_val] for k, v in data.items()}
     val = {k: v[n - n_val :] for k, v in data.items()}
     n_train = n - n_val
-    # A single-sensor baseline is trained with its sensor always present: dropout would only starve it.
-    baseline = len(model_config.modalities) == 1
-    epochs = tc.baseline_epochs if baseline else tc.epochs
     if n_train < tc.batch_size:
         raise ModelError(f"training set of {n_train} samples is smaller than one batch ({tc.batch_size})")
 
@@ -185,20 +172,18 @@ def train_model(
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = n_train // tc.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=tc.lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
+        opt, max_lr=tc.lr, total_steps=tc.epochs * steps_per_epoch, pct_start=0.15
     )
     history: list[dict[str, float]] = []
-    bar = tqdm(total=epochs * steps_per_epoch, desc=desc or model_config.fusion, disable=not progress)
-    for epoch in range(epochs):
+    bar = tqdm(total=tc.epochs * steps_per_epoch, desc=desc or model_config.fusion, disable=not progress)
+    for epoch in range(tc.epochs):
         model.train()
         order = torch.randperm(n_train, generator=gen)
         total, t0 = 0.0, time.perf_counter()
         for step in range(steps_per_epoch):
             idx = order[step * tc.batch_size : (step + 1) * tc.batch_size]
             batch = {k: v[idx] for k, v in train.items()}
-            batch["presence"] = (
-                torch.ones(len(idx), len(MODALITIES)) if baseline else _dropout_masks(len(idx), tc, gen)
-            )
+            batch["presence"] = _dropout_masks(len(idx), tc.p_all_present, gen)
             outputs, aux = model.forward_with_aux(batch)
             loss = _loss(model, outputs, batch, tc) + aux
             opt.zero_grad(set_to_none=True)
