@@ -91,6 +91,7 @@ class ResultStats:
         self.configured = [m for m in MODALITIES if m in set(modalities)]
         self.since_ns = since_ns
         self.results = 0
+        self.timed = 0  # results captured after since_ns: those in the latency figures
         self.full = 0
         self.partial = 0
         self.missing: Counter[str] = Counter()
@@ -125,6 +126,7 @@ class ResultStats:
         self._recent_e2e.append(derived["end_to_end"])
         if result.stamp_ns < self.since_ns:
             return
+        self.timed += 1
         for name, value in derived.items():
             self.durations.setdefault(name, []).append(value)
 
@@ -157,6 +159,7 @@ class ResultStats:
     def summary(self) -> dict[str, Any]:
         return {
             "results": self.results,
+            "results_timed": self.timed,
             "sets_full": self.full,
             "sets_partial": self.partial,
             "missing": dict(self.missing),

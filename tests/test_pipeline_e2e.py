@@ -54,7 +54,8 @@ def test_demo_run_produces_full_and_partial_sets_and_exits_clean(tmp_path: Path)
         "publish->received",
     ):
         p = latency[stage]
-        assert p["n"] == summary["results"], stage
+        # Every result after the warm-up is in every stage (the warm-up starts once all nodes are up).
+        assert p["n"] == summary["results_timed"] >= summary["results"] // 2, stage
         assert 0 <= p["p50"] <= p["p95"] <= p["p99"] <= p["max"], (stage, p)
     assert latency["end_to_end"]["p50"] < 1000  # bounded: results are not a backlog
     # The stages partition the end-to-end time exactly (the same stamps, added up).
