@@ -66,7 +66,11 @@ def test_write_failure_is_counted_not_silent(ipc_dir: Path) -> None:
     for chunk_bytes, written in ((1, 0), (1 << 20, 0)):
         settings = RecordSettings(path=ipc_dir / "w.mcap", streams=("radar/front",), chunk_bytes=chunk_bytes)
         recorder = Recorder(config, ipc_dir, settings)
-        os.close(recorder.writer._part.file._fd)  # the disk "goes away": every write now fails
+        # The disk fills up: /dev/full takes over the file's descriptor, so every write fails with ENOSPC.
+        # (Closing the descriptor instead would let a later socket reuse its number.)
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, recorder.writer._part.file._fd)
+        os.close(full)
         assert publisher.wait_for_subscribers()
         for seq in range(3):
             publisher.send(_radar(seq))
