@@ -17,11 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusion_pipeline.config import Config, StreamConfig
-from fusion_pipeline.logfile import DEFAULT_CHUNK_BYTES, LogError, LogWriter, SplitPolicy
+from fusion_pipeline.logfile import DEFAULT_CHUNK_BYTES, LogError, LogWriter, SplitPolicy, part_path
 from fusion_pipeline.transport import Subscriber
 from fusion_pipeline.wire import Limits
 
-__all__ = ["RESULT_STREAM", "SET_STREAM", "RecordReport", "RecordSettings", "Recorder", "stream_metadata"]
+__all__ = [
+    "RESULT_STREAM",
+    "SET_STREAM",
+    "RecordReport",
+    "RecordSettings",
+    "Recorder",
+    "stream_metadata",
+    "unused_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,20 @@ class RecordSettings:
                 else int(record.split_duration_s * 1e9),
             ),
         )
+
+
+def unused_path(path: Path, split: SplitPolicy) -> Path:
+    """`path`, or ``NAME-1.mcap``, ``NAME-2.mcap``... if it is taken: a restarted or re-run recorder
+    node never overwrites an earlier recording (a split recording is taken when its first part exists)."""
+
+    def taken(candidate: Path) -> bool:
+        return (part_path(candidate, 0) if split.enabled else candidate).exists()
+
+    candidate, n = path, 0
+    while taken(candidate):
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """The supervisor behind `fusion-pipeline run`: start every node of a config, watch, restart, summarise.
 
 Each node is its own process, ``python -m nodes.KIND [--config PATH] --run-dir DIR [--stream NAME]``:
-a simulated driver per stream with ``driver = "sim"``, an ingest node per stream, the synchronizer and
-the inference node. The supervisor
+a simulated driver per stream with ``driver = "sim"``, an ingest node per stream, the synchronizer,
+the inference node and, with ``record.enabled``, the recorder. The supervisor
 
 - forwards every line a node prints, prefixed with the node's name;
 - binds the PULL end of ``ipc://RUN_DIR/control.sock`` and reads the nodes' heartbeats (fusion_pipeline.node);
@@ -71,7 +71,8 @@ def node_specs(config: Config) -> list[NodeSpec]:
     """Every process of the config's graph, upstream first."""
     specs = [NodeSpec("sensor_sim", s.name) for s in config.streams if s.driver == "sim"]
     specs += [NodeSpec("ingest", s.name) for s in config.streams]
-    return [*specs, NodeSpec("synchronizer"), NodeSpec("inference")]
+    specs += [NodeSpec("synchronizer"), NodeSpec("inference")]
+    return specs + [NodeSpec("recorder")] if config.record.enabled else specs
 
 
 @dataclass(frozen=True)

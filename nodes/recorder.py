@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import replace
 
 from fusion_pipeline.node import Heartbeat, node_arguments, stop_requested
-from fusion_pipeline.recorder import Recorder, RecordSettings
+from fusion_pipeline.recorder import Recorder, RecordSettings, unused_path
 
 log = logging.getLogger("nodes.recorder")
 
@@ -20,7 +21,10 @@ log = logging.getLogger("nodes.recorder")
 def main(argv: list[str] | None = None) -> int:
     ctx = node_arguments("recorder", argv)
     logging.basicConfig(level=ctx.config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
-    recorder = Recorder(ctx.config, ctx.run_dir, RecordSettings.from_config(ctx.config))
+    settings = RecordSettings.from_config(ctx.config)
+    settings = replace(settings, path=unused_path(settings.path, settings.split))
+    log.info("recording to %s", settings.path.resolve())
+    recorder = Recorder(ctx.config, ctx.run_dir, settings)
     heartbeat = Heartbeat(ctx)
     try:
         recorder.run(stop_requested, heartbeat.beat)

@@ -1,0 +1,51 @@
+"""`[record] enabled`: the supervisor runs the recorder beside the pipeline; restarts never overwrite."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline_harness import demo_text, pipeline
+
+from fusion_pipeline.logfile import LogReader, SplitPolicy
+from fusion_pipeline.recorder import unused_path
+
+
+def _with_recording(path: Path) -> Callable[[str], str]:
+    def config(text: str) -> str:
+        return text.replace(
+            '[record]\nenabled = false\npath = "demo.mcap"', f'[record]\nenabled = true\npath = "{path}"'
+        )
+
+    return config
+
+
+def test_run_records_every_stream_without_gaps(tmp_path: Path) -> None:
+    recording = tmp_path / "rec.mcap"
+    edit = _with_recording(recording)
+    with pipeline(lambda run_dir: demo_text(run_dir, edit), "--duration", "8", workdir=tmp_path) as run:
+        assert run.process.wait(timeout=60) == 0, run.output()
+        assert run.all_node_pids() == []
+    seqs: dict[str, list[int]] = defaultdict(list)
+    for message in LogReader(recording):
+        seqs[message.sample.stream].append(message.sample.seq)
+    for stream in ("camera/front", "lidar/top", "radar/front", "audio/roof"):
+        got = seqs[stream]
+        assert len(got) > 10, (stream, len(got))
+        # The recorder joins a moment after the drivers start; from then on no message is missing.
+        assert got == list(range(got[0], got[0] + len(got))), stream
+    assert seqs["result/fused"], "results are recorded too"
+
+
+def test_unused_path_never_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "run.mcap"
+    assert unused_path(path, SplitPolicy()) == path
+    path.touch()
+    assert unused_path(path, SplitPolicy()) == tmp_path / "run-1.mcap"
+    (tmp_path / "run-1.mcap").touch()
+    assert unused_path(path, SplitPolicy()) == tmp_path / "run-2.mcap"
+    split = SplitPolicy(max_bytes=1 << 20)
+    assert unused_path(tmp_path / "big.mcap", split) == tmp_path / "big.mcap"
+    (tmp_path / "big_000.mcap").touch()
+    assert unused_path(tmp_path / "big.mcap", split) == tmp_path / "big-1.mcap"
