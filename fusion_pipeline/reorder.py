@@ -1,0 +1,84 @@
+"""Log order for a replay: release messages in the replayer's send order, whatever order they arrive in.
+
+During a replay every message carries ``meta.replay_seq``, its index in the replayer's send order (log
+order, counted on across loop passes). The ingest nodes are separate processes that take different
+times per message, so the synchronizer receives the streams interleaved by processing time; its
+event-time deadlines advance with the newest stamp of any stream, so that interleaving would decide
+which messages make a set. `ReplayOrder` holds early messages until every earlier one has arrived and
+hands them on in send order: the synchronizer sees the log exactly as recorded at any replay speed, while
+the ingest nodes work in parallel.
+
+A message that never arrives (ingest refused it as malformed) would hold everything behind it, so a hole
+older than ``gap_timeout_ns`` is skipped (counted as ``replay_gaps``), as is one in front of more than
+``max_held`` waiting messages. A message without replay_seq passes straight through. Pure logic: the
+caller passes the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+__all__ = ["ReplayOrder", "ReplayOrderCounters"]
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class ReplayOrderCounters:
+    replay_held_max: int = 0  # most messages ever waiting for an earlier one
+    replay_gaps: int = 0  # send indices skipped because they never arrived
+    replay_late: int = 0  # messages that arrived after their index was skipped (passed on at once)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+class ReplayOrder(Generic[_T]):
+    """Reorders items by their replay_seq (0, 1, 2, ...) with a bounded wait for holes."""
+
+    def __init__(self, gap_timeout_ns: int = 1_000_000_000, max_held: int = 4096) -> None:
+        self.gap_timeout_ns = gap_timeout_ns
+        self.max_held = max_held
+        self.counters = ReplayOrderCounters()
+        self._next = 0
+        self._held: dict[int, _T] = {}
+        self._progress_ns = 0  # when the order last moved (or the first item was held)
+
+    def push(self, replay_seq: int | None, item: _T, now_ns: int) -> list[_T]:
+        """Items now due in send order, `item` among them once every earlier one has come."""
+        if replay_seq is None:
+            return [item]
+        if replay_seq < self._next:
+            self.counters.replay_late += 1
+            return [item]
+        if not self._held:
+            self._progress_ns = now_ns
+        self._held[replay_seq] = item
+        self.counters.replay_held_max = max(self.counters.replay_held_max, len(self._held))
+        due = self._release()
+        if len(self._held) > self.max_held:
+            due += self._skip_gap()
+        if due:
+            self._progress_ns = now_ns
+        return due
+
+    def expire(self, now_ns: int) -> list[_T]:
+        """Items behind a hole older than gap_timeout_ns (the hole is skipped); [] otherwise."""
+        if not self._held or now_ns - self._progress_ns < self.gap_timeout_ns:
+            return []
+        self._progress_ns = now_ns
+        return self._skip_gap()
+
+    def _skip_gap(self) -> list[_T]:
+        first = min(self._held)
+        self.counters.replay_gaps += first - self._next
+        self._next = first
+        return self._release()
+
+    def _release(self) -> list[_T]:
+        due = []
+        while (item := self._held.pop(self._next, None)) is not None:
+            due.append(item)
+            self._next += 1
+        return due
