@@ -10,7 +10,7 @@ Endpoints may contain ``{run_dir}``, replaced by the run's private ipc directory
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -135,6 +135,12 @@ class ModelConfig(_Section):
     tensorrt: bool = False
     tf32: bool = True
     intra_op_threads: int = Field(0, ge=0)
+    slowdown: float = Field(
+        1.0,
+        ge=1.0,
+        description="fault injection (tests, diagnostics): the inference node sleeps (slowdown - 1) x each "
+        "model run's time, as if the model were this many times slower; 1 = off",
+    )
 
 
 class OutputConfig(_Section):
@@ -194,6 +200,15 @@ class Config(_Section):
         """Where the ingest node of `stream` publishes."""
         config = self.stream(stream)
         return self.endpoint(config.ingest_endpoint.replace("{stream}", config.slug), run_dir)
+
+    def curve_for(self, urls: str | Iterable[str]) -> Curve | None:
+        """CURVE settings for a socket attached to `urls` (resolved endpoints), or None when none is tcp
+        or no certificate is configured (ipc, or tcp with ``security.insecure``). The transport applies
+        them to the tcp endpoints only; whether this socket is server or client follows from bind/connect."""
+        urls = [urls] if isinstance(urls, str) else list(urls)
+        if not any(Endpoint(url).scheme == "tcp" for url in urls):
+            return None
+        return self.security.curve()
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -1,7 +1,7 @@
 """What every node process shares: its command line, run directory and heartbeats to the supervisor.
 
-A node is started as ``python -m nodes.NAME --config PATH --run-dir DIR [--stream NAME]``; with no
-``--config`` it uses the embedded demo config. Heartbeats are msgpack maps pushed (PUSH/PULL) to
+A node is started as ``python -m nodes.NAME --config PATH --run-dir DIR [--stream NAME] [--replay]``;
+with no ``--config`` it uses the embedded demo config. Heartbeats are msgpack maps pushed (PUSH/PULL) to
 ``ipc://RUN_DIR/control.sock``: ``{"node", "pid", "t_ns", "counters"}``. A heartbeat is sent at most every
 ``pipeline.heartbeat_ms`` and never blocks the node: if the supervisor is gone, it is dropped.
 """
@@ -15,14 +15,14 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import zmq
 
 from fusion_pipeline.config import Config, load_config
 
-__all__ = ["CONTROL_SOCKET", "Heartbeat", "NodeContext", "node_arguments", "stop_requested"]
+__all__ = ["CONTROL_SOCKET", "Heartbeat", "NodeContext", "node_arguments", "shut_down", "stop_requested"]
 
 CONTROL_SOCKET = "control.sock"
 
@@ -47,6 +47,7 @@ class NodeContext:
     run_dir: Path
     stream: str | None
     name: str
+    replay: bool = False  # fed by `fusion-pipeline replay`: lossless, in log order, event time
 
     def endpoint(self, template: str) -> str:
         return self.config.endpoint(template, self.run_dir)
@@ -59,6 +60,12 @@ def node_arguments(kind: str, argv: list[str] | None, per_stream: bool = False) 
     parser.add_argument("--run-dir", required=True, type=Path, help="directory of the run's ipc sockets")
     if per_stream:
         parser.add_argument("--stream", required=True, help="the stream this process serves")
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="part of a replay graph: take every message (no skipping to the newest), block instead of "
+        "dropping, and match in event time",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)
     stream = getattr(args, "stream", None)
@@ -67,7 +74,7 @@ def node_arguments(kind: str, argv: list[str] | None, per_stream: bool = False) 
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
     name = f"{kind}:{stream}" if stream else kind
-    return NodeContext(config=config, run_dir=args.run_dir, stream=stream, name=name)
+    return NodeContext(config=config, run_dir=args.run_dir, stream=stream, name=name, replay=args.replay)
 
 
 class Heartbeat:
@@ -93,6 +100,20 @@ class Heartbeat:
         with contextlib.suppress(zmq.Again):
             self._socket.send(msgpack.packb(message), zmq.NOBLOCK)
 
-    def close(self) -> None:
+    def close(self, final_counters: dict[str, Any] | None = None) -> None:
+        """Close, after a last beat with `final_counters` when given (what the node did up to its exit)."""
+        if final_counters is not None:
+            self.beat(final_counters, force=True)
         self._socket.close()
         self._zmq.term()
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def shut_down(heartbeat: Heartbeat, final_counters: dict[str, Any], *sockets: _Closable) -> None:
+    """A node's exit: report the final counters, then close the heartbeat and the node's sockets in order."""
+    heartbeat.close(final_counters)
+    for socket in sockets:
+        socket.close()

@@ -188,8 +188,13 @@ class Recorder:
             metadata={"recorded_by": "fusion-pipeline record", "pipeline": config.pipeline.name},
             streams=metadata,
         )
+        urls = sorted(set(sources.values()))
         self.subscriber = Subscriber(
-            sorted(set(sources.values())), topics=list(sources), limits=_union_limits(config), hwm=RECV_HWM
+            urls,
+            topics=list(sources),
+            limits=_union_limits(config),
+            hwm=RECV_HWM,
+            curve=config.curve_for(urls),
         )
         self.report = RecordReport(paths=self.writer.paths)
         self._started = time.monotonic()

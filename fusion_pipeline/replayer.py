@@ -250,23 +250,33 @@ class Replayer:
             stream = config.stream(target)
             url = config.endpoint(stream.endpoint, run_dir)
             if url not in by_endpoint:
-                by_endpoint[url] = Publisher(url, target, stream.modality, lossless=True, role=Role.REPLAY)
+                by_endpoint[url] = Publisher(
+                    url,
+                    target,
+                    stream.modality,
+                    lossless=True,
+                    role=Role.REPLAY,
+                    curve=config.curve_for(url),
+                )
             self._publishers[target] = by_endpoint[url]
         self._subscribers = subscribers
         self.reference = config.sync.reference or min(config.streams, key=lambda s: s.rate_hz).name
         self._echo: Subscriber | None = None
         self._in_flight: set[tuple[str, int]] = set()  # (stream, seq) sent, not yet out of ingest
         if settings.graph:
+            echo_urls = [config.ingest_endpoint(t, run_dir) for t in sorted(set(self.plan.values()))]
             self._echo = Subscriber(
-                [config.ingest_endpoint(t, run_dir) for t in sorted(set(self.plan.values()))],
+                echo_urls,
                 topics=sorted(set(self.plan.values())),
                 hwm=RESULTS_HWM,
+                curve=config.curve_for(echo_urls),
             )
         self._results: Subscriber | None = None
         self._results_log: LogWriter | None = None
         if settings.graph or settings.results_path is not None:
+            results_url = config.endpoint(config.output.endpoint, run_dir)
             self._results = Subscriber(
-                config.endpoint(config.output.endpoint, run_dir), topics=[RESULT_STREAM], hwm=RESULTS_HWM
+                results_url, topics=[RESULT_STREAM], hwm=RESULTS_HWM, curve=config.curve_for(results_url)
             )
         if settings.results_path is not None:
             self._results_log = LogWriter(

@@ -104,10 +104,18 @@ class Endpoint:
         return Path(self.url[len("ipc://") :]) if self.scheme == "ipc" else None
 
     def prepare_bind(self) -> None:
-        """Create the directory of an ipc socket, private to this user (0700)."""
+        """Create the directory of an ipc socket, private to this user (0700), and refuse one that other
+        users can enter: anyone who can reach an ipc socket file can publish into it or listen to it."""
         path = self.ipc_path
-        if path is not None:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path is None:
+            return
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = path.parent.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise EndpointError(
+                f"endpoint {self.url!r}: its directory {str(path.parent)!r} has mode {mode:04o}; ipc sockets "
+                "must live in a directory only their user can access (chmod 700, or another run_dir)"
+            )
 
     def remove_ipc_file(self) -> None:
         path = self.ipc_path
@@ -178,6 +186,10 @@ class _Socket:
     def _attach(self, endpoint: Endpoint, bind: bool) -> None:
         if self._curve is not None and endpoint.scheme == "tcp":
             self._secure(bind)
+        elif self._curve is not None:
+            # libzmq reads the mechanism at each bind/connect and CURVE also runs over ipc: an ipc
+            # endpoint after a tcp one on the same socket goes back to the NULL mechanism.
+            self.socket.curve_server = False
         try:
             if bind:
                 try:

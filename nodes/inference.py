@@ -17,7 +17,7 @@ import time
 
 from fusion_pipeline.contract import ContractError
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.node import Heartbeat, node_arguments, stop_requested
+from fusion_pipeline.node import Heartbeat, node_arguments, shut_down, stop_requested
 from fusion_pipeline.runtime import RESULT_MODALITY, RESULT_STREAM, ModelRuntime, result_sample
 from fusion_pipeline.sets import SET_STREAM
 from fusion_pipeline.transport import Publisher, Role, Subscriber
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 2
     log.info("%s", runtime.describe())
+    slowdown = config.model.slowdown
+    if slowdown > 1:
+        log.warning("fault injection: model runs slowed %gx (model.slowdown)", slowdown)
     if runtime.fell_back:
         log.warning(
             "WARNING: FELL BACK to %s: %s was not usable (skipped: %s; onnxruntime's log above says why)",
@@ -44,13 +47,15 @@ def main(argv: list[str] | None = None) -> int:
             runtime.plan.names[0],
             ", ".join(runtime.plan.skipped) or "none",
         )
-    source = Subscriber(ctx.endpoint(config.sync.endpoint), topics=[SET_STREAM], role=Role.SET)
+    sets_url, results_url = ctx.endpoint(config.sync.endpoint), ctx.endpoint(config.output.endpoint)
+    source = Subscriber(sets_url, topics=[SET_STREAM], role=Role.SET, curve=config.curve_for(sets_url))
     sink = Publisher(
-        ctx.endpoint(config.output.endpoint),
+        results_url,
         stream=RESULT_STREAM,
         modality=RESULT_MODALITY,
         role=Role.RESULT,
         hwm=config.output.hwm,
+        curve=config.curve_for(results_url),
     )
     heartbeat = Heartbeat(ctx)
     published = bad_sets = 0
@@ -69,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                     bad_sets += 1
                     log.debug("set %d refused: %s", fused.seq, exc)
                     continue
+                if slowdown > 1:  # fault injection: a slower model, as the stages and the loop see it
+                    time.sleep((slowdown - 1) * (time.time_ns() - start) / 1e9)
                 end = time.time_ns()
                 result = result_sample(fused, outputs, runtime.contract, runtime.provider, published)
                 result.meta["stages"].update(inference_start=start, inference_end=end)
@@ -77,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 published += 1
             heartbeat.beat(counters())
     finally:
-        heartbeat.beat(counters(), force=True)
-        heartbeat.close()
-        sink.close()
-        source.close()
+        shut_down(heartbeat, counters(), sink, source)
     return 0
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 
 from fusion_pipeline.ingest import Ingest
-from fusion_pipeline.node import Heartbeat, node_arguments, stop_requested
+from fusion_pipeline.node import Heartbeat, node_arguments, shut_down, stop_requested
 from fusion_pipeline.transport import Publisher, Subscriber
 
 log = logging.getLogger("nodes.ingest")
@@ -31,18 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     stream = ctx.config.stream(ctx.stream)
     logging.basicConfig(level=ctx.config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
     ingest = Ingest(stream)
-    source = Subscriber(ctx.endpoint(stream.endpoint), topics=[stream.name], limits=ingest.limits)
+    driver_url = ctx.endpoint(stream.endpoint)
+    source = Subscriber(
+        driver_url, topics=[stream.name], limits=ingest.limits, curve=ctx.config.curve_for(driver_url)
+    )
+    sink_url = ctx.config.ingest_endpoint(stream.name, ctx.run_dir)
     sink = Publisher(
-        ctx.config.ingest_endpoint(stream.name, ctx.run_dir),
+        sink_url,
         stream=stream.name,
         modality=stream.modality,
         frame_id=stream.frame_id,
+        curve=ctx.config.curve_for(sink_url),
     )
     heartbeat = Heartbeat(ctx)
     # Everything allocated so far (modules, config, sockets) lives as long as the process; freezing it
     # keeps a full garbage collection from scanning it in the data path (tens of ms otherwise).
     gc.freeze()
-    log.info("%s -> %s", ctx.endpoint(stream.endpoint), sink.last_endpoint)
+    log.info("%s -> %s", driver_url, sink.last_endpoint)
     # Behind on a discrete stream: skip to the newest frame (counted); audio: every chunk, in order.
     receive = source.recv_newest if ingest.drain_newest else source.recv
     published = 0
@@ -75,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 report_new_drop_reasons()
             heartbeat.beat(counters())
     finally:
-        heartbeat.beat(counters(), force=True)
-        heartbeat.close()
-        sink.close()
-        source.close()
+        shut_down(heartbeat, counters(), sink, source)
     return 0
 
 

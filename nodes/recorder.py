@@ -30,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         recorder.run(stop_requested, heartbeat.beat)
     finally:
         report = recorder.close()
-        heartbeat.beat(recorder.counters(), force=True)
-        heartbeat.close()
+        heartbeat.close(recorder.counters())
         log.info("%s", report.summary())
     return 1 if report.not_written else 0
 

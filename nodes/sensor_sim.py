@@ -17,7 +17,7 @@ import logging
 import sys
 import time
 
-from fusion_pipeline.node import Heartbeat, node_arguments, stop_requested
+from fusion_pipeline.node import Heartbeat, node_arguments, shut_down, stop_requested
 from fusion_pipeline.sim import RenderLead, SensorSchedule, SimError, SimSettings, render
 from fusion_pipeline.transport import Publisher
 from fusion_pipeline.world import World
@@ -46,8 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     world = World(settings.seed)
     schedule = SensorSchedule(stream, settings, time.time_ns())
+    url = ctx.endpoint(stream.endpoint)
     publisher = Publisher(
-        ctx.endpoint(stream.endpoint), stream=stream.name, modality=stream.modality, frame_id=stream.frame_id
+        url,
+        stream=stream.name,
+        modality=stream.modality,
+        frame_id=stream.frame_id,
+        curve=ctx.config.curve_for(url),
     )
     heartbeat = Heartbeat(ctx)
     lead = RenderLead(schedule.period_ns)
@@ -80,9 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             counts["published"] += 1
             heartbeat.beat(counts)
     finally:
-        heartbeat.beat(counts, force=True)
-        heartbeat.close()
-        publisher.close()
+        shut_down(heartbeat, counts, publisher)
     return 0
 
 

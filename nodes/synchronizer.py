@@ -22,7 +22,7 @@ import time
 from collections import Counter, deque
 
 from fusion_pipeline.metrics import percentiles
-from fusion_pipeline.node import Heartbeat, node_arguments, stop_requested
+from fusion_pipeline.node import Heartbeat, node_arguments, shut_down, stop_requested
 from fusion_pipeline.sets import SET_MODALITY, SET_STREAM, InputError, SetBuilder, SetLayoutError
 from fusion_pipeline.sync import FusedSet, SyncError, Synchronizer, settings_from_config
 from fusion_pipeline.transport import Publisher, Role, Subscriber
@@ -57,13 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 2
     live = not args.event_time
+    inputs = [config.ingest_endpoint(s.name, ctx.run_dir) for s in config.streams]
     source = Subscriber(
-        [config.ingest_endpoint(s.name, ctx.run_dir) for s in config.streams],
-        topics=[s.name for s in config.streams],
-        hwm=INPUT_HWM,
+        inputs, topics=[s.name for s in config.streams], hwm=INPUT_HWM, curve=config.curve_for(inputs)
     )
+    sets_url = ctx.endpoint(config.sync.endpoint)
     sink = Publisher(
-        ctx.endpoint(config.sync.endpoint), stream=SET_STREAM, modality=SET_MODALITY, role=Role.SET
+        sets_url, stream=SET_STREAM, modality=SET_MODALITY, role=Role.SET, curve=config.curve_for(sets_url)
     )
     heartbeat = Heartbeat(ctx)
     # Everything allocated so far (modules, config, sockets) lives as long as the process; freezing it
@@ -121,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 heartbeat.beat(counters())
                 next_beat_ns = now + heartbeat.interval_ns
     finally:
-        heartbeat.beat(counters(), force=True)
-        heartbeat.close()
-        sink.close()
-        source.close()
+        shut_down(heartbeat, counters(), sink, source)
     return 0
 
 
