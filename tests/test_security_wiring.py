@@ -1,0 +1,71 @@
+"""How the nodes apply [security]: CURVE on tcp endpoints only, ipc sockets in private directories."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from fusion_pipeline.config import parse_config
+from fusion_pipeline.keys import generate_keys
+from fusion_pipeline.transport import Curve, EndpointError, Publisher, Subscriber
+
+CONFIG = """
+[[streams]]
+name = "radar/front"
+modality = "radar"
+endpoint = "{endpoint}"
+rate_hz = 20
+[sync]
+reference = "radar/front"
+[security]
+{security}
+"""
+
+
+def test_curve_for_applies_to_tcp_endpoints_only(tmp_path: Path) -> None:
+    secure = 'certificate = "k/host.key_secret"\nauthorized_keys = "k/authorized"'
+    config = parse_config(CONFIG.format(endpoint="tcp://10.0.0.1:5555", security=secure))
+    curve = config.curve_for("tcp://10.0.0.1:5555")
+    assert curve == Curve(Path("k/host.key_secret"), Path("k/authorized"), Path("k/host.key"))
+    assert config.curve_for("ipc:///run/x/results.sock") is None
+    assert config.curve_for(["ipc:///run/x/a.sock", "tcp://10.0.0.1:5555"]) == curve
+    insecure = parse_config(CONFIG.format(endpoint="tcp://10.0.0.1:5555", security="insecure = true"))
+    assert insecure.curve_for("tcp://10.0.0.1:5555") is None
+
+
+def test_ipc_sockets_are_bound_only_in_private_directories(ipc_dir: Path) -> None:
+    fresh = ipc_dir / "not" / "there"
+    with Publisher(f"ipc://{fresh}/a.sock", "s", "radar"):
+        assert fresh.stat().st_mode & 0o777 == 0o700  # a missing run dir is created private
+    shared = ipc_dir / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with pytest.raises(EndpointError, match=r"has mode 0755.*only their user"):
+        Publisher(f"ipc://{shared}/a.sock", "s", "radar")
+    assert not (shared / "a.sock").exists()
+
+
+def test_one_socket_serves_a_curve_tcp_peer_and_a_plain_ipc_peer(tmp_path: Path, ipc_dir: Path) -> None:
+    """A recorder subscribes to tcp drivers and ipc results with one socket: CURVE must stay on tcp."""
+    server = generate_keys(tmp_path / "keys", "server")
+    client = generate_keys(tmp_path / "keys", "client")
+    authorized = tmp_path / "authorized"
+    authorized.mkdir()
+    (authorized / "client.key").write_bytes(client[0].read_bytes())
+    tcp = Publisher("tcp://127.0.0.1:*", "radar/front", "radar", curve=Curve(server[1], authorized))
+    ipc = Publisher(f"ipc://{ipc_dir}/results.sock", "result/fused", "result")
+    with tcp, ipc:
+        curve = Curve(client[1], server_key=server[0])
+        # tcp first: the ipc endpoint attached after it must not inherit the CURVE client settings.
+        with Subscriber([tcp.last_endpoint, ipc.last_endpoint], curve=curve) as sub:
+            seen: set[str] = set()
+            deadline = time.monotonic() + 10
+            while seen != {"radar/front", "result/fused"} and time.monotonic() < deadline:
+                tcp.publish(time.time_ns())
+                ipc.publish(time.time_ns())
+                sample = sub.recv(timeout_ms=50)
+                if sample is not None:
+                    seen.add(sample.stream)
+    assert seen == {"radar/front", "result/fused"}
