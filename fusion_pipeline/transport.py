@@ -37,6 +37,7 @@ from fusion_pipeline.wire import DEFAULT_LIMITS, Buffer, Limits, Sample, WireErr
 
 __all__ = [
     "Curve",
+    "MAX_SUBSCRIPTION_BYTES",
     "ZERO_COPY_MIN_BYTES",
     "Endpoint",
     "EndpointError",
@@ -52,6 +53,8 @@ _AUTH_LOG = logging.getLogger("fusion_pipeline.auth")
 
 #: Buffers at least this large are handed to libzmq without a copy; smaller ones are cheaper to copy.
 ZERO_COPY_MIN_BYTES = 64 * 1024
+#: What a publisher receives is (un)subscriptions, a stream-name prefix each; a larger message is refused.
+MAX_SUBSCRIPTION_BYTES = 4096
 
 
 class TransportError(FusionError):
@@ -272,6 +275,7 @@ class Publisher(_Socket):
         super().__init__(zmq.XPUB if lossless else zmq.PUB, 2000 if lossless else 0, context, curve)
         if lossless:
             self.socket.setsockopt(zmq.XPUB_NODROP, 1)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         self.socket.sndhwm = hwm if hwm is not None else DEFAULT_HWM[Role.REPLAY if lossless else role]
         self.stream, self.modality, self.frame_id = stream, modality, frame_id
         self.lossless = lossless

@@ -6,10 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
 
 from fusion_pipeline.config import parse_config
 from fusion_pipeline.keys import generate_keys
-from fusion_pipeline.transport import Curve, EndpointError, Publisher, Subscriber
+from fusion_pipeline.transport import MAX_SUBSCRIPTION_BYTES, Curve, EndpointError, Publisher, Subscriber
 
 CONFIG = """
 [[streams]]
@@ -69,3 +70,17 @@ def test_one_socket_serves_a_curve_tcp_peer_and_a_plain_ipc_peer(tmp_path: Path,
                 if sample is not None:
                     seen.add(sample.stream)
     assert seen == {"radar/front", "result/fused"}
+
+
+def test_a_publisher_refuses_an_oversized_subscription(ipc_dir: Path) -> None:
+    """A publisher receives subscriptions: one larger than MAX_SUBSCRIPTION_BYTES never registers."""
+    url = f"ipc://{ipc_dir}/pub.sock"
+    with Publisher(url, "s", "radar", lossless=True) as pub, zmq.Context() as context:
+        rogue = context.socket(zmq.SUB)
+        rogue.linger = 0
+        rogue.subscribe(b"x" * (MAX_SUBSCRIPTION_BYTES + 1))
+        rogue.connect(url)
+        assert not pub.wait_for_subscribers(1, timeout_s=1.0)
+        rogue.close()
+        with Subscriber(url, topics=["s"]):
+            assert pub.wait_for_subscribers(1, timeout_s=10.0)
