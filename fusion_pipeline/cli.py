@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "fusion_pipeline.model.commands",
     "fusion_pipeline.run_command",
     "fusion_pipeline.log_commands",
+    "fusion_pipeline.status",
 )
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "LimitsConfig",
+    "MetricsConfig",
     "ModelConfig",
     "OutputConfig",
     "PipelineConfig",
@@ -156,6 +157,29 @@ class RecordConfig(_Section):
     split_duration_s: float | None = Field(None, gt=0)
 
 
+class MetricsConfig(_Section):
+    """The supervisor's Prometheus endpoint (docs/OPERATIONS.md lists the metrics)."""
+
+    enabled: bool = True
+    address: str = Field("127.0.0.1:9464", description="HOST:PORT to serve /metrics on; port 0 = any free")
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+            raise ValueError("expected HOST:PORT, e.g. '127.0.0.1:9464' or '[::1]:9464' (port 0-65535)")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+
 class SecurityConfig(_Section):
     """CURVE on tcp endpoints. Sockets this host binds are servers that admit only `authorized_keys`;
     sockets it connects present `certificate` and expect the server to hold `server_key`."""
@@ -185,6 +209,7 @@ class Config(_Section):
     output: OutputConfig = OutputConfig()
     record: RecordConfig = RecordConfig()
     security: SecurityConfig = SecurityConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def stream(self, name: str) -> StreamConfig:
         for stream in self.streams:

@@ -8,6 +8,9 @@ the inference node and, with ``record.enabled``, the recorder. The supervisor
 - binds the PULL end of ``ipc://RUN_DIR/control.sock`` and reads the nodes' heartbeats (fusion_pipeline.node);
 - restarts a node that exits or stops heartbeating, after an exponential backoff, and counts restarts;
 - subscribes to the results endpoint and collects each result's stage stamps (fusion_pipeline.metrics);
+- answers `fusion-pipeline status` on ``ipc://RUN_DIR/status.sock`` from its loop, and serves Prometheus
+  metrics over HTTP from a thread, both from a health.PipelineSnapshot of its state (fusion_pipeline.status,
+  fusion_pipeline.exporter); a private temp run dir is recorded in status.run_file for the status command;
 - prints a status line about once a second (refreshed in place on a terminal, every STATUS_PLAIN_S
   otherwise) and a summary at the end;
 - on stop (SIGINT/SIGTERM or the end of ``--duration``) sends SIGTERM to every node, SIGKILLs what is
@@ -40,9 +43,22 @@ import zmq
 
 import fusion_pipeline
 from fusion_pipeline.config import Config
+from fusion_pipeline.exporter import MetricsServer, PipelineCollector
+from fusion_pipeline.health import (
+    CounterWindow,
+    LatencyHistogram,
+    NodeSnapshot,
+    PipelineSnapshot,
+    StreamSnapshot,
+    flow_counts,
+    silent_after_s,
+    stale_after_s,
+    status_report,
+)
 from fusion_pipeline.metrics import CounterTotals, ResultStats
 from fusion_pipeline.node import CONTROL_SOCKET
 from fusion_pipeline.runtime import RESULT_STREAM, wants_tensorrt
+from fusion_pipeline.status import StatusError, StatusServer, forget_run_dir, record_run_dir
 from fusion_pipeline.transport import Endpoint, Role, Subscriber
 
 __all__ = ["NodeSpec", "RestartPolicy", "Supervisor", "node_specs"]
@@ -51,6 +67,7 @@ STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL after this long
 STATUS_PLAIN_S = 10.0  # status line period when stderr is not a terminal
 RATIO_MARGIN_S = 1.0  # the result ratio ignores the last second before the stop
 LOOP_MS = 100
+SNAPSHOT_S = 0.5  # how often the loop refreshes the snapshot behind /metrics (a status request: always)
 _NEVER = 2**63 - 1
 
 
@@ -151,6 +168,12 @@ class Supervisor:
         # warm-up: results over a window of them / messages in it = the result ratio.
         self._reference_marks: list[tuple[int, int]] = []
         self._stopped_ns = _NEVER
+        # Health and metrics: flow counters over a recent window, latency histograms that follow the
+        # results' durations, and the newest snapshot, which the metrics thread reads.
+        self._window = CounterWindow()
+        self._latency = {stage: LatencyHistogram() for stage in ("model", "end_to_end")}
+        self._started = time.monotonic()
+        self.latest: PipelineSnapshot | None = None
 
     # -- public -----------------------------------------------------------------------------------------
 
@@ -172,15 +195,19 @@ class Supervisor:
         poller = zmq.Poller()
         poller.register(control, zmq.POLLIN)
         poller.register(results.socket, zmq.POLLIN)
-        started = time.monotonic()
+        status = StatusServer(context, self.run_dir)
+        poller.register(status.socket, zmq.POLLIN)
+        started = self._started = time.monotonic()
         self.stats.since_ns = _NEVER  # set once every node is up (see _drain_heartbeats)
         self._log(
             f"run dir {self.run_dir}; {len(self.nodes)} nodes; config {self.config_path or '<embedded demo>'}"
         )
+        metrics, run_file = self._open_metrics(), self._record_run_dir()
         try:
             for node in self.nodes:
                 self._start(node)
             next_status = time.monotonic() + 1.0
+            next_snapshot = 0.0
             last_status = (time.monotonic(), self._rates_base())
             while not self._stop.is_set():
                 now = time.monotonic()
@@ -189,9 +216,14 @@ class Supervisor:
                 for socket, _ in poller.poll(LOOP_MS):
                     if socket is control:
                         self._drain_heartbeats(control)
+                    elif socket is status.socket:
+                        status.answer(lambda: status_report(self.snapshot(time.monotonic())))
                     else:
                         self._drain_results(results)
                 self._watch(time.monotonic())
+                if time.monotonic() >= next_snapshot:
+                    self.snapshot(time.monotonic())
+                    next_snapshot = time.monotonic() + SNAPSHOT_S
                 if time.monotonic() >= next_status:
                     last_status = self._status(last_status)
                     next_status = time.monotonic() + (1.0 if self.tty else STATUS_PLAIN_S)
@@ -201,13 +233,99 @@ class Supervisor:
             self._shutdown()
             self._drain_heartbeats(control)
             self._drain_results(results)
+            if metrics is not None:
+                metrics.close()
+            status.close()
             results.close()
             control.close()
             context.term()
             self._clean_run_dir()
+            if run_file is not None:
+                forget_run_dir(run_file, self.run_dir)
         summary = self.summary(elapsed)
         self._clear_status()
         return summary
+
+    def snapshot(self, now: float) -> PipelineSnapshot:
+        """The pipeline's state now (monotonic `now`), kept as `latest` for the metrics thread."""
+        heartbeat_ms = self.config.pipeline.heartbeat_ms
+        totals = {n.spec.name: self.counters.totals(n.spec.name) for n in self.nodes}
+        flows = {n.spec.name: flow_counts(n.spec.kind, totals[n.spec.name]) for n in self.nodes}
+        self._window.add(now, {f"{name}.{k}": v for name, flow in flows.items() for k, v in flow.items()})
+        nodes = []
+        for node in self.nodes:
+            name, process = node.spec.name, node.process
+            alive = process is not None and process.poll() is None
+            rates = {k: self._window.rate(f"{name}.{k}") for k in flows[name]}
+            nodes.append(
+                NodeSnapshot(
+                    name=name,
+                    kind=node.spec.kind,
+                    stream=node.spec.stream,
+                    pid=process.pid if process is not None else None,
+                    alive=alive,
+                    restart_pending=node.restart_at is not None,
+                    uptime_s=now - node.started if alive else None,
+                    heartbeat_age_s=now - node.last_beat if node.last_beat is not None else None,
+                    restarts=node.restarts,
+                    counters=totals[name],
+                    rates={k: v for k, v in rates.items() if v is not None},
+                )
+            )
+        streams = [
+            StreamSnapshot(
+                name=s.name,
+                modality=s.modality,
+                required=s.required,
+                rate_hz=s.rate_hz,
+                messages_per_s=self._window.rate(f"ingest:{s.name}.in"),
+                idle_s=self._window.idle_s(f"ingest:{s.name}.in", now),
+                silent_s=silent_after_s(s.rate_hz, heartbeat_ms),
+            )
+            for s in self.config.streams
+        ]
+        for stage, histogram in self._latency.items():
+            histogram.follow(self.stats.durations.get(stage, []))
+        self.latest = PipelineSnapshot(
+            pipeline=self.config.pipeline.name,
+            run_dir=str(self.run_dir),
+            uptime_s=now - self._started,
+            stale_s=stale_after_s(heartbeat_ms, self.policy.heartbeat_timeout_s),
+            nodes=nodes,
+            streams=streams,
+            results=self.stats.results,
+            sets_full=self.stats.full,
+            sets_partial=self.stats.partial,
+            missing=dict(self.stats.missing),
+            provider=self.stats.provider,
+            latency={stage: h.cumulative() for stage, h in self._latency.items()},
+        )
+        return self.latest
+
+    def _open_metrics(self) -> MetricsServer | None:
+        """Serve /metrics when enabled; an address in use is logged, the pipeline runs without metrics."""
+        settings = self.config.metrics
+        if not settings.enabled:
+            return None
+        try:
+            server = MetricsServer(PipelineCollector(lambda: self.latest), settings.host, settings.port)
+        except OSError as exc:
+            self._log(f"WARNING: no metrics: cannot serve on {settings.address}: {exc.strerror or exc}")
+            return None
+        self._log(f"metrics at {server.url}")
+        return server
+
+    def _record_run_dir(self) -> Path | None:
+        """Make a private temp run dir discoverable by `fusion-pipeline status` (fusion_pipeline.status)."""
+        if not self._own_run_dir:
+            return None
+        try:
+            path = record_run_dir(self.config.pipeline.name, self.run_dir)
+        except (OSError, StatusError) as exc:
+            self._log(f"WARNING: cannot record the run dir for `fusion-pipeline status`: {exc}")
+            return None
+        self._log(f"run dir recorded in {path}")
+        return path
 
     def _result_ratio(self) -> tuple[int, int]:
         """(results, reference messages) from the first reference-ingest heartbeat after the warm-up to

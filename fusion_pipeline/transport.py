@@ -361,6 +361,7 @@ class Subscriber(_Socket):
         for url in [endpoints] if isinstance(endpoints, str) else endpoints:
             self._attach(Endpoint(url), bind)
         self.received = 0
+        self.received_bytes = 0  # of the valid messages: the byte rate of a stream
         self.skipped = 0
         self.malformed: Counter[str] = Counter()
         self.last_error = ""
@@ -408,11 +409,13 @@ class Subscriber(_Socket):
             self.last_error = str(exc)
             return None
         self.received += 1
+        self.received_bytes += sum(memoryview(f).nbytes for f in frames)
         return sample
 
     def counters(self) -> dict[str, int]:
         return {
             "received": self.received,
+            "received_bytes": self.received_bytes,
             "skipped": self.skipped,
             **{f"malformed_{k}": v for k, v in self.malformed.items()},
         }

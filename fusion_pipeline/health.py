@@ -1,0 +1,275 @@
+"""Pipeline health from the supervisor's state: node states, rates, silent streams, degraded or not.
+
+Pure (no sockets, no clock): the supervisor builds a `PipelineSnapshot` from its node table, its
+`CounterTotals` and `ResultStats` (with the monotonic time passed in); `status_report` turns a snapshot into
+the map `fusion-pipeline status` prints, and fusion_pipeline.exporter turns one into Prometheus metrics.
+
+Node states:
+
+- ``starting``: the process runs but has sent no heartbeat yet (imports, model warm-up);
+- ``running``: its last heartbeat is at most `stale_s` old;
+- ``hung``: alive, but its last heartbeat is older than `stale_s` (the supervisor kills it once it is
+  older than its heartbeat timeout);
+- ``restarting``: it exited (or was killed) and waits for its restart backoff.
+
+The pipeline is degraded when any node is not ``running`` or a required stream is silent: its ingest
+node received nothing for `silent_s`. It has recovered once every node runs again and the required
+streams flow.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "LATENCY_BUCKETS_S",
+    "NODE_STATES",
+    "CounterWindow",
+    "Health",
+    "LatencyHistogram",
+    "NodeSnapshot",
+    "PipelineSnapshot",
+    "StreamSnapshot",
+    "assess",
+    "flow_counts",
+    "node_state",
+    "silent_after_s",
+    "stale_after_s",
+    "status_report",
+]
+
+NODE_STATES: tuple[str, ...] = ("starting", "running", "hung", "restarting")
+
+#: Upper bounds of the latency histogram buckets, in seconds: 1 ms to 10 s (CPU model runs take tens of ms,
+#: a GPU run a few ms, a stalled pipeline seconds).
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+#: Counters that measure a node's flow: what it took in and what it sent on, by node kind.
+IN_COUNTER = "received"
+OUT_COUNTERS: dict[str, str] = {
+    "sensor_sim": "published",
+    "ingest": "published",
+    "synchronizer": "sets_published",
+    "inference": "results",
+    "recorder": "written",
+}
+
+
+def flow_counts(kind: str, counters: Mapping[str, Any]) -> dict[str, int]:
+    """The node's flow counters present in `counters`: ``in`` (received) and ``out`` (sent on)."""
+    keys = {"in": IN_COUNTER, "out": OUT_COUNTERS.get(kind, "")}
+    return {k: v for k, key in keys.items() if isinstance(v := counters.get(key), int)}
+
+
+def stale_after_s(heartbeat_ms: int, heartbeat_timeout_s: float) -> float:
+    """Heartbeat age from which a live node counts as hung: four missed beats (at least 2 s, which a
+    loaded machine's scheduling can take), never later than the supervisor's own kill timeout."""
+    return min(heartbeat_timeout_s, max(2.0, 4 * heartbeat_ms / 1000))
+
+
+def silent_after_s(rate_hz: float, heartbeat_ms: int) -> float:
+    """How long a stream may deliver nothing before it counts as silent: five of its periods or three
+    heartbeats (counters arrive with the heartbeats), at least 2 s."""
+    return max(2.0, 5 / rate_hz, 3 * heartbeat_ms / 1000)
+
+
+def node_state(alive: bool, restart_pending: bool, heartbeat_age_s: float | None, stale_s: float) -> str:
+    """One of NODE_STATES. A process that exited but is not yet noticed by the supervisor's watch counts
+    as restarting too: it will be."""
+    if restart_pending or not alive:
+        return "restarting"
+    if heartbeat_age_s is None:
+        return "starting"
+    return "hung" if heartbeat_age_s > stale_s else "running"
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    """One node as the supervisor sees it at snapshot time."""
+
+    name: str
+    kind: str
+    stream: str | None
+    pid: int | None
+    alive: bool
+    restart_pending: bool
+    uptime_s: float | None  # since the current process started
+    heartbeat_age_s: float | None  # None: no heartbeat from the current process yet
+    restarts: int
+    counters: Mapping[str, Any]  # totals across restarts (CounterTotals)
+    rates: Mapping[str, float]  # per second over the recent window: "in", "out"
+
+
+@dataclass(frozen=True)
+class StreamSnapshot:
+    name: str
+    modality: str
+    required: bool
+    rate_hz: float  # configured
+    messages_per_s: float | None  # received by its ingest node, over the recent window
+    idle_s: float  # since its ingest node last received a message
+    silent_s: float  # idle longer than this is silent
+
+
+@dataclass(frozen=True)
+class PipelineSnapshot:
+    """Everything the status reply and the metrics are made of; immutable once built, so the metrics
+    thread can read the latest one while the supervisor's loop builds the next."""
+
+    pipeline: str
+    run_dir: str
+    uptime_s: float
+    stale_s: float
+    nodes: Sequence[NodeSnapshot]
+    streams: Sequence[StreamSnapshot]
+    results: int = 0
+    sets_full: int = 0
+    sets_partial: int = 0
+    missing: Mapping[str, int] = field(default_factory=dict)  # results without modality -> count
+    provider: str = ""
+    latency: Mapping[str, tuple[Sequence[int], float, int]] = field(default_factory=dict)  # stage -> buckets
+
+    def node(self, name: str) -> NodeSnapshot | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+@dataclass(frozen=True)
+class Health:
+    degraded: bool
+    reasons: list[str]
+
+
+def assess(snapshot: PipelineSnapshot) -> Health:
+    """Degraded, and why: nodes not running, required streams silent."""
+    reasons = []
+    for node in snapshot.nodes:
+        state = node_state(node.alive, node.restart_pending, node.heartbeat_age_s, snapshot.stale_s)
+        if state == "hung":
+            reasons.append(f"{node.name} hung (no heartbeat for {node.heartbeat_age_s:.1f} s)")
+        elif state != "running":
+            reasons.append(f"{node.name} {state}")
+    for stream in snapshot.streams:
+        if stream.required and stream.idle_s > stream.silent_s:
+            reasons.append(f"required stream {stream.name} silent for {stream.idle_s:.1f} s")
+    return Health(degraded=bool(reasons), reasons=reasons)
+
+
+def status_report(snapshot: PipelineSnapshot) -> dict[str, Any]:
+    """The status reply: plain types only (msgpack and JSON)."""
+    health = assess(snapshot)
+    return {
+        "pipeline": snapshot.pipeline,
+        "run_dir": snapshot.run_dir,
+        "uptime_s": round(snapshot.uptime_s, 3),
+        "degraded": health.degraded,
+        "reasons": health.reasons,
+        "provider": snapshot.provider,
+        "results": snapshot.results,
+        "nodes": [
+            {
+                "name": n.name,
+                "state": node_state(n.alive, n.restart_pending, n.heartbeat_age_s, snapshot.stale_s),
+                "pid": n.pid,
+                "uptime_s": _round(n.uptime_s),
+                "restarts": n.restarts,
+                "heartbeat_age_s": _round(n.heartbeat_age_s),
+                "rates": {k: round(v, 2) for k, v in n.rates.items()},
+            }
+            for n in snapshot.nodes
+        ],
+        "streams": [
+            {
+                "name": s.name,
+                "required": s.required,
+                "rate_hz": s.rate_hz,
+                "messages_per_s": _round(s.messages_per_s),
+                "idle_s": round(s.idle_s, 3),
+            }
+            for s in snapshot.streams
+        ],
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+class CounterWindow:
+    """Samples of monotonic counters over the last `window_s`: per-key rates, and the time since each key
+    last grew. Keys are arbitrary strings (the supervisor uses ``node.counter``)."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._samples: deque[tuple[float, dict[str, int]]] = deque()
+        self._changed: dict[str, float] = {}
+        self._started: float | None = None
+
+    def add(self, t: float, counts: Mapping[str, int]) -> None:
+        if self._started is None:
+            self._started = t
+        last = self._samples[-1][1] if self._samples else {}
+        for key, value in counts.items():
+            if value > last.get(key, 0):
+                self._changed[key] = t
+        self._samples.append((t, dict(counts)))
+        # Keep one sample at or before the window's start, so the rate spans the whole window.
+        while len(self._samples) > 2 and self._samples[1][0] <= t - self.window_s:
+            self._samples.popleft()
+
+    def rate(self, key: str) -> float | None:
+        """Per second over the window; None until two samples at least 0.5 s apart exist."""
+        if len(self._samples) < 2:
+            return None
+        (t0, first), (t1, last) = self._samples[0], self._samples[-1]
+        if t1 - t0 < 0.5:
+            return None
+        return max(0, last.get(key, 0) - first.get(key, 0)) / (t1 - t0)
+
+    def idle_s(self, key: str, t: float) -> float:
+        """Seconds since `key` last grew (since the first sample when it never did)."""
+        since = self._changed.get(key, self._started)
+        return 0.0 if since is None else max(0.0, t - since)
+
+
+class LatencyHistogram:
+    """Cumulative Prometheus bucket counts of the durations in an append-only list of ns values
+    (ResultStats.durations[stage]); `follow` reads only what was appended since its last call."""
+
+    def __init__(self, bounds_s: Sequence[float] = LATENCY_BUCKETS_S) -> None:
+        self.bounds_ns = [round(b * 1e9) for b in bounds_s]
+        self._counts = [0] * (len(self.bounds_ns) + 1)  # the last one is +Inf
+        self._seen = 0
+        self.sum_s = 0.0
+
+    def follow(self, values_ns: Sequence[int]) -> None:
+        for value in values_ns[self._seen :]:
+            self._counts[bisect.bisect_left(self.bounds_ns, value)] += 1
+            self.sum_s += value / 1e9
+        self._seen = len(values_ns)
+
+    def cumulative(self) -> tuple[list[int], float, int]:
+        """(cumulative count per bound and +Inf, sum in s, count)."""
+        out, total = [], 0
+        for n in self._counts:
+            total += n
+            out.append(total)
+        return out, self.sum_s, total

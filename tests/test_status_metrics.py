@@ -1,0 +1,213 @@
+"""Metrics and `fusion-pipeline status` against real `fusion-pipeline run` processes (about 15 s each)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from pipeline_harness import DEMO_TEXT, Run, demo_text, pipeline
+from prometheus_client.parser import text_string_to_metric_families
+
+from fusion_pipeline.status import StatusError, query, run_file
+
+ANY_PORT = 'address = "127.0.0.1:0"'
+STREAMS = ["camera/front", "lidar/top", "radar/front", "audio/roof"]
+
+
+def _any_port(text: str) -> str:
+    assert 'address = "127.0.0.1:9464"' in text
+    return text.replace('address = "127.0.0.1:9464"', ANY_PORT)
+
+
+def _wait(condition: Callable[[], Any], timeout_s: float, what: str, run: Run) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not after {timeout_s} s\n{run.output()[-3000:]}")
+
+
+def _metrics_url(run: Run) -> str:
+    found = _wait(lambda: re.search(r"metrics at (http://\S+)", run.output()), 30, "metrics URL logged", run)
+    return found.group(1)
+
+
+def _scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """{sample name: {sorted labels: value}}."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def _per_stream(scrape: dict[str, Any], name: str) -> dict[str, float]:
+    return {dict(labels)["stream"]: value for labels, value in scrape.get(name, {}).items()}
+
+
+def _healthy(run: Run) -> dict[str, Any] | None:
+    with contextlib.suppress(StatusError):
+        report = query(run.run_dir, timeout_s=2.0)
+        return None if report["degraded"] else report
+    return None
+
+
+def _status_cli(*args: str) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "fusion_pipeline.cli", "status", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def _status_until(code: int, run: Run, *args: str, timeout_s: float) -> str:
+    """Run `fusion-pipeline status ARGS` until it exits with `code`; its output."""
+
+    def attempt() -> str | None:
+        got, out = _status_cli(*args)
+        return out if got == code else None
+
+    return _wait(attempt, timeout_s, f"`fusion-pipeline status {' '.join(args)}` exits {code}", run)
+
+
+def test_metrics_endpoint_serves_every_family_with_growing_counters(tmp_path: Path) -> None:
+    with pipeline(lambda d: demo_text(d, _any_port), "--warmup", "0", workdir=tmp_path) as run:
+        url = _metrics_url(run)
+        _wait(lambda: _healthy(run), 60, "pipeline healthy", run)
+
+        def has_results() -> dict[str, Any] | None:
+            scrape = _scrape(url)
+            counts = scrape.get("fusion_inference_latency_seconds_count", {})
+            return scrape if counts and min(counts.values()) > 0 else None
+
+        first = _wait(has_results, 30, "latency histogram filled", run)
+        time.sleep(2.0)
+        second = _scrape(url)
+
+        for name in (
+            "fusion_stream_messages_total",
+            "fusion_stream_bytes_total",
+            "fusion_stream_dropped_total",
+            "fusion_stream_seq_gaps_total",
+            "fusion_stream_seq_lost_total",
+            "fusion_sync_sets_total",
+            "fusion_sync_presence_ratio",
+            "fusion_inference_latency_seconds_bucket",
+            "fusion_inference_skipped_total",
+            "fusion_inference_provider_info",
+            "fusion_node_up",
+            "fusion_node_restarts_total",
+            "fusion_pipeline_degraded",
+        ):
+            assert second.get(name), f"{name} missing from {url}"
+        before, after = (_per_stream(s, "fusion_stream_messages_total") for s in (first, second))
+        assert sorted(after) == sorted(STREAMS)
+        assert all(after[s] > before[s] for s in STREAMS), (before, after)  # non-zero rates
+        size_before, size_after = (_per_stream(s, "fusion_stream_bytes_total") for s in (first, second))
+        assert all(size_after[s] > size_before[s] for s in STREAMS)
+        assert set(_per_stream(second, "fusion_sync_presence_ratio")) == set(STREAMS)
+        sets = {dict(k)["kind"]: v for k, v in second["fusion_sync_sets_total"].items()}
+        assert sets["full"] > 0
+        stages = {dict(k)["stage"] for k in second["fusion_inference_latency_seconds_count"]}
+        assert stages == {"model", "end_to_end"}
+        (provider,) = second["fusion_inference_provider_info"]
+        assert dict(provider)["provider"].endswith("ExecutionProvider")
+        up = {dict(k)["node"]: v for k, v in second["fusion_node_up"].items()}
+        assert len(up) == 10 and set(up.values()) == {1.0}
+        assert second["fusion_pipeline_degraded"][()] == 0.0
+
+
+def test_status_reports_a_killed_node_as_degraded_then_recovered(tmp_path: Path) -> None:
+    with pipeline(lambda d: demo_text(d, _any_port), workdir=tmp_path) as run:
+        url = _metrics_url(run)
+        _wait(lambda: _healthy(run), 60, "pipeline healthy", run)
+        code, out = _status_cli("--run-dir", str(run.run_dir))
+        assert code == 0, out
+        assert out.startswith("demo: healthy") and "synchronizer" in out
+        before = _scrape(url)
+
+        (old_pid,) = run.node_pids("synchronizer")
+        os.kill(old_pid, signal.SIGKILL)
+
+        def degraded() -> list[str]:
+            with contextlib.suppress(StatusError):
+                reasons = query(run.run_dir, timeout_s=2.0)["reasons"]
+                return [r for r in reasons if r.startswith("synchronizer ")]
+            return []
+
+        reasons = _wait(degraded, 10, "synchronizer reported down after kill -9", run)
+        assert reasons[0] in ("synchronizer restarting", "synchronizer starting"), reasons
+        # Here the restarted node beats within a second of the kill, sooner than the status command can
+        # start; hold the new process stopped so that the command sees it down (starting, or hung if it
+        # already beat), then let it go.
+        new_pid = _wait(
+            lambda: [p for p in run.node_pids("synchronizer") if p != old_pid], 10, "restart", run
+        )[0]
+        os.kill(new_pid, signal.SIGSTOP)
+        try:
+            out = _status_until(1, run, "--run-dir", str(run.run_dir), timeout_s=15)
+            assert "DEGRADED" in out and "synchronizer" in out.splitlines()[0], out
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(new_pid, signal.SIGCONT)
+
+        out = _status_until(0, run, "--run-dir", str(run.run_dir), "--json", timeout_s=30)
+        report = json.loads(out)
+        (sync,) = [n for n in report["nodes"] if n["name"] == "synchronizer"]
+        assert sync["state"] == "running" and sync["restarts"] >= 1 and sync["pid"] != old_pid
+        assert report["degraded"] is False and report["reasons"] == []
+
+        # Counters stay monotonic across the restart; the restart is counted.
+        after = _scrape(url)
+        for name in ("fusion_stream_messages_total", "fusion_sync_sets_total"):
+            assert all(after[name][k] >= v for k, v in before[name].items()), name
+        restarts = {dict(k)["node"]: v for k, v in after["fusion_node_restarts_total"].items()}
+        assert restarts["synchronizer"] >= 1 and restarts["inference"] == 0
+
+
+def test_no_metrics_when_disabled_and_status_finds_a_private_run_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # inherited by the run and status processes
+    name = f"status-test-{os.getpid()}"
+    config = DEMO_TEXT.replace('name = "demo"', f'name = "{name}"', 1).replace(
+        "enabled = true\naddress", "enabled = false\naddress", 1
+    )
+    assert name in config and "enabled = false" in config
+    config_path = tmp_path / "pipeline.toml"  # where the harness writes it
+    with pipeline(lambda _: config, workdir=tmp_path) as run:
+        recorded = run_file(name)
+        _wait(recorded.exists, 30, f"run dir recorded in {recorded}", run)
+        run_dir = Path(recorded.read_text().strip())
+        assert run_dir.stat().st_mode & 0o777 == 0o700
+
+        _status_until(0, run, "-c", str(config_path), timeout_s=60)
+        supervisor = psutil.Process(run.process.pid)
+        listening = [c for c in supervisor.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        assert listening == [], listening
+        assert "metrics at" not in run.output()
+
+        code, _ = run.terminate(timeout_s=10)
+        assert code == 0
+    assert not recorded.exists(), "the run file outlived its supervisor"
+    code, out = _status_cli("-c", str(config_path))
+    assert code == 2
+    assert f"no supervisor recorded one in {recorded}" in out
