@@ -8,10 +8,12 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fusion_pipeline.config import load_config
 from fusion_pipeline.transport import Subscriber
 from fusion_pipeline.wire import DEFAULT_LIMITS, Sample
 
@@ -40,6 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     topics.add_argument("endpoint")
     topics.add_argument("--duration", type=float, default=2.0, help="listen for S seconds")
     topics.set_defaults(func=_topics)
+    for parser in (echo, hz, topics):
+        parser.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="a tcp endpoint with CURVE: connect with this config's [security] keys",
+        )
 
 
 def describe_sample(sample: Sample) -> dict[str, Any]:
@@ -76,14 +85,15 @@ def _format_line(info: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _subscribe(endpoint: str, prefix: str) -> Subscriber:
+def _subscribe(args: argparse.Namespace, prefix: str) -> Subscriber:
+    curve = load_config(args.config).curve_for(args.endpoint) if args.config is not None else None
     # Introspection must see anything a sensor may legally send, so it uses the protocol's limits.
-    return Subscriber(endpoint, topics=[prefix], limits=DEFAULT_LIMITS, hwm=1000)
+    return Subscriber(args.endpoint, topics=[prefix], limits=DEFAULT_LIMITS, hwm=1000, curve=curve)
 
 
 def _echo(args: argparse.Namespace) -> int:
     timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
-    with _subscribe(args.endpoint, args.stream) as sub:
+    with _subscribe(args, args.stream) as sub:
         printed = 0
         while args.count <= 0 or printed < args.count:
             sample = sub.recv(timeout_ms)
@@ -167,14 +177,14 @@ def _print_rates(stats: dict[str, StreamRate]) -> None:
 
 
 def _hz(args: argparse.Namespace) -> int:
-    with _subscribe(args.endpoint, args.stream) as sub:
+    with _subscribe(args, args.stream) as sub:
         stats = _collect(sub, args.duration, args.window, on_tick=_print_rates)
     _print_rates(stats)
     return 0 if stats else 1
 
 
 def _topics(args: argparse.Namespace) -> int:
-    with _subscribe(args.endpoint, "") as sub:
+    with _subscribe(args, "") as sub:
         stats = _collect(sub, args.duration, window=1000)
     if not stats:
         print(

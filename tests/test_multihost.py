@@ -138,8 +138,9 @@ class Processes:
     def __init__(self, hosts: Hosts, logs: Path) -> None:
         self.hosts, self.logs = hosts, logs
         self.started: dict[str, subprocess.Popen[str]] = {}
+        self.services: set[str] = set()  # processes that must not exit before the test stops them
 
-    def start(self, host: str, name: str, *argv: str) -> subprocess.Popen[str]:
+    def start(self, host: str, name: str, *argv: str, service: bool = True) -> subprocess.Popen[str]:
         log = (self.logs / f"{name}.log").open("w")
         process = subprocess.Popen(
             [*self.hosts.prefix[host], *argv],
@@ -151,6 +152,8 @@ class Processes:
         )
         log.close()
         self.started[name] = process
+        if service:
+            self.services.add(name)
         return process
 
     def driver(self, name: str, config: Path, stream: str, run_dir: Path) -> subprocess.Popen[str]:
@@ -161,13 +164,14 @@ class Processes:
         return (self.logs / f"{name}.log").read_text(errors="replace")
 
     def failed(self) -> str:
-        """The logs of the processes that died with an error, for an assertion message."""
-        dead = [name for name, p in self.started.items() if p.poll() not in (None, 0)]
+        """The logs of the services that died, for an assertion message."""
+        dead = [name for name in self.services if self.started[name].poll() is not None]
         return "\n".join(f"{name} exited {self.started[name].returncode}:\n{self.log(name)}" for name in dead)
 
-    def stop(self, process: subprocess.Popen[str]) -> int:
-        process.send_signal(signal.SIGTERM)
-        return process.wait(timeout=20)
+    def stop(self, name: str) -> int:
+        self.services.discard(name)
+        self.started[name].send_signal(signal.SIGTERM)
+        return self.started[name].wait(timeout=20)
 
     def kill_all(self, run_dir: Path) -> None:
         for process in self.started.values():
@@ -202,30 +206,36 @@ def test_graph_across_hosts_over_tcp_with_curve(hosts: Hosts, sites: dict[str, S
     )
     # Port 9464 is free in a namespace, not necessarily on a shared loopback.
     compute_toml = compute.config("compute", hosts, **{"127.0.0.1:9464": "127.0.0.1:0"})
+    stranger_toml = compute.config(
+        "compute", hosts, "stranger", **{f"{ETC}/keys/compute.key_secret": str(stranger_key)}
+    )
     lidar_url = compute_toml.read_text().split('endpoint = "', 2)[1].split('"')[0]
     assert lidar_url.startswith("tcp://") and lidar_url.endswith(hosts.replace.get(":5555", ":5555"))
 
     processes = Processes(hosts, tmp_path)
     try:
-        pipeline = processes.start(
+        processes.start(
             "compute", "run", sys.executable, "-m", "fusion_pipeline.cli", "run", "-c", str(compute_toml)
         )
         processes.driver("lidar", vehicle_toml, "lidar/top", vehicle.run)
-        impostor = processes.driver("radar-impostor", impostor_toml, "radar/front", vehicle.run)
-        # Two subscribers on the compute host dial the vehicle's lidar driver: one with the compute key
-        # (in the vehicle's authorized_keys), one with a key the vehicle does not know.
-        peer = [sys.executable, str(TESTS / "curve_peer.py"), "sub", lidar_url]
-        server_key = str(compute.etc / "servers" / "vehicle.key")
-        compute_secret = str(compute.etc / "keys" / "compute.key_secret")
-        allowed = processes.start("compute", "allowed-sub", *peer, compute_secret, server_key, "4")
-        stranger = processes.start("compute", "stranger-sub", *peer, str(stranger_key), server_key, "4")
+        processes.driver("radar-impostor", impostor_toml, "radar/front", vehicle.run)
+
+        # `fusion-pipeline echo` on the compute host dials the vehicle's lidar driver twice: with the
+        # compute key (in the vehicle's authorized_keys), and with a key the vehicle does not know.
+        def echo(name: str, config: Path, count: int, timeout_s: int) -> subprocess.Popen[str]:
+            argv = ["-m", "fusion_pipeline.cli", "echo", lidar_url, "--config", str(config)]
+            argv += ["--count", str(count), "--timeout", str(timeout_s)]
+            return processes.start("compute", name, sys.executable, *argv, service=False)
+
+        allowed = echo("allowed-echo", compute_toml, 3, 30)
+        stranger = echo("stranger-echo", stranger_toml, 1, 5)
 
         results: list[Sample] = []
         # ipc socket files are reachable from any network namespace: the test listens from here.
         with Subscriber(f"ipc://{compute.run}/results.sock", topics=["result/"], hwm=1000) as sub:
             _collect(sub, lambda r: len(r) >= 10, 90, results, processes)
             switched_ns = time.time_ns()
-            processes.stop(impostor)
+            assert processes.stop("radar-impostor") == 0
             processes.driver("radar", vehicle_toml, "radar/front", vehicle.run)
             _collect(sub, lambda r: any(s.arrays["presence"][RADAR] for s in r), 60, results, processes)
 
@@ -234,10 +244,11 @@ def test_graph_across_hosts_over_tcp_with_curve(hosts: Hosts, sites: dict[str, S
         assert len(before) >= 10, context
         assert not any(s.arrays["presence"][RADAR] for s in before), "radar from an unknown key got in"
         assert all(s.arrays["presence"][LIDAR] for s in results), "lidar (the reference) missing from a set"
-        assert allowed.wait(timeout=20) == 0 and stranger.wait(timeout=20) == 0
-        assert len(processes.log("allowed-sub").split()) >= 5, "the authorized subscriber got no lidar"
-        assert processes.log("stranger-sub") == "", "a subscriber with an unknown key got lidar samples"
-        assert processes.stop(pipeline) == 0, processes.log("run")
+        assert allowed.wait(timeout=30) == 0, processes.log("allowed-echo")
+        assert processes.log("allowed-echo").count("lidar/top [lidar]") == 3
+        assert stranger.wait(timeout=30) == 1, processes.log("stranger-echo")
+        assert "lidar/top" not in processes.log("stranger-echo"), "an unknown key subscribed to lidar"
+        assert processes.stop("run") == 0, processes.log("run")
         print(f"hosts={hosts.mode}: {len(results)} results; radar admitted only from the vehicle's key")
     finally:
         processes.kill_all(compute.run)
