@@ -11,6 +11,7 @@ import logging
 import sys
 
 from fusion_pipeline import __version__
+from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.errors import FusionError
 
 __all__ = ["main"]
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    tune_allocator()  # replay and record move megabyte frames (fusion_pipeline.allocator)
     try:
         return int(args.func(args) or 0)
     except FusionError as exc:

@@ -23,8 +23,9 @@ number it skipped to :meth:`Ingest.process`, so the seq counters tell skipped (o
 (upstream). Audio is continuous: a skipped chunk would be a hole in every window over it, so it is
 always taken in full (:attr:`Ingest.drain_newest` is False).
 
-The output sample has ingest's own seq; the driver's is kept in meta["source_seq"], and
-meta["stages"]["ingest_in"] is the arrival time the caller passed.
+The output sample has ingest's own seq; the driver's is kept in meta["source_seq"],
+meta["stages"]["ingest_in"] is the arrival time the caller passed, and a replayed message's
+meta["replay_seq"] is passed on.
 """
 
 from __future__ import annotations
@@ -258,6 +259,9 @@ class Ingest:
             self.last_error = str(exc)
             return None
         meta: dict[str, object] = {"source_seq": sample.seq, "stages": {"ingest_in": arrival_ns}}
+        replay_seq = sample.meta.get("replay_seq")
+        if isinstance(replay_seq, int):  # the replay send order (fusion_pipeline.reorder)
+            meta["replay_seq"] = replay_seq
         if self.config.modality == "audio":
             meta["sample_rate"] = self.config.sample_rate
         out = Sample(

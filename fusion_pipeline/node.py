@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import msgpack
 import zmq
 
+from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.config import Config, load_config
 
 __all__ = ["CONTROL_SOCKET", "Heartbeat", "NodeContext", "node_arguments", "shut_down", "stop_requested"]
@@ -67,6 +68,7 @@ def node_arguments(kind: str, argv: list[str] | None, per_stream: bool = False) 
         "dropping, and match in event time",
     )
     args = parser.parse_args(argv)
+    tune_allocator()  # sensor frames are megabytes: keep their pages mapped (fusion_pipeline.allocator)
     config = load_config(args.config)
     stream = getattr(args, "stream", None)
     if stream is not None:

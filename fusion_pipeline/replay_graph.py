@@ -1,10 +1,11 @@
 """The pipeline graph a replay runs: the supervisor's graph minus the sensor drivers, in event time.
 
-The replayer takes the drivers' place on their endpoints; the synchronizer gets ``--event-time`` so that
-its deadlines advance with the stamps only and a log yields the same sets at any replay speed
-(docs/ARCHITECTURE.md, "Time"). The supervisor runs in a background thread, so the replayer can publish
-from the calling thread; `ready()` waits until every node has sent its first heartbeat, which each node
-sends only after its sockets exist.
+The replayer takes the drivers' place on their endpoints; every node gets ``--replay``: ingest and
+inference take every message (no skipping to the newest), publishers block instead of dropping, and the
+synchronizer matches in event time, in the replayer's send order, so a log yields the same sets at any
+replay speed (docs/ARCHITECTURE.md, "Time"). The supervisor runs in a background thread, so the replayer
+can publish from the calling thread; `ready()` waits until every node has sent its first heartbeat,
+which each node sends only after its sockets exist.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class ReplayGraph(Supervisor):
 
     def _argv(self, spec: NodeSpec) -> list[str]:
         argv = super()._argv(spec)
-        return [*argv, "--event-time"] if spec.kind == "synchronizer" else argv
+        return [*argv, "--replay"]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="replay-graph", daemon=True)

@@ -8,28 +8,19 @@ Two pacings:
 - ``rate = None`` (as fast as possible): nothing waits on the clock.
 
 Every driver socket is a lossless publisher (XPUB, no drop): an ingest node that falls behind blocks the
-replayer instead of losing messages. With ``graph`` (a pipeline consumes the replay) two more gates make
-the replay deterministic and lossless end to end:
+replayer instead of losing messages. With ``graph`` (a pipeline consumes the replay, its nodes started
+with ``--replay``) the replay is deterministic and lossless end to end without ever waiting on the graph:
 
-- ordered delivery: a message is sent only once the previous one has come out of its ingest node (the
-  replayer subscribes to the ingest endpoints and matches ``meta.source_seq``). Ingest nodes are separate
-  processes that take different times per message, so without this gate the synchronizer would see the
-  streams interleaved by processing time instead of log order, and its event-time deadlines (which
-  advance with the newest stamp of ANY stream) would cut different sets at different speeds. It also
-  keeps the replay lossless: an ingest node that is behind skips to the newest camera, lidar or radar
-  message, and with one message in flight none is ever behind. Messages with equal stamps go one by one
-  too (the simplest rule; racing them saved little).
-- set credits: a message stamped at or past the newest reference stamp + ``sync.max_wait_ms`` waits until
-  every reference message sent has its result. Such a message is the first that could move the
-  synchronizer's watermark past the open set's deadline; held back, the set is always completed by its
-  own messages, never cut by a deadline that a lagging synchronizer (its inputs are fair-queued across
-  the ingest sockets, so it may read a later message first) would see at a different moment. The same
-  gate keeps at most one set waiting for inference, which keeps only the newest set when behind, so
-  none is skipped. It assumes every stream sends within max_wait of each reference stamp (true of the
-  demo); a slower optional stream's next message is itself held, so each set waits for the gate timeout.
+- each message carries ``meta.replay_seq``, its index in send order. The ingest nodes work in parallel
+  and pass it on; the synchronizer puts their outputs back into send order (fusion_pipeline.reorder)
+  before matching in event time, so it cuts the same sets at any speed;
+- every node of the graph takes every message and its publisher blocks rather than drops, so back-
+  pressure, not loss, slows the replayer down to what the graph can take;
+- the results are collected by a thread of their own, so a replayer blocked on a full ingest queue never
+  stops draining the results (which would block inference, then the synchronizer, then ingest: a cycle).
 
-A message that never comes back (ingest refused it; the synchronizer dropped a reference message) would
-hold a gate forever, so each gate opens after ``gate_timeout_s``; such stalls are counted and reported.
+After the last message the replayer waits for a result for every reference message sent, or until none
+came for ``results_timeout_s`` (the last sets stay open: nothing after them proves them complete).
 
 Streams keep their recorded stamps and seq on the first pass. With ``loop``, each later pass shifts
 stamp_ns by the pass length and seq by each stream's count, so downstream sees one continuous,
@@ -112,8 +103,8 @@ class ReplaySettings:
     end_s: float | None = None
     streams: Sequence[str] = ()  # log stream names; empty = every log stream the config knows
     remap: Mapping[str, str] = field(default_factory=dict)  # log stream -> config stream
-    graph: bool = False  # a pipeline consumes the replay: ordered delivery and set credits
-    gate_timeout_s: float = 1.0
+    graph: bool = False  # a pipeline consumes the replay: messages carry replay_seq, results are awaited
+    results_timeout_s: float = 1.0
     subscribers_timeout_s: float = 10.0
     results_path: Path | None = None
     progress: bool = True
@@ -126,8 +117,6 @@ class ReplayReport:
     wall_s: float = 0.0  # from the start to the last send or result (not the final idle wait)
     log_s: float = 0.0
     passes: int = 0
-    credit_stalls: int = 0
-    echo_stalls: int = 0
     lateness_ns: list[int] = field(default_factory=list)
 
     @property
@@ -160,11 +149,6 @@ class ReplayReport:
             )
         if self.results:
             lines.append(f"  results received: {self.results}")
-        if self.credit_stalls or self.echo_stalls:
-            lines.append(
-                f"  gate stalls (each waited the gate timeout): {self.echo_stalls} messages not seen out of "
-                f"ingest, {self.credit_stalls} reference messages without a result"
-            )
         return "\n".join(lines)
 
 
@@ -261,30 +245,20 @@ class Replayer:
             self._publishers[target] = by_endpoint[url]
         self._subscribers = subscribers
         self.reference = config.sync.reference or min(config.streams, key=lambda s: s.rate_hz).name
-        self._echo: Subscriber | None = None
-        self._in_flight: set[tuple[str, int]] = set()  # (stream, seq) sent, not yet out of ingest
-        if settings.graph:
-            echo_urls = [config.ingest_endpoint(t, run_dir) for t in sorted(set(self.plan.values()))]
-            self._echo = Subscriber(
-                echo_urls,
-                topics=sorted(set(self.plan.values())),
-                hwm=RESULTS_HWM,
-                curve=config.curve_for(echo_urls),
-            )
-        self._results: Subscriber | None = None
-        self._results_log: LogWriter | None = None
+        self._results: _ResultCollector | None = None
         if settings.graph or settings.results_path is not None:
             results_url = config.endpoint(config.output.endpoint, run_dir)
-            self._results = Subscriber(
+            subscriber = Subscriber(
                 results_url, topics=[RESULT_STREAM], hwm=RESULTS_HWM, curve=config.curve_for(results_url)
             )
-        if settings.results_path is not None:
-            self._results_log = LogWriter(
-                settings.results_path, metadata={"recorded_by": "fusion-pipeline replay"}
-            )
+            results_log = None
+            if settings.results_path is not None:
+                results_log = LogWriter(
+                    settings.results_path, metadata={"recorded_by": "fusion-pipeline replay"}
+                )
+            self._results = _ResultCollector(subscriber, results_log)
+        self._sent = 0  # messages sent, over every pass: the next replay_seq
         self._reference_sent = 0
-        self._max_wait_ns = round(config.sync.max_wait_ms * 1e6)
-        self._deadline_ns = 2**63  # no set is open before the first reference message
         self._target = 0
         self._last_activity_ns = 0
 
@@ -305,6 +279,8 @@ class Replayer:
         shift = _Pass()
         started = time.monotonic_ns()
         self._last_activity_ns = clock_origin = started
+        if self._results is not None:
+            self._results.start()
         try:
             while not stop():
                 first = last = None
@@ -331,9 +307,13 @@ class Replayer:
                     break
                 shift.next(last - first)
                 bar.reset(total)
-            self._drain_results()
+            self._await_results()
         finally:
             bar.close()
+            if self._results is not None:
+                self._results.stop()
+                report.results = self._results.count
+                self._last_activity_ns = max(self._last_activity_ns, self._results.last_ns)
             report.wall_s = (self._last_activity_ns - started) / 1e9
         return report
 
@@ -342,11 +322,8 @@ class Replayer:
         for publisher in set(self._publishers.values()):
             publisher.wait_for_unsubscribe(self._subscribers, timeout_s=0.5)
             publisher.close()
-        for subscriber in (self._echo, self._results):
-            if subscriber is not None:
-                subscriber.close()
-        if self._results_log is not None:
-            self._results_log.close({"results": self.report.results})
+        if self._results is not None:
+            self._results.close()
 
     def _window(self, messages: Iterator[LogMessage]) -> Iterator[LogMessage]:
         """The messages between start_s and end_s, counted from the log's first message."""
@@ -371,71 +348,59 @@ class Replayer:
         self._target = target
 
     def _send(self, sample: Sample) -> None:
-        settings = self.settings
-        is_reference = sample.stream == self.reference
-        self._await_echo()
-        if self._results is not None and settings.graph and sample.stamp_ns >= self._deadline_ns:
-            self._await_results()
+        if self.settings.graph:  # the synchronizer restores this order (fusion_pipeline.reorder)
+            sample = dataclasses.replace(sample, meta={**sample.meta, "replay_seq": self._sent})
         self._publishers[sample.stream].send(sample)
+        self._sent += 1
         self._last_activity_ns = time.monotonic_ns()
-        if settings.rate is not None:
+        if self.settings.rate is not None:
             self.report.lateness_ns.append(time.monotonic_ns() - self._target)
         self.report.sent[sample.stream] = self.report.sent.get(sample.stream, 0) + 1
-        if self._echo is not None:
-            self._in_flight.add((sample.stream, sample.seq))
-        if is_reference:
+        if sample.stream == self.reference:
             self._reference_sent += 1
-            self._deadline_ns = sample.stamp_ns + self._max_wait_ns
-        self._take_results(0)
-
-    def _await_echo(self) -> None:
-        """Hold the next message until ingest has published every message sent before it."""
-        if self._echo is None:
-            return
-        deadline = time.monotonic() + self.settings.gate_timeout_s
-        while self._in_flight:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            echo = self._echo.recv(timeout_ms=max(0, remaining_ms))
-            if echo is None:
-                self.report.echo_stalls += len(self._in_flight)
-                log.warning(
-                    "ingest did not publish %s within %.1f s",
-                    sorted(self._in_flight),
-                    self.settings.gate_timeout_s,
-                )
-                self._in_flight.clear()
-                return
-            self._in_flight.discard((echo.stream, echo.meta.get("source_seq")))
 
     def _await_results(self) -> None:
-        """Hold a message until every reference message sent has its result (see the module docstring)."""
-        deadline = time.monotonic() + self.settings.gate_timeout_s
-        while self._reference_sent > self.report.results + self.report.credit_stalls:
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
-                self.report.credit_stalls = self._reference_sent - self.report.results
-                log.warning("no result for %.1f s: sending on", self.settings.gate_timeout_s)
-                return
-            self._take_results(min(remaining_ms, 50))
-
-    def _take_results(self, timeout_ms: int) -> int:
-        """Receive the results that are there (waiting up to `timeout_ms` for the first)."""
-        if self._results is None:
-            return 0
-        taken = 0
-        while (result := self._results.recv(timeout_ms=timeout_ms if taken == 0 else 0)) is not None:
-            taken += 1
-            self.report.results += 1
-            self._last_activity_ns = time.monotonic_ns()
-            if self._results_log is not None:
-                self._results_log.write(result, time.time_ns())
-        return taken
-
-    def _drain_results(self) -> None:
-        """After the last message: collect results until each reference message has one, or none came
-        for the gate timeout (the last sets may stay open: nothing after them proves them complete)."""
-        if self._results is None:
+        """After the last message: wait until each reference message has its result, or none came for
+        results_timeout_s (the last sets may stay open: nothing after them proves them complete)."""
+        results = self._results
+        if results is None:
             return
-        idle_ms = int(self.settings.gate_timeout_s * 1000)
-        while self.report.results < self._reference_sent and self._take_results(idle_ms):
-            pass
+        idle_ns = round(self.settings.results_timeout_s * 1e9)
+        while results.count < self._reference_sent and time.monotonic_ns() - results.last_ns < idle_ns:
+            time.sleep(0.01)
+
+
+class _ResultCollector:
+    """Receives the results in a thread of its own (counted, optionally logged) while the replayer sends."""
+
+    def __init__(self, subscriber: Subscriber, log_writer: LogWriter | None) -> None:
+        self.subscriber, self.log_writer = subscriber, log_writer
+        self.count = 0
+        self.last_ns = time.monotonic_ns()  # last result, or the start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replay-results", daemon=True)
+
+    def start(self) -> None:
+        self.last_ns = time.monotonic_ns()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def close(self) -> None:
+        self.stop()
+        self.subscriber.close()
+        if self.log_writer is not None:
+            self.log_writer.close({"results": self.count})
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            result = self.subscriber.recv(timeout_ms=50)
+            if result is None:
+                continue
+            if self.log_writer is not None:
+                self.log_writer.write(result, time.time_ns())
+            self.count += 1
+            self.last_ns = time.monotonic_ns()

@@ -5,7 +5,8 @@
 Builds a fusion_pipeline.runtime.ModelRuntime (contract checked against the config, providers from
 ``[model]``, warm-up), then loops: take the NEWEST set on the sync endpoint (a set that waited behind
 another is stale for a planner; what was skipped is counted), run the model, publish the result on the
-output endpoint with every stage timestamp (docs/PROTOCOL.md section 8). Refuses to start (exit 2) on a
+output endpoint with every stage timestamp (docs/PROTOCOL.md section 8). With --replay it takes every
+set in turn and blocks rather than drops a result. Refuses to start (exit 2) on a
 missing or mismatched model, and says so loudly when it fell back to a provider it did not want first.
 """
 
@@ -55,17 +56,20 @@ def main(argv: list[str] | None = None) -> int:
         modality=RESULT_MODALITY,
         role=Role.RESULT,
         hwm=config.output.hwm,
+        lossless=ctx.replay,
         curve=config.curve_for(results_url),
     )
     heartbeat = Heartbeat(ctx)
     published = bad_sets = 0
+    # Live, a late set is worth less than the newest one; a replay (lossless upstream) takes every set.
+    receive = source.recv if ctx.replay else source.recv_newest
 
     def counters() -> dict[str, object]:
         return {**source.counters(), "results": published, "bad_sets": bad_sets, "provider": runtime.provider}
 
     try:
         while not stop_requested():
-            fused = source.recv_newest(timeout_ms=POLL_MS)
+            fused = receive(timeout_ms=POLL_MS)
             if fused is not None:
                 start = time.time_ns()
                 try:

@@ -6,6 +6,7 @@ Subscribes to the stream's driver endpoint with the stream's receive limits, run
 message through fusion_pipeline.ingest.Ingest (stream and schema checks, seq tracking, offset,
 preprocessing) and publishes the result on the stream's ingest endpoint. When it falls behind a
 camera, lidar or radar it skips to the newest message (counted as skipped); audio it takes in full.
+With --replay (a replay graph) it takes every message and its publisher blocks rather than drops.
 Malformed and refused messages are counted by reason in the heartbeat, never fatal.
 """
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=stream.name,
         modality=stream.modality,
         frame_id=stream.frame_id,
+        lossless=ctx.replay,
         curve=ctx.config.curve_for(sink_url),
     )
     heartbeat = Heartbeat(ctx)
@@ -48,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     # keeps a full garbage collection from scanning it in the data path (tens of ms otherwise).
     gc.freeze()
     log.info("%s -> %s", driver_url, sink.last_endpoint)
-    # Behind on a discrete stream: skip to the newest frame (counted); audio: every chunk, in order.
-    receive = source.recv_newest if ingest.drain_newest else source.recv
+    # Behind on a discrete stream: skip to the newest frame (counted); audio, or a replay: every message.
+    receive = source.recv_newest if ingest.drain_newest and not ctx.replay else source.recv
     published = 0
     reported: set[str] = set()
 

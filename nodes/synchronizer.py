@@ -1,6 +1,6 @@
 """Synchronizer node: the ingest streams in, one set message per aligned set out.
 
-    python -m nodes.synchronizer --config PATH --run-dir DIR [--event-time]
+    python -m nodes.synchronizer --config PATH --run-dir DIR [--replay]
 
 Receives every ingest sample in order (lossless recv: the synchronizer must see each stream's
 messages in sequence, so it never drains to the newest), drives fusion_pipeline.sync.Synchronizer
@@ -8,13 +8,13 @@ and publishes each finished set on the sync endpoint (docs/PROTOCOL.md section 8
 
 Live mode (default): the loop also ticks the Synchronizer with the wall clock, waking exactly when
 the next deadline is due, so a silent optional sensor delays a set by max_wait at most. With
---event-time it never reads the clock for matching: deadlines pass only as other streams' stamps
-advance, so a replayed log yields the same sets at any speed.
+--replay it never reads the clock for matching: deadlines pass only as other streams' stamps advance,
+the messages are taken in the replayer's send order (fusion_pipeline.reorder: the ingest nodes run in
+parallel) and sets are published lossless, so a replayed log yields the same sets at any speed.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import sys
@@ -23,10 +23,11 @@ from collections import Counter, deque
 
 from fusion_pipeline.metrics import percentiles
 from fusion_pipeline.node import Heartbeat, node_arguments, shut_down, stop_requested
+from fusion_pipeline.reorder import ReplayOrder
 from fusion_pipeline.sets import SET_MODALITY, SET_STREAM, InputError, SetBuilder, SetLayoutError
 from fusion_pipeline.sync import FusedSet, SyncError, Synchronizer, settings_from_config
 from fusion_pipeline.transport import Publisher, Role, Subscriber
-from fusion_pipeline.wire import encode
+from fusion_pipeline.wire import Sample, encode
 
 log = logging.getLogger("nodes.synchronizer")
 
@@ -44,10 +45,7 @@ def _poll_ms(sync: Synchronizer, now_ns: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    own = argparse.ArgumentParser(add_help=False)
-    own.add_argument("--event-time", action="store_true", help="no wall-clock deadlines (replay)")
-    args, rest = own.parse_known_args(argv)
-    ctx = node_arguments("synchronizer", rest)
+    ctx = node_arguments("synchronizer", argv)
     config = ctx.config
     logging.basicConfig(level=config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
     try:
@@ -56,14 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     except (SetLayoutError, SyncError) as exc:
         log.error("cannot start: %s", exc)
         return 2
-    live = not args.event_time
+    live = not ctx.replay
+    order: ReplayOrder[Sample] = ReplayOrder()
     inputs = [config.ingest_endpoint(s.name, ctx.run_dir) for s in config.streams]
     source = Subscriber(
         inputs, topics=[s.name for s in config.streams], hwm=INPUT_HWM, curve=config.curve_for(inputs)
     )
     sets_url = ctx.endpoint(config.sync.endpoint)
     sink = Publisher(
-        sets_url, stream=SET_STREAM, modality=SET_MODALITY, role=Role.SET, curve=config.curve_for(sets_url)
+        sets_url,
+        stream=SET_STREAM,
+        modality=SET_MODALITY,
+        role=Role.SET,
+        lossless=ctx.replay,
+        curve=config.curve_for(sets_url),
     )
     heartbeat = Heartbeat(ctx)
     # Everything allocated so far (modules, config, sockets) lives as long as the process; freezing it
@@ -96,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return {
             **source.counters(),
             **sync.counters.as_dict(),
+            **(order.counters.as_dict() if ctx.replay else {}),
             **{f"rejected_{reason}": n for reason, n in sorted(rejected.items())},
             "sets_published": builder.built,
             **{f"added_ms_{k}": v for k, v in percentiles(added_ns).items() if k != "n"},
@@ -104,9 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     next_beat_ns = 0
     try:
         while not stop_requested():
-            sample = source.recv(timeout_ms=_poll_ms(sync, time.time_ns()) if live else POLL_MS)
+            received = source.recv(timeout_ms=_poll_ms(sync, time.time_ns()) if live else POLL_MS)
             now = time.time_ns()
-            if sample is not None:
+            if live:
+                arrived = [] if received is None else [received]
+            elif received is None:
+                arrived = order.expire(now)
+            else:
+                arrived = order.push(received.meta.get("replay_seq"), received, now)
+            for sample in arrived:
                 try:
                     sets = sync.add(sample.stream, sample.stamp_ns, builder.payload(sample))
                     emit(sets, now, sample.stream)

@@ -233,15 +233,13 @@ def render(write: dict | None, live: dict | None, replay: dict | None, args: arg
             f"tools/make_sample_log.py in {replay['made_s']:.0f} s) through the graph, "
             "default model on the CPU:",
             "",
-            "| pacing | wall s | speed-up over real time | results | inference skipped | gate stalls |",
+            "| pacing | wall s | speed-up over real time | results | inference skipped | order gaps |",
             "|---|---|---|---|---|---|",
         ]
         for name, r in (("--rate 1", paced), ("--max-speed", fast)):
-            stalls = r["echo_stalls"] + r["credit_stalls"]
             lines.append(
                 f"| {name} | {r['wall_s']:.1f} | {r['speedup']:.2f}x | {r['results']} "
-                f"| {r['inference_skipped']} "
-                f"| {stalls} |"
+                f"| {r['inference_skipped']} | {r['replay_gaps']} |"
             )
         lines += [
             "",

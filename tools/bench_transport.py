@@ -25,6 +25,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.transport import recv_frames, send_frames
 from fusion_pipeline.wire import Limits, Sample, decode, encode
 
@@ -140,12 +141,23 @@ def main() -> None:
     parser.add_argument("--budget-mb", type=float, default=384, help="bytes moved per run (sets the count)")
     parser.add_argument("--write", type=Path, help="update the Transport section of this markdown file")
     parser.add_argument("--plot", type=Path, help="write a PNG bar chart")
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    parser.add_argument("--transports", nargs="+", choices=["ipc", "tcp"], default=["ipc", "tcp"])
+    parser.add_argument(
+        "--allocator",
+        choices=["tuned", "default"],
+        default="tuned",
+        help="tuned: glibc thresholds as every node sets them (fusion_pipeline.allocator); default: glibc's",
+    )
     args = parser.parse_args()
+    if args.allocator == "tuned":
+        tune_allocator()  # before the senders fork, so both ends run as the nodes do
 
     results: dict[tuple[str, str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="fp-bench-") as tmp:
-        for transport in ("ipc", "tcp"):
-            for label, nbytes in SIZES.items():
+        for transport in args.transports:
+            for label in args.sizes:
+                nbytes = SIZES[label]
                 count = int(max(100, min(50_000, args.budget_mb * 1024 * 1024 / nbytes)))
                 for _ in range(args.repeats):
                     for contender in CONTENDERS:
