@@ -61,9 +61,9 @@ def _per_stream(scrape: dict[str, Any], name: str) -> dict[str, float]:
     return {dict(labels)["stream"]: value for labels, value in scrape.get(name, {}).items()}
 
 
-def _healthy(run: Run) -> dict[str, Any] | None:
+def _healthy(run_dir: Path) -> dict[str, Any] | None:
     with contextlib.suppress(StatusError):
-        report = query(run.run_dir, timeout_s=2.0)
+        report = query(run_dir, timeout_s=2.0)
         return None if report["degraded"] else report
     return None
 
@@ -91,7 +91,7 @@ def _status_until(code: int, run: Run, *args: str, timeout_s: float) -> str:
 def test_metrics_endpoint_serves_every_family_with_growing_counters(tmp_path: Path) -> None:
     with pipeline(lambda d: demo_text(d, _any_port), "--warmup", "0", workdir=tmp_path) as run:
         url = _metrics_url(run)
-        _wait(lambda: _healthy(run), 60, "pipeline healthy", run)
+        _wait(lambda: _healthy(run.run_dir), 60, "pipeline healthy", run)
 
         def has_results() -> dict[str, Any] | None:
             scrape = _scrape(url)
@@ -138,7 +138,7 @@ def test_metrics_endpoint_serves_every_family_with_growing_counters(tmp_path: Pa
 def test_status_reports_a_killed_node_as_degraded_then_recovered(tmp_path: Path) -> None:
     with pipeline(lambda d: demo_text(d, _any_port), workdir=tmp_path) as run:
         url = _metrics_url(run)
-        _wait(lambda: _healthy(run), 60, "pipeline healthy", run)
+        _wait(lambda: _healthy(run.run_dir), 60, "pipeline healthy", run)
         code, out = _status_cli("--run-dir", str(run.run_dir))
         assert code == 0, out
         assert out.startswith("demo: healthy") and "synchronizer" in out
@@ -199,7 +199,9 @@ def test_no_metrics_when_disabled_and_status_finds_a_private_run_dir(
         run_dir = Path(recorded.read_text().strip())
         assert run_dir.stat().st_mode & 0o777 == 0o700
 
-        _status_until(0, run, "-c", str(config_path), timeout_s=60)
+        _wait(lambda: _healthy(run_dir), 60, "pipeline healthy", run)
+        code, out = _status_cli("-c", str(config_path))  # finds the run dir through the run file
+        assert code == 0 and out.startswith(f"{name}: healthy"), out
         supervisor = psutil.Process(run.process.pid)
         listening = [c for c in supervisor.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
         assert listening == [], listening
