@@ -251,20 +251,16 @@ class CounterWindow:
 
 
 class LatencyHistogram:
-    """Cumulative Prometheus bucket counts of the durations in an append-only list of ns values
-    (ResultStats.durations[stage]); `follow` reads only what was appended since its last call."""
+    """Cumulative Prometheus bucket counts of durations in ns, fed one result at a time."""
 
     def __init__(self, bounds_s: Sequence[float] = LATENCY_BUCKETS_S) -> None:
         self.bounds_ns = [round(b * 1e9) for b in bounds_s]
         self._counts = [0] * (len(self.bounds_ns) + 1)  # the last one is +Inf
-        self._seen = 0
         self.sum_s = 0.0
 
-    def follow(self, values_ns: Sequence[int]) -> None:
-        for value in values_ns[self._seen :]:
-            self._counts[bisect.bisect_left(self.bounds_ns, value)] += 1
-            self.sum_s += value / 1e9
-        self._seen = len(values_ns)
+    def observe(self, value_ns: int) -> None:
+        self._counts[bisect.bisect_left(self.bounds_ns, value_ns)] += 1
+        self.sum_s += value_ns / 1e9
 
     def cumulative(self) -> tuple[list[int], float, int]:
         """(cumulative count per bound and +Inf, sum in s, count)."""

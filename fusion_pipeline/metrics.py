@@ -29,7 +29,19 @@ import numpy as np
 from fusion_pipeline.contract import MODALITIES
 from fusion_pipeline.wire import Sample
 
-__all__ = ["STAGES", "CounterTotals", "ResultStats", "is_drop_counter", "percentiles"]
+__all__ = [
+    "KEPT_RESULTS",
+    "STAGES",
+    "CounterTotals",
+    "ResultRatio",
+    "ResultStats",
+    "is_drop_counter",
+    "percentiles",
+]
+
+#: Results behind the latency percentiles (the most recent ones): an hour at 10 sets/s. A daemon runs for
+#: months, so nothing here grows with the run's length.
+KEPT_RESULTS = 36_000
 
 #: Stage stamps in pipeline order; "received" is added by the consumer that measures.
 STAGES: tuple[str, ...] = (
@@ -84,10 +96,13 @@ class ResultStats:
     """Accumulates result messages: per-stage latencies, full/partial sets, provider.
 
     `modalities` are those the config has streams for: a set is full when all of them are present.
-    Results captured before `since_ns` are counted but left out of the latency figures (start-up).
+    Results captured before `since_ns` are counted but left out of the latency figures (start-up). The
+    figures cover the last `kept` results.
     """
 
-    def __init__(self, modalities: Iterable[str], since_ns: int = 0, recent: int = 50) -> None:
+    def __init__(
+        self, modalities: Iterable[str], since_ns: int = 0, recent: int = 50, kept: int = KEPT_RESULTS
+    ) -> None:
         self.configured = [m for m in MODALITIES if m in set(modalities)]
         self.since_ns = since_ns
         self.results = 0
@@ -96,14 +111,14 @@ class ResultStats:
         self.partial = 0
         self.missing: Counter[str] = Counter()
         self.provider = ""
-        self.stamps: list[int] = []  # reference stamps of the results, in arrival order
-        self.durations: dict[str, list[int]] = {}
+        self.kept = kept
+        self.durations: dict[str, deque[int]] = {}
         self._recent_model: deque[int] = deque(maxlen=recent)
         self._recent_e2e: deque[int] = deque(maxlen=recent)
 
-    def add(self, result: Sample, received_ns: int) -> None:
+    def add(self, result: Sample, received_ns: int) -> dict[str, int]:
+        """Count a result; its stage durations in ns, or {} when it was captured before since_ns."""
         self.results += 1
-        self.stamps.append(result.stamp_ns)
         presence = [int(x) for x in np.asarray(result.arrays.get("presence", ())).ravel()]
         absent = [
             m
@@ -125,10 +140,11 @@ class ResultStats:
             self._recent_model.append(derived["model"])
         self._recent_e2e.append(derived["end_to_end"])
         if result.stamp_ns < self.since_ns:
-            return
+            return {}
         self.timed += 1
         for name, value in derived.items():
-            self.durations.setdefault(name, []).append(value)
+            self.durations.setdefault(name, deque(maxlen=self.kept)).append(value)
+        return derived
 
     @staticmethod
     def _derived(stages: dict[str, int]) -> dict[str, int]:
@@ -166,6 +182,43 @@ class ResultStats:
             "provider": self.provider,
             "latency_ms": self.latency(),
         }
+
+
+class ResultRatio:
+    """The share of reference messages that yielded a result, in bounded memory.
+
+    Marks are (t_ns, messages so far) from the reference stream's ingest heartbeats after the warm-up. The
+    ratio runs from the first mark to the last one at or before a given time (messages after it may still
+    be in flight when the nodes stop): results whose reference stamp lies between the two marks, over
+    the messages counted between them.
+    """
+
+    def __init__(self, kept: int = KEPT_RESULTS) -> None:
+        self.first: tuple[int, int] | None = None
+        self._recent_marks: deque[tuple[int, int]] = deque(maxlen=64)  # 32 s of 2 Hz heartbeats
+        self._recent_stamps: deque[int] = deque(maxlen=kept)
+        self._since_first = 0  # results stamped at or after the first mark
+
+    def mark(self, t_ns: int, messages: int) -> None:
+        if self.first is None:
+            self.first = (t_ns, messages)
+            self._since_first = sum(1 for stamp in self._recent_stamps if stamp >= t_ns)
+        else:
+            self._recent_marks.append((t_ns, messages))
+
+    def result(self, stamp_ns: int) -> None:
+        self._recent_stamps.append(stamp_ns)
+        if self.first is not None and stamp_ns >= self.first[0]:
+            self._since_first += 1
+
+    def counts(self, until_ns: int) -> tuple[int, int]:
+        """(results, reference messages) between the first mark and the last one at or before until_ns."""
+        settled = [m for m in self._recent_marks if m[0] <= until_ns]
+        if self.first is None or not settled:
+            return 0, 0
+        t1, n1 = settled[-1]
+        after = sum(1 for stamp in self._recent_stamps if stamp >= t1)
+        return self._since_first - after, n1 - self.first[1]
 
 
 class CounterTotals:

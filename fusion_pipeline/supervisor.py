@@ -55,7 +55,7 @@ from fusion_pipeline.health import (
     stale_after_s,
     status_report,
 )
-from fusion_pipeline.metrics import CounterTotals, ResultStats
+from fusion_pipeline.metrics import CounterTotals, ResultRatio, ResultStats
 from fusion_pipeline.node import CONTROL_SOCKET
 from fusion_pipeline.runtime import RESULT_STREAM, wants_tensorrt
 from fusion_pipeline.status import StatusError, StatusServer, forget_run_dir, record_run_dir
@@ -67,6 +67,7 @@ STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL after this long
 STATUS_PLAIN_S = 10.0  # status line period when stderr is not a terminal
 RATIO_MARGIN_S = 1.0  # the result ratio ignores the last second before the stop
 LOOP_MS = 100
+MAX_HEARTBEAT_BYTES = 64 * 1024  # a heartbeat is a small map of counters; larger is refused by libzmq
 SNAPSHOT_S = 0.5  # how often the loop refreshes the snapshot behind /metrics (a status request: always)
 _NEVER = 2**63 - 1
 
@@ -155,7 +156,8 @@ class Supervisor:
         self._status_shown = False
         if config.pipeline.run_dir:
             self.run_dir = Path(config.pipeline.run_dir).expanduser().resolve()
-            self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Created 0700, or refused now when others can enter it (the nodes would refuse it anyway).
+            Endpoint(f"ipc://{self.run_dir}/{CONTROL_SOCKET}").prepare_bind()
             self._own_run_dir = False
         else:
             self.run_dir = Path(tempfile.mkdtemp(prefix=f"fusion-{config.pipeline.name}-"))
@@ -164,9 +166,7 @@ class Supervisor:
         self.counters = CounterTotals()
         self.stats = ResultStats({s.modality for s in config.streams})
         self._preexec = _parent_death_signal()
-        # (t_ns, messages so far) from each heartbeat of the reference stream's ingest node after the
-        # warm-up: results over a window of them / messages in it = the result ratio.
-        self._reference_marks: list[tuple[int, int]] = []
+        self.ratio = ResultRatio()
         self._stopped_ns = _NEVER
         # Health and metrics: flow counters over a recent window, latency histograms that follow the
         # results' durations, and the newest snapshot, which the metrics thread reads.
@@ -185,12 +185,15 @@ class Supervisor:
         context = zmq.Context()
         control = context.socket(zmq.PULL)
         control.linger = 0
+        control.maxmsgsize = MAX_HEARTBEAT_BYTES
         control.bind(f"ipc://{self.run_dir}/{CONTROL_SOCKET}")
+        results_url = self.config.endpoint(self.config.output.endpoint, self.run_dir)
         results = Subscriber(
-            self.config.endpoint(self.config.output.endpoint, self.run_dir),
+            results_url,
             topics=[RESULT_STREAM],
             role=Role.RESULT,
             hwm=1000,
+            curve=self.config.curve_for(results_url),
         )
         poller = zmq.Poller()
         poller.register(control, zmq.POLLIN)
@@ -284,8 +287,6 @@ class Supervisor:
             )
             for s in self.config.streams
         ]
-        for stage, histogram in self._latency.items():
-            histogram.follow(self.stats.durations.get(stage, []))
         self.latest = PipelineSnapshot(
             pipeline=self.config.pipeline.name,
             run_dir=str(self.run_dir),
@@ -331,11 +332,7 @@ class Supervisor:
         """(results, reference messages) from the first reference-ingest heartbeat after the warm-up to
         the last one at least RATIO_MARGIN_S before the stop (later messages may still be in flight
         when the nodes are stopped): the share of reference stamps that yielded a result."""
-        settled = [m for m in self._reference_marks if m[0] <= self._stopped_ns - RATIO_MARGIN_S * 1e9]
-        if len(settled) < 2:
-            return 0, 0
-        (t0, n0), (t1, n1) = settled[0], settled[-1]
-        return sum(t0 <= t < t1 for t in self.stats.stamps), n1 - n0
+        return self.ratio.counts(self._stopped_ns - round(RATIO_MARGIN_S * 1e9))
 
     def summary(self, elapsed_s: float) -> dict[str, Any]:
         reference = self.config.sync.reference
@@ -492,13 +489,15 @@ class Supervisor:
             node.last_beat = now
             self.counters.update(name, pid, counters)
             if name == f"ingest:{self.config.sync.reference}" and beat.get("t_ns", 0) >= self.stats.since_ns:
-                self._reference_marks.append(
-                    (int(beat["t_ns"]), self.counters.totals(name).get("produced", 0))
-                )
+                self.ratio.mark(int(beat["t_ns"]), self.counters.totals(name).get("produced", 0))
 
     def _drain_results(self, results: Subscriber) -> None:
         while (result := results.recv(timeout_ms=0)) is not None:
-            self.stats.add(result, time.time_ns())
+            durations = self.stats.add(result, time.time_ns())
+            self.ratio.result(result.stamp_ns)
+            for stage, histogram in self._latency.items():
+                if stage in durations:
+                    histogram.observe(durations[stage])
 
     # -- output -----------------------------------------------------------------------------------------
 

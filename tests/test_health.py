@@ -25,6 +25,7 @@ from fusion_pipeline.health import (
     stale_after_s,
     status_report,
 )
+from fusion_pipeline.metrics import ResultRatio
 from fusion_pipeline.status import (
     StatusError,
     forget_run_dir,
@@ -136,13 +137,10 @@ def test_counter_window_rates_and_idle_time() -> None:
     assert window.rate("missing") == 0.0
 
 
-def test_latency_histogram_follows_an_append_only_list() -> None:
+def test_latency_histogram_buckets_are_cumulative_and_inclusive() -> None:
     histogram = LatencyHistogram(bounds_s=(0.001, 0.01))
-    values = [500_000, 1_000_000]  # 0.5 ms, exactly 1 ms (le is inclusive)
-    histogram.follow(values)
-    values += [5_000_000, 20_000_000]
-    histogram.follow(values)
-    histogram.follow(values)  # nothing new
+    for value in (500_000, 1_000_000, 5_000_000, 20_000_000):  # 0.5 ms, exactly 1 ms (le is inclusive)...
+        histogram.observe(value)
     cumulative, total_s, count = histogram.cumulative()
     assert cumulative == [2, 3, 4] and count == 4
     assert total_s == pytest.approx(0.0265)
@@ -271,3 +269,17 @@ def test_run_file_is_private_and_forgotten_only_by_its_run(
     os.chmod(path.parent, 0o755)  # others could have planted a run file: refused
     with pytest.raises(StatusError, match="not a private"):
         record_run_dir("my pipe", Path("/run/c"))
+
+
+def test_result_ratio_counts_between_marks_in_bounded_memory() -> None:
+    ratio = ResultRatio(kept=50)
+    ratio.result(5)  # before the first mark: not in the window
+    ratio.mark(10, 100)
+    for stamp in range(10, 40):  # one result per stamp 10..39
+        ratio.result(stamp)
+    ratio.mark(20, 110)
+    ratio.mark(30, 120)
+    ratio.mark(45, 135)
+    assert ratio.counts(until_ns=35) == (20, 20)  # stamps 10..29 against marks 10 and 30
+    assert ratio.counts(until_ns=50) == (30, 35)
+    assert ratio.counts(until_ns=5) == (0, 0)  # no settled mark after the first
