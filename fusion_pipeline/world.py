@@ -264,6 +264,15 @@ class World:
         k, t = self.locate(t_ns)
         return self.episode(k).labels(t, self.config)
 
+    def warm_camera(self) -> None:
+        """Build the layers camera frames share now (a background per condition, noise, rain), not
+        on the first frame of each new condition: each takes tens of ms, longer than a camera period,
+        and a live driver would send that frame late; its memory then stays flat from the start."""
+        for condition in CONDITIONS:
+            _background(condition)
+        _noise_tile()
+        _rain_tile()
+
     def camera(self, t_ns: int) -> np.ndarray:
         """RGB image (480, 640, 3) uint8 seen from CAMERA_HEIGHT_M through a pinhole."""
         k, t = self.locate(t_ns)

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 2
     world = World(settings.seed)
+    if stream.modality == "camera":
+        world.warm_camera()
     schedule = SensorSchedule(stream, settings, time.time_ns())
     url = ctx.endpoint(stream.endpoint)
     publisher = Publisher(
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "%s at %g Hz -> %s (%s)",
         stream.modality,
-        stream.rate_hz,
+        settings.rate_hz(stream),
         publisher.last_endpoint,
         settings.describe(),
     )
