@@ -18,6 +18,8 @@ exactly. Settings, all optional, in ``[streams.sim]``:
   the receiver sees a gap.
 - ``outage = {start_s, duration_s}``: the sensor sends nothing for duration_s, start_s after the driver
   started; seq keeps counting, as a sensor that lost its link would.
+- ``rate_factor`` (> 0, default 1): fault injection -- the driver captures at rate_hz x rate_factor
+  while the rest of the pipeline still expects rate_hz (a sensor configured wrongly, or overload).
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ class SimSettings:
     phase_ms: float = 0.0
     outage_start_s: float | None = None
     outage_duration_s: float = 0.0
+    rate_factor: float = 1.0
+
+    def rate_hz(self, stream: StreamConfig) -> float:
+        """The rate the simulated sensor actually captures at."""
+        return stream.rate_hz * self.rate_factor
 
     @classmethod
     def from_stream(cls, stream: StreamConfig) -> SimSettings:
@@ -59,7 +66,7 @@ class SimSettings:
         raw: dict[str, Any] = dict(stream.sim)
         where = f"streams[{stream.name}].sim"
         outage = raw.pop("outage", None)
-        known = {"seed", "latency_ms", "jitter_ms", "drop_prob", "phase_ms"}
+        known = {"seed", "latency_ms", "jitter_ms", "drop_prob", "phase_ms", "rate_factor"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise SimError(f"{where}: unknown keys {unknown}; known: {sorted(known | {'outage'})}")
@@ -73,7 +80,10 @@ class SimSettings:
         for key in ("latency_ms", "jitter_ms"):
             if values.get(key, 0) < 0:
                 raise SimError(f"{where}.{key}: must be >= 0, got {values[key]}")
-        if not 0 <= values.get("phase_ms", 0) < 1000 / stream.rate_hz:
+        if values.get("rate_factor", 1) <= 0:
+            raise SimError(f"{where}.rate_factor: must be > 0, got {values['rate_factor']}")
+        rate_hz = stream.rate_hz * values.get("rate_factor", 1)
+        if not 0 <= values.get("phase_ms", 0) < 1000 / rate_hz:
             raise SimError(f"{where}.phase_ms: must be in [0, one period), got {values['phase_ms']}")
         if not 0 <= values.get("drop_prob", 0) <= 1:
             raise SimError(f"{where}.drop_prob: must be in [0, 1], got {values['drop_prob']}")
@@ -85,11 +95,11 @@ class SimSettings:
             values["outage_start_s"] = float(outage["start_s"])
             values["outage_duration_s"] = float(outage["duration_s"])
         if stream.modality == "audio":
-            chunk = AUDIO_SAMPLE_RATE / stream.rate_hz
+            chunk = AUDIO_SAMPLE_RATE / rate_hz
             if stream.sample_rate != AUDIO_SAMPLE_RATE or chunk != int(chunk):
                 raise SimError(
                     f"streams[{stream.name}]: the simulated microphone renders {AUDIO_SAMPLE_RATE} Hz in "
-                    f"chunks of whole samples; got sample_rate {stream.sample_rate}, rate_hz {stream.rate_hz}"
+                    f"chunks of whole samples; got sample_rate {stream.sample_rate}, rate {rate_hz} Hz"
                 )
         return cls(**values)
 
@@ -114,18 +124,19 @@ class Capture:
 class SensorSchedule:
     """The capture stamps and send times of one simulated sensor from `start_ns` on.
 
-    Capture k of a sensor at rate_hz is stamped floor(k * 1e9 / rate_hz) ns after the epoch, plus the
-    sensor's phase: sensors with commensurate rates capture at the same instants (as sensors on one
-    trigger or PTP time base do), whatever the date, so runs are alike. Pure: the caller reads the
-    clock, sleeps until `Capture.send_ns`, then publishes.
+    Capture k of a sensor at rate R (rate_hz x rate_factor) is stamped floor(k * 1e9 / R) ns after the
+    epoch, plus the sensor's phase: sensors with commensurate rates capture at the same instants (as
+    sensors on one trigger or PTP time base do), whatever the date, so runs are alike. Pure: the
+    caller reads the clock, sleeps until `Capture.send_ns`, then publishes.
     """
 
     def __init__(self, stream: StreamConfig, settings: SimSettings, start_ns: int) -> None:
         self.settings = settings
-        rate = Fraction(stream.rate_hz).limit_denominator(1000)
+        rate_hz = settings.rate_hz(stream)
+        rate = Fraction(rate_hz).limit_denominator(1000)
         self._num, self._den = NS_PER_S * rate.denominator, rate.numerator  # stamp_k = k * num // den
         self.period_ns = self._num // self._den
-        self.chunk = round(AUDIO_SAMPLE_RATE / stream.rate_hz) if stream.modality == "audio" else 0
+        self.chunk = round(AUDIO_SAMPLE_RATE / rate_hz) if stream.modality == "audio" else 0
         phase = round(settings.phase_ms * 1e6)
         if stream.modality == "audio":  # keep the first sample of every chunk on the world's sample grid
             sample_ns = NS_PER_S // AUDIO_SAMPLE_RATE

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ import pytest
 from node_harness import Control, running, start_node, write_config
 from pipeline_harness import collect, demo_text, pipeline, presence
 
-from fusion_pipeline.config import load_config
+from fusion_pipeline.config import ConfigError, load_config, parse_config
 from fusion_pipeline.sets import SET_MODALITY, SET_STREAM
 from fusion_pipeline.transport import DEFAULT_HWM, Publisher, Role, Subscriber, send_frames
 from fusion_pipeline.wire import Sample, encode
@@ -456,6 +457,13 @@ def test_clock_jumping_back_resets_the_synchronizer_and_sets_resume_with_the_new
 
 
 # -- 4. a model slowed 3x --------------------------------------------------------------------------------
+
+
+def test_slowdown_is_a_factor_of_at_least_one() -> None:
+    text = write_config(Path(tempfile.mkdtemp()) / "c.toml", ["lidar"]).read_text()
+    assert parse_config(text + "\n[model]\nslowdown = 3\n").model.slowdown == 3
+    with pytest.raises(ConfigError, match="slowdown"):
+        parse_config(text + "\n[model]\nslowdown = 0.5\n")
 
 
 def _set(stamp_ns: int) -> tuple[dict, dict]:
