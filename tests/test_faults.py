@@ -356,18 +356,20 @@ def test_ingest_node_survives_10000_mutated_frames_counts_each_and_processes_the
                 flood.bad()
             else:
                 flood.valid()
-        for frames, _ in flood.frames:
-            send_frames(driver.socket, frames)
         expected = Counter(reason for _, reason in flood.frames if reason is not None)
         valid = len(flood.valid_seqs)
         assert sum(expected.values()) == BAD_FRAMES and len(flood.kinds) == len(BAD_KINDS)
 
-        counters = control.wait_for(
-            node_name, lambda c: c["published"] - before["published"] >= valid, timeout_s=60
-        )
+        # The bad frames go out back to back; after a valid one we wait for its output. The ingest
+        # node's output is real-time (PUB, HWM 8): a burst of outputs while this busy machine keeps
+        # the reader off the CPU could be shed by design, and this test counts every one.
         outputs = []
-        while (sample := out.recv(timeout_ms=2000)) is not None:
-            outputs.append(sample)
+        for frames, reason in flood.frames:
+            send_frames(driver.socket, frames)
+            if reason is None:
+                sample = out.recv(timeout_ms=20_000)
+                assert sample is not None, f"no output for valid frame {len(outputs)} of {valid}"
+                outputs.append(sample)
         counters = control.wait_for(node_name, lambda c: sum(_bad_counters(c).values()) >= BAD_FRAMES)
         assert node.poll() is None, "the ingest node died"
         driver.close()
