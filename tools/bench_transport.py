@@ -1,9 +1,15 @@
 """Transport throughput: wire v1 against raw ZeroMQ bytes, msgpack-embedded arrays and pickle.
 
-Each run forks a sender process that encodes and sends COUNT messages of one payload size through a
-lossless XPUB socket (so nothing is dropped and every contender moves the same data); this process
-receives and decodes them to a numpy array. Throughput is COUNT over the time from the first to the last
-message received. Contenders run round-robin within each repeat so machine noise hits them alike.
+Each run forks a receiver process, which forks a sender that encodes and sends COUNT messages of one
+payload size through a lossless XPUB socket (so nothing is dropped and every contender moves the same
+data); the receiver decodes them to a numpy array. Throughput is COUNT over the time from the first to
+the last message received. Contenders run round-robin within each repeat so machine noise hits them alike.
+
+Each contender runs under one of two glibc allocator settings, set in its own pair of processes:
+``tuned`` (fusion_pipeline.allocator: what every pipeline node and the CLI set at start) and ``glibc``
+(the defaults, as a plain Python program runs). The 1 MiB figures depend on it: with the defaults a
+received frame's buffer often comes back as fresh pages (page faults), depending on how the other
+allocations of a message interleave; the ratios are to wire v1 as the pipeline runs it.
 
     python tools/bench_transport.py --repeats 5 --write docs/BENCHMARKS.md --plot docs/bench_transport.png
 
@@ -19,7 +25,9 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -86,9 +94,24 @@ CONTENDERS: dict[str, tuple[Callable, Callable]] = {
     "msgpack+bytes": (_msgpack_send, _msgpack_recv),
     "pickle": (_pickle_send, _pickle_recv),
 }
+#: (contender, allocator) pairs measured; the first is the pipeline as it runs, the others' reference.
+RUNS: tuple[tuple[str, str], ...] = (
+    ("wire v1", "tuned"),
+    ("wire v1", "glibc"),
+    ("raw zmq bytes", "tuned"),
+    ("raw zmq bytes", "glibc"),
+    ("msgpack+bytes", "glibc"),
+    ("pickle", "tuned"),
+    ("pickle", "glibc"),
+)
+REFERENCE = "wire v1 [tuned]"
 
 
-def _sender(endpoint: str, contender: str, nbytes: int, count: int) -> None:
+def _label(contender: str, allocator: str) -> str:
+    return f"{contender} [{allocator}]"
+
+
+def _sender(endpoint: str, contender: str, nbytes: int, count: int, bound: Connection) -> None:
     send, _ = CONTENDERS[contender]
     array = _payload(nbytes)
     context = zmq.Context()
@@ -97,6 +120,7 @@ def _sender(endpoint: str, contender: str, nbytes: int, count: int) -> None:
     sock.sndhwm = 16
     sock.linger = -1
     sock.bind(endpoint)
+    bound.send(sock.last_endpoint.decode())  # tcp: the port the system picked
     sock.recv()  # wait for the subscription
     for seq in range(count):
         send(sock, array, seq)
@@ -109,17 +133,15 @@ def _sender(endpoint: str, contender: str, nbytes: int, count: int) -> None:
 def run_once(transport: str, contender: str, nbytes: int, count: int, workdir: Path) -> float:
     """Messages per second for one run."""
     endpoint = f"ipc://{workdir}/bench.sock" if transport == "ipc" else "tcp://127.0.0.1:*"
-    if transport == "tcp":
-        probe = zmq.Context.instance().socket(zmq.PUB)
-        port = probe.bind_to_random_port("tcp://127.0.0.1")
-        probe.close(0)
-        endpoint = f"tcp://127.0.0.1:{port}"
     _, recv = CONTENDERS[contender]
-    sender = mp.get_context("fork").Process(target=_sender, args=(endpoint, contender, nbytes, count))
+    bound, tell = mp.get_context("fork").Pipe(duplex=False)
+    sender = mp.get_context("fork").Process(target=_sender, args=(endpoint, contender, nbytes, count, tell))
     sender.start()
+    endpoint = bound.recv()
     context = zmq.Context()
     sock = context.socket(zmq.SUB)
     sock.rcvhwm = 16
+    sock.rcvtimeo = 60_000  # a lost message or a dead sender fails the run instead of hanging it
     sock.subscribe(b"")
     sock.connect(endpoint)
     first = recv(sock)
@@ -135,6 +157,22 @@ def run_once(transport: str, contender: str, nbytes: int, count: int, workdir: P
     return (count - 1) / elapsed
 
 
+def run_isolated(allocator: str, *args: Any) -> float:
+    """`run_once` in a fresh receiver process (forked from this untuned one) with the allocator set."""
+    parent, child = mp.get_context("fork").Pipe(duplex=False)
+
+    def receiver() -> None:
+        if allocator == "tuned":
+            tune_allocator()  # before the sender forks, so both ends run as the nodes do
+        child.send(run_once(*args))
+
+    process = mp.get_context("fork").Process(target=receiver)
+    process.start()
+    rate = parent.recv()
+    process.join()
+    return rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -143,15 +181,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="write a PNG bar chart")
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--transports", nargs="+", choices=["ipc", "tcp"], default=["ipc", "tcp"])
-    parser.add_argument(
-        "--allocator",
-        choices=["tuned", "default"],
-        default="tuned",
-        help="tuned: glibc thresholds as every node sets them (fusion_pipeline.allocator); default: glibc's",
-    )
     args = parser.parse_args()
-    if args.allocator == "tuned":
-        tune_allocator()  # before the senders fork, so both ends run as the nodes do
 
     results: dict[tuple[str, str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="fp-bench-") as tmp:
@@ -160,15 +190,16 @@ def main() -> None:
                 nbytes = SIZES[label]
                 count = int(max(100, min(50_000, args.budget_mb * 1024 * 1024 / nbytes)))
                 for _ in range(args.repeats):
-                    for contender in CONTENDERS:
-                        rate = run_once(transport, contender, nbytes, count, Path(tmp))
-                        results.setdefault((transport, label, contender), []).append(rate)
+                    for contender, allocator in RUNS:
+                        rate = run_isolated(allocator, transport, contender, nbytes, count, Path(tmp))
+                        results.setdefault((transport, label, _label(contender, allocator)), []).append(rate)
                 print(
                     f"{transport} {label}: "
                     + ", ".join(
-                        f"{c} {statistics.median(results[(transport, label, c)]):,.0f} msg/s"
-                        for c in CONTENDERS
-                    ),
+                        f"{_label(*run)} {statistics.median(results[(transport, label, _label(*run))]):,.0f}"
+                        for run in RUNS
+                    )
+                    + " msg/s",
                     flush=True,
                 )
     table = _table(results, args.repeats)
@@ -182,13 +213,13 @@ def main() -> None:
 def _table(results: dict[tuple[str, str, str], list[float]], repeats: int) -> str:
     lines = [
         "| transport | payload | contender | msg/s (median) | GB/s (median) | spread min–max msg/s "
-        "| wire v1 ÷ this |",
+        f"| {REFERENCE} ÷ this |",
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for (transport, label, contender), rates in results.items():
         median = statistics.median(rates)
-        wire = statistics.median(results[(transport, label, "wire v1")])
-        ratio = "—" if contender == "wire v1" else f"{wire / median:.2f}×"
+        wire = statistics.median(results[(transport, label, REFERENCE)])
+        ratio = "—" if contender == REFERENCE else f"{wire / median:.2f}×"
         lines.append(
             f"| {transport} | {label} | {contender} | {median:,.0f} | {median * SIZES[label] / 1e9:.2f} | "
             f"{min(rates):,.0f}–{max(rates):,.0f} | {ratio} |"
@@ -201,7 +232,9 @@ def _write_section(path: Path, table: str) -> None:
     body = (
         f"{heading}\n\nCommand: `python tools/bench_transport.py --repeats 5 --write docs/BENCHMARKS.md "
         f"--plot docs/bench_transport.png` (2-core CPU machine, loopback; sender and receiver are separate "
-        f"processes; every contender decodes to a numpy array).\n\n{table}\n\n"
+        f"processes; every contender decodes to a numpy array). `[tuned]`: the glibc allocator thresholds "
+        f"every pipeline node sets (fusion_pipeline.allocator); `[glibc]`: the defaults, as a plain Python "
+        f"program runs.\n\n{table}\n\n"
         f"![transport throughput](bench_transport.png)\n"
     )
     text = path.read_text() if path.exists() else "# Benchmarks\n"
@@ -220,20 +253,25 @@ def _plot(results: dict[tuple[str, str, str], list[float]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    width = 0.2
-    for ax, transport in zip(axes, ("ipc", "tcp"), strict=True):
-        for i, contender in enumerate(CONTENDERS):
+    transports = sorted({key[0] for key in results})
+    sizes = [label for label in SIZES if any(key[1] == label for key in results)]
+    fig, axes = plt.subplots(
+        1, len(transports), figsize=(6 * len(transports), 4.5), sharey=True, squeeze=False
+    )
+    width = 0.8 / len(RUNS)
+    for ax, transport in zip(axes[0], transports, strict=True):
+        for i, run in enumerate(RUNS):
             values = [
-                statistics.median(results[(transport, label, contender)]) * SIZES[label] / 1e9
-                for label in SIZES
+                statistics.median(results[(transport, label, _label(*run))]) * SIZES[label] / 1e9
+                for label in sizes
             ]
-            ax.bar(np.arange(len(SIZES)) + (i - 1.5) * width, values, width, label=contender)
-        ax.set_xticks(range(len(SIZES)), list(SIZES))
+            offset = (i - (len(RUNS) - 1) / 2) * width
+            ax.bar(np.arange(len(sizes)) + offset, values, width, label=_label(*run))
+        ax.set_xticks(range(len(sizes)), sizes)
         ax.set_title(f"{transport} (median GB/s, higher is better)")
         ax.set_yscale("log")
-    axes[0].set_ylabel("GB/s")
-    axes[0].legend()
+    axes[0][0].set_ylabel("GB/s")
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
