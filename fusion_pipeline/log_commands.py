@@ -48,9 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay = sub.add_parser(
         "replay",
         help="run the pipeline on a recorded log instead of the sensors",
-        description="Start the graph without its sensor drivers (synchronizer in event time) and publish "
-        "the log on the drivers' endpoints: at the original timing scaled by --rate, or as fast as the "
-        "graph goes with --max-speed (credit-based flow control: nothing is skipped).",
+        description="Start the graph without its sensor drivers (every node with --replay: lossless, the "
+        "synchronizer in event time and in log order) and publish the log on the drivers' endpoints: at "
+        "the original timing scaled by --rate, or as fast as the graph goes with --max-speed (back-pressure: "
+        "nothing is skipped, and the results are the same at any speed).",
     )
     replay.add_argument("logs", type=Path, nargs="+", help="log file(s); split parts in order")
     _config_argument(replay)
