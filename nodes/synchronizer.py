@@ -113,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             now = time.time_ns()
             if live:
                 arrived = [] if received is None else [received]
-            elif received is None:
-                arrived = order.expire(now)
             else:
-                arrived = order.push(received.meta.get("replay_seq"), received, now)
+                # In send order; a hole is given up after its timeout even while later messages arrive.
+                arrived = order.expire(now)
+                if received is not None:
+                    arrived += order.push(received.meta.get("replay_seq"), received, now)
             for sample in arrived:
                 try:
                     sets = sync.add(sample.stream, sample.stamp_ns, builder.payload(sample))
