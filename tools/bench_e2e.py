@@ -35,12 +35,12 @@ from typing import Any
 
 import numpy as np
 import psutil
+from benchdoc import BENCHMARKS, machine, replace_section
 
 from fusion_pipeline.metrics import ResultStats
 from fusion_pipeline.transport import Subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "BENCHMARKS.md"
 PLOT = ROOT / "docs" / "e2e_latency_cdf.png"
 SECTION = "## End to end"
 DEMO = resources.files("fusion_pipeline").joinpath("configs", "demo.toml").read_text()
@@ -118,9 +118,9 @@ MACHINE = "(whole machine)"
 def _sample_cpu(root: int, procs: dict[int, psutil.Process], scenario: Scenario, record: bool) -> None:
     """CPU% of the supervisor, every node and the whole machine since the previous sample (100% = one
     core), so that the other work sharing the machine shows beside the pipeline's."""
-    machine = psutil.cpu_percent(None) * (os.cpu_count() or 1)
+    whole = psutil.cpu_percent(None) * (os.cpu_count() or 1)
     if record:
-        scenario.cpu.setdefault(MACHINE, []).append(machine)
+        scenario.cpu.setdefault(MACHINE, []).append(whole)
     try:
         tree = [psutil.Process(root), *psutil.Process(root).children()]
     except psutil.NoSuchProcess:
@@ -162,7 +162,7 @@ def report(scenarios: list[Scenario], command: str, plot: Path | None) -> str:
         command,
         "```",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other work, Python "
+        f"Machine: {machine()} shared with other work, Python "
         f"{platform.python_version()}, provider "
         f"({scenarios[0].summary.get('provider')}). Definitions: end_to_end = capture stamp to result "
         "publish; delivered = capture to arrival at the subscriber; model = the onnxruntime call; "
@@ -200,10 +200,10 @@ def report(scenarios: list[Scenario], command: str, plot: Path | None) -> str:
             values = np.array(s.cpu[name])
             lines.append(f"| {name} | {np.median(values):.1f} | {np.percentile(values, 95):.1f} |")
         pipeline = sum(float(np.mean(s.cpu[n])) for n in nodes)
-        machine = float(np.mean(s.cpu.get(MACHINE, [0.0])))
+        whole = float(np.mean(s.cpu.get(MACHINE, [0.0])))
         lines += [
             f"| pipeline, mean of the sum | {pipeline:.1f} | |",
-            f"| other work on the machine, mean | {max(0.0, machine - pipeline):.1f} | |",
+            f"| other work on the machine, mean | {max(0.0, whole - pipeline):.1f} | |",
             "",
             f"Load average {s.load[0]:.2f} at the start, {s.load[1]:.2f} at the end (100 % CPU = one core "
             f"of {os.cpu_count()}).",
@@ -264,14 +264,6 @@ def plot_cdf(scenarios: list[Scenario], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def write_section(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    body = text.rstrip("\n") + "\n\n"
-    doc = pattern.sub(lambda _: body, doc) if pattern.search(doc) else doc.rstrip("\n") + "\n\n" + body
-    DOC.write_text(doc.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per scenario (%(default)s)")
@@ -289,7 +281,7 @@ def main() -> None:
     print(text)
     if args.write:
         plot_cdf(scenarios, PLOT)
-        write_section(text)
+        replace_section(BENCHMARKS, text)
 
 
 if __name__ == "__main__":

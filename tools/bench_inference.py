@@ -12,8 +12,6 @@ docs/BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from benchdoc import BENCHMARKS, machine, replace_section
 
 from fusion_pipeline.model.export import random_inputs
 from fusion_pipeline.model.net import FusionNet, ModelConfig
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Model: `{_shown(args.model)}` "
         f"({contract.fusion} fusion, {size_mb:.2f} MB); torch: {torch_source}. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with other work), "
+        f"Machine: {machine()} (shared with other work), "
         f"onnxruntime {ort.__version__}, torch {torch.__version__}, both with {args.threads} intra-op "
         f"thread(s); "
         f"{args.iters} timed runs per cell after 20 warm-up rounds. Inputs are random; all sensors present.",
@@ -129,21 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        _write_section(ROOT / "docs" / "BENCHMARKS.md", text)
+        replace_section(BENCHMARKS, text)
     return 0
-
-
-def _write_section(doc: Path, section: str) -> None:
-    """Replace our section (up to the next '## ' heading) and leave the rest of the file alone."""
-    text = doc.read_text() if doc.is_file() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section.rstrip("\n") + "\n\n" + (text[end + 1 :] if end >= 0 else "")
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

@@ -19,13 +19,12 @@ import argparse
 import math
 import os
 import platform
-import re
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+from benchdoc import BENCHMARKS, machine, replace_section
 
 from fusion_pipeline import world as world_module
 from fusion_pipeline.contract import AUDIO_HOP, AUDIO_N_FFT
@@ -40,7 +39,6 @@ from fusion_pipeline.preprocess import (
 from fusion_pipeline.preprocess.audio import mel_filterbank
 from fusion_pipeline.world import World
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "BENCHMARKS.md"
 SECTION = "## Preprocessing"
 SECOND = 1_000_000_000
 
@@ -144,7 +142,7 @@ def stats(seconds: np.ndarray, scale: float = 1.0) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="passes over the inputs (default %(default)s)")
-    parser.add_argument("--write", action="store_true", help=f"replace '{SECTION}' in {DOC}")
+    parser.add_argument("--write", action="store_true", help=f"replace '{SECTION}' in {BENCHMARKS}")
     parser.add_argument(
         "--dataset", type=int, default=0, help="also time dataset.generate of this many samples"
     )
@@ -208,7 +206,7 @@ def main() -> None:
         "```",
         "",
         f"Inputs: 8 world frames per sensor (world seed 42; conditions {', '.join(conditions)}). Machine: "
-        f"{platform.machine()}, 2 CPUs (shared with other work), Python {platform.python_version()}, "
+        f"{machine()} (shared with other work), Python {platform.python_version()}, "
         f"numpy {np.__version__}.",
         "",
         "| preprocessing | median | p99 | IQR | baseline | median | p99 | baseline / ours (median) |",
@@ -251,18 +249,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        write_section(text)
-
-
-def write_section(text: str) -> None:
-    """Replace this tool's section of docs/BENCHMARKS.md (up to the next '## '), or append it."""
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(doc):
-        doc = pattern.sub(lambda _: text + "\n", doc, count=1)
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    DOC.write_text(doc)
+        replace_section(BENCHMARKS, text)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
+from benchdoc import BENCHMARKS, machine, replace_section  # noqa: E402
 from make_sample_log import make_log  # noqa: E402
 
 from fusion_pipeline.config import load_config, parse_config  # noqa: E402
@@ -175,7 +176,7 @@ def render(write: dict | None, live: dict | None, replay: dict | None, args: arg
         f"--log-s {args.log_s:g} --write",
         "```",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs shared with other work (load average "
+        f"Machine: {machine()} shared with other work (load average "
         f"{os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}.",
         "",
     ]
@@ -253,18 +254,6 @@ def render(write: dict | None, live: dict | None, replay: dict | None, args: arg
     return "\n".join(lines)
 
 
-def _write_section(doc: Path, section: str) -> None:
-    """Replace our section (up to the next '## ' heading) and leave the rest of the file alone."""
-    text = doc.read_text() if doc.is_file() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    doc.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="write-rate rounds per writer")
@@ -282,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(write, live, replay, args)
     print(text)
     if args.write:
-        _write_section(ROOT / "docs" / "BENCHMARKS.md", text)
+        replace_section(BENCHMARKS, text)
     return 0
 
 

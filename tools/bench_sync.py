@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import platform
 import random
 import sys
@@ -27,10 +26,10 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+from benchdoc import BENCHMARKS, machine, read_section, replace_section, split_at
 
 from fusion_pipeline.sync import ApproximateTimePolicy, StreamSync, Synchronizer, SyncSettings
 
-ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Synchronizer"
 LIVE_NODE = "### Live node"  # written by tools/bench_sync_node.py; kept when this section is rewritten
 MS = 1_000_000
@@ -186,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Streams: camera 30 Hz, lidar 10 Hz, radar 20 Hz (+-10 ms jitter), audio 50 chunks/s, "
         f"{args.seconds:g} s = {fig['messages']} messages in stamp order; queue_size 10, age penalty 0. "
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}.",
+        f"Machine: {machine()} (shared), Python {platform.python_version()}.",
         "",
         "| what | messages | median | p99 | IQR | mean | sets |",
         "|---|---|---|---|---|---|---|",
@@ -201,26 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        _write_section(ROOT / "docs" / "BENCHMARKS.md", text)
+        write(BENCHMARKS, text)
     return 0
 
 
-def _write_section(doc: Path, section: str) -> None:
-    """Replace our section (up to the next '## ' heading) and leave the rest of the file alone,
-    including the "### Live node" part that tools/bench_sync_node.py writes at its end."""
-    text = doc.read_text() if doc.is_file() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        old = text[start:] if end < 0 else text[start : end + 1]
-        live = old.find(LIVE_NODE + "\n")
-        if live >= 0:
-            section = section.rstrip("\n") + "\n\n" + old[live:].rstrip("\n") + "\n\n"
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text.rstrip("\n") + "\n")
+def write(doc: Path, section: str) -> None:
+    """Replace our section of DOC, keeping the "### Live node" part that tools/bench_sync_node.py writes
+    at its end."""
+    _, live = split_at(read_section(doc, SECTION) or "", LIVE_NODE)
+    replace_section(doc, section.rstrip("\n") + "\n\n" + live if live else section)
 
 
 if __name__ == "__main__":

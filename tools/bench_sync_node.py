@@ -36,9 +36,9 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import zmq
+from benchdoc import BENCHMARKS, machine, read_section, replace_section, split_at
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "BENCHMARKS.md"
 SECTION = "## Synchronizer"
 SUBSECTION = "### Live node"
 RELAY_RESULT = "relay.json"
@@ -215,8 +215,8 @@ def report(fig: dict, seconds: float) -> str:
         "",
         f"Demo rates for {seconds:g} s (camera 30 Hz, lidar 10 Hz reference, radar 20 Hz, audio 50 "
         f"chunks/s of 16 kHz; {fig['received']} messages into the node), processes posing as ingest nodes "
-        f"(tests/pose_ingest.py), max_wait {MAX_WAIT_MS} ms. Machine: {platform.machine()}, "
-        f"{os.cpu_count()} CPUs shared with the 4 publishers, both consumers and other work (1-minute load "
+        f"(tests/pose_ingest.py), max_wait {MAX_WAIT_MS} ms. Machine: {machine()} "
+        f"shared with the 4 publishers, both consumers and other work (1-minute load "
         f"average {fig['load'][0]:.1f} at the start, {fig['load'][1]:.1f} at the end); Python "
         f"{platform.python_version()}.",
         "",
@@ -250,17 +250,11 @@ def report(fig: dict, seconds: float) -> str:
 
 def write_subsection(doc: Path, text: str) -> None:
     """Replace (or append) SUBSECTION at the end of SECTION; the rest of the file stays as it is."""
-    content = doc.read_text()
-    start = content.find(SECTION + "\n")
-    if start < 0:
+    section = read_section(doc, SECTION)
+    if section is None:
         raise SystemExit(f"{doc}: no {SECTION!r} section; run tools/bench_sync.py --write first")
-    end = content.find("\n## ", start + len(SECTION))
-    end = len(content) if end < 0 else end + 1
-    section = content[start:end]
-    sub = section.find(SUBSECTION + "\n")
-    kept = (section if sub < 0 else section[:sub]).rstrip("\n")
-    content = content[:start] + kept + "\n\n" + text + ("\n" if end < len(content) else "") + content[end:]
-    doc.write_text(content)
+    kept, _ = split_at(section, SUBSECTION)
+    replace_section(doc, kept.rstrip("\n") + "\n\n" + text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(bench(args.seconds), args.seconds)
     print(text)
     if args.write:
-        write_subsection(DOC, text)
+        write_subsection(BENCHMARKS, text)
     return 0
 
 

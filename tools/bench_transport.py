@@ -32,6 +32,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import zmq
+from benchdoc import machine, replace_section
 
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.transport import recv_frames, send_frames
@@ -205,7 +206,7 @@ def main() -> None:
     table = _table(results, args.repeats)
     print(table)
     if args.write:
-        _write_section(args.write, table)
+        replace_section(args.write, _section(table))
     if args.plot:
         _plot(results, args.plot)
 
@@ -227,24 +228,15 @@ def _table(results: dict[tuple[str, str, str], list[float]], repeats: int) -> st
     return "\n".join(lines) + f"\n\nMedians of {repeats} runs each."
 
 
-def _write_section(path: Path, table: str) -> None:
-    heading = "## Transport"
-    body = (
-        f"{heading}\n\nCommand: `python tools/bench_transport.py --repeats 5 --write docs/BENCHMARKS.md "
-        f"--plot docs/bench_transport.png` (2-core CPU machine, loopback; sender and receiver are separate "
+def _section(table: str) -> str:
+    return (
+        "## Transport\n\nCommand: `python tools/bench_transport.py --repeats 5 --write docs/BENCHMARKS.md "
+        f"--plot docs/bench_transport.png` ({machine()}, loopback; sender and receiver are separate "
         f"processes; every contender decodes to a numpy array). `[tuned]`: the glibc allocator thresholds "
         f"every pipeline node sets (fusion_pipeline.allocator); `[glibc]`: the defaults, as a plain Python "
         f"program runs.\n\n{table}\n\n"
         f"![transport throughput](bench_transport.png)\n"
     )
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(heading + "\n")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + body + (text[end + 1 :] if end != -1 else "")
-    path.write_text(text)
 
 
 def _plot(results: dict[tuple[str, str, str], list[float]], path: Path) -> None:
