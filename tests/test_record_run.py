@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +15,15 @@ from fusion_pipeline.recorder import unused_path
 
 def _with_recording(path: Path) -> Callable[[str], str]:
     def config(text: str) -> str:
-        return text.replace(
-            '[record]\nenabled = false\npath = "demo.mcap"', f'[record]\nenabled = true\npath = "{path}"'
+        edited = re.sub(
+            r"^\[record\]\nenabled = false.*\npath = .*$",
+            f'[record]\nenabled = true\npath = "{path}"',
+            text,
+            count=1,
+            flags=re.M,
         )
+        assert edited != text, "the demo config's [record] section moved"
+        return edited
 
     return config
 
