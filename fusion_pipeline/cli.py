@@ -9,12 +9,13 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from fusion_pipeline import __version__
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.errors import FusionError
 
-__all__ = ["main"]
+__all__ = ["config_argument", "main"]
 
 # Modules that add subcommands. Each defines register(subparsers) and sets `func` on its parsers.
 COMMAND_MODULES = (
@@ -25,6 +26,13 @@ COMMAND_MODULES = (
     "fusion_pipeline.log_commands",
     "fusion_pipeline.status",
 )
+
+
+def config_argument(parser: argparse.ArgumentParser) -> None:
+    """The -c/--config option of every command that runs on a pipeline config."""
+    parser.add_argument(
+        "-c", "--config", type=Path, default=None, help="TOML config (default: the embedded demo)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,6 +58,13 @@ def _count(counters: Mapping[str, Any], key: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+def _prefixed(counters: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, int]]:
+    """(key without `prefix`, count) of every counter whose key starts with `prefix`, in key order."""
+    for key in sorted(counters):
+        if key.startswith(prefix):
+            yield key.removeprefix(prefix), _count(counters, key)
+
+
 def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
     messages = CounterMetricFamily(
         "fusion_stream_messages", "Valid messages received by the stream's ingest node", labels=["stream"]
@@ -96,10 +103,8 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
             for key in sorted(counters):
                 if is_drop_counter(key) and not key.startswith(_NOT_DROPS):
                     dropped.add_metric([name, kind, key], _count(counters, key))
-        prefix = f"dropped.{name}."
-        for key in sorted(sync):
-            if key.startswith(prefix):
-                dropped.add_metric([name, "synchronizer", key.removeprefix(prefix)], _count(sync, key))
+        for reason, count in _prefixed(sync, f"dropped.{name}."):
+            dropped.add_metric([name, "synchronizer", reason], count)
     yield from (messages, size, malformed, dropped, gaps, lost)
 
 
@@ -122,9 +127,8 @@ def _sync_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
     rejected = CounterMetricFamily(
         "fusion_sync_rejected", "Ingest samples the synchronizer refused, by reason", labels=["reason"]
     )
-    for key in sorted(sync):
-        if key.startswith("rejected_"):
-            rejected.add_metric([key.removeprefix("rejected_")], _count(sync, key))
+    for reason, count in _prefixed(sync, "rejected_"):
+        rejected.add_metric([reason], count)
     yield rejected
     presence = GaugeMetricFamily(
         "fusion_sync_presence_ratio",

@@ -19,6 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
+from fusion_pipeline.cli import config_argument
 from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.logfile import LogError, LogReader, SplitPolicy
 
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "an MCAP log; report what could not be written. Stop with Ctrl-C or --duration.",
     )
     record.add_argument("out", type=Path, help="output .mcap (split parts get _000, _001, ...)")
-    _config_argument(record)
+    config_argument(record)
     record.add_argument("--run-dir", type=Path, default=None, help="the running pipeline's run directory")
     record.add_argument("--streams", nargs="+", default=[], help="stream names (default: sensors + results)")
     record.add_argument("--duration", type=float, default=None, help="stop after S seconds")
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "nothing is skipped, and the results are the same at any speed).",
     )
     replay.add_argument("logs", type=Path, nargs="+", help="log file(s); split parts in order")
-    _config_argument(replay)
+    config_argument(replay)
     pace = replay.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=float, default=1.0, help="speed factor, original timing (default 1)")
     pace.add_argument("--max-speed", action="store_true", help="as fast as possible, nothing skipped")
@@ -112,12 +113,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     fox.add_argument("logs", type=Path, nargs="+", help="log(s), e.g. a recording and its --results file")
     fox.add_argument("-o", "--out", type=Path, required=True, help="output .mcap")
     fox.set_defaults(func=_export_foxglove)
-
-
-def _config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-c", "--config", type=Path, default=None, help="TOML config (default: embedded demo)"
-    )
 
 
 def _run_dir(config: Config, given: Path | None, command: str) -> Path:
@@ -253,8 +248,8 @@ def _replay(args: argparse.Namespace) -> int:
             "speedup": report.speedup,
             "timing_error_ms": report.timing_error_ms(),
             # Send indices the synchronizer gave up waiting for (fusion_pipeline.reorder): 0 when lossless.
-            "replay_gaps": sync.get("replay_gaps") if graph is not None else None,
-            "replay_held_max": sync.get("replay_held_max") if graph is not None else None,
+            "replay_gaps": sync.get("replay_gaps"),
+            "replay_held_max": sync.get("replay_held_max"),
             "inference_skipped": summary.get("inference_skipped"),
             "drops": summary.get("drops"),
         }

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fusion_pipeline.cli import config_argument
 from fusion_pipeline.config import Config, load_config
 
 __all__ = ["format_summary", "preflight", "register"]
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Start every node of the config as its own process, restart failed ones, print a "
         "status line, and a latency summary at the end (Ctrl-C or --duration).",
     )
-    p.add_argument("-c", "--config", type=Path, default=None, help="TOML config (default: the embedded demo)")
+    config_argument(p)
     p.add_argument(
         "--duration", type=float, default=None, help="stop after S seconds (default: run until Ctrl-C)"
     )

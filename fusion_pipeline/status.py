@@ -27,6 +27,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from fusion_pipeline.cli import config_argument
 from fusion_pipeline.errors import FusionError
 
 __all__ = [
@@ -170,7 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Ask a running supervisor for the state of its nodes. Exit status: 0 healthy, "
         "1 degraded (a node not running, or a required stream silent), 2 no supervisor answered.",
     )
-    p.add_argument("-c", "--config", type=Path, default=None, help="TOML config (default: the embedded demo)")
+    config_argument(p)
     p.add_argument("--run-dir", type=Path, default=None, help="the run directory (default: from the config)")
     p.add_argument("--json", action="store_true", help="print the supervisor's reply as JSON")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer (%(default)s)")

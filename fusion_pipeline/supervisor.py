@@ -168,8 +168,8 @@ class Supervisor:
         self._preexec = _parent_death_signal()
         self.ratio = ResultRatio()
         self._stopped_ns = _NEVER
-        # Health and metrics: flow counters over a recent window, latency histograms that follow the
-        # results' durations, and the newest snapshot, which the metrics thread reads.
+        # Health and metrics: flow counters over a recent window, latency histograms fed one result at a
+        # time, and the newest snapshot, which the metrics thread reads.
         self._window = CounterWindow()
         self._latency = {stage: LatencyHistogram() for stage in ("model", "end_to_end")}
         self._started = time.monotonic()
