@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -31,17 +32,26 @@ def _with_recording(path: Path) -> Callable[[str], str]:
 def test_run_records_every_stream_without_gaps(tmp_path: Path) -> None:
     recording = tmp_path / "rec.mcap"
     edit = _with_recording(recording)
-    with pipeline(lambda run_dir: demo_text(run_dir, edit), "--duration", "8", workdir=tmp_path) as run:
+    summary_path = tmp_path / "summary.json"
+    args = ("--duration", "8", "--summary-json", str(summary_path))
+    with pipeline(lambda run_dir: demo_text(run_dir, edit), *args, workdir=tmp_path) as run:
         assert run.process.wait(timeout=60) == 0, run.output()
         assert run.all_node_pids() == []
+    counters = json.loads(summary_path.read_text())["counters"]
     seqs: dict[str, list[int]] = defaultdict(list)
     for message in LogReader(recording):
         seqs[message.sample.stream].append(message.sample.seq)
     for stream in ("camera/front", "lidar/top", "radar/front", "audio/roof"):
         got = seqs[stream]
         assert len(got) > 10, (stream, len(got))
-        # The recorder joins a moment after the drivers start; from then on no message is missing.
-        assert got == list(range(got[0], got[0] + len(got))), stream
+        assert got == sorted(set(got)), stream
+        # The recorder joins a moment after the drivers start; from then on it misses no message the
+        # driver sent. A driver starved of CPU skips captures itself (counted as late/dropped/outage),
+        # and those seqs were never on the wire.
+        missing = got[-1] - got[0] + 1 - len(got)
+        driver = counters[f"sensor_sim:{stream}"]
+        never_sent = driver["late"] + driver["dropped"] + driver["outage"]
+        assert missing <= never_sent, (stream, missing, driver)
     assert seqs["result/fused"], "results are recorded too"
 
 
