@@ -61,6 +61,12 @@ class PipelineConfig(_Section):
     run_dir: str = Field("", description="directory of ipc sockets; empty = a fresh private temp dir")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     heartbeat_ms: int = Field(500, gt=0)
+    realtime_priority: int = Field(
+        0,
+        ge=0,
+        le=99,
+        description="SCHED_FIFO priority of the ingest, synchronizer and inference nodes; 0 = normal",
+    )
 
 
 class LimitsConfig(_Section):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -23,9 +24,19 @@ import zmq
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.config import Config, load_config
 
-__all__ = ["CONTROL_SOCKET", "Heartbeat", "NodeContext", "node_arguments", "shut_down", "stop_requested"]
+__all__ = [
+    "CONTROL_SOCKET",
+    "Heartbeat",
+    "NodeContext",
+    "enter_realtime",
+    "node_arguments",
+    "shut_down",
+    "stop_requested",
+]
 
 CONTROL_SOCKET = "control.sock"
+
+log = logging.getLogger(__name__)
 
 _stop = False
 
@@ -54,8 +65,14 @@ class NodeContext:
         return self.config.endpoint(template, self.run_dir)
 
 
-def node_arguments(kind: str, argv: list[str] | None, per_stream: bool = False) -> NodeContext:
-    """Parse a node's command line and install the stop-signal handlers."""
+def node_arguments(
+    kind: str, argv: list[str] | None, per_stream: bool = False, realtime: bool = False
+) -> NodeContext:
+    """Parse a node's command line, set up its logging and install the stop-signal handlers.
+
+    `realtime`: a data-path node (ingest, synchronizer, inference) enters SCHED_FIFO at the config's
+    ``pipeline.realtime_priority`` before it creates any thread, so its zmq I/O threads share it.
+    """
     parser = argparse.ArgumentParser(prog=f"python -m nodes.{kind}")
     parser.add_argument("--config", default=None, help="TOML config (default: the embedded demo)")
     parser.add_argument("--run-dir", required=True, type=Path, help="directory of the run's ipc sockets")
@@ -76,7 +93,35 @@ def node_arguments(kind: str, argv: list[str] | None, per_stream: bool = False) 
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
     name = f"{kind}:{stream}" if stream else kind
+    logging.basicConfig(level=config.pipeline.log_level.upper(), format=f"{name}: %(message)s")
+    if realtime and config.pipeline.realtime_priority:
+        enter_realtime(config.pipeline.realtime_priority)
     return NodeContext(config=config, run_dir=args.run_dir, stream=stream, name=name, replay=args.replay)
+
+
+def enter_realtime(priority: int) -> bool:
+    """Run this process under SCHED_FIFO at `priority`: its threads so far (numpy's BLAS pool, started
+    at import) and, by inheritance, the ones it starts later (zmq's I/O threads, onnxruntime's pool).
+
+    A data-path node then preempts the simulated drivers, the recorder and everything else on the
+    host at once instead of waiting out their scheduler slice: its p99 latency is its own work, not
+    the neighbours'. The kernel's RT throttling (sched_rt_runtime_us) still leaves the rest of the
+    system a share if a node ever spins. Without CAP_SYS_NICE or an rtprio limit the node keeps the
+    normal scheduler and says so.
+    """
+    try:
+        for thread in sorted(int(tid) for tid in os.listdir("/proc/self/task")):
+            os.sched_setscheduler(thread, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:
+        log.warning(
+            "pipeline.realtime_priority = %d: SCHED_FIFO refused (%s); running under the normal "
+            "scheduler (grant CAP_SYS_NICE or an rtprio limit, docs/OPERATIONS.md)",
+            priority,
+            exc.strerror or exc,
+        )
+        return False
+    log.info("SCHED_FIFO priority %d", priority)
+    return True
 
 
 class Heartbeat:

@@ -373,6 +373,9 @@ class Supervisor:
 
     def _start(self, node: _Node) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # One BLAS thread per node: the pipeline's parallelism is its processes, and OpenBLAS's idle
+        # workers spin, which under pipeline.realtime_priority (SCHED_FIFO) would hold a core.
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
         # The nodes package sits next to fusion_pipeline; make it importable from any working directory.
         root = str(Path(fusion_pipeline.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)

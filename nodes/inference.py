@@ -29,9 +29,8 @@ POLL_MS = 50  # the longest the loop waits before it checks for a stop request a
 
 
 def main(argv: list[str] | None = None) -> int:
-    ctx = node_arguments("inference", argv)
+    ctx = node_arguments("inference", argv, realtime=True)
     config = ctx.config
-    logging.basicConfig(level=config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
     try:
         runtime = ModelRuntime(config)
     except FusionError as exc:

@@ -27,10 +27,9 @@ POLL_MS = 50  # the longest the loop waits before it checks for a stop request a
 
 
 def main(argv: list[str] | None = None) -> int:
-    ctx = node_arguments("ingest", argv, per_stream=True)
+    ctx = node_arguments("ingest", argv, per_stream=True, realtime=True)
     assert ctx.stream is not None
     stream = ctx.config.stream(ctx.stream)
-    logging.basicConfig(level=ctx.config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
     ingest = Ingest(stream)
     driver_url = ctx.endpoint(stream.endpoint)
     source = Subscriber(

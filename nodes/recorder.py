@@ -20,7 +20,6 @@ log = logging.getLogger("nodes.recorder")
 
 def main(argv: list[str] | None = None) -> int:
     ctx = node_arguments("recorder", argv)
-    logging.basicConfig(level=ctx.config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
     settings = RecordSettings.from_config(ctx.config)
     settings = replace(settings, path=unused_path(settings.path, settings.split))
     log.info("recording to %s", settings.path.resolve())

@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     ctx = node_arguments("sensor_sim", argv, per_stream=True)
     assert ctx.stream is not None
     stream = ctx.config.stream(ctx.stream)
-    logging.basicConfig(level=ctx.config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
     try:
         settings = SimSettings.from_stream(stream)
     except SimError as exc:

@@ -45,9 +45,8 @@ def _poll_ms(sync: Synchronizer, now_ns: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ctx = node_arguments("synchronizer", argv)
+    ctx = node_arguments("synchronizer", argv, realtime=True)
     config = ctx.config
-    logging.basicConfig(level=config.pipeline.log_level.upper(), format=f"{ctx.name}: %(message)s")
     try:
         builder = SetBuilder(config)
         sync = Synchronizer(*settings_from_config(config), window_transform=builder.audio_features)

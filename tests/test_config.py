@@ -41,6 +41,11 @@ def test_repository_demo_is_the_embedded_one() -> None:
         ),
         ("rate_hz = 30", 'rate_hz = "fast"', "streams[0].rate_hz: Input should be a valid number"),
         (
+            "realtime_priority = 0",
+            "realtime_priority = 100",
+            "pipeline.realtime_priority: Input should be less than or equal to 99",
+        ),
+        (
             'reference = "lidar/top"',
             'reference = "audio/roof"',
             "sync.reference: an audio stream is continuous",
