@@ -53,6 +53,8 @@ _AUTH_LOG = logging.getLogger("fusion_pipeline.auth")
 
 #: Buffers at least this large are handed to libzmq without a copy; smaller ones are cheaper to copy.
 ZERO_COPY_MIN_BYTES = 64 * 1024
+# Plain ints: or-ing pyzmq's IntFlag members goes through enum machinery, microseconds per frame.
+_SNDMORE = int(zmq.SNDMORE)
 #: What a publisher receives is (un)subscriptions, a stream-name prefix each; a larger message is refused.
 MAX_SUBSCRIPTION_BYTES = 4096
 
@@ -153,11 +155,11 @@ def _load_certificate(path: Path, need_secret: bool) -> tuple[bytes, bytes | Non
 
 def send_frames(socket: zmq.Socket, frames: Sequence[Buffer], flags: int = 0) -> None:
     """Send one multipart message; large buffers go zero-copy (libzmq references the array memory)."""
+    flags = int(flags)
     last = len(frames) - 1
     for i, frame in enumerate(frames):
-        more = zmq.SNDMORE if i < last else 0
-        nbytes = memoryview(frame).nbytes
-        socket.send(frame, flags | more, copy=nbytes < ZERO_COPY_MIN_BYTES, track=False)
+        copy = memoryview(frame).nbytes < ZERO_COPY_MIN_BYTES
+        socket.send(frame, flags | _SNDMORE if i < last else flags, copy=copy, track=False)
 
 
 def recv_frames(socket: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:

@@ -3,7 +3,11 @@
 Each run forks a receiver process, which forks a sender that encodes and sends COUNT messages of one
 payload size through a lossless XPUB socket (so nothing is dropped and every contender moves the same
 data); the receiver decodes them to a numpy array. Throughput is COUNT over the time from the first to
-the last message received. Contenders run round-robin within each repeat so machine noise hits them alike.
+the last message received. Contenders run round-robin within each repeat so machine noise hits them alike,
+and each ratio is taken within a repeat (wire v1 against the contender run just before or after it), then
+its median over the repeats is reported with its range. CPU per message is user + system time of both
+processes (their zmq I/O threads included) over the sending and receiving loops: the cost a message puts
+on the machine, which the load of other work moves much less than throughput.
 
 Each contender runs under one of two glibc allocator settings, set in its own pair of processes:
 ``tuned`` (fusion_pipeline.allocator: what every pipeline node and the CLI set at start) and ``glibc``
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import pickle
+import resource
 import statistics
 import tempfile
 import time
@@ -37,6 +42,8 @@ from benchdoc import machine, replace_section
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.transport import recv_frames, send_frames
 from fusion_pipeline.wire import Limits, Sample, decode, encode
+
+Figures = dict[tuple[str, str, str], list[float]]  # (transport, payload, contender) -> one value per repeat
 
 SIZES = {"1 KiB": 1024, "64 KiB": 64 * 1024, "1 MiB": 1024 * 1024, "8 MiB": 8 * 1024 * 1024}
 LIMITS = Limits(max_array_bytes=16 * 1024 * 1024, max_total_bytes=16 * 1024 * 1024)
@@ -112,6 +119,11 @@ def _label(contender: str, allocator: str) -> str:
     return f"{contender} [{allocator}]"
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
+    return usage.ru_utime + usage.ru_stime
+
+
 def _sender(endpoint: str, contender: str, nbytes: int, count: int, bound: Connection) -> None:
     send, _ = CONTENDERS[contender]
     array = _payload(nbytes)
@@ -123,16 +135,18 @@ def _sender(endpoint: str, contender: str, nbytes: int, count: int, bound: Conne
     sock.bind(endpoint)
     bound.send(sock.last_endpoint.decode())  # tcp: the port the system picked
     sock.recv()  # wait for the subscription
+    cpu = _cpu_s()
     for seq in range(count):
         send(sock, array, seq)
     while sock.recv()[:1] != b"\x00":  # the receiver unsubscribed: it has everything
         pass
+    bound.send(_cpu_s() - cpu)
     sock.close()
     context.term()
 
 
-def run_once(transport: str, contender: str, nbytes: int, count: int, workdir: Path) -> float:
-    """Messages per second for one run."""
+def run_once(transport: str, contender: str, nbytes: int, count: int, workdir: Path) -> tuple[float, float]:
+    """(messages per second, CPU µs per message of both processes) for one run."""
     endpoint = f"ipc://{workdir}/bench.sock" if transport == "ipc" else "tcp://127.0.0.1:*"
     _, recv = CONTENDERS[contender]
     bound, tell = mp.get_context("fork").Pipe(duplex=False)
@@ -145,20 +159,23 @@ def run_once(transport: str, contender: str, nbytes: int, count: int, workdir: P
     sock.rcvtimeo = 60_000  # a lost message or a dead sender fails the run instead of hanging it
     sock.subscribe(b"")
     sock.connect(endpoint)
+    cpu = _cpu_s()
     first = recv(sock)
     start = time.perf_counter()
     for _ in range(count - 1):
         array = recv(sock)
     elapsed = time.perf_counter() - start
+    cpu = _cpu_s() - cpu
     assert first.nbytes == nbytes and array.nbytes == nbytes
     sock.unsubscribe(b"")
     sock.close(0)
     context.term()
+    cpu += bound.recv()
     sender.join()
-    return (count - 1) / elapsed
+    return (count - 1) / elapsed, cpu / count * 1e6
 
 
-def run_isolated(allocator: str, *args: Any) -> float:
+def run_isolated(allocator: str, *args: Any) -> tuple[float, float]:
     """`run_once` in a fresh receiver process (forked from this untuned one) with the allocator set."""
     parent, child = mp.get_context("fork").Pipe(duplex=False)
 
@@ -169,9 +186,9 @@ def run_isolated(allocator: str, *args: Any) -> float:
 
     process = mp.get_context("fork").Process(target=receiver)
     process.start()
-    rate = parent.recv()
+    result = parent.recv()
     process.join()
-    return rate
+    return result
 
 
 def main() -> None:
@@ -184,7 +201,8 @@ def main() -> None:
     parser.add_argument("--transports", nargs="+", choices=["ipc", "tcp"], default=["ipc", "tcp"])
     args = parser.parse_args()
 
-    results: dict[tuple[str, str, str], list[float]] = {}
+    results: Figures = {}  # msg/s
+    cpu: Figures = {}  # CPU µs per message
     with tempfile.TemporaryDirectory(prefix="fp-bench-") as tmp:
         for transport in args.transports:
             for label in args.sizes:
@@ -192,8 +210,10 @@ def main() -> None:
                 count = int(max(100, min(50_000, args.budget_mb * 1024 * 1024 / nbytes)))
                 for _ in range(args.repeats):
                     for contender, allocator in RUNS:
-                        rate = run_isolated(allocator, transport, contender, nbytes, count, Path(tmp))
-                        results.setdefault((transport, label, _label(contender, allocator)), []).append(rate)
+                        rate, us = run_isolated(allocator, transport, contender, nbytes, count, Path(tmp))
+                        key = (transport, label, _label(contender, allocator))
+                        results.setdefault(key, []).append(rate)
+                        cpu.setdefault(key, []).append(us)
                 print(
                     f"{transport} {label}: "
                     + ", ".join(
@@ -203,7 +223,7 @@ def main() -> None:
                     + " msg/s",
                     flush=True,
                 )
-    table = _table(results, args.repeats)
+    table = _table(results, cpu, args.repeats)
     print(table)
     if args.write:
         replace_section(args.write, _section(table))
@@ -211,19 +231,24 @@ def main() -> None:
         _plot(results, args.plot)
 
 
-def _table(results: dict[tuple[str, str, str], list[float]], repeats: int) -> str:
+def _table(results: Figures, cpu: Figures, repeats: int) -> str:
     lines = [
         "| transport | payload | contender | msg/s (median) | GB/s (median) | spread min–max msg/s "
-        f"| {REFERENCE} ÷ this |",
-        "|---|---|---|---:|---:|---:|---:|",
+        f"| {REFERENCE} ÷ this, per repeat: median (min–max) | CPU µs/msg (median) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for (transport, label, contender), rates in results.items():
         median = statistics.median(rates)
-        wire = statistics.median(results[(transport, label, REFERENCE)])
-        ratio = "—" if contender == REFERENCE else f"{wire / median:.2f}×"
+        paired = [w / r for w, r in zip(results[(transport, label, REFERENCE)], rates, strict=True)]
+        ratio = (
+            "—"
+            if contender == REFERENCE
+            else f"{statistics.median(paired):.2f}× ({min(paired):.2f}–{max(paired):.2f})"
+        )
         lines.append(
             f"| {transport} | {label} | {contender} | {median:,.0f} | {median * SIZES[label] / 1e9:.2f} | "
-            f"{min(rates):,.0f}–{max(rates):,.0f} | {ratio} |"
+            f"{min(rates):,.0f}–{max(rates):,.0f} | {ratio} | "
+            f"{statistics.median(cpu[(transport, label, contender)]):,.0f} |"
         )
     return "\n".join(lines) + f"\n\nMedians of {repeats} runs each."
 
@@ -239,7 +264,7 @@ def _section(table: str) -> str:
     )
 
 
-def _plot(results: dict[tuple[str, str, str], list[float]], path: Path) -> None:
+def _plot(results: Figures, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
