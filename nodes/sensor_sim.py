@@ -68,8 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         while not stop_requested():
             late = schedule.skip_to(time.time_ns())
-            publisher.seq += late  # frames a late driver never sent are lost: the receiver sees a gap
-            counts["late"] += late
+            if late:
+                publisher.seq += late  # frames a late driver never sent are lost: the receiver sees a gap
+                if not counts["late"]:  # the first time; the heartbeat counts every one
+                    log.warning("starved of CPU: skipped %d capture(s) it could no longer send on time", late)
+                counts["late"] += late
             capture = schedule.next()
             if not capture.sent:
                 publisher.seq += 1

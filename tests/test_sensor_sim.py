@@ -177,6 +177,8 @@ def test_driver_process_publishes_the_world_in_real_time() -> None:
         [sys.executable, "-m", "nodes.sensor_sim", "--config", str(config), "--run-dir", str(run_dir)]
         + ["--stream", "radar/front"],
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         received = []
@@ -187,13 +189,18 @@ def test_driver_process_publishes_the_world_in_real_time() -> None:
                 received.append((time.time_ns(), sample))
     finally:
         process.terminate()
-        code = process.wait(timeout=10)
+        _, log = process.communicate(timeout=10)
+        code = process.returncode
         subscriber.close()
         shutil.rmtree(run_dir, ignore_errors=True)
-    assert code == 0 and len(received) == 12
+    assert code == 0 and len(received) == 12, log
     world = World(5)
-    seqs = [s.seq for _, s in received]
-    assert seqs == list(range(seqs[0], seqs[0] + 12))
+    seqs = np.array([s.seq for _, s in received])
+    periods = np.diff([s.stamp_ns for _, s in received]) // (S // 20)
+    # One seq per capture: a capture the driver skipped (starved of CPU, and it says so) is a gap in both.
+    assert (np.diff(seqs) == periods).all() and (periods >= 1).all()
+    if (periods > 1).any():
+        assert "skipped" in log, log
     for arrival, sample in received:
         assert (sample.stream, sample.modality, sample.frame_id) == ("radar/front", "radar", "radar_front")
         np.testing.assert_array_equal(sample.arrays["detections"], world.radar(sample.stamp_ns))
