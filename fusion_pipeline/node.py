@@ -71,7 +71,7 @@ def node_arguments(
     """Parse a node's command line, set up its logging and install the stop-signal handlers.
 
     `realtime`: a data-path node (ingest, synchronizer, inference) enters SCHED_FIFO at the config's
-    ``pipeline.realtime_priority`` before it creates any thread, so its zmq I/O threads share it.
+    ``pipeline.realtime_priority`` (`enter_realtime`) before it opens any socket.
     """
     parser = argparse.ArgumentParser(prog=f"python -m nodes.{kind}")
     parser.add_argument("--config", default=None, help="TOML config (default: the embedded demo)")
