@@ -244,7 +244,8 @@ def report(scenarios: list[Scenario], command: str, plot: Path | None) -> str:
         "always takes the newest set (`skipped`). Under SCHED_FIFO the data-path nodes' own stages "
         "lose most of their tail (compare `ingest_in->ingest_out`), but `capture->ingest_in` does not: "
         "the simulated drivers stay under the normal scheduler, and a 0.9 MB lidar frame takes about "
-        "1 ms over an ipc socket on this machine even when it is idle.",
+        "1 ms over an ipc socket on this machine even when it is idle. What the same processes and "
+        "sockets cost with no work at all is in End-to-end floor (`tools/bench_e2e_floor.py`).",
         "",
         "GPU: not yet measured. No GPU was available to this work; `python tools/check_gpu.py` is the "
         "prepared check (CUDA provider in use for the default model, outputs against the CPU's, latency "
