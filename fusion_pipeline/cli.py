@@ -1,6 +1,7 @@
-"""The `fusion-pipeline` command. Each command group lives in its own module with `register(subparsers)`.
+"""fusion-pipeline: real-time multi-sensor fusion; run it, inspect its streams, record and replay.
 
-Modules are imported lazily per group so that, for example, `echo` never imports torch.
+Each command group lives in its own module with `register(subparsers)`; a group's heavy imports stay
+inside its commands, so that, for example, `echo` never imports torch.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `... | head`: the reader left; end quietly as other Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,35 +21,81 @@ from fusion_pipeline.wire import DEFAULT_LIMITS, Sample
 __all__ = ["StreamRate", "describe_sample", "register"]
 
 
+def _at_least(low: float, kind: type = float) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` that is at least `low` (a clear usage error otherwise)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is less than {low:g}")
+        return value
+
+    return parse
+
+
+ENDPOINT_HELP = "ipc:///path or tcp://host:port of a publisher (a driver, an ingest node, sets, results)"
+SECONDS = _at_least(0.001)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    echo = sub.add_parser("echo", help="print the messages published on an endpoint")
-    echo.add_argument("endpoint", help="ipc:///path or tcp://host:port of a publisher")
-    echo.add_argument("--stream", default="", help="only streams whose name starts with PREFIX")
-    echo.add_argument("--count", type=int, default=0, help="exit 0 after N messages (default: run forever)")
-    echo.add_argument("--json", action="store_true", help="one JSON object per line")
-    echo.add_argument(
-        "--timeout", type=float, default=None, help="exit 1 when no message arrives for S seconds"
+    echo = sub.add_parser(
+        "echo",
+        help="print the messages published on an endpoint",
+        description="One line per message: header fields and each array's dtype, shape and min/max/mean.",
     )
+    echo.add_argument("endpoint", help=ENDPOINT_HELP)
+    echo.add_argument("--stream", default="", help="only streams whose name starts with PREFIX")
+    echo.add_argument("--count", type=_at_least(1, int), default=None, help="exit 0 after N messages")
+    echo.add_argument("--json", action="store_true", help="one JSON object per line")
+    echo.add_argument("--timeout", type=SECONDS, default=None, help="exit 1 when no message arrives for S s")
     echo.set_defaults(func=_echo)
 
-    hz = sub.add_parser("hz", help="rate, jitter and bandwidth per stream")
-    hz.add_argument("endpoint")
+    hz = sub.add_parser(
+        "hz",
+        help="rate, jitter and bandwidth per stream",
+        description="Receive rate, interval jitter and bandwidth per stream over a rolling window, once a "
+        "second, like `ros2 topic hz` and `bw` together.",
+    )
+    hz.add_argument("endpoint", help=ENDPOINT_HELP)
     hz.add_argument("--stream", default="", help="only streams whose name starts with PREFIX")
-    hz.add_argument("--window", type=int, default=100, help="messages per stream in the rolling window")
-    hz.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    hz.add_argument(
+        "--window",
+        type=_at_least(2, int),
+        default=100,
+        help="messages per stream in the window (%(default)s)",
+    )
+    hz.add_argument("--duration", type=SECONDS, default=None, help="stop after S seconds (default: Ctrl-C)")
     hz.set_defaults(func=_hz)
 
-    topics = sub.add_parser("topics", help="list the streams seen on an endpoint")
-    topics.add_argument("endpoint")
-    topics.add_argument("--duration", type=float, default=2.0, help="listen for S seconds")
+    topics = sub.add_parser(
+        "topics",
+        help="list the streams seen on an endpoint",
+        description="Listen for a while and list each stream seen, with its modality and rate.",
+    )
+    topics.add_argument("endpoint", help=ENDPOINT_HELP)
+    topics.add_argument("--duration", type=SECONDS, default=2.0, help="listen for S seconds (%(default)s)")
     topics.set_defaults(func=_topics)
     for parser in (echo, hz, topics):
         parser.add_argument(
+            "-c",
             "--config",
             type=Path,
             default=None,
             help="a tcp endpoint with CURVE: connect with this config's [security] keys",
         )
+
+
+def _no_message(command: str, args: argparse.Namespace, seconds: float) -> None:
+    prefix = getattr(args, "stream", "")
+    only = f" from streams {prefix!r}*" if prefix else ""
+    print(
+        f"fusion-pipeline {command}: no message on {args.endpoint}{only} within {seconds:.3g} s",
+        file=sys.stderr,
+    )
 
 
 def describe_sample(sample: Sample) -> dict[str, Any]:
@@ -95,13 +142,10 @@ def _echo(args: argparse.Namespace) -> int:
     timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
     with _subscribe(args, args.stream) as sub:
         printed = 0
-        while args.count <= 0 or printed < args.count:
+        while args.count is None or printed < args.count:
             sample = sub.recv(timeout_ms)
             if sample is None:
-                print(
-                    f"fusion-pipeline echo: no message on {args.endpoint} within {args.timeout} s",
-                    file=sys.stderr,
-                )
+                _no_message("echo", args, args.timeout)
                 return 1
             info = describe_sample(sample)
             print(json.dumps(info, default=str) if args.json else _format_line(info), flush=True)
@@ -150,7 +194,12 @@ class StreamRate:
         }
 
 
-def _collect(sub: Subscriber, duration: float | None, window: int, on_tick=None) -> dict[str, StreamRate]:
+def _collect(
+    sub: Subscriber,
+    duration: float | None,
+    window: int,
+    on_tick: Callable[[dict[str, StreamRate]], None] | None = None,
+) -> dict[str, StreamRate]:
     stats: dict[str, StreamRate] = {}
     start = last_tick = time.monotonic()
     while duration is None or time.monotonic() - start < duration:
@@ -177,19 +226,28 @@ def _print_rates(stats: dict[str, StreamRate]) -> None:
 
 
 def _hz(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+
+    def tick(stats: dict[str, StreamRate]) -> None:
+        if stats:
+            _print_rates(stats)
+        else:  # say why the screen stays empty
+            _no_message("hz", args, time.monotonic() - started)
+
     with _subscribe(args, args.stream) as sub:
-        stats = _collect(sub, args.duration, args.window, on_tick=_print_rates)
+        stats = _collect(sub, args.duration, args.window, on_tick=tick)
+    if not stats:
+        _no_message("hz", args, time.monotonic() - started)
+        return 1
     _print_rates(stats)
-    return 0 if stats else 1
+    return 0
 
 
 def _topics(args: argparse.Namespace) -> int:
     with _subscribe(args, "") as sub:
         stats = _collect(sub, args.duration, window=1000)
     if not stats:
-        print(
-            f"fusion-pipeline topics: no message on {args.endpoint} within {args.duration} s", file=sys.stderr
-        )
+        _no_message("topics", args, args.duration)
         return 1
     for stream, rate in sorted(stats.items()):
         print(f"{stream}  {rate.modality}  {rate.summary()['rate_hz']:.2f} Hz  ({rate.count} messages)")

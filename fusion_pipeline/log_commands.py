@@ -216,7 +216,7 @@ def _replay(args: argparse.Namespace) -> int:
         from fusion_pipeline.replay_graph import ReplayGraph
         from fusion_pipeline.run_command import preflight
 
-        preflight(config)
+        preflight(config, str(args.config or "<embedded demo.toml>"))
         graph = ReplayGraph(config, args.config, out=_Console())
         run_dir = graph.run_dir
         graph.start()

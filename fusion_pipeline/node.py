@@ -13,16 +13,19 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import msgpack
 import zmq
 
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.config import Config, load_config
+from fusion_pipeline.errors import FusionError
 
 __all__ = [
     "CONTROL_SOCKET",
@@ -30,6 +33,7 @@ __all__ = [
     "NodeContext",
     "enter_realtime",
     "node_arguments",
+    "run_node",
     "shut_down",
     "stop_requested",
 ]
@@ -164,3 +168,15 @@ def shut_down(heartbeat: Heartbeat, final_counters: dict[str, Any], *sockets: _C
     heartbeat.close(final_counters)
     for socket in sockets:
         socket.close()
+
+
+def run_node(main: Callable[[], int]) -> NoReturn:
+    """Run a node's main as its process: a FusionError or ZMQError that escapes it (a config the node
+    refuses, an endpoint that cannot be bound or resolved) ends the process with one log line and exit
+    code 2 instead of a traceback; the supervisor logs the exit and restarts the node with backoff."""
+    try:
+        code = main()
+    except (FusionError, zmq.ZMQError) as exc:
+        logging.getLogger("nodes").error("stopped: %s: %s", type(exc).__name__, exc)
+        code = 2
+    sys.exit(code)

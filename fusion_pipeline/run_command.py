@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from fusion_pipeline.cli import config_argument
-from fusion_pipeline.config import Config, load_config
+from fusion_pipeline.config import Config, ConfigError, load_config
+from fusion_pipeline.errors import FusionError
 
 __all__ = ["format_summary", "preflight", "register"]
 
@@ -42,25 +44,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def preflight(config: Config) -> None:
-    """Refuse, before starting anything, a config the nodes would refuse one by one (FusionError)."""
+def preflight(config: Config, source: str = "<config>") -> None:
+    """Refuse, before starting anything, a config the nodes would refuse one by one: a ConfigError that
+    starts with `source`, the config file."""
     from fusion_pipeline.runtime import check_contract, load_contract, model_path
     from fusion_pipeline.sets import SetBuilder
     from fusion_pipeline.sim import SimSettings
 
-    for stream in config.streams:
-        if stream.driver == "sim":
-            SimSettings.from_stream(stream)
-    SetBuilder(config)
-    path = model_path(config)
-    check_contract(load_contract(path), config, path)
+    try:
+        for stream in config.streams:
+            if stream.driver == "sim":
+                SimSettings.from_stream(stream)
+        SetBuilder(config)
+        path = model_path(config)
+        if not path.is_file():
+            raise ConfigError(
+                f"model.path: no model file at {path.absolute()} (a relative path is read from the "
+                "working directory)"
+            )
+        check_contract(load_contract(path), config, path)
+    except FusionError as exc:  # sim settings, set layout, model: all come from this config
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _check_writable(path: Path | None) -> None:
+    """Refuse now an output file that could only fail once the run is over."""
+    if path is not None and not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
+        raise ConfigError(f"--summary-json {path}: directory {path.parent} does not exist or is not writable")
 
 
 def _run(args: argparse.Namespace) -> int:
     from fusion_pipeline.supervisor import Supervisor
 
+    if args.duration is not None and args.duration <= 0:
+        raise ConfigError(f"--duration {args.duration:g}: must be more than 0 seconds")
+    _check_writable(args.summary_json)
     config = load_config(args.config)
-    preflight(config)
+    preflight(config, str(args.config or "<embedded demo.toml>"))
     supervisor = Supervisor(config, args.config, warmup_s=args.warmup)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: supervisor.stop())

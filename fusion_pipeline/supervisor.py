@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import shutil
 import signal
@@ -42,7 +43,7 @@ import msgpack
 import zmq
 
 import fusion_pipeline
-from fusion_pipeline.config import Config
+from fusion_pipeline.config import Config, ConfigError
 from fusion_pipeline.exporter import MetricsServer, PipelineCollector
 from fusion_pipeline.health import (
     CounterWindow,
@@ -61,12 +62,13 @@ from fusion_pipeline.runtime import RESULT_STREAM, wants_tensorrt
 from fusion_pipeline.status import StatusError, StatusServer, forget_run_dir, record_run_dir
 from fusion_pipeline.transport import Endpoint, Role, Subscriber
 
-__all__ = ["NodeSpec", "RestartPolicy", "Supervisor", "node_specs"]
+__all__ = ["NodeSpec", "RestartPolicy", "Supervisor", "lock_run_dir", "node_specs"]
 
 STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL after this long
 STATUS_PLAIN_S = 10.0  # status line period when stderr is not a terminal
 RATIO_MARGIN_S = 1.0  # the result ratio ignores the last second before the stop
 LOOP_MS = 100
+RUN_LOCK = "supervisor.lock"  # in a fixed run dir: held by the supervisor running there, holds its pid
 MAX_HEARTBEAT_BYTES = 64 * 1024  # a heartbeat is a small map of counters; larger is refused by libzmq
 SNAPSHOT_S = 0.5  # how often the loop refreshes the snapshot behind /metrics (a status request: always)
 _NEVER = 2**63 - 1
@@ -133,6 +135,24 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return lambda: libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def lock_run_dir(run_dir: Path) -> int:
+    """Take the run dir's lock (an open fd) or refuse: a second supervisor there would bind over the
+    first one's sockets and take its sensors' data."""
+    fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(
+            f"pipeline.run_dir: {run_dir} is in use by another `fusion-pipeline run` (pid {owner}); "
+            "stop that one, or give this pipeline its own run_dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 class Supervisor:
     """Runs one pipeline until `stop()` or the duration ends; `run()` returns the summary dict."""
 
@@ -158,9 +178,11 @@ class Supervisor:
             self.run_dir = Path(config.pipeline.run_dir).expanduser().resolve()
             # Created 0700, or refused now when others can enter it (the nodes would refuse it anyway).
             Endpoint(f"ipc://{self.run_dir}/{CONTROL_SOCKET}").prepare_bind()
+            self._run_lock: int | None = lock_run_dir(self.run_dir)
             self._own_run_dir = False
         else:
             self.run_dir = Path(tempfile.mkdtemp(prefix=f"fusion-{config.pipeline.name}-"))
+            self._run_lock = None  # a fresh directory of our own: nobody else can be in it
             self._own_run_dir = True
         self.nodes = [_Node(spec) for spec in node_specs(config)]
         self.counters = CounterTotals()
@@ -245,6 +267,9 @@ class Supervisor:
             self._clean_run_dir()
             if run_file is not None:
                 forget_run_dir(run_file, self.run_dir)
+            if self._run_lock is not None:
+                os.close(self._run_lock)  # the lock goes with it; the file stays (removing it would race)
+                self._run_lock = None
         summary = self.summary(elapsed)
         self._clear_status()
         return summary

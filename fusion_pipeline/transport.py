@@ -94,9 +94,11 @@ class Endpoint:
                 )
         elif parts.scheme == "tcp":
             # "*" is ZeroMQ's wildcard port: bind to any free port, read it back with last_endpoint.
-            port = parts.netloc.rpartition(":")[2]
-            if not parts.hostname or not (port == "*" or port.isdigit() and 0 < int(port) < 65536):
+            host, colon, port = parts.netloc.rpartition(":")
+            if not colon or not host:
                 raise EndpointError(f"endpoint {self.url!r}: tcp endpoints need host:port")
+            if not (port == "*" or port.isdigit() and 0 < int(port) < 65536):
+                raise EndpointError(f"endpoint {self.url!r}: port {port!r} is not 1-65535 or *")
         else:
             raise EndpointError(f"endpoint {self.url!r}: scheme must be ipc:// or tcp://")
 

@@ -13,12 +13,11 @@ missing or mismatched model, and says so loudly when it fell back to a provider 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
 from fusion_pipeline.contract import ContractError
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.node import Heartbeat, node_arguments, shut_down, stop_requested
+from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
 from fusion_pipeline.runtime import RESULT_MODALITY, RESULT_STREAM, ModelRuntime, result_sample
 from fusion_pipeline.sets import SET_STREAM
 from fusion_pipeline.transport import Publisher, Role, Subscriber
@@ -92,4 +91,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_node(main)

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 import time
 
 from fusion_pipeline.ingest import Ingest
-from fusion_pipeline.node import Heartbeat, node_arguments, shut_down, stop_requested
+from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
 from fusion_pipeline.transport import Publisher, Subscriber
 
 log = logging.getLogger("nodes.ingest")
@@ -86,4 +85,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_node(main)

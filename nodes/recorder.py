@@ -9,10 +9,9 @@ fusion_pipeline.recorder and fusion_pipeline.logfile; this module wires them to 
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import replace
 
-from fusion_pipeline.node import Heartbeat, node_arguments, stop_requested
+from fusion_pipeline.node import Heartbeat, node_arguments, run_node, stop_requested
 from fusion_pipeline.recorder import Recorder, RecordSettings, unused_path
 
 log = logging.getLogger("nodes.recorder")
@@ -35,4 +34,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_node(main)

@@ -14,10 +14,9 @@ longer send on time.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
-from fusion_pipeline.node import Heartbeat, node_arguments, shut_down, stop_requested
+from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
 from fusion_pipeline.sim import RenderLead, SensorSchedule, SimError, SimSettings, render
 from fusion_pipeline.transport import Publisher
 from fusion_pipeline.world import World
@@ -94,4 +93,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_node(main)

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 import time
 from collections import Counter, deque
 
 from fusion_pipeline.metrics import percentiles
-from fusion_pipeline.node import Heartbeat, node_arguments, shut_down, stop_requested
+from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
 from fusion_pipeline.reorder import ReplayOrder
 from fusion_pipeline.sets import SET_MODALITY, SET_STREAM, InputError, SetBuilder, SetLayoutError
 from fusion_pipeline.sync import FusedSet, SyncError, Synchronizer, settings_from_config
@@ -137,4 +136,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_node(main)

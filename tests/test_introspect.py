@@ -43,7 +43,7 @@ def test_echo_text_filters_by_stream_prefix(protocol_driver: str, run_cli) -> No
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("radar/front [radar] seq=") and "detections:<f4[3x5] min=-3" in done.stdout
     other = run_cli("echo", protocol_driver, "--stream", "camera", "--count", "1", "--timeout", "1")
-    assert other.returncode == 1 and "no message" in other.stderr
+    assert other.returncode == 1 and "from streams 'camera'* within 1 s" in other.stderr
 
 
 def test_hz_reports_rate_and_bandwidth(protocol_driver: str, run_cli) -> None:
@@ -82,3 +82,37 @@ def test_every_subcommand_has_help(run_cli) -> None:
     for command in commands:
         done = run_cli(*command, "--help")
         assert done.returncode == 0 and "usage: fusion-pipeline" in done.stdout, command
+
+
+def test_hz_on_a_silent_endpoint_says_so_and_exits_1(ipc_dir: Path, run_cli) -> None:
+    done = run_cli("hz", f"ipc://{ipc_dir}/nobody.sock", "--duration", "1.5")
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"fusion-pipeline hz: no message on ipc://{ipc_dir}/nobody.sock within" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["hz", "ipc:///x", "--window", "1"], "argument --window: 1 is less than 2"),
+        (["echo", "ipc:///x", "--count", "0"], "argument --count: 0 is less than 1"),
+        (["echo", "ipc:///x", "--timeout", "-1"], "argument --timeout: -1 is less than 0.001"),
+        (["topics", "ipc:///x", "--duration", "soon"], "argument --duration: 'soon' is not a number"),
+    ],
+)
+def test_nonsense_option_values_are_usage_errors(args: list[str], complaint: str, run_cli) -> None:
+    done = run_cli(*args)
+    assert done.returncode == 2 and complaint in done.stderr
+
+
+def test_a_reader_that_leaves_the_pipe_ends_echo_quietly(protocol_driver: str) -> None:
+    # `fusion-pipeline echo ... | head -1`: no BrokenPipeError traceback, the SIGPIPE exit status.
+    echo = subprocess.Popen(
+        [sys.executable, "-m", "fusion_pipeline.cli", "echo", protocol_driver, "--timeout", "10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert echo.stdout is not None and echo.stderr is not None
+    assert echo.stdout.readline().startswith(b"radar/front [radar]")
+    echo.stdout.close()
+    assert echo.wait(timeout=30) == 141
+    assert b"Traceback" not in echo.stderr.read()

@@ -248,10 +248,36 @@ def test_run_refuses_a_mismatched_model_before_starting_anything(tmp_path: Path)
     assert "[supervisor]" not in done.stderr  # refused in preflight: no node was started
 
 
-def test_run_refuses_a_missing_model(tmp_path: Path) -> None:
-    done = _run(tmp_path, str(tmp_path / "nope.onnx"), "-m", "fusion_pipeline.cli", "run", "--duration", "5")
+def test_run_refuses_a_missing_model_naming_the_config_file_and_key(tmp_path: Path) -> None:
+    # A relative path is read from the working directory (cwd=tmp_path): the message says where it looked.
+    done = _run(tmp_path, "models/nope.onnx", "-m", "fusion_pipeline.cli", "run", "--duration", "5")
     assert done.returncode == 2
-    assert f"{tmp_path / 'nope.onnx'}: no such model file" in done.stderr
+    expected = f"{tmp_path / 'bad.toml'}: model.path: no model file at {tmp_path / 'models' / 'nope.onnx'}"
+    assert expected in done.stderr
+
+
+def test_run_refuses_an_unwritable_summary_path_before_starting(tmp_path: Path) -> None:
+    summary = tmp_path / "missing-dir" / "summary.json"
+    done = _run(
+        tmp_path, "", "-m", "fusion_pipeline.cli", "run", "--duration", "30", "--summary-json", str(summary)
+    )
+    assert done.returncode == 2 and "[supervisor]" not in done.stderr
+    assert f"--summary-json {summary}: directory {summary.parent} does not exist" in done.stderr
+
+
+def test_a_node_that_cannot_bind_its_endpoint_exits_2_with_one_line(tmp_path: Path) -> None:
+    # An unresolvable host passes the config's syntax check; the driver must say so, not crash with a
+    # traceback (the supervisor then restarts it with backoff).
+    config = tmp_path / "unresolvable.toml"
+    text = DEMO_TEXT.replace("ipc://{run_dir}/sensor-radar_front.sock", "tcp://no-such-host.invalid:5555", 1)
+    config.write_text(text.replace("insecure = false", "insecure = true", 1))
+    command = ["-m", "nodes.sensor_sim", "--config", str(config), "--run-dir", str(tmp_path)]
+    done = subprocess.run(
+        [sys.executable, *command, "--stream", "radar/front"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert "stopped: EndpointError: cannot bind 'tcp://no-such-host.invalid:5555'" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_inference_node_refuses_a_mismatched_model(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +16,8 @@ from pipeline_harness import DEMO_TEXT, collect, demo_text, pipeline, presence
 
 from fusion_pipeline.config import load_config, parse_config
 from fusion_pipeline.metrics import CounterTotals, ResultStats, is_drop_counter, percentiles
-from fusion_pipeline.supervisor import NodeSpec, RestartPolicy, node_specs
+from fusion_pipeline.supervisor import NodeSpec, RestartPolicy, lock_run_dir, node_specs
+from fusion_pipeline.transport import Endpoint
 from fusion_pipeline.wire import Sample
 
 CAMERA = 0  # presence-mask bit of the camera (contract.MODALITIES)
@@ -177,3 +180,25 @@ def test_percentiles_in_ms() -> None:
     assert p["n"] == 100 and p["p50"] == pytest.approx(50.5) and p["p99"] == pytest.approx(99.01)
     assert p["max"] == 100.0
     assert percentiles([]) == {"n": 0}
+
+
+def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path) -> None:
+    # It would bind over the first run's sockets and take its sensors' data.
+    run_dir = tmp_path / "run"
+    config = tmp_path / "fixed.toml"
+    config.write_text(demo_text(run_dir))
+    Endpoint(f"ipc://{run_dir}/x").prepare_bind()  # the 0700 run dir the first supervisor made
+    first = lock_run_dir(run_dir)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "fusion_pipeline.cli", "run", "-c", str(config), "--duration", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2, second.stderr
+        assert f"pipeline.run_dir: {run_dir} is in use by another" in second.stderr
+        assert f"(pid {os.getpid()})" in second.stderr
+    finally:
+        os.close(first)
+    os.close(lock_run_dir(run_dir))  # released with its holder: the next run may have it
