@@ -53,7 +53,8 @@ class ConfigError(FusionError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "20" is not a number and 1 is not a boolean; TOML has real types, so a string there is a mistake.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class PipelineConfig(_Section):

@@ -40,6 +40,10 @@ def test_repository_demo_is_the_embedded_one() -> None:
             "sync.endpoint: endpoint 'udp://x:1'",
         ),
         ("rate_hz = 30", 'rate_hz = "fast"', "streams[0].rate_hz: Input should be a valid number"),
+        # Strict: TOML has real types, so a quoted number or a 1 for true is a mistake, not a conversion.
+        ("rate_hz = 30", 'rate_hz = "30"', "streams[0].rate_hz: Input should be a valid number (got '30')"),
+        ("required = true", 'required = "yes"', "streams[1].required: Input should be a valid boolean"),
+        ("tf32 = true", "tf32 = 1", "model.tf32: Input should be a valid boolean (got 1)"),
         (
             "realtime_priority = 0",
             "realtime_priority = 100",
