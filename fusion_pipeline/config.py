@@ -53,7 +53,7 @@ class ConfigError(FusionError):
 
 
 class _Section(BaseModel):
-    # strict: "20" is not a number and 1 is not a boolean; TOML has real types, so a string there is a mistake.
+    # strict: "20" is not a number, 1 is not a boolean. TOML has real types: a quoted number is a mistake.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 

@@ -93,21 +93,37 @@ def _run(args: argparse.Namespace) -> int:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The human-readable end-of-run report."""
+    timed, expected = summary["result_ratio_counts"]
+    ratio = summary["result_ratio"]
+    restarted = {node: n for node, n in summary["restarts"].items() if n}
     lines = [
         f"== {summary['pipeline']}: {summary['duration_s']:.1f} s, provider {summary['provider'] or '-'}",
-        f"results {summary['results']} (reference messages {summary['reference_messages']}; after the "
-        f"warm-up {summary['result_ratio_counts'][0]} results for {summary['result_ratio_counts'][1]} "
-        f"reference messages, ratio {summary['result_ratio']}); sets full {summary['sets_full']}, "
-        f"partial {summary['sets_partial']} (missing: {summary['missing'] or 'none'}); "
-        f"inference skipped {summary['inference_skipped']}",
-        f"restarts {summary['restarts_total']}: "
-        + (", ".join(f"{k} {v}" for k, v in summary["restarts"].items() if v) or "none"),
-        "drops: " + ("; ".join(f"{node} {reasons}" for node, reasons in summary["drops"].items()) or "none"),
+        f"results {summary['results']} for {summary['reference_messages']} reference messages; "
+        + (
+            f"after the warm-up {timed} for {expected}, ratio {ratio}"
+            if ratio is not None
+            else "no result ratio: the run was too short after the warm-up for two reference heartbeats"
+        ),
+        f"sets full {summary['sets_full']}, partial {summary['sets_partial']} (missing: "
+        f"{_counts(summary['missing'])}); inference skipped {summary['inference_skipped']}",
+        f"restarts {summary['restarts_total']}: {_counts(restarted)}",
+        "drops: "
+        + ("; ".join(f"{node}: {_counts(reasons)}" for node, reasons in summary["drops"].items()) or "none"),
+    ]
+    rows = [(stage, p) for stage, p in summary["latency_ms"].items() if p["n"]]
+    if not rows:
+        return "\n".join([*lines, "latency: no result after the warm-up"])
+    lines += [
         f"latency ms (results captured {summary['warmup_s']:g} s after every node was up):",
         f"  {'stage':<32} {'n':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}",
     ]
-    for stage, p in summary["latency_ms"].items():
-        if p["n"]:
-            figures = " ".join(f"{p[k]:>8.2f}" for k in ("p50", "p95", "p99", "max"))
-            lines.append(f"  {stage:<32} {p['n']:>6} {figures}")
+    for stage, p in rows:
+        figures = " ".join(f"{p[k]:>8.2f}" for k in ("p50", "p95", "p99", "max"))
+        lines.append(f"  {stage:<32} {p['n']:>6} {figures}")
     return "\n".join(lines)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """'camera/front superseded 89, late 7' from {'dropped.camera/front.superseded': 89, 'late': 7}."""
+    named = (f"{name.removeprefix('dropped.').replace('.', ' ')} {n}" for name, n in counts.items())
+    return ", ".join(named) or "none"
