@@ -422,7 +422,9 @@ class Supervisor:
     def _forward(self, name: str, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
         for raw in process.stdout:
-            self._log(raw.decode(errors="replace").rstrip("\n"), prefix=name)
+            # A node's own log lines start with its name too (for running it alone): say it once.
+            line = raw.decode(errors="replace").rstrip("\n").removeprefix(f"{name}: ")
+            self._log(line, prefix=name)
         process.stdout.close()
 
     def _watch(self, now: float) -> None:
