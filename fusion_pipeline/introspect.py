@@ -98,8 +98,13 @@ def _no_message(command: str, args: argparse.Namespace, seconds: float) -> None:
     )
 
 
+#: Arrays this small (a result's class probabilities, position, presence mask) are shown in full.
+SHOWN_VALUES = 16
+
+
 def describe_sample(sample: Sample) -> dict[str, Any]:
-    """Header fields plus dtype, shape and min/max/mean of each array, as plain JSON-able values."""
+    """Header fields plus dtype, shape and min/max/mean of each array (and the values of a small one),
+    as plain JSON-able values."""
     arrays = {}
     for name, array in sample.arrays.items():
         info: dict[str, Any] = {"dtype": array.dtype.str, "shape": list(array.shape)}
@@ -107,6 +112,8 @@ def describe_sample(sample: Sample) -> dict[str, Any]:
             info.update(
                 min=float(array.min()), max=float(array.max()), mean=float(array.mean(dtype=np.float64))
             )
+        if 0 < array.size <= SHOWN_VALUES:
+            info["values"] = array.ravel().tolist()
         arrays[name] = info
     return {
         "stream": sample.stream,
@@ -127,7 +134,10 @@ def _format_line(info: dict[str, Any]) -> str:
         parts.append(f"meta={json.dumps(info['meta'], default=str)}")
     for name, a in info["arrays"].items():
         shape = "x".join(map(str, a["shape"])) or "scalar"
-        stats = f" min={a['min']:.4g} max={a['max']:.4g} mean={a['mean']:.4g}" if "min" in a else ""
+        if "values" in a:
+            stats = " [" + " ".join(f"{v:.4g}" for v in a["values"]) + "]"
+        else:
+            stats = f" min={a['min']:.4g} max={a['max']:.4g} mean={a['mean']:.4g}" if "min" in a else ""
         parts.append(f"{name}:{a['dtype']}[{shape}]{stats}")
     return " ".join(parts)
 

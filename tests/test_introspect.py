@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fusion_pipeline.cli import build_parser
@@ -35,13 +36,19 @@ def test_echo_json_reads_a_protocol_only_driver(protocol_driver: str, run_cli) -
     detections = first["arrays"]["detections"]
     assert detections["dtype"] == "<f4" and detections["shape"] == [3, 5]
     assert detections["min"] == -3.0 and detections["max"] == 20.0 + max(0, first["seq"] - 10)
+    # A small array is shown in full, in C order, exactly as the protocol-only driver wrote it.
+    written = [10.0 + first["seq"], 0.5, 0.2, -3.0, 12.0, 20.0, -1.0, 0.1, 0.0, 5.0, 5.0, 2.0, 0.0, 1.5, -2.0]
+    assert np.array_equal(np.float32(detections["values"]), np.float32(written))
     assert [line["seq"] for line in lines] == list(range(first["seq"], first["seq"] + 3))
 
 
 def test_echo_text_filters_by_stream_prefix(protocol_driver: str, run_cli) -> None:
     done = run_cli("echo", protocol_driver, "--stream", "radar", "--count", "1", "--timeout", "10")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("radar/front [radar] seq=") and "detections:<f4[3x5] min=-3" in done.stdout
+    assert done.stdout.startswith("radar/front [radar] seq=")
+    assert (
+        " 0.5 0.2 -3 12 20 -1 0.1 0 5 5 2 0 1.5 -2]" in done.stdout and "detections:<f4[3x5] [" in done.stdout
+    )
     other = run_cli("echo", protocol_driver, "--stream", "camera", "--count", "1", "--timeout", "1")
     assert other.returncode == 1 and "from streams 'camera'* within 1 s" in other.stderr
 
