@@ -250,8 +250,13 @@ class Supervisor:
                     self.snapshot(time.monotonic())
                     next_snapshot = time.monotonic() + SNAPSHOT_S
                 if time.monotonic() >= next_status:
-                    last_status = self._status(last_status)
-                    next_status = time.monotonic() + (1.0 if self.tty else STATUS_PLAIN_S)
+                    # A log (not a terminal) gets no line of zeros while the nodes start: its first line
+                    # counts rates from the first result on.
+                    waiting = not self.tty and not self.stats.results
+                    last_status = (
+                        (time.monotonic(), self._rates_base()) if waiting else self._status(last_status)
+                    )
+                    next_status = time.monotonic() + (1.0 if self.tty or waiting else STATUS_PLAIN_S)
         finally:
             elapsed = time.monotonic() - started
             self._stopped_ns = time.time_ns()
