@@ -96,10 +96,15 @@ class SimSettings:
             values["outage_duration_s"] = float(outage["duration_s"])
         if stream.modality == "audio":
             chunk = AUDIO_SAMPLE_RATE / rate_hz
-            if stream.sample_rate != AUDIO_SAMPLE_RATE or chunk != int(chunk):
+            if stream.sample_rate != AUDIO_SAMPLE_RATE:
                 raise SimError(
-                    f"streams[{stream.name}]: the simulated microphone renders {AUDIO_SAMPLE_RATE} Hz in "
-                    f"chunks of whole samples; got sample_rate {stream.sample_rate}, rate {rate_hz} Hz"
+                    f"streams[{stream.name}].sample_rate: the simulated microphone renders "
+                    f"{AUDIO_SAMPLE_RATE} Hz, got {stream.sample_rate}"
+                )
+            if chunk != int(chunk):
+                raise SimError(
+                    f"streams[{stream.name}].rate_hz: the simulated microphone sends chunks of whole "
+                    f"samples; {AUDIO_SAMPLE_RATE} Hz / {rate_hz:g} chunks per second is {chunk:g} samples"
                 )
         return cls(**values)
 

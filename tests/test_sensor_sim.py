@@ -64,8 +64,14 @@ def test_bad_settings_name_the_key(sim: str, message: str) -> None:
         SimSettings.from_stream(_stream("radar/front", sim))
 
 
+def test_the_simulated_microphone_names_its_sample_rate_key() -> None:
+    audio = _stream("audio/roof").model_copy(update={"sample_rate": 44100})
+    with pytest.raises(SimError, match=r"streams\[audio/roof\]\.sample_rate: .* renders 16000 Hz, got 44100"):
+        SimSettings.from_stream(audio)
+
+
 def test_audio_chunks_must_be_whole_samples() -> None:
-    with pytest.raises(SimError, match="chunks of whole samples"):
+    with pytest.raises(SimError, match=r"streams\[audio/roof\]\.rate_hz: .* chunks of whole samples"):
         SimSettings.from_stream(_stream("audio/roof", rate=30.0))  # 533.3 samples per chunk
 
 
