@@ -61,7 +61,8 @@ class PipelineConfig(_Section):
     name: str = "fusion-pipeline"
     run_dir: str = Field("", description="directory of ipc sockets; empty = a fresh private temp dir")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    heartbeat_ms: int = Field(500, gt=0)
+    # At most 2 s: the supervisor declares a node hung after 5 s without a beat (RestartPolicy).
+    heartbeat_ms: int = Field(500, gt=0, le=2000)
     realtime_priority: int = Field(
         0,
         ge=0,
@@ -222,7 +223,7 @@ class Config(_Section):
         for stream in self.streams:
             if stream.name == name:
                 return stream
-        raise KeyError(name)
+        raise ConfigError(f"no stream {name!r} in the config (streams: {[s.name for s in self.streams]})")
 
     def endpoint(self, template: str, run_dir: str | Path) -> str:
         """Resolve ``{run_dir}`` in an endpoint template."""

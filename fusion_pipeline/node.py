@@ -93,7 +93,7 @@ def node_arguments(
     config = load_config(args.config)
     stream = getattr(args, "stream", None)
     if stream is not None:
-        config.stream(stream)  # KeyError -> a clear failure at start, not later
+        config.stream(stream)  # an unknown name fails now (ConfigError, exit 2), not later
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
     name = f"{kind}:{stream}" if stream else kind

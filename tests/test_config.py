@@ -45,6 +45,11 @@ def test_repository_demo_is_the_embedded_one() -> None:
         ("required = true", 'required = "yes"', "streams[1].required: Input should be a valid boolean"),
         ("tf32 = true", "tf32 = 1", "model.tf32: Input should be a valid boolean (got 1)"),
         (
+            "heartbeat_ms = 500",
+            "heartbeat_ms = 6000",
+            "pipeline.heartbeat_ms: Input should be less than or equal",
+        ),
+        (
             "realtime_priority = 0",
             "realtime_priority = 100",
             "pipeline.realtime_priority: Input should be less than or equal to 99",

@@ -280,6 +280,13 @@ def test_a_node_that_cannot_bind_its_endpoint_exits_2_with_one_line(tmp_path: Pa
     assert "Traceback" not in done.stderr
 
 
+def test_a_node_given_an_unknown_stream_exits_2_naming_the_streams(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "nodes.ingest", "--run-dir", str(tmp_path), "--stream", "nope"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "no stream 'nope' in the config (streams: ['camera/front', 'lidar/top'" in done.stderr
+
+
 def test_inference_node_refuses_a_mismatched_model(tmp_path: Path) -> None:
     path = _model_with_contract(tmp_path, _camera_64)
     done = _run(tmp_path, str(path), "-m", "nodes.inference", "--run-dir", str(tmp_path))

@@ -27,6 +27,7 @@ import multiprocessing as mp
 import pickle
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -281,9 +282,9 @@ def _acceptance(results: Figures) -> str:
 
 
 def _section(table: str) -> str:
+    command = " ".join(["python tools/bench_transport.py", *sys.argv[1:]])
     return (
-        "## Transport\n\nCommand: `python tools/bench_transport.py --repeats 5 --write docs/BENCHMARKS.md "
-        f"--plot docs/bench_transport.png` ({machine()}, loopback; sender and receiver are separate "
+        f"## Transport\n\nCommand: `{command}` ({machine()}, loopback; sender and receiver are separate "
         f"processes; every contender decodes to a numpy array). `[tuned]`: the glibc allocator thresholds "
         f"every pipeline node sets (fusion_pipeline.allocator); `[glibc]`: the defaults, as a plain Python "
         f"program runs. The ratio column divides wire v1 [tuned] by the contender run back to back with it "
