@@ -27,6 +27,7 @@ import ctypes
 import ctypes.util
 import fcntl
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -68,6 +69,7 @@ STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL after this long
 STATUS_PLAIN_S = 10.0  # status line period when stderr is not a terminal
 RATIO_MARGIN_S = 1.0  # the result ratio ignores the last second before the stop
 LOOP_MS = 100
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 RUN_LOCK = "supervisor.lock"  # in a fixed run dir: held by the supervisor running there, holds its pid
 MAX_HEARTBEAT_BYTES = 64 * 1024  # a heartbeat is a small map of counters; larger is refused by libzmq
 SNAPSHOT_S = 0.5  # how often the loop refreshes the snapshot behind /metrics (a status request: always)
@@ -429,6 +431,8 @@ class Supervisor:
         for raw in process.stdout:
             # A node's own log lines start with its name too (for running it alone): say it once.
             line = raw.decode(errors="replace").rstrip("\n").removeprefix(f"{name}: ")
+            if not self.tty:  # onnxruntime colours its log even into a pipe; journald shows the codes raw
+                line = _ANSI_COLOUR.sub("", line)
             self._log(line, prefix=name)
         process.stdout.close()
 
