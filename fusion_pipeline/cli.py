@@ -18,7 +18,7 @@ from fusion_pipeline import __version__
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.errors import FusionError
 
-__all__ = ["config_argument", "main"]
+__all__ = ["check_output_path", "config_argument", "main"]
 
 # Modules that add subcommands. Each defines register(subparsers) and sets `func` on its parsers.
 COMMAND_MODULES = (
@@ -36,6 +36,12 @@ def config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-c", "--config", type=Path, default=None, help="TOML config (default: the embedded demo)"
     )
+
+
+def check_output_path(path: Path | None, option: str) -> None:
+    """Refuse at start an output file (`option`) that could only fail once the work is done."""
+    if path is not None and not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
+        raise FusionError(f"{option} {path}: directory {path.parent} does not exist or is not writable")
 
 
 def build_parser() -> argparse.ArgumentParser:

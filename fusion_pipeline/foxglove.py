@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from mcap.writer import CompressionType, Writer
 
-from fusion_pipeline.logfile import DEFAULT_CHUNK_BYTES, LogError, LogReader
+from fusion_pipeline.logfile import DEFAULT_CHUNK_BYTES, LogError, LogReader, existing_logs
 from fusion_pipeline.wire import Sample
 
 __all__ = ["SCHEMAS", "export_foxglove", "to_foxglove"]
@@ -187,8 +187,11 @@ def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
     """Write every convertible message of `logs` to a Foxglove-ready MCAP; return counts per topic."""
     counts: dict[str, int] = {}
     skipped: dict[str, int] = {}
+    logs = existing_logs(logs)
     try:
-        stream = open(out, "wb")  # noqa: SIM115 - closed below, after the writer has finished
+        stream = open(out, "xb")  # noqa: SIM115 - closed below, after the writer has finished
+    except FileExistsError:
+        raise LogError(f"{out} exists already, not overwriting") from None
     except OSError as exc:
         raise LogError(f"{out}: cannot create: {exc.strerror}") from exc
     with stream:

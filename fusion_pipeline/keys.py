@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import zmq.auth
 
-__all__ = ["generate_keys", "register"]
+from fusion_pipeline.errors import FusionError
+
+__all__ = ["KeysError", "generate_keys", "register"]
+
+
+class KeysError(FusionError):
+    """A keypair cannot be written safely."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,10 +27,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def generate_keys(directory: Path, name: str) -> tuple[Path, Path]:
-    """Create a keypair; return (public certificate, secret certificate)."""
+    """Create a keypair; return (public certificate, secret certificate). Refuses to replace an existing
+    pair (peers trust its public key) and to write a secret where other users can reach it."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(directory, name)
-    Path(secret).chmod(0o600)
+    mode = directory.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise KeysError(
+            f"{directory}: mode {mode:04o}; a secret key needs a directory only its user can enter "
+            "(chmod 700)"
+        )
+    existing = [p for p in (directory / f"{name}.key", directory / f"{name}.key_secret") if p.exists()]
+    if existing:
+        raise KeysError(
+            f"{existing[0]} exists already; not replacing a keypair its peers may trust (delete it first, "
+            "or choose another --name)"
+        )
+    umask = os.umask(0o077)  # the secret is never readable by others, not even before a chmod
+    try:
+        public, secret = zmq.auth.create_certificates(directory, name)
+    finally:
+        os.umask(umask)
+    Path(public).chmod(0o644)  # the public half is meant to be copied around
     return Path(public), Path(secret)
 
 

@@ -19,7 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
-from fusion_pipeline.cli import config_argument
+from fusion_pipeline.cli import check_output_path, config_argument
 from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.logfile import LogError, LogReader, SplitPolicy
 
@@ -152,6 +152,7 @@ def _stop_on_signals() -> list[bool]:
 def _record(args: argparse.Namespace) -> int:
     from fusion_pipeline.recorder import Recorder, RecordSettings
 
+    check_output_path(args.report_json, "--report-json")
     config = load_config(args.config)
     settings = RecordSettings(
         path=args.out,
@@ -192,6 +193,8 @@ def _replay(args: argparse.Namespace) -> int:
     from fusion_pipeline.replayer import Replayer, ReplaySettings
     from fusion_pipeline.run_command import format_summary
 
+    check_output_path(args.report_json, "--report-json")
+    check_output_path(args.results, "--results")
     config = load_config(args.config)
     settings = ReplaySettings(
         rate=None if args.max_speed else args.rate,

@@ -61,6 +61,7 @@ __all__ = [
     "LogReader",
     "LogWriter",
     "SplitPolicy",
+    "existing_logs",
     "pack_record",
     "part_path",
     "unpack_record",
@@ -189,13 +190,26 @@ class _ZstdLevel:
 mcap.writer.zstandard = _ZstdLevel  # type: ignore[attr-defined]
 
 
+def existing_logs(paths: Iterable[str | Path]) -> list[Path]:
+    """The input logs, each checked to be a file: a converter checks before it creates its output, so
+    that a bad input leaves nothing behind."""
+    logs = [Path(p) for p in paths]
+    for path in logs:
+        if not path.is_file():
+            raise LogError(f"{path}: no such log file")
+    return logs
+
+
 class _DirectFile:
     """An unbuffered output file: each MCAP record reaches the OS as the writer emits it, so a closed
     chunk survives kill -9 of the process (the page cache belongs to the kernel)."""
 
     def __init__(self, path: Path) -> None:
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            # Never over an existing file: a log is a recording that cannot be made again.
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise LogError(f"{path} exists already, not overwriting a log") from None
         except OSError as exc:
             raise LogError(f"{path}: cannot create log: {exc.strerror}") from exc
         self.path = path

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.logfile import LogReader, LogWriter
+from fusion_pipeline.logfile import LogReader, LogWriter, existing_logs
 from fusion_pipeline.wire import Sample
 
 __all__ = [
@@ -272,28 +272,32 @@ def import_ros2(
             if wanted is None:
                 raise Ros2Error(f"{where}: type {c.msgtype} is not supported")
             modality[c.topic] = wanted
-        with LogWriter(
-            out, metadata={"recorded_by": "fusion-pipeline import-ros2", "source": str(bag)}
-        ) as writer:
-            for connection, bag_ns, raw in reader.messages(connections=connections):
-                target = by_topic[connection.topic]
-                where = f"topic {connection.topic} ({connection.msgtype})"
-                msg = store.deserialize_cdr(raw, connection.msgtype)
-                arrays, meta, stamp, frame_id = _convert(
-                    connection.msgtype, msg, modality[connection.topic], where, sample_rate, channels
-                )
-                seq = counts.get(target.stream, 0)
-                sample = Sample(
-                    target.stream,
-                    modality[connection.topic],
-                    seq,
-                    bag_ns if stamp is None else stamp,
-                    arrays,
-                    frame_id,
-                    meta,
-                )
-                writer.write(sample, log_time_ns=bag_ns)
-                counts[target.stream] = seq + 1
+        writer = LogWriter(out, metadata={"recorded_by": "fusion-pipeline import-ros2", "source": str(bag)})
+        try:
+            with writer:
+                for connection, bag_ns, raw in reader.messages(connections=connections):
+                    target = by_topic[connection.topic]
+                    where = f"topic {connection.topic} ({connection.msgtype})"
+                    msg = store.deserialize_cdr(raw, connection.msgtype)
+                    arrays, meta, stamp, frame_id = _convert(
+                        connection.msgtype, msg, modality[connection.topic], where, sample_rate, channels
+                    )
+                    seq = counts.get(target.stream, 0)
+                    sample = Sample(
+                        target.stream,
+                        modality[connection.topic],
+                        seq,
+                        bag_ns if stamp is None else stamp,
+                        arrays,
+                        frame_id,
+                        meta,
+                    )
+                    writer.write(sample, log_time_ns=bag_ns)
+                    counts[target.stream] = seq + 1
+        except Ros2Error:
+            for path in writer.paths:  # a half-converted log is no log: leave nothing behind
+                path.unlink(missing_ok=True)
+            raise
     finally:
         reader.close()
     return counts
@@ -372,6 +376,7 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
     store = typestore()
     counts: dict[str, int] = {}
     skipped: dict[str, int] = {}
+    logs = existing_logs(logs)
     try:
         writer = Writer(bag, version=8, storage_plugin=plugin)
     except WriterError as exc:

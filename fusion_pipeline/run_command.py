@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from fusion_pipeline.cli import config_argument
+from fusion_pipeline.cli import check_output_path, config_argument
 from fusion_pipeline.config import Config, ConfigError, load_config
 from fusion_pipeline.errors import FusionError
 
@@ -67,18 +66,12 @@ def preflight(config: Config, source: str = "<config>") -> None:
         raise ConfigError(f"{source}: {exc}") from exc
 
 
-def _check_writable(path: Path | None) -> None:
-    """Refuse now an output file that could only fail once the run is over."""
-    if path is not None and not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
-        raise ConfigError(f"--summary-json {path}: directory {path.parent} does not exist or is not writable")
-
-
 def _run(args: argparse.Namespace) -> int:
     from fusion_pipeline.supervisor import Supervisor
 
     if args.duration is not None and args.duration <= 0:
         raise ConfigError(f"--duration {args.duration:g}: must be more than 0 seconds")
-    _check_writable(args.summary_json)
+    check_output_path(args.summary_json, "--summary-json")
     config = load_config(args.config)
     preflight(config, str(args.config or "<embedded demo.toml>"))
     supervisor = Supervisor(config, args.config, warmup_s=args.warmup)

@@ -118,3 +118,15 @@ def test_keys_generate_command(tmp_path: Path, run_cli) -> None:
     assert (tmp_path / "k" / "robot1.key").exists()
     assert (tmp_path / "k" / "robot1.key_secret").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "k").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "k" / "robot1.key").stat().st_mode & 0o777 == 0o644
+    # Again: peers trust the first public key, so the pair is not replaced.
+    secret = (tmp_path / "k" / "robot1.key_secret").read_bytes()
+    again = run_cli("keys", "generate", str(tmp_path / "k"), "--name", "robot1")
+    assert again.returncode == 2 and "robot1.key exists already; not replacing a keypair" in again.stderr
+    assert (tmp_path / "k" / "robot1.key_secret").read_bytes() == secret
+    # A directory other users can enter does not get a secret key.
+    (tmp_path / "open").mkdir(mode=0o755)
+    (tmp_path / "open").chmod(0o755)
+    loose = run_cli("keys", "generate", str(tmp_path / "open"))
+    assert loose.returncode == 2 and "mode 0755; a secret key needs a directory only its user" in loose.stderr
+    assert not list((tmp_path / "open").iterdir())

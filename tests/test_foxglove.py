@@ -109,3 +109,20 @@ def test_export_foxglove(tmp_path: Path) -> None:
     assert result["presence"] == {"camera": True, "lidar": True, "radar": False, "audio": True}
     assert result["position"] == [12.5, -1.0] and result["velocity"] == -3.5 and result["siren_prob"] == 0.75
     assert result["stages"] == {"capture": T0, "publish": T0 + 5}
+
+
+def test_export_foxglove_never_writes_over_a_file_or_leaves_one_for_a_bad_input(tmp_path: Path) -> None:
+    log = tmp_path / "log.mcap"
+    with LogWriter(log) as writer:
+        writer.write(Sample("radar/front", "radar", 0, 1, {"detections": np.zeros((1, 5), np.float32)}), 1)
+    before = log.read_bytes()
+    command = [sys.executable, "-m", "fusion_pipeline.cli", "export-foxglove"]
+    same = subprocess.run([*command, "-o", str(log), str(log)], capture_output=True, text=True, timeout=60)
+    assert same.returncode == 2 and "exists already, not overwriting" in same.stderr
+    assert log.read_bytes() == before  # its own input survives
+    out = tmp_path / "fox.mcap"
+    missing = subprocess.run(
+        [*command, "-o", str(out), str(tmp_path / "nope.mcap")], capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "nope.mcap: no such log file" in missing.stderr
+    assert not out.exists()

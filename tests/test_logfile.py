@@ -187,3 +187,11 @@ def test_reader_refuses_foreign_files_clearly(tmp_path: Path) -> None:
     junk.write_bytes(b"not an mcap file at all")
     reader = LogReader(junk)
     assert list(reader) == [] and reader.truncated and "junk.mcap" in reader.truncated[0]
+
+
+def test_a_log_is_never_written_over(tmp_path: Path) -> None:
+    precious = tmp_path / "keep.mcap"
+    precious.write_bytes(b"an earlier recording")
+    with pytest.raises(LogError, match="keep.mcap exists already, not overwriting a log"):
+        LogWriter(precious)
+    assert precious.read_bytes() == b"an earlier recording"

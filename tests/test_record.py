@@ -64,7 +64,8 @@ def test_write_failure_is_counted_not_silent(ipc_dir: Path) -> None:
     )
     # chunk_bytes=1: every message closes its own chunk, so the first write hits the (broken) file.
     for chunk_bytes, written in ((1, 0), (1 << 20, 0)):
-        settings = RecordSettings(path=ipc_dir / "w.mcap", streams=("radar/front",), chunk_bytes=chunk_bytes)
+        path = ipc_dir / f"w{chunk_bytes}.mcap"  # a log is never written over
+        settings = RecordSettings(path=path, streams=("radar/front",), chunk_bytes=chunk_bytes)
         recorder = Recorder(config, ipc_dir, settings)
         # The disk fills up: /dev/full takes over the file's descriptor, so every write fails with ENOSPC.
         # (Closing the descriptor instead would let a later socket reuse its number.)
@@ -177,3 +178,16 @@ def test_recorder_drains_while_publisher_is_fast(ipc_dir: Path) -> None:
     # Every seq from the first received to the last received is either written or counted as lost.
     assert radar.written > 0 and radar.written + radar.lost_upstream == radar.last_seq - radar.first_seq + 1
     assert radar.written == sum(1 for _ in LogReader(ipc_dir / "fast.mcap"))
+
+
+def test_record_refuses_an_unwritable_report_before_recording(tmp_path: Path) -> None:
+    out, report = tmp_path / "rec.mcap", tmp_path / "missing-dir" / "report.json"
+    command = [sys.executable, "-m", "fusion_pipeline.cli", "record", str(out), "--run-dir", str(tmp_path)]
+    done = subprocess.run(
+        [*command, "--duration", "30", "--report-json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and f"--report-json {report}: directory" in done.stderr
+    assert not out.exists()  # refused before anything was recorded

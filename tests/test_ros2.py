@@ -9,7 +9,7 @@ import pytest
 from PIL import Image as PILImage
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from fusion_pipeline.logfile import LogReader, LogWriter
+from fusion_pipeline.logfile import LogError, LogReader, LogWriter
 from fusion_pipeline.ros2 import Ros2Error, TopicMap, export_ros2, import_ros2, parse_map, typestore
 from fusion_pipeline.wire import Sample
 
@@ -258,3 +258,9 @@ def test_export_then_import_round_trips(tmp_path: Path, storage: str) -> None:
         got = back[sample.stream]
         assert (got.stamp_ns, got.frame_id, got.meta) == (sample.stamp_ns, sample.frame_id, sample.meta)
         assert all(np.array_equal(got.arrays[k], v) for k, v in sample.arrays.items())
+
+
+def test_export_of_a_missing_log_leaves_no_bag_behind(tmp_path: Path) -> None:
+    with pytest.raises(LogError, match="nope.mcap: no such log file"):
+        export_ros2([tmp_path / "nope.mcap"], tmp_path / "bag")
+    assert not (tmp_path / "bag").exists()  # so the retry is not refused as "exists already"

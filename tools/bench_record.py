@@ -62,6 +62,8 @@ def bench_write(tmp: Path, rounds: int) -> dict:
     nbytes = sum(sum(memoryview(f).nbytes for f in fs) for fs in frames)
     ours, raw = [], []
     for _ in range(rounds):
+        for old in (tmp / "bench.mcap", tmp / "bench.raw"):  # both write fresh files, as a recording does
+            old.unlink(missing_ok=True)
         started = time.perf_counter()
         with LogWriter(tmp / "bench.mcap") as writer:
             for (sample, log_time), wire in zip(messages, frames, strict=True):
