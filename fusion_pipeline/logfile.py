@@ -69,6 +69,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+MCAP_MAGIC = b"\x89MCAP0\r\n"  # the first 8 bytes of every MCAP file (MCAP spec, "Magic")
 MESSAGE_ENCODING = "msgpack"
 LOG_FORMAT = "fusion-pipeline-log/1"
 FILE_METADATA = "fusion_pipeline"
@@ -422,9 +423,10 @@ class LogReader:
         self.paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
         if not self.paths:
             raise LogError("no log file given")
-        for path in self.paths:
-            if not path.is_file():
-                raise LogError(f"{path}: no such log file")
+        for path in existing_logs(self.paths):
+            with open(path, "rb") as f:
+                if f.read(len(MCAP_MAGIC)) != MCAP_MAGIC:  # a cut-short log still starts with it
+                    raise LogError(f"{path}: not an MCAP file (it does not start with the MCAP magic)")
         self.limits = limits
         self.verify_crcs = verify_crcs
         self.streams: dict[str, dict[str, str]] = {}
@@ -433,8 +435,9 @@ class LogReader:
 
     @property
     def truncated(self) -> list[str]:
-        """'PATH: reason' for every file that ended without its footer."""
-        return [f"{f.path}: {f.error}" for f in self.files if not f.complete]
+        """'PATH: reason' for every file whose reading stopped at a damaged or missing tail (not a file
+        the caller simply stopped reading)."""
+        return [f"{f.path}: {f.error}" for f in self.files if f.error]
 
     def scan_streams(self) -> dict[str, dict[str, str]]:
         """Channel metadata of every stream in the logs: from a file's summary when it has one, else by

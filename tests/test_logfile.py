@@ -178,15 +178,20 @@ def test_truncated_file_reads_up_to_its_last_whole_chunk(tmp_path: Path) -> None
         assert len(reader.truncated) == 1 and str(part) in reader.truncated[0]
         assert reader.count() is None
         assert list(LogReader(part).scan_streams()) == ["camera/front"]  # no summary: found by reading
+    # A whole file the caller stops reading early (replay --end, Ctrl-C) is not "cut short".
+    whole = LogReader(path)
+    for _ in zip(range(5), whole, strict=False):
+        pass
+    assert whole.truncated == []
 
 
 def test_reader_refuses_foreign_files_clearly(tmp_path: Path) -> None:
     with pytest.raises(LogError, match="no such log file"):
         LogReader(tmp_path / "missing.mcap")
-    junk = tmp_path / "junk.mcap"
-    junk.write_bytes(b"not an mcap file at all")
-    reader = LogReader(junk)
-    assert list(reader) == [] and reader.truncated and "junk.mcap" in reader.truncated[0]
+    for name, data in (("junk.mcap", b"not an mcap file at all"), ("empty.mcap", b"")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(LogError, match=f"{name}: not an MCAP file"):
+            LogReader(tmp_path / name)
 
 
 def test_a_log_is_never_written_over(tmp_path: Path) -> None:
