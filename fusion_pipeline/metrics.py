@@ -97,12 +97,20 @@ class ResultStats:
 
     `modalities` are those the config has streams for: a set is full when all of them are present.
     Results captured before `since_ns` are counted but left out of the latency figures (start-up). The
-    figures cover the last `kept` results.
+    figures cover the last `kept` results. `log_time`: the stamps are a log's capture times (a replay),
+    not comparable with the wall-clock stages, so the figures measured from the capture (end_to_end,
+    delivered, overhead, capture->ingest_in) are left out and the stages start at ingest_in.
     """
 
     def __init__(
-        self, modalities: Iterable[str], since_ns: int = 0, recent: int = 50, kept: int = KEPT_RESULTS
+        self,
+        modalities: Iterable[str],
+        since_ns: int = 0,
+        recent: int = 50,
+        kept: int = KEPT_RESULTS,
+        log_time: bool = False,
     ) -> None:
+        self.log_time = log_time
         self.configured = [m for m in MODALITIES if m in set(modalities)]
         self.since_ns = since_ns
         self.results = 0
@@ -134,11 +142,15 @@ class ResultStats:
         raw = result.meta.get("stages")
         stages = {k: int(v) for k, v in raw.items() if isinstance(v, int)} if isinstance(raw, Mapping) else {}
         stages["received"] = received_ns
-        stages.setdefault("capture", result.stamp_ns)
+        if self.log_time:
+            stages.pop("capture", None)
+        else:
+            stages.setdefault("capture", result.stamp_ns)
         derived = self._derived(stages)
         if "model" in derived:
             self._recent_model.append(derived["model"])
-        self._recent_e2e.append(derived["end_to_end"])
+        if "end_to_end" in derived:
+            self._recent_e2e.append(derived["end_to_end"])
         if result.stamp_ns < self.since_ns:
             return {}
         self.timed += 1
@@ -152,13 +164,15 @@ class ResultStats:
         present = [s for s in STAGES if s in stages]
         for a, b in pairwise(present):
             out[f"{a}->{b}"] = stages[b] - stages[a]
-        out["end_to_end"] = stages.get("publish", stages["received"]) - stages["capture"]
-        out["delivered"] = stages["received"] - stages["capture"]
+        if "capture" in stages:
+            out["end_to_end"] = stages.get("publish", stages["received"]) - stages["capture"]
+            out["delivered"] = stages["received"] - stages["capture"]
         if "inference_start" in stages and "inference_end" in stages:
             out["model"] = stages["inference_end"] - stages["inference_start"]
         if "ingest_out" in stages and "sync_in" in stages:
             out["sync_wait"] = max(0, stages["sync_in"] - stages["ingest_out"])
-        out["overhead"] = out["end_to_end"] - out.get("model", 0) - out.get("sync_wait", 0)
+        if "end_to_end" in out:
+            out["overhead"] = out["end_to_end"] - out.get("model", 0) - out.get("sync_wait", 0)
         return out
 
     def recent_ms(self) -> tuple[float | None, float | None]:

@@ -28,6 +28,8 @@ SETTLE_S = 0.5
 class ReplayGraph(Supervisor):
     """Ingest, synchronizer (event time) and inference of `config`, supervised, without drivers."""
 
+    LOG_TIME = True  # results carry the log's capture stamps, not today's
+
     def __init__(self, config: Config, config_path: Path | None, **kwargs: Any) -> None:
         super().__init__(config, config_path, **kwargs)
         self.nodes = [node for node in self.nodes if node.spec.kind != "sensor_sim"]

@@ -95,6 +95,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         + (
             f"after the warm-up {timed} for {expected}, ratio {ratio}"
             if ratio is not None
+            else "a replay: the replay report below counts results against the log"
+            if summary.get("log_time")
             else "no result ratio: the run was too short after the warm-up for two reference heartbeats"
         ),
         f"sets full {summary['sets_full']}, partial {summary['sets_partial']} (missing: "
@@ -107,7 +109,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     if not rows:
         return "\n".join([*lines, "latency: no result after the warm-up"])
     lines += [
-        f"latency ms (results captured {summary['warmup_s']:g} s after every node was up):",
+        "latency ms (a replay: stamps are the log's, so only the stages from ingest_in on):"
+        if summary.get("log_time")
+        else f"latency ms (results captured {summary['warmup_s']:g} s after every node was up):",
         f"  {'stage':<32} {'n':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}",
     ]
     for stage, p in rows:

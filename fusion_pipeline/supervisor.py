@@ -158,6 +158,9 @@ def lock_run_dir(run_dir: Path) -> int:
 class Supervisor:
     """Runs one pipeline until `stop()` or the duration ends; `run()` returns the summary dict."""
 
+    #: Result stamps are wall-clock capture times; a replay graph's are a log's (see ResultStats.log_time).
+    LOG_TIME = False
+
     def __init__(
         self,
         config: Config,
@@ -188,7 +191,7 @@ class Supervisor:
             self._own_run_dir = True
         self.nodes = [_Node(spec) for spec in node_specs(config)]
         self.counters = CounterTotals()
-        self.stats = ResultStats({s.modality for s in config.streams})
+        self.stats = ResultStats({s.modality for s in config.streams}, log_time=self.LOG_TIME)
         self._preexec = _parent_death_signal()
         self.ratio = ResultRatio()
         self._stopped_ns = _NEVER
@@ -383,6 +386,7 @@ class Supervisor:
             "reference_stream": reference,
             "reference_messages": reference_messages,
             "result_ratio": round(window_results / window_messages, 4) if window_messages else None,
+            "log_time": self.LOG_TIME,
             "result_ratio_counts": [window_results, window_messages],
             "sync_sets_full": sync.get("sets_full", 0),
             "sync_sets_partial": sync.get("sets_partial", 0),
@@ -523,11 +527,13 @@ class Supervisor:
             if self.stats.since_ns == _NEVER and all(
                 n.last_beat is not None or n is node for n in self.nodes
             ):
-                # Every node is up: the warm-up starts now (imports and model loading are behind us).
-                self.stats.since_ns = time.time_ns() + round(self.warmup_s * 1e9)
+                # Every node is up: the warm-up starts now (imports and model loading are behind us). A
+                # replay's stamps are log times: there every result counts.
+                self.stats.since_ns = 0 if self.LOG_TIME else time.time_ns() + round(self.warmup_s * 1e9)
             node.last_beat = now
             self.counters.update(name, pid, counters)
-            if name == f"ingest:{self.config.sync.reference}" and beat.get("t_ns", 0) >= self.stats.since_ns:
+            reference = name == f"ingest:{self.config.sync.reference}"
+            if reference and not self.LOG_TIME and beat.get("t_ns", 0) >= self.stats.since_ns:
                 self.ratio.mark(int(beat["t_ns"]), self.counters.totals(name).get("produced", 0))
 
     def _drain_results(self, results: Subscriber) -> None:
@@ -560,11 +566,10 @@ class Supervisor:
             f"{name.split('/')[0]} {(counts[name] - last[1].get(name, 0)) / dt:4.1f}Hz" for name in counts
         )
         model, e2e = self.stats.recent_ms()
-        latency = (
-            f"model {model:.1f}ms e2e {e2e:.1f}ms"
-            if model is not None and e2e is not None
-            else "no results yet"
-        )
+        if model is None:
+            latency = "no results yet"
+        else:
+            latency = f"model {model:.1f}ms" + ("" if e2e is None else f" e2e {e2e:.1f}ms")
         restarts = sum(n.restarts for n in self.nodes)
         line = (
             f"{rates} | sets full {self.stats.full} partial {self.stats.partial} | {latency} | "
