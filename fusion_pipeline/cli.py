@@ -38,10 +38,15 @@ def config_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_output_path(path: Path | None, option: str) -> None:
-    """Refuse at start an output file (`option`) that could only fail once the work is done."""
-    if path is not None and not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
+def check_output_path(path: Path | None, option: str, *, new: bool = False) -> None:
+    """Refuse at start an output file (`option`) that could only fail once the work is done; `new`: one
+    that must not exist yet (a log is never written over)."""
+    if path is None:
+        return
+    if not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
         raise FusionError(f"{option} {path}: directory {path.parent} does not exist or is not writable")
+    if new and path.exists():
+        raise FusionError(f"{option} {path}: exists already, not overwriting a log")
 
 
 def build_parser() -> argparse.ArgumentParser:

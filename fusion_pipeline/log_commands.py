@@ -194,7 +194,7 @@ def _replay(args: argparse.Namespace) -> int:
     from fusion_pipeline.run_command import format_summary
 
     check_output_path(args.report_json, "--report-json")
-    check_output_path(args.results, "--results")
+    check_output_path(args.results, "--results", new=True)
     config = load_config(args.config)
     settings = ReplaySettings(
         rate=None if args.max_speed else args.rate,
