@@ -28,6 +28,7 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "DEMO_CONFIG",
+    "config_source",
     "Config",
     "ConfigError",
     "LimitsConfig",
@@ -244,16 +245,21 @@ class Config(_Section):
         return self.security.curve()
 
 
+def config_source(path: str | Path | None) -> str:
+    """How messages name a config: its file, or the embedded demo for None."""
+    return f"<embedded {DEMO_CONFIG}>" if path is None else str(path)
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Read a config file; None reads the embedded demo config."""
     if path is None:
         text = resources.files("fusion_pipeline").joinpath("configs", DEMO_CONFIG).read_text()
-        return parse_config(text, f"<embedded {DEMO_CONFIG}>")
+        return parse_config(text, config_source(path))
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
-    return parse_config(text, str(path))
+    return parse_config(text, config_source(path))
 
 
 def parse_config(text: str, source: str = "<string>") -> Config:

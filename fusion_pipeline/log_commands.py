@@ -219,7 +219,7 @@ def _replay(args: argparse.Namespace) -> int:
         from fusion_pipeline.replay_graph import ReplayGraph
         from fusion_pipeline.run_command import preflight
 
-        preflight(config, str(args.config or "<embedded demo.toml>"))
+        preflight(config, args.config)
         graph = ReplayGraph(config, args.config, out=_Console())
         run_dir = graph.run_dir
         graph.start()

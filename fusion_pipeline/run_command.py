@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_pipeline.cli import check_output_path, config_argument
-from fusion_pipeline.config import Config, ConfigError, load_config
+from fusion_pipeline.config import Config, ConfigError, config_source, load_config
 from fusion_pipeline.errors import FusionError
 
 __all__ = ["format_summary", "preflight", "register"]
@@ -43,9 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def preflight(config: Config, source: str = "<config>") -> None:
+def preflight(config: Config, path: Path | None) -> None:
     """Refuse, before starting anything, a config the nodes would refuse one by one: a ConfigError that
-    starts with `source`, the config file."""
+    starts with the config's file `path` (None: the embedded demo)."""
     from fusion_pipeline.runtime import check_contract, load_contract, model_path
     from fusion_pipeline.sets import SetBuilder
     from fusion_pipeline.sim import SimSettings
@@ -55,15 +55,15 @@ def preflight(config: Config, source: str = "<config>") -> None:
             if stream.driver == "sim":
                 SimSettings.from_stream(stream)
         SetBuilder(config)
-        path = model_path(config)
-        if not path.is_file():
+        model = model_path(config)
+        if not model.is_file():
             raise ConfigError(
-                f"model.path: no model file at {path.absolute()} (a relative path is read from the "
+                f"model.path: no model file at {model.absolute()} (a relative path is read from the "
                 "working directory)"
             )
-        check_contract(load_contract(path), config, path)
+        check_contract(load_contract(model), config, model)
     except FusionError as exc:  # sim settings, set layout, model: all come from this config
-        raise ConfigError(f"{source}: {exc}") from exc
+        raise ConfigError(f"{config_source(path)}: {exc}") from exc
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--duration {args.duration:g}: must be more than 0 seconds")
     check_output_path(args.summary_json, "--summary-json")
     config = load_config(args.config)
-    preflight(config, str(args.config or "<embedded demo.toml>"))
+    preflight(config, args.config)
     supervisor = Supervisor(config, args.config, warmup_s=args.warmup)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: supervisor.stop())

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from benchdoc import BENCHMARKS, machine, replace_section
 
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.config import Config, load_config
-from fusion_pipeline.contract import default_contract
+from fusion_pipeline.contract import MODALITIES, default_contract
 from fusion_pipeline.metrics import ResultStats
 from fusion_pipeline.transport import Publisher, Role, Subscriber
 from fusion_pipeline.wire import Sample, encode
@@ -44,10 +45,10 @@ POLL_MS = 20
 TOLERANCE_NS = 1_000_000  # stamps of commensurate sensors meet on the ns grid; this only absorbs rounding
 
 
-def _inputs(modality: str) -> dict[str, np.ndarray]:
-    """Zeros shaped like the model inputs an ingest node sends for `modality`."""
+def _inputs(modalities: Collection[str]) -> dict[str, np.ndarray]:
+    """Zeros shaped like the model inputs of `modalities` (what ingest nodes send, or a whole set)."""
     specs = default_contract().inputs
-    return {s.name: np.zeros(s.shape, np.float32) for s in specs if s.modality == modality}
+    return {s.name: np.zeros(s.shape, np.float32) for s in specs if s.modality in modalities}
 
 
 def ingest_relay(config: Config, run_dir: Path, name: str, stop: Event) -> None:
@@ -56,7 +57,7 @@ def ingest_relay(config: Config, run_dir: Path, name: str, stop: Event) -> None:
     source = Subscriber(config.endpoint(stream.endpoint, run_dir), topics=[name])
     sink = Publisher(config.ingest_endpoint(name, run_dir), stream=name, modality=stream.modality)
     receive = source.recv if stream.modality == "audio" else source.recv_newest
-    zeros = _inputs(stream.modality)
+    zeros = _inputs({stream.modality})
     gc.freeze()
     while not stop.is_set():
         sample = receive(timeout_ms=POLL_MS)
@@ -79,7 +80,7 @@ def sync_relay(config: Config, run_dir: Path, stop: Event) -> None:
     sink = Publisher(config.endpoint(config.sync.endpoint, run_dir), "sets", "set", role=Role.SET)
     chunk_ns = {s.name: round(1e9 / s.rate_hz) if s.modality == "audio" else 0 for s in others}
     max_wait_ns = round(config.sync.max_wait_ms * 1e6)
-    set_arrays = {s.name: np.zeros(s.shape, np.float32) for s in default_contract().inputs if s.modality}
+    set_arrays = _inputs(MODALITIES)
     covered: dict[str, int] = {}  # per other stream: the newest time its data reaches
     pending: dict[int, dict[str, int]] = {}  # reference stamp -> its stages
     built = 0
