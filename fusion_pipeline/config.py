@@ -70,6 +70,10 @@ class PipelineConfig(_Section):
         le=99,
         description="SCHED_FIFO priority of the ingest, synchronizer and inference nodes; 0 = normal",
     )
+    shm: bool = Field(
+        False,
+        description="live publishers on ipc endpoints pass arrays of 64 KiB and more through shared memory",
+    )
 
 
 class LimitsConfig(_Section):

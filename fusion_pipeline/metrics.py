@@ -62,6 +62,7 @@ _DROP_NAMES = frozenset(
         "outage",
         "late",
         "skipped",
+        "stale",
         "bad_sets",
         "seq_lost",
         "duplicates",

@@ -32,8 +32,9 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from fusion_pipeline import shm as shared_memory
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.wire import DEFAULT_LIMITS, Buffer, Limits, Sample, WireError, decode, encode
+from fusion_pipeline.wire import DEFAULT_LIMITS, Buffer, Limits, Sample, StaleError, WireError, decode, encode
 
 __all__ = [
     "Curve",
@@ -260,6 +261,9 @@ class Publisher(_Socket):
     """Publishes the samples of one stream, numbering them with `seq`.
 
     `lossless=True` blocks in `publish` while a subscriber's queue is full instead of dropping.
+    `shm=True` on an ipc endpoint copies arrays of `shared_memory.MIN_BYTES` and more into a ring of
+    shared-memory slots and sends references (docs/PROTOCOL.md 3.2); a lossless publisher never does, as a
+    ring overtaking a slow subscriber would lose messages.
     """
 
     def __init__(
@@ -275,6 +279,7 @@ class Publisher(_Socket):
         lossless: bool = False,
         curve: Curve | None = None,
         context: zmq.Context | None = None,
+        shm: bool = False,
     ) -> None:
         super().__init__(zmq.XPUB if lossless else zmq.PUB, 2000 if lossless else 0, context, curve)
         if lossless:
@@ -284,7 +289,10 @@ class Publisher(_Socket):
         self.stream, self.modality, self.frame_id = stream, modality, frame_id
         self.lossless = lossless
         self.seq = 0
-        self._attach(Endpoint(endpoint), bind)
+        where = Endpoint(endpoint)
+        self._attach(where, bind)
+        use_shm = shm and not lossless and where.scheme == "ipc" and shared_memory.available()
+        self.segments = shared_memory.SegmentWriter(stream) if use_shm else None
 
     def publish(
         self,
@@ -310,7 +318,12 @@ class Publisher(_Socket):
 
     def send(self, sample: Sample) -> None:
         """Send a sample as it is (its own stream and seq): for nodes that forward or replay."""
-        send_frames(self.socket, encode(sample))
+        send_frames(self.socket, encode(sample, self.segments))
+
+    def close(self) -> None:
+        super().close()
+        if self.segments is not None:
+            self.segments.close()
 
     def wait_for_subscribers(self, count: int = 1, timeout_s: float = 5.0) -> bool:
         """Lossless mode: block until `count` subscribers joined, so nothing is sent into the void."""
@@ -362,11 +375,15 @@ class Subscriber(_Socket):
         self.socket.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes)
         for topic in topics:
             self.socket.subscribe(topic.encode())
-        for url in [endpoints] if isinstance(endpoints, str) else endpoints:
-            self._attach(Endpoint(url), bind)
+        urls = [Endpoint(url) for url in ([endpoints] if isinstance(endpoints, str) else endpoints)]
+        for endpoint in urls:
+            self._attach(endpoint, bind)
+        # Shared-memory references name files on this host: only ipc peers may send them.
+        self.segments = shared_memory.SegmentReader() if all(e.scheme == "ipc" for e in urls) else None
         self.received = 0
         self.received_bytes = 0  # of the valid messages: the byte rate of a stream
         self.skipped = 0
+        self.stale = 0  # shared-memory arrays overwritten before they were read (a late drop, not malformed)
         self.malformed: Counter[str] = Counter()
         self.last_error = ""
 
@@ -407,19 +424,28 @@ class Subscriber(_Socket):
 
     def _decode(self, frames: list[Buffer]) -> Sample | None:
         try:
-            sample = decode(frames, self.limits)
+            sample = decode(frames, self.limits, self.segments)
+        except StaleError:
+            self.stale += 1
+            return None
         except WireError as exc:
             self.malformed[exc.reason] += 1
             self.last_error = str(exc)
             return None
         self.received += 1
-        self.received_bytes += sum(memoryview(f).nbytes for f in frames)
+        self.received_bytes += memoryview(frames[1]).nbytes + sample.nbytes
         return sample
+
+    def close(self) -> None:
+        super().close()
+        if self.segments is not None:
+            self.segments.close()
 
     def counters(self) -> dict[str, int]:
         return {
             "received": self.received,
             "received_bytes": self.received_bytes,
             "skipped": self.skipped,
+            "stale": self.stale,
             **{f"malformed_{k}": v for k, v in self.malformed.items()},
         }

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import numpy as np
@@ -34,6 +34,10 @@ __all__ = [
     "LimitError",
     "MalformedError",
     "Sample",
+    "ShmRef",
+    "ShmSink",
+    "ShmSource",
+    "StaleError",
     "UnknownVersionError",
     "WireError",
     "decode",
@@ -94,6 +98,13 @@ class LimitError(WireError):
     reason = "over_limit"
 
 
+class StaleError(WireError):
+    """A shared-memory array was overwritten (or its segment removed) before it was read: the message
+    is older than the publisher's ring, the shared-memory form of a high-water-mark drop."""
+
+    reason = "shm_stale"
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds a receiver enforces before allocating. Defaults fit a 4K camera and a 128-beam lidar."""
@@ -112,6 +123,27 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class ShmRef:
+    """Where a shared-memory array lies: the segment's file name, the slot, and the generation written."""
+
+    segment: str
+    slot: int
+    gen: int
+
+
+class ShmSink(Protocol):
+    """Copies an array into shared memory for `encode` (fusion_pipeline.shm.SegmentWriter)."""
+
+    def place(self, array: np.ndarray) -> ShmRef | None: ...
+
+
+class ShmSource(Protocol):
+    """Copies a referenced array out of shared memory for `decode` (fusion_pipeline.shm.SegmentReader)."""
+
+    def read(self, ref: ShmRef, nbytes: int) -> np.ndarray: ...
 
 
 @dataclass
@@ -135,12 +167,13 @@ class Sample:
         return sum(a.nbytes for a in self.arrays.values())
 
 
-def encode(sample: Sample) -> list[Buffer]:
+def encode(sample: Sample, shm: ShmSink | None = None) -> list[Buffer]:
     """Frames of `sample`: topic and header bytes, then one buffer per array, viewing the array's memory.
 
     Arrays are made C-contiguous and little endian only if they are not already (then they are copied).
+    With `shm`, each array it places in shared memory is sent as a reference and an empty frame.
     """
-    buffers: list[np.ndarray] = []
+    buffers: list[np.ndarray | bytes] = []
     specs: list[dict[str, Any]] = []
     for name, array in sample.arrays.items():
         array = np.asarray(array)
@@ -150,8 +183,12 @@ def encode(sample: Sample) -> list[Buffer]:
         dtype = array.dtype.str
         if dtype not in ALLOWED_DTYPES:
             raise DTypeError(f"array {name!r} of stream {sample.stream!r}: dtype {dtype!r} is not allowed")
-        specs.append({"name": name, "dtype": dtype, "shape": list(array.shape)})
-        buffers.append(array)
+        spec: dict[str, Any] = {"name": name, "dtype": dtype, "shape": list(array.shape)}
+        ref = shm.place(array) if shm is not None else None
+        if ref is not None:
+            spec["shm"] = {"segment": ref.segment, "slot": ref.slot, "gen": ref.gen}
+        specs.append(spec)
+        buffers.append(b"" if ref is not None else array)
     header = {
         "v": VERSION,
         "stream": sample.stream,
@@ -164,12 +201,18 @@ def encode(sample: Sample) -> list[Buffer]:
     }
     frames: list[Buffer] = [sample.stream.encode(), msgpack.packb(header, use_bin_type=True)]
     # A zero-size array still gets its (empty) frame; .data of a 0-d or empty array is a valid view.
-    frames.extend(b.reshape(-1).view(np.uint8).data if b.size else b"" for b in buffers)
+    frames.extend(
+        b.reshape(-1).view(np.uint8).data if isinstance(b, np.ndarray) and b.size else b"" for b in buffers
+    )
     return frames
 
 
-def decode(frames: Sequence[Buffer], limits: Limits | None = None) -> Sample:
-    """Parse and validate one message; raise a WireError subclass that says what is wrong."""
+def decode(frames: Sequence[Buffer], limits: Limits | None = None, shm: ShmSource | None = None) -> Sample:
+    """Parse and validate one message; raise a WireError subclass that says what is wrong.
+
+    Shared-memory references are resolved through `shm` (a copy out of the segment); a receiver without
+    it (a tcp socket) refuses them.
+    """
     limits = limits or DEFAULT_LIMITS
     if len(frames) < 2:
         raise MalformedError(f"expected at least 2 frames (topic, header), got {len(frames)}")
@@ -196,10 +239,14 @@ def decode(frames: Sequence[Buffer], limits: Limits | None = None) -> Sample:
         )
 
     # First pass: validate every declaration and size with integers only; nothing is allocated yet.
-    checked: list[tuple[str, np.dtype, tuple[int, ...], memoryview]] = []
+    checked: list[tuple[str, np.dtype, tuple[int, ...], memoryview | ShmRef]] = []
+    names: set[str] = set()
     total = 0
     for index, (spec, frame) in enumerate(zip(specs, frames[2:], strict=True)):
-        name, dtype, shape = _check_spec(spec, index, where, limits)
+        name, dtype, shape, ref = _check_spec(spec, index, where, limits)
+        if name in names:
+            raise HeaderError(f"{where}: array name {name!r} appears twice")
+        names.add(name)
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes > limits.max_array_bytes:
             raise LimitError(
@@ -209,29 +256,35 @@ def decode(frames: Sequence[Buffer], limits: Limits | None = None) -> Sample:
         if total > limits.max_total_bytes:
             raise LimitError(f"{where}: arrays total {total} bytes, limit is {limits.max_total_bytes}")
         view = memoryview(frame)
-        if view.nbytes != nbytes:
+        if ref is not None:
+            if view.nbytes:
+                raise ArraySizeError(f"{where} array {name!r}: in shared memory, but its frame is not empty")
+            if shm is None:
+                raise HeaderError(f"{where} array {name!r}: shared-memory reference on a non-ipc receiver")
+        elif view.nbytes != nbytes:
             raise ArraySizeError(
                 f"{where} array {name!r}: shape {shape} dtype {dtype.str} needs {nbytes} "
                 f"bytes, buffer has {view.nbytes}"
             )
-        checked.append((name, dtype, shape, view))
+        checked.append((name, dtype, shape, view if ref is None else ref))
 
-    arrays: dict[str, np.ndarray] = {}
-    for name, dtype, shape, view in checked:
-        if name in arrays:
-            raise HeaderError(f"{where}: array name {name!r} appears twice")
-        array = np.frombuffer(view, dtype=dtype).reshape(shape)
-        array.flags.writeable = False
-        arrays[name] = array
-    return Sample(
+    sample = Sample(
         stream=stream,
         modality=_get(header, "modality", str),
         seq=_get_int(header, "seq", 0, _UINT64_MAX),
         stamp_ns=_get_int(header, "stamp_ns", _INT64_MIN, _INT64_MAX),
-        arrays=arrays,
         frame_id=_get(header, "frame_id", str),
         meta=_get(header, "meta", dict),
     )
+    # Second pass, the message being valid: view each frame, or copy each array out of shared memory.
+    for name, dtype, shape, source in checked:
+        if isinstance(source, ShmRef):
+            assert shm is not None
+            source = shm.read(source, math.prod(shape) * dtype.itemsize)
+        array = np.frombuffer(source, dtype=dtype).reshape(shape)
+        array.flags.writeable = False
+        sample.arrays[name] = array
+    return sample
 
 
 def _unpack_header(view: memoryview, limits: Limits) -> dict[str, Any]:
@@ -278,7 +331,9 @@ def _get_int(header: Mapping[str, Any], key: str, low: int, high: int) -> int:
     return value
 
 
-def _check_spec(spec: Any, index: int, where: str, limits: Limits) -> tuple[str, np.dtype, tuple[int, ...]]:
+def _check_spec(
+    spec: Any, index: int, where: str, limits: Limits
+) -> tuple[str, np.dtype, tuple[int, ...], ShmRef | None]:
     if not isinstance(spec, dict):
         raise HeaderError(f"{where}: arrays[{index}] must be a map, got {type(spec).__name__}")
     label = f"{where} arrays[{index}]"
@@ -298,4 +353,18 @@ def _check_spec(spec: Any, index: int, where: str, limits: Limits) -> tuple[str,
         raise LimitError(f"{label} {name!r}: {len(shape)} dimensions, limit is {limits.max_ndim}")
     if not all(type(d) is int and 0 <= d <= _INT64_MAX for d in shape):  # exact int: no bool
         raise HeaderError(f"{label} {name!r}: shape {shape} must hold non-negative integers")
-    return name, _DTYPES[dtype_str], tuple(shape)
+    return name, _DTYPES[dtype_str], tuple(shape), _check_shm_ref(spec.get("shm"), f"{label} {name!r}")
+
+
+def _check_shm_ref(ref: Any, label: str) -> ShmRef | None:
+    """The optional ``shm`` entry of an array: {segment: str, slot: uint, gen: uint} (PROTOCOL 3.2)."""
+    if ref is None:
+        return None
+    if not isinstance(ref, dict):
+        raise HeaderError(f"{label}: 'shm' must be a map")
+    segment, slot, gen = ref.get("segment"), ref.get("slot"), ref.get("gen")
+    if type(segment) is not str or type(slot) is not int or type(gen) is not int:
+        raise HeaderError(f"{label}: 'shm' needs segment (str), slot and gen (integers)")
+    if not (0 <= slot <= _UINT64_MAX and 0 <= gen <= _UINT64_MAX):
+        raise HeaderError(f"{label}: 'shm' slot {slot} and gen {gen} must be unsigned 64-bit")
+    return ShmRef(segment, slot, gen)

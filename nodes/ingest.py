@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         frame_id=stream.frame_id,
         lossless=ctx.replay,
         curve=ctx.config.curve_for(sink_url),
+        shm=ctx.config.pipeline.shm,
     )
     heartbeat = Heartbeat(ctx)
     # Everything allocated so far (modules, config, sockets) lives as long as the process; freezing it

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         modality=stream.modality,
         frame_id=stream.frame_id,
         curve=ctx.config.curve_for(url),
+        shm=ctx.config.pipeline.shm,
     )
     heartbeat = Heartbeat(ctx)
     lead = RenderLead(schedule.period_ns)

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         role=Role.SET,
         lossless=ctx.replay,
         curve=config.curve_for(sets_url),
+        shm=config.pipeline.shm,
     )
     heartbeat = Heartbeat(ctx)
     # Everything allocated so far (modules, config, sockets) lives as long as the process; freezing it
@@ -89,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             message.meta["stages"]["sync_emit"] = time.time_ns()
             # Copied, not zero-copy: pyzmq frees zero-copy buffers from its garbage-collector thread,
             # and each GIL hand-off to it costs a scheduler slice (ms) on a busy machine; copying the
-            # ~350 KB of a set is cheaper than that tail (tools/bench_sync_node.py).
-            sink.socket.send_multipart(encode(message), copy=True)
+            # ~350 KB of a set is cheaper than that tail (tools/bench_sync_node.py). With pipeline.shm
+            # the large arrays go to shared memory instead.
+            sink.socket.send_multipart(encode(message, sink.segments), copy=True)
             if completed_by != "deadline":
                 added_ns.append(time.time_ns() - sync_in_ns)
 

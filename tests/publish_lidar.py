@@ -1,6 +1,6 @@
 """Child process for transport tests: publishes COUNT lidar samples with fusion_pipeline's Publisher.
 
-Usage: python publish_lidar.py ENDPOINT COUNT [--lossless]
+Usage: python publish_lidar.py ENDPOINT COUNT [--lossless] [--shm]
 Prints the bound endpoint on its first line (resolves a tcp wildcard port), then publishes and exits.
 Sample i holds 20,000 points (320 KB, so it takes the zero-copy path) filled with the value i.
 """
@@ -16,7 +16,12 @@ from fusion_pipeline.transport import Publisher
 def main() -> None:
     endpoint, count, lossless = sys.argv[1], int(sys.argv[2]), "--lossless" in sys.argv
     with Publisher(
-        endpoint, stream="lidar/top", modality="lidar", frame_id="lidar_top", lossless=lossless
+        endpoint,
+        stream="lidar/top",
+        modality="lidar",
+        frame_id="lidar_top",
+        lossless=lossless,
+        shm="--shm" in sys.argv,
     ) as pub:
         print(pub.last_endpoint, flush=True)
         if lossless:

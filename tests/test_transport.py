@@ -27,10 +27,10 @@ def _start_publisher(endpoint: str, count: int, *flags: str) -> tuple[subprocess
     return child, bound
 
 
-@pytest.mark.parametrize("scheme", ["ipc", "tcp"])
+@pytest.mark.parametrize("scheme", ["ipc", "tcp", "ipc+shm"])
 def test_two_processes_pub_sub(scheme: str, ipc_dir: Path) -> None:
-    endpoint = f"ipc://{ipc_dir}/lidar.sock" if scheme == "ipc" else "tcp://127.0.0.1:*"
-    child, bound = _start_publisher(endpoint, 30)
+    endpoint = f"ipc://{ipc_dir}/lidar.sock" if scheme.startswith("ipc") else "tcp://127.0.0.1:*"
+    child, bound = _start_publisher(endpoint, 30, *(["--shm"] if scheme == "ipc+shm" else []))
     try:
         with Subscriber(bound, topics=["lidar/"], hwm=100) as sub:
             received = []

@@ -2,12 +2,16 @@
 
 Each run forks a receiver process, which forks a sender that encodes and sends COUNT messages of one
 payload size through a lossless XPUB socket (so nothing is dropped and every contender moves the same
-data); the receiver decodes them to a numpy array. Throughput is COUNT over the time from the first to
-the last message received. Contenders run round-robin within each repeat so machine noise hits them alike,
-and each ratio is taken within a repeat (wire v1 against the contender run just before or after it), then
-its median over the repeats is reported with its range. CPU per message is user + system time of both
-processes (their zmq I/O threads included) over the sending and receiving loops: the cost a message puts
-on the machine, which the load of other work moves much less than throughput.
+data); the receiver decodes them to a numpy array. The sender keeps at most WINDOW messages
+unacknowledged: the receiver returns a credit every CREDIT_EVERY messages over a second socket. That is
+application-level flow control as a lossless stream needs it, the same for every contender, and it is
+what keeps the shared-memory contender lossless: its 16-slot ring is never overtaken by an unread
+message. Throughput is COUNT over the time from the first to the last message received. Contenders run
+round-robin within each repeat so machine noise hits them alike, and each ratio is taken within a
+repeat (wire v1 against the contender run just before or after it), then its median over the repeats is
+reported with its range. CPU per message is user + system time of both processes (their zmq I/O threads
+included) over the sending and receiving loops: the cost a message puts on the machine, which the load
+of other work moves much less than throughput.
 
 Each contender runs under one of two glibc allocator settings, set in its own pair of processes:
 ``tuned`` (fusion_pipeline.allocator: what every pipeline node and the CLI set at start) and ``glibc``
@@ -41,6 +45,7 @@ import zmq
 from benchdoc import machine, replace_section
 
 from fusion_pipeline.allocator import tune_allocator
+from fusion_pipeline.shm import SegmentReader, SegmentWriter
 from fusion_pipeline.transport import recv_frames, send_frames
 from fusion_pipeline.wire import Limits, Sample, decode, encode
 
@@ -54,24 +59,25 @@ def _payload(nbytes: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
 
 
-# Each contender: (send one message, receive and decode one message to an ndarray).
-def _wire_send(sock: zmq.Socket, array: np.ndarray, seq: int) -> None:
-    send_frames(sock, encode(Sample("bench/data", "bench", seq, seq, {"data": array})))
+# Each contender: (send one message, receive and decode one message to an ndarray). Only wire v1 uses
+# the shared-memory ends, which the sender and the receiver process each open when the contender has them.
+def _wire_send(sock: zmq.Socket, array: np.ndarray, seq: int, segments: SegmentWriter | None) -> None:
+    send_frames(sock, encode(Sample("bench/data", "bench", seq, seq, {"data": array}), segments))
 
 
-def _wire_recv(sock: zmq.Socket) -> np.ndarray:
-    return decode(recv_frames(sock), LIMITS).arrays["data"]
+def _wire_recv(sock: zmq.Socket, segments: SegmentReader | None) -> np.ndarray:
+    return decode(recv_frames(sock), LIMITS, segments).arrays["data"]
 
 
-def _raw_send(sock: zmq.Socket, array: np.ndarray, seq: int) -> None:
+def _raw_send(sock: zmq.Socket, array: np.ndarray, seq: int, _: None) -> None:
     sock.send(array, copy=array.nbytes < 65536)
 
 
-def _raw_recv(sock: zmq.Socket) -> np.ndarray:
+def _raw_recv(sock: zmq.Socket, _: None) -> np.ndarray:
     return np.frombuffer(sock.recv(copy=False), np.uint8)
 
 
-def _msgpack_send(sock: zmq.Socket, array: np.ndarray, seq: int) -> None:
+def _msgpack_send(sock: zmq.Socket, array: np.ndarray, seq: int, _: None) -> None:
     message = {
         "stream": "bench/data",
         "seq": seq,
@@ -82,23 +88,24 @@ def _msgpack_send(sock: zmq.Socket, array: np.ndarray, seq: int) -> None:
     sock.send(msgpack.packb(message), copy=False)
 
 
-def _msgpack_recv(sock: zmq.Socket) -> np.ndarray:
+def _msgpack_recv(sock: zmq.Socket, _: None) -> np.ndarray:
     message = msgpack.unpackb(sock.recv(copy=False), raw=False)
     return np.frombuffer(message["data"], message["dtype"]).reshape(message["shape"])
 
 
-def _pickle_send(sock: zmq.Socket, array: np.ndarray, seq: int) -> None:
+def _pickle_send(sock: zmq.Socket, array: np.ndarray, seq: int, _: None) -> None:
     sock.send(
         pickle.dumps({"stream": "bench/data", "seq": seq, "data": array}, pickle.HIGHEST_PROTOCOL), copy=False
     )
 
 
-def _pickle_recv(sock: zmq.Socket) -> np.ndarray:
+def _pickle_recv(sock: zmq.Socket, _: None) -> np.ndarray:
     return pickle.loads(sock.recv(copy=False))["data"]
 
 
 CONTENDERS: dict[str, tuple[Callable, Callable]] = {
     "wire v1": (_wire_send, _wire_recv),
+    "wire v1 shm": (_wire_send, _wire_recv),
     "raw zmq bytes": (_raw_send, _raw_recv),
     "msgpack+bytes": (_msgpack_send, _msgpack_recv),
     "pickle": (_pickle_send, _pickle_recv),
@@ -106,6 +113,7 @@ CONTENDERS: dict[str, tuple[Callable, Callable]] = {
 #: (contender, allocator) pairs measured; the first is the pipeline as it runs, the others' reference.
 RUNS: tuple[tuple[str, str], ...] = (
     ("wire v1", "tuned"),
+    ("wire v1 shm", "tuned"),
     ("wire v1", "glibc"),
     ("raw zmq bytes", "tuned"),
     ("raw zmq bytes", "glibc"),
@@ -120,6 +128,11 @@ def _label(contender: str, allocator: str) -> str:
     return f"{contender} [{allocator}]"
 
 
+#: Messages the sender may have in flight, and how many the receiver acknowledges with one credit.
+WINDOW = 8
+CREDIT_EVERY = 4
+
+
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
     return usage.ru_utime + usage.ru_stime
@@ -127,6 +140,7 @@ def _cpu_s() -> float:
 
 def _sender(endpoint: str, contender: str, nbytes: int, count: int, bound: Connection) -> None:
     send, _ = CONTENDERS[contender]
+    segments = SegmentWriter("bench") if contender.endswith("shm") and endpoint.startswith("ipc") else None
     array = _payload(nbytes)
     context = zmq.Context()
     sock = context.socket(zmq.XPUB)
@@ -134,42 +148,58 @@ def _sender(endpoint: str, contender: str, nbytes: int, count: int, bound: Conne
     sock.sndhwm = 16
     sock.linger = -1
     sock.bind(endpoint)
-    bound.send(sock.last_endpoint.decode())  # tcp: the port the system picked
+    credits = context.socket(zmq.PULL)
+    credits.bind(f"{endpoint}.credit" if endpoint.startswith("ipc") else "tcp://127.0.0.1:*")
+    # tcp: the ports the system picked
+    bound.send((sock.last_endpoint.decode(), credits.last_endpoint.decode()))
     sock.recv()  # wait for the subscription
     cpu = _cpu_s()
+    granted = WINDOW
     for seq in range(count):
-        send(sock, array, seq)
+        while seq >= granted:
+            credits.recv()
+            granted += CREDIT_EVERY
+        send(sock, array, seq, segments)
     while sock.recv()[:1] != b"\x00":  # the receiver unsubscribed: it has everything
         pass
     bound.send(_cpu_s() - cpu)
     sock.close()
+    credits.close()
     context.term()
+    if segments is not None:
+        segments.close()
 
 
 def run_once(transport: str, contender: str, nbytes: int, count: int, workdir: Path) -> tuple[float, float]:
     """(messages per second, CPU µs per message of both processes) for one run."""
     endpoint = f"ipc://{workdir}/bench.sock" if transport == "ipc" else "tcp://127.0.0.1:*"
     _, recv = CONTENDERS[contender]
+    segments = SegmentReader() if contender.endswith("shm") and transport == "ipc" else None
     bound, tell = mp.get_context("fork").Pipe(duplex=False)
     sender = mp.get_context("fork").Process(target=_sender, args=(endpoint, contender, nbytes, count, tell))
     sender.start()
-    endpoint = bound.recv()
+    endpoint, credit_endpoint = bound.recv()
     context = zmq.Context()
+    credits = context.socket(zmq.PUSH)
+    credits.connect(credit_endpoint)
     sock = context.socket(zmq.SUB)
     sock.rcvhwm = 16
     sock.rcvtimeo = 60_000  # a lost message or a dead sender fails the run instead of hanging it
     sock.subscribe(b"")
     sock.connect(endpoint)
     cpu = _cpu_s()
-    first = recv(sock)
+    first = recv(sock, segments)
     start = time.perf_counter()
-    for _ in range(count - 1):
-        array = recv(sock)
+    for received in range(2, count + 1):
+        if received % CREDIT_EVERY == 1:  # the previous CREDIT_EVERY messages are decoded
+            credits.send(b"")
+        array = recv(sock, segments)
     elapsed = time.perf_counter() - start
     cpu = _cpu_s() - cpu
     assert first.nbytes == nbytes and array.nbytes == nbytes
     sock.unsubscribe(b"")
     sock.close(0)
+    credits.close(0)
     context.term()
     cpu += bound.recv()
     sender.join()
