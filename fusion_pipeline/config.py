@@ -72,7 +72,7 @@ class PipelineConfig(_Section):
     )
     shm: bool = Field(
         False,
-        description="live publishers on ipc endpoints pass arrays of 64 KiB and more through shared memory",
+        description="live publishers on ipc endpoints pass arrays of 128 KiB and more through shared memory",
     )
 
 

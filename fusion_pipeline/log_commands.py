@@ -163,15 +163,27 @@ def _record(args: argparse.Namespace) -> int:
             max_duration_ns=None if args.split_duration is None else int(args.split_duration * 1e9),
         ),
     )
-    recorder = Recorder(config, _run_dir(config, args.run_dir, "record"), settings)
+    run_dir = _run_dir(config, args.run_dir, "record")
+    recorder = Recorder(config, run_dir, settings)
     stopped = _stop_on_signals()
     try:
         recorder.run(lambda: stopped[0])
     finally:
         report = recorder.close()
-    print(report.summary(), file=sys.stderr)
     if args.report_json is not None:
-        args.report_json.write_text(json.dumps(report.as_metadata(), indent=2) + "\n")
+        args.report_json.write_text(json.dumps(report.as_json(), indent=2) + "\n")
+    if report.written == 0 and not report.error:
+        # An empty log is no recording, and it would block a retry under the same name (logs are
+        # never written over).
+        for path in report.paths:
+            path.unlink(missing_ok=True)
+        print(
+            f"record: nothing received in {report.wall_s:.1f} s from the pipeline in {run_dir} "
+            "(is it running?); no log written",
+            file=sys.stderr,
+        )
+        return 1
+    print(report.summary(), file=sys.stderr)
     return 1 if report.not_written or report.error else 0
 
 

@@ -13,8 +13,9 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fusion_pipeline.config import Config, StreamConfig
 from fusion_pipeline.logfile import DEFAULT_CHUNK_BYTES, LogError, LogWriter, SplitPolicy, part_path
@@ -108,7 +109,22 @@ class RecordReport:
         upstream = sum(s.lost_upstream for s in self.streams.values())
         return upstream + sum(self.malformed.values()) + self.not_written
 
+    def as_json(self) -> dict[str, Any]:
+        """The report with its numbers as numbers (`record --report-json`)."""
+        return {
+            "paths": [str(p) for p in self.paths],
+            "written": self.written,
+            "not_written": self.not_written,
+            "lost": self.lost,
+            "wall_s": round(self.wall_s, 3),
+            "bytes_in": self.bytes_in,
+            "malformed": dict(sorted(self.malformed.items())),
+            "streams": {name: asdict(s) for name, s in sorted(self.streams.items())},
+            "error": self.error,
+        }
+
     def as_metadata(self) -> dict[str, str]:
+        """The report flattened to strings, as MCAP metadata must be."""
         out = {
             "written": str(self.written),
             "not_written": str(self.not_written),

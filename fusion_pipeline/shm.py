@@ -53,8 +53,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SEGMENT_DIR = Path("/dev/shm")
-#: Arrays smaller than this travel in their frame: below it a copy through the socket costs less.
-MIN_BYTES = 64 * 1024
+#: Arrays smaller than this travel in their frame: below it the socket was as fast (tools/bench_transport.py).
+MIN_BYTES = 128 * 1024
 #: Slots per ring. A subscriber more than this many messages behind the publisher gets stale references.
 DEFAULT_SLOTS = 16
 #: The largest segment a reader maps (virtual memory only, but a header's claims are checked anyway).

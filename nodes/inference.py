@@ -16,7 +16,6 @@ import logging
 import time
 
 from fusion_pipeline.contract import ContractError
-from fusion_pipeline.errors import FusionError
 from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
 from fusion_pipeline.runtime import RESULT_MODALITY, RESULT_STREAM, ModelRuntime, result_sample
 from fusion_pipeline.sets import SET_STREAM
@@ -30,11 +29,7 @@ POLL_MS = 50  # the longest the loop waits before it checks for a stop request a
 def main(argv: list[str] | None = None) -> int:
     ctx = node_arguments("inference", argv, realtime=True)
     config = ctx.config
-    try:
-        runtime = ModelRuntime(config)
-    except FusionError as exc:
-        log.error("cannot start: %s", exc)
-        return 2
+    runtime = ModelRuntime(config)  # a model that does not fit the config ends the node (run_node)
     log.info("%s", runtime.describe())
     slowdown = config.model.slowdown
     if slowdown > 1:

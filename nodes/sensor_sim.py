@@ -17,7 +17,7 @@ import logging
 import time
 
 from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
-from fusion_pipeline.sim import RenderLead, SensorSchedule, SimError, SimSettings, render
+from fusion_pipeline.sim import RenderLead, SensorSchedule, SimSettings, render
 from fusion_pipeline.transport import Publisher
 from fusion_pipeline.world import World
 
@@ -37,11 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = node_arguments("sensor_sim", argv, per_stream=True)
     assert ctx.stream is not None
     stream = ctx.config.stream(ctx.stream)
-    try:
-        settings = SimSettings.from_stream(stream)
-    except SimError as exc:
-        log.error("cannot start: %s", exc)
-        return 2
+    settings = SimSettings.from_stream(stream)
     world = World(settings.seed)
     if stream.modality == "camera":
         world.warm_camera()

@@ -23,7 +23,7 @@ from collections import Counter, deque
 from fusion_pipeline.metrics import percentiles
 from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
 from fusion_pipeline.reorder import ReplayOrder
-from fusion_pipeline.sets import SET_MODALITY, SET_STREAM, InputError, SetBuilder, SetLayoutError
+from fusion_pipeline.sets import SET_MODALITY, SET_STREAM, InputError, SetBuilder
 from fusion_pipeline.sync import FusedSet, SyncError, Synchronizer, settings_from_config
 from fusion_pipeline.transport import Publisher, Role, Subscriber
 from fusion_pipeline.wire import Sample, encode
@@ -46,12 +46,8 @@ def _poll_ms(sync: Synchronizer, now_ns: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     ctx = node_arguments("synchronizer", argv, realtime=True)
     config = ctx.config
-    try:
-        builder = SetBuilder(config)
-        sync = Synchronizer(*settings_from_config(config), window_transform=builder.audio_features)
-    except (SetLayoutError, SyncError) as exc:
-        log.error("cannot start: %s", exc)
-        return 2
+    builder = SetBuilder(config)
+    sync = Synchronizer(*settings_from_config(config), window_transform=builder.audio_features)
     live = not ctx.replay
     order: ReplayOrder[Sample] = ReplayOrder()
     inputs = [config.ingest_endpoint(s.name, ctx.run_dir) for s in config.streams]

@@ -1,5 +1,6 @@
 """Recorder: every message written, gaps and malformed ones counted, kill -9 safety, the record command."""
 
+import json
 import os
 import signal
 import subprocess
@@ -129,10 +130,11 @@ def test_record_command_splits_by_duration(ipc_dir: Path) -> None:
     config_path = ipc_dir / "rec.toml"
     config_path.write_text(_config_text(ipc_dir, "[record]\n"))
     config = parse_config(config_path.read_text())
-    out = ipc_dir / "split.mcap"
+    out, report = ipc_dir / "split.mcap", ipc_dir / "report.json"
     command = [
         sys.executable, "-m", "fusion_pipeline.cli", "record", str(out), "-c", str(config_path),
         "--streams", "radar/front", "--duration", "3", "--split-duration", "0.5",
+        "--report-json", str(report),
     ]  # fmt: skip
     child = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     sent = []
@@ -150,6 +152,11 @@ def test_record_command_splits_by_duration(ipc_dir: Path) -> None:
     assert len(parts) >= 2
     assert [m.sample.seq for m in LogReader(parts)] == sent
     assert "radar/front: 60 written, seq 0..59, 0 lost upstream" in stderr
+    numbers = json.loads(report.read_text())  # numbers, not the strings of the MCAP metadata
+    assert numbers["written"] == 60 and numbers["lost"] == 0 and len(numbers["paths"]) == len(parts)
+    assert numbers["streams"]["radar/front"] == {
+        "written": 60, "first_seq": 0, "last_seq": 59, "lost_upstream": 0, "out_of_order": 0
+    }  # fmt: skip
 
 
 def test_recorder_drains_while_publisher_is_fast(ipc_dir: Path) -> None:
@@ -191,3 +198,17 @@ def test_record_refuses_an_unwritable_report_before_recording(tmp_path: Path) ->
     )
     assert done.returncode == 2 and f"--report-json {report}: directory" in done.stderr
     assert not out.exists()  # refused before anything was recorded
+
+
+def test_record_with_no_pipeline_running_exits_1_and_leaves_no_log(tmp_path: Path) -> None:
+    out, report = tmp_path / "rec.mcap", tmp_path / "report.json"
+    command = [sys.executable, "-m", "fusion_pipeline.cli", "record", str(out), "--run-dir", str(tmp_path)]
+    done = subprocess.run(
+        [*command, "--duration", "1", "--report-json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "nothing received" in done.stderr and "is it running?" in done.stderr
+    assert not out.exists()  # so that a retry under the same name is not refused
+    assert json.loads(report.read_text())["written"] == 0

@@ -291,4 +291,4 @@ def test_inference_node_refuses_a_mismatched_model(tmp_path: Path) -> None:
     path = _model_with_contract(tmp_path, _camera_64)
     done = _run(tmp_path, str(path), "-m", "nodes.inference", "--run-dir", str(tmp_path))
     assert done.returncode == 2
-    assert "cannot start" in done.stderr and "(3, 64, 64)" in done.stderr
+    assert "stopped: ContractError" in done.stderr and "(3, 64, 64)" in done.stderr

@@ -19,6 +19,7 @@ __all__ = ["register"]
 DEFAULT_RUN = Path("data/model-run")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
 DEFAULT_TEST_SEED = 1000
+CACHE_HELP = "dataset cache (default: $FUSION_PIPELINE_CACHE, else ~/.cache/fusion-pipeline)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,11 +33,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on it: the three fusion strategies and one single-sensor baseline per modality.",
     )
     p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="where checkpoints go (%(default)s)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="dataset cache (fusion_pipeline.dataset's)")
-    p.add_argument("--models", default="all", help="comma-separated suite members, or 'all' (%(default)s)")
-    p.add_argument("--samples", type=int, default=None, help="training samples (TrainConfig.n_samples)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs (TrainConfig.epochs)")
-    p.add_argument("--world-seed", type=int, default=None, help="world seed of the training set")
+    p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_HELP)
+    p.add_argument(
+        "--models",
+        default="all",
+        help="comma-separated models (attention, concat, joint, camera-only, ...) or 'all' (%(default)s)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="training samples (default: the documented run, docs/MODEL.md)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the documented run)")
+    p.add_argument(
+        "--world-seed",
+        type=int,
+        default=None,
+        help="world seed of the training set (default: the documented run)",
+    )
     p.add_argument("--seed", type=int, default=None, help="torch seed: init, shuffling, modality dropout")
     p.set_defaults(func=_train)
 
@@ -47,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "training never saw, and write the table and plot into the model documentation.",
     )
     p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="checkpoints (%(default)s)")
-    p.add_argument("--cache-dir", type=Path, default=None, help="dataset cache (fusion_pipeline.dataset's)")
+    p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_HELP)
     p.add_argument("--test-seed", type=int, default=DEFAULT_TEST_SEED, help="world seed (%(default)s)")
     p.add_argument("--test-samples", type=int, default=2000, help="evaluation samples (%(default)s)")
     p.add_argument("--doc", type=Path, default=Path("docs/MODEL.md"), help="report file (%(default)s)")
