@@ -22,6 +22,7 @@ Segment layout (all integers little-endian uint64)::
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -118,9 +119,11 @@ class _Segment:
         return _ALIGN + slot * (_ALIGN + self.slot_bytes), _ALIGN + self.slot_bytes
 
     def close(self) -> None:
-        # Views into the map must go first: an mmap with exported buffers refuses to close.
+        # Views into the map must go first: an mmap with exported buffers refuses to close. Should a
+        # view still be alive elsewhere, the mapping goes with the last one.
         del self.generations, self.data
-        self.map.close()
+        with contextlib.suppress(BufferError):
+            self.map.close()
         os.close(self.fd)
 
 
@@ -245,6 +248,11 @@ class SegmentReader:
         except BaseException:
             os.close(fd)
             raise
+        # A new segment often replaces one its publisher removed (a restart, larger slots): let those
+        # go now, or a crash-looping driver would pin a ring of memory per restart.
+        for old in [s for s in self._segments.values() if os.fstat(s.fd).st_nlink == 0]:
+            del self._segments[old.name]
+            old.close()
         self._segments[name] = segment
         while len(self._segments) > self.max_open:
             self._segments.popitem(last=False)[1].close()

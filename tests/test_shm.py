@@ -117,6 +117,19 @@ def test_a_reference_to_a_rewritten_slot_is_stale() -> None:
         shm.SegmentReader().read(new, IMAGE.nbytes)
 
 
+def test_a_reader_lets_go_of_segments_their_publisher_removed() -> None:
+    reader = shm.SegmentReader()
+    first, second = shm.SegmentWriter("camera", slots=2), shm.SegmentWriter("camera", slots=2)
+    try:
+        reader.read(first.place(IMAGE), IMAGE.nbytes)
+        first.close()  # a restarted driver: its old ring is unlinked, a new one takes over
+        reader.read(second.place(IMAGE), IMAGE.nbytes)
+        assert list(reader._segments) == [second.path.name]
+    finally:
+        second.close()
+        reader.close()
+
+
 def _frames(ref: dict, frame: bytes = b"", shape: list | None = None) -> list[bytes]:
     header = {
         "v": 1, "stream": "camera/front", "modality": "camera", "seq": 0, "stamp_ns": 0, "frame_id": "",
