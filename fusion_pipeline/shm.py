@@ -235,7 +235,8 @@ class SegmentReader:
         if not _NAME.match(name):
             raise HeaderError(f"shared-memory segment name {name!r} is not fp-<pid>-<label>")
         try:
-            fd = os.open(SEGMENT_DIR / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO under that name must not hang the reader (it is refused below).
+            fd = os.open(SEGMENT_DIR / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError as exc:
             raise StaleError(f"shared-memory segment {name!r} is gone (its publisher closed)") from exc
         except OSError as exc:

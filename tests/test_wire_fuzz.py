@@ -1,12 +1,15 @@
 """Property tests: hostile frames raise nothing but WireError and never allocate beyond the limits."""
 
 import tracemalloc
+from collections.abc import Iterator
 
 import msgpack
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fusion_pipeline import shm
 from fusion_pipeline.wire import Limits, Sample, WireError, decode, encode
 
 LIMITS = Limits(max_header_bytes=4096, max_arrays=4, max_array_bytes=64 * 1024, max_total_bytes=128 * 1024)
@@ -64,17 +67,19 @@ header_values = st.fixed_dictionaries(
 )
 
 
-def _decode_bounded(frames: list[bytes]) -> None:
+def _decode_bounded(frames: list[bytes], segments: shm.SegmentReader | None = None) -> None:
     tracemalloc.start()
     try:
         try:
-            decode(frames, LIMITS)
+            decode(frames, LIMITS, segments)
         except WireError as exc:
             assert exc.reason
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < ALLOCATION_BOUND + sum(len(f) for f in frames)
+    # A shared-memory array is copied out: at most the declared size, which the limits bound.
+    copied = LIMITS.max_total_bytes if segments is not None else 0
+    assert peak < ALLOCATION_BOUND + copied + sum(len(f) for f in frames)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -119,3 +124,47 @@ def test_mutated_valid_frames_raise_only_wire_error(data: st.DataObject) -> None
 def test_the_unmutated_frames_decode() -> None:
     sample = decode(VALID, LIMITS)
     assert sample.arrays["points"].shape == (8, 4) and sample.meta == {"model": "sim"}
+
+
+@pytest.fixture(scope="module")
+def ring() -> Iterator[tuple[shm.SegmentWriter, list[bytes]]]:
+    """A live segment holding VALID's arrays (every array by reference), and those frames."""
+    if not shm.available():
+        pytest.skip("needs Linux /dev/shm and OFD locks")
+    writer = shm.SegmentWriter("fuzz", slots=2, min_bytes=1)
+    sample = decode(VALID, LIMITS)
+    yield writer, [bytes(memoryview(f)) for f in encode(sample, writer)]
+    writer.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_hostile_shared_memory_references_raise_only_wire_error(
+    ring: tuple[shm.SegmentWriter, list[bytes]], data: st.DataObject
+) -> None:
+    writer, frames = ring
+    header = msgpack.unpackb(frames[1])
+    real = writer.path.name
+    for spec in header["arrays"]:
+        spec["shm"] = data.draw(
+            st.fixed_dictionaries(
+                {
+                    "segment": st.sampled_from(
+                        [real, real + "x", "fp-1-x", "../fp-1-x", "", "fp-99999999-a-b"]
+                    ),
+                    "slot": st.integers(-1, 3) | st.integers(0, 2**64 - 1),
+                    "gen": st.integers(0, 4),
+                }
+            )
+            | msgpack_values
+        )
+        spec["shape"] = data.draw(st.sampled_from([spec["shape"], [16 * 1024], [0], [3, 5]]))
+    buffers = [data.draw(st.sampled_from([b"", bytes(8)])) for _ in header["arrays"]]
+    _decode_bounded([frames[0], msgpack.packb(header), *buffers], shm.SegmentReader())
+
+
+def test_the_shared_memory_frames_decode(ring: tuple[shm.SegmentWriter, list[bytes]]) -> None:
+    _, frames = ring
+    assert frames[2:] == [b"", b""]
+    sample = decode(frames, LIMITS, shm.SegmentReader())
+    assert np.array_equal(sample.arrays["points"], decode(VALID, LIMITS).arrays["points"])

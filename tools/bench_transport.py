@@ -320,7 +320,8 @@ def _acceptance(results: Figures) -> str:
         "Against the acceptance, 1 MiB over ipc, paired per repeat, median (min–max):\n\n"
         + "\n".join(lines)
         + "\n\nThe ceiling for any format sent as zmq frames is raw zmq bytes ÷ pickle: "
-        f"{'; '.join(ceilings)}. Shared memory is not bound by it (the payload never crosses the socket), though it still copies each array once on each side."
+        f"{'; '.join(ceilings)}. Shared memory is not bound by it (the payload never crosses the "
+        "socket), though it still copies each array once on each side."
     )
 
 
