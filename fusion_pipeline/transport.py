@@ -50,6 +50,7 @@ __all__ = [
     "send_frames",
 ]
 
+_LOG = logging.getLogger(__name__)
 _AUTH_LOG = logging.getLogger("fusion_pipeline.auth")
 
 #: Buffers at least this large are handed to libzmq without a copy; smaller ones are cheaper to copy.
@@ -291,7 +292,10 @@ class Publisher(_Socket):
         self.seq = 0
         where = Endpoint(endpoint)
         self._attach(where, bind)
-        use_shm = shm and not lossless and where.scheme == "ipc" and shared_memory.available()
+        use_shm = shm and not lossless and where.scheme == "ipc"
+        if use_shm and not shared_memory.available():
+            _LOG.warning("%s: no shared memory here (needs Linux /dev/shm); arrays go in frames", stream)
+            use_shm = False
         self.segments = shared_memory.SegmentWriter(stream) if use_shm else None
 
     def publish(

@@ -102,7 +102,7 @@ class StaleError(WireError):
     """A shared-memory array was overwritten (or its segment removed) before it was read: the message
     is older than the publisher's ring, the shared-memory form of a high-water-mark drop."""
 
-    reason = "shm_stale"
+    reason = "stale"
 
 
 @dataclass(frozen=True)
