@@ -10,8 +10,13 @@ Slots are guarded by open-file-description byte-range locks (fcntl F_OFD_SETLK):
 slot exclusively while it fills it, a reader holds it shared while it copies. Neither ever waits: a
 writer skips a slot that is being read, and a reader gives up on a slot that is being rewritten (its
 message is stale), so a stopped or hung process never stalls another. Each slot carries the generation
-of the array in it; a reader whose reference names an older generation knows the ring has wrapped past
-its message, the shared-memory equivalent of a high-water-mark drop.
+of the array in it, 0 while it is being written (so a writer killed mid-copy leaves no valid-looking
+slot); a reader whose reference names another generation knows the ring has wrapped past its message,
+the shared-memory equivalent of a high-water-mark drop. The publisher also holds a lock on the file
+header for as long as it lives, which tells anyone sweeping /dev/shm that the segment is in use.
+
+A ring holds 16 arrays, not messages: a message with two large arrays takes two slots. OFD locks do not
+nest, so a SegmentReader belongs to one thread (as a Subscriber does).
 
 Segment layout (all integers little-endian uint64)::
 
@@ -33,6 +38,7 @@ import secrets
 import stat
 import struct
 import sys
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +66,9 @@ MIN_BYTES = 128 * 1024
 DEFAULT_SLOTS = 16
 #: The largest segment a reader maps (virtual memory only, but a header's claims are checked anyway).
 MAX_SEGMENT_BYTES = 4 * 1024**3
+#: A segment whose header no process locks is removed once it is this old (its creator takes the lock
+#: right after creating it; the age covers that moment).
+ORPHAN_AGE_S = 5.0
 #: Segments a reader keeps mapped; the least recently used is closed first (a restarted publisher
 #: leaves its old segment behind).
 MAX_OPEN_SEGMENTS = 32
@@ -138,6 +147,7 @@ class SegmentWriter:
         self.min_bytes = min_bytes
         self.generation = 0
         self.inline = 0  # arrays sent in their frame because every slot was being read
+        self.unavailable = ""  # why no segment could be made (then every array goes inline)
         self._next = 0
         self._segment: _Segment | None = None
 
@@ -152,7 +162,11 @@ class SegmentWriter:
             return None
         segment = self._segment
         if segment is None or nbytes > segment.slot_bytes:
+            if self.unavailable:
+                return None
             segment = self._create(nbytes)
+            if segment is None:
+                return None
         for _ in range(self.slots):
             slot = self._next
             self._next = (slot + 1) % self.slots
@@ -161,6 +175,7 @@ class SegmentWriter:
                 continue  # a reader is copying out of it
             try:
                 self.generation += 1
+                segment.generations[slot] = 0  # being written: matches no reference
                 segment.data[slot, :nbytes] = array.reshape(-1).view(np.uint8)
                 segment.generations[slot] = self.generation
             finally:
@@ -169,8 +184,9 @@ class SegmentWriter:
         self.inline += 1
         return None
 
-    def _create(self, nbytes: int) -> _Segment:
-        """A new segment whose slots hold `nbytes` (rounded up); the old one, if any, is unlinked."""
+    def _create(self, nbytes: int) -> _Segment | None:
+        """A new segment whose slots hold `nbytes` (rounded up), the old one unlinked; None when /dev/shm
+        cannot hold it (then this writer sends every array inline, and says so once)."""
         self.close()
         remove_orphans()
         slot_bytes = -(-nbytes // _SLOT_ROUND) * _SLOT_ROUND
@@ -179,9 +195,17 @@ class SegmentWriter:
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(SEGMENT_DIR / name, flags, 0o600)
         try:
-            os.ftruncate(fd, size)
+            _try_lock(fd, fcntl.F_WRLCK, 0, _ALIGN)  # "in use", for remove_orphans
+            # Allocated now: tmpfs that runs out of room later would kill this process with SIGBUS.
+            os.posix_fallocate(fd, 0, size)
             os.pwrite(fd, _HEADER.pack(_MAGIC, slot_bytes, self.slots), 0)
             self._segment = _Segment.attach(name, fd, size, writable=True)
+        except OSError as exc:
+            os.close(fd)
+            (SEGMENT_DIR / name).unlink(missing_ok=True)
+            self.unavailable = f"{size} bytes in {SEGMENT_DIR}: {exc}"
+            log.warning("%s: no shared-memory ring (%s); arrays go in frames", self.label, self.unavailable)
+            return None
         except BaseException:
             os.close(fd)
             (SEGMENT_DIR / name).unlink(missing_ok=True)
@@ -217,7 +241,11 @@ class SegmentReader:
             )
         out = np.empty(nbytes, np.uint8)
         start, length = segment.slot_range(ref.slot)
-        if not _try_lock(segment.fd, fcntl.F_RDLCK, start, length):
+        try:
+            locked = _try_lock(segment.fd, fcntl.F_RDLCK, start, length)
+        except OSError as exc:
+            raise HeaderError(f"shared-memory segment {ref.segment!r} cannot be locked: {exc}") from exc
+        if not locked:
             raise StaleError(f"shared-memory slot {ref.slot} of {ref.segment!r} is being rewritten")
         try:
             if int(segment.generations[ref.slot]) != ref.gen:
@@ -245,7 +273,14 @@ class SegmentReader:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode) or not _ALIGN <= info.st_size <= MAX_SEGMENT_BYTES:
                 raise HeaderError(f"shared-memory segment {name!r} is not a segment file")
+            # Only this user's own segments, which no one else can write (and so cannot shrink under
+            # the mapping, which would fault the reader).
+            if info.st_uid != os.getuid() or info.st_mode & 0o022:
+                raise HeaderError(f"shared-memory segment {name!r} is not this user's private file")
             segment = _Segment.attach(name, fd, info.st_size, writable=False)
+        except OSError as exc:
+            os.close(fd)
+            raise HeaderError(f"shared-memory segment {name!r} cannot be mapped: {exc}") from exc
         except BaseException:
             os.close(fd)
             raise
@@ -264,20 +299,33 @@ class SegmentReader:
             self._segments.popitem()[1].close()
 
 
-def remove_orphans() -> list[Path]:
-    """Unlink this user's segments whose publisher process is gone (killed before it could clean up)."""
+def remove_orphans(min_age_s: float = ORPHAN_AGE_S) -> list[Path]:
+    """Unlink this user's segments that no live publisher holds (killed before it could clean up).
+
+    A publisher locks its segment's header for its whole life, so a header that can be locked has no
+    owner; that test also holds across pid namespaces, where a pid in the name means nothing.
+    """
     removed = []
+    now = time.time()
     for path in SEGMENT_DIR.glob("fp-*"):
-        match = _NAME.match(path.name)
-        if match is None or int(match.group(1)) == os.getpid():
+        if not _NAME.match(path.name):
             continue
         try:
-            if path.lstat().st_uid != os.getuid():
-                continue
-            os.kill(int(match.group(1)), 0)
-        except ProcessLookupError:
-            path.unlink(missing_ok=True)
-            removed.append(path)
-        except OSError:  # gone meanwhile, or a live process of another user
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:  # gone meanwhile, or another user's
             continue
+        try:
+            info = os.fstat(fd)
+            if (
+                stat.S_ISREG(info.st_mode)
+                and info.st_uid == os.getuid()
+                and now - info.st_mtime >= min_age_s
+                and _try_lock(fd, fcntl.F_WRLCK, 0, _ALIGN)
+            ):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
     return removed

@@ -3,8 +3,6 @@
 import fcntl
 import os
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from fusion_pipeline.wire import (
     ArraySizeError,
     HeaderError,
     Sample,
+    ShmRef,
     StaleError,
     decode,
     encode,
@@ -178,20 +177,73 @@ def test_a_file_that_is_not_a_segment_is_refused() -> None:
         path.unlink()
 
 
-def test_segments_of_dead_publishers_are_removed() -> None:
-    child = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    dead = shm.SEGMENT_DIR / f"fp-{int(child.stdout)}-camera-00"
-    alive = shm.SEGMENT_DIR / f"fp-{os.getppid()}-camera-00"
-    dead.touch()
-    alive.touch()
+def test_segments_no_live_publisher_holds_are_removed() -> None:
+    live = shm.SegmentWriter("camera")
+    live.place(IMAGE)
+    orphan = shm.SEGMENT_DIR / f"fp-{os.getpid()}-killed-00"  # a publisher killed before it cleaned up
+    young = shm.SEGMENT_DIR / f"fp-{os.getpid()}-starting-00"  # created a moment ago, not yet locked
+    orphan.write_bytes(bytes(128))
+    young.write_bytes(bytes(128))
+    old = time.time() - 2 * shm.ORPHAN_AGE_S
+    for path in (orphan, live.path):
+        os.utime(path, (old, old))
     try:
-        assert dead in shm.remove_orphans()
-        assert not dead.exists() and alive.exists()
+        assert shm.remove_orphans() == [orphan]
+        assert not orphan.exists() and young.exists() and live.path.exists()
     finally:
-        dead.unlink(missing_ok=True)
-        alive.unlink()
+        orphan.unlink(missing_ok=True)
+        young.unlink()
+        live.close()
+
+
+def test_a_full_dev_shm_sends_inline_instead_of_crashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_room(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_room)
+    writer = shm.SegmentWriter("camera")
+    assert writer.place(IMAGE) is None and writer.place(IMAGE) is None
+    assert "No space left" in writer.unavailable and writer.path is None
+    assert not list(shm.SEGMENT_DIR.glob(f"fp-{os.getpid()}-camera-*"))
+
+
+def test_a_publisher_killed_mid_copy_leaves_no_torn_slot() -> None:
+    """The generation is cleared before the copy, so a half-written slot never matches a reference."""
+    big = 8 * 1024 * 1024  # a copy takes long enough that a kill lands in one most times
+    for attempt in range(5):
+        refs_out, refs_in = os.pipe()
+        child = os.fork()
+        if child == 0:  # the publisher: rewrites its only slot with all-0 and all-1 arrays, forever
+            os.close(refs_out)
+            writer = shm.SegmentWriter("torn", slots=1)
+            for i in range(1_000_000):
+                ref = writer.place(np.full(big, i % 2, np.uint8))
+                os.write(refs_in, f"{ref.segment} {ref.gen}\n".encode())
+            os._exit(1)  # never reached: the test kills it long before
+        os.close(refs_in)
+        time.sleep(0.05 + 0.01 * attempt)
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        with os.fdopen(refs_out) as lines:
+            name, gen = lines.read().splitlines()[-1].split()
+        try:
+            data = shm.SegmentReader().read(ShmRef(name, 0, int(gen)), big)
+            assert data.min() == data.max(), "a torn slot was read as valid"
+        except StaleError:
+            pass  # killed while rewriting the slot: the reference is stale, as it should be
+        finally:
+            (shm.SEGMENT_DIR / name).unlink()
+
+
+def test_a_segment_others_can_write_is_refused() -> None:
+    writer = shm.SegmentWriter("camera", slots=2)
+    try:
+        ref = writer.place(IMAGE)
+        writer.path.chmod(0o622)  # others could shrink it under a reader's mapping
+        with pytest.raises(HeaderError, match="private"):
+            shm.SegmentReader().read(ref, IMAGE.nbytes)
+    finally:
+        writer.close()
 
 
 def test_lossless_and_tcp_publishers_never_use_shared_memory(ipc_dir: Path) -> None:
