@@ -157,12 +157,13 @@ def _load_certificate(path: Path, need_secret: bool) -> tuple[bytes, bytes | Non
     return public, secret
 
 
-def send_frames(socket: zmq.Socket, frames: Sequence[Buffer], flags: int = 0) -> None:
-    """Send one multipart message; large buffers go zero-copy (libzmq references the array memory)."""
+def send_frames(socket: zmq.Socket, frames: Sequence[Buffer], flags: int = 0, zero_copy: bool = True) -> None:
+    """Send one multipart message; large buffers go zero-copy (libzmq references the array memory)
+    unless `zero_copy` is False."""
     flags = int(flags)
     last = len(frames) - 1
     for i, frame in enumerate(frames):
-        copy = memoryview(frame).nbytes < ZERO_COPY_MIN_BYTES
+        copy = not zero_copy or memoryview(frame).nbytes < ZERO_COPY_MIN_BYTES
         socket.send(frame, flags | _SNDMORE if i < last else flags, copy=copy, track=False)
 
 
@@ -190,6 +191,8 @@ class _Socket:
         self.socket.linger = linger_ms
         self._bound: list[Endpoint] = []
         self._curve = curve
+        # Shared-memory end (fusion_pipeline.shm), set by a subclass; released with the socket.
+        self.segments: shared_memory.SegmentWriter | shared_memory.SegmentReader | None = None
         self._authenticator: ThreadAuthenticator | None = None
 
     def _attach(self, endpoint: Endpoint, bind: bool) -> None:
@@ -248,6 +251,8 @@ class _Socket:
             self._context.term()
         for endpoint in self._bound:
             endpoint.remove_ipc_file()
+        if self.segments is not None:
+            self.segments.close()
 
     def __enter__(self) -> Any:
         return self
@@ -320,14 +325,9 @@ class Publisher(_Socket):
         self.seq += 1
         return sample.seq
 
-    def send(self, sample: Sample) -> None:
+    def send(self, sample: Sample, zero_copy: bool = True) -> None:
         """Send a sample as it is (its own stream and seq): for nodes that forward or replay."""
-        send_frames(self.socket, encode(sample, self.segments))
-
-    def close(self) -> None:
-        super().close()
-        if self.segments is not None:
-            self.segments.close()
+        send_frames(self.socket, encode(sample, self.segments), zero_copy=zero_copy)
 
     def wait_for_subscribers(self, count: int = 1, timeout_s: float = 5.0) -> bool:
         """Lossless mode: block until `count` subscribers joined, so nothing is sent into the void."""
@@ -439,11 +439,6 @@ class Subscriber(_Socket):
         self.received += 1
         self.received_bytes += memoryview(frames[1]).nbytes + sample.nbytes
         return sample
-
-    def close(self) -> None:
-        super().close()
-        if self.segments is not None:
-            self.segments.close()
 
     def counters(self) -> dict[str, int]:
         return {

@@ -26,7 +26,7 @@ from fusion_pipeline.reorder import ReplayOrder
 from fusion_pipeline.sets import SET_MODALITY, SET_STREAM, InputError, SetBuilder
 from fusion_pipeline.sync import FusedSet, SyncError, Synchronizer, settings_from_config
 from fusion_pipeline.transport import Publisher, Role, Subscriber
-from fusion_pipeline.wire import Sample, encode
+from fusion_pipeline.wire import Sample
 
 log = logging.getLogger("nodes.synchronizer")
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             # and each GIL hand-off to it costs a scheduler slice (ms) on a busy machine; copying the
             # ~350 KB of a set is cheaper than that tail (tools/bench_sync_node.py). With pipeline.shm
             # the large arrays go to shared memory instead.
-            sink.socket.send_multipart(encode(message, sink.segments), copy=True)
+            sink.send(message, zero_copy=False)
             if completed_by != "deadline":
                 added_ns.append(time.time_ns() - sync_in_ns)
 

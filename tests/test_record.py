@@ -187,28 +187,27 @@ def test_recorder_drains_while_publisher_is_fast(ipc_dir: Path) -> None:
     assert radar.written == sum(1 for _ in LogReader(ipc_dir / "fast.mcap"))
 
 
-def test_record_refuses_an_unwritable_report_before_recording(tmp_path: Path) -> None:
-    out, report = tmp_path / "rec.mcap", tmp_path / "missing-dir" / "report.json"
-    command = [sys.executable, "-m", "fusion_pipeline.cli", "record", str(out), "--run-dir", str(tmp_path)]
-    done = subprocess.run(
-        [*command, "--duration", "30", "--report-json", str(report)],
+def _record_command(run_dir: Path, out: Path, duration_s: float, report: Path) -> subprocess.CompletedProcess:
+    """`fusion-pipeline record OUT` on a run dir, for `duration_s`, writing its report to `report`."""
+    command = [sys.executable, "-m", "fusion_pipeline.cli", "record", str(out), "--run-dir", str(run_dir)]
+    return subprocess.run(
+        [*command, "--duration", str(duration_s), "--report-json", str(report)],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_record_refuses_an_unwritable_report_before_recording(tmp_path: Path) -> None:
+    out, report = tmp_path / "rec.mcap", tmp_path / "missing-dir" / "report.json"
+    done = _record_command(tmp_path, out, 30, report)
     assert done.returncode == 2 and f"--report-json {report}: directory" in done.stderr
     assert not out.exists()  # refused before anything was recorded
 
 
 def test_record_with_no_pipeline_running_exits_1_and_leaves_no_log(tmp_path: Path) -> None:
     out, report = tmp_path / "rec.mcap", tmp_path / "report.json"
-    command = [sys.executable, "-m", "fusion_pipeline.cli", "record", str(out), "--run-dir", str(tmp_path)]
-    done = subprocess.run(
-        [*command, "--duration", "1", "--report-json", str(report)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _record_command(tmp_path, out, 1, report)
     assert done.returncode == 1 and "nothing received" in done.stderr and "is it running?" in done.stderr
     assert not out.exists()  # so that a retry under the same name is not refused
     assert json.loads(report.read_text())["written"] == 0

@@ -38,7 +38,7 @@ from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.contract import MODALITIES, default_contract
 from fusion_pipeline.metrics import ResultStats
 from fusion_pipeline.transport import Publisher, Role, Subscriber
-from fusion_pipeline.wire import Sample, encode
+from fusion_pipeline.wire import Sample
 
 SECTION = "## End-to-end floor"
 POLL_MS = 20
@@ -99,7 +99,7 @@ def sync_relay(config: Config, run_dir: Path, stop: Event) -> None:
             stages = pending.pop(stamp) | {"sync_in": now}
             stages["sync_emit"] = time.time_ns()
             message = Sample("sets", "set", built, stamp, set_arrays, "", {"stages": stages})
-            sink.socket.send_multipart(encode(message), copy=True)  # as the synchronizer sends a set
+            sink.send(message, zero_copy=False)  # as the synchronizer sends a set
             built += 1
     sink.close()
     source.close()
