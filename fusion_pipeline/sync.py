@@ -55,13 +55,24 @@ NS_PER_S = 1_000_000_000
 
 #: Why a message was dropped:
 #: queue_overflow - its stream's queue held more than queue_size messages (the oldest goes);
-#: too_old - it can no longer be part of any set (older than the deadline horizon, out of order,
-#:   or no partner within max_interval);
+#: too_old - it can no longer be part of any set (older than the deadline horizon, or no partner
+#:   within max_interval);
+#: out_of_order - its stamp is older than its stream's previous one (by less than time_jump_ns): a set
+#:   with it would cross one already emitted, which stands;
 #: superseded - a later message of the same stream was chosen, and sets never cross;
 #: reset - discarded by a reset after a backward time jump;
 #: missing_required - its set was abandoned because a required stream was missing (approximate
-#:   mode: it aged past the deadline while a required stream was silent).
-DROP_REASONS: tuple[str, ...] = ("queue_overflow", "too_old", "superseded", "reset", "missing_required")
+#:   mode: it aged past the deadline while a required stream was silent);
+#: flushed - left unmatched when the streams ended (Synchronizer.flush): no set can use it.
+DROP_REASONS: tuple[str, ...] = (
+    "queue_overflow",
+    "too_old",
+    "out_of_order",
+    "superseded",
+    "reset",
+    "missing_required",
+    "flushed",
+)
 
 
 class SyncError(FusionError):
@@ -117,8 +128,9 @@ class ApproximateTimePolicy:
     (stream -> minimal gap between two of its messages) lets it prove optimality before the next
     message arrives, so it only emits sooner. ``max_interval_ns`` bounds every set's span.
 
-    Each stream must arrive in stamp order (equal stamps allowed); upstream only warns, this raises
-    SyncError so a caller cannot silently get crossing sets.
+    Each stream should arrive in stamp order (equal stamps allowed). A message older than its
+    stream's previous one would cross a set already emitted: upstream warns and takes it, this drops
+    it, counted as out_of_order, and goes on; the caller is never failed for a late message.
     """
 
     def __init__(
@@ -173,10 +185,8 @@ class ApproximateTimePolicy:
         stamp_ns = _stamp(stream, stamp_ns)
         last = self._last[i]
         if last is not None and stamp_ns < last:
-            raise SyncError(
-                f"stream {stream!r}: stamp {stamp_ns} is older than its previous stamp {last}; "
-                "each stream must arrive in stamp order"
-            )
+            self.drops.count(stream, "out_of_order")
+            return []
         self._last[i] = stamp_ns
         queue = self._queues[i]
         queue.append((stamp_ns, payload))
@@ -436,11 +446,14 @@ class AudioWindow:
     """The samples of a continuous stream for one set: nominal bounds (start_ns, end_ns] = (t - W, t]
     and the frames x channels float32 array ending at the last frame at or before t (or what the
     Synchronizer's window_transform made of it); samples is None when the window is missing (not
-    covered, a gap larger than the tolerance, or refused by the transform)."""
+    covered, a gap larger than the tolerance, or refused by the transform). last_ns is the stamp
+    of the window's last frame (its capture time, ns rounded down; None when the window is missing):
+    the set's stamp of this stream, as a discrete stream's is the stamp of the message used."""
 
     start_ns: int
     end_ns: int
     samples: np.ndarray | None
+    last_ns: int | None = None
 
 
 @dataclass(slots=True)
@@ -494,9 +507,10 @@ class _SampleRing:
     """The recent chunks of one continuous stream; cuts sample-accurate windows from them.
 
     Frame k of a chunk stamped s is at s + k * 1e9 / sample_rate. Two chunks are contiguous when the
-    second starts within the gap tolerance of the first's end; frames are concatenated across
-    contiguous chunks, never across a larger gap or overlap. All time arithmetic is exact integer
-    arithmetic in units of 1 / sample_rate ns, so windows are exact to the sample.
+    second starts within the gap tolerance of the first's end and has as many channels; frames are
+    concatenated across contiguous chunks, never across a larger gap, an overlap or a change of
+    channels (a device that changed is not refused: its windows start afresh). All time arithmetic is
+    exact integer arithmetic in units of 1 / sample_rate ns, so windows are exact to the sample.
     """
 
     def __init__(self, name: str, sample_rate: int, frames: int, tolerance_ns: int, max_frames: int):
@@ -507,10 +521,9 @@ class _SampleRing:
         self._max_frames = max_frames
         self.chunks: deque[tuple[int, np.ndarray]] = deque()
         self._held = 0  # frames in the ring
-        self._channels: int | None = None
 
     def check(self, samples: object) -> None:
-        """Refuse a chunk that is not float32 frames x channels like the ones before it."""
+        """Refuse a chunk that is not a float32 frames x channels array (whatever came before it)."""
         if not isinstance(samples, np.ndarray) or samples.ndim != 2 or samples.dtype != np.float32:
             got = (
                 f"{samples.dtype} array of shape {samples.shape}"
@@ -522,15 +535,9 @@ class _SampleRing:
             )
         if samples.shape[0] == 0:
             raise SyncError(f"stream {self.name!r}: audio chunk has no frames")
-        if self._channels is not None and samples.shape[1] != self._channels:
-            raise SyncError(
-                f"stream {self.name!r}: audio chunk has {samples.shape[1]} channels, "
-                f"earlier chunks {self._channels}"
-            )
 
     def add(self, stamp_ns: int, samples: np.ndarray) -> int:
         """Keep a checked chunk; return how many old chunks went to stay within the frame bound."""
-        self._channels = samples.shape[1]
         self.chunks.append((stamp_ns, samples))
         self._held += samples.shape[0]
         evicted = 0
@@ -546,8 +553,9 @@ class _SampleRing:
     def reaches_past(self, t_ns: int) -> bool:
         return bool(self.chunks) and self._end_scaled(self.chunks[-1]) > t_ns * self.rate
 
-    def window(self, t_ns: int) -> np.ndarray | None:
-        """The `frames` frames ending at the last frame at or before t_ns, or None if not covered."""
+    def window(self, t_ns: int) -> tuple[np.ndarray, int] | None:
+        """The `frames` frames ending at the last frame at or before t_ns and that frame's stamp (ns,
+        rounded down), or None if not covered."""
         chunks = self.chunks
         idx = len(chunks) - 1
         while idx >= 0 and chunks[idx][0] > t_ns:
@@ -560,6 +568,8 @@ class _SampleRing:
             if t_ns * self.rate - self._end_scaled(chunks[idx]) > self._tol:
                 return None  # t lies in a gap wider than the tolerance
             last = samples.shape[0] - 1
+        last_ns = (stamp * self.rate + last * NS_PER_S) // self.rate
+        channels = samples.shape[1]
         parts = []
         need = self.frames
         while True:
@@ -571,13 +581,13 @@ class _SampleRing:
             if idx == 0:
                 return None  # the ring does not reach back far enough
             gap = stamp * self.rate - self._end_scaled(chunks[idx - 1])
-            if abs(gap) > self._tol:
+            if abs(gap) > self._tol or chunks[idx - 1][1].shape[1] != channels:
                 return None
             idx -= 1
             stamp, samples = chunks[idx]
             last = samples.shape[0] - 1
         parts.reverse()
-        return np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
+        return (np.concatenate(parts) if len(parts) > 1 else parts[0].copy()), last_ns
 
     def prune(self, horizon_ns: int) -> None:
         """Forget chunks that end before the horizon (never the newest)."""
@@ -632,7 +642,11 @@ class Synchronizer:
     drops with reason missing_required).
 
     A stamp more than time_jump_ns older than its stream's previous stamp resets every queue (a log
-    loop); a smaller step back drops the message as too_old.
+    loop); a smaller step back drops the message, counted as out_of_order. Out-of-order input never
+    raises: SyncError is only for an unknown stream or a value of the wrong type.
+
+    ``flush()`` says the streams ended (the end of a replayed log): every open set is finished with
+    what arrived, or dropped and counted, and every message no set can use is counted as flushed.
 
     Determinism (watermark from stamps only, i.e. no tick()): call the lag of an arrival the
     watermark just before it minus its stamp. Two arrival orders that keep each stream's order give
@@ -735,7 +749,7 @@ class Synchronizer:
         last = self._last.get(stream)
         if last is not None and stamp < last:
             if last - stamp <= self.settings.time_jump_ns:
-                self.counters.drops.count(stream, "too_old")  # out of order: it would cross
+                self.counters.drops.count(stream, "out_of_order")  # it would cross an emitted set
                 return out
             self._reset()
         self._last[stream] = stamp
@@ -763,6 +777,18 @@ class Synchronizer:
         if self._clock_mark is None or now > self._clock_mark:
             self._clock_mark = now
         return self._advance([])
+
+    def flush(self) -> list[FusedSet]:
+        """The streams ended (no message follows): finish every open set with what arrived, or drop
+        it counted (a required stream missing), and count each discrete message no set can use as
+        flushed. Afterwards nothing discrete is held; a later message is matched as usual."""
+        if self._policy is not None:
+            self._flush_policy()
+        out = self._advance([], end=True)
+        for name, queue in self._queues.items():
+            self.counters.drops.count(name, "flushed", len(queue))
+            queue.clear()
+        return out
 
     def next_deadline_ns(self) -> int | None:
         """The earliest watermark at which tick() can finish a set or drop a silent stream."""
@@ -876,15 +902,7 @@ class Synchronizer:
             return  # every discrete stream is silent: nothing to match
         left = self._policy.drain() if self._policy is not None else []
         if self._policy is None or active != self._policy.streams:
-            s = self.settings
-            bounds = {n: self.streams[n].lower_bound_ns or 0 for n in active}
-            self._policy = (
-                ApproximateTimePolicy(
-                    active, s.queue_size, s.max_interval_ns, s.age_penalty, bounds, self.counters.drops
-                )
-                if active
-                else None
-            )
+            self._policy = self._new_policy(active) if active else None
         horizon = mark - wait
         for name, stamp, payload in sorted(left, key=lambda m: (m[1], self._order[m[0]])):
             if name not in active:
@@ -895,6 +913,32 @@ class Synchronizer:
                 assert self._policy is not None
                 self._take_matched(self._policy.add(name, stamp, payload))
 
+    def _new_policy(self, streams: tuple[str, ...]) -> ApproximateTimePolicy:
+        s = self.settings
+        bounds = {n: self.streams[n].lower_bound_ns or 0 for n in streams}
+        return ApproximateTimePolicy(
+            streams, s.queue_size, s.max_interval_ns, s.age_penalty, bounds, self.counters.drops
+        )
+
+    def _flush_policy(self) -> None:
+        """The streams ended: take every set the policy can still form. Its best unproven set is
+        optimal now (nothing later can come). Then a stream whose queue ran dry has ended: without it
+        (an optional one) the rest is matched again; without a required one no set can form."""
+        policy = self._policy
+        self._policy = None
+        while policy is not None:
+            while policy.candidate_end_ns is not None:
+                self._take_matched(policy.publish_candidate())
+            left = policy.drain()
+            present = tuple(n for n in policy.streams if any(m[0] == n for m in left))
+            ended_required = any(self.streams[n].required for n in policy.streams if n not in present)
+            policy = self._new_policy(present) if present and not ended_required else None
+            for name, stamp, payload in sorted(left, key=lambda m: (m[1], self._order[m[0]])):
+                if policy is None:
+                    self.counters.drops.count(name, "flushed")
+                else:
+                    self._take_matched(policy.add(name, stamp, payload))
+
     def _take_matched(self, matched: list[MatchedSet]) -> None:
         ref = self.settings.reference
         for m in matched:
@@ -903,8 +947,9 @@ class Synchronizer:
 
     # -- shared: deadlines, emission, pruning, reset ------------------------------------------------------
 
-    def _advance(self, out: list[FusedSet]) -> list[FusedSet]:
-        if self.settings.mode == "approximate":
+    def _advance(self, out: list[FusedSet], end: bool = False) -> list[FusedSet]:
+        """Decide and emit what the watermark allows; `end` (a flush): every deadline has passed."""
+        if self.settings.mode == "approximate" and not end:
             self._refresh_policy()  # the watermark may have moved past a stream's deadline
         mark = self.watermark_ns
         if mark is None:
@@ -914,7 +959,7 @@ class Synchronizer:
             for pending in self._pending:
                 if name not in pending.undecided:
                     continue
-                deadline = pending.stamp_ns < horizon  # mark > stamp + max_wait
+                deadline = end or pending.stamp_ns < horizon  # mark > stamp + max_wait
                 if not self._decide(name, pending, deadline):
                     break  # a stream decides its sets in order
         while self._pending and not self._pending[0].undecided:
@@ -936,10 +981,11 @@ class Synchronizer:
         t = pending.stamp_ns
         if not (deadline or ring.reaches_past(t)):
             return False
-        samples = ring.window(t)
+        samples, last_ns = ring.window(t) or (None, None)
         if samples is not None and self._window_transform is not None:
             samples = self._window_transform(samples)  # None: unusable, the window counts as missing
-        pending.windows[name] = AudioWindow(t - self.settings.audio_window_ns, t, samples)
+        start = t - self.settings.audio_window_ns
+        pending.windows[name] = AudioWindow(start, t, samples, None if samples is None else last_ns)
         pending.undecided.discard(name)
         return True
 

@@ -205,7 +205,7 @@ def test_backward_time_jump_resets_and_is_counted() -> None:
     assert before and sync.counters.time_jumps == 0
     # A small step back is an out-of-order message, not a jump.
     sync.add("camera", first["camera"][-1] - 10 * MS)
-    assert sync.counters.drops.by_stream["camera"]["too_old"] == 1
+    assert sync.counters.drops.by_stream["camera"]["out_of_order"] == 1
     assert sync.counters.time_jumps == 0
     # The log loops: every stream starts again at 0.
     after = feed(sync, sorted_arrivals(first))
@@ -362,9 +362,6 @@ def test_bad_input_raises_sync_error_naming_the_stream() -> None:
         sync.add("audio", 0, np.zeros((160, 1), dtype=np.int16))
     with pytest.raises(SyncError, match="'audio'.*float32"):
         sync.add("audio", 0, b"raw bytes")
-    sync.add("audio", 0, np.zeros((160, 1), dtype=np.float32))
-    with pytest.raises(SyncError, match="'audio'.*2 channels"):
-        sync.add("audio", 20 * MS, np.zeros((160, 2), dtype=np.float32))
     with pytest.raises(SyncError, match="tick"):
         sync.tick("soon")  # type: ignore[arg-type]
 
