@@ -10,18 +10,35 @@ the ingest nodes work in parallel.
 
 A message that never arrives (ingest refused it as malformed) would hold everything behind it, so a hole
 older than ``gap_timeout_ns`` is skipped (counted as ``replay_gaps``), as is one in front of more than
-``max_held`` waiting messages. A message without replay_seq passes straight through. Pure logic: the
-caller passes the clock.
+``max_held`` waiting messages. A message without replay_seq passes straight through. Input never makes
+it raise: a replay_seq that is not an unsigned integer (``replay_bad_seq``), or an index already held
+(``replay_duplicates``, the first one stays), is dropped and counted. Pure logic: the caller passes the
+clock.
+
+The end of a replay is a message of its own (docs/PROTOCOL.md section 8, "End of a replay"): stream
+``END_STREAM``, sent by the replayer on ``end_endpoint(run_dir)`` straight to the synchronizer, with the
+replay_seq after the last message sent, so that this order releases it only after every message sent
+before it (or after their holes were given up).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Generic, TypeVar
 
-__all__ = ["ReplayOrder", "ReplayOrderCounters"]
+__all__ = ["END_MODALITY", "END_STREAM", "ReplayOrder", "ReplayOrderCounters", "end_endpoint"]
 
 _T = TypeVar("_T")
+
+#: The end-of-replay message: this stream and modality, no arrays, meta {"replay_seq": messages sent}.
+END_STREAM = "replay/end"
+END_MODALITY = "end"
+
+
+def end_endpoint(run_dir: Path) -> str:
+    """Where the replayer binds the end-of-replay publisher and the synchronizer (--replay) connects."""
+    return f"ipc://{run_dir}/replay-end.sock"
 
 
 @dataclass
@@ -29,6 +46,8 @@ class ReplayOrderCounters:
     replay_held_max: int = 0  # most messages ever waiting for an earlier one
     replay_gaps: int = 0  # send indices skipped because they never arrived
     replay_late: int = 0  # messages that arrived after their index was skipped (passed on at once)
+    replay_bad_seq: int = 0  # dropped: replay_seq not an unsigned 64-bit integer
+    replay_duplicates: int = 0  # dropped: a second message with an index already held
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -45,13 +64,19 @@ class ReplayOrder(Generic[_T]):
         self._held: dict[int, _T] = {}
         self._progress_ns = 0  # when the order last moved (or the first item was held)
 
-    def push(self, replay_seq: int | None, item: _T, now_ns: int) -> list[_T]:
+    def push(self, replay_seq: object, item: _T, now_ns: int) -> list[_T]:
         """Items now due in send order, `item` among them once every earlier one has come."""
         if replay_seq is None:
             return [item]
+        if type(replay_seq) is not int or not 0 <= replay_seq < 2**64:  # bool, float, str: forged
+            self.counters.replay_bad_seq += 1
+            return []
         if replay_seq < self._next:
             self.counters.replay_late += 1
             return [item]
+        if replay_seq in self._held:
+            self.counters.replay_duplicates += 1
+            return []
         if not self._held:
             self._progress_ns = now_ns
         self._held[replay_seq] = item

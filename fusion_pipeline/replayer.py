@@ -19,8 +19,10 @@ with ``--replay``) the replay is deterministic and lossless end to end without e
 - the results are collected by a thread of their own, so a replayer blocked on a full ingest queue never
   stops draining the results (which would block inference, then the synchronizer, then ingest: a cycle).
 
-After the last message the replayer waits for a result for every reference message sent, or until none
-came for ``results_timeout_s`` (the last sets stay open: nothing after them proves them complete).
+After the last message the replayer tells the synchronizer that the replay ended (the end-of-replay
+message, fusion_pipeline.reorder: it flushes the sets still open, so every reference message becomes a
+set or a counted drop), then waits for a result for every reference message sent, or until none came
+for ``results_timeout_s``.
 
 Streams keep their recorded stamps and seq on the first pass. With ``loop``, each later pass shifts
 stamp_ns by the pass length and seq by each stream's count, so downstream sees one continuous,
@@ -45,6 +47,7 @@ from tqdm import tqdm
 from fusion_pipeline.config import Config
 from fusion_pipeline.logfile import LogError, LogMessage, LogReader, LogWriter
 from fusion_pipeline.recorder import RESULT_STREAM
+from fusion_pipeline.reorder import END_MODALITY, END_STREAM, end_endpoint
 from fusion_pipeline.transport import Publisher, Role, Subscriber
 from fusion_pipeline.wire import Sample
 
@@ -243,7 +246,15 @@ class Replayer:
                     curve=config.curve_for(url),
                 )
             self._publishers[target] = by_endpoint[url]
-        self._subscribers = subscribers
+        # Lossless publishers and the subscribers each one waits for: ingest on the drivers' endpoints,
+        # and in a graph the synchronizer on the end-of-replay endpoint.
+        self._peers = {publisher: subscribers for publisher in by_endpoint.values()}
+        self._end: Publisher | None = None
+        if settings.graph:
+            self._end = Publisher(
+                end_endpoint(run_dir), END_STREAM, END_MODALITY, lossless=True, role=Role.REPLAY
+            )
+            self._peers[self._end] = 1
         self.reference = config.sync.reference or min(config.streams, key=lambda s: s.rate_hz).name
         self._results: _ResultCollector | None = None
         if settings.graph or settings.results_path is not None:
@@ -263,9 +274,10 @@ class Replayer:
         self._last_activity_ns = 0
 
     def wait_for_subscribers(self) -> None:
-        """Block until every driver endpoint has its subscribers (ingest), so nothing goes into the void."""
-        for publisher in set(self._publishers.values()):
-            if not publisher.wait_for_subscribers(self._subscribers, self.settings.subscribers_timeout_s):
+        """Block until every endpoint has its subscribers (ingest; the synchronizer for the end), so
+        nothing goes into the void."""
+        for publisher, count in self._peers.items():
+            if not publisher.wait_for_subscribers(count, self.settings.subscribers_timeout_s):
                 raise LogError(
                     f"no subscriber on {publisher.last_endpoint} after "
                     f"{self.settings.subscribers_timeout_s} s (is the graph running?)"
@@ -307,6 +319,8 @@ class Replayer:
                     break
                 shift.next(last - first)
                 bar.reset(total)
+            if self._end is not None:  # in send order after everything sent (fusion_pipeline.reorder)
+                self._end.publish(0, meta={"replay_seq": self._sent})
             self._await_results()
         finally:
             bar.close()
@@ -319,8 +333,8 @@ class Replayer:
 
     def close(self) -> None:
         """Close the sockets; a lossless publisher first lets its subscribers leave (see transport)."""
-        for publisher in set(self._publishers.values()):
-            publisher.wait_for_unsubscribe(self._subscribers, timeout_s=0.5)
+        for publisher, count in self._peers.items():
+            publisher.wait_for_unsubscribe(count, timeout_s=0.5)
             publisher.close()
         if self._results is not None:
             self._results.close()
@@ -360,8 +374,8 @@ class Replayer:
             self._reference_sent += 1
 
     def _await_results(self) -> None:
-        """After the last message: wait until each reference message has its result, or none came for
-        results_timeout_s (the last sets may stay open: nothing after them proves them complete)."""
+        """After the end of the replay: wait until each reference message has its result, or none came
+        for results_timeout_s (the flushed synchronizer may have dropped a set, counted)."""
         results = self._results
         if results is None:
             return

@@ -10,7 +10,10 @@ Live mode (default): the loop also ticks the Synchronizer with the wall clock, w
 the next deadline is due, so a silent optional sensor delays a set by max_wait at most. With
 --replay it never reads the clock for matching: deadlines pass only as other streams' stamps advance,
 the messages are taken in the replayer's send order (fusion_pipeline.reorder: the ingest nodes run in
-parallel) and sets are published lossless, so a replayed log yields the same sets at any speed.
+parallel) and sets are published lossless, so a replayed log yields the same sets at any speed. The
+replayer's end-of-replay message (on fusion_pipeline.reorder.end_endpoint, in send order after the
+last message) flushes the Synchronizer: the sets still open are published with completed_by "end",
+so the last reference message of a log is not left waiting for a message that never comes.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections import Counter, deque
 
 from fusion_pipeline.metrics import percentiles
 from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
-from fusion_pipeline.reorder import ReplayOrder
+from fusion_pipeline.reorder import END_STREAM, ReplayOrder, end_endpoint
 from fusion_pipeline.sets import SET_MODALITY, SET_STREAM, InputError, SetBuilder
 from fusion_pipeline.sync import FusedSet, SyncError, Synchronizer, settings_from_config
 from fusion_pipeline.transport import Publisher, Role, Subscriber
@@ -51,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     live = not ctx.replay
     order: ReplayOrder[Sample] = ReplayOrder()
     inputs = [config.ingest_endpoint(s.name, ctx.run_dir) for s in config.streams]
-    source = Subscriber(
-        inputs, topics=[s.name for s in config.streams], hwm=INPUT_HWM, curve=config.curve_for(inputs)
-    )
+    topics = [s.name for s in config.streams]
+    if ctx.replay:
+        inputs.append(end_endpoint(ctx.run_dir))
+        topics.append(END_STREAM)
+    source = Subscriber(inputs, topics=topics, hwm=INPUT_HWM, curve=config.curve_for(inputs))
     sets_url = ctx.endpoint(config.sync.endpoint)
     sink = Publisher(
         sets_url,
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             # ~350 KB of a set is cheaper than that tail (tools/bench_sync_node.py). With pipeline.shm
             # the large arrays go to shared memory instead.
             sink.send(message, zero_copy=False)
-            if completed_by != "deadline":
+            if completed_by not in ("deadline", "end"):
                 added_ns.append(time.time_ns() - sync_in_ns)
 
     def counters() -> dict[str, float]:
@@ -115,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                 if received is not None:
                     arrived += order.push(received.meta.get("replay_seq"), received, now)
             for sample in arrived:
+                if sample.stream == END_STREAM:  # only subscribed to in a replay
+                    emit(sync.flush(), now, "end")
+                    continue
                 try:
                     sets = sync.add(sample.stream, sample.stamp_ns, builder.payload(sample))
                     emit(sets, now, sample.stream)

@@ -43,3 +43,15 @@ def test_too_many_held_skips_the_hole_at_once() -> None:
     assert order.push(5, 5, 0) == [1, 2, 3]  # four held > 3: index 0 is given up
     assert order.counters.replay_gaps == 1
     assert order.push(4, 4, 0) == [4, 5]
+
+
+def test_a_bad_or_repeated_send_index_is_dropped_counted_never_raised() -> None:
+    order: ReplayOrder[str] = ReplayOrder()
+    for bad in ("7", 1.5, -1, True, [2], 2**64):
+        assert order.push(bad, "forged", 0) == []  # type: ignore[arg-type]
+    assert order.counters.replay_bad_seq == 6
+    assert order.push(1, "b", 0) == []
+    assert order.push(1, "b again", 0) == []  # the one held first stays
+    assert order.counters.replay_duplicates == 1
+    assert order.push(0, "a", 0) == ["a", "b"]
+    assert order.counters.replay_gaps == 0
