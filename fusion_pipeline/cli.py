@@ -9,16 +9,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import os
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from fusion_pipeline import __version__
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.errors import FusionError
 
-__all__ = ["check_output_path", "config_argument", "main"]
+__all__ = ["Parser", "build_parser", "check_output_path", "config_argument", "main", "number"]
 
 # Modules that add subcommands. Each defines register(subparsers) and sets `func` on its parsers.
 COMMAND_MODULES = (
@@ -31,6 +34,63 @@ COMMAND_MODULES = (
 )
 
 
+class _StoreOnce(argparse._StoreAction):
+    """argparse's 'store' that refuses a second use of its option: argparse would silently keep the last
+    value. An option that takes several values accumulates them instead (action="extend")."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if option_string is not None:  # a positional is consumed once anyway
+            given = parser._given  # type: ignore[attr-defined]  # only a Parser registers this action
+            if self in given:
+                raise argparse.ArgumentError(
+                    self, f"given twice ({getattr(namespace, self.dest)} and then {values}); give it once"
+                )
+            given.add(self)
+        super().__call__(parser, namespace, values, option_string)
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of every command (subcommands inherit its class): an option that takes one value is
+    refused when given twice, wherever it is added (parser or group) and however it is spelt."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+        self._given: set[argparse.Action] = set()
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self._given = set()  # per parse: a subcommand's parser parses its own part of the line
+        return super().parse_known_args(args, namespace)
+
+
+def number(low: float, kind: type = float, *, above: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a finite number of `kind` that is at least `low` (more than `low` with `above`);
+    a usage error naming the option otherwise."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        if value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"{text} is {'not more' if above else 'less'} than {low:g}")
+        return value
+
+    return parse
+
+
 def config_argument(parser: argparse.ArgumentParser) -> None:
     """The -c/--config option of every command that runs on a pipeline config."""
     parser.add_argument(
@@ -40,17 +100,17 @@ def config_argument(parser: argparse.ArgumentParser) -> None:
 
 def check_output_path(path: Path | None, option: str, *, new: bool = False) -> None:
     """Refuse at start an output file (`option`) that could only fail once the work is done; `new`: one
-    that must not exist yet (a log is never written over)."""
+    that must not exist yet (a log or a model is never written over)."""
     if path is None:
         return
     if not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
         raise FusionError(f"{option} {path}: directory {path.parent} does not exist or is not writable")
     if new and path.exists():
-        raise FusionError(f"{option} {path}: exists already, not overwriting a log")
+        raise FusionError(f"{option} {path}: exists already, not overwriting it")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fusion-pipeline", description=__doc__.splitlines()[0])
+    parser = Parser(prog="fusion-pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

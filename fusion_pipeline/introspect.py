@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import stat
 import sys
 import time
 from collections import deque
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from fusion_pipeline.cli import number
 from fusion_pipeline.config import load_config
 from fusion_pipeline.transport import Subscriber
 from fusion_pipeline.wire import DEFAULT_LIMITS, Sample
@@ -21,24 +23,8 @@ from fusion_pipeline.wire import DEFAULT_LIMITS, Sample
 __all__ = ["StreamRate", "describe_sample", "register"]
 
 
-def _at_least(low: float, kind: type = float) -> Callable[[str], Any]:
-    """An argparse type: a number of `kind` that is at least `low` (a clear usage error otherwise)."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{text} is less than {low:g}")
-        return value
-
-    return parse
-
-
 ENDPOINT_HELP = "ipc:///path or tcp://host:port of a publisher (a driver, an ingest node, sets, results)"
-SECONDS = _at_least(0.001)
+SECONDS = number(0.001)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     echo.add_argument("endpoint", help=ENDPOINT_HELP)
     echo.add_argument("--stream", default="", help="only streams whose name starts with PREFIX")
-    echo.add_argument("--count", type=_at_least(1, int), default=None, help="exit 0 after N messages")
+    echo.add_argument("--count", type=number(1, int), default=None, help="exit 0 after N messages")
     echo.add_argument("--json", action="store_true", help="one JSON object per line")
     echo.add_argument("--timeout", type=SECONDS, default=None, help="exit 1 when no message arrives for S s")
     echo.set_defaults(func=_echo)
@@ -64,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     hz.add_argument("--stream", default="", help="only streams whose name starts with PREFIX")
     hz.add_argument(
         "--window",
-        type=_at_least(2, int),
+        type=number(2, int),
         default=100,
         help="messages per stream in the window (%(default)s)",
     )
@@ -89,11 +75,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
 
 
+def _ipc_problem(endpoint: str) -> str:
+    """Why nothing can arrive on an ipc endpoint ('' when its socket file is there, and for tcp):
+    connecting to a missing file is legal in ZeroMQ (it waits for a bind), so silence alone says nothing."""
+    if not endpoint.startswith("ipc://"):
+        return ""
+    path = Path(endpoint.removeprefix("ipc://"))
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        missing = path if path.parent.is_dir() else path.parent
+        return f"{missing} does not exist: no publisher has bound {endpoint} (is it running? this run dir?)"
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    return "" if stat.S_ISSOCK(mode) else f"{path} is not a socket file"
+
+
 def _no_message(command: str, args: argparse.Namespace, seconds: float) -> None:
     prefix = getattr(args, "stream", "")
     only = f" from streams {prefix!r}*" if prefix else ""
+    problem = _ipc_problem(args.endpoint)
     print(
-        f"fusion-pipeline {command}: no message on {args.endpoint}{only} within {seconds:.3g} s",
+        f"fusion-pipeline {command}: no message on {args.endpoint}{only} within {seconds:.3g} s"
+        + (f": {problem}" if problem else ""),
         file=sys.stderr,
     )
 

@@ -4,9 +4,15 @@ fusion-pipeline record OUT.mcap [-c CONFIG] [--run-dir DIR] [--streams ...] [--d
                        [--split-size MB | --split-duration S]
 fusion-pipeline replay LOG.mcap [-c CONFIG] [--rate R | --max-speed] [--loop] [--start S] [--end S]
                        [--streams ...] [--remap OLD=NEW] [--results OUT.mcap] [--publish-only --run-dir DIR]
+                       [--allow-truncated]
 fusion-pipeline import-ros2 BAG -o LOG.mcap --map TOPIC=STREAM[:modality] ... [--sample-rate HZ]
-fusion-pipeline export-ros2 LOG.mcap [RESULTS.mcap ...] -o BAG [--storage sqlite3|mcap]
-fusion-pipeline export-foxglove LOG.mcap [RESULTS.mcap ...] -o VIEW.mcap
+fusion-pipeline export-ros2 LOG.mcap [RESULTS.mcap ...] -o BAG [--storage sqlite3|mcap] [--allow-truncated]
+fusion-pipeline export-foxglove LOG.mcap [RESULTS.mcap ...] -o VIEW.mcap [--allow-truncated]
+
+Options that take several values may also be repeated (`--streams a --streams b`); an option that takes
+one value is refused when given twice (fusion_pipeline.cli.Parser). A command that reads logs reads them
+through before it starts and refuses a log cut short (a crash, damage) unless --allow-truncated says to
+work on what it holds.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
-from fusion_pipeline.cli import check_output_path, config_argument
-from fusion_pipeline.config import Config, load_config
+from fusion_pipeline.cli import check_output_path, config_argument, number
+from fusion_pipeline.config import load_config
 from fusion_pipeline.logfile import LogError, LogReader, SplitPolicy
 
 __all__ = ["register"]
@@ -37,12 +44,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     record.add_argument("out", type=Path, help="output .mcap (split parts get _000, _001, ...)")
     config_argument(record)
-    record.add_argument("--run-dir", type=Path, default=None, help="the running pipeline's run directory")
-    record.add_argument("--streams", nargs="+", default=[], help="stream names (default: sensors + results)")
-    record.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    record.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="the running pipeline's run directory (default: found as `status` finds it)",
+    )
+    record.add_argument(
+        "--streams", nargs="+", action="extend", default=[], help="stream names (default: sensors + results)"
+    )
+    record.add_argument("--duration", type=POSITIVE, default=None, help="stop after S seconds")
     split = record.add_mutually_exclusive_group()
-    split.add_argument("--split-size", type=float, default=None, metavar="MB", help="new file every MB")
-    split.add_argument("--split-duration", type=float, default=None, metavar="S", help="new file every S s")
+    split.add_argument("--split-size", type=POSITIVE, default=None, metavar="MB", help="new file every MB")
+    split.add_argument(
+        "--split-duration", type=POSITIVE, default=None, metavar="S", help="new file every S s"
+    )
     record.add_argument("--report-json", type=Path, default=None, help="also write the report here")
     record.set_defaults(func=_record)
 
@@ -57,14 +73,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("logs", type=Path, nargs="+", help="log file(s); split parts in order")
     config_argument(replay)
     pace = replay.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=float, default=1.0, help="speed factor, original timing (default 1)")
+    pace.add_argument("--rate", type=POSITIVE, default=1.0, help="speed factor, original timing (default 1)")
     pace.add_argument("--max-speed", action="store_true", help="as fast as possible, nothing skipped")
     replay.add_argument("--loop", action="store_true", help="start over at the end, until Ctrl-C")
-    replay.add_argument("--start", type=float, default=0.0, help="skip the first S seconds of the log")
-    replay.add_argument("--end", type=float, default=None, help="stop S seconds into the log")
-    replay.add_argument("--streams", nargs="+", default=[], help="replay only these log streams")
+    replay.add_argument("--start", type=number(0), default=0.0, help="skip the first S seconds of the log")
+    replay.add_argument("--end", type=number(0), default=None, help="stop S seconds into the log")
     replay.add_argument(
-        "--remap", nargs="+", default=[], metavar="OLD=NEW", help="publish log stream OLD as NEW"
+        "--streams", nargs="+", action="extend", default=[], help="replay only these log streams"
+    )
+    replay.add_argument(
+        "--remap",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="OLD=NEW",
+        help="publish log stream OLD as NEW",
     )
     replay.add_argument(
         "--results", type=Path, default=None, help="write the pipeline's results to this MCAP"
@@ -77,6 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("--run-dir", type=Path, default=None, help="with --publish-only: the graph's run dir")
     replay.add_argument("--report-json", type=Path, default=None, help="also write the report here")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _allow_truncated_argument(replay)
     replay.set_defaults(func=_replay)
 
     imp = sub.add_parser(
@@ -90,18 +114,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument(
         "--map",
         nargs="+",
+        action="extend",
         required=True,
         metavar="TOPIC=STREAM[:modality]",
         help="topics to import and their streams",
     )
-    imp.add_argument("--sample-rate", type=int, default=None, help="audio topics: samples per second")
-    imp.add_argument("--channels", type=int, default=1, help="audio topics: interleaved channels (default 1)")
+    imp.add_argument(
+        "--sample-rate", type=number(1, int), default=None, help="audio topics: samples per second"
+    )
+    imp.add_argument(
+        "--channels", type=number(1, int), default=1, help="audio topics: interleaved channels (default 1)"
+    )
     imp.set_defaults(func=_import_ros2)
 
     exp = sub.add_parser("export-ros2", help="write logs (and results) as a ROS 2 bag (extra [ros])")
     exp.add_argument("logs", type=Path, nargs="+", help="log(s), e.g. a recording and its --results file")
     exp.add_argument("-o", "--out", type=Path, required=True, help="bag directory to create")
     exp.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3", help="rosbag2 storage")
+    _allow_truncated_argument(exp)
     exp.set_defaults(func=_export_ros2)
 
     fox = sub.add_parser(
@@ -112,15 +142,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     fox.add_argument("logs", type=Path, nargs="+", help="log(s), e.g. a recording and its --results file")
     fox.add_argument("-o", "--out", type=Path, required=True, help="output .mcap")
+    _allow_truncated_argument(fox)
     fox.set_defaults(func=_export_foxglove)
 
 
-def _run_dir(config: Config, given: Path | None, command: str) -> Path:
-    if given is not None:
-        return given
-    if config.pipeline.run_dir:
-        return Path(config.pipeline.run_dir).expanduser()
-    raise LogError(f"{command}: give --run-dir (the running pipeline's run directory); the config has none")
+POSITIVE = number(0, above=True)
+
+
+def _allow_truncated_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-truncated",
+        action="store_true",
+        help="work on what a log cut short (a crash, damage) holds instead of refusing it",
+    )
+
+
+def _read_through(reader: LogReader, streams: Iterable[str] | None, allow_truncated: bool) -> float:
+    """Read the logs (only `streams` when given) through once before any work starts, so that a log cut
+    short is refused up front (unless allowed) instead of ending the work early with exit 0. Returns the
+    seconds from the first message to the last (0 with none)."""
+    first = last = None
+    for message in reader.messages(streams):
+        first = message.log_time_ns if first is None else first
+        last = message.log_time_ns
+    if reader.truncated and not allow_truncated:
+        raise LogError(
+            "log cut short: "
+            + "; ".join(reader.truncated)
+            + " (--allow-truncated works on the messages before the damage)"
+        )
+    return 0.0 if first is None or last is None else (last - first) / 1e9
+
+
+def _check_window(start_s: float, end_s: float | None, span_s: float) -> None:
+    """Refuse a --start/--end window that can hold no message of a log spanning `span_s` seconds."""
+    span = f"the replayed streams of the log span 0 to {span_s:.3f} s"
+    if end_s is not None and start_s > end_s:
+        raise LogError(f"--start {start_s:g} is after --end {end_s:g} ({span})")
+    if start_s > span_s:
+        raise LogError(f"--start {start_s:g} is beyond the log's end ({span})")
 
 
 class _Console(io.TextIOBase):
@@ -151,6 +211,7 @@ def _stop_on_signals() -> list[bool]:
 
 def _record(args: argparse.Namespace) -> int:
     from fusion_pipeline.recorder import Recorder, RecordSettings
+    from fusion_pipeline.status import _resolve_run_dir
 
     check_output_path(args.report_json, "--report-json")
     config = load_config(args.config)
@@ -163,7 +224,7 @@ def _record(args: argparse.Namespace) -> int:
             max_duration_ns=None if args.split_duration is None else int(args.split_duration * 1e9),
         ),
     )
-    run_dir = _run_dir(config, args.run_dir, "record")
+    run_dir, looked = _resolve_run_dir(args.config, args.run_dir)
     recorder = Recorder(config, run_dir, settings)
     stopped = _stop_on_signals()
     try:
@@ -179,7 +240,7 @@ def _record(args: argparse.Namespace) -> int:
             path.unlink(missing_ok=True)
         print(
             f"record: nothing received in {report.wall_s:.1f} s from the pipeline in {run_dir} "
-            "(is it running?); no log written",
+            f"({looked}; is it running?); no log written",
             file=sys.stderr,
         )
         return 1
@@ -192,18 +253,21 @@ def _describe(counts: dict[str, int]) -> str:
 
 
 def _parse_remap(pairs: list[str]) -> dict[str, str]:
-    remap = {}
+    remap: dict[str, str] = {}
     for pair in pairs:
         old, sep, new = pair.partition("=")
         if not sep or not old or not new:
             raise LogError(f"--remap {pair!r}: expected OLD=NEW")
+        if remap.get(old, new) != new:
+            raise LogError(f"--remap {old}={remap[old]} and {pair}: log stream {old!r} mapped twice")
         remap[old] = new
     return remap
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from fusion_pipeline.replayer import Replayer, ReplaySettings
+    from fusion_pipeline.replayer import Replayer, ReplaySettings, plan_streams
     from fusion_pipeline.run_command import format_summary
+    from fusion_pipeline.status import _resolve_run_dir
 
     check_output_path(args.report_json, "--report-json")
     check_output_path(args.results, "--results", new=True)
@@ -219,14 +283,15 @@ def _replay(args: argparse.Namespace) -> int:
         results_path=args.results,
         progress=not args.no_progress,
     )
-    if settings.rate is not None and settings.rate <= 0:
-        raise LogError(f"--rate must be > 0, got {settings.rate}")
     # A replay is read for speed; the exports (export-ros2, export-foxglove) verify the CRCs.
     reader = LogReader(args.logs, verify_crcs=False)
+    # Everything the log and the options decide is checked before a node starts.
+    plan = plan_streams(config, reader.scan_streams(), settings)
+    _check_window(settings.start_s, settings.end_s, _read_through(reader, plan, args.allow_truncated))
     stopped = _stop_on_signals()
     graph = None
     if args.publish_only:
-        run_dir = _run_dir(config, args.run_dir, "replay --publish-only")
+        run_dir, _ = _resolve_run_dir(args.config, args.run_dir)
     else:
         from fusion_pipeline.replay_graph import ReplayGraph
         from fusion_pipeline.run_command import preflight
@@ -285,6 +350,8 @@ def _import_ros2(args: argparse.Namespace) -> int:
 def _export_ros2(args: argparse.Namespace) -> int:
     from fusion_pipeline.ros2 import export_ros2
 
+    check_output_path(args.out, "-o", new=True)
+    _read_through(LogReader(args.logs), None, args.allow_truncated)
     counts = export_ros2(args.logs, args.out, storage=args.storage)
     print(f"{args.out}: {_describe(counts)}", file=sys.stderr)
     return 0
@@ -293,6 +360,8 @@ def _export_ros2(args: argparse.Namespace) -> int:
 def _export_foxglove(args: argparse.Namespace) -> int:
     from fusion_pipeline.foxglove import export_foxglove
 
+    check_output_path(args.out, "-o", new=True)
+    _read_through(LogReader(args.logs), None, args.allow_truncated)
     counts = export_foxglove(args.logs, args.out)
     print(f"{args.out}: {_describe(counts)}", file=sys.stderr)
     return 0

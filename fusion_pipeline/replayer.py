@@ -186,6 +186,17 @@ def plan_streams(
         plan[name] = target
     if not plan:
         raise LogError(f"nothing to replay: no log stream matches a config stream (log has {sorted(logged)})")
+    if settings.graph:  # the graph makes no set without these: it would run to "sets 0" and exit 0
+        replayed = set(plan.values())
+        reference = config.sync.reference if config.sync.mode == "reference" else None
+        for name in [s.name for s in config.streams if s.required or s.name == reference]:
+            if name not in replayed:
+                role = "the reference stream" if name == reference else "a required stream"
+                where = "--streams leaves it out" if settings.streams else "the log has no such stream"
+                raise LogError(
+                    f"config stream {name!r} ({role}) is not replayed: {where}; the graph would make no "
+                    f"set (replay it, or --remap a log stream onto it; the log has {sorted(logged)})"
+                )
     return plan
 
 

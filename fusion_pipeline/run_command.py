@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fusion_pipeline.cli import check_output_path, config_argument
+from fusion_pipeline.cli import check_output_path, config_argument, number
 from fusion_pipeline.config import Config, ConfigError, config_source, load_config
 from fusion_pipeline.errors import FusionError
 
@@ -30,12 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     config_argument(p)
     p.add_argument(
-        "--duration", type=float, default=None, help="stop after S seconds (default: run until Ctrl-C)"
+        "--duration",
+        type=number(0, above=True),
+        default=None,
+        help="stop after S seconds (default: run until Ctrl-C)",
     )
     p.add_argument("--summary-json", type=Path, default=None, help="also write the final summary here")
     p.add_argument(
         "--warmup",
-        type=float,
+        type=number(0),
         default=2.0,
         help="leave results captured in the first S seconds after every node is up out of the latency "
         "figures and the result ratio (%(default)s)",
@@ -69,8 +72,6 @@ def preflight(config: Config, path: Path | None) -> None:
 def _run(args: argparse.Namespace) -> int:
     from fusion_pipeline.supervisor import Supervisor
 
-    if args.duration is not None and args.duration <= 0:
-        raise ConfigError(f"--duration {args.duration:g}: must be more than 0 seconds")
     check_output_path(args.summary_json, "--summary-json")
     config = load_config(args.config)
     preflight(config, args.config)

@@ -1,25 +1,48 @@
 """`fusion-pipeline model train|eval|export|info`.
 
 torch is imported inside the handlers only: `model info` (and `--help`) must work where the runtime is
-installed without the [train] extra.
+installed without the [train] extra, and train, eval and export say to install it where it is missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+from fusion_pipeline.cli import check_output_path, number
 from fusion_pipeline.model import ModelError
 
-__all__ = ["register"]
+__all__ = ["MIN_SAMPLES", "register"]
 
 DEFAULT_RUN = Path("data/model-run")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
 DEFAULT_TEST_SEED = 1000
 CACHE_HELP = "dataset cache (default: $FUSION_PIPELINE_CACHE, else ~/.cache/fusion-pipeline)"
+#: The fewest samples that leave one training batch (TrainConfig.batch_size 64) after the validation
+#: tail (val_fraction 10 %); stated here because `--help` must work without torch (tested against
+#: TrainConfig in tests/test_cli_model.py).
+MIN_SAMPLES = 71
+#: The top-level modules of the [train] extra (pyproject.toml).
+TRAIN_EXTRA = ("torch", "onnx", "onnxscript", "matplotlib")
+
+
+@contextlib.contextmanager
+def _train_extra() -> Iterator[None]:
+    """Imports of the [train] extra: a missing one is a ModelError that says what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if exc.name not in TRAIN_EXTRA:
+            raise
+        raise ModelError(
+            f"needs {exc.name}, which is not installed: pip install 'fusion-pipeline[train]'"
+        ) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,11 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--samples",
-        type=int,
+        type=number(MIN_SAMPLES, int),
         default=None,
-        help="training samples (default: the documented run, docs/MODEL.md)",
+        help=f"training samples, at least {MIN_SAMPLES} (one batch after the validation tail; "
+        "default: the documented run, docs/MODEL.md)",
     )
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the documented run)")
+    p.add_argument("--epochs", type=number(1, int), default=None, help="epochs (default: the documented run)")
     p.add_argument(
         "--world-seed",
         type=int,
@@ -57,16 +81,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser(
         "eval",
-        help="evaluate the trained suite on an unseen world seed; write docs/MODEL.md",
+        help="evaluate the trained suite on an unseen world seed; write the report into the run dir",
         description="Evaluate every trained model under each presence pattern on a world seed the "
-        "training never saw, and write the table and plot into the model documentation.",
+        "training never saw, and write the table and plot into a report (its marked section; "
+        "`--doc docs/MODEL.md --plot docs/model_eval.png` updates the model documentation).",
     )
     p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="checkpoints (%(default)s)")
     p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_HELP)
     p.add_argument("--test-seed", type=int, default=DEFAULT_TEST_SEED, help="world seed (%(default)s)")
-    p.add_argument("--test-samples", type=int, default=2000, help="evaluation samples (%(default)s)")
-    p.add_argument("--doc", type=Path, default=Path("docs/MODEL.md"), help="report file (%(default)s)")
-    p.add_argument("--plot", type=Path, default=Path("docs/model_eval.png"), help="plot (%(default)s)")
+    p.add_argument(
+        "--test-samples", type=number(1, int), default=2000, help="evaluation samples (%(default)s)"
+    )
+    p.add_argument("--doc", type=Path, default=None, help="report file (default: RUN_DIR/MODEL.md)")
+    p.add_argument("--plot", type=Path, default=None, help="plot (default: RUN_DIR/model_eval.png)")
     p.set_defaults(func=_eval)
 
     p = cmds.add_parser(
@@ -77,7 +104,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="checkpoints (%(default)s)")
     p.add_argument("--model", default="best", help="suite member, or 'best' from eval.json (%(default)s)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="ONNX file (the packaged default model)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="ONNX file to create, never overwritten (default: the packaged default model; remove it first "
+        "to replace it)",
+    )
     p.set_defaults(func=_export)
 
     p = cmds.add_parser(
@@ -91,15 +124,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from fusion_pipeline.model.train import (
-        SUITE,
-        TrainConfig,
-        load_dataset,
-        model_config_for,
-        save_checkpoint,
-        to_tensors,
-        train_model,
-    )
+    with _train_extra():
+        from fusion_pipeline.model.train import (
+            SUITE,
+            TrainConfig,
+            load_dataset,
+            model_config_for,
+            save_checkpoint,
+            to_tensors,
+            train_model,
+        )
 
     overrides = {
         "n_samples": args.samples,
@@ -126,8 +160,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from fusion_pipeline.model.evaluate import evaluate_suite, save_rows, write_report
-    from fusion_pipeline.model.train import SUITE, load_checkpoint, load_dataset, to_tensors
+    with _train_extra():
+        from fusion_pipeline.model.evaluate import evaluate_suite, save_rows, write_report
+        from fusion_pipeline.model.train import SUITE, load_checkpoint, load_dataset, to_tensors
 
     models, train_configs = {}, []
     for name in SUITE:
@@ -155,8 +190,10 @@ def _eval(args: argparse.Namespace) -> int:
         "test_world_seed": args.test_seed,
         "test_samples": args.test_samples,
     }
-    args.doc.parent.mkdir(parents=True, exist_ok=True)
-    summary = write_report(rows, setup, args.doc, args.plot)
+    doc = args.doc or args.run_dir / "MODEL.md"
+    plot = args.plot or args.run_dir / "model_eval.png"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    summary = write_report(rows, setup, doc, plot)
     save_rows(args.run_dir / "eval.json", rows, summary, setup)
     for strategy, c in summary["acceptance"].items():
         print(
@@ -165,13 +202,15 @@ def _eval(args: argparse.Namespace) -> int:
             f"gain {c['fusion_gain']:+.3f}  worst missing drop {c['worst_missing_drop']:.3f}  "
             f"{'PASS' if c['passes'] else 'FAIL'}"
         )
-    print(f"best: {summary['best']}; wrote {args.doc} and {args.plot}")
+    print(f"best: {summary['best']}; wrote {doc} and {plot}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from fusion_pipeline.model.export import check_parity, export_onnx
-    from fusion_pipeline.model.train import load_checkpoint
+    check_output_path(args.out, "--out", new=True)
+    with _train_extra():
+        from fusion_pipeline.model.export import check_parity, export_onnx
+        from fusion_pipeline.model.train import load_checkpoint
 
     name = args.model
     if name == "best":
@@ -180,8 +219,18 @@ def _export(args: argparse.Namespace) -> int:
             raise ModelError(f"{eval_path}: missing; run `fusion-pipeline model eval` or pass --model")
         name = json.loads(eval_path.read_text())["best"]
     model, _ = load_checkpoint(args.run_dir / f"{name}.npz")
-    export_onnx(model, args.out)
-    worst = check_parity(model, args.out)
+    # Written beside --out and linked into place only once it passed the parity check: a failed or
+    # interrupted export leaves no half model, and link(2) refuses a file that appeared meanwhile.
+    partial = args.out.with_name(f".{os.getpid()}.{args.out.name}")  # same suffix, same file system
+    try:
+        export_onnx(model, partial)
+        worst = check_parity(model, partial)
+        try:
+            os.link(partial, args.out)
+        except FileExistsError:
+            raise ModelError(f"--out {args.out}: exists already, not overwriting it") from None
+    finally:
+        partial.unlink(missing_ok=True)
     size_mb = args.out.stat().st_size / 1e6
     print(f"exported {name} to {args.out} ({size_mb:.2f} MB); max |torch - onnxruntime| = {worst:.2e}")
     return 0

@@ -1,0 +1,149 @@
+"""Every option of every subcommand: repeated multi-value options add up, a repeated one-value option is a
+usage error naming it (argparse alone keeps the last value silently), and numbers are checked at parse."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+
+import pytest
+
+from fusion_pipeline.cli import build_parser
+
+CommandParser = tuple[list[str], argparse.ArgumentParser]
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> Iterator[CommandParser]:
+    """(command words, parser) of every subcommand that runs (nested ones: `model train`, ...)."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subparsers and words:
+        yield list(words), parser
+    for action in subparsers:
+        for name, child in action.choices.items():
+            yield from _leaf_commands(child, (*words, name))
+
+
+def _value(action: argparse.Action) -> str:
+    """A value the option's type accepts (choices, bounded numbers, paths, text)."""
+    if action.choices:
+        return str(next(iter(action.choices)))
+    for text in ("5", "100", "x"):
+        try:
+            if action.type is None or action.type(text) is not None:  # type: ignore[operator]
+                return text
+        except (argparse.ArgumentTypeError, ValueError):
+            continue
+    raise AssertionError(f"no test value for {action.option_strings or action.dest}")
+
+
+def _width(action: argparse.Action) -> int:
+    """How many values one use of the option takes."""
+    return action.nargs if isinstance(action.nargs, int) else 1
+
+
+def _one_use(action: argparse.Action) -> list[str]:
+    return [action.option_strings[-1], *[_value(action)] * _width(action)] if action.option_strings else []
+
+
+def _required(parser: argparse.ArgumentParser, leaving_out: argparse.Action) -> list[str]:
+    """The positionals and required options of a command, so that it parses."""
+    line: list[str] = []
+    for action in parser._actions:
+        if action is leaving_out:
+            continue
+        if not action.option_strings:
+            line += [_value(action)] * _width(action)
+        elif action.required:
+            line += _one_use(action)
+    return line
+
+
+def _options() -> Iterator[tuple[list[str], argparse.ArgumentParser, argparse.Action]]:
+    for words, parser in _leaf_commands(build_parser()):
+        for action in parser._actions:
+            if action.option_strings and action.nargs != 0:  # flags take no value: nothing to lose
+                yield words, parser, action
+
+
+OPTIONS = list(_options())
+
+
+def test_the_walk_sees_every_command_and_the_options_of_issue_12() -> None:
+    seen = {(" ".join(words), action.option_strings[-1]) for words, _, action in OPTIONS}
+    for expected in [
+        ("import-ros2", "--map"),
+        ("record", "--streams"),
+        ("record", "--duration"),
+        ("replay", "--streams"),
+        ("replay", "--remap"),
+        ("model train", "--samples"),
+        ("echo", "--timeout"),
+    ]:
+        assert expected in seen
+
+
+@pytest.mark.parametrize(
+    ("words", "parser", "action"),
+    OPTIONS,
+    ids=[f"{' '.join(w)} {a.option_strings[-1]}" for w, _, a in OPTIONS],
+)
+def test_an_option_given_twice_adds_up_or_is_refused(
+    words: list[str], parser: argparse.ArgumentParser, action: argparse.Action, capsys: pytest.CaptureFixture
+) -> None:
+    line = [*words, *_required(parser, action), *_one_use(action), *_one_use(action)]
+    several = action.nargs in ("+", "*") or _width(action) > 1
+    if several:
+        # An option that takes several values must keep every use: `--map A --map B` imports both.
+        assert not isinstance(action, argparse._StoreAction), f"{action.option_strings}: action 'store'"
+        values = getattr(build_parser().parse_args(line), action.dest)
+        flat = [v for use in values for v in (use if isinstance(use, list) else [use])]
+        assert len(flat) == 2 * _width(action), values
+    else:
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args(line)
+        assert exit_.value.code == 2
+        named = "/".join(action.option_strings)
+        assert f"argument {named}: given twice" in capsys.readouterr().err
+
+
+def test_a_repeated_option_is_refused_however_it_is_spelt(run_cli) -> None:
+    # An abbreviation and the --opt=value form reach the same action as the full spelling.
+    done = run_cli("record", "out.mcap", "--dur", "5", "--duration=10")
+    assert done.returncode == 2
+    assert "argument --duration: given twice (5.0 and then 10.0); give it once" in done.stderr
+    done = run_cli("replay", "x.mcap", "-c", "a.toml", "--config", "b.toml")
+    assert done.returncode == 2 and "argument -c/--config: given twice" in done.stderr
+
+
+def test_repeated_multi_value_options_reach_the_command() -> None:
+    args = build_parser().parse_args(
+        ["replay", "x.mcap", "--streams", "a", "--streams", "b", "c", "--remap", "a=x", "--remap", "b=y"]
+    )
+    assert args.streams == ["a", "b", "c"] and args.remap == ["a=x", "b=y"]
+    args = build_parser().parse_args(["import-ros2", "bag", "-o", "l.mcap", "--map", "/a=a", "--map", "/b=b"])
+    assert args.map == ["/a=a", "/b=b"]
+
+
+def test_a_log_stream_remapped_twice_is_refused(run_cli) -> None:
+    done = run_cli("replay", "x.mcap", "--remap", "radar/rear=radar/front", "--remap", "radar/rear=lidar/top")
+    assert done.returncode == 2
+    twice = "--remap radar/rear=radar/front and radar/rear=lidar/top: log stream 'radar/rear' mapped twice"
+    assert twice in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["record", "o.mcap", "--duration", "0"], "argument --duration: 0 is not more than 0"),
+        (["record", "o.mcap", "--duration", "-2"], "argument --duration: -2 is not more than 0"),
+        (["record", "o.mcap", "--split-duration", "0"], "argument --split-duration: 0 is not more than 0"),
+        (["record", "o.mcap", "--split-size", "nan"], "argument --split-size: nan is not a finite number"),
+        (["replay", "x.mcap", "--rate", "0"], "argument --rate: 0 is not more than 0"),
+        (["replay", "x.mcap", "--start", "-1"], "argument --start: -1 is less than 0"),
+        (["run", "--duration", "0"], "argument --duration: 0 is not more than 0"),
+        (["import-ros2", "b", "-o", "l", "--map", "/a=a", "--channels", "0"], "argument --channels: 0 is"),
+    ],
+)
+def test_numbers_out_of_range_are_usage_errors(args: list[str], complaint: str, run_cli) -> None:
+    done = run_cli(*args)
+    assert done.returncode == 2 and complaint in done.stderr, done.stderr
