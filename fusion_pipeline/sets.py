@@ -152,6 +152,7 @@ class SetBuilder:
         sync_emit stage just before it sends."""
         arrays: dict[str, np.ndarray] = {}
         presence: list[int] = []
+        stamps = dict(fused.stamps)
         audio_window = None
         for modality in MODALITIES:
             stream = self.stream_of.get(modality)
@@ -160,6 +161,7 @@ class SetBuilder:
                 window = fused.windows[stream]  # samples: already the log-mel (audio_features)
                 arrays["audio"] = window.samples
                 audio_window = [window.start_ns, window.end_ns]
+                stamps[stream] = window.last_ns  # its last frame's capture time, as a discrete stamp
             elif present:
                 sample = fused.payloads[stream]
                 arrays.update({spec.name: sample.arrays[spec.name] for spec in self.inputs[modality]})
@@ -174,7 +176,7 @@ class SetBuilder:
                     stages[key] = ingest[key]
         stages["sync_in"] = sync_in_ns
         meta = {
-            "stamps": dict(fused.stamps),
+            "stamps": stamps,
             "presence": presence,
             "modalities": list(MODALITIES),
             "audio_window": audio_window,

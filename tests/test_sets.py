@@ -69,7 +69,9 @@ def test_sets_carry_present_inputs_mask_and_a_log_mel_cut_when_the_window_was() 
     np.testing.assert_array_equal(cuts[0], tone[9601 - 8000 : 9601])  # 8000 frames up to t = frame 9600
     meta = message.meta
     assert meta["modalities"] == list(MODALITIES) and meta["presence"] == [1, 1, 0, 1]
-    assert meta["stamps"] == {"lidar/top": lidar.stamp_ns, "camera/front": camera.stamp_ns}
+    # Audio: the stamp of the window's last frame, here frame 9600 exactly at the reference stamp.
+    stamps = {"lidar/top": lidar.stamp_ns, "camera/front": camera.stamp_ns, "audio/roof": lidar.stamp_ns}
+    assert meta["stamps"] == stamps
     assert meta["audio_window"] == [lidar.stamp_ns - 500 * MS, lidar.stamp_ns]
     assert meta["completed_by"] == "camera/front"
     assert meta["stages"] == {
@@ -124,3 +126,32 @@ def test_inputs_that_do_not_fit_the_contract_are_refused_by_reason() -> None:
 def test_configs_the_contract_cannot_take_are_refused_at_start(streams: str, sync: str, message: str) -> None:
     with pytest.raises(SetLayoutError, match=message):
         SetBuilder(_config(streams, sync))
+
+
+def test_the_audio_windows_stamp_is_in_the_sets_and_the_results_stamps() -> None:
+    """meta.stamps names the audio stream with the stamp of the window's last frame (its capture time),
+    in the set message and in the result the inference stage makes of it."""
+    from pipeline_harness import DEMO_TEXT
+
+    from fusion_pipeline.runtime import ModelRuntime, result_sample
+
+    builder = SetBuilder(CONFIG)
+    sync = Synchronizer(*settings_from_config(CONFIG), window_transform=builder.audio_features)
+    lidar = _ingest("lidar/top", "lidar", T0 + 600 * MS, lidar=np.ones((3, 64, 64), np.float32))
+    sync.add("lidar/top", lidar.stamp_ns, builder.payload(lidar))
+    tone = np.random.default_rng(1).standard_normal((16000, 1)).astype(np.float32) * 0.1
+    skew = 10_000  # 10 us: the audio clock is not on the lidar's grid
+    for k in range(31):
+        chunk = _ingest("audio/roof", "audio", T0 + k * 20 * MS + skew, samples=tone[k * 320 : (k + 1) * 320])
+        sync.add("audio/roof", chunk.stamp_ns, builder.payload(chunk))
+    (fused,) = sync.flush()  # no camera came: the end of the streams decides it
+    message = builder.build(fused, sync_in_ns=7, completed_by="end")
+    # Frame i is at T0 + skew + i * 62.5 us; the last at or before 600 ms is frame 9599.
+    last_frame = T0 + skew + 9599 * 62_500
+    assert message.meta["stamps"] == {"lidar/top": lidar.stamp_ns, "audio/roof": last_frame}
+    assert message.meta["presence"] == [0, 1, 0, 1]
+    cpu_demo = DEMO_TEXT.replace('providers = ["auto"]', 'providers = ["cpu"]', 1)
+    runtime = ModelRuntime(parse_config(cpu_demo), warm_up=0)
+    outputs = runtime.infer(message.arrays, message.meta["presence"])
+    result = result_sample(message, outputs, runtime.contract, runtime.provider, seq=0)
+    assert result.meta["stamps"] == {"lidar/top": lidar.stamp_ns, "audio/roof": last_frame}

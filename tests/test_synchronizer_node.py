@@ -129,8 +129,9 @@ def test_set_layout_audio_window_and_refused_inputs(ipc_dir: Path) -> None:
             spec.name: spec.shape for spec in contract.inputs if spec.modality is not None
         }
         assert s.stamp_ns == s.meta["stamps"]["lidar/top"]  # the reference stamp
-        assert set(s.meta["stamps"]) == {"camera/front", "lidar/top", "radar/front"}
+        assert set(s.meta["stamps"]) == {"camera/front", "lidar/top", "radar/front", "audio/roof"}
         assert all(abs(t - s.stamp_ns) <= 60 * MS for t in s.meta["stamps"].values())
+        assert s.stamp_ns - 500 * MS < s.meta["stamps"]["audio/roof"] <= s.stamp_ns  # the window's last frame
         assert s.meta["audio_window"] == [s.stamp_ns - 500 * MS, s.stamp_ns]
         assert np.isfinite(s.arrays["audio"]).all() and s.arrays["audio"].std() > 0  # a 440 Hz tone
         stages = s.meta["stages"]
