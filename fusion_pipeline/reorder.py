@@ -15,7 +15,7 @@ it raise: a replay_seq that is not an unsigned integer (``replay_bad_seq``), or 
 (``replay_duplicates``, the first one stays), is dropped and counted. Pure logic: the caller passes the
 clock.
 
-The end of a replay is a message of its own (docs/PROTOCOL.md section 8, "End of a replay"): stream
+The end of a replay is a message of its own (docs/PROTOCOL.md section 5, "End of a replay"): stream
 ``END_STREAM``, sent by the replayer on ``end_endpoint(run_dir)`` straight to the synchronizer, with the
 replay_seq after the last message sent, so that this order releases it only after every message sent
 before it (or after their holes were given up).
