@@ -20,7 +20,7 @@ import enum
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,7 +34,17 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from fusion_pipeline import shm as shared_memory
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.wire import DEFAULT_LIMITS, Buffer, Limits, Sample, StaleError, WireError, decode, encode
+from fusion_pipeline.wire import (
+    DEFAULT_LIMITS,
+    Buffer,
+    Checked,
+    Limits,
+    Sample,
+    StaleError,
+    WireError,
+    check,
+    encode,
+)
 
 __all__ = [
     "Curve",
@@ -386,7 +396,8 @@ class Subscriber(_Socket):
         self.segments = shared_memory.SegmentReader() if all(e.scheme == "ipc" for e in urls) else None
         self.received = 0
         self.received_bytes = 0  # of the valid messages: the byte rate of a stream
-        self.skipped = 0
+        self.skipped = 0  # valid messages passed over by recv_newest for a newer one
+        self.refused = 0  # valid messages recv_newest's `admit` turned away (the caller counts why)
         self.stale = 0  # shared-memory arrays overwritten before they were read (a late drop, not malformed)
         self.malformed: Counter[str] = Counter()
         self.last_error = ""
@@ -398,25 +409,40 @@ class Subscriber(_Socket):
             frames = self._recv_frames(deadline)
             if frames is None:
                 return None
-            sample = self._decode(frames)
+            checked = self._check(frames)
+            sample = None if checked is None else self._materialize(checked)
             if sample is not None:
                 return sample
 
-    def recv_newest(self, timeout_ms: int | None = None) -> Sample | None:
-        """Wait for a message, then drain the queue and return the newest valid one; count the rest."""
+    def recv_newest(
+        self, timeout_ms: int | None = None, admit: Callable[[Checked], bool] | None = None
+    ) -> Sample | None:
+        """Wait for a message, then drain the queue and return the newest valid one.
+
+        Every drained message has its header checked (its arrays are not touched), so a malformed one
+        is counted by its reason, and a malformed newest message falls back to the newest valid one;
+        the valid ones passed over are counted as `skipped`. `admit` (the caller's own header checks)
+        may turn a valid message away; it counts its reasons itself, here it is counted as `refused`.
+        """
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
         while True:
             frames = self._recv_frames(deadline)
             if frames is None:
                 return None
-            while True:
+            newest: Checked | None = None
+            while frames is not None:
+                checked = self._check(frames)
+                if checked is not None and admit is not None and not admit(checked):
+                    self.refused += 1
+                elif checked is not None:
+                    if newest is not None:
+                        self.skipped += 1
+                    newest = checked  # holds views of its frames, not copies
                 try:
-                    newer = recv_frames(self.socket, zmq.NOBLOCK)
+                    frames = recv_frames(self.socket, zmq.NOBLOCK)
                 except zmq.Again:
-                    break
-                self.skipped += 1
-                frames = newer
-            sample = self._decode(frames)
+                    frames = None
+            sample = None if newest is None else self._materialize(newest)
             if sample is not None:
                 return sample
 
@@ -426,9 +452,17 @@ class Subscriber(_Socket):
             return None
         return recv_frames(self.socket)
 
-    def _decode(self, frames: list[Buffer]) -> Sample | None:
+    def _check(self, frames: list[Buffer]) -> Checked | None:
         try:
-            sample = decode(frames, self.limits, self.segments)
+            return check(frames, self.limits, shm_refs=self.segments is not None)
+        except WireError as exc:
+            self.malformed[exc.reason] += 1
+            self.last_error = str(exc)
+            return None
+
+    def _materialize(self, checked: Checked) -> Sample | None:
+        try:
+            sample = checked.materialize(self.segments)
         except StaleError:
             self.stale += 1
             return None
@@ -437,7 +471,7 @@ class Subscriber(_Socket):
             self.last_error = str(exc)
             return None
         self.received += 1
-        self.received_bytes += memoryview(frames[1]).nbytes + sample.nbytes
+        self.received_bytes += checked.header_bytes + sample.nbytes
         return sample
 
     def counters(self) -> dict[str, int]:
@@ -445,6 +479,7 @@ class Subscriber(_Socket):
             "received": self.received,
             "received_bytes": self.received_bytes,
             "skipped": self.skipped,
+            "refused": self.refused,
             "stale": self.stale,
             **{f"malformed_{k}": v for k, v in self.malformed.items()},
         }

@@ -5,16 +5,16 @@ and each buffer the raw little-endian bytes of one array declared in ``header["a
 docs/PROTOCOL.md is the normative text; this module implements it.
 
 Decoding is defensive: every declared size is checked against the received frame lengths and the
-configured `Limits` with plain integer arithmetic BEFORE any array is created, and the arrays returned are
-read-only views of the received frames, so a hostile message can neither crash the reader nor make it
-allocate.
+configured `Limits` with plain integer arithmetic BEFORE any array is created (`check` does only that),
+and the arrays returned are read-only views of the received frames, so a hostile message can neither
+crash the reader nor make it allocate.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import msgpack
@@ -27,6 +27,7 @@ __all__ = [
     "VERSION",
     "ArraySizeError",
     "Buffer",
+    "Checked",
     "DEFAULT_LIMITS",
     "DTypeError",
     "HeaderError",
@@ -40,6 +41,7 @@ __all__ = [
     "StaleError",
     "UnknownVersionError",
     "WireError",
+    "check",
     "decode",
     "encode",
 ]
@@ -207,12 +209,43 @@ def encode(sample: Sample, shm: ShmSink | None = None) -> list[Buffer]:
     return frames
 
 
+@dataclass(frozen=True)
+class Checked:
+    """A message that passed every check of `decode`, its arrays not created yet: a receiver can look at
+    the header (and each array's declared dtype and shape) of a message it may skip, without touching
+    its buffers or shared-memory slots. `sample` has no arrays; `materialize` makes the full sample."""
+
+    sample: Sample
+    declared: dict[str, tuple[np.dtype, tuple[int, ...]]]
+    header_bytes: int
+    _sources: tuple[memoryview | ShmRef, ...]
+
+    def materialize(self, shm: ShmSource | None = None) -> Sample:
+        """The sample with its arrays: read-only views of the frames, or copies out of shared memory."""
+        arrays: dict[str, np.ndarray] = {}
+        for (name, (dtype, shape)), source in zip(self.declared.items(), self._sources, strict=True):
+            if isinstance(source, ShmRef):
+                if shm is None:
+                    raise HeaderError(f"array {name!r}: shared-memory reference, but no segment reader")
+                source = shm.read(source, math.prod(shape) * dtype.itemsize)
+            array = np.frombuffer(source, dtype=dtype).reshape(shape)
+            array.flags.writeable = False
+            arrays[name] = array
+        return replace(self.sample, arrays=arrays)
+
+
 def decode(frames: Sequence[Buffer], limits: Limits | None = None, shm: ShmSource | None = None) -> Sample:
     """Parse and validate one message; raise a WireError subclass that says what is wrong.
 
     Shared-memory references are resolved through `shm` (a copy out of the segment); a receiver without
     it (a tcp socket) refuses them.
     """
+    return check(frames, limits, shm_refs=shm is not None).materialize(shm)
+
+
+def check(frames: Sequence[Buffer], limits: Limits | None = None, shm_refs: bool = False) -> Checked:
+    """Every check of `decode`, with integers only: nothing is allocated for the arrays and no shared
+    memory is read. `shm_refs`: whether this receiver may resolve shared-memory references."""
     limits = limits or DEFAULT_LIMITS
     if len(frames) < 2:
         raise MalformedError(f"expected at least 2 frames (topic, header), got {len(frames)}")
@@ -238,15 +271,13 @@ def decode(frames: Sequence[Buffer], limits: Limits | None = None, shm: ShmSourc
             f"{where}: header declares {len(specs)} arrays but {len(frames) - 2} buffers follow"
         )
 
-    # First pass: validate every declaration and size with integers only; nothing is allocated yet.
-    checked: list[tuple[str, np.dtype, tuple[int, ...], memoryview | ShmRef]] = []
-    names: set[str] = set()
+    declared: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+    sources: list[memoryview | ShmRef] = []
     total = 0
     for index, (spec, frame) in enumerate(zip(specs, frames[2:], strict=True)):
         name, dtype, shape, ref = _check_spec(spec, index, where, limits)
-        if name in names:
+        if name in declared:
             raise HeaderError(f"{where}: array name {name!r} appears twice")
-        names.add(name)
         nbytes = math.prod(shape) * dtype.itemsize
         if nbytes > limits.max_array_bytes:
             raise LimitError(
@@ -259,14 +290,15 @@ def decode(frames: Sequence[Buffer], limits: Limits | None = None, shm: ShmSourc
         if ref is not None:
             if view.nbytes:
                 raise ArraySizeError(f"{where} array {name!r}: in shared memory, but its frame is not empty")
-            if shm is None:
+            if not shm_refs:
                 raise HeaderError(f"{where} array {name!r}: shared-memory reference on a non-ipc receiver")
         elif view.nbytes != nbytes:
             raise ArraySizeError(
                 f"{where} array {name!r}: shape {shape} dtype {dtype.str} needs {nbytes} "
                 f"bytes, buffer has {view.nbytes}"
             )
-        checked.append((name, dtype, shape, view if ref is None else ref))
+        declared[name] = (dtype, shape)
+        sources.append(view if ref is None else ref)
 
     sample = Sample(
         stream=stream,
@@ -276,15 +308,7 @@ def decode(frames: Sequence[Buffer], limits: Limits | None = None, shm: ShmSourc
         frame_id=_get(header, "frame_id", str),
         meta=_get(header, "meta", dict),
     )
-    # Second pass, the message being valid: view each frame, or copy each array out of shared memory.
-    for name, dtype, shape, source in checked:
-        if isinstance(source, ShmRef):
-            assert shm is not None
-            source = shm.read(source, math.prod(shape) * dtype.itemsize)
-        array = np.frombuffer(source, dtype=dtype).reshape(shape)
-        array.flags.writeable = False
-        sample.arrays[name] = array
-    return sample
+    return Checked(sample, declared, header_view.nbytes, tuple(sources))
 
 
 def _unpack_header(view: memoryview, limits: Limits) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
@@ -11,7 +12,7 @@ import pytest
 import zmq
 
 from fusion_pipeline.transport import Endpoint, EndpointError, Publisher, Subscriber
-from fusion_pipeline.wire import Limits
+from fusion_pipeline.wire import Checked, Limits
 
 TESTS = Path(__file__).parent
 
@@ -106,6 +107,65 @@ def test_malformed_messages_are_counted_and_dropped(ipc_dir: Path) -> None:
             assert "needs 20 bytes" in sub.last_error
     finally:
         raw.close()
+
+
+def _radar_header(seq: int, **overrides: object) -> bytes:
+    header = {"v": 1, "stream": "s", "modality": "radar", "seq": seq, "stamp_ns": 5, "frame_id": ""}
+    header |= {"meta": {}, "arrays": [{"name": "detections", "dtype": "<f4", "shape": [1, 5]}]}
+    return msgpack.packb(header | overrides)
+
+
+@pytest.fixture
+def raw_pub(ipc_dir: Path) -> Iterator[tuple[zmq.Socket, str]]:
+    """A bare PUB socket: sends any frames, however malformed."""
+    url = f"ipc://{ipc_dir}/raw.sock"
+    raw = zmq.Context.instance().socket(zmq.PUB)
+    raw.linger = 0
+    raw.bind(url)
+    yield raw, url
+    raw.close()
+
+
+def _burst(raw: zmq.Socket, messages: list[list[bytes]]) -> None:
+    for frames in messages:
+        raw.send_multipart(frames)
+    time.sleep(0.3)  # all of them queued at the subscriber before it looks
+
+
+def test_a_drained_burst_counts_every_message_by_reason_and_delivers_the_newest_valid(
+    raw_pub: tuple[zmq.Socket, str],
+) -> None:
+    raw, url = raw_pub
+    with Subscriber(url, hwm=100) as sub:
+        time.sleep(0.2)
+        valid = [[b"s", _radar_header(seq), bytes(20)] for seq in (1, 2, 3)]
+        bad_msgpack = [b"s", b"\xc1garbage"]
+        wrong_version = [b"s", _radar_header(4, v=2), bytes(20)]
+        bad_shape = [b"s", _radar_header(5, arrays=[{"name": "d", "dtype": "<f4", "shape": [-1, 5]}]), b""]
+        short = [b"s", _radar_header(6), bytes(19)]
+        # The newest message is malformed: the newest valid one (seq 3) is delivered, not lost.
+        _burst(raw, [valid[0], bad_msgpack, valid[1], wrong_version, bad_shape, valid[2], short, bad_msgpack])
+        sample = sub.recv_newest(timeout_ms=2000)
+        assert sample is not None and sample.seq == 3 and sample.arrays["detections"].shape == (1, 5)
+        assert sub.malformed == {"malformed": 2, "unknown_version": 1, "bad_header": 1, "size_mismatch": 1}
+        assert (sub.received, sub.skipped, sub.refused) == (1, 2, 0)
+        assert sub.recv_newest(timeout_ms=50) is None
+
+
+def test_recv_newest_falls_back_past_messages_the_caller_refuses(raw_pub: tuple[zmq.Socket, str]) -> None:
+    raw, url = raw_pub
+    with Subscriber(url, hwm=100) as sub:
+        time.sleep(0.2)
+        _burst(raw, [[b"s", _radar_header(seq), bytes(20)] for seq in range(5)])
+        seen: list[int] = []
+
+        def admit(checked: Checked) -> bool:
+            seen.append(checked.sample.seq)
+            return checked.sample.seq < 3  # the caller's own header checks refuse 3 and 4
+
+        sample = sub.recv_newest(timeout_ms=2000, admit=admit)
+        assert sample is not None and sample.seq == 2 and seen == [0, 1, 2, 3, 4]
+        assert (sub.received, sub.skipped, sub.refused) == (1, 2, 2)
 
 
 def test_receiving_socket_has_maxmsgsize(ipc_dir: Path) -> None:
