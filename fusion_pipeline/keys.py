@@ -10,7 +10,7 @@ import zmq.auth
 
 from fusion_pipeline.errors import FusionError
 
-__all__ = ["KeysError", "generate_keys", "register"]
+__all__ = ["KeysError", "generate_keys", "load_allow_list", "load_certificate", "register"]
 
 
 class KeysError(FusionError):
@@ -49,6 +49,44 @@ def generate_keys(directory: Path, name: str) -> tuple[Path, Path]:
         os.umask(umask)
     Path(public).chmod(0o644)  # the public half is meant to be copied around
     return Path(public), Path(secret)
+
+
+def load_certificate(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
+    """(public, secret) keys of a certificate file. A file holding a secret key is refused unless only its
+    user can access it, whoever loads it: a key others can read is a key others hold."""
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise KeysError(f"CURVE certificate {str(path)!r} cannot be read: {exc}") from exc
+    if need_secret and secret is None:
+        raise KeysError(f"CURVE certificate {str(path)!r} has no secret key (use the *.key_secret file)")
+    mode = path.stat().st_mode & 0o777
+    if secret is not None and mode & 0o077:
+        raise KeysError(
+            f"CURVE certificate {str(path)!r} holds a secret key and has mode {mode:04o}, so other users "
+            f"can read it: chmod 600 {path}"
+        )
+    return public, secret
+
+
+def load_allow_list(directory: Path, need_keys: bool) -> frozenset[bytes]:
+    """The client public keys (Z85) of an `authorized_keys` directory: one per *.key file in it. Refuses a
+    directory that is missing, or that names no client where a server will use it (`need_keys`).
+
+    The files are listed here, not by pyzmq's loader: that one globs the directory's own name, so a "*",
+    "?" or "[" in it would admit the keys of other directories (and the location "*" admits any key)."""
+    if not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "does not exist"
+        raise KeysError(f"authorized_keys {directory}: {what} (a directory of client *.key files)")
+    allowed = frozenset(
+        load_certificate(path, need_secret=False)[0] for path in directory.iterdir() if path.suffix == ".key"
+    )
+    if need_keys and not allowed:
+        raise KeysError(
+            f"authorized_keys {directory}: holds no public certificate (*.key), so no client could "
+            "connect; copy each client's NAME.key into it"
+        )
+    return allowed
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from fusion_pipeline import shm as shared_memory
 from fusion_pipeline.errors import FusionError
+from fusion_pipeline.keys import KeysError, load_allow_list, load_certificate
 from fusion_pipeline.wire import (
     DEFAULT_LIMITS,
     Buffer,
@@ -157,14 +158,14 @@ class Curve:
     server_key: Path | None = None
 
 
-def _load_certificate(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise TransportError(f"CURVE certificate {str(path)!r} cannot be read: {exc}") from exc
-    if need_secret and secret is None:
-        raise TransportError(f"CURVE certificate {str(path)!r} has no secret key (use the *.key_secret file)")
-    return public, secret
+@dataclass(frozen=True)
+class _AllowList:
+    """The ZAP authenticator's credentials provider: admits exactly these client public keys (Z85)."""
+
+    keys: frozenset[bytes]
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self.keys
 
 
 def send_frames(socket: zmq.Socket, frames: Sequence[Buffer], flags: int = 0, zero_copy: bool = True) -> None:
@@ -229,22 +230,26 @@ class _Socket:
     def _secure(self, server: bool) -> None:
         """Turn on CURVE before bind/connect (libzmq reads the options at that moment)."""
         curve = self._curve
-        public, secret = _load_certificate(curve.certificate, need_secret=True)
-        self.socket.curve_publickey, self.socket.curve_secretkey = public, secret
-        if server:
-            if curve.authorized_keys is None:
-                raise TransportError("a CURVE server socket needs an authorized_keys directory")
-            if self._authenticator is None:
-                self._authenticator = ThreadAuthenticator(self._context, log=_AUTH_LOG)
-                self._authenticator.start()
-                self._authenticator.configure_curve(domain="*", location=str(curve.authorized_keys))
-            self.socket.curve_server = True
-        else:
-            if curve.server_key is None:
-                raise TransportError(
-                    "a CURVE client socket needs the server's public certificate (server_key)"
-                )
-            self.socket.curve_serverkey = _load_certificate(curve.server_key, need_secret=False)[0]
+        try:  # a key file missing, malformed or readable by others (fusion_pipeline.keys) is refused here
+            public, secret = load_certificate(curve.certificate, need_secret=True)
+            self.socket.curve_publickey, self.socket.curve_secretkey = public, secret
+            if server:
+                if curve.authorized_keys is None:
+                    raise TransportError("a CURVE server socket needs an authorized_keys directory")
+                allowed = _AllowList(load_allow_list(curve.authorized_keys, need_keys=True))
+                if self._authenticator is None:
+                    self._authenticator = ThreadAuthenticator(self._context, log=_AUTH_LOG)
+                    self._authenticator.start()
+                    self._authenticator.configure_curve_callback(domain="*", credentials_provider=allowed)
+                self.socket.curve_server = True
+            else:
+                if curve.server_key is None:
+                    raise TransportError(
+                        "a CURVE client socket needs the server's public certificate (server_key)"
+                    )
+                self.socket.curve_serverkey = load_certificate(curve.server_key, need_secret=False)[0]
+        except KeysError as exc:
+            raise TransportError(str(exc)) from exc
 
     @property
     def last_endpoint(self) -> str:

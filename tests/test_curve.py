@@ -130,3 +130,54 @@ def test_keys_generate_command(tmp_path: Path, run_cli) -> None:
     loose = run_cli("keys", "generate", str(tmp_path / "open"))
     assert loose.returncode == 2 and "mode 0755; a secret key needs a directory only its user" in loose.stderr
     assert not list((tmp_path / "open").iterdir())
+
+
+def test_a_fresh_random_client_key_receives_nothing(keys, tmp_path: Path, monkeypatch) -> None:
+    """The allow-list is a directory, whatever its name: one called "*" (pyzmq's allow-any) lets in only
+    the keys in it, never a client with a key made a moment ago."""
+    monkeypatch.chdir(tmp_path)
+    Path("*").mkdir()
+    (Path("*") / "allowed.key").write_bytes(keys["allowed"][0].read_bytes())
+    fresh = generate_keys(tmp_path / "fresh", "fresh")
+    curve = Curve(certificate=keys["server"][1], authorized_keys=Path("*"))
+    with Publisher("tcp://127.0.0.1:*", "result/fused", "result", curve=curve) as pub:
+        endpoint = pub.last_endpoint
+        allowed = _peer("sub", endpoint, keys["allowed"], keys["server"], 3)
+        stranger = _peer("sub", endpoint, fresh, keys["server"], 3)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            pub.publish(time.time_ns(), probs=np.ones(5, np.float32))
+            time.sleep(0.02)
+        allowed_out, _ = allowed.communicate(timeout=10)
+        stranger_out, _ = stranger.communicate(timeout=10)
+    assert len(allowed_out.split()) > 20, "the allowed client received nothing"
+    assert stranger_out == "", "a client with a fresh random key received results"
+
+
+def test_a_secret_others_can_read_is_refused_wherever_it_is_loaded(keys, tmp_path: Path) -> None:
+    secret = keys["server"][1]
+    secret.chmod(0o644)
+    fix = f"chmod 600 {secret}"
+    with pytest.raises(TransportError, match=rf"{secret}.*mode 0644.*{fix}"):
+        Publisher("tcp://127.0.0.1:*", "s", "m", curve=_server_curve(keys))
+    # As a server_key (a client loads it for the public half), a secret in the file must be private too.
+    client = Curve(certificate=keys["allowed"][1], server_key=secret)
+    with pytest.raises(TransportError, match=rf"mode 0644.*{fix}"):
+        Subscriber("tcp://127.0.0.1:5999", curve=client)
+    secret.chmod(0o640)
+    with pytest.raises(TransportError, match="mode 0640"):
+        Publisher("tcp://127.0.0.1:*", "s", "m", curve=_server_curve(keys))
+    secret.chmod(0o600)
+    Publisher("tcp://127.0.0.1:*", "s", "m", curve=_server_curve(keys)).close()
+
+
+def test_a_server_refuses_an_allow_list_that_names_no_key(keys, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for directory, expected in [
+        (tmp_path / "absent", "does not exist"),
+        (tmp_path / "empty", r"holds no public certificate \(\*\.key\)"),
+        (keys["allowed"][0], "is not a directory"),
+    ]:
+        curve = Curve(certificate=keys["server"][1], authorized_keys=directory)
+        with pytest.raises(TransportError, match=rf"authorized_keys {directory}: {expected}"):
+            Publisher("tcp://127.0.0.1:*", "s", "m", curve=curve)
