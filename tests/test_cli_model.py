@@ -1,0 +1,111 @@
+"""`model` commands without the [train] extra, outputs never overwritten, and the limits --help states."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from fusion_pipeline.model.commands import MIN_SAMPLES
+
+
+def _without_torch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`fusion-pipeline ARGS` in a process where `import torch` fails, as on a runtime-only install."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from fusion_pipeline.cli import main\n"
+        f"sys.exit(main({list(args)!r}))\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--samples", "100", "--epochs", "1"],
+        ["eval"],
+        ["export", "--model", "concat", "--out", "new.onnx"],
+    ],
+)
+def test_a_missing_train_extra_says_what_to_install(command: list[str], tmp_path: Path) -> None:
+    done = _without_torch("model", *command, "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "model: error: needs torch, which is not installed: pip install 'fusion-pipeline[train]'" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_export_refuses_an_existing_out_before_any_work(tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"yesterday's model")
+    done = run_cli("model", "export", "--run-dir", str(tmp_path), "--out", str(out))
+    assert done.returncode == 2 and f"--out {out}: exists already, not overwriting it" in done.stderr
+    assert out.read_bytes() == b"yesterday's model"
+
+
+def test_train_help_states_the_minimum_samples_and_enforces_it(run_cli) -> None:
+    helped = run_cli("model", "train", "--help")
+    assert f"at least {MIN_SAMPLES}" in " ".join(helped.stdout.split())  # help text is wrapped
+    done = run_cli("model", "train", "--samples", str(MIN_SAMPLES - 1))
+    assert done.returncode == 2
+    assert f"argument --samples: {MIN_SAMPLES - 1} is less than {MIN_SAMPLES}" in done.stderr
+
+
+def test_the_stated_minimum_is_the_training_code_s() -> None:
+    pytest.importorskip("torch")
+    from fusion_pipeline.model.train import TrainConfig
+
+    tc = TrainConfig()
+    fits = [n for n in range(1, 1000) if n - int(n * tc.val_fraction) >= tc.batch_size]
+    assert fits[0] == MIN_SAMPLES
+
+
+def _tiny_run(run: Path) -> None:
+    """A run dir with one untrained, tiny `concat` checkpoint: what eval and export read."""
+    from fusion_pipeline.model.net import FusionNet, ModelConfig
+    from fusion_pipeline.model.train import TrainConfig, save_checkpoint
+
+    run.mkdir()
+    tiny = {"d_model": 16, "cnn_channels": (4, 8, 8), "radar_hidden": 8, "hidden": 16, "n_layers": 1}
+    meta = {"train_config": asdict(TrainConfig()), "history": [], "seconds": 0.0}
+    save_checkpoint(run / "concat.npz", FusionNet(ModelConfig(fusion="concat", **tiny)), meta)
+
+
+def test_export_links_a_checked_model_into_place_and_never_over_one(tmp_path: Path, run_cli) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    run, out = tmp_path / "run", tmp_path / "out" / "model.onnx"
+    _tiny_run(run)
+    out.parent.mkdir()
+    done = run_cli("model", "export", "--run-dir", str(run), "--model", "concat", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert list(out.parent.iterdir()) == [out]  # no partial file left beside it
+    exported = out.read_bytes()
+    again = run_cli("model", "export", "--run-dir", str(run), "--model", "concat", "--out", str(out))
+    assert again.returncode == 2 and "exists already, not overwriting it" in again.stderr
+    assert out.read_bytes() == exported
+
+
+def test_eval_writes_its_report_under_the_run_dir(tmp_path: Path) -> None:
+    """Without --doc, eval leaves the working directory alone (it wrote docs/MODEL.md there)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    _tiny_run(run)
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "fusion_pipeline.cli", "model", "eval", "--run-dir", str(run)]
+        + ["--test-samples", "8", "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=work,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (run / "MODEL.md").is_file() and (run / "model_eval.png").is_file()
+    assert list(work.iterdir()) == []
