@@ -4,16 +4,18 @@ Every error names the file, the key path (``streams[1].modality``) and what was 
 config refuses to start with a message an operator can act on. Unknown keys are errors too: a typo
 must not silently fall back to a default on a vehicle.
 
-Endpoints may contain ``{run_dir}``, replaced by the run's private ipc directory.
+Endpoints may contain ``{run_dir}``, replaced by the run's private ipc directory. What depends on it (ipc
+path lengths, two endpoints that become one) is checked again by `check_run_dir` once the run dir is known.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -28,6 +30,9 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "DEMO_CONFIG",
+    "IPC_PATH_MAX",
+    "EndpointUse",
+    "check_run_dir",
     "config_source",
     "Config",
     "ConfigError",
@@ -45,6 +50,12 @@ __all__ = [
 ]
 
 DEMO_CONFIG = "demo.toml"
+#: Linux's sun_path holds 108 bytes with the closing NUL: libzmq refuses a longer ipc path.
+IPC_PATH_MAX = 107
+# Stands for the run dir until it is known: absolute, so it parses, and no real path starts with it.
+_UNRESOLVED = "/{run_dir}"
+_WILDCARD_HOSTS = {"*", "0.0.0.0", "::"}  # a bind on any of these takes the port on every address
+_LOOPBACK_HOSTS = {"127.0.0.1", "::1"}  # localhost is spelled 127.0.0.1 by _bind_address
 
 Modality = Literal["camera", "lidar", "radar", "audio"]
 
@@ -214,6 +225,14 @@ class SecurityConfig(_Section):
         )
 
 
+class EndpointUse(NamedTuple):
+    """One endpoint of the graph, `{run_dir}` and `{stream}` resolved."""
+
+    key: str  # its config key, e.g. "streams[1].endpoint"
+    url: str
+    binds: bool  # bound on this host; False: an external driver's, which this host connects to
+
+
 class Config(_Section):
     pipeline: PipelineConfig = PipelineConfig()
     streams: list[StreamConfig] = Field(min_length=1)
@@ -238,6 +257,22 @@ class Config(_Section):
         """Where the ingest node of `stream` publishes."""
         config = self.stream(stream)
         return self.endpoint(config.ingest_endpoint.replace("{stream}", config.slug), run_dir)
+
+    def endpoint_uses(self, run_dir: str | Path) -> list[EndpointUse]:
+        """Every endpoint of the graph in `run_dir`: drivers', ingest's, the synchronizer's, the results'."""
+        uses = [
+            EndpointUse(f"streams[{i}].endpoint", self.endpoint(s.endpoint, run_dir), s.driver == "sim")
+            for i, s in enumerate(self.streams)
+        ]
+        uses += [
+            EndpointUse(f"streams[{i}].ingest_endpoint", self.ingest_endpoint(s.name, run_dir), True)
+            for i, s in enumerate(self.streams)
+        ]
+        return [
+            *uses,
+            EndpointUse("sync.endpoint", self.endpoint(self.sync.endpoint, run_dir), True),
+            EndpointUse("output.endpoint", self.endpoint(self.output.endpoint, run_dir), True),
+        ]
 
     def curve_for(self, urls: str | Iterable[str]) -> Curve | None:
         """CURVE settings for a socket attached to `urls` (resolved endpoints), or None when none is tcp
@@ -300,14 +335,18 @@ def _cross_checks(config: Config) -> Iterator[str]:
             yield f"streams[{i}].sample_rate: required for an audio stream"
         if stream.modality != "audio" and stream.sample_rate is not None:
             yield f"streams[{i}].sample_rate: only audio streams have a sample rate"
-    endpoints = [(f"streams[{i}].endpoint", s.endpoint) for i, s in enumerate(config.streams)]
-    endpoints += [(f"streams[{i}].ingest_endpoint", s.ingest_endpoint) for i, s in enumerate(config.streams)]
-    endpoints += [("sync.endpoint", config.sync.endpoint), ("output.endpoint", config.output.endpoint)]
     security = config.security
-    for key, url in endpoints:
+    if security.authorized_keys == "*":
+        yield (
+            "security.authorized_keys: '*' would admit any client key; name a directory holding the "
+            "clients' public certificates (NAME.key)"
+        )
+    valid = True
+    for key, url, _ in config.endpoint_uses(_UNRESOLVED):
         try:
-            endpoint = Endpoint(url.replace("{run_dir}", "/run").replace("{stream}", "s"))
+            endpoint = Endpoint(url)
         except EndpointError as exc:
+            valid = False
             yield f"{key}: {exc}"
             continue
         if (
@@ -319,6 +358,8 @@ def _cross_checks(config: Config) -> Iterator[str]:
                 f"{key}: tcp endpoint {url!r} needs CURVE: set security.certificate and "
                 "security.authorized_keys (see `fusion-pipeline keys generate`), or security.insecure = true"
             )
+    if valid:  # what the run dir does not change can be refused now
+        yield from _endpoint_problems(config, _UNRESOLVED)
     if config.sync.mode == "reference":
         if config.sync.reference is None:
             yield "sync.reference: required when sync.mode = 'reference' (name of the reference stream)"
@@ -329,3 +370,83 @@ def _cross_checks(config: Config) -> Iterator[str]:
     for j, name in enumerate(config.record.streams):
         if name not in names:
             yield f"record.streams[{j}]: {name!r} is not a stream (streams: {names})"
+
+
+def check_run_dir(
+    config: Config, run_dir: Path, source: str, sockets: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Refuse, before anything is created or bound, what `run_dir` makes of the endpoints: an ipc path
+    over IPC_PATH_MAX, or two endpoints that become one (an absolute path inside the run dir). `sockets`
+    are the run's own, as (what, resolved url) pairs: the supervisor's control socket, for one."""
+    problems = _endpoint_problems(config, str(run_dir), sockets)
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise ConfigError(f"{source}: invalid config for run dir {run_dir}:\n{lines}")
+
+
+def _endpoint_problems(config: Config, run_dir: str, sockets: Sequence[tuple[str, str]] = ()) -> list[str]:
+    uses = [*config.endpoint_uses(run_dir), *(EndpointUse(what, url, True) for what, url in sockets)]
+    if config.metrics.enabled:  # the supervisor's HTTP server takes a tcp port of this host too
+        uses.append(EndpointUse("metrics.address", f"tcp://{config.metrics.address}", True))
+    return [*_too_long(uses), *_collisions(uses)]
+
+
+def _shown(url: str) -> str:
+    return url.replace(_UNRESOLVED, "{run_dir}")
+
+
+def _too_long(uses: Sequence[EndpointUse]) -> Iterator[str]:
+    for use in uses:
+        if not use.url.startswith("ipc://") or _UNRESOLVED in use.url:
+            continue
+        path = use.url[len("ipc://") :]
+        size = len(os.fsencode(path))
+        if size > IPC_PATH_MAX:
+            yield (
+                f"{use.key}: ipc path {path!r} is {size} bytes, over the {IPC_PATH_MAX}-byte limit of a "
+                "socket address (sun_path); shorten it or pipeline.run_dir (TMPDIR for a temp run dir)"
+            )
+
+
+def _collisions(uses: Sequence[EndpointUse]) -> Iterator[str]:
+    for i, use in enumerate(uses):
+        for other in uses[:i]:
+            reason = _collision(use, other)
+            if reason is not None:
+                yield (
+                    f"{use.key}: {_shown(use.url)!r} collides with {other.key} ({_shown(other.url)!r}): "
+                    f"{reason}; give each endpoint its own"
+                )
+                break
+
+
+def _collision(a: EndpointUse, b: EndpointUse) -> str | None:
+    """Why `a` and `b` would take one socket, or None. Two binds on this host collide on one ipc path, or
+    one tcp port on the same or a wildcard host. An external driver's endpoint collides only with one this
+    host binds, on the same address (or loopback under a wildcard): several streams may share one driver's
+    socket, and whether another host's address is this host's cannot be told from the config."""
+    where_a, where_b = _bind_address(a.url), _bind_address(b.url)
+    if not (a.binds or b.binds) or where_a is None or where_b is None:
+        return None
+    if where_a == where_b:
+        return "the same ipc path" if where_a[0] == "ipc" else "the same tcp address"
+    (scheme_a, host_a, port_a), (scheme_b, host_b, port_b) = where_a, where_b
+    if scheme_a != "tcp" or scheme_b != "tcp" or port_a != port_b or "*" not in (host_a, host_b):
+        return None
+    other = host_b if host_a == "*" else host_a
+    if a.binds and b.binds or other in _LOOPBACK_HOSTS:
+        return f"a wildcard host takes tcp port {port_a} on every address"
+    return None
+
+
+def _bind_address(url: str) -> tuple[str, str, str] | None:
+    """What binding `url` takes: ("ipc", path, "") or ("tcp", host, port) with wildcard and localhost
+    spellings made one; None for a port the system picks (tcp "*", or 0)."""
+    scheme, _, rest = url.partition("://")
+    if scheme == "ipc":
+        return "ipc", os.path.normpath(rest), ""
+    host, _, port = rest.rpartition(":")
+    if port in ("*", "0"):
+        return None
+    host = host.strip("[]").lower()
+    return "tcp", "*" if host in _WILDCARD_HOSTS else "127.0.0.1" if host == "localhost" else host, port

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from fusion_pipeline.config import ConfigError, load_config, parse_config
+from fusion_pipeline.config import ConfigError, check_run_dir, load_config, parse_config
 
 DEMO_PATH = Path(__file__).parents[1] / "configs" / "demo.toml"
 DEMO = DEMO_PATH.read_text()
@@ -91,3 +91,139 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.toml")
     with pytest.raises(ConfigError, match="streams: Field required"):
         parse_config("[pipeline]\n", "y.toml")
+
+
+def _with(*replacements: tuple[str, str]) -> str:
+    text = DEMO
+    for old, new in replacements:
+        assert old in text
+        text = text.replace(old, new, 1)
+    return text
+
+
+def test_an_allow_list_of_any_key_is_refused() -> None:
+    text = _with(("insecure = false", 'certificate = "k/p.key_secret"\nauthorized_keys = "*"'))
+    with pytest.raises(ConfigError, match=r"security.authorized_keys: '\*' would admit any client key"):
+        parse_config(text, "star.toml")
+
+
+SENSOR = 'endpoint = "ipc://{run_dir}/sensor-radar_front.sock"'
+RESULTS = 'endpoint = "ipc://{run_dir}/results.sock"'
+TCP = ("insecure = false", "insecure = true")
+
+
+@pytest.mark.parametrize(
+    ("replacements", "expected"),
+    [
+        (
+            [(SENSOR, 'endpoint = "ipc://{run_dir}/sensor-lidar_top.sock"')],
+            "streams[2].endpoint: 'ipc://{run_dir}/sensor-lidar_top.sock' collides with "
+            "streams[1].endpoint ('ipc://{run_dir}/sensor-lidar_top.sock'): the same ipc path",
+        ),
+        (  # the same path written another way
+            [(SENSOR, 'endpoint = "ipc://{run_dir}/./x/../sets.sock"')],
+            "sync.endpoint: 'ipc://{run_dir}/sets.sock' collides with streams[2].endpoint",
+        ),
+        (
+            [(RESULTS, 'endpoint = "ipc://{run_dir}/ingest-camera_front.sock"')],
+            "output.endpoint: 'ipc://{run_dir}/ingest-camera_front.sock' collides with "
+            "streams[0].ingest_endpoint",
+        ),
+        (  # a wildcard host binds the port on every address
+            [
+                TCP,
+                (SENSOR, 'endpoint = "tcp://0.0.0.0:5555"'),
+                (RESULTS, 'endpoint = "tcp://127.0.0.1:5555"'),
+            ],
+            "output.endpoint: 'tcp://127.0.0.1:5555' collides with streams[2].endpoint ('tcp://0.0.0.0:5555')",
+        ),
+        (
+            [TCP, (SENSOR, 'endpoint = "tcp://*:5555"'), (RESULTS, 'endpoint = "tcp://localhost:5555"')],
+            "output.endpoint: 'tcp://localhost:5555' collides with streams[2].endpoint ('tcp://*:5555')",
+        ),
+        (
+            [
+                TCP,
+                (SENSOR, 'endpoint = "tcp://localhost:5555"'),
+                (RESULTS, 'endpoint = "tcp://127.0.0.1:5555"'),
+            ],
+            "output.endpoint: 'tcp://127.0.0.1:5555' collides with streams[2].endpoint",
+        ),
+        (  # the supervisor's metrics take a tcp port too
+            [TCP, (RESULTS, 'endpoint = "tcp://0.0.0.0:9464"')],
+            "metrics.address: 'tcp://127.0.0.1:9464' collides with output.endpoint ('tcp://0.0.0.0:9464')",
+        ),
+        (  # an external driver's endpoint that this host binds too
+            [(SENSOR, f'{SENSOR}\ndriver = "external"'), (RESULTS, SENSOR)],
+            "output.endpoint: 'ipc://{run_dir}/sensor-radar_front.sock' collides with streams[2].endpoint",
+        ),
+        (  # {stream} is the name with "/" made "_": two names, one ingest socket
+            [('name = "radar/front"', 'name = "camera_front"')],
+            "streams[2].ingest_endpoint: 'ipc://{run_dir}/ingest-camera_front.sock' collides with "
+            "streams[0].ingest_endpoint",
+        ),
+    ],
+)
+def test_colliding_endpoints_are_refused_naming_both_keys(replacements, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with(*replacements), "clash.toml")
+    assert str(info.value).startswith("clash.toml: invalid config")
+    assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "replacements",
+    [
+        # One external driver may publish several streams on one socket (each ingest subscribes to its own).
+        [
+            (SENSOR, 'endpoint = "tcp://10.0.0.7:5555"\ndriver = "external"'),
+            (
+                'endpoint = "ipc://{run_dir}/sensor-camera_front.sock"',
+                'endpoint = "tcp://10.0.0.7:5555"\ndriver = "external"',
+            ),
+            TCP,
+        ],
+        # A remote driver on the port this host binds on every address, distinct addresses, a wildcard port.
+        [
+            TCP,
+            (SENSOR, 'endpoint = "tcp://10.0.0.7:5555"\ndriver = "external"'),
+            (RESULTS, 'endpoint = "tcp://*:5555"'),
+        ],
+        [TCP, (SENSOR, 'endpoint = "tcp://127.0.0.2:5555"'), (RESULTS, 'endpoint = "tcp://127.0.0.1:5555"')],
+        [TCP, (SENSOR, 'endpoint = "tcp://127.0.0.1:*"'), (RESULTS, 'endpoint = "tcp://127.0.0.1:*"')],
+        [TCP, ("enabled = true", "enabled = false"), (RESULTS, 'endpoint = "tcp://127.0.0.1:9464"')],
+    ],
+)
+def test_endpoints_that_do_not_collide_pass(replacements) -> None:
+    parse_config(_with(*replacements))
+
+
+def test_ipc_paths_over_the_sun_path_limit_are_refused() -> None:
+    long = "/tmp/" + "d" * 100 + "/results.sock"
+    with pytest.raises(ConfigError, match=rf"output.endpoint: ipc path '{long}' is 118 bytes, over the 107"):
+        parse_config(_with((RESULTS, f'endpoint = "ipc://{long}"')))
+    config = parse_config(DEMO)
+    run_dir = Path("/tmp/" + "r" * 77)
+    check_run_dir(config, run_dir, "demo.toml")  # 82 bytes + the longest /socket name (25) fit
+    with pytest.raises(ConfigError) as info:
+        check_run_dir(config, run_dir / "deeper", "demo.toml")
+    message = str(info.value)
+    assert message.startswith(f"demo.toml: invalid config for run dir {run_dir}/deeper:")
+    assert (
+        f"streams[0].endpoint: ipc path '{run_dir}/deeper/sensor-camera_front.sock' is 114 bytes" in message
+    )
+    assert "sync.endpoint" not in message  # {run_dir}/deeper/sets.sock: 99 bytes
+
+
+def test_a_run_dir_that_makes_two_endpoints_one_is_refused() -> None:
+    text = _with((RESULTS, 'endpoint = "ipc:///run/fp/sets.sock"'))
+    config = parse_config(text)  # the run dir is not known yet
+    check_run_dir(config, Path("/run/other"), "x.toml")
+    with pytest.raises(ConfigError, match=r"output.endpoint: 'ipc:///run/fp/sets.sock' collides with sync"):
+        check_run_dir(config, Path("/run/fp"), "x.toml")
+    control = ("the supervisor's control socket", "ipc:///run/fp/control.sock")
+    taken = parse_config(_with((RESULTS, 'endpoint = "ipc://{run_dir}/control.sock"')))
+    with pytest.raises(
+        ConfigError, match="the supervisor's control socket: 'ipc:///run/fp/control.sock' collides"
+    ):
+        check_run_dir(taken, Path("/run/fp"), "x.toml", [control])
