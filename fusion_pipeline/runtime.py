@@ -5,10 +5,14 @@ every set; `result_sample` turns the outputs into the result message of docs/PRO
 
 Providers. The config lists them in order of preference; ``auto`` expands to TensorRT (only when
 ``model.tensorrt`` is on: building an engine takes minutes), then CUDA, then the CPU, which is always
-the last resort. A provider that this onnxruntime build lacks is skipped at planning time; one that the
-build has but the machine cannot run (no GPU, missing CUDA libraries) is dropped by onnxruntime while it
-creates the session. Either way `ModelRuntime.provider` is what `session.get_providers()` says is in use,
-and `ModelRuntime.fell_back` is true when that is not the first choice; the node then logs a WARNING.
+the last resort. A provider that this onnxruntime build lacks is skipped at planning time, and so is one
+whose shared library does not load here (`library_error`: no CUDA libraries, no NVIDIA driver), probed
+quietly with ctypes; asked for anyway, onnxruntime would print its load errors before falling back. One
+the machine still cannot run (a driver without a usable GPU) is dropped by onnxruntime while it creates
+the session, with its own log. Either way `ModelRuntime.provider` is what `session.get_providers()` says is
+in use, and `ModelRuntime.fell_back` is true when that is not the first choice of this build; then
+`ModelRuntime.describe()`, the node's one line about providers, says so and why. The code imports only
+``onnxruntime``, which the ``onnxruntime-gpu`` and the CPU-only ``onnxruntime`` wheels both provide.
 
 On CUDA and TensorRT, inputs are bound from host memory and outputs to buffers allocated once on the
 device (IO binding), so a call does not allocate device memory; the small outputs are copied back
@@ -18,9 +22,10 @@ algorithm search, TensorRT engine build or cache load) never lands on the first 
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,6 +46,7 @@ __all__ = [
     "check_contract",
     "choose_providers",
     "engine_cache_dir",
+    "library_error",
     "load_contract",
     "model_path",
     "result_sample",
@@ -60,6 +66,7 @@ PROVIDERS: dict[str, str] = {
 }
 _GPU_PROVIDERS = (PROVIDERS["tensorrt"], PROVIDERS["cuda"])
 WARM_UP_RUNS = 3
+_NOT_IN_BUILD = "(not in this onnxruntime build)"
 
 
 def model_path(config: Config) -> Path:
@@ -156,10 +163,12 @@ def wants_tensorrt(model: ModelConfig) -> bool:
 
 @dataclass(frozen=True)
 class ProviderPlan:
-    """What to ask onnxruntime for: (provider, options) in order of preference, and what was skipped."""
+    """What to ask onnxruntime for: (provider, options) in order of preference, what was skipped (each
+    with its reason), and the first choice among the providers of this build (usable or not)."""
 
     providers: tuple[tuple[str, dict[str, str]], ...]
     skipped: tuple[str, ...] = field(default=())
+    first_choice: str = PROVIDERS["cpu"]
 
     @property
     def names(self) -> list[str]:
@@ -174,11 +183,13 @@ def choose_providers(
     tf32: bool,
     engine_cache: Path,
     device_id: int = 0,
+    probe: Callable[[str], str | None] | None = None,
 ) -> ProviderPlan:
     """Expand the config's provider list against what this onnxruntime build offers.
 
     ``auto`` = TensorRT (if `tensorrt`) > CUDA > CPU; explicit names keep their order, and the CPU is
     always appended as the last resort (onnxruntime also needs it for operators a GPU provider lacks).
+    `probe(provider)` (e.g. `library_error`) says why a provider of the build cannot load here, or None.
     """
     order: list[str] = []
     for name in requested:
@@ -193,13 +204,38 @@ def choose_providers(
     order.append("cpu")
     chosen: list[tuple[str, dict[str, str]]] = []
     skipped: list[str] = []
-    for name in dict.fromkeys(order):  # de-duplicated, first occurrence wins
+    in_build = [name for name in dict.fromkeys(order) if PROVIDERS[name] in available]  # de-duplicated
+    for name in dict.fromkeys(order):
         provider = PROVIDERS[name]
-        if provider not in available:
-            skipped.append(f"{provider} (not in this onnxruntime build)")
-            continue
-        chosen.append((provider, _provider_options(name, tf32, engine_cache, device_id)))
-    return ProviderPlan(tuple(chosen), tuple(skipped))
+        if name not in in_build:
+            skipped.append(f"{provider} {_NOT_IN_BUILD}")
+        elif provider != PROVIDERS["cpu"] and probe is not None and (error := probe(provider)):
+            skipped.append(f"{provider} ({error})")
+        else:
+            chosen.append((provider, _provider_options(name, tf32, engine_cache, device_id)))
+    return ProviderPlan(
+        tuple(chosen), tuple(skipped), PROVIDERS[in_build[0]] if in_build else PROVIDERS["cpu"]
+    )
+
+
+def library_error(provider: str) -> str | None:
+    """Why `provider`'s shared library (or one it needs: CUDA, cuDNN, TensorRT, the NVIDIA driver) does
+    not load in this process, or None when it loads or the build keeps it elsewhere (onnxruntime then
+    decides). Loading it is what onnxruntime would do first; ctypes does it without a word on stderr."""
+    import onnxruntime as ort
+
+    capi = Path(ort.__file__).parent / "capi"
+    suffix = next((k for k, v in PROVIDERS.items() if v == provider), "")
+    library = capi / f"libonnxruntime_providers_{suffix}.so"
+    if not library.is_file():
+        return None
+    try:
+        # Provider libraries take their host interface from this one, as onnxruntime loads it: global.
+        ctypes.CDLL(str(capi / "libonnxruntime_providers_shared.so"), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(library))
+    except OSError as exc:
+        return f"cannot load {library.name}: {exc}"
+    return None
 
 
 def _provider_options(name: str, tf32: bool, engine_cache: Path, device_id: int) -> dict[str, str]:
@@ -233,6 +269,7 @@ class ModelRuntime:
             tensorrt=config.model.tensorrt,
             tf32=config.model.tf32,
             engine_cache=engine_cache_dir(),
+            probe=library_error,
         )
         options = ort.SessionOptions()
         options.intra_op_num_threads = config.model.intra_op_threads
@@ -247,7 +284,7 @@ class ModelRuntime:
         except Exception as exc:  # onnxruntime's own untyped errors
             raise ContractError(f"{self.path}: onnxruntime cannot create a session: {exc}") from exc
         self.provider: str = self.session.get_providers()[0]
-        self.fell_back = self.provider != self.plan.names[0]
+        self.fell_back = self.provider != self.plan.first_choice
         self._check_graph()
         self._zeros = {s.name: np.zeros((1, *s.shape), np.float32) for s in self.contract.inputs}
         self._outputs = [s.name for s in self.contract.outputs]
@@ -270,9 +307,17 @@ class ModelRuntime:
                 )
 
     def describe(self) -> str:
-        wanted = " > ".join(self.plan.names)
-        fusion = self.contract.fusion or "fusion ?"
-        return f"model {self.path} ({fusion}); providers wanted {wanted}; in use {self.provider}"
+        """The one line that says what runs and, after a fallback, why (the node logs it as a WARNING)."""
+        model = f"model {self.path} ({self.contract.fusion or 'fusion ?'})"
+        if not self.fell_back:
+            return f"{model}; providers wanted {' > '.join(self.plan.names)}; in use {self.provider}"
+        first = self.plan.first_choice
+        why = [s for s in self.plan.skipped if not s.endswith(_NOT_IN_BUILD)]
+        if first in self.plan.names:  # asked for, and dropped by onnxruntime itself
+            why.append(f"{first} (onnxruntime could not start it; its log above says why)")
+        return (
+            f"FELL BACK to {self.provider} (first choice {first}); not usable here: {'; '.join(why)}; {model}"
+        )
 
     def feed(self, arrays: Mapping[str, np.ndarray], presence: Sequence[int]) -> dict[str, np.ndarray]:
         """Model inputs for one set: present arrays as batch-1 views (no copy), zeros for the absent ones."""

@@ -30,17 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     ctx = node_arguments("inference", argv, realtime=True)
     config = ctx.config
     runtime = ModelRuntime(config)  # a model that does not fit the config ends the node (run_node)
-    log.info("%s", runtime.describe())
+    if runtime.fell_back:
+        log.warning("WARNING: %s", runtime.describe())
+    else:
+        log.info("%s", runtime.describe())
     slowdown = config.model.slowdown
     if slowdown > 1:
         log.warning("fault injection: model runs slowed %gx (model.slowdown)", slowdown)
-    if runtime.fell_back:
-        log.warning(
-            "WARNING: FELL BACK to %s: %s was not usable (skipped: %s; onnxruntime's log above says why)",
-            runtime.provider,
-            runtime.plan.names[0],
-            ", ".join(runtime.plan.skipped) or "none",
-        )
     sets_url, results_url = ctx.endpoint(config.sync.endpoint), ctx.endpoint(config.output.endpoint)
     source = Subscriber(sets_url, topics=[SET_STREAM], role=Role.SET, curve=config.curve_for(sets_url))
     sink = Publisher(

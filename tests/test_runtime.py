@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from pipeline_harness import DEMO_TEXT
 
-from fusion_pipeline.config import Config, load_config, parse_config
+from fusion_pipeline.config import Config, load_config, parse_config, tomllib
 from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ContractError, default_contract
 from fusion_pipeline.runtime import (
     PROVIDERS,
@@ -66,6 +68,19 @@ def test_providers_missing_from_the_build_are_skipped_and_cpu_is_always_last() -
     assert plan.names == [CUDA, CPU]
 
 
+def test_providers_whose_libraries_do_not_load_are_skipped_with_the_reason() -> None:
+    def probe(provider: str) -> str | None:
+        return "cannot load libcuda.so.1" if provider == CUDA else None
+
+    plan = choose_providers(["auto"], ALL, tensorrt=True, tf32=True, engine_cache=CACHE, probe=probe)
+    assert plan.names == [TRT, CPU]
+    assert plan.skipped == (f"{CUDA} (cannot load libcuda.so.1)",)
+    assert plan.first_choice == TRT
+    # A CPU-only onnxruntime build (the `onnxruntime` wheel): the CPU is the first choice, no fallback.
+    cpu_build = choose_providers(["auto"], [CPU], tensorrt=False, tf32=True, engine_cache=CACHE, probe=probe)
+    assert (cpu_build.names, cpu_build.first_choice) == ([CPU], CPU)
+
+
 def test_explicit_order_is_kept_without_duplicates() -> None:
     plan = choose_providers(["cpu", "cuda", "auto"], ALL, tensorrt=False, tf32=True, engine_cache=CACHE)
     assert plan.names == [CPU, CUDA]
@@ -90,11 +105,17 @@ def test_runtime_reports_the_provider_onnxruntime_actually_uses() -> None:
     runtime = ModelRuntime(_config(providers=["auto"]), warm_up=0)
     in_use = runtime.session.get_providers()
     assert runtime.provider == in_use[0]
-    assert runtime.plan.names[0] == (CUDA if CUDA in ort.get_available_providers() else CPU)
-    # Without a usable GPU onnxruntime drops CUDA while creating the session: that is a fallback.
-    assert runtime.fell_back == (runtime.provider != runtime.plan.names[0])
+    assert runtime.plan.first_choice == (CUDA if CUDA in ort.get_available_providers() else CPU)
+    # Without usable CUDA libraries the plan skips CUDA (saying why), or onnxruntime drops it while
+    # creating the session: either is a fallback.
+    assert runtime.fell_back == (runtime.provider != runtime.plan.first_choice)
     if CUDA not in in_use:
         assert runtime.provider == CPU
+    if CUDA not in runtime.plan.names and CUDA in ort.get_available_providers():
+        assert any(
+            s.startswith(f"{CUDA} (cannot load libonnxruntime_providers_cuda.so: ")
+            for s in runtime.plan.skipped
+        )
     cpu_only = ModelRuntime(_config(providers=["cpu"]), warm_up=0)
     assert (cpu_only.provider, cpu_only.fell_back) == (CPU, False)
 
@@ -292,3 +313,47 @@ def test_inference_node_refuses_a_mismatched_model(tmp_path: Path) -> None:
     done = _run(tmp_path, str(path), "-m", "nodes.inference", "--run-dir", str(tmp_path))
     assert done.returncode == 2
     assert "stopped: ContractError" in done.stderr and "(3, 64, 64)" in done.stderr
+
+
+def test_inference_node_start_logs_one_provider_line_and_no_onnxruntime_errors(tmp_path: Path) -> None:
+    """On a machine without CUDA libraries (or with them), the node asks only for providers whose libraries
+    load: onnxruntime prints none of its own load errors, and one line says what runs."""
+    config = tmp_path / "demo.toml"
+    config.write_text(DEMO_TEXT)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    log = tmp_path / "inference.log"
+    with log.open("w") as out:
+        node = subprocess.Popen(
+            [sys.executable, "-m", "nodes.inference", "--config", str(config), "--run-dir", str(run_dir)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    provider_line = re.compile(r"(in use|FELL BACK to) (\w+ExecutionProvider)")
+    try:
+        deadline = time.monotonic() + 60
+        while not provider_line.search(log.read_text()) and node.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        node.terminate()
+        node.wait(timeout=10)
+    lines = log.read_text().splitlines()
+    assert [line for line in lines if re.search(r"\[[VIWEF]:onnxruntime:", line)] == [], lines
+    (line,) = [line for line in lines if provider_line.search(line)]
+    in_use = provider_line.search(line).group(2)  # type: ignore[union-attr]
+    assert sum(in_use in other for other in lines) == 1, lines
+    if in_use != CUDA and CUDA in ort.get_available_providers():
+        assert f"FELL BACK to {in_use}" in line and "CUDAExecutionProvider" in line  # says why
+
+
+def test_cpu_only_requirements_are_the_dependencies_with_the_cpu_onnxruntime() -> None:
+    """README's CPU-only install (`pip install -r requirements-cpu.txt && pip install --no-deps -e .`)
+    must install what pyproject.toml's dependencies would, bar the GPU wheel."""
+    root = Path(__file__).resolve().parents[1]
+    dependencies = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = (root / "requirements-cpu.txt").read_text().splitlines()
+    cpu = [line for line in lines if line and not line.startswith("#")]
+    gpu = [d for d in dependencies if d.startswith("onnxruntime-gpu")]
+    assert len(gpu) == 1
+    assert cpu == [gpu[0].replace("onnxruntime-gpu", "onnxruntime") if d in gpu else d for d in dependencies]
