@@ -126,6 +126,9 @@ class StreamConfig(_Section):
     frame_id: str = ""
     rate_hz: float = Field(gt=0, description="nominal rate, for status and the simulated driver")
     offset_ms: float = Field(0.0, description="known sensor latency, subtracted from stamps at ingest")
+    max_stamp_ahead_ms: float = Field(
+        500.0, gt=0, description="live: ingest drops a stamp (minus offset_ms) this far ahead of its clock"
+    )
     required: bool = False
     sample_rate: int | None = Field(None, gt=0, description="audio only: samples per second")
     driver: Literal["sim", "external"] = "sim"
@@ -396,16 +399,20 @@ def _shown(url: str) -> str:
 
 
 def _too_long(uses: Sequence[EndpointUse]) -> Iterator[str]:
+    found = False
     for use in uses:
         if not use.url.startswith("ipc://") or _UNRESOLVED in use.url:
             continue
         path = use.url[len("ipc://") :]
         size = len(os.fsencode(path))
         if size > IPC_PATH_MAX:
+            found = True
             yield (
                 f"{use.key}: ipc path {path!r} is {size} bytes, over the {IPC_PATH_MAX}-byte limit of a "
-                "socket address (sun_path); shorten it or pipeline.run_dir (TMPDIR for a temp run dir)"
+                "socket address (sun_path)"
             )
+    if found:
+        yield "(shorten these endpoints or pipeline.run_dir, or TMPDIR where the run dir is a temp dir)"
 
 
 def _collisions(uses: Sequence[EndpointUse]) -> Iterator[str]:

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -24,12 +24,14 @@ import msgpack
 import zmq
 
 from fusion_pipeline.allocator import tune_allocator
-from fusion_pipeline.config import Config, load_config
+from fusion_pipeline.config import Config, ConfigError, check_run_dir, config_source, load_config
 from fusion_pipeline.errors import FusionError
+from fusion_pipeline.keys import KeysError, load_allow_list, load_certificate
 
 __all__ = [
     "CONTROL_SOCKET",
     "Heartbeat",
+    "check_host",
     "NodeContext",
     "enter_realtime",
     "node_arguments",
@@ -91,6 +93,7 @@ def node_arguments(
     args = parser.parse_args(argv)
     tune_allocator()  # sensor frames are megabytes: keep their pages mapped (fusion_pipeline.allocator)
     config = load_config(args.config)
+    check_host(config, args.run_dir, config_source(args.config))
     stream = getattr(args, "stream", None)
     if stream is not None:
         config.stream(stream)  # an unknown name fails now (ConfigError, exit 2), not later
@@ -101,6 +104,28 @@ def node_arguments(
     if realtime and config.pipeline.realtime_priority:
         enter_realtime(config.pipeline.realtime_priority)
     return NodeContext(config=config, run_dir=args.run_dir, stream=stream, name=name, replay=args.replay)
+
+
+def check_host(config: Config, run_dir: Path, source: str, sockets: Sequence[tuple[str, str]] = ()) -> None:
+    """Refuse, before anything starts, what this host would fail on later, one socket at a time: the
+    ipc paths in `run_dir` (`check_run_dir`; `sockets` adds the caller's own) and the [security] files,
+    missing, malformed, a secret other users can read, or an allow-list naming no client where this
+    host binds tcp. A ConfigError that starts with `source`, the config's name."""
+    control = ("pipeline.run_dir (the control socket)", f"ipc://{run_dir}/{CONTROL_SOCKET}")
+    check_run_dir(config, run_dir, source, [control, *sockets])
+    security = config.security
+    serves_tcp = any(use.binds and use.url.startswith("tcp://") for use in config.endpoint_uses(run_dir))
+    checks: list[tuple[str, str, Callable[[Path], object]]] = [
+        ("certificate", security.certificate, lambda path: load_certificate(path, need_secret=True)),
+        ("server_key", security.server_key, lambda path: load_certificate(path, need_secret=False)),
+        ("authorized_keys", security.authorized_keys, lambda path: load_allow_list(path, serves_tcp)),
+    ]
+    for key, value, check in checks:
+        try:
+            if value:
+                check(Path(value))
+        except KeysError as exc:
+            raise ConfigError(f"{source}: security.{key}: {exc}") from exc
 
 
 def enter_realtime(priority: int) -> bool:

@@ -44,7 +44,7 @@ import msgpack
 import zmq
 
 import fusion_pipeline
-from fusion_pipeline.config import Config, ConfigError
+from fusion_pipeline.config import Config, ConfigError, config_source
 from fusion_pipeline.exporter import MetricsServer, PipelineCollector
 from fusion_pipeline.health import (
     CounterWindow,
@@ -58,9 +58,9 @@ from fusion_pipeline.health import (
     status_report,
 )
 from fusion_pipeline.metrics import CounterTotals, ResultRatio, ResultStats
-from fusion_pipeline.node import CONTROL_SOCKET
+from fusion_pipeline.node import CONTROL_SOCKET, check_host
 from fusion_pipeline.runtime import RESULT_STREAM, wants_tensorrt
-from fusion_pipeline.status import StatusError, StatusServer, forget_run_dir, record_run_dir
+from fusion_pipeline.status import STATUS_SOCKET, StatusError, StatusServer, forget_run_dir, record_run_dir
 from fusion_pipeline.transport import Endpoint, Role, Subscriber
 
 __all__ = ["NodeSpec", "RestartPolicy", "Supervisor", "lock_run_dir", "node_specs"]
@@ -137,6 +137,11 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return lambda: libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def _own_sockets(run_dir: Path) -> list[tuple[str, str]]:
+    """The supervisor's sockets in the run dir besides the nodes' control socket (node.check_host)."""
+    return [("pipeline.run_dir (the status socket)", f"ipc://{run_dir}/{STATUS_SOCKET}")]
+
+
 def lock_run_dir(run_dir: Path) -> int:
     """Take the run dir's lock (an open fd) or refuse: a second supervisor there would bind over the
     first one's sockets and take its sensors' data."""
@@ -179,8 +184,10 @@ class Supervisor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._status_shown = False
+        source = config_source(config_path)
         if config.pipeline.run_dir:
             self.run_dir = Path(config.pipeline.run_dir).expanduser().resolve()
+            check_host(config, self.run_dir, source, _own_sockets(self.run_dir))  # before it is made
             # Created 0700, or refused now when others can enter it (the nodes would refuse it anyway).
             Endpoint(f"ipc://{self.run_dir}/{CONTROL_SOCKET}").prepare_bind()
             self._run_lock: int | None = lock_run_dir(self.run_dir)
@@ -189,6 +196,11 @@ class Supervisor:
             self.run_dir = Path(tempfile.mkdtemp(prefix=f"fusion-{config.pipeline.name}-"))
             self._run_lock = None  # a fresh directory of our own: nobody else can be in it
             self._own_run_dir = True
+            try:
+                check_host(config, self.run_dir, source, _own_sockets(self.run_dir))
+            except ConfigError:
+                self.run_dir.rmdir()  # made a moment ago, still empty
+                raise
         self.nodes = [_Node(spec) for spec in node_specs(config)]
         self.counters = CounterTotals()
         self.stats = ResultStats({s.modality for s in config.streams}, log_time=self.LOG_TIME)

@@ -1,5 +1,8 @@
 """Config: the demo loads from anywhere; every error names the file, the key path and what was expected."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -227,3 +230,30 @@ def test_a_run_dir_that_makes_two_endpoints_one_is_refused() -> None:
         ConfigError, match="the supervisor's control socket: 'ipc:///run/fp/control.sock' collides"
     ):
         check_run_dir(taken, Path("/run/fp"), "x.toml", [control])
+
+
+def test_run_refuses_ipc_paths_too_long_for_its_run_dir_and_leaves_nothing_behind(
+    tmp_path: Path, run_cli
+) -> None:
+    fixed = tmp_path / ("r" * (99 - len(str(tmp_path))))  # 100 bytes: no socket name fits after it
+    config = tmp_path / "long.toml"
+    config.write_text(_with(('run_dir = ""', f'run_dir = "{fixed}"')))
+    done = run_cli("run", "-c", str(config), "--duration", "5")
+    assert done.returncode == 2, done.stderr
+    assert f"{config}: invalid config for run dir {fixed}:" in done.stderr
+    assert f"streams[0].endpoint: ipc path '{fixed}/sensor-camera_front.sock' is 125 bytes" in done.stderr
+    assert "shorten these endpoints or pipeline.run_dir" in done.stderr
+    assert "Traceback" not in done.stderr and not fixed.exists()
+    # A temp run dir (run_dir = "") under a deep TMPDIR: refused too, and the temp dir removed again.
+    deep = tmp_path / ("t" * (90 - len(str(tmp_path))))
+    deep.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "fusion_pipeline.cli", "run", "--duration", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TMPDIR": str(deep)},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "the 107-byte limit of a socket address (sun_path)" in done.stderr
+    assert "Traceback" not in done.stderr and not list(deep.glob("fusion-*"))

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import zmq
 
-from fusion_pipeline.config import parse_config
+from fusion_pipeline.config import ConfigError, parse_config
 from fusion_pipeline.keys import generate_keys
+from fusion_pipeline.node import check_host
 from fusion_pipeline.transport import MAX_SUBSCRIPTION_BYTES, Curve, EndpointError, Publisher, Subscriber
 
+ROOT = Path(__file__).parents[1]
 CONFIG = """
 [[streams]]
 name = "radar/front"
@@ -84,3 +88,97 @@ def test_a_publisher_refuses_an_oversized_subscription(ipc_dir: Path) -> None:
         rogue.close()
         with Subscriber(url, topics=["s"]):
             assert pub.wait_for_subscribers(1, timeout_s=10.0)
+
+
+HOST = """
+[[streams]]
+name = "radar/front"
+modality = "radar"
+endpoint = "{stream}"
+driver = "{driver}"
+rate_hz = 20
+[sync]
+reference = "radar/front"
+[output]
+endpoint = "{output}"
+[metrics]
+enabled = false
+[security]
+{security}
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> dict[str, Path]:
+    """A host's keys as `keys generate` leaves them, a client's public key in its allow-list."""
+    certificate = generate_keys(tmp_path / "keys", "host")[1]
+    client = generate_keys(tmp_path / "client", "client")[0]
+    authorized = tmp_path / "authorized"
+    authorized.mkdir()
+    (authorized / "client.key").write_bytes(client.read_bytes())
+    (tmp_path / "empty").mkdir()
+    return {"certificate": certificate, "authorized": authorized, "empty": tmp_path / "empty"}
+
+
+def _host(
+    security: dict[str, Path],
+    stream: str = "tcp://127.0.0.1:5601",
+    driver: str = "sim",
+    output: str = "tcp://127.0.0.1:5602",
+) -> str:
+    """A config whose radar driver and results bind tcp on this host, unless told otherwise."""
+    lines = "\n".join(f'{key} = "{value}"' for key, value in security.items())
+    return HOST.format(stream=stream, driver=driver, output=output, security=lines)
+
+
+def test_key_files_are_checked_before_anything_starts(site: dict[str, Path], ipc_dir: Path) -> None:
+    secret, authorized, empty = site["certificate"], site["authorized"], site["empty"]
+    good = {"certificate": secret, "authorized_keys": authorized}
+    check_host(parse_config(_host(good)), ipc_dir, "host.toml")
+    absent = secret.parent / "absent.key_secret"
+    public = secret.with_suffix(".key")
+    for security, expected in [
+        (
+            {**good, "certificate": absent},
+            f"security.certificate: CURVE certificate '{absent}' cannot be read",
+        ),
+        ({**good, "certificate": public}, "security.certificate: .* has no secret key"),
+        ({**good, "server_key": secret.parent / "no.key"}, "security.server_key: .*no.key' cannot be read"),
+        (
+            {**good, "authorized_keys": empty / "absent"},
+            f"security.authorized_keys: .*{empty}/absent: does not",
+        ),
+        ({**good, "authorized_keys": public}, "security.authorized_keys: .*: is not a directory"),
+        # This host binds tcp endpoints: an allow-list that names nobody is a mistake.
+        ({**good, "authorized_keys": empty}, "security.authorized_keys: .*holds no public certificate"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^host.toml: {expected}"):
+            check_host(parse_config(_host(security)), ipc_dir, "host.toml")
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match=f"security.certificate: .*mode 0644.*: chmod 600 {secret}$"):
+        check_host(parse_config(_host(good)), ipc_dir, "host.toml")
+    secret.chmod(0o600)
+    # A host that binds no tcp endpoint (it connects to an external driver's) may keep an empty allow-list.
+    client_only = _host(
+        {**good, "authorized_keys": empty}, driver="external", output="ipc://{run_dir}/r.sock"
+    )
+    check_host(parse_config(client_only), ipc_dir, "host.toml")
+
+
+def test_run_and_nodes_refuse_key_files_before_they_start(
+    site: dict[str, Path], tmp_path: Path, ipc_dir: Path
+) -> None:
+    site["certificate"].chmod(0o640)
+    config = tmp_path / "host.toml"
+    config.write_text(_host({"certificate": site["certificate"], "authorized_keys": site["authorized"]}))
+    fix = f"chmod 600 {site['certificate']}"
+    node = [sys.executable, "-m", "nodes.sensor_sim", "--config", str(config), "--run-dir", str(ipc_dir)]
+    done = subprocess.run(
+        [*node, "--stream", "radar/front"], capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
+    assert done.returncode == 2 and fix in done.stderr and "Traceback" not in done.stderr, done.stderr
+    run = [sys.executable, "-m", "fusion_pipeline.cli", "run", "-c", str(config), "--duration", "5"]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"{config}: security.certificate:" in done.stderr and fix in done.stderr
+    assert "[supervisor]" not in done.stderr  # refused before any node started
