@@ -3,11 +3,12 @@
 import os
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from fusion_pipeline.config import ConfigError, check_run_dir, load_config, parse_config
+from fusion_pipeline.config import ConfigError, StreamConfig, check_run_dir, load_config, parse_config
 
 DEMO_PATH = Path(__file__).parents[1] / "configs" / "demo.toml"
 DEMO = DEMO_PATH.read_text()
@@ -257,3 +258,15 @@ def test_run_refuses_ipc_paths_too_long_for_its_run_dir_and_leaves_nothing_behin
     assert done.returncode == 2, done.stderr
     assert "the 107-byte limit of a socket address (sun_path)" in done.stderr
     assert "Traceback" not in done.stderr and not list(deep.glob("fusion-*"))
+
+
+def test_the_stream_keys_and_their_host_rules_are_documented_where_a_new_user_looks() -> None:
+    readme = (DEMO_PATH.parents[1] / "README.md").read_text()
+    table = readme.split("Each `[[streams]]` entry is one sensor:", 1)[1].split("\n\n", 2)[1]
+    cells = [line.split("|")[1].replace("`", "") for line in table.splitlines()[2:]]
+    assert {key.strip() for cell in cells for key in cell.split(",")} == set(StreamConfig.model_fields)
+    for text in (readme, DEMO):
+        assert 'driver = "external"' in text or '`"external"`' in text
+        assert "0700" in text and "107 bytes" in text
+    embedded = resources.files("fusion_pipeline").joinpath("configs", "demo.toml").read_text()
+    assert embedded == DEMO  # configs/demo.toml is the embedded file, comments included
