@@ -22,7 +22,7 @@ def _config(streams: str, sync: str = 'reference = "lidar/top"') -> str:
 
 
 def _stream(name: str, modality: str, extra: str = "") -> str:
-    lines = [f'name = "{name}"', f'modality = "{modality}"', f'endpoint = "ipc:///x/{modality}.sock"']
+    lines = [f'name = "{name}"', f'modality = "{modality}"', f'endpoint = "ipc:///x/{name}.sock"']
     return "[[streams]]\n" + "\n".join([*lines, "rate_hz = 10", extra]) + "\n"
 
 
