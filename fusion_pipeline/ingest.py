@@ -4,18 +4,23 @@ The ingest node of stream S feeds every decoded wire message (see fusion_pipelin
 :meth:`Ingest.process` with the time it arrived, and publishes what comes back. In order, a message:
 
 1. must belong to S (stream name and modality as configured);
-2. passes sequence tracking (docs/PROTOCOL.md section 7): a gap is counted and the message used; a
-   duplicate or out-of-order seq is counted and dropped, unless the stream was silent for longer
-   than the restart timeout, in which case the driver restarted and tracking starts afresh;
-3. must match its modality's schema (PROTOCOL.md section 5): array names, dtypes, ranks and
-   columns, meta.encoding for cameras (rgb8, or jpeg decoded with Pillow), meta.sample_rate equal
-   to the config's for audio;
-4. has the stream's offset_ns subtracted from its stamp (known sensor latency);
-5. is preprocessed by fusion_pipeline.preprocess into the model contract's inputs -- except audio,
+2. passes the header checks (:meth:`Ingest.admit`, which a node also runs on each message it
+   skips): its stamp minus offset_ns is not negative and, live, not more than
+   max_stamp_ahead_ms ahead of the arrival clock (one such stamp would otherwise make every
+   queue downstream see a time jump); its array names, dtypes, ranks and columns, meta.encoding
+   for cameras and meta.sample_rate for audio match its modality's schema (PROTOCOL.md section 5);
+3. passes sequence tracking (docs/PROTOCOL.md section 7, :class:`SeqTracker`): a gap is counted
+   and the message used; a duplicate, an out-of-order seq or an implausible jump ahead is counted
+   and dropped;
+4. passes the payload checks: no NaN or inf in float arrays, a jpeg that decodes;
+5. has the stream's offset_ns subtracted from its stamp (known sensor latency);
+6. is preprocessed by fusion_pipeline.preprocess into the model contract's inputs -- except audio,
    which stays a float32 frames x channels chunk, because the synchronizer cuts the window first.
 
 Every rejection is counted under a reason from SCHEMA_REASONS (or the seq counters); nothing here
-raises for bad input.
+raises for bad input. In a replay (``live=False``) the stream's clock is its stamps (event time):
+the restart timeout and the plausible seq advance are measured on them, and no stamp is compared
+with the wall clock.
 
 A node that falls behind a discrete stream (camera, lidar, radar) should skip to the newest message,
 as sensor data is perishable: a frame that waited in a queue would only miss its set. It passes the
@@ -41,7 +46,7 @@ from fusion_pipeline.config import StreamConfig
 from fusion_pipeline.errors import FusionError
 from fusion_pipeline.preprocess import PreprocessError, preprocess_sample
 from fusion_pipeline.preprocess.audio import PARAMS as AUDIO_PARAMS
-from fusion_pipeline.wire import DEFAULT_LIMITS, Limits, Sample
+from fusion_pipeline.wire import DEFAULT_LIMITS, Checked, Limits, Sample
 
 __all__ = [
     "SCHEMA_REASONS",
@@ -50,12 +55,22 @@ __all__ = [
     "SchemaError",
     "SeqTracker",
     "check_payload",
+    "check_schema",
     "decode_jpeg",
     "restart_timeout_ns",
 ]
 
 NS_PER_S = 1_000_000_000
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: How far a seq may run ahead of the stream's last one: a driver sends at most RATE_MARGIN times its
+#: configured rate (a faster clock, a burst after a stall), plus SEQ_SLACK messages of jitter.
+RATE_MARGIN = 4
+SEQ_SLACK = 16
+#: Consecutive messages that must continue an implausible jump before it can be a restarted driver.
+JUMP_CONFIRM = 3
+
+# A message's declared arrays: name -> (dtype, shape), from wire.Checked or a decoded sample.
+Declared = dict[str, tuple[np.dtype, tuple[int, ...]]]
 
 #: Why a well-formed wire message was refused by ingest:
 #: wrong_stream / wrong_modality - not the configured stream or modality;
@@ -63,8 +78,10 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: bad_meta - a required meta field is missing or of the wrong type (audio sample_rate, camera encoding);
 #: unsupported_encoding - a camera encoding other than rgb8 or jpeg;
 #: sample_rate_mismatch - audio at another rate than the config's;
-#: bad_jpeg - the jpeg bytes do not decode to an RGB image; non_finite - NaN or inf audio samples;
-#: bad_stamp - the stamp minus offset_ns leaves int64; preprocess - the preprocessor refused the payload.
+#: bad_jpeg - the jpeg bytes do not decode to an RGB image; non_finite - NaN or inf in a float array;
+#: bad_stamp - the stamp minus offset_ns leaves int64; negative_stamp - it is below 0 (before 1970);
+#: future_stamp - live, it is more than max_stamp_ahead_ms ahead of the arrival clock;
+#: preprocess - the preprocessor refused the payload.
 SCHEMA_REASONS: tuple[str, ...] = (
     "wrong_stream",
     "wrong_modality",
@@ -77,6 +94,8 @@ SCHEMA_REASONS: tuple[str, ...] = (
     "bad_jpeg",
     "non_finite",
     "bad_stamp",
+    "negative_stamp",
+    "future_stamp",
     "preprocess",
 )
 
@@ -100,21 +119,22 @@ class ArraySchema:
     min_leading: int = 0
     min_trailing: int = 0
 
-    def check(self, stream: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    def check(self, stream: str, declared: Declared) -> None:
+        """Raise SchemaError unless `declared` holds this array with an allowed dtype and shape."""
         where = f"stream {stream!r} array {self.name!r}"
-        array = arrays.get(self.name)
-        if array is None:
-            raise SchemaError("missing_array", f"stream {stream!r}: no array {self.name!r} in {list(arrays)}")
-        if array.dtype.str not in self.dtypes:
-            raise SchemaError("bad_dtype", f"{where}: dtype {array.dtype.str} is not one of {self.dtypes}")
-        ndim = 1 + len(self.trailing)
+        if self.name not in declared:
+            raise SchemaError(
+                "missing_array", f"stream {stream!r}: no array {self.name!r} in {list(declared)}"
+            )
+        dtype, shape = declared[self.name]
+        if dtype.str not in self.dtypes:
+            raise SchemaError("bad_dtype", f"{where}: dtype {dtype.str} is not one of {self.dtypes}")
         want = "x".join(["N", *("*" if t is None else str(t) for t in self.trailing)])
-        if array.ndim != ndim or array.shape[0] < self.min_leading:
-            raise SchemaError("bad_shape", f"{where}: shape {array.shape}, expected {want}")
-        for got, fixed in zip(array.shape[1:], self.trailing, strict=True):
+        if len(shape) != 1 + len(self.trailing) or shape[0] < self.min_leading:
+            raise SchemaError("bad_shape", f"{where}: shape {shape}, expected {want}")
+        for got, fixed in zip(shape[1:], self.trailing, strict=True):
             if (fixed is not None and got != fixed) or got < self.min_trailing:
-                raise SchemaError("bad_shape", f"{where}: shape {array.shape}, expected {want}")
-        return array
+                raise SchemaError("bad_shape", f"{where}: shape {shape}, expected {want}")
 
 
 # PROTOCOL.md section 5.
@@ -146,34 +166,51 @@ def decode_jpeg(data: np.ndarray, stream: str, max_bytes: int) -> np.ndarray:
         raise SchemaError("bad_jpeg", f"stream {stream!r}: jpeg does not decode: {exc}") from exc
 
 
-def check_payload(sample: Sample, config: StreamConfig, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
-    """The payload the modality's preprocessor takes (camera: rgb8 image, lidar: points, radar:
-    detections, audio: float32 samples), after checking the sample against PROTOCOL.md section 5."""
-    stream, meta = config.name, sample.meta
+def check_schema(config: StreamConfig, meta: dict, declared: Declared) -> ArraySchema:
+    """The array schema a message of `config`'s stream must follow, after checking its meta fields
+    and its declared arrays against it (PROTOCOL.md section 5); no array data is looked at."""
+    stream = config.name
     if config.modality == "camera":
         encoding = meta.get("encoding", "rgb8")
         if not isinstance(encoding, str):
             raise SchemaError("bad_meta", f"stream {stream!r}: meta.encoding must be a string")
-        if encoding == "rgb8":
-            return _RGB8.check(stream, sample.arrays)
-        if encoding == "jpeg":
-            return decode_jpeg(_JPEG.check(stream, sample.arrays), stream, limits.max_array_bytes)
-        raise SchemaError("unsupported_encoding", f"stream {stream!r}: camera encoding {encoding!r}")
-    array = _SCHEMAS[config.modality].check(stream, sample.arrays)
+        if encoding not in ("rgb8", "jpeg"):
+            raise SchemaError("unsupported_encoding", f"stream {stream!r}: camera encoding {encoding!r}")
+        schema = _RGB8 if encoding == "rgb8" else _JPEG
+    else:
+        schema = _SCHEMAS[config.modality]
+    schema.check(stream, declared)
+    if config.modality == "audio":
+        rate = meta.get("sample_rate")
+        if not isinstance(rate, int) or isinstance(rate, bool):
+            raise SchemaError(
+                "bad_meta", f"stream {stream!r}: meta.sample_rate must be an integer, got {rate!r}"
+            )
+        if rate != config.sample_rate:
+            raise SchemaError(
+                "sample_rate_mismatch", f"stream {stream!r}: {rate} Hz, config says {config.sample_rate} Hz"
+            )
+    return schema
+
+
+def check_payload(sample: Sample, config: StreamConfig, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+    """The payload the modality's preprocessor takes (camera: rgb8 image, lidar: points, radar:
+    detections, audio: float32 samples), after checking the sample against PROTOCOL.md section 5."""
+    schema = check_schema(config, sample.meta, _declared(sample))
+    array = sample.arrays[schema.name]
+    if schema is _JPEG:
+        return decode_jpeg(array, config.name, limits.max_array_bytes)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise SchemaError("non_finite", f"stream {config.name!r}: {schema.name} hold NaN or inf")
     if config.modality != "audio":
         return array
-    rate = meta.get("sample_rate")
-    if not isinstance(rate, int) or isinstance(rate, bool):
-        raise SchemaError("bad_meta", f"stream {stream!r}: meta.sample_rate must be an integer, got {rate!r}")
-    if rate != config.sample_rate:
-        raise SchemaError(
-            "sample_rate_mismatch", f"stream {stream!r}: {rate} Hz, config says {config.sample_rate} Hz"
-        )
     if array.dtype == np.int16:
         return array.astype(np.float32) * _INT16_SCALE
-    if not np.isfinite(array).all():
-        raise SchemaError("non_finite", f"stream {stream!r}: audio samples hold NaN or inf")
     return np.array(array)  # own the memory: the synchronizer keeps chunks in its ring
+
+
+def _declared(sample: Sample) -> Declared:
+    return {name: (array.dtype, array.shape) for name, array in sample.arrays.items()}
 
 
 def restart_timeout_ns(rate_hz: float) -> int:
@@ -185,37 +222,72 @@ def restart_timeout_ns(rate_hz: float) -> int:
 class SeqTracker:
     """Sequence-number bookkeeping of one stream, PROTOCOL.md section 7.
 
-    Silence is measured from the last ACCEPTED message, so a driver that restarts sooner than the
-    timeout loses at most one timeout's worth of messages, never more.
+    Times are the stream's clock: arrival times live, stamps in a replay. Silence is measured from
+    the last ACCEPTED message, so a driver that restarts sooner than the timeout loses at most one
+    timeout's worth of messages, never more.
+
+    A seq further ahead than the stream could have advanced since its last accepted message (at
+    RATE_MARGIN times `rate_hz`, plus SEQ_SLACK and the messages skipped) is an implausible jump: a
+    forged or corrupted number, dropped and counted (`seq_jumps`), so that one message cannot make
+    the real driver's messages look old. It becomes the stream's sequence (a restart) only when it
+    persists: JUMP_CONFIRM consecutive messages continue it, none continues the old sequence in
+    between, and the old one has been silent for the restart timeout. Its gap is never counted.
     """
 
-    def __init__(self, restart_timeout_ns: int) -> None:
+    def __init__(self, restart_timeout_ns: int, rate_hz: float) -> None:
         self.restart_timeout_ns = restart_timeout_ns
+        self.rate_hz = rate_hz
         self.last_seq: int | None = None
-        self._last_arrival_ns = 0
+        self._last_ns = 0
+        self._jump: tuple[int, int, int] | None = None  # the implausible run: last seq, its time, length
         self.gaps = 0  # gap events
         self.lost = 0  # messages missing in those gaps
         self.duplicates = 0
         self.out_of_order = 0
+        self.jumps = 0
         self.restarts = 0
 
-    def accept(self, seq: int, arrival_ns: int, skipped: int = 0) -> bool:
+    def accept(self, seq: int, now_ns: int, skipped: int = 0) -> bool:
         """Whether to use the message; counts what it says about the stream. `skipped` messages
         were received before it and deliberately not looked at: they account for part of a gap."""
         last = self.last_seq
-        if last is not None and seq <= last:
-            if arrival_ns - self._last_arrival_ns <= self.restart_timeout_ns:
+        if last is None:
+            return self._take(seq, now_ns)
+        silent = now_ns - self._last_ns > self.restart_timeout_ns
+        if seq <= last:
+            if not silent:
                 if seq == last:
                     self.duplicates += 1
                 else:
                     self.out_of_order += 1
                 return False
             self.restarts += 1
-        elif last is not None and seq - last - 1 > skipped:
-            self.gaps += 1
-            self.lost += seq - last - 1 - skipped
+            return self._take(seq, now_ns)
+        if self._plausible(seq - last, now_ns - self._last_ns, skipped):
+            if seq - last - 1 > skipped:
+                self.gaps += 1
+                self.lost += seq - last - 1 - skipped
+            return self._take(seq, now_ns)
+        run = 1
+        if self._jump is not None:
+            jump_seq, jump_ns, length = self._jump
+            if seq > jump_seq and self._plausible(seq - jump_seq, now_ns - jump_ns, skipped):
+                run = length + 1
+        if run >= JUMP_CONFIRM and silent:
+            self.restarts += 1
+            return self._take(seq, now_ns)
+        self._jump = (seq, now_ns, run)
+        self.jumps += 1
+        return False
+
+    def _plausible(self, advance: int, elapsed_ns: int, skipped: int) -> bool:
+        most = 1 + skipped + SEQ_SLACK + RATE_MARGIN * self.rate_hz * max(0, elapsed_ns) / NS_PER_S
+        return advance <= most
+
+    def _take(self, seq: int, now_ns: int) -> bool:
         self.last_seq = seq
-        self._last_arrival_ns = arrival_ns
+        self._last_ns = now_ns
+        self._jump = None  # the accepted sequence goes on: a pending jump is no restart
         return True
 
     def counters(self) -> dict[str, int]:
@@ -224,40 +296,82 @@ class SeqTracker:
             "seq_lost": self.lost,
             "duplicates": self.duplicates,
             "out_of_order": self.out_of_order,
+            "seq_jumps": self.jumps,
             "restarts": self.restarts,
         }
 
 
 class Ingest:
-    """The whole ingest step of one stream; the node wraps it in sockets and a clock."""
+    """The whole ingest step of one stream; the node wraps it in sockets and a clock.
+    `live` is False in a replay: the stream's clock is then its stamps, not the arrival times."""
 
-    def __init__(self, config: StreamConfig, limits: Limits | None = None) -> None:
+    def __init__(self, config: StreamConfig, limits: Limits | None = None, live: bool = True) -> None:
         self.config = config
         self.limits = limits or config.limits.to_limits()
-        self.seq = SeqTracker(restart_timeout_ns(config.rate_hz))
+        self.live = live
+        self.seq = SeqTracker(restart_timeout_ns(config.rate_hz), config.rate_hz)
         self.rejected: Counter[str] = Counter()
         self.produced = 0
         self.last_error = ""
+        # This stream's messages refused before seq tracking: like skipped ones, part of the next gap.
+        self._unseen = 0
 
     @property
     def drain_newest(self) -> bool:
         """Whether a node that fell behind may skip to the newest message (discrete streams only)."""
         return self.config.modality != "audio"
 
+    def admit(self, message: Checked, arrival_ns: int) -> bool:
+        """Whether a message passes the checks that need its header only (identity, stamp, schema);
+        a refusal is counted. A node that drains to the newest message runs this on every message it
+        drains, so that a refused newest message falls back to the newest admitted one."""
+        try:
+            self._check_header(message.sample, message.declared, arrival_ns)
+        except SchemaError as exc:
+            self._count(exc)
+            return False
+        return True
+
     def process(self, sample: Sample, arrival_ns: int, skipped: int = 0) -> Sample | None:
         """The model-ready sample for `sample`, or None when it is dropped (and counted); `skipped`
         is how many messages the caller passed over to get to this one."""
         try:
-            self._check_identity(sample)
-            if not self.seq.accept(sample.seq, arrival_ns, skipped):
+            stamp_ns = self._check_header(sample, _declared(sample), arrival_ns)
+            unseen, self._unseen = self._unseen, 0
+            if not self.seq.accept(sample.seq, arrival_ns if self.live else stamp_ns, skipped + unseen):
                 return None
-            payload = check_payload(sample, self.config, self.limits)
-            stamp_ns = self._corrected_stamp(sample.stamp_ns)
-            arrays = self._model_ready(payload)
+            arrays = self._model_ready(check_payload(sample, self.config, self.limits))
         except SchemaError as exc:
-            self.rejected[exc.reason] += 1
-            self.last_error = str(exc)
+            self._count(exc)
             return None
+        return self._output(sample, stamp_ns, arrays, arrival_ns)
+
+    def counters(self) -> dict[str, int]:
+        """Flat counters for heartbeats: produced, schema_<reason> and the seq counters."""
+        return {
+            "produced": self.produced,
+            **{f"schema_{reason}": n for reason, n in sorted(self.rejected.items())},
+            **self.seq.counters(),
+        }
+
+    def _count(self, exc: SchemaError) -> None:
+        self.rejected[exc.reason] += 1
+        self.last_error = str(exc)
+
+    def _check_header(self, sample: Sample, declared: Declared, arrival_ns: int) -> int:
+        """The stamp minus offset_ns, once the header fits this stream (SchemaError otherwise)."""
+        self._check_identity(sample)
+        try:
+            stamp_ns = self._corrected_stamp(sample.stamp_ns, arrival_ns)
+            check_schema(self.config, sample.meta, declared)
+        except SchemaError:
+            self._unseen += 1  # this stream's message: its seq is missing from the sequence
+            raise
+        return stamp_ns
+
+    def _output(
+        self, sample: Sample, stamp_ns: int, arrays: dict[str, np.ndarray], arrival_ns: int
+    ) -> Sample:
         meta: dict[str, object] = {"source_seq": sample.seq, "stages": {"ingest_in": arrival_ns}}
         replay_seq = sample.meta.get("replay_seq")
         if isinstance(replay_seq, int):  # the replay send order (fusion_pipeline.reorder)
@@ -276,14 +390,6 @@ class Ingest:
         self.produced += 1
         return out
 
-    def counters(self) -> dict[str, int]:
-        """Flat counters for heartbeats: produced, schema_<reason> and the seq counters."""
-        return {
-            "produced": self.produced,
-            **{f"schema_{reason}": n for reason, n in sorted(self.rejected.items())},
-            **self.seq.counters(),
-        }
-
     def _check_identity(self, sample: Sample) -> None:
         if sample.stream != self.config.name:
             # Topic filters match prefixes: "camera/front" also lets "camera/front_wide" through.
@@ -294,11 +400,20 @@ class Ingest:
                 f"stream {sample.stream!r}: modality {sample.modality!r}, config: {self.config.modality!r}",
             )
 
-    def _corrected_stamp(self, stamp_ns: int) -> int:
+    def _corrected_stamp(self, stamp_ns: int, arrival_ns: int) -> int:
         stamp = stamp_ns - self.config.offset_ns
+        where = f"stream {self.config.name!r}: stamp_ns {stamp_ns}"
         if not _INT64_MIN <= stamp <= _INT64_MAX:
-            where = f"stream {self.config.name!r}"
-            raise SchemaError("bad_stamp", f"{where}: stamp {stamp_ns} minus the offset leaves int64")
+            raise SchemaError("bad_stamp", f"{where} minus the offset leaves int64")
+        if stamp < 0:
+            raise SchemaError("negative_stamp", f"{where} minus the offset is negative (before 1970)")
+        ahead_ms = (stamp - arrival_ns) / 1e6
+        if self.live and ahead_ms > self.config.max_stamp_ahead_ms:
+            raise SchemaError(
+                "future_stamp",
+                f"{where} minus the offset is {ahead_ms:.0f} ms ahead of the clock "
+                f"(max_stamp_ahead_ms = {self.config.max_stamp_ahead_ms:g}): check the driver's clock",
+            )
         return stamp
 
     def _model_ready(self, payload: np.ndarray) -> dict[str, np.ndarray]:

@@ -3,9 +3,10 @@
     python -m nodes.ingest --config PATH --run-dir DIR --stream NAME
 
 Subscribes to the stream's driver endpoint with the stream's receive limits, runs each valid wire
-message through fusion_pipeline.ingest.Ingest (stream and schema checks, seq tracking, offset,
+message through fusion_pipeline.ingest.Ingest (stream, stamp and schema checks, seq tracking, offset,
 preprocessing) and publishes the result on the stream's ingest endpoint. When it falls behind a
-camera, lidar or radar it skips to the newest message (counted as skipped); audio it takes in full.
+camera, lidar or radar it skips to the newest message that passes the header checks (the others
+counted by reason, the valid ones passed over as skipped); audio it takes in full.
 With --replay (a replay graph) it takes every message and its publisher blocks rather than drops.
 Malformed and refused messages are counted by reason in the heartbeat, never fatal.
 """
@@ -19,6 +20,7 @@ import time
 from fusion_pipeline.ingest import Ingest
 from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
 from fusion_pipeline.transport import Publisher, Subscriber
+from fusion_pipeline.wire import Sample
 
 log = logging.getLogger("nodes.ingest")
 
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = node_arguments("ingest", argv, per_stream=True, realtime=True)
     assert ctx.stream is not None
     stream = ctx.config.stream(ctx.stream)
-    ingest = Ingest(stream)
+    ingest = Ingest(stream, live=not ctx.replay)
     driver_url = ctx.endpoint(stream.endpoint)
     source = Subscriber(
         driver_url, topics=[stream.name], limits=ingest.limits, curve=ctx.config.curve_for(driver_url)
@@ -49,8 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     # keeps a full garbage collection from scanning it in the data path (tens of ms otherwise).
     gc.freeze()
     log.info("%s -> %s", driver_url, sink.last_endpoint)
+
     # Behind on a discrete stream: skip to the newest frame (counted); audio, or a replay: every message.
-    receive = source.recv_newest if ingest.drain_newest and not ctx.replay else source.recv
+    def newest(timeout_ms: int) -> Sample | None:
+        # Header checks on every drained message: a refused newest one falls back to an older one.
+        return source.recv_newest(timeout_ms, admit=lambda message: ingest.admit(message, time.time_ns()))
+
+    receive = newest if ingest.drain_newest and not ctx.replay else source.recv
     published = 0
     reported: set[str] = set()
 

@@ -19,7 +19,7 @@ from fusion_pipeline.ingest import (
     restart_timeout_ns,
 )
 from fusion_pipeline.preprocess import preprocess_camera, preprocess_lidar
-from fusion_pipeline.wire import Limits, Sample, decode, encode
+from fusion_pipeline.wire import Limits, Sample, check, decode, encode
 
 MS = 1_000_000
 CONFIG = parse_config(
@@ -59,7 +59,9 @@ SMOOTH = np.stack([_X * 255 // 159, _Y * 255 // 119, (_X + _Y) * 255 // 278], ax
 POINTS = np.column_stack([RNG.uniform(0, 60, (500, 3)), RNG.uniform(0, 1, 500)]).astype(np.float32)
 
 
-def _sample(stream: str, seq: int = 0, stamp_ns: int = 10**18, meta: dict | None = None, **arrays) -> Sample:
+def _sample(
+    stream: str, seq: int = 0, stamp_ns: int = 100 * MS, meta: dict | None = None, **arrays: np.ndarray
+) -> Sample:
     modality = CONFIG.stream(stream).modality
     # Through the real codec, so arrays are the read-only frame views ingest sees in the node.
     return decode(encode(Sample(stream, modality, seq, stamp_ns, arrays, "", meta or {})))
@@ -94,7 +96,7 @@ def test_valid_samples_of_every_modality_come_out_as_contract_inputs() -> None:
 def test_offset_is_subtracted_and_ingest_numbers_its_own_output() -> None:
     ingest = Ingest(CONFIG.stream("camera/front"))
     outs = [
-        ingest.process(_sample("camera/front", seq=40 + i, stamp_ns=10**18 + i, image=IMAGE), 0)
+        ingest.process(_sample("camera/front", seq=40 + i, stamp_ns=10**18 + i, image=IMAGE), 10**18)
         for i in range(3)
     ]
     assert [o.stamp_ns for o in outs] == [10**18 + i - 12_500_000 for i in range(3)]
@@ -164,6 +166,9 @@ def test_a_jpeg_header_declaring_a_huge_image_is_refused_before_decoding() -> No
             "non_finite",
         ),
         ("audio/roof", {"sample_rate": 16000}, {"samples": np.zeros((5, 1), np.int32)}, "bad_dtype"),
+        ("lidar/top", {}, {"points": np.where(POINTS > 50, np.nan, POINTS)}, "non_finite"),
+        ("lidar/top", {}, {"points": np.where(POINTS > 50, -np.inf, POINTS)}, "non_finite"),
+        ("radar/front", {}, {"detections": np.full((3, 5), np.inf, np.float32)}, "non_finite"),
     ],
 )
 def test_schema_violations_are_counted_by_reason(stream: str, meta: dict, arrays: dict, reason: str) -> None:
@@ -196,7 +201,7 @@ def test_audio_int16_becomes_float32_and_float_chunks_are_owned() -> None:
 
 
 def test_seq_gaps_duplicates_and_out_of_order() -> None:
-    tracker = SeqTracker(restart_timeout_ns=500 * MS)
+    tracker = SeqTracker(500 * MS, rate_hz=20)
     arrivals = [(5, 0), (6, 1), (6, 2), (4, 3), (10, 4), (11, 5), (9, 6), (14, 7), (14, 8)]
     used = [seq for seq, t in arrivals if tracker.accept(seq, t * MS)]
     assert used == [5, 6, 10, 11, 14]
@@ -205,12 +210,13 @@ def test_seq_gaps_duplicates_and_out_of_order() -> None:
         "seq_lost": 3 + 2,  # 7, 8, 9 and 12, 13
         "duplicates": 2,
         "out_of_order": 2,
+        "seq_jumps": 0,
         "restarts": 0,
     }
 
 
 def test_a_driver_restart_after_silence_resets_tracking() -> None:
-    tracker = SeqTracker(restart_timeout_ns=500 * MS)
+    tracker = SeqTracker(500 * MS, rate_hz=20)
     for seq in range(100, 110):
         assert tracker.accept(seq, seq * MS)
     assert not tracker.accept(0, 109 * MS + 500 * MS)  # not silent long enough: an old message
@@ -223,7 +229,7 @@ def test_a_driver_restart_after_silence_resets_tracking() -> None:
 def test_silence_is_measured_from_the_last_accepted_message() -> None:
     """A quick restart (new seq below the old) recovers one timeout after the last accepted message,
     however many of its messages arrived in between."""
-    tracker = SeqTracker(restart_timeout_ns=500 * MS)
+    tracker = SeqTracker(500 * MS, rate_hz=20)
     assert tracker.accept(1000, 0)
     assert [tracker.accept(s, s * 100 * MS) for s in range(7)] == [False] * 6 + [True]  # 600 ms > 500
     assert tracker.counters()["restarts"] == 1 and tracker.counters()["out_of_order"] == 6
@@ -244,7 +250,7 @@ def test_duplicates_are_dropped_before_any_decoding_work() -> None:
 
 
 def test_messages_the_node_skipped_are_not_counted_as_lost() -> None:
-    tracker = SeqTracker(restart_timeout_ns=500 * MS)
+    tracker = SeqTracker(500 * MS, rate_hz=20)
     assert tracker.accept(10, 0)
     assert tracker.accept(14, 1, skipped=3)  # 11..13 were drained unread by the node: none lost
     assert tracker.accept(20, 2, skipped=2)  # 2 of 15..19 skipped, 3 lost upstream
@@ -258,3 +264,118 @@ def test_only_discrete_streams_may_drain_to_the_newest_message() -> None:
     ingest.process(_sample("lidar/top", 0, points=POINTS), 0)
     assert ingest.process(_sample("lidar/top", 5, points=POINTS), 1, skipped=4) is not None
     assert ingest.counters()["seq_lost"] == 0
+
+
+def _real_then(tracker: SeqTracker, count: int, start_ms: int = 0) -> int:
+    """The real driver: seq 0.. at 20 Hz from start_ms; the time (ms) of its last message."""
+    for seq in range(count):
+        assert tracker.accept(seq, (start_ms + 50 * seq) * MS)
+    return start_ms + 50 * (count - 1)
+
+
+def test_a_forged_high_seq_cannot_capture_a_live_stream() -> None:
+    tracker = SeqTracker(500 * MS, rate_hz=20)
+    t = _real_then(tracker, 10)
+    # 20 forged messages, 2**40 + i, in bursts and one by one, while the real driver goes on.
+    real = 10
+    for i in range(20):
+        t += 50
+        assert not tracker.accept(2**40 + i, t * MS)
+        if i % 4 == 3:  # a burst of four forged messages between two real ones
+            assert tracker.accept(real, t * MS)
+            real += 1
+    # ... and one every 0.4 s after the real driver went quiet for less than the restart timeout.
+    assert not tracker.accept(2**40 + 50, (t + 400) * MS)
+    assert tracker.accept(real, (t + 450) * MS)
+    assert tracker.counters() == {
+        "seq_gaps": 0,
+        "seq_lost": 0,  # no impossible gap counted
+        "duplicates": 0,
+        "out_of_order": 0,
+        "seq_jumps": 21,
+        "restarts": 0,
+    }
+
+
+def test_a_jump_that_persists_after_the_old_sequence_went_silent_is_a_restart() -> None:
+    tracker = SeqTracker(500 * MS, rate_hz=20)
+    t = _real_then(tracker, 10)
+    # A restarted driver that numbers from a high value: not taken while the old one may still talk ...
+    assert [tracker.accept(10**9 + i, (t + 100 + 50 * i) * MS) for i in range(3)] == [False] * 3
+    # ... nor after the silence without JUMP_CONFIRM consecutive messages (one broke the run) ...
+    assert not tracker.accept(5 * 10**9, (t + 600) * MS)
+    assert not tracker.accept(10**9 + 4, (t + 650) * MS)
+    assert not tracker.accept(10**9 + 5, (t + 700) * MS)
+    # ... but once it persists and the old sequence has been silent for the restart timeout.
+    assert tracker.accept(10**9 + 6, (t + 750) * MS) and tracker.last_seq == 10**9 + 6
+    assert tracker.accept(10**9 + 7, (t + 800) * MS)
+    counters = tracker.counters()
+    assert (counters["restarts"], counters["seq_jumps"], counters["seq_lost"]) == (1, 6, 0)
+
+
+def test_a_long_outage_is_a_plausible_gap_and_counted_as_lost() -> None:
+    tracker = SeqTracker(500 * MS, rate_hz=20)
+    t = _real_then(tracker, 10)
+    # 3 s without messages at 20 Hz: 60 lost, at most 4 x 20 x 3 + 16 would have been plausible.
+    assert tracker.accept(9 + 61, (t + 3050) * MS)
+    assert tracker.counters()["seq_lost"] == 60 and tracker.counters()["seq_jumps"] == 0
+
+
+def _ingest_sample(stream: str, seq: int, stamp_ns: int) -> Sample:
+    arrays = {"points": POINTS} if stream == "lidar/top" else {"detections": np.ones((3, 5), np.float32)}
+    return _sample(stream, seq, stamp_ns, **arrays)
+
+
+def test_bad_stamps_are_dropped_by_reason_before_they_reach_seq_tracking() -> None:
+    now = 1_700_000_000 * 10**9
+    ingest = Ingest(CONFIG.stream("lidar/top"))
+    assert ingest.process(_ingest_sample("lidar/top", 0, now - 30 * MS), now)
+    assert ingest.process(_ingest_sample("lidar/top", 1, -5), now) is None
+    years = 3 * 365 * 24 * 3600 * 10**9
+    assert ingest.process(_ingest_sample("lidar/top", 2, now + years), now) is None
+    assert ingest.process(_ingest_sample("lidar/top", 3, now + 501 * MS), now) is None  # 500 ms default
+    assert ingest.process(_ingest_sample("lidar/top", 4, now + 499 * MS), now) is not None
+    assert ingest.rejected == {"negative_stamp": 1, "future_stamp": 2}
+    assert "ahead of the clock" in ingest.last_error and "max_stamp_ahead_ms" in ingest.last_error
+    # The refused messages are not lost upstream: no gap for seqs 1..3.
+    assert ingest.counters()["seq_lost"] == 0 and ingest.seq.last_seq == 4
+
+
+def test_the_stamp_tolerance_is_the_config_key_and_a_replay_has_no_wall_clock() -> None:
+    config = CONFIG.stream("lidar/top").model_copy(update={"max_stamp_ahead_ms": 2000.0})
+    now = 1_700_000_000 * 10**9
+    assert Ingest(config).process(_ingest_sample("lidar/top", 0, now + 1500 * MS), now) is not None
+    replay = Ingest(CONFIG.stream("lidar/top"), live=False)
+    assert replay.process(_ingest_sample("lidar/top", 0, now + 10**12), arrival_ns=0) is not None
+    assert replay.process(_ingest_sample("lidar/top", 1, -1), arrival_ns=0) is None
+    assert replay.rejected == {"negative_stamp": 1}
+
+
+def test_a_replay_measures_seq_plausibility_and_silence_on_the_stamps() -> None:
+    """At any replay speed the arrivals are close; the log's clock is its stamps."""
+    replay = Ingest(CONFIG.stream("radar/front"), live=False)
+    stamps = [10**18 + k * 50 * MS for k in range(200)]
+    assert replay.process(_ingest_sample("radar/front", 0, stamps[0]), arrival_ns=0)
+    # 5 s of the log without radar (100 lost), sent 1 ms later: a plausible gap in event time.
+    assert replay.process(_ingest_sample("radar/front", 101, stamps[101]), arrival_ns=MS)
+    # The driver restarted in the log (seq 0 after 1 s of silence in event time).
+    assert replay.process(_ingest_sample("radar/front", 0, stamps[121]), arrival_ns=2 * MS)
+    assert not replay.process(_ingest_sample("radar/front", 2**40, stamps[122]), arrival_ns=3 * MS)
+    counters = replay.counters()
+    assert (counters["seq_lost"], counters["restarts"], counters["seq_jumps"]) == (100, 1, 1)
+
+
+def test_admit_runs_the_header_checks_on_an_undecoded_message() -> None:
+    ingest = Ingest(CONFIG.stream("lidar/top"))
+    now = 10**18
+
+    def checked(**arrays: np.ndarray) -> object:
+        return check(encode(Sample("lidar/top", "lidar", 0, now, arrays)))
+
+    assert ingest.admit(checked(points=POINTS), now)
+    assert not ingest.admit(checked(points=POINTS[:, :3].copy()), now)
+    assert not ingest.admit(
+        check(encode(Sample("lidar/top", "lidar", 0, now + 10**12, {"points": POINTS}))), now
+    )
+    assert ingest.rejected == {"bad_shape": 1, "future_stamp": 1} and ingest.produced == 0
+    assert ingest.seq.last_seq is None  # header checks never touch seq tracking

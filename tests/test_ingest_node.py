@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgpack
@@ -27,9 +27,10 @@ POINTS = np.column_stack([np.linspace(1, 60, 300), np.zeros(300), np.full(300, -
 
 
 def _consumed(counters: dict) -> int:
-    """Messages the node took off its socket: decoded, skipped (drain-newest) or malformed."""
+    """Messages the node took off its socket: decoded, skipped or refused (drain-newest) or malformed."""
     malformed = sum(v for k, v in counters.items() if k.startswith("malformed_"))
-    return counters.get("received", 0) + counters.get("skipped", 0) + malformed
+    taken = ("received", "skipped", "refused")
+    return sum(counters.get(k, 0) for k in taken) + malformed
 
 
 class Rig:
@@ -242,3 +243,54 @@ def test_camera_and_audio_ingest_decode_convert_and_refuse(ipc_dir: Path, contro
         assert all(n.poll() is None for n in nodes), "a node died"
         camera.close()
         audio.close()
+
+
+DETECTIONS = np.array([[12.5, -1.0, 0.25, -3.5, 10.0]], np.float32)
+
+
+def _delta(before: dict, keys: list[str]) -> Callable[[dict], dict]:
+    return lambda c: {k: c.get(k, 0) - before.get(k, 0) for k in keys}
+
+
+def test_a_forged_high_seq_does_not_block_the_real_radar_driver(ipc_dir: Path, control: Control) -> None:
+    config = write_config(ipc_dir / "c.toml", ["radar"])
+    rig = Rig(ipc_dir, config, "radar/front", control)
+    node = start_node("ingest", config, ipc_dir, "--stream", "radar/front")
+    with running(node):
+        last = rig.connect({"detections": DETECTIONS})
+        before = dict(control.latest[rig.node])
+        real = list(range(last + 1, last + 22))
+        for i, seq in enumerate(real[:20]):  # forged and real messages interleaved on one endpoint
+            rig.send(2**40 + i, {"detections": DETECTIONS}, stamp_ns=STAMP0 + seq * MS)  # a plausible stamp
+            rig.send(seq, {"detections": DETECTIONS})
+        time.sleep(0.3)  # a pause of the real driver, shorter than its restart timeout (0.5 s)
+        rig.send(2**40 + 100, {"detections": DETECTIONS}, stamp_ns=STAMP0 + real[20] * MS)
+        rig.send(real[20], {"detections": DETECTIONS})
+        outs = rig.outputs(len(real))
+        assert [o.meta["source_seq"] for o in outs] == real
+        keys = ["seq_jumps", "seq_lost", "seq_gaps", "out_of_order", "restarts", "published"]
+        expected = {"seq_jumps": 21, "seq_lost": 0, "seq_gaps": 0, "out_of_order": 0, "restarts": 0}
+        control.wait_for(rig.node, lambda c: _delta(before, keys)(c) == expected | {"published": 21})
+        assert node.poll() is None, "the node died"
+        rig.close()
+
+
+def test_bad_stamps_and_non_finite_values_are_dropped_by_reason(ipc_dir: Path, control: Control) -> None:
+    config = write_config(ipc_dir / "c.toml", ["radar"], {"radar": "max_stamp_ahead_ms = 2000\n"})
+    rig = Rig(ipc_dir, config, "radar/front", control)
+    node = start_node("ingest", config, ipc_dir, "--stream", "radar/front")
+    with running(node):
+        last = rig.connect({"detections": DETECTIONS})
+        before = dict(control.latest[rig.node])
+        years = 3 * 365 * 24 * 3600 * 10**9
+        rig.send(last + 1, {"detections": DETECTIONS}, stamp_ns=-1)
+        rig.send(last + 2, {"detections": DETECTIONS}, stamp_ns=time.time_ns() + years)
+        rig.send(last + 3, {"detections": DETECTIONS}, stamp_ns=time.time_ns() + 1000 * MS)  # < 2000 ms
+        rig.send(last + 4, {"detections": np.full((2, 5), np.nan, np.float32)})
+        rig.send(last + 5, {"detections": np.where(np.eye(1, 5, dtype=bool), np.inf, DETECTIONS)})
+        rig.send(last + 6, {"detections": DETECTIONS})
+        assert [o.meta["source_seq"] for o in rig.outputs(2)] == [last + 3, last + 6]
+        keys = ["schema_negative_stamp", "schema_future_stamp", "schema_non_finite", "seq_lost"]
+        expected = dict(zip(keys, (1, 1, 2, 0), strict=True))
+        control.wait_for(rig.node, lambda c: _delta(before, keys)(c) == expected)
+        rig.close()
