@@ -126,6 +126,9 @@ class StreamConfig(_Section):
     frame_id: str = ""
     rate_hz: float = Field(gt=0, description="nominal rate, for status and the simulated driver")
     offset_ms: float = Field(0.0, description="known sensor latency, subtracted from stamps at ingest")
+    max_stamp_ahead_ms: float = Field(
+        500.0, gt=0, description="live: ingest drops a stamp (minus offset_ms) this far ahead of its clock"
+    )
     required: bool = False
     sample_rate: int | None = Field(None, gt=0, description="audio only: samples per second")
     driver: Literal["sim", "external"] = "sim"
