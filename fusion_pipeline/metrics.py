@@ -67,6 +67,7 @@ _DROP_NAMES = frozenset(
         "seq_lost",
         "duplicates",
         "out_of_order",
+        "seq_jumps",
         "sets_missing_required",
     }
 )
