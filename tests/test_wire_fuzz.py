@@ -6,15 +6,24 @@ from collections.abc import Iterator
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from fuzzing import fuzz_examples
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from fusion_pipeline import shm
-from fusion_pipeline.wire import Limits, Sample, WireError, decode, encode
+from fusion_pipeline.config import parse_config
+from fusion_pipeline.ingest import Ingest
+from fusion_pipeline.wire import Limits, Sample, WireError, check, decode, encode
 
 LIMITS = Limits(max_header_bytes=4096, max_arrays=4, max_array_bytes=64 * 1024, max_total_bytes=128 * 1024)
 # What decode may allocate beyond the input: the header objects and array views, never a declared size.
 ALLOCATION_BOUND = 64 * 1024
+
+INGEST_STREAM = parse_config(
+    '[[streams]]\nname = "lidar/top"\nmodality = "lidar"\nendpoint = "ipc:///x/l.sock"\nrate_hz = 10\n'
+    '[sync]\nreference = "lidar/top"\n'
+).stream("lidar/top")
+ARRIVAL_NS = 1_700_000_000_000_000_000
 
 VALID = [
     bytes(memoryview(f))
@@ -72,8 +81,10 @@ def _decode_bounded(frames: list[bytes], segments: shm.SegmentReader | None = No
     try:
         try:
             decode(frames, LIMITS, segments)
+            event("decoded")
         except WireError as exc:
             assert exc.reason
+            event(f"refused: {exc.reason}")  # --hypothesis-show-statistics: what the cases exercised
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -82,32 +93,72 @@ def _decode_bounded(frames: list[bytes], segments: shm.SegmentReader | None = No
     assert peak < ALLOCATION_BOUND + copied + sum(len(f) for f in frames)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=fuzz_examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=300), min_size=0, max_size=6))
 def test_random_frames_raise_only_wire_error(frames: list[bytes]) -> None:
     _decode_bounded(frames)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=fuzz_examples(300), deadline=None)
 @given(header_values, st.lists(st.binary(max_size=200), max_size=6))
 def test_random_headers_raise_only_wire_error(header: dict, buffers: list[bytes]) -> None:
     topic = header["stream"].encode() if isinstance(header["stream"], str) else b"x"
     _decode_bounded([topic, msgpack.packb(header), *buffers])
 
 
-@settings(max_examples=500, deadline=None)
+HEADER_KEYS = ["v", "stream", "modality", "seq", "stamp_ns", "frame_id", "meta", "arrays", "extra"]
+SPEC_KEYS = ["name", "dtype", "shape", "shm"]
+
+
+def _mutate_header(frame: bytes, data: st.DataObject) -> bytes:
+    """A realistic header edit: one field of the map, or of one array spec, set to another value."""
+    try:
+        header = msgpack.unpackb(frame)
+    except (ValueError, msgpack.UnpackException):
+        return frame  # not a header (any more): the byte-level mutations cover it
+    if not isinstance(header, dict):
+        return frame
+    target = header
+    if data.draw(st.booleans()) and isinstance(header.get("arrays"), list) and header["arrays"]:
+        target = header["arrays"][data.draw(st.integers(0, len(header["arrays"]) - 1))]
+        key = data.draw(st.sampled_from(SPEC_KEYS))
+    else:
+        key = data.draw(st.sampled_from(HEADER_KEYS))
+    if not isinstance(target, dict):
+        return frame
+    if data.draw(st.integers(0, 5)) == 0:
+        target.pop(key, None)
+    else:
+        target[key] = data.draw(
+            msgpack_values
+            | st.integers(-(2**63), 2**64 - 1)
+            | st.lists(st.integers(-3, 2**40), max_size=5)
+            | st.fixed_dictionaries(
+                {"segment": st.text(max_size=12), "slot": st.integers(-1, 2**64), "gen": st.integers(0, 3)}
+            )
+        )
+    return msgpack.packb(target if target is header else header)
+
+
+@settings(max_examples=fuzz_examples(500), deadline=None)
 @given(st.data())
 def test_mutated_valid_frames_raise_only_wire_error(data: st.DataObject) -> None:
     frames = list(VALID)
     for _ in range(data.draw(st.integers(1, 4))):
-        index = data.draw(st.integers(0, len(frames) - 1)) if frames else 0
-        action = data.draw(st.sampled_from(["flip", "truncate", "extend", "drop", "duplicate"]))
         if not frames:
             break
+        index = data.draw(st.integers(0, len(frames) - 1))
+        action = data.draw(
+            st.sampled_from(["bitflip", "byte", "header", "truncate", "extend", "drop", "duplicate"])
+        )
         frame = bytearray(frames[index])
-        if action == "flip" and frame:
-            pos = data.draw(st.integers(0, len(frame) - 1))
-            frame[pos] = data.draw(st.integers(0, 255))
+        if action == "bitflip" and frame:
+            pos = data.draw(st.integers(0, len(frame) * 8 - 1))
+            frame[pos // 8] ^= 1 << (pos % 8)
+        elif action == "byte" and frame:
+            frame[data.draw(st.integers(0, len(frame) - 1))] = data.draw(st.integers(0, 255))
+        elif action == "header":
+            frame = bytearray(_mutate_header(bytes(frame), data))
         elif action == "truncate":
             frame = frame[: data.draw(st.integers(0, len(frame)))]
         elif action == "extend":
@@ -119,6 +170,20 @@ def test_mutated_valid_frames_raise_only_wire_error(data: st.DataObject) -> None
             frames.insert(index, bytes(frame))
         frames[index] = bytes(frame)
     _decode_bounded(frames)
+    _ingest_survives(frames)
+
+
+def _ingest_survives(frames: list[bytes]) -> None:
+    """What decodes reaches ingest: its header checks and its processing drop (count), never raise."""
+    try:
+        checked = check(frames, LIMITS)
+    except WireError:
+        return
+    ingest = Ingest(INGEST_STREAM, LIMITS)
+    admitted = ingest.admit(checked, ARRIVAL_NS)
+    out = ingest.process(checked.materialize(), ARRIVAL_NS)
+    assert admitted or out is None
+    assert out is not None or ingest.rejected or ingest.seq.last_seq is not None
 
 
 def test_the_unmutated_frames_decode() -> None:
@@ -137,7 +202,11 @@ def ring() -> Iterator[tuple[shm.SegmentWriter, list[bytes]]]:
     writer.close()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=fuzz_examples(300),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(st.data())
 def test_hostile_shared_memory_references_raise_only_wire_error(
     ring: tuple[shm.SegmentWriter, list[bytes]], data: st.DataObject
