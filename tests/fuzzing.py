@@ -1,6 +1,6 @@
 """How many cases a fuzz property runs: its CI default, or FP_FUZZ_EXAMPLES for a long campaign.
 
-    FP_FUZZ_EXAMPLES=10000 python -m pytest -q --hypothesis-show-statistics tests/test_wire_fuzz.py
+FP_FUZZ_EXAMPLES=10000 python -m pytest -q --hypothesis-show-statistics tests/test_wire_fuzz.py
 """
 
 import os
