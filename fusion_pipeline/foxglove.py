@@ -11,6 +11,9 @@
 Messages use message_encoding ``json`` with ``jsonschema`` schemas, written here (no extra dependency);
 binary fields are base64 strings, as Foxglove's JSON encoding specifies. Audio and sets have no Foxglove
 panel that fits and are skipped (counted). Topic = "/" + stream name; log_time and publish_time are kept.
+A stream that an earlier input already holds (the live ``result/fused`` of a recording and the replayed one
+of its ``--results`` log) gets its own topic, ``/STREAM@SOURCE`` (SOURCE = the log's name, the parts of a
+split recording being one source), and the command says so. The output is created mode 0600.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,14 @@ from typing import Any
 import numpy as np
 from mcap.writer import CompressionType, Writer
 
-from fusion_pipeline.logfile import DEFAULT_CHUNK_BYTES, LogError, LogReader, existing_logs
+from fusion_pipeline.logfile import (
+    DEFAULT_CHUNK_BYTES,
+    LogReader,
+    SourceTopics,
+    create_log_file,
+    existing_logs,
+    log_sources,
+)
 from fusion_pipeline.wire import Sample
 
 __all__ = ["SCHEMAS", "export_foxglove", "to_foxglove"]
@@ -188,19 +199,14 @@ def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     skipped: dict[str, int] = {}
     logs = existing_logs(logs)
-    try:
-        stream = open(out, "xb")  # noqa: SIM115 - closed below, after the writer has finished
-    except FileExistsError:
-        raise LogError(f"{out} exists already, not overwriting") from None
-    except OSError as exc:
-        raise LogError(f"{out}: cannot create: {exc.strerror}") from exc
-    with stream:
+    with os.fdopen(create_log_file(out), "wb") as stream:
         writer = Writer(stream, chunk_size=DEFAULT_CHUNK_BYTES, compression=CompressionType.ZSTD)
         writer.start(profile="", library="fusion-pipeline export-foxglove")
         schemas: dict[str, int] = {}
         channels: dict[tuple[str, str], int] = {}
-        for path in logs:
-            for message in LogReader(path):
+        topics = SourceTopics()
+        for source, paths in log_sources(logs):
+            for message in LogReader(paths):
                 sample = message.sample
                 converted = to_foxglove(sample)
                 if converted is None:
@@ -211,7 +217,7 @@ def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
                     schemas[schema] = writer.register_schema(
                         schema, "jsonschema", json.dumps(SCHEMAS[schema]).encode()
                     )
-                topic = "/" + sample.stream
+                topic = topics.topic(sample.stream, source)
                 key = (topic, schema)
                 if key not in channels:
                     channels[key] = writer.register_channel(topic, "json", schemas[schema])
@@ -224,6 +230,8 @@ def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
                 )
                 counts[topic] = counts.get(topic, 0) + 1
         writer.finish()
+    for line in topics.renamed:
+        log.warning("%s: %s", out, line)
     if skipped:
-        log.info("not exported (no Foxglove schema): %s", skipped)
+        log.warning("%s: not exported (no Foxglove schema): %s", out, skipped)
     return counts

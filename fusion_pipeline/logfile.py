@@ -25,25 +25,26 @@ back and stops cleanly at a truncated tail, saying how much it recovered.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
+import re
 import struct
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import mcap.writer
 import msgpack
 import zstandard
+from mcap.data_stream import ReadDataStream
 from mcap.exceptions import McapError
-from mcap.reader import make_reader
-from mcap.records import Channel, Message, Metadata
-from mcap.stream_reader import StreamReader
-from mcap.summary import Summary
+from mcap.opcode import Opcode
+from mcap.records import Channel, Chunk, Message, Metadata, Statistics
 from mcap.writer import CompressionType, Writer
 
 from fusion_pipeline.errors import FusionError
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "FILE_METADATA",
     "LOG_FORMAT",
+    "LOG_MODE",
     "MESSAGE_ENCODING",
     "REPORT_METADATA",
     "LogError",
@@ -60,8 +62,11 @@ __all__ = [
     "LogWriteError",
     "LogReader",
     "LogWriter",
+    "SourceTopics",
     "SplitPolicy",
+    "create_log_file",
     "existing_logs",
+    "log_sources",
     "pack_record",
     "part_path",
     "unpack_record",
@@ -74,6 +79,10 @@ MESSAGE_ENCODING = "msgpack"
 LOG_FORMAT = "fusion-pipeline-log/1"
 FILE_METADATA = "fusion_pipeline"
 REPORT_METADATA = "fusion_pipeline.report"
+#: Mode of every log and export the project writes (record, replay --results, import-ros2, export-ros2,
+#: export-foxglove): a recording holds what the sensors saw, so only its owner may read it. The umask can
+#: narrow it further; widen it with chmod where a group must read the logs.
+LOG_MODE = 0o600
 #: Uncompressed bytes per chunk: bounds both what kill -9 can lose and the reader's memory per chunk.
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 
@@ -82,6 +91,9 @@ DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 ZSTD_LEVEL = 1
 
 _BIN32 = b"\xc6"
+_RECORD_HEAD = struct.Struct("<BQ")  # MCAP record: opcode, length of the body
+_MESSAGE_HEAD = struct.Struct("<HIQQ")  # MCAP message: channel id, sequence, log time, publish time
+_FOOTER_BYTES = _RECORD_HEAD.size + 8 + 8 + 4  # the Footer record: summary start, summary offset start, CRC
 _UINT32_MAX = 2**32 - 1
 
 
@@ -201,18 +213,68 @@ def existing_logs(paths: Iterable[str | Path]) -> list[Path]:
     return logs
 
 
+def create_log_file(path: Path) -> int:
+    """A new file for a log or an export, open for writing (the descriptor), mode LOG_MODE narrowed by
+    the umask; never over an existing file: a log is a recording that cannot be made again."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, LOG_MODE)
+    except FileExistsError:
+        raise LogError(f"{path} exists already, not overwriting a log") from None
+    except OSError as exc:
+        raise LogError(f"{path}: cannot create log: {exc.strerror}") from exc
+
+
+def log_sources(paths: Sequence[Path]) -> list[tuple[str, list[Path]]]:
+    """The inputs of an export grouped by recording, in order: consecutive parts of a split recording
+    (``NAME_000.mcap``, ``NAME_001.mcap``, ...) are one source named NAME, any other file a source named
+    by its stem; a name that comes twice gets ``-2``, ``-3``, ... ."""
+    sources: list[tuple[str, list[Path]]] = []
+    for path in paths:
+        match = re.fullmatch(r"(.+)_(\d{3})", path.stem)
+        base = match[1] if match else path.stem
+        index = int(match[2]) if match else 0
+        if (
+            index
+            and sources
+            and sources[-1][1][-1] == part_path(path.with_name(base + path.suffix), index - 1)
+        ):
+            sources[-1][1].append(path)
+            continue
+        name = base if index == 0 else path.stem
+        taken = {n for n, _ in sources}
+        unique = next(c for c in (name, *(f"{name}-{n}" for n in range(2, len(paths) + 2))) if c not in taken)
+        sources.append((unique, [path]))
+    return sources
+
+
+class SourceTopics:
+    """Topic names of an export: ``/STREAM`` for the first source that holds the stream, and
+    ``/STREAM@SOURCE`` for the same stream in a later source (the live results of a recording and the
+    replayed ones of its ``--results`` log, say), so that no topic merges two sources."""
+
+    def __init__(self) -> None:
+        self._sources: dict[str, str] = {}  # topic -> the source it holds
+        #: "STREAM of SOURCE -> TOPIC (...)" for every stream that did not get its plain topic.
+        self.renamed: list[str] = []
+
+    def topic(self, stream: str, source: str) -> str:
+        plain = "/" + stream
+        owner = self._sources.setdefault(plain, source)
+        if owner == source:
+            return plain
+        topic = f"{plain}@{source}"
+        if topic not in self._sources:
+            self._sources[topic] = source
+            self.renamed.append(f"{stream} of {source} -> {topic} ({plain} holds {owner}'s)")
+        return topic
+
+
 class _DirectFile:
     """An unbuffered output file: each MCAP record reaches the OS as the writer emits it, so a closed
     chunk survives kill -9 of the process (the page cache belongs to the kernel)."""
 
     def __init__(self, path: Path) -> None:
-        try:
-            # Never over an existing file: a log is a recording that cannot be made again.
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            raise LogError(f"{path} exists already, not overwriting a log") from None
-        except OSError as exc:
-            raise LogError(f"{path}: cannot create log: {exc.strerror}") from exc
+        self._fd = create_log_file(path)
         self.path = path
         self._position = 0
 
@@ -376,13 +438,168 @@ class LogWriter:
         return channel
 
 
-def _summary(path: Path) -> Summary | None:
-    """The MCAP summary (channels, statistics) at the end of a finished file; None if it has none."""
+@dataclass
+class _Summary:
+    """What the project reads from an MCAP summary section: the channels and the per-channel counts."""
+
+    channels: list[Channel]
+    message_counts: dict[int, int] | None  # None when the summary has no statistics
+
+
+def _summary(path: Path, limits: Limits) -> _Summary | None:
+    """The summary at the end of a finished file; None if it has none or it is damaged (the caller then
+    reads the file through, which reports the damage)."""
     try:
         with open(path, "rb") as f:
-            return make_reader(f).get_summary()
-    except (McapError, struct.error, ValueError, OSError):
+            size = os.fstat(f.fileno()).st_size
+            tail = _FOOTER_BYTES + len(MCAP_MAGIC)
+            if size < len(MCAP_MAGIC) + tail:
+                return None
+            f.seek(size - tail)
+            opcode, _, summary_start = struct.unpack_from("<BQQ", f.read(tail))
+            if opcode != Opcode.FOOTER or not len(MCAP_MAGIC) <= summary_start < size - tail:
+                return None
+            channels, counts = [], None
+            for offset, opcode, body in _file_records(f, summary_start, size, limits, path):
+                record = _parse(opcode, body, f"{path}: summary record at byte {offset}")
+                if isinstance(record, Channel):
+                    channels.append(record)
+                elif isinstance(record, Statistics):
+                    counts = record.channel_message_counts
+            return _Summary(channels, counts)
+    except (LogError, OSError):
         return None
+
+
+def _max_chunk_bytes(limits: Limits) -> int:
+    """The most a chunk of a log holds uncompressed: the writer closes a chunk at DEFAULT_CHUNK_BYTES, after
+    the message that crosses it, whose record the limits bound (plus its framing). A larger declared size
+    is damage, refused before anything is allocated for it."""
+    return (
+        DEFAULT_CHUNK_BYTES + limits.max_total_bytes + limits.max_header_bytes + 64 * (limits.max_arrays + 4)
+    )
+
+
+def _file_records(
+    f: BinaryIO, start: int, end: int, limits: Limits, path: Path, verify_crcs: bool = False
+) -> Iterator[tuple[int, int, memoryview]]:
+    """(offset, opcode, body) of the top-level records of an MCAP file from byte `start` up to the Footer
+    (or `end`), each declared length checked against what is left before it is read. With `verify_crcs`
+    the Data End record's data section CRC is checked; the closing magic after the Footer always is."""
+    f.seek(start)
+    crc = zlib.crc32(MCAP_MAGIC) if verify_crcs else 0
+    offset = start
+    limit = _max_chunk_bytes(limits)
+    while offset < end:
+        head = f.read(_RECORD_HEAD.size)
+        if len(head) < _RECORD_HEAD.size:
+            raise LogError(f"{path}: cut short in the record header at byte {offset}")
+        opcode, length = _RECORD_HEAD.unpack(head)
+        left = end - offset - _RECORD_HEAD.size
+        if length > min(left, limit):
+            raise LogError(
+                f"{path}: record at byte {offset} declares {length} bytes; {left} are left in the file "
+                f"and a record of a log holds at most {limit}"
+            )
+        body = memoryview(f.read(length))
+        if opcode == Opcode.DATA_END and verify_crcs:
+            expected = struct.unpack_from("<I", body)[0] if length >= 4 else 0
+            if expected not in (0, crc):
+                raise LogError(f"{path}: data section CRC is {crc:#010x}, the file says {expected:#010x}")
+        if verify_crcs:
+            crc = zlib.crc32(body, zlib.crc32(head, crc))
+        yield offset, opcode, body
+        offset += _RECORD_HEAD.size + length
+        if opcode == Opcode.FOOTER:
+            if f.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+                raise LogError(
+                    f"{path}: the footer at byte {offset - length - 9} is not followed by the magic"
+                )
+            return
+    raise LogError(f"{path}: ends at byte {offset} without a footer")
+
+
+#: The record readers of the mcap library for the records a log holds; others are skipped unread.
+_READERS: dict[int, Callable[[ReadDataStream], Any]] = {
+    Opcode.CHANNEL: Channel.read,
+    Opcode.CHUNK: Chunk.read,
+    Opcode.METADATA: Metadata.read,
+    Opcode.STATISTICS: Statistics.read,
+}
+
+
+def _parse(opcode: int, body: memoryview, where: str) -> Any:
+    """The record of `opcode` in `body`, None for a kind the reader skips. mcap's readers run on `body`
+    only, so a damaged length inside a record can read no further than the record itself."""
+    if opcode == Opcode.MESSAGE:
+        if body.nbytes < _MESSAGE_HEAD.size:
+            raise LogError(f"{where}: message record of {body.nbytes} bytes is too short")
+        channel_id, sequence, log_time, publish_time = _MESSAGE_HEAD.unpack_from(body)
+        # The data stays a view of the chunk: unpack_record slices the arrays out of it without a copy.
+        return Message(channel_id, log_time, body[_MESSAGE_HEAD.size :], publish_time, sequence)  # type: ignore[arg-type]
+    read = _READERS.get(opcode)
+    if read is None:
+        return None
+    try:
+        return read(ReadDataStream(io.BytesIO(body)))
+    # A damaged field reads as the end of the record (EndOfFile, struct.error), bad UTF-8 (ValueError)
+    # or a length no buffer can have (OverflowError).
+    except (McapError, struct.error, ValueError, OverflowError) as exc:
+        raise LogError(f"{where}: damaged {Opcode(opcode).name} record: {type(exc).__name__} {exc}") from exc
+
+
+def _inflate(chunk: Chunk, limits: Limits, where: str) -> bytes:
+    """The uncompressed records of a chunk, checked against its declared size, which is checked against
+    the log's bound first; zstd output is read in pieces, so a damaged frame header that declares any
+    content size cannot make it allocate more than the chunk declares."""
+    size, limit = chunk.uncompressed_size, _max_chunk_bytes(limits)
+    if size > limit:
+        raise LogError(
+            f"{where}: chunk declares {size} bytes uncompressed, a chunk of a log holds at most {limit}"
+        )
+    if chunk.compression == "":
+        data = bytes(chunk.data)
+    elif chunk.compression == "zstd":
+        pieces, total = [], 0
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(chunk.data) as reader:
+                while piece := reader.read(min(1 << 20, size + 1 - total)):
+                    pieces.append(piece)
+                    total += len(piece)
+                    if total > size:
+                        break
+        except zstandard.ZstdError as exc:
+            raise LogError(f"{where}: chunk does not decompress: {exc}") from exc
+        data = b"".join(pieces)
+    else:
+        raise LogError(f"{where}: chunk compression {chunk.compression!r}; a log uses 'zstd' or none")
+    if len(data) != size:
+        raise LogError(
+            f"{where}: chunk holds {len(data)}{'+' if len(data) > size else ''} bytes, it declares {size}"
+        )
+    return data
+
+
+def _chunk_records(chunk: Chunk, limits: Limits, verify_crcs: bool, where: str) -> Iterator[Any]:
+    """The records inside a chunk, each length checked against what is left of the chunk."""
+    data = _inflate(chunk, limits, where)
+    if verify_crcs and chunk.uncompressed_crc not in (0, zlib.crc32(data)):
+        raise LogError(f"{where}: chunk CRC does not match its data")
+    view, offset = memoryview(data), 0
+    while offset < view.nbytes:
+        if offset + _RECORD_HEAD.size > view.nbytes:
+            raise LogError(f"{where}: cut short in the record header at byte {offset} of the chunk")
+        opcode, length = _RECORD_HEAD.unpack_from(view, offset)
+        start = offset + _RECORD_HEAD.size
+        if length > view.nbytes - start:
+            raise LogError(
+                f"{where}: record at byte {offset} of the chunk declares {length} bytes, "
+                f"{view.nbytes - start} are left"
+            )
+        offset = start + length
+        record = _parse(opcode, view[start:offset], f"{where}, byte {start - 9} of the chunk")
+        if record is not None:
+            yield record
 
 
 @dataclass
@@ -424,9 +641,13 @@ class LogReader:
         if not self.paths:
             raise LogError("no log file given")
         for path in existing_logs(self.paths):
-            with open(path, "rb") as f:
-                if f.read(len(MCAP_MAGIC)) != MCAP_MAGIC:  # a cut-short log still starts with it
-                    raise LogError(f"{path}: not an MCAP file (it does not start with the MCAP magic)")
+            try:
+                with open(path, "rb") as f:
+                    magic = f.read(len(MCAP_MAGIC))
+            except OSError as exc:
+                raise LogError(f"{path}: cannot read: {exc.strerror}") from exc
+            if magic != MCAP_MAGIC:  # a cut-short log still starts with it
+                raise LogError(f"{path}: not an MCAP file (it does not start with the MCAP magic)")
         self.limits = limits
         self.verify_crcs = verify_crcs
         self.streams: dict[str, dict[str, str]] = {}
@@ -443,8 +664,8 @@ class LogReader:
         """Channel metadata of every stream in the logs: from a file's summary when it has one, else by
         reading the file through (a recording cut short)."""
         for path in self.paths:
-            summary = _summary(path)
-            channels = summary.channels.values() if summary is not None else None
+            summary = _summary(path, self.limits)
+            channels = summary.channels if summary is not None else None
             if channels is None:
                 channels = [
                     r for r in self._records(_FileState(path), self.verify_crcs) if isinstance(r, Channel)
@@ -459,13 +680,13 @@ class LogReader:
         wanted = None if streams is None else set(streams)
         total = 0
         for path in self.paths:
-            summary = _summary(path)
-            if summary is None or summary.statistics is None:
+            summary = _summary(path, self.limits)
+            if summary is None or summary.message_counts is None:
                 return None
-            topics = {c.id: c.topic for c in summary.channels.values()}
+            topics = {c.id: c.topic for c in summary.channels}
             total += sum(
                 n
-                for channel, n in summary.statistics.channel_message_counts.items()
+                for channel, n in summary.message_counts.items()
                 if wanted is None or topics.get(channel) in wanted
             )
         return total
@@ -505,28 +726,23 @@ class LogReader:
             )
         self.streams.setdefault(record.topic, dict(record.metadata))
 
-    @staticmethod
-    def _records(state: _FileState, verify_crcs: bool) -> Iterator[Any]:
-        with open(state.path, "rb") as f:
-            reader = StreamReader(f, validate_crcs=verify_crcs)  # type: ignore[arg-type]
-            records = reader.records
-            while True:
-                try:
-                    record = next(records)
-                except StopIteration:
-                    state.complete = True
-                    return
-                # A crash leaves a partial record at the tail: any of these, depending on where it was cut.
-                except (
-                    McapError,
-                    EOFError,
-                    struct.error,
-                    zstandard.ZstdError,
-                    zlib.error,
-                    ValueError,
-                ) as exc:
-                    state.error = f"{type(exc).__name__} {exc}".strip() or "cut short"
-                    with contextlib.suppress(Exception):
-                        records.close()
-                    return
-                yield record
+    def _records(self, state: _FileState, verify_crcs: bool) -> Iterator[Any]:
+        """Every record of one file in order, chunks opened; a damaged or missing part (a crash leaves a
+        partial record at the tail) ends the file, and `state` says where and why."""
+        path = state.path
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                records = _file_records(f, len(MCAP_MAGIC), size, self.limits, path, verify_crcs)
+                for offset, opcode, body in records:
+                    where = f"{path}: record at byte {offset}"
+                    record = _parse(opcode, body, where)
+                    if isinstance(record, Chunk):
+                        yield from _chunk_records(record, self.limits, verify_crcs, where)
+                    elif record is not None:
+                        yield record
+            state.complete = True
+        except LogError as exc:
+            state.error = str(exc).removeprefix(f"{path}: ")
+        except OSError as exc:
+            state.error = f"cannot read: {exc.strerror}"

@@ -2,6 +2,8 @@
 
 import base64
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ import numpy as np
 from mcap.reader import make_reader
 
 from fusion_pipeline.foxglove import SCHEMAS
-from fusion_pipeline.logfile import LogWriter
+from fusion_pipeline.logfile import LogWriter, SplitPolicy
 from fusion_pipeline.wire import Sample
 
 ROOT = Path(__file__).parent.parent
@@ -126,3 +128,48 @@ def test_export_foxglove_never_writes_over_a_file_or_leaves_one_for_a_bad_input(
     )
     assert missing.returncode == 2 and "nope.mcap: no such log file" in missing.stderr
     assert not out.exists()
+
+
+def _result(seq: int, probs: float) -> Sample:
+    return Sample("result/fused", "result", seq, T0 + seq, {"class_probs": np.full(5, probs, np.float32)})
+
+
+def test_each_source_keeps_its_own_topic_and_the_summary_says_which(tmp_path: Path) -> None:
+    # A split recording (two parts: one source) with the live results, and the replay's results log.
+    recording = LogWriter(tmp_path / "run.mcap", split=SplitPolicy(max_duration_ns=10))
+    for seq in range(4):
+        recording.write(_result(seq, 0.1), log_time_ns=seq * 10)  # one part per message
+        lidar = Sample("lidar/top", "lidar", seq, T0 + seq, {"points": np.zeros((2, 4), np.float32)})
+        recording.write(lidar, log_time_ns=seq * 10)
+    recording.close()
+    assert len(recording.paths) == 4
+    with LogWriter(tmp_path / "results.mcap") as replayed:
+        for seq in range(3):
+            replayed.write(_result(seq, 0.3), seq)
+    out = tmp_path / "view.mcap"
+    logs = [str(p) for p in [*recording.paths, tmp_path / "results.mcap"]]
+    old = os.umask(0o002)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "fusion_pipeline.cli", "export-foxglove", *logs, "-o", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.umask(old)
+    assert done.returncode == 0, done.stderr
+    assert "result/fused of results -> /result/fused@results (/result/fused holds run's)" in done.stderr
+    assert "/lidar/top 4, /result/fused 4, /result/fused@results 3" in done.stderr
+    with open(out, "rb") as f:
+        probs: dict[str, set[float]] = {}
+        for _, channel, message in make_reader(f).iter_messages():
+            if channel.topic.startswith("/result"):
+                values = json.loads(message.data)["class_probs"].values()
+                probs.setdefault(channel.topic, set()).update(values)
+    # Live and replayed results never share a topic.
+    assert probs == {
+        "/result/fused": {np.float32(0.1).item()},
+        "/result/fused@results": {np.float32(0.3).item()},
+    }
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600

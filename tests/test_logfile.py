@@ -1,5 +1,8 @@
 """MCAP log format: record layout, round trips, channel metadata, splitting, truncated files, bad records."""
 
+import os
+import re
+import stat
 import struct
 from pathlib import Path
 
@@ -200,3 +203,51 @@ def test_a_log_is_never_written_over(tmp_path: Path) -> None:
     with pytest.raises(LogError, match="keep.mcap exists already, not overwriting a log"):
         LogWriter(precious)
     assert precious.read_bytes() == b"an earlier recording"
+
+
+def _chunk_offset(data: bytes) -> int:
+    """Byte offset of the first Chunk record of a log (after the magic, Header and Metadata records)."""
+    offset = 8
+    while data[offset] != 0x06:
+        offset += 9 + struct.unpack_from("<Q", data, offset + 1)[0]
+    return offset
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        # The record length of the chunk, far beyond the file.
+        (1, 2**63, r"record at byte \d+ declares 9223372036854775808 bytes; \d+ are left in the file"),
+        # Its uncompressed size (after the start and end times), beyond any chunk a log holds.
+        (9 + 16, 2**40, r"chunk declares 1099511627776 bytes uncompressed, a chunk of a log holds at most"),
+        # The length of its compression string, beyond the record it is in.
+        (9 + 28, 2**32 - 1, "damaged CHUNK record"),
+    ],
+)
+def test_huge_declared_lengths_stop_the_reader_with_a_message(
+    tmp_path: Path, field: int, value: int, says: str
+) -> None:
+    path = tmp_path / "log.mcap"
+    with LogWriter(path, chunk_bytes=2000) as writer:
+        for i in range(10):
+            writer.write(_lidar(i, n=50), i)
+    data = bytearray(path.read_bytes())
+    at = _chunk_offset(data) + field
+    width = 4 if field == 9 + 28 else 8
+    data[at : at + width] = value.to_bytes(width, "little")
+    damaged = tmp_path / "damaged.mcap"
+    damaged.write_bytes(data)
+    reader = LogReader(damaged)
+    assert list(reader) == [] and reader.count() is not None  # the summary at the end is intact
+    assert len(reader.truncated) == 1 and str(damaged) in reader.truncated[0]
+    assert re.search(says, reader.truncated[0]), reader.truncated[0]
+
+
+def test_logs_are_created_private_to_their_owner(tmp_path: Path) -> None:
+    old = os.umask(0o002)  # a permissive umask: the log must still be 0600
+    try:
+        with LogWriter(tmp_path / "log.mcap") as writer:
+            writer.write(_lidar(0), 0)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "log.mcap").stat().st_mode) == 0o600
