@@ -30,6 +30,7 @@ from fusion_pipeline.health import (
     PipelineSnapshot,
     assess,
     node_state,
+    silent_streams,
 )
 from fusion_pipeline.metrics import is_drop_counter
 
@@ -88,9 +89,16 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
     lost = CounterMetricFamily(
         "fusion_stream_seq_lost", "Messages missing in those sequence gaps", labels=["stream"]
     )
+    silent = GaugeMetricFamily(
+        "fusion_stream_silent",
+        "1 while the stream's ingest node has received nothing for a few of its periods (rate_hz)",
+        labels=["stream"],
+    )
+    quiet = {s.name for s in silent_streams(snapshot)}
     sync = _counters(snapshot, "synchronizer")
     for stream in snapshot.streams:
         name = stream.name
+        silent.add_metric([name], 1.0 if name in quiet else 0.0)
         ingest = _counters(snapshot, f"ingest:{name}")
         messages.add_metric([name], _count(ingest, "received"))
         size.add_metric([name], _count(ingest, "received_bytes"))
@@ -105,7 +113,7 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
                     dropped.add_metric([name, kind, key], _count(counters, key))
         for reason, count in _prefixed(sync, f"dropped.{name}."):
             dropped.add_metric([name, "synchronizer", reason], count)
-    yield from (messages, size, malformed, dropped, gaps, lost)
+    yield from (messages, size, malformed, dropped, gaps, lost, silent)
 
 
 def _sync_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
@@ -193,7 +201,7 @@ def _node_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
     yield from (up, restarts, age)
     yield GaugeMetricFamily(
         "fusion_pipeline_degraded",
-        "1 when a node is not running or a required stream is silent (`fusion-pipeline status` says why)",
+        "1 when a node is not running or a stream is silent (`fusion-pipeline status` says why)",
         value=1.0 if assess(snapshot).degraded else 0.0,
     )
     yield GaugeMetricFamily(

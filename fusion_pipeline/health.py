@@ -12,15 +12,17 @@ Node states:
   older than its heartbeat timeout);
 - ``restarting``: it exited (or was killed) and waits for its restart backoff.
 
-The pipeline is degraded when any node is not ``running`` or a required stream is silent: its ingest
-node received nothing for `silent_s`. It has recovered once every node runs again and the required
-streams flow.
+The pipeline is degraded when any node is not ``running`` or a configured stream is silent: its ingest
+node received nothing for `silent_s` (a few of its periods) since the pipeline came up. It has recovered
+once every node runs again and every stream flows. Standing conditions that are no fault (plain tcp
+under ``security.insecure``, metrics off because the port is taken) are `Notice`s: logged at start, listed
+by `status` and tagged in the status line (`status_tags`).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,14 +34,19 @@ __all__ = [
     "Health",
     "LatencyHistogram",
     "NodeSnapshot",
+    "Notice",
     "PipelineSnapshot",
+    "SilenceWatch",
     "StreamSnapshot",
     "assess",
     "flow_counts",
     "node_state",
+    "silence",
     "silent_after_s",
+    "silent_streams",
     "stale_after_s",
     "status_report",
+    "status_tags",
 ]
 
 NODE_STATES: tuple[str, ...] = ("starting", "running", "hung", "restarting")
@@ -126,8 +133,19 @@ class StreamSnapshot:
     required: bool
     rate_hz: float  # configured
     messages_per_s: float | None  # received by its ingest node, over the recent window
-    idle_s: float  # since its ingest node last received a message
+    idle_s: float  # since its ingest node last received a message (at most since the pipeline came up)
     silent_s: float  # idle longer than this is silent
+    driver: str = "sim"  # StreamConfig.driver
+    endpoint: str = ""  # where its driver publishes
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A standing condition an operator must know of, but no fault: `text` for the log and `status`,
+    `short` for the status line."""
+
+    short: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -147,6 +165,9 @@ class PipelineSnapshot:
     missing: Mapping[str, int] = field(default_factory=dict)  # results without modality -> count
     provider: str = ""
     latency: Mapping[str, tuple[Sequence[int], float, int]] = field(default_factory=dict)  # stage -> buckets
+    notices: Sequence[Notice] = ()
+    metrics: str = ""  # the /metrics URL, or "off (why)"
+    results_endpoint: str = ""
 
     def node(self, name: str) -> NodeSnapshot | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -158,8 +179,42 @@ class Health:
     reasons: list[str]
 
 
+def silent_streams(snapshot: PipelineSnapshot) -> list[StreamSnapshot]:
+    return [s for s in snapshot.streams if s.idle_s > s.silent_s]
+
+
+def silence(stream: StreamSnapshot) -> str:
+    """What is wrong with a silent stream, and where its data should come from."""
+    kind = "required stream" if stream.required else "stream"
+    source = f" from its external driver on {stream.endpoint}" if stream.driver == "external" else ""
+    return f"{kind} {stream.name} silent for {stream.idle_s:.1f} s (expects {stream.rate_hz:g} Hz{source})"
+
+
+def status_tags(snapshot: PipelineSnapshot) -> list[str]:
+    """The status line's warnings: each silent stream, then each kind of notice (counted when repeated)."""
+    counts = Counter(n.short for n in snapshot.notices)
+    return [f"SILENT {s.name}" for s in silent_streams(snapshot)] + [
+        short if n == 1 else f"{short} x{n}" for short, n in counts.items()
+    ]
+
+
+class SilenceWatch:
+    """The streams that went silent and those that came back since the previous snapshot, so that the
+    supervisor logs each change once."""
+
+    def __init__(self) -> None:
+        self._silent: set[str] = set()
+
+    def changes(self, snapshot: PipelineSnapshot) -> tuple[list[StreamSnapshot], list[StreamSnapshot]]:
+        silent = {s.name for s in silent_streams(snapshot)}
+        went = [s for s in snapshot.streams if s.name in silent - self._silent]
+        back = [s for s in snapshot.streams if s.name in self._silent - silent]
+        self._silent = silent
+        return went, back
+
+
 def assess(snapshot: PipelineSnapshot) -> Health:
-    """Degraded, and why: nodes not running, required streams silent."""
+    """Degraded, and why: nodes not running, streams silent."""
     reasons = []
     for node in snapshot.nodes:
         state = node_state(node.alive, node.restart_pending, node.heartbeat_age_s, snapshot.stale_s)
@@ -167,23 +222,25 @@ def assess(snapshot: PipelineSnapshot) -> Health:
             reasons.append(f"{node.name} hung (no heartbeat for {node.heartbeat_age_s:.1f} s)")
         elif state != "running":
             reasons.append(f"{node.name} {state}")
-    for stream in snapshot.streams:
-        if stream.required and stream.idle_s > stream.silent_s:
-            reasons.append(f"required stream {stream.name} silent for {stream.idle_s:.1f} s")
+    reasons += [silence(stream) for stream in silent_streams(snapshot)]
     return Health(degraded=bool(reasons), reasons=reasons)
 
 
 def status_report(snapshot: PipelineSnapshot) -> dict[str, Any]:
     """The status reply: plain types only (msgpack and JSON)."""
     health = assess(snapshot)
+    silent = {s.name for s in silent_streams(snapshot)}
     return {
         "pipeline": snapshot.pipeline,
         "run_dir": snapshot.run_dir,
         "uptime_s": round(snapshot.uptime_s, 3),
         "degraded": health.degraded,
         "reasons": health.reasons,
+        "warnings": [n.text for n in snapshot.notices],
         "provider": snapshot.provider,
         "results": snapshot.results,
+        "results_endpoint": snapshot.results_endpoint,
+        "metrics": snapshot.metrics,
         "nodes": [
             {
                 "name": n.name,
@@ -203,6 +260,7 @@ def status_report(snapshot: PipelineSnapshot) -> dict[str, Any]:
                 "rate_hz": s.rate_hz,
                 "messages_per_s": _round(s.messages_per_s),
                 "idle_s": round(s.idle_s, 3),
+                "silent": s.name in silent,
             }
             for s in snapshot.streams
         ],

@@ -2,8 +2,9 @@
 
 The supervisor binds a REP socket there (`StatusServer`, served from its main loop) and answers a msgpack
 request ``{"request": "status"}`` with the msgpack map of health.status_report: per node state, pid,
-uptime, restarts, heartbeat age and rates; ``degraded`` and the reasons. The command prints it as a table
-(or JSON) and exits 0 when healthy, 1 when degraded, 2 when no supervisor answers.
+uptime, restarts, heartbeat age and rates; per stream rate, idle time and silence; ``degraded`` and the
+reasons; the warnings (health.Notice), the results endpoint and the metrics URL. The command prints it
+as a table (or JSON) and exits 0 when healthy, 1 when degraded, 2 when no supervisor answers.
 
 Where the run directory is: ``--run-dir``, else the config's ``pipeline.run_dir``, else (empty: the
 supervisor made a private temp dir) the run file the supervisor records, ``run_file(pipeline name)``:
@@ -169,7 +170,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "status",
         help="health of a running pipeline: per node state, pid, uptime, restarts, heartbeat, rates",
         description="Ask a running supervisor for the state of its nodes. Exit status: 0 healthy, "
-        "1 degraded (a node not running, or a required stream silent), 2 no supervisor answered.",
+        "1 degraded (a node not running, or a stream silent), 2 no supervisor answered. Warnings (plain "
+        "tcp, metrics off) are listed without making it degraded.",
     )
     config_argument(p)
     p.add_argument("--run-dir", type=Path, default=None, help="the run directory (default: from the config)")
@@ -206,6 +208,8 @@ def format_status(report: dict[str, Any]) -> str:
         f"{report['pipeline']}: {health}",
         f"run dir {report['run_dir']}, up {_duration(report['uptime_s'])}, "
         f"provider {report['provider'] or '-'}, results {report['results']}",
+        f"results {report['results_endpoint']}, metrics {report['metrics']}",
+        *(f"WARNING: {warning}" for warning in report["warnings"]),
         "",
         f"{'node':<26} {'state':<10} {'pid':>7} {'uptime':>8} {'restarts':>8} {'heartbeat':>9} "
         f"{'in/s':>7} {'out/s':>7}",
@@ -222,7 +226,8 @@ def format_status(report: dict[str, Any]) -> str:
     for stream in report["streams"]:
         lines.append(
             f"{stream['name']:<26} {_rate(stream['messages_per_s']):>7} {stream['rate_hz']:>7g} "
-            f"{stream['idle_s']:>6.1f}s  {'yes' if stream['required'] else 'no'}"
+            f"{stream['idle_s']:>6.1f}s  {'yes' if stream['required'] else 'no':<8}"
+            f"{'  SILENT' if stream['silent'] else ''}".rstrip()
         )
     return "\n".join(lines)
 

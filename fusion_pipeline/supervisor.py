@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import os
 import re
@@ -44,18 +45,22 @@ import msgpack
 import zmq
 
 import fusion_pipeline
-from fusion_pipeline.config import Config, ConfigError, config_source
+from fusion_pipeline.config import Config, ConfigError, EndpointUse, config_source
 from fusion_pipeline.exporter import MetricsServer, PipelineCollector
 from fusion_pipeline.health import (
     CounterWindow,
     LatencyHistogram,
     NodeSnapshot,
+    Notice,
     PipelineSnapshot,
+    SilenceWatch,
     StreamSnapshot,
     flow_counts,
+    silence,
     silent_after_s,
     stale_after_s,
     status_report,
+    status_tags,
 )
 from fusion_pipeline.metrics import CounterTotals, ResultRatio, ResultStats
 from fusion_pipeline.node import CONTROL_SOCKET, check_host
@@ -63,7 +68,7 @@ from fusion_pipeline.runtime import RESULT_STREAM, wants_tensorrt
 from fusion_pipeline.status import STATUS_SOCKET, StatusError, StatusServer, forget_run_dir, record_run_dir
 from fusion_pipeline.transport import Endpoint, Role, Subscriber
 
-__all__ = ["NodeSpec", "RestartPolicy", "Supervisor", "lock_run_dir", "node_specs"]
+__all__ = ["NodeSpec", "RestartPolicy", "Supervisor", "lock_run_dir", "node_specs", "plain_tcp_endpoints"]
 
 STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL after this long
 STATUS_PLAIN_S = 10.0  # status line period when stderr is not a terminal
@@ -95,6 +100,13 @@ def node_specs(config: Config) -> list[NodeSpec]:
     specs += [NodeSpec("ingest", s.name) for s in config.streams]
     specs += [NodeSpec("synchronizer"), NodeSpec("inference")]
     return specs + [NodeSpec("recorder")] if config.record.enabled else specs
+
+
+def plain_tcp_endpoints(config: Config, run_dir: Path) -> list[EndpointUse]:
+    """The graph's tcp endpoints that run without CURVE (``security.insecure`` and no certificate)."""
+    return [
+        u for u in config.endpoint_uses(run_dir) if u.url.startswith("tcp://") and not config.curve_for(u.url)
+    ]
 
 
 @dataclass(frozen=True)
@@ -212,6 +224,10 @@ class Supervisor:
         self._window = CounterWindow()
         self._latency = {stage: LatencyHistogram() for stage in ("model", "end_to_end")}
         self._started = time.monotonic()
+        self._all_up: float | None = None  # monotonic: when every node had sent its first heartbeat
+        self._silence = SilenceWatch()
+        self._notices: list[Notice] = []
+        self._metrics = "off (metrics.enabled = false)"
         self.latest: PipelineSnapshot | None = None
 
     # -- public -----------------------------------------------------------------------------------------
@@ -244,6 +260,16 @@ class Supervisor:
         self._log(
             f"run dir {self.run_dir}; {len(self.nodes)} nodes; config {self.config_path or '<embedded demo>'}"
         )
+        config_option = f" -c {self.config_path}" if self.config.curve_for(results_url) else ""
+        self._log(f"results on {results_url}: fusion-pipeline echo {results_url}{config_option}")
+        for use in plain_tcp_endpoints(self.config, self.run_dir):
+            self._warn(
+                Notice(
+                    "insecure tcp",
+                    f"{use.key} {use.url} is plain tcp: no encryption, no authentication "
+                    "(security.insecure = true)",
+                )
+            )
         metrics, run_file = self._open_metrics(), self._record_run_dir()
         try:
             for node in self.nodes:
@@ -264,7 +290,7 @@ class Supervisor:
                         self._drain_results(results)
                 self._watch(time.monotonic())
                 if time.monotonic() >= next_snapshot:
-                    self.snapshot(time.monotonic())
+                    self._log_silence(self.snapshot(time.monotonic()))
                     next_snapshot = time.monotonic() + SNAPSHOT_S
                 if time.monotonic() >= next_status:
                     # A log (not a terminal) gets no line of zeros while the nodes start: its first line
@@ -322,6 +348,8 @@ class Supervisor:
                     rates={k: v for k, v in rates.items() if v is not None},
                 )
             )
+        # Silence counts from the moment every node was up: a driver still importing is not silent.
+        up_s = 0.0 if self._all_up is None else now - self._all_up
         streams = [
             StreamSnapshot(
                 name=s.name,
@@ -329,8 +357,10 @@ class Supervisor:
                 required=s.required,
                 rate_hz=s.rate_hz,
                 messages_per_s=self._window.rate(f"ingest:{s.name}.in"),
-                idle_s=self._window.idle_s(f"ingest:{s.name}.in", now),
+                idle_s=min(up_s, self._window.idle_s(f"ingest:{s.name}.in", now)),
                 silent_s=silent_after_s(s.rate_hz, heartbeat_ms),
+                driver=s.driver,
+                endpoint=self.config.endpoint(s.endpoint, self.run_dir),
             )
             for s in self.config.streams
         ]
@@ -347,21 +377,50 @@ class Supervisor:
             missing=dict(self.stats.missing),
             provider=self.stats.provider,
             latency={stage: h.cumulative() for stage, h in self._latency.items()},
+            notices=tuple(self._notices),
+            metrics=self._metrics,
+            results_endpoint=self.config.endpoint(self.config.output.endpoint, self.run_dir),
         )
         return self.latest
 
     def _open_metrics(self) -> MetricsServer | None:
-        """Serve /metrics when enabled; an address in use is logged, the pipeline runs without metrics."""
+        """Serve /metrics when enabled; an address it cannot serve on (a port taken) is a notice and the
+        pipeline runs without metrics."""
         settings = self.config.metrics
         if not settings.enabled:
             return None
         try:
             server = MetricsServer(PipelineCollector(lambda: self.latest), settings.host, settings.port)
         except OSError as exc:
-            self._log(f"WARNING: no metrics: cannot serve on {settings.address}: {exc.strerror or exc}")
+            why = "port taken" if exc.errno == errno.EADDRINUSE else "cannot serve"
+            self._metrics = f"off ({why})"
+            self._warn(
+                Notice(
+                    f"metrics off ({why})",
+                    f"metrics off ({why}): cannot serve on {settings.address}: "
+                    f"{exc.strerror or exc} (metrics.address)",
+                )
+            )
             return None
+        self._metrics = server.url
         self._log(f"metrics at {server.url}")
         return server
+
+    def _warn(self, notice: Notice) -> None:
+        """Log a standing condition once and keep it for `status` and the status line."""
+        self._notices.append(notice)
+        self._log(f"WARNING: {notice.text}")
+
+    def _log_silence(self, snapshot: PipelineSnapshot) -> None:
+        """Say once when a stream goes silent and when it comes back. Not in a replay: there the log, not
+        a driver, decides what arrives."""
+        if self.LOG_TIME:
+            return
+        went, back = self._silence.changes(snapshot)
+        for stream in went:
+            self._log(f"WARNING: {silence(stream)}")
+        for stream in back:
+            self._log(f"stream {stream.name} receiving again")
 
     def _record_run_dir(self) -> Path | None:
         """Make a private temp run dir discoverable by `fusion-pipeline status` (fusion_pipeline.status)."""
@@ -542,6 +601,7 @@ class Supervisor:
                 # Every node is up: the warm-up starts now (imports and model loading are behind us). A
                 # replay's stamps are log times: there every result counts.
                 self.stats.since_ns = 0 if self.LOG_TIME else time.time_ns() + round(self.warmup_s * 1e9)
+                self._all_up = now
             node.last_beat = now
             self.counters.update(name, pid, counters)
             reference = name == f"ingest:{self.config.sync.reference}"
@@ -583,9 +643,16 @@ class Supervisor:
         else:
             latency = f"model {model:.1f}ms" + ("" if e2e is None else f" e2e {e2e:.1f}ms")
         restarts = sum(n.restarts for n in self.nodes)
-        line = (
-            f"{rates} | sets full {self.stats.full} partial {self.stats.partial} | {latency} | "
-            f"{self.stats.provider or '-'} | restarts {restarts}"
+        tags = status_tags(self.latest) if self.latest is not None else []
+        line = " | ".join(
+            [
+                rates,
+                f"sets full {self.stats.full} partial {self.stats.partial}",
+                latency,
+                self.stats.provider or "-",
+                f"restarts {restarts}",
+                *tags,
+            ]
         )
         with self._lock:
             if self.tty:

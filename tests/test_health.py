@@ -16,7 +16,9 @@ from fusion_pipeline.health import (
     CounterWindow,
     LatencyHistogram,
     NodeSnapshot,
+    Notice,
     PipelineSnapshot,
+    SilenceWatch,
     StreamSnapshot,
     assess,
     flow_counts,
@@ -24,6 +26,7 @@ from fusion_pipeline.health import (
     silent_after_s,
     stale_after_s,
     status_report,
+    status_tags,
 )
 from fusion_pipeline.metrics import ResultRatio
 from fusion_pipeline.status import (
@@ -99,8 +102,36 @@ def test_degraded_names_every_node_not_running_and_silent_required_streams() -> 
         "synchronizer restarting",
         "inference starting",
         "ingest:radar/front hung (no heartbeat for 3.2 s)",
-        "required stream lidar/top silent for 4.0 s",  # an optional stream may be silent
+        "required stream lidar/top silent for 4.0 s (expects 10 Hz)",
+        "stream radar/front silent for 60.0 s (expects 10 Hz)",  # an optional stream's silence counts too
     ]
+
+
+def test_a_silent_stream_is_named_with_its_driver_and_reported_once_until_it_comes_back() -> None:
+    camera = StreamSnapshot(
+        "camera/front", "camera", False, 30.0, 0.0, 5.0, 2.0, driver="external", endpoint="ipc:///r/cam.sock"
+    )
+    reasons = assess(_snapshot([], [camera])).reasons
+    assert reasons == [
+        "stream camera/front silent for 5.0 s (expects 30 Hz from its external driver on ipc:///r/cam.sock)"
+    ]
+    watch = SilenceWatch()
+    quiet, flowing = _snapshot([], [camera]), _snapshot([], [_stream("camera/front")])
+    assert watch.changes(_snapshot([], [_stream("camera/front")])) == ([], [])
+    assert watch.changes(quiet) == ([camera], [])
+    assert watch.changes(quiet) == ([], [])  # said once
+    assert [s.name for s in watch.changes(flowing)[1]] == ["camera/front"]
+
+
+def test_notices_and_silent_streams_make_the_status_line_tags() -> None:
+    notices = [
+        Notice("insecure tcp", "output.endpoint tcp://127.0.0.1:5 is plain tcp"),
+        Notice("insecure tcp", "sync.endpoint tcp://127.0.0.1:6 is plain tcp"),
+        Notice("metrics off (port taken)", "metrics off (port taken): cannot serve on 127.0.0.1:9464"),
+    ]
+    snapshot = _snapshot([], [_stream("camera/front", idle_s=3.0), _stream("lidar/top")], notices=notices)
+    assert status_tags(snapshot) == ["SILENT camera/front", "insecure tcp x2", "metrics off (port taken)"]
+    assert status_tags(_snapshot([], [_stream("lidar/top")])) == []
 
 
 def test_recovered_once_every_node_runs_again() -> None:
@@ -188,13 +219,15 @@ def test_metric_families_of_a_snapshot() -> None:
     ]
     snapshot = _snapshot(
         nodes,
-        [_stream("lidar/top", required=True)],
+        [_stream("lidar/top", required=True), _stream("radar/front", idle_s=9.0)],
         results=40,
         missing={"lidar": 10},
         latency={"model": ([1] * 14 + [2], 0.5, 2)},
     )
     families = _families(snapshot)
     assert _value(families["fusion_stream_messages"], "_total", stream="lidar/top") == 48
+    assert _value(families["fusion_stream_silent"], stream="lidar/top") == 0
+    assert _value(families["fusion_stream_silent"], stream="radar/front") == 1
     assert _value(families["fusion_stream_bytes"], "_total", stream="lidar/top") == 4800
     malformed = families["fusion_stream_malformed"]
     assert _value(malformed, "_total", reason="bad_header") == 3
@@ -238,6 +271,24 @@ def test_status_report_and_table() -> None:
     table = format_status(report)
     assert table.splitlines()[0] == "demo: healthy"
     assert "ingest:lidar/top" in table and "10.0" in table
+    served = _snapshot(
+        nodes,
+        [_stream("lidar/top", True)],
+        notices=[Notice("insecure tcp", "output.endpoint tcp://127.0.0.1:5555 is plain tcp")],
+        metrics="http://127.0.0.1:9464/metrics",
+        results_endpoint="tcp://127.0.0.1:5555",
+    )
+    report = status_report(served)
+    assert report["warnings"] == ["output.endpoint tcp://127.0.0.1:5555 is plain tcp"]
+    assert report["metrics"] == "http://127.0.0.1:9464/metrics"
+    assert report["results_endpoint"] == "tcp://127.0.0.1:5555"
+    table = format_status(report).splitlines()
+    assert table[0] == "demo: healthy"  # a warning is no fault
+    assert "WARNING: output.endpoint tcp://127.0.0.1:5555 is plain tcp" in table
+    assert any(
+        "results tcp://127.0.0.1:5555" in line and "metrics http://127.0.0.1:9464/metrics" in line
+        for line in table
+    )
     degraded = status_report(_snapshot([_node("inference", heartbeat_age_s=None)], []))
     assert format_status(degraded).splitlines()[0] == "demo: DEGRADED: inference starting"
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,10 +18,11 @@ from typing import Any
 
 import psutil
 import pytest
-from pipeline_harness import DEMO_TEXT, Run, demo_text, pipeline
+from pipeline_harness import DEMO_TEXT, Run, add_to_stream, demo_text, pipeline
 from prometheus_client.parser import text_string_to_metric_families
 
 from fusion_pipeline.status import StatusError, query, run_file
+from fusion_pipeline.transport import Role, Subscriber
 
 ANY_PORT = 'address = "127.0.0.1:0"'
 STREAMS = ["camera/front", "lidar/top", "radar/front", "audio/roof"]
@@ -213,3 +215,79 @@ def test_no_metrics_when_disabled_and_status_finds_a_private_run_dir(
     code, out = _status_cli("-c", str(config_path))
     assert code == 2
     assert f"no supervisor recorded one in {recorded}" in out
+
+
+def _status_line(run: Run, *parts: str) -> str:
+    """The first status line of the run's log holding every one of `parts`."""
+
+    def line() -> str | None:
+        found = [x for x in run.output().splitlines() if x.startswith("[status] ")]
+        return next((x for x in found if all(p in x for p in parts)), None)
+
+    return _wait(line, 60, f"a status line with {parts}", run)
+
+
+def test_a_stream_nobody_publishes_and_plain_tcp_show_in_the_log_status_line_status_and_metrics(
+    tmp_path: Path,
+) -> None:
+    """Items 3, 21, 23: the camera's external driver never starts and the results are on plain tcp."""
+    with socket.socket() as probe:  # a free port for the results (taken again by the inference node)
+        probe.bind(("127.0.0.1", 0))
+        results_url = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+
+    def edit(text: str) -> str:
+        text = add_to_stream(_any_port(text), "camera/front", 'driver = "external"')
+        assert 'endpoint = "ipc://{run_dir}/results.sock"' in text
+        text = text.replace('endpoint = "ipc://{run_dir}/results.sock"', f'endpoint = "{results_url}"', 1)
+        return text.replace("insecure = false", "insecure = true", 1)
+
+    with pipeline(lambda d: demo_text(d, edit), workdir=tmp_path) as run:
+        camera_url = f"ipc://{run.run_dir}/sensor-camera_front.sock"
+        # At start: where the results are (item 23) and a warning naming the plain tcp key (item 3).
+        printed = _wait(
+            lambda: re.search(r"results on (\S+): fusion-pipeline echo", run.output()), 30, "results", run
+        )
+        assert printed.group(1) == results_url
+        assert f"WARNING: output.endpoint {results_url} is plain tcp" in run.output()
+        results = Subscriber(results_url, topics=["result/"], role=Role.RESULT)
+        try:
+            result = _wait(lambda: results.recv(timeout_ms=100), 60, "a result on the printed endpoint", run)
+        finally:
+            results.close()
+        assert result.stream == "result/fused"
+
+        # The silent camera (item 21): warned in the log, tagged in the status line, degraded in
+        # `status`, counted in the metrics; the other streams are not.
+        silent = "stream camera/front silent for "
+        warning = _wait(
+            lambda: next((x for x in run.output().splitlines() if f"WARNING: {silent}" in x), None),
+            60,
+            "silent camera warned",
+            run,
+        )
+        assert f"(expects 30 Hz from its external driver on {camera_url})" in warning
+        line = _status_line(run, "SILENT camera/front")
+        assert "insecure tcp" in line and "SILENT lidar" not in line
+        code, out = _status_cli("--run-dir", str(run.run_dir))
+        assert code == 1, out
+        assert out.startswith("demo: DEGRADED: ") and silent in out.splitlines()[0], out
+        assert f"WARNING: output.endpoint {results_url} is plain tcp" in out
+        assert f"results {results_url}" in out
+        silent_gauge = _per_stream(_scrape(_metrics_url(run)), "fusion_stream_silent")
+        assert silent_gauge == {"camera/front": 1.0, "lidar/top": 0.0, "radar/front": 0.0, "audio/roof": 0.0}
+
+
+def test_a_taken_metrics_port_shows_in_the_status_line_and_status(tmp_path: Path) -> None:
+    """Item 27: metrics off (port taken) in the status line and `status`; a served port gives its URL."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f'address = "127.0.0.1:{taken.getsockname()[1]}"'
+        with pipeline(
+            lambda d: demo_text(d, lambda t: _any_port(t).replace(ANY_PORT, address)), workdir=tmp_path
+        ) as run:
+            _status_line(run, "metrics off (port taken)")
+            assert "metrics at" not in run.output()
+            code, out = _status_cli("--run-dir", str(run.run_dir))
+            assert "metrics off (port taken)" in out, out
+            assert "WARNING: metrics off (port taken): cannot serve on 127.0.0.1:" in out

@@ -16,7 +16,7 @@ from pipeline_harness import DEMO_TEXT, collect, demo_text, pipeline, presence
 
 from fusion_pipeline.config import load_config, parse_config
 from fusion_pipeline.metrics import CounterTotals, ResultStats, is_drop_counter, percentiles
-from fusion_pipeline.supervisor import NodeSpec, RestartPolicy, lock_run_dir, node_specs
+from fusion_pipeline.supervisor import NodeSpec, RestartPolicy, lock_run_dir, node_specs, plain_tcp_endpoints
 from fusion_pipeline.transport import Endpoint
 from fusion_pipeline.wire import Sample
 
@@ -104,6 +104,22 @@ def test_node_specs_cover_the_graph_upstream_first() -> None:
     )
     assert NodeSpec("sensor_sim", "radar/front") not in node_specs(external)
     assert NodeSpec("ingest", "radar/front") in node_specs(external)
+
+
+def test_plain_tcp_endpoints_are_the_tcp_ones_without_curve() -> None:
+    assert plain_tcp_endpoints(load_config(), Path("/run/x")) == []  # the demo: ipc only
+    text = DEMO_TEXT.replace('"ipc://{run_dir}/sets.sock"', '"tcp://127.0.0.1:5601"', 1)
+    text = text.replace('"ipc://{run_dir}/results.sock"', '"tcp://0.0.0.0:5602"', 1)
+    insecure = parse_config(text.replace("insecure = false", "insecure = true", 1))
+    found = [(use.key, use.url) for use in plain_tcp_endpoints(insecure, Path("/run/x"))]
+    assert found == [("sync.endpoint", "tcp://127.0.0.1:5601"), ("output.endpoint", "tcp://0.0.0.0:5602")]
+    # With a certificate configured the tcp endpoints use CURVE, even with insecure = true: none is plain.
+    curve = parse_config(
+        text.replace(
+            "insecure = false", 'insecure = true\ncertificate = "k/p.key_secret"\nauthorized_keys = "k/ok"'
+        )
+    )
+    assert plain_tcp_endpoints(curve, Path("/run/x")) == []
 
 
 def test_restart_backoff_doubles_up_to_the_cap() -> None:
