@@ -248,6 +248,7 @@ def test_a_stream_nobody_publishes_and_plain_tcp_show_in_the_log_status_line_sta
             lambda: re.search(r"results on (\S+): fusion-pipeline echo", run.output()), 30, "results", run
         )
         assert printed.group(1) == results_url
+        assert f"[supervisor] run dir {run.run_dir};" in run.output()
         assert f"WARNING: output.endpoint {results_url} is plain tcp" in run.output()
         results = Subscriber(results_url, topics=["result/"], role=Role.RESULT)
         try:
