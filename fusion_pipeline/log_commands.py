@@ -123,7 +123,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--sample-rate", type=number(1, int), default=None, help="audio topics: samples per second"
     )
     imp.add_argument(
-        "--channels", type=number(1, int), default=1, help="audio topics: interleaved channels (default 1)"
+        "--channels",
+        type=number(1, int),
+        default=None,
+        help="audio topics: interleaved channels (default: the bag's AudioInfo, else 1)",
     )
     imp.set_defaults(func=_import_ros2)
 

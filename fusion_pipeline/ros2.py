@@ -13,26 +13,41 @@ sensor_msgs/msg/PointCloud2            lidar      ``points`` float32 [N, 4]: flo
                                                   optional intensity (0 when absent), any field order,
                                                   offsets and point_step; non-finite points dropped
 sensor_msgs/msg/PointCloud2            radar      ``detections`` float32 [M, 5] from x, y, z, velocity, rcs
-audio_common_msgs/msg/AudioData,       audio      ``samples`` int16 [frames, channels] from S16LE bytes,
-AudioDataStamped                                  meta sample_rate from ``--sample-rate``
+audio_common_msgs/msg/AudioData,       audio      ``samples`` int16 [frames, channels] from S16LE bytes
+AudioDataStamped                                  (float32 from F32LE); sample_rate, channels and sample
+                                                  format from the topic's AudioInfo (``TOPIC_info``, as
+                                                  audio_common publishes it), else ``--sample-rate``,
+                                                  ``--channels`` and S16LE; options that contradict the
+                                                  AudioInfo are refused
+std_msgs/msg/String                    result     a result that export-ros2 wrote (JSON, below)
 =====================================  =========  =====================================================
 
 stamp_ns is the message header's stamp (the bag's receive time for AudioData, which has no header),
-log_time the bag's timestamp, seq a per-stream count from 0 (ROS 2 messages carry none). A mapped topic of
-another type or encoding is refused with an error naming the topic and the type; unmapped topics are
-skipped.
+log_time the bag's timestamp, seq a per-stream count from 0 (ROS 2 messages carry none; a result's JSON
+does). A mapped topic of another type or encoding, or a damaged bag, is refused with an error naming the
+topic and the type; unmapped topics are skipped.
 
-Export (``fusion-pipeline export-ros2 LOG.mcap [RESULTS.mcap] -o BAG``) writes the inverse (camera as
-Image rgb8 or CompressedImage, lidar and radar as PointCloud2, audio as AudioDataStamped S16LE) plus
-results as std_msgs/msg/String holding the result as JSON, as a rosbag2 version 8 bag (ROS 2 Iron and
-newer play it) in sqlite3 or mcap storage. Topic = "/" + stream name.
+Export (``fusion-pipeline export-ros2 LOG.mcap [RESULTS.mcap] -o BAG``) writes the inverse: camera as
+Image rgb8 or CompressedImage, lidar and radar as PointCloud2, audio as AudioDataStamped in its own
+format (int16 as S16LE, float32 as F32LE: exact) with an AudioInfo on ``TOPIC_info`` whenever the format
+changes, and results as std_msgs/msg/String holding JSON ``{"format": "fusion-pipeline-result/1", "seq",
+"stamp_ns", "frame_id", "meta", "arrays": {NAME: {"dtype", "shape", "data": [...]}}}``, exact for every
+numeric dtype. The bag is rosbag2 version 8 (ROS 2 Iron and newer play it) in sqlite3 or mcap storage,
+directory 0700 and files 0600. Topics as export-foxglove: "/" + stream name, ``/STREAM@SOURCE`` for a
+stream an earlier input already holds. What the bag cannot carry is logged per topic: sets (skipped),
+sensor meta keys other than those import makes again, sensor seq numbers, dtype conversions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.logfile import LogReader, LogWriter, existing_logs
+from fusion_pipeline.logfile import LOG_MODE, LogReader, LogWriter, SourceTopics, existing_logs, log_sources
 from fusion_pipeline.wire import Sample
 
 __all__ = [
@@ -59,6 +74,9 @@ log = logging.getLogger(__name__)
 AUDIO_COMMON_MSGS = {
     "audio_common_msgs/msg/AudioData": "uint8[] data\n",
     "audio_common_msgs/msg/AudioDataStamped": "std_msgs/Header header\naudio_common_msgs/AudioData audio\n",
+    "audio_common_msgs/msg/AudioInfo": (
+        "uint8 channels\nuint32 sample_rate\nstring sample_format\nuint32 bitrate\nstring coding_format\n"
+    ),
 }
 
 _IMAGE = "sensor_msgs/msg/Image"
@@ -66,6 +84,7 @@ _COMPRESSED = "sensor_msgs/msg/CompressedImage"
 _CLOUD = "sensor_msgs/msg/PointCloud2"
 _AUDIO = "audio_common_msgs/msg/AudioData"
 _AUDIO_STAMPED = "audio_common_msgs/msg/AudioDataStamped"
+_AUDIO_INFO = "audio_common_msgs/msg/AudioInfo"
 _STRING = "std_msgs/msg/String"
 _MODALITIES = {
     _IMAGE: "camera",
@@ -73,7 +92,14 @@ _MODALITIES = {
     _CLOUD: "lidar",
     _AUDIO: "audio",
     _AUDIO_STAMPED: "audio",
+    _STRING: "result",
 }
+#: The audio sample formats (GStreamer names, as audio_common uses them) and their wire dtypes.
+_SAMPLE_FORMATS = {"S16LE": np.dtype("<i2"), "F32LE": np.dtype("<f4")}
+#: An audio topic's AudioInfo is on the topic + this suffix (audio_common: ``audio`` and ``audio_info``).
+INFO_SUFFIX = "_info"
+#: What a result exported as std_msgs/String JSON says it is, so that the importer knows it.
+RESULT_FORMAT = "fusion-pipeline-result/1"
 _FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
 _LIDAR_FIELDS = ("x", "y", "z", "intensity")
 _RADAR_FIELDS = ("x", "y", "z", "velocity", "rcs")
@@ -122,8 +148,8 @@ def parse_map(items: Sequence[str]) -> list[TopicMap]:
         stream, _, modality = rest.partition(":")
         if not sep or not topic or not stream:
             raise Ros2Error(f"--map {item!r}: expected TOPIC=STREAM[:modality]")
-        if modality and modality not in ("camera", "lidar", "radar", "audio"):
-            raise Ros2Error(f"--map {item!r}: modality must be camera, lidar, radar or audio")
+        if modality and modality not in ("camera", "lidar", "radar", "audio", "result"):
+            raise Ros2Error(f"--map {item!r}: modality must be camera, lidar, radar, audio or result")
         maps.append(TopicMap(topic, stream, modality or None))
     return maps
 
@@ -202,19 +228,48 @@ def _cloud(msg: Any, where: str, names: Sequence[str], optional: Sequence[str]) 
     return out[np.isfinite(out).all(axis=1)]
 
 
-def _audio(msg: Any, where: str, channels: int) -> np.ndarray:
+@dataclass(frozen=True)
+class AudioFormat:
+    """How an audio topic's bytes are laid out: from its AudioInfo topic, else from the options."""
+
+    sample_rate: int | None
+    channels: int
+    sample_format: str = "S16LE"
+
+
+def _audio(msg: Any, where: str, audio: AudioFormat) -> np.ndarray:
+    dtype = _SAMPLE_FORMATS[audio.sample_format]
     data = np.frombuffer(memoryview(msg.data), np.uint8)
-    if data.size % (2 * channels):
+    if data.size % (dtype.itemsize * audio.channels):
         raise Ros2Error(
-            f"{where}: {data.size} audio bytes are not whole S16LE frames of {channels} channel(s)"
+            f"{where}: {data.size} audio bytes are not whole {audio.sample_format} frames of "
+            f"{audio.channels} channel(s)"
         )
-    return data.view("<i2").reshape(-1, channels).copy()
+    return data.view(dtype).reshape(-1, audio.channels).copy()
+
+
+def _result_sample(msg: Any, where: str) -> tuple[dict[str, np.ndarray], dict[str, Any], int, str, int]:
+    """(arrays, meta, stamp_ns, frame_id, seq) of a result that export-ros2 wrote as JSON."""
+    try:
+        payload = json.loads(msg.data)
+        if payload.get("format") != RESULT_FORMAT:
+            raise ValueError(f"format is {payload.get('format')!r}, expected {RESULT_FORMAT!r}")
+        arrays = {
+            name: np.array(a["data"], np.dtype(a["dtype"])).reshape(a["shape"])
+            for name, a in payload["arrays"].items()
+        }
+        stamp_ns, seq = int(payload["stamp_ns"]), int(payload["seq"])
+        return arrays, dict(payload["meta"]), stamp_ns, str(payload["frame_id"]), seq
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise Ros2Error(
+            f"{where}: not a fusion-pipeline result as export-ros2 writes it ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _convert(
-    msgtype: str, msg: Any, modality: str, where: str, sample_rate: int | None, channels: int
+    msgtype: str, msg: Any, modality: str, where: str, audio: AudioFormat
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], int | None, str]:
-    """(arrays, meta, stamp_ns or None for the bag time, frame_id) of one ROS message."""
+    """(arrays, meta, stamp_ns or None for the bag time, frame_id) of one sensor message."""
     if msgtype == _IMAGE and modality == "camera":
         return _image(msg, where), {"encoding": "rgb8"}, _stamp_ns(msg.header), msg.header.frame_id
     if msgtype == _COMPRESSED and modality == "camera":
@@ -226,17 +281,64 @@ def _convert(
         detections = _cloud(msg, where, _RADAR_FIELDS, optional=())
         return {"detections": detections}, {}, _stamp_ns(msg.header), msg.header.frame_id
     if msgtype in (_AUDIO, _AUDIO_STAMPED) and modality == "audio":
-        if sample_rate is None:
-            raise Ros2Error(f"{where}: audio needs --sample-rate (AudioData does not say)")
-        meta = {"sample_rate": sample_rate}
+        if audio.sample_rate is None:
+            raise Ros2Error(
+                f"{where}: audio needs --sample-rate (AudioData does not say, and the bag has no "
+                f"{_AUDIO_INFO} topic beside it)"
+            )
+        meta = {"sample_rate": audio.sample_rate}
         if msgtype == _AUDIO:
-            return {"samples": _audio(msg, where, channels)}, meta, None, ""
+            return {"samples": _audio(msg, where, audio)}, meta, None, ""
         stamped = _stamp_ns(msg.header), msg.header.frame_id
-        return {"samples": _audio(msg.audio, where, channels)}, meta, *stamped
+        return {"samples": _audio(msg.audio, where, audio)}, meta, *stamped
     raise Ros2Error(
         f"{where}: type {msgtype} as {modality} is not supported "
         f"(supported: {', '.join(f'{t} as {m}' for t, m in _MODALITIES.items())}, {_CLOUD} as radar)"
     )
+
+
+def _audio_format(
+    infos: Sequence[Any], topic: str, sample_rate: int | None, channels: int | None
+) -> AudioFormat:
+    """The format of audio `topic`: its AudioInfo messages, which must agree with each other and with
+    the options given; without any, the options (S16LE)."""
+    where = f"topic {topic}{INFO_SUFFIX} ({_AUDIO_INFO})"
+    found = {(int(m.sample_rate), int(m.channels), str(m.sample_format)) for m in infos}
+    if not found:
+        return AudioFormat(sample_rate, channels or 1)
+    if len(found) > 1:
+        raise Ros2Error(f"{where}: the audio format changes within the bag ({sorted(found)}); not supported")
+    rate, count, sample_format = found.pop()
+    if sample_format not in _SAMPLE_FORMATS:
+        raise Ros2Error(
+            f"{where}: sample format {sample_format!r} is not supported ({', '.join(_SAMPLE_FORMATS)})"
+        )
+    for option, given, bag in (("--sample-rate", sample_rate, rate), ("--channels", channels, count)):
+        if given is not None and bag and given != bag:
+            raise Ros2Error(f"{where}: says {option.strip('-')} {bag}, {option} says {given}")
+    return AudioFormat(rate or sample_rate, count, sample_format)  # rate 0: the exporter did not know it
+
+
+def _bag_messages(reader: Any, connections: Sequence[Any], bag: Path) -> Iterator[tuple[Any, int, bytes]]:
+    """The bag's messages on `connections`; a damaged bag is a Ros2Error, not the storage's traceback."""
+    messages = reader.messages(connections=connections)
+    while True:
+        try:
+            item = next(messages)
+        except StopIteration:
+            return
+        except Exception as exc:  # sqlite3, the mcap storage and rosbags each raise their own types
+            raise Ros2Error(f"{bag}: cannot read the bag (damaged?): {type(exc).__name__}: {exc}") from exc
+        yield item
+
+
+def _deserialize(store: Any, raw: bytes, msgtype: str, where: str) -> Any:
+    try:
+        return store.deserialize_cdr(raw, msgtype)
+    except Exception as exc:  # rosbags' CDR decoder raises struct, index and value errors on bad bytes
+        raise Ros2Error(
+            f"{where}: message does not decode as {msgtype}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def import_ros2(
@@ -245,9 +347,11 @@ def import_ros2(
     maps: Sequence[TopicMap],
     *,
     sample_rate: int | None = None,
-    channels: int = 1,
+    channels: int | None = None,
 ) -> dict[str, int]:
-    """Convert the mapped topics of a rosbag2 into a log; return messages written per stream."""
+    """Convert the mapped topics of a rosbag2 into a log; return messages written per stream. An audio
+    topic's format comes from its AudioInfo topic (``TOPIC_info``) when the bag has one, which
+    `sample_rate` and `channels` (default 1) must then agree with."""
     from rosbags.rosbag2 import Reader
 
     store = typestore()
@@ -272,20 +376,29 @@ def import_ros2(
             if wanted is None:
                 raise Ros2Error(f"{where}: type {c.msgtype} is not supported")
             modality[c.topic] = wanted
+        audio = {
+            topic: _audio_format(_infos(reader, store, topic, bag), topic, sample_rate, channels)
+            for topic, wanted in modality.items()
+            if wanted == "audio"
+        }
         writer = LogWriter(out, metadata={"recorded_by": "fusion-pipeline import-ros2", "source": str(bag)})
         try:
             with writer:
-                for connection, bag_ns, raw in reader.messages(connections=connections):
-                    target = by_topic[connection.topic]
-                    where = f"topic {connection.topic} ({connection.msgtype})"
-                    msg = store.deserialize_cdr(raw, connection.msgtype)
-                    arrays, meta, stamp, frame_id = _convert(
-                        connection.msgtype, msg, modality[connection.topic], where, sample_rate, channels
-                    )
+                for connection, bag_ns, raw in _bag_messages(reader, connections, bag):
+                    topic, msgtype = connection.topic, connection.msgtype
+                    target, where = by_topic[topic], f"topic {topic} ({msgtype})"
+                    msg = _deserialize(store, raw, msgtype, where)
                     seq = counts.get(target.stream, 0)
+                    if modality[topic] == "result" and msgtype == _STRING:
+                        arrays, meta, stamp, frame_id, seq = _result_sample(msg, where)
+                    else:
+                        audio_format = audio.get(topic, AudioFormat(sample_rate, channels or 1))
+                        arrays, meta, stamp, frame_id = _convert(
+                            msgtype, msg, modality[topic], where, audio_format
+                        )
                     sample = Sample(
                         target.stream,
-                        modality[connection.topic],
+                        modality[topic],
                         seq,
                         bag_ns if stamp is None else stamp,
                         arrays,
@@ -293,14 +406,23 @@ def import_ros2(
                         meta,
                     )
                     writer.write(sample, log_time_ns=bag_ns)
-                    counts[target.stream] = seq + 1
-        except Ros2Error:
+                    counts[target.stream] = counts.get(target.stream, 0) + 1
+        except BaseException:
             for path in writer.paths:  # a half-converted log is no log: leave nothing behind
                 path.unlink(missing_ok=True)
             raise
     finally:
         reader.close()
     return counts
+
+
+def _infos(reader: Any, store: Any, topic: str, bag: Path) -> list[Any]:
+    """The AudioInfo messages that describe audio `topic` (none when the bag has no such topic)."""
+    infos = [c for c in reader.connections if c.topic == topic + INFO_SUFFIX and c.msgtype == _AUDIO_INFO]
+    if not infos:  # rosbags reads every connection when given none
+        return []
+    where = f"topic {topic}{INFO_SUFFIX} ({_AUDIO_INFO})"
+    return [_deserialize(store, raw, _AUDIO_INFO, where) for _, _, raw in _bag_messages(reader, infos, bag)]
 
 
 # -- export ---------------------------------------------------------------------------------------------
@@ -331,6 +453,63 @@ def _cloud_msg(store: Any, sample: Sample, columns: np.ndarray, names: Sequence[
     )
 
 
+#: The meta keys import-ros2 makes again for a sensor modality; any other key is not carried by the bag.
+_REGENERATED_META = {"camera": {"encoding"}, "audio": {"sample_rate"}}
+
+
+def _audio_format_of(sample: Sample) -> tuple[np.ndarray, AudioFormat]:
+    """The samples as they go into the bag (int16 as S16LE, float32 as F32LE: both exact) and their format."""
+    samples = sample.arrays["samples"]
+    sample_format = "S16LE" if samples.dtype == np.int16 else "F32LE"
+    samples = np.ascontiguousarray(samples, _SAMPLE_FORMATS[sample_format])
+    rate = sample.meta.get("sample_rate")
+    channels = samples.shape[1] if samples.ndim == 2 else 1
+    return samples, AudioFormat(None if rate is None else int(rate), channels, sample_format)
+
+
+def _audio_info(store: Any, audio: AudioFormat) -> Any:
+    rate = audio.sample_rate or 0  # 0: the log did not say; import-ros2 then needs --sample-rate
+    bits = 8 * _SAMPLE_FORMATS[audio.sample_format].itemsize
+    return store.types[_AUDIO_INFO](
+        channels=audio.channels,
+        sample_rate=rate,
+        sample_format=audio.sample_format,
+        bitrate=rate * audio.channels * bits,
+        coding_format="wave",
+    )
+
+
+def _result_json(sample: Sample) -> str:
+    """A result as the JSON that import-ros2 reads back: arrays with dtype and shape, so they come back
+    exactly (a float32 value survives JSON's double)."""
+    payload = {
+        "format": RESULT_FORMAT,
+        "seq": sample.seq,
+        "stamp_ns": sample.stamp_ns,
+        "frame_id": sample.frame_id,
+        "meta": sample.meta,
+        "arrays": {
+            name: {"dtype": array.dtype.str, "shape": list(array.shape), "data": array.reshape(-1).tolist()}
+            for name, array in sample.arrays.items()
+        },
+    }
+    return json.dumps(payload, default=str)
+
+
+def _losses(sample: Sample, seq: int) -> list[str]:
+    """What import-ros2 will not get back of a sensor sample, `seq` being the seq it will give it."""
+    lost = sorted(set(sample.meta) - _REGENERATED_META.get(sample.modality, set()))
+    notes = [f"meta {lost} not carried"] if lost else []
+    if sample.seq != seq:
+        notes.append("seq not carried (import numbers a stream's messages from 0)")
+    for name, array in sample.arrays.items():
+        if sample.modality in ("lidar", "radar") and array.dtype != np.float32:
+            notes.append(f"{name} {array.dtype} converted to float32")
+        if sample.modality == "camera" and array.dtype != np.uint8:
+            notes.append(f"{name} {array.dtype} converted to uint8")
+    return notes
+
+
 def _to_ros(store: Any, sample: Sample) -> tuple[str, Any] | None:
     """(ROS type, message) for one sample; None for what a bag has no use for (sets)."""
     types, arrays = store.types, sample.arrays
@@ -351,23 +530,45 @@ def _to_ros(store: Any, sample: Sample) -> tuple[str, Any] | None:
     if sample.modality == "radar":
         return _CLOUD, _cloud_msg(store, sample, arrays["detections"], _RADAR_FIELDS)
     if sample.modality == "audio":
-        samples = arrays["samples"]
-        if samples.dtype != np.int16:  # float32 in [-1, 1] -> S16LE, the common audio_common format
-            samples = np.clip(np.round(samples * 32767.0), -32768, 32767).astype("<i2")
-        audio = types[_AUDIO](data=np.ascontiguousarray(samples).reshape(-1).view(np.uint8))
+        samples, _ = _audio_format_of(sample)
+        audio = types[_AUDIO](data=samples.reshape(-1).view(np.uint8))
         return _AUDIO_STAMPED, types[_AUDIO_STAMPED](header=_header(store, sample), audio=audio)
     if sample.modality == "result":
-        payload = {
-            "stamp_ns": sample.stamp_ns,
-            "meta": sample.meta,
-            **{name: array.tolist() for name, array in arrays.items()},
-        }
-        return _STRING, types[_STRING](data=json.dumps(payload, default=str))
+        return _STRING, types[_STRING](data=_result_json(sample))
     return None
 
 
+@contextlib.contextmanager
+def _private_bag(bag: Path) -> Iterator[Path]:
+    """Where to write the bag `bag`: a path inside a fresh 0700 directory beside it, so that no one else
+    can open its files while rosbags creates them with its own modes. On success the bag is narrowed to
+    0700 (files 0600, as every log) and moved to `bag`, whose name was claimed first with an empty
+    directory, so nothing is written over; on failure nothing is left behind."""
+    try:
+        bag.mkdir(mode=0o700)
+    except FileExistsError:
+        raise Ros2Error(f"{bag} exists already, not overwriting") from None
+    except OSError as exc:
+        raise Ros2Error(f"{bag}: cannot create: {exc.strerror}") from exc
+    staging = Path(tempfile.mkdtemp(prefix=f".{bag.name}.", dir=bag.parent))
+    try:
+        built = staging / bag.name
+        yield built
+        for path in built.iterdir():
+            path.chmod(stat.S_IMODE(path.stat().st_mode) & LOG_MODE)
+        built.chmod(stat.S_IMODE(built.stat().st_mode) & 0o700)
+        os.replace(built, bag)  # over the empty directory that claimed the name
+    except BaseException:
+        bag.rmdir()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") -> dict[str, int]:
-    """Write every log message a ROS 2 type exists for into a new rosbag2; return counts per topic."""
+    """Write every log message a ROS 2 type exists for into a new rosbag2; return counts per topic.
+    Topics follow `SourceTopics` (one per source); an audio topic gets its AudioInfo on TOPIC_info. What
+    the bag does not carry (sets, and per topic what import-ros2 will not give back) is logged."""
     from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 
     plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}.get(storage)
@@ -376,27 +577,54 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
     store = typestore()
     counts: dict[str, int] = {}
     skipped: dict[str, int] = {}
+    notes: dict[str, set[str]] = {}
+    infos: dict[str, AudioFormat] = {}
     logs = existing_logs(logs)
-    try:
-        writer = Writer(bag, version=8, storage_plugin=plugin)
-    except WriterError as exc:
-        raise Ros2Error(f"{bag}: {exc}") from exc
-    connections: dict[tuple[str, str], Any] = {}
-    with writer:
-        for path in logs:
-            for message in LogReader(path):
-                sample = message.sample
-                converted = _to_ros(store, sample)
-                if converted is None:
-                    skipped[sample.stream] = skipped.get(sample.stream, 0) + 1
-                    continue
-                msgtype, msg = converted
-                topic = "/" + sample.stream
-                key = (topic, msgtype)
-                if key not in connections:
-                    connections[key] = writer.add_connection(topic, msgtype, typestore=store)
-                writer.write(connections[key], message.log_time_ns, store.serialize_cdr(msg, msgtype))
-                counts[topic] = counts.get(topic, 0) + 1
+    topics = SourceTopics()
+    with _private_bag(bag) as path:
+        try:
+            writer = Writer(path, version=8, storage_plugin=plugin)
+        except WriterError as exc:
+            raise Ros2Error(f"{bag}: {exc}") from exc
+        connections: dict[tuple[str, str], Any] = {}
+
+        def write(topic: str, msgtype: str, log_time_ns: int, msg: Any) -> None:
+            if (topic, msgtype) not in connections:
+                connections[topic, msgtype] = writer.add_connection(topic, msgtype, typestore=store)
+            writer.write(connections[topic, msgtype], log_time_ns, store.serialize_cdr(msg, msgtype))
+
+        with writer:
+            for source, paths in log_sources(logs):
+                for message in LogReader(paths):
+                    sample = message.sample
+                    converted = _to_ros(store, sample)
+                    if converted is None:
+                        skipped[sample.stream] = skipped.get(sample.stream, 0) + 1
+                        continue
+                    topic = topics.topic(sample.stream, source)
+                    if sample.modality == "audio":
+                        _, audio = _audio_format_of(sample)
+                        if infos.get(topic) != audio:  # the first message, or a format change
+                            infos[topic] = audio
+                            write(
+                                topic + INFO_SUFFIX,
+                                _AUDIO_INFO,
+                                message.log_time_ns,
+                                _audio_info(store, audio),
+                            )
+                        if audio.sample_rate is None:
+                            notes.setdefault(topic, set()).add(
+                                "no sample_rate in the log: import needs --sample-rate"
+                            )
+                    if sample.modality != "result":
+                        notes.setdefault(topic, set()).update(_losses(sample, counts.get(topic, 0)))
+                    write(topic, converted[0], message.log_time_ns, converted[1])
+                    counts[topic] = counts.get(topic, 0) + 1
+    for line in topics.renamed:
+        log.warning("%s: %s", bag, line)
+    for topic, lost in sorted(notes.items()):
+        if lost:
+            log.warning("%s: %s: %s", bag, topic, "; ".join(sorted(lost)))
     if skipped:
-        log.info("not exported (no ROS 2 type): %s", skipped)
+        log.warning("%s: not exported (no ROS 2 type): %s", bag, skipped)
     return counts

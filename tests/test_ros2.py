@@ -2,6 +2,12 @@
 
 import io
 import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +15,11 @@ import pytest
 from PIL import Image as PILImage
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
+from fusion_pipeline.config import load_config
 from fusion_pipeline.logfile import LogError, LogReader, LogWriter
+from fusion_pipeline.recorder import Recorder, RecordSettings
 from fusion_pipeline.ros2 import Ros2Error, TopicMap, export_ros2, import_ros2, parse_map, typestore
+from fusion_pipeline.transport import Publisher
 from fusion_pipeline.wire import Sample
 
 STORE = typestore()
@@ -167,7 +176,7 @@ def test_unsupported_types_and_encodings_name_topic_and_type(tmp_path: Path) -> 
     bag = tmp_path / "bag"
     _write_bag(bag, StoragePlugin.SQLITE3, messages)
     cases = {
-        "/chatter": r"topic /chatter \(std_msgs/msg/String\): type std_msgs/msg/String is not supported",
+        "/chatter": r"topic /chatter \(std_msgs/msg/String\): not a fusion-pipeline result as export-ros2",
         "/cam": r"topic /cam \(sensor_msgs/msg/Image\): Image encoding 'rgba8' is not supported",
         "/png": r"topic /png \(sensor_msgs/msg/CompressedImage\): CompressedImage format 'png'",
         "/cloud": r"topic /cloud \(sensor_msgs/msg/PointCloud2\): PointCloud2 has no field 'z'",
@@ -237,30 +246,140 @@ def test_export_then_import_round_trips(tmp_path: Path, storage: str) -> None:
     counts = export_ros2([tmp_path / "log.mcap"], bag, storage=storage)
     assert counts == {f"/{s.stream}": 1 for s in samples[:5]}  # sets have no ROS 2 type
     with Reader(bag) as reader:
-        assert reader.message_count == 5
+        assert reader.message_count == 6  # and the audio topic's AudioInfo
         types = {c.topic: c.msgtype for c in reader.connections}
         assert types["/result/fused"] == "std_msgs/msg/String"
+        assert types["/audio/roof_info"] == "audio_common_msgs/msg/AudioInfo"
         for connection, _, raw in reader.messages():
+            msg = STORE.deserialize_cdr(raw, connection.msgtype)
             if connection.topic == "/result/fused":
-                result = json.loads(STORE.deserialize_cdr(raw, connection.msgtype).data)
-                assert np.allclose(result["class_probs"], 0.2) and result["meta"] == {"classes": ["a"]}
+                result = json.loads(msg.data)
+                assert result["format"] == "fusion-pipeline-result/1" and result["meta"] == {"classes": ["a"]}
+                assert result["arrays"]["class_probs"]["dtype"] == "<f4"
+            if connection.topic == "/audio/roof_info":
+                assert (msg.sample_rate, msg.channels, msg.sample_format) == (16000, 1, "S16LE")
     maps = parse_map(
         [
             "/camera/front=camera/front",
             "/lidar/top=lidar/top",
             "/radar/front=radar/front:radar",
             "/audio/roof=audio/roof",
+            "/result/fused=result/fused",
         ]
     )
-    import_ros2(bag, tmp_path / "back.mcap", maps, sample_rate=16000)
+    import_ros2(bag, tmp_path / "back.mcap", maps)  # no --sample-rate: the bag says it
     back = {m.sample.stream: m.sample for m in LogReader(tmp_path / "back.mcap")}
-    for sample in samples[:4]:
-        got = back[sample.stream]
-        assert (got.stamp_ns, got.frame_id, got.meta) == (sample.stamp_ns, sample.frame_id, sample.meta)
-        assert all(np.array_equal(got.arrays[k], v) for k, v in sample.arrays.items())
+    assert set(back) == {s.stream for s in samples[:5]}
+    for sample in samples[:5]:
+        assert _same(back[sample.stream], sample)
+
+
+def _same(a: Sample, b: Sample) -> bool:
+    return (a.stream, a.modality, a.seq, a.stamp_ns, a.frame_id, a.meta) == (
+        b.stream, b.modality, b.seq, b.stamp_ns, b.frame_id, b.meta
+    ) and a.arrays.keys() == b.arrays.keys() and all(
+        a.arrays[k].dtype == v.dtype and a.arrays[k].shape == v.shape and np.array_equal(a.arrays[k], v)
+        for k, v in b.arrays.items()
+    )  # fmt: skip
 
 
 def test_export_of_a_missing_log_leaves_no_bag_behind(tmp_path: Path) -> None:
     with pytest.raises(LogError, match="nope.mcap: no such log file"):
         export_ros2([tmp_path / "nope.mcap"], tmp_path / "bag")
     assert not (tmp_path / "bag").exists()  # so the retry is not refused as "exists already"
+
+
+def test_record_export_import_round_trip_keeps_audio_format_and_results(ipc_dir: Path) -> None:
+    """A real recording (live sockets, the recorder) through export-ros2 and import-ros2, as commands:
+    float32 stereo audio comes back exact with its sample rate, and so do the results."""
+    config = load_config(None)
+    rng = np.random.default_rng(5)
+    audio = [
+        Sample("audio/roof", "audio", i, T0 + i * 20_000_000,
+               {"samples": rng.uniform(-1, 1, (320, 2)).astype(np.float32)}, "mic",
+               {"sample_rate": 16000, "gain": 2})
+        for i in range(3)
+    ]  # fmt: skip
+    results = [
+        Sample("result/fused", "result", 7 + i, T0 + i, {"class_probs": rng.random(5).astype(np.float32),
+               "presence": np.array([1, 0, 1, 1], np.uint8)}, "", {"classes": ["a", "b"], "stamps": {"x": 1}})
+        for i in range(2)
+    ]  # fmt: skip
+    log = ipc_dir / "run.mcap"
+    recorder = Recorder(config, ipc_dir, RecordSettings(path=log, streams=("audio/roof", "result/fused")))
+    endpoints = {
+        "audio/roof": config.endpoint(config.stream("audio/roof").endpoint, ipc_dir),
+        "result/fused": config.endpoint(config.output.endpoint, ipc_dir),
+    }
+    publishers = {
+        name: Publisher(url, name, "audio" if name == "audio/roof" else "result", lossless=True)
+        for name, url in endpoints.items()
+    }
+    try:
+        for pub in publishers.values():
+            assert pub.wait_for_subscribers()
+        for sample in audio + results:
+            publishers[sample.stream].send(sample)
+        deadline = time.monotonic() + 10
+        while recorder.report.written < 5:
+            assert time.monotonic() < deadline, "the recorder did not receive everything"
+            recorder.poll(100)
+    finally:
+        recorder.close()
+        for pub in publishers.values():
+            pub.close()
+
+    bag = ipc_dir / "bag"
+    cli = [sys.executable, "-m", "fusion_pipeline.cli"]
+    old = os.umask(0o002)
+    try:
+        exported = subprocess.run(
+            [*cli, "export-ros2", str(log), "-o", str(bag)], capture_output=True, text=True
+        )
+    finally:
+        os.umask(old)
+    assert exported.returncode == 0, exported.stderr
+    assert "/audio/roof: meta ['gain'] not carried" in exported.stderr  # said, not silently dropped
+    assert stat.S_IMODE(bag.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in bag.iterdir()} == {0o600}
+    assert not [p for p in ipc_dir.iterdir() if p.name.startswith(".bag")]  # no staging left
+
+    back = ipc_dir / "back.mcap"
+    imported = subprocess.run(
+        [*cli, "import-ros2", str(bag), "-o", str(back), "--map", "/audio/roof=audio/roof",
+         "--map", "/result/fused=result/fused"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    got = sorted((m.sample for m in LogReader(back)), key=lambda s: s.stream)  # two sockets: any order
+    assert [s.stream for s in got] == ["audio/roof"] * 3 + ["result/fused"] * 2
+    for sample, want in zip(got, audio + results, strict=True):
+        if want.modality == "audio":
+            want = replace(want, meta={"sample_rate": 16000})  # the rate comes back, "gain" was said lost
+        assert _same(sample, want)
+
+    # Options that contradict the bag's AudioInfo are refused, naming the topic.
+    with pytest.raises(
+        Ros2Error, match=r"topic /audio/roof_info .*says sample-rate 16000, --sample-rate says 8000"
+    ):
+        import_ros2(bag, ipc_dir / "other.mcap", parse_map(["/audio/roof=a/b"]), sample_rate=8000)
+
+
+def test_a_damaged_bag_is_a_ros2_error_and_leaves_no_log(tmp_path: Path) -> None:
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    for plugin in (StoragePlugin.SQLITE3, StoragePlugin.MCAP):
+        bag = tmp_path / f"bag-{plugin.name}"
+        _write_bag(
+            bag,
+            plugin,
+            [("/cam", "sensor_msgs/msg/Image", T0 + i, _image(T0 + i, rgb, "rgb8")) for i in range(50)],
+        )
+        (storage,) = [p for p in bag.iterdir() if p.suffix in (".db3", ".mcap")]
+        data = bytearray(storage.read_bytes())
+        at = data.rfind(b"cam\x00") + 4 + 8  # past the frame_id, height and width: the encoding's length
+        data[at : at + 4] = (2**31).to_bytes(4, "little")
+        storage.write_bytes(data)
+        out = tmp_path / f"{plugin.name}.mcap"
+        with pytest.raises(Ros2Error, match=r"topic /cam \(sensor_msgs/msg/Image\): message does not decode"):
+            import_ros2(bag, out, [TopicMap("/cam", "camera/front")])
+        assert not out.exists()
