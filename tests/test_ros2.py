@@ -351,6 +351,7 @@ def test_record_export_import_round_trip_keeps_audio_format_and_results(ipc_dir:
         capture_output=True, text=True,
     )  # fmt: skip
     assert imported.returncode == 0, imported.stderr
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (log, back)} == {0o600}  # the recording and the import
     got = sorted((m.sample for m in LogReader(back)), key=lambda s: s.stream)  # two sockets: any order
     assert [s.stream for s in got] == ["audio/roof"] * 3 + ["result/fused"] * 2
     for sample, want in zip(got, audio + results, strict=True):
