@@ -4,14 +4,14 @@ The ingest node of stream S feeds every decoded wire message (see fusion_pipelin
 :meth:`Ingest.process` with the time it arrived, and publishes what comes back. In order, a message:
 
 1. must belong to S (stream name and modality as configured);
-2. passes the header checks (:meth:`Ingest.admit`, which a node also runs on each message it
-   skips): its stamp minus offset_ns is not negative and, live, not more than
+2. passes sequence tracking (docs/PROTOCOL.md section 7, :class:`SeqTracker`): a gap is counted
+   and the message used; a duplicate, an out-of-order seq or an implausible jump ahead is counted
+   and dropped;
+3. passes the header checks (which :meth:`Ingest.admit` also runs, on each message a node
+   drains): its stamp minus offset_ns is not negative and, live, not more than
    max_stamp_ahead_ms ahead of the arrival clock (one such stamp would otherwise make every
    queue downstream see a time jump); its array names, dtypes, ranks and columns, meta.encoding
    for cameras and meta.sample_rate for audio match its modality's schema (PROTOCOL.md section 5);
-3. passes sequence tracking (docs/PROTOCOL.md section 7, :class:`SeqTracker`): a gap is counted
-   and the message used; a duplicate, an out-of-order seq or an implausible jump ahead is counted
-   and dropped;
 4. passes the payload checks: no NaN or inf in float arrays, a jpeg that decodes;
 5. has the stream's offset_ns subtracted from its stamp (known sensor latency);
 6. is preprocessed by fusion_pipeline.preprocess into the model contract's inputs -- except audio,
@@ -313,7 +313,7 @@ class Ingest:
         self.rejected: Counter[str] = Counter()
         self.produced = 0
         self.last_error = ""
-        # This stream's messages refused before seq tracking: like skipped ones, part of the next gap.
+        # This stream's messages refused by admit, before seq tracking: like skipped ones, part of a gap.
         self._unseen = 0
 
     @property
@@ -326,9 +326,15 @@ class Ingest:
         a refusal is counted. A node that drains to the newest message runs this on every message it
         drains, so that a refused newest message falls back to the newest admitted one."""
         try:
+            self._check_identity(message.sample)
+        except SchemaError as exc:
+            self._count(exc)
+            return False
+        try:
             self._check_header(message.sample, message.declared, arrival_ns)
         except SchemaError as exc:
             self._count(exc)
+            self._unseen += 1  # this stream's message, never seq-tracked: part of the next gap
             return False
         return True
 
@@ -336,10 +342,12 @@ class Ingest:
         """The model-ready sample for `sample`, or None when it is dropped (and counted); `skipped`
         is how many messages the caller passed over to get to this one."""
         try:
+            self._check_identity(sample)
+            clock_ns = arrival_ns if self.live else sample.stamp_ns - self.config.offset_ns
+            if not self.seq.accept(sample.seq, clock_ns, skipped + self._unseen):
+                return None  # a duplicate or out-of-order message leaves the gap to the next one
+            self._unseen = 0
             stamp_ns = self._check_header(sample, _declared(sample), arrival_ns)
-            unseen, self._unseen = self._unseen, 0
-            if not self.seq.accept(sample.seq, arrival_ns if self.live else stamp_ns, skipped + unseen):
-                return None
             arrays = self._model_ready(check_payload(sample, self.config, self.limits))
         except SchemaError as exc:
             self._count(exc)
@@ -359,14 +367,9 @@ class Ingest:
         self.last_error = str(exc)
 
     def _check_header(self, sample: Sample, declared: Declared, arrival_ns: int) -> int:
-        """The stamp minus offset_ns, once the header fits this stream (SchemaError otherwise)."""
-        self._check_identity(sample)
-        try:
-            stamp_ns = self._corrected_stamp(sample.stamp_ns, arrival_ns)
-            check_schema(self.config, sample.meta, declared)
-        except SchemaError:
-            self._unseen += 1  # this stream's message: its seq is missing from the sequence
-            raise
+        """The stamp minus offset_ns, once the stamp and the declared arrays fit this stream."""
+        stamp_ns = self._corrected_stamp(sample.stamp_ns, arrival_ns)
+        check_schema(self.config, sample.meta, declared)
         return stamp_ns
 
     def _output(

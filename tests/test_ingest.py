@@ -326,7 +326,7 @@ def _ingest_sample(stream: str, seq: int, stamp_ns: int) -> Sample:
     return _sample(stream, seq, stamp_ns, **arrays)
 
 
-def test_bad_stamps_are_dropped_by_reason_before_they_reach_seq_tracking() -> None:
+def test_bad_stamps_are_dropped_by_reason_and_leave_no_seq_gap() -> None:
     now = 1_700_000_000 * 10**9
     ingest = Ingest(CONFIG.stream("lidar/top"))
     assert ingest.process(_ingest_sample("lidar/top", 0, now - 30 * MS), now)
