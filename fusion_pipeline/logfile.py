@@ -92,6 +92,7 @@ ZSTD_LEVEL = 1
 
 _BIN32 = b"\xc6"
 _RECORD_HEAD = struct.Struct("<BQ")  # MCAP record: opcode, length of the body
+_CHUNK_HEAD = struct.Struct("<QQQI")  # MCAP chunk: start time, end time, uncompressed size and CRC
 _MESSAGE_HEAD = struct.Struct("<HIQQ")  # MCAP message: channel id, sequence, log time, publish time
 _FOOTER_BYTES = _RECORD_HEAD.size + 8 + 8 + 4  # the Footer record: summary start, summary offset start, CRC
 _UINT32_MAX = 2**32 - 1
@@ -522,7 +523,6 @@ def _file_records(
 #: The record readers of the mcap library for the records a log holds; others are skipped unread.
 _READERS: dict[int, Callable[[ReadDataStream], Any]] = {
     Opcode.CHANNEL: Channel.read,
-    Opcode.CHUNK: Chunk.read,
     Opcode.METADATA: Metadata.read,
     Opcode.STATISTICS: Statistics.read,
 }
@@ -537,6 +537,8 @@ def _parse(opcode: int, body: memoryview, where: str) -> Any:
         channel_id, sequence, log_time, publish_time = _MESSAGE_HEAD.unpack_from(body)
         # The data stays a view of the chunk: unpack_record slices the arrays out of it without a copy.
         return Message(channel_id, log_time, body[_MESSAGE_HEAD.size :], publish_time, sequence)  # type: ignore[arg-type]
+    if opcode == Opcode.CHUNK:
+        return _chunk(body, where)
     read = _READERS.get(opcode)
     if read is None:
         return None
@@ -546,6 +548,34 @@ def _parse(opcode: int, body: memoryview, where: str) -> Any:
     # or a length no buffer can have (OverflowError).
     except (McapError, struct.error, ValueError, OverflowError) as exc:
         raise LogError(f"{where}: damaged {Opcode(opcode).name} record: {type(exc).__name__} {exc}") from exc
+
+
+def _chunk(body: memoryview, where: str) -> Chunk:
+    """A Chunk record whose data is a view of `body` (mcap's reader would copy it twice)."""
+    if body.nbytes < _CHUNK_HEAD.size + 4:
+        raise LogError(f"{where}: chunk record of {body.nbytes} bytes is too short")
+    start_time, end_time, size, crc = _CHUNK_HEAD.unpack_from(body)
+    offset = _CHUNK_HEAD.size
+    (length,) = struct.unpack_from("<I", body, offset)
+    offset += 4 + length
+    if offset + 8 > body.nbytes:
+        raise LogError(f"{where}: chunk compression name of {length} bytes overruns the record")
+    try:
+        compression = str(body[offset - length : offset], "utf-8")
+    except UnicodeDecodeError as exc:
+        raise LogError(f"{where}: chunk compression name is not UTF-8") from exc
+    (records,) = struct.unpack_from("<Q", body, offset)
+    offset += 8
+    if records > body.nbytes - offset:
+        raise LogError(f"{where}: chunk declares {records} bytes of records, {body.nbytes - offset} are left")
+    return Chunk(
+        compression=compression,
+        data=body[offset : offset + records],  # type: ignore[arg-type]
+        message_end_time=end_time,
+        message_start_time=start_time,
+        uncompressed_crc=crc,
+        uncompressed_size=size,
+    )
 
 
 def _inflate(chunk: Chunk, limits: Limits, where: str) -> bytes:
@@ -560,17 +590,10 @@ def _inflate(chunk: Chunk, limits: Limits, where: str) -> bytes:
     if chunk.compression == "":
         data = bytes(chunk.data)
     elif chunk.compression == "zstd":
-        pieces, total = [], 0
         try:
-            with zstandard.ZstdDecompressor().stream_reader(chunk.data) as reader:
-                while piece := reader.read(min(1 << 20, size + 1 - total)):
-                    pieces.append(piece)
-                    total += len(piece)
-                    if total > size:
-                        break
+            data = _unzstd(chunk.data, size)
         except zstandard.ZstdError as exc:
             raise LogError(f"{where}: chunk does not decompress: {exc}") from exc
-        data = b"".join(pieces)
     else:
         raise LogError(f"{where}: chunk compression {chunk.compression!r}; a log uses 'zstd' or none")
     if len(data) != size:
@@ -578,6 +601,21 @@ def _inflate(chunk: Chunk, limits: Limits, where: str) -> bytes:
             f"{where}: chunk holds {len(data)}{'+' if len(data) > size else ''} bytes, it declares {size}"
         )
     return data
+
+
+def _unzstd(data: Buffer, size: int) -> bytes:
+    """A zstd frame's content, at most `size` + 1 bytes of it. A frame that states `size` as its content
+    size (as every writer's does) decompresses in one call into a buffer of that size; any other is read
+    in pieces, so that a content size a damaged frame header states is never allocated."""
+    dctx = zstandard.ZstdDecompressor()
+    if zstandard.frame_content_size(data) == size:
+        return dctx.decompress(data, max_output_size=size)
+    pieces, total = [], 0
+    with dctx.stream_reader(data) as reader:
+        while total <= size and (piece := reader.read(min(1 << 20, size + 1 - total))):
+            pieces.append(piece)
+            total += len(piece)
+    return b"".join(pieces)
 
 
 def _chunk_records(chunk: Chunk, limits: Limits, verify_crcs: bool, where: str) -> Iterator[Any]:

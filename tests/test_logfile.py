@@ -221,7 +221,7 @@ def _chunk_offset(data: bytes) -> int:
         # Its uncompressed size (after the start and end times), beyond any chunk a log holds.
         (9 + 16, 2**40, r"chunk declares 1099511627776 bytes uncompressed, a chunk of a log holds at most"),
         # The length of its compression string, beyond the record it is in.
-        (9 + 28, 2**32 - 1, "damaged CHUNK record"),
+        (9 + 28, 2**32 - 1, "chunk compression name of 4294967295 bytes overruns the record"),
     ],
 )
 def test_huge_declared_lengths_stop_the_reader_with_a_message(
