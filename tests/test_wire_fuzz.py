@@ -77,21 +77,27 @@ header_values = st.fixed_dictionaries(
 
 
 def _decode_bounded(frames: list[bytes], segments: shm.SegmentReader | None = None) -> None:
-    outcome = "decoded"
-    tracemalloc.start()
-    try:
+    # Measured twice, the lower peak counts: msgpack interns map keys, and a new key can make CPython
+    # grow its table of interned strings (~2 MB, once), which is not the message's allocation; a
+    # declared size allocated would show in both.
+    peaks, outcomes = [], set()
+    for _ in range(2):
+        tracemalloc.start()
         try:
-            decode(frames, LIMITS, segments)
-        except WireError as exc:
-            assert exc.reason
-            outcome = f"refused: {exc.reason}"
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+            try:
+                decode(frames, LIMITS, segments)
+                outcomes.add("decoded")
+            except WireError as exc:
+                assert exc.reason
+                outcomes.add(f"refused: {exc.reason}")
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    (outcome,) = outcomes  # deterministic
     event(outcome)  # --hypothesis-show-statistics: what the cases exercised (outside the measurement)
     # A shared-memory array is copied out: at most the declared size, which the limits bound.
     copied = LIMITS.max_total_bytes if segments is not None else 0
-    assert peak < ALLOCATION_BOUND + copied + sum(len(f) for f in frames)
+    assert min(peaks) < ALLOCATION_BOUND + copied + sum(len(f) for f in frames)
 
 
 @settings(max_examples=fuzz_examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -135,7 +141,11 @@ def _mutate_header(frame: bytes, data: st.DataObject) -> bytes:
             | st.integers(-(2**63), 2**64 - 1)
             | st.lists(st.integers(-3, 2**40), max_size=5)
             | st.fixed_dictionaries(
-                {"segment": st.text(max_size=12), "slot": st.integers(-1, 2**64), "gen": st.integers(0, 3)}
+                {
+                    "segment": st.text(max_size=12),
+                    "slot": st.integers(-1, 2**64 - 1),
+                    "gen": st.integers(0, 3),
+                }
             )
         )
     return msgpack.packb(target if target is header else header)
