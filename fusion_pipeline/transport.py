@@ -207,6 +207,15 @@ class _Socket:
         self._authenticator: ThreadAuthenticator | None = None
 
     def _attach(self, endpoint: Endpoint, bind: bool) -> None:
+        try:
+            self._bind_or_connect(endpoint, bind)
+        except BaseException:
+            # A half-made socket must not be left to the garbage collector: its context's term() would
+            # wait forever on the open socket (and on a started authenticator).
+            self.close()
+            raise
+
+    def _bind_or_connect(self, endpoint: Endpoint, bind: bool) -> None:
         if self._curve is not None and endpoint.scheme == "tcp":
             self._secure(bind)
         elif self._curve is not None:
@@ -302,6 +311,7 @@ class Publisher(_Socket):
         context: zmq.Context | None = None,
         shm: bool = False,
     ) -> None:
+        where = Endpoint(endpoint)  # a bad URL is refused before a socket exists to be left open
         super().__init__(zmq.XPUB if lossless else zmq.PUB, 2000 if lossless else 0, context, curve)
         if lossless:
             self.socket.setsockopt(zmq.XPUB_NODROP, 1)
@@ -310,7 +320,6 @@ class Publisher(_Socket):
         self.stream, self.modality, self.frame_id = stream, modality, frame_id
         self.lossless = lossless
         self.seq = 0
-        where = Endpoint(endpoint)
         self._attach(where, bind)
         use_shm = shm and not lossless and where.scheme == "ipc"
         if use_shm and not shared_memory.available():
@@ -387,6 +396,7 @@ class Subscriber(_Socket):
         curve: Curve | None = None,
         context: zmq.Context | None = None,
     ) -> None:
+        urls = [Endpoint(url) for url in ([endpoints] if isinstance(endpoints, str) else endpoints)]
         super().__init__(zmq.SUB, 0, context, curve)
         self.limits = limits
         self.socket.rcvhwm = hwm if hwm is not None else DEFAULT_HWM[role]
@@ -394,7 +404,6 @@ class Subscriber(_Socket):
         self.socket.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes)
         for topic in topics:
             self.socket.subscribe(topic.encode())
-        urls = [Endpoint(url) for url in ([endpoints] if isinstance(endpoints, str) else endpoints)]
         for endpoint in urls:
             self._attach(endpoint, bind)
         # Shared-memory references name files on this host: only ipc peers may send them.

@@ -198,3 +198,29 @@ def test_bad_endpoint_is_refused(url: str) -> None:
 def test_bind_failure_names_the_endpoint() -> None:
     with pytest.raises(EndpointError, match="cannot bind"):
         Publisher("ipc:///proc/forbidden/x.sock", stream="s", modality="m")
+
+
+FAILED_BIND = """
+import gc
+from fusion_pipeline.transport import EndpointError, Publisher
+def fail():
+    try:
+        Publisher("ipc://{shared}/a.sock", "s", "radar")
+    except EndpointError as exc:
+        trap = [exc]
+        trap.append(trap)  # a cycle through the traceback to the half-made socket, as pytest.raises keeps
+fail()
+gc.collect()
+print("collected")
+"""
+
+
+def test_a_socket_that_fails_to_bind_is_closed_not_left_to_the_collector(ipc_dir: Path) -> None:
+    """Left open, its context's term() in the garbage collector waited forever (hung the suite once)."""
+    shared = ipc_dir / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)  # refused by the bind: others could connect
+    done = subprocess.run(
+        [sys.executable, "-c", FAILED_BIND.format(shared=shared)], capture_output=True, text=True, timeout=30
+    )
+    assert done.stdout.strip() == "collected", done.stderr
