@@ -446,14 +446,19 @@ def _collision(a: EndpointUse, b: EndpointUse) -> str | None:
     return None
 
 
-def _bind_address(url: str) -> tuple[str, str, str] | None:
-    """What binding `url` takes: ("ipc", path, "") or ("tcp", host, port) with wildcard and localhost
-    spellings made one; None for a port the system picks (tcp "*", or 0)."""
+def _bind_address(url: str) -> tuple[str, str, int | str] | None:
+    """What binding `url` takes: ("ipc", path, "") or ("tcp", host, port) with the spellings libzmq
+    makes one made one: leading slashes, wildcard and localhost hosts, leading zeros of a port. None for
+    a port the system picks (tcp "*", or 0)."""
     scheme, _, rest = url.partition("://")
     if scheme == "ipc":
-        return "ipc", os.path.normpath(rest), ""
-    host, _, port = rest.rpartition(":")
-    if port in ("*", "0"):
+        # normpath keeps a leading "//" (POSIX lets it mean something else); the kernel does not.
+        return "ipc", os.path.normpath("/" + rest.lstrip("/")), ""
+    host, _, written = rest.rpartition(":")
+    # A port is a number to libzmq ("05755" is 5755). One that is not a plain number is refused by
+    # Endpoint or libzmq; compared as written here, so this check never raises on it.
+    port: int | str = int(written) if written.isascii() and written.isdigit() else written
+    if port in ("*", 0):
         return None
     host = host.strip("[]").lower()
     return "tcp", "*" if host in _WILDCARD_HOSTS else "127.0.0.1" if host == "localhost" else host, port

@@ -128,6 +128,11 @@ TCP = ("insecure = false", "insecure = true")
             [(SENSOR, 'endpoint = "ipc://{run_dir}/./x/../sets.sock"')],
             "sync.endpoint: 'ipc://{run_dir}/sets.sock' collides with streams[2].endpoint",
         ),
+        (  # a leading "//" is one "/" to libzmq (normpath keeps it: POSIX allows it to mean more)
+            [(RESULTS, 'endpoint = "ipc:///{run_dir}/sensor-radar_front.sock"')],
+            "output.endpoint: 'ipc:///{run_dir}/sensor-radar_front.sock' collides with streams[2].endpoint "
+            "('ipc://{run_dir}/sensor-radar_front.sock'): the same ipc path",
+        ),
         (
             [(RESULTS, 'endpoint = "ipc://{run_dir}/ingest-camera_front.sock"')],
             "output.endpoint: 'ipc://{run_dir}/ingest-camera_front.sock' collides with "
@@ -152,6 +157,19 @@ TCP = ("insecure = false", "insecure = true")
                 (RESULTS, 'endpoint = "tcp://127.0.0.1:5555"'),
             ],
             "output.endpoint: 'tcp://127.0.0.1:5555' collides with streams[2].endpoint",
+        ),
+        (  # a port is a number: leading zeros name the same one
+            [
+                TCP,
+                (SENSOR, 'endpoint = "tcp://127.0.0.1:05755"'),
+                (RESULTS, 'endpoint = "tcp://127.0.0.1:5755"'),
+            ],
+            "output.endpoint: 'tcp://127.0.0.1:5755' collides with streams[2].endpoint "
+            "('tcp://127.0.0.1:05755'): the same tcp address",
+        ),
+        (
+            [TCP, (SENSOR, 'endpoint = "tcp://*:005755"'), (RESULTS, 'endpoint = "tcp://localhost:5755"')],
+            "('tcp://*:005755'): a wildcard host takes tcp port 5755 on every address",
         ),
         (  # the supervisor's metrics take a tcp port too
             [TCP, (RESULTS, 'endpoint = "tcp://0.0.0.0:9464"')],
