@@ -21,7 +21,15 @@ from fusion_pipeline import __version__
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.errors import FusionError
 
-__all__ = ["Parser", "build_parser", "check_output_path", "config_argument", "main", "number"]
+__all__ = [
+    "Parser",
+    "build_parser",
+    "check_output_path",
+    "comma_list",
+    "config_argument",
+    "main",
+    "number",
+]
 
 # Modules that add subcommands. Each defines register(subparsers) and sets `func` on its parsers.
 COMMAND_MODULES = (
@@ -89,6 +97,16 @@ def number(low: float, kind: type = float, *, above: bool = False) -> Callable[[
         return value
 
     return parse
+
+
+def comma_list(text: str) -> list[str]:
+    """An argparse type for an option that names several things in one value (`--models a,b`): the
+    names, blanks dropped. Use it with action="extend", so that `--models a --models b` adds up as
+    `--models a,b` does (tests/test_cli_options.py recognises such options by this type's list)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names nothing")
+    return names
 
 
 def config_argument(parser: argparse.ArgumentParser) -> None:

@@ -55,6 +55,28 @@ def test_train_help_states_the_minimum_samples_and_enforces_it(run_cli) -> None:
     assert f"argument --samples: {MIN_SAMPLES - 1} is less than {MIN_SAMPLES}" in done.stderr
 
 
+def test_repeated_models_add_up_and_an_unknown_one_is_refused_before_any_work(
+    tmp_path: Path, run_cli
+) -> None:
+    pytest.importorskip("torch")
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    done = run_cli(
+        "model",
+        "train",
+        "--models",
+        "concat",
+        "--models",
+        "nope",
+        "--run-dir",
+        str(run),
+        "--cache-dir",
+        str(cache),
+    )
+    assert done.returncode == 2, done.stderr
+    assert "unknown model 'nope'; expected one of" in done.stderr  # the second use reached the command
+    assert not run.exists() and not cache.exists()  # refused before a dataset was rendered
+
+
 def test_the_stated_minimum_is_the_training_code_s() -> None:
     pytest.importorskip("torch")
     from fusion_pipeline.model.train import TrainConfig

@@ -41,6 +41,17 @@ def _width(action: argparse.Action) -> int:
     return action.nargs if isinstance(action.nargs, int) else 1
 
 
+def _splits_commas(action: argparse.Action) -> bool:
+    """Whether one value of the option names several things: its type splits `a,b` into a list, or its
+    help says it takes a comma-separated list (split later, in the command, where no parser sees it)."""
+    if "comma-separated" in " ".join((action.help or "").split()):
+        return True
+    try:
+        return isinstance(action.type("x,y"), list)  # type: ignore[misc]
+    except (TypeError, argparse.ArgumentTypeError, ValueError):
+        return False
+
+
 def _one_use(action: argparse.Action) -> list[str]:
     return [action.option_strings[-1], *[_value(action)] * _width(action)] if action.option_strings else []
 
@@ -91,9 +102,10 @@ def test_an_option_given_twice_adds_up_or_is_refused(
     words: list[str], parser: argparse.ArgumentParser, action: argparse.Action, capsys: pytest.CaptureFixture
 ) -> None:
     line = [*words, *_required(parser, action), *_one_use(action), *_one_use(action)]
-    several = action.nargs in ("+", "*") or _width(action) > 1
+    several = action.nargs in ("+", "*") or _width(action) > 1 or _splits_commas(action)
     if several:
-        # An option that takes several values must keep every use: `--map A --map B` imports both.
+        # An option that takes several values must keep every use: `--map A --map B` imports both, and
+        # `--models a --models b` trains both as `--models a,b` does.
         assert not isinstance(action, argparse._StoreAction), f"{action.option_strings}: action 'store'"
         values = getattr(build_parser().parse_args(line), action.dest)
         flat = [v for use in values for v in (use if isinstance(use, list) else [use])]
@@ -122,6 +134,18 @@ def test_repeated_multi_value_options_reach_the_command() -> None:
     assert args.streams == ["a", "b", "c"] and args.remap == ["a=x", "b=y"]
     args = build_parser().parse_args(["import-ros2", "bag", "-o", "l.mcap", "--map", "/a=a", "--map", "/b=b"])
     assert args.map == ["/a=a", "/b=b"]
+    args = build_parser().parse_args(
+        ["model", "train", "--models", "concat,joint", "--models", "camera-only"]
+    )
+    assert args.models == ["concat", "joint", "camera-only"]
+    args = build_parser().parse_args(["model", "train", "--models", " concat, ,joint,"])
+    assert args.models == ["concat", "joint"]  # blanks around and between the commas are nothing
+    assert build_parser().parse_args(["model", "train"]).models is None  # the whole suite
+
+
+def test_a_comma_list_of_nothing_is_a_usage_error(run_cli) -> None:
+    done = run_cli("model", "train", "--models", " , ")
+    assert done.returncode == 2 and "argument --models: ' , ' names nothing" in done.stderr, done.stderr
 
 
 def test_a_log_stream_remapped_twice_is_refused(run_cli) -> None:

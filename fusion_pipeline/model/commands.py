@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from fusion_pipeline.cli import check_output_path, number
+from fusion_pipeline.cli import check_output_path, comma_list, number
 from fusion_pipeline.model import ModelError
 
 __all__ = ["MIN_SAMPLES", "register"]
@@ -59,8 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_HELP)
     p.add_argument(
         "--models",
-        default="all",
-        help="comma-separated models (attention, concat, joint, camera-only, ...) or 'all' (%(default)s)",
+        type=comma_list,
+        action="extend",  # `--models a --models b` trains both, as `--models a,b` does
+        default=None,
+        help="comma-separated models (attention, concat, joint, camera-only, ...) or 'all'; repeat it to "
+        "add more (default: all)",
     )
     p.add_argument(
         "--samples",
@@ -142,7 +145,7 @@ def _train(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     tc = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    names = list(SUITE) if args.models == "all" else [n.strip() for n in args.models.split(",") if n.strip()]
+    names = list(SUITE) if args.models is None or "all" in args.models else args.models
     configs = {name: model_config_for(name) for name in names}  # validates every name before any work
     data = to_tensors(load_dataset(tc.world_seed, tc.n_samples, args.cache_dir))
     args.run_dir.mkdir(parents=True, exist_ok=True)
