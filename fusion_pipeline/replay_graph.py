@@ -17,6 +17,7 @@ from typing import Any
 
 from fusion_pipeline.config import Config
 from fusion_pipeline.logfile import LogError
+from fusion_pipeline.reorder import end_endpoint
 from fusion_pipeline.supervisor import NodeSpec, Supervisor
 
 __all__ = ["ReplayGraph"]
@@ -35,6 +36,12 @@ class ReplayGraph(Supervisor):
         self.nodes = [node for node in self.nodes if node.spec.kind != "sensor_sim"]
         self._thread: threading.Thread | None = None
         self.result: dict[str, Any] = {}
+
+    def _own_sockets(self, run_dir: Path) -> list[tuple[str, str]]:
+        # The replayer binds the end-of-replay socket once the nodes are up: too long a path must be
+        # refused before they start, like the config's own.
+        own = super()._own_sockets(run_dir)
+        return [*own, ("pipeline.run_dir (the end-of-replay socket)", end_endpoint(run_dir))]
 
     def _argv(self, spec: NodeSpec) -> list[str]:
         argv = super()._argv(spec)

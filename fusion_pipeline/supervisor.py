@@ -149,11 +149,6 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return lambda: libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _own_sockets(run_dir: Path) -> list[tuple[str, str]]:
-    """The supervisor's sockets in the run dir besides the nodes' control socket (node.check_host)."""
-    return [("pipeline.run_dir (the status socket)", f"ipc://{run_dir}/{STATUS_SOCKET}")]
-
-
 def lock_run_dir(run_dir: Path) -> int:
     """Take the run dir's lock (an open fd) or refuse: a second supervisor there would bind over the
     first one's sockets and take its sensors' data."""
@@ -199,7 +194,7 @@ class Supervisor:
         source = config_source(config_path)
         if config.pipeline.run_dir:
             self.run_dir = Path(config.pipeline.run_dir).expanduser().resolve()
-            check_host(config, self.run_dir, source, _own_sockets(self.run_dir))  # before it is made
+            check_host(config, self.run_dir, source, self._own_sockets(self.run_dir))  # before it is made
             # Created 0700, or refused now when others can enter it (the nodes would refuse it anyway).
             Endpoint(f"ipc://{self.run_dir}/{CONTROL_SOCKET}").prepare_bind()
             self._run_lock: int | None = lock_run_dir(self.run_dir)
@@ -209,7 +204,7 @@ class Supervisor:
             self._run_lock = None  # a fresh directory of our own: nobody else can be in it
             self._own_run_dir = True
             try:
-                check_host(config, self.run_dir, source, _own_sockets(self.run_dir))
+                check_host(config, self.run_dir, source, self._own_sockets(self.run_dir))
             except ConfigError:
                 self.run_dir.rmdir()  # made a moment ago, still empty
                 raise
@@ -229,6 +224,12 @@ class Supervisor:
         self._notices: list[Notice] = []
         self._metrics = "off (metrics.enabled = false)"
         self.latest: PipelineSnapshot | None = None
+
+    def _own_sockets(self, run_dir: Path) -> list[tuple[str, str]]:
+        """The run's sockets in the run dir besides the config's and the nodes' control socket
+        (node.check_host), as (what, url): checked with them in __init__, before anything starts.
+        Called before the subclass's __init__ body: it may read only the class and `self.config`."""
+        return [("pipeline.run_dir (the status socket)", f"ipc://{run_dir}/{STATUS_SOCKET}")]
 
     # -- public -----------------------------------------------------------------------------------------
 

@@ -174,3 +174,51 @@ def test_record_finds_the_running_pipeline_as_status_does(
     recorded = [(m.sample.stream, m.sample.seq) for m in LogReader(out)]
     for stream in ("radar/front", "camera/front"):
         assert [seq for name, seq in recorded if name == stream] == list(range(10))
+
+
+def _short_socket_names(text: str) -> str:
+    """`text` with every stream's sockets named in 8 bytes: with the demo's others, 13 at most."""
+    for i, slug in enumerate(["camera_front", "lidar_top", "radar_front", "audio_roof"]):
+        old = f'endpoint = "ipc://{{run_dir}}/sensor-{slug}.sock"'
+        assert old in text
+        new = f'endpoint = "ipc://{{run_dir}}/s{i}.sock"\ningest_endpoint = "ipc://{{run_dir}}/i{i}.sock"'
+        text = text.replace(old, new)
+    return text
+
+
+def test_replay_refuses_a_run_dir_too_long_for_its_end_socket_before_starting_a_node(
+    logs: dict[str, Path], tmp_path: Path, run_cli
+) -> None:
+    """The graph's own end-of-replay socket is checked with the config's (issue 12, audit item 17): a
+    92-byte run dir fits every socket of the config (13-byte names) but not /replay-end.sock (16)."""
+    fixed = tmp_path / ("r" * (91 - len(str(tmp_path))))
+    assert len(os.fsencode(fixed)) == 92
+    text = _short_socket_names(DEMO.replace('run_dir = ""', f'run_dir = "{fixed}"', 1))
+    config = tmp_path / "long.toml"
+    config.write_text(text)
+    parse_config(text)  # valid as a config: only the replay's own socket is too long
+    replay = ["replay", str(logs["whole"]), "--max-speed", "--no-progress"]
+    done = run_cli(*replay, "-c", str(config), timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"{config}: invalid config for run dir {fixed}:" in done.stderr
+    assert (
+        f"pipeline.run_dir (the end-of-replay socket): ipc path '{fixed}/replay-end.sock' is 108 bytes, "
+        "over the 107-byte limit" in done.stderr
+    )
+    assert "Traceback" not in done.stderr and not _graph_started(done.stderr)
+    assert not fixed.exists()  # no node started, no lock file left
+    # A temp run dir (run_dir = ""), /fusion-demo-XXXXXXXX (21 bytes) under TMPDIR: removed again.
+    deep = tmp_path / ("t" * (70 - len(str(tmp_path))))
+    deep.mkdir()
+    config.write_text(_short_socket_names(DEMO))
+    done = subprocess.run(
+        [sys.executable, "-m", "fusion_pipeline.cli", *replay, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TMPDIR": str(deep)},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "replay-end.sock' is 108 bytes, over the 107-byte limit" in done.stderr
+    assert "Traceback" not in done.stderr and not _graph_started(done.stderr)
+    assert not list(deep.glob("fusion-*"))
