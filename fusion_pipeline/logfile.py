@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import os
 import re
@@ -251,22 +252,36 @@ def log_sources(paths: Sequence[Path]) -> list[tuple[str, list[Path]]]:
 class SourceTopics:
     """Topic names of an export: ``/STREAM`` for the first source that holds the stream, and
     ``/STREAM@SOURCE`` for the same stream in a later source (the live results of a recording and the
-    replayed ones of its ``--results`` log, say), so that no topic merges two sources."""
+    replayed ones of its ``--results`` log, say), so that no topic merges two sources. A topic is owned
+    by one (source, stream): where that name is taken already (a stream literally named
+    ``result/fused@b``, say) the next free ``/STREAM@SOURCE#2``, ``#3``, ... is used instead."""
 
     def __init__(self) -> None:
-        self._sources: dict[str, str] = {}  # topic -> the source it holds
+        self._owners: dict[str, tuple[str, str]] = {}  # topic -> the (source, stream) it holds
+        self._topics: dict[tuple[str, str], str] = {}  # (source, stream) -> its topic
         #: "STREAM of SOURCE -> TOPIC (...)" for every stream that did not get its plain topic.
         self.renamed: list[str] = []
 
     def topic(self, stream: str, source: str) -> str:
+        key = (source, stream)
+        if key in self._topics:
+            return self._topics[key]
         plain = "/" + stream
-        owner = self._sources.setdefault(plain, source)
-        if owner == source:
-            return plain
-        topic = f"{plain}@{source}"
-        if topic not in self._sources:
-            self._sources[topic] = source
-            self.renamed.append(f"{stream} of {source} -> {topic} ({plain} holds {owner}'s)")
+        renamed = f"{plain}@{source}"
+        taken: list[str] = []
+        for topic in itertools.chain((plain, renamed), (f"{renamed}#{n}" for n in itertools.count(2))):
+            if topic not in self._owners:
+                break
+            taken.append(topic)
+        self._owners[topic] = key
+        self._topics[key] = topic
+        if taken:  # say whose each skipped name is: the same stream of another source, or another stream
+            whose = [
+                f"{t} holds {owner}'s" + ("" if held == stream else f" {held}")
+                for t in taken
+                for owner, held in [self._owners[t]]
+            ]
+            self.renamed.append(f"{stream} of {source} -> {topic} ({'; '.join(whose)})")
         return topic
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from mcap.reader import make_reader
 
 from fusion_pipeline.foxglove import SCHEMAS
-from fusion_pipeline.logfile import LogWriter, SplitPolicy
+from fusion_pipeline.logfile import LogWriter, SourceTopics, SplitPolicy
 from fusion_pipeline.wire import Sample
 
 ROOT = Path(__file__).parent.parent
@@ -130,8 +130,8 @@ def test_export_foxglove_never_writes_over_a_file_or_leaves_one_for_a_bad_input(
     assert not out.exists()
 
 
-def _result(seq: int, probs: float) -> Sample:
-    return Sample("result/fused", "result", seq, T0 + seq, {"class_probs": np.full(5, probs, np.float32)})
+def _result(seq: int, probs: float, stream: str = "result/fused") -> Sample:
+    return Sample(stream, "result", seq, T0 + seq, {"class_probs": np.full(5, probs, np.float32)})
 
 
 def test_each_source_keeps_its_own_topic_and_the_summary_says_which(tmp_path: Path) -> None:
@@ -173,3 +173,50 @@ def test_each_source_keeps_its_own_topic_and_the_summary_says_which(tmp_path: Pa
         "/result/fused@results": {np.float32(0.3).item()},
     }
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+def test_a_source_s_topic_is_its_own_even_where_a_stream_is_named_like_it(tmp_path: Path) -> None:
+    # Log a holds a stream literally named result/fused@b: b's result/fused must not join its topic.
+    with LogWriter(tmp_path / "a.mcap") as a:
+        a.write(_result(0, 0.1), 0)
+        a.write(_result(0, 0.2, "result/fused@b"), 1)
+    with LogWriter(tmp_path / "b.mcap") as b:
+        for seq in range(2):
+            b.write(_result(seq, 0.3), seq)
+    out = tmp_path / "view.mcap"
+    logs = [str(tmp_path / "a.mcap"), str(tmp_path / "b.mcap")]
+    done = subprocess.run(
+        [sys.executable, "-m", "fusion_pipeline.cli", "export-foxglove", *logs, "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    renamed = (
+        "result/fused of b -> /result/fused@b#2 (/result/fused holds a's; /result/fused@b holds a's "
+        "result/fused@b)"
+    )
+    assert renamed in done.stderr
+    assert "/result/fused 1, /result/fused@b 1, /result/fused@b#2 2" in done.stderr
+    with open(out, "rb") as f:
+        probs: dict[str, set[float]] = {}
+        for _, channel, message in make_reader(f).iter_messages():
+            probs.setdefault(channel.topic, set()).update(json.loads(message.data)["class_probs"].values())
+    assert probs == {
+        "/result/fused": {np.float32(0.1).item()},
+        "/result/fused@b": {np.float32(0.2).item()},
+        "/result/fused@b#2": {np.float32(0.3).item()},
+    }
+
+
+def test_two_streams_of_one_source_never_share_a_topic() -> None:
+    # b's result/fused takes /result/fused@b first; b's own result/fused@b must not join it.
+    topics = SourceTopics()
+    assert topics.topic("result/fused", "a") == "/result/fused"
+    assert topics.topic("result/fused", "b") == "/result/fused@b"
+    assert topics.topic("result/fused@b", "b") == "/result/fused@b@b"
+    assert topics.topic("result/fused", "b") == "/result/fused@b"  # the same stream keeps its topic
+    assert topics.renamed == [
+        "result/fused of b -> /result/fused@b (/result/fused holds a's)",
+        "result/fused@b of b -> /result/fused@b@b (/result/fused@b holds b's result/fused)",
+    ]
