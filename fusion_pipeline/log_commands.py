@@ -107,7 +107,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "import-ros2",
         help="convert a ROS 2 bag (sqlite3 or mcap storage) into a log (extra [ros])",
         description="Image (rgb8, bgr8, mono8), CompressedImage (jpeg), PointCloud2 (float32 x, y, z "
-        "[, intensity]; radar: x, y, z, velocity, rcs) and audio_common_msgs AudioData[Stamped] (S16LE).",
+        "[, intensity]; radar: x, y, z, velocity, rcs), audio_common_msgs AudioData[Stamped] (S16LE as "
+        "int16, F32LE as float32; sample rate, channels and format from the bag's AudioInfo on "
+        "TOPIC_info, else --sample-rate, --channels and S16LE) and std_msgs String results as "
+        "export-ros2 writes them (JSON, back as results with their seq).",
     )
     imp.add_argument("bag", type=Path, help="rosbag2 directory (or its .db3/.mcap file)")
     imp.add_argument("-o", "--out", type=Path, required=True, help="output log .mcap")
@@ -120,7 +123,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="topics to import and their streams",
     )
     imp.add_argument(
-        "--sample-rate", type=number(1, int), default=None, help="audio topics: samples per second"
+        "--sample-rate",
+        type=number(1, int),
+        default=None,
+        help="audio topics: samples per second (default: the bag's AudioInfo; needed without one)",
     )
     imp.add_argument(
         "--channels",
