@@ -121,7 +121,11 @@ def test_ros2_bag_imports_and_replays_into_results(tmp_path: Path) -> None:
     summary = json.loads(report.read_text())
     assert summary["sent"] == {"camera/front": 21, "lidar/top": 7, "radar/front": 14}
     out = [m.sample for m in LogReader(results)]
-    assert 6 <= len(out) <= 7 and summary["inference_skipped"] == 0
+    # lidar/top is the demo's reference stream: since the end-of-replay flush, each of its 7 messages gives
+    # a result, the last one included, at the lidar message's stamp.
+    lidar = [m.sample.stamp_ns for m in LogReader(log).messages(["lidar/top"])]
+    assert len(out) == len(lidar) == 7 and summary["inference_skipped"] == 0
+    assert [r.stamp_ns for r in out] == lidar
     assert all(r.modality == "result" and r.arrays["class_probs"].shape == (len(CLASSES),) for r in out)
     # camera, lidar and radar present (the log has no audio)
     assert {tuple(r.arrays["presence"]) for r in out} == {(1, 1, 1, 0)}
