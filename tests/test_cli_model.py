@@ -12,14 +12,18 @@ import pytest
 from fusion_pipeline.model.commands import MIN_SAMPLES
 
 
-def _without_torch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`fusion-pipeline ARGS` in a process where `import torch` fails, as on a runtime-only install."""
+def _without(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`fusion-pipeline ARGS` in a process where `import MODULE` fails, as on a runtime-only install."""
     code = (
-        "import sys; sys.modules['torch'] = None\n"
+        f"import sys; sys.modules[{module!r}] = None\n"
         "from fusion_pipeline.cli import main\n"
         f"sys.exit(main({list(args)!r}))\n"
     )
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=cwd)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def _without_torch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return _without("torch", *args, cwd=cwd)
 
 
 @pytest.mark.parametrize(
@@ -131,3 +135,59 @@ def test_eval_writes_its_report_under_the_run_dir(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert (run / "MODEL.md").is_file() and (run / "model_eval.png").is_file()
     assert list(work.iterdir()) == []
+
+
+def test_eval_without_matplotlib_says_what_to_install_before_any_work(tmp_path: Path) -> None:
+    """torch present, matplotlib not: said up front, not as a traceback once the evaluation is done."""
+    pytest.importorskip("torch")
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    _tiny_run(run)
+    done = _without(
+        "matplotlib",
+        *("model", "eval", "--run-dir", str(run), "--test-samples", "8", "--cache-dir", str(cache)),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "model: error: needs matplotlib, which is not installed: pip install 'fusion-pipeline[train]'" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+    assert not cache.exists() and sorted(run.iterdir()) == [run / "concat.npz"]  # no dataset, no report
+
+
+def _eval(run: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fusion_pipeline.cli", "model", "eval", "--run-dir", str(run)]
+        + ["--test-samples", "8", "--cache-dir", str(tmp_path / "cache"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+
+
+def test_eval_with_a_doc_puts_the_plot_where_the_doc_links_it(tmp_path: Path) -> None:
+    """`--doc docs/MODEL.md` alone: the plot goes beside the doc, which links it by its name."""
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    run, docs = tmp_path / "run", tmp_path / "docs"
+    _tiny_run(run)
+    docs.mkdir()
+    (docs / "model_eval.png").write_bytes(b"yesterday's plot")  # replaced, as `--plot` replaces one
+    done = _eval(run, tmp_path, "--doc", "docs/MODEL.md")
+    assert done.returncode == 0, done.stderr
+    assert "](model_eval.png)" in (docs / "MODEL.md").read_text()
+    assert (docs / "model_eval.png").read_bytes().startswith(b"\x89PNG")
+    assert not (run / "model_eval.png").exists()
+    assert "wrote docs/MODEL.md and docs/model_eval.png" in done.stdout
+
+
+def test_eval_links_a_plot_elsewhere_relative_to_the_doc(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    _tiny_run(run)
+    done = _eval(run, tmp_path, "--doc", "docs/MODEL.md", "--plot", "figures/eval.png")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "figures" / "eval.png").is_file()
+    assert "](../figures/eval.png)" in (tmp_path / "docs" / "MODEL.md").read_text()

@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluate the trained suite on an unseen world seed; write the report into the run dir",
         description="Evaluate every trained model under each presence pattern on a world seed the "
         "training never saw, and write the table and plot into a report (its marked section; "
-        "`--doc docs/MODEL.md --plot docs/model_eval.png` updates the model documentation).",
+        "`--doc docs/MODEL.md` updates the model documentation and docs/model_eval.png).",
     )
     p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="checkpoints (%(default)s)")
     p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_HELP)
@@ -96,7 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--test-samples", type=number(1, int), default=2000, help="evaluation samples (%(default)s)"
     )
     p.add_argument("--doc", type=Path, default=None, help="report file (default: RUN_DIR/MODEL.md)")
-    p.add_argument("--plot", type=Path, default=None, help="plot (default: RUN_DIR/model_eval.png)")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="plot, linked from the report (default: model_eval.png beside --doc, else in RUN_DIR)",
+    )
     p.set_defaults(func=_eval)
 
     p = cmds.add_parser(
@@ -164,8 +169,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     with _train_extra():
-        from fusion_pipeline.model.evaluate import evaluate_suite, save_rows, write_report
+        from fusion_pipeline.model.evaluate import evaluate_suite, pyplot, save_rows, write_report
         from fusion_pipeline.model.train import SUITE, load_checkpoint, load_dataset, to_tensors
+
+        pyplot()  # only the plot needs matplotlib, at the very end: check it before the evaluation
 
     models, train_configs = {}, []
     for name in SUITE:
@@ -194,8 +201,10 @@ def _eval(args: argparse.Namespace) -> int:
         "test_samples": args.test_samples,
     }
     doc = args.doc or args.run_dir / "MODEL.md"
-    plot = args.plot or args.run_dir / "model_eval.png"
+    # Beside the doc by default: the doc links the plot relative to its own folder.
+    plot = args.plot or doc.parent / "model_eval.png"
     doc.parent.mkdir(parents=True, exist_ok=True)
+    plot.parent.mkdir(parents=True, exist_ok=True)
     summary = write_report(rows, setup, doc, plot)
     save_rows(args.run_dir / "eval.json", rows, summary, setup)
     for strategy, c in summary["acceptance"].items():

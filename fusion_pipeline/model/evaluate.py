@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ __all__ = [
     "evaluate_suite",
     "macro_f1",
     "pick_best",
+    "pyplot",
     "roc_auc",
     "write_report",
 ]
@@ -179,12 +182,19 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+def pyplot() -> ModuleType:
+    """matplotlib.pyplot on the file-only Agg backend. Imported late, so the metrics above load without
+    matplotlib; `model eval` calls this before its work, so a missing one is said up front."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _plot(rows: list[dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
     patterns = list(PATTERNS)
     strategies = [s for s in FUSIONS if any(r["model"] == s for r in rows)]
     fig, ax = plt.subplots(figsize=(10, 4.6))
@@ -210,6 +220,11 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _link(target: Path, doc: Path) -> str:
+    """`target` as a Markdown link in `doc`: relative to the doc's folder, where a viewer resolves it."""
+    return Path(os.path.relpath(target.resolve(), doc.resolve().parent)).as_posix()
+
+
 def write_report(rows: list[dict[str, Any]], setup: dict[str, Any], doc: Path, plot: Path) -> dict[str, Any]:
     """Replace the marked section of `doc` with the table, acceptance figures and plot link."""
     best = pick_best(rows)
@@ -226,7 +241,7 @@ def write_report(rows: list[dict[str, Any]], setup: dict[str, Any], doc: Path, p
         "",
         _table(rows),
         "",
-        f"![class accuracy by strategy and presence pattern]({plot.name})",
+        f"![class accuracy by strategy and presence pattern]({_link(plot, doc)})",
         "",
         "| strategy | all present | best single sensor | gain (>= +0.10) "
         "| worst one-missing drop (<= 0.08) | passes |",
