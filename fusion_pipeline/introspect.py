@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import stat
 import sys
 import time
@@ -24,6 +25,12 @@ __all__ = ["StreamRate", "describe_sample", "register"]
 
 
 ENDPOINT_HELP = "ipc:///path or tcp://host:port of a publisher (a driver, an ingest node, sets, results)"
+#: echo and topics on an ipc endpoint nobody can be publishing on yet: said at once, then they listen
+#: anyway, as `ros2 topic echo` waits for a topic to appear.
+IPC_NOTE = (
+    " An ipc socket file that is missing, or that nothing listens on, is reported on stderr at once; "
+    "the command listens anyway, so a publisher that binds it later is picked up."
+)
 SECONDS = number(0.001)
 
 
@@ -31,20 +38,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     echo = sub.add_parser(
         "echo",
         help="print the messages published on an endpoint",
-        description="One line per message: header fields and each array's dtype, shape and min/max/mean.",
+        description="One line per message: header fields and each array's dtype, shape and min/max/mean."
+        + IPC_NOTE,
     )
     echo.add_argument("endpoint", help=ENDPOINT_HELP)
     echo.add_argument("--stream", default="", help="only streams whose name starts with PREFIX")
     echo.add_argument("--count", type=number(1, int), default=None, help="exit 0 after N messages")
     echo.add_argument("--json", action="store_true", help="one JSON object per line")
-    echo.add_argument("--timeout", type=SECONDS, default=None, help="exit 1 when no message arrives for S s")
+    echo.add_argument(
+        "--timeout",
+        type=SECONDS,
+        default=None,
+        help="exit 1 when no message arrives for S s (default: listen until Ctrl-C)",
+    )
     echo.set_defaults(func=_echo)
 
     hz = sub.add_parser(
         "hz",
         help="rate, jitter and bandwidth per stream",
         description="Receive rate, interval jitter and bandwidth per stream over a rolling window, once a "
-        "second, like `ros2 topic hz` and `bw` together.",
+        "second, like `ros2 topic hz` and `bw` together. While nothing arrives, that line says why where it "
+        "can (an ipc socket file missing, or one nothing listens on).",
     )
     hz.add_argument("endpoint", help=ENDPOINT_HELP)
     hz.add_argument("--stream", default="", help="only streams whose name starts with PREFIX")
@@ -60,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     topics = sub.add_parser(
         "topics",
         help="list the streams seen on an endpoint",
-        description="Listen for a while and list each stream seen, with its modality and rate.",
+        description="Listen for a while and list each stream seen, with its modality and rate." + IPC_NOTE,
     )
     topics.add_argument("endpoint", help=ENDPOINT_HELP)
     topics.add_argument("--duration", type=SECONDS, default=2.0, help="listen for S seconds (%(default)s)")
@@ -88,7 +102,34 @@ def _ipc_problem(endpoint: str) -> str:
         return f"{missing} does not exist: no publisher has bound {endpoint} (is it running? this run dir?)"
     except OSError as exc:
         return f"{path}: {exc.strerror}"
-    return "" if stat.S_ISSOCK(mode) else f"{path} is not a socket file"
+    return _listener_problem(path) if stat.S_ISSOCK(mode) else f"{path} is not a socket file"
+
+
+def _listener_problem(path: Path) -> str:
+    """'' when something listens on the socket file `path`: a publisher killed before it could unlink its
+    socket leaves the file behind, and only connect(2) tells that file from a live one."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)  # a listener with a full backlog makes connect wait: it does listen
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            return f"{path}: nothing listens on it (a socket left behind by a process that exited?)"
+        except PermissionError as exc:
+            return f"{path}: {exc.strerror}"
+        except OSError:  # timed out, a socket of another type, ...: nothing a subscriber can act on
+            return ""
+    return ""
+
+
+def _warn_at_start(command: str, endpoint: str) -> None:
+    """What stands in the way on an ipc endpoint, said before listening (see IPC_NOTE)."""
+    problem = _ipc_problem(endpoint)
+    if problem:
+        print(
+            f"fusion-pipeline {command}: {problem}; listening anyway, for a publisher that binds it later",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _no_message(command: str, args: argparse.Namespace, seconds: float) -> None:
@@ -154,7 +195,8 @@ def _subscribe(args: argparse.Namespace, prefix: str) -> Subscriber:
 
 def _echo(args: argparse.Namespace) -> int:
     timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
-    with _subscribe(args, args.stream) as sub:
+    with _subscribe(args, args.stream) as sub:  # the endpoint is checked first
+        _warn_at_start("echo", args.endpoint)  # with no --timeout, the only word until a message comes
         printed = 0
         while args.count is None or printed < args.count:
             sample = sub.recv(timeout_ms)
@@ -259,6 +301,7 @@ def _hz(args: argparse.Namespace) -> int:
 
 def _topics(args: argparse.Namespace) -> int:
     with _subscribe(args, "") as sub:
+        _warn_at_start("topics", args.endpoint)  # not only after a long --duration
         stats = _collect(sub, args.duration, window=1000)
     if not stats:
         _no_message("topics", args, args.duration)
