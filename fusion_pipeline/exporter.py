@@ -91,7 +91,8 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
     )
     silent = GaugeMetricFamily(
         "fusion_stream_silent",
-        "1 while the stream's ingest node has received nothing for a few of its periods (rate_hz)",
+        "1 while the stream's ingest node has published nothing for a few of its periods (rate_hz): "
+        "nothing arrives, or ingest drops all that does (fusion_stream_malformed says why)",
         labels=["stream"],
     )
     quiet = {s.name for s in silent_streams(snapshot)}

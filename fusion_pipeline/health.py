@@ -13,10 +13,12 @@ Node states:
 - ``restarting``: it exited (or was killed) and waits for its restart backoff.
 
 The pipeline is degraded when any node is not ``running`` or a configured stream is silent: its ingest
-node received nothing for `silent_s` (a few of its periods) since the pipeline came up. It has recovered
-once every node runs again and every stream flows. Standing conditions that are no fault (plain tcp
-under ``security.insecure``, metrics off because the port is taken) are `Notice`s: logged at start, listed
-by `status` and tagged in the status line (`status_tags`).
+node published nothing for `silent_s` (a few of its periods) since the pipeline came up, either because
+nothing arrives (look at the driver) or because everything arriving is dropped (look at the data: the
+warning names the top drop reason). It has recovered once every node runs again and every stream
+flows. Standing conditions that are no fault (plain tcp under ``security.insecure``, metrics off because
+the port is taken) are `Notice`s: logged at start, listed by `status` and tagged in the status line
+(`status_tags`).
 """
 
 from __future__ import annotations
@@ -32,14 +34,17 @@ __all__ = [
     "NODE_STATES",
     "CounterWindow",
     "Health",
+    "INGEST_DROPS",
     "LatencyHistogram",
     "NodeSnapshot",
     "Notice",
     "PipelineSnapshot",
     "SilenceWatch",
     "StreamSnapshot",
+    "arrived",
     "assess",
     "flow_counts",
+    "ingest_drops",
     "node_state",
     "silence",
     "silent_after_s",
@@ -79,6 +84,34 @@ OUT_COUNTERS: dict[str, str] = {
     "inference": "results",
     "recorder": "written",
 }
+
+
+#: Ingest counters of messages that reached the node: read whole, passed over for a newer one, refused on
+#: their header (their reason counted by Ingest), overwritten in shared memory; plus malformed_*.
+ARRIVED_COUNTERS: tuple[str, ...] = ("received", "skipped", "refused", "stale")
+
+#: Ingest counters of messages that arrived and were not published, by why: their reason names what is
+#: wrong with the data. Not "skipped" (a newer message went on instead) nor "seq_lost" (never arrived).
+INGEST_DROPS: tuple[str, ...] = ("malformed_", "schema_", "stale", "duplicates", "out_of_order", "seq_jumps")
+
+
+def arrived(counters: Mapping[str, Any]) -> int:
+    """Messages that reached an ingest node (its heartbeat counters), whatever became of them: its
+    `received` alone misses those refused before they are read whole."""
+    return sum(
+        v
+        for k, v in counters.items()
+        if (k in ARRIVED_COUNTERS or k.startswith("malformed_")) and _is_count(v)
+    )
+
+
+def ingest_drops(counters: Mapping[str, Any]) -> dict[str, int]:
+    """An ingest node's counters of messages dropped for something wrong with them, by reason."""
+    return {k: v for k, v in counters.items() if k.startswith(INGEST_DROPS) and _is_count(v)}
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def flow_counts(kind: str, counters: Mapping[str, Any]) -> dict[str, int]:
@@ -133,10 +166,25 @@ class StreamSnapshot:
     required: bool
     rate_hz: float  # configured
     messages_per_s: float | None  # received by its ingest node, over the recent window
-    idle_s: float  # since its ingest node last received a message (at most since the pipeline came up)
+    idle_s: float  # since its ingest node last published a message (at most since the pipeline came up)
     silent_s: float  # idle longer than this is silent
     driver: str = "sim"  # StreamConfig.driver
     endpoint: str = ""  # where its driver publishes
+    arrived: int = 0  # messages that reached its ingest node since it last published (`arrived`)
+    arrived_idle_s: float = float("inf")  # since a message last reached its ingest node
+    dropped: Mapping[str, int] = field(default_factory=dict)  # why those were dropped: reason -> count
+
+    @property
+    def all_dropped(self) -> bool:
+        """Whether its messages still arrive (within `silent_s`) but none is published: the data is
+        refused, the driver runs."""
+        return self.arrived > 0 and self.arrived_idle_s <= self.silent_s
+
+    @property
+    def drop_reason(self) -> str:
+        """The reason most of those messages were dropped for ("" when none is counted)."""
+        counted = [(n, reason) for reason, n in self.dropped.items() if n > 0]
+        return min(counted, key=lambda c: (-c[0], c[1]))[1] if counted else ""
 
 
 @dataclass(frozen=True)
@@ -184,8 +232,15 @@ def silent_streams(snapshot: PipelineSnapshot) -> list[StreamSnapshot]:
 
 
 def silence(stream: StreamSnapshot) -> str:
-    """What is wrong with a silent stream, and where its data should come from."""
+    """What is wrong with a silent stream: where its data should come from when nothing arrives, how
+    much arrived and why it was dropped otherwise."""
     kind = "required stream" if stream.required else "stream"
+    if stream.all_dropped:
+        reason = f" (reason: {stream.drop_reason})" if stream.drop_reason else ""
+        return (
+            f"{kind} {stream.name} silent for {stream.idle_s:.1f} s: "
+            f"{stream.arrived} received, all dropped{reason}"
+        )
     source = f" from its external driver on {stream.endpoint}" if stream.driver == "external" else ""
     return f"{kind} {stream.name} silent for {stream.idle_s:.1f} s (expects {stream.rate_hz:g} Hz{source})"
 
@@ -193,22 +248,31 @@ def silence(stream: StreamSnapshot) -> str:
 def status_tags(snapshot: PipelineSnapshot) -> list[str]:
     """The status line's warnings: each silent stream, then each kind of notice (counted when repeated)."""
     counts = Counter(n.short for n in snapshot.notices)
-    return [f"SILENT {s.name}" for s in silent_streams(snapshot)] + [
+    return [_silent_tag(s) for s in silent_streams(snapshot)] + [
         short if n == 1 else f"{short} x{n}" for short, n in counts.items()
     ]
 
 
+def _silent_tag(stream: StreamSnapshot) -> str:
+    if not stream.all_dropped:
+        return f"SILENT {stream.name}"
+    return f"SILENT {stream.name} (all dropped{': ' + stream.drop_reason if stream.drop_reason else ''})"
+
+
 class SilenceWatch:
     """The streams that went silent and those that came back since the previous snapshot, so that the
-    supervisor logs each change once."""
+    supervisor logs each change once. A silent stream whose messages start or stop arriving (all
+    dropped) changes what an operator should look at: it counts as going silent again."""
 
     def __init__(self) -> None:
-        self._silent: set[str] = set()
+        self._silent: dict[str, bool] = {}  # name -> all_dropped
 
     def changes(self, snapshot: PipelineSnapshot) -> tuple[list[StreamSnapshot], list[StreamSnapshot]]:
-        silent = {s.name for s in silent_streams(snapshot)}
-        went = [s for s in snapshot.streams if s.name in silent - self._silent]
-        back = [s for s in snapshot.streams if s.name in self._silent - silent]
+        silent = {s.name: s.all_dropped for s in silent_streams(snapshot)}
+        went = [
+            s for s in snapshot.streams if s.name in silent and self._silent.get(s.name) != silent[s.name]
+        ]
+        back = [s for s in snapshot.streams if s.name in self._silent and s.name not in silent]
         self._silent = silent
         return went, back
 
@@ -279,16 +343,22 @@ class CounterWindow:
         self.window_s = window_s
         self._samples: deque[tuple[float, dict[str, int]]] = deque()
         self._changed: dict[str, float] = {}
+        # The sample in which each key last grew, and the first one: `grown` counts from them. They
+        # are the samples' own dicts, so this holds at most one extra sample per key.
+        self._at_change: dict[str, dict[str, int]] = {}
+        self._first: dict[str, int] = {}
         self._started: float | None = None
 
     def add(self, t: float, counts: Mapping[str, int]) -> None:
+        sample = dict(counts)
         if self._started is None:
-            self._started = t
+            self._started, self._first = t, sample
         last = self._samples[-1][1] if self._samples else {}
         for key, value in counts.items():
             if value > last.get(key, 0):
                 self._changed[key] = t
-        self._samples.append((t, dict(counts)))
+                self._at_change[key] = sample
+        self._samples.append((t, sample))
         # Keep one sample at or before the window's start, so the rate spans the whole window.
         while len(self._samples) > 2 and self._samples[1][0] <= t - self.window_s:
             self._samples.popleft()
@@ -301,6 +371,13 @@ class CounterWindow:
         if t1 - t0 < 0.5:
             return None
         return max(0, last.get(key, 0) - first.get(key, 0)) / (t1 - t0)
+
+    def grown(self, key: str, since: str) -> int:
+        """How much `key` grew since `since` last grew (since the first sample when it never did)."""
+        if not self._samples:
+            return 0
+        then = self._at_change.get(since, self._first)
+        return max(0, self._samples[-1][1].get(key, 0) - then.get(key, 0))
 
     def idle_s(self, key: str, t: float) -> float:
         """Seconds since `key` last grew (since the first sample when it never did)."""

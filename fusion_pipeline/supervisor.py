@@ -55,7 +55,9 @@ from fusion_pipeline.health import (
     PipelineSnapshot,
     SilenceWatch,
     StreamSnapshot,
+    arrived,
     flow_counts,
+    ingest_drops,
     silence,
     silent_after_s,
     stale_after_s,
@@ -328,7 +330,16 @@ class Supervisor:
         heartbeat_ms = self.config.pipeline.heartbeat_ms
         totals = {n.spec.name: self.counters.totals(n.spec.name) for n in self.nodes}
         flows = {n.spec.name: flow_counts(n.spec.kind, totals[n.spec.name]) for n in self.nodes}
-        self._window.add(now, {f"{name}.{k}": v for name, flow in flows.items() for k, v in flow.items()})
+        counts = {f"{name}.{k}": v for name, flow in flows.items() for k, v in flow.items()}
+        # Silence is measured on what ingest publishes; what arrives and why it was dropped tell a
+        # driver that sends nothing from data that ingest refuses.
+        drops: dict[str, dict[str, int]] = {}
+        for s in self.config.streams:
+            ingest = totals.get(f"ingest:{s.name}", {})
+            drops[s.name] = ingest_drops(ingest)
+            counts[f"ingest:{s.name}.arrived"] = arrived(ingest)
+            counts.update({f"ingest:{s.name}.drop.{r}": n for r, n in drops[s.name].items()})
+        self._window.add(now, counts)
         nodes = []
         for node in self.nodes:
             name, process = node.spec.name, node.process
@@ -351,20 +362,25 @@ class Supervisor:
             )
         # Silence counts from the moment every node was up: a driver still importing is not silent.
         up_s = 0.0 if self._all_up is None else now - self._all_up
-        streams = [
-            StreamSnapshot(
-                name=s.name,
-                modality=s.modality,
-                required=s.required,
-                rate_hz=s.rate_hz,
-                messages_per_s=self._window.rate(f"ingest:{s.name}.in"),
-                idle_s=min(up_s, self._window.idle_s(f"ingest:{s.name}.in", now)),
-                silent_s=silent_after_s(s.rate_hz, heartbeat_ms),
-                driver=s.driver,
-                endpoint=self.config.endpoint(s.endpoint, self.run_dir),
+        streams = []
+        for s in self.config.streams:
+            node, out = f"ingest:{s.name}", f"ingest:{s.name}.out"
+            streams.append(
+                StreamSnapshot(
+                    name=s.name,
+                    modality=s.modality,
+                    required=s.required,
+                    rate_hz=s.rate_hz,
+                    messages_per_s=self._window.rate(f"{node}.in"),
+                    idle_s=min(up_s, self._window.idle_s(out, now)),
+                    silent_s=silent_after_s(s.rate_hz, heartbeat_ms),
+                    driver=s.driver,
+                    endpoint=self.config.endpoint(s.endpoint, self.run_dir),
+                    arrived=self._window.grown(f"{node}.arrived", since=out),
+                    arrived_idle_s=self._window.idle_s(f"{node}.arrived", now),
+                    dropped={r: self._window.grown(f"{node}.drop.{r}", since=out) for r in drops[s.name]},
+                )
             )
-            for s in self.config.streams
-        ]
         self.latest = PipelineSnapshot(
             pipeline=self.config.pipeline.name,
             run_dir=str(self.run_dir),
@@ -421,7 +437,7 @@ class Supervisor:
         for stream in went:
             self._log(f"WARNING: {silence(stream)}")
         for stream in back:
-            self._log(f"stream {stream.name} receiving again")
+            self._log(f"stream {stream.name} flowing again")
 
     def _record_run_dir(self) -> Path | None:
         """Make a private temp run dir discoverable by `fusion-pipeline status` (fusion_pipeline.status)."""

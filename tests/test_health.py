@@ -20,8 +20,10 @@ from fusion_pipeline.health import (
     PipelineSnapshot,
     SilenceWatch,
     StreamSnapshot,
+    arrived,
     assess,
     flow_counts,
+    ingest_drops,
     node_state,
     silent_after_s,
     stale_after_s,
@@ -121,6 +123,75 @@ def test_a_silent_stream_is_named_with_its_driver_and_reported_once_until_it_com
     assert watch.changes(quiet) == ([camera], [])
     assert watch.changes(quiet) == ([], [])  # said once
     assert [s.name for s in watch.changes(flowing)[1]] == ["camera/front"]
+
+
+def test_a_stream_whose_messages_all_are_dropped_by_ingest_is_silent_and_says_why() -> None:
+    """Issue 12 item 21, audit: frames arrive (27 msg/s received) but ingest drops every one; silence
+    is measured on what ingest publishes, and the warning names the count and the top drop reason."""
+    counters = {  # an ingest heartbeat: source counters, ingest counters, published
+        "received": 150,
+        "received_bytes": 9000,
+        "skipped": 3,
+        "refused": 2,
+        "stale": 1,
+        "malformed_bad_header": 1,
+        "produced": 0,
+        "schema_preprocess": 150,
+        "schema_stamp_skew": 2,
+        "seq_lost": 4,
+        "duplicates": 0,
+        "published": 0,
+    }
+    assert arrived(counters) == 157  # read whole, passed over, refused, overwritten, malformed
+    assert ingest_drops(counters) == {
+        "schema_preprocess": 150,
+        "schema_stamp_skew": 2,
+        "stale": 1,
+        "malformed_bad_header": 1,
+        "duplicates": 0,
+    }
+    window = CounterWindow()
+    window.add(0.0, {"n.out": 0, "n.arrived": 0})
+    window.add(1.0, {"n.out": 5, "n.arrived": 5})
+    window.add(2.0, {"n.out": 5, "n.arrived": 40})
+    assert window.grown("n.arrived", since="n.out") == 35  # since publishing stopped
+    assert window.grown("n.missing", since="n.out") == 0
+    assert window.grown("n.arrived", since="n.never") == 40  # since the first sample
+
+    camera = StreamSnapshot(
+        "camera/front",
+        "camera",
+        False,
+        30.0,
+        27.4,
+        5.0,
+        2.0,
+        driver="external",
+        endpoint="ipc:///r/cam.sock",
+        arrived=150,
+        arrived_idle_s=0.1,
+        dropped={"schema_preprocess": 148, "stale": 2},
+    )
+    snapshot = _snapshot([], [camera, _stream("lidar/top")])
+    reason = "stream camera/front silent for 5.0 s: 150 received, all dropped (reason: schema_preprocess)"
+    assert assess(snapshot).reasons == [reason]
+    assert status_report(snapshot)["degraded"] is True
+    assert format_status(status_report(snapshot)).splitlines()[0] == f"demo: DEGRADED: {reason}"
+    assert status_tags(snapshot) == ["SILENT camera/front (all dropped: schema_preprocess)"]
+    gauge = _families(snapshot)["fusion_stream_silent"]
+    assert _value(gauge, stream="camera/front") == 1 and _value(gauge, stream="lidar/top") == 0
+    # Nothing arriving any more: the silence of a driver again, warned anew, as is the change back.
+    stopped = StreamSnapshot(
+        "camera/front", "camera", False, 30.0, 0.0, 9.0, 2.0, arrived=150, arrived_idle_s=4.0
+    )
+    assert assess(_snapshot([], [stopped])).reasons == [
+        "stream camera/front silent for 9.0 s (expects 30 Hz)"
+    ]
+    watch = SilenceWatch()
+    assert watch.changes(snapshot) == ([camera], [])
+    assert watch.changes(snapshot) == ([], [])
+    assert watch.changes(_snapshot([], [stopped])) == ([stopped], [])
+    assert watch.changes(snapshot) == ([camera], [])
 
 
 def test_notices_and_silent_streams_make_the_status_line_tags() -> None:

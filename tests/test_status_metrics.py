@@ -10,19 +10,21 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import pytest
 from pipeline_harness import DEMO_TEXT, Run, add_to_stream, demo_text, pipeline
 from prometheus_client.parser import text_string_to_metric_families
 
 from fusion_pipeline.status import StatusError, query, run_file
-from fusion_pipeline.transport import Role, Subscriber
+from fusion_pipeline.transport import Publisher, Role, Subscriber
 
 ANY_PORT = 'address = "127.0.0.1:0"'
 STREAMS = ["camera/front", "lidar/top", "radar/front", "audio/roof"]
@@ -217,6 +219,28 @@ def test_no_metrics_when_disabled_and_status_finds_a_private_run_dir(
     assert f"no supervisor recorded one in {recorded}" in out
 
 
+@contextlib.contextmanager
+def _publishing(url: str, stream: str, modality: str, **arrays: np.ndarray) -> Iterator[None]:
+    """An external driver binding `url` and sending `arrays` at 30 Hz in a thread, while in the block."""
+    stop = threading.Event()
+
+    def drive() -> None:
+        driver = Publisher(url, stream=stream, modality=modality)
+        try:
+            while not stop.wait(1 / 30):
+                driver.publish(time.time_ns(), **arrays)
+        finally:
+            driver.close()
+
+    thread = threading.Thread(target=drive, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
 def _status_line(run: Run, *parts: str) -> str:
     """The first status line of the run's log holding every one of `parts`."""
 
@@ -230,7 +254,8 @@ def _status_line(run: Run, *parts: str) -> str:
 def test_a_stream_nobody_publishes_and_plain_tcp_show_in_the_log_status_line_status_and_metrics(
     tmp_path: Path,
 ) -> None:
-    """Items 3, 21, 23: the camera's external driver never starts and the results are on plain tcp."""
+    """Items 3, 21, 23: the camera's external driver does not start, then sends frames that ingest drops;
+    the results are on plain tcp."""
     with socket.socket() as probe:  # a free port for the results (taken again by the inference node)
         probe.bind(("127.0.0.1", 0))
         results_url = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
@@ -276,6 +301,23 @@ def test_a_stream_nobody_publishes_and_plain_tcp_show_in_the_log_status_line_sta
         assert f"results {results_url}" in out
         silent_gauge = _per_stream(_scrape(_metrics_url(run)), "fusion_stream_silent")
         assert silent_gauge == {"camera/front": 1.0, "lidar/top": 0.0, "radar/front": 0.0, "audio/roof": 0.0}
+
+        # Audit of item 21: a driver now publishes frames that ingest drops (4x4: too small to
+        # preprocess). They arrive, so the warning, the tag and `status` say so, and why they are dropped.
+        with _publishing(camera_url, "camera/front", "camera", image=np.zeros((4, 4, 3), np.uint8)):
+            dropped = "received, all dropped (reason: schema_preprocess)"
+            warning = _wait(
+                lambda: next((x for x in run.output().splitlines() if dropped in x), None),
+                30,
+                "dropped camera warned",
+                run,
+            )
+            assert f"WARNING: {silent}" in warning
+            _status_line(run, "SILENT camera/front (all dropped: schema_preprocess)")
+            code, out = _status_cli("--run-dir", str(run.run_dir))
+            assert code == 1 and dropped in out.splitlines()[0], out
+            silent_gauge = _per_stream(_scrape(_metrics_url(run)), "fusion_stream_silent")
+            assert silent_gauge["camera/front"] == 1.0
 
 
 def test_a_taken_metrics_port_shows_in_the_status_line_and_status(tmp_path: Path) -> None:
