@@ -194,7 +194,7 @@ class MetricsConfig(_Section):
     @classmethod
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+        if not sep or not host.strip("[]") or not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise ValueError("expected HOST:PORT, e.g. '127.0.0.1:9464' or '[::1]:9464' (port 0-65535)")
         return value
 

@@ -6,27 +6,34 @@ The ingest node of stream S feeds every decoded wire message (see fusion_pipelin
 1. must belong to S (stream name and modality as configured);
 2. passes sequence tracking (docs/PROTOCOL.md section 7, :class:`SeqTracker`): a gap is counted
    and the message used; a duplicate, an out-of-order seq or an implausible jump ahead is counted
-   and dropped;
-3. passes the header checks (which :meth:`Ingest.admit` also runs, on each message a node
-   drains): its stamp minus offset_ns is not negative and, live, not more than
-   max_stamp_ahead_ms ahead of the arrival clock (one such stamp would otherwise make every
-   queue downstream see a time jump); its array names, dtypes, ranks and columns, meta.encoding
-   for cameras and meta.sample_rate for audio match its modality's schema (PROTOCOL.md section 5);
-4. passes the payload checks: no NaN or inf in float arrays, a jpeg that decodes;
-5. has the stream's offset_ns subtracted from its stamp (known sensor latency);
-6. is preprocessed by fusion_pipeline.preprocess into the model contract's inputs -- except audio,
+   and dropped (a message refused by a later step has used up its seq: no gap for it);
+3. has a plausible stamp: minus offset_ns it is not negative; live, it is not more than
+   max_stamp_ahead_ms ahead of the arrival clock; and it has not jumped by more than the
+   synchronizer's time_jump_ms, back from the stream's last stamp or ahead of its clock
+   (:class:`StampTracker`) -- a jump is taken only when it persists, so one bad stamp cannot reset
+   every queue downstream;
+4. passes the schema checks: its array names, dtypes, ranks and columns, meta.encoding for cameras
+   and meta.sample_rate for audio match its modality's schema (PROTOCOL.md section 5);
+5. passes the payload checks: no NaN or inf in float arrays, a jpeg that decodes;
+6. has the stream's offset_ns subtracted from its stamp (known sensor latency);
+7. is preprocessed by fusion_pipeline.preprocess into the model contract's inputs -- except audio,
    which stays a float32 frames x channels chunk, because the synchronizer cuts the window first.
 
+Steps 1-4 look at the header only: :meth:`Ingest.admit` runs them on an undecoded message, and
+:meth:`Ingest.finish` runs the rest on a message admit let through (:meth:`Ingest.process` is both).
 Every rejection is counted under a reason from SCHEMA_REASONS (or the seq counters); nothing here
-raises for bad input. In a replay (``live=False``) the stream's clock is its stamps (event time):
-the restart timeout and the plausible seq advance are measured on them, and no stamp is compared
-with the wall clock.
+raises for bad input.
+
+The stream's clock is the arrival time live. In a replay (``live=False``) it is the time the message
+was recorded (meta["log_time_ns"], which the replayer adds), or its stamp when a message has none:
+the restart timeout, the plausible seq advance and the plausible stamp are measured on it, and no
+stamp is compared with the wall clock.
 
 A node that falls behind a discrete stream (camera, lidar, radar) should skip to the newest message,
-as sensor data is perishable: a frame that waited in a queue would only miss its set. It passes the
-number it skipped to :meth:`Ingest.process`, so the seq counters tell skipped (ours) from lost
-(upstream). Audio is continuous: a skipped chunk would be a hole in every window over it, so it is
-always taken in full (:attr:`Ingest.drain_newest` is False).
+as sensor data is perishable: a frame that waited in a queue would only miss its set. It admits every
+message it drains, in order, so seq tracking sees them all and the counters tell skipped (ours) from
+lost (upstream). Audio is continuous: a skipped chunk would be a hole in every window over it, so it
+is always taken in full (:attr:`Ingest.drain_newest` is False).
 
 The output sample has ingest's own seq; the driver's is kept in meta["source_seq"],
 meta["stages"]["ingest_in"] is the arrival time the caller passed, and a replayed message's
@@ -54,6 +61,7 @@ __all__ = [
     "Ingest",
     "SchemaError",
     "SeqTracker",
+    "StampTracker",
     "check_payload",
     "check_schema",
     "decode_jpeg",
@@ -66,7 +74,8 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: configured rate (a faster clock, a burst after a stall), plus SEQ_SLACK messages of jitter.
 RATE_MARGIN = 4
 SEQ_SLACK = 16
-#: Consecutive messages that must continue an implausible jump before it can be a restarted driver.
+#: Consecutive messages that must continue an implausible seq or stamp jump before it is taken as real
+#: (a restarted driver, a clock that was set, a log that loops).
 JUMP_CONFIRM = 3
 
 # A message's declared arrays: name -> (dtype, shape), from wire.Checked or a decoded sample.
@@ -81,6 +90,8 @@ Declared = dict[str, tuple[np.dtype, tuple[int, ...]]]
 #: bad_jpeg - the jpeg bytes do not decode to an RGB image; non_finite - NaN or inf in a float array;
 #: bad_stamp - the stamp minus offset_ns leaves int64; negative_stamp - it is below 0 (before 1970);
 #: future_stamp - live, it is more than max_stamp_ahead_ms ahead of the arrival clock;
+#: stamp_jump - it is more than time_jump_ms before the stream's last stamp or ahead of the stream's
+#: clock beyond its usual latency, and JUMP_CONFIRM messages in a row have not confirmed it yet;
 #: preprocess - the preprocessor refused the payload.
 SCHEMA_REASONS: tuple[str, ...] = (
     "wrong_stream",
@@ -96,6 +107,7 @@ SCHEMA_REASONS: tuple[str, ...] = (
     "bad_stamp",
     "negative_stamp",
     "future_stamp",
+    "stamp_jump",
     "preprocess",
 )
 
@@ -227,7 +239,7 @@ class SeqTracker:
     timeout's worth of messages, never more.
 
     A seq further ahead than the stream could have advanced since its last accepted message (at
-    RATE_MARGIN times `rate_hz`, plus SEQ_SLACK and the messages skipped) is an implausible jump: a
+    RATE_MARGIN times `rate_hz`, plus SEQ_SLACK) is an implausible jump: a
     forged or corrupted number, dropped and counted (`seq_jumps`), so that one message cannot make
     the real driver's messages look old. It becomes the stream's sequence (a restart) only when it
     persists: JUMP_CONFIRM consecutive messages continue it, none continues the old sequence in
@@ -247,9 +259,8 @@ class SeqTracker:
         self.jumps = 0
         self.restarts = 0
 
-    def accept(self, seq: int, now_ns: int, skipped: int = 0) -> bool:
-        """Whether to use the message; counts what it says about the stream. `skipped` messages
-        were received before it and deliberately not looked at: they account for part of a gap."""
+    def accept(self, seq: int, now_ns: int) -> bool:
+        """Whether to use the message; counts what it says about the stream."""
         last = self.last_seq
         if last is None:
             return self._take(seq, now_ns)
@@ -263,15 +274,15 @@ class SeqTracker:
                 return False
             self.restarts += 1
             return self._take(seq, now_ns)
-        if self._plausible(seq - last, now_ns - self._last_ns, skipped):
-            if seq - last - 1 > skipped:
+        if self._plausible(seq - last, now_ns - self._last_ns):
+            if seq - last > 1:
                 self.gaps += 1
-                self.lost += seq - last - 1 - skipped
+                self.lost += seq - last - 1
             return self._take(seq, now_ns)
         run = 1
         if self._jump is not None:
             jump_seq, jump_ns, length = self._jump
-            if seq > jump_seq and self._plausible(seq - jump_seq, now_ns - jump_ns, skipped):
+            if seq > jump_seq and self._plausible(seq - jump_seq, now_ns - jump_ns):
                 run = length + 1
         if run >= JUMP_CONFIRM and silent:
             self.restarts += 1
@@ -280,8 +291,8 @@ class SeqTracker:
         self.jumps += 1
         return False
 
-    def _plausible(self, advance: int, elapsed_ns: int, skipped: int) -> bool:
-        most = 1 + skipped + SEQ_SLACK + RATE_MARGIN * self.rate_hz * max(0, elapsed_ns) / NS_PER_S
+    def _plausible(self, advance: int, elapsed_ns: int) -> bool:
+        most = 1 + SEQ_SLACK + RATE_MARGIN * self.rate_hz * max(0, elapsed_ns) / NS_PER_S
         return advance <= most
 
     def _take(self, seq: int, now_ns: int) -> bool:
@@ -301,20 +312,72 @@ class SeqTracker:
         }
 
 
+class StampTracker:
+    """Whether a stream's stamp is plausible against its own history and the stream's clock.
+
+    A stamp is a jump when it lies more than `jump_ns` before the stream's last accepted stamp (the
+    synchronizer would reset every queue for it), or, with `check_ahead`, more than `jump_ns` ahead
+    of the clock minus the stream's smallest latency seen (clock - stamp; a frame delivered late only
+    raises the latency). Live, ingest bounds a stamp ahead of the clock by max_stamp_ahead_ms
+    instead; a replay has no other check ahead. A jump is dropped and counted (`stamp_jump`), so
+    that one stamp from a bad clock cannot reset the synchronizer. It becomes the stream's time when
+    it persists: JUMP_CONFIRM consecutive jumped messages agree on their latency (a clock that was
+    set, a log that loops).
+    """
+
+    def __init__(self, jump_ns: int, check_ahead: bool = True) -> None:
+        self.jump_ns = jump_ns
+        self.check_ahead = check_ahead
+        self._last_ns: int | None = None  # the last accepted stamp
+        self._latency_ns = 0  # the smallest clock - stamp of the accepted messages since the last jump
+        self._jump: tuple[int, int] | None = None  # the pending jump: its latency, its length
+
+    def accept(self, stamp_ns: int, clock_ns: int) -> bool:
+        latency = clock_ns - stamp_ns
+        last = self._last_ns
+        if last is None:
+            self._latency_ns = latency
+            return self._take(stamp_ns)
+        ahead = self.check_ahead and latency < self._latency_ns - self.jump_ns
+        if stamp_ns >= last - self.jump_ns and not ahead:
+            self._latency_ns = min(self._latency_ns, latency)
+            return self._take(stamp_ns)
+        run = 1
+        if self._jump is not None and abs(latency - self._jump[0]) <= self.jump_ns:
+            run = self._jump[1] + 1
+        if run >= JUMP_CONFIRM:
+            self._latency_ns = latency
+            return self._take(stamp_ns)
+        self._jump = (latency, run)
+        return False
+
+    def _take(self, stamp_ns: int) -> bool:
+        self._last_ns, self._jump = stamp_ns, None
+        return True
+
+
 class Ingest:
     """The whole ingest step of one stream; the node wraps it in sockets and a clock.
-    `live` is False in a replay: the stream's clock is then its stamps, not the arrival times."""
 
-    def __init__(self, config: StreamConfig, limits: Limits | None = None, live: bool = True) -> None:
+    `live` is False in a replay: the stream's clock is then the recorded time (module docstring).
+    `time_jump_ns` is the synchronizer's sync.time_jump_ms: a stamp that jumps further is held back
+    until it persists (:class:`StampTracker`)."""
+
+    def __init__(
+        self,
+        config: StreamConfig,
+        limits: Limits | None = None,
+        live: bool = True,
+        time_jump_ns: int = NS_PER_S,
+    ) -> None:
         self.config = config
         self.limits = limits or config.limits.to_limits()
         self.live = live
         self.seq = SeqTracker(restart_timeout_ns(config.rate_hz), config.rate_hz)
+        self.stamps = StampTracker(time_jump_ns, check_ahead=not live)
         self.rejected: Counter[str] = Counter()
         self.produced = 0
         self.last_error = ""
-        # This stream's messages refused by admit, before seq tracking: like skipped ones, part of a gap.
-        self._unseen = 0
 
     @property
     def drain_newest(self) -> bool:
@@ -322,37 +385,26 @@ class Ingest:
         return self.config.modality != "audio"
 
     def admit(self, message: Checked, arrival_ns: int) -> bool:
-        """Whether a message passes the checks that need its header only (identity, stamp, schema);
-        a refusal is counted. A node that drains to the newest message runs this on every message it
-        drains, so that a refused newest message falls back to the newest admitted one."""
-        try:
-            self._check_identity(message.sample)
-        except SchemaError as exc:
-            self._count(exc)
-            return False
-        try:
-            self._check_header(message.sample, message.declared, arrival_ns)
-        except SchemaError as exc:
-            self._count(exc)
-            self._unseen += 1  # this stream's message, never seq-tracked: part of the next gap
-            return False
-        return True
+        """Whether a message passes the checks that need its header only (identity, stamp, seq,
+        schema); a refusal is counted. A node that drains to the newest message runs this on every
+        message it drains, in order, then :meth:`finish` on the one it keeps."""
+        return self._admit(message.sample, message.declared, arrival_ns)
 
-    def process(self, sample: Sample, arrival_ns: int, skipped: int = 0) -> Sample | None:
-        """The model-ready sample for `sample`, or None when it is dropped (and counted); `skipped`
-        is how many messages the caller passed over to get to this one."""
+    def process(self, sample: Sample, arrival_ns: int) -> Sample | None:
+        """The model-ready sample for `sample`, or None when it is dropped (and counted)."""
+        if not self._admit(sample, _declared(sample), arrival_ns):
+            return None
+        return self.finish(sample, arrival_ns)
+
+    def finish(self, sample: Sample, arrival_ns: int) -> Sample | None:
+        """The model-ready sample for a message :meth:`admit` let through, or None when its payload
+        is refused (and counted)."""
         try:
-            self._check_identity(sample)
-            clock_ns = arrival_ns if self.live else sample.stamp_ns - self.config.offset_ns
-            if not self.seq.accept(sample.seq, clock_ns, skipped + self._unseen):
-                return None  # a duplicate or out-of-order message leaves the gap to the next one
-            self._unseen = 0
-            stamp_ns = self._check_header(sample, _declared(sample), arrival_ns)
             arrays = self._model_ready(check_payload(sample, self.config, self.limits))
         except SchemaError as exc:
             self._count(exc)
             return None
-        return self._output(sample, stamp_ns, arrays, arrival_ns)
+        return self._output(sample, sample.stamp_ns - self.config.offset_ns, arrays, arrival_ns)
 
     def counters(self) -> dict[str, int]:
         """Flat counters for heartbeats: produced, schema_<reason> and the seq counters."""
@@ -366,11 +418,28 @@ class Ingest:
         self.rejected[exc.reason] += 1
         self.last_error = str(exc)
 
-    def _check_header(self, sample: Sample, declared: Declared, arrival_ns: int) -> int:
-        """The stamp minus offset_ns, once the stamp and the declared arrays fit this stream."""
-        stamp_ns = self._corrected_stamp(sample.stamp_ns, arrival_ns)
-        check_schema(self.config, sample.meta, declared)
-        return stamp_ns
+    def _admit(self, sample: Sample, declared: Declared, arrival_ns: int) -> bool:
+        try:
+            self._check_identity(sample)
+            clock_ns = self._clock(sample, arrival_ns)
+            if not self.seq.accept(sample.seq, clock_ns):
+                return False  # a duplicate or out-of-order message leaves the gap to the next one
+            # Refused from here on, a message has used up its seq: it is not lost upstream.
+            self._check_stamp(sample.stamp_ns, arrival_ns, clock_ns)
+            check_schema(self.config, sample.meta, declared)
+        except SchemaError as exc:
+            self._count(exc)
+            return False
+        return True
+
+    def _clock(self, sample: Sample, arrival_ns: int) -> int:
+        """The stream's clock: the arrival time live; in a replay the recorded time, else the stamp."""
+        if self.live:
+            return arrival_ns
+        recorded = sample.meta.get("log_time_ns")
+        if isinstance(recorded, int) and not isinstance(recorded, bool):
+            return recorded
+        return sample.stamp_ns - self.config.offset_ns
 
     def _output(
         self, sample: Sample, stamp_ns: int, arrays: dict[str, np.ndarray], arrival_ns: int
@@ -403,7 +472,7 @@ class Ingest:
                 f"stream {sample.stream!r}: modality {sample.modality!r}, config: {self.config.modality!r}",
             )
 
-    def _corrected_stamp(self, stamp_ns: int, arrival_ns: int) -> int:
+    def _check_stamp(self, stamp_ns: int, arrival_ns: int, clock_ns: int) -> None:
         stamp = stamp_ns - self.config.offset_ns
         where = f"stream {self.config.name!r}: stamp_ns {stamp_ns}"
         if not _INT64_MIN <= stamp <= _INT64_MAX:
@@ -417,7 +486,13 @@ class Ingest:
                 f"{where} minus the offset is {ahead_ms:.0f} ms ahead of the clock "
                 f"(max_stamp_ahead_ms = {self.config.max_stamp_ahead_ms:g}): check the driver's clock",
             )
-        return stamp
+        if not self.stamps.accept(stamp, clock_ns):
+            raise SchemaError(
+                "stamp_jump",
+                f"{where} minus the offset jumped by more than sync.time_jump_ms "
+                f"({self.stamps.jump_ns / 1e6:g} ms) against the stream's time; "
+                f"taken once {JUMP_CONFIRM} messages in a row agree",
+            )
 
     def _model_ready(self, payload: np.ndarray) -> dict[str, np.ndarray]:
         if self.config.modality == "audio":

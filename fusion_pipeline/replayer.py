@@ -14,6 +14,8 @@ with ``--replay``) the replay is deterministic and lossless end to end without e
 - each message carries ``meta.replay_seq``, its index in send order. The ingest nodes work in parallel
   and pass it on; the synchronizer puts their outputs back into send order (fusion_pipeline.reorder)
   before matching in event time, so it cuts the same sets at any speed;
+- each message carries ``meta.log_time_ns``, when it was recorded: the ingest nodes' clock for its
+  stream (seq plausibility, restarts, stamp jumps), as the arrival time is live;
 - every node of the graph takes every message and its publisher blocks rather than drops, so back-
   pressure, not loss, slows the replayer down to what the graph can take;
 - the results are collected by a thread of their own, so a replayer blocked on a full ingest queue never
@@ -318,7 +320,7 @@ class Replayer:
                     last = message.log_time_ns
                     target = shift.apply(message.sample, self.plan[message.sample.stream])
                     self._pace(clock_origin, message.log_time_ns - first)
-                    self._send(target)
+                    self._send(target, message.log_time_ns + shift.stamp_shift_ns)
                     bar.update()
                 if first is None or last is None:
                     break
@@ -372,9 +374,12 @@ class Replayer:
             time.sleep(remaining / 1e9)
         self._target = target
 
-    def _send(self, sample: Sample) -> None:
-        if self.settings.graph:  # the synchronizer restores this order (fusion_pipeline.reorder)
-            sample = dataclasses.replace(sample, meta={**sample.meta, "replay_seq": self._sent})
+    def _send(self, sample: Sample, log_time_ns: int) -> None:
+        if self.settings.graph:
+            # replay_seq: the synchronizer restores this order (fusion_pipeline.reorder); log_time_ns:
+            # ingest's clock for the stream (when it was recorded), shifted with the stamps in a loop.
+            meta = {**sample.meta, "replay_seq": self._sent, "log_time_ns": log_time_ns}
+            sample = dataclasses.replace(sample, meta=meta)
         self._publishers[sample.stream].send(sample)
         self._sent += 1
         self._last_activity_ns = time.monotonic_ns()

@@ -110,7 +110,8 @@ class Endpoint:
             host, colon, port = parts.netloc.rpartition(":")
             if not colon or not host:
                 raise EndpointError(f"endpoint {self.url!r}: tcp endpoints need host:port")
-            if not (port == "*" or port.isdigit() and 0 < int(port) < 65536):
+            # isascii: str.isdigit() also takes digits such as "²", which int() refuses.
+            if not (port == "*" or port.isascii() and port.isdigit() and 0 < int(port) < 65536):
                 raise EndpointError(f"endpoint {self.url!r}: port {port!r} is not 1-65535 or *")
         else:
             raise EndpointError(f"endpoint {self.url!r}: scheme must be ipc:// or tcp://")
@@ -434,31 +435,33 @@ class Subscriber(_Socket):
         """Wait for a message, then drain the queue and return the newest valid one.
 
         Every drained message has its header checked (its arrays are not touched), so a malformed one
-        is counted by its reason, and a malformed newest message falls back to the newest valid one;
-        the valid ones passed over are counted as `skipped`. `admit` (the caller's own header checks)
-        may turn a valid message away; it counts its reasons itself, here it is counted as `refused`.
+        is counted by its reason. `admit` (the caller's own header checks) runs on each valid one in
+        order and may turn it away; it counts its reasons itself, here it is counted as `refused`.
+        The newest admitted message is made whole; when that fails (a damaged or overwritten
+        shared-memory slot) the one before it is tried, so a bad newest message never costs a good
+        one. The admitted ones passed over are counted as `skipped`.
         """
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
         while True:
             frames = self._recv_frames(deadline)
             if frames is None:
                 return None
-            newest: Checked | None = None
+            admitted: list[Checked] = []  # views of their frames, not copies
             while frames is not None:
                 checked = self._check(frames)
                 if checked is not None and admit is not None and not admit(checked):
                     self.refused += 1
                 elif checked is not None:
-                    if newest is not None:
-                        self.skipped += 1
-                    newest = checked  # holds views of its frames, not copies
+                    admitted.append(checked)
                 try:
                     frames = recv_frames(self.socket, zmq.NOBLOCK)
                 except zmq.Again:
                     frames = None
-            sample = None if newest is None else self._materialize(newest)
-            if sample is not None:
-                return sample
+            while admitted:
+                sample = self._materialize(admitted.pop())
+                if sample is not None:
+                    self.skipped += len(admitted)
+                    return sample
 
     def _recv_frames(self, deadline: float | None) -> list[Buffer] | None:
         timeout = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))

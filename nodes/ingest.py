@@ -3,10 +3,10 @@
     python -m nodes.ingest --config PATH --run-dir DIR --stream NAME
 
 Subscribes to the stream's driver endpoint with the stream's receive limits, runs each valid wire
-message through fusion_pipeline.ingest.Ingest (stream, stamp and schema checks, seq tracking, offset,
+message through fusion_pipeline.ingest.Ingest (stream, stamp, seq and schema checks, offset,
 preprocessing) and publishes the result on the stream's ingest endpoint. When it falls behind a
-camera, lidar or radar it skips to the newest message that passes the header checks (the others
-counted by reason, the valid ones passed over as skipped); audio it takes in full.
+camera, lidar or radar it admits every message it drains and keeps the newest admitted one (the
+others counted by reason, the admitted ones passed over as skipped); audio it takes in full.
 With --replay (a replay graph) it takes every message and its publisher blocks rather than drops.
 Malformed and refused messages are counted by reason in the heartbeat, never fatal.
 """
@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ctx = node_arguments("ingest", argv, per_stream=True, realtime=True)
     assert ctx.stream is not None
     stream = ctx.config.stream(ctx.stream)
-    ingest = Ingest(stream, live=not ctx.replay)
+    time_jump_ns = round(ctx.config.sync.time_jump_ms * 1_000_000)
+    ingest = Ingest(stream, live=not ctx.replay, time_jump_ns=time_jump_ns)
     driver_url = ctx.endpoint(stream.endpoint)
     source = Subscriber(
         driver_url, topics=[stream.name], limits=ingest.limits, curve=ctx.config.curve_for(driver_url)
@@ -52,12 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     log.info("%s -> %s", driver_url, sink.last_endpoint)
 
-    # Behind on a discrete stream: skip to the newest frame (counted); audio, or a replay: every message.
-    def newest(timeout_ms: int) -> Sample | None:
-        # Header checks on every drained message: a refused newest one falls back to an older one.
-        return source.recv_newest(timeout_ms, admit=lambda message: ingest.admit(message, time.time_ns()))
+    # Behind on a discrete stream: every drained message is admitted in order (header checks, seq
+    # tracking) and the newest admitted one is finished; audio, or a replay: every message in full.
+    def newest() -> Sample | None:
+        sample = source.recv_newest(POLL_MS, admit=lambda message: ingest.admit(message, time.time_ns()))
+        return None if sample is None else ingest.finish(sample, time.time_ns())
 
-    receive = newest if ingest.drain_newest and not ctx.replay else source.recv
+    def every() -> Sample | None:
+        sample = source.recv(timeout_ms=POLL_MS)
+        return None if sample is None else ingest.process(sample, time.time_ns())
+
+    receive = newest if ingest.drain_newest and not ctx.replay else every
     published = 0
     reported: set[str] = set()
 
@@ -76,14 +82,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         while not stop_requested():
-            skipped = source.skipped
-            sample = receive(timeout_ms=POLL_MS)
-            if sample is not None:
-                out = ingest.process(sample, time.time_ns(), source.skipped - skipped)
-                if out is not None:
-                    out.meta["stages"]["ingest_out"] = time.time_ns()
-                    sink.send(out)
-                    published += 1
+            out = receive()
+            if out is not None:
+                out.meta["stages"]["ingest_out"] = time.time_ns()
+                sink.send(out)
+                published += 1
             if len(reported) < len(source.malformed) + len(ingest.rejected):
                 report_new_drop_reasons()
             heartbeat.beat(counters())

@@ -369,7 +369,7 @@ def test_metrics_config() -> None:
     assert config.metrics.enabled and (config.metrics.host, config.metrics.port) == ("127.0.0.1", 9464)
     v6 = parse_config(DEMO.replace('address = "127.0.0.1:9464"', 'address = "[::1]:0"'))
     assert (v6.metrics.host, v6.metrics.port) == ("::1", 0)
-    for bad in ("9464", "localhost:http", "127.0.0.1:70000", ":9464"):
+    for bad in ("9464", "localhost:http", "127.0.0.1:70000", ":9464", "127.0.0.1:\u00b2"):
         with pytest.raises(ConfigError, match=r"metrics.address: Value error, expected HOST:PORT"):
             parse_config(DEMO.replace('address = "127.0.0.1:9464"', f'address = "{bad}"'))
 

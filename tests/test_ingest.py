@@ -19,7 +19,7 @@ from fusion_pipeline.ingest import (
     restart_timeout_ns,
 )
 from fusion_pipeline.preprocess import preprocess_camera, preprocess_lidar
-from fusion_pipeline.wire import Limits, Sample, check, decode, encode
+from fusion_pipeline.wire import Checked, Limits, Sample, check, decode, encode
 
 MS = 1_000_000
 CONFIG = parse_config(
@@ -249,21 +249,17 @@ def test_duplicates_are_dropped_before_any_decoding_work() -> None:
     assert ingest.counters()["duplicates"] == 1 and not ingest.rejected
 
 
-def test_messages_the_node_skipped_are_not_counted_as_lost() -> None:
-    tracker = SeqTracker(500 * MS, rate_hz=20)
-    assert tracker.accept(10, 0)
-    assert tracker.accept(14, 1, skipped=3)  # 11..13 were drained unread by the node: none lost
-    assert tracker.accept(20, 2, skipped=2)  # 2 of 15..19 skipped, 3 lost upstream
-    assert tracker.counters()["seq_gaps"] == 1 and tracker.counters()["seq_lost"] == 3
-
-
 def test_only_discrete_streams_may_drain_to_the_newest_message() -> None:
     drain = {s.name: Ingest(s).drain_newest for s in CONFIG.streams}
     assert drain == {"camera/front": True, "lidar/top": True, "radar/front": True, "audio/roof": False}
+    # A node that drains admits every message in order and finishes the newest: nothing counted lost.
     ingest = Ingest(CONFIG.stream("lidar/top"))
-    ingest.process(_sample("lidar/top", 0, points=POINTS), 0)
-    assert ingest.process(_sample("lidar/top", 5, points=POINTS), 1, skipped=4) is not None
-    assert ingest.counters()["seq_lost"] == 0
+    drained = [
+        check(encode(Sample("lidar/top", "lidar", seq, 100 * MS, {"points": POINTS}))) for seq in range(6)
+    ]
+    assert all(ingest.admit(message, 0) for message in drained)
+    assert ingest.finish(drained[-1].materialize(), 1) is not None
+    assert ingest.counters()["seq_lost"] == 0 and ingest.produced == 1
 
 
 def _real_then(tracker: SeqTracker, count: int, start_ms: int = 0) -> int:
@@ -365,17 +361,88 @@ def test_a_replay_measures_seq_plausibility_and_silence_on_the_stamps() -> None:
     assert (counters["seq_lost"], counters["restarts"], counters["seq_jumps"]) == (100, 1, 1)
 
 
-def test_admit_runs_the_header_checks_on_an_undecoded_message() -> None:
+def _checked(seq: int, stamp_ns: int, points: np.ndarray = POINTS, meta: dict | None = None) -> Checked:
+    return check(encode(Sample("lidar/top", "lidar", seq, stamp_ns, {"points": points}, "", meta or {})))
+
+
+def test_admit_runs_the_header_checks_and_seq_tracking_on_an_undecoded_message() -> None:
     ingest = Ingest(CONFIG.stream("lidar/top"))
     now = 10**18
-
-    def checked(**arrays: np.ndarray) -> object:
-        return check(encode(Sample("lidar/top", "lidar", 0, now, arrays)))
-
-    assert ingest.admit(checked(points=POINTS), now)
-    assert not ingest.admit(checked(points=POINTS[:, :3].copy()), now)
-    assert not ingest.admit(
-        check(encode(Sample("lidar/top", "lidar", 0, now + 10**12, {"points": POINTS}))), now
-    )
+    assert ingest.admit(_checked(0, now), now)
+    assert not ingest.admit(_checked(1, now, POINTS[:, :3].copy()), now)  # schema: uses up seq 1
+    assert not ingest.admit(_checked(2, now + 10**12), now)  # stamp: uses up seq 2 too
+    assert ingest.admit(_checked(3, now), now)
+    assert not ingest.admit(_checked(3, now), now)  # the duplicate newest of a drain is refused too
+    assert not ingest.admit(_checked(2**40, now), now)  # and a forged seq
+    assert ingest.admit(_checked(4, now), now)
     assert ingest.rejected == {"bad_shape": 1, "future_stamp": 1} and ingest.produced == 0
-    assert ingest.seq.last_seq is None  # header checks never touch seq tracking
+    counters = ingest.counters()
+    assert (counters["duplicates"], counters["seq_jumps"], counters["seq_lost"]) == (1, 1, 0)
+    assert ingest.seq.last_seq == 4
+
+
+def test_a_duplicate_newest_is_refused_by_admit_so_the_node_keeps_the_one_before() -> None:
+    ingest = Ingest(CONFIG.stream("lidar/top"))
+    drained = [_checked(seq, 10**18) for seq in (0, 1, 2, 2)]
+    assert [ingest.admit(message, 10**18) for message in drained] == [True, True, True, False]
+    assert ingest.counters()["duplicates"] == 1
+
+
+YEARS = 3 * 365 * 24 * 3600 * 10**9
+
+
+def test_one_stamp_far_behind_the_stream_is_dropped_and_cannot_reset_the_synchronizer() -> None:
+    now = 1_700_000_000 * 10**9
+    ingest = Ingest(CONFIG.stream("lidar/top"))
+    assert ingest.process(_ingest_sample("lidar/top", 0, now - 30 * MS), now)
+    assert ingest.process(_ingest_sample("lidar/top", 1, now - YEARS), now + 50 * MS) is None
+    assert ingest.process(_ingest_sample("lidar/top", 2, now + 70 * MS), now + 100 * MS)
+    assert ingest.rejected == {"stamp_jump": 1} and "sync.time_jump_ms" in ingest.last_error
+    assert ingest.counters()["seq_lost"] == 0  # the refused message is not lost upstream
+
+
+def test_a_jump_that_persists_is_the_streams_new_time() -> None:
+    """A clock that was set back 5 s: JUMP_CONFIRM messages in a row agree, the third is taken."""
+    now = 1_700_000_000 * 10**9
+    ingest = Ingest(CONFIG.stream("lidar/top"), time_jump_ns=1000 * MS)
+    assert ingest.process(_ingest_sample("lidar/top", 0, now), now)
+    back = [
+        ingest.process(_ingest_sample("lidar/top", k, now - 5000 * MS + k * 50 * MS), now + k * 50 * MS)
+        for k in (1, 2, 3, 4)
+    ]
+    assert [out is not None for out in back] == [False, False, True, True]
+    assert ingest.rejected == {"stamp_jump": 2}
+
+
+def test_frames_delivered_late_are_not_a_jump() -> None:
+    """A 3 s network stall, then its backlog at once: the latency grows, the stamps go on."""
+    now = 1_700_000_000 * 10**9
+    ingest = Ingest(CONFIG.stream("lidar/top"), time_jump_ns=1000 * MS)
+    assert ingest.process(_ingest_sample("lidar/top", 0, now), now + 10 * MS)
+    late = [
+        ingest.process(_ingest_sample("lidar/top", k, now + k * 50 * MS), now + 3000 * MS)
+        for k in range(1, 60)
+    ]
+    assert all(out is not None for out in late)
+    assert ingest.process(_ingest_sample("lidar/top", 60, now + 3050 * MS), now + 3060 * MS)
+    assert not ingest.rejected
+
+
+def test_a_replay_judges_stamps_and_seq_on_the_recorded_time() -> None:
+    """A damaged log: a message with seq 2**39 and the largest stamp, then one with a good seq and a
+    stamp 3 years ahead. The replayer's log_time_ns is the stream's clock, so neither the seq gap
+    nor the stamps are plausible: both dropped, by reason, and nothing counted lost."""
+    replay = Ingest(CONFIG.stream("radar/front"), live=False)
+    t0 = 1_700_000_000 * 10**9
+
+    def message(seq: int, stamp_ns: int, k: int) -> Sample:
+        recorded = {"log_time_ns": t0 + k * 50 * MS + 5 * MS}
+        return _sample("radar/front", seq, stamp_ns, recorded, detections=np.ones((3, 5), np.float32))
+
+    assert all(replay.process(message(k, t0 + k * 50 * MS, k), 0) for k in range(10))
+    assert replay.process(message(2**39, 2**63 - 1, 10), 0) is None
+    assert replay.process(message(10, t0 + YEARS, 10), 0) is None
+    assert all(replay.process(message(k, t0 + k * 50 * MS, k), 0) for k in range(11, 20))
+    counters = replay.counters()
+    assert replay.rejected == {"stamp_jump": 1}
+    assert (counters["seq_jumps"], counters["seq_lost"], counters["out_of_order"]) == (1, 0, 0)

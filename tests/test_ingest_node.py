@@ -285,10 +285,16 @@ def test_bad_stamps_and_non_finite_values_are_dropped_by_reason(ipc_dir: Path, c
         years = 3 * 365 * 24 * 3600 * 10**9
         rig.send(last + 1, {"detections": DETECTIONS}, stamp_ns=-1)
         rig.send(last + 2, {"detections": DETECTIONS}, stamp_ns=time.time_ns() + years)
-        rig.send(last + 3, {"detections": DETECTIONS}, stamp_ns=time.time_ns() + 1000 * MS)  # < 2000 ms
-        rig.send(last + 4, {"detections": np.full((2, 5), np.nan, np.float32)})
-        rig.send(last + 5, {"detections": np.where(np.eye(1, 5, dtype=bool), np.inf, DETECTIONS)})
-        rig.send(last + 6, {"detections": DETECTIONS})
+
+        # From here the driver's clock runs 1 s ahead: within max_stamp_ahead_ms, so its stamps are taken.
+        def ahead() -> int:
+            return time.time_ns() + 1000 * MS
+
+        rig.send(last + 3, {"detections": DETECTIONS}, stamp_ns=ahead())
+        rig.send(last + 4, {"detections": np.full((2, 5), np.nan, np.float32)}, stamp_ns=ahead())
+        inf = np.where(np.eye(1, 5, dtype=bool), np.inf, DETECTIONS)
+        rig.send(last + 5, {"detections": inf}, stamp_ns=ahead())
+        rig.send(last + 6, {"detections": DETECTIONS}, stamp_ns=ahead())
         assert [o.meta["source_seq"] for o in rig.outputs(2)] == [last + 3, last + 6]
         keys = ["schema_negative_stamp", "schema_future_stamp", "schema_non_finite", "seq_lost"]
         expected = dict(zip(keys, (1, 1, 2, 0), strict=True))

@@ -168,6 +168,22 @@ def test_recv_newest_falls_back_past_messages_the_caller_refuses(raw_pub: tuple[
         assert (sub.received, sub.skipped, sub.refused) == (1, 2, 2)
 
 
+def test_a_newest_message_that_cannot_be_made_whole_falls_back_to_the_one_before(
+    raw_pub: tuple[zmq.Socket, str],
+) -> None:
+    """Its header passes, but its shared-memory slot does not exist: the valid one before it is kept."""
+    raw, url = raw_pub
+    with Subscriber(url, hwm=100) as sub:
+        time.sleep(0.2)
+        missing = {"segment": "fp-nonexistent", "slot": 0, "gen": 1}
+        spec = {"name": "detections", "dtype": "<f4", "shape": [1, 5], "shm": missing}
+        dangling = [b"s", _radar_header(3, arrays=[spec]), b""]
+        _burst(raw, [*([b"s", _radar_header(seq), bytes(20)] for seq in range(3)), dangling])
+        sample = sub.recv_newest(timeout_ms=2000, admit=lambda checked: True)
+        assert sample is not None and sample.seq == 2
+        assert (sub.received, sub.skipped, sum(sub.malformed.values())) == (1, 2, 1)
+
+
 def test_receiving_socket_has_maxmsgsize(ipc_dir: Path) -> None:
     limits = Limits(max_total_bytes=1024 * 1024)
     with Subscriber(f"ipc://{ipc_dir}/m.sock", limits=limits) as sub:
@@ -189,7 +205,9 @@ def test_close_is_quick_and_removes_ipc_file(ipc_dir: Path) -> None:
     assert not (ipc_dir / "sub/dir/cam.sock").exists()
 
 
-@pytest.mark.parametrize("url", ["http://x:1", "ipc://relative.sock", "tcp://host", "tcp://host:99999"])
+@pytest.mark.parametrize(
+    "url", ["http://x:1", "ipc://relative.sock", "tcp://host", "tcp://host:99999", "tcp://host:\u00b2"]
+)
 def test_bad_endpoint_is_refused(url: str) -> None:
     with pytest.raises(EndpointError, match="endpoint"):
         Endpoint(url)
