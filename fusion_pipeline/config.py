@@ -20,8 +20,8 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.transport import Curve, Endpoint, EndpointError
-from fusion_pipeline.wire import ALLOWED_DTYPES, Limits
+from fusion_pipeline.transport.sockets import Curve, Endpoint, EndpointError
+from fusion_pipeline.transport.wire import ALLOWED_DTYPES, Limits
 
 if sys.version_info >= (3, 11):
     import tomllib

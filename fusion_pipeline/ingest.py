@@ -1,6 +1,6 @@
 """Ingest: one stream's raw sensor samples -> model-ready samples. Pure: no sockets, no clock reads.
 
-The ingest node of stream S feeds every decoded wire message (see fusion_pipeline.wire) to
+The ingest node of stream S feeds every decoded wire message (see fusion_pipeline.transport.wire) to
 :meth:`Ingest.process` with the time it arrived, and publishes what comes back. In order, a message:
 
 1. must belong to S (stream name and modality as configured);
@@ -53,7 +53,7 @@ from fusion_pipeline.config import StreamConfig
 from fusion_pipeline.errors import FusionError
 from fusion_pipeline.preprocess import PreprocessError, preprocess_sample
 from fusion_pipeline.preprocess.audio import PARAMS as AUDIO_PARAMS
-from fusion_pipeline.wire import DEFAULT_LIMITS, Checked, Limits, Sample
+from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Checked, Limits, Sample
 
 __all__ = [
     "SCHEMA_REASONS",
@@ -446,7 +446,7 @@ class Ingest:
     ) -> Sample:
         meta: dict[str, object] = {"source_seq": sample.seq, "stages": {"ingest_in": arrival_ns}}
         replay_seq = sample.meta.get("replay_seq")
-        if isinstance(replay_seq, int):  # the replay send order (fusion_pipeline.reorder)
+        if isinstance(replay_seq, int):  # the replay send order (fusion_pipeline.sync.reorder)
             meta["replay_seq"] = replay_seq
         if self.config.modality == "audio":
             meta["sample_rate"] = self.config.sample_rate

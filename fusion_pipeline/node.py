@@ -26,7 +26,7 @@ import zmq
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.config import Config, ConfigError, check_run_dir, config_source, load_config
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.keys import KeysError, load_allow_list, load_certificate
+from fusion_pipeline.transport.keys import KeysError, load_allow_list, load_certificate
 
 __all__ = [
     "CONTROL_SOCKET",

@@ -2,7 +2,7 @@
 
     python -m nodes.inference --config PATH --run-dir DIR
 
-Builds a fusion_pipeline.runtime.ModelRuntime (contract checked against the config, providers from
+Builds a fusion_pipeline.inference.ModelRuntime (contract checked against the config, providers from
 ``[model]``, warm-up), then loops: take the NEWEST set on the sync endpoint (a set that waited behind
 another is stale for a planner; what was skipped is counted), run the model, publish the result on the
 output endpoint with every stage timestamp (docs/PROTOCOL.md section 8). With --replay it takes every
@@ -16,9 +16,9 @@ import logging
 import time
 
 from fusion_pipeline.contract import ContractError
+from fusion_pipeline.inference import RESULT_MODALITY, RESULT_STREAM, ModelRuntime, result_sample
 from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
-from fusion_pipeline.runtime import RESULT_MODALITY, RESULT_STREAM, ModelRuntime, result_sample
-from fusion_pipeline.sets import SET_STREAM
+from fusion_pipeline.sync import SET_STREAM
 from fusion_pipeline.transport import Publisher, Role, Subscriber
 
 log = logging.getLogger("nodes.inference")

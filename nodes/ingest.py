@@ -19,8 +19,7 @@ import time
 
 from fusion_pipeline.ingest import Ingest
 from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
-from fusion_pipeline.transport import Publisher, Subscriber
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.transport import Publisher, Sample, Subscriber
 
 log = logging.getLogger("nodes.ingest")
 

@@ -3,7 +3,7 @@
     python -m nodes.recorder --config PATH --run-dir DIR
 
 The supervisor starts it when ``record.enabled = true``. The loop and the file format live in
-fusion_pipeline.recorder and fusion_pipeline.logfile; this module wires them to the node plumbing.
+fusion_pipeline.logs.recorder and fusion_pipeline.logs.logfile; this module wires them to the node plumbing.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
+from fusion_pipeline.logs import Recorder, RecordSettings, unused_path
 from fusion_pipeline.node import Heartbeat, node_arguments, run_node, stop_requested
-from fusion_pipeline.recorder import Recorder, RecordSettings, unused_path
 
 log = logging.getLogger("nodes.recorder")
 

@@ -2,10 +2,10 @@
 
     python -m nodes.sensor_sim --config PATH --run-dir DIR --stream NAME
 
-Renders the stream's sensor from the shared seeded world (fusion_pipeline.sim) and publishes each capture
-on the stream's endpoint at its send time, with a plain fusion_pipeline.transport.Publisher: the same
+Renders the stream's sensor from the shared seeded world (fusion_pipeline.sim) and publishes each capture on
+the stream's endpoint at its send time, with a plain fusion_pipeline.transport.sockets.Publisher: the same
 bytes an external driver following docs/PROTOCOL.md sends. A capture is rendered just ahead of its
-send time (fusion_pipeline.sim.RenderLead): the simulator's render cost adds no latency a real sensor
+send time (fusion_pipeline.sim.drivers.RenderLead): the simulator's render cost adds no latency a real sensor
 would not have (``latency_ms`` models that), and it stays off the CPU while the pipeline processes the
 capture just sent. A driver that falls more than one period behind skips the captures it can no
 longer send on time.
@@ -17,9 +17,8 @@ import logging
 import time
 
 from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
-from fusion_pipeline.sim import RenderLead, SensorSchedule, SimSettings, render
+from fusion_pipeline.sim import RenderLead, SensorSchedule, SimSettings, World, render
 from fusion_pipeline.transport import Publisher
-from fusion_pipeline.world import World
 
 log = logging.getLogger("nodes.sensor_sim")
 

@@ -3,15 +3,15 @@
     python -m nodes.synchronizer --config PATH --run-dir DIR [--replay]
 
 Receives every ingest sample in order (lossless recv: the synchronizer must see each stream's
-messages in sequence, so it never drains to the newest), drives fusion_pipeline.sync.Synchronizer
+messages in sequence, so it never drains to the newest), drives fusion_pipeline.sync.synchronizer.Synchronizer
 and publishes each finished set on the sync endpoint (docs/PROTOCOL.md section 8).
 
 Live mode (default): the loop also ticks the Synchronizer with the wall clock, waking exactly when
 the next deadline is due, so a silent optional sensor delays a set by max_wait at most. With
 --replay it never reads the clock for matching: deadlines pass only as other streams' stamps advance,
-the messages are taken in the replayer's send order (fusion_pipeline.reorder: the ingest nodes run in
+the messages are taken in the replayer's send order (fusion_pipeline.sync.reorder: the ingest nodes run in
 parallel) and sets are published lossless, so a replayed log yields the same sets at any speed. The
-replayer's end-of-replay message (on fusion_pipeline.reorder.end_endpoint, in send order after the
+replayer's end-of-replay message (on fusion_pipeline.sync.reorder.end_endpoint, in send order after the
 last message) flushes the Synchronizer: the sets still open are published with completed_by "end",
 so the last reference message of a log is not left waiting for a message that never comes.
 """
@@ -23,13 +23,22 @@ import logging
 import time
 from collections import Counter, deque
 
-from fusion_pipeline.metrics import percentiles
 from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
-from fusion_pipeline.reorder import END_STREAM, ReplayOrder, end_endpoint
-from fusion_pipeline.sets import SET_MODALITY, SET_STREAM, InputError, SetBuilder
-from fusion_pipeline.sync import FusedSet, SyncError, Synchronizer, settings_from_config
-from fusion_pipeline.transport import Publisher, Role, Subscriber
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.ops import percentiles
+from fusion_pipeline.sync import (
+    END_STREAM,
+    SET_MODALITY,
+    SET_STREAM,
+    FusedSet,
+    InputError,
+    ReplayOrder,
+    SetBuilder,
+    SyncError,
+    Synchronizer,
+    end_endpoint,
+    settings_from_config,
+)
+from fusion_pipeline.transport import Publisher, Role, Sample, Subscriber
 
 log = logging.getLogger("nodes.synchronizer")
 

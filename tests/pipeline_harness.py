@@ -18,8 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from fusion_pipeline.transport import Subscriber
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.transport import Sample, Subscriber
 
 DEMO_TEXT = resources.files("fusion_pipeline").joinpath("configs", "demo.toml").read_text()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fusion_pipeline.introspect import _ipc_problem
+from fusion_pipeline.cli.introspect import _ipc_problem
 
 TESTS = Path(__file__).parent
 
@@ -59,7 +59,14 @@ LISTEN_LONG = {"echo": [], "hz": [], "topics": ["--duration", "60"]}
 def test_a_missing_socket_file_is_named_at_once(command: str, ipc_dir: Path) -> None:
     missing = ipc_dir / "results.sock"
     child = subprocess.Popen(
-        [sys.executable, "-m", "fusion_pipeline.cli", command, f"ipc://{missing}", *LISTEN_LONG[command]],
+        [
+            sys.executable,
+            "-m",
+            "fusion_pipeline.cli",
+            command,
+            f"ipc://{missing}",
+            *LISTEN_LONG[command],
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

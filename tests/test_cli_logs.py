@@ -16,11 +16,9 @@ import pytest
 from mcap.reader import make_reader
 
 from fusion_pipeline.config import load_config, parse_config
-from fusion_pipeline.logfile import LogError, LogReader
-from fusion_pipeline.replayer import ReplaySettings, plan_streams
-from fusion_pipeline.status import record_run_dir
-from fusion_pipeline.transport import Publisher
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.logs import LogError, LogReader, ReplaySettings, plan_streams
+from fusion_pipeline.ops import record_run_dir
+from fusion_pipeline.transport import Publisher, Sample
 
 ROOT = Path(__file__).parent.parent
 DEMO = (ROOT / "fusion_pipeline" / "configs" / "demo.toml").read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fusion_pipeline.model.commands import MIN_SAMPLES
+from fusion_pipeline.cli.model import MIN_SAMPLES
 
 
 def _without(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusion_pipeline.keys import generate_keys
-from fusion_pipeline.transport import Curve, Publisher, Subscriber, TransportError
+from fusion_pipeline.transport import Curve, Publisher, Subscriber, TransportError, generate_keys
 
 TESTS = Path(__file__).parent
 

@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 
 from fusion_pipeline.contract import default_contract
-from fusion_pipeline.dataset import INPUTS, LABELS, DatasetError, cache_dir, generate, render_sample
-from fusion_pipeline.world import CONDITIONS, World, WorldConfig
+from fusion_pipeline.sim import (
+    CONDITIONS,
+    INPUTS,
+    LABELS,
+    DatasetError,
+    World,
+    WorldConfig,
+    cache_dir,
+    generate,
+    render_sample,
+)
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,9 @@ from node_harness import Control, running, start_node, write_config
 from pipeline_harness import collect, demo_text, pipeline, presence
 
 from fusion_pipeline.config import ConfigError, load_config, parse_config
-from fusion_pipeline.sets import SET_MODALITY, SET_STREAM
-from fusion_pipeline.transport import DEFAULT_HWM, Publisher, Role, Subscriber, send_frames
-from fusion_pipeline.wire import Sample, encode
+from fusion_pipeline.sync import SET_MODALITY, SET_STREAM
+from fusion_pipeline.transport import Sample, encode
+from fusion_pipeline.transport.sockets import DEFAULT_HWM, Publisher, Role, Subscriber, send_frames
 
 MS = 1_000_000
 S = 1_000_000_000

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 from mcap.reader import make_reader
 
-from fusion_pipeline.foxglove import SCHEMAS
-from fusion_pipeline.logfile import LogWriter, SourceTopics, SplitPolicy
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.logs import SCHEMAS, LogWriter, SourceTopics, SplitPolicy
+from fusion_pipeline.transport import Sample
 
 ROOT = Path(__file__).parent.parent
 T0 = 1_700_000_000_123_456_789

@@ -10,34 +10,32 @@ from typing import Any
 import pytest
 from prometheus_client.core import Metric
 
+from fusion_pipeline.cli.status import format_status
 from fusion_pipeline.config import ConfigError, load_config, parse_config
-from fusion_pipeline.exporter import metric_families
-from fusion_pipeline.health import (
+from fusion_pipeline.ops import (
     CounterWindow,
     LatencyHistogram,
     NodeSnapshot,
     Notice,
     PipelineSnapshot,
+    ResultRatio,
     SilenceWatch,
+    StatusError,
     StreamSnapshot,
     arrived,
     assess,
     flow_counts,
+    forget_run_dir,
     ingest_drops,
+    metric_families,
     node_state,
+    record_run_dir,
+    recorded_run_dir,
+    run_file,
     silent_after_s,
     stale_after_s,
     status_report,
     status_tags,
-)
-from fusion_pipeline.metrics import ResultRatio
-from fusion_pipeline.status import (
-    StatusError,
-    forget_run_dir,
-    format_status,
-    record_run_dir,
-    recorded_run_dir,
-    run_file,
 )
 
 DEMO = (Path(__file__).parents[1] / "configs" / "demo.toml").read_text()

@@ -19,7 +19,7 @@ from fusion_pipeline.ingest import (
     restart_timeout_ns,
 )
 from fusion_pipeline.preprocess import preprocess_camera, preprocess_lidar
-from fusion_pipeline.wire import Checked, Limits, Sample, check, decode, encode
+from fusion_pipeline.transport import Checked, Limits, Sample, check, decode, encode
 
 MS = 1_000_000
 CONFIG = parse_config(

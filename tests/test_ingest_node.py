@@ -16,8 +16,7 @@ from node_harness import Control, running, start_node, write_config
 from PIL import Image
 
 from fusion_pipeline.config import load_config
-from fusion_pipeline.transport import Publisher, Subscriber, send_frames
-from fusion_pipeline.wire import Sample, encode
+from fusion_pipeline.transport import Publisher, Sample, Subscriber, encode, send_frames
 
 MS = 1_000_000
 STAMP0 = 1_700_000_000_000_000_000

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mcap.reader import make_reader
 
-from fusion_pipeline.logfile import (
+from fusion_pipeline.logs import (
     MESSAGE_ENCODING,
     REPORT_METADATA,
     LogError,
@@ -22,7 +22,7 @@ from fusion_pipeline.logfile import (
     part_path,
     unpack_record,
 )
-from fusion_pipeline.wire import Limits, Sample, encode
+from fusion_pipeline.transport import Limits, Sample, encode
 
 
 def _lidar(seq: int, n: int = 5) -> Sample:

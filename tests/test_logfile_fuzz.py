@@ -11,8 +11,8 @@ from fuzzing import fuzz_examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusion_pipeline.logfile import LogError, LogReader, LogWriter
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.logs import LogError, LogReader, LogWriter
+from fusion_pipeline.transport import Sample
 
 T0 = 1_700_000_000_000_000_000
 #: What reading a damaged copy of the ~20 KB log may allocate at its peak: its chunks, records and arrays,

@@ -14,10 +14,10 @@ import torch
 
 from fusion_pipeline.cli import main
 from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ContractError
+from fusion_pipeline.inference import load_contract
 from fusion_pipeline.model.export import all_presence_masks, contract_for, export_onnx, random_inputs
 from fusion_pipeline.model.fusion import FUSIONS
 from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet, ModelConfig
-from fusion_pipeline.runtime import load_contract
 
 TINY = {
     "d_model": 16,

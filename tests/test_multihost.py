@@ -26,9 +26,7 @@ import psutil
 import pytest
 
 from fusion_pipeline.contract import MODALITIES
-from fusion_pipeline.keys import generate_keys
-from fusion_pipeline.transport import Subscriber
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.transport import Sample, Subscriber, generate_keys
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 from onnxruntime import get_available_providers as available_providers
 from pipeline_harness import add_to_stream, demo_text, pipeline
 
-from fusion_pipeline.shm import SEGMENT_DIR
+from fusion_pipeline.transport import SEGMENT_DIR
 
 CAMERA_OUTAGE = "sim = { outage = { start_s = 3.0, duration_s = 1.5 } }"
 

@@ -28,7 +28,7 @@ from fusion_pipeline.preprocess import (
     preprocess_radar,
     preprocess_sample,
 )
-from fusion_pipeline.world import World
+from fusion_pipeline.sim import World
 
 SECOND = 1_000_000_000
 

@@ -12,10 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from fusion_pipeline.config import load_config, parse_config
-from fusion_pipeline.logfile import REPORT_METADATA, LogReader
-from fusion_pipeline.recorder import Recorder, RecordSettings
-from fusion_pipeline.transport import Publisher
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.logs import REPORT_METADATA, LogReader, Recorder, RecordSettings
+from fusion_pipeline.transport import Publisher, Sample
 
 ROOT = Path(__file__).parent.parent
 DEMO = (ROOT / "fusion_pipeline" / "configs" / "demo.toml").read_text()
@@ -189,7 +187,15 @@ def test_recorder_drains_while_publisher_is_fast(ipc_dir: Path) -> None:
 
 def _record_command(run_dir: Path, out: Path, duration_s: float, report: Path) -> subprocess.CompletedProcess:
     """`fusion-pipeline record OUT` on a run dir, for `duration_s`, writing its report to `report`."""
-    command = [sys.executable, "-m", "fusion_pipeline.cli", "record", str(out), "--run-dir", str(run_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "fusion_pipeline.cli",
+        "record",
+        str(out),
+        "--run-dir",
+        str(run_dir),
+    ]
     return subprocess.run(
         [*command, "--duration", str(duration_s), "--report-json", str(report)],
         capture_output=True,

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from pipeline_harness import demo_text, pipeline
 
-from fusion_pipeline.logfile import LogReader, SplitPolicy
-from fusion_pipeline.recorder import unused_path
+from fusion_pipeline.logs import LogReader, SplitPolicy, unused_path
 
 
 def _with_recording(path: Path) -> Callable[[str], str]:

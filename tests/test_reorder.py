@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fusion_pipeline.reorder import ReplayOrder
+from fusion_pipeline.sync import ReplayOrder
 
 SECOND = 1_000_000_000
 

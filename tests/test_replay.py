@@ -9,17 +9,20 @@ import numpy as np
 import pytest
 
 from fusion_pipeline.config import load_config
-from fusion_pipeline.logfile import LogError, LogReader, LogWriter
-from fusion_pipeline.recorder import Recorder, RecordSettings
-from fusion_pipeline.replayer import (
+from fusion_pipeline.logs import (
     LOOP_GAP_NS,
+    LogError,
+    LogReader,
+    LogWriter,
+    Recorder,
+    RecordSettings,
     Replayer,
     ReplayReport,
     ReplaySettings,
     plan_streams,
     prefetch,
 )
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.transport import Sample
 
 T0 = 1_700_000_000_000_000_000
 
@@ -182,7 +185,15 @@ def test_replay_refuses_to_write_results_over_an_existing_file(tmp_path: Path) -
     with LogWriter(log) as writer:
         writer.write(Sample("radar/front", "radar", 0, 1, {"detections": np.zeros((1, 5), np.float32)}), 1)
     results.write_bytes(b"yesterday's results")
-    command = [sys.executable, "-m", "fusion_pipeline.cli", "replay", str(log), "--results", str(results)]
+    command = [
+        sys.executable,
+        "-m",
+        "fusion_pipeline.cli",
+        "replay",
+        str(log),
+        "--results",
+        str(results),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and f"--results {results}: exists already" in done.stderr
     assert results.read_bytes() == b"yesterday's results"

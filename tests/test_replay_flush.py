@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fusion_pipeline.logfile import LogReader
+from fusion_pipeline.logs import LogReader
 
 ROOT = Path(__file__).parent.parent
 

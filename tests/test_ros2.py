@@ -16,11 +16,20 @@ from PIL import Image as PILImage
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from fusion_pipeline.config import load_config
-from fusion_pipeline.logfile import LogError, LogReader, LogWriter
-from fusion_pipeline.recorder import Recorder, RecordSettings
-from fusion_pipeline.ros2 import Ros2Error, TopicMap, export_ros2, import_ros2, parse_map, typestore
-from fusion_pipeline.transport import Publisher
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.logs import (
+    LogError,
+    LogReader,
+    LogWriter,
+    Recorder,
+    RecordSettings,
+    Ros2Error,
+    TopicMap,
+    export_ros2,
+    import_ros2,
+    parse_map,
+    typestore,
+)
+from fusion_pipeline.transport import Publisher, Sample
 
 STORE = typestore()
 T = STORE.types

@@ -12,9 +12,8 @@ from PIL import Image as PILImage
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from fusion_pipeline.contract import default_contract
-from fusion_pipeline.logfile import LogReader
-from fusion_pipeline.ros2 import typestore
-from fusion_pipeline.world import World
+from fusion_pipeline.logs import LogReader, typestore
+from fusion_pipeline.sim import World
 
 ROOT = Path(__file__).parent.parent
 STORE = typestore()

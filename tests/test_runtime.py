@@ -17,7 +17,7 @@ from pipeline_harness import DEMO_TEXT
 
 from fusion_pipeline.config import Config, load_config, parse_config, tomllib
 from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ContractError, default_contract
-from fusion_pipeline.runtime import (
+from fusion_pipeline.inference import (
     PROVIDERS,
     ModelRuntime,
     check_contract,
@@ -27,7 +27,7 @@ from fusion_pipeline.runtime import (
     result_sample,
     wants_tensorrt,
 )
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.transport import Sample
 
 TRT, CUDA, CPU = PROVIDERS["tensorrt"], PROVIDERS["cuda"], PROVIDERS["cpu"]
 ALL = [TRT, CUDA, CPU]
@@ -280,7 +280,15 @@ def test_run_refuses_a_missing_model_naming_the_config_file_and_key(tmp_path: Pa
 def test_run_refuses_an_unwritable_summary_path_before_starting(tmp_path: Path) -> None:
     summary = tmp_path / "missing-dir" / "summary.json"
     done = _run(
-        tmp_path, "", "-m", "fusion_pipeline.cli", "run", "--duration", "30", "--summary-json", str(summary)
+        tmp_path,
+        "",
+        "-m",
+        "fusion_pipeline.cli",
+        "run",
+        "--duration",
+        "30",
+        "--summary-json",
+        str(summary),
     )
     assert done.returncode == 2 and "[supervisor]" not in done.stderr
     assert f"--summary-json {summary}: directory {summary.parent} does not exist" in done.stderr

@@ -11,9 +11,15 @@ import pytest
 import zmq
 
 from fusion_pipeline.config import ConfigError, parse_config
-from fusion_pipeline.keys import generate_keys
 from fusion_pipeline.node import check_host
-from fusion_pipeline.transport import MAX_SUBSCRIPTION_BYTES, Curve, EndpointError, Publisher, Subscriber
+from fusion_pipeline.transport import (
+    MAX_SUBSCRIPTION_BYTES,
+    Curve,
+    EndpointError,
+    Publisher,
+    Subscriber,
+    generate_keys,
+)
 
 ROOT = Path(__file__).parents[1]
 CONFIG = """

@@ -16,9 +16,8 @@ from pipeline_harness import DEMO_TEXT, add_to_stream
 
 from fusion_pipeline.config import load_config, parse_config
 from fusion_pipeline.contract import AUDIO_SAMPLE_RATE
-from fusion_pipeline.sim import RenderLead, SensorSchedule, SimError, SimSettings, render
+from fusion_pipeline.sim import RenderLead, SensorSchedule, SimError, SimSettings, World, render
 from fusion_pipeline.transport import Subscriber
-from fusion_pipeline.world import World
 
 S = 1_000_000_000
 START = 1_700_000_000_123_456_789  # an arbitrary wall-clock start, not on any grid

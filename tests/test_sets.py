@@ -9,9 +9,8 @@ import pytest
 from fusion_pipeline.config import parse_config
 from fusion_pipeline.contract import MODALITIES
 from fusion_pipeline.preprocess import preprocess_audio
-from fusion_pipeline.sets import InputError, SetBuilder, SetLayoutError
-from fusion_pipeline.sync import Synchronizer, settings_from_config
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.sync import InputError, SetBuilder, SetLayoutError, Synchronizer, settings_from_config
+from fusion_pipeline.transport import Sample
 
 MS = 1_000_000
 T0 = 10**18
@@ -133,7 +132,7 @@ def test_the_audio_windows_stamp_is_in_the_sets_and_the_results_stamps() -> None
     in the set message and in the result the inference stage makes of it."""
     from pipeline_harness import DEMO_TEXT
 
-    from fusion_pipeline.runtime import ModelRuntime, result_sample
+    from fusion_pipeline.inference import ModelRuntime, result_sample
 
     builder = SetBuilder(CONFIG)
     sync = Synchronizer(*settings_from_config(CONFIG), window_transform=builder.audio_features)

@@ -11,16 +11,18 @@ import numpy as np
 import pytest
 import zmq
 
-from fusion_pipeline import shm
-from fusion_pipeline.transport import Publisher, Subscriber, recv_frames
-from fusion_pipeline.wire import (
+from fusion_pipeline.transport import (
     ArraySizeError,
     HeaderError,
+    Publisher,
     Sample,
     ShmRef,
     StaleError,
+    Subscriber,
     decode,
     encode,
+    recv_frames,
+    shm,
 )
 
 pytestmark = pytest.mark.skipif(not shm.available(), reason="needs Linux /dev/shm and OFD locks")

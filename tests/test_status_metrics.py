@@ -23,7 +23,7 @@ import pytest
 from pipeline_harness import DEMO_TEXT, Run, add_to_stream, demo_text, pipeline
 from prometheus_client.parser import text_string_to_metric_families
 
-from fusion_pipeline.status import StatusError, query, run_file
+from fusion_pipeline.ops import StatusError, query, run_file
 from fusion_pipeline.transport import Publisher, Role, Subscriber
 
 ANY_PORT = 'address = "127.0.0.1:0"'

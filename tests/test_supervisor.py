@@ -15,10 +15,18 @@ import pytest
 from pipeline_harness import DEMO_TEXT, collect, demo_text, pipeline, presence
 
 from fusion_pipeline.config import load_config, parse_config
-from fusion_pipeline.metrics import CounterTotals, ResultStats, is_drop_counter, percentiles
-from fusion_pipeline.supervisor import NodeSpec, RestartPolicy, lock_run_dir, node_specs, plain_tcp_endpoints
-from fusion_pipeline.transport import Endpoint
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.ops import (
+    CounterTotals,
+    NodeSpec,
+    RestartPolicy,
+    ResultStats,
+    is_drop_counter,
+    lock_run_dir,
+    node_specs,
+    percentiles,
+    plain_tcp_endpoints,
+)
+from fusion_pipeline.transport import Endpoint, Sample
 
 CAMERA = 0  # presence-mask bit of the camera (contract.MODALITIES)
 

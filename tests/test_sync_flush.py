@@ -7,13 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fusion_pipeline.sync import (
-    ApproximateTimePolicy,
-    FusedSet,
-    StreamSync,
-    Synchronizer,
-    SyncSettings,
-)
+from fusion_pipeline.sync import ApproximateTimePolicy, FusedSet, StreamSync, Synchronizer, SyncSettings
 
 MS = 1_000_000
 WAIT = 60 * MS

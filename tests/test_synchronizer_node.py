@@ -17,8 +17,7 @@ from node_harness import Control, running, start_node, start_script, write_confi
 
 from fusion_pipeline.config import load_config
 from fusion_pipeline.contract import MODALITIES, default_contract
-from fusion_pipeline.transport import Publisher, Subscriber
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.transport import Publisher, Sample, Subscriber
 
 MS = 1_000_000
 MAX_WAIT_MS = 60

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import zmq
 
-from fusion_pipeline.transport import Endpoint, EndpointError, Publisher, Subscriber
-from fusion_pipeline.wire import Checked, Limits
+from fusion_pipeline.transport import Checked, Endpoint, EndpointError, Limits, Publisher, Subscriber
 
 TESTS = Path(__file__).parent
 
@@ -220,7 +219,7 @@ def test_bind_failure_names_the_endpoint() -> None:
 
 FAILED_BIND = """
 import gc
-from fusion_pipeline.transport import EndpointError, Publisher
+from fusion_pipeline.transport.sockets import EndpointError, Publisher
 def fail():
     try:
         Publisher("ipc://{shared}/a.sock", "s", "radar")

@@ -6,8 +6,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from fusion_pipeline import wire
-from fusion_pipeline.wire import (
+from fusion_pipeline.transport import (
     ALLOWED_DTYPES,
     ArraySizeError,
     DTypeError,
@@ -20,6 +19,7 @@ from fusion_pipeline.wire import (
     WireError,
     decode,
     encode,
+    wire,
 )
 
 

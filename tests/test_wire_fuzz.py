@@ -10,10 +10,9 @@ from fuzzing import fuzz_examples
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from fusion_pipeline import shm
 from fusion_pipeline.config import parse_config
 from fusion_pipeline.ingest import Ingest
-from fusion_pipeline.wire import Limits, Sample, WireError, check, decode, encode
+from fusion_pipeline.transport import Limits, Sample, WireError, check, decode, encode, shm
 
 LIMITS = Limits(max_header_bytes=4096, max_arrays=4, max_array_bytes=64 * 1024, max_total_bytes=128 * 1024)
 # What decode may allocate beyond the input: the header objects and array views, never a declared size.

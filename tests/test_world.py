@@ -7,7 +7,7 @@ import pytest
 
 from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, default_contract
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.world import CLASSES, CONDITIONS, Actor, Scene, World, WorldConfig, WorldError
+from fusion_pipeline.sim import CLASSES, CONDITIONS, Actor, Scene, World, WorldConfig, WorldError
 
 SECOND = 1_000_000_000
 

@@ -12,7 +12,7 @@ after a --warmup that starts with the first result (process start-up is not meas
 stops the run with SIGTERM. With --write it replaces the "## End to end" section of docs/BENCHMARKS.md
 and writes docs/e2e_latency_cdf.png.
 
-Definitions (fusion_pipeline.metrics): end_to_end = capture stamp -> result publish; delivered = capture
+Definitions (fusion_pipeline.ops.metrics): end_to_end = capture stamp -> result publish; delivered = capture
 -> arrival at this tool; model = inference_start -> inference_end; sync_wait = reference ingest_out ->
 arrival of the message (or deadline) completing its set; overhead = end_to_end - model - sync_wait.
 """
@@ -39,7 +39,7 @@ import numpy as np
 import psutil
 from benchdoc import BENCHMARKS, machine, replace_section
 
-from fusion_pipeline.metrics import ResultStats
+from fusion_pipeline.ops import ResultStats
 from fusion_pipeline.transport import Subscriber
 
 ROOT = Path(__file__).resolve().parent.parent

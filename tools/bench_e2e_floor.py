@@ -9,7 +9,7 @@ but compute nothing: an ingest relay answers each driver message with zeros of t
 shapes (audio chunks go on as they came), the sync relay sends a set-sized message once every stream
 has a message for the reference stamp (or max_wait passed), the inference relay publishes a small
 result at once. The stages and the overhead are derived exactly as for the real pipeline
-(fusion_pipeline.metrics.ResultStats), so the relays' overhead is what the ZeroMQ hops and the
+(fusion_pipeline.ops.metrics.ResultStats), so the relays' overhead is what the ZeroMQ hops and the
 scheduler alone cost on this machine, with four drivers sending at the same instants. Then the real
 demo runs for as long (tools/bench_e2e.py, nominal scenario) and both are reported side by side.
 With --write it replaces the "## End-to-end floor" section of docs/BENCHMARKS.md.
@@ -36,9 +36,8 @@ from benchdoc import BENCHMARKS, machine, replace_section
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.contract import MODALITIES, default_contract
-from fusion_pipeline.metrics import ResultStats
-from fusion_pipeline.transport import Publisher, Role, Subscriber
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.ops import ResultStats
+from fusion_pipeline.transport import Publisher, Role, Sample, Subscriber
 
 SECTION = "## End-to-end floor"
 POLL_MS = 20

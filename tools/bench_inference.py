@@ -21,10 +21,10 @@ import onnxruntime as ort
 import torch
 from benchdoc import BENCHMARKS, machine, replace_section
 
+from fusion_pipeline.inference import load_contract
 from fusion_pipeline.model.export import random_inputs
 from fusion_pipeline.model.net import FusionNet, ModelConfig
 from fusion_pipeline.model.train import load_checkpoint
-from fusion_pipeline.runtime import load_contract
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Inference"

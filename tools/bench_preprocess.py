@@ -26,9 +26,7 @@ from collections.abc import Callable
 import numpy as np
 from benchdoc import BENCHMARKS, machine, replace_section
 
-from fusion_pipeline import world as world_module
 from fusion_pipeline.contract import AUDIO_HOP, AUDIO_N_FFT
-from fusion_pipeline.dataset import generate
 from fusion_pipeline.preprocess import (
     PARAMS,
     preprocess_audio,
@@ -37,7 +35,8 @@ from fusion_pipeline.preprocess import (
     preprocess_radar,
 )
 from fusion_pipeline.preprocess.audio import mel_filterbank
-from fusion_pipeline.world import World
+from fusion_pipeline.sim import World, generate
+from fusion_pipeline.sim import world as world_module
 
 SECTION = "## Preprocessing"
 SECOND = 1_000_000_000

@@ -38,10 +38,9 @@ from benchdoc import BENCHMARKS, machine, replace_section  # noqa: E402
 from make_sample_log import make_log  # noqa: E402
 
 from fusion_pipeline.config import load_config, parse_config  # noqa: E402
-from fusion_pipeline.logfile import LogReader, LogWriter  # noqa: E402
-from fusion_pipeline.recorder import Recorder, RecordSettings  # noqa: E402
-from fusion_pipeline.supervisor import Supervisor  # noqa: E402
-from fusion_pipeline.wire import encode  # noqa: E402
+from fusion_pipeline.logs import LogReader, LogWriter, Recorder, RecordSettings  # noqa: E402
+from fusion_pipeline.ops import Supervisor  # noqa: E402
+from fusion_pipeline.transport import encode  # noqa: E402
 
 SECTION = "## Record and replay"
 START_NS = 1_700_000_000 * 1_000_000_000

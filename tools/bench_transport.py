@@ -45,9 +45,18 @@ import zmq
 from benchdoc import machine, replace_section
 
 from fusion_pipeline.allocator import tune_allocator
-from fusion_pipeline.shm import DEFAULT_SLOTS, MIN_BYTES, SegmentReader, SegmentWriter
-from fusion_pipeline.transport import recv_frames, send_frames
-from fusion_pipeline.wire import Limits, Sample, decode, encode
+from fusion_pipeline.transport import (
+    DEFAULT_SLOTS,
+    MIN_BYTES,
+    Limits,
+    Sample,
+    SegmentReader,
+    SegmentWriter,
+    decode,
+    encode,
+    recv_frames,
+    send_frames,
+)
 
 Figures = dict[tuple[str, str, str], list[float]]  # (transport, payload, contender) -> one value per repeat
 

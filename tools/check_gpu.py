@@ -2,7 +2,7 @@
 
     python tools/check_gpu.py [--tensorrt] [--runs 500] [--json out.json]
 
-Builds fusion_pipeline.runtime.ModelRuntime exactly as the inference node does, once with
+Builds fusion_pipeline.inference.ModelRuntime exactly as the inference node does, once with
 ``providers = ["cuda"]`` (or ``["tensorrt"]``) and once with ``["cpu"]``, on the demo config. It exits 1
 when the GPU provider is not the one onnxruntime actually uses (``session.get_providers()``), checks
 that the GPU outputs (IO binding, device-side output buffers) match the CPU's on the same inputs, then
@@ -23,7 +23,7 @@ import numpy as np
 
 from fusion_pipeline.config import load_config
 from fusion_pipeline.contract import default_contract
-from fusion_pipeline.runtime import PROVIDERS, ModelRuntime
+from fusion_pipeline.inference import PROVIDERS, ModelRuntime
 
 
 def _runtime(providers: list[str]) -> ModelRuntime:

@@ -18,11 +18,9 @@ import time
 from pathlib import Path
 
 from fusion_pipeline.config import Config, load_config
-from fusion_pipeline.logfile import LogWriter
-from fusion_pipeline.recorder import stream_metadata
-from fusion_pipeline.sim import SensorSchedule, SimSettings, render
-from fusion_pipeline.wire import Sample
-from fusion_pipeline.world import World
+from fusion_pipeline.logs import LogWriter, stream_metadata
+from fusion_pipeline.sim import SensorSchedule, SimSettings, World, render
+from fusion_pipeline.transport import Sample
 
 #: A fixed start (2023-11-14 22:13:20 UTC), so that the same arguments give the same log.
 DEFAULT_START_S = 1_700_000_000

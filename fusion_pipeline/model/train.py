@@ -81,9 +81,9 @@ def model_config_for(name: str, base: ModelConfig | None = None) -> ModelConfig:
 def load_dataset(
     world_seed: int, n_samples: int, cache_dir: str | Path | None = None
 ) -> dict[str, np.ndarray]:
-    """World samples as arrays named like the contract inputs plus LABEL_NAMES (fusion_pipeline.dataset,
+    """World samples as arrays named like the contract inputs plus LABEL_NAMES (fusion_pipeline.sim.dataset,
     which caches them; `cache_dir` None = its default folder)."""
-    from fusion_pipeline import dataset  # numpy-only; imported late so this module loads without it
+    from fusion_pipeline.sim import dataset  # numpy-only; imported late so this module loads without it
 
     t0 = time.perf_counter()
     data = dataset.generate(world_seed, n_samples, folder=cache_dir, progress=True)

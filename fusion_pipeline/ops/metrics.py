@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from fusion_pipeline.contract import MODALITIES
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.transport.wire import Sample
 
 __all__ = [
     "KEPT_RESULTS",

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from fusion_pipeline.config import Config, StreamConfig
-from fusion_pipeline.logfile import DEFAULT_CHUNK_BYTES, LogError, LogWriter, SplitPolicy, part_path
-from fusion_pipeline.transport import Subscriber
-from fusion_pipeline.wire import Limits
+from fusion_pipeline.logs.logfile import DEFAULT_CHUNK_BYTES, LogError, LogWriter, SplitPolicy, part_path
+from fusion_pipeline.transport.sockets import Subscriber
+from fusion_pipeline.transport.wire import Limits
 
 __all__ = [
     "RESULT_STREAM",

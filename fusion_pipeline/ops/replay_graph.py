@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from fusion_pipeline.config import Config
-from fusion_pipeline.logfile import LogError
-from fusion_pipeline.reorder import end_endpoint
-from fusion_pipeline.supervisor import NodeSpec, Supervisor
+from fusion_pipeline.logs.logfile import LogError
+from fusion_pipeline.ops.supervisor import NodeSpec, Supervisor
+from fusion_pipeline.sync.reorder import end_endpoint
 
 __all__ = ["ReplayGraph"]
 

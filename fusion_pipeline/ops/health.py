@@ -2,7 +2,7 @@
 
 Pure (no sockets, no clock): the supervisor builds a `PipelineSnapshot` from its node table, its
 `CounterTotals` and `ResultStats` (with the monotonic time passed in); `status_report` turns a snapshot into
-the map `fusion-pipeline status` prints, and fusion_pipeline.exporter turns one into Prometheus metrics.
+the map `fusion-pipeline status` prints, and fusion_pipeline.ops.exporter turns one into Prometheus metrics.
 
 Node states:
 

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_pipeline.wire import HeaderError, ShmRef, StaleError
+from fusion_pipeline.transport.wire import HeaderError, ShmRef, StaleError
 
 __all__ = [
     "DEFAULT_SLOTS",

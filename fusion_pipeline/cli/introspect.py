@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from fusion_pipeline.cli import number
+from fusion_pipeline.cli.args import number
 from fusion_pipeline.config import load_config
-from fusion_pipeline.transport import Subscriber
-from fusion_pipeline.wire import DEFAULT_LIMITS, Sample
+from fusion_pipeline.transport.sockets import Subscriber
+from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Sample
 
 __all__ = ["StreamRate", "describe_sample", "register"]
 

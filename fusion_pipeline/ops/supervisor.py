@@ -7,10 +7,10 @@ the inference node and, with ``record.enabled``, the recorder. The supervisor
 - forwards every line a node prints, prefixed with the node's name;
 - binds the PULL end of ``ipc://RUN_DIR/control.sock`` and reads the nodes' heartbeats (fusion_pipeline.node);
 - restarts a node that exits or stops heartbeating, after an exponential backoff, and counts restarts;
-- subscribes to the results endpoint and collects each result's stage stamps (fusion_pipeline.metrics);
+- subscribes to the results endpoint and collects each result's stage stamps (fusion_pipeline.ops.metrics);
 - answers `fusion-pipeline status` on ``ipc://RUN_DIR/status.sock`` from its loop, and serves Prometheus
-  metrics over HTTP from a thread, both from a health.PipelineSnapshot of its state (fusion_pipeline.status,
-  fusion_pipeline.exporter); a private temp run dir is recorded in status.run_file for the status command;
+  metrics over HTTP from a thread, both from a health.PipelineSnapshot of its state (ops.status,
+  ops.exporter); a private temp run dir is recorded in status.run_file for the status command;
 - prints a status line about once a second (refreshed in place on a terminal, every STATUS_PLAIN_S
   otherwise) and a summary at the end;
 - on stop (SIGINT/SIGTERM or the end of ``--duration``) sends SIGTERM to every node, SIGKILLs what is
@@ -46,8 +46,10 @@ import zmq
 
 import fusion_pipeline
 from fusion_pipeline.config import Config, ConfigError, EndpointUse, config_source
-from fusion_pipeline.exporter import MetricsServer, PipelineCollector
-from fusion_pipeline.health import (
+from fusion_pipeline.inference import RESULT_STREAM, wants_tensorrt
+from fusion_pipeline.node import CONTROL_SOCKET, check_host
+from fusion_pipeline.ops.exporter import MetricsServer, PipelineCollector
+from fusion_pipeline.ops.health import (
     CounterWindow,
     LatencyHistogram,
     NodeSnapshot,
@@ -64,11 +66,15 @@ from fusion_pipeline.health import (
     status_report,
     status_tags,
 )
-from fusion_pipeline.metrics import CounterTotals, ResultRatio, ResultStats
-from fusion_pipeline.node import CONTROL_SOCKET, check_host
-from fusion_pipeline.runtime import RESULT_STREAM, wants_tensorrt
-from fusion_pipeline.status import STATUS_SOCKET, StatusError, StatusServer, forget_run_dir, record_run_dir
-from fusion_pipeline.transport import Endpoint, Role, Subscriber
+from fusion_pipeline.ops.metrics import CounterTotals, ResultRatio, ResultStats
+from fusion_pipeline.ops.status import (
+    STATUS_SOCKET,
+    StatusError,
+    StatusServer,
+    forget_run_dir,
+    record_run_dir,
+)
+from fusion_pipeline.transport.sockets import Endpoint, Role, Subscriber
 
 __all__ = ["NodeSpec", "RestartPolicy", "Supervisor", "lock_run_dir", "node_specs", "plain_tcp_endpoints"]
 
@@ -440,7 +446,7 @@ class Supervisor:
             self._log(f"stream {stream.name} flowing again")
 
     def _record_run_dir(self) -> Path | None:
-        """Make a private temp run dir discoverable by `fusion-pipeline status` (fusion_pipeline.status)."""
+        """Make a private temp run dir discoverable by `fusion-pipeline status` (ops.status.run_file)."""
         if not self._own_run_dir:
             return None
         try:

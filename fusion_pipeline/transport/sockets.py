@@ -32,10 +32,10 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from fusion_pipeline import shm as shared_memory
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.keys import KeysError, load_allow_list, load_certificate
-from fusion_pipeline.wire import (
+from fusion_pipeline.transport import shm as shared_memory
+from fusion_pipeline.transport.keys import KeysError, load_allow_list, load_certificate
+from fusion_pipeline.transport.wire import (
     DEFAULT_LIMITS,
     Buffer,
     Checked,
@@ -203,7 +203,7 @@ class _Socket:
         self.socket.linger = linger_ms
         self._bound: list[Endpoint] = []
         self._curve = curve
-        # Shared-memory end (fusion_pipeline.shm), set by a subclass; released with the socket.
+        # Shared-memory end (fusion_pipeline.transport.shm), set by a subclass; released with the socket.
         self.segments: shared_memory.SegmentWriter | shared_memory.SegmentReader | None = None
         self._authenticator: ThreadAuthenticator | None = None
 
@@ -240,7 +240,7 @@ class _Socket:
     def _secure(self, server: bool) -> None:
         """Turn on CURVE before bind/connect (libzmq reads the options at that moment)."""
         curve = self._curve
-        try:  # a key file missing, malformed or readable by others (fusion_pipeline.keys) is refused here
+        try:  # a key file missing, malformed or readable by others (transport.keys) is refused here
             public, secret = load_certificate(curve.certificate, need_secret=True)
             self.socket.curve_publickey, self.socket.curve_secretkey = public, secret
             if server:

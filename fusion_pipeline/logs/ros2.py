@@ -55,8 +55,15 @@ from typing import Any
 import numpy as np
 
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.logfile import LOG_MODE, LogReader, LogWriter, SourceTopics, existing_logs, log_sources
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.logs.logfile import (
+    LOG_MODE,
+    LogReader,
+    LogWriter,
+    SourceTopics,
+    existing_logs,
+    log_sources,
+)
+from fusion_pipeline.transport.wire import Sample
 
 __all__ = [
     "AUDIO_COMMON_MSGS",

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fusion_pipeline.cli import check_output_path, config_argument, number
+from fusion_pipeline.cli.args import check_output_path, config_argument, number
 from fusion_pipeline.config import Config, ConfigError, config_source, load_config
 from fusion_pipeline.errors import FusionError
 
@@ -49,9 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def preflight(config: Config, path: Path | None) -> None:
     """Refuse, before starting anything, a config the nodes would refuse one by one: a ConfigError that
     starts with the config's file `path` (None: the embedded demo)."""
-    from fusion_pipeline.runtime import check_contract, load_contract, model_path
-    from fusion_pipeline.sets import SetBuilder
-    from fusion_pipeline.sim import SimSettings
+    from fusion_pipeline.inference import check_contract, load_contract, model_path
+    from fusion_pipeline.sim.drivers import SimSettings
+    from fusion_pipeline.sync.sets import SetBuilder
 
     try:
         for stream in config.streams:
@@ -70,7 +70,7 @@ def preflight(config: Config, path: Path | None) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fusion_pipeline.supervisor import Supervisor
+    from fusion_pipeline.ops.supervisor import Supervisor
 
     check_output_path(args.summary_json, "--summary-json")
     config = load_config(args.config)

@@ -137,13 +137,13 @@ class ShmRef:
 
 
 class ShmSink(Protocol):
-    """Copies an array into shared memory for `encode` (fusion_pipeline.shm.SegmentWriter)."""
+    """Copies an array into shared memory for `encode` (fusion_pipeline.transport.shm.SegmentWriter)."""
 
     def place(self, array: np.ndarray) -> ShmRef | None: ...
 
 
 class ShmSource(Protocol):
-    """Copies a referenced array out of shared memory for `decode` (fusion_pipeline.shm.SegmentReader)."""
+    """Copies a referenced array out of shared memory for `decode` (transport.shm.SegmentReader)."""
 
     def read(self, ref: ShmRef, nbytes: int) -> np.ndarray: ...
 

@@ -1,8 +1,7 @@
-"""`fusion-pipeline keys generate DIR`: CURVE keypairs for tcp endpoints."""
+"""CURVE keypairs for tcp endpoints: written safely, loaded only when private, allow-lists read by hand."""
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -10,20 +9,11 @@ import zmq.auth
 
 from fusion_pipeline.errors import FusionError
 
-__all__ = ["KeysError", "generate_keys", "load_allow_list", "load_certificate", "register"]
+__all__ = ["KeysError", "generate_keys", "load_allow_list", "load_certificate"]
 
 
 class KeysError(FusionError):
     """A keypair cannot be written safely."""
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    keys = sub.add_parser("keys", help="CURVE key management for tcp endpoints")
-    keys_sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
-    generate = keys_sub.add_parser("generate", help="write a keypair: NAME.key (public) and NAME.key_secret")
-    generate.add_argument("directory", type=Path, help="where to write the certificates (created 0700)")
-    generate.add_argument("--name", default="pipeline", help="certificate name (default: pipeline)")
-    generate.set_defaults(func=_generate)
 
 
 def generate_keys(directory: Path, name: str) -> tuple[Path, Path]:
@@ -87,10 +77,3 @@ def load_allow_list(directory: Path, need_keys: bool) -> frozenset[bytes]:
             "connect; copy each client's NAME.key into it"
         )
     return allowed
-
-
-def _generate(args: argparse.Namespace) -> int:
-    public, secret = generate_keys(args.directory, args.name)
-    print(f"public certificate: {public}  (copy it into the peer's authorized_keys directory)")
-    print(f"secret certificate: {secret}  (keep it on this host, mode 0600)")
-    return 0

@@ -24,7 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from fusion_pipeline.health import (
+from fusion_pipeline.ops.health import (
     LATENCY_BUCKETS_S,
     NodeSnapshot,
     PipelineSnapshot,
@@ -32,7 +32,7 @@ from fusion_pipeline.health import (
     node_state,
     silent_streams,
 )
-from fusion_pipeline.metrics import is_drop_counter
+from fusion_pipeline.ops.metrics import is_drop_counter
 
 __all__ = ["MetricsServer", "PipelineCollector", "metric_families"]
 

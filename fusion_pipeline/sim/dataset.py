@@ -31,7 +31,7 @@ from tqdm import tqdm
 from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, AUDIO_WINDOW_S, default_contract
 from fusion_pipeline.errors import FusionError
 from fusion_pipeline.preprocess import preprocess_sample
-from fusion_pipeline.world import CONDITIONS, World, WorldConfig
+from fusion_pipeline.sim.world import CONDITIONS, World, WorldConfig
 
 __all__ = ["DATASET_VERSION", "INPUTS", "LABELS", "DatasetError", "cache_dir", "generate", "render_sample"]
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from mcap.writer import CompressionType, Writer
 
-from fusion_pipeline.logfile import (
+from fusion_pipeline.logs.logfile import (
     DEFAULT_CHUNK_BYTES,
     LogReader,
     SourceTopics,
@@ -37,7 +37,7 @@ from fusion_pipeline.logfile import (
     existing_logs,
     log_sources,
 )
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.transport.wire import Sample
 
 __all__ = ["SCHEMAS", "export_foxglove", "to_foxglove"]
 

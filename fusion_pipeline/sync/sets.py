@@ -21,8 +21,8 @@ from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, MODALITIES, ModelContrac
 from fusion_pipeline.errors import FusionError
 from fusion_pipeline.preprocess import PreprocessError, preprocess_audio
 from fusion_pipeline.preprocess.audio import WINDOW_SAMPLES
-from fusion_pipeline.sync import FusedSet
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.sync.synchronizer import FusedSet
+from fusion_pipeline.transport.wire import Sample
 
 __all__ = [
     "INPUT_REASONS",

@@ -12,7 +12,7 @@ replayer instead of losing messages. With ``graph`` (a pipeline consumes the rep
 with ``--replay``) the replay is deterministic and lossless end to end without ever waiting on the graph:
 
 - each message carries ``meta.replay_seq``, its index in send order. The ingest nodes work in parallel
-  and pass it on; the synchronizer puts their outputs back into send order (fusion_pipeline.reorder)
+  and pass it on; the synchronizer puts their outputs back into send order (fusion_pipeline.sync.reorder)
   before matching in event time, so it cuts the same sets at any speed;
 - each message carries ``meta.log_time_ns``, when it was recorded: the ingest nodes' clock for its
   stream (seq plausibility, restarts, stamp jumps), as the arrival time is live;
@@ -22,7 +22,7 @@ with ``--replay``) the replay is deterministic and lossless end to end without e
   stops draining the results (which would block inference, then the synchronizer, then ingest: a cycle).
 
 After the last message the replayer tells the synchronizer that the replay ended (the end-of-replay
-message, fusion_pipeline.reorder: it flushes the sets still open, so every reference message becomes a
+message, fusion_pipeline.sync.reorder: it flushes the sets still open, so every reference message becomes a
 set or a counted drop), then waits for a result for every reference message sent, or until none came
 for ``results_timeout_s``.
 
@@ -47,11 +47,11 @@ import numpy as np
 from tqdm import tqdm
 
 from fusion_pipeline.config import Config
-from fusion_pipeline.logfile import LogError, LogMessage, LogReader, LogWriter
-from fusion_pipeline.recorder import RESULT_STREAM
-from fusion_pipeline.reorder import END_MODALITY, END_STREAM, end_endpoint
-from fusion_pipeline.transport import Publisher, Role, Subscriber
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.logs.logfile import LogError, LogMessage, LogReader, LogWriter
+from fusion_pipeline.logs.recorder import RESULT_STREAM
+from fusion_pipeline.sync.reorder import END_MODALITY, END_STREAM, end_endpoint
+from fusion_pipeline.transport.sockets import Publisher, Role, Subscriber
+from fusion_pipeline.transport.wire import Sample
 
 __all__ = ["LOOP_GAP_NS", "ReplayReport", "ReplaySettings", "Replayer", "plan_streams", "prefetch"]
 
@@ -332,7 +332,7 @@ class Replayer:
                     break
                 shift.next(last - first)
                 bar.reset(total)
-            if self._end is not None:  # in send order after everything sent (fusion_pipeline.reorder)
+            if self._end is not None:  # in send order after everything sent (fusion_pipeline.sync.reorder)
                 self._end.publish(0, meta={"replay_seq": self._sent})
             self._await_results()
         finally:
@@ -376,7 +376,7 @@ class Replayer:
 
     def _send(self, sample: Sample, log_time_ns: int) -> None:
         if self.settings.graph:
-            # replay_seq: the synchronizer restores this order (fusion_pipeline.reorder); log_time_ns:
+            # replay_seq: the synchronizer restores this order (fusion_pipeline.sync.reorder); log_time_ns:
             # ingest's clock for the stream (when it was recorded), shifted with the stamps in a loop.
             meta = {**sample.meta, "replay_seq": self._sent, "log_time_ns": log_time_ns}
             sample = dataclasses.replace(sample, meta=meta)

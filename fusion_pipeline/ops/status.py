@@ -1,10 +1,11 @@
-"""`fusion-pipeline status`: ask a running supervisor how its nodes are, over ``ipc://RUN_DIR/status.sock``.
+"""The status socket: a running supervisor answers how its nodes are, over ``ipc://RUN_DIR/status.sock``.
 
 The supervisor binds a REP socket there (`StatusServer`, served from its main loop) and answers a msgpack
 request ``{"request": "status"}`` with the msgpack map of health.status_report: per node state, pid,
 uptime, restarts, heartbeat age and rates; per stream rate, idle time and silence; ``degraded`` and the
-reasons; the warnings (health.Notice), the results endpoint and the metrics URL. The command prints it
-as a table (or JSON) and exits 0 when healthy, 1 when degraded, 2 when no supervisor answers.
+reasons; the warnings (health.Notice), the results endpoint and the metrics URL. The `status` command
+(fusion_pipeline.cli.status) prints it as a table (or JSON) and exits 0 when healthy, 1 when degraded,
+2 when no supervisor answers.
 
 Where the run directory is: ``--run-dir``, else the config's ``pipeline.run_dir``, else (empty: the
 supervisor made a private temp dir) the run file the supervisor records, ``run_file(pipeline name)``:
@@ -14,9 +15,7 @@ XDG_RUNTIME_DIR, in a 0700 directory of the user; removed when the supervisor ex
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import re
 import stat
@@ -28,19 +27,20 @@ from typing import Any
 import msgpack
 import zmq
 
-from fusion_pipeline.cli import config_argument
 from fusion_pipeline.errors import FusionError
 
 __all__ = [
+    "EXIT_DEGRADED",
+    "EXIT_HEALTHY",
+    "EXIT_UNREACHABLE",
     "STATUS_SOCKET",
     "StatusError",
     "StatusServer",
     "forget_run_dir",
-    "format_status",
     "query",
     "record_run_dir",
     "recorded_run_dir",
-    "register",
+    "resolve_run_dir",
     "run_file",
 ]
 
@@ -162,33 +162,9 @@ def recorded_run_dir(pipeline: str) -> Path:
         ) from None
 
 
-# -- the command ----------------------------------------------------------------------------------------
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "status",
-        help="health of a running pipeline: per node state, pid, uptime, restarts, heartbeat, rates",
-        description="Ask a running supervisor for the state of its nodes. Exit status: 0 healthy, "
-        "1 degraded (a node not running, or a stream silent), 2 no supervisor answered. Warnings (plain "
-        "tcp, metrics off) are listed without making it degraded.",
-    )
-    config_argument(p)
-    p.add_argument("--run-dir", type=Path, default=None, help="the run directory (default: from the config)")
-    p.add_argument("--json", action="store_true", help="print the supervisor's reply as JSON")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer (%(default)s)")
-    p.set_defaults(func=_status)
-
-
-def _status(args: argparse.Namespace) -> int:
-    run_dir, looked = _resolve_run_dir(args.config, args.run_dir)
-    report = query(run_dir, args.timeout, looked)
-    print(json.dumps(report, indent=2) if args.json else format_status(report))
-    return EXIT_DEGRADED if report["degraded"] else EXIT_HEALTHY
-
-
-def _resolve_run_dir(config_path: Path | None, run_dir: Path | None) -> tuple[Path, str]:
-    """The run directory and how it was found (for the error message)."""
+def resolve_run_dir(config_path: Path | None, run_dir: Path | None) -> tuple[Path, str]:
+    """The run directory of a pipeline and how it was found (for an error message): `run_dir`, else the
+    config's pipeline.run_dir, else the run file its supervisor recorded."""
     if run_dir is not None:
         return run_dir, "from --run-dir"
     from fusion_pipeline.config import load_config
@@ -199,46 +175,3 @@ def _resolve_run_dir(config_path: Path | None, run_dir: Path | None) -> tuple[Pa
         return Path(config.pipeline.run_dir).expanduser(), f"pipeline.run_dir of {source}"
     pipeline = config.pipeline.name
     return recorded_run_dir(pipeline), f"recorded in {run_file(pipeline)}"
-
-
-def format_status(report: dict[str, Any]) -> str:
-    """The human-readable table."""
-    health = "DEGRADED: " + "; ".join(report["reasons"]) if report["degraded"] else "healthy"
-    lines = [
-        f"{report['pipeline']}: {health}",
-        f"run dir {report['run_dir']}, up {_duration(report['uptime_s'])}, "
-        f"provider {report['provider'] or '-'}, results {report['results']}",
-        f"results {report['results_endpoint']}, metrics {report['metrics']}",
-        *(f"WARNING: {warning}" for warning in report["warnings"]),
-        "",
-        f"{'node':<26} {'state':<10} {'pid':>7} {'uptime':>8} {'restarts':>8} {'heartbeat':>9} "
-        f"{'in/s':>7} {'out/s':>7}",
-    ]
-    for node in report["nodes"]:
-        beat = "-" if node["heartbeat_age_s"] is None else f"{node['heartbeat_age_s']:.1f}s ago"
-        uptime = "-" if node["uptime_s"] is None else _duration(node["uptime_s"])
-        lines.append(
-            f"{node['name']:<26} {node['state']:<10} {node['pid'] or '-':>7} {uptime:>8} "
-            f"{node['restarts']:>8} {beat:>9} {_rate(node['rates'].get('in')):>7} "
-            f"{_rate(node['rates'].get('out')):>7}"
-        )
-    lines += ["", f"{'stream':<26} {'msg/s':>7} {'config':>7} {'idle':>7}  required"]
-    for stream in report["streams"]:
-        lines.append(
-            f"{stream['name']:<26} {_rate(stream['messages_per_s']):>7} {stream['rate_hz']:>7g} "
-            f"{stream['idle_s']:>6.1f}s  {'yes' if stream['required'] else 'no':<8}"
-            f"{'  SILENT' if stream['silent'] else ''}".rstrip()
-        )
-    return "\n".join(lines)
-
-
-def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    minutes, s = divmod(int(seconds), 60)
-    hours, m = divmod(minutes, 60)
-    return f"{hours}h{m:02d}m" if hours else f"{m}m{s:02d}s"

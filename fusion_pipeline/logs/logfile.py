@@ -49,7 +49,16 @@ from mcap.records import Channel, Chunk, Message, Metadata, Statistics
 from mcap.writer import CompressionType, Writer
 
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.wire import DEFAULT_LIMITS, VERSION, Buffer, Limits, Sample, WireError, decode, encode
+from fusion_pipeline.transport.wire import (
+    DEFAULT_LIMITS,
+    VERSION,
+    Buffer,
+    Limits,
+    Sample,
+    WireError,
+    decode,
+    encode,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",

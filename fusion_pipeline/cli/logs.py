@@ -10,7 +10,7 @@ fusion-pipeline export-ros2 LOG.mcap [RESULTS.mcap ...] -o BAG [--storage sqlite
 fusion-pipeline export-foxglove LOG.mcap [RESULTS.mcap ...] -o VIEW.mcap [--allow-truncated]
 
 Options that take several values may also be repeated (`--streams a --streams b`); an option that takes
-one value is refused when given twice (fusion_pipeline.cli.Parser). A command that reads logs reads them
+one value is refused when given twice (fusion_pipeline.cli.args.Parser). A command that reads logs reads them
 through before it starts and refuses a log cut short (a crash, damage) unless --allow-truncated says to
 work on what it holds.
 """
@@ -26,9 +26,9 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from fusion_pipeline.cli import check_output_path, config_argument, number
+from fusion_pipeline.cli.args import check_output_path, config_argument, number
 from fusion_pipeline.config import load_config
-from fusion_pipeline.logfile import LogError, LogReader, SplitPolicy
+from fusion_pipeline.logs.logfile import LogError, LogReader, SplitPolicy
 
 __all__ = ["register"]
 
@@ -219,8 +219,8 @@ def _stop_on_signals() -> list[bool]:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from fusion_pipeline.recorder import Recorder, RecordSettings
-    from fusion_pipeline.status import _resolve_run_dir
+    from fusion_pipeline.logs.recorder import Recorder, RecordSettings
+    from fusion_pipeline.ops.status import resolve_run_dir
 
     check_output_path(args.report_json, "--report-json")
     config = load_config(args.config)
@@ -233,7 +233,7 @@ def _record(args: argparse.Namespace) -> int:
             max_duration_ns=None if args.split_duration is None else int(args.split_duration * 1e9),
         ),
     )
-    run_dir, looked = _resolve_run_dir(args.config, args.run_dir)
+    run_dir, looked = resolve_run_dir(args.config, args.run_dir)
     recorder = Recorder(config, run_dir, settings)
     stopped = _stop_on_signals()
     try:
@@ -274,9 +274,9 @@ def _parse_remap(pairs: list[str]) -> dict[str, str]:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from fusion_pipeline.replayer import Replayer, ReplaySettings, plan_streams
-    from fusion_pipeline.run_command import format_summary
-    from fusion_pipeline.status import _resolve_run_dir
+    from fusion_pipeline.cli.run import format_summary
+    from fusion_pipeline.logs.replayer import Replayer, ReplaySettings, plan_streams
+    from fusion_pipeline.ops.status import resolve_run_dir
 
     check_output_path(args.report_json, "--report-json")
     check_output_path(args.results, "--results", new=True)
@@ -300,10 +300,10 @@ def _replay(args: argparse.Namespace) -> int:
     stopped = _stop_on_signals()
     graph = None
     if args.publish_only:
-        run_dir, _ = _resolve_run_dir(args.config, args.run_dir)
+        run_dir, _ = resolve_run_dir(args.config, args.run_dir)
     else:
-        from fusion_pipeline.replay_graph import ReplayGraph
-        from fusion_pipeline.run_command import preflight
+        from fusion_pipeline.cli.run import preflight
+        from fusion_pipeline.ops.replay_graph import ReplayGraph
 
         preflight(config, args.config)
         graph = ReplayGraph(config, args.config, out=_Console())
@@ -336,7 +336,7 @@ def _replay(args: argparse.Namespace) -> int:
             "log_s": report.log_s,
             "speedup": report.speedup,
             "timing_error_ms": report.timing_error_ms(),
-            # Send indices the synchronizer gave up waiting for (fusion_pipeline.reorder): 0 when lossless.
+            # Send indices the synchronizer gave up waiting for (fusion_pipeline.sync.reorder): 0 lossless.
             "replay_gaps": sync.get("replay_gaps"),
             "replay_held_max": sync.get("replay_held_max"),
             "inference_skipped": summary.get("inference_skipped"),
@@ -347,7 +347,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _import_ros2(args: argparse.Namespace) -> int:
-    from fusion_pipeline.ros2 import import_ros2, parse_map
+    from fusion_pipeline.logs.ros2 import import_ros2, parse_map
 
     counts = import_ros2(
         args.bag, args.out, parse_map(args.map), sample_rate=args.sample_rate, channels=args.channels
@@ -357,7 +357,7 @@ def _import_ros2(args: argparse.Namespace) -> int:
 
 
 def _export_ros2(args: argparse.Namespace) -> int:
-    from fusion_pipeline.ros2 import export_ros2
+    from fusion_pipeline.logs.ros2 import export_ros2
 
     check_output_path(args.out, "-o", new=True)
     _read_through(LogReader(args.logs), None, args.allow_truncated)
@@ -367,7 +367,7 @@ def _export_ros2(args: argparse.Namespace) -> int:
 
 
 def _export_foxglove(args: argparse.Namespace) -> int:
-    from fusion_pipeline.foxglove import export_foxglove
+    from fusion_pipeline.logs.foxglove import export_foxglove
 
     check_output_path(args.out, "-o", new=True)
     _read_through(LogReader(args.logs), None, args.allow_truncated)

@@ -34,7 +34,7 @@ import numpy as np
 from fusion_pipeline.config import StreamConfig
 from fusion_pipeline.contract import AUDIO_SAMPLE_RATE
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.world import World
+from fusion_pipeline.sim.world import World
 
 __all__ = ["Capture", "RenderLead", "SensorSchedule", "SimError", "SimSettings", "render"]
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from fusion_pipeline.config import Config, ModelConfig
 from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ContractError, ModelContract, default_contract
-from fusion_pipeline.wire import Sample
+from fusion_pipeline.transport.wire import Sample
 
 __all__ = [
     "PROVIDERS",

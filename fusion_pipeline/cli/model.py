@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from fusion_pipeline.cli import check_output_path, comma_list, number
+from fusion_pipeline.cli.args import check_output_path, comma_list, number
 from fusion_pipeline.model import ModelError
 
 __all__ = ["MIN_SAMPLES", "register"]
@@ -249,7 +249,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from fusion_pipeline.runtime import load_contract
+    from fusion_pipeline.inference import load_contract
 
     contract = load_contract(args.model_path)
     if args.json:

@@ -1,0 +1,58 @@
+"""Simulation: the seeded synthetic world, the simulated sensor drivers, the training dataset."""
+
+from __future__ import annotations
+
+from fusion_pipeline.sim.dataset import (
+    DATASET_VERSION,
+    INPUTS,
+    LABELS,
+    DatasetError,
+    cache_dir,
+    generate,
+    render_sample,
+)
+from fusion_pipeline.sim.drivers import Capture, RenderLead, SensorSchedule, SimError, SimSettings, render
+from fusion_pipeline.sim.world import (
+    CAMERA_HEIGHT_M,
+    CAMERA_SHAPE,
+    CLASSES,
+    CONDITIONS,
+    LIDAR_HEIGHT_M,
+    PLACE_S,
+    RADAR_HEIGHT_M,
+    Actor,
+    Labels,
+    Scene,
+    World,
+    WorldConfig,
+    WorldError,
+)
+
+__all__ = [
+    "Actor",
+    "CAMERA_HEIGHT_M",
+    "CAMERA_SHAPE",
+    "CLASSES",
+    "CONDITIONS",
+    "Capture",
+    "DATASET_VERSION",
+    "DatasetError",
+    "INPUTS",
+    "LABELS",
+    "LIDAR_HEIGHT_M",
+    "Labels",
+    "PLACE_S",
+    "RADAR_HEIGHT_M",
+    "RenderLead",
+    "Scene",
+    "SensorSchedule",
+    "SimError",
+    "SimSettings",
+    "World",
+    "WorldConfig",
+    "WorldError",
+    "cache_dir",
+    "generate",
+    "render",
+    "render_sample",
+]

@@ -1,0 +1,59 @@
+"""Synchronization: the ApproximateTime policy, audio windows, the Synchronizer, sets, replay order."""
+
+from __future__ import annotations
+
+from fusion_pipeline.sync.reorder import (
+    END_MODALITY,
+    END_STREAM,
+    ReplayOrder,
+    ReplayOrderCounters,
+    end_endpoint,
+)
+from fusion_pipeline.sync.sets import (
+    INPUT_REASONS,
+    SET_MODALITY,
+    SET_STREAM,
+    InputError,
+    SetBuilder,
+    SetLayoutError,
+)
+from fusion_pipeline.sync.synchronizer import (
+    DROP_REASONS,
+    ApproximateTimePolicy,
+    AudioWindow,
+    DropCounter,
+    FusedSet,
+    MatchedSet,
+    StreamSync,
+    SyncCounters,
+    SyncError,
+    Synchronizer,
+    SyncSettings,
+    settings_from_config,
+)
+
+__all__ = [
+    "ApproximateTimePolicy",
+    "AudioWindow",
+    "DROP_REASONS",
+    "DropCounter",
+    "END_MODALITY",
+    "END_STREAM",
+    "FusedSet",
+    "INPUT_REASONS",
+    "InputError",
+    "MatchedSet",
+    "ReplayOrder",
+    "ReplayOrderCounters",
+    "SET_MODALITY",
+    "SET_STREAM",
+    "SetBuilder",
+    "SetLayoutError",
+    "StreamSync",
+    "SyncCounters",
+    "SyncError",
+    "SyncSettings",
+    "Synchronizer",
+    "end_endpoint",
+    "settings_from_config",
+]
