@@ -385,7 +385,7 @@ class Ingest:
         return self.config.modality != "audio"
 
     def admit(self, message: Checked, arrival_ns: int) -> bool:
-        """Whether a message passes the checks that need its header only (identity, stamp, seq,
+        """Whether a message passes the checks that need its header only (identity, seq, stamp,
         schema); a refusal is counted. A node that drains to the newest message runs this on every
         message it drains, in order, then :meth:`finish` on the one it keeps."""
         return self._admit(message.sample, message.declared, arrival_ns)
