@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from fusion_pipeline.sync.audio import AudioWindow
+from fusion_pipeline.sync.policy import (
+    DROP_REASONS,
+    ApproximateTimePolicy,
+    DropCounter,
+    MatchedSet,
+    SyncError,
+)
 from fusion_pipeline.sync.reorder import (
     END_MODALITY,
     END_STREAM,
@@ -17,20 +25,8 @@ from fusion_pipeline.sync.sets import (
     SetBuilder,
     SetLayoutError,
 )
-from fusion_pipeline.sync.synchronizer import (
-    DROP_REASONS,
-    ApproximateTimePolicy,
-    AudioWindow,
-    DropCounter,
-    FusedSet,
-    MatchedSet,
-    StreamSync,
-    SyncCounters,
-    SyncError,
-    Synchronizer,
-    SyncSettings,
-    settings_from_config,
-)
+from fusion_pipeline.sync.settings import StreamSync, SyncSettings, settings_from_config
+from fusion_pipeline.sync.synchronizer import FusedSet, SyncCounters, Synchronizer
 
 __all__ = [
     "ApproximateTimePolicy",
