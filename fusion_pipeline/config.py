@@ -20,8 +20,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.transport.sockets import Curve, Endpoint, EndpointError
-from fusion_pipeline.transport.wire import ALLOWED_DTYPES, Limits
+from fusion_pipeline.protocol import ALLOWED_DTYPES, Curve, Endpoint, EndpointError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -88,7 +87,7 @@ class PipelineConfig(_Section):
 
 
 class LimitsConfig(_Section):
-    """Receive limits of one stream, checked before anything is allocated (see wire.Limits)."""
+    """Receive limits of one stream, checked before anything is allocated (wire.Limits.from_config)."""
 
     max_arrays: int = Field(8, gt=0, le=256)
     max_ndim: int = Field(4, gt=0, le=8)
@@ -103,16 +102,6 @@ class LimitsConfig(_Section):
         if unknown:
             raise ValueError(f"unknown dtype strings {unknown}; allowed: {sorted(ALLOWED_DTYPES)}")
         return value
-
-    def to_limits(self) -> Limits:
-        mib = 1024 * 1024
-        return Limits(
-            max_arrays=self.max_arrays,
-            max_ndim=self.max_ndim,
-            max_array_bytes=int(self.max_array_mb * mib),
-            max_total_bytes=int(self.max_total_mb * mib),
-            allowed_dtypes=frozenset(self.dtypes),
-        )
 
 
 class StreamConfig(_Section):

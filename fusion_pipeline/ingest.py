@@ -371,7 +371,7 @@ class Ingest:
         time_jump_ns: int = NS_PER_S,
     ) -> None:
         self.config = config
-        self.limits = limits or config.limits.to_limits()
+        self.limits = limits or Limits.from_config(config.limits)
         self.live = live
         self.seq = SeqTracker(restart_timeout_ns(config.rate_hz), config.rate_hz)
         self.stamps = StampTracker(time_jump_ns, check_ahead=not live)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fusion_pipeline.config import ConfigError, StreamConfig, check_run_dir, load_config, parse_config
+from fusion_pipeline.transport import Limits
 
 DEMO_PATH = Path(__file__).parents[1] / "configs" / "demo.toml"
 DEMO = DEMO_PATH.read_text()
@@ -21,12 +22,22 @@ def test_embedded_demo_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert config.sync.reference == "lidar/top" and config.stream("audio/roof").sample_rate == 16000
     assert config.stream("lidar/top").required and not config.stream("camera/front").required
     assert config.endpoint(config.sync.endpoint, "/run/x") == "ipc:///run/x/sets.sock"
-    limits = config.stream("camera/front").limits.to_limits()
+    limits = Limits.from_config(config.stream("camera/front").limits)
     assert limits.max_array_bytes == 64 * 1024 * 1024
 
 
 def test_repository_demo_is_the_embedded_one() -> None:
     assert load_config(DEMO_PATH) == load_config()
+
+
+def test_config_sits_below_the_transport() -> None:
+    # config is the bottom layer (docs/ARCHITECTURE.md): loading a config loads no sockets.
+    code = (
+        "import sys, fusion_pipeline.config; print(sorted(m for m in sys.modules"
+        " if m.split('.')[0] == 'zmq' or m.startswith('fusion_pipeline.transport')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from fusion_pipeline.ops import (
     percentiles,
     plain_tcp_endpoints,
 )
-from fusion_pipeline.transport import Endpoint, Sample
+from fusion_pipeline.transport import Endpoint, Sample, prepare_bind
 
 CAMERA = 0  # presence-mask bit of the camera (contract.MODALITIES)
 
@@ -213,7 +213,7 @@ def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path) -> No
     run_dir = tmp_path / "run"
     config = tmp_path / "fixed.toml"
     config.write_text(demo_text(run_dir))
-    Endpoint(f"ipc://{run_dir}/x").prepare_bind()  # the 0700 run dir the first supervisor made
+    prepare_bind(Endpoint(f"ipc://{run_dir}/x"))  # the 0700 run dir the first supervisor made
     first = lock_run_dir(run_dir)
     try:
         second = subprocess.run(

@@ -219,7 +219,7 @@ def test_bind_failure_names_the_endpoint() -> None:
 
 FAILED_BIND = """
 import gc
-from fusion_pipeline.transport.sockets import EndpointError, Publisher
+from fusion_pipeline.transport import EndpointError, Publisher
 def fail():
     try:
         Publisher("ipc://{shared}/a.sock", "s", "radar")

@@ -180,7 +180,7 @@ def _sources(config: Config, run_dir: Path, wanted: Sequence[str]) -> dict[str, 
 
 def _union_limits(config: Config) -> Limits:
     """One socket serves every stream, so it admits what the most permissive stream admits."""
-    limits = [s.limits.to_limits() for s in config.streams]
+    limits = [Limits.from_config(s.limits) for s in config.streams]
     return Limits(
         max_arrays=max(max(x.max_arrays for x in limits), 16),
         max_ndim=max(max(x.max_ndim for x in limits), 4),

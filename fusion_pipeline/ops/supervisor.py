@@ -74,7 +74,8 @@ from fusion_pipeline.ops.status import (
     forget_run_dir,
     record_run_dir,
 )
-from fusion_pipeline.transport.sockets import Endpoint, Role, Subscriber
+from fusion_pipeline.protocol import Endpoint
+from fusion_pipeline.transport.sockets import Role, Subscriber, prepare_bind, remove_ipc_file
 
 __all__ = ["NodeSpec", "RestartPolicy", "Supervisor", "lock_run_dir", "node_specs", "plain_tcp_endpoints"]
 
@@ -204,7 +205,7 @@ class Supervisor:
             self.run_dir = Path(config.pipeline.run_dir).expanduser().resolve()
             check_host(config, self.run_dir, source, self._own_sockets(self.run_dir))  # before it is made
             # Created 0700, or refused now when others can enter it (the nodes would refuse it anyway).
-            Endpoint(f"ipc://{self.run_dir}/{CONTROL_SOCKET}").prepare_bind()
+            prepare_bind(Endpoint(f"ipc://{self.run_dir}/{CONTROL_SOCKET}"))
             self._run_lock: int | None = lock_run_dir(self.run_dir)
             self._own_run_dir = False
         else:
@@ -596,7 +597,7 @@ class Supervisor:
         urls += [config.endpoint(u, self.run_dir) for u in (config.sync.endpoint, config.output.endpoint)]
         urls.append(f"ipc://{self.run_dir}/{CONTROL_SOCKET}")
         for url in urls:
-            Endpoint(url).remove_ipc_file()
+            remove_ipc_file(Endpoint(url))
         if self._own_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 

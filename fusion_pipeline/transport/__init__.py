@@ -1,7 +1,9 @@
-"""Transport: the wire v1 codec (no sockets), ZeroMQ sockets with CURVE, shared-memory rings, keys."""
+"""Transport: the wire v1 codec (no sockets), ZeroMQ sockets with CURVE, shared-memory rings, keys;
+with the protocol's endpoint, CURVE and dtype values (fusion_pipeline.protocol) users pass to them."""
 
 from __future__ import annotations
 
+from fusion_pipeline.protocol import ALLOWED_DTYPES, Curve, Endpoint, EndpointError
 from fusion_pipeline.transport.keys import KeysError, generate_keys, load_allow_list, load_certificate
 from fusion_pipeline.transport.shm import (
     DEFAULT_SLOTS,
@@ -15,18 +17,16 @@ from fusion_pipeline.transport.shm import (
 from fusion_pipeline.transport.sockets import (
     MAX_SUBSCRIPTION_BYTES,
     ZERO_COPY_MIN_BYTES,
-    Curve,
-    Endpoint,
-    EndpointError,
     Publisher,
     Role,
     Subscriber,
     TransportError,
+    prepare_bind,
     recv_frames,
+    remove_ipc_file,
     send_frames,
 )
 from fusion_pipeline.transport.wire import (
-    ALLOWED_DTYPES,
     DEFAULT_LIMITS,
     VERSION,
     ArraySizeError,
@@ -90,7 +90,9 @@ __all__ = [
     "generate_keys",
     "load_allow_list",
     "load_certificate",
+    "prepare_bind",
     "recv_frames",
+    "remove_ipc_file",
     "remove_orphans",
     "send_frames",
 ]

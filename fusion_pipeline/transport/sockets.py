@@ -22,10 +22,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import zmq
@@ -33,6 +31,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from fusion_pipeline.errors import FusionError
+from fusion_pipeline.protocol import Curve, Endpoint, EndpointError
 from fusion_pipeline.transport import shm as shared_memory
 from fusion_pipeline.transport.keys import KeysError, load_allow_list, load_certificate
 from fusion_pipeline.transport.wire import (
@@ -48,16 +47,15 @@ from fusion_pipeline.transport.wire import (
 )
 
 __all__ = [
-    "Curve",
     "MAX_SUBSCRIPTION_BYTES",
     "ZERO_COPY_MIN_BYTES",
-    "Endpoint",
-    "EndpointError",
     "Publisher",
     "Role",
     "Subscriber",
     "TransportError",
+    "prepare_bind",
     "recv_frames",
+    "remove_ipc_file",
     "send_frames",
 ]
 
@@ -76,10 +74,6 @@ class TransportError(FusionError):
     pass
 
 
-class EndpointError(TransportError):
-    pass
-
-
 class Role(enum.Enum):
     """What a socket carries; decides its default HWM (in messages)."""
 
@@ -92,71 +86,25 @@ class Role(enum.Enum):
 DEFAULT_HWM: dict[Role, int] = {Role.SENSOR: 8, Role.SET: 4, Role.RESULT: 64, Role.REPLAY: 256}
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """A ZeroMQ endpoint URL: ``ipc:///abs/path.sock`` on one host or ``tcp://host:port`` across hosts."""
-
-    url: str
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme == "ipc":
-            if not self.url.startswith("ipc:///"):
-                raise EndpointError(
-                    f"endpoint {self.url!r}: ipc endpoints need an absolute path (ipc:///...)"
-                )
-        elif parts.scheme == "tcp":
-            # "*" is ZeroMQ's wildcard port: bind to any free port, read it back with last_endpoint.
-            host, colon, port = parts.netloc.rpartition(":")
-            if not colon or not host:
-                raise EndpointError(f"endpoint {self.url!r}: tcp endpoints need host:port")
-            # isascii: str.isdigit() also takes digits such as "²", which int() refuses.
-            if not (port == "*" or port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-                raise EndpointError(f"endpoint {self.url!r}: port {port!r} is not 1-65535 or *")
-        else:
-            raise EndpointError(f"endpoint {self.url!r}: scheme must be ipc:// or tcp://")
-
-    @property
-    def scheme(self) -> str:
-        return self.url.split("://", 1)[0]
-
-    @property
-    def ipc_path(self) -> Path | None:
-        return Path(self.url[len("ipc://") :]) if self.scheme == "ipc" else None
-
-    def prepare_bind(self) -> None:
-        """Create the directory of an ipc socket, private to this user (0700), and refuse one that other
-        users can enter: anyone who can reach an ipc socket file can publish into it or listen to it."""
-        path = self.ipc_path
-        if path is None:
-            return
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        mode = path.parent.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise EndpointError(
-                f"endpoint {self.url!r}: its directory {str(path.parent)!r} has mode {mode:04o}; ipc sockets "
-                "must live in a directory only their user can access (chmod 700, or another run_dir)"
-            )
-
-    def remove_ipc_file(self) -> None:
-        path = self.ipc_path
-        if path is not None:
-            path.unlink(missing_ok=True)
+def prepare_bind(endpoint: Endpoint) -> None:
+    """Create the directory of an ipc socket, private to this user (0700), and refuse one that other
+    users can enter: anyone who can reach an ipc socket file can publish into it or listen to it."""
+    path = endpoint.ipc_path
+    if path is None:
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.parent.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise EndpointError(
+            f"endpoint {endpoint.url!r}: its directory {str(path.parent)!r} has mode {mode:04o}; ipc sockets "
+            "must live in a directory only their user can access (chmod 700, or another run_dir)"
+        )
 
 
-@dataclass(frozen=True)
-class Curve:
-    """CURVE encryption and authentication of one tcp socket.
-
-    The side that binds is the CURVE server: it proves itself with `certificate` and admits only clients
-    whose public certificate is in `authorized_keys` (a directory), checked by a ZAP authenticator. The
-    side that connects is a client: it needs `server_key`, the server's public certificate. Certificates
-    are ZeroMQ certificate files (`fusion-pipeline keys generate`); a secret certificate holds both keys.
-    """
-
-    certificate: Path
-    authorized_keys: Path | None = None
-    server_key: Path | None = None
+def remove_ipc_file(endpoint: Endpoint) -> None:
+    path = endpoint.ipc_path
+    if path is not None:
+        path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -226,7 +174,7 @@ class _Socket:
         try:
             if bind:
                 try:
-                    endpoint.prepare_bind()
+                    prepare_bind(endpoint)
                 except OSError as exc:
                     raise EndpointError(f"cannot bind {endpoint.url!r}: {exc}") from exc
                 self.socket.bind(endpoint.url)
@@ -275,7 +223,7 @@ class _Socket:
         if self._owns_context:
             self._context.term()
         for endpoint in self._bound:
-            endpoint.remove_ipc_file()
+            remove_ipc_file(endpoint)
         if self.segments is not None:
             self.segments.close()
 

@@ -15,15 +15,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
 import numpy as np
 
 from fusion_pipeline.errors import FusionError
+from fusion_pipeline.protocol import ALLOWED_DTYPES
+
+if TYPE_CHECKING:  # only its attributes are read: the codec does not load pydantic
+    from fusion_pipeline.config import LimitsConfig
 
 __all__ = [
-    "ALLOWED_DTYPES",
     "VERSION",
     "ArraySizeError",
     "Buffer",
@@ -47,11 +50,6 @@ __all__ = [
 ]
 
 VERSION = 1
-
-#: dtype strings as numpy spells them (``np.dtype(x).str``); multi-byte types are little endian.
-ALLOWED_DTYPES: frozenset[str] = frozenset(
-    {"|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8"}
-)
 
 # A frame: anything with the buffer protocol (bytes, memoryview, zmq.Frame, C-contiguous ndarray).
 Buffer = Any
@@ -117,6 +115,18 @@ class Limits:
     max_array_bytes: int = 64 * 1024 * 1024
     max_total_bytes: int = 128 * 1024 * 1024
     allowed_dtypes: frozenset[str] = ALLOWED_DTYPES
+
+    @classmethod
+    def from_config(cls, config: LimitsConfig) -> Limits:
+        """A stream's `[streams.limits]` (sizes in MiB) as the codec's byte counts."""
+        mib = 1024 * 1024
+        return cls(
+            max_arrays=config.max_arrays,
+            max_ndim=config.max_ndim,
+            max_array_bytes=int(config.max_array_mb * mib),
+            max_total_bytes=int(config.max_total_mb * mib),
+            allowed_dtypes=frozenset(config.dtypes),
+        )
 
     @property
     def max_message_bytes(self) -> int:

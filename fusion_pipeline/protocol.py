@@ -1,0 +1,73 @@
+"""The protocol's values that the config checks and the transport uses (docs/PROTOCOL.md).
+
+Endpoint URLs and the CURVE key files of a tcp socket (section 1), the dtype strings an array may have
+(3.1). Values and their checks only: no sockets, no files touched, so config.py stays below the
+transport. What a socket does with them (bind, CURVE handshake, decode) is in fusion_pipeline/transport.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fusion_pipeline.errors import FusionError
+
+__all__ = ["ALLOWED_DTYPES", "Curve", "Endpoint", "EndpointError"]
+
+#: dtype strings as numpy spells them (``np.dtype(x).str``); multi-byte types are little endian.
+ALLOWED_DTYPES: frozenset[str] = frozenset(
+    {"|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8"}
+)
+
+
+class EndpointError(FusionError):
+    pass
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A ZeroMQ endpoint URL: ``ipc:///abs/path.sock`` on one host or ``tcp://host:port`` across hosts."""
+
+    url: str
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme == "ipc":
+            if not self.url.startswith("ipc:///"):
+                raise EndpointError(
+                    f"endpoint {self.url!r}: ipc endpoints need an absolute path (ipc:///...)"
+                )
+        elif parts.scheme == "tcp":
+            # "*" is ZeroMQ's wildcard port: bind to any free port, read it back with last_endpoint.
+            host, colon, port = parts.netloc.rpartition(":")
+            if not colon or not host:
+                raise EndpointError(f"endpoint {self.url!r}: tcp endpoints need host:port")
+            # isascii: str.isdigit() also takes digits such as "²", which int() refuses.
+            if not (port == "*" or port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+                raise EndpointError(f"endpoint {self.url!r}: port {port!r} is not 1-65535 or *")
+        else:
+            raise EndpointError(f"endpoint {self.url!r}: scheme must be ipc:// or tcp://")
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split("://", 1)[0]
+
+    @property
+    def ipc_path(self) -> Path | None:
+        return Path(self.url[len("ipc://") :]) if self.scheme == "ipc" else None
+
+
+@dataclass(frozen=True)
+class Curve:
+    """CURVE encryption and authentication of one tcp socket.
+
+    The side that binds is the CURVE server: it proves itself with `certificate` and admits only clients
+    whose public certificate is in `authorized_keys` (a directory), checked by a ZAP authenticator. The
+    side that connects is a client: it needs `server_key`, the server's public certificate. Certificates
+    are ZeroMQ certificate files (`fusion-pipeline keys generate`); a secret certificate holds both keys.
+    """
+
+    certificate: Path
+    authorized_keys: Path | None = None
+    server_key: Path | None = None
