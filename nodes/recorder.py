@@ -3,7 +3,7 @@
     python -m nodes.recorder --config PATH --run-dir DIR
 
 The supervisor starts it when ``record.enabled = true``. The loop and the file format live in
-fusion_pipeline.logs.recorder and fusion_pipeline.logs.logfile; this module wires them to the node plumbing.
+fusion_pipeline.logs.recorder and fusion_pipeline.logs.writer; this module wires them to the node plumbing.
 """
 
 from __future__ import annotations

@@ -3,27 +3,7 @@
 from __future__ import annotations
 
 from fusion_pipeline.logs.foxglove import SCHEMAS, export_foxglove, to_foxglove
-from fusion_pipeline.logs.logfile import (
-    DEFAULT_CHUNK_BYTES,
-    FILE_METADATA,
-    LOG_FORMAT,
-    LOG_MODE,
-    MESSAGE_ENCODING,
-    REPORT_METADATA,
-    LogError,
-    LogMessage,
-    LogReader,
-    LogWriteError,
-    LogWriter,
-    SourceTopics,
-    SplitPolicy,
-    create_log_file,
-    existing_logs,
-    log_sources,
-    pack_record,
-    part_path,
-    unpack_record,
-)
+from fusion_pipeline.logs.reader import LogMessage, LogReader, existing_logs
 from fusion_pipeline.logs.recorder import (
     RESULT_STREAM,
     SET_STREAM,
@@ -32,6 +12,16 @@ from fusion_pipeline.logs.recorder import (
     RecordSettings,
     stream_metadata,
     unused_path,
+)
+from fusion_pipeline.logs.records import (
+    DEFAULT_CHUNK_BYTES,
+    FILE_METADATA,
+    LOG_FORMAT,
+    MESSAGE_ENCODING,
+    REPORT_METADATA,
+    LogError,
+    pack_record,
+    unpack_record,
 )
 from fusion_pipeline.logs.replayer import (
     LOOP_GAP_NS,
@@ -49,6 +39,15 @@ from fusion_pipeline.logs.ros2 import (
     import_ros2,
     parse_map,
     typestore,
+)
+from fusion_pipeline.logs.sources import SourceTopics, log_sources
+from fusion_pipeline.logs.writer import (
+    LOG_MODE,
+    LogWriteError,
+    LogWriter,
+    SplitPolicy,
+    create_log_file,
+    part_path,
 )
 
 __all__ = [

@@ -29,14 +29,10 @@ from typing import Any
 import numpy as np
 from mcap.writer import CompressionType, Writer
 
-from fusion_pipeline.logs.logfile import (
-    DEFAULT_CHUNK_BYTES,
-    LogReader,
-    SourceTopics,
-    create_log_file,
-    existing_logs,
-    log_sources,
-)
+from fusion_pipeline.logs.reader import LogReader, existing_logs
+from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES
+from fusion_pipeline.logs.sources import SourceTopics, log_sources
+from fusion_pipeline.logs.writer import create_log_file
 from fusion_pipeline.transport.wire import Sample
 
 __all__ = ["SCHEMAS", "export_foxglove", "to_foxglove"]

@@ -55,14 +55,9 @@ from typing import Any
 import numpy as np
 
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.logs.logfile import (
-    LOG_MODE,
-    LogReader,
-    LogWriter,
-    SourceTopics,
-    existing_logs,
-    log_sources,
-)
+from fusion_pipeline.logs.reader import LogReader, existing_logs
+from fusion_pipeline.logs.sources import SourceTopics, log_sources
+from fusion_pipeline.logs.writer import LOG_MODE, LogWriter
 from fusion_pipeline.transport.wire import Sample
 
 __all__ = [

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_pipeline.config import Config
-from fusion_pipeline.logs.logfile import LogError
+from fusion_pipeline.logs.records import LogError
 from fusion_pipeline.ops.supervisor import NodeSpec, Supervisor
 from fusion_pipeline.sync.reorder import end_endpoint
 

@@ -1,0 +1,395 @@
+"""The truncation-tolerant log reader: `LogReader` and the checked walk over a file's MCAP records.
+
+Reading does not need the MCAP summary, so a file cut short by a crash reads up to its last whole chunk
+and the reader says how much it recovered. Every declared length is checked against what is left (and a
+chunk's against the most a log's chunk holds) before anything is allocated for it. The record layout is
+in `fusion_pipeline.logs.records`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import zstandard
+from mcap.data_stream import ReadDataStream
+from mcap.exceptions import McapError
+from mcap.opcode import Opcode
+from mcap.records import Channel, Chunk, Message, Metadata, Statistics
+
+from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES, MESSAGE_ENCODING, LogError, unpack_record
+from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Buffer, Limits, Sample
+
+__all__ = ["LogMessage", "LogReader", "existing_logs"]
+
+log = logging.getLogger(__name__)
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"  # the first 8 bytes of every MCAP file (MCAP spec, "Magic")
+_RECORD_HEAD = struct.Struct("<BQ")  # MCAP record: opcode, length of the body
+_CHUNK_HEAD = struct.Struct("<QQQI")  # MCAP chunk: start time, end time, uncompressed size and CRC
+_MESSAGE_HEAD = struct.Struct("<HIQQ")  # MCAP message: channel id, sequence, log time, publish time
+_FOOTER_BYTES = _RECORD_HEAD.size + 8 + 8 + 4  # the Footer record: summary start, summary offset start, CRC
+
+
+def existing_logs(paths: Iterable[str | Path]) -> list[Path]:
+    """The input logs, each checked to be a file: a converter checks before it creates its output, so
+    that a bad input leaves nothing behind."""
+    logs = [Path(p) for p in paths]
+    for path in logs:
+        if not path.is_file():
+            raise LogError(f"{path}: no such log file")
+    return logs
+
+
+@dataclass
+class _Summary:
+    """What the project reads from an MCAP summary section: the channels and the per-channel counts."""
+
+    channels: list[Channel]
+    message_counts: dict[int, int] | None  # None when the summary has no statistics
+
+
+def _summary(path: Path, limits: Limits) -> _Summary | None:
+    """The summary at the end of a finished file; None if it has none or it is damaged (the caller then
+    reads the file through, which reports the damage)."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            tail = _FOOTER_BYTES + len(MCAP_MAGIC)
+            if size < len(MCAP_MAGIC) + tail:
+                return None
+            f.seek(size - tail)
+            opcode, _, summary_start = struct.unpack_from("<BQQ", f.read(tail))
+            if opcode != Opcode.FOOTER or not len(MCAP_MAGIC) <= summary_start < size - tail:
+                return None
+            channels, counts = [], None
+            for offset, opcode, body in _file_records(f, summary_start, size, limits, path):
+                record = _parse(opcode, body, f"{path}: summary record at byte {offset}")
+                if isinstance(record, Channel):
+                    channels.append(record)
+                elif isinstance(record, Statistics):
+                    counts = record.channel_message_counts
+            return _Summary(channels, counts)
+    except (LogError, OSError):
+        return None
+
+
+def _max_chunk_bytes(limits: Limits) -> int:
+    """The most a chunk of a log holds uncompressed: the writer closes a chunk at DEFAULT_CHUNK_BYTES, after
+    the message that crosses it, whose record the limits bound (plus its framing). A larger declared size
+    is damage, refused before anything is allocated for it."""
+    return (
+        DEFAULT_CHUNK_BYTES + limits.max_total_bytes + limits.max_header_bytes + 64 * (limits.max_arrays + 4)
+    )
+
+
+def _file_records(
+    f: BinaryIO, start: int, end: int, limits: Limits, path: Path, verify_crcs: bool = False
+) -> Iterator[tuple[int, int, memoryview]]:
+    """(offset, opcode, body) of the top-level records of an MCAP file from byte `start` up to the Footer
+    (or `end`), each declared length checked against what is left before it is read. With `verify_crcs`
+    the Data End record's data section CRC is checked; the closing magic after the Footer always is."""
+    f.seek(start)
+    crc = zlib.crc32(MCAP_MAGIC) if verify_crcs else 0
+    offset = start
+    limit = _max_chunk_bytes(limits)
+    while offset < end:
+        head = f.read(_RECORD_HEAD.size)
+        if len(head) < _RECORD_HEAD.size:
+            raise LogError(f"{path}: cut short in the record header at byte {offset}")
+        opcode, length = _RECORD_HEAD.unpack(head)
+        left = end - offset - _RECORD_HEAD.size
+        if length > min(left, limit):
+            raise LogError(
+                f"{path}: record at byte {offset} declares {length} bytes; {left} are left in the file "
+                f"and a record of a log holds at most {limit}"
+            )
+        body = memoryview(f.read(length))
+        if opcode == Opcode.DATA_END and verify_crcs:
+            expected = struct.unpack_from("<I", body)[0] if length >= 4 else 0
+            if expected not in (0, crc):
+                raise LogError(f"{path}: data section CRC is {crc:#010x}, the file says {expected:#010x}")
+        if verify_crcs:
+            crc = zlib.crc32(body, zlib.crc32(head, crc))
+        yield offset, opcode, body
+        offset += _RECORD_HEAD.size + length
+        if opcode == Opcode.FOOTER:
+            if f.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+                raise LogError(
+                    f"{path}: the footer at byte {offset - length - 9} is not followed by the magic"
+                )
+            return
+    raise LogError(f"{path}: ends at byte {offset} without a footer")
+
+
+#: The record readers of the mcap library for the records a log holds; others are skipped unread.
+_READERS: dict[int, Callable[[ReadDataStream], Any]] = {
+    Opcode.CHANNEL: Channel.read,
+    Opcode.METADATA: Metadata.read,
+    Opcode.STATISTICS: Statistics.read,
+}
+
+
+def _parse(opcode: int, body: memoryview, where: str) -> Any:
+    """The record of `opcode` in `body`, None for a kind the reader skips. mcap's readers run on `body`
+    only, so a damaged length inside a record can read no further than the record itself."""
+    if opcode == Opcode.MESSAGE:
+        if body.nbytes < _MESSAGE_HEAD.size:
+            raise LogError(f"{where}: message record of {body.nbytes} bytes is too short")
+        channel_id, sequence, log_time, publish_time = _MESSAGE_HEAD.unpack_from(body)
+        # The data stays a view of the chunk: unpack_record slices the arrays out of it without a copy.
+        return Message(channel_id, log_time, body[_MESSAGE_HEAD.size :], publish_time, sequence)  # type: ignore[arg-type]
+    if opcode == Opcode.CHUNK:
+        return _chunk(body, where)
+    read = _READERS.get(opcode)
+    if read is None:
+        return None
+    try:
+        return read(ReadDataStream(io.BytesIO(body)))
+    # A damaged field reads as the end of the record (EndOfFile, struct.error), bad UTF-8 (ValueError)
+    # or a length no buffer can have (OverflowError).
+    except (McapError, struct.error, ValueError, OverflowError) as exc:
+        raise LogError(f"{where}: damaged {Opcode(opcode).name} record: {type(exc).__name__} {exc}") from exc
+
+
+def _chunk(body: memoryview, where: str) -> Chunk:
+    """A Chunk record whose data is a view of `body` (mcap's reader would copy it twice)."""
+    if body.nbytes < _CHUNK_HEAD.size + 4:
+        raise LogError(f"{where}: chunk record of {body.nbytes} bytes is too short")
+    start_time, end_time, size, crc = _CHUNK_HEAD.unpack_from(body)
+    offset = _CHUNK_HEAD.size
+    (length,) = struct.unpack_from("<I", body, offset)
+    offset += 4 + length
+    if offset + 8 > body.nbytes:
+        raise LogError(f"{where}: chunk compression name of {length} bytes overruns the record")
+    try:
+        compression = str(body[offset - length : offset], "utf-8")
+    except UnicodeDecodeError as exc:
+        raise LogError(f"{where}: chunk compression name is not UTF-8") from exc
+    (records,) = struct.unpack_from("<Q", body, offset)
+    offset += 8
+    if records > body.nbytes - offset:
+        raise LogError(f"{where}: chunk declares {records} bytes of records, {body.nbytes - offset} are left")
+    return Chunk(
+        compression=compression,
+        data=body[offset : offset + records],  # type: ignore[arg-type]
+        message_end_time=end_time,
+        message_start_time=start_time,
+        uncompressed_crc=crc,
+        uncompressed_size=size,
+    )
+
+
+def _inflate(chunk: Chunk, limits: Limits, where: str) -> bytes:
+    """The uncompressed records of a chunk, checked against its declared size, which is checked against
+    the log's bound first; zstd output is read in pieces, so a damaged frame header that declares any
+    content size cannot make it allocate more than the chunk declares."""
+    size, limit = chunk.uncompressed_size, _max_chunk_bytes(limits)
+    if size > limit:
+        raise LogError(
+            f"{where}: chunk declares {size} bytes uncompressed, a chunk of a log holds at most {limit}"
+        )
+    if chunk.compression == "":
+        data = bytes(chunk.data)
+    elif chunk.compression == "zstd":
+        try:
+            data = _unzstd(chunk.data, size)
+        except zstandard.ZstdError as exc:
+            raise LogError(f"{where}: chunk does not decompress: {exc}") from exc
+    else:
+        raise LogError(f"{where}: chunk compression {chunk.compression!r}; a log uses 'zstd' or none")
+    if len(data) != size:
+        raise LogError(
+            f"{where}: chunk holds {len(data)}{'+' if len(data) > size else ''} bytes, it declares {size}"
+        )
+    return data
+
+
+def _unzstd(data: Buffer, size: int) -> bytes:
+    """A zstd frame's content, at most `size` + 1 bytes of it. A frame that states `size` as its content
+    size (as every writer's does) decompresses in one call into a buffer of that size; any other is read
+    in pieces, so that a content size a damaged frame header states is never allocated."""
+    dctx = zstandard.ZstdDecompressor()
+    if zstandard.frame_content_size(data) == size:
+        return dctx.decompress(data, max_output_size=size)
+    pieces, total = [], 0
+    with dctx.stream_reader(data) as reader:
+        while total <= size and (piece := reader.read(min(1 << 20, size + 1 - total))):
+            pieces.append(piece)
+            total += len(piece)
+    return b"".join(pieces)
+
+
+def _chunk_records(chunk: Chunk, limits: Limits, verify_crcs: bool, where: str) -> Iterator[Any]:
+    """The records inside a chunk, each length checked against what is left of the chunk."""
+    data = _inflate(chunk, limits, where)
+    if verify_crcs and chunk.uncompressed_crc not in (0, zlib.crc32(data)):
+        raise LogError(f"{where}: chunk CRC does not match its data")
+    view, offset = memoryview(data), 0
+    while offset < view.nbytes:
+        if offset + _RECORD_HEAD.size > view.nbytes:
+            raise LogError(f"{where}: cut short in the record header at byte {offset} of the chunk")
+        opcode, length = _RECORD_HEAD.unpack_from(view, offset)
+        start = offset + _RECORD_HEAD.size
+        if length > view.nbytes - start:
+            raise LogError(
+                f"{where}: record at byte {offset} of the chunk declares {length} bytes, "
+                f"{view.nbytes - start} are left"
+            )
+        offset = start + length
+        record = _parse(opcode, view[start:offset], f"{where}, byte {start - 9} of the chunk")
+        if record is not None:
+            yield record
+
+
+@dataclass
+class LogMessage:
+    """One message read back: the sample and the time the recorder received it."""
+
+    sample: Sample
+    log_time_ns: int
+
+
+@dataclass
+class _FileState:
+    """What reading one file found, beyond its messages."""
+
+    path: Path
+    complete: bool = False
+    error: str = ""
+    messages: int = 0
+
+
+class LogReader:
+    """Reads one log, or the parts of a split one in order, front to back (= receive order).
+
+    Reading does not need the MCAP summary, so a file cut short by a crash reads up to its last whole
+    chunk; `truncated` then names the file and what stopped the reader. `verify_crcs=False` skips the
+    CRC checks of the file and of every decompressed chunk (about a third of the reading time); the
+    records' structure and every message's wire limits are still checked. Messages of channels with another
+    encoding (a Foxglove export, say) are refused with a LogError.
+    """
+
+    def __init__(
+        self,
+        paths: str | Path | Iterable[str | Path],
+        limits: Limits = DEFAULT_LIMITS,
+        *,
+        verify_crcs: bool = True,
+    ) -> None:
+        self.paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+        if not self.paths:
+            raise LogError("no log file given")
+        for path in existing_logs(self.paths):
+            try:
+                with open(path, "rb") as f:
+                    magic = f.read(len(MCAP_MAGIC))
+            except OSError as exc:
+                raise LogError(f"{path}: cannot read: {exc.strerror}") from exc
+            if magic != MCAP_MAGIC:  # a cut-short log still starts with it
+                raise LogError(f"{path}: not an MCAP file (it does not start with the MCAP magic)")
+        self.limits = limits
+        self.verify_crcs = verify_crcs
+        self.streams: dict[str, dict[str, str]] = {}
+        self.metadata: dict[str, dict[str, str]] = {}
+        self.files: list[_FileState] = []
+
+    @property
+    def truncated(self) -> list[str]:
+        """'PATH: reason' for every file whose reading stopped at a damaged or missing tail (not a file
+        the caller simply stopped reading)."""
+        return [f"{f.path}: {f.error}" for f in self.files if f.error]
+
+    def scan_streams(self) -> dict[str, dict[str, str]]:
+        """Channel metadata of every stream in the logs: from a file's summary when it has one, else by
+        reading the file through (a recording cut short)."""
+        for path in self.paths:
+            summary = _summary(path, self.limits)
+            channels = summary.channels if summary is not None else None
+            if channels is None:
+                channels = [
+                    r for r in self._records(_FileState(path), self.verify_crcs) if isinstance(r, Channel)
+                ]
+            for channel in channels:
+                self._add_channel(channel, path)
+        return self.streams
+
+    def count(self, streams: Iterable[str] | None = None) -> int | None:
+        """How many messages `messages(streams)` yields, from the files' summaries; None when a file has
+        none (a recording cut short), so the caller must not rely on a total."""
+        wanted = None if streams is None else set(streams)
+        total = 0
+        for path in self.paths:
+            summary = _summary(path, self.limits)
+            if summary is None or summary.message_counts is None:
+                return None
+            topics = {c.id: c.topic for c in summary.channels}
+            total += sum(
+                n
+                for channel, n in summary.message_counts.items()
+                if wanted is None or topics.get(channel) in wanted
+            )
+        return total
+
+    def __iter__(self) -> Iterator[LogMessage]:
+        return self.messages()
+
+    def messages(self, streams: Iterable[str] | None = None) -> Iterator[LogMessage]:
+        """Every message, in file order; only `streams` when given."""
+        wanted = None if streams is None else set(streams)
+        self.files = []
+        for path in self.paths:
+            state = _FileState(path)
+            self.files.append(state)
+            channels: dict[int, str] = {}
+            for record in self._records(state, self.verify_crcs):
+                if isinstance(record, Message):
+                    topic = channels.get(record.channel_id)
+                    if topic is None:
+                        raise LogError(f"{path}: message on unknown channel {record.channel_id}")
+                    if wanted is None or topic in wanted:
+                        state.messages += 1
+                        yield LogMessage(unpack_record(topic, record.data, self.limits), record.log_time)
+                elif isinstance(record, Channel):
+                    channels[record.id] = record.topic
+                    self._add_channel(record, path)
+                elif isinstance(record, Metadata):
+                    self.metadata[record.name] = dict(record.metadata)
+            if not state.complete:
+                log.warning("%s: log ends early (%s); read %d messages", path, state.error, state.messages)
+
+    def _add_channel(self, record: Channel, path: Path) -> None:
+        if record.message_encoding != MESSAGE_ENCODING:
+            raise LogError(
+                f"{path}: channel {record.topic!r} has message encoding {record.message_encoding!r}; "
+                f"a fusion-pipeline log uses {MESSAGE_ENCODING!r}"
+            )
+        self.streams.setdefault(record.topic, dict(record.metadata))
+
+    def _records(self, state: _FileState, verify_crcs: bool) -> Iterator[Any]:
+        """Every record of one file in order, chunks opened; a damaged or missing part (a crash leaves a
+        partial record at the tail) ends the file, and `state` says where and why."""
+        path = state.path
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                records = _file_records(f, len(MCAP_MAGIC), size, self.limits, path, verify_crcs)
+                for offset, opcode, body in records:
+                    where = f"{path}: record at byte {offset}"
+                    record = _parse(opcode, body, where)
+                    if isinstance(record, Chunk):
+                        yield from _chunk_records(record, self.limits, verify_crcs, where)
+                    elif record is not None:
+                        yield record
+            state.complete = True
+        except LogError as exc:
+            state.error = str(exc).removeprefix(f"{path}: ")
+        except OSError as exc:
+            state.error = f"cannot read: {exc.strerror}"
