@@ -1,7 +1,8 @@
 """ONNX Runtime side of the fused model: contract check, execution-provider choice, inference, results.
 
-No torch here. The inference node builds one `ModelRuntime` at start and calls `ModelRuntime.infer` for
-every set; `result_sample` turns the outputs into the result message of docs/PROTOCOL.md section 8.
+No torch here. The inference stage, `InferenceStage`, is what the inference node runs: one `ModelRuntime`
+built at start, and `InferenceStage.run` for every set, which infers and turns the outputs into the result
+message of docs/PROTOCOL.md section 8 (`result_sample`) with the inference stage stamps; no sockets.
 
 Providers. The config lists them in order of preference; ``auto`` expands to TensorRT (only when
 ``model.tensorrt`` is on: building an engine takes minutes), then CUDA, then the CPU, which is always
@@ -25,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -41,6 +43,7 @@ __all__ = [
     "PROVIDERS",
     "RESULT_MODALITY",
     "RESULT_STREAM",
+    "InferenceStage",
     "ModelRuntime",
     "ProviderPlan",
     "check_contract",
@@ -393,3 +396,39 @@ def result_sample(
         "stages": dict(stages) if isinstance(stages, dict) else {"capture": set_sample.stamp_ns},
     }
     return Sample(RESULT_STREAM, RESULT_MODALITY, seq, set_sample.stamp_ns, arrays, "", meta)
+
+
+class InferenceStage:
+    """The inference step of the graph: a set message in, its result message out, counted.
+
+    `slowdown` > 1 is fault injection (``model.slowdown``): each run takes that many times as long, as
+    the stage stamps and the node's loop see it.
+    """
+
+    def __init__(self, runtime: ModelRuntime, slowdown: float = 1.0) -> None:
+        self.runtime = runtime
+        self.slowdown = slowdown
+        self.results = 0
+        self.bad_sets = 0  # sets the model cannot take (ContractError): counted, never fatal
+
+    def run(self, set_sample: Sample) -> Sample | None:
+        """The result of one set, numbered in order, stamped inference_start and inference_end; None (and
+        counted) for a set whose arrays or presence mask do not fit the model."""
+        start = time.time_ns()
+        try:
+            outputs = self.runtime.infer(set_sample.arrays, set_sample.meta.get("presence", ()))
+        except ContractError as exc:
+            self.bad_sets += 1
+            log.debug("set %d refused: %s", set_sample.seq, exc)
+            return None
+        if self.slowdown > 1:
+            time.sleep((self.slowdown - 1) * (time.time_ns() - start) / 1e9)
+        end = time.time_ns()
+        runtime = self.runtime
+        result = result_sample(set_sample, outputs, runtime.contract, runtime.provider, self.results)
+        result.meta["stages"].update(inference_start=start, inference_end=end)
+        self.results += 1
+        return result
+
+    def counters(self) -> dict[str, object]:
+        return {"results": self.results, "bad_sets": self.bad_sets, "provider": self.runtime.provider}

@@ -1,21 +1,27 @@
-"""What every node process shares: its command line, run directory and heartbeats to the supervisor.
+"""The node framework: what every node process shares, so that a node script is only its loop.
 
 A node is started as ``python -m nodes.NAME --config PATH --run-dir DIR [--stream NAME] [--replay]``;
-with no ``--config`` it uses the embedded demo config. Heartbeats are msgpack maps pushed (PUSH/PULL) to
-``ipc://RUN_DIR/control.sock``: ``{"node", "pid", "t_ns", "counters"}``. A heartbeat is sent at most every
-``pipeline.heartbeat_ms`` and never blocks the node: if the supervisor is gone, it is dropped.
+with no ``--config`` it uses the embedded demo config. Its script builds a `Node` (command line, logging,
+stop signals, SCHED_FIFO for the data path), opens its sockets through it (CURVE and shared memory applied
+here) and runs its loop in `Node.loop`, which beats and ends on SIGTERM/SIGINT; leaving the `with` block
+sends the last counters and closes everything. `run_node` runs the script's main as the process.
+
+Heartbeats are msgpack maps pushed (PUSH/PULL) to ``ipc://RUN_DIR/control.sock``:
+``{"node", "pid", "t_ns", "counters"}``. A heartbeat is sent at most every ``pipeline.heartbeat_ms`` and
+never blocks the node: if the supervisor is gone, it is dropped.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -24,13 +30,23 @@ import msgpack
 import zmq
 
 from fusion_pipeline.allocator import tune_allocator
-from fusion_pipeline.config import Config, ConfigError, check_run_dir, config_source, load_config
+from fusion_pipeline.config import (
+    Config,
+    ConfigError,
+    StreamConfig,
+    check_run_dir,
+    config_source,
+    load_config,
+)
 from fusion_pipeline.errors import FusionError
 from fusion_pipeline.transport.keys import KeysError, load_allow_list, load_certificate
+from fusion_pipeline.transport.sockets import Publisher, Subscriber
 
 __all__ = [
     "CONTROL_SOCKET",
+    "POLL_MS",
     "Heartbeat",
+    "Node",
     "check_host",
     "NodeContext",
     "enter_realtime",
@@ -41,6 +57,7 @@ __all__ = [
 ]
 
 CONTROL_SOCKET = "control.sock"
+POLL_MS = 50  # the longest a node loop waits for input before it checks for a stop request and beats
 
 log = logging.getLogger(__name__)
 
@@ -166,11 +183,13 @@ class Heartbeat:
         self._socket.connect(f"ipc://{context.run_dir}/{CONTROL_SOCKET}")
         self._last_ns = 0
 
+    def due(self) -> bool:
+        return time.time_ns() - self._last_ns >= self.interval_ns
+
     def beat(self, counters: dict[str, Any], force: bool = False) -> None:
-        now = time.time_ns()
-        if not force and now - self._last_ns < self.interval_ns:
+        if not force and not self.due():
             return
-        self._last_ns = now
+        self._last_ns = now = time.time_ns()
         message = {"node": self.node, "pid": os.getpid(), "t_ns": now, "counters": counters}
         # Supervisor busy or gone: liveness is best effort, the data path must not wait for it.
         with contextlib.suppress(zmq.Again):
@@ -188,11 +207,111 @@ class _Closable(Protocol):
     def close(self) -> None: ...
 
 
-def shut_down(heartbeat: Heartbeat, final_counters: dict[str, Any], *sockets: _Closable) -> None:
-    """A node's exit: report the final counters, then close the heartbeat and the node's sockets in order."""
+def shut_down(heartbeat: Heartbeat, final_counters: dict[str, Any] | None, *sockets: _Closable) -> None:
+    """A node's exit: the final counters (if any), then close the heartbeat and the sockets in order."""
     heartbeat.close(final_counters)
     for socket in sockets:
         socket.close()
+
+
+class Node(contextlib.AbstractContextManager["Node", None]):
+    """One node process, on the model of dora's ``for event in node``::
+
+        with Node("ingest", argv, per_stream=True, realtime=True) as node:
+            source = node.subscriber(node.endpoint(node.stream.endpoint), topics=[node.stream.name])
+            for _ in node.loop(counters):
+                ...
+
+    Building it parses the command line (`node_arguments`: logging, stop signals, SCHED_FIFO before any
+    socket). Its sockets are opened here so that CURVE, shared memory and a replay's lossless publishing
+    are applied in one place. Leaving the `with` block, normally or on an error, sends the last counters
+    (once a loop has named them) and closes the heartbeat, then the sockets, newest first.
+    """
+
+    def __init__(
+        self, kind: str, argv: list[str] | None, *, per_stream: bool = False, realtime: bool = False
+    ) -> None:
+        context = node_arguments(kind, argv, per_stream, realtime)
+        self.config = context.config
+        self.run_dir = context.run_dir
+        self.name = context.name
+        self.replay = context.replay  # fed by `fusion-pipeline replay`: lossless, in log order, event time
+        self._stream = None if context.stream is None else self.config.stream(context.stream)
+        self.counters: Callable[[], dict[str, Any]] | None = None  # what the heartbeats carry
+        self._sockets: list[Publisher | Subscriber] = []
+        self._heartbeat = Heartbeat(context)
+
+    @property
+    def stream(self) -> StreamConfig:
+        """The stream this node serves (``--stream``; per-stream nodes only)."""
+        if self._stream is None:
+            raise TypeError(f"{self.name} is not a per-stream node")
+        return self._stream
+
+    @property
+    def running(self) -> bool:
+        """False once SIGTERM or SIGINT arrived."""
+        return not stop_requested()
+
+    def endpoint(self, template: str) -> str:
+        return self.config.endpoint(template, self.run_dir)
+
+    def subscriber(self, urls: str | list[str], topics: list[str], **options: Any) -> Subscriber:
+        """A Subscriber on `urls` (`options`: the transport's limits, role, hwm), closed at shutdown."""
+        socket = Subscriber(urls, topics=topics, curve=self.config.curve_for(urls), **options)
+        self._sockets.append(socket)
+        return socket
+
+    def publisher(
+        self, url: str, stream: str, modality: str, *, shm: bool = True, **options: Any
+    ) -> Publisher:
+        """A Publisher of `stream` on `url` (`options`: the transport's frame_id, role, hwm), closed at
+        shutdown. In a replay graph it blocks rather than drops. `shm=False` keeps large arrays in the
+        frames even where ``pipeline.shm`` is on (a socket outside programs read)."""
+        socket = Publisher(
+            url,
+            stream=stream,
+            modality=modality,
+            lossless=self.replay,
+            curve=self.config.curve_for(url),
+            shm=shm and self.config.pipeline.shm,
+            **options,
+        )
+        self._sockets.append(socket)
+        return socket
+
+    def loop(self, counters: Callable[[], dict[str, Any]]) -> Iterator[None]:
+        """One iteration per pass of the node's loop until a stop request; after each, a heartbeat with
+        `counters()` when one is due. Keep each pass under about `POLL_MS` so a stop is seen promptly."""
+        self.counters = counters
+        # Everything allocated so far (modules, config, sockets, the model) lives as long as the process;
+        # freezing it keeps a full garbage collection from scanning it in the data path (tens of ms).
+        gc.freeze()
+        while self.running:
+            yield
+            self.beat()
+
+    def beat(self, counters: dict[str, Any] | None = None) -> None:
+        """A heartbeat, when one is due, with `counters` or else `self.counters()` (built only then)."""
+        if counters is None:
+            if self.counters is None or not self._heartbeat.due():
+                return
+            counters = self.counters()
+        self._heartbeat.beat(counters)
+
+    def sleep_until(self, t_ns: int) -> bool:
+        """Sleep until wall-clock `t_ns`, beating; False when a stop request cut it short."""
+        while self.running and (wait_s := (t_ns - time.time_ns()) / 1e9) > 0:
+            self.beat()
+            time.sleep(min(wait_s, POLL_MS / 1000))
+        return self.running
+
+    def close(self) -> None:
+        final = None if self.counters is None else self.counters()
+        shut_down(self._heartbeat, final, *reversed(self._sockets))
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def run_node(main: Callable[[], int]) -> NoReturn:

@@ -13,74 +13,55 @@ Malformed and refused messages are counted by reason in the heartbeat, never fat
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 
 from fusion_pipeline.ingest import Ingest
-from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
-from fusion_pipeline.transport import Publisher, Sample, Subscriber
+from fusion_pipeline.node import POLL_MS, Node, run_node
+from fusion_pipeline.transport import Sample
 
 log = logging.getLogger("nodes.ingest")
 
-POLL_MS = 50  # the longest the loop waits before it checks for a stop request and beats
-
 
 def main(argv: list[str] | None = None) -> int:
-    ctx = node_arguments("ingest", argv, per_stream=True, realtime=True)
-    assert ctx.stream is not None
-    stream = ctx.config.stream(ctx.stream)
-    time_jump_ns = round(ctx.config.sync.time_jump_ms * 1_000_000)
-    ingest = Ingest(stream, live=not ctx.replay, time_jump_ns=time_jump_ns)
-    driver_url = ctx.endpoint(stream.endpoint)
-    source = Subscriber(
-        driver_url, topics=[stream.name], limits=ingest.limits, curve=ctx.config.curve_for(driver_url)
-    )
-    sink_url = ctx.config.ingest_endpoint(stream.name, ctx.run_dir)
-    sink = Publisher(
-        sink_url,
-        stream=stream.name,
-        modality=stream.modality,
-        frame_id=stream.frame_id,
-        lossless=ctx.replay,
-        curve=ctx.config.curve_for(sink_url),
-        shm=ctx.config.pipeline.shm,
-    )
-    heartbeat = Heartbeat(ctx)
-    # Everything allocated so far (modules, config, sockets) lives as long as the process; freezing it
-    # keeps a full garbage collection from scanning it in the data path (tens of ms otherwise).
-    gc.freeze()
-    log.info("%s -> %s", driver_url, sink.last_endpoint)
+    with Node("ingest", argv, per_stream=True, realtime=True) as node:
+        stream = node.stream
+        time_jump_ns = round(node.config.sync.time_jump_ms * 1_000_000)
+        ingest = Ingest(stream, live=not node.replay, time_jump_ns=time_jump_ns)
+        driver_url = node.endpoint(stream.endpoint)
+        source = node.subscriber(driver_url, topics=[stream.name], limits=ingest.limits)
+        sink_url = node.config.ingest_endpoint(stream.name, node.run_dir)
+        sink = node.publisher(sink_url, stream.name, stream.modality, frame_id=stream.frame_id)
+        log.info("%s -> %s", driver_url, sink.last_endpoint)
 
-    # Behind on a discrete stream: every drained message is admitted in order (header checks, seq
-    # tracking) and the newest admitted one is finished; audio, or a replay: every message in full.
-    def newest() -> Sample | None:
-        sample = source.recv_newest(POLL_MS, admit=lambda message: ingest.admit(message, time.time_ns()))
-        return None if sample is None else ingest.finish(sample, time.time_ns())
+        # Behind on a discrete stream: every drained message is admitted in order (header checks, seq
+        # tracking) and the newest admitted one is finished; audio, or a replay: every message in full.
+        def newest() -> Sample | None:
+            sample = source.recv_newest(POLL_MS, admit=lambda message: ingest.admit(message, time.time_ns()))
+            return None if sample is None else ingest.finish(sample, time.time_ns())
 
-    def every() -> Sample | None:
-        sample = source.recv(timeout_ms=POLL_MS)
-        return None if sample is None else ingest.process(sample, time.time_ns())
+        def every() -> Sample | None:
+            sample = source.recv(timeout_ms=POLL_MS)
+            return None if sample is None else ingest.process(sample, time.time_ns())
 
-    receive = newest if ingest.drain_newest and not ctx.replay else every
-    published = 0
-    reported: set[str] = set()
+        receive = newest if ingest.drain_newest and not node.replay else every
+        published = 0
+        reported: set[str] = set()
 
-    def counters() -> dict[str, int]:
-        return {**source.counters(), **ingest.counters(), "published": published}
+        def counters() -> dict[str, int]:
+            return {**source.counters(), **ingest.counters(), "published": published}
 
-    def report_new_drop_reasons() -> None:
-        """Log the first message dropped for each reason; the counters carry the rest."""
-        for reason, error in [
-            *((f"malformed_{r}", source.last_error) for r in source.malformed),
-            *((f"schema_{r}", ingest.last_error) for r in ingest.rejected),
-        ]:
-            if reason not in reported:
-                reported.add(reason)
-                log.warning("dropping a message (%s, further ones only counted): %s", reason, error)
+        def report_new_drop_reasons() -> None:
+            """Log the first message dropped for each reason; the counters carry the rest."""
+            for reason, error in [
+                *((f"malformed_{r}", source.last_error) for r in source.malformed),
+                *((f"schema_{r}", ingest.last_error) for r in ingest.rejected),
+            ]:
+                if reason not in reported:
+                    reported.add(reason)
+                    log.warning("dropping a message (%s, further ones only counted): %s", reason, error)
 
-    try:
-        while not stop_requested():
+        for _ in node.loop(counters):
             out = receive()
             if out is not None:
                 out.meta["stages"]["ingest_out"] = time.time_ns()
@@ -88,9 +69,6 @@ def main(argv: list[str] | None = None) -> int:
                 published += 1
             if len(reported) < len(source.malformed) + len(ingest.rejected):
                 report_new_drop_reasons()
-            heartbeat.beat(counters())
-    finally:
-        shut_down(heartbeat, counters(), sink, source)
     return 0
 
 

@@ -12,24 +12,23 @@ import logging
 from dataclasses import replace
 
 from fusion_pipeline.logs import Recorder, RecordSettings, unused_path
-from fusion_pipeline.node import Heartbeat, node_arguments, run_node, stop_requested
+from fusion_pipeline.node import Node, run_node
 
 log = logging.getLogger("nodes.recorder")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ctx = node_arguments("recorder", argv)
-    settings = RecordSettings.from_config(ctx.config)
-    settings = replace(settings, path=unused_path(settings.path, settings.split))
-    log.info("recording to %s", settings.path.resolve())
-    recorder = Recorder(ctx.config, ctx.run_dir, settings)
-    heartbeat = Heartbeat(ctx)
-    try:
-        recorder.run(stop_requested, heartbeat.beat)
-    finally:
-        report = recorder.close()
-        heartbeat.close(recorder.counters())
-        log.info("%s", report.summary())
+    with Node("recorder", argv) as node:
+        settings = RecordSettings.from_config(node.config)
+        settings = replace(settings, path=unused_path(settings.path, settings.split))
+        log.info("recording to %s", settings.path.resolve())
+        recorder = Recorder(node.config, node.run_dir, settings)
+        node.counters = recorder.counters  # the last beat, at the node's exit, follows the file's close
+        try:
+            recorder.run(lambda: not node.running, node.beat)
+        finally:
+            report = recorder.close()
+            log.info("%s", report.summary())
     return 1 if report.not_written else 0
 
 

@@ -16,52 +16,32 @@ from __future__ import annotations
 import logging
 import time
 
-from fusion_pipeline.node import Heartbeat, node_arguments, run_node, shut_down, stop_requested
+from fusion_pipeline.node import Node, run_node
 from fusion_pipeline.sim import RenderLead, SensorSchedule, SimSettings, World, render
-from fusion_pipeline.transport import Publisher
 
 log = logging.getLogger("nodes.sensor_sim")
 
-SLEEP_SLICE_S = 0.05  # the longest sleep before checking for a stop request and beating
-
-
-def sleep_until(t_ns: int, heartbeat: Heartbeat, counts: dict[str, int]) -> None:
-    """Sleep until wall-clock `t_ns`, beating, and returning early on a stop request."""
-    while not stop_requested() and (wait := (t_ns - time.time_ns()) / 1e9) > 0:
-        heartbeat.beat(counts)
-        time.sleep(min(wait, SLEEP_SLICE_S))
-
 
 def main(argv: list[str] | None = None) -> int:
-    ctx = node_arguments("sensor_sim", argv, per_stream=True)
-    assert ctx.stream is not None
-    stream = ctx.config.stream(ctx.stream)
-    settings = SimSettings.from_stream(stream)
-    world = World(settings.seed)
-    if stream.modality == "camera":
-        world.warm_camera()
-    schedule = SensorSchedule(stream, settings, time.time_ns())
-    url = ctx.endpoint(stream.endpoint)
-    publisher = Publisher(
-        url,
-        stream=stream.name,
-        modality=stream.modality,
-        frame_id=stream.frame_id,
-        curve=ctx.config.curve_for(url),
-        shm=ctx.config.pipeline.shm,
-    )
-    heartbeat = Heartbeat(ctx)
-    lead = RenderLead(schedule.period_ns)
-    counts = {"published": 0, "dropped": 0, "outage": 0, "late": 0}
-    log.info(
-        "%s at %g Hz -> %s (%s)",
-        stream.modality,
-        settings.rate_hz(stream),
-        publisher.last_endpoint,
-        settings.describe(),
-    )
-    try:
-        while not stop_requested():
+    with Node("sensor_sim", argv, per_stream=True) as node:
+        stream = node.stream
+        settings = SimSettings.from_stream(stream)
+        world = World(settings.seed)
+        if stream.modality == "camera":
+            world.warm_camera()
+        schedule = SensorSchedule(stream, settings, time.time_ns())
+        url = node.endpoint(stream.endpoint)
+        publisher = node.publisher(url, stream.name, stream.modality, frame_id=stream.frame_id)
+        lead = RenderLead(schedule.period_ns)
+        counts = {"published": 0, "dropped": 0, "outage": 0, "late": 0}
+        log.info(
+            "%s at %g Hz -> %s (%s)",
+            stream.modality,
+            settings.rate_hz(stream),
+            publisher.last_endpoint,
+            settings.describe(),
+        )
+        for _ in node.loop(lambda: counts):
             late = schedule.skip_to(time.time_ns())
             if late:
                 publisher.seq += late  # frames a late driver never sent are lost: the receiver sees a gap
@@ -73,18 +53,15 @@ def main(argv: list[str] | None = None) -> int:
                 publisher.seq += 1
                 counts[capture.why] += 1
                 continue
-            sleep_until(capture.send_ns - lead.lead_ns(), heartbeat, counts)
+            if not node.sleep_until(capture.send_ns - lead.lead_ns()):
+                break
             started = time.perf_counter_ns()
             arrays, meta = render(world, stream, capture, schedule.chunk)
             lead.update(time.perf_counter_ns() - started)
-            sleep_until(capture.send_ns, heartbeat, counts)
-            if stop_requested():
+            if not node.sleep_until(capture.send_ns):
                 break
             publisher.publish(capture.stamp_ns, arrays, meta=meta)
             counts["published"] += 1
-            heartbeat.beat(counts)
-    finally:
-        shut_down(heartbeat, counts, publisher)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Runtime: execution-provider choice, the contract check against the config, inference and results."""
+"""Runtime: execution-provider choice, the contract check against the config, inference and results, the
+inference stage, and node processes (fusion_pipeline.node.Node: loop, heartbeats, shutdown, exit 2)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from node_harness import Control, running, write_config
 from pipeline_harness import DEMO_TEXT
 
 from fusion_pipeline.config import Config, load_config, parse_config, tomllib
 from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ContractError, default_contract
 from fusion_pipeline.inference import (
     PROVIDERS,
+    InferenceStage,
     ModelRuntime,
     check_contract,
     choose_providers,
@@ -203,6 +206,22 @@ def test_result_message_follows_protocol_section_8(runtime: ModelRuntime) -> Non
     assert result.meta["set_seq"] == 41
 
 
+def test_the_inference_stage_turns_sets_into_numbered_stamped_results(runtime: ModelRuntime) -> None:
+    stage = InferenceStage(runtime)
+    stages = {"capture": 10, "sync_emit": 14}
+    meta = {"presence": [1, 1, 1, 1], "stamps": {}, "stages": stages}
+    fused = Sample("set/fused", "set", 3, 10, _inputs(), "", meta)
+    wrong = {**_inputs(), "lidar": np.zeros((3, 32, 32), np.float32)}
+    bad = Sample("set/fused", "set", 4, 11, wrong, "", meta)
+    first, refused, second = stage.run(fused), stage.run(bad), stage.run(fused)
+    assert refused is None and first is not None and second is not None
+    assert (first.seq, second.seq, first.meta["set_seq"]) == (0, 1, 3)
+    assert first.meta["stages"]["capture"] == 10 and "inference_start" not in stages
+    assert first.meta["stages"]["inference_start"] <= first.meta["stages"]["inference_end"]
+    np.testing.assert_array_equal(first.arrays["class_probs"], second.arrays["class_probs"])
+    assert stage.counters() == {"results": 2, "bad_sets": 1, "provider": CPU}
+
+
 # -- contract against the config ------------------------------------------------------------------------
 
 
@@ -353,6 +372,46 @@ def test_inference_node_start_logs_one_provider_line_and_no_onnxruntime_errors(t
     assert sum(in_use in other for other in lines) == 1, lines
     if in_use != CUDA and CUDA in ort.get_available_providers():
         assert f"FELL BACK to {in_use}" in line and "CUDAExecutionProvider" in line  # says why
+
+
+NODE_SCRIPT = """
+import sys, time
+from fusion_pipeline.node import Node, run_node
+
+def main() -> int:
+    with Node("probe", sys.argv[1:]) as node:
+        node.publisher(node.endpoint("ipc://{run_dir}/probe.sock"), "probe", "probe")
+        passes = 0
+
+        def counters() -> dict:
+            return {"passes": passes, "running": node.running}
+
+        for _ in node.loop(counters):
+            passes += 1
+            time.sleep(0.01)
+    return 0
+
+run_node(main)
+"""
+
+
+def test_a_node_loops_beating_until_sigterm_then_sends_its_last_counters_and_closes(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "probe.toml", ["lidar"])
+    control = Control(tmp_path)
+    command = [sys.executable, "-c", NODE_SCRIPT, "--config", str(config), "--run-dir", str(tmp_path)]
+    node = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        with running(node):
+            control.wait_for("probe", lambda c: c["passes"] > 0, timeout_s=30)
+            assert (tmp_path / "probe.sock").exists()
+            node.terminate()
+            assert node.wait(timeout=10) == 0, node.stderr.read()  # type: ignore[union-attr]
+        control.poll(100)
+        assert control.latest["probe"]["running"] is False  # the last beat: sent at shutdown, after the stop
+        assert control.latest["probe"]["passes"] > 0
+        assert not (tmp_path / "probe.sock").exists()  # the publisher was closed, its ipc file removed
+    finally:
+        control.close()
 
 
 def test_cpu_only_requirements_are_the_dependencies_with_the_cpu_onnxruntime() -> None:
