@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -16,10 +17,14 @@ from pipeline_harness import DEMO_TEXT, collect, demo_text, pipeline, presence
 
 from fusion_pipeline.config import load_config, parse_config
 from fusion_pipeline.ops import (
+    LIVE_GRAPH,
+    REPLAY_GRAPH,
+    STATUS_PLAIN_S,
     CounterTotals,
     NodeSpec,
     RestartPolicy,
     ResultStats,
+    StatusLine,
     is_drop_counter,
     lock_run_dir,
     node_specs,
@@ -133,6 +138,55 @@ def test_plain_tcp_endpoints_are_the_tcp_ones_without_curve() -> None:
 def test_restart_backoff_doubles_up_to_the_cap() -> None:
     policy = RestartPolicy(initial_s=0.25, max_s=2.0)
     assert [policy.delay(k) for k in range(1, 7)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+
+
+def test_the_replay_graph_is_the_live_one_without_drivers_with_replay_in_log_time() -> None:
+    config = load_config()
+    live = [s for s in LIVE_GRAPH.nodes(config) if s.kind != "sensor_sim"]
+    assert REPLAY_GRAPH.nodes(config) == live and len(live) < len(LIVE_GRAPH.nodes(config))
+    ingest = NodeSpec("ingest", "camera/front")
+    argv = LIVE_GRAPH.argv(ingest, Path("/etc/p.toml"), Path("/run/x"))
+    assert argv[1:5] == ["-m", "nodes.ingest", "--config", "/etc/p.toml"]
+    assert argv[5:] == ["--run-dir", "/run/x", "--stream", "camera/front"]
+    assert REPLAY_GRAPH.argv(ingest, Path("/etc/p.toml"), Path("/run/x")) == [*argv, "--replay"]
+    assert "--config" not in LIVE_GRAPH.argv(ingest, None, Path("/run/x"))  # the embedded demo
+    assert not LIVE_GRAPH.log_time and REPLAY_GRAPH.log_time
+    assert [(what, url(Path("/run/x"))) for what, url in REPLAY_GRAPH.sockets] == [
+        ("pipeline.run_dir (the end-of-replay socket)", "ipc:///run/x/replay-end.sock")
+    ]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_status_line_in_a_log_waits_for_results_then_comes_every_plain_period() -> None:
+    out = io.StringIO()
+    line, stats = StatusLine(out), ResultStats(["camera"])
+    line.start(0.0, {"camera/front": 0})
+    assert not line.due(0.5) and line.due(1.0)
+    line.update(1.0, {"camera/front": 10}, stats, 0, None)
+    assert out.getvalue() == "" and line.due(2.0)  # no line of zeros while the nodes start
+    stats.results = stats.full = 1
+    line.update(2.0, {"camera/front": 30}, stats, 2, None)  # rates since the last update
+    assert out.getvalue() == (
+        "[status] camera 20.0Hz | sets full 1 partial 0 | no results yet | - | restarts 2\n"
+    )
+    assert not line.due(2.0 + STATUS_PLAIN_S - 0.1) and line.due(2.0 + STATUS_PLAIN_S)
+    line.node_output("inference", b"inference: \x1b[1;31mloaded\x1b[0m\n")  # colours stripped in a log
+    assert out.getvalue().endswith("[inference] loaded\n")
+
+
+def test_the_status_line_on_a_terminal_is_redrawn_in_place_and_cleared_by_a_log_line() -> None:
+    out = _Terminal()
+    line = StatusLine(out)
+    line.start(0.0, {"camera/front": 0})
+    line.update(1.0, {"camera/front": 5}, ResultStats(["camera"]), 0, None)  # every second, from the start
+    assert out.getvalue().startswith("\r\x1b[Kcamera  5.0Hz | ") and line.due(2.0)
+    line.node_output("inference", b"\x1b[1mbold\x1b[0m\n")
+    line.clear()  # nothing left to clear
+    assert out.getvalue().endswith("\r\x1b[K[inference] \x1b[1mbold\x1b[0m\n")
 
 
 def test_counter_totals_survive_restarts() -> None:

@@ -305,12 +305,13 @@ def _replay(args: argparse.Namespace) -> int:
         run_dir, _ = resolve_run_dir(args.config, args.run_dir)
     else:
         from fusion_pipeline.cli.run import preflight
-        from fusion_pipeline.ops.replay_graph import ReplayGraph
+        from fusion_pipeline.ops.replay_graph import REPLAY_GRAPH, SupervisorThread
+        from fusion_pipeline.ops.supervisor import Supervisor
 
         preflight(config, args.config)
-        graph = ReplayGraph(config, args.config, out=_Console())
-        run_dir = graph.run_dir
-        graph.start()
+        supervisor = Supervisor(config, args.config, graph=REPLAY_GRAPH, out=_Console())
+        run_dir = supervisor.run_dir
+        graph = SupervisorThread(supervisor)
     summary: dict = {}
     replayer = None
     try:
@@ -330,7 +331,7 @@ def _replay(args: argparse.Namespace) -> int:
     for problem in reader.truncated:
         print(f"  log cut short: {problem}", file=sys.stderr)
     if args.report_json is not None:
-        sync = graph.counters.totals("synchronizer") if graph is not None else {}
+        sync = graph.supervisor.counters.totals("synchronizer") if graph is not None else {}
         out = {
             "sent": report.sent,
             "results": report.results,

@@ -1,8 +1,17 @@
-"""Operations: the supervisor and its replay graph, health, metrics, their exporter, the status socket."""
+"""Operations: the supervisor, the graphs it runs (live, replay), its run dir and status line, health,
+metrics, their exporter, the status socket."""
 
 from __future__ import annotations
 
 from fusion_pipeline.ops.exporter import MetricsServer, PipelineCollector, metric_families
+from fusion_pipeline.ops.graph import (
+    LIVE_GRAPH,
+    GraphSpec,
+    NodeSpec,
+    RunSocket,
+    node_specs,
+    plain_tcp_endpoints,
+)
 from fusion_pipeline.ops.health import (
     INGEST_DROPS,
     LATENCY_BUCKETS_S,
@@ -36,7 +45,8 @@ from fusion_pipeline.ops.metrics import (
     is_drop_counter,
     percentiles,
 )
-from fusion_pipeline.ops.replay_graph import ReplayGraph
+from fusion_pipeline.ops.replay_graph import REPLAY_GRAPH, SupervisorThread
+from fusion_pipeline.ops.rundir import RUN_LOCK, RunDir, lock_run_dir
 from fusion_pipeline.ops.status import (
     EXIT_DEGRADED,
     EXIT_HEALTHY,
@@ -50,14 +60,8 @@ from fusion_pipeline.ops.status import (
     recorded_run_dir,
     run_file,
 )
-from fusion_pipeline.ops.supervisor import (
-    NodeSpec,
-    RestartPolicy,
-    Supervisor,
-    lock_run_dir,
-    node_specs,
-    plain_tcp_endpoints,
-)
+from fusion_pipeline.ops.statusline import STATUS_PLAIN_S, StatusLine
+from fusion_pipeline.ops.supervisor import RestartPolicy, Supervisor
 
 __all__ = [
     "CounterTotals",
@@ -65,12 +69,13 @@ __all__ = [
     "EXIT_DEGRADED",
     "EXIT_HEALTHY",
     "EXIT_UNREACHABLE",
+    "GraphSpec",
     "Health",
     "INGEST_DROPS",
     "KEPT_RESULTS",
     "LATENCY_BUCKETS_S",
+    "LIVE_GRAPH",
     "LatencyHistogram",
-    "MMAP_THRESHOLD",
     "MetricsServer",
     "NODE_STATES",
     "NodeSnapshot",
@@ -78,18 +83,23 @@ __all__ = [
     "Notice",
     "PipelineCollector",
     "PipelineSnapshot",
-    "ReplayGraph",
+    "REPLAY_GRAPH",
+    "RUN_LOCK",
     "RestartPolicy",
     "ResultRatio",
     "ResultStats",
+    "RunDir",
+    "RunSocket",
     "STAGES",
+    "STATUS_PLAIN_S",
     "STATUS_SOCKET",
     "SilenceWatch",
     "StatusError",
+    "StatusLine",
     "StatusServer",
     "StreamSnapshot",
     "Supervisor",
-    "TRIM_THRESHOLD",
+    "SupervisorThread",
     "arrived",
     "assess",
     "flow_counts",

@@ -1,64 +1,58 @@
 """The pipeline graph a replay runs: the supervisor's graph minus the sensor drivers, in event time.
 
-The replayer takes the drivers' place on their endpoints; every node gets ``--replay``: ingest and
-inference take every message (no skipping to the newest), publishers block instead of dropping, and the
-synchronizer matches in event time, in the replayer's send order, so a log yields the same sets at any
-replay speed (docs/ARCHITECTURE.md, "Time"). The supervisor runs in a background thread, so the replayer
-can publish from the calling thread; `ready()` waits until every node has sent its first heartbeat,
-which each node sends only after its sockets exist.
+`REPLAY_GRAPH` is the spec a plain Supervisor is given. The replayer takes the drivers' place on their
+endpoints; every node gets ``--replay``: ingest and inference take every message (no skipping to the
+newest), publishers block instead of dropping, and the synchronizer matches in event time, in the
+replayer's send order, so a log yields the same sets at any replay speed (docs/ARCHITECTURE.md, "Time").
+Result stamps are the log's, so the summary works in log time. The replayer binds the end-of-replay
+socket once the nodes are up: too long a path is refused with the config's, before they start.
+
+`SupervisorThread` runs the supervisor in a background thread, so the replayer can publish from the
+calling thread; `ready()` waits until every node has sent its first heartbeat, which each node sends only
+after its sockets exist.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-from fusion_pipeline.config import Config
 from fusion_pipeline.logs.records import LogError
-from fusion_pipeline.ops.supervisor import NodeSpec, Supervisor
+from fusion_pipeline.ops.graph import GraphSpec
+from fusion_pipeline.ops.supervisor import Supervisor
 from fusion_pipeline.sync.reorder import end_endpoint
 
-__all__ = ["ReplayGraph"]
+__all__ = ["REPLAY_GRAPH", "SupervisorThread"]
 
 #: After the last node's first heartbeat: time for its ZeroMQ connections to complete (ipc: ~ms).
 SETTLE_S = 0.5
 
+REPLAY_GRAPH = GraphSpec(
+    drivers=False,
+    node_args=("--replay",),
+    log_time=True,
+    sockets=(("pipeline.run_dir (the end-of-replay socket)", end_endpoint),),
+)
 
-class ReplayGraph(Supervisor):
-    """Ingest, synchronizer (event time) and inference of `config`, supervised, without drivers."""
 
-    LOG_TIME = True  # results carry the log's capture stamps, not today's
+class SupervisorThread:
+    """`supervisor.run()` in a daemon thread from construction until `finish()`."""
 
-    def __init__(self, config: Config, config_path: Path | None, **kwargs: Any) -> None:
-        super().__init__(config, config_path, **kwargs)
-        self.nodes = [node for node in self.nodes if node.spec.kind != "sensor_sim"]
-        self._thread: threading.Thread | None = None
-        self.result: dict[str, Any] = {}
-
-    def _own_sockets(self, run_dir: Path) -> list[tuple[str, str]]:
-        # The replayer binds the end-of-replay socket once the nodes are up: too long a path must be
-        # refused before they start, like the config's own.
-        own = super()._own_sockets(run_dir)
-        return [*own, ("pipeline.run_dir (the end-of-replay socket)", end_endpoint(run_dir))]
-
-    def _argv(self, spec: NodeSpec) -> list[str]:
-        argv = super()._argv(spec)
-        return [*argv, "--replay"]
-
-    def start(self) -> None:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.summary: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._run, name="replay-graph", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        self.result = self.run()
+        self.summary = self.supervisor.run()
 
     def ready(self, timeout_s: float = 60.0) -> None:
         """Wait for every node's first heartbeat; LogError naming the silent ones on timeout."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            silent = [n.spec.name for n in self.nodes if n.last_beat is None]
+            silent = [n.spec.name for n in self.supervisor.nodes if n.last_beat is None]
             if not silent:
                 time.sleep(SETTLE_S)
                 return
@@ -67,7 +61,6 @@ class ReplayGraph(Supervisor):
 
     def finish(self) -> dict[str, Any]:
         """Stop the graph and return the supervisor's summary."""
-        self.stop()
-        if self._thread is not None:
-            self._thread.join()
-        return self.result
+        self.supervisor.stop()
+        self._thread.join()
+        return self.summary

@@ -1,8 +1,9 @@
-"""The supervisor behind `fusion-pipeline run`: start every node of a config, watch, restart, summarise.
+"""The supervisor behind `fusion-pipeline run`: start every node of a graph, watch, restart, summarise.
 
 Each node is its own process, ``python -m nodes.KIND [--config PATH] --run-dir DIR [--stream NAME]``:
 a simulated driver per stream with ``driver = "sim"``, an ingest node per stream, the synchronizer,
-the inference node and, with ``record.enabled``, the recorder. The supervisor
+the inference node and, with ``record.enabled``, the recorder. A replay runs the same supervisor with
+another ops.graph.GraphSpec (ops.replay_graph). In its run dir (ops.rundir) the supervisor
 
 - forwards every line a node prints, prefixed with the node's name;
 - binds the PULL end of ``ipc://RUN_DIR/control.sock`` and reads the nodes' heartbeats (fusion_pipeline.node);
@@ -11,11 +12,9 @@ the inference node and, with ``record.enabled``, the recorder. The supervisor
 - answers `fusion-pipeline status` on ``ipc://RUN_DIR/status.sock`` from its loop, and serves Prometheus
   metrics over HTTP from a thread, both from a health.PipelineSnapshot of its state (ops.status,
   ops.exporter); a private temp run dir is recorded in status.run_file for the status command;
-- prints a status line about once a second (refreshed in place on a terminal, every STATUS_PLAIN_S
-  otherwise) and a summary at the end;
+- prints a status line about once a second (ops.statusline) and a summary at the end;
 - on stop (SIGINT/SIGTERM or the end of ``--duration``) sends SIGTERM to every node, SIGKILLs what is
-  left after STOP_GRACE_S, removes the run's ipc files and, when it created the run directory, the
-  directory itself.
+  left after STOP_GRACE_S, and closes the run dir.
 
 Children are also asked to receive SIGTERM from the kernel if the supervisor itself dies (Linux
 PR_SET_PDEATHSIG), so even a `kill -9` of the supervisor leaves no orphan sensors behind.
@@ -26,14 +25,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import os
-import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -45,10 +40,11 @@ import msgpack
 import zmq
 
 import fusion_pipeline
-from fusion_pipeline.config import Config, ConfigError, EndpointUse, config_source
+from fusion_pipeline.config import Config
 from fusion_pipeline.inference import RESULT_STREAM, wants_tensorrt
-from fusion_pipeline.node import CONTROL_SOCKET, check_host
+from fusion_pipeline.node import CONTROL_SOCKET
 from fusion_pipeline.ops.exporter import MetricsServer, PipelineCollector
+from fusion_pipeline.ops.graph import LIVE_GRAPH, GraphSpec, NodeSpec, RunSocket, plain_tcp_endpoints
 from fusion_pipeline.ops.health import (
     CounterWindow,
     LatencyHistogram,
@@ -64,58 +60,26 @@ from fusion_pipeline.ops.health import (
     silent_after_s,
     stale_after_s,
     status_report,
-    status_tags,
 )
 from fusion_pipeline.ops.metrics import CounterTotals, ResultRatio, ResultStats
-from fusion_pipeline.ops.status import (
-    STATUS_SOCKET,
-    StatusError,
-    StatusServer,
-    forget_run_dir,
-    record_run_dir,
-)
-from fusion_pipeline.protocol import Endpoint
-from fusion_pipeline.transport.sockets import Role, Subscriber, prepare_bind, remove_ipc_file
+from fusion_pipeline.ops.rundir import RunDir
+from fusion_pipeline.ops.status import STATUS_SOCKET, StatusServer
+from fusion_pipeline.ops.statusline import StatusLine
+from fusion_pipeline.transport.sockets import Role, Subscriber
 
-__all__ = ["NodeSpec", "RestartPolicy", "Supervisor", "lock_run_dir", "node_specs", "plain_tcp_endpoints"]
+__all__ = ["RestartPolicy", "Supervisor"]
 
 STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL after this long
-STATUS_PLAIN_S = 10.0  # status line period when stderr is not a terminal
 RATIO_MARGIN_S = 1.0  # the result ratio ignores the last second before the stop
 LOOP_MS = 100
-_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
-RUN_LOCK = "supervisor.lock"  # in a fixed run dir: held by the supervisor running there, holds its pid
 MAX_HEARTBEAT_BYTES = 64 * 1024  # a heartbeat is a small map of counters; larger is refused by libzmq
 SNAPSHOT_S = 0.5  # how often the loop refreshes the snapshot behind /metrics (a status request: always)
 _NEVER = 2**63 - 1
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """One node process: `kind` is the module under nodes/, `stream` set for per-stream nodes."""
-
-    kind: str
-    stream: str | None = None
-
-    @property
-    def name(self) -> str:
-        """The name the node uses in its heartbeats (fusion_pipeline.node.NodeContext.name)."""
-        return f"{self.kind}:{self.stream}" if self.stream else self.kind
-
-
-def node_specs(config: Config) -> list[NodeSpec]:
-    """Every process of the config's graph, upstream first."""
-    specs = [NodeSpec("sensor_sim", s.name) for s in config.streams if s.driver == "sim"]
-    specs += [NodeSpec("ingest", s.name) for s in config.streams]
-    specs += [NodeSpec("synchronizer"), NodeSpec("inference")]
-    return specs + [NodeSpec("recorder")] if config.record.enabled else specs
-
-
-def plain_tcp_endpoints(config: Config, run_dir: Path) -> list[EndpointUse]:
-    """The graph's tcp endpoints that run without CURVE (``security.insecure`` and no certificate)."""
-    return [
-        u for u in config.endpoint_uses(run_dir) if u.url.startswith("tcp://") and not config.curve_for(u.url)
-    ]
+#: The supervisor's own socket in the run dir (ops.status), checked with the graph's.
+_STATUS: RunSocket = (
+    "pipeline.run_dir (the status socket)",
+    lambda run_dir: f"ipc://{run_dir}/{STATUS_SOCKET}",
+)
 
 
 @dataclass(frozen=True)
@@ -158,68 +122,32 @@ def _parent_death_signal() -> Callable[[], None] | None:
     return lambda: libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def lock_run_dir(run_dir: Path) -> int:
-    """Take the run dir's lock (an open fd) or refuse: a second supervisor there would bind over the
-    first one's sockets and take its sensors' data."""
-    fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise ConfigError(
-            f"pipeline.run_dir: {run_dir} is in use by another `fusion-pipeline run` (pid {owner}); "
-            "stop that one, or give this pipeline its own run_dir"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
 class Supervisor:
-    """Runs one pipeline until `stop()` or the duration ends; `run()` returns the summary dict."""
-
-    #: Result stamps are wall-clock capture times; a replay graph's are a log's (see ResultStats.log_time).
-    LOG_TIME = False
+    """Runs one pipeline `graph` until `stop()` or the duration ends; `run()` returns the summary dict.
+    The run dir is checked and taken here, before anything starts (a ConfigError), and let go by `run()`."""
 
     def __init__(
         self,
         config: Config,
         config_path: Path | None,
         *,
+        graph: GraphSpec = LIVE_GRAPH,
         policy: RestartPolicy | None = None,
         warmup_s: float = 0.0,
         out: TextIO = sys.stderr,
     ) -> None:
         self.config = config
         self.config_path = config_path.resolve() if config_path is not None else None
+        self.graph = graph
         self.policy = policy or RestartPolicy()
         self.warmup_s = warmup_s
-        self.out = out
-        self.tty = out.isatty()
-        self._lock = threading.Lock()
+        self.line = StatusLine(out)
         self._stop = threading.Event()
-        self._status_shown = False
-        source = config_source(config_path)
-        if config.pipeline.run_dir:
-            self.run_dir = Path(config.pipeline.run_dir).expanduser().resolve()
-            check_host(config, self.run_dir, source, self._own_sockets(self.run_dir))  # before it is made
-            # Created 0700, or refused now when others can enter it (the nodes would refuse it anyway).
-            prepare_bind(Endpoint(f"ipc://{self.run_dir}/{CONTROL_SOCKET}"))
-            self._run_lock: int | None = lock_run_dir(self.run_dir)
-            self._own_run_dir = False
-        else:
-            self.run_dir = Path(tempfile.mkdtemp(prefix=f"fusion-{config.pipeline.name}-"))
-            self._run_lock = None  # a fresh directory of our own: nobody else can be in it
-            self._own_run_dir = True
-            try:
-                check_host(config, self.run_dir, source, self._own_sockets(self.run_dir))
-            except ConfigError:
-                self.run_dir.rmdir()  # made a moment ago, still empty
-                raise
-        self.nodes = [_Node(spec) for spec in node_specs(config)]
+        self._dir = RunDir.open(config, config_path, [_STATUS, *graph.sockets])
+        self.run_dir = self._dir.path
+        self.nodes = [_Node(spec) for spec in graph.nodes(config)]
         self.counters = CounterTotals()
-        self.stats = ResultStats({s.modality for s in config.streams}, log_time=self.LOG_TIME)
+        self.stats = ResultStats({s.modality for s in config.streams}, log_time=graph.log_time)
         self._preexec = _parent_death_signal()
         self.ratio = ResultRatio()
         self._stopped_ns = _NEVER
@@ -233,12 +161,6 @@ class Supervisor:
         self._notices: list[Notice] = []
         self._metrics = "off (metrics.enabled = false)"
         self.latest: PipelineSnapshot | None = None
-
-    def _own_sockets(self, run_dir: Path) -> list[tuple[str, str]]:
-        """The run's sockets in the run dir besides the config's and the nodes' control socket
-        (node.check_host), as (what, url): checked with them in __init__, before anything starts.
-        Called before the subclass's __init__ body: it may read only the class and `self.config`."""
-        return [("pipeline.run_dir (the status socket)", f"ipc://{run_dir}/{STATUS_SOCKET}")]
 
     # -- public -----------------------------------------------------------------------------------------
 
@@ -267,11 +189,11 @@ class Supervisor:
         poller.register(status.socket, zmq.POLLIN)
         started = self._started = time.monotonic()
         self.stats.since_ns = _NEVER  # set once every node is up (see _drain_heartbeats)
-        self._log(
+        self.line.log(
             f"run dir {self.run_dir}; {len(self.nodes)} nodes; config {self.config_path or '<embedded demo>'}"
         )
         config_option = f" -c {self.config_path}" if self.config.curve_for(results_url) else ""
-        self._log(f"results on {results_url}: fusion-pipeline echo {results_url}{config_option}")
+        self.line.log(f"results on {results_url}: fusion-pipeline echo {results_url}{config_option}")
         for use in plain_tcp_endpoints(self.config, self.run_dir):
             self._warn(
                 Notice(
@@ -280,13 +202,13 @@ class Supervisor:
                     "(security.insecure = true)",
                 )
             )
-        metrics, run_file = self._open_metrics(), self._record_run_dir()
+        metrics = self._open_metrics()
+        self._dir.record(self.line.log)
         try:
             for node in self.nodes:
                 self._start(node)
-            next_status = time.monotonic() + 1.0
             next_snapshot = 0.0
-            last_status = (time.monotonic(), self._rates_base())
+            self.line.start(time.monotonic(), self._produced())
             while not self._stop.is_set():
                 now = time.monotonic()
                 if duration_s is not None and now - started >= duration_s:
@@ -302,14 +224,10 @@ class Supervisor:
                 if time.monotonic() >= next_snapshot:
                     self._log_silence(self.snapshot(time.monotonic()))
                     next_snapshot = time.monotonic() + SNAPSHOT_S
-                if time.monotonic() >= next_status:
-                    # A log (not a terminal) gets no line of zeros while the nodes start: its first line
-                    # counts rates from the first result on.
-                    waiting = not self.tty and not self.stats.results
-                    last_status = (
-                        (time.monotonic(), self._rates_base()) if waiting else self._status(last_status)
-                    )
-                    next_status = time.monotonic() + (1.0 if self.tty or waiting else STATUS_PLAIN_S)
+                now = time.monotonic()
+                if self.line.due(now):
+                    restarts = sum(n.restarts for n in self.nodes)
+                    self.line.update(now, self._produced(), self.stats, restarts, self.latest)
         finally:
             elapsed = time.monotonic() - started
             self._stopped_ns = time.time_ns()
@@ -322,14 +240,9 @@ class Supervisor:
             results.close()
             control.close()
             context.term()
-            self._clean_run_dir()
-            if run_file is not None:
-                forget_run_dir(run_file, self.run_dir)
-            if self._run_lock is not None:
-                os.close(self._run_lock)  # the lock goes with it; the file stays (removing it would race)
-                self._run_lock = None
+            self._dir.close()
         summary = self.summary(elapsed)
-        self._clear_status()
+        self.line.clear()
         return summary
 
     def snapshot(self, now: float) -> PipelineSnapshot:
@@ -427,36 +340,24 @@ class Supervisor:
             )
             return None
         self._metrics = server.url
-        self._log(f"metrics at {server.url}")
+        self.line.log(f"metrics at {server.url}")
         return server
 
     def _warn(self, notice: Notice) -> None:
         """Log a standing condition once and keep it for `status` and the status line."""
         self._notices.append(notice)
-        self._log(f"WARNING: {notice.text}")
+        self.line.log(f"WARNING: {notice.text}")
 
     def _log_silence(self, snapshot: PipelineSnapshot) -> None:
         """Say once when a stream goes silent and when it comes back. Not in a replay: there the log, not
         a driver, decides what arrives."""
-        if self.LOG_TIME:
+        if self.graph.log_time:
             return
         went, back = self._silence.changes(snapshot)
         for stream in went:
-            self._log(f"WARNING: {silence(stream)}")
+            self.line.log(f"WARNING: {silence(stream)}")
         for stream in back:
-            self._log(f"stream {stream.name} flowing again")
-
-    def _record_run_dir(self) -> Path | None:
-        """Make a private temp run dir discoverable by `fusion-pipeline status` (ops.status.run_file)."""
-        if not self._own_run_dir:
-            return None
-        try:
-            path = record_run_dir(self.config.pipeline.name, self.run_dir)
-        except (OSError, StatusError) as exc:
-            self._log(f"WARNING: cannot record the run dir for `fusion-pipeline status`: {exc}")
-            return None
-        self._log(f"run dir recorded in {path}")
-        return path
+            self.line.log(f"stream {stream.name} flowing again")
 
     def _result_ratio(self) -> tuple[int, int]:
         """(results, reference messages) from the first reference-ingest heartbeat after the warm-up to
@@ -481,7 +382,7 @@ class Supervisor:
             "reference_stream": reference,
             "reference_messages": reference_messages,
             "result_ratio": round(window_results / window_messages, 4) if window_messages else None,
-            "log_time": self.LOG_TIME,
+            "log_time": self.graph.log_time,
             "result_ratio_counts": [window_results, window_messages],
             "sync_sets_full": sync.get("sets_full", 0),
             "sync_sets_partial": sync.get("sets_partial", 0),
@@ -495,13 +396,6 @@ class Supervisor:
 
     # -- processes --------------------------------------------------------------------------------------
 
-    def _argv(self, spec: NodeSpec) -> list[str]:
-        argv = [sys.executable, "-m", f"nodes.{spec.kind}"]
-        if self.config_path is not None:
-            argv += ["--config", str(self.config_path)]
-        argv += ["--run-dir", str(self.run_dir)]
-        return argv + (["--stream", spec.stream] if spec.stream else [])
-
     def _start(self, node: _Node) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         # One BLAS thread per node: the pipeline's parallelism is its processes, and OpenBLAS's idle
@@ -511,7 +405,7 @@ class Supervisor:
         root = str(Path(fusion_pipeline.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         node.process = subprocess.Popen(
-            self._argv(node.spec),
+            self.graph.argv(node.spec, self.config_path, self.run_dir),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -528,11 +422,7 @@ class Supervisor:
     def _forward(self, name: str, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
         for raw in process.stdout:
-            # A node's own log lines start with its name too (for running it alone): say it once.
-            line = raw.decode(errors="replace").rstrip("\n").removeprefix(f"{name}: ")
-            if not self.tty:  # onnxruntime colours its log even into a pipe; journald shows the codes raw
-                line = _ANSI_COLOUR.sub("", line)
-            self._log(line, prefix=name)
+            self.line.node_output(name, raw)
         process.stdout.close()
 
     def _watch(self, now: float) -> None:
@@ -542,7 +432,7 @@ class Supervisor:
             if node.restart_at is not None:
                 if now >= node.restart_at:
                     node.restarts += 1
-                    self._log(f"restarting {node.spec.name} (restart {node.restarts})")
+                    self.line.log(f"restarting {node.spec.name} (restart {node.restarts})")
                     self._start(node)
                 continue
             assert process is not None
@@ -553,7 +443,7 @@ class Supervisor:
                 limit = self.policy.heartbeat_timeout_s if beating else self._start_timeout(node.spec)
                 if silent < limit:
                     continue
-                self._log(
+                self.line.log(
                     f"{node.spec.name} (pid {process.pid}) sent no heartbeat for {silent:.1f} s: killing it"
                 )
                 process.kill()
@@ -570,7 +460,7 @@ class Supervisor:
         node.failures = 1 if now - node.started >= self.policy.stable_s else node.failures + 1
         delay = self.policy.delay(node.failures)
         how = f"signal {-code}" if code < 0 else f"code {code}"
-        self._log(f"{node.spec.name} exited ({how}); restart in {delay:.2f} s")
+        self.line.log(f"{node.spec.name} exited ({how}); restart in {delay:.2f} s")
         node.restart_at = now + delay
 
     def _shutdown(self) -> None:
@@ -582,24 +472,12 @@ class Supervisor:
             try:
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self._log(f"pid {process.pid} ignored SIGTERM for {STOP_GRACE_S} s: killing it")
+                self.line.log(f"pid {process.pid} ignored SIGTERM for {STOP_GRACE_S} s: killing it")
                 process.kill()
                 process.wait()
         for node in self.nodes:
             if node.reader is not None:
                 node.reader.join(timeout=1.0)
-
-    def _clean_run_dir(self) -> None:
-        """Remove every ipc socket file of the run (a killed node cannot remove its own)."""
-        config = self.config
-        urls = [config.endpoint(s.endpoint, self.run_dir) for s in config.streams]
-        urls += [config.ingest_endpoint(s.name, self.run_dir) for s in config.streams]
-        urls += [config.endpoint(u, self.run_dir) for u in (config.sync.endpoint, config.output.endpoint)]
-        urls.append(f"ipc://{self.run_dir}/{CONTROL_SOCKET}")
-        for url in urls:
-            remove_ipc_file(Endpoint(url))
-        if self._own_run_dir:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     # -- messages ---------------------------------------------------------------------------------------
 
@@ -624,12 +502,14 @@ class Supervisor:
             ):
                 # Every node is up: the warm-up starts now (imports and model loading are behind us). A
                 # replay's stamps are log times: there every result counts.
-                self.stats.since_ns = 0 if self.LOG_TIME else time.time_ns() + round(self.warmup_s * 1e9)
+                self.stats.since_ns = (
+                    0 if self.graph.log_time else time.time_ns() + round(self.warmup_s * 1e9)
+                )
                 self._all_up = now
             node.last_beat = now
             self.counters.update(name, pid, counters)
             reference = name == f"ingest:{self.config.sync.reference}"
-            if reference and not self.LOG_TIME and beat.get("t_ns", 0) >= self.stats.since_ns:
+            if reference and not self.graph.log_time and beat.get("t_ns", 0) >= self.stats.since_ns:
                 self.ratio.mark(int(beat["t_ns"]), self.counters.totals(name).get("produced", 0))
 
     def _drain_results(self, results: Subscriber) -> None:
@@ -642,54 +522,8 @@ class Supervisor:
 
     # -- output -----------------------------------------------------------------------------------------
 
-    def _log(self, line: str, prefix: str = "supervisor") -> None:
-        with self._lock:
-            if self._status_shown:
-                self.out.write("\r\x1b[K")
-                self._status_shown = False
-            self.out.write(f"[{prefix}] {line}\n")
-            self.out.flush()
-
-    def _rates_base(self) -> dict[str, int]:
+    def _produced(self) -> dict[str, int]:
+        """Messages each stream's ingest node has published: the status line's rates."""
         return {
             s.name: self.counters.totals(f"ingest:{s.name}").get("produced", 0) for s in self.config.streams
         }
-
-    def _status(self, last: tuple[float, dict[str, int]]) -> tuple[float, dict[str, int]]:
-        now, counts = time.monotonic(), self._rates_base()
-        dt = max(1e-3, now - last[0])
-        rates = " ".join(
-            f"{name.split('/')[0]} {(counts[name] - last[1].get(name, 0)) / dt:4.1f}Hz" for name in counts
-        )
-        model, e2e = self.stats.recent_ms()
-        if model is None:
-            latency = "no results yet"
-        else:
-            latency = f"model {model:.1f}ms" + ("" if e2e is None else f" e2e {e2e:.1f}ms")
-        restarts = sum(n.restarts for n in self.nodes)
-        tags = status_tags(self.latest) if self.latest is not None else []
-        line = " | ".join(
-            [
-                rates,
-                f"sets full {self.stats.full} partial {self.stats.partial}",
-                latency,
-                self.stats.provider or "-",
-                f"restarts {restarts}",
-                *tags,
-            ]
-        )
-        with self._lock:
-            if self.tty:
-                self.out.write(f"\r\x1b[K{line}")
-                self._status_shown = True
-            else:
-                self.out.write(f"[status] {line}\n")
-            self.out.flush()
-        return now, counts
-
-    def _clear_status(self) -> None:
-        with self._lock:
-            if self._status_shown:
-                self.out.write("\r\x1b[K")
-                self.out.flush()
-                self._status_shown = False

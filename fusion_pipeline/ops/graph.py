@@ -1,0 +1,76 @@
+"""What a supervisor runs: the node processes of a config, and the graph spec that varies them.
+
+A `GraphSpec` is everything that differs between `fusion-pipeline run` (`LIVE_GRAPH`) and the graph of
+a replay (ops.replay_graph.REPLAY_GRAPH): which nodes start, what every node's command line adds, whether
+result stamps are wall-clock capture times or a log's, and which sockets of its own the graph binds in the
+run dir. The supervisor takes one and has no other variant. Pure: no processes, no sockets.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fusion_pipeline.config import Config, EndpointUse
+
+__all__ = ["LIVE_GRAPH", "GraphSpec", "NodeSpec", "RunSocket", "node_specs", "plain_tcp_endpoints"]
+
+#: A socket in the run dir besides the config's: (what it is, for errors; its url in a given run dir).
+RunSocket = tuple[str, Callable[[Path], str]]
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node process: `kind` is the module under nodes/, `stream` set for per-stream nodes."""
+
+    kind: str
+    stream: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The name the node uses in its heartbeats (fusion_pipeline.node.NodeContext.name)."""
+        return f"{self.kind}:{self.stream}" if self.stream else self.kind
+
+
+def node_specs(config: Config, drivers: bool = True) -> list[NodeSpec]:
+    """Every process of the config's graph, upstream first; without `drivers`, no simulated driver (a
+    replayer takes their place on their endpoints)."""
+    specs = [NodeSpec("sensor_sim", s.name) for s in config.streams if drivers and s.driver == "sim"]
+    specs += [NodeSpec("ingest", s.name) for s in config.streams]
+    specs += [NodeSpec("synchronizer"), NodeSpec("inference")]
+    return specs + [NodeSpec("recorder")] if config.record.enabled else specs
+
+
+def plain_tcp_endpoints(config: Config, run_dir: Path) -> list[EndpointUse]:
+    """The graph's tcp endpoints that run without CURVE (``security.insecure`` and no certificate)."""
+    return [
+        u for u in config.endpoint_uses(run_dir) if u.url.startswith("tcp://") and not config.curve_for(u.url)
+    ]
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """The graph a Supervisor runs. The defaults are the live pipeline's."""
+
+    drivers: bool = True  # start a simulated driver for each ``driver = "sim"`` stream
+    node_args: tuple[str, ...] = ()  # appended to every node's command line
+    log_time: bool = False  # result stamps are a log's, not today's (ops.metrics.ResultStats.log_time)
+    sockets: tuple[RunSocket, ...] = ()  # checked with the config's before any node starts (node.check_host)
+
+    def nodes(self, config: Config) -> list[NodeSpec]:
+        return node_specs(config, drivers=self.drivers)
+
+    def argv(self, node: NodeSpec, config_path: Path | None, run_dir: Path) -> list[str]:
+        """``python -m nodes.KIND [--config PATH] --run-dir DIR [--stream NAME]`` and the graph's own."""
+        argv = [sys.executable, "-m", f"nodes.{node.kind}"]
+        if config_path is not None:
+            argv += ["--config", str(config_path)]
+        argv += ["--run-dir", str(run_dir)]
+        if node.stream:
+            argv += ["--stream", node.stream]
+        return [*argv, *self.node_args]
+
+
+LIVE_GRAPH = GraphSpec()

@@ -1,0 +1,111 @@
+"""The run directory: where a pipeline's ipc sockets live, held by one supervisor from start to stop.
+
+A fixed one (``pipeline.run_dir``) is created 0700 and locked (`lock_run_dir`, RUN_LOCK holding the
+supervisor's pid) for the supervisor's life. An empty ``pipeline.run_dir`` is a private temp dir
+``fusion-NAME-*``, recorded in the run file for `fusion-pipeline status` (ops.status.run_file) and
+removed at the end. Either way every socket path is checked (node.check_host) before anything starts, and
+every ipc file of the run is removed at the end: a killed node cannot remove its own.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from fusion_pipeline.config import Config, ConfigError, config_source
+from fusion_pipeline.node import CONTROL_SOCKET, check_host
+from fusion_pipeline.ops.graph import RunSocket
+from fusion_pipeline.ops.status import StatusError, forget_run_dir, record_run_dir
+from fusion_pipeline.protocol import Endpoint
+from fusion_pipeline.transport.sockets import prepare_bind, remove_ipc_file
+
+__all__ = ["RUN_LOCK", "RunDir", "lock_run_dir"]
+
+RUN_LOCK = "supervisor.lock"  # in a fixed run dir: held by the supervisor running there, holds its pid
+
+
+def lock_run_dir(run_dir: Path) -> int:
+    """Take the run dir's lock (an open fd) or refuse: a second supervisor there would bind over the
+    first one's sockets and take its sensors' data."""
+    fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(
+            f"pipeline.run_dir: {run_dir} is in use by another `fusion-pipeline run` (pid {owner}); "
+            "stop that one, or give this pipeline its own run_dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+class RunDir:
+    """A run's directory from `open` to `close`: `path`, and `own` when it is a private temp dir."""
+
+    def __init__(self, config: Config, path: Path, *, own: bool, lock: int | None) -> None:
+        self.config = config
+        self.path = path
+        self.own = own
+        self._lock = lock
+        self._run_file: Path | None = None
+
+    @classmethod
+    def open(cls, config: Config, config_path: Path | None, sockets: Sequence[RunSocket]) -> RunDir:
+        """The config's run dir, checked, created and locked, or a fresh private one, checked; `sockets`
+        are the run's own besides the config's. A ConfigError leaves nothing behind."""
+        source = config_source(config_path)
+
+        def check(path: Path) -> None:
+            check_host(config, path, source, [(what, url(path)) for what, url in sockets])
+
+        if config.pipeline.run_dir:
+            path = Path(config.pipeline.run_dir).expanduser().resolve()
+            check(path)  # before it is made
+            # Created 0700, or refused now when others can enter it (the nodes would refuse it anyway).
+            prepare_bind(Endpoint(f"ipc://{path}/{CONTROL_SOCKET}"))
+            return cls(config, path, own=False, lock=lock_run_dir(path))
+        # A fresh directory of our own: nobody else can be in it, so no lock.
+        path = Path(tempfile.mkdtemp(prefix=f"fusion-{config.pipeline.name}-"))
+        try:
+            check(path)
+        except ConfigError:
+            path.rmdir()  # made a moment ago, still empty
+            raise
+        return cls(config, path, own=True, lock=None)
+
+    def record(self, log: Callable[[str], None]) -> None:
+        """Make a private temp run dir discoverable by `fusion-pipeline status` (ops.status.run_file)."""
+        if not self.own:
+            return
+        try:
+            self._run_file = record_run_dir(self.config.pipeline.name, self.path)
+        except (OSError, StatusError) as exc:
+            log(f"WARNING: cannot record the run dir for `fusion-pipeline status`: {exc}")
+            return
+        log(f"run dir recorded in {self._run_file}")
+
+    def close(self) -> None:
+        """Remove every ipc socket file of the run (a private dir with all in it) and the run file; release
+        the lock."""
+        config = self.config
+        urls = [config.endpoint(s.endpoint, self.path) for s in config.streams]
+        urls += [config.ingest_endpoint(s.name, self.path) for s in config.streams]
+        urls += [config.endpoint(u, self.path) for u in (config.sync.endpoint, config.output.endpoint)]
+        urls.append(f"ipc://{self.path}/{CONTROL_SOCKET}")
+        for url in urls:
+            remove_ipc_file(Endpoint(url))
+        if self.own:
+            shutil.rmtree(self.path, ignore_errors=True)
+        if self._run_file is not None:
+            forget_run_dir(self._run_file, self.path)
+            self._run_file = None
+        if self._lock is not None:
+            os.close(self._lock)  # the lock goes with it; the file stays (removing it would race)
+            self._lock = None
