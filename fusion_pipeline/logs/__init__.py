@@ -31,15 +31,8 @@ from fusion_pipeline.logs.replayer import (
     plan_streams,
     prefetch,
 )
-from fusion_pipeline.logs.ros2 import (
-    AUDIO_COMMON_MSGS,
-    Ros2Error,
-    TopicMap,
-    export_ros2,
-    import_ros2,
-    parse_map,
-    typestore,
-)
+from fusion_pipeline.logs.ros2 import TopicMap, export_ros2, import_ros2, parse_map
+from fusion_pipeline.logs.ros2_messages import AUDIO_COMMON_MSGS, Ros2Error, typestore
 from fusion_pipeline.logs.sources import SourceTopics, log_sources
 from fusion_pipeline.logs.writer import (
     LOG_MODE,
