@@ -166,6 +166,10 @@ def test_a_log_stream_remapped_twice_is_refused(run_cli) -> None:
         (["replay", "x.mcap", "--start", "-1"], "argument --start: -1 is less than 0"),
         (["run", "--duration", "0"], "argument --duration: 0 is not more than 0"),
         (["import-ros2", "b", "-o", "l", "--map", "/a=a", "--channels", "0"], "argument --channels: 0 is"),
+        (["hz", "ipc:///x", "--window", "1"], "argument --window: 1 is less than 2"),
+        (["echo", "ipc:///x", "--count", "0"], "argument --count: 0 is less than 1"),
+        (["echo", "ipc:///x", "--timeout", "-1"], "argument --timeout: -1 is less than 0.001"),
+        (["topics", "ipc:///x", "--duration", "soon"], "argument --duration: 'soon' is not a number"),
     ],
 )
 def test_numbers_out_of_range_are_usage_errors(args: list[str], complaint: str, run_cli) -> None:

@@ -82,11 +82,11 @@ def comma_list(text: str) -> list[str]:
     return names
 
 
-def config_argument(parser: argparse.ArgumentParser) -> None:
-    """The -c/--config option of every command that runs on a pipeline config."""
-    parser.add_argument(
-        "-c", "--config", type=Path, default=None, help="TOML config (default: the embedded demo)"
-    )
+def config_argument(
+    parser: argparse.ArgumentParser, help: str = "TOML config (default: the embedded demo)"
+) -> None:
+    """The -c/--config option of every command that reads a pipeline config (`help`: what it is for)."""
+    parser.add_argument("-c", "--config", type=Path, default=None, help=help)
 
 
 def check_output_path(path: Path | None, option: str, *, new: bool = False) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fusion_pipeline.cli.args import number
+from fusion_pipeline.cli.args import config_argument, number
 from fusion_pipeline.config import load_config
 from fusion_pipeline.transport.sockets import Subscriber
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Sample
@@ -80,13 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     topics.add_argument("--duration", type=SECONDS, default=2.0, help="listen for S seconds (%(default)s)")
     topics.set_defaults(func=_topics)
     for parser in (echo, hz, topics):
-        parser.add_argument(
-            "-c",
-            "--config",
-            type=Path,
-            default=None,
-            help="a tcp endpoint with CURVE: connect with this config's [security] keys",
-        )
+        config_argument(parser, help="a tcp endpoint with CURVE: connect with this config's [security] keys")
 
 
 def _ipc_problem(endpoint: str) -> str:

@@ -23,7 +23,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fusion_pipeline.cli.args import check_output_path, config_argument, number
@@ -362,18 +362,19 @@ def _import_ros2(args: argparse.Namespace) -> int:
 def _export_ros2(args: argparse.Namespace) -> int:
     from fusion_pipeline.logs.ros2 import export_ros2
 
-    check_output_path(args.out, "-o", new=True)
-    _read_through(LogReader(args.logs), None, args.allow_truncated)
-    counts = export_ros2(args.logs, args.out, storage=args.storage)
-    print(f"{args.out}: {_describe(counts)}", file=sys.stderr)
-    return 0
+    return _export(args, lambda logs, out: export_ros2(logs, out, storage=args.storage))
 
 
 def _export_foxglove(args: argparse.Namespace) -> int:
     from fusion_pipeline.logs.foxglove import export_foxglove
 
+    return _export(args, export_foxglove)
+
+
+def _export(args: argparse.Namespace, write: Callable[[list[Path], Path], dict[str, int]]) -> int:
+    """An export command: refuse its -o and a log cut short before `write` converts anything."""
     check_output_path(args.out, "-o", new=True)
     _read_through(LogReader(args.logs), None, args.allow_truncated)
-    counts = export_foxglove(args.logs, args.out)
+    counts = write(args.logs, args.out)
     print(f"{args.out}: {_describe(counts)}", file=sys.stderr)
     return 0

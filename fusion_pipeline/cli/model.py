@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate (or load the cached) world dataset, then train every model of the suite "
         "on it: the three fusion strategies and one single-sensor baseline per modality.",
     )
-    p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="where checkpoints go (%(default)s)")
+    _run_dir_argument(p, "where checkpoints go (%(default)s)")
     p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_HELP)
     p.add_argument(
         "--models",
@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "training never saw, and write the table and plot into a report (its marked section; "
         "`--doc docs/MODEL.md` updates the model documentation and docs/model_eval.png).",
     )
-    p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="checkpoints (%(default)s)")
+    _run_dir_argument(p, "checkpoints (%(default)s)")
     p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_HELP)
     p.add_argument("--test-seed", type=int, default=DEFAULT_TEST_SEED, help="world seed (%(default)s)")
     p.add_argument(
@@ -110,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export one trained model to ONNX (dynamic batch) with the model contract as "
         "metadata, then check ONNX Runtime against torch on random inputs under all presence masks.",
     )
-    p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help="checkpoints (%(default)s)")
+    _run_dir_argument(p, "checkpoints (%(default)s)")
     p.add_argument("--model", default="best", help="suite member, or 'best' from eval.json (%(default)s)")
     p.add_argument(
         "--out",
@@ -129,6 +129,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model_path", type=Path, metavar="MODEL.onnx")
     p.add_argument("--json", action="store_true", help="print the raw contract JSON")
     p.set_defaults(func=_info)
+
+
+def _run_dir_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """--run-dir: the suite's folder, where train writes the checkpoints, eval reads them and writes
+    eval.json, and export reads both."""
+    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN, help=help)
 
 
 def _train(args: argparse.Namespace) -> int:
