@@ -47,7 +47,7 @@ LATENCY_WINDOW = 1000  # sets behind the added_ms_* heartbeat figures
 INPUT_HWM = 64  # per ingest connection: ~2 s of the fastest stream if this loop stalls
 
 
-def _poll_ms(sync: Synchronizer, now_ns: int) -> int:
+def _poll_ms(sync: Synchronizer[Sample], now_ns: int) -> int:
     """Wait until the next deadline (rounded up to whole ms, as zmq polls in ms), at most POLL_MS."""
     deadline = sync.next_deadline_ns()
     if deadline is None:
@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     ctx = node_arguments("synchronizer", argv, realtime=True)
     config = ctx.config
     builder = SetBuilder(config)
-    sync = Synchronizer(*settings_from_config(config), window_transform=builder.audio_features)
+    sync: Synchronizer[Sample] = Synchronizer(
+        *settings_from_config(config), window_transform=builder.audio_features
+    )
     live = not ctx.replay
     order: ReplayOrder[Sample] = ReplayOrder()
     inputs = [config.ingest_endpoint(s.name, ctx.run_dir) for s in config.streams]
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         sink.last_endpoint,
     )
 
-    def emit(sets: list[FusedSet], sync_in_ns: int, completed_by: str) -> None:
+    def emit(sets: list[FusedSet[Sample]], sync_in_ns: int, completed_by: str) -> None:
         for fused in sets:
             message = builder.build(fused, sync_in_ns, completed_by)
             message.meta["stages"]["sync_emit"] = time.time_ns()

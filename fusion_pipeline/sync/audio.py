@@ -53,8 +53,8 @@ class SampleRing:
         self.chunks: deque[tuple[int, np.ndarray]] = deque()
         self._held = 0  # frames in the ring
 
-    def check(self, samples: object) -> None:
-        """Refuse a chunk that is not a float32 frames x channels array (whatever came before it)."""
+    def check(self, samples: object) -> np.ndarray:
+        """`samples` if it is a float32 frames x channels chunk, else SyncError (whatever came before)."""
         if not isinstance(samples, np.ndarray) or samples.ndim != 2 or samples.dtype != np.float32:
             got = (
                 f"{samples.dtype} array of shape {samples.shape}"
@@ -66,6 +66,7 @@ class SampleRing:
             )
         if samples.shape[0] == 0:
             raise SyncError(f"stream {self.name!r}: audio chunk has no frames")
+        return samples
 
     def add(self, stamp_ns: int, samples: np.ndarray) -> int:
         """Keep a checked chunk; return how many old chunks went to stay within the frame bound."""

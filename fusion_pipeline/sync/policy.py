@@ -13,6 +13,7 @@ import operator
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
 
 from fusion_pipeline.errors import FusionError
 
@@ -22,8 +23,12 @@ __all__ = [
     "DropCounter",
     "MatchedSet",
     "SyncError",
+    "P",
     "stamp_of",
 ]
+
+#: The payload of a discrete stream's message: carried through matching untouched, handed back in its set.
+P = TypeVar("P")
 
 #: Why a message was dropped:
 #: queue_overflow - its stream's queue held more than queue_size messages (the oldest goes);
@@ -65,11 +70,11 @@ class DropCounter:
 
 
 @dataclass(slots=True)
-class MatchedSet:
+class MatchedSet(Generic[P]):
     """One message per stream, chosen together by the ApproximateTime policy."""
 
     stamps: dict[str, int]
-    payloads: dict[str, object]
+    payloads: dict[str, P]
 
 
 def _stream_index(index: Mapping[str, int], stream: str) -> int:
@@ -87,7 +92,7 @@ def stamp_of(stream: str, stamp_ns: object) -> int:
         raise SyncError(f"stream {stream!r}: stamp_ns must be an integer (ns), got {stamp_ns!r}") from None
 
 
-class ApproximateTimePolicy:
+class ApproximateTimePolicy(Generic[P]):
     """ROS 2 message_filters' ApproximateTime policy, message for message.
 
     Each stream keeps a queue of unmatched messages. When every queue is non-empty, the oldest head
@@ -141,19 +146,20 @@ class ApproximateTimePolicy:
         self._n = len(self.streams)
         self._bounds = bounds
         self._factor = 1.0 + age_penalty
-        self._queues: list[deque[tuple[int, object]]] = [deque() for _ in self.streams]
-        self._aside: list[list[tuple[int, object]]] = [[] for _ in self.streams]
+        self._queues: list[deque[tuple[int, P]]] = [deque() for _ in self.streams]
+        self._aside: list[list[tuple[int, P]]] = [[] for _ in self.streams]
         self._last: list[int | None] = [None] * self._n
         self._dropped = [False] * self._n  # upstream has_dropped_messages_: not a good pivot
         self._non_empty = 0
-        self._candidate: list[tuple[int, object]] | None = None
+        self._candidate: list[tuple[int, P]] | None = None
         self._cand_start = 0
         self._cand_end = 0
         self._pivot = -1  # stream index, -1 = no candidate
         self._pivot_t = 0
 
-    def add(self, stream: str, stamp_ns: int, payload: object = None) -> list[MatchedSet]:
-        """Queue one message; return the sets it completes (usually none or one)."""
+    def add(self, stream: str, stamp_ns: int, payload: P | None = None) -> list[MatchedSet[P]]:
+        """Queue one message; return the sets it completes (usually none or one). Without a payload
+        (a stamp-only caller, P = None) the sets carry None."""
         i = _stream_index(self._index, stream)
         stamp_ns = stamp_of(stream, stamp_ns)
         last = self._last[i]
@@ -162,8 +168,8 @@ class ApproximateTimePolicy:
             return []
         self._last[i] = stamp_ns
         queue = self._queues[i]
-        queue.append((stamp_ns, payload))
-        out: list[MatchedSet] = []
+        queue.append((stamp_ns, cast(P, payload)))
+        out: list[MatchedSet[P]] = []
         if len(queue) == 1:
             self._non_empty += 1
             if self._non_empty == self._n:
@@ -185,7 +191,7 @@ class ApproximateTimePolicy:
         """Newest stamp of the best set found so far that is not yet proven optimal (None if none)."""
         return self._pivot_t if self._pivot >= 0 else None
 
-    def publish_candidate(self) -> list[MatchedSet]:
+    def publish_candidate(self) -> list[MatchedSet[P]]:
         """Emit the best set found so far without waiting for proof, then go on matching; not in
         ROS: the Synchronizer calls it when a deadline passes because a stream fell silent."""
         if self._pivot < 0:
@@ -198,7 +204,7 @@ class ApproximateTimePolicy:
         """Messages held per stream (queued or set aside), each at most queue_size."""
         return {n: len(q) + len(a) for n, q, a in zip(self.streams, self._queues, self._aside, strict=True)}
 
-    def drain(self) -> list[tuple[str, int, object]]:
+    def drain(self) -> list[tuple[str, int, P]]:
         """Remove and return every message not emitted yet, as (stream, stamp_ns, payload) in
         per-stream order; the policy is empty afterwards. Used to rebuild over other streams."""
         self._recover_all()
@@ -218,7 +224,7 @@ class ApproximateTimePolicy:
         # rclcpp's Duration * double truncates to whole nanoseconds; delta_ns >= 0 here.
         return delta_ns if self._factor == 1.0 else int(delta_ns * self._factor)
 
-    def _process(self, out: list[MatchedSet]) -> None:
+    def _process(self, out: list[MatchedSet[P]]) -> None:
         n = self._n
         queues = self._queues
         while self._non_empty == n:
@@ -252,7 +258,7 @@ class ApproximateTimePolicy:
             elif self._non_empty < n:
                 self._virtual_search(out)
 
-    def _virtual_search(self, out: list[MatchedSet]) -> None:
+    def _virtual_search(self, out: list[MatchedSet[P]]) -> None:
         """With a queue empty, assume its next message comes as early as its lower bound allows;
         if even then no set can beat the candidate, it is optimal now. Undo the moves otherwise."""
         moves = [0] * self._n
@@ -286,7 +292,7 @@ class ApproximateTimePolicy:
         self._cand_start = start_t
         self._cand_end = end_t
 
-    def _publish(self) -> MatchedSet:
+    def _publish(self) -> MatchedSet[P]:
         assert self._candidate is not None
         matched = MatchedSet(
             stamps={name: m[0] for name, m in zip(self.streams, self._candidate, strict=True)},

@@ -101,7 +101,7 @@ class SetBuilder:
                 f"{WINDOW_SAMPLES * 1000 / AUDIO_SAMPLE_RATE:g} ms"
             )
 
-    def payload(self, sample: Sample) -> object:
+    def payload(self, sample: Sample) -> Sample | np.ndarray:
         """What Synchronizer.add takes for this sample: the sample itself for a discrete stream (its
         arrays and stages travel with it), the float32 frames x channels chunk for audio."""
         modality = self.modality_of.get(sample.stream)
@@ -146,7 +146,7 @@ class SetBuilder:
         except PreprocessError:
             return None
 
-    def build(self, fused: FusedSet, sync_in_ns: int, completed_by: str) -> Sample:
+    def build(self, fused: FusedSet[Sample], sync_in_ns: int, completed_by: str) -> Sample:
         """The set message of `fused`. `sync_in_ns` is when the message (or the deadline) that
         completed the set arrived, `completed_by` its stream name or "deadline"; the node adds the
         sync_emit stage just before it sends."""
@@ -186,10 +186,9 @@ class SetBuilder:
         self.built += 1
         return Sample(SET_STREAM, SET_MODALITY, self.built - 1, fused.stamp_ns, arrays, "", meta)
 
-    def _reference_sample(self, fused: FusedSet) -> Sample | None:
+    def _reference_sample(self, fused: FusedSet[Sample]) -> Sample | None:
         """The message whose stamp is the set's: the reference stream's, else the newest one."""
         name = self.reference if self.reference in fused.payloads else None
         if name is None:
             name = next((n for n, t in fused.stamps.items() if t == fused.stamp_ns), None)
-        payload = fused.payloads.get(name) if name is not None else None
-        return payload if isinstance(payload, Sample) else None
+        return fused.payloads.get(name) if name is not None else None

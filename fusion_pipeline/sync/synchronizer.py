@@ -25,24 +25,25 @@ import operator
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, cast
 
 import numpy as np
 
 from fusion_pipeline.sync.audio import NS_PER_S, AudioWindow, SampleRing
-from fusion_pipeline.sync.policy import ApproximateTimePolicy, DropCounter, MatchedSet, SyncError, stamp_of
+from fusion_pipeline.sync.policy import ApproximateTimePolicy, DropCounter, MatchedSet, P, SyncError, stamp_of
 from fusion_pipeline.sync.settings import StreamSync, SyncSettings
 
 __all__ = ["FusedSet", "SyncCounters", "Synchronizer"]
 
 
 @dataclass(slots=True)
-class FusedSet:
+class FusedSet(Generic[P]):
     """One synchronized set. stamps/payloads hold the present discrete streams; windows every
     continuous stream; presence every stream."""
 
     stamp_ns: int
     stamps: dict[str, int]
-    payloads: dict[str, object]
+    payloads: dict[str, P]
     presence: dict[str, bool]
     windows: dict[str, AudioWindow] = field(default_factory=dict)
 
@@ -83,17 +84,17 @@ class SyncCounters:
 
 
 @dataclass(slots=True)
-class _Pending:
+class _Pending(Generic[P]):
     """A set under construction: its stamp, the matches decided so far, what is still open."""
 
     stamp_ns: int
     stamps: dict[str, int]
-    payloads: dict[str, object]
+    payloads: dict[str, P]
     undecided: set[str]
     windows: dict[str, AudioWindow] = field(default_factory=dict)
 
 
-class Synchronizer:
+class Synchronizer(Generic[P]):
     """Aligns discrete and continuous streams by event time; see the module docstring.
 
     Use: ``add(stream, stamp_ns, payload)`` for every message, ``tick(now_ns)`` from a live loop
@@ -167,11 +168,11 @@ class Synchronizer:
             cap = 2 * (frames + (wait * rate + NS_PER_S - 1) // NS_PER_S) + rate  # + 1 s of slack
             self._rings[name] = SampleRing(name, rate, frames, settings.audio_gap_tolerance_ns, cap)
         # Reference mode: the unmatched messages of each non-reference discrete stream.
-        self._queues: dict[str, deque[tuple[int, object]]] = {}
+        self._queues: dict[str, deque[tuple[int, P]]] = {}
         if settings.mode == "reference":
             self._queues = {n: deque() for n in self._discrete if n != settings.reference}
-        self._policy: ApproximateTimePolicy | None = None
-        self._pending: deque[_Pending] = deque()
+        self._policy: ApproximateTimePolicy[P] | None = None
+        self._pending: deque[_Pending[P]] = deque()
         self._last: dict[str, int] = {}
         self._epoch: int | None = None  # first stamp since start or reset
         self._stamp_mark: int | None = None
@@ -216,16 +217,17 @@ class Synchronizer:
 
     # -- public API -----------------------------------------------------------------------------------
 
-    def add(self, stream: str, stamp_ns: int, payload: object = None) -> list[FusedSet]:
+    def add(self, stream: str, stamp_ns: int, payload: P | np.ndarray | None = None) -> list[FusedSet[P]]:
         """Take one message (a continuous stream's payload is a float32 frames x channels chunk,
-        stamped at its first frame); return the sets that are now finished."""
+        stamped at its first frame; a discrete one's is a P, handed back in its set, None for a
+        stamp-only caller); return the sets that are now finished."""
         config = self.streams.get(stream) if isinstance(stream, str) else None
         if config is None:
             raise SyncError(f"unknown stream {stream!r}; known streams: {list(self.streams)}")
         stamp = stamp_of(stream, stamp_ns) - config.offset_ns
-        if config.kind == "continuous":
-            self._rings[stream].check(payload)  # before any state changes
-        out: list[FusedSet] = []
+        # A bad audio chunk is refused before any state changes.
+        chunk = self._rings[stream].check(payload) if config.kind == "continuous" else None
+        out: list[FusedSet[P]] = []
         last = self._last.get(stream)
         if last is not None and stamp < last:
             if last - stamp <= self.settings.time_jump_ns:
@@ -237,16 +239,16 @@ class Synchronizer:
             self._epoch = stamp
         if self._stamp_mark is None or stamp > self._stamp_mark:
             self._stamp_mark = stamp
-        if config.kind == "continuous":
-            evicted = self._rings[stream].add(stamp, payload)  # type: ignore[arg-type]
+        if chunk is not None:
+            evicted = self._rings[stream].add(stamp, chunk)
             self.counters.drops.count(stream, "queue_overflow", evicted)
         elif self.settings.mode == "reference":
-            self._add_reference_mode(stream, stamp, payload)
+            self._add_reference_mode(stream, stamp, cast(P, payload))
         else:
-            self._add_approximate_mode(stream, stamp, payload)
+            self._add_approximate_mode(stream, stamp, cast(P, payload))
         return self._advance(out)
 
-    def tick(self, now_ns: int) -> list[FusedSet]:
+    def tick(self, now_ns: int) -> list[FusedSet[P]]:
         """Advance the watermark to now_ns (event-time ns) and return the sets whose deadline passed."""
         try:
             now = operator.index(now_ns)
@@ -258,7 +260,7 @@ class Synchronizer:
             self._clock_mark = now
         return self._advance([])
 
-    def flush(self) -> list[FusedSet]:
+    def flush(self) -> list[FusedSet[P]]:
         """The streams ended (no message follows): finish every open set with what arrived, or drop
         it counted (a required stream missing), and count each discrete message no set can use as
         flushed. Afterwards nothing discrete is held; a later message is matched as usual."""
@@ -304,7 +306,7 @@ class Synchronizer:
 
     # -- reference mode ---------------------------------------------------------------------------------
 
-    def _add_reference_mode(self, stream: str, stamp: int, payload: object) -> None:
+    def _add_reference_mode(self, stream: str, stamp: int, payload: P) -> None:
         if stream == self.settings.reference:
             open_streams = set(self._queues) | set(self._rings)
             self._pending.append(_Pending(stamp, {stream: stamp}, {stream: payload}, open_streams))
@@ -317,7 +319,7 @@ class Synchronizer:
             queue.popleft()
             self.counters.drops.count(stream, "queue_overflow")
 
-    def _decide_discrete(self, name: str, pending: _Pending, deadline: bool) -> bool:
+    def _decide_discrete(self, name: str, pending: _Pending[P], deadline: bool) -> bool:
         """Decide stream `name`'s match for `pending` if its messages (or the deadline) allow."""
         queue = self._queues[name]
         t = pending.stamp_ns
@@ -350,7 +352,7 @@ class Synchronizer:
 
     # -- approximate mode -------------------------------------------------------------------------------
 
-    def _add_approximate_mode(self, stream: str, stamp: int, payload: object) -> None:
+    def _add_approximate_mode(self, stream: str, stamp: int, payload: P) -> None:
         self._refresh_policy()
         if self._policy is not None and stream in self._policy.streams:
             self._take_matched(self._policy.add(stream, stamp, payload))
@@ -393,7 +395,7 @@ class Synchronizer:
                 assert self._policy is not None
                 self._take_matched(self._policy.add(name, stamp, payload))
 
-    def _new_policy(self, streams: tuple[str, ...]) -> ApproximateTimePolicy:
+    def _new_policy(self, streams: tuple[str, ...]) -> ApproximateTimePolicy[P]:
         s = self.settings
         bounds = {n: self.streams[n].lower_bound_ns or 0 for n in streams}
         return ApproximateTimePolicy(
@@ -419,7 +421,7 @@ class Synchronizer:
                 else:
                     self._take_matched(policy.add(name, stamp, payload))
 
-    def _take_matched(self, matched: list[MatchedSet]) -> None:
+    def _take_matched(self, matched: list[MatchedSet[P]]) -> None:
         ref = self.settings.reference
         for m in matched:
             t = m.stamps[ref] if ref in m.stamps else max(m.stamps.values())
@@ -427,7 +429,7 @@ class Synchronizer:
 
     # -- shared: deadlines, emission, pruning, reset ------------------------------------------------------
 
-    def _advance(self, out: list[FusedSet], end: bool = False) -> list[FusedSet]:
+    def _advance(self, out: list[FusedSet[P]], end: bool = False) -> list[FusedSet[P]]:
         """Decide and emit what the watermark allows; `end` (a flush): every deadline has passed."""
         if self.settings.mode == "approximate" and not end:
             self._refresh_policy()  # the watermark may have moved past a stream's deadline
@@ -454,7 +456,7 @@ class Synchronizer:
             ring.prune(horizon - 2 * self.settings.audio_window_ns)
         return out
 
-    def _decide(self, name: str, pending: _Pending, deadline: bool) -> bool:
+    def _decide(self, name: str, pending: _Pending[P], deadline: bool) -> bool:
         ring = self._rings.get(name)
         if ring is None:
             return self._decide_discrete(name, pending, deadline)
@@ -469,7 +471,7 @@ class Synchronizer:
         pending.undecided.discard(name)
         return True
 
-    def _finish(self, pending: _Pending) -> FusedSet | None:
+    def _finish(self, pending: _Pending[P]) -> FusedSet[P] | None:
         presence = {name: name in pending.stamps for name in self._discrete}
         presence.update({name: pending.windows[name].samples is not None for name in self._continuous})
         presence = {name: presence[name] for name in self.streams}  # config order
@@ -483,7 +485,7 @@ class Synchronizer:
             self.counters.sets_partial += 1
         return FusedSet(pending.stamp_ns, pending.stamps, pending.payloads, presence, pending.windows)
 
-    def _discard(self, pending: _Pending, reason: str) -> None:
+    def _discard(self, pending: _Pending[P], reason: str) -> None:
         for name in pending.stamps:
             self.counters.drops.count(name, reason)
 
