@@ -1,4 +1,5 @@
-"""Synchronization: the ApproximateTime policy, audio windows, the Synchronizer, sets, replay order."""
+"""Synchronization: the ApproximateTime policy, audio windows, the Synchronizer, sets, the sync stage,
+replay order."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from fusion_pipeline.sync.sets import (
     SetLayoutError,
 )
 from fusion_pipeline.sync.settings import StreamSync, SyncSettings, settings_from_config
+from fusion_pipeline.sync.stage import SyncStage
 from fusion_pipeline.sync.synchronizer import FusedSet, SyncCounters, Synchronizer
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "SyncCounters",
     "SyncError",
     "SyncSettings",
+    "SyncStage",
     "Synchronizer",
     "end_endpoint",
     "settings_from_config",

@@ -1,0 +1,79 @@
+"""The sync stage: ingest samples in, set messages out. Pure: no sockets, no clock reads.
+
+One object does the synchronizer node's whole data work, so that the node only receives, calls it and
+publishes, and an offline runner can chain ingest -> SyncStage -> inference in one process. It checks
+each sample against the model contract (`SetBuilder.payload`), feeds the `Synchronizer`, whose audio
+windows become the model's log-mel as soon as they are cut (`SetBuilder.audio_features` is its
+window_transform), and builds the set message of every FusedSet that comes out (docs/PROTOCOL.md
+section 8). The caller passes the time: a set's ``sync_in`` stage is the arrival time of the message
+that completed it, or the ``now_ns`` of the tick or flush that did.
+
+The replay's send order (`ReplayOrder`) is not the stage's: it undoes the interleaving of ingest
+processes running in parallel, a property of the sockets in front of the stage (docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from fusion_pipeline.config import Config
+from fusion_pipeline.contract import ModelContract
+from fusion_pipeline.sync.policy import SyncError
+from fusion_pipeline.sync.sets import InputError, SetBuilder
+from fusion_pipeline.sync.settings import settings_from_config
+from fusion_pipeline.sync.synchronizer import FusedSet, Synchronizer
+from fusion_pipeline.transport.wire import Sample
+
+__all__ = ["SyncStage"]
+
+log = logging.getLogger(__name__)
+
+
+class SyncStage:
+    """The synchronization step of the graph: the config's streams matched into set messages.
+
+    Raises SetLayoutError at construction when the config's streams cannot fill the model contract.
+    """
+
+    def __init__(self, config: Config, contract: ModelContract | None = None) -> None:
+        self.builder = SetBuilder(config, contract)
+        self.synchronizer: Synchronizer[Sample] = Synchronizer(
+            *settings_from_config(config), window_transform=self.builder.audio_features
+        )
+        self.rejected: Counter[str] = Counter()  # samples refused, by InputError reason or sync_refused
+
+    def add(self, sample: Sample, arrival_ns: int) -> list[Sample]:
+        """The set messages `sample` completes, in stamp order. A sample the stage cannot use is
+        counted in `rejected` (the first of each reason logged) and completes none: never an error."""
+        try:
+            sets = self.synchronizer.add(sample.stream, sample.stamp_ns, self.builder.payload(sample))
+        except (InputError, SyncError) as exc:
+            reason = exc.reason if isinstance(exc, InputError) else "sync_refused"
+            if not self.rejected[reason]:
+                log.warning("refusing a message (%s, further ones only counted): %s", reason, exc)
+            self.rejected[reason] += 1
+            return []
+        return self._build(sets, arrival_ns, sample.stream)
+
+    def tick(self, now_ns: int) -> list[Sample]:
+        """Live only: the set messages whose deadline passed by wall-clock `now_ns` (event-time ns)."""
+        return self._build(self.synchronizer.tick(now_ns), now_ns, "deadline")
+
+    def flush(self, now_ns: int) -> list[Sample]:
+        """The streams ended (a replayed log's end): every set still open, finished with what arrived."""
+        return self._build(self.synchronizer.flush(), now_ns, "end")
+
+    def next_deadline_ns(self) -> int | None:
+        """The earliest `now_ns` at which tick() can finish a set (None: no deadline pending)."""
+        return self.synchronizer.next_deadline_ns()
+
+    def counters(self) -> dict[str, int]:
+        return {
+            **self.synchronizer.counters.as_dict(),
+            **{f"rejected_{reason}": n for reason, n in sorted(self.rejected.items())},
+            "sets_published": self.builder.built,  # every set built is handed on to be published
+        }
+
+    def _build(self, sets: list[FusedSet[Sample]], sync_in_ns: int, completed_by: str) -> list[Sample]:
+        return [self.builder.build(fused, sync_in_ns, completed_by) for fused in sets]
