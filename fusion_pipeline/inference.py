@@ -401,20 +401,24 @@ def result_sample(
 class InferenceStage:
     """The inference step of the graph: a set message in, its result message out, counted.
 
-    `slowdown` > 1 is fault injection (``model.slowdown``): each run takes that many times as long, as
-    the stage stamps and the node's loop see it.
+    `clock` stamps inference_start and inference_end (the node passes the wall clock; an offline run may
+    pass its own). `slowdown` > 1 is fault injection (``model.slowdown``): each run takes that many
+    times as long, as the stage stamps and the node's loop see it.
     """
 
-    def __init__(self, runtime: ModelRuntime, slowdown: float = 1.0) -> None:
+    def __init__(
+        self, runtime: ModelRuntime, slowdown: float = 1.0, clock: Callable[[], int] = time.time_ns
+    ) -> None:
         self.runtime = runtime
         self.slowdown = slowdown
+        self.clock = clock
         self.results = 0
         self.bad_sets = 0  # sets the model cannot take (ContractError): counted, never fatal
 
     def run(self, set_sample: Sample) -> Sample | None:
         """The result of one set, numbered in order, stamped inference_start and inference_end; None (and
         counted) for a set whose arrays or presence mask do not fit the model."""
-        start = time.time_ns()
+        start = self.clock()
         try:
             outputs = self.runtime.infer(set_sample.arrays, set_sample.meta.get("presence", ()))
         except ContractError as exc:
@@ -422,8 +426,8 @@ class InferenceStage:
             log.debug("set %d refused: %s", set_sample.seq, exc)
             return None
         if self.slowdown > 1:
-            time.sleep((self.slowdown - 1) * (time.time_ns() - start) / 1e9)
-        end = time.time_ns()
+            time.sleep((self.slowdown - 1) * (self.clock() - start) / 1e9)
+        end = self.clock()
         runtime = self.runtime
         result = result_sample(set_sample, outputs, runtime.contract, runtime.provider, self.results)
         result.meta["stages"].update(inference_start=start, inference_end=end)
