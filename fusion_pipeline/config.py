@@ -19,8 +19,8 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fusion_pipeline.errors import FusionError
-from fusion_pipeline.protocol import ALLOWED_DTYPES, Curve, Endpoint, EndpointError
+from fusion_pipeline.errors import ConfigError, EndpointError
+from fusion_pipeline.protocol import ALLOWED_DTYPES, Curve, Endpoint
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,7 +34,6 @@ __all__ = [
     "check_run_dir",
     "config_source",
     "Config",
-    "ConfigError",
     "LimitsConfig",
     "MetricsConfig",
     "ModelConfig",
@@ -57,10 +56,6 @@ _WILDCARD_HOSTS = {"*", "0.0.0.0", "::"}  # a bind on any of these takes the por
 _LOOPBACK_HOSTS = {"127.0.0.1", "::1"}  # localhost is spelled 127.0.0.1 by _bind_address
 
 Modality = Literal["camera", "lidar", "radar", "audio"]
-
-
-class ConfigError(FusionError):
-    pass
 
 
 class _Section(BaseModel):

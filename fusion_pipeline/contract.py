@@ -10,12 +10,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fusion_pipeline.errors import FusionError
+from fusion_pipeline.errors import ContractError
 
 __all__ = [
     "CONTRACT_KEY",
     "MODALITIES",
-    "ContractError",
     "ModelContract",
     "TensorSpec",
     "default_contract",
@@ -26,10 +25,6 @@ CONTRACT_KEY = "fusion.contract"
 
 #: Presence-mask order: bit i of the mask is MODALITIES[i].
 MODALITIES: tuple[str, ...] = ("camera", "lidar", "radar", "audio")
-
-
-class ContractError(FusionError):
-    """A model contract is malformed, or does not match the config."""
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from fusion_pipeline.config import Config, ModelConfig
-from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ContractError, ModelContract, default_contract
+from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ModelContract, default_contract
+from fusion_pipeline.errors import ContractError
 from fusion_pipeline.transport.wire import Sample
 
 __all__ = [

@@ -50,16 +50,16 @@ import numpy as np
 from PIL import Image
 
 from fusion_pipeline.config import StreamConfig
-from fusion_pipeline.errors import FusionError
-from fusion_pipeline.preprocess import PreprocessError, preprocess_sample
+from fusion_pipeline.errors import SchemaError
+from fusion_pipeline.preprocess import preprocess_sample
 from fusion_pipeline.preprocess.audio import PARAMS as AUDIO_PARAMS
+from fusion_pipeline.preprocess.errors import PreprocessError
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Checked, Limits, Sample
 
 __all__ = [
     "SCHEMA_REASONS",
     "ArraySchema",
     "Ingest",
-    "SchemaError",
     "SeqTracker",
     "StampTracker",
     "check_payload",
@@ -110,14 +110,6 @@ SCHEMA_REASONS: tuple[str, ...] = (
     "stamp_jump",
     "preprocess",
 )
-
-
-class SchemaError(FusionError):
-    """A wire-valid message does not fit its stream's schema; `reason` is one of SCHEMA_REASONS."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,14 @@ import zmq
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.config import (
     Config,
-    ConfigError,
     StreamConfig,
     check_run_dir,
     config_source,
     load_config,
 )
-from fusion_pipeline.errors import FusionError
-from fusion_pipeline.transport.keys import KeysError, load_allow_list, load_certificate
+from fusion_pipeline.errors import ConfigError, FusionError
+from fusion_pipeline.transport.errors import KeysError
+from fusion_pipeline.transport.keys import load_allow_list, load_certificate
 from fusion_pipeline.transport.sockets import Publisher, Subscriber
 
 __all__ = [

@@ -11,18 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from fusion_pipeline.errors import FusionError
+from fusion_pipeline.errors import EndpointError
 
-__all__ = ["ALLOWED_DTYPES", "Curve", "Endpoint", "EndpointError"]
+__all__ = ["ALLOWED_DTYPES", "Curve", "Endpoint"]
 
 #: dtype strings as numpy spells them (``np.dtype(x).str``); multi-byte types are little endian.
 ALLOWED_DTYPES: frozenset[str] = frozenset(
     {"|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8"}
 )
-
-
-class EndpointError(FusionError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from fusion_pipeline.cli.args import check_output_path, config_argument, number
 from fusion_pipeline.config import load_config
+from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader
-from fusion_pipeline.logs.records import LogError
 from fusion_pipeline.logs.writer import SplitPolicy
 
 __all__ = ["register"]

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from fusion_pipeline.cli.args import check_output_path, comma_list, number
-from fusion_pipeline.model import ModelError
+from fusion_pipeline.model.errors import ModelError
 
 __all__ = ["MIN_SAMPLES", "register"]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from fusion_pipeline.cli.args import check_output_path, config_argument, number
-from fusion_pipeline.config import Config, ConfigError, config_source, load_config
-from fusion_pipeline.errors import FusionError
+from fusion_pipeline.config import Config, config_source, load_config
+from fusion_pipeline.errors import ConfigError, FusionError
 
 __all__ = ["format_summary", "preflight", "register"]
 

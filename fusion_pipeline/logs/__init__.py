@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fusion_pipeline.logs.errors import LogError, LogWriteError, Ros2Error
 from fusion_pipeline.logs.foxglove import SCHEMAS, export_foxglove, to_foxglove
 from fusion_pipeline.logs.reader import LogMessage, LogReader, existing_logs
 from fusion_pipeline.logs.recorder import (
@@ -19,7 +20,6 @@ from fusion_pipeline.logs.records import (
     LOG_FORMAT,
     MESSAGE_ENCODING,
     REPORT_METADATA,
-    LogError,
     pack_record,
     unpack_record,
 )
@@ -32,11 +32,10 @@ from fusion_pipeline.logs.replayer import (
     prefetch,
 )
 from fusion_pipeline.logs.ros2 import TopicMap, export_ros2, import_ros2, parse_map
-from fusion_pipeline.logs.ros2_messages import AUDIO_COMMON_MSGS, Ros2Error, typestore
+from fusion_pipeline.logs.ros2_messages import AUDIO_COMMON_MSGS, typestore
 from fusion_pipeline.logs.sources import SourceTopics, log_sources
 from fusion_pipeline.logs.writer import (
     LOG_MODE,
-    LogWriteError,
     LogWriter,
     SplitPolicy,
     create_log_file,

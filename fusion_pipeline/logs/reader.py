@@ -24,7 +24,8 @@ from mcap.exceptions import McapError
 from mcap.opcode import Opcode
 from mcap.records import Channel, Chunk, Message, Metadata, Statistics
 
-from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES, MESSAGE_ENCODING, LogError, unpack_record
+from fusion_pipeline.logs.errors import LogError
+from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES, MESSAGE_ENCODING, unpack_record
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Buffer, Limits, Sample
 
 __all__ = ["LogMessage", "LogReader", "existing_logs"]

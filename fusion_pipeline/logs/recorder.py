@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from fusion_pipeline.config import Config, StreamConfig
-from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES, LogError
+from fusion_pipeline.logs.errors import LogError
+from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES
 from fusion_pipeline.logs.writer import LogWriter, SplitPolicy, part_path
 from fusion_pipeline.transport.sockets import Subscriber
 from fusion_pipeline.transport.wire import Limits

@@ -27,8 +27,9 @@ from collections.abc import Sequence
 
 import msgpack
 
-from fusion_pipeline.errors import FusionError
-from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Buffer, Limits, Sample, WireError, decode
+from fusion_pipeline.logs.errors import LogError
+from fusion_pipeline.transport.errors import WireError
+from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Buffer, Limits, Sample, decode
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -37,7 +38,6 @@ __all__ = [
     "MESSAGE_ENCODING",
     "REPORT_METADATA",
     "UINT32_MAX",
-    "LogError",
     "pack_record",
     "unpack_record",
 ]
@@ -52,10 +52,6 @@ DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 UINT32_MAX = 2**32 - 1
 
 _BIN32 = b"\xc6"
-
-
-class LogError(FusionError):
-    """A log cannot be written or read; the message names the file."""
 
 
 def pack_record(frames: Sequence[Buffer]) -> bytes:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fusion_pipeline.logs.errors import Ros2Error
 from fusion_pipeline.logs.reader import LogReader, existing_logs
 from fusion_pipeline.logs.ros2_messages import (
     AUDIO_INFO,
@@ -36,7 +37,6 @@ from fusion_pipeline.logs.ros2_messages import (
     MODALITIES,
     STRING,
     AudioFormat,
-    Ros2Error,
     audio_info,
     from_ros,
     losses,

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from fusion_pipeline.errors import FusionError
+from fusion_pipeline.logs.errors import Ros2Error
 from fusion_pipeline.transport.wire import Sample
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "RESULT_FORMAT",
     "STRING",
     "AudioFormat",
-    "Ros2Error",
     "audio_info",
     "from_ros",
     "losses",
@@ -92,10 +91,6 @@ RESULT_FORMAT = "fusion-pipeline-result/1"
 _FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
 _LIDAR_FIELDS = ("x", "y", "z", "intensity")
 _RADAR_FIELDS = ("x", "y", "z", "velocity", "rcs")
-
-
-class Ros2Error(FusionError):
-    """A bag cannot be converted; the message names the topic and the type."""
 
 
 def _rosbags() -> Any:

@@ -20,6 +20,7 @@ import mcap.writer
 import zstandard
 from mcap.writer import CompressionType, Writer
 
+from fusion_pipeline.logs.errors import LogError, LogWriteError
 from fusion_pipeline.logs.records import (
     DEFAULT_CHUNK_BYTES,
     FILE_METADATA,
@@ -27,14 +28,12 @@ from fusion_pipeline.logs.records import (
     MESSAGE_ENCODING,
     REPORT_METADATA,
     UINT32_MAX,
-    LogError,
     pack_record,
 )
 from fusion_pipeline.transport.wire import VERSION, Buffer, Sample, encode
 
 __all__ = [
     "LOG_MODE",
-    "LogWriteError",
     "LogWriter",
     "SplitPolicy",
     "create_log_file",
@@ -49,15 +48,6 @@ LOG_MODE = 0o600
 #: zstd level of the chunks. The mcap writer compresses at zstandard's default (3); level 1 compresses sensor
 #: data about twice as fast for a 10 % bigger file, and a recorder must keep up with the sensors first.
 ZSTD_LEVEL = 1
-
-
-class LogWriteError(LogError):
-    """Writing failed (disk full, say). `lost` counts, per stream, the messages that were accepted into
-    the open chunk but never reached the file: they are lost with it."""
-
-    def __init__(self, message: str, lost: Counter[str]) -> None:
-        super().__init__(message)
-        self.lost = lost
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fusion_pipeline.model import ModelError
+from fusion_pipeline.model.errors import ModelError
 
 __all__ = ["ConvEncoder", "InputNorm", "RadarEncoder"]
 

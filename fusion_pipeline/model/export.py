@@ -17,7 +17,7 @@ import onnx
 import torch
 
 from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ModelContract, default_contract
-from fusion_pipeline.model import ModelError
+from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet
 from fusion_pipeline.preprocess import fill_contract
 

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from fusion_pipeline.contract import MODALITIES, ModelContract, default_contract
-from fusion_pipeline.model import ModelError
 from fusion_pipeline.model.encoders import ConvEncoder, RadarEncoder
+from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.fusion import FUSIONS, AttentionFusion, ConcatFusion, Fusion, JointFusion
 
 __all__ = ["FusionNet", "ModelConfig", "OUTPUT_NAMES"]

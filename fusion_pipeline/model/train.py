@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fusion_pipeline.contract import MODALITIES, default_contract
-from fusion_pipeline.model import ModelError
+from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.fusion import FUSIONS
 from fusion_pipeline.model.net import FusionNet, ModelConfig
 

@@ -3,6 +3,7 @@ metrics, their exporter, the status socket."""
 
 from __future__ import annotations
 
+from fusion_pipeline.ops.errors import StatusError
 from fusion_pipeline.ops.exporter import MetricsServer, PipelineCollector, metric_families
 from fusion_pipeline.ops.graph import (
     LIVE_GRAPH,
@@ -52,7 +53,6 @@ from fusion_pipeline.ops.status import (
     EXIT_HEALTHY,
     EXIT_UNREACHABLE,
     STATUS_SOCKET,
-    StatusError,
     StatusServer,
     forget_run_dir,
     query,

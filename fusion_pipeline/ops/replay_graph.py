@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from fusion_pipeline.logs.records import LogError
+from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.ops.graph import GraphSpec
 from fusion_pipeline.ops.supervisor import Supervisor
 from fusion_pipeline.sync.reorder import end_endpoint

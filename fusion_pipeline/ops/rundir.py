@@ -16,10 +16,12 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fusion_pipeline.config import Config, ConfigError, config_source
+from fusion_pipeline.config import Config, config_source
+from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.node import CONTROL_SOCKET, check_host
+from fusion_pipeline.ops.errors import StatusError
 from fusion_pipeline.ops.graph import RunSocket
-from fusion_pipeline.ops.status import StatusError, forget_run_dir, record_run_dir
+from fusion_pipeline.ops.status import forget_run_dir, record_run_dir
 from fusion_pipeline.protocol import Endpoint
 from fusion_pipeline.transport.sockets import prepare_bind, remove_ipc_file
 

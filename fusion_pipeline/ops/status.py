@@ -27,14 +27,13 @@ from typing import Any
 import msgpack
 import zmq
 
-from fusion_pipeline.errors import FusionError
+from fusion_pipeline.ops.errors import StatusError
 
 __all__ = [
     "EXIT_DEGRADED",
     "EXIT_HEALTHY",
     "EXIT_UNREACHABLE",
     "STATUS_SOCKET",
-    "StatusError",
     "StatusServer",
     "forget_run_dir",
     "query",
@@ -49,10 +48,6 @@ REQUEST = {"request": "status"}
 MAX_REQUEST_BYTES = 4096  # a request is a tiny map; anything larger is refused by libzmq unread
 
 EXIT_HEALTHY, EXIT_DEGRADED, EXIT_UNREACHABLE = 0, 1, 2
-
-
-class StatusError(FusionError):
-    """No supervisor to ask (exit 2); the message says where the command looked."""
 
 
 class StatusServer:

@@ -19,7 +19,7 @@ from fusion_pipeline.contract import MODALITIES, ModelContract
 from fusion_pipeline.preprocess import audio, camera, lidar, radar
 from fusion_pipeline.preprocess.audio import preprocess_audio
 from fusion_pipeline.preprocess.camera import preprocess_camera
-from fusion_pipeline.preprocess.common import PreprocessError
+from fusion_pipeline.preprocess.errors import PreprocessError
 from fusion_pipeline.preprocess.lidar import preprocess_lidar
 from fusion_pipeline.preprocess.radar import preprocess_radar
 

@@ -19,7 +19,8 @@ from fusion_pipeline.contract import (
     AUDIO_SAMPLE_RATE,
     AUDIO_WINDOW_S,
 )
-from fusion_pipeline.preprocess.common import PreprocessError, check_array
+from fusion_pipeline.preprocess.common import check_array
+from fusion_pipeline.preprocess.errors import PreprocessError
 
 __all__ = ["PARAMS", "WINDOW_SAMPLES", "mel_filterbank", "preprocess_audio"]
 

@@ -13,7 +13,8 @@ import functools
 import numpy as np
 
 from fusion_pipeline.contract import default_contract
-from fusion_pipeline.preprocess.common import PreprocessError, check_array
+from fusion_pipeline.preprocess.common import check_array
+from fusion_pipeline.preprocess.errors import PreprocessError
 
 __all__ = ["PARAMS", "preprocess_camera"]
 

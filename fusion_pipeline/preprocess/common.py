@@ -1,20 +1,12 @@
-"""Errors and input checks shared by the per-modality preprocessors."""
+"""Input checks shared by the per-modality preprocessors."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from fusion_pipeline.errors import FusionError
+from fusion_pipeline.preprocess.errors import PreprocessError
 
-__all__ = ["PreprocessError", "check_array"]
-
-
-class PreprocessError(FusionError):
-    """A sensor payload cannot be turned into a model input; the message names the modality and why."""
-
-    def __init__(self, modality: str, message: str) -> None:
-        super().__init__(f"{modality}: {message}")
-        self.modality = modality
+__all__ = ["check_array"]
 
 
 def check_array(

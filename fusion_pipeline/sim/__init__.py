@@ -6,12 +6,12 @@ from fusion_pipeline.sim.dataset import (
     DATASET_VERSION,
     INPUTS,
     LABELS,
-    DatasetError,
     cache_dir,
     generate,
     render_sample,
 )
-from fusion_pipeline.sim.drivers import Capture, RenderLead, SensorSchedule, SimError, SimSettings, render
+from fusion_pipeline.sim.drivers import Capture, RenderLead, SensorSchedule, SimSettings, render
+from fusion_pipeline.sim.errors import DatasetError, SimError, WorldError
 from fusion_pipeline.sim.world import (
     CAMERA_HEIGHT_M,
     CAMERA_SHAPE,
@@ -25,7 +25,6 @@ from fusion_pipeline.sim.world import (
     Scene,
     World,
     WorldConfig,
-    WorldError,
 )
 
 __all__ = [

@@ -29,11 +29,11 @@ import numpy as np
 from tqdm import tqdm
 
 from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, AUDIO_WINDOW_S, default_contract
-from fusion_pipeline.errors import FusionError
 from fusion_pipeline.preprocess import preprocess_sample
+from fusion_pipeline.sim.errors import DatasetError
 from fusion_pipeline.sim.world import CONDITIONS, World, WorldConfig
 
-__all__ = ["DATASET_VERSION", "INPUTS", "LABELS", "DatasetError", "cache_dir", "generate", "render_sample"]
+__all__ = ["DATASET_VERSION", "INPUTS", "LABELS", "cache_dir", "generate", "render_sample"]
 
 #: Bump whenever the world or the preprocessing changes what a seed renders: it is part of the cache key.
 DATASET_VERSION = 3
@@ -44,10 +44,6 @@ _T_REF_S = (0.6, 2.0)  # episode time of the reference capture; the primary acto
 _JITTER_NS = {"lidar": 50_000_000, "radar": 40_000_000}
 _AUDIO_SAMPLES = int(AUDIO_SAMPLE_RATE * AUDIO_WINDOW_S)
 _CHUNK = 25  # samples per worker task
-
-
-class DatasetError(FusionError):
-    """The dataset cannot be generated or its cache file cannot be read."""
 
 
 def cache_dir() -> Path:

@@ -33,16 +33,12 @@ import numpy as np
 
 from fusion_pipeline.config import StreamConfig
 from fusion_pipeline.contract import AUDIO_SAMPLE_RATE
-from fusion_pipeline.errors import FusionError
+from fusion_pipeline.sim.errors import SimError
 from fusion_pipeline.sim.world import World
 
-__all__ = ["Capture", "RenderLead", "SensorSchedule", "SimError", "SimSettings", "render"]
+__all__ = ["Capture", "RenderLead", "SensorSchedule", "SimSettings", "render"]
 
 NS_PER_S = 1_000_000_000
-
-
-class SimError(FusionError):
-    """A stream's [streams.sim] settings are invalid."""
 
 
 @dataclass(frozen=True)

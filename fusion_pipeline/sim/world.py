@@ -59,7 +59,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, default_contract
-from fusion_pipeline.errors import FusionError
+from fusion_pipeline.sim.errors import WorldError
 
 __all__ = [
     "CAMERA_HEIGHT_M",
@@ -74,7 +74,6 @@ __all__ = [
     "Scene",
     "World",
     "WorldConfig",
-    "WorldError",
 ]
 
 #: Class order of the labels; identical to the model contract's.
@@ -90,10 +89,6 @@ RADAR_HEIGHT_M = 0.5
 #: Episode time at which the primary actor is placed in the corridor; labels are most balanced near it.
 PLACE_S = 1.0
 _SAMPLE_NS = 1_000_000_000 // AUDIO_SAMPLE_RATE  # 62_500 ns: audio sample n sits at start_ns + n * _SAMPLE_NS
-
-
-class WorldError(FusionError):
-    """A world was asked for something it cannot render (time before its start, bad config)."""
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,12 @@ replay order."""
 from __future__ import annotations
 
 from fusion_pipeline.sync.audio import AudioWindow
+from fusion_pipeline.sync.errors import InputError, SetLayoutError, SyncError
 from fusion_pipeline.sync.policy import (
     DROP_REASONS,
     ApproximateTimePolicy,
     DropCounter,
     MatchedSet,
-    SyncError,
 )
 from fusion_pipeline.sync.reorder import (
     END_MODALITY,
@@ -22,9 +22,7 @@ from fusion_pipeline.sync.sets import (
     INPUT_REASONS,
     SET_MODALITY,
     SET_STREAM,
-    InputError,
     SetBuilder,
-    SetLayoutError,
 )
 from fusion_pipeline.sync.settings import StreamSync, SyncSettings, settings_from_config
 from fusion_pipeline.sync.stage import SyncStage

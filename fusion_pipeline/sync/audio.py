@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusion_pipeline.sync.policy import SyncError
+from fusion_pipeline.sync.errors import SyncError
 
 __all__ = ["NS_PER_S", "AudioWindow", "SampleRing"]
 

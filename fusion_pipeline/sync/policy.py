@@ -1,5 +1,5 @@
 """ROS 2 message_filters' ApproximateTime policy, ported message for message, and what every sync
-layer shares: SyncError, the drop reasons and their per-stream counter.
+layer shares: the drop reasons and their per-stream counter.
 
 The policy is pure (no sockets, no clock reads) and knows nothing of deadlines: among the sets that
 follow the last emitted set it emits the one with the smallest time span, as soon as later messages
@@ -15,14 +15,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
-from fusion_pipeline.errors import FusionError
+from fusion_pipeline.sync.errors import SyncError
 
 __all__ = [
     "DROP_REASONS",
     "ApproximateTimePolicy",
     "DropCounter",
     "MatchedSet",
-    "SyncError",
     "P",
     "stamp_of",
 ]
@@ -50,10 +49,6 @@ DROP_REASONS: tuple[str, ...] = (
     "missing_required",
     "flushed",
 )
-
-
-class SyncError(FusionError):
-    """Bad synchronizer settings or input: an unknown stream, a bad stamp or audio chunk."""
 
 
 class DropCounter:

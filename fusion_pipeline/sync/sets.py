@@ -18,9 +18,10 @@ import numpy as np
 
 from fusion_pipeline.config import Config
 from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, MODALITIES, ModelContract, default_contract
-from fusion_pipeline.errors import FusionError
-from fusion_pipeline.preprocess import PreprocessError, preprocess_audio
+from fusion_pipeline.preprocess import preprocess_audio
 from fusion_pipeline.preprocess.audio import WINDOW_SAMPLES
+from fusion_pipeline.preprocess.errors import PreprocessError
+from fusion_pipeline.sync.errors import InputError, SetLayoutError
 from fusion_pipeline.sync.synchronizer import FusedSet
 from fusion_pipeline.transport.wire import Sample
 
@@ -28,9 +29,7 @@ __all__ = [
     "INPUT_REASONS",
     "SET_MODALITY",
     "SET_STREAM",
-    "InputError",
     "SetBuilder",
-    "SetLayoutError",
 ]
 
 SET_STREAM = "set/fused"
@@ -45,18 +44,6 @@ INPUT_REASONS: tuple[str, ...] = (
     "bad_array",
     "bad_meta",
 )
-
-
-class SetLayoutError(FusionError):
-    """The config's streams cannot fill the model contract's inputs (raised at node start)."""
-
-
-class InputError(FusionError):
-    """An ingest sample the synchronizer cannot use; `reason` is one of INPUT_REASONS."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

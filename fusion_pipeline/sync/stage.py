@@ -19,8 +19,8 @@ from collections import Counter
 
 from fusion_pipeline.config import Config
 from fusion_pipeline.contract import ModelContract
-from fusion_pipeline.sync.policy import SyncError
-from fusion_pipeline.sync.sets import InputError, SetBuilder
+from fusion_pipeline.sync.errors import InputError, SyncError
+from fusion_pipeline.sync.sets import SetBuilder
 from fusion_pipeline.sync.settings import settings_from_config
 from fusion_pipeline.sync.synchronizer import FusedSet, Synchronizer
 from fusion_pipeline.transport.wire import Sample
@@ -49,6 +49,7 @@ class SyncStage:
         try:
             sets = self.synchronizer.add(sample.stream, sample.stamp_ns, self.builder.payload(sample))
         except (InputError, SyncError) as exc:
+            # SyncError is the Synchronizer's own (a library class, not only the pipeline's): one reason.
             reason = exc.reason if isinstance(exc, InputError) else "sync_refused"
             if not self.rejected[reason]:
                 log.warning("refusing a message (%s, further ones only counted): %s", reason, exc)

@@ -3,8 +3,20 @@ with the protocol's endpoint, CURVE and dtype values (fusion_pipeline.protocol) 
 
 from __future__ import annotations
 
-from fusion_pipeline.protocol import ALLOWED_DTYPES, Curve, Endpoint, EndpointError
-from fusion_pipeline.transport.keys import KeysError, generate_keys, load_allow_list, load_certificate
+from fusion_pipeline.errors import EndpointError, TransportError
+from fusion_pipeline.protocol import ALLOWED_DTYPES, Curve, Endpoint
+from fusion_pipeline.transport.errors import (
+    ArraySizeError,
+    DTypeError,
+    HeaderError,
+    KeysError,
+    LimitError,
+    MalformedError,
+    StaleError,
+    UnknownVersionError,
+    WireError,
+)
+from fusion_pipeline.transport.keys import generate_keys, load_allow_list, load_certificate
 from fusion_pipeline.transport.shm import (
     DEFAULT_SLOTS,
     MIN_BYTES,
@@ -20,7 +32,6 @@ from fusion_pipeline.transport.sockets import (
     Publisher,
     Role,
     Subscriber,
-    TransportError,
     prepare_bind,
     recv_frames,
     remove_ipc_file,
@@ -29,21 +40,13 @@ from fusion_pipeline.transport.sockets import (
 from fusion_pipeline.transport.wire import (
     DEFAULT_LIMITS,
     VERSION,
-    ArraySizeError,
     Buffer,
     Checked,
-    DTypeError,
-    HeaderError,
-    LimitError,
     Limits,
-    MalformedError,
     Sample,
     ShmRef,
     ShmSink,
     ShmSource,
-    StaleError,
-    UnknownVersionError,
-    WireError,
     check,
     decode,
     encode,

@@ -7,13 +7,9 @@ from pathlib import Path
 
 import zmq.auth
 
-from fusion_pipeline.errors import FusionError
+from fusion_pipeline.transport.errors import KeysError
 
-__all__ = ["KeysError", "generate_keys", "load_allow_list", "load_certificate"]
-
-
-class KeysError(FusionError):
-    """A keypair cannot be written safely."""
+__all__ = ["generate_keys", "load_allow_list", "load_certificate"]
 
 
 def generate_keys(directory: Path, name: str) -> tuple[Path, Path]:

@@ -45,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_pipeline.transport.wire import HeaderError, ShmRef, StaleError
+from fusion_pipeline.transport.errors import HeaderError, StaleError
+from fusion_pipeline.transport.wire import ShmRef
 
 __all__ = [
     "DEFAULT_SLOTS",

@@ -30,18 +30,17 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from fusion_pipeline.errors import FusionError
-from fusion_pipeline.protocol import Curve, Endpoint, EndpointError
+from fusion_pipeline.errors import EndpointError, TransportError
+from fusion_pipeline.protocol import Curve, Endpoint
 from fusion_pipeline.transport import shm as shared_memory
-from fusion_pipeline.transport.keys import KeysError, load_allow_list, load_certificate
+from fusion_pipeline.transport.errors import KeysError, StaleError, WireError
+from fusion_pipeline.transport.keys import load_allow_list, load_certificate
 from fusion_pipeline.transport.wire import (
     DEFAULT_LIMITS,
     Buffer,
     Checked,
     Limits,
     Sample,
-    StaleError,
-    WireError,
     check,
     encode,
 )
@@ -52,7 +51,6 @@ __all__ = [
     "Publisher",
     "Role",
     "Subscriber",
-    "TransportError",
     "prepare_bind",
     "recv_frames",
     "remove_ipc_file",
@@ -68,10 +66,6 @@ ZERO_COPY_MIN_BYTES = 64 * 1024
 _SNDMORE = int(zmq.SNDMORE)
 #: What a publisher receives is (un)subscriptions, a stream-name prefix each; a larger message is refused.
 MAX_SUBSCRIPTION_BYTES = 4096
-
-
-class TransportError(FusionError):
-    pass
 
 
 class Role(enum.Enum):

@@ -20,30 +20,29 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgpack
 import numpy as np
 
-from fusion_pipeline.errors import FusionError
 from fusion_pipeline.protocol import ALLOWED_DTYPES
+from fusion_pipeline.transport.errors import (
+    ArraySizeError,
+    DTypeError,
+    HeaderError,
+    LimitError,
+    MalformedError,
+    UnknownVersionError,
+)
 
 if TYPE_CHECKING:  # only its attributes are read: the codec does not load pydantic
     from fusion_pipeline.config import LimitsConfig
 
 __all__ = [
     "VERSION",
-    "ArraySizeError",
     "Buffer",
     "Checked",
     "DEFAULT_LIMITS",
-    "DTypeError",
-    "HeaderError",
     "Limits",
-    "LimitError",
-    "MalformedError",
     "Sample",
     "ShmRef",
     "ShmSink",
     "ShmSource",
-    "StaleError",
-    "UnknownVersionError",
-    "WireError",
     "check",
     "decode",
     "encode",
@@ -58,51 +57,6 @@ _DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _UINT64_MAX = 2**64 - 1
 _MISSING = object()
-
-
-class WireError(FusionError):
-    """A message does not follow wire v1. `reason` is a short stable key used by drop counters."""
-
-    reason = "malformed"
-
-
-class MalformedError(WireError):
-    """Frame structure or header encoding is broken (wrong frame count, bad msgpack, not a map)."""
-
-    reason = "malformed"
-
-
-class UnknownVersionError(WireError):
-    reason = "unknown_version"
-
-
-class HeaderError(WireError):
-    """A header key is missing or has the wrong type or value."""
-
-    reason = "bad_header"
-
-
-class DTypeError(WireError):
-    reason = "dtype_not_allowed"
-
-
-class ArraySizeError(WireError):
-    """The declared shape and dtype disagree with the buffer length."""
-
-    reason = "size_mismatch"
-
-
-class LimitError(WireError):
-    """A declared size is over a configured limit."""
-
-    reason = "over_limit"
-
-
-class StaleError(WireError):
-    """A shared-memory array was overwritten (or its segment removed) before it was read: the message
-    is older than the publisher's ring, the shared-memory form of a high-water-mark drop."""
-
-    reason = "stale"
 
 
 @dataclass(frozen=True)
