@@ -38,12 +38,12 @@ import numpy as np
 from fusion_pipeline.config import Config, ModelConfig
 from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ModelContract, default_contract
 from fusion_pipeline.errors import ContractError
+from fusion_pipeline.protocol import CAPTURE, INFERENCE_END, INFERENCE_START, RESULT_STREAM
 from fusion_pipeline.transport.wire import Sample
 
 __all__ = [
     "PROVIDERS",
     "RESULT_MODALITY",
-    "RESULT_STREAM",
     "InferenceStage",
     "ModelRuntime",
     "ProviderPlan",
@@ -59,7 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RESULT_STREAM = "result/fused"
 RESULT_MODALITY = "result"
 
 #: Config provider names -> onnxruntime execution provider names.
@@ -394,7 +393,7 @@ def result_sample(
         "stamps": set_sample.meta.get("stamps", {}),
         "provider": provider,
         "set_seq": set_sample.seq,
-        "stages": dict(stages) if isinstance(stages, dict) else {"capture": set_sample.stamp_ns},
+        "stages": dict(stages) if isinstance(stages, dict) else {CAPTURE: set_sample.stamp_ns},
     }
     return Sample(RESULT_STREAM, RESULT_MODALITY, seq, set_sample.stamp_ns, arrays, "", meta)
 
@@ -431,7 +430,7 @@ class InferenceStage:
         end = self.clock()
         runtime = self.runtime
         result = result_sample(set_sample, outputs, runtime.contract, runtime.provider, self.results)
-        result.meta["stages"].update(inference_start=start, inference_end=end)
+        result.meta["stages"].update({INFERENCE_START: start, INFERENCE_END: end})
         self.results += 1
         return result
 

@@ -54,6 +54,7 @@ from fusion_pipeline.errors import SchemaError
 from fusion_pipeline.preprocess import preprocess_sample
 from fusion_pipeline.preprocess.audio import PARAMS as AUDIO_PARAMS
 from fusion_pipeline.preprocess.errors import PreprocessError
+from fusion_pipeline.protocol import INGEST_IN, NS_PER_S
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Checked, Limits, Sample
 
 __all__ = [
@@ -68,7 +69,6 @@ __all__ = [
     "restart_timeout_ns",
 ]
 
-NS_PER_S = 1_000_000_000
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: How far a seq may run ahead of the stream's last one: a driver sends at most RATE_MARGIN times its
 #: configured rate (a faster clock, a burst after a stall), plus SEQ_SLACK messages of jitter.
@@ -436,7 +436,7 @@ class Ingest:
     def _output(
         self, sample: Sample, stamp_ns: int, arrays: dict[str, np.ndarray], arrival_ns: int
     ) -> Sample:
-        meta: dict[str, object] = {"source_seq": sample.seq, "stages": {"ingest_in": arrival_ns}}
+        meta: dict[str, object] = {"source_seq": sample.seq, "stages": {INGEST_IN: arrival_ns}}
         replay_seq = sample.meta.get("replay_seq")
         if isinstance(replay_seq, int):  # the replay send order (fusion_pipeline.sync.reorder)
             meta["replay_seq"] = replay_seq

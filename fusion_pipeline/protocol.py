@@ -1,8 +1,10 @@
 """The protocol's values that the config checks and the transport uses (docs/PROTOCOL.md).
 
-Endpoint URLs and the CURVE key files of a tcp socket (section 1), the dtype strings an array may have
-(3.1). Values and their checks only: no sockets, no files touched, so config.py stays below the
-transport. What a socket does with them (bind, CURVE handshake, decode) is in fusion_pipeline/transport.
+Endpoint URLs and the CURVE key files of a tcp socket (section 1), nanoseconds, the unit of every
+stamp (3), the dtype strings an array may have (3.1), the streams of the pipeline's outputs and the
+names of their stage timestamps (8). Values and their checks only: no sockets, no files touched, so
+config.py stays below the transport. What a socket does with them (bind, CURVE handshake, decode) is in
+fusion_pipeline/transport.
 """
 
 from __future__ import annotations
@@ -13,7 +15,51 @@ from urllib.parse import urlsplit
 
 from fusion_pipeline.errors import EndpointError
 
-__all__ = ["ALLOWED_DTYPES", "Curve", "Endpoint"]
+__all__ = [
+    "ALLOWED_DTYPES",
+    "CAPTURE",
+    "INFERENCE_END",
+    "INFERENCE_START",
+    "INGEST_IN",
+    "INGEST_OUT",
+    "NS_PER_S",
+    "PUBLISH",
+    "RESULT_STREAM",
+    "SET_STREAM",
+    "STAGES",
+    "SYNC_EMIT",
+    "SYNC_IN",
+    "Curve",
+    "Endpoint",
+]
+
+#: Stamps and stage times are integer nanoseconds since the UNIX epoch.
+NS_PER_S = 1_000_000_000
+
+#: The streams of the synchronizer's set messages and of the inference node's results.
+SET_STREAM = "set/fused"
+RESULT_STREAM = "result/fused"
+
+# The keys of meta["stages"] in sets and results: wall-clock ns at each step of the pipeline.
+CAPTURE = "capture"  # the set's reference stamp
+INGEST_IN = "ingest_in"  # the reference stream's message reached its ingest node
+INGEST_OUT = "ingest_out"  # ... and left it
+SYNC_IN = "sync_in"  # the message that completed the set reached the synchronizer (or its deadline woke it)
+SYNC_EMIT = "sync_emit"
+INFERENCE_START = "inference_start"
+INFERENCE_END = "inference_end"
+PUBLISH = "publish"
+#: The stages in pipeline order: a stage's latency is the difference to the one before.
+STAGES: tuple[str, ...] = (
+    CAPTURE,
+    INGEST_IN,
+    INGEST_OUT,
+    SYNC_IN,
+    SYNC_EMIT,
+    INFERENCE_START,
+    INFERENCE_END,
+    PUBLISH,
+)
 
 #: dtype strings as numpy spells them (``np.dtype(x).str``); multi-byte types are little endian.
 ALLOWED_DTYPES: frozenset[str] = frozenset(

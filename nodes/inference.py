@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import time
 
-from fusion_pipeline.inference import RESULT_MODALITY, RESULT_STREAM, InferenceStage, ModelRuntime
+from fusion_pipeline.inference import RESULT_MODALITY, InferenceStage, ModelRuntime
 from fusion_pipeline.node import POLL_MS, Node, run_node
-from fusion_pipeline.sync import SET_STREAM
+from fusion_pipeline.protocol import PUBLISH, RESULT_STREAM, SET_STREAM
 from fusion_pipeline.transport import Role
 
 log = logging.getLogger("nodes.inference")
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             fused = receive(timeout_ms=POLL_MS)
             result = None if fused is None else stage.run(fused)
             if result is not None:
-                result.meta["stages"]["publish"] = time.time_ns()
+                result.meta["stages"][PUBLISH] = time.time_ns()
                 sink.send(result)
     return 0
 

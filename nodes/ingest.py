@@ -18,6 +18,7 @@ import time
 
 from fusion_pipeline.ingest import Ingest
 from fusion_pipeline.node import POLL_MS, Node, run_node
+from fusion_pipeline.protocol import INGEST_OUT
 from fusion_pipeline.transport import Sample
 
 log = logging.getLogger("nodes.ingest")
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in node.loop(counters):
             out = receive()
             if out is not None:
-                out.meta["stages"]["ingest_out"] = time.time_ns()
+                out.meta["stages"][INGEST_OUT] = time.time_ns()
                 sink.send(out)
                 published += 1
             if len(reported) < len(source.malformed) + len(ingest.rejected):

@@ -24,6 +24,7 @@ from collections import deque
 
 from fusion_pipeline.node import POLL_MS, Node, run_node
 from fusion_pipeline.ops import percentiles
+from fusion_pipeline.protocol import SYNC_EMIT, SYNC_IN
 from fusion_pipeline.sync import END_STREAM, SET_MODALITY, SET_STREAM, ReplayOrder, SyncStage, end_endpoint
 from fusion_pipeline.transport import Role, Sample
 
@@ -66,14 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         def publish(sets: list[Sample]) -> None:
             for message in sets:
                 stages = message.meta["stages"]
-                stages["sync_emit"] = time.time_ns()
+                stages[SYNC_EMIT] = time.time_ns()
                 # Copied, not zero-copy: pyzmq frees zero-copy buffers from its garbage-collector thread,
                 # and each GIL hand-off to it costs a scheduler slice (ms) on a busy machine; copying the
                 # ~350 KB of a set is cheaper than that tail (tools/bench_sync_node.py). With pipeline.shm
                 # the large arrays go to shared memory instead.
                 sink.send(message, zero_copy=False)
                 if message.meta["completed_by"] not in ("deadline", "end"):
-                    added_ns.append(time.time_ns() - stages["sync_in"])
+                    added_ns.append(time.time_ns() - stages[SYNC_IN])
 
         def counters() -> dict[str, float]:
             return {

@@ -6,8 +6,6 @@ from fusion_pipeline.logs.errors import LogError, LogWriteError, Ros2Error
 from fusion_pipeline.logs.foxglove import SCHEMAS, export_foxglove, to_foxglove
 from fusion_pipeline.logs.reader import LogMessage, LogReader, existing_logs
 from fusion_pipeline.logs.recorder import (
-    RESULT_STREAM,
-    SET_STREAM,
     Recorder,
     RecordReport,
     RecordSettings,
@@ -56,7 +54,6 @@ __all__ = [
     "LogWriter",
     "MESSAGE_ENCODING",
     "REPORT_METADATA",
-    "RESULT_STREAM",
     "RecordReport",
     "RecordSettings",
     "Recorder",
@@ -65,7 +62,6 @@ __all__ = [
     "Replayer",
     "Ros2Error",
     "SCHEMAS",
-    "SET_STREAM",
     "SourceTopics",
     "SplitPolicy",
     "TopicMap",

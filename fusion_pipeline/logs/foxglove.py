@@ -33,6 +33,7 @@ from fusion_pipeline.logs.reader import LogReader, existing_logs
 from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES
 from fusion_pipeline.logs.sources import SourceTopics, log_sources
 from fusion_pipeline.logs.writer import create_log_file
+from fusion_pipeline.protocol import NS_PER_S
 from fusion_pipeline.transport.wire import Sample
 
 __all__ = ["SCHEMAS", "export_foxglove", "to_foxglove"]
@@ -117,7 +118,7 @@ _CLOUD_FIELDS = {"lidar": ("x", "y", "z", "intensity"), "radar": ("x", "y", "z",
 
 
 def _time(stamp_ns: int) -> dict[str, int]:
-    sec, nsec = divmod(max(stamp_ns, 0), 1_000_000_000)
+    sec, nsec = divmod(max(stamp_ns, 0), NS_PER_S)
     return {"sec": sec, "nsec": nsec}
 
 

@@ -21,12 +21,12 @@ from fusion_pipeline.config import Config, StreamConfig
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES
 from fusion_pipeline.logs.writer import LogWriter, SplitPolicy, part_path
+from fusion_pipeline.node import POLL_MS
+from fusion_pipeline.protocol import RESULT_STREAM, SET_STREAM
 from fusion_pipeline.transport.sockets import Subscriber
 from fusion_pipeline.transport.wire import Limits
 
 __all__ = [
-    "RESULT_STREAM",
-    "SET_STREAM",
     "RecordReport",
     "RecordSettings",
     "Recorder",
@@ -36,11 +36,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SET_STREAM = "set/fused"
-RESULT_STREAM = "result/fused"
 #: Receive queue depth: ~3 s of the demo's four sensors, so a slow disk write is absorbed, not dropped.
 RECV_HWM = 1000
-POLL_MS = 50
 
 
 @dataclass(frozen=True)

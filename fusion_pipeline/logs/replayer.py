@@ -49,8 +49,8 @@ from tqdm import tqdm
 from fusion_pipeline.config import Config
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogMessage, LogReader
-from fusion_pipeline.logs.recorder import RESULT_STREAM
 from fusion_pipeline.logs.writer import LogWriter
+from fusion_pipeline.protocol import RESULT_STREAM
 from fusion_pipeline.sync.reorder import END_MODALITY, END_STREAM, end_endpoint
 from fusion_pipeline.transport.sockets import Publisher, Role, Subscriber
 from fusion_pipeline.transport.wire import Sample

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from fusion_pipeline.logs.errors import Ros2Error
+from fusion_pipeline.protocol import NS_PER_S
 from fusion_pipeline.transport.wire import Sample
 
 __all__ = [
@@ -120,7 +121,7 @@ def typestore() -> Any:
 
 
 def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return int(header.stamp.sec) * NS_PER_S + int(header.stamp.nanosec)
 
 
 def _image(msg: Any, where: str) -> dict[str, np.ndarray]:
@@ -286,7 +287,7 @@ def topic_audio_format(
 
 def _header(store: Any, sample: Sample) -> Any:
     types = store.types
-    sec, nanosec = divmod(sample.stamp_ns, 1_000_000_000)
+    sec, nanosec = divmod(sample.stamp_ns, NS_PER_S)
     return types["std_msgs/msg/Header"](
         stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=sample.frame_id
     )

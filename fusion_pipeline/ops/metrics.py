@@ -27,6 +27,15 @@ from typing import Any
 import numpy as np
 
 from fusion_pipeline.contract import MODALITIES
+from fusion_pipeline.protocol import (
+    CAPTURE,
+    INFERENCE_END,
+    INFERENCE_START,
+    INGEST_OUT,
+    PUBLISH,
+    SYNC_IN,
+)
+from fusion_pipeline.protocol import STAGES as PIPELINE_STAGES
 from fusion_pipeline.transport.wire import Sample
 
 __all__ = [
@@ -43,18 +52,10 @@ __all__ = [
 #: months, so nothing here grows with the run's length.
 KEPT_RESULTS = 36_000
 
-#: Stage stamps in pipeline order; "received" is added by the consumer that measures.
-STAGES: tuple[str, ...] = (
-    "capture",
-    "ingest_in",
-    "ingest_out",
-    "sync_in",
-    "sync_emit",
-    "inference_start",
-    "inference_end",
-    "publish",
-    "received",
-)
+#: When the consumer that measures received a result: a stage of its own after the pipeline's.
+RECEIVED = "received"
+#: Stage stamps in pipeline order, the consumer's last.
+STAGES: tuple[str, ...] = (*PIPELINE_STAGES, RECEIVED)
 
 _DROP_PREFIXES = ("dropped", "malformed_", "schema_", "rejected_")
 _DROP_NAMES = frozenset(
@@ -143,11 +144,11 @@ class ResultStats:
         self.provider = str(result.meta.get("provider", self.provider))
         raw = result.meta.get("stages")
         stages = {k: int(v) for k, v in raw.items() if isinstance(v, int)} if isinstance(raw, Mapping) else {}
-        stages["received"] = received_ns
+        stages[RECEIVED] = received_ns
         if self.log_time:
-            stages.pop("capture", None)
+            stages.pop(CAPTURE, None)
         else:
-            stages.setdefault("capture", result.stamp_ns)
+            stages.setdefault(CAPTURE, result.stamp_ns)
         derived = self._derived(stages)
         if "model" in derived:
             self._recent_model.append(derived["model"])
@@ -166,13 +167,13 @@ class ResultStats:
         present = [s for s in STAGES if s in stages]
         for a, b in pairwise(present):
             out[f"{a}->{b}"] = stages[b] - stages[a]
-        if "capture" in stages:
-            out["end_to_end"] = stages.get("publish", stages["received"]) - stages["capture"]
-            out["delivered"] = stages["received"] - stages["capture"]
-        if "inference_start" in stages and "inference_end" in stages:
-            out["model"] = stages["inference_end"] - stages["inference_start"]
-        if "ingest_out" in stages and "sync_in" in stages:
-            out["sync_wait"] = max(0, stages["sync_in"] - stages["ingest_out"])
+        if CAPTURE in stages:
+            out["end_to_end"] = stages.get(PUBLISH, stages[RECEIVED]) - stages[CAPTURE]
+            out["delivered"] = stages[RECEIVED] - stages[CAPTURE]
+        if INFERENCE_START in stages and INFERENCE_END in stages:
+            out["model"] = stages[INFERENCE_END] - stages[INFERENCE_START]
+        if INGEST_OUT in stages and SYNC_IN in stages:
+            out["sync_wait"] = max(0, stages[SYNC_IN] - stages[INGEST_OUT])
         if "end_to_end" in out:
             out["overhead"] = out["end_to_end"] - out.get("model", 0) - out.get("sync_wait", 0)
         return out

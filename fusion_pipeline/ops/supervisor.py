@@ -41,7 +41,7 @@ import zmq
 
 import fusion_pipeline
 from fusion_pipeline.config import Config
-from fusion_pipeline.inference import RESULT_STREAM, wants_tensorrt
+from fusion_pipeline.inference import wants_tensorrt
 from fusion_pipeline.node import CONTROL_SOCKET
 from fusion_pipeline.ops.exporter import MetricsServer, PipelineCollector
 from fusion_pipeline.ops.graph import LIVE_GRAPH, GraphSpec, NodeSpec, RunSocket, plain_tcp_endpoints
@@ -65,6 +65,7 @@ from fusion_pipeline.ops.metrics import CounterTotals, ResultRatio, ResultStats
 from fusion_pipeline.ops.rundir import RunDir
 from fusion_pipeline.ops.status import STATUS_SOCKET, StatusServer
 from fusion_pipeline.ops.statusline import StatusLine
+from fusion_pipeline.protocol import RESULT_STREAM
 from fusion_pipeline.transport.sockets import Role, Subscriber
 
 __all__ = ["RestartPolicy", "Supervisor"]

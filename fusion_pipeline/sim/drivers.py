@@ -33,12 +33,11 @@ import numpy as np
 
 from fusion_pipeline.config import StreamConfig
 from fusion_pipeline.contract import AUDIO_SAMPLE_RATE
+from fusion_pipeline.protocol import NS_PER_S
 from fusion_pipeline.sim.errors import SimError
 from fusion_pipeline.sim.world import World
 
 __all__ = ["Capture", "RenderLead", "SensorSchedule", "SimSettings", "render"]
-
-NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True)

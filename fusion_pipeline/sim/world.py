@@ -59,6 +59,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, default_contract
+from fusion_pipeline.protocol import NS_PER_S
 from fusion_pipeline.sim.errors import WorldError
 
 __all__ = [
@@ -88,7 +89,7 @@ RADAR_HEIGHT_M = 0.5
 
 #: Episode time at which the primary actor is placed in the corridor; labels are most balanced near it.
 PLACE_S = 1.0
-_SAMPLE_NS = 1_000_000_000 // AUDIO_SAMPLE_RATE  # 62_500 ns: audio sample n sits at start_ns + n * _SAMPLE_NS
+_SAMPLE_NS = NS_PER_S // AUDIO_SAMPLE_RATE  # 62_500 ns: audio sample n sits at start_ns + n * _SAMPLE_NS
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ replay order."""
 
 from __future__ import annotations
 
+from fusion_pipeline.protocol import SET_STREAM
 from fusion_pipeline.sync.audio import AudioWindow
 from fusion_pipeline.sync.errors import InputError, SetLayoutError, SyncError
 from fusion_pipeline.sync.policy import (
@@ -21,7 +22,6 @@ from fusion_pipeline.sync.reorder import (
 from fusion_pipeline.sync.sets import (
     INPUT_REASONS,
     SET_MODALITY,
-    SET_STREAM,
     SetBuilder,
 )
 from fusion_pipeline.sync.settings import StreamSync, SyncSettings, settings_from_config

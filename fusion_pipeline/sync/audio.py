@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fusion_pipeline.protocol import NS_PER_S
 from fusion_pipeline.sync.errors import SyncError
 
-__all__ = ["NS_PER_S", "AudioWindow", "SampleRing"]
-
-NS_PER_S = 1_000_000_000
+__all__ = ["AudioWindow", "SampleRing"]
 
 
 @dataclass(slots=True)

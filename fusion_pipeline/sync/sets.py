@@ -21,6 +21,7 @@ from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, MODALITIES, ModelContrac
 from fusion_pipeline.preprocess import preprocess_audio
 from fusion_pipeline.preprocess.audio import WINDOW_SAMPLES
 from fusion_pipeline.preprocess.errors import PreprocessError
+from fusion_pipeline.protocol import CAPTURE, INGEST_IN, INGEST_OUT, SET_STREAM, SYNC_IN
 from fusion_pipeline.sync.errors import InputError, SetLayoutError
 from fusion_pipeline.sync.synchronizer import FusedSet
 from fusion_pipeline.transport.wire import Sample
@@ -28,11 +29,9 @@ from fusion_pipeline.transport.wire import Sample
 __all__ = [
     "INPUT_REASONS",
     "SET_MODALITY",
-    "SET_STREAM",
     "SetBuilder",
 ]
 
-SET_STREAM = "set/fused"
 SET_MODALITY = "set"
 
 #: Why the synchronizer refused an ingest sample: unknown_stream, wrong_modality, missing_array,
@@ -153,15 +152,15 @@ class SetBuilder:
                 sample = fused.payloads[stream]
                 arrays.update({spec.name: sample.arrays[spec.name] for spec in self.inputs[modality]})
             presence.append(int(present))
-        stages = {"capture": fused.stamp_ns}
+        stages = {CAPTURE: fused.stamp_ns}
         reference = self._reference_sample(fused)
         if reference is not None:
             ingest = reference.meta.get("stages")
             ingest = ingest if isinstance(ingest, dict) else {}
-            for key in ("ingest_in", "ingest_out"):
+            for key in (INGEST_IN, INGEST_OUT):
                 if isinstance(ingest.get(key), int):
                     stages[key] = ingest[key]
-        stages["sync_in"] = sync_in_ns
+        stages[SYNC_IN] = sync_in_ns
         meta = {
             "stamps": stamps,
             "presence": presence,

@@ -29,7 +29,8 @@ from typing import Generic, cast
 
 import numpy as np
 
-from fusion_pipeline.sync.audio import NS_PER_S, AudioWindow, SampleRing
+from fusion_pipeline.protocol import NS_PER_S
+from fusion_pipeline.sync.audio import AudioWindow, SampleRing
 from fusion_pipeline.sync.errors import SyncError
 from fusion_pipeline.sync.policy import ApproximateTimePolicy, DropCounter, MatchedSet, P, stamp_of
 from fusion_pipeline.sync.settings import StreamSync, SyncSettings
