@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).parent
-
 RunCli = Callable[..., subprocess.CompletedProcess]
 
 

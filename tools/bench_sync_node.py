@@ -2,7 +2,7 @@
 
     python tools/bench_sync_node.py [--seconds 60] [--write]
 
-Four processes pose as the demo's ingest nodes (tests/pose_ingest.py: camera 30 Hz, lidar 10 Hz as
+Four processes pose as the demo's ingest nodes (tools/pose_ingest.py: camera 30 Hz, lidar 10 Hz as
 the reference, radar 20 Hz, audio 20 ms chunks of 16 kHz), publishing model-ready arrays of the
 contract's shapes. Two consumers subscribe to them at the same time, so the machine's load hits both:
 
@@ -140,7 +140,7 @@ def bench(seconds: float, priority: int) -> dict[str, object]:
             subprocess.Popen(
                 [
                     python,
-                    str(ROOT / "tests" / "pose_ingest.py"),
+                    str(ROOT / "tools" / "pose_ingest.py"),
                     str(config_path),
                     str(run_dir),
                     s,
@@ -254,7 +254,7 @@ def report(figs: dict[str, dict], seconds: float) -> str:
         "```",
         "",
         f"Demo rates for {seconds:g} s per scenario (camera 30 Hz, lidar 10 Hz reference, radar 20 Hz, "
-        "audio 50 chunks/s of 16 kHz), processes posing as ingest nodes (tests/pose_ingest.py), max_wait "
+        "audio 50 chunks/s of 16 kHz), processes posing as ingest nodes (tools/pose_ingest.py), max_wait "
         f"{MAX_WAIT_MS} ms. Machine: {machine()} shared with the 4 publishers, both consumers and other "
         f"work; Python {platform.python_version()}. Scenarios: both nodes under the normal scheduler, then "
         f"both with `pipeline.realtime_priority = {REALTIME_PRIORITY}` (SCHED_FIFO; "

@@ -1,0 +1,106 @@
+"""Supervisor with real processes: a killed or hung node is restarted, SIGTERM exits clean, a second run
+on the same run dir refuses to start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline_harness import DEMO_TEXT, collect, demo_text, pipeline, presence
+
+from fusion_pipeline.config import parse_config
+from fusion_pipeline.ops import (
+    RestartPolicy,
+    lock_run_dir,
+)
+from fusion_pipeline.transport import Endpoint, prepare_bind
+
+CAMERA = 0  # presence-mask bit of the camera (contract.MODALITIES)
+
+
+def test_killed_and_hung_nodes_are_restarted_and_sigterm_exits_clean(tmp_path: Path) -> None:
+    summary_path = tmp_path / "summary.json"
+    with pipeline(demo_text, "--summary-json", str(summary_path), "--warmup", "0", workdir=tmp_path) as run:
+        results = run.results()
+        try:
+            collect(results, lambda rs: sum(presence(r) == [1, 1, 1, 1] for _, r in rs) >= 3, timeout_s=30)
+            (old_pid,) = run.node_pids("ingest", "camera/front")
+            os.kill(old_pid, signal.SIGKILL)
+            killed, killed_ns = time.monotonic(), time.time_ns()
+
+            new_pids: list[int] = []
+            while not new_pids and time.monotonic() - killed < 5:
+                new_pids = [p for p in run.node_pids("ingest", "camera/front") if p != old_pid]
+                time.sleep(0.02)
+            restarted, restarted_ns = time.monotonic(), time.time_ns()
+            assert new_pids, run.output()
+            assert restarted - killed <= 2.0, f"restart took {restarted - killed:.2f} s"
+
+            # Results go on without the camera, then with it again once the new ingest node is up
+            # (judged by capture stamps: results queued before the kill may still be in the socket).
+            after = collect(
+                results,
+                lambda rs: any(r.stamp_ns > restarted_ns and presence(r) == [1, 1, 1, 1] for _, r in rs),
+                timeout_s=20,
+            )
+            degraded = [r for _, r in after if r.stamp_ns > killed_ns and presence(r)[CAMERA] == 0]
+            assert degraded, "no result without the camera while its ingest node was down"
+            assert all(presence(r)[1] == 1 for r in degraded)  # the required lidar is always there
+
+            # A hung node (stopped, so silent but alive) is killed after the heartbeat timeout.
+            (hung,) = run.node_pids("ingest", "radar/front")
+            os.kill(hung, signal.SIGSTOP)
+            stopped = time.monotonic()
+            while run.node_pids("ingest", "radar/front") in ([hung], []) and time.monotonic() - stopped < 12:
+                time.sleep(0.05)
+            replaced = time.monotonic() - stopped
+            # The timeout counts from the node's last beat, which may precede the SIGSTOP by one period.
+            timeout = RestartPolicy().heartbeat_timeout_s
+            beat_s = parse_config(DEMO_TEXT).pipeline.heartbeat_ms / 1000
+            assert timeout - beat_s <= replaced <= timeout + 2.0, f"hung node replaced after {replaced:.2f} s"
+        finally:
+            results.close()
+
+        code, took = run.terminate(timeout_s=10)
+        output = run.output()
+        assert code == 0, output
+        assert took <= 5.0, f"shutdown took {took:.2f} s"
+        assert run.all_node_pids() == [], "node processes outlived the supervisor"
+        assert run.ipc_files() == [], "ipc socket files left behind"
+
+    summary = json.loads(summary_path.read_text())
+    assert summary["restarts"]["ingest:camera/front"] == 1
+    assert summary["restarts"]["ingest:radar/front"] == 1
+    assert summary["restarts_total"] == 2
+    assert summary["exit_codes"] == {"ingest:camera/front": [-9], "ingest:radar/front": [-9]}
+    assert "ingest:camera/front exited (signal 9)" in output
+    assert "ingest:radar/front (pid " in output and "sent no heartbeat" in output
+    # Counters of the killed process are kept: the camera ingest total spans both processes.
+    assert summary["counters"]["ingest:camera/front"]["produced"] > 0
+
+
+def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path) -> None:
+    # It would bind over the first run's sockets and take its sensors' data.
+    run_dir = tmp_path / "run"
+    config = tmp_path / "fixed.toml"
+    config.write_text(demo_text(run_dir))
+    prepare_bind(Endpoint(f"ipc://{run_dir}/x"))  # the 0700 run dir the first supervisor made
+    first = lock_run_dir(run_dir)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "fusion_pipeline.cli", "run", "-c", str(config), "--duration", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2, second.stderr
+        assert f"pipeline.run_dir: {run_dir} is in use by another" in second.stderr
+        assert f"(pid {os.getpid()})" in second.stderr
+    finally:
+        os.close(first)
+    os.close(lock_run_dir(run_dir))  # released with its holder: the next run may have it

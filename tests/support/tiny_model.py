@@ -1,0 +1,38 @@
+"""A tiny FusionNet of each fusion exported to ONNX, with batch norms as a trained model has them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fusion_pipeline.model.export import export_onnx
+from fusion_pipeline.model.net import FusionNet, ModelConfig
+
+TINY = {
+    "d_model": 16,
+    "cnn_channels": (4, 8, 8),
+    "radar_hidden": 8,
+    "hidden": 16,
+    "n_layers": 1,
+    "d_joint": 16,
+}
+
+
+def _randomise_norms(model: FusionNet, seed: int) -> None:
+    """Give batch-norm statistics and biases non-trivial values, as a trained model would have."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
+            module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
+
+
+def export_tiny(fusion: str, folder: Path) -> tuple[FusionNet, Path]:
+    """The tiny model of `fusion` (seeded: the same weights each time) and its ONNX file in `folder`."""
+    torch.manual_seed(0)
+    model = FusionNet(ModelConfig(fusion=fusion, **TINY)).eval()
+    _randomise_norms(model, seed=1)
+    path = folder / f"{fusion}.onnx"
+    export_onnx(model, path)
+    return model, path

@@ -1,0 +1,115 @@
+"""Recorder: every message written, gaps and malformed ones counted, a write failure counted, a fast
+publisher drained; a new log's path never overwrites. kill -9 and the record command:
+tests/process/test_record.py."""
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from samples import numbered_radar
+
+from fusion_pipeline.config import load_config
+from fusion_pipeline.logs import (
+    REPORT_METADATA,
+    LogReader,
+    Recorder,
+    RecordSettings,
+    SplitPolicy,
+    unused_path,
+)
+from fusion_pipeline.transport import Publisher
+
+
+def test_recorder_writes_everything_and_counts_gaps_and_malformed(ipc_dir: Path) -> None:
+    config = load_config(None)
+    recorder = Recorder(config, ipc_dir, RecordSettings(path=ipc_dir / "r.mcap", streams=("radar/front",)))
+    with Publisher(
+        config.endpoint(config.stream("radar/front").endpoint, ipc_dir), "radar/front", "radar", lossless=True
+    ) as pub:
+        assert pub.wait_for_subscribers()
+        for seq in (0, 1, 2, 5, 6, 3):  # 3 and 4 lost upstream, then 3 arrives late
+            pub.send(numbered_radar(seq))
+        pub.socket.send_multipart([b"radar/front", b"\xc1 not msgpack"])
+        deadline = time.monotonic() + 5
+        while recorder.report.written + sum(recorder.subscriber.malformed.values()) < 7:
+            assert time.monotonic() < deadline, "recorder did not receive everything"
+            recorder.poll(100)
+        report = recorder.close()
+    radar = report.streams["radar/front"]
+    assert (radar.written, radar.first_seq, radar.last_seq) == (6, 0, 3)
+    assert radar.lost_upstream == 2 and radar.out_of_order == 1
+    assert report.malformed == {"malformed": 1} and report.lost == 3
+    reader = LogReader(ipc_dir / "r.mcap")
+    assert [m.sample.seq for m in reader] == [0, 1, 2, 5, 6, 3]
+    meta = reader.metadata[REPORT_METADATA]
+    assert meta["radar/front.lost_upstream"] == "2" and meta["malformed_malformed"] == "1"
+    assert reader.streams["radar/front"]["rate_hz"] == "20"
+
+
+def test_write_failure_is_counted_not_silent(ipc_dir: Path) -> None:
+    config = load_config(None)
+    publisher = Publisher(
+        config.endpoint(config.stream("radar/front").endpoint, ipc_dir), "radar/front", "radar", lossless=True
+    )
+    # chunk_bytes=1: every message closes its own chunk, so the first write hits the (broken) file.
+    for chunk_bytes, written in ((1, 0), (1 << 20, 0)):
+        path = ipc_dir / f"w{chunk_bytes}.mcap"  # a log is never written over
+        settings = RecordSettings(path=path, streams=("radar/front",), chunk_bytes=chunk_bytes)
+        recorder = Recorder(config, ipc_dir, settings)
+        # The disk fills up: /dev/full takes over the file's descriptor, so every write fails with ENOSPC.
+        # (Closing the descriptor instead would let a later socket reuse its number.)
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, recorder.writer._part.file._fd)
+        os.close(full)
+        assert publisher.wait_for_subscribers()
+        for seq in range(3):
+            publisher.send(numbered_radar(seq))
+        for _ in range(3):
+            assert recorder.poll(2000)
+        # With big chunks the messages wait in memory; the failure shows when the file is finished.
+        report = recorder.close()
+        assert report.not_written == 3 and report.written == written
+        assert "write failed" in report.error and report.lost == 3
+    publisher.close()
+
+
+def test_recorder_drains_while_publisher_is_fast(ipc_dir: Path) -> None:
+    """A real-time (dropping) publisher at full speed: what is lost shows up as seq gaps, never silently."""
+    config = load_config(None)
+    recorder = Recorder(config, ipc_dir, RecordSettings(path=ipc_dir / "fast.mcap", streams=("radar/front",)))
+    done = threading.Event()
+
+    def publish() -> None:
+        with Publisher(
+            config.endpoint(config.stream("radar/front").endpoint, ipc_dir), "radar/front", "radar"
+        ) as pub:
+            time.sleep(0.3)  # slow joiner: let the recorder connect
+            for seq in range(2000):
+                pub.send(numbered_radar(seq))
+            time.sleep(0.5)
+        done.set()
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    while not done.is_set() or recorder.poll(200):
+        recorder.poll(50)
+    thread.join()
+    report = recorder.close()
+    radar = report.streams["radar/front"]
+    # Every seq from the first received to the last received is either written or counted as lost.
+    assert radar.written > 0 and radar.written + radar.lost_upstream == radar.last_seq - radar.first_seq + 1
+    assert radar.written == sum(1 for _ in LogReader(ipc_dir / "fast.mcap"))
+
+
+def test_unused_path_never_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "run.mcap"
+    assert unused_path(path, SplitPolicy()) == path
+    path.touch()
+    assert unused_path(path, SplitPolicy()) == tmp_path / "run-1.mcap"
+    (tmp_path / "run-1.mcap").touch()
+    assert unused_path(path, SplitPolicy()) == tmp_path / "run-2.mcap"
+    split = SplitPolicy(max_bytes=1 << 20)
+    assert unused_path(tmp_path / "big.mcap", split) == tmp_path / "big.mcap"
+    (tmp_path / "big_000.mcap").touch()
+    assert unused_path(tmp_path / "big.mcap", split) == tmp_path / "big-1.mcap"

@@ -1,0 +1,301 @@
+"""ROS 2 interop: real bags written with rosbags (sqlite3 and mcap storage) import exactly; export too."""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from samples import same_sample
+
+from fusion_pipeline.logs import (
+    LogError,
+    LogReader,
+    LogWriter,
+    Ros2Error,
+    TopicMap,
+    export_ros2,
+    import_ros2,
+    parse_map,
+    typestore,
+)
+from fusion_pipeline.transport import Sample
+
+STORE = typestore()
+T = STORE.types
+T0 = 1_700_000_000_000_000_000
+
+
+def _header(stamp_ns: int, frame_id: str):
+    sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+    return T["std_msgs/msg/Header"](
+        stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=frame_id
+    )
+
+
+def _image(stamp: int, rgb: np.ndarray, encoding: str, pad: int = 0):
+    h, w = rgb.shape[:2]
+    pixels = {"rgb8": rgb, "bgr8": rgb[:, :, ::-1], "mono8": rgb[:, :, :1]}[encoding]
+    step = w * pixels.shape[2] + pad
+    rows = np.zeros((h, step), np.uint8)
+    rows[:, : w * pixels.shape[2]] = pixels.reshape(h, -1)
+    return T["sensor_msgs/msg/Image"](
+        header=_header(stamp, "cam"),
+        height=h,
+        width=w,
+        encoding=encoding,
+        is_bigendian=0,
+        step=step,
+        data=rows.reshape(-1),
+    )
+
+
+def _cloud(stamp: int, points: np.ndarray, order: tuple[str, ...], point_step: int):
+    """x, y, z, intensity columns of `points` laid out in field `order`, padded to point_step bytes."""
+    field = T["sensor_msgs/msg/PointField"]
+    n = len(points)
+    data = np.zeros((n, point_step), np.uint8)
+    columns = dict(zip(("x", "y", "z", "intensity"), points.T, strict=False))
+    fields = []
+    for i, name in enumerate(order):
+        offset = 4 * i + (4 if i >= 2 else 0)  # a gap after the second field
+        data[:, offset : offset + 4] = columns[name].astype("<f4").reshape(n, 1).view(np.uint8)
+        fields.append(field(name=name, offset=offset, datatype=7, count=1))
+    return T["sensor_msgs/msg/PointCloud2"](
+        header=_header(stamp, "lidar_top"),
+        height=1,
+        width=n,
+        fields=fields,
+        is_bigendian=False,
+        point_step=point_step,
+        row_step=point_step * n,
+        data=data.reshape(-1),
+        is_dense=True,
+    )
+
+
+def _write_bag(path: Path, plugin: StoragePlugin, messages: list[tuple[str, str, int, object]]) -> None:
+    with Writer(path, version=8, storage_plugin=plugin) as writer:
+        connections = {}
+        for topic, msgtype, bag_ns, msg in messages:
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=STORE)
+            writer.write(connections[topic], bag_ns, STORE.serialize_cdr(msg, msgtype))
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    PILImage.fromarray(rgb).save(out, format="JPEG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("plugin", [StoragePlugin.SQLITE3, StoragePlugin.MCAP])
+def test_import_every_supported_type_exactly(tmp_path: Path, plugin: StoragePlugin) -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (6, 5, 3), dtype=np.uint8)
+    points = rng.normal(size=(7, 4)).astype(np.float32)
+    pcm = rng.integers(-30000, 30000, (160, 2), dtype=np.int16)
+    jpeg = _jpeg(rgb)
+    audio = T["audio_common_msgs/msg/AudioData"](data=pcm.reshape(-1).view(np.uint8))
+    messages = [
+        ("/cam/rgb", "sensor_msgs/msg/Image", T0 + 5, _image(T0 + 1, rgb, "rgb8", pad=3)),
+        ("/cam/bgr", "sensor_msgs/msg/Image", T0 + 6, _image(T0 + 2, rgb, "bgr8")),
+        ("/cam/mono", "sensor_msgs/msg/Image", T0 + 7, _image(T0 + 3, rgb, "mono8", pad=1)),
+        (
+            "/cam/jpeg",
+            "sensor_msgs/msg/CompressedImage",
+            T0 + 8,
+            T["sensor_msgs/msg/CompressedImage"](
+                header=_header(T0 + 4, "cam"), format="jpeg", data=np.frombuffer(jpeg, np.uint8)
+            ),
+        ),
+        (
+            "/lidar",
+            "sensor_msgs/msg/PointCloud2",
+            T0 + 9,
+            _cloud(T0 + 5, points, ("intensity", "z", "x", "y"), 24),
+        ),
+        ("/lidar_xyz", "sensor_msgs/msg/PointCloud2", T0 + 10, _cloud(T0 + 6, points, ("y", "x", "z"), 16)),
+        (
+            "/mic",
+            "audio_common_msgs/msg/AudioDataStamped",
+            T0 + 11,
+            T["audio_common_msgs/msg/AudioDataStamped"](header=_header(T0 + 7, "mic"), audio=audio),
+        ),
+        ("/mic_raw", "audio_common_msgs/msg/AudioData", T0 + 12, audio),
+        ("/chatter", "std_msgs/msg/String", T0 + 13, T["std_msgs/msg/String"](data="not mapped, skipped")),
+    ]
+    bag = tmp_path / "bag"
+    _write_bag(bag, plugin, messages)
+    maps = parse_map([
+        "/cam/rgb=camera/rgb", "/cam/bgr=camera/bgr", "/cam/mono=camera/mono", "/cam/jpeg=camera/jpeg:camera",
+        "/lidar=lidar/a", "/lidar_xyz=lidar/b", "/mic=audio/a", "/mic_raw=audio/b",
+    ])  # fmt: skip
+    counts = import_ros2(bag, tmp_path / "log.mcap", maps, sample_rate=16000, channels=2)
+    assert counts == dict.fromkeys([m.stream for m in maps], 1)
+    got = {m.sample.stream: m for m in LogReader(tmp_path / "log.mcap")}
+    assert np.array_equal(got["camera/rgb"].sample.arrays["image"], rgb)
+    assert np.array_equal(got["camera/bgr"].sample.arrays["image"], rgb)
+    assert np.array_equal(got["camera/mono"].sample.arrays["image"], np.repeat(rgb[:, :, :1], 3, axis=2))
+    assert got["camera/jpeg"].sample.arrays["jpeg"].tobytes() == jpeg
+    assert got["camera/jpeg"].sample.meta == {"encoding": "jpeg"}
+    assert np.array_equal(got["lidar/a"].sample.arrays["points"], points)
+    xyz0 = np.concatenate([points[:, :3], np.zeros((7, 1), np.float32)], axis=1)
+    assert np.array_equal(got["lidar/b"].sample.arrays["points"], xyz0)  # no intensity field: 0
+    assert np.array_equal(got["audio/a"].sample.arrays["samples"], pcm)
+    assert got["audio/a"].sample.meta == {"sample_rate": 16000}
+    # Header stamps become stamp_ns, the bag time log_time; unstamped audio takes the bag time.
+    assert (got["camera/rgb"].sample.stamp_ns, got["camera/rgb"].log_time_ns) == (T0 + 1, T0 + 5)
+    assert got["audio/a"].sample.stamp_ns == T0 + 7 and got["audio/b"].sample.stamp_ns == T0 + 12
+    assert got["lidar/a"].sample.frame_id == "lidar_top"
+
+
+def test_unsupported_types_and_encodings_name_topic_and_type(tmp_path: Path) -> None:
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    bad_image = _image(T0, rgb, "rgb8")
+    bad_image.encoding = "rgba8"
+    messages = [
+        ("/chatter", "std_msgs/msg/String", T0, T["std_msgs/msg/String"](data="hello")),
+        ("/cam", "sensor_msgs/msg/Image", T0, bad_image),
+        (
+            "/png",
+            "sensor_msgs/msg/CompressedImage",
+            T0,
+            T["sensor_msgs/msg/CompressedImage"](
+                header=_header(T0, "c"), format="png", data=np.zeros(4, np.uint8)
+            ),
+        ),
+        (
+            "/cloud",
+            "sensor_msgs/msg/PointCloud2",
+            T0,
+            _cloud(T0, np.zeros((2, 4), np.float32), ("x", "y"), 8),
+        ),
+    ]
+    bag = tmp_path / "bag"
+    _write_bag(bag, StoragePlugin.SQLITE3, messages)
+    cases = {
+        "/chatter": r"topic /chatter \(std_msgs/msg/String\): not a fusion-pipeline result as export-ros2",
+        "/cam": r"topic /cam \(sensor_msgs/msg/Image\): Image encoding 'rgba8' is not supported",
+        "/png": r"topic /png \(sensor_msgs/msg/CompressedImage\): CompressedImage format 'png'",
+        "/cloud": r"topic /cloud \(sensor_msgs/msg/PointCloud2\): PointCloud2 has no field 'z'",
+    }
+    for topic, message in cases.items():
+        with pytest.raises(Ros2Error, match=message):
+            import_ros2(bag, tmp_path / "out.mcap", [TopicMap(topic, "x/y")])
+    with pytest.raises(Ros2Error, match=r"no topic \['/nope'\]"):
+        import_ros2(bag, tmp_path / "out.mcap", [TopicMap("/nope", "x/y")])
+    with pytest.raises(Ros2Error, match="expected TOPIC=STREAM"):
+        parse_map(["/no-stream"])
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_export_then_import_round_trips(tmp_path: Path, storage: str) -> None:
+    rng = np.random.default_rng(1)
+    samples = [
+        Sample(
+            "camera/front",
+            "camera",
+            0,
+            T0,
+            {"image": rng.integers(0, 255, (4, 6, 3), dtype=np.uint8)},
+            "cam",
+            {"encoding": "rgb8"},
+        ),
+        Sample(
+            "lidar/top",
+            "lidar",
+            0,
+            T0 + 1,
+            {"points": rng.normal(size=(9, 4)).astype(np.float32)},
+            "lidar_top",
+        ),
+        Sample(
+            "radar/front",
+            "radar",
+            0,
+            T0 + 2,
+            {"detections": rng.normal(size=(3, 5)).astype(np.float32)},
+            "radar_front",
+        ),
+        Sample(
+            "audio/roof",
+            "audio",
+            0,
+            T0 + 3,
+            {"samples": rng.integers(-9, 9, (320, 1), dtype=np.int16)},
+            "mic",
+            {"sample_rate": 16000},
+        ),
+        Sample(
+            "result/fused",
+            "result",
+            0,
+            T0,
+            {"class_probs": np.full(5, 0.2, np.float32)},
+            "",
+            {"classes": ["a"]},
+        ),
+        Sample("set/fused", "set", 0, T0, {}, ""),
+    ]
+    with LogWriter(tmp_path / "log.mcap") as writer:
+        for i, sample in enumerate(samples):
+            writer.write(sample, T0 + 100 + i)
+    bag = tmp_path / "bag"
+    counts = export_ros2([tmp_path / "log.mcap"], bag, storage=storage)
+    assert counts == {f"/{s.stream}": 1 for s in samples[:5]}  # sets have no ROS 2 type
+    with Reader(bag) as reader:
+        assert reader.message_count == 6  # and the audio topic's AudioInfo
+        types = {c.topic: c.msgtype for c in reader.connections}
+        assert types["/result/fused"] == "std_msgs/msg/String"
+        assert types["/audio/roof_info"] == "audio_common_msgs/msg/AudioInfo"
+        for connection, _, raw in reader.messages():
+            msg = STORE.deserialize_cdr(raw, connection.msgtype)
+            if connection.topic == "/result/fused":
+                result = json.loads(msg.data)
+                assert result["format"] == "fusion-pipeline-result/1" and result["meta"] == {"classes": ["a"]}
+                assert result["arrays"]["class_probs"]["dtype"] == "<f4"
+            if connection.topic == "/audio/roof_info":
+                assert (msg.sample_rate, msg.channels, msg.sample_format) == (16000, 1, "S16LE")
+    maps = parse_map(
+        [
+            "/camera/front=camera/front",
+            "/lidar/top=lidar/top",
+            "/radar/front=radar/front:radar",
+            "/audio/roof=audio/roof",
+            "/result/fused=result/fused",
+        ]
+    )
+    import_ros2(bag, tmp_path / "back.mcap", maps)  # no --sample-rate: the bag says it
+    back = {m.sample.stream: m.sample for m in LogReader(tmp_path / "back.mcap")}
+    assert set(back) == {s.stream for s in samples[:5]}
+    for sample in samples[:5]:
+        assert same_sample(back[sample.stream], sample)
+
+
+def test_export_of_a_missing_log_leaves_no_bag_behind(tmp_path: Path) -> None:
+    with pytest.raises(LogError, match="nope.mcap: no such log file"):
+        export_ros2([tmp_path / "nope.mcap"], tmp_path / "bag")
+    assert not (tmp_path / "bag").exists()  # so the retry is not refused as "exists already"
+
+
+def test_a_damaged_bag_is_a_ros2_error_and_leaves_no_log(tmp_path: Path) -> None:
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    for plugin in (StoragePlugin.SQLITE3, StoragePlugin.MCAP):
+        bag = tmp_path / f"bag-{plugin.name}"
+        _write_bag(
+            bag,
+            plugin,
+            [("/cam", "sensor_msgs/msg/Image", T0 + i, _image(T0 + i, rgb, "rgb8")) for i in range(50)],
+        )
+        (storage,) = [p for p in bag.iterdir() if p.suffix in (".db3", ".mcap")]
+        data = bytearray(storage.read_bytes())
+        at = data.rfind(b"cam\x00") + 4 + 8  # past the frame_id, height and width: the encoding's length
+        data[at : at + 4] = (2**31).to_bytes(4, "little")
+        storage.write_bytes(data)
+        out = tmp_path / f"{plugin.name}.mcap"
+        with pytest.raises(Ros2Error, match=r"topic /cam \(sensor_msgs/msg/Image\): message does not decode"):
+            import_ros2(bag, out, [TopicMap("/cam", "camera/front")])
+        assert not out.exists()

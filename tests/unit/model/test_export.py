@@ -1,0 +1,130 @@
+"""Exported ONNX models against torch: parity under every presence mask, finiteness, the contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from tiny_model import TINY, export_tiny
+
+from fusion_pipeline.cli import main
+from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ContractError
+from fusion_pipeline.inference import load_contract
+from fusion_pipeline.model.export import all_presence_masks, contract_for, export_onnx, random_inputs
+from fusion_pipeline.model.fusion import FUSIONS
+from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet, ModelConfig
+
+
+@pytest.fixture(scope="module", params=FUSIONS)
+def exported(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[FusionNet, Path]:
+    return export_tiny(request.param, tmp_path_factory.mktemp("onnx"))
+
+
+def _torch(model: FusionNet, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    contract = contract_for(model)
+    with torch.no_grad():
+        return [t.numpy() for t in model(*(inputs[s.name] for s in contract.inputs))]
+
+
+def _ort(path: Path, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(list(OUTPUT_NAMES), {k: v.numpy() for k, v in inputs.items()})
+
+
+def test_parity_under_every_presence_mask(exported: tuple[FusionNet, Path]) -> None:
+    model, path = exported
+    masks = all_presence_masks()
+    assert len(masks) == 16 and len(torch.unique(masks, dim=0)) == 16
+    # Two random draws per mask, so each mask sees more than one input.
+    inputs = random_inputs(contract_for(model), torch.cat([masks, masks]), seed=3)
+    for name, expected, got in zip(OUTPUT_NAMES, _torch(model, inputs), _ort(path, inputs), strict=True):
+        assert got.shape == expected.shape, name
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("fill", ["zeros", "huge", "no_radar_points"])
+def test_outputs_finite_under_every_mask(exported: tuple[FusionNet, Path], fill: str) -> None:
+    model, path = exported
+    inputs = random_inputs(contract_for(model), all_presence_masks(), seed=4)
+    for name in ("camera", "lidar", "radar", "audio"):
+        if fill == "zeros":
+            inputs[name].zero_()
+        elif fill == "huge":
+            inputs[name].mul_(1e4)
+    if fill != "huge":
+        inputs["radar_mask"].zero_()
+    for outputs in (_torch(model, inputs), _ort(path, inputs)):
+        for name, out in zip(OUTPUT_NAMES, outputs, strict=True):
+            assert np.isfinite(out).all(), f"{name} not finite with {fill} inputs"
+
+
+def test_missing_modality_input_is_ignored(exported: tuple[FusionNet, Path]) -> None:
+    """Whatever a missing sensor's input holds must not change the outputs; a present one must."""
+    model, _ = exported
+    for i, modality in enumerate(MODALITIES):
+        presence = torch.ones(2, len(MODALITIES))
+        presence[0, i] = 0.0  # row 0: this modality missing, row 1: present
+        a = random_inputs(contract_for(model), presence, seed=5)
+        b = {k: v.clone() for k, v in a.items()}
+        names = ("radar", "radar_mask") if modality == "radar" else (modality,)
+        for name in names:
+            b[name] = torch.rand_like(b[name]) * 5
+        out_a, out_b = _torch(model, a), _torch(model, b)
+        for oa, ob in zip(out_a, out_b, strict=True):
+            np.testing.assert_allclose(
+                oa[0], ob[0], rtol=1e-5, atol=1e-5, err_msg=f"missing {modality} leaked into the outputs"
+            )
+        assert not np.allclose(out_a[0][1], out_b[0][1]), f"present {modality} had no effect"
+
+
+def test_dynamic_batch(exported: tuple[FusionNet, Path]) -> None:
+    model, path = exported
+    for batch in (1, 7):
+        inputs = random_inputs(contract_for(model), torch.ones(batch, len(MODALITIES)), seed=batch)
+        outputs = _ort(path, inputs)
+        assert [o.shape[0] for o in outputs] == [batch] * len(OUTPUT_NAMES)
+
+
+def test_contract_round_trip_through_export_and_info(
+    exported: tuple[FusionNet, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, path = exported
+    expected = contract_for(model)
+    assert load_contract(path) == expected
+    assert load_contract(path).fusion == model.config.fusion
+
+    assert main(["model", "info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(expected.to_json())
+
+    assert main(["model", "info", str(path)]) == 0
+    text = capsys.readouterr().out
+    for spec in (*expected.inputs, *expected.outputs):
+        assert spec.name in text
+
+
+def test_info_rejects_models_without_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import onnx
+
+    bare = tmp_path / "bare.onnx"
+    model = FusionNet(ModelConfig(fusion="concat", **TINY))
+    export_onnx(model, bare)
+    proto = onnx.load(str(bare))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(bare))
+    with pytest.raises(ContractError, match=CONTRACT_KEY):
+        load_contract(bare)
+    assert main(["model", "info", str(bare)]) == 2
+    assert CONTRACT_KEY in capsys.readouterr().err
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(ContractError, match="not a loadable ONNX model"):
+        load_contract(garbage)
+    with pytest.raises(ContractError, match="no such model file"):
+        load_contract(tmp_path / "absent.onnx")

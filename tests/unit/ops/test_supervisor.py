@@ -1,0 +1,193 @@
+"""Supervisor, its pure parts: node specs, restart backoff, the replay graph, the status line, counter
+totals and result statistics. Restarts of real processes: tests/process/test_supervisor.py."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pipeline_harness import DEMO_TEXT
+
+from fusion_pipeline.config import load_config, parse_config
+from fusion_pipeline.ops import (
+    LIVE_GRAPH,
+    REPLAY_GRAPH,
+    STATUS_PLAIN_S,
+    CounterTotals,
+    NodeSpec,
+    RestartPolicy,
+    ResultStats,
+    StatusLine,
+    is_drop_counter,
+    node_specs,
+    percentiles,
+    plain_tcp_endpoints,
+)
+from fusion_pipeline.transport import Sample
+
+
+def test_node_specs_cover_the_graph_upstream_first() -> None:
+    config = load_config()
+    names = [s.name for s in node_specs(config)]
+    assert names == [
+        "sensor_sim:camera/front",
+        "sensor_sim:lidar/top",
+        "sensor_sim:radar/front",
+        "sensor_sim:audio/roof",
+        "ingest:camera/front",
+        "ingest:lidar/top",
+        "ingest:radar/front",
+        "ingest:audio/roof",
+        "synchronizer",
+        "inference",
+    ]
+    external = parse_config(
+        DEMO_TEXT.replace('name = "radar/front"', 'name = "radar/front"\ndriver = "external"')
+    )
+    assert NodeSpec("sensor_sim", "radar/front") not in node_specs(external)
+    assert NodeSpec("ingest", "radar/front") in node_specs(external)
+
+
+def test_plain_tcp_endpoints_are_the_tcp_ones_without_curve() -> None:
+    assert plain_tcp_endpoints(load_config(), Path("/run/x")) == []  # the demo: ipc only
+    text = DEMO_TEXT.replace('"ipc://{run_dir}/sets.sock"', '"tcp://127.0.0.1:5601"', 1)
+    text = text.replace('"ipc://{run_dir}/results.sock"', '"tcp://0.0.0.0:5602"', 1)
+    insecure = parse_config(text.replace("insecure = false", "insecure = true", 1))
+    found = [(use.key, use.url) for use in plain_tcp_endpoints(insecure, Path("/run/x"))]
+    assert found == [("sync.endpoint", "tcp://127.0.0.1:5601"), ("output.endpoint", "tcp://0.0.0.0:5602")]
+    # With a certificate configured the tcp endpoints use CURVE, even with insecure = true: none is plain.
+    curve = parse_config(
+        text.replace(
+            "insecure = false", 'insecure = true\ncertificate = "k/p.key_secret"\nauthorized_keys = "k/ok"'
+        )
+    )
+    assert plain_tcp_endpoints(curve, Path("/run/x")) == []
+
+
+def test_restart_backoff_doubles_up_to_the_cap() -> None:
+    policy = RestartPolicy(initial_s=0.25, max_s=2.0)
+    assert [policy.delay(k) for k in range(1, 7)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+
+
+def test_the_replay_graph_is_the_live_one_without_drivers_with_replay_in_log_time() -> None:
+    config = load_config()
+    live = [s for s in LIVE_GRAPH.nodes(config) if s.kind != "sensor_sim"]
+    assert REPLAY_GRAPH.nodes(config) == live and len(live) < len(LIVE_GRAPH.nodes(config))
+    ingest = NodeSpec("ingest", "camera/front")
+    argv = LIVE_GRAPH.argv(ingest, Path("/etc/p.toml"), Path("/run/x"))
+    assert argv[1:5] == ["-m", "nodes.ingest", "--config", "/etc/p.toml"]
+    assert argv[5:] == ["--run-dir", "/run/x", "--stream", "camera/front"]
+    assert REPLAY_GRAPH.argv(ingest, Path("/etc/p.toml"), Path("/run/x")) == [*argv, "--replay"]
+    assert "--config" not in LIVE_GRAPH.argv(ingest, None, Path("/run/x"))  # the embedded demo
+    assert not LIVE_GRAPH.log_time and REPLAY_GRAPH.log_time
+    assert [(what, url(Path("/run/x"))) for what, url in REPLAY_GRAPH.sockets] == [
+        ("pipeline.run_dir (the end-of-replay socket)", "ipc:///run/x/replay-end.sock")
+    ]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_status_line_in_a_log_waits_for_results_then_comes_every_plain_period() -> None:
+    out = io.StringIO()
+    line, stats = StatusLine(out), ResultStats(["camera"])
+    line.start(0.0, {"camera/front": 0})
+    assert not line.due(0.5) and line.due(1.0)
+    line.update(1.0, {"camera/front": 10}, stats, 0, None)
+    assert out.getvalue() == "" and line.due(2.0)  # no line of zeros while the nodes start
+    stats.results = stats.full = 1
+    line.update(2.0, {"camera/front": 30}, stats, 2, None)  # rates since the last update
+    assert out.getvalue() == (
+        "[status] camera 20.0Hz | sets full 1 partial 0 | no results yet | - | restarts 2\n"
+    )
+    assert not line.due(2.0 + STATUS_PLAIN_S - 0.1) and line.due(2.0 + STATUS_PLAIN_S)
+    line.node_output("inference", b"inference: \x1b[1;31mloaded\x1b[0m\n")  # colours stripped in a log
+    assert out.getvalue().endswith("[inference] loaded\n")
+
+
+def test_the_status_line_on_a_terminal_is_redrawn_in_place_and_cleared_by_a_log_line() -> None:
+    out = _Terminal()
+    line = StatusLine(out)
+    line.start(0.0, {"camera/front": 0})
+    line.update(1.0, {"camera/front": 5}, ResultStats(["camera"]), 0, None)  # every second, from the start
+    assert out.getvalue().startswith("\r\x1b[Kcamera  5.0Hz | ") and line.due(2.0)
+    line.node_output("inference", b"\x1b[1mbold\x1b[0m\n")
+    line.clear()  # nothing left to clear
+    assert out.getvalue().endswith("\r\x1b[K[inference] \x1b[1mbold\x1b[0m\n")
+
+
+def test_counter_totals_survive_restarts() -> None:
+    totals = CounterTotals()
+    totals.update("ingest:x", 100, {"produced": 5, "schema_bad_shape": 1, "provider": "cpu"})
+    totals.update("ingest:x", 100, {"produced": 9, "schema_bad_shape": 2, "provider": "cpu"})
+    totals.update("ingest:x", 200, {"produced": 3, "schema_bad_shape": 0, "provider": "cuda"})  # restarted
+    assert totals.totals("ingest:x") == {"produced": 12, "schema_bad_shape": 2, "provider": "cuda"}
+    assert totals.drops() == {"ingest:x": {"schema_bad_shape": 2}}
+
+
+def test_drop_counters_are_recognised_by_name() -> None:
+    drops = [
+        "dropped.camera/front.superseded",
+        "malformed_bad_header",
+        "schema_bad_jpeg",
+        "skipped",
+        "outage",
+    ]
+    assert all(is_drop_counter(n) for n in drops)
+    assert not any(is_drop_counter(n) for n in ("produced", "published", "received", "sets_full"))
+
+
+def _result(stamp: int, stages: dict[str, int], mask: list[int]) -> Sample:
+    return Sample(
+        "result/fused",
+        "result",
+        0,
+        stamp,
+        {"presence": np.array(mask, np.uint8)},
+        "",
+        {"stages": {"capture": stamp, **stages}, "provider": "CPUExecutionProvider"},
+    )
+
+
+def test_result_stats_split_end_to_end_into_stages_wait_model_and_overhead() -> None:
+    stats = ResultStats(["camera", "lidar", "radar", "audio"])
+    ms = 1_000_000
+    stages = {
+        "ingest_in": 2 * ms,
+        "ingest_out": 4 * ms,
+        "sync_in": 24 * ms,  # 20 ms waiting for the other sensors
+        "sync_emit": 25 * ms,
+        "inference_start": 26 * ms,
+        "inference_end": 29 * ms,  # 3 ms model
+        "publish": 30 * ms,
+    }
+    stats.add(_result(0, stages, [1, 1, 1, 1]), received_ns=31 * ms)
+    stats.add(_result(0, stages, [0, 1, 1, 1]), received_ns=31 * ms)
+    latency = stats.latency()
+    assert latency["end_to_end"]["p50"] == 30.0
+    assert latency["delivered"]["p50"] == 31.0
+    assert latency["model"]["p50"] == 3.0
+    assert latency["sync_wait"]["p50"] == 20.0
+    assert latency["overhead"]["p50"] == 7.0
+    assert latency["ingest_out->sync_in"]["p50"] == 20.0
+    assert list(latency)[0] == "capture->ingest_in"  # pipeline order
+    assert (stats.full, stats.partial, dict(stats.missing)) == (1, 1, {"camera": 1})
+
+
+def test_result_stats_leave_start_up_out_of_latency_but_count_it() -> None:
+    stats = ResultStats(["lidar"], since_ns=100)
+    stats.add(_result(50, {}, [0, 1, 0, 0]), received_ns=60)
+    stats.add(_result(150, {}, [0, 1, 0, 0]), received_ns=170)
+    assert stats.results == 2 and stats.full == 2  # only lidar is configured
+    assert stats.latency()["end_to_end"]["n"] == 1
+
+
+def test_percentiles_in_ms() -> None:
+    p = percentiles(np.arange(1, 101) * 1_000_000)
+    assert p["n"] == 100 and p["p50"] == pytest.approx(50.5) and p["p99"] == pytest.approx(99.01)
+    assert p["max"] == 100.0
+    assert percentiles([]) == {"n": 0}

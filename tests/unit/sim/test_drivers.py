@@ -1,0 +1,189 @@
+"""Simulated sensor drivers: settings, capture schedule, rendering. A real driver process on the wire:
+tests/process/test_sensor_sim.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pipeline_harness import DEMO_TEXT, add_to_stream
+
+from fusion_pipeline.config import load_config, parse_config
+from fusion_pipeline.contract import AUDIO_SAMPLE_RATE
+from fusion_pipeline.sim import RenderLead, SensorSchedule, SimError, SimSettings, World, render
+
+S = 1_000_000_000
+START = 1_700_000_000_123_456_789  # an arbitrary wall-clock start, not on any grid
+
+
+def _stream(name: str, sim: str = "", rate: float | None = None):
+    text = add_to_stream(DEMO_TEXT, name, sim) if sim else DEMO_TEXT
+    config = parse_config(text)
+    stream = config.stream(name)
+    return stream.model_copy(update={"rate_hz": rate}) if rate else stream
+
+
+def test_settings_default_and_parse() -> None:
+    assert SimSettings.from_stream(_stream("radar/front")) == SimSettings()
+    settings = SimSettings.from_stream(
+        _stream(
+            "radar/front",
+            "sim = { seed = 3, latency_ms = 15, jitter_ms = 2.5, drop_prob = 0.1, "
+            "outage = { start_s = 2, duration_s = 1.5 } }",
+        )
+    )
+    assert settings == SimSettings(
+        seed=3, latency_ms=15, jitter_ms=2.5, drop_prob=0.1, outage_start_s=2.0, outage_duration_s=1.5
+    )
+    assert SimSettings().describe() == "perfect sensor"
+    assert SimSettings(seed=3, drop_prob=0.1).describe() == "seed=3, drop_prob=0.1"
+
+
+@pytest.mark.parametrize(
+    ("sim", "message"),
+    [
+        ("sim = { jiter_ms = 1 }", r"streams\[radar/front\].sim: unknown keys \['jiter_ms'\]"),
+        ("sim = { jitter_ms = -1 }", r"sim.jitter_ms: must be >= 0"),
+        ("sim = { drop_prob = 1.5 }", r"sim.drop_prob: must be in \[0, 1\]"),
+        ("sim = { seed = 1.5 }", r"sim.seed: expected a non-negative integer"),
+        ('sim = { latency_ms = "5" }', r"sim.latency_ms: expected a number"),
+        ("sim = { outage = { start_s = 1 } }", r"sim.outage: expected"),
+        ("sim = { phase_ms = 50 }", r"sim.phase_ms: must be in \[0, one period\)"),  # 20 Hz: 50 ms
+    ],
+)
+def test_bad_settings_name_the_key(sim: str, message: str) -> None:
+    with pytest.raises(SimError, match=message):
+        SimSettings.from_stream(_stream("radar/front", sim))
+
+
+def test_the_simulated_microphone_names_its_sample_rate_key() -> None:
+    audio = _stream("audio/roof").model_copy(update={"sample_rate": 44100})
+    with pytest.raises(SimError, match=r"streams\[audio/roof\]\.sample_rate: .* renders 16000 Hz, got 44100"):
+        SimSettings.from_stream(audio)
+
+
+def test_audio_chunks_must_be_whole_samples() -> None:
+    with pytest.raises(SimError, match=r"streams\[audio/roof\]\.rate_hz: .* chunks of whole samples"):
+        SimSettings.from_stream(_stream("audio/roof", rate=30.0))  # 533.3 samples per chunk
+
+
+def test_captures_sit_on_the_epoch_grid_and_send_after_latency() -> None:
+    schedule = SensorSchedule(_stream("radar/front"), SimSettings(latency_ms=7), START)
+    captures = [schedule.next() for _ in range(5)]
+    stamps = [c.stamp_ns for c in captures]
+    assert stamps[0] >= START and stamps[0] - START < S // 20
+    assert all(s % (S // 20) == 0 for s in stamps)  # 20 Hz grid counted from the epoch
+    assert np.diff(stamps).tolist() == [S // 20] * 4
+    assert all(c.sent and c.send_ns - c.stamp_ns == 7_000_000 for c in captures)
+
+
+def test_sensors_share_capture_instants_unless_given_a_phase() -> None:
+    def stamps(name: str, settings: SimSettings, n: int) -> list[int]:
+        schedule = SensorSchedule(_stream(name), settings, START)
+        return [schedule.next().stamp_ns for _ in range(n)]
+
+    lidar = stamps("lidar/top", SimSettings(), 10)
+    camera = stamps("camera/front", SimSettings(), 30)
+    assert set(lidar) <= set(camera)  # every lidar sweep has a camera frame at the same instant
+    assert np.diff(camera).min() >= S // 30 and np.diff(camera).max() <= S // 30 + 1  # exact 30 Hz, no drift
+    shifted = stamps("camera/front", SimSettings(phase_ms=10), 30)
+    assert {t - 10_000_000 for t in shifted} == set(camera)
+    audio = stamps("audio/roof", SimSettings(phase_ms=1.23), 3)
+    assert all((t - audio[0]) % 20_000_000 == 0 and t % 62_500 == 0 for t in audio)  # on the sample grid
+
+
+def test_jitter_stays_within_bounds_around_the_latency() -> None:
+    schedule = SensorSchedule(_stream("camera/front"), SimSettings(latency_ms=5, jitter_ms=3), START)
+    delays = np.array([(c := schedule.next()).send_ns - c.stamp_ns for _ in range(2000)]) / 1e6
+    assert delays.min() >= 2.0 and delays.max() <= 8.0
+    assert delays.std() > 1.0  # it does vary (uniform +-3 ms has sd 1.73 ms)
+
+
+def test_drops_are_random_at_the_configured_rate_and_reproducible() -> None:
+    def lost(seed: int) -> list[bool]:
+        schedule = SensorSchedule(_stream("camera/front"), SimSettings(seed=seed, drop_prob=0.2), START)
+        return [not schedule.next().sent for _ in range(5000)]
+
+    a = lost(1)
+    assert 0.18 < np.mean(a) < 0.22
+    assert a == lost(1) and a != lost(2)
+
+
+def test_outage_silences_exactly_its_window() -> None:
+    schedule = SensorSchedule(
+        _stream("lidar/top"), SimSettings(outage_start_s=1.0, outage_duration_s=0.5), START
+    )
+    captures = [schedule.next() for _ in range(30)]
+    out = [c for c in captures if not c.sent]
+    assert {c.why for c in out} == {"outage"}
+    assert all(START + S <= c.stamp_ns < START + 3 * S // 2 for c in out)
+    assert len(out) == 5  # 0.5 s of a 10 Hz lidar
+
+
+def test_late_driver_skips_to_the_current_capture() -> None:
+    schedule = SensorSchedule(_stream("camera/front"), SimSettings(), START)
+    first = schedule.next()
+    skipped = schedule.skip_to(first.stamp_ns + S)  # stalled for a second
+    assert skipped == 29
+    assert schedule.next().stamp_ns == first.stamp_ns + S  # 30 captures of a 30 Hz camera
+    assert schedule.skip_to(0) == 0
+    # A sensor whose latency spans several periods is not late when it sends at stamp + latency.
+    slow = SensorSchedule(_stream("camera/front"), SimSettings(latency_ms=150), START)
+    capture = slow.next()
+    assert slow.skip_to(capture.send_ns) == 0
+    assert slow.skip_to(capture.send_ns + 2 * S // 30 + 1) == 1  # the one after next is due: skip one
+
+
+def test_audio_chunks_are_continuous_and_render_the_world_exactly() -> None:
+    stream = _stream("audio/roof")
+    schedule = SensorSchedule(stream, SimSettings(), START)
+    assert schedule.chunk == AUDIO_SAMPLE_RATE // 50
+    world = World(0)
+    captures = [schedule.next() for _ in range(3)]
+    chunks = [render(world, stream, c, schedule.chunk) for c in captures]
+    assert [c.stamp_ns - captures[0].stamp_ns for c in captures] == [0, 20_000_000, 40_000_000]
+    joined = np.concatenate([arrays["samples"] for arrays, _ in chunks])
+    assert joined.shape == (3 * schedule.chunk, 1) and joined.dtype == np.float32
+    np.testing.assert_array_equal(joined[:, 0], world.audio(captures[0].stamp_ns, 3 * schedule.chunk))
+    assert chunks[0][1] == {"sample_rate": 16000}
+
+
+def test_render_names_arrays_as_the_protocol_says() -> None:
+    config = load_config()
+    world = World(0)
+    capture = SensorSchedule(config.stream("camera/front"), SimSettings(), START).next()
+    shapes = {}
+    for stream in config.streams:
+        arrays, meta = render(world, stream, capture, 320)
+        shapes[stream.modality] = {k: (v.dtype.str, v.shape[1:]) for k, v in arrays.items()}
+        if stream.modality == "camera":
+            assert meta == {"encoding": "rgb8"}
+    assert shapes == {
+        "camera": {"image": ("|u1", (640, 3))},
+        "lidar": {"points": ("<f4", (4,))},
+        "radar": {"detections": ("<f4", (5,))},
+        "audio": {"samples": ("<f4", (1,))},
+    }
+
+
+def test_render_lead_follows_the_render_cost_within_one_period() -> None:
+    lead = RenderLead(period_ns=33_000_000, margin_ns=3_000_000, weight=0.5)
+    assert lead.lead_ns() == 33_000_000  # unknown cost: render at once
+    lead.update(4_000_000)
+    assert lead.lead_ns() == 11_000_000  # twice the cost plus the margin
+    lead.update(2_000_000)
+    assert lead.lead_ns() == 9_000_000  # running mean 3 ms
+    lead.update(40_000_000)
+    assert lead.lead_ns() == 33_000_000  # never more than a period
+
+
+def test_rate_factor_speeds_up_the_simulated_sensor_and_is_validated() -> None:
+    stream = _stream("radar/front", "sim = { rate_factor = 5 }")
+    settings = SimSettings.from_stream(stream)
+    assert settings.rate_hz(stream) == 100.0
+    assert SensorSchedule(stream, settings, 0).period_ns == 10_000_000
+    for bad in (0, -1, "fast", True):
+        with pytest.raises(SimError, match=r"rate_factor"):
+            SimSettings.from_stream(stream.model_copy(update={"sim": {"rate_factor": bad}}))
+    audio = _stream("audio/roof")  # 50 Hz x 0.3 = 15 Hz: not a whole number of samples per chunk
+    with pytest.raises(SimError, match="whole samples"):
+        SimSettings.from_stream(audio.model_copy(update={"sim": {"rate_factor": 0.3}}))

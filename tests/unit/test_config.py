@@ -1,0 +1,271 @@
+"""Config: the demo loads from anywhere; every error names the file, the key path and what was expected."""
+
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from node_harness import write_config
+from paths import ROOT
+
+from fusion_pipeline.config import ConfigError, StreamConfig, check_run_dir, load_config, parse_config
+from fusion_pipeline.transport import Limits
+
+DEMO_PATH = ROOT / "configs" / "demo.toml"
+DEMO = DEMO_PATH.read_text()
+
+
+def test_embedded_demo_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the embedded default must not depend on the working directory
+    config = load_config()
+    assert [s.modality for s in config.streams] == ["camera", "lidar", "radar", "audio"]
+    assert config.sync.reference == "lidar/top" and config.stream("audio/roof").sample_rate == 16000
+    assert config.stream("lidar/top").required and not config.stream("camera/front").required
+    assert config.endpoint(config.sync.endpoint, "/run/x") == "ipc:///run/x/sets.sock"
+    limits = Limits.from_config(config.stream("camera/front").limits)
+    assert limits.max_array_bytes == 64 * 1024 * 1024
+
+
+def test_repository_demo_is_the_embedded_one() -> None:
+    assert load_config(DEMO_PATH) == load_config()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('modality = "radar"', 'modality = "radr"', "streams[2].modality: Input should be 'camera', 'lidar'"),
+        ("queue_size = 10", "queue_size = 0", "sync.queue_size: Input should be greater than 0 (got 0)"),
+        ('reference = "lidar/top"', 'reference = "lidar"', "sync.reference: 'lidar' is not a stream"),
+        ("sample_rate = 16000", "", "streams[3].sample_rate: required for an audio stream"),
+        ('name = "radar/front"', 'name = "lidar/top"', "streams[2].name: duplicate stream name 'lidar/top'"),
+        ("heartbeat_ms = 500", "heartbeat_ms = 500\nheartbeat = 1", "pipeline.heartbeat: Extra inputs"),
+        (
+            'endpoint = "ipc://{run_dir}/sets.sock"',
+            'endpoint = "udp://x:1"',
+            "sync.endpoint: endpoint 'udp://x:1'",
+        ),
+        ("rate_hz = 30", 'rate_hz = "fast"', "streams[0].rate_hz: Input should be a valid number"),
+        # Strict: TOML has real types, so a quoted number or a 1 for true is a mistake, not a conversion.
+        ("rate_hz = 30", 'rate_hz = "30"', "streams[0].rate_hz: Input should be a valid number (got '30')"),
+        ("required = true", 'required = "yes"', "streams[1].required: Input should be a valid boolean"),
+        ("tf32 = true", "tf32 = 1", "model.tf32: Input should be a valid boolean (got 1)"),
+        (
+            "heartbeat_ms = 500",
+            "heartbeat_ms = 6000",
+            "pipeline.heartbeat_ms: Input should be less than or equal",
+        ),
+        (
+            "realtime_priority = 0",
+            "realtime_priority = 100",
+            "pipeline.realtime_priority: Input should be less than or equal to 99",
+        ),
+        (
+            'reference = "lidar/top"',
+            'reference = "audio/roof"',
+            "sync.reference: an audio stream is continuous",
+        ),
+    ],
+)
+def test_errors_name_file_key_and_expectation(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert old in DEMO
+    path = tmp_path / "bad.toml"
+    path.write_text(DEMO.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: invalid config")
+    assert expected in message
+
+
+def test_tcp_needs_curve_unless_insecure(tmp_path: Path) -> None:
+    tcp = DEMO.replace('endpoint = "ipc://{run_dir}/results.sock"', 'endpoint = "tcp://0.0.0.0:5600"')
+    with pytest.raises(ConfigError, match=r"output.endpoint: tcp endpoint 'tcp://0.0.0.0:5600' needs CURVE"):
+        parse_config(tcp, "tcp.toml")
+    assert parse_config(tcp.replace("insecure = false", "insecure = true")).security.curve() is None
+    secured = parse_config(
+        tcp.replace("insecure = false", 'certificate = "k/p.key_secret"\nauthorized_keys = "k/ok"')
+    )
+    curve = secured.security.curve()
+    assert curve is not None and str(curve.server_key) == "k/p.key" and str(curve.authorized_keys) == "k/ok"
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"x\.toml: not valid TOML"):
+        parse_config("[pipeline\n", "x.toml")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="streams: Field required"):
+        parse_config("[pipeline]\n", "y.toml")
+
+
+def _with(*replacements: tuple[str, str]) -> str:
+    text = DEMO
+    for old, new in replacements:
+        assert old in text
+        text = text.replace(old, new, 1)
+    return text
+
+
+def test_an_allow_list_of_any_key_is_refused() -> None:
+    text = _with(("insecure = false", 'certificate = "k/p.key_secret"\nauthorized_keys = "*"'))
+    with pytest.raises(ConfigError, match=r"security.authorized_keys: '\*' would admit any client key"):
+        parse_config(text, "star.toml")
+
+
+SENSOR = 'endpoint = "ipc://{run_dir}/sensor-radar_front.sock"'
+RESULTS = 'endpoint = "ipc://{run_dir}/results.sock"'
+TCP = ("insecure = false", "insecure = true")
+
+
+@pytest.mark.parametrize(
+    ("replacements", "expected"),
+    [
+        (
+            [(SENSOR, 'endpoint = "ipc://{run_dir}/sensor-lidar_top.sock"')],
+            "streams[2].endpoint: 'ipc://{run_dir}/sensor-lidar_top.sock' collides with "
+            "streams[1].endpoint ('ipc://{run_dir}/sensor-lidar_top.sock'): the same ipc path",
+        ),
+        (  # the same path written another way
+            [(SENSOR, 'endpoint = "ipc://{run_dir}/./x/../sets.sock"')],
+            "sync.endpoint: 'ipc://{run_dir}/sets.sock' collides with streams[2].endpoint",
+        ),
+        (  # a leading "//" is one "/" to libzmq (normpath keeps it: POSIX allows it to mean more)
+            [(RESULTS, 'endpoint = "ipc:///{run_dir}/sensor-radar_front.sock"')],
+            "output.endpoint: 'ipc:///{run_dir}/sensor-radar_front.sock' collides with streams[2].endpoint "
+            "('ipc://{run_dir}/sensor-radar_front.sock'): the same ipc path",
+        ),
+        (
+            [(RESULTS, 'endpoint = "ipc://{run_dir}/ingest-camera_front.sock"')],
+            "output.endpoint: 'ipc://{run_dir}/ingest-camera_front.sock' collides with "
+            "streams[0].ingest_endpoint",
+        ),
+        (  # a wildcard host binds the port on every address
+            [
+                TCP,
+                (SENSOR, 'endpoint = "tcp://0.0.0.0:5555"'),
+                (RESULTS, 'endpoint = "tcp://127.0.0.1:5555"'),
+            ],
+            "output.endpoint: 'tcp://127.0.0.1:5555' collides with streams[2].endpoint ('tcp://0.0.0.0:5555')",
+        ),
+        (
+            [TCP, (SENSOR, 'endpoint = "tcp://*:5555"'), (RESULTS, 'endpoint = "tcp://localhost:5555"')],
+            "output.endpoint: 'tcp://localhost:5555' collides with streams[2].endpoint ('tcp://*:5555')",
+        ),
+        (
+            [
+                TCP,
+                (SENSOR, 'endpoint = "tcp://localhost:5555"'),
+                (RESULTS, 'endpoint = "tcp://127.0.0.1:5555"'),
+            ],
+            "output.endpoint: 'tcp://127.0.0.1:5555' collides with streams[2].endpoint",
+        ),
+        (  # a port is a number: leading zeros name the same one
+            [
+                TCP,
+                (SENSOR, 'endpoint = "tcp://127.0.0.1:05755"'),
+                (RESULTS, 'endpoint = "tcp://127.0.0.1:5755"'),
+            ],
+            "output.endpoint: 'tcp://127.0.0.1:5755' collides with streams[2].endpoint "
+            "('tcp://127.0.0.1:05755'): the same tcp address",
+        ),
+        (
+            [TCP, (SENSOR, 'endpoint = "tcp://*:005755"'), (RESULTS, 'endpoint = "tcp://localhost:5755"')],
+            "('tcp://*:005755'): a wildcard host takes tcp port 5755 on every address",
+        ),
+        (  # the supervisor's metrics take a tcp port too
+            [TCP, (RESULTS, 'endpoint = "tcp://0.0.0.0:9464"')],
+            "metrics.address: 'tcp://127.0.0.1:9464' collides with output.endpoint ('tcp://0.0.0.0:9464')",
+        ),
+        (  # an external driver's endpoint that this host binds too
+            [(SENSOR, f'{SENSOR}\ndriver = "external"'), (RESULTS, SENSOR)],
+            "output.endpoint: 'ipc://{run_dir}/sensor-radar_front.sock' collides with streams[2].endpoint",
+        ),
+        (  # {stream} is the name with "/" made "_": two names, one ingest socket
+            [('name = "radar/front"', 'name = "camera_front"')],
+            "streams[2].ingest_endpoint: 'ipc://{run_dir}/ingest-camera_front.sock' collides with "
+            "streams[0].ingest_endpoint",
+        ),
+    ],
+)
+def test_colliding_endpoints_are_refused_naming_both_keys(replacements, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with(*replacements), "clash.toml")
+    assert str(info.value).startswith("clash.toml: invalid config")
+    assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "replacements",
+    [
+        # One external driver may publish several streams on one socket (each ingest subscribes to its own).
+        [
+            (SENSOR, 'endpoint = "tcp://10.0.0.7:5555"\ndriver = "external"'),
+            (
+                'endpoint = "ipc://{run_dir}/sensor-camera_front.sock"',
+                'endpoint = "tcp://10.0.0.7:5555"\ndriver = "external"',
+            ),
+            TCP,
+        ],
+        # A remote driver on the port this host binds on every address, distinct addresses, a wildcard port.
+        [
+            TCP,
+            (SENSOR, 'endpoint = "tcp://10.0.0.7:5555"\ndriver = "external"'),
+            (RESULTS, 'endpoint = "tcp://*:5555"'),
+        ],
+        [TCP, (SENSOR, 'endpoint = "tcp://127.0.0.2:5555"'), (RESULTS, 'endpoint = "tcp://127.0.0.1:5555"')],
+        [TCP, (SENSOR, 'endpoint = "tcp://127.0.0.1:*"'), (RESULTS, 'endpoint = "tcp://127.0.0.1:*"')],
+        [TCP, ("enabled = true", "enabled = false"), (RESULTS, 'endpoint = "tcp://127.0.0.1:9464"')],
+    ],
+)
+def test_endpoints_that_do_not_collide_pass(replacements) -> None:
+    parse_config(_with(*replacements))
+
+
+def test_ipc_paths_over_the_sun_path_limit_are_refused() -> None:
+    long = "/tmp/" + "d" * 100 + "/results.sock"
+    with pytest.raises(ConfigError, match=rf"output.endpoint: ipc path '{long}' is 118 bytes, over the 107"):
+        parse_config(_with((RESULTS, f'endpoint = "ipc://{long}"')))
+    config = parse_config(DEMO)
+    run_dir = Path("/tmp/" + "r" * 77)
+    check_run_dir(config, run_dir, "demo.toml")  # 82 bytes + the longest /socket name (25) fit
+    with pytest.raises(ConfigError) as info:
+        check_run_dir(config, run_dir / "deeper", "demo.toml")
+    message = str(info.value)
+    assert message.startswith(f"demo.toml: invalid config for run dir {run_dir}/deeper:")
+    assert (
+        f"streams[0].endpoint: ipc path '{run_dir}/deeper/sensor-camera_front.sock' is 114 bytes" in message
+    )
+    assert "sync.endpoint" not in message  # {run_dir}/deeper/sets.sock: 99 bytes
+
+
+def test_a_run_dir_that_makes_two_endpoints_one_is_refused() -> None:
+    text = _with((RESULTS, 'endpoint = "ipc:///run/fp/sets.sock"'))
+    config = parse_config(text)  # the run dir is not known yet
+    check_run_dir(config, Path("/run/other"), "x.toml")
+    with pytest.raises(ConfigError, match=r"output.endpoint: 'ipc:///run/fp/sets.sock' collides with sync"):
+        check_run_dir(config, Path("/run/fp"), "x.toml")
+    control = ("the supervisor's control socket", "ipc:///run/fp/control.sock")
+    taken = parse_config(_with((RESULTS, 'endpoint = "ipc://{run_dir}/control.sock"')))
+    with pytest.raises(
+        ConfigError, match="the supervisor's control socket: 'ipc:///run/fp/control.sock' collides"
+    ):
+        check_run_dir(taken, Path("/run/fp"), "x.toml", [control])
+
+
+def test_the_stream_keys_and_their_host_rules_are_documented_where_a_new_user_looks() -> None:
+    readme = (DEMO_PATH.parents[1] / "README.md").read_text()
+    table = readme.split("Each `[[streams]]` entry is one sensor:", 1)[1].split("\n\n", 2)[1]
+    cells = [line.split("|")[1].replace("`", "") for line in table.splitlines()[2:]]
+    assert {key.strip() for cell in cells for key in cell.split(",")} == set(StreamConfig.model_fields)
+    for text in (readme, DEMO):
+        assert 'driver = "external"' in text or '`"external"`' in text
+        assert "0700" in text and "107 bytes" in text
+    embedded = resources.files("fusion_pipeline").joinpath("configs", "demo.toml").read_text()
+    assert embedded == DEMO  # configs/demo.toml is the embedded file, comments included
+
+
+def test_slowdown_is_a_factor_of_at_least_one() -> None:
+    text = write_config(Path(tempfile.mkdtemp()) / "c.toml", ["lidar"]).read_text()
+    assert parse_config(text + "\n[model]\nslowdown = 3\n").model.slowdown == 3
+    with pytest.raises(ConfigError, match="slowdown"):
+        parse_config(text + "\n[model]\nslowdown = 0.5\n")

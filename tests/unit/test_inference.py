@@ -1,0 +1,258 @@
+"""Inference: execution-provider choice, the contract check against the config, inference and results, the
+inference stage. Nodes and `run` as processes: tests/process/test_runtime.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from edited_model import camera_64, model_with_contract
+from paths import ROOT
+from pipeline_harness import DEMO_TEXT
+
+from fusion_pipeline.config import Config, load_config, parse_config, tomllib
+from fusion_pipeline.contract import MODALITIES, ContractError, default_contract
+from fusion_pipeline.inference import (
+    PROVIDERS,
+    InferenceStage,
+    ModelRuntime,
+    check_contract,
+    choose_providers,
+    load_contract,
+    model_path,
+    result_sample,
+    wants_tensorrt,
+)
+from fusion_pipeline.transport import Sample
+
+TRT, CUDA, CPU = PROVIDERS["tensorrt"], PROVIDERS["cuda"], PROVIDERS["cpu"]
+ALL = [TRT, CUDA, CPU]
+CACHE = Path("/cache/trt")
+
+
+def _config(providers: list[str]) -> Config:
+    """The demo config with another model.providers list."""
+    assert 'providers = ["auto"]' in DEMO_TEXT
+    return parse_config(DEMO_TEXT.replace('providers = ["auto"]', f"providers = {json.dumps(providers)}", 1))
+
+
+# -- provider choice ------------------------------------------------------------------------------------
+
+
+def test_auto_prefers_cuda_then_cpu_and_tensorrt_only_when_opted_in() -> None:
+    plan = choose_providers(["auto"], ALL, tensorrt=False, tf32=True, engine_cache=CACHE)
+    assert plan.names == [CUDA, CPU]
+    plan = choose_providers(["auto"], ALL, tensorrt=True, tf32=True, engine_cache=CACHE)
+    assert plan.names == [TRT, CUDA, CPU]
+    trt_options = dict(plan.providers)[TRT]
+    assert trt_options["trt_engine_cache_enable"] == "True"
+    assert trt_options["trt_engine_cache_path"] == str(CACHE)
+
+
+def test_tf32_option_reaches_cuda() -> None:
+    on = choose_providers(["cuda"], ALL, tensorrt=False, tf32=True, engine_cache=CACHE)
+    off = choose_providers(["cuda"], ALL, tensorrt=False, tf32=False, engine_cache=CACHE)
+    assert dict(on.providers)[CUDA]["use_tf32"] == "1"
+    assert dict(off.providers)[CUDA]["use_tf32"] == "0"
+
+
+def test_providers_missing_from_the_build_are_skipped_and_cpu_is_always_last() -> None:
+    plan = choose_providers(["auto"], [CPU], tensorrt=True, tf32=True, engine_cache=CACHE)
+    assert plan.names == [CPU]
+    assert [s.split()[0] for s in plan.skipped] == [TRT, CUDA]
+    plan = choose_providers(["cuda"], [CUDA, CPU], tensorrt=False, tf32=True, engine_cache=CACHE)
+    assert plan.names == [CUDA, CPU]
+
+
+def test_providers_whose_libraries_do_not_load_are_skipped_with_the_reason() -> None:
+    def probe(provider: str) -> str | None:
+        return "cannot load libcuda.so.1" if provider == CUDA else None
+
+    plan = choose_providers(["auto"], ALL, tensorrt=True, tf32=True, engine_cache=CACHE, probe=probe)
+    assert plan.names == [TRT, CPU]
+    assert plan.skipped == (f"{CUDA} (cannot load libcuda.so.1)",)
+    assert plan.first_choice == TRT
+    # A CPU-only onnxruntime build (the `onnxruntime` wheel): the CPU is the first choice, no fallback.
+    cpu_build = choose_providers(["auto"], [CPU], tensorrt=False, tf32=True, engine_cache=CACHE, probe=probe)
+    assert (cpu_build.names, cpu_build.first_choice) == ([CPU], CPU)
+
+
+def test_explicit_order_is_kept_without_duplicates() -> None:
+    plan = choose_providers(["cpu", "cuda", "auto"], ALL, tensorrt=False, tf32=True, engine_cache=CACHE)
+    assert plan.names == [CPU, CUDA]
+    plan = choose_providers(["tensorrt", "cpu"], ALL, tensorrt=False, tf32=True, engine_cache=CACHE)
+    assert plan.names == [TRT, CPU]  # naming tensorrt is opting in
+
+
+def test_tensorrt_is_wanted_when_named_or_opted_into_under_auto() -> None:
+    model = load_config().model
+    assert not wants_tensorrt(model)  # the demo: auto without the opt-in
+    assert wants_tensorrt(model.model_copy(update={"tensorrt": True}))
+    assert wants_tensorrt(model.model_copy(update={"providers": ["tensorrt", "cpu"]}))
+    assert not wants_tensorrt(model.model_copy(update={"tensorrt": True, "providers": ["cuda"]}))
+
+
+def test_unknown_provider_is_refused() -> None:
+    with pytest.raises(ContractError, match="unknown provider 'rocm'"):
+        choose_providers(["rocm"], ALL, tensorrt=False, tf32=True, engine_cache=CACHE)
+
+
+def test_runtime_reports_the_provider_onnxruntime_actually_uses() -> None:
+    runtime = ModelRuntime(_config(providers=["auto"]), warm_up=0)
+    in_use = runtime.session.get_providers()
+    assert runtime.provider == in_use[0]
+    assert runtime.plan.first_choice == (CUDA if CUDA in ort.get_available_providers() else CPU)
+    # Without usable CUDA libraries the plan skips CUDA (saying why), or onnxruntime drops it while
+    # creating the session: either is a fallback.
+    assert runtime.fell_back == (runtime.provider != runtime.plan.first_choice)
+    if CUDA not in in_use:
+        assert runtime.provider == CPU
+    if CUDA not in runtime.plan.names and CUDA in ort.get_available_providers():
+        assert any(
+            s.startswith(f"{CUDA} (cannot load libonnxruntime_providers_cuda.so: ")
+            for s in runtime.plan.skipped
+        )
+    cpu_only = ModelRuntime(_config(providers=["cpu"]), warm_up=0)
+    assert (cpu_only.provider, cpu_only.fell_back) == (CPU, False)
+
+
+# -- inference and results ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runtime() -> ModelRuntime:
+    return ModelRuntime(_config(providers=["cpu"]))
+
+
+def _inputs(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        s.name: rng.standard_normal(s.shape).astype(np.float32)
+        for s in default_contract().inputs
+        if s.modality
+    }
+
+
+def test_absent_modalities_are_fed_zeros_and_present_ones_without_a_copy(runtime: ModelRuntime) -> None:
+    arrays = _inputs()
+    del arrays["camera"]
+    feed = runtime.feed(arrays, [0, 1, 1, 1])
+    assert not feed["camera"].any() and feed["camera"].shape == (1, 3, 96, 128)
+    assert np.shares_memory(feed["lidar"], arrays["lidar"])
+    np.testing.assert_array_equal(feed["presence"], [[0, 1, 1, 1]])
+
+
+def test_inference_is_deterministic_and_uses_the_presence_mask(runtime: ModelRuntime) -> None:
+    arrays = _inputs()
+    a = runtime.infer(arrays, [1, 1, 1, 1])
+    b = runtime.infer(arrays, [1, 1, 1, 1])
+    c = runtime.infer(arrays, [0, 1, 1, 1])
+    assert {k: v.shape for k, v in a.items()} == {
+        "class_logits": (5,),
+        "position": (2,),
+        "velocity": (1,),
+        "siren_logit": (1,),
+    }
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    assert not np.allclose(a["class_logits"], c["class_logits"])
+
+
+def test_a_set_with_wrong_shapes_or_mask_is_refused(runtime: ModelRuntime) -> None:
+    arrays = _inputs()
+    arrays["lidar"] = np.zeros((3, 32, 32), np.float32)
+    with pytest.raises(ContractError, match=r"'lidar' is float32 \(3, 32, 32\), the model takes float32"):
+        runtime.infer(arrays, [1, 1, 1, 1])
+    arrays["lidar"] = np.zeros((3, 64, 64), np.float64)
+    with pytest.raises(ContractError, match="'lidar' is float64"):
+        runtime.infer(arrays, [1, 1, 1, 1])
+    with pytest.raises(ContractError, match="presence mask"):
+        runtime.infer(_inputs(), [1, 1])
+
+
+def test_result_message_follows_protocol_section_8(runtime: ModelRuntime) -> None:
+    stages = {"capture": 10, "ingest_in": 11, "ingest_out": 12, "sync_in": 13, "sync_emit": 14}
+    fused = Sample(
+        "set/fused",
+        "set",
+        41,
+        10,
+        _inputs(),
+        "",
+        {"presence": [1, 1, 0, 1], "stamps": {"lidar/top": 10}, "stages": stages},
+    )
+    outputs = runtime.infer(fused.arrays, fused.meta["presence"])
+    result = result_sample(fused, outputs, runtime.contract, runtime.provider, seq=7)
+    assert (result.stream, result.modality, result.seq, result.stamp_ns) == ("result/fused", "result", 7, 10)
+    probs = result.arrays["class_probs"]
+    expected = np.exp(outputs["class_logits"]) / np.exp(outputs["class_logits"]).sum()
+    np.testing.assert_allclose(probs, expected, rtol=1e-5)
+    assert 0 < result.arrays["siren_prob"][0] < 1
+    np.testing.assert_allclose(
+        result.arrays["siren_prob"], 1 / (1 + np.exp(-outputs["siren_logit"])), rtol=1e-5
+    )
+    assert result.arrays["presence"].dtype == np.uint8 and list(result.arrays["presence"]) == [1, 1, 0, 1]
+    assert result.meta["stages"] == stages and result.meta["stages"] is not stages
+    assert result.meta["classes"] == list(runtime.contract.classes)
+    assert result.meta["modalities"] == list(MODALITIES)
+    assert result.meta["provider"] == CPU and result.meta["stamps"] == {"lidar/top": 10}
+    assert result.meta["set_seq"] == 41
+
+
+def test_the_inference_stage_turns_sets_into_numbered_stamped_results(runtime: ModelRuntime) -> None:
+    stage = InferenceStage(runtime)
+    stages = {"capture": 10, "sync_emit": 14}
+    meta = {"presence": [1, 1, 1, 1], "stamps": {}, "stages": stages}
+    fused = Sample("set/fused", "set", 3, 10, _inputs(), "", meta)
+    wrong = {**_inputs(), "lidar": np.zeros((3, 32, 32), np.float32)}
+    bad = Sample("set/fused", "set", 4, 11, wrong, "", meta)
+    first, refused, second = stage.run(fused), stage.run(bad), stage.run(fused)
+    assert refused is None and first is not None and second is not None
+    assert (first.seq, second.seq, first.meta["set_seq"]) == (0, 1, 3)
+    assert first.meta["stages"]["capture"] == 10 and "inference_start" not in stages
+    assert first.meta["stages"]["inference_start"] <= first.meta["stages"]["inference_end"]
+    np.testing.assert_array_equal(first.arrays["class_probs"], second.arrays["class_probs"])
+    assert stage.counters() == {"results": 2, "bad_sets": 1, "provider": CPU}
+
+
+# -- contract against the config ------------------------------------------------------------------------
+
+
+def test_shipped_model_matches_the_demo_config() -> None:
+    config = load_config()
+    check_contract(load_contract(model_path(config)), config, model_path(config))
+
+
+def test_shape_mismatch_names_the_stream_and_the_model(tmp_path: Path) -> None:
+    path = model_with_contract(tmp_path, camera_64)
+    with pytest.raises(ContractError) as err:
+        check_contract(load_contract(path), load_config(), path)
+    message = str(err.value)
+    assert "streams[0] 'camera/front' (camera)" in message and str(path) in message
+    assert "(3, 96, 128)" in message and "(3, 64, 64)" in message
+    assert "lidar" not in message  # only what differs
+
+
+def test_a_streamed_modality_the_model_lacks_is_refused(tmp_path: Path) -> None:
+    def drop_audio(raw: dict) -> None:
+        raw["inputs"] = [s for s in raw["inputs"] if s.get("modality") != "audio"]
+
+    path = model_with_contract(tmp_path, drop_audio)
+    with pytest.raises(
+        ContractError, match=r"'audio/roof' \(audio\) feeds inputs \['audio'\]; model .* no audio"
+    ):
+        check_contract(load_contract(path), load_config(), path)
+
+
+def test_cpu_only_requirements_are_the_dependencies_with_the_cpu_onnxruntime() -> None:
+    """README's CPU-only install (`pip install -r requirements-cpu.txt && pip install --no-deps -e .`)
+    must install what pyproject.toml's dependencies would, bar the GPU wheel."""
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = (ROOT / "requirements-cpu.txt").read_text().splitlines()
+    cpu = [line for line in lines if line and not line.startswith("#")]
+    gpu = [d for d in dependencies if d.startswith("onnxruntime-gpu")]
+    assert len(gpu) == 1
+    assert cpu == [gpu[0].replace("onnxruntime-gpu", "onnxruntime") if d in gpu else d for d in dependencies]

@@ -1,0 +1,73 @@
+"""CURVE on tcp within one process: a plain client cannot reach a CURVE server, bad or readable
+certificates and an allow-list that names no key are refused. Peers in their own processes:
+tests/process/test_curve.py."""
+
+import time
+from pathlib import Path
+
+import pytest
+from security import curve_keys, server_curve
+
+from fusion_pipeline.transport import Curve, Publisher, Subscriber, TransportError
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
+    return curve_keys(tmp_path)
+
+
+def test_plain_client_cannot_reach_a_curve_server(keys) -> None:
+    pub = Publisher("tcp://127.0.0.1:*", "result/fused", "result", curve=server_curve(keys))
+    with pub, Subscriber(pub.last_endpoint) as plain:
+        time.sleep(0.3)
+        for i in range(20):
+            pub.publish(i)
+        assert plain.recv(timeout_ms=500) is None
+
+
+def test_bad_certificates_are_refused(keys, tmp_path: Path) -> None:
+    with pytest.raises(TransportError, match="has no secret key"):
+        Publisher(
+            "tcp://127.0.0.1:*",
+            "s",
+            "m",
+            curve=Curve(certificate=keys["server"][0], authorized_keys=tmp_path),
+        )
+    with pytest.raises(TransportError, match="cannot be read"):
+        Publisher(
+            "tcp://127.0.0.1:*",
+            "s",
+            "m",
+            curve=Curve(certificate=tmp_path / "absent.key_secret", authorized_keys=tmp_path),
+        )
+    with pytest.raises(TransportError, match="needs the server's public certificate"):
+        Subscriber("tcp://127.0.0.1:5999", curve=Curve(certificate=keys["allowed"][1]))
+
+
+def test_a_secret_others_can_read_is_refused_wherever_it_is_loaded(keys, tmp_path: Path) -> None:
+    secret = keys["server"][1]
+    secret.chmod(0o644)
+    fix = f"chmod 600 {secret}"
+    with pytest.raises(TransportError, match=rf"{secret}.*mode 0644.*{fix}"):
+        Publisher("tcp://127.0.0.1:*", "s", "m", curve=server_curve(keys))
+    # As a server_key (a client loads it for the public half), a secret in the file must be private too.
+    client = Curve(certificate=keys["allowed"][1], server_key=secret)
+    with pytest.raises(TransportError, match=rf"mode 0644.*{fix}"):
+        Subscriber("tcp://127.0.0.1:5999", curve=client)
+    secret.chmod(0o640)
+    with pytest.raises(TransportError, match="mode 0640"):
+        Publisher("tcp://127.0.0.1:*", "s", "m", curve=server_curve(keys))
+    secret.chmod(0o600)
+    Publisher("tcp://127.0.0.1:*", "s", "m", curve=server_curve(keys)).close()
+
+
+def test_a_server_refuses_an_allow_list_that_names_no_key(keys, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for directory, expected in [
+        (tmp_path / "absent", "does not exist"),
+        (tmp_path / "empty", r"holds no public certificate \(\*\.key\)"),
+        (keys["allowed"][0], "is not a directory"),
+    ]:
+        curve = Curve(certificate=keys["server"][1], authorized_keys=directory)
+        with pytest.raises(TransportError, match=rf"authorized_keys {directory}: {expected}"):
+            Publisher("tcp://127.0.0.1:*", "s", "m", curve=curve)

@@ -1,0 +1,134 @@
+"""How the nodes apply [security]: CURVE on tcp endpoints only, ipc sockets in private directories, key
+files checked before anything starts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+from security import host_config, host_keys
+
+from fusion_pipeline.config import ConfigError, parse_config
+from fusion_pipeline.node import check_host
+from fusion_pipeline.transport import (
+    MAX_SUBSCRIPTION_BYTES,
+    Curve,
+    EndpointError,
+    Publisher,
+    Subscriber,
+    generate_keys,
+)
+
+CONFIG = """
+[[streams]]
+name = "radar/front"
+modality = "radar"
+endpoint = "{endpoint}"
+rate_hz = 20
+[sync]
+reference = "radar/front"
+[security]
+{security}
+"""
+
+
+def test_curve_for_applies_to_tcp_endpoints_only(tmp_path: Path) -> None:
+    secure = 'certificate = "k/host.key_secret"\nauthorized_keys = "k/authorized"'
+    config = parse_config(CONFIG.format(endpoint="tcp://10.0.0.1:5555", security=secure))
+    curve = config.curve_for("tcp://10.0.0.1:5555")
+    assert curve == Curve(Path("k/host.key_secret"), Path("k/authorized"), Path("k/host.key"))
+    assert config.curve_for("ipc:///run/x/results.sock") is None
+    assert config.curve_for(["ipc:///run/x/a.sock", "tcp://10.0.0.1:5555"]) == curve
+    insecure = parse_config(CONFIG.format(endpoint="tcp://10.0.0.1:5555", security="insecure = true"))
+    assert insecure.curve_for("tcp://10.0.0.1:5555") is None
+
+
+def test_ipc_sockets_are_bound_only_in_private_directories(ipc_dir: Path) -> None:
+    fresh = ipc_dir / "not" / "there"
+    with Publisher(f"ipc://{fresh}/a.sock", "s", "radar"):
+        assert fresh.stat().st_mode & 0o777 == 0o700  # a missing run dir is created private
+    shared = ipc_dir / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with pytest.raises(EndpointError, match=r"has mode 0755.*only their user"):
+        Publisher(f"ipc://{shared}/a.sock", "s", "radar")
+    assert not (shared / "a.sock").exists()
+
+
+def test_one_socket_serves_a_curve_tcp_peer_and_a_plain_ipc_peer(tmp_path: Path, ipc_dir: Path) -> None:
+    """A recorder subscribes to tcp drivers and ipc results with one socket: CURVE must stay on tcp."""
+    server = generate_keys(tmp_path / "keys", "server")
+    client = generate_keys(tmp_path / "keys", "client")
+    authorized = tmp_path / "authorized"
+    authorized.mkdir()
+    (authorized / "client.key").write_bytes(client[0].read_bytes())
+    tcp = Publisher("tcp://127.0.0.1:*", "radar/front", "radar", curve=Curve(server[1], authorized))
+    ipc = Publisher(f"ipc://{ipc_dir}/results.sock", "result/fused", "result")
+    with tcp, ipc:
+        curve = Curve(client[1], server_key=server[0])
+        # tcp first: the ipc endpoint attached after it must not inherit the CURVE client settings.
+        with Subscriber([tcp.last_endpoint, ipc.last_endpoint], curve=curve) as sub:
+            seen: set[str] = set()
+            deadline = time.monotonic() + 10
+            while seen != {"radar/front", "result/fused"} and time.monotonic() < deadline:
+                tcp.publish(time.time_ns())
+                ipc.publish(time.time_ns())
+                sample = sub.recv(timeout_ms=50)
+                if sample is not None:
+                    seen.add(sample.stream)
+    assert seen == {"radar/front", "result/fused"}
+
+
+def test_a_publisher_refuses_an_oversized_subscription(ipc_dir: Path) -> None:
+    """A publisher receives subscriptions: one larger than MAX_SUBSCRIPTION_BYTES never registers."""
+    url = f"ipc://{ipc_dir}/pub.sock"
+    with Publisher(url, "s", "radar", lossless=True) as pub, zmq.Context() as context:
+        rogue = context.socket(zmq.SUB)
+        rogue.linger = 0
+        rogue.subscribe(b"x" * (MAX_SUBSCRIPTION_BYTES + 1))
+        rogue.connect(url)
+        assert not pub.wait_for_subscribers(1, timeout_s=1.0)
+        rogue.close()
+        with Subscriber(url, topics=["s"]):
+            assert pub.wait_for_subscribers(1, timeout_s=10.0)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> dict[str, Path]:
+    return host_keys(tmp_path)
+
+
+def test_key_files_are_checked_before_anything_starts(site: dict[str, Path], ipc_dir: Path) -> None:
+    secret, authorized, empty = site["certificate"], site["authorized"], site["empty"]
+    good = {"certificate": secret, "authorized_keys": authorized}
+    check_host(parse_config(host_config(good)), ipc_dir, "host.toml")
+    absent = secret.parent / "absent.key_secret"
+    public = secret.with_suffix(".key")
+    for security, expected in [
+        (
+            {**good, "certificate": absent},
+            f"security.certificate: CURVE certificate '{absent}' cannot be read",
+        ),
+        ({**good, "certificate": public}, "security.certificate: .* has no secret key"),
+        ({**good, "server_key": secret.parent / "no.key"}, "security.server_key: .*no.key' cannot be read"),
+        (
+            {**good, "authorized_keys": empty / "absent"},
+            f"security.authorized_keys: .*{empty}/absent: does not",
+        ),
+        ({**good, "authorized_keys": public}, "security.authorized_keys: .*: is not a directory"),
+        # This host binds tcp endpoints: an allow-list that names nobody is a mistake.
+        ({**good, "authorized_keys": empty}, "security.authorized_keys: .*holds no public certificate"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^host.toml: {expected}"):
+            check_host(parse_config(host_config(security)), ipc_dir, "host.toml")
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match=f"security.certificate: .*mode 0644.*: chmod 600 {secret}$"):
+        check_host(parse_config(host_config(good)), ipc_dir, "host.toml")
+    secret.chmod(0o600)
+    # A host that binds no tcp endpoint (it connects to an external driver's) may keep an empty allow-list.
+    client_only = host_config(
+        {**good, "authorized_keys": empty}, driver="external", output="ipc://{run_dir}/r.sock"
+    )
+    check_host(parse_config(client_only), ipc_dir, "host.toml")

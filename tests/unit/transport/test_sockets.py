@@ -1,0 +1,164 @@
+"""Sockets within one process: drain-newest, malformed drops, maxmsgsize, close, endpoint errors."""
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from fusion_pipeline.transport import Checked, Endpoint, EndpointError, Limits, Publisher, Subscriber
+
+
+def test_recv_newest_drains_and_counts_skipped(ipc_dir: Path) -> None:
+    url = f"ipc://{ipc_dir}/sets.sock"
+    with Publisher(url, stream="set", modality="set", hwm=100) as pub, Subscriber(url, hwm=100) as sub:
+        time.sleep(0.2)
+        for i in range(10):
+            pub.publish(i, value=np.array([i], np.int32))
+        time.sleep(0.2)
+        newest = sub.recv_newest(timeout_ms=2000)
+        assert newest is not None and newest.seq == 9
+        assert sub.skipped == 9 and sub.received == 1
+        assert sub.recv_newest(timeout_ms=50) is None
+
+
+def test_malformed_messages_are_counted_and_dropped(ipc_dir: Path) -> None:
+    url = f"ipc://{ipc_dir}/raw.sock"
+    raw = zmq.Context.instance().socket(zmq.PUB)
+    raw.linger = 0
+    raw.bind(url)
+    try:
+        with Subscriber(url, hwm=100) as sub:
+            time.sleep(0.2)
+            raw.send_multipart([b"s", b"\xc1garbage"])
+            raw.send_multipart([b"s", msgpack.packb({"v": 9})])
+            good = {
+                "v": 1,
+                "stream": "s",
+                "modality": "radar",
+                "seq": 4,
+                "stamp_ns": 5,
+                "frame_id": "",
+                "meta": {},
+                "arrays": [{"name": "detections", "dtype": "<f4", "shape": [1, 5]}],
+            }
+            raw.send_multipart([b"s", msgpack.packb(good), b"\0" * 19])
+            raw.send_multipart([b"s", msgpack.packb(good), b"\0" * 20])
+            sample = sub.recv(timeout_ms=2000)
+            assert sample is not None and sample.seq == 4
+            assert sub.malformed == {"malformed": 1, "unknown_version": 1, "size_mismatch": 1}
+            assert "needs 20 bytes" in sub.last_error
+    finally:
+        raw.close()
+
+
+def _radar_header(seq: int, **overrides: object) -> bytes:
+    header = {"v": 1, "stream": "s", "modality": "radar", "seq": seq, "stamp_ns": 5, "frame_id": ""}
+    header |= {"meta": {}, "arrays": [{"name": "detections", "dtype": "<f4", "shape": [1, 5]}]}
+    return msgpack.packb(header | overrides)
+
+
+@pytest.fixture
+def raw_pub(ipc_dir: Path) -> Iterator[tuple[zmq.Socket, str]]:
+    """A bare PUB socket: sends any frames, however malformed."""
+    url = f"ipc://{ipc_dir}/raw.sock"
+    raw = zmq.Context.instance().socket(zmq.PUB)
+    raw.linger = 0
+    raw.bind(url)
+    yield raw, url
+    raw.close()
+
+
+def _burst(raw: zmq.Socket, messages: list[list[bytes]]) -> None:
+    for frames in messages:
+        raw.send_multipart(frames)
+    time.sleep(0.3)  # all of them queued at the subscriber before it looks
+
+
+def test_a_drained_burst_counts_every_message_by_reason_and_delivers_the_newest_valid(
+    raw_pub: tuple[zmq.Socket, str],
+) -> None:
+    raw, url = raw_pub
+    with Subscriber(url, hwm=100) as sub:
+        time.sleep(0.2)
+        valid = [[b"s", _radar_header(seq), bytes(20)] for seq in (1, 2, 3)]
+        bad_msgpack = [b"s", b"\xc1garbage"]
+        wrong_version = [b"s", _radar_header(4, v=2), bytes(20)]
+        bad_shape = [b"s", _radar_header(5, arrays=[{"name": "d", "dtype": "<f4", "shape": [-1, 5]}]), b""]
+        short = [b"s", _radar_header(6), bytes(19)]
+        # The newest message is malformed: the newest valid one (seq 3) is delivered, not lost.
+        _burst(raw, [valid[0], bad_msgpack, valid[1], wrong_version, bad_shape, valid[2], short, bad_msgpack])
+        sample = sub.recv_newest(timeout_ms=2000)
+        assert sample is not None and sample.seq == 3 and sample.arrays["detections"].shape == (1, 5)
+        assert sub.malformed == {"malformed": 2, "unknown_version": 1, "bad_header": 1, "size_mismatch": 1}
+        assert (sub.received, sub.skipped, sub.refused) == (1, 2, 0)
+        assert sub.recv_newest(timeout_ms=50) is None
+
+
+def test_recv_newest_falls_back_past_messages_the_caller_refuses(raw_pub: tuple[zmq.Socket, str]) -> None:
+    raw, url = raw_pub
+    with Subscriber(url, hwm=100) as sub:
+        time.sleep(0.2)
+        _burst(raw, [[b"s", _radar_header(seq), bytes(20)] for seq in range(5)])
+        seen: list[int] = []
+
+        def admit(checked: Checked) -> bool:
+            seen.append(checked.sample.seq)
+            return checked.sample.seq < 3  # the caller's own header checks refuse 3 and 4
+
+        sample = sub.recv_newest(timeout_ms=2000, admit=admit)
+        assert sample is not None and sample.seq == 2 and seen == [0, 1, 2, 3, 4]
+        assert (sub.received, sub.skipped, sub.refused) == (1, 2, 2)
+
+
+def test_a_newest_message_that_cannot_be_made_whole_falls_back_to_the_one_before(
+    raw_pub: tuple[zmq.Socket, str],
+) -> None:
+    """Its header passes, but its shared-memory slot does not exist: the valid one before it is kept."""
+    raw, url = raw_pub
+    with Subscriber(url, hwm=100) as sub:
+        time.sleep(0.2)
+        missing = {"segment": "fp-nonexistent", "slot": 0, "gen": 1}
+        spec = {"name": "detections", "dtype": "<f4", "shape": [1, 5], "shm": missing}
+        dangling = [b"s", _radar_header(3, arrays=[spec]), b""]
+        _burst(raw, [*([b"s", _radar_header(seq), bytes(20)] for seq in range(3)), dangling])
+        sample = sub.recv_newest(timeout_ms=2000, admit=lambda checked: True)
+        assert sample is not None and sample.seq == 2
+        assert (sub.received, sub.skipped, sum(sub.malformed.values())) == (1, 2, 1)
+
+
+def test_receiving_socket_has_maxmsgsize(ipc_dir: Path) -> None:
+    limits = Limits(max_total_bytes=1024 * 1024)
+    with Subscriber(f"ipc://{ipc_dir}/m.sock", limits=limits) as sub:
+        assert sub.socket.getsockopt(zmq.MAXMSGSIZE) == limits.max_message_bytes
+
+
+def test_close_is_quick_and_removes_ipc_file(ipc_dir: Path) -> None:
+    url = f"ipc://{ipc_dir}/sub/dir/cam.sock"
+    pub = Publisher(url, stream="camera/front", modality="camera")
+    assert (ipc_dir / "sub/dir/cam.sock").exists()
+    assert (ipc_dir / "sub/dir").stat().st_mode & 0o777 == 0o700
+    sub = Subscriber(url)
+    for i in range(20):  # queued for a subscriber that never reads
+        pub.publish(i, image=np.zeros((256, 256, 3), np.uint8))
+    start = time.monotonic()
+    pub.close()
+    sub.close()
+    assert time.monotonic() - start < 1.0
+    assert not (ipc_dir / "sub/dir/cam.sock").exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://x:1", "ipc://relative.sock", "tcp://host", "tcp://host:99999", "tcp://host:\u00b2"]
+)
+def test_bad_endpoint_is_refused(url: str) -> None:
+    with pytest.raises(EndpointError, match="endpoint"):
+        Endpoint(url)
+
+
+def test_bind_failure_names_the_endpoint() -> None:
+    with pytest.raises(EndpointError, match="cannot bind"):
+        Publisher("ipc:///proc/forbidden/x.sock", stream="s", modality="m")

@@ -1,0 +1,54 @@
+"""Poses as the ingest node of one stream, publishing model-ready samples of the contract's shapes at the
+stream's rate_hz: the load of tools/bench_sync_node.py, and the input of the synchronizer node's tests.
+
+Usage: python tools/pose_ingest.py CONFIG RUN_DIR STREAM [SECONDS]
+
+Discrete streams are stamped with time.time_ns() when sent, like a driver with no latency; audio goes
+out as 20 ms float32 chunks of 16 kHz samples whose stamps are exactly contiguous (chunk k starts
+at t0 + k * 20 ms) and each chunk is sent once its last sample is due. Sample k of a discrete stream
+is filled with the value k, so a test can trace which message went into a set.
+"""
+
+import sys
+import time
+
+import numpy as np
+
+from fusion_pipeline.config import load_config
+from fusion_pipeline.contract import default_contract
+from fusion_pipeline.transport import Publisher
+
+CHUNK_MS = 20
+
+
+def main() -> None:
+    config_path, run_dir, stream_name = sys.argv[1:4]
+    seconds = float(sys.argv[4]) if len(sys.argv) > 4 else float("inf")
+    config = load_config(config_path)
+    stream = config.stream(stream_name)
+    specs = default_contract().inputs_for(stream.modality)
+    endpoint = config.ingest_endpoint(stream.name, run_dir)
+    audio = stream.modality == "audio"
+    period_ns = CHUNK_MS * 1_000_000 if audio else round(1e9 / stream.rate_hz)
+    frames = (stream.sample_rate or 0) * CHUNK_MS // 1000
+    with Publisher(endpoint, stream=stream.name, modality=stream.modality, frame_id=stream.frame_id) as pub:
+        t0 = time.time_ns()
+        k = 0
+        while (time.time_ns() - t0) / 1e9 < seconds:
+            due = t0 + (k + 1) * period_ns if audio else t0 + k * period_ns
+            time.sleep(max(0.0, (due - time.time_ns()) / 1e9))
+            now = time.time_ns()
+            meta = {"stages": {"ingest_in": now, "ingest_out": now}}
+            if audio:
+                n = np.arange(k * frames, (k + 1) * frames)
+                chunk = (0.1 * np.sin(2 * np.pi * 440 * n / stream.sample_rate)).astype(np.float32)[:, None]
+                meta["sample_rate"] = stream.sample_rate
+                pub.publish(t0 + k * period_ns, {"samples": chunk}, meta=meta)
+            else:
+                arrays = {s.name: np.full(s.shape, k, np.float32) for s in specs}
+                pub.publish(now, arrays, meta=meta)
+            k += 1
+
+
+if __name__ == "__main__":
+    main()
