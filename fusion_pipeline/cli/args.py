@@ -75,7 +75,7 @@ def number(low: float, kind: type = float, *, above: bool = False) -> Callable[[
 def comma_list(text: str) -> list[str]:
     """An argparse type for an option that names several things in one value (`--models a,b`): the
     names, blanks dropped. Use it with action="extend", so that `--models a --models b` adds up as
-    `--models a,b` does (tests/test_cli_options.py recognises such options by this type's list)."""
+    `--models a,b` does (tests/unit/cli/test_options.py recognises such options by this type's list)."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         raise argparse.ArgumentTypeError(f"{text!r} names nothing")

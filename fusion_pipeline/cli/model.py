@@ -26,7 +26,7 @@ DEFAULT_TEST_SEED = 1000
 CACHE_HELP = "dataset cache (default: $FUSION_PIPELINE_CACHE, else ~/.cache/fusion-pipeline)"
 #: The fewest samples that leave one training batch (TrainConfig.batch_size 64) after the validation
 #: tail (val_fraction 10 %); stated here because `--help` must work without torch (tested against
-#: TrainConfig in tests/test_cli_model.py).
+#: TrainConfig in tests/unit/cli/test_model.py).
 MIN_SAMPLES = 71
 #: The top-level modules of the [train] extra (pyproject.toml).
 TRAIN_EXTRA = ("torch", "onnx", "onnxscript", "matplotlib")
