@@ -218,6 +218,15 @@ def test_the_inference_stage_turns_sets_into_numbered_stamped_results(runtime: M
     assert stage.counters() == {"results": 2, "bad_sets": 1, "provider": CPU}
 
 
+def test_the_inference_stage_stamps_with_the_clock_it_is_given(runtime: ModelRuntime) -> None:
+    ticks = iter(range(1000, 1010))
+    stage = InferenceStage(runtime, clock=lambda: next(ticks))
+    meta = {"presence": [1, 1, 1, 1], "stamps": {}, "stages": {"capture": 10}}
+    result = stage.run(Sample("set/fused", "set", 0, 10, _inputs(), "", meta))
+    assert result is not None
+    assert (result.meta["stages"]["inference_start"], result.meta["stages"]["inference_end"]) == (1000, 1001)
+
+
 # -- contract against the config ------------------------------------------------------------------------
 
 
