@@ -8,7 +8,8 @@ import pytest
 from node_harness import write_config
 from paths import ROOT
 
-from fusion_pipeline.config import ConfigError, StreamConfig, check_run_dir, load_config, parse_config
+from fusion_pipeline.config import StreamConfig, check_run_dir, load_config, parse_config
+from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.transport import Limits
 
 DEMO_PATH = ROOT / "configs" / "demo.toml"

@@ -14,7 +14,8 @@ from paths import ROOT
 from pipeline_harness import DEMO_TEXT
 
 from fusion_pipeline.config import Config, load_config, parse_config, tomllib
-from fusion_pipeline.contract import MODALITIES, ContractError, default_contract
+from fusion_pipeline.contract import MODALITIES, default_contract
+from fusion_pipeline.errors import ContractError
 from fusion_pipeline.inference import (
     PROVIDERS,
     InferenceStage,

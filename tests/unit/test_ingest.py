@@ -10,10 +10,10 @@ from PIL import Image
 
 from fusion_pipeline.config import parse_config
 from fusion_pipeline.contract import default_contract
+from fusion_pipeline.errors import SchemaError
 from fusion_pipeline.ingest import (
     SCHEMA_REASONS,
     Ingest,
-    SchemaError,
     SeqTracker,
     check_payload,
     restart_timeout_ns,

@@ -12,7 +12,8 @@ import torch
 from tiny_model import TINY, export_tiny
 
 from fusion_pipeline.cli import main
-from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ContractError
+from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES
+from fusion_pipeline.errors import ContractError
 from fusion_pipeline.inference import load_contract
 from fusion_pipeline.model.export import all_presence_masks, contract_for, export_onnx, random_inputs
 from fusion_pipeline.model.fusion import FUSIONS

@@ -12,7 +12,8 @@ from paths import ROOT
 from prometheus_client.core import Metric
 
 from fusion_pipeline.cli.status import format_status
-from fusion_pipeline.config import ConfigError, load_config, parse_config
+from fusion_pipeline.config import load_config, parse_config
+from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.ops import (
     CounterWindow,
     LatencyHistogram,

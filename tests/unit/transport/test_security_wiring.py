@@ -10,7 +10,8 @@ import pytest
 import zmq
 from security import host_config, host_keys
 
-from fusion_pipeline.config import ConfigError, parse_config
+from fusion_pipeline.config import parse_config
+from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.node import check_host
 from fusion_pipeline.transport import (
     MAX_SUBSCRIPTION_BYTES,
