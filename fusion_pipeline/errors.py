@@ -2,7 +2,10 @@
 
 One convention: a subpackage's errors are in its own ``errors.py`` and its face re-exports them
 (``fusion_pipeline.transport.WireError``); the top-level modules' errors are here. A message the
-pipeline refuses and counts, never fatal, raises a DropError: its ``reason`` names the counter.
+pipeline refuses and counts, never fatal, raises a DropError: its ``reason`` names the counter. Two
+library errors are also counted where the pipeline meets them: the sync stage counts a SyncError as
+``rejected_sync_refused`` and the inference stage a ContractError (a set the model cannot take) as
+``bad_sets``; elsewhere they refuse settings or a model.
 """
 
 from __future__ import annotations

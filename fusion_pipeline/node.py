@@ -45,15 +45,10 @@ from fusion_pipeline.transport.sockets import Publisher, Subscriber
 __all__ = [
     "CONTROL_SOCKET",
     "POLL_MS",
-    "Heartbeat",
     "Node",
     "check_host",
-    "NodeContext",
     "enter_realtime",
-    "node_arguments",
     "run_node",
-    "shut_down",
-    "stop_requested",
 ]
 
 CONTROL_SOCKET = "control.sock"
@@ -69,13 +64,13 @@ def _request_stop(signum: int, frame: Any) -> None:
     _stop = True
 
 
-def stop_requested() -> bool:
+def _stop_requested() -> bool:
     """True once SIGTERM or SIGINT arrived; node loops poll it so they exit cleanly."""
     return _stop
 
 
 @dataclass
-class NodeContext:
+class _NodeContext:
     """Parsed command line of a node: its config, run directory and (for per-stream nodes) stream."""
 
     config: Config
@@ -88,9 +83,9 @@ class NodeContext:
         return self.config.endpoint(template, self.run_dir)
 
 
-def node_arguments(
+def _node_arguments(
     kind: str, argv: list[str] | None, per_stream: bool = False, realtime: bool = False
-) -> NodeContext:
+) -> _NodeContext:
     """Parse a node's command line, set up its logging and install the stop-signal handlers.
 
     `realtime`: a data-path node (ingest, synchronizer, inference) enters SCHED_FIFO at the config's
@@ -120,7 +115,7 @@ def node_arguments(
     logging.basicConfig(level=config.pipeline.log_level.upper(), format=f"{name}: %(message)s")
     if realtime and config.pipeline.realtime_priority:
         enter_realtime(config.pipeline.realtime_priority)
-    return NodeContext(config=config, run_dir=args.run_dir, stream=stream, name=name, replay=args.replay)
+    return _NodeContext(config=config, run_dir=args.run_dir, stream=stream, name=name, replay=args.replay)
 
 
 def check_host(config: Config, run_dir: Path, source: str, sockets: Sequence[tuple[str, str]] = ()) -> None:
@@ -170,10 +165,10 @@ def enter_realtime(priority: int) -> bool:
     return True
 
 
-class Heartbeat:
+class _Heartbeat:
     """Periodic liveness and counters, pushed to the supervisor without ever blocking the node."""
 
-    def __init__(self, context: NodeContext) -> None:
+    def __init__(self, context: _NodeContext) -> None:
         self.node = context.name
         self.interval_ns = context.config.pipeline.heartbeat_ms * 1_000_000
         self._zmq = zmq.Context()
@@ -207,7 +202,7 @@ class _Closable(Protocol):
     def close(self) -> None: ...
 
 
-def shut_down(heartbeat: Heartbeat, final_counters: dict[str, Any] | None, *sockets: _Closable) -> None:
+def _shut_down(heartbeat: _Heartbeat, final_counters: dict[str, Any] | None, *sockets: _Closable) -> None:
     """A node's exit: the final counters (if any), then close the heartbeat and the sockets in order."""
     heartbeat.close(final_counters)
     for socket in sockets:
@@ -222,7 +217,7 @@ class Node(contextlib.AbstractContextManager["Node", None]):
             for _ in node.loop(counters):
                 ...
 
-    Building it parses the command line (`node_arguments`: logging, stop signals, SCHED_FIFO before any
+    Building it parses the command line (`_node_arguments`: logging, stop signals, SCHED_FIFO before any
     socket). Its sockets are opened here so that CURVE, shared memory and a replay's lossless publishing
     are applied in one place. Leaving the `with` block, normally or on an error, sends the last counters
     (once a loop has named them) and closes the heartbeat, then the sockets, newest first.
@@ -231,7 +226,7 @@ class Node(contextlib.AbstractContextManager["Node", None]):
     def __init__(
         self, kind: str, argv: list[str] | None, *, per_stream: bool = False, realtime: bool = False
     ) -> None:
-        context = node_arguments(kind, argv, per_stream, realtime)
+        context = _node_arguments(kind, argv, per_stream, realtime)
         self.config = context.config
         self.run_dir = context.run_dir
         self.name = context.name
@@ -239,7 +234,7 @@ class Node(contextlib.AbstractContextManager["Node", None]):
         self._stream = None if context.stream is None else self.config.stream(context.stream)
         self.counters: Callable[[], dict[str, Any]] | None = None  # what the heartbeats carry
         self._sockets: list[Publisher | Subscriber] = []
-        self._heartbeat = Heartbeat(context)
+        self._heartbeat = _Heartbeat(context)
 
     @property
     def stream(self) -> StreamConfig:
@@ -251,7 +246,7 @@ class Node(contextlib.AbstractContextManager["Node", None]):
     @property
     def running(self) -> bool:
         """False once SIGTERM or SIGINT arrived."""
-        return not stop_requested()
+        return not _stop_requested()
 
     def endpoint(self, template: str) -> str:
         return self.config.endpoint(template, self.run_dir)
@@ -308,7 +303,7 @@ class Node(contextlib.AbstractContextManager["Node", None]):
 
     def close(self) -> None:
         final = None if self.counters is None else self.counters()
-        shut_down(self._heartbeat, final, *reversed(self._sockets))
+        _shut_down(self._heartbeat, final, *reversed(self._sockets))
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -3,8 +3,9 @@
     python -m nodes.sensor_sim --config PATH --run-dir DIR --stream NAME
 
 Renders the stream's sensor from the shared seeded world (fusion_pipeline.sim) and publishes each capture on
-the stream's endpoint at its send time, with a plain fusion_pipeline.transport.sockets.Publisher: the same
-bytes an external driver following docs/PROTOCOL.md sends. A capture is rendered just ahead of its
+the stream's endpoint at its send time, with a Publisher from the node framework: the same bytes an
+external driver following docs/PROTOCOL.md sends (or, with ``pipeline.shm``, the same header with its
+large arrays in shared memory). A capture is rendered just ahead of its
 send time (fusion_pipeline.sim.drivers.RenderLead): the simulator's render cost adds no latency a real sensor
 would not have (``latency_ms`` models that), and it stays off the CPU while the pipeline processes the
 capture just sent. A driver that falls more than one period behind skips the captures it can no

@@ -86,17 +86,15 @@ SCENARIOS = {"normal scheduler": 0, f"SCHED_FIFO {REALTIME_PRIORITY}": REALTIME_
 
 def relay(config_path: str, run_dir: str) -> None:
     """The baseline node: every ingest message straight back out; arrival -> sent per message to a file."""
-    from fusion_pipeline.config import load_config
-    from fusion_pipeline.node import node_arguments, stop_requested
-    from fusion_pipeline.transport import Publisher, Subscriber
+    from fusion_pipeline.node import Node
 
-    # Stop signals, and the same scheduling as the synchronizer.
-    node_arguments("relay", ["--config", config_path, "--run-dir", run_dir], realtime=True)
-    config = load_config(config_path)
-    source = Subscriber([config.ingest_endpoint(s, run_dir) for s in STREAMS], topics=STREAMS, hwm=64)
-    sent: dict[str, list[int]] = {s: [] for s in STREAMS}  # arrival -> sent, ns, per stream
-    with source, Publisher(f"ipc://{run_dir}/relay.sock", stream="relay", modality="relay", hwm=64) as sink:
-        while not stop_requested():
+    # A node like the synchronizer: stop signals, the same scheduling, sockets closed at the end.
+    with Node("relay", ["--config", config_path, "--run-dir", run_dir], realtime=True) as node:
+        inputs = [node.config.ingest_endpoint(s, node.run_dir) for s in STREAMS]
+        source = node.subscriber(inputs, STREAMS, hwm=64)
+        sink = node.publisher(f"ipc://{run_dir}/relay.sock", "relay", "relay", hwm=64)
+        sent: dict[str, list[int]] = {s: [] for s in STREAMS}  # arrival -> sent, ns, per stream
+        for _ in node.loop(dict):
             sample = source.recv(timeout_ms=50)
             if sample is not None:
                 relay_in = time.time_ns()

@@ -39,7 +39,6 @@ from fusion_pipeline.ops.health import (
 )
 from fusion_pipeline.ops.metrics import (
     KEPT_RESULTS,
-    STAGES,
     CounterTotals,
     ResultRatio,
     ResultStats,
@@ -58,6 +57,7 @@ from fusion_pipeline.ops.status import (
     query,
     record_run_dir,
     recorded_run_dir,
+    resolve_run_dir,
     run_file,
 )
 from fusion_pipeline.ops.statusline import STATUS_PLAIN_S, StatusLine
@@ -90,7 +90,6 @@ __all__ = [
     "ResultStats",
     "RunDir",
     "RunSocket",
-    "STAGES",
     "STATUS_PLAIN_S",
     "STATUS_SOCKET",
     "SilenceWatch",
@@ -115,6 +114,7 @@ __all__ = [
     "query",
     "record_run_dir",
     "recorded_run_dir",
+    "resolve_run_dir",
     "run_file",
     "silence",
     "silent_after_s",

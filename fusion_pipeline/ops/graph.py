@@ -30,7 +30,7 @@ class NodeSpec:
 
     @property
     def name(self) -> str:
-        """The name the node uses in its heartbeats (fusion_pipeline.node.NodeContext.name)."""
+        """The name the node uses in its heartbeats (fusion_pipeline.node.Node.name)."""
         return f"{self.kind}:{self.stream}" if self.stream else self.kind
 
 

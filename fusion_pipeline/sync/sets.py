@@ -1,10 +1,10 @@
-"""The synchronizer node's data work, pure (no sockets, no clock reads): check the ingest samples it
-receives against the model contract, and turn each FusedSet into a set message (docs/PROTOCOL.md
-section 8).
+"""Set building, pure (no sockets, no clock reads): check the ingest samples the sync stage receives
+against the model contract, and turn each FusedSet into a set message (docs/PROTOCOL.md section 8).
+:class:`~fusion_pipeline.sync.stage.SyncStage` owns a SetBuilder beside its Synchronizer.
 
 A set message holds the model inputs of the present modalities only, named as in the contract
 (``camera``, ``lidar``, ``radar`` + ``radar_mask``, ``audio``). The audio log-mel is computed by
-:meth:`SetBuilder.audio_features`, which the node hands to the Synchronizer as its window_transform:
+:meth:`SetBuilder.audio_features`, which the sync stage hands to the Synchronizer as its window_transform:
 it runs once per window, as soon as the window is cut, not when the set's last message arrives.
 The presence mask follows ``contract.MODALITIES``; a modality with no stream in the config is always
 absent.
@@ -18,8 +18,7 @@ import numpy as np
 
 from fusion_pipeline.config import Config
 from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, MODALITIES, ModelContract, default_contract
-from fusion_pipeline.preprocess import preprocess_audio
-from fusion_pipeline.preprocess.audio import WINDOW_SAMPLES
+from fusion_pipeline.preprocess.audio import WINDOW_SAMPLES, preprocess_audio
 from fusion_pipeline.preprocess.errors import PreprocessError
 from fusion_pipeline.protocol import CAPTURE, INGEST_IN, INGEST_OUT, SET_STREAM, SYNC_IN
 from fusion_pipeline.sync.errors import InputError, SetLayoutError

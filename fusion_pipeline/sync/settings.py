@@ -3,7 +3,7 @@ and both from a loaded config's [sync] and [[streams]] sections.
 
 ``StreamSync.offset_ns`` is a known sensor latency, subtracted on arrival (event stamp = stamp_ns -
 offset_ns), the same convention as the config's ``offset_ms``. The ingest nodes already subtract the
-configured offset (DESIGN: "applied at ingest"), so the synchronizer node passes ``offset_ns = 0``
+configured offset (time is corrected once, at ingest), so the sync stage passes ``offset_ns = 0``
 (as :func:`settings_from_config` does); set it only when feeding raw driver stamps.
 """
 

@@ -6,7 +6,7 @@ Two layers:
   message_filters' C++ ``ApproximateTime`` policy: among the sets that follow the last emitted set, it
   emits the one with the smallest time span, as soon as later messages prove that no better set can
   come. It knows nothing of deadlines.
-- :class:`Synchronizer` is what the synchronizer node drives. It adds what ROS lacks for a vehicle:
+- :class:`Synchronizer` is what the sync stage (sync/stage.py) drives. It adds what ROS lacks for a vehicle:
   required and optional streams, a deadline (``max_wait_ns``) after which a set is emitted without a
   silent optional stream, audio windows cut sample-accurately from a ring of chunks, reset on a
   backward time jump, and a counter for every dropped message with its reason.
@@ -119,7 +119,7 @@ class Synchronizer(Generic[P]):
 
     Continuous streams: a set at t gets the window (t - W, t]; it is decided once the stream covers
     t, or at the deadline. ``window_transform``, if given, is applied to each window once, when it
-    is decided: the node computes the model's log-mel there, so that work happens when the audio
+    is decided: the sync stage computes the model's log-mel there, so that work happens when the audio
     arrives rather than on the path of the message that completes the set. A required stream
     missing from a set abandons the set (counted once in sets_missing_required, its messages as
     drops with reason missing_required).

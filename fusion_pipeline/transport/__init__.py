@@ -27,6 +27,7 @@ from fusion_pipeline.transport.shm import (
     remove_orphans,
 )
 from fusion_pipeline.transport.sockets import (
+    DEFAULT_HWM,
     MAX_SUBSCRIPTION_BYTES,
     ZERO_COPY_MIN_BYTES,
     Publisher,
@@ -53,6 +54,7 @@ from fusion_pipeline.transport.wire import (
 )
 
 __all__ = [
+    "DEFAULT_HWM",
     "ALLOWED_DTYPES",
     "ArraySizeError",
     "Buffer",

@@ -4,7 +4,7 @@ Two delivery modes:
 - real-time (default): PUB with a small send HWM; a slow subscriber loses old samples, never blocks the
   sender, and `Subscriber.recv_newest` drains its queue and counts what it skipped. Sensor data is
   perishable: a planner wants the newest set, not a backlog.
-- lossless (replay, recording): XPUB with ZMQ_XPUB_NODROP, so a send blocks while the slowest subscriber's
+- lossless (replay): XPUB with ZMQ_XPUB_NODROP, so a send blocks while the slowest subscriber's
   queue is full instead of dropping; back-pressure travels to the publisher through the socket.
 
 A driver publishes in three lines::
