@@ -38,12 +38,11 @@ import numpy as np
 from fusion_pipeline.config import Config, ModelConfig
 from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ModelContract, default_contract
 from fusion_pipeline.errors import ContractError
-from fusion_pipeline.protocol import CAPTURE, INFERENCE_END, INFERENCE_START, RESULT_STREAM
+from fusion_pipeline.protocol import CAPTURE, INFERENCE_END, INFERENCE_START, RESULT_MODALITY, RESULT_STREAM
 from fusion_pipeline.transport.wire import Sample
 
 __all__ = [
     "PROVIDERS",
-    "RESULT_MODALITY",
     "InferenceStage",
     "ModelRuntime",
     "ProviderPlan",
@@ -59,7 +58,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RESULT_MODALITY = "result"
 
 #: Config provider names -> onnxruntime execution provider names.
 PROVIDERS: dict[str, str] = {

@@ -24,7 +24,9 @@ __all__ = [
     "INGEST_OUT",
     "NS_PER_S",
     "PUBLISH",
+    "RESULT_MODALITY",
     "RESULT_STREAM",
+    "SET_MODALITY",
     "SET_STREAM",
     "STAGES",
     "SYNC_EMIT",
@@ -36,9 +38,9 @@ __all__ = [
 #: Stamps and stage times are integer nanoseconds since the UNIX epoch.
 NS_PER_S = 1_000_000_000
 
-#: The streams of the synchronizer's set messages and of the inference node's results.
-SET_STREAM = "set/fused"
-RESULT_STREAM = "result/fused"
+#: The stream and modality of the synchronizer's set messages and of the inference node's results.
+SET_STREAM, SET_MODALITY = "set/fused", "set"
+RESULT_STREAM, RESULT_MODALITY = "result/fused", "result"
 
 # The keys of meta["stages"] in sets and results: wall-clock ns at each step of the pipeline.
 CAPTURE = "capture"  # the set's reference stamp

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import time
 
-from fusion_pipeline.inference import RESULT_MODALITY, InferenceStage, ModelRuntime
+from fusion_pipeline.inference import InferenceStage, ModelRuntime
 from fusion_pipeline.node import POLL_MS, Node, run_node
-from fusion_pipeline.protocol import PUBLISH, RESULT_STREAM, SET_STREAM
+from fusion_pipeline.protocol import PUBLISH, RESULT_MODALITY, RESULT_STREAM, SET_STREAM
 from fusion_pipeline.transport import Role
 
 log = logging.getLogger("nodes.inference")

@@ -24,8 +24,8 @@ from collections import deque
 
 from fusion_pipeline.node import POLL_MS, Node, run_node
 from fusion_pipeline.ops import percentiles
-from fusion_pipeline.protocol import SYNC_EMIT, SYNC_IN
-from fusion_pipeline.sync import END_STREAM, SET_MODALITY, SET_STREAM, ReplayOrder, SyncStage, end_endpoint
+from fusion_pipeline.protocol import SET_MODALITY, SET_STREAM, SYNC_EMIT, SYNC_IN
+from fusion_pipeline.sync import END_STREAM, ReplayOrder, SyncStage, end_endpoint
 from fusion_pipeline.transport import Role, Sample
 
 log = logging.getLogger("nodes.synchronizer")

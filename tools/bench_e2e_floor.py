@@ -37,6 +37,16 @@ from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.contract import MODALITIES, default_contract
 from fusion_pipeline.ops import ResultStats
+from fusion_pipeline.protocol import (
+    CAPTURE,
+    INFERENCE_END,
+    INFERENCE_START,
+    INGEST_IN,
+    INGEST_OUT,
+    PUBLISH,
+    SYNC_EMIT,
+    SYNC_IN,
+)
 from fusion_pipeline.transport import Publisher, Role, Sample, Subscriber
 
 SECTION = "## End-to-end floor"
@@ -64,7 +74,7 @@ def ingest_relay(config: Config, run_dir: Path, name: str, stop: Event) -> None:
             continue
         arrival = time.time_ns()
         arrays = dict(sample.arrays) if stream.modality == "audio" else zeros
-        stages = {"ingest_in": arrival, "ingest_out": time.time_ns()}
+        stages = {INGEST_IN: arrival, INGEST_OUT: time.time_ns()}
         sink.send(Sample(name, stream.modality, sample.seq, sample.stamp_ns, arrays, "", {"stages": stages}))
     sink.close()
     source.close()
@@ -88,15 +98,15 @@ def sync_relay(config: Config, run_dir: Path, stop: Event) -> None:
         sample = source.recv(timeout_ms=POLL_MS)
         now = time.time_ns()
         if sample is not None and sample.stream == reference:
-            pending[sample.stamp_ns] = {"capture": sample.stamp_ns, **sample.meta["stages"]}
+            pending[sample.stamp_ns] = {CAPTURE: sample.stamp_ns, **sample.meta["stages"]}
         elif sample is not None:
             covered[sample.stream] = sample.stamp_ns + chunk_ns[sample.stream]
         for stamp in sorted(pending):
             complete = all(covered.get(s.name, 0) >= stamp - TOLERANCE_NS for s in others)
             if not complete and now < stamp + max_wait_ns:
                 continue
-            stages = pending.pop(stamp) | {"sync_in": now}
-            stages["sync_emit"] = time.time_ns()
+            stages = pending.pop(stamp) | {SYNC_IN: now}
+            stages[SYNC_EMIT] = time.time_ns()
             message = Sample("sets", "set", built, stamp, set_arrays, "", {"stages": stages})
             sink.send(message, zero_copy=False)  # as the synchronizer sends a set
             built += 1
@@ -115,8 +125,8 @@ def inference_relay(config: Config, run_dir: Path, stop: Event) -> None:
         if fused is None:
             continue
         start = time.time_ns()
-        stages = dict(fused.meta["stages"]) | {"inference_start": start, "inference_end": start}
-        stages["publish"] = time.time_ns()
+        stages = dict(fused.meta["stages"]) | {INFERENCE_START: start, INFERENCE_END: start}
+        stages[PUBLISH] = time.time_ns()
         arrays = {"probabilities": np.zeros(5, np.float32), "presence": np.ones(4, np.uint8)}
         sink.send(Sample("result/floor", "result", fused.seq, fused.stamp_ns, arrays, "", {"stages": stages}))
     sink.close()

@@ -42,6 +42,8 @@ import numpy as np
 import zmq
 from benchdoc import BENCHMARKS, machine, read_section, replace_section, split_at
 
+from fusion_pipeline.protocol import SYNC_EMIT, SYNC_IN
+
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Synchronizer"
 SUBSECTION = "### Live node"
@@ -165,10 +167,10 @@ def bench(seconds: float, priority: int) -> dict[str, object]:
                 by = sample.meta["completed_by"]
                 completed_by[by] = completed_by.get(by, 0) + 1
                 if by == "deadline":
-                    deadline_late.append(stages["sync_emit"] - sample.stamp_ns - MAX_WAIT_MS * 1_000_000)
+                    deadline_late.append(stages[SYNC_EMIT] - sample.stamp_ns - MAX_WAIT_MS * 1_000_000)
                 else:
-                    in_node.append(stages["sync_emit"] - stages["sync_in"])
-                    to_consumer.append(received - stages["sync_in"])
+                    in_node.append(stages[SYNC_EMIT] - stages[SYNC_IN])
+                    to_consumer.append(received - stages[SYNC_IN])
             cpu = (_cpu_s(nodes[0].pid) - cpu0) / (time.monotonic() - t0)
             fifo = os.sched_getscheduler(nodes[0].pid) == os.SCHED_FIFO  # what the node really got
             load.append(os.getloadavg()[0])

@@ -16,6 +16,7 @@ import numpy as np
 
 from fusion_pipeline.config import load_config
 from fusion_pipeline.contract import default_contract
+from fusion_pipeline.protocol import INGEST_IN, INGEST_OUT
 from fusion_pipeline.transport import Publisher
 
 CHUNK_MS = 20
@@ -38,7 +39,7 @@ def main() -> None:
             due = t0 + (k + 1) * period_ns if audio else t0 + k * period_ns
             time.sleep(max(0.0, (due - time.time_ns()) / 1e9))
             now = time.time_ns()
-            meta = {"stages": {"ingest_in": now, "ingest_out": now}}
+            meta = {"stages": {INGEST_IN: now, INGEST_OUT: now}}
             if audio:
                 n = np.arange(k * frames, (k + 1) * frames)
                 chunk = (0.1 * np.sin(2 * np.pi * 440 * n / stream.sample_rate)).astype(np.float32)[:, None]

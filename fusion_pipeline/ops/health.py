@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fusion_pipeline.ops.metrics import is_count
+
 __all__ = [
     "LATENCY_BUCKETS_S",
     "NODE_STATES",
@@ -101,17 +103,13 @@ def arrived(counters: Mapping[str, Any]) -> int:
     return sum(
         v
         for k, v in counters.items()
-        if (k in ARRIVED_COUNTERS or k.startswith("malformed_")) and _is_count(v)
+        if (k in ARRIVED_COUNTERS or k.startswith("malformed_")) and is_count(v)
     )
 
 
 def ingest_drops(counters: Mapping[str, Any]) -> dict[str, int]:
     """An ingest node's counters of messages dropped for something wrong with them, by reason."""
-    return {k: v for k, v in counters.items() if k.startswith(INGEST_DROPS) and _is_count(v)}
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return {k: v for k, v in counters.items() if k.startswith(INGEST_DROPS) and is_count(v)}
 
 
 def flow_counts(kind: str, counters: Mapping[str, Any]) -> dict[str, int]:

@@ -249,14 +249,14 @@ class CounterTotals:
         previous = self._current.get(node)
         if previous is not None and previous[0] != pid:
             base = self._base.setdefault(node, Counter())
-            base.update({k: v for k, v in previous[1].items() if _is_count(v)})
+            base.update({k: v for k, v in previous[1].items() if is_count(v)})
         self._current[node] = (pid, dict(counters))
 
     def totals(self, node: str) -> dict[str, Any]:
         current = self._current.get(node, (0, {}))[1]
         out: dict[str, Any] = dict(self._base.get(node, Counter()))
         for key, value in current.items():
-            out[key] = out.get(key, 0) + value if _is_count(value) else value
+            out[key] = out.get(key, 0) + value if is_count(value) else value
         return out
 
     def nodes(self) -> list[str]:
@@ -266,13 +266,12 @@ class CounterTotals:
         """Non-zero drop counters by node, then by reason."""
         out: dict[str, dict[str, int]] = {}
         for node in self.nodes():
-            reasons = {
-                k: v for k, v in self.totals(node).items() if is_drop_counter(k) and _is_count(v) and v
-            }
+            reasons = {k: v for k, v in self.totals(node).items() if is_drop_counter(k) and is_count(v) and v}
             if reasons:
                 out[node] = dict(sorted(reasons.items()))
         return out
 
 
-def _is_count(value: Any) -> bool:
+def is_count(value: Any) -> bool:
+    """Whether a heartbeat counter's value is a count (an int, not a bool or a provider name)."""
     return isinstance(value, int) and not isinstance(value, bool)

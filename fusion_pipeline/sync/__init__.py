@@ -3,7 +3,6 @@ replay order."""
 
 from __future__ import annotations
 
-from fusion_pipeline.protocol import SET_STREAM
 from fusion_pipeline.sync.audio import AudioWindow
 from fusion_pipeline.sync.errors import InputError, SetLayoutError, SyncError
 from fusion_pipeline.sync.policy import (
@@ -21,7 +20,6 @@ from fusion_pipeline.sync.reorder import (
 )
 from fusion_pipeline.sync.sets import (
     INPUT_REASONS,
-    SET_MODALITY,
     SetBuilder,
 )
 from fusion_pipeline.sync.settings import StreamSync, SyncSettings, settings_from_config
@@ -41,8 +39,6 @@ __all__ = [
     "MatchedSet",
     "ReplayOrder",
     "ReplayOrderCounters",
-    "SET_MODALITY",
-    "SET_STREAM",
     "SetBuilder",
     "SetLayoutError",
     "StreamSync",

@@ -20,18 +20,16 @@ from fusion_pipeline.config import Config
 from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, MODALITIES, ModelContract, default_contract
 from fusion_pipeline.preprocess.audio import WINDOW_SAMPLES, preprocess_audio
 from fusion_pipeline.preprocess.errors import PreprocessError
-from fusion_pipeline.protocol import CAPTURE, INGEST_IN, INGEST_OUT, SET_STREAM, SYNC_IN
+from fusion_pipeline.protocol import CAPTURE, INGEST_IN, INGEST_OUT, SET_MODALITY, SET_STREAM, SYNC_IN
 from fusion_pipeline.sync.errors import InputError, SetLayoutError
 from fusion_pipeline.sync.synchronizer import FusedSet
 from fusion_pipeline.transport.wire import Sample
 
 __all__ = [
     "INPUT_REASONS",
-    "SET_MODALITY",
     "SetBuilder",
 ]
 
-SET_MODALITY = "set"
 
 #: Why the synchronizer refused an ingest sample: unknown_stream, wrong_modality, missing_array,
 #: bad_array (dtype or shape differs from the contract), bad_meta (audio without its sample rate).

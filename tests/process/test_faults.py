@@ -23,7 +23,7 @@ from node_harness import Control, running, start_node, write_config
 from pipeline_harness import collect, demo_text, pipeline, presence
 
 from fusion_pipeline.config import load_config
-from fusion_pipeline.sync import SET_MODALITY, SET_STREAM
+from fusion_pipeline.protocol import SET_MODALITY, SET_STREAM
 from fusion_pipeline.transport import Sample, encode
 from fusion_pipeline.transport.sockets import DEFAULT_HWM, Publisher, Role, Subscriber, send_frames
 
