@@ -154,15 +154,7 @@ def describe_sample(sample: Sample) -> dict[str, Any]:
         if 0 < array.size <= SHOWN_VALUES:
             info["values"] = array.ravel().tolist()
         arrays[name] = info
-    return {
-        "stream": sample.stream,
-        "modality": sample.modality,
-        "seq": sample.seq,
-        "stamp_ns": sample.stamp_ns,
-        "frame_id": sample.frame_id,
-        "meta": sample.meta,
-        "arrays": arrays,
-    }
+    return {**sample.header_fields(), "arrays": arrays}
 
 
 def _format_line(info: dict[str, Any]) -> str:

@@ -132,6 +132,17 @@ class Sample:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays.values())
 
+    def header_fields(self) -> dict[str, Any]:
+        """The header fields a sample carries besides the protocol version and its arrays (PROTOCOL 2)."""
+        return {
+            "stream": self.stream,
+            "modality": self.modality,
+            "seq": self.seq,
+            "stamp_ns": self.stamp_ns,
+            "frame_id": self.frame_id,
+            "meta": self.meta,
+        }
+
 
 def encode(sample: Sample, shm: ShmSink | None = None) -> list[Buffer]:
     """Frames of `sample`: topic and header bytes, then one buffer per array, viewing the array's memory.
@@ -155,16 +166,7 @@ def encode(sample: Sample, shm: ShmSink | None = None) -> list[Buffer]:
             spec["shm"] = {"segment": ref.segment, "slot": ref.slot, "gen": ref.gen}
         specs.append(spec)
         buffers.append(b"" if ref is not None else array)
-    header = {
-        "v": VERSION,
-        "stream": sample.stream,
-        "modality": sample.modality,
-        "seq": sample.seq,
-        "stamp_ns": sample.stamp_ns,
-        "frame_id": sample.frame_id,
-        "meta": sample.meta,
-        "arrays": specs,
-    }
+    header = {"v": VERSION, **sample.header_fields(), "arrays": specs}
     frames: list[Buffer] = [sample.stream.encode(), msgpack.packb(header, use_bin_type=True)]
     # A zero-size array still gets its (empty) frame; .data of a 0-d or empty array is a valid view.
     frames.extend(
