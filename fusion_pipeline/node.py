@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 import msgpack
 import zmq
@@ -48,6 +48,7 @@ __all__ = [
     "Node",
     "check_host",
     "enter_realtime",
+    "node_name",
     "run_node",
 ]
 
@@ -83,6 +84,11 @@ class _NodeContext:
         return self.config.endpoint(template, self.run_dir)
 
 
+def node_name(kind: str, stream: str | None) -> str:
+    """The name a node logs and beats under: its kind, and its stream for a per-stream node."""
+    return f"{kind}:{stream}" if stream else kind
+
+
 def _node_arguments(
     kind: str, argv: list[str] | None, per_stream: bool = False, realtime: bool = False
 ) -> _NodeContext:
@@ -111,7 +117,7 @@ def _node_arguments(
         config.stream(stream)  # an unknown name fails now (ConfigError, exit 2), not later
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
-    name = f"{kind}:{stream}" if stream else kind
+    name = node_name(kind, stream)
     logging.basicConfig(level=config.pipeline.log_level.upper(), format=f"{name}: %(message)s")
     if realtime and config.pipeline.realtime_priority:
         enter_realtime(config.pipeline.realtime_priority)
@@ -196,17 +202,6 @@ class _Heartbeat:
             self.beat(final_counters, force=True)
         self._socket.close()
         self._zmq.term()
-
-
-class _Closable(Protocol):
-    def close(self) -> None: ...
-
-
-def _shut_down(heartbeat: _Heartbeat, final_counters: dict[str, Any] | None, *sockets: _Closable) -> None:
-    """A node's exit: the final counters (if any), then close the heartbeat and the sockets in order."""
-    heartbeat.close(final_counters)
-    for socket in sockets:
-        socket.close()
 
 
 class Node(contextlib.AbstractContextManager["Node", None]):
@@ -302,8 +297,9 @@ class Node(contextlib.AbstractContextManager["Node", None]):
         return self.running
 
     def close(self) -> None:
-        final = None if self.counters is None else self.counters()
-        _shut_down(self._heartbeat, final, *reversed(self._sockets))
+        self._heartbeat.close(None if self.counters is None else self.counters())
+        for socket in reversed(self._sockets):
+            socket.close()
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()

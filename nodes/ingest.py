@@ -19,6 +19,7 @@ import time
 from fusion_pipeline.ingest import Ingest
 from fusion_pipeline.node import POLL_MS, Node, run_node
 from fusion_pipeline.protocol import INGEST_OUT
+from fusion_pipeline.sync import settings_from_config
 from fusion_pipeline.transport import Sample
 
 log = logging.getLogger("nodes.ingest")
@@ -27,7 +28,7 @@ log = logging.getLogger("nodes.ingest")
 def main(argv: list[str] | None = None) -> int:
     with Node("ingest", argv, per_stream=True, realtime=True) as node:
         stream = node.stream
-        time_jump_ns = round(node.config.sync.time_jump_ms * 1_000_000)
+        time_jump_ns = settings_from_config(node.config)[0].time_jump_ns  # the synchronizer's
         ingest = Ingest(stream, live=not node.replay, time_jump_ns=time_jump_ns)
         driver_url = node.endpoint(stream.endpoint)
         source = node.subscriber(driver_url, topics=[stream.name], limits=ingest.limits)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusion_pipeline.config import Config, EndpointUse
+from fusion_pipeline.node import node_name
 
 __all__ = ["LIVE_GRAPH", "GraphSpec", "NodeSpec", "RunSocket", "node_specs", "plain_tcp_endpoints"]
 
@@ -30,8 +31,8 @@ class NodeSpec:
 
     @property
     def name(self) -> str:
-        """The name the node uses in its heartbeats (fusion_pipeline.node.Node.name)."""
-        return f"{self.kind}:{self.stream}" if self.stream else self.kind
+        """The name the node uses in its heartbeats."""
+        return node_name(self.kind, self.stream)
 
 
 def node_specs(config: Config, drivers: bool = True) -> list[NodeSpec]:
