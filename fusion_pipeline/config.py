@@ -102,6 +102,11 @@ class LimitsConfig(_Section):
 class StreamConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$", max_length=128)
     modality: Modality
+    input: str = Field(
+        "",
+        description="the model input this stream feeds; empty = the input named like the stream (or its slug), "
+        "else the model's only input of this modality",
+    )
     endpoint: str = Field(description="where the sensor driver publishes; ingest subscribes here")
     ingest_endpoint: str = Field(
         "ipc://{run_dir}/ingest-{stream}.sock",
