@@ -104,8 +104,8 @@ class StreamConfig(_Section):
     modality: Modality
     input: str = Field(
         "",
-        description="the model input this stream feeds; empty = the input named like the stream (or its slug), "
-        "else the model's only input of this modality",
+        description="the model input this stream feeds; empty = the input named like the stream (or its "
+        "slug), else the model's only input of this modality",
     )
     endpoint: str = Field(description="where the sensor driver publishes; ingest subscribes here")
     ingest_endpoint: str = Field(
@@ -151,6 +151,9 @@ class ModelConfig(_Section):
     providers: list[Literal["auto", "tensorrt", "cuda", "cpu"]] = ["auto"]
     tensorrt: bool = False
     tf32: bool = True
+    unbound_inputs: list[str] = Field(
+        default_factory=list, description="model inputs no stream feeds: always absent (presence bit 0)"
+    )
     intra_op_threads: int = Field(0, ge=0)
     slowdown: float = Field(
         1.0,

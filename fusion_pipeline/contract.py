@@ -1,125 +1,263 @@
 """The model contract: what a fused model takes and returns, stored as JSON in ONNX metadata.
 
-Pure data and checks; no ONNX Runtime, no torch. The runtime, the exporter and the ingest nodes all
-read the shapes from here, so one change of an input's shape cannot leave one side behind.
+Version 2 (docs/MODEL.md, "The contract"): the model declares its sensor inputs (name, modality, shape,
+dtype and the preprocessing parameters the pipeline must apply), its presence input with one bit per
+sensor input, and its outputs with a kind that says how to read each. The config binds streams to the
+inputs (fusion_pipeline.binding). Version 1 (one input per modality, a 4-bit mask in modality order, the
+demo's four outputs by name) is read and converted, so older exported models still load.
+
+Pure data and checks; no ONNX Runtime, no torch.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, get_args
 
 from fusion_pipeline.errors import ContractError
+from fusion_pipeline.preprocess import PARAMS, AudioParams, CameraParams, LidarParams, RadarParams
 
 __all__ = [
     "CONTRACT_KEY",
+    "CONTRACT_VERSION",
     "MODALITIES",
+    "OUTPUT_KINDS",
+    "InputSpec",
     "ModelContract",
-    "TensorSpec",
+    "OutputKind",
+    "OutputSpec",
     "default_contract",
 ]
 
 #: ONNX metadata_props key that holds the contract JSON.
 CONTRACT_KEY = "fusion.contract"
+CONTRACT_VERSION = 2
 
-#: Presence-mask order: bit i of the mask is MODALITIES[i].
-MODALITIES: tuple[str, ...] = ("camera", "lidar", "radar", "audio")
+#: The sensor modalities the pipeline can preprocess.
+MODALITIES: tuple[str, ...] = tuple(PARAMS)
+
+OutputKind = Literal["class_logits", "regression", "logit", "opaque"]
+#: class_logits: softmax over `classes`; regression: values in `units`; logit: a probability after a
+#: sigmoid; opaque: passed on as it is.
+OUTPUT_KINDS: tuple[str, ...] = get_args(OutputKind)
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    """One model input or output. `shape` excludes the leading dynamic batch dimension."""
+class InputSpec:
+    """One sensor input: the tensor a bound stream's preprocessed messages fill (no batch dimension).
+
+    A radar input also feeds `mask`, a (slots,) float32 tensor that marks real detections.
+    """
+
+    name: str
+    modality: str
+    shape: tuple[int, ...]
+    preprocess: Mapping[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"
+    mask: str = ""
+    meaning: str = ""
+
+    @property
+    def tensors(self) -> dict[str, tuple[int, ...]]:
+        """The graph inputs this sensor input fills, name -> shape."""
+        return {self.name: self.shape, **({self.mask: self.shape[:1]} if self.mask else {})}
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One model output (no batch dimension) and how to read it."""
 
     name: str
     shape: tuple[int, ...]
-    dtype: str = "float32"
-    modality: str | None = None  # None for the presence mask and for outputs
+    kind: OutputKind = "opaque"
+    classes: tuple[str, ...] = ()  # class_logits: one name per logit
+    units: str = ""  # regression: e.g. "m", "m/s"
     meaning: str = ""
-    preprocess: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ModelContract:
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    presence_input: str = "presence"
-    modalities: tuple[str, ...] = MODALITIES
-    classes: tuple[str, ...] = ("none", "car", "pedestrian", "cyclist", "emergency")
+    """A model's inputs, presence input and outputs. `presence_order` names the sensor input of each
+    bit of the presence input, a float32 vector of len(presence_order)."""
+
+    inputs: tuple[InputSpec, ...]
+    outputs: tuple[OutputSpec, ...]
+    presence: str = "presence"
+    presence_order: tuple[str, ...] = ()
     fusion: str = ""
-    version: int = 1
+    version: int = CONTRACT_VERSION
+
+    def __post_init__(self) -> None:
+        problems = list(_problems(self))
+        if problems:
+            raise ContractError("model contract is invalid:\n" + "\n".join(f"  {p}" for p in problems))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ModelContract:
+        """Parse a contract; version 1 is converted (see `_from_v1`), a later version is refused."""
         try:
             raw = json.loads(text)
+            version = int(raw.get("version", 1))
+            if version == 1:
+                return _from_v1(raw)
+            if version != CONTRACT_VERSION:
+                raise ContractError(
+                    f"model contract version {version} is newer than this pipeline's ({CONTRACT_VERSION}); "
+                    "upgrade fusion-pipeline"
+                )
             return cls(
-                inputs=tuple(_spec(s) for s in raw["inputs"]),
-                outputs=tuple(_spec(s) for s in raw["outputs"]),
-                presence_input=raw["presence_input"],
-                modalities=tuple(raw["modalities"]),
-                classes=tuple(raw["classes"]),
+                inputs=tuple(_input(s) for s in raw["inputs"]),
+                outputs=tuple(_output(s) for s in raw["outputs"]),
+                presence=raw["presence"],
+                presence_order=tuple(raw["presence_order"]),
                 fusion=raw.get("fusion", ""),
-                version=int(raw.get("version", 1)),
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ContractError(f"model contract JSON ({CONTRACT_KEY!r}) is malformed: {exc}") from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ContractError(f"model contract JSON ({CONTRACT_KEY!r}) is malformed: {exc!r}") from exc
 
-    def input(self, name: str) -> TensorSpec:
+    def input(self, name: str) -> InputSpec:
         for spec in self.inputs:
             if spec.name == name:
                 return spec
-        raise ContractError(f"model contract has no input {name!r}")
+        raise ContractError(f"model contract has no input {name!r} (inputs: {[s.name for s in self.inputs]})")
 
-    def inputs_for(self, modality: str) -> tuple[TensorSpec, ...]:
+    def inputs_for(self, modality: str) -> tuple[InputSpec, ...]:
         return tuple(s for s in self.inputs if s.modality == modality)
 
+    @property
+    def tensors(self) -> dict[str, tuple[int, ...]]:
+        """Every graph input, name -> shape: the sensor inputs' tensors and the presence vector."""
+        shapes = {name: shape for spec in self.inputs for name, shape in spec.tensors.items()}
+        return {**shapes, self.presence: (len(self.presence_order),)}
 
-def _spec(raw: dict[str, Any]) -> TensorSpec:
-    return TensorSpec(
+
+def _problems(contract: ModelContract) -> list[str]:
+    """What makes a contract unusable, each naming the input or output."""
+    problems = []
+    names = [n for s in contract.inputs for n in s.tensors] + [contract.presence]
+    problems += [f"tensor name {n!r} is used twice" for n in sorted({n for n in names if names.count(n) > 1})]
+    for spec in contract.inputs:
+        if spec.modality not in MODALITIES:
+            problems.append(f"inputs.{spec.name}.modality {spec.modality!r}: not one of {MODALITIES}")
+        if spec.dtype != "float32":
+            problems.append(f"inputs.{spec.name}.dtype {spec.dtype!r}: the pipeline feeds float32")
+        if bool(spec.mask) != (spec.modality == "radar"):
+            problems.append(f"inputs.{spec.name}.mask: a radar input has a mask, no other input has one")
+    inputs = [s.name for s in contract.inputs]
+    if sorted(contract.presence_order) != sorted(inputs):
+        problems.append(
+            f"presence_order {list(contract.presence_order)}: must name each sensor input once ({inputs})"
+        )
+    for out in contract.outputs:
+        if out.kind not in OUTPUT_KINDS:
+            problems.append(f"outputs.{out.name}.kind {out.kind!r}: not one of {OUTPUT_KINDS}")
+        elif out.kind == "class_logits" and (len(out.shape) != 1 or out.shape[0] != len(out.classes)):
+            problems.append(
+                f"outputs.{out.name}: class_logits of shape {out.shape} needs one class name per logit "
+                f"(classes: {list(out.classes)})"
+            )
+    return problems
+
+
+def _input(raw: dict[str, Any]) -> InputSpec:
+    return InputSpec(
         name=raw["name"],
+        modality=raw["modality"],
         shape=tuple(int(d) for d in raw["shape"]),
-        dtype=raw.get("dtype", "float32"),
-        modality=raw.get("modality"),
-        meaning=raw.get("meaning", ""),
         preprocess=dict(raw.get("preprocess", {})),
+        dtype=raw.get("dtype", "float32"),
+        mask=raw.get("mask", ""),
+        meaning=raw.get("meaning", ""),
     )
 
 
-# Audio front end: 0.5 s at 16 kHz, 25 ms Hann window, 10 ms hop, no centre padding -> 48 frames.
-AUDIO_SAMPLE_RATE = 16_000
-AUDIO_WINDOW_S = 0.5
-AUDIO_N_FFT = 400
-AUDIO_HOP = 160
-AUDIO_N_MELS = 40
-AUDIO_FRAMES = 1 + (int(AUDIO_SAMPLE_RATE * AUDIO_WINDOW_S) - AUDIO_N_FFT) // AUDIO_HOP
+def _output(raw: dict[str, Any]) -> OutputSpec:
+    return OutputSpec(
+        name=raw["name"],
+        shape=tuple(int(d) for d in raw["shape"]),
+        kind=raw.get("kind", "opaque"),
+        classes=tuple(raw.get("classes", ())),
+        units=raw.get("units", ""),
+        meaning=raw.get("meaning", ""),
+    )
+
+
+#: How version 1 read the demo's outputs, by name.
+_V1_OUTPUTS: dict[str, dict[str, Any]] = {
+    "class_logits": {"kind": "class_logits"},
+    "position": {"kind": "regression", "units": "m"},
+    "velocity": {"kind": "regression", "units": "m/s"},
+    "siren_logit": {"kind": "logit"},
+}
+
+
+def _from_v1(raw: dict[str, Any]) -> ModelContract:
+    """Version 1: one input per modality named after it (radar's mask as its own `radar_mask` input),
+    the presence mask in `modalities` order, outputs read by their names, `classes` at the top."""
+    specs = [s for s in raw["inputs"] if s.get("modality") and not s["name"].endswith("_mask")]
+    masks = {s["name"] for s in raw["inputs"] if s["name"].endswith("_mask")}
+    inputs = tuple(
+        replace(_input(s), mask=f"{s['name']}_mask" if f"{s['name']}_mask" in masks else "") for s in specs
+    )
+    by_modality = {s.modality: s.name for s in inputs}
+    outputs = tuple(_v1_output(s, tuple(raw["classes"])) for s in raw["outputs"])
+    return ModelContract(
+        inputs=inputs,
+        outputs=outputs,
+        presence=raw["presence_input"],
+        presence_order=tuple(by_modality[m] for m in raw["modalities"]),
+        fusion=raw.get("fusion", ""),
+    )
+
+
+def _v1_output(raw: dict[str, Any], classes: tuple[str, ...]) -> OutputSpec:
+    how = _V1_OUTPUTS.get(raw["name"], {})
+    return replace(_output(raw), **how, classes=classes if how.get("kind") == "class_logits" else ())
 
 
 def default_contract(fusion: str = "") -> ModelContract:
-    """The contract of the shipped model; preprocessing parameters are filled in by preprocess/."""
+    """The contract of the shipped model: one input per modality, named after it, with the default
+    preprocessing; the presence bits in modality order."""
+    camera, lidar, radar, audio = CameraParams(), LidarParams(), RadarParams(), AudioParams()
     return ModelContract(
         inputs=(
-            TensorSpec("camera", (3, 96, 128), modality="camera", meaning="normalised RGB, CHW"),
-            TensorSpec(
-                "lidar", (3, 64, 64), modality="lidar", meaning="BEV: occupancy, max height, intensity"
+            InputSpec("camera", "camera", camera.shape, camera.to_dict(), meaning="normalised RGB, CHW"),
+            InputSpec(
+                "lidar",
+                "lidar",
+                lidar.shape,
+                lidar.to_dict(),
+                meaning="BEV: occupancy, max height, intensity",
             ),
-            TensorSpec("radar", (64, 5), modality="radar", meaning="detections x,y,z,v_r,rcs; zero padded"),
-            TensorSpec(
-                "radar_mask", (64,), modality="radar", meaning="1 for a real detection, 0 for padding"
+            InputSpec(
+                "radar",
+                "radar",
+                radar.shape,
+                radar.to_dict(),
+                mask="radar_mask",
+                meaning="detections x,y,z,v_r,rcs, zero padded; radar_mask: 1 for a real detection",
             ),
-            TensorSpec("audio", (1, AUDIO_N_MELS, AUDIO_FRAMES), modality="audio", meaning="log-mel"),
-            TensorSpec(
-                "presence", (len(MODALITIES),), meaning="1 = modality present, order " + ",".join(MODALITIES)
-            ),
+            InputSpec("audio", "audio", audio.shape, audio.to_dict(), meaning="log-mel"),
         ),
         outputs=(
-            TensorSpec("class_logits", (5,), meaning="logits over classes"),
-            TensorSpec("position", (2,), meaning="primary actor x, y in the ego frame, m"),
-            TensorSpec("velocity", (1,), meaning="primary actor radial velocity, m/s"),
-            TensorSpec("siren_logit", (1,), meaning="logit that a siren is present"),
+            OutputSpec(
+                "class_logits",
+                (5,),
+                "class_logits",
+                classes=("none", "car", "pedestrian", "cyclist", "emergency"),
+                meaning="logits over classes",
+            ),
+            OutputSpec(
+                "position", (2,), "regression", units="m", meaning="primary actor x, y in the ego frame"
+            ),
+            OutputSpec("velocity", (1,), "regression", units="m/s", meaning="primary actor radial velocity"),
+            OutputSpec("siren_logit", (1,), "logit", meaning="logit that a siren is present"),
         ),
+        presence_order=("camera", "lidar", "radar", "audio"),
         fusion=fusion,
     )

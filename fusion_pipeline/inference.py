@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from fusion_pipeline.binding import Bindings, bind
 from fusion_pipeline.config import Config, ModelConfig
-from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ModelContract, default_contract
+from fusion_pipeline.contract import CONTRACT_KEY, ModelContract, OutputSpec
 from fusion_pipeline.errors import ContractError
 from fusion_pipeline.protocol import CAPTURE, INFERENCE_END, INFERENCE_START, RESULT_MODALITY, RESULT_STREAM
 from fusion_pipeline.transport.wire import Sample
@@ -46,7 +47,7 @@ __all__ = [
     "InferenceStage",
     "ModelRuntime",
     "ProviderPlan",
-    "check_contract",
+    "load_bindings",
     "choose_providers",
     "engine_cache_dir",
     "library_error",
@@ -109,52 +110,11 @@ def load_contract(model_path: str | Path) -> ModelContract:
         raise ContractError(f"{path}: {exc}") from exc
 
 
-def check_contract(contract: ModelContract, config: Config, model: str | Path) -> None:
-    """Refuse a model whose contract does not fit the pipeline the config builds.
-
-    The pipeline side is what the config's streams deliver: each stream's modality, preprocessed by
-    fusion_pipeline.preprocess into the shapes of contract.default_contract(). Every error names both
-    sides: the stream (or pipeline part) and the model file.
-    """
-    expected = default_contract()
-    problems: list[str] = []
-    if tuple(contract.modalities) != MODALITIES:
-        problems.append(
-            f"presence mask order: the pipeline sends {list(MODALITIES)}, model {model} expects "
-            f"{list(contract.modalities)}"
-        )
-    presence = [s for s in contract.inputs if s.name == contract.presence_input]
-    if not presence or presence[0].shape != (len(MODALITIES),):
-        got = f"shape {presence[0].shape}" if presence else "no such input"
-        problems.append(
-            f"presence input {contract.presence_input!r}: the pipeline sends float32 ({len(MODALITIES)},), "
-            f"model {model} has {got}"
-        )
-    for i, stream in enumerate(config.streams):
-        ours = {s.name: s for s in expected.inputs_for(stream.modality)}
-        theirs = {s.name: s for s in contract.inputs_for(stream.modality)}
-        side = f"config streams[{i}] {stream.name!r} ({stream.modality})"
-        if not theirs:
-            problems.append(
-                f"{side} feeds inputs {sorted(ours)}; model {model} has no {stream.modality} input "
-                f"(its modalities: {sorted({s.modality for s in contract.inputs if s.modality})})"
-            )
-            continue
-        for name in sorted(ours.keys() | theirs.keys()):
-            mine, other = ours.get(name), theirs.get(name)
-            if mine is None or other is None or (mine.shape, mine.dtype) != (other.shape, other.dtype):
-                problems.append(
-                    f"{side} feeds {_describe(mine, name)} (fusion_pipeline.preprocess); "
-                    f"model {model} expects {_describe(other, name)}"
-                )
-    if problems:
-        raise ContractError(
-            "model contract does not match the config:\n" + "\n".join(f"  {p}" for p in problems)
-        )
-
-
-def _describe(spec: Any, name: str) -> str:
-    return f"{name!r} {spec.dtype} {spec.shape}" if spec is not None else f"no input {name!r}"
+def load_bindings(config: Config) -> Bindings:
+    """The config's streams bound to the inputs of the model it names; ContractError (naming the
+    config key and the model input) when they do not fit. Every node that needs the contract calls this."""
+    path = model_path(config)
+    return bind(config, load_contract(path), str(path))
 
 
 def wants_tensorrt(model: ModelConfig) -> bool:
@@ -254,14 +214,14 @@ def _provider_options(name: str, tf32: bool, engine_cache: Path, device_id: int)
 
 
 class ModelRuntime:
-    """One onnxruntime session of a fused model, batch 1, with its contract checked against the config."""
+    """One onnxruntime session of a fused model, batch 1, with the config's streams bound to its inputs."""
 
     def __init__(self, config: Config, *, warm_up: int = WARM_UP_RUNS) -> None:
         import onnxruntime as ort
 
         self.path = model_path(config)
-        self.contract = load_contract(self.path)
-        check_contract(self.contract, config, self.path)
+        self.bindings = load_bindings(config)
+        self.contract = self.bindings.contract
         if wants_tensorrt(config.model):
             engine_cache_dir().mkdir(parents=True, exist_ok=True)
         self.plan = choose_providers(
@@ -287,24 +247,27 @@ class ModelRuntime:
         self.provider: str = self.session.get_providers()[0]
         self.fell_back = self.provider != self.plan.first_choice
         self._check_graph()
-        self._zeros = {s.name: np.zeros((1, *s.shape), np.float32) for s in self.contract.inputs}
+        self._zeros = {
+            name: np.zeros((1, *shape), np.float32)
+            for spec in self.contract.inputs
+            for name, shape in spec.tensors.items()
+        }
         self._outputs = [s.name for s in self.contract.outputs]
         self._binding = (
             _DeviceOutputs(self.session, self.contract, ort) if self.provider in _GPU_PROVIDERS else None
         )
         for _ in range(warm_up):
-            self.infer({}, [0] * len(MODALITIES))
+            self.infer({}, [0] * len(self.contract.presence_order))
 
     def _check_graph(self) -> None:
         """The ONNX graph's inputs must be what its own contract says (a hand-edited file may differ)."""
         graph = {i.name: tuple(i.shape[1:]) for i in self.session.get_inputs()}
-        for spec in self.contract.inputs:
-            if spec.name not in graph:
-                raise ContractError(f"{self.path}: contract input {spec.name!r} is not a graph input")
-            if any(isinstance(d, int) and d != s for d, s in zip(graph[spec.name], spec.shape, strict=False)):
+        for name, shape in self.contract.tensors.items():
+            if name not in graph:
+                raise ContractError(f"{self.path}: contract input {name!r} is not a graph input")
+            if any(isinstance(d, int) and d != s for d, s in zip(graph[name], shape, strict=False)):
                 raise ContractError(
-                    f"{self.path}: graph input {spec.name!r} has shape {graph[spec.name]}, its contract says "
-                    f"{spec.shape}"
+                    f"{self.path}: graph input {name!r} has shape {graph[name]}, its contract says {shape}"
                 )
 
     def describe(self) -> str:
@@ -331,11 +294,10 @@ class ModelRuntime:
                     f"{zeros.shape[1:]}"
                 )
             inputs[name] = zeros if array is None else array[None]
-        if len(presence) != len(MODALITIES):
-            raise ContractError(
-                f"presence mask {list(presence)} needs {len(MODALITIES)} entries ({MODALITIES})"
-            )
-        inputs[self.contract.presence_input] = np.asarray(presence, np.float32)[None]
+        order = self.contract.presence_order
+        if len(presence) != len(order):
+            raise ContractError(f"presence mask {list(presence)} needs {len(order)} entries ({list(order)})")
+        inputs[self.contract.presence] = np.asarray(presence, np.float32)[None]
         return inputs
 
     def infer(self, arrays: Mapping[str, np.ndarray], presence: Sequence[int]) -> dict[str, np.ndarray]:
@@ -372,27 +334,50 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return (e / e.sum()).astype(np.float32)
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def decoded_name(output: OutputSpec) -> str | None:
+    """The result array an output's kind adds beside it: class_logits -> <stem>_probs, a logit ->
+    <stem>_prob (``class_logits`` -> ``class_probs``, ``siren_logit`` -> ``siren_prob``); None for a
+    regression or an opaque output, which the result carries as it is."""
+    if output.kind == "class_logits":
+        return output.name.removesuffix("_logits") + "_probs"
+    if output.kind == "logit":
+        return output.name.removesuffix("_logit") + "_prob"
+    return None
+
+
 def result_sample(
     set_sample: Sample, outputs: Mapping[str, np.ndarray], contract: ModelContract, provider: str, seq: int
 ) -> Sample:
-    """The result message of one set (PROTOCOL.md section 8); the caller adds inference and publish stages."""
-    presence = set_sample.meta.get("presence", [0] * len(MODALITIES))
-    arrays = {
-        "class_probs": _softmax(outputs["class_logits"].astype(np.float32)),
-        "position": outputs["position"].astype(np.float32),
-        "velocity": outputs["velocity"].astype(np.float32),
-        "siren_prob": (1.0 / (1.0 + np.exp(-outputs["siren_logit"]))).astype(np.float32),
-        "presence": np.asarray(presence, np.uint8),
-    }
+    """The result message of one set (PROTOCOL.md section 8): every output tensor by its name, plus what
+    its kind decodes (probabilities), and the presence mask; the caller adds inference and publish stages."""
+    arrays = {name: value.astype(np.float32, copy=False) for name, value in outputs.items()}
+    for output in contract.outputs:
+        decoded = decoded_name(output)
+        if decoded is not None:
+            decode = _softmax if output.kind == "class_logits" else _sigmoid
+            arrays[decoded] = decode(arrays[output.name])
+    presence = set_sample.meta.get("presence", [0] * len(contract.presence_order))
+    arrays["presence"] = np.asarray(presence, np.uint8)
+    class_outputs = [o for o in contract.outputs if o.kind == "class_logits"]
     stages = set_sample.meta.get("stages")
     meta = {
-        "classes": list(contract.classes),
-        "modalities": list(contract.modalities),
+        "outputs": {
+            o.name: {"kind": o.kind, "classes": list(o.classes), "units": o.units} for o in contract.outputs
+        },
+        "inputs": list(contract.presence_order),
+        "streams": set_sample.meta.get("streams", []),
+        "modalities": [contract.input(name).modality for name in contract.presence_order],
         "stamps": set_sample.meta.get("stamps", {}),
         "provider": provider,
         "set_seq": set_sample.seq,
         "stages": dict(stages) if isinstance(stages, dict) else {CAPTURE: set_sample.stamp_ns},
     }
+    if len(class_outputs) == 1:  # the class order of the one class output, as version 1 results had it
+        meta["classes"] = list(class_outputs[0].classes)
     return Sample(RESULT_STREAM, RESULT_MODALITY, seq, set_sample.stamp_ns, arrays, "", meta)
 
 

@@ -16,7 +16,8 @@ The ingest node of stream S feeds every decoded wire message (see fusion_pipelin
    and meta.sample_rate for audio match its modality's schema (PROTOCOL.md section 5);
 5. passes the payload checks: no NaN or inf in float arrays, a jpeg that decodes;
 6. has the stream's offset_ns subtracted from its stamp (known sensor latency);
-7. is preprocessed by fusion_pipeline.preprocess into the model contract's inputs -- except audio,
+7. is preprocessed by the front end of the model input the stream is bound to (its contract's
+   parameters, fusion_pipeline.binding) into that input's tensors -- except audio,
    which stays a float32 frames x channels chunk, because the synchronizer cuts the window first.
 
 Steps 1-4 look at the header only: :meth:`Ingest.admit` runs them on an undecoded message, and
@@ -49,11 +50,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from fusion_pipeline.binding import Binding
 from fusion_pipeline.config import StreamConfig
 from fusion_pipeline.errors import SchemaError
-from fusion_pipeline.preprocess import preprocess_sample
-from fusion_pipeline.preprocess.audio import PARAMS as AUDIO_PARAMS
-from fusion_pipeline.preprocess.errors import PreprocessError
+from fusion_pipeline.preprocess import PreprocessError
+from fusion_pipeline.preprocess.audio import INT16_SCALE
 from fusion_pipeline.protocol import INGEST_IN, NS_PER_S
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Checked, Limits, Sample
 
@@ -149,7 +150,7 @@ _SCHEMAS: dict[str, ArraySchema] = {
     "radar": ArraySchema("detections", ("<f4",), (5,)),
     "audio": ArraySchema("samples", ("<i2", "<f4"), (None,), min_leading=1, min_trailing=1),
 }
-_INT16_SCALE = np.float32(AUDIO_PARAMS["int16_scale"])
+_INT16_SCALE = np.float32(INT16_SCALE)
 
 
 def decode_jpeg(data: np.ndarray, stream: str, max_bytes: int) -> np.ndarray:
@@ -351,18 +352,20 @@ class StampTracker:
 class Ingest:
     """The whole ingest step of one stream; the node wraps it in sockets and a clock.
 
-    `live` is False in a replay: the stream's clock is then the recorded time (module docstring).
-    `time_jump_ns` is the synchronizer's sync.time_jump_ms: a stamp that jumps further is held back
-    until it persists (:class:`StampTracker`)."""
+    `binding` is the stream and the model input it feeds (fusion_pipeline.binding.bind), whose
+    front end step 7 runs. `live` is False in a replay: the stream's clock is then the recorded time
+    (module docstring). `time_jump_ns` is the synchronizer's sync.time_jump_ms: a stamp that jumps
+    further is held back until it persists (:class:`StampTracker`)."""
 
     def __init__(
         self,
-        config: StreamConfig,
+        binding: Binding,
         limits: Limits | None = None,
         live: bool = True,
         time_jump_ns: int = NS_PER_S,
     ) -> None:
-        self.config = config
+        config = self.config = binding.stream
+        self.prepare = binding.prepare
         self.limits = limits or Limits.from_config(config.limits)
         self.live = live
         self.seq = SeqTracker(restart_timeout_ns(config.rate_hz), config.rate_hz)
@@ -490,6 +493,6 @@ class Ingest:
         if self.config.modality == "audio":
             return {"samples": payload}  # the synchronizer cuts the window, then computes the log-mel
         try:
-            return preprocess_sample(self.config.modality, payload)
+            return self.prepare(payload)
         except PreprocessError as exc:
             raise SchemaError("preprocess", str(exc)) from exc

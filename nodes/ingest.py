@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 
+from fusion_pipeline.inference import load_bindings
 from fusion_pipeline.ingest import Ingest
 from fusion_pipeline.node import POLL_MS, Node, run_node
 from fusion_pipeline.protocol import INGEST_OUT
@@ -29,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     with Node("ingest", argv, per_stream=True, realtime=True) as node:
         stream = node.stream
         time_jump_ns = settings_from_config(node.config)[0].time_jump_ns  # the synchronizer's
-        ingest = Ingest(stream, live=not node.replay, time_jump_ns=time_jump_ns)
+        binding = load_bindings(node.config).of(stream.name)  # its model input's front end
+        ingest = Ingest(binding, live=not node.replay, time_jump_ns=time_jump_ns)
         driver_url = node.endpoint(stream.endpoint)
         source = node.subscriber(driver_url, topics=[stream.name], limits=ingest.limits)
         sink_url = node.config.ingest_endpoint(stream.name, node.run_dir)

@@ -22,6 +22,7 @@ import logging
 import time
 from collections import deque
 
+from fusion_pipeline.inference import load_bindings
 from fusion_pipeline.node import POLL_MS, Node, run_node
 from fusion_pipeline.ops import percentiles
 from fusion_pipeline.protocol import SET_MODALITY, SET_STREAM, SYNC_EMIT, SYNC_IN
@@ -44,7 +45,8 @@ def _poll_ms(deadline_ns: int | None, now_ns: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     with Node("synchronizer", argv, realtime=True) as node:
         config = node.config
-        stage = SyncStage(config)  # a config the model contract cannot take ends the node (run_node)
+        # A config the model cannot take ends the node (run_node): ContractError from the bindings.
+        stage = SyncStage(config, load_bindings(config))
         order: ReplayOrder[Sample] = ReplayOrder()
         inputs = [config.ingest_endpoint(s.name, node.run_dir) for s in config.streams]
         topics = [s.name for s in config.streams]

@@ -39,6 +39,7 @@ import numpy as np
 import psutil
 from benchdoc import BENCHMARKS, machine, replace_section
 
+from fusion_pipeline.config import load_config
 from fusion_pipeline.ops import ResultStats
 from fusion_pipeline.transport import Subscriber
 
@@ -95,7 +96,7 @@ def run_scenario(scenario: Scenario, duration_s: float, warmup_s: float, workdir
     load_start = os.getloadavg()[0]
     psutil.cpu_percent(None)  # prime the machine-wide counter
     supervisor = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    scenario.stats = ResultStats(["camera", "lidar", "radar", "audio"])
+    scenario.stats = ResultStats([s.name for s in load_config(config).streams])
     results = Subscriber(f"ipc://{run_dir}/results.sock", topics=["result/"], hwm=10_000)
     procs: dict[int, psutil.Process] = {}
     next_sample = time.monotonic() + 1.0

@@ -156,7 +156,7 @@ def run_floor(duration_s: float, warmup_s: float, workdir: Path) -> ResultStats:
         )
         for s in config.streams
     ]
-    stats = ResultStats([s.modality for s in config.streams])
+    stats = ResultStats([s.name for s in config.streams])
     results = Subscriber(config.endpoint(config.output.endpoint, run_dir), topics=["result/"], hwm=10_000)
     end_ns = None
     try:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fusion_pipeline.cli.args import check_output_path, config_argument, number
+from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
 from fusion_pipeline.config import Config, config_source, load_config
 from fusion_pipeline.errors import ConfigError, FusionError
 
@@ -22,12 +22,7 @@ __all__ = ["format_summary", "preflight", "register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "run",
-        help="run the live pipeline (default: the embedded demo with simulated sensors)",
-        description="Start every node of the config as its own process, restart failed ones, print a "
-        "status line, and a latency summary at the end (Ctrl-C or --duration).",
-    )
+    p = add_command(sub, "run", _run)
     config_argument(p)
     p.add_argument(
         "--duration",
@@ -43,33 +38,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="leave results captured in the first S seconds after every node is up out of the latency "
         "figures and the result ratio (%(default)s)",
     )
-    p.set_defaults(func=_run)
 
 
 def preflight(config: Config, path: Path | None) -> None:
     """Refuse, before starting anything, a config the nodes would refuse one by one: a ConfigError that
     starts with the config's file `path` (None: the embedded demo)."""
-    from fusion_pipeline.inference import check_contract, load_contract, model_path
+    from fusion_pipeline.inference import load_bindings, model_path
     from fusion_pipeline.sim.drivers import SimSettings
-    from fusion_pipeline.sync.sets import SetBuilder
 
     try:
         for stream in config.streams:
             if stream.driver == "sim":
                 SimSettings.from_stream(stream)
-        SetBuilder(config)
         model = model_path(config)
         if not model.is_file():
             raise ConfigError(
                 f"model.path: no model file at {model.absolute()} (a relative path is read from the "
                 "working directory)"
             )
-        check_contract(load_contract(model), config, model)
-    except FusionError as exc:  # sim settings, set layout, model: all come from this config
+        load_bindings(config)
+    except FusionError as exc:  # sim settings, model, bindings: all come from this config
         raise ConfigError(f"{config_source(path)}: {exc}") from exc
 
 
 def _run(args: argparse.Namespace) -> int:
+    """run the live pipeline (default: the embedded demo with simulated sensors)
+
+    Start every node of the config as its own process, restart failed ones, print a status line, and a
+    latency summary at the end (Ctrl-C or --duration).
+    """
     from fusion_pipeline.ops.supervisor import Supervisor
 
     check_output_path(args.summary_json, "--summary-json")

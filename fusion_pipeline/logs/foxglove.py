@@ -6,7 +6,8 @@
 - lidar ``points`` (x, y, z, intensity) and radar ``detections`` (x, y, z, velocity, rcs) ->
   ``foxglove.PointCloud`` (float32 fields, identity pose, in the message's frame_id)
 - results -> JSON (schema ``fusion_pipeline.Result``): stamp, class probabilities by name, position,
-  velocity, siren probability, presence and the stage stamps
+  velocity, siren probability, presence by sensor input, every output array flattened (a model's own
+  outputs) and the stage stamps
 
 Messages use message_encoding ``json`` with ``jsonschema`` schemas, written here (no extra dependency);
 binary fields are base64 strings, as Foxglove's JSON encoding specifies. Audio and sets have no Foxglove
@@ -106,6 +107,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "velocity": {"type": "number"},
             "siren_prob": {"type": "number"},
             "presence": {"type": "object", "additionalProperties": {"type": "boolean"}},
+            "outputs": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "number"}},
+            },
             "stamps": {"type": "object", "additionalProperties": {"type": "integer"}},
             "stages": {"type": "object", "additionalProperties": {"type": "integer"}},
             "provider": {"type": "string"},
@@ -149,9 +154,15 @@ def _result(sample: Sample) -> dict[str, Any]:
     for name in ("velocity", "siren_prob"):
         if name in arrays and arrays[name].size:
             out[name] = float(arrays[name].reshape(-1)[0])
-    if "presence" in arrays:
-        modalities = meta.get("modalities") or [str(i) for i in range(arrays["presence"].size)]
-        out["presence"] = {m: bool(p) for m, p in zip(modalities, arrays["presence"], strict=False)}
+    if "presence" in arrays:  # keyed by sensor input (results before contract v2: by modality)
+        inputs = (
+            meta.get("inputs") or meta.get("modalities") or [str(i) for i in range(arrays["presence"].size)]
+        )
+        out["presence"] = {name: bool(p) for name, p in zip(inputs, arrays["presence"], strict=False)}
+    # Every array, flattened: a model's own outputs have no field of their own above.
+    out["outputs"] = {
+        name: [float(v) for v in a.reshape(-1)] for name, a in arrays.items() if name != "presence"
+    }
     for key in ("stamps", "stages", "provider"):
         if key in meta:
             out[key] = meta[key]

@@ -146,7 +146,7 @@ def _sync_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
     )
     if snapshot.results:
         for stream in snapshot.streams:
-            missing = snapshot.missing.get(stream.modality, 0)
+            missing = snapshot.missing.get(stream.name, 0)
             presence.add_metric([stream.name], 1 - missing / snapshot.results)
     yield presence
 

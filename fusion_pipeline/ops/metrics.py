@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from fusion_pipeline.contract import MODALITIES
 from fusion_pipeline.protocol import (
     CAPTURE,
     INFERENCE_END,
@@ -95,10 +94,15 @@ def percentiles(values_ns: Iterable[int]) -> dict[str, float]:
     }
 
 
+def _present(presence: list[int], bit: int | None) -> bool:
+    return bit is not None and bit < len(presence) and bool(presence[bit])
+
+
 class ResultStats:
     """Accumulates result messages: per-stage latencies, full/partial sets, provider.
 
-    `modalities` are those the config has streams for: a set is full when all of them are present.
+    `streams` are the config's: a set is full when all of them are present (a result's meta.streams
+    names the stream behind each presence bit).
     Results captured before `since_ns` are counted but left out of the latency figures (start-up). The
     figures cover the last `kept` results. `log_time`: the stamps are a log's capture times (a replay),
     not comparable with the wall-clock stages, so the figures measured from the capture (end_to_end,
@@ -107,14 +111,14 @@ class ResultStats:
 
     def __init__(
         self,
-        modalities: Iterable[str],
+        streams: Iterable[str],
         since_ns: int = 0,
         recent: int = 50,
         kept: int = KEPT_RESULTS,
         log_time: bool = False,
     ) -> None:
         self.log_time = log_time
-        self.configured = [m for m in MODALITIES if m in set(modalities)]
+        self.configured = list(streams)
         self.since_ns = since_ns
         self.results = 0
         self.timed = 0  # results captured after since_ns: those in the latency figures
@@ -131,11 +135,9 @@ class ResultStats:
         """Count a result; its stage durations in ns, or {} when it was captured before since_ns."""
         self.results += 1
         presence = [int(x) for x in np.asarray(result.arrays.get("presence", ())).ravel()]
-        absent = [
-            m
-            for m in self.configured
-            if MODALITIES.index(m) >= len(presence) or not presence[MODALITIES.index(m)]
-        ]
+        bits = result.meta.get("streams")
+        bit_of = {name: i for i, name in enumerate(bits)} if isinstance(bits, list) else {}
+        absent = [s for s in self.configured if not _present(presence, bit_of.get(s))]
         self.missing.update(absent)
         if absent:
             self.partial += 1

@@ -148,7 +148,7 @@ class Supervisor:
         self.run_dir = self._dir.path
         self.nodes = [_Node(spec) for spec in graph.nodes(config)]
         self.counters = CounterTotals()
-        self.stats = ResultStats({s.modality for s in config.streams}, log_time=graph.log_time)
+        self.stats = ResultStats([s.name for s in config.streams], log_time=graph.log_time)
         self._preexec = _parent_death_signal()
         self.ratio = ResultRatio()
         self._stopped_ns = _NEVER

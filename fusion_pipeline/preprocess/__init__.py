@@ -1,71 +1,96 @@
 """Preprocessing: sensor payloads -> fixed-shape float32 model inputs. numpy only, one module per modality.
 
 This is the only implementation: dataset generation and the ingest nodes both call it, so a model
-never sees inputs prepared differently from those it was trained on. Each module exposes PARAMS (what
-goes into the contract's `preprocess` field) and one function; `preprocess_sample` maps a modality's
-payload to the contract inputs it feeds, by name.
+never sees inputs prepared differently from those it was trained on. Each module has a Params dataclass
+(the contract input's `preprocess` dict, typed; its defaults are the shipped model's front end) and one
+function. `preprocessor_for` turns a contract input into the callable ingest runs on each payload:
 
->>> inputs = preprocess_sample("radar", detections)  # {"radar": (64, 5), "radar_mask": (64,)}
+>>> prepare = preprocessor_for(contract.input("radar"))
+>>> prepare(detections)  # {"radar": (64, 5), "radar_mask": (64,)}
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fusion_pipeline.contract import MODALITIES, ModelContract
-from fusion_pipeline.preprocess import audio, camera, lidar, radar
-from fusion_pipeline.preprocess.audio import preprocess_audio
-from fusion_pipeline.preprocess.camera import preprocess_camera
+from fusion_pipeline.preprocess.audio import AudioParams, preprocess_audio
+from fusion_pipeline.preprocess.camera import CameraParams, preprocess_camera
+from fusion_pipeline.preprocess.common import Params
 from fusion_pipeline.preprocess.errors import PreprocessError
-from fusion_pipeline.preprocess.lidar import preprocess_lidar
-from fusion_pipeline.preprocess.radar import preprocess_radar
+from fusion_pipeline.preprocess.lidar import LidarParams, preprocess_lidar
+from fusion_pipeline.preprocess.radar import RadarParams, preprocess_radar
+
+if TYPE_CHECKING:  # the contract imports this package for PARAMS
+    from fusion_pipeline.contract import InputSpec
 
 __all__ = [
     "PARAMS",
-    "PREPROCESSORS",
+    "AudioParams",
+    "CameraParams",
+    "InputPreprocessor",
+    "LidarParams",
+    "Params",
     "PreprocessError",
-    "fill_contract",
+    "RadarParams",
     "preprocess_audio",
     "preprocess_camera",
     "preprocess_lidar",
     "preprocess_radar",
-    "preprocess_sample",
+    "preprocessor_for",
 ]
 
-#: modality -> function from the sensor payload to {contract input name: array}.
-PREPROCESSORS: dict[str, Callable[[np.ndarray], dict[str, np.ndarray]]] = {
-    "camera": lambda image: {"camera": preprocess_camera(image)},
-    "lidar": lambda points: {"lidar": preprocess_lidar(points)},
-    "radar": lambda detections: dict(zip(("radar", "radar_mask"), preprocess_radar(detections), strict=True)),
-    "audio": lambda samples: {"audio": preprocess_audio(samples)},
+#: modality -> its parameters class; the order is the demo's presence-bit order.
+PARAMS: dict[str, type[Params]] = {
+    "camera": CameraParams,
+    "lidar": LidarParams,
+    "radar": RadarParams,
+    "audio": AudioParams,
 }
 
-#: modality -> the parameters its preprocessing uses, as recorded in the model contract.
-PARAMS: dict[str, dict[str, object]] = {
-    "camera": camera.PARAMS,
-    "lidar": lidar.PARAMS,
-    "radar": radar.PARAMS,
-    "audio": audio.PARAMS,
+
+@dataclass(frozen=True)
+class InputPreprocessor:
+    """One contract input's front end: a sensor payload -> {tensor name: array}."""
+
+    name: str
+    mask: str
+    params: Params
+    _run: Callable[[np.ndarray, Params], np.ndarray | tuple[np.ndarray, np.ndarray]]
+
+    def __call__(self, payload: np.ndarray) -> dict[str, np.ndarray]:
+        out = self._run(payload, self.params)
+        if isinstance(out, tuple):  # radar: the detections and their mask
+            return {self.name: out[0], self.mask: out[1]}
+        return {self.name: out}
+
+
+_FUNCTIONS: dict[str, Callable] = {
+    "camera": preprocess_camera,
+    "lidar": preprocess_lidar,
+    "radar": preprocess_radar,
+    "audio": preprocess_audio,
 }
-assert tuple(PREPROCESSORS) == MODALITIES  # the presence-mask order and this registry must not drift
 
 
-def preprocess_sample(modality: str, payload: np.ndarray) -> dict[str, np.ndarray]:
-    """Preprocess one sensor payload; returns the model inputs it feeds, keyed by contract input name."""
+def preprocessor_for(spec: InputSpec) -> InputPreprocessor:
+    """The front end `spec` asks for; refuses (PreprocessError naming the input) parameters this
+    pipeline does not implement, or a shape they do not produce."""
+    if spec.modality not in PARAMS:
+        raise PreprocessError(
+            spec.modality, f"input {spec.name!r}: unknown modality; known: {', '.join(PARAMS)}"
+        )
     try:
-        fn = PREPROCESSORS[modality]
-    except KeyError:
-        raise PreprocessError(modality, f"unknown modality; known: {', '.join(PREPROCESSORS)}") from None
-    return fn(payload)
-
-
-def fill_contract(contract: ModelContract) -> ModelContract:
-    """The contract with every modality input's `preprocess` field set to this module's PARAMS."""
-    inputs = tuple(
-        dataclasses.replace(spec, preprocess=dict(PARAMS[spec.modality])) if spec.modality in PARAMS else spec
-        for spec in contract.inputs
-    )
-    return dataclasses.replace(contract, inputs=inputs)
+        params = PARAMS[spec.modality].from_dict(spec.preprocess)
+    except PreprocessError as exc:
+        raise PreprocessError(spec.modality, f"input {spec.name!r}: {exc.detail}") from exc
+    if params.shape != tuple(spec.shape):
+        raise PreprocessError(
+            spec.modality,
+            f"input {spec.name!r}: the model wants shape {tuple(spec.shape)}, its preprocess parameters "
+            f"give {params.shape}",
+        )
+    return InputPreprocessor(spec.name, spec.mask, params, _FUNCTIONS[spec.modality])

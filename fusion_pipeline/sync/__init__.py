@@ -4,7 +4,7 @@ replay order."""
 from __future__ import annotations
 
 from fusion_pipeline.sync.audio import AudioWindow
-from fusion_pipeline.sync.errors import InputError, SetLayoutError, SyncError
+from fusion_pipeline.sync.errors import InputError, SyncError
 from fusion_pipeline.sync.policy import (
     DROP_REASONS,
     ApproximateTimePolicy,
@@ -40,7 +40,6 @@ __all__ = [
     "ReplayOrder",
     "ReplayOrderCounters",
     "SetBuilder",
-    "SetLayoutError",
     "StreamSync",
     "SyncCounters",
     "SyncError",

@@ -1,27 +1,25 @@
 """Set building, pure (no sockets, no clock reads): check the ingest samples the sync stage receives
-against the model contract, and turn each FusedSet into a set message (docs/PROTOCOL.md section 8).
-:class:`~fusion_pipeline.sync.stage.SyncStage` owns a SetBuilder beside its Synchronizer.
+against the model input each stream is bound to, and turn each FusedSet into a set message
+(docs/PROTOCOL.md section 8). :class:`~fusion_pipeline.sync.stage.SyncStage` owns a SetBuilder beside
+its Synchronizer.
 
-A set message holds the model inputs of the present modalities only, named as in the contract
-(``camera``, ``lidar``, ``radar`` + ``radar_mask``, ``audio``). The audio log-mel is computed by
-:meth:`SetBuilder.audio_features`, which the sync stage hands to the Synchronizer as its window_transform:
-it runs once per window, as soon as the window is cut, not when the set's last message arrives.
-The presence mask follows ``contract.MODALITIES``; a modality with no stream in the config is always
-absent.
+A set message holds the tensors of the present sensor inputs only, named as in the model contract
+(``camera``, ``lidar``, ``radar`` + ``radar_mask``, ``audio`` for the demo; ``camera_front`` ... for a
+surround suite). An audio input's log-mel is computed by :meth:`SetBuilder.audio_features`, which the
+sync stage hands to the Synchronizer as its window_transform: it runs once per window, as soon as the
+window is cut, not when the set's last message arrives. The presence mask has one bit per sensor input,
+in the contract's presence order; an input no stream feeds (``model.unbound_inputs``) is always absent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from fusion_pipeline.binding import Bindings
 from fusion_pipeline.config import Config
-from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, MODALITIES, ModelContract, default_contract
-from fusion_pipeline.preprocess.audio import WINDOW_SAMPLES, preprocess_audio
-from fusion_pipeline.preprocess.errors import PreprocessError
+from fusion_pipeline.preprocess import AudioParams, PreprocessError
 from fusion_pipeline.protocol import CAPTURE, INGEST_IN, INGEST_OUT, SET_MODALITY, SET_STREAM, SYNC_IN
-from fusion_pipeline.sync.errors import InputError, SetLayoutError
+from fusion_pipeline.sync.errors import InputError
 from fusion_pipeline.sync.synchronizer import FusedSet
 from fusion_pipeline.transport.wire import Sample
 
@@ -42,54 +40,28 @@ INPUT_REASONS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class _Input:
-    name: str
-    shape: tuple[int, ...]
-
-
 class SetBuilder:
-    """Maps the config's streams onto the contract's modalities and builds set messages."""
+    """Builds set messages from the streams `bindings` ties to the model's inputs."""
 
-    def __init__(self, config: Config, contract: ModelContract | None = None) -> None:
-        contract = contract or default_contract()
-        self.modality_of: dict[str, str] = {}  # stream -> modality
-        self.stream_of: dict[str, str] = {}  # modality -> stream
-        for stream in config.streams:
-            if stream.modality in self.stream_of:
-                raise SetLayoutError(
-                    f"streams {self.stream_of[stream.modality]!r} and {stream.name!r} are both "
-                    f"{stream.modality}; the model contract has one {stream.modality} input"
-                )
-            self.stream_of[stream.modality] = stream.name
-            self.modality_of[stream.name] = stream.modality
-            if stream.modality == "audio":
-                self._check_audio(stream.name, stream.sample_rate or 0, config.sync.audio_window_ms)
-        self.inputs: dict[str, tuple[_Input, ...]] = {
-            m: tuple(_Input(s.name, s.shape) for s in contract.inputs_for(m)) for m in MODALITIES
+    def __init__(self, config: Config, bindings: Bindings) -> None:
+        self.bindings = bindings
+        self.order = bindings.contract.presence_order
+        self.stream_of = {b.input.name: name for name, b in bindings.by_stream.items()}
+        self.sample_rates = {
+            name: b.prepare.params.sample_rate
+            for name, b in bindings.by_stream.items()
+            if isinstance(b.prepare.params, AudioParams)
         }
         self.reference = config.sync.reference
         self.built = 0  # also the sets' seq
 
-    @staticmethod
-    def _check_audio(stream: str, sample_rate: int, window_ms: float) -> None:
-        if sample_rate != AUDIO_SAMPLE_RATE:
-            raise SetLayoutError(
-                f"stream {stream!r}: sample_rate {sample_rate} Hz, the model's audio front end takes "
-                f"{AUDIO_SAMPLE_RATE} Hz"
-            )
-        if round(window_ms * sample_rate / 1000) < WINDOW_SAMPLES:
-            raise SetLayoutError(
-                f"sync.audio_window_ms = {window_ms}: the audio input needs at least "
-                f"{WINDOW_SAMPLES * 1000 / AUDIO_SAMPLE_RATE:g} ms"
-            )
-
     def payload(self, sample: Sample) -> Sample | np.ndarray:
         """What Synchronizer.add takes for this sample: the sample itself for a discrete stream (its
         arrays and stages travel with it), the float32 frames x channels chunk for audio."""
-        modality = self.modality_of.get(sample.stream)
-        if modality is None:
+        binding = self.bindings.by_stream.get(sample.stream)
+        if binding is None:
             raise InputError("unknown_stream", f"stream {sample.stream!r} is not in the config")
+        modality = binding.input.modality
         if sample.modality != modality:
             raise InputError(
                 "wrong_modality", f"stream {sample.stream!r}: modality {sample.modality!r}, not {modality!r}"
@@ -104,28 +76,27 @@ class SetBuilder:
                     f"stream {sample.stream!r}: samples must be float32 frames x channels, got "
                     f"{samples.dtype} {samples.shape}",
                 )
-            if sample.meta.get("sample_rate") != AUDIO_SAMPLE_RATE:
-                raise InputError(
-                    "bad_meta", f"stream {sample.stream!r}: meta.sample_rate must be {AUDIO_SAMPLE_RATE}"
-                )
+            rate = self.sample_rates[sample.stream]
+            if sample.meta.get("sample_rate") != rate:
+                raise InputError("bad_meta", f"stream {sample.stream!r}: meta.sample_rate must be {rate}")
             return samples
-        for spec in self.inputs[modality]:
-            array = sample.arrays.get(spec.name)
+        for name, shape in binding.input.tensors.items():
+            array = sample.arrays.get(name)
             if array is None:
-                raise InputError("missing_array", f"stream {sample.stream!r}: no array {spec.name!r}")
-            if array.dtype != np.float32 or array.shape != spec.shape:
+                raise InputError("missing_array", f"stream {sample.stream!r}: no array {name!r}")
+            if array.dtype != np.float32 or array.shape != shape:
                 raise InputError(
                     "bad_array",
-                    f"stream {sample.stream!r} array {spec.name!r}: {array.dtype} {array.shape}, the "
-                    f"contract says float32 {spec.shape}",
+                    f"stream {sample.stream!r} array {name!r}: {array.dtype} {array.shape}, the "
+                    f"contract says float32 {shape}",
                 )
         return sample
 
-    @staticmethod
-    def audio_features(samples: np.ndarray) -> np.ndarray | None:
-        """The model's audio input (log-mel) of one cut window; None (absent) if the front end refuses it."""
+    def audio_features(self, stream: str, samples: np.ndarray) -> np.ndarray | None:
+        """The model input (log-mel) of one cut window of `stream`; None (absent) if the front end
+        refuses it."""
         try:
-            return preprocess_audio(samples)
+            return self.bindings.of(stream).prepare(samples)[self.bindings.of(stream).input.name]
         except PreprocessError:
             return None
 
@@ -137,17 +108,17 @@ class SetBuilder:
         presence: list[int] = []
         stamps = dict(fused.stamps)
         audio_window = None
-        for modality in MODALITIES:
-            stream = self.stream_of.get(modality)
+        for input_name in self.order:
+            stream = self.stream_of.get(input_name)
             present = stream is not None and fused.presence.get(stream, False)
-            if present and modality == "audio":
+            if present and stream in fused.windows:
                 window = fused.windows[stream]  # samples: already the log-mel (audio_features)
-                arrays["audio"] = window.samples
+                arrays[input_name] = window.samples
                 audio_window = [window.start_ns, window.end_ns]
                 stamps[stream] = window.last_ns  # its last frame's capture time, as a discrete stamp
             elif present:
                 sample = fused.payloads[stream]
-                arrays.update({spec.name: sample.arrays[spec.name] for spec in self.inputs[modality]})
+                arrays.update({name: sample.arrays[name] for name in self.bindings.of(stream).input.tensors})
             presence.append(int(present))
         stages = {CAPTURE: fused.stamp_ns}
         reference = self._reference_sample(fused)
@@ -161,7 +132,9 @@ class SetBuilder:
         meta = {
             "stamps": stamps,
             "presence": presence,
-            "modalities": list(MODALITIES),
+            "modalities": self.bindings.modalities,
+            "inputs": list(self.order),
+            "streams": [self.stream_of.get(name, "") for name in self.order],
             "audio_window": audio_window,
             "completed_by": completed_by,
             "stages": stages,

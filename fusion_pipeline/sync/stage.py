@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from fusion_pipeline.binding import Bindings
 from fusion_pipeline.config import Config
-from fusion_pipeline.contract import ModelContract
 from fusion_pipeline.sync.errors import InputError, SyncError
 from fusion_pipeline.sync.sets import SetBuilder
 from fusion_pipeline.sync.settings import settings_from_config
@@ -33,11 +33,11 @@ log = logging.getLogger(__name__)
 class SyncStage:
     """The synchronization step of the graph: the config's streams matched into set messages.
 
-    Raises SetLayoutError at construction when the config's streams cannot fill the model contract.
+    `bindings` (fusion_pipeline.binding.bind) says which model input each stream feeds.
     """
 
-    def __init__(self, config: Config, contract: ModelContract | None = None) -> None:
-        self.builder = SetBuilder(config, contract)
+    def __init__(self, config: Config, bindings: Bindings) -> None:
+        self.builder = SetBuilder(config, bindings)
         self.synchronizer: Synchronizer[Sample] = Synchronizer(
             *settings_from_config(config), window_transform=self.builder.audio_features
         )

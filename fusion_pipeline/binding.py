@@ -1,0 +1,154 @@
+"""Bindings: which config stream feeds which model input, checked before anything starts.
+
+Pure (a Config and a ModelContract in, no files, no sockets). Each ``[[streams]]`` entry feeds one sensor
+input of the model: the one its ``input`` key names; without it, the input named like the stream (or its
+slug, ``camera/front`` -> ``camera_front``); failing that, the model's only input of the stream's
+modality when the config has one stream of it too. Every input needs a stream, unless
+``model.unbound_inputs`` lists it: then it is always absent (presence bit 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from fusion_pipeline.config import Config, StreamConfig
+from fusion_pipeline.contract import InputSpec, ModelContract
+from fusion_pipeline.errors import ContractError
+from fusion_pipeline.preprocess import AudioParams, InputPreprocessor, PreprocessError, preprocessor_for
+
+__all__ = ["Binding", "Bindings", "bind"]
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One stream bound to one sensor input; `bit` is its index in the presence mask."""
+
+    stream: StreamConfig
+    input: InputSpec
+    bit: int
+    prepare: InputPreprocessor
+
+
+@dataclass(frozen=True)
+class Bindings:
+    contract: ModelContract
+    by_stream: Mapping[str, Binding]
+
+    def of(self, stream: str) -> Binding:
+        return self.by_stream[stream]
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modality of each presence bit, in bit order."""
+        return [self.contract.input(name).modality for name in self.contract.presence_order]
+
+
+def bind(config: Config, contract: ModelContract, model: str = "the model") -> Bindings:
+    """Bind the config's streams to `contract`'s inputs; refuse (ContractError listing every problem, each
+    naming the config key and the model input) what cannot run."""
+    chosen: dict[int, InputSpec] = {}
+    problems = []
+    for i in range(len(config.streams)):
+        spec = _input_for(config, i, contract)
+        if isinstance(spec, str):
+            problems.append(spec)
+        else:
+            chosen[i] = spec
+    problems += list(_binding_problems(config, contract, chosen))
+    prepared: dict[int, InputPreprocessor] = {}
+    for i, spec in chosen.items():
+        try:
+            prepared[i] = preprocessor_for(spec)
+        except PreprocessError as exc:
+            problems.append(f"streams[{i}].input ({config.streams[i].name!r}): {exc}")
+            continue
+        problems += list(_audio_problems(config, i, prepared[i]))
+    if problems:
+        raise ContractError(
+            f"model {model} does not fit the config:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+    bits = {name: bit for bit, name in enumerate(contract.presence_order)}
+    for i, prepare in prepared.items():
+        problems += list(_audio_problems(config, i, prepare))
+    if problems:
+        raise ContractError(
+            f"model {model} does not fit the config:\n" + "\n".join(f"  {p}" for p in problems)
+        )
+    by_stream = {
+        config.streams[i].name: Binding(config.streams[i], spec, bits[spec.name], prepared[i])
+        for i, spec in chosen.items()
+    }
+    return Bindings(contract, by_stream)
+
+
+def _input_for(config: Config, i: int, contract: ModelContract) -> InputSpec | str:
+    """The input stream i feeds, or what is wrong."""
+    stream = config.streams[i]
+    names = [s.name for s in contract.inputs]
+    if stream.input:
+        if stream.input not in names:
+            return f"streams[{i}].input: {stream.input!r} is not an input of the model (inputs: {names})"
+        return contract.input(stream.input)
+    for name in (stream.name, stream.slug):
+        if name in names:
+            return contract.input(name)
+    same = contract.inputs_for(stream.modality)
+    streams_of_modality = [s for s in config.streams if s.modality == stream.modality]
+    if len(same) == 1 and len(streams_of_modality) == 1:
+        return same[0]
+    return (
+        f"streams[{i}] ({stream.name!r}): no model input is named {stream.name!r} or {stream.slug!r}, and "
+        f"the model has {len(same)} {stream.modality} inputs ({[s.name for s in same]}) for "
+        f"{len(streams_of_modality)} {stream.modality} streams: set streams[{i}].input"
+    )
+
+
+def _binding_problems(
+    config: Config, contract: ModelContract, chosen: Mapping[int, InputSpec]
+) -> Iterator[str]:
+    fed_by: dict[str, int] = {}
+    for i, spec in chosen.items():
+        stream = config.streams[i]
+        if spec.modality != stream.modality:
+            yield (
+                f"streams[{i}].input: stream {stream.name!r} is {stream.modality}, model input "
+                f"{spec.name!r} is {spec.modality}"
+            )
+        if spec.name in fed_by:
+            j = fed_by[spec.name]
+            yield (
+                f"streams[{i}].input: model input {spec.name!r} is already fed by streams[{j}] "
+                f"({config.streams[j].name!r}); one stream per input"
+            )
+        fed_by.setdefault(spec.name, i)
+    names = [s.name for s in contract.inputs]
+    for j, name in enumerate(config.model.unbound_inputs):
+        if name not in names:
+            yield f"model.unbound_inputs[{j}]: {name!r} is not an input of the model (inputs: {names})"
+        elif name in fed_by:
+            yield f"model.unbound_inputs[{j}]: {name!r} is fed by streams[{fed_by[name]}]"
+    for spec in contract.inputs:
+        if spec.name not in fed_by and spec.name not in config.model.unbound_inputs:
+            yield (
+                f"model input {spec.name!r} ({spec.modality}, shape {spec.shape}) has no stream: bind one "
+                "with streams[].input, or list it in model.unbound_inputs to run with it always absent"
+            )
+
+
+def _audio_problems(config: Config, i: int, prepare: InputPreprocessor) -> Iterator[str]:
+    """An audio stream must deliver the sample rate its input takes, in windows at least as long."""
+    params = prepare.params
+    if not isinstance(params, AudioParams):
+        return
+    stream = config.streams[i]
+    if stream.sample_rate != params.sample_rate:
+        yield (
+            f"streams[{i}].sample_rate: {stream.sample_rate} Hz, model input {prepare.name!r} takes "
+            f"{params.sample_rate} Hz"
+        )
+    if round(config.sync.audio_window_ms * params.sample_rate / 1000) < params.window_samples:
+        yield (
+            f"sync.audio_window_ms = {config.sync.audio_window_ms:g}: model input {prepare.name!r} needs "
+            f"{params.window_s * 1000:g} ms"
+        )
