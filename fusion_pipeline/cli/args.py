@@ -1,9 +1,10 @@
-"""Argument helpers every command shares: the parser class, number and list types, -c/--config, and the
-check an output path gets before any work."""
+"""Argument helpers every command shares: the parser class, a subcommand whose help is its handler's
+docstring, number and list types, -c/--config, and the check an output path gets before any work."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -12,7 +13,7 @@ from typing import Any
 
 from fusion_pipeline.errors import FusionError
 
-__all__ = ["Parser", "check_output_path", "comma_list", "config_argument", "number"]
+__all__ = ["Parser", "add_command", "check_output_path", "comma_list", "config_argument", "number"]
 
 
 class _StoreOnce(argparse._StoreAction):
@@ -51,6 +52,26 @@ class Parser(argparse.ArgumentParser):
     ) -> tuple[argparse.Namespace, list[str]]:
         self._given = set()  # per parse: a subcommand's parser parses its own part of the line
         return super().parse_known_args(args, namespace)
+
+
+def add_command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    note: str = "",
+) -> argparse.ArgumentParser:
+    """Register the subcommand `name`, run by `handler`, whose docstring is its help as in click: the first
+    paragraph is the line the command list shows, the rest the description above `name --help`'s options
+    (argparse reflows both, so the docstring's line breaks are not shown). `note` ends the description: a
+    text several commands share. Returns the command's parser."""
+    doc = inspect.getdoc(handler)
+    if not doc:
+        raise TypeError(f"command {name!r}: {handler.__qualname__} has no docstring, which is its help")
+    help, _, description = doc.partition("\n\n")
+    parser = sub.add_parser(name, help=help, description=(description + note) or None)
+    parser.set_defaults(func=handler)
+    return parser
 
 
 def number(low: float, kind: type = float, *, above: bool = False) -> Callable[[str], Any]:

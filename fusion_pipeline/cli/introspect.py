@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fusion_pipeline.cli.args import config_argument, number
+from fusion_pipeline.cli.args import add_command, config_argument, number
 from fusion_pipeline.config import load_config
 from fusion_pipeline.transport.sockets import Subscriber
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Sample
@@ -25,6 +25,7 @@ __all__ = ["StreamRate", "describe_sample", "register"]
 
 
 ENDPOINT_HELP = "ipc:///path or tcp://host:port of a publisher (a driver, an ingest node, sets, results)"
+CONFIG_HELP = "a tcp endpoint with CURVE: connect with this config's [security] keys"
 #: echo and topics on an ipc endpoint nobody can be publishing on yet: said at once, then they listen
 #: anyway, as `ros2 topic echo` waits for a topic to appear.
 IPC_NOTE = (
@@ -35,12 +36,7 @@ SECONDS = number(0.001)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    echo = sub.add_parser(
-        "echo",
-        help="print the messages published on an endpoint",
-        description="One line per message: header fields and each array's dtype, shape and min/max/mean."
-        + IPC_NOTE,
-    )
+    echo = add_command(sub, "echo", _echo, note=IPC_NOTE)
     echo.add_argument("endpoint", help=ENDPOINT_HELP)
     echo.add_argument("--stream", default="", help="only streams whose name starts with PREFIX")
     echo.add_argument("--count", type=number(1, int), default=None, help="exit 0 after N messages")
@@ -51,15 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="exit 1 when no message arrives for S s (default: listen until Ctrl-C)",
     )
-    echo.set_defaults(func=_echo)
+    config_argument(echo, help=CONFIG_HELP)
 
-    hz = sub.add_parser(
-        "hz",
-        help="rate, jitter and bandwidth per stream",
-        description="Receive rate, interval jitter and bandwidth per stream over a rolling window, once a "
-        "second, like `ros2 topic hz` and `bw` together. While nothing arrives, that line says why where it "
-        "can (an ipc socket file missing, or one nothing listens on).",
-    )
+    hz = add_command(sub, "hz", _hz)
     hz.add_argument("endpoint", help=ENDPOINT_HELP)
     hz.add_argument("--stream", default="", help="only streams whose name starts with PREFIX")
     hz.add_argument(
@@ -69,18 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="messages per stream in the window (%(default)s)",
     )
     hz.add_argument("--duration", type=SECONDS, default=None, help="stop after S seconds (default: Ctrl-C)")
-    hz.set_defaults(func=_hz)
+    config_argument(hz, help=CONFIG_HELP)
 
-    topics = sub.add_parser(
-        "topics",
-        help="list the streams seen on an endpoint",
-        description="Listen for a while and list each stream seen, with its modality and rate." + IPC_NOTE,
-    )
+    topics = add_command(sub, "topics", _topics, note=IPC_NOTE)
     topics.add_argument("endpoint", help=ENDPOINT_HELP)
     topics.add_argument("--duration", type=SECONDS, default=2.0, help="listen for S seconds (%(default)s)")
-    topics.set_defaults(func=_topics)
-    for parser in (echo, hz, topics):
-        config_argument(parser, help="a tcp endpoint with CURVE: connect with this config's [security] keys")
+    config_argument(topics, help=CONFIG_HELP)
 
 
 def _ipc_problem(endpoint: str) -> str:
@@ -180,6 +164,10 @@ def _subscribe(args: argparse.Namespace, prefix: str) -> Subscriber:
 
 
 def _echo(args: argparse.Namespace) -> int:
+    """print the messages published on an endpoint
+
+    One line per message: header fields and each array's dtype, shape and min/max/mean.
+    """
     timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
     with _subscribe(args, args.stream) as sub:  # the endpoint is checked first
         _warn_at_start("echo", args.endpoint)  # with no --timeout, the only word until a message comes
@@ -268,6 +256,12 @@ def _print_rates(stats: dict[str, StreamRate]) -> None:
 
 
 def _hz(args: argparse.Namespace) -> int:
+    """rate, jitter and bandwidth per stream
+
+    Receive rate, interval jitter and bandwidth per stream over a rolling window, once a second, like
+    `ros2 topic hz` and `bw` together. While nothing arrives, that line says why where it can (an ipc
+    socket file missing, or one nothing listens on).
+    """
     started = time.monotonic()
 
     def tick(stats: dict[str, StreamRate]) -> None:
@@ -286,6 +280,10 @@ def _hz(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
+    """list the streams seen on an endpoint
+
+    Listen for a while and list each stream seen, with its modality and rate.
+    """
     with _subscribe(args, "") as sub:
         _warn_at_start("topics", args.endpoint)  # not only after a long --duration
         stats = _collect(sub, args.duration, window=1000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fusion_pipeline.cli.args import add_command
 from fusion_pipeline.transport.keys import generate_keys
 
 __all__ = ["register"]
@@ -13,13 +14,13 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction) -> None:
     keys = sub.add_parser("keys", help="CURVE key management for tcp endpoints")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
-    generate = keys_sub.add_parser("generate", help="write a keypair: NAME.key (public) and NAME.key_secret")
+    generate = add_command(keys_sub, "generate", _generate)
     generate.add_argument("directory", type=Path, help="where to write the certificates (created 0700)")
     generate.add_argument("--name", default="pipeline", help="certificate name (default: pipeline)")
-    generate.set_defaults(func=_generate)
 
 
 def _generate(args: argparse.Namespace) -> int:
+    """write a keypair: NAME.key (public) and NAME.key_secret"""
     public, secret = generate_keys(args.directory, args.name)
     print(f"public certificate: {public}  (copy it into the peer's authorized_keys directory)")
     print(f"secret certificate: {secret}  (keep it on this host, mode 0600)")

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from fusion_pipeline.cli.args import check_output_path, config_argument, number
+from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
 from fusion_pipeline.config import load_config
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader
@@ -38,12 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    record = sub.add_parser(
-        "record",
-        help="record streams of a running pipeline to MCAP, losslessly",
-        description="Subscribe to the config's sensor endpoints (and results) and write every message to "
-        "an MCAP log; report what could not be written. Stop with Ctrl-C or --duration.",
-    )
+    record = add_command(sub, "record", _record)
     record.add_argument("out", type=Path, help="output .mcap (split parts get _000, _001, ...)")
     config_argument(record)
     record.add_argument(
@@ -62,16 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--split-duration", type=POSITIVE, default=None, metavar="S", help="new file every S s"
     )
     record.add_argument("--report-json", type=Path, default=None, help="also write the report here")
-    record.set_defaults(func=_record)
 
-    replay = sub.add_parser(
-        "replay",
-        help="run the pipeline on a recorded log instead of the sensors",
-        description="Start the graph without its sensor drivers (every node with --replay: lossless, the "
-        "synchronizer in event time and in log order) and publish the log on the drivers' endpoints: at "
-        "the original timing scaled by --rate, or as fast as the graph goes with --max-speed (back-pressure: "
-        "nothing is skipped, and the results are the same at any speed).",
-    )
+    replay = add_command(sub, "replay", _replay)
     replay.add_argument("logs", type=Path, nargs="+", help="log file(s); split parts in order")
     config_argument(replay)
     pace = replay.add_mutually_exclusive_group()
@@ -103,17 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("--report-json", type=Path, default=None, help="also write the report here")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     _allow_truncated_argument(replay)
-    replay.set_defaults(func=_replay)
 
-    imp = sub.add_parser(
-        "import-ros2",
-        help="convert a ROS 2 bag (sqlite3 or mcap storage) into a log (extra [ros])",
-        description="Image (rgb8, bgr8, mono8), CompressedImage (jpeg), PointCloud2 (float32 x, y, z "
-        "[, intensity]; radar: x, y, z, velocity, rcs), audio_common_msgs AudioData[Stamped] (S16LE as "
-        "int16, F32LE as float32; sample rate, channels and format from the bag's AudioInfo on "
-        "TOPIC_info, else --sample-rate, --channels and S16LE) and std_msgs String results as "
-        "export-ros2 writes them (JSON, back as results with their seq).",
-    )
+    imp = add_command(sub, "import-ros2", _import_ros2)
     imp.add_argument("bag", type=Path, help="rosbag2 directory (or its .db3/.mcap file)")
     imp.add_argument("-o", "--out", type=Path, required=True, help="output log .mcap")
     imp.add_argument(
@@ -136,25 +114,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="audio topics: interleaved channels (default: the bag's AudioInfo, else 1)",
     )
-    imp.set_defaults(func=_import_ros2)
 
-    exp = sub.add_parser("export-ros2", help="write logs (and results) as a ROS 2 bag (extra [ros])")
+    exp = add_command(sub, "export-ros2", _export_ros2)
     exp.add_argument("logs", type=Path, nargs="+", help="log(s), e.g. a recording and its --results file")
     exp.add_argument("-o", "--out", type=Path, required=True, help="bag directory to create")
     exp.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3", help="rosbag2 storage")
     _allow_truncated_argument(exp)
-    exp.set_defaults(func=_export_ros2)
 
-    fox = sub.add_parser(
-        "export-foxglove",
-        help="write logs (and results) as an MCAP that Foxglove displays",
-        description="Camera as foxglove.RawImage/CompressedImage, lidar and radar as foxglove.PointCloud, "
-        "results as JSON; audio and sets are skipped.",
-    )
+    fox = add_command(sub, "export-foxglove", _export_foxglove)
     fox.add_argument("logs", type=Path, nargs="+", help="log(s), e.g. a recording and its --results file")
     fox.add_argument("-o", "--out", type=Path, required=True, help="output .mcap")
     _allow_truncated_argument(fox)
-    fox.set_defaults(func=_export_foxglove)
 
 
 POSITIVE = number(0, above=True)
@@ -221,6 +191,11 @@ def _stop_on_signals() -> list[bool]:
 
 
 def _record(args: argparse.Namespace) -> int:
+    """record streams of a running pipeline to MCAP, losslessly
+
+    Subscribe to the config's sensor endpoints (and results) and write every message to an MCAP log;
+    report what could not be written. Stop with Ctrl-C or --duration.
+    """
     from fusion_pipeline.logs.recorder import Recorder, RecordSettings
     from fusion_pipeline.ops.status import resolve_run_dir
 
@@ -276,6 +251,13 @@ def _parse_remap(pairs: list[str]) -> dict[str, str]:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    """run the pipeline on a recorded log instead of the sensors
+
+    Start the graph without its sensor drivers (every node with --replay: lossless, the synchronizer in
+    event time and in log order) and publish the log on the drivers' endpoints: at the original timing
+    scaled by --rate, or as fast as the graph goes with --max-speed (back-pressure: nothing is skipped,
+    and the results are the same at any speed).
+    """
     from fusion_pipeline.cli.run import format_summary
     from fusion_pipeline.logs.replayer import Replayer, ReplaySettings, plan_streams
     from fusion_pipeline.ops.status import resolve_run_dir
@@ -350,6 +332,14 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _import_ros2(args: argparse.Namespace) -> int:
+    """convert a ROS 2 bag (sqlite3 or mcap storage) into a log (extra [ros])
+
+    Image (rgb8, bgr8, mono8), CompressedImage (jpeg), PointCloud2 (float32 x, y, z [, intensity];
+    radar: x, y, z, velocity, rcs), audio_common_msgs AudioData[Stamped] (S16LE as int16, F32LE as
+    float32; sample rate, channels and format from the bag's AudioInfo on TOPIC_info, else
+    --sample-rate, --channels and S16LE) and std_msgs String results as export-ros2 writes them (JSON,
+    back as results with their seq).
+    """
     from fusion_pipeline.logs.ros2 import import_ros2, parse_map
 
     counts = import_ros2(
@@ -360,12 +350,18 @@ def _import_ros2(args: argparse.Namespace) -> int:
 
 
 def _export_ros2(args: argparse.Namespace) -> int:
+    """write logs (and results) as a ROS 2 bag (extra [ros])"""
     from fusion_pipeline.logs.ros2 import export_ros2
 
     return _export(args, lambda logs, out: export_ros2(logs, out, storage=args.storage))
 
 
 def _export_foxglove(args: argparse.Namespace) -> int:
+    """write logs (and results) as an MCAP that Foxglove displays
+
+    Camera as foxglove.RawImage/CompressedImage, lidar and radar as foxglove.PointCloud, results as JSON;
+    audio and sets are skipped.
+    """
     from fusion_pipeline.logs.foxglove import export_foxglove
 
     return _export(args, export_foxglove)

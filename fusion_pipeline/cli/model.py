@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from fusion_pipeline.cli.args import check_output_path, comma_list, number
+from fusion_pipeline.cli.args import add_command, check_output_path, comma_list, number
 from fusion_pipeline.model.errors import ModelError
 
 __all__ = ["MIN_SAMPLES", "register"]
@@ -49,12 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     model = sub.add_parser("model", help="train, evaluate, export and inspect the fused model")
     cmds = model.add_subparsers(dest="model_command", metavar="MODEL_COMMAND", required=True)
 
-    p = cmds.add_parser(
-        "train",
-        help="train the fusion strategies and single-sensor baselines on world data",
-        description="Generate (or load the cached) world dataset, then train every model of the suite "
-        "on it: the three fusion strategies and one single-sensor baseline per modality.",
-    )
+    p = add_command(cmds, "train", _train)
     _run_dir_argument(p, "where checkpoints go (%(default)s)")
     p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_HELP)
     p.add_argument(
@@ -80,15 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="world seed of the training set (default: the documented run)",
     )
     p.add_argument("--seed", type=int, default=None, help="torch seed: init, shuffling, modality dropout")
-    p.set_defaults(func=_train)
 
-    p = cmds.add_parser(
-        "eval",
-        help="evaluate the trained suite on an unseen world seed; write the report into the run dir",
-        description="Evaluate every trained model under each presence pattern on a world seed the "
-        "training never saw, and write the table and plot into a report (its marked section; "
-        "`--doc docs/MODEL.md` updates the model documentation and docs/model_eval.png).",
-    )
+    p = add_command(cmds, "eval", _eval)
     _run_dir_argument(p, "checkpoints (%(default)s)")
     p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_HELP)
     p.add_argument("--test-seed", type=int, default=DEFAULT_TEST_SEED, help="world seed (%(default)s)")
@@ -102,14 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="plot, linked from the report (default: model_eval.png beside --doc, else in RUN_DIR)",
     )
-    p.set_defaults(func=_eval)
 
-    p = cmds.add_parser(
-        "export",
-        help="export a trained model to ONNX with the contract in its metadata",
-        description="Export one trained model to ONNX (dynamic batch) with the model contract as "
-        "metadata, then check ONNX Runtime against torch on random inputs under all presence masks.",
-    )
+    p = add_command(cmds, "export", _export)
     _run_dir_argument(p, "checkpoints (%(default)s)")
     p.add_argument("--model", default="best", help="suite member, or 'best' from eval.json (%(default)s)")
     p.add_argument(
@@ -119,16 +101,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ONNX file to create, never overwritten (default: the packaged default model; remove it first "
         "to replace it)",
     )
-    p.set_defaults(func=_export)
 
-    p = cmds.add_parser(
-        "info",
-        help="print the contract an ONNX model carries (needs no torch)",
-        description="Print the model contract stored in an ONNX model's metadata.",
-    )
+    p = add_command(cmds, "info", _info)
     p.add_argument("model_path", type=Path, metavar="MODEL.onnx")
     p.add_argument("--json", action="store_true", help="print the raw contract JSON")
-    p.set_defaults(func=_info)
 
 
 def _run_dir_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -138,6 +114,11 @@ def _run_dir_argument(parser: argparse.ArgumentParser, help: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """train the fusion strategies and single-sensor baselines on world data
+
+    Generate (or load the cached) world dataset, then train every model of the suite on it: the three
+    fusion strategies and one single-sensor baseline per modality.
+    """
     with _train_extra():
         from fusion_pipeline.model.train import (
             SUITE,
@@ -174,6 +155,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    """evaluate the trained suite on an unseen world seed; write the report into the run dir
+
+    Evaluate every trained model under each presence pattern on a world seed the training never saw,
+    and write the table and plot into a report (its marked section; `--doc docs/MODEL.md` updates the
+    model documentation and docs/model_eval.png).
+    """
     with _train_extra():
         from fusion_pipeline.model.evaluate import evaluate_suite, pyplot, save_rows, write_report
         from fusion_pipeline.model.train import SUITE, load_checkpoint, load_dataset, to_tensors
@@ -225,6 +212,11 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    """export a trained model to ONNX with the contract in its metadata
+
+    Export one trained model to ONNX (dynamic batch) with the model contract as metadata, then check
+    ONNX Runtime against torch on random inputs under all presence masks.
+    """
     check_output_path(args.out, "--out", new=True)
     with _train_extra():
         from fusion_pipeline.model.export import check_parity, export_onnx
@@ -255,6 +247,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    """print the contract an ONNX model carries (needs no torch)
+
+    Print the model contract stored in an ONNX model's metadata.
+    """
     from fusion_pipeline.inference import load_contract
 
     contract = load_contract(args.model_path)

@@ -7,28 +7,27 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fusion_pipeline.cli.args import config_argument
+from fusion_pipeline.cli.args import add_command, config_argument
 from fusion_pipeline.ops.status import EXIT_DEGRADED, EXIT_HEALTHY, query, resolve_run_dir
 
 __all__ = ["format_status", "register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "status",
-        help="health of a running pipeline: per node state, pid, uptime, restarts, heartbeat, rates",
-        description="Ask a running supervisor for the state of its nodes. Exit status: 0 healthy, "
-        "1 degraded (a node not running, or a stream silent), 2 no supervisor answered. Warnings (plain "
-        "tcp, metrics off) are listed without making it degraded.",
-    )
+    p = add_command(sub, "status", _status)
     config_argument(p)
     p.add_argument("--run-dir", type=Path, default=None, help="the run directory (default: from the config)")
     p.add_argument("--json", action="store_true", help="print the supervisor's reply as JSON")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer (%(default)s)")
-    p.set_defaults(func=_status)
 
 
 def _status(args: argparse.Namespace) -> int:
+    """health of a running pipeline: per node state, pid, uptime, restarts, heartbeat, rates
+
+    Ask a running supervisor for the state of its nodes. Exit status: 0 healthy, 1 degraded (a node not
+    running, or a stream silent), 2 no supervisor answered. Warnings (plain tcp, metrics off) are listed
+    without making it degraded.
+    """
     run_dir, looked = resolve_run_dir(args.config, args.run_dir)
     report = query(run_dir, args.timeout, looked)
     print(json.dumps(report, indent=2) if args.json else format_status(report))
