@@ -1,4 +1,5 @@
-"""Cost per message of the synchronizer: ApproximateTimePolicy against a naive exhaustive matcher.
+"""Cost per message of the synchronizer: ApproximateTimePolicy against a naive exhaustive matcher,
+and the Synchronizer at 4, 11 and 16 streams.
 
     python tools/bench_sync.py [--seconds 1000] [--baseline-messages 5000] [--write]
 
@@ -12,40 +13,67 @@ then runs the whole sequence alone for its throughput. A third row times the ful
 node uses (reference mode, lidar reference, 500 ms audio windows of 16 kHz mono cut per set).
 
 With --write, the table replaces the "## Synchronizer" section of docs/BENCHMARKS.md.
+
+    python tools/bench_sync.py --streams 4,11,16 [--seconds 100] [--repeats 7] [--baseline DIR] [--write]
+
+The Synchronizer alone (no sockets, no set building) with 4, 11 and 16 streams: the demo suite; the
+surround suite (6 cameras, 1 lidar, 3 radars, 1 microphone); 8 cameras, 1 lidar, 6 radars and 1
+microphone. Rates and jitter as above; each suite runs in reference mode (the demo config's [sync])
+and in approximate mode. Cost per message = wall time of the whole run, the sets it emits included,
+over the messages added. Each repeat runs every suite and mode once, in a fresh process. --baseline
+DIR names another checkout (e.g. `git worktree add --detach /tmp/sync-base HEAD` before a change):
+every repeat then runs it back to back with this one, alternating which goes first, and the run stops
+unless both emit the same sets, audio windows and drop counters. With --write, the table replaces the
+"## Synchronizer cost per message at 4, 11 and 16 streams" section of docs/BENCHMARKS.md and the plot
+goes to docs/bench_sync_streams.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import hashlib
 import itertools
+import json
+import os
 import platform
 import random
+import shlex
+import statistics
+import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from benchdoc import BENCHMARKS, machine, read_section, replace_section, split_at
 
-from fusion_pipeline.sync import ApproximateTimePolicy, StreamSync, Synchronizer, SyncSettings
+from fusion_pipeline.sync import ApproximateTimePolicy, FusedSet, StreamSync, Synchronizer, SyncSettings
 
 SECTION = "## Synchronizer"
+STREAMS_SECTION = "## Synchronizer cost per message at 4, 11 and 16 streams"
+STREAMS_PLOT = BENCHMARKS.parent / "bench_sync_streams.png"
+ROOT = Path(__file__).resolve().parent.parent  # the checkout this script belongs to
 LIVE_NODE = "### Live node"  # written by tools/bench_sync_node.py; kept when this section is rewritten
 MS = 1_000_000
 RATES_HZ = {"camera": 30.0, "lidar": 10.0, "radar": 20.0, "audio": 50.0}
 JITTER_MS = {"camera": 1.0, "lidar": 0.5, "radar": 10.0, "audio": 0.0}
 
 
-def demo_messages(seconds: float, seed: int = 0) -> list[tuple[str, int]]:
-    """(stream, stamp_ns) for every message of the four streams, in stamp order."""
+def stream_messages(rates: Mapping[str, float], seconds: float, seed: int = 0) -> list[tuple[str, int]]:
+    """(stream, stamp_ns) for every message of the streams (name -> rate in Hz), in stamp order; a
+    stream's jitter is its modality's, the modality being its name up to the first '/'."""
     rng = random.Random(seed)
     messages = []
-    for name, rate in RATES_HZ.items():
+    for name, rate in rates.items():
+        jitter_ms = JITTER_MS[name.partition("/")[0]]
         period_ms = 1000.0 / rate
         phase = rng.uniform(0, period_ms)
         for k in range(int(seconds * rate)):
-            t = phase + k * period_ms + rng.uniform(-JITTER_MS[name], JITTER_MS[name])
+            t = phase + k * period_ms + rng.uniform(-jitter_ms, jitter_ms)
             messages.append((round(t * MS), name))
     messages.sort()
     return [(name, t) for t, name in messages]
@@ -90,7 +118,7 @@ def _timed(add, messages: list[tuple[str, int]]) -> tuple[list[int], int]:
 
 
 def bench(seconds: float, baseline_messages: int) -> tuple[list[str], dict[str, float]]:
-    messages = demo_messages(seconds)
+    messages = stream_messages(RATES_HZ, seconds)
     streams = list(RATES_HZ)
 
     # Side by side on the prefix: one message to each, alternating.
@@ -164,13 +192,324 @@ def bench(seconds: float, baseline_messages: int) -> tuple[list[str], dict[str, 
     return rows, figures
 
 
+# -- the Synchronizer at 4, 11 and 16 streams ---------------------------------------------------------------
+
+REFERENCE_STREAM = "lidar/top"
+AUDIO_RATE = 16000  # 50 chunks/s of 320 frames
+MODES = {
+    # The demo config's [sync]: one set per lidar sweep.
+    "reference": SyncSettings(
+        mode="reference", reference=REFERENCE_STREAM, max_wait_ns=60 * MS, audio_window_ns=500 * MS
+    ),
+    # max_wait above the slowest period (lidar, 100 ms) and its jitter: no stream drops out between two
+    # of its messages.
+    "approximate": SyncSettings(
+        mode="approximate", reference=REFERENCE_STREAM, max_wait_ns=150 * MS, audio_window_ns=500 * MS
+    ),
+}
+
+
+def sensor_suite(cameras: int, radars: int) -> dict[str, float]:
+    """Stream name -> rate (Hz): the cameras, one lidar (the reference), the radars, one microphone."""
+    rates = {f"camera/{i}": RATES_HZ["camera"] for i in range(cameras)}
+    rates[REFERENCE_STREAM] = RATES_HZ["lidar"]
+    rates |= {f"radar/{i}": RATES_HZ["radar"] for i in range(radars)}
+    rates["audio/roof"] = RATES_HZ["audio"]
+    return rates
+
+
+SUITES = {4: sensor_suite(1, 1), 11: sensor_suite(6, 3), 16: sensor_suite(8, 6)}
+ACCEPTANCE = (16, 50_000)  # issue 14: at 16 streams, at least 50,000 messages/s
+
+CLOCKS = ("wall", "cpu")  # perf_counter; process_time, which time spent waiting for a CPU does not inflate
+
+# clock -> (suite's stream count, mode) -> seconds per message, one value per repeat
+Runs = dict[str, dict[tuple[int, str], list[float]]]
+
+
+def _stream_syncs(rates: Mapping[str, float]) -> list[StreamSync]:
+    return [
+        StreamSync(name, "continuous", sample_rate=AUDIO_RATE)
+        if name.startswith("audio/")
+        else StreamSync(name, required=name == REFERENCE_STREAM)
+        for name in rates
+    ]
+
+
+def _payloads(messages: Sequence[tuple[str, int]]) -> list[object]:
+    """Each message's payload: its index, or for audio a chunk whose samples are its index, so that
+    the digest of the sets sees which message went where."""
+    frames = AUDIO_RATE // int(RATES_HZ["audio"])
+    return [
+        np.full((frames, 1), i, dtype=np.float32) if name.startswith("audio/") else i
+        for i, (name, _) in enumerate(messages)
+    ]
+
+
+def _digest(sets: Sequence[FusedSet], sync: Synchronizer) -> str:
+    """sha256 of the sets (stamps, payloads, presence, audio windows) and the drop counters."""
+    digest = hashlib.sha256()
+    for fused in sets:
+        fields = (
+            fused.stamp_ns,
+            sorted(fused.stamps.items()),
+            sorted(fused.payloads.items()),
+            fused.presence,
+        )
+        digest.update(repr(fields).encode())
+        for name, window in sorted(fused.windows.items()):
+            digest.update(repr((name, window.start_ns, window.end_ns, window.last_ns)).encode())
+            if window.samples is not None:
+                digest.update(window.samples.tobytes())
+    digest.update(repr(sorted(sync.counters.as_dict().items())).encode())
+    return digest.hexdigest()
+
+
+def one_pass(counts: Sequence[int], seconds: float) -> dict[str, Any]:
+    """Every suite in every mode once, in this process: wall and CPU seconds, messages, sets, the digest
+    of what came out (the sets of a final flush included), per "count/mode"."""
+    import fusion_pipeline
+
+    runs = {}
+    for count in counts:
+        messages = stream_messages(SUITES[count], seconds)
+        payloads = _payloads(messages)
+        for mode, settings in MODES.items():
+            sync: Synchronizer = Synchronizer(settings, _stream_syncs(SUITES[count]))
+            add = sync.add
+            sets: list[FusedSet] = []
+            gc.collect()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            for (name, stamp), payload in zip(messages, payloads, strict=True):
+                sets += add(name, stamp, payload)
+            wall_s, cpu_s = time.perf_counter() - start, time.process_time() - start_cpu
+            emitted = len(sets)
+            sets += sync.flush()
+            runs[f"{count}/{mode}"] = {
+                "wall": wall_s,
+                "cpu": cpu_s,
+                "messages": len(messages),
+                "sets": emitted,
+                "digest": _digest(sets, sync),
+            }
+    return {"package": str(Path(fusion_pipeline.__file__).resolve().parent.parent), "runs": runs}
+
+
+def _pass_in(root: Path, counts: Sequence[int], seconds: float) -> dict[str, Any]:
+    """one_pass in a fresh process that imports fusion_pipeline from the checkout `root`."""
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--seconds", str(seconds)]
+    command += ["--streams", ",".join(map(str, counts))]
+    done = subprocess.run(
+        command, env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the pass over {root} failed:\n{done.stderr}")
+    result = json.loads(done.stdout)
+    if Path(result["package"]) != root.resolve():
+        raise SystemExit(f"the pass over {root} imported fusion_pipeline from {result['package']}")
+    return result
+
+
+def bench_streams(
+    counts: Sequence[int], seconds: float, repeats: int, baseline: Path | None
+) -> tuple[dict[str, Runs], dict[tuple[int, str], tuple[int, int]]]:
+    """Seconds per message for each checkout ("contender" = this one, "baseline"), clock, suite and
+    mode, one value per repeat; and each suite and mode's (messages, sets). Stops unless every pass of
+    every checkout emitted the same output."""
+    roots = {"contender": ROOT} if baseline is None else {"contender": ROOT, "baseline": baseline}
+    seconds_per_message: dict[str, Runs] = {label: {clock: {} for clock in CLOCKS} for label in roots}
+    sizes: dict[tuple[int, str], tuple[int, int]] = {}
+    digests: dict[str, set[str]] = {}
+    for repeat in range(repeats):
+        labels = list(roots) if repeat % 2 == 0 else list(roots)[::-1]
+        for label in labels:
+            result = _pass_in(roots[label], counts, seconds)
+            for key, run in result["runs"].items():
+                count, mode = key.split("/")
+                for clock in CLOCKS:
+                    seconds_per_message[label][clock].setdefault((int(count), mode), []).append(
+                        run[clock] / run["messages"]
+                    )
+                sizes[(int(count), mode)] = (run["messages"], run["sets"])
+                digests.setdefault(key, set()).add(run["digest"])
+            print(f"repeat {repeat + 1}/{repeats}: {label} done", file=sys.stderr)
+    differ = sorted(key for key, found in digests.items() if len(found) > 1)
+    if differ:
+        raise SystemExit(f"the passes emitted different sets or counters for {differ} ({list(roots)})")
+    return seconds_per_message, sizes
+
+
+def _median_range(values: Sequence[float], fmt: str) -> str:
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def _us(seconds_per_message: Sequence[float]) -> str:
+    return _median_range([s * 1e6 for s in seconds_per_message], ".2f")
+
+
+def streams_section(
+    command: str,
+    seconds: float,
+    runs: dict[str, Runs],
+    sizes: dict[tuple[int, str], tuple[int, int]],
+    baseline_name: str | None,
+) -> str:
+    header = "| streams | mode | messages | sets | messages/s | µs/message | CPU µs/message |"
+    if baseline_name is not None:
+        header += (
+            " baseline µs/message | baseline CPU µs/message | baseline / contender, µs "
+            "| baseline / contender, CPU µs |"
+        )
+    rows = [header, "|" + "---|" * header.count(" |")]
+    contender = runs["contender"]
+    for key in sorted(contender["wall"], key=lambda key: (key[0], list(MODES).index(key[1]))):
+        wall, cpu = contender["wall"][key], contender["cpu"][key]
+        messages, sets = sizes[key]
+        row = (
+            f"| {key[0]} | {key[1]} | {messages} | {sets} | {_median_range([1 / s for s in wall], ',.0f')} "
+            f"| {_us(wall)} | {_us(cpu)} |"
+        )
+        if baseline_name is not None:
+            base_wall, base_cpu = runs["baseline"]["wall"][key], runs["baseline"]["cpu"][key]
+            # Each ratio pairs the two passes of one repeat, run back to back.
+            wall_ratios = [b / c for b, c in zip(base_wall, wall, strict=True)]
+            cpu_ratios = [b / c for b, c in zip(base_cpu, cpu, strict=True)]
+            row += (
+                f" {_us(base_wall)} | {_us(base_cpu)} "
+                f"| {_median_range(wall_ratios, '.2f')}x | {_median_range(cpu_ratios, '.2f')}x |"
+            )
+        rows.append(row)
+    streams, least = ACCEPTANCE
+    verdicts = []
+    for mode in MODES:
+        if (streams, mode) not in contender["wall"]:
+            continue  # the suite the acceptance names was not run
+        rate = statistics.median([1 / s for s in contender["wall"][(streams, mode)]])
+        verdict = "meets" if rate >= least else "does NOT meet"
+        verdicts.append(f"{mode} mode {rate:,.0f} messages/s, {verdict} the {least:,} messages/s acceptance")
+    suites = "; ".join(
+        f"{count}: " + ", ".join(f"{sum(n.startswith(m + '/') for n in SUITES[count])} {m}" for m in RATES_HZ)
+        for count in sorted({count for count, _ in contender["wall"]})
+    )
+    repeats = len(next(iter(contender["wall"].values())))
+    compared = (
+        ""
+        if baseline_name is None
+        else f" The baseline is {baseline_name}, run back to back with the contender (this checkout) in "
+        "every repeat, alternating which goes first; a ratio divides the baseline's cost by the "
+        "contender's in the same repeat. Both emitted the same sets, audio windows and drop counters "
+        "(sha256, every pass)."
+    )
+    return "\n".join(
+        [
+            STREAMS_SECTION,
+            "",
+            "The Synchronizer alone (no sockets, no set building, no log-mel) driven message by message: "
+            "messages/s and µs/message are messages added over the wall time of the whole run, the sets "
+            "it emits included; CPU µs/message uses the process's CPU time instead, which time spent "
+            "waiting for a CPU on this shared machine does not inflate.",
+            "",
+            "```",
+            command,
+            "```",
+            "",
+            f"Suites (cameras 30 Hz, lidar 10 Hz the reference and required, radars 20 Hz with +-10 ms "
+            f"jitter, 16 kHz audio in 50 chunks/s): {suites}; {seconds:g} s of each, in stamp order. "
+            "Reference mode: the demo config's [sync] (max_wait 60 ms, 500 ms audio windows); approximate "
+            "mode: max_wait 150 ms. queue_size 10. Each repeat runs every suite and mode once in a fresh "
+            f"process; median (min-max) over {repeats} repeats. Machine: {machine()} (shared), Python "
+            f"{platform.python_version()}.{compared}",
+            "",
+            *rows,
+            "",
+            *([f"At {streams} streams (median): " + "; ".join(verdicts) + ".", ""] if verdicts else []),
+            f"![µs per message against the number of streams]({STREAMS_PLOT.name})",
+            "",
+        ]
+    )
+
+
+def plot_streams(runs: dict[str, Runs], path: Path) -> None:
+    """Wall µs per message against the stream count: median and min-max per checkout and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label, by_clock in runs.items():
+        for mode in MODES:
+            keys = sorted(key for key in by_clock["wall"] if key[1] == mode)
+            us = [[s * 1e6 for s in by_clock["wall"][key]] for key in keys]
+            medians = [statistics.median(v) for v in us]
+            below = [m - min(v) for m, v in zip(medians, us, strict=True)]
+            above = [max(v) - m for m, v in zip(medians, us, strict=True)]
+            ax.errorbar(
+                [count for count, _ in keys],
+                medians,
+                yerr=[below, above],
+                marker="o" if label == "contender" else "s",
+                linestyle="-" if label == "contender" else "--",
+                capsize=3,
+                label=f"{mode}, {label}",
+            )
+    ax.set_xticks(sorted({count for by_clock in runs.values() for count, _ in by_clock["wall"]}))
+    ax.set_xlabel("streams")
+    ax.set_ylabel("µs per message, wall (median, min-max)")
+    ax.set_ylim(bottom=0)
+    ax.axhline(20, color="grey", linewidth=0.8, linestyle=":", label="50,000 messages/s")
+    ax.set_title("Synchronizer cost per message")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _describe(checkout: Path) -> str:
+    """The checkout's commit, e.g. `2b2475b` (its path where git cannot tell)."""
+    done = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return f"`{checkout}`" if done.returncode else f"commit `{done.stdout.strip()}`"
+
+
+def _counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",")]
+    unknown = [count for count in counts if count not in SUITES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"no suite of {unknown} streams; suites: {sorted(SUITES)}")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1000.0, help="length of the generated streams")
+    parser.add_argument(
+        "--seconds", type=float, help="length of the generated streams (default 1000, with --streams 100)"
+    )
     parser.add_argument("--baseline-messages", type=int, default=5000, help="prefix run side by side")
+    parser.add_argument("--streams", type=_counts, help="the Synchronizer with these numbers of streams")
+    parser.add_argument("--repeats", type=int, default=7, help="--streams: passes of each checkout")
+    parser.add_argument("--baseline", type=Path, help="--streams: another checkout, run side by side")
     parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one pass, as JSON
     args = parser.parse_args(argv)
 
+    if args.streams:
+        seconds = 100.0 if args.seconds is None else args.seconds
+        if args.worker:
+            print(json.dumps(one_pass(args.streams, seconds)))
+            return 0
+        runs, sizes = bench_streams(args.streams, seconds, args.repeats, args.baseline)
+        command = shlex.join(["python", "tools/bench_sync.py", *(sys.argv[1:] if argv is None else argv)])
+        baseline_name = None if args.baseline is None else _describe(args.baseline)
+        text = streams_section(command, seconds, runs, sizes, baseline_name)
+        print(text)
+        if args.write:
+            replace_section(BENCHMARKS, text)
+            plot_streams(runs, STREAMS_PLOT)
+        return 0
+
+    args.seconds = 1000.0 if args.seconds is None else args.seconds
     rows, fig = bench(args.seconds, args.baseline_messages)
     verdict = "meets" if fig["throughput"] >= 100_000 else "does NOT meet"
     lines = [

@@ -118,9 +118,9 @@ class Synchronizer(Generic[P]):
     one is named and present, else its newest stamp.
 
     Continuous streams: a set at t gets the window (t - W, t]; it is decided once the stream covers
-    t, or at the deadline. ``window_transform``, if given, is applied to each window once, when it
-    is decided: the sync stage computes the model's log-mel there, so that work happens when the audio
-    arrives rather than on the path of the message that completes the set. A required stream
+    t, or at the deadline. ``window_transform(stream, samples)``, if given, is applied to each window
+    once, when it is decided: the sync stage computes the model's log-mel there, so that work happens
+    when the audio arrives rather than on the path of the message that completes the set. A required stream
     missing from a set abandons the set (counted once in sets_missing_required, its messages as
     drops with reason missing_required).
 
@@ -145,7 +145,7 @@ class Synchronizer(Generic[P]):
         self,
         settings: SyncSettings,
         streams: Sequence[StreamSync],
-        window_transform: Callable[[np.ndarray], np.ndarray | None] | None = None,
+        window_transform: Callable[[str, np.ndarray], np.ndarray | None] | None = None,
     ) -> None:
         self.settings = settings
         self._window_transform = window_transform
@@ -174,6 +174,7 @@ class Synchronizer(Generic[P]):
         if settings.mode == "reference":
             self._queues = {n: deque() for n in self._discrete if n != settings.reference}
         self._policy: ApproximateTimePolicy[P] | None = None
+        self._all_alive_until: int | None = None  # approximate mode: see _refresh_policy
         self._pending: deque[_Pending[P]] = deque()
         self._last: dict[str, int] = {}
         self._epoch: int | None = None  # first stamp since start or reset
@@ -361,10 +362,6 @@ class Synchronizer(Generic[P]):
         else:  # its own stamp is already past the deadline: it cannot rejoin with this message
             self.counters.drops.count(stream, "too_old")
 
-    def _alive(self, name: str, mark: int) -> bool:
-        assert self._epoch is not None
-        return mark - self._last.get(name, self._epoch) <= self.settings.max_wait_ns
-
     def _refresh_policy(self) -> None:
         """Rebuild the policy when the set of live streams changed; while a required stream is
         silent, drop what is older than the deadline horizon (no set can use it)."""
@@ -378,8 +375,15 @@ class Synchronizer(Generic[P]):
                 break
             # Unproven only because a stream fell quiet: the set is still the best one seen.
             self._take_matched(self._policy.publish_candidate())
-        active = tuple(n for n in self._discrete if self.streams[n].required or self._alive(n, mark))
-        required_silent = any(not self._alive(n, mark) for n in self._discrete if self.streams[n].required)
+        if self._policy is not None and self._all_alive_until is not None and mark <= self._all_alive_until:
+            return  # every discrete stream is alive, so the policy already spans them all
+        newest = {n: self._last.get(n, self._epoch) for n in self._discrete}
+        silent = {n for n, last in newest.items() if mark - last > wait}
+        # A stream's newest stamp only grows until a reset, which drops the policy: while the mark
+        # stays within max_wait of the oldest of them, no stream can have fallen silent.
+        self._all_alive_until = None if silent else min(newest.values()) + wait
+        active = tuple(n for n in self._discrete if n not in silent or self.streams[n].required)
+        required_silent = any(self.streams[n].required for n in silent)
         if self._policy is not None and active == self._policy.streams and not required_silent:
             return
         if self._policy is None and not active:
@@ -467,7 +471,7 @@ class Synchronizer(Generic[P]):
             return False
         samples, last_ns = ring.window(t) or (None, None)
         if samples is not None and self._window_transform is not None:
-            samples = self._window_transform(samples)  # None: unusable, the window counts as missing
+            samples = self._window_transform(name, samples)  # None: unusable, counts as missing
         start = t - self.settings.audio_window_ns
         pending.windows[name] = AudioWindow(start, t, samples, None if samples is None else last_ns)
         pending.undecided.discard(name)
@@ -506,6 +510,7 @@ class Synchronizer(Generic[P]):
             for name, _, _ in self._policy.drain():
                 drops.count(name, "reset")
             self._policy = None
+        self._all_alive_until = None
         self._last.clear()
         self._epoch = None
         self._stamp_mark = None

@@ -474,3 +474,25 @@ def test_untrusted_input_only_ever_raises_sync_error(events: list[tuple], mode: 
         except SyncError:
             pass
     sync.tick(FAR)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rough_streams(), st.sampled_from(["reference", "approximate"]), st.lists(st.integers(0, 200)))
+def test_no_deadline_is_overdue_after_an_add_or_a_tick(
+    case: tuple[list[tuple[str, int]], bool], mode: str, tick_delays_ms: list[int]
+) -> None:
+    # A live caller sleeps until next_deadline_ns(): a deadline at or before the watermark would be
+    # one it already missed (say, an optional stream that fell silent but still holds sets back).
+    arrivals, _ = case
+    config = SyncSettings(mode=mode, reference="lidar", max_wait_ns=WAIT, time_jump_ns=300 * MS)  # type: ignore[arg-type]
+    sync = Synchronizer(config, discrete_streams())
+    delays = iter(tick_delays_ms)
+    for name, t in arrivals:
+        sync.add(name, t)
+        deadline = sync.next_deadline_ns()
+        assert deadline is None or deadline > (sync.watermark_ns or 0), (name, t)
+        delay = next(delays, None)
+        if delay is not None:
+            sync.tick(t + delay * MS)  # a live loop's wall clock, up to 200 ms past the stamp
+            deadline = sync.next_deadline_ns()
+            assert deadline is None or deadline > (sync.watermark_ns or 0), ("tick", t + delay * MS)
