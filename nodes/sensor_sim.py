@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = SimSettings.from_stream(stream)
         world = World(settings.seed)
         if stream.modality == "camera":
-            world.warm_camera()
+            world.warm_camera(settings.mount)
         schedule = SensorSchedule(stream, settings, time.time_ns())
         url = node.endpoint(stream.endpoint)
         publisher = node.publisher(url, stream.name, stream.modality, frame_id=stream.frame_id)

@@ -20,6 +20,12 @@ exactly. Settings, all optional, in ``[streams.sim]``:
   started; seq keeps counting, as a sensor that lost its link would.
 - ``rate_factor`` (> 0, default 1): fault injection -- the driver captures at rate_hz x rate_factor
   while the rest of the pipeline still expects rate_hz (a sensor configured wrongly, or overload).
+
+Where the sensor sits (``world.Mount``; data comes in the sensor's own frame, as from a real one):
+
+- ``yaw_deg`` (default 0): which way it looks, counter-clockwise from the ego's forward axis (90 = left).
+- ``x_m``, ``y_m`` (default 0): its position in the ego frame (x forward, y left).
+- ``fov_deg`` (camera only, 0 .. 180, default ~46.2): horizontal field of view; the focal length follows.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ from typing import Any
 import numpy as np
 
 from fusion_pipeline.config import StreamConfig
-from fusion_pipeline.contract import AUDIO_SAMPLE_RATE
 from fusion_pipeline.protocol import NS_PER_S
 from fusion_pipeline.sim.errors import SimError
-from fusion_pipeline.sim.world import World
+from fusion_pipeline.sim.world import AUDIO_SAMPLE_RATE, DEFAULT_MOUNT, Mount, World, WorldError
 
 __all__ = ["Capture", "RenderLead", "SensorSchedule", "SimSettings", "render"]
+
+
+_MOUNT_KEYS = ("yaw_deg", "fov_deg", "x_m", "y_m")  # [streams.sim] keys that are Mount fields
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class SimSettings:
     outage_start_s: float | None = None
     outage_duration_s: float = 0.0
     rate_factor: float = 1.0
+    mount: Mount = DEFAULT_MOUNT
 
     def rate_hz(self, stream: StreamConfig) -> float:
         """The rate the simulated sensor actually captures at."""
@@ -61,15 +70,21 @@ class SimSettings:
         raw: dict[str, Any] = dict(stream.sim)
         where = f"streams[{stream.name}].sim"
         outage = raw.pop("outage", None)
-        known = {"seed", "latency_ms", "jitter_ms", "drop_prob", "phase_ms", "rate_factor"}
+        known = {"seed", "latency_ms", "jitter_ms", "drop_prob", "phase_ms", "rate_factor", *_MOUNT_KEYS}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise SimError(f"{where}: unknown keys {unknown}; known: {sorted(known | {'outage'})}")
+        if "fov_deg" in raw and stream.modality != "camera":
+            raise SimError(f"{where}.fov_deg: only a camera has a field of view, this is a {stream.modality}")
         values: dict[str, Any] = {}
         for key, value in raw.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise SimError(f"{where}.{key}: expected a number, got {value!r}")
             values[key] = value
+        try:
+            values["mount"] = Mount(**{key: values.pop(key) for key in _MOUNT_KEYS if key in values})
+        except WorldError as exc:  # its message starts with the field's name
+            raise SimError(f"{where}.{exc}") from exc
         if not (isinstance(values.get("seed", 0), int) and values.get("seed", 0) >= 0):
             raise SimError(f"{where}.seed: expected a non-negative integer, got {values['seed']!r}")
         for key in ("latency_ms", "jitter_ms"):
@@ -213,12 +228,13 @@ class RenderLead:
 def render(
     world: World, stream: StreamConfig, capture: Capture, chunk: int
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """The arrays and meta of one capture, named as PROTOCOL.md section 5 says."""
+    """The arrays and meta of one capture from the stream's mount, named as PROTOCOL.md section 5 says."""
+    mount = SimSettings.from_stream(stream).mount
     if stream.modality == "camera":
-        return {"image": world.camera(capture.stamp_ns)}, {"encoding": "rgb8"}
+        return {"image": world.camera(capture.stamp_ns, mount)}, {"encoding": "rgb8"}
     if stream.modality == "lidar":
-        return {"points": world.lidar(capture.stamp_ns)}, {}
+        return {"points": world.lidar(capture.stamp_ns, mount)}, {}
     if stream.modality == "radar":
-        return {"detections": world.radar(capture.stamp_ns)}, {}
-    samples = world.audio(capture.stamp_ns, chunk)[:, None]  # mono: frames x 1 channel
+        return {"detections": world.radar(capture.stamp_ns, mount)}, {}
+    samples = world.audio(capture.stamp_ns, chunk, mount=mount)[:, None]  # mono: frames x 1 channel
     return {"samples": samples}, {"sample_rate": stream.sample_rate}

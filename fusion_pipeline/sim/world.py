@@ -1,4 +1,5 @@
-"""A seeded synthetic driving world that renders consistent camera, lidar, radar and audio from one scene.
+"""A seeded synthetic driving world that renders consistent cameras, lidars, radars and microphones
+from one scene, any number of each.
 
 The world is a pure function of ``(seed, config, t_ns)``: it has no clock and no state beyond caches, so
 separate sensor processes built with the same seed and ``start_ns`` agree on every actor at every instant,
@@ -7,8 +8,15 @@ and a render at a given stamp is reproducible. Time is cut into episodes of ``co
 ego vehicle driving along +x, 0 to 3 actors moving in straight lines, and one weather condition.
 
 Frames. The ego frame has x forward, y left, z up, origin on the ground under the ego's reference point.
-Sensors return data in their own frame, which is the ego frame raised to the mount height
-(``CAMERA_HEIGHT_M``, ``LIDAR_HEIGHT_M``, ``RADAR_HEIGHT_M``). Labels are in the ego frame.
+Each render takes the sensor's `Mount`: its yaw (counter-clockwise from +x, so 90 looks left), its
+position (x_m, y_m) in the ego frame and, for a camera, its horizontal field of view, from which the
+focal length follows. Sensors return data in their own frame, as real ones do: the ego frame moved to
+the mount's position, turned by its yaw and raised to the modality's height (``CAMERA_HEIGHT_M``,
+``LIDAR_HEIGHT_M``, ``RADAR_HEIGHT_M``); a microphone hears from its position. Labels are in the ego
+frame. The road, its markings and the ego's headlights belong to the ego frame whichever way a sensor
+looks. With the default mount (`DEFAULT_MOUNT`: ahead, at the origin, the camera's ~46 degrees) every
+render is bitwise what the world rendered before sensors had mounts; any other mount draws its noise
+from its own stream (a stable id of the mount joins the seed), so two sensors never share noise.
 
 Design rule: no single sensor suffices, every pair of sensors nearly does.
 The fused model must beat the best single-modality model by 10 accuracy points, and lose at most 8 points
@@ -54,36 +62,43 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field, replace
+import zlib
+from dataclasses import astuple, dataclass, field, replace
 
 import numpy as np
 
-from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, default_contract
 from fusion_pipeline.protocol import NS_PER_S
 from fusion_pipeline.sim.errors import WorldError
 
 __all__ = [
+    "AUDIO_SAMPLE_RATE",
+    "CAMERA_FOV_DEG",
     "CAMERA_HEIGHT_M",
     "CAMERA_SHAPE",
     "CLASSES",
     "CONDITIONS",
+    "DEFAULT_MOUNT",
     "LIDAR_HEIGHT_M",
     "PLACE_S",
     "RADAR_HEIGHT_M",
     "Actor",
     "Labels",
+    "Mount",
     "Scene",
     "World",
     "WorldConfig",
 ]
 
 #: Class order of the labels; identical to the model contract's.
-CLASSES: tuple[str, ...] = default_contract().classes
+CLASSES: tuple[str, ...] = ("none", "car", "pedestrian", "cyclist", "emergency")
 CONDITIONS: tuple[str, ...] = ("clear", "night", "fog", "rain")
+AUDIO_SAMPLE_RATE = 16_000  # the simulated microphones' rate, Hz
 
 CAMERA_SHAPE = (480, 640, 3)
 CAMERA_HEIGHT_M = 1.5
-CAMERA_FOCAL_PX = 750.0  # horizontal field of view ~46 degrees: a pedestrian at 30 m is 12 px wide
+CAMERA_FOCAL_PX = 750.0  # the default camera's focal length: a pedestrian at 30 m is 12 px wide
+#: The default camera's horizontal field of view, ~46.2 degrees, as its focal length gives it.
+CAMERA_FOV_DEG = 2 * math.degrees(math.atan(CAMERA_SHAPE[1] / 2 / CAMERA_FOCAL_PX))
 LIDAR_HEIGHT_M = 1.8
 RADAR_HEIGHT_M = 0.5
 
@@ -116,6 +131,36 @@ class WorldConfig:
             raise WorldError(
                 f"WorldConfig.episode_s must be a whole number of audio samples > 0, got {self.episode_s}"
             )
+
+
+@dataclass(frozen=True)
+class Mount:
+    """Where a sensor sits on the ego and which way it looks; for a camera, also its field of view.
+
+    `yaw_deg` turns the sensor counter-clockwise from the ego's forward axis (+x), so 90 looks left and
+    180 looks back; (`x_m`, `y_m`) is its position in the ego frame; its height is the modality's
+    (CAMERA_HEIGHT_M, ...). `fov_deg` is a camera's horizontal field of view, from which its focal
+    length follows (square pixels). The default is the demo's sensor at the ego's origin looking ahead.
+    """
+
+    yaw_deg: float = 0.0
+    fov_deg: float = CAMERA_FOV_DEG
+    x_m: float = 0.0
+    y_m: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Messages start with the field's name: SimSettings prefixes them with the config key's path.
+        for name in ("yaw_deg", "fov_deg", "x_m", "y_m"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise WorldError(f"{name}: expected a finite number, got {value!r}")
+            # Floats, so that yaw 55 and 55.0 are one mount to its noise key and to a dataset's cache key.
+            object.__setattr__(self, name, float(value))
+        if not 0 < self.fov_deg < 180:
+            raise WorldError(f"fov_deg: a pinhole camera sees between 0 and 180 degrees, got {self.fov_deg}")
+
+
+DEFAULT_MOUNT = Mount()
 
 
 @dataclass(frozen=True)
@@ -188,14 +233,14 @@ class Scene:
         kind = CLASSES.index(self.actors[i].kind)
         return Labels(kind, (float(pos[i, 0]), float(pos[i, 1])), v_r, siren, self.condition)
 
-    def camera(self, t_s: float, rng: np.random.Generator) -> np.ndarray:
-        return _render_camera(self, t_s, rng)
+    def camera(self, t_s: float, rng: np.random.Generator, mount: Mount = DEFAULT_MOUNT) -> np.ndarray:
+        return _render_camera(self, t_s, rng, mount)
 
-    def lidar(self, t_s: float, rng: np.random.Generator) -> np.ndarray:
-        return _render_lidar(self, t_s, rng)
+    def lidar(self, t_s: float, rng: np.random.Generator, mount: Mount = DEFAULT_MOUNT) -> np.ndarray:
+        return _render_lidar(self, t_s, rng, mount)
 
-    def radar(self, t_s: float, rng: np.random.Generator) -> np.ndarray:
-        return _render_radar(self, t_s, rng)
+    def radar(self, t_s: float, rng: np.random.Generator, mount: Mount = DEFAULT_MOUNT) -> np.ndarray:
+        return _render_radar(self, t_s, rng, mount)
 
 
 @dataclass(frozen=True)
@@ -251,8 +296,8 @@ class World:
         """The scene of episode k, a pure function of (seed, config, k)."""
         return _sample_scene(np.random.default_rng([self.seed, k, 0]), self.config)
 
-    def _rng(self, k: int, sensor: int, t_ns: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, k, sensor, int(t_ns) - self.start_ns])
+    def _rng(self, k: int, sensor: int, t_ns: int, mount: Mount) -> np.random.Generator:
+        return np.random.default_rng([self.seed, k, sensor, int(t_ns) - self.start_ns, *_noise_key(mount)])
 
     # -- ground truth and sensors -----------------------------------------------------------------------
 
@@ -260,32 +305,35 @@ class World:
         k, t = self.locate(t_ns)
         return self.episode(k).labels(t, self.config)
 
-    def warm_camera(self) -> None:
-        """Build the layers camera frames share now (a background per condition, noise, rain), not
-        on the first frame of each new condition: each takes tens of ms, longer than a camera period,
-        and a live driver would send that frame late; its memory then stays flat from the start."""
+    def warm_camera(self, mount: Mount = DEFAULT_MOUNT) -> None:
+        """Build the layers a camera's frames share now (its background per condition, noise, rain),
+        not on the first frame of each new condition: each takes tens of ms, longer than a camera
+        period, and a live driver would send that frame late; its memory then stays flat from the start."""
         for condition in CONDITIONS:
-            _background(condition)
+            _background(condition, mount)
         _noise_tile()
         _rain_tile()
 
-    def camera(self, t_ns: int) -> np.ndarray:
-        """RGB image (480, 640, 3) uint8 seen from CAMERA_HEIGHT_M through a pinhole."""
+    def camera(self, t_ns: int, mount: Mount = DEFAULT_MOUNT) -> np.ndarray:
+        """RGB image (480, 640, 3) uint8 seen from CAMERA_HEIGHT_M through a pinhole of the mount's fov."""
         k, t = self.locate(t_ns)
-        return self.episode(k).camera(t, self._rng(k, 1, t_ns))
+        return self.episode(k).camera(t, self._rng(k, 1, t_ns, mount), mount)
 
-    def lidar(self, t_ns: int) -> np.ndarray:
+    def lidar(self, t_ns: int, mount: Mount = DEFAULT_MOUNT) -> np.ndarray:
         """Points (N, 4) float32: x, y, z in the lidar frame (m), intensity in [0, 1]."""
         k, t = self.locate(t_ns)
-        return self.episode(k).lidar(t, self._rng(k, 2, t_ns))
+        return self.episode(k).lidar(t, self._rng(k, 2, t_ns, mount), mount)
 
-    def radar(self, t_ns: int) -> np.ndarray:
+    def radar(self, t_ns: int, mount: Mount = DEFAULT_MOUNT) -> np.ndarray:
         """Detections (M, 5) float32: x, y, z (radar frame, m), radial velocity (m/s), rcs (dBsm)."""
         k, t = self.locate(t_ns)
-        return self.episode(k).radar(t, self._rng(k, 3, t_ns))
+        return self.episode(k).radar(t, self._rng(k, 3, t_ns, mount), mount)
 
-    def audio(self, t0_ns: int, n_samples: int, dtype: str = "float32") -> np.ndarray:
-        """Mono samples at AUDIO_SAMPLE_RATE for [t0, t0 + n_samples / rate), as float32 or int16.
+    def audio(
+        self, t0_ns: int, n_samples: int, dtype: str = "float32", mount: Mount = DEFAULT_MOUNT
+    ) -> np.ndarray:
+        """Mono samples at AUDIO_SAMPLE_RATE for [t0, t0 + n_samples / rate), as float32 or int16, heard
+        at the mount's position (a microphone hears all round: its yaw does not matter).
 
         Samples sit on a fixed grid (start_ns + n * 62.5 us); t0 is rounded to it. Every sample is a pure
         function of its grid index, so consecutive chunks join seamlessly: rendering [a, b) then [b, c)
@@ -299,12 +347,13 @@ class World:
         n0 = (int(t0_ns) - self.start_ns + _SAMPLE_NS // 2) // _SAMPLE_NS
         idx = np.arange(n0, n0 + n_samples, dtype=np.int64)
         per_episode = self.episode_ns // _SAMPLE_NS
-        out = _road_noise(self.seed, idx)
+        key = (self.seed, *_noise_key(mount))
+        out = _road_noise(key, idx)
         # A chunk may span an episode boundary: render each episode's part with its own scene.
         for k in np.unique(idx // per_episode):
             sel = idx // per_episode == k
             t = (idx[sel] - k * per_episode) / AUDIO_SAMPLE_RATE
-            out[sel] = _render_audio(self.episode(int(k)), t, out[sel], self.seed, idx[sel])
+            out[sel] = _render_audio(self.episode(int(k)), t, out[sel], key, idx[sel], mount)
         if dtype == "int16":
             return np.clip(np.round(out * 32767.0), -32768, 32767).astype(np.int16)
         return out.astype(np.float32)
@@ -414,6 +463,55 @@ def _box_corners(a: Actor, p: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Mounts: the scene in a sensor's frame (turned by -yaw about the mount's position)
+
+
+def _noise_key(mount: Mount) -> tuple[int, ...]:
+    """Extra seed words for a sensor's noise: none for the default mount, so its renders stay those of
+    the one-sensor-per-modality world, and a stable id of any other, so two sensors never share noise."""
+    if mount == DEFAULT_MOUNT:
+        return ()
+    return (zlib.crc32(repr(astuple(mount)).encode()) or 1,)  # a trailing 0 word seeds like no word at all
+
+
+def _yaw(mount: Mount) -> tuple[float, float]:
+    yaw = math.radians(mount.yaw_deg)
+    return math.cos(yaw), math.sin(yaw)
+
+
+def _turn_to_sensor(mount: Mount, xy: np.ndarray) -> np.ndarray:
+    """Ego-frame vectors (..., 2) (velocities, offsets) in the sensor's axes."""
+    c, s = _yaw(mount)
+    return np.stack([c * xy[..., 0] + s * xy[..., 1], c * xy[..., 1] - s * xy[..., 0]], axis=-1)
+
+
+def _to_sensor(mount: Mount, xy: np.ndarray) -> np.ndarray:
+    """Ego-frame points (..., 2) in the sensor's frame."""
+    return _turn_to_sensor(mount, xy - (mount.x_m, mount.y_m))
+
+
+def _to_ego(mount: Mount, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sensor-frame coordinates back in the ego frame (ground markings and headlights are the ego's)."""
+    c, s = _yaw(mount)
+    return mount.x_m + c * x - s * y, mount.y_m + s * x + c * y
+
+
+def _focal_px(mount: Mount) -> float:
+    """A camera's focal length from its horizontal field of view; rounded to a micropixel so that the
+    default fov gives exactly CAMERA_FOCAL_PX."""
+    return round(CAMERA_SHAPE[1] / 2 / math.tan(math.radians(mount.fov_deg) / 2), 6)
+
+
+def _sensor_view(scene: Scene, t: float, mount: Mount) -> tuple[tuple[Actor, ...], np.ndarray, np.ndarray]:
+    """The actors as a sensor sees them at t: headings from its axis, positions and velocities relative
+    to the ego (A, 2), all in its frame."""
+    pos, v_rel = scene.state(t)
+    yaw = math.radians(mount.yaw_deg)
+    actors = tuple(replace(a, heading=a.heading - yaw) for a in scene.actors)
+    return actors, _to_sensor(mount, pos), _turn_to_sensor(mount, v_rel)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Camera
 
 _FOG_RGB = np.array([190.0, 192.0, 196.0])
@@ -422,27 +520,29 @@ _FOG_VIS_M = 12.0
 _HEADLIGHT_M = 30.0
 
 
-@functools.lru_cache(maxsize=len(CONDITIONS))
-def _background(condition: str) -> np.ndarray:
-    """Sky, road and lane markings, lit for the condition; (480, 640, 3) float32."""
+@functools.lru_cache(maxsize=8 * len(CONDITIONS))  # a driver has one camera; a dataset a suite of them
+def _background(condition: str, mount: Mount) -> np.ndarray:
+    """Sky, road and lane markings seen from a camera's mount, lit for the condition; (H, W, 3) float32."""
     h, w, _ = CAMERA_SHAPE
+    f = _focal_px(mount)
     v, u = np.mgrid[0:h, 0:w].astype(np.float32)
     cy, cx = h / 2, w / 2
     sky = np.array([120.0, 165.0, 220.0]) + (v[..., None] / cy) * np.array([60.0, 45.0, 20.0])
     img = np.where(v[..., None] < cy, sky, np.array([95.0, 95.0, 98.0]))
-    # Ground point (x, y, 0) projects to v = cy + f h / x, u = cx - f y / x.
+    # Ground point (depth, lateral, 0) in the camera frame projects to v = cy + f h / depth,
+    # u = cx - f lateral / depth; the road (x, y) lies in the ego frame.
     below = v > cy + 1
-    x = np.where(below, CAMERA_FOCAL_PX * CAMERA_HEIGHT_M / np.maximum(v - cy, 1e-3), 1e6)
-    y = (cx - u) * x / CAMERA_FOCAL_PX
+    depth = np.where(below, f * CAMERA_HEIGHT_M / np.maximum(v - cy, 1e-3), 1e6)
+    x, y = _to_ego(mount, depth, (cx - u) * depth / f)
     verge = below & (np.abs(y) > 5.0)
     img[verge] = (70.0, 110.0, 60.0)
     marking = below & (np.abs(np.abs(y) - 1.9) < 0.08) & ((x % 6.0) < 3.0)
     img[marking] = (225.0, 225.0, 215.0)
     if condition == "night":
-        lit = below & (x < _HEADLIGHT_M) & (np.abs(y) < 0.4 * x + 1.5)
+        lit = below & (x < _HEADLIGHT_M) & _in_headlights(x, y)
         img = img * np.where(lit, 0.15 + 0.7 * (1 - x / _HEADLIGHT_M), 0.06)[..., None]
     elif condition == "fog":
-        alpha = np.where(below, np.exp(-x / _FOG_VIS_M), 0.0)[..., None]
+        alpha = np.where(below, np.exp(-depth / _FOG_VIS_M), 0.0)[..., None]
         img = alpha * img + (1 - alpha) * _FOG_RGB
     elif condition == "rain":
         img = img * 0.75
@@ -468,6 +568,11 @@ def _rain_tile() -> np.ndarray:
     return tile[..., None]
 
 
+def _in_headlights(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Whether ego-frame points lie in the ego's headlight beam, whichever way the camera looks."""
+    return (x > 0) & (np.abs(y) < 0.4 * x + 1.5)
+
+
 def _visibility(condition: str, d: float, ahead: bool) -> tuple[float, float]:
     """(brightness factor, fog alpha) for an actor at distance d: how much of its own colour survives."""
     if condition == "night":
@@ -479,20 +584,23 @@ def _visibility(condition: str, d: float, ahead: bool) -> tuple[float, float]:
     return 1.0, 1.0
 
 
-def _render_camera(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarray:
-    img = _background(scene.condition).copy()
-    pos, _ = scene.state(t)
-    order = np.argsort(-np.hypot(pos[:, 0], pos[:, 1])) if len(pos) else []
+def _render_camera(scene: Scene, t: float, rng: np.random.Generator, mount: Mount) -> np.ndarray:
+    img = _background(scene.condition, mount).copy()
+    h, w, _ = CAMERA_SHAPE
+    f = _focal_px(mount)
+    ego_pos, _ = scene.state(t)
+    actors, pos, _ = _sensor_view(scene, t, mount)
+    order = np.argsort(-np.hypot(pos[:, 0], pos[:, 1])) if len(pos) else []  # far to near
     for i in order:
-        a, p = scene.actors[i], pos[i]
+        a, p = actors[i], pos[i]
         corners = _box_corners(a, p)
         if corners[:, 0].min() < 1.0:
             continue  # beside or behind the camera
-        u = 320.0 - CAMERA_FOCAL_PX * corners[:, 1] / corners[:, 0]
-        v = 240.0 - CAMERA_FOCAL_PX * (corners[:, 2] - CAMERA_HEIGHT_M) / corners[:, 0]
+        u = w / 2 - f * corners[:, 1] / corners[:, 0]
+        v = h / 2 - f * (corners[:, 2] - CAMERA_HEIGHT_M) / corners[:, 0]
         box = (v.min(), v.max(), u.min(), u.max())
         d = float(np.hypot(*p))
-        gain, alpha = _visibility(scene.condition, d, ahead=abs(p[1]) < 0.4 * p[0] + 1.5)
+        gain, alpha = _visibility(scene.condition, d, ahead=bool(_in_headlights(*ego_pos[i])))
         fog = _fog(scene)
         for rect, rgb in _parts(a, t):
             _fill(img, box, rect, alpha * gain * np.asarray(rgb, np.float32) + (1 - alpha) * fog)
@@ -500,7 +608,6 @@ def _render_camera(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarr
         for rect, rgb, opacity in _lights(a, t, scene.condition, p):
             _fill(img, box, rect, glow * np.asarray(rgb, np.float32) + (1 - glow) * fog, opacity)
     oy, ox = rng.integers(0, 64, size=2)
-    h, w, _ = CAMERA_SHAPE
     img += _NOISE_SIGMA[scene.condition] * _noise_tile()[oy : oy + h, ox : ox + w]
     if scene.condition == "rain":
         ry, rx = rng.integers(0, 64, size=2)
@@ -611,15 +718,15 @@ def _lidar_rays() -> np.ndarray:
     ).astype(np.float32)
 
 
-def _render_lidar(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarray:
+def _render_lidar(scene: Scene, t: float, rng: np.random.Generator, mount: Mount) -> np.ndarray:
     rays = _lidar_rays()
     n_az, n_el, _ = rays.shape
     # Ground: z = -LIDAR_HEIGHT_M in the lidar frame.
     dz = rays[..., 2]
     rng_m = np.where(dz < 0, LIDAR_HEIGHT_M / np.maximum(-dz, 1e-6), np.inf).astype(np.float32)
     refl = np.full((n_az, n_el), 0.1, np.float32)
-    pos, _ = scene.state(t)
-    for a, p in zip(scene.actors, pos, strict=True):
+    actors, pos, _ = _sensor_view(scene, t, mount)
+    for a, p in zip(actors, pos, strict=True):
         idx = _lidar_azimuth_slice(_box_corners(a, p), n_az)
         hit = _ray_box(rays[idx], a, p)
         ranges, reflectivity = rng_m[idx], refl[idx]  # fancy indexing copies: write back below
@@ -638,9 +745,10 @@ def _render_lidar(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarra
     r = r + _LIDAR_NOISE_M[scene.condition] * rng.standard_normal(r.shape, dtype=np.float32)
     xyz = rays[keep] * r[:, None]
     intensity = np.minimum(refl[keep] * rng.uniform(0.8, 1.2, r.shape).astype(np.float32), 1.0)
-    # Lane markings are retro-reflective.
+    # Lane markings (the ego's lane, y = +-1.9 m) are retro-reflective.
     ground = np.abs(xyz[:, 2] + LIDAR_HEIGHT_M) < 0.2
-    marking = ground & (np.abs(np.abs(xyz[:, 1]) - 1.9) < 0.1)
+    _, y_ego = _to_ego(mount, xyz[:, 0], xyz[:, 1])
+    marking = ground & (np.abs(np.abs(y_ego) - 1.9) < 0.1)
     intensity[marking] = 0.6
     points = np.concatenate([xyz, intensity[:, None]], axis=1)
     if scene.condition in ("fog", "rain"):
@@ -696,10 +804,10 @@ _RADAR_POINTS = {"car": (3, 8), "emergency": (3, 8), "pedestrian": (1, 2), "cycl
 _MICRO_DOPPLER = {"car": 0.1, "emergency": 0.1, "pedestrian": 0.8, "cyclist": 1.0}  # limbs, wheels
 
 
-def _render_radar(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarray:
-    pos, v_rel = scene.state(t)
+def _render_radar(scene: Scene, t: float, rng: np.random.Generator, mount: Mount) -> np.ndarray:
+    actors, pos, v_rel = _sensor_view(scene, t, mount)
     xs, vs, rcs = [], [], []
-    for a, p, v in zip(scene.actors, pos, v_rel, strict=True):
+    for a, p, v in zip(actors, pos, v_rel, strict=True):
         r = float(np.hypot(*p))
         p_detect = 0.97 if a.kind in ("car", "emergency") else 0.96 - r / 400.0
         if r > _RADAR_RANGE_M or abs(math.atan2(p[1], p[0])) > _RADAR_FOV or rng.random() > p_detect:
@@ -715,15 +823,17 @@ def _render_radar(scene: Scene, t: float, rng: np.random.Generator) -> np.ndarra
         vs.append(v_r + _MICRO_DOPPLER[a.kind] * rng.standard_normal(n))
         rcs.append(_RADAR_RCS[a.kind] + 4.0 * rng.standard_normal(n))
     # Static scatterers: they move at minus the ego speed.
-    cxy = scene.clutter_xy - (scene.ego_speed * t, 0.0)
+    cxy = _to_sensor(mount, scene.clutter_xy - (scene.ego_speed * t, 0.0))
+    v_static = _turn_to_sensor(mount, np.array([-scene.ego_speed, 0.0]))
     seen = rng.random(len(cxy)) < 0.7
     cxy, c_rcs = cxy[seen], scene.clutter_rcs[seen]
-    if scene.condition == "rain":  # ghost detections from spray
+    if scene.condition == "rain":  # ghost detections from spray in front of the radar
         n = int(rng.integers(4, 12))
         cxy = np.concatenate([cxy, np.stack([rng.uniform(2, 40, n), rng.uniform(-8, 8, n)], 1)])
         c_rcs = np.concatenate([c_rcs, rng.uniform(-20.0, -5.0, n)])
     xs.append(np.concatenate([cxy, rng.uniform(0.0, 1.0, (len(cxy), 1))], axis=1))
-    vs.append(-scene.ego_speed * cxy[:, 0] / np.maximum(np.hypot(cxy[:, 0], cxy[:, 1]), 1e-3))
+    v_radial = cxy[:, 0] * v_static[0] + cxy[:, 1] * v_static[1]
+    vs.append(v_radial / np.maximum(np.hypot(cxy[:, 0], cxy[:, 1]), 1e-3))
     rcs.append(c_rcs + 2.0 * rng.standard_normal(len(cxy)))
     xyz, v_r, rcs_db = np.concatenate(xs), np.concatenate(vs), np.concatenate(rcs)
     # Measurement noise in polar coordinates: range 0.15 m, azimuth 1 degree; velocity 0.1 m/s.
@@ -750,12 +860,13 @@ _NOISE_BLOCK = 4096
 _ROAD_TAPS = 16  # moving-average low-pass: road rumble is mostly low-frequency
 
 
-def _white(seed: int, stream: int, idx: np.ndarray) -> np.ndarray:
-    """Unit white noise at global sample indices (contiguous), from per-block seeded generators."""
+def _white(key: tuple[int, ...], stream: int, idx: np.ndarray) -> np.ndarray:
+    """Unit white noise at global sample indices (contiguous), from per-block generators seeded with
+    `key` (the world's seed, then the microphone's noise key)."""
     blocks = np.arange(idx[0] // _NOISE_BLOCK, idx[-1] // _NOISE_BLOCK + 1) if len(idx) else np.arange(0)
     noise = (
         np.concatenate(
-            [np.random.default_rng([seed, stream, int(b)]).standard_normal(_NOISE_BLOCK) for b in blocks]
+            [np.random.default_rng([*key, stream, int(b)]).standard_normal(_NOISE_BLOCK) for b in blocks]
         )
         if len(blocks)
         else np.zeros(0)
@@ -763,24 +874,27 @@ def _white(seed: int, stream: int, idx: np.ndarray) -> np.ndarray:
     return noise[idx - blocks[0] * _NOISE_BLOCK] if len(idx) else noise
 
 
-def _road_noise(seed: int, idx: np.ndarray) -> np.ndarray:
+def _road_noise(key: tuple[int, ...], idx: np.ndarray) -> np.ndarray:
     """Low-passed noise shared by all scenes (its level is set per scene in _render_audio)."""
     if not len(idx):
         return np.zeros(0)
     ext = np.arange(idx[0] - _ROAD_TAPS + 1, idx[-1] + 1)
-    white = _white(seed, 7, np.maximum(ext, 0))
+    white = _white(key, 7, np.maximum(ext, 0))
     return np.convolve(white, np.full(_ROAD_TAPS, 1 / math.sqrt(_ROAD_TAPS)), mode="valid")
 
 
-def _render_audio(scene: Scene, t: np.ndarray, road: np.ndarray, seed: int, idx: np.ndarray) -> np.ndarray:
-    """Mix for one episode: road noise scaled by ego speed, rain hiss, engines and sirens by distance."""
+def _render_audio(
+    scene: Scene, t: np.ndarray, road: np.ndarray, key: tuple[int, ...], idx: np.ndarray, mount: Mount
+) -> np.ndarray:
+    """Mix for one episode: road noise scaled by ego speed, rain hiss, engines and sirens by their
+    distance from the microphone."""
     out = (0.01 + 0.004 * scene.ego_speed) * road
     if scene.condition == "rain":
-        out = out + 0.03 * _white(seed, 8, idx)
+        out = out + 0.03 * _white(key, 8, idx)
     if not scene.actors:
         return out
     pos, _ = scene.state(t)  # (T, A, 2)
-    dist = np.maximum(np.hypot(pos[..., 0], pos[..., 1]), 3.0)
+    dist = np.maximum(np.hypot(pos[..., 0] - mount.x_m, pos[..., 1] - mount.y_m), 3.0)
     for i, a in enumerate(scene.actors):
         gain = 1.0 / dist[:, i]
         if a.engine_hz:

@@ -8,8 +8,19 @@ import pytest
 from pipeline_harness import DEMO_TEXT, add_to_stream
 
 from fusion_pipeline.config import load_config, parse_config
-from fusion_pipeline.contract import AUDIO_SAMPLE_RATE
-from fusion_pipeline.sim import RenderLead, SensorSchedule, SimError, SimSettings, World, render
+from fusion_pipeline.sim import (
+    AUDIO_SAMPLE_RATE,
+    Actor,
+    Capture,
+    Mount,
+    RenderLead,
+    Scene,
+    SensorSchedule,
+    SimError,
+    SimSettings,
+    World,
+    render,
+)
 
 S = 1_000_000_000
 START = 1_700_000_000_123_456_789  # an arbitrary wall-clock start, not on any grid
@@ -48,11 +59,30 @@ def test_settings_default_and_parse() -> None:
         ('sim = { latency_ms = "5" }', r"sim.latency_ms: expected a number"),
         ("sim = { outage = { start_s = 1 } }", r"sim.outage: expected"),
         ("sim = { phase_ms = 50 }", r"sim.phase_ms: must be in \[0, one period\)"),  # 20 Hz: 50 ms
+        (
+            "sim = { fov_deg = 70 }",
+            r"streams\[radar/front\]\.sim\.fov_deg: only a camera has a field of view",
+        ),
+        ('sim = { yaw_deg = "left" }', r"sim.yaw_deg: expected a number"),
+        ("sim = { x_m = inf }", r"streams\[radar/front\]\.sim\.x_m: expected a finite number"),
     ],
 )
 def test_bad_settings_name_the_key(sim: str, message: str) -> None:
     with pytest.raises(SimError, match=message):
         SimSettings.from_stream(_stream("radar/front", sim))
+
+
+def test_mount_keys_give_the_stream_its_mount() -> None:
+    camera = _stream("camera/front", "sim = { yaw_deg = 55, fov_deg = 70, x_m = 1.5, y_m = -0.5 }")
+    assert SimSettings.from_stream(camera).mount == Mount(yaw_deg=55, fov_deg=70, x_m=1.5, y_m=-0.5)
+    assert SimSettings.from_stream(_stream("radar/front", "sim = { yaw_deg = 45 }")).mount == Mount(
+        yaw_deg=45
+    )
+    assert SimSettings.from_stream(_stream("lidar/top")).mount == Mount()
+    with pytest.raises(
+        SimError, match=r"streams\[camera/front\]\.sim\.fov_deg: a pinhole camera sees between"
+    ):
+        SimSettings.from_stream(_stream("camera/front", "sim = { fov_deg = 180 }"))
 
 
 def test_the_simulated_microphone_names_its_sample_rate_key() -> None:
@@ -163,6 +193,32 @@ def test_render_names_arrays_as_the_protocol_says() -> None:
         "radar": {"detections": ("<f4", (5,))},
         "audio": {"samples": ("<f4", (1,))},
     }
+
+
+def test_render_shows_the_scene_from_the_stream_mount(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A camera turned round sees a car parked behind the ego that the front camera does not; every
+    modality renders from its stream's mount."""
+    world, empty = World(0), World(0)
+    behind = Actor("car", -15.0, 0.0, 0.0, 0.0, length=4.5, width=1.8, height=1.5, color=(160, 25, 25))
+    monkeypatch.setattr(world, "episode", lambda k: Scene("clear", 0.0, (behind,)))
+    monkeypatch.setattr(empty, "episode", lambda k: Scene("clear", 0.0, ()))
+    capture = Capture(START, START, True)
+
+    def image(w: World, sim: str) -> np.ndarray:
+        return render(w, _stream("camera/front", sim), capture, 0)[0]["image"]
+
+    assert np.array_equal(image(world, ""), image(empty, ""))
+    assert not np.array_equal(
+        image(world, "sim = { yaw_deg = 180 }"), image(empty, "sim = { yaw_deg = 180 }")
+    )
+    mount = Mount(yaw_deg=180, x_m=-1.0)
+    sim = "sim = { yaw_deg = 180, x_m = -1.0 }"
+    points = render(world, _stream("lidar/top", sim), capture, 0)[0]["points"]
+    np.testing.assert_array_equal(points, world.lidar(START, mount))
+    detections = render(world, _stream("radar/front", sim), capture, 0)[0]["detections"]
+    np.testing.assert_array_equal(detections, world.radar(START, mount))
+    samples = render(world, _stream("audio/roof", sim), capture, 320)[0]["samples"]
+    np.testing.assert_array_equal(samples[:, 0], world.audio(START, 320, mount=mount))
 
 
 def test_render_lead_follows_the_render_cost_within_one_period() -> None:

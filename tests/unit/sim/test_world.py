@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
+
 import numpy as np
 import pytest
 
-from fusion_pipeline.contract import AUDIO_SAMPLE_RATE, default_contract
+from fusion_pipeline.contract import default_contract
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.sim import CLASSES, CONDITIONS, Actor, Scene, World, WorldConfig, WorldError
+from fusion_pipeline.sim import (
+    AUDIO_SAMPLE_RATE,
+    CAMERA_FOV_DEG,
+    CLASSES,
+    CONDITIONS,
+    DEFAULT_MOUNT,
+    Actor,
+    Mount,
+    Scene,
+    World,
+    WorldConfig,
+    WorldError,
+)
 
 SECOND = 1_000_000_000
 
@@ -31,7 +46,30 @@ CFG = WorldConfig()
 
 
 def test_classes_follow_the_model_contract() -> None:
-    assert default_contract().classes == CLASSES
+    (logits,) = (out for out in default_contract().outputs if out.kind == "class_logits")
+    assert logits.classes == CLASSES
+
+
+def _digest(arrays: list[np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def test_the_default_mount_renders_bitwise_what_the_world_rendered_before_mounts() -> None:
+    """The digests were taken from the world before sensors had mounts (commit 2b2475b): recorded logs,
+    replayed demo results and cached datasets stay valid. Episodes 0-7 of seed 3 cover every condition."""
+    world = World(3)
+    stamps = [world.episode_start_ns(k) + 1_300_000_000 + 7 * k for k in range(8)]
+    assert {world.episode(k).condition for k in range(8)} == set(CONDITIONS)
+    assert _digest([world.camera(t) for t in stamps]) == "2891c6e106b1a16f"
+    assert _digest([world.lidar(t) for t in stamps]) == "bd10b28afc7cc9ef"
+    assert _digest([world.radar(t) for t in stamps]) == "fe712a8869e71ff8"
+    assert _digest([world.audio(t, 3200) for t in stamps]) == "759e70b821e78231"
+    t = stamps[4]  # rain: every layer of noise
+    np.testing.assert_array_equal(world.camera(t, Mount()), world.camera(t))
 
 
 def test_same_seed_renders_the_same_world_and_another_seed_does_not() -> None:
@@ -226,3 +264,95 @@ def test_episodes_change_the_scene_on_schedule() -> None:
     assert world.locate(7_250_000_000) == (1, 0.25)
     assert world.episode(0).ego_speed != world.episode(1).ego_speed
     assert world.scene is world.episode(0)
+
+
+# -- mounts -----------------------------------------------------------------------------------------------
+
+
+def _shows_actor(scene: Scene, mount: Mount) -> bool:
+    """Whether the camera's frame differs from the same frame with no actors (same noise)."""
+    empty = Scene(scene.condition, scene.ego_speed, ())
+    return not np.array_equal(scene.camera(0.0, rng(), mount), empty.camera(0.0, rng(), mount))
+
+
+def test_a_camera_sees_what_its_yaw_points_at() -> None:
+    behind = Scene("clear", 0.0, (car(-15.0, 0.0),))
+    left = Scene("clear", 0.0, (car(0.0, 15.0),))
+    assert not _shows_actor(behind, DEFAULT_MOUNT)
+    assert _shows_actor(behind, Mount(yaw_deg=180.0))
+    assert not _shows_actor(left, DEFAULT_MOUNT) and not _shows_actor(left, Mount(yaw_deg=-90.0))
+    assert _shows_actor(left, Mount(yaw_deg=90.0))  # counter-clockwise: +90 looks left
+
+
+def test_a_wider_field_of_view_shows_the_same_actor_smaller() -> None:
+    scene = Scene("clear", 0.0, (car(20.0, 0.0),))
+    empty = Scene("clear", 0.0, ())
+
+    def width_px(mount: Mount) -> int:
+        changed = np.abs(scene.camera(0.0, rng(), mount).astype(int) - empty.camera(0.0, rng(), mount))
+        return int(np.ptp(np.nonzero(changed.max(axis=2) > 30)[1]))
+
+    ratio = width_px(Mount(fov_deg=90.0)) / width_px(Mount())
+    focal_ratio = math.tan(math.radians(CAMERA_FOV_DEG / 2)) / math.tan(math.radians(45.0))
+    assert ratio == pytest.approx(focal_ratio, rel=0.1)
+
+
+def test_lidar_and_radar_return_points_in_their_own_frame() -> None:
+    """A car 15 m to the left of the ego is 15 m ahead of a lidar turned left, and 5 m nearer to one
+    mounted 5 m further left; a radar sees it only when turned towards it. The lidar sees the car's
+    near end, 2.25 m before its centre."""
+    scene = Scene("clear", 0.0, (car(0.0, 15.0, heading=math.pi / 2, speed=4.0),))  # driving away, leftwards
+
+    def near_end(points: np.ndarray) -> np.ndarray:
+        above_ground = points[points[:, 2] > -1.5]
+        return np.median(above_ground[:, :2], axis=0)
+
+    np.testing.assert_allclose(near_end(scene.lidar(0.0, rng())), (0.0, 12.75), atol=0.5)
+    np.testing.assert_allclose(near_end(scene.lidar(0.0, rng(), Mount(yaw_deg=90.0))), (12.75, 0.0), atol=0.5)
+    np.testing.assert_allclose(
+        near_end(scene.lidar(0.0, rng(), Mount(yaw_deg=90.0, y_m=5.0))), (7.75, 0.0), atol=0.5
+    )
+
+    def on_car(detections: np.ndarray) -> np.ndarray:
+        return detections[detections[:, 4] > 3.0]  # cars are strong reflectors; clutter-free scene
+
+    assert len(on_car(scene.radar(0.0, rng()))) == 0  # 90 degrees off the radar's axis: outside +-60
+    seen = on_car(scene.radar(0.0, rng(), Mount(yaw_deg=90.0)))
+    assert len(seen) >= 3
+    assert np.median(seen[:, 0]) == pytest.approx(15.0, abs=1.5)
+    assert np.median(seen[:, 3]) == pytest.approx(4.0, abs=0.5)  # receding from the radar at 4 m/s
+
+
+def test_a_microphone_hears_a_siren_louder_from_nearer() -> None:
+    world = World(0)
+    siren = Scene("clear", 0.0, (car(30.0, 0.0, kind="emergency"),))
+    world.episode = lambda k: siren  # type: ignore[method-assign]
+    power = {x: float(np.mean(world.audio(0, 8000, mount=Mount(x_m=x)) ** 2)) for x in (0.0, 20.0)}
+    assert power[20.0] > 4 * power[0.0]  # 10 m instead of 30 m away
+
+
+def test_each_mount_has_its_own_noise() -> None:
+    """Two sensors with (nearly) the same view do not share noise: neither with the default mount,
+    whose noise is the one-sensor world's, nor with each other."""
+    world = World(1)
+    t = 2 * SECOND
+    near_default = [Mount(x_m=1e-6), Mount(x_m=2e-6)]
+    lidars = [world.lidar(t, m) for m in (DEFAULT_MOUNT, *near_default)]
+    assert len({len(points) for points in lidars}) == 3  # different dropout draws
+    mics = [world.audio(t, 1600, mount=m) for m in (DEFAULT_MOUNT, *near_default)]
+    assert not np.array_equal(mics[0], mics[1]) and not np.array_equal(mics[1], mics[2])
+    np.testing.assert_array_equal(world.lidar(t, Mount(x_m=1e-6)), lidars[1])  # and it is reproducible
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"fov_deg": 180.0}, "fov_deg: a pinhole camera sees between 0 and 180 degrees"),
+        ({"fov_deg": 0.0}, "fov_deg: a pinhole camera sees between 0 and 180 degrees"),
+        ({"yaw_deg": math.nan}, "yaw_deg: expected a finite number"),
+        ({"x_m": math.inf}, "x_m: expected a finite number"),
+    ],
+)
+def test_impossible_mounts_are_refused(fields: dict[str, float], message: str) -> None:
+    with pytest.raises(WorldError, match=message):
+        Mount(**fields)
