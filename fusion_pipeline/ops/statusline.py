@@ -21,6 +21,15 @@ _ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 _CLEAR = "\r\x1b[K"  # back to the line's start, erase it
 
 
+def _labels(streams: list[str]) -> dict[str, str]:
+    """Short names for the status line: a stream's first path part ("camera" for camera/front), or its
+    whole name where several streams share that part (a surround suite's six cameras)."""
+    first = [name.split("/")[0] for name in streams]
+    return {
+        name: short if first.count(short) == 1 else name for name, short in zip(streams, first, strict=True)
+    }
+
+
 class StatusLine:
     """Writes every line to `out`; the node reader threads and the supervisor's loop share it."""
 
@@ -69,8 +78,9 @@ class StatusLine:
         waiting = not self.tty and not stats.results
         if not waiting:
             dt = max(1e-3, now - self._base[0])
+            labels = _labels(list(produced))
             rates = " ".join(
-                f"{name.split('/')[0]} {(n - self._base[1].get(name, 0)) / dt:4.1f}Hz"
+                f"{labels[name]} {(n - self._base[1].get(name, 0)) / dt:4.1f}Hz"
                 for name, n in produced.items()
             )
             self._show(" | ".join([rates, *_fields(stats, restarts, latest)]))
