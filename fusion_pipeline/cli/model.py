@@ -2,6 +2,10 @@
 
 torch is imported inside the handlers only: `model info` (and `--help`) must work where the runtime is
 installed without the [train] extra, and train, eval and export say to install it where it is missing.
+
+Without --config, `train` trains the default contract's suite (the shipped model's four inputs); with one,
+a suite for that config's sensors (`contract_for_config`), and each checkpoint keeps the config's text, so
+`eval` renders the same sensors and `export` needs nothing but the run dir.
 """
 
 from __future__ import annotations
@@ -9,19 +13,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
-from fusion_pipeline.cli.args import add_command, check_output_path, comma_list, number
+from fusion_pipeline.cli.args import add_command, check_output_path, comma_list, config_argument, number
+from fusion_pipeline.config import Config, parse_config
+from fusion_pipeline.contract import ModelContract, default_contract
+from fusion_pipeline.model.contracts import contract_for_config
 from fusion_pipeline.model.errors import ModelError
 
 __all__ = ["MIN_SAMPLES", "register"]
 
 DEFAULT_RUN = Path("data/model-run")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
+#: How the eval report names the default model.
+DEFAULT_SHIPPED = "fusion_pipeline/models/default.onnx"
 DEFAULT_TEST_SEED = 1000
 CACHE_HELP = "dataset cache (default: $FUSION_PIPELINE_CACHE, else ~/.cache/fusion-pipeline)"
 #: The fewest samples that leave one training batch (TrainConfig.batch_size 64) after the validation
@@ -50,6 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmds = model.add_subparsers(dest="model_command", metavar="MODEL_COMMAND", required=True)
 
     p = add_command(cmds, "train", _train)
+    config_argument(
+        p,
+        "config whose streams to train for, one model input each (default: the shipped model's four inputs)",
+    )
     _run_dir_argument(p, "where checkpoints go (%(default)s)")
     p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_HELP)
     p.add_argument(
@@ -77,6 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="torch seed: init, shuffling, modality dropout")
 
     p = add_command(cmds, "eval", _eval)
+    config_argument(p, "config whose sensors to render (default: the one the checkpoints were trained for)")
     _run_dir_argument(p, "checkpoints (%(default)s)")
     p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_HELP)
     p.add_argument("--test-seed", type=int, default=DEFAULT_TEST_SEED, help="world seed (%(default)s)")
@@ -117,18 +132,20 @@ def _train(args: argparse.Namespace) -> int:
     """train the fusion strategies and single-sensor baselines on world data
 
     Generate (or load the cached) world dataset, then train every model of the suite on it: the three
-    fusion strategies and one single-sensor baseline per modality.
+    fusion strategies and one single-modality baseline per modality (using all of its sensors). With
+    --config, for that config's sensors: one model input per stream.
     """
     with _train_extra():
         from fusion_pipeline.model.train import (
-            SUITE,
             TrainConfig,
             load_dataset,
             model_config_for,
             save_checkpoint,
+            suite,
             to_tensors,
             train_model,
         )
+    from fusion_pipeline.sim.dataset import sensors_for
 
     overrides = {
         "n_samples": args.samples,
@@ -137,14 +154,26 @@ def _train(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     tc = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    names = list(SUITE) if args.models is None or "all" in args.models else args.models
+    config_text = args.config.read_text() if args.config else None
+    config = parse_config(config_text, str(args.config)) if config_text is not None else None
+    contract = contract_for_config(config) if config else default_contract()
+    names = list(suite(contract)) if args.models is None or "all" in args.models else args.models
     configs = {name: model_config_for(name) for name in names}  # validates every name before any work
-    data = to_tensors(load_dataset(tc.world_seed, tc.n_samples, args.cache_dir))
+    for name in names:
+        if name not in suite(contract):
+            raise ModelError(f"model {name!r}: {args.config} has no {name.removesuffix('-only')} stream")
+    sensors = sensors_for(config) if config else None
+    data = to_tensors(load_dataset(tc.world_seed, tc.n_samples, args.cache_dir, contract, sensors), contract)
     args.run_dir.mkdir(parents=True, exist_ok=True)
-    for name, config in configs.items():
+    for name, model_config in configs.items():
         t0 = time.perf_counter()
-        model, history = train_model(config, tc, data, desc=name)
-        meta = {"train_config": asdict(tc), "history": history, "seconds": time.perf_counter() - t0}
+        model, history = train_model(model_config, tc, data, desc=name, contract=contract)
+        meta = {
+            "train_config": asdict(tc),
+            "history": history,
+            "seconds": time.perf_counter() - t0,
+            "config": {"source": str(args.config), "text": config_text} if config_text is not None else None,
+        }
         save_checkpoint(args.run_dir / f"{name}.npz", model, meta)
         last = history[-1]
         print(
@@ -162,27 +191,44 @@ def _eval(args: argparse.Namespace) -> int:
     model documentation and docs/model_eval.png).
     """
     with _train_extra():
-        from fusion_pipeline.model.evaluate import evaluate_suite, pyplot, save_rows, write_report
+        from fusion_pipeline.model.evaluate import (
+            criteria_for,
+            evaluate_suite,
+            pyplot,
+            save_rows,
+            write_report,
+        )
         from fusion_pipeline.model.train import SUITE, load_checkpoint, load_dataset, to_tensors
 
         pyplot()  # only the plot needs matplotlib, at the very end: check it before the evaluation
+    from fusion_pipeline.sim.dataset import sensors_for
 
-    models, train_configs = {}, []
+    models, metas = {}, []
     for name in SUITE:
         path = args.run_dir / f"{name}.npz"
         if path.is_file():
             models[name], meta = load_checkpoint(path)
-            train_configs.append(meta["train_config"])
+            metas.append(meta)
     if not models:
         raise ModelError(f"{args.run_dir}: no checkpoints; run `fusion-pipeline model train` first")
-    tc = train_configs[0]
-    if any(c != tc for c in train_configs):
+    tc = metas[0]["train_config"]
+    if any(m["train_config"] != tc or m.get("config") != metas[0].get("config") for m in metas):
         raise ModelError(
             f"{args.run_dir}: checkpoints were trained with different settings; retrain the suite"
         )
     if args.test_seed == tc["world_seed"]:
         raise ModelError(f"--test-seed {args.test_seed} is the training world seed; pick an unseen one")
-    data = to_tensors(load_dataset(args.test_seed, args.test_samples, args.cache_dir))
+    contract = _suite_contract(args.run_dir, [m.contract for m in models.values()])
+    source, config = _eval_config(args.config, metas[0].get("config"))
+    if config is not None and contract_for_config(config) != contract:
+        raise ModelError(
+            f"--config {source}: its streams are not the sensors the checkpoints in {args.run_dir} were "
+            f"trained for ({', '.join(contract.presence_order)})"
+        )
+    sensors = sensors_for(config) if config else None
+    data = to_tensors(
+        load_dataset(args.test_seed, args.test_samples, args.cache_dir, contract, sensors), contract
+    )
     rows = evaluate_suite(models, data)
     setup = {
         "train_world_seed": tc["world_seed"],
@@ -192,34 +238,68 @@ def _eval(args: argparse.Namespace) -> int:
         "epochs": tc["epochs"],
         "test_world_seed": args.test_seed,
         "test_samples": args.test_samples,
+        "config": source,
+        "sensors": _sensor_summary(contract),
     }
     doc = args.doc or args.run_dir / "MODEL.md"
     # Beside the doc by default: the doc links the plot relative to its own folder.
     plot = args.plot or doc.parent / "model_eval.png"
     doc.parent.mkdir(parents=True, exist_ok=True)
     plot.parent.mkdir(parents=True, exist_ok=True)
-    summary = write_report(rows, setup, doc, plot)
+    summary = write_report(
+        rows,
+        setup,
+        doc,
+        plot,
+        criteria=criteria_for(contract),
+        section=f"model-eval:{config.pipeline.name}" if config else "model-eval",
+        shipped_as=(config.model.path or None) if config else DEFAULT_SHIPPED,
+    )
     save_rows(args.run_dir / "eval.json", rows, summary, setup)
     for strategy, c in summary["acceptance"].items():
         print(
             f"{strategy:9s} all {c['all_present_accuracy']:.3f}  "
             f"best single {c['best_single_accuracy']:.3f}  "
-            f"gain {c['fusion_gain']:+.3f}  worst missing drop {c['worst_missing_drop']:.3f}  "
-            f"{'PASS' if c['passes'] else 'FAIL'}"
+            f"gain {c['fusion_gain']:+.3f}  worst missing drop {c['worst_missing_drop']:.3f} "
+            f"({c['worst_missing']})  {'PASS' if c['passes'] else 'FAIL'}"
         )
     print(f"best: {summary['best']}; wrote {doc} and {plot}")
     return 0
+
+
+def _suite_contract(run_dir: Path, contracts: list[ModelContract]) -> ModelContract:
+    """The one contract the suite's models share (their fusion labels aside)."""
+    unlabelled = {c.to_json(): c for c in (replace(c, fusion="") for c in contracts)}
+    if len(unlabelled) > 1:
+        raise ModelError(f"{run_dir}: checkpoints were trained for different sensors; retrain the suite")
+    return next(iter(unlabelled.values()))
+
+
+def _eval_config(path: Path | None, saved: dict[str, Any] | None) -> tuple[str | None, Config | None]:
+    """The config to evaluate with, and how to name it: --config, else the one saved in the
+    checkpoints, else none (the default suite)."""
+    if path is not None:
+        return str(path), parse_config(path.read_text(), str(path))
+    if saved is not None:
+        return saved["source"], parse_config(saved["text"], f"{saved['source']} (saved in the checkpoints)")
+    return None, None
+
+
+def _sensor_summary(contract: ModelContract) -> str:
+    """ "6 camera, 1 lidar, 3 radar, 1 audio": the suite's sensors by modality."""
+    counts = Counter(spec.modality for spec in contract.inputs)
+    return ", ".join(f"{n} {modality}" for modality, n in counts.items())
 
 
 def _export(args: argparse.Namespace) -> int:
     """export a trained model to ONNX with the contract in its metadata
 
     Export one trained model to ONNX (dynamic batch) with the model contract as metadata, then check
-    ONNX Runtime against torch on random inputs under all presence masks.
+    ONNX Runtime against torch on random inputs under all presence masks (at most 64 of them).
     """
     check_output_path(args.out, "--out", new=True)
     with _train_extra():
-        from fusion_pipeline.model.export import check_parity, export_onnx
+        from fusion_pipeline.model.export import export_onnx
         from fusion_pipeline.model.train import load_checkpoint
 
     name = args.model
@@ -229,18 +309,9 @@ def _export(args: argparse.Namespace) -> int:
             raise ModelError(f"{eval_path}: missing; run `fusion-pipeline model eval` or pass --model")
         name = json.loads(eval_path.read_text())["best"]
     model, _ = load_checkpoint(args.run_dir / f"{name}.npz")
-    # Written beside --out and linked into place only once it passed the parity check: a failed or
-    # interrupted export leaves no half model, and link(2) refuses a file that appeared meanwhile.
-    partial = args.out.with_name(f".{os.getpid()}.{args.out.name}")  # same suffix, same file system
-    try:
-        export_onnx(model, partial)
-        worst = check_parity(model, partial)
-        try:
-            os.link(partial, args.out)
-        except FileExistsError:
-            raise ModelError(f"--out {args.out}: exists already, not overwriting it") from None
-    finally:
-        partial.unlink(missing_ok=True)
+    # export_onnx writes beside --out and links the file into place only once it passed the parity check:
+    # a failed or interrupted export leaves no half model, and link(2) refuses a file that appeared meanwhile.
+    worst = export_onnx(model, args.out)
     size_mb = args.out.stat().st_size / 1e6
     print(f"exported {name} to {args.out} ({size_mb:.2f} MB); max |torch - onnxruntime| = {worst:.2e}")
     return 0
@@ -258,14 +329,22 @@ def _info(args: argparse.Namespace) -> int:
         print(contract.to_json())
         return 0
     print(f"{args.model_path}: contract v{contract.version}, fusion {contract.fusion or '?'}")
-    print(f"  presence input {contract.presence_input!r}, order {', '.join(contract.modalities)}")
-    print(f"  classes: {', '.join(contract.classes)}")
-    for title, specs in (("inputs", contract.inputs), ("outputs", contract.outputs)):
-        print(f"  {title}:")
-        for s in specs:
-            shape = "x".join(str(d) for d in ("B", *s.shape))
-            where = f" [{s.modality}]" if s.modality else ""
-            print(f"    {s.name:13s} {s.dtype} {shape:12s}{where} {s.meaning}")
-            if s.preprocess:
-                print(f"      preprocess: {json.dumps(s.preprocess, sort_keys=True)}")
+    print(f"  presence input {contract.presence!r}, one bit per input: {', '.join(contract.presence_order)}")
+    print("  inputs:")
+    for spec in contract.inputs:
+        for name, shape in spec.tensors.items():
+            what = f"[{spec.modality}] {spec.meaning}" if name == spec.name else f"mask of {spec.name}"
+            print(f"    {name:13s} {spec.dtype} {_shape(shape):12s} {what}".rstrip())
+        if spec.preprocess:
+            print(f"      preprocess: {json.dumps(spec.preprocess, sort_keys=True)}")
+    print("  outputs:")
+    for out in contract.outputs:
+        how = {"class_logits": ", ".join(out.classes), "regression": out.units}.get(out.kind, "")
+        print(
+            f"    {out.name:13s} {_shape(out.shape):12s} {out.kind}{f' ({how})' if how else ''} {out.meaning}"
+        )
     return 0
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in ("B", *shape))

@@ -8,6 +8,9 @@ training set (`InputNorm.fit`) and travel with the weights, so no caller has to 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -34,16 +37,22 @@ class InputNorm(nn.Module):
         return (x - self._view(self.mean, x.dim())) / self._view(self.std, x.dim())
 
     @torch.no_grad()
-    def fit(self, x: Tensor, weight: Tensor | None = None) -> None:
-        """Measure mean/std per channel over every other axis; `weight` (broadcastable) skips padding."""
-        dims = [d for d in range(x.dim()) if d != self.channel_dim]
-        w = torch.ones_like(x) if weight is None else weight.expand_as(x).to(x.dtype)
-        count = w.sum(dim=dims).clamp_min(1.0)
-        mean = (x * w).sum(dim=dims) / count
-        var = ((x - self._view(mean, x.dim())) ** 2 * w).sum(dim=dims) / count
+    def fit(self, xs: Sequence[Tensor], weights: Sequence[Tensor] | None = None) -> None:
+        """Measure mean/std per channel over every other axis of all of `xs` (the inputs an encoder is
+        shared by); `weights` (one per x, broadcastable) skip padding."""
+        dims = [d for d in range(xs[0].dim()) if d != self.channel_dim]
+
+        def weight(i: int) -> Tensor:
+            # Made when used, one input at a time: six cameras' worth of ones would take gigabytes.
+            x = xs[i]
+            return torch.ones_like(x) if weights is None else weights[i].expand_as(x).to(x.dtype)
+
+        count = sum(weight(i).sum(dim=dims) for i in range(len(xs))).clamp_min(1.0)
+        mean = sum((x * weight(i)).sum(dim=dims) for i, x in enumerate(xs)) / count
+        var = sum(((x - self._view(mean, x.dim())) ** 2 * weight(i)).sum(dim=dims) for i, x in enumerate(xs))
         self.mean.copy_(mean)
         # A constant channel (e.g. an unused lidar layer) must not blow up into 1/0.
-        self.std.copy_(var.sqrt().clamp_min(1e-3))
+        self.std.copy_((var / count).sqrt().clamp_min(1e-3))
 
 
 class ConvEncoder(nn.Module):
@@ -53,9 +62,9 @@ class ConvEncoder(nn.Module):
     averaging over a quarter of the map washes it out (measured: the camera-only model did not learn at
     all with average pooling).
 
-    The first layer's stride and kernel are chosen per modality so that a 96x128 camera image, a 64x64
-    BEV and a 40x48 log-mel cost about the same; batch norm is folded into the convolutions by ONNX
-    Runtime at load time.
+    The first layer's stride and kernel are chosen from the input's size (`FusionNet` picks them), so that a
+    96x128 camera image, a 64x64 BEV and a 40x48 log-mel cost about the same; batch norm is folded into
+    the convolutions by ONNX Runtime at load time.
     """
 
     def __init__(
@@ -80,13 +89,21 @@ class ConvEncoder(nn.Module):
             ]
             c_in = c_out
         self.convs = nn.Sequential(*layers)
-        # Pool with a fixed kernel computed from the known input shape: exports as one MaxPool.
+        # Pool with a fixed kernel computed from the known input shape: exports as one MaxPool. A map that
+        # does not divide into the grid gets a shorter last window (ceil mode).
         with torch.no_grad():
-            _, _, h, w = self.convs(torch.zeros(1, *in_shape)).shape
-        if h % token_grid[0] or w % token_grid[1]:
-            raise ModelError(f"feature map {h}x{w} does not divide into token grid {token_grid}")
-        kernel_hw = (h // token_grid[0], w // token_grid[1])
-        self.pool = nn.MaxPool2d(kernel_hw, stride=kernel_hw)
+            _, _, h, w = self.convs(torch.zeros(2, *in_shape)).shape  # 2: batch norm needs two values
+        kernel_hw = (math.ceil(h / token_grid[0]), math.ceil(w / token_grid[1]))
+        self.pool = nn.MaxPool2d(
+            kernel_hw, stride=kernel_hw, ceil_mode=bool(h % token_grid[0] or w % token_grid[1])
+        )
+        with torch.no_grad():
+            grid = tuple(self.pool(torch.zeros(1, 1, h, w)).shape[2:])
+        if grid != tuple(token_grid):
+            raise ModelError(
+                f"its {h}x{w} feature map does not pool into a {token_grid[0]}x{token_grid[1]} token grid "
+                f"(input shape {tuple(in_shape)})"
+            )
         self.proj = nn.Linear(c_in, d_model)
         self.n_tokens = token_grid[0] * token_grid[1]
 

@@ -1,7 +1,7 @@
 """Evaluation: every suite model under every presence pattern of interest, on a world seed never trained on.
 
-Writes `eval.json` next to the checkpoints, and the table plus a plot into docs/MODEL.md (between the
-markers below, so the prose around it is kept). Metrics are computed in numpy so they are easy to check.
+Writes `eval.json` next to the checkpoints, and the table plus a plot into docs/MODEL.md (between a
+suite's markers, so the prose around it is kept). Metrics are computed in numpy so they are easy to check.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -17,18 +18,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from fusion_pipeline.contract import MODALITIES
+from fusion_pipeline.contract import MODALITIES, InputSpec, ModelContract, default_contract
+from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.fusion import FUSIONS
-from fusion_pipeline.model.net import FusionNet
-from fusion_pipeline.model.train import INPUT_NAMES, SUITE
+from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet
+from fusion_pipeline.model.train import SUITE, input_tensors
 
 __all__ = [
+    "DEFAULT_CRITERIA",
     "MAX_MISSING_DROP",
+    "MAX_REDUNDANT_DROP",
     "MIN_FUSION_GAIN",
     "PATTERNS",
+    "Criteria",
     "Metrics",
+    "criteria_for",
     "evaluate_suite",
     "macro_f1",
+    "markers",
+    "patterns_for",
     "pick_best",
     "pyplot",
     "roc_auc",
@@ -37,18 +45,69 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Presence patterns of the table: all present, each sensor alone, each sensor missing.
-PATTERNS: dict[str, tuple[float, ...]] = {
-    "all": (1.0,) * len(MODALITIES),
-    **{f"{m} only": tuple(float(i == j) for j in range(len(MODALITIES))) for i, m in enumerate(MODALITIES)},
-    **{f"no {m}": tuple(float(i != j) for j in range(len(MODALITIES))) for i, m in enumerate(MODALITIES)},
-}
-#: Acceptance: fused accuracy gain over the best single-sensor model, and the worst allowed drop
-#: when one sensor is missing (both in accuracy points, i.e. fractions here).
+
+def patterns_for(contract: ModelContract) -> dict[str, tuple[float, ...]]:
+    """Presence patterns of the table, bits in presence order: all present, each modality alone, each
+    modality missing (all of its inputs), and each input missing of a modality that has several (one
+    camera of six)."""
+    order = contract.presence_order
+
+    def present(keep: Callable[[InputSpec], bool]) -> tuple[float, ...]:
+        return tuple(float(keep(contract.input(name))) for name in order)
+
+    modalities = [m for m in MODALITIES if contract.inputs_for(m)]
+    patterns = {
+        "all": present(lambda s: True),
+        **{f"{m} only": present(lambda s, m=m: s.modality == m) for m in modalities},
+        **{f"no {m}": present(lambda s, m=m: s.modality != m) for m in modalities},
+    }
+    for spec in contract.inputs:
+        if len(contract.inputs_for(spec.modality)) > 1:
+            if f"no {spec.name}" in patterns:
+                raise ModelError(
+                    f"input {spec.name!r} is named like a modality: its pattern would be ambiguous"
+                )
+            patterns[f"no {spec.name}"] = present(lambda s, name=spec.name: s.name != name)
+    return patterns
+
+
+#: The default contract's patterns: all present, each sensor alone, each sensor missing.
+PATTERNS: dict[str, tuple[float, ...]] = patterns_for(default_contract())
+#: Acceptance: fused accuracy gain over the best single-modality model, and the worst allowed drop when
+#: one sensor is missing (both in accuracy points, i.e. fractions here): any one sensor of the default
+#: suite, one of several of a modality (a camera of six) in a suite that has them.
 MIN_FUSION_GAIN = 0.10
 MAX_MISSING_DROP = 0.08
+MAX_REDUNDANT_DROP = 0.03
 
-BEGIN, END = "<!-- model-eval:begin -->", "<!-- model-eval:end -->"
+
+@dataclass(frozen=True)
+class Criteria:
+    """What a fusion strategy must reach: `min_gain` over the best single-modality model, and at most
+    `max_drop` from all present under each of the `one_missing` patterns."""
+
+    one_missing: tuple[str, ...]
+    max_drop: float
+    min_gain: float = MIN_FUSION_GAIN
+
+
+def criteria_for(contract: ModelContract) -> Criteria:
+    """One sensor of several missing (a suite with redundant sensors), else each one missing."""
+    redundant = [s.name for s in contract.inputs if len(contract.inputs_for(s.modality)) > 1]
+    if redundant:
+        return Criteria(tuple(f"no {name}" for name in redundant), MAX_REDUNDANT_DROP)
+    return Criteria(tuple(f"no {s.modality}" for s in contract.inputs), MAX_MISSING_DROP)
+
+
+DEFAULT_CRITERIA = criteria_for(default_contract())
+
+
+def markers(section: str) -> tuple[str, str]:
+    """The comments around a report section: `model-eval` is the default suite's."""
+    return f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+
+
+BEGIN, END = markers("model-eval")
 
 
 @dataclass
@@ -110,16 +169,15 @@ def _run_patterns(
 ) -> dict[str, dict[str, np.ndarray]]:
     """Outputs of `model` under each presence pattern; the encoders run once per batch, not per pattern."""
     model.eval()
-    names = ("class_logits", "position", "velocity", "siren_logit")
-    chunks: dict[str, dict[str, list[np.ndarray]]] = {p: {k: [] for k in names} for p in patterns}
+    chunks: dict[str, dict[str, list[np.ndarray]]] = {p: {k: [] for k in OUTPUT_NAMES} for p in patterns}
     n = len(data["class"])
     for i in range(0, n, batch_size):
-        inputs = {k: data[k][i : i + batch_size] for k in INPUT_NAMES}
+        inputs = {k: data[k][i : i + batch_size] for k in input_tensors(model.contract)}
         tokens = model.encode(inputs)
         for pattern, mask in patterns.items():
             presence = torch.tensor(mask).expand(len(tokens[0]), -1)[:, model.presence_index]
             fused, _ = model.fusion(tokens, presence)
-            for k, v in zip(names, model.heads(fused), strict=True):
+            for k, v in zip(OUTPUT_NAMES, model.heads(fused), strict=True):
                 chunks[pattern][k].append(v.numpy())
     return {p: {k: np.concatenate(v) for k, v in out.items()} for p, out in chunks.items()}
 
@@ -127,12 +185,15 @@ def _run_patterns(
 def evaluate_suite(
     models: dict[str, FusionNet], data: dict[str, torch.Tensor], batch_size: int = 256
 ) -> list[dict[str, Any]]:
-    """One row per (model, pattern): fused models under PATTERNS, baselines with their own sensor only."""
+    """One row per (model, pattern): fused models under `patterns_for` their contract, baselines with all
+    of their own sensors."""
     labels = {k: data[k].numpy() for k in ("class", "position", "velocity", "siren")}
     rows: list[dict[str, Any]] = []
     for name, model in models.items():
         n_classes = model.heads.cls.out_features
-        patterns = PATTERNS if name in FUSIONS else {"all": PATTERNS["all"]}
+        patterns = patterns_for(model.contract)
+        if name not in FUSIONS:
+            patterns = {"all": patterns["all"]}
         for pattern, outputs in _run_patterns(model, data, patterns, batch_size).items():
             metrics = _metrics(outputs, labels, n_classes)
             rows.append({"model": name, "pattern": pattern, **metrics.__dict__})
@@ -144,28 +205,32 @@ def _acc(rows: list[dict[str, Any]], model: str, pattern: str) -> float:
     return next(r["accuracy"] for r in rows if r["model"] == model and r["pattern"] == pattern)
 
 
-def acceptance(rows: list[dict[str, Any]], strategy: str) -> dict[str, Any]:
+def acceptance(
+    rows: list[dict[str, Any]], strategy: str, criteria: Criteria = DEFAULT_CRITERIA
+) -> dict[str, Any]:
     """The issue's acceptance figures for one fusion strategy."""
     present = {r["model"] for r in rows}
     baselines = {m: _acc(rows, m, "all") for m in SUITE if m.endswith("-only") and m in present}
     best_single = max(baselines.values()) if baselines else float("nan")
     all_acc = _acc(rows, strategy, "all")
-    worst_drop = max(all_acc - _acc(rows, strategy, f"no {m}") for m in MODALITIES)
+    drops = {p: all_acc - _acc(rows, strategy, p) for p in criteria.one_missing}
+    worst = max(drops, key=drops.__getitem__)
     return {
         "strategy": strategy,
         "all_present_accuracy": all_acc,
         "best_single_accuracy": best_single,
         "single_accuracy": baselines,
         "fusion_gain": all_acc - best_single,
-        "worst_missing_drop": worst_drop,
-        "passes": bool(all_acc - best_single >= MIN_FUSION_GAIN and worst_drop <= MAX_MISSING_DROP),
+        "worst_missing_drop": drops[worst],
+        "worst_missing": worst,
+        "passes": bool(all_acc - best_single >= criteria.min_gain and drops[worst] <= criteria.max_drop),
     }
 
 
-def pick_best(rows: list[dict[str, Any]]) -> str:
+def pick_best(rows: list[dict[str, Any]], criteria: Criteria = DEFAULT_CRITERIA) -> str:
     """The strategy to ship: passing acceptance first, then the highest all-present accuracy."""
     strategies = [s for s in FUSIONS if any(r["model"] == s for r in rows)]
-    return max(strategies, key=lambda s: (acceptance(rows, s)["passes"], _acc(rows, s, "all")))
+    return max(strategies, key=lambda s: (acceptance(rows, s, criteria)["passes"], _acc(rows, s, "all")))
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -195,9 +260,9 @@ def pyplot() -> ModuleType:
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt = pyplot()
-    patterns = list(PATTERNS)
+    patterns = list(dict.fromkeys(r["pattern"] for r in rows if r["model"] in FUSIONS))
     strategies = [s for s in FUSIONS if any(r["model"] == s for r in rows)]
-    fig, ax = plt.subplots(figsize=(10, 4.6))
+    fig, ax = plt.subplots(figsize=(max(10, 0.6 * len(patterns)), 4.6))
     width = 0.8 / max(len(strategies), 1)
     x = np.arange(len(patterns))
     for k, s in enumerate(strategies):
@@ -225,13 +290,30 @@ def _link(target: Path, doc: Path) -> str:
     return Path(os.path.relpath(target.resolve(), doc.resolve().parent)).as_posix()
 
 
-def write_report(rows: list[dict[str, Any]], setup: dict[str, Any], doc: Path, plot: Path) -> dict[str, Any]:
-    """Replace the marked section of `doc` with the table, acceptance figures and plot link."""
-    best = pick_best(rows)
-    checks = {s: acceptance(rows, s) for s in FUSIONS if any(r["model"] == s for r in rows)}
+def write_report(
+    rows: list[dict[str, Any]],
+    setup: dict[str, Any],
+    doc: Path,
+    plot: Path,
+    *,
+    criteria: Criteria = DEFAULT_CRITERIA,
+    section: str = "model-eval",
+    shipped_as: str | None = "fusion_pipeline/models/default.onnx",
+) -> dict[str, Any]:
+    """Replace `section` of `doc` (between its `markers`; appended if missing) with the table, acceptance
+    figures, plot link and the strategy to ship (as `shipped_as`, where the config names a model file)."""
+    best = pick_best(rows, criteria)
+    checks = {s: acceptance(rows, s, criteria) for s in FUSIONS if any(r["model"] == s for r in rows)}
     _plot(rows, plot)
+    begin, end = markers(section)
+    missing = (
+        "worst one-missing drop"
+        if criteria == DEFAULT_CRITERIA
+        else "worst drop, one sensor of several missing"
+    )
     lines = [
-        BEGIN,
+        begin,
+        *([f"Sensors: {setup['sensors']} (`{setup['config']}`)."] if setup.get("config") else []),
         f"Training: world seed {setup['train_world_seed']}, {setup['train_samples']} samples "
         f"(last {setup['val_fraction']:.0%} held out for per-epoch validation), torch seed {setup['seed']}, "
         f"{setup['epochs']} epochs. "
@@ -243,24 +325,24 @@ def write_report(rows: list[dict[str, Any]], setup: dict[str, Any], doc: Path, p
         "",
         f"![class accuracy by strategy and presence pattern]({_link(plot, doc)})",
         "",
-        "| strategy | all present | best single sensor | gain (>= +0.10) "
-        "| worst one-missing drop (<= 0.08) | passes |",
+        f"| strategy | all present | best single modality | gain (>= +{criteria.min_gain:.2f}) "
+        f"| {missing} (<= {criteria.max_drop:.2f}) | passes |",
         "|---|---|---|---|---|---|",
         *(
             f"| {s} | {c['all_present_accuracy']:.3f} | {c['best_single_accuracy']:.3f} | "
-            f"{c['fusion_gain']:+.3f} | {c['worst_missing_drop']:.3f} | {'yes' if c['passes'] else 'no'} |"
+            f"{c['fusion_gain']:+.3f} | {c['worst_missing_drop']:.3f} ({c['worst_missing']}) | "
+            f"{'yes' if c['passes'] else 'no'} |"
             for s, c in checks.items()
         ),
         "",
-        f"Shipped as `fusion_pipeline/models/default.onnx`: **{best}**.",
-        END,
+        f"Shipped as `{shipped_as}`: **{best}**." if shipped_as else f"Best strategy: **{best}**.",
+        end,
     ]
-    section = "\n".join(lines)
-    text = doc.read_text() if doc.is_file() else f"# The fused model\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip("\n") + f"\n\n## Evaluation\n\n{BEGIN}\n{END}\n"
-    start, stop = text.index(BEGIN), text.index(END) + len(END)
-    doc.write_text(text[:start] + section + text[stop:])
+    text = doc.read_text() if doc.is_file() else "# The fused model\n"
+    if begin not in text or end not in text:
+        text = text.rstrip("\n") + f"\n\n## Evaluation\n\n{begin}\n{end}\n"
+    start, stop = text.index(begin), text.index(end) + len(end)
+    doc.write_text(text[:start] + "\n".join(lines) + text[stop:])
     return {"best": best, "acceptance": checks}
 
 

@@ -1,59 +1,125 @@
-"""Export a FusionNet to ONNX with the model contract in its metadata and a dynamic batch dimension.
+"""Export to ONNX with the model contract in the metadata and a dynamic batch dimension.
 
-We use the TorchScript-based exporter (`dynamo=False`): for this small, static-shape network it emits a
+`export_model` exports any torch module whose forward takes the contract's graph inputs
+(`contract.tensors`: each sensor input, a radar's mask after it, the presence vector last) in that order and
+returns the contract's outputs in order: a user's own model (docs/MODEL.md, "Bring your own model"), or a
+FusionNet through `export_onnx`, which adds a parity check against torch under many presence masks.
+
+We use the TorchScript-based exporter (`dynamo=False`): for these small, static-shape networks it emits a
 compact single-file graph that ONNX Runtime fuses well (Conv+BatchNorm, LayerNorm, GELU), and it needs no
-extra tracing machinery at export time. The contract's `preprocess` fields are filled from the
-preprocessing modules' PARAMS, so a model always says which front end its inputs must come from.
+extra tracing machinery at export time.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
-from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES, ModelContract, default_contract
+from fusion_pipeline.contract import CONTRACT_KEY, ModelContract
 from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet
-from fusion_pipeline.preprocess import fill_contract
 
 __all__ = [
     "OPSET",
-    "all_presence_masks",
     "check_parity",
     "contract_for",
+    "export_model",
     "export_onnx",
+    "presence_masks",
     "random_inputs",
 ]
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
+BATCH = "batch"  # the name of every tensor's dynamic first dimension
 
 
-def contract_for(model: FusionNet) -> ModelContract:
-    """The default contract, labelled with the model's fusion strategy and its preprocessing parameters."""
-    return fill_contract(default_contract(model.config.fusion))
+def export_model(
+    module: torch.nn.Module,
+    contract: ModelContract,
+    path: str | Path,
+    *,
+    verify: Callable[[Path], object] | None = None,
+) -> ModelContract:
+    """Export `module` (put in eval mode) to a new ONNX file at `path` with `contract` in its metadata
+    (key CONTRACT_KEY) and a dynamic batch dimension; return the contract.
 
-
-def _example_inputs(contract: ModelContract, batch: int) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.zeros(batch, *spec.shape) for spec in contract.inputs)
-
-
-def export_onnx(model: FusionNet, path: str | Path, contract: ModelContract | None = None) -> ModelContract:
-    """Write `model` (put in eval mode) to `path`; return the contract stored in its metadata."""
-    contract = contract or contract_for(model)
-    input_names = [spec.name for spec in contract.inputs]
-    output_names = [spec.name for spec in contract.outputs]
-    if tuple(output_names) != OUTPUT_NAMES:
-        raise ModelError(f"contract outputs {output_names} differ from the network's {list(OUTPUT_NAMES)}")
-    model.eval()
+    `module(*tensors)` must take the contract's graph inputs in `contract.tensors` order, each with a batch
+    dimension first, and return one tensor per contract output, in order (a single tensor for one output).
+    An input the module never reads stays a graph input. Before anything is written the outputs are
+    checked against the contract, and the written graph's inputs and outputs (names and shapes, the batch
+    dynamic) are checked with ONNX Runtime. The file is written beside `path` and linked into place once
+    it passed (and `verify(partial_path)`, if given, returned): an existing file is never overwritten,
+    and a failed export leaves nothing behind."""
     path = Path(path)
+    if path.exists():
+        raise ModelError(f"{path}: exists already, not overwriting it")
+    module.eval()
+    example = random_inputs(contract, torch.ones(2, len(contract.presence_order)))
+    _check_outputs(_outputs(module, contract, example), contract, batch=2)
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{os.getpid()}.{path.name}")  # same folder: link(2) needs one file system
+    try:
+        _export(module, contract, example, partial)
+        _check_graph(module, contract, partial)
+        if verify is not None:
+            verify(partial)
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            raise ModelError(f"{path}: exists already, not overwriting it") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    log.info("exported %s (%.2f MB)", path, path.stat().st_size / 1e6)
+    return contract
+
+
+def _outputs(
+    module: torch.nn.Module, contract: ModelContract, inputs: dict[str, torch.Tensor]
+) -> Sequence[object]:
+    """`module` run on `inputs` in contract order, its result as a sequence of outputs."""
+    try:
+        with torch.no_grad():
+            out = module(*(inputs[name] for name in contract.tensors))
+    except (TypeError, RuntimeError) as exc:
+        shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in inputs.items())
+        raise ModelError(f"the module fails on the contract's inputs ({shapes}): {exc}") from exc
+    return out if isinstance(out, (tuple, list)) else (out,)
+
+
+def _check_outputs(outputs: Sequence[object], contract: ModelContract, batch: int) -> None:
+    names = [s.name for s in contract.outputs]
+    if len(outputs) != len(names):
+        raise ModelError(
+            f"the module returns {len(outputs)} outputs, the contract declares {len(names)} ({names})"
+        )
+    for i, (out, spec) in enumerate(zip(outputs, contract.outputs, strict=True)):
+        if not isinstance(out, torch.Tensor):
+            raise ModelError(
+                f"output {i} ({spec.name!r}): the module returns a {type(out).__name__}, not a tensor"
+            )
+        if tuple(out.shape) != (batch, *spec.shape):
+            raise ModelError(
+                f"output {i} ({spec.name!r}): the module returns shape {tuple(out.shape)} for a batch of "
+                f"{batch}, the contract declares {(batch, *spec.shape)}"
+            )
+
+
+def _export(
+    module: torch.nn.Module, contract: ModelContract, example: dict[str, torch.Tensor], path: Path
+) -> None:
+    """Trace `module` into `path`, then put the contract into the metadata."""
+    input_names = list(contract.tensors)
+    output_names = [spec.name for spec in contract.outputs]
     with warnings.catch_warnings():
         # The TorchScript exporter announces its deprecation on every call; the choice is deliberate.
         warnings.simplefilter("ignore", category=DeprecationWarning)
@@ -61,58 +127,116 @@ def export_onnx(model: FusionNet, path: str | Path, contract: ModelContract | No
         # Shapes read in forward() are traced as Shape ops (dynamic_axes), which is what we want.
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
-            model,
-            _example_inputs(contract, batch=2),
+            module,
+            tuple(example[name] for name in input_names),
             str(path),
             input_names=input_names,
             output_names=output_names,
-            dynamic_axes={name: {0: "batch"} for name in input_names + output_names},
+            dynamic_axes={name: {0: BATCH} for name in input_names + output_names},
             opset_version=OPSET,
             dynamo=False,
             do_constant_folding=True,
         )
     proto = onnx.load(str(path))
-    graph_inputs = [i.name for i in proto.graph.input]
-    if graph_inputs != input_names:
-        # The tracer drops inputs the network never reads (a single-modality baseline); such a graph
-        # would not honour the contract.
-        raise ModelError(f"exported graph inputs {graph_inputs} differ from the contract's {input_names}")
+    _restore_unread_inputs(proto.graph, contract)
     entry = proto.metadata_props.add()
     entry.key, entry.value = CONTRACT_KEY, contract.to_json()
     proto.producer_name = "fusion-pipeline"
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
-    log.info("exported %s (%s fusion, %.2f MB)", path, model.config.fusion, path.stat().st_size / 1e6)
-    return contract
 
 
-def all_presence_masks() -> torch.Tensor:
-    """Every presence pattern, [16, 4]; row k has bit i of k set where MODALITIES[i] is present."""
-    n = len(MODALITIES)
-    return torch.tensor([[float((k >> i) & 1) for i in range(n)] for k in range(2**n)])
+def _restore_unread_inputs(graph: onnx.GraphProto, contract: ModelContract) -> None:
+    """The tracer drops the inputs a module never reads (a single-modality baseline ignores the other
+    sensors); put them back, in contract order, so the graph takes every tensor of the contract."""
+    given = {value.name: value for value in graph.input}
+    for name, shape in contract.tensors.items():
+        if name not in given:
+            given[name] = onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [BATCH, *shape])
+    ordered = [given.pop(name) for name in contract.tensors] + list(given.values())
+    del graph.input[:]
+    graph.input.extend(ordered)
+
+
+def _check_graph(module: torch.nn.Module, contract: ModelContract, path: Path) -> None:
+    """The graph's inputs and outputs are the contract's (names, shapes, a dynamic batch): declared, and
+    as ONNX Runtime runs it on a batch other than the traced one."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    declared = [(i.name, i.shape) for i in session.get_inputs()]
+    expected = [(name, [BATCH, *shape]) for name, shape in contract.tensors.items()]
+    if declared != expected:
+        raise ModelError(f"{path}: graph inputs {declared} differ from the contract's {expected}")
+    outputs = [o.name for o in session.get_outputs()]
+    if outputs != [s.name for s in contract.outputs]:
+        raise ModelError(
+            f"{path}: graph outputs {outputs} differ from the contract's {[s.name for s in contract.outputs]}"
+        )
+    feeds = random_inputs(contract, torch.ones(3, len(contract.presence_order)), seed=1)
+    got = session.run(outputs, {name: t.numpy() for name, t in feeds.items()})
+    try:
+        _check_outputs([torch.from_numpy(g) for g in got], contract, batch=3)
+    except ModelError as exc:
+        raise ModelError(f"{path}: ONNX Runtime: {exc}") from exc
+
+
+# ---- FusionNet -----------------------------------------------------------------------------------------
+
+
+def contract_for(model: FusionNet) -> ModelContract:
+    """The contract `model` was built for, labelled with its fusion strategy."""
+    return replace(model.contract, fusion=model.config.fusion)
+
+
+def export_onnx(model: FusionNet, path: str | Path) -> float:
+    """Export `model` with `export_model` to a new file at `path`, linked into place only once ONNX Runtime
+    matched torch under `presence_masks` (`check_parity`); return the largest difference."""
+    worst: list[float] = []
+    export_model(model, contract_for(model), path, verify=lambda p: worst.append(check_parity(model, p)))
+    return worst[0]
+
+
+def presence_masks(n_inputs: int, limit: int = 64) -> torch.Tensor:
+    """Presence patterns over `n_inputs` bits, one per row. Every pattern when there are at most `limit`
+    (row k has bit i set where k has); else none, all, each input alone, each input missing, and seeded
+    random ones up to `limit` rows."""
+    if 2**n_inputs <= limit:
+        codes = torch.arange(2**n_inputs)
+    else:
+        one = 1 << torch.arange(n_inputs)
+        every = 2**n_inputs - 1
+        fixed = torch.cat([torch.tensor([0, every]), one, every - one])
+        drawn = torch.randint(
+            every + 1, (max(limit - len(fixed), 0),), generator=torch.Generator().manual_seed(0)
+        )
+        codes = torch.cat([fixed, drawn])
+    return ((codes[:, None] >> torch.arange(n_inputs)) & 1).float()
 
 
 def random_inputs(contract: ModelContract, presence: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random inputs for each presence row; about a third of the radar slots hold a detection."""
+    """Random graph inputs for each presence row, by tensor name; about a third of a radar's slots hold a
+    detection."""
     gen = torch.Generator().manual_seed(seed)
     batch = len(presence)
-    inputs = {s.name: torch.randn(batch, *s.shape, generator=gen) for s in contract.inputs}
-    inputs["radar_mask"] = (
-        torch.rand(batch, *contract.input("radar_mask").shape, generator=gen) < 0.3
-    ).float()
-    inputs[contract.presence_input] = presence
+    inputs = {}
+    for spec in contract.inputs:
+        inputs[spec.name] = torch.randn(batch, *spec.shape, generator=gen)
+        if spec.mask:
+            inputs[spec.mask] = (torch.rand(batch, *spec.tensors[spec.mask], generator=gen) < 0.3).float()
+    inputs[contract.presence] = presence
     return inputs
 
 
 def check_parity(model: FusionNet, path: str | Path, rtol: float = 1e-3, atol: float = 1e-4) -> float:
-    """Run torch and ONNX Runtime on random inputs under all 16 presence masks; return the largest
-    absolute difference, or raise ModelError if any output is outside the tolerance or not finite."""
+    """Run torch and ONNX Runtime on random inputs under `presence_masks`; return the largest absolute
+    difference, or raise ModelError if any output is outside the tolerance or not finite."""
     import onnxruntime as ort
 
     contract = contract_for(model)
-    inputs = random_inputs(contract, all_presence_masks())
+    inputs = random_inputs(contract, presence_masks(len(contract.presence_order)))
     with torch.no_grad():
-        expected = [t.numpy() for t in model.eval()(*(inputs[s.name] for s in contract.inputs))]
+        expected = [t.numpy() for t in model.eval()(*(inputs[name] for name in contract.tensors))]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(list(OUTPUT_NAMES), {k: v.numpy() for k, v in inputs.items()})
     worst = 0.0

@@ -1,35 +1,36 @@
-"""The fused network: encoders -> fusion strategy -> heads, configured by one dataclass.
+"""The fused network, built from a model contract: encoders -> fusion strategy -> heads.
 
-The forward signature is the model contract's input list, in order, so the ONNX graph's inputs are
-exactly the contract's. A single-modality baseline is the same network with `modalities` cut to one
-entry: the other inputs are accepted and ignored.
+Each sensor input of the contract gets an encoder chosen by its modality and sized from its shape. Inputs
+of one modality and shape share one encoder (six cameras train one camera encoder on six times the
+images), and a learned embedding per input, added to its tokens, says which sensor they came from. The
+fusion strategy sees one group of tokens per sensor input, in the contract's presence order. With one input
+per modality (the default contract) this is the network the shipped model was trained as, parameter for
+parameter.
+
+forward() takes the contract's graph inputs (`contract.tensors`) positionally, in that order, so the ONNX
+graph's inputs are exactly the contract's. A single-modality baseline is the same network with
+`ModelConfig.modalities` cut to one modality, all of whose inputs it uses; the other inputs are accepted
+and ignored.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from fusion_pipeline.contract import MODALITIES, ModelContract, default_contract
+from fusion_pipeline.contract import MODALITIES, InputSpec, ModelContract, default_contract
 from fusion_pipeline.model.encoders import ConvEncoder, RadarEncoder
 from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.fusion import FUSIONS, AttentionFusion, ConcatFusion, Fusion, JointFusion
 
-__all__ = ["FusionNet", "ModelConfig", "OUTPUT_NAMES"]
+__all__ = ["OUTPUT_NAMES", "EncoderGroup", "FusionNet", "ModelConfig"]
 
-#: Order of the tensors returned by FusionNet.forward; the same names as the contract's outputs.
+#: The outputs FusionNet's heads return, in order: the default contract's.
 OUTPUT_NAMES: tuple[str, ...] = tuple(s.name for s in default_contract().outputs)
-
-#: (first-layer stride, first-layer kernel, token grid) of the CNN encoders; the inputs are 96x128 (camera),
-#: 64x64 (lidar BEV) and 40x48 (log-mel), so these keep their costs alike and their tokens few.
-_CONV_LAYOUT: dict[str, tuple[int, int, tuple[int, int]]] = {
-    "camera": (4, 5, (2, 2)),
-    "lidar": (2, 3, (2, 2)),
-    "audio": (2, 3, (1, 2)),
-}
 
 
 @dataclass
@@ -37,7 +38,7 @@ class ModelConfig:
     """Architecture; the defaults are the shipped model's. Stored in every checkpoint as JSON."""
 
     fusion: str = "attention"  # one of fusion.FUSIONS
-    modalities: tuple[str, ...] = MODALITIES  # a subset, in contract order; one entry = a baseline
+    modalities: tuple[str, ...] = MODALITIES  # the inputs of these modalities are read; one = a baseline
     d_model: int = 64  # token width
     cnn_channels: tuple[int, ...] = (16, 32, 64)
     radar_hidden: int = 64
@@ -98,27 +99,101 @@ class Heads(nn.Module):
         )
 
 
+@dataclass(frozen=True)
+class EncoderGroup:
+    """Sensor inputs of one modality and shape, encoded by one shared encoder (`FusionNet.encoders[key]`)."""
+
+    key: str
+    modality: str
+    inputs: tuple[InputSpec, ...]
+
+
+def encoder_groups(inputs: tuple[InputSpec, ...]) -> list[EncoderGroup]:
+    """Group `inputs` by (modality, shape), in order of first appearance. A group is keyed by its modality,
+    or by modality and shape (`camera_3x224x224`) where one modality comes in several shapes."""
+    by_kind: dict[tuple[str, tuple[int, ...]], list[InputSpec]] = {}
+    for spec in inputs:
+        by_kind.setdefault((spec.modality, tuple(spec.shape)), []).append(spec)
+    shapes_of = [modality for modality, _ in by_kind]
+    return [
+        EncoderGroup(
+            modality if shapes_of.count(modality) == 1 else f"{modality}_{'x'.join(map(str, shape))}",
+            modality,
+            tuple(specs),
+        )
+        for (modality, shape), specs in by_kind.items()
+    ]
+
+
+def _encoder(group: EncoderGroup, config: ModelConfig) -> nn.Module:
+    """The encoder of `group`'s modality, sized from its shape."""
+    spec = group.inputs[0]
+    if group.modality == "radar":
+        return RadarEncoder(spec.shape[-1], config.radar_hidden, d_model=config.d_model)
+    if len(spec.shape) != 3 or spec.preprocess.get("layout", "CHW") != "CHW":
+        raise ModelError(
+            f"input {spec.name!r} ({group.modality}): FusionNet takes CxHxW inputs, got shape {spec.shape}"
+        )
+    # A first stride of 4 for images of 96 pixels or more (the 96x128 camera), else 2 (the 64x64 BEV, the
+    # 40x48 log-mel): the first feature maps, and so the costs, stay alike. The log-mel gets one token per
+    # half of its time axis, an image or a BEV one per quadrant.
+    stride = 4 if min(spec.shape[1:]) >= 96 else 2
+    grid = (1, 2) if group.modality == "audio" else (2, 2)
+    try:
+        return ConvEncoder(spec.shape, config.cnn_channels, stride, stride + 1, grid, config.d_model)
+    except ModelError as exc:
+        raise ModelError(f"input {spec.name!r} ({group.modality}): {exc}") from exc
+
+
+def _check_outputs(contract: ModelContract) -> int:
+    """The number of classes, once the contract's outputs are the ones FusionNet's heads return."""
+    fixed = {s.name: s.shape for s in default_contract().outputs if s.name != "class_logits"}
+    outputs = [(s.name, s.shape) for s in contract.outputs]
+    if [name for name, _ in outputs] != list(OUTPUT_NAMES) or any(
+        fixed.get(name, shape) != shape for name, shape in outputs
+    ):
+        raise ModelError(
+            f"FusionNet returns {', '.join(OUTPUT_NAMES)} (class logits, a 2-vector, two scalars); the "
+            f"contract's outputs are {outputs}"
+        )
+    return contract.outputs[0].shape[0]
+
+
 class FusionNet(nn.Module):
     def __init__(self, config: ModelConfig, contract: ModelContract | None = None) -> None:
         super().__init__()
         self.config = config
-        contract = contract or default_contract(config.fusion)
-        shapes = {m: contract.input(m).shape for m in MODALITIES}
-
-        def encoder(m: str) -> nn.Module:
-            if m == "radar":
-                return RadarEncoder(shapes["radar"][-1], config.radar_hidden, d_model=config.d_model)
-            stride, kernel, grid = _CONV_LAYOUT[m]
-            return ConvEncoder(shapes[m], config.cnn_channels, stride, kernel, grid, config.d_model)
-
-        self.encoders = nn.ModuleDict({m: encoder(m) for m in config.modalities})
-        # Column of each used modality in the full [B, 4] presence mask.
-        self.register_buffer(
-            "presence_index", torch.tensor([MODALITIES.index(m) for m in config.modalities]), persistent=False
+        self.contract = contract or default_contract(config.fusion)
+        n_classes = _check_outputs(self.contract)
+        #: The sensor inputs the network reads, in presence order.
+        self.inputs = tuple(
+            spec
+            for spec in map(self.contract.input, self.contract.presence_order)
+            if spec.modality in config.modalities
         )
-        n_tokens = [self.encoders[m].n_tokens for m in config.modalities]
+        if not self.inputs:
+            raise ModelError(
+                f"ModelConfig.modalities {config.modalities}: the contract has no input of them (inputs: "
+                f"{[(s.name, s.modality) for s in self.contract.inputs]})"
+            )
+        self.groups = encoder_groups(self.inputs)
+        self.encoders = nn.ModuleDict({g.key: _encoder(g, config) for g in self.groups})
+        self.input_embeddings = nn.ParameterDict(
+            {
+                g.key: nn.Parameter(torch.randn(len(g.inputs), 1, 1, config.d_model) * 0.02)
+                for g in self.groups
+                if len(g.inputs) > 1
+            }
+        )
+        # Column of each input read in the contract's presence vector.
+        self.register_buffer(
+            "presence_index",
+            torch.tensor([self.contract.presence_order.index(s.name) for s in self.inputs]),
+            persistent=False,
+        )
+        n_tokens = [self.encoders[g.key].n_tokens for g in self.groups for _ in g.inputs]
         self.fusion = self._make_fusion(config, n_tokens)
-        self.heads = Heads(self.fusion.d_out, config.hidden, len(contract.classes))
+        self.heads = Heads(self.fusion.d_out, config.hidden, n_classes)
 
     @staticmethod
     def _make_fusion(cfg: ModelConfig, n_tokens: list[int]) -> Fusion:
@@ -128,47 +203,48 @@ class FusionNet(nn.Module):
             return AttentionFusion(n_tokens, cfg.d_model, cfg.n_heads, cfg.n_layers)
         return JointFusion(n_tokens, cfg.d_model, cfg.d_joint, cfg.align_weight)
 
-    def encode(self, inputs: dict[str, Tensor]) -> list[Tensor]:
-        tokens = []
-        for m in self.config.modalities:
-            enc = self.encoders[m]
-            tokens.append(enc(inputs["radar"], inputs["radar_mask"]) if m == "radar" else enc(inputs[m]))
-        return tokens
+    def encode(self, inputs: Mapping[str, Tensor]) -> list[Tensor]:
+        """Each input's tokens [B, T, d_model], in `self.inputs` order."""
+        tokens = {}
+        for group in self.groups:
+            tokens.update(zip((s.name for s in group.inputs), self._encode_group(group, inputs), strict=True))
+        return [tokens[s.name] for s in self.inputs]
 
-    def forward_with_aux(self, inputs: dict[str, Tensor]) -> tuple[tuple[Tensor, ...], Tensor]:
+    def _encode_group(self, group: EncoderGroup, inputs: Mapping[str, Tensor]) -> list[Tensor]:
+        encoder = self.encoders[group.key]
+        if len(group.inputs) == 1:
+            return [encoder(*(inputs[name] for name in group.inputs[0].tensors))]
+        # One encoder call on the inputs stacked along the batch, then each input's embedding added.
+        args = zip(*([inputs[name] for name in spec.tensors] for spec in group.inputs), strict=True)
+        out = encoder(*(torch.cat(arg) for arg in args))
+        stacked = out.reshape(len(group.inputs), -1, *out.shape[1:]) + self.input_embeddings[group.key]
+        return list(stacked.unbind(0))
+
+    def forward_with_aux(self, inputs: Mapping[str, Tensor]) -> tuple[tuple[Tensor, ...], Tensor]:
         """Outputs in OUTPUT_NAMES order, plus the fusion's auxiliary loss (0 unless training `joint`)."""
-        presence = inputs["presence"][:, self.presence_index]
+        presence = inputs[self.contract.presence][:, self.presence_index]
         fused, aux = self.fusion(self.encode(inputs), presence)
         return self.heads(fused), aux
 
-    def forward(
-        self,
-        camera: Tensor,
-        lidar: Tensor,
-        radar: Tensor,
-        radar_mask: Tensor,
-        audio: Tensor,
-        presence: Tensor,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        inputs = {
-            "camera": camera,
-            "lidar": lidar,
-            "radar": radar,
-            "radar_mask": radar_mask,
-            "audio": audio,
-            "presence": presence,
-        }
-        outputs, _ = self.forward_with_aux(inputs)
+    def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        """The contract's graph inputs, in `contract.tensors` order -> the outputs, in contract order."""
+        names = list(self.contract.tensors)
+        if len(tensors) != len(names):
+            raise ModelError(f"FusionNet takes {len(names)} tensors ({', '.join(names)}), got {len(tensors)}")
+        outputs, _ = self.forward_with_aux(dict(zip(names, tensors, strict=True)))
         return outputs
 
     @torch.no_grad()
-    def fit_normalisation(self, inputs: dict[str, Tensor], position: Tensor, velocity: Tensor) -> None:
-        """Set input and target standardisation from (a sample of) the training set."""
-        for m, enc in self.encoders.items():
-            if m == "radar":
-                enc.norm.fit(inputs["radar"], weight=inputs["radar_mask"].unsqueeze(-1))
-            else:
-                enc.norm.fit(inputs[m])
+    def fit_normalisation(self, inputs: Mapping[str, Tensor], position: Tensor, velocity: Tensor) -> None:
+        """Set input and target standardisation from (a sample of) the training set; a shared encoder's
+        over all of its inputs."""
+        for group in self.groups:
+            xs = [inputs[s.name] for s in group.inputs]
+            # A radar encoder's statistics skip the padding slots.
+            weights = (
+                [inputs[s.mask].unsqueeze(-1) for s in group.inputs] if group.modality == "radar" else None
+            )
+            self.encoders[group.key].norm.fit(xs, weights)
         for name, target in (("pos", position), ("vel", velocity)):
             if len(target) < 2:  # no actors to measure: keep the identity transform
                 continue

@@ -1,8 +1,10 @@
-"""Training: dataset from the synthetic world, modality dropout, multi-task loss, npz checkpoints.
+"""Training: dataset from the synthetic world, sensor dropout, multi-task loss, npz checkpoints.
 
-A "suite" is the set of models one `fusion-pipeline model train` produces on the same data: the three
-fusion strategies and one single-modality baseline per sensor, so `model eval` can compare them honestly.
-Checkpoints are plain .npz arrays plus a JSON config (np.load with allow_pickle=False): no pickle.
+A "suite" is the set of models one `fusion-pipeline model train` produces on the same data for one model
+contract (the default's, or one per config stream, `contract_for_config`): the three fusion strategies and
+one single-modality baseline per modality (using every input of it), so `model eval` can compare them
+honestly. Checkpoints are plain .npz arrays plus a JSON blob with the model config and the contract
+(np.load with allow_pickle=False): no pickle.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,30 +22,29 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fusion_pipeline.contract import MODALITIES, default_contract
+from fusion_pipeline.contract import MODALITIES, ModelContract, default_contract
 from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.fusion import FUSIONS
 from fusion_pipeline.model.net import FusionNet, ModelConfig
 
 __all__ = [
-    "INPUT_NAMES",
     "LABEL_NAMES",
     "SUITE",
     "TrainConfig",
+    "input_tensors",
     "load_checkpoint",
     "load_dataset",
     "model_config_for",
     "save_checkpoint",
+    "suite",
     "to_tensors",
     "train_model",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Model inputs in contract order (the presence mask is made by training/evaluation, not stored).
-INPUT_NAMES: tuple[str, ...] = tuple(s.name for s in default_contract().inputs if s.modality is not None)
 LABEL_NAMES: tuple[str, ...] = ("class", "position", "velocity", "siren")
-#: Every model of a suite: the fusion strategies, then "<modality>-only" baselines.
+#: Every model a suite can have: the fusion strategies, then "<modality>-only" baselines.
 SUITE: tuple[str, ...] = (*FUSIONS, *(f"{m}-only" for m in MODALITIES))
 
 
@@ -56,11 +58,22 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-2
-    p_all_present: float = 0.3  # modality dropout: else a uniformly drawn non-empty subset is kept
+    p_all_present: float = 0.3  # sensor dropout: else a uniformly drawn non-empty subset of inputs is kept
     w_position: float = 0.5
     w_velocity: float = 0.5
     w_siren: float = 0.5
     threads: int = 1  # more threads thrash on a shared 2-core machine (measured 5-7x slower per step)
+
+
+def suite(contract: ModelContract) -> tuple[str, ...]:
+    """The suite for `contract`: the fusion strategies, then a baseline per modality it has."""
+    return tuple(n for n in SUITE if n in FUSIONS or contract.inputs_for(n.removesuffix("-only")))
+
+
+def input_tensors(contract: ModelContract) -> tuple[str, ...]:
+    """The dataset arrays a model of `contract` reads: its graph inputs but the presence vector, which
+    training and evaluation make."""
+    return tuple(name for name in contract.tensors if name != contract.presence)
 
 
 def model_config_for(name: str, base: ModelConfig | None = None) -> ModelConfig:
@@ -70,7 +83,8 @@ def model_config_for(name: str, base: ModelConfig | None = None) -> ModelConfig:
         return ModelConfig(**{**base.to_dict(), "fusion": name})
     modality = name.removesuffix("-only")
     if name.endswith("-only") and modality in MODALITIES:
-        # A baseline is the concat model with one encoder: the same capacity per sensor as the fused ones.
+        # A baseline is the concat model with one modality's encoder: the same capacity per sensor as the
+        # fused ones.
         return ModelConfig(**{**base.to_dict(), "fusion": "concat", "modalities": (modality,)})
     raise ModelError(f"unknown model {name!r}; expected one of {SUITE}")
 
@@ -79,23 +93,38 @@ def model_config_for(name: str, base: ModelConfig | None = None) -> ModelConfig:
 
 
 def load_dataset(
-    world_seed: int, n_samples: int, cache_dir: str | Path | None = None
+    world_seed: int,
+    n_samples: int,
+    cache_dir: str | Path | None = None,
+    contract: ModelContract | None = None,
+    sensors: Any = None,
 ) -> dict[str, np.ndarray]:
-    """World samples as arrays named like the contract inputs plus LABEL_NAMES (fusion_pipeline.sim.dataset,
-    which caches them; `cache_dir` None = its default folder)."""
+    """World samples as arrays named like `contract`'s inputs (default: the default contract's) plus
+    LABEL_NAMES, from fusion_pipeline.sim.dataset, which caches them (`cache_dir` None = its default
+    folder). `sensors` (`sim.dataset.sensors_for(config)`) renders a config's sensors; None the demo's
+    four."""
     from fusion_pipeline.sim import dataset  # numpy-only; imported late so this module loads without it
 
+    contract = contract or default_contract()
     t0 = time.perf_counter()
-    data = dataset.generate(world_seed, n_samples, folder=cache_dir, progress=True)
+    extra = {} if sensors is None else {"sensors": sensors}
+    data = dataset.generate(world_seed, n_samples, folder=cache_dir, progress=True, **extra)
     log.info("dataset: world seed %d, %d samples, %.0f s", world_seed, n_samples, time.perf_counter() - t0)
-    missing = [k for k in (*INPUT_NAMES, *LABEL_NAMES) if k not in data]
+    missing = [k for k in (*input_tensors(contract), *LABEL_NAMES) if k not in data]
     if missing:
-        raise ModelError(f"dataset of world seed {world_seed} lacks arrays {missing}")
+        raise ModelError(
+            f"dataset of world seed {world_seed} lacks arrays {missing} of the model's inputs (it has "
+            f"{sorted(data)})"
+        )
     return data
 
 
-def to_tensors(data: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    out = {k: torch.from_numpy(np.ascontiguousarray(data[k])).float() for k in (*INPUT_NAMES, *LABEL_NAMES)}
+def to_tensors(
+    data: Mapping[str, np.ndarray], contract: ModelContract | None = None
+) -> dict[str, torch.Tensor]:
+    """`contract`'s input arrays (default: the default contract's) and the labels as torch tensors."""
+    names = (*input_tensors(contract or default_contract()), *LABEL_NAMES)
+    out = {k: torch.from_numpy(np.ascontiguousarray(data[k])).float() for k in names}
     out["class"] = out["class"].long().reshape(-1)
     out["position"] = out["position"].reshape(-1, 2)
     out["velocity"] = out["velocity"].reshape(-1, 1)
@@ -103,10 +132,11 @@ def to_tensors(data: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _dropout_masks(n: int, p_all: float, gen: torch.Generator) -> torch.Tensor:
-    """Modality dropout: all present with probability p_all, else a uniform non-empty subset."""
-    patterns = torch.tensor([[(code >> i) & 1 for i in range(len(MODALITIES))] for code in range(1, 16)])
-    pick = patterns[torch.randint(len(patterns), (n,), generator=gen)].float()
+def _dropout_masks(n: int, n_inputs: int, p_all: float, gen: torch.Generator) -> torch.Tensor:
+    """Sensor dropout, one bit per sensor input: all present with probability p_all, else a uniformly
+    drawn non-empty subset."""
+    codes = torch.randint(2**n_inputs - 1, (n,), generator=gen) + 1
+    pick = ((codes[:, None] >> torch.arange(n_inputs)) & 1).float()
     keep_all = torch.rand(n, 1, generator=gen) < p_all
     return torch.where(keep_all, torch.ones_like(pick), pick)
 
@@ -136,12 +166,13 @@ def _loss(
 @torch.no_grad()
 def _accuracy(model: FusionNet, data: dict[str, torch.Tensor], batch_size: int = 256) -> float:
     model.eval()
+    contract = model.contract
     n = len(data["class"])
     correct = 0
     for i in range(0, n, batch_size):
         batch = {k: v[i : i + batch_size] for k, v in data.items()}
-        batch["presence"] = torch.ones(len(batch["class"]), len(MODALITIES))
-        logits = model(*(batch[name] for name in (*INPUT_NAMES, "presence")))[0]
+        batch[contract.presence] = torch.ones(len(batch["class"]), len(contract.presence_order))
+        logits = model(*(batch[name] for name in contract.tensors))[0]
         correct += int((logits.argmax(1) == batch["class"]).sum())
     return correct / max(n, 1)
 
@@ -152,8 +183,10 @@ def train_model(
     data: dict[str, torch.Tensor],
     progress: bool = True,
     desc: str = "",
+    contract: ModelContract | None = None,
 ) -> tuple[FusionNet, list[dict[str, float]]]:
-    """Train one model on `data` (from to_tensors); returns it with one history row per epoch."""
+    """Train one model of `contract` (default: the default contract) on `data` (from to_tensors); returns
+    it with one history row per epoch."""
     torch.manual_seed(tc.seed)
     torch.set_num_threads(tc.threads)
     gen = torch.Generator().manual_seed(tc.seed)
@@ -165,7 +198,8 @@ def train_model(
     if n_train < tc.batch_size:
         raise ModelError(f"training set of {n_train} samples is smaller than one batch ({tc.batch_size})")
 
-    model = FusionNet(model_config)
+    model = FusionNet(model_config, contract)
+    presence, n_inputs = model.contract.presence, len(model.contract.presence_order)
     model.fit_normalisation(
         train, train["position"][train["class"] != 0], train["velocity"][train["class"] != 0]
     )
@@ -183,7 +217,7 @@ def train_model(
         for step in range(steps_per_epoch):
             idx = order[step * tc.batch_size : (step + 1) * tc.batch_size]
             batch = {k: v[idx] for k, v in train.items()}
-            batch["presence"] = _dropout_masks(len(idx), tc.p_all_present, gen)
+            batch[presence] = _dropout_masks(len(idx), n_inputs, tc.p_all_present, gen)
             outputs, aux = model.forward_with_aux(batch)
             loss = _loss(model, outputs, batch, tc) + aux
             opt.zero_grad(set_to_none=True)
@@ -212,9 +246,12 @@ _META = "__meta__"
 
 
 def save_checkpoint(path: str | Path, model: FusionNet, meta: dict[str, Any]) -> None:
-    """Weights as named arrays plus a JSON blob with the ModelConfig and `meta` (history, seeds)."""
+    """Weights as named arrays plus a JSON blob with the ModelConfig, the contract and `meta` (history,
+    seeds)."""
     arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    blob = json.dumps({"model_config": model.config.to_dict(), **meta}).encode()
+    blob = json.dumps(
+        {"model_config": model.config.to_dict(), "contract": model.contract.to_json(), **meta}
+    ).encode()
     arrays[_META] = np.frombuffer(blob, dtype=np.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +267,10 @@ def load_checkpoint(path: str | Path) -> tuple[FusionNet, dict[str, Any]]:
             raise ModelError(f"{path}: not a fusion-pipeline checkpoint (no {_META} entry)")
         meta = json.loads(f[_META].tobytes().decode())
         state = {k: torch.from_numpy(f[k]) for k in f.files if k != _META}
-    model = FusionNet(ModelConfig.from_dict(meta.pop("model_config")))
+    config = ModelConfig.from_dict(meta.pop("model_config"))
+    # Checkpoints from before contract v2 hold the default contract's model.
+    contract = ModelContract.from_json(meta.pop("contract")) if "contract" in meta else None
+    model = FusionNet(config, contract)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

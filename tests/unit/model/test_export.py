@@ -1,4 +1,5 @@
-"""Exported ONNX models against torch: parity under every presence mask, finiteness, the contract."""
+"""Exported ONNX models against torch: parity under every presence mask, finiteness, the contract (v2);
+export_model on a user's own module."""
 
 from __future__ import annotations
 
@@ -12,12 +13,21 @@ import torch
 from tiny_model import TINY, export_tiny
 
 from fusion_pipeline.cli import main
-from fusion_pipeline.contract import CONTRACT_KEY, MODALITIES
+from fusion_pipeline.contract import (
+    CONTRACT_KEY,
+    CONTRACT_VERSION,
+    MODALITIES,
+    InputSpec,
+    ModelContract,
+    OutputSpec,
+)
 from fusion_pipeline.errors import ContractError
 from fusion_pipeline.inference import load_contract
-from fusion_pipeline.model.export import all_presence_masks, contract_for, export_onnx, random_inputs
+from fusion_pipeline.model import ModelError, export_model
+from fusion_pipeline.model.export import contract_for, export_onnx, presence_masks, random_inputs
 from fusion_pipeline.model.fusion import FUSIONS
 from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet, ModelConfig
+from fusion_pipeline.preprocess import CameraParams, LidarParams
 
 
 @pytest.fixture(scope="module", params=FUSIONS)
@@ -30,7 +40,7 @@ def exported(
 def _torch(model: FusionNet, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
     contract = contract_for(model)
     with torch.no_grad():
-        return [t.numpy() for t in model(*(inputs[s.name] for s in contract.inputs))]
+        return [t.numpy() for t in model(*(inputs[name] for name in contract.tensors))]
 
 
 def _ort(path: Path, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
@@ -40,7 +50,7 @@ def _ort(path: Path, inputs: dict[str, torch.Tensor]) -> list[np.ndarray]:
 
 def test_parity_under_every_presence_mask(exported: tuple[FusionNet, Path]) -> None:
     model, path = exported
-    masks = all_presence_masks()
+    masks = presence_masks(len(MODALITIES))
     assert len(masks) == 16 and len(torch.unique(masks, dim=0)) == 16
     # Two random draws per mask, so each mask sees more than one input.
     inputs = random_inputs(contract_for(model), torch.cat([masks, masks]), seed=3)
@@ -52,7 +62,7 @@ def test_parity_under_every_presence_mask(exported: tuple[FusionNet, Path]) -> N
 @pytest.mark.parametrize("fill", ["zeros", "huge", "no_radar_points"])
 def test_outputs_finite_under_every_mask(exported: tuple[FusionNet, Path], fill: str) -> None:
     model, path = exported
-    inputs = random_inputs(contract_for(model), all_presence_masks(), seed=4)
+    inputs = random_inputs(contract_for(model), presence_masks(len(MODALITIES)), seed=4)
     for name in ("camera", "lidar", "radar", "audio"):
         if fill == "zeros":
             inputs[name].zero_()
@@ -129,3 +139,102 @@ def test_info_rejects_models_without_contract(tmp_path: Path, capsys: pytest.Cap
         load_contract(garbage)
     with pytest.raises(ContractError, match="no such model file"):
         load_contract(tmp_path / "absent.onnx")
+
+
+def test_exported_metadata_is_contract_v2(exported: tuple[FusionNet, Path]) -> None:
+    import onnx
+
+    model, path = exported
+    props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    raw = json.loads(props[CONTRACT_KEY])
+    assert raw["version"] == CONTRACT_VERSION == 2
+    assert ModelContract.from_json(props[CONTRACT_KEY]) == contract_for(model)
+    assert raw["presence_order"] == list(MODALITIES)
+
+
+# ---- export_model: a user's own torch module ---------------------------------------------------------
+
+
+def _byo_contract() -> ModelContract:
+    """Two 64x80 cameras and a lidar; a 3-class head and an opaque embedding: not FusionNet's outputs."""
+    camera, lidar = CameraParams(size_hw=(64, 80)), LidarParams()
+    return ModelContract(
+        inputs=(
+            InputSpec("left", "camera", camera.shape, camera.to_dict()),
+            InputSpec("right", "camera", camera.shape, camera.to_dict()),
+            InputSpec("bev", "lidar", lidar.shape, lidar.to_dict()),
+        ),
+        outputs=(
+            OutputSpec("kind", (3,), "class_logits", classes=("road", "car", "person")),
+            OutputSpec("embedding", (8,), "opaque"),
+        ),
+        presence_order=("left", "right", "bev"),
+    )
+
+
+class _UserModel(torch.nn.Module):
+    """Plain torch, written against the contract: pooled features of each input; ignores the presence."""
+
+    def __init__(self, n_outputs: int = 2, embedding: int = 8) -> None:
+        super().__init__()
+        self.n_outputs = n_outputs
+        self.head = torch.nn.Linear(9, 3)
+        self.embed = torch.nn.Linear(9, embedding)
+
+    def forward(
+        self, left: torch.Tensor, right: torch.Tensor, bev: torch.Tensor, presence: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        features = torch.cat([x.mean(dim=(2, 3)) for x in (left, right, bev)], dim=1)
+        return (self.head(features), self.embed(features))[: self.n_outputs]
+
+
+def test_export_model_exports_a_plain_torch_module(tmp_path: Path) -> None:
+    contract = _byo_contract()
+    torch.manual_seed(0)
+    module = _UserModel()
+    path = tmp_path / "mine.onnx"
+    assert export_model(module, contract, path) == contract
+    assert load_contract(path) == contract
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # `presence` is never read, and still a graph input: the pipeline feeds every tensor of the contract.
+    assert [(i.name, i.shape) for i in session.get_inputs()] == [
+        (name, ["batch", *shape]) for name, shape in contract.tensors.items()
+    ]
+    inputs = random_inputs(contract, torch.ones(5, 3), seed=1)
+    got = session.run(None, {k: v.numpy() for k, v in inputs.items()})
+    with torch.no_grad():
+        expected = module(*(inputs[name] for name in contract.tensors))
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_allclose(g, e.numpy(), rtol=1e-4, atol=1e-5)
+    assert list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        (
+            _UserModel(n_outputs=1),
+            r"the module returns 1 outputs, the contract declares 2 \(\['kind', 'embedding'\]\)",
+        ),
+        (
+            _UserModel(embedding=4),
+            r"output 1 \('embedding'\): the module returns shape \(2, 4\) for a batch of 2, the contract "
+            r"declares \(2, 8\)",
+        ),
+    ],
+)
+def test_export_model_refuses_outputs_unlike_the_contract(
+    module: torch.nn.Module, message: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "mine.onnx"
+    with pytest.raises(ModelError, match=message):
+        export_model(module, _byo_contract(), path)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no partial file left
+
+
+def test_export_model_never_overwrites(tmp_path: Path) -> None:
+    path = tmp_path / "mine.onnx"
+    path.write_bytes(b"yesterday's model")
+    with pytest.raises(ModelError, match="exists already, not overwriting it"):
+        export_model(_UserModel(), _byo_contract(), path)
+    assert path.read_bytes() == b"yesterday's model"
