@@ -50,6 +50,12 @@ def test_repository_demo_is_the_embedded_one() -> None:
         ("rate_hz = 30", 'rate_hz = "30"', "streams[0].rate_hz: Input should be a valid number (got '30')"),
         ("required = true", 'required = "yes"', "streams[1].required: Input should be a valid boolean"),
         ("tf32 = true", "tf32 = 1", "model.tf32: Input should be a valid boolean (got 1)"),
+        ('input = "camera"', "input = 3", "streams[0].input: Input should be a valid string (got 3)"),
+        (
+            "tf32 = true",
+            'tf32 = true\nunbound_inputs = "audio"',
+            "model.unbound_inputs: Input should be a valid list (got 'audio')",
+        ),
         (
             "heartbeat_ms = 500",
             "heartbeat_ms = 6000",

@@ -1,5 +1,6 @@
-"""Inference: execution-provider choice, the contract check against the config, inference and results, the
-inference stage. Nodes and `run` as processes: tests/process/test_runtime.py."""
+"""Inference: execution-provider choice, binding the config to the model's contract, inference and results
+(every output, decoded by its kind), the inference stage. Nodes and `run` as processes:
+tests/process/test_runtime.py."""
 
 from __future__ import annotations
 
@@ -14,16 +15,14 @@ from paths import ROOT
 from pipeline_harness import DEMO_TEXT
 
 from fusion_pipeline.config import Config, load_config, parse_config, tomllib
-from fusion_pipeline.contract import MODALITIES, default_contract
+from fusion_pipeline.contract import ModelContract, OutputSpec, default_contract
 from fusion_pipeline.errors import ContractError
 from fusion_pipeline.inference import (
     PROVIDERS,
     InferenceStage,
     ModelRuntime,
-    check_contract,
     choose_providers,
-    load_contract,
-    model_path,
+    load_bindings,
     result_sample,
     wants_tensorrt,
 )
@@ -131,10 +130,13 @@ def runtime() -> ModelRuntime:
 def _inputs(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
-        s.name: rng.standard_normal(s.shape).astype(np.float32)
-        for s in default_contract().inputs
-        if s.modality
+        name: rng.standard_normal(shape).astype(np.float32)
+        for spec in default_contract().inputs
+        for name, shape in spec.tensors.items()
     }
+
+
+STREAMS = ["camera/front", "lidar/top", "radar/front", "audio/roof"]  # the stream behind each presence bit
 
 
 def test_absent_modalities_are_fed_zeros_and_present_ones_without_a_copy(runtime: ModelRuntime) -> None:
@@ -183,11 +185,14 @@ def test_result_message_follows_protocol_section_8(runtime: ModelRuntime) -> Non
         10,
         _inputs(),
         "",
-        {"presence": [1, 1, 0, 1], "stamps": {"lidar/top": 10}, "stages": stages},
+        {"presence": [1, 1, 0, 1], "stamps": {"lidar/top": 10}, "stages": stages, "streams": STREAMS},
     )
     outputs = runtime.infer(fused.arrays, fused.meta["presence"])
     result = result_sample(fused, outputs, runtime.contract, runtime.provider, seq=7)
     assert (result.stream, result.modality, result.seq, result.stamp_ns) == ("result/fused", "result", 7, 10)
+    assert set(result.arrays) == {*outputs, "class_probs", "siren_prob", "presence"}
+    for name, value in outputs.items():  # every output tensor as the model gave it
+        np.testing.assert_array_equal(result.arrays[name], value)
     probs = result.arrays["class_probs"]
     expected = np.exp(outputs["class_logits"]) / np.exp(outputs["class_logits"]).sum()
     np.testing.assert_allclose(probs, expected, rtol=1e-5)
@@ -197,8 +202,15 @@ def test_result_message_follows_protocol_section_8(runtime: ModelRuntime) -> Non
     )
     assert result.arrays["presence"].dtype == np.uint8 and list(result.arrays["presence"]) == [1, 1, 0, 1]
     assert result.meta["stages"] == stages and result.meta["stages"] is not stages
-    assert result.meta["classes"] == list(runtime.contract.classes)
-    assert result.meta["modalities"] == list(MODALITIES)
+    assert result.meta["classes"] == ["none", "car", "pedestrian", "cyclist", "emergency"]
+    assert result.meta["outputs"] == {
+        "class_logits": {"kind": "class_logits", "classes": result.meta["classes"], "units": ""},
+        "position": {"kind": "regression", "classes": [], "units": "m"},
+        "velocity": {"kind": "regression", "classes": [], "units": "m/s"},
+        "siren_logit": {"kind": "logit", "classes": [], "units": ""},
+    }
+    assert result.meta["modalities"] == result.meta["inputs"] == ["camera", "lidar", "radar", "audio"]
+    assert result.meta["streams"] == STREAMS
     assert result.meta["provider"] == CPU and result.meta["stamps"] == {"lidar/top": 10}
     assert result.meta["set_seq"] == 41
 
@@ -228,33 +240,100 @@ def test_the_inference_stage_stamps_with_the_clock_it_is_given(runtime: ModelRun
     assert (result.meta["stages"]["inference_start"], result.meta["stages"]["inference_end"]) == (1000, 1001)
 
 
-# -- contract against the config ------------------------------------------------------------------------
+def _user_contract(*outputs: OutputSpec) -> ModelContract:
+    lidar = default_contract().input("lidar")
+    return ModelContract((lidar,), outputs, presence_order=("lidar",))
 
 
-def test_shipped_model_matches_the_demo_config() -> None:
+def test_a_result_carries_every_output_and_what_its_kind_decodes() -> None:
+    contract = _user_contract(
+        OutputSpec("intent_logits", (3,), "class_logits", classes=("stop", "go", "turn")),
+        OutputSpec("distance", (1,), "regression", units="m"),
+        OutputSpec("blocked_logit", (1,), "logit"),
+        OutputSpec("embedding", (4,), "opaque"),
+    )
+    outputs = {
+        "intent_logits": np.array([0.0, 1.0, 2.0], np.float32),
+        "distance": np.array([12.5], np.float32),
+        "blocked_logit": np.array([0.0], np.float32),
+        "embedding": np.arange(4, dtype=np.float32),
+    }
+    meta = {"presence": [1], "streams": ["lidar/rear"], "stamps": {"lidar/rear": 5}}
+    result = result_sample(Sample("set/fused", "set", 2, 5, {}, "", meta), outputs, contract, CPU, seq=0)
+    assert set(result.arrays) == {*outputs, "intent_probs", "blocked_prob", "presence"}
+    for name, value in outputs.items():
+        np.testing.assert_array_equal(result.arrays[name], value)
+    np.testing.assert_allclose(
+        result.arrays["intent_probs"], np.exp([0, 1, 2]) / np.exp([0, 1, 2]).sum(), rtol=1e-6
+    )
+    np.testing.assert_array_equal(result.arrays["blocked_prob"], [0.5])
+    assert result.meta["classes"] == ["stop", "go", "turn"]  # the one class output's names
+    assert result.meta["outputs"]["distance"] == {"kind": "regression", "classes": [], "units": "m"}
+    assert result.meta["inputs"] == result.meta["modalities"] == ["lidar"]
+    assert result.meta["streams"] == ["lidar/rear"]
+
+
+def test_a_result_of_two_class_outputs_names_their_classes_per_output_only() -> None:
+    contract = _user_contract(
+        OutputSpec("intent_logits", (2,), "class_logits", classes=("stop", "go")),
+        OutputSpec("weather_logits", (2,), "class_logits", classes=("dry", "wet")),
+    )
+    outputs = {"intent_logits": np.zeros(2, np.float32), "weather_logits": np.ones(2, np.float32)}
+    result = result_sample(
+        Sample("set/fused", "set", 0, 5, {}, "", {"presence": [1]}), outputs, contract, CPU, 0
+    )
+    assert "classes" not in result.meta
+    assert result.meta["outputs"]["weather_logits"]["classes"] == ["dry", "wet"]
+    np.testing.assert_array_equal(result.arrays["weather_probs"], [0.5, 0.5])
+
+
+# -- the config bound to the model's contract -----------------------------------------------------------
+
+
+def _with_model(path: Path) -> Config:
+    """The demo config running the model at `path`."""
     config = load_config()
-    check_contract(load_contract(model_path(config)), config, model_path(config))
+    return config.model_copy(update={"model": config.model.model_copy(update={"path": str(path)})})
 
 
-def test_shape_mismatch_names_the_stream_and_the_model(tmp_path: Path) -> None:
+def test_the_shipped_model_binds_the_demo_streams() -> None:
+    bindings = load_bindings(load_config())
+    assert {name: (b.input.name, b.bit) for name, b in bindings.by_stream.items()} == {
+        "camera/front": ("camera", 0),
+        "lidar/top": ("lidar", 1),
+        "radar/front": ("radar", 2),
+        "audio/roof": ("audio", 3),
+    }
+    assert bindings.contract.tensors == default_contract().tensors
+
+
+def test_a_shape_the_front_end_cannot_give_names_the_stream_key_the_model_and_both_shapes(
+    tmp_path: Path,
+) -> None:
     path = model_with_contract(tmp_path, camera_64)
     with pytest.raises(ContractError) as err:
-        check_contract(load_contract(path), load_config(), path)
-    message = str(err.value)
-    assert "streams[0] 'camera/front' (camera)" in message and str(path) in message
-    assert "(3, 96, 128)" in message and "(3, 64, 64)" in message
-    assert "lidar" not in message  # only what differs
+        load_bindings(_with_model(path))
+    assert str(err.value) == (
+        f"model {path} does not fit the config:\n"
+        "  streams[0].input ('camera/front'): camera: input 'camera': the model wants shape (3, 64, 64), its "
+        "preprocess parameters give (3, 96, 128)"
+    )
 
 
-def test_a_streamed_modality_the_model_lacks_is_refused(tmp_path: Path) -> None:
+def test_a_stream_bound_to_an_input_the_model_lacks_is_refused(tmp_path: Path) -> None:
     def drop_audio(raw: dict) -> None:
         raw["inputs"] = [s for s in raw["inputs"] if s.get("modality") != "audio"]
+        for order in ("modalities", "presence_order"):  # version 1 or 2
+            if order in raw:
+                raw[order] = [name for name in raw[order] if name != "audio"]
 
     path = model_with_contract(tmp_path, drop_audio)
-    with pytest.raises(
-        ContractError, match=r"'audio/roof' \(audio\) feeds inputs \['audio'\]; model .* no audio"
-    ):
-        check_contract(load_contract(path), load_config(), path)
+    with pytest.raises(ContractError) as err:
+        load_bindings(_with_model(path))
+    assert str(err.value) == (
+        f"model {path} does not fit the config:\n"
+        "  streams[3].input: 'audio' is not an input of the model (inputs: ['camera', 'lidar', 'radar'])"
+    )
 
 
 def test_cpu_only_requirements_are_the_dependencies_with_the_cpu_onnxruntime() -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from fusion_pipeline.binding import bind
 from fusion_pipeline.config import parse_config
-from fusion_pipeline.contract import default_contract
+from fusion_pipeline.contract import InputSpec, ModelContract, default_contract
 from fusion_pipeline.errors import SchemaError
 from fusion_pipeline.ingest import (
     SCHEMA_REASONS,
@@ -18,7 +20,7 @@ from fusion_pipeline.ingest import (
     check_payload,
     restart_timeout_ns,
 )
-from fusion_pipeline.preprocess import preprocess_camera, preprocess_lidar
+from fusion_pipeline.preprocess import CameraParams, LidarParams, preprocess_camera, preprocess_lidar
 from fusion_pipeline.transport import Checked, Limits, Sample, check, decode, encode
 
 MS = 1_000_000
@@ -51,6 +53,7 @@ sample_rate = 16000
 reference = "lidar/top"
 """
 )
+BINDINGS = bind(CONFIG, default_contract())
 RNG = np.random.default_rng(3)
 IMAGE = RNG.integers(0, 256, (120, 160, 3), dtype=np.uint8)
 # JPEG is lossy and noise is its worst case: the jpeg tests use a smooth image.
@@ -74,27 +77,49 @@ def _jpeg(image: np.ndarray) -> np.ndarray:
 
 
 def test_valid_samples_of_every_modality_come_out_as_contract_inputs() -> None:
-    contract = default_contract()
     cases = {
         "camera/front": _sample("camera/front", meta={"encoding": "rgb8"}, image=IMAGE),
         "lidar/top": _sample("lidar/top", points=POINTS),
         "radar/front": _sample("radar/front", detections=np.ones((3, 5), np.float32)),
     }
     for stream, sample in cases.items():
-        out = Ingest(CONFIG.stream(stream)).process(sample, arrival_ns=5)
+        out = Ingest(BINDINGS.of(stream)).process(sample, arrival_ns=5)
         assert out is not None
-        specs = contract.inputs_for(CONFIG.stream(stream).modality)
-        assert {k: (v.shape, v.dtype) for k, v in out.arrays.items()} == {
-            s.name: (s.shape, np.dtype(np.float32)) for s in specs
-        }
+        assert {k: v.shape for k, v in out.arrays.items()} == BINDINGS.of(stream).input.tensors
+        assert all(v.dtype == np.float32 for v in out.arrays.values())
         assert out.meta["stages"] == {"ingest_in": 5} and out.meta["source_seq"] == 0
-    lidar = Ingest(CONFIG.stream("lidar/top")).process(cases["lidar/top"], 0)
+    lidar = Ingest(BINDINGS.of("lidar/top")).process(cases["lidar/top"], 0)
     np.testing.assert_array_equal(lidar.arrays["lidar"], preprocess_lidar(POINTS))
     assert lidar.frame_id == "lidar_top"  # the driver left it empty: the config's
 
 
+def test_ingest_runs_the_front_end_of_the_input_its_stream_is_bound_to() -> None:
+    """A model that wants 224x224 camera frames and a half-metre lidar grid gets them from the same
+    preprocessing functions, called with its contract's parameters."""
+    camera = CameraParams(size_hw=(224, 224), layout="HWC")
+    lidar = LidarParams(x_range_m=(0.0, 32.0), cell_m=0.5)  # 64 rows of 128 cells
+    contract = ModelContract(
+        (
+            InputSpec("wide", "camera", camera.shape, camera.to_dict()),
+            InputSpec("bev", "lidar", lidar.shape, lidar.to_dict()),
+        ),
+        default_contract().outputs,
+        presence_order=("wide", "bev"),
+    )
+    config = CONFIG.model_copy(update={"streams": CONFIG.streams[:2]})
+    bindings = bind(config, contract)
+    image = np.random.default_rng(9).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    out = Ingest(bindings.of("camera/front")).process(_sample("camera/front", image=image), 0)
+    assert out is not None and list(out.arrays) == ["wide"]
+    assert out.arrays["wide"].shape == (224, 224, 3)
+    np.testing.assert_array_equal(out.arrays["wide"], preprocess_camera(image, camera))
+    out = Ingest(bindings.of("lidar/top")).process(_sample("lidar/top", points=POINTS), 0)
+    assert out is not None and out.arrays["bev"].shape == (3, 64, 128)
+    np.testing.assert_array_equal(out.arrays["bev"], preprocess_lidar(POINTS, lidar))
+
+
 def test_offset_is_subtracted_and_ingest_numbers_its_own_output() -> None:
-    ingest = Ingest(CONFIG.stream("camera/front"))
+    ingest = Ingest(BINDINGS.of("camera/front"))
     outs = [
         ingest.process(_sample("camera/front", seq=40 + i, stamp_ns=10**18 + i, image=IMAGE), 10**18)
         for i in range(3)
@@ -105,7 +130,7 @@ def test_offset_is_subtracted_and_ingest_numbers_its_own_output() -> None:
 
 
 def test_jpeg_camera_frames_are_decoded_and_bad_ones_counted() -> None:
-    ingest = Ingest(CONFIG.stream("camera/front"))
+    ingest = Ingest(BINDINGS.of("camera/front"))
     data = _jpeg(SMOOTH)
     out = ingest.process(_sample("camera/front", 0, meta={"encoding": "jpeg"}, jpeg=data), 0)
     assert out is not None
@@ -173,14 +198,14 @@ def test_a_jpeg_header_declaring_a_huge_image_is_refused_before_decoding() -> No
 )
 def test_schema_violations_are_counted_by_reason(stream: str, meta: dict, arrays: dict, reason: str) -> None:
     assert reason in SCHEMA_REASONS
-    ingest = Ingest(CONFIG.stream(stream))
+    ingest = Ingest(BINDINGS.of(stream))
     assert ingest.process(_sample(stream, meta=meta, **arrays), 0) is None
     assert ingest.counters()[f"schema_{reason}"] == 1 and ingest.produced == 0
     assert ingest.last_error  # says what was wrong
 
 
 def test_wrong_stream_and_modality_are_refused() -> None:
-    ingest = Ingest(CONFIG.stream("lidar/top"))
+    ingest = Ingest(BINDINGS.of("lidar/top"))
     other = decode(encode(Sample("lidar/top_rear", "lidar", 0, 1, {"points": POINTS})))
     radar = decode(encode(Sample("lidar/top", "radar", 0, 1, {"points": POINTS})))
     assert ingest.process(other, 0) is None and ingest.process(radar, 0) is None
@@ -189,7 +214,7 @@ def test_wrong_stream_and_modality_are_refused() -> None:
 
 
 def test_audio_int16_becomes_float32_and_float_chunks_are_owned() -> None:
-    ingest = Ingest(CONFIG.stream("audio/roof"))
+    ingest = Ingest(BINDINGS.of("audio/roof"))
     pcm = np.array([[-32768, 0], [16384, 32767]], np.int16)
     out = ingest.process(_sample("audio/roof", 0, meta={"sample_rate": 16000}, samples=pcm), 0)
     np.testing.assert_array_equal(out.arrays["samples"], [[-1.0, 0.0], [0.5, 32767 / 32768]])
@@ -241,7 +266,7 @@ def test_restart_timeout_follows_the_stream_rate() -> None:
 
 
 def test_duplicates_are_dropped_before_any_decoding_work() -> None:
-    ingest = Ingest(CONFIG.stream("camera/front"))
+    ingest = Ingest(BINDINGS.of("camera/front"))
     good = _sample("camera/front", 7, meta={"encoding": "jpeg"}, jpeg=_jpeg(IMAGE))
     assert ingest.process(good, 0) is not None
     bad_dup = _sample("camera/front", 7, meta={"encoding": "jpeg"}, jpeg=np.zeros(4, np.uint8))
@@ -250,10 +275,10 @@ def test_duplicates_are_dropped_before_any_decoding_work() -> None:
 
 
 def test_only_discrete_streams_may_drain_to_the_newest_message() -> None:
-    drain = {s.name: Ingest(s).drain_newest for s in CONFIG.streams}
+    drain = {name: Ingest(binding).drain_newest for name, binding in BINDINGS.by_stream.items()}
     assert drain == {"camera/front": True, "lidar/top": True, "radar/front": True, "audio/roof": False}
     # A node that drains admits every message in order and finishes the newest: nothing counted lost.
-    ingest = Ingest(CONFIG.stream("lidar/top"))
+    ingest = Ingest(BINDINGS.of("lidar/top"))
     drained = [
         check(encode(Sample("lidar/top", "lidar", seq, 100 * MS, {"points": POINTS}))) for seq in range(6)
     ]
@@ -324,7 +349,7 @@ def _ingest_sample(stream: str, seq: int, stamp_ns: int) -> Sample:
 
 def test_bad_stamps_are_dropped_by_reason_and_leave_no_seq_gap() -> None:
     now = 1_700_000_000 * 10**9
-    ingest = Ingest(CONFIG.stream("lidar/top"))
+    ingest = Ingest(BINDINGS.of("lidar/top"))
     assert ingest.process(_ingest_sample("lidar/top", 0, now - 30 * MS), now)
     assert ingest.process(_ingest_sample("lidar/top", 1, -5), now) is None
     years = 3 * 365 * 24 * 3600 * 10**9
@@ -340,8 +365,9 @@ def test_bad_stamps_are_dropped_by_reason_and_leave_no_seq_gap() -> None:
 def test_the_stamp_tolerance_is_the_config_key_and_a_replay_has_no_wall_clock() -> None:
     config = CONFIG.stream("lidar/top").model_copy(update={"max_stamp_ahead_ms": 2000.0})
     now = 1_700_000_000 * 10**9
-    assert Ingest(config).process(_ingest_sample("lidar/top", 0, now + 1500 * MS), now) is not None
-    replay = Ingest(CONFIG.stream("lidar/top"), live=False)
+    ingest = Ingest(replace(BINDINGS.of("lidar/top"), stream=config))
+    assert ingest.process(_ingest_sample("lidar/top", 0, now + 1500 * MS), now) is not None
+    replay = Ingest(BINDINGS.of("lidar/top"), live=False)
     assert replay.process(_ingest_sample("lidar/top", 0, now + 10**12), arrival_ns=0) is not None
     assert replay.process(_ingest_sample("lidar/top", 1, -1), arrival_ns=0) is None
     assert replay.rejected == {"negative_stamp": 1}
@@ -349,7 +375,7 @@ def test_the_stamp_tolerance_is_the_config_key_and_a_replay_has_no_wall_clock() 
 
 def test_a_replay_measures_seq_plausibility_and_silence_on_the_stamps() -> None:
     """At any replay speed the arrivals are close; the log's clock is its stamps."""
-    replay = Ingest(CONFIG.stream("radar/front"), live=False)
+    replay = Ingest(BINDINGS.of("radar/front"), live=False)
     stamps = [10**18 + k * 50 * MS for k in range(200)]
     assert replay.process(_ingest_sample("radar/front", 0, stamps[0]), arrival_ns=0)
     # 5 s of the log without radar (100 lost), sent 1 ms later: a plausible gap in event time.
@@ -366,7 +392,7 @@ def _checked(seq: int, stamp_ns: int, points: np.ndarray = POINTS, meta: dict | 
 
 
 def test_admit_runs_the_header_checks_and_seq_tracking_on_an_undecoded_message() -> None:
-    ingest = Ingest(CONFIG.stream("lidar/top"))
+    ingest = Ingest(BINDINGS.of("lidar/top"))
     now = 10**18
     assert ingest.admit(_checked(0, now), now)
     assert not ingest.admit(_checked(1, now, POINTS[:, :3].copy()), now)  # schema: uses up seq 1
@@ -382,7 +408,7 @@ def test_admit_runs_the_header_checks_and_seq_tracking_on_an_undecoded_message()
 
 
 def test_a_duplicate_newest_is_refused_by_admit_so_the_node_keeps_the_one_before() -> None:
-    ingest = Ingest(CONFIG.stream("lidar/top"))
+    ingest = Ingest(BINDINGS.of("lidar/top"))
     drained = [_checked(seq, 10**18) for seq in (0, 1, 2, 2)]
     assert [ingest.admit(message, 10**18) for message in drained] == [True, True, True, False]
     assert ingest.counters()["duplicates"] == 1
@@ -393,7 +419,7 @@ YEARS = 3 * 365 * 24 * 3600 * 10**9
 
 def test_one_stamp_far_behind_the_stream_is_dropped_and_cannot_reset_the_synchronizer() -> None:
     now = 1_700_000_000 * 10**9
-    ingest = Ingest(CONFIG.stream("lidar/top"))
+    ingest = Ingest(BINDINGS.of("lidar/top"))
     assert ingest.process(_ingest_sample("lidar/top", 0, now - 30 * MS), now)
     assert ingest.process(_ingest_sample("lidar/top", 1, now - YEARS), now + 50 * MS) is None
     assert ingest.process(_ingest_sample("lidar/top", 2, now + 70 * MS), now + 100 * MS)
@@ -404,7 +430,7 @@ def test_one_stamp_far_behind_the_stream_is_dropped_and_cannot_reset_the_synchro
 def test_a_jump_that_persists_is_the_streams_new_time() -> None:
     """A clock that was set back 5 s: JUMP_CONFIRM messages in a row agree, the third is taken."""
     now = 1_700_000_000 * 10**9
-    ingest = Ingest(CONFIG.stream("lidar/top"), time_jump_ns=1000 * MS)
+    ingest = Ingest(BINDINGS.of("lidar/top"), time_jump_ns=1000 * MS)
     assert ingest.process(_ingest_sample("lidar/top", 0, now), now)
     back = [
         ingest.process(_ingest_sample("lidar/top", k, now - 5000 * MS + k * 50 * MS), now + k * 50 * MS)
@@ -417,7 +443,7 @@ def test_a_jump_that_persists_is_the_streams_new_time() -> None:
 def test_frames_delivered_late_are_not_a_jump() -> None:
     """A 3 s network stall, then its backlog at once: the latency grows, the stamps go on."""
     now = 1_700_000_000 * 10**9
-    ingest = Ingest(CONFIG.stream("lidar/top"), time_jump_ns=1000 * MS)
+    ingest = Ingest(BINDINGS.of("lidar/top"), time_jump_ns=1000 * MS)
     assert ingest.process(_ingest_sample("lidar/top", 0, now), now + 10 * MS)
     late = [
         ingest.process(_ingest_sample("lidar/top", k, now + k * 50 * MS), now + 3000 * MS)
@@ -432,7 +458,7 @@ def test_a_replay_judges_stamps_and_seq_on_the_recorded_time() -> None:
     """A damaged log: a message with seq 2**39 and the largest stamp, then one with a good seq and a
     stamp 3 years ahead. The replayer's log_time_ns is the stream's clock, so neither the seq gap
     nor the stamps are plausible: both dropped, by reason, and nothing counted lost."""
-    replay = Ingest(CONFIG.stream("radar/front"), live=False)
+    replay = Ingest(BINDINGS.of("radar/front"), live=False)
     t0 = 1_700_000_000 * 10**9
 
     def message(seq: int, stamp_ns: int, k: int) -> Sample:

@@ -292,7 +292,7 @@ def test_metric_families_of_a_snapshot() -> None:
         nodes,
         [_stream("lidar/top", required=True), _stream("radar/front", idle_s=9.0)],
         results=40,
-        missing={"lidar": 10},
+        missing={"lidar/top": 10},  # by stream name (a result's meta.streams)
         latency={"model": ([1] * 14 + [2], 0.5, 2)},
     )
     families = _families(snapshot)

@@ -94,7 +94,7 @@ class _Terminal(io.StringIO):
 
 def test_the_status_line_in_a_log_waits_for_results_then_comes_every_plain_period() -> None:
     out = io.StringIO()
-    line, stats = StatusLine(out), ResultStats(["camera"])
+    line, stats = StatusLine(out), ResultStats(["camera/front"])
     line.start(0.0, {"camera/front": 0})
     assert not line.due(0.5) and line.due(1.0)
     line.update(1.0, {"camera/front": 10}, stats, 0, None)
@@ -113,7 +113,9 @@ def test_the_status_line_on_a_terminal_is_redrawn_in_place_and_cleared_by_a_log_
     out = _Terminal()
     line = StatusLine(out)
     line.start(0.0, {"camera/front": 0})
-    line.update(1.0, {"camera/front": 5}, ResultStats(["camera"]), 0, None)  # every second, from the start
+    line.update(
+        1.0, {"camera/front": 5}, ResultStats(["camera/front"]), 0, None
+    )  # every second, from the start
     assert out.getvalue().startswith("\r\x1b[Kcamera  5.0Hz | ") and line.due(2.0)
     line.node_output("inference", b"\x1b[1mbold\x1b[0m\n")
     line.clear()  # nothing left to clear
@@ -141,20 +143,16 @@ def test_drop_counters_are_recognised_by_name() -> None:
     assert not any(is_drop_counter(n) for n in ("produced", "published", "received", "sets_full"))
 
 
-def _result(stamp: int, stages: dict[str, int], mask: list[int]) -> Sample:
-    return Sample(
-        "result/fused",
-        "result",
-        0,
-        stamp,
-        {"presence": np.array(mask, np.uint8)},
-        "",
-        {"stages": {"capture": stamp, **stages}, "provider": "CPUExecutionProvider"},
-    )
+DEMO_STREAMS = ["camera/front", "lidar/top", "radar/front", "audio/roof"]
+
+
+def _result(stamp: int, stages: dict[str, int], mask: list[int], streams: list[str] = DEMO_STREAMS) -> Sample:
+    meta = {"stages": {"capture": stamp, **stages}, "provider": "CPUExecutionProvider", "streams": streams}
+    return Sample("result/fused", "result", 0, stamp, {"presence": np.array(mask, np.uint8)}, "", meta)
 
 
 def test_result_stats_split_end_to_end_into_stages_wait_model_and_overhead() -> None:
-    stats = ResultStats(["camera", "lidar", "radar", "audio"])
+    stats = ResultStats(DEMO_STREAMS)
     ms = 1_000_000
     stages = {
         "ingest_in": 2 * ms,
@@ -175,15 +173,29 @@ def test_result_stats_split_end_to_end_into_stages_wait_model_and_overhead() -> 
     assert latency["overhead"]["p50"] == 7.0
     assert latency["ingest_out->sync_in"]["p50"] == 20.0
     assert list(latency)[0] == "capture->ingest_in"  # pipeline order
-    assert (stats.full, stats.partial, dict(stats.missing)) == (1, 1, {"camera": 1})
+    assert (stats.full, stats.partial, dict(stats.missing)) == (1, 1, {"camera/front": 1})
 
 
 def test_result_stats_leave_start_up_out_of_latency_but_count_it() -> None:
-    stats = ResultStats(["lidar"], since_ns=100)
+    stats = ResultStats(["lidar/top"], since_ns=100)
     stats.add(_result(50, {}, [0, 1, 0, 0]), received_ns=60)
     stats.add(_result(150, {}, [0, 1, 0, 0]), received_ns=170)
     assert stats.results == 2 and stats.full == 2  # only lidar is configured
     assert stats.latency()["end_to_end"]["n"] == 1
+
+
+def test_result_stats_count_each_missing_stream_by_the_bit_its_result_names() -> None:
+    """Two cameras feed two inputs; a result's meta.streams says which stream is behind which bit."""
+    streams = ["camera/front", "camera/rear", "lidar/top"]
+    stats = ResultStats(streams)
+    stats.add(_result(0, {}, [1, 0, 1], streams=["camera/front", "camera/rear", "lidar/top"]), received_ns=1)
+    stats.add(_result(0, {}, [1, 0, 1], streams=["lidar/top", "camera/rear", "camera/front"]), received_ns=1)
+    stats.add(
+        _result(0, {}, [1, 1, 1], streams=["camera/front", "", "lidar/top"]), received_ns=1
+    )  # rear unbound
+    stats.add(_result(0, {}, [1, 1], streams=streams), received_ns=1)  # a mask shorter than its streams
+    assert (stats.full, stats.partial) == (0, 4)
+    assert dict(stats.missing) == {"camera/rear": 3, "lidar/top": 1}
 
 
 def test_percentiles_in_ms() -> None:

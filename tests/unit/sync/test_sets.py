@@ -1,23 +1,25 @@
 """Set messages from FusedSets (PROTOCOL.md section 8), without sockets: layout, presence mask, audio
-log-mel computed once when the window is cut, refused inputs and configs."""
+log-mel computed once when the window is cut, refused inputs. (Configs the model cannot take are refused
+when binding: tests/unit/test_binding.py.)"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fusion_pipeline.config import parse_config
-from fusion_pipeline.contract import MODALITIES
-from fusion_pipeline.preprocess import preprocess_audio
-from fusion_pipeline.sync import InputError, SetBuilder, SetLayoutError, Synchronizer, settings_from_config
+from fusion_pipeline.binding import bind
+from fusion_pipeline.config import Config, parse_config
+from fusion_pipeline.contract import InputSpec, ModelContract, default_contract
+from fusion_pipeline.preprocess import CameraParams, preprocess_audio
+from fusion_pipeline.sync import InputError, SetBuilder, Synchronizer, settings_from_config
 from fusion_pipeline.transport import Sample
 
 MS = 1_000_000
 T0 = 10**18
 
 
-def _config(streams: str, sync: str = 'reference = "lidar/top"') -> str:
-    return parse_config(f"{streams}\n[sync]\n{sync}\nmax_wait_ms = 60\n")
+def _config(streams: str, model: str = "", sync: str = 'reference = "lidar/top"') -> Config:
+    return parse_config(f"{streams}\n[sync]\n{sync}\nmax_wait_ms = 60\n[model]\n{model}\n")
 
 
 def _stream(name: str, modality: str, extra: str = "") -> str:
@@ -28,8 +30,10 @@ def _stream(name: str, modality: str, extra: str = "") -> str:
 CONFIG = _config(
     _stream("camera/front", "camera")
     + _stream("lidar/top", "lidar", "required = true")
-    + _stream("audio/roof", "audio", "sample_rate = 16000")
+    + _stream("audio/roof", "audio", "sample_rate = 16000"),
+    model='unbound_inputs = ["radar"]',  # the demo model without its radar: always absent
 )
+BINDINGS = bind(CONFIG, default_contract())
 
 
 def _ingest(stream: str, modality: str, stamp: int, **arrays: np.ndarray) -> Sample:
@@ -40,12 +44,13 @@ def _ingest(stream: str, modality: str, stamp: int, **arrays: np.ndarray) -> Sam
 
 
 def test_sets_carry_present_inputs_mask_and_a_log_mel_cut_when_the_window_was() -> None:
-    builder = SetBuilder(CONFIG)
+    builder = SetBuilder(CONFIG, BINDINGS)
     cuts: list[np.ndarray] = []
 
-    def features(samples: np.ndarray) -> np.ndarray | None:
+    def features(stream: str, samples: np.ndarray) -> np.ndarray | None:
+        assert stream == "audio/roof"
         cuts.append(samples)
-        return builder.audio_features(samples)
+        return builder.audio_features(stream, samples)
 
     sync = Synchronizer(*settings_from_config(CONFIG), window_transform=features)
     rng = np.random.default_rng(0)
@@ -67,7 +72,9 @@ def test_sets_carry_present_inputs_mask_and_a_log_mel_cut_when_the_window_was() 
     np.testing.assert_array_equal(message.arrays["audio"], preprocess_audio(cuts[0]))
     np.testing.assert_array_equal(cuts[0], tone[9601 - 8000 : 9601])  # 8000 frames up to t = frame 9600
     meta = message.meta
-    assert meta["modalities"] == list(MODALITIES) and meta["presence"] == [1, 1, 0, 1]
+    assert meta["modalities"] == ["camera", "lidar", "radar", "audio"] and meta["presence"] == [1, 1, 0, 1]
+    assert meta["inputs"] == ["camera", "lidar", "radar", "audio"]
+    assert meta["streams"] == ["camera/front", "lidar/top", "", "audio/roof"]  # radar: no stream feeds it
     # Audio: the stamp of the window's last frame, here frame 9600 exactly at the reference stamp.
     stamps = {"lidar/top": lidar.stamp_ns, "camera/front": camera.stamp_ns, "audio/roof": lidar.stamp_ns}
     assert meta["stamps"] == stamps
@@ -82,7 +89,7 @@ def test_sets_carry_present_inputs_mask_and_a_log_mel_cut_when_the_window_was() 
 
 
 def test_absent_modalities_have_no_arrays_and_a_zero_bit() -> None:
-    builder = SetBuilder(CONFIG)
+    builder = SetBuilder(CONFIG, BINDINGS)
     sync = Synchronizer(*settings_from_config(CONFIG), window_transform=builder.audio_features)
     lidar = _ingest("lidar/top", "lidar", T0, lidar=np.ones((3, 64, 64), np.float32))
     sync.add("lidar/top", T0, builder.payload(lidar))
@@ -93,7 +100,7 @@ def test_absent_modalities_have_no_arrays_and_a_zero_bit() -> None:
 
 
 def test_inputs_that_do_not_fit_the_contract_are_refused_by_reason() -> None:
-    builder = SetBuilder(CONFIG)
+    builder = SetBuilder(CONFIG, BINDINGS)
     cases = {
         "unknown_stream": _ingest("radar/front", "radar", T0, radar=np.zeros((64, 5), np.float32)),
         "wrong_modality": _ingest("camera/front", "lidar", T0, camera=np.zeros((3, 96, 128), np.float32)),
@@ -110,21 +117,38 @@ def test_inputs_that_do_not_fit_the_contract_are_refused_by_reason() -> None:
         assert err.value.reason == reason.strip()
 
 
-@pytest.mark.parametrize(
-    ("streams", "sync", "message"),
-    [
-        (_stream("a", "camera") + _stream("b", "camera"), 'mode = "approximate"', "both camera"),
-        (_stream("a", "lidar") + _stream("m", "audio", "sample_rate = 48000"), 'reference = "a"', "16000 Hz"),
-        (
-            _stream("a", "lidar") + _stream("m", "audio", "sample_rate = 16000"),
-            'reference = "a"\naudio_window_ms = 400',
-            "at least 500 ms",
-        ),
-    ],
-)
-def test_configs_the_contract_cannot_take_are_refused_at_start(streams: str, sync: str, message: str) -> None:
-    with pytest.raises(SetLayoutError, match=message):
-        SetBuilder(_config(streams, sync))
+def test_two_cameras_fill_their_own_inputs_and_bits_in_the_contracts_presence_order() -> None:
+    camera = CameraParams()
+    lidar = default_contract().input("lidar")
+    inputs = tuple(
+        InputSpec(n, "camera", camera.shape, camera.to_dict()) for n in ("camera_front", "camera_rear")
+    )
+    contract = ModelContract(
+        (*inputs, lidar), default_contract().outputs, presence_order=("camera_rear", "lidar", "camera_front")
+    )
+    config = _config(
+        _stream("camera/front", "camera")
+        + _stream("camera/rear", "camera")
+        + _stream("lidar/top", "lidar", "required = true")
+    )
+    builder = SetBuilder(config, bind(config, contract))
+    sync = Synchronizer(*settings_from_config(config))
+    rear = _ingest("camera/rear", "camera", T0, camera_rear=np.full(camera.shape, 3, np.float32))
+    lidar_sample = _ingest("lidar/top", "lidar", T0, lidar=np.ones((3, 64, 64), np.float32))
+    assert sync.add("camera/rear", T0, builder.payload(rear)) == []
+    assert sync.add("lidar/top", T0, builder.payload(lidar_sample)) == []
+    (fused,) = sync.tick(T0 + 61 * MS)  # the front camera stays silent
+    message = builder.build(fused, T0 + 61 * MS, "deadline")
+    assert set(message.arrays) == {"camera_rear", "lidar"}
+    np.testing.assert_array_equal(message.arrays["camera_rear"], rear.arrays["camera_rear"])
+    assert message.meta["presence"] == [1, 1, 0]
+    assert message.meta["inputs"] == ["camera_rear", "lidar", "camera_front"]
+    assert message.meta["streams"] == ["camera/rear", "lidar/top", "camera/front"]
+    assert message.meta["modalities"] == ["camera", "lidar", "camera"]
+    # Each stream must deliver its own input's array: the rear camera's under the front's name is refused.
+    with pytest.raises(InputError) as err:
+        builder.payload(_ingest("camera/rear", "camera", T0, camera_front=rear.arrays["camera_rear"]))
+    assert err.value.reason == "missing_array"
 
 
 def test_the_audio_windows_stamp_is_in_the_sets_and_the_results_stamps() -> None:
@@ -134,7 +158,7 @@ def test_the_audio_windows_stamp_is_in_the_sets_and_the_results_stamps() -> None
 
     from fusion_pipeline.inference import ModelRuntime, result_sample
 
-    builder = SetBuilder(CONFIG)
+    builder = SetBuilder(CONFIG, BINDINGS)
     sync = Synchronizer(*settings_from_config(CONFIG), window_transform=builder.audio_features)
     lidar = _ingest("lidar/top", "lidar", T0 + 600 * MS, lidar=np.ones((3, 64, 64), np.float32))
     sync.add("lidar/top", lidar.stamp_ns, builder.payload(lidar))

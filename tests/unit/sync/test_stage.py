@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from fusion_pipeline.binding import bind
 from fusion_pipeline.config import parse_config
+from fusion_pipeline.contract import default_contract
 from fusion_pipeline.preprocess import preprocess_audio
 from fusion_pipeline.sync import SyncStage
 from fusion_pipeline.transport import Sample
@@ -25,6 +27,7 @@ CONFIG = parse_config(
     + _stream("audio/roof", "audio", "sample_rate = 16000")
     + '[sync]\nreference = "lidar/top"\nmax_wait_ms = 60\n'
 )
+BINDINGS = bind(CONFIG, default_contract())
 
 
 def _lidar(stamp: int) -> Sample:
@@ -41,18 +44,19 @@ def _audio(stamp: int, samples: np.ndarray) -> Sample:
 
 
 def test_a_set_carries_the_present_streams_and_the_message_that_completed_it() -> None:
-    stage = SyncStage(CONFIG)
+    stage = SyncStage(CONFIG, BINDINGS)
     assert stage.add(_lidar(T0), arrival_ns=5) == []
     (message,) = stage.add(_camera(T0 + 70 * MS), arrival_ns=9)  # later than T0: camera decided
     assert message.stamp_ns == T0 and message.seq == 0
     assert message.meta["presence"] == [0, 1, 0, 0]  # camera too far (max_wait 60 ms), no radar, no audio
+    assert message.meta["streams"] == ["camera/front", "lidar/top", "radar/front", "audio/roof"]  # per bit
     assert set(message.arrays) == {"lidar"}
     assert message.meta["completed_by"] == "camera/front" and message.meta["stages"]["sync_in"] == 9
     assert message.meta["stages"]["ingest_in"] == T0 + 1
 
 
 def test_a_deadline_tick_finishes_a_set_without_the_silent_streams() -> None:
-    stage = SyncStage(CONFIG)
+    stage = SyncStage(CONFIG, BINDINGS)
     stage.add(_lidar(T0), arrival_ns=0)
     stage.add(_camera(T0 + 5 * MS), arrival_ns=0)
     assert stage.next_deadline_ns() == T0 + 60 * MS + 1
@@ -63,7 +67,7 @@ def test_a_deadline_tick_finishes_a_set_without_the_silent_streams() -> None:
 
 
 def test_a_set_gets_the_log_mel_of_its_audio_window() -> None:
-    stage = SyncStage(CONFIG)
+    stage = SyncStage(CONFIG, BINDINGS)
     tone = np.random.default_rng(0).standard_normal((16000, 1)).astype(np.float32) * 0.1
     stage.add(_lidar(T0 + 600 * MS), arrival_ns=0)
     for k in range(31):  # 20 ms chunks from T0 to T0 + 620 ms: they cover the window (100, 600] ms
@@ -76,7 +80,7 @@ def test_a_set_gets_the_log_mel_of_its_audio_window() -> None:
 
 
 def test_a_flush_at_the_end_of_the_streams_publishes_the_sets_still_open() -> None:
-    stage = SyncStage(CONFIG)
+    stage = SyncStage(CONFIG, BINDINGS)
     assert stage.add(_camera(T0 - 10 * MS), arrival_ns=0) == []
     assert stage.add(_lidar(T0), arrival_ns=0) == []  # the camera may still be bettered: open
     (message,) = stage.flush(now_ns=42)
@@ -87,7 +91,7 @@ def test_a_flush_at_the_end_of_the_streams_publishes_the_sets_still_open() -> No
 
 
 def test_samples_the_stage_cannot_use_are_counted_by_reason_not_raised() -> None:
-    stage = SyncStage(CONFIG)
+    stage = SyncStage(CONFIG, BINDINGS)
     wrong = Sample("camera/front", "lidar", 0, T0, {"lidar": np.ones((3, 64, 64), np.float32)}, "", {})
     float_stamp = _lidar(T0)
     float_stamp.stamp_ns = 1.5  # type: ignore[assignment]

@@ -10,7 +10,9 @@ from fuzzing import fuzz_examples
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from fusion_pipeline.binding import bind
 from fusion_pipeline.config import parse_config
+from fusion_pipeline.contract import default_contract
 from fusion_pipeline.ingest import Ingest
 from fusion_pipeline.transport import Limits, Sample, WireError, check, decode, encode, shm
 
@@ -18,10 +20,14 @@ LIMITS = Limits(max_header_bytes=4096, max_arrays=4, max_array_bytes=64 * 1024, 
 # What decode may allocate beyond the input: the header objects and array views, never a declared size.
 ALLOCATION_BOUND = 64 * 1024
 
-INGEST_STREAM = parse_config(
-    '[[streams]]\nname = "lidar/top"\nmodality = "lidar"\nendpoint = "ipc:///x/l.sock"\nrate_hz = 10\n'
-    '[sync]\nreference = "lidar/top"\n'
-).stream("lidar/top")
+# The demo model with only its lidar fed: what an ingest node of that stream runs.
+INGEST_BINDING = bind(
+    parse_config(
+        '[[streams]]\nname = "lidar/top"\nmodality = "lidar"\nendpoint = "ipc:///x/l.sock"\nrate_hz = 10\n'
+        '[sync]\nreference = "lidar/top"\n[model]\nunbound_inputs = ["camera", "radar", "audio"]\n'
+    ),
+    default_contract(),
+).of("lidar/top")
 ARRIVAL_NS = 1_700_000_000_000_000_000
 
 VALID = [
@@ -189,7 +195,7 @@ def _ingest_survives(frames: list[bytes]) -> None:
         checked = check(frames, LIMITS)
     except WireError:
         return
-    ingest = Ingest(INGEST_STREAM, LIMITS)
+    ingest = Ingest(INGEST_BINDING, LIMITS)
     admitted = ingest.admit(checked, ARRIVAL_NS)
     out = ingest.process(checked.materialize(), ARRIVAL_NS)
     assert admitted or out is None
