@@ -63,18 +63,11 @@ def bind(config: Config, contract: ModelContract, model: str = "the model") -> B
         except PreprocessError as exc:
             problems.append(f"streams[{i}].input ({config.streams[i].name!r}): {exc}")
             continue
-        problems += list(_audio_problems(config, i, prepared[i]))
+        if spec.modality == config.streams[i].modality:  # else refused above already
+            problems += list(_audio_problems(config, i, prepared[i]))
     if problems:
-        raise ContractError(
-            f"model {model} does not fit the config:\n" + "\n".join(f"  {p}" for p in problems)
-        )
+        raise ContractError(f"{model} does not fit the config:\n" + "\n".join(f"  {p}" for p in problems))
     bits = {name: bit for bit, name in enumerate(contract.presence_order)}
-    for i, prepare in prepared.items():
-        problems += list(_audio_problems(config, i, prepare))
-    if problems:
-        raise ContractError(
-            f"model {model} does not fit the config:\n" + "\n".join(f"  {p}" for p in problems)
-        )
     by_stream = {
         config.streams[i].name: Binding(config.streams[i], spec, bits[spec.name], prepared[i])
         for i, spec in chosen.items()
@@ -90,7 +83,8 @@ def _input_for(config: Config, i: int, contract: ModelContract) -> InputSpec | s
         if stream.input not in names:
             return f"streams[{i}].input: {stream.input!r} is not an input of the model (inputs: {names})"
         return contract.input(stream.input)
-    for name in (stream.name, stream.slug):
+    candidates = list(dict.fromkeys((stream.name, stream.slug)))  # the slug may be the name
+    for name in candidates:
         if name in names:
             return contract.input(name)
     same = contract.inputs_for(stream.modality)
@@ -98,10 +92,14 @@ def _input_for(config: Config, i: int, contract: ModelContract) -> InputSpec | s
     if len(same) == 1 and len(streams_of_modality) == 1:
         return same[0]
     return (
-        f"streams[{i}] ({stream.name!r}): no model input is named {stream.name!r} or {stream.slug!r}, and "
-        f"the model has {len(same)} {stream.modality} inputs ({[s.name for s in same]}) for "
-        f"{len(streams_of_modality)} {stream.modality} streams: set streams[{i}].input"
+        f"streams[{i}] ({stream.name!r}): no model input is named {' or '.join(map(repr, candidates))}, and "
+        f"the model has {_count(len(same), stream.modality + ' input')} ({[s.name for s in same]}) for "
+        f"{_count(len(streams_of_modality), stream.modality + ' stream')}: set streams[{i}].input"
     )
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def _binding_problems(

@@ -105,11 +105,13 @@ class ModelContract:
             version = int(raw.get("version", 1))
             if version == 1:
                 return _from_v1(raw)
-            if version != CONTRACT_VERSION:
+            if version > CONTRACT_VERSION:
                 raise ContractError(
                     f"model contract version {version} is newer than this pipeline's ({CONTRACT_VERSION}); "
                     "upgrade fusion-pipeline"
                 )
+            if version != CONTRACT_VERSION:
+                raise ContractError(f"model contract version {version}: there is no such version (1 or 2)")
             return cls(
                 inputs=tuple(_input(s) for s in raw["inputs"]),
                 outputs=tuple(_output(s) for s in raw["outputs"]),

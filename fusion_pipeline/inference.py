@@ -114,7 +114,7 @@ def load_bindings(config: Config) -> Bindings:
     """The config's streams bound to the inputs of the model it names; ContractError (naming the
     config key and the model input) when they do not fit. Every node that needs the contract calls this."""
     path = model_path(config)
-    return bind(config, load_contract(path), str(path))
+    return bind(config, load_contract(path), f"model {path}")
 
 
 def wants_tensorrt(model: ModelConfig) -> bool:

@@ -208,7 +208,7 @@ class PipelineSnapshot:
     results: int = 0
     sets_full: int = 0
     sets_partial: int = 0
-    missing: Mapping[str, int] = field(default_factory=dict)  # results without modality -> count
+    missing: Mapping[str, int] = field(default_factory=dict)  # stream -> results whose set lacked it
     provider: str = ""
     latency: Mapping[str, tuple[Sequence[int], float, int]] = field(default_factory=dict)  # stage -> buckets
     notices: Sequence[Notice] = ()

@@ -50,7 +50,7 @@ def _cameras(*names: str, lidar: str = "lidar") -> ModelContract:
 def _refused(config: Config, contract: ModelContract, *problems: str) -> None:
     """bind refuses, its message listing exactly `problems`."""
     with pytest.raises(ContractError) as err:
-        bind(config, contract, "m.onnx")
+        bind(config, contract, "model m.onnx")
     assert str(err.value) == "model m.onnx does not fit the config:\n" + "\n".join(f"  {p}" for p in problems)
 
 
@@ -220,7 +220,7 @@ def test_two_streams_of_a_modality_for_its_one_input_are_refused() -> None:
     """Without input keys, the demo model's one camera input cannot take a second camera."""
     config = _config(*DEMO_STREAMS, _stream("camera/rear", "camera"))
     problem = (
-        "no model input is named {0!r} or {1!r}, and the model has 1 camera inputs (['camera']) for 2 camera "
+        "no model input is named {0!r} or {1!r}, and the model has 1 camera input (['camera']) for 2 camera "
         "streams: set streams[{2}].input"
     )
     _refused(

@@ -117,6 +117,10 @@ def test_the_v1_contract_of_the_shipped_model_converts_to_the_default_contract()
             "model contract version 3 is newer than this pipeline's (2); upgrade fusion-pipeline",
         ),
         (
+            json.dumps({**json.loads(default_contract().to_json()), "version": 0}),
+            "model contract version 0: there is no such version (1 or 2)",
+        ),
+        (
             "{not json",
             "model contract JSON ('fusion.contract') is malformed: JSONDecodeError('Expecting property name "
             "enclosed in double quotes: line 1 column 2 (char 1)')",
