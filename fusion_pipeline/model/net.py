@@ -191,7 +191,8 @@ class FusionNet(nn.Module):
             torch.tensor([self.contract.presence_order.index(s.name) for s in self.inputs]),
             persistent=False,
         )
-        n_tokens = [self.encoders[g.key].n_tokens for g in self.groups for _ in g.inputs]
+        key_of = {spec.name: g.key for g in self.groups for spec in g.inputs}
+        n_tokens = [self.encoders[key_of[spec.name]].n_tokens for spec in self.inputs]
         self.fusion = self._make_fusion(config, n_tokens)
         self.heads = Heads(self.fusion.d_out, config.hidden, n_classes)
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from fusion_pipeline.contract import MODALITIES, ModelContract, default_contract
 from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.fusion import FUSIONS
 from fusion_pipeline.model.net import FusionNet, ModelConfig
+
+if TYPE_CHECKING:
+    from fusion_pipeline.sim.dataset import Sensor
 
 __all__ = [
     "LABEL_NAMES",
@@ -97,7 +100,7 @@ def load_dataset(
     n_samples: int,
     cache_dir: str | Path | None = None,
     contract: ModelContract | None = None,
-    sensors: Any = None,
+    sensors: Sequence[Sensor] | None = None,
 ) -> dict[str, np.ndarray]:
     """World samples as arrays named like `contract`'s inputs (default: the default contract's) plus
     LABEL_NAMES, from fusion_pipeline.sim.dataset, which caches them (`cache_dir` None = its default
@@ -107,8 +110,8 @@ def load_dataset(
 
     contract = contract or default_contract()
     t0 = time.perf_counter()
-    extra = {} if sensors is None else {"sensors": sensors}
-    data = dataset.generate(world_seed, n_samples, folder=cache_dir, progress=True, **extra)
+    sensors = sensors or dataset.DEFAULT_SENSORS
+    data = dataset.generate(world_seed, n_samples, folder=cache_dir, progress=True, sensors=sensors)
     log.info("dataset: world seed %d, %d samples, %.0f s", world_seed, n_samples, time.perf_counter() - t0)
     missing = [k for k in (*input_tensors(contract), *LABEL_NAMES) if k not in data]
     if missing:

@@ -141,6 +141,31 @@ def test_a_missing_input_is_ignored_per_input_not_per_modality() -> None:
     assert not torch.allclose(reference[0], outputs("left")[0])
 
 
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_inputs_of_one_encoder_need_not_be_neighbours(fusion: str) -> None:
+    """Cameras on either side of a radar (1 token) in the presence order: each input's tokens stay its own."""
+    radar = default_contract().input("radar")
+    contract = replace(
+        two_cameras_and_a_lidar(),
+        inputs=(*two_cameras_and_a_lidar().inputs, radar),
+        presence_order=("left", "radar", "right", "bev"),
+    )
+    model = FusionNet(replace(TINY, fusion=fusion), contract).eval()
+    inputs = random_inputs(contract, presence_masks(4), seed=6)
+    with torch.no_grad():
+        tokens = model.encode(inputs)
+        outputs = model(*(inputs[name] for name in contract.tensors))
+    assert [t.shape[1] for t in tokens] == [4, 1, 4, 4]
+    assert all(torch.isfinite(o).all() for o in outputs)
+    # `right` missing (presence row 0b1011): its input does not reach the outputs.
+    row = [i for i, mask in enumerate(presence_masks(4).tolist()) if mask == [1.0, 1.0, 0.0, 1.0]]
+    changed = {**inputs, "right": torch.rand_like(inputs["right"]) * 5}
+    with torch.no_grad():
+        again = model(*(changed[name] for name in contract.tensors))
+    for a, b in zip(outputs, again, strict=True):
+        torch.testing.assert_close(a[row], b[row])
+
+
 def test_presence_masks_cover_every_pattern_or_the_telling_ones() -> None:
     masks = presence_masks(4)
     assert len(torch.unique(masks, dim=0)) == 16
