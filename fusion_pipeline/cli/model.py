@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_pipeline.cli.args import add_command, check_output_path, comma_list, config_argument, number
-from fusion_pipeline.config import Config, parse_config
+from fusion_pipeline.config import Config, load_config, parse_config
 from fusion_pipeline.contract import ModelContract, default_contract
 from fusion_pipeline.model.contracts import contract_for_config
 from fusion_pipeline.model.errors import ModelError
@@ -154,8 +154,9 @@ def _train(args: argparse.Namespace) -> int:
         "seed": args.seed,
     }
     tc = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    config_text = args.config.read_text() if args.config else None
-    config = parse_config(config_text, str(args.config)) if config_text is not None else None
+    config = load_config(args.config) if args.config else None
+    # Kept in every checkpoint, so that eval renders the same sensors.
+    saved_config = {"source": str(args.config), "text": args.config.read_text()} if args.config else None
     contract = contract_for_config(config) if config else default_contract()
     names = list(suite(contract)) if args.models is None or "all" in args.models else args.models
     configs = {name: model_config_for(name) for name in names}  # validates every name before any work
@@ -172,7 +173,7 @@ def _train(args: argparse.Namespace) -> int:
             "train_config": asdict(tc),
             "history": history,
             "seconds": time.perf_counter() - t0,
-            "config": {"source": str(args.config), "text": config_text} if config_text is not None else None,
+            "config": saved_config,
         }
         save_checkpoint(args.run_dir / f"{name}.npz", model, meta)
         last = history[-1]
@@ -279,7 +280,7 @@ def _eval_config(path: Path | None, saved: dict[str, Any] | None) -> tuple[str |
     """The config to evaluate with, and how to name it: --config, else the one saved in the
     checkpoints, else none (the default suite)."""
     if path is not None:
-        return str(path), parse_config(path.read_text(), str(path))
+        return str(path), load_config(path)
     if saved is not None:
         return saved["source"], parse_config(saved["text"], f"{saved['source']} (saved in the checkpoints)")
     return None, None
