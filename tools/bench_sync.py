@@ -349,7 +349,7 @@ def _us(seconds_per_message: Sequence[float]) -> str:
 
 
 def streams_section(
-    command: str,
+    commands: Sequence[str],
     seconds: float,
     runs: dict[str, Runs],
     sizes: dict[tuple[int, str], tuple[int, int]],
@@ -393,10 +393,12 @@ def streams_section(
         for count in sorted({count for count, _ in contender["wall"]})
     )
     repeats = len(next(iter(contender["wall"].values())))
+    commit = _commit(ROOT)
+    contender_name = "this checkout" if commit is None else f"this checkout, commit `{commit}`"
     compared = (
         ""
         if baseline_name is None
-        else f" The baseline is {baseline_name}, run back to back with the contender (this checkout) in "
+        else f" The baseline is {baseline_name}, run back to back with the contender ({contender_name}) in "
         "every repeat, alternating which goes first; a ratio divides the baseline's cost by the "
         "contender's in the same repeat. Both emitted the same sets, audio windows and drop counters "
         "(sha256, every pass)."
@@ -411,7 +413,7 @@ def streams_section(
             "waiting for a CPU on this shared machine does not inflate.",
             "",
             "```",
-            command,
+            *commands,
             "```",
             "",
             f"Suites (cameras 30 Hz, lidar 10 Hz the reference and required, radars 20 Hz with +-10 ms "
@@ -449,6 +451,7 @@ def plot_streams(runs: dict[str, Runs], path: Path) -> None:
                 [count for count, _ in keys],
                 medians,
                 yerr=[below, above],
+                color=f"C{list(MODES).index(mode)}",  # one colour per mode, a line style per checkout
                 marker="o" if label == "contender" else "s",
                 linestyle="-" if label == "contender" else "--",
                 capsize=3,
@@ -465,12 +468,12 @@ def plot_streams(runs: dict[str, Runs], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _describe(checkout: Path) -> str:
-    """The checkout's commit, e.g. `2b2475b` (its path where git cannot tell)."""
+def _commit(checkout: Path) -> str | None:
+    """The checkout's commit, e.g. 2b2475b (None where git cannot tell)."""
     done = subprocess.run(
         ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     )
-    return f"`{checkout}`" if done.returncode else f"commit `{done.stdout.strip()}`"
+    return None if done.returncode else done.stdout.strip()
 
 
 def _counts(text: str) -> list[int]:
@@ -500,9 +503,16 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(one_pass(args.streams, seconds)))
             return 0
         runs, sizes = bench_streams(args.streams, seconds, args.repeats, args.baseline)
-        command = shlex.join(["python", "tools/bench_sync.py", *(sys.argv[1:] if argv is None else argv)])
-        baseline_name = None if args.baseline is None else _describe(args.baseline)
-        text = streams_section(command, seconds, runs, sizes, baseline_name)
+        commands = [shlex.join(["python", "tools/bench_sync.py", *(sys.argv[1:] if argv is None else argv)])]
+        baseline_name = None
+        if args.baseline is not None:
+            commit = _commit(args.baseline)
+            baseline_name = f"`{args.baseline}`" if commit is None else f"commit `{commit}`"
+            if commit is not None:  # how that checkout was made
+                commands.insert(
+                    0, shlex.join(["git", "worktree", "add", "--detach", str(args.baseline), commit])
+                )
+        text = streams_section(commands, seconds, runs, sizes, baseline_name)
         print(text)
         if args.write:
             replace_section(BENCHMARKS, text)
