@@ -147,7 +147,10 @@ class SyncConfig(_Section):
 
 
 class ModelConfig(_Section):
-    path: str = Field("", description="ONNX model; empty = the shipped default model")
+    path: str = Field(
+        "",
+        description="ONNX model file, or package:NAME for a shipped one; empty = the shipped default model",
+    )
     providers: list[Literal["auto", "tensorrt", "cuda", "cpu"]] = ["auto"]
     tensorrt: bool = False
     tf32: bool = True

@@ -53,6 +53,7 @@ __all__ = [
     "library_error",
     "load_contract",
     "model_path",
+    "shipped_models",
     "result_sample",
     "wants_tensorrt",
 ]
@@ -71,11 +72,23 @@ WARM_UP_RUNS = 3
 _NOT_IN_BUILD = "(not in this onnxruntime build)"
 
 
+#: model.path prefix of a model shipped in the package: "package:surround.onnx".
+SHIPPED = "package:"
+
+
+def shipped_models() -> list[str]:
+    """The models shipped in the package, by file name."""
+    folder = resources.files("fusion_pipeline").joinpath("models")
+    return sorted(f.name for f in folder.iterdir() if f.name.endswith(".onnx"))
+
+
 def model_path(config: Config) -> Path:
-    """The model file the config names; ``model.path = ""`` is the default model shipped in the package."""
-    if config.model.path:
-        return Path(config.model.path).expanduser()
-    return Path(str(resources.files("fusion_pipeline").joinpath("models", "default.onnx")))
+    """The model file the config names: a path (relative: from the working directory), or
+    ``package:NAME`` for one shipped in the package; ``""`` is the shipped default model."""
+    path = config.model.path or SHIPPED + "default.onnx"
+    if path.startswith(SHIPPED):
+        return Path(str(resources.files("fusion_pipeline").joinpath("models", path.removeprefix(SHIPPED))))
+    return Path(path).expanduser()
 
 
 def engine_cache_dir() -> Path:

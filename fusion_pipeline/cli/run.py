@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def preflight(config: Config, path: Path | None) -> None:
     """Refuse, before starting anything, a config the nodes would refuse one by one: a ConfigError that
     starts with the config's file `path` (None: the embedded demo)."""
-    from fusion_pipeline.inference import load_bindings, model_path
+    from fusion_pipeline.inference import SHIPPED, load_bindings, model_path, shipped_models
     from fusion_pipeline.sim.drivers import SimSettings
 
     try:
@@ -54,7 +54,7 @@ def preflight(config: Config, path: Path | None) -> None:
         if not model.is_file():
             raise ConfigError(
                 f"model.path: no model file at {model.absolute()} (a relative path is read from the "
-                "working directory)"
+                f"working directory; shipped models: {', '.join(SHIPPED + m for m in shipped_models())})"
             )
         load_bindings(config)
     except FusionError as exc:  # sim settings, model, bindings: all come from this config

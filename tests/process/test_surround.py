@@ -14,6 +14,7 @@ from paths import ROOT
 from pipeline_harness import collect, pipeline, presence
 
 from fusion_pipeline.config import load_config
+from fusion_pipeline.inference import model_path
 from fusion_pipeline.transport import Sample
 
 SURROUND = ROOT / "configs" / "surround.toml"
@@ -23,7 +24,7 @@ KILLED = "camera/front_left"
 @pytest.fixture
 def surround_model() -> Path:
     """The surround model the config names (a path from the repository root), shipped in the package."""
-    model = ROOT / load_config(SURROUND).model.path
+    model = model_path(load_config(SURROUND))
     assert model.is_file(), f"{model}: the shipped surround model is missing"
     return model
 
