@@ -331,19 +331,19 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.model_path}: contract v{contract.version}, fusion {contract.fusion or '?'}")
     print(f"  presence input {contract.presence!r}, one bit per input: {', '.join(contract.presence_order)}")
+    width = max(len(name) for name in [*contract.tensors, *(out.name for out in contract.outputs)])
     print("  inputs:")
     for spec in contract.inputs:
         for name, shape in spec.tensors.items():
             what = f"[{spec.modality}] {spec.meaning}" if name == spec.name else f"mask of {spec.name}"
-            print(f"    {name:13s} {spec.dtype} {_shape(shape):12s} {what}".rstrip())
+            print(f"    {name:{width}s} {spec.dtype} {_shape(shape):12s} {what}".rstrip())
         if spec.preprocess:
             print(f"      preprocess: {json.dumps(spec.preprocess, sort_keys=True)}")
     print("  outputs:")
     for out in contract.outputs:
         how = {"class_logits": ", ".join(out.classes), "regression": out.units}.get(out.kind, "")
-        print(
-            f"    {out.name:13s} {_shape(out.shape):12s} {out.kind}{f' ({how})' if how else ''} {out.meaning}"
-        )
+        kind = f"{out.kind} ({how})" if how else out.kind
+        print(f"    {out.name:{width}s} {_shape(out.shape):12s} {kind} {out.meaning}")
     return 0
 
 
