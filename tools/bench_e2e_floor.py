@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Collection
+from collections.abc import Mapping
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
@@ -34,8 +34,9 @@ from bench_e2e import Scenario, run_scenario, scenario_config
 from benchdoc import BENCHMARKS, machine, replace_section
 
 from fusion_pipeline.allocator import tune_allocator
+from fusion_pipeline.binding import Bindings
 from fusion_pipeline.config import Config, load_config
-from fusion_pipeline.contract import MODALITIES, default_contract
+from fusion_pipeline.inference import load_bindings
 from fusion_pipeline.ops import ResultStats
 from fusion_pipeline.protocol import (
     CAPTURE,
@@ -54,19 +55,18 @@ POLL_MS = 20
 TOLERANCE_NS = 1_000_000  # stamps of commensurate sensors meet on the ns grid; this only absorbs rounding
 
 
-def _inputs(modalities: Collection[str]) -> dict[str, np.ndarray]:
-    """Zeros shaped like the model inputs of `modalities` (what ingest nodes send, or a whole set)."""
-    specs = default_contract().inputs
-    return {s.name: np.zeros(s.shape, np.float32) for s in specs if s.modality in modalities}
+def _zeros(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Zeros of these tensor shapes, by name: what an ingest node sends, a whole set, or a result."""
+    return {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
 
 
-def ingest_relay(config: Config, run_dir: Path, name: str, stop: Event) -> None:
+def ingest_relay(config: Config, bindings: Bindings, run_dir: Path, name: str, stop: Event) -> None:
     tune_allocator()
     stream = config.stream(name)
     source = Subscriber(config.endpoint(stream.endpoint, run_dir), topics=[name])
     sink = Publisher(config.ingest_endpoint(name, run_dir), stream=name, modality=stream.modality)
     receive = source.recv if stream.modality == "audio" else source.recv_newest
-    zeros = _inputs({stream.modality})
+    zeros = _zeros(bindings.of(name).input.tensors)  # the model input the stream feeds
     gc.freeze()
     while not stop.is_set():
         sample = receive(timeout_ms=POLL_MS)
@@ -80,7 +80,7 @@ def ingest_relay(config: Config, run_dir: Path, name: str, stop: Event) -> None:
     source.close()
 
 
-def sync_relay(config: Config, run_dir: Path, stop: Event) -> None:
+def sync_relay(config: Config, bindings: Bindings, run_dir: Path, stop: Event) -> None:
     """A set for each reference stamp t once every other stream has data up to t (audio: a chunk's end)."""
     tune_allocator()
     reference = config.sync.reference
@@ -89,7 +89,7 @@ def sync_relay(config: Config, run_dir: Path, stop: Event) -> None:
     sink = Publisher(config.endpoint(config.sync.endpoint, run_dir), "sets", "set", role=Role.SET)
     chunk_ns = {s.name: round(1e9 / s.rate_hz) if s.modality == "audio" else 0 for s in others}
     max_wait_ns = round(config.sync.max_wait_ms * 1e6)
-    set_arrays = _inputs(MODALITIES)
+    set_arrays = _zeros({n: s for b in bindings.by_stream.values() for n, s in b.input.tensors.items()})
     covered: dict[str, int] = {}  # per other stream: the newest time its data reaches
     pending: dict[int, dict[str, int]] = {}  # reference stamp -> its stages
     built = 0
@@ -114,8 +114,13 @@ def sync_relay(config: Config, run_dir: Path, stop: Event) -> None:
     source.close()
 
 
-def inference_relay(config: Config, run_dir: Path, stop: Event) -> None:
+def inference_relay(config: Config, bindings: Bindings, run_dir: Path, stop: Event) -> None:
     tune_allocator()
+    contract = bindings.contract
+    stream_of = {b.input.name: name for name, b in bindings.by_stream.items()}
+    streams = [stream_of.get(name, "") for name in contract.presence_order]  # behind each presence bit
+    arrays = _zeros({o.name: o.shape for o in contract.outputs})
+    arrays["presence"] = np.ones(len(streams), np.uint8)
     source = Subscriber(config.endpoint(config.sync.endpoint, run_dir), role=Role.SET)
     results_url = config.endpoint(config.output.endpoint, run_dir)
     sink = Publisher(results_url, "result/floor", "result", role=Role.RESULT)
@@ -127,8 +132,8 @@ def inference_relay(config: Config, run_dir: Path, stop: Event) -> None:
         start = time.time_ns()
         stages = dict(fused.meta["stages"]) | {INFERENCE_START: start, INFERENCE_END: start}
         stages[PUBLISH] = time.time_ns()
-        arrays = {"probabilities": np.zeros(5, np.float32), "presence": np.ones(4, np.uint8)}
-        sink.send(Sample("result/floor", "result", fused.seq, fused.stamp_ns, arrays, "", {"stages": stages}))
+        meta = {"stages": stages, "streams": streams}
+        sink.send(Sample("result/floor", "result", fused.seq, fused.stamp_ns, arrays, "", meta))
     sink.close()
     source.close()
 
@@ -138,12 +143,16 @@ def run_floor(duration_s: float, warmup_s: float, workdir: Path) -> ResultStats:
     config_path = workdir / "floor.toml"
     config_path.write_text(scenario_config(run_dir, 1.0))
     config = load_config(config_path)
+    bindings = load_bindings(config)
     fork = mp.get_context("fork")
     stop = fork.Event()
-    relays = [fork.Process(target=ingest_relay, args=(config, run_dir, s.name, stop)) for s in config.streams]
+    relays = [
+        fork.Process(target=ingest_relay, args=(config, bindings, run_dir, s.name, stop))
+        for s in config.streams
+    ]
     relays += [
-        fork.Process(target=sync_relay, args=(config, run_dir, stop)),
-        fork.Process(target=inference_relay, args=(config, run_dir, stop)),
+        fork.Process(target=sync_relay, args=(config, bindings, run_dir, stop)),
+        fork.Process(target=inference_relay, args=(config, bindings, run_dir, stop)),
     ]
     for relay in relays:
         relay.start()

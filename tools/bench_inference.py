@@ -55,19 +55,18 @@ def bench(
             f"checkpoint {checkpoint.relative_to(ROOT) if checkpoint.is_absolute() else checkpoint}"
         )
     else:
-        model = FusionNet(ModelConfig(fusion=contract.fusion)).eval()
+        model = FusionNet(ModelConfig(fusion=contract.fusion), contract).eval()
         torch_source = "same architecture, fresh weights (no checkpoint found)"
     torch.set_num_threads(threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    names = [s.name for s in contract.inputs]
     rows = []
     for batch in batches:
-        inputs = random_inputs(contract, torch.ones(batch, len(contract.modalities)), seed=batch)
+        inputs = random_inputs(contract, torch.ones(batch, len(contract.presence_order)), seed=batch)
         feeds = {k: v.numpy() for k, v in inputs.items()}
-        args = tuple(inputs[n] for n in names)
+        args = tuple(inputs[name] for name in contract.tensors)  # FusionNet's positional order
         times: dict[str, list[float]] = {"ort": [], "torch": []}
         with torch.inference_mode():
             for i in range(iters + 20):  # the first 20 rounds are warm-up

@@ -26,9 +26,11 @@ from collections.abc import Callable
 import numpy as np
 from benchdoc import BENCHMARKS, machine, replace_section
 
-from fusion_pipeline.contract import AUDIO_HOP, AUDIO_N_FFT
 from fusion_pipeline.preprocess import (
-    PARAMS,
+    AudioParams,
+    CameraParams,
+    LidarParams,
+    RadarParams,
     preprocess_audio,
     preprocess_camera,
     preprocess_lidar,
@@ -40,6 +42,8 @@ from fusion_pipeline.sim import world as world_module
 
 SECTION = "## Preprocessing"
 SECOND = 1_000_000_000
+# The default model's front ends, which the contenders run with and the baselines reimplement.
+CAMERA, LIDAR, RADAR, AUDIO = CameraParams(), LidarParams(), RadarParams(), AudioParams()
 
 
 # -- baselines ------------------------------------------------------------------------------------------
@@ -48,13 +52,12 @@ SECOND = 1_000_000_000
 def camera_block_mean(image: np.ndarray) -> np.ndarray:
     h, w, _ = image.shape
     blocks = image.reshape(96, h // 96, 128, w // 128, 3).mean(axis=(1, 3))
-    mean, std = np.array(PARAMS["camera"]["mean"]), np.array(PARAMS["camera"]["std"])
+    mean, std = np.array(CAMERA.mean), np.array(CAMERA.std)
     return ((blocks / 255.0 - mean) / std).transpose(2, 0, 1).astype(np.float32)
 
 
 def lidar_point_loop(points: np.ndarray) -> np.ndarray:
-    p = PARAMS["lidar"]
-    (x0, x1), (y0, y1), (z0, z1) = p["x_range_m"], p["y_range_m"], p["z_range_m"]
+    (x0, x1), (y0, y1), (z0, z1) = LIDAR.x_range_m, LIDAR.y_range_m, LIDAR.z_range_m
     count = np.zeros((64, 64))
     height = np.zeros((64, 64))
     intensity = np.zeros((64, 64))
@@ -64,7 +67,7 @@ def lidar_point_loop(points: np.ndarray) -> np.ndarray:
             count[r, c] += 1
             height[r, c] = max(height[r, c], (z - z0) / (z1 - z0))
             intensity[r, c] += i
-    occupancy = np.minimum(np.log1p(count) / math.log1p(p["occupancy_saturation"]), 1.0)
+    occupancy = np.minimum(np.log1p(count) / math.log1p(LIDAR.occupancy_saturation), 1.0)
     return np.stack([occupancy, height, intensity / np.maximum(count, 1)]).astype(np.float32)
 
 
@@ -88,18 +91,18 @@ def radar_python_sort(detections: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     out = np.zeros((64, 5), np.float32)
     mask = np.zeros(64, np.float32)
     for k, row in enumerate(rows):
-        out[k] = np.array(row) / np.array(PARAMS["radar"]["scale"])
+        out[k] = np.array(row) / np.array(RADAR.scale)
         mask[k] = 1.0
     return out, mask
 
 
 def audio_frame_loop(samples: np.ndarray) -> np.ndarray:
-    x = samples[-8000:].astype(np.float32) / 32768.0
-    window = np.hanning(AUDIO_N_FFT + 1)[:-1]  # periodic Hann
+    x = samples[-AUDIO.window_samples :].astype(np.float32) / 32768.0
+    window = np.hanning(AUDIO.n_fft + 1)[:-1]  # periodic Hann
     fb = mel_filterbank()
     columns = []
-    for start in range(0, len(x) - AUDIO_N_FFT + 1, AUDIO_HOP):
-        power = np.abs(np.fft.rfft(x[start : start + AUDIO_N_FFT] * window)) ** 2
+    for start in range(0, len(x) - AUDIO.n_fft + 1, AUDIO.hop):
+        power = np.abs(np.fft.rfft(x[start : start + AUDIO.n_fft] * window)) ** 2
         columns.append(np.log(fb @ power + 1e-6))
     return np.stack(columns, axis=1)[None].astype(np.float32)
 

@@ -1,5 +1,6 @@
-"""Poses as the ingest node of one stream, publishing model-ready samples of the contract's shapes at the
-stream's rate_hz: the load of tools/bench_sync_node.py, and the input of the synchronizer node's tests.
+"""Poses as the ingest node of one stream, publishing model-ready samples at the stream's rate_hz, shaped
+like the model input the config binds the stream to: the load of tools/bench_sync_node.py, and the input
+of the synchronizer node's tests.
 
 Usage: python tools/pose_ingest.py CONFIG RUN_DIR STREAM [SECONDS]
 
@@ -15,7 +16,7 @@ import time
 import numpy as np
 
 from fusion_pipeline.config import load_config
-from fusion_pipeline.contract import default_contract
+from fusion_pipeline.inference import load_bindings
 from fusion_pipeline.protocol import INGEST_IN, INGEST_OUT
 from fusion_pipeline.transport import Publisher
 
@@ -27,7 +28,7 @@ def main() -> None:
     seconds = float(sys.argv[4]) if len(sys.argv) > 4 else float("inf")
     config = load_config(config_path)
     stream = config.stream(stream_name)
-    specs = default_contract().inputs_for(stream.modality)
+    tensors = load_bindings(config).of(stream.name).input.tensors  # name -> shape (a radar's mask too)
     endpoint = config.ingest_endpoint(stream.name, run_dir)
     audio = stream.modality == "audio"
     period_ns = CHUNK_MS * 1_000_000 if audio else round(1e9 / stream.rate_hz)
@@ -46,7 +47,7 @@ def main() -> None:
                 meta["sample_rate"] = stream.sample_rate
                 pub.publish(t0 + k * period_ns, {"samples": chunk}, meta=meta)
             else:
-                arrays = {s.name: np.full(s.shape, k, np.float32) for s in specs}
+                arrays = {name: np.full(shape, k, np.float32) for name, shape in tensors.items()}
                 pub.publish(now, arrays, meta=meta)
             k += 1
 
