@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import psutil
-from pipeline_harness import add_to_stream, collect, demo_text, pipeline, presence
+from pipeline_harness import add_to_stream, collect, demo_text, pipeline, present
 
-RADAR = 2  # presence-mask bit of the radar (contract.MODALITIES)
 FACTOR = 5
 WARMUP_S = 5.0
 SAMPLED_S = 60.0
@@ -40,7 +39,7 @@ def test_radar_at_5x_its_rate_keeps_every_node_rss_stable_for_60_s(tmp_path: Pat
     with pipeline(_fast_radar, "--summary-json", str(summary_path), "--warmup", "0", workdir=tmp_path) as run:
         results = run.results()
         try:
-            collect(results, lambda rs: sum(presence(r)[RADAR] for _, r in rs) >= 5, timeout_s=60)
+            collect(results, lambda rs: sum(present(r, "radar/front") for _, r in rs) >= 5, timeout_s=60)
             time.sleep(WARMUP_S)
             processes = {pid: psutil.Process(pid) for pid in run.all_node_pids()}
             labels = {pid: _label(pid) for pid in processes}

@@ -25,8 +25,8 @@ from pathlib import Path
 import psutil
 import pytest
 from paths import ROOT
+from pipeline_harness import present
 
-from fusion_pipeline.contract import MODALITIES
 from fusion_pipeline.transport import Sample, Subscriber, generate_keys
 
 CONFIGS = ROOT / "configs" / "multihost"
@@ -34,7 +34,6 @@ VEHICLE_IP = "192.168.50.1"  # the documented addresses (configs/multihost/*.tom
 COMPUTE_IP = "192.168.50.2"
 PORTS = ("5555", "5556")  # lidar/top, radar/front
 ETC, RUN = "/etc/fusion-pipeline", "/run/fusion-pipeline"
-LIDAR, RADAR = MODALITIES.index("lidar"), MODALITIES.index("radar")  # in a result's presence mask
 
 
 @dataclass
@@ -234,13 +233,13 @@ def test_graph_across_hosts_over_tcp_with_curve(hosts: Hosts, sites: dict[str, S
             switched_ns = time.time_ns()
             assert processes.stop("radar-impostor") == 0
             processes.driver("radar", vehicle_toml, "radar/front", vehicle.run)
-            _collect(sub, lambda r: any(s.arrays["presence"][RADAR] for s in r), 60, results, processes)
+            _collect(sub, lambda r: any(present(s, "radar/front") for s in r), 60, results, processes)
 
         context = processes.log("run")
         before = [s for s in results if s.stamp_ns < switched_ns]
         assert len(before) >= 10, context
-        assert not any(s.arrays["presence"][RADAR] for s in before), "radar from an unknown key got in"
-        assert all(s.arrays["presence"][LIDAR] for s in results), "lidar (the reference) missing from a set"
+        assert not any(present(s, "radar/front") for s in before), "radar from an unknown key got in"
+        assert all(present(s, "lidar/top") for s in results), "lidar (the reference) missing from a set"
         assert allowed.wait(timeout=30) == 0, processes.log("allowed-echo")
         assert processes.log("allowed-echo").count("lidar/top [lidar]") == 3
         assert stranger.wait(timeout=30) == 1, processes.log("stranger-echo")

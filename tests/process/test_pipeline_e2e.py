@@ -33,8 +33,8 @@ def test_demo_run_produces_full_and_partial_sets_and_exits_clean(tmp_path: Path)
     assert summary["results"] >= 20, output
     # The camera outage (1.5 s at 10 sets/s) shows as partial sets missing exactly the camera.
     assert summary["sets_full"] >= 10
-    assert summary["missing"].get("camera", 0) >= 8
-    assert summary["missing"]["camera"] <= summary["sets_partial"] <= sum(summary["missing"].values())
+    assert summary["missing"].get("camera/front", 0) >= 8
+    assert summary["missing"]["camera/front"] <= summary["sets_partial"] <= sum(summary["missing"].values())
     assert summary["provider"].endswith("ExecutionProvider")
     if summary["provider"] != "CUDAExecutionProvider" and "CUDAExecutionProvider" in available_providers():
         assert f"FELL BACK to {summary['provider']}" in output  # said loudly

@@ -60,5 +60,6 @@ def test_rate_1_and_max_speed_give_identical_results(tmp_path: Path) -> None:
     # Every reference message gives a result, the last one too: the end of the replay flushes its set.
     assert len(a) == lidar
     assert a == b  # same sets (stamps, presence) and the same model outputs, to the bit
-    # The comparison covers both masks: audio is missing until 500 ms of it (the window) have arrived.
+    # The comparison covers both masks: audio (the last bit in the default model's presence order) is
+    # missing until 500 ms of it (the window) have arrived.
     assert {r[2]["presence"][2] for r in a} == {bytes([1, 1, 1, 0]), bytes([1, 1, 1, 1])}

@@ -36,6 +36,9 @@ reference = "lidar/top"
 max_wait_ms = 60
 endpoint = "ipc://{run_dir}/sets.sock"
 
+[model]
+unbound_inputs = ["camera", "audio"]  # the default model's inputs no stream feeds here: always absent
+
 [output]
 endpoint = "ipc://{run_dir}/results.sock"
 

@@ -19,7 +19,7 @@ from fusion_pipeline.sim import World
 STORE = typestore()
 T = STORE.types
 T0 = 1_700_000_000_000_000_000
-CLASSES = default_contract().classes
+CLASSES = next(o.classes for o in default_contract().outputs if o.kind == "class_logits")
 
 
 def _header(stamp_ns: int, frame_id: str):
@@ -126,5 +126,5 @@ def test_ros2_bag_imports_and_replays_into_results(tmp_path: Path) -> None:
     assert len(out) == len(lidar) == 7 and summary["inference_skipped"] == 0
     assert [r.stamp_ns for r in out] == lidar
     assert all(r.modality == "result" and r.arrays["class_probs"].shape == (len(CLASSES),) for r in out)
-    # camera, lidar and radar present (the log has no audio)
+    # camera, lidar and radar present (the log has no audio), in the default model's presence order
     assert {tuple(r.arrays["presence"]) for r in out} == {(1, 1, 1, 0)}

@@ -5,6 +5,7 @@ Everything started here is stopped by the same helper (by its own Popen handle, 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import msgpack
 import zmq
 from paths import ROOT
 
+from fusion_pipeline.contract import default_contract
 from fusion_pipeline.node import CONTROL_SOCKET
 
 STREAMS_TOML = {
@@ -28,16 +30,20 @@ STREAMS_TOML = {
 
 
 def write_config(
-    path: Path, modalities: list[str], extra: dict[str, str] | None = None, sync: str = ""
+    path: Path, modalities: list[str], extra: dict[str, str] | None = None, sync: str = "", model: str = ""
 ) -> Path:
-    """A config with the demo's streams of `modalities`; `extra` adds TOML lines to a modality's stream."""
+    """A config with the demo's streams of `modalities`; `extra` adds TOML lines to a modality's stream,
+    `sync` and `model` to those sections. The default model's inputs of the other modalities are
+    listed in model.unbound_inputs (always absent), so that every node accepts the config."""
     text = "[pipeline]\nheartbeat_ms = 100\n\n"
     for modality in modalities:
         text += f"[[streams]]\n{STREAMS_TOML[modality]}"
         text += f'endpoint = "ipc://{{run_dir}}/sensor-{modality}.sock"\n'
         text += (extra or {}).get(modality, "") + "\n"
     reference = 'reference = "lidar/top"' if "lidar" in modalities else 'mode = "approximate"'
-    text += f"[sync]\n{reference}\n{sync}\n"
+    text += f"[sync]\n{reference}\n{sync}\n\n"
+    unbound = [s.name for s in default_contract().inputs if s.modality not in modalities]
+    text += f"[model]\nunbound_inputs = {json.dumps(unbound)}\n{model}\n"
     path.write_text(text)
     return path
 

@@ -124,3 +124,8 @@ def collect(
 
 def presence(result: Sample) -> list[int]:
     return [int(x) for x in result.arrays["presence"]]
+
+
+def present(result: Sample, stream: str) -> bool:
+    """Whether `stream` was in the result's set: its presence bit, found through meta.streams."""
+    return bool(result.arrays["presence"][result.meta["streams"].index(stream)])

@@ -15,6 +15,8 @@ driver = "{driver}"
 rate_hz = 20
 [sync]
 reference = "radar/front"
+[model]
+unbound_inputs = ["camera", "lidar", "audio"]  # the default model's inputs no stream feeds: always absent
 [output]
 endpoint = "{output}"
 [metrics]

@@ -272,7 +272,10 @@ def test_the_stream_keys_and_their_host_rules_are_documented_where_a_new_user_lo
 
 
 def test_slowdown_is_a_factor_of_at_least_one() -> None:
-    text = write_config(Path(tempfile.mkdtemp()) / "c.toml", ["lidar"]).read_text()
-    assert parse_config(text + "\n[model]\nslowdown = 3\n").model.slowdown == 3
+    def config(slowdown: float) -> str:
+        path = Path(tempfile.mkdtemp()) / "c.toml"
+        return write_config(path, ["lidar"], model=f"slowdown = {slowdown}").read_text()
+
+    assert parse_config(config(3)).model.slowdown == 3
     with pytest.raises(ConfigError, match="slowdown"):
-        parse_config(text + "\n[model]\nslowdown = 0.5\n")
+        parse_config(config(0.5))
