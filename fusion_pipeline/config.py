@@ -79,6 +79,11 @@ class PipelineConfig(_Section):
         False,
         description="live publishers on ipc endpoints pass arrays of 128 KiB and more through shared memory",
     )
+    composition: Literal["processes", "composed"] = Field(
+        "processes",
+        description="processes: an ingest node per stream, the synchronizer and inference each in its own "
+        "process; composed: all of them in one process and one loop (nodes/composed.py)",
+    )
 
 
 class LimitsConfig(_Section):

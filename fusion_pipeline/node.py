@@ -7,8 +7,9 @@ here) and runs its loop in `Node.loop`, which beats and ends on SIGTERM/SIGINT; 
 sends the last counters and closes everything. `run_node` runs the script's main as the process.
 
 Heartbeats are msgpack maps pushed (PUSH/PULL) to ``ipc://RUN_DIR/control.sock``:
-``{"node", "pid", "t_ns", "counters"}``. A heartbeat is sent at most every ``pipeline.heartbeat_ms`` and
-never blocks the node: if the supervisor is gone, it is dropped.
+``{"node", "pid", "t_ns", "counters"}``, and ``"parts"`` (name -> counters) from a node that runs other
+nodes' work inside itself (nodes/composed.py). A heartbeat is sent at most every ``pipeline.heartbeat_ms``
+and never blocks the node: if the supervisor is gone, it is dropped.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ __all__ = [
     "CONTROL_SOCKET",
     "POLL_MS",
     "Node",
+    "Parts",
     "check_host",
     "enter_realtime",
     "node_name",
@@ -56,6 +58,9 @@ CONTROL_SOCKET = "control.sock"
 POLL_MS = 50  # the longest a node loop waits for input before it checks for a stop request and beats
 
 log = logging.getLogger(__name__)
+
+#: A composed node's heartbeat counters of the nodes it runs inside itself, by their node names.
+Parts = dict[str, dict[str, Any]]
 
 _stop = False
 
@@ -187,19 +192,21 @@ class _Heartbeat:
     def due(self) -> bool:
         return time.time_ns() - self._last_ns >= self.interval_ns
 
-    def beat(self, counters: dict[str, Any], force: bool = False) -> None:
+    def beat(self, counters: dict[str, Any], parts: Parts | None = None, force: bool = False) -> None:
         if not force and not self.due():
             return
         self._last_ns = now = time.time_ns()
         message = {"node": self.node, "pid": os.getpid(), "t_ns": now, "counters": counters}
+        if parts is not None:
+            message["parts"] = parts
         # Supervisor busy or gone: liveness is best effort, the data path must not wait for it.
         with contextlib.suppress(zmq.Again):
             self._socket.send(msgpack.packb(message), zmq.NOBLOCK)
 
-    def close(self, final_counters: dict[str, Any] | None = None) -> None:
+    def close(self, final_counters: dict[str, Any] | None = None, final_parts: Parts | None = None) -> None:
         """Close, after a last beat with `final_counters` when given (what the node did up to its exit)."""
         if final_counters is not None:
-            self.beat(final_counters, force=True)
+            self.beat(final_counters, final_parts, force=True)
         self._socket.close()
         self._zmq.term()
 
@@ -228,6 +235,7 @@ class Node(contextlib.AbstractContextManager["Node", None]):
         self.replay = context.replay  # fed by `fusion-pipeline replay`: lossless, in log order, event time
         self._stream = None if context.stream is None else self.config.stream(context.stream)
         self.counters: Callable[[], dict[str, Any]] | None = None  # what the heartbeats carry
+        self.parts: Callable[[], Parts] | None = None  # and, from a composed node, its parts' counters
         self._sockets: list[Publisher | Subscriber] = []
         self._heartbeat = _Heartbeat(context)
 
@@ -270,10 +278,14 @@ class Node(contextlib.AbstractContextManager["Node", None]):
         self._sockets.append(socket)
         return socket
 
-    def loop(self, counters: Callable[[], dict[str, Any]]) -> Iterator[None]:
+    def loop(
+        self, counters: Callable[[], dict[str, Any]], parts: Callable[[], Parts] | None = None
+    ) -> Iterator[None]:
         """One iteration per pass of the node's loop until a stop request; after each, a heartbeat with
-        `counters()` when one is due. Keep each pass under about `POLL_MS` so a stop is seen promptly."""
+        `counters()` (and `parts()`, the counters of the nodes it runs inside itself) when one is due.
+        Keep each pass under about `POLL_MS` so a stop is seen promptly."""
         self.counters = counters
+        self.parts = parts
         # Everything allocated so far (modules, config, sockets, the model) lives as long as the process;
         # freezing it keeps a full garbage collection from scanning it in the data path (tens of ms).
         gc.freeze()
@@ -287,7 +299,7 @@ class Node(contextlib.AbstractContextManager["Node", None]):
             if self.counters is None or not self._heartbeat.due():
                 return
             counters = self.counters()
-        self._heartbeat.beat(counters)
+        self._heartbeat.beat(counters, None if self.parts is None else self.parts())
 
     def sleep_until(self, t_ns: int) -> bool:
         """Sleep until wall-clock `t_ns`, beating; False when a stop request cut it short."""
@@ -297,7 +309,8 @@ class Node(contextlib.AbstractContextManager["Node", None]):
         return self.running
 
     def close(self) -> None:
-        self._heartbeat.close(None if self.counters is None else self.counters())
+        final_parts = None if self.parts is None else self.parts()
+        self._heartbeat.close(None if self.counters is None else self.counters(), final_parts)
         for socket in reversed(self._sockets):
             socket.close()
 

@@ -9,6 +9,9 @@ camera, lidar or radar it admits every message it drains and keeps the newest ad
 others counted by reason, the admitted ones passed over as skipped); audio it takes in full.
 With --replay (a replay graph) it takes every message and its publisher blocks rather than drops.
 Malformed and refused messages are counted by reason in the heartbeat, never fatal.
+
+`StreamIngest` is that work on one driver socket, without the output socket: the composed node
+(nodes/composed.py) runs one per stream and hands their samples to its sync stage.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 
+from fusion_pipeline.binding import Binding
 from fusion_pipeline.inference import load_bindings
 from fusion_pipeline.ingest import Ingest
 from fusion_pipeline.node import POLL_MS, Node, run_node
@@ -26,53 +30,70 @@ from fusion_pipeline.transport import Sample
 log = logging.getLogger("nodes.ingest")
 
 
+class StreamIngest:
+    """One stream's ingest on its driver's socket, opened through `node`: receive, check, preprocess,
+    count. `binding` is the stream and the model input it feeds."""
+
+    def __init__(self, node: Node, binding: Binding) -> None:
+        stream = binding.stream
+        time_jump_ns = settings_from_config(node.config)[0].time_jump_ns  # the synchronizer's
+        self.ingest = Ingest(binding, live=not node.replay, time_jump_ns=time_jump_ns)
+        self.driver_url = node.endpoint(stream.endpoint)
+        self.source = node.subscriber(self.driver_url, topics=[stream.name], limits=self.ingest.limits)
+        # Behind on a discrete stream: every drained message is admitted in order (header checks, seq
+        # tracking) and the newest admitted one is finished; audio, or a replay: every message in full.
+        self.drain_newest = self.ingest.drain_newest and not node.replay
+        self.published = 0  # model-ready samples handed on
+        self._reported: set[str] = set()
+
+    def take(self, timeout_ms: int) -> Sample | None:
+        """The next model-ready sample, stamped ingest_out, waiting at most `timeout_ms` for a message;
+        None when none came or it was dropped (counted)."""
+        ingest = self.ingest
+        if self.drain_newest:
+            sample = self.source.recv_newest(
+                timeout_ms, admit=lambda message: ingest.admit(message, time.time_ns())
+            )
+            out = None if sample is None else ingest.finish(sample, time.time_ns())
+        else:
+            sample = self.source.recv(timeout_ms=timeout_ms)
+            out = None if sample is None else ingest.process(sample, time.time_ns())
+        if len(self._reported) < len(self.source.malformed) + len(ingest.rejected):
+            self._report_new_drop_reasons()
+        if out is None:
+            return None
+        out.meta["stages"][INGEST_OUT] = time.time_ns()
+        self.published += 1
+        return out
+
+    def counters(self) -> dict[str, int]:
+        return {**self.source.counters(), **self.ingest.counters(), "published": self.published}
+
+    def _report_new_drop_reasons(self) -> None:
+        """Log the first message dropped for each reason; the counters carry the rest."""
+        for reason, error in [
+            *((f"malformed_{r}", self.source.last_error) for r in self.source.malformed),
+            *((f"schema_{r}", self.ingest.last_error) for r in self.ingest.rejected),
+        ]:
+            if reason not in self._reported:
+                self._reported.add(reason)
+                stream = self.ingest.config.name  # the composed node's log prefix does not name it
+                log.warning(
+                    "dropping a %s message (%s, further ones only counted): %s", stream, reason, error
+                )
+
+
 def main(argv: list[str] | None = None) -> int:
     with Node("ingest", argv, per_stream=True, realtime=True) as node:
         stream = node.stream
-        time_jump_ns = settings_from_config(node.config)[0].time_jump_ns  # the synchronizer's
-        binding = load_bindings(node.config).of(stream.name)  # its model input's front end
-        ingest = Ingest(binding, live=not node.replay, time_jump_ns=time_jump_ns)
-        driver_url = node.endpoint(stream.endpoint)
-        source = node.subscriber(driver_url, topics=[stream.name], limits=ingest.limits)
+        ingest = StreamIngest(node, load_bindings(node.config).of(stream.name))  # its model input's front end
         sink_url = node.config.ingest_endpoint(stream.name, node.run_dir)
         sink = node.publisher(sink_url, stream.name, stream.modality, frame_id=stream.frame_id)
-        log.info("%s -> %s", driver_url, sink.last_endpoint)
-
-        # Behind on a discrete stream: every drained message is admitted in order (header checks, seq
-        # tracking) and the newest admitted one is finished; audio, or a replay: every message in full.
-        def newest() -> Sample | None:
-            sample = source.recv_newest(POLL_MS, admit=lambda message: ingest.admit(message, time.time_ns()))
-            return None if sample is None else ingest.finish(sample, time.time_ns())
-
-        def every() -> Sample | None:
-            sample = source.recv(timeout_ms=POLL_MS)
-            return None if sample is None else ingest.process(sample, time.time_ns())
-
-        receive = newest if ingest.drain_newest and not node.replay else every
-        published = 0
-        reported: set[str] = set()
-
-        def counters() -> dict[str, int]:
-            return {**source.counters(), **ingest.counters(), "published": published}
-
-        def report_new_drop_reasons() -> None:
-            """Log the first message dropped for each reason; the counters carry the rest."""
-            for reason, error in [
-                *((f"malformed_{r}", source.last_error) for r in source.malformed),
-                *((f"schema_{r}", ingest.last_error) for r in ingest.rejected),
-            ]:
-                if reason not in reported:
-                    reported.add(reason)
-                    log.warning("dropping a message (%s, further ones only counted): %s", reason, error)
-
-        for _ in node.loop(counters):
-            out = receive()
+        log.info("%s -> %s", ingest.driver_url, sink.last_endpoint)
+        for _ in node.loop(ingest.counters):
+            out = ingest.take(POLL_MS)
             if out is not None:
-                out.meta["stages"][INGEST_OUT] = time.time_ns()
                 sink.send(out)
-                published += 1
-            if len(reported) < len(source.malformed) + len(ingest.rejected):
-                report_new_drop_reasons()
     return 0
 
 

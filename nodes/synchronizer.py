@@ -35,13 +35,6 @@ LATENCY_WINDOW = 1000  # sets behind the added_ms_* heartbeat figures
 INPUT_HWM = 64  # per ingest connection: ~2 s of the fastest stream if this loop stalls
 
 
-def _poll_ms(deadline_ns: int | None, now_ns: int) -> int:
-    """Wait until the next deadline (rounded up to whole ms, as zmq polls in ms), at most POLL_MS."""
-    if deadline_ns is None:
-        return POLL_MS
-    return min(POLL_MS, max(0, -((now_ns - deadline_ns) // 1_000_000)))
-
-
 def main(argv: list[str] | None = None) -> int:
     with Node("synchronizer", argv, realtime=True) as node:
         config = node.config
@@ -97,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 for sample in arrived:
                     publish(stage.flush(now) if sample.stream == END_STREAM else stage.add(sample, now))
             else:
-                received = source.recv(timeout_ms=_poll_ms(stage.next_deadline_ns(), time.time_ns()))
+                received = source.recv(timeout_ms=stage.wait_ms(time.time_ns(), POLL_MS))
                 if received is not None:
                     publish(stage.add(received, time.time_ns()))
                 publish(stage.tick(time.time_ns()))

@@ -49,11 +49,6 @@ def metric_families(snapshot: PipelineSnapshot) -> list[Metric]:
     ]
 
 
-def _counters(snapshot: PipelineSnapshot, node: str) -> Mapping[str, Any]:
-    found = snapshot.node(node)
-    return found.counters if found is not None else {}
-
-
 def _count(counters: Mapping[str, Any], key: str) -> int:
     value = counters.get(key, 0)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
@@ -96,11 +91,11 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
         labels=["stream"],
     )
     quiet = {s.name for s in silent_streams(snapshot)}
-    sync = _counters(snapshot, "synchronizer")
+    sync = snapshot.counters("synchronizer")
     for stream in snapshot.streams:
         name = stream.name
         silent.add_metric([name], 1.0 if name in quiet else 0.0)
-        ingest = _counters(snapshot, f"ingest:{name}")
+        ingest = snapshot.counters(f"ingest:{name}")
         messages.add_metric([name], _count(ingest, "received"))
         size.add_metric([name], _count(ingest, "received_bytes"))
         gaps.add_metric([name], _count(ingest, "seq_gaps"))
@@ -108,7 +103,7 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
         for key in sorted(ingest):
             if key.startswith(("malformed_", "schema_")):
                 malformed.add_metric([name, key.removeprefix("malformed_")], _count(ingest, key))
-        for kind, counters in (("sensor_sim", _counters(snapshot, f"sensor_sim:{name}")), ("ingest", ingest)):
+        for kind, counters in (("sensor_sim", snapshot.counters(f"sensor_sim:{name}")), ("ingest", ingest)):
             for key in sorted(counters):
                 if is_drop_counter(key) and not key.startswith(_NOT_DROPS):
                     dropped.add_metric([name, kind, key], _count(counters, key))
@@ -118,7 +113,7 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
 
 
 def _sync_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
-    sync = _counters(snapshot, "synchronizer")
+    sync = snapshot.counters("synchronizer")
     sets = CounterMetricFamily(
         "fusion_sync_sets",
         "Sets by kind: full (every stream present), partial (an optional stream missing), "
@@ -152,7 +147,7 @@ def _sync_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
 
 
 def _inference_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
-    inference = _counters(snapshot, "inference")
+    inference = snapshot.counters("inference")
     latency = HistogramMetricFamily(
         "fusion_inference_latency_seconds",
         "Latency of the results after the warm-up: model (the ONNX Runtime call) and end_to_end "

@@ -24,23 +24,35 @@ RunSocket = tuple[str, Callable[[Path], str]]
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """One node process: `kind` is the module under nodes/, `stream` set for per-stream nodes."""
+    """One node process: `kind` is the module under nodes/, `stream` set for per-stream nodes. `parts`
+    are the nodes it runs inside itself (composed): its heartbeats carry their counters under their
+    names, so status, metrics and the summary read them as they read the separate nodes'."""
 
     kind: str
     stream: str | None = None
+    parts: tuple[NodeSpec, ...] = ()
 
     @property
     def name(self) -> str:
         """The name the node uses in its heartbeats."""
         return node_name(self.kind, self.stream)
 
+    def runs(self, kind: str) -> bool:
+        """Whether this process does the work of a `kind` node, itself or as one of its parts."""
+        return kind in (self.kind, *(part.kind for part in self.parts))
 
-def node_specs(config: Config, drivers: bool = True) -> list[NodeSpec]:
+
+def node_specs(config: Config, drivers: bool = True, composed: bool = True) -> list[NodeSpec]:
     """Every process of the config's graph, upstream first; without `drivers`, no simulated driver (a
-    replayer takes their place on their endpoints)."""
+    replayer takes their place on their endpoints). The data path is an ingest node per stream, the
+    synchronizer and inference, or with ``pipeline.composition = "composed"`` (unless `composed` is
+    False) one node running them all."""
     specs = [NodeSpec("sensor_sim", s.name) for s in config.streams if drivers and s.driver == "sim"]
-    specs += [NodeSpec("ingest", s.name) for s in config.streams]
-    specs += [NodeSpec("synchronizer"), NodeSpec("inference")]
+    data_path = [NodeSpec("ingest", s.name) for s in config.streams]
+    data_path += [NodeSpec("synchronizer"), NodeSpec("inference")]
+    if composed and config.pipeline.composition == "composed":
+        data_path = [NodeSpec("composed", parts=tuple(data_path))]
+    specs += data_path
     return specs + [NodeSpec("recorder")] if config.record.enabled else specs
 
 
@@ -59,9 +71,11 @@ class GraphSpec:
     node_args: tuple[str, ...] = ()  # appended to every node's command line
     log_time: bool = False  # result stamps are a log's, not today's (ops.metrics.ResultStats.log_time)
     sockets: tuple[RunSocket, ...] = ()  # checked with the config's before any node starts (node.check_host)
+    # Honour pipeline.composition = "composed"; a replay's graph runs the separate nodes whatever it says.
+    composed: bool = True
 
     def nodes(self, config: Config) -> list[NodeSpec]:
-        return node_specs(config, drivers=self.drivers)
+        return node_specs(config, drivers=self.drivers, composed=self.composed)
 
     def argv(self, node: NodeSpec, config_path: Path | None, run_dir: Path) -> list[str]:
         """``python -m nodes.KIND [--config PATH] --run-dir DIR [--stream NAME]`` and the graph's own."""

@@ -84,6 +84,7 @@ OUT_COUNTERS: dict[str, str] = {
     "ingest": "published",
     "synchronizer": "sets_published",
     "inference": "results",
+    "composed": "results",
     "recorder": "written",
 }
 
@@ -155,6 +156,7 @@ class NodeSnapshot:
     restarts: int
     counters: Mapping[str, Any]  # totals across restarts (CounterTotals)
     rates: Mapping[str, float]  # per second over the recent window: "in", "out"
+    parts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # a composed node's, by node name
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,15 @@ class PipelineSnapshot:
 
     def node(self, name: str) -> NodeSnapshot | None:
         return next((n for n in self.nodes if n.name == name), None)
+
+    def counters(self, name: str) -> Mapping[str, Any]:
+        """The counters of node `name`, a process of its own or a part of a composed node; {} if none."""
+        for node in self.nodes:
+            if node.name == name:
+                return node.counters
+            if name in node.parts:
+                return node.parts[name]
+        return {}
 
 
 @dataclass(frozen=True)

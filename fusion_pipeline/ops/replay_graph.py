@@ -5,7 +5,9 @@ endpoints; every node gets ``--replay``: ingest and inference take every message
 newest), publishers block instead of dropping, and the synchronizer matches in event time, in the
 replayer's send order, so a log yields the same sets at any replay speed (docs/ARCHITECTURE.md, "Time").
 Result stamps are the log's, so the summary works in log time. The replayer binds the end-of-replay
-socket once the nodes are up: too long a path is refused with the config's, before they start.
+socket once the nodes are up: too long a path is refused with the config's, before they start. A config
+with ``pipeline.composition = "composed"`` is replayed through the separate nodes too: the composed node
+is a live-latency choice with no replay mode, and the replay's sets and results do not depend on it.
 
 `SupervisorThread` runs the supervisor in a background thread, so the replayer can publish from the
 calling thread; `ready()` waits until every node has sent its first heartbeat, which each node sends only
@@ -33,6 +35,7 @@ REPLAY_GRAPH = GraphSpec(
     node_args=("--replay",),
     log_time=True,
     sockets=(("pipeline.run_dir (the end-of-replay socket)", end_endpoint),),
+    composed=False,
 )
 
 

@@ -2,8 +2,10 @@
 
 Each node is its own process, ``python -m nodes.KIND [--config PATH] --run-dir DIR [--stream NAME]``:
 a simulated driver per stream with ``driver = "sim"``, an ingest node per stream, the synchronizer,
-the inference node and, with ``record.enabled``, the recorder. A replay runs the same supervisor with
-another ops.graph.GraphSpec (ops.replay_graph). In its run dir (ops.rundir) the supervisor
+the inference node (or, with ``pipeline.composition = "composed"``, one node doing their work, whose
+heartbeats report it under their names: ops.graph.NodeSpec.parts) and, with ``record.enabled``, the
+recorder. A replay runs the same supervisor with another ops.graph.GraphSpec (ops.replay_graph). In its
+run dir (ops.rundir) the supervisor
 
 - forwards every line a node prints, prefixed with the node's name;
 - binds the PULL end of ``ipc://RUN_DIR/control.sock`` and reads the nodes' heartbeats (fusion_pipeline.node);
@@ -193,6 +195,8 @@ class Supervisor:
         self.line.log(
             f"run dir {self.run_dir}; {len(self.nodes)} nodes; config {self.config_path or '<embedded demo>'}"
         )
+        if self.config.pipeline.composition == "composed" and not self.graph.composed:
+            self.line.log('pipeline.composition = "composed" applies live only: the nodes run as processes')
         config_option = f" -c {self.config_path}" if self.config.curve_for(results_url) else ""
         self.line.log(f"results on {results_url}: fusion-pipeline echo {results_url}{config_option}")
         for use in plain_tcp_endpoints(self.config, self.run_dir):
@@ -249,8 +253,10 @@ class Supervisor:
     def snapshot(self, now: float) -> PipelineSnapshot:
         """The pipeline's state now (monotonic `now`), kept as `latest` for the metrics thread."""
         heartbeat_ms = self.config.pipeline.heartbeat_ms
-        totals = {n.spec.name: self.counters.totals(n.spec.name) for n in self.nodes}
-        flows = {n.spec.name: flow_counts(n.spec.kind, totals[n.spec.name]) for n in self.nodes}
+        # A composed node's parts count as the nodes they stand for: per-stream ingest figures included.
+        specs = [spec for n in self.nodes for spec in (n.spec, *n.spec.parts)]
+        totals = {spec.name: self.counters.totals(spec.name) for spec in specs}
+        flows = {spec.name: flow_counts(spec.kind, totals[spec.name]) for spec in specs}
         counts = {f"{name}.{k}": v for name, flow in flows.items() for k, v in flow.items()}
         # Silence is measured on what ingest publishes; what arrives and why it was dropped tell a
         # driver that sends nothing from data that ingest refuses.
@@ -279,6 +285,7 @@ class Supervisor:
                     restarts=node.restarts,
                     counters=totals[name],
                     rates={k: v for k, v in rates.items() if v is not None},
+                    parts={part.name: totals[part.name] for part in node.spec.parts},
                 )
             )
         # Silence counts from the moment every node was up: a driver still importing is not silent.
@@ -452,7 +459,7 @@ class Supervisor:
             self._schedule_restart(node, code, now)
 
     def _start_timeout(self, spec: NodeSpec) -> float:
-        if spec.kind == "inference" and wants_tensorrt(self.config.model):
+        if spec.runs("inference") and wants_tensorrt(self.config.model):
             return self.policy.tensorrt_start_timeout_s
         return self.policy.start_timeout_s
 
@@ -509,9 +516,14 @@ class Supervisor:
                 self._all_up = now
             node.last_beat = now
             self.counters.update(name, pid, counters)
-            reference = name == f"ingest:{self.config.sync.reference}"
-            if reference and not self.graph.log_time and beat.get("t_ns", 0) >= self.stats.since_ns:
-                self.ratio.mark(int(beat["t_ns"]), self.counters.totals(name).get("produced", 0))
+            parts = beat.get("parts")
+            for part in node.spec.parts:
+                if isinstance(parts, dict) and isinstance(parts.get(part.name), dict):
+                    self.counters.update(part.name, pid, parts[part.name])
+            reference = f"ingest:{self.config.sync.reference}"
+            beats_reference = reference in (name, *(part.name for part in node.spec.parts))
+            if beats_reference and not self.graph.log_time and beat.get("t_ns", 0) >= self.stats.since_ns:
+                self.ratio.mark(int(beat["t_ns"]), self.counters.totals(reference).get("produced", 0))
 
     def _drain_results(self, results: Subscriber) -> None:
         while (result := results.recv(timeout_ms=0)) is not None:

@@ -69,6 +69,14 @@ class SyncStage:
         """The earliest `now_ns` at which tick() can finish a set (None: no deadline pending)."""
         return self.synchronizer.next_deadline_ns()
 
+    def wait_ms(self, now_ns: int, longest_ms: int) -> int:
+        """How long a live loop may wait for input at `now_ns` before it must tick: until the next
+        deadline, rounded up to whole ms (zmq polls in ms), at most `longest_ms`."""
+        deadline_ns = self.next_deadline_ns()
+        if deadline_ns is None:
+            return longest_ms
+        return min(longest_ms, max(0, -((now_ns - deadline_ns) // 1_000_000)))
+
     def counters(self) -> dict[str, int]:
         return {
             **self.synchronizer.counters.as_dict(),

@@ -1,0 +1,142 @@
+"""Composed node: ingest for every stream, the sync stage and the inference stage in one process, one loop.
+
+    python -m nodes.composed --config PATH --run-dir DIR
+
+``pipeline.composition = "composed"`` runs it in place of the ingest nodes, the synchronizer and the
+inference node; the sensor drivers stay processes of their own. It subscribes to every driver endpoint,
+one socket per stream (each with its stream's receive limits, so that each drains on its own), and waits
+on all of them with one poller, until a message comes or the sync stage's next deadline. Each pass:
+
+1. ingest: one stream with input waiting at a time, the first in priority order (the reference stream,
+   whose message opens the set the others complete, then the config's order), taken as its ingest node
+   would take it (nodes/ingest.py `StreamIngest`): a camera, lidar or radar socket drained to its newest
+   admitted message, audio in full; then the poller is asked again, until a set is complete or no
+   input waits, so a reference message never queues behind another stream's preprocessing for long;
+2. sync: each model-ready sample straight into the `SyncStage` (no ingest or set socket in between),
+   then a tick with the wall clock for the deadlines;
+3. inference: the newest set completed in the pass is run and its result published on output.endpoint;
+   older ones (a tick that finished several) are counted as skipped, as the inference node skips to the
+   newest set; behind, ingest skips to each stream's newest message as well;
+4. the pass's sets are published on sync.endpoint (for `echo` and the recorder), after the result, so
+   that copying them never delays one.
+
+Results carry the same stage stamps as in the process graph (sync_in is the completing sample's arrival
+at the stage, sync_emit its hand-over to inference, with no hop between), so the supervisor's latency
+figures compare. Its heartbeats carry each part's counters under the separate nodes' names (ingest:STREAM,
+synchronizer, inference; node.Parts), so `status`, the metrics and the summary read them unchanged. A
+replay runs the process graph: `fusion-pipeline replay` refuses a composed config, and so does this node
+when started with --replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import zmq
+
+from fusion_pipeline.errors import ConfigError
+from fusion_pipeline.inference import InferenceStage, ModelRuntime, load_bindings
+from fusion_pipeline.node import POLL_MS, Node, Parts, node_name, run_node
+from fusion_pipeline.protocol import (
+    PUBLISH,
+    RESULT_MODALITY,
+    RESULT_STREAM,
+    SET_MODALITY,
+    SET_STREAM,
+    SYNC_EMIT,
+)
+from fusion_pipeline.sync import SyncStage
+from fusion_pipeline.transport import Role, Sample
+from nodes.ingest import StreamIngest
+
+log = logging.getLogger("nodes.composed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    with Node("composed", argv, realtime=True) as node:
+        config = node.config
+        if node.replay:
+            raise ConfigError('pipeline.composition = "composed": a replay runs the process graph')
+        # A config the model cannot take ends the node (run_node): ContractError from the bindings.
+        bindings = load_bindings(config)
+        reference_first = sorted(config.streams, key=lambda s: s.name != config.sync.reference)
+        streams = [StreamIngest(node, bindings.of(s.name)) for s in reference_first]
+        sync = SyncStage(config, bindings)
+        inference = InferenceStage(ModelRuntime(config), config.model.slowdown)
+        if inference.runtime.fell_back:
+            log.warning("WARNING: %s", inference.runtime.describe())
+        else:
+            log.info("%s", inference.runtime.describe())
+        if inference.slowdown > 1:
+            log.warning("fault injection: model runs slowed %gx (model.slowdown)", inference.slowdown)
+        sets_out = node.publisher(
+            node.endpoint(config.sync.endpoint), SET_STREAM, SET_MODALITY, role=Role.SET
+        )
+        # Results go to programs outside the pipeline: arrays in the frames, never in shared memory.
+        results_out = node.publisher(
+            node.endpoint(config.output.endpoint),
+            RESULT_STREAM,
+            RESULT_MODALITY,
+            role=Role.RESULT,
+            hwm=config.output.hwm,
+            shm=False,
+        )
+        poller = zmq.Poller()
+        for stream in streams:
+            poller.register(stream.source.socket, zmq.POLLIN)
+        log.info(
+            "%d streams -> sets %s, results %s",
+            len(streams),
+            sets_out.last_endpoint,
+            results_out.last_endpoint,
+        )
+        added = 0  # model-ready samples into the sync stage
+        handed = 0  # sets handed to inference
+        skipped = 0  # of those, passed over for a newer set of the same pass
+
+        def counters() -> dict[str, object]:
+            return {"received": sum(s.source.received for s in streams), "results": inference.results}
+
+        def parts() -> Parts:
+            return {
+                **{node_name("ingest", s.ingest.config.name): s.counters() for s in streams},
+                "synchronizer": {"received": added, **sync.counters()},
+                "inference": {"received": handed, "skipped": skipped, **inference.counters()},
+            }
+
+        for _ in node.loop(counters, parts):
+            # Serve one stream at a time, the first ready in priority order (the reference first), and
+            # look again after each, until a set is complete: a reference message that arrives while
+            # another stream is preprocessed goes next, and a complete set goes to the model at once.
+            # A flood of input still ends the pass after POLL_MS, so the node beats and sees a stop.
+            timeout_ms = sync.wait_ms(time.time_ns(), POLL_MS)
+            pass_end = time.monotonic() + POLL_MS / 1000
+            sets: list[Sample] = []
+            while not sets and time.monotonic() < pass_end and (ready := dict(poller.poll(timeout_ms))):
+                timeout_ms = 0
+                stream = next(s for s in streams if s.source.socket in ready)
+                while not sets and (sample := stream.take(0)) is not None:
+                    added += 1
+                    sets += sync.add(sample, time.time_ns())
+            sets += sync.tick(time.time_ns())
+            if not sets:
+                continue
+            emitted = time.time_ns()
+            for fused in sets:
+                fused.meta["stages"][SYNC_EMIT] = emitted
+            # Behind (several sets in one pass): a late set is worth less than the newest one.
+            handed += len(sets)
+            skipped += len(sets) - 1
+            result = inference.run(max(sets, key=lambda s: s.stamp_ns))
+            if result is not None:
+                result.meta["stages"][PUBLISH] = time.time_ns()
+                results_out.send(result)
+            for fused in sets:
+                # Copied, as the synchronizer node sends sets (its docstring says why not zero-copy).
+                sets_out.send(fused, zero_copy=False)
+    return 0
+
+
+if __name__ == "__main__":
+    run_node(main)

@@ -1,0 +1,138 @@
+"""Composed live mode with real processes (issue 15, item 3): the demo with ``pipeline.composition =
+"composed"`` (the drivers as processes, ingest, sync and inference in one node), its results, the status,
+metrics and summary that read the one node's parts as the separate nodes, and its restart after kill -9.
+About 25 s each. The config key and the graph: tests/unit/ops/test_composed.py."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline_harness import Run, collect, demo_text, pipeline, present
+from prometheus_client.parser import text_string_to_metric_families
+
+from fusion_pipeline.ops import StatusError, query
+
+STREAMS = ["camera/front", "lidar/top", "radar/front", "audio/roof"]
+REFERENCE = "lidar/top"
+DATA_PATH = ("ingest", "synchronizer", "inference")  # the node kinds the composed node stands for
+
+
+def _composed(run_dir: Path) -> str:
+    def edit(text: str) -> str:
+        text = text.replace("[pipeline]\n", '[pipeline]\ncomposition = "composed"\n', 1)
+        return text.replace('address = "127.0.0.1:9464"', 'address = "127.0.0.1:0"', 1)  # any free port
+
+    return demo_text(run_dir, edit)
+
+
+def _wait(condition: Callable[[], Any], timeout_s: float, what: str, run: Run) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not after {timeout_s} s\n{run.output()[-3000:]}")
+
+
+def _flowing(run: Run) -> dict[str, Any] | None:
+    """The status report once the pipeline is healthy and every stream has a message rate."""
+    with contextlib.suppress(StatusError):
+        report = query(run.run_dir, timeout_s=2.0)
+        if not report["degraded"] and all(s["messages_per_s"] for s in report["streams"]):
+            return report
+    return None
+
+
+def _scrape(run: Run) -> dict[str, float]:
+    """{'sample_name{label=value,...}': value} from the run's /metrics."""
+    url = _wait(lambda: next(iter(_metrics_urls(run)), None), 30, "metrics URL logged", run)
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        f"{s.name}{{{','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))}}}": s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _scrape_with_results(run: Run) -> dict[str, float] | None:
+    metrics = _scrape(run)
+    return metrics if metrics["fusion_inference_results_total{}"] > 0 else None
+
+
+def _metrics_urls(run: Run) -> list[str]:
+    return [
+        line.split("metrics at ")[1].strip() for line in run.output().splitlines() if "metrics at " in line
+    ]
+
+
+def test_composed_demo_gives_a_result_for_nearly_every_reference_stamp_and_reports_per_stream(
+    tmp_path: Path,
+) -> None:
+    """Over 20 s at least 95% of the reference stamps give a result; one process does the data path;
+    `status`, the metrics and the summary show each stream's ingest, the sets and the results."""
+    summary_path = tmp_path / "summary.json"
+    args = ("--duration", "20", "--warmup", "2", "--summary-json", str(summary_path))
+    with pipeline(_composed, *args, workdir=tmp_path) as run:
+        report = _wait(lambda: _flowing(run), 30, "every stream flowing, nothing degraded", run)
+        assert [n["name"] for n in report["nodes"]] == [f"sensor_sim:{s}" for s in STREAMS] + ["composed"]
+        assert len(run.node_pids("composed")) == 1
+        assert not [p for kind in DATA_PATH for p in run.node_pids(kind)], "a separate data-path node runs"
+        composed = next(n for n in report["nodes"] if n["name"] == "composed")
+        assert composed["rates"]["out"] > 0  # results per second
+
+        metrics = _wait(lambda: _scrape_with_results(run), 30, "results in /metrics", run)
+        for stream in STREAMS:
+            assert metrics[f"fusion_stream_messages_total{{stream={stream}}}"] > 0, stream
+            assert metrics[f"fusion_stream_silent{{stream={stream}}}"] == 0, stream
+        assert metrics["fusion_sync_sets_total{kind=full}"] > 0
+        assert metrics["fusion_node_up{kind=composed,node=composed}"] == 1
+
+        assert run.process.wait(timeout=60) == 0, run.output()[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["result_ratio"] >= 0.95, summary["result_ratio_counts"]
+    assert summary["restarts_total"] == 0, summary["restarts"]
+    counters = summary["counters"]
+    for stream in STREAMS:
+        assert counters[f"ingest:{stream}"]["produced"] > 0, stream
+    assert counters["synchronizer"]["sets_published"] >= summary["results"] > 0
+    assert counters["inference"]["results"] >= summary["results"]
+    assert summary["latency_ms"]["overhead"]["n"] > 0  # the stage stamps are there to split
+
+
+def test_kill_9_of_the_composed_node_is_restarted_within_2_s_and_results_resume(tmp_path: Path) -> None:
+    summary_path = tmp_path / "summary.json"
+    with pipeline(_composed, "--summary-json", str(summary_path), "--warmup", "0", workdir=tmp_path) as run:
+        results = run.results()
+        try:
+            collect(results, lambda rs: len(rs) >= 3, timeout_s=60)
+            (old,) = run.node_pids("composed")
+            os.kill(old, signal.SIGKILL)
+            killed = time.monotonic()
+            killed_ns = time.time_ns()
+            new = _wait(
+                lambda: [p for p in run.node_pids("composed") if p != old], 5, "a new composed node", run
+            )
+            restarted_s = time.monotonic() - killed
+            assert restarted_s <= 2.0, f"restarted after {restarted_s:.2f} s"
+            assert len(new) == 1
+            # Results queued before the kill may still arrive: judge by capture stamps.
+            after = collect(results, lambda rs: sum(r.stamp_ns > killed_ns for _, r in rs) >= 3, timeout_s=45)
+            resumed = [r for _, r in after if r.stamp_ns > killed_ns]
+            assert all(present(r, REFERENCE) for r in resumed), "a result without the required lidar"
+        finally:
+            results.close()
+        code, _ = run.terminate(timeout_s=15)
+        assert code == 0, run.output()[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert {n: c for n, c in summary["restarts"].items() if c} == {"composed": 1}
+    assert summary["exit_codes"] == {"composed": [-9]}
