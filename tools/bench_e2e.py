@@ -356,13 +356,15 @@ def report(scenarios: list[Scenario], command: str, plot: Path | None, suite: Su
 
 
 def plot_cdf(scenarios: list[Scenario], path: Path, title: str = "") -> None:
-    """The CDFs of end_to_end and overhead, and each stage's p50 and p99, one colour per scenario."""
+    """The CDFs of end_to_end and overhead, and each stage's p50 and p99, one colour per scenario; ms on
+    a log scale, so that an overload's tail leaves the nominal runs readable."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.5))
     stages = [key for key in STAGE_NAMES if any(key in s.stats.durations for s in scenarios if s.stats)]
     height = 0.8 / len(scenarios)
     for i, s in enumerate(scenarios):
@@ -380,17 +382,23 @@ def plot_cdf(scenarios: list[Scenario], path: Path, title: str = "") -> None:
         axes[2].barh(rows, p50, height, color=bars.patches[0].get_facecolor()[:3], label=f"{label} p50")
     for ax, name in zip(axes[:2], ("end to end (capture -> publish)", "pipeline overhead"), strict=True):
         ax.set_title(name)
+        ax.set_xscale("log")
         ax.set_xlabel("ms")
         ax.set_ylabel("fraction of results")
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, which="both")
         ax.legend()
     stage_ax = axes[2]
     stage_ax.set_yticks(np.arange(len(stages)) + 0.4 - height / 2, [STAGE_NAMES[k] for k in stages])
     stage_ax.invert_yaxis()
     stage_ax.set_title("per stage: p50 (solid), p99 (light)")
+    stage_ax.set_xscale("log")
     stage_ax.set_xlabel("ms")
-    stage_ax.grid(alpha=0.3, axis="x")
-    stage_ax.legend(fontsize="small")
+    stage_ax.grid(alpha=0.3, axis="x", which="both")
+    stage_ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for ax in axes:
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))  # 1, 3, 10, 30, ... ms
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     if title:
         fig.suptitle(title)
     fig.tight_layout()
