@@ -2,9 +2,9 @@
 
 fusion-pipeline record OUT.mcap [-c CONFIG] [--run-dir DIR] [--streams ...] [--duration S]
                        [--split-size MB | --split-duration S]
-fusion-pipeline replay LOG.mcap [-c CONFIG] [--rate R | --max-speed] [--loop] [--start S] [--end S]
-                       [--streams ...] [--remap OLD=NEW] [--results OUT.mcap] [--publish-only --run-dir DIR]
-                       [--allow-truncated]
+fusion-pipeline replay LOG.mcap [-c CONFIG] [--rate R | --max-speed | --offline] [--loop] [--start S]
+                       [--end S] [--streams ...] [--remap OLD=NEW] [--results OUT.mcap]
+                       [--publish-only --run-dir DIR] [--allow-truncated]
 fusion-pipeline import-ros2 BAG -o LOG.mcap --map TOPIC=STREAM[:modality] ... [--sample-rate HZ]
 fusion-pipeline export-ros2 LOG.mcap [RESULTS.mcap ...] -o BAG [--storage sqlite3|mcap] [--allow-truncated]
 fusion-pipeline export-foxglove LOG.mcap [RESULTS.mcap ...] -o VIEW.mcap [--allow-truncated]
@@ -27,9 +27,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
-from fusion_pipeline.config import load_config
+from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader
+from fusion_pipeline.logs.send_order import ReplaySettings
 from fusion_pipeline.logs.writer import SplitPolicy
 
 __all__ = ["register"]
@@ -62,8 +63,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("logs", type=Path, nargs="+", help="log file(s); split parts in order")
     config_argument(replay)
     pace = replay.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=POSITIVE, default=1.0, help="speed factor, original timing (default 1)")
+    pace.add_argument("--rate", type=POSITIVE, default=None, help="speed factor, original timing (default 1)")
     pace.add_argument("--max-speed", action="store_true", help="as fast as possible, nothing skipped")
+    replay.add_argument(
+        "--offline",
+        action="store_true",
+        help="run the stages in this process, no sockets: as fast as the CPU goes, the results of "
+        "--max-speed (takes --start, --end, --streams, --remap, --results)",
+    )
     replay.add_argument("--loop", action="store_true", help="start over at the end, until Ctrl-C")
     replay.add_argument("--start", type=number(0), default=0.0, help="skip the first S seconds of the log")
     replay.add_argument("--end", type=number(0), default=None, help="stop S seconds into the log")
@@ -250,23 +257,51 @@ def _parse_remap(pairs: list[str]) -> dict[str, str]:
     return remap
 
 
+#: What --offline cannot do, by option: it starts no graph, publishes nothing and reads the log once, as
+#: fast as the stages go.
+_NOT_OFFLINE = {
+    "--rate": "it runs as fast as the stages go (--max-speed is implied)",
+    "--loop": "it reads the log once",
+    "--publish-only": "it publishes nothing",
+    "--run-dir": "it starts no graph and opens no socket",
+}
+
+
 def _replay(args: argparse.Namespace) -> int:
     """run the pipeline on a recorded log instead of the sensors
 
     Start the graph without its sensor drivers (every node with --replay: lossless, the synchronizer in
     event time and in log order) and publish the log on the drivers' endpoints: at the original timing
     scaled by --rate, or as fast as the graph goes with --max-speed (back-pressure: nothing is skipped,
-    and the results are the same at any speed).
+    and the results are the same at any speed). With --offline, the same stages run in this process
+    instead, with no sockets and no graph: the same sets and results, as fast as the CPU goes.
     """
     from fusion_pipeline.cli.run import format_summary
-    from fusion_pipeline.logs.replayer import Replayer, ReplaySettings, plan_streams
+    from fusion_pipeline.logs.replayer import Replayer
+    from fusion_pipeline.logs.send_order import plan_streams
     from fusion_pipeline.ops.status import resolve_run_dir
 
+    if args.offline:
+        given = [
+            option
+            for option, value in (
+                ("--rate", args.rate),
+                ("--loop", args.loop),
+                ("--publish-only", args.publish_only),
+                ("--run-dir", args.run_dir),
+            )
+            if value not in (None, False)
+        ]
+        if given:
+            raise LogError(
+                "--offline runs the stages in this process; "
+                + "; ".join(f"{option} does not go with it: {_NOT_OFFLINE[option]}" for option in given)
+            )
     check_output_path(args.report_json, "--report-json")
     check_output_path(args.results, "--results", new=True)
     config = load_config(args.config)
     settings = ReplaySettings(
-        rate=None if args.max_speed else args.rate,
+        rate=None if args.max_speed or args.offline else args.rate or 1.0,
         loop=args.loop,
         start_s=args.start,
         end_s=args.end,
@@ -281,6 +316,8 @@ def _replay(args: argparse.Namespace) -> int:
     # Everything the log and the options decide is checked before a node starts.
     plan = plan_streams(config, reader.scan_streams(), settings)
     _check_window(settings.start_s, settings.end_s, _read_through(reader, plan, args.allow_truncated))
+    if args.offline:
+        return _replay_offline(args, config, settings, reader)
     stopped = _stop_on_signals()
     graph = None
     if args.publish_only:
@@ -328,6 +365,36 @@ def _replay(args: argparse.Namespace) -> int:
             "drops": summary.get("drops"),
         }
         args.report_json.write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+def _replay_offline(
+    args: argparse.Namespace, config: Config, settings: ReplaySettings, reader: LogReader
+) -> int:
+    """`replay --offline`, its options checked: the stages in this process (fusion_pipeline.offline)."""
+    from fusion_pipeline.cli.run import preflight
+    from fusion_pipeline.offline.graph import OfflineGraph
+
+    preflight(config, args.config)
+    graph = OfflineGraph(config)
+    if graph.runtime.fell_back:  # said as the inference node says it
+        log.warning("WARNING: %s", graph.runtime.describe())
+    else:
+        log.info("%s", graph.runtime.describe())
+    stopped = _stop_on_signals()
+    report = graph.run(
+        reader,
+        args.results,
+        start_s=settings.start_s,
+        end_s=settings.end_s,
+        streams=settings.streams,
+        remap=settings.remap,
+        progress=settings.progress,
+        stop=lambda: stopped[0],
+    )
+    print(report.summary(), file=sys.stderr)
+    if args.report_json is not None:
+        args.report_json.write_text(json.dumps(report.as_json(), indent=2) + "\n")
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fusion_pipeline.logs.errors import LogError, LogWriteError, Ros2Error
 from fusion_pipeline.logs.foxglove import SCHEMAS, export_foxglove, to_foxglove
-from fusion_pipeline.logs.reader import LogMessage, LogReader, existing_logs
+from fusion_pipeline.logs.reader import PREFETCH, LogMessage, LogReader, existing_logs, prefetch
 from fusion_pipeline.logs.recorder import (
     Recorder,
     RecordReport,
@@ -21,16 +21,16 @@ from fusion_pipeline.logs.records import (
     pack_record,
     unpack_record,
 )
-from fusion_pipeline.logs.replayer import (
-    LOOP_GAP_NS,
-    Replayer,
-    ReplayReport,
-    ReplaySettings,
-    plan_streams,
-    prefetch,
-)
+from fusion_pipeline.logs.replayer import Replayer, ReplayReport
 from fusion_pipeline.logs.ros2 import TopicMap, export_ros2, import_ros2, parse_map
 from fusion_pipeline.logs.ros2_messages import AUDIO_COMMON_MSGS, typestore
+from fusion_pipeline.logs.send_order import (
+    LOOP_GAP_NS,
+    Outgoing,
+    ReplaySettings,
+    plan_streams,
+    send_order,
+)
 from fusion_pipeline.logs.sources import SourceTopics, log_sources
 from fusion_pipeline.logs.writer import (
     LOG_MODE,
@@ -53,6 +53,8 @@ __all__ = [
     "LogWriteError",
     "LogWriter",
     "MESSAGE_ENCODING",
+    "PREFETCH",
+    "Outgoing",
     "REPORT_METADATA",
     "RecordReport",
     "RecordSettings",
@@ -76,6 +78,7 @@ __all__ = [
     "part_path",
     "plan_streams",
     "prefetch",
+    "send_order",
     "stream_metadata",
     "to_foxglove",
     "typestore",

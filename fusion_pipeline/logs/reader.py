@@ -1,4 +1,4 @@
-"""The truncation-tolerant log reader: `LogReader` and the checked walk over a file's MCAP records.
+"""The truncation-tolerant log reader: `LogReader`, the checked walk over MCAP records, `prefetch`.
 
 Reading does not need the MCAP summary, so a file cut short by a crash reads up to its last whole chunk
 and the reader says how much it recovered. Every declared length is checked against what is left (and a
@@ -12,11 +12,13 @@ import io
 import logging
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from queue import Full, Queue
+from typing import Any, BinaryIO, TypeVar
 
 import zstandard
 from mcap.data_stream import ReadDataStream
@@ -28,7 +30,7 @@ from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES, MESSAGE_ENCODING, unpack_record
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Buffer, Limits, Sample
 
-__all__ = ["LogMessage", "LogReader", "existing_logs"]
+__all__ = ["PREFETCH", "LogMessage", "LogReader", "existing_logs", "prefetch"]
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +250,47 @@ def _chunk_records(chunk: Chunk, limits: Limits, verify_crcs: bool, where: str) 
         record = _parse(opcode, view[start:offset], f"{where}, byte {start - 9} of the chunk")
         if record is not None:
             yield record
+
+
+#: Messages read and decompressed ahead by `prefetch`'s thread (zstd and file reads release the GIL), so
+#: reading overlaps the consumer's work: a replay's waits on the clock and on the graph, the offline
+#: graph's stages.
+PREFETCH = 32
+
+_T = TypeVar("_T")
+_DONE = object()
+
+
+def prefetch(items: Iterable[_T], depth: int = PREFETCH) -> Iterator[_T]:
+    """Iterate `items` in a background thread, up to `depth` ahead; its exceptions re-raise here."""
+    queue: Queue[object] = Queue(maxsize=depth)
+    closing = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not closing.is_set():
+                    try:
+                        queue.put(item, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if closing.is_set():
+                    return
+            queue.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            queue.put(exc)
+
+    thread = threading.Thread(target=produce, name="log-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        closing.set()
+        thread.join()
 
 
 @dataclass

@@ -26,95 +26,38 @@ message, fusion_pipeline.sync.reorder: it flushes the sets still open, so every 
 set or a counted drop), then waits for a result for every reference message sent, or until none came
 for ``results_timeout_s``.
 
-Streams keep their recorded stamps and seq on the first pass. With ``loop``, each later pass shifts
-stamp_ns by the pass length and seq by each stream's count, so downstream sees one continuous,
-monotonic recording and never mistakes a loop for a restart or a duplicate.
+What is sent, in which order, with which meta (the planned streams, the window, loop passes) is
+fusion_pipeline.logs.send_order's, shared with the offline graph (fusion_pipeline.offline), which feeds
+the same messages to the stages in one process.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Full, Queue
-from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
 
 from fusion_pipeline.config import Config
 from fusion_pipeline.logs.errors import LogError
-from fusion_pipeline.logs.reader import LogMessage, LogReader
+from fusion_pipeline.logs.reader import LogReader, prefetch
+from fusion_pipeline.logs.send_order import LOOP_GAP_NS, ReplaySettings, plan_streams, send_order
 from fusion_pipeline.logs.writer import LogWriter
 from fusion_pipeline.protocol import RESULT_STREAM
 from fusion_pipeline.sync.reorder import END_MODALITY, END_STREAM, end_endpoint
 from fusion_pipeline.transport.sockets import Publisher, Role, Subscriber
 from fusion_pipeline.transport.wire import Sample
 
-__all__ = ["LOOP_GAP_NS", "ReplayReport", "ReplaySettings", "Replayer", "plan_streams", "prefetch"]
+__all__ = ["ReplayReport", "Replayer"]
 
 log = logging.getLogger(__name__)
 
-#: Pause between passes of a looped replay (log time), so a pass's first stamps follow the last ones.
-LOOP_GAP_NS = 1_000_000_000
 RESULTS_HWM = 10_000
-#: Messages read and decompressed ahead by a background thread (zstd and file reads release the GIL),
-#: so reading overlaps the waits on the clock and on the gates.
-PREFETCH = 32
-
-_T = TypeVar("_T")
-_DONE = object()
-
-
-def prefetch(items: Iterable[_T], depth: int) -> Iterator[_T]:
-    """Iterate `items` in a background thread, up to `depth` ahead; its exceptions re-raise here."""
-    queue: Queue[object] = Queue(maxsize=depth)
-    closing = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not closing.is_set():
-                    try:
-                        queue.put(item, timeout=0.1)
-                        break
-                    except Full:
-                        continue
-                if closing.is_set():
-                    return
-            queue.put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            queue.put(exc)
-
-    thread = threading.Thread(target=produce, name="log-prefetch", daemon=True)
-    thread.start()
-    try:
-        while (item := queue.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item  # type: ignore[misc]
-    finally:
-        closing.set()
-        thread.join()
-
-
-@dataclass(frozen=True)
-class ReplaySettings:
-    rate: float | None = 1.0  # None = as fast as possible
-    loop: bool = False
-    start_s: float = 0.0  # seconds after the log's first message
-    end_s: float | None = None
-    streams: Sequence[str] = ()  # log stream names; empty = every log stream the config knows
-    remap: Mapping[str, str] = field(default_factory=dict)  # log stream -> config stream
-    graph: bool = False  # a pipeline consumes the replay: messages carry replay_seq, results are awaited
-    results_timeout_s: float = 1.0
-    subscribers_timeout_s: float = 10.0
-    results_path: Path | None = None
-    progress: bool = True
 
 
 @dataclass
@@ -157,78 +100,6 @@ class ReplayReport:
         if self.results:
             lines.append(f"  results received: {self.results}")
         return "\n".join(lines)
-
-
-def plan_streams(
-    config: Config, logged: Mapping[str, Mapping[str, str]], settings: ReplaySettings
-) -> dict[str, str]:
-    """Log stream -> config stream it is published as. Errors name what does not fit."""
-    known = {s.name: s for s in config.streams}
-    for old, new in settings.remap.items():
-        if old not in logged:
-            raise LogError(f"--remap {old}={new}: the log has no stream {old!r} (it has {sorted(logged)})")
-        if new not in known:
-            raise LogError(f"--remap {old}={new}: the config has no stream {new!r} (it has {sorted(known)})")
-    wanted = list(settings.streams) or list(logged)
-    missing = [name for name in wanted if name not in logged]
-    if missing:
-        raise LogError(f"--streams {missing}: not in the log (it has {sorted(logged)})")
-    plan: dict[str, str] = {}
-    for name in wanted:
-        target = settings.remap.get(name, name)
-        if target not in known:
-            if settings.streams:
-                raise LogError(f"log stream {name!r} has no stream in the config; map it with --remap")
-            log.info("not replaying %s: no such stream in the config", name)
-            continue
-        modality = logged[name].get("modality")
-        if modality != known[target].modality:
-            raise LogError(
-                f"log stream {name!r} is {modality!r} but config stream {target!r} "
-                f"is {known[target].modality!r}"
-            )
-        plan[name] = target
-    if not plan:
-        raise LogError(f"nothing to replay: no log stream matches a config stream (log has {sorted(logged)})")
-    if settings.graph:  # the graph makes no set without these: it would run to "sets 0" and exit 0
-        replayed = set(plan.values())
-        reference = config.sync.reference if config.sync.mode == "reference" else None
-        for name in [s.name for s in config.streams if s.required or s.name == reference]:
-            if name not in replayed:
-                role = "the reference stream" if name == reference else "a required stream"
-                where = "--streams leaves it out" if settings.streams else "the log has no such stream"
-                raise LogError(
-                    f"config stream {name!r} ({role}) is not replayed: {where}; the graph would make no "
-                    f"set (replay it, or --remap a log stream onto it; the log has {sorted(logged)})"
-                )
-    return plan
-
-
-class _Pass:
-    """Shifts a looped pass: stamps by the pass length, seq by each stream's message count."""
-
-    def __init__(self) -> None:
-        self.index = 0
-        self.stamp_shift_ns = 0
-        self.seq_shift: dict[str, int] = {}
-        self.counts: dict[str, int] = {}
-
-    def apply(self, sample: Sample, stream: str) -> Sample:
-        if self.index == 0:
-            self.counts[stream] = self.counts.get(stream, 0) + 1
-            return sample if stream == sample.stream else dataclasses.replace(sample, stream=stream)
-        return dataclasses.replace(
-            sample,
-            stream=stream,
-            stamp_ns=sample.stamp_ns + self.stamp_shift_ns,
-            seq=sample.seq + self.seq_shift.get(stream, 0),
-        )
-
-    def next(self, span_ns: int) -> None:
-        self.index += 1
-        self.stamp_shift_ns += span_ns + LOOP_GAP_NS
-        for stream, n in self.counts.items():
-            self.seq_shift[stream] = self.seq_shift.get(stream, 0) + n
 
 
 class Replayer:
@@ -303,37 +174,27 @@ class Replayer:
         self.wait_for_subscribers()
         total = self.reader.count(self.plan)
         bar = tqdm(total=total, unit="msg", disable=not settings.progress, dynamic_ncols=True)
-        shift = _Pass()
         started = time.monotonic_ns()
         self._last_activity_ns = clock_origin = started
+        spans: list[int] = []  # per pass begun: log time from its first message to the last one sent
         if self._results is not None:
             self._results.start()
         try:
-            while not stop():
-                first = last = None
-                for message in prefetch(self._window(self.reader.messages(self.plan)), PREFETCH):
-                    if stop():
-                        break
-                    if first is None:
-                        first = message.log_time_ns
-                        # A later pass starts one loop gap (paced) after the previous pass ended.
-                        if shift.index:
-                            clock_origin = time.monotonic_ns() + round(LOOP_GAP_NS / (settings.rate or 1))
-                    last = message.log_time_ns
-                    target = shift.apply(message.sample, self.plan[message.sample.stream])
-                    self._pace(clock_origin, message.log_time_ns - first)
-                    self._send(target, message.log_time_ns + shift.stamp_shift_ns)
-                    bar.update()
-                if first is None or last is None:
-                    break
-                report.log_s += (last - first) / 1e9
+            for message in prefetch(send_order(self.reader, self.plan, settings)):
                 if stop():
                     break
-                report.passes += 1
-                if not settings.loop:
-                    break
-                shift.next(last - first)
-                bar.reset(total)
+                if message.pass_index == len(spans):
+                    spans.append(0)
+                    if message.pass_index:
+                        # A later pass starts one loop gap (paced) after the previous pass ended.
+                        clock_origin = time.monotonic_ns() + round(LOOP_GAP_NS / (settings.rate or 1))
+                        bar.reset(total)
+                spans[-1] = message.offset_ns
+                self._pace(clock_origin, message.offset_ns)
+                self._send(message.sample)
+                bar.update()
+            report.log_s = sum(spans) / 1e9
+            report.passes = max(0, len(spans) - 1) if stop() else len(spans)  # passes sent in full
             if self._end is not None:  # in send order after everything sent (fusion_pipeline.sync.reorder)
                 self._end.publish(0, meta={"replay_seq": self._sent})
             self._await_results()
@@ -354,19 +215,6 @@ class Replayer:
         if self._results is not None:
             self._results.close()
 
-    def _window(self, messages: Iterator[LogMessage]) -> Iterator[LogMessage]:
-        """The messages between start_s and end_s, counted from the log's first message."""
-        origin = None
-        for message in messages:
-            if origin is None:
-                origin = message.log_time_ns
-            offset_s = (message.log_time_ns - origin) / 1e9
-            if offset_s < self.settings.start_s:
-                continue
-            if self.settings.end_s is not None and offset_s > self.settings.end_s:
-                return
-            yield message
-
     def _pace(self, clock_origin: int, log_offset_ns: int) -> None:
         rate = self.settings.rate
         if rate is None:
@@ -376,12 +224,8 @@ class Replayer:
             time.sleep(remaining / 1e9)
         self._target = target
 
-    def _send(self, sample: Sample, log_time_ns: int) -> None:
-        if self.settings.graph:
-            # replay_seq: the synchronizer restores this order (fusion_pipeline.sync.reorder); log_time_ns:
-            # ingest's clock for the stream (when it was recorded), shifted with the stamps in a loop.
-            meta = {**sample.meta, "replay_seq": self._sent, "log_time_ns": log_time_ns}
-            sample = dataclasses.replace(sample, meta=meta)
+    def _send(self, sample: Sample) -> None:
+        """Publish one message of the send order (its replay meta is send_order's, in a graph)."""
         self._publishers[sample.stream].send(sample)
         self._sent += 1
         self._last_activity_ns = time.monotonic_ns()

@@ -3,29 +3,29 @@
 This is the only implementation: dataset generation and the ingest nodes both call it, so a model
 never sees inputs prepared differently from those it was trained on. Each module has a Params dataclass
 (the contract input's `preprocess` dict, typed; its defaults are the shipped model's front end) and one
-function. `preprocessor_for` turns a contract input into the callable ingest runs on each payload:
+function, which runs its input checks (`check_<modality>`, public: what it would refuse can be known
+before its arithmetic runs) and then the arithmetic. `preprocessor_for` turns a contract input into the
+callable ingest runs on each payload:
 
 >>> prepare = preprocessor_for(contract.input("radar"))
 >>> prepare(detections)  # {"radar": (64, 5), "radar_mask": (64,)}
+>>> prepare.check(detections)  # raises the PreprocessError prepare(detections) would, computes nothing
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
-from fusion_pipeline.preprocess.audio import AudioParams, preprocess_audio
-from fusion_pipeline.preprocess.camera import CameraParams, preprocess_camera
+from fusion_pipeline.preprocess.audio import AudioParams, check_audio, preprocess_audio
+from fusion_pipeline.preprocess.camera import CameraParams, check_camera, preprocess_camera
 from fusion_pipeline.preprocess.common import Params
 from fusion_pipeline.preprocess.errors import PreprocessError
-from fusion_pipeline.preprocess.lidar import LidarParams, preprocess_lidar
-from fusion_pipeline.preprocess.radar import RadarParams, preprocess_radar
-
-if TYPE_CHECKING:  # the contract imports this package for PARAMS
-    from fusion_pipeline.contract import InputSpec
+from fusion_pipeline.preprocess.lidar import LidarParams, check_lidar, preprocess_lidar
+from fusion_pipeline.preprocess.radar import RadarParams, check_radar, preprocess_radar
 
 __all__ = [
     "PARAMS",
@@ -36,6 +36,11 @@ __all__ = [
     "Params",
     "PreprocessError",
     "RadarParams",
+    "SensorInput",
+    "check_audio",
+    "check_camera",
+    "check_lidar",
+    "check_radar",
     "preprocess_audio",
     "preprocess_camera",
     "preprocess_lidar",
@@ -52,6 +57,22 @@ PARAMS: dict[str, type[Params]] = {
 }
 
 
+class SensorInput(Protocol):
+    """What a front end needs of a model input: fusion_pipeline.contract.InputSpec has it. (The contract
+    imports this package for PARAMS, so this package names the fields instead of importing it.)"""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def modality(self) -> str: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def preprocess(self) -> Mapping[str, Any]: ...
+    @property
+    def mask(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class InputPreprocessor:
     """One contract input's front end: a sensor payload -> {tensor name: array}."""
@@ -60,6 +81,7 @@ class InputPreprocessor:
     mask: str
     params: Params
     _run: Callable[[np.ndarray, Params], np.ndarray | tuple[np.ndarray, np.ndarray]]
+    _check: Callable[[np.ndarray, Params], np.ndarray]
 
     def __call__(self, payload: np.ndarray) -> dict[str, np.ndarray]:
         out = self._run(payload, self.params)
@@ -67,16 +89,22 @@ class InputPreprocessor:
             return {self.name: out[0], self.mask: out[1]}
         return {self.name: out}
 
+    def check(self, payload: np.ndarray) -> None:
+        """Raise the PreprocessError that calling this front end on `payload` would raise; compute
+        nothing. A call that passes it returns the contract input's tensors (float32, its shapes)."""
+        self._check(payload, self.params)
 
-_FUNCTIONS: dict[str, Callable] = {
-    "camera": preprocess_camera,
-    "lidar": preprocess_lidar,
-    "radar": preprocess_radar,
-    "audio": preprocess_audio,
+
+#: modality -> (its front end, the checks it runs first: everything that makes it raise)
+_FUNCTIONS: dict[str, tuple[Callable, Callable]] = {
+    "camera": (preprocess_camera, check_camera),
+    "lidar": (preprocess_lidar, check_lidar),
+    "radar": (preprocess_radar, check_radar),
+    "audio": (preprocess_audio, check_audio),
 }
 
 
-def preprocessor_for(spec: InputSpec) -> InputPreprocessor:
+def preprocessor_for(spec: SensorInput) -> InputPreprocessor:
     """The front end `spec` asks for; refuses (PreprocessError naming the input) parameters this
     pipeline does not implement, or a shape they do not produce."""
     if spec.modality not in PARAMS:
@@ -93,4 +121,4 @@ def preprocessor_for(spec: InputSpec) -> InputPreprocessor:
             f"input {spec.name!r}: the model wants shape {tuple(spec.shape)}, its preprocess parameters "
             f"give {params.shape}",
         )
-    return InputPreprocessor(spec.name, spec.mask, params, _FUNCTIONS[spec.modality])
+    return InputPreprocessor(spec.name, spec.mask, params, *_FUNCTIONS[spec.modality])

@@ -16,7 +16,7 @@ import numpy as np
 from fusion_pipeline.preprocess.common import Params, check_array
 from fusion_pipeline.preprocess.errors import PreprocessError
 
-__all__ = ["INT16_SCALE", "AudioParams", "mel_filterbank", "preprocess_audio"]
+__all__ = ["INT16_SCALE", "AudioParams", "check_audio", "mel_filterbank", "preprocess_audio"]
 
 _LOG_FLOOR = 1e-6
 #: PCM S16 full scale: int16 samples become float32 in [-1, 1) (here and in ingest, the same factor).
@@ -92,15 +92,22 @@ def _window(n_fft: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)).astype(np.float32)
 
 
+def check_audio(samples: np.ndarray, params: AudioParams = AudioParams()) -> np.ndarray:
+    """The samples, after every check `preprocess_audio` makes (the PreprocessError it would raise)."""
+    samples = check_array("audio", "samples", samples, (1, 2), ("int16", "float32", "float64"))
+    if len(samples) < params.window_samples:
+        raise PreprocessError(
+            "audio",
+            f"need at least {params.window_samples} samples ({params.window_s} s), got shape {samples.shape}",
+        )
+    return samples
+
+
 def preprocess_audio(samples: np.ndarray, params: AudioParams = AudioParams()) -> np.ndarray:
     """The newest `params.window_samples` (8000) samples -> float32 log-mel of `params.shape`
     ((1, 40, 48) by default); older samples are ignored."""
-    samples = check_array("audio", "samples", samples, (1, 2), ("int16", "float32", "float64"))
+    samples = check_audio(samples, params)  # nothing below raises PreprocessError
     need = params.window_samples
-    if len(samples) < need:
-        raise PreprocessError(
-            "audio", f"need at least {need} samples ({params.window_s} s), got shape {samples.shape}"
-        )
     x = samples[-need:].astype(np.float32)
     if samples.dtype == np.int16:
         x *= np.float32(INT16_SCALE)

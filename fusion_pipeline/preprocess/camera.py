@@ -16,7 +16,7 @@ import numpy as np
 from fusion_pipeline.preprocess.common import Params, check_array
 from fusion_pipeline.preprocess.errors import PreprocessError
 
-__all__ = ["RESIZE_METHODS", "CameraParams", "preprocess_camera"]
+__all__ = ["RESIZE_METHODS", "CameraParams", "check_camera", "preprocess_camera"]
 
 RESIZE_METHODS = ("area", "nearest")
 
@@ -77,14 +77,22 @@ def _normalisation(params: CameraParams) -> tuple[np.float32, np.ndarray, np.nda
     )
 
 
-def preprocess_camera(image: np.ndarray, params: CameraParams = CameraParams()) -> np.ndarray:
-    """rgb8 (H, W, 3) uint8 -> float32 of `params.shape` ((3, 96, 128) by default), resized and
-    normalised per channel."""
+def check_camera(image: np.ndarray, params: CameraParams = CameraParams()) -> np.ndarray:
+    """The image, after every check `preprocess_camera` makes (the PreprocessError it would raise)."""
     image = check_array("camera", "image", image, (3,), ("uint8",), trailing=(3,))
     h, w, _ = image.shape
     out_h, out_w = params.size_hw
     if h < out_h or w < out_w:
         raise PreprocessError("camera", f"image {h}x{w} is smaller than the model input {out_h}x{out_w}")
+    return image
+
+
+def preprocess_camera(image: np.ndarray, params: CameraParams = CameraParams()) -> np.ndarray:
+    """rgb8 (H, W, 3) uint8 -> float32 of `params.shape` ((3, 96, 128) by default), resized and
+    normalised per channel."""
+    image = check_camera(image, params)  # nothing below raises PreprocessError
+    h, w, _ = image.shape
+    out_h, out_w = params.size_hw
     row_index, row_weight = _taps(h, out_h, params.resize)
     col_index, col_weight = _taps(w, out_w, params.resize)
     rows = np.einsum("ok,okwc->owc", row_weight, image[row_index].astype(np.float32))  # (OUT_H, W, 3)

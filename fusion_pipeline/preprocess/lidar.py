@@ -16,7 +16,7 @@ import numpy as np
 from fusion_pipeline.preprocess.common import Params, check_array
 from fusion_pipeline.preprocess.errors import PreprocessError
 
-__all__ = ["LIDAR_CHANNELS", "LidarParams", "preprocess_lidar"]
+__all__ = ["LIDAR_CHANNELS", "LidarParams", "check_lidar", "preprocess_lidar"]
 
 LIDAR_CHANNELS = ("occupancy", "max_height", "mean_intensity")
 
@@ -56,9 +56,14 @@ class LidarParams(Params):
         return len(self.channels), round((x1 - x0) / self.cell_m), round((y1 - y0) / self.cell_m)
 
 
+def check_lidar(points: np.ndarray, params: LidarParams = LidarParams()) -> np.ndarray:
+    """The points, after every check `preprocess_lidar` makes (the PreprocessError it would raise)."""
+    return check_array("lidar", "points", points, (2,), ("float32", "float64"), trailing=(4,))
+
+
 def preprocess_lidar(points: np.ndarray, params: LidarParams = LidarParams()) -> np.ndarray:
     """(N, 4) float32/float64 points -> float32 BEV of `params.shape` ((3, 64, 64) by default)."""
-    points = check_array("lidar", "points", points, (2,), ("float32", "float64"), trailing=(4,))
+    points = check_lidar(points, params)  # nothing below raises PreprocessError
     (x0, x1), (y0, y1), (z0, z1) = params.x_range_m, params.y_range_m, params.z_range_m
     n_channels, rows, cols = params.shape
     # One transposing copy makes each column contiguous: the comparisons and gathers below then run

@@ -15,7 +15,7 @@ import numpy as np
 from fusion_pipeline.preprocess.common import Params, check_array
 from fusion_pipeline.preprocess.errors import PreprocessError
 
-__all__ = ["RADAR_FEATURES", "RadarParams", "preprocess_radar"]
+__all__ = ["RADAR_FEATURES", "RadarParams", "check_radar", "preprocess_radar"]
 
 RADAR_FEATURES = 5
 
@@ -47,13 +47,18 @@ def _scale(params: RadarParams) -> np.ndarray:
     return np.array(params.scale, np.float32)
 
 
+def check_radar(detections: np.ndarray, params: RadarParams = RadarParams()) -> np.ndarray:
+    """The detections, after every check `preprocess_radar` makes (the PreprocessError it would raise)."""
+    return check_array(
+        "radar", "detections", detections, (2,), ("float32", "float64"), trailing=(RADAR_FEATURES,)
+    )
+
+
 def preprocess_radar(
     detections: np.ndarray, params: RadarParams = RadarParams()
 ) -> tuple[np.ndarray, np.ndarray]:
     """(M, 5) detections -> ((slots, 5) float32, scaled and zero padded; (slots,) float32, 1 = a real row)."""
-    detections = check_array(
-        "radar", "detections", detections, (2,), ("float32", "float64"), trailing=(RADAR_FEATURES,)
-    )
+    detections = check_radar(detections, params)  # nothing below raises PreprocessError
     detections = detections[np.isfinite(detections).all(axis=1)]
     rng = np.linalg.norm(detections[:, :3], axis=1)
     keep = np.argsort(rng, kind="stable")[: params.slots]

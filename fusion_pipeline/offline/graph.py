@@ -1,0 +1,362 @@
+"""The replay graph in one process: a log through ingest, sync and inference with no sockets.
+
+`OfflineGraph.run` reads a log in the replayer's send order (fusion_pipeline.logs.send_order: the same
+planned streams, window and meta, ``replay_seq`` and ``log_time_ns``) and chains the stages the nodes
+run: per stream the ingest node's receive checks (the stream's wire limits) and `Ingest` in replay mode,
+then `SyncStage`, then `InferenceStage`; at the log's end `SyncStage.flush` finishes the sets still
+open, as the replayer's end-of-replay message does. The socket graph needs `ReplayOrder` to undo the
+interleaving of its parallel ingest processes; here the messages reach the sync stage in send order
+already. Nothing reads the wall clock to decide anything (the watermark is the log's stamps), so the
+sets and results are those of ``replay --max-speed`` through the process graph, to the bit on the CPU
+(tests/process/test_offline_replay.py).
+
+One departure from the nodes, for speed, with the same sets and results: a camera, lidar or radar
+frame's front end (preprocessing, most of ingest's time) runs only when a set takes the frame. Ingest
+runs the front end's checks at once (`InputPreprocessor.check`: everything that makes it refuse a
+payload), so it refuses exactly the frames the node refuses; the arithmetic waits, and the frames the
+synchronizer drops (two thirds of the demo's camera frames are superseded by a nearer one) never pay
+for it. Set messages are complete when they leave the sync stage; the deferred work shows in their
+``sync_in`` .. ``sync_emit`` stage.
+
+Three threads share the work, each stage in its own order: one reads and decompresses the log ahead
+(`prefetch`), one runs ingest and the sync stage over it, and the caller's runs the sets' front ends,
+inference and the writes (zstd, numpy and ONNX Runtime release the GIL). Each stage keeps its state in
+one thread, so the order of everything it sees is the send order, as in a single thread.
+
+The stage stamps (``ingest_in`` ... ``publish``) and the log time of every written result come from the
+`clock` the graph is given: the wall clock by default, so the result latencies say where the time went.
+The model runtime is built once per graph (session, warm-up) and reused by every run; each run starts
+its stages afresh, so one graph replays any number of logs, each as if alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from fusion_pipeline.binding import Binding
+from fusion_pipeline.config import Config
+from fusion_pipeline.inference import InferenceStage, ModelRuntime
+from fusion_pipeline.ingest import Ingest
+from fusion_pipeline.logs.reader import LogReader, prefetch
+from fusion_pipeline.logs.send_order import ReplaySettings, plan_streams, send_order
+from fusion_pipeline.logs.writer import LogWriter
+from fusion_pipeline.ops.metrics import is_count, is_drop_counter
+from fusion_pipeline.preprocess import InputPreprocessor
+from fusion_pipeline.protocol import INGEST_OUT, PUBLISH, SYNC_EMIT
+from fusion_pipeline.sync.settings import settings_from_config
+from fusion_pipeline.sync.stage import SyncStage
+from fusion_pipeline.transport.errors import WireError
+from fusion_pipeline.transport.wire import Sample, check, encode
+
+__all__ = ["RECORDED_BY", "OfflineGraph", "OfflineReport"]
+
+#: The ``recorded_by`` metadata of the logs an offline run writes (a socket replay: "fusion-pipeline replay").
+RECORDED_BY = "fusion-pipeline replay --offline"
+#: Set messages matched ahead of inference (each holds its frames until their front ends run).
+SETS_AHEAD = 8
+
+
+@dataclass
+class OfflineReport:
+    """What one offline run did: messages, sets and results, drops by stage and reason, and its speed."""
+
+    sent: dict[str, int] = field(default_factory=dict)  # log messages fed to ingest, per config stream
+    ingested: dict[str, int] = field(default_factory=dict)  # ingest's outputs per config stream
+    sets: int = 0
+    results: int = 0
+    #: Non-zero drop counters by stage, then reason, named as in the supervisor's summary of a socket
+    #: replay ("ingest:STREAM", "synchronizer", "inference"; fusion_pipeline.ops.metrics.is_drop_counter).
+    drops: dict[str, dict[str, int]] = field(default_factory=dict)
+    log_s: float = 0.0  # log time replayed: from the first message sent to the last
+    wall_s: float = 0.0
+    cpu_s: float = 0.0  # CPU time of the whole process (every thread) during the run
+    provider: str = ""
+    truncated: list[str] = field(default_factory=list)  # 'PATH: reason' of a log cut short
+
+    @property
+    def messages(self) -> int:
+        return sum(self.sent.values())
+
+    @property
+    def speedup(self) -> float:
+        """Log time replayed per wall-clock second."""
+        return self.log_s / self.wall_s if self.wall_s > 0 else float("inf")
+
+    @property
+    def cores(self) -> float:
+        """CPU seconds per wall-clock second: how many cores the run kept busy on average."""
+        return self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    def summary(self) -> str:
+        sent = ", ".join(f"{name} {n}" for name, n in sorted(self.sent.items()))
+        drops = "; ".join(
+            f"{stage}: " + ", ".join(f"{reason} {n}" for reason, n in reasons.items())
+            for stage, reasons in self.drops.items()
+        )
+        lines = [
+            f"replayed offline {self.messages} messages ({sent}) in {self.wall_s:.2f} s: {self.log_s:.2f} s "
+            f"of log, {self.speedup:.2f}x real time, {self.cores:.2f} cores busy ({self.provider})",
+            f"  sets {self.sets}, results {self.results}; drops: {drops or 'none'}",
+        ]
+        lines += [f"  log cut short: {problem}" for problem in self.truncated]
+        return "\n".join(lines)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "ingested": self.ingested,
+            "sets": self.sets,
+            "results": self.results,
+            "drops": self.drops,
+            "log_s": self.log_s,
+            "wall_s": self.wall_s,
+            "cpu_s": self.cpu_s,
+            "speedup": self.speedup,
+            "provider": self.provider,
+            "truncated": self.truncated,
+        }
+
+
+class OfflineGraph:
+    """The replay graph of `config` in one process (module docstring).
+
+    `clock` gives the stage stamps and the written logs' log times, in ns (default: the wall clock).
+    Building one loads the model and warms it up; `run` replays a log.
+    """
+
+    def __init__(self, config: Config, *, clock: Callable[[], int] = time.time_ns) -> None:
+        self.config = config
+        self.clock = clock
+        # A model that does not fit the config is refused here (ContractError), as the nodes refuse it.
+        self.runtime = ModelRuntime(config)
+
+    def run(
+        self,
+        logs: str | Path | Iterable[str | Path] | LogReader,
+        results: Path | None = None,
+        *,
+        sets: Path | None = None,
+        start_s: float = 0.0,
+        end_s: float | None = None,
+        streams: Iterable[str] = (),
+        remap: Mapping[str, str] | None = None,
+        progress: bool = False,
+        stop: Callable[[], bool] = lambda: False,
+    ) -> OfflineReport:
+        """Replay `logs` (one log, or the parts of a split one in order) through the graph.
+
+        The results go to the log `results` and the set messages to the log `sets` (each created new,
+        when given), in the format of ``replay --results``. `start_s`, `end_s`, `streams` and `remap`
+        choose what is replayed as ``replay`` does (LogError for what does not fit). `stop()` ends the
+        run early; the sets still open are flushed either way.
+        """
+        reader = logs if isinstance(logs, LogReader) else LogReader(logs, verify_crcs=False)
+        settings = ReplaySettings(
+            rate=None,
+            start_s=start_s,
+            end_s=end_s,
+            streams=tuple(streams),
+            remap=dict(remap or {}),
+            graph=True,  # the replay meta a graph's messages carry
+        )
+        plan = plan_streams(self.config, reader.scan_streams(), settings)
+        writers = _Writers(results, sets)
+        stages = _Stages(self.config, self.runtime, self.clock, on_set=writers.set)
+        report = OfflineReport(provider=self.runtime.provider)
+        bar = tqdm(total=reader.count(plan), unit="msg", disable=not progress, dynamic_ncols=True)
+        first = last = None  # log times of the first and the last message sent
+
+        def matched() -> Iterator[Sample]:
+            """Ingest and sync over the log, in send order: the set messages, as they complete."""
+            nonlocal first, last
+            for message in prefetch(send_order(reader, plan, settings)):
+                if stop():
+                    break
+                first = message.log_time_ns if first is None else first
+                last = message.log_time_ns
+                stream = message.sample.stream
+                report.sent[stream] = report.sent.get(stream, 0) + 1
+                yield from stages.add(message.sample)
+                bar.update()
+            yield from stages.flush()
+
+        wall_started, cpu_started = time.perf_counter(), time.process_time()
+        try:
+            for set_message in prefetch(matched(), SETS_AHEAD):  # module docstring: three threads
+                result = stages.infer(set_message)
+                if result is not None:
+                    writers.result(result, self.clock())
+        finally:
+            bar.close()
+            writers.close()
+        report.wall_s = time.perf_counter() - wall_started
+        report.cpu_s = time.process_time() - cpu_started
+        report.log_s = 0.0 if first is None or last is None else (last - first) / 1e9
+        report.ingested = {name: ingest.produced for name, ingest in stages.ingest.items() if ingest.produced}
+        report.sets, report.results = stages.sync.builder.built, stages.inference.results
+        report.drops = stages.drops()
+        report.truncated = reader.truncated
+        return report
+
+
+class _Stages:
+    """One run's stages, chained: each node's data work, without its sockets."""
+
+    def __init__(
+        self,
+        config: Config,
+        runtime: ModelRuntime,
+        clock: Callable[[], int],
+        on_set: Callable[[Sample, int], None],
+    ) -> None:
+        self.clock = clock
+        self.on_set = on_set  # each set message as it goes to inference, with the clock's time
+        time_jump_ns = settings_from_config(config)[0].time_jump_ns  # the synchronizer's, as in the node
+        self.ingest = {
+            s.name: Ingest(_deferring(runtime.bindings.of(s.name)), live=False, time_jump_ns=time_jump_ns)
+            for s in config.streams
+        }
+        # What the ingest node's subscriber refuses on receipt, by WireError reason.
+        self.malformed: dict[str, Counter[str]] = {name: Counter() for name in self.ingest}
+        self.sync = SyncStage(config, runtime.bindings)
+        self.inference = InferenceStage(runtime, clock=clock)
+
+    def add(self, sample: Sample) -> list[Sample]:
+        """The set messages one replayed message completes (none while its sets are open)."""
+        ingest = self.ingest[sample.stream]
+        try:
+            check(encode(sample), ingest.limits)  # the stream's limits, as the ingest node receives it
+        except WireError as exc:
+            self.malformed[sample.stream][exc.reason] += 1
+            return []
+        ready = ingest.process(sample, self.clock())
+        if ready is None:
+            return []
+        ready.meta["stages"][INGEST_OUT] = self.clock()
+        return self.sync.add(ready, self.clock())
+
+    def flush(self) -> list[Sample]:
+        """The set messages still open at the end of the replay."""
+        return self.sync.flush(self.clock())
+
+    def infer(self, set_message: Sample) -> Sample | None:
+        """The result of a set message from `add` or `flush`, its deferred tensors computed first."""
+        set_message.arrays = {
+            name: array.compute() if isinstance(array, _Deferred) else array
+            for name, array in set_message.arrays.items()
+        }
+        set_message.meta["stages"][SYNC_EMIT] = self.clock()
+        self.on_set(set_message, self.clock())
+        result = self.inference.run(set_message)
+        if result is not None:
+            result.meta["stages"][PUBLISH] = self.clock()
+        return result
+
+    def drops(self) -> dict[str, dict[str, int]]:
+        """Non-zero drop counters by stage and reason, as the supervisor's summary names them."""
+        counters: dict[str, Mapping[str, Any]] = {
+            **{
+                f"ingest:{name}": {
+                    **{f"malformed_{reason}": n for reason, n in self.malformed[name].items()},
+                    **ingest.counters(),
+                }
+                for name, ingest in self.ingest.items()
+            },
+            "synchronizer": self.sync.counters(),
+            "inference": self.inference.counters(),
+        }
+        out = {}
+        for stage, values in sorted(counters.items()):
+            reasons = {k: v for k, v in values.items() if is_drop_counter(k) and is_count(v) and v}
+            if reasons:
+                out[stage] = dict(sorted(reasons.items()))
+        return out
+
+
+def _deferring(binding: Binding) -> Binding:
+    """`binding` with its front end deferred (module docstring); audio's is the synchronizer's already."""
+    if binding.input.modality == "audio":
+        return binding
+    # Ingest calls it as its front end; the tensors it returns are _Deferred until a set takes them.
+    return dataclasses.replace(binding, prepare=_DeferredFrontEnd(binding))  # type: ignore[arg-type]
+
+
+class _DeferredFrontEnd:
+    """A stream's front end as ingest calls it, deferred: the checks now, the arithmetic on demand."""
+
+    def __init__(self, binding: Binding) -> None:
+        self.front_end: InputPreprocessor = binding.prepare
+        # What the sync stage checks a sample against (SetBuilder.payload), and what the front end
+        # returns for a payload its checks pass: preprocessor_for checked its shapes against these.
+        self.tensors = binding.input.tensors
+
+    def __call__(self, payload: np.ndarray) -> dict[str, _Deferred]:
+        self.front_end.check(payload)  # PreprocessError: refused now, as the ingest node refuses it
+        frame = _Frame(self.front_end, payload)
+        return {name: _Deferred(frame, name, shape) for name, shape in self.tensors.items()}
+
+
+class _Frame:
+    """One payload's front-end call, run once for all the tensors it returns."""
+
+    def __init__(self, front_end: InputPreprocessor, payload: np.ndarray) -> None:
+        self.front_end, self.payload = front_end, payload
+        self.tensors: dict[str, np.ndarray] | None = None
+
+    def tensor(self, name: str) -> np.ndarray:
+        if self.tensors is None:
+            self.tensors = self.front_end(self.payload)
+        return self.tensors[name]
+
+
+class _Deferred:
+    """A model-input tensor to come: its dtype and shape, which the sync stage checks, and `compute`."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, frame: _Frame, name: str, shape: tuple[int, ...]) -> None:
+        self.frame, self.name, self.shape = frame, name, shape
+
+    def compute(self) -> np.ndarray:
+        return self.frame.tensor(self.name)
+
+
+class _Writers:
+    """The run's optional output logs: results and sets, each created new (LogWriter never overwrites)."""
+
+    def __init__(self, results: Path | None, sets: Path | None) -> None:
+        metadata = {"recorded_by": RECORDED_BY}
+        self._counts = {"results": 0, "sets": 0}
+        self._sets: LogWriter | None = None
+        self._results = None if results is None else LogWriter(results, metadata=metadata)
+        try:
+            self._sets = None if sets is None else LogWriter(sets, metadata=metadata)
+        except BaseException:
+            self.close()  # finish the results file created above; the error says why sets is refused
+            raise
+
+    def result(self, sample: Sample, log_time_ns: int) -> None:
+        if self._results is not None:
+            self._results.write(sample, log_time_ns)
+            self._counts["results"] += 1
+
+    def set(self, sample: Sample, log_time_ns: int) -> None:
+        if self._sets is not None:
+            self._sets.write(sample, log_time_ns)
+            self._counts["sets"] += 1
+
+    def close(self) -> None:
+        """Finish the files, each with the count it holds in its report metadata (as `replay` does)."""
+        if self._results is not None:
+            self._results.close({"results": self._counts["results"]})
+        if self._sets is not None:
+            self._sets.close({"sets": self._counts["sets"]})

@@ -1,0 +1,74 @@
+"""send_order: what a replay sends, in which order and with which meta (the replayer's and the offline
+graph's), without sockets."""
+
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from fusion_pipeline.logs import LOOP_GAP_NS, LogReader, LogWriter, ReplaySettings, send_order
+from fusion_pipeline.transport import Sample
+
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+
+
+def _log(path: Path) -> list[tuple[Sample, int]]:
+    """Radar every 10 ms and lidar every 30 ms for 0.1 s, logged 2 ms after each stamp."""
+    written = []
+    for i in range(10):
+        stamp = T0 + i * 10 * MS
+        detections = np.full((1, 5), i, np.float32)
+        written.append(Sample("radar/rear", "radar", i, stamp, {"detections": detections}))
+        if i % 3 == 0:
+            points = np.zeros((2, 4), np.float32)
+            written.append(Sample("lidar/top", "lidar", i // 3, stamp, {"points": points}))
+    with LogWriter(path) as writer:
+        for sample in written:
+            writer.write(sample, sample.stamp_ns + 2 * MS)
+    return [(s, s.stamp_ns + 2 * MS) for s in written]
+
+
+def test_log_order_renamed_with_replay_meta_into_a_graph(tmp_path: Path) -> None:
+    logged = _log(tmp_path / "a.mcap")
+    plan = {"radar/rear": "radar/front", "lidar/top": "lidar/top"}
+    sent = list(send_order(LogReader(tmp_path / "a.mcap"), plan, ReplaySettings(graph=True)))
+    assert [(m.sample.stream, m.sample.seq, m.sample.stamp_ns) for m in sent] == [
+        (plan[s.stream], s.seq, s.stamp_ns) for s, _ in logged
+    ]
+    assert [m.sample.meta for m in sent] == [
+        {"replay_seq": i, "log_time_ns": log_time} for i, (_, log_time) in enumerate(logged)
+    ]
+    assert [(m.log_time_ns, m.offset_ns, m.pass_index) for m in sent] == [
+        (log_time, log_time - logged[0][1], 0) for _, log_time in logged
+    ]
+    # Publishing into something else than a graph (a recorder) adds no meta.
+    plain = send_order(LogReader(tmp_path / "a.mcap"), plan, ReplaySettings())
+    assert all(m.sample.meta == {} for m in plain)
+
+
+def test_window_and_plan_choose_the_messages(tmp_path: Path) -> None:
+    _log(tmp_path / "a.mcap")
+    settings = ReplaySettings(start_s=0.025, end_s=0.065, graph=True)
+    sent = list(send_order(LogReader(tmp_path / "a.mcap"), {"radar/rear": "radar/front"}, settings))
+    # Offsets counted from the log's first message: radar 3..6 lie within [25, 65] ms.
+    assert [m.sample.seq for m in sent] == [3, 4, 5, 6]
+    assert [m.sample.meta["replay_seq"] for m in sent] == [0, 1, 2, 3]  # numbered as sent
+    assert sent[0].offset_ns == 0
+
+
+def test_a_loop_continues_stamps_seq_and_replay_seq(tmp_path: Path) -> None:
+    logged = _log(tmp_path / "a.mcap")
+    plan = {"radar/rear": "radar/front", "lidar/top": "lidar/top"}
+    n = len(logged)
+    settings = ReplaySettings(loop=True, graph=True)
+    sent = list(islice(send_order(LogReader(tmp_path / "a.mcap"), plan, settings), 2 * n + 1))
+    shift = 90 * MS + LOOP_GAP_NS  # the pass's span plus the gap
+    for first, again in zip(sent[:n], sent[n : 2 * n], strict=True):
+        assert again.pass_index == 1 and again.offset_ns == first.offset_ns
+        assert again.sample.stamp_ns == first.sample.stamp_ns + shift
+        assert again.log_time_ns == again.sample.meta["log_time_ns"] == first.log_time_ns + shift
+    radar = [m.sample.seq for m in sent[: 2 * n] if m.sample.stream == "radar/front"]
+    assert radar == list(range(20))  # seq shifted by the stream's count: no restart, no duplicate
+    assert [m.sample.meta["replay_seq"] for m in sent] == list(range(2 * n + 1))
+    assert sent[-1].pass_index == 2
