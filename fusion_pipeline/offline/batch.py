@@ -1,0 +1,302 @@
+"""Many logs through the offline graph: a local pool of processes, or Ray tasks (offline/cluster.py).
+
+`run_batch` finds the logs (a directory means every log in it; split parts are one log), reads the
+manifest of the output directory (offline/manifest.py) and runs what is not done yet, one log per task:
+in a pool of worker processes by default, or one Ray task per log. Each log's results are written beside
+their final name and renamed into place only once the manifest line that says the log is done is on
+disk, so DIR/NAME.results.mcap is always whole, and a rerun after a kill redoes only the logs without
+such a line. A log that fails (cut short, unreadable, not of this config) is a failed line with its error;
+the batch goes on. At the end the summary of every log of the batch (offline/summary.py), and with
+`compare` the agreement with another batch's results (offline/compare.py), goes to DIR/summary.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from fusion_pipeline.config import Config
+from fusion_pipeline.inference import SHIPPED, model_path
+from fusion_pipeline.logs.sources import log_sources
+from fusion_pipeline.offline.cluster import ray_records
+from fusion_pipeline.offline.compare import compare_dirs
+from fusion_pipeline.offline.errors import BatchError
+from fusion_pipeline.offline.manifest import LogRecord, Manifest
+from fusion_pipeline.offline.summary import batch_summary
+from fusion_pipeline.offline.worker import (
+    PARTIAL_SUFFIX,
+    RESULTS_SUFFIX,
+    BatchLog,
+    LogTask,
+    failed_record,
+    run_log,
+)
+
+__all__ = [
+    "SUMMARY_NAME",
+    "BatchPlan",
+    "find_logs",
+    "plan_batch",
+    "pool_records",
+    "results_digest",
+    "run_batch",
+]
+
+SUMMARY_NAME = "summary.json"
+
+#: Config keys that change how a run goes live, never a replay's results: left out of results_digest.
+_NOT_IN_RESULTS: Mapping[str, Any] = {
+    "streams": {"__all__": {"endpoint", "ingest_endpoint", "driver", "sim", "max_stamp_ahead_ms"}},
+    "sync": {"endpoint"},
+    "model": {"path", "providers", "tensorrt", "tf32", "intra_op_threads", "slowdown"},
+}
+
+
+def find_logs(arguments: Sequence[Path]) -> list[BatchLog]:
+    """The logs named on the command line: a file is a log, a directory every *.mcap in it (a batch's
+    own NAME.results.mcap files left out); split parts (NAME_000.mcap, NAME_001.mcap, ...) are one log
+    named NAME, as fusion_pipeline.logs.sources groups them. A file named twice is one log."""
+    files: list[Path] = []
+    for argument in arguments:
+        if argument.is_dir():
+            found = sorted(
+                p for p in argument.glob("*.mcap") if p.is_file() and not p.name.endswith(RESULTS_SUFFIX)
+            )
+            if not found:
+                raise BatchError(f"{argument}: no .mcap log in this directory")
+            files += found
+        elif argument.is_file():
+            files.append(argument)
+        else:
+            raise BatchError(f"{argument}: no such log file or directory")
+    # Absolute, not resolved: a log reached through a link keeps the name it is given.
+    unique = list(dict.fromkeys(Path(os.path.abspath(p)) for p in files))
+    return [BatchLog(name, tuple(parts)) for name, parts in log_sources(unique)]
+
+
+def results_digest(config: Config) -> str:
+    """A digest of what decides a log's results: the streams, [sync], the model's bound inputs and the
+    model file's bytes; not what only changes speed or the live graph (threads, providers, endpoints)."""
+    settings = config.model_dump_json(include={"streams", "sync", "model"}, exclude=_NOT_IN_RESULTS)
+    digest = hashlib.sha256(settings.encode())
+    digest.update(model_path(config).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class BatchPlan:
+    """What a batch does with each of its logs."""
+
+    run: list[BatchLog] = field(default_factory=list)
+    skipped: list[BatchLog] = field(default_factory=list)  # done by an earlier run
+    #: Logs not run: a results file under their name that the manifest does not say is done (written by
+    #: something else), which a batch never writes over.
+    refused: list[LogRecord] = field(default_factory=list)
+
+
+def plan_batch(
+    logs: Sequence[BatchLog],
+    records: Mapping[str, LogRecord],
+    present: Collection[str],
+    digest: str,
+    where: Path,
+) -> BatchPlan:
+    """Sort `logs` by the manifest's `records` and the results files `present` in the directory `where`:
+    done (the manifest says done and its file is there) is skipped, anything else runs. A done log of the
+    same name made from other files or with another config is a BatchError: its results are not this
+    batch's, and running into the same directory would mix two batches."""
+    plan = BatchPlan()
+    conflicts = []
+    for log in logs:
+        record = records.get(log.name)
+        paths = [str(p) for p in log.paths]
+        if record is not None and record.status == "done" and log.results_name in present:
+            if record.paths != paths:
+                conflicts.append(f"{log.name} is the results of {', '.join(record.paths)}")
+            elif record.digest != digest:
+                conflicts.append(f"{log.name} was made with another config or model ({record.digest})")
+            else:
+                plan.skipped.append(log)
+        elif log.results_name in present:
+            error = (
+                f"{where / log.results_name} is there but the manifest does not say this log is done: not "
+                "writing over it (remove it to run this log again)"
+            )
+            plan.refused.append(LogRecord(log.name, paths, "failed", error=error, digest=digest))
+        else:
+            plan.run.append(log)
+    if conflicts:
+        raise BatchError(
+            f"{where} holds other results under this batch's names: {'; '.join(conflicts)} "
+            f"(this batch: config {digest}); give another --out"
+        )
+    return plan
+
+
+def pool_records(
+    tasks: Sequence[LogTask], workers: int, run: Callable[[LogTask], LogRecord] = run_log
+) -> Iterator[LogRecord]:
+    """Each task's record as it finishes, from a pool of `workers` processes (spawned, so no worker
+    inherits the parent's threads or sockets) that call `run` (a module-level function) on each."""
+    queue = deque(tasks)
+    while queue:
+        yield from _until_broken(queue, workers, run)
+
+
+def _until_broken(
+    queue: deque[LogTask], workers: int, run: Callable[[LogTask], LogRecord]
+) -> Iterator[LogRecord]:
+    """Run `queue`'s tasks in one pool until it is empty or a worker process dies. A pool whose worker
+    dies (killed, out of memory, a crash in native code) fails every task in it, and which one killed it
+    is unknown: the logs in flight are reported failed (a rerun retries them) and the rest go on in a
+    new pool."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    running: dict[Future[LogRecord], LogTask] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < workers:  # queued here, not in the pool: a new pool takes them
+                task = queue.popleft()
+                running[pool.submit(run, task)] = task
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    record = future.result()
+                except BrokenProcessPool:
+                    lost = list(running.values())
+                    running.clear()
+                    for task in lost:
+                        yield failed_record(
+                            task, f"a worker process died while this log and {len(lost) - 1} other(s) ran"
+                        )
+                    return
+                del running[future]
+                yield record
+    finally:
+        pool.shutdown(wait=not running, cancel_futures=True)  # tasks still running: an interruption
+
+
+def _workers_config(config: Config, threads: int) -> Config:
+    """`config` as the workers run it: a relative model path made absolute (a Ray worker does not start
+    in this directory), and ONNX Runtime's intra-op threads at `threads` unless the config sets them (its
+    default, one per core, in every worker at once would oversubscribe the cores)."""
+    model = config.model
+    update: dict[str, Any] = {}
+    if model.path and not model.path.startswith(SHIPPED):
+        update["path"] = str(model_path(config).absolute())
+    if model.intra_op_threads == 0:
+        update["intra_op_threads"] = threads
+    return config.model_copy(update={"model": model.model_copy(update=update)})
+
+
+def run_batch(
+    arguments: Sequence[Path],
+    out: Path,
+    config: Config,
+    *,
+    workers: int | None = None,
+    ray: str | None = None,
+    compare: Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run the logs `arguments` name into the directory `out` (module docstring); the summary.
+
+    `workers`: processes of the local pool, or CPUs of the local Ray (default: this machine's CPUs).
+    `ray`: None for the local pool, "" for a Ray started here, else the address of a Ray cluster.
+    `compare`: another batch's directory, whose results this batch's are compared with.
+    """
+    if ray and workers is not None:
+        raise BatchError(
+            f"--workers {workers} sizes the local pool or a local Ray; the cluster at {ray} runs a task "
+            "per CPU it has"
+        )
+    if compare is not None and not compare.is_dir():
+        raise BatchError(f"--compare {compare}: no such directory")
+    logs = find_logs(arguments)
+    out = Path(os.path.abspath(out))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BatchError(f"--out {out}: cannot create it: {exc.strerror}") from exc
+    digest = results_digest(config)
+    with Manifest(out) as manifest:
+        present = {p.name for p in out.glob("*" + RESULTS_SUFFIX)}
+        plan = plan_batch(logs, manifest.records, present, digest, out)
+        for record in plan.refused:
+            manifest.append(record)
+        cpus = os.cpu_count() or 1
+        concurrency = min(workers or cpus, len(plan.run)) or 1
+        # A cluster's task gets one CPU (cluster.py); here the cores are shared among the workers.
+        threads = 1 if ray else max(1, cpus // concurrency)
+        tasks = [LogTask(log, out, _workers_config(config, threads), digest) for log in plan.run]
+        bar = tqdm(
+            total=len(logs),
+            initial=len(logs) - len(tasks),
+            unit="log",
+            desc="batch",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        by_name = {log.name: log for log in plan.run}
+        started = time.perf_counter()
+        ran: list[LogRecord] = []
+        try:
+            for record in _records(tasks, ray, concurrency):
+                _finish(record, by_name[record.log], out, manifest)
+                ran.append(record)
+                bar.update()
+                bar.set_postfix(failed=sum(r.status == "failed" for r in ran), refresh=False)
+        finally:
+            bar.close()
+        wall_s = time.perf_counter() - started if tasks else 0.0
+        records = [manifest.records[log.name] for log in logs]
+    log_s = sum(r.timings.get("log_s", 0.0) for r in ran if r.status == "done")
+    run = {
+        "runner": "pool" if ray is None else f"ray at {ray}" if ray else "ray (local)",
+        "workers": None if ray else concurrency,  # a cluster's: as many as its CPUs
+        "ran": len(tasks),
+        "skipped": len(plan.skipped),
+        "refused": len(plan.refused),
+        "wall_s": wall_s,
+        "log_s": log_s,
+        "log_s_per_s": log_s / wall_s if wall_s else 0.0,
+        "logs_per_min": 60 * len(tasks) / wall_s if wall_s else 0.0,
+    }
+    comparison = None if compare is None else compare_dirs(records, out, Path(os.path.abspath(compare)))
+    summary = batch_summary(records, run, comparison)
+    partial = out / (SUMMARY_NAME + PARTIAL_SUFFIX)
+    partial.write_text(json.dumps(summary, indent=2) + "\n")
+    partial.replace(out / SUMMARY_NAME)
+    return summary
+
+
+def _records(tasks: Sequence[LogTask], ray: str | None, concurrency: int) -> Iterator[LogRecord]:
+    """The tasks' records as they finish: from the local pool, or from Ray (a local one with
+    `concurrency` CPUs)."""
+    if not tasks:
+        return iter(())
+    if ray is None:
+        return pool_records(tasks, concurrency)
+    return ray_records(tasks, ray, concurrency)
+
+
+def _finish(record: LogRecord, log: BatchLog, out: Path, manifest: Manifest) -> None:
+    """Record a finished log; a done log's results then take their final name (a kill in between leaves a
+    done line without its file, which a rerun redoes)."""
+    manifest.append(record)
+    partial = out / log.partial_name
+    if record.status == "done":
+        partial.replace(out / log.results_name)
+    else:
+        partial.unlink(missing_ok=True)

@@ -1,0 +1,127 @@
+"""The batch's pure parts: which logs a command line names, what a batch does with each given its
+manifest and directory, the digest that tells one config's results from another's, and the config as
+the workers run it. A batch run end to end: tests/process/test_batch.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from fusion_pipeline.config import Config, load_config
+from fusion_pipeline.offline import BatchError, BatchLog, LogRecord, find_logs, results_digest
+from fusion_pipeline.offline.batch import _workers_config, plan_batch
+from fusion_pipeline.offline.cluster import import_ray
+
+DEMO = load_config(None)
+
+
+def touch(folder: Path, *names: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"")
+    return [folder / name for name in names]
+
+
+def test_a_directory_is_its_logs_with_split_parts_as_one(tmp_path: Path) -> None:
+    touch(tmp_path / "fleet", "b.mcap", "a_001.mcap", "a_000.mcap", "c_002.mcap", "notes.txt")
+    touch(tmp_path / "fleet", "old.results.mcap", "old.results.mcap.partial")  # a batch's own files
+    logs = find_logs([tmp_path / "fleet"])
+    fleet = tmp_path / "fleet"
+    assert logs == [
+        BatchLog("a", (fleet / "a_000.mcap", fleet / "a_001.mcap")),
+        BatchLog("b", (fleet / "b.mcap",)),
+        BatchLog("c_002", (fleet / "c_002.mcap",)),  # a part without its predecessors is a log of its own
+    ]
+
+
+def test_logs_named_twice_run_once_and_names_stay_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (here,) = touch(tmp_path / "x", "drive.mcap")
+    (there,) = touch(tmp_path / "y", "drive.mcap")
+    monkeypatch.chdir(tmp_path)
+    logs = find_logs([Path("x"), here, Path("x/drive.mcap"), there])
+    # Absolute paths; the same file once; another file of the same name gets a name of its own.
+    assert logs == [BatchLog("drive", (here,)), BatchLog("drive-2", (there,))]
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"), [("missing.mcap", "no such log file or directory"), ("empty", "no .mcap log")]
+)
+def test_an_argument_that_names_no_log_is_refused(tmp_path: Path, name: str, problem: str) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BatchError, match=f"{tmp_path / name}: {problem}"):
+        find_logs([tmp_path / name])
+
+
+LOGS = [
+    BatchLog(name, (Path(f"/logs/{name}.mcap"),)) for name in ("done", "redo", "failed", "new", "foreign")
+]
+
+
+def done(name: str, digest: str = "d1", paths: list[str] | None = None) -> LogRecord:
+    return LogRecord(
+        name, paths or [f"/logs/{name}.mcap"], "done", results=f"{name}.results.mcap", digest=digest
+    )
+
+
+def test_a_rerun_skips_the_done_logs_and_runs_the_rest() -> None:
+    records = {
+        "done": done("done"),
+        "redo": done("redo"),  # its file is gone: killed between the manifest line and the rename
+        "failed": LogRecord("failed", ["/logs/failed.mcap"], "failed", error="log cut short"),
+    }
+    present = {"done.results.mcap", "foreign.results.mcap"}
+    plan = plan_batch(LOGS, records, present, "d1", Path("/out"))
+    assert [log.name for log in plan.skipped] == ["done"]
+    assert [log.name for log in plan.run] == ["redo", "failed", "new"]
+    # A results file the manifest does not account for is never written over: the log fails, said why.
+    (refused,) = plan.refused
+    assert (refused.log, refused.status, refused.digest) == ("foreign", "failed", "d1")
+    assert "/out/foreign.results.mcap is there but the manifest does not say" in refused.error
+
+
+@pytest.mark.parametrize(
+    ("record", "problem"),
+    [
+        (done("done", digest="d0"), "done was made with another config or model \\(d0\\)"),
+        (done("done", paths=["/elsewhere/done.mcap"]), "done is the results of /elsewhere/done.mcap"),
+    ],
+)
+def test_results_of_another_batch_under_a_name_are_refused(record: LogRecord, problem: str) -> None:
+    with pytest.raises(BatchError, match=f"/out holds other results under this batch's names: {problem}"):
+        plan_batch(LOGS, {"done": record}, {"done.results.mcap"}, "d1", Path("/out"))
+
+
+def _edited(config: Config, section: str, **values: object) -> Config:
+    return config.model_copy(update={section: getattr(config, section).model_copy(update=values)})
+
+
+def test_the_digest_follows_what_decides_results_not_how_fast_they_come() -> None:
+    digest = results_digest(DEMO)
+    assert results_digest(_edited(DEMO, "model", intra_op_threads=3, providers=["cpu"])) == digest
+    assert results_digest(_edited(DEMO, "pipeline", name="other", log_level="debug")) == digest
+    assert results_digest(_edited(DEMO, "sync", max_wait_ms=20.0)) != digest
+    assert results_digest(_edited(DEMO, "model", unbound_inputs=["camera"])) != digest
+    assert results_digest(_edited(DEMO, "model", path="package:surround.onnx")) != digest  # another model
+
+
+def test_workers_share_the_cores_and_find_the_model_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = _edited(DEMO, "model", path="models/mine.onnx")
+    config = _workers_config(relative, threads=2)
+    assert config.model.path == str(tmp_path / "models/mine.onnx")
+    assert config.model.intra_op_threads == 2
+    assert _workers_config(DEMO, 1).model.path == DEMO.model.path  # the shipped model: found by package
+    pinned = _edited(DEMO, "model", intra_op_threads=4, path="package:default.onnx")
+    assert _workers_config(pinned, 1).model == pinned.model  # the config's own threads are kept
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: importing it fails
+    with pytest.raises(BatchError, match=r"--ray needs Ray, .*pip install 'fusion-pipeline\[cluster\]'"):
+        import_ray()

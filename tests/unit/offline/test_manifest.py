@@ -1,0 +1,67 @@
+"""The batch manifest: a line per finished log, the last one of a log wins, a line a killed batch left
+cut short is ignored and the next line starts on its own, anything else that is not a record is refused
+with its line number; one batch at a time holds a directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fusion_pipeline.offline import BatchError, LogRecord, Manifest
+from fusion_pipeline.offline.manifest import MANIFEST_NAME, read_records
+
+
+def record(name: str, status: str = "done", **fields: object) -> LogRecord:
+    return LogRecord(name, [f"/logs/{name}.mcap"], status, **fields)  # type: ignore[arg-type]
+
+
+def test_records_are_appended_and_read_back(tmp_path: Path) -> None:
+    written = [
+        record("a", "failed", error="log cut short: ..."),
+        record("b", results="b.results.mcap", counts={"sets": 3}, timings={"wall_s": 0.5}),
+        record("a", results="a.results.mcap", stats={"results": 2}),
+    ]
+    with Manifest(tmp_path) as manifest:
+        for line in written:
+            manifest.append(line)
+    with Manifest(tmp_path) as manifest:
+        assert manifest.records == {"a": written[2], "b": written[1]}  # the last line of a log wins
+    assert len((tmp_path / MANIFEST_NAME).read_text().splitlines()) == 3
+
+
+def test_a_line_cut_short_is_ignored_and_the_next_starts_anew(tmp_path: Path) -> None:
+    whole = record("a").to_line()
+    (tmp_path / MANIFEST_NAME).write_text(whole + "\n" + record("b").to_line()[:25])
+    with Manifest(tmp_path) as manifest:
+        assert list(manifest.records) == ["a"]
+        manifest.append(record("c"))
+    with Manifest(tmp_path) as manifest:
+        assert list(manifest.records) == ["a", "c"]
+    assert (tmp_path / MANIFEST_NAME).read_text() == whole + "\n" + record("c").to_line() + "\n"
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("{not json", "Expecting property name"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"log": "a", "status": "done"}', "no paths"),
+        ('{"log": "a", "paths": [], "status": "running"}', "status 'running' is neither"),
+    ],
+)
+def test_a_line_that_is_no_record_is_refused_with_its_number(line: str, problem: str) -> None:
+    text = record("a").to_line() + "\n" + line + "\n"
+    with pytest.raises(BatchError, match=f"manifest.jsonl, line 2: not a manifest record: {problem}"):
+        read_records(text, "out/manifest.jsonl")
+
+
+def test_keys_a_later_version_adds_are_ignored() -> None:
+    line = record("a").to_line()[:-1] + ', "host_gpu": "none"}\n'
+    assert read_records(line, "m") == {"a": record("a")}
+
+
+def test_one_batch_at_a_time_holds_a_directory(tmp_path: Path) -> None:
+    with Manifest(tmp_path), pytest.raises(BatchError, match=f"another batch is running in {tmp_path}"):
+        Manifest(tmp_path)
+    Manifest(tmp_path).close()  # free again once the first is closed
