@@ -266,20 +266,24 @@ def prefetch(items: Iterable[_T], depth: int = PREFETCH) -> Iterator[_T]:
     queue: Queue[object] = Queue(maxsize=depth)
     closing = threading.Event()
 
+    def put(item: object) -> bool:
+        """Hand `item` over unless the consumer stopped (it may never take another item)."""
+        while not closing.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not closing.is_set():
-                    try:
-                        queue.put(item, timeout=0.1)
-                        break
-                    except Full:
-                        continue
-                if closing.is_set():
+                if not put(item):
                     return
-            queue.put(_DONE)
+            put(_DONE)
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            queue.put(exc)
+            put(exc)
 
     thread = threading.Thread(target=produce, name="log-prefetch", daemon=True)
     thread.start()

@@ -1,6 +1,7 @@
 """Replayer: record -> replay -> record gives the same messages; pacing, windows, remap, loops, errors."""
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -177,6 +178,16 @@ def test_prefetch_keeps_order_and_reraises() -> None:
 
     with pytest.raises(LogError, match="bad chunk"):
         list(prefetch(broken(), 2))
+
+
+def test_a_consumer_that_stops_early_never_waits_on_a_full_queue() -> None:
+    """The producer finished its items into a full queue; stopping then must not hang on its last put."""
+    items = prefetch(iter([1, 2, 3]), depth=2)
+    assert next(items) == 1
+    time.sleep(0.3)  # the producer has filled the queue and waits to hand over its end marker
+    started = time.monotonic()
+    items.close()
+    assert time.monotonic() - started < 2
 
 
 def test_plan_for_a_graph_needs_every_required_stream() -> None:
