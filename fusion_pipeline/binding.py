@@ -38,11 +38,6 @@ class Bindings:
     def of(self, stream: str) -> Binding:
         return self.by_stream[stream]
 
-    @property
-    def modalities(self) -> list[str]:
-        """The modality of each presence bit, in bit order."""
-        return [self.contract.input(name).modality for name in self.contract.presence_order]
-
 
 def bind(config: Config, contract: ModelContract, model: str = "the model") -> Bindings:
     """Bind the config's streams to `contract`'s inputs; refuse (ContractError listing every problem, each

@@ -137,6 +137,11 @@ class StreamConfig(_Section):
     def slug(self) -> str:
         return self.name.replace("/", "_")
 
+    @property
+    def input_name(self) -> str:
+        """The input a model trained for this config gives the stream: `input`, else the slug."""
+        return self.input or self.slug
+
 
 class SyncConfig(_Section):
     mode: Literal["approximate", "reference"] = "reference"

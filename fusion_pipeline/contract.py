@@ -24,13 +24,17 @@ __all__ = [
     "CONTRACT_VERSION",
     "MODALITIES",
     "OUTPUT_KINDS",
+    "RESULT_PRESENCE",
     "InputSpec",
     "ModelContract",
     "OutputKind",
     "OutputSpec",
     "default_contract",
+    "default_input",
 ]
 
+#: The result message's array of presence bits, beside the outputs (PROTOCOL.md section 8).
+RESULT_PRESENCE = "presence"
 #: ONNX metadata_props key that holds the contract JSON.
 CONTRACT_KEY = "fusion.contract"
 CONTRACT_VERSION = 2
@@ -60,6 +64,11 @@ class InputSpec:
     meaning: str = ""
 
     @property
+    def modalities(self) -> list[str]:
+        """The modality of each presence bit, in bit order."""
+        return [self.input(name).modality for name in self.presence_order]
+
+    @property
     def tensors(self) -> dict[str, tuple[int, ...]]:
         """The graph inputs this sensor input fills, name -> shape."""
         return {self.name: self.shape, **({self.mask: self.shape[:1]} if self.mask else {})}
@@ -75,6 +84,17 @@ class OutputSpec:
     classes: tuple[str, ...] = ()  # class_logits: one name per logit
     units: str = ""  # regression: e.g. "m", "m/s"
     meaning: str = ""
+
+    @property
+    def decoded(self) -> str:
+        """The result array its kind adds beside it: class_logits -> <stem>_probs, a logit -> <stem>_prob
+        (``class_logits`` -> ``class_probs``, ``siren_logit`` -> ``siren_prob``); "" for a regression or
+        an opaque output, which the result carries as it is."""
+        if self.kind == "class_logits":
+            return self.name.removesuffix("_logits") + "_probs"
+        if self.kind == "logit":
+            return self.name.removesuffix("_logit") + "_prob"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -132,6 +152,11 @@ class ModelContract:
         return tuple(s for s in self.inputs if s.modality == modality)
 
     @property
+    def modalities(self) -> list[str]:
+        """The modality of each presence bit, in bit order."""
+        return [self.input(name).modality for name in self.presence_order]
+
+    @property
     def tensors(self) -> dict[str, tuple[int, ...]]:
         """Every graph input, name -> shape: the sensor inputs' tensors and the presence vector."""
         shapes = {name: shape for spec in self.inputs for name, shape in spec.tensors.items()}
@@ -163,6 +188,13 @@ def _problems(contract: ModelContract) -> list[str]:
                 f"outputs.{out.name}: class_logits of shape {out.shape} needs one class name per logit "
                 f"(classes: {list(out.classes)})"
             )
+    arrays = [o.name for o in contract.outputs] + [o.decoded for o in contract.outputs if o.decoded]
+    arrays.append(RESULT_PRESENCE)
+    problems += [
+        f"outputs: result array {n!r} is named twice (outputs, their decoded arrays and "
+        f"{RESULT_PRESENCE!r} share the result message)"
+        for n in sorted({n for n in arrays if arrays.count(n) > 1})
+    ]
     return problems
 
 
@@ -220,6 +252,13 @@ def _from_v1(raw: dict[str, Any]) -> ModelContract:
 def _v1_output(raw: dict[str, Any], classes: tuple[str, ...]) -> OutputSpec:
     how = _V1_OUTPUTS.get(raw["name"], {})
     return replace(_output(raw), **how, classes=classes if how.get("kind") == "class_logits" else ())
+
+
+def default_input(modality: str, name: str) -> InputSpec:
+    """The shipped model's input of `modality` under another name (a radar's mask renamed with it): what
+    a model trained for a config (`model train --config`) takes from each stream."""
+    spec = default_contract().inputs_for(modality)[0]
+    return replace(spec, name=name, mask=f"{name}_mask" if spec.mask else "")
 
 
 def default_contract(fusion: str = "") -> ModelContract:

@@ -37,7 +37,7 @@ import numpy as np
 
 from fusion_pipeline.binding import Bindings, bind
 from fusion_pipeline.config import Config, ModelConfig
-from fusion_pipeline.contract import CONTRACT_KEY, ModelContract, OutputSpec
+from fusion_pipeline.contract import CONTRACT_KEY, RESULT_PRESENCE, ModelContract
 from fusion_pipeline.errors import ContractError
 from fusion_pipeline.protocol import CAPTURE, INFERENCE_END, INFERENCE_START, RESULT_MODALITY, RESULT_STREAM
 from fusion_pipeline.transport.wire import Sample
@@ -351,17 +351,6 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
 
 
-def decoded_name(output: OutputSpec) -> str | None:
-    """The result array an output's kind adds beside it: class_logits -> <stem>_probs, a logit ->
-    <stem>_prob (``class_logits`` -> ``class_probs``, ``siren_logit`` -> ``siren_prob``); None for a
-    regression or an opaque output, which the result carries as it is."""
-    if output.kind == "class_logits":
-        return output.name.removesuffix("_logits") + "_probs"
-    if output.kind == "logit":
-        return output.name.removesuffix("_logit") + "_prob"
-    return None
-
-
 def result_sample(
     set_sample: Sample, outputs: Mapping[str, np.ndarray], contract: ModelContract, provider: str, seq: int
 ) -> Sample:
@@ -369,12 +358,11 @@ def result_sample(
     its kind decodes (probabilities), and the presence mask; the caller adds inference and publish stages."""
     arrays = {name: value.astype(np.float32, copy=False) for name, value in outputs.items()}
     for output in contract.outputs:
-        decoded = decoded_name(output)
-        if decoded is not None:
+        if output.decoded:
             decode = _softmax if output.kind == "class_logits" else _sigmoid
-            arrays[decoded] = decode(arrays[output.name])
+            arrays[output.decoded] = decode(arrays[output.name])
     presence = set_sample.meta.get("presence", [0] * len(contract.presence_order))
-    arrays["presence"] = np.asarray(presence, np.uint8)
+    arrays[RESULT_PRESENCE] = np.asarray(presence, np.uint8)
     class_outputs = [o for o in contract.outputs if o.kind == "class_logits"]
     stages = set_sample.meta.get("stages")
     meta = {
@@ -383,7 +371,7 @@ def result_sample(
         },
         "inputs": list(contract.presence_order),
         "streams": set_sample.meta.get("streams", []),
-        "modalities": [contract.input(name).modality for name in contract.presence_order],
+        "modalities": contract.modalities,
         "stamps": set_sample.meta.get("stamps", {}),
         "provider": provider,
         "set_seq": set_sample.seq,

@@ -24,8 +24,8 @@ Results carry the same stage stamps as in the process graph (sync_in is the comp
 at the stage, sync_emit its hand-over to inference, with no hop between), so the supervisor's latency
 figures compare. Its heartbeats carry each part's counters under the separate nodes' names (ingest:STREAM,
 synchronizer, inference; node.Parts), so `status`, the metrics and the summary read them unchanged. A
-replay runs the process graph: `fusion-pipeline replay` refuses a composed config, and so does this node
-when started with --replay.
+replay runs the separate nodes whatever the composition (`fusion-pipeline replay` logs that composition
+applies live only); this node refuses --replay.
 """
 
 from __future__ import annotations

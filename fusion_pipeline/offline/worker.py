@@ -22,7 +22,7 @@ from fusion_pipeline.offline.graph import OfflineGraph
 from fusion_pipeline.offline.manifest import LogRecord
 from fusion_pipeline.offline.summary import LogStats
 
-__all__ = ["RESULTS_SUFFIX", "BatchLog", "LogTask", "failed_record", "run_log"]
+__all__ = ["PARTIAL_SUFFIX", "RESULTS_SUFFIX", "BatchLog", "LogTask", "failed_record", "run_log"]
 
 log = logging.getLogger(__name__)
 

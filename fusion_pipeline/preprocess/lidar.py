@@ -57,7 +57,8 @@ class LidarParams(Params):
 
 
 def check_lidar(points: np.ndarray, params: LidarParams = LidarParams()) -> np.ndarray:
-    """The points, after every check `preprocess_lidar` makes (the PreprocessError it would raise)."""
+    """The points, after every check `preprocess_lidar` makes (the PreprocessError it would raise).
+    `params` is unused: every modality's check takes its parameters, so a front end calls any alike."""
     return check_array("lidar", "points", points, (2,), ("float32", "float64"), trailing=(4,))
 
 

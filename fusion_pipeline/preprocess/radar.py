@@ -48,7 +48,8 @@ def _scale(params: RadarParams) -> np.ndarray:
 
 
 def check_radar(detections: np.ndarray, params: RadarParams = RadarParams()) -> np.ndarray:
-    """The detections, after every check `preprocess_radar` makes (the PreprocessError it would raise)."""
+    """The detections, after every check `preprocess_radar` makes (the PreprocessError it would raise).
+    `params` is unused: every modality's check takes its parameters, so a front end calls any alike."""
     return check_array(
         "radar", "detections", detections, (2,), ("float32", "float64"), trailing=(RADAR_FEATURES,)
     )

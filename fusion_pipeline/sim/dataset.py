@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from fusion_pipeline.contract import InputSpec, default_contract
+from fusion_pipeline.contract import MODALITIES, InputSpec, default_contract, default_input
 from fusion_pipeline.preprocess import InputPreprocessor, preprocessor_for
 from fusion_pipeline.sim.drivers import SimSettings
 from fusion_pipeline.sim.errors import DatasetError
@@ -64,8 +64,6 @@ __all__ = [
 DATASET_VERSION = 3
 LABELS: tuple[str, ...] = ("class", "position", "velocity", "siren", "condition")
 
-#: The shipped model's input of each modality: the shape and front end of every sensor of that modality.
-_SPECS: dict[str, InputSpec] = {s.modality: s for s in default_contract().inputs}
 _T_REF_S = (0.6, 2.0)  # episode time of the reference capture; the primary actor is placed at 1.0 s
 _JITTER_NS = {"lidar": 50_000_000, "radar": 40_000_000}
 _CHUNK = 25  # samples per worker task
@@ -83,9 +81,10 @@ class Sensor:
     def __post_init__(self) -> None:
         if not self.input:
             raise DatasetError(f"a {self.modality} sensor needs the name of the input it feeds")
-        if self.modality not in _SPECS:
+        if self.modality not in MODALITIES:
             raise DatasetError(
-                f"sensor {self.input!r}: modality must be one of {', '.join(_SPECS)}, got {self.modality!r}"
+                f"sensor {self.input!r}: modality must be one of {', '.join(MODALITIES)}, "
+                f"got {self.modality!r}"
             )
 
 
@@ -94,8 +93,7 @@ DEFAULT_SENSORS: tuple[Sensor, ...] = tuple(Sensor(s.name, s.modality) for s in 
 
 def _input_spec(sensor: Sensor) -> InputSpec:
     """The input a sensor fills: its modality's input in the shipped model, under the sensor's name."""
-    spec = _SPECS[sensor.modality]
-    return dataclasses.replace(spec, name=sensor.input, mask=f"{sensor.input}_mask" if spec.mask else "")
+    return default_input(sensor.modality, sensor.input)
 
 
 @functools.lru_cache(maxsize=64)
@@ -121,7 +119,7 @@ def sensors_for(config: Config) -> tuple[Sensor, ...]:
     """A config's suite: one sensor per stream, feeding the stream's `input` (else its slug:
     camera/front feeds camera_front), mounted where its [streams.sim] says."""
     return tuple(
-        Sensor(stream.input or stream.slug, stream.modality, SimSettings.from_stream(stream).mount)
+        Sensor(stream.input_name, stream.modality, SimSettings.from_stream(stream).mount)
         for stream in config.streams
     )
 

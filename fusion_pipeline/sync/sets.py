@@ -132,7 +132,7 @@ class SetBuilder:
         meta = {
             "stamps": stamps,
             "presence": presence,
-            "modalities": self.bindings.modalities,
+            "modalities": self.bindings.contract.modalities,
             "inputs": list(self.order),
             "streams": [self.stream_of.get(name, "") for name in self.order],
             "audio_window": audio_window,

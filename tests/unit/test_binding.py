@@ -65,7 +65,7 @@ def test_the_demo_streams_feed_the_default_inputs_of_their_modality() -> None:
         "radar/front": ("radar", 2),
         "audio/roof": ("audio", 3),
     }
-    assert bindings.modalities == ["camera", "lidar", "radar", "audio"]
+    assert bindings.contract.modalities == ["camera", "lidar", "radar", "audio"]
     assert bindings.of("camera/front").prepare.params == CAMERA
     assert bindings.of("radar/front").prepare.mask == "radar_mask"
 
@@ -86,7 +86,7 @@ def test_a_stream_binds_by_its_input_key_its_name_its_slug_or_as_the_only_one_of
         "camera/side": ("wide", 1),
         "lidar/top": ("bev", 0),
     }
-    assert bindings.modalities == ["lidar", "camera", "camera", "camera"]
+    assert bindings.contract.modalities == ["lidar", "camera", "camera", "camera"]
 
 
 def test_the_input_key_wins_over_a_stream_named_like_another_input() -> None:

@@ -193,6 +193,15 @@ CLASS_LOGITS = DEFAULT.outputs[0]
                 "('class_logits', 'regression', 'logit', 'opaque')"
             ),
         ),
+        (  # a regression named like the class output's probabilities, and an output named "presence"
+            {"outputs": (*DEFAULT.outputs, OutputSpec("class_probs", (5,)), OutputSpec("presence", (4,)))},
+            _invalid(
+                "outputs: result array 'class_probs' is named twice (outputs, their decoded arrays and "
+                "'presence' share the result message)",
+                "outputs: result array 'presence' is named twice (outputs, their decoded arrays and "
+                "'presence' share the result message)",
+            ),
+        ),
     ],
 )
 def test_contracts_that_cannot_be_fed_or_read_are_refused(changes: dict, message: str) -> None:
