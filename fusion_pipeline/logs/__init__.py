@@ -28,6 +28,7 @@ from fusion_pipeline.logs.send_order import (
     LOOP_GAP_NS,
     Outgoing,
     ReplaySettings,
+    message_total,
     plan_streams,
     send_order,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "export_ros2",
     "import_ros2",
     "log_sources",
+    "message_total",
     "pack_record",
     "parse_map",
     "part_path",

@@ -46,7 +46,13 @@ from tqdm import tqdm
 from fusion_pipeline.config import Config
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader, prefetch
-from fusion_pipeline.logs.send_order import LOOP_GAP_NS, ReplaySettings, plan_streams, send_order
+from fusion_pipeline.logs.send_order import (
+    LOOP_GAP_NS,
+    ReplaySettings,
+    message_total,
+    plan_streams,
+    send_order,
+)
 from fusion_pipeline.logs.writer import LogWriter
 from fusion_pipeline.protocol import RESULT_STREAM
 from fusion_pipeline.sync.reorder import END_MODALITY, END_STREAM, end_endpoint
@@ -172,7 +178,7 @@ class Replayer:
     def run(self, stop: Callable[[], bool] = lambda: False) -> ReplayReport:
         settings, report = self.settings, self.report
         self.wait_for_subscribers()
-        total = self.reader.count(self.plan)
+        total = message_total(self.reader, self.plan, settings)
         bar = tqdm(total=total, unit="msg", disable=not settings.progress, dynamic_ncols=True)
         started = time.monotonic_ns()
         self._last_activity_ns = clock_origin = started

@@ -27,7 +27,7 @@ from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogMessage, LogReader
 from fusion_pipeline.transport.wire import Sample
 
-__all__ = ["LOOP_GAP_NS", "Outgoing", "ReplaySettings", "plan_streams", "send_order"]
+__all__ = ["LOOP_GAP_NS", "Outgoing", "ReplaySettings", "message_total", "plan_streams", "send_order"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,14 @@ class Outgoing:
     log_time_ns: int  # when it was recorded, shifted with the stamps on a later pass
     pass_index: int  # 0 for the first pass over the log
     offset_ns: int  # log time since its pass's first message (what a paced replay waits for)
+
+
+def message_total(reader: LogReader, plan: Mapping[str, str], settings: ReplaySettings) -> int | None:
+    """How many messages a replay of the whole log sends, from the files' summaries (for a progress bar);
+    None when that is not the count: a window (start_s, end_s) or a loop, or a file without a summary."""
+    if settings.start_s or settings.end_s is not None or settings.loop:
+        return None
+    return reader.count(plan)
 
 
 def plan_streams(

@@ -47,7 +47,7 @@ from fusion_pipeline.config import Config
 from fusion_pipeline.inference import InferenceStage, ModelRuntime
 from fusion_pipeline.ingest import Ingest
 from fusion_pipeline.logs.reader import LogReader, prefetch
-from fusion_pipeline.logs.send_order import ReplaySettings, plan_streams, send_order
+from fusion_pipeline.logs.send_order import ReplaySettings, message_total, plan_streams, send_order
 from fusion_pipeline.logs.writer import LogWriter
 from fusion_pipeline.ops.metrics import is_count, is_drop_counter
 from fusion_pipeline.preprocess import InputPreprocessor
@@ -172,7 +172,9 @@ class OfflineGraph:
         writers = _Writers(results, sets)
         stages = _Stages(self.config, self.runtime, self.clock, on_set=writers.set)
         report = OfflineReport(provider=self.runtime.provider)
-        bar = tqdm(total=reader.count(plan), unit="msg", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=message_total(reader, plan, settings), unit="msg", disable=not progress, dynamic_ncols=True
+        )
         first = last = None  # log times of the first and the last message sent
 
         def matched() -> Iterator[Sample]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion_pipeline.logs import LOOP_GAP_NS, LogReader, LogWriter, ReplaySettings, send_order
+from fusion_pipeline.logs import LOOP_GAP_NS, LogReader, LogWriter, ReplaySettings, message_total, send_order
 from fusion_pipeline.transport import Sample
 
 T0 = 1_700_000_000_000_000_000
@@ -72,3 +72,14 @@ def test_a_loop_continues_stamps_seq_and_replay_seq(tmp_path: Path) -> None:
     assert radar == list(range(20))  # seq shifted by the stream's count: no restart, no duplicate
     assert [m.sample.meta["replay_seq"] for m in sent] == list(range(2 * n + 1))
     assert sent[-1].pass_index == 2
+
+
+def test_the_progress_total_is_the_send_count_or_unknown(tmp_path: Path) -> None:
+    _log(tmp_path / "a.mcap")
+    reader = LogReader(tmp_path / "a.mcap")
+    plan = {"radar/rear": "radar/front", "lidar/top": "lidar/top"}
+    whole = ReplaySettings()
+    assert message_total(reader, plan, whole) == len(list(send_order(reader, plan, whole))) == 14
+    assert message_total(reader, {"lidar/top": "lidar/top"}, whole) == 4
+    for windowed in (ReplaySettings(start_s=0.05), ReplaySettings(end_s=0.05), ReplaySettings(loop=True)):
+        assert message_total(reader, plan, windowed) is None  # the files' counts are the whole log's
