@@ -36,7 +36,7 @@ import time
 import zmq
 
 from fusion_pipeline.errors import ConfigError
-from fusion_pipeline.inference import InferenceStage, ModelRuntime, load_bindings
+from fusion_pipeline.inference import load_bindings
 from fusion_pipeline.node import POLL_MS, Node, Parts, node_name, run_node
 from fusion_pipeline.protocol import (
     PUBLISH,
@@ -48,6 +48,7 @@ from fusion_pipeline.protocol import (
 )
 from fusion_pipeline.sync import SyncStage
 from fusion_pipeline.transport import Role, Sample
+from nodes.inference import start_inference
 from nodes.ingest import StreamIngest
 
 log = logging.getLogger("nodes.composed")
@@ -63,13 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         reference_first = sorted(config.streams, key=lambda s: s.name != config.sync.reference)
         streams = [StreamIngest(node, bindings.of(s.name)) for s in reference_first]
         sync = SyncStage(config, bindings)
-        inference = InferenceStage(ModelRuntime(config), config.model.slowdown)
-        if inference.runtime.fell_back:
-            log.warning("WARNING: %s", inference.runtime.describe())
-        else:
-            log.info("%s", inference.runtime.describe())
-        if inference.slowdown > 1:
-            log.warning("fault injection: model runs slowed %gx (model.slowdown)", inference.slowdown)
+        inference = start_inference(config)
         sets_out = node.publisher(
             node.endpoint(config.sync.endpoint), SET_STREAM, SET_MODALITY, role=Role.SET
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 
+from fusion_pipeline.config import Config
 from fusion_pipeline.inference import InferenceStage, ModelRuntime
 from fusion_pipeline.node import POLL_MS, Node, run_node
 from fusion_pipeline.protocol import PUBLISH, RESULT_MODALITY, RESULT_STREAM, SET_STREAM
@@ -23,17 +24,23 @@ from fusion_pipeline.transport import Role
 log = logging.getLogger("nodes.inference")
 
 
+def start_inference(config: Config) -> InferenceStage:
+    """The inference stage of `config`, its providers logged (a fallback as a WARNING). A model that
+    does not fit the config raises ContractError, which ends the node (run_node)."""
+    stage = InferenceStage(ModelRuntime(config), config.model.slowdown)
+    if stage.runtime.fell_back:
+        log.warning("WARNING: %s", stage.runtime.describe())
+    else:
+        log.info("%s", stage.runtime.describe())
+    if stage.slowdown > 1:
+        log.warning("fault injection: model runs slowed %gx (model.slowdown)", stage.slowdown)
+    return stage
+
+
 def main(argv: list[str] | None = None) -> int:
     with Node("inference", argv, realtime=True) as node:
         config = node.config
-        # A model that does not fit the config ends the node (run_node).
-        stage = InferenceStage(ModelRuntime(config), config.model.slowdown)
-        if stage.runtime.fell_back:
-            log.warning("WARNING: %s", stage.runtime.describe())
-        else:
-            log.info("%s", stage.runtime.describe())
-        if stage.slowdown > 1:
-            log.warning("fault injection: model runs slowed %gx (model.slowdown)", stage.slowdown)
+        stage = start_inference(config)
         source = node.subscriber(node.endpoint(config.sync.endpoint), topics=[SET_STREAM], role=Role.SET)
         # Results go to programs outside the pipeline: arrays in the frames, never in shared memory.
         results_url = node.endpoint(config.output.endpoint)

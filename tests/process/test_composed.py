@@ -11,11 +11,10 @@ import os
 import signal
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline_harness import Run, collect, demo_text, pipeline, present
+from pipeline_harness import Run, collect, demo_text, pipeline, present, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from fusion_pipeline.ops import StatusError, query
@@ -33,16 +32,6 @@ def _composed(run_dir: Path) -> str:
     return demo_text(run_dir, edit)
 
 
-def _wait(condition: Callable[[], Any], timeout_s: float, what: str, run: Run) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not after {timeout_s} s\n{run.output()[-3000:]}")
-
-
 def _flowing(run: Run) -> dict[str, Any] | None:
     """The status report once the pipeline is healthy and every stream has a message rate."""
     with contextlib.suppress(StatusError):
@@ -54,7 +43,7 @@ def _flowing(run: Run) -> dict[str, Any] | None:
 
 def _scrape(run: Run) -> dict[str, float]:
     """{'sample_name{label=value,...}': value} from the run's /metrics."""
-    url = _wait(lambda: next(iter(_metrics_urls(run)), None), 30, "metrics URL logged", run)
+    url = wait_for(lambda: next(iter(_metrics_urls(run)), None), 30, "metrics URL logged", run)
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     return {
@@ -85,14 +74,14 @@ def test_composed_demo_gives_a_result_for_nearly_every_reference_stamp_and_repor
     summary_path = tmp_path / "summary.json"
     args = ("--duration", "20", "--warmup", "2", "--summary-json", str(summary_path))
     with pipeline(_composed, *args, workdir=tmp_path) as run:
-        report = _wait(lambda: _flowing(run), 30, "every stream flowing, nothing degraded", run)
+        report = wait_for(lambda: _flowing(run), 30, "every stream flowing, nothing degraded", run)
         assert [n["name"] for n in report["nodes"]] == [f"sensor_sim:{s}" for s in STREAMS] + ["composed"]
         assert len(run.node_pids("composed")) == 1
         assert not [p for kind in DATA_PATH for p in run.node_pids(kind)], "a separate data-path node runs"
         composed = next(n for n in report["nodes"] if n["name"] == "composed")
         assert composed["rates"]["out"] > 0  # results per second
 
-        metrics = _wait(lambda: _scrape_with_full_sets(run), 30, "full sets and results in /metrics", run)
+        metrics = wait_for(lambda: _scrape_with_full_sets(run), 30, "full sets and results in /metrics", run)
         for stream in STREAMS:
             assert metrics[f"fusion_stream_messages_total{{stream={stream}}}"] > 0, stream
             assert metrics[f"fusion_stream_silent{{stream={stream}}}"] == 0, stream
@@ -120,7 +109,7 @@ def test_kill_9_of_the_composed_node_is_restarted_within_2_s_and_results_resume(
             os.kill(old, signal.SIGKILL)
             killed = time.monotonic()
             killed_ns = time.time_ns()
-            new = _wait(
+            new = wait_for(
                 lambda: [p for p in run.node_pids("composed") if p != old], 5, "a new composed node", run
             )
             restarted_s = time.monotonic() - killed

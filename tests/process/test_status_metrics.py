@@ -13,14 +13,14 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 import pytest
-from pipeline_harness import DEMO_TEXT, Run, add_to_stream, demo_text, pipeline
+from pipeline_harness import DEMO_TEXT, Run, add_to_stream, demo_text, pipeline, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from fusion_pipeline.ops import StatusError, query, run_file
@@ -35,18 +35,10 @@ def _any_port(text: str) -> str:
     return text.replace('address = "127.0.0.1:9464"', ANY_PORT)
 
 
-def _wait(condition: Callable[[], Any], timeout_s: float, what: str, run: Run) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not after {timeout_s} s\n{run.output()[-3000:]}")
-
-
 def _metrics_url(run: Run) -> str:
-    found = _wait(lambda: re.search(r"metrics at (http://\S+)", run.output()), 30, "metrics URL logged", run)
+    found = wait_for(
+        lambda: re.search(r"metrics at (http://\S+)", run.output()), 30, "metrics URL logged", run
+    )
     return found.group(1)
 
 
@@ -89,20 +81,20 @@ def _status_until(code: int, run: Run, *args: str, timeout_s: float) -> str:
         got, out = _status_cli(*args)
         return out if got == code else None
 
-    return _wait(attempt, timeout_s, f"`fusion-pipeline status {' '.join(args)}` exits {code}", run)
+    return wait_for(attempt, timeout_s, f"`fusion-pipeline status {' '.join(args)}` exits {code}", run)
 
 
 def test_metrics_endpoint_serves_every_family_with_growing_counters(tmp_path: Path) -> None:
     with pipeline(lambda d: demo_text(d, _any_port), "--warmup", "0", workdir=tmp_path) as run:
         url = _metrics_url(run)
-        _wait(lambda: _healthy(run.run_dir), 60, "pipeline healthy", run)
+        wait_for(lambda: _healthy(run.run_dir), 60, "pipeline healthy", run)
 
         def has_results() -> dict[str, Any] | None:
             scrape = _scrape(url)
             counts = scrape.get("fusion_inference_latency_seconds_count", {})
             return scrape if counts and min(counts.values()) > 0 else None
 
-        first = _wait(has_results, 30, "latency histogram filled", run)
+        first = wait_for(has_results, 30, "latency histogram filled", run)
         time.sleep(2.0)
         second = _scrape(url)
 
@@ -142,7 +134,7 @@ def test_metrics_endpoint_serves_every_family_with_growing_counters(tmp_path: Pa
 def test_status_reports_a_killed_node_as_degraded_then_recovered(tmp_path: Path) -> None:
     with pipeline(lambda d: demo_text(d, _any_port), workdir=tmp_path) as run:
         url = _metrics_url(run)
-        _wait(lambda: _healthy(run.run_dir), 60, "pipeline healthy", run)
+        wait_for(lambda: _healthy(run.run_dir), 60, "pipeline healthy", run)
         code, out = _status_cli("--run-dir", str(run.run_dir))
         assert code == 0, out
         assert out.startswith("demo: healthy") and "synchronizer" in out
@@ -157,12 +149,12 @@ def test_status_reports_a_killed_node_as_degraded_then_recovered(tmp_path: Path)
                 return [r for r in reasons if r.startswith("synchronizer ")]
             return []
 
-        reasons = _wait(degraded, 10, "synchronizer reported down after kill -9", run)
+        reasons = wait_for(degraded, 10, "synchronizer reported down after kill -9", run)
         assert reasons[0] in ("synchronizer restarting", "synchronizer starting"), reasons
         # Here the restarted node beats within a second of the kill, sooner than the status command can
         # start; hold the new process stopped so that the command sees it down (starting, or hung if it
         # already beat), then let it go.
-        new_pid = _wait(
+        new_pid = wait_for(
             lambda: [p for p in run.node_pids("synchronizer") if p != old_pid], 10, "restart", run
         )[0]
         os.kill(new_pid, signal.SIGSTOP)
@@ -199,11 +191,11 @@ def test_no_metrics_when_disabled_and_status_finds_a_private_run_dir(
     config_path = tmp_path / "pipeline.toml"  # where the harness writes it
     with pipeline(lambda _: config, workdir=tmp_path) as run:
         recorded = run_file(name)
-        _wait(recorded.exists, 30, f"run dir recorded in {recorded}", run)
+        wait_for(recorded.exists, 30, f"run dir recorded in {recorded}", run)
         run_dir = Path(recorded.read_text().strip())
         assert run_dir.stat().st_mode & 0o777 == 0o700
 
-        _wait(lambda: _healthy(run_dir), 60, "pipeline healthy", run)
+        wait_for(lambda: _healthy(run_dir), 60, "pipeline healthy", run)
         code, out = _status_cli("-c", str(config_path))  # finds the run dir through the run file
         assert code == 0 and out.startswith(f"{name}: healthy"), out
         supervisor = psutil.Process(run.process.pid)
@@ -248,7 +240,7 @@ def _status_line(run: Run, *parts: str) -> str:
         found = [x for x in run.output().splitlines() if x.startswith("[status] ")]
         return next((x for x in found if all(p in x for p in parts)), None)
 
-    return _wait(line, 60, f"a status line with {parts}", run)
+    return wait_for(line, 60, f"a status line with {parts}", run)
 
 
 def test_a_stream_nobody_publishes_and_plain_tcp_show_in_the_log_status_line_status_and_metrics(
@@ -269,7 +261,7 @@ def test_a_stream_nobody_publishes_and_plain_tcp_show_in_the_log_status_line_sta
     with pipeline(lambda d: demo_text(d, edit), workdir=tmp_path) as run:
         camera_url = f"ipc://{run.run_dir}/sensor-camera_front.sock"
         # At start: where the results are (item 23) and a warning naming the plain tcp key (item 3).
-        printed = _wait(
+        printed = wait_for(
             lambda: re.search(r"results on (\S+): fusion-pipeline echo", run.output()), 30, "results", run
         )
         assert printed.group(1) == results_url
@@ -277,7 +269,9 @@ def test_a_stream_nobody_publishes_and_plain_tcp_show_in_the_log_status_line_sta
         assert f"WARNING: output.endpoint {results_url} is plain tcp" in run.output()
         results = Subscriber(results_url, topics=["result/"], role=Role.RESULT)
         try:
-            result = _wait(lambda: results.recv(timeout_ms=100), 60, "a result on the printed endpoint", run)
+            result = wait_for(
+                lambda: results.recv(timeout_ms=100), 60, "a result on the printed endpoint", run
+            )
         finally:
             results.close()
         assert result.stream == "result/fused"
@@ -285,7 +279,7 @@ def test_a_stream_nobody_publishes_and_plain_tcp_show_in_the_log_status_line_sta
         # The silent camera (item 21): warned in the log, tagged in the status line, degraded in
         # `status`, counted in the metrics; the other streams are not.
         silent = "stream camera/front silent for "
-        warning = _wait(
+        warning = wait_for(
             lambda: next((x for x in run.output().splitlines() if f"WARNING: {silent}" in x), None),
             60,
             "silent camera warned",
@@ -306,7 +300,7 @@ def test_a_stream_nobody_publishes_and_plain_tcp_show_in_the_log_status_line_sta
         # preprocess). They arrive, so the warning, the tag and `status` say so, and why they are dropped.
         with _publishing(camera_url, "camera/front", "camera", image=np.zeros((4, 4, 3), np.uint8)):
             dropped = "received, all dropped (reason: schema_preprocess)"
-            warning = _wait(
+            warning = wait_for(
                 lambda: next((x for x in run.output().splitlines() if dropped in x), None),
                 30,
                 "dropped camera warned",

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -120,6 +121,17 @@ def collect(
         if sample is not None:
             results.append((time.monotonic(), sample))
     return results
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, run: Run) -> Any:
+    """`condition()`'s first true value, polled every 0.1 s; fails after timeout_s with the run's log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not after {timeout_s} s\n{run.output()[-3000:]}")
 
 
 def presence(result: Sample) -> list[int]:
