@@ -189,10 +189,11 @@ def test_a_pool_whose_worker_dies_fails_the_logs_it_held_and_runs_the_rest(tmp_p
     assert sorted(r.log for r in records) == sorted(names)  # each log reported once
     by_name = {r.log: r for r in records}
     failed = sorted(r.log for r in records if r.status == "failed")
-    # The log that killed its worker, and any other it held then ("a", unless it had finished first).
-    assert failed in (["dies"], ["a", "dies"])
+    # The log that killed its worker, and the one other log in flight with it, if any (which one depends
+    # on timing: "a", or "b" when "a" finished first); every other log completes, in a new pool.
+    assert "dies" in failed and len(failed) <= 2, failed
     for name in failed:
         assert (
             by_name[name].error == f"a worker process died while this log and {len(failed) - 1} other(s) ran"
         )
-    assert all(by_name[name].status == "done" for name in ("b", "c", "d"))  # after it, in a new pool
+    assert all(by_name[name].status == "done" for name in names if name not in failed)
