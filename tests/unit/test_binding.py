@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from config_text import stream_table
 
 from fusion_pipeline.binding import bind
 from fusion_pipeline.config import Config, parse_config
@@ -21,22 +22,15 @@ CAMERA = CameraParams()
 T0 = 10**18
 
 
-def _stream(name: str, modality: str, extra: str = "") -> str:
-    lines = [f'name = "{name}"', f'modality = "{modality}"', f'endpoint = "ipc:///x/{name}.sock"']
-    if modality == "audio":
-        lines.append("sample_rate = 16000")
-    return "[[streams]]\n" + "\n".join([*lines, "rate_hz = 10", extra]) + "\n"
-
-
 def _config(*streams: str, model: str = "", sync: str = 'mode = "approximate"') -> Config:
     return parse_config("".join(streams) + f"[sync]\n{sync}\n[model]\n{model}\n")
 
 
 DEMO_STREAMS = (
-    _stream("camera/front", "camera"),
-    _stream("lidar/top", "lidar"),
-    _stream("radar/front", "radar"),
-    _stream("audio/roof", "audio"),
+    stream_table("camera/front", "camera"),
+    stream_table("lidar/top", "lidar"),
+    stream_table("radar/front", "radar"),
+    stream_table("audio/roof", "audio"),
 )
 
 
@@ -74,10 +68,10 @@ def test_a_stream_binds_by_its_input_key_its_name_its_slug_or_as_the_only_one_of
     contract = _cameras("camera/front", "camera_rear", "wide", lidar="bev")
     contract = replace(contract, presence_order=("bev", "wide", "camera_rear", "camera/front"))
     config = _config(
-        _stream("camera/front", "camera"),  # its name
-        _stream("camera/rear", "camera"),  # its slug, camera_rear
-        _stream("camera/side", "camera", 'input = "wide"'),  # its input key
-        _stream("lidar/top", "lidar"),  # the model's only lidar input, the config's only lidar stream
+        stream_table("camera/front", "camera"),  # its name
+        stream_table("camera/rear", "camera"),  # its slug, camera_rear
+        stream_table("camera/side", "camera", 'input = "wide"'),  # its input key
+        stream_table("lidar/top", "lidar"),  # the model's only lidar input, the config's only lidar stream
     )
     bindings = bind(config, contract)
     assert {name: (b.input.name, b.bit) for name, b in bindings.by_stream.items()} == {
@@ -91,9 +85,9 @@ def test_a_stream_binds_by_its_input_key_its_name_its_slug_or_as_the_only_one_of
 
 def test_the_input_key_wins_over_a_stream_named_like_another_input() -> None:
     config = _config(
-        _stream("camera_a", "camera", 'input = "camera_b"'),
-        _stream("camera_b", "camera", 'input = "camera_a"'),
-        _stream("lidar/top", "lidar"),
+        stream_table("camera_a", "camera", 'input = "camera_b"'),
+        stream_table("camera_b", "camera", 'input = "camera_a"'),
+        stream_table("lidar/top", "lidar"),
     )
     bindings = bind(config, _cameras("camera_a", "camera_b"))
     assert (
@@ -145,16 +139,16 @@ def test_unbound_inputs_must_name_an_input_no_stream_feeds() -> None:
 
 def test_a_stream_bound_to_an_input_of_another_modality_is_refused() -> None:
     config = _config(
-        _stream("camera/front", "camera"),
-        _stream("radar/front", "radar", 'input = "lidar"'),
+        stream_table("camera/front", "camera"),
+        stream_table("radar/front", "radar", 'input = "lidar"'),
         model='unbound_inputs = ["radar", "audio"]',
     )
     _refused(config, DEFAULT, "streams[1].input: stream 'radar/front' is radar, model input 'lidar' is lidar")
 
 
 def test_two_streams_on_one_input_are_refused() -> None:
-    front = _stream("camera/front", "camera", 'input = "camera"')
-    config = _config(front, *DEMO_STREAMS[1:], _stream("camera/rear", "camera", 'input = "camera"'))
+    front = stream_table("camera/front", "camera", 'input = "camera"')
+    config = _config(front, *DEMO_STREAMS[1:], stream_table("camera/rear", "camera", 'input = "camera"'))
     _refused(
         config,
         DEFAULT,
@@ -173,7 +167,7 @@ def test_a_shape_the_preprocessing_cannot_produce_is_refused_naming_both_shapes(
     )
 
 
-def test_preprocess_parameters_the_pipeline_lacks_are_refused_for_the_stream() -> None:
+def test_preprocess_parameters_the_pipeline_lacks_are_refused_for_thestream_table() -> None:
     radar = replace(DEFAULT.input("radar"), preprocess={**RadarParams().to_dict(), "doppler_bins": 8})
     contract = replace(DEFAULT, inputs=(*DEFAULT.inputs[:2], radar, DEFAULT.inputs[3]))
     _refused(
@@ -185,7 +179,7 @@ def test_preprocess_parameters_the_pipeline_lacks_are_refused_for_the_stream() -
 
 
 def test_an_input_key_naming_no_model_input_is_refused() -> None:
-    config = _config(_stream("camera/front", "camera", 'input = "camera_left"'), *DEMO_STREAMS[1:])
+    config = _config(stream_table("camera/front", "camera", 'input = "camera_left"'), *DEMO_STREAMS[1:])
     _refused(
         config,
         DEFAULT,
@@ -198,7 +192,9 @@ def test_an_input_key_naming_no_model_input_is_refused() -> None:
 
 def test_streams_no_name_or_single_input_binds_are_refused_asking_for_their_input_key() -> None:
     config = _config(
-        _stream("camera/a", "camera"), _stream("camera/b", "camera"), _stream("lidar/top", "lidar")
+        stream_table("camera/a", "camera"),
+        stream_table("camera/b", "camera"),
+        stream_table("lidar/top", "lidar"),
     )
     no_input = (
         "has no stream: bind one with streams[].input, or list it in model.unbound_inputs to run with it "
@@ -218,7 +214,7 @@ def test_streams_no_name_or_single_input_binds_are_refused_asking_for_their_inpu
 
 def test_two_streams_of_a_modality_for_its_one_input_are_refused() -> None:
     """Without input keys, the demo model's one camera input cannot take a second camera."""
-    config = _config(*DEMO_STREAMS, _stream("camera/rear", "camera"))
+    config = _config(*DEMO_STREAMS, stream_table("camera/rear", "camera"))
     problem = (
         "no model input is named {0!r} or {1!r}, and the model has 1 camera input (['camera']) for 2 camera "
         "streams: set streams[{2}].input"
@@ -234,7 +230,7 @@ def test_two_streams_of_a_modality_for_its_one_input_are_refused() -> None:
 
 
 def test_an_audio_stream_at_another_sample_rate_is_refused() -> None:
-    config = _config(*DEMO_STREAMS[:3], _stream("audio/roof", "audio").replace("16000", "48000"))
+    config = _config(*DEMO_STREAMS[:3], stream_table("audio/roof", "audio").replace("16000", "48000"))
     _refused(config, DEFAULT, "streams[3].sample_rate: 48000 Hz, model input 'audio' takes 16000 Hz")
 
 

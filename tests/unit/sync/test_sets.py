@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from config_text import stream_table
 
 from fusion_pipeline.binding import bind
 from fusion_pipeline.config import Config, parse_config
@@ -22,15 +23,10 @@ def _config(streams: str, model: str = "", sync: str = 'reference = "lidar/top"'
     return parse_config(f"{streams}\n[sync]\n{sync}\nmax_wait_ms = 60\n[model]\n{model}\n")
 
 
-def _stream(name: str, modality: str, extra: str = "") -> str:
-    lines = [f'name = "{name}"', f'modality = "{modality}"', f'endpoint = "ipc:///x/{name}.sock"']
-    return "[[streams]]\n" + "\n".join([*lines, "rate_hz = 10", extra]) + "\n"
-
-
 CONFIG = _config(
-    _stream("camera/front", "camera")
-    + _stream("lidar/top", "lidar", "required = true")
-    + _stream("audio/roof", "audio", "sample_rate = 16000"),
+    stream_table("camera/front", "camera")
+    + stream_table("lidar/top", "lidar", "required = true")
+    + stream_table("audio/roof", "audio"),
     model='unbound_inputs = ["radar"]',  # the demo model without its radar: always absent
 )
 BINDINGS = bind(CONFIG, default_contract())
@@ -127,9 +123,9 @@ def test_two_cameras_fill_their_own_inputs_and_bits_in_the_contracts_presence_or
         (*inputs, lidar), default_contract().outputs, presence_order=("camera_rear", "lidar", "camera_front")
     )
     config = _config(
-        _stream("camera/front", "camera")
-        + _stream("camera/rear", "camera")
-        + _stream("lidar/top", "lidar", "required = true")
+        stream_table("camera/front", "camera")
+        + stream_table("camera/rear", "camera")
+        + stream_table("lidar/top", "lidar", "required = true")
     )
     builder = SetBuilder(config, bind(config, contract))
     sync = Synchronizer(*settings_from_config(config))

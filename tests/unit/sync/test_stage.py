@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from config_text import stream_table
 
 from fusion_pipeline.binding import bind
 from fusion_pipeline.config import parse_config
@@ -15,16 +16,11 @@ MS = 1_000_000
 T0 = 10**18
 
 
-def _stream(name: str, modality: str, extra: str = "") -> str:
-    lines = [f'name = "{name}"', f'modality = "{modality}"', f'endpoint = "ipc:///x/{name}.sock"']
-    return "[[streams]]\n" + "\n".join([*lines, "rate_hz = 10", extra]) + "\n"
-
-
 CONFIG = parse_config(
-    _stream("camera/front", "camera")
-    + _stream("lidar/top", "lidar", "required = true")
-    + _stream("radar/front", "radar")
-    + _stream("audio/roof", "audio", "sample_rate = 16000")
+    stream_table("camera/front", "camera")
+    + stream_table("lidar/top", "lidar", "required = true")
+    + stream_table("radar/front", "radar")
+    + stream_table("audio/roof", "audio")
     + '[sync]\nreference = "lidar/top"\nmax_wait_ms = 60\n'
 )
 BINDINGS = bind(CONFIG, default_contract())
