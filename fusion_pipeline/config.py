@@ -28,9 +28,11 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "CONTINUOUS_MODALITIES",
     "DEMO_CONFIG",
     "IPC_PATH_MAX",
     "EndpointUse",
+    "GenericConfig",
     "check_run_dir",
     "config_source",
     "Config",
@@ -55,7 +57,10 @@ _UNRESOLVED = "/{run_dir}"
 _WILDCARD_HOSTS = {"*", "0.0.0.0", "::"}  # a bind on any of these takes the port on every address
 _LOOPBACK_HOSTS = {"127.0.0.1", "::1"}  # localhost is spelled 127.0.0.1 by _bind_address
 
-Modality = Literal["camera", "lidar", "radar", "audio"]
+Modality = Literal["camera", "lidar", "radar", "audio", "generic"]
+#: Streams whose every message the pipeline takes, in order: a skipped message would be a hole in every
+#: window over it. The others are discrete: a node behind on one skips to its newest message.
+CONTINUOUS_MODALITIES: tuple[str, ...] = ("audio", "generic")
 
 
 class _Section(BaseModel):
@@ -104,6 +109,40 @@ class LimitsConfig(_Section):
         return value
 
 
+class GenericConfig(_Section):
+    """A generic stream (``[streams.generic]``): one sample of a declared dtype and shape per message
+    (an IMU's 6 values, a CAN frame's bytes), and how a set takes its samples (docs/OPERATIONS.md)."""
+
+    dtype: str = Field(description="the sample's wire dtype string, e.g. '<f4' (PROTOCOL section 3)")
+    shape: list[int] = Field(min_length=1, max_length=4, description="the sample's shape, e.g. [6]")
+    mode: Literal["nearest", "window"] = Field(
+        "nearest",
+        description="nearest: the sample nearest the set's stamp; window: the last window_samples samples "
+        "up to the stamp, stacked, with a mask",
+    )
+    tolerance_ms: float | None = Field(
+        None, gt=0, description="nearest: farthest a sample may lie from the stamp; default one period"
+    )
+    window_samples: int | None = Field(None, gt=0, le=65536, description="window: rows of the stacked array")
+    window_ms: float | None = Field(
+        None, gt=0, description="window: only samples in (t - window_ms, t]; default window_samples periods"
+    )
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        if value not in ALLOWED_DTYPES:
+            raise ValueError(f"unknown dtype string; allowed: {sorted(ALLOWED_DTYPES)}")
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _positive_sizes(cls, value: list[int]) -> list[int]:
+        if any(size < 1 for size in value):
+            raise ValueError("every size must be at least 1")
+        return value
+
+
 class StreamConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$", max_length=128)
     modality: Modality
@@ -125,6 +164,7 @@ class StreamConfig(_Section):
     )
     required: bool = False
     sample_rate: int | None = Field(None, gt=0, description="audio only: samples per second")
+    generic: GenericConfig | None = Field(None, description="generic only: the sample and its reference mode")
     driver: Literal["sim", "external"] = "sim"
     sim: dict[str, Any] = Field(default_factory=dict, description="simulated driver settings")
     limits: LimitsConfig = LimitsConfig()
@@ -166,6 +206,11 @@ class ModelConfig(_Section):
     tf32: bool = True
     unbound_inputs: list[str] = Field(
         default_factory=list, description="model inputs no stream feeds: always absent (presence bit 0)"
+    )
+    unbound_streams: list[str] = Field(
+        default_factory=list,
+        description="generic streams that feed no model input: checked, synchronized into the sets and "
+        "recorded, never given to the model",
     )
     intra_op_threads: int = Field(0, ge=0)
     slowdown: float = Field(
@@ -343,6 +388,7 @@ def _cross_checks(config: Config) -> Iterator[str]:
             yield f"streams[{i}].sample_rate: required for an audio stream"
         if stream.modality != "audio" and stream.sample_rate is not None:
             yield f"streams[{i}].sample_rate: only audio streams have a sample rate"
+        yield from _generic_problems(i, stream)
     security = config.security
     if security.authorized_keys == "*":
         yield (
@@ -375,9 +421,39 @@ def _cross_checks(config: Config) -> Iterator[str]:
             yield f"sync.reference: {config.sync.reference!r} is not a stream (streams: {names})"
         elif config.stream(config.sync.reference).modality == "audio":
             yield "sync.reference: an audio stream is continuous and cannot be the reference"
+        elif config.stream(config.sync.reference).modality == "generic":
+            yield "sync.reference: a generic stream is sampled into other streams' sets and cannot be the reference"
+    for j, name in enumerate(config.model.unbound_streams):
+        if name not in names:
+            yield f"model.unbound_streams[{j}]: {name!r} is not a stream (streams: {names})"
+        elif config.stream(name).modality != "generic":
+            yield (
+                f"model.unbound_streams[{j}]: {name!r} is a {config.stream(name).modality} stream; only a "
+                "generic stream runs without a model input (the others' ingest prepares one)"
+            )
+        elif config.stream(name).input:
+            yield f"model.unbound_streams[{j}]: {name!r} names a model input (streams[].input)"
     for j, name in enumerate(config.record.streams):
         if name not in names:
             yield f"record.streams[{j}]: {name!r} is not a stream (streams: {names})"
+
+
+def _generic_problems(i: int, stream: StreamConfig) -> Iterator[str]:
+    """A generic stream declares its sample and a consistent reference mode; no other stream does."""
+    generic = stream.generic
+    if stream.modality != "generic":
+        if generic is not None:
+            yield f"streams[{i}].generic: only generic streams have this table"
+        return
+    if generic is None:
+        yield f"streams[{i}].generic: required for a generic stream (dtype, shape, mode)"
+        return
+    if generic.mode == "window" and generic.window_samples is None:
+        yield f"streams[{i}].generic.window_samples: required when mode = 'window'"
+    wrong_mode = {"nearest": ("window_samples", "window_ms"), "window": ("tolerance_ms",)}[generic.mode]
+    for key in wrong_mode:
+        if getattr(generic, key) is not None:
+            yield f"streams[{i}].generic.{key}: not used when mode = {generic.mode!r}"
 
 
 def check_run_dir(

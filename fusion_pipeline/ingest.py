@@ -13,12 +13,14 @@ The ingest node of stream S feeds every decoded wire message (see fusion_pipelin
    (:class:`StampTracker`) -- a jump is taken only when it persists, so one bad stamp cannot reset
    every queue downstream;
 4. passes the schema checks: its array names, dtypes, ranks and columns, meta.encoding for cameras
-   and meta.sample_rate for audio match its modality's schema (PROTOCOL.md section 5);
+   and meta.sample_rate for audio match its modality's schema, a generic stream's one sample the
+   dtype and shape its config declares (PROTOCOL.md section 5);
 5. passes the payload checks: no NaN or inf in float arrays, a jpeg that decodes;
 6. has the stream's offset_ns subtracted from its stamp (known sensor latency);
 7. is preprocessed by the front end of the model input the stream is bound to (its contract's
    parameters, fusion_pipeline.binding) into that input's tensors -- except audio,
-   which stays a float32 frames x channels chunk, because the synchronizer cuts the window first.
+   which stays a float32 frames x channels chunk, because the synchronizer cuts the window first,
+   and a generic stream's sample, which the synchronizer stacks (or picks) per set as it is.
 
 Steps 1-4 look at the header only: :meth:`Ingest.admit` runs them on an undecoded message, and
 :meth:`Ingest.finish` runs the rest on a message admit let through (:meth:`Ingest.process` is both).
@@ -33,8 +35,9 @@ stamp is compared with the wall clock.
 A node that falls behind a discrete stream (camera, lidar, radar) should skip to the newest message,
 as sensor data is perishable: a frame that waited in a queue would only miss its set. It admits every
 message it drains, in order, so seq tracking sees them all and the counters tell skipped (ours) from
-lost (upstream). Audio is continuous: a skipped chunk would be a hole in every window over it, so it
-is always taken in full (:attr:`Ingest.drain_newest` is False).
+lost (upstream). Audio and generic streams are continuous: a skipped chunk or sample would be a hole
+in every window over it, so they are always taken in full (:attr:`Ingest.drain_newest` is False), with
+socket queues of a second of messages (fusion_pipeline.node.stream_hwm).
 
 The output sample has ingest's own seq; the driver's is kept in meta["source_seq"],
 meta["stages"]["ingest_in"] is the arrival time the caller passed, and a replayed message's
@@ -51,7 +54,7 @@ import numpy as np
 from PIL import Image
 
 from fusion_pipeline.binding import Binding
-from fusion_pipeline.config import StreamConfig
+from fusion_pipeline.config import CONTINUOUS_MODALITIES, StreamConfig
 from fusion_pipeline.errors import SchemaError
 from fusion_pipeline.preprocess import PreprocessError
 from fusion_pipeline.preprocess.audio import INT16_SCALE
@@ -115,14 +118,16 @@ SCHEMA_REASONS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class ArraySchema:
-    """The array a modality's payload travels in: its name, allowed dtypes (wire strings), rank and
-    fixed trailing sizes (None = any size, but at least `min_trailing`)."""
+    """The array a modality's payload travels in: its name, allowed dtypes (wire strings), rank,
+    leading size (None = any, but at least `min_leading`) and fixed trailing sizes (None = any size, but
+    at least `min_trailing`)."""
 
     name: str
     dtypes: tuple[str, ...]
     trailing: tuple[int | None, ...]
     min_leading: int = 0
     min_trailing: int = 0
+    leading: int | None = None
 
     def check(self, stream: str, declared: Declared) -> None:
         """Raise SchemaError unless `declared` holds this array with an allowed dtype and shape."""
@@ -134,8 +139,11 @@ class ArraySchema:
         dtype, shape = declared[self.name]
         if dtype.str not in self.dtypes:
             raise SchemaError("bad_dtype", f"{where}: dtype {dtype.str} is not one of {self.dtypes}")
-        want = "x".join(["N", *("*" if t is None else str(t) for t in self.trailing)])
+        first = "N" if self.leading is None else str(self.leading)
+        want = "x".join([first, *("*" if t is None else str(t) for t in self.trailing)])
         if len(shape) != 1 + len(self.trailing) or shape[0] < self.min_leading:
+            raise SchemaError("bad_shape", f"{where}: shape {shape}, expected {want}")
+        if self.leading is not None and shape[0] != self.leading:
             raise SchemaError("bad_shape", f"{where}: shape {shape}, expected {want}")
         for got, fixed in zip(shape[1:], self.trailing, strict=True):
             if (fixed is not None and got != fixed) or got < self.min_trailing:
@@ -171,6 +179,13 @@ def decode_jpeg(data: np.ndarray, stream: str, max_bytes: int) -> np.ndarray:
         raise SchemaError("bad_jpeg", f"stream {stream!r}: jpeg does not decode: {exc}") from exc
 
 
+def generic_schema(config: StreamConfig) -> ArraySchema:
+    """A generic stream's one sample per message: the array `values` of its declared dtype and shape."""
+    assert config.generic is not None  # the config refuses a generic stream without its table
+    first, *rest = config.generic.shape
+    return ArraySchema("values", (config.generic.dtype,), tuple(rest), leading=first)
+
+
 def check_schema(config: StreamConfig, meta: dict, declared: Declared) -> ArraySchema:
     """The array schema a message of `config`'s stream must follow, after checking its meta fields
     and its declared arrays against it (PROTOCOL.md section 5); no array data is looked at."""
@@ -182,6 +197,8 @@ def check_schema(config: StreamConfig, meta: dict, declared: Declared) -> ArrayS
         if encoding not in ("rgb8", "jpeg"):
             raise SchemaError("unsupported_encoding", f"stream {stream!r}: camera encoding {encoding!r}")
         schema = _RGB8 if encoding == "rgb8" else _JPEG
+    elif config.modality == "generic":
+        schema = generic_schema(config)
     else:
         schema = _SCHEMAS[config.modality]
     schema.check(stream, declared)
@@ -200,18 +217,19 @@ def check_schema(config: StreamConfig, meta: dict, declared: Declared) -> ArrayS
 
 def check_payload(sample: Sample, config: StreamConfig, limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
     """The payload the modality's preprocessor takes (camera: rgb8 image, lidar: points, radar:
-    detections, audio: float32 samples), after checking the sample against PROTOCOL.md section 5."""
+    detections, audio: float32 samples, generic: its sample), after checking the sample against
+    PROTOCOL.md section 5."""
     schema = check_schema(config, sample.meta, _declared(sample))
     array = sample.arrays[schema.name]
     if schema is _JPEG:
         return decode_jpeg(array, config.name, limits.max_array_bytes)
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise SchemaError("non_finite", f"stream {config.name!r}: {schema.name} hold NaN or inf")
-    if config.modality != "audio":
+    if config.modality not in CONTINUOUS_MODALITIES:
         return array
-    if array.dtype == np.int16:
+    if config.modality == "audio" and array.dtype == np.int16:
         return array.astype(np.float32) * _INT16_SCALE
-    return np.array(array)  # own the memory: the synchronizer keeps chunks in its ring
+    return np.array(array)  # own the memory: the synchronizer keeps chunks and samples a while
 
 
 def _declared(sample: Sample) -> Declared:
@@ -353,19 +371,20 @@ class Ingest:
     """The whole ingest step of one stream; the node wraps it in sockets and a clock.
 
     `binding` is the stream and the model input it feeds (fusion_pipeline.binding.bind), whose
-    front end step 7 runs. `live` is False in a replay: the stream's clock is then the recorded time
+    front end step 7 runs; a generic stream that feeds no model input (``model.unbound_streams``) is
+    given as its StreamConfig. `live` is False in a replay: the stream's clock is then the recorded time
     (module docstring). `time_jump_ns` is the synchronizer's sync.time_jump_ms: a stamp that jumps
     further is held back until it persists (:class:`StampTracker`)."""
 
     def __init__(
         self,
-        binding: Binding,
+        binding: Binding | StreamConfig,
         limits: Limits | None = None,
         live: bool = True,
         time_jump_ns: int = NS_PER_S,
     ) -> None:
-        config = self.config = binding.stream
-        self.prepare = binding.prepare
+        config = self.config = binding if isinstance(binding, StreamConfig) else binding.stream
+        self.prepare = None if isinstance(binding, StreamConfig) else binding.prepare
         self.limits = limits or Limits.from_config(config.limits)
         self.live = live
         self.seq = SeqTracker(restart_timeout_ns(config.rate_hz), config.rate_hz)
@@ -377,7 +396,7 @@ class Ingest:
     @property
     def drain_newest(self) -> bool:
         """Whether a node that fell behind may skip to the newest message (discrete streams only)."""
-        return self.config.modality != "audio"
+        return self.config.modality not in CONTINUOUS_MODALITIES
 
     def admit(self, message: Checked, arrival_ns: int) -> bool:
         """Whether a message passes the checks that need its header only (identity, seq, stamp,
@@ -492,6 +511,9 @@ class Ingest:
     def _model_ready(self, payload: np.ndarray) -> dict[str, np.ndarray]:
         if self.config.modality == "audio":
             return {"samples": payload}  # the synchronizer cuts the window, then computes the log-mel
+        if self.config.modality == "generic":
+            return {"values": payload}  # the synchronizer picks or stacks the samples per set
+        assert self.prepare is not None  # only a generic stream runs without a model input
         try:
             return self.prepare(payload)
         except PreprocessError as exc:

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -32,6 +33,7 @@ import zmq
 
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.config import (
+    CONTINUOUS_MODALITIES,
     Config,
     StreamConfig,
     check_run_dir,
@@ -41,7 +43,7 @@ from fusion_pipeline.config import (
 from fusion_pipeline.errors import ConfigError, FusionError
 from fusion_pipeline.transport.errors import KeysError
 from fusion_pipeline.transport.keys import load_allow_list, load_certificate
-from fusion_pipeline.transport.sockets import Publisher, Subscriber
+from fusion_pipeline.transport.sockets import DEFAULT_HWM, Publisher, Role, Subscriber
 
 __all__ = [
     "CONTROL_SOCKET",
@@ -52,6 +54,7 @@ __all__ = [
     "enter_realtime",
     "node_name",
     "run_node",
+    "stream_hwm",
 ]
 
 CONTROL_SOCKET = "control.sock"
@@ -59,10 +62,23 @@ POLL_MS = 50  # the longest a node loop waits for input before it checks for a s
 
 log = logging.getLogger(__name__)
 
+#: How long a continuous stream's socket queues last at its rate: a consumer that stalls this long
+#: catches up instead of losing samples (sockets count messages, and a 1 kHz IMU's are small).
+CONTINUOUS_QUEUE_S = 1.0
+
 #: A composed node's heartbeat counters of the nodes it runs inside itself, by their node names.
 Parts = dict[str, dict[str, Any]]
 
 _stop = False
+
+
+def stream_hwm(stream: StreamConfig) -> int | None:
+    """The high-water mark (messages) of a continuous stream's sockets (audio, generic), from its driver
+    to the synchronizer: CONTINUOUS_QUEUE_S of its messages, at least a sensor socket's default. None for
+    a discrete stream: the socket role's small default, as its data is perishable."""
+    if stream.modality not in CONTINUOUS_MODALITIES:
+        return None
+    return max(DEFAULT_HWM[Role.SENSOR], math.ceil(stream.rate_hz * CONTINUOUS_QUEUE_S))
 
 
 def _request_stop(signum: int, frame: Any) -> None:
