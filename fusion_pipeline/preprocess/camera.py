@@ -1,9 +1,14 @@
 """Camera: an rgb8 image of any size -> a normalised float32 tensor of the contract's size and layout.
 
-Resizing is area averaging (or nearest), separable: each output row is a weighted sum of the few input
-rows it covers (5 for 480 -> 96), then likewise for columns. That is exact box filtering for any
-down-scale factor, integer or not, done as two gathers and two einsums; the tap tables depend only on
-the input and output sizes and are cached.
+Area resizing is OpenCV's INTER_AREA on the image as float32: exact box filtering for any down-scale
+factor, integer or not, each output cell the mean of the input cells it covers (partly covered ones by
+their covered fraction). It runs in float32, not on the uint8 image, so no rounding to whole grey levels
+happens before normalisation. Nearest takes the input cell under each output cell's centre, a gather
+of the uint8 image. Normalisation then runs per channel on the small result.
+
+OpenCV runs single-threaded here (cv2.setNumThreads(1), process-wide, set on import): a frame this small
+gains nothing from a thread pool (tools/bench_preprocess.py), and the pool's threads would compete for
+the cores the other streams' nodes run on.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from fusion_pipeline.preprocess.common import Params, check_array
@@ -19,6 +25,8 @@ from fusion_pipeline.preprocess.errors import PreprocessError
 __all__ = ["RESIZE_METHODS", "CameraParams", "check_camera", "preprocess_camera"]
 
 RESIZE_METHODS = ("area", "nearest")
+
+cv2.setNumThreads(1)
 
 
 @dataclass(frozen=True)
@@ -52,20 +60,10 @@ class CameraParams(Params):
 
 
 @functools.lru_cache(maxsize=16)
-def _taps(n_in: int, n_out: int, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """(n_out, K) input indices and weights. Area: output cell i averages input cells
-    [i, i + 1) * n_in / n_out; nearest: the one input cell under its centre."""
-    if method == "nearest":
-        index = ((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64)[:, None]
-        return index, np.ones((n_out, 1), np.float32)
-    edges = np.arange(n_out + 1) * (n_in / n_out)
-    lo, hi = edges[:-1, None], edges[1:, None]
-    j = np.arange(n_in)[None, :]
-    overlap = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0.0, None)
-    weights = overlap / overlap.sum(axis=1, keepdims=True)
-    taps = int((weights > 0).sum(axis=1).max())
-    index = np.argsort(weights <= 0, axis=1, kind="stable")[:, :taps]  # the covered cells, in order
-    return index, np.take_along_axis(weights, index, axis=1).astype(np.float32)
+def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    """The input cell under each output cell's centre. (cv2's INTER_NEAREST takes the cell under the
+    output cell's corner, and INTER_NEAREST_EXACT rounds some centres the other way.)"""
+    return ((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64)
 
 
 @functools.lru_cache(maxsize=16)
@@ -93,10 +91,14 @@ def preprocess_camera(image: np.ndarray, params: CameraParams = CameraParams()) 
     image = check_camera(image, params)  # nothing below raises PreprocessError
     h, w, _ = image.shape
     out_h, out_w = params.size_hw
-    row_index, row_weight = _taps(h, out_h, params.resize)
-    col_index, col_weight = _taps(w, out_w, params.resize)
-    rows = np.einsum("ok,okwc->owc", row_weight, image[row_index].astype(np.float32))  # (OUT_H, W, 3)
-    chw = np.einsum("pk,opkc->cop", col_weight, rows[:, col_index])  # (3, OUT_H, OUT_W)
+    if params.resize == "area":
+        resized = cv2.resize(
+            image.astype(np.float32, order="C"), (out_w, out_h), interpolation=cv2.INTER_AREA
+        )
+    else:
+        resized = image[_nearest_index(h, out_h)][:, _nearest_index(w, out_w)]
+    # Channels first before the arithmetic: numpy broadcasts fast along long rows, slowly along 3.
+    chw = resized.transpose(2, 0, 1).astype(np.float32, order="C")
     scale, mean, std = _normalisation(params)
-    out = ((chw * scale - mean) / std).astype(np.float32, copy=False)
+    out = (chw * scale - mean) / std
     return out if params.layout == "CHW" else np.ascontiguousarray(out.transpose(1, 2, 0))

@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 #: Bump whenever the world or the preprocessing changes what a seed renders: it is part of the cache key.
-DATASET_VERSION = 3
+DATASET_VERSION = 4  # 4: the camera's area resize by OpenCV (issue 16)
 LABELS: tuple[str, ...] = ("class", "position", "velocity", "siren", "condition")
 
 _T_REF_S = (0.6, 2.0)  # episode time of the reference capture; the primary actor is placed at 1.0 s

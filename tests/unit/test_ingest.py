@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from paths import ROOT
 from PIL import Image
 
 from fusion_pipeline.binding import bind
@@ -18,10 +20,16 @@ from fusion_pipeline.ingest import (
     Ingest,
     SeqTracker,
     check_payload,
+    decode_jpeg,
     restart_timeout_ns,
 )
 from fusion_pipeline.preprocess import CameraParams, LidarParams, preprocess_camera, preprocess_lidar
 from fusion_pipeline.transport import Checked, Limits, Sample, check, decode, encode
+
+# The tools are scripts run as `python tools/NAME.py` (their folder on sys.path), not a package.
+sys.path.insert(0, str(ROOT / "tools"))
+
+from preprocess_reference import decode_jpeg_pillow  # noqa: E402
 
 MS = 1_000_000
 CONFIG = parse_config(
@@ -147,6 +155,26 @@ def test_jpeg_camera_frames_are_decoded_and_bad_ones_counted() -> None:
             ingest.process(_sample("camera/front", seq, meta={"encoding": "jpeg"}, jpeg=payload), 0) is None
         )
     assert ingest.rejected == {"bad_jpeg": 3}
+
+
+def test_jpeg_decodes_to_the_pixels_pillow_gave_and_keeps_its_header_orientation() -> None:
+    """OpenCV decodes (colour, greyscale, noise at two qualities) to Pillow's RGB values bit for bit; an EXIF
+    orientation tag (6: rotate 90 degrees) is not applied, as Pillow did not, so the size is the header's."""
+    files = [_jpeg(SMOOTH), _jpeg(IMAGE)]
+    for image, options in ((IMAGE, {"quality": 60}), (SMOOTH[..., 0], {}), (SMOOTH, {"exif": _rotated()})):
+        out = io.BytesIO()
+        Image.fromarray(image).save(out, format="JPEG", **options)
+        files.append(np.frombuffer(out.getvalue(), np.uint8))
+    for data in files:
+        rgb = decode_jpeg(data, "camera/front", 1 << 20)
+        assert rgb.shape == (120, 160, 3) and rgb.dtype == np.uint8
+        np.testing.assert_array_equal(rgb, decode_jpeg_pillow(data))
+
+
+def _rotated() -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned; a viewer would rotate the image 90 degrees
+    return exif
 
 
 def test_a_jpeg_header_declaring_a_huge_image_is_refused_before_decoding() -> None:

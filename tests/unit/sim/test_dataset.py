@@ -105,8 +105,11 @@ def test_bad_requests_and_broken_cache_files_are_reported(tmp_path: Path) -> Non
 
 
 def test_the_default_suite_renders_what_the_dataset_rendered_before_suites() -> None:
-    """Digest of samples 0-2 of seed 7 from the dataset before sensor suites (commit 2b2475b): the arrays,
-    and so the caches under their old names, are unchanged. A change here needs a new DATASET_VERSION."""
+    """Digest of samples 0-2 of seed 7: the arrays, and so the caches under their names, are unchanged. A
+    change here needs a new DATASET_VERSION. Recorded before sensor suites (commit 2b2475b) and again with
+    DATASET_VERSION 4, when the camera's area resize became OpenCV's (issue 16): its float32 sums round
+    differently, within CAMERA_TOLERANCE of the old front end (tests/unit/preprocess/test_preprocess.py);
+    every other array kept its bits."""
     world = World(7)
     h = hashlib.sha256()
     for sample in (render_sample(world, i) for i in range(3)):
@@ -114,7 +117,7 @@ def test_the_default_suite_renders_what_the_dataset_rendered_before_suites() -> 
             array = np.asarray(value)
             h.update(str((array.dtype.str, array.shape)).encode())
             h.update(np.ascontiguousarray(array).tobytes())
-    assert h.hexdigest()[:16] == "41aa752ad10abb9a"
+    assert h.hexdigest()[:16] == "8f3a39dcf9a51cd0"
 
 
 SUITE = (
