@@ -1,4 +1,5 @@
-"""Preprocessing: sensor payloads -> fixed-shape float32 model inputs. numpy only, one module per modality.
+"""Preprocessing: sensor payloads -> fixed-shape float32 model inputs, one module per modality; numpy,
+and OpenCV for the camera's area resize.
 
 This is the only implementation: dataset generation and the ingest nodes both call it, so a model
 never sees inputs prepared differently from those it was trained on. Each module has a Params dataclass
