@@ -14,7 +14,7 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Full, Queue
@@ -261,7 +261,7 @@ _T = TypeVar("_T")
 _DONE = object()
 
 
-def prefetch(items: Iterable[_T], depth: int = PREFETCH) -> Iterator[_T]:
+def prefetch(items: Iterable[_T], depth: int = PREFETCH) -> Generator[_T, None, None]:
     """Iterate `items` in a background thread, up to `depth` ahead; its exceptions re-raise here."""
     queue: Queue[object] = Queue(maxsize=depth)
     closing = threading.Event()

@@ -18,10 +18,11 @@ synchronizer drops (two thirds of the demo's camera frames are superseded by a n
 for it. Set messages are complete when they leave the sync stage; the deferred work shows in their
 ``sync_in`` .. ``sync_emit`` stage.
 
-Three threads share the work, each stage in its own order: one reads and decompresses the log ahead
-(`prefetch`), one runs ingest and the sync stage over it, and the caller's runs the sets' front ends,
-inference and the writes (zstd, numpy and ONNX Runtime release the GIL). Each stage keeps its state in
-one thread, so the order of everything it sees is the send order, as in a single thread.
+Four threads share the work, each stage in its own order: one reads and decompresses the log ahead
+(`prefetch`), one runs ingest and the sync stage over it, one the front ends of the frames each set takes
+(and the sets' writes), and the caller's runs inference and the results' writes (zstd, numpy and ONNX
+Runtime release the GIL). Each stage keeps its state in one thread, so the order of everything it sees is
+the send order, as in a single thread.
 
 The stage stamps (``ingest_in`` ... ``publish``) and the log time of every written result come from the
 `clock` the graph is given: the wall clock by default, so the result latencies say where the time went.
@@ -31,7 +32,6 @@ its stages afresh, so one graph replays any number of logs, each as if alone.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -39,10 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
-from fusion_pipeline.binding import Binding
 from fusion_pipeline.config import Config
 from fusion_pipeline.inference import InferenceStage, ModelRuntime
 from fusion_pipeline.ingest import Ingest
@@ -50,7 +48,7 @@ from fusion_pipeline.logs.reader import LogReader, prefetch
 from fusion_pipeline.logs.send_order import ReplaySettings, message_total, plan_streams, send_order
 from fusion_pipeline.logs.writer import LogWriter
 from fusion_pipeline.ops.metrics import is_count, is_drop_counter
-from fusion_pipeline.preprocess import InputPreprocessor
+from fusion_pipeline.preprocess.deferred import defer, resolve
 from fusion_pipeline.protocol import INGEST_OUT, PUBLISH, SYNC_EMIT
 from fusion_pipeline.sync.settings import settings_from_config
 from fusion_pipeline.sync.stage import SyncStage
@@ -192,12 +190,14 @@ class OfflineGraph:
             yield from stages.flush()
 
         wall_started, cpu_started = time.perf_counter(), time.process_time()
+        prepared = prefetch(map(stages.prepare, prefetch(matched(), SETS_AHEAD)), SETS_AHEAD)
         try:
-            for set_message in prefetch(matched(), SETS_AHEAD):  # module docstring: three threads
+            for set_message in prepared:  # module docstring: four threads
                 result = stages.infer(set_message)
                 if result is not None:
                     writers.result(result, self.clock())
         finally:
+            prepared.close()  # its threads stop and are joined before the files close
             bar.close()
             writers.close()
         report.wall_s = time.perf_counter() - wall_started
@@ -224,7 +224,7 @@ class _Stages:
         self.on_set = on_set  # each set message as it goes to inference, with the clock's time
         time_jump_ns = settings_from_config(config)[0].time_jump_ns  # the synchronizer's, as in the node
         self.ingest = {
-            s.name: Ingest(_deferring(runtime.bindings.of(s.name)), live=False, time_jump_ns=time_jump_ns)
+            s.name: Ingest(defer(runtime.bindings.of(s.name)), live=False, time_jump_ns=time_jump_ns)
             for s in config.streams
         }
         # What the ingest node's subscriber refuses on receipt, by WireError reason.
@@ -250,14 +250,15 @@ class _Stages:
         """The set messages still open at the end of the replay."""
         return self.sync.flush(self.clock())
 
-    def infer(self, set_message: Sample) -> Sample | None:
-        """The result of a set message from `add` or `flush`, its deferred tensors computed first."""
-        set_message.arrays = {
-            name: array.compute() if isinstance(array, _Deferred) else array
-            for name, array in set_message.arrays.items()
-        }
+    def prepare(self, set_message: Sample) -> Sample:
+        """A set message from `add` or `flush`, complete: its deferred tensors computed."""
+        set_message.arrays = resolve(set_message.arrays)
         set_message.meta["stages"][SYNC_EMIT] = self.clock()
         self.on_set(set_message, self.clock())
+        return set_message
+
+    def infer(self, set_message: Sample) -> Sample | None:
+        """The result of a set message from `prepare`."""
         result = self.inference.run(set_message)
         if result is not None:
             result.meta["stages"][PUBLISH] = self.clock()
@@ -282,54 +283,6 @@ class _Stages:
             if reasons:
                 out[stage] = dict(sorted(reasons.items()))
         return out
-
-
-def _deferring(binding: Binding) -> Binding:
-    """`binding` with its front end deferred (module docstring); audio's is the synchronizer's already."""
-    if binding.input.modality == "audio":
-        return binding
-    # Ingest calls it as its front end; the tensors it returns are _Deferred until a set takes them.
-    return dataclasses.replace(binding, prepare=_DeferredFrontEnd(binding))  # type: ignore[arg-type]
-
-
-class _DeferredFrontEnd:
-    """A stream's front end as ingest calls it, deferred: the checks now, the arithmetic on demand."""
-
-    def __init__(self, binding: Binding) -> None:
-        self.front_end: InputPreprocessor = binding.prepare
-        # What the sync stage checks a sample against (SetBuilder.payload), and what the front end
-        # returns for a payload its checks pass: preprocessor_for checked its shapes against these.
-        self.tensors = binding.input.tensors
-
-    def __call__(self, payload: np.ndarray) -> dict[str, _Deferred]:
-        self.front_end.check(payload)  # PreprocessError: refused now, as the ingest node refuses it
-        frame = _Frame(self.front_end, payload)
-        return {name: _Deferred(frame, name, shape) for name, shape in self.tensors.items()}
-
-
-class _Frame:
-    """One payload's front-end call, run once for all the tensors it returns."""
-
-    def __init__(self, front_end: InputPreprocessor, payload: np.ndarray) -> None:
-        self.front_end, self.payload = front_end, payload
-        self.tensors: dict[str, np.ndarray] | None = None
-
-    def tensor(self, name: str) -> np.ndarray:
-        if self.tensors is None:
-            self.tensors = self.front_end(self.payload)
-        return self.tensors[name]
-
-
-class _Deferred:
-    """A model-input tensor to come: its dtype and shape, which the sync stage checks, and `compute`."""
-
-    dtype = np.dtype(np.float32)
-
-    def __init__(self, frame: _Frame, name: str, shape: tuple[int, ...]) -> None:
-        self.frame, self.name, self.shape = frame, name, shape
-
-    def compute(self) -> np.ndarray:
-        return self.frame.tensor(self.name)
 
 
 class _Writers:
