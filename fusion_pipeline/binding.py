@@ -4,20 +4,28 @@ Pure (a Config and a ModelContract in, no files, no sockets). Each ``[[streams]]
 input of the model: the one its ``input`` key names; without it, the input named like the stream (or its
 slug, ``camera/front`` -> ``camera_front``); failing that, the model's only input of the stream's
 modality when the config has one stream of it too. Every input needs a stream, unless
-``model.unbound_inputs`` lists it: then it is always absent (presence bit 0).
+``model.unbound_inputs`` lists it: then it is always absent (presence bit 0). Every stream needs an input,
+unless ``model.unbound_streams`` lists it (generic streams only): then it is checked, synchronized into
+the sets under its own name and recorded, never given to the model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fusion_pipeline.config import Config, StreamConfig
 from fusion_pipeline.contract import InputSpec, ModelContract
 from fusion_pipeline.errors import ContractError
-from fusion_pipeline.preprocess import AudioParams, InputPreprocessor, PreprocessError, preprocessor_for
+from fusion_pipeline.preprocess import (
+    AudioParams,
+    GenericParams,
+    InputPreprocessor,
+    PreprocessError,
+    preprocessor_for,
+)
 
-__all__ = ["Binding", "Bindings", "bind"]
+__all__ = ["Binding", "Bindings", "bind", "unbound_arrays"]
 
 
 @dataclass(frozen=True)
@@ -32,19 +40,28 @@ class Binding:
 
 @dataclass(frozen=True)
 class Bindings:
+    """The bound streams (`by_stream`) and the generic ones that feed no input (`unbound`), by name."""
+
     contract: ModelContract
     by_stream: Mapping[str, Binding]
+    unbound: Mapping[str, StreamConfig] = field(default_factory=dict)
 
     def of(self, stream: str) -> Binding:
         return self.by_stream[stream]
+
+    def for_ingest(self, stream: str) -> Binding | StreamConfig:
+        """What `Ingest` takes for `stream`: its binding, or its config when it feeds no input."""
+        return self.unbound[stream] if stream in self.unbound else self.by_stream[stream]
 
 
 def bind(config: Config, contract: ModelContract, model: str = "the model") -> Bindings:
     """Bind the config's streams to `contract`'s inputs; refuse (ContractError listing every problem, each
     naming the config key and the model input) what cannot run."""
     chosen: dict[int, InputSpec] = {}
-    problems = []
+    problems = list(_unbound_problems(config, contract))
     for i in range(len(config.streams)):
+        if config.streams[i].name in config.model.unbound_streams:
+            continue
         spec = _input_for(config, i, contract)
         if isinstance(spec, str):
             problems.append(spec)
@@ -60,6 +77,7 @@ def bind(config: Config, contract: ModelContract, model: str = "the model") -> B
             continue
         if spec.modality == config.streams[i].modality:  # else refused above already
             problems += list(_audio_problems(config, i, prepared[i]))
+            problems += list(_generic_problems(config, i, prepared[i]))
     if problems:
         raise ContractError(f"{model} does not fit the config:\n" + "\n".join(f"  {p}" for p in problems))
     bits = {name: bit for bit, name in enumerate(contract.presence_order)}
@@ -67,7 +85,8 @@ def bind(config: Config, contract: ModelContract, model: str = "the model") -> B
         config.streams[i].name: Binding(config.streams[i], spec, bits[spec.name], prepared[i])
         for i, spec in chosen.items()
     }
-    return Bindings(contract, by_stream)
+    unbound = {name: config.stream(name) for name in config.model.unbound_streams}
+    return Bindings(contract, by_stream, unbound)
 
 
 def _input_for(config: Config, i: int, contract: ModelContract) -> InputSpec | str:
@@ -145,3 +164,42 @@ def _audio_problems(config: Config, i: int, prepare: InputPreprocessor) -> Itera
             f"sync.audio_window_ms = {config.sync.audio_window_ms:g}: model input {prepare.name!r} needs "
             f"{params.window_s * 1000:g} ms"
         )
+
+
+def _generic_problems(config: Config, i: int, prepare: InputPreprocessor) -> Iterator[str]:
+    """A generic stream must deliver the sample shape its input takes, picked or stacked as it was trained."""
+    params = prepare.params
+    generic = config.streams[i].generic
+    if not isinstance(params, GenericParams) or generic is None:
+        return
+    where = f"streams[{i}].generic"
+    if tuple(generic.shape) != params.sample_shape:
+        want = list(params.sample_shape)
+        yield f"{where}.shape: {generic.shape}, model input {prepare.name!r} takes {want}"
+    if generic.mode != params.mode:
+        yield f"{where}.mode: {generic.mode!r}, model input {prepare.name!r} takes {params.mode!r}"
+    elif generic.mode == "window" and generic.window_samples != params.samples:
+        yield (
+            f"{where}.window_samples: {generic.window_samples}, model input {prepare.name!r} takes "
+            f"{params.samples}"
+        )
+
+
+def _unbound_problems(config: Config, contract: ModelContract) -> Iterator[str]:
+    """An unbound stream's arrays in a set (its name, and in window mode NAME_mask) must not take a name
+    the model's tensors use."""
+    tensors = set(contract.tensors)
+    for j, name in enumerate(config.model.unbound_streams):
+        taken = sorted(tensors & set(unbound_arrays(config.stream(name))))
+        if taken:
+            yield (
+                f"model.unbound_streams[{j}]: {name!r} would put arrays {taken} in the sets, which are "
+                "names of model inputs"
+            )
+
+
+def unbound_arrays(stream: StreamConfig) -> tuple[str, ...]:
+    """The arrays a generic stream that feeds no model input adds to a set: its samples, and in window
+    mode the mask of the rows that hold one."""
+    window = stream.generic is not None and stream.generic.mode == "window"
+    return (stream.name, f"{stream.name}_mask") if window else (stream.name,)

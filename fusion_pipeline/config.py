@@ -422,7 +422,10 @@ def _cross_checks(config: Config) -> Iterator[str]:
         elif config.stream(config.sync.reference).modality == "audio":
             yield "sync.reference: an audio stream is continuous and cannot be the reference"
         elif config.stream(config.sync.reference).modality == "generic":
-            yield "sync.reference: a generic stream is sampled into other streams' sets and cannot be the reference"
+            yield (
+                "sync.reference: a generic stream is sampled into other streams' sets and cannot be the "
+                "reference"
+            )
     for j, name in enumerate(config.model.unbound_streams):
         if name not in names:
             yield f"model.unbound_streams[{j}]: {name!r} is not a stream (streams: {names})"

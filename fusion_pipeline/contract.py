@@ -22,6 +22,7 @@ from fusion_pipeline.preprocess import PARAMS, AudioParams, CameraParams, LidarP
 __all__ = [
     "CONTRACT_KEY",
     "CONTRACT_VERSION",
+    "INPUT_MODALITIES",
     "MODALITIES",
     "OUTPUT_KINDS",
     "RESULT_PRESENCE",
@@ -39,8 +40,11 @@ RESULT_PRESENCE = "presence"
 CONTRACT_KEY = "fusion.contract"
 CONTRACT_VERSION = 2
 
-#: The sensor modalities the pipeline can preprocess.
-MODALITIES: tuple[str, ...] = tuple(PARAMS)
+#: The modalities a contract input may have: every one the pipeline can preprocess.
+INPUT_MODALITIES: tuple[str, ...] = tuple(PARAMS)
+#: The sensor modalities of the simulated world, which the model package builds encoders for; a model of
+#: one's own may also take a generic stream's samples (docs/MODEL.md).
+MODALITIES: tuple[str, ...] = tuple(m for m in INPUT_MODALITIES if m != "generic")
 
 OutputKind = Literal["class_logits", "regression", "logit", "opaque"]
 #: class_logits: softmax over `classes`; regression: values in `units`; logit: a probability after a
@@ -52,7 +56,9 @@ OUTPUT_KINDS: tuple[str, ...] = get_args(OutputKind)
 class InputSpec:
     """One sensor input: the tensor a bound stream's preprocessed messages fill (no batch dimension).
 
-    A radar input also feeds `mask`, a (slots,) float32 tensor that marks real detections.
+    A radar input also feeds `mask`, a (slots,) float32 tensor that marks real detections; a generic
+    input in window mode (``preprocess.mode = "window"``), a (samples,) float32 tensor that marks the rows
+    holding a sample.
     """
 
     name: str
@@ -169,12 +175,15 @@ def _problems(contract: ModelContract) -> list[str]:
     names = [n for s in contract.inputs for n in s.tensors] + [contract.presence]
     problems += [f"tensor name {n!r} is used twice" for n in sorted({n for n in names if names.count(n) > 1})]
     for spec in contract.inputs:
-        if spec.modality not in MODALITIES:
-            problems.append(f"inputs.{spec.name}.modality {spec.modality!r}: not one of {MODALITIES}")
+        if spec.modality not in INPUT_MODALITIES:
+            problems.append(f"inputs.{spec.name}.modality {spec.modality!r}: not one of {INPUT_MODALITIES}")
         if spec.dtype != "float32":
             problems.append(f"inputs.{spec.name}.dtype {spec.dtype!r}: the pipeline feeds float32")
-        if bool(spec.mask) != (spec.modality == "radar"):
-            problems.append(f"inputs.{spec.name}.mask: a radar input has a mask, no other input has one")
+        if bool(spec.mask) != _has_mask(spec):
+            problems.append(
+                f"inputs.{spec.name}.mask: a radar input and a generic input in window mode have a mask, no "
+                "other input has one"
+            )
     inputs = [s.name for s in contract.inputs]
     if sorted(contract.presence_order) != sorted(inputs):
         problems.append(
@@ -196,6 +205,12 @@ def _problems(contract: ModelContract) -> list[str]:
         for n in sorted({n for n in arrays if arrays.count(n) > 1})
     ]
     return problems
+
+
+def _has_mask(spec: InputSpec) -> bool:
+    return spec.modality == "radar" or (
+        spec.modality == "generic" and spec.preprocess.get("mode") == "window"
+    )
 
 
 def _input(raw: dict[str, Any]) -> InputSpec:

@@ -25,6 +25,7 @@ from fusion_pipeline.preprocess.audio import AudioParams, check_audio, preproces
 from fusion_pipeline.preprocess.camera import CameraParams, check_camera, preprocess_camera
 from fusion_pipeline.preprocess.common import Params
 from fusion_pipeline.preprocess.errors import PreprocessError
+from fusion_pipeline.preprocess.generic import GENERIC_MODES, GenericParams, check_generic, preprocess_generic
 from fusion_pipeline.preprocess.lidar import LidarParams, check_lidar, preprocess_lidar
 from fusion_pipeline.preprocess.radar import RadarParams, check_radar, preprocess_radar
 
@@ -32,6 +33,8 @@ __all__ = [
     "PARAMS",
     "AudioParams",
     "CameraParams",
+    "GENERIC_MODES",
+    "GenericParams",
     "InputPreprocessor",
     "LidarParams",
     "Params",
@@ -40,21 +43,24 @@ __all__ = [
     "SensorInput",
     "check_audio",
     "check_camera",
+    "check_generic",
     "check_lidar",
     "check_radar",
     "preprocess_audio",
     "preprocess_camera",
+    "preprocess_generic",
     "preprocess_lidar",
     "preprocess_radar",
     "preprocessor_for",
 ]
 
-#: modality -> its parameters class; the order is the demo's presence-bit order.
+#: modality -> its parameters class; the sensors' order is the demo's presence-bit order.
 PARAMS: dict[str, type[Params]] = {
     "camera": CameraParams,
     "lidar": LidarParams,
     "radar": RadarParams,
     "audio": AudioParams,
+    "generic": GenericParams,
 }
 
 
@@ -102,6 +108,7 @@ _FUNCTIONS: dict[str, tuple[Callable, Callable]] = {
     "lidar": (preprocess_lidar, check_lidar),
     "radar": (preprocess_radar, check_radar),
     "audio": (preprocess_audio, check_audio),
+    "generic": (preprocess_generic, check_generic),
 }
 
 

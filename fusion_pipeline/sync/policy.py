@@ -39,7 +39,8 @@ P = TypeVar("P")
 #: reset - discarded by a reset after a backward time jump;
 #: missing_required - its set was abandoned because a required stream was missing (approximate
 #:   mode: it aged past the deadline while a required stream was silent);
-#: flushed - left unmatched when the streams ended (Synchronizer.flush): no set can use it.
+#: flushed - left unmatched when the streams ended (Synchronizer.flush): no set can use it;
+#: lost - never reached the sync stage: a gap in the seq of its stream's ingest output (SyncStage).
 DROP_REASONS: tuple[str, ...] = (
     "queue_overflow",
     "too_old",
@@ -48,6 +49,7 @@ DROP_REASONS: tuple[str, ...] = (
     "reset",
     "missing_required",
     "flushed",
+    "lost",
 )
 
 

@@ -9,13 +9,16 @@ surround suite). An audio input's log-mel is computed by :meth:`SetBuilder.audio
 sync stage hands to the Synchronizer as its window_transform: it runs once per window, as soon as the
 window is cut, not when the set's last message arrives. The presence mask has one bit per sensor input,
 in the contract's presence order; an input no stream feeds (``model.unbound_inputs``) is always absent.
+A generic stream's samples (the nearest one, or a window stacked with its mask) fill its input as float32;
+one that feeds no input (``model.unbound_streams``) adds them under its own name (NAME, NAME_mask) in
+their own dtype, its presence in ``meta.unbound``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fusion_pipeline.binding import Bindings
+from fusion_pipeline.binding import Bindings, unbound_arrays
 from fusion_pipeline.config import Config
 from fusion_pipeline.preprocess import AudioParams, PreprocessError
 from fusion_pipeline.protocol import CAPTURE, INGEST_IN, INGEST_OUT, SET_MODALITY, SET_STREAM, SYNC_IN
@@ -53,12 +56,20 @@ class SetBuilder:
             if isinstance(b.prepare.params, AudioParams)
         }
         self.reference = config.sync.reference
+        # The generic streams' samples, as ingest checked them: (dtype, shape) by stream.
+        self.generic = {
+            s.name: (np.dtype(s.generic.dtype), tuple(s.generic.shape))
+            for s in config.streams
+            if s.generic is not None and (s.name in bindings.by_stream or s.name in bindings.unbound)
+        }
         self.built = 0  # also the sets' seq
 
     def payload(self, sample: Sample) -> Sample | np.ndarray:
         """What Synchronizer.add takes for this sample: the sample itself for a discrete stream (its
         arrays and stages travel with it), the float32 frames x channels chunk for audio."""
         binding = self.bindings.by_stream.get(sample.stream)
+        if sample.stream in self.generic:
+            return self._generic_values(sample)
         if binding is None:
             raise InputError("unknown_stream", f"stream {sample.stream!r} is not in the config")
         modality = binding.input.modality
@@ -92,6 +103,24 @@ class SetBuilder:
                 )
         return sample
 
+    def _generic_values(self, sample: Sample) -> np.ndarray:
+        """A generic stream's one sample, checked as ingest declared it (its dtype and shape)."""
+        if sample.modality != "generic":
+            raise InputError(
+                "wrong_modality", f"stream {sample.stream!r}: modality {sample.modality!r}, not 'generic'"
+            )
+        values = sample.arrays.get("values")
+        if values is None:
+            raise InputError("missing_array", f"stream {sample.stream!r}: no array 'values'")
+        dtype, shape = self.generic[sample.stream]
+        if values.dtype != dtype or values.shape != shape:
+            raise InputError(
+                "bad_array",
+                f"stream {sample.stream!r}: values {values.dtype} {values.shape}, the config says "
+                f"{dtype} {shape}",
+            )
+        return values
+
     def audio_features(self, stream: str, samples: np.ndarray) -> np.ndarray | None:
         """The model input (log-mel) of one cut window of `stream`; None (absent) if the front end
         refuses it."""
@@ -116,10 +145,27 @@ class SetBuilder:
                 arrays[input_name] = window.samples
                 audio_window = [window.start_ns, window.end_ns]
                 stamps[stream] = window.last_ns  # its last frame's capture time, as a discrete stamp
+            elif present and stream in fused.taken:
+                taken = fused.taken[stream]
+                binding = self.bindings.of(stream)
+                arrays[input_name] = binding.prepare(taken.values)[input_name]  # float32
+                if taken.mask is not None:
+                    arrays[binding.input.mask] = taken.mask
+                stamps[stream] = taken.last_ns  # the newest sample taken
             elif present:
                 sample = fused.payloads[stream]
                 arrays.update({name: sample.arrays[name] for name in self.bindings.of(stream).input.tensors})
             presence.append(int(present))
+        unbound = {}
+        for stream, config in self.bindings.unbound.items():
+            taken = fused.taken.get(stream)
+            unbound[stream] = int(taken is not None)
+            if taken is not None:
+                names = unbound_arrays(config)
+                arrays[names[0]] = taken.values
+                if taken.mask is not None:
+                    arrays[names[1]] = taken.mask
+                stamps[stream] = taken.last_ns
         stages = {CAPTURE: fused.stamp_ns}
         reference = self._reference_sample(fused)
         if reference is not None:
@@ -136,6 +182,7 @@ class SetBuilder:
             "inputs": list(self.order),
             "streams": [self.stream_of.get(name, "") for name in self.order],
             "audio_window": audio_window,
+            "unbound": unbound,
             "completed_by": completed_by,
             "stages": stages,
         }

@@ -13,9 +13,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from fusion_pipeline.config import Config
+    from fusion_pipeline.config import Config, StreamConfig
 
-__all__ = ["StreamSync", "SyncSettings", "settings_from_config"]
+__all__ = ["SampledSync", "StreamSync", "SyncSettings", "settings_from_config"]
+
+
+@dataclass(frozen=True)
+class SampledSync:
+    """How a set takes a generic stream's samples (sync/sampled.py; config ``[streams.generic]``).
+
+    mode: "nearest" = the sample nearest the set's stamp t within tolerance_ns; "window" = the last
+    `samples` samples in (t - span_ns, t], stacked with a mask. `samples` is 1 in nearest mode.
+    """
+
+    mode: Literal["nearest", "window"] = "nearest"
+    tolerance_ns: int = 0
+    samples: int = 1
+    span_ns: int = 0
 
 
 @dataclass(frozen=True)
@@ -23,7 +37,8 @@ class StreamSync:
     """How one stream takes part in synchronization.
 
     kind: "discrete" streams (camera, lidar, radar) are matched message by message; "continuous"
-    streams (audio) give each set the window of samples ending at the set's stamp.
+    streams (audio) give each set the window of samples ending at the set's stamp; "sampled" streams
+    (generic) give each set the sample nearest its stamp or the last samples up to it (`sampled`).
     offset_ns: known latency subtracted from every stamp on arrival (0 when ingest already did it).
     lower_bound_ns: the least gap between two messages of the stream, if known; lets a set be
     emitted before the stream's next message arrives. A stream must honour it.
@@ -31,11 +46,12 @@ class StreamSync:
     """
 
     name: str
-    kind: Literal["discrete", "continuous"] = "discrete"
+    kind: Literal["discrete", "continuous", "sampled"] = "discrete"
     required: bool = False
     offset_ns: int = 0
     lower_bound_ns: int | None = None
     sample_rate: int | None = None
+    sampled: SampledSync | None = None
 
 
 @dataclass(frozen=True)
@@ -85,10 +101,29 @@ def settings_from_config(config: Config) -> tuple[SyncSettings, list[StreamSync]
     streams = [
         StreamSync(
             name=s.name,
-            kind="continuous" if s.modality == "audio" else "discrete",
+            kind="continuous"
+            if s.modality == "audio"
+            else "sampled"
+            if s.modality == "generic"
+            else "discrete",
             required=s.required,
             sample_rate=s.sample_rate,
+            sampled=_sampled(s),
         )
         for s in config.streams
     ]
     return settings, streams
+
+
+def _sampled(stream: StreamConfig) -> SampledSync | None:
+    """A generic stream's [streams.generic] in ns; the defaults are one period (nearest) and
+    window_samples periods (window)."""
+    generic = stream.generic
+    if generic is None:
+        return None
+    period_ms = 1000 / stream.rate_hz
+    if generic.mode == "nearest":
+        return SampledSync("nearest", tolerance_ns=round((generic.tolerance_ms or period_ms) * 1e6))
+    samples = generic.window_samples or 1
+    span_ms = generic.window_ms if generic.window_ms is not None else samples * period_ms
+    return SampledSync("window", samples=samples, span_ns=round(span_ms * 1e6))

@@ -5,8 +5,11 @@ publishes, and an offline runner can chain ingest -> SyncStage -> inference in o
 each sample against the model contract (`SetBuilder.payload`), feeds the `Synchronizer`, whose audio
 windows become the model's log-mel as soon as they are cut (`SetBuilder.audio_features` is its
 window_transform), and builds the set message of every FusedSet that comes out (docs/PROTOCOL.md
-section 8). The caller passes the time: a set's ``sync_in`` stage is the arrival time of the message
-that completed it, or the ``now_ns`` of the tick or flush that did.
+section 8). It counts the samples it takes per stream (``received.STREAM``) and the ones that never
+reached it: ingest numbers its output 0, 1, 2, ... per stream, so a gap in that seq is a sample lost on
+the way (``dropped.STREAM.lost``), as a driver's seq gaps are counted at ingest. The caller passes the
+time: a set's ``sync_in`` stage is the arrival time of the message that completed it, or the ``now_ns``
+of the tick or flush that did.
 
 The replay's send order (`ReplayOrder`) is not the stage's: it undoes the interleaving of ingest
 processes running in parallel, a property of the sockets in front of the stage (docs/ARCHITECTURE.md).
@@ -42,10 +45,13 @@ class SyncStage:
             *settings_from_config(config), window_transform=self.builder.audio_features
         )
         self.rejected: Counter[str] = Counter()  # samples refused, by InputError reason or sync_refused
+        self.received: Counter[str] = Counter()  # samples taken in, by stream
+        self._next_seq: dict[str, int] = {}  # by stream: the ingest seq that follows the last one
 
     def add(self, sample: Sample, arrival_ns: int) -> list[Sample]:
         """The set messages `sample` completes, in stamp order. A sample the stage cannot use is
         counted in `rejected` (the first of each reason logged) and completes none: never an error."""
+        self._count_arrival(sample)
         try:
             sets = self.synchronizer.add(sample.stream, sample.stamp_ns, self.builder.payload(sample))
         except (InputError, SyncError) as exc:
@@ -56,6 +62,18 @@ class SyncStage:
             self.rejected[reason] += 1
             return []
         return self._build(sets, arrival_ns, sample.stream)
+
+    def _count_arrival(self, sample: Sample) -> None:
+        """Count a configured stream's sample, and the samples a gap in its ingest seq says were lost. A
+        lower seq is a restarted ingest node, which numbers from 0 again: no loss to count."""
+        stream = sample.stream
+        if stream not in self.synchronizer.streams:
+            return  # refused below as unknown_stream
+        self.received[stream] += 1
+        expected = self._next_seq.get(stream)
+        if expected is not None and sample.seq > expected:
+            self.synchronizer.counters.drops.count(stream, "lost", sample.seq - expected)
+        self._next_seq[stream] = sample.seq + 1
 
     def tick(self, now_ns: int) -> list[Sample]:
         """Live only: the set messages whose deadline passed by wall-clock `now_ns` (event-time ns)."""
@@ -81,6 +99,7 @@ class SyncStage:
         return {
             **self.synchronizer.counters.as_dict(),
             **{f"rejected_{reason}": n for reason, n in sorted(self.rejected.items())},
+            **{f"received.{stream}": n for stream, n in self.received.items()},
             "sets_published": self.builder.built,  # every set built is handed on to be published
         }
 

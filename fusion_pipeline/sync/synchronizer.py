@@ -8,15 +8,17 @@ Two layers:
   come. It knows nothing of deadlines.
 - :class:`Synchronizer` is what the sync stage (sync/stage.py) drives. It adds what ROS lacks for a vehicle:
   required and optional streams, a deadline (``max_wait_ns``) after which a set is emitted without a
-  silent optional stream, audio windows cut sample-accurately from a ring of chunks, reset on a
-  backward time jump, and a counter for every dropped message with its reason.
+  silent optional stream, audio windows cut sample-accurately from a ring of chunks, a generic
+  stream's nearest sample or window of samples (sync/sampled.py), reset on a backward time jump, and a
+  counter for every dropped message with its reason.
 
 Time convention: every stamp is int64 nanoseconds of EVENT time (capture time). The watermark is the
 newest stamp seen on any stream, or the ``now_ns`` a live caller passes to :meth:`Synchronizer.tick`,
 whichever is later; deadlines advance with the watermark only, so a replay at any speed gives the
 same sets (see "Determinism" in :class:`Synchronizer`).
 
-Settings (offsets, modes, windows) are in sync/settings.py, the audio ring in sync/audio.py.
+Settings (offsets, modes, windows) are in sync/settings.py, the audio ring in sync/audio.py, the
+generic streams' buffer in sync/sampled.py.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from fusion_pipeline.protocol import NS_PER_S
 from fusion_pipeline.sync.audio import AudioWindow, SampleRing
 from fusion_pipeline.sync.errors import SyncError
 from fusion_pipeline.sync.policy import ApproximateTimePolicy, DropCounter, MatchedSet, P, stamp_of
-from fusion_pipeline.sync.settings import StreamSync, SyncSettings
+from fusion_pipeline.sync.sampled import SampleBuffer, TakenSamples
+from fusion_pipeline.sync.settings import SampledSync, StreamSync, SyncSettings
 
 __all__ = ["FusedSet", "SyncCounters", "Synchronizer"]
 
@@ -41,13 +44,14 @@ __all__ = ["FusedSet", "SyncCounters", "Synchronizer"]
 @dataclass(slots=True)
 class FusedSet(Generic[P]):
     """One synchronized set. stamps/payloads hold the present discrete streams; windows every
-    continuous stream; presence every stream."""
+    continuous stream; taken the present sampled streams; presence every stream."""
 
     stamp_ns: int
     stamps: dict[str, int]
     payloads: dict[str, P]
     presence: dict[str, bool]
     windows: dict[str, AudioWindow] = field(default_factory=dict)
+    taken: dict[str, TakenSamples] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -94,6 +98,7 @@ class _Pending(Generic[P]):
     payloads: dict[str, P]
     undecided: set[str]
     windows: dict[str, AudioWindow] = field(default_factory=dict)
+    taken: dict[str, TakenSamples] = field(default_factory=dict)
 
 
 class Synchronizer(Generic[P]):
@@ -118,8 +123,11 @@ class Synchronizer(Generic[P]):
     one is named and present, else its newest stamp.
 
     Continuous streams: a set at t gets the window (t - W, t]; it is decided once the stream covers
-    t, or at the deadline. ``window_transform(stream, samples)``, if given, is applied to each window
-    once, when it is decided: the sync stage computes the model's log-mel there, so that work happens
+    t, or at the deadline. Sampled streams (generic): a set at t gets the nearest sample or the last
+    samples up to t (sync/sampled.py), decided once a later sample arrived, or at the deadline; a
+    sample may serve several sets, and one no set takes is not a drop.
+    ``window_transform(stream, samples)``, if given, is applied to each audio window once, when it is
+    decided: the sync stage computes the model's log-mel there, so that work happens
     when the audio arrives rather than on the path of the message that completes the set. A required stream
     missing from a set abandons the set (counted once in sets_missing_required, its messages as
     drops with reason missing_required).
@@ -157,6 +165,7 @@ class Synchronizer(Generic[P]):
         self._check(settings)
         self._discrete = [s.name for s in streams if s.kind == "discrete"]
         self._continuous = [s.name for s in streams if s.kind == "continuous"]
+        self._sampled = [s.name for s in streams if s.kind == "sampled"]
         self._required = [s.name for s in streams if s.required]
         self._order = {name: i for i, name in enumerate(self.streams)}
         self.counters = SyncCounters(DropCounter(self.streams))
@@ -169,6 +178,11 @@ class Synchronizer(Generic[P]):
             frames = settings.audio_window_ns * rate // NS_PER_S
             cap = 2 * (frames + (wait * rate + NS_PER_S - 1) // NS_PER_S) + rate  # + 1 s of slack
             self._rings[name] = SampleRing(name, rate, frames, settings.audio_gap_tolerance_ns, cap)
+        self._buffers: dict[str, SampleBuffer] = {}
+        for name in self._sampled:
+            sampled = self.streams[name].sampled
+            assert sampled is not None  # _check
+            self._buffers[name] = SampleBuffer(name, sampled, self._buffer_capacity(name, sampled))
         # Reference mode: the unmatched messages of each non-reference discrete stream.
         self._queues: dict[str, deque[tuple[int, P]]] = {}
         if settings.mode == "reference":
@@ -181,6 +195,13 @@ class Synchronizer(Generic[P]):
         self._stamp_mark: int | None = None
         self._clock_mark: int | None = None
 
+    def _buffer_capacity(self, name: str, sampled: SampledSync) -> int:
+        """Samples a generic stream's buffer may hold: twice what the deadline and the window span at the
+        stream's least sample spacing (its lower bound, else 1 ms), plus 1,000 of slack."""
+        spacing = self.streams[name].lower_bound_ns or 1_000_000
+        reach = self.settings.max_wait_ns + max(sampled.span_ns, sampled.tolerance_ns)
+        return 2 * (reach // spacing + sampled.samples) + 1000
+
     def _check(self, settings: SyncSettings) -> None:
         if settings.mode not in ("approximate", "reference"):
             raise SyncError(f"sync mode must be 'approximate' or 'reference', got {settings.mode!r}")
@@ -192,8 +213,14 @@ class Synchronizer(Generic[P]):
         if not any(s.kind == "discrete" for s in self.streams.values()):
             raise SyncError("the synchronizer needs at least one discrete stream")
         for s in self.streams.values():
-            if s.kind not in ("discrete", "continuous"):
-                raise SyncError(f"stream {s.name!r}: kind must be 'discrete' or 'continuous', got {s.kind!r}")
+            if s.kind not in ("discrete", "continuous", "sampled"):
+                raise SyncError(
+                    f"stream {s.name!r}: kind must be 'discrete', 'continuous' or 'sampled', got {s.kind!r}"
+                )
+            if (s.kind == "sampled") != (s.sampled is not None):
+                raise SyncError(
+                    f"stream {s.name!r}: a sampled stream, and only one, has its `sampled` settings"
+                )
             if s.kind == "continuous":
                 if settings.audio_window_ns <= 0:
                     raise SyncError(f"stream {s.name!r}: audio_window_ns must be > 0")
@@ -214,7 +241,7 @@ class Synchronizer(Generic[P]):
                     f"{list(self.streams)}"
                 )
             if ref.kind != "discrete":
-                raise SyncError(f"reference stream {ref.name!r} is continuous; it must be discrete")
+                raise SyncError(f"reference stream {ref.name!r} is {ref.kind}; it must be discrete")
         elif settings.reference is not None and settings.reference not in self.streams:
             raise SyncError(f"reference {settings.reference!r} is not one of {list(self.streams)}")
 
@@ -222,14 +249,15 @@ class Synchronizer(Generic[P]):
 
     def add(self, stream: str, stamp_ns: int, payload: P | np.ndarray | None = None) -> list[FusedSet[P]]:
         """Take one message (a continuous stream's payload is a float32 frames x channels chunk,
-        stamped at its first frame; a discrete one's is a P, handed back in its set, None for a
-        stamp-only caller); return the sets that are now finished."""
+        stamped at its first frame; a sampled one's its sample, an array; a discrete one's is a P,
+        handed back in its set, None for a stamp-only caller); return the sets that are now finished."""
         config = self.streams.get(stream) if isinstance(stream, str) else None
         if config is None:
             raise SyncError(f"unknown stream {stream!r}; known streams: {list(self.streams)}")
         stamp = stamp_of(stream, stamp_ns) - config.offset_ns
         # A bad audio chunk is refused before any state changes.
         chunk = self._rings[stream].check(payload) if config.kind == "continuous" else None
+        sample = self._buffers[stream].check(payload) if config.kind == "sampled" else None
         out: list[FusedSet[P]] = []
         last = self._last.get(stream)
         if last is not None and stamp < last:
@@ -244,6 +272,9 @@ class Synchronizer(Generic[P]):
             self._stamp_mark = stamp
         if chunk is not None:
             evicted = self._rings[stream].add(stamp, chunk)
+            self.counters.drops.count(stream, "queue_overflow", evicted)
+        elif sample is not None:
+            evicted = self._buffers[stream].add(stamp, sample)
             self.counters.drops.count(stream, "queue_overflow", evicted)
         elif self.settings.mode == "reference":
             self._add_reference_mode(stream, stamp, cast(P, payload))
@@ -291,12 +322,14 @@ class Synchronizer(Generic[P]):
 
     def depths(self) -> dict[str, int]:
         """Messages each stream holds now: queued, or matched into a set not finished yet (audio:
-        chunks in the ring). Every discrete message fed is in a set emitted, dropped (counted) or here."""
+        chunks in the ring; generic: samples in the buffer). Every discrete message fed is in a set
+        emitted, dropped (counted) or here."""
         held = dict.fromkeys(self.streams, 0)
         if self._policy is not None:
             held.update(self._policy.depths())
         held.update({n: len(q) for n, q in self._queues.items()})
         held.update({n: len(r.chunks) for n, r in self._rings.items()})
+        held.update({n: len(b.samples) for n, b in self._buffers.items()})
         for pending in self._pending:
             for name in pending.stamps:
                 held[name] += 1
@@ -311,7 +344,7 @@ class Synchronizer(Generic[P]):
 
     def _add_reference_mode(self, stream: str, stamp: int, payload: P) -> None:
         if stream == self.settings.reference:
-            open_streams = set(self._queues) | set(self._rings)
+            open_streams = set(self._queues) | set(self._rings) | set(self._buffers)
             self._pending.append(_Pending(stamp, {stream: stamp}, {stream: payload}, open_streams))
             if len(self._pending) > self.settings.queue_size:
                 self._discard(self._pending.popleft(), "queue_overflow")
@@ -431,7 +464,7 @@ class Synchronizer(Generic[P]):
         ref = self.settings.reference
         for m in matched:
             t = m.stamps[ref] if ref in m.stamps else max(m.stamps.values())
-            self._pending.append(_Pending(t, m.stamps, m.payloads, set(self._rings)))
+            self._pending.append(_Pending(t, m.stamps, m.payloads, set(self._rings) | set(self._buffers)))
 
     # -- shared: deadlines, emission, pruning, reset ------------------------------------------------------
 
@@ -443,7 +476,7 @@ class Synchronizer(Generic[P]):
         if mark is None:
             return out
         horizon = mark - self.settings.max_wait_ns
-        for name in [*self._queues, *self._rings]:
+        for name in [*self._queues, *self._rings, *self._buffers]:
             for pending in self._pending:
                 if name not in pending.undecided:
                     continue
@@ -460,9 +493,20 @@ class Synchronizer(Generic[P]):
                 self.counters.drops.count(name, "too_old")
         for ring in self._rings.values():
             ring.prune(horizon - 2 * self.settings.audio_window_ns)
+        for buffer in self._buffers.values():
+            buffer.prune(horizon)
         return out
 
     def _decide(self, name: str, pending: _Pending[P], deadline: bool) -> bool:
+        buffer = self._buffers.get(name)
+        if buffer is not None:
+            if not (deadline or buffer.reaches_past(pending.stamp_ns)):
+                return False
+            taken = buffer.take(pending.stamp_ns)
+            if taken is not None:
+                pending.taken[name] = taken
+            pending.undecided.discard(name)
+            return True
         ring = self._rings.get(name)
         if ring is None:
             return self._decide_discrete(name, pending, deadline)
@@ -480,6 +524,7 @@ class Synchronizer(Generic[P]):
     def _finish(self, pending: _Pending[P]) -> FusedSet[P] | None:
         presence = {name: name in pending.stamps for name in self._discrete}
         presence.update({name: pending.windows[name].samples is not None for name in self._continuous})
+        presence.update({name: name in pending.taken for name in self._sampled})
         presence = {name: presence[name] for name in self.streams}  # config order
         if not all(presence[name] for name in self._required):
             self.counters.sets_missing_required += 1
@@ -489,7 +534,9 @@ class Synchronizer(Generic[P]):
             self.counters.sets_full += 1
         else:
             self.counters.sets_partial += 1
-        return FusedSet(pending.stamp_ns, pending.stamps, pending.payloads, presence, pending.windows)
+        return FusedSet(
+            pending.stamp_ns, pending.stamps, pending.payloads, presence, pending.windows, pending.taken
+        )
 
     def _discard(self, pending: _Pending[P], reason: str) -> None:
         for name in pending.stamps:
@@ -506,6 +553,8 @@ class Synchronizer(Generic[P]):
             queue.clear()
         for name, ring in self._rings.items():
             drops.count(name, "reset", ring.clear())
+        for name, buffer in self._buffers.items():
+            drops.count(name, "reset", buffer.clear())
         if self._policy is not None:
             for name, _, _ in self._policy.drain():
                 drops.count(name, "reset")

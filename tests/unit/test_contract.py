@@ -178,13 +178,16 @@ CLASS_LOGITS = DEFAULT.outputs[0]
         (
             {"inputs": (replace(DEFAULT.inputs[0], modality="sonar", dtype="float16"), *DEFAULT.inputs[1:])},
             _invalid(
-                "inputs.camera.modality 'sonar': not one of ('camera', 'lidar', 'radar', 'audio')",
+                "inputs.camera.modality 'sonar': not one of ('camera', 'lidar', 'radar', 'audio', 'generic')",
                 "inputs.camera.dtype 'float16': the pipeline feeds float32",
             ),
         ),
         (
             {"inputs": (*DEFAULT.inputs[:2], replace(DEFAULT.inputs[2], mask=""), DEFAULT.inputs[3])},
-            _invalid("inputs.radar.mask: a radar input has a mask, no other input has one"),
+            _invalid(
+                "inputs.radar.mask: a radar input and a generic input in window mode have a mask, no other "
+                "input has one"
+            ),
         ),
         (
             {"outputs": (*DEFAULT.outputs[:3], replace(DEFAULT.outputs[3], kind="softmax"))},
