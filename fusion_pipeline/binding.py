@@ -11,7 +11,7 @@ the sets under its own name and recorded, never given to the model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from fusion_pipeline.config import Config, StreamConfig
@@ -49,9 +49,15 @@ class Bindings:
     def of(self, stream: str) -> Binding:
         return self.by_stream[stream]
 
-    def for_ingest(self, stream: str) -> Binding | StreamConfig:
-        """What `Ingest` takes for `stream`: its binding, or its config when it feeds no input."""
-        return self.unbound[stream] if stream in self.unbound else self.by_stream[stream]
+    def for_ingest(
+        self, stream: str, front_end: Callable[[Binding], Binding] | None = None
+    ) -> Binding | StreamConfig:
+        """What `Ingest` takes for `stream`: its binding (through `front_end`, e.g. deferring its front
+        end: preprocess.deferred.defer), or its config when it feeds no model input."""
+        if stream in self.unbound:
+            return self.unbound[stream]
+        binding = self.by_stream[stream]
+        return binding if front_end is None else front_end(binding)
 
 
 def bind(config: Config, contract: ModelContract, model: str = "the model") -> Bindings:

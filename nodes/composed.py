@@ -11,10 +11,14 @@ on all of them with one poller, until a message comes or the sync stage's next d
    whose message opens the set the others complete, then the config's order), taken as its ingest node
    would take it (nodes/ingest.py `StreamIngest`): a camera, lidar or radar socket drained to its newest
    admitted message, audio in full; then the poller is asked again, until a set is complete or no
-   input waits, so a reference message never queues behind another stream's preprocessing for long;
+   input waits. A camera, lidar or radar frame's front end (the arithmetic of preprocessing; its checks
+   run at once) starts on a pool of worker threads as the frame is admitted (preprocess/deferred.py),
+   so the loop goes on receiving: a reference message never queues behind another stream's
+   preprocessing, and the streams' front ends run on several cores at once, as in the process graph;
 2. sync: each model-ready sample straight into the `SyncStage` (no ingest or set socket in between),
    then a tick with the wall clock for the deadlines;
-3. inference: the newest set completed in the pass is run and its result published on output.endpoint;
+3. inference: the newest set completed in the pass waits for its frames' tensors, is run and its result
+   published on output.endpoint;
    older ones (a tick that finished several) are counted as skipped, as the inference node skips to the
    newest set; behind, ingest skips to each stream's newest message as well;
 4. the pass's sets are published on sync.endpoint (for `echo` and the recorder), after the result, so
@@ -22,22 +26,26 @@ on all of them with one poller, until a message comes or the sync stage's next d
 
 Results carry the same stage stamps as in the process graph (sync_in is the completing sample's arrival
 at the stage, sync_emit its hand-over to inference, with no hop between), so the supervisor's latency
-figures compare. Its heartbeats carry each part's counters under the separate nodes' names (ingest:STREAM,
-synchronizer, inference; node.Parts), so `status`, the metrics and the summary read them unchanged. A
-replay runs the separate nodes whatever the composition (`fusion-pipeline replay` logs that composition
-applies live only); this node refuses --replay.
+figures compare; the front ends' time shows in ``sync_in`` .. ``sync_emit`` (the wait for the set's
+tensors), not in ``ingest_in`` .. ``ingest_out``. Its heartbeats carry each part's counters under the
+separate nodes' names (ingest:STREAM, synchronizer, inference; node.Parts), so `status`, the metrics and
+the summary read them unchanged. A replay runs the separate nodes whatever the composition
+(`fusion-pipeline replay` logs that composition applies live only); this node refuses --replay.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import zmq
 
 from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.inference import load_bindings
 from fusion_pipeline.node import POLL_MS, Node, Parts, node_name, run_node
+from fusion_pipeline.preprocess.deferred import defer, resolve
 from fusion_pipeline.protocol import (
     PUBLISH,
     RESULT_MODALITY,
@@ -53,16 +61,23 @@ from nodes.ingest import StreamIngest
 
 log = logging.getLogger("nodes.composed")
 
+#: Worker threads for the front ends: the demo's camera, lidar and radar frames of one instant at once.
+FRONT_END_THREADS = 3
+
 
 def main(argv: list[str] | None = None) -> int:
-    with Node("composed", argv, realtime=True) as node:
+    with (
+        Node("composed", argv, realtime=True) as node,
+        ThreadPoolExecutor(FRONT_END_THREADS, thread_name_prefix="front-end") as front_ends,
+    ):
         config = node.config
         if node.replay:
             raise ConfigError('pipeline.composition = "composed": a replay runs the process graph')
         # A config the model cannot take ends the node (run_node): ContractError from the bindings.
         bindings = load_bindings(config)
         reference_first = sorted(config.streams, key=lambda s: s.name != config.sync.reference)
-        streams = [StreamIngest(node, bindings.of(s.name)) for s in reference_first]
+        front_end = functools.partial(defer, executor=front_ends)
+        streams = [StreamIngest(node, bindings.for_ingest(s.name, front_end)) for s in reference_first]
         sync = SyncStage(config, bindings)
         inference = start_inference(config)
         sets_out = node.publisher(
@@ -117,17 +132,20 @@ def main(argv: list[str] | None = None) -> int:
             sets += sync.tick(time.time_ns())
             if not sets:
                 continue
+            # Behind (several sets in one pass): a late set is worth less than the newest one.
+            newest = max(sets, key=lambda s: s.stamp_ns)
+            newest.arrays = resolve(newest.arrays)
             emitted = time.time_ns()
             for fused in sets:
                 fused.meta["stages"][SYNC_EMIT] = emitted
-            # Behind (several sets in one pass): a late set is worth less than the newest one.
             handed += len(sets)
             skipped += len(sets) - 1
-            result = inference.run(max(sets, key=lambda s: s.stamp_ns))
+            result = inference.run(newest)
             if result is not None:
                 result.meta["stages"][PUBLISH] = time.time_ns()
                 results_out.send(result)
             for fused in sets:
+                fused.arrays = resolve(fused.arrays)
                 # Copied, as the synchronizer node sends sets (its docstring says why not zero-copy).
                 sets_out.send(fused, zero_copy=False)
     return 0

@@ -6,7 +6,8 @@ Subscribes to the stream's driver endpoint with the stream's receive limits, run
 message through fusion_pipeline.ingest.Ingest (stream, stamp, seq and schema checks, offset,
 preprocessing) and publishes the result on the stream's ingest endpoint. When it falls behind a
 camera, lidar or radar it admits every message it drains and keeps the newest admitted one (the
-others counted by reason, the admitted ones passed over as skipped); audio it takes in full.
+others counted by reason, the admitted ones passed over as skipped); audio and generic streams it takes
+in full, through sockets that queue a second of their messages (node.stream_hwm).
 With --replay (a replay graph) it takes every message and its publisher blocks rather than drops.
 Malformed and refused messages are counted by reason in the heartbeat, never fatal.
 
@@ -20,9 +21,10 @@ import logging
 import time
 
 from fusion_pipeline.binding import Binding
+from fusion_pipeline.config import StreamConfig
 from fusion_pipeline.inference import load_bindings
 from fusion_pipeline.ingest import Ingest
-from fusion_pipeline.node import POLL_MS, Node, run_node
+from fusion_pipeline.node import POLL_MS, Node, run_node, stream_hwm
 from fusion_pipeline.protocol import INGEST_OUT
 from fusion_pipeline.sync import settings_from_config
 from fusion_pipeline.transport import Sample
@@ -32,14 +34,17 @@ log = logging.getLogger("nodes.ingest")
 
 class StreamIngest:
     """One stream's ingest on its driver's socket, opened through `node`: receive, check, preprocess,
-    count. `binding` is the stream and the model input it feeds."""
+    count. `binding` is the stream and the model input it feeds, or the config of a generic stream that
+    feeds none (Bindings.for_ingest)."""
 
-    def __init__(self, node: Node, binding: Binding) -> None:
-        stream = binding.stream
+    def __init__(self, node: Node, binding: Binding | StreamConfig) -> None:
+        stream = binding if isinstance(binding, StreamConfig) else binding.stream
         time_jump_ns = settings_from_config(node.config)[0].time_jump_ns  # the synchronizer's
         self.ingest = Ingest(binding, live=not node.replay, time_jump_ns=time_jump_ns)
         self.driver_url = node.endpoint(stream.endpoint)
-        self.source = node.subscriber(self.driver_url, topics=[stream.name], limits=self.ingest.limits)
+        self.source = node.subscriber(
+            self.driver_url, topics=[stream.name], limits=self.ingest.limits, hwm=stream_hwm(stream)
+        )
         # Behind on a discrete stream: every drained message is admitted in order (header checks, seq
         # tracking) and the newest admitted one is finished; audio, or a replay: every message in full.
         self.drain_newest = self.ingest.drain_newest and not node.replay
@@ -86,9 +91,11 @@ class StreamIngest:
 def main(argv: list[str] | None = None) -> int:
     with Node("ingest", argv, per_stream=True, realtime=True) as node:
         stream = node.stream
-        ingest = StreamIngest(node, load_bindings(node.config).of(stream.name))  # its model input's front end
+        ingest = StreamIngest(node, load_bindings(node.config).for_ingest(stream.name))  # its model input
         sink_url = node.config.ingest_endpoint(stream.name, node.run_dir)
-        sink = node.publisher(sink_url, stream.name, stream.modality, frame_id=stream.frame_id)
+        sink = node.publisher(
+            sink_url, stream.name, stream.modality, frame_id=stream.frame_id, hwm=stream_hwm(stream)
+        )
         log.info("%s -> %s", ingest.driver_url, sink.last_endpoint)
         for _ in node.loop(ingest.counters):
             out = ingest.take(POLL_MS)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 
-from fusion_pipeline.node import Node, run_node
+from fusion_pipeline.node import Node, run_node, stream_hwm
 from fusion_pipeline.sim import RenderLead, SensorSchedule, SimSettings, World, render
 
 log = logging.getLogger("nodes.sensor_sim")
@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
             world.warm_camera(settings.mount)
         schedule = SensorSchedule(stream, settings, time.time_ns())
         url = node.endpoint(stream.endpoint)
-        publisher = node.publisher(url, stream.name, stream.modality, frame_id=stream.frame_id)
+        publisher = node.publisher(
+            url, stream.name, stream.modality, frame_id=stream.frame_id, hwm=stream_hwm(stream)
+        )
         lead = RenderLead(schedule.period_ns)
         counts = {"published": 0, "dropped": 0, "outage": 0, "late": 0}
         log.info(

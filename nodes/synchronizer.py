@@ -23,7 +23,7 @@ import time
 from collections import deque
 
 from fusion_pipeline.inference import load_bindings
-from fusion_pipeline.node import POLL_MS, Node, run_node
+from fusion_pipeline.node import POLL_MS, Node, run_node, stream_hwm
 from fusion_pipeline.ops import percentiles
 from fusion_pipeline.protocol import SET_MODALITY, SET_STREAM, SYNC_EMIT, SYNC_IN
 from fusion_pipeline.sync import END_STREAM, ReplayOrder, SyncStage, end_endpoint
@@ -32,7 +32,7 @@ from fusion_pipeline.transport import Role, Sample
 log = logging.getLogger("nodes.synchronizer")
 
 LATENCY_WINDOW = 1000  # sets behind the added_ms_* heartbeat figures
-INPUT_HWM = 64  # per ingest connection: ~2 s of the fastest stream if this loop stalls
+INPUT_HWM = 64  # per ingest connection: ~2 s of a discrete stream if this loop stalls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         if node.replay:
             inputs.append(end_endpoint(node.run_dir))
             topics.append(END_STREAM)
-        source = node.subscriber(inputs, topics, hwm=INPUT_HWM)
+        # One receive HWM for every connection: the largest continuous stream's queue (1 s at its rate).
+        hwm = max([INPUT_HWM, *(stream_hwm(s) or 0 for s in config.streams)])
+        source = node.subscriber(inputs, topics, hwm=hwm)
         sink = node.publisher(node.endpoint(config.sync.endpoint), SET_STREAM, SET_MODALITY, role=Role.SET)
         # Arrival of the completing message to the set sent, for the last LATENCY_WINDOW sets a message
         # completed; the set itself can only carry stamps taken before its send (sync_in, sync_emit).

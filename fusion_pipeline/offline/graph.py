@@ -224,7 +224,7 @@ class _Stages:
         self.on_set = on_set  # each set message as it goes to inference, with the clock's time
         time_jump_ns = settings_from_config(config)[0].time_jump_ns  # the synchronizer's, as in the node
         self.ingest = {
-            s.name: Ingest(defer(runtime.bindings.of(s.name)), live=False, time_jump_ns=time_jump_ns)
+            s.name: Ingest(runtime.bindings.for_ingest(s.name, defer), live=False, time_jump_ns=time_jump_ns)
             for s in config.streams
         }
         # What the ingest node's subscriber refuses on receipt, by WireError reason.

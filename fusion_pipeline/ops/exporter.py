@@ -90,6 +90,11 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
         "nothing arrives, or ingest drops all that does (fusion_stream_malformed says why)",
         labels=["stream"],
     )
+    synchronized = CounterMetricFamily(
+        "fusion_stream_synchronized",
+        "Samples of the stream the synchronizer took in (with fusion_stream_messages: none lost between)",
+        labels=["stream"],
+    )
     quiet = {s.name for s in silent_streams(snapshot)}
     sync = snapshot.counters("synchronizer")
     for stream in snapshot.streams:
@@ -99,6 +104,7 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
         messages.add_metric([name], _count(ingest, "received"))
         size.add_metric([name], _count(ingest, "received_bytes"))
         gaps.add_metric([name], _count(ingest, "seq_gaps"))
+        synchronized.add_metric([name], _count(sync, f"received.{name}"))
         lost.add_metric([name], _count(ingest, "seq_lost"))
         for key in sorted(ingest):
             if key.startswith(("malformed_", "schema_")):
@@ -109,7 +115,7 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
                     dropped.add_metric([name, kind, key], _count(counters, key))
         for reason, count in _prefixed(sync, f"dropped.{name}."):
             dropped.add_metric([name, "synchronizer", reason], count)
-    yield from (messages, size, malformed, dropped, gaps, lost, silent)
+    yield from (messages, size, malformed, dropped, gaps, lost, silent, synchronized)
 
 
 def _sync_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
@@ -140,7 +146,7 @@ def _sync_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
         labels=["stream"],
     )
     if snapshot.results:
-        for stream in snapshot.streams:
+        for stream in (s for s in snapshot.streams if s.to_model):
             missing = snapshot.missing.get(stream.name, 0)
             presence.add_metric([stream.name], 1 - missing / snapshot.results)
     yield presence

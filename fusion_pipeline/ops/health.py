@@ -173,6 +173,7 @@ class StreamSnapshot:
     arrived: int = 0  # messages that reached its ingest node since it last published (`arrived`)
     arrived_idle_s: float = float("inf")  # since a message last reached its ingest node
     dropped: Mapping[str, int] = field(default_factory=dict)  # why those were dropped: reason -> count
+    to_model: bool = True  # False for a generic stream in model.unbound_streams: never in a result
 
     @property
     def all_dropped(self) -> bool:

@@ -150,7 +150,9 @@ class Supervisor:
         self.run_dir = self._dir.path
         self.nodes = [_Node(spec) for spec in graph.nodes(config)]
         self.counters = CounterTotals()
-        self.stats = ResultStats([s.name for s in config.streams], log_time=graph.log_time)
+        # The streams results can lack: those the model takes (an unbound generic stream never reaches it).
+        fed = [s.name for s in config.streams if s.name not in config.model.unbound_streams]
+        self.stats = ResultStats(fed, log_time=graph.log_time)
         self._preexec = _parent_death_signal()
         self.ratio = ResultRatio()
         self._stopped_ns = _NEVER
@@ -304,6 +306,7 @@ class Supervisor:
                     silent_s=silent_after_s(s.rate_hz, heartbeat_ms),
                     driver=s.driver,
                     endpoint=self.config.endpoint(s.endpoint, self.run_dir),
+                    to_model=s.name not in self.config.model.unbound_streams,
                     arrived=self._window.grown(f"{node}.arrived", since=out),
                     arrived_idle_s=self._window.idle_s(f"{node}.arrived", now),
                     dropped={r: self._window.grown(f"{node}.drop.{r}", since=out) for r in drops[s.name]},

@@ -8,7 +8,9 @@ without talking to each other, and the scene changes every ``WorldConfig.episode
 Captures sit on a grid of the stream's period counted from the epoch (SensorSchedule), so a restarted
 driver continues the same grid, sensors whose rates divide each other capture at the same instants,
 and consecutive audio chunks (1 / rate_hz s each, stamped with their first sample) join
-exactly. Settings, all optional, in ``[streams.sim]``:
+exactly. A simulated generic stream is an IMU (World.imu: ax, ay, az, gx, gy, gz as float32, one
+sample per message; its [streams.generic] must say dtype "<f4", shape [6]), at any rate_hz (the IMU
+example, configs/imu.toml, runs it at 1 kHz). Settings, all optional, in ``[streams.sim]``:
 
 - ``seed`` (int, default 0): world seed; give every simulated stream the same one.
 - ``latency_ms`` (>= 0): sending happens this long after capture, so the stamp is earlier than the send.
@@ -46,6 +48,8 @@ __all__ = ["Capture", "RenderLead", "SensorSchedule", "SimSettings", "render"]
 
 
 _MOUNT_KEYS = ("yaw_deg", "fov_deg", "x_m", "y_m")  # [streams.sim] keys that are Mount fields
+#: What a simulated generic stream renders: an IMU's 6 float32 values (World.imu).
+IMU_SCHEMA = ("<f4", [6])
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,13 @@ class SimSettings:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise SimError(f"{where}: unknown keys {unknown}; known: {sorted(known | {'outage'})}")
+        if stream.modality == "generic" and stream.generic is not None:
+            declared = (stream.generic.dtype, stream.generic.shape)
+            if declared != IMU_SCHEMA:
+                raise SimError(
+                    f"streams[{stream.name}].generic: the simulated generic sensor is an IMU, dtype = "
+                    f"{IMU_SCHEMA[0]!r} and shape = {IMU_SCHEMA[1]}; got {declared[0]!r} and {declared[1]}"
+                )
         if "fov_deg" in raw and stream.modality != "camera":
             raise SimError(f"{where}.fov_deg: only a camera has a field of view, this is a {stream.modality}")
         values: dict[str, Any] = {}
@@ -236,5 +247,7 @@ def render(
         return {"points": world.lidar(capture.stamp_ns, mount)}, {}
     if stream.modality == "radar":
         return {"detections": world.radar(capture.stamp_ns, mount)}, {}
+    if stream.modality == "generic":  # the simulated generic sensor is an IMU
+        return {"values": world.imu(capture.stamp_ns, mount)}, {}
     samples = world.audio(capture.stamp_ns, chunk, mount=mount)[:, None]  # mono: frames x 1 channel
     return {"samples": samples}, {"sample_rate": stream.sample_rate}

@@ -102,6 +102,14 @@ CAMERA_FOV_DEG = 2 * math.degrees(math.atan(CAMERA_SHAPE[1] / 2 / CAMERA_FOCAL_P
 LIDAR_HEIGHT_M = 1.8
 RADAR_HEIGHT_M = 0.5
 
+GRAVITY_MS2 = 9.81
+#: The simulated IMU: white noise per axis and the road's vibration at full speed (6 m/s).
+IMU_ACCEL_NOISE_MS2 = 0.02
+IMU_GYRO_NOISE_RADS = 0.002
+IMU_BOUNCE_HZ = 12.0
+IMU_BOUNCE_MS2 = 0.3
+IMU_PITCH_RADS = 0.01
+
 #: Episode time at which the primary actor is placed in the corridor; labels are most balanced near it.
 PLACE_S = 1.0
 _SAMPLE_NS = NS_PER_S // AUDIO_SAMPLE_RATE  # 62_500 ns: audio sample n sits at start_ns + n * _SAMPLE_NS
@@ -300,6 +308,23 @@ class World:
         return np.random.default_rng([self.seed, k, sensor, int(t_ns) - self.start_ns, *_noise_key(mount)])
 
     # -- ground truth and sensors -----------------------------------------------------------------------
+
+    def imu(self, t_ns: int, mount: Mount = DEFAULT_MOUNT) -> np.ndarray:
+        """One IMU sample (6,) float32 in the sensor frame (its yaw turns x, y): specific force ax, ay, az
+        (m/s^2, gravity included: +9.81 on z at rest) and angular rate gx, gy, gz (rad/s).
+
+        The ego drives straight at its episode's constant speed (the speed steps between episodes, which
+        an accelerometer cannot show), so the signal is gravity, the road's vibration (a 12 Hz bounce and
+        pitch, stronger with speed) and the sensor's white noise, drawn per stamp (reproducible)."""
+        k, t = self.locate(t_ns)
+        scene = self.episode(k)
+        rng = self._rng(k, 5, t_ns, mount)
+        bounce = IMU_BOUNCE_MS2 * scene.ego_speed / 6.0 * math.sin(2 * math.pi * IMU_BOUNCE_HZ * t)
+        pitch = IMU_PITCH_RADS * scene.ego_speed / 6.0 * math.cos(2 * math.pi * IMU_BOUNCE_HZ * t)
+        gx, gy = _turn_to_sensor(mount, np.array([0.0, pitch]))  # the ego's pitch axis is its y
+        truth = np.array([0.0, 0.0, GRAVITY_MS2 + bounce, gx, gy, 0.0])
+        noise = rng.standard_normal(6) * np.repeat([IMU_ACCEL_NOISE_MS2, IMU_GYRO_NOISE_RADS], 3)
+        return (truth + noise).astype(np.float32)
 
     def labels(self, t_ns: int) -> Labels:
         k, t = self.locate(t_ns)
