@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fusion_pipeline.errors import ConfigError, EndpointError
 from fusion_pipeline.protocol import ALLOWED_DTYPES, Curve, Endpoint
@@ -45,6 +45,7 @@ __all__ = [
     "SecurityConfig",
     "StreamConfig",
     "SyncConfig",
+    "ViewConfig",
     "load_config",
     "parse_config",
 ]
@@ -234,6 +235,25 @@ class RecordConfig(_Section):
     split_duration_s: float | None = Field(None, gt=0)
 
 
+class ViewConfig(_Section):
+    """The live viewer node (extra ``[view]``, docs/VIEW.md): `run` starts it when enabled. It watches the
+    sensor streams, sets and results without slowing them and shows them in Rerun (and Foxglove)."""
+
+    enabled: bool = False
+    save: str = Field("", description="an .rrd file to write; an existing one is kept (NAME-1.rrd, ...)")
+    web: bool = Field(False, description="serve Rerun's web viewer on 127.0.0.1 (web_port, grpc_port)")
+    web_port: int = Field(9090, ge=0, le=65535, description="the web viewer's HTTP port; 0 = any free")
+    grpc_port: int = Field(9876, ge=0, le=65535, description="the port its data comes from; 0 = any free")
+    foxglove: bool = Field(False, description="serve a Foxglove WebSocket with export-foxglove's channels")
+    foxglove_port: int = Field(8765, ge=0, le=65535, description="its port on 127.0.0.1; 0 = any free")
+
+    @model_validator(mode="after")
+    def _shows_somewhere(self) -> ViewConfig:
+        if self.enabled and not (self.save or self.web or self.foxglove):
+            raise ValueError("enabled = true needs somewhere to show: save, web or foxglove")
+        return self
+
+
 class MetricsConfig(_Section):
     """The supervisor's Prometheus endpoint (docs/OPERATIONS.md lists the metrics)."""
 
@@ -293,6 +313,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     output: OutputConfig = OutputConfig()
     record: RecordConfig = RecordConfig()
+    view: ViewConfig = ViewConfig()
     security: SecurityConfig = SecurityConfig()
     metrics: MetricsConfig = MetricsConfig()
 
