@@ -7,10 +7,12 @@ messages in sequence, so it never drains to the newest), hands it to fusion_pipe
 and publishes the set messages it returns on the sync endpoint (docs/PROTOCOL.md section 8).
 
 Live mode (default): the loop also ticks the stage with the wall clock, waking exactly when the next
-deadline is due, so a silent optional sensor delays a set by max_wait at most. With --replay it never
-reads the clock for matching: deadlines pass only as other streams' stamps advance, the messages are
-taken in the replayer's send order (fusion_pipeline.sync.reorder: the ingest nodes run in parallel) and
-sets are published lossless, so a replayed log yields the same sets at any speed. The replayer's
+deadline is due, so a silent optional sensor delays a set by max_wait at most; it ticks only once the
+messages already waiting are in, so a deadline never passes over samples queued in its socket. With
+--replay it never reads the clock for matching: deadlines pass only as other streams' stamps advance,
+the messages are taken in the replayer's send order (fusion_pipeline.sync.reorder: the ingest nodes run
+in parallel) and sets are published lossless, so a replayed log yields the same sets at any speed. The
+replayer's
 end-of-replay message (on fusion_pipeline.sync.reorder.end_endpoint, in send order after the last
 message) flushes the stage: the sets still open are published with completed_by "end", so the last
 reference message of a log is not left waiting for a message that never comes.
@@ -92,9 +94,14 @@ def main(argv: list[str] | None = None) -> int:
                 for sample in arrived:
                     publish(stage.flush(now) if sample.stream == END_STREAM else stage.add(sample, now))
             else:
+                # Everything already waiting goes in before the clock's deadlines pass: behind on a 1 kHz
+                # stream, a tick between its queued samples would close sets they belong to. At most
+                # POLL_MS of input per pass, so the node still beats and sees a stop.
                 received = source.recv(timeout_ms=stage.wait_ms(time.time_ns(), POLL_MS))
-                if received is not None:
+                pass_end = time.monotonic() + POLL_MS / 1000
+                while received is not None:
                     publish(stage.add(received, time.time_ns()))
+                    received = source.recv(timeout_ms=0) if time.monotonic() < pass_end else None
                 publish(stage.tick(time.time_ns()))
     return 0
 
