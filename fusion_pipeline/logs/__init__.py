@@ -10,6 +10,7 @@ from fusion_pipeline.logs.recorder import (
     RecordReport,
     RecordSettings,
     stream_metadata,
+    union_limits,
     unused_path,
 )
 from fusion_pipeline.logs.records import (
@@ -84,6 +85,7 @@ __all__ = [
     "stream_metadata",
     "to_foxglove",
     "typestore",
+    "union_limits",
     "unpack_record",
     "unused_path",
 ]

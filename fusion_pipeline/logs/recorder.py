@@ -31,6 +31,7 @@ __all__ = [
     "RecordSettings",
     "Recorder",
     "stream_metadata",
+    "union_limits",
     "unused_path",
 ]
 
@@ -177,8 +178,9 @@ def _sources(config: Config, run_dir: Path, wanted: Sequence[str]) -> dict[str, 
     return {name: available[name] for name in names}
 
 
-def _union_limits(config: Config) -> Limits:
-    """One socket serves every stream, so it admits what the most permissive stream admits."""
+def union_limits(config: Config) -> Limits:
+    """The limits of one socket that serves every stream (the recorder's, the viewer's): what the most
+    permissive stream admits."""
     limits = [Limits.from_config(s.limits) for s in config.streams]
     return Limits(
         max_arrays=max(max(x.max_arrays for x in limits), 16),
@@ -207,7 +209,7 @@ class Recorder:
         self.subscriber = Subscriber(
             urls,
             topics=list(sources),
-            limits=_union_limits(config),
+            limits=union_limits(config),
             hwm=RECV_HWM,
             curve=config.curve_for(urls),
         )

@@ -1,0 +1,46 @@
+"""The viewer (extra ``[view]``): the pipeline's sensors, sets and results shown live or from a log in
+Rerun (its native or web viewer, or an .rrd file) and on a Foxglove WebSocket, without slowing the
+pipeline (docs/VIEW.md).
+
+`Scene` logs messages to a Rerun recording, one entity per view; `DrainTally` decides what a live viewer
+that fell behind shows and counts the rest; `LiveView` is the live loop's pass over its sockets, `Views`
+every output opened together; `show_log` shows a recording. Rerun's usage analytics are switched off
+before anything of rerun starts (`disable_analytics`). Rerun and foxglove-sdk are imported by the
+modules that need them: importing this face without the extra raises a ViewError that names it.
+"""
+
+from __future__ import annotations
+
+from fusion_pipeline.view.analytics import EXTRA_HINT, disable_analytics, rerun_cli
+from fusion_pipeline.view.drain import DrainTally, StreamTally
+from fusion_pipeline.view.errors import ViewError
+
+try:
+    from fusion_pipeline.view.foxglove_live import FoxgloveLive
+    from fusion_pipeline.view.live import LiveView, Views, open_sources
+    from fusion_pipeline.view.logview import show_log
+    from fusion_pipeline.view.scene import RESULT_LOG, Scene, blueprint, project
+    from fusion_pipeline.view.sinks import RerunOutput, ViewSettings, free_port
+except ImportError as exc:  # rerun-sdk or foxglove-sdk not installed
+    raise ViewError(EXTRA_HINT) from exc
+
+__all__ = [
+    "EXTRA_HINT",
+    "RESULT_LOG",
+    "DrainTally",
+    "FoxgloveLive",
+    "LiveView",
+    "RerunOutput",
+    "Scene",
+    "StreamTally",
+    "ViewError",
+    "ViewSettings",
+    "Views",
+    "blueprint",
+    "disable_analytics",
+    "free_port",
+    "open_sources",
+    "project",
+    "rerun_cli",
+    "show_log",
+]

@@ -1,0 +1,126 @@
+"""The viewer live: its subscriptions to a running graph, drained without ever slowing it, and every
+place the views go opened and closed together. Sockets here; the views themselves are `scene.Scene`.
+
+The viewer subscribes to the drivers' endpoints (the raw sensor messages) and the results, on real-time
+sockets: a publisher never waits for it. Each pass drains both sockets and `drain.DrainTally` keeps the
+newest message per discrete stream, every audio chunk and every result, counting the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from fusion_pipeline.config import Config
+from fusion_pipeline.logs.recorder import union_limits
+from fusion_pipeline.protocol import RESULT_STREAM
+from fusion_pipeline.transport import Role
+from fusion_pipeline.transport.sockets import Subscriber
+from fusion_pipeline.transport.wire import Sample
+from fusion_pipeline.view.drain import DrainTally
+from fusion_pipeline.view.foxglove_live import FoxgloveLive
+from fusion_pipeline.view.scene import Scene, blueprint
+from fusion_pipeline.view.sinks import RerunOutput, ViewSettings
+
+__all__ = ["MAX_DRAIN", "LiveView", "Views", "open_sources"]
+
+log = logging.getLogger(__name__)
+
+MAX_DRAIN = 1000  # messages taken off one socket in one pass, so a flood cannot hold the loop
+
+
+class Views:
+    """Rerun (a file, the web viewer or the native one) and Foxglove, as `settings` asks; `show` sends a
+    message to each. `log_time`: messages from a log (`scene.Scene`)."""
+
+    def __init__(self, config: Config, settings: ViewSettings, *, log_time: bool = False) -> None:
+        self.settings = settings
+        self.rerun: RerunOutput | None = None
+        self.scene: Scene | None = None
+        self.foxglove: FoxgloveLive | None = None
+        try:
+            if settings.save or settings.web or settings.native:
+                self.rerun = RerunOutput(settings, blueprint(config))
+                self.scene = Scene(config, self.rerun.recording, log_time=log_time)
+            if settings.foxglove:
+                self.foxglove = FoxgloveLive(settings.foxglove_port)
+        except BaseException:
+            self.close()
+            raise
+
+    def show(self, sample: Sample, received_ns: int) -> None:
+        if self.scene is not None:
+            self.scene.show(sample, received_ns)
+        if self.foxglove is not None:
+            self.foxglove.show(sample, received_ns)
+
+    def close(self) -> Path | None:
+        """Close every output; the .rrd written, if any."""
+        if self.foxglove is not None:
+            self.foxglove.close()
+        return self.rerun.close() if self.rerun is not None else None
+
+
+def open_sources(
+    subscriber: Callable[..., Subscriber], config: Config, run_dir: Path | None, endpoint: str = ""
+) -> list[Subscriber]:
+    """The viewer's sockets, made by `subscriber(urls, topics=..., **options)` (`node.Node.subscriber`,
+    which adds the config's CURVE keys): the config's driver endpoints and results in `run_dir`, or
+    everything on one `endpoint`."""
+    limits = union_limits(config)
+    if endpoint:
+        return [subscriber([endpoint], topics=[""], limits=limits)]
+    assert run_dir is not None
+    sensors = sorted({config.endpoint(s.endpoint, run_dir) for s in config.streams})
+    results = config.endpoint(config.output.endpoint, run_dir)
+    return [
+        subscriber(sensors, topics=[s.name for s in config.streams], limits=limits),
+        subscriber([results], topics=[RESULT_STREAM], role=Role.RESULT),
+    ]
+
+
+class LiveView:
+    """One pass of the viewer's loop (`poll`): wait for any of `sources`, drain them all, show what
+    `DrainTally` keeps. `clock` gives the receive time (wall clock)."""
+
+    def __init__(
+        self, sources: Sequence[Subscriber], views: Views, clock: Callable[[], int] = time.time_ns
+    ) -> None:
+        self.sources = list(sources)
+        self.views = views
+        self.clock = clock
+        self.tally = DrainTally()
+        self._poller = zmq.Poller()
+        for source in self.sources:
+            self._poller.register(source.socket, zmq.POLLIN)
+
+    def poll(self, timeout_ms: int) -> int:
+        """Show what arrived within `timeout_ms`; how many messages were shown."""
+        if not self._poller.poll(timeout_ms):
+            return 0
+        drained: list[Sample] = []
+        for source in self.sources:
+            for _ in range(MAX_DRAIN):
+                sample = source.recv(timeout_ms=0)
+                if sample is None:
+                    break
+                drained.append(sample)
+        received_ns = self.clock()
+        kept = self.tally.keep(drained)
+        for sample in kept:
+            self.views.show(sample, received_ns)
+        if kept and self.views.scene is not None:
+            self.views.scene.counters(self.tally)
+        return len(kept)
+
+    def counters(self) -> dict[str, Any]:
+        malformed: dict[str, int] = {}
+        for source in self.sources:
+            for reason, n in source.malformed.items():
+                malformed[f"malformed_{reason}"] = malformed.get(f"malformed_{reason}", 0) + n
+        return {**self.tally.counters(), **malformed}

@@ -1,0 +1,164 @@
+"""Where the views go: an .rrd file, Rerun's web viewer on 127.0.0.1, the native viewer, a Foxglove
+WebSocket; rerun's analytics are switched off before any of them starts (`analytics.disable_analytics`).
+
+- ``save``: the recording is written to ``NAME.rrd.partial`` and linked to its name only when closed
+  whole, so a crash leaves no half file under the name, and a file already there is never written over.
+- ``web``: a ``rerun --serve-web --bind 127.0.0.1`` process (the rerun CLI of the wheel) hosts the web
+  viewer and the gRPC server it reads from; the recording streams to that server. rerun-sdk's in-process
+  web server would listen on every address, which a vehicle must not.
+- neither (and no Foxglove): the native viewer, ``rerun`` on a free local port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from fusion_pipeline.config import ViewConfig
+from fusion_pipeline.view.analytics import EXTRA_HINT, disable_analytics, rerun_cli
+from fusion_pipeline.view.errors import ViewError
+
+__all__ = ["LOOPBACK", "PARTIAL_SUFFIX", "RerunOutput", "ViewSettings", "free_port"]
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+PARTIAL_SUFFIX = ".partial"
+_START_TIMEOUT_S = 30.0
+_STOP_GRACE_S = 3.0
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    """What the viewer shows its views in (``[view]``, or `fusion-pipeline view`'s options)."""
+
+    save: Path | None = None
+    web: bool = False
+    web_port: int = 9090  # 0: any free port
+    grpc_port: int = 9876
+    foxglove: bool = False
+    foxglove_port: int = 8765
+
+    @classmethod
+    def from_config(cls, view: ViewConfig) -> ViewSettings:
+        return cls(
+            save=Path(view.save) if view.save else None,
+            web=view.web,
+            web_port=view.web_port,
+            grpc_port=view.grpc_port,
+            foxglove=view.foxglove,
+            foxglove_port=view.foxglove_port,
+        )
+
+    @property
+    def native(self) -> bool:
+        """Nothing else asked for: open the native viewer."""
+        return not (self.save or self.web or self.foxglove)
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback address now (the OS's pick for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise ViewError(f"{what} exited {process.returncode} before listening: {stderr.strip()[-500:]}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe, contextlib.suppress(OSError):
+            probe.connect((LOOPBACK, port))
+            return
+        time.sleep(0.1)
+    raise ViewError(f"{what} did not listen on {LOOPBACK}:{port} within {_START_TIMEOUT_S:g} s")
+
+
+class RerunOutput:
+    """The recording the views are logged to, and the sinks it streams into; `close` finishes them."""
+
+    def __init__(
+        self, settings: ViewSettings, blueprint: object, application: str = "fusion-pipeline"
+    ) -> None:
+        try:
+            import rerun as rr
+        except ImportError as exc:
+            raise ViewError(EXTRA_HINT) from exc
+        self.settings = settings
+        self.web_url = ""
+        self.save = settings.save
+        self._partial: Path | None = None
+        self._viewer: subprocess.Popen[bytes] | None = None
+        if self.save is not None:
+            if self.save.exists():
+                raise ViewError(f"{self.save}: exists already, not overwriting it")
+            self._partial = self.save.with_name(f"{self.save.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+        config_file = disable_analytics()
+        log.info("rerun analytics off (%s)", config_file)
+        self.recording = rr.RecordingStream(application, recording_id=str(uuid.uuid4()))
+        sinks: list[object] = []
+        if self._partial is not None:
+            sinks.append(rr.FileSink(str(self._partial)))
+        if settings.web or settings.native:
+            sinks.append(rr.GrpcSink(self._start_viewer(settings)))
+        if sinks:
+            self.recording.set_sinks(*sinks, default_blueprint=blueprint)
+
+    def _start_viewer(self, settings: ViewSettings) -> str:
+        """Start rerun's web viewer (or the native one) bound to the loopback; the gRPC url to log to."""
+        grpc_port = settings.grpc_port or free_port()
+        command = [str(rerun_cli()), "--bind", LOOPBACK, "--port", str(grpc_port), "--hide-welcome-screen"]
+        if settings.web:
+            web_port = settings.web_port or free_port()
+            command += ["--serve-web", "--web-viewer-port", str(web_port), "--server-memory-limit", "25%"]
+        what = "rerun's web viewer" if settings.web else "rerun's native viewer"
+        self._viewer = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        grpc_url = f"rerun+http://{LOOPBACK}:{grpc_port}/proxy"
+        try:
+            _wait_for_port(grpc_port, self._viewer, what)
+            if settings.web:
+                _wait_for_port(web_port, self._viewer, what)
+                self.web_url = f"http://{LOOPBACK}:{web_port}/?url={quote(grpc_url, safe='')}"
+                log.info("web viewer: %s", self.web_url)
+        except ViewError:
+            self._stop_viewer()
+            raise
+        return grpc_url
+
+    def _stop_viewer(self) -> None:
+        if self._viewer is None or self._viewer.poll() is not None:
+            return
+        self._viewer.terminate()
+        try:
+            self._viewer.wait(_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self._viewer.kill()
+            self._viewer.wait()
+
+    def close(self) -> Path | None:
+        """Flush the recording, put the .rrd in place and stop the viewer; the .rrd's path, if any."""
+        self.recording.flush()
+        self.recording.disconnect()
+        self._stop_viewer()
+        if self._partial is None or self.save is None:
+            return None
+        try:
+            os.link(self._partial, self.save)
+        except FileExistsError:
+            raise ViewError(
+                f"{self.save}: appeared while viewing, not overwriting it (kept {self._partial})"
+            ) from None
+        self._partial.unlink()
+        return self.save
