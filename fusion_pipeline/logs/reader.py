@@ -8,13 +8,16 @@ in `fusion_pipeline.logs.records`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import struct
 import threading
 import zlib
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Full, Queue
@@ -230,11 +233,17 @@ def _unzstd(data: Buffer, size: int) -> bytes:
     return b"".join(pieces)
 
 
-def _chunk_records(chunk: Chunk, limits: Limits, verify_crcs: bool, where: str) -> Iterator[Any]:
-    """The records inside a chunk, each length checked against what is left of the chunk."""
+def _chunk_data(chunk: Chunk, limits: Limits, verify_crcs: bool, where: str) -> bytes:
+    """A chunk's records, decompressed and (with `verify_crcs`) checked against its CRC. Safe on any
+    thread: zstd and zlib release the GIL."""
     data = _inflate(chunk, limits, where)
     if verify_crcs and chunk.uncompressed_crc not in (0, zlib.crc32(data)):
         raise LogError(f"{where}: chunk CRC does not match its data")
+    return data
+
+
+def _chunk_records(data: bytes, where: str) -> Iterator[Any]:
+    """The records inside a chunk's data, each length checked against what is left of the chunk."""
     view, offset = memoryview(data), 0
     while offset < view.nbytes:
         if offset + _RECORD_HEAD.size > view.nbytes:
@@ -251,6 +260,9 @@ def _chunk_records(chunk: Chunk, limits: Limits, verify_crcs: bool, where: str) 
         if record is not None:
             yield record
 
+
+#: Chunks decompressed ahead of the reading per worker thread (LogReader `threads` > 1).
+INFLATE_AHEAD = 2
 
 #: Messages read and decompressed ahead by `prefetch`'s thread (zstd and file reads release the GIL), so
 #: reading overlaps the consumer's work: a replay's waits on the clock and on the graph, the offline
@@ -321,8 +333,9 @@ class LogReader:
     Reading does not need the MCAP summary, so a file cut short by a crash reads up to its last whole
     chunk; `truncated` then names the file and what stopped the reader. `verify_crcs=False` skips the
     CRC checks of the file and of every decompressed chunk (about a third of the reading time); the
-    records' structure and every message's wire limits are still checked. Messages of channels with another
-    encoding (a Foxglove export, say) are refused with a LogError.
+    records' structure and every message's wire limits are still checked. `threads` > 1 decompresses
+    chunks on that many worker threads ahead of the reading (zstd is most of a log's reading time).
+    Messages of channels with another encoding (a Foxglove export, say) are refused with a LogError.
     """
 
     def __init__(
@@ -331,6 +344,7 @@ class LogReader:
         limits: Limits = DEFAULT_LIMITS,
         *,
         verify_crcs: bool = True,
+        threads: int = 1,
     ) -> None:
         self.paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
         if not self.paths:
@@ -345,6 +359,9 @@ class LogReader:
                 raise LogError(f"{path}: not an MCAP file (it does not start with the MCAP magic)")
         self.limits = limits
         self.verify_crcs = verify_crcs
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        self.threads = threads
         self.streams: dict[str, dict[str, str]] = {}
         self.metadata: dict[str, dict[str, str]] = {}
         self.files: list[_FileState] = []
@@ -413,6 +430,49 @@ class LogReader:
             if not state.complete:
                 log.warning("%s: log ends early (%s); read %d messages", path, state.error, state.messages)
 
+    def _opened(
+        self,
+        records: Iterator[tuple[int, int, memoryview]],
+        path: Path,
+        verify_crcs: bool,
+        pool: ThreadPoolExecutor | None,
+    ) -> Iterator[Any]:
+        """`records` parsed, in order, chunks opened. With `pool`, chunks are decompressed on its threads,
+        up to INFLATE_AHEAD per thread ahead of the one being read. A damaged record ends the file after
+        everything before it was given, as in line."""
+        depth = INFLATE_AHEAD * self.threads
+        pending: deque[tuple[str, Any]] = deque()  # (where, a record, or its chunk data to come)
+        damage: list[LogError] = []  # what ended `records`, raised once everything before it was given
+
+        def parsed() -> Iterator[tuple[str, Any]]:
+            try:
+                for offset, opcode, body in records:
+                    where = f"{path}: record at byte {offset}"
+                    yield where, _parse(opcode, body, where)
+            except LogError as exc:
+                damage.append(exc)
+
+        def oldest() -> Iterator[Any]:
+            where, item = pending.popleft()
+            if isinstance(item, Future):
+                yield from _chunk_records(item.result(), where)
+            elif item is not None:
+                yield item
+
+        for where, record in parsed():
+            if isinstance(record, Chunk):
+                if pool is None:
+                    yield from _chunk_records(_chunk_data(record, self.limits, verify_crcs, where), where)
+                    continue
+                record = pool.submit(_chunk_data, record, self.limits, verify_crcs, where)
+            pending.append((where, record))
+            while pending and (len(pending) > depth or not isinstance(pending[0][1], Future)):
+                yield from oldest()
+        while pending:
+            yield from oldest()
+        if damage:
+            raise damage[0]
+
     def _add_channel(self, record: Channel, path: Path) -> None:
         if record.message_encoding != MESSAGE_ENCODING:
             raise LogError(
@@ -426,16 +486,14 @@ class LogReader:
         partial record at the tail) ends the file, and `state` says where and why."""
         path = state.path
         try:
-            with open(path, "rb") as f:
+            with open(path, "rb") as f, contextlib.ExitStack() as stack:
                 size = os.fstat(f.fileno()).st_size
                 records = _file_records(f, len(MCAP_MAGIC), size, self.limits, path, verify_crcs)
-                for offset, opcode, body in records:
-                    where = f"{path}: record at byte {offset}"
-                    record = _parse(opcode, body, where)
-                    if isinstance(record, Chunk):
-                        yield from _chunk_records(record, self.limits, verify_crcs, where)
-                    elif record is not None:
-                        yield record
+                pool = None
+                if self.threads > 1:
+                    pool = ThreadPoolExecutor(self.threads, thread_name_prefix="log-inflate")
+                    stack.callback(pool.shutdown, cancel_futures=True)
+                yield from self._opened(records, path, verify_crcs, pool)
             state.complete = True
         except LogError as exc:
             state.error = str(exc).removeprefix(f"{path}: ")

@@ -61,6 +61,9 @@ __all__ = ["RECORDED_BY", "OfflineGraph", "OfflineReport"]
 RECORDED_BY = "fusion-pipeline replay --offline"
 #: Set messages matched ahead of inference (each holds its frames until their front ends run).
 SETS_AHEAD = 8
+#: Threads that decompress the log's chunks (LogReader `threads`): zstd alone is about as much work as
+#: every stage together, so one thread of it would set the pace on two cores.
+READ_THREADS = 2
 
 
 @dataclass

@@ -61,6 +61,11 @@ def _done(lines: list[dict]) -> list[str]:
     return [line["log"] for line in lines if line["status"] == "done"]
 
 
+def _finished(out: Path) -> list[str]:
+    """Logs done and renamed into place (a kill between the two leaves a log the rerun redoes)."""
+    return [name for name in _done(_lines(out)) if (out / f"{name}.results.mcap").exists()]
+
+
 def _kill_session(leader: int) -> None:
     """SIGKILL the batch and every process it started (Ray's own included): all of its session."""
     for process in psutil.process_iter():
@@ -83,19 +88,14 @@ def ray_run(logs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         )
     try:
         deadline = time.monotonic() + 120
-        while not _done(_lines(out)) and first.poll() is None and time.monotonic() < deadline:
+        while not _finished(out) and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         killed_at = time.time()
     finally:
         _kill_session(first.pid)
         first.wait()
     before = _lines(out)
-    # Finished: done and renamed into place (a kill between the two leaves a log the rerun redoes).
-    mtimes = {
-        name: (out / f"{name}.results.mcap").stat().st_mtime_ns
-        for name in _done(before)
-        if (out / f"{name}.results.mcap").exists()
-    }
+    mtimes = {name: (out / f"{name}.results.mcap").stat().st_mtime_ns for name in _finished(out)}
     assert 1 <= len(mtimes) < LOGS, f"not killed midway: {_done(before)}\n{stderr.read_text()}"
     rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
     return {

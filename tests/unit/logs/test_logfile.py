@@ -251,3 +251,42 @@ def test_logs_are_created_private_to_their_owner(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "log.mcap").stat().st_mode) == 0o600
+
+
+def _chunk_offsets(data: bytes) -> list[int]:
+    """Byte offsets of every Chunk record of a log, in file order."""
+    offsets, offset = [], 8
+    while offset < len(data) - 8 and data[offset] != 0x02:  # up to the Data End record
+        if data[offset] == 0x06:
+            offsets.append(offset)
+        offset += 9 + struct.unpack_from("<Q", data, offset + 1)[0]
+    return offsets
+
+
+@pytest.mark.parametrize("damage", ["none", "cut", "bad chunk"])
+def test_chunks_decompressed_on_threads_read_as_in_line(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "log.mcap"
+    with LogWriter(path, chunk_bytes=3000) as writer:
+        for i in range(80):
+            writer.write(_camera(i) if i % 3 else _lidar(i, n=40), i)
+    data = bytearray(path.read_bytes())
+    chunks = _chunk_offsets(data)
+    assert len(chunks) > 10
+    if damage == "cut":
+        data = data[: chunks[7] + 100]
+    elif damage == "bad chunk":  # the 6th chunk's zstd data, past its header fields, overwritten
+        data[chunks[5] + 60 : chunks[5] + 90] = b"\xff" * 30
+    damaged = tmp_path / "damaged.mcap"
+    damaged.write_bytes(data)
+    in_line = LogReader(damaged, verify_crcs=True)
+    expected = list(in_line)
+    assert len(expected) == (80 if damage == "none" else len(expected)) and 0 < len(expected) < 81
+    for threads in (2, 3):
+        threaded = LogReader(damaged, verify_crcs=True, threads=threads)
+        got = list(threaded)
+        assert [m.log_time_ns for m in got] == [m.log_time_ns for m in expected]
+        assert all(_same(a.sample, b.sample) for a, b in zip(got, expected, strict=True))
+        assert threaded.truncated == in_line.truncated
+    assert (in_line.truncated == []) == (damage == "none")
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        LogReader(damaged, threads=0)
