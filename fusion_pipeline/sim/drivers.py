@@ -50,6 +50,8 @@ __all__ = ["Capture", "RenderLead", "SensorSchedule", "SimSettings", "render"]
 _MOUNT_KEYS = ("yaw_deg", "fov_deg", "x_m", "y_m")  # [streams.sim] keys that are Mount fields
 #: What a simulated generic stream renders: an IMU's 6 float32 values (World.imu).
 IMU_SCHEMA = ("<f4", [6])
+#: How far behind its capture grid the simulated IMU's driver may fall before it skips captures.
+IMU_FIFO_NS = NS_PER_S
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,8 @@ class SensorSchedule:
         self._num, self._den = NS_PER_S * rate.denominator, rate.numerator  # stamp_k = k * num // den
         self.period_ns = self._num // self._den
         self.chunk = round(AUDIO_SAMPLE_RATE / rate_hz) if stream.modality == "audio" else 0
+        # An IMU's FIFO holds its samples while the driver is late, up to its depth: sent late, not lost.
+        self.fifo_ns = IMU_FIFO_NS if stream.modality == "generic" else 0
         phase = round(settings.phase_ms * 1e6)
         if stream.modality == "audio":  # keep the first sample of every chunk on the world's sample grid
             sample_ns = NS_PER_S // AUDIO_SAMPLE_RATE
@@ -202,9 +206,10 @@ class SensorSchedule:
     def skip_to(self, now_ns: int) -> int:
         """Skip the captures a late driver can no longer send on time (a newer capture's send time,
         stamp + latency_ms, has passed by `now_ns`); returns how many were skipped. A real sensor
-        overwrites such frames."""
+        overwrites such frames. A generic sensor (the IMU) has a FIFO: it skips only captures older
+        than its depth (IMU_FIFO_NS), and sends the others late."""
         latency_ns = round(self.settings.latency_ms * 1e6)
-        first_current = max(self._next, self._index_at(now_ns - latency_ns + 1) - 1)
+        first_current = max(self._next, self._index_at(now_ns - latency_ns - self.fifo_ns + 1) - 1)
         skipped = first_current - self._next
         self._next = first_current
         return skipped
