@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import zmq
 import zmq.auth
+import zmq.backend
 from zmq.auth.thread import ThreadAuthenticator
 
 from fusion_pipeline.errors import EndpointError, TransportError
@@ -64,6 +65,9 @@ _AUTH_LOG = logging.getLogger("fusion_pipeline.auth")
 ZERO_COPY_MIN_BYTES = 64 * 1024
 # Plain ints: or-ing pyzmq's IntFlag members goes through enum machinery, microseconds per frame.
 _SNDMORE = int(zmq.SNDMORE)
+# pyzmq's Socket.send less its Python layer (routing_id and group, for draft sockets only): a quarter
+# of a microsecond per frame.
+_send = zmq.backend.Socket.send
 #: What a publisher receives is (un)subscriptions, a stream-name prefix each; a larger message is refused.
 MAX_SUBSCRIPTION_BYTES = 4096
 
@@ -112,13 +116,15 @@ class _AllowList:
 
 
 def send_frames(socket: zmq.Socket, frames: Sequence[Buffer], flags: int = 0, zero_copy: bool = True) -> None:
-    """Send one multipart message; large buffers go zero-copy (libzmq references the array memory)
-    unless `zero_copy` is False."""
+    """Send one multipart message. With `zero_copy` a buffer of ZERO_COPY_MIN_BYTES or more is handed to
+    libzmq without a copy (libzmq references the array's memory); smaller ones are cheaper to copy."""
     flags = int(flags)
+    more = flags | _SNDMORE
     last = len(frames) - 1
-    for i, frame in enumerate(frames):
-        copy = not zero_copy or memoryview(frame).nbytes < ZERO_COPY_MIN_BYTES
-        socket.send(frame, flags | _SNDMORE if i < last else flags, copy=copy, track=False)
+    for index, frame in enumerate(frames):
+        # bytes (topic, header) are copied outright; given copy=False, pyzmq copies a buffer smaller
+        # than socket.copy_threshold itself (ZERO_COPY_MIN_BYTES here, pyzmq's default elsewhere).
+        _send(socket, frame, more if index < last else flags, not zero_copy or type(frame) is bytes)
 
 
 def recv_frames(socket: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
@@ -143,6 +149,7 @@ class _Socket:
         self._context = context or zmq.Context()
         self.socket: zmq.Socket = self._context.socket(kind)
         self.socket.linger = linger_ms
+        self.socket.copy_threshold = ZERO_COPY_MIN_BYTES
         self._bound: list[Endpoint] = []
         self._curve = curve
         # Shared-memory end (fusion_pipeline.transport.shm), set by a subclass; released with the socket.
@@ -406,6 +413,11 @@ class Subscriber(_Socket):
                     return sample
 
     def _recv_frames(self, deadline: float | None) -> list[Buffer] | None:
+        # A queued message is taken at once: a poll costs more than the rest of a small message's receive.
+        try:
+            return recv_frames(self.socket, zmq.NOBLOCK)
+        except zmq.Again:
+            pass
         timeout = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
         if not self.socket.poll(timeout):
             return None
@@ -430,7 +442,7 @@ class Subscriber(_Socket):
             self.last_error = str(exc)
             return None
         self.received += 1
-        self.received_bytes += checked.header_bytes + sample.nbytes
+        self.received_bytes += checked.header_bytes + checked.nbytes
         return sample
 
     def counters(self) -> dict[str, int]:

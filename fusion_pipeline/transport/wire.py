@@ -13,9 +13,9 @@ crash the reader nor make it allocate.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import msgpack
 import numpy as np
@@ -54,6 +54,9 @@ VERSION = 1
 Buffer = Any
 
 _DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
+# The other way, for encode: one lookup both finds the string and tells that the array needs no byte
+# swap (numpy builds dtype.str anew at each access).
+_WIRE_DTYPES = {dtype: name for name, dtype in _DTYPES.items()}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _UINT64_MAX = 2**64 - 1
 _MISSING = object()
@@ -145,46 +148,52 @@ class Sample:
 
 
 def encode(sample: Sample, shm: ShmSink | None = None) -> list[Buffer]:
-    """Frames of `sample`: topic and header bytes, then one buffer per array, viewing the array's memory.
+    """Frames of `sample`: topic and header bytes, then each array itself as its buffer frame.
 
     Arrays are made C-contiguous and little endian only if they are not already (then they are copied).
     With `shm`, each array it places in shared memory is sent as a reference and an empty frame.
     """
-    buffers: list[np.ndarray | bytes] = []
+    frames: list[Buffer] = [sample.stream.encode(), b""]  # the header goes in once the specs are known
     specs: list[dict[str, Any]] = []
     for name, array in sample.arrays.items():
-        array = np.asarray(array)
-        if array.dtype.byteorder == ">":
-            array = array.astype(array.dtype.newbyteorder("<"))
-        array = np.ascontiguousarray(array)
-        dtype = array.dtype.str
-        if dtype not in ALLOWED_DTYPES:
-            raise DTypeError(f"array {name!r} of stream {sample.stream!r}: dtype {dtype!r} is not allowed")
+        array, dtype = _wire_array(array, name, sample.stream)
         spec: dict[str, Any] = {"name": name, "dtype": dtype, "shape": list(array.shape)}
-        ref = shm.place(array) if shm is not None else None
+        ref = None if shm is None else shm.place(array)
         if ref is not None:
             spec["shm"] = {"segment": ref.segment, "slot": ref.slot, "gen": ref.gen}
         specs.append(spec)
-        buffers.append(b"" if ref is not None else array)
-    header = {"v": VERSION, **sample.header_fields(), "arrays": specs}
-    frames: list[Buffer] = [sample.stream.encode(), msgpack.packb(header, use_bin_type=True)]
-    # A zero-size array still gets its (empty) frame; .data of a 0-d or empty array is a valid view.
-    frames.extend(
-        b.reshape(-1).view(np.uint8).data if isinstance(b, np.ndarray) and b.size else b"" for b in buffers
-    )
+        # A C-contiguous array is a buffer of exactly its bytes (an empty one has none).
+        frames.append(array if ref is None else b"")
+    # msgpack >= 1.0 packs bytes as bin and str as str (use_bin_type) by default.
+    frames[1] = msgpack.packb({"v": VERSION, **sample.header_fields(), "arrays": specs})
     return frames
 
 
-@dataclass(frozen=True)
+def _wire_array(array: Any, name: str, stream: str) -> tuple[np.ndarray, str]:
+    """`array` as wire v1 carries it, C-contiguous and little endian (copied only if not), and its
+    dtype string; DTypeError for a dtype outside ALLOWED_DTYPES."""
+    array = np.ascontiguousarray(array)  # no copy when it already is (a 0-d array becomes 1-d)
+    dtype = _WIRE_DTYPES.get(array.dtype)
+    if dtype is None and array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+        dtype = _WIRE_DTYPES.get(array.dtype)
+    if dtype is None:
+        raise DTypeError(f"array {name!r} of stream {stream!r}: dtype {array.dtype.str!r} is not allowed")
+    return array, dtype
+
+
+@dataclass(slots=True)
 class Checked:
     """A message that passed every check of `decode`, its arrays not created yet: a receiver can look at
     the header (and each array's declared dtype and shape) of a message it may skip, without touching
-    its buffers or shared-memory slots. `sample` has no arrays; `materialize` makes the full sample."""
+    its buffers or shared-memory slots. `sample` has no arrays; `materialize` makes the full sample.
+    Read-only by convention (not frozen: a frozen dataclass costs a microsecond per message to build)."""
 
     sample: Sample
     declared: dict[str, tuple[np.dtype, tuple[int, ...]]]
     header_bytes: int
-    _sources: tuple[memoryview | ShmRef, ...]
+    nbytes: int  # of the declared arrays
+    _sources: list[memoryview | ShmRef]  # read-only views of the buffer frames, or where in shm
 
     def materialize(self, shm: ShmSource | None = None) -> Sample:
         """The sample with its arrays: read-only views of the frames, or copies out of shared memory."""
@@ -193,11 +202,13 @@ class Checked:
             if isinstance(source, ShmRef):
                 if shm is None:
                     raise HeaderError(f"array {name!r}: shared-memory reference, but no segment reader")
-                source = shm.read(source, math.prod(shape) * dtype.itemsize)
-            array = np.frombuffer(source, dtype=dtype).reshape(shape)
-            array.flags.writeable = False
-            arrays[name] = array
-        return replace(self.sample, arrays=arrays)
+                source = shm.read(source, math.prod(shape) * dtype.itemsize).data.toreadonly()
+            # A read-only buffer makes a read-only array; its size was checked against the shape.
+            arrays[name] = np.ndarray(shape, dtype, source)
+        sample = self.sample
+        return Sample(
+            sample.stream, sample.modality, sample.seq, sample.stamp_ns, arrays, sample.frame_id, sample.meta
+        )
 
 
 def decode(frames: Sequence[Buffer], limits: Limits | None = None, shm: ShmSource | None = None) -> Sample:
@@ -209,91 +220,105 @@ def decode(frames: Sequence[Buffer], limits: Limits | None = None, shm: ShmSourc
     return check(frames, limits, shm_refs=shm is not None).materialize(shm)
 
 
+# The header's required keys besides `v` and their exact types (PROTOCOL 3). msgpack yields exact built-in
+# types, so an identity test is the whole check (and keeps bool out of int).
+_REQUIRED: tuple[tuple[str, type], ...] = (
+    ("stream", str),
+    ("modality", str),
+    ("seq", int),
+    ("stamp_ns", int),
+    ("frame_id", str),
+    ("meta", dict),
+    ("arrays", list),
+)
+
+
 def check(frames: Sequence[Buffer], limits: Limits | None = None, shm_refs: bool = False) -> Checked:
     """Every check of `decode`, with integers only: nothing is allocated for the arrays and no shared
     memory is read. `shm_refs`: whether this receiver may resolve shared-memory references."""
     limits = limits or DEFAULT_LIMITS
     if len(frames) < 2:
         raise MalformedError(f"expected at least 2 frames (topic, header), got {len(frames)}")
-    topic_view = memoryview(frames[0])
     header_view = memoryview(frames[1])
-    if header_view.nbytes > limits.max_header_bytes:
-        raise LimitError(f"header is {header_view.nbytes} bytes, limit is {limits.max_header_bytes}")
-    header = _unpack_header(header_view, limits)
-    stream = _get(header, "stream", str)
-    try:
-        topic = topic_view.tobytes().decode()
-    except UnicodeDecodeError as exc:
-        raise MalformedError(f"stream {stream!r}: topic frame is not UTF-8") from exc
-    if topic != stream:
-        raise HeaderError(f"topic {topic!r} differs from header stream {stream!r}")
+    header_bytes = header_view.nbytes
+    if header_bytes > limits.max_header_bytes:
+        raise LimitError(f"header is {header_bytes} bytes, limit is {limits.max_header_bytes}")
+    header = _unpack_header(header_view)
+    for key, kind in _REQUIRED:
+        value = header.get(key, _MISSING)
+        if type(value) is not kind:
+            raise HeaderError(
+                f"header key {key!r} is missing"
+                if value is _MISSING
+                else f"header key {key!r} must be {kind.__name__}, got {type(value).__name__}"
+            )
+    stream, seq, stamp_ns, specs = header["stream"], header["seq"], header["stamp_ns"], header["arrays"]
+    if not 0 <= seq <= _UINT64_MAX:
+        raise HeaderError(f"header key 'seq' = {seq} is out of range [0, {_UINT64_MAX}]")
+    if not _INT64_MIN <= stamp_ns <= _INT64_MAX:
+        raise HeaderError(f"header key 'stamp_ns' = {stamp_ns} is out of range [{_INT64_MIN}, {_INT64_MAX}]")
+    topic = bytes(frames[0])
+    if topic != stream.encode():
+        _refuse_topic(topic, stream)
 
-    specs = _get(header, "arrays", list)
-    where = f"stream {stream!r}"
     if len(specs) > limits.max_arrays:
-        raise LimitError(f"{where}: {len(specs)} arrays declared, limit is {limits.max_arrays}")
+        raise LimitError(f"stream {stream!r}: {len(specs)} arrays declared, limit is {limits.max_arrays}")
     if len(specs) != len(frames) - 2:
         raise MalformedError(
-            f"{where}: header declares {len(specs)} arrays but {len(frames) - 2} buffers follow"
+            f"stream {stream!r}: header declares {len(specs)} arrays but {len(frames) - 2} buffers follow"
         )
-
     declared: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
     sources: list[memoryview | ShmRef] = []
     total = 0
-    for index, (spec, frame) in enumerate(zip(specs, frames[2:], strict=True)):
-        name, dtype, shape, ref = _check_spec(spec, index, where, limits)
+    for index, spec in enumerate(specs):
+        name, dtype, shape, nbytes, ref = _check_spec(spec, index, stream, limits)
         if name in declared:
-            raise HeaderError(f"{where}: array name {name!r} appears twice")
-        nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes > limits.max_array_bytes:
-            raise LimitError(
-                f"{where} array {name!r}: shape {shape} is {nbytes} bytes, limit is {limits.max_array_bytes}"
-            )
+            raise HeaderError(f"stream {stream!r}: array name {name!r} appears twice")
         total += nbytes
         if total > limits.max_total_bytes:
-            raise LimitError(f"{where}: arrays total {total} bytes, limit is {limits.max_total_bytes}")
-        view = memoryview(frame)
+            raise LimitError(
+                f"stream {stream!r}: arrays total {total} bytes, limit is {limits.max_total_bytes}"
+            )
+        view = memoryview(frames[index + 2])
         if ref is not None:
             if view.nbytes:
-                raise ArraySizeError(f"{where} array {name!r}: in shared memory, but its frame is not empty")
+                raise ArraySizeError(
+                    f"stream {stream!r} array {name!r}: in shared memory, but its frame is not empty"
+                )
             if not shm_refs:
-                raise HeaderError(f"{where} array {name!r}: shared-memory reference on a non-ipc receiver")
+                raise HeaderError(
+                    f"stream {stream!r} array {name!r}: shared-memory reference on a non-ipc receiver"
+                )
+            sources.append(ref)
         elif view.nbytes != nbytes:
             raise ArraySizeError(
-                f"{where} array {name!r}: shape {shape} dtype {dtype.str} needs {nbytes} "
+                f"stream {stream!r} array {name!r}: shape {shape} dtype {dtype.str} needs {nbytes} "
                 f"bytes, buffer has {view.nbytes}"
             )
+        else:
+            sources.append(view.toreadonly())
         declared[name] = (dtype, shape)
-        sources.append(view if ref is None else ref)
 
-    sample = Sample(
-        stream=stream,
-        modality=_get(header, "modality", str),
-        seq=_get_int(header, "seq", 0, _UINT64_MAX),
-        stamp_ns=_get_int(header, "stamp_ns", _INT64_MIN, _INT64_MAX),
-        frame_id=_get(header, "frame_id", str),
-        meta=_get(header, "meta", dict),
-    )
-    return Checked(sample, declared, header_view.nbytes, tuple(sources))
+    sample = Sample(stream, header["modality"], seq, stamp_ns, {}, header["frame_id"], header["meta"])
+    return Checked(sample, declared, header_bytes, total, sources)
 
 
-def _unpack_header(view: memoryview, limits: Limits) -> dict[str, Any]:
-    # msgpack's own length caps keep a hostile header from declaring huge containers.
-    cap = limits.max_header_bytes
+def _refuse_topic(topic: bytes, stream: str) -> NoReturn:
     try:
-        header = msgpack.unpackb(
-            view,
-            raw=False,
-            strict_map_key=True,
-            max_str_len=cap,
-            max_bin_len=cap,
-            max_array_len=cap,
-            max_map_len=cap,
-            max_ext_len=0,
-        )
+        text = topic.decode()
+    except UnicodeDecodeError as exc:
+        raise MalformedError(f"stream {stream!r}: topic frame is not UTF-8") from exc
+    raise HeaderError(f"topic {text!r} differs from header stream {stream!r}")
+
+
+def _unpack_header(view: memoryview) -> dict[str, Any]:
+    # msgpack caps each declared str, bin, array and map length at the buffer's length (ours is at most
+    # max_header_bytes), so a hostile header cannot declare huge containers; no ext types at all.
+    try:
+        header = msgpack.unpackb(view, raw=False, strict_map_key=True, max_ext_len=0)
     except Exception as exc:  # msgpack raises several unrelated types for broken input
         raise MalformedError(f"header is not valid msgpack: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(header, dict):
+    if type(header) is not dict:
         raise MalformedError(f"header must be a msgpack map, got {type(header).__name__}")
     version = header.get("v")
     if version != VERSION:
@@ -303,53 +328,54 @@ def _unpack_header(view: memoryview, limits: Limits) -> dict[str, Any]:
     return header
 
 
-def _get(header: Mapping[str, Any], key: str, kind: type) -> Any:
-    value = header.get(key, _MISSING)
-    # msgpack yields exact built-in types, so an identity test is the whole check (and keeps bool out of
-    # int); it runs for every key of every message.
-    if type(value) is kind:
-        return value
-    if value is _MISSING:
-        raise HeaderError(f"header key {key!r} is missing")
-    raise HeaderError(f"header key {key!r} must be {kind.__name__}, got {type(value).__name__}")
-
-
-def _get_int(header: Mapping[str, Any], key: str, low: int, high: int) -> int:
-    value = _get(header, key, int)
-    if not low <= value <= high:
-        raise HeaderError(f"header key {key!r} = {value} is out of range [{low}, {high}]")
-    return value
-
-
 def _check_spec(
-    spec: Any, index: int, where: str, limits: Limits
-) -> tuple[str, np.dtype, tuple[int, ...], ShmRef | None]:
-    if not isinstance(spec, dict):
-        raise HeaderError(f"{where}: arrays[{index}] must be a map, got {type(spec).__name__}")
-    label = f"{where} arrays[{index}]"
-    name = spec.get("name")
-    if not isinstance(name, str):
-        raise HeaderError(f"{label}: 'name' must be a string")
-    dtype_str = spec.get("dtype")
-    if not isinstance(dtype_str, str) or dtype_str not in limits.allowed_dtypes or dtype_str not in _DTYPES:
+    spec: Any, index: int, stream: str, limits: Limits
+) -> tuple[str, np.dtype, tuple[int, ...], int, ShmRef | None]:
+    """One `arrays` entry: its name, dtype, shape, byte size (within `max_array_bytes`) and shm reference.
+    Error texts are built only on an error: this runs for every array of every message."""
+    if type(spec) is not dict:
+        raise HeaderError(f"stream {stream!r}: arrays[{index}] must be a map, got {type(spec).__name__}")
+    name, dtype_str, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
+    if type(name) is not str:
+        raise HeaderError(f"stream {stream!r} arrays[{index}]: 'name' must be a string")
+    # A string first: a msgpack array or map as dtype is not hashable.
+    dtype = _DTYPES.get(dtype_str) if type(dtype_str) is str else None
+    if dtype is None or dtype_str not in limits.allowed_dtypes:
         raise DTypeError(
-            f"{label} {name!r}: dtype {dtype_str!r} is not allowed "
+            f"{_label(stream, index, name)}: dtype {dtype_str!r} is not allowed "
             f"(allowed: {', '.join(sorted(limits.allowed_dtypes))})"
         )
-    shape = spec.get("shape")
-    if not isinstance(shape, list):
-        raise HeaderError(f"{label} {name!r}: 'shape' must be an array of integers")
+    if type(shape) is not list:
+        raise HeaderError(f"{_label(stream, index, name)}: 'shape' must be an array of integers")
     if len(shape) > limits.max_ndim:
-        raise LimitError(f"{label} {name!r}: {len(shape)} dimensions, limit is {limits.max_ndim}")
-    if not all(type(d) is int and 0 <= d <= _INT64_MAX for d in shape):  # exact int: no bool
-        raise HeaderError(f"{label} {name!r}: shape {shape} must hold non-negative integers")
-    return name, _DTYPES[dtype_str], tuple(shape), _check_shm_ref(spec.get("shm"), f"{label} {name!r}")
+        raise LimitError(
+            f"{_label(stream, index, name)}: {len(shape)} dimensions, limit is {limits.max_ndim}"
+        )
+    nbytes = dtype.itemsize
+    for dim in shape:
+        if type(dim) is not int or not 0 <= dim <= _INT64_MAX:  # exact int: no bool
+            raise HeaderError(f"{_label(stream, index, name)}: shape {shape} must hold non-negative integers")
+        nbytes *= dim
+    if nbytes > limits.max_array_bytes:
+        limit = limits.max_array_bytes
+        raise LimitError(f"{_label(stream, index, name)}: shape {shape} is {nbytes} bytes, limit is {limit}")
+    ref = spec.get("shm")
+    return (
+        name,
+        dtype,
+        tuple(shape),
+        nbytes,
+        None if ref is None else _check_shm_ref(ref, stream, index, name),
+    )
 
 
-def _check_shm_ref(ref: Any, label: str) -> ShmRef | None:
-    """The optional ``shm`` entry of an array: {segment: str, slot: uint, gen: uint} (PROTOCOL 3.2)."""
-    if ref is None:
-        return None
+def _label(stream: str, index: int, name: str) -> str:
+    return f"stream {stream!r} arrays[{index}] {name!r}"
+
+
+def _check_shm_ref(ref: Any, stream: str, index: int, name: str) -> ShmRef:
+    """The ``shm`` entry of an array: {segment: str, slot: uint, gen: uint} (PROTOCOL 3.2)."""
+    label = _label(stream, index, name)
     if not isinstance(ref, dict):
         raise HeaderError(f"{label}: 'shm' must be a map")
     segment, slot, gen = ref.get("segment"), ref.get("slot"), ref.get("gen")
