@@ -16,6 +16,10 @@ stops the run with SIGTERM. With --write it replaces the config's own section of
 ("## End to end" for the embedded demo, "## End to end: NAME" for a config whose pipeline.name is NAME)
 and writes its plot (docs/e2e_latency_cdf.png, docs/e2e_latency_NAME.png).
 
+With --viewer N it runs instead N rounds of the nominal config without and with the viewer node
+(``[view] enabled``, saving an .rrd, as `fusion-pipeline run` would start it), in turn, and compares the
+end-to-end p99 with the viewer against the spread of the runs without it ("## End to end with the viewer").
+
 Definitions (fusion_pipeline.ops.metrics): end_to_end = capture stamp -> result publish; delivered = capture
 -> arrival at this tool; model = inference_start -> inference_end; sync_wait = reference ingest_out ->
 arrival of the message (or deadline) completing its set; overhead = end_to_end - model - sync_wait.
@@ -99,10 +103,17 @@ class Suite:
 DEMO_SUITE = Suite()
 
 
-def scenario_config(run_dir: Path, rate_factor: float, realtime_priority: int = 0, base: str = DEMO) -> str:
+def scenario_config(
+    run_dir: Path,
+    rate_factor: float,
+    realtime_priority: int = 0,
+    base: str = DEMO,
+    view_save: Path | None = None,
+) -> str:
     """The config `base` with a fixed run dir, every sensor's rate_hz multiplied by `rate_factor` and the
-    data-path nodes at `realtime_priority`. The TOML text is edited line by line, so that its comments
-    stay; the result is parsed back and refused where an edit did not take."""
+    data-path nodes at `realtime_priority`; with `view_save`, the viewer node on, saving there. The TOML
+    text is edited line by line, so that its comments stay; the result is parsed back and refused where an
+    edit did not take."""
     text = re.sub(r'^run_dir = "[^"]*"', f'run_dir = "{run_dir}"', base, count=1, flags=re.M)
     text = re.sub(
         r"^realtime_priority = \d+", f"realtime_priority = {realtime_priority}", text, count=1, flags=re.M
@@ -110,6 +121,10 @@ def scenario_config(run_dir: Path, rate_factor: float, realtime_priority: int = 
     text = re.sub(
         r"^rate_hz = ([0-9.]+)", lambda m: f"rate_hz = {float(m.group(1)) * rate_factor:g}", text, flags=re.M
     )
+    if view_save is not None:
+        if parse_config(text).view.enabled:
+            raise SystemExit("view.enabled: already on in the config; --viewer compares without and with it")
+        text += f'\n[view]\nenabled = true\nsave = "{view_save}"\n'
     before, after = parse_config(base), parse_config(text)
     if after.pipeline.run_dir != str(run_dir):
         raise SystemExit('pipeline.run_dir: not set; the bench needs it as a line `run_dir = "..."`')
@@ -130,6 +145,7 @@ class Scenario:
     name: str
     rate_factor: float
     realtime_priority: int = 0
+    viewer: bool = False  # the viewer node on (--viewer)
     reference_hz: float | None = None  # the reference stream's rate; None in approximate mode
     summary: dict[str, Any] = field(default_factory=dict)
     stats: ResultStats | None = None
@@ -150,7 +166,8 @@ def run_scenario(
 ) -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="fp-bench-"))
     slug = re.sub(r"\W+", "-", scenario.name)
-    text = scenario_config(run_dir, scenario.rate_factor, scenario.realtime_priority, suite.text)
+    view_save = workdir / f"{slug}.rrd" if scenario.viewer else None
+    text = scenario_config(run_dir, scenario.rate_factor, scenario.realtime_priority, suite.text, view_save)
     config = parse_config(text)
     config_path = workdir / f"{slug}.toml"
     config_path.write_text(text)
@@ -412,9 +429,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0, help="start-up seconds left out (%(default)s)")
     parser.add_argument("--no-overload", action="store_true", help="skip the 2x overload scenario")
     parser.add_argument("--no-realtime", action="store_true", help="skip the SCHED_FIFO nominal scenario")
+    parser.add_argument(
+        "--viewer",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="instead: ROUNDS rounds of the nominal run without and with the viewer node, compared",
+    )
     parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md and the plot")
     args = parser.parse_args()
     suite = DEMO_SUITE if args.config is None else _suite(args.config)
+    if args.viewer:
+        return viewer_bench(args.viewer, args.duration, args.warmup, suite, args.write)
     scenarios = [Scenario("nominal", 1.0)]
     if not args.no_realtime:
         scenarios.append(Scenario(f"nominal, SCHED_FIFO {REALTIME_PRIORITY}", 1.0, REALTIME_PRIORITY))
@@ -430,6 +456,70 @@ def main() -> None:
     if args.write:
         plot_cdf(scenarios, suite.plot, f"{suite.config.pipeline.name}: {len(suite.config.streams)} streams")
         replace_section(BENCHMARKS, text)
+
+
+VIEWER_SECTION = "## End to end with the viewer"
+
+
+def viewer_bench(rounds: int, duration_s: float, warmup_s: float, suite: Suite, write: bool) -> None:
+    """`rounds` rounds of the nominal run without, then with, the viewer node; the p99s side by side."""
+    runs: list[Scenario] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for viewer in (False, True):
+                s = Scenario(f"round {r + 1}, {'viewer' if viewer else 'no viewer'}", 1.0, viewer=viewer)
+                print(f"running {s.name} for {duration_s:g} s ...", file=sys.stderr)
+                run_scenario(s, duration_s, warmup_s, Path(tmp), suite)
+                runs.append(s)
+    command = "python tools/bench_e2e.py " + " ".join(sys.argv[1:])
+    text = viewer_report(runs, command)
+    print(text)
+    if write:
+        replace_section(BENCHMARKS, text)
+
+
+def _p(s: Scenario, key: str, q: str) -> float:
+    assert s.stats is not None
+    return float(s.stats.latency().get(key, {}).get(q, math.nan))
+
+
+def viewer_report(runs: list[Scenario], command: str) -> str:
+    """The runs' end-to-end and overhead figures, the viewer's CPU and skips, and the acceptance: the p99
+    with the viewer against the range of the p99s without it."""
+    lines = [
+        VIEWER_SECTION,
+        "",
+        f"`{command}` on {machine()}: the embedded demo at its nominal rates, the runs without and with the "
+        "viewer node (`[view] enabled`, saving an .rrd) in turn; the viewer drains its own subscriptions "
+        "at nice 10 and shows the newest message per sensor.",
+        "",
+        "| run | results | end_to_end p50 ms | end_to_end p99 ms | overhead p99 ms | viewer CPU % | "
+        "viewer skipped | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in runs:
+        assert s.stats is not None
+        cpu = s.cpu.get("viewer")
+        viewer_drops = s.summary.get("drops", {}).get("viewer", {})
+        e2e = f"{_p(s, 'end_to_end', 'p50'):.2f} | {_p(s, 'end_to_end', 'p99'):.2f}"
+        lines.append(
+            f"| {s.name} | {s.stats.timed} | {e2e} "
+            f"| {_p(s, 'overhead', 'p99'):.2f} | {'-' if not cpu else f'{np.median(cpu):.1f}'} "
+            f"| {viewer_drops.get('skipped', '-') if s.viewer else '-'} | {s.load[0]:.2f}-{s.load[1]:.2f} |"
+        )
+    without = [_p(s, "end_to_end", "p99") for s in runs if not s.viewer]
+    with_viewer = [_p(s, "end_to_end", "p99") for s in runs if s.viewer]
+    spread = max(without) - min(without)
+    change = float(np.median(with_viewer) - np.median(without))
+    verdict = "met" if abs(change) <= spread else "not met"
+    lines += [
+        "",
+        f"end_to_end p99: without the viewer {', '.join(f'{v:.2f}' for v in without)} ms (spread "
+        f"{spread:.2f} ms), with it {', '.join(f'{v:.2f}' for v in with_viewer)} ms; median with minus "
+        f"median without {change:+.2f} ms, ratio {np.median(with_viewer) / np.median(without):.2f}. "
+        f"Acceptance (the change within the spread of the runs without it): {verdict}.",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def _suite(path: Path) -> Suite:

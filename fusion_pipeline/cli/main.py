@@ -14,14 +14,14 @@ import sys
 
 from fusion_pipeline import __version__
 from fusion_pipeline.allocator import tune_allocator
-from fusion_pipeline.cli import batch, introspect, keys, logs, model, run, status
+from fusion_pipeline.cli import batch, introspect, keys, logs, model, run, status, view
 from fusion_pipeline.cli.args import Parser
 from fusion_pipeline.errors import FusionError
 
 __all__ = ["build_parser", "main"]
 
 # The command groups, in the order `--help` lists them.
-COMMAND_GROUPS = (introspect, keys, model, run, logs, batch, status)
+COMMAND_GROUPS = (introspect, keys, model, run, logs, batch, status, view)
 
 
 def build_parser() -> argparse.ArgumentParser:

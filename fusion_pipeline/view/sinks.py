@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fusion_pipeline.config import ViewConfig
+from fusion_pipeline.logs.writer import LOG_MODE
 from fusion_pipeline.view.analytics import EXTRA_HINT, disable_analytics, rerun_cli
 from fusion_pipeline.view.errors import ViewError
 
@@ -154,6 +155,7 @@ class RerunOutput:
         self._stop_viewer()
         if self._partial is None or self.save is None:
             return None
+        self._partial.chmod(LOG_MODE)  # rerun creates it world-readable; a recording is the user's
         try:
             os.link(self._partial, self.save)
         except FileExistsError:

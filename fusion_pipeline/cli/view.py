@@ -1,0 +1,160 @@
+"""`fusion-pipeline view`: the pipeline's sensors, sets and results in Rerun or Foxglove (extra [view])."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
+from fusion_pipeline.config import load_config
+from fusion_pipeline.errors import FusionError
+from fusion_pipeline.node import POLL_MS
+
+__all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+PORT = number(0, int)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "view", _view)
+    p.add_argument(
+        "target",
+        nargs="*",
+        default=[],
+        help="LOG.mcap files (a recording and its --results), an endpoint (ipc:// or tcp://) or a run "
+        "directory; none: the running pipeline of the config (as `status` finds it)",
+    )
+    config_argument(p, help="TOML config: its streams' mounts and endpoints (default: the embedded demo)")
+    p.add_argument("--run-dir", type=Path, default=None, help="the running pipeline's run directory")
+    p.add_argument("--web", action="store_true", help="serve Rerun's web viewer on 127.0.0.1")
+    p.add_argument("--web-port", type=PORT, default=9090, help="its HTTP port, 0 = any free (%(default)s)")
+    p.add_argument("--grpc-port", type=PORT, default=9876, help="its data port, 0 = any free (%(default)s)")
+    p.add_argument("--save", type=Path, default=None, help="write the views to this .rrd file (new)")
+    p.add_argument("--foxglove", action="store_true", help="serve a Foxglove WebSocket on 127.0.0.1")
+    p.add_argument("--foxglove-port", type=PORT, default=8765, help="its port, 0 = any free (%(default)s)")
+    p.add_argument("--duration", type=number(0.001), default=None, help="live: stop after S seconds")
+    p.add_argument("--report-json", type=Path, default=None, help="write what was shown and skipped here")
+
+
+def _view(args: argparse.Namespace) -> int:
+    """show the sensors, the result drawn on each camera, presence and latency in Rerun or Foxglove
+
+    Live (an endpoint, a run directory, or the running pipeline): the viewer drains its own real-time
+    subscriptions and shows the newest message of each sensor, so it never slows the pipeline; what it
+    skips is counted. A log: every message on the log's capture timeline, to scrub through. --web serves
+    Rerun's web viewer on 127.0.0.1 and prints its URL; --save writes an .rrd; --foxglove serves a
+    Foxglove WebSocket with export-foxglove's channels; with none of them the native Rerun viewer opens.
+    Rerun's usage analytics are switched off first (`rerun analytics disable`). Needs the [view] extra.
+    """
+    from fusion_pipeline.view import LiveView, Views, ViewSettings, free_port, show_log
+
+    check_output_path(args.save, "--save", new=True)
+    check_output_path(args.report_json, "--report-json", new=True)
+    config = load_config(args.config)
+    settings = ViewSettings(
+        save=args.save,
+        web=args.web,
+        web_port=args.web_port if args.web_port else free_port(),
+        grpc_port=args.grpc_port if args.grpc_port else free_port(),
+        foxglove=args.foxglove,
+        foxglove_port=args.foxglove_port,
+    )
+    logs = [Path(t) for t in args.target if t.endswith(".mcap") or Path(t).is_file()]
+    report: dict[str, Any]
+    if logs:
+        if len(logs) != len(args.target):
+            raise FusionError(f"view: give log files or one endpoint, not both: {args.target}")
+        views = Views(config, settings, log_time=True)
+        try:
+            _announce(views)
+            report = {"shown": dict(show_log(logs, views))}
+            print(f"shown {sum(report['shown'].values())} messages of {len(logs)} log(s)", flush=True)
+            if settings.web or settings.foxglove:
+                _serve_until_stopped(args.duration)
+        finally:
+            saved = views.close()
+    else:
+        views, sources = _live(args, config, settings)
+        live = LiveView(sources, views)
+        try:
+            _announce(views)
+            end = None if args.duration is None else time.monotonic() + args.duration
+            try:
+                while end is None or time.monotonic() < end:
+                    live.poll(POLL_MS)
+            except KeyboardInterrupt:
+                pass
+        finally:
+            for source in sources:
+                source.close()
+            saved = views.close()
+        report = live.counters()
+        print(_live_summary(report), flush=True)
+    if saved is not None:
+        print(f"wrote {saved}")
+    if args.report_json is not None:
+        args.report_json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+def _live(args: argparse.Namespace, config: Any, settings: Any) -> tuple[Any, list[Any]]:
+    """The views and the sockets of a live view: one endpoint, or the config's in a run directory."""
+    from fusion_pipeline.ops.status import resolve_run_dir
+    from fusion_pipeline.transport.sockets import Subscriber
+    from fusion_pipeline.view import Views, open_sources
+
+    if len(args.target) > 1:
+        raise FusionError(f"view: one endpoint or run directory at a time, got {args.target}")
+    target = args.target[0] if args.target else ""
+    endpoint = target if "://" in target else ""
+    run_dir = None
+    if not endpoint:
+        run_dir = Path(target) if target else resolve_run_dir(args.config, args.run_dir)[0]
+        if not run_dir.is_dir():
+            raise FusionError(f"view: {run_dir} is not a run directory (is the pipeline running?)")
+
+    def subscriber(urls: list[str], **options: Any) -> Subscriber:
+        return Subscriber(urls, curve=config.curve_for(urls), **options)
+
+    sources = open_sources(subscriber, config, run_dir, endpoint)
+    try:
+        return Views(config, settings), sources
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+
+
+def _announce(views: Any) -> None:
+    if views.rerun is not None and views.rerun.web_url:
+        print(f"web viewer: {views.rerun.web_url}", flush=True)
+    if views.foxglove is not None:
+        print(f"Foxglove WebSocket: {views.foxglove.url}", flush=True)
+
+
+def _serve_until_stopped(duration: float | None) -> None:
+    """Keep the servers up for the viewers that connect (a log's views stay in the server)."""
+    print("serving; Ctrl-C to stop", flush=True)
+    end = None if duration is None else time.monotonic() + duration
+    try:
+        while end is None or time.monotonic() < end:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+def _live_summary(counters: dict[str, Any]) -> str:
+    streams = sorted({key.rsplit(".", 1)[0] for key in counters if "." in key})
+    lines = [f"viewer: received {counters.get('received', 0)}, skipped {counters.get('skipped', 0)}"]
+    for name in streams:
+        lines.append(
+            f"  {name}: shown {counters.get(f'{name}.shown', 0)} of {counters.get(f'{name}.received', 0)}, "
+            f"skipped {counters.get(f'{name}.skipped', 0)}, lost upstream {counters.get(f'{name}.lost', 0)}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,179 @@
+"""The viewer (issue 18): its .rrd read back with rerun's own `rerun rrd print`, rerun's analytics off,
+the viewer node beside a live demo, the web viewer in headless Chromium, the Foxglove WebSocket."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from headless import Chromium, chromium_path
+from paths import ROOT
+from pipeline_harness import demo_text, pipeline, wait_for
+
+pytestmark = pytest.mark.process
+rr = pytest.importorskip("rerun")
+pytest.importorskip("foxglove")
+
+from fusion_pipeline.config import load_config  # noqa: E402
+from fusion_pipeline.logs import LogReader  # noqa: E402
+from fusion_pipeline.view import FoxgloveLive, Views, ViewSettings, free_port, rerun_cli, show_log  # noqa: E402
+
+CLI = [sys.executable, "-m", "fusion_pipeline.cli"]
+
+
+def rrd_rows(path: Path) -> Counter[str]:
+    """Rows per entity of an .rrd, as rerun's own `rerun rrd print` lists its chunks."""
+    out = subprocess.run(
+        [str(rerun_cli()), "rrd", "print", str(path)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    rows: Counter[str] = Counter()
+    for match in re.finditer(r"^Chunk\(\S+\) with (\d+) rows .* - (/\S+) - ", out, flags=re.M):
+        rows[match.group(2)] += int(match.group(1))
+    return rows
+
+
+@pytest.fixture
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A HOME of the test's own, so rerun's analytics config is read and written there."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for name, sub in (("HOME", ""), ("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share")):
+        monkeypatch.setenv(name, str(home / sub))
+    return home
+
+
+@pytest.fixture(scope="module")
+def demo_logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """2.5 s of the demo's sensors and the results of replaying them."""
+    folder = tmp_path_factory.mktemp("logs")
+    log, results = folder / "demo.mcap", folder / "demo.results.mcap"
+    subprocess.run(
+        [sys.executable, "tools/make_sample_log.py", "-o", str(log), "--duration", "2.5"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*CLI, "replay", str(log), "--offline", "--results", str(results)], check=True, capture_output=True
+    )
+    return log, results
+
+
+def _count(paths: list[Path], stream: str) -> int:
+    return sum(1 for m in LogReader(paths) if m.sample.stream == stream)
+
+
+def test_view_log_saves_every_frame_and_result_with_analytics_off(
+    demo_logs: tuple[Path, Path], tmp_path: Path, private_home: Path
+) -> None:
+    log, results = demo_logs
+    out = tmp_path / "view.rrd"
+    done = subprocess.run(
+        [*CLI, "view", str(log), str(results), "--save", str(out)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    analytics = json.loads((private_home / ".config" / "rerun" / "analytics.json").read_text())
+    assert analytics["analytics_enabled"] is False
+    rows = rrd_rows(out)
+    assert rows["/camera/front/image"] == _count([log], "camera/front") > 0
+    assert rows["/result/log"] == _count([results], "result/fused") > 0
+    assert rows["/ego/lidar/top"] == _count([log], "lidar/top") + 1  # and its static mount
+    assert rows["/audio/roof/spectrogram"] > 0 and rows["/latency/model"] == rows["/result/log"]
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob("*.partial"))
+    again = subprocess.run([*CLI, "view", str(log), "--save", str(out)], capture_output=True, text=True)
+    assert again.returncode == 2 and "exists already" in again.stderr
+
+
+def test_viewer_node_beside_the_live_demo(tmp_path: Path, private_home: Path) -> None:
+    saved = tmp_path / "live.rrd"
+
+    def config(run_dir: Path) -> str:
+        text = demo_text(run_dir).replace('address = "127.0.0.1:9464"', 'address = "127.0.0.1:0"')
+        return text + f'\n[view]\nenabled = true\nsave = "{saved}"\n'
+
+    with pipeline(config, "--duration", "20", workdir=tmp_path) as run:
+        wait_for(lambda: run.process.poll() is not None, 90, "the 20 s run to end", run)
+        output = run.output()
+    assert run.process.returncode == 0, output[-3000:]
+    line = next(line for line in output.splitlines() if "] viewer: {" in line)
+    counters = ast.literal_eval(line.split("viewer: ", 1)[1].split("; wrote", 1)[0])
+    rows = rrd_rows(saved)
+    assert counters["camera/front.shown"] > 30
+    assert rows["/camera/front/image"] == counters["camera/front.shown"]
+    assert rows["/result/log"] == counters["result/fused.shown"] == counters["result/fused.received"] > 0
+    for stream in ("camera/front", "lidar/top", "radar/front"):
+        assert counters[f"{stream}.shown"] + counters[f"{stream}.skipped"] == counters[f"{stream}.received"]
+        if counters[f"{stream}.skipped"]:
+            assert rows[f"/viewer/{stream}/skipped"] > 0
+    assert (private_home / ".config" / "rerun" / "analytics.json").is_file()
+
+
+def _panel(image: np.ndarray) -> np.ndarray:
+    """The camera view of the layout (scene.blueprint): the top left of the page."""
+    height, width, _ = image.shape
+    return image[int(0.08 * height) : int(0.5 * height), : int(0.45 * width), :3]
+
+
+def _distinct_colors(region: np.ndarray) -> int:
+    return len(np.unique(region.reshape(-1, 3) // 8, axis=0))
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="no chromium (apt-get install chromium; .ci/run does)")
+def test_web_viewer_shows_the_camera_in_headless_chromium(
+    demo_logs: tuple[Path, Path], tmp_path: Path, private_home: Path
+) -> None:
+    from PIL import Image
+
+    settings = ViewSettings(web=True, web_port=free_port(), grpc_port=free_port())
+    views = Views(load_config(None), settings, log_time=True)
+    try:
+        assert views.rerun is not None and views.rerun.web_url.startswith("http://127.0.0.1:")
+        with Chromium(views.rerun.web_url) as browser:
+            deadline = time.monotonic() + 120
+            blank = np.asarray(Image.open(browser.screenshot(tmp_path / "blank.png")))
+            while _panel(blank).mean() < 128:  # the dark loading page, until the viewer draws its layout
+                assert time.monotonic() < deadline, "the web viewer never drew its layout"
+                time.sleep(1)
+                blank = np.asarray(Image.open(browser.screenshot(tmp_path / "blank.png")))
+            show_log(list(demo_logs), views)
+            shot = tmp_path / "camera.png"
+            image = blank
+            while _distinct_colors(_panel(image)) <= 500 and time.monotonic() < deadline:
+                time.sleep(2)
+                image = np.asarray(Image.open(browser.screenshot(shot)))
+    finally:
+        views.close()
+    assert _distinct_colors(_panel(blank)) < 100  # the empty view: a few UI colours
+    assert _distinct_colors(_panel(image)) > 500  # a camera frame: road, sky, noise
+    changed = np.abs(_panel(image).astype(int) - _panel(blank).astype(int)).max(axis=2) > 24
+    assert changed.mean() > 0.3, f"the camera view changed on {changed.mean():.0%} of its pixels"
+    if os.environ.get("FP_VIEW_SCREENSHOT"):  # the docs' picture (docs/VIEW.md)
+        shutil.copyfile(shot, os.environ["FP_VIEW_SCREENSHOT"])
+
+
+def test_foxglove_websocket_serves_export_channels_on_loopback(demo_logs: tuple[Path, Path]) -> None:
+    import psutil
+
+    live = FoxgloveLive(0)
+    try:
+        for message in LogReader(list(demo_logs)):
+            live.show(message.sample, message.log_time_ns)
+        listening = [
+            c.laddr for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_LISTEN
+        ]
+    finally:
+        live.close()
+    assert (("127.0.0.1", live.port)) in [(a.ip, a.port) for a in listening]
+    assert set(live.published) == {"/camera/front", "/lidar/top", "/radar/front", "/result/fused"}
+    assert live.no_schema == Counter({"audio/roof": _count([demo_logs[0]], "audio/roof")})
