@@ -9,7 +9,9 @@ sends the last counters and closes everything. `run_node` runs the script's main
 Heartbeats are msgpack maps pushed (PUSH/PULL) to ``ipc://RUN_DIR/control.sock``:
 ``{"node", "pid", "t_ns", "counters"}``, and ``"parts"`` (name -> counters) from a node that runs other
 nodes' work inside itself (nodes/composed.py). A heartbeat is sent at most every ``pipeline.heartbeat_ms``
-and never blocks the node: if the supervisor is gone, it is dropped.
+and never blocks the node: if the supervisor is gone, it is dropped. Besides the node's own counters,
+every heartbeat carries its process's garbage collections (``gc_collections``, ``gc_pause_ms_max``), its
+preemptions (``preempted``: involuntary context switches) and ``cpu_s``: where latency tails come from.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import gc
 import logging
 import math
 import os
+import resource
 import signal
 import sys
 import time
@@ -192,6 +195,37 @@ def enter_realtime(priority: int) -> bool:
     return True
 
 
+class _ProcessFigures:
+    """What a node's latency tails come from, counted in the process: its garbage collections (each
+    pause timed by gc.callbacks) and the times the kernel took the CPU from it while it could run
+    (involuntary context switches: preemption by other work). Every heartbeat carries them."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+        self.pause_ns_max = 0
+        self._started_ns = 0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started_ns = time.perf_counter_ns()
+        else:
+            self.collections += 1
+            self.pause_ns_max = max(self.pause_ns_max, time.perf_counter_ns() - self._started_ns)
+
+    def counters(self) -> dict[str, Any]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "gc_collections": self.collections,
+            "gc_pause_ms_max": self.pause_ns_max / 1e6,
+            "preempted": usage.ru_nivcsw,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+        }
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+
+
 class _Heartbeat:
     """Periodic liveness and counters, pushed to the supervisor without ever blocking the node."""
 
@@ -204,6 +238,7 @@ class _Heartbeat:
         self._socket.sndhwm = 4
         self._socket.connect(f"ipc://{context.run_dir}/{CONTROL_SOCKET}")
         self._last_ns = 0
+        self._process = _ProcessFigures()
 
     def due(self) -> bool:
         return time.time_ns() - self._last_ns >= self.interval_ns
@@ -212,6 +247,7 @@ class _Heartbeat:
         if not force and not self.due():
             return
         self._last_ns = now = time.time_ns()
+        counters = {**counters, **self._process.counters()}
         message = {"node": self.node, "pid": os.getpid(), "t_ns": now, "counters": counters}
         if parts is not None:
             message["parts"] = parts
@@ -223,6 +259,7 @@ class _Heartbeat:
         """Close, after a last beat with `final_counters` when given (what the node did up to its exit)."""
         if final_counters is not None:
             self.beat(final_counters, final_parts, force=True)
+        self._process.close()
         self._socket.close()
         self._zmq.term()
 

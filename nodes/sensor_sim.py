@@ -9,18 +9,24 @@ large arrays in shared memory). A capture is rendered just ahead of its
 send time (fusion_pipeline.sim.drivers.RenderLead): the simulator's render cost adds no latency a real sensor
 would not have (``latency_ms`` models that), and it stays off the CPU while the pipeline processes the
 capture just sent. A driver that falls more than one period behind skips the captures it can no
-longer send on time.
+longer send on time. Its heartbeat says how late it sent (``send_late_ms_*``, over the last
+LATENESS_WINDOW captures: woken after the send time by a busy CPU), a part of every capture's
+``capture -> ingest_in`` that is the simulator's, not the pipeline's.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 
 from fusion_pipeline.node import Node, run_node, stream_hwm
+from fusion_pipeline.ops import percentiles
 from fusion_pipeline.sim import RenderLead, SensorSchedule, SimSettings, World, render
 
 log = logging.getLogger("nodes.sensor_sim")
+
+LATENESS_WINDOW = 1000  # captures behind the send_late_ms_* heartbeat figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         lead = RenderLead(schedule.period_ns)
         counts = {"published": 0, "dropped": 0, "outage": 0, "late": 0}
+        late_ns: deque[int] = deque(maxlen=LATENESS_WINDOW)  # send time to the publish call, per capture
+
+        def counters() -> dict[str, float]:
+            lateness = percentiles(late_ns)
+            return {
+                **counts,
+                **{f"send_late_ms_{k}": lateness[k] for k in ("p50", "p99", "max") if k in lateness},
+            }
+
         log.info(
             "%s at %g Hz -> %s (%s)",
             stream.modality,
@@ -44,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             publisher.last_endpoint,
             settings.describe(),
         )
-        for _ in node.loop(lambda: counts):
+        for _ in node.loop(counters):
             late = schedule.skip_to(time.time_ns())
             if late:
                 publisher.seq += late  # frames a late driver never sent are lost: the receiver sees a gap
@@ -63,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             lead.update(time.perf_counter_ns() - started)
             if not node.sleep_until(capture.send_ns):
                 break
+            late_ns.append(time.time_ns() - capture.send_ns)
             publisher.publish(capture.stamp_ns, arrays, meta=meta)
             counts["published"] += 1
     return 0

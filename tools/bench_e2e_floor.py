@@ -33,11 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 import numpy as np
 from bench_e2e import DEMO, DOCS, Scenario, Suite, run_scenario, scenario_config
@@ -229,6 +231,10 @@ class Measured:
     stats: ResultStats
     load: float
     result_ratio: float | None = None
+    #: The pipeline's node counters at the end (the supervisor's summary), with each process's figures
+    #: (fusion_pipeline.node: gc_collections, gc_pause_ms_max, preempted, cpu_s; drivers' send_late_ms_*).
+    counters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    run_s: float = 0.0  # wall time of the run, start-up included: what the counters cover
 
 
 def run_mode(mode: str, duration_s: float, warmup_s: float, workdir: Path) -> Measured:
@@ -236,11 +242,83 @@ def run_mode(mode: str, duration_s: float, warmup_s: float, workdir: Path) -> Me
     if mode == "relays":
         return Measured(run_floor(duration_s, warmup_s, workdir), os.getloadavg()[0])
     scenario = Scenario(mode, 1.0)
+    started = time.monotonic()
     run_scenario(
         scenario, duration_s, warmup_s, workdir, Suite(DEMO if mode == "processes" else composed(DEMO))
     )
     assert scenario.stats is not None
-    return Measured(scenario.stats, os.getloadavg()[0], scenario.summary.get("result_ratio"))
+    return Measured(
+        scenario.stats,
+        os.getloadavg()[0],
+        scenario.summary.get("result_ratio"),
+        scenario.summary.get("counters", {}),
+        time.monotonic() - started,
+    )
+
+
+#: The stages an overhead is made of (sync_wait and the model are taken out of it).
+OVERHEAD_STAGES = (
+    "capture->ingest_in",
+    "ingest_in->ingest_out",
+    "sync_in->sync_emit",
+    "sync_emit->inference_start",
+    "inference_end->publish",
+)
+
+
+def slowest_stages(stats: ResultStats, share: float = 0.05) -> Counter[str]:
+    """For the `share` of results with the largest overhead, the stage that took longest in each: what
+    the tail is made of. (Every timed result has every stage, so the figures line up by index.)"""
+    overhead = np.asarray(stats.durations.get("overhead", ()))
+    stages = [np.asarray(stats.durations.get(s, ())) for s in OVERHEAD_STAGES]
+    present = [(name, v) for name, v in zip(OVERHEAD_STAGES, stages, strict=True) if len(v) == len(overhead)]
+    if not len(overhead) or not present:
+        return Counter()
+    tail = np.argsort(overhead)[-max(1, round(share * len(overhead))) :]
+    names, values = zip(*present, strict=True)
+    return Counter(names[int(i)] for i in np.argmax(np.stack(values)[:, tail], axis=0))
+
+
+def tail_rows(runs: Runs) -> list[str]:
+    """Where the overhead's tail comes from, per mode (the relays run no node framework: their drivers
+    beat to no supervisor, so only the first row has their figures)."""
+
+    def per_mode(cell: Callable[[Measured], str]) -> str:
+        return " | ".join("; ".join(cell(r) for r in runs.by_mode[m]) or "-" for m in MODES)
+
+    def slowest(run: Measured) -> str:
+        counts = slowest_stages(run.stats)
+        return ", ".join(f"{stage} {n}" for stage, n in counts.most_common()) or "-"
+
+    def nodes(run: Measured, kind: str) -> list[dict[str, Any]]:
+        return [c for name, c in run.counters.items() if name.split(":")[0] in kind.split("|")]
+
+    def drivers(run: Measured) -> str:
+        late = [(c.get("send_late_ms_p99"), c.get("send_late_ms_max")) for c in nodes(run, "sensor_sim")]
+        late = [(p99, top) for p99, top in late if p99 is not None]
+        return f"{max(p for p, _ in late):.2f} / {max(m for _, m in late):.1f}" if late else "-"
+
+    def collections(run: Measured) -> str:
+        data_path = nodes(run, "ingest|synchronizer|inference|composed")
+        if not data_path or not run.run_s:
+            return "-"
+        rate = sum(c.get("gc_collections", 0) for c in data_path) / run.run_s
+        longest = max(c.get("gc_pause_ms_max", 0.0) for c in data_path)
+        return f"{rate:.1f} / {longest:.2f}"
+
+    def preempted(run: Measured) -> str:
+        data_path = nodes(run, "ingest|synchronizer|inference|composed")
+        if not data_path or not run.run_s:
+            return "-"
+        return f"{sum(c.get('preempted', 0) for c in data_path) / run.run_s:.0f}"
+
+    return [
+        f"| the 5 % of results with the largest overhead: the stage that took longest, results | "
+        f"{per_mode(slowest)} |",
+        f"| drivers: how late they sent, p99 / max ms, the worst driver | {per_mode(drivers)} |",
+        f"| data-path nodes: garbage collections per s / longest pause ms | {per_mode(collections)} |",
+        f"| data-path nodes: preemptions per s (involuntary context switches) | {per_mode(preempted)} |",
+    ]
 
 
 @dataclass
@@ -288,6 +366,7 @@ def report(runs: Runs, rounds: int, duration_s: float, command: str, plot: Path 
     lines.append(f"| reference stamps with a result | {' | '.join(ratio_cells)} |")
     loads = " | ".join(", ".join(f"{r.load:.1f}" for r in runs.by_mode[m]) for m in MODES)
     lines.append(f"| load average at the end | {loads} |")
+    lines += tail_rows(runs)
     ratios = runs.ratios()
     ratio = median(ratios)
     held = sum(r <= COMPOSED_RATIO for r in ratios)

@@ -194,13 +194,31 @@ def _node_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
     age = GaugeMetricFamily(
         "fusion_node_heartbeat_age_seconds", "Age of the node's last heartbeat", labels=["node", "kind"]
     )
+    # Where latency tails come from (node.py's process figures in every heartbeat).
+    collections = CounterMetricFamily(
+        "fusion_node_gc_collections", "Garbage collections in the node's process", labels=["node", "kind"]
+    )
+    pause = GaugeMetricFamily(
+        "fusion_node_gc_pause_max_seconds",
+        "Longest garbage-collection pause of the node's current process",
+        labels=["node", "kind"],
+    )
+    preempted = CounterMetricFamily(
+        "fusion_node_preempted",
+        "Times the kernel took the CPU from the node while it could run (involuntary context switches)",
+        labels=["node", "kind"],
+    )
     for node in snapshot.nodes:
         labels = [node.name, node.kind]
         up.add_metric(labels, 1.0 if _running(node, snapshot.stale_s) else 0.0)
         restarts.add_metric(labels, node.restarts)
         if node.heartbeat_age_s is not None:
             age.add_metric(labels, node.heartbeat_age_s)
-    yield from (up, restarts, age)
+        counters = snapshot.counters(node.name)
+        collections.add_metric(labels, _count(counters, "gc_collections"))
+        pause.add_metric(labels, float(counters.get("gc_pause_ms_max", 0.0)) / 1e3)
+        preempted.add_metric(labels, _count(counters, "preempted"))
+    yield from (up, restarts, age, collections, pause, preempted)
     yield GaugeMetricFamily(
         "fusion_pipeline_degraded",
         "1 when a node is not running or a stream is silent (`fusion-pipeline status` says why)",

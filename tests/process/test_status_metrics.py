@@ -129,6 +129,13 @@ def test_metrics_endpoint_serves_every_family_with_growing_counters(tmp_path: Pa
         up = {dict(k)["node"]: v for k, v in second["fusion_node_up"].items()}
         assert len(up) == 10 and set(up.values()) == {1.0}
         assert second["fusion_pipeline_degraded"][()] == 0.0
+        # Every node's process figures: a Python process that decodes messages collects garbage, and the
+        # longest pause is a duration, not a count.
+        collections = {dict(k)["node"]: v for k, v in second["fusion_node_gc_collections_total"].items()}
+        assert set(collections) == set(up) and min(collections.values()) > 0, collections
+        pauses = {dict(k)["node"]: v for k, v in second["fusion_node_gc_pause_max_seconds"].items()}
+        assert set(pauses) == set(up) and all(0 < v < 1 for v in pauses.values()), pauses
+        assert set(dict(k)["node"] for k in second["fusion_node_preempted_total"]) == set(up)
 
 
 def test_status_reports_a_killed_node_as_degraded_then_recovered(tmp_path: Path) -> None:
