@@ -18,8 +18,8 @@ synchronizer drops (two thirds of the demo's camera frames are superseded by a n
 for it. Set messages are complete when they leave the sync stage; the deferred work shows in their
 ``sync_in`` .. ``sync_emit`` stage.
 
-Four threads share the work, each stage in its own order: one reads and decompresses the log ahead
-(`prefetch`), one runs ingest and the sync stage over it, one the front ends of the frames each set takes
+Four threads share the work, each stage in its own order: one reads the log ahead (`prefetch`; its
+chunks are decompressed on READ_THREADS more, LogReader `threads`), one runs ingest and the sync stage over it, one the front ends of the frames each set takes
 (and the sets' writes), and the caller's runs inference and the results' writes (zstd, numpy and ONNX
 Runtime release the GIL). Each stage keeps its state in one thread, so the order of everything it sees is
 the send order, as in a single thread.
