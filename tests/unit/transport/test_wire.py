@@ -99,6 +99,27 @@ def test_decoded_arrays_are_read_only_views_of_the_frames() -> None:
     assert points[0, 0] == 42
 
 
+def test_encode_writes_the_frames_protocol_v1_documents() -> None:
+    """The header is byte for byte the map of PROTOCOL 3, keys in its order, and the buffer frame the
+    array's C-order bytes: peers of any release read what this one writes."""
+    image = np.arange(24, dtype="<u2").reshape(2, 3, 4)
+    sample = Sample("camera/front", "camera", 3, -7, {"image": image}, "cam", {"encoding": "rgb8"})
+    topic, header, buffer = encode(sample)
+    documented = {
+        "v": 1,
+        "stream": "camera/front",
+        "modality": "camera",
+        "seq": 3,
+        "stamp_ns": -7,
+        "frame_id": "cam",
+        "meta": {"encoding": "rgb8"},
+        "arrays": [{"name": "image", "dtype": "<u2", "shape": [2, 3, 4]}],
+    }
+    assert bytes(topic) == b"camera/front"
+    assert bytes(header) == msgpack.packb(documented, use_bin_type=True)
+    assert bytes(memoryview(buffer)) == image.tobytes()
+
+
 def test_encode_converts_big_endian_and_non_contiguous() -> None:
     array = np.arange(12, dtype=">i4").reshape(3, 4)[:, ::2]
     back = decode([bytes(memoryview(f)) for f in encode(Sample("s", "m", 0, 0, {"a": array}))])
