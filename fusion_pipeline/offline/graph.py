@@ -19,10 +19,10 @@ for it. Set messages are complete when they leave the sync stage; the deferred w
 ``sync_in`` .. ``sync_emit`` stage.
 
 Four threads share the work, each stage in its own order: one reads the log ahead (`prefetch`; its
-chunks are decompressed on READ_THREADS more, LogReader `threads`), one runs ingest and the sync stage over it, one the front ends of the frames each set takes
-(and the sets' writes), and the caller's runs inference and the results' writes (zstd, numpy and ONNX
-Runtime release the GIL). Each stage keeps its state in one thread, so the order of everything it sees is
-the send order, as in a single thread.
+chunks are decompressed on READ_THREADS more, LogReader `threads`), one runs ingest and the sync stage
+over it, one the front ends of the frames each set takes (and the sets' writes), and the caller's runs
+inference and the results' writes (zstd, numpy and ONNX Runtime release the GIL). Each stage keeps its
+state in one thread, so the order of everything it sees is the send order, as in a single thread.
 
 The stage stamps (``ingest_in`` ... ``publish``) and the log time of every written result come from the
 `clock` the graph is given: the wall clock by default, so the result latencies say where the time went.
@@ -137,8 +137,13 @@ class OfflineGraph:
     def __init__(self, config: Config, *, clock: Callable[[], int] = time.time_ns) -> None:
         self.config = config
         self.clock = clock
+        model = config.model
+        if model.intra_op_threads == 0:
+            # One set at a time: ONNX Runtime's own threads would only compete with the graph's for the
+            # cores (its default, one per core, cost a quarter more CPU per run here and no wall time).
+            model = model.model_copy(update={"intra_op_threads": 1})
         # A model that does not fit the config is refused here (ContractError), as the nodes refuse it.
-        self.runtime = ModelRuntime(config)
+        self.runtime = ModelRuntime(config.model_copy(update={"model": model}))
 
     def run(
         self,
