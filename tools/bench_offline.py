@@ -192,9 +192,9 @@ def render(data: dict, args: argparse.Namespace) -> str:
         "",
         f"Offline against the socket graph: {offline['speedup'] / socket['speedup']:.1f}x the replay speed, "
         f"{offline['per_core'] / socket['per_core']:.1f}x per core. The offline command is one process with "
-        "three threads (reading and decompressing the log ahead; ingest and the sync stage; the front ends "
-        "of the frames a set takes, inference and the writes) and ONNX Runtime's own; the socket graph is "
-        "the CLI (replayer, supervisor) and six node processes. "
+        "four threads (reading the log ahead, with two more decompressing its chunks; ingest and the sync "
+        "stage; the front ends of the frames a set takes; inference, on one ONNX Runtime thread, and the "
+        "writes); the socket graph is the CLI (replayer, supervisor) and six node processes. "
         "Replay wall s leaves out start-up (model load; the graph's nodes); the CPU s and the per-core "
         "figure include it, and both commands read the log through once before they start (a log cut short "
         f"is refused up front). The offline replay alone took {replay_cpu:.1f} CPU s (its report): "
