@@ -1,11 +1,13 @@
 """Simulation: the seeded synthetic world, the simulated sensor drivers, the training dataset.
 
 One scene renders any number of cameras, lidars, radars and microphones, each from its `Mount` (yaw,
-position, a camera's field of view), with data in the sensor's own frame.
+position, a camera's field of view), with data in the sensor's own frame; a `Corruption` degrades a
+sensor's payload at one of three severities.
 """
 
 from __future__ import annotations
 
+from fusion_pipeline.sim.corruptions import CORRUPTIONS, SEVERITIES, Corruption
 from fusion_pipeline.sim.dataset import (
     DATASET_VERSION,
     DEFAULT_SENSORS,
@@ -18,7 +20,7 @@ from fusion_pipeline.sim.dataset import (
     sensors_for,
 )
 from fusion_pipeline.sim.drivers import Capture, RenderLead, SensorSchedule, SimSettings, render
-from fusion_pipeline.sim.errors import DatasetError, SimError, WorldError
+from fusion_pipeline.sim.errors import CorruptionError, DatasetError, SimError, WorldError
 from fusion_pipeline.sim.world import (
     AUDIO_SAMPLE_RATE,
     CAMERA_FOV_DEG,
@@ -46,7 +48,10 @@ __all__ = [
     "CAMERA_SHAPE",
     "CLASSES",
     "CONDITIONS",
+    "CORRUPTIONS",
     "Capture",
+    "Corruption",
+    "CorruptionError",
     "DATASET_VERSION",
     "DEFAULT_MOUNT",
     "DEFAULT_SENSORS",
@@ -59,6 +64,7 @@ __all__ = [
     "PLACE_S",
     "RADAR_HEIGHT_M",
     "RenderLead",
+    "SEVERITIES",
     "Scene",
     "Sensor",
     "SensorSchedule",

@@ -17,6 +17,11 @@ default suite gives camera (N, 3, 96, 128), lidar (N, 3, 64, 64), radar (N, 64, 
 audio (N, 1, 40, 48), all float32; labels class (N,) int64, position (N, 2) float32, velocity (N, 1)
 float32, siren (N, 1) float32; condition (N,) int64 indexing ``world.CONDITIONS``.
 
+A `Corruption` (sim/corruptions.py) degrades every sensor of its modality before its front end: the
+same scenes, labels and capture times as the clean seed, each corrupted sensor drawing its corruption's
+randomness from its own generator (seeded by world seed, episode and the sensor's place in the suite),
+so the clean sensors are bitwise those of the clean seed.
+
 The cache file stores camera arrays as float16 (half the disk, ~74 KB a sample each; the normalised
 values need no more than float16's 3 digits) and is loaded back as float32. 4000 samples of the default
 suite take ~0.8 GB in memory, and each further camera 0.6 GB. Its name holds the world config and, for
@@ -41,6 +46,7 @@ from tqdm import tqdm
 
 from fusion_pipeline.contract import MODALITIES, InputSpec, default_contract, default_input
 from fusion_pipeline.preprocess import InputPreprocessor, preprocessor_for
+from fusion_pipeline.sim.corruptions import Corruption
 from fusion_pipeline.sim.drivers import SimSettings
 from fusion_pipeline.sim.errors import DatasetError
 from fusion_pipeline.sim.world import CONDITIONS, DEFAULT_MOUNT, Mount, World, WorldConfig
@@ -156,14 +162,22 @@ def _capture(world: World, sensor: Sensor, t_ref: int, rng: np.random.Generator)
 
 
 def render_sample(
-    world: World, episode: int, sensors: Sequence[Sensor] = DEFAULT_SENSORS
+    world: World,
+    episode: int,
+    sensors: Sequence[Sensor] = DEFAULT_SENSORS,
+    corruption: Corruption | None = None,
 ) -> dict[str, np.ndarray]:
-    """One sample: every sensor captured near a reference time in `episode`, preprocessed, plus labels."""
+    """One sample: every sensor captured near a reference time in `episode`, preprocessed, plus labels;
+    the sensors of `corruption`'s modality corrupted before their front end."""
     rng = np.random.default_rng([world.seed, episode, 1000])
     t_ref = world.episode_start_ns(episode) + int(rng.uniform(*_T_REF_S) * 1e9)
     out: dict[str, np.ndarray] = {}
-    for sensor in sensors:
-        out.update(_preprocessor(sensor)(_capture(world, sensor, t_ref, rng)))
+    for i, sensor in enumerate(sensors):
+        payload = _capture(world, sensor, t_ref, rng)
+        if corruption is not None and sensor.modality == corruption.modality:
+            # Its own generator: the capture draws above stay those of the clean sample.
+            payload = corruption.apply(payload, np.random.default_rng([world.seed, episode, 2000, i]))
+        out.update(_preprocessor(sensor)(payload))
     labels = world.labels(t_ref)
     out["class"] = np.int64(labels.class_id)
     out["position"] = np.array(labels.position, np.float32)
@@ -173,13 +187,14 @@ def render_sample(
     return out
 
 
-def _fill(args: tuple[int, dict[str, Any], tuple[Sensor, ...], str, int, int, int]) -> int:
+def _fill(args: tuple[int, dict[str, Any], tuple[Sensor, ...], str | None, str, int, int, int]) -> int:
     """Worker: render samples [i0, i1) into the memory-mapped .npy files in `folder`; returns the count."""
-    seed, config, sensors, folder, n, i0, i1 = args
+    seed, config, sensors, corruption, folder, n, i0, i1 = args
     world = World(seed, WorldConfig(**config))
+    corrupt = Corruption.parse(corruption) if corruption else None
     arrays = {name: np.load(Path(folder) / f"{name}.npy", mmap_mode="r+") for name in _shapes(n, sensors)}
     for i in range(i0, i1):
-        for name, value in render_sample(world, i, sensors).items():
+        for name, value in render_sample(world, i, sensors, corrupt).items():
             arrays[name][i] = value
     for array in arrays.values():
         array.flush()
@@ -187,11 +202,18 @@ def _fill(args: tuple[int, dict[str, Any], tuple[Sensor, ...], str, int, int, in
 
 
 def _cache_path(
-    folder: Path, seed: int, n_samples: int, config: WorldConfig, sensors: tuple[Sensor, ...]
+    folder: Path,
+    seed: int,
+    n_samples: int,
+    config: WorldConfig,
+    sensors: tuple[Sensor, ...],
+    corruption: Corruption | None = None,
 ) -> Path:
     key: dict[str, Any] = dataclasses.asdict(config)
     if sensors != DEFAULT_SENSORS:  # the default suite keeps the names its caches had before suites
         key = {"world": key, "sensors": [dataclasses.asdict(s) for s in sensors]}
+    if corruption is not None:  # clean caches keep their names
+        key = {"clean": key, "corruption": str(corruption)}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return folder / f"world-v{DATASET_VERSION}-seed{seed}-n{n_samples}-{digest}.npz"
 
@@ -225,9 +247,10 @@ def generate(
     folder: str | Path | None = None,
     workers: int | None = None,
     progress: bool = False,
+    corruption: Corruption | None = None,
 ) -> dict[str, np.ndarray]:
     """Render (or load from the cache) `n_samples` model-ready samples of the world with `seed`, as seen
-    by the suite `sensors`.
+    by the suite `sensors`, with `corruption` applied to the sensors of its modality (render_sample).
 
     `folder` defaults to cache_dir(); `workers` to the number of CPUs (at most 8). With cache=False
     nothing is read or written there except a temporary scratch folder.
@@ -240,7 +263,7 @@ def generate(
     shapes = _shapes(n_samples, sensors)  # refuses a suite that fills one array twice
     config = config or WorldConfig()
     folder = Path(folder) if folder is not None else cache_dir()
-    path = _cache_path(folder, seed, n_samples, config, sensors)
+    path = _cache_path(folder, seed, n_samples, config, sensors, corruption)
     if cache and path.exists():
         return _load(path, sensors)
     folder.mkdir(parents=True, exist_ok=True)
@@ -251,10 +274,20 @@ def generate(
             npy = Path(scratch) / f"{name}.npy"
             np.lib.format.open_memmap(npy, mode="w+", dtype=dtype, shape=shape).flush()
         tasks = [
-            (seed, dataclasses.asdict(config), sensors, scratch, n_samples, i0, min(i0 + _CHUNK, n_samples))
+            (
+                seed,
+                dataclasses.asdict(config),
+                sensors,
+                str(corruption) if corruption else None,
+                scratch,
+                n_samples,
+                i0,
+                min(i0 + _CHUNK, n_samples),
+            )
             for i0 in range(0, n_samples, _CHUNK)
         ]
-        bar = tqdm(total=n_samples, desc=f"rendering world seed {seed}", unit="sample", disable=not progress)
+        what = f"world seed {seed}" + (f", {corruption}" if corruption else "")
+        bar = tqdm(total=n_samples, desc=f"rendering {what}", unit="sample", disable=not progress)
         if workers == 1:
             for task in tasks:
                 bar.update(_fill(task))

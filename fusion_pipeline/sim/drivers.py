@@ -22,6 +22,10 @@ example, configs/imu.toml, runs it at 1 kHz). Settings, all optional, in ``[stre
   started; seq keeps counting, as a sensor that lost its link would.
 - ``rate_factor`` (> 0, default 1): fault injection -- the driver captures at rate_hz x rate_factor
   while the rest of the pipeline still expects rate_hz (a sensor configured wrongly, or overload).
+- ``corruption`` (a kind of sim/corruptions.py of the stream's modality, e.g. ``"camera_blur"``) and
+  ``severity`` (1, 2 or 3, default 2): every capture is sent degraded, the sensor still present. The
+  corruption's randomness is drawn per capture from (seed, stream name, stamp), so a run is reproducible;
+  an audio corruption acts on each chunk alone (wind noise does not join across chunks).
 
 Where the sensor sits (``world.Mount``; data comes in the sensor's own frame, as from a real one):
 
@@ -41,6 +45,7 @@ import numpy as np
 
 from fusion_pipeline.config import StreamConfig
 from fusion_pipeline.protocol import NS_PER_S
+from fusion_pipeline.sim.corruptions import CORRUPTIONS, SEVERITIES, Corruption
 from fusion_pipeline.sim.errors import SimError
 from fusion_pipeline.sim.world import AUDIO_SAMPLE_RATE, DEFAULT_MOUNT, Mount, World, WorldError
 
@@ -65,6 +70,7 @@ class SimSettings:
     outage_duration_s: float = 0.0
     rate_factor: float = 1.0
     mount: Mount = DEFAULT_MOUNT
+    corruption: Corruption | None = None
 
     def rate_hz(self, stream: StreamConfig) -> float:
         """The rate the simulated sensor actually captures at."""
@@ -76,10 +82,12 @@ class SimSettings:
         raw: dict[str, Any] = dict(stream.sim)
         where = f"streams[{stream.name}].sim"
         outage = raw.pop("outage", None)
+        corruption = _corruption(stream, raw.pop("corruption", None), raw.pop("severity", None))
         known = {"seed", "latency_ms", "jitter_ms", "drop_prob", "phase_ms", "rate_factor", *_MOUNT_KEYS}
         unknown = sorted(set(raw) - known)
         if unknown:
-            raise SimError(f"{where}: unknown keys {unknown}; known: {sorted(known | {'outage'})}")
+            known |= {"outage", "corruption", "severity"}
+            raise SimError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
         if stream.modality == "generic" and stream.generic is not None:
             declared = (stream.generic.dtype, stream.generic.shape)
             if declared != IMU_SCHEMA:
@@ -129,7 +137,7 @@ class SimSettings:
                     f"streams[{stream.name}].rate_hz: the simulated microphone sends chunks of whole "
                     f"samples; {AUDIO_SAMPLE_RATE} Hz / {rate_hz:g} chunks per second is {chunk:g} samples"
                 )
-        return cls(**values)
+        return cls(**values, corruption=corruption)
 
     def describe(self) -> str:
         """The settings that differ from a perfect sensor, for the driver's start-up log line."""
@@ -137,6 +145,27 @@ class SimSettings:
             f"{f.name}={getattr(self, f.name)}" for f in fields(self) if getattr(self, f.name) != f.default
         ]
         return ", ".join(changed) or "perfect sensor"
+
+
+def _corruption(stream: StreamConfig, kind: object, severity: object) -> Corruption | None:
+    """``[streams.sim] corruption`` and ``severity``, checked against the stream's modality."""
+    where = f"streams[{stream.name}].sim"
+    if kind is None:
+        if severity is not None:
+            raise SimError(f"{where}.severity: given without {where}.corruption")
+        return None
+    if kind not in CORRUPTIONS:
+        raise SimError(f"{where}.corruption: {kind!r} is not one of {', '.join(CORRUPTIONS)}")
+    severity = 2 if severity is None else severity
+    if isinstance(severity, bool) or severity not in SEVERITIES:
+        raise SimError(f"{where}.severity: must be 1, 2 or 3, got {severity!r}")
+    corruption = Corruption(str(kind), int(severity))  # type: ignore[call-overload]
+    if corruption.modality != stream.modality:
+        raise SimError(
+            f"{where}.corruption: {kind!r} corrupts a {corruption.modality}, this stream is a "
+            f"{stream.modality}"
+        )
+    return corruption
 
 
 @dataclass(frozen=True)
@@ -244,15 +273,25 @@ class RenderLead:
 def render(
     world: World, stream: StreamConfig, capture: Capture, chunk: int
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """The arrays and meta of one capture from the stream's mount, named as PROTOCOL.md section 5 says."""
-    mount = SimSettings.from_stream(stream).mount
-    if stream.modality == "camera":
-        return {"image": world.camera(capture.stamp_ns, mount)}, {"encoding": "rgb8"}
-    if stream.modality == "lidar":
-        return {"points": world.lidar(capture.stamp_ns, mount)}, {}
-    if stream.modality == "radar":
-        return {"detections": world.radar(capture.stamp_ns, mount)}, {}
+    """The arrays and meta of one capture from the stream's mount, named as PROTOCOL.md section 5 says;
+    degraded by the stream's corruption, if it has one."""
+    settings = SimSettings.from_stream(stream)
+    mount, stamp = settings.mount, capture.stamp_ns
     if stream.modality == "generic":  # the simulated generic sensor is an IMU
-        return {"values": world.imu(capture.stamp_ns, mount)}, {}
-    samples = world.audio(capture.stamp_ns, chunk, mount=mount)[:, None]  # mono: frames x 1 channel
-    return {"samples": samples}, {"sample_rate": stream.sample_rate}
+        return {"values": world.imu(stamp, mount)}, {}
+    if stream.modality == "audio":
+        payload = world.audio(stamp, chunk, mount=mount)
+    else:
+        payload = {"camera": world.camera, "lidar": world.lidar, "radar": world.radar}[stream.modality](
+            stamp, mount
+        )
+    if settings.corruption is not None:
+        rng = np.random.default_rng([settings.seed, zlib.crc32(stream.name.encode()), stamp, 2000])
+        payload = settings.corruption.apply(payload, rng)
+    if stream.modality == "camera":
+        return {"image": payload}, {"encoding": "rgb8"}
+    if stream.modality == "lidar":
+        return {"points": payload}, {}
+    if stream.modality == "radar":
+        return {"detections": payload}, {}
+    return {"samples": payload[:, None]}, {"sample_rate": stream.sample_rate}  # mono: frames x 1 channel

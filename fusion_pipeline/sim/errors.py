@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fusion_pipeline.errors import FusionError
 
-__all__ = ["DatasetError", "SimError", "WorldError"]
+__all__ = ["CorruptionError", "DatasetError", "SimError", "WorldError"]
 
 
 class SimError(FusionError):
@@ -17,3 +17,7 @@ class WorldError(FusionError):
 
 class DatasetError(FusionError):
     """The dataset cannot be generated or its cache file cannot be read."""
+
+
+class CorruptionError(FusionError):
+    """A sensor corruption that does not exist (unknown kind, severity outside 1-3)."""

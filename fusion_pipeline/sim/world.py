@@ -78,6 +78,8 @@ __all__ = [
     "CLASSES",
     "CONDITIONS",
     "DEFAULT_MOUNT",
+    "LIDAR_BEAMS",
+    "LIDAR_ELEVATION_DEG",
     "LIDAR_HEIGHT_M",
     "PLACE_S",
     "RADAR_HEIGHT_M",
@@ -726,7 +728,11 @@ def _lights(a: Actor, t: float, condition: str, p: np.ndarray) -> list[_Lamp]:
 # ---------------------------------------------------------------------------------------------------------
 # Lidar: 64 beams from -25 to +3 degrees, 1024 azimuth steps, 100 m range
 
-_LIDAR_BEAMS, _LIDAR_AZ = 64, 1024
+#: The lidar's beams (elevation rings), evenly spaced over LIDAR_ELEVATION_DEG; sim/corruptions.py drops
+#: whole beams by these.
+LIDAR_BEAMS = 64
+LIDAR_ELEVATION_DEG = (-25.0, 3.0)
+_LIDAR_AZ = 1024
 _LIDAR_RANGE_M = 100.0
 _LIDAR_REFLECT = {"car": 0.45, "emergency": 0.45, "pedestrian": 0.15, "cyclist": 0.9}  # bikes: reflectors
 _LIDAR_NOISE_M = {"clear": 0.02, "night": 0.02, "fog": 0.05, "rain": 0.05}
@@ -736,7 +742,7 @@ _LIDAR_NOISE_M = {"clear": 0.02, "night": 0.02, "fog": 0.05, "rain": 0.05}
 def _lidar_rays() -> np.ndarray:
     """(AZ, BEAMS, 3) unit ray directions, azimuth-major so an actor's rays are a contiguous azimuth slice."""
     az = np.linspace(-math.pi, math.pi, _LIDAR_AZ, endpoint=False)
-    el = np.radians(np.linspace(-25.0, 3.0, _LIDAR_BEAMS))
+    el = np.radians(np.linspace(*LIDAR_ELEVATION_DEG, LIDAR_BEAMS))
     ce = np.cos(el)
     return np.stack(
         np.broadcast_arrays(np.cos(az)[:, None] * ce, np.sin(az)[:, None] * ce, np.sin(el)[None, :]), axis=-1
