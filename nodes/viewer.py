@@ -17,7 +17,6 @@ from dataclasses import replace
 
 from fusion_pipeline.logs import SplitPolicy, unused_path
 from fusion_pipeline.node import POLL_MS, Node, run_node
-from fusion_pipeline.view import LiveView, Views, ViewSettings, open_sources
 
 log = logging.getLogger("nodes.viewer")
 
@@ -26,6 +25,9 @@ VIEWER_NICENESS = 10
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Here, not at the top: without the [view] extra the ViewError is one log line and exit 2 (run_node).
+    from fusion_pipeline.view import LiveView, Views, ViewSettings, open_sources
+
     with Node("viewer", argv) as node:
         os.nice(VIEWER_NICENESS)
         settings = ViewSettings.from_config(node.config.view)

@@ -72,6 +72,11 @@ def _run(args: argparse.Namespace) -> int:
     check_output_path(args.summary_json, "--summary-json")
     config = load_config(args.config)
     preflight(config, args.config)
+    if config.view.enabled:  # the viewer node needs the [view] extra: say so now, not in its restarts
+        try:
+            import fusion_pipeline.view  # noqa: F401
+        except FusionError as exc:
+            raise ConfigError(f"{config_source(args.config)}: view.enabled: {exc}") from exc
     supervisor = Supervisor(config, args.config, warmup_s=args.warmup)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: supervisor.stop())

@@ -7,12 +7,16 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
-from fusion_pipeline.config import load_config
+from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.errors import FusionError
 from fusion_pipeline.node import POLL_MS
+
+if TYPE_CHECKING:  # the [view] extra is imported when the command runs
+    from fusion_pipeline.transport.sockets import Subscriber
+    from fusion_pipeline.view import Views, ViewSettings
 
 __all__ = ["register"]
 
@@ -38,7 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save", type=Path, default=None, help="write the views to this .rrd file (new)")
     p.add_argument("--foxglove", action="store_true", help="serve a Foxglove WebSocket on 127.0.0.1")
     p.add_argument("--foxglove-port", type=PORT, default=8765, help="its port, 0 = any free (%(default)s)")
-    p.add_argument("--duration", type=number(0.001), default=None, help="live: stop after S seconds")
+    p.add_argument(
+        "--duration",
+        type=number(0.001),
+        default=None,
+        help="stop after S seconds (live: of viewing; a log: of serving it; default: Ctrl-C)",
+    )
     p.add_argument("--report-json", type=Path, default=None, help="write what was shown and skipped here")
 
 
@@ -52,7 +61,7 @@ def _view(args: argparse.Namespace) -> int:
     Foxglove WebSocket with export-foxglove's channels; with none of them the native Rerun viewer opens.
     Rerun's usage analytics are switched off first (`rerun analytics disable`). Needs the [view] extra.
     """
-    from fusion_pipeline.view import LiveView, Views, ViewSettings, free_port, show_log
+    from fusion_pipeline.view import LiveView, Views, ViewSettings, show_log
 
     check_output_path(args.save, "--save", new=True)
     check_output_path(args.report_json, "--report-json", new=True)
@@ -60,8 +69,8 @@ def _view(args: argparse.Namespace) -> int:
     settings = ViewSettings(
         save=args.save,
         web=args.web,
-        web_port=args.web_port if args.web_port else free_port(),
-        grpc_port=args.grpc_port if args.grpc_port else free_port(),
+        web_port=args.web_port,
+        grpc_port=args.grpc_port,
         foxglove=args.foxglove,
         foxglove_port=args.foxglove_port,
     )
@@ -75,7 +84,7 @@ def _view(args: argparse.Namespace) -> int:
             _announce(views)
             report = {"shown": dict(show_log(logs, views))}
             print(f"shown {sum(report['shown'].values())} messages of {len(logs)} log(s)", flush=True)
-            if settings.web or settings.foxglove:
+            if settings.web or settings.foxglove or settings.native:
                 _serve_until_stopped(args.duration)
         finally:
             saved = views.close()
@@ -103,7 +112,7 @@ def _view(args: argparse.Namespace) -> int:
     return 0
 
 
-def _live(args: argparse.Namespace, config: Any, settings: Any) -> tuple[Any, list[Any]]:
+def _live(args: argparse.Namespace, config: Config, settings: ViewSettings) -> tuple[Views, list[Subscriber]]:
     """The views and the sockets of a live view: one endpoint, or the config's in a run directory."""
     from fusion_pipeline.ops.status import resolve_run_dir
     from fusion_pipeline.transport.sockets import Subscriber
@@ -131,7 +140,7 @@ def _live(args: argparse.Namespace, config: Any, settings: Any) -> tuple[Any, li
         raise
 
 
-def _announce(views: Any) -> None:
+def _announce(views: Views) -> None:
     if views.rerun is not None and views.rerun.web_url:
         print(f"web viewer: {views.rerun.web_url}", flush=True)
     if views.foxglove is not None:

@@ -26,7 +26,15 @@ pytest.importorskip("foxglove")
 
 from fusion_pipeline.config import load_config  # noqa: E402
 from fusion_pipeline.logs import LogReader  # noqa: E402
-from fusion_pipeline.view import FoxgloveLive, Views, ViewSettings, free_port, rerun_cli, show_log  # noqa: E402
+from fusion_pipeline.view import (  # noqa: E402
+    FoxgloveLive,
+    Views,
+    ViewSettings,
+    disable_analytics,
+    free_port,
+    rerun_cli,
+    show_log,
+)
 
 CLI = [sys.executable, "-m", "fusion_pipeline.cli"]
 
@@ -67,6 +75,20 @@ def demo_logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         [*CLI, "replay", str(log), "--offline", "--results", str(results)], check=True, capture_output=True
     )
     return log, results
+
+
+def test_rerun_analytics_switched_off_in_a_fresh_home(tmp_path: Path) -> None:
+    """rerun's documented switch, run for a user who never ran rerun: its config file says disabled."""
+    home = tmp_path / "fresh"
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / "cfg"),
+        "XDG_DATA_HOME": str(home / "data"),
+    }
+    written = disable_analytics(env)
+    assert written == home / "cfg" / "rerun" / "analytics.json"
+    assert json.loads(written.read_text())["analytics_enabled"] is False
 
 
 def _count(paths: list[Path], stream: str) -> int:
