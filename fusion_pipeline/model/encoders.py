@@ -1,7 +1,8 @@
 """Per-modality encoders: each turns one model input into a few tokens of width `d_model`.
 
 Camera, lidar BEV and log-mel are images, so they share one small strided CNN; radar is an unordered,
-padded set of detections, so it gets a PointNet-style encoder whose pooling ignores the padding.
+padded set of detections, so it gets a PointNet-style encoder whose pooling ignores the padding. The
+log-mel may instead be read as the sequence it is, by a GRU over its frames (`RecurrentEncoder`).
 Every encoder starts with a fixed per-channel standardisation whose statistics are measured on the
 training set (`InputNorm.fit`) and travel with the weights, so no caller has to know them.
 """
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 
 from fusion_pipeline.model.errors import ModelError
 
-__all__ = ["ConvEncoder", "InputNorm", "RadarEncoder"]
+__all__ = ["ConvEncoder", "InputNorm", "RadarEncoder", "RecurrentEncoder"]
 
 
 class InputNorm(nn.Module):
@@ -141,3 +142,33 @@ class RadarEncoder(nn.Module):
         # The detection count itself is informative (a big truck returns many points).
         density = count / points.shape[1]
         return self.proj(torch.cat([pooled_max, pooled_mean, density], dim=1)).unsqueeze(1)
+
+
+class RecurrentEncoder(nn.Module):
+    """A GRU over the frames of a log-mel (C x mels x frames, time last), one token per part of its time
+    axis: the GRU's outputs max-pooled over each of `n_tokens` equal spans of frames (the last one shorter
+    where they do not divide), as the CNN's 1x2 grid pools its two halves.
+
+    A siren's wail is a pitch sweeping over about a second: a recurrent state can follow it across the
+    frames where a CNN's receptive field sees a few at a time.
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], hidden: int, n_tokens: int, d_model: int) -> None:
+        super().__init__()
+        channels, mels, frames = in_shape
+        if frames < n_tokens:
+            raise ModelError(f"{frames} frames do not make {n_tokens} tokens (input shape {tuple(in_shape)})")
+        self.norm = InputNorm(channels, channel_dim=1)
+        self.gru = nn.GRU(channels * mels, hidden, batch_first=True)
+        span = math.ceil(frames / n_tokens)
+        self.spans = [(start, min(start + span, frames)) for start in range(0, frames, span)]
+        self.proj = nn.Linear(hidden, d_model)
+        self.n_tokens = len(self.spans)
+
+    def forward(self, x: Tensor) -> Tensor:
+        frames = self.norm(x).flatten(1, 2).transpose(1, 2)  # [B, frames, C * mels]
+        # The initial state made from the batch: traced as a Shape op, so the ONNX graph takes any batch.
+        h0 = frames.new_zeros(1, frames.shape[0], self.gru.hidden_size)
+        out, _ = self.gru(frames, h0)  # [B, frames, hidden]
+        pooled = torch.stack([out[:, a:b].amax(dim=1) for a, b in self.spans], dim=1)
+        return self.proj(pooled)  # [B, n_tokens, d_model]

@@ -176,7 +176,7 @@ def _run_patterns(
         tokens = model.encode(inputs)
         for pattern, mask in patterns.items():
             presence = torch.tensor(mask).expand(len(tokens[0]), -1)[:, model.presence_index]
-            fused, _ = model.fusion(tokens, presence)
+            fused, _ = model.fuse(tokens, presence)
             for k, v in zip(OUTPUT_NAMES, model.heads(fused), strict=True):
                 chunks[pattern][k].append(v.numpy())
     return {p: {k: np.concatenate(v) for k, v in out.items()} for p, out in chunks.items()}

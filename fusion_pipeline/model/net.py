@@ -7,6 +7,11 @@ fusion strategy sees one group of tokens per sensor input, in the contract's pre
 per modality (the default contract) this is the network the shipped model was trained as, parameter for
 parameter.
 
+Two options change the network and are off by default (the shipped model has neither):
+`ModelConfig.missing = "impute"` puts a `CrossModalImputer` (model/impute.py) between the encoders and the
+fusion, which predicts a missing input's tokens from the present ones; `ModelConfig.audio_encoder =
+"gru"` reads each log-mel with a GRU over its frames (`RecurrentEncoder`) instead of the CNN.
+
 forward() takes the contract's graph inputs (`contract.tensors`) positionally, in that order, so the ONNX
 graph's inputs are exactly the contract's. A single-modality baseline is the same network with
 `ModelConfig.modalities` cut to one modality, all of whose inputs it uses; the other inputs are accepted
@@ -23,11 +28,17 @@ import torch
 from torch import Tensor, nn
 
 from fusion_pipeline.contract import MODALITIES, InputSpec, ModelContract, default_contract
-from fusion_pipeline.model.encoders import ConvEncoder, RadarEncoder
+from fusion_pipeline.model.encoders import ConvEncoder, RadarEncoder, RecurrentEncoder
 from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.fusion import FUSIONS, AttentionFusion, ConcatFusion, Fusion, JointFusion
+from fusion_pipeline.model.impute import CrossModalImputer
 
-__all__ = ["OUTPUT_NAMES", "EncoderGroup", "FusionNet", "ModelConfig"]
+__all__ = ["AUDIO_ENCODERS", "MISSING", "OUTPUT_NAMES", "EncoderGroup", "FusionNet", "ModelConfig"]
+
+#: What a missing input becomes: the fusion's own learned placeholder, or a prediction from the others.
+MISSING: tuple[str, ...] = ("placeholder", "impute")
+#: How a log-mel is encoded: the strided CNN, or a GRU over its frames.
+AUDIO_ENCODERS: tuple[str, ...] = ("cnn", "gru")
 
 #: The outputs FusionNet's heads return, in order: the default contract's.
 OUTPUT_NAMES: tuple[str, ...] = tuple(s.name for s in default_contract().outputs)
@@ -47,12 +58,21 @@ class ModelConfig:
     n_layers: int = 2  # attention
     d_joint: int = 64  # joint
     align_weight: float = 0.1  # joint: weight of the alignment loss (0 = off)
+    missing: str = "placeholder"  # one of MISSING
+    impute_weight: float = 1.0  # impute: weight of the feature-reconstruction loss
+    audio_encoder: str = "cnn"  # one of AUDIO_ENCODERS
+    gru_hidden: int = 64  # audio_encoder "gru": its state width
 
     def __post_init__(self) -> None:
         self.modalities = tuple(self.modalities)
         self.cnn_channels = tuple(self.cnn_channels)
-        if self.fusion not in FUSIONS:
-            raise ModelError(f"ModelConfig.fusion: {self.fusion!r} is not one of {FUSIONS}")
+        for key, value, allowed in (
+            ("fusion", self.fusion, FUSIONS),
+            ("missing", self.missing, MISSING),
+            ("audio_encoder", self.audio_encoder, AUDIO_ENCODERS),
+        ):
+            if value not in allowed:
+                raise ModelError(f"ModelConfig.{key}: {value!r} is not one of {allowed}")
         unknown = [m for m in self.modalities if m not in MODALITIES]
         if unknown or not self.modalities:
             raise ModelError(
@@ -140,6 +160,8 @@ def _encoder(group: EncoderGroup, config: ModelConfig) -> nn.Module:
     stride = 4 if min(spec.shape[1:]) >= 96 else 2
     grid = (1, 2) if group.modality == "audio" else (2, 2)
     try:
+        if group.modality == "audio" and config.audio_encoder == "gru":
+            return RecurrentEncoder(spec.shape, config.gru_hidden, grid[1], config.d_model)
         return ConvEncoder(spec.shape, config.cnn_channels, stride, stride + 1, grid, config.d_model)
     except ModelError as exc:
         raise ModelError(f"input {spec.name!r} ({group.modality}): {exc}") from exc
@@ -195,6 +217,8 @@ class FusionNet(nn.Module):
         n_tokens = [self.encoders[key_of[spec.name]].n_tokens for spec in self.inputs]
         self.fusion = self._make_fusion(config, n_tokens)
         self.heads = Heads(self.fusion.d_out, config.hidden, n_classes)
+        # Made last, so that without it every other parameter is initialised as before it existed.
+        self.imputer = CrossModalImputer(n_tokens, config.d_model) if config.missing == "impute" else None
 
     @staticmethod
     def _make_fusion(cfg: ModelConfig, n_tokens: list[int]) -> Fusion:
@@ -221,10 +245,23 @@ class FusionNet(nn.Module):
         stacked = out.reshape(len(group.inputs), -1, *out.shape[1:]) + self.input_embeddings[group.key]
         return list(stacked.unbind(0))
 
+    def presence_of(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        """The presence bits of `self.inputs`, [B, len(self.inputs)], from the contract's presence vector."""
+        return inputs[self.contract.presence][:, self.presence_index]
+
+    def fuse(self, tokens: list[Tensor], presence: Tensor) -> tuple[Tensor, Tensor]:
+        """The fused vector of `tokens` (from `encode`) under `presence` (`presence_of`), and the auxiliary
+        loss (0 outside training): the joint fusion's alignment, the imputer's reconstruction. With the
+        imputer, a missing input's tokens are predicted, and the fusion sees every input."""
+        if self.imputer is None:
+            return self.fusion(tokens, presence)
+        tokens, reconstruction = self.imputer(tokens, presence)
+        fused, aux = self.fusion(tokens, torch.ones_like(presence))
+        return fused, aux + self.config.impute_weight * reconstruction
+
     def forward_with_aux(self, inputs: Mapping[str, Tensor]) -> tuple[tuple[Tensor, ...], Tensor]:
-        """Outputs in OUTPUT_NAMES order, plus the fusion's auxiliary loss (0 unless training `joint`)."""
-        presence = inputs[self.contract.presence][:, self.presence_index]
-        fused, aux = self.fusion(self.encode(inputs), presence)
+        """Outputs in OUTPUT_NAMES order, plus the auxiliary loss (`fuse`)."""
+        fused, aux = self.fuse(self.encode(inputs), self.presence_of(inputs))
         return self.heads(fused), aux
 
     def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -28,11 +29,12 @@ def _randomise_norms(model: FusionNet, seed: int) -> None:
             module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
 
 
-def export_tiny(fusion: str, folder: Path) -> tuple[FusionNet, Path]:
-    """The tiny model of `fusion` (seeded: the same weights each time) and its ONNX file in `folder`."""
+def export_tiny(fusion: str, folder: Path, **options: Any) -> tuple[FusionNet, Path]:
+    """The tiny model of `fusion` (seeded: the same weights each time) with further ModelConfig `options`
+    (missing="impute", ...), and its ONNX file in `folder`."""
     torch.manual_seed(0)
-    model = FusionNet(ModelConfig(fusion=fusion, **TINY)).eval()
+    model = FusionNet(ModelConfig(fusion=fusion, **TINY, **options)).eval()
     _randomise_norms(model, seed=1)
-    path = folder / f"{fusion}.onnx"
+    path = folder / ("-".join([fusion, *(f"{k}={v}" for k, v in options.items())]) + ".onnx")
     export_onnx(model, path)
     return model, path
