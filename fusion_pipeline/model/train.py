@@ -5,6 +5,11 @@ contract (the default's, or one per config stream, `contract_for_config`): the t
 one single-modality baseline per modality (using every input of it), so `model eval` can compare them
 honestly. Checkpoints are plain .npz arrays plus a JSON blob with the model config and the contract
 (np.load with allow_pickle=False): no pickle.
+
+Single-sensor strength (off by default, so the documented run is unchanged): `TrainConfig.p_single` keeps
+the inputs of one modality only in that share of the samples, and `TrainConfig.distill_weight` pulls a
+fused student's class distribution, where one modality is left, towards that modality's own model (a
+teacher: the suite's "<modality>-only" baseline), `distillation_loss`.
 """
 
 from __future__ import annotations
@@ -28,12 +33,15 @@ from fusion_pipeline.model.fusion import FUSIONS
 from fusion_pipeline.model.net import FusionNet, ModelConfig
 
 if TYPE_CHECKING:
+    from fusion_pipeline.sim.corruptions import Corruption
     from fusion_pipeline.sim.dataset import Sensor
 
 __all__ = [
     "LABEL_NAMES",
     "SUITE",
     "TrainConfig",
+    "distillation_loss",
+    "dropout_masks",
     "input_tensors",
     "load_checkpoint",
     "load_dataset",
@@ -62,6 +70,9 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-2
     p_all_present: float = 0.3  # sensor dropout: else a uniformly drawn non-empty subset of inputs is kept
+    p_single: float = 0.0  # of all samples, this share keeps one modality's inputs only (drawn uniformly)
+    distill_weight: float = 0.0  # fused models: weight of the distillation from the "-only" teachers
+    distill_temperature: float = 2.0
     w_position: float = 0.5
     w_velocity: float = 0.5
     w_siren: float = 0.5
@@ -87,8 +98,10 @@ def model_config_for(name: str, base: ModelConfig | None = None) -> ModelConfig:
     modality = name.removesuffix("-only")
     if name.endswith("-only") and modality in MODALITIES:
         # A baseline is the concat model with one modality's encoder: the same capacity per sensor as the
-        # fused ones.
-        return ModelConfig(**{**base.to_dict(), "fusion": "concat", "modalities": (modality,)})
+        # fused ones, and the placeholder: it is the reference of a sensor trained alone.
+        return ModelConfig(
+            **{**base.to_dict(), "fusion": "concat", "modalities": (modality,), "missing": "placeholder"}
+        )
     raise ModelError(f"unknown model {name!r}; expected one of {SUITE}")
 
 
@@ -101,17 +114,20 @@ def load_dataset(
     cache_dir: str | Path | None = None,
     contract: ModelContract | None = None,
     sensors: Sequence[Sensor] | None = None,
+    corruption: Corruption | None = None,
 ) -> dict[str, np.ndarray]:
     """World samples as arrays named like `contract`'s inputs (default: the default contract's) plus
     LABEL_NAMES, from fusion_pipeline.sim.dataset, which caches them (`cache_dir` None = its default
     folder). `sensors` (`sim.dataset.sensors_for(config)`) renders a config's sensors; None the demo's
-    four."""
+    four. `corruption` degrades the sensors of its modality (sim/corruptions.py)."""
     from fusion_pipeline.sim import dataset  # numpy-only; imported late so this module loads without it
 
     contract = contract or default_contract()
     t0 = time.perf_counter()
     sensors = sensors or dataset.DEFAULT_SENSORS
-    data = dataset.generate(world_seed, n_samples, folder=cache_dir, progress=True, sensors=sensors)
+    data = dataset.generate(
+        world_seed, n_samples, folder=cache_dir, progress=True, sensors=sensors, corruption=corruption
+    )
     log.info("dataset: world seed %d, %d samples, %.0f s", world_seed, n_samples, time.perf_counter() - t0)
     missing = [k for k in (*input_tensors(contract), *LABEL_NAMES) if k not in data]
     if missing:
@@ -135,13 +151,57 @@ def to_tensors(
     return out
 
 
-def _dropout_masks(n: int, n_inputs: int, p_all: float, gen: torch.Generator) -> torch.Tensor:
+def dropout_masks(
+    n: int,
+    n_inputs: int,
+    p_all: float,
+    gen: torch.Generator,
+    p_single: float = 0.0,
+    modality_of: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Sensor dropout, one bit per sensor input: all present with probability p_all, else a uniformly
-    drawn non-empty subset."""
+    drawn non-empty subset. Then, with `p_single` > 0, that share of all rows keeps only the inputs of one
+    modality, drawn uniformly (`modality_of`: each input's modality index; default, each input its own);
+    with 0 nothing more is drawn from `gen`, so the masks are those of a run without the option."""
     codes = torch.randint(2**n_inputs - 1, (n,), generator=gen) + 1
     pick = ((codes[:, None] >> torch.arange(n_inputs)) & 1).float()
     keep_all = torch.rand(n, 1, generator=gen) < p_all
-    return torch.where(keep_all, torch.ones_like(pick), pick)
+    masks = torch.where(keep_all, torch.ones_like(pick), pick)
+    if p_single <= 0:
+        return masks
+    modality_of = torch.arange(n_inputs) if modality_of is None else modality_of
+    kinds = torch.unique(modality_of)
+    kept = kinds[torch.randint(len(kinds), (n,), generator=gen)]
+    single = (modality_of[None, :] == kept[:, None]).float()
+    return torch.where(torch.rand(n, 1, generator=gen) < p_single, single, masks)
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    presence: torch.Tensor,
+    teacher_logits: Mapping[str, torch.Tensor],
+    modality_of: Sequence[str],
+    temperature: float,
+) -> torch.Tensor:
+    """Pull the student's class distribution towards a single-modality teacher's where only that
+    modality's inputs are present: T^2 KL(softmax(teacher / T) || softmax(student / T)), averaged over the
+    rows of the batch whose present inputs are all of one modality that has a teacher (0 if none).
+
+    `presence` [B, N] is the student's input bits, `modality_of` the modality of each of its N inputs,
+    `teacher_logits` each teacher's class logits for the whole batch, by modality."""
+    per_row = student_logits.new_zeros(len(student_logits))
+    taught = torch.zeros(len(student_logits), dtype=torch.bool)
+    log_student = F.log_softmax(student_logits / temperature, dim=1)
+    for modality, logits in teacher_logits.items():
+        own = torch.tensor([m == modality for m in modality_of])
+        alone = (presence[:, own].sum(dim=1) > 0) & (presence[:, ~own].sum(dim=1) == 0)
+        teacher = F.log_softmax(logits / temperature, dim=1)
+        kl = (teacher.exp() * (teacher - log_student)).sum(dim=1)
+        per_row = torch.where(alone, kl, per_row)
+        taught |= alone
+    if not taught.any():
+        return per_row.sum() * 0.0
+    return temperature**2 * per_row[taught].mean()
 
 
 def _loss(
@@ -187,9 +247,12 @@ def train_model(
     progress: bool = True,
     desc: str = "",
     contract: ModelContract | None = None,
+    teachers: Mapping[str, FusionNet] | None = None,
 ) -> tuple[FusionNet, list[dict[str, float]]]:
     """Train one model of `contract` (default: the default contract) on `data` (from to_tensors); returns
-    it with one history row per epoch."""
+    it with one history row per epoch. A fused model is trained with the single-sensor recipe of `tc`
+    (`p_single`; `distill_weight` > 0 with `teachers`: by modality, trained models of the same contract,
+    `distillation_loss`); a single-modality model never is."""
     torch.manual_seed(tc.seed)
     torch.set_num_threads(tc.threads)
     gen = torch.Generator().manual_seed(tc.seed)
@@ -203,6 +266,19 @@ def train_model(
 
     model = FusionNet(model_config, contract)
     presence, n_inputs = model.contract.presence, len(model.contract.presence_order)
+    modality_names = [model.contract.input(name).modality for name in model.contract.presence_order]
+    modality_of = torch.tensor([MODALITIES.index(m) for m in modality_names])
+    # The single-sensor recipe is for fused models; a baseline reads one modality anyway.
+    fused = len(model_config.modalities) > 1
+    p_single = tc.p_single if fused else 0.0
+    teachers = dict(teachers or {}) if fused else {}
+    if bool(teachers) != (fused and tc.distill_weight > 0):
+        raise ModelError(
+            f"TrainConfig.distill_weight {tc.distill_weight} with {len(teachers)} teachers: distillation "
+            "needs both a weight above 0 and the single-modality teachers"
+        )
+    for teacher in teachers.values():
+        teacher.eval()
     model.fit_normalisation(
         train, train["position"][train["class"] != 0], train["velocity"][train["class"] != 0]
     )
@@ -220,9 +296,16 @@ def train_model(
         for step in range(steps_per_epoch):
             idx = order[step * tc.batch_size : (step + 1) * tc.batch_size]
             batch = {k: v[idx] for k, v in train.items()}
-            batch[presence] = _dropout_masks(len(idx), n_inputs, tc.p_all_present, gen)
+            batch[presence] = dropout_masks(len(idx), n_inputs, tc.p_all_present, gen, p_single, modality_of)
             outputs, aux = model.forward_with_aux(batch)
             loss = _loss(model, outputs, batch, tc) + aux
+            if teachers:
+                with torch.no_grad():
+                    taught = {m: t(*(batch[k] for k in t.contract.tensors))[0] for m, t in teachers.items()}
+                # The student's bits in contract presence order, as the teachers read them.
+                loss = loss + tc.distill_weight * distillation_loss(
+                    outputs[0], batch[presence], taught, modality_names, tc.distill_temperature
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

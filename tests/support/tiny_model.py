@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from fusion_pipeline.model.export import export_onnx
+from fusion_pipeline.contract import ModelContract
+from fusion_pipeline.model.export import export_onnx, random_inputs
 from fusion_pipeline.model.net import FusionNet, ModelConfig
 
 TINY = {
@@ -38,3 +39,17 @@ def export_tiny(fusion: str, folder: Path, **options: Any) -> tuple[FusionNet, P
     path = folder / ("-".join([fusion, *(f"{k}={v}" for k, v in options.items())]) + ".onnx")
     export_onnx(model, path)
     return model, path
+
+
+def random_data(contract: ModelContract, n: int) -> dict[str, torch.Tensor]:
+    """`n` random samples of `contract`'s inputs with random labels, as `train.to_tensors` gives them."""
+    data = random_inputs(contract, torch.ones(n, len(contract.presence_order)), seed=2)
+    del data[contract.presence]
+    gen = torch.Generator().manual_seed(3)
+    return {
+        **data,
+        "class": torch.randint(0, 5, (n,), generator=gen),
+        "position": torch.randn(n, 2, generator=gen) * 10,
+        "velocity": torch.randn(n, 1, generator=gen),
+        "siren": (torch.rand(n, 1, generator=gen) < 0.2).float(),
+    }

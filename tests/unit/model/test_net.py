@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_model import random_data
 
 from fusion_pipeline.contract import InputSpec, ModelContract, default_contract
 from fusion_pipeline.inference import load_contract
@@ -85,19 +86,6 @@ def test_inputs_of_one_modality_and_shape_share_an_encoder() -> None:
     assert model.contract.tensors["presence"] == (4,)
 
 
-def _random_data(contract: ModelContract, n: int) -> dict[str, torch.Tensor]:
-    data = random_inputs(contract, torch.ones(n, len(contract.presence_order)), seed=2)
-    del data[contract.presence]
-    gen = torch.Generator().manual_seed(3)
-    return {
-        **data,
-        "class": torch.randint(0, 5, (n,), generator=gen),
-        "position": torch.randn(n, 2, generator=gen) * 10,
-        "velocity": torch.randn(n, 1, generator=gen),
-        "siren": (torch.rand(n, 1, generator=gen) < 0.2).float(),
-    }
-
-
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_a_contract_of_other_inputs_trains_one_step_and_exports(fusion: str, tmp_path: Path) -> None:
     contract = two_cameras_and_a_lidar()
@@ -105,7 +93,7 @@ def test_a_contract_of_other_inputs_trains_one_step_and_exports(fusion: str, tmp
     before = FusionNet(replace(TINY, fusion=fusion), contract).state_dict()
     tc = TrainConfig(epochs=1, batch_size=8, val_fraction=0.0)
     model, history = train_model(
-        replace(TINY, fusion=fusion), tc, _random_data(contract, 8), progress=False, contract=contract
+        replace(TINY, fusion=fusion), tc, random_data(contract, 8), progress=False, contract=contract
     )
     assert len(history) == 1 and np.isfinite(history[0]["loss"])
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
