@@ -1,9 +1,11 @@
 """Per-message cost of wire v1, step by step, in one process: where a small message's CPU time goes.
 
-Each step runs over a batch of messages, timed as a whole, and the batches of all steps alternate
-so that machine noise hits them alike; the table gives the median time per message over the batches
-and its range. Sockets are in-process (inproc PAIR for the codec steps, ipc PUB/SUB for the node path)
-so the figures are the Python side of each call; the zmq I/O threads' share is in bench_transport.py.
+Each step runs over a batch of messages, timed as a whole in CPU time of this thread (time spent
+waiting for a CPU on a busy machine is not counted), and the batches of all steps alternate so that
+noise hits them alike; the table gives the median per message over the batches and its range. Sockets
+are in-process (inproc PAIR for the codec steps, ipc PUB/SUB for the node path) and the allocator is
+tuned as in every node, so the figures are the Python side of each call; the zmq I/O threads' share is
+in bench_transport.py.
 
     python tools/profile_wire.py --bytes 1024 --batches 15
 
