@@ -519,6 +519,14 @@ def viewer_report(runs: list[Scenario], command: str) -> str:
         f"median without {change:+.2f} ms, ratio {np.median(with_viewer) / np.median(without):.2f}. "
         f"Acceptance (the change within the spread of the runs without it): {verdict}.",
     ]
+    p50_without = [_p(s, "end_to_end", "p50") for s in runs if not s.viewer]
+    p50_with = [_p(s, "end_to_end", "p50") for s in runs if s.viewer]
+    lines += [
+        "",
+        f"end_to_end p50: median without {np.median(p50_without):.2f} ms (range {min(p50_without):.2f}-"
+        f"{max(p50_without):.2f}), with {np.median(p50_with):.2f} ms (range {min(p50_with):.2f}-"
+        f"{max(p50_with):.2f}).",
+    ]
     return "\n".join(lines) + "\n"
 
 
