@@ -6,6 +6,10 @@ installed without the [train] extra, and train, eval and export say to install i
 Without --config, `train` trains the default contract's suite (the shipped model's four inputs); with one,
 a suite for that config's sensors (`contract_for_config`), and each checkpoint keeps the config's text, so
 `eval` renders the same sensors and `export` needs nothing but the run dir.
+
+`train --seeds 0,1,2` trains the suite once per torch seed, into RUN_DIR/seed0, seed1, ...; `eval` of such
+a run dir evaluates every seed and reports each figure as the mean with its range. `eval --corruptions`
+evaluates on degraded copies of the test seed instead (sim/corruptions.py) and writes new files.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ CACHE_HELP = "dataset cache (default: $FUSION_PIPELINE_CACHE, else ~/.cache/fusi
 MIN_SAMPLES = 71
 #: The top-level modules of the [train] extra (pyproject.toml).
 TRAIN_EXTRA = ("torch", "onnx", "onnxscript", "matplotlib")
+#: model.net's MISSING and AUDIO_ENCODERS, stated here for `--help` without torch (tested against them).
+MISSING = ("placeholder", "impute")
+AUDIO_ENCODERS = ("cnn", "gru")
+#: The folder of one training seed's suite inside a run dir of `train --seeds`.
+SEED_DIR = "seed{}"
 
 
 @contextlib.contextmanager
@@ -89,6 +98,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="world seed of the training set (default: the documented run)",
     )
     p.add_argument("--seed", type=int, default=None, help="torch seed: init, shuffling, modality dropout")
+    p.add_argument(
+        "--seeds",
+        type=comma_list,
+        action="extend",
+        default=None,
+        help="comma-separated torch seeds: the suite once per seed, into RUN_DIR/seedN (not with --seed)",
+    )
+    p.add_argument(
+        "--missing",
+        choices=MISSING,
+        default=None,
+        help="a missing sensor's input: the fusion's learned placeholder (default) or imputed from the "
+        "present ones (docs/MODEL.md)",
+    )
+    p.add_argument("--audio-encoder", choices=AUDIO_ENCODERS, default=None, help="log-mel encoder (cnn)")
+    p.add_argument(
+        "--p-single",
+        type=number(0.0),
+        default=None,
+        help="share of training samples that keep one modality only (default 0)",
+    )
+    p.add_argument(
+        "--distill-weight",
+        type=number(0.0),
+        default=None,
+        help="weight of the distillation from the single-modality models into the fused ones (default 0)",
+    )
 
     p = add_command(cmds, "eval", _eval)
     config_argument(p, "config whose sensors to render (default: the one the checkpoints were trained for)")
@@ -103,7 +139,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--plot",
         type=Path,
         default=None,
-        help="plot, linked from the report (default: model_eval.png beside --doc, else in RUN_DIR)",
+        help="plot, linked from the report (default: model_eval.png beside --doc, else in RUN_DIR; "
+        "model_corruptions.png with --corruptions)",
+    )
+    p.add_argument(
+        "--corruptions",
+        type=comma_list,
+        action="extend",
+        default=None,
+        help="comma-separated corruption kinds (camera_blur, ...) or 'all': evaluate on degraded copies of "
+        "the test seed instead, into new files (--doc default RUN_DIR/corruptions.md)",
+    )
+    p.add_argument(
+        "--severities",
+        type=comma_list,
+        action="extend",
+        default=None,
+        help="comma-separated severities of --corruptions (default 1,2,3)",
     )
 
     p = add_command(cmds, "export", _export)
@@ -133,55 +185,113 @@ def _train(args: argparse.Namespace) -> int:
 
     Generate (or load the cached) world dataset, then train every model of the suite on it: the three
     fusion strategies and one single-modality baseline per modality (using all of its sensors). With
-    --config, for that config's sensors: one model input per stream.
+    --config, for that config's sensors: one model input per stream. With --seeds, the suite once per seed.
     """
     with _train_extra():
+        from fusion_pipeline.model.net import ModelConfig
         from fusion_pipeline.model.train import (
             TrainConfig,
             load_dataset,
             model_config_for,
-            save_checkpoint,
             suite,
             to_tensors,
-            train_model,
         )
     from fusion_pipeline.sim.dataset import sensors_for
 
+    if args.seeds is not None and args.seed is not None:
+        raise ModelError("--seed and --seeds: give one of them")
+    seeds = _ints(args.seeds, "--seeds") if args.seeds is not None else None
     overrides = {
         "n_samples": args.samples,
         "epochs": args.epochs,
         "world_seed": args.world_seed,
         "seed": args.seed,
+        "p_single": args.p_single,
+        "distill_weight": args.distill_weight,
     }
     tc = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    options = {"missing": args.missing, "audio_encoder": args.audio_encoder}
+    base = ModelConfig(**{k: v for k, v in options.items() if v is not None})
     config = load_config(args.config) if args.config else None
     # Kept in every checkpoint, so that eval renders the same sensors.
     saved_config = {"source": str(args.config), "text": args.config.read_text()} if args.config else None
     contract = contract_for_config(config) if config else default_contract()
     names = list(suite(contract)) if args.models is None or "all" in args.models else args.models
-    configs = {name: model_config_for(name) for name in names}  # validates every name before any work
+    configs = {name: model_config_for(name, base) for name in names}  # validates every name before any work
     for name in names:
         if name not in suite(contract):
             raise ModelError(f"model {name!r}: {args.config} has no {name.removesuffix('-only')} stream")
+    # Distillation: the single-modality teachers first, so each fused model of a seed learns from its own.
+    configs = dict(sorted(configs.items(), key=lambda item: len(item[1].modalities) > 1))
+    labels = [Path(SEED_DIR.format(seed)) for seed in seeds] if seeds is not None else [Path(".")]
+    if tc.distill_weight > 0 and any(len(c.modalities) > 1 for c in configs.values()):
+        for modality in dict.fromkeys(spec.modality for spec in contract.inputs):
+            teacher = f"{modality}-only"
+            if teacher not in configs and not all(
+                (args.run_dir / d / f"{teacher}.npz").is_file() for d in labels
+            ):
+                raise ModelError(
+                    f"--distill-weight: the fused models need the teacher {teacher}; train it in the same "
+                    f"run (--models all) or first into {args.run_dir}"
+                )
     sensors = sensors_for(config) if config else None
     data = to_tensors(load_dataset(tc.world_seed, tc.n_samples, args.cache_dir, contract, sensors), contract)
-    args.run_dir.mkdir(parents=True, exist_ok=True)
+    for seed, label in zip(seeds if seeds is not None else [tc.seed], labels, strict=True):
+        _train_suite(
+            configs, replace(tc, seed=seed), data, contract, args.run_dir / label, saved_config, label
+        )
+    return 0
+
+
+def _ints(texts: list[str], option: str) -> list[int]:
+    try:
+        return [int(text) for text in texts]
+    except ValueError:
+        raise ModelError(f"{option} {','.join(texts)}: expected integers") from None
+
+
+def _train_suite(
+    configs: dict[str, Any],
+    tc: Any,
+    data: dict[str, Any],
+    contract: ModelContract,
+    run_dir: Path,
+    saved_config: dict[str, str] | None,
+    label: Path,
+) -> None:
+    """Train `configs` (suite name -> ModelConfig, baselines first) with `tc` into `run_dir`, printing each
+    model as `label`/NAME; with distillation, each fused model from this run's baselines (or those already
+    in `run_dir`)."""
+    from fusion_pipeline.model.train import load_checkpoint, save_checkpoint, train_model
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    teachers: dict[str, Any] = {}
     for name, model_config in configs.items():
+        fused = len(model_config.modalities) > 1
+        if (
+            fused and tc.distill_weight > 0
+        ):  # a teacher not trained in this run is in run_dir (_train checked)
+            for modality in dict.fromkeys(s.modality for s in contract.inputs if s.modality not in teachers):
+                teachers[modality], _ = load_checkpoint(run_dir / f"{modality}-only.npz")
         t0 = time.perf_counter()
-        model, history = train_model(model_config, tc, data, desc=name, contract=contract)
+        distilled = fused and tc.distill_weight > 0
+        model, history = train_model(
+            model_config, tc, data, desc=name, contract=contract, teachers=teachers if distilled else None
+        )
+        if not fused:
+            teachers[model_config.modalities[0]] = model
         meta = {
             "train_config": asdict(tc),
             "history": history,
             "seconds": time.perf_counter() - t0,
             "config": saved_config,
         }
-        save_checkpoint(args.run_dir / f"{name}.npz", model, meta)
+        save_checkpoint(run_dir / f"{name}.npz", model, meta)
         last = history[-1]
         print(
-            f"{name}: loss {last['loss']:.3f}, "
+            f"{label / name}: loss {last['loss']:.3f}, "
             f"val accuracy {last['val_accuracy']:.3f}, {meta['seconds']:.0f} s"
         )
-    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -189,37 +299,42 @@ def _eval(args: argparse.Namespace) -> int:
 
     Evaluate every trained model under each presence pattern on a world seed the training never saw,
     and write the table and plot into a report (its marked section; `--doc docs/MODEL.md` updates the
-    model documentation and docs/model_eval.png).
+    model documentation and docs/model_eval.png). A run dir of `train --seeds` is evaluated per seed and
+    reported as mean (min-max). With --corruptions, every model with all sensors present on degraded
+    copies of the test seed instead, into new files.
     """
     with _train_extra():
         from fusion_pipeline.model.evaluate import (
+            aggregate_rows,
             criteria_for,
+            evaluate_corruptions,
             evaluate_suite,
             pyplot,
             save_rows,
+            write_corruption_report,
+            write_new,
             write_report,
         )
-        from fusion_pipeline.model.train import SUITE, load_checkpoint, load_dataset, to_tensors
+        from fusion_pipeline.model.train import load_dataset, to_tensors
 
         pyplot()  # only the plot needs matplotlib, at the very end: check it before the evaluation
     from fusion_pipeline.sim.dataset import sensors_for
 
-    models, metas = {}, []
-    for name in SUITE:
-        path = args.run_dir / f"{name}.npz"
-        if path.is_file():
-            models[name], meta = load_checkpoint(path)
-            metas.append(meta)
-    if not models:
-        raise ModelError(f"{args.run_dir}: no checkpoints; run `fusion-pipeline model train` first")
+    corruptions = _corruptions(args)
+    if corruptions is not None:
+        doc = args.doc or args.run_dir / "corruptions.md"
+        plot = args.plot or doc.parent / "model_corruptions.png"
+        for path, option in (
+            (doc, "--doc"),
+            (plot, "--plot"),
+            (args.run_dir / "corruptions.json", "--run-dir"),
+        ):
+            check_output_path(path, option, new=True)
+    runs, metas = _load_runs(args.run_dir)
     tc = metas[0]["train_config"]
-    if any(m["train_config"] != tc or m.get("config") != metas[0].get("config") for m in metas):
-        raise ModelError(
-            f"{args.run_dir}: checkpoints were trained with different settings; retrain the suite"
-        )
     if args.test_seed == tc["world_seed"]:
         raise ModelError(f"--test-seed {args.test_seed} is the training world seed; pick an unseen one")
-    contract = _suite_contract(args.run_dir, [m.contract for m in models.values()])
+    contract = _suite_contract(args.run_dir, [m.contract for models in runs for m in models.values()])
     source, config = _eval_config(args.config, metas[0].get("config"))
     if config is not None and contract_for_config(config) != contract:
         raise ModelError(
@@ -227,21 +342,45 @@ def _eval(args: argparse.Namespace) -> int:
             f"trained for ({', '.join(contract.presence_order)})"
         )
     sensors = sensors_for(config) if config else None
-    data = to_tensors(
-        load_dataset(args.test_seed, args.test_samples, args.cache_dir, contract, sensors), contract
-    )
-    rows = evaluate_suite(models, data)
+
+    def test_set(corruption: Any = None) -> dict[str, Any]:
+        data = load_dataset(args.test_seed, args.test_samples, args.cache_dir, contract, sensors, corruption)
+        return to_tensors(data, contract)
+
+    seeds = sorted({m["train_config"]["seed"] for m in metas})
     setup = {
         "train_world_seed": tc["world_seed"],
         "train_samples": tc["n_samples"],
         "val_fraction": tc["val_fraction"],
-        "seed": tc["seed"],
+        "seed": seeds if len(runs) > 1 else seeds[0],
         "epochs": tc["epochs"],
         "test_world_seed": args.test_seed,
         "test_samples": args.test_samples,
         "config": source,
         "sensors": _sensor_summary(contract),
+        "options": _options(runs[0], tc),
     }
+    if corruptions is not None:
+        present = {spec.modality for spec in contract.inputs}
+        absent = sorted({c.kind for c in corruptions if c.modality not in present})
+        if absent and "all" not in args.corruptions:
+            raise ModelError(f"--corruptions {', '.join(absent)}: the suite has no sensor of that modality")
+        corrupted = (((c.kind, c.severity), test_set(c)) for c in corruptions if c.modality in present)
+        per_run = evaluate_corruptions(runs, test_set(), corrupted)
+        rows = aggregate_rows(per_run) if len(per_run) > 1 else per_run[0]
+        mean_drops = write_corruption_report(rows, setup, doc, plot)
+        write_new(
+            args.run_dir / "corruptions.json",
+            lambda partial: save_rows(partial, rows, {"mean_accuracy_drop": mean_drops}, setup),
+        )
+        for name, by_severity in mean_drops.items():
+            drops = "  ".join(f"severity {s} {d:+.3f}" for s, d in by_severity.items())
+            print(f"{name:12s} mean accuracy drop over the corruptions: {drops}")
+        print(f"wrote {doc}, {plot} and {args.run_dir / 'corruptions.json'}")
+        return 0
+    data = test_set()
+    per_run = [evaluate_suite(models, data) for models in runs]
+    rows = aggregate_rows(per_run) if len(per_run) > 1 else per_run[0]
     doc = args.doc or args.run_dir / "MODEL.md"
     # Beside the doc by default: the doc links the plot relative to its own folder.
     plot = args.plot or doc.parent / "model_eval.png"
@@ -266,6 +405,80 @@ def _eval(args: argparse.Namespace) -> int:
         )
     print(f"best: {summary['best']}; wrote {doc} and {plot}")
     return 0
+
+
+def _corruptions(args: argparse.Namespace) -> list[Any] | None:
+    """--corruptions and --severities as Corruptions (kinds in the order given, each at each severity);
+    None without --corruptions."""
+    from fusion_pipeline.sim.corruptions import CORRUPTIONS, SEVERITIES, Corruption
+    from fusion_pipeline.sim.errors import CorruptionError
+
+    if args.corruptions is None:
+        if args.severities is not None:
+            raise ModelError("--severities: only with --corruptions")
+        return None
+    kinds = list(CORRUPTIONS) if "all" in args.corruptions else list(dict.fromkeys(args.corruptions))
+    severities = _ints(args.severities, "--severities") if args.severities is not None else list(SEVERITIES)
+    try:
+        return [Corruption(kind, severity) for kind in kinds for severity in dict.fromkeys(severities)]
+    except CorruptionError as exc:
+        raise ModelError(f"--corruptions/--severities: {exc}") from exc
+
+
+def _load_runs(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The suites of `run_dir`: its checkpoints, or those of each seed folder `train --seeds` made (one
+    suite per seed, the same models in each), with every checkpoint's meta. Refuses checkpoints trained
+    with other settings than the seed."""
+    from fusion_pipeline.model.train import SUITE, load_checkpoint
+
+    def has_checkpoints(folder: Path) -> bool:
+        return any((folder / f"{name}.npz").is_file() for name in SUITE)
+
+    seed_dirs = sorted(d for d in run_dir.glob(SEED_DIR.format("*")) if d.is_dir() and has_checkpoints(d))
+    if has_checkpoints(run_dir) and seed_dirs:
+        raise ModelError(
+            f"{run_dir}: holds both a suite and seed folders ({', '.join(d.name for d in seed_dirs)}); "
+            "evaluate one or the other (--run-dir)"
+        )
+    folders = seed_dirs or [run_dir]
+    runs, metas = [], []
+    for folder in folders:
+        models = {}
+        for name in SUITE:
+            path = folder / f"{name}.npz"
+            if path.is_file():
+                models[name], meta = load_checkpoint(path)
+                metas.append(meta)
+        runs.append(models)
+    if not runs[0]:
+        raise ModelError(f"{run_dir}: no checkpoints; run `fusion-pipeline model train` first")
+    if any(list(models) != list(runs[0]) for models in runs):
+        raise ModelError(f"{run_dir}: the seed folders hold different models; train every seed alike")
+
+    def settings(meta: dict[str, Any]) -> tuple[str, Any]:
+        return json.dumps({**meta["train_config"], "seed": None}, sort_keys=True), meta.get("config")
+
+    if any(settings(m) != settings(metas[0]) for m in metas):
+        raise ModelError(f"{run_dir}: checkpoints were trained with different settings; retrain the suite")
+    per_run = len(runs[0])
+    seeds = [
+        {m["train_config"]["seed"] for m in metas[i : i + per_run]} for i in range(0, len(metas), per_run)
+    ]
+    if any(len(s) > 1 for s in seeds):
+        raise ModelError(f"{run_dir}: checkpoints of one suite were trained with different seeds; retrain it")
+    return runs, metas
+
+
+def _options(models: dict[str, Any], tc: dict[str, Any]) -> str:
+    """The issue-17 options the suite was trained with, as the report states them ("" for none)."""
+    fused = [m.config for m in models.values() if len(m.config.modalities) > 1]
+    said = []
+    if fused and fused[0].missing != "placeholder":
+        said.append("missing inputs imputed")
+    if any(m.config.audio_encoder != "cnn" for m in models.values()):
+        said.append(f"audio encoder {next(iter(models.values())).config.audio_encoder}")
+    said += [f"{key} {tc[key]:g}" for key in ("p_single", "distill_weight") if tc.get(key)]
+    return ", ".join(said)
 
 
 def _suite_contract(run_dir: Path, contracts: list[ModelContract]) -> ModelContract:

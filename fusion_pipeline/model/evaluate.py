@@ -2,6 +2,11 @@
 
 Writes `eval.json` next to the checkpoints, and the table plus a plot into docs/MODEL.md (between a
 suite's markers, so the prose around it is kept). Metrics are computed in numpy so they are easy to check.
+
+Several training seeds of one suite (`model train --seeds`) are evaluated each and `aggregate_rows` makes
+one row per (model, pattern) of their mean, with each figure's range: the table's cells read
+`mean (min-max)`. Degraded sensors (`evaluate_corruptions`, `model eval --corruptions`) are evaluated with
+every sensor present on corrupted copies of the test seed, each against the clean seed.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +30,7 @@ from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet
 from fusion_pipeline.model.train import SUITE, input_tensors
 
 __all__ = [
+    "CORRUPTION_KEYS",
     "DEFAULT_CRITERIA",
     "MAX_MISSING_DROP",
     "MAX_REDUNDANT_DROP",
@@ -32,7 +38,10 @@ __all__ = [
     "PATTERNS",
     "Criteria",
     "Metrics",
+    "aggregate_rows",
+    "corruption_summary",
     "criteria_for",
+    "evaluate_corruptions",
     "evaluate_suite",
     "macro_f1",
     "markers",
@@ -40,6 +49,8 @@ __all__ = [
     "pick_best",
     "pyplot",
     "roc_auc",
+    "write_corruption_report",
+    "write_new",
     "write_report",
 ]
 
@@ -201,6 +212,52 @@ def evaluate_suite(
     return rows
 
 
+#: The fields that say what a row measured (the rest are figures): a suite's rows have the first two, a
+#: corruption evaluation's all four.
+ROW_KEYS: tuple[str, ...] = ("model", "pattern", "corruption", "severity")
+CORRUPTION_KEYS: tuple[str, ...] = ("model", "corruption", "severity")
+
+
+def aggregate_rows(runs: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The rows of several runs of one evaluation (one per training seed) as one: each figure the mean
+    over the runs, its (min, max) under "range", and "runs", the count. Every run must have the same rows
+    in the same order."""
+    if not runs:
+        raise ModelError("aggregate_rows: no runs")
+    keys = [[tuple(r.get(k) for k in ROW_KEYS) for r in rows] for rows in runs]
+    if any(k != keys[0] for k in keys):
+        raise ModelError("aggregate_rows: the runs did not evaluate the same (model, pattern) rows")
+    out = []
+    for group in zip(*runs, strict=True):
+        figures = [k for k in group[0] if k not in ROW_KEYS]
+        values = {k: np.array([r[k] for r in group], dtype=float) for k in figures}
+        out.append(
+            {
+                **{k: group[0][k] for k in ROW_KEYS if k in group[0]},
+                **{k: float(v.mean()) for k, v in values.items()},
+                "range": {k: [float(v.min()), float(v.max())] for k, v in values.items()},
+                "runs": len(group),
+            }
+        )
+    return out
+
+
+def _cell(row: Mapping[str, Any], key: str, digits: int, sign: bool = False) -> str:
+    """A figure as the table shows it: `0.948`, or `0.948 (0.940-0.951)` for the mean of several runs."""
+    fmt = f"{{:{'+' if sign else ''}.{digits}f}}"
+    text = fmt.format(row[key])
+    if "range" in row:
+        low, high = row["range"][key]
+        text += f" ({fmt.format(low)}-{fmt.format(high)})"
+    return text
+
+
+def _figures(row: Mapping[str, Any]) -> str:
+    """The table cells of a row's Metrics: accuracy, macro-F1, position and velocity error, siren AUC."""
+    digits = {"accuracy": 3, "macro_f1": 3, "position_mae_m": 2, "velocity_mae_mps": 2, "siren_auc": 3}
+    return " | ".join(_cell(row, key, n) for key, n in digits.items())
+
+
 def _acc(rows: list[dict[str, Any]], model: str, pattern: str) -> float:
     return next(r["accuracy"] for r in rows if r["model"] == model and r["pattern"] == pattern)
 
@@ -240,10 +297,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
         sensors = (
             r["pattern"] if r["model"] in FUSIONS else r["model"].removesuffix("-only") + " (trained alone)"
         )
-        lines.append(
-            f"| {r['model']} | {sensors} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | "
-            f"{r['position_mae_m']:.2f} | {r['velocity_mae_mps']:.2f} | {r['siren_auc']:.3f} |"
-        )
+        lines.append(f"| {r['model']} | {sensors} | {_figures(r)} |")
     return "\n".join(lines)
 
 
@@ -314,12 +368,7 @@ def write_report(
     lines = [
         begin,
         *([f"Sensors: {setup['sensors']} (`{setup['config']}`)."] if setup.get("config") else []),
-        f"Training: world seed {setup['train_world_seed']}, {setup['train_samples']} samples "
-        f"(last {setup['val_fraction']:.0%} held out for per-epoch validation), torch seed {setup['seed']}, "
-        f"{setup['epochs']} epochs. "
-        f"Evaluation: world seed {setup['test_world_seed']} "
-        "(never used in training), "
-        f"{setup['test_samples']} samples.",
+        _setup_text(setup),
         "",
         _table(rows),
         "",
@@ -346,5 +395,173 @@ def write_report(
     return {"best": best, "acceptance": checks}
 
 
+def _setup_text(setup: Mapping[str, Any]) -> str:
+    """What was trained and evaluated on, one sentence each; several seeds say how the cells read."""
+    seeds = setup["seed"]
+    torch_seed = (
+        f"torch seeds {', '.join(map(str, seeds))} (each cell the mean over them, (min-max) their range)"
+        if isinstance(seeds, list)
+        else f"torch seed {seeds}"
+    )
+    options = f" Options: {setup['options']}." if setup.get("options") else ""
+    return (
+        f"Training: world seed {setup['train_world_seed']}, {setup['train_samples']} samples "
+        f"(last {setup['val_fraction']:.0%} held out for per-epoch validation), {torch_seed}, "
+        f"{setup['epochs']} epochs.{options} Evaluation: world seed {setup['test_world_seed']} "
+        f"(never used in training), {setup['test_samples']} samples."
+    )
+
+
 def save_rows(path: Path, rows: list[dict[str, Any]], summary: dict[str, Any], setup: dict[str, Any]) -> None:
     path.write_text(json.dumps({"setup": setup, "rows": rows, **summary}, indent=1))
+
+
+# ---- degraded sensors ----------------------------------------------------------------------------------
+
+
+def evaluate_corruptions(
+    runs: Sequence[Mapping[str, FusionNet]],
+    clean: dict[str, torch.Tensor],
+    corrupted: Iterable[tuple[tuple[str, int], dict[str, torch.Tensor]]],
+    batch_size: int = 256,
+) -> list[list[dict[str, Any]]]:
+    """Rows per run (`runs`: one suite of models per training seed), one per (model, corruption): every
+    model with all of its sensors present on the clean test set (corruption "clean", severity 0) and on
+    each corrupted copy of it (`corrupted`: ((kind, severity), data) pairs, the same samples with one
+    modality degraded, taken one at a time so only one is in memory), with `accuracy_drop`, the clean
+    accuracy minus this one. Rows are ordered by model, clean first."""
+    labels = {k: clean[k].numpy() for k in ("class", "position", "velocity", "siren")}
+
+    def measure(model: FusionNet, data: dict[str, torch.Tensor]) -> Metrics:
+        everything = {"all": patterns_for(model.contract)["all"]}
+        outputs = _run_patterns(model, data, everything, batch_size)["all"]
+        return _metrics(outputs, labels, model.heads.cls.out_features)
+
+    cells: list[dict[tuple[str, str, int], dict[str, Any]]] = [{} for _ in runs]
+    baseline = [{name: measure(model, clean) for name, model in models.items()} for models in runs]
+    order = [("clean", 0)]
+    for (kind, severity), data in corrupted:
+        order.append((kind, severity))
+        for run, models in enumerate(runs):
+            for name, model in models.items():
+                metrics = measure(model, data)
+                drop = baseline[run][name].accuracy - metrics.accuracy
+                cells[run][name, kind, severity] = {**metrics.__dict__, "accuracy_drop": drop}
+                log.info("%-12s %-18s %d acc %.3f", name, kind, severity, metrics.accuracy)
+    for run in range(len(runs)):
+        for name, metrics in baseline[run].items():
+            cells[run][name, "clean", 0] = {**metrics.__dict__, "accuracy_drop": 0.0}
+    return [
+        [
+            {"model": name, "corruption": kind, "severity": severity, **cells[run][name, kind, severity]}
+            for name in models
+            for kind, severity in order
+        ]
+        for run, models in enumerate(runs)
+    ]
+
+
+def corruption_summary(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
+    """Per model, per severity: the accuracy drop averaged over the corruption kinds."""
+    drops: dict[str, dict[int, list[float]]] = {}
+    for r in rows:
+        if r["corruption"] != "clean":
+            drops.setdefault(r["model"], {}).setdefault(r["severity"], []).append(r["accuracy_drop"])
+    return {m: {s: float(np.mean(d)) for s, d in sorted(by.items())} for m, by in drops.items()}
+
+
+def write_new(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(partial)` to a file beside `path`, then link it into place: an existing file is never
+    overwritten, and a failed write leaves nothing behind."""
+    if path.exists():
+        raise ModelError(f"{path}: exists already, not overwriting it")
+    partial = path.with_name(f".{os.getpid()}.{path.name}")  # same folder: link(2) needs one file system
+    try:
+        write(partial)
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            raise ModelError(f"{path}: exists already, not overwriting it") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _corruption_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    kinds = list(dict.fromkeys(r["corruption"] for r in rows if r["corruption"] != "clean"))
+    severities = sorted({r["severity"] for r in rows if r["corruption"] != "clean"})
+    fig, axes = plt.subplots(
+        len(models), 1, figsize=(max(10, 0.9 * len(kinds)), 2.6 * len(models)), squeeze=False
+    )
+    width = 0.8 / max(len(severities), 1)
+    x = np.arange(len(kinds))
+    for ax, model in zip(axes[:, 0], models, strict=True):
+        for k, severity in enumerate(severities):
+            cells = [
+                next(
+                    r for r in rows if (r["model"], r["corruption"], r["severity"]) == (model, kind, severity)
+                )
+                for kind in kinds
+            ]
+            drops = np.array([c["accuracy_drop"] for c in cells])
+            spread = (
+                np.abs(np.array([c["range"]["accuracy_drop"] for c in cells]).T - drops)
+                if "range" in cells[0]
+                else None
+            )
+            ax.bar(x + k * width, drops, width, yerr=spread, capsize=2, label=f"severity {severity}")
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_ylabel("accuracy drop")
+        ax.set_title(model, fontsize=9, loc="left")
+        ax.set_xticks(
+            x + width * (len(severities) - 1) / 2, kinds if ax is axes[-1, 0] else [""] * len(kinds)
+        )
+    axes[-1, 0].tick_params(axis="x", labelrotation=30)
+    axes[0, 0].legend(fontsize=8, ncol=len(severities), frameon=False)
+    fig.suptitle("Class accuracy lost to a degraded sensor, all sensors present (unseen world seed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_corruption_report(
+    rows: list[dict[str, Any]], setup: Mapping[str, Any], doc: Path, plot: Path
+) -> dict[str, dict[int, float]]:
+    """A new Markdown file `doc`: the table (per model, corruption kind and severity: the suite's figures
+    and the accuracy drop against clean), the mean drop per severity, and the plot, a new PNG `plot`.
+    Neither file may exist; returns `corruption_summary`."""
+    summary = corruption_summary(rows)
+    lines = [
+        "# Degraded sensors",
+        "",
+        *([f"Sensors: {setup['sensors']} (`{setup['config']}`)."] if setup.get("config") else []),
+        _setup_text(setup),
+        "Every sensor present; one modality's sensors corrupted before their front end "
+        "(fusion_pipeline/sim/corruptions.py).",
+        "",
+        "| model | corruption | severity | class acc | macro-F1 | position MAE m | velocity MAE m/s "
+        "| siren AUC | accuracy drop |",
+        "|" + "---|" * 9,
+        *(
+            f"| {r['model']} | {r['corruption']} | {r['severity'] or '-'} | {_figures(r)} | "
+            f"{_cell(r, 'accuracy_drop', 3, sign=True)} |"
+            for r in rows
+        ),
+        "",
+        "Accuracy drop averaged over the corruption kinds:",
+        "",
+        "| model | " + " | ".join(f"severity {s}" for s in next(iter(summary.values()), {})) + " |",
+        "|" + "---|" * (1 + len(next(iter(summary.values()), {}))),
+        *(f"| {m} | " + " | ".join(f"{d:+.3f}" for d in by.values()) + " |" for m, by in summary.items()),
+        "",
+        f"![accuracy drop by corruption and severity]({_link(plot, doc)})",
+        "",
+    ]
+    write_new(plot, lambda partial: _corruption_plot(rows, partial))
+    try:
+        write_new(doc, lambda partial: partial.write_text("\n".join(lines)))
+    except BaseException:
+        plot.unlink(missing_ok=True)  # the two belong together
+        raise
+    return summary

@@ -6,10 +6,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from tiny_model import TINY, random_data
 
-from fusion_pipeline.contract import MODALITIES
-from fusion_pipeline.model.evaluate import BEGIN, END, PATTERNS, acceptance, pick_best, write_report
+from fusion_pipeline.contract import MODALITIES, default_contract
+from fusion_pipeline.model import ModelError
+from fusion_pipeline.model.evaluate import (
+    BEGIN,
+    END,
+    PATTERNS,
+    _acc,
+    _table,
+    acceptance,
+    aggregate_rows,
+    corruption_summary,
+    evaluate_corruptions,
+    pick_best,
+    write_corruption_report,
+    write_report,
+)
 from fusion_pipeline.model.fusion import FUSIONS
+from fusion_pipeline.model.net import FusionNet, ModelConfig
 
 SETUP = {
     "train_world_seed": 1,
@@ -88,3 +105,63 @@ def test_report_replaces_only_its_section(tmp_path: Path) -> None:
     # One table row per strategy x pattern plus one per baseline.
     assert sum(line.startswith("| joint | ") for line in text.splitlines()) == len(PATTERNS) + 1
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_aggregate_rows_gives_the_mean_and_range_of_each_figure() -> None:
+    runs = [
+        [_row("attention", "all", 0.90), _row("attention", "no radar", 0.80)],
+        [_row("attention", "all", 0.96), _row("attention", "no radar", 0.86)],
+        [_row("attention", "all", 0.93), _row("attention", "no radar", 0.77)],
+    ]
+    runs[1][0]["position_mae_m"] = 2.5
+    rows = aggregate_rows(runs)
+    assert [(r["model"], r["pattern"], r["runs"]) for r in rows] == [
+        ("attention", "all", 3),
+        ("attention", "no radar", 3),
+    ]
+    assert rows[0]["accuracy"] == pytest.approx(0.93)
+    assert rows[0]["range"]["accuracy"] == [0.90, 0.96]
+    assert rows[1]["accuracy"] == pytest.approx((0.80 + 0.86 + 0.77) / 3)
+    assert rows[1]["range"]["macro_f1"] == [0.77, 0.86]
+    assert rows[0]["position_mae_m"] == pytest.approx(1.5) and rows[0]["range"]["position_mae_m"] == [
+        1.0,
+        2.5,
+    ]
+    # The acceptance arithmetic reads the means; the table shows mean (min-max).
+    assert _acc(rows, "attention", "all") - _acc(rows, "attention", "no radar") == pytest.approx(0.93 - 0.81)
+    assert (
+        "| attention | no radar | 0.810 (0.770-0.860) | 0.810 (0.770-0.860) | 1.00 (1.00-1.00) |"
+        in _table(rows)
+    )
+    with pytest.raises(ModelError, match="did not evaluate the same"):
+        aggregate_rows([runs[0], runs[1][::-1]])
+
+
+def test_corruption_rows_drop_against_clean_and_the_report_is_new_files(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    contract = default_contract()
+    models = {"concat": FusionNet(ModelConfig(fusion="concat", **TINY)).eval()}
+    clean = random_data(contract, 40)
+    noisy = {**clean, "radar": clean["radar"] + 3 * torch.randn_like(clean["radar"])}
+    (rows,) = evaluate_corruptions(
+        [models], clean, [(("radar_ghosts", 2), noisy), (("radar_ghosts", 3), clean)]
+    )
+    assert [(r["corruption"], r["severity"]) for r in rows] == [
+        ("clean", 0),
+        ("radar_ghosts", 2),
+        ("radar_ghosts", 3),
+    ]
+    assert rows[1]["accuracy_drop"] == pytest.approx(rows[0]["accuracy"] - rows[1]["accuracy"])
+    assert rows[2]["accuracy_drop"] == 0 and rows[2]["accuracy"] == rows[0]["accuracy"]
+    assert corruption_summary(rows) == {"concat": {2: rows[1]["accuracy_drop"], 3: 0.0}}
+
+    doc, plot = tmp_path / "corruptions.md", tmp_path / "corruptions.png"
+    write_corruption_report(rows, SETUP, doc, plot)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = doc.read_text()
+    assert "| concat | radar_ghosts | 2 |" in text and "(corruptions.png)" in text
+    before = doc.read_bytes()
+    with pytest.raises(ModelError, match="exists already, not overwriting it"):
+        write_corruption_report(rows, SETUP, doc, tmp_path / "other.png")
+    assert doc.read_bytes() == before and not (tmp_path / "other.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corruptions.md", "corruptions.png"]  # no partials

@@ -1,0 +1,120 @@
+"""`model train` with issue 17's options and several seeds, `model eval` of the seeds as mean (min-max) and
+with --corruptions: one tiny training step per model on the world."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fusion_pipeline.cli import main
+from fusion_pipeline.cli import model as model_cli
+from fusion_pipeline.model import net
+from fusion_pipeline.model.train import load_checkpoint
+
+
+def test_the_choices_stated_for_help_are_the_network_s() -> None:
+    assert model_cli.MISSING == net.MISSING
+    assert model_cli.AUDIO_ENCODERS == net.AUDIO_ENCODERS
+
+
+@pytest.fixture(scope="module")
+def seeded_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The suite's radar baseline and concat model, imputing, with a GRU audio encoder, trained for
+    torch seeds 3 and 5."""
+    tmp = tmp_path_factory.mktemp("seeds")
+    run, cache = tmp / "run", tmp / "cache"
+    assert (
+        main(
+            [
+                *("model", "train", "--samples", "71", "--epochs", "1", "--models", "concat,radar-only"),
+                *("--seeds", "3,5", "--missing", "impute", "--audio-encoder", "gru", "--p-single", "0.5"),
+                *("--run-dir", str(run), "--cache-dir", str(cache)),
+            ]
+        )
+        == 0
+    )
+    return run, cache
+
+
+def test_seeds_train_one_suite_each_with_the_options(seeded_run: tuple[Path, Path]) -> None:
+    run, _ = seeded_run
+    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*.npz")) == [
+        "seed3/concat.npz",
+        "seed3/radar-only.npz",
+        "seed5/concat.npz",
+        "seed5/radar-only.npz",
+    ]
+    concat, meta = load_checkpoint(run / "seed5" / "concat.npz")
+    assert (concat.config.missing, concat.config.audio_encoder) == ("impute", "gru")
+    assert meta["train_config"]["seed"] == 5 and meta["train_config"]["p_single"] == 0.5
+    baseline, _ = load_checkpoint(run / "seed3" / "radar-only.npz")
+    assert baseline.config.missing == "placeholder"
+
+
+def test_eval_of_seeds_reports_mean_and_range(seeded_run: tuple[Path, Path]) -> None:
+    run, cache = seeded_run
+    assert (
+        main(["model", "eval", "--run-dir", str(run), "--cache-dir", str(cache), "--test-samples", "8"]) == 0
+    )
+    saved = json.loads((run / "eval.json").read_text())
+    assert saved["setup"]["seed"] == [3, 5]
+    assert saved["setup"]["options"] == "missing inputs imputed, audio encoder gru, p_single 0.5"
+    assert all(row["runs"] == 2 for row in saved["rows"])
+    report = (run / "MODEL.md").read_text()
+    assert "torch seeds 3, 5 (each cell the mean over them" in report
+    row = next(r for r in saved["rows"] if r["model"] == "concat" and r["pattern"] == "no lidar")
+    low, high = row["range"]["accuracy"]
+    assert f"| concat | no lidar | {row['accuracy']:.3f} ({low:.3f}-{high:.3f}) |" in report
+
+
+def test_eval_corruptions_writes_new_files_only(
+    seeded_run: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run, cache = seeded_run
+    common = ["model", "eval", "--run-dir", str(run), "--cache-dir", str(cache), "--test-samples", "8"]
+    assert main([*common, "--corruptions", "radar_misses", "--severities", "1,3"]) == 0
+    saved = json.loads((run / "corruptions.json").read_text())
+    keys = [(r["model"], r["corruption"], r["severity"]) for r in saved["rows"]]
+    assert keys == [
+        (model, kind, severity)
+        for model in ("concat", "radar-only")
+        for kind, severity in (("clean", 0), ("radar_misses", 1), ("radar_misses", 3))
+    ]
+    assert set(saved["mean_accuracy_drop"]["concat"]) == {"1", "3"}
+    assert "| radar-only | radar_misses | 3 |" in (run / "corruptions.md").read_text()
+    assert (run / "model_corruptions.png").is_file()
+    capsys.readouterr()
+
+    before = (run / "corruptions.md").read_bytes()
+    assert main([*common, "--corruptions", "radar_misses"]) == 2
+    assert "exists already, not overwriting it" in capsys.readouterr().err
+    assert (run / "corruptions.md").read_bytes() == before
+    for args, message in (
+        (["--corruptions", "radar_fog"], "'radar_fog' is not one of"),
+        (["--corruptions", "radar_misses", "--severities", "4"], "severity must be 1, 2 or 3"),
+        (["--severities", "2"], "--severities: only with --corruptions"),
+    ):
+        assert main([*common, "--doc", str(run / "other.md"), *args]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_distillation_needs_the_teachers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--samples", "71", "--epochs", "1", "--run-dir", str(tmp_path / "run")]
+    common += ["--cache-dir", str(tmp_path / "cache")]
+    assert main(["model", "train", *common, "--models", "concat", "--distill-weight", "1"]) == 2
+    assert "the fused models need the teacher camera-only" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()  # refused before any work
+    assert main(["model", "train", *common, "--seed", "1", "--seeds", "2"]) == 2
+    assert "--seed and --seeds: give one of them" in capsys.readouterr().err
+
+
+def test_distillation_from_teachers_trained_before(tmp_path: Path) -> None:
+    common = ["--samples", "71", "--epochs", "1", "--run-dir", str(tmp_path / "run")]
+    common += ["--cache-dir", str(tmp_path / "cache")]
+    baselines = "camera-only,lidar-only,radar-only,audio-only"
+    assert main(["model", "train", *common, "--models", baselines]) == 0
+    assert main(["model", "train", *common, "--models", "joint", "--distill-weight", "0.5"]) == 0
+    _, meta = load_checkpoint(tmp_path / "run" / "joint.npz")
+    assert meta["train_config"]["distill_weight"] == 0.5
