@@ -265,6 +265,10 @@ class Synchronizer(Generic[P]):
                 self.counters.drops.count(stream, "out_of_order")  # it would cross an emitted set
                 return out
             self._reset()
+        if last is None and self._epoch is not None and stamp < self._epoch:
+            # A stream counted alive since the epoch starts before it: its newest stamp moved back,
+            # which the shortcut in _refresh_policy assumes never happens.
+            self._all_alive_until = None
         self._last[stream] = stamp
         if self._epoch is None:
             self._epoch = stamp
