@@ -125,6 +125,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="weight of the distillation from the single-modality models into the fused ones (default 0)",
     )
+    p.add_argument(
+        "--train-corruptions",
+        type=comma_list,
+        action="extend",
+        default=None,
+        help="comma-separated KIND:SEVERITY corruptions (camera_blur:2, ...) for --corruption-share of the "
+        "training samples",
+    )
+    p.add_argument(
+        "--corruption-share",
+        type=number(0.0),
+        default=None,
+        help="share of training samples corrupted by one of --train-corruptions (default 0)",
+    )
 
     p = add_command(cmds, "eval", _eval)
     config_argument(p, "config whose sensors to render (default: the one the checkpoints were trained for)")
@@ -208,8 +222,11 @@ def _train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "p_single": args.p_single,
         "distill_weight": args.distill_weight,
+        "corruptions": tuple(args.train_corruptions) if args.train_corruptions is not None else None,
+        "corruption_share": args.corruption_share,
     }
     tc = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    mix = tc.corruption_mix()  # refuses a bad corruption or share before any work
     options = {"missing": args.missing, "audio_encoder": args.audio_encoder}
     base = ModelConfig(**{k: v for k, v in options.items() if v is not None})
     config = load_config(args.config) if args.config else None
@@ -235,7 +252,9 @@ def _train(args: argparse.Namespace) -> int:
                     f"run (--models all) or first into {args.run_dir}"
                 )
     sensors = sensors_for(config) if config else None
-    data = to_tensors(load_dataset(tc.world_seed, tc.n_samples, args.cache_dir, contract, sensors), contract)
+    data = to_tensors(
+        load_dataset(tc.world_seed, tc.n_samples, args.cache_dir, contract, sensors, mix), contract
+    )
     for seed, label in zip(seeds if seeds is not None else [tc.seed], labels, strict=True):
         _train_suite(
             configs, replace(tc, seed=seed), data, contract, args.run_dir / label, saved_config, label
@@ -478,6 +497,10 @@ def _options(models: dict[str, Any], tc: dict[str, Any]) -> str:
     if any(m.config.audio_encoder != "cnn" for m in models.values()):
         said.append(f"audio encoder {next(iter(models.values())).config.audio_encoder}")
     said += [f"{key} {tc[key]:g}" for key in ("p_single", "distill_weight") if tc.get(key)]
+    if tc.get("corruptions"):
+        said.append(
+            f"{tc['corruption_share']:g} of the training samples corrupted by {', '.join(tc['corruptions'])}"
+        )
     return ", ".join(said)
 
 

@@ -33,7 +33,7 @@ from fusion_pipeline.model.fusion import FUSIONS
 from fusion_pipeline.model.net import FusionNet, ModelConfig
 
 if TYPE_CHECKING:
-    from fusion_pipeline.sim.corruptions import Corruption
+    from fusion_pipeline.sim.corruptions import Corruption, CorruptionMix
     from fusion_pipeline.sim.dataset import Sensor
 
 __all__ = [
@@ -73,6 +73,23 @@ class TrainConfig:
     p_single: float = 0.0  # of all samples, this share keeps one modality's inputs only (drawn uniformly)
     distill_weight: float = 0.0  # fused models: weight of the distillation from the "-only" teachers
     distill_temperature: float = 2.0
+    # Degraded sensors in the training set (sim/corruptions.py): this share of samples corrupted, each by
+    # one of these "kind:severity" corruptions drawn uniformly; () = a clean training set.
+    corruptions: tuple[str, ...] = ()
+    corruption_share: float = 0.0
+
+    def corruption_mix(self) -> CorruptionMix | None:
+        """The training set's CorruptionMix, or None for a clean one."""
+        from fusion_pipeline.sim.corruptions import Corruption, CorruptionMix
+        from fusion_pipeline.sim.errors import CorruptionError
+
+        if not self.corruptions and not self.corruption_share:
+            return None
+        try:
+            return CorruptionMix(tuple(map(Corruption.parse, self.corruptions)), self.corruption_share)
+        except CorruptionError as exc:
+            raise ModelError(f"TrainConfig.corruptions/corruption_share: {exc}") from exc
+
     w_position: float = 0.5
     w_velocity: float = 0.5
     w_siren: float = 0.5
@@ -114,12 +131,13 @@ def load_dataset(
     cache_dir: str | Path | None = None,
     contract: ModelContract | None = None,
     sensors: Sequence[Sensor] | None = None,
-    corruption: Corruption | None = None,
+    corruption: Corruption | CorruptionMix | None = None,
 ) -> dict[str, np.ndarray]:
     """World samples as arrays named like `contract`'s inputs (default: the default contract's) plus
     LABEL_NAMES, from fusion_pipeline.sim.dataset, which caches them (`cache_dir` None = its default
     folder). `sensors` (`sim.dataset.sensors_for(config)`) renders a config's sensors; None the demo's
-    four. `corruption` degrades the sensors of its modality (sim/corruptions.py)."""
+    four. `corruption` degrades the sensors of its modality, a mix those of some samples
+    (sim/corruptions.py)."""
     from fusion_pipeline.sim import dataset  # numpy-only; imported late so this module loads without it
 
     contract = contract or default_contract()

@@ -7,7 +7,7 @@ sensor's payload at one of three severities.
 
 from __future__ import annotations
 
-from fusion_pipeline.sim.corruptions import CORRUPTIONS, SEVERITIES, Corruption
+from fusion_pipeline.sim.corruptions import CORRUPTIONS, SEVERITIES, Corruption, CorruptionMix
 from fusion_pipeline.sim.dataset import (
     DATASET_VERSION,
     DEFAULT_SENSORS,
@@ -52,6 +52,7 @@ __all__ = [
     "Capture",
     "Corruption",
     "CorruptionError",
+    "CorruptionMix",
     "DATASET_VERSION",
     "DEFAULT_MOUNT",
     "DEFAULT_SENSORS",

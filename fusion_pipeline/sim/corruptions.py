@@ -24,8 +24,9 @@ audio_clipping      the signal clipped at a fraction of its peak          at 50 
 
 `Corruption(kind, severity)` names one and applies it; `CORRUPTIONS` lists the kinds. The dataset
 renders a corrupted copy of a world seed (`sim.dataset.generate(..., corruption=...)`, for `model eval
---corruptions` and for training), and a simulated driver corrupts what it sends (``[streams.sim]
-corruption = "camera_blur", severity = 2``). The same (payload, generator) gives the same result.
+--corruptions`), or, for training, a `CorruptionMix`: each sample corrupted with a probability, by one of
+several corruptions. A simulated driver corrupts what it sends (``[streams.sim] corruption =
+"camera_blur", severity = 2``). The same (payload, generator) gives the same result.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import numpy as np
 from fusion_pipeline.sim.errors import CorruptionError
 from fusion_pipeline.sim.world import AUDIO_SAMPLE_RATE, LIDAR_BEAMS, LIDAR_ELEVATION_DEG
 
-__all__ = ["CORRUPTIONS", "LEVELS", "SEVERITIES", "Corruption"]
+__all__ = ["CORRUPTIONS", "LEVELS", "SEVERITIES", "Corruption", "CorruptionMix"]
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3)
 
@@ -210,3 +211,26 @@ class Corruption:
         """The corrupted copy of a raw `payload` of this corruption's modality; `payload` is left as it is."""
         corrupt, _ = CORRUPTIONS[self.kind]
         return corrupt(payload, self.level, rng)
+
+
+@dataclass(frozen=True)
+class CorruptionMix:
+    """Training data with degraded sensors: each sample is corrupted with probability `share`, by one of
+    `corruptions` drawn uniformly (`pick`, from the sample's own generator)."""
+
+    corruptions: tuple[Corruption, ...]
+    share: float
+
+    def __post_init__(self) -> None:
+        if not self.corruptions:
+            raise CorruptionError("a corruption mix needs at least one corruption")
+        if not 0 < self.share <= 1:
+            raise CorruptionError(f"a corruption mix's share must be in (0, 1], got {self.share}")
+
+    def __str__(self) -> str:
+        return f"{self.share:g} of {','.join(map(str, self.corruptions))}"
+
+    def pick(self, rng: np.random.Generator) -> Corruption | None:
+        """The corruption of one sample, or None for a clean one; two draws from `rng` either way."""
+        corrupted, which = rng.random() < self.share, int(rng.integers(len(self.corruptions)))
+        return self.corruptions[which] if corrupted else None

@@ -20,7 +20,8 @@ float32, siren (N, 1) float32; condition (N,) int64 indexing ``world.CONDITIONS`
 A `Corruption` (sim/corruptions.py) degrades every sensor of its modality before its front end: the
 same scenes, labels and capture times as the clean seed, each corrupted sensor drawing its corruption's
 randomness from its own generator (seeded by world seed, episode and the sensor's place in the suite),
-so the clean sensors are bitwise those of the clean seed.
+so the clean sensors are bitwise those of the clean seed. A `CorruptionMix` picks each sample's
+corruption, or none, from another generator of the sample's own.
 
 The cache file stores camera arrays as float16 (half the disk, ~74 KB a sample each; the normalised
 values need no more than float16's 3 digits) and is loaded back as float32. 4000 samples of the default
@@ -46,7 +47,7 @@ from tqdm import tqdm
 
 from fusion_pipeline.contract import MODALITIES, InputSpec, default_contract, default_input
 from fusion_pipeline.preprocess import InputPreprocessor, preprocessor_for
-from fusion_pipeline.sim.corruptions import Corruption
+from fusion_pipeline.sim.corruptions import Corruption, CorruptionMix
 from fusion_pipeline.sim.drivers import SimSettings
 from fusion_pipeline.sim.errors import DatasetError
 from fusion_pipeline.sim.world import CONDITIONS, DEFAULT_MOUNT, Mount, World, WorldConfig
@@ -165,10 +166,12 @@ def render_sample(
     world: World,
     episode: int,
     sensors: Sequence[Sensor] = DEFAULT_SENSORS,
-    corruption: Corruption | None = None,
+    corruption: Corruption | CorruptionMix | None = None,
 ) -> dict[str, np.ndarray]:
     """One sample: every sensor captured near a reference time in `episode`, preprocessed, plus labels;
-    the sensors of `corruption`'s modality corrupted before their front end."""
+    the sensors of `corruption`'s modality corrupted before their front end (a mix picks the sample's)."""
+    if isinstance(corruption, CorruptionMix):
+        corruption = corruption.pick(np.random.default_rng([world.seed, episode, 3000]))
     rng = np.random.default_rng([world.seed, episode, 1000])
     t_ref = world.episode_start_ns(episode) + int(rng.uniform(*_T_REF_S) * 1e9)
     out: dict[str, np.ndarray] = {}
@@ -187,14 +190,17 @@ def render_sample(
     return out
 
 
-def _fill(args: tuple[int, dict[str, Any], tuple[Sensor, ...], str | None, str, int, int, int]) -> int:
+def _fill(
+    args: tuple[
+        int, dict[str, Any], tuple[Sensor, ...], Corruption | CorruptionMix | None, str, int, int, int
+    ],
+) -> int:
     """Worker: render samples [i0, i1) into the memory-mapped .npy files in `folder`; returns the count."""
     seed, config, sensors, corruption, folder, n, i0, i1 = args
     world = World(seed, WorldConfig(**config))
-    corrupt = Corruption.parse(corruption) if corruption else None
     arrays = {name: np.load(Path(folder) / f"{name}.npy", mmap_mode="r+") for name in _shapes(n, sensors)}
     for i in range(i0, i1):
-        for name, value in render_sample(world, i, sensors, corrupt).items():
+        for name, value in render_sample(world, i, sensors, corruption).items():
             arrays[name][i] = value
     for array in arrays.values():
         array.flush()
@@ -207,7 +213,7 @@ def _cache_path(
     n_samples: int,
     config: WorldConfig,
     sensors: tuple[Sensor, ...],
-    corruption: Corruption | None = None,
+    corruption: Corruption | CorruptionMix | None = None,
 ) -> Path:
     key: dict[str, Any] = dataclasses.asdict(config)
     if sensors != DEFAULT_SENSORS:  # the default suite keeps the names its caches had before suites
@@ -247,7 +253,7 @@ def generate(
     folder: str | Path | None = None,
     workers: int | None = None,
     progress: bool = False,
-    corruption: Corruption | None = None,
+    corruption: Corruption | CorruptionMix | None = None,
 ) -> dict[str, np.ndarray]:
     """Render (or load from the cache) `n_samples` model-ready samples of the world with `seed`, as seen
     by the suite `sensors`, with `corruption` applied to the sensors of its modality (render_sample).
@@ -278,7 +284,7 @@ def generate(
                 seed,
                 dataclasses.asdict(config),
                 sensors,
-                str(corruption) if corruption else None,
+                corruption,
                 scratch,
                 n_samples,
                 i0,

@@ -108,6 +108,24 @@ def test_distillation_needs_the_teachers(tmp_path: Path, capsys: pytest.CaptureF
     assert not (tmp_path / "cache").exists()  # refused before any work
     assert main(["model", "train", *common, "--seed", "1", "--seeds", "2"]) == 2
     assert "--seed and --seeds: give one of them" in capsys.readouterr().err
+    assert (
+        main(["model", "train", *common, "--train-corruptions", "radar_fog:2", "--corruption-share", "1"])
+        == 2
+    )
+    assert "'radar_fog' is not one of" in capsys.readouterr().err
+    assert main(["model", "train", *common, "--train-corruptions", "radar_ghosts:2"]) == 2
+    assert "share must be in (0, 1], got 0.0" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_training_on_a_corruption_mix(tmp_path: Path) -> None:
+    common = ["--samples", "71", "--epochs", "1", "--run-dir", str(tmp_path / "run")]
+    common += ["--cache-dir", str(tmp_path / "cache"), "--models", "radar-only"]
+    mix = ["--train-corruptions", "radar_ghosts:2,radar_misses:1", "--corruption-share", "0.5"]
+    assert main(["model", "train", *common, *mix]) == 0
+    _, meta = load_checkpoint(tmp_path / "run" / "radar-only.npz")
+    assert meta["train_config"]["corruptions"] == ["radar_ghosts:2", "radar_misses:1"]
+    assert meta["train_config"]["corruption_share"] == 0.5
 
 
 def test_distillation_from_teachers_trained_before(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from fusion_pipeline.sim import (
     SEVERITIES,
     Corruption,
     CorruptionError,
+    CorruptionMix,
     SensorSchedule,
     SimError,
     SimSettings,
@@ -151,3 +152,22 @@ def test_a_simulated_driver_sends_its_corruption() -> None:
 def test_bad_corruption_settings_name_the_key(sim: str, message: str) -> None:
     with pytest.raises(SimError, match=message):
         SimSettings.from_stream(_stream("camera/front", sim))
+
+
+def test_a_corruption_mix_corrupts_its_share_of_samples(tmp_path: Path) -> None:
+    ghosts, misses = Corruption("radar_ghosts", 3), Corruption("radar_misses", 3)
+    clean = generate(7, 8, folder=tmp_path, workers=1)
+    by_kind = {c: generate(7, 8, folder=tmp_path, workers=1, corruption=c)["radar"] for c in (ghosts, misses)}
+    every = generate(7, 8, folder=tmp_path, workers=1, corruption=CorruptionMix((ghosts,), 1.0))
+    np.testing.assert_array_equal(every["radar"], by_kind[ghosts])  # one corruption, every sample
+    mixed = generate(7, 8, folder=tmp_path, workers=1, corruption=CorruptionMix((ghosts, misses), 0.5))
+    picks = [CorruptionMix((ghosts, misses), 0.5).pick(np.random.default_rng([7, i, 3000])) for i in range(8)]
+    assert None in picks and set(picks) - {None}  # this seed has clean and corrupted samples
+    for i, pick in enumerate(picks):
+        expected = clean["radar"][i] if pick is None else by_kind[pick][i]
+        np.testing.assert_array_equal(mixed["radar"][i], expected)
+    for share in (0.0, 1.5):
+        with pytest.raises(CorruptionError, match="share must be in"):
+            CorruptionMix((ghosts,), share)
+    with pytest.raises(CorruptionError, match="at least one"):
+        CorruptionMix((), 0.5)
