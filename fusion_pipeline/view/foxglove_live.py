@@ -31,10 +31,11 @@ class FoxgloveLive:
         except ImportError as exc:
             raise ViewError(EXTRA_HINT) from exc
         self._foxglove = foxglove
-        self._context = foxglove.Context()  # its own: nothing else logged in this process reaches it
+        # Its own context: nothing else logged in this process reaches it; other sinks may join it.
+        self.context = foxglove.Context()
         try:
             self.server = foxglove.start_server(
-                name="fusion-pipeline", host=host, port=port, context=self._context
+                name="fusion-pipeline", host=host, port=port, context=self.context
             )
         except Exception as exc:  # the SDK raises its own error types for a port in use
             raise ViewError(f"view.foxglove_port {port}: cannot serve on {host}: {exc}") from exc
@@ -61,7 +62,7 @@ class FoxgloveLive:
                     name=schema, encoding="jsonschema", data=json.dumps(SCHEMAS[schema]).encode()
                 ),
                 message_encoding="json",
-                context=self._context,
+                context=self.context,
             )
             self._channels[(topic, schema)] = channel
         channel.log(json.dumps(payload, default=str).encode(), log_time=log_time_ns)

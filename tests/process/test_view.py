@@ -124,9 +124,20 @@ def test_viewer_node_beside_the_live_demo(tmp_path: Path, private_home: Path) ->
         text = demo_text(run_dir).replace('address = "127.0.0.1:9464"', 'address = "127.0.0.1:0"')
         return text + f'\n[view]\nenabled = true\nsave = "{saved}"\n'
 
+    cli_rrd, cli_report = tmp_path / "cli.rrd", tmp_path / "cli.json"
     with pipeline(config, "--duration", "20", workdir=tmp_path) as run:
+        wait_for(lambda: "[status]" in run.output(), 60, "the pipeline to run", run)
+        # beside the node, the command on the same run directory
+        view = [*CLI, "view", str(run.run_dir), "--save", str(cli_rrd), "--duration", "5"]
+        done = subprocess.run(
+            [*view, "--report-json", str(cli_report)], capture_output=True, text=True, timeout=60
+        )
         wait_for(lambda: run.process.poll() is not None, 90, "the 20 s run to end", run)
         output = run.output()
+    assert done.returncode == 0, done.stderr
+    cli_counters, cli_rows = json.loads(cli_report.read_text()), rrd_rows(cli_rrd)
+    assert cli_rows["/camera/front/image"] == cli_counters["camera/front.shown"] > 0
+    assert cli_rows["/result/log"] == cli_counters["result/fused.received"] > 0
     assert run.process.returncode == 0, output[-3000:]
     line = next(line for line in output.splitlines() if "] viewer: {" in line)
     counters = ast.literal_eval(line.split("viewer: ", 1)[1].split("; wrote", 1)[0])
@@ -187,10 +198,19 @@ def test_web_viewer_shows_the_camera_in_headless_chromium(
         shutil.copyfile(shot, os.environ["FP_VIEW_SCREENSHOT"])
 
 
-def test_foxglove_websocket_serves_export_channels_on_loopback(demo_logs: tuple[Path, Path]) -> None:
+def test_foxglove_websocket_serves_export_channels_on_loopback(
+    demo_logs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The live server's channels are export-foxglove's: the same topics, schemas and messages (read
+    through an MCAP sink on the server's context, which sees what a connected client would)."""
+    import foxglove
     import psutil
+    from mcap.reader import make_reader
+
+    from fusion_pipeline.logs import export_foxglove
 
     live = FoxgloveLive(0)
+    sink = foxglove.open_mcap(tmp_path / "live.mcap", context=live.context)
     try:
         for message in LogReader(list(demo_logs)):
             live.show(message.sample, message.log_time_ns)
@@ -198,7 +218,28 @@ def test_foxglove_websocket_serves_export_channels_on_loopback(demo_logs: tuple[
             c.laddr for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_LISTEN
         ]
     finally:
+        sink.close()
         live.close()
-    assert (("127.0.0.1", live.port)) in [(a.ip, a.port) for a in listening]
-    assert set(live.published) == {"/camera/front", "/lidar/top", "/radar/front", "/result/fused"}
+    assert ("127.0.0.1", live.port) in [(a.ip, a.port) for a in listening]
     assert live.no_schema == Counter({"audio/roof": _count([demo_logs[0]], "audio/roof")})
+    export_foxglove(list(demo_logs), tmp_path / "export.mcap")
+
+    def channels(path: Path) -> dict[str, tuple[str, bytes, int, bytes]]:
+        """topic -> (schema name, schema data, messages, first message)"""
+        with path.open("rb") as stream:
+            out: dict[str, tuple[str, bytes, int, bytes]] = {}
+            for schema, channel, message in make_reader(stream).iter_messages():
+                name, data, n, first = out.get(channel.topic, (schema.name, schema.data, 0, message.data))
+                out[channel.topic] = (name, data, n + 1, first)
+            return out
+
+    live_channels, exported = channels(tmp_path / "live.mcap"), channels(tmp_path / "export.mcap")
+    assert (
+        set(live_channels)
+        == set(exported)
+        == {"/camera/front", "/lidar/top", "/radar/front", "/result/fused"}
+    )
+    for topic, (schema, data, n, first) in exported.items():
+        live_schema, live_data, live_n, live_first = live_channels[topic]
+        assert (live_schema, json.loads(live_data), live_n) == (schema, json.loads(data), n), topic
+        assert json.loads(live_first) == json.loads(first), topic
