@@ -340,7 +340,8 @@ def _eval(args: argparse.Namespace) -> int:
     from fusion_pipeline.sim.dataset import sensors_for
 
     corruptions = _corruptions(args)
-    if corruptions is not None:
+    runs, metas = _load_runs(args.run_dir)
+    if corruptions is not None:  # new files only: refused now, not once the evaluation is done
         doc = args.doc or args.run_dir / "corruptions.md"
         plot = args.plot or doc.parent / "model_corruptions.png"
         for path, option in (
@@ -349,7 +350,6 @@ def _eval(args: argparse.Namespace) -> int:
             (args.run_dir / "corruptions.json", "--run-dir"),
         ):
             check_output_path(path, option, new=True)
-    runs, metas = _load_runs(args.run_dir)
     tc = metas[0]["train_config"]
     if args.test_seed == tc["world_seed"]:
         raise ModelError(f"--test-seed {args.test_seed} is the training world seed; pick an unseen one")

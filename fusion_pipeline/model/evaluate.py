@@ -28,6 +28,7 @@ from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.fusion import FUSIONS
 from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet
 from fusion_pipeline.model.train import SUITE, input_tensors
+from fusion_pipeline.sim.corruptions import Corruption
 
 __all__ = [
     "CORRUPTION_KEYS",
@@ -248,7 +249,7 @@ def _cell(row: Mapping[str, Any], key: str, digits: int, sign: bool = False) -> 
     text = fmt.format(row[key])
     if "range" in row:
         low, high = row["range"][key]
-        text += f" ({fmt.format(low)}-{fmt.format(high)})"
+        text += f" ({fmt.format(low)}{' to ' if sign else '-'}{fmt.format(high)})"  # "-0.01-+0.02" misreads
     return text
 
 
@@ -429,7 +430,8 @@ def evaluate_corruptions(
     model with all of its sensors present on the clean test set (corruption "clean", severity 0) and on
     each corrupted copy of it (`corrupted`: ((kind, severity), data) pairs, the same samples with one
     modality degraded, taken one at a time so only one is in memory), with `accuracy_drop`, the clean
-    accuracy minus this one. Rows are ordered by model, clean first."""
+    accuracy minus this one; a model runs only on the corruptions of a modality it reads (a radar-only
+    model not on blurred cameras). Rows are ordered by model, clean first."""
     labels = {k: clean[k].numpy() for k in ("class", "position", "velocity", "siren")}
 
     def measure(model: FusionNet, data: dict[str, torch.Tensor]) -> Metrics:
@@ -442,8 +444,11 @@ def evaluate_corruptions(
     order = [("clean", 0)]
     for (kind, severity), data in corrupted:
         order.append((kind, severity))
+        modality = Corruption(kind, severity).modality
         for run, models in enumerate(runs):
             for name, model in models.items():
+                if modality not in model.config.modalities:
+                    continue
                 metrics = measure(model, data)
                 drop = baseline[run][name].accuracy - metrics.accuracy
                 cells[run][name, kind, severity] = {**metrics.__dict__, "accuracy_drop": drop}
@@ -456,13 +461,14 @@ def evaluate_corruptions(
             {"model": name, "corruption": kind, "severity": severity, **cells[run][name, kind, severity]}
             for name in models
             for kind, severity in order
+            if (name, kind, severity) in cells[run]
         ]
         for run, models in enumerate(runs)
     ]
 
 
 def corruption_summary(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]]:
-    """Per model, per severity: the accuracy drop averaged over the corruption kinds."""
+    """Per model, per severity: the accuracy drop averaged over the corruption kinds it was run on."""
     drops: dict[str, dict[int, list[float]]] = {}
     for r in rows:
         if r["corruption"] != "clean":
@@ -496,20 +502,16 @@ def _corruption_plot(rows: list[dict[str, Any]], path: Path) -> None:
     )
     width = 0.8 / max(len(severities), 1)
     x = np.arange(len(kinds))
+    by_key = {(r["model"], r["corruption"], r["severity"]): r for r in rows}
     for ax, model in zip(axes[:, 0], models, strict=True):
         for k, severity in enumerate(severities):
-            cells = [
-                next(
-                    r for r in rows if (r["model"], r["corruption"], r["severity"]) == (model, kind, severity)
-                )
-                for kind in kinds
-            ]
-            drops = np.array([c["accuracy_drop"] for c in cells])
-            spread = (
-                np.abs(np.array([c["range"]["accuracy_drop"] for c in cells]).T - drops)
-                if "range" in cells[0]
-                else None
-            )
+            # A model not run on a kind (it does not read that modality) gets no bar there.
+            cells = [by_key.get((model, kind, severity)) for kind in kinds]
+            drops = np.array([c["accuracy_drop"] if c else np.nan for c in cells])
+            spread = None
+            if "range" in rows[0]:  # several seeds: their range as error bars
+                ranges = np.array([c["range"]["accuracy_drop"] if c else [np.nan] * 2 for c in cells])
+                spread = np.abs(ranges.T - drops)
             ax.bar(x + k * width, drops, width, yerr=spread, capsize=2, label=f"severity {severity}")
         ax.axhline(0.0, color="black", lw=0.8)
         ax.set_ylabel("accuracy drop")

@@ -27,6 +27,7 @@ from fusion_pipeline.model.evaluate import (
 )
 from fusion_pipeline.model.fusion import FUSIONS
 from fusion_pipeline.model.net import FusionNet, ModelConfig
+from fusion_pipeline.model.train import model_config_for
 
 SETUP = {
     "train_world_seed": 1,
@@ -140,16 +141,21 @@ def test_aggregate_rows_gives_the_mean_and_range_of_each_figure() -> None:
 def test_corruption_rows_drop_against_clean_and_the_report_is_new_files(tmp_path: Path) -> None:
     torch.manual_seed(0)
     contract = default_contract()
-    models = {"concat": FusionNet(ModelConfig(fusion="concat", **TINY)).eval()}
+    models = {
+        "concat": FusionNet(ModelConfig(fusion="concat", **TINY)).eval(),
+        "camera-only": FusionNet(model_config_for("camera-only", ModelConfig(**TINY))).eval(),
+    }
     clean = random_data(contract, 40)
     noisy = {**clean, "radar": clean["radar"] + 3 * torch.randn_like(clean["radar"])}
     (rows,) = evaluate_corruptions(
         [models], clean, [(("radar_ghosts", 2), noisy), (("radar_ghosts", 3), clean)]
     )
-    assert [(r["corruption"], r["severity"]) for r in rows] == [
-        ("clean", 0),
-        ("radar_ghosts", 2),
-        ("radar_ghosts", 3),
+    # The camera model reads no radar: only its clean row.
+    assert [(r["model"], r["corruption"], r["severity"]) for r in rows] == [
+        ("concat", "clean", 0),
+        ("concat", "radar_ghosts", 2),
+        ("concat", "radar_ghosts", 3),
+        ("camera-only", "clean", 0),
     ]
     assert rows[1]["accuracy_drop"] == pytest.approx(rows[0]["accuracy"] - rows[1]["accuracy"])
     assert rows[2]["accuracy_drop"] == 0 and rows[2]["accuracy"] == rows[0]["accuracy"]
@@ -165,3 +171,8 @@ def test_corruption_rows_drop_against_clean_and_the_report_is_new_files(tmp_path
         write_corruption_report(rows, SETUP, doc, tmp_path / "other.png")
     assert doc.read_bytes() == before and not (tmp_path / "other.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corruptions.md", "corruptions.png"]  # no partials
+    # Several seeds: cells read mean (min to max) for the signed drop; the plot draws their range.
+    write_corruption_report(
+        aggregate_rows([rows, rows]), SETUP, tmp_path / "seeds.md", tmp_path / "seeds.png"
+    )
+    assert "| +0.000 (+0.000 to +0.000) |" in (tmp_path / "seeds.md").read_text()
