@@ -162,7 +162,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="extend",
         default=None,
         help="comma-separated corruption kinds (camera_blur, ...) or 'all': evaluate on degraded copies of "
-        "the test seed instead, into new files (--doc default RUN_DIR/corruptions.md)",
+        "the test seed instead, into new files (--doc default RUN_DIR/corruptions.md, its rows beside it "
+        "as .json)",
     )
     p.add_argument(
         "--severities",
@@ -342,14 +343,7 @@ def _eval(args: argparse.Namespace) -> int:
     corruptions = _corruptions(args)
     runs, metas = _load_runs(args.run_dir)
     if corruptions is not None:  # new files only: refused now, not once the evaluation is done
-        doc = args.doc or args.run_dir / "corruptions.md"
-        plot = args.plot or doc.parent / "model_corruptions.png"
-        for path, option in (
-            (doc, "--doc"),
-            (plot, "--plot"),
-            (args.run_dir / "corruptions.json", "--run-dir"),
-        ):
-            check_output_path(path, option, new=True)
+        outputs = _corruption_outputs(args)
     tc = metas[0]["train_config"]
     if args.test_seed == tc["world_seed"]:
         raise ModelError(f"--test-seed {args.test_seed} is the training world seed; pick an unseen one")
@@ -387,15 +381,13 @@ def _eval(args: argparse.Namespace) -> int:
         corrupted = (((c.kind, c.severity), test_set(c)) for c in corruptions if c.modality in present)
         per_run = evaluate_corruptions(runs, test_set(), corrupted)
         rows = aggregate_rows(per_run) if len(per_run) > 1 else per_run[0]
+        doc, plot, saved = outputs
         mean_drops = write_corruption_report(rows, setup, doc, plot)
-        write_new(
-            args.run_dir / "corruptions.json",
-            lambda partial: save_rows(partial, rows, {"mean_accuracy_drop": mean_drops}, setup),
-        )
+        write_new(saved, lambda partial: save_rows(partial, rows, {"mean_accuracy_drop": mean_drops}, setup))
         for name, by_severity in mean_drops.items():
             drops = "  ".join(f"severity {s} {d:+.3f}" for s, d in by_severity.items())
             print(f"{name:12s} mean accuracy drop over the corruptions: {drops}")
-        print(f"wrote {doc}, {plot} and {args.run_dir / 'corruptions.json'}")
+        print(f"wrote {doc}, {plot} and {saved}")
         return 0
     data = test_set()
     per_run = [evaluate_suite(models, data) for models in runs]
@@ -442,6 +434,17 @@ def _corruptions(args: argparse.Namespace) -> list[Any] | None:
         return [Corruption(kind, severity) for kind in kinds for severity in dict.fromkeys(severities)]
     except CorruptionError as exc:
         raise ModelError(f"--corruptions/--severities: {exc}") from exc
+
+
+def _corruption_outputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """The report, plot and rows of `eval --corruptions`: --doc (default RUN_DIR/corruptions.md), --plot
+    (default model_corruptions.png beside it) and the doc's name with .json; none may exist."""
+    doc = args.doc or args.run_dir / "corruptions.md"
+    plot = args.plot or doc.parent / "model_corruptions.png"
+    saved = doc.with_suffix(".json")
+    for path, option in ((doc, "--doc"), (plot, "--plot"), (saved, "--doc (its .json)")):
+        check_output_path(path, option, new=True)
+    return doc, plot, saved
 
 
 def _load_runs(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
