@@ -171,3 +171,12 @@ def test_a_corruption_mix_corrupts_its_share_of_samples(tmp_path: Path) -> None:
             CorruptionMix((ghosts,), share)
     with pytest.raises(CorruptionError, match="at least one"):
         CorruptionMix((), 0.5)
+
+
+def test_run_refuses_an_unknown_corruption_before_starting_anything() -> None:
+    from fusion_pipeline.cli.run import preflight
+    from fusion_pipeline.errors import ConfigError
+
+    config = parse_config(add_to_stream(DEMO_TEXT, "camera/front", 'sim = { corruption = "camera_smear" }'))
+    with pytest.raises(ConfigError, match=r"streams\[camera/front\]\.sim\.corruption: 'camera_smear' is not"):
+        preflight(config, None)
