@@ -70,6 +70,11 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-2
     p_all_present: float = 0.3  # sensor dropout: else a uniformly drawn non-empty subset of inputs is kept
+    w_position: float = 0.5
+    w_velocity: float = 0.5
+    w_siren: float = 0.5
+    threads: int = 1  # more threads thrash on a shared 2-core machine (measured 5-7x slower per step)
+    # Issue 17's options, all off by default (docs/MODEL.md, "Missing, weak and degraded sensors"):
     p_single: float = 0.0  # of all samples, this share keeps one modality's inputs only (drawn uniformly)
     distill_weight: float = 0.0  # fused models: weight of the distillation from the "-only" teachers
     distill_temperature: float = 2.0
@@ -89,11 +94,6 @@ class TrainConfig:
             return CorruptionMix(tuple(map(Corruption.parse, self.corruptions)), self.corruption_share)
         except CorruptionError as exc:
             raise ModelError(f"TrainConfig.corruptions/corruption_share: {exc}") from exc
-
-    w_position: float = 0.5
-    w_velocity: float = 0.5
-    w_siren: float = 0.5
-    threads: int = 1  # more threads thrash on a shared 2-core machine (measured 5-7x slower per step)
 
 
 def suite(contract: ModelContract) -> tuple[str, ...]:
@@ -320,7 +320,7 @@ def train_model(
             if teachers:
                 with torch.no_grad():
                     taught = {m: t(*(batch[k] for k in t.contract.tensors))[0] for m, t in teachers.items()}
-                # The student's bits in contract presence order, as the teachers read them.
+                # One forward pass of each teacher per batch; the loss reads the rows it taught.
                 loss = loss + tc.distill_weight * distillation_loss(
                     outputs[0], batch[presence], taught, modality_names, tc.distill_temperature
                 )
