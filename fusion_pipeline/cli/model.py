@@ -22,13 +22,19 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fusion_pipeline.cli.args import add_command, check_output_path, comma_list, config_argument, number
 from fusion_pipeline.config import Config, load_config, parse_config
 from fusion_pipeline.contract import ModelContract, default_contract
 from fusion_pipeline.model.contracts import contract_for_config
 from fusion_pipeline.model.errors import ModelError
+
+if TYPE_CHECKING:  # torch is imported by the handlers only
+    import torch
+
+    from fusion_pipeline.model.net import FusionNet, ModelConfig
+    from fusion_pipeline.model.train import TrainConfig
 
 __all__ = ["MIN_SAMPLES", "register"]
 
@@ -271,9 +277,9 @@ def _ints(texts: list[str], option: str) -> list[int]:
 
 
 def _train_suite(
-    configs: dict[str, Any],
-    tc: Any,
-    data: dict[str, Any],
+    configs: dict[str, ModelConfig],
+    tc: TrainConfig,
+    data: dict[str, torch.Tensor],
     contract: ModelContract,
     run_dir: Path,
     saved_config: dict[str, str] | None,
@@ -285,16 +291,14 @@ def _train_suite(
     from fusion_pipeline.model.train import load_checkpoint, save_checkpoint, train_model
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    teachers: dict[str, Any] = {}
+    teachers: dict[str, FusionNet] = {}
     for name, model_config in configs.items():
         fused = len(model_config.modalities) > 1
-        if (
-            fused and tc.distill_weight > 0
-        ):  # a teacher not trained in this run is in run_dir (_train checked)
+        distilled = fused and tc.distill_weight > 0
+        if distilled:  # a teacher not trained in this run is in run_dir (_train checked)
             for modality in dict.fromkeys(s.modality for s in contract.inputs if s.modality not in teachers):
                 teachers[modality], _ = load_checkpoint(run_dir / f"{modality}-only.npz")
         t0 = time.perf_counter()
-        distilled = fused and tc.distill_weight > 0
         model, history = train_model(
             model_config, tc, data, desc=name, contract=contract, teachers=teachers if distilled else None
         )
