@@ -2,8 +2,9 @@
 
     python -m nodes.viewer --config PATH --run-dir DIR
 
-The supervisor starts it when ``view.enabled = true``. It runs at a lower CPU priority than the data
-path (nice VIEWER_NICENESS) and on real-time sockets, draining them each pass and showing the newest
+The supervisor starts it when ``view.enabled = true``. It runs under SCHED_IDLE (the kernel gives it a
+core only when nothing else wants one; nice VIEWER_NICENESS where that is refused) and on real-time
+sockets, draining them each pass and showing the newest
 message per sensor (fusion_pipeline.view.LiveView), so a viewer that falls behind skips, counted in its
 heartbeats and in the recording, and never slows the pipeline. The views and outputs are
 fusion_pipeline.view's; ``view.save`` is never written over (NAME-1.rrd, NAME-2.rrd, ...).
@@ -20,16 +21,28 @@ from fusion_pipeline.node import POLL_MS, Node, run_node
 
 log = logging.getLogger("nodes.viewer")
 
-#: Added to the viewer's nice value: on a loaded host the data path's nodes get the CPU first.
+#: Added to the viewer's nice value where SCHED_IDLE is refused.
 VIEWER_NICENESS = 10
+
+
+def enter_idle() -> None:
+    """Put every thread of this process so far, and so every thread it starts later, under SCHED_IDLE:
+    a data-path node that wakes preempts the viewer at once, on a loaded host the viewer falls behind
+    (and skips, counted) instead of the pipeline. Needs no privilege; where refused, nice the process."""
+    try:
+        for thread in sorted(int(tid) for tid in os.listdir("/proc/self/task")):
+            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError) as exc:  # AttributeError: no SCHED_IDLE off Linux
+        log.info("SCHED_IDLE refused (%s); nice +%d instead", exc, VIEWER_NICENESS)
+        os.nice(VIEWER_NICENESS)
 
 
 def main(argv: list[str] | None = None) -> int:
     # Here, not at the top: without the [view] extra the ViewError is one log line and exit 2 (run_node).
     from fusion_pipeline.view import LiveView, Views, ViewSettings, open_sources
 
+    enter_idle()
     with Node("viewer", argv) as node:
-        os.nice(VIEWER_NICENESS)
         settings = ViewSettings.from_config(node.config.view)
         if settings.save is not None:
             settings = replace(settings, save=unused_path(settings.save, SplitPolicy()))
