@@ -491,7 +491,7 @@ def viewer_report(runs: list[Scenario], command: str) -> str:
         "",
         f"`{command}` on {machine()}: the embedded demo at its nominal rates, the runs without and with the "
         "viewer node (`[view] enabled`, saving an .rrd) in turn; the viewer drains its own subscriptions "
-        "at nice 10 and shows the newest message per sensor.",
+        "under SCHED_IDLE and shows the newest message per sensor.",
         "",
         "| run | results | end_to_end p50 ms | end_to_end p99 ms | overhead p99 ms | viewer CPU % | "
         "viewer skipped | load |",
@@ -519,6 +519,12 @@ def viewer_report(runs: list[Scenario], command: str) -> str:
         f"median without {change:+.2f} ms, ratio {np.median(with_viewer) / np.median(without):.2f}. "
         f"Acceptance (the change within the spread of the runs without it): {verdict}.",
     ]
+    stages = " ".join(
+        f"{STAGE_NAMES[key]} {np.median([_p(s, key, 'p99') for s in runs if not s.viewer]):.2f} / "
+        f"{np.median([_p(s, key, 'p99') for s in runs if s.viewer]):.2f};"
+        for key in STAGE_NAMES
+    )
+    lines += ["", f"Stage p99, median of the runs without / with the viewer, ms: {stages}"]
     p50_without = [_p(s, "end_to_end", "p50") for s in runs if not s.viewer]
     p50_with = [_p(s, "end_to_end", "p50") for s in runs if s.viewer]
     lines += [
