@@ -5,7 +5,8 @@ WebSocket; rerun's analytics are switched off before any of them starts (`analyt
   whole, so a crash leaves no half file under the name, and a file already there is never written over.
 - ``web``: a ``rerun --serve-web --bind 127.0.0.1`` process (the rerun CLI of the wheel) hosts the web
   viewer and the gRPC server it reads from; the recording streams to that server. rerun-sdk's in-process
-  web server would listen on every address, which a vehicle must not.
+  web server would listen on every address, which a vehicle must not. The page reaches the browser through
+  `webserver.LoopbackWebViewer`, whose Content-Security-Policy keeps it from calling any other host.
 - neither (and no Foxglove): the native viewer, ``rerun`` on a free local port.
 """
 
@@ -26,6 +27,7 @@ from fusion_pipeline.config import ViewConfig
 from fusion_pipeline.logs.writer import LOG_MODE
 from fusion_pipeline.view.analytics import EXTRA_HINT, disable_analytics, rerun_cli
 from fusion_pipeline.view.errors import ViewError
+from fusion_pipeline.view.webserver import LoopbackWebViewer
 
 __all__ = ["LOOPBACK", "PARTIAL_SUFFIX", "RerunOutput", "ViewSettings", "free_port"]
 
@@ -100,6 +102,7 @@ class RerunOutput:
         self.save = settings.save
         self._partial: Path | None = None
         self._viewer: subprocess.Popen[bytes] | None = None
+        self._web: LoopbackWebViewer | None = None
         if self.save is not None:
             if self.save.exists():
                 raise ViewError(f"{self.save}: exists already, not overwriting it")
@@ -120,8 +123,14 @@ class RerunOutput:
         grpc_port = settings.grpc_port or free_port()
         command = [str(rerun_cli()), "--bind", LOOPBACK, "--port", str(grpc_port), "--hide-welcome-screen"]
         if settings.web:
-            web_port = settings.web_port or free_port()
-            command += ["--serve-web", "--web-viewer-port", str(web_port), "--server-memory-limit", "25%"]
+            upstream_port = free_port()  # rerun's own web server, reached only through LoopbackWebViewer
+            command += [
+                "--serve-web",
+                "--web-viewer-port",
+                str(upstream_port),
+                "--server-memory-limit",
+                "25%",
+            ]
         what = "rerun's web viewer" if settings.web else "rerun's native viewer"
         self._viewer = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -130,8 +139,11 @@ class RerunOutput:
         try:
             _wait_for_port(grpc_port, self._viewer, what)
             if settings.web:
-                _wait_for_port(web_port, self._viewer, what)
-                self.web_url = f"http://{LOOPBACK}:{web_port}/?url={quote(grpc_url, safe='')}"
+                _wait_for_port(upstream_port, self._viewer, what)
+                self._web = LoopbackWebViewer(settings.web_port, upstream_port, grpc_port)
+                # no welcome screen: it offers examples fetched from the internet
+                query = f"url={quote(grpc_url, safe='')}&hide_welcome_screen"
+                self.web_url = f"http://{LOOPBACK}:{self._web.port}/?{query}"
                 log.info("web viewer: %s", self.web_url)
         except ViewError:
             self._stop_viewer()
@@ -139,6 +151,9 @@ class RerunOutput:
         return grpc_url
 
     def _stop_viewer(self) -> None:
+        if self._web is not None:
+            self._web.close()
+            self._web = None
         if self._viewer is None or self._viewer.poll() is not None:
             return
         self._viewer.terminate()

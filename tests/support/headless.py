@@ -75,7 +75,12 @@ class Chromium:
         os.close(from_chrome_w)
         self._buffer = b""
         self._id = 0
+        self.requests: dict[str, str] = {}  # request id -> URL, every request since the reload below
+        self.blocked: dict[str, str] = {}  # request id -> why the browser did not send it (e.g. "csp")
         self._session = self._attach_page()
+        # Watch the network from the first request on: enable, then load the page again.
+        self._send("Network.enable", {}, self._session)
+        self._send("Page.reload", {"ignoreCache": True}, self._session)
 
     def _send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> Any:
         self._id += 1
@@ -85,6 +90,10 @@ class Chromium:
         os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
         while True:
             reply = self._read()
+            if reply.get("method") == "Network.requestWillBeSent":
+                self.requests[reply["params"]["requestId"]] = reply["params"]["request"]["url"]
+            elif reply.get("method") == "Network.loadingFailed" and reply["params"].get("blockedReason"):
+                self.blocked[reply["params"]["requestId"]] = reply["params"]["blockedReason"]
             if reply.get("id") == self._id:
                 if "error" in reply:
                     raise RuntimeError(f"{method}: {reply['error']}")
