@@ -4,8 +4,9 @@ pipeline (docs/VIEW.md).
 
 `Scene` logs messages to a Rerun recording, one entity per view; `DrainTally` decides what a live viewer
 that fell behind shows and counts the rest; `LiveView` is the live loop's pass over its sockets, `Views`
-every output opened together; `show_log` shows a recording. Rerun's usage analytics are switched off
-before anything of rerun starts (`disable_analytics`). Rerun and foxglove-sdk are imported by the
+every output opened together; `show_log` shows a recording; `LoopbackWebViewer` serves rerun's web
+page on 127.0.0.1 under a policy that keeps it from calling other hosts. Rerun's usage analytics are
+switched off before anything of rerun starts (`disable_analytics`). Rerun and foxglove-sdk are imported by the
 modules that need them: importing this face without the extra raises a ViewError that names it.
 """
 
@@ -21,6 +22,7 @@ try:
     from fusion_pipeline.view.logview import show_log
     from fusion_pipeline.view.scene import RESULT_LOG, Scene, blueprint, project
     from fusion_pipeline.view.sinks import RerunOutput, ViewSettings, free_port
+    from fusion_pipeline.view.webserver import LoopbackWebViewer
 except ImportError as exc:  # rerun-sdk or foxglove-sdk not installed
     raise ViewError(EXTRA_HINT) from exc
 
@@ -30,6 +32,7 @@ __all__ = [
     "DrainTally",
     "FoxgloveLive",
     "LiveView",
+    "LoopbackWebViewer",
     "RerunOutput",
     "Scene",
     "StreamTally",
