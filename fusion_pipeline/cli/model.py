@@ -336,9 +336,9 @@ def _eval(args: argparse.Namespace) -> int:
             pyplot,
             save_rows,
             write_corruption_report,
-            write_new,
             write_report,
         )
+        from fusion_pipeline.model.export import write_new
         from fusion_pipeline.model.train import load_dataset, to_tensors
 
         pyplot()  # only the plot needs matplotlib, at the very end: check it before the evaluation

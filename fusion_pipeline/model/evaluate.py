@@ -25,6 +25,7 @@ import torch
 
 from fusion_pipeline.contract import MODALITIES, InputSpec, ModelContract, default_contract
 from fusion_pipeline.model.errors import ModelError
+from fusion_pipeline.model.export import write_new
 from fusion_pipeline.model.fusion import FUSIONS
 from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet
 from fusion_pipeline.model.train import SUITE, input_tensors
@@ -51,7 +52,6 @@ __all__ = [
     "pyplot",
     "roc_auc",
     "write_corruption_report",
-    "write_new",
     "write_report",
 ]
 
@@ -474,22 +474,6 @@ def corruption_summary(rows: list[dict[str, Any]]) -> dict[str, dict[int, float]
         if r["corruption"] != "clean":
             drops.setdefault(r["model"], {}).setdefault(r["severity"], []).append(r["accuracy_drop"])
     return {m: {s: float(np.mean(d)) for s, d in sorted(by.items())} for m, by in drops.items()}
-
-
-def write_new(path: Path, write: Callable[[Path], object]) -> None:
-    """`write(partial)` to a file beside `path`, then link it into place: an existing file is never
-    overwritten, and a failed write leaves nothing behind."""
-    if path.exists():
-        raise ModelError(f"{path}: exists already, not overwriting it")
-    partial = path.with_name(f".{os.getpid()}.{path.name}")  # same folder: link(2) needs one file system
-    try:
-        write(partial)
-        try:
-            os.link(partial, path)
-        except FileExistsError:
-            raise ModelError(f"{path}: exists already, not overwriting it") from None
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _corruption_plot(rows: list[dict[str, Any]], path: Path) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "export_onnx",
     "presence_masks",
     "random_inputs",
+    "write_new",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,20 +68,32 @@ def export_model(
     example = random_inputs(contract, torch.ones(2, len(contract.presence_order)))
     _check_outputs(_outputs(module, contract, example), contract, batch=2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{os.getpid()}.{path.name}")  # same folder: link(2) needs one file system
-    try:
+
+    def write(partial: Path) -> None:
         _export(module, contract, example, partial)
         _check_graph(module, contract, partial)
         if verify is not None:
             verify(partial)
+
+    write_new(path, write)
+    log.info("exported %s (%.2f MB)", path, path.stat().st_size / 1e6)
+    return contract
+
+
+def write_new(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(partial)` to a file beside `path`, then link it into place: an existing file is never
+    overwritten, and a failed write leaves nothing behind."""
+    if path.exists():
+        raise ModelError(f"{path}: exists already, not overwriting it")
+    partial = path.with_name(f".{os.getpid()}.{path.name}")  # same folder: link(2) needs one file system
+    try:
+        write(partial)
         try:
             os.link(partial, path)
         except FileExistsError:
             raise ModelError(f"{path}: exists already, not overwriting it") from None
     finally:
         partial.unlink(missing_ok=True)
-    log.info("exported %s (%.2f MB)", path, path.stat().st_size / 1e6)
-    return contract
 
 
 def _outputs(
