@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,11 +38,11 @@ import numpy as np
 import psutil
 import zmq
 from benchdoc import BENCHMARKS, machine, replace_section
-from prometheus_client.parser import text_string_to_metric_families
 
 from fusion_pipeline.config import parse_config
 from fusion_pipeline.node import stream_hwm
 from fusion_pipeline.ops import StatusError, query
+from fusion_pipeline.ops.exporter import scrape
 from fusion_pipeline.protocol import SET_STREAM
 from fusion_pipeline.sim import World
 from fusion_pipeline.transport import Sample, Subscriber
@@ -143,17 +142,6 @@ class SetCounter(threading.Thread):
     def while_sending(self, sent: SendStats, window_ns: int) -> list[int]:
         """The IMU rows of the sets whose window lies in the sending span (-1 where a set lacks it)."""
         return [rows for stamp, rows in self.sets if sent.first_ns + window_ns <= stamp <= sent.last_ns]
-
-
-def scrape(url: str) -> dict[str, float]:
-    """{'name{label=value,...}': value} from a /metrics page."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return {
-        f"{s.name}{{{','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))}}}": s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def imu_metrics(metrics: dict[str, float]) -> dict[str, float]:

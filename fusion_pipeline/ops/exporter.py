@@ -11,6 +11,7 @@ its restarts, so they only grow for the lifetime of the supervisor. docs/OPERATI
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from fusion_pipeline.ops.health import (
@@ -34,7 +36,7 @@ from fusion_pipeline.ops.health import (
 )
 from fusion_pipeline.ops.metrics import is_drop_counter
 
-__all__ = ["MetricsServer", "PipelineCollector", "metric_families"]
+__all__ = ["MetricsServer", "PipelineCollector", "metric_families", "scrape"]
 
 _NOT_DROPS = ("malformed_", "schema_", "seq_lost", "rejected_", "dropped.")  # exported as their own metrics
 
@@ -264,3 +266,14 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=2.0)
+
+
+def scrape(url: str, timeout_s: float = 10.0) -> dict[str, float]:
+    """A /metrics page read back: {'name{label=value,...}': value}, labels sorted by name."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        text = response.read().decode()
+    return {
+        f"{s.name}{{{','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))}}}": s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -10,14 +10,13 @@ import json
 import os
 import signal
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from pipeline_harness import Run, collect, demo_text, pipeline, present, wait_for
-from prometheus_client.parser import text_string_to_metric_families
 
 from fusion_pipeline.ops import StatusError, query
+from fusion_pipeline.ops.exporter import scrape
 
 STREAMS = ["camera/front", "lidar/top", "radar/front", "audio/roof"]
 REFERENCE = "lidar/top"
@@ -43,14 +42,7 @@ def _flowing(run: Run) -> dict[str, Any] | None:
 
 def _scrape(run: Run) -> dict[str, float]:
     """{'sample_name{label=value,...}': value} from the run's /metrics."""
-    url = wait_for(lambda: next(iter(_metrics_urls(run)), None), 30, "metrics URL logged", run)
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return {
-        f"{s.name}{{{','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))}}}": s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return scrape(wait_for(lambda: next(iter(_metrics_urls(run)), None), 30, "metrics URL logged", run))
 
 
 def _scrape_with_full_sets(run: Run) -> dict[str, float] | None:
