@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import mmap
 import os
 import struct
 import threading
@@ -76,12 +77,13 @@ def _summary(path: Path, limits: Limits) -> _Summary | None:
             if opcode != Opcode.FOOTER or not len(MCAP_MAGIC) <= summary_start < size - tail:
                 return None
             channels, counts = [], None
-            for offset, opcode, body in _file_records(f, summary_start, size, limits, path):
-                record = _parse(opcode, body, f"{path}: summary record at byte {offset}")
-                if isinstance(record, Channel):
-                    channels.append(record)
-                elif isinstance(record, Statistics):
-                    counts = record.channel_message_counts
+            with _mapped(f) as data:
+                for offset, opcode, body in _file_records(data, summary_start, size, limits, path):
+                    record = _parse(opcode, body, f"{path}: summary record at byte {offset}")
+                    if isinstance(record, Channel):
+                        channels.append(record)
+                    elif isinstance(record, Statistics):
+                        counts = record.channel_message_counts
             return _Summary(channels, counts)
     except (LogError, OSError):
         return None
@@ -96,38 +98,54 @@ def _max_chunk_bytes(limits: Limits) -> int:
     )
 
 
+@contextlib.contextmanager
+def _mapped(f: BinaryIO) -> Iterator[memoryview]:
+    """The file's bytes, mapped read-only: records are sliced out of the page cache, not copied out of
+    it (a 60 s demo log is 1.5 GB). A record whose data outlives the reading is copied by the caller."""
+    mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    view = memoryview(mapping)
+    try:
+        yield view
+    finally:
+        view.release()
+        # A slice still alive (an exception's traceback holds one) keeps the mapping open until it goes.
+        with contextlib.suppress(BufferError):
+            mapping.close()
+
+
 def _file_records(
-    f: BinaryIO, start: int, end: int, limits: Limits, path: Path, verify_crcs: bool = False
+    data: memoryview, start: int, end: int, limits: Limits, path: Path, verify_crcs: bool = False
 ) -> Iterator[tuple[int, int, memoryview]]:
-    """(offset, opcode, body) of the top-level records of an MCAP file from byte `start` up to the Footer
-    (or `end`), each declared length checked against what is left before it is read. With `verify_crcs`
-    the Data End record's data section CRC is checked; the closing magic after the Footer always is."""
-    f.seek(start)
+    """(offset, opcode, body) of the top-level records of an MCAP file's bytes `data` from byte `start`
+    up to the Footer (or `end`), each declared length checked against what is left before it is sliced.
+    With `verify_crcs` the Data End record's data section CRC is checked; the closing magic after the
+    Footer always is. Each body is a view of `data`."""
     crc = zlib.crc32(MCAP_MAGIC) if verify_crcs else 0
     offset = start
+    end = min(end, data.nbytes)
     limit = _max_chunk_bytes(limits)
     while offset < end:
-        head = f.read(_RECORD_HEAD.size)
-        if len(head) < _RECORD_HEAD.size:
+        head_end = offset + _RECORD_HEAD.size
+        if head_end > end:
             raise LogError(f"{path}: cut short in the record header at byte {offset}")
-        opcode, length = _RECORD_HEAD.unpack(head)
-        left = end - offset - _RECORD_HEAD.size
+        opcode, length = _RECORD_HEAD.unpack_from(data, offset)
+        left = end - head_end
         if length > min(left, limit):
             raise LogError(
                 f"{path}: record at byte {offset} declares {length} bytes; {left} are left in the file "
                 f"and a record of a log holds at most {limit}"
             )
-        body = memoryview(f.read(length))
+        body = data[head_end : head_end + length]
         if opcode == Opcode.DATA_END and verify_crcs:
             expected = struct.unpack_from("<I", body)[0] if length >= 4 else 0
             if expected not in (0, crc):
                 raise LogError(f"{path}: data section CRC is {crc:#010x}, the file says {expected:#010x}")
         if verify_crcs:
-            crc = zlib.crc32(body, zlib.crc32(head, crc))
+            crc = zlib.crc32(body, zlib.crc32(data[offset:head_end], crc))
         yield offset, opcode, body
-        offset += _RECORD_HEAD.size + length
+        offset = head_end + length
         if opcode == Opcode.FOOTER:
-            if f.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+            if data[offset : offset + len(MCAP_MAGIC)] != MCAP_MAGIC:
                 raise LogError(
                     f"{path}: the footer at byte {offset - length - 9} is not followed by the magic"
                 )
@@ -448,6 +466,8 @@ class LogReader:
             try:
                 for offset, opcode, body in records:
                     where = f"{path}: record at byte {offset}"
+                    # A message outside a chunk: its arrays would be views of the mapping, which closes.
+                    body = memoryview(bytes(body)) if opcode == Opcode.MESSAGE else body
                     yield where, _parse(opcode, body, where)
             except LogError as exc:
                 damage.append(exc)
@@ -486,9 +506,8 @@ class LogReader:
         partial record at the tail) ends the file, and `state` says where and why."""
         path = state.path
         try:
-            with open(path, "rb") as f, contextlib.ExitStack() as stack:
-                size = os.fstat(f.fileno()).st_size
-                records = _file_records(f, len(MCAP_MAGIC), size, self.limits, path, verify_crcs)
+            with open(path, "rb") as f, _mapped(f) as data, contextlib.ExitStack() as stack:
+                records = _file_records(data, len(MCAP_MAGIC), data.nbytes, self.limits, path, verify_crcs)
                 pool = None
                 if self.threads > 1:
                     pool = ThreadPoolExecutor(self.threads, thread_name_prefix="log-inflate")
