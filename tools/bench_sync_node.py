@@ -265,7 +265,8 @@ def report(figs: dict[str, dict], seconds: float) -> str:
         "from there to the completed set being sent and reports percentiles in its heartbeat "
         "(`added_ms_*`); the relay records the same per message. The set's own stamps split the "
         "synchronizer's figure: `sync_emit - sync_in` is matching and set building, before encoding and "
-        "sending (the audio log-mel was computed earlier, when its window was cut); this benchmark's "
+        "sending (the audio log-mel is computed when its window is cut: earlier, unless the audio chunk is "
+        "itself the message that completes the set, as 'Sets completed by' says); this benchmark's "
         "receive time - `sync_in` adds the ipc hop and a Python consumer's wake-up.",
         "",
     ]
