@@ -11,14 +11,15 @@ on all of them with one poller, until a message comes or the sync stage's next d
    whose message opens the set the others complete, then the config's order), taken as its ingest node
    would take it (nodes/ingest.py `StreamIngest`): a camera, lidar or radar socket drained to its newest
    admitted message, audio in full; then the poller is asked again, until a set is complete or no
-   input waits. A camera, lidar or radar frame's front end (the arithmetic of preprocessing; its checks
-   run at once) starts on a pool of worker threads as the frame is admitted (preprocess/deferred.py),
-   so the loop goes on receiving: a reference message never queues behind another stream's
-   preprocessing, and the streams' front ends run on several cores at once, as in the process graph;
+   input waits. A camera, lidar or radar frame's front end is deferred (preprocess/deferred.py): its
+   checks run at once, its arithmetic only when a set takes the frame, so the loop goes on receiving
+   (a reference message never queues behind another stream's preprocessing) and the frames the
+   synchronizer supersedes (two thirds of the demo's camera frames) never cost it anything. A front-end
+   thread pool measured no better (docs/BENCHMARKS.md, End-to-end floor);
 2. sync: each model-ready sample straight into the `SyncStage` (no ingest or set socket in between),
    then a tick with the wall clock for the deadlines;
-3. inference: the newest set completed in the pass waits for its frames' tensors, is run and its result
-   published on output.endpoint;
+3. inference: the newest set completed in the pass gets its frames' tensors computed, is run and its
+   result published on output.endpoint;
    older ones (a tick that finished several) are counted as skipped, as the inference node skips to the
    newest set; behind, ingest skips to each stream's newest message as well;
 4. the pass's sets are published on sync.endpoint (for `echo` and the recorder), after the result, so
@@ -26,8 +27,8 @@ on all of them with one poller, until a message comes or the sync stage's next d
 
 Results carry the same stage stamps as in the process graph (sync_in is the completing sample's arrival
 at the stage, sync_emit its hand-over to inference, with no hop between), so the supervisor's latency
-figures compare; the front ends' time shows in ``sync_in`` .. ``sync_emit`` (the wait for the set's
-tensors), not in ``ingest_in`` .. ``ingest_out``. Its heartbeats carry each part's counters under the
+figures compare; the front ends' time shows in ``sync_in`` .. ``sync_emit`` (the set's tensors being
+computed), not in ``ingest_in`` .. ``ingest_out``. Its heartbeats carry each part's counters under the
 separate nodes' names (ingest:STREAM, synchronizer, inference; node.Parts), so `status`, the metrics and
 the summary read them unchanged. A replay runs the separate nodes whatever the composition
 (`fusion-pipeline replay` logs that composition applies live only); this node refuses --replay.
@@ -35,10 +36,8 @@ the summary read them unchanged. A replay runs the separate nodes whatever the c
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import zmq
 
@@ -61,23 +60,16 @@ from nodes.ingest import StreamIngest
 
 log = logging.getLogger("nodes.composed")
 
-#: Worker threads for the front ends: the demo's camera, lidar and radar frames of one instant at once.
-FRONT_END_THREADS = 3
-
 
 def main(argv: list[str] | None = None) -> int:
-    with (
-        Node("composed", argv, realtime=True) as node,
-        ThreadPoolExecutor(FRONT_END_THREADS, thread_name_prefix="front-end") as front_ends,
-    ):
+    with Node("composed", argv, realtime=True) as node:
         config = node.config
         if node.replay:
             raise ConfigError('pipeline.composition = "composed": a replay runs the process graph')
         # A config the model cannot take ends the node (run_node): ContractError from the bindings.
         bindings = load_bindings(config)
         reference_first = sorted(config.streams, key=lambda s: s.name != config.sync.reference)
-        front_end = functools.partial(defer, executor=front_ends)
-        streams = [StreamIngest(node, bindings.for_ingest(s.name, front_end)) for s in reference_first]
+        streams = [StreamIngest(node, bindings.for_ingest(s.name, defer)) for s in reference_first]
         sync = SyncStage(config, bindings)
         inference = start_inference(config)
         sets_out = node.publisher(

@@ -1,12 +1,11 @@
-"""Deferred front ends: a payload's checks at once, its arithmetic later or on a worker thread.
+"""Deferred front ends: a payload's checks at once, its arithmetic only when a set takes it.
 
 Ingest runs a stream's front end as each frame arrives, and the synchronizer then drops most frames of a
 fast discrete stream (two thirds of the demo's camera frames are superseded by a nearer one). Computing
 their tensors at once is wasted work offline, and in one loop that serves every stream (the composed
 node) it holds up the frames behind. `DeferredFrontEnd` runs the front end's checks at once, so it
 refuses exactly the payloads the front end refuses, and returns `Deferred` tensors, each with the dtype
-and shape the sync stage checks. With an executor the arithmetic starts at once on a worker thread
-(numpy and OpenCV release the GIL); without one it runs at the first `compute()`, so a frame no set takes
+and shape the sync stage checks; the arithmetic runs at the first `compute()`, so a frame no set takes
 never pays for it. `resolve` gives a set message's arrays computed.
 """
 
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from concurrent.futures import Executor, Future
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -38,47 +36,38 @@ class _Bound(Protocol):
 _B = TypeVar("_B", bound=_Bound)
 
 
-def defer(binding: _B, executor: Executor | None = None) -> _B:
+def defer(binding: _B) -> _B:
     """`binding` with its front end deferred (module docstring), if its modality is one to defer."""
     if binding.input.modality not in DEFERRED_MODALITIES:
         return binding
-    front_end = DeferredFrontEnd(binding.prepare, binding.input.tensors, executor)
+    front_end = DeferredFrontEnd(binding.prepare, binding.input.tensors)
     return dataclasses.replace(binding, prepare=front_end)  # type: ignore[type-var]
 
 
 class DeferredFrontEnd:
     """A front end as ingest calls it, deferred: the checks now, the tensors on `compute()`."""
 
-    def __init__(
-        self,
-        front_end: InputPreprocessor,
-        tensors: Mapping[str, tuple[int, ...]],
-        executor: Executor | None = None,
-    ) -> None:
+    def __init__(self, front_end: InputPreprocessor, tensors: Mapping[str, tuple[int, ...]]) -> None:
         self.front_end = front_end
         # What the front end returns for a payload its checks pass: preprocessor_for checked its shapes.
         self.tensors = dict(tensors)
-        self.executor = executor
 
     def __call__(self, payload: np.ndarray) -> dict[str, Deferred]:
         self.front_end.check(payload)  # PreprocessError: refused now, as the front end itself refuses it
-        frame = _Frame(self.front_end, payload, self.executor)
+        frame = _Frame(self.front_end, payload)
         return {name: Deferred(frame, name, shape) for name, shape in self.tensors.items()}
 
 
 class _Frame:
     """One payload's front-end call, run once for all the tensors it returns."""
 
-    def __init__(self, front_end: InputPreprocessor, payload: np.ndarray, executor: Executor | None) -> None:
+    def __init__(self, front_end: InputPreprocessor, payload: np.ndarray) -> None:
         self.front_end, self.payload = front_end, payload
         self.tensors: dict[str, np.ndarray] | None = None
-        self.future: Future[dict[str, np.ndarray]] | None = (
-            None if executor is None else executor.submit(front_end, payload)
-        )
 
     def tensor(self, name: str) -> np.ndarray:
         if self.tensors is None:
-            self.tensors = self.front_end(self.payload) if self.future is None else self.future.result()
+            self.tensors = self.front_end(self.payload)
         return self.tensors[name]
 
 
@@ -95,5 +84,5 @@ class Deferred:
 
 
 def resolve(arrays: Mapping[str, Any]) -> dict[str, Any]:
-    """`arrays` with every Deferred computed (waiting for its worker thread, if it has one)."""
+    """`arrays` with every Deferred computed."""
     return {name: a.compute() if isinstance(a, Deferred) else a for name, a in arrays.items()}
