@@ -406,8 +406,10 @@ def report(runs: Runs, rounds: int, duration_s: float, command: str, plot: Path 
         "Where the tail comes from (the last four rows): in every mode the largest stage of the slowest 5 % "
         "of results is mostly `capture->ingest_in`, the drivers' hop; the simulated drivers themselves "
         "send late by up to the figure in the drivers' row (woken late on a busy CPU, a cost of the "
-        "simulation that counts in every mode); garbage collection is rare and its longest pause short "
-        "(gc.freeze before the loop keeps the long-lived objects out of it); the data-path nodes are "
+        "simulation that counts in every mode); garbage collection is rare (gc.freeze before the loop "
+        "keeps the long-lived objects out of it) and its longest pause per run, in the GC row, mostly about "
+        "a millisecond: a long one is a full collection, a tail of its own when it comes; the data-path "
+        "nodes are "
         "preempted hundreds of times a second. The tails are scheduling, a 2-core machine running the "
         "drivers and the pipeline's processes, more than the work of the stages.\n"
     )
