@@ -1,5 +1,6 @@
 """InputPreprocessor.check: it refuses exactly what the front end refuses, with the same error, and
-computes nothing (the offline graph runs the arithmetic only for the frames a set takes)."""
+computes nothing; the deferred front end built on it (the offline graph and the composed node run the
+arithmetic only for the frames a set takes)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from fusion_pipeline.contract import InputSpec, default_contract
 from fusion_pipeline.preprocess import CameraParams, PreprocessError, preprocessor_for
+from fusion_pipeline.preprocess.deferred import DEFERRED_MODALITIES, DeferredFrontEnd, resolve
 from fusion_pipeline.sim import World
 
 SECOND = 1_000_000_000
@@ -71,3 +73,42 @@ def test_check_follows_the_parameters() -> None:
     with pytest.raises(PreprocessError, match="smaller than the model input 224x224"):
         prepare.check(image)
     prepare.check(np.zeros((224, 640, 3), np.uint8))
+
+
+class _Counting:
+    """A front end that counts its calls (the deferred one must call it once per frame, and only when
+    a tensor of the frame is wanted)."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.prepare, self.calls = preprocessor_for(spec), 0
+
+    def __call__(self, payload: np.ndarray) -> dict[str, np.ndarray]:
+        self.calls += 1
+        return self.prepare(payload)
+
+    def check(self, payload: np.ndarray) -> None:
+        self.prepare.check(payload)
+
+
+@pytest.mark.parametrize(
+    "spec", [s for s in default_contract().inputs if s.modality in DEFERRED_MODALITIES], ids=lambda s: s.name
+)
+def test_a_deferred_front_end_refuses_at_once_and_computes_once_when_asked(spec: InputSpec) -> None:
+    front_end = _Counting(spec)
+    deferred = DeferredFrontEnd(front_end, spec.tensors)  # type: ignore[arg-type]
+    for payload in _payloads()[spec.modality]:
+        refused = _refusal(front_end.prepare, payload)
+        assert _refusal(deferred, payload) == refused  # refused on arrival, with the same error
+        if refused is not None:
+            continue
+        calls = front_end.calls
+        tensors = deferred(payload)
+        assert {n: (t.dtype, t.shape) for n, t in tensors.items()} == {
+            n: (np.dtype(np.float32), shape) for n, shape in spec.tensors.items()
+        }
+        assert front_end.calls == calls  # nothing computed until a set wants it
+        computed = resolve({**tensors, "other": np.ones(2)})
+        assert front_end.calls == calls + 1  # once for all of the frame's tensors (radar: two)
+        expected = front_end.prepare(payload)
+        assert set(computed) == {*expected, "other"}
+        assert all(np.array_equal(computed[n], expected[n]) for n in expected)  # the same arithmetic
