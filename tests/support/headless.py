@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Chromium", "chromium_path"]
+
+#: The longest a DevTools command may wait for its reply: a stalled page must fail the test, not hang it.
+REPLY_S = 30.0
 
 #: Debian's binary first: its /usr/bin/chromium is a shell launcher that may handle fds 3 and 4 its way.
 DEBIAN_BINARY = "/usr/lib/chromium/chromium"
@@ -83,13 +87,16 @@ class Chromium:
         self._send("Page.reload", {"ignoreCache": True}, self._session)
 
     def _send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> Any:
+        """The result of one DevTools command; TimeoutError when no reply came within REPLY_S (a reply
+        that comes later is passed over, as it carries the old id)."""
         self._id += 1
+        deadline = time.monotonic() + REPLY_S
         message: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
         if session:
             message["sessionId"] = session
         os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
         while True:
-            reply = self._read()
+            reply = self._read(deadline, method)
             if reply.get("method") == "Network.requestWillBeSent":
                 self.requests[reply["params"]["requestId"]] = reply["params"]["request"]["url"]
             elif reply.get("method") == "Network.loadingFailed" and reply["params"].get("blockedReason"):
@@ -99,8 +106,11 @@ class Chromium:
                     raise RuntimeError(f"{method}: {reply['error']}")
                 return reply.get("result", {})
 
-    def _read(self) -> dict[str, Any]:
+    def _read(self, deadline: float, method: str) -> dict[str, Any]:
         while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._from_chrome], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError(f"chromium sent no reply to {method} within {REPLY_S:g} s")
             chunk = os.read(self._from_chrome, 1 << 20)
             if not chunk:
                 raise RuntimeError("chromium closed its DevTools pipe")
@@ -127,9 +137,17 @@ class Chromium:
         )
         return result.get("result", {}).get("value")
 
-    def screenshot(self, path: Path) -> Path:
-        """The page as it is now, as a PNG at `path`."""
-        data = self._send("Page.captureScreenshot", {"format": "png"}, self._session)["data"]
+    def screenshot(self, path: Path, attempts: int = 3) -> Path:
+        """The page as it is now, as a PNG at `path`. Headless Chromium can leave a capture unanswered
+        while the page waits for a frame; the page is then brought to the front and asked again."""
+        for attempt in range(attempts):
+            try:
+                data = self._send("Page.captureScreenshot", {"format": "png"}, self._session)["data"]
+                break
+            except TimeoutError:
+                if attempt == attempts - 1:
+                    raise
+                self._send("Page.bringToFront", {}, self._session)
         path.write_bytes(base64.b64decode(data))
         return path
 
