@@ -279,6 +279,10 @@ def slowest_stages(stats: ResultStats, share: float = 0.05) -> Counter[str]:
     return Counter(names[int(i)] for i in np.argmax(np.stack(values)[:, tail], axis=0))
 
 
+#: The node kinds of the data path, whose process figures the tail rows sum.
+DATA_PATH_KINDS = ("ingest", "synchronizer", "inference", "composed")
+
+
 def tail_rows(runs: Runs) -> list[str]:
     """Where the overhead's tail comes from, per mode (the relays run no node framework: their drivers
     beat to no supervisor, so only the first row has their figures)."""
@@ -290,16 +294,17 @@ def tail_rows(runs: Runs) -> list[str]:
         counts = slowest_stages(run.stats)
         return ", ".join(f"{stage} {n}" for stage, n in counts.most_common()) or "-"
 
-    def nodes(run: Measured, kind: str) -> list[dict[str, Any]]:
-        return [c for name, c in run.counters.items() if name.split(":")[0] in kind.split("|")]
+    def nodes(run: Measured, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The counters of the run's nodes of these kinds (a node's name is KIND or KIND:STREAM)."""
+        return [c for name, c in run.counters.items() if name.split(":")[0] in kinds]
 
     def drivers(run: Measured) -> str:
-        late = [(c.get("send_late_ms_p99"), c.get("send_late_ms_max")) for c in nodes(run, "sensor_sim")]
+        late = [(c.get("send_late_ms_p99"), c.get("send_late_ms_max")) for c in nodes(run, ("sensor_sim",))]
         late = [(p99, top) for p99, top in late if p99 is not None]
         return f"{max(p for p, _ in late):.2f} / {max(m for _, m in late):.1f}" if late else "-"
 
     def collections(run: Measured) -> str:
-        data_path = nodes(run, "ingest|synchronizer|inference|composed")
+        data_path = nodes(run, DATA_PATH_KINDS)
         if not data_path or not run.run_s:
             return "-"
         rate = sum(c.get("gc_collections", 0) for c in data_path) / run.run_s
@@ -307,7 +312,7 @@ def tail_rows(runs: Runs) -> list[str]:
         return f"{rate:.1f} / {longest:.2f}"
 
     def preempted(run: Measured) -> str:
-        data_path = nodes(run, "ingest|synchronizer|inference|composed")
+        data_path = nodes(run, DATA_PATH_KINDS)
         if not data_path or not run.run_s:
             return "-"
         return f"{sum(c.get('preempted', 0) for c in data_path) / run.run_s:.0f}"
