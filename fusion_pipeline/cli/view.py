@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="stop after S seconds (live: of viewing; a log: of serving it; default: Ctrl-C)",
     )
+    p.add_argument(
+        "--max-hz",
+        type=number(0.0),
+        default=10.0,
+        help="live: the most frames per second shown of each camera, lidar and radar, 0 = all (%(default)s)",
+    )
     p.add_argument("--report-json", type=Path, default=None, help="write what was shown and skipped here")
 
 

@@ -1,7 +1,10 @@
 """What the viewer keeps of a drained socket, and what it counts for the rest. Pure: no sockets.
 
 The viewer must never slow the pipeline, so it drains its socket and keeps, per discrete stream
-(camera, lidar, radar), only the newest message; the ones passed over are `skipped`. Continuous streams
+(camera, lidar, radar), only the newest message, and that one only when `max_hz` allows it (at least
+three quarters of 1/max_hz of capture time since the last one shown: the slack lets jittered stamps of a
+sensor at a multiple of max_hz through at max_hz); the ones passed over are `skipped`. A view at 10 Hz is
+as readable as one at 30 Hz, and each frame not drawn is CPU the data path keeps. Continuous streams
 (audio, generic: a window needs every chunk) and results (one entry per result) are small and all kept.
 A real-time publisher drops what a slow subscriber's queue cannot hold before the viewer ever sees it:
 those show as seq gaps and are counted as `lost`.
@@ -28,20 +31,25 @@ class StreamTally:
 
     received: int = 0  # valid messages taken off the socket
     shown: int = 0  # of those, the ones given to the views
-    skipped: int = 0  # passed over for a newer message of the same stream in one drain
+    skipped: int = 0  # passed over: a newer message of the stream in the same drain, or over max_hz
     lost: int = 0  # seq gaps: dropped by the publisher before the viewer received them
     last_seq: int | None = None
+    last_shown_ns: int | None = None  # capture stamp of the last message shown
 
 
 class DrainTally:
-    """Counts per stream; `keep` picks what to show from one drain."""
+    """Counts per stream; `keep` picks what to show from one drain. `max_hz`: the most messages per
+    second of capture time shown of each discrete stream (0: no limit)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_hz: float = 0.0) -> None:
+        if max_hz < 0:
+            raise ValueError(f"max_hz: {max_hz} is negative (0 = no limit)")
         self.streams: dict[str, StreamTally] = {}
+        self._min_gap_ns = round(0.75e9 / max_hz) if max_hz else 0
 
     def keep(self, drained: Iterable[Sample]) -> list[Sample]:
-        """The messages of one drain (in arrival order) that the views get: every one of a continuous
-        stream or of results, the newest of each other stream; in arrival order."""
+        """The messages of one drain that the views get, in stamp order: every one of a continuous stream
+        or of results, the newest of each other stream where max_hz allows it."""
         kept: dict[str, list[Sample]] = {}
         for sample in drained:
             tally = self.streams.setdefault(sample.stream, StreamTally())
@@ -54,9 +62,19 @@ class DrainTally:
                 tally.skipped += len(queue)
                 queue.clear()
             queue.append(sample)
+        for stream, queue in kept.items():
+            tally = self.streams[stream]
+            newest = queue[-1]
+            if newest.modality in KEEP_ALL or tally.last_shown_ns is None:
+                continue
+            if 0 <= newest.stamp_ns - tally.last_shown_ns < self._min_gap_ns:  # back in time: a new run
+                tally.skipped += len(queue)
+                queue.clear()
         out = sorted((s for queue in kept.values() for s in queue), key=lambda s: s.stamp_ns)
         for sample in out:
-            self.streams[sample.stream].shown += 1
+            tally = self.streams[sample.stream]
+            tally.shown += 1
+            tally.last_shown_ns = sample.stamp_ns
         return out
 
     def counters(self) -> dict[str, int]:
@@ -65,6 +83,6 @@ class DrainTally:
         totals["lost_upstream"] = sum(t.lost for t in self.streams.values())
         for name, tally in sorted(self.streams.items()):
             for key, value in asdict(tally).items():
-                if key != "last_seq":
+                if key not in ("last_seq", "last_shown_ns"):
                     totals[f"{name}.{key}"] = value
         return totals

@@ -3,7 +3,8 @@ place the views go opened and closed together. Sockets here; the views themselve
 
 The viewer subscribes to the drivers' endpoints (the raw sensor messages) and the results, on real-time
 sockets: a publisher never waits for it. Each pass drains both sockets and `drain.DrainTally` keeps the
-newest message per discrete stream, every audio chunk and every result, counting the rest.
+newest message per discrete stream (at most `ViewSettings.max_hz` of them a second), every audio chunk and
+every result, counting the rest.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class LiveView:
         self.sources = list(sources)
         self.views = views
         self.clock = clock
-        self.tally = DrainTally()
+        self.tally = DrainTally(views.settings.max_hz)
         self._poller = zmq.Poller()
         for source in self.sources:
             self._poller.register(source.socket, zmq.POLLIN)

@@ -49,6 +49,7 @@ class ViewSettings:
     grpc_port: int = 9876
     foxglove: bool = False
     foxglove_port: int = 8765
+    max_hz: float = 10.0  # live: the most frames per second shown of each discrete stream (drain.DrainTally)
 
     @classmethod
     def from_config(cls, view: ViewConfig) -> ViewSettings:
@@ -59,6 +60,7 @@ class ViewSettings:
             grpc_port=view.grpc_port,
             foxglove=view.foxglove,
             foxglove_port=view.foxglove_port,
+            max_hz=view.max_hz,
         )
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from fusion_pipeline.transport.wire import Sample
 from fusion_pipeline.view.drain import DrainTally
@@ -47,3 +48,30 @@ def test_seq_gaps_across_drains_are_lost_upstream() -> None:
     assert radar.lost == 2  # 5 and 6 never arrived
     assert radar.skipped == 1  # 7 passed over for 8
     assert tally.counters()["lost_upstream"] == 2
+
+
+def test_max_hz_shows_a_30_hz_camera_at_10_hz_and_keeps_every_result() -> None:
+    tally = DrainTally(max_hz=10)
+    period_ns = 33_333_333
+    shown = []
+    for seq in range(30):  # one second, one message per drain, stamps jittered by up to 2 ms
+        stamp = seq * period_ns + (seq % 3) * 700_000
+        kept = tally.keep(
+            [_sample("camera/front", "camera", seq, stamp), _sample("result/fused", "result", seq, stamp)]
+        )
+        shown += [s.seq for s in kept if s.stream == "camera/front"]
+        assert [s.seq for s in kept if s.stream == "result/fused"] == [seq]
+    assert shown == list(range(0, 30, 3))
+    camera = tally.streams["camera/front"]
+    assert (camera.received, camera.shown, camera.skipped) == (30, 10, 20)
+    assert tally.streams["result/fused"].skipped == 0
+    # stamps that go back (a replay started again) are shown at once
+    assert [s.seq for s in tally.keep([_sample("camera/front", "camera", 30, 5)])] == [30]
+
+
+def test_max_hz_zero_shows_every_frame_and_negative_is_refused() -> None:
+    tally = DrainTally(max_hz=0)
+    for seq in range(5):
+        assert len(tally.keep([_sample("lidar/top", "lidar", seq, seq * 1000)])) == 1
+    with pytest.raises(ValueError, match="max_hz"):
+        DrainTally(max_hz=-1)
