@@ -19,6 +19,10 @@ and writes its plot (docs/e2e_latency_cdf.png, docs/e2e_latency_NAME.png).
 With --viewer N it runs instead N rounds of the nominal config without and with the viewer node
 (``[view] enabled``, saving an .rrd, as `fusion-pipeline run` would start it), in turn, and compares the
 end-to-end p99 with the viewer against the spread of the runs without it ("## End to end with the viewer").
+With --neighbours each round adds two runs with a SCHED_IDLE neighbour in the viewer's place
+(tools/idle_neighbour.py): a CPU burner at BURNER_SHARE of a core, and a subscriber on every driver's
+socket that drops what it receives, to tell apart what the viewer's CPU, its subscriptions and its
+own work cost the pipeline.
 
 Definitions (fusion_pipeline.ops.metrics): end_to_end = capture stamp -> result publish; delivered = capture
 -> arrival at this tool; model = inference_start -> inference_end; sync_wait = reference ingest_out ->
@@ -145,7 +149,7 @@ class Scenario:
     name: str
     rate_factor: float
     realtime_priority: int = 0
-    viewer: bool = False  # the viewer node on (--viewer)
+    neighbour: str = ""  # "" or one of NEIGHBOURS, beside the pipeline (--viewer, --neighbours)
     reference_hz: float | None = None  # the reference stream's rate; None in approximate mode
     summary: dict[str, Any] = field(default_factory=dict)
     stats: ResultStats | None = None
@@ -166,7 +170,7 @@ def run_scenario(
 ) -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="fp-bench-"))
     slug = re.sub(r"\W+", "-", scenario.name)
-    view_save = workdir / f"{slug}.rrd" if scenario.viewer else None
+    view_save = workdir / f"{slug}.rrd" if scenario.neighbour == "viewer" else None
     text = scenario_config(run_dir, scenario.rate_factor, scenario.realtime_priority, suite.text, view_save)
     config = parse_config(text)
     config_path = workdir / f"{slug}.toml"
@@ -181,6 +185,7 @@ def run_scenario(
     psutil.cpu_percent(None)  # prime the machine-wide counter
     # Started in this working directory: the config's relative paths mean what they mean to `run` here.
     supervisor = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    neighbour = _start_neighbour(scenario.neighbour, config, run_dir)
     scenario.stats = ResultStats([s.name for s in config.streams])
     results = Subscriber(f"ipc://{run_dir}/results.sock", topics=["result/"], hwm=10_000)
     procs: dict[int, psutil.Process] = {}
@@ -200,11 +205,34 @@ def run_scenario(
                 supervisor.send_signal(signal.SIGTERM)  # measured long enough: stop as an operator would
                 supervisor.wait(timeout=30)
     finally:
+        if neighbour is not None:
+            cpu = psutil.Process(neighbour.pid).cpu_times()
+            elapsed = time.time() - psutil.Process(neighbour.pid).create_time()
+            scenario.cpu[f"idle_neighbour:{scenario.neighbour}"] = [100 * (cpu.user + cpu.system) / elapsed]
+            neighbour.kill()
+            neighbour.wait()
         results.close()
         log.close()
         shutil.rmtree(run_dir, ignore_errors=True)
     scenario.load = (load_start, os.getloadavg()[0])
     scenario.summary = json.loads(summary_path.read_text())
+
+
+#: The neighbours --neighbours adds beside the viewer node (started by the supervisor, not here).
+NEIGHBOURS = ("viewer", "burner", "subscriber")
+BURNER_SHARE = 0.12  # about the viewer node's CPU share in the demo
+IDLE_NEIGHBOUR = Path(__file__).with_name("idle_neighbour.py")
+
+
+def _start_neighbour(kind: str, config: Config, run_dir: Path) -> subprocess.Popen[bytes] | None:
+    """tools/idle_neighbour.py for `kind` "burner" or "subscriber" (on the drivers' endpoints)."""
+    if kind == "burner":
+        args = ["burner", str(BURNER_SHARE)]
+    elif kind == "subscriber":
+        args = ["subscriber", *sorted({config.endpoint(s.endpoint, run_dir) for s in config.streams})]
+    else:
+        return None
+    return subprocess.Popen([sys.executable, str(IDLE_NEIGHBOUR), *args])
 
 
 MACHINE = "(whole machine)"
@@ -436,11 +464,19 @@ def main() -> None:
         metavar="ROUNDS",
         help="instead: ROUNDS rounds of the nominal run without and with the viewer node, compared",
     )
+    parser.add_argument(
+        "--neighbours",
+        action="store_true",
+        help="with --viewer: each round also with an idle CPU burner and an idle subscriber "
+        "(tools/idle_neighbour.py)",
+    )
     parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md and the plot")
     args = parser.parse_args()
     suite = DEMO_SUITE if args.config is None else _suite(args.config)
     if args.viewer:
-        return viewer_bench(args.viewer, args.duration, args.warmup, suite, args.write)
+        return viewer_bench(args.viewer, args.duration, args.warmup, suite, args.write, args.neighbours)
+    if args.neighbours:
+        parser.error("--neighbours: only with --viewer")
     scenarios = [Scenario("nominal", 1.0)]
     if not args.no_realtime:
         scenarios.append(Scenario(f"nominal, SCHED_FIFO {REALTIME_PRIORITY}", 1.0, REALTIME_PRIORITY))
@@ -461,13 +497,17 @@ def main() -> None:
 VIEWER_SECTION = "## End to end with the viewer"
 
 
-def viewer_bench(rounds: int, duration_s: float, warmup_s: float, suite: Suite, write: bool) -> None:
-    """`rounds` rounds of the nominal run without, then with, the viewer node; the p99s side by side."""
+def viewer_bench(
+    rounds: int, duration_s: float, warmup_s: float, suite: Suite, write: bool, neighbours: bool = False
+) -> None:
+    """`rounds` rounds of the nominal run alone, then with the viewer node (and with --neighbours the
+    other NEIGHBOURS); the p99s side by side."""
+    kinds = ("", *(NEIGHBOURS if neighbours else NEIGHBOURS[:1]))
     runs: list[Scenario] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            for viewer in (False, True):
-                s = Scenario(f"round {r + 1}, {'viewer' if viewer else 'no viewer'}", 1.0, viewer=viewer)
+            for kind in kinds:
+                s = Scenario(f"round {r + 1}, {_arm(kind)}", 1.0, neighbour=kind)
                 print(f"running {s.name} for {duration_s:g} s ...", file=sys.stderr)
                 run_scenario(s, duration_s, warmup_s, Path(tmp), suite)
                 runs.append(s)
@@ -478,37 +518,47 @@ def viewer_bench(rounds: int, duration_s: float, warmup_s: float, suite: Suite, 
         replace_section(BENCHMARKS, text)
 
 
+def _arm(kind: str) -> str:
+    return {"": "no viewer", "burner": "idle burner", "subscriber": "idle subscriber"}.get(kind, kind)
+
+
 def _p(s: Scenario, key: str, q: str) -> float:
     assert s.stats is not None
     return float(s.stats.latency().get(key, {}).get(q, math.nan))
 
 
+def _medians(runs: list[Scenario], kind: str, key: str, q: str) -> float:
+    return float(np.median([_p(s, key, q) for s in runs if s.neighbour == kind]))
+
+
 def viewer_report(runs: list[Scenario], command: str) -> str:
     """The runs' end-to-end and overhead figures, the viewer's CPU and skips, and the acceptance: the p99
-    with the viewer against the range of the p99s without it."""
+    with the viewer against the range of the p99s without it; with neighbours, each one's median p99."""
     lines = [
         VIEWER_SECTION,
         "",
         f"`{command}` on {machine()}: the embedded demo at its nominal rates, the runs without and with the "
         "viewer node (`[view] enabled`, saving an .rrd) in turn; the viewer drains its own subscriptions "
-        "under SCHED_IDLE and shows the newest message per sensor.",
+        "under SCHED_IDLE and shows the newest message per sensor, at most `max_hz` (10) frames a second "
+        "of each camera, lidar and radar.",
         "",
-        "| run | results | end_to_end p50 ms | end_to_end p99 ms | overhead p99 ms | viewer CPU % | "
+        "| run | results | end_to_end p50 ms | end_to_end p99 ms | overhead p99 ms | neighbour CPU % | "
         "viewer skipped | load |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in runs:
         assert s.stats is not None
-        cpu = s.cpu.get("viewer")
+        cpu = s.cpu.get("viewer") if s.neighbour == "viewer" else s.cpu.get(f"idle_neighbour:{s.neighbour}")
         viewer_drops = s.summary.get("drops", {}).get("viewer", {})
         e2e = f"{_p(s, 'end_to_end', 'p50'):.2f} | {_p(s, 'end_to_end', 'p99'):.2f}"
+        skipped = viewer_drops.get("skipped", "-") if s.neighbour == "viewer" else "-"
         lines.append(
             f"| {s.name} | {s.stats.timed} | {e2e} "
             f"| {_p(s, 'overhead', 'p99'):.2f} | {'-' if not cpu else f'{np.median(cpu):.1f}'} "
-            f"| {viewer_drops.get('skipped', '-') if s.viewer else '-'} | {s.load[0]:.2f}-{s.load[1]:.2f} |"
+            f"| {skipped} | {s.load[0]:.2f}-{s.load[1]:.2f} |"
         )
-    without = [_p(s, "end_to_end", "p99") for s in runs if not s.viewer]
-    with_viewer = [_p(s, "end_to_end", "p99") for s in runs if s.viewer]
+    without = [_p(s, "end_to_end", "p99") for s in runs if not s.neighbour]
+    with_viewer = [_p(s, "end_to_end", "p99") for s in runs if s.neighbour == "viewer"]
     spread = max(without) - min(without)
     change = float(np.median(with_viewer) - np.median(without))
     verdict = "met" if abs(change) <= spread else "not met"
@@ -519,14 +569,22 @@ def viewer_report(runs: list[Scenario], command: str) -> str:
         f"median without {change:+.2f} ms, ratio {np.median(with_viewer) / np.median(without):.2f}. "
         f"Acceptance (the change within the spread of the runs without it): {verdict}.",
     ]
+    kinds = [k for k in ("", *NEIGHBOURS) if any(s.neighbour == k for s in runs)]
+    if len(kinds) > 2:
+        medians = ", ".join(
+            f"{_arm(k)} {_medians(runs, k, 'end_to_end', 'p99'):.2f} "
+            f"({_medians(runs, k, 'end_to_end', 'p50'):.2f})"
+            for k in kinds
+        )
+        lines += ["", f"end_to_end p99 (p50), median of the rounds, ms: {medians}."]
     stages = " ".join(
-        f"{STAGE_NAMES[key]} {np.median([_p(s, key, 'p99') for s in runs if not s.viewer]):.2f} / "
-        f"{np.median([_p(s, key, 'p99') for s in runs if s.viewer]):.2f};"
+        f"{STAGE_NAMES[key]} {_medians(runs, '', key, 'p99'):.2f} / "
+        f"{_medians(runs, 'viewer', key, 'p99'):.2f};"
         for key in STAGE_NAMES
     )
     lines += ["", f"Stage p99, median of the runs without / with the viewer, ms: {stages}"]
-    p50_without = [_p(s, "end_to_end", "p50") for s in runs if not s.viewer]
-    p50_with = [_p(s, "end_to_end", "p50") for s in runs if s.viewer]
+    p50_without = [_p(s, "end_to_end", "p50") for s in runs if not s.neighbour]
+    p50_with = [_p(s, "end_to_end", "p50") for s in runs if s.neighbour == "viewer"]
     lines += [
         "",
         f"end_to_end p50: median without {np.median(p50_without):.2f} ms (range {min(p50_without):.2f}-"
