@@ -72,10 +72,9 @@ def test_cache_is_reused_and_parallel_workers_render_the_same_samples(
     # The name the cache had before sensor suites (commit 2b2475b): existing caches stay valid.
     assert [f.name for f in files] == [f"world-v{DATASET_VERSION}-seed7-n6-93b193d41783.npz"]
     cached = generate(7, 6, folder=folder)
-    for name in data:
-        # The camera is stored as float16 in the cache file.
-        atol = 2e-3 if name == "camera" else 0
-        np.testing.assert_allclose(cached[name], data[name], atol=atol, rtol=1e-3 if atol else 0)
+    for name in data:  # the render's cameras are rounded as the float16 cache file stores them
+        assert cached[name].dtype == data[name].dtype
+        np.testing.assert_array_equal(cached[name], data[name])
     parallel = generate(7, 6, folder=folder, workers=2, cache=False)
     for name in data:
         np.testing.assert_array_equal(parallel[name], data[name])
