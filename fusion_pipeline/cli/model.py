@@ -454,8 +454,9 @@ def _corruption_outputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
 def _load_runs(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The suites of `run_dir`: its checkpoints, or those of each seed folder `train --seeds` made (one
     suite per seed, the same models in each), with every checkpoint's meta. Refuses checkpoints trained
-    with other settings than the seed."""
-    from fusion_pipeline.model.train import SUITE, load_checkpoint
+    with other settings than the seed, but for the options baselines ignore (train.FUSED_ONLY): one run's
+    baselines serve another run's fused models."""
+    from fusion_pipeline.model.train import FUSED_ONLY, SUITE, load_checkpoint
 
     def has_checkpoints(folder: Path) -> bool:
         return any((folder / f"{name}.npz").is_file() for name in SUITE)
@@ -467,7 +468,7 @@ def _load_runs(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
             "evaluate one or the other (--run-dir)"
         )
     folders = seed_dirs or [run_dir]
-    runs, metas = [], []
+    runs, metas, names = [], [], []
     for folder in folders:
         models = {}
         for name in SUITE:
@@ -475,16 +476,21 @@ def _load_runs(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
             if path.is_file():
                 models[name], meta = load_checkpoint(path)
                 metas.append(meta)
+                names.append(name)
         runs.append(models)
     if not runs[0]:
         raise ModelError(f"{run_dir}: no checkpoints; run `fusion-pipeline model train` first")
     if any(list(models) != list(runs[0]) for models in runs):
         raise ModelError(f"{run_dir}: the seed folders hold different models; train every seed alike")
 
-    def settings(meta: dict[str, Any]) -> tuple[str, Any]:
-        return json.dumps({**meta["train_config"], "seed": None}, sort_keys=True), meta.get("config")
+    def settings(meta: dict[str, Any], ignored: tuple[str, ...] = ()) -> tuple[str, Any]:
+        train = {k: v for k, v in meta["train_config"].items() if k not in ("seed", *ignored)}
+        return json.dumps(train, sort_keys=True), meta.get("config")
 
-    if any(settings(m) != settings(metas[0]) for m in metas):
+    # Every model alike but for what baselines ignore (FUSED_ONLY), and the fused models alike in that too.
+    shared = {settings(meta, FUSED_ONLY) for meta in metas}
+    fused = {settings(meta) for name, meta in zip(names, metas, strict=True) if not name.endswith("-only")}
+    if len(shared) > 1 or len(fused) > 1:
         raise ModelError(f"{run_dir}: checkpoints were trained with different settings; retrain the suite")
     per_run = len(runs[0])
     seeds = [

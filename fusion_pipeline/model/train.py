@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from fusion_pipeline.sim.dataset import Sensor
 
 __all__ = [
+    "FUSED_ONLY",
     "LABEL_NAMES",
     "SUITE",
     "TrainConfig",
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 LABEL_NAMES: tuple[str, ...] = ("class", "position", "velocity", "siren")
 #: Every model a suite can have: the fusion strategies, then "<modality>-only" baselines.
 SUITE: tuple[str, ...] = (*FUSIONS, *(f"{m}-only" for m in MODALITIES))
+#: TrainConfig fields a single-modality baseline ignores (`train_model`): baselines trained with any
+#: values of them are the same models, so one run's baselines serve another's fused models.
+FUSED_ONLY: tuple[str, ...] = ("p_single", "distill_weight", "distill_temperature")
 
 
 @dataclass
