@@ -1,9 +1,9 @@
 import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import commands
 import pytest
 
 RunCli = Callable[..., subprocess.CompletedProcess]
@@ -12,16 +12,7 @@ RunCli = Callable[..., subprocess.CompletedProcess]
 @pytest.fixture
 def run_cli() -> RunCli:
     """Run `fusion-pipeline ARGS` as its own process and return the completed process."""
-
-    def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "fusion_pipeline.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    return run
+    return commands.run_cli
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import sample_log
 from mcap.reader import make_reader
 from paths import ROOT
 
@@ -29,11 +30,7 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 1 s demo log (many chunks: camera frames) and a copy cut short as a crash leaves it."""
     folder = tmp_path_factory.mktemp("logs")
     whole, cut = folder / "whole.mcap", folder / "cut.mcap"
-    subprocess.run(
-        [sys.executable, "tools/make_sample_log.py", "-o", str(whole), "--duration", "1"],
-        cwd=ROOT,
-        check=True,
-    )
+    sample_log(whole, 1)
     data = whole.read_bytes()
     cut.write_bytes(data[: len(data) * 6 // 10])  # no summary, no footer, half a chunk at the end
     return {"whole": whole, "cut": cut}

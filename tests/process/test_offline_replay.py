@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from commands import run_cli, sample_log
 from paths import ROOT
 from pipeline_harness import add_to_stream, demo_text
 
@@ -46,33 +47,8 @@ def case(request: pytest.FixtureRequest, run_dir: Path, tmp_path_factory: pytest
     config.write_text(
         demo_text(run_dir, None if line is None else lambda t: add_to_stream(t, "camera/front", line))
     )
-    log = folder / "log.mcap"
-    subprocess.run(
-        [
-            sys.executable,
-            "tools/make_sample_log.py",
-            "-o",
-            str(log),
-            "-c",
-            str(config),
-            "--duration",
-            str(LOG_S),
-        ],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
+    log = sample_log(folder / "log.mcap", LOG_S, config)
     return {"name": request.param, "config": config, "log": log, "folder": folder}
-
-
-def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fusion_pipeline.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _socket_replay(case: dict, results: Path, sets: Path) -> dict:
@@ -102,9 +78,9 @@ def _socket_replay(case: dict, results: Path, sets: Path) -> dict:
             if "recording set/fused" in line:
                 break
         report = case["folder"] / "socket.json"
-        done = _cli(
+        done = run_cli(
             "replay", str(case["log"]), "-c", config, "--max-speed", "--results", str(results),
-            "--no-progress", "--report-json", str(report),
+            "--no-progress", "--report-json", str(report), timeout=240,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
     finally:
@@ -128,10 +104,10 @@ def _key(message: Sample) -> tuple:
 def test_offline_sets_and_results_equal_the_socket_graphs(case: dict) -> None:
     folder = case["folder"]
     socket = _socket_replay(case, folder / "socket_results.mcap", folder / "socket_sets.mcap")
-    done = _cli(
+    done = run_cli(
         "replay", str(case["log"]), "-c", str(case["config"]), "--offline",
         "--results", str(folder / "offline_results.mcap"), "--no-progress",
-        "--report-json", str(folder / "offline.json"),
+        "--report-json", str(folder / "offline.json"), timeout=240,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     offline = json.loads((folder / "offline.json").read_text())
@@ -163,34 +139,27 @@ def test_offline_sets_and_results_equal_the_socket_graphs(case: dict) -> None:
 
 @pytest.fixture(scope="module")
 def short_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    log = tmp_path_factory.mktemp("short") / "short.mcap"
-    subprocess.run(
-        [sys.executable, "tools/make_sample_log.py", "-o", str(log), "--duration", "2"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    return log
+    return sample_log(tmp_path_factory.mktemp("short") / "short.mcap", 2)
 
 
 def test_offline_refuses_the_options_it_cannot_honour(short_log: Path, tmp_path: Path) -> None:
-    done = _cli("replay", str(short_log), "--offline", "--rate", "2", "--loop")
+    done = run_cli("replay", str(short_log), "--offline", "--rate", "2", "--loop")
     assert done.returncode == 2
     assert (
         "error: --offline runs the stages in this process; --rate does not go with it: it runs as fast as "
         "the stages go (--max-speed is implied); --loop does not go with it: it reads the log once"
     ) in done.stderr
-    done = _cli("replay", str(short_log), "--offline", "--publish-only", "--run-dir", str(tmp_path))
+    done = run_cli("replay", str(short_log), "--offline", "--publish-only", "--run-dir", str(tmp_path))
     assert done.returncode == 2 and "--publish-only does not go with it" in done.stderr
     assert "--run-dir does not go with it: it starts no graph" in done.stderr
-    done = _cli("replay", str(short_log), "--offline", "--max-speed", "--streams", "radar/front")
+    done = run_cli("replay", str(short_log), "--offline", "--max-speed", "--streams", "radar/front")
     assert done.returncode == 2
     assert "'lidar/top' (the reference stream) is not replayed: --streams leaves it out" in done.stderr
 
 
 def test_offline_takes_the_window_streams_and_remap(short_log: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    done = _cli(
+    done = run_cli(
         "replay", str(short_log), "--offline", "--start", "1", "--end", "1.5", "--streams", "lidar/top",
         "camera/front", "--remap", "camera/front=camera/front", "--results", str(tmp_path / "r.mcap"),
         "--no-progress", "--report-json", str(report),

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from commands import sample_log
 from paths import ROOT
 
 from fusion_pipeline.logs import LogReader
@@ -41,11 +42,7 @@ def _results(path: Path) -> list[tuple]:
 
 def test_rate_1_and_max_speed_give_identical_results(tmp_path: Path) -> None:
     log = tmp_path / "demo.mcap"
-    subprocess.run(
-        [sys.executable, "tools/make_sample_log.py", "-o", str(log), "--duration", "1.5"],
-        cwd=ROOT,
-        check=True,
-    )
+    sample_log(log, 1.5)
     lidar = sum(1 for _ in LogReader(log).messages(["lidar/top"]))
     paced = _replay(log, tmp_path / "paced.mcap", "--rate", "1")
     fast = _replay(log, tmp_path / "fast.mcap", "--max-speed")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from commands import sample_log
 from paths import ROOT
 
 from fusion_pipeline.logs import LogReader
@@ -50,8 +51,7 @@ enabled = false
 def test_a_replay_gives_a_result_for_every_reference_message_of_the_log(tmp_path: Path) -> None:
     config, log, results, report = (tmp_path / n for n in ("c.toml", "log.mcap", "r.mcap", "r.json"))
     config.write_text(CONFIG)
-    make = [sys.executable, "tools/make_sample_log.py", "-c", str(config), "-o", str(log), "--duration", "3"]
-    subprocess.run(make, cwd=ROOT, check=True, capture_output=True)
+    sample_log(log, 3, config)
     lidar = [m.sample.stamp_ns for m in LogReader(log).messages(["lidar/top"])]
     radar = [m.sample.stamp_ns for m in LogReader(log).messages(["radar/front"])]
     assert len(lidar) == 30 and radar[-1] < lidar[-1]

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from commands import sample_log
 from headless import Chromium, chromium_path
-from paths import ROOT
 from pipeline_harness import demo_text, pipeline, wait_for
 
 pytestmark = pytest.mark.process
@@ -65,12 +65,7 @@ def demo_logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """2.5 s of the demo's sensors and the results of replaying them."""
     folder = tmp_path_factory.mktemp("logs")
     log, results = folder / "demo.mcap", folder / "demo.results.mcap"
-    subprocess.run(
-        [sys.executable, "tools/make_sample_log.py", "-o", str(log), "--duration", "2.5"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
+    sample_log(log, 2.5)
     subprocess.run(
         [*CLI, "replay", str(log), "--offline", "--results", str(results)], check=True, capture_output=True
     )
