@@ -483,9 +483,9 @@ def _load_runs(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     if any(list(models) != list(runs[0]) for models in runs):
         raise ModelError(f"{run_dir}: the seed folders hold different models; train every seed alike")
 
-    def settings(meta: dict[str, Any], ignored: tuple[str, ...] = ()) -> tuple[str, Any]:
+    def settings(meta: dict[str, Any], ignored: tuple[str, ...] = ()) -> str:
         train = {k: v for k, v in meta["train_config"].items() if k not in ("seed", *ignored)}
-        return json.dumps(train, sort_keys=True), meta.get("config")
+        return json.dumps([train, meta.get("config")], sort_keys=True)
 
     # Every model alike but for what baselines ignore (FUSED_ONLY), and the fused models alike in that too.
     shared = {settings(meta, FUSED_ONLY) for meta in metas}

@@ -18,7 +18,7 @@ from fusion_pipeline.model.train import TrainConfig, save_checkpoint  # noqa: E4
 TINY = {"d_model": 16, "cnn_channels": (4, 8, 8), "radar_hidden": 8, "hidden": 16, "n_layers": 1}
 
 
-def _save(folder: Path, name: str, **train: object) -> None:
+def _save(folder: Path, name: str, run_config: dict | None = None, **train: object) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     config = (
         ModelConfig(fusion="concat", modalities=(name.removesuffix("-only"),), **TINY)
@@ -26,13 +26,18 @@ def _save(folder: Path, name: str, **train: object) -> None:
         else ModelConfig(fusion=name, **TINY)
     )
     meta = {"train_config": asdict(TrainConfig(**train)), "history": [], "seconds": 0.0}
+    if run_config is not None:  # what `train --config` keeps of the config
+        meta["config"] = run_config
     save_checkpoint(folder / f"{name}.npz", FusionNet(config), meta)
 
 
-def test_baselines_trained_without_the_fused_only_options_are_taken(tmp_path: Path) -> None:
+@pytest.mark.parametrize("config", [None, {"path": "configs/demo.toml", "text": "..."}])
+def test_baselines_trained_without_the_fused_only_options_are_taken(
+    tmp_path: Path, config: dict | None
+) -> None:
     for seed in (0, 1):
-        _save(tmp_path / f"seed{seed}", "concat", seed=seed, p_single=0.3, distill_weight=1.0)
-        _save(tmp_path / f"seed{seed}", "camera-only", seed=seed)  # a plain run's baseline
+        _save(tmp_path / f"seed{seed}", "concat", config, seed=seed, p_single=0.3, distill_weight=1.0)
+        _save(tmp_path / f"seed{seed}", "camera-only", config, seed=seed)  # a plain run's baseline
     runs, metas = _load_runs(tmp_path)
     assert [sorted(r) for r in runs] == [["camera-only", "concat"]] * 2 and len(metas) == 4
 
