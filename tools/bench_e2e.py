@@ -540,7 +540,14 @@ def viewer_report(runs: list[Scenario], command: str) -> str:
         f"`{command}` on {machine()}: the embedded demo at its nominal rates, the runs without and with the "
         "viewer node (`[view] enabled`, saving an .rrd) in turn; the viewer drains its own subscriptions "
         "under SCHED_IDLE and shows the newest message per sensor, at most `max_hz` (10) frames a second "
-        "of each camera, lidar and radar.",
+        "of each camera, lidar and radar."
+        + (
+            " The neighbours in the viewer's place (tools/idle_neighbour.py), both under SCHED_IDLE: an "
+            f"idle burner spins {BURNER_SHARE:.0%} of each 10 ms and touches no memory; an idle subscriber "
+            "subscribes to every driver's socket and drops what it receives."
+            if any(s.neighbour in ("burner", "subscriber") for s in runs)
+            else ""
+        ),
         "",
         "| run | results | end_to_end p50 ms | end_to_end p99 ms | overhead p99 ms | neighbour CPU % | "
         "viewer skipped | load |",

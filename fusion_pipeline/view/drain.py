@@ -67,7 +67,8 @@ class DrainTally:
             newest = queue[-1]
             if newest.modality in KEEP_ALL or tally.last_shown_ns is None:
                 continue
-            if 0 <= newest.stamp_ns - tally.last_shown_ns < self._min_gap_ns:  # back in time: a new run
+            # A stamp before the last one shown (a replay started again) is shown at once.
+            if 0 <= newest.stamp_ns - tally.last_shown_ns < self._min_gap_ns:
                 tally.skipped += len(queue)
                 queue.clear()
         out = sorted((s for queue in kept.values() for s in queue), key=lambda s: s.stamp_ns)
