@@ -206,8 +206,8 @@ def run_scenario(
                 supervisor.wait(timeout=30)
     finally:
         if neighbour is not None:
-            cpu = psutil.Process(neighbour.pid).cpu_times()
-            elapsed = time.time() - psutil.Process(neighbour.pid).create_time()
+            proc = psutil.Process(neighbour.pid)
+            cpu, elapsed = proc.cpu_times(), time.time() - proc.create_time()
             scenario.cpu[f"idle_neighbour:{scenario.neighbour}"] = [100 * (cpu.user + cpu.system) / elapsed]
             neighbour.kill()
             neighbour.wait()
@@ -527,8 +527,13 @@ def _p(s: Scenario, key: str, q: str) -> float:
     return float(s.stats.latency().get(key, {}).get(q, math.nan))
 
 
-def _medians(runs: list[Scenario], kind: str, key: str, q: str) -> float:
-    return float(np.median([_p(s, key, q) for s in runs if s.neighbour == kind]))
+def _values(runs: list[Scenario], kind: str, key: str, q: str) -> list[float]:
+    """Quantile `q` of figure `key` in each run with neighbour `kind` ("" = alone)."""
+    return [_p(s, key, q) for s in runs if s.neighbour == kind]
+
+
+def _median(runs: list[Scenario], kind: str, key: str, q: str) -> float:
+    return float(np.median(_values(runs, kind, key, q)))
 
 
 def viewer_report(runs: list[Scenario], command: str) -> str:
@@ -564,8 +569,8 @@ def viewer_report(runs: list[Scenario], command: str) -> str:
             f"| {_p(s, 'overhead', 'p99'):.2f} | {'-' if not cpu else f'{np.median(cpu):.1f}'} "
             f"| {skipped} | {s.load[0]:.2f}-{s.load[1]:.2f} |"
         )
-    without = [_p(s, "end_to_end", "p99") for s in runs if not s.neighbour]
-    with_viewer = [_p(s, "end_to_end", "p99") for s in runs if s.neighbour == "viewer"]
+    without = _values(runs, "", "end_to_end", "p99")
+    with_viewer = _values(runs, "viewer", "end_to_end", "p99")
     spread = max(without) - min(without)
     change = float(np.median(with_viewer) - np.median(without))
     verdict = "met" if abs(change) <= spread else "not met"
@@ -579,19 +584,18 @@ def viewer_report(runs: list[Scenario], command: str) -> str:
     kinds = [k for k in ("", *NEIGHBOURS) if any(s.neighbour == k for s in runs)]
     if len(kinds) > 2:
         medians = ", ".join(
-            f"{_arm(k)} {_medians(runs, k, 'end_to_end', 'p99'):.2f} "
-            f"({_medians(runs, k, 'end_to_end', 'p50'):.2f})"
+            f"{_arm(k)} {_median(runs, k, 'end_to_end', 'p99'):.2f} "
+            f"({_median(runs, k, 'end_to_end', 'p50'):.2f})"
             for k in kinds
         )
         lines += ["", f"end_to_end p99 (p50), median of the rounds, ms: {medians}."]
     stages = " ".join(
-        f"{STAGE_NAMES[key]} {_medians(runs, '', key, 'p99'):.2f} / "
-        f"{_medians(runs, 'viewer', key, 'p99'):.2f};"
+        f"{STAGE_NAMES[key]} {_median(runs, '', key, 'p99'):.2f} / {_median(runs, 'viewer', key, 'p99'):.2f};"
         for key in STAGE_NAMES
     )
     lines += ["", f"Stage p99, median of the runs without / with the viewer, ms: {stages}"]
-    p50_without = [_p(s, "end_to_end", "p50") for s in runs if not s.neighbour]
-    p50_with = [_p(s, "end_to_end", "p50") for s in runs if s.neighbour == "viewer"]
+    p50_without = _values(runs, "", "end_to_end", "p50")
+    p50_with = _values(runs, "viewer", "end_to_end", "p50")
     lines += [
         "",
         f"end_to_end p50: median without {np.median(p50_without):.2f} ms (range {min(p50_without):.2f}-"
