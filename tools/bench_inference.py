@@ -1,11 +1,14 @@
 """Latency of the default fused model: ONNX Runtime (CPU) against torch eager, side by side.
 
-    python tools/bench_inference.py [--model fusion_pipeline/models/default.onnx] [--write]
+    python tools/bench_inference.py [--model fusion_pipeline/models/default.onnx] [--run-dir DIR]
+        [--against OTHER.onnx] [--write]
 
-Both engines run the same network: ORT runs the shipped ONNX file; torch runs the checkpoint it was
-exported from when `data/model-run/<fusion>.npz` exists, else an identically shaped network (latency does
-not depend on the weights' values). Runs alternate between the engines so that load from other processes
-on this shared machine hits both alike. With --write, the table replaces the "## Inference" section of
+Both engines run the same network: ORT runs the shipped ONNX file; torch runs the checkpoints it was
+exported from when `RUN_DIR/<fusion>.npz` exists (and, for a model with the single-sensor fallback, the
+`<modality>-only.npz` beside it), else identically shaped networks (latency does not depend on the
+weights' values). --against adds a second ONNX file run by ORT in the same rounds (the fused network
+exported with `--no-fallback`, say). Runs alternate between the engines so that load from other processes
+on this shared machine hits them alike. With --write, the table replaces the "## Inference" section of
 docs/BENCHMARKS.md.
 """
 
@@ -21,13 +24,16 @@ import onnxruntime as ort
 import torch
 from benchdoc import BENCHMARKS, machine, replace_section
 
+from fusion_pipeline.contract import MODALITIES, ModelContract
 from fusion_pipeline.inference import load_contract
 from fusion_pipeline.model.export import random_inputs
-from fusion_pipeline.model.net import FusionNet, ModelConfig
-from fusion_pipeline.model.train import load_checkpoint
+from fusion_pipeline.model.fallback import SingleSensorFallback
+from fusion_pipeline.model.net import FusionNet
+from fusion_pipeline.model.train import load_checkpoint, model_config_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Inference"
+STATS = ("median", "p99", "IQR")
 
 
 def _shown(path: Path) -> Path:
@@ -44,46 +50,57 @@ def _stats(samples_s: list[float]) -> tuple[float, float, float]:
     )
 
 
+def torch_model(contract: ModelContract, run_dir: Path) -> tuple[torch.nn.Module, str]:
+    """The torch network `contract` was exported from, and where its weights came from."""
+    fusion, _, fallback = contract.fusion.partition(" + ")
+    names = [fusion, *(f"{m}-only" for m in MODALITIES if fallback and contract.inputs_for(m))]
+    paths = [run_dir / f"{name}.npz" for name in names]
+    if all(p.is_file() for p in paths):
+        nets = [load_checkpoint(p)[0] for p in paths]
+        source = "checkpoints " + ", ".join(str(_shown(p)) for p in paths)
+    else:
+        nets = [FusionNet(model_config_for(name), contract).eval() for name in names]
+        source = "same architecture, fresh weights (no checkpoint found)"
+    if not fallback:
+        return nets[0], source
+    return SingleSensorFallback(nets[0], {n.config.modalities[0]: n for n in nets[1:]}).eval(), source
+
+
 def bench(
-    model_path: Path, run_dir: Path, batches: tuple[int, ...], iters: int, threads: int
+    model_path: Path, run_dir: Path, against: Path | None, batches: tuple[int, ...], iters: int, threads: int
 ) -> tuple[list[str], str]:
     contract = load_contract(model_path)
-    checkpoint = run_dir / f"{contract.fusion}.npz"
-    if checkpoint.is_file():
-        model, _ = load_checkpoint(checkpoint)
-        torch_source = (
-            f"checkpoint {checkpoint.relative_to(ROOT) if checkpoint.is_absolute() else checkpoint}"
-        )
-    else:
-        model = FusionNet(ModelConfig(fusion=contract.fusion), contract).eval()
-        torch_source = "same architecture, fresh weights (no checkpoint found)"
+    model, torch_source = torch_model(contract, run_dir)
     torch.set_num_threads(threads)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    sessions = {
+        engine: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for engine, path in (("ort", model_path), ("against", against))
+        if path is not None
+    }
+    engines = [*sessions, "torch"]
     rows = []
     for batch in batches:
         inputs = random_inputs(contract, torch.ones(batch, len(contract.presence_order)), seed=batch)
         feeds = {k: v.numpy() for k, v in inputs.items()}
-        args = tuple(inputs[name] for name in contract.tensors)  # FusionNet's positional order
-        times: dict[str, list[float]] = {"ort": [], "torch": []}
+        args = tuple(inputs[name] for name in contract.tensors)  # the contract's positional order
+        times: dict[str, list[float]] = {engine: [] for engine in engines}
         with torch.inference_mode():
             for i in range(iters + 20):  # the first 20 rounds are warm-up
-                for engine in ("ort", "torch") if i % 2 else ("torch", "ort"):
+                for engine in engines[i % len(engines) :] + engines[: i % len(engines)]:
                     t0 = time.perf_counter()
-                    if engine == "ort":
-                        session.run(None, feeds)
-                    else:
+                    if engine == "torch":
                         model(*args)
+                    else:
+                        sessions[engine].run(None, feeds)
                     if i >= 20:
                         times[engine].append(time.perf_counter() - t0)
-        o_med, o_p99, o_iqr = _stats(times["ort"])
-        t_med, t_p99, t_iqr = _stats(times["torch"])
-        rows.append(
-            f"| {batch} | {o_med:.2f} | {o_p99:.2f} | {o_iqr:.2f} | {t_med:.2f} | {t_p99:.2f} | {t_iqr:.2f} "
-            f"| {o_med / t_med:.2f} |"
-        )
+        stats = {engine: _stats(t) for engine, t in times.items()}
+        cells = [f"{v:.2f}" for engine in engines for v in stats[engine]]
+        ratios = [stats["ort"][0] / stats[engine][0] for engine in engines if engine != "ort"]
+        rows.append(f"| {batch} | " + " | ".join(cells + [f"{r:.2f}" for r in ratios]) + " |")
     return rows, torch_source
 
 
@@ -91,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "fusion_pipeline/models/default.onnx")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "data/model-run")
+    parser.add_argument("--against", type=Path, default=None, help="a second ONNX file, run by ORT too")
     parser.add_argument("--iters", type=int, default=300, help="timed runs per engine and batch size")
     parser.add_argument(
         "--threads", type=int, default=1, help="intra-op threads for both engines (%(default)s)"
@@ -98,29 +116,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
     args = parser.parse_args(argv)
 
-    rows, torch_source = bench(args.model, args.run_dir, (1, 8), args.iters, args.threads)
+    rows, torch_source = bench(args.model, args.run_dir, args.against, (1, 8), args.iters, args.threads)
     contract = load_contract(args.model)
     size_mb = args.model.stat().st_size / 1e6
+    against = [] if args.against is None else [f"`{_shown(args.against)}` (ORT)"]
+    head = [f"{e} {stat}" for e in ("ORT", *(["against"] if against else []), "torch") for stat in STATS]
+    ratios = [f"ORT/{e} (median)" for e in (*(["against"] if against else []), "torch")]
+    command = " ".join(["python tools/bench_inference.py", *(sys.argv[1:] if argv is None else argv)])
     lines = [
         SECTION,
         "",
-        "Fused model latency per call (ms), ONNX Runtime CPU against torch eager on the same network, "
-        "measured side by side (runs alternate between engines).",
+        "Fused model latency per call (ms), ONNX Runtime CPU against torch eager on the same network"
+        + (f" and against {against[0]}" if against else "")
+        + ", measured side by side (runs alternate between engines).",
         "",
         "```",
-        "python tools/bench_inference.py --write",
+        command,
         "```",
         "",
         f"Model: `{_shown(args.model)}` "
-        f"({contract.fusion} fusion, {size_mb:.2f} MB); torch: {torch_source}. "
+        f"({contract.fusion}, {size_mb:.2f} MB); torch: {torch_source}. "
         f"Machine: {machine()} (shared with other work), "
         f"onnxruntime {ort.__version__}, torch {torch.__version__}, both with {args.threads} intra-op "
         f"thread(s); "
         f"{args.iters} timed runs per cell after 20 warm-up rounds. Inputs are random; all sensors present.",
         "",
-        "| batch | ORT median | ORT p99 | ORT IQR | torch median | torch p99 | torch IQR "
-        "| ORT/torch (median) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| batch | " + " | ".join(head + ratios) + " |",
+        "|---|" + "---|" * (len(head) + len(ratios)),
         *rows,
         "",
     ]

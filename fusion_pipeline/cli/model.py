@@ -189,6 +189,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ONNX file to create, never overwritten (default: the packaged default model; remove it first "
         "to replace it)",
     )
+    p.add_argument(
+        "--fallback",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a fused model hands the sets with one modality left to that modality's own model (RUN_DIR/"
+        "<modality>-only.npz), docs/MODEL.md; default: on for a fused model",
+    )
 
     p = add_command(cmds, "info", _info)
     p.add_argument("model_path", type=Path, metavar="MODEL.onnx")
@@ -545,11 +552,13 @@ def _export(args: argparse.Namespace) -> int:
     """export a trained model to ONNX with the contract in its metadata
 
     Export one trained model to ONNX (dynamic batch) with the model contract as metadata, then check
-    ONNX Runtime against torch on random inputs under all presence masks (at most 64 of them).
+    ONNX Runtime against torch on random inputs under all presence masks (at most 64 of them). A fused
+    model is exported with its single-sensor fallback unless --no-fallback.
     """
     check_output_path(args.out, "--out", new=True)
     with _train_extra():
         from fusion_pipeline.model.export import export_onnx
+        from fusion_pipeline.model.fallback import SingleSensorFallback
         from fusion_pipeline.model.train import load_checkpoint
 
     name = args.model
@@ -559,6 +568,19 @@ def _export(args: argparse.Namespace) -> int:
             raise ModelError(f"{eval_path}: missing; run `fusion-pipeline model eval` or pass --model")
         name = json.loads(eval_path.read_text())["best"]
     model, _ = load_checkpoint(args.run_dir / f"{name}.npz")
+    single = len(model.config.modalities) == 1
+    if single and args.fallback:
+        raise ModelError(f"--fallback: {name} reads one modality only; it has nothing to fall back from")
+    if not single and args.fallback is not False:
+        paths = {m: args.run_dir / f"{m}-only.npz" for m in model.config.modalities}
+        missing = [str(p) for p in paths.values() if not p.is_file()]
+        if missing:
+            raise ModelError(
+                f"--fallback: {', '.join(missing)} missing; train them (`model train --models "
+                f"{','.join(f'{m}-only' for m in paths)}`) or pass --no-fallback"
+            )
+        model = SingleSensorFallback(model, {m: load_checkpoint(p)[0] for m, p in paths.items()})
+        name = f"{name} with the single-sensor fallback ({', '.join(paths)})"
     # export_onnx writes beside --out and links the file into place only once it passed the parity check:
     # a failed or interrupted export leaves no half model, and link(2) refuses a file that appeared meanwhile.
     worst = export_onnx(model, args.out)

@@ -46,6 +46,7 @@ __all__ = [
     "evaluate_corruptions",
     "evaluate_suite",
     "macro_f1",
+    "metrics_of",
     "markers",
     "patterns_for",
     "pick_best",
@@ -160,7 +161,8 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     return float(u / (len(pos) * len(neg)))
 
 
-def _metrics(outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], n_classes: int) -> Metrics:
+def metrics_of(outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], n_classes: int) -> Metrics:
+    """The Metrics of one model's `outputs` (by output name) against the `labels` of the same samples."""
     y = labels["class"]
     pred = outputs["class_logits"].argmax(1)
     actor = y != 0
@@ -207,7 +209,7 @@ def evaluate_suite(
         if name not in FUSIONS:
             patterns = {"all": patterns["all"]}
         for pattern, outputs in _run_patterns(model, data, patterns, batch_size).items():
-            metrics = _metrics(outputs, labels, n_classes)
+            metrics = metrics_of(outputs, labels, n_classes)
             rows.append({"model": name, "pattern": pattern, **metrics.__dict__})
             log.info("%-12s %-11s acc %.3f", name, pattern, metrics.accuracy)
     return rows
@@ -437,7 +439,7 @@ def evaluate_corruptions(
     def measure(model: FusionNet, data: dict[str, torch.Tensor]) -> Metrics:
         everything = {"all": patterns_for(model.contract)["all"]}
         outputs = _run_patterns(model, data, everything, batch_size)["all"]
-        return _metrics(outputs, labels, model.heads.cls.out_features)
+        return metrics_of(outputs, labels, model.heads.cls.out_features)
 
     cells: list[dict[tuple[str, str, int], dict[str, Any]]] = [{} for _ in runs]
     baseline = [{name: measure(model, clean) for name, model in models.items()} for models in runs]

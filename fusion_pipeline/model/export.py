@@ -3,7 +3,8 @@
 `export_model` exports any torch module whose forward takes the contract's graph inputs
 (`contract.tensors`: each sensor input, a radar's mask after it, the presence vector last) in that order and
 returns the contract's outputs in order: a user's own model (docs/MODEL.md, "Bring your own model"), or a
-FusionNet through `export_onnx`, which adds a parity check against torch under many presence masks.
+FusionNet (alone or with its `SingleSensorFallback`) through `export_onnx`, which adds a parity check
+against torch under many presence masks.
 
 We use the TorchScript-based exporter (`dynamo=False`): for these small, static-shape networks it emits a
 compact single-file graph that ONNX Runtime fuses well (Conv+BatchNorm, LayerNorm, GELU), and it needs no
@@ -25,6 +26,7 @@ import torch
 
 from fusion_pipeline.contract import CONTRACT_KEY, ModelContract
 from fusion_pipeline.model.errors import ModelError
+from fusion_pipeline.model.fallback import SingleSensorFallback
 from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet
 
 __all__ = [
@@ -200,12 +202,18 @@ def _check_graph(module: torch.nn.Module, contract: ModelContract, path: Path) -
 # ---- FusionNet -----------------------------------------------------------------------------------------
 
 
-def contract_for(model: FusionNet) -> ModelContract:
-    """The contract `model` was built for, labelled with its fusion strategy."""
+#: What `export_onnx` takes: a FusionNet, or one with its single-sensor fallback.
+Exportable = FusionNet | SingleSensorFallback
+
+
+def contract_for(model: Exportable) -> ModelContract:
+    """The contract `model` was built for, labelled with its fusion strategy (a fallback labels its own)."""
+    if isinstance(model, SingleSensorFallback):
+        return model.contract
     return replace(model.contract, fusion=model.config.fusion)
 
 
-def export_onnx(model: FusionNet, path: str | Path) -> float:
+def export_onnx(model: Exportable, path: str | Path) -> float:
     """Export `model` with `export_model` to a new file at `path`, linked into place only once ONNX Runtime
     matched torch under `presence_masks` (`check_parity`); return the largest difference."""
     worst: list[float] = []
@@ -244,7 +252,7 @@ def random_inputs(contract: ModelContract, presence: torch.Tensor, seed: int = 0
     return inputs
 
 
-def check_parity(model: FusionNet, path: str | Path, rtol: float = 1e-3, atol: float = 1e-4) -> float:
+def check_parity(model: Exportable, path: str | Path, rtol: float = 1e-3, atol: float = 1e-4) -> float:
     """Run torch and ONNX Runtime on random inputs under `presence_masks`; return the largest absolute
     difference, or raise ModelError if any output is outside the tolerance or not finite."""
     import onnxruntime as ort
