@@ -34,6 +34,8 @@ from fusion_pipeline.model.train import load_checkpoint, model_config_for
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Inference"
 STATS = ("median", "p99", "IQR")
+#: (batch, one modality alone) per row of the table.
+CASES = ((1, False), (8, False), (1, True))
 
 
 def _shown(path: Path) -> Path:
@@ -67,7 +69,12 @@ def torch_model(contract: ModelContract, run_dir: Path) -> tuple[torch.nn.Module
 
 
 def bench(
-    model_path: Path, run_dir: Path, against: Path | None, batches: tuple[int, ...], iters: int, threads: int
+    model_path: Path,
+    run_dir: Path,
+    against: Path | None,
+    cases: tuple[tuple[int, bool], ...],
+    iters: int,
+    threads: int,
 ) -> tuple[list[str], str]:
     contract = load_contract(model_path)
     model, torch_source = torch_model(contract, run_dir)
@@ -82,8 +89,14 @@ def bench(
     }
     engines = [*sessions, "torch"]
     rows = []
-    for batch in batches:
-        inputs = random_inputs(contract, torch.ones(batch, len(contract.presence_order)), seed=batch)
+    for batch, alone in cases:
+        presence = torch.ones(batch, len(contract.presence_order))
+        if alone:  # the first sensor input's modality alone: a fallback's other branch
+            first = contract.input(contract.presence_order[0]).modality
+            presence[:] = torch.tensor(
+                [float(contract.input(n).modality == first) for n in contract.presence_order]
+            )
+        inputs = random_inputs(contract, presence, seed=batch)
         feeds = {k: v.numpy() for k, v in inputs.items()}
         args = tuple(inputs[name] for name in contract.tensors)  # the contract's positional order
         times: dict[str, list[float]] = {engine: [] for engine in engines}
@@ -100,7 +113,8 @@ def bench(
         stats = {engine: _stats(t) for engine, t in times.items()}
         cells = [f"{v:.2f}" for engine in engines for v in stats[engine]]
         ratios = [stats["ort"][0] / stats[engine][0] for engine in engines if engine != "ort"]
-        rows.append(f"| {batch} | " + " | ".join(cells + [f"{r:.2f}" for r in ratios]) + " |")
+        sensors = f"{contract.input(contract.presence_order[0]).modality} alone" if alone else "all"
+        rows.append(f"| {batch} | {sensors} | " + " | ".join(cells + [f"{r:.2f}" for r in ratios]) + " |")
     return rows, torch_source
 
 
@@ -116,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
     args = parser.parse_args(argv)
 
-    rows, torch_source = bench(args.model, args.run_dir, args.against, (1, 8), args.iters, args.threads)
+    rows, torch_source = bench(args.model, args.run_dir, args.against, CASES, args.iters, args.threads)
     contract = load_contract(args.model)
     size_mb = args.model.stat().st_size / 1e6
     against = [] if args.against is None else [f"`{_shown(args.against)}` (ORT)"]
@@ -139,10 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine()} (shared with other work), "
         f"onnxruntime {ort.__version__}, torch {torch.__version__}, both with {args.threads} intra-op "
         f"thread(s); "
-        f"{args.iters} timed runs per cell after 20 warm-up rounds. Inputs are random; all sensors present.",
+        f"{args.iters} timed runs per cell after 20 warm-up rounds. Inputs are random; all sensors "
+        "present, or one modality alone (a fallback model's other branch).",
         "",
-        "| batch | " + " | ".join(head + ratios) + " |",
-        "|---|" + "---|" * (len(head) + len(ratios)),
+        "| batch | sensors | " + " | ".join(head + ratios) + " |",
+        "|---|---|" + "---|" * (len(head) + len(ratios)),
         *rows,
         "",
     ]

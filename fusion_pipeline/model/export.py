@@ -13,6 +13,7 @@ extra tracing machinery at export time. A GRU audio encoder exports as one ONNX 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from onnx.compose import add_prefix_graph
 
 from fusion_pipeline.contract import CONTRACT_KEY, ModelContract
 from fusion_pipeline.model.errors import ModelError
@@ -132,9 +134,29 @@ def _check_outputs(outputs: Sequence[object], contract: ModelContract, batch: in
 def _export(
     module: torch.nn.Module, contract: ModelContract, example: dict[str, torch.Tensor], path: Path
 ) -> None:
-    """Trace `module` into `path`, then put the contract into the metadata."""
+    """Trace `module` (a fallback as one routed graph) into `path`, the contract in the metadata."""
+    if isinstance(module, SingleSensorFallback):
+        proto = _routed(module, contract, example)
+    else:
+        proto = _trace(module, contract, example, [spec.name for spec in contract.outputs])
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = CONTRACT_KEY, contract.to_json()
+    proto.producer_name = "fusion-pipeline"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def _trace(
+    module: torch.nn.Module,
+    contract: ModelContract,
+    example: dict[str, torch.Tensor],
+    outputs: list[str],
+    scalars: tuple[str, ...] = (),
+) -> onnx.ModelProto:
+    """`module` traced to ONNX, its graph inputs the contract's and its outputs named `outputs`, each with
+    a dynamic batch dimension but the `scalars`."""
     input_names = list(contract.tensors)
-    output_names = [spec.name for spec in contract.outputs]
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript exporter announces its deprecation on every call; the choice is deliberate.
         warnings.simplefilter("ignore", category=DeprecationWarning)
@@ -147,21 +169,56 @@ def _export(
         torch.onnx.export(
             module,
             tuple(example[name] for name in input_names),
-            str(path),
+            buffer,
             input_names=input_names,
-            output_names=output_names,
-            dynamic_axes={name: {0: BATCH} for name in input_names + output_names},
+            output_names=outputs,
+            dynamic_axes={name: {0: BATCH} for name in input_names + outputs if name not in scalars},
             opset_version=OPSET,
             dynamo=False,
             do_constant_folding=True,
         )
-    proto = onnx.load(str(path))
+    proto = onnx.load_from_string(buffer.getvalue())
     _restore_unread_inputs(proto.graph, contract)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = CONTRACT_KEY, contract.to_json()
-    proto.producer_name = "fusion-pipeline"
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    return proto
+
+
+def _routed(
+    model: SingleSensorFallback, contract: ModelContract, example: dict[str, torch.Tensor]
+) -> onnx.ModelProto:
+    """`model` as one ONNX If on `model.condition()`: a batch where some row has one modality alone runs
+    the whole fallback (every single-sensor model and the per-row pick), any other batch the fused network
+    alone, at its own cost. Each branch is a traced graph, its names prefixed so the two cannot collide;
+    both read the outer graph's inputs by name."""
+    outputs = [spec.name for spec in contract.outputs]
+    fused = _trace(model.fused, contract, example, outputs)
+    every = _trace(model, contract, example, outputs)
+    condition = add_prefix_graph(
+        _trace(model.condition(), contract, example, ["any_lone"], ("any_lone",)).graph,
+        "route/",
+        rename_inputs=False,
+    )
+
+    def branch(traced: onnx.ModelProto, prefix: str) -> onnx.GraphProto:
+        graph = add_prefix_graph(traced.graph, prefix, rename_inputs=False)
+        del graph.input[:]  # a branch reads the outer graph's inputs
+        return graph
+
+    route = onnx.helper.make_node(
+        "If",
+        [condition.output[0].name],
+        outputs,
+        name="single_sensor_fallback",
+        then_branch=branch(every, "fallback/"),
+        else_branch=branch(fused, "fused/"),
+    )
+    graph = onnx.helper.make_graph(
+        [*condition.node, route],
+        "single_sensor_fallback",
+        list(fused.graph.input),
+        list(fused.graph.output),
+        initializer=list(condition.initializer),
+    )
+    return onnx.helper.make_model(graph, opset_imports=fused.opset_import, ir_version=fused.ir_version)
 
 
 def _restore_unread_inputs(graph: onnx.GraphProto, contract: ModelContract) -> None:
@@ -253,7 +310,8 @@ def random_inputs(contract: ModelContract, presence: torch.Tensor, seed: int = 0
 
 
 def check_parity(model: Exportable, path: str | Path, rtol: float = 1e-3, atol: float = 1e-4) -> float:
-    """Run torch and ONNX Runtime on random inputs under `presence_masks`; return the largest absolute
+    """Run torch and ONNX Runtime on random inputs under `presence_masks`, all in one batch and each row as
+    a batch of its own (a batch takes one branch of a routed graph); return the largest absolute
     difference, or raise ModelError if any output is outside the tolerance or not finite."""
     import onnxruntime as ort
 
@@ -262,10 +320,17 @@ def check_parity(model: Exportable, path: str | Path, rtol: float = 1e-3, atol: 
     with torch.no_grad():
         expected = [t.numpy() for t in model.eval()(*(inputs[name] for name in contract.tensors))]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(list(OUTPUT_NAMES), {k: v.numpy() for k, v in inputs.items()})
+    feeds = {k: v.numpy() for k, v in inputs.items()}
+    rows = len(inputs[contract.presence])
+    batches = [slice(0, rows), *(slice(i, i + 1) for i in range(rows))]
     worst = 0.0
-    for name, e, g in zip(OUTPUT_NAMES, expected, got, strict=True):
-        if not np.isfinite(g).all() or not np.allclose(g, e, rtol=rtol, atol=atol):
-            raise ModelError(f"{path}: output {name!r} differs from torch (max {np.abs(g - e).max():.3g})")
-        worst = max(worst, float(np.abs(g - e).max()))
+    for batch in batches:
+        got = session.run(list(OUTPUT_NAMES), {k: v[batch] for k, v in feeds.items()})
+        for name, e, g in zip(OUTPUT_NAMES, expected, got, strict=True):
+            e = e[batch]
+            if not np.isfinite(g).all() or not np.allclose(g, e, rtol=rtol, atol=atol):
+                raise ModelError(
+                    f"{path}: output {name!r} differs from torch (max {np.abs(g - e).max():.3g})"
+                )
+            worst = max(worst, float(np.abs(g - e).max()))
     return worst

@@ -7,9 +7,10 @@ closed that gap without costing accuracy with every sensor present. The presence
 already carries, says which case a set is, so routing by it gives each single-sensor set its specialist and
 leaves every other set to the fused network, output for output.
 
-Both are computed for every row and one is picked per row (`torch.where`): the traced graph has no control
-flow, so it exports like any FusionNet, under the same contract; the price is the single-sensor models'
-encoders on every call (docs/BENCHMARKS.md, Inference).
+In torch both are computed for every row and one is picked per row (`torch.where`). The exported graph
+(model/export.py) adds a branch on `condition()`: a batch with no single-modality row, the common case,
+runs the fused network alone, so the fallback costs nothing until a sensor suite is down to one modality
+(docs/BENCHMARKS.md, Inference).
 """
 
 from __future__ import annotations
@@ -24,12 +25,38 @@ from fusion_pipeline.contract import ModelContract
 from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.net import FusionNet
 
-__all__ = ["SingleSensorFallback"]
+__all__ = ["LoneModality", "SingleSensorFallback"]
 
 
 def _interface(contract: ModelContract) -> tuple[object, ...]:
     """What two models must share to be swapped for each other: graph inputs, presence bits, outputs."""
     return (tuple(contract.tensors.items()), contract.presence, contract.presence_order, contract.outputs)
+
+
+class LoneModality(nn.Module):
+    """[B, M] from the contract's graph inputs: whether each row's present inputs are all of modality m,
+    for the M modalities whose presence bits are the rows of `own_bits` [M, presence bits]."""
+
+    def __init__(self, own_bits: Tensor, presence_column: int) -> None:
+        super().__init__()
+        self.register_buffer("own_bits", own_bits, persistent=False)
+        self.presence_column = presence_column
+
+    def forward(self, *tensors: Tensor) -> Tensor:
+        present = (tensors[self.presence_column] > 0.5).float()
+        own = present @ self.own_bits.T
+        return (own > 0) & (own == present.sum(1, keepdim=True))
+
+
+class AnyLone(nn.Module):
+    """Whether any row of the batch has one modality alone: the exported graph's branch condition."""
+
+    def __init__(self, lone: LoneModality) -> None:
+        super().__init__()
+        self.lone = lone
+
+    def forward(self, *tensors: Tensor) -> Tensor:
+        return self.lone(*tensors).any()
 
 
 class SingleSensorFallback(nn.Module):
@@ -59,27 +86,26 @@ class SingleSensorFallback(nn.Module):
             )
         self.fused = fused
         self.baselines = nn.ModuleDict(dict(baselines))
-        order = fused.contract.presence_order
-        self.presence_column = list(fused.contract.tensors).index(fused.contract.presence)
+        contract = fused.contract
         # Row k: the presence bits of modality k's inputs.
-        own = [[float(fused.contract.input(name).modality == m) for name in order] for m in self.baselines]
-        self.register_buffer("own_bits", torch.tensor(own), persistent=False)
+        own = [
+            [float(contract.input(n).modality == m) for n in contract.presence_order] for m in self.baselines
+        ]
+        self.lone = LoneModality(torch.tensor(own), list(contract.tensors).index(contract.presence))
         self.contract = replace(
             fused.contract,
             fusion=f"{fused.config.fusion} + single-sensor fallback ({', '.join(self.baselines)})",
         )
 
-    def alone(self, presence: Tensor) -> Tensor:
-        """[B, len(baselines)]: whether each row's present inputs are all of that baseline's modality."""
-        present = (presence > 0.5).float()
-        own = present @ self.own_bits.T
-        return (own > 0) & (own == present.sum(1, keepdim=True))
+    def condition(self) -> AnyLone:
+        """The module that says whether a batch needs any fallback at all."""
+        return AnyLone(self.lone)
 
     def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
         outputs = self.fused(*tensors)
-        alone = self.alone(tensors[self.presence_column])
+        lone = self.lone(*tensors)
         for k, baseline in enumerate(self.baselines.values()):
-            rows = alone[:, k]
+            rows = lone[:, k]
             outputs = tuple(
                 torch.where(rows.reshape(-1, *[1] * (fused.dim() - 1)), own, fused)
                 for fused, own in zip(outputs, baseline(*tensors), strict=True)

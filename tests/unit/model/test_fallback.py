@@ -7,6 +7,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -64,6 +65,8 @@ def test_exported_under_the_same_contract_and_equal_to_torch(nets, tmp_path: Pat
     model = _fallback(nets)
     path = tmp_path / "fallback.onnx"
     export_onnx(model, path)  # itself checks ONNX Runtime against torch under every mask
+    # One branch on whether any row has one modality alone: a batch with none runs the fused graph only.
+    assert [node.op_type for node in onnx.load(str(path)).graph.node].count("If") == 1
     contract = load_contract(path)
     assert replace(contract, fusion="") == replace(contract_for(nets["attention"]), fusion="")
     assert contract.fusion == "attention + single-sensor fallback (camera, lidar, radar, audio)"
