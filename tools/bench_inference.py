@@ -6,10 +6,10 @@
 Both engines run the same network: ORT runs the shipped ONNX file; torch runs the checkpoints it was
 exported from when `RUN_DIR/<fusion>.npz` exists (and, for a model with the single-sensor fallback, the
 `<modality>-only.npz` beside it), else identically shaped networks (latency does not depend on the
-weights' values). --against adds a second ONNX file run by ORT in the same rounds (the fused network
-exported with `--no-fallback`, say). Runs alternate between the engines so that load from other processes
-on this shared machine hits them alike. With --write, the table replaces the "## Inference" section of
-docs/BENCHMARKS.md.
+weights' values). --against adds a second table: the model against another ONNX file (the fused network
+exported with `--no-fallback`, say), both in ORT with no torch run between them to cool the caches. Runs
+alternate between the engines so that load from other processes on this shared machine hits them alike.
+With --write, the tables replace the "## Inference" section of docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,54 +70,50 @@ def torch_model(contract: ModelContract, run_dir: Path) -> tuple[torch.nn.Module
     return SingleSensorFallback(nets[0], {n.config.modalities[0]: n for n in nets[1:]}).eval(), source
 
 
+@dataclass
+class Inputs:
+    """One case's inputs, for ORT (numpy by name) and for torch (positional, the contract's order)."""
+
+    feeds: dict[str, np.ndarray]
+    args: tuple[torch.Tensor, ...]
+
+
+def case_inputs(contract: ModelContract, batch: int, alone: bool) -> Inputs:
+    presence = torch.ones(batch, len(contract.presence_order))
+    if alone:  # the first sensor input's modality alone: a fallback's other branch
+        first = contract.input(contract.presence_order[0]).modality
+        presence[:] = torch.tensor(
+            [float(contract.input(n).modality == first) for n in contract.presence_order]
+        )
+    inputs = random_inputs(contract, presence, seed=batch)
+    return Inputs({k: v.numpy() for k, v in inputs.items()}, tuple(inputs[n] for n in contract.tensors))
+
+
 def bench(
-    model_path: Path,
-    run_dir: Path,
-    against: Path | None,
-    cases: tuple[tuple[int, bool], ...],
-    iters: int,
-    threads: int,
-) -> tuple[list[str], str]:
-    contract = load_contract(model_path)
-    model, torch_source = torch_model(contract, run_dir)
-    torch.set_num_threads(threads)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    sessions = {
-        engine: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        for engine, path in (("ort", model_path), ("against", against))
-        if path is not None
-    }
-    engines = [*sessions, "torch"]
+    contract: ModelContract, runners: dict[str, Callable[[Inputs], object]], iters: int
+) -> tuple[list[str], list[str]]:
+    """The table's header and one row per CASES entry: each runner's median, p99 and IQR, then the first
+    runner's median over each other's. Runs alternate between the runners, the order rotating."""
+    names = list(runners)
     rows = []
-    for batch, alone in cases:
-        presence = torch.ones(batch, len(contract.presence_order))
-        if alone:  # the first sensor input's modality alone: a fallback's other branch
-            first = contract.input(contract.presence_order[0]).modality
-            presence[:] = torch.tensor(
-                [float(contract.input(n).modality == first) for n in contract.presence_order]
-            )
-        inputs = random_inputs(contract, presence, seed=batch)
-        feeds = {k: v.numpy() for k, v in inputs.items()}
-        args = tuple(inputs[name] for name in contract.tensors)  # the contract's positional order
-        times: dict[str, list[float]] = {engine: [] for engine in engines}
+    for batch, alone in CASES:
+        inputs = case_inputs(contract, batch, alone)
+        times: dict[str, list[float]] = {name: [] for name in names}
         with torch.inference_mode():
             for i in range(iters + 20):  # the first 20 rounds are warm-up
-                for engine in engines[i % len(engines) :] + engines[: i % len(engines)]:
+                for name in names[i % len(names) :] + names[: i % len(names)]:
                     t0 = time.perf_counter()
-                    if engine == "torch":
-                        model(*args)
-                    else:
-                        sessions[engine].run(None, feeds)
+                    runners[name](inputs)
                     if i >= 20:
-                        times[engine].append(time.perf_counter() - t0)
-        stats = {engine: _stats(t) for engine, t in times.items()}
-        cells = [f"{v:.2f}" for engine in engines for v in stats[engine]]
-        ratios = [stats["ort"][0] / stats[engine][0] for engine in engines if engine != "ort"]
+                        times[name].append(time.perf_counter() - t0)
+        stats = {name: _stats(t) for name, t in times.items()}
+        cells = [f"{v:.2f}" for name in names for v in stats[name]]
+        cells += [f"{stats[names[0]][0] / stats[name][0]:.2f}" for name in names[1:]]
         sensors = f"{contract.input(contract.presence_order[0]).modality} alone" if alone else "all"
-        rows.append(f"| {batch} | {sensors} | " + " | ".join(cells + [f"{r:.2f}" for r in ratios]) + " |")
-    return rows, torch_source
+        rows.append(f"| {batch} | {sensors} | " + " | ".join(cells) + " |")
+    head = [f"{name} {stat}" for name in names for stat in STATS]
+    head += [f"{names[0]}/{name} (median)" for name in names[1:]]
+    return ["| batch | sensors | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)], rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,19 +128,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="update docs/BENCHMARKS.md")
     args = parser.parse_args(argv)
 
-    rows, torch_source = bench(args.model, args.run_dir, args.against, CASES, args.iters, args.threads)
     contract = load_contract(args.model)
-    size_mb = args.model.stat().st_size / 1e6
-    against = [] if args.against is None else [f"`{_shown(args.against)}` (ORT)"]
-    head = [f"{e} {stat}" for e in ("ORT", *(["against"] if against else []), "torch") for stat in STATS]
-    ratios = [f"ORT/{e} (median)" for e in (*(["against"] if against else []), "torch")]
+    model, torch_source = torch_model(contract, args.run_dir)
+    torch.set_num_threads(args.threads)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+
+    def ort_runner(path: Path) -> Callable[[Inputs], object]:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda inputs: session.run(None, inputs.feeds)
+
+    ours = ort_runner(args.model)
+    tables = [
+        (
+            "against torch eager on the same network",
+            bench(contract, {"ORT": ours, "torch": lambda inputs: model(*inputs.args)}, args.iters),
+        )
+    ]
+    if args.against is not None:
+        tables.append(
+            (
+                f"against `{_shown(args.against)}` in ONNX Runtime (no torch runs between)",
+                bench(contract, {"ORT": ours, "against": ort_runner(args.against)}, args.iters),
+            )
+        )
     command = " ".join(["python tools/bench_inference.py", *(sys.argv[1:] if argv is None else argv)])
+    size_mb = args.model.stat().st_size / 1e6
     lines = [
         SECTION,
         "",
-        "Fused model latency per call (ms), ONNX Runtime CPU against torch eager on the same network"
-        + (f" and against {against[0]}" if against else "")
-        + ", measured side by side (runs alternate between engines).",
+        "Fused model latency per call (ms), ONNX Runtime CPU side by side with other engines (runs "
+        "alternate between them).",
         "",
         "```",
         command,
@@ -152,16 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         f"({contract.fusion}, {size_mb:.2f} MB); torch: {torch_source}. "
         f"Machine: {machine()} (shared with other work), "
         f"onnxruntime {ort.__version__}, torch {torch.__version__}, both with {args.threads} intra-op "
-        f"thread(s); "
-        f"{args.iters} timed runs per cell after 20 warm-up rounds. Inputs are random; all sensors "
-        "present, or one modality alone (a fallback model's other branch).",
-        "",
-        "| batch | sensors | " + " | ".join(head + ratios) + " |",
-        "|---|---|" + "---|" * (len(head) + len(ratios)),
-        *rows,
-        "",
+        f"thread(s); {args.iters} timed runs per cell after 20 warm-up rounds. Inputs are random; all "
+        "sensors present, or one modality alone (a fallback model's other branch).",
     ]
-    text = "\n".join(lines)
+    for title, (head, rows) in tables:
+        lines += ["", f"ONNX Runtime {title}:", "", *head, *rows]
+    text = "\n".join([*lines, ""])
     print(text)
     if args.write:
         replace_section(BENCHMARKS, text)

@@ -25,7 +25,7 @@ from fusion_pipeline.contract import ModelContract
 from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.net import FusionNet
 
-__all__ = ["LoneModality", "SingleSensorFallback"]
+__all__ = ["AnyLone", "LoneModality", "SingleSensorFallback"]
 
 
 def _interface(contract: ModelContract) -> tuple[object, ...]:
