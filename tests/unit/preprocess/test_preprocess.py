@@ -409,6 +409,28 @@ def test_audio_int16_float_and_stereo_agree_and_older_samples_are_ignored() -> N
     np.testing.assert_allclose(preprocess_audio(stereo), preprocess_audio(as_float), atol=1e-5)
 
 
+def _log_mel_by_the_book(samples: np.ndarray, params: AudioParams = AUDIO) -> np.ndarray:
+    """The log-mel as written before its fast path (sliding_window_view, a mean over any channels)."""
+    from fusion_pipeline.preprocess.audio import _window, mel_filterbank
+
+    x = samples[-params.window_samples :].astype(np.float32)
+    x = x.mean(axis=1) if x.ndim == 2 else x
+    frames = np.lib.stride_tricks.sliding_window_view(x, params.n_fft)[:: params.hop]
+    power = np.abs(np.fft.rfft(frames * _window(params.n_fft), axis=1)) ** 2
+    mel = power.astype(np.float32) @ mel_filterbank(params).T
+    return np.log(mel + np.float32(1e-6)).T[None].astype(np.float32)
+
+
+@pytest.mark.parametrize("params", [AUDIO, AudioParams(window_s=0.25, n_fft=256, hop=100, n_mels=32)])
+@pytest.mark.parametrize("channels", [None, 1, 2])
+def test_the_log_mel_fast_path_is_bitwise_the_plain_one(params: AudioParams, channels: int | None) -> None:
+    """A strided view instead of sliding_window_view and one channel taken as it is change no bit."""
+    rng = np.random.default_rng(channels or 0)
+    shape = (params.window_samples + 123,) + (() if channels is None else (channels,))
+    samples = (rng.standard_normal(shape) * 0.1).astype(np.float32)
+    assert np.array_equal(preprocess_audio(samples, params), _log_mel_by_the_book(samples, params))
+
+
 # -- bad input ------------------------------------------------------------------------------------------
 
 
