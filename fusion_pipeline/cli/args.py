@@ -13,7 +13,24 @@ from typing import Any
 
 from fusion_pipeline.errors import FusionError
 
-__all__ = ["Parser", "add_command", "check_output_path", "comma_list", "config_argument", "number"]
+__all__ = [
+    "BooleanOnce",
+    "Parser",
+    "add_command",
+    "check_output_path",
+    "comma_list",
+    "config_argument",
+    "number",
+]
+
+
+def _refuse_a_second_use(action: argparse.Action, parser: argparse.ArgumentParser, shown: object) -> None:
+    """ArgumentError if `action`'s option was given before on this line, else remember it. `shown`: the
+    value before, for the message. Only a Parser keeps the record."""
+    given = parser._given  # type: ignore[attr-defined]
+    if action in given:
+        raise argparse.ArgumentError(action, f"given twice ({shown}); give it once")
+    given.add(action)
 
 
 class _StoreOnce(argparse._StoreAction):
@@ -28,12 +45,22 @@ class _StoreOnce(argparse._StoreAction):
         option_string: str | None = None,
     ) -> None:
         if option_string is not None:  # a positional is consumed once anyway
-            given = parser._given  # type: ignore[attr-defined]  # only a Parser registers this action
-            if self in given:
-                raise argparse.ArgumentError(
-                    self, f"given twice ({getattr(namespace, self.dest)} and then {values}); give it once"
-                )
-            given.add(self)
+            _refuse_a_second_use(self, parser, f"{getattr(namespace, self.dest)} and then {values}")
+        super().__call__(parser, namespace, values, option_string)
+
+
+class BooleanOnce(argparse.BooleanOptionalAction):
+    """`--flag/--no-flag` (argparse.BooleanOptionalAction) that refuses a second use in either spelling:
+    `--flag --no-flag` would silently keep the last."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        _refuse_a_second_use(self, parser, f"{getattr(namespace, self.dest)} and then {option_string}")
         super().__call__(parser, namespace, values, option_string)
 
 

@@ -24,7 +24,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fusion_pipeline.cli.args import add_command, check_output_path, comma_list, config_argument, number
+from fusion_pipeline.cli.args import (
+    BooleanOnce,
+    add_command,
+    check_output_path,
+    comma_list,
+    config_argument,
+    number,
+)
 from fusion_pipeline.config import Config, load_config, parse_config
 from fusion_pipeline.contract import ModelContract, default_contract
 from fusion_pipeline.model.contracts import contract_for_config
@@ -191,7 +198,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--fallback",
-        action=argparse.BooleanOptionalAction,
+        action=BooleanOnce,
         default=None,
         help="a fused model hands the sets with one modality left to that modality's own model (RUN_DIR/"
         "<modality>-only.npz), docs/MODEL.md; default: on for a fused model",

@@ -119,6 +119,13 @@ def test_export_adds_the_fallback_to_a_fused_model_or_says_what_is_missing(
     assert main([*export, "attention", "--no-fallback", "--out", str(tmp_path / "a.onnx")]) == 0
     assert load_contract(tmp_path / "a.onnx").fusion == "attention"
 
+    with pytest.raises(SystemExit):  # argparse's usage error: exit 2, before any work
+        main([*export, "attention", "--fallback", "--no-fallback", "--out", str(tmp_path / "b.onnx")])
+    assert (
+        "argument --fallback/--no-fallback: given twice (True and then --no-fallback)"
+        in capsys.readouterr().err
+    )
+
     assert main([*export, "camera-only", "--fallback", "--out", str(tmp_path / "c.onnx")]) == 2
     assert "--fallback: camera-only reads one modality only" in capsys.readouterr().err
 
