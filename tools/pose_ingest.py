@@ -2,12 +2,14 @@
 like the model input the config binds the stream to: the load of tools/bench_sync_node.py, and the input
 of the synchronizer node's tests.
 
-Usage: python tools/pose_ingest.py CONFIG RUN_DIR STREAM [SECONDS]
+Usage: python tools/pose_ingest.py CONFIG RUN_DIR STREAM [SECONDS [START_NS]]
 
 Discrete streams are stamped with time.time_ns() when sent, like a driver with no latency; audio goes
 out as 20 ms float32 chunks of 16 kHz samples whose stamps are exactly contiguous (chunk k starts
 at t0 + k * 20 ms) and each chunk is sent once its last sample is due. Sample k of a discrete stream
-is filled with the value k, so a test can trace which message went into a set.
+is filled with the value k, so a test can trace which message went into a set. START_NS (UNIX epoch ns)
+is when the stream's first period starts (default: now): posers given related starts keep a fixed phase
+between their streams.
 """
 
 import sys
@@ -26,6 +28,7 @@ CHUNK_MS = 20
 def main() -> None:
     config_path, run_dir, stream_name = sys.argv[1:4]
     seconds = float(sys.argv[4]) if len(sys.argv) > 4 else float("inf")
+    start_ns = int(sys.argv[5]) if len(sys.argv) > 5 else None
     config = load_config(config_path)
     stream = config.stream(stream_name)
     tensors = load_bindings(config).of(stream.name).input.tensors  # name -> shape (a radar's mask too)
@@ -34,7 +37,7 @@ def main() -> None:
     period_ns = CHUNK_MS * 1_000_000 if audio else round(1e9 / stream.rate_hz)
     frames = (stream.sample_rate or 0) * CHUNK_MS // 1000
     with Publisher(endpoint, stream=stream.name, modality=stream.modality, frame_id=stream.frame_id) as pub:
-        t0 = time.time_ns()
+        t0 = time.time_ns() if start_ns is None else start_ns
         k = 0
         while (time.time_ns() - t0) / 1e9 < seconds:
             due = t0 + (k + 1) * period_ns if audio else t0 + k * period_ns
