@@ -24,18 +24,12 @@ __all__ = [
 ]
 
 
-def _refuse_a_second_use(action: argparse.Action, parser: argparse.ArgumentParser, shown: object) -> None:
-    """ArgumentError if `action`'s option was given before on this line, else remember it. `shown`: the
-    value before, for the message. Only a Parser keeps the record."""
-    given = parser._given  # type: ignore[attr-defined]
-    if action in given:
-        raise argparse.ArgumentError(action, f"given twice ({shown}); give it once")
-    given.add(action)
+class _Once(argparse.Action):
+    """An action that refuses a second use of its option, however it is spelt: argparse would silently keep
+    the last. Only a Parser keeps the record of what was given; `shown` is the new use in the message."""
 
-
-class _StoreOnce(argparse._StoreAction):
-    """argparse's 'store' that refuses a second use of its option: argparse would silently keep the last
-    value. An option that takes several values accumulates them instead (action="extend")."""
+    def shown(self, values: Any, option_string: str) -> object:
+        return values
 
     def __call__(
         self,
@@ -45,23 +39,24 @@ class _StoreOnce(argparse._StoreAction):
         option_string: str | None = None,
     ) -> None:
         if option_string is not None:  # a positional is consumed once anyway
-            _refuse_a_second_use(self, parser, f"{getattr(namespace, self.dest)} and then {values}")
+            given = parser._given  # type: ignore[attr-defined]
+            if self in given:
+                before, after = getattr(namespace, self.dest), self.shown(values, option_string)
+                raise argparse.ArgumentError(self, f"given twice ({before} and then {after}); give it once")
+            given.add(self)
         super().__call__(parser, namespace, values, option_string)
 
 
-class BooleanOnce(argparse.BooleanOptionalAction):
-    """`--flag/--no-flag` (argparse.BooleanOptionalAction) that refuses a second use in either spelling:
-    `--flag --no-flag` would silently keep the last."""
+class _StoreOnce(_Once, argparse._StoreAction):
+    """argparse's 'store', once. An option that takes several values accumulates them instead
+    (action="extend")."""
 
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        _refuse_a_second_use(self, parser, f"{getattr(namespace, self.dest)} and then {option_string}")
-        super().__call__(parser, namespace, values, option_string)
+
+class BooleanOnce(_Once, argparse.BooleanOptionalAction):
+    """`--flag/--no-flag` (argparse.BooleanOptionalAction), once: `--flag --no-flag` is refused."""
+
+    def shown(self, values: Any, option_string: str) -> object:
+        return option_string
 
 
 class Parser(argparse.ArgumentParser):
