@@ -28,6 +28,7 @@ from benchdoc import BENCHMARKS, machine, replace_section
 
 from fusion_pipeline.contract import MODALITIES, ModelContract
 from fusion_pipeline.inference import load_contract
+from fusion_pipeline.model.evaluate import patterns_for
 from fusion_pipeline.model.export import random_inputs
 from fusion_pipeline.model.fallback import SingleSensorFallback
 from fusion_pipeline.model.net import FusionNet
@@ -70,6 +71,10 @@ def torch_model(contract: ModelContract, run_dir: Path) -> tuple[torch.nn.Module
     return SingleSensorFallback(nets[0], {n.config.modalities[0]: n for n in nets[1:]}).eval(), source
 
 
+def _first_modality(contract: ModelContract) -> str:
+    return contract.input(contract.presence_order[0]).modality
+
+
 @dataclass
 class Inputs:
     """One case's inputs, for ORT (numpy by name) and for torch (positional, the contract's order)."""
@@ -79,12 +84,9 @@ class Inputs:
 
 
 def case_inputs(contract: ModelContract, batch: int, alone: bool) -> Inputs:
-    presence = torch.ones(batch, len(contract.presence_order))
-    if alone:  # the first sensor input's modality alone: a fallback's other branch
-        first = contract.input(contract.presence_order[0]).modality
-        presence[:] = torch.tensor(
-            [float(contract.input(n).modality == first) for n in contract.presence_order]
-        )
+    # All present, or the first sensor input's modality alone: a fallback's other branch.
+    pattern = f"{_first_modality(contract)} only" if alone else "all"
+    presence = torch.tensor(patterns_for(contract)[pattern]).repeat(batch, 1)
     inputs = random_inputs(contract, presence, seed=batch)
     return Inputs({k: v.numpy() for k, v in inputs.items()}, tuple(inputs[n] for n in contract.tensors))
 
@@ -109,7 +111,7 @@ def bench(
         stats = {name: _stats(t) for name, t in times.items()}
         cells = [f"{v:.2f}" for name in names for v in stats[name]]
         cells += [f"{stats[names[0]][0] / stats[name][0]:.2f}" for name in names[1:]]
-        sensors = f"{contract.input(contract.presence_order[0]).modality} alone" if alone else "all"
+        sensors = f"{_first_modality(contract)} alone" if alone else "all"
         rows.append(f"| {batch} | {sensors} | " + " | ".join(cells) + " |")
     head = [f"{name} {stat}" for name in names for stat in STATS]
     head += [f"{names[0]}/{name} (median)" for name in names[1:]]

@@ -99,7 +99,17 @@ def test_export_links_a_checked_model_into_place_and_never_over_one(tmp_path: Pa
     run, out = tmp_path / "run", tmp_path / "out" / "model.onnx"
     _tiny_run(run)
     out.parent.mkdir()
-    export = ["model", "export", "--run-dir", str(run), "--model", "concat", "--no-fallback", "--out", str(out)]
+    export = [
+        "model",
+        "export",
+        "--run-dir",
+        str(run),
+        "--model",
+        "concat",
+        "--no-fallback",
+        "--out",
+        str(out),
+    ]
     done = run_cli(*export)
     assert done.returncode == 0, done.stderr
     assert list(out.parent.iterdir()) == [out]  # no partial file left beside it

@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 
-from fusion_pipeline.contract import ModelContract
+from fusion_pipeline.contract import MODALITIES, ModelContract
 from fusion_pipeline.model.export import export_onnx, random_inputs
 from fusion_pipeline.model.net import FusionNet, ModelConfig
+from fusion_pipeline.model.train import model_config_for
 
 TINY = {
     "d_model": 16,
@@ -39,6 +40,17 @@ def export_tiny(fusion: str, folder: Path, **options: Any) -> tuple[FusionNet, P
     path = folder / ("-".join([fusion, *(f"{k}={v}" for k, v in options.items())]) + ".onnx")
     export_onnx(model, path)
     return model, path
+
+
+def tiny_suite() -> dict[str, FusionNet]:
+    """A tiny `attention` model and a tiny `<modality>-only` baseline per modality, by suite name, each with
+    weights of its own (torch seeds 0, 1, ... in that order): what the single-sensor fallback composes."""
+    names = ["attention", *(f"{m}-only" for m in MODALITIES)]
+    nets = {}
+    for seed, name in enumerate(names):
+        torch.manual_seed(seed)
+        nets[name] = FusionNet(model_config_for(name, ModelConfig(**TINY))).eval()
+    return nets
 
 
 def random_data(contract: ModelContract, n: int) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from tiny_model import TINY
+from tiny_model import TINY, tiny_suite
 
 from fusion_pipeline.cli import main
 from fusion_pipeline.contract import MODALITIES, default_contract
@@ -23,17 +23,9 @@ from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet, ModelConfig
 from fusion_pipeline.model.train import TrainConfig, model_config_for, save_checkpoint
 
 
-def _net(name: str, seed: int) -> FusionNet:
-    torch.manual_seed(seed)
-    return FusionNet(model_config_for(name, ModelConfig(**TINY))).eval()
-
-
 @pytest.fixture(scope="module")
 def nets() -> dict[str, FusionNet]:
-    """A tiny attention model and a tiny baseline per modality, each with its own weights."""
-    return {
-        name: _net(name, seed) for seed, name in enumerate(["attention", *(f"{m}-only" for m in MODALITIES)])
-    }
+    return tiny_suite()
 
 
 def _fallback(nets: dict[str, FusionNet]) -> SingleSensorFallback:

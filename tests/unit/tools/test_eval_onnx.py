@@ -6,15 +6,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
 from paths import ROOT
-from tiny_model import TINY, random_data
+from tiny_model import random_data, tiny_suite
 
 from fusion_pipeline.contract import MODALITIES, default_contract
 from fusion_pipeline.model.export import export_onnx
 from fusion_pipeline.model.fallback import SingleSensorFallback
-from fusion_pipeline.model.net import FusionNet, ModelConfig
-from fusion_pipeline.model.train import model_config_for
 
 # The tools are scripts run as `python tools/NAME.py` (their folder on sys.path), not a package.
 sys.path.insert(0, str(ROOT / "tools"))
@@ -22,14 +19,10 @@ sys.path.insert(0, str(ROOT / "tools"))
 import eval_onnx  # noqa: E402
 
 
-def _net(name: str, seed: int) -> FusionNet:
-    torch.manual_seed(seed)
-    return FusionNet(model_config_for(name, ModelConfig(**TINY))).eval()
-
-
 def test_the_files_own_outputs_are_scored_per_presence_pattern(tmp_path: Path) -> None:
-    fused = _net("attention", 0)
-    baselines = {m: _net(f"{m}-only", k + 1) for k, m in enumerate(MODALITIES)}
+    nets = tiny_suite()
+    fused = nets["attention"]
+    baselines = {m: nets[f"{m}-only"] for m in MODALITIES}
     paths = {"fallback": tmp_path / "fallback.onnx", "fused": tmp_path / "fused.onnx"}
     export_onnx(SingleSensorFallback(fused, baselines), paths["fallback"])
     export_onnx(fused, paths["fused"])
