@@ -67,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
             for message in sets:
                 stages = message.meta["stages"]
                 stages[SYNC_EMIT] = time.time_ns()
-                # Copied, not zero-copy: pyzmq frees zero-copy buffers from its garbage-collector thread,
-                # and each GIL hand-off to it costs a scheduler slice (ms) on a busy machine; copying the
-                # ~350 KB of a set is cheaper than that tail (tools/bench_sync_node.py). With pipeline.shm
-                # the large arrays go to shared memory instead.
+                # The tensors ingest sent are passed on as the frames they came in, never copied
+                # (transport.received_frame); the rest (the log-mel) is copied, not zero-copy: pyzmq
+                # frees zero-copy buffers from its garbage-collector thread, and each GIL hand-off to it
+                # costs a scheduler slice (ms) on a busy machine. With pipeline.shm the large arrays go
+                # to shared memory instead.
                 sink.send(message, zero_copy=False)
                 if message.meta["completed_by"] not in ("deadline", "end"):
                     added_ns.append(time.time_ns() - stages[SYNC_IN])

@@ -4,12 +4,13 @@ of the synchronizer node's tests.
 
 Usage: python tools/pose_ingest.py CONFIG RUN_DIR STREAM [SECONDS [START_NS]]
 
-Discrete streams are stamped with time.time_ns() when sent, like a driver with no latency; audio goes
-out as 20 ms float32 chunks of 16 kHz samples whose stamps are exactly contiguous (chunk k starts
-at t0 + k * 20 ms) and each chunk is sent once its last sample is due. Sample k of a discrete stream
-is filled with the value k, so a test can trace which message went into a set. START_NS (UNIX epoch ns)
-is when the stream's first period starts (default: now): posers given related starts keep a fixed phase
-between their streams.
+Frame k of a discrete stream is stamped t0 + k / rate_hz and sent at that time, as the demo's
+simulated drivers and hardware-triggered sensors stamp their captures (on their rate's grid, with no
+latency); audio goes out as 20 ms float32 chunks of 16 kHz samples whose stamps are exactly contiguous
+(chunk k starts at t0 + k * 20 ms) and each chunk is sent once its last sample is due. Sample k of a
+discrete stream is filled with the value k, so a test can trace which message went into a set.
+START_NS (UNIX epoch ns) is when the stream's first period starts (default: now): posers given related
+starts keep a fixed phase between their streams.
 """
 
 import sys
@@ -51,7 +52,7 @@ def main() -> None:
                 pub.publish(t0 + k * period_ns, {"samples": chunk}, meta=meta)
             else:
                 arrays = {name: np.full(shape, k, np.float32) for name, shape in tensors.items()}
-                pub.publish(now, arrays, meta=meta)
+                pub.publish(due, arrays, meta=meta)
             k += 1
 
 

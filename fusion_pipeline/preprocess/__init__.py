@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fusion_pipeline.preprocess.audio import AudioParams, check_audio, preprocess_audio
+from fusion_pipeline.preprocess.audio import AudioParams, LogMelWindows, check_audio, preprocess_audio
 from fusion_pipeline.preprocess.camera import CameraParams, check_camera, preprocess_camera
 from fusion_pipeline.preprocess.common import Params
 from fusion_pipeline.preprocess.errors import PreprocessError
@@ -30,13 +30,14 @@ from fusion_pipeline.preprocess.lidar import LidarParams, check_lidar, preproces
 from fusion_pipeline.preprocess.radar import RadarParams, check_radar, preprocess_radar
 
 __all__ = [
-    "PARAMS",
     "AudioParams",
     "CameraParams",
     "GENERIC_MODES",
     "GenericParams",
     "InputPreprocessor",
     "LidarParams",
+    "LogMelWindows",
+    "PARAMS",
     "Params",
     "PreprocessError",
     "RadarParams",

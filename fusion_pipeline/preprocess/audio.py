@@ -16,7 +16,7 @@ import numpy as np
 from fusion_pipeline.preprocess.common import Params, check_array
 from fusion_pipeline.preprocess.errors import PreprocessError
 
-__all__ = ["INT16_SCALE", "AudioParams", "check_audio", "mel_filterbank", "preprocess_audio"]
+__all__ = ["INT16_SCALE", "AudioParams", "LogMelWindows", "check_audio", "mel_filterbank", "preprocess_audio"]
 
 _LOG_FLOOR = 1e-6
 #: PCM S16 full scale: int16 samples become float32 in [-1, 1) (here and in ingest, the same factor).
@@ -106,21 +106,76 @@ def check_audio(samples: np.ndarray, params: AudioParams = AudioParams()) -> np.
 def preprocess_audio(samples: np.ndarray, params: AudioParams = AudioParams()) -> np.ndarray:
     """The newest `params.window_samples` (8000) samples -> float32 log-mel of `params.shape`
     ((1, 40, 48) by default); older samples are ignored."""
+    frames = _frames(samples, params)
+    return _log_mel(_power(frames, params), params)
+
+
+class LogMelWindows:
+    """`preprocess_audio` for the successive windows of one continuous stream, computing only the
+    power spectrum rows a window does not share with the previous one.
+
+    The synchronizer cuts a window per set, each one reference period after the last: with the demo's
+    10 Hz reference, 38 of a window's 48 STFT frames were in the window before. Each window comes with
+    the index of its first sample in the stream (`first_sample`: samples of one index are the same
+    samples); where the two windows' frames fall on the same hop grid, the shared rows are copied. The
+    result is `preprocess_audio`'s, bit for bit: a row's FFT does not depend on the rows beside it
+    (tests/unit/preprocess/test_audio_windows.py checks it on the numpy it runs on), and the mel
+    product and the log run on the whole window, as there, since a BLAS product's bits depend on its
+    shape.
+    """
+
+    def __init__(self, params: AudioParams) -> None:
+        self.params = params
+        self._start: int | None = None  # stream index of the previous window's first frame's sample
+        self._power: np.ndarray | None = None  # its power rows
+        self.rows_reused = 0
+
+    def __call__(self, samples: np.ndarray, first_sample: int) -> np.ndarray:
+        frames = _frames(samples, self.params)  # PreprocessError, as preprocess_audio
+        n_rows, hop = frames.shape[0], self.params.hop
+        start = first_sample + len(samples) - self.params.window_samples
+        shift, off_grid = divmod(start - self._start, hop) if self._start is not None else (0, 1)
+        if off_grid or abs(shift) >= n_rows or self._power is None:
+            power = _power(frames, self.params)
+        else:
+            # Row h of this window is row h + shift of the previous one, where that exists.
+            kept = slice(max(0, -shift), min(n_rows, n_rows - shift))
+            power = np.empty_like(self._power)
+            power[kept] = self._power[kept.start + shift : kept.stop + shift]
+            for new in (slice(0, kept.start), slice(kept.stop, n_rows)):
+                if new.start < new.stop:
+                    power[new] = _power(frames[new], self.params)
+            self.rows_reused += kept.stop - kept.start
+        self._start, self._power = start, power
+        return _log_mel(power, self.params)
+
+
+def _frames(samples: np.ndarray, params: AudioParams) -> np.ndarray:
+    """The checked samples' newest window as (frames, n_fft) float32 rows hop samples apart, mono: a
+    read-only view where it can be (no copy)."""
     samples = check_audio(samples, params)  # nothing below raises PreprocessError
     need = params.window_samples
-    x = samples[-need:].astype(np.float32)
+    x = samples[-need:].astype(np.float32, copy=False)  # float32 samples are only read below
     if samples.dtype == np.int16:
         x *= np.float32(INT16_SCALE)
     if x.ndim == 2:
         # One channel is taken as it is: its mean is itself, bit for bit, and costs a reduction pass.
         x = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1)
-    # (48, 400) rows hop samples apart, a view (no copy); as_strided directly, as sliding_window_view's
-    # checks and slicing cost more than the FFT of a row here.
-    n_frames = params.shape[-1]
-    step = x.strides[0]
-    frames = np.lib.stride_tricks.as_strided(
-        x, (n_frames, params.n_fft), (params.hop * step, step), writeable=False
-    )
-    power = np.abs(np.fft.rfft(frames * _window(params.n_fft), axis=1)) ** 2  # (48, 201) float32
+    # Made by the ndarray constructor: as_strided and sliding_window_view go through Python-level
+    # checks that cost more than the FFT of a row here.
+    x = np.ascontiguousarray(x)  # no copy unless a caller passed a strided view
+    step = x.itemsize
+    frames = np.ndarray((params.shape[-1], params.n_fft), np.float32, x, strides=(params.hop * step, step))
+    frames.flags.writeable = False
+    return frames
+
+
+def _power(frames: np.ndarray, params: AudioParams) -> np.ndarray:
+    """(rows, n_fft) -> (rows, n_fft // 2 + 1) float32 power spectra of the Hann-windowed rows."""
+    return np.abs(np.fft.rfft(frames * _window(params.n_fft), axis=1)) ** 2
+
+
+def _log_mel(power: np.ndarray, params: AudioParams) -> np.ndarray:
+    """(frames, bins) power -> (1, n_mels, frames) float32 ln(mel + floor)."""
     mel = power @ mel_filterbank(params).T  # (48, 40)
-    return np.log(mel + np.float32(_LOG_FLOOR)).T[None].astype(np.float32)  # (1, n_mels, frames)
+    return np.log(mel + np.float32(_LOG_FLOOR)).T[None].astype(np.float32)

@@ -7,8 +7,12 @@ from the ring, across chunks only where they are contiguous.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
+from itertools import islice
+from operator import attrgetter
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,6 +37,16 @@ class AudioWindow:
     last_ns: int | None = None
 
 
+class _Chunk(NamedTuple):
+    stamp_ns: int
+    samples: np.ndarray
+    first: int  # index of its first frame among all the frames the ring took in
+    run_first: int  # `first` of the first chunk of its run of contiguous chunks: no window reaches before
+
+
+_first = attrgetter("first")
+
+
 class SampleRing:
     """The recent chunks of one continuous stream; cuts sample-accurate windows from them.
 
@@ -41,6 +55,9 @@ class SampleRing:
     concatenated across contiguous chunks, never across a larger gap, an overlap or a change of
     channels (a device that changed is not refused: its windows start afresh). All time arithmetic is
     exact integer arithmetic in units of 1 / sample_rate ns, so windows are exact to the sample.
+    Each chunk is placed when it arrives: where it starts in the stream's frames, and where its run of
+    contiguous chunks starts; a window is then index arithmetic and one copy, with no walk over the
+    chunks it spans (the cut is on the path of the message that completes a set).
     """
 
     def __init__(self, name: str, sample_rate: int, frames: int, tolerance_ns: int, max_frames: int):
@@ -49,8 +66,9 @@ class SampleRing:
         self.frames = frames
         self._tol = tolerance_ns * sample_rate  # in ns * rate units
         self._max_frames = max_frames
-        self.chunks: deque[tuple[int, np.ndarray]] = deque()
+        self.chunks: deque[_Chunk] = deque()
         self._held = 0  # frames in the ring
+        self._taken = 0  # frames ever taken in: the next chunk's `first`
 
     def check(self, samples: object) -> np.ndarray:
         """`samples` if it is a float32 frames x channels chunk, else SyncError (whatever came before)."""
@@ -69,62 +87,62 @@ class SampleRing:
 
     def add(self, stamp_ns: int, samples: np.ndarray) -> int:
         """Keep a checked chunk; return how many old chunks went to stay within the frame bound."""
-        self.chunks.append((stamp_ns, samples))
+        first = self._taken
+        run_first = first
+        if self.chunks:
+            previous = self.chunks[-1]
+            gap = stamp_ns * self.rate - self._end_scaled(previous)
+            if abs(gap) <= self._tol and previous.samples.shape[1] == samples.shape[1]:
+                run_first = previous.run_first
+        self.chunks.append(_Chunk(stamp_ns, samples, first, run_first))
+        self._taken += samples.shape[0]
         self._held += samples.shape[0]
         evicted = 0
         while self._held > self._max_frames and len(self.chunks) > 1:
-            self._held -= self.chunks.popleft()[1].shape[0]
+            self._held -= self.chunks.popleft().samples.shape[0]
             evicted += 1
         return evicted
 
-    def _end_scaled(self, chunk: tuple[int, np.ndarray]) -> int:
+    def _end_scaled(self, chunk: _Chunk) -> int:
         """End of a chunk's span (after its last frame), times the sample rate."""
-        return chunk[0] * self.rate + chunk[1].shape[0] * NS_PER_S
+        return chunk.stamp_ns * self.rate + chunk.samples.shape[0] * NS_PER_S
 
     def reaches_past(self, t_ns: int) -> bool:
         return bool(self.chunks) and self._end_scaled(self.chunks[-1]) > t_ns * self.rate
 
-    def window(self, t_ns: int) -> tuple[np.ndarray, int] | None:
-        """The `frames` frames ending at the last frame at or before t_ns and that frame's stamp (ns,
-        rounded down), or None if not covered."""
+    def window(self, t_ns: int) -> tuple[np.ndarray, int, int] | None:
+        """The `frames` frames ending at the last frame at or before t_ns, that frame's stamp (ns,
+        rounded down) and the index of the window's first frame among all the frames the ring took in
+        (two windows with the same index hold the same frames); None if not covered."""
         chunks = self.chunks
         idx = len(chunks) - 1
-        while idx >= 0 and chunks[idx][0] > t_ns:
+        while idx >= 0 and chunks[idx].stamp_ns > t_ns:
             idx -= 1
         if idx < 0:
             return None
-        stamp, samples = chunks[idx]
-        last = (t_ns - stamp) * self.rate // NS_PER_S  # index of the last frame at or before t
-        if last >= samples.shape[0]:
-            if t_ns * self.rate - self._end_scaled(chunks[idx]) > self._tol:
+        chunk = chunks[idx]
+        last = (t_ns - chunk.stamp_ns) * self.rate // NS_PER_S  # index of the last frame at or before t
+        if last >= chunk.samples.shape[0]:
+            if t_ns * self.rate - self._end_scaled(chunk) > self._tol:
                 return None  # t lies in a gap wider than the tolerance
-            last = samples.shape[0] - 1
-        last_ns = (stamp * self.rate + last * NS_PER_S) // self.rate
-        channels = samples.shape[1]
-        parts = []
-        need = self.frames
-        while True:
-            take = min(need, last + 1)
-            parts.append(samples[last + 1 - take : last + 1])
-            need -= take
-            if need == 0:
-                break
-            if idx == 0:
-                return None  # the ring does not reach back far enough
-            gap = stamp * self.rate - self._end_scaled(chunks[idx - 1])
-            if abs(gap) > self._tol or chunks[idx - 1][1].shape[1] != channels:
-                return None
-            idx -= 1
-            stamp, samples = chunks[idx]
-            last = samples.shape[0] - 1
-        parts.reverse()
-        return (np.concatenate(parts) if len(parts) > 1 else parts[0].copy()), last_ns
+            last = chunk.samples.shape[0] - 1
+        last_ns = (chunk.stamp_ns * self.rate + last * NS_PER_S) // self.rate
+        start = chunk.first + last + 1 - self.frames  # the window's first frame, among all frames
+        if start < chunk.run_first or start < chunks[0].first:
+            return None  # it would cross a gap or a change of channels, or reach past the ring
+        if start >= chunk.first:
+            return chunk.samples[start - chunk.first : last + 1].copy(), last_ns, start
+        oldest = bisect_right(chunks, start, hi=idx, key=_first) - 1  # the chunk holding `start`
+        parts = [chunks[oldest].samples[start - chunks[oldest].first :]]
+        parts += [c.samples for c in islice(chunks, oldest + 1, idx)]
+        parts.append(chunk.samples[: last + 1])
+        return np.concatenate(parts), last_ns, start
 
     def prune(self, horizon_ns: int) -> None:
         """Forget chunks that end before the horizon (never the newest)."""
         chunks = self.chunks
         while len(chunks) > 1 and self._end_scaled(chunks[0]) < horizon_ns * self.rate:
-            self._held -= chunks.popleft()[1].shape[0]
+            self._held -= chunks.popleft().samples.shape[0]
 
     def clear(self) -> int:
         n = len(self.chunks)

@@ -20,7 +20,7 @@ import numpy as np
 
 from fusion_pipeline.binding import Bindings, unbound_arrays
 from fusion_pipeline.config import Config
-from fusion_pipeline.preprocess import AudioParams, PreprocessError
+from fusion_pipeline.preprocess import AudioParams, LogMelWindows, PreprocessError
 from fusion_pipeline.protocol import CAPTURE, INGEST_IN, INGEST_OUT, SET_MODALITY, SET_STREAM, SYNC_IN
 from fusion_pipeline.sync.errors import InputError
 from fusion_pipeline.sync.synchronizer import FusedSet
@@ -50,11 +50,13 @@ class SetBuilder:
         self.bindings = bindings
         self.order = bindings.contract.presence_order
         self.stream_of = {b.input.name: name for name, b in bindings.by_stream.items()}
-        self.sample_rates = {
-            name: b.prepare.params.sample_rate
+        # An audio stream's front end, keeping the power spectrum rows the next window shares.
+        self.log_mel = {
+            name: LogMelWindows(b.prepare.params)
             for name, b in bindings.by_stream.items()
             if isinstance(b.prepare.params, AudioParams)
         }
+        self.sample_rates = {name: f.params.sample_rate for name, f in self.log_mel.items()}
         self.reference = config.sync.reference
         # The generic streams' samples, as ingest checked them: (dtype, shape) by stream.
         self.generic = {
@@ -121,11 +123,11 @@ class SetBuilder:
             )
         return values
 
-    def audio_features(self, stream: str, samples: np.ndarray) -> np.ndarray | None:
-        """The model input (log-mel) of one cut window of `stream`; None (absent) if the front end
-        refuses it."""
+    def audio_features(self, stream: str, samples: np.ndarray, first: int) -> np.ndarray | None:
+        """The model input (log-mel) of one cut window of `stream` whose first frame is the stream's
+        frame `first`; None (absent) if the front end refuses it."""
         try:
-            return self.bindings.of(stream).prepare(samples)[self.bindings.of(stream).input.name]
+            return self.log_mel[stream](samples, first)
         except PreprocessError:
             return None
 

@@ -101,6 +101,8 @@ class SyncStage:
             **{f"rejected_{reason}": n for reason, n in sorted(self.rejected.items())},
             **{f"received.{stream}": n for stream, n in self.received.items()},
             "sets_published": self.builder.built,  # every set built is handed on to be published
+            # Power spectrum rows an audio window took from the window before (LogMelWindows).
+            **{f"log_mel_rows_reused.{s}": w.rows_reused for s, w in self.builder.log_mel.items()},
         }
 
     def _build(self, sets: list[FusedSet[Sample]], sync_in_ns: int, completed_by: str) -> list[Sample]:

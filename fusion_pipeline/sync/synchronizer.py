@@ -126,9 +126,10 @@ class Synchronizer(Generic[P]):
     t, or at the deadline. Sampled streams (generic): a set at t gets the nearest sample or the last
     samples up to t (sync/sampled.py), decided once a later sample arrived, or at the deadline; a
     sample may serve several sets, and one no set takes is not a drop.
-    ``window_transform(stream, samples)``, if given, is applied to each audio window once, when it is
-    decided: the sync stage computes the model's log-mel there, so that work happens
-    when the audio arrives rather than on the path of the message that completes the set. A required stream
+    ``window_transform(stream, samples, first)``, if given, is applied to each audio window once, when
+    it is decided (`first`: the index of the window's first frame in the stream, SampleRing.window):
+    the sync stage computes the model's log-mel there, so that work happens when the audio arrives
+    rather than on the path of the message that completes the set. A required stream
     missing from a set abandons the set (counted once in sets_missing_required, its messages as
     drops with reason missing_required).
 
@@ -153,7 +154,7 @@ class Synchronizer(Generic[P]):
         self,
         settings: SyncSettings,
         streams: Sequence[StreamSync],
-        window_transform: Callable[[str, np.ndarray], np.ndarray | None] | None = None,
+        window_transform: Callable[[str, np.ndarray, int], np.ndarray | None] | None = None,
     ) -> None:
         self.settings = settings
         self._window_transform = window_transform
@@ -517,9 +518,9 @@ class Synchronizer(Generic[P]):
         t = pending.stamp_ns
         if not (deadline or ring.reaches_past(t)):
             return False
-        samples, last_ns = ring.window(t) or (None, None)
+        samples, last_ns, first = ring.window(t) or (None, None, 0)
         if samples is not None and self._window_transform is not None:
-            samples = self._window_transform(name, samples)  # None: unusable, counts as missing
+            samples = self._window_transform(name, samples, first)  # None: unusable, counts as missing
         start = t - self.settings.audio_window_ns
         pending.windows[name] = AudioWindow(start, t, samples, None if samples is None else last_ns)
         pending.undecided.discard(name)

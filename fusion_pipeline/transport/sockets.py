@@ -53,6 +53,7 @@ __all__ = [
     "Role",
     "Subscriber",
     "prepare_bind",
+    "received_frame",
     "recv_frames",
     "remove_ipc_file",
     "send_frames",
@@ -117,14 +118,31 @@ class _AllowList:
 
 def send_frames(socket: zmq.Socket, frames: Sequence[Buffer], flags: int = 0, zero_copy: bool = True) -> None:
     """Send one multipart message. With `zero_copy` a buffer of ZERO_COPY_MIN_BYTES or more is handed to
-    libzmq without a copy (libzmq references the array's memory); smaller ones are cheaper to copy."""
+    libzmq without a copy (libzmq references the array's memory); smaller ones are cheaper to copy.
+    An array that is a received frame's bytes (wire.decode's arrays are) is forwarded as that frame,
+    never copied, whatever `zero_copy` says: `received_frame`."""
     flags = int(flags)
     more = flags | _SNDMORE
     last = len(frames) - 1
     for index, frame in enumerate(frames):
         # bytes (topic, header) are copied outright; given copy=False, pyzmq copies a buffer smaller
         # than socket.copy_threshold itself (ZERO_COPY_MIN_BYTES here, pyzmq's default elsewhere).
+        frame = received_frame(frame)
         _send(socket, frame, more if index < last else flags, not zero_copy or type(frame) is bytes)
+
+
+def received_frame(buffer: Buffer) -> Buffer:
+    """The zmq.Frame whose bytes `buffer` is, when it is an array over a whole received frame, else
+    `buffer`. Sending a Frame shares its content inside libzmq (zmq_msg_copy, reference counted): a node
+    that passes on what it received (the synchronizer, the camera's and lidar's tensors of every set)
+    copies nothing, and leaves pyzmq no Python buffer to release from its garbage-collector thread."""
+    whole = (
+        isinstance(buffer, np.ndarray)
+        and type(frame := buffer.base) is zmq.Frame
+        and buffer.nbytes == len(frame)
+        and buffer.flags.c_contiguous
+    )
+    return frame if whole else buffer
 
 
 def recv_frames(socket: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:

@@ -152,6 +152,16 @@ def test_a_gap_inside_the_window_marks_it_missing_and_later_windows_recover() ->
     np.testing.assert_array_equal(sets[2].windows["mic"].samples[:, 0], np.arange(641, 961, dtype=np.float32))
 
 
+def test_a_change_of_channels_starts_the_windows_afresh() -> None:
+    # 2 channels up to 62.5 ms (frame 1000), then 1 channel, contiguous in time: no window mixes them.
+    two = [(k * 100 * 62_500, chunk(k * 100, 100)) for k in range(10)]
+    one = [(k * 100 * 62_500, chunk(k * 100, 100)[:, :1].copy()) for k in range(10, 20)]
+    sets = run(make_sync(16000), two + one, [40 * MS, 70 * MS, 110 * MS])
+    assert [f.presence["mic"] for f in sets] == [True, False, True]
+    np.testing.assert_array_equal(sets[0].windows["mic"].samples, chunk(321, 320))
+    np.testing.assert_array_equal(sets[2].windows["mic"].samples, chunk(1441, 320)[:, :1])
+
+
 def test_audio_is_decided_as_soon_as_it_covers_the_stamp() -> None:
     sync = make_sync(16000)
     sync.add("mic", 0, chunk(0, 320))  # 0 .. 20 ms

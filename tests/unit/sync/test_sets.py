@@ -43,10 +43,10 @@ def test_sets_carry_present_inputs_mask_and_a_log_mel_cut_when_the_window_was() 
     builder = SetBuilder(CONFIG, BINDINGS)
     cuts: list[np.ndarray] = []
 
-    def features(stream: str, samples: np.ndarray) -> np.ndarray | None:
+    def features(stream: str, samples: np.ndarray, first: int) -> np.ndarray | None:
         assert stream == "audio/roof"
         cuts.append(samples)
-        return builder.audio_features(stream, samples)
+        return builder.audio_features(stream, samples, first)
 
     sync = Synchronizer(*settings_from_config(CONFIG), window_transform=features)
     rng = np.random.default_rng(0)

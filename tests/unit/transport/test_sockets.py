@@ -10,6 +10,7 @@ import pytest
 import zmq
 
 from fusion_pipeline.transport import Checked, Endpoint, EndpointError, Limits, Publisher, Subscriber
+from fusion_pipeline.transport.sockets import received_frame
 
 
 def test_recv_newest_drains_and_counts_skipped(ipc_dir: Path) -> None:
@@ -162,3 +163,27 @@ def test_bad_endpoint_is_refused(url: str) -> None:
 def test_bind_failure_names_the_endpoint() -> None:
     with pytest.raises(EndpointError, match="cannot bind"):
         Publisher("ipc:///proc/forbidden/x.sock", stream="s", modality="m")
+
+
+def test_a_received_array_is_forwarded_as_its_frame_and_arrives_intact(ipc_dir: Path) -> None:
+    a, b = f"ipc://{ipc_dir}/a.sock", f"ipc://{ipc_dir}/b.sock"
+    with (
+        Publisher(a, stream="camera/front", modality="camera") as first,
+        Subscriber(a) as middle,
+        Publisher(b, stream="camera/front", modality="camera") as second,
+        Subscriber(b) as last,
+    ):
+        time.sleep(0.2)  # the subscriptions reach the publishers
+        image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
+        first.publish(1, image=image, small=np.arange(3, dtype=np.float32))
+        got = middle.recv(timeout_ms=2000)
+        assert got is not None
+        received = got.arrays["image"]
+        assert type(received_frame(received)) is zmq.Frame  # a whole frame: passed on as it is
+        assert type(received_frame(received[1:])) is np.ndarray  # part of one: sent as its own bytes
+        second.send(got, zero_copy=False)
+        del got, received  # libzmq holds its own reference to what it still has to send
+        forwarded = last.recv(timeout_ms=2000)
+        assert forwarded is not None
+        np.testing.assert_array_equal(forwarded.arrays["image"], image)
+        np.testing.assert_array_equal(forwarded.arrays["small"], np.arange(3, dtype=np.float32))
