@@ -106,18 +106,17 @@ def check_audio(samples: np.ndarray, params: AudioParams = AudioParams()) -> np.
 def preprocess_audio(samples: np.ndarray, params: AudioParams = AudioParams()) -> np.ndarray:
     """The newest `params.window_samples` (8000) samples -> float32 log-mel of `params.shape`
     ((1, 40, 48) by default); older samples are ignored."""
-    frames = _frames(samples, params)
-    return _log_mel(_power(frames, params), params)
+    return _log_mel(_power(_frames(_mono(samples, params), params), params), params)
 
 
 class LogMelWindows:
     """`preprocess_audio` for the successive windows of one continuous stream, computing only the
-    power spectrum rows a window does not share with the previous one.
+    power spectrum rows a window shares with the previous one.
 
     The synchronizer cuts a window per set, each one reference period after the last: with the demo's
     10 Hz reference, 38 of a window's 48 STFT frames were in the window before. Each window comes with
-    the index of its first sample in the stream (`first_sample`: samples of one index are the same
-    samples); where the two windows' frames fall on the same hop grid, the shared rows are copied. The
+    the index of its first sample in the stream (`first_sample`); where the two windows' frames fall on
+    the same hop grid and the samples they share are the same bits, the shared rows are copied. The
     result is `preprocess_audio`'s, bit for bit: a row's FFT does not depend on the rows beside it
     (tests/unit/preprocess/test_audio_windows.py checks it on the numpy it runs on), and the mel
     product and the log run on the whole window, as there, since a BLAS product's bits depend on its
@@ -126,33 +125,44 @@ class LogMelWindows:
 
     def __init__(self, params: AudioParams) -> None:
         self.params = params
-        self._start: int | None = None  # stream index of the previous window's first frame's sample
+        self._start = 0  # stream index of the previous window's first sample
+        self._x: np.ndarray | None = None  # its mono samples
         self._power: np.ndarray | None = None  # its power rows
         self.rows_reused = 0
 
     def __call__(self, samples: np.ndarray, first_sample: int) -> np.ndarray:
-        frames = _frames(samples, self.params)  # PreprocessError, as preprocess_audio
-        n_rows, hop = frames.shape[0], self.params.hop
+        x = _mono(samples, self.params)  # PreprocessError, as preprocess_audio
+        frames = _frames(x, self.params)
         start = first_sample + len(samples) - self.params.window_samples
-        shift, off_grid = divmod(start - self._start, hop) if self._start is not None else (0, 1)
-        if off_grid or abs(shift) >= n_rows or self._power is None:
-            power = _power(frames, self.params)
-        else:
-            # Row h of this window is row h + shift of the previous one, where that exists.
-            kept = slice(max(0, -shift), min(n_rows, n_rows - shift))
-            power = np.empty_like(self._power)
-            power[kept] = self._power[kept.start + shift : kept.stop + shift]
-            for new in (slice(0, kept.start), slice(kept.stop, n_rows)):
-                if new.start < new.stop:
-                    power[new] = _power(frames[new], self.params)
-            self.rows_reused += kept.stop - kept.start
-        self._start, self._power = start, power
+        power = self._reuse(x, frames, start)
+        self._start, self._x, self._power = start, x, power
         return _log_mel(power, self.params)
 
+    def _reuse(self, x: np.ndarray, frames: np.ndarray, start: int) -> np.ndarray:
+        """The window's power rows, those it shares with the previous window copied from it."""
+        n_rows, hop = frames.shape[0], self.params.hop
+        shift, off_grid = divmod(start - self._start, hop)
+        if self._x is None or self._power is None or off_grid or abs(shift) >= n_rows:
+            return _power(frames, self.params)
+        # Row h of this window is row h + shift of the previous one, where that exists; the samples
+        # both windows hold must be the same bits (a stream index is a hint, the samples decide).
+        kept = slice(max(0, -shift), min(n_rows, n_rows - shift))
+        lo, hi = max(start, self._start), min(start, self._start) + len(x)
+        ours, theirs = x[lo - start : hi - start], self._x[lo - self._start : hi - self._start]
+        if not np.array_equal(ours.view(np.uint32), theirs.view(np.uint32)):
+            return _power(frames, self.params)
+        power = np.empty_like(self._power)
+        power[kept] = self._power[kept.start + shift : kept.stop + shift]
+        for new in (slice(0, kept.start), slice(kept.stop, n_rows)):
+            if new.start < new.stop:
+                power[new] = _power(frames[new], self.params)
+        self.rows_reused += kept.stop - kept.start
+        return power
 
-def _frames(samples: np.ndarray, params: AudioParams) -> np.ndarray:
-    """The checked samples' newest window as (frames, n_fft) float32 rows hop samples apart, mono: a
-    read-only view where it can be (no copy)."""
+
+def _mono(samples: np.ndarray, params: AudioParams) -> np.ndarray:
+    """The checked samples' newest window, float32 mono and contiguous: the samples themselves where
+    they already are (no copy)."""
     samples = check_audio(samples, params)  # nothing below raises PreprocessError
     need = params.window_samples
     x = samples[-need:].astype(np.float32, copy=False)  # float32 samples are only read below
@@ -161,9 +171,13 @@ def _frames(samples: np.ndarray, params: AudioParams) -> np.ndarray:
     if x.ndim == 2:
         # One channel is taken as it is: its mean is itself, bit for bit, and costs a reduction pass.
         x = x[:, 0] if x.shape[1] == 1 else x.mean(axis=1)
-    # Made by the ndarray constructor: as_strided and sliding_window_view go through Python-level
-    # checks that cost more than the FFT of a row here.
-    x = np.ascontiguousarray(x)  # no copy unless a caller passed a strided view
+    return np.ascontiguousarray(x)  # no copy unless a caller passed a strided view
+
+
+def _frames(x: np.ndarray, params: AudioParams) -> np.ndarray:
+    """Mono samples -> (frames, n_fft) rows hop samples apart: a read-only view, made by the ndarray
+    constructor (as_strided and sliding_window_view go through Python-level checks that cost more than
+    the FFT of a row here)."""
     step = x.itemsize
     frames = np.ndarray((params.shape[-1], params.n_fft), np.float32, x, strides=(params.hop * step, step))
     frames.flags.writeable = False

@@ -64,3 +64,13 @@ def test_a_refused_window_changes_nothing() -> None:
     got = windows(signal[10 * HOP : 10 * HOP + N], 10 * HOP)
     assert windows.rows_reused == 38
     assert got.tobytes() == preprocess_audio(signal[10 * HOP : 10 * HOP + N], PARAMS).tobytes()
+
+
+def test_samples_decide_not_the_index() -> None:
+    # Another stream's window under the same index (a caller's mistake): its rows are its own.
+    windows = LogMelWindows(PARAMS)
+    windows(stream(1)[:N], 0)
+    other = stream(2)[10 * HOP : 10 * HOP + N]
+    got = windows(other, 10 * HOP)
+    assert windows.rows_reused == 0
+    assert got.tobytes() == preprocess_audio(other, PARAMS).tobytes()
