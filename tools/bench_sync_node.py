@@ -308,8 +308,8 @@ def report(figs: dict[str, dict], seconds: float) -> str:
         "the phase decided which stream completed the sets, and with it the p99. The posers stamp their "
         "frames on their rate's grid, as the demo's drivers and triggered sensors do; the audio's windows "
         "then fall on one hop grid, and each takes the power spectrum rows it shares with the window "
-        "before (the last line of each scenario). A reference stamped off that grid (jittered) gets no "
-        "rows from the window before: its sets pay the whole log-mel, 60 µs more (below).",
+        "before (the last line of each scenario). A reference stamped off that grid gets no rows from "
+        "the window before (a jittered one, some of the time): such a set pays the whole log-mel (below).",
         "",
         "Where the audio-completed set's time goes, in one process on the same messages, the caches "
         "flushed (16 MB touched) and a 2 ms sleep before each message, as a node's are between messages "
