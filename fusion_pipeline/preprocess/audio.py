@@ -135,7 +135,8 @@ class LogMelWindows:
         frames = _frames(x, self.params)
         start = first_sample + len(samples) - self.params.window_samples
         power = self._reuse(x, frames, start)
-        self._start, self._x, self._power = start, x, power
+        # A copy (32 KB): the caller may write into its samples after the call.
+        self._start, self._x, self._power = start, x.copy(), power
         return _log_mel(power, self.params)
 
     def _reuse(self, x: np.ndarray, frames: np.ndarray, start: int) -> np.ndarray:

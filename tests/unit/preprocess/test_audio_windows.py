@@ -74,3 +74,15 @@ def test_samples_decide_not_the_index() -> None:
     got = windows(other, 10 * HOP)
     assert windows.rows_reused == 0
     assert got.tobytes() == preprocess_audio(other, PARAMS).tobytes()
+
+
+def test_samples_written_over_after_the_call_are_not_trusted() -> None:
+    signal = stream(1)
+    windows = LogMelWindows(PARAMS)
+    buffer = signal[:N].copy()
+    windows(buffer, 0)
+    buffer[:] = 0.0  # the caller reuses its buffer: the next window is silence
+    silence = np.zeros((N, 1), np.float32)
+    got = windows(silence, 10 * HOP)
+    assert windows.rows_reused == 0
+    assert got.tobytes() == preprocess_audio(silence, PARAMS).tobytes()
