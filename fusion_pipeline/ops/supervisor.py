@@ -421,7 +421,10 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
-            start_new_session=True,  # a terminal's Ctrl-C reaches the supervisor only; it stops the nodes
+            # A process group of its own, so a terminal's Ctrl-C reaches the supervisor only (it stops the
+            # nodes); not a session of its own, which would also give it an autogroup of its own, where
+            # the viewer's SCHED_IDLE would no longer rank it below the data path (docs/ARCHITECTURE.md).
+            process_group=0,
             preexec_fn=self._preexec,  # only prctl(2) runs between fork and exec
         )
         node.started = time.monotonic()

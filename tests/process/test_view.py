@@ -122,6 +122,9 @@ def test_viewer_node_beside_the_live_demo(tmp_path: Path, private_home: Path) ->
     cli_rrd, cli_report = tmp_path / "cli.rrd", tmp_path / "cli.json"
     with pipeline(config, "--duration", "20", workdir=tmp_path) as run:
         wait_for(lambda: "[status]" in run.output(), 60, "the pipeline to run", run)
+        (viewer,) = run.node_pids("viewer")
+        (lidar,) = run.node_pids("ingest", "lidar/top")
+        assert_ranked_below(viewer, lidar, run.process.pid)
         # beside the node, the command on the same run directory
         view = [*CLI, "view", str(run.run_dir), "--save", str(cli_rrd), "--duration", "5"]
         done = subprocess.run(
@@ -145,6 +148,21 @@ def test_viewer_node_beside_the_live_demo(tmp_path: Path, private_home: Path) ->
         if counters[f"{stream}.skipped"]:
             assert rows[f"/viewer/{stream}/skipped"] > 0
     assert (private_home / ".config" / "rerun" / "analytics.json").is_file()
+
+
+def assert_ranked_below(viewer: int, data_path: int, supervisor: int) -> None:
+    """Every thread of the viewer is SCHED_IDLE, and the kernel compares it with the data path task by
+    task: both in the supervisor's session, so in one autogroup (a session of its own would give the
+    viewer an autogroup of its own, which competes at full weight whatever its threads' policy); each
+    node in a process group of its own, out of reach of a terminal's Ctrl-C."""
+    threads = [int(t) for t in os.listdir(f"/proc/{viewer}/task")]
+    assert len(threads) > 1  # the zmq and rerun threads, started after the policy was set
+    assert {os.sched_getscheduler(t) for t in threads} == {os.SCHED_IDLE}
+    assert os.getsid(viewer) == os.getsid(data_path) == os.getsid(supervisor)
+    assert (os.getpgid(viewer), os.getpgid(data_path)) == (viewer, data_path)
+    autogroup = [Path(f"/proc/{pid}/autogroup") for pid in (viewer, data_path)]
+    if all(path.exists() for path in autogroup):  # CONFIG_SCHED_AUTOGROUP
+        assert len({path.read_text().split()[0] for path in autogroup}) == 1
 
 
 def _panel(image: np.ndarray) -> np.ndarray:
