@@ -95,8 +95,8 @@ def _view(args: argparse.Namespace) -> int:
         finally:
             saved = views.close()
     else:
-        views, sources = _live(args, config, settings)
-        live = LiveView(sources, views)
+        views, sources, pace = _live(args, config, settings)
+        live = LiveView(sources, views, pace=pace)
         try:
             _announce(views)
             end = None if args.duration is None else time.monotonic() + args.duration
@@ -118,8 +118,11 @@ def _view(args: argparse.Namespace) -> int:
     return 0
 
 
-def _live(args: argparse.Namespace, config: Config, settings: ViewSettings) -> tuple[Views, list[Subscriber]]:
-    """The views and the sockets of a live view: one endpoint, or the config's in a run directory."""
+def _live(
+    args: argparse.Namespace, config: Config, settings: ViewSettings
+) -> tuple[Views, list[Subscriber], Subscriber | None]:
+    """The views and the sockets of a live view: one endpoint, or the config's in a run directory; and
+    the socket that paces it (`view.open_sources`)."""
     from fusion_pipeline.ops.status import resolve_run_dir
     from fusion_pipeline.transport.sockets import Subscriber
     from fusion_pipeline.view import Views, open_sources
@@ -137,9 +140,9 @@ def _live(args: argparse.Namespace, config: Config, settings: ViewSettings) -> t
     def subscriber(urls: list[str], **options: Any) -> Subscriber:
         return Subscriber(urls, curve=config.curve_for(urls), **options)
 
-    sources = open_sources(subscriber, config, run_dir, endpoint)
+    sources, pace = open_sources(subscriber, config, run_dir, endpoint)
     try:
-        return Views(config, settings), sources
+        return Views(config, settings), sources, pace
     except BaseException:
         for source in sources:
             source.close()
