@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = ViewSettings.from_config(node.config.view)
         if settings.save is not None:
             settings = replace(settings, save=unused_path(settings.save, SplitPolicy()))
-        sources, pace = open_sources(node.subscriber, node.config, node.run_dir)
+        sources = open_sources(node.subscriber, node.config, node.run_dir)
         views = Views(node.config, settings)
-        live = LiveView(sources, views, pace=pace)
+        live = LiveView(sources, views)
         try:
             for _ in node.loop(live.counters):
                 live.poll(POLL_MS)

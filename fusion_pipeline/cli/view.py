@@ -95,8 +95,8 @@ def _view(args: argparse.Namespace) -> int:
         finally:
             saved = views.close()
     else:
-        views, sources, pace = _live(args, config, settings)
-        live = LiveView(sources, views, pace=pace)
+        views, sources = _live(args, config, settings)
+        live = LiveView(sources, views)
         try:
             _announce(views)
             end = None if args.duration is None else time.monotonic() + args.duration
@@ -118,11 +118,8 @@ def _view(args: argparse.Namespace) -> int:
     return 0
 
 
-def _live(
-    args: argparse.Namespace, config: Config, settings: ViewSettings
-) -> tuple[Views, list[Subscriber], Subscriber | None]:
-    """The views and the sockets of a live view: one endpoint, or the config's in a run directory; and
-    the socket that paces it (`view.open_sources`)."""
+def _live(args: argparse.Namespace, config: Config, settings: ViewSettings) -> tuple[Views, list[Subscriber]]:
+    """The views and the sockets of a live view: one endpoint, or the config's in a run directory."""
     from fusion_pipeline.ops.status import resolve_run_dir
     from fusion_pipeline.transport.sockets import Subscriber
     from fusion_pipeline.view import Views, open_sources
@@ -140,9 +137,9 @@ def _live(
     def subscriber(urls: list[str], **options: Any) -> Subscriber:
         return Subscriber(urls, curve=config.curve_for(urls), **options)
 
-    sources, pace = open_sources(subscriber, config, run_dir, endpoint)
+    sources = open_sources(subscriber, config, run_dir, endpoint)
     try:
-        return Views(config, settings), sources, pace
+        return Views(config, settings), sources
     except BaseException:
         for source in sources:
             source.close()

@@ -4,10 +4,7 @@ place the views go opened and closed together. Sockets here; the views themselve
 The viewer subscribes to the drivers' endpoints (the raw sensor messages) and the results, on real-time
 sockets: a publisher never waits for it. Each pass drains both sockets and `drain.DrainTally` keeps the
 newest message per discrete stream (at most `ViewSettings.max_hz` of them a second), every audio chunk and
-every result, counting the rest. Live beside a pipeline, a pass starts when a result arrives: the pipeline
-has then finished with that capture, so the viewer's work falls between the sensors' captures instead of
-on them (docs/BENCHMARKS.md, "End to end with the viewer"); with no result for PACE_MAX_WAIT_S (a pipeline
-stopped, or drivers alone), it shows what came anyway.
+every result, counting the rest.
 """
 
 from __future__ import annotations
@@ -36,7 +33,6 @@ __all__ = ["MAX_DRAIN", "LiveView", "Views", "open_sources"]
 log = logging.getLogger(__name__)
 
 MAX_DRAIN = 1000  # messages taken off one socket in one pass, so a flood cannot hold the loop
-PACE_MAX_WAIT_S = 0.25  # the longest a paced viewer waits for a result before it shows the sensors anyway
 
 
 class Views:
@@ -73,51 +69,41 @@ class Views:
 
 def open_sources(
     subscriber: Callable[..., Subscriber], config: Config, run_dir: Path | None, endpoint: str = ""
-) -> tuple[list[Subscriber], Subscriber | None]:
+) -> list[Subscriber]:
     """The viewer's sockets, made by `subscriber(urls, topics=..., **options)` (`node.Node.subscriber`,
     which adds the config's CURVE keys): the config's driver endpoints and results in `run_dir`, or
-    everything on one `endpoint`; and the one that paces the view (`LiveView`), the results' where they
-    have a socket of their own."""
+    everything on one `endpoint`."""
     limits = union_limits(config)
     if endpoint:
-        return [subscriber([endpoint], topics=[""], limits=limits)], None
+        return [subscriber([endpoint], topics=[""], limits=limits)]
     assert run_dir is not None
     sensors = sorted({config.endpoint(s.endpoint, run_dir) for s in config.streams})
-    results = subscriber(
-        [config.endpoint(config.output.endpoint, run_dir)], topics=[RESULT_STREAM], role=Role.RESULT
-    )
-    return [subscriber(sensors, topics=[s.name for s in config.streams], limits=limits), results], results
+    results = config.endpoint(config.output.endpoint, run_dir)
+    return [
+        subscriber(sensors, topics=[s.name for s in config.streams], limits=limits),
+        subscriber([results], topics=[RESULT_STREAM], role=Role.RESULT),
+    ]
 
 
 class LiveView:
-    """One pass of the viewer's loop (`poll`): wait for any of `sources` (or, given `pace`, for a message
-    on it, at most `max_wait_s` after the last pass), drain them all, show what `DrainTally` keeps.
-    `clock` gives the receive time (wall clock)."""
+    """One pass of the viewer's loop (`poll`): wait for any of `sources`, drain them all, show what
+    `DrainTally` keeps. `clock` gives the receive time (wall clock)."""
 
     def __init__(
-        self,
-        sources: Sequence[Subscriber],
-        views: Views,
-        clock: Callable[[], int] = time.time_ns,
-        pace: Subscriber | None = None,
-        max_wait_s: float = PACE_MAX_WAIT_S,
+        self, sources: Sequence[Subscriber], views: Views, clock: Callable[[], int] = time.time_ns
     ) -> None:
         self.sources = list(sources)
         self.views = views
         self.clock = clock
-        self.pace = pace
-        self.max_wait_s = max_wait_s
         self.tally = DrainTally(views.settings.max_hz)
         self._poller = zmq.Poller()
-        for source in self.sources if pace is None else [pace]:
+        for source in self.sources:
             self._poller.register(source.socket, zmq.POLLIN)
-        self._unpaced_at = time.monotonic() + max_wait_s
 
     def poll(self, timeout_ms: int) -> int:
         """Show what arrived within `timeout_ms`; how many messages were shown."""
-        if not self._poller.poll(timeout_ms) and (self.pace is None or time.monotonic() < self._unpaced_at):
+        if not self._poller.poll(timeout_ms):
             return 0
-        self._unpaced_at = time.monotonic() + self.max_wait_s
         drained: list[Sample] = []
         for source in self.sources:
             for _ in range(MAX_DRAIN):
