@@ -8,7 +8,8 @@ trace back with `perf sched timehist`. For each node (each thread of it counted 
 reports the CPU it used and its wake-up delays: the time from being woken (a message arrived, a timer
 fired) to running. Then, for every wake-up of a data-path thread (ingest, synchronizer, inference,
 composed) that waited more than --blocked-ms, which task held that CPU meanwhile, summed: what the tail
-is made of. With --viewer the viewer node runs beside the pipeline (`[view] enabled`, saving an .rrd).
+is made of. With --viewer the viewer node runs beside the pipeline (`[view] enabled`, saving an .rrd); with
+--composed the data path is one node (`pipeline.composition = "composed"`).
 
 The pipeline runs from the current directory's checkout (`cd OTHER && python PATH/tools/sched_trace.py`
 traces another). The report is Markdown
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_e2e import DEMO, scenario_config
+from bench_e2e_floor import composed
 
 DATA_PATH = ("ingest", "synchronizer", "inference", "composed")
 # A slice line of `perf sched timehist`: time, [cpu], comm[tid/pid] or comm[pid] (or <idle>),
@@ -197,6 +199,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="how long to trace (15)")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds after the start, untraced (10)")
     parser.add_argument("--viewer", action="store_true", help="the viewer node beside the pipeline")
+    parser.add_argument(
+        "--composed", action="store_true", help='with pipeline.composition = "composed" (one data-path node)'
+    )
     parser.add_argument("--blocked-ms", type=float, default=0.3, help="a wake-up delay worth blaming (0.3)")
     parser.add_argument("--out", type=Path, help="keep the trace here (a new directory)")
     args = parser.parse_args()
@@ -209,13 +214,16 @@ def main() -> None:
     run_dir = workdir / "run"
     run_dir.mkdir(mode=0o700)
     base = DEMO if args.config is None else args.config.read_text()
+    base = composed(base) if args.composed else base
     text = scenario_config(run_dir, 1.0, 0, base, workdir / "view.rrd" if args.viewer else None)
     try:
         slices, roles = trace(text, workdir, args.warmup, args.seconds)
     finally:
         if args.out is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    label = f"{'with' if args.viewer else 'without'} the viewer, {args.seconds:g} s, {os.uname().release}"
+    mode = "composed" if args.composed else "processes"
+    viewer = "with" if args.viewer else "without"
+    label = f"{mode}, {viewer} the viewer, {args.seconds:g} s, {os.uname().release}"
     print(report(slices, roles, args.blocked_ms, label))
 
 
