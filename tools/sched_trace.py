@@ -19,6 +19,7 @@ on stdout; --out keeps the trace and the node list.
 from __future__ import annotations
 
 import argparse
+import bisect
 import os
 import re
 import shutil
@@ -137,10 +138,11 @@ def blockers(slices: list[Slice], roles: dict[int, str], blocked_ms: float) -> t
             continue
         waits += 1
         woken, started = piece.start_s - piece.delay_ms / 1e3, piece.start_s
-        for other in by_cpu[piece.cpu]:  # a linear scan: traces of seconds, a few 10k slices
-            overlap = min(other.end_s, started) - max(other.start_s, woken)
-            if overlap > 0 and other is not piece:
-                held[role_of(other, roles)] += overlap * 1e3
+        on_cpu = by_cpu[piece.cpu]  # in time order, one after the other
+        for other in on_cpu[bisect.bisect_right(on_cpu, woken, key=lambda s: s.end_s) :]:
+            if other.start_s >= started:
+                break
+            held[role_of(other, roles)] += (min(other.end_s, started) - max(other.start_s, woken)) * 1e3
     return waits, held
 
 
@@ -161,7 +163,9 @@ def trace(
         roles = node_roles(workdir / "run") | {supervisor.pid: "supervisor"}
         data = workdir / "perf.data"
         record = ["perf", "sched", "record", "-a", "-o", str(data), "--", "sleep", str(seconds)]
-        subprocess.run(record, check=True, capture_output=True)
+        recorded = subprocess.run(record, capture_output=True, text=True)
+        if recorded.returncode != 0:
+            raise SystemExit(f"perf sched record: {recorded.stderr.strip()} (it needs root or CAP_PERFMON)")
     finally:
         supervisor.terminate()
         supervisor.wait(30)
