@@ -124,6 +124,8 @@ def test_viewer_node_beside_the_live_demo(tmp_path: Path, private_home: Path) ->
         wait_for(lambda: "[status]" in run.output(), 60, "the pipeline to run", run)
         (viewer,) = run.node_pids("viewer")
         (lidar,) = run.node_pids("ingest", "lidar/top")
+        # The node enters SCHED_IDLE once its imports are done, which may be after the first status line.
+        wait_for(lambda: idle_threads(viewer) > 1, 30, "the viewer's threads under SCHED_IDLE", run)
         assert_ranked_below(viewer, lidar, run.process.pid)
         # beside the node, the command on the same run directory
         view = [*CLI, "view", str(run.run_dir), "--save", str(cli_rrd), "--duration", "5"]
@@ -150,14 +152,18 @@ def test_viewer_node_beside_the_live_demo(tmp_path: Path, private_home: Path) ->
     assert (private_home / ".config" / "rerun" / "analytics.json").is_file()
 
 
+def idle_threads(pid: int) -> int:
+    """How many threads `pid` has, if all of them are SCHED_IDLE; else 0."""
+    policies = [os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")]
+    return len(policies) if set(policies) == {os.SCHED_IDLE} else 0
+
+
 def assert_ranked_below(viewer: int, data_path: int, supervisor: int) -> None:
     """Every thread of the viewer is SCHED_IDLE, and the kernel compares it with the data path task by
     task: both in the supervisor's session, so in one autogroup (a session of its own would give the
     viewer an autogroup of its own, which competes at full weight whatever its threads' policy); each
     node in a process group of its own, out of reach of a terminal's Ctrl-C."""
-    threads = [int(t) for t in os.listdir(f"/proc/{viewer}/task")]
-    assert len(threads) > 1  # the zmq and rerun threads, started after the policy was set
-    assert {os.sched_getscheduler(t) for t in threads} == {os.SCHED_IDLE}
+    assert idle_threads(viewer) > 1  # its zmq and rerun threads too, started after the policy was set
     assert os.getsid(viewer) == os.getsid(data_path) == os.getsid(supervisor)
     assert (os.getpgid(viewer), os.getpgid(data_path)) == (viewer, data_path)
     autogroup = [Path(f"/proc/{pid}/autogroup") for pid in (viewer, data_path)]
