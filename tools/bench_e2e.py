@@ -53,7 +53,7 @@ import numpy as np
 import psutil
 from benchdoc import BENCHMARKS, machine, replace_section
 
-from fusion_pipeline.config import Config, config_source, parse_config
+from fusion_pipeline.config import Config, ViewConfig, config_source, parse_config
 from fusion_pipeline.errors import FusionError
 from fusion_pipeline.ops import ResultStats
 from fusion_pipeline.transport import Subscriber
@@ -536,6 +536,12 @@ def _median(runs: list[Scenario], kind: str, key: str, q: str) -> float:
     return float(np.median(_values(runs, kind, key, q)))
 
 
+def _max_hz_text(max_hz: float) -> str:
+    if max_hz:
+        return f"at most `max_hz` ({max_hz:g}) frames a second of each camera, lidar and radar."
+    return "every frame it keeps up with (`max_hz` 0, the default)."
+
+
 def viewer_report(runs: list[Scenario], command: str) -> str:
     """The runs' end-to-end and overhead figures, the viewer's CPU and skips, and the acceptance: the p99
     with the viewer against the range of the p99s without it; with neighbours, each one's median p99."""
@@ -544,8 +550,8 @@ def viewer_report(runs: list[Scenario], command: str) -> str:
         "",
         f"`{command}` on {machine()}: the embedded demo at its nominal rates, the runs without and with the "
         "viewer node (`[view] enabled`, saving an .rrd) in turn; the viewer drains its own subscriptions "
-        "under SCHED_IDLE and shows the newest message per sensor, at most `max_hz` (10) frames a second "
-        "of each camera, lidar and radar."
+        "under SCHED_IDLE and shows the newest message per sensor, "
+        + _max_hz_text(ViewConfig().max_hz)
         + (
             " The neighbours in the viewer's place (tools/idle_neighbour.py), both under SCHED_IDLE: an "
             f"idle burner spins {BURNER_SHARE:.0%} of each 10 ms and touches no memory; an idle subscriber "

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-hz",
         type=number(0.0),
-        default=10.0,
+        default=0.0,
         help="live: the most frames per second shown of each camera, lidar and radar, 0 = all (%(default)s)",
     )
     p.add_argument("--report-json", type=Path, default=None, help="write what was shown and skipped here")

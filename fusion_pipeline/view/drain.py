@@ -3,8 +3,9 @@
 The viewer must never slow the pipeline, so it drains its socket and keeps, per discrete stream
 (camera, lidar, radar), only the newest message, and that one only when `max_hz` allows it (at least
 three quarters of 1/max_hz of capture time since the last one shown: the slack lets jittered stamps of a
-sensor at a multiple of max_hz through at max_hz); the ones passed over are `skipped`. A view at 10 Hz is
-as readable as one at 30 Hz, and each frame not drawn is CPU the data path keeps. Continuous streams
+sensor at a multiple of max_hz through at max_hz); the ones passed over are `skipped`. By default there
+is no such cap: every frame the viewer keeps up with is shown, and recorded. On a small host a cap spares
+CPU (a view at 10 Hz is as readable as one at 30 Hz). Continuous streams
 (audio, generic: a window needs every chunk) and results (one entry per result) are small and all kept.
 A real-time publisher drops what a slow subscriber's queue cannot hold before the viewer ever sees it:
 those show as seq gaps and are counted as `lost`.

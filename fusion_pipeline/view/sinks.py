@@ -49,7 +49,7 @@ class ViewSettings:
     grpc_port: int = 9876
     foxglove: bool = False
     foxglove_port: int = 8765
-    max_hz: float = 10.0  # live: the most frames per second shown of each discrete stream (drain.DrainTally)
+    max_hz: float = 0.0  # live: the most frames per second shown of each discrete stream (drain.DrainTally)
 
     @classmethod
     def from_config(cls, view: ViewConfig) -> ViewSettings:
