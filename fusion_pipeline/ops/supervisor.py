@@ -116,13 +116,24 @@ class _Node:
     exits: list[int] = field(default_factory=list)
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to SIGTERM the child when the supervisor dies; None elsewhere."""
+def _node_preexec() -> Callable[[], None]:
+    """A preexec_fn putting the child in a process group of its own and, on Linux, asking the kernel to
+    SIGTERM it when the supervisor dies.
+
+    A process group of its own, so a terminal's Ctrl-C reaches the supervisor only (which stops the
+    nodes); not a session of its own, which would also give the node an autogroup of its own, where the
+    viewer's SCHED_IDLE would no longer rank it below the data path (docs/ARCHITECTURE.md).
+    (`Popen(process_group=0)` does the first part from Python 3.11 on.)"""
     if not sys.platform.startswith("linux"):
-        return None
+        return lambda: os.setpgid(0, 0)
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     pr_set_pdeathsig = 1
-    return lambda: libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    def preexec() -> None:
+        os.setpgid(0, 0)
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return preexec
 
 
 class Supervisor:
@@ -153,7 +164,7 @@ class Supervisor:
         # The streams results can lack: those the model takes (an unbound generic stream never reaches it).
         fed = [s.name for s in config.streams if s.name not in config.model.unbound_streams]
         self.stats = ResultStats(fed, log_time=graph.log_time)
-        self._preexec = _parent_death_signal()
+        self._preexec = _node_preexec()
         self.ratio = ResultRatio()
         self._stopped_ns = _NEVER
         # Health and metrics: flow counters over a recent window, latency histograms fed one result at a
@@ -421,11 +432,7 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
-            # A process group of its own, so a terminal's Ctrl-C reaches the supervisor only (it stops the
-            # nodes); not a session of its own, which would also give it an autogroup of its own, where
-            # the viewer's SCHED_IDLE would no longer rank it below the data path (docs/ARCHITECTURE.md).
-            process_group=0,
-            preexec_fn=self._preexec,  # only prctl(2) runs between fork and exec
+            preexec_fn=self._preexec,  # only setpgid(2) and prctl(2) run between fork and exec
         )
         node.started = time.monotonic()
         node.last_beat = None
