@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import zmq
 from samples import numbered_radar
 
 from fusion_pipeline.config import load_config
@@ -52,26 +53,34 @@ def test_write_failure_is_counted_not_silent(ipc_dir: Path) -> None:
     publisher = Publisher(
         config.endpoint(config.stream("radar/front").endpoint, ipc_dir), "radar/front", "radar", lossless=True
     )
-    # chunk_bytes=1: every message closes its own chunk, so the first write hits the (broken) file.
-    for chunk_bytes, written in ((1, 0), (1 << 20, 0)):
-        path = ipc_dir / f"w{chunk_bytes}.mcap"  # a log is never written over
-        settings = RecordSettings(path=path, streams=("radar/front",), chunk_bytes=chunk_bytes)
-        recorder = Recorder(config, ipc_dir, settings)
-        # The disk fills up: /dev/full takes over the file's descriptor, so every write fails with ENOSPC.
-        # (Closing the descriptor instead would let a later socket reuse its number.)
-        full = os.open("/dev/full", os.O_WRONLY)
-        os.dup2(full, recorder.writer._part.file._fd)
-        os.close(full)
-        assert publisher.wait_for_subscribers()
-        for seq in range(3):
-            publisher.send(numbered_radar(seq))
-        for _ in range(3):
-            assert recorder.poll(2000)
-        # With big chunks the messages wait in memory; the failure shows when the file is finished.
-        report = recorder.close()
-        assert report.not_written == 3 and report.written == written
-        assert "write failed" in report.error and report.lost == 3
-    publisher.close()
+    # The second recorder's subscription repeats the first's; an XPUB passes a repeat up only when
+    # verbose, and the first's leaving may not have reached it yet.
+    publisher.socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+    try:
+        # chunk_bytes=1: every message closes its own chunk, so the first write hits the (broken) file.
+        for chunk_bytes, written in ((1, 0), (1 << 20, 0)):
+            path = ipc_dir / f"w{chunk_bytes}.mcap"  # a log is never written over
+            settings = RecordSettings(path=path, streams=("radar/front",), chunk_bytes=chunk_bytes)
+            recorder = Recorder(config, ipc_dir, settings)
+            try:
+                # The disk fills up: /dev/full takes over the file's descriptor, so every write fails with
+                # ENOSPC. (Closing the descriptor instead would let a later socket reuse its number.)
+                full = os.open("/dev/full", os.O_WRONLY)
+                os.dup2(full, recorder.writer._part.file._fd)
+                os.close(full)
+                assert publisher.wait_for_subscribers()
+                for seq in range(3):
+                    publisher.send(numbered_radar(seq))
+                for _ in range(3):
+                    assert recorder.poll(2000)
+            finally:  # a failed check must not leave a socket open for a later test's garbage collection
+                recorder.subscriber.close()
+            # With big chunks the messages wait in memory; the failure shows when the file is finished.
+            report = recorder.close()
+            assert report.not_written == 3 and report.written == written
+            assert "write failed" in report.error and report.lost == 3
+    finally:
+        publisher.close()
 
 
 def test_recorder_drains_while_publisher_is_fast(ipc_dir: Path) -> None:
