@@ -139,7 +139,9 @@ class Chromium:
 
     def screenshot(self, path: Path, attempts: int = 3) -> Path:
         """The page as it is now, as a PNG at `path`. Headless Chromium can leave a capture unanswered
-        while the page waits for a frame; the page is then brought to the front and asked again."""
+        while the page waits for a frame; the page is then brought to the front and asked again. It can
+        also have swapped the page's target under the session ("Not attached to an active page"); the
+        page is then attached to again."""
         for attempt in range(attempts):
             try:
                 data = self._send("Page.captureScreenshot", {"format": "png"}, self._session)["data"]
@@ -148,6 +150,10 @@ class Chromium:
                 if attempt == attempts - 1:
                     raise
                 self._send("Page.bringToFront", {}, self._session)
+            except RuntimeError as exc:
+                if attempt == attempts - 1 or "Not attached to an active page" not in str(exc):
+                    raise
+                self._session = self._attach_page()
         path.write_bytes(base64.b64decode(data))
         return path
 
