@@ -67,7 +67,6 @@ class SampleRing:
         self._tol = tolerance_ns * sample_rate  # in ns * rate units
         self._max_frames = max_frames
         self.chunks: deque[_Chunk] = deque()
-        self._held = 0  # frames in the ring
         self._taken = 0  # frames ever taken in: the next chunk's `first`
 
     def check(self, samples: object) -> np.ndarray:
@@ -96,12 +95,16 @@ class SampleRing:
                 run_first = previous.run_first
         self.chunks.append(_Chunk(stamp_ns, samples, first, run_first))
         self._taken += samples.shape[0]
-        self._held += samples.shape[0]
         evicted = 0
         while self._held > self._max_frames and len(self.chunks) > 1:
-            self._held -= self.chunks.popleft().samples.shape[0]
+            self.chunks.popleft()
             evicted += 1
         return evicted
+
+    @property
+    def _held(self) -> int:
+        """Frames in the ring: its chunks' frames are numbered consecutively, oldest to newest."""
+        return self._taken - self.chunks[0].first if self.chunks else 0
 
     def _end_scaled(self, chunk: _Chunk) -> int:
         """End of a chunk's span (after its last frame), times the sample rate."""
@@ -142,10 +145,9 @@ class SampleRing:
         """Forget chunks that end before the horizon (never the newest)."""
         chunks = self.chunks
         while len(chunks) > 1 and self._end_scaled(chunks[0]) < horizon_ns * self.rate:
-            self._held -= chunks.popleft().samples.shape[0]
+            chunks.popleft()
 
     def clear(self) -> int:
         n = len(self.chunks)
         self.chunks.clear()
-        self._held = 0
         return n
