@@ -79,6 +79,7 @@ def _view(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         foxglove=args.foxglove,
         foxglove_port=args.foxglove_port,
+        max_hz=args.max_hz,
     )
     logs = [Path(t) for t in args.target if t.endswith(".mcap") or Path(t).is_file()]
     report: dict[str, Any]

@@ -128,7 +128,7 @@ def test_viewer_node_beside_the_live_demo(tmp_path: Path, private_home: Path) ->
         wait_for(lambda: idle_threads(viewer) > 1, 30, "the viewer's threads under SCHED_IDLE", run)
         assert_ranked_below(viewer, lidar, run.process.pid)
         # beside the node, the command on the same run directory
-        view = [*CLI, "view", str(run.run_dir), "--save", str(cli_rrd), "--duration", "5"]
+        view = [*CLI, "view", str(run.run_dir), "--save", str(cli_rrd), "--duration", "5", "--max-hz", "5"]
         done = subprocess.run(
             [*view, "--report-json", str(cli_report)], capture_output=True, text=True, timeout=60
         )
@@ -138,6 +138,8 @@ def test_viewer_node_beside_the_live_demo(tmp_path: Path, private_home: Path) ->
     cli_counters, cli_rows = json.loads(cli_report.read_text()), rrd_rows(cli_rrd)
     assert cli_rows["/camera/front/image"] == cli_counters["camera/front.shown"] > 0
     assert cli_rows["/result/log"] == cli_counters["result/fused.received"] > 0
+    # --max-hz 5: a frame at most every 0.15 s of capture time (drain.DrainTally), over 5 s of a 30 Hz camera
+    assert cli_counters["camera/front.shown"] <= 5 / 0.15 + 1 < cli_counters["camera/front.received"]
     assert run.process.returncode == 0, output[-3000:]
     line = next(line for line in output.splitlines() if "] viewer: {" in line)
     counters = ast.literal_eval(line.split("viewer: ", 1)[1].split("; wrote", 1)[0])
