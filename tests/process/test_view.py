@@ -168,9 +168,11 @@ def assert_ranked_below(viewer: int, data_path: int, supervisor: int) -> None:
     assert idle_threads(viewer) > 1  # its zmq and rerun threads too, started after the policy was set
     assert os.getsid(viewer) == os.getsid(data_path) == os.getsid(supervisor)
     assert (os.getpgid(viewer), os.getpgid(data_path)) == (viewer, data_path)
+    # /proc/PID/autogroup exists with CONFIG_SCHED_AUTOGROUP and reads empty where autogroups are off
+    # (the `noautogroup` boot option, as on the CI machine); the shared session is the check that counts.
     autogroup = [Path(f"/proc/{pid}/autogroup") for pid in (viewer, data_path)]
-    if all(path.exists() for path in autogroup):  # CONFIG_SCHED_AUTOGROUP
-        assert len({path.read_text().split()[0] for path in autogroup}) == 1
+    names = {path.read_text().split()[0] for path in autogroup if path.exists() and path.read_text().strip()}
+    assert len(names) <= 1, names
 
 
 def _panel(image: np.ndarray) -> np.ndarray:
