@@ -66,7 +66,8 @@ CONTINUOUS_MODALITIES: tuple[str, ...] = ("audio", "generic")
 
 class _Section(BaseModel):
     # strict: "20" is not a number, 1 is not a boolean. TOML has real types: a quoted number is a mistake.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # TOML also spells inf and nan: no rate, wait, limit or offset means either.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class PipelineConfig(_Section):

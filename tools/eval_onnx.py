@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from fusion_pipeline.files import write_new
 from fusion_pipeline.inference import load_contract
 from fusion_pipeline.model.evaluate import aggregate_rows, metrics_of, patterns_for
-from fusion_pipeline.model.export import write_new
 from fusion_pipeline.model.train import LABEL_NAMES, input_tensors, load_dataset
 
 

@@ -34,6 +34,7 @@ from fusion_pipeline.cli.args import (
 )
 from fusion_pipeline.config import Config, load_config, parse_config
 from fusion_pipeline.contract import ModelContract, default_contract
+from fusion_pipeline.files import write_new
 from fusion_pipeline.model.contracts import contract_for_config
 from fusion_pipeline.model.errors import ModelError
 
@@ -352,7 +353,6 @@ def _eval(args: argparse.Namespace) -> int:
             write_corruption_report,
             write_report,
         )
-        from fusion_pipeline.model.export import write_new
         from fusion_pipeline.model.train import load_dataset, to_tensors
 
         pyplot()  # only the plot needs matplotlib, at the very end: check it before the evaluation
@@ -401,7 +401,11 @@ def _eval(args: argparse.Namespace) -> int:
         rows = aggregate_rows(per_run) if len(per_run) > 1 else per_run[0]
         doc, plot, saved = outputs
         mean_drops = write_corruption_report(rows, setup, doc, plot)
-        write_new(saved, lambda partial: save_rows(partial, rows, {"mean_accuracy_drop": mean_drops}, setup))
+        write_new(
+            saved,
+            lambda partial: save_rows(partial, rows, {"mean_accuracy_drop": mean_drops}, setup),
+            ModelError,
+        )
         for name, by_severity in mean_drops.items():
             drops = "  ".join(f"severity {s} {d:+.3f}" for s, d in by_severity.items())
             print(f"{name:12s} mean accuracy drop over the corruptions: {drops}")

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from fusion_pipeline.contract import MODALITIES, InputSpec, ModelContract, default_contract
+from fusion_pipeline.files import write_new
 from fusion_pipeline.model.errors import ModelError
-from fusion_pipeline.model.export import write_new
 from fusion_pipeline.model.fusion import FUSIONS
 from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet
 from fusion_pipeline.model.train import SUITE, input_tensors
@@ -546,9 +546,9 @@ def write_corruption_report(
         f"![accuracy drop by corruption and severity]({_link(plot, doc)})",
         "",
     ]
-    write_new(plot, lambda partial: _corruption_plot(rows, partial))
+    write_new(plot, lambda partial: _corruption_plot(rows, partial), ModelError)
     try:
-        write_new(doc, lambda partial: partial.write_text("\n".join(lines)))
+        write_new(doc, lambda partial: partial.write_text("\n".join(lines)), ModelError)
     except BaseException:
         plot.unlink(missing_ok=True)  # the two belong together
         raise

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -27,6 +26,7 @@ import torch
 from onnx.compose import add_prefix_graph
 
 from fusion_pipeline.contract import CONTRACT_KEY, ModelContract
+from fusion_pipeline.files import write_new
 from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.fallback import SingleSensorFallback
 from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet
@@ -39,7 +39,6 @@ __all__ = [
     "export_onnx",
     "presence_masks",
     "random_inputs",
-    "write_new",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,25 +78,9 @@ def export_model(
         if verify is not None:
             verify(partial)
 
-    write_new(path, write)
+    write_new(path, write, ModelError)
     log.info("exported %s (%.2f MB)", path, path.stat().st_size / 1e6)
     return contract
-
-
-def write_new(path: Path, write: Callable[[Path], object]) -> None:
-    """`write(partial)` to a file beside `path`, then link it into place: an existing file is never
-    overwritten, and a failed write leaves nothing behind."""
-    if path.exists():
-        raise ModelError(f"{path}: exists already, not overwriting it")
-    partial = path.with_name(f".{os.getpid()}.{path.name}")  # same folder: link(2) needs one file system
-    try:
-        write(partial)
-        try:
-            os.link(partial, path)
-        except FileExistsError:
-            raise ModelError(f"{path}: exists already, not overwriting it") from None
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _outputs(

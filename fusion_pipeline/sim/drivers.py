@@ -36,6 +36,7 @@ Where the sensor sits (``world.Mount``; data comes in the sensor's own frame, as
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, fields
 from fractions import Fraction
@@ -99,8 +100,8 @@ class SimSettings:
             raise SimError(f"{where}.fov_deg: only a camera has a field of view, this is a {stream.modality}")
         values: dict[str, Any] = {}
         for key, value in raw.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise SimError(f"{where}.{key}: expected a number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise SimError(f"{where}.{key}: expected a finite number, got {value!r}")
             values[key] = value
         try:
             values["mount"] = Mount(**{key: values.pop(key) for key in _MOUNT_KEYS if key in values})

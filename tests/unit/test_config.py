@@ -71,6 +71,10 @@ def test_repository_demo_is_the_embedded_one() -> None:
             'reference = "audio/roof"',
             "sync.reference: an audio stream is continuous",
         ),
+        # TOML spells inf and nan; no rate, wait or offset means either (they failed deep in a node).
+        ("rate_hz = 30", "rate_hz = inf", "streams[0].rate_hz: Input should be a finite number"),
+        ("offset_ms = 0.0", "offset_ms = nan", "streams[0].offset_ms: Input should be a finite number"),
+        ("max_wait_ms = 60", "max_wait_ms = inf", "sync.max_wait_ms: Input should be a finite number"),
     ],
 )
 def test_errors_name_file_key_and_expectation(tmp_path: Path, old: str, new: str, expected: str) -> None:

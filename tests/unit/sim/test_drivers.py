@@ -56,14 +56,14 @@ def test_settings_default_and_parse() -> None:
         ("sim = { jitter_ms = -1 }", r"sim.jitter_ms: must be >= 0"),
         ("sim = { drop_prob = 1.5 }", r"sim.drop_prob: must be in \[0, 1\]"),
         ("sim = { seed = 1.5 }", r"sim.seed: expected a non-negative integer"),
-        ('sim = { latency_ms = "5" }', r"sim.latency_ms: expected a number"),
+        ('sim = { latency_ms = "5" }', r"sim.latency_ms: expected a finite number"),
         ("sim = { outage = { start_s = 1 } }", r"sim.outage: expected"),
         ("sim = { phase_ms = 50 }", r"sim.phase_ms: must be in \[0, one period\)"),  # 20 Hz: 50 ms
         (
             "sim = { fov_deg = 70 }",
             r"streams\[radar/front\]\.sim\.fov_deg: only a camera has a field of view",
         ),
-        ('sim = { yaw_deg = "left" }', r"sim.yaw_deg: expected a number"),
+        ('sim = { yaw_deg = "left" }', r"sim.yaw_deg: expected a finite number"),
         ("sim = { x_m = inf }", r"streams\[radar/front\]\.sim\.x_m: expected a finite number"),
     ],
 )
