@@ -17,6 +17,7 @@ from typing import Any
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
 from fusion_pipeline.config import Config, config_source, load_config
 from fusion_pipeline.errors import ConfigError, FusionError
+from fusion_pipeline.files import write_new
 
 __all__ = ["format_summary", "preflight", "register"]
 
@@ -69,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     """
     from fusion_pipeline.ops.supervisor import Supervisor
 
-    check_output_path(args.summary_json, "--summary-json")
+    check_output_path(args.summary_json, "--summary-json", new=True)
     config = load_config(args.config)
     preflight(config, args.config)
     if config.view.enabled:  # the viewer node needs the [view] extra: say so now, not in its restarts
@@ -83,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
     summary = supervisor.run(args.duration)
     print(format_summary(summary), file=sys.stderr)
     if args.summary_json is not None:
-        args.summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+        text = json.dumps(summary, indent=2) + "\n"
+        write_new(args.summary_json, lambda partial: partial.write_text(text))
     return 0
 
 

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fusion_pipeline.cli.args import add_command, config_argument
+from fusion_pipeline.cli.args import add_command, config_argument, number
+from fusion_pipeline.ops.errors import StatusError
 from fusion_pipeline.ops.status import EXIT_DEGRADED, EXIT_HEALTHY, query, resolve_run_dir
 
 __all__ = ["format_status", "register"]
@@ -18,7 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     config_argument(p)
     p.add_argument("--run-dir", type=Path, default=None, help="the run directory (default: from the config)")
     p.add_argument("--json", action="store_true", help="print the supervisor's reply as JSON")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer (%(default)s)")
+    p.add_argument(
+        "--timeout",
+        type=number(0.0, above=True),
+        default=2.0,
+        help="seconds to wait for the answer (%(default)s)",
+    )
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -28,6 +34,8 @@ def _status(args: argparse.Namespace) -> int:
     running, or a stream silent), 2 no supervisor answered. Warnings (plain tcp, metrics off) are listed
     without making it degraded.
     """
+    if args.config is not None and args.run_dir is not None:  # the run dir alone finds the supervisor
+        raise StatusError(f"give -c {args.config} or --run-dir {args.run_dir}, not both")
     run_dir, looked = resolve_run_dir(args.config, args.run_dir)
     report = query(run_dir, args.timeout, looked)
     print(json.dumps(report, indent=2) if args.json else format_status(report))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
 from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.errors import FusionError
+from fusion_pipeline.files import write_new
 from fusion_pipeline.node import POLL_MS
 
 if TYPE_CHECKING:  # the [view] extra is imported when the command runs
@@ -37,11 +38,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     config_argument(p, help="TOML config: its streams' mounts and endpoints (default: the embedded demo)")
     p.add_argument("--run-dir", type=Path, default=None, help="the running pipeline's run directory")
     p.add_argument("--web", action="store_true", help="serve Rerun's web viewer on 127.0.0.1")
-    p.add_argument("--web-port", type=PORT, default=9090, help="its HTTP port, 0 = any free (%(default)s)")
-    p.add_argument("--grpc-port", type=PORT, default=9876, help="its data port, 0 = any free (%(default)s)")
+    p.add_argument(
+        "--web-port", type=PORT, default=None, help="its HTTP port, 0 = any free (default: [view])"
+    )
+    p.add_argument(
+        "--grpc-port", type=PORT, default=None, help="its data port, 0 = any free (default: [view])"
+    )
     p.add_argument("--save", type=Path, default=None, help="write the views to this .rrd file (new)")
     p.add_argument("--foxglove", action="store_true", help="serve a Foxglove WebSocket on 127.0.0.1")
-    p.add_argument("--foxglove-port", type=PORT, default=8765, help="its port, 0 = any free (%(default)s)")
+    p.add_argument(
+        "--foxglove-port", type=PORT, default=None, help="its port, 0 = any free (default: [view])"
+    )
     p.add_argument(
         "--duration",
         type=number(0.001),
@@ -51,8 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-hz",
         type=number(0.0),
-        default=0.0,
-        help="live: the most frames per second shown of each camera, lidar and radar, 0 = all (%(default)s)",
+        default=None,
+        help="live: the most frames per second shown of each camera, lidar and radar, 0 = all "
+        "(default: [view] max_hz)",
     )
     p.add_argument("--report-json", type=Path, default=None, help="write what was shown and skipped here")
 
@@ -67,25 +75,18 @@ def _view(args: argparse.Namespace) -> int:
     Foxglove WebSocket with export-foxglove's channels; with none of them the native Rerun viewer opens.
     Rerun's usage analytics are switched off first (`rerun analytics disable`). Needs the [view] extra.
     """
-    from fusion_pipeline.view import LiveView, Views, ViewSettings, show_log
+    from fusion_pipeline.view import LiveView, Views, show_log
 
     check_output_path(args.save, "--save", new=True)
     check_output_path(args.report_json, "--report-json", new=True)
     config = load_config(args.config)
-    settings = ViewSettings(
-        save=args.save,
-        web=args.web,
-        web_port=args.web_port,
-        grpc_port=args.grpc_port,
-        foxglove=args.foxglove,
-        foxglove_port=args.foxglove_port,
-        max_hz=args.max_hz,
-    )
+    settings = _settings(args, config)
     logs = [Path(t) for t in args.target if t.endswith(".mcap") or Path(t).is_file()]
+    if logs and len(logs) != len(args.target):
+        raise FusionError(f"view: give log files or one endpoint, not both: {args.target}")
+    _refuse_unused(args, settings, bool(logs))
     report: dict[str, Any]
     if logs:
-        if len(logs) != len(args.target):
-            raise FusionError(f"view: give log files or one endpoint, not both: {args.target}")
         views = Views(config, settings, log_time=True)
         try:
             _announce(views)
@@ -115,8 +116,55 @@ def _view(args: argparse.Namespace) -> int:
     if saved is not None:
         print(f"wrote {saved}")
     if args.report_json is not None:
-        args.report_json.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+        write_new(args.report_json, lambda partial: partial.write_text(text))
     return 0
+
+
+def _settings(args: argparse.Namespace, config: Config) -> ViewSettings:
+    """What to show the views in: the outputs (--save, --web, --foxglove) as the options say, the rest
+    (ports, max_hz) as given or else as the config's [view] sets them for its viewer node."""
+    from fusion_pipeline.view import ViewSettings
+
+    view = config.view
+    if view.enabled or view.save or view.web or view.foxglove:
+        log.info(
+            "view: [view]'s enabled, save, web and foxglove are the pipeline's viewer node's; "
+            "this command shows in what its options say"
+        )
+    return ViewSettings(
+        save=args.save,
+        web=args.web,
+        web_port=view.web_port if args.web_port is None else args.web_port,
+        grpc_port=view.grpc_port if args.grpc_port is None else args.grpc_port,
+        foxglove=args.foxglove,
+        foxglove_port=view.foxglove_port if args.foxglove_port is None else args.foxglove_port,
+        max_hz=view.max_hz if args.max_hz is None else args.max_hz,
+    )
+
+
+def _refuse_unused(args: argparse.Namespace, settings: ViewSettings, log_target: bool) -> None:
+    """An option given where it does nothing is a mistake to say, not a value to drop."""
+    unused: list[str] = []
+    if not settings.web:
+        unused += [f"{o} (only with --web)" for o in ("--web-port", "--grpc-port") if _given(args, o)]
+    if not settings.foxglove and _given(args, "--foxglove-port"):
+        unused.append("--foxglove-port (only with --foxglove)")
+    if log_target:
+        if _given(args, "--max-hz"):
+            unused.append("--max-hz (a log's views show every message)")
+        if _given(args, "--run-dir"):
+            unused.append("--run-dir (the views come from the log files)")
+        if _given(args, "--duration") and not (settings.web or settings.foxglove or settings.native):
+            unused.append("--duration (nothing is served once the log is in --save)")
+    elif args.target and _given(args, "--run-dir"):
+        unused.append(f"--run-dir ({args.target[0]} names what to view)")
+    if unused:
+        raise FusionError("view: " + "; ".join(f"{what} does nothing here" for what in unused))
+
+
+def _given(args: argparse.Namespace, option: str) -> bool:
+    return getattr(args, option[2:].replace("-", "_")) is not None
 
 
 def _live(args: argparse.Namespace, config: Config, settings: ViewSettings) -> tuple[Views, list[Subscriber]]:
@@ -131,7 +179,7 @@ def _live(args: argparse.Namespace, config: Config, settings: ViewSettings) -> t
     endpoint = target if "://" in target else ""
     run_dir = None
     if not endpoint:
-        run_dir = Path(target) if target else resolve_run_dir(args.config, args.run_dir)[0]
+        run_dir = Path(target).absolute() if target else resolve_run_dir(args.config, args.run_dir)[0]
         if not run_dir.is_dir():
             raise FusionError(f"view: {run_dir} is not a run directory (is the pipeline running?)")
 

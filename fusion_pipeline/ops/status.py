@@ -160,8 +160,8 @@ def recorded_run_dir(pipeline: str) -> Path:
 def resolve_run_dir(config_path: Path | None, run_dir: Path | None) -> tuple[Path, str]:
     """The run directory of a pipeline and how it was found (for an error message): `run_dir`, else the
     config's pipeline.run_dir, else the run file its supervisor recorded."""
-    if run_dir is not None:
-        return run_dir, "from --run-dir"
+    if run_dir is not None:  # absolute: the endpoints under it are ipc paths, which must be
+        return run_dir.expanduser().absolute(), "from --run-dir"
     from fusion_pipeline.config import load_config
 
     config = load_config(config_path)

@@ -1,0 +1,29 @@
+"""`status` and `run` refuse, at once, what they could only ignore or get wrong later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fusion_pipeline.cli.main import main
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan"])
+def test_status_timeout_must_be_a_positive_number(timeout: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):  # a usage error (it waited forever at -1, and a traceback at nan)
+        main(["status", "--timeout", timeout])
+    assert "--timeout" in capsys.readouterr().err
+
+
+def test_status_takes_config_or_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "-c", str(tmp_path / "none.toml"), "--run-dir", str(tmp_path)]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_run_never_writes_over_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    summary = tmp_path / "summary.json"
+    summary.write_text("keep")
+    assert main(["run", "--duration", "1", "--summary-json", str(summary)]) == 2
+    assert "exists already, not overwriting it" in capsys.readouterr().err
+    assert summary.read_text() == "keep"
