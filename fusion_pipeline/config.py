@@ -464,6 +464,16 @@ def _cross_checks(config: Config) -> Iterator[str]:
     for j, name in enumerate(config.record.streams):
         if name not in names:
             yield f"record.streams[{j}]: {name!r} is not a stream (streams: {names})"
+    model = config.model
+    for key, values in (
+        ("model.providers", model.providers),
+        ("model.unbound_inputs", model.unbound_inputs),
+        ("model.unbound_streams", model.unbound_streams),
+        ("record.streams", config.record.streams),
+    ):
+        for j, value in enumerate(values):
+            if value in values[:j]:
+                yield f"{key}[{j}]: {value!r} is given twice"
 
 
 def _generic_problems(i: int, stream: StreamConfig) -> Iterator[str]:
@@ -500,6 +510,11 @@ def _endpoint_problems(config: Config, run_dir: str, sockets: Sequence[tuple[str
     uses = [*config.endpoint_uses(run_dir), *(EndpointUse(what, url, True) for what, url in sockets)]
     if config.metrics.enabled:  # the supervisor's HTTP server takes a tcp port of this host too
         uses.append(EndpointUse("metrics.address", f"tcp://{config.metrics.address}", True))
+    view = config.view
+    if view.enabled:  # and the viewer node's servers, on the loopback address
+        served = [("web_port", view.web_port), ("grpc_port", view.grpc_port)] if view.web else []
+        served += [("foxglove_port", view.foxglove_port)] if view.foxglove else []
+        uses += [EndpointUse(f"view.{key}", f"tcp://127.0.0.1:{port}", True) for key, port in served]
     return [*_too_long(uses), *_collisions(uses)]
 
 

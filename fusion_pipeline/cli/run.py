@@ -49,8 +49,13 @@ def preflight(config: Config, path: Path | None) -> None:
 
     try:
         for stream in config.streams:
-            if stream.driver == "sim":
+            if stream.driver == "sim" or stream.sim:  # an external stream's mount is the viewer's
                 SimSettings.from_stream(stream)
+        # Outputs a node would only fail to create, in its restarts (an existing file is kept: NAME-1...).
+        if config.view.enabled and config.view.save:
+            check_output_path(Path(config.view.save), "view.save")
+        if config.record.enabled:
+            check_output_path(Path(config.record.path), "record.path")
         model = model_path(config)
         if not model.is_file():
             raise ConfigError(

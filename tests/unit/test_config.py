@@ -71,6 +71,7 @@ def test_repository_demo_is_the_embedded_one() -> None:
             'reference = "audio/roof"',
             "sync.reference: an audio stream is continuous",
         ),
+        ('providers = ["auto"]', 'providers = ["cpu", "cpu"]', "model.providers[1]: 'cpu' is given twice"),
         # TOML spells inf and nan; no rate, wait or offset means either (they failed deep in a node).
         ("rate_hz = 30", "rate_hz = inf", "streams[0].rate_hz: Input should be a finite number"),
         ("offset_ms = 0.0", "offset_ms = nan", "streams[0].offset_ms: Input should be a finite number"),
@@ -195,6 +196,14 @@ TCP = ("insecure = false", "insecure = true")
             [('name = "radar/front"', 'name = "camera_front"')],
             "streams[2].ingest_endpoint: 'ipc://{run_dir}/ingest-camera_front.sock' collides with "
             "streams[0].ingest_endpoint",
+        ),
+        (  # the viewer node's servers take tcp ports of this host (they failed in its restarts)
+            [("hwm = 64", "hwm = 64\n[view]\nenabled = true\nweb = true\nweb_port = 9000\ngrpc_port = 9000")],
+            "view.grpc_port: 'tcp://127.0.0.1:9000' collides with view.web_port",
+        ),
+        (
+            [("hwm = 64", "hwm = 64\n[view]\nenabled = true\nfoxglove = true\nfoxglove_port = 9464")],
+            "view.foxglove_port: 'tcp://127.0.0.1:9464' collides with metrics.address",
         ),
     ],
 )

@@ -27,3 +27,21 @@ def test_run_never_writes_over_a_summary(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["run", "--duration", "1", "--summary-json", str(summary)]) == 2
     assert "exists already, not overwriting it" in capsys.readouterr().err
     assert summary.read_text() == "keep"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("[metrics]", "[view]\nenabled = true\nsave = '{missing}/live.rrd'\n[metrics]", "view.save"),
+        ('path = "demo.mcap"', "path = '{missing}/rec.mcap'", "record.path"),
+    ],
+)
+def test_run_refuses_an_output_in_a_missing_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], old: str, new: str, key: str
+) -> None:
+    demo = (Path(__file__).parents[3] / "configs" / "demo.toml").read_text()
+    text = demo.replace("enabled = false ", "enabled = true ", 1) if key == "record.path" else demo
+    config = tmp_path / "c.toml"
+    config.write_text(text.replace(old, new.format(missing=tmp_path / "missing"), 1))
+    assert main(["run", "-c", str(config), "--duration", "1"]) == 2  # before: it started, the node failed
+    assert f"{key} {tmp_path / 'missing'}" in capsys.readouterr().err
