@@ -100,7 +100,13 @@ class LimitsConfig(_Section):
     max_ndim: int = Field(4, gt=0, le=8)
     max_array_mb: float = Field(64.0, gt=0)
     max_total_mb: float = Field(128.0, gt=0)
-    dtypes: list[str] = Field(default_factory=lambda: sorted(ALLOWED_DTYPES))
+    dtypes: list[str] = Field(default_factory=lambda: sorted(ALLOWED_DTYPES), min_length=1)
+
+    @model_validator(mode="after")
+    def _array_within_total(self) -> LimitsConfig:
+        if self.max_array_mb > self.max_total_mb:
+            raise ValueError(f"max_array_mb ({self.max_array_mb}) is over max_total_mb ({self.max_total_mb})")
+        return self
 
     @field_validator("dtypes")
     @classmethod

@@ -47,6 +47,7 @@ meta["replay_seq"] is passed on.
 from __future__ import annotations
 
 import io
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -71,6 +72,7 @@ __all__ = [
     "check_payload",
     "check_schema",
     "decode_jpeg",
+    "limit_problems",
     "restart_timeout_ns",
 ]
 
@@ -197,6 +199,30 @@ def generic_schema(config: StreamConfig) -> ArraySchema:
     return ArraySchema("values", (config.generic.dtype,), tuple(rest), leading=first)
 
 
+def limit_problems(config: StreamConfig) -> list[str]:
+    """What in the stream's receive limits would refuse every message its schema allows (a dtype left
+    out, too few dimensions, a generic sample over max_array_mb): checked before the pipeline starts."""
+    where = f"streams[{config.name}].limits"
+    limits = config.limits
+    schemas = (_RGB8, _JPEG) if config.modality == "camera" else (_schema(config),)
+    problems = []
+    if not any(set(schema.dtypes) & set(limits.dtypes) for schema in schemas):
+        wanted = sorted({dtype for schema in schemas for dtype in schema.dtypes})
+        problems.append(f"{where}.dtypes: {limits.dtypes} holds none of its messages' dtypes {wanted}")
+    rank = min(1 + len(schema.trailing) for schema in schemas)
+    if rank > limits.max_ndim:
+        problems.append(f"{where}.max_ndim: {limits.max_ndim}, its arrays have {rank} dimensions")
+    if config.generic is not None:
+        size = np.dtype(config.generic.dtype).itemsize * math.prod(config.generic.shape)
+        if size > Limits.from_config(limits).max_array_bytes:
+            problems.append(f"{where}.max_array_mb: {limits.max_array_mb}, one sample is {size} bytes")
+    return problems
+
+
+def _schema(config: StreamConfig) -> ArraySchema:
+    return generic_schema(config) if config.modality == "generic" else _SCHEMAS[config.modality]
+
+
 def check_schema(config: StreamConfig, meta: dict, declared: Declared) -> ArraySchema:
     """The array schema a message of `config`'s stream must follow, after checking its meta fields
     and its declared arrays against it (PROTOCOL.md section 5); no array data is looked at."""
@@ -208,10 +234,8 @@ def check_schema(config: StreamConfig, meta: dict, declared: Declared) -> ArrayS
         if encoding not in ("rgb8", "jpeg"):
             raise SchemaError("unsupported_encoding", f"stream {stream!r}: camera encoding {encoding!r}")
         schema = _RGB8 if encoding == "rgb8" else _JPEG
-    elif config.modality == "generic":
-        schema = generic_schema(config)
     else:
-        schema = _SCHEMAS[config.modality]
+        schema = _schema(config)
     schema.check(stream, declared)
     if config.modality == "audio":
         rate = meta.get("sample_rate")

@@ -45,12 +45,15 @@ def preflight(config: Config, path: Path | None) -> None:
     """Refuse, before starting anything, a config the nodes would refuse one by one: a ConfigError that
     starts with the config's file `path` (None: the embedded demo)."""
     from fusion_pipeline.inference import SHIPPED, load_bindings, model_path, shipped_models
+    from fusion_pipeline.ingest import limit_problems
     from fusion_pipeline.sim.drivers import SimSettings
 
     try:
         for stream in config.streams:
             if stream.driver == "sim" or stream.sim:  # an external stream's mount is the viewer's
                 SimSettings.from_stream(stream)
+            if problems := limit_problems(stream):
+                raise ConfigError("; ".join(problems))
         # Outputs a node would only fail to create, in its restarts (an existing file is kept: NAME-1...).
         if config.view.enabled and config.view.save:
             check_output_path(Path(config.view.save), "view.save")

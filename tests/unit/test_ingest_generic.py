@@ -8,7 +8,7 @@ import pytest
 
 from fusion_pipeline.config import parse_config
 from fusion_pipeline.errors import ConfigError
-from fusion_pipeline.ingest import SCHEMA_REASONS, Ingest
+from fusion_pipeline.ingest import SCHEMA_REASONS, Ingest, limit_problems
 from fusion_pipeline.node import stream_hwm
 from fusion_pipeline.transport import Sample, decode, encode
 
@@ -69,6 +69,36 @@ def test_model_unbound_streams_names_generic_streams_only() -> None:
         parse_config(_config(extra='[model]\nunbound_streams = ["lidar/top"]'))
     with pytest.raises(ConfigError, match=r"model\.unbound_streams\[0\]: 'gps' is not a stream"):
         parse_config(_config(extra='[model]\nunbound_streams = ["gps"]'))
+
+
+@pytest.mark.parametrize(
+    ("limits", "problem"),
+    [
+        (
+            'dtypes = ["<f8"]',
+            "streams[imu].limits.dtypes: ['<f8'] holds none of its messages' dtypes ['<f4']",
+        ),
+        ("max_array_mb = 0.00001", "streams[imu].limits.max_array_mb: 1e-05, one sample is 24 bytes"),
+    ],
+)
+def test_limits_that_refuse_every_sample_are_found_before_the_start(limits: str, problem: str) -> None:
+    """Before, such a stream loaded and then every message was dropped (always missing from the sets)."""
+    config = parse_config(_config(generic=f"{IMU}\nlimits = {{ {limits} }}"))
+    assert limit_problems(config.stream("imu")) == [problem]
+    assert limit_problems(config.stream("lidar/top")) == []
+    lidar_limits = 'limits = { dtypes = ["|u1"], max_ndim = 1 }'
+    lidar = parse_config(_config().replace("rate_hz = 10\n", f"rate_hz = 10\n{lidar_limits}\n"))
+    assert limit_problems(lidar.stream("lidar/top")) == [
+        "streams[lidar/top].limits.dtypes: ['|u1'] holds none of its messages' dtypes ['<f4']",
+        "streams[lidar/top].limits.max_ndim: 1, its arrays have 2 dimensions",
+    ]
+
+
+def test_limits_themselves_are_consistent() -> None:
+    with pytest.raises(ConfigError, match="dtypes: List should have at least 1 item"):
+        parse_config(_config(generic=f"{IMU}\nlimits = {{ dtypes = [] }}"))
+    with pytest.raises(ConfigError, match=r"max_array_mb \(200.0\) is over max_total_mb \(128.0\)"):
+        parse_config(_config(generic=f"{IMU}\nlimits = {{ max_array_mb = 200.0 }}"))
 
 
 def test_a_sample_of_the_declared_dtype_and_shape_passes_as_it_is() -> None:
