@@ -10,6 +10,10 @@ a suite for that config's sensors (`contract_for_config`), and each checkpoint k
 `train --seeds 0,1,2` trains the suite once per torch seed, into RUN_DIR/seed0, seed1, ...; `eval` of such
 a run dir evaluates every seed and reports each figure as the mean with its range. `eval --corruptions`
 evaluates on degraded copies of the test seed instead (sim/corruptions.py) and writes new files.
+
+Nothing is written over: `train` refuses a checkpoint already in the run dir (it may hold others: the
+teachers of a distilled run), `eval` an existing plot or eval.json (the report's section is updated in
+place), `export` an existing model; all before any work.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from fusion_pipeline.cli.args import (
 )
 from fusion_pipeline.config import Config, load_config, parse_config
 from fusion_pipeline.contract import ModelContract, default_contract
-from fusion_pipeline.files import write_new
 from fusion_pipeline.model.contracts import contract_for_config
 from fusion_pipeline.model.errors import ModelError
 
@@ -260,6 +263,7 @@ def _train(args: argparse.Namespace) -> int:
     for name in names:
         if name not in suite(contract):
             raise ModelError(f"model {name!r}: {args.config} has no {name.removesuffix('-only')} stream")
+    _refuse_unused_options(args, configs, contract)
     # Distillation: the single-modality teachers first, so each fused model of a seed learns from its own.
     configs = dict(sorted(configs.items(), key=lambda item: len(item[1].modalities) > 1))
     labels = [Path(SEED_DIR.format(seed)) for seed in seeds] if seeds is not None else [Path(".")]
@@ -273,6 +277,15 @@ def _train(args: argparse.Namespace) -> int:
                     f"--distill-weight: the fused models need the teacher {teacher}; train it in the same "
                     f"run (--models all) or first into {args.run_dir}"
                 )
+    # A checkpoint is never written over: refused now, not after the dataset and the training. Other files
+    # of the run dir are left alone: the teachers of a distilled run, the other seeds' folders.
+    checkpoints = [args.run_dir / d / f"{name}.npz" for d in labels for name in configs]
+    existing = [str(path) for path in checkpoints if path.exists()]
+    if existing:
+        raise ModelError(
+            f"{', '.join(existing)}: exist already, not overwriting them; remove them, leave them out of "
+            "--models or pick another --run-dir"
+        )
     sensors = sensors_for(config) if config else None
     data = to_tensors(
         load_dataset(tc.world_seed, tc.n_samples, args.cache_dir, contract, sensors, mix), contract
@@ -282,6 +295,27 @@ def _train(args: argparse.Namespace) -> int:
             configs, replace(tc, seed=seed), data, contract, args.run_dir / label, saved_config, label
         )
     return 0
+
+
+def _refuse_unused_options(
+    args: argparse.Namespace, configs: dict[str, ModelConfig], contract: ModelContract
+) -> None:
+    """Refuse an option given (not None: its default is resolved later) that no model of this run reads:
+    --missing, --p-single and --distill-weight change fused models only (baselines use the placeholder and
+    ignore train.FUSED_ONLY), --audio-encoder models that read audio."""
+    fused = any(len(c.modalities) > 1 for c in configs.values())
+    audio = bool(contract.inputs_for("audio")) and any("audio" in c.modalities for c in configs.values())
+    for option, value, used, readers in (
+        ("--missing", args.missing, fused, "fused models"),
+        ("--p-single", args.p_single, fused, "fused models"),
+        ("--distill-weight", args.distill_weight, fused, "fused models"),
+        ("--audio-encoder", args.audio_encoder, audio, "models that read audio"),
+    ):
+        if value is not None and not used:
+            raise ModelError(
+                f"{option}: only {readers} use it, and this run trains none ({', '.join(configs)}); "
+                "leave it out"
+            )
 
 
 def _ints(texts: list[str], option: str) -> list[int]:
@@ -338,7 +372,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     Evaluate every trained model under each presence pattern on a world seed the training never saw,
     and write the table and plot into a report (its marked section; `--doc docs/MODEL.md` updates the
-    model documentation and docs/model_eval.png). A run dir of `train --seeds` is evaluated per seed and
+    model documentation, beside a new docs/model_eval.png). The plot and RUN_DIR/eval.json are new files,
+    never written over: remove old ones first. A run dir of `train --seeds` is evaluated per seed and
     reported as mean (min-max). With --corruptions, every model with all sensors present on degraded
     copies of the test seed instead, into new files.
     """
@@ -360,8 +395,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     corruptions = _corruptions(args)
     runs, metas = _load_runs(args.run_dir)
-    if corruptions is not None:  # new files only: refused now, not once the evaluation is done
-        outputs = _corruption_outputs(args)
+    # New files (the report's doc aside): refused now, not once the evaluation is done.
+    outputs = _corruption_outputs(args) if corruptions is not None else _eval_outputs(args)
     tc = metas[0]["train_config"]
     if args.test_seed == tc["world_seed"]:
         raise ModelError(f"--test-seed {args.test_seed} is the training world seed; pick an unseen one")
@@ -401,11 +436,7 @@ def _eval(args: argparse.Namespace) -> int:
         rows = aggregate_rows(per_run) if len(per_run) > 1 else per_run[0]
         doc, plot, saved = outputs
         mean_drops = write_corruption_report(rows, setup, doc, plot)
-        write_new(
-            saved,
-            lambda partial: save_rows(partial, rows, {"mean_accuracy_drop": mean_drops}, setup),
-            ModelError,
-        )
+        save_rows(saved, rows, {"mean_accuracy_drop": mean_drops}, setup)
         for name, by_severity in mean_drops.items():
             drops = "  ".join(f"severity {s} {d:+.3f}" for s, d in by_severity.items())
             print(f"{name:12s} mean accuracy drop over the corruptions: {drops}")
@@ -414,11 +445,7 @@ def _eval(args: argparse.Namespace) -> int:
     data = test_set()
     per_run = [evaluate_suite(models, data) for models in runs]
     rows = aggregate_rows(per_run) if len(per_run) > 1 else per_run[0]
-    doc = args.doc or args.run_dir / "MODEL.md"
-    # Beside the doc by default: the doc links the plot relative to its own folder.
-    plot = args.plot or doc.parent / "model_eval.png"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    plot.parent.mkdir(parents=True, exist_ok=True)
+    doc, plot, saved = outputs
     summary = write_report(
         rows,
         setup,
@@ -428,7 +455,7 @@ def _eval(args: argparse.Namespace) -> int:
         section=f"model-eval:{config.pipeline.name}" if config else "model-eval",
         shipped_as=(config.model.path or None) if config else DEFAULT_SHIPPED,
     )
-    save_rows(args.run_dir / "eval.json", rows, summary, setup)
+    save_rows(saved, rows, summary, setup)
     for strategy, c in summary["acceptance"].items():
         print(
             f"{strategy:9s} all {c['all_present_accuracy']:.3f}  "
@@ -456,6 +483,21 @@ def _corruptions(args: argparse.Namespace) -> list[Any] | None:
         return [Corruption(kind, severity) for kind in kinds for severity in dict.fromkeys(severities)]
     except CorruptionError as exc:
         raise ModelError(f"--corruptions/--severities: {exc}") from exc
+
+
+def _eval_outputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """The report, plot and rows of `eval`: --doc (default RUN_DIR/MODEL.md), whose section is updated in
+    place, --plot (default model_eval.png beside the doc, which links it relative to its own folder) and
+    RUN_DIR/eval.json, both new files. Creates the folders of the first two."""
+    doc = args.doc or args.run_dir / "MODEL.md"
+    plot = args.plot or doc.parent / "model_eval.png"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    saved = args.run_dir / "eval.json"
+    check_output_path(doc, "--doc")
+    for path, option in ((plot, "--plot"), (saved, "--run-dir (its eval.json)")):
+        check_output_path(path, option, new=True)
+    return doc, plot, saved
 
 
 def _corruption_outputs(args: argparse.Namespace) -> tuple[Path, Path, Path]:

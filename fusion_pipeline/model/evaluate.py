@@ -1,7 +1,8 @@
 """Evaluation: every suite model under every presence pattern of interest, on a world seed never trained on.
 
 Writes `eval.json` next to the checkpoints, and the table plus a plot into docs/MODEL.md (between a
-suite's markers, so the prose around it is kept). Metrics are computed in numpy so they are easy to check.
+suite's markers, so the prose around it is kept). The plot and `eval.json` are new files, never written
+over; only the doc's section is updated in place. Metrics are computed in numpy so they are easy to check.
 
 Several training seeds of one suite (`model train --seeds`) are evaluated each and `aggregate_rows` makes
 one row per (model, pattern) of their mean, with each figure's range: the table's cells read
@@ -338,7 +339,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("Class accuracy by fusion strategy and sensors present (unseen world seed)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")  # `path` is write_new's partial file: say the format
     plt.close(fig)
 
 
@@ -358,10 +359,10 @@ def write_report(
     shipped_as: str | None = "fusion_pipeline/models/default.onnx",
 ) -> dict[str, Any]:
     """Replace `section` of `doc` (between its `markers`; appended if missing) with the table, acceptance
-    figures, plot link and the strategy to ship (as `shipped_as`, where the config names a model file)."""
+    figures, plot link and the strategy to ship (as `shipped_as`, where the config names a model file).
+    The plot is a new PNG `plot`: it may not exist (ModelError)."""
     best = pick_best(rows, criteria)
     checks = {s: acceptance(rows, s, criteria) for s in FUSIONS if any(r["model"] == s for r in rows)}
-    _plot(rows, plot)
     begin, end = markers(section)
     missing = (
         "worst one-missing drop"
@@ -394,8 +395,24 @@ def write_report(
     if begin not in text or end not in text:
         text = text.rstrip("\n") + f"\n\n## Evaluation\n\n{begin}\n{end}\n"
     start, stop = text.index(begin), text.index(end) + len(end)
-    doc.write_text(text[:start] + "\n".join(lines) + text[stop:])
+    # The doc is updated in place (the prose around the section is the user's); the plot is new.
+    _write_with_plot(
+        plot,
+        lambda path: _plot(rows, path),
+        lambda: doc.write_text(text[:start] + "\n".join(lines) + text[stop:]),
+    )
     return {"best": best, "acceptance": checks}
+
+
+def _write_with_plot(plot: Path, draw: Callable[[Path], None], write_doc: Callable[[], object]) -> None:
+    """A new PNG `plot` (`draw` it into a path), then the doc that links it: a doc that fails takes the
+    plot back, the two belong together."""
+    write_new(plot, draw, ModelError)
+    try:
+        write_doc()
+    except BaseException:
+        plot.unlink(missing_ok=True)
+        raise
 
 
 def _setup_text(setup: Mapping[str, Any]) -> str:
@@ -416,7 +433,9 @@ def _setup_text(setup: Mapping[str, Any]) -> str:
 
 
 def save_rows(path: Path, rows: list[dict[str, Any]], summary: dict[str, Any], setup: dict[str, Any]) -> None:
-    path.write_text(json.dumps({"setup": setup, "rows": rows, **summary}, indent=1))
+    """The rows with their setup and `summary` as JSON, a new file `path`: never written over (ModelError)."""
+    text = json.dumps({"setup": setup, "rows": rows, **summary}, indent=1)
+    write_new(path, lambda partial: partial.write_text(text), ModelError)
 
 
 # ---- degraded sensors ----------------------------------------------------------------------------------
@@ -546,10 +565,9 @@ def write_corruption_report(
         f"![accuracy drop by corruption and severity]({_link(plot, doc)})",
         "",
     ]
-    write_new(plot, lambda partial: _corruption_plot(rows, partial), ModelError)
-    try:
-        write_new(doc, lambda partial: partial.write_text("\n".join(lines)), ModelError)
-    except BaseException:
-        plot.unlink(missing_ok=True)  # the two belong together
-        raise
+    _write_with_plot(
+        plot,
+        lambda path: _corruption_plot(rows, path),
+        lambda: write_new(doc, lambda partial: partial.write_text("\n".join(lines)), ModelError),
+    )
     return summary

@@ -4,7 +4,7 @@ A "suite" is the set of models one `fusion-pipeline model train` produces on the
 contract (the default's, or one per config stream, `contract_for_config`): the three fusion strategies and
 one single-modality baseline per modality (using every input of it), so `model eval` can compare them
 honestly. Checkpoints are plain .npz arrays plus a JSON blob with the model config and the contract
-(np.load with allow_pickle=False): no pickle.
+(np.load with allow_pickle=False): no pickle. A checkpoint is a new file: never written over.
 
 Single-sensor strength (off by default, so the documented run is unchanged): `TrainConfig.p_single` keeps
 the inputs of one modality only in that share of the samples, and `TrainConfig.distill_weight` pulls a
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fusion_pipeline.contract import MODALITIES, ModelContract, default_contract
+from fusion_pipeline.files import write_new
 from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.fusion import FUSIONS
 from fusion_pipeline.model.net import FusionNet, ModelConfig
@@ -355,7 +356,7 @@ _META = "__meta__"
 
 def save_checkpoint(path: str | Path, model: FusionNet, meta: dict[str, Any]) -> None:
     """Weights as named arrays plus a JSON blob with the ModelConfig, the contract and `meta` (history,
-    seeds)."""
+    seeds), in a new file: a model is never written over (ModelError) nor left half written."""
     arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     blob = json.dumps(
         {"model_config": model.config.to_dict(), "contract": model.contract.to_json(), **meta}
@@ -363,7 +364,12 @@ def save_checkpoint(path: str | Path, model: FusionNet, meta: dict[str, Any]) ->
     arrays[_META] = np.frombuffer(blob, dtype=np.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
+
+    def write(partial: Path) -> None:
+        with partial.open("wb") as f:  # a file object: np.savez adds no ".npz" to its name
+            np.savez(f, **arrays)
+
+    write_new(path, write, ModelError)
 
 
 def load_checkpoint(path: str | Path) -> tuple[FusionNet, dict[str, Any]]:

@@ -176,7 +176,11 @@ def test_eval_with_a_doc_puts_the_plot_where_the_doc_links_it(tmp_path: Path) ->
     run, docs = tmp_path / "run", tmp_path / "docs"
     _tiny_run(run)
     docs.mkdir()
-    (docs / "model_eval.png").write_bytes(b"yesterday's plot")  # replaced, as `--plot` replaces one
+    (docs / "model_eval.png").write_bytes(b"yesterday's plot")  # never written over: refused first
+    refused = _eval(run, tmp_path, "--doc", "docs/MODEL.md")
+    assert refused.returncode == 2 and "model_eval.png: exists already" in refused.stderr
+    assert (docs / "model_eval.png").read_bytes() == b"yesterday's plot" and not (docs / "MODEL.md").exists()
+    (docs / "model_eval.png").unlink()
     done = _eval(run, tmp_path, "--doc", "docs/MODEL.md")
     assert done.returncode == 0, done.stderr
     assert "](model_eval.png)" in (docs / "MODEL.md").read_text()
