@@ -342,6 +342,24 @@ class Config(_Section):
         config = self.stream(stream)
         return self.endpoint(config.ingest_endpoint.replace("{stream}", config.slug), run_dir)
 
+    def live_only(self, *, offline: bool) -> list[str]:
+        """The settings this config turns on that only a live run honours, as "key = value": a replay's
+        process graph runs the separate nodes and no viewer; the offline graph (`--offline`, `batch`)
+        also has no recorder, sockets, scheduler or fault injection of its own."""
+        pipeline, priority = self.pipeline, self.pipeline.realtime_priority
+        live_only = [
+            (pipeline.composition == "composed", 'pipeline.composition = "composed"'),
+            (self.view.enabled, "view.enabled = true"),
+        ]
+        if offline:
+            live_only += [
+                (self.record.enabled, "record.enabled = true"),
+                (pipeline.shm, "pipeline.shm = true"),
+                (priority > 0, f"pipeline.realtime_priority = {priority}"),
+                (self.model.slowdown != 1.0, f"model.slowdown = {self.model.slowdown:g}"),
+            ]
+        return [text for on, text in live_only if on]
+
     def endpoint_uses(self, run_dir: str | Path) -> list[EndpointUse]:
         """Every endpoint of the graph in `run_dir`: drivers', ingest's, the synchronizer's, the results'."""
         uses = [
@@ -471,6 +489,18 @@ def _cross_checks(config: Config) -> Iterator[str]:
         if name not in names:
             yield f"record.streams[{j}]: {name!r} is not a stream (streams: {names})"
     model = config.model
+    if config.sync.mode == "reference" and "age_penalty" in config.sync.model_fields_set:
+        yield "sync.age_penalty: weighs candidate sets in sync.mode = 'approximate' only"
+    if model.tensorrt and "auto" not in model.providers:
+        yield (
+            f"model.tensorrt: opts TensorRT into providers = ['auto'] only; with {model.providers} "
+            "name 'tensorrt' in model.providers instead"
+        )
+    for key in ("authorized_keys", "server_key"):
+        if getattr(security, key) and not security.certificate:
+            yield f"security.{key}: used only with security.certificate (CURVE on tcp endpoints)"
+    if config.pipeline.shm and not any(u.url.startswith("ipc://") for u in config.endpoint_uses(_UNRESOLVED)):
+        yield "pipeline.shm: no endpoint is ipc, and shared memory serves ipc endpoints only"
     for key, values in (
         ("model.providers", model.providers),
         ("model.unbound_inputs", model.unbound_inputs),

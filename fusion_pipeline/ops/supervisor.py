@@ -208,8 +208,9 @@ class Supervisor:
         self.line.log(
             f"run dir {self.run_dir}; {len(self.nodes)} nodes; config {self.config_path or '<embedded demo>'}"
         )
-        if self.config.pipeline.composition == "composed" and not self.graph.composed:
-            self.line.log('pipeline.composition = "composed" applies live only: the nodes run as processes')
+        replay = not (self.graph.composed and self.graph.viewer)  # a replay's graph runs without them
+        if replay and (ignored := self.config.live_only(offline=False)):
+            self.line.log(f"{', '.join(ignored)}: live only, not in this graph (a replay's)")
         config_option = f" -c {self.config_path}" if self.config.curve_for(results_url) else ""
         self.line.log(f"results on {results_url}: fusion-pipeline echo {results_url}{config_option}")
         for use in plain_tcp_endpoints(self.config, self.run_dir):

@@ -72,6 +72,18 @@ def test_repository_demo_is_the_embedded_one() -> None:
             "sync.reference: an audio stream is continuous",
         ),
         ('providers = ["auto"]', 'providers = ["cpu", "cpu"]', "model.providers[1]: 'cpu' is given twice"),
+        # A setting the chosen mode never reads is a mistake to say, not a value to drop.
+        (
+            "queue_size = 10",
+            "queue_size = 10\nage_penalty = 0.5",
+            "sync.age_penalty: weighs candidate sets in",
+        ),
+        (
+            'providers = ["auto"]    # auto = TensorRT (if tensorrt = true) > CUDA > CPU\ntensorrt = false',
+            'providers = ["cuda"]\ntensorrt = true',
+            "model.tensorrt: opts TensorRT into",
+        ),
+        ("insecure = false", 'insecure = false\nserver_key = "s.key"', "security.server_key: used only with"),
         # TOML spells inf and nan; no rate, wait or offset means either (they failed deep in a node).
         ("rate_hz = 30", "rate_hz = inf", "streams[0].rate_hz: Input should be a finite number"),
         ("offset_ms = 0.0", "offset_ms = nan", "streams[0].offset_ms: Input should be a finite number"),
@@ -292,3 +304,12 @@ def test_slowdown_is_a_factor_of_at_least_one() -> None:
     assert parse_config(config(3)).model.slowdown == 3
     with pytest.raises(ConfigError, match="slowdown"):
         parse_config(config(0.5))
+
+
+def test_live_only_settings_are_named_for_a_replay_and_the_offline_graph() -> None:
+    text = DEMO.replace('path = "demo.mcap"', 'path = "demo.mcap"\n[view]\nenabled = true\nsave = "v.rrd"', 1)
+    text = text.replace("realtime_priority = 0", "realtime_priority = 20", 1)
+    config = parse_config(text)
+    assert config.live_only(offline=False) == ["view.enabled = true"]
+    assert config.live_only(offline=True) == ["view.enabled = true", "pipeline.realtime_priority = 20"]
+    assert parse_config(DEMO).live_only(offline=True) == []
