@@ -244,7 +244,7 @@ class RecordConfig(_Section):
 
 class ViewConfig(_Section):
     """The live viewer node (extra ``[view]``, docs/VIEW.md): `run` starts it when enabled. It watches the
-    sensor streams, sets and results without slowing them and shows them in Rerun (and Foxglove)."""
+    sensor streams and results without slowing them and shows them in Rerun (and Foxglove)."""
 
     enabled: bool = False
     save: str = Field("", description="an .rrd file to write; an existing one is kept (NAME-1.rrd, ...)")

@@ -1,4 +1,4 @@
-"""`fusion-pipeline view`: the pipeline's sensors, sets and results in Rerun or Foxglove (extra [view])."""
+"""`fusion-pipeline view`: the pipeline's sensors and results in Rerun or Foxglove (extra [view])."""
 
 from __future__ import annotations
 

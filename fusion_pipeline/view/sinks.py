@@ -1,7 +1,7 @@
 """Where the views go: an .rrd file, Rerun's web viewer on 127.0.0.1, the native viewer, a Foxglove
 WebSocket; rerun's analytics are switched off before any of them starts (`analytics.disable_analytics`).
 
-- ``save``: the recording is written to ``NAME.rrd.partial`` and linked to its name only when closed
+- ``save``: the recording is written to ``NAME.rrd.PID.partial`` and linked to its name only when closed
   whole, so a crash leaves no half file under the name, and a file already there is never written over.
 - ``web``: a ``rerun --serve-web --bind 127.0.0.1`` process (the rerun CLI of the wheel) hosts the web
   viewer and the gRPC server it reads from; the recording streams to that server. rerun-sdk's in-process
