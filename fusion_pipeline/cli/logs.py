@@ -25,9 +25,11 @@ import signal
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
 from fusion_pipeline.config import Config, load_config
+from fusion_pipeline.files import write_new
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader
 from fusion_pipeline.logs.send_order import ReplaySettings
@@ -171,6 +173,23 @@ def _check_window(start_s: float, end_s: float | None, span_s: float) -> None:
         raise LogError(f"--start {start_s:g} is beyond the log's end ({span})")
 
 
+def _write_report(path: Path | None, report: dict[str, Any]) -> None:
+    """--report-json, when given: linked into place once written, so never over a file nor half written."""
+    if path is not None:
+        write_new(path, lambda partial: partial.write_text(json.dumps(report, indent=2) + "\n"), LogError)
+
+
+def _distinct_logs(logs: Iterable[Path]) -> None:
+    """Refuse a log given twice: the logs are read as the split parts of one recording, so its messages
+    would be replayed twice over, their seq and stamps going back."""
+    seen: set[Path] = set()
+    for path in logs:
+        resolved = path.resolve()
+        if resolved in seen:
+            raise LogError(f"{path}: given twice (both are {resolved}); give each log, or split part, once")
+        seen.add(resolved)
+
+
 class _Console(io.TextIOBase):
     """The replay graph's log lines, printed above the progress bar instead of through it."""
 
@@ -206,7 +225,7 @@ def _record(args: argparse.Namespace) -> int:
     from fusion_pipeline.logs.recorder import Recorder, RecordSettings
     from fusion_pipeline.ops.status import resolve_run_dir
 
-    check_output_path(args.report_json, "--report-json")
+    check_output_path(args.report_json, "--report-json", new=True)
     config = load_config(args.config)
     settings = RecordSettings(
         path=args.out,
@@ -224,13 +243,13 @@ def _record(args: argparse.Namespace) -> int:
         recorder.run(lambda: stopped[0])
     finally:
         report = recorder.close()
-    if args.report_json is not None:
-        args.report_json.write_text(json.dumps(report.as_json(), indent=2) + "\n")
-    if report.written == 0 and not report.error:
-        # An empty log is no recording, and it would block a retry under the same name (logs are
-        # never written over).
-        for path in report.paths:
-            path.unlink(missing_ok=True)
+        if report.empty:
+            # An empty log is no recording, and it would block a retry under the same name (logs are
+            # never written over): it goes, whether the recording ended or failed.
+            for path in report.paths:
+                path.unlink(missing_ok=True)
+    _write_report(args.report_json, report.as_json())
+    if report.empty:
         print(
             f"record: nothing received in {report.wall_s:.1f} s from the pipeline in {run_dir} "
             f"({looked}; is it running?); no log written",
@@ -297,7 +316,13 @@ def _replay(args: argparse.Namespace) -> int:
                 "--offline runs the stages in this process; "
                 + "; ".join(f"{option} does not go with it: {_NOT_OFFLINE[option]}" for option in given)
             )
-    check_output_path(args.report_json, "--report-json")
+    elif args.run_dir is not None and not args.publish_only:
+        raise LogError(
+            f"--run-dir {args.run_dir} goes with --publish-only; without it, replay starts a graph of its "
+            "own in a run dir of its own"
+        )
+    _distinct_logs(args.logs)
+    check_output_path(args.report_json, "--report-json", new=True)
     check_output_path(args.results, "--results", new=True)
     config = load_config(args.config)
     settings = ReplaySettings(
@@ -364,7 +389,7 @@ def _replay(args: argparse.Namespace) -> int:
             "inference_skipped": summary.get("inference_skipped"),
             "drops": summary.get("drops"),
         }
-        args.report_json.write_text(json.dumps(out, indent=2) + "\n")
+        _write_report(args.report_json, out)
     return 0
 
 
@@ -376,6 +401,8 @@ def _replay_offline(
     from fusion_pipeline.offline.graph import OfflineGraph
 
     preflight(config, args.config)
+    if ignored := config.live_only(offline=True):
+        log.info("%s: live only, not in the offline graph", ", ".join(ignored))
     graph = OfflineGraph(config)
     if graph.runtime.fell_back:  # said as the inference node says it
         log.warning("WARNING: %s", graph.runtime.describe())
@@ -393,8 +420,7 @@ def _replay_offline(
         stop=lambda: stopped[0],
     )
     print(report.summary(), file=sys.stderr)
-    if args.report_json is not None:
-        args.report_json.write_text(json.dumps(report.as_json(), indent=2) + "\n")
+    _write_report(args.report_json, report.as_json())
     return 0
 
 
@@ -437,6 +463,7 @@ def _export_foxglove(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace, write: Callable[[list[Path], Path], dict[str, int]]) -> int:
     """An export command: refuse its -o and a log cut short before `write` converts anything."""
     check_output_path(args.out, "-o", new=True)
+    _distinct_logs(args.logs)
     _read_through(LogReader(args.logs), None, args.allow_truncated)
     counts = write(args.logs, args.out)
     print(f"{args.out}: {_describe(counts)}", file=sys.stderr)

@@ -104,6 +104,11 @@ class RecordReport:
         return sum(s.written for s in self.streams.values())
 
     @property
+    def empty(self) -> bool:
+        """The log holds no message and no write error to show: it is no recording."""
+        return self.written == 0 and not self.error
+
+    @property
     def lost(self) -> int:
         """Every message the recording misses that the recorder could know of."""
         upstream = sum(s.lost_upstream for s in self.streams.values())
@@ -197,15 +202,9 @@ class Recorder:
     def __init__(self, config: Config, run_dir: Path, settings: RecordSettings) -> None:
         self.settings = settings
         sources = _sources(config, run_dir, settings.streams)
-        metadata = {s.name: stream_metadata(s) for s in config.streams}
-        self.writer = LogWriter(
-            settings.path,
-            chunk_bytes=settings.chunk_bytes,
-            split=settings.split,
-            metadata={"recorded_by": "fusion-pipeline record", "pipeline": config.pipeline.name},
-            streams=metadata,
-        )
         urls = sorted(set(sources.values()))
+        # The subscriber first: one that cannot connect (a bad endpoint) must not leave a log file started,
+        # which would hold nothing and refuse a retry under the same name.
         self.subscriber = Subscriber(
             urls,
             topics=list(sources),
@@ -213,6 +212,17 @@ class Recorder:
             hwm=RECV_HWM,
             curve=config.curve_for(urls),
         )
+        try:
+            self.writer = LogWriter(
+                settings.path,
+                chunk_bytes=settings.chunk_bytes,
+                split=settings.split,
+                metadata={"recorded_by": "fusion-pipeline record", "pipeline": config.pipeline.name},
+                streams={s.name: stream_metadata(s) for s in config.streams},
+            )
+        except BaseException:
+            self.subscriber.close()
+            raise
         self.report = RecordReport(paths=self.writer.paths)
         self._started = time.monotonic()
         log.info("recording %s -> %s", ", ".join(sources), settings.path)

@@ -63,6 +63,9 @@ class TopicMap:
     stream: str
     modality: str | None = None
 
+    def __str__(self) -> str:
+        return f"{self.topic}={self.stream}" + (f":{self.modality}" if self.modality else "")
+
 
 def parse_map(items: Sequence[str]) -> list[TopicMap]:
     maps = []
@@ -78,6 +81,24 @@ def parse_map(items: Sequence[str]) -> list[TopicMap]:
 
 
 # -- import ---------------------------------------------------------------------------------------------
+
+
+def _by_topic(maps: Sequence[TopicMap]) -> dict[str, TopicMap]:
+    """Topic -> its map, refusing a topic mapped twice (one would be dropped) and two topics mapped to
+    one stream (their messages and seq counts would be mixed into one). A map repeated as it is counts
+    once."""
+    by_topic: dict[str, TopicMap] = {}
+    by_stream: dict[str, TopicMap] = {}
+    for m in maps:
+        first = by_topic.setdefault(m.topic, m)
+        if first != m:
+            raise Ros2Error(f"--map {first} and --map {m}: topic {m.topic} mapped twice; map it once")
+        other = by_stream.setdefault(m.stream, m)
+        if other.topic != m.topic:
+            raise Ros2Error(
+                f"--map {other} and --map {m}: two topics into stream {m.stream!r}; give each its own stream"
+            )
+    return by_topic
 
 
 def _bag_messages(reader: Any, connections: Sequence[Any], bag: Path) -> Iterator[tuple[Any, int, bytes]]:
@@ -112,11 +133,12 @@ def import_ros2(
 ) -> dict[str, int]:
     """Convert the mapped topics of a rosbag2 into a log; return messages written per stream. An audio
     topic's format comes from its AudioInfo topic (``TOPIC_info``) when the bag has one, which
-    `sample_rate` and `channels` (default 1) must then agree with."""
+    `sample_rate` and `channels` (default 1) must then agree with; they are refused when no mapped topic
+    is audio. A topic mapped twice, or two topics mapped to one stream, are refused too."""
     from rosbags.rosbag2 import Reader
 
+    by_topic = _by_topic(maps)
     store = typestore()
-    by_topic = {m.topic: m for m in maps}
     counts: dict[str, int] = {}
     try:
         reader = Reader(bag)
@@ -137,6 +159,11 @@ def import_ros2(
             if wanted is None:
                 raise Ros2Error(f"{where}: type {c.msgtype} is not supported")
             modality[c.topic] = wanted
+        if "audio" not in modality.values():
+            for option, value in (("--sample-rate", sample_rate), ("--channels", channels)):
+                if value is not None:
+                    kinds = ", ".join(f"{topic} is {kind}" for topic, kind in modality.items())
+                    raise Ros2Error(f"{option} {value}: no mapped topic is audio ({kinds}); drop {option}")
         audio = {
             topic: topic_audio_format(_infos(reader, store, topic, bag), topic, sample_rate, channels)
             for topic, wanted in modality.items()

@@ -78,10 +78,16 @@ def plan_streams(
             raise LogError(f"--remap {old}={new}: the log has no stream {old!r} (it has {sorted(logged)})")
         if new not in known:
             raise LogError(f"--remap {old}={new}: the config has no stream {new!r} (it has {sorted(known)})")
-    wanted = list(settings.streams) or list(logged)
+    wanted = list(dict.fromkeys(settings.streams)) or list(logged)  # `--streams a a` replays a once
     missing = [name for name in wanted if name not in logged]
     if missing:
         raise LogError(f"--streams {missing}: not in the log (it has {sorted(logged)})")
+    unused = [f"{old}={new}" for old, new in settings.remap.items() if old not in wanted]
+    if unused:
+        raise LogError(
+            f"--remap {', '.join(unused)}: not a stream --streams replays ({wanted}); "
+            "add it to --streams or drop the remap"
+        )
     plan: dict[str, str] = {}
     for name in wanted:
         target = settings.remap.get(name, name)
@@ -95,6 +101,13 @@ def plan_streams(
             raise LogError(
                 f"log stream {name!r} is {modality!r} but config stream {target!r} "
                 f"is {known[target].modality!r}"
+            )
+        twin = next((other for other, planned in plan.items() if planned == target), None)
+        if twin is not None:  # one config stream would carry two recordings, their seqs interleaved
+            remaps = [f"{source}={target}" for source in (twin, name) if source in settings.remap]
+            raise LogError(
+                f"--remap {', '.join(remaps)}: log streams {twin!r} and {name!r} would both be "
+                f"replayed as {target!r}; leave one out with --streams or remap it elsewhere"
             )
         plan[name] = target
     if not plan:

@@ -7,10 +7,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import zmq
 from samples import numbered_radar
 
 from fusion_pipeline.config import load_config
+from fusion_pipeline.errors import EndpointError
 from fusion_pipeline.logs import (
     REPORT_METADATA,
     LogReader,
@@ -122,3 +124,15 @@ def test_unused_path_never_overwrites(tmp_path: Path) -> None:
     assert unused_path(tmp_path / "big.mcap", split) == tmp_path / "big.mcap"
     (tmp_path / "big_000.mcap").touch()
     assert unused_path(tmp_path / "big.mcap", split) == tmp_path / "big-1.mcap"
+
+
+def test_a_recorder_that_cannot_subscribe_leaves_no_log(ipc_dir: Path) -> None:
+    """The subscriber fails first (a relative ipc path, refused by the transport), so no log is started:
+    a half file would hold nothing and refuse the retry as "exists already"."""
+    config = load_config(None)
+    path = ipc_dir / "r.mcap"
+    with pytest.raises(EndpointError, match="absolute path"):
+        Recorder(config, Path("relative/run"), RecordSettings(path=path))
+    assert not path.exists()
+    Recorder(config, ipc_dir, RecordSettings(path=path)).close()  # the retry
+    assert path.exists()

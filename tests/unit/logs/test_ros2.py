@@ -299,3 +299,30 @@ def test_a_damaged_bag_is_a_ros2_error_and_leaves_no_log(tmp_path: Path) -> None
         with pytest.raises(Ros2Error, match=r"topic /cam \(sensor_msgs/msg/Image\): message does not decode"):
             import_ros2(bag, out, [TopicMap("/cam", "camera/front")])
         assert not out.exists()
+
+
+def test_maps_that_would_drop_or_mix_topics_and_unused_audio_options_are_refused(tmp_path: Path) -> None:
+    cloud = _cloud(T0, np.zeros((2, 4), np.float32), ("x", "y", "z", "intensity"), 20)
+    image = _image(T0, np.zeros((2, 2, 3), np.uint8), "rgb8")
+    bag = tmp_path / "bag"
+    messages = [
+        ("/cam", "sensor_msgs/msg/Image", T0, image),
+        ("/lidar", "sensor_msgs/msg/PointCloud2", T0, cloud),
+    ]
+    _write_bag(bag, StoragePlugin.SQLITE3, messages)
+    out = tmp_path / "out.mcap"
+    cases = {
+        "--map /cam=cam/a and --map /cam=cam/b: topic /cam mapped twice": (["/cam=cam/a", "/cam=cam/b"], {}),
+        "--map /cam=x/y and --map /lidar=x/y: two topics into": (["/cam=x/y", "/lidar=x/y"], {}),
+        r"--sample-rate 16000: no mapped topic is audio \(/cam is camera": (
+            ["/cam=c/f"],
+            {"sample_rate": 16000},
+        ),
+        "--channels 2: no mapped topic is audio": (["/cam=c/f"], {"channels": 2}),
+    }
+    for message, (maps, options) in cases.items():
+        with pytest.raises(Ros2Error, match=message):
+            import_ros2(bag, out, parse_map(maps), **options)
+        assert not out.exists()
+    # The same map given twice is one map.
+    assert import_ros2(bag, out, parse_map(["/cam=camera/front", "/cam=camera/front"])) == {"camera/front": 1}

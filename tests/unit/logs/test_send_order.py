@@ -5,8 +5,19 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from fusion_pipeline.logs import LOOP_GAP_NS, LogReader, LogWriter, ReplaySettings, message_total, send_order
+from fusion_pipeline.config import load_config
+from fusion_pipeline.logs import (
+    LOOP_GAP_NS,
+    LogError,
+    LogReader,
+    LogWriter,
+    ReplaySettings,
+    message_total,
+    plan_streams,
+    send_order,
+)
 from fusion_pipeline.transport import Sample
 
 T0 = 1_700_000_000_000_000_000
@@ -83,3 +94,20 @@ def test_the_progress_total_is_the_send_count_or_unknown(tmp_path: Path) -> None
     assert message_total(reader, {"lidar/top": "lidar/top"}, whole) == 4
     for windowed in (ReplaySettings(start_s=0.05), ReplaySettings(end_s=0.05), ReplaySettings(loop=True)):
         assert message_total(reader, plan, windowed) is None  # the files' counts are the whole log's
+
+
+def test_plan_refuses_a_remap_that_does_nothing_or_merges_two_streams() -> None:
+    config = load_config(None)
+    logged = {name: {"modality": name.split("/")[0]} for name in ("radar/front", "radar/rear", "lidar/top")}
+    unused = ReplaySettings(streams=("lidar/top",), remap={"radar/rear": "radar/front"})
+    with pytest.raises(LogError, match=r"--remap radar/rear=radar/front: not a stream --streams replays"):
+        plan_streams(config, logged, unused)
+    merged = ReplaySettings(remap={"radar/rear": "radar/front"})
+    match = "log streams 'radar/front' and 'radar/rear' would both be replayed as 'radar/front'"
+    with pytest.raises(LogError, match=match):
+        plan_streams(config, logged, merged)
+    # Leaving the config's own radar out makes the remap fit; a stream named twice is replayed once.
+    chosen = ReplaySettings(
+        streams=("radar/rear", "lidar/top", "lidar/top"), remap={"radar/rear": "radar/front"}
+    )
+    assert plan_streams(config, logged, chosen) == {"radar/rear": "radar/front", "lidar/top": "lidar/top"}
