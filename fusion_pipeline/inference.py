@@ -308,8 +308,13 @@ class ModelRuntime:
                 )
             inputs[name] = zeros if array is None else array[None]
         order = self.contract.presence_order
-        if len(presence) != len(order):
-            raise ContractError(f"presence mask {list(presence)} needs {len(order)} entries ({list(order)})")
+        # A set from another host is socket input: a mask of anything but len(order) bits is refused.
+        if (
+            not isinstance(presence, list | tuple)
+            or len(presence) != len(order)
+            or any(bit not in (0, 1) or isinstance(bit, float) for bit in presence)
+        ):
+            raise ContractError(f"presence mask {presence!r} needs {len(order)} bits 0 or 1 ({list(order)})")
         inputs[self.contract.presence] = np.asarray(presence, np.float32)[None]
         return inputs
 

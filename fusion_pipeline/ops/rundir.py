@@ -97,7 +97,8 @@ class RunDir:
         """Remove every ipc socket file of the run (a private dir with all in it) and the run file; release
         the lock."""
         config = self.config
-        urls = [config.endpoint(s.endpoint, self.path) for s in config.streams]
+        # An external driver's socket is its own, bound by a process this run did not start.
+        urls = [config.endpoint(s.endpoint, self.path) for s in config.streams if s.driver == "sim"]
         urls += [config.ingest_endpoint(s.name, self.path) for s in config.streams]
         urls += [config.endpoint(u, self.path) for u in (config.sync.endpoint, config.output.endpoint)]
         urls.append(f"ipc://{self.path}/{CONTROL_SOCKET}")

@@ -24,6 +24,7 @@ PR_SET_PDEATHSIG), so even a `kill -9` of the supervisor leaves no orphan sensor
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -114,6 +115,13 @@ class _Node:
     restart_at: float | None = None
     reader: threading.Thread | None = None
     exits: list[int] = field(default_factory=list)
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    """Signal a node and what it started (the viewer's rerun server): each node leads its own process
+    group (_node_preexec), so a child it leaves behind cannot keep a port or a file past it."""
+    with contextlib.suppress(ProcessLookupError):  # the group is gone: the node exited, leaving nothing
+        os.killpg(process.pid, signum)
 
 
 def _node_preexec() -> Callable[[], None]:
@@ -468,7 +476,7 @@ class Supervisor:
                 self.line.log(
                     f"{node.spec.name} (pid {process.pid}) sent no heartbeat for {silent:.1f} s: killing it"
                 )
-                process.kill()
+                _signal_group(process, signal.SIGKILL)
                 code = process.wait()
             self._schedule_restart(node, code, now)
 
@@ -488,14 +496,14 @@ class Supervisor:
     def _shutdown(self) -> None:
         running = [n.process for n in self.nodes if n.process is not None and n.process.poll() is None]
         for process in running:
-            process.send_signal(signal.SIGTERM)
+            _signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         for process in running:
             try:
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.line.log(f"pid {process.pid} ignored SIGTERM for {STOP_GRACE_S} s: killing it")
-                process.kill()
+                _signal_group(process, signal.SIGKILL)
                 process.wait()
         for node in self.nodes:
             if node.reader is not None:
@@ -516,6 +524,10 @@ class Supervisor:
                 name, pid, counters = beat["node"], int(beat["pid"]), beat["counters"]
             except (ValueError, KeyError, TypeError, msgpack.UnpackException):
                 continue  # a heartbeat is advisory; a garbled one is ignored
+            if not (
+                isinstance(name, str) and isinstance(counters, dict) and isinstance(beat.get("t_ns", 0), int)
+            ):
+                continue
             node = by_name.get(name)
             if node is None or node.process is None or node.process.pid != pid:
                 continue  # a stale beat of a process already replaced

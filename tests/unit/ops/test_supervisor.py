@@ -4,10 +4,13 @@ totals and result statistics. Restarts of real processes: tests/process/test_sup
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
+import zmq
 from pipeline_harness import DEMO_TEXT
 
 from fusion_pipeline.config import load_config, parse_config
@@ -20,6 +23,7 @@ from fusion_pipeline.ops import (
     RestartPolicy,
     ResultStats,
     StatusLine,
+    Supervisor,
     is_drop_counter,
     node_specs,
     percentiles,
@@ -203,3 +207,27 @@ def test_percentiles_in_ms() -> None:
     assert p["n"] == 100 and p["p50"] == pytest.approx(50.5) and p["p99"] == pytest.approx(99.01)
     assert p["max"] == 100.0
     assert percentiles([]) == {"n": 0}
+
+
+def test_a_garbled_heartbeat_is_ignored_not_fatal() -> None:
+    """The control socket is input: a beat whose fields have the wrong types is dropped (a list for the
+    node's name crashed the supervisor, and the whole pipeline with it)."""
+    supervisor = Supervisor(load_config(None), None)
+    context = zmq.Context.instance()
+    pull, push = context.socket(zmq.PULL), context.socket(zmq.PUSH)
+    try:
+        pull.bind("inproc://beats")
+        push.connect("inproc://beats")
+        for beat in (
+            {"node": [1], "pid": 1, "counters": {}},
+            {"node": "inference", "pid": 1, "counters": [1, 2]},
+            {"node": "inference", "pid": 1, "counters": {}, "t_ns": "soon"},
+            {"node": {"a": 1}, "pid": "x", "counters": None},
+        ):
+            push.send(msgpack.packb(beat))
+        time.sleep(0.1)  # inproc delivers at once; a moment for the four to queue
+        supervisor._drain_heartbeats(pull)
+        assert all(node.last_beat is None for node in supervisor.nodes)
+    finally:
+        push.close(0)
+        pull.close(0)
