@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fusion_pipeline.errors import FusionError
 
-__all__ = ["write_new"]
+__all__ = ["new_file", "write_new"]
 
 
-def write_new(path: Path, write: Callable[[Path], object], error: type[FusionError] = FusionError) -> None:
-    """`write(partial)` to a file beside `path`, then link it into place: an existing file is never
-    overwritten (`error` says so), and a failed write leaves nothing behind."""
+@contextmanager
+def new_file(path: Path, error: type[FusionError] = FusionError) -> Iterator[Path]:
+    """A file to write beside `path`, linked into place when the block ends without an exception: an
+    existing file is never overwritten (`error` says so), and a failed write leaves nothing behind."""
     if path.exists():
         raise error(f"{path}: exists already, not overwriting it")
     partial = path.with_name(f".{os.getpid()}.{path.name}")  # same folder: link(2) needs one file system
     try:
-        write(partial)
+        yield partial
         try:
             os.link(partial, path)
         except FileExistsError:
             raise error(f"{path}: exists already, not overwriting it") from None
     finally:
         partial.unlink(missing_ok=True)
+
+
+def write_new(path: Path, write: Callable[[Path], object], error: type[FusionError] = FusionError) -> None:
+    """`write(partial)` to a file beside `path`, then link it into place (`new_file`)."""
+    with new_file(path, error) as partial:
+        write(partial)

@@ -18,6 +18,7 @@ work on what it holds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -29,7 +30,7 @@ from typing import Any
 
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
 from fusion_pipeline.config import Config, load_config
-from fusion_pipeline.files import write_new
+from fusion_pipeline.files import new_file, write_new
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader
 from fusion_pipeline.logs.send_order import ReplaySettings
@@ -295,11 +296,6 @@ def _replay(args: argparse.Namespace) -> int:
     and the results are the same at any speed). With --offline, the same stages run in this process
     instead, with no sockets and no graph: the same sets and results, as fast as the CPU goes.
     """
-    from fusion_pipeline.cli.run import format_summary
-    from fusion_pipeline.logs.replayer import Replayer
-    from fusion_pipeline.logs.send_order import plan_streams
-    from fusion_pipeline.ops.status import resolve_run_dir
-
     if args.offline:
         given = [
             option
@@ -324,6 +320,23 @@ def _replay(args: argparse.Namespace) -> int:
     _distinct_logs(args.logs)
     check_output_path(args.report_json, "--report-json", new=True)
     check_output_path(args.results, "--results", new=True)
+    # The results take their name only once the replay went through the log: a failed or stopped one
+    # leaves no file under it (a replay can be run again), nor one that blocks the retry.
+    with contextlib.nullcontext() if args.results is None else new_file(args.results, LogError) as results:
+        stopped = _stop_on_signals()
+        code = _replay_to(args, results, stopped)
+        if stopped[0] and results is not None:
+            raise LogError(f"stopped before the end of the log: --results {args.results} not written")
+        return code
+
+
+def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[bool]) -> int:
+    """`replay`, its options checked, with the results written to `results`."""
+    from fusion_pipeline.cli.run import format_summary
+    from fusion_pipeline.logs.replayer import Replayer
+    from fusion_pipeline.logs.send_order import plan_streams
+    from fusion_pipeline.ops.status import resolve_run_dir
+
     config = load_config(args.config)
     settings = ReplaySettings(
         rate=None if args.max_speed or args.offline else args.rate or 1.0,
@@ -333,7 +346,7 @@ def _replay(args: argparse.Namespace) -> int:
         streams=tuple(args.streams),
         remap=_parse_remap(args.remap),
         graph=not args.publish_only,
-        results_path=args.results,
+        results_path=results,
         progress=not args.no_progress,
     )
     # A replay is read for speed; the exports (export-ros2, export-foxglove) verify the CRCs.
@@ -342,8 +355,7 @@ def _replay(args: argparse.Namespace) -> int:
     plan = plan_streams(config, reader.scan_streams(), settings)
     _check_window(settings.start_s, settings.end_s, _read_through(reader, plan, args.allow_truncated))
     if args.offline:
-        return _replay_offline(args, config, settings, reader)
-    stopped = _stop_on_signals()
+        return _replay_offline(args, config, settings, reader, results, stopped)
     graph = None
     if args.publish_only:
         run_dir, _ = resolve_run_dir(args.config, args.run_dir)
@@ -394,7 +406,12 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _replay_offline(
-    args: argparse.Namespace, config: Config, settings: ReplaySettings, reader: LogReader
+    args: argparse.Namespace,
+    config: Config,
+    settings: ReplaySettings,
+    reader: LogReader,
+    results: Path | None,
+    stopped: list[bool],
 ) -> int:
     """`replay --offline`, its options checked: the stages in this process (fusion_pipeline.offline)."""
     from fusion_pipeline.cli.run import preflight
@@ -408,10 +425,9 @@ def _replay_offline(
         log.warning("WARNING: %s", graph.runtime.describe())
     else:
         log.info("%s", graph.runtime.describe())
-    stopped = _stop_on_signals()
     report = graph.run(
         reader,
-        args.results,
+        results,
         start_s=settings.start_s,
         end_s=settings.end_s,
         streams=settings.streams,

@@ -103,3 +103,20 @@ def test_a_record_that_fails_before_any_message_leaves_no_log(
     command = ("record", str(out), "--run-dir", str(ipc_dir), "--duration", "5")
     assert "the socket broke" in _fails(capsys, *command)
     assert not out.exists()
+
+
+def test_a_stopped_offline_replay_leaves_no_results(
+    demo_log: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results take their name only once the replay went through the log (before, a stopped run left a
+    valid-looking file of the results so far, and exit 0)."""
+    import fusion_pipeline.cli.logs as cli_logs
+
+    monkeypatch.setattr(cli_logs, "_stop_on_signals", lambda: [True])  # Ctrl-C before the first message
+    results = tmp_path / "r.mcap"
+    err = _fails(capsys, "replay", str(demo_log), "--offline", "--no-progress", "--results", str(results))
+    assert f"stopped before the end of the log: --results {results} not written" in err
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert main(["replay", str(demo_log), "--offline", "--no-progress", "--results", str(results)]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["r.mcap"]
