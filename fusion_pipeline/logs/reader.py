@@ -2,8 +2,9 @@
 
 Reading does not need the MCAP summary, so a file cut short by a crash reads up to its last whole chunk
 and the reader says how much it recovered. Every declared length is checked against what is left (and a
-chunk's against the most a log's chunk holds) before anything is allocated for it. The record layout is
-in `fusion_pipeline.logs.records`.
+chunk's against the most a log's chunk holds) before anything is allocated for it. Damage anywhere (the
+file's records, a chunk, one message's data) ends the reading of that file at the damage, which the
+reader reports with the file and the byte offset. The record layout is in `fusion_pipeline.logs.records`.
 """
 
 from __future__ import annotations
@@ -260,8 +261,9 @@ def _chunk_data(chunk: Chunk, limits: Limits, verify_crcs: bool, where: str) -> 
     return data
 
 
-def _chunk_records(data: bytes, where: str) -> Iterator[Any]:
-    """The records inside a chunk's data, each length checked against what is left of the chunk."""
+def _chunk_records(data: bytes, where: str) -> Iterator[tuple[str, Any]]:
+    """(where, record) of the records inside a chunk's data (`where` the chunk's), each length checked
+    against what is left of the chunk."""
     view, offset = memoryview(data), 0
     while offset < view.nbytes:
         if offset + _RECORD_HEAD.size > view.nbytes:
@@ -273,10 +275,11 @@ def _chunk_records(data: bytes, where: str) -> Iterator[Any]:
                 f"{where}: record at byte {offset} of the chunk declares {length} bytes, "
                 f"{view.nbytes - start} are left"
             )
+        record_where = f"{where}, record at byte {offset} of the chunk"
         offset = start + length
-        record = _parse(opcode, view[start:offset], f"{where}, byte {start - 9} of the chunk")
+        record = _parse(opcode, view[start:offset], record_where)
         if record is not None:
-            yield record
+            yield record_where, record
 
 
 #: Chunks decompressed ahead of the reading per worker thread (LogReader `threads` > 1).
@@ -344,14 +347,20 @@ class _FileState:
     error: str = ""
     messages: int = 0
 
+    def stop(self, error: str) -> None:
+        """Say what ended the reading of the file before its end (`error` may name the file first)."""
+        self.error = error.removeprefix(f"{self.path}: ")
+
 
 class LogReader:
     """Reads one log, or the parts of a split one in order, front to back (= receive order).
 
     Reading does not need the MCAP summary, so a file cut short by a crash reads up to its last whole
-    chunk; `truncated` then names the file and what stopped the reader. `verify_crcs=False` skips the
-    CRC checks of the file and of every decompressed chunk (about a third of the reading time); the
-    records' structure and every message's wire limits are still checked. `threads` > 1 decompresses
+    chunk; `truncated` then names the file and what stopped the reader. Damage ends its file alike
+    wherever it is, in the file's records or in one message (data that is no valid record, a message on
+    no channel): the messages before it are read, and the next part, if any, is read. `verify_crcs=False`
+    skips the CRC checks of the file and of every decompressed chunk (about a third of the reading time);
+    the records' structure and every message's wire limits are still checked. `threads` > 1 decompresses
     chunks on that many worker threads ahead of the reading (zstd is most of a log's reading time).
     Messages of channels with another encoding (a Foxglove export, say) are refused with a LogError.
     """
@@ -386,8 +395,8 @@ class LogReader:
 
     @property
     def truncated(self) -> list[str]:
-        """'PATH: reason' for every file whose reading stopped at a damaged or missing tail (not a file
-        the caller simply stopped reading)."""
+        """'PATH: where: reason' for every file whose reading stopped at damage or at a missing tail (not a
+        file the caller simply stopped reading)."""
         return [f"{f.path}: {f.error}" for f in self.files if f.error]
 
     def scan_streams(self) -> dict[str, dict[str, str]]:
@@ -398,7 +407,7 @@ class LogReader:
             channels = summary.channels if summary is not None else None
             if channels is None:
                 channels = [
-                    r for r in self._records(_FileState(path), self.verify_crcs) if isinstance(r, Channel)
+                    r for _, r in self._records(_FileState(path), self.verify_crcs) if isinstance(r, Channel)
                 ]
             for channel in channels:
                 self._add_channel(channel, path)
@@ -431,22 +440,37 @@ class LogReader:
         for path in self.paths:
             state = _FileState(path)
             self.files.append(state)
-            channels: dict[int, str] = {}
-            for record in self._records(state, self.verify_crcs):
-                if isinstance(record, Message):
-                    topic = channels.get(record.channel_id)
-                    if topic is None:
-                        raise LogError(f"{path}: message on unknown channel {record.channel_id}")
-                    if wanted is None or topic in wanted:
-                        state.messages += 1
-                        yield LogMessage(unpack_record(topic, record.data, self.limits), record.log_time)
-                elif isinstance(record, Channel):
-                    channels[record.id] = record.topic
-                    self._add_channel(record, path)
-                elif isinstance(record, Metadata):
-                    self.metadata[record.name] = dict(record.metadata)
+            yield from self._file_messages(state, wanted)
             if not state.complete:
                 log.warning("%s: log ends early (%s); read %d messages", path, state.error, state.messages)
+
+    def _file_messages(self, state: _FileState, wanted: set[str] | None) -> Iterator[LogMessage]:
+        """The messages of one file (of the `wanted` streams). A message that is no valid record ends
+        the file as damage to its records does, so that `truncated` says so and the caller decides on
+        the messages before it (replay --allow-truncated) as for a file cut short."""
+        channels: dict[int, str] = {}
+        number = 0  # of the message in the file, all streams
+        with contextlib.closing(self._records(state, self.verify_crcs)) as records:
+            for where, record in records:
+                if isinstance(record, Message):
+                    number += 1
+                    topic = channels.get(record.channel_id)
+                    if topic is not None and wanted is not None and topic not in wanted:
+                        continue
+                    try:
+                        if topic is None:
+                            raise LogError(f"channel {record.channel_id} is not defined before it")
+                        sample = unpack_record(topic, record.data, self.limits)
+                    except LogError as exc:
+                        state.stop(f"{where}, message {number} (log time {record.log_time} ns): {exc}")
+                        return
+                    state.messages += 1
+                    yield LogMessage(sample, record.log_time)
+                elif isinstance(record, Channel):
+                    channels[record.id] = record.topic
+                    self._add_channel(record, state.path)
+                elif isinstance(record, Metadata):
+                    self.metadata[record.name] = dict(record.metadata)
 
     def _opened(
         self,
@@ -454,30 +478,30 @@ class LogReader:
         path: Path,
         verify_crcs: bool,
         pool: ThreadPoolExecutor | None,
-    ) -> Iterator[Any]:
-        """`records` parsed, in order, chunks opened. With `pool`, chunks are decompressed on its threads,
-        up to INFLATE_AHEAD per thread ahead of the one being read. A damaged record ends the file after
-        everything before it was given, as in line."""
+    ) -> Iterator[tuple[str, Any]]:
+        """(where, record) of `records` parsed, in order, chunks opened. With `pool`, chunks are
+        decompressed on its threads, up to INFLATE_AHEAD per thread ahead of the one being read. A damaged
+        record ends the file after everything before it was given, as in line."""
         depth = INFLATE_AHEAD * self.threads
-        pending: deque[tuple[str, Any]] = deque()  # (where, a record, or its chunk data to come)
+        pending: deque[tuple[str, Any]] = deque()  # (where, a record, or its chunk's data to come)
         damage: list[LogError] = []  # what ended `records`, raised once everything before it was given
 
         def parsed() -> Iterator[tuple[str, Any]]:
             try:
                 for offset, opcode, body in records:
-                    where = f"{path}: record at byte {offset}"
+                    where = f"{path}: {'chunk' if opcode == Opcode.CHUNK else 'record'} at byte {offset}"
                     # A message outside a chunk: its arrays would be views of the mapping, which closes.
                     body = memoryview(bytes(body)) if opcode == Opcode.MESSAGE else body
                     yield where, _parse(opcode, body, where)
             except LogError as exc:
                 damage.append(exc)
 
-        def oldest() -> Iterator[Any]:
+        def oldest() -> Iterator[tuple[str, Any]]:
             where, item = pending.popleft()
             if isinstance(item, Future):
                 yield from _chunk_records(item.result(), where)
             elif item is not None:
-                yield item
+                yield where, item
 
         for where, record in parsed():
             if isinstance(record, Chunk):
@@ -501,9 +525,9 @@ class LogReader:
             )
         self.streams.setdefault(record.topic, dict(record.metadata))
 
-    def _records(self, state: _FileState, verify_crcs: bool) -> Iterator[Any]:
-        """Every record of one file in order, chunks opened; a damaged or missing part (a crash leaves a
-        partial record at the tail) ends the file, and `state` says where and why."""
+    def _records(self, state: _FileState, verify_crcs: bool) -> Iterator[tuple[str, Any]]:
+        """(where, record) of every record of one file in order, chunks opened; a damaged or missing part
+        (a crash leaves a partial record at the tail) ends the file, and `state` says where and why."""
         path = state.path
         try:
             with open(path, "rb") as f, _mapped(f) as data, contextlib.ExitStack() as stack:
@@ -515,6 +539,6 @@ class LogReader:
                 yield from self._opened(records, path, verify_crcs, pool)
             state.complete = True
         except LogError as exc:
-            state.error = str(exc).removeprefix(f"{path}: ")
+            state.stop(str(exc))
         except OSError as exc:
             state.error = f"cannot read: {exc.strerror}"

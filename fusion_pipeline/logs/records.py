@@ -109,5 +109,7 @@ def _read_bin(view: memoryview, offset: int, topic: str, index: int) -> tuple[in
         raise LogError(f"stream {topic!r}: record buffer {index} is cut short")
     length = int.from_bytes(view[offset + 1 : start], "big")
     if start + length > view.nbytes:
-        raise LogError(f"stream {topic!r}: record buffer {index} declares {length} bytes, fewer remain")
+        raise LogError(
+            f"stream {topic!r}: record buffer {index} declares {length} bytes, {view.nbytes - start} remain"
+        )
     return start + length, view[start : start + length]

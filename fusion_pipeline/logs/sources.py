@@ -1,8 +1,10 @@
-"""The inputs of an export: logs grouped by recording (`log_sources`) and named as topics (`SourceTopics`)."""
+"""The inputs of an export, a batch or a view: logs grouped by recording (`log_sources`) and named as
+topics (`SourceTopics`)."""
 
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,28 +13,72 @@ from fusion_pipeline.logs.writer import part_path
 
 __all__ = ["SourceTopics", "log_sources"]
 
+log = logging.getLogger(__name__)
+
+_PART = re.compile(r"(.+)_(\d{3})")  # the stem of part N of a split recording: NAME_NNN
+
 
 def log_sources(paths: Sequence[Path]) -> list[tuple[str, list[Path]]]:
-    """The inputs of an export grouped by recording, in order: consecutive parts of a split recording
-    (``NAME_000.mcap``, ``NAME_001.mcap``, ...) are one source named NAME, any other file a source named
-    by its stem; a name that comes twice gets ``-2``, ``-3``, ... ."""
-    sources: list[tuple[str, list[Path]]] = []
+    """The inputs grouped by recording, in the order first given: the parts of a split recording
+    (``NAME_000.mcap``, ``NAME_001.mcap``, ..., given in any order) are one source named NAME, in part
+    order; any other file is a source named by its stem. A part whose predecessor is not given (a gap,
+    or a recording's later parts alone) starts a source named by its stem, with a warning that names
+    the parts missing. A name that comes twice gets ``-2``, ``-3``, ... ."""
+    recordings: list[tuple[Path, list[Path]]] = []  # (recording, its files given)
+    parts: dict[Path, list[Path]] = {}  # a split recording (its unsplit path) -> its parts given
     for path in paths:
-        match = re.fullmatch(r"(.+)_(\d{3})", path.stem)
-        base = match[1] if match else path.stem
-        index = int(match[2]) if match else 0
-        if (
-            index
-            and sources
-            and sources[-1][1][-1] == part_path(path.with_name(base + path.suffix), index - 1)
-        ):
-            sources[-1][1].append(path)
+        match = _PART.fullmatch(path.stem)
+        if match is None:
+            recordings.append((path, [path]))
             continue
-        name = base if index == 0 else path.stem
-        taken = {n for n, _ in sources}
-        unique = next(c for c in (name, *(f"{name}-{n}" for n in range(2, len(paths) + 2))) if c not in taken)
-        sources.append((unique, [path]))
+        recording = path.with_name(match[1] + path.suffix)
+        if recording not in parts:
+            parts[recording] = []
+            recordings.append((recording, parts[recording]))
+        parts[recording].append(path)
+    sources: list[tuple[str, list[Path]]] = []
+    for recording, files in recordings:
+        for missing, run in _runs(recording, files):
+            name = recording.stem if _part_index(run[0]) == 0 else run[0].stem
+            taken = {n for n, _ in sources}
+            unique = next(
+                c for c in (name, *(f"{name}-{n}" for n in range(2, len(paths) + 2))) if c not in taken
+            )
+            if missing:
+                log.warning(
+                    "%s not given: the parts of %s from %s on are a log of their own, %r",
+                    missing,
+                    recording.stem,
+                    run[0].name,
+                    unique,
+                )
+            sources.append((unique, run))
     return sources
+
+
+def _part_index(path: Path) -> int:
+    """The part number of a split recording's part; 0 for any other file (a recording of one file)."""
+    match = _PART.fullmatch(path.stem)
+    return int(match[2]) if match else 0
+
+
+def _runs(recording: Path, files: list[Path]) -> list[tuple[str, list[Path]]]:
+    """The files of one recording in part order, as runs of consecutive parts, each with the parts
+    missing before it ("" when none are)."""
+    runs: list[tuple[str, list[Path]]] = []
+    expected = 0  # the part that continues the last run
+    for path in sorted(files, key=_part_index):
+        index = _part_index(path)
+        if runs and index == expected:
+            runs[-1][1].append(path)
+        else:  # a gap, the first part, or a part given twice (it starts a run again: nothing dropped)
+            missing = ""
+            if index > expected:
+                last = "" if index == expected + 1 else f" to {part_path(recording, index - 1).name}"
+                missing = f"{part_path(recording, expected)}{last}"
+            runs.append((missing, [path]))
+        expected = index + 1
+    return runs
 
 
 class SourceTopics:

@@ -6,6 +6,7 @@ import stat
 import struct
 from pathlib import Path
 
+import mcap.writer
 import msgpack
 import numpy as np
 import pytest
@@ -290,3 +291,51 @@ def test_chunks_decompressed_on_threads_read_as_in_line(tmp_path: Path, damage: 
     assert (in_line.truncated == []) == (damage == "none")
     with pytest.raises(ValueError, match="threads must be at least 1"):
         LogReader(damaged, threads=0)
+
+
+#: A record whose buffer 0 declares 4294967295 bytes (bin 32, 0xffffffff) after an empty header (nil).
+_HUGE_BUFFER = b"\x92\xc0\xc6\xff\xff\xff\xff"
+
+
+def _log_with_one_bad_message(path: Path, chunked: bool, channel_offset: int, data: bytes) -> None:
+    """Three lidar messages at log times 1, 2, 3, the second with `data` on channel id + `channel_offset`."""
+    good = pack_record(encode(_lidar(0)))
+    with open(path, "wb") as f:
+        writer = mcap.writer.Writer(f, use_chunking=chunked)
+        writer.start(profile="", library="test")
+        channel = writer.register_channel("lidar/top", MESSAGE_ENCODING, schema_id=0)
+        for log_time, (offset, record) in enumerate([(0, good), (channel_offset, data), (0, good)], 1):
+            writer.add_message(channel + offset, log_time, record, publish_time=0)
+        writer.finish()
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+@pytest.mark.parametrize(
+    ("channel_offset", "data", "says"),
+    [
+        (0, _HUGE_BUFFER, "stream 'lidar/top': record buffer 0 declares 4294967295 bytes, 0 remain"),
+        (7, pack_record(encode(_lidar(1))), r"channel \d+ is not defined before it"),
+    ],
+)
+def test_a_damaged_message_ends_its_file_like_other_damage_naming_where(
+    tmp_path: Path, chunked: bool, channel_offset: int, data: bytes, says: str
+) -> None:
+    damaged, after = tmp_path / "run_000.mcap", tmp_path / "run_001.mcap"
+    _log_with_one_bad_message(damaged, chunked, channel_offset, data)
+    with LogWriter(after) as writer:
+        writer.write(_lidar(9), 10)
+    for threads in (1, 2):
+        reader = LogReader([damaged, after], threads=threads)
+        # The message before the damage is read, the rest of that file is not; the next part is.
+        assert [m.log_time_ns for m in reader] == [1, 10]
+        assert len(reader.truncated) == 1
+        problem = reader.truncated[0]
+        where = (
+            r"chunk at byte (\d+), record at byte \d+ of the chunk" if chunked else r"record at byte (\d+)"
+        )
+        match = re.fullmatch(
+            f"{re.escape(str(damaged))}: {where}, message 2 \\(log time 2 ns\\): {says}", problem
+        )
+        assert match, problem
+        opcode = 0x06 if chunked else 0x05  # the byte named is the Chunk or the Message record
+        assert damaged.read_bytes()[int(match[1])] == opcode

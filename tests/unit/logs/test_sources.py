@@ -1,0 +1,61 @@
+"""log_sources: split parts grouped by recording in part order, whatever order they come in; a gap said."""
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from fusion_pipeline.logs import log_sources
+
+D = Path("/logs")
+
+
+def _paths(*names: str) -> list[Path]:
+    return [D / name for name in names]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        ["run_000.mcap", "run_001.mcap", "other.mcap", "run_002.mcap"],
+        ["run_002.mcap", "other.mcap", "run_000.mcap", "run_001.mcap"],  # out of order on a command line
+    ],
+)
+def test_the_parts_of_a_recording_are_one_source_in_part_order(
+    given: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        sources = log_sources(_paths(*given))
+    # Recordings in the order first given (a results log after its recording stays second).
+    assert sources == [
+        ("run", _paths("run_000.mcap", "run_001.mcap", "run_002.mcap")),
+        ("other", _paths("other.mcap")),
+    ]
+    assert caplog.records == []
+
+
+LATER_PARTS = "the parts of run from run_002.mcap on are a log of their own, 'run_002'"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected", "warning"),
+    [
+        (
+            ["run_000.mcap", "run_002.mcap", "run_003.mcap"],  # a directory's parts, one lost
+            [("run", ["run_000.mcap"]), ("run_002", ["run_002.mcap", "run_003.mcap"])],
+            f"/logs/run_001.mcap not given: {LATER_PARTS}",
+        ),
+        (
+            ["run_003.mcap", "run_002.mcap"],
+            [("run_002", ["run_002.mcap", "run_003.mcap"])],
+            f"/logs/run_000.mcap to run_001.mcap not given: {LATER_PARTS}",
+        ),
+    ],
+)
+def test_a_gap_in_the_parts_is_said_naming_the_parts_missing(
+    given: list[str], expected: list[tuple[str, list[str]]], warning: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        sources = log_sources(_paths(*given))
+    assert sources == [(name, _paths(*parts)) for name, parts in expected]
+    assert [r.getMessage() for r in caplog.records] == [warning]
