@@ -34,6 +34,7 @@ from fusion_pipeline.files import new_file, write_new
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader
 from fusion_pipeline.logs.send_order import ReplaySettings
+from fusion_pipeline.logs.sources import log_sources
 from fusion_pipeline.logs.writer import SplitPolicy
 
 __all__ = ["register"]
@@ -350,7 +351,9 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
         progress=not args.no_progress,
     )
     # A replay is read for speed; the exports (export-ros2, export-foxglove) verify the CRCs.
-    reader = LogReader(args.logs, verify_crcs=False)
+    # The parts of a split recording in part order, whatever order they were given in (a gap is warned).
+    parts = [path for _, paths in log_sources(args.logs) for path in paths]
+    reader = LogReader(parts, verify_crcs=False)
     # Everything the log and the options decide is checked before a node starts.
     plan = plan_streams(config, reader.scan_streams(), settings)
     _check_window(settings.start_s, settings.end_s, _read_through(reader, plan, args.allow_truncated))
