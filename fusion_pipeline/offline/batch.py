@@ -1,7 +1,8 @@
 """Many logs through the offline graph: a local pool of processes, or Ray tasks (offline/cluster.py).
 
 `run_batch` finds the logs (a directory means every log in it; split parts are one log), reads the
-manifest of the output directory (offline/manifest.py) and runs what is not done yet, one log per task:
+manifest of the output directory (offline/manifest.py) and runs what is not done yet (a done log whose
+files changed since is refused: its results are of a recording that is gone), one log per task:
 in a pool of worker processes by default, or one Ray task per log. Each log's results are written beside
 their final name and renamed into place only once the manifest line that says the log is done is on
 disk, so DIR/NAME.results.mcap is always whole, and a rerun after a kill redoes only the logs without
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import time
@@ -31,9 +33,9 @@ from fusion_pipeline.config import Config
 from fusion_pipeline.inference import SHIPPED, model_path
 from fusion_pipeline.logs.sources import log_sources
 from fusion_pipeline.offline.cluster import ray_records
-from fusion_pipeline.offline.compare import compare_dirs
+from fusion_pipeline.offline.compare import check_other, compare_dirs
 from fusion_pipeline.offline.errors import BatchError
-from fusion_pipeline.offline.manifest import LogRecord, Manifest
+from fusion_pipeline.offline.manifest import LogRecord, Manifest, PartIdentity, identify, identity_changes
 from fusion_pipeline.offline.summary import batch_summary
 from fusion_pipeline.offline.worker import (
     PARTIAL_SUFFIX,
@@ -53,6 +55,8 @@ __all__ = [
     "results_digest",
     "run_batch",
 ]
+
+logger = logging.getLogger(__name__)  # not `log`: that is a BatchLog throughout this module
 
 SUMMARY_NAME = "summary.json"
 
@@ -101,6 +105,8 @@ class BatchPlan:
 
     run: list[BatchLog] = field(default_factory=list)
     skipped: list[BatchLog] = field(default_factory=list)  # done by an earlier run
+    #: Logs of `skipped` whose done line predates `identity`: whether their files changed is unknown.
+    unverified: list[str] = field(default_factory=list)
     #: Logs not run: a results file under their name that the manifest does not say is done (written by
     #: something else), which a batch never writes over.
     refused: list[LogRecord] = field(default_factory=list)
@@ -108,15 +114,17 @@ class BatchPlan:
 
 def plan_batch(
     logs: Sequence[BatchLog],
+    identities: Mapping[str, list[PartIdentity]],
     records: Mapping[str, LogRecord],
     present: Collection[str],
     digest: str,
     where: Path,
 ) -> BatchPlan:
-    """Sort `logs` by the manifest's `records` and the results files `present` in the directory `where`:
-    done (the manifest says done and its file is there) is skipped, anything else runs. A done log of the
-    same name made from other files or with another config is a BatchError: its results are not this
-    batch's, and running into the same directory would mix two batches."""
+    """Sort `logs` (their files' `identities` now, by name) by the manifest's `records` and the results
+    files `present` in the directory `where`: done (the manifest says done from these very files, and its
+    file is there) is skipped, anything else runs. A done log of the same name made from other paths or
+    files, or with another config, is a BatchError: its results are not this batch's (or of a recording
+    since replaced at its path, which cannot be made again), and a batch never writes over them."""
     plan = BatchPlan()
     conflicts = []
     for log in logs:
@@ -127,14 +135,26 @@ def plan_batch(
                 conflicts.append(f"{log.name} is the results of {', '.join(record.paths)}")
             elif record.digest != digest:
                 conflicts.append(f"{log.name} was made with another config or model ({record.digest})")
+            elif record.identity and (
+                changes := identity_changes(paths, record.identity, identities[log.name])
+            ):
+                conflicts.append(
+                    f"{log.name} was made from its files as they were (then -> now: {changes}); move "
+                    f"{where / log.results_name} away to run it again"
+                )
             else:
+                if not record.identity:  # a line of a version before identity
+                    plan.unverified.append(log.name)
                 plan.skipped.append(log)
         elif log.results_name in present:
             error = (
                 f"{where / log.results_name} is there but the manifest does not say this log is done: not "
                 "writing over it (remove it to run this log again)"
             )
-            plan.refused.append(LogRecord(log.name, paths, "failed", error=error, digest=digest))
+            identity = identities[log.name]
+            plan.refused.append(
+                LogRecord(log.name, paths, "failed", error=error, digest=digest, identity=identity)
+            )
         else:
             plan.run.append(log)
     if conflicts:
@@ -221,18 +241,27 @@ def run_batch(
             f"--workers {workers} sizes the local pool or a local Ray; the cluster at {ray} runs a task "
             "per CPU it has"
         )
-    if compare is not None and not compare.is_dir():
-        raise BatchError(f"--compare {compare}: no such directory")
-    logs = find_logs(arguments)
     out = Path(os.path.abspath(out))
+    if compare is not None:
+        compare = Path(os.path.abspath(compare))
+        check_other(compare, out)  # before any log runs: a comparison it cannot make is refused now
+    logs = find_logs(arguments)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BatchError(f"--out {out}: cannot create it: {exc.strerror}") from exc
     digest = results_digest(config)
+    # Taken before any log runs: a file changed while its log runs differs from its line at the next run.
+    identities = {log.name: identify(log.paths) for log in logs}
     with Manifest(out) as manifest:
         present = {p.name for p in out.glob("*" + RESULTS_SUFFIX)}
-        plan = plan_batch(logs, manifest.records, present, digest, out)
+        plan = plan_batch(logs, identities, manifest.records, present, digest, out)
+        if plan.unverified:
+            logger.warning(
+                "%s: done by a version that did not record its files' sizes and times: taken as done "
+                "without knowing whether the files changed since",
+                ", ".join(plan.unverified),
+            )
         for record in plan.refused:
             manifest.append(record)
         cpus = os.cpu_count() or 1
@@ -253,6 +282,7 @@ def run_batch(
         ran: list[LogRecord] = []
         try:
             for record in _records(tasks, ray, concurrency):
+                record.identity = identities[record.log]
                 _finish(record, by_name[record.log], out, manifest)
                 ran.append(record)
                 bar.update()
@@ -273,7 +303,7 @@ def run_batch(
         "log_s_per_s": log_s / wall_s if wall_s else 0.0,
         "logs_per_min": 60 * len(tasks) / wall_s if wall_s else 0.0,
     }
-    comparison = None if compare is None else compare_dirs(records, out, Path(os.path.abspath(compare)))
+    comparison = None if compare is None else compare_dirs(records, out, compare)
     summary = batch_summary(records, run, comparison)
     partial = out / (SUMMARY_NAME + PARTIAL_SUFFIX)
     partial.write_text(json.dumps(summary, indent=2) + "\n")

@@ -4,6 +4,11 @@ Lines are only appended, so a batch killed at any point leaves every line it wro
 last, which the next batch cuts off; the last line of a log wins. A rerun reads the manifest to skip the
 logs that are done and retry the failed ones. A batch holds an exclusive lock on the file (flock) for
 its whole life, so two batches never write one directory.
+
+Each line names the version of the log it was made from (`identity`: each file's size and modification
+time), so results of a log since replaced at the same path are never taken for its own. Every value of a
+line is checked against the type its field declares: a line of the wrong shape is a BatchError naming
+the file, the line and the field, never a crash of whatever reads it later.
 """
 
 from __future__ import annotations
@@ -12,14 +17,29 @@ import fcntl
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict, field, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+import pydantic
+from typing_extensions import TypedDict  # pydantic reads typing's TypedDict only from Python 3.12 on
+
 from fusion_pipeline.offline.errors import BatchError
 
-__all__ = ["MANIFEST_NAME", "LogRecord", "Manifest", "read_records"]
+__all__ = [
+    "MANIFEST_NAME",
+    "Counts",
+    "LogRecord",
+    "Manifest",
+    "MomentsJson",
+    "PartIdentity",
+    "StatsJson",
+    "identify",
+    "identity_changes",
+    "read_records",
+]
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +48,48 @@ MANIFEST_NAME = "manifest.jsonl"
 Status = Literal["done", "failed"]
 
 
-@dataclass
+class PartIdentity(TypedDict):
+    """One file of a log as it was when the batch ran it: a file replaced or rewritten at the same path
+    has another size or modification time (reading every byte of a log to hash it would cost a replay's
+    worth of reading)."""
+
+    size: int
+    mtime_ns: int
+
+
+class Counts(TypedDict, total=False):
+    """A done log's counts, as worker.run_log writes them from its OfflineReport."""
+
+    messages: int
+    sent: dict[str, int]
+    sets: int
+    results: int
+    drops: dict[str, dict[str, int]]
+    provider: str
+
+
+class MomentsJson(TypedDict):
+    """summary.Moments as JSON."""
+
+    n: int
+    mean: float
+    m2: float
+    min: float
+    max: float
+
+
+class StatsJson(TypedDict, total=False):
+    """summary.LogStats as JSON; empty for a failed log."""
+
+    results: int
+    patterns: dict[str, int]
+    outputs: dict[str, MomentsJson]
+    classes: dict[str, dict[str, int]]
+
+
+# strict: a manifest is JSON, whose true is no count and whose "3" is no number; every field, nested
+# ones too, is checked against its type (a wrong one crashed whatever read it later).
+@pydantic.dataclasses.dataclass(config=pydantic.ConfigDict(strict=True))
 class LogRecord:
     """One manifest line: what became of one log."""
 
@@ -36,32 +97,70 @@ class LogRecord:
     paths: list[str]  # its files, split parts in order, absolute
     status: Status
     results: str = ""  # the results file, in the batch's directory; "" when failed
-    counts: dict[str, Any] = field(default_factory=dict)  # messages, sent, sets, results, drops, provider
+    counts: Counts = field(default_factory=Counts)
     #: started and finished (UNIX s), task_s (the whole task), setup_s (building the graph, once per
     #: worker), wall_s, log_s, cpu_s and speedup (the replay, as OfflineReport has them)
     timings: dict[str, float] = field(default_factory=dict)
     error: str = ""
-    stats: dict[str, Any] = field(default_factory=dict)  # summary.LogStats of the results, as JSON
+    stats: StatsJson = field(default_factory=StatsJson)  # summary.LogStats of the results
     digest: str = ""  # batch.results_digest of the config that made the results
     worker: str = ""  # HOST:PID of the process that ran it
+    #: Each of `paths` as the batch found it before running the log; empty in a line of a version before
+    #: this field (which files made those results is then unknown).
+    identity: list[PartIdentity] = field(default_factory=list)
 
     def to_line(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: Any) -> LogRecord:
-        """A record from a parsed line; ValueError naming what is wrong."""
+        """A record from a parsed line, every field of its declared type; ValueError naming the field."""
         if not isinstance(raw, dict):
             raise ValueError("not a JSON object")
-        missing = [name for name in ("log", "paths", "status") if name not in raw]
-        if missing:
-            raise ValueError(f"no {', '.join(missing)}")
-        if raw["status"] not in ("done", "failed"):
-            raise ValueError(f"status {raw['status']!r} is neither 'done' nor 'failed'")
-        if not isinstance(raw["log"], str) or not isinstance(raw["paths"], list):
-            raise ValueError("log must be a string and paths a list")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})  # later versions may add keys
+        try:
+            record = cls(**{k: v for k, v in raw.items() if k in known})  # later versions may add keys
+        except pydantic.ValidationError as exc:
+            raise ValueError("; ".join(map(_problem, exc.errors()))) from None
+        if record.identity and len(record.identity) != len(record.paths):
+            raise ValueError(f"{len(record.paths)} paths but an identity for {len(record.identity)}")
+        return record
+
+
+def _problem(error: Any) -> str:
+    """One of pydantic's errors as "field.key.0: what is wrong (got VALUE)"."""
+    where = ".".join(map(str, error["loc"]))
+    return (
+        f"{where}: missing"
+        if error["type"] == "missing"
+        else f"{where}: {error['msg']} (got {error['input']!r})"
+    )
+
+
+def identify(paths: Sequence[Path]) -> list[PartIdentity]:
+    """The identity of each file of a log now; BatchError naming a file that cannot be read."""
+    identity = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise BatchError(f"{path}: cannot read: {exc.strerror}") from exc
+        identity.append(PartIdentity(size=stat.st_size, mtime_ns=stat.st_mtime_ns))
+    return identity
+
+
+def identity_changes(
+    paths: Sequence[str], before: Sequence[PartIdentity], now: Sequence[PartIdentity]
+) -> str:
+    """The files of `paths` whose identity differs between `before` and `now`, in words; "" if none.
+    Only the keys PartIdentity names count: a later version may record more."""
+    changed = [
+        f"{path}: {old['size']} bytes at mtime_ns {old['mtime_ns']} -> "
+        f"{new['size']} bytes at mtime_ns {new['mtime_ns']}"
+        for path, old, new in zip(paths, before, now, strict=True)
+        if (old["size"], old["mtime_ns"]) != (new["size"], new["mtime_ns"])
+    ]
+    return "; ".join(changed)
 
 
 def read_records(text: str, where: str) -> dict[str, LogRecord]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fusion_pipeline.offline.manifest import LogRecord
+from fusion_pipeline.offline.manifest import LogRecord, MomentsJson, StatsJson
 from fusion_pipeline.transport.wire import Sample
 
 __all__ = ["LogStats", "Moments", "batch_summary", "class_of", "format_summary", "presence_pattern"]
@@ -69,11 +69,11 @@ class Moments:
         """The population standard deviation (of all values, not an estimate from a sample)."""
         return math.sqrt(self.m2 / self.n) if self.n else math.nan
 
-    def as_json(self) -> dict[str, float]:
+    def as_json(self) -> MomentsJson:
         return {"n": self.n, "mean": self.mean, "m2": self.m2, "min": self.low, "max": self.high}
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> Moments:
+    def from_json(cls, raw: MomentsJson) -> Moments:
         return cls(int(raw["n"]), float(raw["mean"]), float(raw["m2"]), float(raw["min"]), float(raw["max"]))
 
     def report(self) -> dict[str, float]:
@@ -121,7 +121,7 @@ class LogStats:
         for name, counts in other.classes.items():
             self.classes.setdefault(name, Counter()).update(counts)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> StatsJson:
         """Everything `from_json` needs to merge it later (the manifest keeps it)."""
         return {
             "results": self.results,
@@ -131,7 +131,7 @@ class LogStats:
         }
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> LogStats:
+    def from_json(cls, raw: StatsJson) -> LogStats:
         return cls(
             results=int(raw.get("results", 0)),
             patterns=Counter(raw.get("patterns", {})),
@@ -226,8 +226,9 @@ def format_summary(summary: Mapping[str, Any], out: str) -> str:
     batch, run = summary["batch"], summary["run"]
     lines = [
         f"batch of {batch['logs']} logs in {out}: {batch['done']} done, {batch['failed']} failed; this run "
-        f"ran {run['ran']} ({run['skipped']} done before) in {run['wall_s']:.1f} s: {run['log_s']:.1f} s "
-        f"of log, {run['log_s_per_s']:.2f} log s per s, {run['logs_per_min']:.1f} logs/min"
+        f"ran {run['ran']} ({run['skipped']} done before) in {run['wall_s']:.1f} s: "
+        f"{run['log_s']:.1f} s of log, {run['log_s_per_s']:.2f} log s per s, "
+        f"{run['logs_per_min']:.1f} logs/min"
     ]
     for name, entry in summary["logs"].items():
         if entry["status"] == "failed":
@@ -240,6 +241,8 @@ def format_summary(summary: Mapping[str, Any], out: str) -> str:
         lines.append(f"compared with {compare['other']}:")
         for name, comparison in compare["logs"].items():
             lines.append(f"  {name}: {_agreement_text(comparison)}")
+        for name, error in compare["errors"].items():
+            lines.append(f"  {name}: NOT COMPARED: {error}")
         if compare["missing"]:
             lines.append(f"  not in {compare['other']}: {', '.join(compare['missing'])}")
         lines.append(f"  all logs: {_agreement_text(compare['overall'])}")

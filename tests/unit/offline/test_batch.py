@@ -1,18 +1,29 @@
 """The batch's pure parts: which logs a command line names, what a batch does with each given its
-manifest and directory, the digest that tells one config's results from another's, and the config as
-the workers run it. A batch run end to end: tests/process/test_batch.py."""
+manifest and directory (a log changed since it was done is run again), the digest that tells one
+config's results from another's, and the config as the workers run it; a batch whose workers are a
+stand-in, for what it records and compares. A batch run end to end: tests/process/test_batch.py."""
 
 from __future__ import annotations
 
+import json
+import re
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import fusion_pipeline.offline.batch as batch_module
 from fusion_pipeline.config import Config, load_config
-from fusion_pipeline.offline import BatchError, BatchLog, LogRecord, find_logs, results_digest
-from fusion_pipeline.offline.batch import _workers_config, plan_batch
+from fusion_pipeline.logs import LogWriter
+from fusion_pipeline.offline import BatchError, BatchLog, LogRecord, Manifest, find_logs, run_batch
+from fusion_pipeline.offline.batch import SUMMARY_NAME, _workers_config, plan_batch, results_digest
 from fusion_pipeline.offline.cluster import import_ray
+from fusion_pipeline.offline.manifest import PartIdentity
+from fusion_pipeline.offline.summary import format_summary
+from fusion_pipeline.offline.worker import LogTask
+from fusion_pipeline.transport import Sample
 
 DEMO = load_config(None)
 
@@ -59,11 +70,20 @@ def test_an_argument_that_names_no_log_is_refused(tmp_path: Path, name: str, pro
 LOGS = [
     BatchLog(name, (Path(f"/logs/{name}.mcap"),)) for name in ("done", "redo", "failed", "new", "foreign")
 ]
+NOW: list[PartIdentity] = [{"size": 100, "mtime_ns": 7}]  # each log's one file as the batch finds it
+IDENTITIES = {log.name: NOW for log in LOGS}
 
 
-def done(name: str, digest: str = "d1", paths: list[str] | None = None) -> LogRecord:
+def done(
+    name: str, digest: str = "d1", paths: list[str] | None = None, identity: list[PartIdentity] = NOW
+) -> LogRecord:
     return LogRecord(
-        name, paths or [f"/logs/{name}.mcap"], "done", results=f"{name}.results.mcap", digest=digest
+        name,
+        paths or [f"/logs/{name}.mcap"],
+        "done",
+        results=f"{name}.results.mcap",
+        digest=digest,
+        identity=identity,
     )
 
 
@@ -74,9 +94,10 @@ def test_a_rerun_skips_the_done_logs_and_runs_the_rest() -> None:
         "failed": LogRecord("failed", ["/logs/failed.mcap"], "failed", error="log cut short"),
     }
     present = {"done.results.mcap", "foreign.results.mcap"}
-    plan = plan_batch(LOGS, records, present, "d1", Path("/out"))
+    plan = plan_batch(LOGS, IDENTITIES, records, present, "d1", Path("/out"))
     assert [log.name for log in plan.skipped] == ["done"]
     assert [log.name for log in plan.run] == ["redo", "failed", "new"]
+    assert plan.unverified == []
     # A results file the manifest does not account for is never written over: the log fails, said why.
     (refused,) = plan.refused
     assert (refused.log, refused.status, refused.digest) == ("foreign", "failed", "d1")
@@ -92,7 +113,94 @@ def test_a_rerun_skips_the_done_logs_and_runs_the_rest() -> None:
 )
 def test_results_of_another_batch_under_a_name_are_refused(record: LogRecord, problem: str) -> None:
     with pytest.raises(BatchError, match=f"/out holds other results under this batch's names: {problem}"):
-        plan_batch(LOGS, {"done": record}, {"done.results.mcap"}, "d1", Path("/out"))
+        plan_batch(LOGS, IDENTITIES, {"done": record}, {"done.results.mcap"}, "d1", Path("/out"))
+
+
+@pytest.mark.parametrize(
+    ("identity", "then_now"),
+    [
+        ([{"size": 50, "mtime_ns": 7}], "/logs/done.mcap: 50 bytes at mtime_ns 7 -> 100 bytes at mtime_ns 7"),
+        (
+            [{"size": 100, "mtime_ns": 3}],
+            "/logs/done.mcap: 100 bytes at mtime_ns 3 -> 100 bytes at mtime_ns 7",
+        ),
+    ],
+)
+def test_a_done_log_whose_files_changed_is_refused(identity: list[PartIdentity], then_now: str) -> None:
+    """Its results are of a recording since replaced (or rewritten) at its path: they cannot be made again,
+    so a batch neither takes them for the new one's nor writes over them."""
+    records = {"done": done("done", identity=identity)}
+    with pytest.raises(
+        BatchError,
+        match=re.escape(
+            f"done was made from its files as they were (then -> now: {then_now}); "
+            "move /out/done.results.mcap away"
+        ),
+    ):
+        plan_batch(LOGS[:1], IDENTITIES, records, {"done.results.mcap"}, "d1", Path("/out"))
+
+
+def test_a_done_line_of_an_older_version_is_taken_as_done_and_said() -> None:
+    records = {"done": done("done", identity=[])}
+    plan = plan_batch(LOGS[:1], IDENTITIES, records, {"done.results.mcap"}, "d1", Path("/out"))
+    assert ([log.name for log in plan.skipped], plan.run, plan.unverified) == (["done"], [], ["done"])
+
+
+def _done_by_workers(tasks: Sequence[LogTask], ray: str | None, concurrency: int) -> Iterator[LogRecord]:
+    """What the workers yield for `tasks`, without replaying anything: each log done with one result."""
+    for task in tasks:
+        with LogWriter(task.out / task.log.partial_name) as results:
+            results.write(Sample("result/fused", "result", 1, 10), log_time_ns=10)
+        paths = [str(p) for p in task.log.paths]
+        yield LogRecord(task.log.name, paths, "done", results=task.log.results_name, digest=task.digest)
+
+
+@pytest.fixture
+def batch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """run_batch on the logs in tmp_path/logs (a.mcap to start with), its workers `_done_by_workers`."""
+    monkeypatch.setattr(batch_module, "_records", _done_by_workers)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs/a.mcap").write_bytes(b"recording 1")
+    return lambda out, **options: run_batch([tmp_path / "logs"], out, DEMO, progress=False, **options)
+
+
+def test_a_log_replaced_at_its_path_is_refused_until_its_results_are_moved(
+    batch: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    out, log = tmp_path / "out", tmp_path / "logs/a.mcap"
+    assert batch(out)["run"]["ran"] == 1
+    again = batch(out)["run"]
+    assert (again["ran"], again["skipped"]) == (0, 1)
+    log.write_bytes(b"a shorter one")  # another recording at the same path
+    with pytest.raises(
+        BatchError, match=f"a was made from its files as they were .then -> now: {log}: 11 bytes"
+    ):
+        batch(out)
+    assert (out / "a.results.mcap").exists()  # the old recording's results are kept
+    (out / "a.results.mcap").rename(tmp_path / "a.old.results.mcap")
+    assert batch(out)["run"]["ran"] == 1
+    with Manifest(out) as manifest:
+        (line,) = manifest.records.values()
+    assert line.identity == [{"size": log.stat().st_size, "mtime_ns": log.stat().st_mtime_ns}]
+
+
+def test_compare_refuses_the_batch_itself_and_reports_a_bad_result_per_log(
+    batch: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    out, other = tmp_path / "out", tmp_path / "other"
+    batch(other)
+    (tmp_path / "link").symlink_to(out.name)
+    batch(out)
+    for itself in (out, tmp_path / "link"):
+        with pytest.raises(BatchError, match=f"--compare {itself} is this batch's --out"):
+            batch(out, compare=itself)
+    (other / "a.results.mcap").write_bytes(b"not a log")
+    summary = batch(out, compare=other)
+    error = f"{other / 'a.results.mcap'}: not an MCAP file"
+    assert summary["compare"]["errors"]["a"].startswith(error)
+    assert summary["compare"]["logs"] == {}
+    assert json.loads((out / SUMMARY_NAME).read_text())["compare"] == summary["compare"]  # written anyway
+    assert f"a: NOT COMPARED: {error}" in format_summary(summary, str(out))
 
 
 def _edited(config: Config, section: str, **values: object) -> Config:

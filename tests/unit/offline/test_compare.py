@@ -1,15 +1,21 @@
 """Two runs' results compared by stamp: unmatched stamps counted on each side, class outputs agreeing by
 class name (whatever order each model gives its classes), other outputs by their mean absolute
-difference; comparisons of several logs merge as one."""
+difference; comparisons of several logs merge as one. Two batch directories compared: only results the
+other batch's manifest says were made from the same files, a damaged results file an error of its log."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fusion_pipeline.contract import ModelContract, OutputSpec, default_contract
 from fusion_pipeline.inference import result_sample
-from fusion_pipeline.offline.compare import Comparison, compare_results
+from fusion_pipeline.logs import LogWriter
+from fusion_pipeline.offline import BatchError, LogRecord, Manifest
+from fusion_pipeline.offline.compare import Comparison, check_other, compare_dirs, compare_results
+from fusion_pipeline.offline.manifest import MANIFEST_NAME, PartIdentity
 from fusion_pipeline.transport import Sample
 
 LIDAR = default_contract().input("lidar")
@@ -81,3 +87,81 @@ def test_comparisons_of_several_logs_merge_as_one() -> None:
             )
         )
     assert merged.as_json() == compare_results(ours, theirs).as_json()
+
+
+ONE: list[PartIdentity] = [{"size": 10, "mtime_ns": 1}]
+
+
+def batch_dir(folder: Path, *records: LogRecord) -> list[LogRecord]:
+    """A batch's directory: a manifest of `records`, and a results file of three results per done one."""
+    folder.mkdir()
+    with Manifest(folder) as manifest:
+        for record in records:
+            manifest.append(record)
+            if record.status == "done":
+                with LogWriter(folder / record.results) as out:
+                    for stamp in (10, 20, 30):
+                        out.write(result(OURS, stamp, "go", (1.0, 1.0)), log_time_ns=stamp)
+    return list(records)
+
+
+def line(name: str, paths: list[str] | None = None, identity: list[PartIdentity] = ONE) -> LogRecord:
+    paths = paths or [f"/logs/{name}.mcap"]
+    return LogRecord(name, paths, "done", results=f"{name}.results.mcap", identity=identity)
+
+
+def test_only_results_of_the_same_files_are_compared(tmp_path: Path) -> None:
+    ours = batch_dir(
+        tmp_path / "out", line("same"), line("old"), line("moved"), line("changed"), line("foreign")
+    )
+    other = tmp_path / "other"
+    batch_dir(
+        other,
+        line("same"),
+        line("old", identity=[]),  # a line of a version that did not record the files: paths decide
+        line("moved", paths=["/elsewhere/moved.mcap"]),
+        line("changed", identity=[{"size": 5, "mtime_ns": 1}]),
+    )
+    (other / "foreign.results.mcap").write_bytes((other / "same.results.mcap").read_bytes())
+    compared = compare_dirs(ours, tmp_path / "out", other)
+    assert sorted(compared["logs"]) == ["old", "same"]
+    assert compared["overall"]["matched"] == 6
+    assert compared["errors"] == {
+        "moved": f"{other}/moved.results.mcap is the results of /elsewhere/moved.mcap, not of this log",
+        "changed": f"{other}/changed.results.mcap is the results of another version of this log's files "
+        "(there -> here: /logs/changed.mcap: 5 bytes at mtime_ns 1 -> 10 bytes at mtime_ns 1)",
+        "foreign": f"{other}/foreign.results.mcap is there but {other}/{MANIFEST_NAME} does not say this log "
+        "is done",
+    }
+    assert compared["missing"] == []
+
+
+def test_a_results_file_cut_short_or_missing_is_said_per_log(tmp_path: Path) -> None:
+    ours = batch_dir(tmp_path / "out", line("cut"), line("gone"), line("whole"))
+    other = tmp_path / "other"
+    batch_dir(other, line("cut"), line("gone"), line("whole"))
+    whole = (other / "cut.results.mcap").read_bytes()
+    (other / "cut.results.mcap").write_bytes(whole[: len(whole) * 6 // 10])
+    (other / "gone.results.mcap").unlink()
+    compared = compare_dirs(ours, tmp_path / "out", other)
+    assert compared["errors"]["cut"].startswith(f"results cut short: {other}/cut.results.mcap: ")
+    assert (list(compared["logs"]), compared["missing"]) == (["whole"], ["gone"])
+
+
+def test_another_directory_must_be_a_batch_of_its_own(tmp_path: Path) -> None:
+    out, other = tmp_path / "out", tmp_path / "other"
+    out.mkdir()
+    other.mkdir()
+    with pytest.raises(BatchError, match=f"--compare {out} is this batch's --out"):
+        check_other(out, out)
+    with pytest.raises(
+        BatchError, match=f"--compare {other}: no {MANIFEST_NAME}, so not a batch's directory"
+    ):
+        check_other(other, out)
+    (other / MANIFEST_NAME).write_text('{"log": "a"}\n')
+    with pytest.raises(
+        BatchError, match=f"{other / MANIFEST_NAME}, line 1: not a manifest record: paths: missing"
+    ):
+        check_other(other, out)
+    with pytest.raises(BatchError, match="no such directory"):
+        check_other(tmp_path / "nowhere", out)

@@ -1,9 +1,11 @@
 """The batch manifest: a line per finished log, the last one of a log wins, a line a killed batch left
-cut short is ignored and the next line starts on its own, anything else that is not a record is refused
-with its line number; one batch at a time holds a directory."""
+cut short is ignored and the next line starts on its own, anything else that is not a record (a field of
+another type included) is refused with its line number and the field; one batch at a time holds a
+directory."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -46,14 +48,70 @@ def test_a_line_cut_short_is_ignored_and_the_next_starts_anew(tmp_path: Path) ->
     [
         ("{not json", "Expecting property name"),
         ("[1, 2]", "not a JSON object"),
-        ('{"log": "a", "status": "done"}', "no paths"),
-        ('{"log": "a", "paths": [], "status": "running"}', "status 'running' is neither"),
+        ('{"log": "a", "status": "done"}', "paths: missing"),
+        (
+            '{"log": "a", "paths": [], "status": "running"}',
+            "status: Input should be 'done' or 'failed' .got 'running'.",
+        ),
     ],
 )
 def test_a_line_that_is_no_record_is_refused_with_its_number(line: str, problem: str) -> None:
     text = record("a").to_line() + "\n" + line + "\n"
     with pytest.raises(BatchError, match=f"manifest.jsonl, line 2: not a manifest record: {problem}"):
         read_records(text, "out/manifest.jsonl")
+
+
+def _with(**values: object) -> str:
+    """A done record's line with `values` in place of its fields'."""
+    fields = json.loads(record("a", identity=[{"size": 1, "mtime_ns": 2}]).to_line())
+    return json.dumps(fields | values)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (
+            _with(stats={"outputs": {"position": {"n": "many"}}}),
+            "stats.outputs.position.n: Input should be a valid integer .got 'many'.; "
+            "stats.outputs.position.mean: missing",
+        ),
+        (
+            _with(stats={"outputs": {"position": {"n": "many", "mean": 0, "m2": 0, "min": 0, "max": 0}}}),
+            "stats.outputs.position.n: Input should be a valid integer .got 'many'.$",
+        ),
+        (
+            _with(stats={"patterns": {"all present": 1.5}}),
+            "stats.patterns.all present: Input should be a valid integer .got 1.5.",
+        ),
+        (_with(counts={"sets": "3"}), "counts.sets: Input should be a valid integer .got '3'."),
+        (
+            _with(counts={"drops": {"ingest": {"late": None}}}),
+            "counts.drops.ingest.late: Input should be a valid integer .got None.",
+        ),
+        (_with(timings={"log_s": True}), "timings.log_s: Input should be a valid number .got True."),
+        (_with(paths=["/logs/a.mcap", 7]), "paths.1: Input should be a valid string .got 7."),
+        (_with(error=None), "error: Input should be a valid string .got None."),
+        (_with(stats=[]), r"stats: Input should be a valid dictionary .got \[\]."),
+        (_with(identity=[{"size": 1}]), "identity.0.mtime_ns: missing"),
+        (_with(paths=["/a", "/b"]), "2 paths but an identity for 1"),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_refused_by_name(line: str, problem: str) -> None:
+    text = record("b").to_line() + "\n" + line + "\n"
+    with pytest.raises(BatchError, match=f"out/manifest.jsonl, line 2: not a manifest record: {problem}"):
+        read_records(text, "out/manifest.jsonl")
+
+
+def test_a_record_of_every_type_survives_its_line() -> None:
+    written = record(
+        "a",
+        results="a.results.mcap",
+        counts={"messages": 3, "sent": {"lidar/top": 3}, "sets": 2, "drops": {"ingest": {"late": 1}}},
+        timings={"log_s": 1, "speedup": 2.5},  # an integer is a number
+        stats={"results": 2, "outputs": {"x": {"n": 2, "mean": 1.0, "m2": 0.0, "min": 1.0, "max": 1.0}}},
+        identity=[{"size": 10, "mtime_ns": 20}],
+    )
+    assert read_records(written.to_line() + "\n", "m") == {"a": written}
 
 
 def test_keys_a_later_version_adds_are_ignored() -> None:

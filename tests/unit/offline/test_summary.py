@@ -103,7 +103,14 @@ def _record(name: str, results: list[Sample], log_s: float) -> LogRecord:
     )
 
 
-RUN = {"ran": 3, "skipped": 0, "wall_s": 2.0, "log_s": 5.0, "log_s_per_s": 2.5, "logs_per_min": 90.0}
+RUN = {
+    "ran": 3,
+    "skipped": 0,
+    "wall_s": 2.0,
+    "log_s": 5.0,
+    "log_s_per_s": 2.5,
+    "logs_per_min": 90.0,
+}
 
 
 def test_the_batch_summary_adds_up_its_done_logs_and_names_the_failed() -> None:
