@@ -254,7 +254,10 @@ class ViewConfig(_Section):
     foxglove: bool = Field(False, description="serve a Foxglove WebSocket with export-foxglove's channels")
     foxglove_port: int = Field(8765, ge=0, le=65535, description="its port on 127.0.0.1; 0 = any free")
     max_hz: float = Field(
-        0.0, ge=0, description="the most frames per second shown of each camera, lidar and radar; 0 = all"
+        0.0,
+        ge=0,
+        description="about the most frames per second shown of each camera, lidar and radar (a frame once "
+        "3/4 of 1/max_hz has passed since the last one shown); 0 = all",
     )
 
     @model_validator(mode="after")

@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-hz",
         type=number(0.0),
         default=None,
-        help="live: the most frames per second shown of each camera, lidar and radar, 0 = all "
+        help="live: about the most frames per second shown of each camera, lidar and radar, 0 = all "
         "(default: [view] max_hz)",
     )
     p.add_argument("--report-json", type=Path, default=None, help="write what was shown and skipped here")

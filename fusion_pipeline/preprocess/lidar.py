@@ -3,8 +3,9 @@
 With the default parameters the grid is 3x64x64: row r covers x in [r, r + 1) m ahead, column c covers y
 in [c - 32, c - 31) m (column 0 = 32 m to the right). Channels, in the order `channels` names them:
 occupancy log(1 + n) / log(1 + saturation) clipped to 1; the highest point's height above z_min as a
-fraction of the z range; the mean intensity. Points outside the box and non-finite points (the usual "no
-return" marker) are ignored; every reduction is a bincount or ufunc.at over cell ids.
+fraction of the z range; the mean intensity. Points outside the box and points with any non-finite value
+are ignored (the pipeline's ingest refuses a message holding one, PROTOCOL.md section 5; a dataset or an
+offline caller may pass them); every reduction is a bincount or ufunc.at over cell ids.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def preprocess_lidar(points: np.ndarray, params: LidarParams = LidarParams()) ->
     # vectorized instead of striding over Nx4 rows (about 20 % of the whole, tools/bench_preprocess.py).
     x, y, z, intensity = np.ascontiguousarray(points.T)
     with np.errstate(invalid="ignore"):  # NaN compares False: no-return points drop out here
-        inside = np.flatnonzero((x >= x0) & (x < x1) & (y >= y0) & (y < y1) & (z >= z0) & (z <= z1))
+        in_box = (x >= x0) & (x < x1) & (y >= y0) & (y < y1) & (z >= z0) & (z <= z1)
+        inside = np.flatnonzero(in_box & np.isfinite(intensity))
     x, y, z, intensity = x[inside], y[inside], z[inside], intensity[inside]
     row = ((x - x0) / params.cell_m).astype(np.int64)
     col = ((y - y0) / params.cell_m).astype(np.int64)

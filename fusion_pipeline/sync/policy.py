@@ -31,8 +31,8 @@ P = TypeVar("P")
 
 #: Why a message was dropped:
 #: queue_overflow - its stream's queue held more than queue_size messages (the oldest goes);
-#: too_old - it can no longer be part of any set (older than the deadline horizon, or no partner
-#:   within max_interval);
+#: too_old - it can no longer be part of any set (older than the deadline horizon, no partner within
+#:   max_interval, or its set's stamp is older than a set already emitted);
 #: out_of_order - its stamp is older than its stream's previous one (by less than time_jump_ns): a set
 #:   with it would cross one already emitted, which stands;
 #: superseded - a later message of the same stream was chosen, and sets never cross;

@@ -193,6 +193,7 @@ class Synchronizer(Generic[P]):
         self._pending: deque[_Pending[P]] = deque()
         self._last: dict[str, int] = {}
         self._epoch: int | None = None  # first stamp since start or reset
+        self._emitted_ns: int | None = None  # the stamp of the last set emitted since start or reset
         self._stamp_mark: int | None = None
         self._clock_mark: int | None = None
 
@@ -535,6 +536,12 @@ class Synchronizer(Generic[P]):
             self.counters.sets_missing_required += 1
             self._discard(pending, "missing_required")
             return None
+        if self._emitted_ns is not None and pending.stamp_ns < self._emitted_ns:
+            # Approximate mode: an optional stream rejoining with a message older than sets already out
+            # matched it into a set that would go back in time. Sets leave in stamp order.
+            self._discard(pending, "too_old")
+            return None
+        self._emitted_ns = pending.stamp_ns
         if all(presence.values()):
             self.counters.sets_full += 1
         else:
@@ -567,6 +574,7 @@ class Synchronizer(Generic[P]):
         self._all_alive_until = None
         self._last.clear()
         self._epoch = None
+        self._emitted_ns = None
         self._stamp_mark = None
         self._clock_mark = None
         self.counters.time_jumps += 1

@@ -39,8 +39,10 @@ class StreamTally:
 
 
 class DrainTally:
-    """Counts per stream; `keep` picks what to show from one drain. `max_hz`: the most messages per
-    second of capture time shown of each discrete stream (0: no limit)."""
+    """Counts per stream; `keep` picks what to show from one drain. `max_hz`: about the most messages per
+    second of capture time shown of each discrete stream (0: no limit): one is shown once 3/4 of 1/max_hz
+    has passed since the last one shown, so that jittered stamps of a stream at a multiple of max_hz still
+    give max_hz, and a stream between max_hz and 4/3 of it shows all of its messages."""
 
     def __init__(self, max_hz: float = 0.0) -> None:
         if max_hz < 0:

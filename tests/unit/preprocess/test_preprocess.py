@@ -283,6 +283,8 @@ def test_lidar_bev_cells_and_ignored_points() -> None:
             [-1.0, 0.0, -1.0, 1.0],  # behind: outside the grid
             [10.5, 0.5, 5.0, 1.0],  # above z range
             [np.nan, np.nan, np.nan, 0.0],  # no return
+            [10.5, 0.5, -1.0, np.nan],  # in the cell, but its intensity is not a number
+            [10.5, 0.5, -1.0, np.inf],
         ],
         np.float32,
     )

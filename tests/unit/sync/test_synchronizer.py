@@ -496,3 +496,28 @@ def test_no_deadline_is_overdue_after_an_add_or_a_tick(
             sync.tick(t + delay * MS)  # a live loop's wall clock, up to 200 ms past the stamp
             deadline = sync.next_deadline_ns()
             assert deadline is None or deadline > (sync.watermark_ns or 0), ("tick", t + delay * MS)
+
+
+def test_an_optional_stream_rejoining_late_never_sends_a_set_back_in_time() -> None:
+    """Approximate mode: radar, optional, falls silent, then rejoins with a message older than sets
+    already emitted (35 ms of ingest lag). The set it would make goes back in time: it is dropped,
+    counted, and the sets stay in stamp order."""
+    settings = SyncSettings(mode="approximate", reference="radar", max_wait_ns=60 * MS, queue_size=10)
+    streams = [StreamSync("cam"), StreamSync("lidar"), StreamSync("radar", lower_bound_ns=100 * MS)]
+    sync: Synchronizer[str] = Synchronizer(settings, streams)
+    stamps: list[int] = []
+
+    def add(stream: str, t_ms: int) -> None:
+        stamps.extend(s.stamp_ns for s in sync.add(stream, t_ms * MS, stream))
+
+    for stream in ("radar", "cam", "lidar"):
+        add(stream, 0)
+    for t in range(10, 200, 10):
+        add("cam", t)
+        add("lidar", t + 5)
+    add("radar", 160)  # the watermark is at 195
+    for t in range(200, 240, 10):
+        add("cam", t)
+        add("lidar", t + 5)
+    assert stamps == sorted(stamps) and 185 * MS in stamps and 205 * MS in stamps
+    assert sync.counters.drops.by_stream["radar"]["too_old"] == 1
