@@ -207,15 +207,14 @@ class _Console(io.TextIOBase):
         return False  # the supervisor then prints plain status lines, not one refreshed in place
 
 
-def _stop_on_signals() -> list[bool]:
-    stopped = [False]
+def _stop_on_signals(stopped: list[bool]) -> None:
+    """From now on, Ctrl-C and SIGTERM set stopped[0]: the command ends its loop and closes its files."""
 
     def handler(signum: int, frame: object) -> None:
         stopped[0] = True
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)
-    return stopped
 
 
 def _record(args: argparse.Namespace) -> int:
@@ -240,7 +239,8 @@ def _record(args: argparse.Namespace) -> int:
     )
     run_dir, looked = resolve_run_dir(args.config, args.run_dir)
     recorder = Recorder(config, run_dir, settings)
-    stopped = _stop_on_signals()
+    stopped = [False]
+    _stop_on_signals(stopped)
     try:
         recorder.run(lambda: stopped[0])
     finally:
@@ -324,7 +324,7 @@ def _replay(args: argparse.Namespace) -> int:
     # The results take their name only once the replay went through the log: a failed or stopped one
     # leaves no file under it (a replay can be run again), nor one that blocks the retry.
     with contextlib.nullcontext() if args.results is None else new_file(args.results, LogError) as results:
-        stopped = _stop_on_signals()
+        stopped = [False]  # set once the replay runs (_stop_on_signals): the checks before stop at Ctrl-C
         code = _replay_to(args, results, stopped)
         if stopped[0] and results is not None:
             raise LogError(f"stopped before the end of the log: --results {args.results} not written")
@@ -359,6 +359,7 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
     _check_window(settings.start_s, settings.end_s, _read_through(reader, plan, args.allow_truncated))
     if args.offline:
         return _replay_offline(args, config, settings, reader, results, stopped)
+    _stop_on_signals(stopped)
     graph = None
     if args.publish_only:
         run_dir, _ = resolve_run_dir(args.config, args.run_dir)
@@ -428,6 +429,7 @@ def _replay_offline(
         log.warning("WARNING: %s", graph.runtime.describe())
     else:
         log.info("%s", graph.runtime.describe())
+    _stop_on_signals(stopped)
     report = graph.run(
         reader,
         results,

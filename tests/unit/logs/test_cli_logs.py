@@ -112,7 +112,8 @@ def test_a_stopped_offline_replay_leaves_no_results(
     valid-looking file of the results so far, and exit 0)."""
     import fusion_pipeline.cli.logs as cli_logs
 
-    monkeypatch.setattr(cli_logs, "_stop_on_signals", lambda: [True])  # Ctrl-C before the first message
+    # Ctrl-C before the first message
+    monkeypatch.setattr(cli_logs, "_stop_on_signals", lambda stopped: stopped.__setitem__(0, True))
     results = tmp_path / "r.mcap"
     err = _fails(capsys, "replay", str(demo_log), "--offline", "--no-progress", "--results", str(results))
     assert f"stopped before the end of the log: --results {results} not written" in err
