@@ -107,4 +107,6 @@ def _batch(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     print(format_summary(summary, str(args.out)), file=sys.stderr)
-    return 1 if summary["batch"]["failed"] else 0
+    # A log that failed, or one --compare could not compare, is work asked for and not done.
+    not_compared = summary.get("compare", {}).get("errors")
+    return 1 if summary["batch"]["failed"] or not_compared else 0

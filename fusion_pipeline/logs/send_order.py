@@ -78,7 +78,10 @@ def plan_streams(
             raise LogError(f"--remap {old}={new}: the log has no stream {old!r} (it has {sorted(logged)})")
         if new not in known:
             raise LogError(f"--remap {old}={new}: the config has no stream {new!r} (it has {sorted(known)})")
-    wanted = list(dict.fromkeys(settings.streams)) or list(logged)  # `--streams a a` replays a once
+    named_twice = sorted({name for name in settings.streams if settings.streams.count(name) > 1})
+    if named_twice:
+        raise LogError(f"--streams {named_twice}: given twice; name each stream once")
+    wanted = list(settings.streams) or list(logged)
     missing = [name for name in wanted if name not in logged]
     if missing:
         raise LogError(f"--streams {missing}: not in the log (it has {sorted(logged)})")

@@ -106,8 +106,8 @@ def test_plan_refuses_a_remap_that_does_nothing_or_merges_two_streams() -> None:
     match = "log streams 'radar/front' and 'radar/rear' would both be replayed as 'radar/front'"
     with pytest.raises(LogError, match=match):
         plan_streams(config, logged, merged)
-    # Leaving the config's own radar out makes the remap fit; a stream named twice is replayed once.
-    chosen = ReplaySettings(
-        streams=("radar/rear", "lidar/top", "lidar/top"), remap={"radar/rear": "radar/front"}
-    )
+    # Leaving the config's own radar out makes the remap fit; a stream named twice is refused.
+    chosen = ReplaySettings(streams=("radar/rear", "lidar/top"), remap={"radar/rear": "radar/front"})
     assert plan_streams(config, logged, chosen) == {"radar/rear": "radar/front", "lidar/top": "lidar/top"}
+    with pytest.raises(LogError, match=r"--streams \['lidar/top'\]: given twice"):
+        plan_streams(config, logged, ReplaySettings(streams=("lidar/top", "lidar/top")))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 
 import fusion_pipeline.offline.batch as batch_module
+from fusion_pipeline.cli import main
 from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.logs import LogWriter
 from fusion_pipeline.offline import BatchError, BatchLog, LogRecord, Manifest, find_logs, run_batch
@@ -201,6 +204,16 @@ def test_compare_refuses_the_batch_itself_and_reports_a_bad_result_per_log(
     assert summary["compare"]["logs"] == {}
     assert json.loads((out / SUMMARY_NAME).read_text())["compare"] == summary["compare"]  # written anyway
     assert f"a: NOT COMPARED: {error}" in format_summary(summary, str(out))
+    # The command: a comparison it could not make is work asked for and not done, as a failed log is.
+    argv = ["batch", str(tmp_path / "logs"), "--out", str(out), "--compare", str(other), "--no-progress"]
+    sigterm = signal.getsignal(signal.SIGTERM)  # `batch` takes SIGTERM for itself: give pytest its own back
+    try:
+        assert main(argv) == 1
+        (other / "a.results.mcap").unlink()
+        shutil.copy(out / "a.results.mcap", other / "a.results.mcap")
+        assert main(argv) == 0
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
 
 
 def _edited(config: Config, section: str, **values: object) -> Config:
