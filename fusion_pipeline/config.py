@@ -448,7 +448,8 @@ def _cross_checks(config: Config) -> Iterator[str]:
             "clients' public certificates (NAME.key)"
         )
     valid = True
-    for key, url, _ in config.endpoint_uses(_UNRESOLVED):
+    uses = config.endpoint_uses(_UNRESOLVED)
+    for key, url, _ in uses:
         try:
             endpoint = Endpoint(url)
         except EndpointError as exc:
@@ -502,7 +503,7 @@ def _cross_checks(config: Config) -> Iterator[str]:
     for key in ("authorized_keys", "server_key"):
         if getattr(security, key) and not security.certificate:
             yield f"security.{key}: used only with security.certificate (CURVE on tcp endpoints)"
-    if config.pipeline.shm and not any(u.url.startswith("ipc://") for u in config.endpoint_uses(_UNRESOLVED)):
+    if config.pipeline.shm and not any(u.url.startswith("ipc://") for u in uses):
         yield "pipeline.shm: no endpoint is ipc, and shared memory serves ipc endpoints only"
     for key, values in (
         ("model.providers", model.providers),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fusion_pipeline.errors import FusionError
 
-__all__ = ["new_file", "write_new"]
+__all__ = ["new_file", "write_new", "write_new_text"]
 
 
 @contextmanager
@@ -33,3 +33,8 @@ def write_new(path: Path, write: Callable[[Path], object], error: type[FusionErr
     """`write(partial)` to a file beside `path`, then link it into place (`new_file`)."""
     with new_file(path, error) as partial:
         write(partial)
+
+
+def write_new_text(path: Path, text: str, error: type[FusionError] = FusionError) -> None:
+    """`text` into the new file `path` (`write_new`): a report, a table, a JSON document."""
+    write_new(path, lambda partial: partial.write_text(text), error)

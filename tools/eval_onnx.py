@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from fusion_pipeline.files import write_new
+from fusion_pipeline.files import write_new_text
 from fusion_pipeline.inference import load_contract
 from fusion_pipeline.model.evaluate import aggregate_rows, metrics_of, patterns_for
 from fusion_pipeline.model.train import LABEL_NAMES, input_tensors, load_dataset
@@ -95,7 +95,7 @@ def main() -> None:
         "rows": rows + [r for r in base["rows"] if r["model"].endswith("-only")],
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    write_new(args.out / "eval.json", lambda p: p.write_text(json.dumps(report, indent=1)))
+    write_new_text(args.out / "eval.json", json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

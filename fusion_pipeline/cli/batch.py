@@ -7,7 +7,6 @@ fusion-pipeline batch LOG_OR_DIR... --out DIR [-c CONFIG] [--workers N] [--ray [
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -16,8 +15,6 @@ from fusion_pipeline.cli.args import add_command, config_argument, number
 from fusion_pipeline.config import load_config
 
 __all__ = ["register"]
-
-log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,9 +90,7 @@ def _batch(args: argparse.Namespace) -> int:
     # local Ray's processes outlive a batch that SIGTERM ends at once).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     config = load_config(args.config)
-    preflight(config, args.config)  # a model or binding the workers would refuse, refused once here
-    if ignored := config.live_only(offline=True):
-        log.info("%s: live only, not in the offline graph", ", ".join(ignored))
+    preflight(config, args.config, offline=True)  # what the workers would refuse, refused once here
     with logging_redirect_tqdm():  # log lines above the progress bar, not through it
         summary = run_batch(
             args.logs,

@@ -30,7 +30,7 @@ from typing import Any
 
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
 from fusion_pipeline.config import Config, load_config
-from fusion_pipeline.files import new_file, write_new
+from fusion_pipeline.files import new_file, write_new_text
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader
 from fusion_pipeline.logs.send_order import ReplaySettings
@@ -178,7 +178,7 @@ def _check_window(start_s: float, end_s: float | None, span_s: float) -> None:
 def _write_report(path: Path | None, report: dict[str, Any]) -> None:
     """--report-json, when given: linked into place once written, so never over a file nor half written."""
     if path is not None:
-        write_new(path, lambda partial: partial.write_text(json.dumps(report, indent=2) + "\n"), LogError)
+        write_new_text(path, json.dumps(report, indent=2) + "\n", LogError)
 
 
 def _distinct_logs(logs: Iterable[Path]) -> None:
@@ -421,9 +421,7 @@ def _replay_offline(
     from fusion_pipeline.cli.run import preflight
     from fusion_pipeline.offline.graph import OfflineGraph
 
-    preflight(config, args.config)
-    if ignored := config.live_only(offline=True):
-        log.info("%s: live only, not in the offline graph", ", ".join(ignored))
+    preflight(config, args.config, offline=True)
     graph = OfflineGraph(config)
     if graph.runtime.fell_back:  # said as the inference node says it
         log.warning("WARNING: %s", graph.runtime.describe())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -17,9 +18,11 @@ from typing import Any
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
 from fusion_pipeline.config import Config, config_source, load_config
 from fusion_pipeline.errors import ConfigError, FusionError
-from fusion_pipeline.files import write_new
+from fusion_pipeline.files import write_new_text
 
 __all__ = ["format_summary", "preflight", "register"]
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,9 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def preflight(config: Config, path: Path | None) -> None:
+def preflight(config: Config, path: Path | None, *, offline: bool = False) -> None:
     """Refuse, before starting anything, a config the nodes would refuse one by one: a ConfigError that
-    starts with the config's file `path` (None: the embedded demo)."""
+    starts with the config's file `path` (None: the embedded demo). `offline`: for the offline graph
+    (`replay --offline`, `batch`), which also logs the live-only settings it runs without."""
     from fusion_pipeline.inference import SHIPPED, load_bindings, model_path, shipped_models
     from fusion_pipeline.ingest import limit_problems
     from fusion_pipeline.sim.drivers import SimSettings
@@ -54,10 +58,11 @@ def preflight(config: Config, path: Path | None) -> None:
                 SimSettings.from_stream(stream)
             if problems := limit_problems(stream):
                 raise ConfigError("; ".join(problems))
-        # Outputs a node would only fail to create, in its restarts (an existing file is kept: NAME-1...).
-        if config.view.enabled and config.view.save:
+        # Outputs a node would only fail to create, in its restarts (an existing file is kept: NAME-1...);
+        # the offline graph has neither node.
+        if not offline and config.view.enabled and config.view.save:
             check_output_path(Path(config.view.save), "view.save")
-        if config.record.enabled:
+        if not offline and config.record.enabled:
             check_output_path(Path(config.record.path), "record.path")
         model = model_path(config)
         if not model.is_file():
@@ -68,6 +73,8 @@ def preflight(config: Config, path: Path | None) -> None:
         load_bindings(config)
     except FusionError as exc:  # sim settings, model, bindings: all come from this config
         raise ConfigError(f"{config_source(path)}: {exc}") from exc
+    if offline and (ignored := config.live_only(offline=True)):
+        log.info("%s: live only, not in the offline graph", ", ".join(ignored))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -92,8 +99,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = supervisor.run(args.duration)
     print(format_summary(summary), file=sys.stderr)
     if args.summary_json is not None:
-        text = json.dumps(summary, indent=2) + "\n"
-        write_new(args.summary_json, lambda partial: partial.write_text(text))
+        write_new_text(args.summary_json, json.dumps(summary, indent=2) + "\n")
     return 0
 
 

@@ -6,13 +6,14 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
 from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.errors import FusionError
-from fusion_pipeline.files import write_new
+from fusion_pipeline.files import write_new_text
 from fusion_pipeline.node import POLL_MS
 
 if TYPE_CHECKING:  # the [view] extra is imported when the command runs
@@ -24,6 +25,8 @@ __all__ = ["register"]
 log = logging.getLogger(__name__)
 
 PORT = number(0, int)
+#: The ViewSettings an option sets where given, else the config's [view].
+_FROM_CONFIG = ("web_port", "grpc_port", "foxglove_port", "max_hz")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -116,8 +119,7 @@ def _view(args: argparse.Namespace) -> int:
     if saved is not None:
         print(f"wrote {saved}")
     if args.report_json is not None:
-        text = json.dumps(report, indent=2, sort_keys=True) + "\n"
-        write_new(args.report_json, lambda partial: partial.write_text(text))
+        write_new_text(args.report_json, json.dumps(report, indent=2, sort_keys=True) + "\n")
     return 0
 
 
@@ -132,14 +134,9 @@ def _settings(args: argparse.Namespace, config: Config) -> ViewSettings:
             "view: [view]'s enabled, save, web and foxglove are the pipeline's viewer node's; "
             "this command shows in what its options say"
         )
-    return ViewSettings(
-        save=args.save,
-        web=args.web,
-        web_port=view.web_port if args.web_port is None else args.web_port,
-        grpc_port=view.grpc_port if args.grpc_port is None else args.grpc_port,
-        foxglove=args.foxglove,
-        foxglove_port=view.foxglove_port if args.foxglove_port is None else args.foxglove_port,
-        max_hz=view.max_hz if args.max_hz is None else args.max_hz,
+    given = {key: getattr(args, key) for key in _FROM_CONFIG if getattr(args, key) is not None}
+    return replace(
+        ViewSettings.from_config(view), save=args.save, web=args.web, foxglove=args.foxglove, **given
     )
 
 

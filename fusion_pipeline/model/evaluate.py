@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from fusion_pipeline.contract import MODALITIES, InputSpec, ModelContract, default_contract
-from fusion_pipeline.files import write_new
+from fusion_pipeline.files import write_new, write_new_text
 from fusion_pipeline.model.errors import ModelError
 from fusion_pipeline.model.fusion import FUSIONS
 from fusion_pipeline.model.net import OUTPUT_NAMES, FusionNet
@@ -434,8 +434,7 @@ def _setup_text(setup: Mapping[str, Any]) -> str:
 
 def save_rows(path: Path, rows: list[dict[str, Any]], summary: dict[str, Any], setup: dict[str, Any]) -> None:
     """The rows with their setup and `summary` as JSON, a new file `path`: never written over (ModelError)."""
-    text = json.dumps({"setup": setup, "rows": rows, **summary}, indent=1)
-    write_new(path, lambda partial: partial.write_text(text), ModelError)
+    write_new_text(path, json.dumps({"setup": setup, "rows": rows, **summary}, indent=1), ModelError)
 
 
 # ---- degraded sensors ----------------------------------------------------------------------------------
@@ -568,6 +567,6 @@ def write_corruption_report(
     _write_with_plot(
         plot,
         lambda path: _corruption_plot(rows, path),
-        lambda: write_new(doc, lambda partial: partial.write_text("\n".join(lines)), ModelError),
+        lambda: write_new_text(doc, "\n".join(lines), ModelError),
     )
     return summary

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from fusion_pipeline.cli.main import main
+from fusion_pipeline.cli.run import preflight
+from fusion_pipeline.config import parse_config
+from fusion_pipeline.errors import ConfigError
 
 
 @pytest.mark.parametrize("timeout", ["-1", "0", "nan"])
@@ -45,3 +49,18 @@ def test_run_refuses_an_output_in_a_missing_directory(
     config.write_text(text.replace(old, new.format(missing=tmp_path / "missing"), 1))
     assert main(["run", "-c", str(config), "--duration", "1"]) == 2  # before: it started, the node failed
     assert f"{key} {tmp_path / 'missing'}" in capsys.readouterr().err
+
+
+def test_the_offline_graph_is_not_refused_for_live_outputs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """replay --offline and batch start no recorder: a record.path they never write does not stop them,
+    and they say which live-only settings they run without."""
+    demo = (Path(__file__).parents[3] / "configs" / "demo.toml").read_text()
+    text = demo.replace("enabled = false ", "enabled = true ", 1)
+    config = parse_config(text.replace('path = "demo.mcap"', f"path = '{tmp_path}/missing/rec.mcap'", 1))
+    with pytest.raises(ConfigError, match="record.path"):
+        preflight(config, None)
+    caplog.set_level(logging.INFO)
+    preflight(config, None, offline=True)
+    assert "record.enabled = true: live only, not in the offline graph" in caplog.text
