@@ -10,6 +10,7 @@ import pytest
 rr = pytest.importorskip("rerun")
 
 from fusion_pipeline.config import load_config  # noqa: E402
+from fusion_pipeline.ops.metrics import ResultStats  # noqa: E402
 from fusion_pipeline.sim import CAMERA_SHAPE, Mount  # noqa: E402
 from fusion_pipeline.transport.wire import Sample  # noqa: E402
 from fusion_pipeline.view.scene import Scene, project  # noqa: E402
@@ -34,30 +35,75 @@ def _memory_scene(config):  # type: ignore[no-untyped-def]
     return Scene(config, recording), recording, memory
 
 
+STREAMS = ["camera/front", "lidar/top", "radar/front", "audio/roof"]
+CLASSES = ["none", "car", "pedestrian", "cyclist", "emergency"]
+
+
+def _result(seq: int, stages: dict[str, int]) -> Sample:
+    return Sample(
+        "result/fused",
+        "result",
+        seq,
+        1_700_000_000_000_000_000 + seq,
+        {
+            "class_probs": np.array([0.1, 0.9, 0, 0, 0], np.float32),
+            "position": np.array([15.0, 1.0], np.float32),
+            "siren_prob": np.array([0.2], np.float32),
+            "presence": np.array([1, 1, 0, 1], np.uint8),
+        },
+        "",
+        {"classes": CLASSES, "streams": STREAMS, "stages": stages},
+    )
+
+
+STAGES = {"capture": 1, "ingest_in": 2_000_001, "ingest_out": 3_000_001, "sync_in": 4_000_001}
+
+
 def test_one_text_entry_per_result_and_latencies() -> None:
     config = load_config(None)
     scene, recording, memory = _memory_scene(config)
-    stages = {"capture": 1, "ingest_in": 2_000_001, "ingest_out": 3_000_001, "sync_in": 4_000_001}
     for seq in range(3):
-        result = Sample(
-            "result/fused",
-            "result",
-            seq,
-            1_700_000_000_000_000_000 + seq,
-            {
-                "class_probs": np.array([0.1, 0.9, 0, 0, 0], np.float32),
-                "position": np.array([15.0, 1.0], np.float32),
-                "siren_prob": np.array([0.2], np.float32),
-                "presence": np.array([1, 1, 0, 1], np.uint8),
-            },
-            "",
-            {
-                "classes": ["none", "car", "pedestrian", "cyclist", "emergency"],
-                "streams": ["camera/front", "lidar/top", "radar/front", "audio/roof"],
-                "stages": stages,
-            },
-        )
-        scene.show(result, received_ns=5_000_001)
+        scene.show(_result(seq, STAGES), received_ns=5_000_001)
     recording.flush()
     assert scene.summary()["ingest_in->ingest_out"]["n"] == 3
     assert len(memory.drain_as_bytes()) > 0
+
+
+def test_series_are_one_row_per_result_with_their_names_logged_on_change() -> None:
+    """Latency, presence and class probabilities: one Scalars row per result on one entity each (a log
+    call per series made the viewer's results a third of its CPU), its series named by SeriesLines."""
+    scene, recording, _ = _memory_scene(load_config(None))
+    logged: list[tuple[str, object]] = []
+    real_log = recording.log
+
+    def spy(entity: str, entry: object, **kwargs: object) -> None:
+        logged.append((entity, entry))
+        real_log(entity, entry, **kwargs)
+
+    recording.log = spy  # type: ignore[method-assign]
+    for seq in range(3):
+        scene.show(_result(seq, STAGES), received_ns=5_000_001)
+    scene.show(_result(3, {**STAGES, "sync_emit": 4_500_001}), received_ns=5_000_001)  # one stage more
+
+    def rows(entity: str) -> list[object]:
+        return [entry for name, entry in logged if name == entity]
+
+    def values(entry: object, field: str) -> list[object]:
+        return getattr(entry, field).as_arrow_array().to_pylist()
+
+    latency = rows("latency")
+    names = [values(e, "names") for e in latency if isinstance(e, rr.SeriesLines)]
+    expected = ResultStats(STREAMS).add(_result(0, STAGES), 5_000_001)  # the supervisor's stage names
+    assert names[0] == [name.replace("->", "_to_") for name in expected] and "end_to_end" in names[0]
+    assert len(names) == 2 and "sync_in_to_sync_emit" in names[1]  # named again when the stages changed
+    scalars = [values(e, "scalars") for e in latency if isinstance(e, rr.Scalars)]
+    assert len(scalars) == 4 and scalars[0][:2] == [2.0, 1.0] and len(scalars[3]) == len(names[1])
+    presence = rows("presence")
+    assert values(presence[0], "names") == STREAMS and len(presence) == 5
+    assert all(values(e, "scalars") == [1.0, 1.0, 0.0, 1.0] for e in presence[1:])
+    probs = rows("result/class_probs")
+    assert values(probs[0], "names") == CLASSES and len(probs) == 5
+    assert values(probs[1], "scalars") == pytest.approx([0.1, 0.9, 0, 0, 0])
+    assert not [
+        name for name, _ in logged if name.startswith(("latency/", "presence/", "result/class_probs/"))
+    ]
