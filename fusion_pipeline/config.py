@@ -48,6 +48,7 @@ __all__ = [
     "ViewConfig",
     "load_config",
     "parse_config",
+    "validation_problems",
 ]
 
 DEMO_CONFIG = "demo.toml"
@@ -414,20 +415,23 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid config:\n" + _describe(exc)) from exc
+        problems = validation_problems(exc)
+        raise ConfigError(f"{source}: invalid config:\n" + "\n".join(f"  {p}" for p in problems)) from exc
     problems = list(_cross_checks(config))
     if problems:
         raise ConfigError(f"{source}: invalid config:\n" + "\n".join(f"  {p}" for p in problems))
     return config
 
 
-def _describe(exc: ValidationError) -> str:
-    lines = []
+def validation_problems(exc: ValidationError) -> list[str]:
+    """Each of pydantic's errors as "key.path[1]: what is wrong (got VALUE)", for config keys and
+    manifest fields alike."""
+    problems = []
     for error in exc.errors():
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
         got = "" if error["type"] == "missing" else f" (got {error['input']!r})"
-        lines.append(f"  {path or '<top>'}: {error['msg']}{got}")
-    return "\n".join(lines)
+        problems.append(f"{path or '<top>'}: {error['msg']}{got}")
+    return problems
 
 
 def _cross_checks(config: Config) -> Iterator[str]:

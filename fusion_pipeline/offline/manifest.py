@@ -26,6 +26,7 @@ from typing import Any, Literal
 import pydantic
 from typing_extensions import TypedDict  # pydantic reads typing's TypedDict only from Python 3.12 on
 
+from fusion_pipeline.config import validation_problems
 from fusion_pipeline.offline.errors import BatchError
 
 __all__ = [
@@ -121,20 +122,10 @@ class LogRecord:
         try:
             record = cls(**{k: v for k, v in raw.items() if k in known})  # later versions may add keys
         except pydantic.ValidationError as exc:
-            raise ValueError("; ".join(map(_problem, exc.errors()))) from None
+            raise ValueError("; ".join(validation_problems(exc))) from None
         if record.identity and len(record.identity) != len(record.paths):
             raise ValueError(f"{len(record.paths)} paths but an identity for {len(record.identity)}")
         return record
-
-
-def _problem(error: Any) -> str:
-    """One of pydantic's errors as "field.key.0: what is wrong (got VALUE)"."""
-    where = ".".join(map(str, error["loc"]))
-    return (
-        f"{where}: missing"
-        if error["type"] == "missing"
-        else f"{where}: {error['msg']} (got {error['input']!r})"
-    )
 
 
 def identify(paths: Sequence[Path]) -> list[PartIdentity]:

@@ -160,7 +160,7 @@ def test_another_directory_must_be_a_batch_of_its_own(tmp_path: Path) -> None:
         check_other(other, out)
     (other / MANIFEST_NAME).write_text('{"log": "a"}\n')
     with pytest.raises(
-        BatchError, match=f"{other / MANIFEST_NAME}, line 1: not a manifest record: paths: missing"
+        BatchError, match=f"{other / MANIFEST_NAME}, line 1: not a manifest record: paths: Field required"
     ):
         check_other(other, out)
     with pytest.raises(BatchError, match="no such directory"):
