@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from fusion_pipeline.config import Config, load_config
+from fusion_pipeline.errors import FusionError
 from fusion_pipeline.logs import LogWriter, stream_metadata
 from fusion_pipeline.sim import SensorSchedule, SimSettings, World, render
 from fusion_pipeline.transport import Sample
@@ -75,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-s", type=float, default=DEFAULT_START_S, help="first stamp, UNIX seconds")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    counts = make_log(load_config(args.config), args.out, args.duration, round(args.start_s * 1e9))
+    try:
+        counts = make_log(load_config(args.config), args.out, args.duration, round(args.start_s * 1e9))
+    except FusionError as exc:  # a bad config, an existing output: said in a line, as the CLI does
+        parser.error(str(exc))
     size = args.out.stat().st_size
     print(
         f"{args.out}: {args.duration:g} s, {sum(counts.values())} messages ({counts}), "
