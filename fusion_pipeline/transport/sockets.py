@@ -1,8 +1,9 @@
 """ZeroMQ transport for wire v1: endpoints, per-role HWM, zero-copy send, drain-newest and lossless receive.
 
 Two delivery modes:
-- real-time (default): PUB with a small send HWM; a slow subscriber loses old samples, never blocks the
-  sender, and `Subscriber.recv_newest` drains its queue and counts what it skipped. Sensor data is
+- real-time (default): PUB with a small send HWM; once a slow subscriber's queue is full, further
+  samples for it are dropped and the sender never blocks; `Subscriber.recv_newest` drains its queue and
+  counts what it skipped. Sensor data is
   perishable: a planner wants the newest set, not a backlog.
 - lossless (replay): XPUB with ZMQ_XPUB_NODROP, so a send blocks while the slowest subscriber's
   queue is full instead of dropping; back-pressure travels to the publisher through the socket.
@@ -76,7 +77,7 @@ MAX_SUBSCRIPTION_BYTES = 4096
 class Role(enum.Enum):
     """What a socket carries; decides its default HWM (in messages)."""
 
-    SENSOR = "sensor"  # raw sensor samples: a few frames of slack, then the oldest are dropped
+    SENSOR = "sensor"  # raw sensor samples: a few frames of slack, then new ones are dropped
     SET = "set"  # fused sets between synchronizer and inference
     RESULT = "result"  # model results to consumers
     REPLAY = "replay"  # lossless: deeper queues, back-pressure instead of drops
