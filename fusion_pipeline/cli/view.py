@@ -94,7 +94,11 @@ def _view(args: argparse.Namespace) -> int:
         try:
             _announce(views)
             report = {"shown": dict(show_log(logs, views))}
-            print(f"shown {sum(report['shown'].values())} messages of {len(logs)} log(s)", flush=True)
+        except BaseException:
+            views.close(discard=True)  # a bad log or a Ctrl-C part way: no .rrd of part of it
+            raise
+        print(f"shown {sum(report['shown'].values())} messages of {len(logs)} log(s)", flush=True)
+        try:
             if settings.web or settings.foxglove or settings.native:
                 _serve_until_stopped(args.duration)
         finally:

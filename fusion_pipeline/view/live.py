@@ -60,11 +60,11 @@ class Views:
         if self.foxglove is not None:
             self.foxglove.show(sample, received_ns)
 
-    def close(self) -> Path | None:
-        """Close every output; the .rrd written, if any."""
+    def close(self, discard: bool = False) -> Path | None:
+        """Close every output; the .rrd written, if any (none with `discard`, `RerunOutput.close`)."""
         if self.foxglove is not None:
             self.foxglove.close()
-        return self.rerun.close() if self.rerun is not None else None
+        return self.rerun.close(discard) if self.rerun is not None else None
 
 
 def open_sources(

@@ -165,12 +165,16 @@ class RerunOutput:
             self._viewer.kill()
             self._viewer.wait()
 
-    def close(self) -> Path | None:
-        """Flush the recording, put the .rrd in place and stop the viewer; the .rrd's path, if any."""
+    def close(self, discard: bool = False) -> Path | None:
+        """Flush the recording, put the .rrd in place and stop the viewer; the .rrd's path, if any.
+        `discard`: the views failed or were stopped part way, so the partial .rrd is removed instead."""
         self.recording.flush()
         self.recording.disconnect()
         self._stop_viewer()
         if self._partial is None or self.save is None:
+            return None
+        if discard:
+            self._partial.unlink(missing_ok=True)
             return None
         self._partial.chmod(LOG_MODE)  # rerun creates it world-readable; a recording is the user's
         try:

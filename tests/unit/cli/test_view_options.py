@@ -53,3 +53,15 @@ def test_the_config_view_section_fills_what_the_options_leave_out() -> None:
     assert taken.save is None  # the node's output, not this command's
     given = _settings(_args("--web", "--max-hz", "0", "--web-port", "0"), config)
     assert (given.max_hz, given.web_port) == (0.0, 0)
+
+
+def test_a_log_that_fails_to_read_leaves_no_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The .rrd is put in place only when the whole log was shown: a retry with a good log is not refused."""
+    pytest.importorskip("rerun")
+    log = tmp_path / "broken.mcap"
+    log.write_bytes(b"not a log")
+    assert main(["view", str(log), "--save", str(tmp_path / "v.rrd")]) == 2
+    assert str(log) in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mcap"]  # no .rrd, no partial
