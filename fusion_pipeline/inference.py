@@ -118,9 +118,43 @@ def load_contract(model_path: str | Path) -> ModelContract:
     if CONTRACT_KEY not in metadata:
         raise ContractError(f"{path}: ONNX metadata has no {CONTRACT_KEY!r} key; export it with the contract")
     try:
-        return ModelContract.from_json(metadata[CONTRACT_KEY])
+        contract = ModelContract.from_json(metadata[CONTRACT_KEY])
     except ContractError as exc:
         raise ContractError(f"{path}: {exc}") from exc
+    _check_graph(path, session, contract)
+    return contract
+
+
+def _check_graph(path: Path, session: Any, contract: ModelContract) -> None:
+    """The graph must be what its own contract says (a hand-edited file, or another exporter's, may
+    differ): each input the pipeline feeds and output it reads, by name, float32, rank and the sizes ONNX
+    Runtime knows (declared or inferred), and no input it would leave unfed. Checked when the contract is
+    read, so `run`, `replay` and every node refuse such a model before anything starts."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    unfed = sorted(inputs.keys() - contract.tensors.keys())
+    if unfed:
+        raise ContractError(
+            f"{path}: graph inputs {unfed} are not in its contract, so nothing would feed them"
+        )
+    outputs = {o.name: o for o in session.get_outputs()}
+    declared = {s.name: s.shape for s in contract.outputs}
+    for what, graph, wanted in (("input", inputs, contract.tensors), ("output", outputs, declared)):
+        for name, shape in wanted.items():
+            node = graph.get(name)
+            if node is None:
+                raise ContractError(f"{path}: contract {what} {name!r} is not a graph {what}")
+            if node.type != "tensor(float)":
+                raise ContractError(
+                    f"{path}: graph {what} {name!r} is {node.type}; the pipeline's {what}s are tensor(float)"
+                )
+            batch_and_shape = list(node.shape)
+            if len(batch_and_shape) != len(shape) + 1 or any(
+                isinstance(d, int) and d != s for d, s in zip(batch_and_shape[1:], shape, strict=True)
+            ):
+                raise ContractError(
+                    f"{path}: graph {what} {name!r} has shape {batch_and_shape} (batch first), its contract "
+                    f"says {list(shape)}"
+                )
 
 
 def load_bindings(config: Config) -> Bindings:
@@ -259,7 +293,6 @@ class ModelRuntime:
             raise ContractError(f"{self.path}: onnxruntime cannot create a session: {exc}") from exc
         self.provider: str = self.session.get_providers()[0]
         self.fell_back = self.provider != self.plan.first_choice
-        self._check_graph()
         self._zeros = {
             name: np.zeros((1, *shape), np.float32)
             for spec in self.contract.inputs
@@ -271,17 +304,6 @@ class ModelRuntime:
         )
         for _ in range(warm_up):
             self.infer({}, [0] * len(self.contract.presence_order))
-
-    def _check_graph(self) -> None:
-        """The ONNX graph's inputs must be what its own contract says (a hand-edited file may differ)."""
-        graph = {i.name: tuple(i.shape[1:]) for i in self.session.get_inputs()}
-        for name, shape in self.contract.tensors.items():
-            if name not in graph:
-                raise ContractError(f"{self.path}: contract input {name!r} is not a graph input")
-            if any(isinstance(d, int) and d != s for d, s in zip(graph[name], shape, strict=False)):
-                raise ContractError(
-                    f"{self.path}: graph input {name!r} has shape {graph[name]}, its contract says {shape}"
-                )
 
     def describe(self) -> str:
         """The one line that says what runs and, after a fallback, why (the node logs it as a WARNING)."""

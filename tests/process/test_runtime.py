@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import onnxruntime as ort
-from edited_model import camera_64, model_with_contract
+from edited_model import camera_64, camera_64_graph, model_with_contract
 from node_harness import Control, running, write_config
 from pipeline_harness import DEMO_TEXT
 
@@ -34,7 +34,7 @@ def _run(tmp_path: Path, model: str, *command: str) -> subprocess.CompletedProce
 
 
 def test_run_refuses_a_mismatched_model_before_starting_anything(tmp_path: Path) -> None:
-    path = model_with_contract(tmp_path, camera_64)
+    path = model_with_contract(tmp_path, camera_64, camera_64_graph)
     done = _run(tmp_path, str(path), "-m", "fusion_pipeline.cli", "run", "--duration", "5")
     assert done.returncode == 2
     assert "camera/front" in done.stderr and str(path) in done.stderr and "(3, 64, 64)" in done.stderr
@@ -89,7 +89,7 @@ def test_a_node_given_an_unknown_stream_exits_2_naming_the_streams(tmp_path: Pat
 
 
 def test_inference_node_refuses_a_mismatched_model(tmp_path: Path) -> None:
-    path = model_with_contract(tmp_path, camera_64)
+    path = model_with_contract(tmp_path, camera_64, camera_64_graph)
     done = _run(tmp_path, str(path), "-m", "nodes.inference", "--run-dir", str(tmp_path))
     assert done.returncode == 2
     assert "stopped: ContractError" in done.stderr and "(3, 64, 64)" in done.stderr

@@ -1,9 +1,10 @@
-"""The shipped model with its contract JSON edited, the graph itself unchanged: a model that does not fit."""
+"""The shipped model with its contract JSON edited, and optionally its graph's declarations: a model that
+does not fit the config, or one whose graph does not fit its own contract."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import onnx
@@ -13,19 +14,38 @@ from fusion_pipeline.contract import CONTRACT_KEY
 from fusion_pipeline.inference import model_path
 
 
-def model_with_contract(folder: Path, edit: Callable[[dict], None]) -> Path:
-    """The shipped model, its contract JSON passed through `edit`, saved as FOLDER/edited.onnx."""
+def model_with_contract(
+    folder: Path, edit: Callable[[dict], None], edit_graph: Callable[[onnx.ModelProto], None] | None = None
+) -> Path:
+    """The shipped model, its contract JSON passed through `edit` and the model through `edit_graph`,
+    saved as FOLDER/edited.onnx."""
     model = onnx.load(str(model_path(load_config())))
     for prop in model.metadata_props:
         if prop.key == CONTRACT_KEY:
             raw = json.loads(prop.value)
             edit(raw)
             prop.value = json.dumps(raw)
+    if edit_graph is not None:
+        edit_graph(model)
     path = folder / "edited.onnx"
     onnx.save(model, str(path))
     return path
 
 
+def declare(values: Sequence[onnx.ValueInfoProto], name: str, dims: Sequence[int | str]) -> None:
+    """Declare graph input or output `name` with `dims` after the batch (a str: a size left open)."""
+    shape = next(v for v in values if v.name == name).type.tensor_type.shape
+    for dim, size in zip(shape.dim[1:], dims, strict=True):
+        if isinstance(size, str):
+            dim.dim_param = size
+        else:
+            dim.dim_value = size
+
+
 def camera_64(raw: dict) -> None:
-    """The contract edit of a model trained on 64x64 camera frames."""
+    """The contract edit of a model trained on 64x64 camera frames (its graph: `camera_64_graph`)."""
     next(s for s in raw["inputs"] if s["name"] == "camera")["shape"] = [3, 64, 64]
+
+
+def camera_64_graph(model: onnx.ModelProto) -> None:
+    declare(model.graph.input, "camera", [3, 64, 64])

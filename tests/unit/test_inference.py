@@ -5,12 +5,15 @@ tests/process/test_runtime.py."""
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
-from edited_model import camera_64, model_with_contract
+from edited_model import camera_64, camera_64_graph, model_with_contract
 from paths import ROOT
 from pipeline_harness import DEMO_TEXT
 
@@ -312,7 +315,7 @@ def test_the_shipped_model_binds_the_demo_streams() -> None:
 def test_a_shape_the_front_end_cannot_give_names_the_stream_key_the_model_and_both_shapes(
     tmp_path: Path,
 ) -> None:
-    path = model_with_contract(tmp_path, camera_64)
+    path = model_with_contract(tmp_path, camera_64, camera_64_graph)
     with pytest.raises(ContractError) as err:
         load_bindings(_with_model(path))
     assert str(err.value) == (
@@ -322,20 +325,83 @@ def test_a_shape_the_front_end_cannot_give_names_the_stream_key_the_model_and_bo
     )
 
 
-def test_a_stream_bound_to_an_input_the_model_lacks_is_refused(tmp_path: Path) -> None:
-    def drop_audio(raw: dict) -> None:
-        raw["inputs"] = [s for s in raw["inputs"] if s.get("modality") != "audio"]
-        for order in ("modalities", "presence_order"):  # version 1 or 2
-            if order in raw:
-                raw[order] = [name for name in raw[order] if name != "audio"]
-
-    path = model_with_contract(tmp_path, drop_audio)
+def test_a_stream_bound_to_an_input_the_model_lacks_is_refused() -> None:
+    config = load_config()
+    streams = [
+        s.model_copy(update={"input": "siren"}) if s.modality == "audio" else s for s in config.streams
+    ]
     with pytest.raises(ContractError) as err:
-        load_bindings(_with_model(path))
-    assert str(err.value) == (
-        f"model {path} does not fit the config:\n"
-        "  streams[3].input: 'audio' is not an input of the model (inputs: ['camera', 'lidar', 'radar'])"
+        load_bindings(config.model_copy(update={"streams": streams}))
+    assert (
+        "streams[3].input: 'siren' is not an input of the model "
+        "(inputs: ['camera', 'lidar', 'radar', 'audio'])" in str(err.value)
     )
+
+
+def _rename(key: str, old: str, new: str) -> Callable[[dict], None]:
+    """A contract edit: the entry of raw[key] named `old` (or the presence input) called `new`."""
+
+    def edit(raw: dict) -> None:
+        if key == "presence":
+            raw["presence"] = new
+            return
+        next(s for s in raw[key] if s["name"] == old)["name"] = new
+
+    return edit
+
+
+def _presence_as_double(model: onnx.ModelProto) -> None:
+    """The graph's presence input declared float64, cast to float32 inside (another exporter's fp64)."""
+
+    def use_cast(graph: onnx.GraphProto) -> None:  # subgraphs (If branches) read it by name too
+        for node in graph.node:
+            node.input[:] = ["presence_f32" if name == "presence" else name for name in node.input]
+            for attribute in node.attribute:
+                for subgraph in [attribute.g, *attribute.graphs]:
+                    use_cast(subgraph)
+
+    use_cast(model.graph)
+    next(
+        i for i in model.graph.input if i.name == "presence"
+    ).type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
+    cast = onnx.helper.make_node("Cast", ["presence"], ["presence_f32"], to=onnx.TensorProto.FLOAT)
+    model.graph.node.insert(0, cast)
+
+
+def _four_classes(raw: dict) -> None:
+    spec = next(s for s in raw["outputs"] if s["name"] == "class_logits")
+    spec["shape"], spec["classes"] = [4], spec["classes"][:4]
+
+
+@pytest.mark.parametrize(
+    ("edit", "edit_graph", "refused"),
+    [
+        (_rename("presence", "presence", "avail"), None, "graph inputs ['presence'] are not in its contract"),
+        (_rename("outputs", "position", "range"), None, "contract output 'range' is not a graph output"),
+        (
+            lambda raw: None,
+            _presence_as_double,
+            "graph input 'presence' is tensor(double); the pipeline's inputs",
+        ),
+        (
+            _four_classes,
+            None,
+            "graph output 'class_logits' has shape ['batch', 5] (batch first), its contract says [4]",
+        ),
+    ],
+    ids=["unfed input", "missing output", "float64 input", "output size"],
+)
+def test_a_graph_that_differs_from_its_own_contract_is_refused_when_read(
+    tmp_path: Path,
+    edit: Callable[[dict], None],
+    edit_graph: Callable[[onnx.ModelProto], None] | None,
+    refused: str,
+) -> None:
+    """run, replay and every node read the contract first: such a model never starts (it crash-looped the
+    inference node, or ran with results that did not match their class names)."""
+    path = model_with_contract(tmp_path, edit, edit_graph)
+    with pytest.raises(ContractError, match=re.escape(f"{path}: {refused}")):
+        load_bindings(_with_model(path))
 
 
 def test_cpu_only_requirements_are_the_dependencies_with_the_cpu_onnxruntime() -> None:
