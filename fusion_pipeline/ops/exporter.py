@@ -86,6 +86,12 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
     lost = CounterMetricFamily(
         "fusion_stream_seq_lost", "Messages missing in those sequence gaps", labels=["stream"]
     )
+    reconnects = CounterMetricFamily(
+        "fusion_stream_reconnects",
+        "Connections to the stream's driver that libzmq dropped for good (a frame over the size limit) "
+        "and the ingest node made again",
+        labels=["stream"],
+    )
     silent = GaugeMetricFamily(
         "fusion_stream_silent",
         "1 while the stream's ingest node has published nothing for a few of its periods (rate_hz): "
@@ -108,6 +114,7 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
         gaps.add_metric([name], _count(ingest, "seq_gaps"))
         synchronized.add_metric([name], _count(sync, f"received.{name}"))
         lost.add_metric([name], _count(ingest, "seq_lost"))
+        reconnects.add_metric([name], _count(ingest, "reconnects"))
         for key in sorted(ingest):
             if key.startswith(("malformed_", "schema_")):
                 malformed.add_metric([name, key.removeprefix("malformed_")], _count(ingest, key))
@@ -117,7 +124,7 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
                     dropped.add_metric([name, kind, key], _count(counters, key))
         for reason, count in _prefixed(sync, f"dropped.{name}."):
             dropped.add_metric([name, "synchronizer", reason], count)
-    yield from (messages, size, malformed, dropped, gaps, lost, silent, synchronized)
+    yield from (messages, size, malformed, dropped, gaps, lost, reconnects, silent, synchronized)
 
 
 def _sync_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:

@@ -31,6 +31,7 @@ import zmq
 import zmq.auth
 import zmq.backend
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
 from fusion_pipeline.errors import EndpointError, TransportError
 from fusion_pipeline.protocol import Curve, Endpoint
@@ -72,6 +73,11 @@ _SNDMORE = int(zmq.SNDMORE)
 _send = zmq.backend.Socket.send
 #: What a publisher receives is (un)subscriptions, a stream-name prefix each; a larger message is refused.
 MAX_SUBSCRIPTION_BYTES = 4096
+# How often a subscriber looks for connections libzmq dropped and will not make again, and how long one
+# must have stayed down (libzmq says CONNECT_RETRIED at once when it retries on its own).
+REJOIN_CHECK_S = 1.0
+REJOIN_AFTER_S = 0.5
+_CONNECTION_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 
 
 class Role(enum.Enum):
@@ -373,6 +379,14 @@ class Subscriber(_Socket):
         self.socket.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes)
         for topic in topics:
             self.socket.subscribe(topic.encode())
+        # A frame over MAXMSGSIZE is a protocol error to libzmq: it drops that connection and, on the
+        # connecting side, never makes it again, which would silence the stream for good. The monitor
+        # says so (DISCONNECTED with no CONNECT_RETRIED after it), and `_rejoin_dropped` connects again.
+        self._monitor = None if bind else self.socket.get_monitor_socket(_CONNECTION_EVENTS)
+        self._connected = {} if bind else {e.url: e for e in urls}
+        self._dropped_at: dict[str, float] = {}  # endpoint -> when libzmq dropped it for good
+        self._rejoin_check_at = 0.0
+        self.reconnects = 0
         for endpoint in urls:
             self._attach(endpoint, bind)
         # Shared-memory references name files on this host: only ipc peers may send them.
@@ -437,10 +451,36 @@ class Subscriber(_Socket):
             return recv_frames(self.socket, zmq.NOBLOCK)
         except zmq.Again:
             pass
-        timeout = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+        now = time.monotonic()
+        if self._monitor is not None and now >= self._rejoin_check_at:
+            self._rejoin_dropped(now)
+        timeout = -1 if deadline is None else max(0, int((deadline - now) * 1000))
         if not self.socket.poll(timeout):
             return None
         return recv_frames(self.socket)
+
+    def _rejoin_dropped(self, now: float) -> None:
+        """Connect again, counted in `reconnects`, to each endpoint libzmq dropped and has not retried
+        for REJOIN_AFTER_S (a peer's frame over the size limit; a peer that restarts is retried by libzmq)."""
+        assert self._monitor is not None
+        self._rejoin_check_at = now + REJOIN_CHECK_S
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)
+            url = event["endpoint"].decode()
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self._dropped_at[url] = now
+            else:
+                self._dropped_at.pop(url, None)
+        for url, dropped_at in list(self._dropped_at.items()):
+            if url in self._connected and now - dropped_at >= REJOIN_AFTER_S:
+                del self._dropped_at[url]
+                self.socket.disconnect(url)
+                self._bind_or_connect(self._connected[url], bind=False)
+                self.reconnects += 1
+                self.last_error = (
+                    f"{url}: libzmq dropped the connection (a frame over {self.limits.max_message_bytes} "
+                    "bytes, or a protocol error) and did not retry; connected again"
+                )
 
     def _check(self, frames: list[Buffer]) -> Checked | None:
         try:
@@ -471,5 +511,12 @@ class Subscriber(_Socket):
             "skipped": self.skipped,
             "refused": self.refused,
             "stale": self.stale,
+            "reconnects": self.reconnects,
             **{f"malformed_{k}": v for k, v in self.malformed.items()},
         }
+
+    def close(self) -> None:
+        if self._monitor is not None and not self.socket.closed:
+            self.socket.disable_monitor()
+            self._monitor.close()
+        super().close()

@@ -28,7 +28,7 @@ def test_the_synchronizer_counts_per_stream_and_an_unbound_stream_has_no_presenc
     imu = replace(StreamSnapshot("imu", "generic", False, 1000.0, 1000.0, 0.0, 2.0), to_model=False)
     nodes = [
         _node("ingest:imu", {"received": 5000, "published": 5000}),
-        _node("ingest:lidar/top", {"received": 50, "published": 50}),
+        _node("ingest:lidar/top", {"received": 50, "published": 50, "reconnects": 1}),
         _node("synchronizer", {"received.imu": 4998, "received.lidar/top": 50, "dropped.imu.lost": 2}),
     ]
     snapshot = PipelineSnapshot("imu-demo", "/run/x", 12.0, 2.0, nodes, [lidar, imu], results=50, missing={})
@@ -36,6 +36,8 @@ def test_the_synchronizer_counts_per_stream_and_an_unbound_stream_has_no_presenc
     assert _value(families["fusion_stream_messages"], "_total", stream="imu") == 5000
     assert _value(families["fusion_stream_synchronized"], "_total", stream="imu") == 4998
     assert _value(families["fusion_stream_synchronized"], "_total", stream="lidar/top") == 50
+    assert _value(families["fusion_stream_reconnects"], "_total", stream="lidar/top") == 1
+    assert _value(families["fusion_stream_reconnects"], "_total", stream="imu") == 0
     dropped = families["fusion_stream_dropped"]
     assert _value(dropped, "_total", stream="imu", node="synchronizer", reason="lost") == 2
     presence = families["fusion_sync_presence_ratio"]

@@ -131,6 +131,41 @@ def test_a_newest_message_that_cannot_be_made_whole_falls_back_to_the_one_before
         assert (sub.received, sub.skipped, sum(sub.malformed.values())) == (1, 2, 1)
 
 
+def test_a_frame_over_the_size_limit_does_not_silence_the_stream(raw_pub: tuple[zmq.Socket, str]) -> None:
+    """libzmq drops the connection of a peer that sent a frame over MAXMSGSIZE and, connecting, never
+    makes it again: the subscriber notices (its monitor) and connects again, counted."""
+    raw, url = raw_pub
+    limits = Limits(max_total_bytes=64 * 1024)
+    with Subscriber(url, limits=limits, hwm=100) as sub:
+        time.sleep(0.2)
+        raw.send_multipart([b"s", _radar_header(0), bytes(20)])
+        assert sub.recv(timeout_ms=2000) is not None
+        raw.send_multipart([b"s", _radar_header(1), bytes(limits.max_message_bytes + 1)])
+        received = []
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            raw.send_multipart([b"s", _radar_header(2), bytes(20)])
+            sample = sub.recv(timeout_ms=200)
+            if sample is not None:
+                received.append(sample.seq)
+        assert received == [2] and sub.reconnects == 1
+        assert sub.counters()["reconnects"] == 1 and "did not retry; connected again" in sub.last_error
+
+
+def test_a_peer_that_restarts_is_left_to_libzmq(ipc_dir: Path) -> None:
+    """A publisher that closes and binds again is reconnected by libzmq itself: not counted."""
+    url = f"ipc://{ipc_dir}/again.sock"
+    with Subscriber(url, hwm=100) as sub:
+        for seq in range(2):
+            with Publisher(url, "s", "radar") as pub:
+                deadline = time.monotonic() + 5
+                while (sample := sub.recv(timeout_ms=100)) is None and time.monotonic() < deadline:
+                    pub.publish(5 + seq, {"detections": np.zeros((1, 5), np.float32)})
+                assert sample is not None
+        time.sleep(0.7)  # past REJOIN_AFTER_S, then a check
+        assert sub.recv(timeout_ms=1200) is None and sub.reconnects == 0
+
+
 def test_receiving_socket_has_maxmsgsize(ipc_dir: Path) -> None:
     limits = Limits(max_total_bytes=1024 * 1024)
     with Subscriber(f"ipc://{ipc_dir}/m.sock", limits=limits) as sub:
