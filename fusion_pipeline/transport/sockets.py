@@ -3,8 +3,7 @@
 Two delivery modes:
 - real-time (default): PUB with a small send HWM; once a slow subscriber's queue is full, further
   samples for it are dropped and the sender never blocks; `Subscriber.recv_newest` drains its queue and
-  counts what it skipped. Sensor data is
-  perishable: a planner wants the newest set, not a backlog.
+  counts what it skipped. Sensor data is perishable: a planner wants the newest set, not a backlog.
 - lossless (replay): XPUB with ZMQ_XPUB_NODROP, so a send blocks while the slowest subscriber's
   queue is full instead of dropping; back-pressure travels to the publisher through the socket.
 
