@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             # look again after each, until a set is complete: a reference message that arrives while
             # another stream is preprocessed goes next, and a complete set goes to the model at once.
             # A flood of input still ends the pass after POLL_MS, so the node beats and sees a stop.
+            for stream in streams:
+                stream.source.check_connections()  # this loop polls the sockets itself
             timeout_ms = sync.wait_ms(time.time_ns(), POLL_MS)
             pass_end = time.monotonic() + POLL_MS / 1000
             sets: list[Sample] = []

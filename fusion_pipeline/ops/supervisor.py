@@ -240,6 +240,7 @@ class Supervisor:
                 now = time.monotonic()
                 if duration_s is not None and now - started >= duration_s:
                     break
+                results.check_connections()  # this loop polls the sockets itself
                 for socket, _ in poller.poll(LOOP_MS):
                     if socket is control:
                         self._drain_heartbeats(control)

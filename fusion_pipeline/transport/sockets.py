@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -72,11 +73,12 @@ _SNDMORE = int(zmq.SNDMORE)
 _send = zmq.backend.Socket.send
 #: What a publisher receives is (un)subscriptions, a stream-name prefix each; a larger message is refused.
 MAX_SUBSCRIPTION_BYTES = 4096
-# How often a subscriber looks for connections libzmq dropped and will not make again, and how long one
-# must have stayed down (libzmq says CONNECT_RETRIED at once when it retries on its own).
+#: How often a subscriber looks for connections libzmq dropped and will not make again (one still down,
+#: with no retry, at the next look is connected again; libzmq says CONNECT_RETRIED at once when it retries).
 REJOIN_CHECK_S = 1.0
-REJOIN_AFTER_S = 0.5
-_CONNECTION_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+_CONNECTION_EVENTS = (
+    zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 class Role(enum.Enum):
@@ -380,11 +382,12 @@ class Subscriber(_Socket):
             self.socket.subscribe(topic.encode())
         # A frame over MAXMSGSIZE is a protocol error to libzmq: it drops that connection and, on the
         # connecting side, never makes it again, which would silence the stream for good. The monitor
-        # says so (DISCONNECTED with no CONNECT_RETRIED after it), and `_rejoin_dropped` connects again.
+        # says so (DISCONNECTED with no CONNECT_RETRIED after it), and `check_connections` connects again.
         self._monitor = None if bind else self.socket.get_monitor_socket(_CONNECTION_EVENTS)
         self._connected = {} if bind else {e.url: e for e in urls}
-        self._dropped_at: dict[str, float] = {}  # endpoint -> when libzmq dropped it for good
-        self._rejoin_check_at = 0.0
+        self._dropped: set[str] = set()  # dropped, not retried by libzmq, at the last look
+        self._refused: set[str] = set()  # a CURVE server refused our key: connecting again cannot help
+        self._rejoin_check_at = math.inf if bind else 0.0
         self.reconnects = 0
         for endpoint in urls:
             self._attach(endpoint, bind)
@@ -450,36 +453,49 @@ class Subscriber(_Socket):
             return recv_frames(self.socket, zmq.NOBLOCK)
         except zmq.Again:
             pass
-        now = time.monotonic()
-        if self._monitor is not None and now >= self._rejoin_check_at:
-            self._rejoin_dropped(now)
-        timeout = -1 if deadline is None else max(0, int((deadline - now) * 1000))
-        if not self.socket.poll(timeout):
-            return None
-        return recv_frames(self.socket)
+        while True:  # the wait is cut at each look at the connections, so a dropped one is noticed
+            now = time.monotonic()
+            if now >= self._rejoin_check_at:
+                self.check_connections()
+            timeout = -1 if deadline is None else max(0, int((deadline - now) * 1000))
+            if self._monitor is not None:
+                until_look = max(1, int((self._rejoin_check_at - now) * 1000))
+                timeout = until_look if timeout < 0 else min(timeout, until_look)
+            if self.socket.poll(timeout):
+                return recv_frames(self.socket)
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
 
-    def _rejoin_dropped(self, now: float) -> None:
-        """Connect again, counted in `reconnects`, to each endpoint libzmq dropped and has not retried
-        for REJOIN_AFTER_S (a peer's frame over the size limit; a peer that restarts is retried by libzmq)."""
-        assert self._monitor is not None
+    def check_connections(self) -> None:
+        """At most every REJOIN_CHECK_S: connect again, counted in `reconnects`, to each endpoint libzmq
+        dropped and did not retry since the last look (a peer's frame over the size limit). `recv` calls
+        it while it waits; a loop that polls the socket itself calls it on each pass."""
+        now = time.monotonic()
+        if self._monitor is None or now < self._rejoin_check_at:
+            return
         self._rejoin_check_at = now + REJOIN_CHECK_S
+        dropped: set[str] = set()
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
             url = event["endpoint"].decode()
-            if event["event"] == zmq.EVENT_DISCONNECTED:
-                self._dropped_at[url] = now
-            else:
-                self._dropped_at.pop(url, None)
-        for url, dropped_at in list(self._dropped_at.items()):
-            if url in self._connected and now - dropped_at >= REJOIN_AFTER_S:
-                del self._dropped_at[url]
-                self.socket.disconnect(url)
-                self._bind_or_connect(self._connected[url], bind=False)
-                self.reconnects += 1
-                self.last_error = (
-                    f"{url}: libzmq dropped the connection (a frame over {self.limits.max_message_bytes} "
-                    "bytes, or a protocol error) and did not retry; connected again"
-                )
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._refused.add(url)
+                self.last_error = f"{url}: the CURVE server refused this client's key; not connecting again"
+            elif event["event"] == zmq.EVENT_DISCONNECTED and url not in self._refused:
+                dropped.add(url)
+            else:  # connected, or libzmq retries on its own
+                dropped.discard(url)
+                self._dropped.discard(url)
+                self._refused.discard(url)
+        for url in sorted(self._dropped & self._connected.keys()):
+            self.socket.disconnect(url)
+            self._bind_or_connect(self._connected[url], bind=False)
+            self.reconnects += 1
+            self.last_error = (
+                f"{url}: libzmq dropped the connection (a frame over {self.limits.max_message_bytes} "
+                "bytes, or a protocol error) and did not retry; connected again"
+            )
+        self._dropped = dropped
 
     def _check(self, frames: list[Buffer]) -> Checked | None:
         try:

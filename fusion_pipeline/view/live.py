@@ -102,6 +102,8 @@ class LiveView:
 
     def poll(self, timeout_ms: int) -> int:
         """Show what arrived within `timeout_ms`; how many messages were shown."""
+        for source in self.sources:
+            source.check_connections()  # this loop polls the sockets itself
         if not self._poller.poll(timeout_ms):
             return 0
         drained: list[Sample] = []

@@ -25,6 +25,19 @@ def test_plain_client_cannot_reach_a_curve_server(keys) -> None:
         assert plain.recv(timeout_ms=500) is None
 
 
+def test_a_refused_client_key_is_said_and_not_retried(keys) -> None:
+    """The server's allow-list lacks the key: the subscriber says so and does not connect again and again
+    (its reconnect is for connections libzmq dropped after a frame over the size limit)."""
+    pub = Publisher("tcp://127.0.0.1:*", "result/fused", "result", curve=server_curve(keys))
+    stranger = Curve(certificate=keys["stranger"][1], server_key=keys["server"][0])
+    with pub, Subscriber(pub.last_endpoint, curve=stranger) as sub:
+        deadline = time.monotonic() + 2.6  # more than two looks at the connections
+        while time.monotonic() < deadline:
+            pub.publish(1)
+            assert sub.recv(timeout_ms=100) is None
+        assert sub.reconnects == 0 and "refused this client's key" in sub.last_error
+
+
 def test_bad_certificates_are_refused(keys, tmp_path: Path) -> None:
     with pytest.raises(TransportError, match="has no secret key"):
         Publisher(
