@@ -148,7 +148,7 @@ class Scene:
         }
         self._spectrogram_ns: dict[str, int] = {}
         self._counted: dict[str, tuple[int, int]] = {}  # (skipped, lost) last logged per stream
-        self._series_names: dict[str, list[str]] = {}  # the names last logged per series entity
+        self._series_names: dict[str, list[str]] = {}  # each series entity's names, in their places
         self._static()
 
     def _static(self) -> None:
@@ -270,14 +270,16 @@ class Scene:
     def _series(self, entity: str, values: dict[str, float]) -> None:
         """`values` as one row of `entity`, a named series per key. One Scalars row for them all, as
         each `log` call costs about 30 us of rerun's Python whatever it holds (a row per series cost the
-        viewer a third of its CPU); the names are logged again only when they change."""
+        viewer a third of its CPU). Rerun names a row's values by position, so each name keeps its
+        place: a name not seen before is added at the end (the names logged again), one missing from
+        this row is NaN, a gap in its line."""
         if not values:
             return
-        names = list(values)
-        if self._series_names.get(entity) != names:
-            self._series_names[entity] = names
+        names = self._series_names.setdefault(entity, [])
+        if any(name not in names for name in values):
+            names.extend(name for name in values if name not in names)
             self.recording.log(entity, rr.SeriesLines(names=names))
-        self.recording.log(entity, rr.Scalars(np.fromiter(values.values(), np.float64, len(values))))
+        self.recording.log(entity, rr.Scalars(np.array([values.get(n, np.nan) for n in names], np.float64)))
 
     def _draw(self, label: str, xy: tuple[float, float] | None, color: np.ndarray) -> None:
         """The result on every camera (at the projected position, or in the corner when it is out of

@@ -95,9 +95,13 @@ def test_series_are_one_row_per_result_with_their_names_logged_on_change() -> No
     names = [values(e, "names") for e in latency if isinstance(e, rr.SeriesLines)]
     expected = ResultStats(STREAMS).add(_result(0, STAGES), 5_000_001)  # the supervisor's stage names
     assert names[0] == [name.replace("->", "_to_") for name in expected] and "end_to_end" in names[0]
-    assert len(names) == 2 and "sync_in_to_sync_emit" in names[1]  # named again when the stages changed
+    # The stages changed: the new names go at the end, each old one keeps its place (rerun names values
+    # by position), and the one this result lacks is NaN.
+    assert len(names) == 2 and names[1][: len(names[0])] == names[0] and "sync_in_to_sync_emit" in names[1]
     scalars = [values(e, "scalars") for e in latency if isinstance(e, rr.Scalars)]
     assert len(scalars) == 4 and scalars[0][:2] == [2.0, 1.0] and len(scalars[3]) == len(names[1])
+    assert math.isnan(scalars[3][names[1].index("sync_in_to_received")])
+    assert scalars[3][names[1].index("end_to_end")] == scalars[0][names[0].index("end_to_end")]
     presence = rows("presence")
     assert values(presence[0], "names") == STREAMS and len(presence) == 5
     assert all(values(e, "scalars") == [1.0, 1.0, 0.0, 1.0] for e in presence[1:])
