@@ -54,7 +54,11 @@ def run_round(log: Path, results: Path, rrd: Path, checkout: Path | None) -> dic
     if checkout is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(checkout), env.get("PYTHONPATH", "")]))
     command = [sys.executable, __file__, "--measure", str(log), str(results), str(rrd)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(
+            f"bench_view.py: the measurement{f' in {checkout}' if checkout else ''} failed:\n{done.stderr}"
+        )
     rrd.unlink()
     return json.loads(done.stdout)
 
@@ -117,6 +121,8 @@ def main() -> None:
     parser.add_argument("--against", type=Path, help="a checkout whose package is the baseline")
     parser.add_argument("--measure", nargs=3, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1 or not args.duration > 0:
+        parser.error("--rounds must be at least 1 and --duration positive")
     if args.measure:
         print(json.dumps(measure(*args.measure)))
         return
@@ -126,9 +132,11 @@ def main() -> None:
         workdir = Path(tmp)
         log, results = workdir / "demo.mcap", workdir / "demo.results.mcap"
         make = [sys.executable, str(ROOT / "tools" / "make_sample_log.py"), "-o", str(log)]
-        subprocess.run([*make, "--duration", str(args.duration)], check=True, capture_output=True)
         replay = [sys.executable, "-m", "fusion_pipeline.cli", "replay", str(log), "--offline"]
-        subprocess.run([*replay, "--results", str(results)], check=True, capture_output=True, cwd=ROOT)
+        for step in ([*make, "--duration", str(args.duration)], [*replay, "--results", str(results)]):
+            done = subprocess.run(step, capture_output=True, text=True, cwd=ROOT)
+            if done.returncode:
+                raise SystemExit(f"bench_view.py: {' '.join(step[1:3])} failed:\n{done.stderr}")
         contenders = {"this checkout": None, **({f"{args.against}": args.against} if args.against else {})}
         runs: dict[str, list[dict[str, list[int]]]] = {name: [] for name in contenders}
         for r in range(args.rounds):
