@@ -17,14 +17,17 @@ A driver publishes in three lines::
 from __future__ import annotations
 
 import enum
+import ipaddress
 import logging
 import math
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import zmq
@@ -76,8 +79,17 @@ MAX_SUBSCRIPTION_BYTES = 4096
 #: How often a subscriber looks for connections libzmq dropped and will not make again (one still down,
 #: with no retry, at the next look is connected again; libzmq says CONNECT_RETRIED at once when it retries).
 REJOIN_CHECK_S = 1.0
+#: Handshakes libzmq does not retry, for which connecting again cannot help: said once, left alone.
+_HANDSHAKE_FAILURES = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the CURVE server refused this client's key",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the peer's security does not match this socket's (CURVE or none)",
+}
 _CONNECTION_EVENTS = (
-    zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 )
 
 
@@ -353,6 +365,27 @@ class Publisher(_Socket):
         return True
 
 
+def _resolved_urls(endpoint: Endpoint) -> list[str]:
+    """The tcp://ADDRESS:PORT names a tcp endpoint given by host name resolves to (none for ipc, an
+    address, or a name that does not resolve now)."""
+    if endpoint.scheme != "tcp":
+        return []
+    host, _, port = urlsplit(endpoint.url).netloc.rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return []  # already an address
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return []
+    return [
+        f"tcp://{address}:{port}" if family == socket.AF_INET else f"tcp://[{address}]:{port}"
+        for family, _, _, _, (address, *_) in infos
+    ]
+
+
 class Subscriber(_Socket):
     """Receives wire v1 samples from one or more endpoints, dropping and counting malformed ones.
 
@@ -385,6 +418,8 @@ class Subscriber(_Socket):
         # says so (DISCONNECTED with no CONNECT_RETRIED after it), and `check_connections` connects again.
         self._monitor = None if bind else self.socket.get_monitor_socket(_CONNECTION_EVENTS)
         self._connected = {} if bind else {e.url: e for e in urls}
+        # libzmq names the events of a connection it made again itself by the address it resolved.
+        self._names = {alias: e.url for e in self._connected.values() for alias in _resolved_urls(e)}
         self._dropped: set[str] = set()  # dropped, not retried by libzmq, at the last look
         self._refused: set[str] = set()  # a CURVE server refused our key: connecting again cannot help
         self._rejoin_check_at = math.inf if bind else 0.0
@@ -449,21 +484,28 @@ class Subscriber(_Socket):
 
     def _recv_frames(self, deadline: float | None) -> list[Buffer] | None:
         # A queued message is taken at once: a poll costs more than the rest of a small message's receive.
+        # A look at the connections is due at most once a second, checked with each message too: a
+        # busy endpoint must not hide another one's dropped connection.
         try:
-            return recv_frames(self.socket, zmq.NOBLOCK)
+            frames = recv_frames(self.socket, zmq.NOBLOCK)
         except zmq.Again:
             pass
+        else:
+            if time.monotonic() >= self._rejoin_check_at:
+                self.check_connections()
+            return frames
         while True:  # the wait is cut at each look at the connections, so a dropped one is noticed
             now = time.monotonic()
             if now >= self._rejoin_check_at:
                 self.check_connections()
             timeout = -1 if deadline is None else max(0, int((deadline - now) * 1000))
-            if self._monitor is not None:
-                until_look = max(1, int((self._rejoin_check_at - now) * 1000))
-                timeout = until_look if timeout < 0 else min(timeout, until_look)
-            if self.socket.poll(timeout):
+            until_look = (
+                max(1, int((self._rejoin_check_at - now) * 1000)) if self._monitor is not None else -1
+            )
+            cut = until_look >= 0 and (timeout < 0 or until_look < timeout)
+            if self.socket.poll(until_look if cut else timeout):
                 return recv_frames(self.socket)
-            if deadline is not None and time.monotonic() >= deadline:
+            if not cut:
                 return None
 
     def check_connections(self) -> None:
@@ -478,11 +520,13 @@ class Subscriber(_Socket):
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
             url = event["endpoint"].decode()
-            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            url, kind = self._names.get(url, url), event["event"]
+            if kind in _HANDSHAKE_FAILURES:
                 self._refused.add(url)
-                self.last_error = f"{url}: the CURVE server refused this client's key; not connecting again"
-            elif event["event"] == zmq.EVENT_DISCONNECTED and url not in self._refused:
-                dropped.add(url)
+                self.last_error = f"{url}: {_HANDSHAKE_FAILURES[kind]}; not connecting again"
+            elif kind == zmq.EVENT_DISCONNECTED:
+                if url not in self._refused:
+                    dropped.add(url)
             else:  # connected, or libzmq retries on its own
                 dropped.discard(url)
                 self._dropped.discard(url)

@@ -185,6 +185,56 @@ def test_a_peer_that_restarts_is_left_to_libzmq(ipc_dir: Path) -> None:
         assert sub.reconnects == 0
 
 
+def test_a_busy_endpoint_does_not_hide_another_ones_dropped_connection(ipc_dir: Path) -> None:
+    """The queue never empties (one endpoint sends faster than the loop takes): the look at the
+    connections still comes, with the messages, and the other endpoint's stream comes back."""
+    context = zmq.Context.instance()
+    busy, quiet = context.socket(zmq.PUB), context.socket(zmq.PUB)
+    urls = [f"ipc://{ipc_dir}/busy.sock", f"ipc://{ipc_dir}/quiet.sock"]
+    limits = Limits(max_total_bytes=64 * 1024)
+    try:
+        for raw, url in zip((busy, quiet), urls, strict=True):
+            raw.linger = 0
+            raw.bind(url)
+        with Subscriber(urls, limits=limits, hwm=100) as sub:
+            time.sleep(0.2)
+            quiet.send_multipart([b"s", _radar_header(1_000_000), bytes(limits.max_message_bytes + 1)])
+            for seq in range(50):  # a backlog, which the loop below only grows
+                busy.send_multipart([b"s", _radar_header(seq), bytes(20)])
+            time.sleep(0.2)
+            deadline, seq, quiet_seen = time.monotonic() + 10, 50, False
+            while not quiet_seen and time.monotonic() < deadline:
+                for _ in range(5):  # more than the loop takes: the queue never empties
+                    busy.send_multipart([b"s", _radar_header(seq), bytes(20)])
+                    seq += 1
+                quiet.send_multipart([b"s", _radar_header(1_000_001), bytes(20)])
+                sample = sub.recv(timeout_ms=200)
+                quiet_seen = sample is not None and sample.seq == 1_000_001
+                time.sleep(0.001)  # the work on each message: slower than the busy endpoint sends
+            assert quiet_seen and sub.reconnects == 1
+    finally:
+        busy.close()
+        quiet.close()
+
+
+def test_a_quiet_wait_polls_once(ipc_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receive that times out waits in one poll (after the first look at the connections), not in a
+    spin of zero-length polls up to the deadline."""
+    with Subscriber(f"ipc://{ipc_dir}/quiet.sock") as sub:
+        assert sub.recv(timeout_ms=5) is None  # the first look at the connections is behind us
+        polls: list[int] = []
+        real_poll = sub.socket.poll
+
+        def counted(timeout: int) -> int:
+            polls.append(timeout)
+            return real_poll(timeout)
+
+        monkeypatch.setattr(sub.socket, "poll", counted)
+        for _ in range(3):
+            assert sub.recv(timeout_ms=20) is None
+        assert len(polls) == 3
+
+
 def test_receiving_socket_has_maxmsgsize(ipc_dir: Path) -> None:
     limits = Limits(max_total_bytes=1024 * 1024)
     with Subscriber(f"ipc://{ipc_dir}/m.sock", limits=limits) as sub:
