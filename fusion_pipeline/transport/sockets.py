@@ -511,7 +511,8 @@ class Subscriber(_Socket):
     def check_connections(self) -> None:
         """At most every REJOIN_CHECK_S: connect again, counted in `reconnects`, to each endpoint libzmq
         dropped and did not retry since the last look (a peer's frame over the size limit). `recv` calls
-        it while it waits; a loop that polls the socket itself calls it on each pass."""
+        it as it takes messages and while it waits; a loop that polls the socket itself calls it on each
+        pass."""
         now = time.monotonic()
         if self._monitor is None or now < self._rejoin_check_at:
             return
