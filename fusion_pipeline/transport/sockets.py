@@ -520,8 +520,8 @@ class Subscriber(_Socket):
         dropped: set[str] = set()
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
-            url = event["endpoint"].decode()
-            url, kind = self._names.get(url, url), event["event"]
+            kind, url = event["event"], event["endpoint"].decode()
+            url = self._names.get(url, url)  # the name this socket was given, not the address resolved
             if kind in _HANDSHAKE_FAILURES:
                 self._refused.add(url)
                 self.last_error = f"{url}: {_HANDSHAKE_FAILURES[kind]}; not connecting again"
