@@ -352,6 +352,14 @@ class _FileState:
         self.error = error.removeprefix(f"{self.path}: ")
 
 
+def _goes_back(path: Path, first_ns: int, before: Path, last_ns: int) -> str:
+    return (
+        f"{path}: begins at log time {first_ns} ns, {(last_ns - first_ns) / 1e9:.3f} s before {before} ends: "
+        "not the next part of one recording (its parts follow each other in time; NAME_000.mcap, "
+        "NAME_001.mcap, ... are read as one recording's parts); give them as separate logs"
+    )
+
+
 class LogReader:
     """Reads one log, or the parts of a split one in order, front to back (= receive order).
 
@@ -434,15 +442,25 @@ class LogReader:
         return self.messages()
 
     def messages(self, streams: Iterable[str] | None = None) -> Iterator[LogMessage]:
-        """Every message, in file order; only `streams` when given."""
+        """Every message, in file order; only `streams` when given. The files are the parts of one
+        recording, so each must begin no earlier than the one before ends: a part that goes back in time
+        is a LogError, not read (a replay places messages by log time, and would drop or misplace them)."""
         wanted = None if streams is None else set(streams)
         self.files = []
+        before: tuple[Path, int] | None = None  # the last part read and its last message's log time
         for path in self.paths:
             state = _FileState(path)
             self.files.append(state)
-            yield from self._file_messages(state, wanted)
+            last = None
+            for message in self._file_messages(state, wanted):
+                if last is None and before is not None and message.log_time_ns < before[1]:
+                    raise LogError(_goes_back(path, message.log_time_ns, *before))
+                last = message.log_time_ns
+                yield message
             if not state.complete:
                 log.warning("%s: log ends early (%s); read %d messages", path, state.error, state.messages)
+            if last is not None:
+                before = (path, last)
 
     def _file_messages(self, state: _FileState, wanted: set[str] | None) -> Iterator[LogMessage]:
         """The messages of one file (of the `wanted` streams). A message that is no valid record ends

@@ -166,6 +166,23 @@ def test_split_by_size_and_duration(tmp_path: Path) -> None:
     assert counts == [2, 2, 2, 2, 2]
 
 
+def test_parts_that_go_back_in_time_are_refused_not_skipped(tmp_path: Path) -> None:
+    """Two drives named as parts of one recording (drive_000, drive_001): the second begins before the
+    first ends, so it cannot be the next part; a replay would have dropped its messages silently."""
+    paths = [tmp_path / f"drive_00{i}.mcap" for i in range(3)]
+    for path, log_times in zip(paths, ((500, 600, 700), (100, 800), (900, 5_000_000_000)), strict=True):
+        with LogWriter(path) as writer:
+            for seq, log_time in enumerate(log_times):
+                writer.write(_lidar(seq), log_time)
+    read: list[int] = []
+    with pytest.raises(LogError, match=r"drive_001.mcap: begins at log time 100 ns, 0.000 s before .*drive_000"):
+        for message in LogReader(paths[:2]).messages():
+            read.append(message.log_time_ns)
+    assert read == [500, 600, 700]  # the first part, then the refusal: nothing of the second
+    # Parts in time order read through, a gap between them or not.
+    assert [m.log_time_ns for m in LogReader([paths[0], paths[2]])] == [500, 600, 700, 900, 5_000_000_000]
+
+
 def test_truncated_file_reads_up_to_its_last_whole_chunk(tmp_path: Path) -> None:
     path = tmp_path / "full.mcap"
     with LogWriter(path, chunk_bytes=3000) as writer:
