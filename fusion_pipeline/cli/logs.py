@@ -323,16 +323,24 @@ def _replay(args: argparse.Namespace) -> int:
     check_output_path(args.results, "--results", new=True)
     # The results take their name only once the replay went through the log: a failed or stopped one
     # leaves no file under it (a replay can be run again), nor one that blocks the retry.
+    # So does its --report-json: the figures of part of a log would pass for the whole log's.
     with contextlib.nullcontext() if args.results is None else new_file(args.results, LogError) as results:
         stopped = [False]  # set once the replay runs (_stop_on_signals): the checks before stop at Ctrl-C
-        code = _replay_to(args, results, stopped)
-        if stopped[0] and results is not None:
-            raise LogError(f"stopped before the end of the log: --results {args.results} not written")
-        return code
+        report = _replay_to(args, results, stopped)
+        if stopped[0]:
+            unwritten = [
+                f"{option} {path}"
+                for option, path in (("--results", args.results), ("--report-json", args.report_json))
+                if path is not None
+            ]
+            said = f": {' and '.join(unwritten)} not written" if unwritten else ""
+            raise LogError(f"stopped before the end of the log{said}")
+    _write_report(args.report_json, report)
+    return 0
 
 
-def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[bool]) -> int:
-    """`replay`, its options checked, with the results written to `results`."""
+def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[bool]) -> dict[str, Any]:
+    """`replay`, its options checked, with the results written to `results`; its report."""
     from fusion_pipeline.cli.run import format_summary
     from fusion_pipeline.logs.replayer import Replayer
     from fusion_pipeline.logs.send_order import plan_streams
@@ -390,23 +398,20 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
     print(report.summary(), file=sys.stderr)
     for problem in reader.truncated:
         print(f"  log cut short: {problem}", file=sys.stderr)
-    if args.report_json is not None:
-        sync = graph.supervisor.counters.totals("synchronizer") if graph is not None else {}
-        out = {
-            "sent": report.sent,
-            "results": report.results,
-            "wall_s": report.wall_s,
-            "log_s": report.log_s,
-            "speedup": report.speedup,
-            "timing_error_ms": report.timing_error_ms(),
-            # Send indices the synchronizer gave up waiting for (fusion_pipeline.sync.reorder): 0 lossless.
-            "replay_gaps": sync.get("replay_gaps"),
-            "replay_held_max": sync.get("replay_held_max"),
-            "inference_skipped": summary.get("inference_skipped"),
-            "drops": summary.get("drops"),
-        }
-        _write_report(args.report_json, out)
-    return 0
+    sync = graph.supervisor.counters.totals("synchronizer") if graph is not None else {}
+    return {
+        "sent": report.sent,
+        "results": report.results,
+        "wall_s": report.wall_s,
+        "log_s": report.log_s,
+        "speedup": report.speedup,
+        "timing_error_ms": report.timing_error_ms(),
+        # Send indices the synchronizer gave up waiting for (fusion_pipeline.sync.reorder): 0 lossless.
+        "replay_gaps": sync.get("replay_gaps"),
+        "replay_held_max": sync.get("replay_held_max"),
+        "inference_skipped": summary.get("inference_skipped"),
+        "drops": summary.get("drops"),
+    }
 
 
 def _replay_offline(
@@ -416,8 +421,9 @@ def _replay_offline(
     reader: LogReader,
     results: Path | None,
     stopped: list[bool],
-) -> int:
-    """`replay --offline`, its options checked: the stages in this process (fusion_pipeline.offline)."""
+) -> dict[str, Any]:
+    """`replay --offline`, its options checked: the stages in this process (fusion_pipeline.offline);
+    its report."""
     from fusion_pipeline.cli.run import preflight
     from fusion_pipeline.offline.graph import OfflineGraph
 
@@ -439,8 +445,7 @@ def _replay_offline(
         stop=lambda: stopped[0],
     )
     print(report.summary(), file=sys.stderr)
-    _write_report(args.report_json, report.as_json())
-    return 0
+    return report.as_json()
 
 
 def _import_ros2(args: argparse.Namespace) -> int:
