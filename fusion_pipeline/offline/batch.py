@@ -7,7 +7,7 @@ in a pool of worker processes by default, or one Ray task per log. Each log's re
 their final name and renamed into place only once the manifest line that says the log is done is on
 disk, so DIR/NAME.results.mcap is always whole, and a rerun after a kill redoes only the logs without
 such a line. A log that fails (cut short, unreadable, not of this config) is a failed line with its error;
-the batch goes on. At the end the summary of every log of the batch (offline/summary.py), and with
+the batch goes on. At the end the summary of every log its manifest holds (offline/summary.py), and with
 `compare` the agreement with another batch's results (offline/compare.py), goes to DIR/summary.json.
 """
 
@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from fusion_pipeline.config import Config
 from fusion_pipeline.inference import SHIPPED, model_path
+from fusion_pipeline.lifetime import die_with_parent
 from fusion_pipeline.logs.sources import log_sources
 from fusion_pipeline.offline.cluster import ray_records
 from fusion_pipeline.offline.compare import check_other, compare_dirs
@@ -182,7 +183,14 @@ def _until_broken(
     dies (killed, out of memory, a crash in native code) fails every task in it, and which one killed it
     is unknown: the logs in flight are reported failed (a rerun retries them) and the rest go on in a
     new pool."""
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    # A worker dies with the batch: a batch killed with SIGKILL leaves no pool running on (its logs
+    # in flight are redone by the next run, their manifest lines never written).
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
     running: dict[Future[LogRecord], LogTask] = {}
     try:
         while queue or running:
@@ -290,7 +298,8 @@ def run_batch(
         finally:
             bar.close()
         wall_s = time.perf_counter() - started if tasks else 0.0
-        records = [manifest.records[log.name] for log in logs]
+        # The directory's summary: every log its manifest holds, not only those named this time.
+        records = list(manifest.records.values())
     log_s = sum(r.timings.get("log_s", 0.0) for r in ran if r.status == "done")
     run = {
         "runner": "pool" if ray is None else f"ray at {ray}" if ray else "ray (local)",
@@ -323,10 +332,22 @@ def _records(tasks: Sequence[LogTask], ray: str | None, concurrency: int) -> Ite
 
 def _finish(record: LogRecord, log: BatchLog, out: Path, manifest: Manifest) -> None:
     """Record a finished log; a done log's results then take their final name (a kill in between leaves a
-    done line without its file, which a rerun redoes)."""
+    done line without its file, which a rerun redoes). A file that took that name while the log ran is
+    never written over: the log fails, saying so."""
+    partial, final = out / log.partial_name, out / log.results_name
+    if record.status == "done" and final.exists():
+        _fail_for(record, final)
     manifest.append(record)
-    partial = out / log.partial_name
     if record.status == "done":
-        partial.replace(out / log.results_name)
-    else:
-        partial.unlink(missing_ok=True)
+        try:
+            os.link(partial, final)  # unlike rename, never over a file
+        except FileExistsError:  # it came between the look above and the link
+            _fail_for(record, final)
+            manifest.append(record)
+    partial.unlink(missing_ok=True)
+
+
+def _fail_for(record: LogRecord, final: Path) -> None:
+    """Turn a done record into a failed one: another file has its results' name."""
+    record.status, record.results = "failed", ""
+    record.error = f"{final} appeared while this log ran: not writing over it (move it away and run again)"

@@ -50,6 +50,8 @@ def ray_records(tasks: Sequence[LogTask], address: str, cpus: int) -> Iterator[L
             )
     except ConnectionError as exc:
         raise BatchError(f"--ray {address}: no Ray cluster to connect to there: {exc}") from exc
+    except ValueError as exc:  # Ray's word on the address itself (its form, a Ray Client it lacks)
+        raise BatchError(f"--ray {address}: {_last_line(str(exc))}") from exc
     try:
         remote = ray.remote(num_cpus=1)(run_log)
         tasks_by_ref = {remote.remote(task): task for task in tasks}

@@ -208,13 +208,21 @@ def _stats_text(entry: Mapping[str, Any]) -> str:
     return f"patterns: {patterns or 'none'}; " + ("; ".join(outputs) or "no outputs")
 
 
+def _output_agreement_text(name: str, figures: Mapping[str, Any]) -> str:
+    """One output's agreement; a new model that changed an output's shape has nothing to compare
+    element by element, and says so."""
+    if "class_agreement" in figures:
+        agreement = figures["class_agreement"]
+        return f"{name} agree {100 * agreement:.1f} %" if agreement is not None else f"{name} none compared"
+    diff, reshaped = figures["mean_abs_diff"], figures["mismatched_shapes"]
+    text = f"{name} mean |diff| {_figure(diff)}" if diff is not None else f"{name} no values compared"
+    return text + (f" ({reshaped} results of another shape there)" if reshaped else "")
+
+
 def _agreement_text(comparison: Mapping[str, Any]) -> str:
-    parts = []
-    for name, figures in comparison["outputs"].items():
-        if "class_agreement" in figures:
-            parts.append(f"{name} agree {100 * figures['class_agreement']:.1f} %")
-        else:
-            parts.append(f"{name} mean |diff| {_figure(figures['mean_abs_diff'])}")
+    parts = [_output_agreement_text(name, figures) for name, figures in comparison["outputs"].items()]
+    if comparison["unshared_outputs"]:
+        parts.append(f"outputs of one side only: {', '.join(comparison['unshared_outputs'])}")
     return (
         f"{comparison['matched']} results matched by stamp, unmatched {comparison['only_here']} here and "
         f"{comparison['only_other']} there; " + (", ".join(parts) or "no output in common")

@@ -25,8 +25,6 @@ PR_SET_PDEATHSIG), so even a `kill -9` of the supervisor leaves no orphan sensor
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 import signal
@@ -45,6 +43,7 @@ import zmq
 import fusion_pipeline
 from fusion_pipeline.config import Config
 from fusion_pipeline.inference import wants_tensorrt
+from fusion_pipeline.lifetime import die_with_parent
 from fusion_pipeline.node import CONTROL_SOCKET
 from fusion_pipeline.ops.exporter import MetricsServer, PipelineCollector
 from fusion_pipeline.ops.graph import LIVE_GRAPH, GraphSpec, NodeSpec, RunSocket, plain_tcp_endpoints
@@ -132,14 +131,10 @@ def _node_preexec() -> Callable[[], None]:
     nodes); not a session of its own, which would also give the node an autogroup of its own, where the
     viewer's SCHED_IDLE would no longer rank it below the data path (docs/ARCHITECTURE.md).
     (`Popen(process_group=0)` does the first part from Python 3.11 on.)"""
-    if not sys.platform.startswith("linux"):
-        return lambda: os.setpgid(0, 0)
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    pr_set_pdeathsig = 1
 
     def preexec() -> None:
         os.setpgid(0, 0)
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        die_with_parent()
 
     return preexec
 

@@ -175,7 +175,7 @@ def test_parts_that_go_back_in_time_are_refused_not_skipped(tmp_path: Path) -> N
             for seq, log_time in enumerate(log_times):
                 writer.write(_lidar(seq), log_time)
     read: list[int] = []
-    with pytest.raises(LogError, match=r"drive_001.mcap: begins at log time 100 ns, 0.000 s before .*drive_000"):
+    with pytest.raises(LogError, match=r"drive_001.mcap: begins at log time 100 ns, 0.000 s before .*_000"):
         for message in LogReader(paths[:2]).messages():
             read.append(message.log_time_ns)
     assert read == [500, 600, 700]  # the first part, then the refusal: nothing of the second

@@ -9,11 +9,14 @@ import json
 import re
 import shutil
 import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 import fusion_pipeline.offline.batch as batch_module
@@ -246,3 +249,68 @@ def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: importing it fails
     with pytest.raises(BatchError, match=r"--ray needs Ray, .*pip install 'fusion-pipeline\[cluster\]'"):
         import_ray()
+
+
+def test_the_summary_is_of_every_log_the_manifest_holds(
+    batch: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    """A batch over some of a directory's logs keeps the others in its summary.json (it replaced the
+    fleet's summary by one of the logs named this time)."""
+    out = tmp_path / "out"
+    batch(out)
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more/b.mcap").write_bytes(b"recording 2")
+    summary = run_batch([tmp_path / "more/b.mcap"], out, DEMO, progress=False)
+    assert sorted(summary["logs"]) == ["a", "b"] and summary["batch"]["done"] == 2
+    assert summary["run"]["ran"] == 1
+    assert sorted(json.loads((out / SUMMARY_NAME).read_text())["logs"]) == ["a", "b"]
+
+
+def test_a_file_that_takes_the_results_name_while_the_log_runs_is_kept(
+    batch: Callable[..., dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def someone_writes_there(tasks: Sequence[LogTask], ray: str | None, n: int) -> Iterator[LogRecord]:
+        for record, task in zip(_done_by_workers(tasks, ray, n), tasks, strict=True):
+            (task.out / task.log.results_name).write_text("someone else's")
+            yield record
+
+    monkeypatch.setattr(batch_module, "_records", someone_writes_there)
+    out = tmp_path / "out"
+    summary = batch(out)
+    assert (out / "a.results.mcap").read_text() == "someone else's"
+    assert summary["logs"]["a"]["status"] == "failed"
+    assert "a.results.mcap appeared while this log ran: not writing over it" in summary["logs"]["a"]["error"]
+    assert not (out / "a.results.mcap.partial").exists()
+
+
+def test_a_ray_address_ray_cannot_take_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    (tmp_path / "a.mcap").write_bytes(b"")
+    with pytest.raises(BatchError, match="^--ray foo: Invalid address format: foo$"):
+        run_batch([tmp_path / "a.mcap"], tmp_path / "out", DEMO, ray="foo")
+
+
+def test_pool_workers_die_with_the_batch() -> None:
+    """A batch killed with SIGKILL left its spawned workers running for good (PPID 1)."""
+    code = (
+        "import time\n"
+        "from fusion_pipeline.offline.batch import pool_records\n"
+        "next(pool_records([60], 1, time.sleep))\n"  # a worker busy for a minute
+    )
+    batch = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (workers := _workers_of(batch.pid)):
+            time.sleep(0.1)
+        assert workers, "no pool worker started"
+        batch.kill()
+        batch.wait(timeout=5)
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"workers outlived the batch: {alive}"
+    finally:
+        batch.kill()
+
+
+def _workers_of(pid: int) -> list[psutil.Process]:
+    """The pool's workers: the children that run multiprocessing's spawn entry point."""
+    return [p for p in psutil.Process(pid).children() if any("spawn_main" in part for part in p.cmdline())]

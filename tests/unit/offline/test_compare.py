@@ -16,6 +16,7 @@ from fusion_pipeline.logs import LogWriter
 from fusion_pipeline.offline import BatchError, LogRecord, Manifest
 from fusion_pipeline.offline.compare import Comparison, check_other, compare_dirs, compare_results
 from fusion_pipeline.offline.manifest import MANIFEST_NAME, PartIdentity
+from fusion_pipeline.offline.summary import batch_summary, format_summary
 from fusion_pipeline.transport import Sample
 
 LIDAR = default_contract().input("lidar")
@@ -74,6 +75,12 @@ def test_outputs_of_another_shape_are_counted_not_compared() -> None:
     )
     distance = comparison.as_json()["outputs"]["distance"]
     assert distance == {"kind": "regression", "compared": 0, "mean_abs_diff": None, "mismatched_shapes": 1}
+    # The printed summary says so (it raised a TypeError on the None instead).
+    compare = {"other": "/old", "logs": {"a": comparison.as_json()}, "errors": {}, "missing": []}
+    run = {"ran": 1, "skipped": 0, "wall_s": 1.0, "log_s": 1.0, "log_s_per_s": 1.0, "logs_per_min": 60.0}
+    text = format_summary(batch_summary([], run, {**compare, "overall": comparison.as_json()}), "/out")
+    assert "a: 1 results matched by stamp" in text
+    assert "distance no values compared (1 results of another shape there)" in text
 
 
 def test_comparisons_of_several_logs_merge_as_one() -> None:
