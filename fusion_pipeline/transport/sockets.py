@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -118,11 +119,41 @@ def prepare_bind(endpoint: Endpoint) -> None:
             f"endpoint {endpoint.url!r}: its directory {str(path.parent)!r} has mode {mode:04o}; ipc sockets "
             "must live in a directory only their user can access (chmod 700, or another run_dir)"
         )
+    # libzmq binds over an existing socket file, taking the path from a process still serving on it
+    # (a replay --publish-only onto a running pipeline's driver): refused, while a file left by a
+    # process that died (nobody accepts on it) is bound over.
+    if _accepting(path):
+        raise EndpointError(
+            f"endpoint {endpoint.url!r}: another process is bound there and serving; binding would take "
+            "the path from it (stop it, or give this one another endpoint)"
+        )
 
 
-def remove_ipc_file(endpoint: Endpoint) -> None:
+def _accepting(path: Path) -> bool:
+    """Whether a process accepts connections on the unix socket file `path`."""
+    if not path.is_socket():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:  # refused: a file left behind; or gone meanwhile
+            return False
+    return True
+
+
+def _file_identity(path: Path | None) -> tuple[int, int] | None:
+    try:
+        return None if path is None else (path.stat().st_dev, path.stat().st_ino)
+    except OSError:
+        return None
+
+
+def remove_ipc_file(endpoint: Endpoint, identity: tuple[int, int] | None = None) -> None:
+    """Remove an ipc endpoint's socket file; given the `identity` of the file this process bound, only
+    that file (one bound there since by another process is its own)."""
     path = endpoint.ipc_path
-    if path is not None:
+    if path is not None and (identity is None or _file_identity(path) == identity):
         path.unlink(missing_ok=True)
 
 
@@ -188,7 +219,7 @@ class _Socket:
         self.socket: zmq.Socket = self._context.socket(kind)
         self.socket.linger = linger_ms
         self.socket.copy_threshold = ZERO_COPY_MIN_BYTES
-        self._bound: list[Endpoint] = []
+        self._bound: list[tuple[Endpoint, tuple[int, int] | None]] = []  # each with its ipc file's identity
         self._curve = curve
         # Shared-memory end (fusion_pipeline.transport.shm), set by a subclass; released with the socket.
         self.segments: shared_memory.SegmentWriter | shared_memory.SegmentReader | None = None
@@ -217,7 +248,7 @@ class _Socket:
                 except OSError as exc:
                     raise EndpointError(f"cannot bind {endpoint.url!r}: {exc}") from exc
                 self.socket.bind(endpoint.url)
-                self._bound.append(endpoint)
+                self._bound.append((endpoint, _file_identity(endpoint.ipc_path)))
             else:
                 self.socket.connect(endpoint.url)
         except zmq.ZMQError as exc:
@@ -261,8 +292,8 @@ class _Socket:
             self._authenticator.stop()
         if self._owns_context:
             self._context.term()
-        for endpoint in self._bound:
-            remove_ipc_file(endpoint)
+        for endpoint, identity in self._bound:
+            remove_ipc_file(endpoint, identity)
         if self.segments is not None:
             self.segments.close()
 

@@ -1,5 +1,6 @@
 """Sockets within one process: drain-newest, malformed drops, maxmsgsize, close, endpoint errors."""
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,6 +255,35 @@ def test_close_is_quick_and_removes_ipc_file(ipc_dir: Path) -> None:
     sub.close()
     assert time.monotonic() - start < 1.0
     assert not (ipc_dir / "sub/dir/cam.sock").exists()
+
+
+def test_an_ipc_path_another_process_serves_is_not_taken_from_it(ipc_dir: Path) -> None:
+    """libzmq binds over a socket file: a replay --publish-only onto a running pipeline took its driver's
+    path, and removed it at its close, so the pipeline never heard its sensors again."""
+    url, path = f"ipc://{ipc_dir}/cam.sock", ipc_dir / "cam.sock"
+    with Publisher(url, stream="camera/front", modality="camera") as serving:
+        with pytest.raises(EndpointError, match="another process is bound there and serving"):
+            Publisher(url, stream="camera/front", modality="camera")
+        assert path.is_socket()
+        with Subscriber(url) as sub:  # the first one still serves its subscribers
+            time.sleep(0.2)
+            serving.publish(1, image=np.zeros((2, 2, 3), np.uint8))
+            assert sub.recv(2000) is not None
+    # A file left by a process that died is bound over.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(path))  # never listens: as a socket file whose process is gone
+        with Publisher(url, stream="camera/front", modality="camera"):
+            assert path.is_socket()
+
+
+def test_close_leaves_a_socket_file_another_process_bound_since(ipc_dir: Path) -> None:
+    url, path = f"ipc://{ipc_dir}/cam.sock", ipc_dir / "cam.sock"
+    pub = Publisher(url, stream="camera/front", modality="camera")
+    path.unlink()  # another program (a driver of the user's) took the path: its file, not ours
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as theirs:
+        theirs.bind(str(path))
+        pub.close()
+        assert path.is_socket()
 
 
 @pytest.mark.parametrize(
