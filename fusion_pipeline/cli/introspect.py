@@ -110,10 +110,12 @@ def _warn_at_start(command: str, endpoint: str) -> None:
         )
 
 
-def _no_message(command: str, args: argparse.Namespace, seconds: float) -> None:
+def _no_message(command: str, args: argparse.Namespace, seconds: float, sub: Subscriber) -> None:
+    """Say that nothing came, and why where it is known: an ipc socket file missing or deaf, or what the
+    subscriber last saw go wrong (a refused CURVE key, malformed messages)."""
     prefix = getattr(args, "stream", "")
     only = f" from streams {prefix!r}*" if prefix else ""
-    problem = _ipc_problem(args.endpoint)
+    problem = _ipc_problem(args.endpoint) or sub.last_error
     print(
         f"fusion-pipeline {command}: no message on {args.endpoint}{only} within {seconds:.3g} s"
         + (f": {problem}" if problem else ""),
@@ -175,7 +177,7 @@ def _echo(args: argparse.Namespace) -> int:
         while args.count is None or printed < args.count:
             sample = sub.recv(timeout_ms)
             if sample is None:
-                _no_message("echo", args, args.timeout)
+                _no_message("echo", args, args.timeout, sub)
                 return 1
             info = describe_sample(sample)
             print(json.dumps(info, default=str) if args.json else _format_line(info), flush=True)
@@ -268,12 +270,12 @@ def _hz(args: argparse.Namespace) -> int:
         if stats:
             _print_rates(stats)
         else:  # say why the screen stays empty
-            _no_message("hz", args, time.monotonic() - started)
+            _no_message("hz", args, time.monotonic() - started, sub)
 
     with _subscribe(args, args.stream) as sub:
         stats = _collect(sub, args.duration, args.window, on_tick=tick)
     if not stats:
-        _no_message("hz", args, time.monotonic() - started)
+        _no_message("hz", args, time.monotonic() - started, sub)
         return 1
     _print_rates(stats)
     return 0
@@ -288,7 +290,7 @@ def _topics(args: argparse.Namespace) -> int:
         _warn_at_start("topics", args.endpoint)  # not only after a long --duration
         stats = _collect(sub, args.duration, window=1000)
     if not stats:
-        _no_message("topics", args, args.duration)
+        _no_message("topics", args, args.duration, sub)
         return 1
     for stream, rate in sorted(stats.items()):
         print(f"{stream}  {rate.modality}  {rate.summary()['rate_hz']:.2f} Hz  ({rate.count} messages)")

@@ -80,13 +80,16 @@ MAX_SUBSCRIPTION_BYTES = 4096
 #: How often a subscriber looks for connections libzmq dropped and will not make again (one still down,
 #: with no retry, at the next look is connected again; libzmq says CONNECT_RETRIED at once when it retries).
 REJOIN_CHECK_S = 1.0
-#: Handshakes libzmq does not retry, for which connecting again cannot help: said once, left alone.
+#: Handshakes libzmq does not retry: connecting again helps only once the peer's keys or security change
+#: (an allow-list fixed, a server restarted), so it is tried this often, and said once per endpoint.
+REFUSED_RETRY_S = 10.0
 _HANDSHAKE_FAILURES = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the CURVE server refused this client's key",
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the peer's security does not match this socket's (CURVE or none)",
 }
 _CONNECTION_EVENTS = (
     zmq.EVENT_CONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_DISCONNECTED
     | zmq.EVENT_CONNECT_RETRIED
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
@@ -452,7 +455,7 @@ class Subscriber(_Socket):
         # libzmq names the events of a connection it made again itself by the address it resolved.
         self._names = {alias: e.url for e in self._connected.values() for alias in _resolved_urls(e)}
         self._dropped: set[str] = set()  # dropped, not retried by libzmq, at the last look
-        self._refused: set[str] = set()  # a CURVE server refused our key: connecting again cannot help
+        self._refused: dict[str, float] = {}  # handshakes failed (a refused key): when to connect again
         self._rejoin_check_at = math.inf if bind else 0.0
         self.reconnects = 0
         for endpoint in urls:
@@ -541,9 +544,10 @@ class Subscriber(_Socket):
 
     def check_connections(self) -> None:
         """At most every REJOIN_CHECK_S: connect again, counted in `reconnects`, to each endpoint libzmq
-        dropped and did not retry since the last look (a peer's frame over the size limit). `recv` calls
-        it as it takes messages and while it waits; a loop that polls the socket itself calls it on each
-        pass."""
+        dropped and did not retry since the last look (a peer's frame over the size limit); and every
+        REFUSED_RETRY_S to an endpoint whose handshake failed (its server may take our key by now).
+        `recv` calls it as it takes messages and while it waits; a loop that polls the socket itself
+        calls it on each pass."""
         now = time.monotonic()
         if self._monitor is None or now < self._rejoin_check_at:
             return
@@ -554,18 +558,26 @@ class Subscriber(_Socket):
             kind, url = event["event"], event["endpoint"].decode()
             url = self._names.get(url, url)  # the name this socket was given, not the address resolved
             if kind in _HANDSHAKE_FAILURES:
-                self._refused.add(url)
-                self.last_error = f"{url}: {_HANDSHAKE_FAILURES[kind]}; not connecting again"
+                problem = f"{url}: {_HANDSHAKE_FAILURES[kind]}; connecting again every {REFUSED_RETRY_S:g} s"
+                if url not in self._refused:
+                    _LOG.warning("%s", problem)
+                self._refused[url] = now + REFUSED_RETRY_S
+                self.last_error = problem
             elif kind == zmq.EVENT_DISCONNECTED:
                 if url not in self._refused:
                     dropped.add(url)
-            else:  # connected, or libzmq retries on its own
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED or url not in self._refused:
+                # connected (a refused endpoint only once its handshake succeeds), or libzmq retries
                 dropped.discard(url)
                 self._dropped.discard(url)
-                self._refused.discard(url)
-        for url in sorted(self._dropped & self._connected.keys()):
+                self._refused.pop(url, None)
+        retry = {url for url, at in self._refused.items() if at <= now}
+        for url in sorted((self._dropped | retry) & self._connected.keys()):
             self.socket.disconnect(url)
             self._bind_or_connect(self._connected[url], bind=False)
+            if url in retry:
+                self._refused[url] = now + REFUSED_RETRY_S  # until its handshake says otherwise
+                continue
             self.reconnects += 1
             self.last_error = (
                 f"{url}: libzmq dropped the connection (a frame over {self.limits.max_message_bytes} "

@@ -7,7 +7,12 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
+from security import curve_keys, host_config, server_curve
+
+from fusion_pipeline.cli import main
 from fusion_pipeline.cli.introspect import _ipc_problem
+from fusion_pipeline.transport import Publisher
 
 
 def test_a_socket_something_listens_on_is_no_problem(ipc_dir: Path) -> None:
@@ -18,3 +23,24 @@ def test_a_socket_something_listens_on_is_no_problem(ipc_dir: Path) -> None:
         started = time.monotonic()
         assert _ipc_problem(f"ipc://{path}") == ""
         assert time.monotonic() - started < 1.0  # the probe neither hangs nor waits for an accept
+
+
+def test_echo_says_the_server_refused_its_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It only said "no message ... within 4 s", as for a driver that is not running."""
+    keys = curve_keys(tmp_path)
+    stranger = {"certificate": keys["stranger"][1], "server_key": keys["server"][0]}
+    config = tmp_path / "client.toml"
+    config.write_text(
+        host_config(
+            {**stranger, "authorized_keys": keys["authorized"][0]},
+            driver="external",
+            output="ipc://{run_dir}/results.sock",
+        )
+    )
+    with Publisher("tcp://127.0.0.1:*", "radar/front", "radar", curve=server_curve(keys)) as pub:
+        endpoint = pub.last_endpoint
+        assert main(["echo", endpoint, "-c", str(config), "--count", "1", "--timeout", "2"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"no message on {endpoint} within 2 s: {endpoint}: the CURVE server refused this client's key" in err
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from security import curve_keys, server_curve
 
-from fusion_pipeline.transport import Curve, Publisher, Subscriber, TransportError
+from fusion_pipeline.transport import Curve, Publisher, Subscriber, TransportError, sockets
 
 
 @pytest.fixture
@@ -45,9 +45,9 @@ def test_a_peer_named_by_host_that_restarts_is_left_to_libzmq(keys) -> None:
         assert sub.reconnects == 0
 
 
-def test_a_refused_client_key_is_said_and_not_retried(keys) -> None:
-    """The server's allow-list lacks the key: the subscriber says so and does not connect again and again
-    (its reconnect is for connections libzmq dropped after a frame over the size limit)."""
+def test_a_refused_client_key_is_said_and_not_retried_at_once(keys) -> None:
+    """The server's allow-list lacks the key: the subscriber says so and does not connect again every
+    second (its reconnect is for connections libzmq dropped after a frame over the size limit)."""
     pub = Publisher("tcp://127.0.0.1:*", "result/fused", "result", curve=server_curve(keys))
     stranger = Curve(certificate=keys["stranger"][1], server_key=keys["server"][0])
     with pub, Subscriber(pub.last_endpoint, curve=stranger) as sub:
@@ -66,7 +66,7 @@ def test_bad_certificates_are_refused(keys, tmp_path: Path) -> None:
             "m",
             curve=Curve(certificate=keys["server"][0], authorized_keys=tmp_path),
         )
-    with pytest.raises(TransportError, match="cannot be read"):
+    with pytest.raises(TransportError, match="absent.key_secret' does not exist"):
         Publisher(
             "tcp://127.0.0.1:*",
             "s",
@@ -104,3 +104,29 @@ def test_a_server_refuses_an_allow_list_that_names_no_key(keys, tmp_path: Path) 
         curve = Curve(certificate=keys["server"][1], authorized_keys=directory)
         with pytest.raises(TransportError, match=rf"authorized_keys {directory}: {expected}"):
             Publisher("tcp://127.0.0.1:*", "s", "m", curve=curve)
+
+
+def test_a_refused_client_is_let_in_once_the_server_takes_its_key(
+    keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libzmq never connects again after a refused handshake: a driver restarted with its allow-list
+    fixed was never heard again, and the pipeline stayed silent for good."""
+    monkeypatch.setattr(sockets, "REFUSED_RETRY_S", 1.0)
+    stranger = Curve(certificate=keys["stranger"][1], server_key=keys["server"][0])
+    first = Publisher("tcp://127.0.0.1:*", "result/fused", "result", curve=server_curve(keys))
+    endpoint = first.last_endpoint
+    with Subscriber(endpoint, curve=stranger) as sub:
+        with first:
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                first.publish(1)
+                assert sub.recv(timeout_ms=100) is None
+        assert "refused this client's key; connecting again every 1 s" in sub.last_error
+        (keys["authorized"][0] / "stranger.key").write_bytes(keys["stranger"][0].read_bytes())
+        with Publisher(endpoint, "result/fused", "result", curve=server_curve(keys)) as fixed:
+            deadline = time.monotonic() + 10
+            received = None
+            while received is None and time.monotonic() < deadline:
+                fixed.publish(2)
+                received = sub.recv(timeout_ms=100)
+        assert received is not None and received.seq >= 0
