@@ -513,7 +513,8 @@ class Ingest:
 
     def _check_identity(self, sample: Sample) -> None:
         if sample.stream != self.config.name:
-            # Topic filters match prefixes: "camera/front" also lets "camera/front_wide" through.
+            # A live subscriber takes whole stream names already (transport.Subscriber); a caller of the
+            # stage itself may hand it anything.
             raise SchemaError("wrong_stream", f"stream {sample.stream!r} is not {self.config.name!r}")
         if sample.modality != self.config.modality:
             raise SchemaError(

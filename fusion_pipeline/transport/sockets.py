@@ -425,6 +425,10 @@ class Subscriber(_Socket):
 
     `recv()` returns every message in order (lossless consumers: synchronizer, recorder);
     `recv_newest()` drains the queue and returns only the newest (real-time consumers: inference).
+    `topics` are stream names, taken whole ("" takes every stream): ZeroMQ matches a prefix, so on a
+    socket that carries "radar/front" and "radar/front_left" a subscriber to the first passes over the
+    second's messages (counted in `other_streams`, not as malformed). With `prefix` a topic takes every
+    stream whose name begins with it (`echo --stream camera/`).
     """
 
     def __init__(
@@ -438,6 +442,7 @@ class Subscriber(_Socket):
         hwm: int | None = None,
         curve: Curve | None = None,
         context: zmq.Context | None = None,
+        prefix: bool = False,
     ) -> None:
         urls = [Endpoint(url) for url in ([endpoints] if isinstance(endpoints, str) else endpoints)]
         super().__init__(zmq.SUB, 0, context, curve)
@@ -445,8 +450,11 @@ class Subscriber(_Socket):
         self.socket.rcvhwm = hwm if hwm is not None else DEFAULT_HWM[role]
         # libzmq applies the limit per frame: anything larger is refused before it is buffered.
         self.socket.setsockopt(zmq.MAXMSGSIZE, limits.max_message_bytes)
+        topics = [topic.encode() for topic in topics]
         for topic in topics:
-            self.socket.subscribe(topic.encode())
+            self.socket.subscribe(topic)
+        self._streams = None if prefix or b"" in topics else frozenset(topics)  # the whole names taken
+        self.other_streams = 0
         # A frame over MAXMSGSIZE is a protocol error to libzmq: it drops that connection and, on the
         # connecting side, never makes it again, which would silence the stream for good. The monitor
         # says so (DISCONNECTED with no CONNECT_RETRIED after it), and `check_connections` connects again.
@@ -586,6 +594,9 @@ class Subscriber(_Socket):
         self._dropped = dropped
 
     def _check(self, frames: list[Buffer]) -> Checked | None:
+        if self._streams is not None and bytes(frames[0]) not in self._streams:
+            self.other_streams += 1
+            return None
         try:
             return check(frames, self.limits, shm_refs=self.segments is not None)
         except WireError as exc:

@@ -257,6 +257,28 @@ def test_close_is_quick_and_removes_ipc_file(ipc_dir: Path) -> None:
     assert not (ipc_dir / "sub/dir/cam.sock").exists()
 
 
+def test_topics_are_whole_stream_names_unless_a_prefix_is_asked_for(ipc_dir: Path) -> None:
+    """ZeroMQ matches prefixes: radar/front's ingest took radar/front_left's messages on a shared driver
+    socket and counted every one as malformed (schema_wrong_stream)."""
+    url = f"ipc://{ipc_dir}/radars.sock"
+    with (
+        Publisher(url, stream="radar/front", modality="radar") as driver,
+        Subscriber(url, topics=["radar/front"]) as exact,
+        Subscriber(url, ["radar/front"], prefix=True) as both,
+    ):
+        time.sleep(0.3)
+        for seq in range(3):
+            for stream in ("radar/front", "radar/front_left"):
+                driver.send(Sample(stream, "radar", seq, seq, {"detections": np.zeros((1, 5), np.float32)}))
+        taken = [exact.recv(1000) for _ in range(3)]
+        assert [s.stream for s in taken if s is not None] == ["radar/front"] * 3
+        assert exact.recv(200) is None
+        assert (exact.other_streams, dict(exact.malformed)) == (3, {})
+        assert sorted(s.stream for s in (both.recv(1000) for _ in range(6)) if s) == (
+            ["radar/front"] * 3 + ["radar/front_left"] * 3
+        )
+
+
 def test_an_ipc_path_another_process_serves_is_not_taken_from_it(ipc_dir: Path) -> None:
     """libzmq binds over a socket file: a replay --publish-only onto a running pipeline took its driver's
     path, and removed it at its close, so the pipeline never heard its sensors again."""
