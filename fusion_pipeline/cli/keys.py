@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from fusion_pipeline.cli.args import add_command
-from fusion_pipeline.transport.keys import generate_keys
+from fusion_pipeline.transport.keys import generate_keys, key_name_problem
 
 __all__ = ["register"]
 
@@ -16,7 +16,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND", required=True)
     generate = add_command(keys_sub, "generate", _generate)
     generate.add_argument("directory", type=Path, help="where to write the certificates (created 0700)")
-    generate.add_argument("--name", default="pipeline", help="certificate name (default: pipeline)")
+    generate.add_argument(
+        "--name",
+        type=_key_name,
+        default="pipeline",
+        help="certificate name, a plain file name (default: pipeline)",
+    )
+
+
+def _key_name(text: str) -> str:
+    """An argparse type: a name the keypair's two files can take inside DIRECTORY (not a path out of it)."""
+    problem = key_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}; give a plain file name, such as 'vehicle'")
+    return text
 
 
 def _generate(args: argparse.Namespace) -> int:

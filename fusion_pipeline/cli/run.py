@@ -113,6 +113,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"results {summary['results']} for {summary['reference_messages']} reference messages; "
         + (
             f"after the warm-up {timed} for {expected}, ratio {ratio}"
+            + (
+                f" ({unreported} of the messages counted from their results: the reference's ingest "
+                "heartbeats missed them, its node restarted)"
+                if (unreported := summary.get("result_ratio_unreported"))
+                else ""
+            )
             if ratio is not None
             else "a replay: the replay report below counts results against the log"
             if summary.get("log_time")

@@ -45,6 +45,10 @@ def _status(args: argparse.Namespace) -> int:
 def format_status(report: dict[str, Any]) -> str:
     """The human-readable table."""
     health = "DEGRADED: " + "; ".join(report["reasons"]) if report["degraded"] else "healthy"
+    # One name column for both tables, as wide as the longest name (surround's nodes have long ones).
+    width = max(
+        len(name) for name in ("stream", *(row["name"] for row in (*report["nodes"], *report["streams"])))
+    )
     lines = [
         f"{report['pipeline']}: {health}",
         f"run dir {report['run_dir']}, up {_duration(report['uptime_s'])}, "
@@ -52,21 +56,21 @@ def format_status(report: dict[str, Any]) -> str:
         f"results {report['results_endpoint']}, metrics {report['metrics']}",
         *(f"WARNING: {warning}" for warning in report["warnings"]),
         "",
-        f"{'node':<26} {'state':<10} {'pid':>7} {'uptime':>8} {'restarts':>8} {'heartbeat':>9} "
+        f"{'node':<{width}} {'state':<10} {'pid':>7} {'uptime':>8} {'restarts':>8} {'heartbeat':>9} "
         f"{'in/s':>7} {'out/s':>7}",
     ]
     for node in report["nodes"]:
         beat = "-" if node["heartbeat_age_s"] is None else f"{node['heartbeat_age_s']:.1f}s ago"
         uptime = "-" if node["uptime_s"] is None else _duration(node["uptime_s"])
         lines.append(
-            f"{node['name']:<26} {node['state']:<10} {node['pid'] or '-':>7} {uptime:>8} "
+            f"{node['name']:<{width}} {node['state']:<10} {node['pid'] or '-':>7} {uptime:>8} "
             f"{node['restarts']:>8} {beat:>9} {_rate(node['rates'].get('in')):>7} "
             f"{_rate(node['rates'].get('out')):>7}"
         )
-    lines += ["", f"{'stream':<26} {'msg/s':>7} {'config':>7} {'idle':>7}  required"]
+    lines += ["", f"{'stream':<{width}} {'msg/s':>7} {'config':>7} {'idle':>7}  required"]
     for stream in report["streams"]:
         lines.append(
-            f"{stream['name']:<26} {_rate(stream['messages_per_s']):>7} {stream['rate_hz']:>7g} "
+            f"{stream['name']:<{width}} {_rate(stream['messages_per_s']):>7} {stream['rate_hz']:>7g} "
             f"{stream['idle_s']:>6.1f}s  {'yes' if stream['required'] else 'no':<8}"
             f"{'  SILENT' if stream['silent'] else ''}".rstrip()
         )

@@ -209,7 +209,7 @@ class ResultRatio:
     Marks are (t_ns, messages so far) from the reference stream's ingest heartbeats after the warm-up. The
     ratio runs from the first mark to the last one at or before a given time (messages after it may still
     be in flight when the nodes stop): results whose reference stamp lies between the two marks, over
-    the messages counted between them.
+    the messages counted between them, and never fewer messages than results (see `counts`).
     """
 
     def __init__(self, kept: int = KEPT_RESULTS) -> None:
@@ -232,6 +232,20 @@ class ResultRatio:
 
     def counts(self, until_ns: int) -> tuple[int, int]:
         """(results, reference messages) between the first mark and the last one at or before until_ns."""
+        results, reported = self._window(until_ns)
+        # Every result stands for a reference message captured in the window, so there were at least as
+        # many messages as results; the heartbeats can report fewer (an ingest node killed by SIGKILL
+        # never reports what it sent after its last one). Such messages are counted from their results,
+        # so the ratio never passes 1; `unreported` says how many were.
+        return results, max(results, reported)
+
+    def unreported(self, until_ns: int) -> int:
+        """Reference messages of the window counted from their results, no heartbeat having reported them."""
+        results, reported = self._window(until_ns)
+        return max(0, results - reported)
+
+    def _window(self, until_ns: int) -> tuple[int, int]:
+        """(results, messages the heartbeats reported) between the first mark and the last settled one."""
         settled = [m for m in self._recent_marks if m[0] <= until_ns]
         if self.first is None or not settled:
             return 0, 0

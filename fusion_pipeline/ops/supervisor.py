@@ -386,11 +386,15 @@ class Supervisor:
         for stream in back:
             self.line.log(f"stream {stream.name} flowing again")
 
+    def _ratio_until_ns(self) -> int:
+        """The end of the result ratio's window: the last reference-ingest heartbeat at least
+        RATIO_MARGIN_S before the stop (later messages may still be in flight when the nodes stop)."""
+        return self._stopped_ns - round(RATIO_MARGIN_S * 1e9)
+
     def _result_ratio(self) -> tuple[int, int]:
         """(results, reference messages) from the first reference-ingest heartbeat after the warm-up to
-        the last one at least RATIO_MARGIN_S before the stop (later messages may still be in flight
-        when the nodes are stopped): the share of reference stamps that yielded a result."""
-        return self.ratio.counts(self._stopped_ns - round(RATIO_MARGIN_S * 1e9))
+        the end of the window: the share of reference stamps that yielded a result."""
+        return self.ratio.counts(self._ratio_until_ns())
 
     def summary(self, elapsed_s: float) -> dict[str, Any]:
         reference = self.config.sync.reference
@@ -411,6 +415,8 @@ class Supervisor:
             "result_ratio": round(window_results / window_messages, 4) if window_messages else None,
             "log_time": self.graph.log_time,
             "result_ratio_counts": [window_results, window_messages],
+            # of those messages, counted from their results: no heartbeat reported them (a killed node)
+            "result_ratio_unreported": self.ratio.unreported(self._ratio_until_ns()),
             "sync_sets_full": sync.get("sets_full", 0),
             "sync_sets_partial": sync.get("sets_partial", 0),
             "inference_skipped": inference.get("skipped", 0),

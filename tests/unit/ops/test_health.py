@@ -364,6 +364,17 @@ def test_status_report_and_table() -> None:
     assert format_status(degraded).splitlines()[0] == "demo: DEGRADED: inference starting"
 
 
+def test_status_table_columns_stay_in_line_with_long_names() -> None:
+    """The name column is as wide as the longest name: surround's node names pass 26 characters."""
+    long = "sensor_sim:camera/front_left"
+    nodes = [_node(long), _node("inference")]
+    table = format_status(status_report(_snapshot(nodes, [_stream("lidar/top", True)]))).splitlines()
+    header, *rows = table[table.index("") + 1 : table.index("", table.index("") + 1)]
+    assert [row.index("running") for row in rows] == [header.index("state")] * 2 == [len(long) + 1] * 2
+    stream_header, stream_row = table[-2:]
+    assert stream_row.index("10.0") + 4 == stream_header.index("msg/s") + 5  # right-aligned under it
+
+
 def test_metrics_config() -> None:
     config = load_config()
     assert config.metrics.enabled and (config.metrics.host, config.metrics.port) == ("127.0.0.1", 9464)
@@ -405,3 +416,20 @@ def test_result_ratio_counts_between_marks_in_bounded_memory() -> None:
     assert ratio.counts(until_ns=35) == (20, 20)  # stamps 10..29 against marks 10 and 30
     assert ratio.counts(until_ns=50) == (30, 35)
     assert ratio.counts(until_ns=5) == (0, 0)  # no settled mark after the first
+
+
+def test_result_ratio_never_passes_one_when_heartbeats_miss_messages() -> None:
+    """A reference ingest node killed by SIGKILL never reports what it sent after its last heartbeat, and
+    its successor counts from 0: the results of those messages count them, and say how many they were."""
+    ratio = ResultRatio()
+    ratio.mark(0, 0)
+    for stamp in range(10):  # 10 messages, 10 results; the node reports 5 of them, then dies
+        ratio.result(stamp)
+    ratio.mark(5, 5)
+    ratio.mark(20, 5 + 2)  # its successor: 2 messages, stamps 10 and 11, both with a result
+    ratio.result(10)
+    ratio.result(11)
+    assert ratio.counts(until_ns=30) == (12, 12)
+    assert ratio.unreported(until_ns=30) == 5
+    ratio.mark(40, 20)  # the heartbeats report more than results came: counted as reported
+    assert ratio.counts(until_ns=40) == (12, 20) and ratio.unreported(until_ns=40) == 0

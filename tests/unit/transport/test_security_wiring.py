@@ -110,10 +110,10 @@ def test_key_files_are_checked_before_anything_starts(site: dict[str, Path], ipc
     for security, expected in [
         (
             {**good, "certificate": absent},
-            f"security.certificate: CURVE certificate '{absent}' cannot be read",
+            f"security.certificate: CURVE certificate '{absent}' does not exist$",
         ),
         ({**good, "certificate": public}, "security.certificate: .* has no secret key"),
-        ({**good, "server_key": secret.parent / "no.key"}, "security.server_key: .*no.key' cannot be read"),
+        ({**good, "server_key": secret.parent / "no.key"}, "security.server_key: .*no.key' does not exist$"),
         (
             {**good, "authorized_keys": empty / "absent"},
             f"security.authorized_keys: .*{empty}/absent: does not",
