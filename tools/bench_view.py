@@ -38,7 +38,7 @@ def measure(log: Path, results: Path, rrd: Path) -> dict[str, list[int]]:
     recording = rr.RecordingStream("bench-view")
     recording.save(rrd)
     scene = Scene(load_config(None), recording)
-    samples = sorted((m.sample for m in LogReader([log, results])), key=lambda s: s.stamp_ns)
+    samples = sorted((m.sample for path in (log, results) for m in LogReader(path)), key=lambda s: s.stamp_ns)
     cpu_ns: dict[str, list[int]] = defaultdict(list)
     for sample in samples:
         start = time.thread_time_ns()

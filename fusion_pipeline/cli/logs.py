@@ -318,6 +318,17 @@ def _replay(args: argparse.Namespace) -> int:
             f"--run-dir {args.run_dir} goes with --publish-only; without it, replay starts a graph of its "
             "own in a run dir of its own"
         )
+    # A looped replay ends only when stopped, and a stopped replay writes neither of these.
+    unwritable = [
+        f"{option} {path}"
+        for option, path in (("--results", args.results), ("--report-json", args.report_json))
+        if path is not None
+    ]
+    if args.loop and unwritable:
+        raise LogError(
+            f"--loop does not go with {' and '.join(unwritable)}: a looped replay ends only at Ctrl-C, "
+            "and a stopped replay writes no --results or --report-json"
+        )
     _distinct_logs(args.logs)
     check_output_path(args.report_json, "--report-json", new=True)
     check_output_path(args.results, "--results", new=True)
@@ -452,13 +463,14 @@ def _import_ros2(args: argparse.Namespace) -> int:
     """convert a ROS 2 bag (sqlite3 or mcap storage) into a log (extra [ros])
 
     Image (rgb8, bgr8, mono8), CompressedImage (jpeg), PointCloud2 (float32 x, y, z [, intensity];
-    radar: x, y, z, velocity, rcs), audio_common_msgs AudioData[Stamped] (S16LE as int16, F32LE as
-    float32; sample rate, channels and format from the bag's AudioInfo on TOPIC_info, else
-    --sample-rate, --channels and S16LE) and std_msgs String results as export-ros2 writes them (JSON,
-    back as results with their seq).
+    radar: x, y, z, velocity, rcs, as a cloud with velocity and rcs is unless mapped :lidar),
+    audio_common_msgs AudioData[Stamped] (S16LE as int16, F32LE as float32; sample rate, channels and
+    format from the bag's AudioInfo on TOPIC_info, else --sample-rate, --channels and S16LE) and
+    std_msgs String results as export-ros2 writes them (JSON, back as results with their seq).
     """
     from fusion_pipeline.logs.ros2 import import_ros2, parse_map
 
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: the partial log goes
     counts = import_ros2(
         args.bag, args.out, parse_map(args.map), sample_rate=args.sample_rate, channels=args.channels
     )
@@ -486,9 +498,11 @@ def _export_foxglove(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace, write: Callable[[list[Path], Path], dict[str, int]]) -> int:
     """An export command: refuse its -o and a log cut short before `write` converts anything."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: the partial output goes
     check_output_path(args.out, "-o", new=True)
     _distinct_logs(args.logs)
-    _read_through(LogReader(args.logs), None, args.allow_truncated)
+    for _, parts in log_sources(args.logs):  # each source on its own, as `write` reads them
+        _read_through(LogReader(parts), None, args.allow_truncated)
     counts = write(args.logs, args.out)
     print(f"{args.out}: {_describe(counts)}", file=sys.stderr)
     return 0

@@ -11,27 +11,35 @@
 
 Messages use message_encoding ``json`` with ``jsonschema`` schemas, written here (no extra dependency);
 binary fields are base64 strings, as Foxglove's JSON encoding specifies. Audio and sets have no Foxglove
-panel that fits and are skipped (counted). Topic = "/" + stream name; log_time and publish_time are kept.
+panel that fits and are skipped (counted), as is a camera, lidar or radar message whose array is not of
+its PROTOCOL.md section 5 shape (counted per topic, with the reason). Topic = "/" + stream name; log_time
+and publish_time are kept.
 A stream that an earlier input already holds (the live ``result/fused`` of a recording and the replayed one
 of its ``--results`` log) gets its own topic, ``/STREAM@SOURCE`` (SOURCE = the log's name, the parts of a
-split recording being one source), and the command says so. The output is created mode 0600.
+split recording being one source), and the command says so. The output is created mode 0600, beside
+its name, and linked into place once whole: a failed or stopped export leaves nothing under the name.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from mcap.writer import CompressionType, Writer
 
+from fusion_pipeline.files import new_file
+from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader, existing_logs
 from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES
+from fusion_pipeline.logs.ros2_messages import odd_shape
 from fusion_pipeline.logs.sources import SourceTopics, log_sources
 from fusion_pipeline.logs.writer import create_log_file
 from fusion_pipeline.protocol import NS_PER_S
@@ -203,19 +211,30 @@ def to_foxglove(sample: Sample) -> tuple[str, dict[str, Any]] | None:
 
 
 def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
-    """Write every convertible message of `logs` to a Foxglove-ready MCAP; return counts per topic."""
+    """Write every convertible message of `logs` to a Foxglove-ready MCAP; return counts per topic. The
+    file is written beside `out` and linked into place once whole (`new_file`): never over a file, and a
+    failed or stopped export leaves nothing under the name."""
     counts: dict[str, int] = {}
     skipped: dict[str, int] = {}
+    odd_shapes: defaultdict[str, Counter[str]] = defaultdict(Counter)  # per topic, why
     logs = existing_logs(logs)
-    with os.fdopen(create_log_file(out), "wb") as stream:
+    topics = SourceTopics()
+    with (
+        new_file(out, LogError) as partial,
+        _write_errors(out),
+        os.fdopen(create_log_file(partial), "wb") as stream,
+    ):
         writer = Writer(stream, chunk_size=DEFAULT_CHUNK_BYTES, compression=CompressionType.ZSTD)
         writer.start(profile="", library="fusion-pipeline export-foxglove")
         schemas: dict[str, int] = {}
         channels: dict[tuple[str, str], int] = {}
-        topics = SourceTopics()
         for source, paths in log_sources(logs):
             for message in LogReader(paths):
                 sample = message.sample
+                odd = odd_shape(sample)
+                if odd is not None:
+                    odd_shapes[topics.topic(sample.stream, source)][odd] += 1
+                    continue
                 converted = to_foxglove(sample)
                 if converted is None:
                     skipped[sample.stream] = skipped.get(sample.stream, 0) + 1
@@ -240,6 +259,18 @@ def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
         writer.finish()
     for line in topics.renamed:
         log.warning("%s: %s", out, line)
+    for topic, reasons in odd_shapes.items():
+        for why, n in reasons.items():
+            log.warning("%s: %s: %d messages skipped: %s", out, topic, n, why)
     if skipped:
         log.warning("%s: not exported (no Foxglove schema): %s", out, skipped)
     return counts
+
+
+@contextlib.contextmanager
+def _write_errors(out: Path) -> Iterator[None]:
+    """A write that fails (a full disk) as a LogError naming `out`; reading a log raises LogError itself."""
+    try:
+        yield
+    except OSError as exc:
+        raise LogError(f"{out}: cannot write the export: {exc.strerror or exc}") from exc

@@ -3,27 +3,31 @@
 Import (``fusion-pipeline import-ros2 BAG -o LOG.mcap --map TOPIC=STREAM[:modality] ...``) reads rosbag2
 in sqlite3 or mcap storage and converts the messages of each mapped topic into samples (which types, and
 what they become: `fusion_pipeline.logs.ros2_messages`). stamp_ns is the message header's stamp (the
-bag's receive time for AudioData, which has no header), log_time the bag's timestamp, seq a per-stream
-count from 0 (ROS 2 messages carry none; a result's JSON does). A mapped topic of another type or
-encoding, or a damaged bag, is refused with an error naming the topic and the type; unmapped topics are
-skipped.
+bag's receive time for AudioData, which has no header; a zero header stamp is kept, and counted per topic
+in a warning), log_time the bag's timestamp, seq a per-stream count from 0 (ROS 2 messages carry none; a
+result's JSON does). A mapped topic of another type or encoding, or a damaged bag, is refused with an
+error naming the topic and the type; unmapped topics are skipped.
 
 Export (``fusion-pipeline export-ros2 LOG.mcap [RESULTS.mcap] -o BAG``) writes the inverse, an audio
 topic's AudioInfo on ``TOPIC_info`` whenever its format changes. The bag is rosbag2 version 8 (ROS 2 Iron
 and newer play it) in sqlite3 or mcap storage, directory 0700 and files 0600. Topics as export-foxglove:
 "/" + stream name, ``/STREAM@SOURCE`` for a stream an earlier input already holds. What the bag cannot
-carry is logged per topic: sets (skipped), sensor meta keys other than those import makes again, sensor
-seq numbers, dtype conversions.
+carry is logged per topic: sets (skipped), camera, lidar and radar messages whose array is not of its
+PROTOCOL.md section 5 shape (skipped, counted with the reason), sensor meta keys other than those import
+makes again, sensor seq numbers, dtype conversions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
+import sqlite3
 import stat
 import tempfile
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +39,14 @@ from fusion_pipeline.logs.ros2_messages import (
     AUDIO_INFO,
     INFO_SUFFIX,
     MODALITIES,
+    RADAR_ONLY_FIELDS,
     STRING,
     AudioFormat,
     audio_info,
     from_ros,
     losses,
+    odd_shape,
+    radar_fields,
     result_from_ros,
     sample_audio_format,
     to_ros,
@@ -169,6 +176,9 @@ def import_ros2(
             for topic, wanted in modality.items()
             if wanted == "audio"
         }
+        # PointCloud2 topics that are lidar so far: radar, by their first message's fields?
+        clouds = {c.topic for c in connections if modality[c.topic] == MODALITIES.get(c.msgtype) == "lidar"}
+        zero_stamps: Counter[TopicMap] = Counter()
         writer = LogWriter(out, metadata={"recorded_by": "fusion-pipeline import-ros2", "source": str(bag)})
         try:
             with writer:
@@ -176,6 +186,9 @@ def import_ros2(
                     topic, msgtype = connection.topic, connection.msgtype
                     target, where = by_topic[topic], f"topic {topic} ({msgtype})"
                     msg = _deserialize(store, raw, msgtype, where)
+                    if topic in clouds:
+                        clouds.discard(topic)
+                        _cloud_modality(target, radar_fields(msg), modality, where)
                     seq = counts.get(target.stream, 0)
                     if modality[topic] == "result" and msgtype == STRING:
                         arrays, meta, stamp, frame_id, seq = result_from_ros(msg, where)
@@ -184,6 +197,8 @@ def import_ros2(
                         arrays, meta, stamp, frame_id = from_ros(
                             msgtype, msg, modality[topic], where, audio_format
                         )
+                        if stamp == 0:  # a header left unset, most likely
+                            zero_stamps[target] += 1
                     sample = Sample(
                         target.stream,
                         modality[topic],
@@ -201,7 +216,33 @@ def import_ros2(
             raise
     finally:
         reader.close()
+    for target, n in zero_stamps.items():
+        log.warning(
+            "%s: topic %s: %d of %d messages have a zero header stamp, kept as their stamp_ns (their log "
+            "time is the bag's time)",
+            out,
+            target.topic,
+            n,
+            counts[target.stream],
+        )
     return counts
+
+
+def _cloud_modality(target: TopicMap, radar: list[str], modality: dict[str, str], where: str) -> None:
+    """Set the modality of PointCloud2 topic `target`, so far lidar, from the radar-only fields (`radar`)
+    of its first message: radar when it has them all and its map gives no modality (export-ros2 writes
+    radar so); else they are dropped, which is said."""
+    if target.modality is None and len(radar) == len(RADAR_ONLY_FIELDS):
+        modality[target.topic] = "radar"
+    elif radar:
+        log.warning(
+            "%s: PointCloud2 fields %s dropped: imported as lidar (x, y, z, intensity); "
+            "--map %s=%s:radar keeps them",
+            where,
+            ", ".join(radar),
+            target.topic,
+            target.stream,
+        )
 
 
 def _infos(reader: Any, store: Any, topic: str, bag: Path) -> list[Any]:
@@ -218,27 +259,35 @@ def _infos(reader: Any, store: Any, topic: str, bag: Path) -> list[Any]:
 
 @contextlib.contextmanager
 def _private_bag(bag: Path) -> Iterator[Path]:
-    """Where to write the bag `bag`: a path inside a fresh 0700 directory beside it, so that no one else
-    can open its files while rosbags creates them with its own modes. On success the bag is narrowed to
-    0700 (files 0600, as every log) and moved to `bag`, whose name was claimed first with an empty
-    directory, so nothing is written over; on failure nothing is left behind."""
+    """Where to write the bag `bag`: a path inside a fresh 0700 directory ``.NAME.*`` beside it, so that no
+    one else can open its files while rosbags creates them with its own modes. On success the bag is
+    narrowed to 0700 (files 0600, as every log) and renamed to `bag`: the name is taken only by a whole
+    bag, and never over anything. On failure nothing is left behind (after SIGKILL, the ``.NAME.*``
+    directory). A write that fails (a full disk) is a Ros2Error naming the bag."""
+    if bag.exists() or bag.is_symlink():
+        raise Ros2Error(f"{bag} exists already, not overwriting")
     try:
-        bag.mkdir(mode=0o700)
-    except FileExistsError:
-        raise Ros2Error(f"{bag} exists already, not overwriting") from None
+        staging = Path(tempfile.mkdtemp(prefix=f".{bag.name}.", dir=bag.parent))
     except OSError as exc:
         raise Ros2Error(f"{bag}: cannot create: {exc.strerror}") from exc
-    staging = Path(tempfile.mkdtemp(prefix=f".{bag.name}.", dir=bag.parent))
     try:
         built = staging / bag.name
         yield built
         for path in built.iterdir():
             path.chmod(stat.S_IMODE(path.stat().st_mode) & LOG_MODE)
         built.chmod(stat.S_IMODE(built.stat().st_mode) & 0o700)
-        os.replace(built, bag)  # over the empty directory that claimed the name
-    except BaseException:
-        bag.rmdir()
-        raise
+        # rename(2) fails over a file or a non-empty directory; an empty directory made between this
+        # check and the rename would be replaced, which loses nothing.
+        if bag.exists() or bag.is_symlink():
+            raise Ros2Error(f"{bag} appeared during the export, not overwriting it")
+        try:
+            os.rename(built, bag)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise Ros2Error(f"{bag} appeared during the export, not overwriting it") from exc
+            raise
+    except (OSError, sqlite3.Error) as exc:  # a full disk: OSError (mcap), sqlite3.OperationalError
+        raise Ros2Error(f"{bag}: cannot write the bag: {getattr(exc, 'strerror', None) or exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -257,6 +306,7 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
     skipped: dict[str, int] = {}
     notes: dict[str, set[str]] = {}
     infos: dict[str, AudioFormat] = {}
+    odd_shapes: defaultdict[str, Counter[str]] = defaultdict(Counter)  # per topic, why
     logs = existing_logs(logs)
     topics = SourceTopics()
     with _private_bag(bag) as path:
@@ -275,6 +325,10 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
             for source, paths in log_sources(logs):
                 for message in LogReader(paths):
                     sample = message.sample
+                    odd = odd_shape(sample)
+                    if odd is not None:
+                        odd_shapes[topics.topic(sample.stream, source)][odd] += 1
+                        continue
                     converted = to_ros(store, sample)
                     if converted is None:
                         skipped[sample.stream] = skipped.get(sample.stream, 0) + 1
@@ -300,6 +354,8 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
                     counts[topic] = counts.get(topic, 0) + 1
     for line in topics.renamed:
         log.warning("%s: %s", bag, line)
+    for topic, reasons in odd_shapes.items():
+        notes.setdefault(topic, set()).update(f"{n} messages skipped: {why}" for why, n in reasons.items())
     for topic, lost in sorted(notes.items()):
         if lost:
             log.warning("%s: %s: %s", bag, topic, "; ".join(sorted(lost)))

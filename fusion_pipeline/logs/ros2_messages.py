@@ -12,6 +12,9 @@ sensor_msgs/msg/PointCloud2            lidar      ``points`` float32 [N, 4]: flo
                                                   optional intensity (0 when absent), any field order,
                                                   offsets and point_step; non-finite points dropped
 sensor_msgs/msg/PointCloud2            radar      ``detections`` float32 [M, 5] from x, y, z, velocity, rcs
+                                                  (without a modality in its map, a cloud that has
+                                                  velocity and rcs fields is radar; mapped ``:lidar``,
+                                                  it loses them, which is warned)
 audio_common_msgs/msg/AudioData,       audio      ``samples`` int16 [frames, channels] from S16LE bytes
 AudioDataStamped                                  (float32 from F32LE); sample_rate, channels and sample
                                                   format from the topic's AudioInfo (``TOPIC_info``, as
@@ -46,12 +49,15 @@ __all__ = [
     "AUDIO_INFO",
     "INFO_SUFFIX",
     "MODALITIES",
+    "RADAR_ONLY_FIELDS",
     "RESULT_FORMAT",
     "STRING",
     "AudioFormat",
     "audio_info",
     "from_ros",
     "losses",
+    "odd_shape",
+    "radar_fields",
     "result_from_ros",
     "sample_audio_format",
     "to_ros",
@@ -191,6 +197,16 @@ def _cloud(msg: Any, where: str, names: Sequence[str], optional: Sequence[str]) 
     return out[np.isfinite(out).all(axis=1)]
 
 
+#: The fields of a radar PointCloud2 (as export-ros2 writes radar) that lidar has not: import drops them.
+RADAR_ONLY_FIELDS = ("velocity", "rcs")
+
+
+def radar_fields(msg: Any) -> list[str]:
+    """Those of RADAR_ONLY_FIELDS that a PointCloud2 has."""
+    names = {f.name for f in msg.fields}
+    return [name for name in RADAR_ONLY_FIELDS if name in names]
+
+
 @dataclass(frozen=True)
 class AudioFormat:
     """How an audio topic's bytes are laid out: from its AudioInfo topic, else from the options."""
@@ -285,9 +301,18 @@ def topic_audio_format(
 # -- sample to ROS 2 -----------------------------------------------------------------------------------
 
 
+#: builtin_interfaces/Time.sec is an int32: ROS 2 time ends in January 2038.
+_ROS_SEC = range(-(2**31), 2**31)
+
+
 def _header(store: Any, sample: Sample) -> Any:
     types = store.types
     sec, nanosec = divmod(sample.stamp_ns, NS_PER_S)
+    if sec not in _ROS_SEC:
+        raise Ros2Error(
+            f"stream {sample.stream} seq {sample.seq}: stamp {sample.stamp_ns} ns ({sec} s) does not fit "
+            "a ROS 2 header (builtin_interfaces/Time.sec is int32, up to 2038-01-19)"
+        )
     return types["std_msgs/msg/Header"](
         stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=sample.frame_id
     )
@@ -351,6 +376,30 @@ def _result_json(sample: Sample) -> str:
         },
     }
     return json.dumps(payload, default=str)
+
+
+#: A sensor modality's array, its shape (None: any size) and how PROTOCOL.md section 5 writes it.
+_SHAPES = {
+    "camera": ("image", (None, None, 3), "[H, W, 3]"),
+    "lidar": ("points", (None, 4), "[N, 4]"),
+    "radar": ("detections", (None, 5), "[M, 5]"),
+}
+
+
+def odd_shape(sample: Sample) -> str | None:
+    """Why a sensor sample cannot be exported: its array is missing or not of the shape of PROTOCOL.md
+    section 5, which both exports (ROS 2, Foxglove) declare it as; None when it can. The exports skip such
+    a message and say per topic how many they skipped and why."""
+    if sample.modality not in _SHAPES:
+        return None
+    name, shape, described = _SHAPES[sample.modality]
+    array = sample.arrays.get(name)
+    if array is None:
+        return None if sample.modality == "camera" else f"no array {name!r}"  # a camera may send jpeg
+    fits = array.ndim == len(shape) and all(
+        want is None or got == want for got, want in zip(array.shape, shape, strict=True)
+    )
+    return None if fits else f"{name} of shape {list(array.shape)}, not {described}"
 
 
 def losses(sample: Sample, seq: int) -> list[str]:

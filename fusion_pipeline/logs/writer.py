@@ -182,7 +182,7 @@ class LogWriter:
                 sequence=sample.seq & UINT32_MAX,
             )
         except OSError as exc:
-            raise self._write_error(part, exc) from exc
+            raise self._write_error(part.file.path, exc) from exc
         if part.file.tell() != flushed_at:  # a chunk went out, with this message in it
             self._pending.clear()
         self.written += 1
@@ -203,7 +203,7 @@ class LogWriter:
                 part.writer.add_metadata(REPORT_METADATA, {k: str(v) for k, v in report.items()})
             part.writer.finish()
         except OSError as exc:
-            raise self._write_error(part, exc) from exc
+            raise self._write_error(part.file.path, exc) from exc
         finally:
             with contextlib.suppress(OSError):
                 part.file.close()
@@ -217,10 +217,10 @@ class LogWriter:
     ) -> None:
         self.close()
 
-    def _write_error(self, part: _Part, exc: OSError) -> LogWriteError:
+    def _write_error(self, path: Path, exc: OSError) -> LogWriteError:
         lost, self._pending = self._pending, Counter()
         return LogWriteError(
-            f"{part.file.path}: write failed ({exc.strerror}); {sum(lost.values())} messages of the open "
+            f"{path}: write failed ({exc.strerror}); {sum(lost.values())} messages of the open "
             "chunk are lost",
             lost,
         )
@@ -247,8 +247,17 @@ class LogWriter:
         path = part_path(self.path, len(self.paths)) if self.split.enabled else self.path
         file = _DirectFile(path)
         writer = Writer(file, chunk_size=self.chunk_bytes, compression=CompressionType.ZSTD)  # type: ignore[arg-type]
-        writer.start(profile="", library=LOG_FORMAT)
-        writer.add_metadata(FILE_METADATA, {**self.metadata, "part": str(len(self.paths))})
+        try:
+            writer.start(profile="", library=LOG_FORMAT)
+            writer.add_metadata(FILE_METADATA, {**self.metadata, "part": str(len(self.paths))})
+        except BaseException as exc:
+            # A file that failed before its first message holds nothing: it goes, not to block a retry.
+            with contextlib.suppress(OSError):
+                file.close()
+            path.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise self._write_error(path, exc) from exc
+            raise
         self.paths.append(path)
         self._part = _Part(file, writer)
 

@@ -2,16 +2,20 @@
 refused, a report is never written over, and a failed recording leaves no log behind. The commands as a
 user runs them, end to end: tests/process/test_cli_logs.py, test_record.py, test_offline_replay.py."""
 
+import errno
 import json
 import signal
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from commands import sample_log
 
 from fusion_pipeline.cli import main
-from fusion_pipeline.logs import LogError, Recorder
+from fusion_pipeline.logs import LogError, LogWriter, Recorder, export_ros2
+from fusion_pipeline.transport import Sample
 
 
 @pytest.fixture(autouse=True)
@@ -125,3 +129,113 @@ def test_a_stopped_offline_replay_leaves_no_results(
     monkeypatch.undo()
     assert main(["replay", str(demo_log), "--offline", "--no-progress", "--results", str(results)]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["r.mcap"]
+
+
+@pytest.mark.parametrize("output", ["--results", "--report-json"])
+def test_replay_refuses_loop_with_an_output_it_could_never_write(tmp_path: Path, capsys, output: str) -> None:
+    # --loop ends only at Ctrl-C, and a stopped replay writes neither file: refused before the log is opened.
+    out = tmp_path / "out"
+    err = _fails(capsys, "replay", str(tmp_path / "missing.mcap"), "--loop", output, str(out))
+    assert f"--loop does not go with {output} {out}: a looped replay ends only at Ctrl-C" in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+#: The step of each conversion command that runs once per message, after its output was created.
+_PER_MESSAGE = {
+    "export-foxglove": "fusion_pipeline.logs.foxglove.to_foxglove",
+    "export-ros2": "fusion_pipeline.logs.ros2.to_ros",
+    "import-ros2": "fusion_pipeline.logs.ros2.from_ros",
+}
+
+
+@pytest.fixture(scope="module")
+def demo_bag(demo_log: Path) -> Path:
+    bag = demo_log.parent / "demo-bag"
+    export_ros2([demo_log], bag)  # not through main, which would keep its SIGTERM handler
+    return bag
+
+
+def _conversion(command: str, demo_log: Path, demo_bag: Path, out: Path) -> list[str]:
+    if command == "import-ros2":
+        return [command, str(demo_bag), "-o", str(out), "--map", "/lidar/top=lidar/top"]
+    return [command, str(demo_log), "-o", str(out)]
+
+
+def _signalled(signum: signal.Signals) -> Callable[..., object]:
+    """A per-message step that gets `signum`, as from `kill`; fails the test instead of letting a SIGTERM
+    that the command does not handle end pytest."""
+
+    def step(*args: object, **kwargs: object) -> object:
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            pytest.fail(f"{signum.name} would end the command on the spot, its partial output left behind")
+        signal.raise_signal(signum)
+        raise AssertionError("not reached")
+
+    return step
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda signum: signum.name)
+@pytest.mark.parametrize("command", sorted(_PER_MESSAGE))
+def test_a_stopped_conversion_leaves_nothing(
+    demo_log: Path,
+    demo_bag: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    signum: signal.Signals,
+) -> None:
+    """Ctrl-C or SIGTERM midway: nothing under -o (which would block the retry) nor beside it."""
+    out = tmp_path / "out"
+    monkeypatch.setattr(_PER_MESSAGE[command], _signalled(signum))
+    assert main(_conversion(command, demo_log, demo_bag, out)) == 130
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert main(_conversion(command, demo_log, demo_bag, out)) == 0  # the retry
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def _disk_full(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _sqlite_full(*args: object, **kwargs: object) -> None:
+    raise sqlite3.OperationalError("database or disk is full")
+
+
+@pytest.mark.parametrize(
+    ("command", "storage", "write", "fail"),
+    [
+        ("export-foxglove", [], "mcap.writer.Writer.add_message", _disk_full),
+        ("export-ros2", [], "rosbags.rosbag2.storage_sqlite3.Sqlite3Writer.write", _sqlite_full),
+        ("export-ros2", ["--storage", "mcap"], "rosbags.rosbag2.storage_mcap.McapWriter.write", _disk_full),
+        ("import-ros2", [], "fusion_pipeline.logs.writer._DirectFile.write", _disk_full),
+    ],
+)
+def test_a_full_disk_is_a_one_line_error_and_leaves_nothing(
+    demo_log: Path,
+    demo_bag: Path,
+    tmp_path: Path,
+    capsys,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    storage: list[str],
+    write: str,
+    fail: Callable[..., None],
+) -> None:
+    out = tmp_path / "out"
+    capsys.readouterr()
+    monkeypatch.setattr(write, fail)
+    err = _fails(capsys, *_conversion(command, demo_log, demo_bag, out), *storage)
+    assert err.startswith(f"fusion-pipeline {command}: error: {out}") and err.count("\n") == 1, err
+    assert "full" in err or "No space left on device" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["export-foxglove", "export-ros2"])
+def test_exports_read_each_log_through_on_its_own(demo_log: Path, tmp_path: Path, command: str) -> None:
+    """A recording and its --results log are two sources, not the parts of one recording: the read
+    through before the export refused the second as going back in time."""
+    results = tmp_path / "results.mcap"
+    with LogWriter(results) as writer:
+        writer.write(Sample("result/fused", "result", 0, 1, {"p": np.zeros(2, np.float32)}, ""), 1)
+    assert main([command, str(demo_log), str(results), "-o", str(tmp_path / "out")]) == 0

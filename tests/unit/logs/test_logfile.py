@@ -1,5 +1,6 @@
 """MCAP log format: record layout, round trips, channel metadata, splitting, truncated files, bad records."""
 
+import errno
 import os
 import re
 import stat
@@ -17,6 +18,7 @@ from fusion_pipeline.logs import (
     REPORT_METADATA,
     LogError,
     LogReader,
+    LogWriteError,
     LogWriter,
     SplitPolicy,
     pack_record,
@@ -356,3 +358,29 @@ def test_a_damaged_message_ends_its_file_like_other_damage_naming_where(
         assert match, problem
         opcode = 0x06 if chunked else 0x05  # the byte named is the Chunk or the Message record
         assert damaged.read_bytes()[int(match[1])] == opcode
+
+
+def test_a_full_disk_when_a_file_starts_is_a_write_error_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting a log (or a split recording's next part) on a full disk: LogWriteError naming the file,
+    and the file that holds nothing goes, so a retry under the name is not refused."""
+    from fusion_pipeline.logs.writer import _DirectFile
+
+    writer = LogWriter(tmp_path / "s.mcap", split=SplitPolicy(max_duration_ns=1_000))
+    writer.write(_lidar(0), log_time_ns=0)
+    write = _DirectFile.write
+
+    def disk_full_but_for_part_0(self: _DirectFile, data: bytes) -> int:
+        if self.path.name != "s_000.mcap":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(self, data)
+
+    monkeypatch.setattr(_DirectFile, "write", disk_full_but_for_part_0)
+    with pytest.raises(LogWriteError, match=r"s_001.mcap: write failed \(No space left on device\)"):
+        writer.write(_lidar(1), log_time_ns=1_000)  # closes part 0 before it starts part 1
+    with pytest.raises(LogWriteError, match=r"new.mcap: write failed \(No space left on device\)"):
+        LogWriter(tmp_path / "new.mcap")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s_000.mcap"]
+    monkeypatch.undo()
+    assert [m.sample.seq for m in LogReader(tmp_path / "s_000.mcap")] == [0]

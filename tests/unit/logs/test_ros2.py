@@ -16,9 +16,11 @@ from fusion_pipeline.logs import (
     LogWriter,
     Ros2Error,
     TopicMap,
+    export_foxglove,
     export_ros2,
     import_ros2,
     parse_map,
+    ros2_messages,
     typestore,
 )
 from fusion_pipeline.transport import Sample
@@ -326,3 +328,110 @@ def test_maps_that_would_drop_or_mix_topics_and_unused_audio_options_are_refused
         assert not out.exists()
     # The same map given twice is one map.
     assert import_ros2(bag, out, parse_map(["/cam=camera/front", "/cam=camera/front"])) == {"camera/front": 1}
+
+
+def _radar_log(path: Path, stamps_ns: list[int]) -> Path:
+    with LogWriter(path) as writer:
+        for seq, stamp in enumerate(stamps_ns):
+            arrays = {"detections": np.ones((2, 5), np.float32)}
+            writer.write(Sample("radar/front", "radar", seq, stamp, arrays, "radar_front"), T0 + seq)
+    return path
+
+
+@pytest.mark.parametrize("appears", ["file", "directory"])
+def test_export_takes_the_bag_name_only_when_whole_and_never_over_what_appeared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, appears: str
+) -> None:
+    """The bag is built in a hidden .NAME.* directory beside it: until it is whole, nothing is under its
+    name (so a SIGKILL leaves only that directory), and what took the name meanwhile is kept."""
+    import fusion_pipeline.logs.ros2 as ros2
+
+    log = _radar_log(tmp_path / "log.mcap", [T0, T0 + 1])
+    bag = tmp_path / "bag"
+    seen: list[list[str]] = []
+
+    def to_ros(store, sample):
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        if sample.seq == 1:  # someone takes the name while the export runs
+            if appears == "file":
+                bag.write_text("kept\n")
+            else:
+                (bag / "mine").mkdir(parents=True)
+        return ros2_messages.to_ros(store, sample)
+
+    monkeypatch.setattr(ros2, "to_ros", to_ros)
+    with pytest.raises(Ros2Error, match=f"{bag} appeared during the export, not overwriting it"):
+        export_ros2([log], bag)
+    staging, *rest = seen[0]
+    assert staging.startswith(".bag.") and rest == ["log.mcap"]  # no "bag" until the bag is whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bag", "log.mcap"]  # the staging dir is gone
+    assert bag.read_text() == "kept\n" if appears == "file" else [p.name for p in bag.iterdir()] == ["mine"]
+
+
+def test_export_refuses_a_stamp_past_ros2_time_naming_stream_and_stamp(tmp_path: Path) -> None:
+    # builtin_interfaces/Time.sec is int32; before, struct.error escaped from the CDR serializer.
+    late = 2**31 * 1_000_000_000
+    log = _radar_log(tmp_path / "log.mcap", [T0, late])
+    with pytest.raises(Ros2Error, match=f"stream radar/front seq 1: stamp {late} ns \\(2147483648 s\\)"):
+        export_ros2([log], tmp_path / "bag")
+    assert [p.name for p in tmp_path.iterdir()] == ["log.mcap"]
+
+
+@pytest.mark.parametrize("export", [export_ros2, export_foxglove])
+def test_exports_skip_arrays_not_of_their_standard_shape_and_say_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, export
+) -> None:
+    """Written as rgb8 or as x, y, z, intensity fields, these arrays would give messages whose byte count
+    does not match their header; they are skipped and counted per topic instead."""
+    log = tmp_path / "log.mcap"
+    ok = {"camera": np.zeros((2, 3, 3), np.uint8), "lidar": np.zeros((4, 4), np.float32)}
+    odd = [np.zeros((2, 3), np.uint8), np.zeros((2, 3, 4), np.uint8), np.zeros((4, 3), np.float32)]
+    with LogWriter(log) as writer:
+        for seq, array in enumerate([ok["camera"], *odd[:2], odd[1], ok["lidar"], odd[2]]):
+            modality, name = ("camera", "image") if array.dtype == np.uint8 else ("lidar", "points")
+            writer.write(Sample(f"{modality}/x", modality, seq, T0, {name: array}, "f"), T0 + seq)
+    out = tmp_path / "out"
+    assert export([log], out) == {"/camera/x": 1, "/lidar/x": 1}
+    for topic, note in (
+        ("/camera/x", "1 messages skipped: image of shape [2, 3], not [H, W, 3]"),
+        ("/camera/x", "2 messages skipped: image of shape [2, 3, 4], not [H, W, 3]"),
+        ("/lidar/x", "1 messages skipped: points of shape [4, 3], not [N, 4]"),
+    ):
+        assert any(f"{out}: {topic}: " in line and note in line for line in caplog.messages), (topic, note)
+
+
+def test_a_cloud_with_velocity_and_rcs_imports_as_radar_unless_mapped_lidar(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """export-ros2 writes radar as PointCloud2 with velocity and rcs: mapped without a modality it comes
+    back as radar (before: as lidar, velocity and rcs silently dropped); mapped :lidar, the loss is said."""
+    log = _radar_log(tmp_path / "log.mcap", [T0, T0 + 1])
+    export_ros2([log], tmp_path / "bag")
+    import_ros2(tmp_path / "bag", tmp_path / "radar.mcap", parse_map(["/radar/front=radar/front"]))
+    back = [m.sample for m in LogReader(tmp_path / "radar.mcap")]
+    assert [s.modality for s in back] == ["radar", "radar"]
+    assert all(np.array_equal(s.arrays["detections"], np.ones((2, 5), np.float32)) for s in back)
+    assert "dropped" not in caplog.text
+    import_ros2(tmp_path / "bag", tmp_path / "lidar.mcap", parse_map(["/radar/front=lidar/x:lidar"]))
+    assert {m.sample.modality for m in LogReader(tmp_path / "lidar.mcap")} == {"lidar"}
+    assert caplog.messages == [
+        "topic /radar/front (sensor_msgs/msg/PointCloud2): PointCloud2 fields velocity, rcs dropped: "
+        "imported as lidar (x, y, z, intensity); --map /radar/front=lidar/x:radar keeps them"
+    ]
+
+
+def test_zero_header_stamps_are_kept_and_counted_per_topic(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    bag = tmp_path / "bag"
+    stamps = [0, 0, T0 + 2]
+    images = [("/cam", "sensor_msgs/msg/Image", T0 + i, _image(s, rgb, "rgb8")) for i, s in enumerate(stamps)]
+    _write_bag(bag, StoragePlugin.SQLITE3, images)
+    out = tmp_path / "out.mcap"
+    assert import_ros2(bag, out, [TopicMap("/cam", "camera/front")]) == {"camera/front": 3}
+    assert [m.sample.stamp_ns for m in LogReader(out)] == stamps  # kept, as the docs say
+    assert caplog.messages == [
+        f"{out}: topic /cam: 2 of 3 messages have a zero header stamp, kept as their stamp_ns (their log "
+        "time is the bag's time)"
+    ]
