@@ -52,6 +52,8 @@ __all__ = [
 ]
 
 DEMO_CONFIG = "demo.toml"
+#: The run dir's ipc socket of the results when output.endpoint is tcp (Config.local_results_endpoint).
+LOCAL_RESULTS_SOCKET = "results-local.sock"
 #: Linux's sun_path holds 108 bytes with the closing NUL: libzmq refuses a longer ipc path.
 IPC_PATH_MAX = 107
 # Stands for the run dir until it is known: absolute, so it parses, and no real path starts with it.
@@ -346,6 +348,14 @@ class Config(_Section):
         config = self.stream(stream)
         return self.endpoint(config.ingest_endpoint.replace("{stream}", config.slug), run_dir)
 
+    def local_results_endpoint(self, run_dir: str | Path) -> str:
+        """Where this host's own readers of the results (the supervisor, the replayer) subscribe: the
+        output endpoint when it is ipc; for a tcp one, an ipc endpoint in the run dir that the results
+        publisher binds besides. A CURVE client presents the one `server_key` of the config's peer (the
+        vehicle), which is not the key this host serves its results with."""
+        output = self.endpoint(self.output.endpoint, run_dir)
+        return output if Endpoint(output).scheme == "ipc" else f"ipc://{run_dir}/{LOCAL_RESULTS_SOCKET}"
+
     def live_only(self, *, offline: bool) -> list[str]:
         """The settings this config turns on that only a live run honours, as "key = value": a replay's
         process graph runs the separate nodes and no viewer; the offline graph (`--offline`, `batch`)
@@ -374,10 +384,13 @@ class Config(_Section):
             EndpointUse(f"streams[{i}].ingest_endpoint", self.ingest_endpoint(s.name, run_dir), True)
             for i, s in enumerate(self.streams)
         ]
+        output = self.endpoint(self.output.endpoint, run_dir)
+        if (local := self.local_results_endpoint(run_dir)) != output:
+            uses.append(EndpointUse("output.endpoint (its ipc beside the tcp one)", local, True))
         return [
             *uses,
             EndpointUse("sync.endpoint", self.endpoint(self.sync.endpoint, run_dir), True),
-            EndpointUse("output.endpoint", self.endpoint(self.output.endpoint, run_dir), True),
+            EndpointUse("output.endpoint", output, True),
         ]
 
     def curve_for(self, urls: str | Iterable[str]) -> Curve | None:

@@ -44,6 +44,7 @@ from fusion_pipeline.config import (
     load_config,
 )
 from fusion_pipeline.errors import ConfigError, FusionError
+from fusion_pipeline.protocol import RESULT_MODALITY, RESULT_STREAM
 from fusion_pipeline.transport.errors import KeysError
 from fusion_pipeline.transport.keys import load_allow_list, load_certificate
 from fusion_pipeline.transport.sockets import DEFAULT_HWM, Publisher, Role, Subscriber
@@ -168,6 +169,27 @@ def check_host(config: Config, run_dir: Path, source: str, sockets: Sequence[tup
                 check(Path(value))
         except KeysError as exc:
             raise ConfigError(f"{source}: security.{key}: {exc}") from exc
+
+
+def check_own_drivers(config: Config, source: str) -> None:
+    """Refuse a graph whose ingest could never hear its own simulated drivers on tcp: it is their CURVE
+    client with this host's key, which the allow-list must then hold. (A host that runs only drivers,
+    its ingest elsewhere, needs no such key: `run` checks this, not every node.)"""
+    security = config.security
+    own_tcp = [s.name for s in config.streams if s.driver == "sim" and s.endpoint.startswith("tcp://")]
+    if not (own_tcp and security.certificate and security.authorized_keys):
+        return
+    try:
+        public = load_certificate(Path(security.certificate), need_secret=True)[0]
+        allowed = load_allow_list(Path(security.authorized_keys), need_keys=False)
+    except KeysError:
+        return  # check_host says what is wrong with the files
+    if public not in allowed:
+        raise ConfigError(
+            f"{source}: security.authorized_keys {security.authorized_keys} does not hold this host's own "
+            f"public key (of {security.certificate}), which its ingest presents to its own simulated "
+            f"drivers on tcp ({', '.join(own_tcp)}): copy its .key file into it"
+        )
 
 
 def enter_realtime(priority: int) -> bool:
@@ -330,6 +352,18 @@ class Node(contextlib.AbstractContextManager["Node", None]):
         )
         self._sockets.append(socket)
         return socket
+
+    def results_publisher(self) -> Publisher:
+        """The results' Publisher on output.endpoint, and on the local ipc endpoint beside a tcp one
+        (Config.local_results_endpoint). Results go to programs outside the pipeline: their arrays stay
+        in the frames, never in shared memory."""
+        url = self.endpoint(self.config.output.endpoint)
+        sink = self.publisher(
+            url, RESULT_STREAM, RESULT_MODALITY, role=Role.RESULT, hwm=self.config.output.hwm, shm=False
+        )
+        if (local := self.config.local_results_endpoint(self.run_dir)) != url:
+            sink.bind_also(local)
+        return sink
 
     def loop(
         self, counters: Callable[[], dict[str, Any]], parts: Callable[[], Parts] | None = None

@@ -47,8 +47,6 @@ from fusion_pipeline.node import POLL_MS, Node, Parts, node_name, run_node
 from fusion_pipeline.preprocess.deferred import defer, resolve
 from fusion_pipeline.protocol import (
     PUBLISH,
-    RESULT_MODALITY,
-    RESULT_STREAM,
     SET_MODALITY,
     SET_STREAM,
     SYNC_EMIT,
@@ -75,15 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         sets_out = node.publisher(
             node.endpoint(config.sync.endpoint), SET_STREAM, SET_MODALITY, role=Role.SET
         )
-        # Results go to programs outside the pipeline: arrays in the frames, never in shared memory.
-        results_out = node.publisher(
-            node.endpoint(config.output.endpoint),
-            RESULT_STREAM,
-            RESULT_MODALITY,
-            role=Role.RESULT,
-            hwm=config.output.hwm,
-            shm=False,
-        )
+        results_out = node.results_publisher()
         poller = zmq.Poller()
         for stream in streams:
             poller.register(stream.source.socket, zmq.POLLIN)

@@ -18,7 +18,7 @@ import time
 from fusion_pipeline.config import Config
 from fusion_pipeline.inference import InferenceStage, ModelRuntime
 from fusion_pipeline.node import POLL_MS, Node, run_node
-from fusion_pipeline.protocol import PUBLISH, RESULT_MODALITY, RESULT_STREAM, SET_STREAM
+from fusion_pipeline.protocol import PUBLISH, SET_STREAM
 from fusion_pipeline.transport import Role
 
 log = logging.getLogger("nodes.inference")
@@ -42,11 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         config = node.config
         stage = start_inference(config)
         source = node.subscriber(node.endpoint(config.sync.endpoint), topics=[SET_STREAM], role=Role.SET)
-        # Results go to programs outside the pipeline: arrays in the frames, never in shared memory.
-        results_url = node.endpoint(config.output.endpoint)
-        sink = node.publisher(
-            results_url, RESULT_STREAM, RESULT_MODALITY, role=Role.RESULT, hwm=config.output.hwm, shm=False
-        )
+        sink = node.results_publisher()
         # Live, a late set is worth less than the newest one; a replay (lossless upstream) takes every set.
         receive = source.recv if node.replay else source.recv_newest
         for _ in node.loop(lambda: {**source.counters(), **stage.counters()}):

@@ -42,8 +42,13 @@ class StreamIngest:
         time_jump_ns = settings_from_config(node.config)[0].time_jump_ns  # the synchronizer's
         self.ingest = Ingest(binding, live=not node.replay, time_jump_ns=time_jump_ns)
         self.driver_url = node.endpoint(stream.endpoint)
+        # Whole names: a driver's socket may also carry streams whose names begin with this one's.
         self.source = node.subscriber(
-            self.driver_url, topics=[stream.name], limits=self.ingest.limits, hwm=stream_hwm(stream)
+            self.driver_url,
+            topics=[stream.name],
+            limits=self.ingest.limits,
+            hwm=stream_hwm(stream),
+            exact=True,
         )
         # Behind on a discrete stream: every drained message is admitted in order (header checks, seq
         # tracking) and the newest admitted one is finished; audio, or a replay: every message in full.

@@ -162,9 +162,7 @@ def _format_line(info: dict[str, Any]) -> str:
 def _subscribe(args: argparse.Namespace, prefix: str) -> Subscriber:
     curve = load_config(args.config).curve_for(args.endpoint) if args.config is not None else None
     # Introspection must see anything a sensor may legally send, so it uses the protocol's limits.
-    return Subscriber(
-        args.endpoint, topics=[prefix], limits=DEFAULT_LIMITS, hwm=1000, curve=curve, prefix=True
-    )
+    return Subscriber(args.endpoint, topics=[prefix], limits=DEFAULT_LIMITS, hwm=1000, curve=curve)
 
 
 def _echo(args: argparse.Namespace) -> int:

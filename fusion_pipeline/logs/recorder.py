@@ -208,6 +208,7 @@ class Recorder:
         self.subscriber = Subscriber(
             urls,
             topics=list(sources),
+            exact=True,  # the streams named, not others whose names begin with theirs
             limits=union_limits(config),
             hwm=RECV_HWM,
             curve=config.curve_for(urls),

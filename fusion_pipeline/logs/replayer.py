@@ -150,9 +150,8 @@ class Replayer:
         self.reference = config.sync.reference or min(config.streams, key=lambda s: s.rate_hz).name
         self._results: _ResultCollector | None = None
         if settings.graph or settings.results_path is not None:
-            results_url = config.endpoint(config.output.endpoint, run_dir)
             subscriber = Subscriber(
-                results_url, topics=[RESULT_STREAM], hwm=RESULTS_HWM, curve=config.curve_for(results_url)
+                config.local_results_endpoint(run_dir), topics=[RESULT_STREAM], hwm=RESULTS_HWM
             )
             results_log = None
             if settings.results_path is not None:

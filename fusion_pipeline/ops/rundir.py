@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fusion_pipeline.config import Config, config_source
 from fusion_pipeline.errors import ConfigError
-from fusion_pipeline.node import CONTROL_SOCKET, check_host
+from fusion_pipeline.node import CONTROL_SOCKET, check_host, check_own_drivers
 from fusion_pipeline.ops.errors import StatusError
 from fusion_pipeline.ops.graph import RunSocket
 from fusion_pipeline.ops.status import forget_run_dir, record_run_dir
@@ -66,6 +66,7 @@ class RunDir:
 
         def check(path: Path) -> None:
             check_host(config, path, source, [(what, url(path)) for what, url in sockets])
+            check_own_drivers(config, source)  # this graph's ingest and its drivers, on one host
 
         if config.pipeline.run_dir:
             path = Path(config.pipeline.run_dir).expanduser().resolve()
@@ -101,6 +102,7 @@ class RunDir:
         urls = [config.endpoint(s.endpoint, self.path) for s in config.streams if s.driver == "sim"]
         urls += [config.ingest_endpoint(s.name, self.path) for s in config.streams]
         urls += [config.endpoint(u, self.path) for u in (config.sync.endpoint, config.output.endpoint)]
+        urls.append(config.local_results_endpoint(self.path))
         urls.append(f"ipc://{self.path}/{CONTROL_SOCKET}")
         for url in urls:
             remove_ipc_file(Endpoint(url))

@@ -194,13 +194,8 @@ class Supervisor:
         control.maxmsgsize = MAX_HEARTBEAT_BYTES
         control.bind(f"ipc://{self.run_dir}/{CONTROL_SOCKET}")
         results_url = self.config.endpoint(self.config.output.endpoint, self.run_dir)
-        results = Subscriber(
-            results_url,
-            topics=[RESULT_STREAM],
-            role=Role.RESULT,
-            hwm=1000,
-            curve=self.config.curve_for(results_url),
-        )
+        local_url = self.config.local_results_endpoint(self.run_dir)
+        results = Subscriber(local_url, topics=[RESULT_STREAM], role=Role.RESULT, hwm=1000)
         poller = zmq.Poller()
         poller.register(control, zmq.POLLIN)
         poller.register(results.socket, zmq.POLLIN)
@@ -214,8 +209,8 @@ class Supervisor:
         replay = not (self.graph.composed and self.graph.viewer)  # a replay's graph runs without them
         if replay and (ignored := self.config.live_only(offline=False)):
             self.line.log(f"{', '.join(ignored)}: live only, not in this graph (a replay's)")
-        config_option = f" -c {self.config_path}" if self.config.curve_for(results_url) else ""
-        self.line.log(f"results on {results_url}: fusion-pipeline echo {results_url}{config_option}")
+        beside = f" (on this host also {local_url})" if local_url != results_url else ""
+        self.line.log(f"results on {results_url}{beside}: fusion-pipeline echo {local_url}")
         for use in plain_tcp_endpoints(self.config, self.run_dir):
             self._warn(
                 Notice(

@@ -371,6 +371,11 @@ class Publisher(_Socket):
         self.seq += 1
         return sample.seq
 
+    def bind_also(self, endpoint: str) -> None:
+        """Serve the same messages on `endpoint` too (results on tcp for other hosts and on ipc for this
+        one); CURVE applies to tcp endpoints only."""
+        self._attach(Endpoint(endpoint), bind=True)
+
     def send(self, sample: Sample, zero_copy: bool = True) -> None:
         """Send a sample as it is (its own stream and seq): for nodes that forward or replay."""
         send_frames(self.socket, encode(sample, self.segments), zero_copy=zero_copy)
@@ -425,10 +430,9 @@ class Subscriber(_Socket):
 
     `recv()` returns every message in order (lossless consumers: synchronizer, recorder);
     `recv_newest()` drains the queue and returns only the newest (real-time consumers: inference).
-    `topics` are stream names, taken whole ("" takes every stream): ZeroMQ matches a prefix, so on a
-    socket that carries "radar/front" and "radar/front_left" a subscriber to the first passes over the
-    second's messages (counted in `other_streams`, not as malformed). With `prefix` a topic takes every
-    stream whose name begins with it (`echo --stream camera/`).
+    `topics` are prefixes of stream names, as ZeroMQ matches them ("" takes every stream). With `exact`
+    they are whole names: on a socket that carries "radar/front" and "radar/front_left", a subscriber to
+    the first then passes over the second's messages (counted in `other_streams`, not as malformed).
     """
 
     def __init__(
@@ -442,7 +446,7 @@ class Subscriber(_Socket):
         hwm: int | None = None,
         curve: Curve | None = None,
         context: zmq.Context | None = None,
-        prefix: bool = False,
+        exact: bool = False,
     ) -> None:
         urls = [Endpoint(url) for url in ([endpoints] if isinstance(endpoints, str) else endpoints)]
         super().__init__(zmq.SUB, 0, context, curve)
@@ -453,7 +457,7 @@ class Subscriber(_Socket):
         topics = [topic.encode() for topic in topics]
         for topic in topics:
             self.socket.subscribe(topic)
-        self._streams = None if prefix or b"" in topics else frozenset(topics)  # the whole names taken
+        self._streams = frozenset(topics) if exact and b"" not in topics else None  # whole names taken
         self.other_streams = 0
         # A frame over MAXMSGSIZE is a protocol error to libzmq: it drops that connection and, on the
         # connecting side, never makes it again, which would silence the stream for good. The monitor

@@ -80,7 +80,7 @@ def open_sources(
     sensors = sorted({config.endpoint(s.endpoint, run_dir) for s in config.streams})
     results = config.endpoint(config.output.endpoint, run_dir)
     return [
-        subscriber(sensors, topics=[s.name for s in config.streams], limits=limits),
+        subscriber(sensors, topics=[s.name for s in config.streams], limits=limits, exact=True),
         subscriber([results], topics=[RESULT_STREAM], role=Role.RESULT),
     ]
 

@@ -257,14 +257,14 @@ def test_close_is_quick_and_removes_ipc_file(ipc_dir: Path) -> None:
     assert not (ipc_dir / "sub/dir/cam.sock").exists()
 
 
-def test_topics_are_whole_stream_names_unless_a_prefix_is_asked_for(ipc_dir: Path) -> None:
+def test_exact_topics_are_whole_stream_names(ipc_dir: Path) -> None:
     """ZeroMQ matches prefixes: radar/front's ingest took radar/front_left's messages on a shared driver
     socket and counted every one as malformed (schema_wrong_stream)."""
     url = f"ipc://{ipc_dir}/radars.sock"
     with (
         Publisher(url, stream="radar/front", modality="radar") as driver,
-        Subscriber(url, topics=["radar/front"]) as exact,
-        Subscriber(url, ["radar/front"], prefix=True) as both,
+        Subscriber(url, topics=["radar/front"], exact=True) as exact,
+        Subscriber(url, ["radar/front"]) as both,
     ):
         time.sleep(0.3)
         for seq in range(3):
