@@ -259,7 +259,7 @@ def _record(args: argparse.Namespace) -> int:
         )
         return 1
     print(report.summary(), file=sys.stderr)
-    return 1 if report.not_written or report.error else 0
+    return 1 if report.not_written or report.error or report.silent else 0
 
 
 def _describe(counts: dict[str, int]) -> str:

@@ -109,6 +109,11 @@ class RecordReport:
         return self.written == 0 and not self.error
 
     @property
+    def silent(self) -> list[str]:
+        """The streams asked for that sent nothing during the recording: the log has none of them."""
+        return sorted(name for name, s in self.streams.items() if s.first_seq is None)
+
+    @property
     def lost(self) -> int:
         """Every message the recording misses that the recorder could know of."""
         upstream = sum(s.lost_upstream for s in self.streams.values())
@@ -125,6 +130,7 @@ class RecordReport:
             "bytes_in": self.bytes_in,
             "malformed": dict(sorted(self.malformed.items())),
             "streams": {name: asdict(s) for name, s in sorted(self.streams.items())},
+            "silent": self.silent,
             "error": self.error,
         }
 
@@ -137,6 +143,8 @@ class RecordReport:
             "bytes_in": str(self.bytes_in),
             **{f"malformed_{reason}": str(n) for reason, n in sorted(self.malformed.items())},
         }
+        if self.silent:
+            out["silent"] = ", ".join(self.silent)
         for name, s in self.streams.items():
             out[f"{name}.written"] = str(s.written)
             out[f"{name}.seq"] = f"{s.first_seq}..{s.last_seq}"
@@ -153,7 +161,9 @@ class RecordReport:
         ]
         for name, s in sorted(self.streams.items()):
             lines.append(
-                f"  {name}: {s.written} written, seq {s.first_seq}..{s.last_seq}, "
+                f"  {name}: NOTHING received: the log holds none of it"
+                if s.first_seq is None
+                else f"  {name}: {s.written} written, seq {s.first_seq}..{s.last_seq}, "
                 f"{s.lost_upstream} lost upstream, {s.out_of_order} out of order"
             )
         if self.malformed:
@@ -175,7 +185,7 @@ def _sources(config: Config, run_dir: Path, wanted: Sequence[str]) -> dict[str, 
     """Stream name -> endpoint to subscribe to, for the streams asked for (empty = sensors + results)."""
     available = {s.name: config.endpoint(s.endpoint, run_dir) for s in config.streams}
     available[SET_STREAM] = config.endpoint(config.sync.endpoint, run_dir)
-    available[RESULT_STREAM] = config.endpoint(config.output.endpoint, run_dir)
+    available[RESULT_STREAM] = config.local_results_endpoint(run_dir)
     names = list(wanted) or [*(s.name for s in config.streams), RESULT_STREAM]
     unknown = [n for n in names if n not in available]
     if unknown:
@@ -224,7 +234,10 @@ class Recorder:
         except BaseException:
             self.subscriber.close()
             raise
-        self.report = RecordReport(paths=self.writer.paths)
+        # Every stream asked for is in the report, one that sends nothing too: said, not left out.
+        self.report = RecordReport(
+            paths=self.writer.paths, streams={name: _StreamCount() for name in sources}
+        )
         self._started = time.monotonic()
         log.info("recording %s -> %s", ", ".join(sources), settings.path)
 

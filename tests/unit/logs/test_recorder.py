@@ -136,3 +136,26 @@ def test_a_recorder_that_cannot_subscribe_leaves_no_log(ipc_dir: Path) -> None:
     assert not path.exists()
     Recorder(config, ipc_dir, RecordSettings(path=path)).close()  # the retry
     assert path.exists()
+
+
+def test_a_stream_asked_for_that_sends_nothing_is_said(ipc_dir: Path) -> None:
+    """A dead sensor's stream was simply absent from the report and the summary, exit 0."""
+    config = load_config(None)
+    settings = RecordSettings(path=ipc_dir / "r.mcap", streams=("radar/front", "camera/front"))
+    recorder = Recorder(config, ipc_dir, settings)
+    with Publisher(
+        config.endpoint(config.stream("radar/front").endpoint, ipc_dir), "radar/front", "radar", lossless=True
+    ) as pub:
+        assert pub.wait_for_subscribers()
+        pub.send(numbered_radar(0))
+        deadline = time.monotonic() + 5
+        while recorder.report.written < 1:
+            assert time.monotonic() < deadline, "recorder did not receive the radar message"
+            recorder.poll(100)
+        report = recorder.close()
+    assert report.silent == ["camera/front"]
+    assert "camera/front: NOTHING received" in report.summary()
+    assert report.as_json()["silent"] == ["camera/front"]
+    reader = LogReader(ipc_dir / "r.mcap")
+    assert [m.sample.stream for m in reader] == ["radar/front"]
+    assert reader.metadata[REPORT_METADATA]["silent"] == "camera/front"
