@@ -20,7 +20,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fusion_pipeline.errors import ConfigError, EndpointError
-from fusion_pipeline.protocol import ALLOWED_DTYPES, Curve, Endpoint
+from fusion_pipeline.protocol import ALLOWED_DTYPES, STREAM_NAME_MAX, STREAM_NAME_PATTERN, Curve, Endpoint
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -155,7 +155,7 @@ class GenericConfig(_Section):
 
 
 class StreamConfig(_Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$", max_length=128)
+    name: str = Field(pattern=STREAM_NAME_PATTERN, max_length=STREAM_NAME_MAX)
     modality: Modality
     input: str = Field(
         "",

@@ -53,6 +53,7 @@ __all__ = [
     "library_error",
     "load_contract",
     "model_path",
+    "resolve_model",
     "shipped_models",
     "result_sample",
     "wants_tensorrt",
@@ -83,9 +84,13 @@ def shipped_models() -> list[str]:
 
 
 def model_path(config: Config) -> Path:
-    """The model file the config names: a path (relative: from the working directory), or
-    ``package:NAME`` for one shipped in the package; ``""`` is the shipped default model."""
-    path = config.model.path or SHIPPED + "default.onnx"
+    """The model file the config names (`resolve_model`); ``""`` is the shipped default model."""
+    return resolve_model(config.model.path or SHIPPED + "default.onnx")
+
+
+def resolve_model(path: str) -> Path:
+    """A model's file: a path (relative: from the working directory), or ``package:NAME`` for one
+    shipped in the package."""
     if path.startswith(SHIPPED):
         return Path(str(resources.files("fusion_pipeline").joinpath("models", path.removeprefix(SHIPPED))))
     return Path(path).expanduser()

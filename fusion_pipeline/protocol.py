@@ -29,6 +29,8 @@ __all__ = [
     "SET_MODALITY",
     "SET_STREAM",
     "STAGES",
+    "STREAM_NAME_MAX",
+    "STREAM_NAME_PATTERN",
     "SYNC_EMIT",
     "SYNC_IN",
     "Curve",
@@ -37,6 +39,10 @@ __all__ = [
 
 #: Stamps and stage times are integer nanoseconds since the UNIX epoch.
 NS_PER_S = 1_000_000_000
+
+#: A stream name (PROTOCOL.md section 6): 1 to STREAM_NAME_MAX characters of A-Z a-z 0-9 _ . / -.
+STREAM_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"
+STREAM_NAME_MAX = 128
 
 #: The stream and modality of the synchronizer's set messages and of the inference node's results.
 SET_STREAM, SET_MODALITY = "set/fused", "set"

@@ -209,7 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
 
     p = add_command(cmds, "info", _info)
-    p.add_argument("model_path", type=Path, metavar="MODEL.onnx")
+    p.add_argument("model_path", metavar="MODEL.onnx", help="a model file, or package:NAME for a shipped one")
     p.add_argument("--json", action="store_true", help="print the raw contract JSON")
 
 
@@ -647,9 +647,9 @@ def _info(args: argparse.Namespace) -> int:
 
     Print the model contract stored in an ONNX model's metadata.
     """
-    from fusion_pipeline.inference import load_contract
+    from fusion_pipeline.inference import load_contract, resolve_model
 
-    contract = load_contract(args.model_path)
+    contract = load_contract(resolve_model(args.model_path))
     if args.json:
         print(contract.to_json())
         return 0

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -55,6 +56,7 @@ from fusion_pipeline.logs.ros2_messages import (
 )
 from fusion_pipeline.logs.sources import SourceTopics, log_sources
 from fusion_pipeline.logs.writer import LOG_MODE, LogWriter
+from fusion_pipeline.protocol import STREAM_NAME_MAX, STREAM_NAME_PATTERN
 from fusion_pipeline.transport.wire import Sample
 
 __all__ = ["TopicMap", "export_ros2", "import_ros2", "parse_map"]
@@ -81,6 +83,11 @@ def parse_map(items: Sequence[str]) -> list[TopicMap]:
         stream, _, modality = rest.partition(":")
         if not sep or not topic or not stream:
             raise Ros2Error(f"--map {item!r}: expected TOPIC=STREAM[:modality]")
+        if len(stream) > STREAM_NAME_MAX or not re.match(STREAM_NAME_PATTERN, stream):
+            raise Ros2Error(
+                f"--map {item!r}: stream name {stream!r} is not 1 to {STREAM_NAME_MAX} characters of "
+                "A-Z a-z 0-9 _ . / - (docs/PROTOCOL.md section 6)"
+            )
         if modality and modality not in ("camera", "lidar", "radar", "audio", "result"):
             raise Ros2Error(f"--map {item!r}: modality must be camera, lidar, radar, audio or result")
         maps.append(TopicMap(topic, stream, modality or None))

@@ -191,6 +191,10 @@ def test_unsupported_types_and_encodings_name_topic_and_type(tmp_path: Path) -> 
         import_ros2(bag, tmp_path / "out.mcap", [TopicMap("/nope", "x/y")])
     with pytest.raises(Ros2Error, match="expected TOPIC=STREAM"):
         parse_map(["/no-stream"])
+    # A stream name PROTOCOL section 6 forbids was written into the log as it came.
+    for name in ("cam front!", "x" * 129, "/camera"):
+        with pytest.raises(Ros2Error, match=r"stream name .* is not 1 to 128 characters of A-Z"):
+            parse_map([f"/cam={name}"])
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])

@@ -238,3 +238,11 @@ def test_export_model_never_overwrites(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="exists already, not overwriting it"):
         export_model(_UserModel(), _byo_contract(), path)
     assert path.read_bytes() == b"yesterday's model"
+
+
+def test_info_takes_a_shipped_model_by_its_package_name(capsys: pytest.CaptureFixture[str]) -> None:
+    """Configs name shipped models `package:NAME`; `model info` took only a file path."""
+    assert main(["model", "info", "package:surround.onnx", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["presence_order"][0] == "camera_front"
+    assert main(["model", "info", "package:nope.onnx"]) == 2
+    assert "models/nope.onnx: no such model file" in capsys.readouterr().err
