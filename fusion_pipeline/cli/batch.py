@@ -92,15 +92,23 @@ def _batch(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     preflight(config, args.config, offline=True)  # what the workers would refuse, refused once here
     with logging_redirect_tqdm():  # log lines above the progress bar, not through it
-        summary = run_batch(
-            args.logs,
-            args.out,
-            config,
-            workers=args.workers,
-            ray=args.ray,
-            compare=args.compare,
-            progress=not args.no_progress,
-        )
+        try:
+            summary = run_batch(
+                args.logs,
+                args.out,
+                config,
+                workers=args.workers,
+                ray=args.ray,
+                compare=args.compare,
+                progress=not args.no_progress,
+            )
+        except KeyboardInterrupt:
+            print(
+                f"fusion-pipeline batch: stopped; the logs done so far are in {args.out}/manifest.jsonl, "
+                "and the same command again runs the rest",
+                file=sys.stderr,
+            )
+            raise
     print(format_summary(summary, str(args.out)), file=sys.stderr)
     # A log that failed, or one --compare could not compare, is work asked for and not done.
     not_compared = summary.get("compare", {}).get("errors")

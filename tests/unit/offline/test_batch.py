@@ -314,3 +314,25 @@ def test_pool_workers_die_with_the_batch() -> None:
 def _workers_of(pid: int) -> list[psutil.Process]:
     """The pool's workers: the children that run multiprocessing's spawn entry point."""
     return [p for p in psutil.Process(pid).children() if any("spawn_main" in part for part in p.cmdline())]
+
+
+def test_a_stopped_batch_says_so_and_how_to_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C ended it with exit 130 and not a word."""
+
+    def interrupted(*args: object, **options: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_module, "run_batch", interrupted)
+    (tmp_path / "a.mcap").write_bytes(b"")
+    sigterm = signal.getsignal(signal.SIGTERM)  # `batch` takes SIGTERM for itself: give pytest its own back
+    try:
+        assert (
+            main(["batch", str(tmp_path / "a.mcap"), "--out", str(tmp_path / "out"), "--no-progress"]) == 130
+        )
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    assert (
+        f"stopped; the logs done so far are in {tmp_path / 'out'}/manifest.jsonl" in capsys.readouterr().err
+    )
