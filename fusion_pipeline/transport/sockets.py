@@ -630,6 +630,7 @@ class Subscriber(_Socket):
             "refused": self.refused,
             "stale": self.stale,
             "reconnects": self.reconnects,
+            "other_streams": self.other_streams,
             **{f"malformed_{k}": v for k, v in self.malformed.items()},
         }
 

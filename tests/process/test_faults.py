@@ -241,8 +241,9 @@ def _negative_dim(f: Flood) -> tuple[list, str]:
 
 
 def _wrong_stream(f: Flood) -> tuple[list, str]:
-    # Topic filters match prefixes, so "audio/roof2" reaches the audio/roof node; ingest refuses it.
-    return f.any_seq(stream=AUDIO + "2"), "schema_wrong_stream"
+    # Topic filters match prefixes, so "audio/roof2" reaches the audio/roof node's socket; its subscriber
+    # takes whole names and passes it over, counted.
+    return f.any_seq(stream=AUDIO + "2"), "other_streams"
 
 
 def _wrong_modality(f: Flood) -> tuple[list, str]:
@@ -313,11 +314,13 @@ BAD_FRAMES = 10_000
 
 
 def _bad_counters(counters: dict) -> dict[str, int]:
-    """The node's non-zero counters of refused frames: wire (malformed_*), schema (schema_*) and seq."""
+    """The node's non-zero counters of frames not taken: wire (malformed_*), schema (schema_*), seq, and
+    another stream's passed over."""
     return {
         k: v
         for k, v in counters.items()
-        if v and (k.startswith(("malformed_", "schema_")) or k in ("duplicates", "out_of_order"))
+        if v
+        and (k.startswith(("malformed_", "schema_")) or k in ("duplicates", "out_of_order", "other_streams"))
     }
 
 
