@@ -298,8 +298,9 @@ def run_batch(
         finally:
             bar.close()
         wall_s = time.perf_counter() - started if tasks else 0.0
-        # The directory's summary: every log its manifest holds, not only those named this time.
-        records = list(manifest.records.values())
+        # The directory's summary: every log its manifest holds, not only those named this time; by name,
+        # whatever order the logs finished in.
+        records = [manifest.records[name] for name in sorted(manifest.records)]
     log_s = sum(r.timings.get("log_s", 0.0) for r in ran if r.status == "done")
     run = {
         "runner": "pool" if ray is None else f"ray at {ray}" if ray else "ray (local)",
