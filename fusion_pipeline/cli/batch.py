@@ -110,6 +110,5 @@ def _batch(args: argparse.Namespace) -> int:
             )
             raise
     print(format_summary(summary, str(args.out)), file=sys.stderr)
-    # A log that failed, or one --compare could not compare, is work asked for and not done.
-    not_compared = summary.get("compare", {}).get("errors")
-    return 1 if summary["batch"]["failed"] or not_compared else 0
+    # A log named here that failed, or that --compare could not compare, is work asked for and not done.
+    return 1 if summary["run"]["failed"] or summary["run"]["not_compared"] else 0

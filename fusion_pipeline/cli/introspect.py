@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import stat
 import sys
 import time
@@ -18,7 +17,7 @@ import numpy as np
 
 from fusion_pipeline.cli.args import add_command, config_argument, number
 from fusion_pipeline.config import load_config
-from fusion_pipeline.transport.sockets import Subscriber
+from fusion_pipeline.transport.sockets import Subscriber, ipc_probe
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Sample
 
 __all__ = ["StreamRate", "describe_sample", "register"]
@@ -86,17 +85,12 @@ def _ipc_problem(endpoint: str) -> str:
 def _listener_problem(path: Path) -> str:
     """'' when something listens on the socket file `path`: a publisher killed before it could unlink its
     socket leaves the file behind, and only connect(2) tells that file from a live one."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(0.5)  # a listener with a full backlog makes connect wait: it does listen
-        try:
-            probe.connect(str(path))
-        except ConnectionRefusedError:
-            return f"{path}: nothing listens on it (a socket left behind by a process that exited?)"
-        except PermissionError as exc:
-            return f"{path}: {exc.strerror}"
-        except OSError:  # timed out, a socket of another type, ...: nothing a subscriber can act on
-            return ""
-    return ""
+    error = ipc_probe(path)
+    if isinstance(error, ConnectionRefusedError):
+        return f"{path}: nothing listens on it (a socket left behind by a process that exited?)"
+    if isinstance(error, PermissionError):
+        return f"{path}: {error.strerror}"
+    return ""  # it listens, or what else connect says (a socket of another type) is nothing to act on
 
 
 def _warn_at_start(command: str, endpoint: str) -> None:

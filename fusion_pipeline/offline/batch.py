@@ -314,6 +314,11 @@ def run_batch(
         "logs_per_min": 60 * len(tasks) / wall_s if wall_s else 0.0,
     }
     comparison = None if compare is None else compare_dirs(records, out, compare)
+    # What this command asked for and did not get (its exit status): its own logs only, not the others
+    # of the manifest the summary also covers.
+    named = {log.name for log in logs}
+    run["failed"] = sorted(name for name in named if manifest.records[name].status == "failed")
+    run["not_compared"] = sorted(named & set(comparison["errors"])) if comparison is not None else []
     summary = batch_summary(records, run, comparison)
     partial = out / (SUMMARY_NAME + PARTIAL_SUFFIX)
     partial.write_text(json.dumps(summary, indent=2) + "\n")

@@ -122,34 +122,42 @@ def prepare_bind(endpoint: Endpoint) -> None:
             f"endpoint {endpoint.url!r}: its directory {str(path.parent)!r} has mode {mode:04o}; ipc sockets "
             "must live in a directory only their user can access (chmod 700, or another run_dir)"
         )
-    # libzmq binds over an existing socket file, taking the path from a process still serving on it
-    # (a replay --publish-only onto a running pipeline's driver): refused, while a file left by a
-    # process that died (nobody accepts on it) is bound over.
-    if _accepting(path):
+
+
+def ipc_probe(path: Path) -> OSError | None:
+    """What connect(2) to the unix socket file `path` says: None when a process accepts connections
+    there (one whose backlog is full makes connect wait: it listens too), else the error: refused for a
+    file left behind by a process that exited."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        try:
+            probe.connect(str(path))
+        except TimeoutError:
+            return None
+        except OSError as exc:
+            return exc
+    return None
+
+
+def _refuse_taken(endpoint: Endpoint) -> None:
+    """libzmq binds an ipc path over an existing socket file, taking it from a process still serving
+    there (a replay --publish-only onto a running pipeline's driver): refused. A file left by a process
+    that exited (nobody accepts on it) is bound over."""
+    path = endpoint.ipc_path
+    if path is not None and path.is_socket() and ipc_probe(path) is None:
         raise EndpointError(
             f"endpoint {endpoint.url!r}: another process is bound there and serving; binding would take "
             "the path from it (stop it, or give this one another endpoint)"
         )
 
 
-def _accepting(path: Path) -> bool:
-    """Whether a process accepts connections on the unix socket file `path`."""
-    if not path.is_socket():
-        return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except OSError:  # refused: a file left behind; or gone meanwhile
-            return False
-    return True
-
-
 def _file_identity(path: Path | None) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`: which file a socket bound, to remove that one only."""
     try:
-        return None if path is None else (path.stat().st_dev, path.stat().st_ino)
+        info = None if path is None else path.stat()
     except OSError:
         return None
+    return None if info is None else (info.st_dev, info.st_ino)
 
 
 def remove_ipc_file(endpoint: Endpoint, identity: tuple[int, int] | None = None) -> None:
@@ -250,6 +258,7 @@ class _Socket:
                     prepare_bind(endpoint)
                 except OSError as exc:
                     raise EndpointError(f"cannot bind {endpoint.url!r}: {exc}") from exc
+                _refuse_taken(endpoint)
                 self.socket.bind(endpoint.url)
                 self._bound.append((endpoint, _file_identity(endpoint.ipc_path)))
             else:

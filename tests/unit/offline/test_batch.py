@@ -336,3 +336,29 @@ def test_a_stopped_batch_says_so_and_how_to_finish(
     assert (
         f"stopped; the logs done so far are in {tmp_path / 'out'}/manifest.jsonl" in capsys.readouterr().err
     )
+
+
+def test_the_exit_status_is_of_the_logs_named_not_of_the_whole_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the summary over the whole manifest, an earlier failed log made a later batch of other logs
+    exit 1."""
+
+    def a_fails(tasks: Sequence[LogTask], ray: str | None, n: int) -> Iterator[LogRecord]:
+        for record in _done_by_workers(tasks, ray, n):
+            if record.log == "a":
+                record = LogRecord("a", record.paths, "failed", error="cut short", digest=record.digest)
+            yield record
+
+    monkeypatch.setattr(batch_module, "_records", a_fails)
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.mcap").write_bytes(name.encode())
+    out = str(tmp_path / "out")
+    sigterm = signal.getsignal(signal.SIGTERM)  # `batch` takes SIGTERM for itself: give pytest its own back
+    try:
+        assert main(["batch", str(tmp_path / "a.mcap"), "--out", out, "--no-progress"]) == 1
+        assert main(["batch", str(tmp_path / "b.mcap"), "--out", out, "--no-progress"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    summary = json.loads((tmp_path / "out" / SUMMARY_NAME).read_text())
+    assert summary["logs"]["a"]["status"] == "failed" and summary["run"]["failed"] == []
