@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from pipeline_harness import DEMO_TEXT, collect, demo_text, pipeline, presence, present
 
 from fusion_pipeline.config import parse_config
+from fusion_pipeline.node import CONTROL_SOCKET
 from fusion_pipeline.ops import (
     RestartPolicy,
     lock_run_dir,
@@ -89,6 +91,9 @@ def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path) -> No
     config.write_text(demo_text(run_dir))
     prepare_bind(Endpoint(f"ipc://{run_dir}/x"))  # the 0700 run dir the first supervisor made
     first = lock_run_dir(run_dir)
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # the first one's control socket, serving
+    control.bind(str(run_dir / CONTROL_SOCKET))
+    control.listen()
     try:
         second = subprocess.run(
             [sys.executable, "-m", "fusion_pipeline.cli", "run", "-c", str(config), "--duration", "1"],
@@ -101,4 +106,5 @@ def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path) -> No
         assert f"(pid {os.getpid()})" in second.stderr
     finally:
         os.close(first)
+        control.close()
     os.close(lock_run_dir(run_dir))  # released with its holder: the next run may have it
