@@ -319,11 +319,7 @@ def _replay(args: argparse.Namespace) -> int:
             "own in a run dir of its own"
         )
     # A looped replay ends only when stopped, and a stopped replay writes neither of these.
-    unwritable = [
-        f"{option} {path}"
-        for option, path in (("--results", args.results), ("--report-json", args.report_json))
-        if path is not None
-    ]
+    unwritable = _replay_outputs(args)
     if args.loop and unwritable:
         raise LogError(
             f"--loop does not go with {' and '.join(unwritable)}: a looped replay ends only at Ctrl-C, "
@@ -339,15 +335,17 @@ def _replay(args: argparse.Namespace) -> int:
         stopped = [False]  # set once the replay runs (_stop_on_signals): the checks before stop at Ctrl-C
         report = _replay_to(args, results, stopped)
         if stopped[0]:
-            unwritten = [
-                f"{option} {path}"
-                for option, path in (("--results", args.results), ("--report-json", args.report_json))
-                if path is not None
-            ]
+            unwritten = _replay_outputs(args)
             said = f": {' and '.join(unwritten)} not written" if unwritten else ""
             raise LogError(f"stopped before the end of the log{said}")
     _write_report(args.report_json, report)
     return 0
+
+
+def _replay_outputs(args: argparse.Namespace) -> list[str]:
+    """The files a replay was asked to write, as "--option PATH": written only when it reads to the end."""
+    outputs = (("--results", args.results), ("--report-json", args.report_json))
+    return [f"{option} {path}" for option, path in outputs if path is not None]
 
 
 def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[bool]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from mcap.opcode import Opcode
 from mcap.records import Channel, Chunk, Message, Metadata, Statistics
 
 from fusion_pipeline.logs.errors import LogError
-from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES, MESSAGE_ENCODING, unpack_record
+from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES, FILE_METADATA, MESSAGE_ENCODING, unpack_record
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Buffer, Limits, Sample
 
 __all__ = ["PREFETCH", "LogMessage", "LogReader", "existing_logs", "prefetch"]
@@ -354,9 +354,9 @@ class _FileState:
 
 def _goes_back(path: Path, first_ns: int, before: Path, last_ns: int) -> str:
     return (
-        f"{path}: begins at log time {first_ns} ns, {(last_ns - first_ns) / 1e9:.3f} s before {before} ends: "
-        "not the next part of one recording (its parts follow each other in time; NAME_000.mcap, "
-        "NAME_001.mcap, ... are read as one recording's parts); give them as separate logs"
+        f"{path}: begins at log time {first_ns} ns, {(last_ns - first_ns) / 1e9:.3f} s before {before} ends, "
+        "which it follows: files read as one recording (a split recording's NAME_000.mcap, NAME_001.mcap, "
+        "...; the logs `replay` plays one after another) must follow each other in time"
     )
 
 
@@ -444,23 +444,30 @@ class LogReader:
     def messages(self, streams: Iterable[str] | None = None) -> Iterator[LogMessage]:
         """Every message, in file order; only `streams` when given. The files are the parts of one
         recording, so each must begin no earlier than the one before ends: a part that goes back in time
-        is a LogError, not read (a replay places messages by log time, and would drop or misplace them)."""
+        is a LogError, not read (a replay places messages by log time, and would drop or misplace them),
+        unless both are the writer's parts of one recording (the same `recording` in their file metadata:
+        the wall clock stepped back at the split)."""
         wanted = None if streams is None else set(streams)
         self.files = []
-        before: tuple[Path, int] | None = None  # the last part read and its last message's log time
+        # The last file read: its path, its last message's log time and the recording it is part of.
+        before: tuple[Path, int, str | None] | None = None
         for path in self.paths:
             state = _FileState(path)
             self.files.append(state)
+            self.metadata.pop(FILE_METADATA, None)  # this file's own comes before its first message
             last = None
             for message in self._file_messages(state, wanted):
-                if last is None and before is not None and message.log_time_ns < before[1]:
-                    raise LogError(_goes_back(path, message.log_time_ns, *before))
+                if last is None:
+                    recording = self.metadata.get(FILE_METADATA, {}).get("recording")
+                    # The writer's own parts may go back: the wall clock stepped back at the split.
+                    if before is not None and message.log_time_ns < before[1] and recording != before[2]:
+                        raise LogError(_goes_back(path, message.log_time_ns, *before[:2]))
                 last = message.log_time_ns
                 yield message
             if not state.complete:
                 log.warning("%s: log ends early (%s); read %d messages", path, state.error, state.messages)
             if last is not None:
-                before = (path, last)
+                before = (path, last, recording)
 
     def _file_messages(self, state: _FileState, wanted: set[str] | None) -> Iterator[LogMessage]:
         """The messages of one file (of the `wanted` streams). A message that is no valid record ends

@@ -147,7 +147,7 @@ class RecordReport:
             out["silent"] = ", ".join(self.silent)
         for name, s in self.streams.items():
             out[f"{name}.written"] = str(s.written)
-            out[f"{name}.seq"] = f"{s.first_seq}..{s.last_seq}"
+            out[f"{name}.seq"] = "none" if s.first_seq is None else f"{s.first_seq}..{s.last_seq}"
             out[f"{name}.lost_upstream"] = str(s.lost_upstream)
             out[f"{name}.out_of_order"] = str(s.out_of_order)
         if self.error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -151,7 +152,8 @@ class LogWriter:
         self.path = Path(path)
         self.chunk_bytes = chunk_bytes
         self.split = split or SplitPolicy()
-        self.metadata = {"format": LOG_FORMAT, **(metadata or {})}
+        # `recording` ties the parts of a split log together (LogReader lets them go back in time).
+        self.metadata = {"format": LOG_FORMAT, "recording": uuid.uuid4().hex, **(metadata or {})}
         self.stream_metadata = {name: dict(meta) for name, meta in (streams or {}).items()}
         self.paths: list[Path] = []
         self.written = 0

@@ -78,7 +78,7 @@ def open_sources(
         return [subscriber([endpoint], topics=[""], limits=limits)]
     assert run_dir is not None
     sensors = sorted({config.endpoint(s.endpoint, run_dir) for s in config.streams})
-    results = config.endpoint(config.output.endpoint, run_dir)
+    results = config.local_results_endpoint(run_dir)  # this host's: on tcp, its CURVE key is not the peer's
     return [
         subscriber(sensors, topics=[s.name for s in config.streams], limits=limits, exact=True),
         subscriber([results], topics=[RESULT_STREAM], role=Role.RESULT),

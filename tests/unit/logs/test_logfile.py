@@ -185,6 +185,23 @@ def test_parts_that_go_back_in_time_are_refused_not_skipped(tmp_path: Path) -> N
     assert [m.log_time_ns for m in LogReader([paths[0], paths[2]])] == [500, 600, 700, 900, 5_000_000_000]
 
 
+def test_a_recording_split_as_the_clock_steps_back_still_reads(tmp_path: Path) -> None:
+    """The writer's own parts carry one `recording` id: an NTP step back at a split is no reason to refuse
+    the recording (its parts follow each other, whatever their log times say)."""
+    parts = [tmp_path / "r_000.mcap", tmp_path / "r_001.mcap"]
+    seq = 0
+    for path, log_times in zip(parts, ((100, 200, 300), (50, 60)), strict=True):  # stepped back at the split
+        with LogWriter(path, metadata={"recording": "one"}) as writer:  # as one writer's split parts
+            for log_time in log_times:
+                writer.write(_lidar(seq), log_time)
+                seq += 1
+    assert [m.log_time_ns for m in LogReader(parts)] == [100, 200, 300, 50, 60]
+    with LogWriter(tmp_path / "other.mcap") as writer:  # another recording: its own id
+        writer.write(_lidar(9), 50)
+    with pytest.raises(LogError, match="other.mcap: begins at log time 50 ns"):
+        list(LogReader([parts[0], tmp_path / "other.mcap"]))
+
+
 def test_truncated_file_reads_up_to_its_last_whole_chunk(tmp_path: Path) -> None:
     path = tmp_path / "full.mcap"
     with LogWriter(path, chunk_bytes=3000) as writer:
