@@ -131,7 +131,14 @@ def load_allow_list(directory: Path, need_keys: bool) -> frozenset[bytes]:
             f"{directory}"
         )
     try:
-        entries = sorted(directory.iterdir())
+        # Passed over: a keypair's own secret half (an allow-list that is the host's keys directory) and
+        # the `..data`, `..TIMESTAMP` entries of a Kubernetes Secret or ConfigMap volume, whose NAME.key
+        # files link into them.
+        entries = sorted(
+            path
+            for path in directory.iterdir()
+            if not path.name.startswith("..") and path.suffix != ".key_secret"
+        )
     except OSError as exc:
         raise KeysError(f"{subject}: cannot be listed: {exc.strerror}") from exc
     strays = [f"{path.name!r} ({why})" for path in entries if (why := _not_a_client_key(path))]

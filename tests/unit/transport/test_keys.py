@@ -3,6 +3,7 @@ refused, in one line naming the file, when missing, exposed to other users or ho
 CURVE on sockets: test_curve.py; the checks before a run starts: test_security_wiring.py."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,19 @@ def test_an_allow_list_holding_anything_but_client_keys_is_refused(tmp_path: Pat
     with pytest.raises(KeysError) as refused:
         load_allow_list(authorized, need_keys=True)
     assert str(refused.value) == expected
+
+
+def test_a_kubernetes_volume_or_a_keys_directory_is_an_allow_list(tmp_path: Path) -> None:
+    """A Secret volume's NAME.key links into `..data`, itself a link to `..TIMESTAMP/`; a host's keys
+    directory holds its own NAME.key_secret beside the public keys: both load as before."""
+    authorized = tmp_path / "volume"
+    (authorized / "..2026_12_07_03_00_00.1").mkdir(parents=True)
+    generate_keys(tmp_path / "keys", "client")
+    shutil.copy(tmp_path / "keys/client.key", authorized / "..2026_12_07_03_00_00.1/client.key")
+    (authorized / "..data").symlink_to("..2026_12_07_03_00_00.1")
+    (authorized / "client.key").symlink_to("..data/client.key")
+    assert len(load_allow_list(authorized, need_keys=True)) == 1
+    assert len(load_allow_list(tmp_path / "keys", need_keys=True)) == 1  # client.key; its secret passed over
 
 
 @pytest.mark.parametrize("mode", [0o777, 0o775, 0o757])
