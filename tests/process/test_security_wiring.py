@@ -13,6 +13,8 @@ from commands import run_cli
 from paths import ROOT
 from security import host_config, host_keys
 
+from fusion_pipeline.transport import generate_keys
+
 
 @pytest.fixture
 def site(tmp_path: Path) -> dict[str, Path]:
@@ -43,29 +45,44 @@ def test_run_and_nodes_refuse_key_files_before_they_start(
 def test_results_served_on_curve_tcp_are_counted_by_the_supervisor(
     site: dict[str, Path], tmp_path: Path
 ) -> None:
-    """The supervisor read its own results as a CURVE client of the peer's server key, not this host's:
-    every result was lost to it, and the run said `healthy`, results 0. It now reads them on an ipc
-    endpoint the results publisher binds beside the tcp one."""
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+    """The supervisor read its own results as a CURVE client of the peer's server key (the vehicle's),
+    not this host's: every result was lost to it, and the run said `healthy`, results 0. It now reads
+    them on an ipc endpoint the results publisher binds beside the tcp one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    vehicle = generate_keys(tmp_path / "vehicle", "vehicle")[0]  # the peer this host dials
+    security = {
+        "certificate": site["certificate"],
+        "authorized_keys": site["authorized"],
+        "server_key": vehicle,
+    }
+    config = tmp_path / "host.toml"
+    config.write_text(
+        host_config(security, stream="ipc://{run_dir}/radar.sock", output=f"tcp://127.0.0.1:{port}")
+    )
+    summary = tmp_path / "summary.json"
+    done = run_cli(
+        "run", "-c", str(config), "--duration", "8", "--warmup", "2", "--summary-json", str(summary)
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"results on tcp://127.0.0.1:{port} (on this host also ipc://" in done.stderr
+    report = json.loads(summary.read_text())
+    assert report["results"] > 0 and report["result_ratio"] >= 0.9, report["result_ratio_counts"]
+
+
+def test_an_allow_list_without_the_hosts_own_key_is_refused_for_its_own_tcp_drivers(
+    site: dict[str, Path], tmp_path: Path
+) -> None:
+    """The host's ingest presents the host's key to its own simulated driver on tcp: with an allow-list
+    lacking it, the pipeline ran deaf to its own sensor."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     config = tmp_path / "host.toml"
     security = {"certificate": site["certificate"], "authorized_keys": site["authorized"]}
     config.write_text(
-        host_config(security, stream=f"tcp://127.0.0.1:{ports[0]}", output=f"tcp://127.0.0.1:{ports[1]}")
+        host_config(security, stream=f"tcp://127.0.0.1:{port}", output="ipc://{run_dir}/r.sock")
     )
-    summary = tmp_path / "summary.json"
-    run = ["run", "-c", str(config), "--duration", "8", "--warmup", "2", "--summary-json", str(summary)]
-    # The host's ingest presents the host's key to its own simulated driver: refused before the start
-    # while the allow-list lacks it (the pipeline ran deaf to its own sensor).
-    done = run_cli(*run, timeout=60)
+    done = run_cli("run", "-c", str(config), "--duration", "3", timeout=60)
     assert done.returncode == 2 and "does not hold this host's own public key" in done.stderr, done.stderr
-    own = site["certificate"].with_suffix(".key")
-    (site["authorized"] / own.name).write_bytes(own.read_bytes())
-    done = run_cli(*run, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"results on tcp://127.0.0.1:{ports[1]} (on this host also ipc://" in done.stderr
-    report = json.loads(summary.read_text())
-    assert report["results"] > 0 and report["result_ratio"] >= 0.9, report["result_ratio_counts"]
