@@ -45,17 +45,24 @@ def test_a_peer_named_by_host_that_restarts_is_left_to_libzmq(keys) -> None:
         assert sub.reconnects == 0
 
 
-def test_a_refused_client_key_is_said_and_not_retried_at_once(keys) -> None:
+def test_a_refused_client_key_is_said_and_not_retried_at_once(keys, monkeypatch: pytest.MonkeyPatch) -> None:
     """The server's allow-list lacks the key: the subscriber says so and does not connect again every
     second (its reconnect is for connections libzmq dropped after a frame over the size limit)."""
+    connects: list[str] = []
+    attach = Subscriber._bind_or_connect
+    monkeypatch.setattr(
+        Subscriber, "_bind_or_connect", lambda self, e, bind: (connects.append(e.url), attach(self, e, bind))
+    )
     pub = Publisher("tcp://127.0.0.1:*", "result/fused", "result", curve=server_curve(keys))
     stranger = Curve(certificate=keys["stranger"][1], server_key=keys["server"][0])
-    with pub, Subscriber(pub.last_endpoint, curve=stranger) as sub:
+    endpoint = pub.last_endpoint
+    with pub, Subscriber(endpoint, curve=stranger) as sub:
         deadline = time.monotonic() + 2.6  # more than two looks at the connections
         while time.monotonic() < deadline:
             pub.publish(1)
             assert sub.recv(timeout_ms=100) is None
         assert sub.reconnects == 0 and "refused this client's key" in sub.last_error
+    assert connects == [endpoint]  # the first connect only, within REFUSED_RETRY_S
 
 
 def test_bad_certificates_are_refused(keys, tmp_path: Path) -> None:
