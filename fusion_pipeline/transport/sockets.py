@@ -22,6 +22,7 @@ import logging
 import math
 import socket
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -217,6 +218,19 @@ def recv_frames(socket: zmq.Socket, flags: int = 0) -> list[zmq.Frame]:
     return frames
 
 
+def _release(held: list[zmq.Socket | ThreadAuthenticator], context: zmq.Context | None) -> None:
+    """Close what a wrapper that was never closed holds, then term its own context. Run by the garbage
+    collector: pyzmq's own finalizer of the context would term it with the sockets open (its list of them
+    is of weak references, cleared first when they are cyclic garbage) and hang the process."""
+    for thing in reversed(held):  # the authenticator last in, stopped first: its thread holds sockets
+        if isinstance(thing, ThreadAuthenticator):
+            thing.stop()
+        elif not thing.closed:
+            thing.close(linger=0)
+    if context is not None:
+        context.term()
+
+
 class _Socket:
     """Shared lifecycle: one socket, bound or connected, closed with a bounded linger."""
 
@@ -228,6 +242,11 @@ class _Socket:
         self._owns_context = context is None
         self._context = context or zmq.Context()
         self.socket: zmq.Socket = self._context.socket(kind)
+        # What `close` releases, released by the garbage collector instead if close is never called.
+        self._held: list[zmq.Socket | ThreadAuthenticator] = [self.socket]
+        own = self._context if self._owns_context else None
+        self._unclosed = weakref.finalize(self, _release, self._held, own)
+        self._unclosed.atexit = False  # at exit the process ends with its sockets, as without the finalizer
         self.socket.linger = linger_ms
         self.socket.copy_threshold = ZERO_COPY_MIN_BYTES
         self._bound: list[tuple[Endpoint, tuple[int, int] | None]] = []  # each with its ipc file's identity
@@ -279,6 +298,7 @@ class _Socket:
                 allowed = _AllowList(load_allow_list(curve.authorized_keys, need_keys=True))
                 if self._authenticator is None:
                     self._authenticator = ThreadAuthenticator(self._context, log=_AUTH_LOG)
+                    self._held.append(self._authenticator)
                     self._authenticator.start()
                     self._authenticator.configure_curve_callback(domain="*", credentials_provider=allowed)
                 self.socket.curve_server = True
@@ -299,6 +319,7 @@ class _Socket:
     def close(self) -> None:
         if self.socket.closed:
             return
+        self._unclosed.detach()
         self.socket.close()
         if self._authenticator is not None:
             self._authenticator.stop()
@@ -472,6 +493,8 @@ class Subscriber(_Socket):
         # connecting side, never makes it again, which would silence the stream for good. The monitor
         # says so (DISCONNECTED with no CONNECT_RETRIED after it), and `check_connections` connects again.
         self._monitor = None if bind else self.socket.get_monitor_socket(_CONNECTION_EVENTS)
+        if self._monitor is not None:
+            self._held.append(self._monitor)
         self._connected = {} if bind else {e.url: e for e in urls}
         # libzmq names the events of a connection it made again itself by the address it resolved.
         self._names = {alias: e.url for e in self._connected.values() for alias in _resolved_urls(e)}

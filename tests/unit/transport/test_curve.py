@@ -2,6 +2,8 @@
 certificates and an allow-list that names no key are refused. Peers in their own processes:
 tests/process/test_curve.py."""
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -137,3 +139,26 @@ def test_a_refused_client_is_let_in_once_the_server_takes_its_key(
                 fixed.publish(2)
                 received = sub.recv(timeout_ms=100)
         assert received is not None and received.seq >= 0
+
+
+def test_sockets_dropped_in_a_reference_cycle_do_not_hang_the_collector() -> None:
+    """pyzmq's finalizer of a socket's own context terms it with the sockets still open (its list of them
+    holds weak references, cleared first in cyclic garbage): a driver object holding a Publisher and a
+    bound method of itself hung the process at the next collection."""
+    code = (
+        "import gc, sys, tempfile\n"
+        f"sys.path.insert(0, {str(Path(__file__).parents[2] / 'support')!r})\n"
+        "from pathlib import Path\n"
+        "from security import curve_keys, server_curve\n"
+        "from fusion_pipeline.transport import Curve, Publisher, Subscriber\n"
+        # a CURVE server, so an authenticator thread too
+        "keys = curve_keys(Path(tempfile.mkdtemp()))\n"
+        "pub = Publisher('tcp://127.0.0.1:*', 's', 'radar', curve=server_curve(keys))\n"
+        "sub = Subscriber(pub.last_endpoint, curve=Curve(keys['allowed'][1], server_key=keys['server'][0]))\n"
+        "pub.cycle, sub.cycle = pub, sub\n"
+        "pub = sub = None\n"
+        "gc.collect()\n"
+        "print('collected')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and "collected" in done.stdout, done.stderr
