@@ -269,9 +269,16 @@ def test_a_stream_nobody_publishes_and_plain_tcp_show_in_the_log_status_line_sta
         camera_url = f"ipc://{run.run_dir}/sensor-camera_front.sock"
         # At start: where the results are (item 23) and a warning naming the plain tcp key (item 3).
         printed = wait_for(
-            lambda: re.search(r"results on (\S+): fusion-pipeline echo", run.output()), 30, "results", run
+            lambda: re.search(
+                r"results on (\S+) \(on this host also (\S+)\): fusion-pipeline echo (\S+)", run.output()
+            ),
+            30,
+            "results",
+            run,
         )
-        assert printed.group(1) == results_url
+        # On tcp for other hosts, and on ipc for this one's own readers (the echo the line suggests).
+        local = f"ipc://{run.run_dir}/results-local.sock"
+        assert printed.groups() == (results_url, local, local)
         assert f"[supervisor] run dir {run.run_dir};" in run.output()
         assert f"WARNING: output.endpoint {results_url} is plain tcp" in run.output()
         results = Subscriber(results_url, topics=["result/"], role=Role.RESULT)
