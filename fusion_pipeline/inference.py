@@ -160,6 +160,11 @@ def _check_graph(path: Path, session: Any, contract: ModelContract) -> None:
                     f"{path}: graph {what} {name!r} has shape {batch_and_shape} (batch first), its contract "
                     f"says {list(shape)}"
                 )
+            if isinstance(batch_and_shape[0], int) and batch_and_shape[0] != 1:
+                raise ContractError(
+                    f"{path}: graph {what} {name!r} has a fixed batch of {batch_and_shape[0]} (its first "
+                    "dimension); the pipeline runs one set at a time: export it with batch 1 or a dynamic one"
+                )
 
 
 def load_bindings(config: Config) -> Bindings:
@@ -304,11 +309,17 @@ class ModelRuntime:
             for name, shape in spec.tensors.items()
         }
         self._outputs = [s.name for s in self.contract.outputs]
+        self._output_shapes = [(1, *s.shape) for s in self.contract.outputs]
         self._binding = (
             _DeviceOutputs(self.session, self.contract, ort) if self.provider in _GPU_PROVIDERS else None
         )
-        for _ in range(warm_up):
-            self.infer({}, [0] * len(self.contract.presence_order))
+        try:
+            for _ in range(warm_up):
+                self.infer({}, [0] * len(self.contract.presence_order))
+        except Exception as exc:  # onnxruntime's own untyped errors, or outputs not of the contract
+            raise ContractError(
+                f"{self.path}: the model fails its warm-up run (no input present): {exc}"
+            ) from exc
 
     def describe(self) -> str:
         """The one line that says what runs and, after a fallback, why (the node logs it as a WARNING)."""
@@ -351,6 +362,13 @@ class ModelRuntime:
         if self._binding is not None:
             return self._binding.run(inputs)
         values = self.session.run(self._outputs, inputs)
+        # A size the graph leaves open is only known now: an output not of its contract's shape would
+        # pass for what the contract names (classes, units), so the set is refused instead.
+        for name, value, shape in zip(self._outputs, values, self._output_shapes, strict=True):
+            if value.shape != shape:
+                raise ContractError(
+                    f"model output {name!r} came out {list(value.shape)}, its contract says {list(shape)}"
+                )
         return {name: value[0] for name, value in zip(self._outputs, values, strict=True)}
 
 

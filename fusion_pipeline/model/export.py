@@ -112,6 +112,11 @@ def _check_outputs(outputs: Sequence[object], contract: ModelContract, batch: in
                 f"output {i} ({spec.name!r}): the module returns shape {tuple(out.shape)} for a batch of "
                 f"{batch}, the contract declares {(batch, *spec.shape)}"
             )
+        if out.dtype != torch.float32:  # the pipeline reads float32 outputs only (inference._check_graph)
+            raise ModelError(
+                f"output {i} ({spec.name!r}): the module returns {out.dtype}; the pipeline's outputs are "
+                "float32 (cast it in the module: .float())"
+            )
 
 
 def _export(

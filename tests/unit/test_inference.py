@@ -373,6 +373,39 @@ def _four_classes(raw: dict) -> None:
     spec["shape"], spec["classes"] = [4], spec["classes"][:4]
 
 
+def _batch_of_4(model: onnx.ModelProto) -> None:
+    """The graph's presence input exported with a fixed batch of 4 (a tracer's example batch)."""
+    next(i for i in model.graph.input if i.name == "presence").type.tensor_type.shape.dim[0].dim_value = 4
+
+
+def _classes_by_data(model: onnx.ModelProto) -> None:
+    """The graph's class output replaced by one whose size only a run tells: 5 + the number of sensors
+    present values (so 5 when none is, as at the warm-up)."""
+    helper, graph = onnx.helper, model.graph
+    for node in graph.node:  # the trained head's output goes nowhere now
+        node.output[:] = ["unused_logits" if name == "class_logits" else name for name in node.output]
+    graph.initializer.extend(
+        [
+            onnx.numpy_helper.from_array(np.array(5.0, np.float32), "five"),
+            onnx.numpy_helper.from_array(np.array(0, np.int64), "zero"),
+            onnx.numpy_helper.from_array(np.array(1, np.int64), "one"),
+            onnx.numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("ReduceSum", ["presence"], ["present"], keepdims=0),
+            helper.make_node("Add", ["present", "five"], ["count_f"]),
+            helper.make_node("Cast", ["count_f"], ["count"], to=onnx.TensorProto.INT64),
+            helper.make_node("Range", ["zero", "count", "one"], ["indices"]),
+            helper.make_node("Cast", ["indices"], ["values"], to=onnx.TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["values", "axis0"], ["class_logits"]),
+        ]
+    )
+    output = next(o for o in graph.output if o.name == "class_logits")
+    output.type.tensor_type.shape.dim[1].dim_param = "n"
+
+
 @pytest.mark.parametrize(
     ("edit", "edit_graph", "refused"),
     [
@@ -388,8 +421,13 @@ def _four_classes(raw: dict) -> None:
             None,
             "graph output 'class_logits' has shape ['batch', 5] (batch first), its contract says [4]",
         ),
+        (
+            lambda raw: None,
+            _batch_of_4,
+            "graph input 'presence' has a fixed batch of 4 (its first dimension)",
+        ),
     ],
-    ids=["unfed input", "missing output", "float64 input", "output size"],
+    ids=["unfed input", "missing output", "float64 input", "output size", "fixed batch"],
 )
 def test_a_graph_that_differs_from_its_own_contract_is_refused_when_read(
     tmp_path: Path,
@@ -402,6 +440,16 @@ def test_a_graph_that_differs_from_its_own_contract_is_refused_when_read(
     path = model_with_contract(tmp_path, edit, edit_graph)
     with pytest.raises(ContractError, match=re.escape(f"{path}: {refused}")):
         load_bindings(_with_model(path))
+
+
+def test_an_output_of_another_size_than_its_contract_refuses_the_model_at_start(tmp_path: Path) -> None:
+    """A size the graph leaves open is only known when it runs: 5 class logits under a contract of 4
+    classes ran silently, the results' probabilities of 5 named by 4 classes."""
+    path = model_with_contract(tmp_path, _four_classes, _classes_by_data)
+    load_bindings(_with_model(path))  # the graph's declarations fit the contract
+    with pytest.raises(ContractError, match=re.escape(f"{path}: the model fails its warm-up run")) as refused:
+        ModelRuntime(_with_model(path))
+    assert "model output 'class_logits' came out [1, 5], its contract says [1, 4]" in str(refused.value)
 
 
 def test_cpu_only_requirements_are_the_dependencies_with_the_cpu_onnxruntime() -> None:

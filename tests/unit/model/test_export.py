@@ -175,9 +175,10 @@ def _byo_contract() -> ModelContract:
 class _UserModel(torch.nn.Module):
     """Plain torch, written against the contract: pooled features of each input; ignores the presence."""
 
-    def __init__(self, n_outputs: int = 2, embedding: int = 8) -> None:
+    def __init__(self, n_outputs: int = 2, embedding: int = 8, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.n_outputs = n_outputs
+        self.dtype = dtype
         self.head = torch.nn.Linear(9, 3)
         self.embed = torch.nn.Linear(9, embedding)
 
@@ -185,7 +186,7 @@ class _UserModel(torch.nn.Module):
         self, left: torch.Tensor, right: torch.Tensor, bev: torch.Tensor, presence: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
         features = torch.cat([x.mean(dim=(2, 3)) for x in (left, right, bev)], dim=1)
-        return (self.head(features), self.embed(features))[: self.n_outputs]
+        return (self.head(features), self.embed(features).to(self.dtype))[: self.n_outputs]
 
 
 def test_export_model_exports_a_plain_torch_module(tmp_path: Path) -> None:
@@ -220,6 +221,10 @@ def test_export_model_exports_a_plain_torch_module(tmp_path: Path) -> None:
             _UserModel(embedding=4),
             r"output 1 \('embedding'\): the module returns shape \(2, 4\) for a batch of 2, the contract "
             r"declares \(2, 8\)",
+        ),
+        (  # exported, then refused by every pipeline command
+            _UserModel(dtype=torch.float64),
+            r"output 1 \('embedding'\): the module returns torch.float64; the pipeline's outputs are float32",
         ),
     ],
 )
