@@ -54,7 +54,7 @@ from fusion_pipeline.sim.errors import DatasetError
 from fusion_pipeline.sim.world import CONDITIONS, DEFAULT_MOUNT, Mount, World, WorldConfig
 
 if TYPE_CHECKING:
-    from fusion_pipeline.config import Config
+    from fusion_pipeline.config import Config, StreamConfig
 
 __all__ = [
     "DATASET_VERSION",
@@ -66,6 +66,7 @@ __all__ = [
     "generate",
     "render_sample",
     "sensors_for",
+    "trained_streams",
 ]
 
 #: Bump whenever the world or the preprocessing changes what a seed renders: it is part of the cache key.
@@ -123,12 +124,29 @@ def _input_shapes(sensors: Sequence[Sensor]) -> dict[str, tuple[int, ...]]:
 INPUTS: tuple[str, ...] = tuple(_input_shapes(DEFAULT_SENSORS))
 
 
+def trained_streams(config: Config) -> list[StreamConfig]:
+    """The streams a model trained for `config` takes: every one but [model] unbound_streams. The world
+    renders, and the model package encodes, camera, lidar, radar and audio only: a generic stream a model
+    input takes is refused (it crashed `model train` and `model eval`)."""
+    unbound = set(config.model.unbound_streams)
+    streams = [s for s in config.streams if s.name not in unbound]
+    generic = [s.name for s in streams if s.modality not in MODALITIES]
+    if generic:
+        raise DatasetError(
+            f"streams {generic}: a model trained here takes camera, lidar, radar and audio streams only; "
+            "list them in [model] unbound_streams to train without them, or bring a model of your own "
+            "(docs/MODEL.md)"
+        )
+    return streams
+
+
 def sensors_for(config: Config) -> tuple[Sensor, ...]:
-    """A config's suite: one sensor per stream, feeding the stream's `input` (else its slug:
-    camera/front feeds camera_front), mounted where its [streams.sim] says."""
+    """A config's suite: one sensor per stream a trained model takes (`trained_streams`), feeding the
+    stream's `input` (else its slug: camera/front feeds camera_front), mounted where its [streams.sim]
+    says."""
     return tuple(
         Sensor(stream.input_name, stream.modality, SimSettings.from_stream(stream).mount)
-        for stream in config.streams
+        for stream in trained_streams(config)
     )
 
 

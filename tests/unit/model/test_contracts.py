@@ -17,6 +17,7 @@ from fusion_pipeline.model import contract_for_config
 from fusion_pipeline.model.evaluate import criteria_for, markers, patterns_for
 from fusion_pipeline.model.train import input_tensors
 from fusion_pipeline.sim.dataset import generate, sensors_for
+from fusion_pipeline.sim.errors import DatasetError
 
 CONFIG = """
 [pipeline]
@@ -78,6 +79,30 @@ def test_one_input_per_stream_named_as_it_binds() -> None:
     assert [(b.input.name, b.bit) for b in bindings.by_stream.values()] == [
         (name, bit) for bit, name in enumerate(contract.presence_order)
     ]
+
+
+IMU = """
+[[streams]]
+name = "imu"
+modality = "generic"
+endpoint = "ipc://{run_dir}/imu.sock"
+rate_hz = 100
+generic = { dtype = "<f4", shape = [6], mode = "nearest" }
+"""
+
+
+def test_a_generic_stream_is_trained_without_when_unbound_and_refused_when_bound() -> None:
+    """`model train -c configs/imu.toml` crashed with an IndexError: no model input of a generic kind."""
+    unbound = parse_config(
+        CONFIG.replace("[sync]", IMU + '[model]\nunbound_streams = ["imu"]\n\n[sync]'), "imu.toml"
+    )
+    contract = contract_for_config(unbound)
+    assert contract.presence_order == ("camera_front", "cam_back", "lidar_top", "radar_front")
+    assert [s.input for s in sensors_for(unbound)] == list(contract.presence_order)
+    bind(unbound, contract)  # the config runs the model trained for it
+    bound = parse_config(CONFIG.replace("[sync]", IMU + "[sync]"), "imu.toml")
+    with pytest.raises(DatasetError, match=r"streams \['imu'\]: a model trained here takes camera, lidar"):
+        contract_for_config(bound)
 
 
 def test_the_world_renders_the_arrays_of_a_configs_contract(tmp_path: Path) -> None:
