@@ -621,11 +621,11 @@ def _export(args: argparse.Namespace) -> int:
             raise ModelError(f"{eval_path}: missing; run `fusion-pipeline model eval` or pass --model")
         name = json.loads(eval_path.read_text())["best"]
     model, _ = load_checkpoint(args.run_dir / f"{name}.npz")
-    single = len(model.config.modalities) == 1
+    single = len(model.modalities) == 1
     if single and args.fallback:
         raise ModelError(f"--fallback: {name} reads one modality only; it has nothing to fall back from")
     if not single and args.fallback is not False:
-        paths = {m: args.run_dir / f"{m}-only.npz" for m in model.config.modalities}
+        paths = {m: args.run_dir / f"{m}-only.npz" for m in model.modalities}
         missing = [str(p) for p in paths.values() if not p.is_file()]
         if missing:
             raise ModelError(

@@ -198,6 +198,9 @@ class FusionNet(nn.Module):
                 f"ModelConfig.modalities {config.modalities}: the contract has no input of them (inputs: "
                 f"{[(s.name, s.modality) for s in self.contract.inputs]})"
             )
+        #: The modalities it reads: its config's that its contract has inputs of (a config's suite
+        #: may lack one of the four).
+        self.modalities = tuple(m for m in config.modalities if any(s.modality == m for s in self.inputs))
         self.groups = encoder_groups(self.inputs)
         self.encoders = nn.ModuleDict({g.key: _encoder(g, config) for g in self.groups})
         self.input_embeddings = nn.ParameterDict(

@@ -156,3 +156,9 @@ def test_train_eval_export_for_a_config(tmp_path: Path, capsys: pytest.CaptureFi
     config = parse_config(CONFIG)
     assert load_contract(out) == contract_for_config(config, "concat")  # a baseline is a concat network
     bind(config, load_contract(out))
+    # The fused model with its fallback: the baselines of the modalities the suite has, not of all four
+    # (it asked for an audio-only model, which `model train` then refused: the suite has no audio).
+    assert main([*train, "--models", "lidar-only,radar-only"]) == 0
+    fused = tmp_path / "fused.onnx"
+    assert main(["model", "export", "--run-dir", str(run), "--model", "concat", "--out", str(fused)]) == 0
+    assert "with the single-sensor fallback (camera, lidar, radar)" in capsys.readouterr().out
