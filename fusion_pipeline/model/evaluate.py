@@ -364,11 +364,9 @@ def write_report(
     best = pick_best(rows, criteria)
     checks = {s: acceptance(rows, s, criteria) for s in FUSIONS if any(r["model"] == s for r in rows)}
     begin, end = markers(section)
-    missing = (
-        "worst one-missing drop"
-        if criteria == DEFAULT_CRITERIA
-        else "worst drop, one sensor of several missing"
-    )
+    # Whole modalities missing ("no radar"), or one sensor of several of a modality ("no cam_back").
+    by_modality = all(pattern.removeprefix("no ") in MODALITIES for pattern in criteria.one_missing)
+    missing = "worst one-missing drop" if by_modality else "worst drop, one sensor of several missing"
     lines = [
         begin,
         *([f"Sensors: {setup['sensors']} (`{setup['config']}`)."] if setup.get("config") else []),

@@ -149,6 +149,10 @@ def test_train_eval_export_for_a_config(tmp_path: Path, capsys: pytest.CaptureFi
     begin, end = markers("model-eval:pair")
     assert begin in report and end in report
     assert "| concat | no cam_back |" in report and "| camera-only | camera (trained alone) |" in report
+    # Two cameras: a drop with one sensor of several missing; and the run's best, which nothing shipped
+    # (it claimed the file the config names was it).
+    assert "worst drop, one sensor of several missing" in report
+    assert "Best strategy: **" in report and "Shipped as" not in report
     assert json.loads((run / "eval.json").read_text())["setup"]["config"] == str(config_path)
 
     out = tmp_path / "pair.onnx"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from fusion_pipeline.model.evaluate import (
     acceptance,
     aggregate_rows,
     corruption_summary,
+    criteria_for,
     evaluate_corruptions,
     pick_best,
     write_corruption_report,
@@ -106,6 +108,22 @@ def test_report_replaces_only_its_section(tmp_path: Path) -> None:
     # One table row per strategy x pattern plus one per baseline.
     assert sum(line.startswith("| joint | ") for line in text.splitlines()) == len(PATTERNS) + 1
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_suite_of_one_sensor_per_modality_reports_its_drop_per_modality(tmp_path: Path) -> None:
+    """A config's suite with one camera, lidar, radar (no audio) was reported as "one sensor of several
+    missing"; its criteria are whole modalities missing, as the default's."""
+    contract = default_contract()
+    three = replace(contract, inputs=contract.inputs[:3], presence_order=contract.presence_order[:3])
+    criteria = criteria_for(three)
+    assert criteria.one_missing == ("no camera", "no lidar", "no radar") and criteria != criteria_for(
+        contract
+    )
+    rows = _rows({"concat": 0.84, "attention": 0.95, "joint": 0.90}, {s: 0.8 for s in FUSIONS})
+    doc = tmp_path / "MODEL.md"
+    write_report(rows, SETUP, doc, tmp_path / "plot.png", criteria=criteria, shipped_as=None)
+    text = doc.read_text()
+    assert "worst one-missing drop" in text and "one sensor of several" not in text
 
 
 def test_aggregate_rows_gives_the_mean_and_range_of_each_figure() -> None:
