@@ -273,7 +273,9 @@ def default_input(modality: str, name: str) -> InputSpec:
     """The shipped model's input of `modality` under another name (a radar's mask renamed with it): what
     a model trained for a config (`model train --config`) takes from each stream."""
     spec = default_contract().inputs_for(modality)[0]
-    return replace(spec, name=name, mask=f"{name}_mask" if spec.mask else "")
+    mask = f"{name}_mask" if spec.mask else ""
+    meaning = spec.meaning.replace(spec.mask, mask) if spec.mask else spec.meaning  # names its mask
+    return replace(spec, name=name, mask=mask, meaning=meaning)
 
 
 def default_contract(fusion: str = "") -> ModelContract:

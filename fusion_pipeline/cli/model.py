@@ -662,8 +662,8 @@ def _info(args: argparse.Namespace) -> int:
         for name, shape in spec.tensors.items():
             what = f"[{spec.modality}] {spec.meaning}" if name == spec.name else f"mask of {spec.name}"
             print(f"    {name:{width}s} {spec.dtype} {_shape(shape):12s} {what}".rstrip())
-        if spec.preprocess:
-            print(f"      preprocess: {json.dumps(spec.preprocess, sort_keys=True)}")
+            if name == spec.name and spec.preprocess:  # under its input, not under the input's mask
+                print(f"      preprocess: {json.dumps(spec.preprocess, sort_keys=True)}")
     print("  outputs:")
     for out in contract.outputs:
         how = {"class_logits": ", ".join(out.classes), "regression": out.units}.get(out.kind, "")

@@ -71,6 +71,7 @@ def test_one_input_per_stream_named_as_it_binds() -> None:
             default[spec.modality].preprocess,
         )
     assert contract.input("radar_front").mask == "radar_front_mask"
+    assert "radar_front_mask: 1 for a real detection" in contract.input("radar_front").meaning
     assert contract.presence_order == ("camera_front", "cam_back", "lidar_top", "radar_front")
     assert contract.outputs == default_contract().outputs
     assert contract.fusion == "joint"
