@@ -21,8 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     with Node("recorder", argv) as node:
         settings = RecordSettings.from_config(node.config)
         settings = replace(settings, path=unused_path(settings.path, settings.split))
-        log.info("recording to %s", settings.path.resolve())
-        recorder = Recorder(node.config, node.run_dir, settings)
+        recorder = Recorder(node.config, node.run_dir, settings)  # it says which file it writes
         node.counters = recorder.counters  # the last beat, at the node's exit, follows the file's close
         try:
             recorder.run(lambda: not node.running, node.beat)

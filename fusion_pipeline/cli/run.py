@@ -108,20 +108,28 @@ def format_summary(summary: dict[str, Any]) -> str:
     timed, expected = summary["result_ratio_counts"]
     ratio = summary["result_ratio"]
     restarted = {node: n for node, n in summary["restarts"].items() if n}
+    reference = summary.get("reference_stream")
     lines = [
         f"== {summary['pipeline']}: {summary['duration_s']:.1f} s, provider {summary['provider'] or '-'}",
-        f"results {summary['results']} for {summary['reference_messages']} reference messages; "
+        (
+            f"results {summary['results']} for {summary['reference_messages']} reference messages; "
+            if reference
+            else f"results {summary['results']}; "
+        )
         + (
             f"after the warm-up {timed} for {expected}, ratio {ratio}"
             + (
                 f" ({unreported} of the messages counted from their results: the reference's ingest "
-                "heartbeats missed them, its node restarted)"
+                "heartbeats had not reported them, as when its node is killed or a message is in flight "
+                "at the window's edge)"
                 if (unreported := summary.get("result_ratio_unreported"))
                 else ""
             )
             if ratio is not None
             else "a replay: the replay report below counts results against the log"
             if summary.get("log_time")
+            else "no result ratio: no reference stream (sync.reference), nothing to count results against"
+            if not reference
             else "no result ratio: the run was too short after the warm-up for two reference heartbeats"
         ),
         f"sets full {summary['sets_full']}, partial {summary['sets_partial']} (missing: "

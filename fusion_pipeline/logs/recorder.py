@@ -239,7 +239,8 @@ class Recorder:
             paths=self.writer.paths, streams={name: _StreamCount() for name in sources}
         )
         self._started = time.monotonic()
-        log.info("recording %s -> %s", ", ".join(sources), settings.path)
+        # The file it writes: a split recording's first part, NAME_000.mcap, not NAME.mcap.
+        log.info("recording %s -> %s", ", ".join(sources), self.writer.paths[0].resolve())
 
     def poll(self, timeout_ms: int = POLL_MS) -> bool:
         """Receive and write at most one message; False when none came within `timeout_ms`."""

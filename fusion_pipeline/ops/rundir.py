@@ -23,7 +23,7 @@ from fusion_pipeline.ops.errors import StatusError
 from fusion_pipeline.ops.graph import RunSocket
 from fusion_pipeline.ops.status import forget_run_dir, record_run_dir
 from fusion_pipeline.protocol import Endpoint
-from fusion_pipeline.transport.sockets import prepare_bind, remove_ipc_file
+from fusion_pipeline.transport.sockets import ipc_served, prepare_bind, remove_ipc_file
 
 __all__ = ["RUN_LOCK", "RunDir", "lock_run_dir"]
 
@@ -67,6 +67,18 @@ class RunDir:
         def check(path: Path) -> None:
             check_host(config, path, source, [(what, url(path)) for what, url in sockets])
             check_own_drivers(config, source)  # this graph's ingest and its drivers, on one host
+            # An absolute ipc path another process serves (another pipeline's results): its node would
+            # only crash-loop, and this run would count the other's messages as its own.
+            taken = [
+                f"{u.key} {u.url}"
+                for u in config.endpoint_uses(path)
+                if u.binds and ipc_served(Endpoint(u.url))
+            ]
+            if taken:
+                raise ConfigError(
+                    f"{source}: {', '.join(taken)}: another process is bound there and serving (stop it, "
+                    "or give this run other endpoints)"
+                )
 
         if config.pipeline.run_dir:
             path = Path(config.pipeline.run_dir).expanduser().resolve()
@@ -105,7 +117,8 @@ class RunDir:
         urls.append(config.local_results_endpoint(self.path))
         urls.append(f"ipc://{self.path}/{CONTROL_SOCKET}")
         for url in urls:
-            remove_ipc_file(Endpoint(url))
+            if not ipc_served(Endpoint(url)):  # this run's nodes have exited: one served is another's
+                remove_ipc_file(Endpoint(url))
         if self.own:
             shutil.rmtree(self.path, ignore_errors=True)
         if self._run_file is not None:

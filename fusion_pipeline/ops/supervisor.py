@@ -68,6 +68,7 @@ from fusion_pipeline.ops.rundir import RunDir
 from fusion_pipeline.ops.status import STATUS_SOCKET, StatusServer
 from fusion_pipeline.ops.statusline import StatusLine
 from fusion_pipeline.protocol import RESULT_STREAM
+from fusion_pipeline.transport.shm import remove_orphans
 from fusion_pipeline.transport.sockets import Role, Subscriber
 
 __all__ = ["RestartPolicy", "Supervisor"]
@@ -163,6 +164,7 @@ class Supervisor:
         self._dir = RunDir.open(config, config_path, [_STATUS, *graph.sockets])
         self.run_dir = self._dir.path
         self.nodes = [_Node(spec) for spec in graph.nodes(config)]
+        self._pids: set[int] = set()  # of every node process started: the shared-memory sweep's owners
         self.counters = CounterTotals()
         # The streams results can lack: those the model takes (an unbound generic stream never reaches it).
         fed = [s.name for s in config.streams if s.name not in config.model.unbound_streams]
@@ -347,6 +349,7 @@ class Supervisor:
         pipeline runs without metrics."""
         settings = self.config.metrics
         if not settings.enabled:
+            self.line.log("metrics off (metrics.enabled = false)")
             return None
         try:
             server = MetricsServer(PipelineCollector(lambda: self.latest), settings.host, settings.port)
@@ -440,6 +443,7 @@ class Supervisor:
             env=env,
             preexec_fn=self._preexec,  # only setpgid(2) and prctl(2) run between fork and exec
         )
+        self._pids.add(node.process.pid)
         node.started = time.monotonic()
         node.last_beat = None
         node.restart_at = None
@@ -505,6 +509,11 @@ class Supervisor:
         for node in self.nodes:
             if node.reader is not None:
                 node.reader.join(timeout=1.0)
+        if self.config.pipeline.shm:
+            # A node killed (SIGKILL, a hang) leaves its rings in /dev/shm; the next ring made on the host
+            # only takes older ones. Every node has exited now: whatever ring they hold is an orphan.
+            for path in remove_orphans(pids=self._pids):
+                self.line.log(f"removed {path}: the shared-memory ring of a node that was killed")
 
     # -- messages ---------------------------------------------------------------------------------------
 

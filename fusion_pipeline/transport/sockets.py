@@ -62,6 +62,7 @@ __all__ = [
     "prepare_bind",
     "received_frame",
     "recv_frames",
+    "ipc_served",
     "remove_ipc_file",
     "send_frames",
 ]
@@ -140,12 +141,18 @@ def ipc_probe(path: Path) -> OSError | None:
     return None
 
 
+def ipc_served(endpoint: Endpoint) -> bool:
+    """Whether a process accepts connections on the ipc socket file of `endpoint` (not: a tcp endpoint,
+    no file, or a file left by a process that exited)."""
+    path = endpoint.ipc_path
+    return path is not None and path.is_socket() and ipc_probe(path) is None
+
+
 def _refuse_taken(endpoint: Endpoint) -> None:
     """libzmq binds an ipc path over an existing socket file, taking it from a process still serving
     there (a replay --publish-only onto a running pipeline's driver): refused. A file left by a process
     that exited (nobody accepts on it) is bound over."""
-    path = endpoint.ipc_path
-    if path is not None and path.is_socket() and ipc_probe(path) is None:
+    if ipc_served(endpoint):
         raise EndpointError(
             f"endpoint {endpoint.url!r}: another process is bound there and serving; binding would take "
             "the path from it (stop it, or give this one another endpoint)"

@@ -195,6 +195,25 @@ def test_segments_no_live_publisher_holds_are_removed() -> None:
         live.close()
 
 
+def test_the_rings_of_processes_known_to_have_exited_go_whatever_their_age() -> None:
+    """A run's sweep at its end: a node killed a moment ago left a ring younger than ORPHAN_AGE_S, which
+    stayed in /dev/shm after the run (15 MB per killed camera driver)."""
+    live = shm.SegmentWriter("camera")
+    live.place(IMAGE)
+    killed = shm.SEGMENT_DIR / "fp-999999-camera-00"  # young: made a moment ago by a node since killed
+    other = shm.SEGMENT_DIR / "fp-999998-camera-00"  # young, of a process the sweep knows nothing of
+    for path in (killed, other):
+        path.write_bytes(bytes(128))
+    try:
+        assert shm.remove_orphans() == []
+        assert shm.remove_orphans(pids={999999, os.getpid()}) == [killed]
+        assert other.exists() and live.path.exists()  # not its process; and one still held
+    finally:
+        killed.unlink(missing_ok=True)
+        other.unlink()
+        live.close()
+
+
 def test_a_full_dev_shm_sends_inline_instead_of_crashing(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_room(fd: int, offset: int, length: int) -> None:
         raise OSError(28, "No space left on device")
