@@ -181,7 +181,7 @@ def to_foxglove(sample: Sample) -> tuple[str, dict[str, Any]] | None:
     """(schema name, JSON message) for one sample; None when Foxglove has no fitting schema."""
     arrays = sample.arrays
     if sample.modality == "camera" and "image" in arrays:
-        image = arrays["image"]
+        image = np.ascontiguousarray(arrays["image"], np.uint8)  # rgb8, as export-ros2 writes it
         height, width = image.shape[:2]
         message = {
             "timestamp": _time(sample.stamp_ns),
@@ -217,6 +217,7 @@ def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     skipped: dict[str, int] = {}
     odd_shapes: defaultdict[str, Counter[str]] = defaultdict(Counter)  # per topic, why
+    cast: defaultdict[str, Counter[str]] = defaultdict(Counter)  # per topic, what was cast to rgb8
     logs = existing_logs(logs)
     topics = SourceTopics()
     with (
@@ -235,6 +236,9 @@ def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
                 if odd is not None:
                     odd_shapes[topics.topic(sample.stream, source)][odd] += 1
                     continue
+                image = sample.arrays.get("image") if sample.modality == "camera" else None
+                if image is not None and image.dtype != np.uint8:
+                    cast[topics.topic(sample.stream, source)][f"image {image.dtype}"] += 1
                 converted = to_foxglove(sample)
                 if converted is None:
                     skipped[sample.stream] = skipped.get(sample.stream, 0) + 1
@@ -262,6 +266,9 @@ def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
     for topic, reasons in odd_shapes.items():
         for why, n in reasons.items():
             log.warning("%s: %s: %d messages skipped: %s", out, topic, n, why)
+    for topic, kinds in cast.items():
+        for what, n in kinds.items():
+            log.warning("%s: %s: %d messages: %s converted to uint8 (rgb8)", out, topic, n, what)
     if skipped:
         log.warning("%s: not exported (no Foxglove schema): %s", out, skipped)
     return counts

@@ -1,5 +1,6 @@
 """ROS 2 interop: real bags written with rosbags (sqlite3 and mcap storage) import exactly; export too."""
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -439,3 +440,21 @@ def test_zero_header_stamps_are_kept_and_counted_per_topic(
         f"{out}: topic /cam: 2 of 3 messages have a zero header stamp, kept as their stamp_ns (their log "
         "time is the bag's time)"
     ]
+
+
+def test_export_foxglove_writes_a_non_uint8_image_as_rgb8_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Written as rgb8 with its float32 bytes, the image's data was 4x what its header said."""
+    from mcap.reader import make_reader
+
+    log = tmp_path / "log.mcap"
+    with LogWriter(log) as writer:
+        image = np.full((2, 3, 3), 200.0, np.float32)
+        writer.write(Sample("camera/x", "camera", 0, T0, {"image": image}, "f"), T0)
+    out = tmp_path / "fox.mcap"
+    assert export_foxglove([log], out) == {"/camera/x": 1}
+    with out.open("rb") as f:
+        (message,) = (json.loads(m.data) for _, _, m in make_reader(f).iter_messages())
+    assert len(base64.b64decode(message["data"])) == 2 * 3 * 3 == message["step"] * message["height"]
+    assert any("/camera/x: 1 messages: image float32 converted to uint8 (rgb8)" in m for m in caplog.messages)
