@@ -24,6 +24,7 @@ from fusion_pipeline.inference import (
     PROVIDERS,
     InferenceStage,
     ModelRuntime,
+    _DeviceOutputs,
     choose_providers,
     load_bindings,
     result_sample,
@@ -378,15 +379,25 @@ def _batch_of_4(model: onnx.ModelProto) -> None:
     next(i for i in model.graph.input if i.name == "presence").type.tensor_type.shape.dim[0].dim_value = 4
 
 
-def _classes_by_data(model: onnx.ModelProto) -> None:
-    """The graph's class output replaced by one whose size only a run tells: 5 + the number of sensors
-    present values (so 5 when none is, as at the warm-up)."""
+def _outputs_declared_batch_2(model: onnx.ModelProto) -> None:
+    """Every graph output declared with a batch of 2, which onnxruntime does not hold them to."""
+    for output in model.graph.output:
+        output.type.tensor_type.shape.dim[0].dim_value = 2
+
+
+def _classes_by_data(base: int) -> Callable[[onnx.ModelProto], None]:
+    """An edit that replaces the graph's class output by one whose size only a run tells: `base` + the
+    number of sensors present values (so `base` when none is, as at the warm-up)."""
+    return lambda model: _class_output_of_size(model, base)
+
+
+def _class_output_of_size(model: onnx.ModelProto, base: int) -> None:
     helper, graph = onnx.helper, model.graph
     for node in graph.node:  # the trained head's output goes nowhere now
         node.output[:] = ["unused_logits" if name == "class_logits" else name for name in node.output]
     graph.initializer.extend(
         [
-            onnx.numpy_helper.from_array(np.array(5.0, np.float32), "five"),
+            onnx.numpy_helper.from_array(np.array(float(base), np.float32), "base"),
             onnx.numpy_helper.from_array(np.array(0, np.int64), "zero"),
             onnx.numpy_helper.from_array(np.array(1, np.int64), "one"),
             onnx.numpy_helper.from_array(np.array([0], np.int64), "axis0"),
@@ -395,7 +406,7 @@ def _classes_by_data(model: onnx.ModelProto) -> None:
     graph.node.extend(
         [
             helper.make_node("ReduceSum", ["presence"], ["present"], keepdims=0),
-            helper.make_node("Add", ["present", "five"], ["count_f"]),
+            helper.make_node("Add", ["present", "base"], ["count_f"]),
             helper.make_node("Cast", ["count_f"], ["count"], to=onnx.TensorProto.INT64),
             helper.make_node("Range", ["zero", "count", "one"], ["indices"]),
             helper.make_node("Cast", ["indices"], ["values"], to=onnx.TensorProto.FLOAT),
@@ -445,11 +456,44 @@ def test_a_graph_that_differs_from_its_own_contract_is_refused_when_read(
 def test_an_output_of_another_size_than_its_contract_refuses_the_model_at_start(tmp_path: Path) -> None:
     """A size the graph leaves open is only known when it runs: 5 class logits under a contract of 4
     classes ran silently, the results' probabilities of 5 named by 4 classes."""
-    path = model_with_contract(tmp_path, _four_classes, _classes_by_data)
+    path = model_with_contract(tmp_path, _four_classes, _classes_by_data(5))
     load_bindings(_with_model(path))  # the graph's declarations fit the contract
     with pytest.raises(ContractError, match=re.escape(f"{path}: the model fails its warm-up run")) as refused:
         ModelRuntime(_with_model(path))
     assert "model output 'class_logits' came out [1, 5], its contract says [1, 4]" in str(refused.value)
+
+
+def test_an_output_declared_with_a_fixed_batch_runs_at_the_batch_it_gives(tmp_path: Path) -> None:
+    """Only an input's fixed batch refuses a model: an output's declared batch binds nothing (the model
+    below runs at batch 1 and was refused)."""
+    path = model_with_contract(tmp_path, lambda raw: None, _outputs_declared_batch_2)
+    result = InferenceStage(ModelRuntime(_with_model(path))).run(
+        Sample(
+            "set/fused", "set", 0, 10, _inputs(), "", {"presence": [1, 1, 1, 1], "stamps": {}, "stages": {}}
+        )
+    )
+    assert result is not None and result.arrays["class_logits"].shape == default_contract().outputs[0].shape
+
+
+@pytest.mark.parametrize("outputs", ["session", "io binding"])
+def test_an_output_of_another_size_in_a_later_run_is_a_counted_bad_set(tmp_path: Path, outputs: str) -> None:
+    """The warm-up fits the contract, a later set does not: that set is refused and counted, and the next
+    one runs. GPU providers bind their outputs on the device; the same binding on the CPU device runs
+    onnxruntime's own IO binding here (bound buffers of the contract's shape raised, crashing the node)."""
+    path = model_with_contract(tmp_path, _four_classes, _classes_by_data(4))
+    runtime = ModelRuntime(_with_model(path))
+    if outputs == "io binding":
+        runtime._binding = _DeviceOutputs(runtime.session, runtime._outputs, device="cpu")
+    stage = InferenceStage(runtime)
+    meta = {"presence": [0, 0, 0, 0], "stamps": {}, "stages": {}}
+    one_present = {**meta, "presence": [1, 0, 0, 0]}
+    camera = {"camera": _inputs()["camera"]}
+    first = stage.run(Sample("set/fused", "set", 0, 10, {}, "", meta))
+    refused = stage.run(Sample("set/fused", "set", 1, 11, camera, "", one_present))
+    second = stage.run(Sample("set/fused", "set", 2, 12, {}, "", meta))
+    assert first is not None and refused is None and second is not None
+    assert first.arrays["class_logits"].shape == (4,)
+    assert stage.counters()["bad_sets"] == 1 and stage.counters()["results"] == 2
 
 
 def test_cpu_only_requirements_are_the_dependencies_with_the_cpu_onnxruntime() -> None:
