@@ -3,8 +3,9 @@
 A fixed one (``pipeline.run_dir``) is created 0700 and locked (`lock_run_dir`, RUN_LOCK holding the
 supervisor's pid) for the supervisor's life. An empty ``pipeline.run_dir`` is a private temp dir
 ``fusion-NAME-*``, recorded in the run file for `fusion-pipeline status` (ops.status.run_file) and
-removed at the end. Either way every socket path is checked (node.check_host) before anything starts, and
-every ipc file of the run is removed at the end: a killed node cannot remove its own.
+removed at the end. Either way every socket path is checked (node.check_host) before anything starts, an
+endpoint another process serves is refused, and every ipc file of the run that nobody serves is removed at
+the end: a killed node cannot remove its own, and one still served belongs to another process.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class RunDir:
         def check(path: Path) -> None:
             check_host(config, path, source, [(what, url(path)) for what, url in sockets])
             check_own_drivers(config, source)  # this graph's ingest and its drivers, on one host
+
+        def check_served(path: Path) -> None:
             # An absolute ipc path another process serves (another pipeline's results): its node would
             # only crash-loop, and this run would count the other's messages as its own.
             taken = [
@@ -85,11 +88,19 @@ class RunDir:
             check(path)  # before it is made
             # Created 0700, or refused now when others can enter it (the nodes would refuse it anyway).
             prepare_bind(Endpoint(f"ipc://{path}/{CONTROL_SOCKET}"))
-            return cls(config, path, own=False, lock=lock_run_dir(path))
+            # The lock first: a supervisor running there serves every endpoint, and is what to name.
+            lock = lock_run_dir(path)
+            try:
+                check_served(path)
+            except ConfigError:
+                os.close(lock)
+                raise
+            return cls(config, path, own=False, lock=lock)
         # A fresh directory of our own: nobody else can be in it, so no lock.
         path = Path(tempfile.mkdtemp(prefix=f"fusion-{config.pipeline.name}-"))
         try:
             check(path)
+            check_served(path)
         except ConfigError:
             path.rmdir()  # made a moment ago, still empty
             raise
@@ -107,8 +118,8 @@ class RunDir:
         log(f"run dir recorded in {self._run_file}")
 
     def close(self) -> None:
-        """Remove every ipc socket file of the run (a private dir with all in it) and the run file; release
-        the lock."""
+        """Remove every ipc socket file of the run that nobody serves (a private dir with all in it) and the
+        run file; release the lock."""
         config = self.config
         # An external driver's socket is its own, bound by a process this run did not start.
         urls = [config.endpoint(s.endpoint, self.path) for s in config.streams if s.driver == "sim"]

@@ -164,7 +164,8 @@ class Supervisor:
         self._dir = RunDir.open(config, config_path, [_STATUS, *graph.sockets])
         self.run_dir = self._dir.path
         self.nodes = [_Node(spec) for spec in graph.nodes(config)]
-        self._pids: set[int] = set()  # of every node process started: the shared-memory sweep's owners
+        # pid -> time.time() each node process was seen exited: the shared-memory sweep's owners.
+        self._exited: dict[int, float] = {}
         self.counters = CounterTotals()
         # The streams results can lack: those the model takes (an unbound generic stream never reaches it).
         fed = [s.name for s in config.streams if s.name not in config.model.unbound_streams]
@@ -443,7 +444,6 @@ class Supervisor:
             env=env,
             preexec_fn=self._preexec,  # only setpgid(2) and prctl(2) run between fork and exec
         )
-        self._pids.add(node.process.pid)
         node.started = time.monotonic()
         node.last_beat = None
         node.restart_at = None
@@ -487,6 +487,8 @@ class Supervisor:
         return self.policy.start_timeout_s
 
     def _schedule_restart(self, node: _Node, code: int, now: float) -> None:
+        assert node.process is not None
+        self._exited[node.process.pid] = time.time()
         node.exits.append(code)
         node.failures = 1 if now - node.started >= self.policy.stable_s else node.failures + 1
         delay = self.policy.delay(node.failures)
@@ -512,7 +514,10 @@ class Supervisor:
         if self.config.pipeline.shm:
             # A node killed (SIGKILL, a hang) leaves its rings in /dev/shm; the next ring made on the host
             # only takes older ones. Every node has exited now: whatever ring they hold is an orphan.
-            for path in remove_orphans(pids=self._pids):
+            for node in self.nodes:
+                if node.process is not None:
+                    self._exited.setdefault(node.process.pid, time.time())
+            for path in remove_orphans(exited=self._exited):
                 self.line.log(f"removed {path}: the shared-memory ring of a node that was killed")
 
     # -- messages ---------------------------------------------------------------------------------------

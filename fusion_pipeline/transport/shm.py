@@ -40,7 +40,7 @@ import struct
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -301,22 +301,24 @@ class SegmentReader:
             self._segments.popitem()[1].close()
 
 
-def remove_orphans(min_age_s: float = ORPHAN_AGE_S, pids: Collection[int] | None = None) -> list[Path]:
+def remove_orphans(min_age_s: float = ORPHAN_AGE_S, exited: Mapping[int, float] | None = None) -> list[Path]:
     """Unlink this user's segments that no live publisher holds (killed before it could clean up).
 
     A publisher locks its segment's header for its whole life, so a header that can be locked has no
     owner; that test also holds across pid namespaces, where a pid in the name means nothing. A segment
-    younger than `min_age_s` may be one a publisher has made and not locked yet, and is left, unless
-    `pids` names its publisher: the processes of a run that are known to have exited (the supervisor's
-    sweep at the end of a run, for its nodes that were killed).
+    younger than `min_age_s` may be one a publisher has made and not locked yet, and is left. `exited`
+    instead names the publishers to sweep: the processes of a run known to have exited (the supervisor's
+    sweep at the end of a run, for its nodes that were killed), each with the time (time.time()) it was
+    seen exited; their segments go whatever their age, but one made after that time is another process's
+    that has since been given the pid, and is left.
     """
     removed = []
     now = time.time()
     for path in SEGMENT_DIR.glob("fp-*"):
         match = _NAME.match(path.name)
-        if not match or (pids is not None and int(match[1]) not in pids):
+        if not match or (exited is not None and int(match[1]) not in exited):
             continue
-        min_age = 0.0 if pids is not None else min_age_s
+        made_by = now - min_age_s if exited is None else exited[int(match[1])]
         try:
             fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:  # gone meanwhile, or another user's
@@ -326,7 +328,7 @@ def remove_orphans(min_age_s: float = ORPHAN_AGE_S, pids: Collection[int] | None
             if (
                 stat.S_ISREG(info.st_mode)
                 and info.st_uid == os.getuid()
-                and now - info.st_mtime >= min_age
+                and info.st_mtime <= made_by
                 and _try_lock(fd, fcntl.F_WRLCK, 0, _ALIGN)
             ):
                 path.unlink(missing_ok=True)

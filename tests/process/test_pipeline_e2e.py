@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -90,8 +92,17 @@ def test_demo_run_with_shared_memory_delivers_through_the_rings_and_removes_them
                 break
             time.sleep(0.2)
         assert rings == expected, run.output()
+        # A driver killed mid-run leaves its ring, younger than the sweep at the next ring's making takes:
+        # the run's end sweeps it (it stayed in /dev/shm, 15 MB each).
+        (killed,) = run.node_pids("sensor_sim", "camera/front")
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while run.node_pids("sensor_sim", "camera/front") in ([killed], []) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pids += [killed, *run.all_node_pids()]
         assert run.process.wait(timeout=40) == 0, run.output()
     assert not [p for pid in pids for p in SEGMENT_DIR.glob(f"fp-{pid}-*")], "rings left behind"
+    assert f"removed {SEGMENT_DIR}/fp-{killed}-camera_front-" in run.output()
 
     summary = json.loads(summary_path.read_text())
     assert summary["results"] >= 20 and summary["sets_full"] >= 20, summary

@@ -91,9 +91,11 @@ def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path) -> No
     config.write_text(demo_text(run_dir))
     prepare_bind(Endpoint(f"ipc://{run_dir}/x"))  # the 0700 run dir the first supervisor made
     first = lock_run_dir(run_dir)
-    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # the first one's control socket, serving
-    control.bind(str(run_dir / CONTROL_SOCKET))
-    control.listen()
+    # The first one's control socket and results, serving: the lock, not a served endpoint, is named.
+    served = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
+    for sock, name in zip(served, (CONTROL_SOCKET, "results.sock"), strict=True):
+        sock.bind(str(run_dir / name))
+        sock.listen()
     try:
         second = subprocess.run(
             [sys.executable, "-m", "fusion_pipeline.cli", "run", "-c", str(config), "--duration", "1"],
@@ -106,5 +108,6 @@ def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path) -> No
         assert f"(pid {os.getpid()})" in second.stderr
     finally:
         os.close(first)
-        control.close()
+        for sock in served:
+            sock.close()
     os.close(lock_run_dir(run_dir))  # released with its holder: the next run may have it

@@ -197,20 +197,24 @@ def test_segments_no_live_publisher_holds_are_removed() -> None:
 
 def test_the_rings_of_processes_known_to_have_exited_go_whatever_their_age() -> None:
     """A run's sweep at its end: a node killed a moment ago left a ring younger than ORPHAN_AGE_S, which
-    stayed in /dev/shm after the run (15 MB per killed camera driver)."""
+    stayed in /dev/shm after the run (15 MB per killed camera driver). A ring made after its pid's process
+    was seen exited is another process's that has been given the pid since, and stays."""
     live = shm.SegmentWriter("camera")
     live.place(IMAGE)
     killed = shm.SEGMENT_DIR / "fp-999999-camera-00"  # young: made a moment ago by a node since killed
     other = shm.SEGMENT_DIR / "fp-999998-camera-00"  # young, of a process the sweep knows nothing of
-    for path in (killed, other):
+    reused = shm.SEGMENT_DIR / "fp-999997-camera-00"  # made after its pid's node exited a minute ago
+    for path in (killed, other, reused):
         path.write_bytes(bytes(128))
+    now = time.time()
     try:
         assert shm.remove_orphans() == []
-        assert shm.remove_orphans(pids={999999, os.getpid()}) == [killed]
-        assert other.exists() and live.path.exists()  # not its process; and one still held
+        exited = {999999: now + 1, 999997: now - 60, os.getpid(): now + 1}
+        assert shm.remove_orphans(exited=exited) == [killed]
+        assert other.exists() and reused.exists() and live.path.exists()  # held: the live one
     finally:
-        killed.unlink(missing_ok=True)
-        other.unlink()
+        for path in (killed, other, reused):
+            path.unlink(missing_ok=True)
         live.close()
 
 
