@@ -337,6 +337,16 @@ class SeqTracker:
         self.jumps += 1
         return False
 
+    def resume(self, last_seq: int, last_ns: int) -> None:
+        """Go on from a predecessor's sequence (a restarted node): its last accepted seq and the time it
+        came, on the stream's clock. What the stream sent while no process listened is then a gap."""
+        self._take(last_seq, last_ns)
+
+    @property
+    def last(self) -> tuple[int, int] | None:
+        """(the last accepted seq, the time it came): what a successor resumes from."""
+        return None if self.last_seq is None else (self.last_seq, self._last_ns)
+
     def _plausible(self, advance: int, elapsed_ns: int) -> bool:
         most = 1 + SEQ_SLACK + RATE_MARGIN * self.rate_hz * max(0, elapsed_ns) / NS_PER_S
         return advance <= most
@@ -455,13 +465,17 @@ class Ingest:
             return None
         return self._output(sample, sample.stamp_ns - self.config.offset_ns, arrays, arrival_ns)
 
-    def counters(self) -> dict[str, int]:
-        """Flat counters for heartbeats: produced, schema_<reason> and the seq counters."""
-        return {
+    def counters(self) -> dict[str, int | list[int]]:
+        """Flat counters for heartbeats: produced, schema_<reason> and the seq counters; and `last_seq`,
+        [seq, time] of the last accepted message (not a count): the supervisor hands it to a restart."""
+        counters: dict[str, int | list[int]] = {
             "produced": self.produced,
             **{f"schema_{reason}": n for reason, n in sorted(self.rejected.items())},
             **self.seq.counters(),
         }
+        if (last := self.seq.last) is not None:
+            counters["last_seq"] = list(last)
+        return counters
 
     def _count(self, exc: SchemaError) -> None:
         self.rejected[exc.reason] += 1

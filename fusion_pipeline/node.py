@@ -1,10 +1,12 @@
 """The node framework: what every node process shares, so that a node script is only its loop.
 
 A node is started as ``python -m nodes.NAME --config PATH --run-dir DIR [--stream NAME] [--replay]``;
-with no ``--config`` it uses the embedded demo config. Its script builds a `Node` (command line, logging,
-stop signals, SCHED_FIFO for the data path), opens its sockets through it (CURVE and shared memory applied
-here) and runs its loop in `Node.loop`, which beats and ends on SIGTERM/SIGINT; leaving the `with` block
-sends the last counters and closes everything. `run_node` runs the script's main as the process.
+with no ``--config`` it uses the embedded demo config. The supervisor adds ``--resume-seq STREAM=SEQ@NS``
+when it restarts a node that ingests STREAM: where its predecessor's sequence left off. Its script
+builds a `Node` (command line, logging, stop signals, SCHED_FIFO for the data path), opens its sockets
+through it (CURVE and shared memory applied here) and runs its loop in `Node.loop`, which beats and ends
+on SIGTERM/SIGINT; leaving the `with` block sends the last counters and closes everything. `run_node`
+runs the script's main as the process.
 
 Heartbeats are msgpack maps pushed (PUSH/PULL) to ``ipc://RUN_DIR/control.sock``:
 ``{"node", "pid", "t_ns", "counters"}``, and ``"parts"`` (name -> counters) from a node that runs other
@@ -27,7 +29,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -57,6 +59,7 @@ __all__ = [
     "check_host",
     "enter_realtime",
     "node_name",
+    "resume_seq_argument",
     "run_node",
     "stream_hwm",
 ]
@@ -104,9 +107,26 @@ class _NodeContext:
     stream: str | None
     name: str
     replay: bool = False  # fed by `fusion-pipeline replay`: lossless, in log order, event time
+    # stream -> (seq, time) its ingest's predecessor accepted last: a restarted node goes on from there
+    resume_seq: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def endpoint(self, template: str) -> str:
         return self.config.endpoint(template, self.run_dir)
+
+
+def resume_seq_argument(stream: str, last: tuple[int, int]) -> list[str]:
+    """The command-line option that hands a restarted node what its predecessor's ingest of `stream`
+    accepted last ((seq, time) from its heartbeats' `last_seq`)."""
+    return ["--resume-seq", f"{stream}={last[0]}@{last[1]}"]
+
+
+def _resume_seq(text: str) -> tuple[str, tuple[int, int]]:
+    stream, _, last = text.rpartition("=")
+    seq, _, at_ns = last.partition("@")
+    try:
+        return stream, (int(seq), int(at_ns))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not STREAM=SEQ@TIME_NS") from None
 
 
 def node_name(kind: str, stream: str | None) -> str:
@@ -133,20 +153,33 @@ def _node_arguments(
         help="part of a replay graph: take every message (no skipping to the newest), block instead of "
         "dropping, and match in event time",
     )
+    parser.add_argument(
+        "--resume-seq",
+        type=_resume_seq,
+        action="append",
+        default=[],
+        metavar="STREAM=SEQ@TIME_NS",
+        help="(given by the supervisor to a restarted node) the last seq of STREAM its predecessor's ingest "
+        "accepted and when, on the stream's clock: what the stream sent meanwhile counts as lost",
+    )
     args = parser.parse_args(argv)
     tune_allocator()  # sensor frames are megabytes: keep their pages mapped (fusion_pipeline.allocator)
     config = load_config(args.config)
     check_host(config, args.run_dir, config_source(args.config))
     stream = getattr(args, "stream", None)
-    if stream is not None:
-        config.stream(stream)  # an unknown name fails now (ConfigError, exit 2), not later
+    resume_seq = dict(args.resume_seq)
+    for name in (stream, *resume_seq):
+        if name is not None:
+            config.stream(name)  # an unknown name fails now (ConfigError, exit 2), not later
+    if len(resume_seq) != len(args.resume_seq):
+        parser.error("--resume-seq: a stream given twice")
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)
     name = node_name(kind, stream)
     logging.basicConfig(level=config.pipeline.log_level.upper(), format=f"{name}: %(message)s")
     if realtime and config.pipeline.realtime_priority:
         enter_realtime(config.pipeline.realtime_priority)
-    return _NodeContext(config=config, run_dir=args.run_dir, stream=stream, name=name, replay=args.replay)
+    return _NodeContext(config, args.run_dir, stream, name, replay=args.replay, resume_seq=resume_seq)
 
 
 def check_host(config: Config, run_dir: Path, source: str, sockets: Sequence[tuple[str, str]] = ()) -> None:
@@ -308,6 +341,7 @@ class Node(contextlib.AbstractContextManager["Node", None]):
         self.run_dir = context.run_dir
         self.name = context.name
         self.replay = context.replay  # fed by `fusion-pipeline replay`: lossless, in log order, event time
+        self.resume_seq = context.resume_seq  # stream -> (seq, time) its ingest's predecessor accepted last
         self._stream = None if context.stream is None else self.config.stream(context.stream)
         self.counters: Callable[[], dict[str, Any]] | None = None  # what the heartbeats carry
         self.parts: Callable[[], Parts] | None = None  # and, from a composed node, its parts' counters

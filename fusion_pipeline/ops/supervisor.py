@@ -44,7 +44,7 @@ import fusion_pipeline
 from fusion_pipeline.config import Config
 from fusion_pipeline.inference import wants_tensorrt
 from fusion_pipeline.lifetime import die_with_parent
-from fusion_pipeline.node import CONTROL_SOCKET
+from fusion_pipeline.node import CONTROL_SOCKET, resume_seq_argument
 from fusion_pipeline.ops.exporter import MetricsServer, PipelineCollector
 from fusion_pipeline.ops.graph import LIVE_GRAPH, GraphSpec, NodeSpec, RunSocket, plain_tcp_endpoints
 from fusion_pipeline.ops.health import (
@@ -63,7 +63,7 @@ from fusion_pipeline.ops.health import (
     stale_after_s,
     status_report,
 )
-from fusion_pipeline.ops.metrics import CounterTotals, ResultRatio, ResultStats
+from fusion_pipeline.ops.metrics import CounterTotals, ResultRatio, ResultStats, is_count
 from fusion_pipeline.ops.rundir import RunDir
 from fusion_pipeline.ops.status import STATUS_SOCKET, StatusServer
 from fusion_pipeline.ops.statusline import StatusLine
@@ -437,7 +437,7 @@ class Supervisor:
         root = str(Path(fusion_pipeline.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         node.process = subprocess.Popen(
-            self.graph.argv(node.spec, self.config_path, self.run_dir),
+            self.graph.argv(node.spec, self.config_path, self.run_dir) + self._resume_arguments(node.spec),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -480,6 +480,16 @@ class Supervisor:
                 _signal_group(process, signal.SIGKILL)
                 code = process.wait()
             self._schedule_restart(node, code, now)
+
+    def _resume_arguments(self, spec: NodeSpec) -> list[str]:
+        """For a restarted node: where its ingest of each stream left off (the predecessor's last
+        heartbeat), so the messages sent while it was down count as `seq_lost`, not as nothing."""
+        arguments = []
+        for part in (spec, *spec.parts):
+            last = self.counters.totals(part.name).get("last_seq") if part.kind == "ingest" else None
+            if part.stream and isinstance(last, list) and len(last) == 2 and all(is_count(v) for v in last):
+                arguments += resume_seq_argument(part.stream, (last[0], last[1]))
+        return arguments
 
     def _start_timeout(self, spec: NodeSpec) -> float:
         if spec.runs("inference") and wants_tensorrt(self.config.model):

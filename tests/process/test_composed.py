@@ -96,7 +96,10 @@ def test_kill_9_of_the_composed_node_is_restarted_within_2_s_and_results_resume(
     with pipeline(_composed, "--summary-json", str(summary_path), "--warmup", "0", workdir=tmp_path) as run:
         results = run.results()
         try:
-            collect(results, lambda rs: len(rs) >= 3, timeout_s=60)
+            collect(
+                results, lambda rs: sum(all(present(r, s) for s in STREAMS) for _, r in rs) >= 3, timeout_s=60
+            )
+            time.sleep(0.6)  # a heartbeat (every 500 ms) with every stream's last seq, for the restart
             (old,) = run.node_pids("composed")
             os.kill(old, signal.SIGKILL)
             killed = time.monotonic()
@@ -118,3 +121,6 @@ def test_kill_9_of_the_composed_node_is_restarted_within_2_s_and_results_resume(
     summary = json.loads(summary_path.read_text())
     assert {n: c for n, c in summary["restarts"].items() if c} == {"composed": 1}
     assert summary["exit_codes"] == {"composed": [-9]}
+    # Every stream's messages sent while no process listened are counted lost, in its ingest part.
+    lost = {n: c.get("seq_lost", 0) for n, c in summary["counters"].items() if n.startswith("ingest:")}
+    assert len(lost) == 4 and all(n >= 1 for n in lost.values()), lost

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import onnxruntime as ort
+import pytest
 from edited_model import camera_64, camera_64_graph, model_with_contract
 from node_harness import Control, running, write_config
 from pipeline_harness import DEMO_TEXT
@@ -86,6 +87,25 @@ def test_a_node_given_an_unknown_stream_exits_2_naming_the_streams(tmp_path: Pat
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "no stream 'nope' in the config (streams: ['camera/front', 'lidar/top'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("resume", "refused"),
+    [
+        (["nope=4@5"], "no stream 'nope' in the config"),
+        (["camera/front=4"], "'camera/front=4' is not STREAM=SEQ@TIME_NS"),
+        (["camera/front=4@5", "camera/front=6@7"], "--resume-seq: a stream given twice"),
+    ],
+    ids=["unknown stream", "malformed", "twice"],
+)
+def test_a_node_refuses_a_resume_seq_it_cannot_use(tmp_path: Path, resume: list[str], refused: str) -> None:
+    """The supervisor's hand-over to a restarted node: nothing in it is ignored."""
+    command = [sys.executable, "-m", "nodes.ingest", "--run-dir", str(tmp_path), "--stream", "camera/front"]
+    for value in resume:
+        command += ["--resume-seq", value]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert refused in done.stderr
 
 
 def test_inference_node_refuses_a_mismatched_model(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ def test_killed_and_hung_nodes_are_restarted_and_sigterm_exits_clean(tmp_path: P
         results = run.results()
         try:
             collect(results, lambda rs: sum(presence(r) == [1, 1, 1, 1] for _, r in rs) >= 3, timeout_s=30)
+            time.sleep(0.6)  # a heartbeat (every 500 ms) with the camera's last seq, for the restart
             (old_pid,) = run.node_pids("ingest", "camera/front")
             os.kill(old_pid, signal.SIGKILL)
             killed, killed_ns = time.monotonic(), time.time_ns()
@@ -81,7 +82,12 @@ def test_killed_and_hung_nodes_are_restarted_and_sigterm_exits_clean(tmp_path: P
     assert "ingest:camera/front exited (signal 9)" in output
     assert "ingest:radar/front (pid " in output and "sent no heartbeat" in output
     # Counters of the killed process are kept: the camera ingest total spans both processes.
-    assert summary["counters"]["ingest:camera/front"]["produced"] > 0
+    camera = summary["counters"]["ingest:camera/front"]
+    assert camera["produced"] > 0
+    # The frames the driver sent while no ingest listened are lost, and counted so: the restarted node
+    # goes on from its predecessor's last seq (it started afresh, and they were counted nowhere).
+    assert camera["seq_lost"] >= 5 and camera["seq_gaps"] >= 1, camera
+    assert summary["drops"]["ingest:camera/front"]["seq_lost"] == camera["seq_lost"]
 
 
 def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path) -> None:

@@ -288,6 +288,29 @@ def test_silence_is_measured_from_the_last_accepted_message() -> None:
     assert tracker.counters()["restarts"] == 1 and tracker.counters()["out_of_order"] == 6
 
 
+def test_a_restarted_node_resumes_its_predecessors_sequence_and_counts_what_it_missed() -> None:
+    """A killed ingest's successor started afresh: the messages the driver sent while no process
+    listened were counted nowhere. Resumed from the predecessor's last_seq, they are a gap."""
+
+    def radar(seq: int) -> Sample:
+        return _sample("radar/front", seq, seq * 50 * MS, detections=np.ones((3, 5), np.float32))
+
+    before = Ingest(BINDINGS.of("radar/front"))
+    for seq in (40, 41, 42):
+        assert before.process(radar(seq), seq * 50 * MS) is not None
+    last = before.counters()["last_seq"]
+    assert last == [42, 42 * 50 * MS]
+    after = Ingest(BINDINGS.of("radar/front"))
+    after.seq.resume(*last)
+    # 1.5 s later (a restart's backoff and start-up): 30 messages of 20 Hz went unheard.
+    assert after.process(radar(73), 42 * 50 * MS + 1550 * MS) is not None
+    assert after.counters()["seq_gaps"] == 1 and after.counters()["seq_lost"] == 30
+    # Without it, the same message starts a fresh sequence and nothing is counted.
+    fresh = Ingest(BINDINGS.of("radar/front"))
+    assert fresh.process(radar(73), 73 * 50 * MS) is not None
+    assert fresh.counters()["seq_lost"] == 0
+
+
 def test_restart_timeout_follows_the_stream_rate() -> None:
     assert restart_timeout_ns(30.0) == 500 * MS  # the floor
     assert restart_timeout_ns(2.0) == 2500 * MS  # five periods
