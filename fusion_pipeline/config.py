@@ -358,16 +358,17 @@ class Config(_Section):
 
     def live_only(self, *, offline: bool) -> list[str]:
         """The settings this config turns on that only a live run honours, as "key = value": a replay's
-        process graph runs the separate nodes and no viewer; the offline graph (`--offline`, `batch`)
-        also has no recorder, sockets, scheduler or fault injection of its own."""
+        process graph runs the separate nodes, no recorder (it would copy the log it reads; `--results`
+        records the results) and no viewer; the offline graph (`--offline`, `batch`) also has no
+        sockets, scheduler or fault injection of its own."""
         pipeline, priority = self.pipeline, self.pipeline.realtime_priority
         live_only = [
             (pipeline.composition == "composed", 'pipeline.composition = "composed"'),
+            (self.record.enabled, "record.enabled = true"),
             (self.view.enabled, "view.enabled = true"),
         ]
         if offline:
             live_only += [
-                (self.record.enabled, "record.enabled = true"),
                 (pipeline.shm, "pipeline.shm = true"),
                 (priority > 0, f"pipeline.realtime_priority = {priority}"),
                 (self.model.slowdown != 1.0, f"model.slowdown = {self.model.slowdown:g}"),

@@ -43,11 +43,11 @@ class NodeSpec:
 
 
 def node_specs(
-    config: Config, drivers: bool = True, composed: bool = True, viewer: bool = True
+    config: Config, drivers: bool = True, composed: bool = True, observers: bool = True
 ) -> list[NodeSpec]:
     """Every process of the config's graph, upstream first; without `drivers`, no simulated driver (a
-    replayer takes their place on their endpoints); without `viewer`, no viewer node even where
-    ``view.enabled``. The data path is an ingest node per stream, the
+    replayer takes their place on their endpoints); without `observers`, no recorder or viewer even
+    where ``record.enabled`` or ``view.enabled``. The data path is an ingest node per stream, the
     synchronizer and inference, or with ``pipeline.composition = "composed"`` (unless `composed` is
     False) one node running them all."""
     specs = [NodeSpec("sensor_sim", s.name) for s in config.streams if drivers and s.driver == "sim"]
@@ -56,8 +56,10 @@ def node_specs(
     if composed and config.pipeline.composition == "composed":
         data_path = [NodeSpec("composed", parts=tuple(data_path))]
     specs += data_path
-    specs += [NodeSpec("recorder")] if config.record.enabled else []
-    return specs + [NodeSpec("viewer")] if config.view.enabled and viewer else specs
+    if observers:
+        specs += [NodeSpec("recorder")] if config.record.enabled else []
+        specs += [NodeSpec("viewer")] if config.view.enabled else []
+    return specs
 
 
 def plain_tcp_endpoints(config: Config, run_dir: Path) -> list[EndpointUse]:
@@ -77,11 +79,12 @@ class GraphSpec:
     sockets: tuple[RunSocket, ...] = ()  # checked with the config's before any node starts (node.check_host)
     # Honour pipeline.composition = "composed"; a replay's graph runs the separate nodes whatever it says.
     composed: bool = True
-    # Start the viewer node where view.enabled; a replay's lossless sockets would wait for a slow viewer.
-    viewer: bool = True
+    # Start the recorder and the viewer where the config enables them. A replay has neither: its
+    # recorder would copy the log it reads, and its lossless sockets would wait for a slow viewer.
+    observers: bool = True
 
     def nodes(self, config: Config) -> list[NodeSpec]:
-        return node_specs(config, drivers=self.drivers, composed=self.composed, viewer=self.viewer)
+        return node_specs(config, drivers=self.drivers, composed=self.composed, observers=self.observers)
 
     def argv(self, node: NodeSpec, config_path: Path | None, run_dir: Path) -> list[str]:
         """``python -m nodes.KIND [--config PATH] --run-dir DIR [--stream NAME]`` and the graph's own."""

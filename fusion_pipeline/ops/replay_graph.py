@@ -36,7 +36,7 @@ REPLAY_GRAPH = GraphSpec(
     log_time=True,
     sockets=(("pipeline.run_dir (the end-of-replay socket)", end_endpoint),),
     composed=False,
-    viewer=False,
+    observers=False,
 )
 
 

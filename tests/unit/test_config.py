@@ -309,7 +309,12 @@ def test_slowdown_is_a_factor_of_at_least_one() -> None:
 def test_live_only_settings_are_named_for_a_replay_and_the_offline_graph() -> None:
     text = DEMO.replace('path = "demo.mcap"', 'path = "demo.mcap"\n[view]\nenabled = true\nsave = "v.rrd"', 1)
     text = text.replace("realtime_priority = 0", "realtime_priority = 20", 1)
+    text = text.replace("[record]\nenabled = false", "[record]\nenabled = true", 1)
     config = parse_config(text)
-    assert config.live_only(offline=False) == ["view.enabled = true"]
-    assert config.live_only(offline=True) == ["view.enabled = true", "pipeline.realtime_priority = 20"]
+    assert config.live_only(offline=False) == ["record.enabled = true", "view.enabled = true"]
+    assert config.live_only(offline=True) == [
+        "record.enabled = true",
+        "view.enabled = true",
+        "pipeline.realtime_priority = 20",
+    ]
     assert parse_config(DEMO).live_only(offline=True) == []

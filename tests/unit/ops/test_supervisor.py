@@ -70,6 +70,19 @@ def test_plain_tcp_endpoints_are_the_tcp_ones_without_curve() -> None:
     assert plain_tcp_endpoints(curve, Path("/run/x")) == []
 
 
+def test_the_replay_graph_has_no_recorder_or_viewer_where_the_config_enables_them() -> None:
+    """A replay's recorder copied the log it read, cut short and reported whole."""
+    demo = load_config()
+    config = demo.model_copy(
+        update={
+            "record": demo.record.model_copy(update={"enabled": True}),
+            "view": demo.view.model_copy(update={"enabled": True}),
+        }
+    )
+    assert {"recorder", "viewer"} <= {s.kind for s in LIVE_GRAPH.nodes(config)}
+    assert not {"recorder", "viewer"} & {s.kind for s in REPLAY_GRAPH.nodes(config)}
+
+
 def test_restart_backoff_doubles_up_to_the_cap() -> None:
     policy = RestartPolicy(initial_s=0.25, max_s=2.0)
     assert [policy.delay(k) for k in range(1, 7)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
