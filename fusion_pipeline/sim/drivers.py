@@ -141,11 +141,22 @@ class SimSettings:
         return cls(**values, corruption=corruption)
 
     def describe(self) -> str:
-        """The settings that differ from a perfect sensor, for the driver's start-up log line."""
+        """The settings that differ from a perfect sensor at the ego's origin, for the driver's start-up
+        log line; of the mount only what was set (a radar's would show a camera's default field of view)."""
         changed = [
-            f"{f.name}={getattr(self, f.name)}" for f in fields(self) if getattr(self, f.name) != f.default
+            (f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) != f.default
         ]
-        return ", ".join(changed) or "perfect sensor"
+        parts = []
+        for name, value in changed:
+            if isinstance(value, Mount):
+                parts += [
+                    f"{f.name}={getattr(value, f.name):g}"
+                    for f in fields(value)
+                    if getattr(value, f.name) != f.default
+                ]
+            else:
+                parts.append(f"{name}={value}")
+        return ", ".join(parts) or "perfect sensor"
 
 
 def _corruption(stream: StreamConfig, kind: object, severity: object) -> Corruption | None:

@@ -47,6 +47,8 @@ def test_settings_default_and_parse() -> None:
     )
     assert SimSettings().describe() == "perfect sensor"
     assert SimSettings(seed=3, drop_prob=0.1).describe() == "seed=3, drop_prob=0.1"
+    # Of a mount only what was set: a radar's printed a camera's default field of view (fov_deg=46.2).
+    assert SimSettings(mount=Mount(yaw_deg=45, y_m=-0.8)).describe() == "yaw_deg=45, y_m=-0.8"
 
 
 @pytest.mark.parametrize(
