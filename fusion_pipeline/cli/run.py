@@ -117,11 +117,12 @@ def format_summary(summary: dict[str, Any]) -> str:
             else f"results {summary['results']}; "
         )
         + (
-            f"after the warm-up {timed} for {expected}, ratio {ratio}"
+            f"ratio {ratio} ({timed} for {expected}, from the reference's first heartbeat after the warm-up "
+            "to its last one a second before the stop)"
             + (
-                f" ({unreported} of the messages counted from their results: the reference's ingest "
+                f"; {unreported} of the messages counted from their results: the reference's ingest "
                 "heartbeats had not reported them, as when its node is killed or a message is in flight "
-                "at the window's edge)"
+                "at the window's edge"
                 if (unreported := summary.get("result_ratio_unreported"))
                 else ""
             )

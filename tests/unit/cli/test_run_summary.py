@@ -44,5 +44,14 @@ def test_no_reference_stream_is_said_as_such() -> None:
 
 def test_a_ratio_correction_does_not_blame_a_restart_that_did_not_happen() -> None:
     text = format_summary(_summary(result_ratio=1.0, result_ratio_counts=[68, 68], result_ratio_unreported=1))
-    assert "(1 of the messages counted from their results: the reference's ingest heartbeats had not" in text
+    assert "; 1 of the messages counted from their results: the reference's ingest heartbeats had not" in text
     assert "its node restarted" not in text
+
+
+def test_the_ratio_says_which_results_it_counts() -> None:
+    """Its count read as the results after the warm-up, which the latency figures count (202 against 183)."""
+    text = format_summary(_summary(result_ratio=1.0, result_ratio_counts=[183, 183]))
+    assert (
+        "ratio 1.0 (183 for 183, from the reference's first heartbeat after the warm-up to its last one a "
+        "second before the stop)" in text
+    )
