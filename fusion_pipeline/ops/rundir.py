@@ -3,9 +3,10 @@
 A fixed one (``pipeline.run_dir``) is created 0700 and locked (`lock_run_dir`, RUN_LOCK holding the
 supervisor's pid) for the supervisor's life. An empty ``pipeline.run_dir`` is a private temp dir
 ``fusion-NAME-*``, recorded in the run file for `fusion-pipeline status` (ops.status.run_file) and
-removed at the end. Either way every socket path is checked (node.check_host) before anything starts, an
-endpoint another process serves is refused, and every ipc file of the run that nobody serves is removed at
-the end: a killed node cannot remove its own, and one still served belongs to another process.
+removed at the end (or, when its supervisor was killed, by the next run that takes over the run file).
+Either way every socket path is checked (node.check_host) before anything starts, an endpoint another
+process serves is refused, and every ipc file of the run that nobody serves is removed at the end: a
+killed node cannot remove its own, and one still served belongs to another process.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,7 +24,7 @@ from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.node import CONTROL_SOCKET, check_host, check_own_drivers
 from fusion_pipeline.ops.errors import StatusError
 from fusion_pipeline.ops.graph import RunSocket
-from fusion_pipeline.ops.status import forget_run_dir, record_run_dir
+from fusion_pipeline.ops.status import forget_run_dir, record_run_dir, recorded_run_dir
 from fusion_pipeline.protocol import Endpoint
 from fusion_pipeline.transport.sockets import ipc_served, prepare_bind, remove_ipc_file
 
@@ -107,15 +109,24 @@ class RunDir:
         return cls(config, path, own=True, lock=None)
 
     def record(self, log: Callable[[str], None]) -> None:
-        """Make a private temp run dir discoverable by `fusion-pipeline status` (ops.status.run_file)."""
+        """Make a private temp run dir discoverable by `fusion-pipeline status` (ops.status.run_file), and
+        remove the one it replaces there when that run's supervisor was killed (`_abandoned`)."""
         if not self.own:
             return
+        name = self.config.pipeline.name
         try:
-            self._run_file = record_run_dir(self.config.pipeline.name, self.path)
+            previous = recorded_run_dir(name)
+        except (OSError, StatusError):
+            previous = None
+        try:
+            self._run_file = record_run_dir(name, self.path)
         except (OSError, StatusError) as exc:
             log(f"WARNING: cannot record the run dir for `fusion-pipeline status`: {exc}")
             return
         log(f"run dir recorded in {self._run_file}")
+        if previous is not None and previous != self.path and _abandoned(previous, name):
+            shutil.rmtree(previous, ignore_errors=True)
+            log(f"removed {previous}: the run dir of an earlier run of {name!r} whose supervisor was killed")
 
     def close(self) -> None:
         """Remove every ipc socket file of the run that nobody serves (a private dir with all in it) and the
@@ -138,3 +149,25 @@ class RunDir:
         if self._lock is not None:
             os.close(self._lock)  # the lock goes with it; the file stays (removing it would race)
             self._lock = None
+
+
+def _abandoned(path: Path, pipeline: str) -> bool:
+    """Whether `path`, the run dir a run file named, is a private one that a killed supervisor left: a
+    `fusion-PIPELINE-*` dir of this user in the temp dir, as `RunDir.open` makes them, holding only
+    socket files that nobody serves (a supervisor that runs serves its control socket)."""
+    try:
+        info = path.lstat()
+        entries = list(path.iterdir())
+        if not (
+            stat.S_ISDIR(info.st_mode)
+            and info.st_uid == os.getuid()
+            and path.parent == Path(tempfile.gettempdir())
+            and path.name.startswith(f"fusion-{pipeline}-")
+        ):
+            return False
+        return all(
+            stat.S_ISSOCK(entry.lstat().st_mode) and not ipc_served(Endpoint(f"ipc://{entry}"))
+            for entry in entries
+        )
+    except OSError:
+        return False

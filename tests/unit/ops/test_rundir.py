@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from fusion_pipeline.config import load_config, parse_config
 from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.ops.rundir import RunDir
+from fusion_pipeline.ops.status import record_run_dir
 
 
 def test_close_keeps_an_external_drivers_socket(tmp_path: Path) -> None:
@@ -52,3 +54,41 @@ def test_an_endpoint_another_process_serves_is_refused_at_start_and_kept_at_the_
         assert shared.is_socket()  # served: the other's
     RunDir(config, ipc_dir / "run", own=False, lock=None).close()
     assert not shared.exists()  # nobody serves it any more: a file this run left
+
+
+def test_a_run_removes_the_private_run_dir_a_killed_supervisor_left(
+    ipc_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A supervisor killed by SIGKILL left its fusion-NAME-* dir (control.sock, status.sock) for good: the
+    next run of the pipeline replaced the run file naming it but never removed it. One that still runs
+    (its control socket served), or a dir holding anything but sockets, is kept."""
+    monkeypatch.setattr(tempfile, "tempdir", str(ipc_dir))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(ipc_dir))
+    config = load_config(None)
+    name = config.pipeline.name
+
+    def left_dir(served: bool = False, other_file: bool = False) -> tuple[Path, socket.socket]:
+        path = Path(tempfile.mkdtemp(prefix=f"fusion-{name}-"))
+        control = _serving(path / "control.sock")
+        if not served:
+            control.close()  # its process is gone: the socket file stays, nobody serves it
+        if other_file:
+            (path / "notes.txt").write_text("not ours to remove\n")
+        return path, control
+
+    lines: list[str] = []
+    runs = []
+    cases = [left_dir(), left_dir(served=True), left_dir(other_file=True)]
+    for (previous, control), kept in zip(cases, (False, True, True), strict=True):
+        record_run_dir(name, previous)
+        run = RunDir.open(config, None, ())
+        run.record(lines.append)
+        runs.append(run)
+        assert previous.exists() == kept, lines
+        control.close()
+    removed = [line for line in lines if line.startswith("removed ")]
+    assert removed == [
+        f"removed {cases[0][0]}: the run dir of an earlier run of 'demo' whose supervisor was killed"
+    ]
+    for run in runs:
+        run.close()
