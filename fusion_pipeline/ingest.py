@@ -298,6 +298,7 @@ class SeqTracker:
         self.last_seq: int | None = None
         self._last_ns = 0
         self._jump: tuple[int, int, int] | None = None  # the implausible run: last seq, its time, length
+        self._resumed = False  # resumed from a predecessor, nothing accepted since
         self.gaps = 0  # gap events
         self.lost = 0  # messages missing in those gaps
         self.duplicates = 0
@@ -310,7 +311,7 @@ class SeqTracker:
         last = self.last_seq
         if last is None:
             return self._take(seq, now_ns)
-        silent = now_ns - self._last_ns > self.restart_timeout_ns
+        silent = self._resumed or now_ns - self._last_ns > self.restart_timeout_ns
         if seq <= last:
             if not silent:
                 if seq == last:
@@ -339,8 +340,11 @@ class SeqTracker:
 
     def resume(self, last_seq: int, last_ns: int) -> None:
         """Go on from a predecessor's sequence (a restarted node): its last accepted seq and the time it
-        came, on the stream's clock. What the stream sent while no process listened is then a gap."""
+        came, on the stream's clock. What the stream sent while no process listened is then a gap; a seq
+        at or below it is a driver that restarted meanwhile, taken at once (the successor's new connection
+        cannot deliver a message its predecessor took)."""
         self._take(last_seq, last_ns)
+        self._resumed = True
 
     @property
     def last(self) -> tuple[int, int] | None:
@@ -354,6 +358,7 @@ class SeqTracker:
     def _take(self, seq: int, now_ns: int) -> bool:
         self.last_seq = seq
         self._last_ns = now_ns
+        self._resumed = False
         self._jump = None  # the accepted sequence goes on: a pending jump is no restart
         return True
 

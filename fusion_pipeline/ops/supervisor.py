@@ -524,9 +524,9 @@ class Supervisor:
         if self.config.pipeline.shm:
             # A node killed (SIGKILL, a hang) leaves its rings in /dev/shm; the next ring made on the host
             # only takes older ones. Every node has exited now: whatever ring they hold is an orphan.
-            for node in self.nodes:
+            for node in self.nodes:  # the last process of each: its pid may have served an earlier node
                 if node.process is not None:
-                    self._exited.setdefault(node.process.pid, time.time())
+                    self._exited[node.process.pid] = time.time()
             for path in remove_orphans(exited=self._exited):
                 self.line.log(f"removed {path}: the shared-memory ring of a node that was killed")
 

@@ -305,6 +305,12 @@ def test_a_restarted_node_resumes_its_predecessors_sequence_and_counts_what_it_m
     # 1.5 s later (a restart's backoff and start-up): 30 messages of 20 Hz went unheard.
     assert after.process(radar(73), 42 * 50 * MS + 1550 * MS) is not None
     assert after.counters()["seq_gaps"] == 1 and after.counters()["seq_lost"] == 30
+    # A driver that restarted meanwhile (its seq below the resumed one) is taken at once, even on a
+    # stream whose restart timeout outlasts the node's restart: its first frames were dropped.
+    slow = SeqTracker(restart_timeout_ns(1.0), rate_hz=1.0)  # 5 s
+    slow.resume(100, 0)
+    assert [slow.accept(seq, 1500 * MS + seq * 1000 * MS) for seq in range(3)] == [True] * 3
+    assert slow.counters()["restarts"] == 1 and slow.counters()["out_of_order"] == 0
     # Without it, the same message starts a fresh sequence and nothing is counted.
     fresh = Ingest(BINDINGS.of("radar/front"))
     assert fresh.process(radar(73), 73 * 50 * MS) is not None
