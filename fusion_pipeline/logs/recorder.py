@@ -85,6 +85,10 @@ class _StreamCount:
     last_seq: int | None = None
     lost_upstream: int = 0  # seq gaps: the publisher dropped these before the recorder got them
     out_of_order: int = 0  # seq went backwards (a driver restart, or a replay loop): written anyway
+    # A sensor stream's log time minus its capture time (stamp - offset): what a replay's synchronizer
+    # sees as the message's arrival. The largest, and how many came later than sync.max_wait_ms.
+    lag_ms_max: float | None = None
+    late: int = 0
 
 
 @dataclass
@@ -98,6 +102,7 @@ class RecordReport:
     error: str = ""
     wall_s: float = 0.0
     bytes_in: int = 0
+    max_wait_ms: float = 0.0  # sync.max_wait_ms, what `late` is measured against
 
     @property
     def written(self) -> int:
@@ -150,6 +155,9 @@ class RecordReport:
             out[f"{name}.seq"] = "none" if s.first_seq is None else f"{s.first_seq}..{s.last_seq}"
             out[f"{name}.lost_upstream"] = str(s.lost_upstream)
             out[f"{name}.out_of_order"] = str(s.out_of_order)
+            if s.lag_ms_max is not None:
+                out[f"{name}.lag_ms_max"] = f"{s.lag_ms_max:.1f}"
+                out[f"{name}.late"] = str(s.late)
         if self.error:
             out["error"] = self.error
         return out
@@ -165,7 +173,14 @@ class RecordReport:
                 if s.first_seq is None
                 else f"  {name}: {s.written} written, seq {s.first_seq}..{s.last_seq}, "
                 f"{s.lost_upstream} lost upstream, {s.out_of_order} out of order"
+                + ("" if s.lag_ms_max is None else f", logged up to {s.lag_ms_max:.1f} ms after capture")
             )
+            if s.late:
+                lines.append(
+                    f"    {s.late} of them logged more than sync.max_wait_ms ({self.max_wait_ms:g} ms) after "
+                    "capture: a replay's sets may leave them out (the live ones had them only if they "
+                    "reached the pipeline sooner than the recorder, one short of CPU)"
+                )
         if self.malformed:
             lines.append(f"  malformed (not written): {dict(self.malformed)}")
         if self.not_written:
@@ -236,8 +251,11 @@ class Recorder:
             raise
         # Every stream asked for is in the report, one that sends nothing too: said, not left out.
         self.report = RecordReport(
-            paths=self.writer.paths, streams={name: _StreamCount() for name in sources}
+            paths=self.writer.paths,
+            streams={name: _StreamCount() for name in sources},
+            max_wait_ms=config.sync.max_wait_ms,
         )
+        self._offsets = {s.name: s.offset_ns for s in config.streams}  # sensor streams, not sets or results
         self._started = time.monotonic()
         # The file it writes: a split recording's first part, NAME_000.mcap, not NAME.mcap.
         log.info("recording %s -> %s", ", ".join(sources), self.writer.paths[0].resolve())
@@ -257,6 +275,10 @@ class Recorder:
         if count.first_seq is None:
             count.first_seq = sample.seq
         count.last_seq = sample.seq
+        if (offset_ns := self._offsets.get(sample.stream)) is not None:
+            lag_ms = (log_time_ns - (sample.stamp_ns - offset_ns)) / 1e6
+            count.lag_ms_max = lag_ms if count.lag_ms_max is None else max(count.lag_ms_max, lag_ms)
+            count.late += lag_ms > self.report.max_wait_ms
         if self.report.error:
             self.report.not_written += 1
             return True

@@ -94,8 +94,10 @@ def test_record_command_splits_by_duration(ipc_dir: Path) -> None:
     assert "radar/front: 60 written, seq 0..59, 0 lost upstream" in stderr
     numbers = json.loads(report.read_text())  # numbers, not the strings of the MCAP metadata
     assert numbers["written"] == 60 and numbers["lost"] == 0 and len(numbers["paths"]) == len(parts)
-    assert numbers["streams"]["radar/front"] == {
-        "written": 60, "first_seq": 0, "last_seq": 59, "lost_upstream": 0, "out_of_order": 0
+    radar = numbers["streams"]["radar/front"]
+    assert radar == {
+        "written": 60, "first_seq": 0, "last_seq": 59, "lost_upstream": 0, "out_of_order": 0,
+        "lag_ms_max": radar["lag_ms_max"], "late": 60,  # stamped in 1970: every one logged late
     }  # fmt: skip
 
 

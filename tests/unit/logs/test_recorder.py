@@ -2,6 +2,7 @@
 publisher drained; a new log's path never overwrites. kill -9 and the record command:
 tests/process/test_record.py."""
 
+import dataclasses
 import os
 import threading
 import time
@@ -48,6 +49,33 @@ def test_recorder_writes_everything_and_counts_gaps_and_malformed(ipc_dir: Path)
     meta = reader.metadata[REPORT_METADATA]
     assert meta["radar/front.lost_upstream"] == "2" and meta["malformed_malformed"] == "1"
     assert reader.streams["radar/front"]["rate_hz"] == "20"
+
+
+def test_the_recorder_reports_how_late_it_logged_each_sensor_stream(ipc_dir: Path) -> None:
+    """A replay sees a message arrive at its log time: one the recorder took later than sync.max_wait_ms
+    after capture misses its set in the replay, where the live set had it. Nothing said so."""
+    config = load_config(None)
+    recorder = Recorder(config, ipc_dir, RecordSettings(path=ipc_dir / "r.mcap", streams=("radar/front",)))
+    with Publisher(
+        config.endpoint(config.stream("radar/front").endpoint, ipc_dir), "radar/front", "radar", lossless=True
+    ) as pub:
+        assert pub.wait_for_subscribers()
+        now = time.time_ns()
+        for seq, age_ms in enumerate((5, 250, 5)):  # the second captured 250 ms before it was sent
+            sample = numbered_radar(seq)
+            pub.send(dataclasses.replace(sample, stamp_ns=now - age_ms * 1_000_000))
+        deadline = time.monotonic() + 5
+        while recorder.report.written < 3:
+            assert time.monotonic() < deadline, "recorder did not receive everything"
+            recorder.poll(100)
+        report = recorder.close()
+    radar = report.streams["radar/front"]
+    assert radar.late == 1 and 250 <= radar.lag_ms_max < 5000
+    assert "1 of them logged more than sync.max_wait_ms (60 ms) after capture" in report.summary()
+    reader = LogReader(ipc_dir / "r.mcap")
+    assert len(list(reader)) == 3  # the metadata is read with the messages, the report after them
+    meta = reader.metadata[REPORT_METADATA]
+    assert meta["radar/front.late"] == "1" and float(meta["radar/front.lag_ms_max"]) >= 250
 
 
 def test_write_failure_is_counted_not_silent(ipc_dir: Path) -> None:
