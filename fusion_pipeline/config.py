@@ -31,6 +31,7 @@ __all__ = [
     "CONTINUOUS_MODALITIES",
     "DEMO_CONFIG",
     "IPC_PATH_MAX",
+    "SHIPPED",
     "EndpointUse",
     "GenericConfig",
     "check_run_dir",
@@ -47,11 +48,17 @@ __all__ = [
     "SyncConfig",
     "ViewConfig",
     "load_config",
+    "absolute_config",
     "parse_config",
+    "read_config_text",
+    "shipped_configs",
     "validation_problems",
 ]
 
 DEMO_CONFIG = "demo.toml"
+#: The prefix of a config (`-c package:surround.toml`) or model (`package:surround.onnx`) shipped in the
+#: package.
+SHIPPED = "package:"
 #: The run dir's ipc socket of the results when output.endpoint is tcp (Config.local_results_endpoint).
 LOCAL_RESULTS_SOCKET = "results-local.sock"
 #: Linux's sun_path holds 108 bytes with the closing NUL: libzmq refuses a longer ipc path.
@@ -409,16 +416,39 @@ def config_source(path: str | Path | None) -> str:
     return f"<embedded {DEMO_CONFIG}>" if path is None else str(path)
 
 
+def shipped_configs() -> list[str]:
+    """The configs shipped in the package, by file name (``package:NAME`` reads one)."""
+    folder = resources.files("fusion_pipeline").joinpath("configs")
+    return sorted(f.name for f in folder.iterdir() if f.name.endswith(".toml"))
+
+
+def read_config_text(path: str | Path) -> str:
+    """The text of a config file, or of a shipped one for ``package:NAME``; ConfigError naming it."""
+    if str(path).startswith(SHIPPED):
+        name = str(path).removeprefix(SHIPPED)
+        if name not in shipped_configs():
+            shipped = ", ".join(SHIPPED + n for n in shipped_configs())
+            raise ConfigError(f"{path}: no config of that name ships with the package (shipped: {shipped})")
+        return resources.files("fusion_pipeline").joinpath("configs", name).read_text()
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+
+
+def absolute_config(path: Path) -> Path:
+    """How a process started in another directory names the config: a file by its absolute path, a
+    shipped one (``package:NAME``) as it is."""
+    return path if str(path).startswith(SHIPPED) else path.resolve()
+
+
 def load_config(path: str | Path | None = None) -> Config:
-    """Read a config file; None reads the embedded demo config."""
+    """Read a config file, or ``package:NAME`` for one shipped in the package; None reads the embedded
+    demo config."""
     if path is None:
         text = resources.files("fusion_pipeline").joinpath("configs", DEMO_CONFIG).read_text()
         return parse_config(text, config_source(path))
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
-    return parse_config(text, config_source(path))
+    return parse_config(read_config_text(path), config_source(path))
 
 
 def parse_config(text: str, source: str = "<string>") -> Config:

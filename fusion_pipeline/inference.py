@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from fusion_pipeline.binding import Bindings, bind
-from fusion_pipeline.config import Config, ModelConfig
+from fusion_pipeline.config import SHIPPED, Config, ModelConfig
 from fusion_pipeline.contract import CONTRACT_KEY, RESULT_PRESENCE, ModelContract
 from fusion_pipeline.errors import ContractError
 from fusion_pipeline.protocol import CAPTURE, INFERENCE_END, INFERENCE_START, RESULT_MODALITY, RESULT_STREAM
@@ -71,10 +71,6 @@ PROVIDERS: dict[str, str] = {
 _GPU_PROVIDERS = (PROVIDERS["tensorrt"], PROVIDERS["cuda"])
 WARM_UP_RUNS = 3
 _NOT_IN_BUILD = "(not in this onnxruntime build)"
-
-
-#: model.path prefix of a model shipped in the package: "package:surround.onnx".
-SHIPPED = "package:"
 
 
 def shipped_models() -> list[str]:

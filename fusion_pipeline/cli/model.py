@@ -36,7 +36,7 @@ from fusion_pipeline.cli.args import (
     config_argument,
     number,
 )
-from fusion_pipeline.config import Config, load_config, parse_config
+from fusion_pipeline.config import Config, load_config, parse_config, read_config_text
 from fusion_pipeline.contract import ModelContract, default_contract
 from fusion_pipeline.model.contracts import contract_for_config
 from fusion_pipeline.model.errors import ModelError
@@ -256,7 +256,9 @@ def _train(args: argparse.Namespace) -> int:
     base = ModelConfig(**{k: v for k, v in options.items() if v is not None})
     config = load_config(args.config) if args.config else None
     # Kept in every checkpoint, so that eval renders the same sensors.
-    saved_config = {"source": str(args.config), "text": args.config.read_text()} if args.config else None
+    saved_config = None
+    if args.config:
+        saved_config = {"source": str(args.config), "text": read_config_text(args.config)}
     contract = contract_for_config(config) if config else default_contract()
     names = list(suite(contract)) if args.models is None or "all" in args.models else args.models
     configs = {name: model_config_for(name, base) for name in names}  # validates every name before any work

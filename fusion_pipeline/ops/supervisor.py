@@ -41,7 +41,7 @@ import msgpack
 import zmq
 
 import fusion_pipeline
-from fusion_pipeline.config import Config
+from fusion_pipeline.config import Config, absolute_config
 from fusion_pipeline.inference import wants_tensorrt
 from fusion_pipeline.lifetime import die_with_parent
 from fusion_pipeline.node import CONTROL_SOCKET, resume_seq_argument
@@ -155,7 +155,7 @@ class Supervisor:
         out: TextIO = sys.stderr,
     ) -> None:
         self.config = config
-        self.config_path = config_path.resolve() if config_path is not None else None
+        self.config_path = absolute_config(config_path) if config_path is not None else None
         self.graph = graph
         self.policy = policy or RestartPolicy()
         self.warmup_s = warmup_s
