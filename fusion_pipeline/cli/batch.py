@@ -90,7 +90,7 @@ def _batch(args: argparse.Namespace) -> int:
     # local Ray's processes outlive a batch that SIGTERM ends at once).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     config = load_config(args.config)
-    preflight(config, args.config, offline=True)  # what the workers would refuse, refused once here
+    preflight(config, args.config, graph="offline")  # what the workers would refuse, refused once here
     with logging_redirect_tqdm():  # log lines above the progress bar, not through it
         try:
             summary = run_batch(

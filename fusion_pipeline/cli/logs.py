@@ -385,7 +385,7 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
         from fusion_pipeline.ops.replay_graph import REPLAY_GRAPH, SupervisorThread
         from fusion_pipeline.ops.supervisor import Supervisor
 
-        preflight(config, args.config)
+        preflight(config, args.config, graph="replay")
         supervisor = Supervisor(config, args.config, graph=REPLAY_GRAPH, out=_Console())
         run_dir = supervisor.run_dir
         graph = SupervisorThread(supervisor)
@@ -436,7 +436,7 @@ def _replay_offline(
     from fusion_pipeline.cli.run import preflight
     from fusion_pipeline.offline.graph import OfflineGraph
 
-    preflight(config, args.config, offline=True)
+    preflight(config, args.config, graph="offline")
     graph = OfflineGraph(config)
     if graph.runtime.fell_back:  # said as the inference node says it
         log.warning("WARNING: %s", graph.runtime.describe())

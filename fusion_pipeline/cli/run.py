@@ -11,12 +11,13 @@ import argparse
 import json
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
-from fusion_pipeline.config import Config, config_source, load_config
+from fusion_pipeline.config import Config, ViewConfig, config_source, load_config
 from fusion_pipeline.errors import ConfigError, FusionError
 from fusion_pipeline.files import write_new_text
 
@@ -44,10 +45,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def preflight(config: Config, path: Path | None, *, offline: bool = False) -> None:
+def preflight(
+    config: Config, path: Path | None, *, graph: Literal["live", "replay", "offline"] = "live"
+) -> None:
     """Refuse, before starting anything, a config the nodes would refuse one by one: a ConfigError that
-    starts with the config's file `path` (None: the embedded demo). `offline`: for the offline graph
-    (`replay --offline`, `batch`), which also logs the live-only settings it runs without."""
+    starts with the config's file `path` (None: the embedded demo). `graph` is what will run it: "live"
+    (`run`: its recorder and viewer too), "replay" (the process graph of `replay`, with neither) or
+    "offline" (`replay --offline`, `batch`, which also logs the live-only settings it runs without)."""
     from fusion_pipeline.inference import SHIPPED, load_bindings, model_path, shipped_models
     from fusion_pipeline.ingest import limit_problems
     from fusion_pipeline.sim.drivers import SimSettings
@@ -59,10 +63,13 @@ def preflight(config: Config, path: Path | None, *, offline: bool = False) -> No
             if problems := limit_problems(stream):
                 raise ConfigError("; ".join(problems))
         # Outputs a node would only fail to create, in its restarts (an existing file is kept: NAME-1...);
-        # the offline graph has neither node.
-        if not offline and config.view.enabled and config.view.save:
-            check_output_path(Path(config.view.save), "view.save")
-        if not offline and config.record.enabled:
+        # only a live run has the recorder and the viewer.
+        if graph == "live" and config.view.enabled:
+            if config.view.save:
+                check_output_path(Path(config.view.save), "view.save")
+            for key, port in _view_ports(config.view):
+                _check_port_free(key, port)
+        if graph == "live" and config.record.enabled:
             check_output_path(Path(config.record.path), "record.path")
         model = model_path(config)
         if not model.is_file():
@@ -73,8 +80,28 @@ def preflight(config: Config, path: Path | None, *, offline: bool = False) -> No
         load_bindings(config)
     except FusionError as exc:  # sim settings, model, bindings: all come from this config
         raise ConfigError(f"{config_source(path)}: {exc}") from exc
-    if offline and (ignored := config.live_only(offline=True)):
+    if graph == "offline" and (ignored := config.live_only(offline=True)):
         log.info("%s: live only, not in the offline graph", ", ".join(ignored))
+
+
+def _view_ports(view: ViewConfig) -> list[tuple[str, int]]:
+    """The fixed ports (0: any free) the viewer node's servers bind on 127.0.0.1."""
+    ports = [("web_port", view.web_port), ("grpc_port", view.grpc_port)] if view.web else []
+    ports += [("foxglove_port", view.foxglove_port)] if view.foxglove else []
+    return [(key, port) for key, port in ports if port]
+
+
+def _check_port_free(key: str, port: int) -> None:
+    """Refuse a port another program serves: the viewer node would fail on it at every restart."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind it
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ConfigError(
+                f"view.{key} {port}: cannot be served on 127.0.0.1 ({exc.strerror}): another program holds "
+                "it; choose another port, or 0 for any free one"
+            ) from None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 import pytest
@@ -62,5 +63,19 @@ def test_the_offline_graph_is_not_refused_for_live_outputs(
     with pytest.raises(ConfigError, match="record.path"):
         preflight(config, None)
     caplog.set_level(logging.INFO)
-    preflight(config, None, offline=True)
+    preflight(config, None, graph="offline")
     assert "record.enabled = true: live only, not in the offline graph" in caplog.text
+
+
+def test_run_refuses_a_viewer_port_another_program_serves(tmp_path: Path) -> None:
+    """The viewer node failed on it at every restart, each leaving an .rrd behind; run ended 0."""
+    demo = (Path(__file__).parents[3] / "configs" / "demo.toml").read_text()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        view = f"[view]\nenabled = true\nfoxglove = true\nfoxglove_port = {port}\n[metrics]"
+        config = parse_config(demo.replace("[metrics]", view, 1))
+        with pytest.raises(ConfigError, match=rf"view.foxglove_port {port}: cannot be served on 127.0.0.1"):
+            preflight(config, None)
+        preflight(config, None, graph="replay")  # a replay runs no viewer
