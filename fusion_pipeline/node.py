@@ -124,9 +124,11 @@ def _resume_seq(text: str) -> tuple[str, tuple[int, int]]:
     stream, _, last = text.rpartition("=")
     seq, _, at_ns = last.partition("@")
     try:
-        return stream, (int(seq), int(at_ns))
+        if stream:
+            return stream, (int(seq), int(at_ns))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not STREAM=SEQ@TIME_NS") from None
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not STREAM=SEQ@TIME_NS")
 
 
 def node_name(kind: str, stream: str | None) -> str:

@@ -94,9 +94,10 @@ def test_a_node_given_an_unknown_stream_exits_2_naming_the_streams(tmp_path: Pat
     [
         (["nope=4@5"], "no stream 'nope' in the config"),
         (["camera/front=4"], "'camera/front=4' is not STREAM=SEQ@TIME_NS"),
+        (["4@5"], "'4@5' is not STREAM=SEQ@TIME_NS"),
         (["camera/front=4@5", "camera/front=6@7"], "--resume-seq: a stream given twice"),
     ],
-    ids=["unknown stream", "malformed", "twice"],
+    ids=["unknown stream", "malformed", "no stream", "twice"],
 )
 def test_a_node_refuses_a_resume_seq_it_cannot_use(tmp_path: Path, resume: list[str], refused: str) -> None:
     """The supervisor's hand-over to a restarted node: nothing in it is ignored."""
