@@ -169,9 +169,12 @@ class Scene:
 
     def show(self, sample: Sample, received_ns: int) -> None:
         """Log one message at its capture stamp."""
+        # rerun's arrow takes a contiguous array without a copy and aborts the process (a Rust panic) on
+        # one not aligned for its type, as a float32 array at an odd offset in a recorded log can be.
+        arrays = {name: np.require(a, requirements=("C", "A")) for name, a in sample.arrays.items()}
+        sample = replace(sample, arrays=arrays)
         rec = self.recording
         rec.set_time(CAPTURE_TIMELINE, timestamp=np.datetime64(sample.stamp_ns, "ns"))
-        arrays = sample.arrays
         if sample.modality == RESULT_MODALITY:
             self._result(sample, received_ns)
         elif sample.modality == "camera" and "image" in arrays:

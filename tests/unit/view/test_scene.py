@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -111,3 +114,52 @@ def test_series_are_one_row_per_result_with_their_names_logged_on_change() -> No
     assert not [
         name for name, _ in logged if name.startswith(("latency/", "presence/", "result/class_probs/"))
     ]
+
+
+# Run in a child: rerun aborts the whole process (a Rust panic) on an unaligned array, pytest with it.
+_UNALIGNED_POINTS = """
+import json
+import numpy as np
+import rerun as rr
+from fusion_pipeline.config import load_config
+from fusion_pipeline.transport.wire import Sample
+from fusion_pipeline.view.scene import Scene
+
+def unaligned(rows, columns):
+    values = np.arange(rows * columns, dtype=np.float32) + 1
+    buffer = b"\\0" + values.tobytes()  # at offset 1 of a bytes object: not aligned for float32
+    array = np.frombuffer(buffer, np.float32, offset=1).reshape(rows, columns)
+    assert not array.flags.aligned and array.flags.c_contiguous
+    return array
+
+recording = rr.RecordingStream("test-unaligned")
+memory = recording.memory_recording()
+scene = Scene(load_config(None), recording)
+logged = {}
+real_log = recording.log
+
+def spy(entity, entry, **kwargs):
+    if isinstance(entry, rr.Points3D):
+        logged[entity] = entry.positions.as_arrow_array().to_pylist()
+    real_log(entity, entry, **kwargs)
+
+recording.log = spy
+stamp = 1_700_000_000_000_000_000
+scene.show(Sample("radar/front", "radar", 0, stamp, {"detections": unaligned(1, 5)}), stamp)
+scene.show(Sample("lidar/top", "lidar", 0, stamp, {"points": unaligned(1, 4)}), stamp)
+recording.flush()
+assert memory.drain_as_bytes()
+print(json.dumps(logged))
+"""
+
+
+def test_unaligned_radar_and_lidar_arrays_are_logged_not_a_crash() -> None:
+    """A radar scan of one detection at an odd address in a recorded log: `detections[:, :3]` is
+    contiguous, so rerun took it without a copy and its arrow aborted the process."""
+    done = subprocess.run(
+        [sys.executable, "-c", _UNALIGNED_POINTS], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    logged = json.loads(done.stdout.splitlines()[-1])
+    assert logged["ego/radar/front"] == [[1.0, 2.0, 3.0]]
+    assert logged["ego/lidar/top"] == [[1.0, 2.0, 3.0]]
