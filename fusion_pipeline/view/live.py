@@ -51,7 +51,7 @@ class Views:
             if settings.foxglove:
                 self.foxglove = FoxgloveLive(settings.foxglove_port)
         except BaseException:
-            self.close()
+            self.close(discard=True)  # a failed start shows nothing: no .rrd of it under the name
             raise
 
     def show(self, sample: Sample, received_ns: int) -> None:

@@ -1,8 +1,9 @@
 """Where the views go: an .rrd file, Rerun's web viewer on 127.0.0.1, the native viewer, a Foxglove
 WebSocket; rerun's analytics are switched off before any of them starts (`analytics.disable_analytics`).
 
-- ``save``: the recording is written to ``NAME.rrd.PID.partial`` and linked to its name only when closed
-  whole, so a crash leaves no half file under the name, and a file already there is never written over.
+- ``save``: the recording is written to ``NAME.rrd.PID.partial`` (mode 0600 from its creation) and linked
+  to its name only when closed whole, so a crash leaves no half file under the name, and a file already
+  there is never written over; a start that fails leaves no partial.
 - ``web``: a ``rerun --serve-web --bind 127.0.0.1`` process (the rerun CLI of the wheel) hosts the web
   viewer and the gRPC server it reads from; the recording streams to that server. rerun-sdk's in-process
   web server would listen on every address, which a vehicle must not. The page reaches the browser through
@@ -89,6 +90,18 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> No
     raise ViewError(f"{what} did not listen on {LOOPBACK}:{port} within {_START_TIMEOUT_S:g} s")
 
 
+def _create_private(path: Path) -> None:
+    """`path` created empty, mode LOG_MODE (a recording holds camera frames and is the user's), for
+    rerun's FileSink to write into: it keeps the file and its mode, where a file of its own would be
+    world-readable until closed, and left so by a viewer killed before then."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, LOG_MODE))
+    except FileExistsError:
+        raise ViewError(f"{path}: exists already, not overwriting it") from None
+    except OSError as exc:
+        raise ViewError(f"{path}: cannot create the recording: {exc.strerror}") from exc
+
+
 class RerunOutput:
     """The recording the views are logged to, and the sinks it streams into; `close` finishes them."""
 
@@ -105,20 +118,27 @@ class RerunOutput:
         self._partial: Path | None = None
         self._viewer: subprocess.Popen[bytes] | None = None
         self._web: LoopbackWebViewer | None = None
-        if self.save is not None:
-            if self.save.exists():
-                raise ViewError(f"{self.save}: exists already, not overwriting it")
-            self._partial = self.save.with_name(f"{self.save.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+        if self.save is not None and self.save.exists():
+            raise ViewError(f"{self.save}: exists already, not overwriting it")
         config_file = disable_analytics()
         log.info("rerun analytics off (%s)", config_file)
         self.recording = rr.RecordingStream(application, recording_id=str(uuid.uuid4()))
         sinks: list[object] = []
-        if self._partial is not None:
-            sinks.append(rr.FileSink(str(self._partial)))
-        if settings.web or settings.native:
-            sinks.append(rr.GrpcSink(self._start_viewer(settings)))
-        if sinks:
-            self.recording.set_sinks(*sinks, default_blueprint=blueprint)
+        try:
+            if self.save is not None:
+                self._partial = self.save.with_name(f"{self.save.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+                _create_private(self._partial)
+                sinks.append(rr.FileSink(str(self._partial)))
+            if settings.web or settings.native:
+                sinks.append(rr.GrpcSink(self._start_viewer(settings)))
+            if sinks:
+                self.recording.set_sinks(*sinks, default_blueprint=blueprint)
+        except BaseException:
+            # Nothing was shown: no partial left behind, and nothing linked under the name.
+            self._stop_viewer()
+            if self._partial is not None:
+                self._partial.unlink(missing_ok=True)
+            raise
 
     def _start_viewer(self, settings: ViewSettings) -> str:
         """Start rerun's web viewer (or the native one) bound to the loopback; the gRPC url to log to."""
@@ -176,7 +196,6 @@ class RerunOutput:
         if discard:
             self._partial.unlink(missing_ok=True)
             return None
-        self._partial.chmod(LOG_MODE)  # rerun creates it world-readable; a recording is the user's
         try:
             os.link(self._partial, self.save)
         except FileExistsError:
