@@ -18,8 +18,8 @@ example, configs/imu.toml, runs it at 1 kHz). Settings, all optional, in ``[stre
 - ``phase_ms`` (0 .. one period): capture this long after the common grid (unsynchronized sensors).
 - ``drop_prob`` (0..1): a capture is lost in transport with this probability; its seq is skipped, so
   the receiver sees a gap.
-- ``outage = {start_s, duration_s}``: the sensor sends nothing for duration_s, start_s after the driver
-  started; seq keeps counting, as a sensor that lost its link would.
+- ``outage = {start_s, duration_s}``: the sensor sends nothing for duration_s (``inf``: for good),
+  start_s after the driver started; seq keeps counting, as a sensor that lost its link would.
 - ``rate_factor`` (> 0, default 1): fault injection -- the driver captures at rate_hz x rate_factor
   while the rest of the pipeline still expects rate_hz (a sensor configured wrongly, or overload).
 - ``corruption`` (a kind of sim/corruptions.py of the stream's modality, e.g. ``"camera_blur"``) and
@@ -89,6 +89,14 @@ class SimSettings:
         if unknown:
             known |= {"outage", "corruption", "severity"}
             raise SimError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+        if stream.driver != "sim":
+            # No simulated driver runs for it: only where the sensor sits means anything (to the viewer).
+            faults = sorted(set(stream.sim) - set(_MOUNT_KEYS))
+            if faults:
+                raise SimError(
+                    f"{where}: {faults} simulate a driver, and this stream's is {stream.driver!r}; only "
+                    f"the mount keys {list(_MOUNT_KEYS)} apply to it (where the viewer draws it)"
+                )
         if stream.modality == "generic" and stream.generic is not None:
             declared = (stream.generic.dtype, stream.generic.shape)
             if declared != IMU_SCHEMA:
@@ -122,8 +130,15 @@ class SimSettings:
         if outage is not None:
             if not isinstance(outage, dict) or set(outage) != {"start_s", "duration_s"}:
                 raise SimError(f"{where}.outage: expected {{start_s = S, duration_s = S}}, got {outage!r}")
-            if not all(isinstance(v, int | float) and v >= 0 for v in outage.values()):
+            start = outage["start_s"]
+            if not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in outage.values()
+            ):
                 raise SimError(f"{where}.outage: start_s and duration_s must be numbers >= 0, got {outage!r}")
+            if not math.isfinite(start):
+                raise SimError(
+                    f"{where}.outage: start_s must be finite (duration_s = inf: for good), got {start}"
+                )
             values["outage_start_s"] = float(outage["start_s"])
             values["outage_duration_s"] = float(outage["duration_s"])
         if stream.modality == "audio":
@@ -215,10 +230,14 @@ class SensorSchedule:
         self.phase_ns = phase
         self._next = self._index_at(start_ns)
         self._rng = np.random.default_rng([settings.seed, zlib.crc32(stream.name.encode())])
-        self._outage: tuple[int, int] | None = None
+        self._outage: tuple[int, float] | None = None  # [begin, end) in ns; end inf: for good
         if settings.outage_start_s is not None:
             begin = start_ns + round(settings.outage_start_s * NS_PER_S)
-            self._outage = (begin, begin + round(settings.outage_duration_s * NS_PER_S))
+            duration = settings.outage_duration_s
+            self._outage = (
+                begin,
+                begin + round(duration * NS_PER_S) if math.isfinite(duration) else math.inf,
+            )
 
     def _stamp(self, k: int) -> int:
         return k * self._num // self._den + self.phase_ns

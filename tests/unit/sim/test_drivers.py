@@ -60,6 +60,10 @@ def test_settings_default_and_parse() -> None:
         ("sim = { seed = 1.5 }", r"sim.seed: expected a non-negative integer"),
         ('sim = { latency_ms = "5" }', r"sim.latency_ms: expected a finite number"),
         ("sim = { outage = { start_s = 1 } }", r"sim.outage: expected"),
+        # The driver crash-looped on these (OverflowError), or took a boolean for a time.
+        ("sim = { outage = { start_s = inf, duration_s = 1 } }", r"sim.outage: start_s must be finite"),
+        ("sim = { outage = { start_s = 1, duration_s = nan } }", r"sim.outage: start_s and duration_s must"),
+        ("sim = { outage = { start_s = true, duration_s = 2 } }", r"sim.outage: start_s and duration_s must"),
         ("sim = { phase_ms = 50 }", r"sim.phase_ms: must be in \[0, one period\)"),  # 20 Hz: 50 ms
         (
             "sim = { fov_deg = 70 }",
@@ -149,6 +153,15 @@ def test_outage_silences_exactly_its_window() -> None:
     assert {c.why for c in out} == {"outage"}
     assert all(START + S <= c.stamp_ns < START + 3 * S // 2 for c in out)
     assert len(out) == 5  # 0.5 s of a 10 Hz lidar
+
+
+def test_an_outage_of_infinite_duration_lasts_for_good() -> None:
+    settings = SimSettings.from_stream(
+        _stream("lidar/top", "sim = { outage = { start_s = 1, duration_s = inf } }")
+    )
+    schedule = SensorSchedule(_stream("lidar/top"), settings, START)
+    captures = [schedule.next() for _ in range(40)]
+    assert [c.sent for c in captures] == [True] * 10 + [False] * 30  # from 1 s on, at 10 Hz
 
 
 def test_late_driver_skips_to_the_current_capture() -> None:
@@ -245,3 +258,12 @@ def test_rate_factor_speeds_up_the_simulated_sensor_and_is_validated() -> None:
     audio = _stream("audio/roof")  # 50 Hz x 0.3 = 15 Hz: not a whole number of samples per chunk
     with pytest.raises(SimError, match="whole samples"):
         SimSettings.from_stream(audio.model_copy(update={"sim": {"rate_factor": 0.3}}))
+
+
+def test_an_external_streams_sim_table_takes_only_its_mount() -> None:
+    """drop_prob on an external stream was checked and then ignored: no simulated driver runs for it."""
+    external = 'driver = "external"\nsim = { yaw_deg = 30, drop_prob = 0.5 }'
+    with pytest.raises(SimError, match=r"streams\[radar/front\]\.sim: \['drop_prob'\] simulate a driver"):
+        SimSettings.from_stream(_stream("radar/front", external))
+    mounted = SimSettings.from_stream(_stream("radar/front", 'driver = "external"\nsim = { yaw_deg = 30 }'))
+    assert mounted.mount.yaw_deg == 30
