@@ -5,7 +5,9 @@ GitHub for the newest release and loads Google's fonts; `rerun analytics disable
 since it is the native side's switch. `LoopbackWebViewer` serves the same files, fetched from the rerun
 web server on an inner loopback port, with a policy under which the browser refuses every request to
 another host: only this server and rerun's gRPC port on 127.0.0.1 may be reached
-(tests/process/test_view.py watches the page's requests in headless Chromium).
+(tests/process/test_view.py watches the page's requests in headless Chromium). It answers only requests
+addressed to it by a loopback name (Host 127.0.0.1:PORT or localhost:PORT): a page of another site whose
+name was rebound to 127.0.0.1 (DNS rebinding) sends its own Host and is refused.
 """
 
 from __future__ import annotations
@@ -43,13 +45,19 @@ def content_security_policy(grpc_port: int) -> str:
 
 class LoopbackWebViewer:
     """An HTTP server on 127.0.0.1:`port` passing GETs on to 127.0.0.1:`upstream_port` (rerun's web
-    server) with `content_security_policy(grpc_port)` added; `close` stops it."""
+    server) with `content_security_policy(grpc_port)` added; `close` stops it. A request whose Host is
+    not 127.0.0.1:PORT or localhost:PORT gets 403."""
 
     def __init__(self, port: int, upstream_port: int, grpc_port: int) -> None:
         policy = content_security_policy(grpc_port)
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                port = self.server.server_address[1]
+                host = (self.headers.get("Host") or "").lower()
+                if host not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+                    self.send_error(403, f"Host {host!r} is not this loopback server (127.0.0.1:{port})")
+                    return
                 upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
                 try:
                     upstream.request("GET", self.path)
