@@ -178,7 +178,8 @@ class Supervisor:
         self._window = CounterWindow()
         self._latency = {stage: LatencyHistogram() for stage in ("model", "end_to_end")}
         self._started = time.monotonic()
-        self._all_up: float | None = None  # monotonic: when every node had sent its first heartbeat
+        # monotonic: when every node had sent its first heartbeat, or the start timeout passed without
+        self._all_up: float | None = None
         self._silence = SilenceWatch()
         self._notices: list[Notice] = []
         self._metrics = "off (metrics.enabled = false)"
@@ -241,6 +242,7 @@ class Supervisor:
                         status.answer(lambda: status_report(self.snapshot(time.monotonic())))
                     else:
                         self._drain_results(results)
+                self._watch_start(time.monotonic())
                 self._watch(time.monotonic())
                 if time.monotonic() >= next_snapshot:
                     self._log_silence(self.snapshot(time.monotonic()))
@@ -304,7 +306,7 @@ class Supervisor:
                     parts={part.name: totals[part.name] for part in node.spec.parts},
                 )
             )
-        # Silence counts from the moment every node was up: a driver still importing is not silent.
+        # Silence counts from the moment every node was up (_watch_start): a driver importing is not silent.
         up_s = 0.0 if self._all_up is None else now - self._all_up
         streams = []
         for s in self.config.streams:
@@ -456,6 +458,26 @@ class Supervisor:
             self.line.node_output(name, raw)
         process.stdout.close()
 
+    def _watch_from(self, now: float) -> None:
+        """Start the warm-up, and the watch for silent streams: imports and model loading are behind us.
+        A replay's stamps are log times: there every result counts."""
+        self.stats.since_ns = 0 if self.graph.log_time else time.time_ns() + round(self.warmup_s * 1e9)
+        self._all_up = now
+
+    def _watch_start(self, now: float) -> None:
+        """A node still not up when the longest start timeout has passed is failing, not starting: the
+        watch for silent streams and the warm-up start without it (one crash-looping driver hid every
+        stream's silence, and every latency)."""
+        if self._all_up is not None or now - self._started < max(
+            self._start_timeout(n.spec) for n in self.nodes
+        ):
+            return
+        down = [n.spec.name for n in self.nodes if n.last_beat is None]
+        self.line.log(
+            f"not up after their start timeout: {', '.join(down)}; watching the streams without them"
+        )
+        self._watch_from(now)
+
     def _watch(self, now: float) -> None:
         """Restart nodes that exited or went silent, once their backoff has passed."""
         for node in self.nodes:
@@ -552,15 +574,8 @@ class Supervisor:
             node = by_name.get(name)
             if node is None or node.process is None or node.process.pid != pid:
                 continue  # a stale beat of a process already replaced
-            if self.stats.since_ns == _NEVER and all(
-                n.last_beat is not None or n is node for n in self.nodes
-            ):
-                # Every node is up: the warm-up starts now (imports and model loading are behind us). A
-                # replay's stamps are log times: there every result counts.
-                self.stats.since_ns = (
-                    0 if self.graph.log_time else time.time_ns() + round(self.warmup_s * 1e9)
-                )
-                self._all_up = now
+            if self._all_up is None and all(n.last_beat is not None or n is node for n in self.nodes):
+                self._watch_from(now)  # every node is up
             node.last_beat = now
             self.counters.update(name, pid, counters)
             parts = beat.get("parts")

@@ -244,3 +244,26 @@ def test_a_garbled_heartbeat_is_ignored_not_fatal() -> None:
     finally:
         push.close(0)
         pull.close(0)
+
+
+def test_streams_are_watched_once_the_start_timeout_passed_without_every_node_up() -> None:
+    """A driver that crash-looped from its start kept "every node up" from ever coming: no stream was
+    ever silent (the crashed one showed 0 msg/s, idle 0 s) and no latency was counted."""
+    out = io.StringIO()
+    supervisor = Supervisor(load_config(None), None, policy=RestartPolicy(start_timeout_s=5.0), out=out)
+    try:
+        now = time.monotonic()
+        for node in supervisor.nodes:
+            node.last_beat = None if node.spec.name == "sensor_sim:radar/front" else now
+        supervisor._started = now - 4.0
+        supervisor._watch_start(now)
+        assert supervisor._all_up is None  # still within its start timeout: starting, not failing
+        supervisor._started = now - 6.0
+        supervisor._watch_start(now)
+        assert supervisor._all_up == now and supervisor.stats.since_ns < 2**63 - 1
+        assert "not up after their start timeout: sensor_sim:radar/front" in out.getvalue()
+        supervisor.snapshot(now)  # as the supervisor's loop takes them, every second
+        radar = next(s for s in supervisor.snapshot(now + 3.0).streams if s.name == "radar/front")
+        assert radar.idle_s == pytest.approx(3.0)  # silent from then on, as the status will say
+    finally:
+        supervisor._dir.close()
