@@ -130,19 +130,34 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference_losses(summary: dict[str, Any]) -> str:
+    """What became of the reference's messages that are not among those counted: ingest passed them over
+    for newer ones (it was behind), or they never arrived (seq gaps)."""
+    losses = [
+        f"{n} {what}"
+        for n, what in (
+            (summary["reference_skipped"], "more passed over by ingest for newer ones"),
+            (summary["reference_lost"], "never arrived"),
+        )
+        if n
+    ]
+    return f" ({', '.join(losses)})" if losses else ""
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The human-readable end-of-run report."""
     timed, expected = summary["result_ratio_counts"]
     ratio = summary["result_ratio"]
     restarted = {node: n for node, n in summary["restarts"].items() if n}
     reference = summary.get("reference_stream")
+    results = summary["results_published"] or summary["results"]
     lines = [
         f"== {summary['pipeline']}: {summary['duration_s']:.1f} s, provider {summary['provider'] or '-'}",
-        (
-            f"results {summary['results']} for {summary['reference_messages']} reference messages; "
-            if reference
-            else f"results {summary['results']}; "
-        )
+        f"results {results}"
+        + (f" ({summary['results']} reached the supervisor)" if summary["results"] != results else "")
+        + (f" for {summary['reference_messages']} reference messages" if reference else "")
+        + _reference_losses(summary)
+        + "; "
         + (
             f"ratio {ratio} ({timed} for {expected}, from the reference's first heartbeat after the warm-up "
             "to its last one a second before the stop)"
@@ -160,8 +175,10 @@ def format_summary(summary: dict[str, Any]) -> str:
             if not reference
             else "no result ratio: the run was too short after the warm-up for two reference heartbeats"
         ),
-        f"sets full {summary['sets_full']}, partial {summary['sets_partial']} (missing: "
-        f"{_counts(summary['missing'])}); inference skipped {summary['inference_skipped']}",
+        f"sets full {summary['sets_full']}, partial {summary['sets_partial']} of the results received "
+        f"(missing: {_counts(summary['missing'])}); the synchronizer's: full {summary['sync_sets_full']}, "
+        f"partial {summary['sync_sets_partial']}, dropped for a missing required stream "
+        f"{summary['sync_sets_missing_required']}; inference skipped {summary['inference_skipped']}",
         f"restarts {summary['restarts_total']}: {_counts(restarted)}",
         "drops: "
         + ("; ".join(f"{node}: {_counts(reasons)}" for node, reasons in summary["drops"].items()) or "none"),

@@ -399,9 +399,7 @@ class Supervisor:
 
     def summary(self, elapsed_s: float) -> dict[str, Any]:
         reference = self.config.sync.reference
-        reference_messages = (
-            self.counters.totals(f"ingest:{reference}").get("produced", 0) if reference else 0
-        )
+        reference_ingest = self.counters.totals(f"ingest:{reference}") if reference else {}
         window_results, window_messages = self._result_ratio()
         inference = self.counters.totals("inference")
         sync = self.counters.totals("synchronizer")
@@ -411,8 +409,13 @@ class Supervisor:
             "duration_s": round(elapsed_s, 3),
             "warmup_s": self.warmup_s,
             **self.stats.summary(),
+            # the inference node's own count: the first results can come before this supervisor listens
+            "results_published": inference.get("results", 0),
             "reference_stream": reference,
-            "reference_messages": reference_messages,
+            "reference_messages": reference_ingest.get("produced", 0),
+            # of the reference's messages, those ingest passed over for newer ones and those that never came
+            "reference_skipped": reference_ingest.get("skipped", 0),
+            "reference_lost": reference_ingest.get("seq_lost", 0),
             "result_ratio": round(window_results / window_messages, 4) if window_messages else None,
             "log_time": self.graph.log_time,
             "result_ratio_counts": [window_results, window_messages],
@@ -420,6 +423,7 @@ class Supervisor:
             "result_ratio_unreported": self.ratio.unreported(self._ratio_until_ns()),
             "sync_sets_full": sync.get("sets_full", 0),
             "sync_sets_partial": sync.get("sets_partial", 0),
+            "sync_sets_missing_required": sync.get("sets_missing_required", 0),
             "inference_skipped": inference.get("skipped", 0),
             "restarts": {n.spec.name: n.restarts for n in self.nodes},
             "restarts_total": sum(n.restarts for n in self.nodes),

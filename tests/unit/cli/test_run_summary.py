@@ -14,8 +14,11 @@ def _summary(**changes: Any) -> dict[str, Any]:
         "duration_s": 15.0,
         "provider": "CPUExecutionProvider",
         "results": 120,
+        "results_published": 120,
         "reference_stream": "lidar/top",
         "reference_messages": 150,
+        "reference_skipped": 0,
+        "reference_lost": 0,
         "result_ratio": None,
         "result_ratio_counts": [0, 0],
         "result_ratio_unreported": 0,
@@ -23,6 +26,9 @@ def _summary(**changes: Any) -> dict[str, Any]:
         "sets_full": 100,
         "sets_partial": 20,
         "missing": {},
+        "sync_sets_full": 100,
+        "sync_sets_partial": 20,
+        "sync_sets_missing_required": 0,
         "inference_skipped": 0,
         "restarts": {},
         "restarts_total": 0,
@@ -55,3 +61,27 @@ def test_the_ratio_says_which_results_it_counts() -> None:
         "ratio 1.0 (183 for 183, from the reference's first heartbeat after the warm-up to its last one a "
         "second before the stop)" in text
     )
+
+
+def test_the_summary_says_what_became_of_the_results_and_reference_messages_it_does_not_count() -> None:
+    """A composed run behind a slow model said ratio 0.95 while ingest passed over 91 lidar scans; the
+    first results, published before the supervisor listened, were missing from its count; and the sets
+    line counted the results' sets, silent about the synchronizer's and the ones dropped."""
+    text = format_summary(
+        _summary(
+            results=69,
+            results_published=71,
+            reference_messages=61,
+            reference_skipped=91,
+            reference_lost=13,
+            sync_sets_full=138,
+            sync_sets_partial=4,
+            sync_sets_missing_required=61,
+        )
+    )
+    assert (
+        "results 71 (69 reached the supervisor) for 61 reference messages (91 more passed over by ingest"
+        in text
+    )
+    assert "for newer ones, 13 never arrived);" in text
+    assert "the synchronizer's: full 138, partial 4, dropped for a missing required stream 61;" in text
