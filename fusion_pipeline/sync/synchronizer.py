@@ -493,10 +493,13 @@ class Synchronizer(Generic[P]):
             fused = self._finish(self._pending.popleft())
             if fused is not None:
                 out.append(fused)
+        reference_last = self._last.get(self.settings.reference or "")
         for name, queue in self._queues.items():
             while queue and queue[0][0] < horizon - self._window:
-                queue.popleft()  # no pending or future reference can match it
-                self.counters.drops.count(name, "too_old")
+                stamp = queue.popleft()[0]  # no pending or future reference can match it
+                # None came near it: the reference was silent (an outage), not this message late.
+                silent = reference_last is None or stamp > reference_last + self._window
+                self.counters.drops.count(name, "no_reference" if silent else "too_old")
         for ring in self._rings.values():
             ring.prune(horizon - 2 * self.settings.audio_window_ns)
         for buffer in self._buffers.values():

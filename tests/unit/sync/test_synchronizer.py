@@ -184,6 +184,22 @@ def test_missing_required_stream_means_no_set_and_is_counted() -> None:
     assert sync.counters.sets_full == sync.counters.sets_partial == 0
 
 
+def test_a_reference_outage_counts_the_others_as_no_reference_not_too_old() -> None:
+    """6 s without lidar booked every camera and radar frame of them as too_old, which says "raise
+    max_wait_ms or find the slow link": they came on time, and no set was opened for them."""
+    streams = {
+        "camera": periodic(33.3, 1, 3000),
+        "lidar": [t for t in periodic(100, 0, 3000) if not 1000 * MS <= t < 2000 * MS],
+        "radar": periodic(50, 3, 3000),
+    }
+    sync = Synchronizer(reference(), discrete_streams())
+    feed(sync, sorted_arrivals(streams), flush=False)
+    camera = sync.counters.drops.by_stream["camera"]
+    in_gap = sum(1100 * MS < t < 1900 * MS for t in streams["camera"])
+    # At the gap's edges a frame near the last reference before it was not taken: that one is too_old.
+    assert camera["no_reference"] >= in_gap and camera["too_old"] <= 2, camera
+
+
 def test_queue_overflow_and_superseded_are_counted() -> None:
     sync = Synchronizer(reference(queue_size=3), discrete_streams())
     for k in range(8):
