@@ -39,7 +39,7 @@ def enter_idle() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     # Here, not at the top: without the [view] extra the ViewError is one log line and exit 2 (run_node).
-    from fusion_pipeline.view import LiveView, Views, ViewSettings, open_sources
+    from fusion_pipeline.view import LiveView, Views, ViewSettings, open_sources, summary
 
     enter_idle()
     with Node("viewer", argv) as node:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 live.poll(POLL_MS)
         finally:
             saved = views.close()
-        log.info("viewer: %s%s", live.counters(), f"; wrote {saved}" if saved else "")
+        log.info("%s%s", summary(live.counters(), "; "), f"; wrote {saved}" if saved else "")
     return 0
 
 

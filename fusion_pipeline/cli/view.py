@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -48,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--grpc-port", type=PORT, default=None, help="its data port, 0 = any free (default: [view])"
     )
     p.add_argument("--save", type=Path, default=None, help="write the views to this .rrd file (new)")
-    p.add_argument("--foxglove", action="store_true", help="serve a Foxglove WebSocket on 127.0.0.1")
+    p.add_argument(
+        "--foxglove", action="store_true", help="serve a Foxglove WebSocket on 127.0.0.1 (live views)"
+    )
     p.add_argument(
         "--foxglove-port", type=PORT, default=None, help="its port, 0 = any free (default: [view])"
     )
@@ -73,12 +77,14 @@ def _view(args: argparse.Namespace) -> int:
 
     Live (an endpoint, a run directory, or the running pipeline): the viewer drains its own real-time
     subscriptions and shows the newest message of each sensor, so it never slows the pipeline; what it
-    skips is counted. A log: every message on the log's capture timeline, to scrub through. --web serves
-    Rerun's web viewer on 127.0.0.1 and prints its URL; --save writes an .rrd; --foxglove serves a
-    Foxglove WebSocket with export-foxglove's channels; with none of them the native Rerun viewer opens.
-    Rerun's usage analytics are switched off first (`rerun analytics disable`). Needs the [view] extra.
+    skips is counted; a live view that receives nothing says so and exits 1, writing no .rrd. A log:
+    every message on the log's capture timeline, to scrub through. --web serves Rerun's web viewer on
+    127.0.0.1 and prints its URL; --save writes an .rrd; --foxglove (live only) serves a Foxglove
+    WebSocket with export-foxglove's channels; with none of them the native Rerun viewer opens. SIGTERM
+    stops it as Ctrl-C does. Rerun's usage analytics are switched off first (`rerun analytics disable`).
+    Needs the [view] extra.
     """
-    from fusion_pipeline.view import LiveView, Views, show_log
+    from fusion_pipeline.view import LiveView, Views, show_log, summary
 
     check_output_path(args.save, "--save", new=True)
     check_output_path(args.report_json, "--report-json", new=True)
@@ -88,6 +94,8 @@ def _view(args: argparse.Namespace) -> int:
     if logs and len(logs) != len(args.target):
         raise FusionError(f"view: give log files or one endpoint, not both: {args.target}")
     _refuse_unused(args, settings, bool(logs))
+    # As Ctrl-C: a log shown part way leaves no .rrd, a live view ends and writes its own.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     report: dict[str, Any]
     if logs:
         views = Views(config, settings, log_time=True)
@@ -99,16 +107,17 @@ def _view(args: argparse.Namespace) -> int:
             raise
         print(f"shown {sum(report['shown'].values())} messages of {len(logs)} log(s)", flush=True)
         try:
-            if settings.web or settings.foxglove or settings.native:
+            if settings.web or settings.native:
                 _serve_until_stopped(args.duration)
         finally:
             saved = views.close()
     else:
-        views, sources = _live(args, config, settings)
+        views, sources, where = _live(args, config, settings)
         live = LiveView(sources, views)
+        start = time.monotonic()
         try:
             _announce(views)
-            end = None if args.duration is None else time.monotonic() + args.duration
+            end = None if args.duration is None else start + args.duration
             try:
                 while end is None or time.monotonic() < end:
                     live.poll(POLL_MS)
@@ -117,14 +126,23 @@ def _view(args: argparse.Namespace) -> int:
         finally:
             for source in sources:
                 source.close()
-            saved = views.close()
+            # As `record`: a view of nothing is no recording, and it would block a retry under its name.
+            received = bool(live.counters().get("received"))
+            saved = views.close(discard=not received)
         report = live.counters()
-        print(_live_summary(report), flush=True)
+        if not received:
+            print(
+                f"view: nothing received in {time.monotonic() - start:.1f} s from {where} (is it running?)"
+                + ("; no .rrd written" if settings.save else ""),
+                file=sys.stderr,
+            )
+        else:
+            print(summary(report), flush=True)
     if saved is not None:
         print(f"wrote {saved}")
     if args.report_json is not None:
         write_new_text(args.report_json, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    return 0
+    return 0 if logs or received else 1
 
 
 def _settings(args: argparse.Namespace, config: Config) -> ViewSettings:
@@ -152,11 +170,16 @@ def _refuse_unused(args: argparse.Namespace, settings: ViewSettings, log_target:
     if not settings.foxglove and _given(args, "--foxglove-port"):
         unused.append("--foxglove-port (only with --foxglove)")
     if log_target:
+        if settings.foxglove:
+            unused.append(
+                "--foxglove (a log's messages would all be sent before a client could connect; "
+                "`fusion-pipeline export-foxglove` writes them as an MCAP for Foxglove to open)"
+            )
         if _given(args, "--max-hz"):
             unused.append("--max-hz (a log's views show every message)")
         if _given(args, "--run-dir"):
             unused.append("--run-dir (the views come from the log files)")
-        if _given(args, "--duration") and not (settings.web or settings.foxglove or settings.native):
+        if _given(args, "--duration") and not (settings.web or settings.native):
             unused.append("--duration (nothing is served once the log is in --save)")
     elif args.target and _given(args, "--run-dir"):
         unused.append(f"--run-dir ({args.target[0]} names what to view)")
@@ -168,8 +191,11 @@ def _given(args: argparse.Namespace, option: str) -> bool:
     return getattr(args, option[2:].replace("-", "_")) is not None
 
 
-def _live(args: argparse.Namespace, config: Config, settings: ViewSettings) -> tuple[Views, list[Subscriber]]:
-    """The views and the sockets of a live view: one endpoint, or the config's in a run directory."""
+def _live(
+    args: argparse.Namespace, config: Config, settings: ViewSettings
+) -> tuple[Views, list[Subscriber], str]:
+    """The views and the sockets of a live view: one endpoint, or the config's in a run directory; and
+    which, in words."""
     from fusion_pipeline.ops.status import resolve_run_dir
     from fusion_pipeline.transport.sockets import Subscriber
     from fusion_pipeline.view import Views, open_sources
@@ -188,8 +214,9 @@ def _live(args: argparse.Namespace, config: Config, settings: ViewSettings) -> t
         return Subscriber(urls, curve=config.curve_for(urls), **options)
 
     sources = open_sources(subscriber, config, run_dir, endpoint)
+    where = endpoint or f"the pipeline in {run_dir}"
     try:
-        return Views(config, settings), sources
+        return Views(config, settings), sources, where
     except BaseException:
         for source in sources:
             source.close()
@@ -205,21 +232,15 @@ def _announce(views: Views) -> None:
 
 def _serve_until_stopped(duration: float | None) -> None:
     """Keep the servers up for the viewers that connect (a log's views stay in the server)."""
-    print("serving; Ctrl-C to stop", flush=True)
+    print(
+        "serving; Ctrl-C to stop"
+        if duration is None
+        else f"serving for {duration:g} s; Ctrl-C stops it sooner",
+        flush=True,
+    )
     end = None if duration is None else time.monotonic() + duration
     try:
         while end is None or time.monotonic() < end:
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
-
-
-def _live_summary(counters: dict[str, Any]) -> str:
-    streams = sorted({key.rsplit(".", 1)[0] for key in counters if "." in key})
-    lines = [f"viewer: received {counters.get('received', 0)}, skipped {counters.get('skipped', 0)}"]
-    for name in streams:
-        lines.append(
-            f"  {name}: shown {counters.get(f'{name}.shown', 0)} of {counters.get(f'{name}.received', 0)}, "
-            f"skipped {counters.get(f'{name}.skipped', 0)}, lost upstream {counters.get(f'{name}.lost', 0)}"
-        )
-    return "\n".join(lines)

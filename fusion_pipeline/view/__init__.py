@@ -18,7 +18,7 @@ from fusion_pipeline.view.errors import ViewError
 
 try:
     from fusion_pipeline.view.foxglove_live import FoxgloveLive
-    from fusion_pipeline.view.live import LiveView, Views, open_sources
+    from fusion_pipeline.view.live import LiveView, Views, open_sources, summary
     from fusion_pipeline.view.logview import show_log
     from fusion_pipeline.view.scene import RESULT_LOG, Scene, blueprint, project
     from fusion_pipeline.view.sinks import RerunOutput, ViewSettings, free_port
@@ -46,4 +46,5 @@ __all__ = [
     "project",
     "rerun_cli",
     "show_log",
+    "summary",
 ]

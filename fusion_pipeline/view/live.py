@@ -28,7 +28,7 @@ from fusion_pipeline.view.foxglove_live import FoxgloveLive
 from fusion_pipeline.view.scene import Scene, blueprint
 from fusion_pipeline.view.sinks import RerunOutput, ViewSettings
 
-__all__ = ["MAX_DRAIN", "LiveView", "Views", "open_sources"]
+__all__ = ["MAX_DRAIN", "LiveView", "Views", "open_sources", "summary"]
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,29 @@ class LiveView:
         return len(kept)
 
     def counters(self) -> dict[str, Any]:
-        malformed: dict[str, int] = {}
+        """`DrainTally.counters`, the malformed messages per reason, and per stream the messages shown
+        that Foxglove got nothing of (`STREAM.foxglove_no_schema`: audio has no Foxglove schema)."""
+        out: dict[str, Any] = self.tally.counters()
         for source in self.sources:
             for reason, n in source.malformed.items():
-                malformed[f"malformed_{reason}"] = malformed.get(f"malformed_{reason}", 0) + n
-        return {**self.tally.counters(), **malformed}
+                out[f"malformed_{reason}"] = out.get(f"malformed_{reason}", 0) + n
+        if self.views.foxglove is not None:
+            for stream, n in self.views.foxglove.no_schema.items():
+                out[f"{stream}.foxglove_no_schema"] = n
+        return out
+
+
+def summary(counters: dict[str, Any], separator: str = "\n  ") -> str:
+    """`LiveView.counters` for people: the totals, then a part per stream, joined by `separator` (one
+    line per stream by default; "; " for a log line)."""
+    streams = sorted({key.rsplit(".", 1)[0] for key in counters if "." in key})
+    parts = [f"viewer: received {counters.get('received', 0)}, skipped {counters.get('skipped', 0)}"]
+    for name in streams:
+        part = (
+            f"{name}: shown {counters.get(f'{name}.shown', 0)} of {counters.get(f'{name}.received', 0)}, "
+            f"skipped {counters.get(f'{name}.skipped', 0)}, lost upstream {counters.get(f'{name}.lost', 0)}"
+        )
+        if counters.get(f"{name}.foxglove_no_schema"):
+            part += f", not sent to Foxglove {counters[f'{name}.foxglove_no_schema']} (no Foxglove schema)"
+        parts.append(part)
+    return separator.join(parts)

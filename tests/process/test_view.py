@@ -3,10 +3,10 @@ the viewer node beside a live demo, the web viewer in headless Chromium, the Fox
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +26,7 @@ pytest.importorskip("foxglove")
 
 from fusion_pipeline.config import load_config  # noqa: E402
 from fusion_pipeline.logs import LogReader  # noqa: E402
+from fusion_pipeline.transport.sockets import Publisher  # noqa: E402
 from fusion_pipeline.view import (  # noqa: E402
     FoxgloveLive,
     Views,
@@ -141,8 +142,16 @@ def test_viewer_node_beside_the_live_demo(tmp_path: Path, private_home: Path) ->
     # --max-hz 5: a frame at most every 0.15 s of capture time (drain.DrainTally), over 5 s of a 30 Hz camera
     assert cli_counters["camera/front.shown"] <= 5 / 0.15 + 1 < cli_counters["camera/front.received"]
     assert run.process.returncode == 0, output[-3000:]
-    line = next(line for line in output.splitlines() if "] viewer: {" in line)
-    counters = ast.literal_eval(line.split("viewer: ", 1)[1].split("; wrote", 1)[0])
+    # Its last log line: "viewer: received N, skipped N; STREAM: shown N of N, skipped N, lost upstream N"
+    line = next(line for line in output.splitlines() if "] viewer: received " in line)
+    counters = {
+        f"{stream}.{key}": int(value)
+        for stream, *values in re.findall(
+            r"(\S+): shown (\d+) of (\d+), skipped (\d+), lost upstream (\d+)", line
+        )
+        for key, value in zip(("shown", "received", "skipped", "lost"), values, strict=True)
+    }
+    assert f"; wrote {saved}" in line
     rows = rrd_rows(saved)
     assert counters["camera/front.shown"] > 30
     assert rows["/camera/front/image"] == counters["camera/front.shown"]
@@ -277,3 +286,83 @@ def test_foxglove_websocket_serves_export_channels_on_loopback(
         live_schema, live_data, live_n, live_first = live_channels[topic]
         assert (live_schema, json.loads(live_data), live_n) == (schema, json.loads(data), n), topic
         assert json.loads(live_first) == json.loads(first), topic
+
+
+def _wait_for_file(pattern: str, folder: Path, child: subprocess.Popen[str], timeout_s: float = 60) -> Path:
+    deadline = time.monotonic() + timeout_s
+    while not (found := list(folder.glob(pattern))):
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, f"no {pattern} in {folder}"
+        time.sleep(0.005)
+    return found[0]
+
+
+def test_sigterm_part_way_through_a_log_leaves_no_rrd(
+    demo_logs: tuple[Path, Path], tmp_path: Path, private_home: Path
+) -> None:
+    """SIGTERM is a Ctrl-C: the log shown part way leaves nothing (the partial stayed behind)."""
+    out = tmp_path / "part.rrd"
+    child = subprocess.Popen(
+        [*CLI, "view", *map(str, demo_logs), "--save", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for_file("part.rrd.*.partial", tmp_path, child)
+        child.send_signal(signal.SIGTERM)
+        stdout, stderr = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, (stdout, stderr)
+    assert "shown" not in stdout  # stopped before the whole log was shown
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no .rrd, no partial
+
+
+def test_a_live_view_stopped_by_sigterm_ends_as_with_ctrl_c(tmp_path: Path, private_home: Path) -> None:
+    """Its summary, its .rrd (private, the partial too while it ran), exit 0."""
+    endpoint, out = f"ipc://{tmp_path}/radar.sock", tmp_path / "live.rrd"
+    stamp = time.time_ns()
+    with Publisher(endpoint, "radar/front", "radar") as radar:
+        child = subprocess.Popen(
+            [*CLI, "view", endpoint, "--save", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            partial = _wait_for_file("live.rrd.*.partial", tmp_path, child)
+            assert partial.stat().st_mode & 0o777 == 0o600
+            for seq in range(60):  # 3 s of 20 Hz radar
+                radar.publish(stamp + seq * 50_000_000, detections=np.ones((3, 5), np.float32))
+                time.sleep(0.05)
+            child.send_signal(signal.SIGTERM)
+            stdout, stderr = child.communicate(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert child.returncode == 0, stderr
+    received = int(re.search(r"viewer: received (\d+)", stdout).group(1))  # type: ignore[union-attr]
+    assert received > 0 and f"wrote {out}" in stdout
+    assert out.stat().st_mode & 0o777 == 0o600 and not list(tmp_path.glob("*.partial"))
+    assert rrd_rows(out)["/ego/radar/front"] == received + 1  # and its static mount
+
+
+def test_a_live_view_that_receives_nothing_says_so_and_fails(tmp_path: Path, private_home: Path) -> None:
+    """As `record`: no "received 0" and exit 0, no empty .rrd blocking a retry under its name."""
+    endpoint = f"ipc://{tmp_path}/nobody.sock"
+    done = subprocess.run(
+        [*CLI, "view", endpoint, "--save", str(tmp_path / "none.rrd"), "--duration", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    said = (
+        rf"view: nothing received in 1\.\d s from {re.escape(endpoint)} \(is it running\?\); no \.rrd written"
+    )
+    assert re.search(said, done.stderr), done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]

@@ -1,0 +1,55 @@
+"""`fusion-pipeline view`'s own messages and refusals, and the live summary (in this process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rerun")
+pytest.importorskip("foxglove")
+
+from fusion_pipeline.cli.main import main  # noqa: E402
+from fusion_pipeline.cli.view import _serve_until_stopped  # noqa: E402
+from fusion_pipeline.config import load_config  # noqa: E402
+from fusion_pipeline.transport.wire import Sample  # noqa: E402
+from fusion_pipeline.view import LiveView, Views, ViewSettings, summary  # noqa: E402
+
+
+def test_foxglove_with_a_log_is_refused_for_export_foxglove(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log's messages all went out before any client could connect: the client got nothing."""
+    log = tmp_path / "demo.mcap"
+    log.write_bytes(b"")  # refused before it is read
+    assert main(["view", str(log), "--foxglove"]) == 2
+    err = capsys.readouterr().err
+    assert "--foxglove (a log's messages would all be sent before a client could connect" in err
+    assert "fusion-pipeline export-foxglove" in err and "does nothing here" in err
+
+
+def test_serving_for_a_duration_says_how_long(capsys: pytest.CaptureFixture[str]) -> None:
+    _serve_until_stopped(0.01)
+    assert capsys.readouterr().out == "serving for 0.01 s; Ctrl-C stops it sooner\n"
+
+
+def test_audio_not_sent_to_foxglove_is_reported() -> None:
+    """With --foxglove only, the summary said "audio/roof: shown N of N" though Foxglove got none of it
+    (it has no schema for audio): the count is in the counters and the summary."""
+    views = Views(load_config(None), ViewSettings(foxglove=True, foxglove_port=0))
+    try:
+        live = LiveView([], views)
+        chunks = [
+            Sample("audio/roof", "audio", seq, 1_000 * seq, {"samples": np.zeros(160, np.float32)})
+            for seq in range(3)
+        ]
+        for sample in live.tally.keep(chunks):
+            views.show(sample, 0)
+        counters = live.counters()
+    finally:
+        views.close()
+    assert counters["audio/roof.shown"] == counters["audio/roof.foxglove_no_schema"] == 3
+    text = summary(counters)
+    assert "audio/roof: shown 3 of 3, skipped 0, lost upstream 0, not sent to Foxglove 3" in text
+    assert "\n" not in summary(counters, "; ")  # the viewer node's log line
