@@ -126,9 +126,10 @@ class RerunOutput:
         sinks: list[object] = []
         try:
             if self.save is not None:
-                self._partial = self.save.with_name(f"{self.save.name}.{os.getpid()}{PARTIAL_SUFFIX}")
-                _create_private(self._partial)
-                sinks.append(rr.FileSink(str(self._partial)))
+                partial = self.save.with_name(f"{self.save.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+                _create_private(partial)
+                self._partial = partial  # ours from here on: one already there is not removed below
+                sinks.append(rr.FileSink(str(partial)))
             if settings.web or settings.native:
                 sinks.append(rr.GrpcSink(self._start_viewer(settings)))
             if sinks:
