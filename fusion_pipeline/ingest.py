@@ -284,8 +284,8 @@ class SeqTracker:
     the last ACCEPTED message, so a driver that restarts sooner than the timeout loses at most one
     timeout's worth of messages, never more.
 
-    A seq further ahead than the stream could have advanced since its last accepted message (at
-    RATE_MARGIN times `rate_hz`, plus SEQ_SLACK) is an implausible jump: a
+    A seq further ahead than the stream could have advanced since its last accepted message, or the one
+    before it (at RATE_MARGIN times `rate_hz`, plus SEQ_SLACK) is an implausible jump: a
     forged or corrupted number, dropped and counted (`seq_jumps`), so that one message cannot make
     the real driver's messages look old. It becomes the stream's sequence (a restart) only when it
     persists: JUMP_CONFIRM consecutive messages continue it, none continues the old sequence in
@@ -297,6 +297,10 @@ class SeqTracker:
         self.rate_hz = rate_hz
         self.last_seq: int | None = None
         self._last_ns = 0
+        # The accepted message before the last, of the same sequence: (seq, time). A driver stopped for a
+        # while sends the frame it held on waking, then skips ahead: measured from that frame the skip
+        # looks impossible, from the one before it is the silence it was.
+        self._before: tuple[int, int] | None = None
         self._jump: tuple[int, int, int] | None = None  # the implausible run: last seq, its time, length
         self._resumed = False  # resumed from a predecessor, nothing accepted since
         self.gaps = 0  # gap events
@@ -320,8 +324,8 @@ class SeqTracker:
                     self.out_of_order += 1
                 return False
             self.restarts += 1
-            return self._take(seq, now_ns)
-        if self._plausible(seq - last, now_ns - self._last_ns):
+            return self._take(seq, now_ns, continues=False)
+        if self._plausible(seq - last, now_ns - self._last_ns) or self._follows_before(seq, now_ns):
             if seq - last > 1:
                 self.gaps += 1
                 self.lost += seq - last - 1
@@ -333,7 +337,7 @@ class SeqTracker:
                 run = length + 1
         if run >= JUMP_CONFIRM and silent:
             self.restarts += 1
-            return self._take(seq, now_ns)
+            return self._take(seq, now_ns, continues=False)
         self._jump = (seq, now_ns, run)
         self.jumps += 1
         return False
@@ -343,7 +347,7 @@ class SeqTracker:
         came, on the stream's clock. What the stream sent while no process listened is then a gap; a seq
         at or below it is a driver that restarted meanwhile, taken at once (the successor's new connection
         cannot deliver a message its predecessor took)."""
-        self._take(last_seq, last_ns)
+        self._take(last_seq, last_ns, continues=False)
         self._resumed = True
 
     @property
@@ -355,7 +359,17 @@ class SeqTracker:
         most = 1 + SEQ_SLACK + RATE_MARGIN * self.rate_hz * max(0, elapsed_ns) / NS_PER_S
         return advance <= most
 
-    def _take(self, seq: int, now_ns: int) -> bool:
+    def _follows_before(self, seq: int, now_ns: int) -> bool:
+        """Whether `seq` is a plausible advance from the accepted message before the last."""
+        if self._before is None:
+            return False
+        before_seq, before_ns = self._before
+        return seq > before_seq and self._plausible(seq - before_seq, now_ns - before_ns)
+
+    def _take(self, seq: int, now_ns: int, continues: bool = True) -> bool:
+        """Accept `seq`; `continues`: it goes on from the last accepted one (no restart, no resume)."""
+        last = self.last_seq
+        self._before = (last, self._last_ns) if continues and last is not None else None
         self.last_seq = seq
         self._last_ns = now_ns
         self._resumed = False
