@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -297,25 +298,31 @@ def _wait_for_file(pattern: str, folder: Path, child: subprocess.Popen[str], tim
     return found[0]
 
 
-def test_sigterm_part_way_through_a_log_leaves_no_rrd(
-    demo_logs: tuple[Path, Path], tmp_path: Path, private_home: Path
-) -> None:
-    """SIGTERM is a Ctrl-C: the log shown part way leaves nothing (the partial stayed behind)."""
-    out = tmp_path / "part.rrd"
-    child = subprocess.Popen(
-        [*CLI, "view", *map(str, demo_logs), "--save", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _stopped_by_sigterm(
+    command: list[str], partial: str, folder: Path, before: Callable[[Path], None] = lambda _: None
+) -> tuple[subprocess.Popen[str], str, str]:
+    """Run `command` until its `partial` file appears in `folder`, call `before` with it, then SIGTERM
+    it; the process (ended), its stdout and stderr."""
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_file("part.rrd.*.partial", tmp_path, child)
+        before(_wait_for_file(partial, folder, child))
         child.send_signal(signal.SIGTERM)
         stdout, stderr = child.communicate(timeout=60)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
+    return child, stdout, stderr
+
+
+def test_sigterm_part_way_through_a_log_leaves_no_rrd(
+    demo_logs: tuple[Path, Path], tmp_path: Path, private_home: Path
+) -> None:
+    """SIGTERM is a Ctrl-C: the log shown part way leaves nothing (the partial stayed behind)."""
+    out = tmp_path / "part.rrd"
+    child, stdout, stderr = _stopped_by_sigterm(
+        [*CLI, "view", *map(str, demo_logs), "--save", str(out)], "part.rrd.*.partial", tmp_path
+    )
     assert child.returncode == 130, (stdout, stderr)
     assert "shown" not in stdout  # stopped before the whole log was shown
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no .rrd, no partial
@@ -326,24 +333,16 @@ def test_a_live_view_stopped_by_sigterm_ends_as_with_ctrl_c(tmp_path: Path, priv
     endpoint, out = f"ipc://{tmp_path}/radar.sock", tmp_path / "live.rrd"
     stamp = time.time_ns()
     with Publisher(endpoint, "radar/front", "radar") as radar:
-        child = subprocess.Popen(
-            [*CLI, "view", endpoint, "--save", str(out)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            partial = _wait_for_file("live.rrd.*.partial", tmp_path, child)
+
+        def publish(partial: Path) -> None:
             assert partial.stat().st_mode & 0o777 == 0o600
             for seq in range(60):  # 3 s of 20 Hz radar
                 radar.publish(stamp + seq * 50_000_000, detections=np.ones((3, 5), np.float32))
                 time.sleep(0.05)
-            child.send_signal(signal.SIGTERM)
-            stdout, stderr = child.communicate(timeout=60)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+
+        child, stdout, stderr = _stopped_by_sigterm(
+            [*CLI, "view", endpoint, "--save", str(out)], "live.rrd.*.partial", tmp_path, publish
+        )
     assert child.returncode == 0, stderr
     received = int(re.search(r"viewer: received (\d+)", stdout).group(1))  # type: ignore[union-attr]
     assert received > 0 and f"wrote {out}" in stdout

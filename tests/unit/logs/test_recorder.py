@@ -6,6 +6,8 @@ import dataclasses
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from fusion_pipeline.logs import (
     REPORT_METADATA,
     LogReader,
     Recorder,
+    RecordReport,
     RecordSettings,
     SplitPolicy,
     unused_path,
@@ -25,21 +28,34 @@ from fusion_pipeline.logs import (
 from fusion_pipeline.transport import Publisher
 
 
-def test_recorder_writes_everything_and_counts_gaps_and_malformed(ipc_dir: Path) -> None:
+@contextmanager
+def _radar_recording(ipc_dir: Path) -> Iterator[tuple[Recorder, Publisher]]:
+    """A recorder of radar/front into ipc_dir/r.mcap, and a publisher on that stream it has joined."""
     config = load_config(None)
     recorder = Recorder(config, ipc_dir, RecordSettings(path=ipc_dir / "r.mcap", streams=("radar/front",)))
     with Publisher(
         config.endpoint(config.stream("radar/front").endpoint, ipc_dir), "radar/front", "radar", lossless=True
     ) as pub:
         assert pub.wait_for_subscribers()
+        yield recorder, pub
+
+
+def _record_until(recorder: Recorder, done: Callable[[], bool]) -> RecordReport:
+    deadline = time.monotonic() + 5
+    while not done():
+        assert time.monotonic() < deadline, "recorder did not receive everything"
+        recorder.poll(100)
+    return recorder.close()
+
+
+def test_recorder_writes_everything_and_counts_gaps_and_malformed(ipc_dir: Path) -> None:
+    with _radar_recording(ipc_dir) as (recorder, pub):
         for seq in (0, 1, 2, 5, 6, 3):  # 3 and 4 lost upstream, then 3 arrives late
             pub.send(numbered_radar(seq))
         pub.socket.send_multipart([b"radar/front", b"\xc1 not msgpack"])
-        deadline = time.monotonic() + 5
-        while recorder.report.written + sum(recorder.subscriber.malformed.values()) < 7:
-            assert time.monotonic() < deadline, "recorder did not receive everything"
-            recorder.poll(100)
-        report = recorder.close()
+        report = _record_until(
+            recorder, lambda: recorder.report.written + sum(recorder.subscriber.malformed.values()) >= 7
+        )
     radar = report.streams["radar/front"]
     assert (radar.written, radar.first_seq, radar.last_seq) == (6, 0, 3)
     assert radar.lost_upstream == 2 and radar.out_of_order == 1
@@ -54,21 +70,11 @@ def test_recorder_writes_everything_and_counts_gaps_and_malformed(ipc_dir: Path)
 def test_the_recorder_reports_how_late_it_logged_each_sensor_stream(ipc_dir: Path) -> None:
     """A replay sees a message arrive at its log time: one the recorder took later than sync.max_wait_ms
     after capture misses its set in the replay, where the live set had it. Nothing said so."""
-    config = load_config(None)
-    recorder = Recorder(config, ipc_dir, RecordSettings(path=ipc_dir / "r.mcap", streams=("radar/front",)))
-    with Publisher(
-        config.endpoint(config.stream("radar/front").endpoint, ipc_dir), "radar/front", "radar", lossless=True
-    ) as pub:
-        assert pub.wait_for_subscribers()
+    with _radar_recording(ipc_dir) as (recorder, pub):
         now = time.time_ns()
         for seq, age_ms in enumerate((5, 250, 5)):  # the second captured 250 ms before it was sent
-            sample = numbered_radar(seq)
-            pub.send(dataclasses.replace(sample, stamp_ns=now - age_ms * 1_000_000))
-        deadline = time.monotonic() + 5
-        while recorder.report.written < 3:
-            assert time.monotonic() < deadline, "recorder did not receive everything"
-            recorder.poll(100)
-        report = recorder.close()
+            pub.send(dataclasses.replace(numbered_radar(seq), stamp_ns=now - age_ms * 1_000_000))
+        report = _record_until(recorder, lambda: recorder.report.written >= 3)
     radar = report.streams["radar/front"]
     assert radar.late == 1 and 250 <= radar.lag_ms_max < 5000
     assert "1 of them logged more than sync.max_wait_ms (60 ms) after capture" in report.summary()
