@@ -4,6 +4,9 @@ Every error names the file, the key path (``streams[1].modality``) and what was 
 config refuses to start with a message an operator can act on. Unknown keys are errors too: a typo
 must not silently fall back to a default on a vehicle.
 
+A config is a file, or ``package:NAME`` for one shipped in the package (`shipped_configs`,
+`read_config_text`); `absolute_config` names it for a process started elsewhere.
+
 Endpoints may contain ``{run_dir}``, replaced by the run's private ipc directory. What depends on it (ipc
 path lengths, two endpoints that become one) is checked again by `check_run_dir` once the run dir is known.
 """

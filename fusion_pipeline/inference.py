@@ -15,9 +15,10 @@ in use, and `ModelRuntime.fell_back` is true when that is not the first choice o
 `ModelRuntime.describe()`, the node's one line about providers, says so and why. The code imports only
 ``onnxruntime``, which the ``onnxruntime-gpu`` and the CPU-only ``onnxruntime`` wheels both provide.
 
-On CUDA and TensorRT, inputs are bound from host memory and outputs to buffers allocated once on the
-device (IO binding), so a call does not allocate device memory; the small outputs are copied back
-after the run. Every session runs a few warm-up calls at start so that lazy initialisation (cuDNN
+On CUDA and TensorRT, inputs are bound from host memory and outputs are bound on the device afresh at
+each run (IO binding), allocated by onnxruntime from its memory pool (arena) in the shape the run gives,
+so an output of another shape reaches the contract check as on the CPU; the small outputs are copied
+back after the run. Every session runs a few warm-up calls at start so that lazy initialisation (cuDNN
 algorithm search, TensorRT engine build or cache load) never lands on the first real set.
 """
 

@@ -189,7 +189,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines += [
         "latency ms (a replay: stamps are the log's, so only the stages from ingest_in on):"
         if summary.get("log_time")
-        else f"latency ms (results captured {summary['warmup_s']:g} s after every node was up):",
+        else f"latency ms (results captured {summary['warmup_s']:g} s after every node was up, or the start "
+        "timeout):",
         f"  {'stage':<32} {'n':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}",
     ]
     for stage, p in rows:

@@ -4,7 +4,9 @@ It receives with `Subscriber.recv`, in order, never draining to the newest, on a
 receive queue, and writes each message as it arrives. Nothing it receives is dropped silently: a message
 that fails wire validation is counted by reason, a seq gap (the publisher dropped before the recorder saw
 it) is counted per stream, and a write failure stops the recording with the count of what was not
-written. The counters go into the file's report metadata and `RecordReport`.
+written. Per sensor stream it also keeps how late after capture it logged a message at most, and how many
+more than sync.max_wait_ms late: a replay takes the log time as arrival. The counters go into the file's
+report metadata and `RecordReport`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The pipeline graph a replay runs: the supervisor's graph minus the sensor drivers, in event time.
+"""The pipeline graph a replay runs: the supervisor's graph minus the drivers, recorder and viewer.
 
 `REPLAY_GRAPH` is the spec a plain Supervisor is given. The replayer takes the drivers' place on their
 endpoints; every node gets ``--replay``: ingest and inference take every message (no skipping to the

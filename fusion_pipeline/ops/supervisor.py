@@ -3,13 +3,17 @@
 Each node is its own process, ``python -m nodes.KIND [--config PATH] --run-dir DIR [--stream NAME]``:
 a simulated driver per stream with ``driver = "sim"``, an ingest node per stream, the synchronizer,
 the inference node (or, with ``pipeline.composition = "composed"``, one node doing their work, whose
-heartbeats report it under their names: ops.graph.NodeSpec.parts) and, with ``record.enabled``, the
-recorder. A replay runs the same supervisor with another ops.graph.GraphSpec (ops.replay_graph). In its
+heartbeats report it under their names: ops.graph.NodeSpec.parts) and, with ``record.enabled`` and
+``view.enabled``, the recorder and the viewer (not in a replay). A replay runs the same supervisor with
+another ops.graph.GraphSpec (ops.replay_graph). In its
 run dir (ops.rundir) the supervisor
 
 - forwards every line a node prints, prefixed with the node's name;
 - binds the PULL end of ``ipc://RUN_DIR/control.sock`` and reads the nodes' heartbeats (fusion_pipeline.node);
 - restarts a node that exits or stops heartbeating, after an exponential backoff, and counts restarts;
+  a restarted node that ingests streams gets ``--resume-seq`` from its predecessor's last heartbeat, so
+  what was sent while it was down counts as lost;
+- watches the streams for silence once every node is up, or once the start timeout has passed;
 - subscribes to the results endpoint and collects each result's stage stamps (fusion_pipeline.ops.metrics);
 - answers `fusion-pipeline status` on ``ipc://RUN_DIR/status.sock`` from its loop, and serves Prometheus
   metrics over HTTP from a thread, both from a health.PipelineSnapshot of its state (ops.status,

@@ -32,6 +32,9 @@ Where the sensor sits (``world.Mount``; data comes in the sensor's own frame, as
 - ``yaw_deg`` (default 0): which way it looks, counter-clockwise from the ego's forward axis (90 = left).
 - ``x_m``, ``y_m`` (default 0): its position in the ego frame (x forward, y left).
 - ``fov_deg`` (camera only, 0 .. 180, default ~46.2): horizontal field of view; the focal length follows.
+
+A stream with ``driver = "external"`` takes only these mount keys in ``[streams.sim]`` (where the viewer
+draws it); the driver settings above are refused there, since no simulated driver runs for it.
 """
 
 from __future__ import annotations

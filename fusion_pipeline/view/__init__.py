@@ -4,8 +4,9 @@ pipeline (docs/VIEW.md).
 
 `Scene` logs messages to a Rerun recording, one entity per view; `DrainTally` decides what a live viewer
 that fell behind shows and counts the rest; `LiveView` is the live loop's pass over its sockets, `Views`
-every output opened together; `show_log` shows a recording; `LoopbackWebViewer` serves rerun's web
-page on 127.0.0.1 under a policy that keeps it from calling other hosts. Rerun's usage analytics are
+every output opened together (and `summary` says what a live view showed); `show_log` shows a recording;
+`LoopbackWebViewer` serves rerun's web page on 127.0.0.1 under a policy that keeps it from calling other
+hosts, and only to a request for host 127.0.0.1 or localhost. Rerun's usage analytics are
 switched off before anything of rerun starts (`disable_analytics`). Rerun and foxglove-sdk are imported by the
 modules that need them: importing this face without the extra raises a ViewError that names it.
 """

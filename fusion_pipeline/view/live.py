@@ -4,7 +4,8 @@ place the views go opened and closed together. Sockets here; the views themselve
 The viewer subscribes to the drivers' endpoints (the raw sensor messages) and the results, on real-time
 sockets: a publisher never waits for it. Each pass drains both sockets and `drain.DrainTally` keeps the
 newest message per discrete stream (at most `ViewSettings.max_hz` of them a second), every audio chunk and
-every result, counting the rest.
+every result, counting the rest (and, per stream, what Foxglove has no schema for: `foxglove_no_schema`);
+`summary` words the counts. `Views` discards its .rrd when a later output fails to start.
 """
 
 from __future__ import annotations
