@@ -35,8 +35,8 @@ P = TypeVar("P")
 #:   max_interval, or its set's stamp is older than a set already emitted);
 #: out_of_order - its stamp is older than its stream's previous one (by less than time_jump_ns): a set
 #:   with it would cross one already emitted, which stands;
-#: no_reference - reference mode: no reference message came near its stamp, so no set was opened for it
-#:   (the reference stream was silent, or had not started);
+#: no_reference - reference mode: no reference message came near its stamp, so no set was opened for it,
+#:   the reference stream silent (not started yet, or behind the others by more than time_jump_ns);
 #: superseded - a later message of the same stream was chosen, and sets never cross;
 #: reset - discarded by a reset after a backward time jump;
 #: missing_required - its set was abandoned because a required stream was missing (approximate

@@ -493,13 +493,15 @@ class Synchronizer(Generic[P]):
             fused = self._finish(self._pending.popleft())
             if fused is not None:
                 out.append(fused)
+        # The reference silent (not started, or behind the other streams by more than a time jump: an
+        # outage, not a slow link or a clock offset, which are too_old): no set was opened for these.
         reference_last = self._last.get(self.settings.reference or "")
+        silent = reference_last is None or mark - reference_last > self.settings.time_jump_ns
         for name, queue in self._queues.items():
             while queue and queue[0][0] < horizon - self._window:
                 stamp = queue.popleft()[0]  # no pending or future reference can match it
-                # None came near it: the reference was silent (an outage), not this message late.
-                silent = reference_last is None or stamp > reference_last + self._window
-                self.counters.drops.count(name, "no_reference" if silent else "too_old")
+                opened = reference_last is not None and stamp <= reference_last + self._window
+                self.counters.drops.count(name, "no_reference" if silent and not opened else "too_old")
         for ring in self._rings.values():
             ring.prune(horizon - 2 * self.settings.audio_window_ns)
         for buffer in self._buffers.values():
