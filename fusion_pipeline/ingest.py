@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import cv2
@@ -81,6 +81,9 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: configured rate (a faster clock, a burst after a stall), plus SEQ_SLACK messages of jitter.
 RATE_MARGIN = 4
 SEQ_SLACK = 16
+#: How many frames a driver woken from a stall may send in a row from before it, and still have the skip
+#: that follows them measured from the silence (SeqTracker._follows_held_frames).
+HELD_FRAMES = 3
 #: Consecutive messages that must continue an implausible seq or stamp jump before it is taken as real
 #: (a restarted driver, a clock that was set, a log that loops).
 JUMP_CONFIRM = 3
@@ -284,8 +287,9 @@ class SeqTracker:
     the last ACCEPTED message, so a driver that restarts sooner than the timeout loses at most one
     timeout's worth of messages, never more.
 
-    A seq further ahead than the stream could have advanced since its last accepted message, or the one
-    before it (at RATE_MARGIN times `rate_hz`, plus SEQ_SLACK) is an implausible jump: a
+    A seq further ahead than the stream could have advanced since its last accepted message, or since the
+    one before at most HELD_FRAMES that continue it one by one (a driver woken from a stall sends the frames
+    it held, then skips ahead), at RATE_MARGIN times `rate_hz` plus SEQ_SLACK, is an implausible jump: a
     forged or corrupted number, dropped and counted (`seq_jumps`), so that one message cannot make
     the real driver's messages look old. It becomes the stream's sequence (a restart) only when it
     persists: JUMP_CONFIRM consecutive messages continue it, none continues the old sequence in
@@ -297,10 +301,10 @@ class SeqTracker:
         self.rate_hz = rate_hz
         self.last_seq: int | None = None
         self._last_ns = 0
-        # The accepted message before the last, of the same sequence: (seq, time). A driver stopped for a
-        # while sends the frame it held on waking, then skips ahead: measured from that frame the skip
-        # looks impossible, from the one before it is the silence it was.
-        self._before: tuple[int, int] | None = None
+        # The accepted messages before the last, of the same sequence, newest last: (seq, time). A driver
+        # stopped for a while sends the frames it held on waking, then skips ahead: measured from them the
+        # skip looks impossible, from the message before them it is the silence it was.
+        self._before: deque[tuple[int, int]] = deque(maxlen=HELD_FRAMES)
         self._jump: tuple[int, int, int] | None = None  # the implausible run: last seq, its time, length
         self._resumed = False  # resumed from a predecessor, nothing accepted since
         self.gaps = 0  # gap events
@@ -325,7 +329,7 @@ class SeqTracker:
                 return False
             self.restarts += 1
             return self._take(seq, now_ns, continues=False)
-        if self._plausible(seq - last, now_ns - self._last_ns) or self._follows_before(seq, now_ns):
+        if self._plausible(seq - last, now_ns - self._last_ns) or self._follows_held_frames(seq, now_ns):
             if seq - last > 1:
                 self.gaps += 1
                 self.lost += seq - last - 1
@@ -359,17 +363,22 @@ class SeqTracker:
         most = 1 + SEQ_SLACK + RATE_MARGIN * self.rate_hz * max(0, elapsed_ns) / NS_PER_S
         return advance <= most
 
-    def _follows_before(self, seq: int, now_ns: int) -> bool:
-        """Whether `seq` is a plausible advance from the accepted message before the last."""
-        if self._before is None:
-            return False
-        before_seq, before_ns = self._before
-        return seq > before_seq and self._plausible(seq - before_seq, now_ns - before_ns)
+    def _follows_held_frames(self, seq: int, now_ns: int) -> bool:
+        """Whether `seq` is a plausible advance from an accepted message that the ones since continue one
+        by one (frames a stalled driver held): never across a gap, so a forger gains nothing from one."""
+        for held, (before_seq, before_ns) in enumerate(reversed(self._before), start=1):
+            if self.last_seq != before_seq + held:
+                return False
+            if self._plausible(seq - before_seq, now_ns - before_ns):
+                return True
+        return False
 
     def _take(self, seq: int, now_ns: int, continues: bool = True) -> bool:
         """Accept `seq`; `continues`: it goes on from the last accepted one (no restart, no resume)."""
-        last = self.last_seq
-        self._before = (last, self._last_ns) if continues and last is not None else None
+        if not continues:
+            self._before.clear()
+        elif self.last_seq is not None:
+            self._before.append((self.last_seq, self._last_ns))
         self.last_seq = seq
         self._last_ns = now_ns
         self._resumed = False

@@ -391,17 +391,29 @@ def test_a_jump_that_persists_after_the_old_sequence_went_silent_is_a_restart() 
     assert (counters["restarts"], counters["seq_jumps"], counters["seq_lost"]) == (1, 6, 0)
 
 
-def test_a_driver_stopped_and_woken_is_a_gap_not_a_jump() -> None:
-    """A driver stopped for 3.5 s sends the frame it held on waking, then skips to the current capture:
-    measured from the held frame, which had just arrived, the skip looked forged (10 frames of 0.5 s
+@pytest.mark.parametrize("held", [1, 2, 3])
+def test_a_driver_stopped_and_woken_is_a_gap_not_a_jump(held: int) -> None:
+    """A driver stopped for 3.5 s sends the frames it held on waking, then skips to the current capture:
+    measured from the held frames, which had just arrived, the skip looked forged (10 frames of 0.5 s
     dropped as seq_jumps, nothing counted lost)."""
     tracker = SeqTracker(500 * MS, rate_hz=20)
     t = _real_then(tracker, 10)
     woken = t + 3500
-    assert tracker.accept(10, woken * MS)  # the held frame
+    assert all(tracker.accept(seq, woken * MS) for seq in range(10, 10 + held))  # the held frames
     assert all(tracker.accept(seq, (woken + 1 + 50 * (seq - 80)) * MS) for seq in range(80, 90))
     counters = tracker.counters()
-    assert (counters["seq_jumps"], counters["seq_gaps"], counters["seq_lost"]) == (0, 1, 69)
+    assert (counters["seq_jumps"], counters["seq_gaps"], counters["seq_lost"]) == (0, 1, 70 - held)
+
+
+def test_a_forged_seq_gains_nothing_from_a_gap_just_taken() -> None:
+    """Measured from before a gap the real driver's messages were accepted across, a forged seq right
+    after it would pass for a continuation (it took the stream over: half a second of real frames lost)."""
+    tracker = SeqTracker(500 * MS, rate_hz=20)
+    tracker.resume(100, 0)
+    assert tracker.accept(160, 3000 * MS)  # the real driver, 3 s later: a gap
+    assert not tracker.accept(350, 3001 * MS)  # forged: plausible only from before the gap
+    assert all(tracker.accept(seq, (3000 + 50 * (seq - 160)) * MS) for seq in range(161, 171))
+    assert tracker.counters()["seq_jumps"] == 1 and tracker.counters()["out_of_order"] == 0
 
 
 def test_a_long_outage_is_a_plausible_gap_and_counted_as_lost() -> None:
