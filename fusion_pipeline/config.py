@@ -263,7 +263,12 @@ class ViewConfig(_Section):
     save: str = Field("", description="an .rrd file to write; an existing one is kept (NAME-1.rrd, ...)")
     web: bool = Field(False, description="serve Rerun's web viewer on 127.0.0.1 (web_port, grpc_port)")
     web_port: int = Field(9090, ge=0, le=65535, description="the web viewer's HTTP port; 0 = any free")
-    grpc_port: int = Field(9876, ge=0, le=65535, description="the port its data comes from; 0 = any free")
+    grpc_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="the port its data comes from; 0 = any free (rerun answers any Host on it)",
+    )
     foxglove: bool = Field(False, description="serve a Foxglove WebSocket with export-foxglove's channels")
     foxglove_port: int = Field(8765, ge=0, le=65535, description="its port on 127.0.0.1; 0 = any free")
     max_hz: float = Field(

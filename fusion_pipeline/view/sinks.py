@@ -47,7 +47,7 @@ class ViewSettings:
     save: Path | None = None
     web: bool = False
     web_port: int = 9090  # 0: any free port
-    grpc_port: int = 9876
+    grpc_port: int = 0  # any free: rerun's gRPC server answers any Host, so a well-known port is a target
     foxglove: bool = False
     foxglove_port: int = 8765
     max_hz: float = 0.0  # live: the most frames per second shown of each discrete stream (drain.DrainTally)

@@ -330,3 +330,9 @@ def test_a_shipped_config_is_read_as_package_name() -> None:
         ConfigError, match=r"package:nope.toml: no config of that name ships .*package:imu.toml"
     ):
         load_config("package:nope.toml")
+
+
+def test_the_viewers_grpc_port_is_any_free_one_by_default() -> None:
+    """Rerun's gRPC server answers any Host header: at a well-known port (9876) a web page whose name was
+    rebound to 127.0.0.1 knew where to read the views from."""
+    assert load_config(None).view.grpc_port == 0
