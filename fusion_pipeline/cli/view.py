@@ -131,8 +131,13 @@ def _view(args: argparse.Namespace) -> int:
             saved = views.close(discard=not received)
         report = live.counters()
         if not received:
+            # Messages that came and were refused (limits, a bad header) say more than "is it running?".
+            malformed = {
+                k.removeprefix("malformed_"): n for k, n in report.items() if k.startswith("malformed_")
+            }
+            why = f"; malformed, dropped: {malformed}" if malformed else " (is it running?)"
             print(
-                f"view: nothing received in {time.monotonic() - start:.1f} s from {where} (is it running?)"
+                f"view: nothing received in {time.monotonic() - start:.1f} s from {where}{why}"
                 + ("; no .rrd written" if settings.save else ""),
                 file=sys.stderr,
             )

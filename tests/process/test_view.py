@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+import zmq
 from commands import sample_log
 from headless import Chromium, chromium_path
 from pipeline_harness import demo_text, pipeline, wait_for
@@ -365,3 +366,26 @@ def test_a_live_view_that_receives_nothing_says_so_and_fails(tmp_path: Path, pri
     )
     assert re.search(said, done.stderr), done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
+def test_a_live_view_that_got_only_malformed_messages_says_so(tmp_path: Path, private_home: Path) -> None:
+    """ "Nothing received (is it running?)" sent the user to a publisher that was running: its messages
+    came and were refused."""
+    endpoint = f"ipc://{tmp_path}/junk.sock"
+    context = zmq.Context.instance()
+    junk = context.socket(zmq.PUB)
+    junk.bind(endpoint)
+    child = subprocess.Popen([*CLI, "view", endpoint, "--duration", "3", "--save", str(tmp_path / "j.rrd")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        while child.poll() is None:
+            junk.send_multipart([b"radar/front", b"\xc1 not msgpack"])
+            time.sleep(0.05)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        junk.close(0)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 1, stderr
+    assert "view: nothing received in" in stderr and "malformed, dropped: {" in stderr, stderr
