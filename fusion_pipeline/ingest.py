@@ -455,12 +455,15 @@ class Ingest:
         limits: Limits | None = None,
         live: bool = True,
         time_jump_ns: int = NS_PER_S,
+        resume_from: tuple[int, int] | None = None,
     ) -> None:
         config = self.config = binding if isinstance(binding, StreamConfig) else binding.stream
         self.prepare = None if isinstance(binding, StreamConfig) else binding.prepare
         self.limits = limits or Limits.from_config(config.limits)
         self.live = live
         self.seq = SeqTracker(restart_timeout_ns(config.rate_hz), config.rate_hz)
+        if resume_from is not None:  # a restarted node: count what the stream sent while it was down
+            self.seq.resume(*resume_from)
         self.stamps = StampTracker(time_jump_ns, check_ahead=not live)
         self.rejected: Counter[str] = Counter()
         self.produced = 0

@@ -123,11 +123,9 @@ def resume_seq_argument(stream: str, last: tuple[int, int]) -> list[str]:
 def _resume_seq(text: str) -> tuple[str, tuple[int, int]]:
     stream, _, last = text.rpartition("=")
     seq, _, at_ns = last.partition("@")
-    try:
-        if stream:
+    if stream:
+        with contextlib.suppress(ValueError):
             return stream, (int(seq), int(at_ns))
-    except ValueError:
-        pass
     raise argparse.ArgumentTypeError(f"{text!r} is not STREAM=SEQ@TIME_NS")
 
 
@@ -181,7 +179,14 @@ def _node_arguments(
     logging.basicConfig(level=config.pipeline.log_level.upper(), format=f"{name}: %(message)s")
     if realtime and config.pipeline.realtime_priority:
         enter_realtime(config.pipeline.realtime_priority)
-    return _NodeContext(config, args.run_dir, stream, name, replay=args.replay, resume_seq=resume_seq)
+    return _NodeContext(
+        config=config,
+        run_dir=args.run_dir,
+        stream=stream,
+        name=name,
+        replay=args.replay,
+        resume_seq=resume_seq,
+    )
 
 
 def check_host(config: Config, run_dir: Path, source: str, sockets: Sequence[tuple[str, str]] = ()) -> None:

@@ -40,9 +40,12 @@ class StreamIngest:
     def __init__(self, node: Node, binding: Binding | StreamConfig) -> None:
         stream = binding if isinstance(binding, StreamConfig) else binding.stream
         time_jump_ns = settings_from_config(node.config)[0].time_jump_ns  # the synchronizer's
-        self.ingest = Ingest(binding, live=not node.replay, time_jump_ns=time_jump_ns)
-        if (last := node.resume_seq.get(stream.name)) is not None:  # a restart: count what it missed
-            self.ingest.seq.resume(*last)
+        self.ingest = Ingest(
+            binding,
+            live=not node.replay,
+            time_jump_ns=time_jump_ns,
+            resume_from=node.resume_seq.get(stream.name),  # a restarted node: where its predecessor was
+        )
         self.driver_url = node.endpoint(stream.endpoint)
         # Whole names: a driver's socket may also carry streams whose names begin with this one's.
         self.source = node.subscriber(

@@ -52,7 +52,8 @@ def preflight(
     starts with the config's file `path` (None: the embedded demo). `graph` is what will run it: "live"
     (`run`: its recorder and viewer too), "replay" (the process graph of `replay`, with neither) or
     "offline" (`replay --offline`, `batch`, which also logs the live-only settings it runs without)."""
-    from fusion_pipeline.inference import SHIPPED, load_bindings, model_path, shipped_models
+    from fusion_pipeline.config import SHIPPED
+    from fusion_pipeline.inference import load_bindings, model_path, shipped_models
     from fusion_pipeline.ingest import limit_problems
     from fusion_pipeline.sim.drivers import SimSettings
 

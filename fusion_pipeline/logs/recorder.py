@@ -280,7 +280,8 @@ class Recorder:
         if (offset_ns := self._offsets.get(sample.stream)) is not None:
             lag_ms = (log_time_ns - (sample.stamp_ns - offset_ns)) / 1e6
             count.lag_ms_max = lag_ms if count.lag_ms_max is None else max(count.lag_ms_max, lag_ms)
-            count.late += lag_ms > self.report.max_wait_ms
+            if lag_ms > self.report.max_wait_ms:
+                count.late += 1
         if self.report.error:
             self.report.not_written += 1
             return True

@@ -29,8 +29,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fusion_pipeline.config import Config
-from fusion_pipeline.inference import SHIPPED, model_path
+from fusion_pipeline.config import SHIPPED, Config
+from fusion_pipeline.inference import model_path
 from fusion_pipeline.lifetime import die_with_parent
 from fusion_pipeline.logs.sources import log_sources
 from fusion_pipeline.offline.cluster import ray_records

@@ -182,7 +182,7 @@ class Supervisor:
         self._window = CounterWindow()
         self._latency = {stage: LatencyHistogram() for stage in ("model", "end_to_end")}
         self._started = time.monotonic()
-        # monotonic: when every node had sent its first heartbeat, or the start timeout passed without
+        # monotonic: when the warm-up began (every node's first heartbeat, or the start timeout)
         self._all_up: float | None = None
         self._silence = SilenceWatch()
         self._notices: list[Notice] = []
@@ -210,7 +210,7 @@ class Supervisor:
         status = StatusServer(context, self.run_dir)
         poller.register(status.socket, zmq.POLLIN)
         started = self._started = time.monotonic()
-        self.stats.since_ns = _NEVER  # set once every node is up (see _drain_heartbeats)
+        self.stats.since_ns = _NEVER  # set once every node is up (_begin_warmup)
         self.line.log(
             f"run dir {self.run_dir}; {len(self.nodes)} nodes; config {self.config_path or '<embedded demo>'}"
         )
@@ -246,8 +246,8 @@ class Supervisor:
                         status.answer(lambda: status_report(self.snapshot(time.monotonic())))
                     else:
                         self._drain_results(results)
-                self._watch_start(time.monotonic())
-                self._watch(time.monotonic())
+                self._stop_waiting_for_start(time.monotonic())
+                self._restart_failed_nodes(time.monotonic())
                 if time.monotonic() >= next_snapshot:
                     self._log_silence(self.snapshot(time.monotonic()))
                     next_snapshot = time.monotonic() + SNAPSHOT_S
@@ -310,7 +310,7 @@ class Supervisor:
                     parts={part.name: totals[part.name] for part in node.spec.parts},
                 )
             )
-        # Silence counts from the moment every node was up (_watch_start): a driver importing is not silent.
+        # Silence counts from the warm-up's start (_begin_warmup): a driver still importing is not silent.
         up_s = 0.0 if self._all_up is None else now - self._all_up
         streams = []
         for s in self.config.streams:
@@ -466,16 +466,15 @@ class Supervisor:
             self.line.node_output(name, raw)
         process.stdout.close()
 
-    def _watch_from(self, now: float) -> None:
+    def _begin_warmup(self, now: float) -> None:
         """Start the warm-up, and the watch for silent streams: imports and model loading are behind us.
         A replay's stamps are log times: there every result counts."""
         self.stats.since_ns = 0 if self.graph.log_time else time.time_ns() + round(self.warmup_s * 1e9)
         self._all_up = now
 
-    def _watch_start(self, now: float) -> None:
-        """A node still not up when the longest start timeout has passed is failing, not starting: the
-        watch for silent streams and the warm-up start without it (one crash-looping driver hid every
-        stream's silence, and every latency)."""
+    def _stop_waiting_for_start(self, now: float) -> None:
+        """A node still not up when the longest start timeout has passed is failing, not starting: it
+        must not hold back the warm-up and the watch for silent streams."""
         if self._all_up is not None or now - self._started < max(
             self._start_timeout(n.spec) for n in self.nodes
         ):
@@ -484,9 +483,9 @@ class Supervisor:
         self.line.log(
             f"not up after their start timeout: {', '.join(down)}; watching the streams without them"
         )
-        self._watch_from(now)
+        self._begin_warmup(now)
 
-    def _watch(self, now: float) -> None:
+    def _restart_failed_nodes(self, now: float) -> None:
         """Restart nodes that exited or went silent, once their backoff has passed."""
         for node in self.nodes:
             process = node.process
@@ -554,9 +553,12 @@ class Supervisor:
         if self.config.pipeline.shm:
             # A node killed (SIGKILL, a hang) leaves its rings in /dev/shm; the next ring made on the host
             # only takes older ones. Every node has exited now: whatever ring they hold is an orphan.
-            for node in self.nodes:  # the last process of each: its pid may have served an earlier node
+            now = time.time()
+            for process in running:  # ended just now; their pids may have served earlier nodes
+                self._exited[process.pid] = now
+            for node in self.nodes:  # ended before, unnoticed: its exit time is no later than now
                 if node.process is not None:
-                    self._exited[node.process.pid] = time.time()
+                    self._exited.setdefault(node.process.pid, now)
             for path in remove_orphans(exited=self._exited):
                 self.line.log(f"removed {path}: the shared-memory ring of a node that was killed")
 
@@ -583,7 +585,7 @@ class Supervisor:
             if node is None or node.process is None or node.process.pid != pid:
                 continue  # a stale beat of a process already replaced
             if self._all_up is None and all(n.last_beat is not None or n is node for n in self.nodes):
-                self._watch_from(now)  # every node is up
+                self._begin_warmup(now)  # every node is up
             node.last_beat = now
             self.counters.update(name, pid, counters)
             parts = beat.get("parts")

@@ -177,6 +177,11 @@ class SimSettings:
         return ", ".join(parts) or "perfect sensor"
 
 
+def _within(stamp: int, begin: int, end: int | None) -> bool:
+    """Whether `stamp` lies in [begin, end), end None meaning for good."""
+    return begin <= stamp and (end is None or stamp < end)
+
+
 def _corruption(stream: StreamConfig, kind: object, severity: object) -> Corruption | None:
     """``[streams.sim] corruption`` and ``severity``, checked against the stream's modality."""
     where = f"streams[{stream.name}].sim"
@@ -233,14 +238,11 @@ class SensorSchedule:
         self.phase_ns = phase
         self._next = self._index_at(start_ns)
         self._rng = np.random.default_rng([settings.seed, zlib.crc32(stream.name.encode())])
-        self._outage: tuple[int, float] | None = None  # [begin, end) in ns; end inf: for good
+        self._outage: tuple[int, int | None] | None = None  # [begin, end) in ns; end None: for good
         if settings.outage_start_s is not None:
             begin = start_ns + round(settings.outage_start_s * NS_PER_S)
             duration = settings.outage_duration_s
-            self._outage = (
-                begin,
-                begin + round(duration * NS_PER_S) if math.isfinite(duration) else math.inf,
-            )
+            self._outage = (begin, begin + round(duration * NS_PER_S) if math.isfinite(duration) else None)
 
     def _stamp(self, k: int) -> int:
         return k * self._num // self._den + self.phase_ns
@@ -260,7 +262,7 @@ class SensorSchedule:
             0.0, s.latency_ms + (self._rng.uniform(-s.jitter_ms, s.jitter_ms) if s.jitter_ms else 0.0)
         )
         send = stamp + round(delay_ms * 1e6)
-        if self._outage is not None and self._outage[0] <= stamp < self._outage[1]:
+        if self._outage is not None and _within(stamp, *self._outage):
             return Capture(stamp, send, False, "outage")
         if s.drop_prob and self._rng.random() < s.drop_prob:
             return Capture(stamp, send, False, "dropped")

@@ -392,6 +392,15 @@ class Synchronizer(Generic[P]):
         pending.undecided.discard(name)
         return True
 
+    def _unmatched_reason(self, stamp: int, mark: int) -> str:
+        """Why a message no reference can match any more is dropped: no_reference while the reference is
+        silent (not started, or behind the other streams by more than a time jump: an outage) and none
+        came near it; else too_old (a slow link or a clock offset, which max_wait_ms or offset_ms fix)."""
+        last = self._last.get(self.settings.reference or "")  # reference mode: the reference is set
+        silent = last is None or mark - last > self.settings.time_jump_ns
+        near_one = last is not None and stamp <= last + self._window
+        return "no_reference" if silent and not near_one else "too_old"
+
     # -- approximate mode -------------------------------------------------------------------------------
 
     def _add_approximate_mode(self, stream: str, stamp: int, payload: P) -> None:
@@ -493,15 +502,10 @@ class Synchronizer(Generic[P]):
             fused = self._finish(self._pending.popleft())
             if fused is not None:
                 out.append(fused)
-        # The reference silent (not started, or behind the other streams by more than a time jump: an
-        # outage, not a slow link or a clock offset, which are too_old): no set was opened for these.
-        reference_last = self._last.get(self.settings.reference or "")
-        silent = reference_last is None or mark - reference_last > self.settings.time_jump_ns
         for name, queue in self._queues.items():
             while queue and queue[0][0] < horizon - self._window:
                 stamp = queue.popleft()[0]  # no pending or future reference can match it
-                opened = reference_last is not None and stamp <= reference_last + self._window
-                self.counters.drops.count(name, "no_reference" if silent and not opened else "too_old")
+                self.counters.drops.count(name, self._unmatched_reason(stamp, mark))
         for ring in self._rings.values():
             ring.prune(horizon - 2 * self.settings.audio_window_ns)
         for buffer in self._buffers.values():

@@ -256,10 +256,10 @@ def test_streams_are_watched_once_the_start_timeout_passed_without_every_node_up
         for node in supervisor.nodes:
             node.last_beat = None if node.spec.name == "sensor_sim:radar/front" else now
         supervisor._started = now - 4.0
-        supervisor._watch_start(now)
+        supervisor._stop_waiting_for_start(now)
         assert supervisor._all_up is None  # still within its start timeout: starting, not failing
         supervisor._started = now - 6.0
-        supervisor._watch_start(now)
+        supervisor._stop_waiting_for_start(now)
         assert supervisor._all_up == now and supervisor.stats.since_ns < 2**63 - 1
         assert "not up after their start timeout: sensor_sim:radar/front" in out.getvalue()
         supervisor.snapshot(now)  # as the supervisor's loop takes them, every second
