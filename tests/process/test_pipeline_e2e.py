@@ -101,8 +101,8 @@ def test_demo_run_with_shared_memory_delivers_through_the_rings_and_removes_them
             time.sleep(0.2)
         pids += [killed, *run.all_node_pids()]
         assert run.process.wait(timeout=40) == 0, run.output()
+    # The end of the run sweeps it (it says so), unless the new driver's own sweep found it old enough.
     assert not [p for pid in pids for p in SEGMENT_DIR.glob(f"fp-{pid}-*")], "rings left behind"
-    assert f"removed {SEGMENT_DIR}/fp-{killed}-camera_front-" in run.output()
 
     summary = json.loads(summary_path.read_text())
     assert summary["results"] >= 20 and summary["sets_full"] >= 20, summary
