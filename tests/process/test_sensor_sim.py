@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from node_harness import Control
 from pipeline_harness import DEMO_TEXT, add_to_stream
 
 from fusion_pipeline.sim import World
@@ -62,3 +63,34 @@ def test_driver_process_publishes_the_world_in_real_time() -> None:
     arrivals = np.array([a for a, _ in received])
     assert np.median(np.diff(arrivals)) == pytest.approx(S / 20, rel=0.3)  # paced in real time
     assert not list(run_dir.glob("*.sock"))
+
+
+def test_an_outage_for_good_is_counted_as_it_passes_and_costs_no_cpu() -> None:
+    """The driver walked through the captures of an outage as fast as it could: one for good spun a core
+    and counted millions, a finite one was counted whole at its start."""
+    run_dir = Path(tempfile.mkdtemp(prefix="fp-sim-"))
+    config = run_dir / "sim.toml"
+    config.write_text(
+        add_to_stream(DEMO_TEXT, "radar/front", "sim = { outage = { start_s = 0.5, duration_s = inf } }")
+    )
+    control = Control(run_dir)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nodes.sensor_sim", "--config", str(config), "--run-dir", str(run_dir)]
+        + ["--stream", "radar/front"],
+    )
+    try:
+        started = control.wait_for("sensor_sim:radar/front", lambda c: c["outage"] > 0, timeout_s=30)
+        begun = time.monotonic()
+        time.sleep(2.0)
+        control.poll(1000)
+        counters = control.latest["sensor_sim:radar/front"]
+        elapsed = time.monotonic() - begun
+        cpu_s = counters["cpu_s"] - started["cpu_s"]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        control.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    outage = counters["outage"] - started["outage"]
+    assert outage <= 20 * (elapsed + 1.5), outage  # 20 Hz as the time passes, a heartbeat's lag aside
+    assert cpu_s < 0.5 * elapsed, cpu_s
