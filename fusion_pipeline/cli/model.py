@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -50,6 +51,8 @@ if TYPE_CHECKING:  # torch is imported by the handlers only
 __all__ = ["MIN_SAMPLES", "register"]
 
 DEFAULT_RUN = Path("data/model-run")
+log = logging.getLogger(__name__)
+
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
 #: How the eval report names the default model.
 DEFAULT_SHIPPED = "fusion_pipeline/models/default.onnx"
@@ -611,6 +614,11 @@ def _export(args: argparse.Namespace) -> int:
     ONNX Runtime against torch on random inputs under all presence masks (at most 64 of them). A fused
     model is exported with its single-sensor fallback unless --no-fallback.
     """
+    if args.out == DEFAULT_OUT and args.out.exists():  # the demo's model, which plain `run` takes
+        raise ModelError(
+            f"--out defaults to the packaged demo model {args.out}, which exists: give --out NEW.onnx "
+            "(remove that file first only to replace the demo's model with one of the demo suite)"
+        )
     check_output_path(args.out, "--out", new=True)
     with _train_extra():
         from fusion_pipeline.model.export import export_onnx
@@ -622,7 +630,12 @@ def _export(args: argparse.Namespace) -> int:
         eval_path = args.run_dir / "eval.json"
         if not eval_path.is_file():
             raise ModelError(f"{eval_path}: missing; run `fusion-pipeline model eval` or pass --model")
-        name = json.loads(eval_path.read_text())["best"]
+        evaluation = json.loads(eval_path.read_text())
+        name = evaluation["best"]
+        if not any(check.get("passes") for check in evaluation.get("acceptance", {}).values()):
+            log.warning(
+                "%s: no strategy passed the eval's check; exporting %s, the best of them", eval_path, name
+            )
     model, _ = load_checkpoint(args.run_dir / f"{name}.npz")
     single = len(model.modalities) == 1
     if single and args.fallback:

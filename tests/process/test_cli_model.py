@@ -3,6 +3,7 @@ each command runs as its own process."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import asdict
@@ -50,6 +51,26 @@ def test_export_refuses_an_existing_out_before_any_work(tmp_path: Path, run_cli)
     done = run_cli("model", "export", "--run-dir", str(tmp_path), "--out", str(out))
     assert done.returncode == 2 and f"--out {out}: exists already, not overwriting it" in done.stderr
     assert out.read_bytes() == b"yesterday's model"
+
+
+def test_export_without_out_points_to_out_rather_than_the_packaged_demo_model(
+    tmp_path: Path, run_cli
+) -> None:
+    """Its default is the demo's model, which plain `run` takes: "remove it first" sent a surround user to
+    put an 11-input model in its place."""
+    done = run_cli("model", "export", "--run-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert "--out defaults to the packaged demo model" in done.stderr and "give --out NEW.onnx" in done.stderr
+
+
+def test_export_of_the_best_says_when_no_strategy_passed(tmp_path: Path, run_cli) -> None:
+    """It exported the best of three failures without a word."""
+    pytest.importorskip("torch")
+    failed = {"passes": False}
+    evaluation = {"best": "concat", "acceptance": {"concat": failed, "attention": failed, "joint": failed}}
+    (tmp_path / "eval.json").write_text(json.dumps(evaluation))
+    done = run_cli("model", "export", "--run-dir", str(tmp_path), "--out", str(tmp_path / "m.onnx"))
+    assert "no strategy passed the eval's check; exporting concat, the best of them" in done.stderr
 
 
 def test_train_help_states_the_minimum_samples_and_enforces_it(run_cli) -> None:
