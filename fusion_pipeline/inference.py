@@ -89,7 +89,11 @@ def resolve_model(path: str) -> Path:
     """A model's file: a path (relative: from the working directory), or ``package:NAME`` for one
     shipped in the package."""
     if path.startswith(SHIPPED):
-        return Path(str(resources.files("fusion_pipeline").joinpath("models", path.removeprefix(SHIPPED))))
+        name = path.removeprefix(SHIPPED)
+        if name not in shipped_models():
+            shipped = ", ".join(SHIPPED + m for m in shipped_models())
+            raise ContractError(f"{path}: no model of that name ships with the package (shipped: {shipped})")
+        return Path(str(resources.files("fusion_pipeline").joinpath("models", name)))
     return Path(path).expanduser()
 
 

@@ -250,4 +250,5 @@ def test_info_takes_a_shipped_model_by_its_package_name(capsys: pytest.CaptureFi
     assert main(["model", "info", "package:surround.onnx", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["presence_order"][0] == "camera_front"
     assert main(["model", "info", "package:nope.onnx"]) == 2
-    assert "models/nope.onnx: no such model file" in capsys.readouterr().err
+    said = "package:nope.onnx: no model of that name ships with the package (shipped: package:default.onnx"
+    assert said in capsys.readouterr().err
