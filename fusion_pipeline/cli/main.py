@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     tune_allocator()  # replay and record move megabyte frames (fusion_pipeline.allocator)
+    # A command may take SIGTERM and SIGINT over for its run (as Ctrl-C, or to stop a supervisor); a
+    # caller in the same process (a test, a tool) gets its own handlers back, which processes it forks
+    # later inherit (a pool worker that took SIGTERM as Ctrl-C hung its pool's shutdown).
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         return int(args.func(args) or 0)
     except FusionError as exc:
@@ -53,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `... | head`: the reader left; end quietly as other Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 128 + signal.SIGPIPE
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

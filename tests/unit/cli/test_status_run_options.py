@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 from pathlib import Path
 
@@ -79,3 +80,17 @@ def test_run_refuses_a_viewer_port_another_program_serves(tmp_path: Path) -> Non
         with pytest.raises(ConfigError, match=rf"view.foxglove_port {port}: cannot be served on 127.0.0.1"):
             preflight(config, None)
         preflight(config, None, graph="replay")  # a replay runs no viewer
+
+
+def test_a_command_gives_the_callers_signal_handlers_back(tmp_path: Path) -> None:
+    """batch, the exports and view take SIGTERM as Ctrl-C for their run. Called in-process (the tests),
+    that stayed: pool workers forked later took SIGTERM as Ctrl-C and hung the pool's shutdown."""
+
+    def mine(signum: int, frame: object) -> None: ...
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        assert main(["batch", str(tmp_path / "none.mcap"), "--out", str(tmp_path / "out")]) == 2
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
