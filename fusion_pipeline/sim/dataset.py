@@ -320,6 +320,10 @@ def generate(
             with multiprocessing.get_context("fork").Pool(workers) as pool:
                 for done in pool.imap_unordered(_fill, tasks):
                     bar.update(done)
+                # Every task done: the workers end on their own; the block's end would signal them
+                # (terminate), which a worker that inherited a SIGTERM handler can take as Ctrl-C.
+                pool.close()
+                pool.join()
         bar.close()
         data = {name: np.load(Path(scratch) / f"{name}.npy") for name in shapes}
     halves = {name: data[name].astype(np.float16) for name in _cameras(sensors)}
