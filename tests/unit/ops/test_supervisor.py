@@ -244,6 +244,7 @@ def test_a_garbled_heartbeat_is_ignored_not_fatal() -> None:
     finally:
         push.close(0)
         pull.close(0)
+        supervisor._dir.close()  # its private run dir (each run of this test left one in /tmp)
 
 
 def test_streams_are_watched_once_the_start_timeout_passed_without_every_node_up() -> None:
