@@ -4,7 +4,7 @@ Every error names the file, the key path (``streams[1].modality``) and what was 
 config refuses to start with a message an operator can act on. Unknown keys are errors too: a typo
 must not silently fall back to a default on a vehicle.
 
-A config is a file, or ``package:NAME`` for one shipped in the package (`shipped_configs`,
+A config is a file, or ``package:NAME`` for one shipped in the package (`shipped_file`,
 `read_config_text`); `absolute_config` names it for a process started elsewhere.
 
 Endpoints may contain ``{run_dir}``, replaced by the run's private ipc directory. What depends on it (ipc
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -29,6 +29,9 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 __all__ = [
     "CONTINUOUS_MODALITIES",
@@ -54,7 +57,9 @@ __all__ = [
     "absolute_config",
     "parse_config",
     "read_config_text",
-    "shipped_configs",
+    "shipped",
+    "shipped_file",
+    "shipped_list",
     "validation_problems",
 ]
 
@@ -62,6 +67,8 @@ DEMO_CONFIG = "demo.toml"
 #: The prefix of a config (`-c package:surround.toml`) or model (`package:surround.onnx`) shipped in the
 #: package.
 SHIPPED = "package:"
+#: The package folders that hold shipped files.
+ShippedFolder = Literal["configs", "models"]
 #: The run dir's ipc socket of the results when output.endpoint is tcp (Config.local_results_endpoint).
 LOCAL_RESULTS_SOCKET = "results-local.sock"
 #: Linux's sun_path holds 108 bytes with the closing NUL: libzmq refuses a longer ipc path.
@@ -424,20 +431,31 @@ def config_source(path: str | Path | None) -> str:
     return f"<embedded {DEMO_CONFIG}>" if path is None else str(path)
 
 
-def shipped_configs() -> list[str]:
-    """The configs shipped in the package, by file name (``package:NAME`` reads one)."""
-    folder = resources.files("fusion_pipeline").joinpath("configs")
-    return sorted(f.name for f in folder.iterdir() if f.name.endswith(".toml"))
+def shipped(folder: ShippedFolder) -> list[str]:
+    """The files the package ships in `folder`, by name (``package:NAME`` names one)."""
+    suffix = {"configs": ".toml", "models": ".onnx"}[folder]
+    files = resources.files("fusion_pipeline").joinpath(folder).iterdir()
+    return sorted(f.name for f in files if f.name.endswith(suffix))
+
+
+def shipped_list(folder: ShippedFolder) -> str:
+    """The shipped files of `folder` as a user names them, for messages."""
+    return ", ".join(SHIPPED + name for name in shipped(folder))
+
+
+def shipped_file(ref: str, folder: ShippedFolder, error: type[Exception]) -> Traversable:
+    """The shipped file ``package:NAME`` names in `folder`; `error` naming the shipped ones if none."""
+    name = ref.removeprefix(SHIPPED)
+    if name not in shipped(folder):
+        kind = folder.removesuffix("s")
+        raise error(f"{ref}: no {kind} of that name ships with the package (shipped: {shipped_list(folder)})")
+    return resources.files("fusion_pipeline").joinpath(folder, name)
 
 
 def read_config_text(path: str | Path) -> str:
     """The text of a config file, or of a shipped one for ``package:NAME``; ConfigError naming it."""
     if str(path).startswith(SHIPPED):
-        name = str(path).removeprefix(SHIPPED)
-        if name not in shipped_configs():
-            shipped = ", ".join(SHIPPED + n for n in shipped_configs())
-            raise ConfigError(f"{path}: no config of that name ships with the package (shipped: {shipped})")
-        return resources.files("fusion_pipeline").joinpath("configs", name).read_text()
+        return shipped_file(str(path), "configs", ConfigError).read_text()
     try:
         return Path(path).read_text()
     except OSError as exc:

@@ -30,14 +30,13 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fusion_pipeline.binding import Bindings, bind
-from fusion_pipeline.config import SHIPPED, Config, ModelConfig
+from fusion_pipeline.config import SHIPPED, Config, ModelConfig, shipped_file
 from fusion_pipeline.contract import CONTRACT_KEY, RESULT_PRESENCE, ModelContract
 from fusion_pipeline.errors import ContractError
 from fusion_pipeline.protocol import CAPTURE, INFERENCE_END, INFERENCE_START, RESULT_MODALITY, RESULT_STREAM
@@ -55,7 +54,6 @@ __all__ = [
     "load_contract",
     "model_path",
     "resolve_model",
-    "shipped_models",
     "result_sample",
     "wants_tensorrt",
 ]
@@ -74,12 +72,6 @@ WARM_UP_RUNS = 3
 _NOT_IN_BUILD = "(not in this onnxruntime build)"
 
 
-def shipped_models() -> list[str]:
-    """The models shipped in the package, by file name."""
-    folder = resources.files("fusion_pipeline").joinpath("models")
-    return sorted(f.name for f in folder.iterdir() if f.name.endswith(".onnx"))
-
-
 def model_path(config: Config) -> Path:
     """The model file the config names (`resolve_model`); ``""`` is the shipped default model."""
     return resolve_model(config.model.path or SHIPPED + "default.onnx")
@@ -89,11 +81,7 @@ def resolve_model(path: str) -> Path:
     """A model's file: a path (relative: from the working directory), or ``package:NAME`` for one
     shipped in the package."""
     if path.startswith(SHIPPED):
-        name = path.removeprefix(SHIPPED)
-        if name not in shipped_models():
-            shipped = ", ".join(SHIPPED + m for m in shipped_models())
-            raise ContractError(f"{path}: no model of that name ships with the package (shipped: {shipped})")
-        return Path(str(resources.files("fusion_pipeline").joinpath("models", name)))
+        return Path(str(shipped_file(path, "models", ContractError)))
     return Path(path).expanduser()
 
 

@@ -52,8 +52,8 @@ def preflight(
     starts with the config's file `path` (None: the embedded demo). `graph` is what will run it: "live"
     (`run`: its recorder and viewer too), "replay" (the process graph of `replay`, with neither) or
     "offline" (`replay --offline`, `batch`, which also logs the live-only settings it runs without)."""
-    from fusion_pipeline.config import SHIPPED
-    from fusion_pipeline.inference import load_bindings, model_path, shipped_models
+    from fusion_pipeline.config import shipped_list
+    from fusion_pipeline.inference import load_bindings, model_path
     from fusion_pipeline.ingest import limit_problems
     from fusion_pipeline.sim.drivers import SimSettings
 
@@ -76,7 +76,7 @@ def preflight(
         if not model.is_file():
             raise ConfigError(
                 f"model.path: no model file at {model.absolute()} (a relative path is read from the "
-                f"working directory; shipped models: {', '.join(SHIPPED + m for m in shipped_models())})"
+                f"working directory; shipped models: {shipped_list('models')})"
             )
         load_bindings(config)
     except FusionError as exc:  # sim settings, model, bindings: all come from this config

@@ -8,7 +8,7 @@ import pytest
 from node_harness import write_config
 from paths import ROOT
 
-from fusion_pipeline.config import StreamConfig, check_run_dir, load_config, parse_config, shipped_configs
+from fusion_pipeline.config import StreamConfig, check_run_dir, load_config, parse_config, shipped
 from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.transport import Limits
 
@@ -322,7 +322,7 @@ def test_live_only_settings_are_named_for_a_replay_and_the_offline_graph() -> No
 
 def test_a_shipped_config_is_read_as_package_name() -> None:
     """A wheel install had the surround model but not the config it needs (configs/ is the repository's)."""
-    assert {"demo.toml", "imu.toml", "surround.toml"} <= set(shipped_configs())
+    assert {"demo.toml", "imu.toml", "surround.toml"} <= set(shipped("configs"))
     surround = load_config("package:surround.toml")
     assert surround == load_config(ROOT / "configs" / "surround.toml")
     assert surround.model.path == "package:surround.onnx" and len(surround.streams) == 11
