@@ -40,6 +40,7 @@ __all__ = [
     "SHIPPED",
     "EndpointUse",
     "GenericConfig",
+    "GraphKind",
     "check_run_dir",
     "config_source",
     "Config",
@@ -67,6 +68,9 @@ DEMO_CONFIG = "demo.toml"
 #: The prefix of a config (`-c package:surround.toml`) or model (`package:surround.onnx`) shipped in the
 #: package.
 SHIPPED = "package:"
+#: What runs a config: the live pipeline (`run`), a replay's process graph (`replay`: the separate nodes,
+#: no recorder or viewer) or the offline graph in one process (`replay --offline`, `batch`).
+GraphKind = Literal["live", "replay", "offline"]
 #: The package folders that hold shipped files.
 ShippedFolder = Literal["configs", "models"]
 #: The run dir's ipc socket of the results when output.endpoint is tcp (Config.local_results_endpoint).
@@ -378,24 +382,24 @@ class Config(_Section):
         output = self.endpoint(self.output.endpoint, run_dir)
         return output if Endpoint(output).scheme == "ipc" else f"ipc://{run_dir}/{LOCAL_RESULTS_SOCKET}"
 
-    def live_only(self, *, offline: bool) -> list[str]:
-        """The settings this config turns on that only a live run honours, as "key = value": a replay's
-        process graph runs the separate nodes, no recorder (it would copy the log it reads; `--results`
-        records the results) and no viewer; the offline graph (`--offline`, `batch`) also has no
-        sockets, scheduler or fault injection of its own."""
+    def live_only(self, graph: GraphKind) -> list[str]:
+        """The settings this config turns on that the `graph` does not honour, as "key = value": a
+        replay's process graph runs the separate nodes, no recorder (it would copy the log it reads;
+        `--results` records the results) and no viewer; the offline graph (`--offline`, `batch`) also
+        has no sockets, scheduler or fault injection of its own. A live graph honours them all."""
         pipeline, priority = self.pipeline, self.pipeline.realtime_priority
         live_only = [
             (pipeline.composition == "composed", 'pipeline.composition = "composed"'),
             (self.record.enabled, "record.enabled = true"),
             (self.view.enabled, "view.enabled = true"),
         ]
-        if offline:
+        if graph == "offline":
             live_only += [
                 (pipeline.shm, "pipeline.shm = true"),
                 (priority > 0, f"pipeline.realtime_priority = {priority}"),
                 (self.model.slowdown != 1.0, f"model.slowdown = {self.model.slowdown:g}"),
             ]
-        return [text for on, text in live_only if on]
+        return [text for on, text in live_only if on and graph != "live"]
 
     def endpoint_uses(self, run_dir: str | Path) -> list[EndpointUse]:
         """Every endpoint of the graph in `run_dir`: drivers', ingest's, the synchronizer's, the results'."""

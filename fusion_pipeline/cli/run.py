@@ -14,10 +14,10 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
-from fusion_pipeline.config import Config, ViewConfig, config_source, load_config
+from fusion_pipeline.config import Config, GraphKind, ViewConfig, config_source, load_config
 from fusion_pipeline.errors import ConfigError, FusionError
 from fusion_pipeline.files import write_new_text
 
@@ -45,9 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def preflight(
-    config: Config, path: Path | None, *, graph: Literal["live", "replay", "offline"] = "live"
-) -> None:
+def preflight(config: Config, path: Path | None, *, graph: GraphKind = "live") -> None:
     """Refuse, before starting anything, a config the nodes would refuse one by one: a ConfigError that
     starts with the config's file `path` (None: the embedded demo). `graph` is what will run it: "live"
     (`run`: its recorder and viewer too), "replay" (the process graph of `replay`, with neither) or
@@ -81,7 +79,7 @@ def preflight(
         load_bindings(config)
     except FusionError as exc:  # sim settings, model, bindings: all come from this config
         raise ConfigError(f"{config_source(path)}: {exc}") from exc
-    if graph == "offline" and (ignored := config.live_only(offline=True)):
+    if graph == "offline" and (ignored := config.live_only(graph)):
         log.info("%s: live only, not in the offline graph", ", ".join(ignored))
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusion_pipeline.config import Config, EndpointUse
+from fusion_pipeline.config import Config, EndpointUse, GraphKind
 from fusion_pipeline.node import node_name
 
 __all__ = ["LIVE_GRAPH", "GraphSpec", "NodeSpec", "RunSocket", "node_specs", "plain_tcp_endpoints"]
@@ -42,21 +42,19 @@ class NodeSpec:
         return kind in (self.kind, *(part.kind for part in self.parts))
 
 
-def node_specs(
-    config: Config, drivers: bool = True, composed: bool = True, observers: bool = True
-) -> list[NodeSpec]:
-    """Every process of the config's graph, upstream first; without `drivers`, no simulated driver (a
-    replayer takes their place on their endpoints); without `observers`, no recorder or viewer even
-    where ``record.enabled`` or ``view.enabled``. The data path is an ingest node per stream, the
-    synchronizer and inference, or with ``pipeline.composition = "composed"`` (unless `composed` is
-    False) one node running them all."""
+def node_specs(config: Config, graph: GraphKind = "live", drivers: bool = True) -> list[NodeSpec]:
+    """Every process of the config's `graph` ("live" or "replay"), upstream first; without `drivers`,
+    no simulated driver (a replayer takes their place on their endpoints). The data path is an ingest
+    node per stream, the synchronizer and inference, or live with ``pipeline.composition = "composed"``
+    one node running them all; only a live graph has the recorder and the viewer the config enables."""
     specs = [NodeSpec("sensor_sim", s.name) for s in config.streams if drivers and s.driver == "sim"]
     data_path = [NodeSpec("ingest", s.name) for s in config.streams]
     data_path += [NodeSpec("synchronizer"), NodeSpec("inference")]
-    if composed and config.pipeline.composition == "composed":
+    live = graph == "live"
+    if live and config.pipeline.composition == "composed":
         data_path = [NodeSpec("composed", parts=tuple(data_path))]
     specs += data_path
-    if observers:
+    if live:
         specs += [NodeSpec("recorder")] if config.record.enabled else []
         specs += [NodeSpec("viewer")] if config.view.enabled else []
     return specs
@@ -77,14 +75,12 @@ class GraphSpec:
     node_args: tuple[str, ...] = ()  # appended to every node's command line
     log_time: bool = False  # result stamps are a log's, not today's (ops.metrics.ResultStats.log_time)
     sockets: tuple[RunSocket, ...] = ()  # checked with the config's before any node starts (node.check_host)
-    # Honour pipeline.composition = "composed"; a replay's graph runs the separate nodes whatever it says.
-    composed: bool = True
-    # Start the recorder and the viewer where the config enables them. A replay has neither: its
-    # recorder would copy the log it reads, and its lossless sockets would wait for a slow viewer.
-    observers: bool = True
+    # A replay's graph runs the separate nodes whatever pipeline.composition says, and neither a
+    # recorder (it would copy the log it reads) nor a viewer (its lossless sockets would wait for it).
+    kind: GraphKind = "live"
 
     def nodes(self, config: Config) -> list[NodeSpec]:
-        return node_specs(config, drivers=self.drivers, composed=self.composed, observers=self.observers)
+        return node_specs(config, self.kind, drivers=self.drivers)
 
     def argv(self, node: NodeSpec, config_path: Path | None, run_dir: Path) -> list[str]:
         """``python -m nodes.KIND [--config PATH] --run-dir DIR [--stream NAME]`` and the graph's own."""

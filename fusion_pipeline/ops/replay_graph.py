@@ -35,8 +35,7 @@ REPLAY_GRAPH = GraphSpec(
     node_args=("--replay",),
     log_time=True,
     sockets=(("pipeline.run_dir (the end-of-replay socket)", end_endpoint),),
-    composed=False,
-    observers=False,
+    kind="replay",
 )
 
 

@@ -214,9 +214,8 @@ class Supervisor:
         self.line.log(
             f"run dir {self.run_dir}; {len(self.nodes)} nodes; config {self.config_path or '<embedded demo>'}"
         )
-        replay = not (self.graph.composed and self.graph.observers)  # a replay's graph runs without them
-        if replay and (ignored := self.config.live_only(offline=False)):
-            self.line.log(f"{', '.join(ignored)}: live only, not in this graph (a replay's)")
+        if ignored := self.config.live_only(self.graph.kind):
+            self.line.log(f"{', '.join(ignored)}: live only, not in this graph (a {self.graph.kind}'s)")
         beside = f" (on this host also {local_url})" if local_url != results_url else ""
         self.line.log(f"results on {results_url}{beside}: fusion-pipeline echo {local_url}")
         for use in plain_tcp_endpoints(self.config, self.run_dir):

@@ -311,13 +311,13 @@ def test_live_only_settings_are_named_for_a_replay_and_the_offline_graph() -> No
     text = text.replace("realtime_priority = 0", "realtime_priority = 20", 1)
     text = text.replace("[record]\nenabled = false", "[record]\nenabled = true", 1)
     config = parse_config(text)
-    assert config.live_only(offline=False) == ["record.enabled = true", "view.enabled = true"]
-    assert config.live_only(offline=True) == [
+    assert config.live_only("replay") == ["record.enabled = true", "view.enabled = true"]
+    assert config.live_only("offline") == [
         "record.enabled = true",
         "view.enabled = true",
         "pipeline.realtime_priority = 20",
     ]
-    assert parse_config(DEMO).live_only(offline=True) == []
+    assert parse_config(DEMO).live_only("offline") == []
 
 
 def test_a_shipped_config_is_read_as_package_name() -> None:
