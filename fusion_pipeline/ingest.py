@@ -60,7 +60,7 @@ from fusion_pipeline.config import CONTINUOUS_MODALITIES, StreamConfig
 from fusion_pipeline.errors import SchemaError
 from fusion_pipeline.preprocess import PreprocessError
 from fusion_pipeline.preprocess.audio import INT16_SCALE
-from fusion_pipeline.protocol import INGEST_IN, NS_PER_S
+from fusion_pipeline.protocol import INGEST_IN, NS_PER_S, SeqMark
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Checked, Limits, Sample
 
 __all__ = [
@@ -346,18 +346,17 @@ class SeqTracker:
         self.jumps += 1
         return False
 
-    def resume(self, last_seq: int, last_ns: int) -> None:
-        """Go on from a predecessor's sequence (a restarted node): its last accepted seq and the time it
-        came, on the stream's clock. What the stream sent while no process listened is then a gap; a seq
-        at or below it is a driver that restarted meanwhile, taken at once (the successor's new connection
-        cannot deliver a message its predecessor took)."""
-        self._take(last_seq, last_ns, continues=False)
+    def resume(self, mark: SeqMark) -> None:
+        """Go on from a predecessor's sequence (a restarted node). What the stream sent while no process
+        listened is then a gap; a seq at or below the mark is a driver that restarted meanwhile, taken at
+        once (the successor's new connection cannot deliver a message its predecessor took)."""
+        self._take(mark.seq, mark.time_ns, continues=False)
         self._resumed = True
 
     @property
-    def last(self) -> tuple[int, int] | None:
-        """(the last accepted seq, the time it came): what a successor resumes from."""
-        return None if self.last_seq is None else (self.last_seq, self._last_ns)
+    def last(self) -> SeqMark | None:
+        """The last accepted seq and the time it came: what a successor resumes from."""
+        return None if self.last_seq is None else SeqMark(self.last_seq, self._last_ns)
 
     def _plausible(self, advance: int, elapsed_ns: int) -> bool:
         most = 1 + SEQ_SLACK + RATE_MARGIN * self.rate_hz * max(0, elapsed_ns) / NS_PER_S
@@ -455,7 +454,7 @@ class Ingest:
         limits: Limits | None = None,
         live: bool = True,
         time_jump_ns: int = NS_PER_S,
-        resume_from: tuple[int, int] | None = None,
+        resume_from: SeqMark | None = None,
     ) -> None:
         config = self.config = binding if isinstance(binding, StreamConfig) else binding.stream
         self.prepare = None if isinstance(binding, StreamConfig) else binding.prepare
@@ -463,7 +462,7 @@ class Ingest:
         self.live = live
         self.seq = SeqTracker(restart_timeout_ns(config.rate_hz), config.rate_hz)
         if resume_from is not None:  # a restarted node: count what the stream sent while it was down
-            self.seq.resume(*resume_from)
+            self.seq.resume(resume_from)
         self.stamps = StampTracker(time_jump_ns, check_ahead=not live)
         self.rejected: Counter[str] = Counter()
         self.produced = 0

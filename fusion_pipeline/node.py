@@ -46,7 +46,7 @@ from fusion_pipeline.config import (
     load_config,
 )
 from fusion_pipeline.errors import ConfigError, FusionError
-from fusion_pipeline.protocol import RESULT_MODALITY, RESULT_STREAM
+from fusion_pipeline.protocol import RESULT_MODALITY, RESULT_STREAM, SeqMark
 from fusion_pipeline.transport.errors import KeysError
 from fusion_pipeline.transport.keys import load_allow_list, load_certificate
 from fusion_pipeline.transport.sockets import DEFAULT_HWM, Publisher, Role, Subscriber
@@ -107,25 +107,25 @@ class _NodeContext:
     stream: str | None
     name: str
     replay: bool = False  # fed by `fusion-pipeline replay`: lossless, in log order, event time
-    # stream -> (seq, time) its ingest's predecessor accepted last: a restarted node goes on from there
-    resume_seq: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # stream -> where its ingest's predecessor left off: a restarted node goes on from there
+    resume_seq: dict[str, SeqMark] = field(default_factory=dict)
 
     def endpoint(self, template: str) -> str:
         return self.config.endpoint(template, self.run_dir)
 
 
-def resume_seq_argument(stream: str, last: tuple[int, int]) -> list[str]:
-    """The command-line option that hands a restarted node what its predecessor's ingest of `stream`
-    accepted last ((seq, time) from its heartbeats' `last_seq`)."""
-    return ["--resume-seq", f"{stream}={last[0]}@{last[1]}"]
+def resume_seq_argument(stream: str, mark: SeqMark) -> list[str]:
+    """The command-line option that hands a restarted node where its predecessor's ingest of `stream`
+    left off (from its heartbeats' `last_seq`)."""
+    return ["--resume-seq", f"{stream}={mark.seq}@{mark.time_ns}"]
 
 
-def _resume_seq(text: str) -> tuple[str, tuple[int, int]]:
+def _resume_seq(text: str) -> tuple[str, SeqMark]:
     stream, _, last = text.rpartition("=")
     seq, _, at_ns = last.partition("@")
     if stream:
         with contextlib.suppress(ValueError):
-            return stream, (int(seq), int(at_ns))
+            return stream, SeqMark(int(seq), int(at_ns))
     raise argparse.ArgumentTypeError(f"{text!r} is not STREAM=SEQ@TIME_NS")
 
 
@@ -348,7 +348,7 @@ class Node(contextlib.AbstractContextManager["Node", None]):
         self.run_dir = context.run_dir
         self.name = context.name
         self.replay = context.replay  # fed by `fusion-pipeline replay`: lossless, in log order, event time
-        self.resume_seq = context.resume_seq  # stream -> (seq, time) its ingest's predecessor accepted last
+        self.resume_seq = context.resume_seq  # stream -> where its ingest's predecessor left off
         self._stream = None if context.stream is None else self.config.stream(context.stream)
         self.counters: Callable[[], dict[str, Any]] | None = None  # what the heartbeats carry
         self.parts: Callable[[], Parts] | None = None  # and, from a composed node, its parts' counters

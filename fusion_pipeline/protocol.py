@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from fusion_pipeline.errors import EndpointError
@@ -35,6 +36,7 @@ __all__ = [
     "SYNC_IN",
     "Curve",
     "Endpoint",
+    "SeqMark",
 ]
 
 #: Stamps and stage times are integer nanoseconds since the UNIX epoch.
@@ -73,6 +75,15 @@ STAGES: tuple[str, ...] = (
 ALLOWED_DTYPES: frozenset[str] = frozenset(
     {"|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8"}
 )
+
+
+class SeqMark(NamedTuple):
+    """Where a stream's sequence left off: the last seq a receiver accepted and when it came (ns on the
+    stream's clock). A restarted node goes on from its predecessor's, so what the stream sent between
+    the two counts as lost."""
+
+    seq: int
+    time_ns: int
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ from fusion_pipeline.ops.metrics import CounterTotals, ResultRatio, ResultStats,
 from fusion_pipeline.ops.rundir import RunDir
 from fusion_pipeline.ops.status import STATUS_SOCKET, StatusServer
 from fusion_pipeline.ops.statusline import StatusLine
-from fusion_pipeline.protocol import RESULT_STREAM
+from fusion_pipeline.protocol import RESULT_STREAM, SeqMark
 from fusion_pipeline.transport.shm import remove_orphans
 from fusion_pipeline.transport.sockets import Role, Subscriber
 
@@ -516,7 +516,7 @@ class Supervisor:
         for part in (spec, *spec.parts):
             last = self.counters.totals(part.name).get("last_seq") if part.kind == "ingest" else None
             if part.stream and isinstance(last, list) and len(last) == 2 and all(is_count(v) for v in last):
-                arguments += resume_seq_argument(part.stream, (last[0], last[1]))
+                arguments += resume_seq_argument(part.stream, SeqMark(*last))
         return arguments
 
     def _start_timeout(self, spec: NodeSpec) -> float:

@@ -24,6 +24,7 @@ from fusion_pipeline.ingest import (
     restart_timeout_ns,
 )
 from fusion_pipeline.preprocess import CameraParams, LidarParams, preprocess_camera, preprocess_lidar
+from fusion_pipeline.protocol import SeqMark
 from fusion_pipeline.transport import Checked, Limits, Sample, check, decode, encode
 
 # The tools are scripts run as `python tools/NAME.py` (their folder on sys.path), not a package.
@@ -301,14 +302,14 @@ def test_a_restarted_node_resumes_its_predecessors_sequence_and_counts_what_it_m
     last = before.counters()["last_seq"]
     assert last == [42, 42 * 50 * MS]
     after = Ingest(BINDINGS.of("radar/front"))
-    after.seq.resume(*last)
+    after.seq.resume(SeqMark(*last))
     # 1.5 s later (a restart's backoff and start-up): 30 messages of 20 Hz went unheard.
     assert after.process(radar(73), 42 * 50 * MS + 1550 * MS) is not None
     assert after.counters()["seq_gaps"] == 1 and after.counters()["seq_lost"] == 30
     # A driver that restarted meanwhile (its seq below the resumed one) is taken at once, even on a
     # stream whose restart timeout outlasts the node's restart: its first frames were dropped.
     slow = SeqTracker(restart_timeout_ns(1.0), rate_hz=1.0)  # 5 s
-    slow.resume(100, 0)
+    slow.resume(SeqMark(100, 0))
     assert [slow.accept(seq, 1500 * MS + seq * 1000 * MS) for seq in range(3)] == [True] * 3
     assert slow.counters()["restarts"] == 1 and slow.counters()["out_of_order"] == 0
     # Without it, the same message starts a fresh sequence and nothing is counted.
@@ -409,7 +410,7 @@ def test_a_forged_seq_gains_nothing_from_a_gap_just_taken() -> None:
     """Measured from before a gap the real driver's messages were accepted across, a forged seq right
     after it would pass for a continuation (it took the stream over: half a second of real frames lost)."""
     tracker = SeqTracker(500 * MS, rate_hz=20)
-    tracker.resume(100, 0)
+    tracker.resume(SeqMark(100, 0))
     assert tracker.accept(160, 3000 * MS)  # the real driver, 3 s later: a gap
     assert not tracker.accept(350, 3001 * MS)  # forged: plausible only from before the gap
     assert all(tracker.accept(seq, (3000 + 50 * (seq - 160)) * MS) for seq in range(161, 171))
