@@ -84,8 +84,6 @@ def _view(args: argparse.Namespace) -> int:
     stops it as Ctrl-C does. Rerun's usage analytics are switched off first (`rerun analytics disable`).
     Needs the [view] extra.
     """
-    from fusion_pipeline.view import LiveView, Views, show_log, summary
-
     check_output_path(args.save, "--save", new=True)
     check_output_path(args.report_json, "--report-json", new=True)
     config = load_config(args.config)
@@ -96,58 +94,77 @@ def _view(args: argparse.Namespace) -> int:
     _refuse_unused(args, settings, bool(logs))
     # As Ctrl-C: a log shown part way leaves no .rrd, a live view ends and writes its own.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    report: dict[str, Any]
     if logs:
-        views = Views(config, settings, log_time=True)
-        try:
-            _announce(views)
-            report = {"shown": dict(show_log(logs, views))}
-        except BaseException:
-            views.close(discard=True)  # a bad log or a Ctrl-C part way: no .rrd of part of it
-            raise
-        print(f"shown {sum(report['shown'].values())} messages of {len(logs)} log(s)", flush=True)
-        try:
-            if settings.web or settings.native:
-                _serve_until_stopped(args.duration)
-        finally:
-            saved = views.close()
+        report, saved = _view_logs(logs, args.duration, config, settings)
     else:
-        views, sources, where = _live(args, config, settings)
-        live = LiveView(sources, views)
-        start = time.monotonic()
-        try:
-            _announce(views)
-            end = None if args.duration is None else start + args.duration
-            try:
-                while end is None or time.monotonic() < end:
-                    live.poll(POLL_MS)
-            except KeyboardInterrupt:
-                pass
-        finally:
-            for source in sources:
-                source.close()
-            # As `record`: a view of nothing is no recording, and it would block a retry under its name.
-            received = bool(live.counters().get("received"))
-            saved = views.close(discard=not received)
-        report = live.counters()
-        if not received:
-            # Messages that came and were refused (limits, a bad header) say more than "is it running?".
-            malformed = {
-                k.removeprefix("malformed_"): n for k, n in report.items() if k.startswith("malformed_")
-            }
-            why = f"; malformed, dropped: {malformed}" if malformed else " (is it running?)"
-            print(
-                f"view: nothing received in {time.monotonic() - start:.1f} s from {where}{why}"
-                + ("; no .rrd written" if settings.save else ""),
-                file=sys.stderr,
-            )
-        else:
-            print(summary(report), flush=True)
+        report, saved = _view_live(args, config, settings)
     if saved is not None:
         print(f"wrote {saved}")
     if args.report_json is not None:
         write_new_text(args.report_json, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    return 0 if logs or received else 1
+    return 0 if logs or report.get("received") else 1
+
+
+def _view_logs(
+    logs: list[Path], duration: float | None, config: Config, settings: ViewSettings
+) -> tuple[dict[str, Any], Path | None]:
+    """Every message of the logs on their timeline, then serve them until stopped (web or native);
+    the report (messages shown per stream) and the .rrd written, if any."""
+    from fusion_pipeline.view import Views, show_log
+
+    views = Views(config, settings, log_time=True)
+    try:
+        _announce(views)
+        shown = dict(show_log(logs, views))
+    except BaseException:
+        views.close(discard=True)  # a bad log or a Ctrl-C part way: no .rrd of part of it
+        raise
+    print(f"shown {sum(shown.values())} messages of {len(logs)} log(s)", flush=True)
+    try:
+        if settings.web or settings.native:
+            _serve_until_stopped(duration)
+    finally:
+        saved = views.close()
+    return {"shown": shown}, saved
+
+
+def _view_live(
+    args: argparse.Namespace, config: Config, settings: ViewSettings
+) -> tuple[dict[str, Any], Path | None]:
+    """The newest messages of a running pipeline until stopped; the report (`LiveView.counters`) and
+    the .rrd written, if any: none when nothing was received, which is said."""
+    from fusion_pipeline.view import LiveView, summary
+
+    views, sources, where = _live(args, config, settings)
+    live = LiveView(sources, views)
+    start = time.monotonic()
+    try:
+        _announce(views)
+        end = None if args.duration is None else start + args.duration
+        try:
+            while end is None or time.monotonic() < end:
+                live.poll(POLL_MS)
+        except KeyboardInterrupt:
+            pass
+    finally:
+        for source in sources:
+            source.close()
+        # As `record`: a view of nothing is no recording, and it would block a retry under its name.
+        received = bool(live.counters().get("received"))
+        saved = views.close(discard=not received)
+    report = live.counters()
+    if received:
+        print(summary(report), flush=True)
+    else:
+        # Messages that came and were refused (limits, a bad header) say more than "is it running?".
+        malformed = dict(live.malformed())
+        why = f"; malformed, dropped: {malformed}" if malformed else " (is it running?)"
+        print(
+            f"view: nothing received in {time.monotonic() - start:.1f} s from {where}{why}"
+            + ("; no .rrd written" if settings.save else ""),
+            file=sys.stderr,
+        )
+    return report, saved
 
 
 def _settings(args: argparse.Namespace, config: Config) -> ViewSettings:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -122,13 +123,15 @@ class LiveView:
             self.views.scene.counters(self.tally)
         return len(kept)
 
+    def malformed(self) -> Counter[str]:
+        """The messages the sources dropped as malformed, per reason."""
+        return sum((source.malformed for source in self.sources), Counter())
+
     def counters(self) -> dict[str, Any]:
         """`DrainTally.counters`, the malformed messages per reason, and per stream the messages shown
         that Foxglove got nothing of (`STREAM.foxglove_no_schema`: audio has no Foxglove schema)."""
         out: dict[str, Any] = self.tally.counters()
-        for source in self.sources:
-            for reason, n in source.malformed.items():
-                out[f"malformed_{reason}"] = out.get(f"malformed_{reason}", 0) + n
+        out |= {f"malformed_{reason}": n for reason, n in self.malformed().items()}
         if self.views.foxglove is not None:
             for stream, n in self.views.foxglove.no_schema.items():
                 out[f"{stream}.foxglove_no_schema"] = n
