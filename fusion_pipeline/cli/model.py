@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -295,10 +296,22 @@ def _train(args: argparse.Namespace) -> int:
     data = to_tensors(
         load_dataset(tc.world_seed, tc.n_samples, args.cache_dir, contract, sensors, mix), contract
     )
-    for seed, label in zip(seeds if seeds is not None else [tc.seed], labels, strict=True):
-        _train_suite(
-            configs, replace(tc, seed=seed), data, contract, args.run_dir / label, saved_config, label
+    saved: list[Path] = []
+    try:
+        for seed, label in zip(seeds if seeds is not None else [tc.seed], labels, strict=True):
+            _train_suite(
+                configs, replace(tc, seed=seed), data, contract, args.run_dir / label, saved_config, saved
+            )
+    except KeyboardInterrupt:
+        # What a rerun needs: the kept checkpoints are refused as existing, so name them and the rest.
+        kept = ", ".join(str(path) for path in saved) or "none"
+        rest = [str(path) for path in checkpoints if path not in saved]
+        print(
+            f"model train: interrupted; complete checkpoints kept: {kept}; not trained: {', '.join(rest)} "
+            "(a rerun refuses the kept ones: leave them out of --models, or use another --run-dir)",
+            file=sys.stderr,
         )
+        raise
     return 0
 
 
@@ -337,11 +350,11 @@ def _train_suite(
     contract: ModelContract,
     run_dir: Path,
     saved_config: dict[str, str] | None,
-    label: Path,
+    saved: list[Path],
 ) -> None:
-    """Train `configs` (suite name -> ModelConfig, baselines first) with `tc` into `run_dir`, printing each
-    model as `label`/NAME; with distillation, each fused model from this run's baselines (or those already
-    in `run_dir`)."""
+    """Train `configs` (suite name -> ModelConfig, baselines first) with `tc` into `run_dir`, adding each
+    checkpoint written to `saved`; with distillation, each fused model from this run's baselines (or those
+    already in `run_dir`)."""
     from fusion_pipeline.model.train import load_checkpoint, save_checkpoint, train_model
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -365,9 +378,10 @@ def _train_suite(
             "config": saved_config,
         }
         save_checkpoint(run_dir / f"{name}.npz", model, meta)
+        saved.append(run_dir / f"{name}.npz")
         last = history[-1]
         print(
-            f"{label / name}: loss {last['loss']:.3f}, "
+            f"{saved[-1]}: loss {last['loss']:.3f}, "
             f"val accuracy {last['val_accuracy']:.3f}, {meta['seconds']:.0f} s"
         )
 
@@ -400,8 +414,6 @@ def _eval(args: argparse.Namespace) -> int:
 
     corruptions = _corruptions(args)
     runs, metas = _load_runs(args.run_dir)
-    # New files (the report's doc aside): refused now, not once the evaluation is done.
-    outputs = _corruption_outputs(args) if corruptions is not None else _eval_outputs(args)
     tc = metas[0]["train_config"]
     if args.test_seed == tc["world_seed"]:
         raise ModelError(f"--test-seed {args.test_seed} is the training world seed; pick an unseen one")
@@ -412,6 +424,9 @@ def _eval(args: argparse.Namespace) -> int:
             f"--config {source}: its streams are not the sensors the checkpoints in {args.run_dir} were "
             f"trained for ({', '.join(contract.presence_order)})"
         )
+    # New files (the report's doc aside): refused now, not once the evaluation is done; after the
+    # inputs, so that a mistake in them is said first (fixing it would not move these).
+    outputs = _corruption_outputs(args) if corruptions is not None else _eval_outputs(args)
     sensors = sensors_for(config) if config else None
 
     def test_set(corruption: Any = None) -> dict[str, Any]:

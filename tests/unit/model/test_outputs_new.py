@@ -108,6 +108,20 @@ def test_eval_refuses_an_existing_plot_or_rows_before_any_work(
     assert not cache.exists()
 
 
+def test_eval_says_a_mistaken_input_before_an_existing_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --test-seed that is the training's own and an existing plot: the seed is said (fixing it moves
+    nothing), not the plot first and the seed on the next try."""
+    run = tmp_path / "run"
+    run.mkdir()
+    _tiny_checkpoint(run / "concat.npz")
+    (run / "model_eval.png").write_bytes(b"yesterday's")
+    world_seed = str(TrainConfig().world_seed)
+    assert main(["model", "eval", "--run-dir", str(run), "--test-seed", world_seed]) == 2
+    assert "is the training world seed" in capsys.readouterr().err
+
+
 def test_report_plot_and_rows_are_never_written_over(tmp_path: Path) -> None:
     """write_report and save_rows as a library: an existing plot or rows file is a ModelError, the doc is
     left as it was, and nothing half written stays behind."""

@@ -136,3 +136,37 @@ def test_distillation_from_teachers_trained_before(tmp_path: Path) -> None:
     assert main(["model", "train", *common, "--models", "joint", "--distill-weight", "0.5"]) == 0
     _, meta = load_checkpoint(tmp_path / "run" / "joint.npz")
     assert meta["train_config"]["distill_weight"] == 0.5
+
+
+def test_an_interrupted_train_names_the_checkpoints_it_kept_and_those_it_did_not(
+    seeded_run: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C in the second model of a suite: the first's checkpoint is kept whole, and a rerun refuses
+    it as existing, so the interruption says which are kept and which are not trained. (The Ctrl-C is
+    raised where the second model's training starts: a real SIGINT's instant cannot be chosen.)"""
+    from fusion_pipeline.model import train
+
+    real, calls = train.train_model, []
+
+    def interrupted_second(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_model", interrupted_second)
+    run = tmp_path / "run"
+    argv = [*("model", "train", "--samples", "71", "--epochs", "1", "--models", "radar-only,camera-only")]
+    argv += ["--run-dir", str(run), "--cache-dir", str(seeded_run[1])]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    kept, lost = run / "radar-only.npz", run / "camera-only.npz"
+    assert f"complete checkpoints kept: {kept}; not trained: {lost}" in err
+    load_checkpoint(kept)  # whole
+    assert not lost.exists() and [p.name for p in run.iterdir()] == ["radar-only.npz"]
+    monkeypatch.setattr(train, "train_model", real)
+    assert main(argv) == 2
+    assert f"{kept}: exist already" in capsys.readouterr().err
