@@ -23,7 +23,7 @@ class WireError(DropError):
     """A message does not follow wire v1. Each subclass has one `reason` (a class attribute), so it
     takes the message only."""
 
-    reason = "malformed"
+    reason = "bad_encoding"
 
     def __init__(self, message: str) -> None:
         super().__init__(self.reason, message)
@@ -32,7 +32,7 @@ class WireError(DropError):
 class MalformedError(WireError):
     """Frame structure or header encoding is broken (wrong frame count, bad msgpack, not a map)."""
 
-    reason = "malformed"
+    reason = "bad_encoding"
 
 
 class UnknownVersionError(WireError):

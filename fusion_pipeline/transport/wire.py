@@ -317,7 +317,8 @@ def _unpack_header(view: memoryview) -> dict[str, Any]:
     try:
         header = msgpack.unpackb(view, raw=False, strict_map_key=True, max_ext_len=0)
     except Exception as exc:  # msgpack raises several unrelated types for broken input
-        raise MalformedError(f"header is not valid msgpack: {type(exc).__name__}: {exc}") from exc
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise MalformedError(f"header is not valid msgpack ({detail})") from exc
     if type(header) is not dict:
         raise MalformedError(f"header must be a msgpack map, got {type(header).__name__}")
     version = header.get("v")

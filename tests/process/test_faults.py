@@ -175,30 +175,30 @@ def _truncated_buffer(f: Flood) -> tuple[list, str]:
 
 
 def _missing_buffer(f: Flood) -> tuple[list, str]:
-    return f.any_seq()[:2], "malformed_malformed"
+    return f.any_seq()[:2], "malformed_bad_encoding"
 
 
 def _extra_buffer(f: Flood) -> tuple[list, str]:
-    return [*f.any_seq(), b"\x00" * 8], "malformed_malformed"
+    return [*f.any_seq(), b"\x00" * 8], "malformed_bad_encoding"
 
 
 def _topic_only(f: Flood) -> tuple[list, str]:
-    return [AUDIO.encode()], "malformed_malformed"
+    return [AUDIO.encode()], "malformed_bad_encoding"
 
 
 def _garbage_header(f: Flood) -> tuple[list, str]:
     # 0xc1 is never used in msgpack, so the header cannot parse whatever follows.
     garbage = b"\xc1" + f.rng.bytes(int(f.rng.integers(0, 64)))
-    return [AUDIO.encode(), garbage, bytes(640)], "malformed_malformed"
+    return [AUDIO.encode(), garbage, bytes(640)], "malformed_bad_encoding"
 
 
 def _cut_header(f: Flood) -> tuple[list, str]:
     frames = f.any_seq()
-    return [frames[0], frames[1][: int(f.rng.integers(1, len(frames[1])))], frames[2]], "malformed_malformed"
+    return [frames[0], frames[1][: int(f.rng.integers(1, len(frames[1])))], frames[2]], "malformed_bad_encoding"
 
 
 def _not_a_map(f: Flood) -> tuple[list, str]:
-    return [AUDIO.encode(), msgpack.packb([1, 2, 3]), bytes(640)], "malformed_malformed"
+    return [AUDIO.encode(), msgpack.packb([1, 2, 3]), bytes(640)], "malformed_bad_encoding"
 
 
 def _wrong_version(f: Flood) -> tuple[list, str]:

@@ -154,7 +154,7 @@ def test_lidar_ingest_counts_bad_frames_tracks_seq_and_applies_offset(
         assert 0 < outs[0].meta["stages"]["ingest_in"] <= outs[0].meta["stages"]["ingest_out"]
 
         expected = {
-            "malformed_malformed": 1,
+            "malformed_bad_encoding": 1,
             "malformed_unknown_version": 1,
             "malformed_size_mismatch": 1,
             "duplicates": 1,

@@ -59,11 +59,11 @@ def test_recorder_writes_everything_and_counts_gaps_and_malformed(ipc_dir: Path)
     radar = report.streams["radar/front"]
     assert (radar.written, radar.first_seq, radar.last_seq) == (6, 0, 3)
     assert radar.lost_upstream == 2 and radar.out_of_order == 1
-    assert report.malformed == {"malformed": 1} and report.lost == 3
+    assert report.malformed == {"bad_encoding": 1} and report.lost == 3
     reader = LogReader(ipc_dir / "r.mcap")
     assert [m.sample.seq for m in reader] == [0, 1, 2, 5, 6, 3]
     meta = reader.metadata[REPORT_METADATA]
-    assert meta["radar/front.lost_upstream"] == "2" and meta["malformed_malformed"] == "1"
+    assert meta["radar/front.lost_upstream"] == "2" and meta["malformed_bad_encoding"] == "1"
     assert reader.streams["radar/front"]["rate_hz"] == "20"
 
 

@@ -51,7 +51,7 @@ def test_malformed_messages_are_counted_and_dropped(ipc_dir: Path) -> None:
             raw.send_multipart([b"s", msgpack.packb(good), b"\0" * 20])
             sample = sub.recv(timeout_ms=2000)
             assert sample is not None and sample.seq == 4
-            assert sub.malformed == {"malformed": 1, "unknown_version": 1, "size_mismatch": 1}
+            assert sub.malformed == {"bad_encoding": 1, "unknown_version": 1, "size_mismatch": 1}
             assert "needs 20 bytes" in sub.last_error
     finally:
         raw.close()
@@ -95,7 +95,7 @@ def test_a_drained_burst_counts_every_message_by_reason_and_delivers_the_newest_
         _burst(raw, [valid[0], bad_msgpack, valid[1], wrong_version, bad_shape, valid[2], short, bad_msgpack])
         sample = sub.recv_newest(timeout_ms=2000)
         assert sample is not None and sample.seq == 3 and sample.arrays["detections"].shape == (1, 5)
-        assert sub.malformed == {"malformed": 2, "unknown_version": 1, "bad_header": 1, "size_mismatch": 1}
+        assert sub.malformed == {"bad_encoding": 2, "unknown_version": 1, "bad_header": 1, "size_mismatch": 1}
         assert (sub.received, sub.skipped, sub.refused) == (1, 2, 0)
         assert sub.recv_newest(timeout_ms=50) is None
 
