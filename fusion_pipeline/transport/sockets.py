@@ -89,6 +89,12 @@ _HANDSHAKE_FAILURES = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the CURVE server refused this client's key",
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the peer's security does not match this socket's (CURVE or none)",
 }
+#: A handshake that failed with no detail on this side, which libzmq retries itself: on CURVE, most often
+#: a server that cannot decrypt our hello, because its key is not the one this client expects.
+_HANDSHAKE_FAILED_HERE = (
+    "the handshake failed (on CURVE: the server's key is not this client's server_key, another server "
+    "on this port?)"
+)
 _CONNECTION_EVENTS = (
     zmq.EVENT_CONNECTED
     | zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -96,6 +102,7 @@ _CONNECTION_EVENTS = (
     | zmq.EVENT_CONNECT_RETRIED
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
 
 
@@ -507,6 +514,7 @@ class Subscriber(_Socket):
         self._names = {alias: e.url for e in self._connected.values() for alias in _resolved_urls(e)}
         self._dropped: set[str] = set()  # dropped, not retried by libzmq, at the last look
         self._refused: dict[str, float] = {}  # handshakes failed (a refused key): when to connect again
+        self._failing: set[str] = set()  # handshakes failing with no detail, retried by libzmq: said once
         self._rejoin_check_at = math.inf if bind else 0.0
         self.reconnects = 0
         for endpoint in urls:
@@ -614,6 +622,11 @@ class Subscriber(_Socket):
                     _LOG.warning("%s", problem)
                 self._refused[url] = now + REFUSED_RETRY_S
                 self.last_error = problem
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                if url not in self._failing:
+                    _LOG.warning("%s: %s; libzmq keeps trying", url, _HANDSHAKE_FAILED_HERE)
+                self._failing.add(url)
+                self.last_error = f"{url}: {_HANDSHAKE_FAILED_HERE}"
             elif kind == zmq.EVENT_DISCONNECTED:
                 if url not in self._refused:
                     dropped.add(url)
@@ -622,6 +635,8 @@ class Subscriber(_Socket):
                 dropped.discard(url)
                 self._dropped.discard(url)
                 self._refused.pop(url, None)
+                if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._failing.discard(url)
         retry = {url for url, at in self._refused.items() if at <= now}
         for url in sorted((self._dropped | retry) & self._connected.keys()):
             self.socket.disconnect(url)

@@ -67,6 +67,23 @@ def test_a_refused_client_key_is_said_and_not_retried_at_once(keys, monkeypatch:
     assert connects == [endpoint]  # the first connect only, within REFUSED_RETRY_S
 
 
+def test_a_server_with_another_key_than_server_key_is_said(keys, caplog: pytest.LogCaptureFixture) -> None:
+    """Another program serves the port with a key not the config's server_key (a second driver, an
+    impostor): the client's handshake fails with no detail, which libzmq retries itself. Said once,
+    not as a bare silence."""
+    impostor = Curve(certificate=keys["stranger"][1], authorized_keys=keys["authorized"][0])
+    pub = Publisher("tcp://127.0.0.1:*", "result/fused", "result", curve=impostor)
+    allowed = Curve(certificate=keys["allowed"][1], server_key=keys["server"][0])
+    with pub, Subscriber(pub.last_endpoint, curve=allowed) as sub, caplog.at_level("WARNING"):
+        deadline = time.monotonic() + 2.6  # more than two looks at the connections
+        while time.monotonic() < deadline:
+            pub.publish(1)
+            assert sub.recv(timeout_ms=100) is None
+        assert "the server's key is not this client's server_key" in sub.last_error
+    said = [r for r in caplog.records if "server_key" in r.getMessage()]
+    assert len(said) == 1 and sub.reconnects == 0
+
+
 def test_bad_certificates_are_refused(keys, tmp_path: Path) -> None:
     with pytest.raises(TransportError, match="has no secret key"):
         Publisher(
