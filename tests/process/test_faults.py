@@ -194,7 +194,11 @@ def _garbage_header(f: Flood) -> tuple[list, str]:
 
 def _cut_header(f: Flood) -> tuple[list, str]:
     frames = f.any_seq()
-    return [frames[0], frames[1][: int(f.rng.integers(1, len(frames[1])))], frames[2]], "malformed_bad_encoding"
+    return [
+        frames[0],
+        frames[1][: int(f.rng.integers(1, len(frames[1])))],
+        frames[2],
+    ], "malformed_bad_encoding"
 
 
 def _not_a_map(f: Flood) -> tuple[list, str]:
