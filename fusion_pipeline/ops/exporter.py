@@ -38,7 +38,8 @@ from fusion_pipeline.ops.metrics import is_drop_counter
 
 __all__ = ["MetricsServer", "PipelineCollector", "metric_families", "scrape"]
 
-_NOT_DROPS = ("malformed_", "schema_", "seq_lost", "rejected_", "dropped.")  # exported as their own metrics
+# Exported as their own metrics, not again as drops.
+_NOT_DROPS = ("malformed_", "schema_", "seq_lost", "reconnects", "rejected_", "dropped.")
 
 
 def metric_families(snapshot: PipelineSnapshot) -> list[Metric]:

@@ -649,6 +649,8 @@ class Subscriber(_Socket):
                 f"{url}: libzmq dropped the connection (a frame over {self.limits.max_message_bytes} "
                 "bytes, or a protocol error) and did not retry; connected again"
             )
+            if self.reconnects == 1:  # then counted (`reconnects`): a peer that keeps doing it would flood
+                _LOG.warning("%s", self.last_error)
         self._dropped = dropped
 
     def _check(self, frames: list[Buffer]) -> Checked | None:

@@ -8,7 +8,13 @@ from dataclasses import replace
 
 from prometheus_client.core import Metric
 
-from fusion_pipeline.ops import NodeSnapshot, PipelineSnapshot, StreamSnapshot, metric_families
+from fusion_pipeline.ops import (
+    NodeSnapshot,
+    PipelineSnapshot,
+    StreamSnapshot,
+    is_drop_counter,
+    metric_families,
+)
 
 
 def _node(name: str, counters: dict[str, int]) -> NodeSnapshot:
@@ -38,6 +44,11 @@ def test_the_synchronizer_counts_per_stream_and_an_unbound_stream_has_no_presenc
     assert _value(families["fusion_stream_synchronized"], "_total", stream="lidar/top") == 50
     assert _value(families["fusion_stream_reconnects"], "_total", stream="lidar/top") == 1
     assert _value(families["fusion_stream_reconnects"], "_total", stream="imu") == 0
+    # its own metric, not also a drop reason there; the summary's drops name it (what was in flight is lost)
+    assert (
+        _value(families["fusion_stream_dropped"], "_total", stream="lidar/top", reason="reconnects") is None
+    )
+    assert is_drop_counter("reconnects")
     dropped = families["fusion_stream_dropped"]
     assert _value(dropped, "_total", stream="imu", node="synchronizer", reason="lost") == 2
     presence = families["fusion_sync_presence_ratio"]

@@ -144,10 +144,11 @@ def _receive_one(sub: Subscriber, poller_loop: bool) -> Sample | None:
 
 @pytest.mark.parametrize("poller_loop", [False, True], ids=["recv", "own poller"])
 def test_a_frame_over_the_size_limit_does_not_silence_the_stream(
-    raw_pub: tuple[zmq.Socket, str], poller_loop: bool
+    raw_pub: tuple[zmq.Socket, str], poller_loop: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     """libzmq drops the connection of a peer that sent a frame over MAXMSGSIZE and, connecting, never
-    makes it again: the subscriber notices (its monitor) and connects again, counted."""
+    makes it again: the subscriber notices (its monitor) and connects again, counted and said."""
+    caplog.set_level("WARNING")
     raw, url = raw_pub
     limits = Limits(max_total_bytes=64 * 1024)
     with Subscriber(url, limits=limits, hwm=100) as sub:
@@ -163,6 +164,9 @@ def test_a_frame_over_the_size_limit_does_not_silence_the_stream(
                 received.append(sample.seq)
         assert received == [2] and sub.reconnects == 1
         assert sub.counters()["reconnects"] == 1 and "did not retry; connected again" in sub.last_error
+        assert [r.getMessage() for r in caplog.records if "did not retry" in r.getMessage()] == [
+            sub.last_error
+        ]
 
 
 def _wait_quietly(sub: Subscriber, seconds: float) -> None:
