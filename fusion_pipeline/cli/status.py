@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _status(args: argparse.Namespace) -> int:
     """health of a running pipeline: per node state, pid, uptime, restarts, heartbeat, rates
 
+    Per stream: its rate, how long since its last message, the messages ingest dropped (by reason:
+    malformed_*, schema_*, ...) and those the driver sent that never arrived (seq_lost), since the run
+    began.
     Ask a running supervisor for the state of its nodes. Exit status: 0 healthy, 1 degraded (a node not
     running, or a stream silent), 2 no supervisor answered. Warnings (plain tcp, metrics off) are listed
     without making it degraded.
@@ -67,13 +70,22 @@ def format_status(report: dict[str, Any]) -> str:
             f"{node['restarts']:>8} {beat:>9} {_rate(node['rates'].get('in')):>7} "
             f"{_rate(node['rates'].get('out')):>7}"
         )
-    lines += ["", f"{'stream':<{width}} {'msg/s':>7} {'config':>7} {'idle':>7}  required"]
+    lines += [
+        "",
+        f"{'stream':<{width}} {'msg/s':>7} {'config':>7} {'idle':>7} {'dropped':>7} {'lost':>7}  required",
+    ]
     for stream in report["streams"]:
         lines.append(
             f"{stream['name']:<{width}} {_rate(stream['messages_per_s']):>7} {stream['rate_hz']:>7g} "
-            f"{stream['idle_s']:>6.1f}s  {'yes' if stream['required'] else 'no':<8}"
-            f"{'  SILENT' if stream['silent'] else ''}".rstrip()
+            f"{stream['idle_s']:>6.1f}s {sum(stream['dropped'].values()):>7} {stream['lost']:>7}  "
+            f"{'yes' if stream['required'] else 'no':<8}{'  SILENT' if stream['silent'] else ''}".rstrip()
         )
+    # Why ingest refused what it did: the reasons say what to fix in the driver or the config.
+    lines += [
+        f"{stream['name']} dropped: {', '.join(f'{k} {v}' for k, v in stream['dropped'].items())}"
+        for stream in report["streams"]
+        if stream["dropped"]
+    ]
     return "\n".join(lines)
 
 

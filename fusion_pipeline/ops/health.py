@@ -335,8 +335,12 @@ def status_report(snapshot: PipelineSnapshot) -> dict[str, Any]:
                 "messages_per_s": _round(s.messages_per_s),
                 "idle_s": round(s.idle_s, 3),
                 "silent": s.name in silent,
+                # since the run began: what arrived and was refused, by reason, and what never arrived
+                "dropped": {k: v for k, v in sorted(ingest_drops(ingest).items()) if v},
+                "lost": ingest.get("seq_lost", 0),
             }
             for s in snapshot.streams
+            for ingest in [snapshot.counters(f"ingest:{s.name}")]
         ],
     }
 

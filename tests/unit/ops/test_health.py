@@ -327,8 +327,12 @@ def test_metric_families_of_a_snapshot() -> None:
 
 
 def test_status_report_and_table() -> None:
-    nodes = [_node("ingest:lidar/top", rates={"in": 10.04, "out": 9.96}), _node("inference", pid=None)]
+    counters = {"received": 99, "malformed_size_mismatch": 2, "schema_non_finite": 1, "seq_lost": 4}
+    lidar = _node("ingest:lidar/top", rates={"in": 10.04, "out": 9.96}, counters=counters)
+    nodes = [lidar, _node("inference", pid=None)]
     report = status_report(_snapshot(nodes, [_stream("lidar/top", True)]))
+    assert report["streams"][0]["dropped"] == {"malformed_size_mismatch": 2, "schema_non_finite": 1}
+    assert report["streams"][0]["lost"] == 4
     assert report["degraded"] is False
     assert report["nodes"][0] == {
         "name": "ingest:lidar/top",
@@ -342,6 +346,9 @@ def test_status_report_and_table() -> None:
     table = format_status(report)
     assert table.splitlines()[0] == "demo: healthy"
     assert "ingest:lidar/top" in table and "10.0" in table
+    assert "lidar/top dropped: malformed_size_mismatch 2, schema_non_finite 1" in table.splitlines()
+    row = next(line for line in table.splitlines() if line.startswith("lidar/top "))
+    assert row.split()[4:6] == ["3", "4"]  # dropped, lost
     served = _snapshot(
         nodes,
         [_stream("lidar/top", True)],
