@@ -1,16 +1,21 @@
-"""CURVE on tcp within one process: a plain client cannot reach a CURVE server, bad or readable
+"""CURVE on tcp within one process: a plain client cannot reach a CURVE server, a driver doing CURVE with
+libzmq alone as PROTOCOL.md says admits only its allow-list, bad or readable
 certificates and an allow-list that names no key are refused. Peers in their own processes:
 tests/process/test_curve.py."""
 
+import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import zmq
 from security import curve_keys, server_curve
+from zmq.utils import z85
 
-from fusion_pipeline.transport import Curve, Publisher, Subscriber, TransportError, sockets
+from fusion_pipeline.transport import Curve, Publisher, Sample, Subscriber, TransportError, encode, sockets
 
 
 @pytest.fixture
@@ -179,3 +184,68 @@ def test_sockets_dropped_in_a_reference_cycle_do_not_hang_the_collector() -> Non
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and "collected" in done.stdout, done.stderr
+
+
+def _z85(path: Path, key: str) -> bytes:
+    """A key of a certificate file, read as PROTOCOL.md section 1.1 describes the format."""
+    found = re.search(rf'^\s*{key} = "(.{{40}})"\s*$', path.read_text(), re.MULTILINE)
+    assert found is not None, f"{path}: no {key}"
+    return z85.decode(found.group(1).encode())
+
+
+def _zap_handler(context: zmq.Context, allowed: set[bytes], stop: threading.Event) -> threading.Thread:
+    """The ZAP handler of PROTOCOL.md section 1.1, in libzmq terms only."""
+    zap = context.socket(zmq.REP)
+    zap.bind("inproc://zeromq.zap.01")
+
+    def answer() -> None:
+        with zap:
+            while not stop.is_set():
+                if not zap.poll(50):
+                    continue
+                version, request_id, _domain, _address, _routing_id, mechanism, *credentials = (
+                    zap.recv_multipart()
+                )
+                admitted = mechanism == b"CURVE" and credentials[0] in allowed
+                status = (b"200", b"OK") if admitted else (b"400", b"not in the allow-list")
+                zap.send_multipart([version, request_id, *status, b"", b""])
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_driver_doing_curve_as_the_protocol_says_admits_only_its_allow_list(keys) -> None:
+    """A driver in another language, here raw libzmq calls: its own ZAP handler over the allow-list's
+    files, a CURVE server socket from the secret certificate. The allowed client receives, a stranger is
+    refused and says so."""
+    context, stop = zmq.Context(), threading.Event()
+    allowed = {_z85(path, "public-key") for path in keys["authorized"][0].glob("*.key")}
+    handler = _zap_handler(context, allowed, stop)
+    driver = context.socket(zmq.PUB)
+    driver.curve_server = True
+    driver.curve_secretkey = _z85(keys["server"][1], "secret-key")
+    port = driver.bind_to_random_port("tcp://127.0.0.1")
+    endpoint = f"tcp://127.0.0.1:{port}"
+    client = Curve(certificate=keys["allowed"][1], server_key=keys["server"][0])
+    stranger = Curve(certificate=keys["stranger"][1], server_key=keys["server"][0])
+    try:
+        with Subscriber(endpoint, curve=client) as sub, Subscriber(endpoint, curve=stranger) as other:
+            received, refused = None, None
+            deadline = time.monotonic() + 5
+            while received is None and time.monotonic() < deadline:
+                driver.send_multipart(
+                    encode(Sample("radar/front", "radar", seq=7, stamp_ns=1, frame_id="radar"))
+                )
+                received = sub.recv(timeout_ms=100)
+                refused = other.recv(timeout_ms=0) or refused
+            deadline = time.monotonic() + 2.6  # more than two looks at the stranger's connections
+            while time.monotonic() < deadline:
+                refused = other.recv(timeout_ms=100) or refused
+        assert received is not None and received.seq == 7
+        assert refused is None and "refused this client's key" in other.last_error
+    finally:
+        stop.set()
+        handler.join()
+        driver.close(linger=0)
+        context.term()
