@@ -43,8 +43,10 @@ __all__ = [
     "PipelineSnapshot",
     "SilenceWatch",
     "StreamSnapshot",
+    "Throughput",
     "arrived",
     "assess",
+    "behind",
     "flow_counts",
     "ingest_drops",
     "node_state",
@@ -189,6 +191,21 @@ class StreamSnapshot:
 
 
 @dataclass(frozen=True)
+class Throughput:
+    """Results against what the reference stream promises, over the recent window (live, reference
+    mode, once the node running inference has been up that long)."""
+
+    results_per_s: float
+    reference: str
+    reference_hz: float  # configured
+
+
+#: Results under this share of the reference's rate: the model (in a composed node, the loop with its
+#: front ends) cannot keep up, and most reference stamps get no result.
+BEHIND_SHARE = 0.5
+
+
+@dataclass(frozen=True)
 class Notice:
     """A standing condition an operator must know of, but no fault: `text` for the log and `status`,
     `short` for the status line."""
@@ -215,6 +232,7 @@ class PipelineSnapshot:
     provider: str = ""
     latency: Mapping[str, tuple[Sequence[int], float, int]] = field(default_factory=dict)  # stage -> buckets
     notices: Sequence[Notice] = ()
+    throughput: Throughput | None = None
     metrics: str = ""  # the /metrics URL, or "off (why)"
     results_endpoint: str = ""
 
@@ -256,11 +274,16 @@ def silence(stream: StreamSnapshot) -> str:
 
 
 def status_tags(snapshot: PipelineSnapshot) -> list[str]:
-    """The status line's warnings: each silent stream, then each kind of notice (counted when repeated)."""
+    """The status line's warnings: each silent stream, results behind the reference, then each kind of
+    notice (counted when repeated)."""
     counts = Counter(n.short for n in snapshot.notices)
-    return [_silent_tag(s) for s in silent_streams(snapshot)] + [
-        short if n == 1 else f"{short} x{n}" for short, n in counts.items()
-    ]
+    t = snapshot.throughput
+    lagging = [f"BEHIND {t.results_per_s:.1f}/s of {t.reference_hz:g} Hz"] if t and behind(snapshot) else []
+    return (
+        [_silent_tag(s) for s in silent_streams(snapshot)]
+        + lagging
+        + [short if n == 1 else f"{short} x{n}" for short, n in counts.items()]
+    )
 
 
 def _silent_tag(stream: StreamSnapshot) -> str:
@@ -287,8 +310,22 @@ class SilenceWatch:
         return went, back
 
 
+def behind(snapshot: PipelineSnapshot) -> str:
+    """Why the results fall behind the reference stream ("" when they keep up, or cannot be judged): a
+    silent reference is said as such, not again here."""
+    t = snapshot.throughput
+    if t is None or t.results_per_s >= BEHIND_SHARE * t.reference_hz:
+        return ""
+    if any(s.name == t.reference for s in silent_streams(snapshot)):
+        return ""
+    return (
+        f"results {t.results_per_s:.1f}/s against the reference {t.reference}'s {t.reference_hz:g} Hz: "
+        "inference is not keeping up (the summary's `model` stage says how long a set takes)"
+    )
+
+
 def assess(snapshot: PipelineSnapshot) -> Health:
-    """Degraded, and why: nodes not running, streams silent."""
+    """Degraded, and why: nodes not running, streams silent, results far behind the reference."""
     reasons = []
     for node in snapshot.nodes:
         state = node_state(node.alive, node.restart_pending, node.heartbeat_age_s, snapshot.stale_s)
@@ -297,6 +334,7 @@ def assess(snapshot: PipelineSnapshot) -> Health:
         elif state != "running":
             reasons.append(f"{node.name} {state}")
     reasons += [silence(stream) for stream in silent_streams(snapshot)]
+    reasons += [why] if (why := behind(snapshot)) else []
     return Health(degraded=bool(reasons), reasons=reasons)
 
 

@@ -59,7 +59,9 @@ from fusion_pipeline.ops.health import (
     PipelineSnapshot,
     SilenceWatch,
     StreamSnapshot,
+    Throughput,
     arrived,
+    behind,
     flow_counts,
     ingest_drops,
     silence,
@@ -185,6 +187,7 @@ class Supervisor:
         # monotonic: when the warm-up began (every node's first heartbeat, or the start timeout)
         self._all_up: float | None = None
         self._silence = SilenceWatch()
+        self._behind = False  # results behind the reference, as last said
         self._notices: list[Notice] = []
         self._metrics = "off (metrics.enabled = false)"
         self.latest: PipelineSnapshot | None = None
@@ -248,7 +251,7 @@ class Supervisor:
                 self._stop_waiting_for_start(time.monotonic())
                 self._restart_failed_nodes(time.monotonic())
                 if time.monotonic() >= next_snapshot:
-                    self._log_silence(self.snapshot(time.monotonic()))
+                    self._log_flow(self.snapshot(time.monotonic()))
                     next_snapshot = time.monotonic() + SNAPSHOT_S
                 now = time.monotonic()
                 if self.line.due(now):
@@ -345,10 +348,26 @@ class Supervisor:
             provider=self.stats.provider,
             latency={stage: h.cumulative() for stage, h in self._latency.items()},
             notices=tuple(self._notices),
+            throughput=self._throughput(now, nodes),
             metrics=self._metrics,
             results_endpoint=self.config.endpoint(self.config.output.endpoint, self.run_dir),
         )
         return self.latest
+
+    def _throughput(self, now: float, nodes: list[NodeSnapshot]) -> Throughput | None:
+        """The results per second over the rate window against the reference's rate: live, in reference
+        mode, once the warm-up began and the node running inference has been up a whole window (a
+        restart's gap is said as the restart)."""
+        reference = self.config.sync.reference
+        if self.graph.log_time or self.config.sync.mode != "reference" or reference is None:
+            return None
+        if self._all_up is None or now - self._all_up < self.warmup_s + self._window.window_s:
+            return None
+        node = next(snap for snap, n in zip(nodes, self.nodes, strict=True) if n.spec.runs("inference"))
+        rate = node.rates.get("out")
+        if rate is None or node.uptime_s is None or node.uptime_s < self._window.window_s:
+            return None
+        return Throughput(rate, reference, self.config.stream(reference).rate_hz)
 
     def _open_metrics(self) -> MetricsServer | None:
         """Serve /metrics when enabled; an address it cannot serve on (a port taken) is a notice and the
@@ -379,9 +398,10 @@ class Supervisor:
         self._notices.append(notice)
         self.line.log(f"WARNING: {notice.text}")
 
-    def _log_silence(self, snapshot: PipelineSnapshot) -> None:
-        """Say once when a stream goes silent and when it comes back. Not in a replay: there the log, not
-        a driver, decides what arrives."""
+    def _log_flow(self, snapshot: PipelineSnapshot) -> None:
+        """Say once when a stream goes silent and when it comes back, and when the results fall behind
+        the reference and when they keep up again. Not in a replay: there the log, not a driver, decides
+        what arrives."""
         if self.graph.log_time:
             return
         went, back = self._silence.changes(snapshot)
@@ -389,6 +409,12 @@ class Supervisor:
             self.line.log(f"WARNING: {silence(stream)}")
         for stream in back:
             self.line.log(f"stream {stream.name} flowing again")
+        lagging = behind(snapshot)
+        if lagging and not self._behind:
+            self.line.log(f"WARNING: {lagging}")
+        elif self._behind and not lagging and snapshot.throughput is not None:
+            self.line.log(f"results keeping up again: {snapshot.throughput.results_per_s:.1f}/s")
+        self._behind = bool(lagging) or (self._behind and snapshot.throughput is None)
 
     def _ratio_until_ns(self) -> int:
         """The end of the result ratio's window: the last reference-ingest heartbeat at least

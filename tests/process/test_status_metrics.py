@@ -342,3 +342,28 @@ def test_a_taken_metrics_port_shows_in_the_status_line_and_status(tmp_path: Path
             code, out = _status_cli("--run-dir", str(run.run_dir))
             assert "metrics off (port taken)" in out, out
             assert "WARNING: metrics off (port taken): cannot serve on 127.0.0.1:" in out
+
+
+def test_a_composed_node_whose_model_cannot_keep_up_is_degraded_and_said(tmp_path: Path) -> None:
+    """A composed node's loop holds ingest, sync and inference: a model 60 times slower passes reference
+    messages over (nothing is silent, nothing skips a set), so only the results' rate against the
+    reference's tells that most stamps get none. Status, the log and the status line say it."""
+
+    def slow_composed(text: str) -> str:
+        text = _any_port(text).replace("[pipeline]\n", '[pipeline]\ncomposition = "composed"\n', 1)
+        return text.replace("[model]\n", "[model]\nslowdown = 60\n", 1)
+
+    with pipeline(lambda d: demo_text(d, slow_composed), "--warmup", "0", workdir=tmp_path) as run:
+
+        def behind() -> list[str]:
+            with contextlib.suppress(StatusError):
+                reasons = query(run.run_dir, timeout_s=2.0)["reasons"]
+                return [r for r in reasons if "inference is not keeping up" in r]
+            return []
+
+        (reason,) = wait_for(behind, 60, "results behind the reference said by status", run)
+        assert "against the reference lidar/top's 10 Hz" in reason
+        said = re.compile(
+            r"WARNING: results [0-9.]+/s against the reference lidar/top's 10 Hz: inference is not"
+        )
+        wait_for(lambda: said.search(run.output()), 10, "said in the log", run)

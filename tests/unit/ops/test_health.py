@@ -4,6 +4,7 @@ families of a snapshot, the [metrics] config and the run file."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from fusion_pipeline.ops import (
     SilenceWatch,
     StatusError,
     StreamSnapshot,
+    Throughput,
     arrived,
     assess,
     flow_counts,
@@ -440,3 +442,22 @@ def test_result_ratio_never_passes_one_when_heartbeats_miss_messages() -> None:
     assert ratio.unreported(until_ns=30) == 5
     ratio.mark(40, 20)  # the heartbeats report more than results came: counted as reported
     assert ratio.counts(until_ns=40) == (12, 20) and ratio.unreported(until_ns=40) == 0
+
+
+@pytest.mark.parametrize(
+    ("results_per_s", "reference_silent", "said"),
+    [(9.6, False, False), (4.0, False, True), (4.0, True, False)],
+    ids=["keeping up", "behind", "the reference silent: said as silence only"],
+)
+def test_results_far_behind_the_reference_are_degraded(
+    results_per_s: float, reference_silent: bool, said: bool
+) -> None:
+    lidar = _stream("lidar/top", True, idle_s=30.0 if reference_silent else 0.0)
+    snapshot = _snapshot(
+        [_node("composed")], [lidar], throughput=Throughput(results_per_s, "lidar/top", 10.0)
+    )
+    reasons = assess(snapshot).reasons
+    behind = "results 4.0/s against the reference lidar/top's 10 Hz: inference is not keeping up"
+    assert any(r.startswith(behind) for r in reasons) is said
+    assert ("BEHIND 4.0/s of 10 Hz" in status_tags(snapshot)) is said
+    assert assess(replace(snapshot, throughput=None)).reasons == reasons[: len(reasons) - said]
