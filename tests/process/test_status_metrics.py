@@ -345,13 +345,13 @@ def test_a_taken_metrics_port_shows_in_the_status_line_and_status(tmp_path: Path
 
 
 def test_a_composed_node_whose_model_cannot_keep_up_is_degraded_and_said(tmp_path: Path) -> None:
-    """A composed node's loop holds ingest, sync and inference: a model 60 times slower passes reference
+    """A composed node's loop holds ingest, sync and inference: a model 400 times slower passes reference
     messages over (nothing is silent, nothing skips a set), so only the results' rate against the
     reference's tells that most stamps get none. Status, the log and the status line say it."""
 
     def slow_composed(text: str) -> str:
         text = _any_port(text).replace("[pipeline]\n", '[pipeline]\ncomposition = "composed"\n', 1)
-        return text.replace("[model]\n", "[model]\nslowdown = 60\n", 1)
+        return text.replace("[model]\n", "[model]\nslowdown = 400\n", 1)
 
     with pipeline(lambda d: demo_text(d, slow_composed), "--warmup", "0", workdir=tmp_path) as run:
 
