@@ -466,8 +466,9 @@ def _import_ros2(args: argparse.Namespace) -> int:
     format from the bag's AudioInfo on TOPIC_info, else --sample-rate, --channels and S16LE) and
     std_msgs String results as export-ros2 writes them (JSON, back as results with their seq).
     """
-    from fusion_pipeline.logs.ros2 import import_ros2, parse_map
+    from fusion_pipeline.logs.ros2 import import_ros2, parse_map, require_rosbags
 
+    require_rosbags()  # the extra missing is said before anything else
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: the partial log goes
     counts = import_ros2(
         args.bag, args.out, parse_map(args.map), sample_rate=args.sample_rate, channels=args.channels
@@ -478,8 +479,9 @@ def _import_ros2(args: argparse.Namespace) -> int:
 
 def _export_ros2(args: argparse.Namespace) -> int:
     """write logs (and results) as a ROS 2 bag (extra [ros])"""
-    from fusion_pipeline.logs.ros2 import export_ros2
+    from fusion_pipeline.logs.ros2 import export_ros2, require_rosbags
 
+    require_rosbags()  # the extra missing is said before anything else
     return _export(args, lambda logs, out: export_ros2(logs, out, storage=args.storage))
 
 

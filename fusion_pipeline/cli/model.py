@@ -40,6 +40,7 @@ from fusion_pipeline.cli.args import (
 )
 from fusion_pipeline.config import Config, load_config, parse_config, read_config_text
 from fusion_pipeline.contract import ModelContract, default_contract
+from fusion_pipeline.extras import install_hint
 from fusion_pipeline.model.contracts import contract_for_config
 from fusion_pipeline.model.errors import ModelError
 
@@ -80,9 +81,7 @@ def _train_extra() -> Iterator[None]:
     except ModuleNotFoundError as exc:
         if exc.name not in TRAIN_EXTRA:
             raise
-        raise ModelError(
-            f"needs {exc.name}, which is not installed: pip install 'fusion-pipeline[train]'"
-        ) from None
+        raise ModelError(f"needs {exc.name}, which is not installed: {install_hint('train')}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:

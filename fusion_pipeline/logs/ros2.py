@@ -48,6 +48,7 @@ from fusion_pipeline.logs.ros2_messages import (
     losses,
     odd_shape,
     radar_fields,
+    require_rosbags,
     result_from_ros,
     sample_audio_format,
     to_ros,
@@ -149,6 +150,7 @@ def import_ros2(
     topic's format comes from its AudioInfo topic (``TOPIC_info``) when the bag has one, which
     `sample_rate` and `channels` (default 1) must then agree with; they are refused when no mapped topic
     is audio. A topic mapped twice, or two topics mapped to one stream, are refused too."""
+    require_rosbags()  # a missing [ros] extra is said, not raised as an ImportError
     from rosbags.rosbag2 import Reader
 
     by_topic = _by_topic(maps)
@@ -303,6 +305,7 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
     """Write every log message a ROS 2 type exists for into a new rosbag2; return counts per topic.
     Topics follow `SourceTopics` (one per source); an audio topic gets its AudioInfo on TOPIC_info. What
     the bag does not carry (sets, and per topic what import-ros2 will not give back) is logged."""
+    require_rosbags()  # a missing [ros] extra is said, not raised as an ImportError
     from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 
     plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}.get(storage)

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from fusion_pipeline.extras import install_hint
 from fusion_pipeline.logs.errors import Ros2Error
 from fusion_pipeline.protocol import NS_PER_S
 from fusion_pipeline.transport.wire import Sample
@@ -62,6 +63,7 @@ __all__ = [
     "sample_audio_format",
     "to_ros",
     "topic_audio_format",
+    "require_rosbags",
     "typestore",
 ]
 
@@ -100,19 +102,18 @@ _LIDAR_FIELDS = ("x", "y", "z", "intensity")
 _RADAR_FIELDS = ("x", "y", "z", "velocity", "rcs")
 
 
-def _rosbags() -> Any:
+def require_rosbags() -> Any:
+    """The rosbags package (its rosbag2 module imported), or a Ros2Error that says how to install it."""
     try:
         import rosbags.rosbag2
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise Ros2Error(
-            "ROS 2 bag support needs the [ros] extra: pip install 'fusion-pipeline[ros]'"
-        ) from exc
+        raise Ros2Error(f"ROS 2 bag support needs the [ros] extra: {install_hint('ros')}") from exc
     return rosbags
 
 
 def typestore() -> Any:
     """A rosbags typestore of ROS 2 Jazzy with the audio_common_msgs types registered."""
-    _rosbags()
+    require_rosbags()
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     store = get_typestore(Stores.ROS2_JAZZY)

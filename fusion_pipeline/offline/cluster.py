@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 
+from fusion_pipeline.extras import install_hint
 from fusion_pipeline.offline.errors import BatchError
 from fusion_pipeline.offline.manifest import LogRecord
 from fusion_pipeline.offline.worker import LogTask, failed_record, run_log
@@ -26,7 +27,7 @@ def import_ray() -> ModuleType:
         import ray
     except ImportError as exc:
         raise BatchError(
-            f"--ray needs Ray, which is not installed ({exc}): pip install 'fusion-pipeline[cluster]'"
+            f"--ray needs Ray, which is not installed ({exc}): {install_hint('cluster')}"
         ) from None
     return ray
 

@@ -16,11 +16,12 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from fusion_pipeline.extras import install_hint
 from fusion_pipeline.view.errors import ViewError
 
 __all__ = ["EXTRA_HINT", "disable_analytics", "rerun_cli"]
 
-EXTRA_HINT = "the viewer needs the [view] extra: pip install 'fusion-pipeline[view]'"
+EXTRA_HINT = f"the viewer needs the [view] extra: {install_hint('view')}"
 _TIMEOUT_S = 60.0  # the first run of the 170 MB binary reads it from disk
 
 

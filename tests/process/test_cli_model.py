@@ -10,22 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from extras import without
 
 from fusion_pipeline.cli.model import MIN_SAMPLES
 
 
-def _without(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`fusion-pipeline ARGS` in a process where `import MODULE` fails, as on a runtime-only install."""
-    code = (
-        f"import sys; sys.modules[{module!r}] = None\n"
-        "from fusion_pipeline.cli import main\n"
-        f"sys.exit(main({list(args)!r}))\n"
-    )
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=cwd)
-
-
 def _without_torch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return _without("torch", *args, cwd=cwd)
+    return without("torch", *args, cwd=cwd)
 
 
 @pytest.mark.parametrize(
@@ -166,7 +157,7 @@ def test_eval_without_matplotlib_says_what_to_install_before_any_work(tmp_path: 
     pytest.importorskip("torch")
     run, cache = tmp_path / "run", tmp_path / "cache"
     _tiny_run(run)
-    done = _without(
+    done = without(
         "matplotlib",
         *("model", "eval", "--run-dir", str(run), "--test-samples", "8", "--cache-dir", str(cache)),
         cwd=tmp_path,

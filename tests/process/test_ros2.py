@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from extras import without
 from samples import same_sample
 
 from fusion_pipeline.config import load_config
@@ -101,3 +102,22 @@ def test_record_export_import_round_trip_keeps_audio_format_and_results(ipc_dir:
         Ros2Error, match=r"topic /audio/roof_info .*says sample-rate 16000, --sample-rate says 8000"
     ):
         import_ros2(bag, ipc_dir / "other.mcap", parse_map(["/audio/roof=a/b"]), sample_rate=8000)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["export-ros2", "demo.mcap", "-o", "new-bag"],
+        ["import-ros2", "bag", "-o", "out.mcap", "--map", "/points=lidar/top"],
+    ],
+    ids=["export-ros2", "import-ros2"],
+)
+def test_a_missing_ros_extra_says_what_to_install(command: list[str], tmp_path: Path) -> None:
+    """Not a traceback: the extra, and its packages by name for a CPU-only install."""
+    (tmp_path / "demo.mcap").write_bytes(b"")
+    (tmp_path / "bag").mkdir()
+    done = without("rosbags", *command, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "needs the [ros] extra: pip install 'fusion-pipeline[ros]'" in done.stderr
+    assert "'rosbags>=" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bag", "demo.mcap"]  # nothing written
