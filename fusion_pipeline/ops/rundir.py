@@ -110,7 +110,9 @@ class RunDir:
 
     def record(self, log: Callable[[str], None]) -> None:
         """Make a private temp run dir discoverable by `fusion-pipeline status` (ops.status.run_file), and
-        remove the one it replaces there when that run's supervisor was killed (`_abandoned`)."""
+        remove the one it replaces there when that run's supervisor was killed (`_abandoned`). Another
+        run of the same pipeline that still runs keeps the run file: what finds the pipeline by its
+        config (status, record, view) goes on finding that one, and this run says how to name its own."""
         if not self.own:
             return
         name = self.config.pipeline.name
@@ -118,6 +120,13 @@ class RunDir:
             previous = recorded_run_dir(name)
         except (OSError, StatusError):
             previous = None
+        if previous is not None and ipc_served(Endpoint(f"ipc://{previous}/{CONTROL_SOCKET}")):
+            log(
+                f"WARNING: another run of {name!r} is running in {previous}: commands that find the "
+                f"pipeline by its config (status, record, view) find that one; name this one with "
+                f"--run-dir {self.path}"
+            )
+            return
         try:
             self._run_file = record_run_dir(name, self.path)
         except (OSError, StatusError) as exc:

@@ -11,7 +11,7 @@ import pytest
 from fusion_pipeline.config import load_config, parse_config
 from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.ops.rundir import RunDir
-from fusion_pipeline.ops.status import record_run_dir
+from fusion_pipeline.ops.status import record_run_dir, recorded_run_dir
 
 
 def test_close_keeps_an_external_drivers_socket(tmp_path: Path) -> None:
@@ -92,3 +92,29 @@ def test_a_run_removes_the_private_run_dir_a_killed_supervisor_left(
     ]
     for run in runs:
         run.close()
+
+
+def test_a_second_run_of_a_pipeline_that_runs_leaves_it_the_run_file(
+    ipc_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `run`s of one config at once: the second took over the run file and removed it at its end,
+    so status, record and view found neither while the first still ran. It now keeps to its own dir and
+    says how to name it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(ipc_dir))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(ipc_dir))
+    config = load_config(None)
+    first = RunDir.open(config, None, ())
+    first.record(print)
+    control = _serving(first.path / "control.sock")  # its supervisor runs
+    lines: list[str] = []
+    second = RunDir.open(config, None, ())
+    second.record(lines.append)
+    assert recorded_run_dir(config.pipeline.name) == first.path
+    assert lines == [
+        f"WARNING: another run of 'demo' is running in {first.path}: commands that find the pipeline by "
+        f"its config (status, record, view) find that one; name this one with --run-dir {second.path}"
+    ]
+    second.close()
+    assert recorded_run_dir(config.pipeline.name) == first.path  # still found
+    control.close()
+    first.close()
