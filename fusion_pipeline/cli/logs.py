@@ -337,7 +337,8 @@ def _replay(args: argparse.Namespace) -> int:
         if stopped[0]:
             unwritten = _replay_outputs(args)
             said = f": {' and '.join(unwritten)} not written" if unwritten else ""
-            raise LogError(f"stopped before the end of the log{said}")
+            print(f"fusion-pipeline replay: stopped before the end of the log{said}", file=sys.stderr)
+            raise KeyboardInterrupt  # a stop, as Ctrl-C anywhere else (exit 130); the results are not kept
     _write_report(args.report_json, report)
     return 0
 

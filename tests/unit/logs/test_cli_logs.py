@@ -119,11 +119,13 @@ def test_a_stopped_offline_replay_leaves_no_results(
     # Ctrl-C before the first message
     monkeypatch.setattr(cli_logs, "_stop_on_signals", lambda stopped: stopped.__setitem__(0, True))
     results, report = tmp_path / "r.mcap", tmp_path / "r.json"
-    err = _fails(capsys, "replay", str(demo_log), "--offline", "--no-progress", "--results", str(results))
+    assert main(["replay", str(demo_log), "--offline", "--no-progress", "--results", str(results)]) == 130
+    err = capsys.readouterr().err
     assert f"stopped before the end of the log: --results {results} not written" in err
     assert list(tmp_path.iterdir()) == []
     # Its report neither: the figures of part of the log would pass for the whole log's.
-    err = _fails(capsys, "replay", str(demo_log), "--offline", "--no-progress", "--report-json", str(report))
+    assert main(["replay", str(demo_log), "--offline", "--no-progress", "--report-json", str(report)]) == 130
+    err = capsys.readouterr().err
     assert f"stopped before the end of the log: --report-json {report} not written" in err
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
