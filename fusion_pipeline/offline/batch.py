@@ -33,7 +33,7 @@ from fusion_pipeline.config import SHIPPED, Config
 from fusion_pipeline.inference import model_path
 from fusion_pipeline.lifetime import die_with_parent
 from fusion_pipeline.logs.sources import log_sources
-from fusion_pipeline.offline.cluster import ray_records
+from fusion_pipeline.offline.cluster import import_ray, ray_records
 from fusion_pipeline.offline.compare import check_other, compare_dirs
 from fusion_pipeline.offline.errors import BatchError
 from fusion_pipeline.offline.manifest import LogRecord, Manifest, PartIdentity, identify, identity_changes
@@ -249,6 +249,8 @@ def run_batch(
             f"--workers {workers} sizes the local pool or a local Ray; the cluster at {ray} runs a task "
             "per CPU it has"
         )
+    if ray is not None:
+        import_ray()  # a missing [cluster] extra is said before --out is made
     out = Path(os.path.abspath(out))
     if compare is not None:
         compare = Path(os.path.abspath(compare))

@@ -117,6 +117,9 @@ def run_log(task: LogTask) -> LogRecord:
             "task_s": time.perf_counter() - started,
         }
         return record
+    except BaseException:  # Ctrl-C reaches the pool's workers too: no half results left behind
+        partial.unlink(missing_ok=True)
+        raise
     record.status = "done"
     record.results = task.log.results_name
     record.counts = {

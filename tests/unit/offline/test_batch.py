@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 import fusion_pipeline.offline.batch as batch_module
+import fusion_pipeline.offline.worker as worker_module
 from fusion_pipeline.cli import main
 from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.logs import LogWriter
@@ -28,7 +29,7 @@ from fusion_pipeline.offline.batch import SUMMARY_NAME, _workers_config, plan_ba
 from fusion_pipeline.offline.cluster import import_ray
 from fusion_pipeline.offline.manifest import PartIdentity
 from fusion_pipeline.offline.summary import format_summary
-from fusion_pipeline.offline.worker import LogTask
+from fusion_pipeline.offline.worker import LogTask, run_log
 from fusion_pipeline.transport import Sample
 
 DEMO = load_config(None)
@@ -245,10 +246,33 @@ def test_workers_share_the_cores_and_find_the_model_from_anywhere(
     assert _workers_config(pinned, 1).model == pinned.model  # the config's own threads are kept
 
 
-def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_ray_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: importing it fails
     with pytest.raises(BatchError, match=r"--ray needs Ray, .*pip install 'fusion-pipeline\[cluster\]'"):
         import_ray()
+    (tmp_path / "a.mcap").write_bytes(b"a recording")
+    with pytest.raises(BatchError, match="--ray needs Ray"):
+        run_batch([tmp_path / "a.mcap"], tmp_path / "out", DEMO, ray="")
+    assert not (tmp_path / "out").exists()  # refused before anything was made
+
+
+def test_a_worker_stopped_part_way_leaves_no_partial_results(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Ctrl-C reaches the pool's workers too: the log in flight leaves no NAME.results.mcap.partial."""
+    partial = tmp_path / "a.results.mcap.partial"
+
+    class Interrupted:
+        def run(self, paths: list[Path], out: Path) -> None:
+            out.write_bytes(b"half of the results")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker_module, "_graph", lambda config: (Interrupted(), 0.0))
+    (tmp_path / "a.mcap").write_bytes(b"a recording")
+    (log,) = find_logs([tmp_path / "a.mcap"])
+    with pytest.raises(KeyboardInterrupt):
+        run_log(LogTask(log, tmp_path, DEMO, "d"))
+    assert not partial.exists()
 
 
 def test_the_summary_is_of_every_log_the_manifest_holds(
