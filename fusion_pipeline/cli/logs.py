@@ -373,7 +373,10 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
     parts = [path for _, paths in log_sources(args.logs) for path in paths]
     reader = LogReader(parts, verify_crcs=False)
     # Everything the log and the options decide is checked before a node starts.
-    plan = plan_streams(config, reader.scan_streams(), settings)
+    logged = reader.scan_streams()
+    plan = plan_streams(config, logged, settings)
+    if left_out := [name for name in logged if name not in plan]:
+        log.info("not replaying %s: no such stream in the config", ", ".join(left_out))
     _check_window(settings.start_s, settings.end_s, _read_through(reader, plan, args.allow_truncated))
     if args.offline:
         return _replay_offline(args, config, settings, reader, results, stopped)

@@ -17,7 +17,6 @@ messages, numbered and stamped alike.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,6 @@ from fusion_pipeline.transport.wire import Sample
 
 __all__ = ["LOOP_GAP_NS", "Outgoing", "ReplaySettings", "message_total", "plan_streams", "send_order"]
 
-log = logging.getLogger(__name__)
 
 #: Pause between passes of a looped replay (log time), so a pass's first stamps follow the last ones.
 LOOP_GAP_NS = 1_000_000_000
@@ -71,7 +69,8 @@ def message_total(reader: LogReader, plan: Mapping[str, str], settings: ReplaySe
 def plan_streams(
     config: Config, logged: Mapping[str, Mapping[str, str]], settings: ReplaySettings
 ) -> dict[str, str]:
-    """Log stream -> config stream it is published as. Errors name what does not fit."""
+    """Log stream -> config stream it is published as; a logged stream the config does not have is left
+    out (unless --streams names it). Errors name what does not fit."""
     known = {s.name: s for s in config.streams}
     for old, new in settings.remap.items():
         if old not in logged:
@@ -97,8 +96,7 @@ def plan_streams(
         if target not in known:
             if settings.streams:
                 raise LogError(f"log stream {name!r} has no stream in the config; map it with --remap")
-            log.info("not replaying %s: no such stream in the config", name)
-            continue
+            continue  # the log's other streams (its results, say): the caller says which it leaves out
         modality = logged[name].get("modality")
         if modality != known[target].modality:
             raise LogError(
