@@ -2,6 +2,6 @@
 
 import sys
 
-from fusion_pipeline.cli.main import main
+from fusion_pipeline.cli.commands import main
 
 sys.exit(main())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from paths import SUPPORT
 
-from fusion_pipeline.cli import build_parser
+from fusion_pipeline.cli.commands import build_parser
 
 
 @pytest.fixture

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Iterator
 
 import pytest
 
-from fusion_pipeline.cli import build_parser
 from fusion_pipeline.cli.args import Parser, add_command
+from fusion_pipeline.cli.commands import build_parser
 
 
 def _words(text: str) -> str:
@@ -77,3 +78,22 @@ def test_every_command_of_the_tool_has_its_help_line() -> None:
     commands = dict(_command_lists(build_parser()))
     assert {"record", "replay", "echo", "keys generate", "model train", "model info"} <= commands.keys()
     assert [words for words, entry in commands.items() if not entry.help] == []
+
+
+def test_a_ctrl_c_while_the_commands_load_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Loading the command groups takes about half a second; a Ctrl-C then printed the import's
+    traceback. (The Ctrl-C is raised by the import itself: a real SIGINT's instant cannot be chosen.)"""
+    import importlib.abc
+
+    import fusion_pipeline.cli as cli
+
+    class CtrlC(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: object, target: object = None) -> None:
+            if name == "fusion_pipeline.cli.commands":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "fusion_pipeline.cli.commands")
+    monkeypatch.setattr(sys, "meta_path", [CtrlC(), *sys.meta_path])
+    assert cli.main(["run", "--duration", "1"]) == 130

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fusion_pipeline.cli import build_parser
+from fusion_pipeline.cli.commands import build_parser
 
 CommandParser = tuple[list[str], argparse.ArgumentParser]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fusion_pipeline.cli.main import main
+from fusion_pipeline.cli.commands import main
 from fusion_pipeline.cli.run import preflight
 from fusion_pipeline.config import parse_config
 from fusion_pipeline.errors import ConfigError

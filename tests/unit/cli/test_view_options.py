@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fusion_pipeline.cli import build_parser
-from fusion_pipeline.cli.main import main
+from fusion_pipeline.cli.commands import build_parser, main
 from fusion_pipeline.cli.view import _settings
 from fusion_pipeline.config import load_config, parse_config
 

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("rerun")
 pytest.importorskip("foxglove")
 
-from fusion_pipeline.cli.main import main  # noqa: E402
+from fusion_pipeline.cli.commands import main  # noqa: E402
 from fusion_pipeline.cli.view import _serve_until_stopped  # noqa: E402
 from fusion_pipeline.config import load_config  # noqa: E402
 from fusion_pipeline.transport.wire import Sample  # noqa: E402
