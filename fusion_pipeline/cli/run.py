@@ -13,20 +13,39 @@ import logging
 import signal
 import socket
 import sys
+import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
-from fusion_pipeline.config import Config, GraphKind, ViewConfig, config_source, load_config
+from fusion_pipeline.config import (
+    DEMO_CONFIG,
+    SHIPPED,
+    Config,
+    GraphKind,
+    ViewConfig,
+    config_source,
+    load_config,
+    read_config_text,
+)
 from fusion_pipeline.errors import ConfigError, FusionError
 from fusion_pipeline.files import write_new_text
 
-__all__ = ["format_summary", "preflight", "register"]
+__all__ = ["SERVICE_UNIT", "format_summary", "preflight", "register"]
+
+#: The systemd unit shipped beside the configs (`fusion-pipeline config unit`).
+SERVICE_UNIT = "fusion-pipeline.service"
 
 log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    config = sub.add_parser("config", help="check a config as `run` would, or print a shipped file")
+    cmds = config.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND", required=True)
+    config_argument(add_command(cmds, "check", _config_check))
+    config_argument(add_command(cmds, "show", _config_show))
+    add_command(cmds, "unit", _config_unit)
     p = add_command(sub, "run", _run)
     config_argument(p)
     p.add_argument(
@@ -63,11 +82,8 @@ def preflight(config: Config, path: Path | None, *, graph: GraphKind = "live") -
                 raise ConfigError("; ".join(problems))
         # Outputs a node would only fail to create, in its restarts (an existing file is kept: NAME-1...);
         # only a live run has the recorder and the viewer.
-        if graph == "live" and config.view.enabled:
-            if config.view.save:
-                check_output_path(Path(config.view.save), "view.save")
-            for key, port in _view_ports(config.view):
-                _check_port_free(key, port)
+        if graph == "live" and config.view.enabled and config.view.save:
+            check_output_path(Path(config.view.save), "view.save")
         if graph == "live" and config.record.enabled:
             check_output_path(Path(config.record.path), "record.path")
         model = model_path(config)
@@ -113,12 +129,10 @@ def _run(args: argparse.Namespace) -> int:
 
     check_output_path(args.summary_json, "--summary-json", new=True)
     config = load_config(args.config)
-    preflight(config, args.config)
-    if config.view.enabled:  # the viewer node needs the [view] extra: say so now, not in its restarts
-        try:
-            import fusion_pipeline.view  # noqa: F401
-        except FusionError as exc:
-            raise ConfigError(f"{config_source(args.config)}: view.enabled: {exc}") from exc
+    _check_live(config, args.config)
+    if config.view.enabled:  # another program on a fixed port: the viewer would only crash-loop
+        for key, port in _view_ports(config.view):
+            _check_port_free(key, port)
     supervisor = Supervisor(config, args.config, warmup_s=args.warmup)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: supervisor.stop())
@@ -126,6 +140,60 @@ def _run(args: argparse.Namespace) -> int:
     print(format_summary(summary), file=sys.stderr)
     if args.summary_json is not None:
         write_new_text(args.summary_json, json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def _check_live(config: Config, path: Path | None) -> None:
+    """What `run` refuses before it starts anything: `preflight`, and the [view] extra when the config
+    runs a viewer node (said now, not in its restarts)."""
+    preflight(config, path)
+    if config.view.enabled:
+        try:
+            import fusion_pipeline.view  # noqa: F401
+        except FusionError as exc:
+            raise ConfigError(f"{config_source(path)}: view.enabled: {exc}") from exc
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    """refuse or accept a config as `run` would, starting nothing
+
+    Every check `run` makes before it starts a node: the config's keys and values, its model and the
+    streams that feed it, outputs and ports, the key files of [security], and the ipc paths in its run
+    directory (a private temp one when pipeline.run_dir is empty). Run it after editing the service's
+    config, before restarting the service. Exit 0 and one line on success, 2 and the reason otherwise.
+    """
+    from fusion_pipeline.node import check_host, check_own_drivers
+
+    config = load_config(args.config)
+    source = config_source(args.config)
+    _check_live(config, args.config)
+    name = config.pipeline.name
+    # A private run dir is made at start as tempfile.mkdtemp makes it: its path is as long as this one.
+    run_dir = Path(config.pipeline.run_dir or Path(tempfile.gettempdir(), f"fusion-{name}-xxxxxxxx"))
+    check_host(config, run_dir.expanduser().absolute(), source)
+    check_own_drivers(config, source)
+    streams = ", ".join(s.name for s in config.streams)
+    model = config.model.path or "the shipped default model"
+    print(
+        f"{source}: ok: pipeline {name!r}, {len(config.streams)} streams ({streams}), "
+        f"{config.pipeline.composition}, model {model}"
+    )
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    """print a config's text: a shipped one (-c package:NAME.toml), by default the embedded demo
+
+    To start a config of your own from a shipped one on an installed copy: `fusion-pipeline config
+    show -c package:surround.toml > mine.toml`.
+    """
+    print(read_config_text(args.config or SHIPPED + DEMO_CONFIG), end="")
+    return 0
+
+
+def _config_unit(args: argparse.Namespace) -> int:
+    """print the systemd unit that runs the pipeline as a service (docs/OPERATIONS.md, "The unit")"""
+    print(resources.files("fusion_pipeline").joinpath("configs", SERVICE_UNIT).read_text(), end="")
     return 0
 
 

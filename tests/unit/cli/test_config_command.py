@@ -1,0 +1,49 @@
+"""`fusion-pipeline config`: check a config as `run` would with nothing started, print a shipped config
+or the systemd unit (an installed copy has no repository to copy them from)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from paths import ROOT
+
+from fusion_pipeline.cli import main
+
+
+def test_check_accepts_the_shipped_configs_and_refuses_a_bad_one_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("demo.toml", "surround.toml", "imu.toml"):
+        assert main(["config", "check", "-c", f"package:{name}"]) == 0
+        assert f"package:{name}: ok: pipeline " in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text((ROOT / "configs" / "demo.toml").read_text().replace("rate_hz = 30", "rate_hz = -30", 1))
+    assert main(["config", "check", "-c", str(bad)]) == 2
+    assert "rate_hz" in capsys.readouterr().err
+    nothing = tmp_path / "no-such.toml"
+    assert main(["config", "check", "-c", str(nothing)]) == 2
+    assert f"{nothing}: cannot read config" in capsys.readouterr().err
+
+
+def test_check_refuses_what_run_refuses_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A certificate that is not there: the host's checks, not only the keys and values."""
+    demo = (ROOT / "configs" / "demo.toml").read_text()
+    text = demo.replace("[security]\n", f'[security]\ncertificate = "{tmp_path}/none"\n', 1)
+    path = tmp_path / "keys.toml"
+    path.write_text(text)
+    assert main(["config", "check", "-c", str(path)]) == 2
+    assert "certificate" in capsys.readouterr().err
+
+
+def test_show_and_unit_print_the_shipped_files(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "show"]) == 0
+    assert capsys.readouterr().out == (ROOT / "configs" / "demo.toml").read_text()
+    assert main(["config", "show", "-c", "package:surround.toml"]) == 0
+    assert capsys.readouterr().out == (ROOT / "configs" / "surround.toml").read_text()
+    assert main(["config", "unit"]) == 0
+    unit = capsys.readouterr().out
+    assert unit == (ROOT / "configs" / "fusion-pipeline.service").read_text()
+    assert "ExecStart=/opt/fusion-pipeline/venv/bin/fusion-pipeline run" in unit
