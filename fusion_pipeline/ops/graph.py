@@ -41,6 +41,10 @@ class NodeSpec:
         """Whether this process does the work of a `kind` node, itself or as one of its parts."""
         return kind in (self.kind, *(part.kind for part in self.parts))
 
+    def runs_part(self, name: str) -> bool:
+        """Whether this process is the node `name` (``ingest:camera/front``) or runs it as a part."""
+        return name in (self.name, *(part.name for part in self.parts))
+
 
 def node_specs(config: Config, graph: GraphKind = "live", drivers: bool = True) -> list[NodeSpec]:
     """Every process of the config's `graph` ("live" or "replay"), upstream first; without `drivers`,

@@ -187,6 +187,7 @@ class Supervisor:
         # monotonic: when the warm-up began (every node's first heartbeat, or the start timeout)
         self._all_up: float | None = None
         self._silence = SilenceWatch()
+        self._watched: dict[str, float] = {}  # stream -> since when its silence is watched
         self._behind = False  # results behind the reference, as last said
         self._notices: list[Notice] = []
         self._metrics = "off (metrics.enabled = false)"
@@ -312,11 +313,10 @@ class Supervisor:
                     parts={part.name: totals[part.name] for part in node.spec.parts},
                 )
             )
-        # Silence counts from the warm-up's start (_begin_warmup): a driver still importing is not silent.
-        up_s = 0.0 if self._all_up is None else now - self._all_up
         streams = []
         for s in self.config.streams:
             node, out = f"ingest:{s.name}", f"ingest:{s.name}.out"
+            watched = self._watched_since(s.name, now)
             streams.append(
                 StreamSnapshot(
                     name=s.name,
@@ -324,7 +324,7 @@ class Supervisor:
                     required=s.required,
                     rate_hz=s.rate_hz,
                     messages_per_s=self._window.rate(f"{node}.in"),
-                    idle_s=min(up_s, self._window.idle_s(out, now)),
+                    idle_s=0.0 if watched is None else min(now - watched, self._window.idle_s(out, now)),
                     silent_s=silent_after_s(s.rate_hz, heartbeat_ms),
                     driver=s.driver,
                     endpoint=self.config.endpoint(s.endpoint, self.run_dir),
@@ -353,6 +353,22 @@ class Supervisor:
             results_endpoint=self.config.endpoint(self.config.output.endpoint, self.run_dir),
         )
         return self.latest
+
+    def _watched_since(self, stream: str, now: float) -> float | None:
+        """Since when `stream` can be silent: from the moment its own nodes (its simulated driver, the
+        node running its ingest) are up or past their start timeout. A driver still importing is not
+        silent; nor does a model still loading elsewhere (a TensorRT engine build takes minutes) hide a
+        dead sensor until it is done. None: not yet."""
+        if stream not in self._watched:
+            own = [
+                n
+                for n in self.nodes
+                if n.spec.name == f"sensor_sim:{stream}" or n.spec.runs_part(f"ingest:{stream}")
+            ]
+            if any(n.last_beat is None and now - self._started < self._start_timeout(n.spec) for n in own):
+                return None
+            self._watched[stream] = now
+        return self._watched[stream]
 
     def _throughput(self, now: float, nodes: list[NodeSnapshot]) -> Throughput | None:
         """The results per second over the rate window against the reference's rate: live, in reference
@@ -492,22 +508,20 @@ class Supervisor:
         process.stdout.close()
 
     def _begin_warmup(self, now: float) -> None:
-        """Start the warm-up, and the watch for silent streams: imports and model loading are behind us.
+        """Start the warm-up: imports and model loading are behind us.
         A replay's stamps are log times: there every result counts."""
         self.stats.since_ns = 0 if self.graph.log_time else time.time_ns() + round(self.warmup_s * 1e9)
         self._all_up = now
 
     def _stop_waiting_for_start(self, now: float) -> None:
         """A node still not up when the longest start timeout has passed is failing, not starting: it
-        must not hold back the warm-up and the watch for silent streams."""
+        must not hold back the warm-up."""
         if self._all_up is not None or now - self._started < max(
             self._start_timeout(n.spec) for n in self.nodes
         ):
             return
         down = [n.spec.name for n in self.nodes if n.last_beat is None]
-        self.line.log(
-            f"not up after their start timeout: {', '.join(down)}; watching the streams without them"
-        )
+        self.line.log(f"not up after their start timeout: {', '.join(down)}; the warm-up begins without them")
         self._begin_warmup(now)
 
     def _restart_failed_nodes(self, now: float) -> None:

@@ -268,3 +268,22 @@ def test_streams_are_watched_once_the_start_timeout_passed_without_every_node_up
         assert radar.idle_s == pytest.approx(3.0)  # silent from then on, as the status will say
     finally:
         supervisor._dir.close()
+
+
+def test_a_stream_is_watched_once_its_own_nodes_are_up_while_a_model_still_loads() -> None:
+    """A TensorRT engine build holds the inference node's first heartbeat for minutes (its start timeout
+    is 900 s): every stream's silence waited for it, so a dead sensor went unsaid all that time."""
+    supervisor = Supervisor(load_config(None), None, policy=RestartPolicy(start_timeout_s=5.0))
+    try:
+        supervisor._start_timeout = lambda spec: 900.0 if spec.runs("inference") else 5.0  # type: ignore[method-assign]
+        now = time.monotonic()
+        supervisor._started = now - 1.0
+        for node in supervisor.nodes:
+            node.last_beat = None if node.spec.name in ("inference", "sensor_sim:radar/front") else now
+        supervisor.snapshot(now)
+        streams = {s.name: s for s in supervisor.snapshot(now + 3.0).streams}
+        assert streams["camera/front"].idle_s == pytest.approx(3.0)  # nothing came: silent
+        assert streams["radar/front"].idle_s == 0.0  # its driver still within its start timeout
+        assert supervisor._all_up is None  # the warm-up still waits for the model
+    finally:
+        supervisor._dir.close()
