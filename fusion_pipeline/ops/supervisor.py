@@ -13,7 +13,7 @@ run dir (ops.rundir) the supervisor
 - restarts a node that exits or stops heartbeating, after an exponential backoff, and counts restarts;
   a restarted node that ingests streams gets ``--resume-seq`` from its predecessor's last heartbeat, so
   what was sent while it was down counts as lost;
-- watches the streams for silence once every node is up, or once the start timeout has passed;
+- watches each stream for silence once its own nodes are up, or once their start timeout has passed;
 - subscribes to the results endpoint and collects each result's stage stamps (fusion_pipeline.ops.metrics);
 - answers `fusion-pipeline status` on ``ipc://RUN_DIR/status.sock`` from its loop, and serves Prometheus
   metrics over HTTP from a thread, both from a health.PipelineSnapshot of its state (ops.status,
