@@ -29,6 +29,7 @@ from fusion_pipeline.ops import (
     percentiles,
     plain_tcp_endpoints,
 )
+from fusion_pipeline.ops.metrics import Ring
 from fusion_pipeline.transport import Sample
 
 
@@ -213,6 +214,20 @@ def test_result_stats_count_each_missing_stream_by_the_bit_its_result_names() ->
     stats.add(_result(0, {}, [1, 1], streams=streams), received_ns=1)  # a mask shorter than its streams
     assert (stats.full, stats.partial) == (0, 4)
     assert dict(stats.missing) == {"camera/rear": 3, "lidar/top": 1}
+
+
+def test_the_kept_durations_are_the_last_ones_oldest_first_in_fixed_memory() -> None:
+    """A daemon keeps an hour of results: an int64 ring (about a fifth of a deque of ints), which the
+    benches read as arrays in result order."""
+    ring = Ring(4)
+    for value in range(1, 4):
+        ring.append(value)
+    assert np.asarray(ring).tolist() == [1, 2, 3] and len(ring) == 3
+    for value in range(4, 11):
+        ring.append(value)
+    assert np.asarray(ring).tolist() == [7, 8, 9, 10] and len(ring) == 4
+    ring.append(12_000_000)  # 12 ms
+    assert percentiles(ring)["max"] == 12.0 and percentiles(ring)["n"] == 4
 
 
 def test_percentiles_in_ms() -> None:
