@@ -157,12 +157,17 @@ def _check_live(config: Config, path: Path | None) -> None:
 def _config_check(args: argparse.Namespace) -> int:
     """refuse or accept a config as `run` would, starting nothing
 
-    Every check `run` makes before it starts a node: the config's keys and values, its model and the
-    streams that feed it, outputs and ports, the key files of [security], and the ipc paths in its run
-    directory (a private temp one when pipeline.run_dir is empty). Run it after editing the service's
-    config, before restarting the service. Exit 0 and one line on success, 2 and the reason otherwise.
+    The checks `run` makes before it starts a node: the config's keys and values, its model and the
+    streams that feed it, output paths, the key files of [security], the ipc paths and directories of
+    its run directory (a private temp one when pipeline.run_dir is empty). Not whether ports and sockets
+    are free: a running service holds them. Relative paths are read from the working directory, as the
+    service reads them from its own (the unit's WorkingDirectory): run it from there. Run it after editing
+    the service's config, before restarting the service. Exit 0 and one line on success, 2 and the
+    reason otherwise.
     """
     from fusion_pipeline.node import check_host, check_own_drivers
+    from fusion_pipeline.protocol import Endpoint
+    from fusion_pipeline.transport.sockets import prepare_bind
 
     config = load_config(args.config)
     source = config_source(args.config)
@@ -170,8 +175,23 @@ def _config_check(args: argparse.Namespace) -> int:
     name = config.pipeline.name
     # A private run dir is made at start as tempfile.mkdtemp makes it: its path is as long as this one.
     run_dir = Path(config.pipeline.run_dir or Path(tempfile.gettempdir(), f"fusion-{name}-xxxxxxxx"))
-    check_host(config, run_dir.expanduser().absolute(), source)
+    run_dir = run_dir.expanduser().resolve()
+    check_host(config, run_dir, source)
     check_own_drivers(config, source)
+    for use in config.endpoint_uses(run_dir):  # a directory other users can enter is refused at bind
+        if use.binds:
+            try:
+                prepare_bind(Endpoint(use.url), create=False)
+            except FusionError as exc:
+                raise ConfigError(f"{source}: {use.key}: {exc}") from exc
+    if relative := _relative_paths(config):
+        log.warning(
+            "%s: relative paths, read from the working directory (here %s; the service's is its unit's "
+            "WorkingDirectory): %s",
+            source,
+            Path.cwd(),
+            ", ".join(relative),
+        )
     streams = ", ".join(s.name for s in config.streams)
     model = config.model.path or "the shipped default model"
     print(
@@ -179,6 +199,20 @@ def _config_check(args: argparse.Namespace) -> int:
         f"{config.pipeline.composition}, model {model}"
     )
     return 0
+
+
+def _relative_paths(config: Config) -> list[str]:
+    """The config's file paths that are relative, as "key = value"."""
+    model = config.model.path
+    paths = {
+        "model.path": "" if model.startswith(SHIPPED) else model,
+        "record.path": config.record.path if config.record.enabled else "",
+        "view.save": config.view.save if config.view.enabled else "",
+        "security.certificate": config.security.certificate,
+        "security.server_key": config.security.server_key,
+        "security.authorized_keys": config.security.authorized_keys,
+    }
+    return [f"{key} = {value}" for key, value in paths.items() if value and not Path(value).is_absolute()]
 
 
 def _config_show(args: argparse.Namespace) -> int:

@@ -192,16 +192,18 @@ class StreamSnapshot:
 
 @dataclass(frozen=True)
 class Throughput:
-    """Results against what the reference stream promises, over the recent window (live, reference
-    mode, once the node running inference has been up that long)."""
+    """The reference stream's messages per second over the recent window, stage by stage: those that
+    reached its ingest node, those it published, the sets made of them, the results (live, reference
+    mode, every data-path node up a whole window: Supervisor._throughput)."""
 
-    results_per_s: float
     reference: str
-    reference_hz: float  # configured
+    arrived: float
+    ingested: float
+    sets: float
+    results: float
 
 
-#: Results under this share of the reference's rate: the model (in a composed node, the loop with its
-#: front ends) cannot keep up, and most reference stamps get no result.
+#: Results under this share of the reference messages that arrive: most reference stamps get none.
 BEHIND_SHARE = 0.5
 
 
@@ -278,7 +280,7 @@ def status_tags(snapshot: PipelineSnapshot) -> list[str]:
     notice (counted when repeated)."""
     counts = Counter(n.short for n in snapshot.notices)
     t = snapshot.throughput
-    lagging = [f"BEHIND {t.results_per_s:.1f}/s of {t.reference_hz:g} Hz"] if t and behind(snapshot) else []
+    lagging = [f"BEHIND {t.results:.1f}/s of {t.arrived:.1f}/s"] if t and behind(snapshot) else []
     return (
         [_silent_tag(s) for s in silent_streams(snapshot)]
         + lagging
@@ -310,18 +312,27 @@ class SilenceWatch:
         return went, back
 
 
-def behind(snapshot: PipelineSnapshot) -> str:
-    """Why the results fall behind the reference stream ("" when they keep up, or cannot be judged): a
-    silent reference is said as such, not again here."""
+def behind(snapshot: PipelineSnapshot) -> str | None:
+    """Why most reference messages get no result, naming the stage that loses most of them ("" when
+    they get one); None when it cannot be judged: no throughput figures, or the reference or a required
+    stream silent (which says why by itself)."""
     t = snapshot.throughput
-    if t is None or t.results_per_s >= BEHIND_SHARE * t.reference_hz:
+    if t is None or any(s.name == t.reference or s.required for s in silent_streams(snapshot)):
+        return None
+    if t.results >= BEHIND_SHARE * t.arrived:
         return ""
-    if any(s.name == t.reference for s in silent_streams(snapshot)):
-        return ""
-    return (
-        f"results {t.results_per_s:.1f}/s against the reference {t.reference}'s {t.reference_hz:g} Hz: "
-        "inference is not keeping up (the summary's `model` stage says how long a set takes)"
-    )
+    # Where the reference's messages are lost: the stage that loses most is the one to look at.
+    ingest, sync, inference = t.arrived - t.ingested, t.ingested - t.sets, t.sets - t.results
+    if inference >= max(ingest, sync):
+        why = "inference is not keeping up (the summary's `model` stage says how long a set takes)"
+    elif sync >= ingest:
+        why = "the synchronizer makes no set of most of them (its drops say why: the summary, /metrics)"
+    else:
+        why = (
+            "its ingest passes most of them over or drops them (in a composed node the model and the "
+            "front ends share its loop; drops: `fusion-pipeline status`)"
+        )
+    return f"results {t.results:.1f}/s for {t.arrived:.1f}/s of the reference {t.reference} arriving: {why}"
 
 
 def assess(snapshot: PipelineSnapshot) -> Health:

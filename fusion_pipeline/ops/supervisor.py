@@ -84,6 +84,11 @@ RATIO_MARGIN_S = 1.0  # the result ratio ignores the last second before the stop
 LOOP_MS = 100
 MAX_HEARTBEAT_BYTES = 64 * 1024  # a heartbeat is a small map of counters; larger is refused by libzmq
 SNAPSHOT_S = 0.5  # how often the loop refreshes the snapshot behind /metrics (a status request: always)
+#: The nodes a reference message goes through to its result.
+DATA_PATH_KINDS = ("ingest", "synchronizer", "inference", "composed")
+#: Reference messages the rate window must hold to judge whether results keep up with them: at 5 s, a
+#: reference under 2 Hz is not judged (one late result would move its rate by half).
+JUDGED_MESSAGES = 10
 _NEVER = 2**63 - 1
 #: The supervisor's own socket in the run dir (ops.status), checked with the graph's.
 _STATUS: RunSocket = (
@@ -116,6 +121,7 @@ class _Node:
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0  # monotonic
     last_beat: float | None = None
+    up_since: float | None = None  # the current process's first heartbeat (its imports and model loaded)
     restarts: int = 0
     failures: int = 0  # consecutive
     restart_at: float | None = None
@@ -348,7 +354,7 @@ class Supervisor:
             provider=self.stats.provider,
             latency={stage: h.cumulative() for stage, h in self._latency.items()},
             notices=tuple(self._notices),
-            throughput=self._throughput(now, nodes),
+            throughput=self._throughput(now),
             metrics=self._metrics,
             results_endpoint=self.config.endpoint(self.config.output.endpoint, self.run_dir),
         )
@@ -370,20 +376,22 @@ class Supervisor:
             self._watched[stream] = now
         return self._watched[stream]
 
-    def _throughput(self, now: float, nodes: list[NodeSnapshot]) -> Throughput | None:
-        """The results per second over the rate window against the reference's rate: live, in reference
-        mode, once the warm-up began and the node running inference has been up a whole window (a
-        restart's gap is said as the restart)."""
-        reference = self.config.sync.reference
+    def _throughput(self, now: float) -> Throughput | None:
+        """The reference's messages per second over the rate window, stage by stage (health.behind): live,
+        in reference mode, once every data-path node has beaten a whole window long (a restart's gap or a
+        model still loading is said as such, not as results missing) and the window holds enough
+        reference messages to judge (a reference slower than that is not judged)."""
+        reference, window_s = self.config.sync.reference, self._window.window_s
         if self.graph.log_time or self.config.sync.mode != "reference" or reference is None:
             return None
-        if self._all_up is None or now - self._all_up < self.warmup_s + self._window.window_s:
+        data_path = [n for n in self.nodes if n.spec.kind in DATA_PATH_KINDS]
+        if any(n.up_since is None or now - n.up_since < window_s for n in data_path):
             return None
-        node = next(snap for snap, n in zip(nodes, self.nodes, strict=True) if n.spec.runs("inference"))
-        rate = node.rates.get("out")
-        if rate is None or node.uptime_s is None or node.uptime_s < self._window.window_s:
+        arrived = self._window.rate(f"ingest:{reference}.arrived")
+        if arrived is None or arrived * window_s < JUDGED_MESSAGES:
             return None
-        return Throughput(rate, reference, self.config.stream(reference).rate_hz)
+        rates = [self._window.rate(key) or 0.0 for key in (f"ingest:{reference}.out", "synchronizer.out")]
+        return Throughput(reference, arrived, *rates, self._window.rate("inference.out") or 0.0)
 
     def _open_metrics(self) -> MetricsServer | None:
         """Serve /metrics when enabled; an address it cannot serve on (a port taken) is a notice and the
@@ -425,12 +433,16 @@ class Supervisor:
             self.line.log(f"WARNING: {silence(stream)}")
         for stream in back:
             self.line.log(f"stream {stream.name} flowing again")
-        lagging = behind(snapshot)
+        lagging, t = behind(snapshot), snapshot.throughput
+        if lagging is None or t is None:  # cannot be judged now: as it was last said
+            return
         if lagging and not self._behind:
             self.line.log(f"WARNING: {lagging}")
-        elif self._behind and not lagging and snapshot.throughput is not None:
-            self.line.log(f"results keeping up again: {snapshot.throughput.results_per_s:.1f}/s")
-        self._behind = bool(lagging) or (self._behind and snapshot.throughput is None)
+        elif self._behind and not lagging:
+            self.line.log(
+                f"results keeping up again: {t.results:.1f}/s for {t.arrived:.1f}/s of {t.reference}"
+            )
+        self._behind = bool(lagging)
 
     def _ratio_until_ns(self) -> int:
         """The end of the result ratio's window: the last reference-ingest heartbeat at least
@@ -496,7 +508,7 @@ class Supervisor:
             preexec_fn=self._preexec,  # only setpgid(2) and prctl(2) run between fork and exec
         )
         node.started = time.monotonic()
-        node.last_beat = None
+        node.last_beat = node.up_since = None
         node.restart_at = None
         node.reader = threading.Thread(target=self._forward, args=(node.spec.name, node.process), daemon=True)
         node.reader.start()
@@ -625,6 +637,7 @@ class Supervisor:
                 continue  # a stale beat of a process already replaced
             if self._all_up is None and all(n.last_beat is not None or n is node for n in self.nodes):
                 self._begin_warmup(now)  # every node is up
+            node.up_since = node.up_since or now
             node.last_beat = now
             self.counters.update(name, pid, counters)
             parts = beat.get("parts")

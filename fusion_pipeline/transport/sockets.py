@@ -118,13 +118,17 @@ class Role(enum.Enum):
 DEFAULT_HWM: dict[Role, int] = {Role.SENSOR: 8, Role.SET: 4, Role.RESULT: 64, Role.REPLAY: 256}
 
 
-def prepare_bind(endpoint: Endpoint) -> None:
+def prepare_bind(endpoint: Endpoint, create: bool = True) -> None:
     """Create the directory of an ipc socket, private to this user (0700), and refuse one that other
-    users can enter: anyone who can reach an ipc socket file can publish into it or listen to it."""
+    users can enter: anyone who can reach an ipc socket file can publish into it or listen to it.
+    Without `create` (a dry run), a directory not there yet is left for the run to make."""
     path = endpoint.ipc_path
     if path is None:
         return
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if create:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    elif not path.parent.exists():
+        return
     mode = path.parent.stat().st_mode & 0o777
     if mode & 0o077:
         raise EndpointError(

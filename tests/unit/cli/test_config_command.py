@@ -47,3 +47,29 @@ def test_show_and_unit_print_the_shipped_files(capsys: pytest.CaptureFixture[str
     unit = capsys.readouterr().out
     assert unit == (ROOT / "configs" / "fusion-pipeline.service").read_text()
     assert "ExecStart=/opt/fusion-pipeline/venv/bin/fusion-pipeline run" in unit
+
+
+def test_check_refuses_a_run_dir_others_can_enter_and_says_relative_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`run` refused a run_dir of mode 0755 when it bound there, `config check` said ok; and a relative
+    path is read from where the command runs, which for the service is its unit's WorkingDirectory."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    demo = (ROOT / "configs" / "demo.toml").read_text()
+    path = tmp_path / "shared.toml"
+    path.write_text(demo.replace('run_dir = ""', f'run_dir = "{shared}"', 1))
+    assert main(["config", "check", "-c", str(path)]) == 2
+    assert "has mode 0755" in capsys.readouterr().err
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mine.onnx").write_bytes(
+        (ROOT / "fusion_pipeline/models/default.onnx").read_bytes()
+    )
+    relative = tmp_path / "relative.toml"
+    relative.write_text(demo.replace('path = ""', 'path = "models/mine.onnx"', 1))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert main(["config", "check", "-c", str(relative)]) == 0
+    assert f"relative paths, read from the working directory (here {tmp_path}" in caplog.text
+    assert "model.path = models/mine.onnx" in caplog.text

@@ -4,7 +4,6 @@ families of a snapshot, the [metrics] config and the run file."""
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from fusion_pipeline.ops import (
     Throughput,
     arrived,
     assess,
+    behind,
     flow_counts,
     forget_run_dir,
     ingest_drops,
@@ -445,19 +445,34 @@ def test_result_ratio_never_passes_one_when_heartbeats_miss_messages() -> None:
 
 
 @pytest.mark.parametrize(
-    ("results_per_s", "reference_silent", "said"),
-    [(9.6, False, False), (4.0, False, True), (4.0, True, False)],
-    ids=["keeping up", "behind", "the reference silent: said as silence only"],
+    ("rates", "silent", "said"),
+    [
+        ((10.0, 10.0, 10.0, 9.6), None, ""),
+        ((4.0, 4.0, 4.0, 4.0), None, ""),  # a sensor slower than its rate_hz: every message answered
+        ((10.0, 10.0, 10.0, 2.0), None, "inference is not keeping up"),
+        ((10.0, 1.5, 1.5, 1.5), None, "its ingest passes most of them over or drops them"),
+        ((10.0, 10.0, 2.0, 2.0), None, "the synchronizer makes no set of most of them"),
+        ((10.0, 10.0, 10.0, 2.0), "lidar/top", None),  # the reference silent: said as silence only
+        ((10.0, 10.0, 2.0, 2.0), "radar/front", None),  # a required stream silent: the same
+        ((10.0, 10.0, 2.0, 2.0), "camera/front", "the synchronizer"),  # an optional one: judged
+    ],
 )
-def test_results_far_behind_the_reference_are_degraded(
-    results_per_s: float, reference_silent: bool, said: bool
+def test_results_behind_the_reference_messages_arriving_name_the_stage_that_loses_them(
+    rates: tuple[float, float, float, float], silent: str | None, said: str | None
 ) -> None:
-    lidar = _stream("lidar/top", True, idle_s=30.0 if reference_silent else 0.0)
-    snapshot = _snapshot(
-        [_node("composed")], [lidar], throughput=Throughput(results_per_s, "lidar/top", 10.0)
-    )
+    streams = [
+        _stream("lidar/top", True, idle_s=30.0 if silent == "lidar/top" else 0.0),
+        _stream("radar/front", True, idle_s=30.0 if silent == "radar/front" else 0.0),
+        _stream("camera/front", False, idle_s=30.0 if silent == "camera/front" else 0.0),
+    ]
+    snapshot = _snapshot([_node("composed")], streams, throughput=Throughput("lidar/top", *rates))
+    why = behind(snapshot)
     reasons = assess(snapshot).reasons
-    behind = "results 4.0/s against the reference lidar/top's 10 Hz: inference is not keeping up"
-    assert any(r.startswith(behind) for r in reasons) is said
-    assert ("BEHIND 4.0/s of 10 Hz" in status_tags(snapshot)) is said
-    assert assess(replace(snapshot, throughput=None)).reasons == reasons[: len(reasons) - said]
+    if said is None or said == "":
+        assert why == said and not any("results " in r for r in reasons)
+        assert not any(tag.startswith("BEHIND") for tag in status_tags(snapshot))
+    else:
+        assert why is not None and why.startswith(
+            f"results {rates[3]:.1f}/s for {rates[0]:.1f}/s of the reference lidar/top arriving: {said}"
+        )
+        assert why in reasons and f"BEHIND {rates[3]:.1f}/s of {rates[0]:.1f}/s" in status_tags(snapshot)
