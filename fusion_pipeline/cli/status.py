@@ -34,8 +34,8 @@ def _status(args: argparse.Namespace) -> int:
     malformed_*, schema_*, ...) and those the driver sent that never arrived (seq_lost), since the run
     began.
     Ask a running supervisor for the state of its nodes. Exit status: 0 healthy, 1 degraded (a node not
-    running, or a stream silent), 2 no supervisor answered. Warnings (plain tcp, metrics off) are listed
-    without making it degraded.
+    running, a stream silent, or the results behind the reference), 2 no supervisor answered. Warnings
+    (plain tcp, metrics off) are listed without making it degraded.
     """
     if args.config is not None and args.run_dir is not None:  # the run dir alone finds the supervisor
         raise StatusError(f"give -c {args.config} or --run-dir {args.run_dir}, not both")

@@ -231,7 +231,8 @@ def _node_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
     yield from (up, restarts, age, collections, pause, preempted)
     yield GaugeMetricFamily(
         "fusion_pipeline_degraded",
-        "1 when a node is not running or a stream is silent (`fusion-pipeline status` says why)",
+        "1 when a node is not running, a stream is silent or the results fall behind the reference "
+        "(`fusion-pipeline status` says why)",
         value=1.0 if assess(snapshot).degraded else 0.0,
     )
     yield GaugeMetricFamily(
