@@ -31,8 +31,8 @@ def _status(args: argparse.Namespace) -> int:
     """health of a running pipeline: per node state, pid, uptime, restarts, heartbeat, rates
 
     Per stream: its rate, how long since its last message, the messages ingest dropped (by reason:
-    malformed_*, schema_*, ...) and those the driver sent that never arrived (seq_lost), since the run
-    began.
+    malformed_*, schema_*, ...) and the gaps in its seq (seq_lost: never arrived, or too damaged to read
+    their seq, those also among the dropped), since the run began.
     Ask a running supervisor for the state of its nodes. Exit status: 0 healthy, 1 degraded (a node not
     running, a stream silent, or the results behind the reference), 2 no supervisor answered. Warnings
     (plain tcp, metrics off) are listed without making it degraded.

@@ -384,7 +384,8 @@ def status_report(snapshot: PipelineSnapshot) -> dict[str, Any]:
                 "messages_per_s": _round(s.messages_per_s),
                 "idle_s": round(s.idle_s, 3),
                 "silent": s.name in silent,
-                # since the run began: what arrived and was refused, by reason, and what never arrived
+                # since the run began: what arrived and was refused, by reason, and the gaps in seq (never
+                # arrived, or too damaged to read their seq: those are malformed_* drops too)
                 "dropped": {k: v for k, v in sorted(ingest_drops(ingest).items()) if v},
                 "lost": ingest.get("seq_lost", 0),
             }
