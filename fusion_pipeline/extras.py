@@ -38,5 +38,7 @@ def install_hint(extra: str) -> str:
     hint = f"pip install '{DISTRIBUTION}[{extra}]'"
     if packages := extra_requirements(extra):
         named = " ".join(shlex.quote(p) for p in packages)
+        if any(p.startswith("torch") for p in packages):  # PyPI's torch for Linux is the CUDA build
+            named += " (torch from --index-url https://download.pytorch.org/whl/cpu)"
         hint += f' (a CPU-only install adds its packages by name instead, as README "Install" shows: {named})'
     return hint

@@ -89,11 +89,11 @@ _HANDSHAKE_FAILURES = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the CURVE server refused this client's key",
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the peer's security does not match this socket's (CURVE or none)",
 }
-#: A handshake that failed with no detail on this side, which libzmq retries itself: on CURVE, most often
-#: a server that cannot decrypt our hello, because its key is not the one this client expects.
+#: A CURVE handshake that failed with no detail on this side, which libzmq retries itself: most often a
+#: server that cannot decrypt our hello, because its key is not the one this client expects.
 _HANDSHAKE_FAILED_HERE = (
-    "the handshake failed (on CURVE: the server's key is not this client's server_key, another server "
-    "on this port?)"
+    "the CURVE handshake failed: the server's key is not this client's server_key (another server on "
+    "this port?)"
 )
 _CONNECTION_EVENTS = (
     zmq.EVENT_CONNECTED
@@ -626,7 +626,7 @@ class Subscriber(_Socket):
                     _LOG.warning("%s", problem)
                 self._refused[url] = now + REFUSED_RETRY_S
                 self.last_error = problem
-            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self._curve is not None:
                 if url not in self._failing:
                     _LOG.warning("%s: %s; libzmq keeps trying", url, _HANDSHAKE_FAILED_HERE)
                 self._failing.add(url)

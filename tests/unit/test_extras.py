@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import tomllib
 from paths import ROOT
 
+from fusion_pipeline.config import tomllib  # tomli on Python 3.10
 from fusion_pipeline.extras import extra_requirements, install_hint
 
 
