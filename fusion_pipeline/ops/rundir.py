@@ -60,6 +60,7 @@ class RunDir:
         self.own = own
         self._lock = lock
         self._run_file: Path | None = None
+        self._deferred = False  # another run of the pipeline kept the run file (`record`)
 
     @classmethod
     def open(cls, config: Config, config_path: Path | None, sockets: Sequence[RunSocket]) -> RunDir:
@@ -112,7 +113,8 @@ class RunDir:
         """Make a private temp run dir discoverable by `fusion-pipeline status` (ops.status.run_file), and
         remove the one it replaces there when that run's supervisor was killed (`_abandoned`). Another
         run of the same pipeline that still runs keeps the run file: what finds the pipeline by its
-        config (status, record, view) goes on finding that one, and this run says how to name its own."""
+        config (status, record, view) goes on finding that one, and this run says how to name its own,
+        then takes the file over once that run has ended (`take_over`)."""
         if not self.own:
             return
         name = self.config.pipeline.name
@@ -121,12 +123,15 @@ class RunDir:
         except (OSError, StatusError):
             previous = None
         if previous is not None and ipc_served(Endpoint(f"ipc://{previous}/{CONTROL_SOCKET}")):
-            log(
-                f"WARNING: another run of {name!r} is running in {previous}: commands that find the "
-                f"pipeline by its config (status, record, view) find that one; name this one with "
-                f"--run-dir {self.path}"
-            )
+            if not self._deferred:
+                log(
+                    f"WARNING: another run of {name!r} is running in {previous}: commands that find the "
+                    f"pipeline by its config (status, record, view) find that one; name this one with "
+                    f"--run-dir {self.path}"
+                )
+            self._deferred = True
             return
+        self._deferred = False
         try:
             self._run_file = record_run_dir(name, self.path)
         except (OSError, StatusError) as exc:
@@ -136,6 +141,11 @@ class RunDir:
         if previous is not None and previous != self.path and _abandoned(previous, name):
             shutil.rmtree(previous, ignore_errors=True)
             log(f"removed {previous}: the run dir of an earlier run of {name!r} whose supervisor was killed")
+
+    def take_over(self, log: Callable[[str], None]) -> None:
+        """Record this run dir once the other run of the pipeline that kept the run file has ended."""
+        if self._deferred:
+            self.record(log)
 
     def close(self) -> None:
         """Remove every ipc socket file of the run that nobody serves (a private dir with all in it) and the

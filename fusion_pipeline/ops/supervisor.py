@@ -258,6 +258,7 @@ class Supervisor:
                 self._stop_waiting_for_start(time.monotonic())
                 self._restart_failed_nodes(time.monotonic())
                 if time.monotonic() >= next_snapshot:
+                    self._dir.take_over(self.line.log)
                     self._log_flow(self.snapshot(time.monotonic()))
                     next_snapshot = time.monotonic() + SNAPSHOT_S
                 now = time.monotonic()

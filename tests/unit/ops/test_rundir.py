@@ -11,7 +11,7 @@ import pytest
 from fusion_pipeline.config import load_config, parse_config
 from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.ops.rundir import RunDir
-from fusion_pipeline.ops.status import record_run_dir, recorded_run_dir
+from fusion_pipeline.ops.status import record_run_dir, recorded_run_dir, run_file
 
 
 def test_close_keeps_an_external_drivers_socket(tmp_path: Path) -> None:
@@ -114,7 +114,12 @@ def test_a_second_run_of_a_pipeline_that_runs_leaves_it_the_run_file(
         f"WARNING: another run of 'demo' is running in {first.path}: commands that find the pipeline by "
         f"its config (status, record, view) find that one; name this one with --run-dir {second.path}"
     ]
-    second.close()
-    assert recorded_run_dir(config.pipeline.name) == first.path  # still found
+    second.take_over(lines.append)
+    assert recorded_run_dir(config.pipeline.name) == first.path  # still found, said once
+    assert len(lines) == 1
     control.close()
-    first.close()
+    first.close()  # the first run ends: the second takes the run file over
+    second.take_over(lines.append)
+    assert recorded_run_dir(config.pipeline.name) == second.path
+    assert lines[1] == f"run dir recorded in {run_file(config.pipeline.name)}"
+    second.close()
