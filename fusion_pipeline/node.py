@@ -1,6 +1,7 @@
 """The node framework: what every node process shares, so that a node script is only its loop.
 
-A node is started as ``python -m nodes.NAME --config PATH --run-dir DIR [--stream NAME] [--replay]``;
+A node is started as ``python -m fusion_pipeline.nodes.NAME --config PATH --run-dir DIR [--stream NAME]
+[--replay]`` (`node_command`);
 with no ``--config`` it uses the embedded demo config. The supervisor adds ``--resume-seq STREAM=SEQ@NS``
 when it restarts a node that ingests STREAM: where its predecessor's sequence left off. Its script
 builds a `Node` (command line, logging, stop signals, SCHED_FIFO for the data path), opens its sockets
@@ -58,6 +59,9 @@ __all__ = [
     "Parts",
     "check_host",
     "enter_realtime",
+    "NODES_PACKAGE",
+    "node_command",
+    "node_kind",
     "node_name",
     "resume_seq_argument",
     "run_node",
@@ -65,6 +69,8 @@ __all__ = [
 ]
 
 CONTROL_SOCKET = "control.sock"
+#: The package of the node programs: a node process is ``python -m fusion_pipeline.nodes.KIND``.
+NODES_PACKAGE = "fusion_pipeline.nodes"
 POLL_MS = 50  # the longest a node loop waits for input before it checks for a stop request and beats
 
 log = logging.getLogger(__name__)
@@ -114,6 +120,17 @@ class _NodeContext:
         return self.config.endpoint(template, self.run_dir)
 
 
+def node_command(kind: str) -> list[str]:
+    """The command line that starts a node of `kind` with this interpreter, before its options."""
+    return [sys.executable, "-m", f"{NODES_PACKAGE}.{kind}"]
+
+
+def node_kind(argv: Sequence[str]) -> str | None:
+    """The kind of node a process runs, from its command line; None for any other process."""
+    prefix = f"{NODES_PACKAGE}."
+    return next((arg.removeprefix(prefix) for arg in argv if arg.startswith(prefix)), None)
+
+
 def resume_seq_argument(stream: str, mark: SeqMark) -> list[str]:
     """The command-line option that hands a restarted node where its predecessor's ingest of `stream`
     left off (from its heartbeats' `last_seq`)."""
@@ -142,7 +159,7 @@ def _node_arguments(
     `realtime`: a data-path node (ingest, synchronizer, inference) enters SCHED_FIFO at the config's
     ``pipeline.realtime_priority`` (`enter_realtime`) before it opens any socket.
     """
-    parser = argparse.ArgumentParser(prog=f"python -m nodes.{kind}")
+    parser = argparse.ArgumentParser(prog=f"python -m {NODES_PACKAGE}.{kind}")
     parser.add_argument("--config", default=None, help="TOML config (default: the embedded demo)")
     parser.add_argument("--run-dir", required=True, type=Path, help="directory of the run's ipc sockets")
     if per_stream:
@@ -453,6 +470,6 @@ def run_node(main: Callable[[], int]) -> NoReturn:
     try:
         code = main()
     except (FusionError, zmq.ZMQError) as exc:
-        logging.getLogger("nodes").error("stopped: %s: %s", type(exc).__name__, exc)
+        logging.getLogger("fusion_pipeline.nodes").error("stopped: %s: %s", type(exc).__name__, exc)
         code = 2
     sys.exit(code)

@@ -55,6 +55,7 @@ from benchdoc import BENCHMARKS, machine, replace_section
 
 from fusion_pipeline.config import Config, ViewConfig, config_source, parse_config
 from fusion_pipeline.errors import FusionError
+from fusion_pipeline.node import node_kind
 from fusion_pipeline.ops import ResultStats
 from fusion_pipeline.transport import Subscriber
 
@@ -160,7 +161,7 @@ class Scenario:
 
 
 def _node_name(cmdline: list[str]) -> str:
-    kind = next((a.split(".", 1)[1] for a in cmdline if a.startswith("nodes.")), "?")
+    kind = node_kind(cmdline) or "?"
     stream = cmdline[cmdline.index("--stream") + 1] if "--stream" in cmdline else None
     return f"{kind}:{stream}" if stream else kind
 

@@ -2,7 +2,8 @@
 
     python tools/bench_e2e_floor.py --duration 30 --rounds 3 --write
 
-Three modes, each with the demo's four simulated drivers (nodes/sensor_sim, unchanged, at the demo rates):
+Three modes, each with the demo's four simulated drivers (fusion_pipeline/nodes/sensor_sim.py, unchanged,
+at the demo rates):
 
 - relays: in place of the ingest, synchronizer and inference nodes, relays in as many processes that
   receive what the real node receives and send what it sends -- same transport, same sockets, same
@@ -11,8 +12,8 @@ Three modes, each with the demo's four simulated drivers (nodes/sensor_sim, unch
   every stream has a message for the reference stamp (or max_wait passed), the inference relay publishes
   a small result at once. What the ZeroMQ hops and the scheduler alone cost on this machine;
 - processes: the demo as it ships (tools/bench_e2e.py's nominal scenario);
-- composed: the demo with ``pipeline.composition = "composed"`` (nodes/composed.py: ingest, sync and
-  inference in one process, one loop).
+- composed: the demo with ``pipeline.composition = "composed"`` (fusion_pipeline/nodes/composed.py:
+  ingest, sync and inference in one process, one loop).
 
 Each round runs the three back to back, the order rotated from round to round; --rounds rounds. The
 stages and the overhead are derived exactly as for the real pipeline (fusion_pipeline.ops.metrics.
@@ -49,6 +50,7 @@ from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.binding import Bindings
 from fusion_pipeline.config import Config, load_config, parse_config
 from fusion_pipeline.inference import load_bindings
+from fusion_pipeline.node import node_command
 from fusion_pipeline.ops import ResultStats
 from fusion_pipeline.protocol import (
     CAPTURE,
@@ -170,7 +172,7 @@ def run_floor(duration_s: float, warmup_s: float, workdir: Path) -> ResultStats:
         relay.start()
     drivers = [
         subprocess.Popen(
-            [sys.executable, "-m", "nodes.sensor_sim", "--config", str(config_path)]
+            [*node_command("sensor_sim"), "--config", str(config_path)]
             + ["--run-dir", str(run_dir), "--stream", s.name],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -387,7 +389,8 @@ def report(runs: Runs, rounds: int, duration_s: float, command: str, plot: Path 
         "same sockets but compute nothing (no preprocessing, no matching beyond stamps, no model): the "
         "floor of the process topology; **processes**, the demo as it ships (`pipeline.composition = "
         '"processes"`); **composed**, the same demo with `pipeline.composition = "composed"` (ingest, '
-        "sync and inference in one process, nodes/composed.py). Each round runs the three back to back, "
+        "sync and inference in one process, fusion_pipeline/nodes/composed.py). Each round runs the three "
+        "back to back, "
         f"{duration_s:g} s of results each after a warm-up, the order rotated from round to round so that "
         "no mode always runs first or last. Stages and overhead as in End to end.\n\n"
         f"```\n{command}\n```\n\n"

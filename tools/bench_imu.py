@@ -40,7 +40,7 @@ import zmq
 from benchdoc import BENCHMARKS, machine, replace_section
 
 from fusion_pipeline.config import parse_config
-from fusion_pipeline.node import stream_hwm
+from fusion_pipeline.node import node_kind, stream_hwm
 from fusion_pipeline.ops import StatusError, query
 from fusion_pipeline.ops.exporter import scrape
 from fusion_pipeline.protocol import SET_STREAM
@@ -161,7 +161,7 @@ def _node_pids(run_dir: Path) -> dict[str, int]:
         cmd = proc.info["cmdline"] or []
         if str(run_dir) not in cmd:
             continue
-        kind = next((c.removeprefix("nodes.") for c in cmd if c.startswith("nodes.")), None)
+        kind = node_kind(cmd)
         if kind is not None:
             stream = cmd[cmd.index("--stream") + 1] if "--stream" in cmd else None
             pids[f"{kind}:{stream}" if stream else kind] = proc.info["pid"]

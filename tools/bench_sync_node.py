@@ -6,7 +6,7 @@ Four processes pose as the demo's ingest nodes (tools/pose_ingest.py: camera 30 
 the reference, radar 20 Hz, audio 20 ms chunks of 16 kHz), publishing model-ready arrays of the
 contract's shapes. Two consumers subscribe to them at the same time, so the machine's load hits both:
 
-- contender: `python -m nodes.synchronizer` (live mode, max_wait 60 ms), the real node;
+- contender: `python -m fusion_pipeline.nodes.synchronizer` (live mode, max_wait 60 ms), the real node;
 - baseline: a relay (this file, --relay) that receives each message and publishes it again at once:
   the least any Python node on this transport adds to a message.
 
@@ -42,6 +42,7 @@ import numpy as np
 import zmq
 from benchdoc import BENCHMARKS, machine, read_section, replace_section, split_at
 
+from fusion_pipeline.node import node_command
 from fusion_pipeline.preprocess import AudioParams
 from fusion_pipeline.protocol import SYNC_EMIT, SYNC_IN
 
@@ -146,18 +147,19 @@ def bench(seconds: float, priority: int, with_relay: bool) -> dict[str, object]:
         control = zmq.Context.instance().socket(zmq.PULL)  # the nodes' heartbeats, as a supervisor's
         control.linger = 0
         control.bind(f"ipc://{run_dir}/{CONTROL_SOCKET}")
-        python = sys.executable
         common = ["--config", str(config_path), "--run-dir", str(run_dir)]
-        nodes = [subprocess.Popen([python, "-m", "nodes.synchronizer", *common], cwd=ROOT)]
+        nodes = [subprocess.Popen([*node_command("synchronizer"), *common], cwd=ROOT)]
         if with_relay:
             nodes.append(
-                subprocess.Popen([python, __file__, "--relay", str(config_path), str(run_dir)], cwd=ROOT)
+                subprocess.Popen(
+                    [sys.executable, __file__, "--relay", str(config_path), str(run_dir)], cwd=ROOT
+                )
             )
         start_ns = time.time_ns() + POSER_LEAD_NS
         posers = [
             subprocess.Popen(
                 [
-                    python,
+                    sys.executable,
                     str(ROOT / "tools" / "pose_ingest.py"),
                     str(config_path),
                     str(run_dir),

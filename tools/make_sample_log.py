@@ -4,8 +4,9 @@
 
 Each simulated stream follows its own `fusion_pipeline.sim.SensorSchedule` (rate, latency, jitter, drops,
 outages from ``[streams.sim]``) and renders with `fusion_pipeline.sim.render`, exactly what
-nodes/sensor_sim.py would publish, numbered the same way (a lost capture leaves a seq gap). Messages are
-written in send order with log_time = send time, as a recorder on the same host would have received them.
+fusion_pipeline/nodes/sensor_sim.py would publish, numbered the same way (a lost capture leaves a seq
+gap). Messages are written in send order with log_time = send time, as a recorder on the same host would
+have received them.
 The same arguments give the same file contents, so tests and benchmarks can rebuild what they need.
 """
 

@@ -35,6 +35,8 @@ import numpy as np
 from bench_e2e import DEMO, scenario_config
 from bench_e2e_floor import composed
 
+from fusion_pipeline.node import node_kind
+
 DATA_PATH = ("ingest", "synchronizer", "inference", "composed")
 # A slice line of `perf sched timehist`: time, [cpu], comm[tid/pid] or comm[pid] (or <idle>),
 # wait time, scheduling delay, run time (ms).
@@ -90,7 +92,7 @@ def node_roles(run_dir: Path) -> dict[int, str]:
             argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:  # gone, or not a process
             continue
-        kind = next((a.removeprefix("nodes.") for a in argv if a.startswith("nodes.")), None)
+        kind = node_kind(argv)
         if kind is None or str(run_dir) not in argv:
             continue
         stream = argv[argv.index("--stream") + 1] if "--stream" in argv else ""

@@ -50,7 +50,7 @@ from benchdoc import machine
 from fusion_pipeline.config import SHIPPED, Config, load_config, parse_config, read_config_text
 from fusion_pipeline.errors import FusionError
 from fusion_pipeline.lifetime import die_with_parent
-from fusion_pipeline.node import node_name
+from fusion_pipeline.node import node_kind, node_name
 
 SECTION = "## Soak"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -140,8 +140,8 @@ def descendants(root: int) -> list[ProcInfo]:
 
 def role(info: ProcInfo, parent_role: str | None) -> str:
     """The name a process goes by: its node's name (as in its heartbeats and `fusion-pipeline status`)
-    for ``python -m nodes.KIND [--stream S]``, else what started it and its command name."""
-    kind = next((a.removeprefix("nodes.") for a in info.argv if a.startswith("nodes.")), None)
+    for ``python -m fusion_pipeline.nodes.KIND [--stream S]``, else what started it and its command name."""
+    kind = node_kind(info.argv)
     if kind is not None:
         argv = info.argv
         stream = argv[argv.index("--stream") + 1] if "--stream" in argv[:-1] else None

@@ -8,13 +8,12 @@ run dir. The supervisor takes one and has no other variant. Pure: no processes, 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from fusion_pipeline.config import Config, EndpointUse, GraphKind
-from fusion_pipeline.node import node_name
+from fusion_pipeline.node import node_command, node_name
 
 __all__ = ["LIVE_GRAPH", "GraphSpec", "NodeSpec", "RunSocket", "node_specs", "plain_tcp_endpoints"]
 
@@ -87,8 +86,9 @@ class GraphSpec:
         return node_specs(config, self.kind, drivers=self.drivers)
 
     def argv(self, node: NodeSpec, config_path: Path | None, run_dir: Path) -> list[str]:
-        """``python -m nodes.KIND [--config PATH] --run-dir DIR [--stream NAME]`` and the graph's own."""
-        argv = [sys.executable, "-m", f"nodes.{node.kind}"]
+        """``python -m fusion_pipeline.nodes.KIND [--config PATH] --run-dir DIR [--stream NAME]`` and the
+        graph's own."""
+        argv = node_command(node.kind)
         if config_path is not None:
             argv += ["--config", str(config_path)]
         argv += ["--run-dir", str(run_dir)]

@@ -1,6 +1,7 @@
 """The supervisor behind `fusion-pipeline run`: start every node of a graph, watch, restart, summarise.
 
-Each node is its own process, ``python -m nodes.KIND [--config PATH] --run-dir DIR [--stream NAME]``:
+Each node is its own process, ``python -m fusion_pipeline.nodes.KIND [--config PATH] --run-dir DIR
+[--stream NAME]``:
 a simulated driver per stream with ``driver = "sim"``, an ingest node per stream, the synchronizer,
 the inference node (or, with ``pipeline.composition = "composed"``, one node doing their work, whose
 heartbeats report it under their names: ops.graph.NodeSpec.parts) and, with ``record.enabled`` and
@@ -497,7 +498,7 @@ class Supervisor:
         # One BLAS thread per node: the pipeline's parallelism is its processes, and OpenBLAS's idle
         # workers spin, which under pipeline.realtime_priority (SCHED_FIFO) would hold a core.
         env.setdefault("OPENBLAS_NUM_THREADS", "1")
-        # The nodes package sits next to fusion_pipeline; make it importable from any working directory.
+        # The nodes import this very fusion_pipeline (a source tree on PYTHONPATH, or installed).
         root = str(Path(fusion_pipeline.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         node.process = subprocess.Popen(

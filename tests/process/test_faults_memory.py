@@ -12,6 +12,8 @@ from pathlib import Path
 import psutil
 from pipeline_harness import add_to_stream, collect, demo_text, pipeline, present
 
+from fusion_pipeline.node import node_kind
+
 FACTOR = 5
 WARMUP_S = 5.0
 SAMPLED_S = 60.0
@@ -27,7 +29,7 @@ def _fast_radar(run_dir: Path) -> str:
 
 def _label(pid: int) -> str:
     cmd = psutil.Process(pid).cmdline()
-    kind = next(a.removeprefix("nodes.") for a in cmd if a.startswith("nodes."))
+    kind = node_kind(cmd)
     return f"{kind}:{cmd[cmd.index('--stream') + 1]}" if "--stream" in cmd else kind
 
 

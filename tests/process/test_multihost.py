@@ -153,7 +153,7 @@ class Processes:
         return process
 
     def driver(self, name: str, config: Path, stream: str, run_dir: Path) -> subprocess.Popen[str]:
-        argv = ["-m", "nodes.sensor_sim", "--config", str(config), "--run-dir", str(run_dir)]
+        argv = ["-m", "fusion_pipeline.nodes.sensor_sim", "--config", str(config), "--run-dir", str(run_dir)]
         return self.start("vehicle", name, sys.executable, *argv, "--stream", stream)
 
     def log(self, name: str) -> str:

@@ -14,6 +14,7 @@ from samples import numbered_radar
 
 from fusion_pipeline.config import parse_config
 from fusion_pipeline.logs import LogReader
+from fusion_pipeline.node import node_command
 from fusion_pipeline.transport import Publisher
 
 DEMO = (ROOT / "fusion_pipeline" / "configs" / "demo.toml").read_text()
@@ -33,7 +34,13 @@ def test_kill_9_loses_at_most_the_open_chunk(ipc_dir: Path) -> None:
     )
     config = parse_config(config_path.read_text())
     child = subprocess.Popen(
-        [sys.executable, "-m", "nodes.recorder", "--config", str(config_path), "--run-dir", str(ipc_dir)],
+        [
+            *node_command("recorder"),
+            "--config",
+            str(config_path),
+            "--run-dir",
+            str(ipc_dir),
+        ],
         cwd=ROOT,
     )
     frames = 32  # 921,600 bytes each: the 4 MiB chunks close after every 5th frame

@@ -18,6 +18,7 @@ from pipeline_harness import DEMO_TEXT
 from fusion_pipeline.inference import (
     PROVIDERS,
 )
+from fusion_pipeline.node import node_command
 
 TRT, CUDA, CPU = PROVIDERS["tensorrt"], PROVIDERS["cuda"], PROVIDERS["cpu"]
 
@@ -73,7 +74,7 @@ def test_a_node_that_cannot_bind_its_endpoint_exits_2_with_one_line(tmp_path: Pa
     config = tmp_path / "unresolvable.toml"
     text = DEMO_TEXT.replace("ipc://{run_dir}/sensor-radar_front.sock", "tcp://no-such-host.invalid:5555", 1)
     config.write_text(text.replace("insecure = false", "insecure = true", 1))
-    command = ["-m", "nodes.sensor_sim", "--config", str(config), "--run-dir", str(tmp_path)]
+    command = ["-m", "fusion_pipeline.nodes.sensor_sim", "--config", str(config), "--run-dir", str(tmp_path)]
     done = subprocess.run(
         [sys.executable, *command, "--stream", "radar/front"], capture_output=True, text=True, timeout=60
     )
@@ -83,7 +84,13 @@ def test_a_node_that_cannot_bind_its_endpoint_exits_2_with_one_line(tmp_path: Pa
 
 
 def test_a_node_given_an_unknown_stream_exits_2_naming_the_streams(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "nodes.ingest", "--run-dir", str(tmp_path), "--stream", "nope"]
+    command = [
+        *node_command("ingest"),
+        "--run-dir",
+        str(tmp_path),
+        "--stream",
+        "nope",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "no stream 'nope' in the config (streams: ['camera/front', 'lidar/top'" in done.stderr
@@ -101,7 +108,13 @@ def test_a_node_given_an_unknown_stream_exits_2_naming_the_streams(tmp_path: Pat
 )
 def test_a_node_refuses_a_resume_seq_it_cannot_use(tmp_path: Path, resume: list[str], refused: str) -> None:
     """The supervisor's hand-over to a restarted node: nothing in it is ignored."""
-    command = [sys.executable, "-m", "nodes.ingest", "--run-dir", str(tmp_path), "--stream", "camera/front"]
+    command = [
+        *node_command("ingest"),
+        "--run-dir",
+        str(tmp_path),
+        "--stream",
+        "camera/front",
+    ]
     for value in resume:
         command += ["--resume-seq", value]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
@@ -111,7 +124,7 @@ def test_a_node_refuses_a_resume_seq_it_cannot_use(tmp_path: Path, resume: list[
 
 def test_inference_node_refuses_a_mismatched_model(tmp_path: Path) -> None:
     path = model_with_contract(tmp_path, camera_64, camera_64_graph)
-    done = _run(tmp_path, str(path), "-m", "nodes.inference", "--run-dir", str(tmp_path))
+    done = _run(tmp_path, str(path), "-m", "fusion_pipeline.nodes.inference", "--run-dir", str(tmp_path))
     assert done.returncode == 2
     assert "stopped: ContractError" in done.stderr and "(3, 64, 64)" in done.stderr
 
@@ -126,7 +139,13 @@ def test_inference_node_start_logs_one_provider_line_and_no_onnxruntime_errors(t
     log = tmp_path / "inference.log"
     with log.open("w") as out:
         node = subprocess.Popen(
-            [sys.executable, "-m", "nodes.inference", "--config", str(config), "--run-dir", str(run_dir)],
+            [
+                *node_command("inference"),
+                "--config",
+                str(config),
+                "--run-dir",
+                str(run_dir),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -13,6 +13,7 @@ from commands import run_cli
 from paths import ROOT
 from security import host_config, host_keys
 
+from fusion_pipeline.node import node_command
 from fusion_pipeline.transport import generate_keys
 
 
@@ -30,7 +31,13 @@ def test_run_and_nodes_refuse_key_files_before_they_start(
         host_config({"certificate": site["certificate"], "authorized_keys": site["authorized"]})
     )
     fix = f"chmod 600 {site['certificate']}"
-    node = [sys.executable, "-m", "nodes.sensor_sim", "--config", str(config), "--run-dir", str(ipc_dir)]
+    node = [
+        *node_command("sensor_sim"),
+        "--config",
+        str(config),
+        "--run-dir",
+        str(ipc_dir),
+    ]
     done = subprocess.run(
         [*node, "--stream", "radar/front"], capture_output=True, text=True, timeout=30, cwd=ROOT
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from node_harness import Control
 from pipeline_harness import DEMO_TEXT, add_to_stream
 
+from fusion_pipeline.node import node_command
 from fusion_pipeline.sim import World
 from fusion_pipeline.transport import Subscriber
 
@@ -27,7 +27,13 @@ def test_driver_process_publishes_the_world_in_real_time() -> None:
     config.write_text(add_to_stream(DEMO_TEXT, "radar/front", "sim = { seed = 5, latency_ms = 20 }"))
     subscriber = Subscriber(f"ipc://{run_dir}/sensor-radar_front.sock", topics=["radar/front"])
     process = subprocess.Popen(
-        [sys.executable, "-m", "nodes.sensor_sim", "--config", str(config), "--run-dir", str(run_dir)]
+        [
+            *node_command("sensor_sim"),
+            "--config",
+            str(config),
+            "--run-dir",
+            str(run_dir),
+        ]
         + ["--stream", "radar/front"],
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
         stderr=subprocess.PIPE,
@@ -75,7 +81,13 @@ def test_an_outage_for_good_is_counted_as_it_passes_and_costs_no_cpu() -> None:
     )
     control = Control(run_dir)
     process = subprocess.Popen(
-        [sys.executable, "-m", "nodes.sensor_sim", "--config", str(config), "--run-dir", str(run_dir)]
+        [
+            *node_command("sensor_sim"),
+            "--config",
+            str(config),
+            "--run-dir",
+            str(run_dir),
+        ]
         + ["--stream", "radar/front"],
     )
     try:

@@ -19,7 +19,7 @@ import zmq
 from paths import ROOT
 
 from fusion_pipeline.contract import default_contract
-from fusion_pipeline.node import CONTROL_SOCKET
+from fusion_pipeline.node import CONTROL_SOCKET, node_command
 
 STREAMS_TOML = {
     "camera": 'name = "camera/front"\nmodality = "camera"\nrate_hz = 30\n',
@@ -49,10 +49,18 @@ def write_config(
 
 
 def start_node(kind: str, config: Path, run_dir: Path, *args: str) -> subprocess.Popen:
-    """`python -m nodes.KIND --config CONFIG --run-dir RUN_DIR ARGS`; its log goes to RUN_DIR/KIND*.log."""
+    """`python -m fusion_pipeline.nodes.KIND --config CONFIG --run-dir RUN_DIR ARGS`; its log goes to
+    RUN_DIR/KIND*.log."""
     log = (run_dir / f"{kind}{'-'.join(a.replace('/', '_') for a in args)}.log").open("w")
     return subprocess.Popen(
-        [sys.executable, "-m", f"nodes.{kind}", "--config", str(config), "--run-dir", str(run_dir), *args],
+        [
+            *node_command(kind),
+            "--config",
+            str(config),
+            "--run-dir",
+            str(run_dir),
+            *args,
+        ],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -19,6 +19,7 @@ from typing import Any
 
 import psutil
 
+from fusion_pipeline.node import node_kind
 from fusion_pipeline.transport import Sample, Subscriber
 
 DEMO_TEXT = resources.files("fusion_pipeline").joinpath("configs", "demo.toml").read_text()
@@ -56,7 +57,7 @@ class Run:
             cmd = proc.info["cmdline"] or []
             if proc.info["status"] == psutil.STATUS_ZOMBIE or str(self.run_dir) not in cmd:
                 continue
-            if f"nodes.{kind}" in cmd and (stream is None or stream in cmd):
+            if node_kind(cmd) == kind and (stream is None or stream in cmd):
                 pids.append(proc.info["pid"])
         return pids
 

@@ -46,7 +46,14 @@ def test_a_composed_graph_runs_the_data_path_in_one_node_whose_parts_are_the_sep
     assert list(node.parts) == separate[len(drivers) :]  # ingest per stream, synchronizer, inference
     assert node.runs("inference") and node.runs("ingest") and not node.runs("sensor_sim")
     argv = LIVE_GRAPH.argv(node, Path("/etc/p.toml"), Path("/run/x"))
-    assert argv[1:] == ["-m", "nodes.composed", "--config", "/etc/p.toml", "--run-dir", "/run/x"]
+    assert argv[1:] == [
+        "-m",
+        "fusion_pipeline.nodes.composed",
+        "--config",
+        "/etc/p.toml",
+        "--run-dir",
+        "/run/x",
+    ]
 
 
 def test_a_replay_of_a_composed_config_runs_the_separate_nodes() -> None:

@@ -95,7 +95,7 @@ def test_the_replay_graph_is_the_live_one_without_drivers_with_replay_in_log_tim
     assert REPLAY_GRAPH.nodes(config) == live and len(live) < len(LIVE_GRAPH.nodes(config))
     ingest = NodeSpec("ingest", "camera/front")
     argv = LIVE_GRAPH.argv(ingest, Path("/etc/p.toml"), Path("/run/x"))
-    assert argv[1:5] == ["-m", "nodes.ingest", "--config", "/etc/p.toml"]
+    assert argv[1:5] == ["-m", "fusion_pipeline.nodes.ingest", "--config", "/etc/p.toml"]
     assert argv[5:] == ["--run-dir", "/run/x", "--stream", "camera/front"]
     assert REPLAY_GRAPH.argv(ingest, Path("/etc/p.toml"), Path("/run/x")) == [*argv, "--replay"]
     assert "--config" not in LIVE_GRAPH.argv(ingest, None, Path("/run/x"))  # the embedded demo

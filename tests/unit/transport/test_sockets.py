@@ -133,7 +133,8 @@ def test_a_newest_message_that_cannot_be_made_whole_falls_back_to_the_one_before
 
 
 def _receive_one(sub: Subscriber, poller_loop: bool) -> Sample | None:
-    """What `recv` does, or what a loop that polls the socket itself does (nodes/composed.py, the viewer)."""
+    """What `recv` does, or what a loop that polls the socket itself does (the composed node, the
+    viewer)."""
     if not poller_loop:
         return sub.recv(timeout_ms=200)
     sub.check_connections()

@@ -1,6 +1,6 @@
 """Viewer node: the sensor streams and results shown in Rerun (and Foxglove) while the pipeline runs.
 
-    python -m nodes.viewer --config PATH --run-dir DIR
+    python -m fusion_pipeline.nodes.viewer --config PATH --run-dir DIR
 
 The supervisor starts it when ``view.enabled = true``. It runs under SCHED_IDLE (the kernel gives it a
 core only when nothing else wants one; nice VIEWER_NICENESS where that is refused) and on real-time
@@ -19,7 +19,7 @@ from dataclasses import replace
 from fusion_pipeline.logs import SplitPolicy, unused_path
 from fusion_pipeline.node import POLL_MS, Node, run_node
 
-log = logging.getLogger("nodes.viewer")
+log = logging.getLogger("fusion_pipeline.nodes.viewer")
 
 #: Added to the viewer's nice value where SCHED_IDLE is refused.
 VIEWER_NICENESS = 10

@@ -1,6 +1,6 @@
 """Inference node: synchronized sets in, model results out.
 
-    python -m nodes.inference --config PATH --run-dir DIR
+    python -m fusion_pipeline.nodes.inference --config PATH --run-dir DIR
 
 Builds a fusion_pipeline.inference.InferenceStage around a ModelRuntime (contract checked against the
 config, providers from ``[model]``, warm-up), then loops: take the NEWEST set on the sync endpoint (a set
@@ -21,7 +21,7 @@ from fusion_pipeline.node import POLL_MS, Node, run_node
 from fusion_pipeline.protocol import PUBLISH, SET_STREAM
 from fusion_pipeline.transport import Role
 
-log = logging.getLogger("nodes.inference")
+log = logging.getLogger("fusion_pipeline.nodes.inference")
 
 
 def start_inference(config: Config) -> InferenceStage:

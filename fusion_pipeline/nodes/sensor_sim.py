@@ -1,6 +1,6 @@
 """Simulated sensor driver: one process per simulated stream, publishing wire v1 in real time.
 
-    python -m nodes.sensor_sim --config PATH --run-dir DIR --stream NAME
+    python -m fusion_pipeline.nodes.sensor_sim --config PATH --run-dir DIR --stream NAME
 
 Renders the stream's sensor from the shared seeded world (fusion_pipeline.sim) and publishes each capture on
 the stream's endpoint at its send time, with a Publisher from the node framework: the same bytes an
@@ -24,7 +24,7 @@ from fusion_pipeline.node import Node, run_node, stream_hwm
 from fusion_pipeline.ops import percentiles
 from fusion_pipeline.sim import RenderLead, SensorSchedule, SimSettings, World, render
 
-log = logging.getLogger("nodes.sensor_sim")
+log = logging.getLogger("fusion_pipeline.nodes.sensor_sim")
 
 LATENESS_WINDOW = 1000  # captures behind the send_late_ms_* heartbeat figures
 

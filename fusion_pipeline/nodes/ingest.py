@@ -1,6 +1,6 @@
 """Ingest node: one process per stream; raw driver samples in, model-ready samples out.
 
-    python -m nodes.ingest --config PATH --run-dir DIR --stream NAME
+    python -m fusion_pipeline.nodes.ingest --config PATH --run-dir DIR --stream NAME
 
 Subscribes to the stream's driver endpoint with the stream's receive limits, runs each valid wire
 message through fusion_pipeline.ingest.Ingest (stream, stamp, seq and schema checks, offset,
@@ -29,7 +29,7 @@ from fusion_pipeline.protocol import INGEST_OUT
 from fusion_pipeline.sync import settings_from_config
 from fusion_pipeline.transport import Sample
 
-log = logging.getLogger("nodes.ingest")
+log = logging.getLogger("fusion_pipeline.nodes.ingest")
 
 
 class StreamIngest:

@@ -1,6 +1,6 @@
 """Synchronizer node: the ingest streams in, one set message per aligned set out.
 
-    python -m nodes.synchronizer --config PATH --run-dir DIR [--replay]
+    python -m fusion_pipeline.nodes.synchronizer --config PATH --run-dir DIR [--replay]
 
 Receives every ingest sample in order (lossless recv: the synchronizer must see each stream's
 messages in sequence, so it never drains to the newest), hands it to fusion_pipeline.sync.stage.SyncStage
@@ -31,7 +31,7 @@ from fusion_pipeline.protocol import SET_MODALITY, SET_STREAM, SYNC_EMIT, SYNC_I
 from fusion_pipeline.sync import END_STREAM, ReplayOrder, SyncStage, end_endpoint
 from fusion_pipeline.transport import Role, Sample
 
-log = logging.getLogger("nodes.synchronizer")
+log = logging.getLogger("fusion_pipeline.nodes.synchronizer")
 
 LATENCY_WINDOW = 1000  # sets behind the added_ms_* heartbeat figures
 INPUT_HWM = 64  # per ingest connection: ~2 s of a discrete stream if this loop stalls

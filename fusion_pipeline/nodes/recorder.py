@@ -1,6 +1,6 @@
 """Recorder node: writes the streams named in the config's [record] section to an MCAP log.
 
-    python -m nodes.recorder --config PATH --run-dir DIR
+    python -m fusion_pipeline.nodes.recorder --config PATH --run-dir DIR
 
 The supervisor starts it when ``record.enabled = true``. The loop and the file format live in
 fusion_pipeline.logs.recorder and fusion_pipeline.logs.writer; this module wires them to the node plumbing.
@@ -14,7 +14,7 @@ from dataclasses import replace
 from fusion_pipeline.logs import Recorder, RecordSettings, unused_path
 from fusion_pipeline.node import Node, run_node
 
-log = logging.getLogger("nodes.recorder")
+log = logging.getLogger("fusion_pipeline.nodes.recorder")
 
 
 def main(argv: list[str] | None = None) -> int:

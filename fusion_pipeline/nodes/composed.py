@@ -1,6 +1,6 @@
 """Composed node: ingest for every stream, the sync stage and the inference stage in one process, one loop.
 
-    python -m nodes.composed --config PATH --run-dir DIR
+    python -m fusion_pipeline.nodes.composed --config PATH --run-dir DIR
 
 ``pipeline.composition = "composed"`` runs it in place of the ingest nodes, the synchronizer and the
 inference node; the sensor drivers stay processes of their own. It subscribes to every driver endpoint,
@@ -44,6 +44,8 @@ import zmq
 from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.inference import load_bindings
 from fusion_pipeline.node import POLL_MS, Node, Parts, node_name, run_node
+from fusion_pipeline.nodes.inference import start_inference
+from fusion_pipeline.nodes.ingest import StreamIngest
 from fusion_pipeline.preprocess.deferred import defer, resolve
 from fusion_pipeline.protocol import (
     PUBLISH,
@@ -53,10 +55,8 @@ from fusion_pipeline.protocol import (
 )
 from fusion_pipeline.sync import SyncStage
 from fusion_pipeline.transport import Role, Sample
-from nodes.inference import start_inference
-from nodes.ingest import StreamIngest
 
-log = logging.getLogger("nodes.composed")
+log = logging.getLogger("fusion_pipeline.nodes.composed")
 
 
 def main(argv: list[str] | None = None) -> int:
