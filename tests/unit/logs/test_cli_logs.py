@@ -189,7 +189,12 @@ def test_a_stopped_conversion_leaves_nothing(
     """Ctrl-C or SIGTERM midway: nothing under -o (which would block the retry) nor beside it."""
     out = tmp_path / "out"
     monkeypatch.setattr(_PER_MESSAGE[command], _signalled(signum))
-    assert main(_conversion(command, demo_log, demo_bag, out)) == 130
+    # A test run started in the background without job control inherits SIGINT ignored: as a terminal's.
+    interactive = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main(_conversion(command, demo_log, demo_bag, out)) == 130
+    finally:
+        signal.signal(signal.SIGINT, interactive)
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     assert main(_conversion(command, demo_log, demo_bag, out)) == 0  # the retry
