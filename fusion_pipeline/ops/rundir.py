@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fusion_pipeline.config import Config, config_source
-from fusion_pipeline.errors import ConfigError
+from fusion_pipeline.errors import ConfigError, EndpointError
 from fusion_pipeline.node import CONTROL_SOCKET, check_host, check_own_drivers
 from fusion_pipeline.ops.errors import StatusError
 from fusion_pipeline.ops.graph import RunSocket
@@ -90,7 +90,10 @@ class RunDir:
             path = Path(config.pipeline.run_dir).expanduser().resolve()
             check(path)  # before it is made
             # Created 0700, or refused now when others can enter it (the nodes would refuse it anyway).
-            prepare_bind(Endpoint(f"ipc://{path}/{CONTROL_SOCKET}"))
+            try:
+                prepare_bind(Endpoint(f"ipc://{path}/{CONTROL_SOCKET}"))
+            except EndpointError as exc:
+                raise ConfigError(f"{source}: pipeline.run_dir: {exc}") from exc
             # The lock first: a supervisor running there serves every endpoint, and is what to name.
             lock = lock_run_dir(path)
             try:

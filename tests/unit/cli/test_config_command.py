@@ -62,6 +62,9 @@ def test_check_refuses_a_run_dir_others_can_enter_and_says_relative_paths(
     path.write_text(demo.replace('run_dir = ""', f'run_dir = "{shared}"', 1))
     assert main(["config", "check", "-c", str(path)]) == 2
     assert "has mode 0755" in capsys.readouterr().err
+    assert main(["run", "-c", str(path), "--duration", "1"]) == 2  # run says the file and key too
+    assert f"{path}: pipeline.run_dir: endpoint 'ipc://{shared}/control.sock'" in capsys.readouterr().err
+    assert list(shared.iterdir()) == []
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "mine.onnx").write_bytes(
         (ROOT / "fusion_pipeline/models/default.onnx").read_bytes()
