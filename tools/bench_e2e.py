@@ -170,7 +170,8 @@ def run_scenario(
     scenario: Scenario, duration_s: float, warmup_s: float, workdir: Path, suite: Suite = DEMO_SUITE
 ) -> None:
     run_dir = Path(tempfile.mkdtemp(prefix="fp-bench-"))
-    slug = re.sub(r"\W+", "-", scenario.name)
+    # One name per run: `run` refuses a --summary-json that exists, and a mode runs once per round.
+    slug = re.sub(r"\W+", "-", scenario.name) + "-" + run_dir.name
     view_save = workdir / f"{slug}.rrd" if scenario.neighbour == "viewer" else None
     text = scenario_config(run_dir, scenario.rate_factor, scenario.realtime_priority, suite.text, view_save)
     config = parse_config(text)
