@@ -286,6 +286,7 @@ class Supervisor:
     def snapshot(self, now: float) -> PipelineSnapshot:
         """The pipeline's state now (monotonic `now`), kept as `latest` for the metrics thread."""
         heartbeat_ms = self.config.pipeline.heartbeat_ms
+        stale_s = stale_after_s(heartbeat_ms, self.policy.heartbeat_timeout_s)
         # A composed node's parts count as the nodes they stand for: per-stream ingest figures included.
         specs = [spec for n in self.nodes for spec in (n.spec, *n.spec.parts)]
         totals = {spec.name: self.counters.totals(spec.name) for spec in specs}
@@ -325,6 +326,7 @@ class Supervisor:
         for s in self.config.streams:
             node, out = f"ingest:{s.name}", f"ingest:{s.name}.out"
             watched = self._watched_since(s.name, now)
+            heard = self._last_heard(node, now, stale_s)
             streams.append(
                 StreamSnapshot(
                     name=s.name,
@@ -332,7 +334,7 @@ class Supervisor:
                     required=s.required,
                     rate_hz=s.rate_hz,
                     messages_per_s=self._window.rate(f"{node}.in"),
-                    idle_s=0.0 if watched is None else min(now - watched, self._window.idle_s(out, now)),
+                    idle_s=0.0 if watched is None else min(now - watched, self._window.idle_s(out, heard)),
                     silent_s=silent_after_s(s.rate_hz, heartbeat_ms),
                     driver=s.driver,
                     endpoint=self.config.endpoint(s.endpoint, self.run_dir),
@@ -346,7 +348,7 @@ class Supervisor:
             pipeline=self.config.pipeline.name,
             run_dir=str(self.run_dir),
             uptime_s=now - self._started,
-            stale_s=stale_after_s(heartbeat_ms, self.policy.heartbeat_timeout_s),
+            stale_s=stale_s,
             nodes=nodes,
             streams=streams,
             results=self.stats.results,
@@ -377,6 +379,15 @@ class Supervisor:
                 return None
             self._watched[stream] = now
         return self._watched[stream]
+
+    def _last_heard(self, part: str, now: float, stale_s: float) -> float:
+        """Until when the counters of the node running `part` tell its stream's flow: now, or the last
+        heartbeat of one that has sent none for `stale_s`. Its state says hung (a composed node in a long
+        model run, a wedged ingest); its streams are not called silent for what it cannot report."""
+        for n in self.nodes:
+            if n.spec.runs_part(part) and n.last_beat is not None and now - n.last_beat > stale_s:
+                return n.last_beat
+        return now
 
     def _throughput(self, now: float) -> Throughput | None:
         """The reference's messages per second over the rate window, stage by stage (health.behind): live,

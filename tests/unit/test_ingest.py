@@ -254,10 +254,15 @@ def test_audio_int16_becomes_float32_and_float_chunks_are_owned() -> None:
     assert out.arrays["samples"].flags.writeable  # a copy, not a view of the receive buffer
 
 
+def _on_time(tracker: SeqTracker, seq: int, now_ns: int) -> bool:
+    """`tracker.accept` of a message that arrives at its stamp."""
+    return tracker.accept(seq, now_ns, now_ns)
+
+
 def test_seq_gaps_duplicates_and_out_of_order() -> None:
     tracker = SeqTracker(500 * MS, rate_hz=20)
     arrivals = [(5, 0), (6, 1), (6, 2), (4, 3), (10, 4), (11, 5), (9, 6), (14, 7), (14, 8)]
-    used = [seq for seq, t in arrivals if tracker.accept(seq, t * MS)]
+    used = [seq for seq, t in arrivals if _on_time(tracker, seq, t * MS)]
     assert used == [5, 6, 10, 11, 14]
     assert tracker.counters() == {
         "seq_gaps": 2,
@@ -272,10 +277,10 @@ def test_seq_gaps_duplicates_and_out_of_order() -> None:
 def test_a_driver_restart_after_silence_resets_tracking() -> None:
     tracker = SeqTracker(500 * MS, rate_hz=20)
     for seq in range(100, 110):
-        assert tracker.accept(seq, seq * MS)
-    assert not tracker.accept(0, 109 * MS + 500 * MS)  # not silent long enough: an old message
-    assert tracker.accept(0, 109 * MS + 501 * MS)  # silent past the timeout: a restarted driver
-    assert tracker.accept(1, 700 * MS) and tracker.last_seq == 1
+        assert _on_time(tracker, seq, seq * MS)
+    assert not _on_time(tracker, 0, 109 * MS + 500 * MS)  # not silent long enough: an old message
+    assert _on_time(tracker, 0, 109 * MS + 501 * MS)  # silent past the timeout: a restarted driver
+    assert _on_time(tracker, 1, 700 * MS) and tracker.last_seq == 1
     assert tracker.counters()["restarts"] == 1 and tracker.counters()["out_of_order"] == 1
     assert tracker.counters()["seq_gaps"] == 0
 
@@ -284,8 +289,8 @@ def test_silence_is_measured_from_the_last_accepted_message() -> None:
     """A quick restart (new seq below the old) recovers one timeout after the last accepted message,
     however many of its messages arrived in between."""
     tracker = SeqTracker(500 * MS, rate_hz=20)
-    assert tracker.accept(1000, 0)
-    assert [tracker.accept(s, s * 100 * MS) for s in range(7)] == [False] * 6 + [True]  # 600 ms > 500
+    assert _on_time(tracker, 1000, 0)
+    assert [_on_time(tracker, s, s * 100 * MS) for s in range(7)] == [False] * 6 + [True]  # 600 ms > 500
     assert tracker.counters()["restarts"] == 1 and tracker.counters()["out_of_order"] == 6
 
 
@@ -310,7 +315,7 @@ def test_a_restarted_node_resumes_its_predecessors_sequence_and_counts_what_it_m
     # stream whose restart timeout outlasts the node's restart: its first frames were dropped.
     slow = SeqTracker(restart_timeout_ns(1.0), rate_hz=1.0)  # 5 s
     slow.resume(SeqMark(100, 0))
-    assert [slow.accept(seq, 1500 * MS + seq * 1000 * MS) for seq in range(3)] == [True] * 3
+    assert [_on_time(slow, seq, 1500 * MS + seq * 1000 * MS) for seq in range(3)] == [True] * 3
     assert slow.counters()["restarts"] == 1 and slow.counters()["out_of_order"] == 0
     # Without it, the same message starts a fresh sequence and nothing is counted.
     fresh = Ingest(BINDINGS.of("radar/front"))
@@ -348,7 +353,7 @@ def test_only_discrete_streams_may_drain_to_the_newest_message() -> None:
 def _real_then(tracker: SeqTracker, count: int, start_ms: int = 0) -> int:
     """The real driver: seq 0.. at 20 Hz from start_ms; the time (ms) of its last message."""
     for seq in range(count):
-        assert tracker.accept(seq, (start_ms + 50 * seq) * MS)
+        assert _on_time(tracker, seq, (start_ms + 50 * seq) * MS)
     return start_ms + 50 * (count - 1)
 
 
@@ -359,13 +364,13 @@ def test_a_forged_high_seq_cannot_capture_a_live_stream() -> None:
     real = 10
     for i in range(20):
         t += 50
-        assert not tracker.accept(2**40 + i, t * MS)
+        assert not _on_time(tracker, 2**40 + i, t * MS)
         if i % 4 == 3:  # a burst of four forged messages between two real ones
-            assert tracker.accept(real, t * MS)
+            assert _on_time(tracker, real, t * MS)
             real += 1
     # ... and one every 0.4 s after the real driver went quiet for less than the restart timeout.
-    assert not tracker.accept(2**40 + 50, (t + 400) * MS)
-    assert tracker.accept(real, (t + 450) * MS)
+    assert not _on_time(tracker, 2**40 + 50, (t + 400) * MS)
+    assert _on_time(tracker, real, (t + 450) * MS)
     assert tracker.counters() == {
         "seq_gaps": 0,
         "seq_lost": 0,  # no impossible gap counted
@@ -380,14 +385,14 @@ def test_a_jump_that_persists_after_the_old_sequence_went_silent_is_a_restart() 
     tracker = SeqTracker(500 * MS, rate_hz=20)
     t = _real_then(tracker, 10)
     # A restarted driver that numbers from a high value: not taken while the old one may still talk ...
-    assert [tracker.accept(10**9 + i, (t + 100 + 50 * i) * MS) for i in range(3)] == [False] * 3
+    assert [_on_time(tracker, 10**9 + i, (t + 100 + 50 * i) * MS) for i in range(3)] == [False] * 3
     # ... nor after the silence without JUMP_CONFIRM consecutive messages (one broke the run) ...
-    assert not tracker.accept(5 * 10**9, (t + 600) * MS)
-    assert not tracker.accept(10**9 + 4, (t + 650) * MS)
-    assert not tracker.accept(10**9 + 5, (t + 700) * MS)
+    assert not _on_time(tracker, 5 * 10**9, (t + 600) * MS)
+    assert not _on_time(tracker, 10**9 + 4, (t + 650) * MS)
+    assert not _on_time(tracker, 10**9 + 5, (t + 700) * MS)
     # ... but once it persists and the old sequence has been silent for the restart timeout.
-    assert tracker.accept(10**9 + 6, (t + 750) * MS) and tracker.last_seq == 10**9 + 6
-    assert tracker.accept(10**9 + 7, (t + 800) * MS)
+    assert _on_time(tracker, 10**9 + 6, (t + 750) * MS) and tracker.last_seq == 10**9 + 6
+    assert _on_time(tracker, 10**9 + 7, (t + 800) * MS)
     counters = tracker.counters()
     assert (counters["restarts"], counters["seq_jumps"], counters["seq_lost"]) == (1, 6, 0)
 
@@ -400,10 +405,41 @@ def test_a_driver_stopped_and_woken_is_a_gap_not_a_jump(held: int) -> None:
     tracker = SeqTracker(500 * MS, rate_hz=20)
     t = _real_then(tracker, 10)
     woken = t + 3500
-    assert all(tracker.accept(seq, woken * MS) for seq in range(10, 10 + held))  # the held frames
-    assert all(tracker.accept(seq, (woken + 1 + 50 * (seq - 80)) * MS) for seq in range(80, 90))
+    assert all(_on_time(tracker, seq, woken * MS) for seq in range(10, 10 + held))  # the held frames
+    assert all(_on_time(tracker, seq, (woken + 1 + 50 * (seq - 80)) * MS) for seq in range(80, 90))
     counters = tracker.counters()
     assert (counters["seq_jumps"], counters["seq_gaps"], counters["seq_lost"]) == (0, 1, 70 - held)
+
+
+def test_a_receiver_woken_from_a_stall_finds_a_gap_after_its_queue_not_a_jump() -> None:
+    """A receiver stalled for 2 s (a composed node's long model run) takes the 16 frames its queue held,
+    stamped before the stall, then the frames after those its sender dropped meanwhile: measured from
+    arrivals, which came together, the skip looked forged (a third of a second of real frames dropped
+    as seq_jumps, nothing counted lost)."""
+    tracker = SeqTracker(500 * MS, rate_hz=20)
+    t = _real_then(tracker, 10)
+    woken = t + 2000
+    assert all(tracker.accept(seq, woken * MS, (t + 50 * (seq - 9)) * MS) for seq in range(10, 26))
+    assert all(
+        tracker.accept(seq, (woken + 1 + 50 * (seq - 50)) * MS, (woken + 50 * (seq - 50)) * MS)
+        for seq in range(50, 60)
+    )
+    counters = tracker.counters()
+    assert (counters["seq_jumps"], counters["seq_gaps"], counters["seq_lost"]) == (0, 1, 24)
+
+
+@pytest.mark.parametrize("delay_ms", [0, 3_600_000])
+def test_a_forged_stamp_makes_no_jump_plausible(delay_ms: int) -> None:
+    """A forged seq stamped at the clock, or far ahead of it, is still a jump: the stamp counts no later
+    than the clock minus the stream's usual delay (here 0, then a driver clock an hour behind)."""
+    tracker = SeqTracker(500 * MS, rate_hz=20)
+    for seq in range(10):
+        assert tracker.accept(seq, 50 * seq * MS, (50 * seq - delay_ms) * MS)
+    now = 500 * MS
+    assert not tracker.accept(10**6, now, now)
+    assert not tracker.accept(10**6 + 1, now, 2**62)
+    assert tracker.accept(10, now, now - delay_ms * MS)
+    assert tracker.counters()["seq_jumps"] == 2 and tracker.counters()["seq_lost"] == 0
 
 
 def test_a_forged_seq_gains_nothing_from_a_gap_just_taken() -> None:
@@ -411,9 +447,9 @@ def test_a_forged_seq_gains_nothing_from_a_gap_just_taken() -> None:
     after it would pass for a continuation (it took the stream over: half a second of real frames lost)."""
     tracker = SeqTracker(500 * MS, rate_hz=20)
     tracker.resume(SeqMark(100, 0))
-    assert tracker.accept(160, 3000 * MS)  # the real driver, 3 s later: a gap
-    assert not tracker.accept(350, 3001 * MS)  # forged: plausible only from before the gap
-    assert all(tracker.accept(seq, (3000 + 50 * (seq - 160)) * MS) for seq in range(161, 171))
+    assert _on_time(tracker, 160, 3000 * MS)  # the real driver, 3 s later: a gap
+    assert not _on_time(tracker, 350, 3001 * MS)  # forged: plausible only from before the gap
+    assert all(_on_time(tracker, seq, (3000 + 50 * (seq - 160)) * MS) for seq in range(161, 171))
     assert tracker.counters()["seq_jumps"] == 1 and tracker.counters()["out_of_order"] == 0
 
 
@@ -421,7 +457,7 @@ def test_a_long_outage_is_a_plausible_gap_and_counted_as_lost() -> None:
     tracker = SeqTracker(500 * MS, rate_hz=20)
     t = _real_then(tracker, 10)
     # 3 s without messages at 20 Hz: 60 lost, at most 4 x 20 x 3 + 16 would have been plausible.
-    assert tracker.accept(9 + 61, (t + 3050) * MS)
+    assert _on_time(tracker, 9 + 61, (t + 3050) * MS)
     assert tracker.counters()["seq_lost"] == 60 and tracker.counters()["seq_jumps"] == 0
 
 

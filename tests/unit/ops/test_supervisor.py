@@ -28,6 +28,7 @@ from fusion_pipeline.ops import (
     node_specs,
     percentiles,
     plain_tcp_endpoints,
+    silent_streams,
 )
 from fusion_pipeline.ops.metrics import Ring
 from fusion_pipeline.transport import Sample
@@ -262,6 +263,34 @@ def test_a_garbled_heartbeat_is_ignored_not_fatal() -> None:
         supervisor._dir.close()  # its private run dir (each run of this test left one in /tmp)
 
 
+def _beat(supervisor: Supervisor, t: float, but: str | tuple[str, ...] = ()) -> None:
+    """Every node but the ones named has just sent a heartbeat at `t`; those have sent none."""
+    for node in supervisor.nodes:
+        node.last_beat = None if node.spec.name in but else t
+
+
+def test_a_hung_nodes_streams_are_judged_as_of_its_last_heartbeat() -> None:
+    """A composed node in a model run longer than the stale age sends no counters: every stream looked
+    silent besides the node hung, then flowing again at its next beat (flapping under overload)."""
+    config = parse_config(DEMO_TEXT.replace("[pipeline]\n", '[pipeline]\ncomposition = "composed"\n', 1))
+    supervisor = Supervisor(config, None, policy=RestartPolicy(start_timeout_s=5.0))
+    try:
+        now = time.monotonic()
+        supervisor._started = now - 10.0
+        _beat(supervisor, now)
+        supervisor.snapshot(now)
+        snapshot = supervisor.snapshot(now + 4.0)  # the composed node has not beaten since
+        composed = next(n for n in snapshot.nodes if n.kind == "composed")
+        assert composed.heartbeat_age_s == pytest.approx(4.0)  # hung, as its state says
+        assert not silent_streams(snapshot)
+        _beat(supervisor, now + 4.0, but="composed")  # restarted: no beat yet, its counters show nothing
+        assert {s.name for s in silent_streams(supervisor.snapshot(now + 4.0))} == {
+            s.name for s in config.streams
+        }
+    finally:
+        supervisor._dir.close()
+
+
 def test_streams_are_watched_once_the_start_timeout_passed_without_every_node_up() -> None:
     """A driver that crash-looped from its start kept "every node up" from ever coming: no stream was
     ever silent (the crashed one showed 0 msg/s, idle 0 s) and no latency was counted."""
@@ -279,6 +308,7 @@ def test_streams_are_watched_once_the_start_timeout_passed_without_every_node_up
         assert supervisor._all_up == now and supervisor.stats.since_ns < 2**63 - 1
         assert "not up after their start timeout: sensor_sim:radar/front" in out.getvalue()
         supervisor.snapshot(now)  # as the supervisor's loop takes them, every second
+        _beat(supervisor, now + 3.0, but="sensor_sim:radar/front")
         radar = next(s for s in supervisor.snapshot(now + 3.0).streams if s.name == "radar/front")
         assert radar.idle_s == pytest.approx(3.0)  # silent from then on, as the status will say
     finally:
@@ -293,9 +323,9 @@ def test_a_stream_is_watched_once_its_own_nodes_are_up_while_a_model_still_loads
         supervisor._start_timeout = lambda spec: 900.0 if spec.runs("inference") else 5.0  # type: ignore[method-assign]
         now = time.monotonic()
         supervisor._started = now - 1.0
-        for node in supervisor.nodes:
-            node.last_beat = None if node.spec.name in ("inference", "sensor_sim:radar/front") else now
+        _beat(supervisor, now, but=("inference", "sensor_sim:radar/front"))
         supervisor.snapshot(now)
+        _beat(supervisor, now + 3.0, but=("inference", "sensor_sim:radar/front"))
         streams = {s.name: s for s in supervisor.snapshot(now + 3.0).streams}
         assert streams["camera/front"].idle_s == pytest.approx(3.0)  # nothing came: silent
         assert streams["radar/front"].idle_s == 0.0  # its driver still within its start timeout
