@@ -165,9 +165,7 @@ def _config_check(args: argparse.Namespace) -> int:
     the service's config, before restarting the service. Exit 0 and one line on success, 2 and the
     reason otherwise.
     """
-    from fusion_pipeline.node import check_host, check_own_drivers
-    from fusion_pipeline.protocol import Endpoint
-    from fusion_pipeline.transport.sockets import prepare_bind
+    from fusion_pipeline.ops import LIVE_GRAPH, check_run_dir, run_sockets
 
     config = load_config(args.config)
     source = config_source(args.config)
@@ -175,15 +173,7 @@ def _config_check(args: argparse.Namespace) -> int:
     name = config.pipeline.name
     # A private run dir is made at start as tempfile.mkdtemp makes it: its path is as long as this one.
     run_dir = Path(config.pipeline.run_dir or Path(tempfile.gettempdir(), f"fusion-{name}-xxxxxxxx"))
-    run_dir = run_dir.expanduser().resolve()
-    check_host(config, run_dir, source)
-    check_own_drivers(config, source)
-    for use in config.endpoint_uses(run_dir):  # a directory other users can enter is refused at bind
-        if use.binds:
-            try:
-                prepare_bind(Endpoint(use.url), create=False)
-            except FusionError as exc:
-                raise ConfigError(f"{source}: {use.key}: {exc}") from exc
+    check_run_dir(config, args.config, run_dir.expanduser().resolve(), run_sockets(LIVE_GRAPH), create=False)
     if relative := _relative_paths(config):
         log.warning(
             "%s: relative paths, read from the working directory (here %s; the service's is its unit's "

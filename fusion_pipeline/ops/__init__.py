@@ -48,7 +48,7 @@ from fusion_pipeline.ops.metrics import (
     percentiles,
 )
 from fusion_pipeline.ops.replay_graph import REPLAY_GRAPH, SupervisorThread
-from fusion_pipeline.ops.rundir import RUN_LOCK, RunDir, lock_run_dir
+from fusion_pipeline.ops.rundir import RUN_LOCK, RunDir, check_run_dir, lock_run_dir
 from fusion_pipeline.ops.status import (
     EXIT_DEGRADED,
     EXIT_HEALTHY,
@@ -63,7 +63,7 @@ from fusion_pipeline.ops.status import (
     run_file,
 )
 from fusion_pipeline.ops.statusline import STATUS_PLAIN_S, StatusLine
-from fusion_pipeline.ops.supervisor import RestartPolicy, Supervisor
+from fusion_pipeline.ops.supervisor import RestartPolicy, Supervisor, run_sockets
 
 __all__ = [
     "CounterTotals",
@@ -109,12 +109,14 @@ __all__ = [
     "forget_run_dir",
     "ingest_drops",
     "is_drop_counter",
+    "check_run_dir",
     "lock_run_dir",
     "metric_families",
     "node_specs",
     "node_state",
     "percentiles",
     "plain_tcp_endpoints",
+    "run_sockets",
     "query",
     "record_run_dir",
     "recorded_run_dir",

@@ -17,9 +17,9 @@ node published nothing for `silent_s` (a few of its periods) since the pipeline 
 nothing arrives (look at the driver) or because everything arriving is dropped (look at the data: the
 warning names the top drop reason); while that node is hung, as of its last heartbeat (its counters
 come with them: a composed node in a long model run is hung, its streams are not silent). It has
-recovered once every node runs again and every stream flows. Standing conditions that are no fault (plain tcp under ``security.insecure``, metrics off because
-the port is taken) are `Notice`s: logged at start, listed by `status` and tagged in the status line
-(`status_tags`).
+recovered once every node runs again and every stream flows. Standing conditions that are no fault
+(plain tcp under ``security.insecure``, metrics off because the port is taken) are `Notice`s: logged at
+start, listed by `status` and tagged in the status line (`status_tags`).
 """
 
 from __future__ import annotations

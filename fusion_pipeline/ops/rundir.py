@@ -28,9 +28,30 @@ from fusion_pipeline.ops.status import forget_run_dir, record_run_dir, recorded_
 from fusion_pipeline.protocol import Endpoint
 from fusion_pipeline.transport.sockets import ipc_served, prepare_bind, remove_ipc_file
 
-__all__ = ["RUN_LOCK", "RunDir", "lock_run_dir"]
+__all__ = ["RUN_LOCK", "RunDir", "check_run_dir", "lock_run_dir"]
 
 RUN_LOCK = "supervisor.lock"  # in a fixed run dir: held by the supervisor running there, holds its pid
+
+
+def check_run_dir(
+    config: Config, config_path: Path | None, path: Path, sockets: Sequence[RunSocket], create: bool
+) -> None:
+    """What a run of `config` in the run dir `path` refuses before it starts anything (`sockets`: the
+    run's own besides the config's): a socket path too long or on another host (node.check_host), this
+    graph's ingest and drivers on different hosts, and an ipc directory it binds in that other users
+    can enter. `create` makes a fixed run dir as the run does (0700); without it (`config check`), a
+    directory not there yet is left for the run to make."""
+    source = config_source(config_path)
+    check_host(config, path, source, [(what, url(path)) for what, url in sockets])
+    check_own_drivers(config, source)  # this graph's ingest and its drivers, on one host
+    binds = [("pipeline.run_dir", f"ipc://{path}/{CONTROL_SOCKET}")] if config.pipeline.run_dir else []
+    binds += [(use.key, use.url) for use in config.endpoint_uses(path) if use.binds]
+    for key, url in binds:
+        try:
+            # The run dir first, made when `create` (its endpoints then find it private).
+            prepare_bind(Endpoint(url), create=create and key == "pipeline.run_dir")
+        except EndpointError as exc:
+            raise ConfigError(f"{source}: {key}: {exc}") from exc
 
 
 def lock_run_dir(run_dir: Path) -> int:
@@ -68,10 +89,6 @@ class RunDir:
         are the run's own besides the config's. A ConfigError leaves nothing behind."""
         source = config_source(config_path)
 
-        def check(path: Path) -> None:
-            check_host(config, path, source, [(what, url(path)) for what, url in sockets])
-            check_own_drivers(config, source)  # this graph's ingest and its drivers, on one host
-
         def check_served(path: Path) -> None:
             # An absolute ipc path another process serves (another pipeline's results): its node would
             # only crash-loop, and this run would count the other's messages as its own.
@@ -88,12 +105,7 @@ class RunDir:
 
         if config.pipeline.run_dir:
             path = Path(config.pipeline.run_dir).expanduser().resolve()
-            check(path)  # before it is made
-            # Created 0700, or refused now when others can enter it (the nodes would refuse it anyway).
-            try:
-                prepare_bind(Endpoint(f"ipc://{path}/{CONTROL_SOCKET}"))
-            except EndpointError as exc:
-                raise ConfigError(f"{source}: pipeline.run_dir: {exc}") from exc
+            check_run_dir(config, config_path, path, sockets, create=True)
             # The lock first: a supervisor running there serves every endpoint, and is what to name.
             lock = lock_run_dir(path)
             try:
@@ -105,7 +117,7 @@ class RunDir:
         # A fresh directory of our own: nobody else can be in it, so no lock.
         path = Path(tempfile.mkdtemp(prefix=f"fusion-{config.pipeline.name}-"))
         try:
-            check(path)
+            check_run_dir(config, config_path, path, sockets, create=True)
             check_served(path)
         except ConfigError:
             path.rmdir()  # made a moment ago, still empty

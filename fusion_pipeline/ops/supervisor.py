@@ -78,7 +78,7 @@ from fusion_pipeline.protocol import RESULT_STREAM, SeqMark
 from fusion_pipeline.transport.shm import remove_orphans
 from fusion_pipeline.transport.sockets import Role, Subscriber
 
-__all__ = ["RestartPolicy", "Supervisor"]
+__all__ = ["RestartPolicy", "Supervisor", "run_sockets"]
 
 STOP_GRACE_S = 3.0  # SIGTERM, then SIGKILL after this long
 RATIO_MARGIN_S = 1.0  # the result ratio ignores the last second before the stop
@@ -96,6 +96,11 @@ _STATUS: RunSocket = (
     "pipeline.run_dir (the status socket)",
     lambda run_dir: f"ipc://{run_dir}/{STATUS_SOCKET}",
 )
+
+
+def run_sockets(graph: GraphSpec) -> list[RunSocket]:
+    """The sockets a run of `graph` makes in its run dir besides the config's."""
+    return [_STATUS, *graph.sockets]
 
 
 @dataclass(frozen=True)
@@ -165,16 +170,16 @@ class Supervisor:
         graph: GraphSpec = LIVE_GRAPH,
         policy: RestartPolicy | None = None,
         warmup_s: float = 0.0,
-        out: TextIO = sys.stderr,
+        out: TextIO | None = None,
     ) -> None:
         self.config = config
         self.config_path = absolute_config(config_path) if config_path is not None else None
         self.graph = graph
         self.policy = policy or RestartPolicy()
         self.warmup_s = warmup_s
-        self.line = StatusLine(out)
+        self.line = StatusLine(out or sys.stderr)  # sys.stderr as it is now (a test may have replaced it)
         self._stop = threading.Event()
-        self._dir = RunDir.open(config, config_path, [_STATUS, *graph.sockets])
+        self._dir = RunDir.open(config, config_path, run_sockets(graph))
         self.run_dir = self._dir.path
         self.nodes = [_Node(spec) for spec in graph.nodes(config)]
         # pid -> time.time() each node process was seen exited: the shared-memory sweep's owners.
