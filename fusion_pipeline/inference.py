@@ -451,8 +451,11 @@ class InferenceStage:
         try:
             outputs = self.runtime.infer(set_sample.arrays, set_sample.meta.get("presence", ()))
         except ContractError as exc:
+            if not self.bad_sets:  # the first one says why; the counter (bad_sets) says how many
+                log.warning(
+                    "refusing set %d (further ones only counted as bad_sets): %s", set_sample.seq, exc
+                )
             self.bad_sets += 1
-            log.debug("set %d refused: %s", set_sample.seq, exc)
             return None
         if self.slowdown > 1:
             time.sleep((self.slowdown - 1) * (self.clock() - start) / 1e9)

@@ -202,6 +202,7 @@ class Throughput:
     ingested: float
     sets: float
     results: float
+    refused: float = 0.0  # sets the model refused (inference's bad_sets), of any reference stamp
 
 
 #: Results under this share of the reference messages that arrive: most reference stamps get none.
@@ -324,7 +325,9 @@ def behind(snapshot: PipelineSnapshot) -> str | None:
         return ""
     # Where the reference's messages are lost: the stage that loses most is the one to look at.
     ingest, sync, inference = t.arrived - t.ingested, t.ingested - t.sets, t.sets - t.results
-    if inference >= max(ingest, sync):
+    if inference >= max(ingest, sync) and t.refused >= inference / 2:
+        why = "the model refuses the sets (inference's bad_sets; its log says why)"
+    elif inference >= max(ingest, sync):
         why = "inference is not keeping up (the summary's `model` stage says how long a set takes)"
     elif sync >= ingest:
         why = "the synchronizer makes no set of most of them (its drops say why: the summary, /metrics)"

@@ -305,6 +305,8 @@ class Supervisor:
             drops[s.name] = ingest_drops(ingest)
             counts[f"ingest:{s.name}.arrived"] = arrived(ingest)
             counts.update({f"ingest:{s.name}.drop.{r}": n for r, n in drops[s.name].items()})
+        if isinstance(refused := totals.get("inference", {}).get("bad_sets"), int):
+            counts["inference.refused"] = refused
         self._window.add(now, counts)
         nodes = []
         for node in self.nodes:
@@ -409,7 +411,8 @@ class Supervisor:
         if arrived is None or arrived * window_s < JUDGED_MESSAGES:
             return None
         rates = [self._window.rate(key) or 0.0 for key in (f"ingest:{reference}.out", "synchronizer.out")]
-        return Throughput(reference, arrived, *rates, self._window.rate("inference.out") or 0.0)
+        results, refused = (self._window.rate(f"inference.{k}") or 0.0 for k in ("out", "refused"))
+        return Throughput(reference, arrived, *rates, results, refused)
 
     def _open_metrics(self) -> MetricsServer | None:
         """Serve /metrics when enabled; an address it cannot serve on (a port taken) is a notice and the

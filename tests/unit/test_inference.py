@@ -221,7 +221,9 @@ def test_result_message_follows_protocol_section_8(runtime: ModelRuntime) -> Non
     assert result.meta["set_seq"] == 41
 
 
-def test_the_inference_stage_turns_sets_into_numbered_stamped_results(runtime: ModelRuntime) -> None:
+def test_the_inference_stage_turns_sets_into_numbered_stamped_results(
+    runtime: ModelRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
     stage = InferenceStage(runtime)
     stages = {"capture": 10, "sync_emit": 14}
     meta = {"presence": [1, 1, 1, 1], "stamps": {}, "stages": stages}
@@ -230,11 +232,14 @@ def test_the_inference_stage_turns_sets_into_numbered_stamped_results(runtime: M
     bad = Sample("set/fused", "set", 4, 11, wrong, "", meta)
     first, refused, second = stage.run(fused), stage.run(bad), stage.run(fused)
     assert refused is None and first is not None and second is not None
+    stage.run(bad)  # a model that refuses every set said why once, at WARNING (it was at DEBUG only)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "refusing set 4" in warnings[0] and "lidar" in warnings[0]
     assert (first.seq, second.seq, first.meta["set_seq"]) == (0, 1, 3)
     assert first.meta["stages"]["capture"] == 10 and "inference_start" not in stages
     assert first.meta["stages"]["inference_start"] <= first.meta["stages"]["inference_end"]
     np.testing.assert_array_equal(first.arrays["class_probs"], second.arrays["class_probs"])
-    assert stage.counters() == {"results": 2, "bad_sets": 1, "provider": CPU}
+    assert stage.counters() == {"results": 2, "bad_sets": 2, "provider": CPU}
 
 
 def test_the_inference_stage_stamps_with_the_clock_it_is_given(runtime: ModelRuntime) -> None:

@@ -450,6 +450,7 @@ def test_result_ratio_never_passes_one_when_heartbeats_miss_messages() -> None:
         ((10.0, 10.0, 10.0, 9.6), None, ""),
         ((4.0, 4.0, 4.0, 4.0), None, ""),  # a sensor slower than its rate_hz: every message answered
         ((10.0, 10.0, 10.0, 2.0), None, "inference is not keeping up"),
+        ((10.0, 10.0, 10.0, 0.0, 10.0), None, "the model refuses the sets"),  # a model that fits no set
         ((10.0, 1.5, 1.5, 1.5), None, "its ingest passes most of them over or drops them"),
         ((10.0, 10.0, 2.0, 2.0), None, "the synchronizer makes no set of most of them"),
         ((10.0, 10.0, 10.0, 2.0), "lidar/top", None),  # the reference silent: said as silence only
@@ -458,7 +459,7 @@ def test_result_ratio_never_passes_one_when_heartbeats_miss_messages() -> None:
     ],
 )
 def test_results_behind_the_reference_messages_arriving_name_the_stage_that_loses_them(
-    rates: tuple[float, float, float, float], silent: str | None, said: str | None
+    rates: tuple[float, ...], silent: str | None, said: str | None
 ) -> None:
     streams = [
         _stream("lidar/top", True, idle_s=30.0 if silent == "lidar/top" else 0.0),
