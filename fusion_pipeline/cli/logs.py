@@ -223,9 +223,10 @@ def _record(args: argparse.Namespace) -> int:
     Subscribe to the config's sensor endpoints (and results) and write every message to an MCAP log;
     report what could not be written. Stop with Ctrl-C or --duration.
     """
-    from fusion_pipeline.logs.recorder import Recorder, RecordSettings
+    from fusion_pipeline.logs.recorder import Recorder, RecordSettings, existing_output
     from fusion_pipeline.ops.status import resolve_run_dir
 
+    check_output_path(args.out, "OUT")
     check_output_path(args.report_json, "--report-json", new=True)
     config = load_config(args.config)
     settings = RecordSettings(
@@ -237,6 +238,9 @@ def _record(args: argparse.Namespace) -> int:
             max_duration_ns=None if args.split_duration is None else int(args.split_duration * 1e9),
         ),
     )
+    if (taken := existing_output(args.out, settings.split)) is not None:
+        # Said now, not when a later part of the recording finds it: that part would be lost.
+        raise LogError(f"OUT {args.out}: {taken} exists already, not overwriting a log")
     run_dir, looked = resolve_run_dir(args.config, args.run_dir)
     recorder = Recorder(config, run_dir, settings)
     stopped = [False]

@@ -11,7 +11,9 @@ report metadata and `RecordReport`.
 
 from __future__ import annotations
 
+import glob
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -32,6 +34,7 @@ __all__ = [
     "RecordReport",
     "RecordSettings",
     "Recorder",
+    "existing_output",
     "stream_metadata",
     "union_limits",
     "unused_path",
@@ -68,16 +71,23 @@ class RecordSettings:
 
 def unused_path(path: Path, split: SplitPolicy) -> Path:
     """`path`, or ``NAME-1.mcap``, ``NAME-2.mcap``... if it is taken: a restarted or re-run recorder
-    node never overwrites an earlier recording (a split recording is taken when its first part exists)."""
-
-    def taken(candidate: Path) -> bool:
-        return (part_path(candidate, 0) if split.enabled else candidate).exists()
-
+    node never overwrites an earlier recording (a split recording is taken when any part exists)."""
     candidate, n = path, 0
-    while taken(candidate):
+    while existing_output(candidate, split) is not None:
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
+
+
+def existing_output(path: Path, split: SplitPolicy) -> Path | None:
+    """A file that a recording to `path` would have to write over: `path` itself, or, split, any part
+    (``NAME_000.mcap``, ``NAME_001.mcap``...: a part moved away leaves the later ones), else None."""
+    if not split.enabled:
+        return path if path.exists() else None
+    first = part_path(path, 0)
+    parts = re.compile(rf"{re.escape(path.stem)}_\d{{3,}}{re.escape(first.suffix)}")
+    names = sorted(p for p in first.parent.glob(f"{glob.escape(path.stem)}_*") if parts.fullmatch(p.name))
+    return names[0] if names else None
 
 
 @dataclass

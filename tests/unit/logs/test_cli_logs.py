@@ -86,6 +86,16 @@ def test_record_report_is_never_written_over(tmp_path: Path, capsys) -> None:
     assert report.read_text() == "kept\n" and not out.exists()  # refused before recording
 
 
+def test_record_refuses_at_start_a_name_whose_later_parts_exist(tmp_path: Path, capsys) -> None:
+    """`_000` moved away, `_001` left: the recording wrote `_000` and lost everything from `_001` on."""
+    (tmp_path / "sp_001.mcap").write_text("kept\n")
+    command = ("record", str(tmp_path / "sp.mcap"), "--run-dir", str(tmp_path), "--split-duration", "1")
+    err = _fails(capsys, *command, "--duration", "0.1")
+    assert f"{tmp_path / 'sp_001.mcap'} exists already, not overwriting a log" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sp_001.mcap"]
+    assert "directory" in _fails(capsys, "record", str(tmp_path / "no" / "sp.mcap"), "--duration", "0.1")
+
+
 def test_a_record_that_cannot_subscribe_leaves_no_log(ipc_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "rec.mcap"
     too_long = ipc_dir / ("x" * 120)  # no ipc socket path is that long

@@ -23,6 +23,7 @@ from fusion_pipeline.logs import (
     RecordReport,
     RecordSettings,
     SplitPolicy,
+    existing_output,
     unused_path,
 )
 from fusion_pipeline.transport import Publisher
@@ -158,6 +159,11 @@ def test_unused_path_never_overwrites(tmp_path: Path) -> None:
     assert unused_path(tmp_path / "big.mcap", split) == tmp_path / "big.mcap"
     (tmp_path / "big_000.mcap").touch()
     assert unused_path(tmp_path / "big.mcap", split) == tmp_path / "big-1.mcap"
+    # A first part moved away leaves the later ones, which a new recording would reach (and lose).
+    (tmp_path / "big-1_001.mcap").touch()
+    (tmp_path / "big-2_001x.mcap").touch()  # not a part of big-2.mcap
+    assert existing_output(tmp_path / "big-1.mcap", split) == tmp_path / "big-1_001.mcap"
+    assert unused_path(tmp_path / "big.mcap", split) == tmp_path / "big-2.mcap"
 
 
 def test_a_recorder_that_cannot_subscribe_leaves_no_log(ipc_dir: Path) -> None:
