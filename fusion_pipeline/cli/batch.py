@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from fusion_pipeline.cli.args import add_command, config_argument, number
+from fusion_pipeline.cli.args import add_command, config_argument, number, verify_crcs_argument
 from fusion_pipeline.config import load_config
 
 __all__ = ["register"]
@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="OTHER_DIR",
         help="compare the results with another batch's in OTHER_DIR, log by log, matched by stamp",
     )
+    verify_crcs_argument(batch)
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -101,6 +102,7 @@ def _batch(args: argparse.Namespace) -> int:
                 ray=args.ray,
                 compare=args.compare,
                 progress=not args.no_progress,
+                verify_crcs=args.verify_crcs,
             )
         except KeyboardInterrupt:
             print(

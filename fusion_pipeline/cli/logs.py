@@ -4,7 +4,7 @@ fusion-pipeline record OUT.mcap [-c CONFIG] [--run-dir DIR] [--streams ...] [--d
                        [--split-size MB | --split-duration S]
 fusion-pipeline replay LOG.mcap [-c CONFIG] [--rate R | --max-speed | --offline] [--loop] [--start S]
                        [--end S] [--streams ...] [--remap OLD=NEW] [--results OUT.mcap]
-                       [--publish-only --run-dir DIR] [--allow-truncated]
+                       [--publish-only --run-dir DIR] [--allow-truncated] [--verify-crcs]
 fusion-pipeline import-ros2 BAG -o LOG.mcap --map TOPIC=STREAM[:modality] ... [--sample-rate HZ]
 fusion-pipeline export-ros2 LOG.mcap [RESULTS.mcap ...] -o BAG [--storage sqlite3|mcap] [--allow-truncated]
 fusion-pipeline export-foxglove LOG.mcap [RESULTS.mcap ...] -o VIEW.mcap [--allow-truncated]
@@ -12,7 +12,9 @@ fusion-pipeline export-foxglove LOG.mcap [RESULTS.mcap ...] -o VIEW.mcap [--allo
 Options that take several values may also be repeated (`--streams a --streams b`); an option that takes
 one value is refused when given twice (fusion_pipeline.cli.args.Parser). A command that reads logs reads them
 through before it starts and refuses a log cut short (a crash, damage) unless --allow-truncated says to
-work on what it holds.
+work on what it holds. The exports verify every CRC; `replay` and `batch` only with --verify-crcs (it
+took 1.4-1.6 times as long on a 60 s log offline, docs/BENCHMARKS.md, Offline replay): without it,
+damage that leaves valid records (flipped bits in a chunk's data) goes unseen.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
+from fusion_pipeline.cli.args import (
+    add_command,
+    check_output_path,
+    config_argument,
+    number,
+    verify_crcs_argument,
+)
 from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.files import new_file, write_new_text
 from fusion_pipeline.logs.errors import LogError
@@ -101,6 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("--report-json", type=Path, default=None, help="also write the report here")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     _allow_truncated_argument(replay)
+    verify_crcs_argument(replay)
 
     imp = add_command(sub, "import-ros2", _import_ros2)
     imp.add_argument("bag", type=Path, help="rosbag2 directory (or its .db3/.mcap file)")
@@ -372,10 +381,9 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
         results_path=results,
         progress=not args.no_progress,
     )
-    # A replay is read for speed; the exports (export-ros2, export-foxglove) verify the CRCs.
     # The parts of a split recording in part order, whatever order they were given in (a gap is warned).
     parts = [path for _, paths in log_sources(args.logs) for path in paths]
-    reader = LogReader(parts, verify_crcs=False)
+    reader = LogReader(parts, verify_crcs=args.verify_crcs)  # fast unless asked (module docstring)
     # Everything the log and the options decide is checked before a node starts.
     logged = reader.scan_streams()
     plan = plan_streams(config, logged, settings)

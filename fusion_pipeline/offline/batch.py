@@ -237,12 +237,14 @@ def run_batch(
     ray: str | None = None,
     compare: Path | None = None,
     progress: bool = False,
+    verify_crcs: bool = False,
 ) -> dict[str, Any]:
     """Run the logs `arguments` name into the directory `out` (module docstring); the summary.
 
     `workers`: processes of the local pool, or CPUs of the local Ray (default: this machine's CPUs).
     `ray`: None for the local pool, "" for a Ray started here, else the address of a Ray cluster.
     `compare`: another batch's directory, whose results this batch's are compared with.
+    `verify_crcs`: check every log's CRCs too (slower; a CRC mismatch fails its log as damaged).
     """
     if ray and workers is not None:
         raise BatchError(
@@ -278,7 +280,8 @@ def run_batch(
         concurrency = min(workers or cpus, len(plan.run)) or 1
         # A cluster's task gets one CPU (cluster.py); here the cores are shared among the workers.
         threads = 1 if ray else max(1, cpus // concurrency)
-        tasks = [LogTask(log, out, _workers_config(config, threads), digest) for log in plan.run]
+        workers_config = _workers_config(config, threads)
+        tasks = [LogTask(log, out, workers_config, digest, verify_crcs) for log in plan.run]
         bar = tqdm(
             total=len(logs),
             initial=len(logs) - len(tasks),

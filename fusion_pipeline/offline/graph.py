@@ -158,17 +158,19 @@ class OfflineGraph:
         remap: Mapping[str, str] | None = None,
         progress: bool = False,
         stop: Callable[[], bool] = lambda: False,
+        verify_crcs: bool = False,
     ) -> OfflineReport:
         """Replay `logs` (one log, or the parts of a split one in order) through the graph.
 
         The results go to the log `results` and the set messages to the log `sets` (each created new,
         when given), in the format of ``replay --results``. `start_s`, `end_s`, `streams` and `remap`
         choose what is replayed as ``replay`` does (LogError for what does not fit). `stop()` ends the
-        run early; the sets still open are flushed either way.
+        run early; the sets still open are flushed either way. `verify_crcs`: check the CRCs of logs
+        given as paths (a LogReader given comes as it was made); off, as reading is most of the time.
         """
-        reader = (
-            logs if isinstance(logs, LogReader) else LogReader(logs, verify_crcs=False, threads=READ_THREADS)
-        )
+        if not isinstance(logs, LogReader):
+            logs = LogReader(logs, verify_crcs=verify_crcs, threads=READ_THREADS)
+        reader = logs
         settings = ReplaySettings(
             rate=None,
             start_s=start_s,

@@ -56,6 +56,7 @@ class LogTask:
     out: Path  # absolute, and seen by every worker (on a cluster: a shared file system)
     config: Config
     digest: str  # batch.results_digest(config), written into the record
+    verify_crcs: bool = False  # `batch --verify-crcs`
 
 
 _graphs: dict[str, OfflineGraph] = {}  # this process's graph, by its config's JSON
@@ -100,7 +101,7 @@ def run_log(task: LogTask) -> LogRecord:
     try:
         partial.unlink(missing_ok=True)  # left by a batch killed while this log ran
         graph, setup_s = _graph(task.config)
-        report = graph.run(task.log.paths, partial)
+        report = graph.run(task.log.paths, partial, verify_crcs=task.verify_crcs)
         if report.truncated:  # the reader stopped at damage: the results would be of part of the log
             raise LogError("log cut short: " + "; ".join(report.truncated))
         stats = LogStats.of(m.sample for m in LogReader(partial, verify_crcs=False))

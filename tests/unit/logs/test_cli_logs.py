@@ -86,6 +86,27 @@ def test_record_report_is_never_written_over(tmp_path: Path, capsys) -> None:
     assert report.read_text() == "kept\n" and not out.exists()  # refused before recording
 
 
+def test_replay_and_batch_with_verify_crcs_refuse_a_damaged_chunk(
+    demo_log: Path, tmp_path: Path, capsys
+) -> None:
+    """Bytes flipped inside a chunk's data leave valid records: replay and batch, which read without the
+    CRCs for speed, replayed the damaged data and said nothing (exit 0, the log marked done). With
+    --verify-crcs they refuse it as the exports do, naming the file and the chunk."""
+    data = bytearray(demo_log.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+    damaged = tmp_path / "logs" / "damaged.mcap"
+    damaged.parent.mkdir()
+    damaged.write_bytes(bytes(data))
+    err = _fails(capsys, "replay", str(damaged), "--offline", "--no-progress", "--verify-crcs")
+    assert f"{damaged}: chunk at byte" in err and "CRC does not match" in err
+    out = tmp_path / "out"
+    assert main(["batch", str(damaged.parent), "--out", str(out), "--no-progress", "--verify-crcs"]) == 1
+    record = json.loads((out / "manifest.jsonl").read_text())
+    assert record["status"] == "failed" and "CRC does not match" in record["error"]
+    assert main(["batch", str(damaged.parent), "--out", str(tmp_path / "fast"), "--no-progress"]) == 0
+
+
 def test_record_refuses_at_start_a_name_whose_later_parts_exist(tmp_path: Path, capsys) -> None:
     """`_000` moved away, `_001` left: the recording wrote `_000` and lost everything from `_001` on."""
     (tmp_path / "sp_001.mcap").write_text("kept\n")

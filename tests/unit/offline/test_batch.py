@@ -263,7 +263,7 @@ def test_a_worker_stopped_part_way_leaves_no_partial_results(
     partial = tmp_path / "a.results.mcap.partial"
 
     class Interrupted:
-        def run(self, paths: list[Path], out: Path) -> None:
+        def run(self, paths: list[Path], out: Path, verify_crcs: bool) -> None:
             out.write_bytes(b"half of the results")
             raise KeyboardInterrupt
 
