@@ -21,7 +21,6 @@ from fusion_pipeline.preprocess import (
     AudioParams,
     GenericParams,
     InputPreprocessor,
-    PreprocessError,
     preprocessor_for,
 )
 
@@ -76,11 +75,7 @@ def bind(config: Config, contract: ModelContract, model: str = "the model") -> B
     problems += list(_binding_problems(config, contract, chosen))
     prepared: dict[int, InputPreprocessor] = {}
     for i, spec in chosen.items():
-        try:
-            prepared[i] = preprocessor_for(spec)
-        except PreprocessError as exc:
-            problems.append(f"streams[{i}].input ({config.streams[i].name!r}): {exc}")
-            continue
+        prepared[i] = preprocessor_for(spec)  # the contract was refused if it could raise (contract.py)
         if spec.modality == config.streams[i].modality:  # else refused above already
             problems += list(_audio_problems(config, i, prepared[i]))
             problems += list(_generic_problems(config, i, prepared[i]))

@@ -17,7 +17,15 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, get_args
 
 from fusion_pipeline.errors import ContractError
-from fusion_pipeline.preprocess import PARAMS, AudioParams, CameraParams, LidarParams, RadarParams
+from fusion_pipeline.preprocess import (
+    PARAMS,
+    AudioParams,
+    CameraParams,
+    LidarParams,
+    PreprocessError,
+    RadarParams,
+    preprocessor_for,
+)
 
 __all__ = [
     "CONTRACT_KEY",
@@ -128,6 +136,10 @@ class ModelContract:
         """Parse a contract; version 1 is converted (see `_from_v1`), a later version is refused."""
         try:
             raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise ContractError(
+                    f"model contract JSON ({CONTRACT_KEY!r}) must be an object, not {type(raw).__name__}"
+                )
             version = int(raw.get("version", 1))
             if version == 1:
                 return _from_v1(raw)
@@ -145,7 +157,9 @@ class ModelContract:
                 presence_order=tuple(raw["presence_order"]),
                 fusion=raw.get("fusion", ""),
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except KeyError as exc:
+            raise ContractError(f"model contract JSON ({CONTRACT_KEY!r}) has no key {exc.args[0]!r}") from exc
+        except (ValueError, TypeError, AttributeError) as exc:
             raise ContractError(f"model contract JSON ({CONTRACT_KEY!r}) is malformed: {exc!r}") from exc
 
     def input(self, name: str) -> InputSpec:
@@ -184,6 +198,11 @@ def _problems(contract: ModelContract) -> list[str]:
                 f"inputs.{spec.name}.mask: a radar input and a generic input in window mode have a mask, no "
                 "other input has one"
             )
+        if spec.modality in INPUT_MODALITIES:
+            try:  # parameters the front ends implement, giving the shape the model wants
+                preprocessor_for(spec)
+            except PreprocessError as exc:
+                problems.append(f"inputs.{spec.name}.preprocess: {exc.detail}")
     inputs = [s.name for s in contract.inputs]
     if sorted(contract.presence_order) != sorted(inputs):
         problems.append(

@@ -157,25 +157,22 @@ def test_two_streams_on_one_input_are_refused() -> None:
     )
 
 
-def test_a_shape_the_preprocessing_cannot_produce_is_refused_naming_both_shapes() -> None:
-    wide = replace(DEFAULT, inputs=(replace(DEFAULT.inputs[0], shape=(3, 224, 224)), *DEFAULT.inputs[1:]))
-    _refused(
-        _config(*DEMO_STREAMS),
-        wide,
-        "streams[0].input ('camera/front'): camera: input 'camera': the model wants shape (3, 224, 224), its "
-        "preprocess parameters give (3, 96, 128)",
-    )
-
-
-def test_preprocess_parameters_the_pipeline_lacks_are_refused_for_thestream_table() -> None:
+def test_a_contract_its_front_ends_cannot_serve_is_refused_as_it_is_made() -> None:
+    """A shape the preprocessing cannot produce, a parameter the pipeline lacks: refused when the contract
+    is made (export_model, `model info`), not only when a config is bound to it."""
+    with pytest.raises(ContractError) as refused:
+        replace(DEFAULT, inputs=(replace(DEFAULT.inputs[0], shape=(3, 224, 224)), *DEFAULT.inputs[1:]))
+    assert (
+        "inputs.camera.preprocess: input 'camera': the model wants shape (3, 224, 224), its preprocess "
+        "parameters give (3, 96, 128)"
+    ) in str(refused.value)
     radar = replace(DEFAULT.input("radar"), preprocess={**RadarParams().to_dict(), "doppler_bins": 8})
-    contract = replace(DEFAULT, inputs=(*DEFAULT.inputs[:2], radar, DEFAULT.inputs[3]))
-    _refused(
-        _config(*DEMO_STREAMS),
-        contract,
-        "streams[2].input ('radar/front'): radar: input 'radar': preprocess.doppler_bins: unknown parameter "
-        "(known: input, order, slots, scale)",
-    )
+    with pytest.raises(ContractError) as refused:
+        replace(DEFAULT, inputs=(*DEFAULT.inputs[:2], radar, DEFAULT.inputs[3]))
+    assert (
+        "inputs.radar.preprocess: input 'radar': preprocess.doppler_bins: unknown parameter (known: input, "
+        "order, slots, scale)"
+    ) in str(refused.value)
 
 
 def test_an_input_key_naming_no_model_input_is_refused() -> None:

@@ -125,12 +125,8 @@ def test_the_v1_contract_of_the_shipped_model_converts_to_the_default_contract()
             "model contract JSON ('fusion.contract') is malformed: JSONDecodeError('Expecting property name "
             "enclosed in double quotes: line 1 column 2 (char 1)')",
         ),
-        ('{"version": 2}', "model contract JSON ('fusion.contract') is malformed: KeyError('inputs')"),
-        (
-            "[]",
-            "model contract JSON ('fusion.contract') is malformed: AttributeError(\"'list' object has no "
-            "attribute 'get'\")",
-        ),
+        ('{"version": 2}', "model contract JSON ('fusion.contract') has no key 'inputs'"),
+        ("[]", "model contract JSON ('fusion.contract') must be an object, not list"),
     ],
 )
 def test_a_later_version_or_malformed_json_is_refused(text: str, message: str) -> None:

@@ -318,16 +318,16 @@ def test_the_shipped_model_binds_the_demo_streams() -> None:
     assert bindings.contract.tensors == default_contract().tensors
 
 
-def test_a_shape_the_front_end_cannot_give_names_the_stream_key_the_model_and_both_shapes(
+def test_a_shape_the_front_end_cannot_give_names_the_model_its_input_and_both_shapes(
     tmp_path: Path,
 ) -> None:
     path = model_with_contract(tmp_path, camera_64, camera_64_graph)
     with pytest.raises(ContractError) as err:
         load_bindings(_with_model(path))
     assert str(err.value) == (
-        f"model {path} does not fit the config:\n"
-        "  streams[0].input ('camera/front'): camera: input 'camera': the model wants shape (3, 64, 64), its "
-        "preprocess parameters give (3, 96, 128)"
+        f"{path}: model contract is invalid:\n"
+        "  inputs.camera.preprocess: input 'camera': the model wants shape (3, 64, 64), its preprocess "
+        "parameters give (3, 96, 128)"
     )
 
 
