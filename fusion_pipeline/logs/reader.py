@@ -414,9 +414,10 @@ class LogReader:
             summary = _summary(path, self.limits)
             channels = summary.channels if summary is not None else None
             if channels is None:
-                channels = [
-                    r for _, r in self._records(_FileState(path), self.verify_crcs) if isinstance(r, Channel)
-                ]
+                state = _FileState(path)
+                channels = [r for _, r in self._records(state, self.verify_crcs) if isinstance(r, Channel)]
+                if not channels and state.error:  # nothing to work on, whatever the caller allows
+                    raise LogError(f"log cut short: {path}: {state.error}; it holds no stream before that")
             for channel in channels:
                 self._add_channel(channel, path)
         return self.streams

@@ -218,6 +218,12 @@ def test_truncated_file_reads_up_to_its_last_whole_chunk(tmp_path: Path) -> None
         assert len(reader.truncated) == 1 and str(part) in reader.truncated[0]
         assert reader.count() is None
         assert list(LogReader(part).scan_streams()) == ["camera/front"]  # no summary: found by reading
+    # Cut inside its first chunk: no stream to work on, said as the cut (it was "nothing to replay: no
+    # log stream matches a config stream (log has [])", naming neither the file nor the cut).
+    first = tmp_path / "first.mcap"
+    first.write_bytes(data[:40])
+    with pytest.raises(LogError, match=f"^log cut short: {first}: .*; it holds no stream before that$"):
+        LogReader(first).scan_streams()
     # A whole file the caller stops reading early (replay --end, Ctrl-C) is not "cut short".
     whole = LogReader(path)
     for _ in zip(range(5), whole, strict=False):
