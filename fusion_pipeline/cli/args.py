@@ -97,9 +97,11 @@ def add_command(
     return parser
 
 
-def number(low: float, kind: type = float, *, above: bool = False) -> Callable[[str], Any]:
-    """An argparse type: a finite number of `kind` that is at least `low` (more than `low` with `above`);
-    a usage error naming the option otherwise."""
+def number(
+    low: float, kind: type = float, *, above: bool = False, high: float | None = None
+) -> Callable[[str], Any]:
+    """An argparse type: a finite number of `kind` that is at least `low` (more than `low` with `above`)
+    and at most `high`; a usage error naming the option otherwise."""
 
     def parse(text: str) -> Any:
         try:
@@ -111,6 +113,8 @@ def number(low: float, kind: type = float, *, above: bool = False) -> Callable[[
             raise argparse.ArgumentTypeError(f"{text} is not a finite number")
         if value < low or (above and value == low):
             raise argparse.ArgumentTypeError(f"{text} is {'not more' if above else 'less'} than {low:g}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} is more than {high:g}")
         return value
 
     return parse

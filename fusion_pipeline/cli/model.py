@@ -135,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-encoder", choices=AUDIO_ENCODERS, default=None, help="log-mel encoder (cnn)")
     p.add_argument(
         "--p-single",
-        type=number(0.0),
+        type=number(0.0, high=1.0),
         default=None,
         help="share of training samples that keep one modality only (default 0)",
     )
