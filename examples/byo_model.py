@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from fusion_pipeline.contract import InputSpec, ModelContract, OutputSpec
+from fusion_pipeline.errors import FusionError
 from fusion_pipeline.model import export_model
 from fusion_pipeline.preprocess import CameraParams, LidarParams
 
@@ -73,7 +74,11 @@ def main(argv: list[str]) -> int:
         print("usage: python examples/byo_model.py OUT.onnx", file=sys.stderr)
         return 2
     torch.manual_seed(0)  # untrained weights, the same on every run; yours: net.load_state_dict(...)
-    export_model(ByoNet(), CONTRACT, argv[0])
+    try:
+        export_model(ByoNet(), CONTRACT, argv[0])
+    except FusionError as exc:  # an existing file (never overwritten), a graph unlike its contract
+        print(f"byo_model.py: {exc}", file=sys.stderr)
+        return 2
     print(f"exported {argv[0]}: inputs {', '.join(CONTRACT.tensors)}")
     return 0
 
