@@ -107,6 +107,15 @@ def test_replay_and_batch_with_verify_crcs_refuse_a_damaged_chunk(
     assert main(["batch", str(damaged.parent), "--out", str(tmp_path / "fast"), "--no-progress"]) == 0
 
 
+def test_a_replay_says_which_config_streams_the_log_lacks(
+    demo_log: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The surround config over the demo's log: five cameras and two radars absent from every set, and
+    nothing said (the other way round, log streams the config lacks, was said)."""
+    assert main(["replay", str(demo_log), "-c", "package:surround.toml", "--offline", "--no-progress"]) == 0
+    assert "the log holds no camera/front_left, camera/front_right, camera/back" in caplog.text
+
+
 def test_record_refuses_at_start_a_name_whose_later_parts_exist(tmp_path: Path, capsys) -> None:
     """`_000` moved away, `_001` left: the recording wrote `_000` and lost everything from `_001` on."""
     (tmp_path / "sp_001.mcap").write_text("kept\n")
