@@ -12,8 +12,8 @@
 Messages use message_encoding ``json`` with ``jsonschema`` schemas, written here (no extra dependency);
 binary fields are base64 strings, as Foxglove's JSON encoding specifies. Audio and sets have no Foxglove
 panel that fits and are skipped (counted), as is a camera, lidar or radar message whose array is not of
-its PROTOCOL.md section 5 shape (counted per topic, with the reason). Topic = "/" + stream name; log_time
-and publish_time are kept.
+its PROTOCOL.md section 5 shape (counted per topic, with the reason). Topic = "/" + stream name;
+publish_time is the stamp and log_time the log's (a replay's results: their stamp, LogReader.timeline_ns).
 A stream that an earlier input already holds (the live ``result/fused`` of a recording and the replayed one
 of its ``--results`` log) gets its own topic, ``/STREAM@SOURCE`` (SOURCE = the log's name, the parts of a
 split recording being one source), and the command says so. The output is created mode 0600, beside
@@ -230,7 +230,8 @@ def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
         schemas: dict[str, int] = {}
         channels: dict[tuple[str, str], int] = {}
         for source, paths in log_sources(logs):
-            for message in LogReader(paths):
+            reader = LogReader(paths)
+            for message in reader:
                 sample = message.sample
                 odd = odd_shape(sample)
                 if odd is not None:
@@ -254,7 +255,7 @@ def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
                     channels[key] = writer.register_channel(topic, "json", schemas[schema])
                 writer.add_message(
                     channels[key],
-                    log_time=message.log_time_ns,
+                    log_time=reader.timeline_ns(message),
                     data=json.dumps(payload, default=str).encode(),
                     publish_time=max(sample.stamp_ns, 0),
                     sequence=sample.seq & 0xFFFFFFFF,

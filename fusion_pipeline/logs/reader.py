@@ -32,7 +32,13 @@ from mcap.opcode import Opcode
 from mcap.records import Channel, Chunk, Message, Metadata, Statistics
 
 from fusion_pipeline.logs.errors import LogError
-from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES, FILE_METADATA, MESSAGE_ENCODING, unpack_record
+from fusion_pipeline.logs.records import (
+    DEFAULT_CHUNK_BYTES,
+    FILE_METADATA,
+    MESSAGE_ENCODING,
+    REPLAYED_BY,
+    unpack_record,
+)
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Buffer, Limits, Sample
 
 __all__ = ["PREFETCH", "LogMessage", "LogReader", "existing_logs", "prefetch"]
@@ -406,6 +412,14 @@ class LogReader:
         """'PATH: where: reason' for every file whose reading stopped at damage or at a missing tail (not a
         file the caller simply stopped reading)."""
         return [f"{f.path}: {f.error}" for f in self.files if f.error]
+
+    def timeline_ns(self, message: LogMessage) -> int:
+        """Where `message` of the file being read belongs on its recording's timeline: its log time, or,
+        in a file a replay wrote (results, sets), its stamp: there the log time is when the replay ran,
+        which would put the results years from the sensor data they came from (an export of both)."""
+        if self.metadata.get(FILE_METADATA, {}).get("recorded_by", "").startswith(REPLAYED_BY):
+            return max(message.sample.stamp_ns, 0)
+        return message.log_time_ns
 
     def scan_streams(self) -> dict[str, dict[str, str]]:
         """Channel metadata of every stream in the logs: from a file's summary when it has one, else by

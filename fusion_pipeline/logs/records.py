@@ -37,6 +37,7 @@ __all__ = [
     "LOG_FORMAT",
     "MESSAGE_ENCODING",
     "REPORT_METADATA",
+    "REPLAYED_BY",
     "UINT32_MAX",
     "pack_record",
     "unpack_record",
@@ -45,6 +46,9 @@ __all__ = [
 MESSAGE_ENCODING = "msgpack"
 LOG_FORMAT = "fusion-pipeline-log/1"
 FILE_METADATA = "fusion_pipeline"
+#: `recorded_by` in the file metadata of the logs a replay writes (`replay --results`, `batch`): their log
+#: times are when the replay ran, not when the recording was made.
+REPLAYED_BY = "fusion-pipeline replay"
 REPORT_METADATA = "fusion_pipeline.report"
 #: Uncompressed bytes per chunk: bounds both what kill -9 can lose and the reader's memory per chunk.
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024

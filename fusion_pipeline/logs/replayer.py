@@ -46,6 +46,7 @@ from tqdm import tqdm
 from fusion_pipeline.config import Config
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader, prefetch
+from fusion_pipeline.logs.records import REPLAYED_BY
 from fusion_pipeline.logs.send_order import (
     LOOP_GAP_NS,
     ReplaySettings,
@@ -155,9 +156,7 @@ class Replayer:
             )
             results_log = None
             if settings.results_path is not None:
-                results_log = LogWriter(
-                    settings.results_path, metadata={"recorded_by": "fusion-pipeline replay"}
-                )
+                results_log = LogWriter(settings.results_path, metadata={"recorded_by": REPLAYED_BY})
             self._results = _ResultCollector(subscriber, results_log)
         self._sent = 0  # messages sent, over every pass: the next replay_seq
         self._reference_sent = 0

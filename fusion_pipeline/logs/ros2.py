@@ -9,7 +9,8 @@ result's JSON does). A mapped topic of another type or encoding, or a damaged ba
 error naming the topic and the type; unmapped topics are skipped.
 
 Export (``fusion-pipeline export-ros2 LOG.mcap [RESULTS.mcap] -o BAG``) writes the inverse, an audio
-topic's AudioInfo on ``TOPIC_info`` whenever its format changes. The bag is rosbag2 version 8 (ROS 2 Iron
+topic's AudioInfo on ``TOPIC_info`` whenever its format changes; a message's bag timestamp is its log
+time, or its stamp in a file a replay wrote (LogReader.timeline_ns). The bag is rosbag2 version 8 (ROS 2 Iron
 and newer play it) in sqlite3 or mcap storage, directory 0700 and files 0600. Topics as export-foxglove:
 "/" + stream name, ``/STREAM@SOURCE`` for a stream an earlier input already holds. What the bag cannot
 carry is logged per topic: sets (skipped), camera, lidar and radar messages whose array is not of its
@@ -333,7 +334,8 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
 
         with writer:
             for source, paths in log_sources(logs):
-                for message in LogReader(paths):
+                reader = LogReader(paths)
+                for message in reader:
                     sample = message.sample
                     odd = odd_shape(sample)
                     if odd is not None:
@@ -351,7 +353,7 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
                             write(
                                 topic + INFO_SUFFIX,
                                 AUDIO_INFO,
-                                message.log_time_ns,
+                                reader.timeline_ns(message),
                                 audio_info(store, audio),
                             )
                         if audio.sample_rate is None:
@@ -360,7 +362,7 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
                             )
                     if sample.modality != "result":
                         notes.setdefault(topic, set()).update(losses(sample, counts.get(topic, 0)))
-                    write(topic, converted[0], message.log_time_ns, converted[1])
+                    write(topic, converted[0], reader.timeline_ns(message), converted[1])
                     counts[topic] = counts.get(topic, 0) + 1
     for line in topics.renamed:
         log.warning("%s: %s", bag, line)

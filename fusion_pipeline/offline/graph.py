@@ -45,6 +45,7 @@ from fusion_pipeline.config import Config
 from fusion_pipeline.inference import InferenceStage, ModelRuntime
 from fusion_pipeline.ingest import Ingest
 from fusion_pipeline.logs.reader import LogReader, prefetch
+from fusion_pipeline.logs.records import REPLAYED_BY
 from fusion_pipeline.logs.send_order import ReplaySettings, message_total, plan_streams, send_order
 from fusion_pipeline.logs.writer import LogWriter
 from fusion_pipeline.ops.metrics import is_count, is_drop_counter
@@ -58,7 +59,7 @@ from fusion_pipeline.transport.wire import Sample, check, encode
 __all__ = ["RECORDED_BY", "OfflineGraph", "OfflineReport"]
 
 #: The ``recorded_by`` metadata of the logs an offline run writes (a socket replay: "fusion-pipeline replay").
-RECORDED_BY = "fusion-pipeline replay --offline"
+RECORDED_BY = f"{REPLAYED_BY} --offline"
 #: Set messages matched ahead of inference (each holds its frames until their front ends run).
 SETS_AHEAD = 8
 #: Threads that decompress the log's chunks (LogReader `threads`). zstd is the largest single piece of

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from commands import sample_log
+from mcap.reader import make_reader
 
 from fusion_pipeline.cli import main
 from fusion_pipeline.logs import LogError, LogWriter, Recorder, export_ros2
@@ -286,3 +287,31 @@ def test_exports_read_each_log_through_on_its_own(demo_log: Path, tmp_path: Path
     with LogWriter(results) as writer:
         writer.write(Sample("result/fused", "result", 0, 1, {"p": np.zeros(2, np.float32)}, ""), 1)
     assert main([command, str(demo_log), str(results), "-o", str(tmp_path / "out")]) == 0
+
+
+@pytest.mark.parametrize("command", ["export-foxglove", "export-ros2"])
+def test_replayed_results_are_exported_beside_the_data_they_came_from(
+    demo_log: Path, tmp_path: Path, command: str
+) -> None:
+    """A results file a replay wrote has the replay's wall clock as log times: exported with its recording,
+    the results sat years after the sensor data (a Foxglove timeline, a bag's duration of 3 years)."""
+    results = tmp_path / "results.mcap"
+    assert main(["replay", str(demo_log), "--offline", "--no-progress", "--results", str(results)]) == 0
+    out = tmp_path / "out"
+    assert main([command, str(demo_log), str(results), "-o", str(out)]) == 0
+    files = [out] if out.is_file() else sorted(out.glob("*.mcap"))
+    if not files:  # a sqlite3 bag: its messages table holds the timestamps
+        with sqlite3.connect(next(out.glob("*.db3"))) as db:
+            times = {t: list(ns) for t, *ns in db.execute(
+                "SELECT topics.name, MIN(timestamp), MAX(timestamp) FROM messages "
+                "JOIN topics ON topics.id = messages.topic_id GROUP BY topics.name"
+            )}  # fmt: skip
+    else:
+        times = {}
+        with open(files[0], "rb") as f:
+            for _, channel, message in make_reader(f).iter_messages():
+                span = times.setdefault(channel.topic, [message.log_time, message.log_time])
+                span[0], span[1] = min(span[0], message.log_time), max(span[1], message.log_time)
+    results_span = times.pop("/result/fused")
+    sensors = [min(s[0] for s in times.values()), max(s[1] for s in times.values())]
+    assert sensors[0] <= results_span[0] and results_span[1] <= sensors[1] + 10**9
