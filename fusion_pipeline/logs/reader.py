@@ -57,6 +57,8 @@ def existing_logs(paths: Iterable[str | Path]) -> list[Path]:
     that a bad input leaves nothing behind."""
     logs = [Path(p) for p in paths]
     for path in logs:
+        if path.is_dir():
+            raise LogError(f"{path}: a directory, not a log file (give its .mcap files; batch takes one)")
         if not path.is_file():
             raise LogError(f"{path}: no such log file")
     return logs

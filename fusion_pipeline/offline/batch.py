@@ -258,6 +258,8 @@ def run_batch(
         compare = Path(os.path.abspath(compare))
         check_other(compare, out)  # before any log runs: a comparison it cannot make is refused now
     logs = find_logs(arguments)
+    if out.exists() and not out.is_dir():
+        raise BatchError(f"--out {out}: a file, not a directory (the batch's results go into a directory)")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -234,6 +234,8 @@ def test_truncated_file_reads_up_to_its_last_whole_chunk(tmp_path: Path) -> None
 def test_reader_refuses_foreign_files_clearly(tmp_path: Path) -> None:
     with pytest.raises(LogError, match="no such log file"):
         LogReader(tmp_path / "missing.mcap")
+    with pytest.raises(LogError, match=f"^{tmp_path}: a directory, not a log file"):
+        LogReader(tmp_path)
     for name, data in (("junk.mcap", b"not an mcap file at all"), ("empty.mcap", b"")):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(LogError, match=f"{name}: not an MCAP file"):

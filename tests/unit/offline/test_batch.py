@@ -74,6 +74,15 @@ def test_an_argument_that_names_no_log_is_refused(tmp_path: Path, name: str, pro
         find_logs([tmp_path / name])
 
 
+def test_an_out_that_is_a_file_is_refused_as_such(tmp_path: Path) -> None:
+    """It said "--out demo.toml: cannot create it: File exists"."""
+    (log,) = touch(tmp_path / "logs", "a.mcap")
+    (tmp_path / "demo.toml").write_text("kept\n")
+    with pytest.raises(BatchError, match="demo.toml: a file, not a directory"):
+        run_batch([log], tmp_path / "demo.toml", load_config(None))
+    assert (tmp_path / "demo.toml").read_text() == "kept\n"
+
+
 LOGS = [
     BatchLog(name, (Path(f"/logs/{name}.mcap"),)) for name in ("done", "redo", "failed", "new", "foreign")
 ]
