@@ -146,6 +146,8 @@ def check_output_path(path: Path | None, option: str, *, new: bool = False) -> N
         raise FusionError(f"{option} {path}: directory {path.parent} does not exist or is not writable")
     if new and path.exists():
         raise FusionError(f"{option} {path}: exists already, not overwriting it")
+    if path.is_dir():  # a recorder would write beside it under a name of its own (NAME-1, no suffix)
+        raise FusionError(f"{option} {path}: a directory; give the file's name")
 
 
 def verify_crcs_argument(parser: argparse.ArgumentParser) -> None:

@@ -29,13 +29,19 @@ def test_check_accepts_the_shipped_configs_and_refuses_a_bad_one_naming_the_key(
 def test_check_refuses_what_run_refuses_before_it_starts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A certificate that is not there: the host's checks, not only the keys and values."""
+    """A certificate that is not there: the host's checks, not only the keys and values. A record.path
+    that is a directory: the recorder wrote beside it, as NAME-1 with no suffix."""
     demo = (ROOT / "configs" / "demo.toml").read_text()
     text = demo.replace("[security]\n", f'[security]\ncertificate = "{tmp_path}/none"\n', 1)
     path = tmp_path / "keys.toml"
     path.write_text(text)
     assert main(["config", "check", "-c", str(path)]) == 2
     assert "certificate" in capsys.readouterr().err
+    (tmp_path / "logs").mkdir()
+    record = demo.replace('enabled = false         # true: `run` also records', "enabled = true #", 1)
+    path.write_text(record.replace('path = "demo.mcap"', f'path = "{tmp_path}/logs"', 1))
+    assert main(["config", "check", "-c", str(path)]) == 2
+    assert f"record.path {tmp_path}/logs: a directory" in capsys.readouterr().err
 
 
 def test_check_refuses_a_run_dir_too_long_for_the_supervisors_own_socket(
