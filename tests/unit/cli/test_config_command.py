@@ -38,7 +38,7 @@ def test_check_refuses_what_run_refuses_before_it_starts(
     assert main(["config", "check", "-c", str(path)]) == 2
     assert "certificate" in capsys.readouterr().err
     (tmp_path / "logs").mkdir()
-    record = demo.replace('enabled = false         # true: `run` also records', "enabled = true #", 1)
+    record = demo.replace("enabled = false         # true: `run` also records", "enabled = true #", 1)
     path.write_text(record.replace('path = "demo.mcap"', f'path = "{tmp_path}/logs"', 1))
     assert main(["config", "check", "-c", str(path)]) == 2
     assert f"record.path {tmp_path}/logs: a directory" in capsys.readouterr().err

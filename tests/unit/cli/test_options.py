@@ -28,7 +28,7 @@ def _value(action: argparse.Action) -> str:
     """A value the option's type accepts (choices, bounded numbers, paths, text)."""
     if action.choices:
         return str(next(iter(action.choices)))
-    for text in ("5", "100", "x"):
+    for text in ("5", "100", "0.5", "x"):
         try:
             if action.type is None or action.type(text) is not None:  # type: ignore[operator]
                 return text
