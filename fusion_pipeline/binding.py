@@ -110,6 +110,7 @@ def _input_for(config: Config, i: int, contract: ModelContract) -> InputSpec | s
         f"streams[{i}] ({stream.name!r}): no model input is named {' or '.join(map(repr, candidates))}, and "
         f"the model has {_count(len(same), stream.modality + ' input')} ({[s.name for s in same]}) for "
         f"{_count(len(streams_of_modality), stream.modality + ' stream')}: set streams[{i}].input"
+        + (", or list it in model.unbound_streams to record it only" if stream.modality == "generic" else "")
     )
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fusion_pipeline.binding import bind
 from fusion_pipeline.config import parse_config
-from fusion_pipeline.errors import ConfigError
+from fusion_pipeline.contract import default_contract
+from fusion_pipeline.errors import ConfigError, ContractError
 from fusion_pipeline.ingest import SCHEMA_REASONS, Ingest, limit_problems
 from fusion_pipeline.node import stream_hwm
 from fusion_pipeline.transport import Sample, decode, encode
@@ -60,6 +62,13 @@ def test_a_generic_stream_declares_its_sample_and_a_consistent_reference_mode() 
         parse_config(_config().replace("rate_hz = 10\n", f"rate_hz = 10\n{IMU}\n", 1))
     with pytest.raises(ConfigError, match="a generic stream is sampled into other streams' sets"):
         parse_config(_config().replace('reference = "lidar/top"', 'reference = "imu"'))
+
+
+def test_a_generic_stream_no_model_input_takes_is_told_of_model_unbound_streams() -> None:
+    """The way to run it without a model input (record it only) went unsaid: only "set streams[1].input"."""
+    with pytest.raises(ContractError) as refused:
+        bind(parse_config(_config()), default_contract())
+    assert "set streams[1].input, or list it in model.unbound_streams to record it only" in str(refused.value)
 
 
 def test_model_unbound_streams_names_generic_streams_only() -> None:
