@@ -105,6 +105,7 @@ def test_replay_and_batch_with_verify_crcs_refuse_a_damaged_chunk(
     assert main(["batch", str(damaged.parent), "--out", str(out), "--no-progress", "--verify-crcs"]) == 1
     record = json.loads((out / "manifest.jsonl").read_text())
     assert record["status"] == "failed" and "CRC does not match" in record["error"]
+    assert json.loads((out / "summary.json").read_text())["run"]["logs_per_min"] == 0  # none replayed
     assert main(["batch", str(damaged.parent), "--out", str(tmp_path / "fast"), "--no-progress"]) == 0
 
 
