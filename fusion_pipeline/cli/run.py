@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--duration",
         type=number(0, above=True),
         default=None,
-        help="stop after S seconds (default: run until Ctrl-C)",
+        help="stop after S seconds from the start, the nodes' start-up (a few seconds) included "
+        "(default: run until Ctrl-C)",
     )
     p.add_argument("--summary-json", type=Path, default=None, help="also write the final summary here")
     p.add_argument(
