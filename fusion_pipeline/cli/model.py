@@ -254,7 +254,7 @@ def _train(args: argparse.Namespace) -> int:
         "corruption_share": args.corruption_share,
     }
     tc = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    mix = tc.corruption_mix()  # refuses a bad corruption or share before any work
+    mix = tc.corruption_mix("--train-corruptions/--corruption-share")  # refused before any work
     options = {"missing": args.missing, "audio_encoder": args.audio_encoder}
     base = ModelConfig(**{k: v for k, v in options.items() if v is not None})
     config = load_config(args.config) if args.config else None

@@ -88,8 +88,9 @@ class TrainConfig:
     corruptions: tuple[str, ...] = ()
     corruption_share: float = 0.0
 
-    def corruption_mix(self) -> CorruptionMix | None:
-        """The training set's CorruptionMix, or None for a clean one."""
+    def corruption_mix(self, where: str = "TrainConfig.corruptions/corruption_share") -> CorruptionMix | None:
+        """The training set's CorruptionMix, or None for a clean one; a bad one is a ModelError naming
+        `where` (the CLI: its options)."""
         from fusion_pipeline.sim.corruptions import Corruption, CorruptionMix
         from fusion_pipeline.sim.errors import CorruptionError
 
@@ -98,7 +99,7 @@ class TrainConfig:
         try:
             return CorruptionMix(tuple(map(Corruption.parse, self.corruptions)), self.corruption_share)
         except CorruptionError as exc:
-            raise ModelError(f"TrainConfig.corruptions/corruption_share: {exc}") from exc
+            raise ModelError(f"{where}: {exc}") from exc
 
 
 def suite(contract: ModelContract) -> tuple[str, ...]:

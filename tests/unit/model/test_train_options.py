@@ -114,7 +114,9 @@ def test_distillation_needs_the_teachers(tmp_path: Path, capsys: pytest.CaptureF
     )
     assert "'radar_fog' is not one of" in capsys.readouterr().err
     assert main(["model", "train", *common, "--train-corruptions", "radar_ghosts:2"]) == 2
-    assert "share must be in (0, 1], got 0.0" in capsys.readouterr().err
+    assert "--train-corruptions/--corruption-share: a corruption mix's share must be in (0, 1], got 0.0" in (
+        capsys.readouterr().err
+    )
     with pytest.raises(SystemExit):  # a usage error: a share is at most all of the samples
         main(["model", "train", *common, "--models", "concat", "--p-single", "1.5"])
     assert "argument --p-single: 1.5 is more than 1" in capsys.readouterr().err
