@@ -95,7 +95,8 @@ class _Section(BaseModel):
 
 
 class PipelineConfig(_Section):
-    name: str = "fusion-pipeline"
+    # A file name's part: the run file, the private run dir (fusion-NAME-*) and metrics labels use it.
+    name: str = Field("fusion-pipeline", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     run_dir: str = Field("", description="directory of ipc sockets; empty = a fresh private temp dir")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # At most 2 s: the supervisor declares a node hung after 5 s without a beat (RestartPolicy).

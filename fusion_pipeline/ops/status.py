@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import stat
 import tempfile
 from collections.abc import Callable
@@ -114,7 +113,7 @@ def run_file(pipeline: str) -> Path:
     base = Path(runtime) / "fusion-pipeline" if runtime else Path(tempfile.gettempdir())
     if not runtime:
         base /= f"fusion-pipeline-{os.getuid()}"
-    return base / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', pipeline)}.run"
+    return base / f"{pipeline}.run"  # a plain file name (config: pipeline.name)
 
 
 def _check_private(directory: Path) -> None:

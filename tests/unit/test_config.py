@@ -336,3 +336,11 @@ def test_the_viewers_grpc_port_is_any_free_one_by_default() -> None:
     """Rerun's gRPC server answers any Host header: at a well-known port (9876) a web page whose name was
     rebound to 127.0.0.1 knew where to read the views from."""
     assert load_config(None).view.grpc_port == 0
+
+
+@pytest.mark.parametrize("name", ["de mo/x", "..", ".hidden", "a" * 65, ""])
+def test_a_pipeline_name_that_is_no_plain_file_name_is_refused(name: str) -> None:
+    """It names the run file and the private run dir: "de mo/x" passed, and `run` crashed in mkdtemp."""
+    text = (ROOT / "configs" / "demo.toml").read_text().replace('name = "demo"', f'name = "{name}"', 1)
+    with pytest.raises(ConfigError, match="pipeline.name: String should match pattern"):
+        parse_config(text)

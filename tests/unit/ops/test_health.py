@@ -398,19 +398,19 @@ def test_run_file_is_private_and_forgotten_only_by_its_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    path = record_run_dir("my pipe", Path("/run/a"))
-    assert path == run_file("my pipe") == tmp_path / "fusion-pipeline" / "my_pipe.run"
+    path = record_run_dir("my-pipe", Path("/run/a"))
+    assert path == run_file("my-pipe") == tmp_path / "fusion-pipeline" / "my-pipe.run"
     assert path.parent.stat().st_mode & 0o777 == 0o700
-    assert recorded_run_dir("my pipe") == Path("/run/a")
-    record_run_dir("my pipe", Path("/run/b"))  # a second run of the same pipeline takes it over
+    assert recorded_run_dir("my-pipe") == Path("/run/a")
+    record_run_dir("my-pipe", Path("/run/b"))  # a second run of the same pipeline takes it over
     forget_run_dir(path, Path("/run/a"))
-    assert recorded_run_dir("my pipe") == Path("/run/b")
+    assert recorded_run_dir("my-pipe") == Path("/run/b")
     forget_run_dir(path, Path("/run/b"))
-    with pytest.raises(StatusError, match="no supervisor recorded one in .*my_pipe.run"):
-        recorded_run_dir("my pipe")
+    with pytest.raises(StatusError, match="no supervisor recorded one in .*my-pipe.run"):
+        recorded_run_dir("my-pipe")
     os.chmod(path.parent, 0o755)  # others could have planted a run file: refused
     with pytest.raises(StatusError, match="not a private"):
-        record_run_dir("my pipe", Path("/run/c"))
+        record_run_dir("my-pipe", Path("/run/c"))
 
 
 def test_result_ratio_counts_between_marks_in_bounded_memory() -> None:
