@@ -278,13 +278,19 @@ def silence(stream: StreamSnapshot) -> str:
 
 
 def status_tags(snapshot: PipelineSnapshot) -> list[str]:
-    """The status line's warnings: each silent stream, results behind the reference, then each kind of
-    notice (counted when repeated)."""
+    """The status line's warnings: each hung node, each silent stream, results behind the reference,
+    then each kind of notice (counted when repeated)."""
     counts = Counter(n.short for n in snapshot.notices)
     t = snapshot.throughput
     lagging = [f"BEHIND {t.results:.1f}/s of {t.arrived:.1f}/s"] if t and behind(snapshot) else []
+    hung = [
+        f"HUNG {n.name}"
+        for n in snapshot.nodes
+        if node_state(n.alive, n.restart_pending, n.heartbeat_age_s, snapshot.stale_s) == "hung"
+    ]
     return (
-        [_silent_tag(s) for s in silent_streams(snapshot)]
+        hung
+        + [_silent_tag(s) for s in silent_streams(snapshot)]
         + lagging
         + [short if n == 1 else f"{short} x{n}" for short, n in counts.items()]
     )

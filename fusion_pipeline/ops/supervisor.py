@@ -127,7 +127,10 @@ class _Node:
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0  # monotonic
     last_beat: float | None = None
-    up_since: float | None = None  # the current process's first heartbeat (its imports and model loaded)
+    # Since when the current process has beaten without a stall: its first heartbeat (its imports and model
+    # loaded), or its first one after it was hung.
+    up_since: float | None = None
+    hung_since: float | None = None  # its last heartbeat, while it is hung (said once each way)
     restarts: int = 0
     failures: int = 0  # consecutive
     restart_at: float | None = None
@@ -198,6 +201,7 @@ class Supervisor:
         self._started = time.monotonic()
         # monotonic: when the warm-up began (every node's first heartbeat, or the start timeout)
         self._all_up: float | None = None
+        self._stale_s = stale_after_s(config.pipeline.heartbeat_ms, self.policy.heartbeat_timeout_s)
         self._silence = SilenceWatch()
         self._watched: dict[str, float] = {}  # stream -> since when its silence is watched
         self._behind = False  # results behind the reference, as last said
@@ -291,7 +295,7 @@ class Supervisor:
     def snapshot(self, now: float) -> PipelineSnapshot:
         """The pipeline's state now (monotonic `now`), kept as `latest` for the metrics thread."""
         heartbeat_ms = self.config.pipeline.heartbeat_ms
-        stale_s = stale_after_s(heartbeat_ms, self.policy.heartbeat_timeout_s)
+        stale_s = self._stale_s
         # A composed node's parts count as the nodes they stand for: per-stream ingest figures included.
         specs = [spec for n in self.nodes for spec in (n.spec, *n.spec.parts)]
         totals = {spec.name: self.counters.totals(spec.name) for spec in specs}
@@ -398,15 +402,17 @@ class Supervisor:
 
     def _throughput(self, now: float) -> Throughput | None:
         """The reference's messages per second over the rate window, stage by stage (health.behind): live,
-        in reference mode, once every data-path node has beaten a whole window long (a restart's gap or a
-        model still loading is said as such, not as results missing) and the window holds enough
+        in reference mode, once every data-path node has beaten a whole window long without a stall (a
+        restart's gap, a hang or a model still loading is said as such, not as results missing) and the
+        window holds enough
         reference messages to judge (a reference slower than that is not judged)."""
         reference, window_s = self.config.sync.reference, self._window.window_s
         if self.graph.log_time or self.config.sync.mode != "reference" or reference is None:
             return None
         data_path = [n for n in self.nodes if n.spec.kind in DATA_PATH_KINDS]
-        if any(n.up_since is None or now - n.up_since < window_s for n in data_path):
-            return None
+        steady = [n.up_since is not None and now - n.up_since >= window_s for n in data_path]
+        if not all(steady) or any(n.hung_since is not None for n in data_path):
+            return None  # a window that spans a start, a restart or a stall: its rates say nothing
         arrived = self._window.rate(f"ingest:{reference}.arrived")
         if arrived is None or arrived * window_s < JUDGED_MESSAGES:
             return None
@@ -529,7 +535,7 @@ class Supervisor:
             preexec_fn=self._preexec,  # only setpgid(2) and prctl(2) run between fork and exec
         )
         node.started = time.monotonic()
-        node.last_beat = node.up_since = None
+        node.last_beat = node.up_since = node.hung_since = None
         node.restart_at = None
         node.reader = threading.Thread(target=self._forward, args=(node.spec.name, node.process), daemon=True)
         node.reader.start()
@@ -573,6 +579,12 @@ class Supervisor:
                 silent = now - (node.last_beat if node.last_beat is not None else node.started)
                 beating = node.last_beat is not None
                 limit = self.policy.heartbeat_timeout_s if beating else self._start_timeout(node.spec)
+                if beating and node.hung_since is None and silent > self._stale_s:
+                    node.hung_since = node.last_beat
+                    self.line.log(
+                        f"WARNING: {node.spec.name} (pid {process.pid}) hung: no heartbeat for "
+                        f"{silent:.1f} s (killed and restarted at {limit:g} s)"
+                    )
                 if silent < limit:
                     continue
                 self.line.log(
@@ -658,6 +670,9 @@ class Supervisor:
                 continue  # a stale beat of a process already replaced
             if self._all_up is None and all(n.last_beat is not None or n is node for n in self.nodes):
                 self._begin_warmup(now)  # every node is up
+            if node.hung_since is not None:
+                self.line.log(f"{name} running again after {now - node.hung_since:.1f} s without a heartbeat")
+                node.hung_since, node.up_since = None, now  # its counters' window spans the stall
             node.up_since = node.up_since or now
             node.last_beat = now
             self.counters.update(name, pid, counters)

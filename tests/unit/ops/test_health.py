@@ -205,6 +205,9 @@ def test_notices_and_silent_streams_make_the_status_line_tags() -> None:
     snapshot = _snapshot([], [_stream("camera/front", idle_s=3.0), _stream("lidar/top")], notices=notices)
     assert status_tags(snapshot) == ["SILENT camera/front", "insecure tcp x2", "metrics off (port taken)"]
     assert status_tags(_snapshot([], [_stream("lidar/top")])) == []
+    # A hung node is tagged first (a stall under the kill timeout showed nothing on the line).
+    stalled = [_node("composed", heartbeat_age_s=3.5), _node("inference"), _node("recorder", alive=False)]
+    assert status_tags(_snapshot(stalled, [_stream("lidar/top")])) == ["HUNG composed"]
 
 
 def test_recovered_once_every_node_runs_again() -> None:

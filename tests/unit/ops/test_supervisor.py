@@ -4,6 +4,7 @@ totals and result statistics. Restarts of real processes: tests/process/test_sup
 from __future__ import annotations
 
 import io
+import subprocess
 import time
 from pathlib import Path
 
@@ -236,6 +237,43 @@ def test_percentiles_in_ms() -> None:
     assert p["n"] == 100 and p["p50"] == pytest.approx(50.5) and p["p99"] == pytest.approx(99.01)
     assert p["max"] == 100.0
     assert percentiles([]) == {"n": 0}
+
+
+def test_a_hang_is_said_each_way_and_no_window_across_it_is_judged_behind() -> None:
+    """inference stopped for 3 s: only "inference is not keeping up" was said, after it had resumed, and
+    nothing said it hung (a hang under the kill timeout left no trace in the log)."""
+    out = io.StringIO()
+    supervisor = Supervisor(load_config(None), None, out=out)
+    context = zmq.Context.instance()
+    pull, push = context.socket(zmq.PULL), context.socket(zmq.PUSH)
+    stopped = subprocess.Popen(["sleep", "30"])  # stands for the stopped node: alive, silent
+    try:
+        pull.bind("inproc://hung")
+        push.connect("inproc://hung")
+        now = time.monotonic()
+        for node in supervisor.nodes:
+            node.process, node.last_beat, node.up_since = stopped, now - 0.5, now - 60
+        counts = ("ingest:lidar/top.arrived", "ingest:lidar/top.out", "synchronizer.out", "inference.out")
+        supervisor._window.add(now - 5, dict.fromkeys(counts, 0))
+        supervisor._window.add(now, dict(zip(counts, (50, 50, 50, 10), strict=True)))
+        assert supervisor._throughput(now) is not None  # judged: 10 results for 50 reference messages
+        inference = next(n for n in supervisor.nodes if n.spec.name == "inference")
+        inference.last_beat = now - 3.0
+        supervisor._restart_failed_nodes(now)
+        assert f"WARNING: inference (pid {stopped.pid}) hung: no heartbeat for 3.0 s" in out.getvalue()
+        assert supervisor._throughput(now) is None and stopped.poll() is None  # not killed before 5 s
+        push.send(msgpack.packb({"node": "inference", "pid": stopped.pid, "counters": {}}))
+        time.sleep(0.1)
+        supervisor._drain_heartbeats(pull)
+        assert "inference running again after" in out.getvalue()
+        assert supervisor._throughput(time.monotonic()) is None  # its window spans the stall
+        assert supervisor._throughput(time.monotonic() + 5.0) is not None
+    finally:
+        stopped.kill()
+        stopped.wait()
+        push.close(0)
+        pull.close(0)
+        supervisor._dir.close()
 
 
 def test_a_garbled_heartbeat_is_ignored_not_fatal() -> None:
