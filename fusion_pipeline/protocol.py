@@ -36,6 +36,7 @@ __all__ = [
     "SYNC_IN",
     "Curve",
     "Endpoint",
+    "SeqGaps",
     "SeqMark",
 ]
 
@@ -84,6 +85,21 @@ class SeqMark(NamedTuple):
 
     seq: int
     time_ns: int
+
+
+class SeqGaps:
+    """How many messages of one sender never came, from the gaps in the seq a pipeline node numbers its
+    output with (0, 1, 2, ...): a full queue drops them unseen (section 7). A seq at or below the last
+    one is a restarted sender numbering anew, not a loss."""
+
+    def __init__(self) -> None:
+        self._next: int | None = None  # the seq that follows the last one
+
+    def missing_before(self, seq: int) -> int:
+        """The messages between the last one and `seq` that never came."""
+        missing = 0 if self._next is None else max(0, seq - self._next)
+        self._next = seq + 1
+        return missing
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,11 @@ def _inference_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
         "Sets the model contract refused",
         value=_count(inference, "bad_sets"),
     )
+    yield CounterMetricFamily(
+        "fusion_inference_sets_lost",
+        "Sets the synchronizer sent that never reached the inference node (a full queue dropped them)",
+        value=_count(inference, "sets_lost"),
+    )
     provider = InfoMetricFamily("fusion_inference_provider", "The ONNX Runtime execution provider in use")
     name = str(inference.get("provider") or snapshot.provider)
     if name:

@@ -64,6 +64,7 @@ _DROP_NAMES = frozenset(
         "skipped",
         "stale",
         "bad_sets",
+        "sets_lost",
         "seq_lost",
         "duplicates",
         "out_of_order",

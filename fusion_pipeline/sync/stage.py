@@ -18,10 +18,11 @@ processes running in parallel, a property of the sockets in front of the stage (
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 
 from fusion_pipeline.binding import Bindings
 from fusion_pipeline.config import Config
+from fusion_pipeline.protocol import SeqGaps
 from fusion_pipeline.sync.errors import InputError, SyncError
 from fusion_pipeline.sync.sets import SetBuilder
 from fusion_pipeline.sync.settings import settings_from_config
@@ -46,7 +47,7 @@ class SyncStage:
         )
         self.rejected: Counter[str] = Counter()  # samples refused, by InputError reason or sync_refused
         self.received: Counter[str] = Counter()  # samples taken in, by stream
-        self._next_seq: dict[str, int] = {}  # by stream: the ingest seq that follows the last one
+        self._gaps: defaultdict[str, SeqGaps] = defaultdict(SeqGaps)  # by stream: its ingest's seq
 
     def add(self, sample: Sample, arrival_ns: int) -> list[Sample]:
         """The set messages `sample` completes, in stamp order. A sample the stage cannot use is
@@ -70,10 +71,8 @@ class SyncStage:
         if stream not in self.synchronizer.streams:
             return  # refused below as unknown_stream
         self.received[stream] += 1
-        expected = self._next_seq.get(stream)
-        if expected is not None and sample.seq > expected:
-            self.synchronizer.counters.drops.count(stream, "lost", sample.seq - expected)
-        self._next_seq[stream] = sample.seq + 1
+        if lost := self._gaps[stream].missing_before(sample.seq):
+            self.synchronizer.counters.drops.count(stream, "lost", lost)
 
     def tick(self, now_ns: int) -> list[Sample]:
         """Live only: the set messages whose deadline passed by wall-clock `now_ns` (event-time ns)."""

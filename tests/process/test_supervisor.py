@@ -53,6 +53,13 @@ def test_killed_and_hung_nodes_are_restarted_and_sigterm_exits_clean(tmp_path: P
             assert degraded, "no result without the camera while its ingest node was down"
             assert all(present(r, "lidar/top") for r in degraded)  # the required lidar is always there
 
+            # A stall under the kill timeout: said when it hangs and when it beats again, and the sets a
+            # full queue dropped meanwhile are counted (nothing said it; the sets went uncounted).
+            (inference,) = run.node_pids("inference")
+            os.kill(inference, signal.SIGSTOP)
+            time.sleep(3.0)
+            os.kill(inference, signal.SIGCONT)
+
             # A hung node (stopped, so silent but alive) is killed after the heartbeat timeout.
             (hung,) = run.node_pids("ingest", "radar/front")
             os.kill(hung, signal.SIGSTOP)
@@ -81,6 +88,9 @@ def test_killed_and_hung_nodes_are_restarted_and_sigterm_exits_clean(tmp_path: P
     assert summary["exit_codes"] == {"ingest:camera/front": [-9], "ingest:radar/front": [-9]}
     assert "ingest:camera/front exited (signal 9)" in output
     assert "ingest:radar/front (pid " in output and "sent no heartbeat" in output
+    assert f"WARNING: inference (pid {inference}) hung: no heartbeat for" in output
+    assert "inference running again after" in output and summary["restarts"]["inference"] == 0
+    assert summary["counters"]["inference"]["sets_lost"] >= 5, summary["counters"]["inference"]
     # Counters of the killed process are kept: the camera ingest total spans both processes.
     camera = summary["counters"]["ingest:camera/front"]
     assert camera["produced"] > 0

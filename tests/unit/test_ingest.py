@@ -24,7 +24,7 @@ from fusion_pipeline.ingest import (
     restart_timeout_ns,
 )
 from fusion_pipeline.preprocess import CameraParams, LidarParams, preprocess_camera, preprocess_lidar
-from fusion_pipeline.protocol import SeqMark
+from fusion_pipeline.protocol import SeqGaps, SeqMark
 from fusion_pipeline.transport import Checked, Limits, Sample, check, decode, encode
 
 # The tools are scripts run as `python tools/NAME.py` (their folder on sys.path), not a package.
@@ -591,3 +591,10 @@ def test_a_replay_judges_stamps_and_seq_on_the_recorded_time() -> None:
     counters = replay.counters()
     assert replay.rejected == {"stamp_jump": 1}
     assert (counters["seq_jumps"], counters["seq_lost"], counters["out_of_order"]) == (1, 0, 0)
+
+
+def test_seq_gaps_count_what_never_came_and_take_a_lower_seq_for_a_restart() -> None:
+    """A node's output numbering (0, 1, 2, ...) as the next node sees it: the synchronizer's of ingest's
+    samples, the inference node's of the sets."""
+    gaps = SeqGaps()
+    assert [gaps.missing_before(seq) for seq in (5, 6, 9, 10, 0, 1, 3)] == [0, 0, 2, 0, 0, 0, 1]

@@ -291,7 +291,10 @@ def test_metric_families_of_a_snapshot() -> None:
                 "dropped.lidar/top.too_old": 4,
             },
         ),
-        _node("inference", counters={"results": 44, "skipped": 2, "bad_sets": 0, "provider": "CPU"}),
+        _node(
+            "inference",
+            counters={"results": 44, "skipped": 2, "bad_sets": 0, "sets_lost": 27, "provider": "CPU"},
+        ),
     ]
     snapshot = _snapshot(
         nodes,
@@ -324,6 +327,7 @@ def test_metric_families_of_a_snapshot() -> None:
     assert _value(latency, "_bucket", stage="model", le="+Inf") == 2
     assert _value(latency, "_count", stage="model") == 2
     assert _value(families["fusion_inference_skipped"], "_total") == 2
+    assert _value(families["fusion_inference_sets_lost"], "_total") == 27
     assert _value(families["fusion_inference_provider"], "_info", provider="CPU") == 1
     assert _value(families["fusion_node_up"], node="ingest:lidar/top") == 1
     assert _value(families["fusion_node_up"], node="synchronizer") == 0
