@@ -265,12 +265,19 @@ def format_summary(summary: dict[str, Any]) -> str:
             if summary.get("log_time")
             else "no result ratio: no reference stream (sync.reference), nothing to count results against"
             if not reference
+            else f"no result ratio: nothing of the reference {reference} arrived"
+            if reference in summary["nothing_received"]
             else "no result ratio: the run was too short after the warm-up for two reference heartbeats"
         ),
         f"sets full {summary['sets_full']}, partial {summary['sets_partial']} of the results received "
         f"(missing: {_counts(summary['missing'])}); the synchronizer's: full {summary['sync_sets_full']}, "
         f"partial {summary['sync_sets_partial']}, dropped for a missing required stream "
         f"{summary['sync_sets_missing_required']}; inference skipped {summary['inference_skipped']}",
+        *(
+            [f"NOTHING received from {', '.join(silent)}: a dead or absent sensor (its driver, its endpoint)"]
+            if (silent := summary["nothing_received"])
+            else []
+        ),
         f"restarts {summary['restarts_total']}: {_counts(restarted)}",
         "drops: "
         + ("; ".join(f"{node}: {_counts(reasons)}" for node, reasons in summary["drops"].items()) or "none"),

@@ -500,6 +500,10 @@ class Supervisor:
             # of the reference's messages, those ingest passed over for newer ones and those that never came
             "reference_skipped": reference_ingest.get("skipped", 0),
             "reference_lost": reference_ingest.get("seq_lost", 0),
+            # configured streams of which not one message reached their ingest (a dead or absent sensor)
+            "nothing_received": [
+                s.name for s in self.config.streams if not arrived(self.counters.totals(f"ingest:{s.name}"))
+            ],
             "result_ratio": round(window_results / window_messages, 4) if window_messages else None,
             "log_time": self.graph.log_time,
             "result_ratio_counts": [window_results, window_messages],

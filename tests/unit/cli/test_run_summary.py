@@ -19,6 +19,7 @@ def _summary(**changes: Any) -> dict[str, Any]:
         "reference_messages": 150,
         "reference_skipped": 0,
         "reference_lost": 0,
+        "nothing_received": [],
         "result_ratio": None,
         "result_ratio_counts": [0, 0],
         "result_ratio_unreported": 0,
@@ -46,6 +47,19 @@ def test_no_reference_stream_is_said_as_such() -> None:
     assert "reference messages" not in text and "too short" not in text
     short = format_summary(_summary())
     assert "results 120 for 150 reference messages; no result ratio: the run was too short" in short
+    assert "NOTHING" not in short
+
+
+def test_streams_of_which_nothing_arrived_are_said() -> None:
+    """A reference whose driver crash-looped for 45 s was "too short a run"; an external radar that never
+    started showed only as `missing: radar/front 227`."""
+    text = format_summary(
+        _summary(results=0, results_published=0, reference_messages=0, nothing_received=["lidar/top"])
+    )
+    assert "no result ratio: nothing of the reference lidar/top arrived" in text and "too short" not in text
+    assert "NOTHING received from lidar/top: a dead or absent sensor" in text
+    radar = format_summary(_summary(nothing_received=["radar/front"]))
+    assert "NOTHING received from radar/front" in radar and "too short" in radar
 
 
 def test_a_ratio_correction_does_not_blame_a_restart_that_did_not_happen() -> None:

@@ -370,3 +370,14 @@ def test_a_stream_is_watched_once_its_own_nodes_are_up_while_a_model_still_loads
         assert supervisor._all_up is None  # the warm-up still waits for the model
     finally:
         supervisor._dir.close()
+
+
+def test_the_summary_names_the_streams_of_which_nothing_arrived() -> None:
+    supervisor = Supervisor(load_config(None), None)
+    try:
+        for stream in ("camera/front", "lidar/top", "audio/roof"):
+            supervisor.counters.update(f"ingest:{stream}", 7, {"received": 12, "produced": 12})
+        supervisor.counters.update("ingest:radar/front", 7, {"received": 0, "produced": 0})
+        assert supervisor.summary(10.0)["nothing_received"] == ["radar/front"]
+    finally:
+        supervisor._dir.close()
