@@ -624,15 +624,17 @@ class Supervisor:
         node.restart_at = now + delay
 
     def _shutdown(self) -> None:
-        running = [n.process for n in self.nodes if n.process is not None and n.process.poll() is None]
-        for process in running:
+        running = [
+            (n.spec.name, n.process) for n in self.nodes if n.process is not None and n.process.poll() is None
+        ]
+        for _, process in running:
             _signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        for process in running:
+        for name, process in running:
             try:
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.line.log(f"pid {process.pid} ignored SIGTERM for {STOP_GRACE_S} s: killing it")
+                self.line.log(f"{name} (pid {process.pid}) ignored SIGTERM for {STOP_GRACE_S} s: killing it")
                 _signal_group(process, signal.SIGKILL)
                 process.wait()
         for node in self.nodes:
