@@ -571,7 +571,17 @@ def _load_runs(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     shared = {settings(meta, FUSED_ONLY) for meta in metas}
     fused = {settings(meta) for name, meta in zip(names, metas, strict=True) if not name.endswith("-only")}
     if len(shared) > 1 or len(fused) > 1:
-        raise ModelError(f"{run_dir}: checkpoints were trained with different settings; retrain the suite")
+        # Which files agree with which: a suite trained into a run dir that held another config's, say.
+        groups: dict[str, list[str]] = {}
+        for name, meta in zip(names, metas, strict=True):
+            key = settings(meta, FUSED_ONLY) if len(shared) > 1 else settings(meta)
+            if len(shared) > 1 or not name.endswith("-only"):
+                groups.setdefault(key, []).append(f"{name}.npz")
+        alike = "; ".join(", ".join(files) for files in groups.values())
+        raise ModelError(
+            f"{run_dir}: checkpoints were trained with different settings (alike: {alike}); retrain the "
+            "suite, or give each its own --run-dir"
+        )
     per_run = len(runs[0])
     seeds = [
         {m["train_config"]["seed"] for m in metas[i : i + per_run]} for i in range(0, len(metas), per_run)

@@ -175,3 +175,18 @@ def test_an_interrupted_train_names_the_checkpoints_it_kept_and_those_it_did_not
     monkeypatch.setattr(train, "train_model", real)
     assert main(argv) == 2
     assert f"{kept}: exist already" in capsys.readouterr().err
+
+
+def test_eval_of_checkpoints_trained_alike_in_groups_names_the_groups(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two trainings into one run dir with other settings: eval said "trained with different settings",
+    naming neither the files nor which agree."""
+    run = tmp_path / "run"
+    common = ["--samples", "71", "--epochs", "1", "--run-dir", str(run), "--cache-dir", str(tmp_path / "c")]
+    assert main(["model", "train", *common, "--models", "radar-only", "--world-seed", "1"]) == 0
+    assert main(["model", "train", *common, "--models", "audio-only", "--world-seed", "2"]) == 0
+    capsys.readouterr()
+    assert main(["model", "eval", "--run-dir", str(run), "--test-samples", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "trained with different settings (alike: radar-only.npz; audio-only.npz)" in err
