@@ -295,7 +295,6 @@ class Supervisor:
     def snapshot(self, now: float) -> PipelineSnapshot:
         """The pipeline's state now (monotonic `now`), kept as `latest` for the metrics thread."""
         heartbeat_ms = self.config.pipeline.heartbeat_ms
-        stale_s = self._stale_s
         # A composed node's parts count as the nodes they stand for: per-stream ingest figures included.
         specs = [spec for n in self.nodes for spec in (n.spec, *n.spec.parts)]
         totals = {spec.name: self.counters.totals(spec.name) for spec in specs}
@@ -337,7 +336,7 @@ class Supervisor:
         for s in self.config.streams:
             node, out = f"ingest:{s.name}", f"ingest:{s.name}.out"
             watched = self._watched_since(s.name, now)
-            heard = self._last_heard(node, now, stale_s)
+            heard = self._last_heard(node, now)
             streams.append(
                 StreamSnapshot(
                     name=s.name,
@@ -359,7 +358,7 @@ class Supervisor:
             pipeline=self.config.pipeline.name,
             run_dir=str(self.run_dir),
             uptime_s=now - self._started,
-            stale_s=stale_s,
+            stale_s=self._stale_s,
             nodes=nodes,
             streams=streams,
             results=self.stats.results,
@@ -391,21 +390,20 @@ class Supervisor:
             self._watched[stream] = now
         return self._watched[stream]
 
-    def _last_heard(self, part: str, now: float, stale_s: float) -> float:
+    def _last_heard(self, part: str, now: float) -> float:
         """Until when the counters of the node running `part` tell its stream's flow: now, or the last
-        heartbeat of one that has sent none for `stale_s`. Its state says hung (a composed node in a long
-        model run, a wedged ingest); its streams are not called silent for what it cannot report."""
+        heartbeat of a hung one (a composed node in a long model run, a wedged ingest): its state says so,
+        and its streams are not called silent for what it cannot report."""
         for n in self.nodes:
-            if n.spec.runs_part(part) and n.last_beat is not None and now - n.last_beat > stale_s:
-                return n.last_beat
+            if n.spec.runs_part(part) and n.hung_since is not None:
+                return n.hung_since
         return now
 
     def _throughput(self, now: float) -> Throughput | None:
         """The reference's messages per second over the rate window, stage by stage (health.behind): live,
         in reference mode, once every data-path node has beaten a whole window long without a stall (a
         restart's gap, a hang or a model still loading is said as such, not as results missing) and the
-        window holds enough
-        reference messages to judge (a reference slower than that is not judged)."""
+        window holds enough reference messages to judge (a reference slower than that is not judged)."""
         reference, window_s = self.config.sync.reference, self._window.window_s
         if self.graph.log_time or self.config.sync.mode != "reference" or reference is None:
             return None

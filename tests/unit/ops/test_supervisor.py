@@ -317,11 +317,14 @@ def test_a_hung_nodes_streams_are_judged_as_of_its_last_heartbeat() -> None:
         supervisor._started = now - 10.0
         _beat(supervisor, now)
         supervisor.snapshot(now)
+        composed_node = next(n for n in supervisor.nodes if n.spec.kind == "composed")
+        composed_node.hung_since = now  # as the supervisor's watch marks it, past the stale age
         snapshot = supervisor.snapshot(now + 4.0)  # the composed node has not beaten since
         composed = next(n for n in snapshot.nodes if n.kind == "composed")
         assert composed.heartbeat_age_s == pytest.approx(4.0)  # hung, as its state says
         assert not silent_streams(snapshot)
         _beat(supervisor, now + 4.0, but="composed")  # restarted: no beat yet, its counters show nothing
+        composed_node.hung_since = None  # as _start leaves a new process
         assert {s.name for s in silent_streams(supervisor.snapshot(now + 4.0))} == {
             s.name for s in config.streams
         }
