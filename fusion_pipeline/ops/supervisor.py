@@ -622,13 +622,13 @@ class Supervisor:
         node.restart_at = now + delay
 
     def _shutdown(self) -> None:
-        running = [
-            (n.spec.name, n.process) for n in self.nodes if n.process is not None and n.process.poll() is None
-        ]
-        for _, process in running:
+        running = {
+            n.spec.name: n.process for n in self.nodes if n.process is not None and n.process.poll() is None
+        }
+        for process in running.values():
             _signal_group(process, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        for name, process in running:
+        for name, process in running.items():
             try:
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -642,7 +642,7 @@ class Supervisor:
             # A node killed (SIGKILL, a hang) leaves its rings in /dev/shm; the next ring made on the host
             # only takes older ones. Every node has exited now: whatever ring they hold is an orphan.
             now = time.time()
-            for process in running:  # ended just now; their pids may have served earlier nodes
+            for process in running.values():  # ended just now; their pids may have served earlier nodes
                 self._exited[process.pid] = now
             for node in self.nodes:  # ended before, unnoticed: its exit time is no later than now
                 if node.process is not None:

@@ -39,7 +39,8 @@ def test_run_refuses_a_mismatched_model_before_starting_anything(tmp_path: Path)
     path = model_with_contract(tmp_path, camera_64, camera_64_graph)
     done = _run(tmp_path, str(path), "-m", "fusion_pipeline.cli", "run", "--duration", "5")
     assert done.returncode == 2
-    assert "camera/front" in done.stderr and str(path) in done.stderr and "(3, 64, 64)" in done.stderr
+    assert "inputs.camera.preprocess" in done.stderr and str(path) in done.stderr
+    assert "(3, 64, 64)" in done.stderr and "(3, 96, 128)" in done.stderr
     assert "[supervisor]" not in done.stderr  # refused in preflight: no node was started
 
 
