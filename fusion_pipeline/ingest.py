@@ -293,9 +293,10 @@ class SeqTracker:
     over the longest of: the time since its last accepted message arrived; the time since the one before
     at most HELD_FRAMES that continue it one by one (a driver woken from a stall sends the frames it held,
     then skips ahead); and the time between their stamps (a receiver woken from a stall finds its queue
-    full of frames from before it, then the ones after the frames its sender dropped meanwhile), the new
-    stamp counted no later than the clock minus the stream's smallest delivery delay, so that a forged
-    stamp gains nothing. It becomes the stream's sequence (a restart) only when it
+    full of frames from before it, then the ones after the frames its sender dropped meanwhile): from the
+    last stamp that passed ingest's stamp checks (`stamped`), the new one counted no later than the clock
+    minus the stream's smallest delivery delay, so that a forged stamp gains no more than the lateness of
+    the frame it follows. It becomes the stream's sequence (a restart) only when it
     persists: JUMP_CONFIRM consecutive messages continue it, none continues the old sequence in
     between, and the old one has been silent for the restart timeout. Its gap is never counted.
     """
@@ -305,9 +306,10 @@ class SeqTracker:
         self.rate_hz = rate_hz
         self.last_seq: int | None = None
         self._last_ns = 0
-        self._last_stamp_ns = 0
-        # The smallest clock - stamp (at least 0) of the accepted messages since the sequence began: how
-        # soon a message of this stream can arrive after its stamp. None: not known (resumed from a mark).
+        # The stamp of the last accepted message whose stamp passed ingest's checks (`stamped`), and the
+        # smallest clock - stamp (at least 0) of those since the sequence began: how soon a message of
+        # this stream can arrive after its stamp. None: none yet (a new sequence, resumed from a mark).
+        self._last_stamp_ns: int | None = None
         self._delay_ns: int | None = None
         # The accepted messages before the last, of the same sequence, newest last: (seq, time). A driver
         # stopped for a while sends the frames it held on waking, then skips ahead: measured from them the
@@ -327,7 +329,7 @@ class SeqTracker:
         offset subtracted); counts what it says about the stream."""
         last = self.last_seq
         if last is None:
-            return self._take(seq, now_ns, stamp_ns)
+            return self._take(seq, now_ns)
         silent = self._resumed or now_ns - self._last_ns > self.restart_timeout_ns
         if seq <= last:
             if not silent:
@@ -337,7 +339,7 @@ class SeqTracker:
                     self.out_of_order += 1
                 return False
             self.restarts += 1
-            return self._take(seq, now_ns, stamp_ns, continues=False)
+            return self._take(seq, now_ns, continues=False)
         if (
             self._plausible(seq - last, now_ns - self._last_ns)
             or self._follows_held_frames(seq, now_ns)
@@ -346,7 +348,7 @@ class SeqTracker:
             if seq - last > 1:
                 self.gaps += 1
                 self.lost += seq - last - 1
-            return self._take(seq, now_ns, stamp_ns)
+            return self._take(seq, now_ns)
         run = 1
         if self._jump is not None:
             jump_seq, jump_ns, length = self._jump
@@ -354,7 +356,7 @@ class SeqTracker:
                 run = length + 1
         if run >= JUMP_CONFIRM and silent:
             self.restarts += 1
-            return self._take(seq, now_ns, stamp_ns, continues=False)
+            return self._take(seq, now_ns, continues=False)
         self._jump = (seq, now_ns, run)
         self.jumps += 1
         return False
@@ -363,9 +365,16 @@ class SeqTracker:
         """Go on from a predecessor's sequence (a restarted node). What the stream sent while no process
         listened is then a gap; a seq at or below the mark is a driver that restarted meanwhile, taken at
         once (the successor's new connection cannot deliver a message its predecessor took)."""
-        self._take(mark.seq, mark.time_ns, mark.time_ns, continues=False)
-        self._delay_ns = None  # the mark holds no stamp: the delay is learnt from the next message
+        self._take(mark.seq, mark.time_ns, continues=False)
         self._resumed = True
+
+    def stamped(self, stamp_ns: int, now_ns: int) -> None:
+        """The message just accepted has a stamp that passed ingest's stamp checks: the stamps measure
+        the next skip from it. Only such a stamp: one refused (a stamp_jump, a future_stamp) would let a
+        forger set where the next skip is measured from."""
+        delay = max(0, now_ns - stamp_ns)
+        self._delay_ns = delay if self._delay_ns is None else min(self._delay_ns, delay)
+        self._last_stamp_ns = stamp_ns
 
     @property
     def last(self) -> SeqMark | None:
@@ -387,26 +396,23 @@ class SeqTracker:
         return False
 
     def _plausible_from_stamps(self, advance: int, now_ns: int, stamp_ns: int) -> bool:
-        """Whether `advance` is plausible over the time between the last accepted stamp and this one:
-        the frames a stalled receiver found queued came late, together, and the skip after them is the
-        time it stalled. Its stamp counts no later than the clock minus the stream's smallest delay, so a
-        forger, who can stamp as late as the clock, gains no more than the last frame's lateness."""
-        newest_ns = now_ns - (self._delay_ns or 0)
-        return self._plausible(advance, min(stamp_ns, newest_ns) - self._last_stamp_ns)
+        """Whether `advance` is plausible over the time between the last checked stamp and this one: the
+        frames a stalled receiver found queued came late, together, and the skip after them is the time
+        it stalled. This stamp counts no later than the clock minus the stream's smallest delay, so a
+        forger, who can stamp as late as the clock, gains no more than that frame's lateness."""
+        if self._last_stamp_ns is None or self._delay_ns is None:
+            return False
+        return self._plausible(advance, min(stamp_ns, now_ns - self._delay_ns) - self._last_stamp_ns)
 
-    def _take(self, seq: int, now_ns: int, stamp_ns: int, continues: bool = True) -> bool:
+    def _take(self, seq: int, now_ns: int, continues: bool = True) -> bool:
         """Accept `seq`; `continues`: it goes on from the last accepted one (no restart, no resume)."""
-        delay = max(0, now_ns - stamp_ns)
         if not continues:
             self._before.clear()
-            self._delay_ns = delay  # a restarted driver may keep another clock
-        else:
-            if self.last_seq is not None:
-                self._before.append((self.last_seq, self._last_ns))
-            self._delay_ns = delay if self._delay_ns is None else min(self._delay_ns, delay)
+            self._last_stamp_ns = self._delay_ns = None  # a restarted driver may keep another clock
+        elif self.last_seq is not None:
+            self._before.append((self.last_seq, self._last_ns))
         self.last_seq = seq
         self._last_ns = now_ns
-        self._last_stamp_ns = stamp_ns
         self._resumed = False
         self._jump = None  # the accepted sequence goes on: a pending jump is no restart
         return True
@@ -542,10 +548,12 @@ class Ingest:
         try:
             self._check_identity(sample)
             clock_ns = self._clock(sample, arrival_ns)
-            if not self.seq.accept(sample.seq, clock_ns, sample.stamp_ns - self.config.offset_ns):
+            stamp_ns = sample.stamp_ns - self.config.offset_ns
+            if not self.seq.accept(sample.seq, clock_ns, stamp_ns):
                 return False  # a duplicate or out-of-order message leaves the gap to the next one
             # Refused from here on, a message has used up its seq: it is not lost upstream.
             self._check_stamp(sample.stamp_ns, arrival_ns, clock_ns)
+            self.seq.stamped(stamp_ns, clock_ns)
             check_schema(self.config, sample.meta, declared)
         except SchemaError as exc:
             self._count(exc)

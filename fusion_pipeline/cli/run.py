@@ -166,7 +166,7 @@ def _config_check(args: argparse.Namespace) -> int:
     the service's config, before restarting the service. Exit 0 and one line on success, 2 and the
     reason otherwise.
     """
-    from fusion_pipeline.ops import LIVE_GRAPH, check_run_dir, run_sockets
+    from fusion_pipeline.ops import LIVE_GRAPH, check_run_host, run_sockets
 
     config = load_config(args.config)
     source = config_source(args.config)
@@ -174,7 +174,7 @@ def _config_check(args: argparse.Namespace) -> int:
     name = config.pipeline.name
     # A private run dir is made at start as tempfile.mkdtemp makes it: its path is as long as this one.
     run_dir = Path(config.pipeline.run_dir or Path(tempfile.gettempdir(), f"fusion-{name}-xxxxxxxx"))
-    check_run_dir(config, args.config, run_dir.expanduser().resolve(), run_sockets(LIVE_GRAPH), create=False)
+    check_run_host(config, args.config, run_dir.expanduser().resolve(), run_sockets(LIVE_GRAPH), create=False)
     if relative := _relative_paths(config):
         log.warning(
             "%s: relative paths, read from the working directory (here %s; the service's is its unit's "

@@ -48,7 +48,7 @@ from fusion_pipeline.ops.metrics import (
     percentiles,
 )
 from fusion_pipeline.ops.replay_graph import REPLAY_GRAPH, SupervisorThread
-from fusion_pipeline.ops.rundir import RUN_LOCK, RunDir, check_run_dir, lock_run_dir
+from fusion_pipeline.ops.rundir import RUN_LOCK, RunDir, check_run_host, lock_run_dir
 from fusion_pipeline.ops.status import (
     EXIT_DEGRADED,
     EXIT_HEALTHY,
@@ -109,7 +109,7 @@ __all__ = [
     "forget_run_dir",
     "ingest_drops",
     "is_drop_counter",
-    "check_run_dir",
+    "check_run_host",
     "lock_run_dir",
     "metric_families",
     "node_specs",

@@ -28,12 +28,12 @@ from fusion_pipeline.ops.status import forget_run_dir, record_run_dir, recorded_
 from fusion_pipeline.protocol import Endpoint
 from fusion_pipeline.transport.sockets import ipc_served, prepare_bind, remove_ipc_file
 
-__all__ = ["RUN_LOCK", "RunDir", "check_run_dir", "lock_run_dir"]
+__all__ = ["RUN_LOCK", "RunDir", "check_run_host", "lock_run_dir"]
 
 RUN_LOCK = "supervisor.lock"  # in a fixed run dir: held by the supervisor running there, holds its pid
 
 
-def check_run_dir(
+def check_run_host(
     config: Config, config_path: Path | None, path: Path, sockets: Sequence[RunSocket], create: bool
 ) -> None:
     """What a run of `config` in the run dir `path` refuses before it starts anything (`sockets`: the
@@ -105,7 +105,7 @@ class RunDir:
 
         if config.pipeline.run_dir:
             path = Path(config.pipeline.run_dir).expanduser().resolve()
-            check_run_dir(config, config_path, path, sockets, create=True)
+            check_run_host(config, config_path, path, sockets, create=True)
             # The lock first: a supervisor running there serves every endpoint, and is what to name.
             lock = lock_run_dir(path)
             try:
@@ -117,7 +117,7 @@ class RunDir:
         # A fresh directory of our own: nobody else can be in it, so no lock.
         path = Path(tempfile.mkdtemp(prefix=f"fusion-{config.pipeline.name}-"))
         try:
-            check_run_dir(config, config_path, path, sockets, create=True)
+            check_run_host(config, config_path, path, sockets, create=True)
             check_served(path)
         except ConfigError:
             path.rmdir()  # made a moment ago, still empty

@@ -254,9 +254,18 @@ def test_audio_int16_becomes_float32_and_float_chunks_are_owned() -> None:
     assert out.arrays["samples"].flags.writeable  # a copy, not a view of the receive buffer
 
 
+def _arrive(tracker: SeqTracker, seq: int, now_ns: int, stamp_ns: int) -> bool:
+    """A message through `tracker` as ingest passes it: accepted, then its stamp (which passes ingest's
+    stamp checks here) marked checked."""
+    accepted = tracker.accept(seq, now_ns, stamp_ns)
+    if accepted:
+        tracker.stamped(stamp_ns, now_ns)
+    return accepted
+
+
 def _on_time(tracker: SeqTracker, seq: int, now_ns: int) -> bool:
-    """`tracker.accept` of a message that arrives at its stamp."""
-    return tracker.accept(seq, now_ns, now_ns)
+    """A message that arrives at its stamp."""
+    return _arrive(tracker, seq, now_ns, now_ns)
 
 
 def test_seq_gaps_duplicates_and_out_of_order() -> None:
@@ -419,9 +428,9 @@ def test_a_receiver_woken_from_a_stall_finds_a_gap_after_its_queue_not_a_jump() 
     tracker = SeqTracker(500 * MS, rate_hz=20)
     t = _real_then(tracker, 10)
     woken = t + 2000
-    assert all(tracker.accept(seq, woken * MS, (t + 50 * (seq - 9)) * MS) for seq in range(10, 26))
+    assert all(_arrive(tracker, seq, woken * MS, (t + 50 * (seq - 9)) * MS) for seq in range(10, 26))
     assert all(
-        tracker.accept(seq, (woken + 1 + 50 * (seq - 50)) * MS, (woken + 50 * (seq - 50)) * MS)
+        _arrive(tracker, seq, (woken + 1 + 50 * (seq - 50)) * MS, (woken + 50 * (seq - 50)) * MS)
         for seq in range(50, 60)
     )
     counters = tracker.counters()
@@ -434,12 +443,28 @@ def test_a_forged_stamp_makes_no_jump_plausible(delay_ms: int) -> None:
     than the clock minus the stream's usual delay (here 0, then a driver clock an hour behind)."""
     tracker = SeqTracker(500 * MS, rate_hz=20)
     for seq in range(10):
-        assert tracker.accept(seq, 50 * seq * MS, (50 * seq - delay_ms) * MS)
+        assert _arrive(tracker, seq, 50 * seq * MS, (50 * seq - delay_ms) * MS)
     now = 500 * MS
-    assert not tracker.accept(10**6, now, now)
-    assert not tracker.accept(10**6 + 1, now, 2**62)
-    assert tracker.accept(10, now, now - delay_ms * MS)
+    assert not _arrive(tracker, 10**6, now, now)
+    assert not _arrive(tracker, 10**6 + 1, now, 2**62)
+    assert _arrive(tracker, 10, now, now - delay_ms * MS)
     assert tracker.counters()["seq_jumps"] == 2 and tracker.counters()["seq_lost"] == 0
+
+
+def test_a_refused_stamp_does_not_move_where_the_stamps_measure_a_skip_from() -> None:
+    """A forged seq + 1 stamped at 1 ns (refused as a stamp_jump, its seq used), then seq + 10**9 stamped
+    at the clock: measured from the refused stamp the skip was 55 years long, plausible, and the real
+    driver's frames were dropped as out of order from then on."""
+    now = 1_700_000_000 * 10**9
+    ingest = Ingest(BINDINGS.of("lidar/top"), time_jump_ns=1000 * MS)
+    for k in range(10):
+        assert ingest.process(_ingest_sample("lidar/top", k, now + k * 100 * MS), now + k * 100 * MS)
+    t = now + 1000 * MS
+    assert ingest.process(_ingest_sample("lidar/top", 10, 1), t) is None  # stamp_jump, seq 10 used
+    assert ingest.process(_ingest_sample("lidar/top", 10**9, t), t + MS) is None  # a jump: dropped
+    assert ingest.process(_ingest_sample("lidar/top", 11, t + 100 * MS), t + 100 * MS)  # the driver goes on
+    counters = ingest.counters()
+    assert (counters["seq_jumps"], counters["out_of_order"], counters["seq_lost"]) == (1, 0, 0)
 
 
 def test_a_forged_seq_gains_nothing_from_a_gap_just_taken() -> None:
