@@ -155,5 +155,6 @@ def verify_crcs_argument(parser: argparse.ArgumentParser) -> None:
         "--verify-crcs",
         action="store_true",
         help="check the log's CRCs too, as the exports do: damage that leaves valid records is refused "
-        "as a log cut short (slower: 1.4-1.6 times as long offline, docs/BENCHMARKS.md)",
+        "as a log cut short (slower: 1.4-1.6 times as long offline, docs/BENCHMARKS.md; a batch does not "
+        "read the logs it did before again)",
     )

@@ -389,7 +389,8 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
     plan = plan_streams(config, logged, settings)
     if left_out := [name for name in logged if name not in plan]:
         log.info("not replaying %s: no such stream in the config", ", ".join(left_out))
-    if absent := [s.name for s in config.streams if s.name not in plan.values()]:
+    held = {settings.remap.get(name, name) for name in logged}  # what the log can give each stream
+    if absent := [s.name for s in config.streams if s.name not in held]:
         log.warning("the log holds no %s: absent from every set of this replay", ", ".join(absent))
     _check_window(settings.start_s, settings.end_s, _read_through(reader, plan, args.allow_truncated))
     if args.offline:

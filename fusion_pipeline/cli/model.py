@@ -548,7 +548,7 @@ def _load_runs(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
             "evaluate one or the other (--run-dir)"
         )
     folders = seed_dirs or [run_dir]
-    runs, metas, names = [], [], []
+    runs, metas, names, files = [], [], [], []
     for folder in folders:
         models = {}
         for name in SUITE:
@@ -557,6 +557,7 @@ def _load_runs(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
                 models[name], meta = load_checkpoint(path)
                 metas.append(meta)
                 names.append(name)
+                files.append(str(path.relative_to(run_dir)))
         runs.append(models)
     if not runs[0]:
         raise ModelError(f"{run_dir}: no checkpoints; run `fusion-pipeline model train` first")
@@ -573,10 +574,10 @@ def _load_runs(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     if len(shared) > 1 or len(fused) > 1:
         # Which files agree with which: a suite trained into a run dir that held another config's, say.
         groups: dict[str, list[str]] = {}
-        for name, meta in zip(names, metas, strict=True):
+        for name, file, meta in zip(names, files, metas, strict=True):
             key = settings(meta, FUSED_ONLY) if len(shared) > 1 else settings(meta)
             if len(shared) > 1 or not name.endswith("-only"):
-                groups.setdefault(key, []).append(f"{name}.npz")
+                groups.setdefault(key, []).append(file)
         alike = "; ".join(", ".join(files) for files in groups.values())
         raise ModelError(
             f"{run_dir}: checkpoints were trained with different settings (alike: {alike}); retrain the "

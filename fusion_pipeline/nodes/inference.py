@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         stage = start_inference(config)
         source = node.subscriber(node.endpoint(config.sync.endpoint), topics=[SET_STREAM], role=Role.SET)
         sink = node.results_publisher()
-        gaps, lost = SeqGaps(), [0]  # sets the synchronizer sent that a full queue dropped
+        # Sets the synchronizer sent that a full queue dropped (one that came undecodable counts here
+        # too, besides its malformed reason: its seq is not known).
+        gaps, lost = SeqGaps(), [0]
 
         def seen(seq: int) -> bool:
             lost[0] += gaps.missing_before(seq)

@@ -498,9 +498,12 @@ class Supervisor:
             # of the reference's messages, those ingest passed over for newer ones and those that never came
             "reference_skipped": reference_ingest.get("skipped", 0),
             "reference_lost": reference_ingest.get("seq_lost", 0),
-            # configured streams of which not one message reached their ingest (a dead or absent sensor)
+            # live, configured streams of which not one message reached their ingest (a dead or absent
+            # sensor); a replay's report says what its log holds
             "nothing_received": [
-                s.name for s in self.config.streams if not arrived(self.counters.totals(f"ingest:{s.name}"))
+                s.name
+                for s in self.config.streams
+                if not self.graph.log_time and not arrived(self.counters.totals(f"ingest:{s.name}"))
             ],
             "result_ratio": round(window_results / window_messages, 4) if window_messages else None,
             "log_time": self.graph.log_time,
@@ -613,6 +616,7 @@ class Supervisor:
 
     def _schedule_restart(self, node: _Node, code: int, now: float) -> None:
         assert node.process is not None
+        node.hung_since = None  # exited or killed: restarting, no longer hung
         self._exited[node.process.pid] = time.time()
         node.exits.append(code)
         node.failures = 1 if now - node.started >= self.policy.stable_s else node.failures + 1

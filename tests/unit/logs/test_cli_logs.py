@@ -116,6 +116,10 @@ def test_a_replay_says_which_config_streams_the_log_lacks(
     nothing said (the other way round, log streams the config lacks, was said)."""
     assert main(["replay", str(demo_log), "-c", "package:surround.toml", "--offline", "--no-progress"]) == 0
     assert "the log holds no camera/front_left, camera/front_right, camera/back" in caplog.text
+    caplog.clear()  # streams left out by --streams are the command's choice, not what the log lacks
+    chosen = ["--streams", "camera/front", "--streams", "lidar/top"]
+    assert main(["replay", str(demo_log), *chosen, "--offline", "--no-progress"]) == 0
+    assert "the log holds no" not in caplog.text
 
 
 def test_record_refuses_at_start_a_name_whose_later_parts_exist(tmp_path: Path, capsys) -> None:

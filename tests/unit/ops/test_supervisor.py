@@ -246,7 +246,8 @@ def test_a_hang_is_said_each_way_and_no_window_across_it_is_judged_behind() -> N
     supervisor = Supervisor(load_config(None), None, out=out)
     context = zmq.Context.instance()
     pull, push = context.socket(zmq.PULL), context.socket(zmq.PUSH)
-    stopped = subprocess.Popen(["sleep", "30"])  # stands for the stopped node: alive, silent
+    # Stands for the stopped node: alive, silent, leading its group as a node does (killed as a group).
+    stopped = subprocess.Popen(["sleep", "30"], process_group=0)
     try:
         pull.bind("inproc://hung")
         push.connect("inproc://hung")
@@ -268,6 +269,11 @@ def test_a_hang_is_said_each_way_and_no_window_across_it_is_judged_behind() -> N
         assert "inference running again after" in out.getvalue()
         assert supervisor._throughput(time.monotonic()) is None  # its window spans the stall
         assert supervisor._throughput(time.monotonic() + 5.0) is not None
+        # Silent past the kill timeout: killed, restarting, no longer hung (its streams judged from now).
+        inference.last_beat = now - 6.0
+        supervisor._restart_failed_nodes(now)
+        assert "sent no heartbeat for 6.0 s: killing it" in out.getvalue() and stopped.poll() is not None
+        assert inference.hung_since is None and inference.restart_at is not None
     finally:
         stopped.kill()
         stopped.wait()
@@ -384,3 +390,8 @@ def test_the_summary_names_the_streams_of_which_nothing_arrived() -> None:
         assert supervisor.summary(10.0)["nothing_received"] == ["radar/front"]
     finally:
         supervisor._dir.close()
+    replay = Supervisor(load_config(None), None, graph=REPLAY_GRAPH)  # its report says what the log holds
+    try:
+        assert replay.summary(10.0)["nothing_received"] == []
+    finally:
+        replay._dir.close()
