@@ -578,7 +578,7 @@ def _load_runs(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
             key = settings(meta, FUSED_ONLY) if len(shared) > 1 else settings(meta)
             if len(shared) > 1 or not name.endswith("-only"):
                 groups.setdefault(key, []).append(file)
-        alike = "; ".join(", ".join(files) for files in groups.values())
+        alike = "; ".join(", ".join(group) for group in groups.values())
         raise ModelError(
             f"{run_dir}: checkpoints were trained with different settings (alike: {alike}); retrain the "
             "suite, or give each its own --run-dir"

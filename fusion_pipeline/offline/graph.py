@@ -169,9 +169,11 @@ class OfflineGraph:
         run early; the sets still open are flushed either way. `verify_crcs`: check the CRCs of logs
         given as paths (a LogReader given comes as it was made); off, as reading is most of the time.
         """
-        if not isinstance(logs, LogReader):
-            logs = LogReader(logs, verify_crcs=verify_crcs, threads=READ_THREADS)
-        reader = logs
+        reader = (
+            logs
+            if isinstance(logs, LogReader)
+            else LogReader(logs, verify_crcs=verify_crcs, threads=READ_THREADS)
+        )
         settings = ReplaySettings(
             rate=None,
             start_s=start_s,
