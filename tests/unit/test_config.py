@@ -10,6 +10,7 @@ from paths import ROOT
 
 from fusion_pipeline.config import StreamConfig, check_run_dir, load_config, parse_config, shipped
 from fusion_pipeline.errors import ConfigError
+from fusion_pipeline.inference import load_bindings
 from fusion_pipeline.transport import Limits
 
 DEMO_PATH = ROOT / "configs" / "demo.toml"
@@ -330,6 +331,14 @@ def test_a_shipped_config_is_read_as_package_name() -> None:
         ConfigError, match=r"package:nope.toml: no config of that name ships .*package:imu.toml"
     ):
         load_config("package:nope.toml")
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "configs").rglob("*.toml")), ids=lambda p: str(p.relative_to(ROOT / "configs"))
+)
+def test_every_config_in_the_repository_fits_its_model(path: Path) -> None:
+    """configs/multihost/vehicle.toml failed `config check`: the model's camera and audio had no stream."""
+    load_bindings(load_config(path))
 
 
 def test_the_viewers_grpc_port_is_any_free_one_by_default() -> None:
