@@ -18,15 +18,18 @@ on all of them with one poller, until a message comes or the sync stage's next d
    thread pool measured no better (docs/BENCHMARKS.md, End-to-end floor);
 2. sync: each model-ready sample straight into the `SyncStage` (no ingest or set socket in between),
    then a tick with the wall clock for the deadlines;
-3. inference: the newest set completed in the pass gets its frames' tensors computed, is run and its
-   result published on output.endpoint;
-   older ones (a tick that finished several) are counted as skipped, as the inference node skips to the
-   newest set; behind, ingest skips to each stream's newest message as well;
-4. the pass's sets are published on sync.endpoint (for `echo` and the recorder), after the result, so
-   that copying them never delays one.
+3. inference: the newest set completed in the pass gets its frames' tensors computed and is handed to
+   the model's thread (`InferenceThread`), which runs it and publishes its result on output.endpoint
+   while the loop goes on receiving: run in the loop, a model slower than a sensor period left the
+   sockets undrained for that long, and a stream drained to its newest message after it no longer had
+   the frame that matched the reference (partial sets). Older sets (a tick that finished several, or a
+   set still waiting when a newer one is handed over) are counted as skipped, as the inference node
+   skips to the newest set;
+4. the pass's sets are published on sync.endpoint (for `echo` and the recorder), after the hand-over, so
+   that copying them never delays a result.
 
 Results carry the same stage stamps as in the process graph (sync_in is the completing sample's arrival
-at the stage, sync_emit its hand-over to inference, with no hop between), so the supervisor's latency
+at the stage, sync_emit its hand-over to the model's thread), so the supervisor's latency
 figures compare; the front ends' time shows in ``sync_in`` .. ``sync_emit`` (the set's tensors being
 computed), not in ``ingest_in`` .. ``ingest_out``. Its heartbeats carry each part's counters under the
 separate nodes' names (ingest:STREAM, synchronizer, inference; node.Parts), so `status`, the metrics and
@@ -37,12 +40,13 @@ the summary read them unchanged. A replay runs the separate nodes whatever the c
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import zmq
 
 from fusion_pipeline.errors import ConfigError
-from fusion_pipeline.inference import load_bindings
+from fusion_pipeline.inference import InferenceStage, load_bindings
 from fusion_pipeline.node import POLL_MS, Node, Parts, node_name, run_node
 from fusion_pipeline.nodes.inference import start_inference
 from fusion_pipeline.nodes.ingest import StreamIngest
@@ -54,9 +58,62 @@ from fusion_pipeline.protocol import (
     SYNC_EMIT,
 )
 from fusion_pipeline.sync import SyncStage
-from fusion_pipeline.transport import Role, Sample
+from fusion_pipeline.transport import Publisher, Role, Sample
 
 log = logging.getLogger("fusion_pipeline.nodes.composed")
+
+
+class InferenceThread:
+    """The model's runs on a thread of their own (onnxruntime releases the GIL while it runs), one set at
+    a time: a set handed over while the model is busy waits, and a newer one replaces it (counted as
+    skipped). An error on the thread is raised again in the loop by `check`, which ends the node."""
+
+    def __init__(self, stage: InferenceStage, sink: Publisher) -> None:
+        self.stage = stage
+        self.skipped = 0
+        self._sink = sink
+        self._changed = threading.Condition()
+        self._waiting: Sample | None = None
+        self._stopping = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="inference", daemon=True)
+        self._thread.start()
+
+    def hand(self, fused: Sample) -> None:
+        with self._changed:
+            if self._waiting is not None:
+                self.skipped += 1
+            self._waiting = fused
+            self._changed.notify()
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        """Ends the thread after the run in progress (a set still waiting is not run)."""
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+        self._thread.join()
+
+    def _serve(self) -> None:
+        try:
+            while (fused := self._next()) is not None:
+                result = self.stage.run(fused)
+                if result is not None:
+                    result.meta["stages"][PUBLISH] = time.time_ns()
+                    self._sink.send(result)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the node's loop (check)
+            self._error = exc
+
+    def _next(self) -> Sample | None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._stopping or self._waiting is not None)
+            if self._stopping:
+                return None
+            fused, self._waiting = self._waiting, None
+            return fused
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         reference_first = sorted(config.streams, key=lambda s: s.name != config.sync.reference)
         streams = [StreamIngest(node, bindings.for_ingest(s.name, defer)) for s in reference_first]
         sync = SyncStage(config, bindings)
-        inference = start_inference(config)
         sets_out = node.publisher(
             node.endpoint(config.sync.endpoint), SET_STREAM, SET_MODALITY, role=Role.SET
         )
         results_out = node.results_publisher()
+        inference = InferenceThread(start_inference(config), results_out)
         poller = zmq.Poller()
         for stream in streams:
             poller.register(stream.source.socket, zmq.POLLIN)
@@ -84,54 +141,60 @@ def main(argv: list[str] | None = None) -> int:
             results_out.last_endpoint,
         )
         added = 0  # model-ready samples into the sync stage
-        handed = 0  # sets handed to inference
+        handed = 0  # sets completed for inference
         skipped = 0  # of those, passed over for a newer set of the same pass
 
         def counters() -> dict[str, object]:
-            return {"received": sum(s.source.received for s in streams), "results": inference.results}
+            return {"received": sum(s.source.received for s in streams), "results": inference.stage.results}
 
         def parts() -> Parts:
             return {
                 **{node_name("ingest", s.ingest.config.name): s.counters() for s in streams},
                 "synchronizer": {"received": added, **sync.counters()},
-                "inference": {"received": handed, "skipped": skipped, **inference.counters()},
+                "inference": {
+                    "received": handed,
+                    "skipped": skipped + inference.skipped,
+                    **inference.stage.counters(),
+                },
             }
 
-        for _ in node.loop(counters, parts):
-            # Serve one stream at a time, the first ready in priority order (the reference first), and
-            # look again after each, until a set is complete: a reference message that arrives while
-            # another stream is preprocessed goes next, and a complete set goes to the model at once.
-            # A flood of input still ends the pass after POLL_MS, so the node beats and sees a stop.
-            for stream in streams:
-                stream.source.check_connections()  # this loop polls the sockets itself
-            timeout_ms = sync.wait_ms(time.time_ns(), POLL_MS)
-            pass_end = time.monotonic() + POLL_MS / 1000
-            sets: list[Sample] = []
-            while not sets and time.monotonic() < pass_end and (ready := dict(poller.poll(timeout_ms))):
-                timeout_ms = 0
-                stream = next(s for s in streams if s.source.socket in ready)
-                while not sets and (sample := stream.take(0)) is not None:
-                    added += 1
-                    sets += sync.add(sample, time.time_ns())
-            sets += sync.tick(time.time_ns())
-            if not sets:
-                continue
-            # Behind (several sets in one pass): a late set is worth less than the newest one.
-            newest = max(sets, key=lambda s: s.stamp_ns)
-            newest.arrays = resolve(newest.arrays)
-            emitted = time.time_ns()
-            for fused in sets:
-                fused.meta["stages"][SYNC_EMIT] = emitted
-            handed += len(sets)
-            skipped += len(sets) - 1
-            result = inference.run(newest)
-            if result is not None:
-                result.meta["stages"][PUBLISH] = time.time_ns()
-                results_out.send(result)
-            for fused in sets:
-                fused.arrays = resolve(fused.arrays)
-                # Copied, as the synchronizer node sends sets (its docstring says why not zero-copy).
-                sets_out.send(fused, zero_copy=False)
+        try:
+            for _ in node.loop(counters, parts):
+                inference.check()
+                # Serve one stream at a time, the first ready in priority order (the reference first),
+                # and look again after each, until a set is complete: a reference message that arrives
+                # while another stream is preprocessed goes next, and a complete set goes to the model at
+                # once. A flood of input still ends the pass after POLL_MS, so the node beats and sees a
+                # stop.
+                for stream in streams:
+                    stream.source.check_connections()  # this loop polls the sockets itself
+                timeout_ms = sync.wait_ms(time.time_ns(), POLL_MS)
+                pass_end = time.monotonic() + POLL_MS / 1000
+                sets: list[Sample] = []
+                while not sets and time.monotonic() < pass_end and (ready := dict(poller.poll(timeout_ms))):
+                    timeout_ms = 0
+                    stream = next(s for s in streams if s.source.socket in ready)
+                    while not sets and (sample := stream.take(0)) is not None:
+                        added += 1
+                        sets += sync.add(sample, time.time_ns())
+                sets += sync.tick(time.time_ns())
+                if not sets:
+                    continue
+                # Behind (several sets in one pass): a late set is worth less than the newest one.
+                newest = max(sets, key=lambda s: s.stamp_ns)
+                newest.arrays = resolve(newest.arrays)
+                emitted = time.time_ns()
+                for fused in sets:
+                    fused.meta["stages"][SYNC_EMIT] = emitted
+                handed += len(sets)
+                skipped += len(sets) - 1
+                inference.hand(newest)
+                for fused in sets:
+                    fused.arrays = resolve(fused.arrays)
+                    # Copied, as the synchronizer node sends sets (its docstring says why not zero-copy).
+                    sets_out.send(fused, zero_copy=False)
+        finally:
+            inference.stop()
     return 0
 
 

@@ -339,8 +339,8 @@ def behind(snapshot: PipelineSnapshot) -> str | None:
         why = "the synchronizer makes no set of most of them (its drops say why: the summary, /metrics)"
     else:
         why = (
-            "its ingest passes most of them over or drops them (in a composed node the model and the "
-            "front ends share its loop; drops: `fusion-pipeline status`)"
+            "its ingest passes most of them over or drops them (in a composed node the front ends "
+            "share its loop; drops: `fusion-pipeline status`)"
         )
     return f"results {t.results:.1f}/s for {t.arrived:.1f}/s of the reference {t.reference} arriving: {why}"
 

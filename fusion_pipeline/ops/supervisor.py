@@ -321,7 +321,7 @@ class Supervisor:
                     name=name,
                     kind=node.spec.kind,
                     stream=node.spec.stream,
-                    pid=process.pid if process is not None else None,
+                    pid=process.pid if alive else None,  # an exited pid may be reused
                     alive=alive,
                     restart_pending=node.restart_at is not None,
                     uptime_s=now - node.started if alive else None,

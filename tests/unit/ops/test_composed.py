@@ -3,16 +3,21 @@ read from a composed node's parts, the sync stage's wait. The running node: test
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pipeline_harness import DEMO_TEXT
 from prometheus_client.core import Metric
 
 from fusion_pipeline.config import parse_config
+from fusion_pipeline.contract import default_contract
 from fusion_pipeline.errors import ConfigError
-from fusion_pipeline.inference import load_bindings
+from fusion_pipeline.inference import InferenceStage, ModelRuntime, load_bindings
+from fusion_pipeline.nodes.composed import InferenceThread
 from fusion_pipeline.ops import (
     LIVE_GRAPH,
     REPLAY_GRAPH,
@@ -22,7 +27,9 @@ from fusion_pipeline.ops import (
     metric_families,
     node_specs,
 )
+from fusion_pipeline.protocol import RESULT_MODALITY, RESULT_STREAM, SET_MODALITY, SET_STREAM
 from fusion_pipeline.sync import SyncStage
+from fusion_pipeline.transport import Publisher, Role, Sample, Subscriber
 
 COMPOSED_TEXT = DEMO_TEXT.replace("[pipeline]\n", '[pipeline]\ncomposition = "composed"\n', 1)
 
@@ -107,3 +114,55 @@ def test_the_sync_stage_waits_for_input_until_its_next_deadline_at_most_the_long
     for deadline_ns, wait in [(now + 2_500_000, 3), (now + 2_000_000, 2), (now - 1, 0), (now + 10**9, 50)]:
         monkeypatch.setattr(stage, "next_deadline_ns", lambda d=deadline_ns: d)
         assert stage.wait_ms(now, 50) == wait
+
+
+def _set(seq: int) -> Sample:
+    arrays = {
+        name: np.zeros(shape, np.float32)
+        for spec in default_contract().inputs
+        for name, shape in spec.tensors.items()
+    }
+    return Sample(SET_STREAM, SET_MODALITY, seq, seq, arrays, "", {"presence": [1, 1, 1, 1], "stages": {}})
+
+
+def test_the_model_thread_runs_the_newest_set_handed_to_it_and_counts_the_ones_it_replaced(
+    ipc_dir: Path,
+) -> None:
+    """The composed node's model runs on a thread: while a run holds it, the sets handed over replace each
+    other (the inference node's drain to the newest); an error on the thread is raised in the loop."""
+    started, release = threading.Event(), threading.Event()
+
+    def clock() -> int:  # the first run's start holds the model until released
+        started.set()
+        assert release.wait(10)
+        if broken.is_set():
+            raise RuntimeError("the provider failed")
+        return time.time_ns()
+
+    broken = threading.Event()
+    stage = InferenceStage(ModelRuntime(parse_config(COMPOSED_TEXT)), clock=clock)
+    url = f"ipc://{ipc_dir}/results.sock"
+    with (
+        Publisher(url, RESULT_STREAM, RESULT_MODALITY, role=Role.RESULT, lossless=True) as sink,
+        Subscriber(url, topics=[RESULT_STREAM], role=Role.RESULT) as results,
+    ):
+        assert sink.wait_for_subscribers()
+        model = InferenceThread(stage, sink)
+        try:
+            model.hand(_set(0))
+            assert started.wait(10)
+            for seq in (1, 2, 3):
+                model.hand(_set(seq))
+            release.set()
+            got = [results.recv(timeout_ms=5000) for _ in range(2)]
+            assert [r.meta["set_seq"] for r in got if r is not None] == [0, 3]
+            assert model.skipped == 2
+            broken.set()
+            model.hand(_set(4))
+            deadline = time.monotonic() + 5
+            with pytest.raises(RuntimeError, match="the provider failed"):
+                while time.monotonic() < deadline:
+                    model.check()
+                    time.sleep(0.01)
+        finally:
+            model.stop()

@@ -274,6 +274,8 @@ def test_a_hang_is_said_each_way_and_no_window_across_it_is_judged_behind() -> N
         supervisor._restart_failed_nodes(now)
         assert "sent no heartbeat for 6.0 s: killing it" in out.getvalue() and stopped.poll() is not None
         assert inference.hung_since is None and inference.restart_at is not None
+        restarting = next(n for n in supervisor.snapshot(now).nodes if n.name == "inference")
+        assert restarting.pid is None  # status gave the dead pid, which the system may give another
     finally:
         stopped.kill()
         stopped.wait()
