@@ -110,6 +110,8 @@ def _no_message(command: str, args: argparse.Namespace, seconds: float, sub: Sub
     prefix = getattr(args, "stream", "")
     only = f" from streams {prefix!r}*" if prefix else ""
     problem = _ipc_problem(args.endpoint) or sub.last_error
+    if problem and args.config is None and args.endpoint.startswith("tcp://"):
+        problem += " (-c CONFIG connects with that config's CURVE keys)"
     print(
         f"fusion-pipeline {command}: no message on {args.endpoint}{only} within {seconds:.3g} s"
         + (f": {problem}" if problem else ""),

@@ -40,7 +40,12 @@ def test_echo_says_the_server_refused_its_key(tmp_path: Path, capsys: pytest.Cap
     with Publisher("tcp://127.0.0.1:*", "radar/front", "radar", curve=server_curve(keys)) as pub:
         endpoint = pub.last_endpoint
         assert main(["echo", endpoint, "-c", str(config), "--count", "1", "--timeout", "2"]) == 1
-    err = capsys.readouterr().err
+        refused = capsys.readouterr().err
+        assert main(["echo", endpoint, "--count", "1", "--timeout", "2"]) == 1  # no keys at all
+        plain = capsys.readouterr().err
     assert (
-        f"no message on {endpoint} within 2 s: {endpoint}: the CURVE server refused this client's key" in err
+        f"no message on {endpoint} within 2 s: {endpoint}: the CURVE server refused this client's key"
+        in refused
     )
+    assert "-c CONFIG" not in refused
+    assert "(CURVE or none); connecting again every 10 s (-c CONFIG connects with that config's" in plain
