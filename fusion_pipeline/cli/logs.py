@@ -170,8 +170,10 @@ def _read_through(reader: LogReader, streams: Iterable[str] | None, allow_trunca
         raise LogError(
             "log cut short: "
             + "; ".join(reader.truncated)
-            + " (--allow-truncated works on the messages before the damage)"
+            + "; --allow-truncated works on the messages before the damage"
         )
+    for problem in reader.truncated:
+        log.warning("log cut short: %s; working on the messages before it (--allow-truncated)", problem)
     return 0.0 if first is None or last is None else (last - first) / 1e9
 
 

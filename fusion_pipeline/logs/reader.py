@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import mmap
 import os
 import struct
@@ -43,7 +42,6 @@ from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Buffer, Limits, Sampl
 
 __all__ = ["PREFETCH", "LogMessage", "LogReader", "existing_logs", "prefetch"]
 
-log = logging.getLogger(__name__)
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"  # the first 8 bytes of every MCAP file (MCAP spec, "Magic")
 _RECORD_HEAD = struct.Struct("<BQ")  # MCAP record: opcode, length of the body
@@ -411,9 +409,10 @@ class LogReader:
 
     @property
     def truncated(self) -> list[str]:
-        """'PATH: where: reason' for every file whose reading stopped at damage or at a missing tail (not a
-        file the caller simply stopped reading)."""
-        return [f"{f.path}: {f.error}" for f in self.files if f.error]
+        """'PATH: where: reason (N messages before it)' for every file whose reading stopped at damage or at a
+        missing tail (not a file the caller simply stopped reading). The reader logs nothing of it: its
+        caller refuses the log or says what it worked on, once."""
+        return [f"{f.path}: {f.error} ({_messages(f.messages)} before it)" for f in self.files if f.error]
 
     def timeline_ns(self, message: LogMessage) -> int:
         """Where `message` of the file being read belongs on its recording's timeline: its log time, or,
@@ -481,8 +480,6 @@ class LogReader:
                         raise LogError(_goes_back(path, message.log_time_ns, *before[:2]))
                 last = message.log_time_ns
                 yield message
-            if not state.complete:
-                log.warning("%s: log ends early (%s); read %d messages", path, state.error, state.messages)
             if last is not None:
                 before = (path, last, recording)
 
@@ -584,3 +581,7 @@ class LogReader:
             state.stop(str(exc))
         except OSError as exc:
             state.error = f"cannot read: {exc.strerror}"
+
+
+def _messages(n: int) -> str:
+    return f"{n} message" if n == 1 else f"{n} messages"

@@ -3,6 +3,7 @@ time slider scrubs through it (a recording and its replay's ``--results`` togeth
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -13,12 +14,17 @@ from fusion_pipeline.view.live import Views
 
 __all__ = ["show_log"]
 
+log = logging.getLogger(__name__)
+
 
 def show_log(paths: Iterable[Path], views: Views) -> Counter[str]:
     """Show every message of `paths` (split parts as one recording); the count per stream."""
     counts: Counter[str] = Counter()
     for _, parts in log_sources(existing_logs(paths)):
-        for message in LogReader(parts):
+        reader = LogReader(parts)
+        for message in reader:
             views.show(message.sample, message.log_time_ns)
             counts[message.sample.stream] += 1
+        for problem in reader.truncated:  # what it holds is shown: a damaged log is what one looks at
+            log.warning("log cut short: %s; showing the messages before it", problem)
     return counts

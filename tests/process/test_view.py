@@ -115,6 +115,20 @@ def test_view_log_saves_every_frame_and_result_with_analytics_off(
     assert again.returncode == 2 and "exists already" in again.stderr
 
 
+def test_view_of_a_log_cut_short_shows_what_it_holds_and_says_so_once(
+    demo_logs: tuple[Path, Path], tmp_path: Path, private_home: Path
+) -> None:
+    data = demo_logs[0].read_bytes()
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "cut.rrd"
+    done = subprocess.run([*CLI, "view", str(cut), "--save", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(f"log cut short: {cut}: ") == 1, done.stderr
+    assert "showing the messages before it" in done.stderr
+    assert 0 < rrd_rows(out)["/camera/front/image"] < _count([demo_logs[0]], "camera/front")
+
+
 def test_viewer_node_beside_the_live_demo(tmp_path: Path, private_home: Path) -> None:
     saved = tmp_path / "live.rrd"
 

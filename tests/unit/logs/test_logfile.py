@@ -378,7 +378,9 @@ def test_a_damaged_message_ends_its_file_like_other_damage_naming_where(
             r"chunk at byte (\d+), record at byte \d+ of the chunk" if chunked else r"record at byte (\d+)"
         )
         match = re.fullmatch(
-            f"{re.escape(str(damaged))}: {where}, message 2 \\(log time 2 ns\\): {says}", problem
+            f"{re.escape(str(damaged))}: {where}, message 2 \\(log time 2 ns\\): {says}"
+            r" \(1 message before it\)",
+            problem,
         )
         assert match, problem
         opcode = 0x06 if chunked else 0x05  # the byte named is the Chunk or the Message record
