@@ -384,7 +384,7 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
         progress=not args.no_progress,
     )
     # The parts of a split recording in part order, whatever order they were given in (a gap is warned).
-    parts = [path for _, paths in log_sources(args.logs) for path in paths]
+    parts = [path for _, paths in log_sources(args.logs, joined=True) for path in paths]
     reader = LogReader(parts, verify_crcs=args.verify_crcs)  # fast unless asked (module docstring)
     # Everything the log and the options decide is checked before a node starts.
     logged = reader.scan_streams()
@@ -522,8 +522,8 @@ def _export(args: argparse.Namespace, write: Callable[[list[Path], Path], dict[s
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: the partial output goes
     check_output_path(args.out, "-o", new=True)
     _distinct_logs(args.logs)
-    for _, parts in log_sources(args.logs):  # each source on its own, as `write` reads them
-        _read_through(LogReader(parts), None, args.allow_truncated)
+    for path in args.logs:  # each file on its own (`write` groups them, and says where parts are missing)
+        _read_through(LogReader([path]), None, args.allow_truncated)
     counts = write(args.logs, args.out)
     print(f"{args.out}: {_describe(counts)}", file=sys.stderr)
     return 0

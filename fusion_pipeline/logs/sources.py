@@ -18,12 +18,14 @@ log = logging.getLogger(__name__)
 _PART = re.compile(r"(.+)_(\d{3})")  # the stem of part N of a split recording: NAME_NNN
 
 
-def log_sources(paths: Sequence[Path]) -> list[tuple[str, list[Path]]]:
+def log_sources(paths: Sequence[Path], joined: bool = False) -> list[tuple[str, list[Path]]]:
     """The inputs grouped by recording, in the order first given: the parts of a split recording
     (``NAME_000.mcap``, ``NAME_001.mcap``, ..., given in any order) are one source named NAME, in part
     order; any other file is a source named by its stem. A part whose predecessor is not given (a gap,
     or a recording's later parts alone) starts a source named by its stem, with a warning that names
-    the parts missing. A name that comes twice gets ``-2``, ``-3``, ... ."""
+    the parts missing: in the words of a caller that reads the sources one after the other as one
+    timeline when `joined` (a replay, a viewer), else of one that keeps them apart (a batch, an export).
+    A name that comes twice gets ``-2``, ``-3``, ... ."""
     recordings: list[tuple[Path, list[Path]]] = []  # (recording, its files given)
     parts: dict[Path, list[Path]] = {}  # a split recording (its unsplit path) -> its parts given
     for path in paths:
@@ -44,7 +46,11 @@ def log_sources(paths: Sequence[Path]) -> list[tuple[str, list[Path]]]:
             unique = next(
                 c for c in (name, *(f"{name}-{n}" for n in range(2, len(paths) + 2))) if c not in taken
             )
-            if missing:
+            if missing and joined:
+                log.warning(
+                    "%s not given: %s is read on from %s after a gap", missing, recording.stem, run[0].name
+                )
+            elif missing:
                 log.warning(
                     "%s not given: the parts of %s from %s on are a log of their own, %r",
                     missing,

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 def show_log(paths: Iterable[Path], views: Views) -> Counter[str]:
     """Show every message of `paths` (split parts as one recording); the count per stream."""
     counts: Counter[str] = Counter()
-    for _, parts in log_sources(existing_logs(paths)):
+    for _, parts in log_sources(existing_logs(paths), joined=True):
         reader = LogReader(parts)
         for message in reader:
             views.show(message.sample, message.log_time_ns)

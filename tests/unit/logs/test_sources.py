@@ -59,3 +59,16 @@ def test_a_gap_in_the_parts_is_said_naming_the_parts_missing(
         sources = log_sources(_paths(*given))
     assert sources == [(name, _paths(*parts)) for name, parts in expected]
     assert [r.getMessage() for r in caplog.records] == [warning]
+
+
+def test_a_gap_is_said_as_a_gap_where_the_parts_are_read_as_one_timeline(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A replay of a recording with a part missing was told its later parts are "a log of their own"
+    (the words of a batch, which runs each source on its own): a replay reads on after the gap."""
+    with caplog.at_level(logging.WARNING):
+        sources = log_sources(_paths("run_000.mcap", "run_002.mcap"), joined=True)
+    assert [path for _, paths in sources for path in paths] == _paths("run_000.mcap", "run_002.mcap")
+    assert [r.getMessage() for r in caplog.records] == [
+        "/logs/run_001.mcap not given: run is read on from run_002.mcap after a gap"
+    ]
