@@ -1,14 +1,19 @@
 """The supervisor's output: its own and its nodes' log lines, and a status line about once a second.
 
-On a terminal the status line is redrawn in place on the last line, and a log line first clears it. Into
-a pipe or journald it is a plain ``[status]`` line every STATUS_PLAIN_S, the first only once a result has
-come (a log gets no line of zeros while the nodes start), and the nodes' output loses its ANSI colours.
+On a terminal the status line is redrawn in place on the last line, and a log line first clears it; it
+is kept to the terminal's width (a line that wraps cannot be redrawn in place): many streams of one kind
+are shown as one, their count and their range of rates, and what still does not fit is cut from the
+rates before the tags. Into a pipe or journald it is a plain ``[status]`` line every STATUS_PLAIN_S,
+whole, the first only once a result has come (a log gets no line of zeros while the nodes start), and
+the nodes' output loses its ANSI colours.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+from collections.abc import Callable
 from typing import TextIO
 
 from fusion_pipeline.ops.health import PipelineSnapshot, status_tags
@@ -30,12 +35,35 @@ def _labels(streams: list[str]) -> dict[str, str]:
     }
 
 
-class StatusLine:
-    """Writes every line to `out`; the node reader threads and the supervisor's loop share it."""
+def _rates(rates: dict[str, float], grouped: bool) -> str:
+    """Each stream's rate; `grouped`: one entry per first path part, "camera x6 29.8-30.1Hz"."""
+    if not grouped:
+        labels = _labels(list(rates))
+        return " ".join(f"{labels[name]} {hz:4.1f}Hz" for name, hz in rates.items())
+    groups: dict[str, list[float]] = {}
+    for name, hz in rates.items():
+        groups.setdefault(name.split("/")[0], []).append(hz)
+    return " ".join(
+        f"{kind} {hzs[0]:4.1f}Hz" if len(hzs) == 1 else f"{kind} x{len(hzs)} {min(hzs):.1f}-{max(hzs):.1f}Hz"
+        for kind, hzs in groups.items()
+    )
 
-    def __init__(self, out: TextIO) -> None:
+
+def _terminal_width(out: TextIO) -> int:
+    try:
+        return os.get_terminal_size(out.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # not a real terminal's file (a test's stand-in)
+        return 80
+
+
+class StatusLine:
+    """Writes every line to `out`; the node reader threads and the supervisor's loop share it. `width`
+    gives the terminal's columns (asked of `out` at each line when not given: a terminal is resized)."""
+
+    def __init__(self, out: TextIO, width: Callable[[], int] | None = None) -> None:
         self.out = out
         self.tty = out.isatty()
+        self._width = width or (lambda: _terminal_width(out))
         self._lock = threading.Lock()
         self._shown = False  # a status line stands on the terminal's last line
         self._next = 0.0  # monotonic: when the next status line is due
@@ -78,12 +106,15 @@ class StatusLine:
         waiting = not self.tty and not stats.results
         if not waiting:
             dt = max(1e-3, now - self._base[0])
-            labels = _labels(list(produced))
-            rates = " ".join(
-                f"{labels[name]} {(n - self._base[1].get(name, 0)) / dt:4.1f}Hz"
-                for name, n in produced.items()
-            )
-            self._show(" | ".join([rates, *_fields(stats, restarts, latest)]))
+            rates = {name: (n - self._base[1].get(name, 0)) / dt for name, n in produced.items()}
+            fields = " | ".join(_fields(stats, restarts, latest))
+            line = f"{_rates(rates, grouped=False)} | {fields}"
+            if self.tty and len(line) >= (width := self._width()):
+                room = max(1, width - 1 - len(f" | {fields}"))  # the cursor's column left free
+                grouped = _rates(rates, grouped=True)
+                line = f"{grouped if len(grouped) <= room else grouped[: room - 1] + '…'} | {fields}"
+                line = line[: width - 1]  # tags alone wider than the terminal: still one line
+            self._show(line)
         self._base = (now, produced)
         self._next = now + (1.0 if self.tty or waiting else STATUS_PLAIN_S)
 

@@ -142,6 +142,32 @@ def test_the_status_line_on_a_terminal_is_redrawn_in_place_and_cleared_by_a_log_
     assert out.getvalue().endswith("\r\x1b[K[inference] \x1b[1mbold\x1b[0m\n")
 
 
+def test_the_status_line_on_a_terminal_fits_its_width_grouping_many_streams_of_a_kind() -> None:
+    """A surround suite's line (11 streams) was 230 columns: wrapped, it cannot be redrawn in place, and
+    each second's line scrolled the terminal."""
+    surround = load_config("package:surround.toml")
+    names = [s.name for s in surround.streams]
+    stats = ResultStats(names)
+    stats.results = stats.full = 1
+    columns = [140]
+    out = _Terminal()
+    line = StatusLine(out, width=lambda: columns[0])
+    line.start(0.0, dict.fromkeys(names, 0))
+    line.update(1.0, {n: 10 * (i % 3 + 1) for i, n in enumerate(names)}, stats, 0, None)
+    shown = out.getvalue().removeprefix("\r\x1b[K")
+    assert len(shown) < 140 and shown.startswith(
+        "camera x6 10.0-30.0Hz lidar 10.0Hz radar x3 10.0-30.0Hz audio 20.0Hz | "
+    )
+    assert shown.endswith("| restarts 0")
+    columns[0] = 100  # narrower still: the rates are cut, the fields after them kept
+    line.update(2.0, {n: 20 * (i % 3 + 1) for i, n in enumerate(names)}, stats, 0, None)
+    shown = out.getvalue().rpartition("\r\x1b[K")[2]
+    assert len(shown) == 99 and "…" in shown and shown.endswith("| restarts 0")
+    columns[0] = 400  # wide enough: every stream by name, as in a log
+    line.update(3.0, {n: 30 * (i % 3 + 1) for i, n in enumerate(names)}, stats, 0, None)
+    assert "camera/front_left 20.0Hz" in out.getvalue().rpartition("\r\x1b[K")[2]
+
+
 def test_counter_totals_survive_restarts() -> None:
     totals = CounterTotals()
     totals.update("ingest:x", 100, {"produced": 5, "schema_bad_shape": 1, "provider": "cpu"})
