@@ -424,11 +424,16 @@ class Node(contextlib.AbstractContextManager["Node", None]):
         return sink
 
     def loop(
-        self, counters: Callable[[], dict[str, Any]], parts: Callable[[], Parts] | None = None
+        self,
+        counters: Callable[[], dict[str, Any]],
+        parts: Callable[[], Parts] | None = None,
+        working: Callable[[], bool] | None = None,
     ) -> Iterator[None]:
         """One iteration per pass of the node's loop until a stop request; after each, a heartbeat with
-        `counters()` (and `parts()`, the counters of the nodes it runs inside itself) when one is due.
-        Keep each pass under about `POLL_MS` so a stop is seen promptly."""
+        `counters()` (and `parts()`, the counters of the nodes it runs inside itself) when one is due,
+        and `working()`, when given, holds: a node whose work is stuck off its loop (a thread's) sends
+        none, so that the supervisor sees it hung. Keep each pass under about `POLL_MS` so a stop is
+        seen promptly."""
         self.counters = counters
         self.parts = parts
         # Everything allocated so far (modules, config, sockets, the model) lives as long as the process;
@@ -436,7 +441,8 @@ class Node(contextlib.AbstractContextManager["Node", None]):
         gc.freeze()
         while self.running:
             yield
-            self.beat()
+            if working is None or working():
+                self.beat()
 
     def beat(self, counters: dict[str, Any] | None = None) -> None:
         """A heartbeat, when one is due, with `counters` or else `self.counters()` (built only then)."""

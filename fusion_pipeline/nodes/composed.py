@@ -1,4 +1,5 @@
-"""Composed node: ingest for every stream, the sync stage and the inference stage in one process, one loop.
+"""Composed node: ingest for every stream and the sync stage in one loop, the inference stage on a thread
+beside it, in one process.
 
     python -m fusion_pipeline.nodes.composed --config PATH --run-dir DIR
 
@@ -62,19 +63,26 @@ from fusion_pipeline.transport import Publisher, Role, Sample
 
 log = logging.getLogger("fusion_pipeline.nodes.composed")
 
+STOP_WAIT_S = 1.0  # for the model's run in progress at a stop: well inside the supervisor's stop grace
+
 
 class InferenceThread:
     """The model's runs on a thread of their own (onnxruntime releases the GIL while it runs), one set at
     a time: a set handed over while the model is busy waits, and a newer one replaces it (counted as
-    skipped). An error on the thread is raised again in the loop by `check`, which ends the node."""
+    skipped). An error on the thread is raised again in the loop by `check`, which ends the node.
+    `run_s` says how long the run in progress has taken: the loop goes on beating whatever the thread
+    does, so the node withholds its heartbeat while a run lasts longer than a beat's period, and a model
+    that never returns is seen as hung and restarted, as the inference node is."""
 
     def __init__(self, stage: InferenceStage, sink: Publisher) -> None:
         self.stage = stage
+        self.taken = 0  # sets the model took, as the inference node counts them received
         self.skipped = 0
         self._sink = sink
         self._changed = threading.Condition()
         self._waiting: Sample | None = None
         self._stopping = False
+        self._run_started: float | None = None  # monotonic
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._serve, name="inference", daemon=True)
         self._thread.start()
@@ -90,20 +98,38 @@ class InferenceThread:
         if self._error is not None:
             raise self._error
 
-    def stop(self) -> None:
-        """Ends the thread after the run in progress (a set still waiting is not run)."""
+    def run_s(self) -> float:
+        started = self._run_started
+        return 0.0 if started is None else time.monotonic() - started
+
+    def stop(self, timeout_s: float = STOP_WAIT_S) -> None:
+        """Ends the thread: a set still waiting is skipped, and the result of the run in progress is not
+        published. A run that does not end within `timeout_s` is left to end with the process (the
+        thread is a daemon), so that the node exits and says why rather than outlive its stop grace."""
         with self._changed:
             self._stopping = True
+            if self._waiting is not None:
+                self.skipped += 1
+                self._waiting = None
             self._changed.notify()
-        self._thread.join()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning("the model's run in progress (%.1f s so far) did not end at the stop", self.run_s())
+        elif self._error is not None:  # from the last run, after the loop's last look (check)
+            log.error("the model's thread failed", exc_info=self._error)
 
     def _serve(self) -> None:
         try:
             while (fused := self._next()) is not None:
+                self._run_started = time.monotonic()
                 result = self.stage.run(fused)
-                if result is not None:
-                    result.meta["stages"][PUBLISH] = time.time_ns()
-                    self._sink.send(result)
+                self._run_started = None
+                with self._changed:  # once stopping, the node closes the results socket: not used here
+                    if self._stopping:
+                        return
+                    if result is not None:
+                        result.meta["stages"][PUBLISH] = time.time_ns()
+                        self._sink.send(result)
         except BaseException as exc:  # noqa: BLE001 - raised again in the node's loop (check)
             self._error = exc
 
@@ -113,6 +139,7 @@ class InferenceThread:
             if self._stopping:
                 return None
             fused, self._waiting = self._waiting, None
+            self.taken += 1
             return fused
 
 
@@ -141,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
             results_out.last_endpoint,
         )
         added = 0  # model-ready samples into the sync stage
-        handed = 0  # sets completed for inference
         skipped = 0  # of those, passed over for a newer set of the same pass
 
         def counters() -> dict[str, object]:
@@ -152,14 +178,15 @@ def main(argv: list[str] | None = None) -> int:
                 **{node_name("ingest", s.ingest.config.name): s.counters() for s in streams},
                 "synchronizer": {"received": added, **sync.counters()},
                 "inference": {
-                    "received": handed,
+                    "received": inference.taken,
                     "skipped": skipped + inference.skipped,
                     **inference.stage.counters(),
                 },
             }
 
+        beat_s = config.pipeline.heartbeat_ms / 1000
         try:
-            for _ in node.loop(counters, parts):
+            for _ in node.loop(counters, parts, working=lambda: inference.run_s() <= beat_s):
                 inference.check()
                 # Serve one stream at a time, the first ready in priority order (the reference first),
                 # and look again after each, until a set is complete: a reference message that arrives
@@ -186,7 +213,6 @@ def main(argv: list[str] | None = None) -> int:
                 emitted = time.time_ns()
                 for fused in sets:
                     fused.meta["stages"][SYNC_EMIT] = emitted
-                handed += len(sets)
                 skipped += len(sets) - 1
                 inference.hand(newest)
                 for fused in sets:

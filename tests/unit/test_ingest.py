@@ -421,7 +421,7 @@ def test_a_driver_stopped_and_woken_is_a_gap_not_a_jump(held: int) -> None:
 
 
 def test_a_receiver_woken_from_a_stall_finds_a_gap_after_its_queue_not_a_jump() -> None:
-    """A receiver stalled for 2 s (a composed node's long model run) takes the 16 frames its queue held,
+    """A receiver stalled for 2 s (a SIGSTOP, a host too busy to run it) takes the 16 frames its queue held,
     stamped before the stall, then the frames after those its sender dropped meanwhile: measured from
     arrivals, which came together, the skip looked forged (a third of a second of real frames dropped
     as seq_jumps, nothing counted lost)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,21 +126,27 @@ def _set(seq: int) -> Sample:
     return Sample(SET_STREAM, SET_MODALITY, seq, seq, arrays, "", {"presence": [1, 1, 1, 1], "stages": {}})
 
 
-def test_the_model_thread_runs_the_newest_set_handed_to_it_and_counts_the_ones_it_replaced(
-    ipc_dir: Path,
-) -> None:
-    """The composed node's model runs on a thread: while a run holds it, the sets handed over replace each
-    other (the inference node's drain to the newest); an error on the thread is raised in the loop."""
-    started, release = threading.Event(), threading.Event()
+class _HeldClock:
+    """The inference stage's clock, which holds a run at its start while `hold` is set, as a model run
+    that takes that long; with `fail` set, the run fails (a provider error)."""
 
-    def clock() -> int:  # the first run's start holds the model until released
-        started.set()
-        assert release.wait(10)
-        if broken.is_set():
+    def __init__(self) -> None:
+        self.started, self.hold, self.fail = threading.Event(), threading.Event(), threading.Event()
+        self.released = threading.Event()
+
+    def __call__(self) -> int:
+        self.started.set()
+        if self.hold.is_set():
+            assert self.released.wait(10)
+        if self.fail.is_set():
             raise RuntimeError("the provider failed")
         return time.time_ns()
 
-    broken = threading.Event()
+
+@pytest.fixture
+def held_model(ipc_dir: Path) -> Iterator[tuple[InferenceThread, _HeldClock, Subscriber]]:
+    """The composed node's model thread with a held clock, its results read on an ipc socket."""
+    clock = _HeldClock()
     stage = InferenceStage(ModelRuntime(parse_config(COMPOSED_TEXT)), clock=clock)
     url = f"ipc://{ipc_dir}/results.sock"
     with (
@@ -149,20 +156,67 @@ def test_the_model_thread_runs_the_newest_set_handed_to_it_and_counts_the_ones_i
         assert sink.wait_for_subscribers()
         model = InferenceThread(stage, sink)
         try:
-            model.hand(_set(0))
-            assert started.wait(10)
-            for seq in (1, 2, 3):
-                model.hand(_set(seq))
-            release.set()
-            got = [results.recv(timeout_ms=5000) for _ in range(2)]
-            assert [r.meta["set_seq"] for r in got if r is not None] == [0, 3]
-            assert model.skipped == 2
-            broken.set()
-            model.hand(_set(4))
-            deadline = time.monotonic() + 5
-            with pytest.raises(RuntimeError, match="the provider failed"):
-                while time.monotonic() < deadline:
-                    model.check()
-                    time.sleep(0.01)
+            yield model, clock, results
         finally:
+            clock.released.set()
             model.stop()
+
+
+def test_the_model_thread_runs_the_newest_set_handed_to_it_and_counts_the_ones_it_replaced(
+    held_model: tuple[InferenceThread, _HeldClock, Subscriber],
+) -> None:
+    """The composed node's model runs on a thread: while a run holds it, the sets handed over replace each
+    other (the inference node's drain to the newest); an error on the thread is raised in the loop."""
+    model, clock, results = held_model
+    clock.hold.set()
+    model.hand(_set(0))
+    assert clock.started.wait(10)
+    time.sleep(0.1)
+    assert model.run_s() >= 0.1  # the node withholds its heartbeat while a run lasts over a beat
+    for seq in (1, 2, 3):
+        model.hand(_set(seq))
+    clock.released.set()
+    got = [results.recv(timeout_ms=5000) for _ in range(2)]
+    assert [r.meta["set_seq"] for r in got if r is not None] == [0, 3]
+    assert (model.taken, model.skipped, model.run_s()) == (2, 2, 0.0)
+    clock.fail.set()
+    model.hand(_set(4))
+    deadline = time.monotonic() + 5
+    with pytest.raises(RuntimeError, match="the provider failed"):
+        while time.monotonic() < deadline:
+            model.check()
+            time.sleep(0.01)
+
+
+def test_a_stop_skips_the_waiting_set_publishes_no_more_and_leaves_a_run_that_does_not_end(
+    held_model: tuple[InferenceThread, _HeldClock, Subscriber], caplog: pytest.LogCaptureFixture
+) -> None:
+    """At a stop, the set waiting was counted received and never run nor skipped; the join waited for a
+    run however long (a model stuck in its provider kept the node past its stop grace, killed, its
+    last counters lost); and an error of the last run went unsaid."""
+    model, clock, results = held_model
+    clock.hold.set()
+    model.hand(_set(0))
+    assert clock.started.wait(10)
+    model.hand(_set(1))
+    started = time.monotonic()
+    model.stop(timeout_s=0.3)
+    assert time.monotonic() - started < 2
+    assert "the model's run in progress" in caplog.text and "did not end at the stop" in caplog.text
+    assert (model.taken, model.skipped) == (1, 1)
+    clock.released.set()  # the run ends after the stop: its result is not sent on a socket being closed
+    assert results.recv(timeout_ms=500) is None
+
+
+def test_an_error_of_the_last_run_before_a_stop_is_logged(
+    held_model: tuple[InferenceThread, _HeldClock, Subscriber], caplog: pytest.LogCaptureFixture
+) -> None:
+    model, clock, _ = held_model
+    clock.hold.set()
+    clock.fail.set()
+    model.hand(_set(0))
+    assert clock.started.wait(10)
+    clock.released.set()
+    time.sleep(0.2)  # the run fails before the stop: the loop has not looked since
+    model.stop()
+    assert "the model's thread failed" in caplog.text and "the provider failed" in caplog.text
