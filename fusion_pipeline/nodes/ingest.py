@@ -26,7 +26,7 @@ from fusion_pipeline.inference import load_bindings
 from fusion_pipeline.ingest import Ingest
 from fusion_pipeline.node import POLL_MS, Node, run_node, stream_hwm
 from fusion_pipeline.protocol import INGEST_OUT
-from fusion_pipeline.sync import settings_from_config
+from fusion_pipeline.sync import settings_from_config, skip_marker
 from fusion_pipeline.transport import Sample
 
 log = logging.getLogger("fusion_pipeline.nodes.ingest")
@@ -58,12 +58,14 @@ class StreamIngest:
         # Behind on a discrete stream: every drained message is admitted in order (header checks, seq
         # tracking) and the newest admitted one is finished; audio, or a replay: every message in full.
         self.drain_newest = self.ingest.drain_newest and not node.replay
+        self.replay = node.replay
         self.published = 0  # model-ready samples handed on
         self._reported: set[str] = set()
 
     def take(self, timeout_ms: int) -> Sample | None:
         """The next model-ready sample, stamped ingest_out, waiting at most `timeout_ms` for a message;
-        None when none came or it was dropped (counted)."""
+        None when none came or it was dropped (counted). In a replay a dropped message gives its skip
+        marker instead (sync.reorder), so that the synchronizer's replay order does not wait for it."""
         ingest = self.ingest
         if self.drain_newest:
             sample = self.source.recv_newest(
@@ -76,7 +78,8 @@ class StreamIngest:
         if len(self._reported) < len(self.source.malformed) + len(ingest.rejected):
             self._report_new_drop_reasons()
         if out is None:
-            return None
+            replay_seq = None if sample is None or not self.replay else sample.meta.get("replay_seq")
+            return skip_marker(replay_seq) if type(replay_seq) is int else None
         out.meta["stages"][INGEST_OUT] = time.time_ns()
         self.published += 1
         return out

@@ -28,7 +28,7 @@ from fusion_pipeline.inference import load_bindings
 from fusion_pipeline.node import POLL_MS, Node, run_node, stream_hwm
 from fusion_pipeline.ops import percentiles
 from fusion_pipeline.protocol import SET_MODALITY, SET_STREAM, SYNC_EMIT, SYNC_IN
-from fusion_pipeline.sync import END_STREAM, ReplayOrder, SyncStage, end_endpoint
+from fusion_pipeline.sync import END_STREAM, SKIP_STREAM, ReplayOrder, SyncStage, end_endpoint
 from fusion_pipeline.transport import Role, Sample
 
 log = logging.getLogger("fusion_pipeline.nodes.synchronizer")
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         topics = [s.name for s in config.streams]
         if node.replay:
             inputs.append(end_endpoint(node.run_dir))
-            topics.append(END_STREAM)
+            topics += [END_STREAM, SKIP_STREAM]
         # One receive HWM for every connection: the largest continuous stream's queue (1 s at its rate).
         hwm = max([INPUT_HWM, *(stream_hwm(s) or 0 for s in config.streams)])
         source = node.subscriber(inputs, topics, hwm=hwm)
@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
                 if received is not None:
                     arrived += order.push(received.meta.get("replay_seq"), received, now)
                 for sample in arrived:
-                    publish(stage.flush(now) if sample.stream == END_STREAM else stage.add(sample, now))
+                    if sample.stream == END_STREAM:
+                        publish(stage.flush(now))
+                    elif sample.stream != SKIP_STREAM:  # a message ingest refused: its place, passed over
+                        publish(stage.add(sample, now))
             else:
                 # Everything already waiting goes in before the clock's deadlines pass: behind on a 1 kHz
                 # stream, a tick between its queued samples would close sets they belong to. At most

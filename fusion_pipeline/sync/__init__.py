@@ -14,9 +14,11 @@ from fusion_pipeline.sync.policy import (
 from fusion_pipeline.sync.reorder import (
     END_MODALITY,
     END_STREAM,
+    SKIP_STREAM,
     ReplayOrder,
     ReplayOrderCounters,
     end_endpoint,
+    skip_marker,
 )
 from fusion_pipeline.sync.sets import (
     INPUT_REASONS,
@@ -39,6 +41,7 @@ __all__ = [
     "MatchedSet",
     "ReplayOrder",
     "ReplayOrderCounters",
+    "SKIP_STREAM",
     "SetBuilder",
     "StreamSync",
     "SyncCounters",
@@ -48,4 +51,5 @@ __all__ = [
     "Synchronizer",
     "end_endpoint",
     "settings_from_config",
+    "skip_marker",
 ]

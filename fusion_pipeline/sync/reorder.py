@@ -8,12 +8,14 @@ which messages make a set. `ReplayOrder` holds early messages until every earlie
 hands them on in send order: the synchronizer sees the log exactly as recorded at any replay speed, while
 the ingest nodes work in parallel.
 
-A message that never arrives (ingest refused it as malformed) would hold everything behind it, so a hole
-older than ``gap_timeout_ns`` is skipped (counted as ``replay_gaps``), as is one in front of more than
-``max_held`` waiting messages. A message without replay_seq passes straight through. Input never makes
-it raise: a replay_seq that is not an unsigned integer (``replay_bad_seq``), or an index already held
-(``replay_duplicates``, the first one stays), is dropped and counted. Pure logic: the caller passes the
-clock.
+A message ingest refuses (a frame its front end cannot take, a stamp it drops) comes as its skip marker
+instead (`skip_marker`: stream ``SKIP_STREAM``, no arrays, its replay_seq), which takes its place in the
+order and is then passed over. A message that never arrives (one so malformed that its replay_seq is
+unknown) would hold everything behind it, so a hole older than ``gap_timeout_ns`` is skipped (counted as
+``replay_gaps``), as is one in front of more than ``max_held`` waiting messages. A message without
+replay_seq passes straight through. Input never makes it raise: a replay_seq that is not an unsigned
+integer (``replay_bad_seq``), or an index already held (``replay_duplicates``, the first one stays), is
+dropped and counted. Pure logic: the caller passes the clock.
 
 The end of a replay is a message of its own (docs/PROTOCOL.md section 5, "End of a replay"): stream
 ``END_STREAM``, sent by the replayer on ``end_endpoint(run_dir)`` straight to the synchronizer, with the
@@ -27,13 +29,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
-__all__ = ["END_MODALITY", "END_STREAM", "ReplayOrder", "ReplayOrderCounters", "end_endpoint"]
+from fusion_pipeline.transport import Sample
+
+__all__ = [
+    "END_MODALITY",
+    "END_STREAM",
+    "SKIP_STREAM",
+    "ReplayOrder",
+    "ReplayOrderCounters",
+    "end_endpoint",
+    "skip_marker",
+]
 
 _T = TypeVar("_T")
 
 #: The end-of-replay message: this stream and modality, no arrays, meta {"replay_seq": messages sent}.
 END_STREAM = "replay/end"
 END_MODALITY = "end"
+#: What ingest sends in a replay for a message it refused: this stream, modality "skip", no arrays,
+#: meta {"replay_seq": the refused message's}.
+SKIP_STREAM = "replay/skip"
+
+
+def skip_marker(replay_seq: int) -> Sample:
+    """The stand-in for a replayed message that ingest refused, so that the order does not wait for it."""
+    return Sample(SKIP_STREAM, "skip", 0, 0, {}, "", {"replay_seq": replay_seq})
 
 
 def end_endpoint(run_dir: Path) -> str:

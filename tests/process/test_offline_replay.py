@@ -1,5 +1,6 @@
 """`replay --offline` against the socket graph's `replay --max-speed`: the same sets and the same results,
-bitwise, for the demo log and for a log with a dead camera stretch (CPU).
+bitwise, for the demo log, a log with a dead camera stretch, and a log with camera frames ingest refuses
+(CPU).
 
 The socket side runs as a user runs it: the CLI starts the node processes; a `record` process beside them
 keeps the sets the synchronizer node publishes. The offline side writes its own sets (OfflineGraph's
@@ -12,23 +13,48 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from commands import run_cli, sample_log
 from paths import ROOT
 from pipeline_harness import add_to_stream, demo_text
 
 from fusion_pipeline.config import load_config
-from fusion_pipeline.logs import LogReader
+from fusion_pipeline.logs import LogReader, LogWriter
 from fusion_pipeline.offline import OfflineGraph
 from fusion_pipeline.transport import Sample
 
 LOG_S = 12
 #: The camera sends nothing from 4 s to 6.5 s into the log: 25 sets lose their camera.
 CAMERA_OUTAGE = "sim = { outage = { start_s = 4.0, duration_s = 2.5 } }"
-CASES = {"demo": None, "camera_outage": CAMERA_OUTAGE}
+
+
+def _refused_frames(log: Path) -> Path:
+    """The log with every 7th camera frame too small for the model's input: ingest refuses each one
+    (schema_preprocess). The socket graph's synchronizer waited a second for each in its replay order,
+    and the replay ended with results missing, exit 0."""
+    edited = log.with_name("refused.mcap")
+    with LogWriter(edited) as writer:
+        for message in LogReader(log):
+            sample = message.sample
+            if sample.stream == "camera/front" and sample.seq % 7 == 3:
+                sample = Sample(
+                    sample.stream, sample.modality, sample.seq, sample.stamp_ns,
+                    {"image": np.zeros((32, 32, 3), np.uint8)}, sample.frame_id, sample.meta,
+                )  # fmt: skip
+            writer.write(sample, log_time_ns=message.log_time_ns)
+    return edited
+
+
+#: name -> (the camera's config line, what is done to the log)
+CASES: dict[str, tuple[str | None, Callable[[Path], Path] | None]] = {
+    "demo": (None, None),
+    "camera_outage": (CAMERA_OUTAGE, None),
+    "refused_frames": (None, _refused_frames),
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +68,18 @@ def run_dir() -> Iterator[Path]:
 def case(request: pytest.FixtureRequest, run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The config (the demo's, with the case's camera line) and a LOG_S log its simulated sensors make."""
     folder = tmp_path_factory.mktemp(request.param)
-    line = CASES[request.param]
+    line, edit = CASES[request.param]
     config = folder / "config.toml"
     config.write_text(
         demo_text(run_dir, None if line is None else lambda t: add_to_stream(t, "camera/front", line))
     )
     log = sample_log(folder / "log.mcap", LOG_S, config)
-    return {"name": request.param, "config": config, "log": log, "folder": folder}
+    return {
+        "name": request.param,
+        "config": config,
+        "log": log if edit is None else edit(log),
+        "folder": folder,
+    }
 
 
 def _socket_replay(case: dict, results: Path, sets: Path) -> dict:
@@ -128,6 +159,8 @@ def test_offline_sets_and_results_equal_the_socket_graphs(case: dict) -> None:
     assert offline["sent"] == socket["sent"] and socket["replay_gaps"] == 0
     assert offline["results"] == again.results == socket["results"] == lidar
     assert offline["drops"] == socket["drops"]
+    if case["name"] == "refused_frames":
+        assert "schema_preprocess" in json.dumps(socket["drops"]), socket["drops"]
 
     camera_missing = sum(1 for r in results if not r.arrays["presence"][0])
     if case["name"] == "camera_outage":
