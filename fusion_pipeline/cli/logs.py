@@ -429,6 +429,17 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
     for problem in reader.truncated:
         print(f"  log cut short: {problem}", file=sys.stderr)
     sync = graph.supervisor.counters.totals("synchronizer") if graph is not None else {}
+    inference = graph.supervisor.counters.totals("inference") if graph is not None else {}
+    # Sets made that neither gave a result nor were refused by the model: the replay ended before them.
+    unanswered = max(0, sync.get("sets_published", 0) - inference.get("bad_sets", 0) - report.results)
+    if graph is not None and unanswered:
+        log.warning(
+            "WARNING: %d of the %d sets the synchronizer made gave no result before the replay ended "
+            "(none came for the last %g s of the wait: a model that slow, or a set lost)",
+            unanswered,
+            sync.get("sets_published", 0),
+            settings.results_timeout_s,
+        )
     return {
         "sent": report.sent,
         "results": report.results,
@@ -440,6 +451,7 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
         "replay_gaps": sync.get("replay_gaps"),
         "replay_held_max": sync.get("replay_held_max"),
         "inference_skipped": summary.get("inference_skipped"),
+        "unanswered_sets": unanswered if graph is not None else None,
         "drops": summary.get("drops"),
     }
 

@@ -24,7 +24,7 @@ with ``--replay``) the replay is deterministic and lossless end to end without e
 After the last message the replayer tells the synchronizer that the replay ended (the end-of-replay
 message, fusion_pipeline.sync.reorder: it flushes the sets still open, so every reference message becomes a
 set or a counted drop), then waits for a result for every reference message sent, or until none came
-for ``results_timeout_s``.
+for ``results_timeout_s`` (the command then says how many sets the synchronizer made gave no result).
 
 What is sent, in which order, with which meta (the planned streams, the window, loop passes) is
 fusion_pipeline.logs.send_order's, shared with the offline graph (fusion_pipeline.offline), which feeds

@@ -42,7 +42,9 @@ class ReplaySettings:
     streams: Sequence[str] = ()  # log stream names; empty = every log stream the config knows
     remap: Mapping[str, str] = field(default_factory=dict)  # log stream -> config stream
     graph: bool = False  # a pipeline consumes the replay: messages carry replay_seq, results are awaited
-    results_timeout_s: float = 1.0
+    # Longer than the synchronizer's wait for a hole in its replay order (1 s), so a set behind one still
+    # has its result awaited.
+    results_timeout_s: float = 2.0
     subscribers_timeout_s: float = 10.0
     results_path: Path | None = None
     progress: bool = True

@@ -64,6 +64,24 @@ def test_replay_with_allow_truncated_replays_what_the_log_holds(
     assert 0 < held < 10 and json.loads(report.read_text())["sent"]["lidar/top"] == held
 
 
+def test_a_replay_that_ends_before_its_sets_gave_results_says_how_many(
+    logs: dict[str, Path], tmp_path: Path, run_cli
+) -> None:
+    """A model slower than the replay's wait for results at the end (seconds a run): the replay ended with
+    the results of a few of its sets, said only as "results N for M reference messages"."""
+    config = tmp_path / "slow.toml"
+    config.write_text(DEMO.replace("[model]\n", "[model]\nslowdown = 3000\n", 1))
+    report = tmp_path / "report.json"
+    done = run_cli(
+        "replay", str(logs["whole"]), "-c", str(config), "--max-speed", "--no-progress",
+        "--report-json", str(report), timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    unanswered = json.loads(report.read_text())["unanswered_sets"]
+    assert unanswered > 0
+    assert f"WARNING: {unanswered} of the " in done.stderr and "gave no result before the" in done.stderr
+
+
 def test_export_foxglove_refuses_a_log_cut_short_unless_allowed(
     logs: dict[str, Path], tmp_path: Path, run_cli
 ) -> None:
