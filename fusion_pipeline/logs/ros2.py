@@ -174,7 +174,8 @@ def import_ros2(
             where = f"topic {c.topic} ({c.msgtype})"
             wanted = by_topic[c.topic].modality or MODALITIES.get(c.msgtype)
             if wanted is None:
-                raise Ros2Error(f"{where}: type {c.msgtype} is not supported")
+                known = ", ".join(sorted(MODALITIES))
+                raise Ros2Error(f"{where}: type {c.msgtype} is not supported (the types imported: {known})")
             modality[c.topic] = wanted
         if "audio" not in modality.values():
             for option, value in (("--sample-rate", sample_rate), ("--channels", channels)):
@@ -220,12 +221,17 @@ def import_ros2(
                     )
                     writer.write(sample, log_time_ns=bag_ns)
                     counts[target.stream] = counts.get(target.stream, 0) + 1
+            if not counts:
+                raise Ros2Error(f"{bag}: the topics mapped ({', '.join(sorted(by_topic))}) hold no message")
         except BaseException:
             for path in writer.paths:  # a half-converted log is no log: leave nothing behind
                 path.unlink(missing_ok=True)
             raise
     finally:
         reader.close()
+    for topic, target in sorted(by_topic.items()):
+        if target.stream not in counts:
+            log.warning("%s: topic %s holds no message: the log has no %s", out, topic, target.stream)
     for target, n in zero_stamps.items():
         log.warning(
             "%s: topic %s: %d of %d messages have a zero header stamp, kept as their stamp_ns (their log "

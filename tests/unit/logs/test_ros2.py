@@ -198,6 +198,27 @@ def test_unsupported_types_and_encodings_name_topic_and_type(tmp_path: Path) -> 
             parse_map([f"/cam={name}"])
 
 
+def test_a_mapped_topic_without_messages_is_said_and_a_bag_of_none_imports_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mapped topic the bag declares but holds no message of gave no word (the log simply lacked its
+    stream), and when no mapped topic held any, an empty log was written with exit 0."""
+    bag = tmp_path / "bag"
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        cam = writer.add_connection("/cam", "sensor_msgs/msg/Image", typestore=STORE)
+        writer.add_connection("/cam2", "sensor_msgs/msg/Image", typestore=STORE)
+        image = _image(T0, np.zeros((2, 2, 3), np.uint8), "rgb8")
+        writer.write(cam, T0, STORE.serialize_cdr(image, "sensor_msgs/msg/Image"))
+    out = tmp_path / "some.mcap"
+    maps = [TopicMap("/cam", "camera/front"), TopicMap("/cam2", "camera/back")]
+    assert import_ros2(bag, out, maps) == {"camera/front": 1}
+    assert f"{out}: topic /cam2 holds no message: the log has no camera/back" in caplog.text
+    none = tmp_path / "none.mcap"
+    with pytest.raises(Ros2Error, match=r"the topics mapped \(/cam2\) hold no message"):
+        import_ros2(bag, none, [TopicMap("/cam2", "camera/back")])
+    assert not none.exists()
+
+
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_export_then_import_round_trips(tmp_path: Path, storage: str) -> None:
     rng = np.random.default_rng(1)
