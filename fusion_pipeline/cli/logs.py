@@ -493,8 +493,9 @@ def _replay_offline(
 def _import_ros2(args: argparse.Namespace) -> int:
     """convert a ROS 2 bag (sqlite3 or mcap storage) into a log (extra [ros])
 
-    Image (rgb8, bgr8, mono8), CompressedImage (jpeg), PointCloud2 (float32 x, y, z [, intensity];
-    radar: x, y, z, velocity, rcs, as a cloud with velocity and rcs is unless mapped :lidar),
+    Image (rgb8, bgr8, mono8), CompressedImage (jpeg), PointCloud2 (x, y, z [, intensity], any numeric
+    field type, read as float32; radar: x, y, z, velocity, rcs, as a cloud with velocity and rcs is
+    unless mapped :lidar),
     audio_common_msgs AudioData[Stamped] (S16LE as int16, F32LE as float32; sample rate, channels and
     format from the bag's AudioInfo on TOPIC_info, else --sample-rate, --channels and S16LE) and
     std_msgs String results as export-ros2 writes them (JSON, back as results with their seq).

@@ -155,8 +155,13 @@ def _compressed(msg: Any, where: str) -> dict[str, np.ndarray]:
     return {"jpeg": np.frombuffer(memoryview(msg.data), np.uint8).copy()}
 
 
+#: sensor_msgs/PointField datatypes, as numpy reads them (little-endian).
+POINT_FIELD_TYPES = {1: "<i1", 2: "<u1", 3: "<i2", 4: "<u2", 5: "<i4", 6: "<u4", 7: "<f4", 8: "<f8"}
+
+
 def _cloud(msg: Any, where: str, names: Sequence[str], optional: Sequence[str]) -> np.ndarray:
-    """Columns `names` of a PointCloud2 as float32 [N, len(names)]; `optional` ones are 0 when absent."""
+    """Columns `names` of a PointCloud2 as float32 [N, len(names)], from any numeric field type (a lidar's
+    uint8 intensity, float64 coordinates); `optional` ones are 0 when absent."""
     if msg.is_bigendian:
         raise Ros2Error(f"{where}: big-endian PointCloud2 is not supported")
     fields = {f.name: f for f in msg.fields}
@@ -166,11 +171,12 @@ def _cloud(msg: Any, where: str, names: Sequence[str], optional: Sequence[str]) 
             if name in optional:
                 continue
             raise Ros2Error(f"{where}: PointCloud2 has no field {name!r} (fields: {sorted(fields)})")
-        if field.datatype != _FLOAT32 or field.count != 1:
+        if field.datatype not in POINT_FIELD_TYPES or field.count != 1:
             raise Ros2Error(
-                f"{where}: PointCloud2 field {name!r} must be one float32 (datatype {field.datatype})"
+                f"{where}: PointCloud2 field {name!r} must be one number (datatype 1 to 8, count 1), "
+                f"not datatype {field.datatype} count {field.count}"
             )
-        if field.offset + 4 > msg.point_step:
+        if field.offset + np.dtype(POINT_FIELD_TYPES[field.datatype]).itemsize > msg.point_step:
             raise Ros2Error(
                 f"{where}: PointCloud2 field {name!r} at offset {field.offset} overruns point_step"
             )
@@ -179,7 +185,7 @@ def _cloud(msg: Any, where: str, names: Sequence[str], optional: Sequence[str]) 
     dtype = np.dtype(
         {
             "names": present,
-            "formats": ["<f4"] * len(present),
+            "formats": [POINT_FIELD_TYPES[fields[n].datatype] for n in present],
             "offsets": [fields[n].offset for n in present],
             "itemsize": msg.point_step,
         }

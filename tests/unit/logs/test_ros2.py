@@ -198,6 +198,30 @@ def test_unsupported_types_and_encodings_name_topic_and_type(tmp_path: Path) -> 
             parse_map([f"/cam={name}"])
 
 
+def test_a_cloud_of_other_numeric_fields_imports_as_float32(tmp_path: Path) -> None:
+    """float64 coordinates and a uint8 intensity (common on lidars) refused the whole import."""
+    points = np.array([[1.5, -2.25, 0.5, 7], [3.0, 4.0, -1.0, 255]])
+    layout = np.dtype({"names": ["x", "y", "z", "intensity"], "formats": ["<f8", "<f8", "<f8", "u1"],
+                       "offsets": [0, 8, 16, 24], "itemsize": 32})  # fmt: skip
+    data = np.zeros(len(points), layout)
+    for i, name in enumerate(layout.names):
+        data[name] = points[:, i]
+    field = T["sensor_msgs/msg/PointField"]
+    cloud = T["sensor_msgs/msg/PointCloud2"](
+        header=_header(T0, "lidar_top"), height=1, width=len(points),
+        fields=[field(name=n, offset=o, datatype=t, count=1) for n, o, t in
+                (("x", 0, 8), ("y", 8, 8), ("z", 16, 8), ("intensity", 24, 2))],
+        is_bigendian=False, point_step=32, row_step=32 * len(points),
+        data=np.frombuffer(data.tobytes(), np.uint8), is_dense=True,
+    )  # fmt: skip
+    bag = tmp_path / "bag"
+    _write_bag(bag, StoragePlugin.SQLITE3, [("/points", "sensor_msgs/msg/PointCloud2", T0, cloud)])
+    out = tmp_path / "cloud.mcap"
+    import_ros2(bag, out, [TopicMap("/points", "lidar/top")])
+    (message,) = LogReader(out)
+    np.testing.assert_array_equal(message.sample.arrays["points"], points.astype(np.float32))
+
+
 def test_a_mapped_topic_without_messages_is_said_and_a_bag_of_none_imports_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
