@@ -497,7 +497,8 @@ def _import_ros2(args: argparse.Namespace) -> int:
     field type, read as float32; radar: x, y, z, velocity, rcs, as a cloud with velocity and rcs is
     unless mapped :lidar),
     audio_common_msgs AudioData[Stamped] (S16LE as int16, F32LE as float32; sample rate, channels and
-    format from the bag's AudioInfo on TOPIC_info, else --sample-rate, --channels and S16LE) and
+    format from the bag's AudioInfo on TOPIC_info, else --sample-rate, --channels and S16LE),
+    sensor_msgs Imu (a generic stream: linear acceleration and angular velocity as 6 float32) and
     std_msgs String results as export-ros2 writes them (JSON, back as results with their seq).
     """
     from fusion_pipeline.logs.ros2 import import_ros2, parse_map, require_rosbags
@@ -512,7 +513,12 @@ def _import_ros2(args: argparse.Namespace) -> int:
 
 
 def _export_ros2(args: argparse.Namespace) -> int:
-    """write logs (and results) as a ROS 2 bag (extra [ros])"""
+    """write logs (and results) as a ROS 2 bag (extra [ros])
+
+    Camera as Image (rgb8) or CompressedImage, lidar and radar as PointCloud2, audio as AudioDataStamped
+    with its AudioInfo, a generic stream of 6 values (an IMU) as Imu, results as std_msgs String (JSON);
+    sets and other generic streams have no ROS 2 type and are said as not exported.
+    """
     from fusion_pipeline.logs.ros2 import export_ros2, require_rosbags
 
     require_rosbags()  # the extra missing is said before anything else

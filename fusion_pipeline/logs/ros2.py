@@ -90,8 +90,10 @@ def parse_map(items: Sequence[str]) -> list[TopicMap]:
                 f"--map {item!r}: stream name {stream!r} is not 1 to {STREAM_NAME_MAX} characters of "
                 "A-Z a-z 0-9 _ . / - (docs/PROTOCOL.md section 6)"
             )
-        if modality and modality not in ("camera", "lidar", "radar", "audio", "result"):
-            raise Ros2Error(f"--map {item!r}: modality must be camera, lidar, radar, audio or result")
+        if modality and modality not in ("camera", "lidar", "radar", "audio", "generic", "result"):
+            raise Ros2Error(
+                f"--map {item!r}: modality must be camera, lidar, radar, audio, generic or result"
+            )
         maps.append(TopicMap(topic, stream, modality or None))
     return maps
 
@@ -378,5 +380,9 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
         if lost:
             log.warning("%s: %s: %s", bag, topic, "; ".join(sorted(lost)))
     if skipped:
-        log.warning("%s: not exported (no ROS 2 type): %s", bag, skipped)
+        log.warning(
+            "%s: not exported (no ROS 2 type: sets, and generic streams but an IMU's 6 values): %s",
+            bag,
+            skipped,
+        )
     return counts

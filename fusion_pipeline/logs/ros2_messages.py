@@ -21,12 +21,18 @@ AudioDataStamped                                  (float32 from F32LE); sample_r
                                                   audio_common publishes it), else ``--sample-rate``,
                                                   ``--channels`` and S16LE; options that contradict the
                                                   AudioInfo are refused
+sensor_msgs/msg/Imu                    generic    ``values`` float32 [6]: linear_acceleration x, y, z (m/s²),
+                                                  angular_velocity x, y, z (rad/s), the layout of
+                                                  PROTOCOL.md section 5's IMU; the orientation is not
+                                                  carried
 std_msgs/msg/String                    result     a result that export-ros2 wrote (JSON, below)
 =====================================  =========  =====================================================
 
 Export writes the inverse: camera as Image rgb8 or CompressedImage, lidar and radar as PointCloud2, audio
 as AudioDataStamped in its own format (int16 as S16LE, float32 as F32LE: exact) described by an AudioInfo,
-and results as std_msgs/msg/String holding JSON ``{"format": "fusion-pipeline-result/1", "seq",
+a generic stream whose values are 6 numbers as Imu (no orientation: its covariance's first element -1, as
+sensor_msgs/Imu asks; other generic streams have no ROS 2 type and are said as not exported), and results
+as std_msgs/msg/String holding JSON ``{"format": "fusion-pipeline-result/1", "seq",
 "stamp_ns", "frame_id", "meta", "arrays": {NAME: {"dtype", "shape", "data": [...]}}}``, exact for every
 numeric dtype.
 """
@@ -56,6 +62,7 @@ __all__ = [
     "AudioFormat",
     "audio_info",
     "from_ros",
+    "imu_values",
     "losses",
     "odd_shape",
     "radar_fields",
@@ -82,6 +89,7 @@ _CLOUD = "sensor_msgs/msg/PointCloud2"
 _AUDIO = "audio_common_msgs/msg/AudioData"
 _AUDIO_STAMPED = "audio_common_msgs/msg/AudioDataStamped"
 AUDIO_INFO = "audio_common_msgs/msg/AudioInfo"
+_IMU = "sensor_msgs/msg/Imu"
 STRING = "std_msgs/msg/String"
 MODALITIES = {
     _IMAGE: "camera",
@@ -89,6 +97,7 @@ MODALITIES = {
     _CLOUD: "lidar",
     _AUDIO: "audio",
     _AUDIO_STAMPED: "audio",
+    _IMU: "generic",
     STRING: "result",
 }
 #: The audio sample formats (GStreamer names, as audio_common uses them) and their wire dtypes.
@@ -277,6 +286,10 @@ def from_ros(
             return {"samples": _audio(msg, where, audio)}, meta, None, ""
         stamped = _stamp_ns(msg.header), msg.header.frame_id
         return {"samples": _audio(msg.audio, where, audio)}, meta, *stamped
+    if msgtype == _IMU and modality == "generic":
+        a, w = msg.linear_acceleration, msg.angular_velocity
+        values = np.array([a.x, a.y, a.z, w.x, w.y, w.z], np.float32)
+        return {"values": values}, {}, _stamp_ns(msg.header), msg.header.frame_id
     raise Ros2Error(
         f"{where}: type {msgtype} as {modality} is not supported "
         f"(supported: {', '.join(f'{t} as {m}' for t, m in MODALITIES.items())}, {_CLOUD} as radar)"
@@ -416,7 +429,7 @@ def losses(sample: Sample, seq: int) -> list[str]:
     if sample.seq != seq:
         notes.append("seq not carried (import numbers a stream's messages from 0)")
     for name, array in sample.arrays.items():
-        if sample.modality in ("lidar", "radar") and array.dtype != np.float32:
+        if sample.modality in ("lidar", "radar", "generic") and array.dtype != np.float32:
             notes.append(f"{name} {array.dtype} converted to float32")
         if sample.modality == "camera" and array.dtype != np.uint8:
             notes.append(f"{name} {array.dtype} converted to uint8")
@@ -446,6 +459,26 @@ def to_ros(store: Any, sample: Sample) -> tuple[str, Any] | None:
         samples, _ = sample_audio_format(sample)
         audio = types[_AUDIO](data=samples.reshape(-1).view(np.uint8))
         return _AUDIO_STAMPED, types[_AUDIO_STAMPED](header=_header(store, sample), audio=audio)
+    if sample.modality == "generic" and imu_values(sample) is not None:
+        ax, ay, az, gx, gy, gz = (float(v) for v in imu_values(sample))
+        vector, unknown = types["geometry_msgs/msg/Vector3"], np.zeros(9)
+        return _IMU, types[_IMU](
+            header=_header(store, sample),
+            orientation=types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
+            orientation_covariance=np.array([-1.0, *[0.0] * 8]),  # -1: no orientation estimate
+            angular_velocity=vector(x=gx, y=gy, z=gz),
+            angular_velocity_covariance=unknown,
+            linear_acceleration=vector(x=ax, y=ay, z=az),
+            linear_acceleration_covariance=unknown,
+        )
     if sample.modality == "result":
         return STRING, types[STRING](data=_result_json(sample))
     return None
+
+
+def imu_values(sample: Sample) -> np.ndarray | None:
+    """A generic sample's values when they are an IMU's (6 numbers: PROTOCOL.md section 5), else None."""
+    values = sample.arrays.get("values")
+    if values is None or values.size != 6 or values.dtype.kind not in "iuf":
+        return None
+    return values.reshape(-1)

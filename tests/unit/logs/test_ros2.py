@@ -244,7 +244,9 @@ def test_a_mapped_topic_without_messages_is_said_and_a_bag_of_none_imports_nothi
 
 
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
-def test_export_then_import_round_trips(tmp_path: Path, storage: str) -> None:
+def test_export_then_import_round_trips(
+    tmp_path: Path, storage: str, caplog: pytest.LogCaptureFixture
+) -> None:
     rng = np.random.default_rng(1)
     samples = [
         Sample(
@@ -281,6 +283,7 @@ def test_export_then_import_round_trips(tmp_path: Path, storage: str) -> None:
             "mic",
             {"sample_rate": 16000},
         ),
+        Sample("imu", "generic", 0, T0 + 4, {"values": rng.normal(size=6).astype(np.float32)}, "imu_link"),
         Sample(
             "result/fused",
             "result",
@@ -291,17 +294,22 @@ def test_export_then_import_round_trips(tmp_path: Path, storage: str) -> None:
             {"classes": ["a"]},
         ),
         Sample("set/fused", "set", 0, T0, {}, ""),
+        # A generic stream that is no IMU (CAN frames) has no ROS 2 type: said, not exported.
+        Sample("can", "generic", 0, T0, {"values": np.zeros((4, 8), np.uint8)}, ""),
     ]
+    exported = samples[:6]
     with LogWriter(tmp_path / "log.mcap") as writer:
         for i, sample in enumerate(samples):
             writer.write(sample, T0 + 100 + i)
     bag = tmp_path / "bag"
     counts = export_ros2([tmp_path / "log.mcap"], bag, storage=storage)
-    assert counts == {f"/{s.stream}": 1 for s in samples[:5]}  # sets have no ROS 2 type
+    assert counts == {f"/{s.stream}": 1 for s in exported}  # sets have no ROS 2 type
+    assert "not exported (no ROS 2 type" in caplog.text and "'can': 1" in caplog.text
     with Reader(bag) as reader:
-        assert reader.message_count == 6  # and the audio topic's AudioInfo
+        assert reader.message_count == 7  # and the audio topic's AudioInfo
         types = {c.topic: c.msgtype for c in reader.connections}
         assert types["/result/fused"] == "std_msgs/msg/String"
+        assert types["/imu"] == "sensor_msgs/msg/Imu"
         assert types["/audio/roof_info"] == "audio_common_msgs/msg/AudioInfo"
         for connection, _, raw in reader.messages():
             msg = STORE.deserialize_cdr(raw, connection.msgtype)
@@ -318,12 +326,13 @@ def test_export_then_import_round_trips(tmp_path: Path, storage: str) -> None:
             "/radar/front=radar/front:radar",
             "/audio/roof=audio/roof",
             "/result/fused=result/fused",
+            "/imu=imu",
         ]
     )
     import_ros2(bag, tmp_path / "back.mcap", maps)  # no --sample-rate: the bag says it
     back = {m.sample.stream: m.sample for m in LogReader(tmp_path / "back.mcap")}
-    assert set(back) == {s.stream for s in samples[:5]}
-    for sample in samples[:5]:
+    assert set(back) == {s.stream for s in exported}
+    for sample in exported:
         assert same_sample(back[sample.stream], sample)
 
 
