@@ -97,7 +97,7 @@ class StreamIngest:
                 self._reported.add(reason)
                 stream = self.ingest.config.name  # the composed node's log prefix does not name it
                 log.warning(
-                    "dropping a %s message (%s, further ones only counted): %s", stream, reason, error
+                    "dropping a message of %s (%s, further ones only counted): %s", stream, reason, error
                 )
 
 
