@@ -504,6 +504,7 @@ def _import_ros2(args: argparse.Namespace) -> int:
     from fusion_pipeline.logs.ros2 import import_ros2, parse_map, require_rosbags
 
     require_rosbags()  # the extra missing is said before anything else
+    check_output_path(args.out, "-o", new=True)  # before the bag is opened, in every command's words
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: the partial log goes
     counts = import_ros2(
         args.bag, args.out, parse_map(args.map), sample_rate=args.sample_rate, channels=args.channels

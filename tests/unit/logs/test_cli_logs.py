@@ -320,3 +320,14 @@ def test_replayed_results_are_exported_beside_the_data_they_came_from(
     results_span = times.pop("/result/fused")
     sensors = [min(s[0] for s in times.values()), max(s[1] for s in times.values())]
     assert sensors[0] <= results_span[0] and results_span[1] <= sensors[1] + 10**9
+
+
+@pytest.mark.parametrize("command", sorted(_PER_MESSAGE))
+def test_a_conversion_refuses_an_existing_output_before_reading_its_input(
+    command: str, demo_log: Path, demo_bag: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """import-ros2 opened the bag first, then refused in words of its own ("not overwriting a log")."""
+    out = tmp_path / "taken"
+    out.write_text("kept")
+    err = _fails(capsys, *_conversion(command, demo_log, demo_bag, out))
+    assert f"-o {out}: exists already, not overwriting it" in err and out.read_text() == "kept"
