@@ -47,6 +47,7 @@ meta["replay_seq"] is passed on.
 from __future__ import annotations
 
 import io
+import logging
 import math
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ __all__ = [
     "limit_problems",
     "restart_timeout_ns",
 ]
+
+log = logging.getLogger(__name__)
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: How far a seq may run ahead of the stream's last one: a driver sends at most RATE_MARGIN times its
@@ -541,6 +544,13 @@ class Ingest:
         return counters
 
     def _count(self, exc: SchemaError) -> None:
+        if not self.rejected[exc.reason]:  # the first one says why; the counters say how many
+            log.warning(
+                "dropping a message of %s (schema_%s, further ones only counted): %s",
+                self.config.name,
+                exc.reason,
+                exc,
+            )
         self.rejected[exc.reason] += 1
         self.last_error = str(exc)
 

@@ -75,8 +75,8 @@ class StreamIngest:
         else:
             sample = self.source.recv(timeout_ms=timeout_ms)
             out = None if sample is None else ingest.process(sample, time.time_ns())
-        if len(self._reported) < len(self.source.malformed) + len(ingest.rejected):
-            self._report_new_drop_reasons()
+        if len(self._reported) < len(self.source.malformed):
+            self._report_new_malformed()
         if out is None:
             replay_seq = None if sample is None or not self.replay else sample.meta.get("replay_seq")
             return skip_marker(replay_seq) if type(replay_seq) is int else None
@@ -87,17 +87,18 @@ class StreamIngest:
     def counters(self) -> dict[str, int]:
         return {**self.source.counters(), **self.ingest.counters(), "published": self.published}
 
-    def _report_new_drop_reasons(self) -> None:
-        """Log the first message dropped for each reason; the counters carry the rest."""
-        for reason, error in [
-            *((f"malformed_{r}", self.source.last_error) for r in self.source.malformed),
-            *((f"schema_{r}", self.ingest.last_error) for r in self.ingest.rejected),
-        ]:
+    def _report_new_malformed(self) -> None:
+        """Log the first message the socket dropped for each reason, as `Ingest` logs the first it
+        refuses for each; the counters carry the rest."""
+        for reason in self.source.malformed:
             if reason not in self._reported:
                 self._reported.add(reason)
                 stream = self.ingest.config.name  # the composed node's log prefix does not name it
                 log.warning(
-                    "dropping a message of %s (%s, further ones only counted): %s", stream, reason, error
+                    "dropping a message of %s (malformed_%s, further ones only counted): %s",
+                    stream,
+                    reason,
+                    self.source.last_error,
                 )
 
 

@@ -242,6 +242,23 @@ def test_wrong_stream_and_modality_are_refused() -> None:
     assert ingest.seq.last_seq is None  # not this stream's messages: no effect on its seq tracking
 
 
+def test_the_first_message_refused_for_each_reason_is_said_with_why(caplog: pytest.LogCaptureFixture) -> None:
+    """An offline replay said only "schema_preprocess 20" where the ingest node said why (its own loop
+    logged the first of each reason): the stage itself says it now, wherever it runs."""
+    ingest = Ingest(BINDINGS.of("lidar/top"))
+    for seq in range(3):
+        ingest.process(
+            _sample("lidar/top", seq=seq, stamp_ns=(seq + 1) * 100 * MS, points=POINTS[:, :3].copy()), 0
+        )
+    ingest.process(_sample("lidar/top", seq=3, stamp_ns=-1, points=POINTS), 0)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 2 and ingest.rejected["bad_shape"] == 3
+    assert said[0].startswith(
+        "dropping a message of lidar/top (schema_bad_shape, further ones only counted):"
+    )
+    assert "schema_negative_stamp" in said[1] and "minus the offset is negative" in said[1]
+
+
 def test_audio_int16_becomes_float32_and_float_chunks_are_owned() -> None:
     ingest = Ingest(BINDINGS.of("audio/roof"))
     pcm = np.array([[-32768, 0], [16384, 32767]], np.int16)
