@@ -105,7 +105,8 @@ class SimSettings:
             if declared != IMU_SCHEMA:
                 raise SimError(
                     f"streams[{stream.name}].generic: the simulated generic sensor is an IMU, dtype = "
-                    f"{IMU_SCHEMA[0]!r} and shape = {IMU_SCHEMA[1]}; got {declared[0]!r} and {declared[1]}"
+                    f"{IMU_SCHEMA[0]!r} and shape = {IMU_SCHEMA[1]}; got {declared[0]!r} and {declared[1]} "
+                    '(a generic sensor of your own: driver = "external", docs/PROTOCOL.md)'
                 )
         if "fov_deg" in raw and stream.modality != "camera":
             raise SimError(f"{where}.fov_deg: only a camera has a field of view, this is a {stream.modality}")

@@ -56,5 +56,7 @@ def test_a_late_imu_driver_sends_from_its_fifo_and_skips_only_beyond_a_second() 
 
 
 def test_the_simulated_generic_sensor_renders_an_imu_only() -> None:
-    with pytest.raises(SimError, match=r"the simulated generic sensor is an IMU, dtype = '<f4'"):
+    with pytest.raises(
+        SimError, match=r"the simulated generic sensor is an IMU, dtype = '<f4'.*\"external\""
+    ):
         SimSettings.from_stream(_stream("|u1"))
