@@ -13,6 +13,7 @@ path lengths, two endpoints that become one) is checked again by `check_run_dir`
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,6 +44,7 @@ __all__ = [
     "GraphKind",
     "check_run_dir",
     "config_source",
+    "doubtful_settings",
     "Config",
     "LimitsConfig",
     "MetricsConfig",
@@ -611,6 +613,31 @@ def _generic_problems(i: int, stream: StreamConfig) -> Iterator[str]:
     for key in wrong_mode:
         if getattr(generic, key) is not None:
             yield f"streams[{i}].generic.{key}: not used when mode = {generic.mode!r}"
+
+
+def doubtful_settings(config: Config) -> Iterator[str]:
+    """Settings that are valid but most likely not what was meant, for a warning at start: a generic
+    stream's window that its rate can never fill, or a nearest tolerance under half its period (a set
+    stamp between two samples then finds neither)."""
+    for i, stream in enumerate(config.streams):
+        generic, period_ms = stream.generic, 1000 / stream.rate_hz
+        if generic is None:
+            continue
+        where = f"streams[{i}].generic"
+        if generic.mode == "window" and generic.window_ms is not None and generic.window_samples:
+            held = math.floor(generic.window_ms / period_ms) + 1  # samples in (t - window_ms, t], at most
+            if held < generic.window_samples:
+                yield (
+                    f"{where}.window_ms: {generic.window_ms:g} ms holds at most {held} of the "
+                    f"{generic.window_samples} window_samples at rate_hz {stream.rate_hz:g}: every set's "
+                    "window is mostly empty"
+                )
+        tolerance = generic.tolerance_ms if generic.mode == "nearest" else None
+        if tolerance is not None and tolerance < period_ms / 2:
+            yield (
+                f"{where}.tolerance_ms: {tolerance:g} ms is under half the period ({period_ms / 2:g} ms at "
+                f"rate_hz {stream.rate_hz:g}): sets whose stamp falls between two samples get none"
+            )
 
 
 def check_run_dir(

@@ -26,6 +26,7 @@ from fusion_pipeline.config import (
     GraphKind,
     ViewConfig,
     config_source,
+    doubtful_settings,
     load_config,
     read_config_text,
 )
@@ -96,6 +97,8 @@ def preflight(config: Config, path: Path | None, *, graph: GraphKind = "live") -
         load_bindings(config)
     except FusionError as exc:  # sim settings, model, bindings: all come from this config
         raise ConfigError(f"{config_source(path)}: {exc}") from exc
+    for doubt in doubtful_settings(config):
+        log.warning("%s: %s", config_source(path), doubt)
     if graph == "offline" and (ignored := config.live_only(graph)):
         log.info("%s: live only, not in the offline graph", ", ".join(ignored))
 

@@ -8,7 +8,14 @@ import pytest
 from node_harness import write_config
 from paths import ROOT
 
-from fusion_pipeline.config import StreamConfig, check_run_dir, load_config, parse_config, shipped
+from fusion_pipeline.config import (
+    StreamConfig,
+    check_run_dir,
+    doubtful_settings,
+    load_config,
+    parse_config,
+    shipped,
+)
 from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.inference import load_bindings
 from fusion_pipeline.transport import Limits
@@ -339,6 +346,23 @@ def test_a_shipped_config_is_read_as_package_name() -> None:
 def test_every_config_in_the_repository_fits_its_model(path: Path) -> None:
     """configs/multihost/vehicle.toml failed `config check`: the model's camera and audio had no stream."""
     load_bindings(load_config(path))
+
+
+def test_generic_settings_that_cannot_work_at_the_streams_rate_are_doubted() -> None:
+    """A 1 kHz IMU with window_ms = 0.5 gave each set 1 row of its 100, and a nearest tolerance of 0.1 us
+    found no sample for most sets; `config check` accepted both without a word."""
+    imu = (ROOT / "configs" / "imu.toml").read_text()
+    assert list(doubtful_settings(parse_config(imu))) == []
+    index = next(i for i, s in enumerate(parse_config(imu).streams) if s.name == "imu")
+    short = imu.replace("window_samples = 100 ", "window_samples = 100\nwindow_ms = 0.5 ", 1)
+    assert list(doubtful_settings(parse_config(short))) == [
+        f"streams[{index}].generic.window_ms: 0.5 ms holds at most 1 of the 100 window_samples at rate_hz "
+        "1000: every set's window is mostly empty"
+    ]
+    nearest = imu.replace('mode = "window" ', 'mode = "nearest"\ntolerance_ms = 0.0001 ', 1)
+    nearest = nearest.replace("window_samples = 100 ", "", 1)
+    (doubt,) = doubtful_settings(parse_config(nearest))
+    assert doubt.startswith(f"streams[{index}].generic.tolerance_ms: 0.0001 ms is under half the period")
 
 
 def test_the_viewers_grpc_port_is_any_free_one_by_default() -> None:
