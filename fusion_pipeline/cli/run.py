@@ -241,6 +241,8 @@ def _reference_losses(summary: dict[str, Any]) -> str:
 
 def format_summary(summary: dict[str, Any]) -> str:
     """The human-readable end-of-run report."""
+    from fusion_pipeline.ops import metrics
+
     timed, expected = summary["result_ratio_counts"]
     ratio = summary["result_ratio"]
     restarted = {node: n for node, n in summary["restarts"].items() if n}
@@ -279,6 +281,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         *(
             [f"NOTHING received from {', '.join(silent)}: a dead or absent sensor (its driver, its endpoint)"]
             if (silent := summary["nothing_received"])
+            else []
+        ),
+        *(
+            [f"streams in no model input: {metrics.unbound_held(held, summary['sync_sets_published'])}"]
+            if (held := summary.get("unbound_held"))
             else []
         ),
         f"restarts {summary['restarts_total']}: {_counts(restarted)}",

@@ -48,7 +48,7 @@ from fusion_pipeline.logs.reader import LogReader, prefetch
 from fusion_pipeline.logs.records import REPLAYED_BY
 from fusion_pipeline.logs.send_order import ReplaySettings, message_total, plan_streams, send_order
 from fusion_pipeline.logs.writer import LogWriter
-from fusion_pipeline.ops.metrics import is_count, is_drop_counter
+from fusion_pipeline.ops.metrics import is_count, is_drop_counter, unbound_held
 from fusion_pipeline.preprocess.deferred import defer, resolve
 from fusion_pipeline.protocol import INGEST_OUT, PUBLISH, SYNC_EMIT
 from fusion_pipeline.sync.settings import settings_from_config
@@ -76,6 +76,7 @@ class OfflineReport:
     ingested: dict[str, int] = field(default_factory=dict)  # ingest's outputs per config stream
     sets: int = 0
     results: int = 0
+    unbound_held: dict[str, int] = field(default_factory=dict)  # sets that held each unbound stream
     #: Non-zero drop counters by stage, then reason, named as in the supervisor's summary of a socket
     #: replay ("ingest:STREAM", "synchronizer", "inference"; fusion_pipeline.ops.metrics.is_drop_counter).
     drops: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -110,6 +111,8 @@ class OfflineReport:
             f"of log, {self.speedup:.2f}x real time, {self.cores:.2f} cores busy ({self.provider})",
             f"  sets {self.sets}, results {self.results}; drops: {drops or 'none'}",
         ]
+        if self.unbound_held:
+            lines.append(f"  streams in no model input: {unbound_held(self.unbound_held, self.sets)}")
         lines += [f"  log cut short: {problem}" for problem in self.truncated]
         return "\n".join(lines)
 
@@ -119,6 +122,7 @@ class OfflineReport:
             "ingested": self.ingested,
             "sets": self.sets,
             "results": self.results,
+            "unbound_held": self.unbound_held,
             "drops": self.drops,
             "log_s": self.log_s,
             "wall_s": self.wall_s,
@@ -221,6 +225,7 @@ class OfflineGraph:
         report.log_s = 0.0 if first is None or last is None else (last - first) / 1e9
         report.ingested = {name: ingest.produced for name, ingest in stages.ingest.items() if ingest.produced}
         report.sets, report.results = stages.sync.builder.built, stages.inference.results
+        report.unbound_held = dict(stages.sync.builder.unbound_held)
         report.drops = stages.drops()
         report.truncated = reader.truncated
         return report

@@ -150,6 +150,14 @@ def _sync_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
     for reason, count in _prefixed(sync, "rejected_"):
         rejected.add_metric([reason], count)
     yield rejected
+    unbound = CounterMetricFamily(
+        "fusion_sync_unbound_held",
+        "Sets that held the samples of a generic stream no model input takes (model.unbound_streams)",
+        labels=["stream"],
+    )
+    for stream, count in _prefixed(sync, "unbound_held."):
+        unbound.add_metric([stream], count)
+    yield unbound
     presence = GaugeMetricFamily(
         "fusion_sync_presence_ratio",
         "Share of the results received by the supervisor whose set held the stream",

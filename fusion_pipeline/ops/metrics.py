@@ -45,6 +45,7 @@ __all__ = [
     "ResultStats",
     "is_drop_counter",
     "percentiles",
+    "unbound_held",
 ]
 
 #: Results behind the latency percentiles (the most recent ones): an hour at 10 sets/s. A daemon runs for
@@ -97,6 +98,12 @@ class Ring:
         else:  # wrapped: the oldest value is where the next one goes
             ordered = np.roll(self._values, -(self._added % size))
         return ordered if dtype is None else ordered.astype(dtype, copy=False)
+
+
+def unbound_held(held: Mapping[str, int], sets: int) -> str:
+    """How many of `sets` held each generic stream that feeds no model input (the synchronizer's
+    ``unbound_held.STREAM``): no result says it, so the summaries do."""
+    return ", ".join(f"{stream} in {n} of {sets} sets" for stream, n in sorted(held.items()))
 
 
 def is_drop_counter(name: str) -> bool:

@@ -513,6 +513,13 @@ class Supervisor:
             "sync_sets_full": sync.get("sets_full", 0),
             "sync_sets_partial": sync.get("sets_partial", 0),
             "sync_sets_missing_required": sync.get("sets_missing_required", 0),
+            "sync_sets_published": sync.get("sets_published", 0),
+            # Sets that held each generic stream no model input takes (model.unbound_streams).
+            "unbound_held": {
+                key.removeprefix("unbound_held."): n
+                for key, n in sync.items()
+                if key.startswith("unbound_held.")
+            },
             "inference_skipped": inference.get("skipped", 0),
             "restarts": {n.spec.name: n.restarts for n in self.nodes},
             "restarts_total": sum(n.restarts for n in self.nodes),

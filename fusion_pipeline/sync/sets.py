@@ -65,6 +65,8 @@ class SetBuilder:
             if s.generic is not None and (s.name in bindings.by_stream or s.name in bindings.unbound)
         }
         self.built = 0  # also the sets' seq
+        # Sets that held each unbound stream's samples: no result says it (it feeds no model input).
+        self.unbound_held = dict.fromkeys(bindings.unbound, 0)
 
     def payload(self, sample: Sample) -> Sample | np.ndarray:
         """What Synchronizer.add takes for this sample: the sample itself for a discrete stream (its
@@ -162,6 +164,7 @@ class SetBuilder:
         for stream, config in self.bindings.unbound.items():
             taken = fused.taken.get(stream)
             unbound[stream] = int(taken is not None)
+            self.unbound_held[stream] += unbound[stream]
             if taken is not None:
                 names = unbound_arrays(config)
                 arrays[names[0]] = taken.values

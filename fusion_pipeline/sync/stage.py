@@ -100,6 +100,7 @@ class SyncStage:
             **{f"rejected_{reason}": n for reason, n in sorted(self.rejected.items())},
             **{f"received.{stream}": n for stream, n in self.received.items()},
             "sets_published": self.builder.built,  # every set built is handed on to be published
+            **{f"unbound_held.{s}": n for s, n in self.builder.unbound_held.items()},
             # Power spectrum rows an audio window took from the window before (LogMelWindows).
             **{f"log_mel_rows_reused.{s}": w.rows_reused for s, w in self.builder.log_mel.items()},
         }

@@ -99,3 +99,12 @@ def test_the_summary_says_what_became_of_the_results_and_reference_messages_it_d
     )
     assert "for newer ones, 13 never arrived);" in text
     assert "the synchronizer's: full 138, partial 4, dropped for a missing required stream 61;" in text
+
+
+def test_a_stream_no_model_input_takes_is_said_by_the_sets_that_held_it() -> None:
+    """An IMU absent from every set (a nearest tolerance too tight) showed nowhere: no result holds it."""
+    text = format_summary(_summary(sync_sets_published=120, unbound_held={"imu": 0}))
+    assert "streams in no model input: imu in 0 of 120 sets" in text
+    assert "streams in no model input" not in format_summary(
+        _summary(sync_sets_published=120, unbound_held={})
+    )

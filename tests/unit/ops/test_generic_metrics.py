@@ -35,7 +35,10 @@ def test_the_synchronizer_counts_per_stream_and_an_unbound_stream_has_no_presenc
     nodes = [
         _node("ingest:imu", {"received": 5000, "published": 5000}),
         _node("ingest:lidar/top", {"received": 50, "published": 50, "reconnects": 1}),
-        _node("synchronizer", {"received.imu": 4998, "received.lidar/top": 50, "dropped.imu.lost": 2}),
+        _node(
+            "synchronizer",
+            {"received.imu": 4998, "received.lidar/top": 50, "dropped.imu.lost": 2, "unbound_held.imu": 48},
+        ),
     ]
     snapshot = PipelineSnapshot("imu-demo", "/run/x", 12.0, 2.0, nodes, [lidar, imu], results=50, missing={})
     families = {f.name: f for f in metric_families(snapshot)}
@@ -54,3 +57,4 @@ def test_the_synchronizer_counts_per_stream_and_an_unbound_stream_has_no_presenc
     presence = families["fusion_sync_presence_ratio"]
     assert _value(presence, stream="lidar/top") == 1.0
     assert _value(presence, stream="imu") is None  # no result holds it
+    assert _value(families["fusion_sync_unbound_held"], "_total", stream="imu") == 48  # but the sets do

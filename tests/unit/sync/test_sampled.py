@@ -200,6 +200,7 @@ def test_an_unbound_stream_rides_in_the_sets_under_its_name_and_every_sample_is_
     counters = stage.counters()
     assert counters["received.imu"] == 6 and counters["received.lidar/top"] == 1
     assert counters["dropped.imu.lost"] == 1
+    assert counters["unbound_held.imu"] == 1  # the one set held it: no result says so, the summaries do
 
 
 def test_a_generic_stream_with_no_input_and_not_listed_is_refused_by_name() -> None:
