@@ -128,8 +128,22 @@ def _bag_messages(reader: Any, connections: Sequence[Any], bag: Path) -> Iterato
         except StopIteration:
             return
         except Exception as exc:  # sqlite3, the mcap storage and rosbags each raise their own types
-            raise Ros2Error(f"{bag}: cannot read the bag (damaged?): {type(exc).__name__}: {exc}") from exc
+            raise Ros2Error(
+                f"{bag}: cannot read the bag (damaged?): {type(exc).__name__}: {exc}{_repair_hint(bag)}"
+            ) from exc
         yield item
+
+
+def _repair_hint(bag: Path) -> str:
+    """What gets a bag that cannot be opened or read to import, by what it is (nothing when unknown)."""
+    if bag.is_dir() and not (bag / "metadata.yaml").exists():
+        return "; the directory has no metadata.yaml: give its .mcap or .db3 file itself"
+    suffixes = {bag.suffix} if bag.is_file() else {f.suffix for f in bag.iterdir()} if bag.is_dir() else set()
+    if ".mcap" in suffixes:
+        return "; `mcap recover FILE -o NEW.mcap` (the mcap CLI) writes what a damaged MCAP file holds"
+    if ".db3" in suffixes:
+        return "; `sqlite3 FILE .recover | sqlite3 NEW.db3` keeps what a damaged database holds"
+    return ""
 
 
 def _deserialize(store: Any, raw: bytes, msgtype: str, where: str) -> Any:
@@ -163,7 +177,7 @@ def import_ros2(
         reader = Reader(bag)
         reader.open()
     except Exception as exc:  # rosbags raises its own types for a missing or broken bag
-        raise Ros2Error(f"{bag}: cannot open ROS 2 bag: {exc}") from exc
+        raise Ros2Error(f"{bag}: cannot open ROS 2 bag: {exc}{_repair_hint(bag)}") from exc
     try:
         connections = [c for c in reader.connections if c.topic in by_topic]
         missing = sorted(set(by_topic) - {c.topic for c in connections})

@@ -362,6 +362,36 @@ def test_a_damaged_bag_is_a_ros2_error_and_leaves_no_log(tmp_path: Path) -> None
         assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("plugin", "damage", "hint"),
+    [
+        (StoragePlugin.MCAP, "cut", "`mcap recover FILE -o NEW.mcap`"),
+        (StoragePlugin.SQLITE3, "cut", "`sqlite3 FILE .recover | sqlite3 NEW.db3`"),
+        (StoragePlugin.MCAP, "no metadata", "the directory has no metadata.yaml: give its .mcap or .db3"),
+    ],
+)
+def test_a_bag_that_cannot_be_opened_says_what_gets_it_read(
+    tmp_path: Path, plugin: StoragePlugin, damage: str, hint: str
+) -> None:
+    """A bag cut short by a crash, or a directory without its metadata.yaml, said only what the storage
+    raised ("File end magic is invalid", "database disk image is malformed")."""
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    bag = tmp_path / "bag"
+    _write_bag(
+        bag,
+        plugin,
+        [("/cam", "sensor_msgs/msg/Image", T0 + i, _image(T0 + i, rgb, "rgb8")) for i in range(50)],
+    )
+    (storage,) = [p for p in bag.iterdir() if p.suffix in (".db3", ".mcap")]
+    if damage == "cut":
+        storage.write_bytes(storage.read_bytes()[: storage.stat().st_size // 2])
+    else:
+        (bag / "metadata.yaml").unlink()
+    with pytest.raises(Ros2Error) as info:
+        import_ros2(bag, tmp_path / "out.mcap", [TopicMap("/cam", "camera/front")])
+    assert hint in str(info.value)
+
+
 def test_maps_that_would_drop_or_mix_topics_and_unused_audio_options_are_refused(tmp_path: Path) -> None:
     cloud = _cloud(T0, np.zeros((2, 4), np.float32), ("x", "y", "z", "intensity"), 20)
     image = _image(T0, np.zeros((2, 2, 3), np.uint8), "rgb8")
