@@ -517,6 +517,8 @@ def _cross_checks(config: Config) -> Iterator[str]:
     for i, stream in enumerate(config.streams):
         if names.index(stream.name) != i:
             yield f"streams[{i}].name: duplicate stream name {stream.name!r}"
+        if stream.name.startswith("replay/"):  # the end of a replay and the skip marker (PROTOCOL section 5)
+            yield f"streams[{i}].name: {stream.name!r}: names under replay/ are the replay's own messages"
         if stream.modality == "audio" and stream.sample_rate is None:
             yield f"streams[{i}].sample_rate: required for an audio stream"
         if stream.modality != "audio" and stream.sample_rate is not None:
@@ -625,7 +627,8 @@ def doubtful_settings(config: Config) -> Iterator[str]:
             continue
         where = f"streams[{i}].generic"
         if generic.mode == "window" and generic.window_ms is not None and generic.window_samples:
-            held = math.floor(generic.window_ms / period_ms) + 1  # samples in (t - window_ms, t], at most
+            # Samples in (t - window_ms, t], at most (a window open at its old end; float periods rounded).
+            held = math.ceil(generic.window_ms / period_ms - 1e-9)
             if held < generic.window_samples:
                 yield (
                     f"{where}.window_ms: {generic.window_ms:g} ms holds at most {held} of the "

@@ -584,7 +584,7 @@ class Ingest:
     ) -> Sample:
         meta: dict[str, object] = {"source_seq": sample.seq, "stages": {INGEST_IN: arrival_ns}}
         replay_seq = sample.meta.get("replay_seq")
-        if isinstance(replay_seq, int):  # the replay send order (fusion_pipeline.sync.reorder)
+        if type(replay_seq) is int:  # the replay send order (fusion_pipeline.sync.reorder); not a bool
             meta["replay_seq"] = replay_seq
         if self.config.modality == "audio":
             meta["sample_rate"] = self.config.sample_rate

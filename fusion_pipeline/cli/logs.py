@@ -432,7 +432,7 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
     inference = graph.supervisor.counters.totals("inference") if graph is not None else {}
     # Sets made that neither gave a result nor were refused by the model: the replay ended before them.
     unanswered = max(0, sync.get("sets_published", 0) - inference.get("bad_sets", 0) - report.results)
-    if graph is not None and unanswered:
+    if graph is not None and unanswered and not stopped[0]:  # a stopped replay says so, and no more
         log.warning(
             "WARNING: %d of the %d sets the synchronizer made gave no result before the replay ended "
             "(none came for the last %g s of the wait: a model that slow, or a set lost)",
@@ -449,6 +449,8 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
         "timing_error_ms": report.timing_error_ms(),
         # Send indices the synchronizer gave up waiting for (fusion_pipeline.sync.reorder): 0 lossless.
         "replay_gaps": sync.get("replay_gaps"),
+        "replay_skipped": sync.get("replay_skipped"),  # messages ingest refused, their places passed over
+        "truncated": reader.truncated,
         "replay_held_max": sync.get("replay_held_max"),
         "inference_skipped": summary.get("inference_skipped"),
         "unanswered_sets": unanswered if graph is not None else None,

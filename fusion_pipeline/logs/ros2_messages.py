@@ -477,8 +477,7 @@ def to_ros(store: Any, sample: Sample) -> tuple[str, Any] | None:
 
 
 def imu_values(sample: Sample) -> np.ndarray | None:
-    """A generic sample's values when they are an IMU's (6 numbers: PROTOCOL.md section 5), else None."""
+    """A generic sample's values when they are an IMU's (6 floats, shape [6]: PROTOCOL.md section 5), else
+    None: another shape would not come back as it was, and 6 bytes are more likely a CAN payload."""
     values = sample.arrays.get("values")
-    if values is None or values.size != 6 or values.dtype.kind not in "iuf":
-        return None
-    return values.reshape(-1)
+    return values if values is not None and values.shape == (6,) and values.dtype.kind == "f" else None

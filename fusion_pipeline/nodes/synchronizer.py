@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                 for sample in arrived:
                     if sample.stream == END_STREAM:
                         publish(stage.flush(now))
-                    elif sample.stream != SKIP_STREAM:  # a message ingest refused: its place, passed over
+                    elif sample.stream == SKIP_STREAM:  # a message ingest refused: its place, passed over
+                        order.counters.replay_skipped += 1
+                    else:
                         publish(stage.add(sample, now))
             else:
                 # Everything already waiting goes in before the clock's deadlines pass: behind on a 1 kHz

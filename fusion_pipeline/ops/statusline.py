@@ -109,7 +109,7 @@ class StatusLine:
             rates = {name: (n - self._base[1].get(name, 0)) / dt for name, n in produced.items()}
             fields = " | ".join(_fields(stats, restarts, latest))
             line = f"{_rates(rates, grouped=False)} | {fields}"
-            if self.tty and len(line) >= (width := self._width()):
+            if self.tty and 0 < (width := self._width()) <= len(line):  # 0: a pty that gave no size
                 room = max(1, width - 1 - len(f" | {fields}"))  # the cursor's column left free
                 grouped = _rates(rates, grouped=True)
                 line = f"{grouped if len(grouped) <= room else grouped[: room - 1] + '…'} | {fields}"

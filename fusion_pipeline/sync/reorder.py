@@ -10,12 +10,12 @@ the ingest nodes work in parallel.
 
 A message ingest refuses (a frame its front end cannot take, a stamp it drops) comes as its skip marker
 instead (`skip_marker`: stream ``SKIP_STREAM``, no arrays, its replay_seq), which takes its place in the
-order and is then passed over. A message that never arrives (one so malformed that its replay_seq is
-unknown) would hold everything behind it, so a hole older than ``gap_timeout_ns`` is skipped (counted as
-``replay_gaps``), as is one in front of more than ``max_held`` waiting messages. A message without
-replay_seq passes straight through. Input never makes it raise: a replay_seq that is not an unsigned
-integer (``replay_bad_seq``), or an index already held (``replay_duplicates``, the first one stays), is
-dropped and counted. Pure logic: the caller passes the clock.
+order and is then passed over. A message that never arrives (one ingest's socket dropped: malformed, or
+over the stream's limits) would hold everything behind it, so a hole older than ``gap_timeout_ns`` is
+skipped (counted as ``replay_gaps``), as is one in front of more than ``max_held`` waiting messages. A
+message without replay_seq passes straight through. Input never makes it raise: a replay_seq that is
+not an unsigned integer (``replay_bad_seq``), or an index already held (``replay_duplicates``, the first
+one stays), is dropped and counted. Pure logic: the caller passes the clock.
 
 The end of a replay is a message of its own (docs/PROTOCOL.md section 5, "End of a replay"): stream
 ``END_STREAM``, sent by the replayer on ``end_endpoint(run_dir)`` straight to the synchronizer, with the
@@ -65,6 +65,7 @@ def end_endpoint(run_dir: Path) -> str:
 class ReplayOrderCounters:
     replay_held_max: int = 0  # most messages ever waiting for an earlier one
     replay_gaps: int = 0  # send indices skipped because they never arrived
+    replay_skipped: int = 0  # send indices of messages ingest refused: their skip markers, passed over
     replay_late: int = 0  # messages that arrived after their index was skipped (passed on at once)
     replay_bad_seq: int = 0  # dropped: replay_seq not an unsigned 64-bit integer
     replay_duplicates: int = 0  # dropped: a second message with an index already held

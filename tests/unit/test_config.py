@@ -348,6 +348,13 @@ def test_every_config_in_the_repository_fits_its_model(path: Path) -> None:
     load_bindings(load_config(path))
 
 
+def test_a_stream_name_under_replay_is_refused() -> None:
+    """A stream named replay/skip or replay/end would be passed over, or end the sets, in every replay."""
+    text = DEMO.replace('name = "radar/front"', 'name = "replay/skip"', 1)
+    with pytest.raises(ConfigError, match=r"names under replay/ are the replay's own messages"):
+        parse_config(text)
+
+
 def test_generic_settings_that_cannot_work_at_the_streams_rate_are_doubted() -> None:
     """A 1 kHz IMU with window_ms = 0.5 gave each set 1 row of its 100, and a nearest tolerance of 0.1 us
     found no sample for most sets; `config check` accepted both without a word."""

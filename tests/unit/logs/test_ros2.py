@@ -296,6 +296,9 @@ def test_export_then_import_round_trips(
         Sample("set/fused", "set", 0, T0, {}, ""),
         # A generic stream that is no IMU (CAN frames) has no ROS 2 type: said, not exported.
         Sample("can", "generic", 0, T0, {"values": np.zeros((4, 8), np.uint8)}, ""),
+        # Nor does 6 values of another shape (they would not come back as they were), nor 6 bytes.
+        Sample("rows", "generic", 0, T0, {"values": np.zeros((1, 6), np.float32)}, ""),
+        Sample("bytes", "generic", 0, T0, {"values": np.zeros(6, np.uint8)}, ""),
     ]
     exported = samples[:6]
     with LogWriter(tmp_path / "log.mcap") as writer:
@@ -304,7 +307,8 @@ def test_export_then_import_round_trips(
     bag = tmp_path / "bag"
     counts = export_ros2([tmp_path / "log.mcap"], bag, storage=storage)
     assert counts == {f"/{s.stream}": 1 for s in exported}  # sets have no ROS 2 type
-    assert "not exported (no ROS 2 type" in caplog.text and "'can': 1" in caplog.text
+    assert "not exported (no ROS 2 type" in caplog.text
+    assert all(f"'{name}': 1" in caplog.text for name in ("can", "rows", "bytes"))
     with Reader(bag) as reader:
         assert reader.message_count == 7  # and the audio topic's AudioInfo
         types = {c.topic: c.msgtype for c in reader.connections}

@@ -166,6 +166,9 @@ def test_the_status_line_on_a_terminal_fits_its_width_grouping_many_streams_of_a
     columns[0] = 400  # wide enough: every stream by name, as in a log
     line.update(3.0, {n: 30 * (i % 3 + 1) for i, n in enumerate(names)}, stats, 0, None)
     assert "camera/front_left 20.0Hz" in out.getvalue().rpartition("\r\x1b[K")[2]
+    columns[0] = 0  # a pty that gave no size: the line as it is, not cut to nothing
+    line.update(4.0, {n: 40 * (i % 3 + 1) for i, n in enumerate(names)}, stats, 0, None)
+    assert out.getvalue().rpartition("\r\x1b[K")[2].endswith("| restarts 0")
 
 
 def test_counter_totals_survive_restarts() -> None:
