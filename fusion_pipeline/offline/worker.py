@@ -7,10 +7,12 @@ for every later log of the same config: a log is one task, the graph is not rebu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +93,24 @@ def failed_record(task: LogTask, error: str) -> LogRecord:
     return record
 
 
+@contextlib.contextmanager
+def _lines_name(log_name: str) -> Iterator[None]:
+    """Every log line of this process names `log_name` meanwhile: the workers of a batch share stderr,
+    and a stage's line ("dropping a message of camera/front ...") would not say which log it is about."""
+    plain = logging.getLogRecordFactory()
+
+    def named(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = plain(*args, **kwargs)
+        record.msg = f"{log_name}: {record.msg}"
+        return record
+
+    logging.setLogRecordFactory(named)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(plain)
+
+
 def run_log(task: LogTask) -> LogRecord:
     """Replay `task`'s log into DIR/NAME.results.mcap.partial: a done record with its counts, timings
     and result statistics, or a failed one with the error. Never raises for the log's sake: one bad log
@@ -101,7 +121,8 @@ def run_log(task: LogTask) -> LogRecord:
     try:
         partial.unlink(missing_ok=True)  # left by a batch killed while this log ran
         graph, setup_s = _graph(task.config)
-        report = graph.run(task.log.paths, partial, verify_crcs=task.verify_crcs)
+        with _lines_name(task.log.name):
+            report = graph.run(task.log.paths, partial, verify_crcs=task.verify_crcs)
         if report.truncated:  # the reader stopped at damage: the results would be of part of the log
             raise LogError("log cut short: " + "; ".join(report.truncated))
         stats = LogStats.of(m.sample for m in LogReader(partial, verify_crcs=False))

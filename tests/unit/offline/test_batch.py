@@ -6,6 +6,7 @@ stand-in, for what it records and compares. A batch run end to end: tests/proces
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import signal
@@ -23,7 +24,7 @@ import fusion_pipeline.offline.batch as batch_module
 import fusion_pipeline.offline.worker as worker_module
 from fusion_pipeline.cli import main
 from fusion_pipeline.config import Config, load_config
-from fusion_pipeline.logs import LogWriter
+from fusion_pipeline.logs import LogError, LogWriter
 from fusion_pipeline.offline import BatchError, BatchLog, LogRecord, Manifest, find_logs, run_batch
 from fusion_pipeline.offline.batch import SUMMARY_NAME, _workers_config, plan_batch, results_digest
 from fusion_pipeline.offline.cluster import import_ray
@@ -282,6 +283,26 @@ def test_a_worker_stopped_part_way_leaves_no_partial_results(
     with pytest.raises(KeyboardInterrupt):
         run_log(LogTask(log, tmp_path, DEMO, "d"))
     assert not partial.exists()
+
+
+def test_a_workers_log_lines_name_the_log_they_are_about(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch's workers share stderr: a stage's "dropping a message of camera/front" said no log."""
+
+    class Dropping:
+        def run(self, paths: list[Path], out: Path, verify_crcs: bool) -> None:
+            logging.getLogger("fusion_pipeline.ingest").warning("dropping a message of %s", "camera/front")
+            raise LogError("nothing to replay")
+
+    monkeypatch.setattr(worker_module, "_graph", lambda config: (Dropping(), 0.0))
+    (tmp_path / "drive-7.mcap").write_bytes(b"a recording")
+    (log,) = find_logs([tmp_path / "drive-7.mcap"])
+    record = run_log(LogTask(log, tmp_path, DEMO, "d"))
+    assert record.status == "failed" and record.error == "nothing to replay"
+    assert [r.getMessage() for r in caplog.records] == ["drive-7: dropping a message of camera/front"]
+    logging.getLogger("x").warning("after")  # the process's lines are its own again
+    assert caplog.records[-1].getMessage() == "after"
 
 
 def test_the_summary_is_of_every_log_the_manifest_holds(
