@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from typing import Any
 
 from fusion_pipeline.binding import Binding
 from fusion_pipeline.config import StreamConfig
@@ -59,6 +61,11 @@ class StreamIngest:
         # tracking) and the newest admitted one is finished; audio, or a replay: every message in full.
         self.drain_newest = self.ingest.drain_newest and not node.replay
         self.replay = node.replay
+        # In a replay, the send indices of messages the socket refused (malformed, over the stream's
+        # limits): each becomes a skip marker, as a message the stage refuses does.
+        self._refused: deque[int] = deque()
+        if node.replay:
+            self.source.on_malformed = self._refused_in_replay
         self.published = 0  # model-ready samples handed on
         self._reported: set[str] = set()
 
@@ -67,6 +74,8 @@ class StreamIngest:
         None when none came or it was dropped (counted). In a replay a dropped message gives its skip
         marker instead (sync.reorder), so that the synchronizer's replay order does not wait for it."""
         ingest = self.ingest
+        if self._refused:
+            return skip_marker(self._refused.popleft())
         if self.drain_newest:
             sample = self.source.recv_newest(
                 timeout_ms, admit=lambda message: ingest.admit(message, time.time_ns())
@@ -79,13 +88,21 @@ class StreamIngest:
             self._report_new_malformed()
         if out is None:
             replay_seq = None if sample is None or not self.replay else sample.meta.get("replay_seq")
-            return skip_marker(replay_seq) if type(replay_seq) is int else None
+            if type(replay_seq) is int:
+                return skip_marker(replay_seq)
+            return skip_marker(self._refused.popleft()) if self._refused else None
         out.meta["stages"][INGEST_OUT] = time.time_ns()
         self.published += 1
         return out
 
     def counters(self) -> dict[str, int]:
         return {**self.source.counters(), **self.ingest.counters(), "published": self.published}
+
+    def _refused_in_replay(self, header: dict[str, Any]) -> None:
+        meta = header.get("meta")
+        replay_seq = meta.get("replay_seq") if isinstance(meta, dict) else None
+        if type(replay_seq) is int:
+            self._refused.append(replay_seq)
 
     def _report_new_malformed(self) -> None:
         """Log the first message the socket dropped for each reason, as `Ingest` logs the first it

@@ -8,14 +8,14 @@ which messages make a set. `ReplayOrder` holds early messages until every earlie
 hands them on in send order: the synchronizer sees the log exactly as recorded at any replay speed, while
 the ingest nodes work in parallel.
 
-A message ingest refuses (a frame its front end cannot take, a stamp it drops) comes as its skip marker
-instead (`skip_marker`: stream ``SKIP_STREAM``, no arrays, its replay_seq), which takes its place in the
-order and is then passed over. A message that never arrives (one ingest's socket dropped: malformed, or
-over the stream's limits) would hold everything behind it, so a hole older than ``gap_timeout_ns`` is
-skipped (counted as ``replay_gaps``), as is one in front of more than ``max_held`` waiting messages. A
-message without replay_seq passes straight through. Input never makes it raise: a replay_seq that is
-not an unsigned integer (``replay_bad_seq``), or an index already held (``replay_duplicates``, the first
-one stays), is dropped and counted. Pure logic: the caller passes the clock.
+A message ingest refuses (a frame its front end cannot take, a stamp it drops, an array over the
+stream's limits) comes as its skip marker instead (`skip_marker`: stream ``SKIP_STREAM``, no arrays, its
+replay_seq), which takes its place in the order and is then passed over. A message that never arrives
+(one whose header could not be read) would hold everything behind it, so a hole older than
+``gap_timeout_ns`` is skipped (counted as ``replay_gaps``), as is one in front of more than ``max_held``
+waiting messages. A message without replay_seq passes straight through. Input never makes it raise: a
+replay_seq that is not an unsigned integer (``replay_bad_seq``), or an index already held
+(``replay_duplicates``, the first one stays), is dropped and counted. Pure logic: the caller passes the clock.
 
 The end of a replay is a message of its own (docs/PROTOCOL.md section 5, "End of a replay"): stream
 ``END_STREAM``, sent by the replayer on ``end_endpoint(run_dir)`` straight to the synchronizer, with the

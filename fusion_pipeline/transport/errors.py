@@ -4,6 +4,8 @@ TransportError: the config checks endpoints below the transport."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fusion_pipeline.errors import DropError, FusionError
 
 __all__ = [
@@ -24,6 +26,8 @@ class WireError(DropError):
     takes the message only."""
 
     reason = "bad_encoding"
+    #: The message's header, where it was read before the message was refused (its arrays were not).
+    header: dict[str, Any] | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(self.reason, message)

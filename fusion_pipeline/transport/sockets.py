@@ -532,6 +532,9 @@ class Subscriber(_Socket):
         self.stale = 0  # shared-memory arrays overwritten before they were read (a late drop, not malformed)
         self.malformed: Counter[str] = Counter()
         self.last_error = ""
+        #: Called with the header of each malformed message whose header was read (a replay's ingest
+        #: holds the refused message's place in the send order with it).
+        self.on_malformed: Callable[[dict[str, Any]], None] | None = None
 
     def recv(self, timeout_ms: int | None = None) -> Sample | None:
         """The next valid sample, or None when `timeout_ms` passes first (None waits forever)."""
@@ -664,8 +667,7 @@ class Subscriber(_Socket):
         try:
             return check(frames, self.limits, shm_refs=self.segments is not None)
         except WireError as exc:
-            self.malformed[exc.reason] += 1
-            self.last_error = str(exc)
+            self._count_malformed(exc, exc.header)
             return None
 
     def _materialize(self, checked: Checked) -> Sample | None:
@@ -675,12 +677,17 @@ class Subscriber(_Socket):
             self.stale += 1
             return None
         except WireError as exc:
-            self.malformed[exc.reason] += 1
-            self.last_error = str(exc)
+            self._count_malformed(exc, {"meta": checked.sample.meta})
             return None
         self.received += 1
         self.received_bytes += checked.header_bytes + checked.nbytes
         return sample
+
+    def _count_malformed(self, exc: WireError, header: dict[str, Any] | None) -> None:
+        self.malformed[exc.reason] += 1
+        self.last_error = str(exc)
+        if header is not None and self.on_malformed is not None:
+            self.on_malformed(header)
 
     def counters(self) -> dict[str, int]:
         return {

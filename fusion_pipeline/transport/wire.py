@@ -28,6 +28,7 @@ from fusion_pipeline.transport.errors import (
     LimitError,
     MalformedError,
     UnknownVersionError,
+    WireError,
 )
 
 if TYPE_CHECKING:  # only its attributes are read: the codec does not load pydantic
@@ -244,6 +245,17 @@ def check(frames: Sequence[Buffer], limits: Limits | None = None, shm_refs: bool
     if header_bytes > limits.max_header_bytes:
         raise LimitError(f"header is {header_bytes} bytes, limit is {limits.max_header_bytes}")
     header = _unpack_header(header_view)
+    try:
+        return _checked(frames, header, header_bytes, limits, shm_refs)
+    except WireError as exc:
+        exc.header = header  # a replay's receiver knows whose place in the send order it was
+        raise
+
+
+def _checked(
+    frames: Sequence[Buffer], header: dict[str, Any], header_bytes: int, limits: Limits, shm_refs: bool
+) -> Checked:
+    """`check` of a message whose header unpacked: its keys, then each array's declaration and buffer."""
     for key, kind in _REQUIRED:
         value = header.get(key, _MISSING)
         if type(value) is not kind:

@@ -32,18 +32,25 @@ LOG_S = 12
 CAMERA_OUTAGE = "sim = { outage = { start_s = 4.0, duration_s = 2.5 } }"
 
 
+#: The camera's socket takes uint8 arrays only.
+UINT8_CAMERA = 'limits = { dtypes = ["|u1"] }'
+
+
 def _refused_frames(log: Path) -> Path:
-    """The log with every 7th camera frame too small for the model's input: ingest refuses each one
-    (schema_preprocess). The socket graph's synchronizer waited a second for each in its replay order,
-    and the replay ended with results missing, exit 0."""
+    """The log with every 7th camera frame too small for the model's input, which the stage refuses
+    (schema_preprocess), and every 11th of float32, which the socket refuses (malformed, by UINT8_CAMERA).
+    The socket graph's synchronizer waited a second for each in its replay order, and the replay ended
+    with results missing, exit 0."""
     edited = log.with_name("refused.mcap")
+    images = {3: np.zeros((32, 32, 3), np.uint8), 5: np.zeros((4, 4, 3), np.float32)}
     with LogWriter(edited) as writer:
         for message in LogReader(log):
             sample = message.sample
-            if sample.stream == "camera/front" and sample.seq % 7 == 3:
+            kind = 3 if sample.seq % 7 == 3 else 5 if sample.seq % 11 == 5 else None
+            if sample.stream == "camera/front" and kind is not None:
                 sample = Sample(
                     sample.stream, sample.modality, sample.seq, sample.stamp_ns,
-                    {"image": np.zeros((32, 32, 3), np.uint8)}, sample.frame_id, sample.meta,
+                    {"image": images[kind]}, sample.frame_id, sample.meta,
                 )  # fmt: skip
             writer.write(sample, log_time_ns=message.log_time_ns)
     return edited
@@ -53,7 +60,7 @@ def _refused_frames(log: Path) -> Path:
 CASES: dict[str, tuple[str | None, Callable[[Path], Path] | None]] = {
     "demo": (None, None),
     "camera_outage": (CAMERA_OUTAGE, None),
-    "refused_frames": (None, _refused_frames),
+    "refused_frames": (UINT8_CAMERA, _refused_frames),
 }
 
 
@@ -160,8 +167,11 @@ def test_offline_sets_and_results_equal_the_socket_graphs(case: dict) -> None:
     assert offline["results"] == again.results == socket["results"] == lidar
     assert offline["drops"] == socket["drops"]
     if case["name"] == "refused_frames":
-        refused = socket["drops"]["ingest:camera/front"]["schema_preprocess"]
-        assert refused > 0 and socket["replay_skipped"] == refused
+        refused = socket["drops"]["ingest:camera/front"]
+        assert refused["schema_preprocess"] > 0 and refused["malformed_dtype_not_allowed"] > 0, refused
+        assert (
+            socket["replay_skipped"] == refused["schema_preprocess"] + refused["malformed_dtype_not_allowed"]
+        )
 
     camera_missing = sum(1 for r in results if not r.arrays["presence"][0])
     if case["name"] == "camera_outage":

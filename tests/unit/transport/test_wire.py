@@ -199,3 +199,16 @@ def test_limits_are_configurable() -> None:
 
 def test_version_constant_matches_protocol() -> None:
     assert wire.VERSION == 1
+
+
+def test_a_refusal_after_the_header_was_read_carries_the_header() -> None:
+    """A replay's ingest holds a refused message's place in the send order with its meta.replay_seq."""
+    frames = encode(
+        Sample("s", "lidar", 3, 1, {"points": np.zeros((2, 4), np.float64)}, "", {"replay_seq": 7})
+    )
+    with pytest.raises(DTypeError) as refused:
+        wire.check(frames, Limits(allowed_dtypes=frozenset({"<f4"})))
+    assert refused.value.header is not None and refused.value.header["meta"] == {"replay_seq": 7}
+    with pytest.raises(MalformedError) as unread:
+        wire.check([frames[0], b"\xc1"])
+    assert unread.value.header is None  # nothing was read: no place to hold
