@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             results_out.last_endpoint,
         )
         added = 0  # model-ready samples into the sync stage
-        skipped = 0  # of those, passed over for a newer set of the same pass
+        skipped = 0  # sets passed over for a newer set of the same pass
 
         def counters() -> dict[str, object]:
             return {"received": sum(s.source.received for s in streams), "results": inference.stage.results}
