@@ -40,7 +40,7 @@ from fusion_pipeline.cli.args import (
 from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.files import new_file, write_new_text
 from fusion_pipeline.logs.errors import LogError
-from fusion_pipeline.logs.reader import LogReader
+from fusion_pipeline.logs.reader import LogReader, say_cut_short
 from fusion_pipeline.logs.send_order import ReplaySettings
 from fusion_pipeline.logs.sources import log_sources
 from fusion_pipeline.logs.writer import SplitPolicy
@@ -158,10 +158,13 @@ def _allow_truncated_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _read_through(reader: LogReader, streams: Iterable[str] | None, allow_truncated: bool) -> float:
+def _read_through(
+    reader: LogReader, streams: Iterable[str] | None, allow_truncated: bool, say: bool = True
+) -> float:
     """Read the logs (only `streams` when given) through once before any work starts, so that a log cut
-    short is refused up front (unless allowed) instead of ending the work early with exit 0. Returns the
-    seconds from the first message to the last (0 with none)."""
+    short is refused up front (unless allowed) instead of ending the work early with exit 0; one allowed
+    is said when `say` (an export says it itself). Returns the seconds from the first message to the last
+    (0 with none)."""
     first = last = None
     for message in reader.messages(streams):
         first = message.log_time_ns if first is None else first
@@ -172,8 +175,8 @@ def _read_through(reader: LogReader, streams: Iterable[str] | None, allow_trunca
             + "; ".join(reader.truncated)
             + "; --allow-truncated works on the messages before the damage"
         )
-    for problem in reader.truncated:
-        log.warning("log cut short: %s; working on the messages before it (--allow-truncated)", problem)
+    if say:
+        say_cut_short(reader.truncated, "working on the messages before it (--allow-truncated)")
     return 0.0 if first is None or last is None else (last - first) / 1e9
 
 
@@ -545,7 +548,7 @@ def _export(args: argparse.Namespace, write: Callable[[list[Path], Path], dict[s
     check_output_path(args.out, "-o", new=True)
     _distinct_logs(args.logs)
     for path in args.logs:  # each file on its own (`write` groups them, and says where parts are missing)
-        _read_through(LogReader([path]), None, args.allow_truncated)
+        _read_through(LogReader([path]), None, args.allow_truncated, say=False)
     counts = write(args.logs, args.out)
     print(f"{args.out}: {_describe(counts)}", file=sys.stderr)
     return 0

@@ -37,7 +37,7 @@ from mcap.writer import CompressionType, Writer
 
 from fusion_pipeline.files import new_file
 from fusion_pipeline.logs.errors import LogError
-from fusion_pipeline.logs.reader import LogReader, existing_logs
+from fusion_pipeline.logs.reader import LogReader, existing_logs, say_cut_short
 from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES
 from fusion_pipeline.logs.ros2_messages import odd_shape
 from fusion_pipeline.logs.sources import SourceTopics, log_sources
@@ -229,8 +229,10 @@ def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
         writer.start(profile="", library="fusion-pipeline export-foxglove")
         schemas: dict[str, int] = {}
         channels: dict[tuple[str, str], int] = {}
+        readers = []  # each source's, for what they say of a log cut short
         for source, paths in log_sources(logs):
             reader = LogReader(paths)
+            readers.append(reader)
             for message in reader:
                 sample = message.sample
                 odd = odd_shape(sample)
@@ -262,6 +264,7 @@ def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
                 )
                 counts[topic] = counts.get(topic, 0) + 1
         writer.finish()
+    say_cut_short([p for r in readers for p in r.truncated], f"{out} holds the messages before it")
     for line in topics.renamed:
         log.warning("%s: %s", out, line)
     for topic, reasons in odd_shapes.items():

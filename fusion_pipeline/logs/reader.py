@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import mmap
 import os
 import struct
@@ -40,14 +41,23 @@ from fusion_pipeline.logs.records import (
 )
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Buffer, Limits, Sample
 
-__all__ = ["PREFETCH", "LogMessage", "LogReader", "existing_logs", "prefetch"]
+__all__ = ["PREFETCH", "LogMessage", "LogReader", "existing_logs", "prefetch", "say_cut_short"]
 
+
+log = logging.getLogger(__name__)
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"  # the first 8 bytes of every MCAP file (MCAP spec, "Magic")
 _RECORD_HEAD = struct.Struct("<BQ")  # MCAP record: opcode, length of the body
 _CHUNK_HEAD = struct.Struct("<QQQI")  # MCAP chunk: start time, end time, uncompressed size and CRC
 _MESSAGE_HEAD = struct.Struct("<HIQQ")  # MCAP message: channel id, sequence, log time, publish time
 _FOOTER_BYTES = _RECORD_HEAD.size + 8 + 8 + 4  # the Footer record: summary start, summary offset start, CRC
+
+
+def say_cut_short(problems: Iterable[str], done: str) -> None:
+    """A warning per log cut short (`LogReader.truncated`), saying what was `done` with what it holds:
+    the reader itself logs nothing of it, so that its caller says it once, in its own terms."""
+    for problem in problems:
+        log.warning("log cut short: %s; %s", problem, done)
 
 
 def existing_logs(paths: Iterable[str | Path]) -> list[Path]:

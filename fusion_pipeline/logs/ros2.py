@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from fusion_pipeline.logs.errors import Ros2Error
-from fusion_pipeline.logs.reader import LogReader, existing_logs
+from fusion_pipeline.logs.reader import LogReader, existing_logs, say_cut_short
 from fusion_pipeline.logs.ros2_messages import (
     AUDIO_INFO,
     INFO_SUFFIX,
@@ -355,8 +355,10 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
             writer.write(connections[topic, msgtype], log_time_ns, store.serialize_cdr(msg, msgtype))
 
         with writer:
+            readers = []  # each source's, for what they say of a log cut short
             for source, paths in log_sources(logs):
                 reader = LogReader(paths)
+                readers.append(reader)
                 for message in reader:
                     sample = message.sample
                     odd = odd_shape(sample)
@@ -386,6 +388,7 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
                         notes.setdefault(topic, set()).update(losses(sample, counts.get(topic, 0)))
                     write(topic, converted[0], reader.timeline_ns(message), converted[1])
                     counts[topic] = counts.get(topic, 0) + 1
+    say_cut_short([p for r in readers for p in r.truncated], f"{bag} holds the messages before it")
     for line in topics.renamed:
         log.warning("%s: %s", bag, line)
     for topic, reasons in odd_shapes.items():

@@ -3,18 +3,15 @@ time slider scrubs through it (a recording and its replay's ``--results`` togeth
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from fusion_pipeline.logs.reader import LogReader, existing_logs
+from fusion_pipeline.logs.reader import LogReader, existing_logs, say_cut_short
 from fusion_pipeline.logs.sources import log_sources
 from fusion_pipeline.view.live import Views
 
 __all__ = ["show_log"]
-
-log = logging.getLogger(__name__)
 
 
 def show_log(paths: Iterable[Path], views: Views) -> Counter[str]:
@@ -25,6 +22,5 @@ def show_log(paths: Iterable[Path], views: Views) -> Counter[str]:
         for message in reader:
             views.show(message.sample, message.log_time_ns)
             counts[message.sample.stream] += 1
-        for problem in reader.truncated:  # what it holds is shown: a damaged log is what one looks at
-            log.warning("log cut short: %s; showing the messages before it", problem)
+        say_cut_short(reader.truncated, "showing the messages before it")  # a damaged log is looked at
     return counts

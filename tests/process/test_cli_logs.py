@@ -91,6 +91,8 @@ def test_export_foxglove_refuses_a_log_cut_short_unless_allowed(
     assert not out.exists()  # refused before the output was created: a retry is not blocked
     done = run_cli("export-foxglove", str(logs["cut"]), "-o", str(out), "--allow-truncated")
     assert done.returncode == 0, done.stderr
+    assert done.stderr.count(f"log cut short: {logs['cut']}: ") == 1, done.stderr  # by the export itself
+    assert f"{out} holds the messages before it" in done.stderr
     with open(out, "rb") as f:
         assert sum(1 for _ in make_reader(f).iter_messages()) > 0
 
