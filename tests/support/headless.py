@@ -137,7 +137,7 @@ class Chromium:
         )
         return result.get("result", {}).get("value")
 
-    def screenshot(self, path: Path, attempts: int = 3) -> Path:
+    def screenshot(self, path: Path, attempts: int = 5) -> Path:
         """The page as it is now, as a PNG at `path`. Headless Chromium can leave a capture unanswered
         while the page waits for a frame; the page is then brought to the front and asked again. It can
         also have swapped the page's target under the session ("Not attached to an active page"); the
@@ -153,6 +153,7 @@ class Chromium:
             except RuntimeError as exc:
                 if attempt == attempts - 1 or "Not attached to an active page" not in str(exc):
                     raise
+                time.sleep(0.5)  # the new target may not be listed yet on a busy machine
                 self._session = self._attach_page()
         path.write_bytes(base64.b64decode(data))
         return path
