@@ -459,8 +459,8 @@ def to_ros(store: Any, sample: Sample) -> tuple[str, Any] | None:
         samples, _ = sample_audio_format(sample)
         audio = types[_AUDIO](data=samples.reshape(-1).view(np.uint8))
         return _AUDIO_STAMPED, types[_AUDIO_STAMPED](header=_header(store, sample), audio=audio)
-    if sample.modality == "generic" and imu_values(sample) is not None:
-        ax, ay, az, gx, gy, gz = (float(v) for v in imu_values(sample))
+    if sample.modality == "generic" and (values := imu_values(sample)) is not None:
+        ax, ay, az, gx, gy, gz = (float(v) for v in values)
         vector, unknown = types["geometry_msgs/msg/Vector3"], np.zeros(9)
         return _IMU, types[_IMU](
             header=_header(store, sample),
