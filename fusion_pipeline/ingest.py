@@ -51,6 +51,7 @@ import logging
 import math
 from collections import Counter, deque
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -348,10 +349,7 @@ class SeqTracker:
             or self._follows_held_frames(seq, now_ns)
             or self._plausible_from_stamps(seq - last, now_ns, stamp_ns)
         ):
-            if seq - last > 1:
-                self.gaps += 1
-                self.lost += seq - last - 1
-            return self._take(seq, now_ns)
+            return self._continue(seq, last, now_ns)
         run = 1
         if self._jump is not None:
             jump_seq, jump_ns, length = self._jump
@@ -363,6 +361,14 @@ class SeqTracker:
         self._jump = (seq, now_ns, run)
         self.jumps += 1
         return False
+
+    def pass_over(self, seq: int, now_ns: int) -> None:
+        """A message dropped for another reason (counted there) used `seq`: when it plainly continues
+        the sequence it is taken, so the next message does not count it as lost upstream. Nothing else
+        about it is counted (it may be the very corruption that got it dropped)."""
+        last = self.last_seq
+        if last is not None and seq > last and self._plausible(seq - last, now_ns - self._last_ns):
+            self._continue(seq, last, now_ns)
 
     def resume(self, mark: SeqMark) -> None:
         """Go on from a predecessor's sequence (a restarted node). What the stream sent while no process
@@ -406,6 +412,13 @@ class SeqTracker:
         if self._last_stamp_ns is None or self._delay_ns is None:
             return False
         return self._plausible(advance, min(stamp_ns, now_ns - self._delay_ns) - self._last_stamp_ns)
+
+    def _continue(self, seq: int, last: int, now_ns: int) -> bool:
+        """Accept `seq`, ahead of `last`, the last accepted one: what it skipped is lost upstream."""
+        if seq - last > 1:
+            self.gaps += 1
+            self.lost += seq - last - 1
+        return self._take(seq, now_ns)
 
     def _take(self, seq: int, now_ns: int, continues: bool = True) -> bool:
         """Accept `seq`; `continues`: it goes on from the last accepted one (no restart, no resume)."""
@@ -521,6 +534,15 @@ class Ingest:
             return None
         return self.finish(sample, arrival_ns)
 
+    def refused_at_socket(self, header: dict[str, Any], arrival_ns: int) -> None:
+        """A message of this stream that its socket dropped after reading `header` (malformed, over the
+        stream's limits, stale): it used up its seq, so the next one does not count it as lost upstream.
+        A header that names another stream or lacks an integer seq and stamp is left alone."""
+        seq, stamp_ns, meta = header.get("seq"), header.get("stamp_ns"), header.get("meta")
+        if header.get("stream") != self.config.name or type(seq) is not int or type(stamp_ns) is not int:
+            return
+        self.seq.pass_over(seq, self._clock(stamp_ns, meta if isinstance(meta, dict) else {}, arrival_ns))
+
     def finish(self, sample: Sample, arrival_ns: int) -> Sample | None:
         """The model-ready sample for a message :meth:`admit` let through, or None when its payload
         is refused (and counted)."""
@@ -557,7 +579,7 @@ class Ingest:
     def _admit(self, sample: Sample, declared: Declared, arrival_ns: int) -> bool:
         try:
             self._check_identity(sample)
-            clock_ns = self._clock(sample, arrival_ns)
+            clock_ns = self._clock(sample.stamp_ns, sample.meta, arrival_ns)
             stamp_ns = sample.stamp_ns - self.config.offset_ns
             if not self.seq.accept(sample.seq, clock_ns, stamp_ns):
                 return False  # a duplicate or out-of-order message leaves the gap to the next one
@@ -570,14 +592,14 @@ class Ingest:
             return False
         return True
 
-    def _clock(self, sample: Sample, arrival_ns: int) -> int:
+    def _clock(self, stamp_ns: int, meta: dict[str, Any], arrival_ns: int) -> int:
         """The stream's clock: the arrival time live; in a replay the recorded time, else the stamp."""
         if self.live:
             return arrival_ns
-        recorded = sample.meta.get("log_time_ns")
-        if isinstance(recorded, int) and not isinstance(recorded, bool):
+        recorded = meta.get("log_time_ns")
+        if type(recorded) is int:
             return recorded
-        return sample.stamp_ns - self.config.offset_ns
+        return stamp_ns - self.config.offset_ns
 
     def _output(
         self, sample: Sample, stamp_ns: int, arrays: dict[str, np.ndarray], arrival_ns: int

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from fusion_pipeline.config import Config
 from fusion_pipeline.inference import InferenceStage, ModelRuntime
@@ -44,13 +45,19 @@ def main(argv: list[str] | None = None) -> int:
         stage = start_inference(config)
         source = node.subscriber(node.endpoint(config.sync.endpoint), topics=[SET_STREAM], role=Role.SET)
         sink = node.results_publisher()
-        # Sets the synchronizer sent that a full queue dropped (one that came undecodable counts here
-        # too, besides its malformed reason: its seq is not known).
+        # Sets the synchronizer sent that a full queue dropped; one the socket refused (counted by its
+        # reason) is seen through its header, unless even that could not be read.
         gaps, lost = SeqGaps(), [0]
 
         def seen(seq: int) -> bool:
             lost[0] += gaps.missing_before(seq)
             return True
+
+        def refused(header: dict[str, Any]) -> None:
+            if type(seq := header.get("seq")) is int:
+                seen(seq)
+
+        source.on_refused = refused
 
         def counters() -> dict[str, object]:
             return {**source.counters(), **stage.counters(), "sets_lost": lost[0]}

@@ -64,8 +64,7 @@ class StreamIngest:
         # In a replay, the send indices of messages the socket refused (malformed, over the stream's
         # limits): each becomes a skip marker, as a message the stage refuses does.
         self._refused: deque[int] = deque()
-        if node.replay:
-            self.source.on_malformed = self._refused_in_replay
+        self.source.on_refused = self._refused_at_socket
         self.published = 0  # model-ready samples handed on
         self._reported: set[str] = set()
 
@@ -98,10 +97,11 @@ class StreamIngest:
     def counters(self) -> dict[str, int]:
         return {**self.source.counters(), **self.ingest.counters(), "published": self.published}
 
-    def _refused_in_replay(self, header: dict[str, Any]) -> None:
+    def _refused_at_socket(self, header: dict[str, Any]) -> None:
+        self.ingest.refused_at_socket(header, time.time_ns())
         meta = header.get("meta")
         replay_seq = meta.get("replay_seq") if isinstance(meta, dict) else None
-        if type(replay_seq) is int:
+        if self.replay and type(replay_seq) is int:
             self._refused.append(replay_seq)
 
     def _report_new_malformed(self) -> None:

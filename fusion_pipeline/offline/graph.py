@@ -260,6 +260,8 @@ class _Stages:
             check(encode(sample), ingest.limits)  # the stream's limits, as the ingest node receives it
         except WireError as exc:
             self.malformed[sample.stream][exc.reason] += 1
+            if exc.header is not None:
+                ingest.refused_at_socket(exc.header, self.clock())
             return []
         ready = ingest.process(sample, self.clock())
         if ready is None:

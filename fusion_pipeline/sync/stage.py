@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from typing import Any
 
 from fusion_pipeline.binding import Bindings
 from fusion_pipeline.config import Config
@@ -73,6 +74,13 @@ class SyncStage:
         self.received[stream] += 1
         if lost := self._gaps[stream].missing_before(sample.seq):
             self.synchronizer.counters.drops.count(stream, "lost", lost)
+
+    def refused_at_socket(self, header: dict[str, Any]) -> None:
+        """A message of a configured stream that its socket dropped after reading `header` (counted
+        there, by reason): its seq is passed, not counted again as lost."""
+        stream, seq = header.get("stream"), header.get("seq")
+        if stream in self.synchronizer.streams and type(seq) is int:
+            self._gaps[stream].missing_before(seq)
 
     def tick(self, now_ns: int) -> list[Sample]:
         """Live only: the set messages whose deadline passed by wall-clock `now_ns` (event-time ns)."""

@@ -532,9 +532,10 @@ class Subscriber(_Socket):
         self.stale = 0  # shared-memory arrays overwritten before they were read (a late drop, not malformed)
         self.malformed: Counter[str] = Counter()
         self.last_error = ""
-        #: Called with the header of each malformed message whose header was read (a replay's ingest
-        #: holds the refused message's place in the send order with it).
-        self.on_malformed: Callable[[dict[str, Any]], None] | None = None
+        #: Called with the header of each message this socket drops after reading its header (malformed,
+        #: over the limits, stale): its seq was used up, not lost upstream, and a replay's ingest holds its
+        #: place in the send order with it.
+        self.on_refused: Callable[[dict[str, Any]], None] | None = None
 
     def recv(self, timeout_ms: int | None = None) -> Sample | None:
         """The next valid sample, or None when `timeout_ms` passes first (None waits forever)."""
@@ -675,9 +676,10 @@ class Subscriber(_Socket):
             sample = checked.materialize(self.segments)
         except StaleError:
             self.stale += 1
+            self._refused_header(checked.sample.header_fields())
             return None
         except WireError as exc:
-            self._count_malformed(exc, {"meta": checked.sample.meta})
+            self._count_malformed(exc, checked.sample.header_fields())
             return None
         self.received += 1
         self.received_bytes += checked.header_bytes + checked.nbytes
@@ -686,8 +688,12 @@ class Subscriber(_Socket):
     def _count_malformed(self, exc: WireError, header: dict[str, Any] | None) -> None:
         self.malformed[exc.reason] += 1
         self.last_error = str(exc)
-        if header is not None and self.on_malformed is not None:
-            self.on_malformed(header)
+        if header is not None:
+            self._refused_header(header)
+
+    def _refused_header(self, header: dict[str, Any]) -> None:
+        if self.on_refused is not None:
+            self.on_refused(header)
 
     def counters(self) -> dict[str, int]:
         return {

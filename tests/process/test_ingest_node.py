@@ -140,23 +140,25 @@ def test_lidar_ingest_counts_bad_frames_tracks_seq_and_applies_offset(
         rig.send(last + 4, {"points": POINTS}, modality="radar")  # not this stream's modality
         rig.send(last + 7, {"points": POINTS})  # valid after a gap of 3 (last + 4 was not counted)
         rig.send(last + 8, {"points": POINTS * 0.5})  # valid
-        outs = rig.outputs(3)
-        assert [o.meta["source_seq"] for o in outs] == [last + 1, last + 7, last + 8]
-        assert [o.stamp_ns for o in outs] == [
-            STAMP0 + s * MS - 5 * MS for s in (last + 1, last + 7, last + 8)
-        ]
+        # Malformed after its header (too short), seq 9: counted as malformed, not lost upstream too.
+        rig.send_raw([topic, _raw_header("lidar/top", seq=last + 9), bytes(31)])
+        rig.send(last + 10, {"points": POINTS})  # valid
+        outs = rig.outputs(4)
+        kept = (last + 1, last + 7, last + 8, last + 10)
+        assert [o.meta["source_seq"] for o in outs] == list(kept)
+        assert [o.stamp_ns for o in outs] == [STAMP0 + s * MS - 5 * MS for s in kept]
         assert all(
             o.arrays["lidar"].shape == (3, 64, 64) and o.arrays["lidar"].dtype == np.float32 for o in outs
         )
         assert outs[0].arrays["lidar"].max() > 0 and [o.seq for o in outs] == [
-            outs[0].seq + i for i in range(3)
+            outs[0].seq + i for i in range(4)
         ]
         assert 0 < outs[0].meta["stages"]["ingest_in"] <= outs[0].meta["stages"]["ingest_out"]
 
         expected = {
             "malformed_bad_encoding": 1,
             "malformed_unknown_version": 1,
-            "malformed_size_mismatch": 1,
+            "malformed_size_mismatch": 2,
             "duplicates": 1,
             "out_of_order": 1,
             "schema_bad_shape": 1,
@@ -164,7 +166,7 @@ def test_lidar_ingest_counts_bad_frames_tracks_seq_and_applies_offset(
             "schema_wrong_modality": 1,
             "seq_gaps": 1,
             "seq_lost": 3,
-            "published": 3,
+            "published": 4,
         }
 
         def delta(c: dict) -> dict:

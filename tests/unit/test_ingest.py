@@ -523,6 +523,29 @@ def test_bad_stamps_are_dropped_by_reason_and_leave_no_seq_gap() -> None:
     assert ingest.counters()["seq_lost"] == 0 and ingest.seq.last_seq == 4
 
 
+def test_a_message_its_socket_dropped_uses_up_its_seq_and_nothing_else_is_counted() -> None:
+    """Counted there by its reason (malformed_*, stale), it is no loss upstream; a header that does not
+    continue the sequence plainly, or is not this stream's, changes nothing."""
+    now = 1_700_000_000 * 10**9
+    ingest = Ingest(BINDINGS.of("lidar/top"))
+    assert ingest.process(_ingest_sample("lidar/top", 0, now - 30 * MS), now)
+    header = _ingest_sample("lidar/top", 1, now - 20 * MS).header_fields()
+    ingest.refused_at_socket(header, now)
+    for ignored in (
+        header | {"seq": 0},  # behind: no duplicate counted
+        header | {"seq": 2**40},  # an implausible jump: no seq_jumps counted
+        header | {"seq": True},
+        header | {"stamp_ns": "x"},
+        header | {"stream": "radar/front", "seq": 2},
+    ):
+        ingest.refused_at_socket(ignored, now)
+    assert ingest.process(_ingest_sample("lidar/top", 2, now - 10 * MS), now) is not None
+    assert ingest.seq.counters() == dict.fromkeys(ingest.seq.counters(), 0)
+    ingest.refused_at_socket(header | {"seq": 5}, now)  # it came after a real gap: 3 and 4 are lost
+    assert ingest.process(_ingest_sample("lidar/top", 6, now), now) is not None
+    assert (ingest.counters()["seq_gaps"], ingest.counters()["seq_lost"]) == (1, 2)
+
+
 def test_the_stamp_tolerance_is_the_config_key_and_a_replay_has_no_wall_clock() -> None:
     config = CONFIG.stream("lidar/top").model_copy(update={"max_stamp_ahead_ms": 2000.0})
     now = 1_700_000_000 * 10**9

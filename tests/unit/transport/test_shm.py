@@ -65,6 +65,8 @@ def test_large_arrays_travel_by_reference_small_ones_inline(ipc_dir: Path) -> No
 def test_a_reader_behind_the_ring_gets_stale_counts_never_torn_data(ipc_dir: Path) -> None:
     pub, sub = _connected(ipc_dir, shm=True, hwm=1000)  # queues deep enough that no message is dropped
     published = 3 * shm.DEFAULT_SLOTS
+    refused: list[int] = []  # the seq of each stale message, from its header (a receiver's seq tracking)
+    sub.on_refused = lambda header: refused.append(header["seq"])
     with pub, sub:
         for i in range(published):
             pub.publish(i, image=np.full(IMAGE.shape, i, np.uint8))
@@ -73,7 +75,7 @@ def test_a_reader_behind_the_ring_gets_stale_counts_never_torn_data(ipc_dir: Pat
             received.append(sample)
     # Only the last ring's worth is still in its slots; everything older is stale, not wrong.
     assert [s.seq for s in received] == list(range(published - shm.DEFAULT_SLOTS, published))
-    assert sub.stale == published - shm.DEFAULT_SLOTS
+    assert sub.stale == published - shm.DEFAULT_SLOTS and refused == list(range(sub.stale))
     for sample in received:
         assert np.all(sample.arrays["image"] == sample.seq)
     assert sub.counters()["stale"] == sub.stale and not sub.malformed

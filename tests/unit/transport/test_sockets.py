@@ -34,6 +34,8 @@ def test_malformed_messages_are_counted_and_dropped(ipc_dir: Path) -> None:
     raw.bind(url)
     try:
         with Subscriber(url, hwm=100) as sub:
+            refused: list[dict] = []  # the headers that could be read, handed to the caller
+            sub.on_refused = refused.append
             time.sleep(0.2)
             raw.send_multipart([b"s", b"\xc1garbage"])
             raw.send_multipart([b"s", msgpack.packb({"v": 9})])
@@ -53,6 +55,7 @@ def test_malformed_messages_are_counted_and_dropped(ipc_dir: Path) -> None:
             assert sample is not None and sample.seq == 4
             assert sub.malformed == {"bad_encoding": 1, "unknown_version": 1, "size_mismatch": 1}
             assert "needs 20 bytes" in sub.last_error
+            assert refused == [good]  # an unknown version is not read further
     finally:
         raw.close()
 
