@@ -34,7 +34,7 @@ from fusion_pipeline.ops.health import (
     node_state,
     silent_streams,
 )
-from fusion_pipeline.ops.metrics import is_drop_counter
+from fusion_pipeline.ops.metrics import is_drop_counter, prefixed
 
 __all__ = ["MetricsServer", "PipelineCollector", "metric_families", "scrape"]
 
@@ -55,13 +55,6 @@ def metric_families(snapshot: PipelineSnapshot) -> list[Metric]:
 def _count(counters: Mapping[str, Any], key: str) -> int:
     value = counters.get(key, 0)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _prefixed(counters: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, int]]:
-    """(key without `prefix`, count) of every counter whose key starts with `prefix`, in key order."""
-    for key in sorted(counters):
-        if key.startswith(prefix):
-            yield key.removeprefix(prefix), _count(counters, key)
 
 
 def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
@@ -123,7 +116,7 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
             for key in sorted(counters):
                 if is_drop_counter(key) and not key.startswith(_NOT_DROPS):
                     dropped.add_metric([name, kind, key], _count(counters, key))
-        for reason, count in _prefixed(sync, f"dropped.{name}."):
+        for reason, count in prefixed(sync, f"dropped.{name}.").items():
             dropped.add_metric([name, "synchronizer", reason], count)
     yield from (messages, size, malformed, dropped, gaps, lost, reconnects, silent, synchronized)
 
@@ -147,7 +140,7 @@ def _sync_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
     rejected = CounterMetricFamily(
         "fusion_sync_rejected", "Ingest samples the synchronizer refused, by reason", labels=["reason"]
     )
-    for reason, count in _prefixed(sync, "rejected_"):
+    for reason, count in prefixed(sync, "rejected_").items():
         rejected.add_metric([reason], count)
     yield rejected
     unbound = CounterMetricFamily(
@@ -155,7 +148,7 @@ def _sync_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
         "Sets that held the samples of a generic stream no model input takes (model.unbound_streams)",
         labels=["stream"],
     )
-    for stream, count in _prefixed(sync, "unbound_held."):
+    for stream, count in prefixed(sync, "unbound_held.").items():
         unbound.add_metric([stream], count)
     yield unbound
     presence = GaugeMetricFamily(

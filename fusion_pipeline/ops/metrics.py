@@ -45,6 +45,7 @@ __all__ = [
     "ResultStats",
     "is_drop_counter",
     "percentiles",
+    "prefixed",
     "unbound_held",
 ]
 
@@ -326,3 +327,13 @@ class CounterTotals:
 def is_count(value: Any) -> bool:
     """Whether a heartbeat counter's value is a count (an int, not a bool or a provider name)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def prefixed(counters: Mapping[str, Any], prefix: str) -> dict[str, int]:
+    """The counts among `counters` whose key starts with `prefix`, keyed by the rest of the key, in key
+    order (``unbound_held.imu/body`` -> ``imu/body``)."""
+    return {
+        key.removeprefix(prefix): counters[key]
+        for key in sorted(counters)
+        if key.startswith(prefix) and is_count(counters[key])
+    }

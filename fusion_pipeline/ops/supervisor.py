@@ -70,7 +70,7 @@ from fusion_pipeline.ops.health import (
     stale_after_s,
     status_report,
 )
-from fusion_pipeline.ops.metrics import CounterTotals, ResultRatio, ResultStats, is_count
+from fusion_pipeline.ops.metrics import CounterTotals, ResultRatio, ResultStats, is_count, prefixed
 from fusion_pipeline.ops.rundir import RunDir
 from fusion_pipeline.ops.status import STATUS_SOCKET, StatusServer
 from fusion_pipeline.ops.statusline import StatusLine
@@ -515,11 +515,7 @@ class Supervisor:
             "sync_sets_missing_required": sync.get("sets_missing_required", 0),
             "sync_sets_published": sync.get("sets_published", 0),
             # Sets that held each generic stream no model input takes (model.unbound_streams).
-            "unbound_held": {
-                key.removeprefix("unbound_held."): n
-                for key, n in sync.items()
-                if key.startswith("unbound_held.")
-            },
+            "unbound_held": prefixed(sync, "unbound_held."),
             "inference_skipped": inference.get("skipped", 0),
             "restarts": {n.spec.name: n.restarts for n in self.nodes},
             "restarts_total": sum(n.restarts for n in self.nodes),
