@@ -541,6 +541,7 @@ class Ingest:
         seq, stamp_ns, meta = header.get("seq"), header.get("stamp_ns"), header.get("meta")
         if header.get("stream") != self.config.name or type(seq) is not int or type(stamp_ns) is not int:
             return
+        stamp_ns -= self.config.offset_ns
         self.seq.pass_over(seq, self._clock(stamp_ns, meta if isinstance(meta, dict) else {}, arrival_ns))
 
     def finish(self, sample: Sample, arrival_ns: int) -> Sample | None:
@@ -579,8 +580,8 @@ class Ingest:
     def _admit(self, sample: Sample, declared: Declared, arrival_ns: int) -> bool:
         try:
             self._check_identity(sample)
-            clock_ns = self._clock(sample.stamp_ns, sample.meta, arrival_ns)
             stamp_ns = sample.stamp_ns - self.config.offset_ns
+            clock_ns = self._clock(stamp_ns, sample.meta, arrival_ns)
             if not self.seq.accept(sample.seq, clock_ns, stamp_ns):
                 return False  # a duplicate or out-of-order message leaves the gap to the next one
             # Refused from here on, a message has used up its seq: it is not lost upstream.
@@ -593,13 +594,12 @@ class Ingest:
         return True
 
     def _clock(self, stamp_ns: int, meta: dict[str, Any], arrival_ns: int) -> int:
-        """The stream's clock: the arrival time live; in a replay the recorded time, else the stamp."""
+        """The stream's clock: the arrival time live; in a replay the recorded time, else `stamp_ns`
+        (the offset already subtracted)."""
         if self.live:
             return arrival_ns
         recorded = meta.get("log_time_ns")
-        if type(recorded) is int:
-            return recorded
-        return stamp_ns - self.config.offset_ns
+        return recorded if type(recorded) is int else stamp_ns
 
     def _output(
         self, sample: Sample, stamp_ns: int, arrays: dict[str, np.ndarray], arrival_ns: int
