@@ -101,7 +101,7 @@ class PipelineConfig(_Section):
     name: str = Field("fusion-pipeline", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     run_dir: str = Field("", description="directory of ipc sockets; empty = a fresh private temp dir")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    # At most 2 s: the supervisor declares a node hung after 5 s without a beat (RestartPolicy).
+    # At most 2 s: the supervisor kills a node 5 s after its last beat (RestartPolicy).
     heartbeat_ms: int = Field(500, gt=0, le=2000)
     realtime_priority: int = Field(
         0,

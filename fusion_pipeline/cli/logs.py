@@ -81,7 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--offline",
         action="store_true",
         help="run the stages in this process, no sockets: as fast as the CPU goes, the results of "
-        "--max-speed (takes --start, --end, --streams, --remap, --results)",
+        "--max-speed (takes --start, --end, --streams, --remap, --results, --report-json, "
+        "--allow-truncated, --verify-crcs)",
     )
     replay.add_argument("--loop", action="store_true", help="start over at the end, until Ctrl-C")
     replay.add_argument("--start", type=number(0), default=0.0, help="skip the first S seconds of the log")
