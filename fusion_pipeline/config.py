@@ -57,6 +57,7 @@ __all__ = [
     "SyncConfig",
     "ViewConfig",
     "load_config",
+    "load_security",
     "absolute_config",
     "parse_config",
     "read_config_text",
@@ -492,12 +493,48 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        problems = validation_problems(exc)
-        raise ConfigError(f"{source}: invalid config:\n" + "\n".join(f"  {p}" for p in problems)) from exc
+        raise _invalid(source, validation_problems(exc)) from exc
     problems = list(_cross_checks(config))
     if problems:
-        raise ConfigError(f"{source}: invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+        raise _invalid(source, problems)
     return config
+
+
+def _invalid(source: str, problems: list[str]) -> ConfigError:
+    return ConfigError(f"{source}: invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def load_security(path: str | Path) -> SecurityConfig:
+    """The [security] section of a config file, for a command that only connects (echo, hz, topics): a
+    whole pipeline config, checked whole as `run` checks it, or a file of that section alone (a
+    consumer's or a driver's host, which runs no pipeline)."""
+    source = config_source(path)
+    text = read_config_text(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    if set(raw) != {"security"}:
+        return parse_config(text, source).security
+    try:
+        security = SecurityConfig.model_validate(raw["security"])
+    except ValidationError as exc:
+        problems = [f"security.{p}" for p in validation_problems(exc)]
+    else:
+        if not (problems := list(_security_problems(security))):
+            return security
+    raise _invalid(source, problems)
+
+
+def _security_problems(security: SecurityConfig) -> Iterator[str]:
+    if security.authorized_keys == "*":
+        yield (
+            "security.authorized_keys: '*' would admit any client key; name a directory holding the "
+            "clients' public certificates (NAME.key)"
+        )
+    for key in ("authorized_keys", "server_key"):
+        if getattr(security, key) and not security.certificate:
+            yield f"security.{key}: used only with security.certificate (CURVE on tcp endpoints)"
 
 
 def validation_problems(exc: ValidationError) -> list[str]:
@@ -525,11 +562,7 @@ def _cross_checks(config: Config) -> Iterator[str]:
             yield f"streams[{i}].sample_rate: only audio streams have a sample rate"
         yield from _generic_problems(i, stream)
     security = config.security
-    if security.authorized_keys == "*":
-        yield (
-            "security.authorized_keys: '*' would admit any client key; name a directory holding the "
-            "clients' public certificates (NAME.key)"
-        )
+    yield from _security_problems(security)
     valid = True
     uses = config.endpoint_uses(_UNRESOLVED)
     for key, url, _ in uses:
@@ -583,9 +616,6 @@ def _cross_checks(config: Config) -> Iterator[str]:
             f"model.tensorrt: opts TensorRT into providers = ['auto'] only; with {model.providers} "
             "name 'tensorrt' in model.providers instead"
         )
-    for key in ("authorized_keys", "server_key"):
-        if getattr(security, key) and not security.certificate:
-            yield f"security.{key}: used only with security.certificate (CURVE on tcp endpoints)"
     if config.pipeline.shm and not any(u.url.startswith("ipc://") for u in uses):
         yield "pipeline.shm: no endpoint is ipc, and shared memory serves ipc endpoints only"
     for key, values in (

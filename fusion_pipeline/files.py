@@ -30,9 +30,13 @@ def new_file(path: Path, error: type[FusionError] = FusionError) -> Iterator[Pat
 
 
 def write_new(path: Path, write: Callable[[Path], object], error: type[FusionError] = FusionError) -> None:
-    """`write(partial)` to a file beside `path`, then link it into place (`new_file`)."""
-    with new_file(path, error) as partial:
-        write(partial)
+    """`write(partial)` to a file beside `path`, then link it into place (`new_file`). An OSError on the
+    way (a full disk, a file system that takes no files) is `error`, naming `path`."""
+    try:
+        with new_file(path, error) as partial:
+            write(partial)
+    except OSError as exc:
+        raise error(f"{path}: cannot be written ({exc.strerror or exc})") from None
 
 
 def write_new_text(path: Path, text: str, error: type[FusionError] = FusionError) -> None:

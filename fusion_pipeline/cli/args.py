@@ -1,5 +1,6 @@
 """Argument helpers every command shares: the parser class, a subcommand whose help is its handler's
-docstring, number and list types, -c/--config, and the check an output path gets before any work."""
+docstring, number and list types, -c/--config, the check an output path gets before any work, and the
+signals that stop a command."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import inspect
 import math
 import os
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 from fusion_pipeline.errors import FusionError
 
 __all__ = [
+    "STOP_SIGNALS",
     "BooleanOnce",
     "Parser",
     "add_command",
@@ -21,8 +24,20 @@ __all__ = [
     "comma_list",
     "config_argument",
     "number",
+    "stop_on_signals",
     "verify_crcs_argument",
 ]
+
+#: What stops a command: Ctrl-C, a service manager's SIGTERM, and SIGHUP, which the terminal or ssh
+#: session a command was started from sends as it goes away.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_on_signals(handler: Callable[[int, Any], Any]) -> None:
+    """From now on every signal of STOP_SIGNALS runs `handler`: `signal.default_int_handler` to stop as
+    Ctrl-C does (KeyboardInterrupt), or one that asks the command's loop to end."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
 
 
 class _Once(argparse.Action):

@@ -11,7 +11,13 @@ import signal
 import sys
 from pathlib import Path
 
-from fusion_pipeline.cli.args import add_command, config_argument, number, verify_crcs_argument
+from fusion_pipeline.cli.args import (
+    add_command,
+    config_argument,
+    number,
+    stop_on_signals,
+    verify_crcs_argument,
+)
 from fusion_pipeline.config import load_config
 
 __all__ = ["register"]
@@ -89,7 +95,7 @@ def _batch(args: argparse.Namespace) -> int:
 
     # SIGTERM stops the batch as Ctrl-C does: through the pool's and Ray's shutdown, not around it (a
     # local Ray's processes outlive a batch that SIGTERM ends at once).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop_on_signals(signal.default_int_handler)
     config = load_config(args.config)
     preflight(config, args.config, graph="offline")  # what the workers would refuse, refused once here
     with logging_redirect_tqdm():  # log lines above the progress bar, not through it

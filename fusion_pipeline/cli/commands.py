@@ -15,7 +15,7 @@ import sys
 from fusion_pipeline import __version__
 from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.cli import batch, introspect, keys, logs, model, run, status, view
-from fusion_pipeline.cli.args import Parser
+from fusion_pipeline.cli.args import STOP_SIGNALS, Parser
 from fusion_pipeline.errors import FusionError
 
 __all__ = ["build_parser", "main"]
@@ -43,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     tune_allocator()  # replay and record move megabyte frames (fusion_pipeline.allocator)
-    # A command may take SIGTERM and SIGINT over for its run (as Ctrl-C, or to stop a supervisor); a
+    # A command may take the stop signals over for its run (as Ctrl-C, or to stop a supervisor); a
     # caller in the same process (a test, a tool) gets its own handlers back, which processes it forks
     # later inherit (a pool worker that took SIGTERM as Ctrl-C hung its pool's shutdown).
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
     try:
         return int(args.func(args) or 0)
     except FusionError as exc:

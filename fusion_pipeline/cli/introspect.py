@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from fusion_pipeline.cli.args import add_command, config_argument, number
-from fusion_pipeline.config import load_config
+from fusion_pipeline.config import load_security
+from fusion_pipeline.protocol import Endpoint
 from fusion_pipeline.transport.sockets import Subscriber, ipc_probe
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Sample
 
@@ -24,7 +25,10 @@ __all__ = ["StreamRate", "describe_sample", "register"]
 
 
 ENDPOINT_HELP = "ipc:///path or tcp://host:port of a publisher (a driver, an ingest node, sets, results)"
-CONFIG_HELP = "a tcp endpoint with CURVE: connect with this config's [security] keys"
+CONFIG_HELP = (
+    "a tcp endpoint with CURVE: connect with this config's [security] keys (a pipeline config, or a file "
+    "of a [security] section alone)"
+)
 #: echo and topics on an ipc endpoint nobody can be publishing on yet: said at once, then they listen
 #: anyway, as `ros2 topic echo` waits for a topic to appear.
 IPC_NOTE = (
@@ -156,7 +160,9 @@ def _format_line(info: dict[str, Any]) -> str:
 
 
 def _subscribe(args: argparse.Namespace, prefix: str) -> Subscriber:
-    curve = load_config(args.config).curve_for(args.endpoint) if args.config is not None else None
+    # CURVE keys apply to a tcp endpoint only (as Config.curve_for)
+    tcp = Endpoint(args.endpoint).scheme == "tcp"
+    curve = load_security(args.config).curve() if args.config is not None and tcp else None
     # Introspection must see anything a sensor may legally send, so it uses the protocol's limits.
     return Subscriber(args.endpoint, topics=[prefix], limits=DEFAULT_LIMITS, hwm=1000, curve=curve)
 

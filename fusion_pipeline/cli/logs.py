@@ -35,6 +35,7 @@ from fusion_pipeline.cli.args import (
     check_output_path,
     config_argument,
     number,
+    stop_on_signals,
     verify_crcs_argument,
 )
 from fusion_pipeline.config import Config, load_config
@@ -223,13 +224,13 @@ class _Console(io.TextIOBase):
 
 
 def _stop_on_signals(stopped: list[bool]) -> None:
-    """From now on, Ctrl-C and SIGTERM set stopped[0]: the command ends its loop and closes its files."""
+    """From now on, Ctrl-C, SIGTERM and SIGHUP set stopped[0]: the command ends its loop and closes its
+    files."""
 
     def handler(signum: int, frame: object) -> None:
         stopped[0] = True
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, handler)
+    stop_on_signals(handler)
 
 
 def _record(args: argparse.Namespace) -> int:
@@ -511,7 +512,7 @@ def _import_ros2(args: argparse.Namespace) -> int:
 
     require_rosbags()  # the extra missing is said before anything else
     check_output_path(args.out, "-o", new=True)  # before the bag is opened, in every command's words
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: the partial log goes
+    stop_on_signals(signal.default_int_handler)  # as Ctrl-C: the partial log goes
     counts = import_ros2(
         args.bag, args.out, parse_map(args.map), sample_rate=args.sample_rate, channels=args.channels
     )
@@ -545,7 +546,7 @@ def _export_foxglove(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace, write: Callable[[list[Path], Path], dict[str, int]]) -> int:
     """An export command: refuse its -o and a log cut short before `write` converts anything."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: the partial output goes
+    stop_on_signals(signal.default_int_handler)  # as Ctrl-C: the partial output goes
     check_output_path(args.out, "-o", new=True)
     _distinct_logs(args.logs)
     for path in args.logs:  # each file on its own (`write` groups them, and says where parts are missing)

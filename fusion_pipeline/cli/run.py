@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import socket
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
+from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number, stop_on_signals
 from fusion_pipeline.config import (
     DEMO_CONFIG,
     SHIPPED,
@@ -138,8 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         for key, port in _view_ports(config.view):
             _check_port_free(key, port)
     supervisor = Supervisor(config, args.config, warmup_s=args.warmup)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: supervisor.stop())
+    stop_on_signals(lambda *_: supervisor.stop())
     summary = supervisor.run(args.duration)
     print(format_summary(summary), file=sys.stderr)
     if args.summary_json is not None:
@@ -199,6 +197,7 @@ def _relative_paths(config: Config) -> list[str]:
     """The config's file paths that are relative, as "key = value"."""
     model = config.model.path
     paths = {
+        "pipeline.run_dir": config.pipeline.run_dir,
         "model.path": "" if model.startswith(SHIPPED) else model,
         "record.path": config.record.path if config.record.enabled else "",
         "view.save": config.view.save if config.view.enabled else "",

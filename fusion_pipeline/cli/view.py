@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number
+from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number, stop_on_signals
 from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.errors import FusionError
 from fusion_pipeline.files import write_new_text
@@ -93,7 +93,7 @@ def _view(args: argparse.Namespace) -> int:
         raise FusionError(f"view: give log files or one endpoint, not both: {args.target}")
     _refuse_unused(args, settings, bool(logs))
     # As Ctrl-C: a log shown part way leaves no .rrd, a live view ends and writes its own.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop_on_signals(signal.default_int_handler)
     if logs:
         report, saved = _view_logs(logs, args.duration, config, settings)
     else:

@@ -20,7 +20,7 @@ run dir (ops.rundir) the supervisor
   metrics over HTTP from a thread, both from a health.PipelineSnapshot of its state (ops.status,
   ops.exporter); a private temp run dir is recorded in status.run_file for the status command;
 - prints a status line about once a second (ops.statusline) and a summary at the end;
-- on stop (SIGINT/SIGTERM or the end of ``--duration``) sends SIGTERM to every node, SIGKILLs what is
+- on stop (SIGINT, SIGTERM, SIGHUP or the end of ``--duration``) sends SIGTERM to every node, SIGKILLs what is
   left after STOP_GRACE_S, and closes the run dir.
 
 Children are also asked to receive SIGTERM from the kernel if the supervisor itself dies (Linux
@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -237,7 +238,7 @@ class Supervisor:
         if ignored := self.config.live_only(self.graph.kind):
             self.line.log(f"{', '.join(ignored)}: live only, not in this graph (a {self.graph.kind}'s)")
         beside = f" (on this host also {local_url})" if local_url != results_url else ""
-        self.line.log(f"results on {results_url}{beside}: fusion-pipeline echo {local_url}")
+        self.line.log(f"results on {results_url}{beside}: fusion-pipeline echo {shlex.quote(local_url)}")
         for use in plain_tcp_endpoints(self.config, self.run_dir):
             self._warn(
                 Notice(

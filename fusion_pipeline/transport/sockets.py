@@ -20,6 +20,7 @@ import enum
 import ipaddress
 import logging
 import math
+import os
 import socket
 import time
 import weakref
@@ -125,9 +126,16 @@ def prepare_bind(endpoint: Endpoint, create: bool = True) -> None:
     path = endpoint.ipc_path
     if path is None:
         return
+    where = f"endpoint {endpoint.url!r}: its directory {str(path.parent)!r}"
+    if path.parent.exists() and not path.parent.is_dir():
+        raise EndpointError(f"{where} is not a directory")
     if create:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EndpointError(f"{where} cannot be created ({exc.strerror})") from None
     elif not path.parent.exists():
+        _check_creatable(path.parent, where)
         return
     mode = path.parent.stat().st_mode & 0o777
     if mode & 0o077:
@@ -135,6 +143,16 @@ def prepare_bind(endpoint: Endpoint, create: bool = True) -> None:
             f"endpoint {endpoint.url!r}: its directory {str(path.parent)!r} has mode {mode:04o}; ipc sockets "
             "must live in a directory only their user can access (chmod 700, or another run_dir)"
         )
+
+
+def _check_creatable(directory: Path, where: str) -> None:
+    """Refuse a directory that mkdir could not make: the nearest existing one above it is a file, or
+    this user cannot write in it (a dry run: whatever else stops mkdir is said when the run makes it)."""
+    above = next(parent for parent in directory.parents if parent.exists())
+    if not above.is_dir():
+        raise EndpointError(f"{where} cannot be created: {str(above)!r} is not a directory")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise EndpointError(f"{where} cannot be created: {str(above)!r} is not writable by this user")
 
 
 def ipc_probe(path: Path) -> OSError | None:

@@ -27,6 +27,7 @@ import pytest
 from paths import ROOT
 from pipeline_harness import present
 
+from fusion_pipeline.config import load_config
 from fusion_pipeline.transport import Sample, Subscriber, generate_keys
 
 CONFIGS = ROOT / "configs" / "multihost"
@@ -191,6 +192,14 @@ def _collect(results: Subscriber, until, timeout_s: float, into: list[Sample], p
             into.append(sample)
 
 
+def _security_only(config: Path, path: Path) -> Path:
+    """A config file at `path` holding only the [security] section of `config`."""
+    security = load_config(config).security
+    keys = "".join(f'{key} = "{value}"\n' for key, value in security if isinstance(value, str) and value)
+    path.write_text("[security]\n" + keys)
+    return path
+
+
 def test_graph_across_hosts_over_tcp_with_curve(hosts: Hosts, sites: dict[str, Site], tmp_path: Path) -> None:
     vehicle, compute = sites["vehicle"], sites["compute"]
     vehicle_toml = vehicle.config("vehicle", hosts)
@@ -223,7 +232,8 @@ def test_graph_across_hosts_over_tcp_with_curve(hosts: Hosts, sites: dict[str, S
             argv += ["--count", str(count), "--timeout", str(timeout_s)]
             return processes.start("compute", name, sys.executable, *argv, service=False)
 
-        allowed = echo("allowed-echo", compute_toml, 3, 30)
+        # The allowed one with a file of the compute host's [security] alone, as a consumer's host has.
+        allowed = echo("allowed-echo", _security_only(compute_toml, tmp_path / "consumer.toml"), 3, 30)
         stranger = echo("stranger-echo", stranger_toml, 1, 5)
 
         results: list[Sample] = []

@@ -100,6 +100,22 @@ def test_killed_and_hung_nodes_are_restarted_and_sigterm_exits_clean(tmp_path: P
     assert summary["drops"]["ingest:camera/front"]["seq_lost"] == camera["seq_lost"]
 
 
+def test_sighup_stops_a_run_as_sigterm_does(tmp_path: Path) -> None:
+    """The terminal or ssh session a run was started from going away: a clean stop, not a death that
+    leaves its sockets and run file behind."""
+    with pipeline(demo_text, "--warmup", "0", workdir=tmp_path) as run:
+        results = run.results()
+        try:
+            collect(results, lambda rs: len(rs) >= 1, timeout_s=30)
+        finally:
+            results.close()
+        code, took = run.terminate(timeout_s=10, signum=signal.SIGHUP)
+        output = run.output()
+        assert code == 0, output
+        assert "end_to_end" in output  # the summary
+        assert run.all_node_pids() == [] and run.ipc_files() == []
+
+
 def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path) -> None:
     # It would bind over the first run's sockets and take its sensors' data.
     run_dir = tmp_path / "run"

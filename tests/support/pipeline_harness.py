@@ -74,10 +74,10 @@ class Run:
     def results(self) -> Subscriber:
         return Subscriber(f"ipc://{self.run_dir}/results.sock", topics=["result/"], hwm=1000)
 
-    def terminate(self, timeout_s: float) -> tuple[int, float]:
-        """SIGTERM the supervisor; (exit code, seconds it took)."""
+    def terminate(self, timeout_s: float, signum: int = signal.SIGTERM) -> tuple[int, float]:
+        """Stop the supervisor with `signum`; (exit code, seconds it took)."""
         start = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(signum)
         code = self.process.wait(timeout=timeout_s)
         return code, time.monotonic() - start
 

@@ -13,11 +13,13 @@ from fusion_pipeline.config import (
     check_run_dir,
     doubtful_settings,
     load_config,
+    load_security,
     parse_config,
     shipped,
 )
 from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.inference import load_bindings
+from fusion_pipeline.protocol import Curve
 from fusion_pipeline.transport import Limits
 
 DEMO_PATH = ROOT / "configs" / "demo.toml"
@@ -384,3 +386,19 @@ def test_a_pipeline_name_that_is_no_plain_file_name_is_refused(name: str) -> Non
     text = (ROOT / "configs" / "demo.toml").read_text().replace('name = "demo"', f'name = "{name}"', 1)
     with pytest.raises(ConfigError, match="pipeline.name: String should match pattern"):
         parse_config(text)
+
+
+def test_a_command_that_only_connects_takes_a_file_of_security_alone(tmp_path: Path) -> None:
+    """echo, hz and topics -c: a consumer's host has keys, not a pipeline; what it gives is still checked."""
+    alone = tmp_path / "consumer.toml"
+    alone.write_text('[security]\ncertificate = "k/me.key_secret"\nserver_key = "k/server.key"\n')
+    assert load_security(alone).curve() == Curve(Path("k/me.key_secret"), None, Path("k/server.key"))
+    assert load_security(DEMO_PATH) == load_config(DEMO_PATH).security
+    for text, said in [
+        ('[security]\ncertficate = "x"\n', "security.certficate: Extra inputs are not permitted"),
+        ('[security]\nserver_key = "k/server.key"\n', "security.server_key: used only with"),
+        ('[security]\ncertificate = "x"\n[sync]\nmax_wait_ms = 1\n', "streams: Field required"),
+    ]:
+        alone.write_text(text)
+        with pytest.raises(ConfigError, match=rf"^{alone}: invalid config:\n  .*{said}"):
+            load_security(alone)

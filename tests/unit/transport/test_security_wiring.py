@@ -16,10 +16,12 @@ from fusion_pipeline.node import check_host
 from fusion_pipeline.transport import (
     MAX_SUBSCRIPTION_BYTES,
     Curve,
+    Endpoint,
     EndpointError,
     Publisher,
     Subscriber,
     generate_keys,
+    prepare_bind,
 )
 
 CONFIG = """
@@ -56,6 +58,20 @@ def test_ipc_sockets_are_bound_only_in_private_directories(ipc_dir: Path) -> Non
     with pytest.raises(EndpointError, match=r"has mode 0755.*only their user"):
         Publisher(f"ipc://{shared}/a.sock", "s", "radar")
     assert not (shared / "a.sock").exists()
+
+
+@pytest.mark.parametrize("create", [True, False])
+def test_a_socket_directory_that_cannot_be_made_is_said_not_raised_as_os_error(
+    ipc_dir: Path, create: bool
+) -> None:
+    """A run dir under a file, or that is a file: one line naming the endpoint, also in a dry run."""
+    file = ipc_dir / "afile"
+    file.write_text("")
+    with pytest.raises(EndpointError, match=rf"{file}/x'.* cannot be created"):
+        prepare_bind(Endpoint(f"ipc://{file}/x/a.sock"), create=create)
+    with pytest.raises(EndpointError, match=rf"its directory '{file}' is not a directory"):
+        prepare_bind(Endpoint(f"ipc://{file}/a.sock"), create=create)
+    assert file.is_file() and file.read_text() == ""
 
 
 def test_one_socket_serves_a_curve_tcp_peer_and_a_plain_ipc_peer(tmp_path: Path, ipc_dir: Path) -> None:
