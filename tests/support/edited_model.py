@@ -1,5 +1,6 @@
 """The shipped model with its contract JSON edited, and optionally its graph's declarations: a model that
-does not fit the config, or one whose graph does not fit its own contract."""
+does not fit the config, or one whose graph does not fit its own contract; and a model built from
+nodes, whose results depend on where its input lies in memory."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import onnx
+from onnx import TensorProto, helper
 
 from fusion_pipeline.config import load_config
-from fusion_pipeline.contract import CONTRACT_KEY
+from fusion_pipeline.contract import CONTRACT_KEY, default_contract
 from fusion_pipeline.inference import model_path
 
 
@@ -42,3 +44,34 @@ def camera_64_graph(model: onnx.ModelProto) -> None:
     shape = next(i for i in model.graph.input if i.name == "camera").type.tensor_type.shape
     for dim, size in zip(shape.dim[1:], [3, 64, 64], strict=True):
         dim.dim_value = size
+
+
+def camera_sum_model(folder: Path) -> Path:
+    """A model of the default contract whose every output is the sum of its camera input (FOLDER/sum.onnx):
+    onnxruntime's CPU ReduceSum adds in another order where the array starts elsewhere in a cache line."""
+    contract = default_contract()
+    inputs = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", *s])
+        for n, s in contract.tensors.items()
+    ]
+    nodes = [
+        helper.make_node("ReduceSum", ["camera", "axes"], ["total"], keepdims=0),
+        helper.make_node("Unsqueeze", ["total", "one"], ["column"]),
+    ]
+    initializers = [
+        helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]),
+        helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+    ]
+    outputs = []
+    for output in contract.outputs:
+        (size,) = output.shape
+        initializers.append(helper.make_tensor(f"{output.name}_shape", TensorProto.INT64, [2], [1, size]))
+        nodes.append(helper.make_node("Expand", ["column", f"{output.name}_shape"], [output.name]))
+        outputs.append(helper.make_tensor_value_info(output.name, TensorProto.FLOAT, ["batch", size]))
+    graph = helper.make_graph(nodes, "camera_sum", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CONTRACT_KEY, contract.to_json()
+    path = folder / "sum.onnx"
+    onnx.save(model, str(path))
+    return path
