@@ -283,6 +283,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             else []
         ),
         *(
+            [
+                f"NOT UP when the run stopped (no heartbeat): {', '.join(down)}: a run too short for them to "
+                "start (--duration), or a start that fails (their log lines)"
+            ]
+            if (down := summary.get("not_up"))
+            else []
+        ),
+        *(
             [f"streams in no model input: {metrics.unbound_held(held, summary['sync_sets_published'])}"]
             if (held := summary.get("unbound_held"))
             else []

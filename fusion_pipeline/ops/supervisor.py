@@ -381,15 +381,16 @@ class Supervisor:
         silent; nor does a model still loading elsewhere (a TensorRT engine build takes minutes) hide a
         dead sensor until it is done. None: not yet."""
         if stream not in self._watched:
-            own = [
-                n
-                for n in self.nodes
-                if n.spec.name == f"sensor_sim:{stream}" or n.spec.runs_part(f"ingest:{stream}")
-            ]
+            own = self._own_nodes(stream)
             if any(n.last_beat is None and now - self._started < self._start_timeout(n.spec) for n in own):
                 return None
             self._watched[stream] = now
         return self._watched[stream]
+
+    def _own_nodes(self, stream: str) -> list[_Node]:
+        """The nodes a stream's flow needs: its simulated driver, the node running its ingest."""
+        driver, ingest = f"sensor_sim:{stream}", f"ingest:{stream}"
+        return [n for n in self.nodes if n.spec.name == driver or n.spec.runs_part(ingest)]
 
     def _last_heard(self, part: str, now: float) -> float:
         """Until when the counters of the node running `part` tell its stream's flow: now, or the last
@@ -486,6 +487,7 @@ class Supervisor:
         window_results, window_messages = self._result_ratio()
         inference = self.counters.totals("inference")
         sync = self.counters.totals("synchronizer")
+        heard = set(self.counters.nodes())  # the nodes that sent a heartbeat: up at some point
         return {
             "pipeline": self.config.pipeline.name,
             "config": str(self.config_path) if self.config_path else "<embedded demo>",
@@ -499,13 +501,17 @@ class Supervisor:
             # of the reference's messages, those ingest passed over for newer ones and those that never came
             "reference_skipped": reference_ingest.get("skipped", 0),
             "reference_lost": reference_ingest.get("seq_lost", 0),
-            # live, configured streams of which not one message reached their ingest (a dead or absent
-            # sensor); a replay's report says what its log holds
+            # live, configured streams of which not one message reached their ingest although their own
+            # nodes were up (a dead or absent sensor); a replay's report says what its log holds
             "nothing_received": [
                 s.name
                 for s in self.config.streams
-                if not self.graph.log_time and not arrived(self.counters.totals(f"ingest:{s.name}"))
+                if not self.graph.log_time
+                and not arrived(self.counters.totals(f"ingest:{s.name}"))
+                and all(n.spec.name in heard for n in self._own_nodes(s.name))
             ],
+            # nodes that never sent a heartbeat: a run stopped before they were up, or a start that fails
+            "not_up": [n.spec.name for n in self.nodes if n.spec.name not in heard],
             "result_ratio": round(window_results / window_messages, 4) if window_messages else None,
             "log_time": self.graph.log_time,
             "result_ratio_counts": [window_results, window_messages],

@@ -60,6 +60,14 @@ def test_streams_of_which_nothing_arrived_are_said() -> None:
     assert "NOTHING received from lidar/top: a dead or absent sensor" in text
     radar = format_summary(_summary(nothing_received=["radar/front"]))
     assert "NOTHING received from radar/front" in radar and "too short" in radar
+    assert "NOT UP" not in radar
+
+
+def test_nodes_that_never_came_up_are_said_not_blamed_on_the_sensors() -> None:
+    """A run stopped at 2 s, its nodes still importing, said that every sensor was dead."""
+    text = format_summary(_summary(not_up=["sensor_sim:camera/front", "ingest:camera/front"]))
+    assert "NOT UP when the run stopped (no heartbeat): sensor_sim:camera/front, ingest:camera/front" in text
+    assert "NOTHING" not in text
 
 
 def test_a_ratio_correction_does_not_blame_a_restart_that_did_not_happen() -> None:
