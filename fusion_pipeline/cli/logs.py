@@ -373,7 +373,7 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
     """`replay`, its options checked, with the results written to `results`; its report."""
     from fusion_pipeline.cli.run import format_summary
     from fusion_pipeline.logs.replayer import Replayer
-    from fusion_pipeline.logs.send_order import plan_streams
+    from fusion_pipeline.logs.send_order import absent_streams, plan_streams
     from fusion_pipeline.ops.status import resolve_run_dir
 
     config = load_config(args.config)
@@ -396,9 +396,8 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
     plan = plan_streams(config, logged, settings)
     if left_out := [name for name in logged if name not in plan]:
         log.info("not replaying %s: no such stream in the config", ", ".join(left_out))
-    held = {settings.remap.get(name, name) for name in logged}  # what the log can give each stream
-    if absent := [s.name for s in config.streams if s.name not in held]:
-        log.warning("the log holds no %s: absent from every set of this replay", ", ".join(absent))
+    if not args.offline:  # the offline graph says it itself (and reports it)
+        absent_streams(config, logged, settings)
     _check_window(settings.start_s, settings.end_s, _read_through(reader, plan, args.allow_truncated))
     if args.offline:
         return _replay_offline(args, config, settings, reader, results, stopped)

@@ -17,6 +17,7 @@ messages, numbered and stamped alike.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,17 @@ from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogMessage, LogReader
 from fusion_pipeline.transport.wire import Sample
 
-__all__ = ["LOOP_GAP_NS", "Outgoing", "ReplaySettings", "message_total", "plan_streams", "send_order"]
+log = logging.getLogger("fusion_pipeline.logs.send_order")
+
+__all__ = [
+    "LOOP_GAP_NS",
+    "Outgoing",
+    "ReplaySettings",
+    "absent_streams",
+    "message_total",
+    "plan_streams",
+    "send_order",
+]
 
 
 #: Pause between passes of a looped replay (log time), so a pass's first stamps follow the last ones.
@@ -66,6 +77,15 @@ def message_total(reader: LogReader, plan: Mapping[str, str], settings: ReplaySe
     if settings.start_s or settings.end_s is not None or settings.loop:
         return None
     return reader.count(plan)
+
+
+def absent_streams(config: Config, logged: Mapping[str, object], settings: ReplaySettings) -> list[str]:
+    """The config's streams the log holds no messages for (after --remap), said in a WARNING: absent from
+    every set of the replay (a stream renamed in the config, a log from another suite)."""
+    held = {settings.remap.get(name, name) for name in logged}
+    if absent := [s.name for s in config.streams if s.name not in held]:
+        log.warning("the log holds no %s: absent from every set of this replay", ", ".join(absent))
+    return absent
 
 
 def plan_streams(

@@ -46,7 +46,13 @@ from fusion_pipeline.inference import InferenceStage, ModelRuntime
 from fusion_pipeline.ingest import Ingest
 from fusion_pipeline.logs.reader import LogReader, prefetch
 from fusion_pipeline.logs.records import REPLAYED_BY
-from fusion_pipeline.logs.send_order import ReplaySettings, message_total, plan_streams, send_order
+from fusion_pipeline.logs.send_order import (
+    ReplaySettings,
+    absent_streams,
+    message_total,
+    plan_streams,
+    send_order,
+)
 from fusion_pipeline.logs.writer import LogWriter
 from fusion_pipeline.ops.metrics import is_count, is_drop_counter, unbound_held
 from fusion_pipeline.preprocess.deferred import defer, resolve
@@ -85,6 +91,7 @@ class OfflineReport:
     cpu_s: float = 0.0  # CPU time of the whole process (every thread) during the run
     provider: str = ""
     truncated: list[str] = field(default_factory=list)  # 'PATH: reason' of a log cut short
+    absent: list[str] = field(default_factory=list)  # config streams the log holds nothing for
 
     @property
     def messages(self) -> int:
@@ -130,6 +137,7 @@ class OfflineReport:
             "speedup": self.speedup,
             "provider": self.provider,
             "truncated": self.truncated,
+            "absent": self.absent,
         }
 
 
@@ -186,10 +194,12 @@ class OfflineGraph:
             remap=dict(remap or {}),
             graph=True,  # the replay meta a graph's messages carry
         )
-        plan = plan_streams(self.config, reader.scan_streams(), settings)
+        logged = reader.scan_streams()
+        plan = plan_streams(self.config, logged, settings)
+        absent = absent_streams(self.config, logged, settings)  # said, and in the report
+        report = OfflineReport(provider=self.runtime.provider, absent=absent)
         writers = _Writers(results, sets)
         stages = _Stages(self.config, self.runtime, self.clock, on_set=writers.set)
-        report = OfflineReport(provider=self.runtime.provider)
         bar = tqdm(
             total=message_total(reader, plan, settings), unit="msg", disable=not progress, dynamic_ncols=True
         )

@@ -24,9 +24,13 @@ __all__ = ["LogStats", "Moments", "batch_summary", "class_of", "format_summary",
 CLASS_KIND = "class_logits"  # the output kind whose statistic is a class histogram
 
 
-def presence_pattern(presence: Sequence[int], inputs: Sequence[str]) -> str:
-    """A result's presence mask in words: "all present", or "without" the inputs whose bit is 0."""
+def presence_pattern(presence: Sequence[int], inputs: Sequence[str], streams: Sequence[str] = ()) -> str:
+    """A result's presence mask in words: "all present", or "without" what is behind each 0 bit: its
+    stream, as the run summary names it (`streams`, the result's ``meta.streams``), else its model input
+    (one no stream feeds)."""
     names = list(inputs) if len(inputs) == len(presence) else [f"input {i}" for i in range(len(presence))]
+    if len(streams) == len(names):
+        names = [stream or name for stream, name in zip(streams, names, strict=True)]
     missing = [name for name, bit in zip(names, presence, strict=True) if not bit]
     return "without " + ", ".join(missing) if missing else "all present"
 
@@ -103,7 +107,8 @@ class LogStats:
         self.results += 1
         meta = result.meta
         presence = result.arrays.get("presence", np.zeros(0, np.uint8))
-        self.patterns[presence_pattern(presence.tolist(), meta.get("inputs", []))] += 1
+        pattern = presence_pattern(presence.tolist(), meta.get("inputs", []), meta.get("streams", []))
+        self.patterns[pattern] += 1
         for name, spec in meta.get("outputs", {}).items():
             value = result.arrays.get(name)
             if value is None:

@@ -151,6 +151,7 @@ def run_log(task: LogTask) -> LogRecord:
         "results": report.results,
         "drops": report.drops,
         "provider": report.provider,
+        "absent": report.absent,  # config streams the log holds nothing for
     }
     record.timings = {
         "started": started_s,

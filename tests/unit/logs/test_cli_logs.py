@@ -116,10 +116,21 @@ def test_a_replay_says_which_config_streams_the_log_lacks(
     nothing said (the other way round, log streams the config lacks, was said)."""
     assert main(["replay", str(demo_log), "-c", "package:surround.toml", "--offline", "--no-progress"]) == 0
     assert "the log holds no camera/front_left, camera/front_right, camera/back" in caplog.text
+    assert caplog.text.count("the log holds no") == 1
     caplog.clear()  # streams left out by --streams are the command's choice, not what the log lacks
     chosen = ["--streams", "camera/front", "--streams", "lidar/top"]
     assert main(["replay", str(demo_log), *chosen, "--offline", "--no-progress"]) == 0
     assert "the log holds no" not in caplog.text
+
+
+def test_a_batch_record_names_the_config_streams_its_log_lacks(demo_log: Path, tmp_path: Path) -> None:
+    """A batch said nothing of it: the log was `done`, the lack only a presence pattern in its summary."""
+    out = tmp_path / "out"
+    argv = ["batch", str(demo_log), "--out", str(out), "-c", "package:surround.toml", "--no-progress"]
+    assert main(argv) == 0
+    record = json.loads((out / "manifest.jsonl").read_text())
+    assert record["status"] == "done"
+    assert record["counts"]["absent"][:3] == ["camera/front_left", "camera/front_right", "camera/back"]
 
 
 def test_record_refuses_at_start_a_name_whose_later_parts_exist(tmp_path: Path, capsys) -> None:

@@ -53,6 +53,9 @@ def test_a_presence_pattern_names_the_missing_inputs() -> None:
     assert presence_pattern([1, 0, 0], ["camera", "lidar", "radar"]) == "without lidar, radar"
     # A mask whose names do not fit it is still said, by position.
     assert presence_pattern([0, 1], ["camera"]) == "without input 0"
+    # By the stream behind each bit, as the run summary names them; an input no stream feeds by its name.
+    streams = ["camera/front", "", "radar/front"]
+    assert presence_pattern([0, 0, 1], ["camera", "lidar", "radar"], streams) == "without camera/front, lidar"
 
 
 @pytest.mark.parametrize("cut", [0, 1, 5, 17, 30])
