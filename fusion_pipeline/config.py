@@ -56,6 +56,7 @@ __all__ = [
     "StreamConfig",
     "SyncConfig",
     "ViewConfig",
+    "invalid_config",
     "load_config",
     "load_security",
     "absolute_config",
@@ -384,7 +385,8 @@ class Config(_Section):
         publisher binds besides. A CURVE client presents the one `server_key` of the config's peer (the
         vehicle), which is not the key this host serves its results with."""
         output = self.endpoint(self.output.endpoint, run_dir)
-        return output if Endpoint(output).scheme == "ipc" else f"ipc://{run_dir}/{LOCAL_RESULTS_SOCKET}"
+        # Not Endpoint(output).scheme: a malformed endpoint is refused by the config's checks, by its key.
+        return f"ipc://{run_dir}/{LOCAL_RESULTS_SOCKET}" if output.startswith("tcp://") else output
 
     def live_only(self, graph: GraphKind) -> list[str]:
         """The settings this config turns on that the `graph` does not honour, as "key = value": a
@@ -493,14 +495,15 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise _invalid(source, validation_problems(exc)) from exc
+        raise invalid_config(source, validation_problems(exc)) from exc
     problems = list(_cross_checks(config))
     if problems:
-        raise _invalid(source, problems)
+        raise invalid_config(source, problems)
     return config
 
 
-def _invalid(source: str, problems: list[str]) -> ConfigError:
+def invalid_config(source: str, problems: list[str]) -> ConfigError:
+    """The error of a config with `problems` ('key.path: what is wrong'), one per line under its source."""
     return ConfigError(f"{source}: invalid config:\n" + "\n".join(f"  {p}" for p in problems))
 
 
@@ -523,7 +526,7 @@ def load_security(path: str | Path) -> SecurityConfig:
     else:
         if not (problems := list(_security_problems(security))):
             return security
-    raise _invalid(source, problems)
+    raise invalid_config(source, problems)
 
 
 def _security_problems(security: SecurityConfig) -> Iterator[str]:
@@ -551,9 +554,19 @@ def validation_problems(exc: ValidationError) -> list[str]:
 def _cross_checks(config: Config) -> Iterator[str]:
     """Checks that span keys; each yields 'key.path: what is wrong'."""
     names = [s.name for s in config.streams]
+    slugs = [s.slug for s in config.streams]
+    clash = False  # two names, one slug: their default endpoints collide too, which would only repeat it
     for i, stream in enumerate(config.streams):
         if names.index(stream.name) != i:
+            clash = True
             yield f"streams[{i}].name: duplicate stream name {stream.name!r}"
+        elif (j := slugs.index(stream.slug)) != i:
+            clash = True
+            yield (
+                f"streams[{i}].name: {stream.name!r} and streams[{j}].name {names[j]!r} make one name, "
+                f"{stream.slug!r}, where a name holds no '/' (the default ingest endpoint, the model input "
+                "a trained model gives the stream): rename one"
+            )
         if stream.name.startswith("replay/"):  # the end of a replay and the skip marker (PROTOCOL section 5)
             yield f"streams[{i}].name: {stream.name!r}: names under replay/ are the replay's own messages"
         if stream.modality == "audio" and stream.sample_rate is None:
@@ -570,7 +583,7 @@ def _cross_checks(config: Config) -> Iterator[str]:
             endpoint = Endpoint(url)
         except EndpointError as exc:
             valid = False
-            yield f"{key}: {exc}"
+            yield f"{key}: {_shown(str(exc))}"  # the value as written
             continue
         if (
             endpoint.scheme == "tcp"
@@ -581,7 +594,7 @@ def _cross_checks(config: Config) -> Iterator[str]:
                 f"{key}: tcp endpoint {url!r} needs CURVE: set security.certificate and "
                 "security.authorized_keys (see `fusion-pipeline keys generate`), or security.insecure = true"
             )
-    if valid:  # what the run dir does not change can be refused now
+    if valid and not clash:  # what the run dir does not change can be refused now
         yield from _endpoint_problems(config, _UNRESOLVED)
     if config.sync.mode == "reference":
         if config.sync.reference is None:

@@ -26,6 +26,7 @@ from fusion_pipeline.config import (
     ViewConfig,
     config_source,
     doubtful_settings,
+    invalid_config,
     load_config,
     read_config_text,
 )
@@ -75,12 +76,17 @@ def preflight(config: Config, path: Path | None, *, graph: GraphKind = "live") -
     from fusion_pipeline.ingest import limit_problems
     from fusion_pipeline.sim.drivers import SimSettings
 
-    try:
-        for stream in config.streams:
-            if stream.driver == "sim" or stream.sim:  # an external stream's mount is the viewer's
+    problems = []  # of every stream at once, as the config's own checks say them
+    for stream in config.streams:
+        if stream.driver == "sim" or stream.sim:  # an external stream's mount is the viewer's
+            try:
                 SimSettings.from_stream(stream)
-            if problems := limit_problems(stream):
-                raise ConfigError("; ".join(problems))
+            except FusionError as exc:
+                problems.append(str(exc))
+        problems += limit_problems(stream)
+    if problems:
+        raise invalid_config(config_source(path), problems)
+    try:
         # Outputs a node would only fail to create, in its restarts (an existing file is kept: NAME-1...);
         # only a live run has the recorder and the viewer.
         if graph == "live" and config.view.enabled and config.view.save:
@@ -94,7 +100,7 @@ def preflight(config: Config, path: Path | None, *, graph: GraphKind = "live") -
                 f"working directory; shipped models: {shipped_list('models')})"
             )
         load_bindings(config)
-    except FusionError as exc:  # sim settings, model, bindings: all come from this config
+    except FusionError as exc:  # the model and its bindings: both come from this config
         raise ConfigError(f"{config_source(path)}: {exc}") from exc
     for doubt in doubtful_settings(config):
         log.warning("%s: %s", config_source(path), doubt)

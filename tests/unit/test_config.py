@@ -111,6 +111,15 @@ def test_errors_name_file_key_and_expectation(tmp_path: Path, old: str, new: str
     assert expected in message
 
 
+def test_an_endpoint_is_quoted_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "icp.toml"
+    path.write_text(
+        DEMO.replace('endpoint = "ipc://{run_dir}/results.sock"', 'endpoint = "icp://{run_dir}/r.sock"')
+    )
+    with pytest.raises(ConfigError, match=r"output.endpoint: endpoint 'icp://\{run_dir\}/r.sock': scheme"):
+        load_config(path)
+
+
 def test_tcp_needs_curve_unless_insecure(tmp_path: Path) -> None:
     tcp = DEMO.replace('endpoint = "ipc://{run_dir}/results.sock"', 'endpoint = "tcp://0.0.0.0:5600"')
     with pytest.raises(ConfigError, match=r"output.endpoint: tcp endpoint 'tcp://0.0.0.0:5600' needs CURVE"):
@@ -214,10 +223,10 @@ TCP = ("insecure = false", "insecure = true")
             [(SENSOR, f'{SENSOR}\ndriver = "external"'), (RESULTS, SENSOR)],
             "output.endpoint: 'ipc://{run_dir}/sensor-radar_front.sock' collides with streams[2].endpoint",
         ),
-        (  # {stream} is the name with "/" made "_": two names, one ingest socket
+        (  # {stream} is the name with "/" made "_": two names, one ingest socket, said by the names
             [('name = "radar/front"', 'name = "camera_front"')],
-            "streams[2].ingest_endpoint: 'ipc://{run_dir}/ingest-camera_front.sock' collides with "
-            "streams[0].ingest_endpoint",
+            "streams[2].name: 'camera_front' and streams[0].name 'camera/front' make one name, "
+            "'camera_front', where a name holds no '/' (the default ingest endpoint, the model input",
         ),
         (  # the viewer node's servers take tcp ports of this host (they failed in its restarts)
             [("hwm = 64", "hwm = 64\n[view]\nenabled = true\nweb = true\nweb_port = 9000\ngrpc_port = 9000")],

@@ -95,3 +95,18 @@ def test_check_refuses_a_run_dir_others_can_enter_and_says_relative_paths(
         assert main(["config", "check", "-c", str(relative)]) == 0
     assert f"relative paths, read from the working directory (here {tmp_path}" in caplog.text
     assert "model.path = models/mine.onnx" in caplog.text
+
+
+def test_every_simulated_driver_mistake_is_said_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One edit-and-check round per mistake, in another format than the other keys' errors."""
+    demo = (ROOT / "configs" / "demo.toml").read_text()
+    text = demo.replace("rate_hz = 30\n", "rate_hz = 30\nsim = { fov_dg = 60 }\n", 1)
+    text = text.replace("rate_hz = 20\n", "rate_hz = 20\nsim = { drop_prob = 2 }\n", 1)
+    path = tmp_path / "sim.toml"
+    path.write_text(text)
+    assert main(["config", "check", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: invalid config:\n  streams[camera/front].sim: unknown keys ['fov_dg']" in err
+    assert "\n  streams[radar/front].sim.drop_prob: must be in [0, 1], got 2" in err
