@@ -417,12 +417,15 @@ def _eval(args: argparse.Namespace) -> int:
     if args.test_seed == tc["world_seed"]:
         raise ModelError(f"--test-seed {args.test_seed} is the training world seed; pick an unseen one")
     contract = _suite_contract(args.run_dir, [m.contract for models in runs for m in models.values()])
-    source, config = _eval_config(args.config, metas[0].get("config"))
+    saved = metas[0].get("config")
+    source, config = _eval_config(args.config, saved)
     if config is not None and contract_for_config(config) != contract:
         raise ModelError(
             f"--config {source}: its streams are not the sensors the checkpoints in {args.run_dir} were "
             f"trained for ({', '.join(contract.presence_order)})"
         )
+    if args.config is not None and saved is not None and config is not None:
+        _same_mounts(source, config, _eval_config(None, saved)[1], args.run_dir)
     # New files (the report's doc aside): refused now, not once the evaluation is done; after the
     # inputs, so that a mistake in them is said first (fixing it would not move these).
     outputs = _corruption_outputs(args) if corruptions is not None else _eval_outputs(args)
@@ -624,6 +627,27 @@ def _eval_config(path: Path | None, saved: dict[str, Any] | None) -> tuple[str |
     if saved is not None:
         return saved["source"], parse_config(saved["text"], f"{saved['source']} (saved in the checkpoints)")
     return None, None
+
+
+def _same_mounts(source: str | None, config: Config, trained: Config | None, run_dir: Path) -> None:
+    """Refuse a --config whose sensors sit elsewhere than those the checkpoints were trained with: the
+    test set would be rendered by other sensors, and the figures would pass for the trained suite's."""
+    from fusion_pipeline.sim.dataset import sensors_for
+
+    if trained is None:
+        return
+    given = {s.input: s.mount for s in sensors_for(config)}
+    moved = [
+        f"{s.input} {given[s.input]} (trained: {s.mount})"
+        for s in sensors_for(trained)
+        if s.input in given and given[s.input] != s.mount
+    ]
+    if moved:
+        raise ModelError(
+            f"--config {source}: its sensors sit elsewhere than those the checkpoints in {run_dir} were "
+            f"trained with ([streams.sim] mounts): {'; '.join(moved)}; evaluate with the config they were "
+            "trained with (leave --config out: it is saved in the checkpoints)"
+        )
 
 
 def _sensor_summary(contract: ModelContract) -> str:

@@ -134,7 +134,11 @@ def plan_streams(
             )
         plan[name] = target
     if not plan:
-        raise LogError(f"nothing to replay: no log stream matches a config stream (log has {sorted(logged)})")
+        raise LogError(
+            f"nothing to replay: no log stream matches a config stream (log has {sorted(logged)}, the "
+            f"config {[s.name for s in config.streams]}): give the config the log was recorded with (-c; "
+            "without it, the demo's), or --remap LOG=CONFIG"
+        )
     if settings.graph:  # the graph makes no set without these: it would run to "sets 0" and exit 0
         replayed = set(plan.values())
         reference = config.sync.reference if config.sync.mode == "reference" else None

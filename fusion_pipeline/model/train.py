@@ -376,7 +376,11 @@ def save_checkpoint(path: str | Path, model: FusionNet, meta: dict[str, Any]) ->
 def load_checkpoint(path: str | Path) -> tuple[FusionNet, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{path}: no such checkpoint (run `fusion-pipeline model train` first)")
+        there = sorted(p.stem for p in path.parent.glob("*.npz")) if path.parent.is_dir() else []
+        raise ModelError(
+            f"{path}: no such checkpoint; {path.parent} holds "
+            + (", ".join(there) if there else "none (run `fusion-pipeline model train` first)")
+        )
     with np.load(path, allow_pickle=False) as f:
         if _META not in f.files:
             raise ModelError(f"{path}: not a fusion-pipeline checkpoint (no {_META} entry)")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from extras import without
+from paths import ROOT
 
 from fusion_pipeline.cli.model import MIN_SAMPLES
 
@@ -210,3 +211,27 @@ def test_eval_links_a_plot_elsewhere_relative_to_the_doc(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "figures" / "eval.png").is_file()
     assert "](../figures/eval.png)" in (tmp_path / "docs" / "MODEL.md").read_text()
+
+
+def test_eval_refuses_a_config_whose_sensors_sit_elsewhere_than_the_trained_ones(
+    tmp_path: Path, run_cli
+) -> None:
+    """A camera of another field of view was evaluated without a word, its figures passing for the
+    trained suite's."""
+    pytest.importorskip("torch")
+    from fusion_pipeline.model.net import FusionNet, ModelConfig
+    from fusion_pipeline.model.train import TrainConfig, save_checkpoint
+
+    demo = (ROOT / "configs" / "demo.toml").read_text()
+    run = tmp_path / "run"
+    run.mkdir()
+    tiny = {"d_model": 16, "cnn_channels": (4, 8, 8), "radar_hidden": 8, "hidden": 16, "n_layers": 1}
+    meta = {"train_config": asdict(TrainConfig()), "history": [], "seconds": 0.0}
+    meta["config"] = {"source": "demo.toml", "text": demo}
+    save_checkpoint(run / "concat.npz", FusionNet(ModelConfig(fusion="concat", **tiny)), meta)
+    moved = tmp_path / "moved.toml"
+    moved.write_text(demo.replace("rate_hz = 30\n", "rate_hz = 30\nsim = { fov_deg = 30 }\n", 1))
+    done = run_cli("model", "eval", "--run-dir", str(run), "--config", str(moved), "--test-samples", "8")
+    assert done.returncode == 2, done.stderr
+    assert f"--config {moved}: its sensors sit elsewhere than those the checkpoints in {run}" in done.stderr
+    assert "mounts): camera Mount(yaw_deg=0.0, fov_deg=30.0" in done.stderr

@@ -111,3 +111,13 @@ def test_plan_refuses_a_remap_that_does_nothing_or_merges_two_streams() -> None:
     assert plan_streams(config, logged, chosen) == {"radar/rear": "radar/front", "lidar/top": "lidar/top"}
     with pytest.raises(LogError, match=r"--streams \['lidar/top'\]: given twice"):
         plan_streams(config, logged, ReplaySettings(streams=("lidar/top", "lidar/top")))
+
+
+def test_a_log_of_another_suite_names_both_sides_and_the_way_out() -> None:
+    """Without -c the demo's config is used: the message said neither that nor what to give."""
+    logged = {"cam/wide": {"modality": "camera"}, "lidar/roof": {"modality": "lidar"}}
+    with pytest.raises(LogError) as info:
+        plan_streams(load_config(None), logged, ReplaySettings())
+    message = str(info.value)
+    assert "log has ['cam/wide', 'lidar/roof'], the config ['camera/front', 'lidar/top'" in message
+    assert "give the config the log was recorded with (-c; without it, the demo's), or --remap" in message
