@@ -89,12 +89,14 @@ def test_check_refuses_a_run_dir_others_can_enter_and_says_relative_paths(
         (ROOT / "fusion_pipeline/models/default.onnx").read_bytes()
     )
     relative = tmp_path / "relative.toml"
-    relative.write_text(demo.replace('path = ""', 'path = "models/mine.onnx"', 1))
+    text = demo.replace('path = ""', 'path = "models/mine.onnx"', 1)
+    relative.write_text(text.replace('run_dir = ""', 'run_dir = "run"', 1))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path)
         assert main(["config", "check", "-c", str(relative)]) == 0
     assert f"relative paths, read from the working directory (here {tmp_path}" in caplog.text
-    assert "model.path = models/mine.onnx" in caplog.text
+    # The run dir too: `status`, `record` and `view` find the run only from the same directory.
+    assert "pipeline.run_dir = run, model.path = models/mine.onnx" in caplog.text
 
 
 def test_every_simulated_driver_mistake_is_said_at_once(
