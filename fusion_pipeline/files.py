@@ -36,7 +36,10 @@ def write_new(path: Path, write: Callable[[Path], object], error: type[FusionErr
         with new_file(path, error) as partial:
             write(partial)
     except OSError as exc:
-        raise error(f"{path}: cannot be written ({exc.strerror or exc})") from None
+        detail = exc.strerror or str(exc)
+        if exc.filename and not str(exc.filename).endswith(path.name):  # another file than the output
+            detail = f"{exc.filename}: {detail}"
+        raise error(f"{path}: cannot be written ({detail})") from exc
 
 
 def write_new_text(path: Path, text: str, error: type[FusionError] = FusionError) -> None:

@@ -35,9 +35,11 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def stop_on_signals(handler: Callable[[int, Any], Any]) -> None:
     """From now on every signal of STOP_SIGNALS runs `handler`: `signal.default_int_handler` to stop as
-    Ctrl-C does (KeyboardInterrupt), or one that asks the command's loop to end."""
+    Ctrl-C does (KeyboardInterrupt), or one that asks the command's loop to end. A signal the command was
+    started with ignored stays ignored (`nohup` ignores SIGHUP, a shell's background job SIGINT)."""
     for signum in STOP_SIGNALS:
-        signal.signal(signum, handler)
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, handler)
 
 
 class _Once(argparse.Action):

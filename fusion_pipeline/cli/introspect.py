@@ -160,9 +160,9 @@ def _format_line(info: dict[str, Any]) -> str:
 
 
 def _subscribe(args: argparse.Namespace, prefix: str) -> Subscriber:
-    # CURVE keys apply to a tcp endpoint only (as Config.curve_for)
-    tcp = Endpoint(args.endpoint).scheme == "tcp"
-    curve = load_security(args.config).curve() if args.config is not None and tcp else None
+    # Read whenever given (a mistake in it is said); its CURVE keys apply to a tcp endpoint only.
+    security = None if args.config is None else load_security(args.config)
+    curve = security.curve() if security is not None and Endpoint(args.endpoint).scheme == "tcp" else None
     # Introspection must see anything a sensor may legally send, so it uses the protocol's limits.
     return Subscriber(args.endpoint, topics=[prefix], limits=DEFAULT_LIMITS, hwm=1000, curve=curve)
 

@@ -40,6 +40,7 @@ from fusion_pipeline.cli.args import (
 )
 from fusion_pipeline.config import Config, load_config, parse_config, read_config_text
 from fusion_pipeline.contract import ModelContract, default_contract
+from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.extras import install_hint
 from fusion_pipeline.model.contracts import contract_for_config
 from fusion_pipeline.model.errors import ModelError
@@ -425,7 +426,7 @@ def _eval(args: argparse.Namespace) -> int:
             f"trained for ({', '.join(contract.presence_order)})"
         )
     if args.config is not None and saved is not None and config is not None:
-        _same_mounts(source, config, _eval_config(None, saved)[1], args.run_dir)
+        _same_mounts(source, config, saved, args.run_dir)
     # New files (the report's doc aside): refused now, not once the evaluation is done; after the
     # inputs, so that a mistake in them is said first (fixing it would not move these).
     outputs = _corruption_outputs(args) if corruptions is not None else _eval_outputs(args)
@@ -629,11 +630,17 @@ def _eval_config(path: Path | None, saved: dict[str, Any] | None) -> tuple[str |
     return None, None
 
 
-def _same_mounts(source: str | None, config: Config, trained: Config | None, run_dir: Path) -> None:
-    """Refuse a --config whose sensors sit elsewhere than those the checkpoints were trained with: the
-    test set would be rendered by other sensors, and the figures would pass for the trained suite's."""
+def _same_mounts(source: str | None, config: Config, saved: dict[str, Any], run_dir: Path) -> None:
+    """Refuse a --config whose sensors sit elsewhere than those the checkpoints were trained with (their
+    `saved` config): the test set would be rendered by other sensors, and the figures would pass for the
+    trained suite's. A saved config this version refuses (its checks grew since) is not compared: the
+    --config given is then the way to evaluate at all."""
     from fusion_pipeline.sim.dataset import sensors_for
 
+    try:
+        trained = _eval_config(None, saved)[1]
+    except ConfigError:
+        return
     if trained is None:
         return
     given = {s.input: s.mount for s in sensors_for(config)}

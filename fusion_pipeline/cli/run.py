@@ -211,7 +211,12 @@ def _relative_paths(config: Config) -> list[str]:
         "security.server_key": config.security.server_key,
         "security.authorized_keys": config.security.authorized_keys,
     }
-    return [f"{key} = {value}" for key, value in paths.items() if value and not Path(value).is_absolute()]
+    home = ("pipeline.run_dir", "model.path")  # read with ~ expanded
+    return [
+        f"{key} = {value}"
+        for key, value in paths.items()
+        if value and not (Path(value).expanduser() if key in home else Path(value)).is_absolute()
+    ]
 
 
 def _config_show(args: argparse.Namespace) -> int:

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def refused(header: dict[str, Any]) -> None:
             if type(seq := header.get("seq")) is int:
-                seen(seq)
+                gaps.pass_over(seq)
 
         source.on_refused = refused
 

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         # One receive HWM for every connection: the largest continuous stream's queue (1 s at its rate).
         hwm = max([INPUT_HWM, *(stream_hwm(s) or 0 for s in config.streams)])
         source = node.subscriber(inputs, topics, hwm=hwm)
-        source.on_refused = stage.refused_at_socket
+        if not node.replay:  # a replay takes its input in send order: a refused one is a hole there
+            source.on_refused = stage.refused_at_socket
         sink = node.publisher(node.endpoint(config.sync.endpoint), SET_STREAM, SET_MODALITY, role=Role.SET)
         # Arrival of the completing message to the set sent, for the last LATENCY_WINDOW sets a message
         # completed; the set itself can only carry stamps taken before its send (sync_in, sync_emit).

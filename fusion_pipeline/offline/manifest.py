@@ -67,6 +67,7 @@ class Counts(TypedDict, total=False):
     results: int
     drops: dict[str, dict[str, int]]
     provider: str
+    absent: list[str]  # config streams the log holds nothing for
 
 
 class MomentsJson(TypedDict):

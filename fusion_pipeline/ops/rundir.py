@@ -57,7 +57,12 @@ def check_run_host(
 def lock_run_dir(run_dir: Path) -> int:
     """Take the run dir's lock (an open fd) or refuse: a second supervisor there would bind over the
     first one's sockets and take its sensors' data."""
-    fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:  # another user's run dir, a read-only file system
+        raise ConfigError(
+            f"pipeline.run_dir: {run_dir}: cannot take its lock {RUN_LOCK} ({exc.strerror})"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

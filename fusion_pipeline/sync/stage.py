@@ -80,7 +80,7 @@ class SyncStage:
         there, by reason): its seq is passed, not counted again as lost."""
         stream, seq = header.get("stream"), header.get("seq")
         if stream in self.synchronizer.streams and type(seq) is int:
-            self._gaps[stream].missing_before(seq)
+            self._gaps[stream].pass_over(seq)
 
     def tick(self, now_ns: int) -> list[Sample]:
         """Live only: the set messages whose deadline passed by wall-clock `now_ns` (event-time ns)."""

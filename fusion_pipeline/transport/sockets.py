@@ -122,26 +122,29 @@ DEFAULT_HWM: dict[Role, int] = {Role.SENSOR: 8, Role.SET: 4, Role.RESULT: 64, Ro
 def prepare_bind(endpoint: Endpoint, create: bool = True) -> None:
     """Create the directory of an ipc socket, private to this user (0700), and refuse one that other
     users can enter: anyone who can reach an ipc socket file can publish into it or listen to it.
-    Without `create` (a dry run), a directory not there yet is left for the run to make."""
+    Without `create` (a dry run), a directory not there yet is left for the run to make. Whatever stops
+    it (a file in the way, a directory this user cannot search) is an EndpointError naming the endpoint."""
     path = endpoint.ipc_path
     if path is None:
         return
     where = f"endpoint {endpoint.url!r}: its directory {str(path.parent)!r}"
-    if path.parent.exists() and not path.parent.is_dir():
-        raise EndpointError(f"{where} is not a directory")
-    if create:
-        try:
+    try:
+        if path.parent.exists() and not path.parent.is_dir():
+            raise EndpointError(f"{where} is not a directory")
+        if create:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise EndpointError(f"{where} cannot be created ({exc.strerror})") from None
-    elif not path.parent.exists():
-        _check_creatable(path.parent, where)
-        return
-    mode = path.parent.stat().st_mode & 0o777
+        elif not path.parent.exists():
+            _check_creatable(path.parent, where)
+            return
+        mode = path.parent.stat().st_mode & 0o777
+    except OSError as exc:
+        raise EndpointError(
+            f"{where} cannot be {'created' if create else 'checked'} ({exc.strerror})"
+        ) from None
     if mode & 0o077:
         raise EndpointError(
-            f"endpoint {endpoint.url!r}: its directory {str(path.parent)!r} has mode {mode:04o}; ipc sockets "
-            "must live in a directory only their user can access (chmod 700, or another run_dir)"
+            f"{where} has mode {mode:04o}; ipc sockets must live in a directory only their user can access "
+            "(chmod 700, or another run_dir)"
         )
 
 

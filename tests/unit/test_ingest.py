@@ -663,3 +663,14 @@ def test_seq_gaps_count_what_never_came_and_take_a_lower_seq_for_a_restart() -> 
     samples, the inference node's of the sets."""
     gaps = SeqGaps()
     assert [gaps.missing_before(seq) for seq in (5, 6, 9, 10, 0, 1, 3)] == [0, 0, 2, 0, 0, 0, 1]
+
+
+def test_a_seq_passed_over_is_no_gap_and_never_moves_the_numbering_back() -> None:
+    """A set the socket refused (stale, malformed) after newer ones were taken: recv_newest falls back to
+    older ones, whose seqs must not read as a restart that makes the taken ones count as lost again."""
+    gaps = SeqGaps()
+    assert [gaps.missing_before(seq) for seq in (10, 11, 12, 13)] == [0, 0, 0, 0]
+    for stale in (13, 12, 11, -(2**63), 2**64):  # fallbacks refused; headers out of range
+        gaps.pass_over(stale)
+    gaps.pass_over(14)  # refused as well, the newest: its place is taken
+    assert gaps.missing_before(15) == 0 and gaps.missing_before(17) == 1

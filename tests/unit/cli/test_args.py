@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Iterator
 
 import pytest
 
-from fusion_pipeline.cli.args import Parser, add_command
+from fusion_pipeline.cli.args import STOP_SIGNALS, Parser, add_command, stop_on_signals
 from fusion_pipeline.cli.commands import build_parser
 
 
@@ -97,3 +98,16 @@ def test_a_ctrl_c_while_the_commands_load_exits_130_without_a_traceback(
     monkeypatch.delitem(sys.modules, "fusion_pipeline.cli.commands")
     monkeypatch.setattr(sys, "meta_path", [CtrlC(), *sys.meta_path])
     assert cli.main(["run", "--duration", "1"]) == 130
+
+
+def test_a_stop_signal_the_command_was_started_with_ignored_stays_ignored() -> None:
+    """`nohup fusion-pipeline run &`: the run must outlive the ssh session, as nohup asked."""
+    saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        stop_on_signals(signal.default_int_handler)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.default_int_handler
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)

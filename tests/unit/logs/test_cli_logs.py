@@ -16,6 +16,7 @@ from mcap.reader import make_reader
 
 from fusion_pipeline.cli import main
 from fusion_pipeline.logs import LogError, LogWriter, Recorder, export_ros2
+from fusion_pipeline.offline import LogRecord
 from fusion_pipeline.transport import Sample
 
 
@@ -131,6 +132,8 @@ def test_a_batch_record_names_the_config_streams_its_log_lacks(demo_log: Path, t
     record = json.loads((out / "manifest.jsonl").read_text())
     assert record["status"] == "done"
     assert record["counts"]["absent"][:3] == ["camera/front_left", "camera/front_right", "camera/back"]
+    # and kept when a rerun reads the manifest back (its fields are typed: an unknown one was dropped)
+    assert LogRecord.from_json(record).counts["absent"] == record["counts"]["absent"]
 
 
 def test_record_refuses_at_start_a_name_whose_later_parts_exist(tmp_path: Path, capsys) -> None:

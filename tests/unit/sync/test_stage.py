@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from config_text import stream_table
 
@@ -95,3 +97,16 @@ def test_samples_the_stage_cannot_use_are_counted_by_reason_not_raised() -> None
     counters = stage.counters()
     assert counters["rejected_wrong_modality"] == 2 and counters["rejected_sync_refused"] == 1
     assert counters["sets_published"] == 0 and counters["sets_full"] == 0
+
+
+def test_a_sample_its_socket_refused_is_no_loss_of_its_ingest() -> None:
+    """Counted by the socket (stale, malformed); a gap in the ingest node's numbering is `lost`."""
+    stage = SyncStage(CONFIG, BINDINGS)
+    for seq in (0, 1):
+        stage.add(replace(_camera(T0 + seq * 33 * MS), seq=seq), arrival_ns=0)
+    stage.refused_at_socket({"stream": "camera/front", "seq": 2})
+    stage.refused_at_socket({"stream": "camera/back", "seq": 9})  # not a stream of the config: nothing
+    stage.add(replace(_camera(T0 + 99 * MS), seq=3), arrival_ns=0)
+    assert stage.counters().get("dropped.camera/front.lost", 0) == 0
+    stage.add(replace(_camera(T0 + 165 * MS), seq=5), arrival_ns=0)
+    assert stage.counters()["dropped.camera/front.lost"] == 1

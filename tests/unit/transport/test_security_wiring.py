@@ -74,6 +74,23 @@ def test_a_socket_directory_that_cannot_be_made_is_said_not_raised_as_os_error(
     assert file.is_file() and file.read_text() == ""
 
 
+@pytest.mark.parametrize("create", [True, False])
+def test_a_socket_directory_this_user_cannot_search_is_said_not_raised(
+    ipc_dir: Path, create: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's 0700 directory above the run dir: Path.exists raises EACCES (tests run as root here,
+    so the error is injected where the file system would give it)."""
+
+    def denied(path: Path, *args: object, **kwargs: object) -> bool:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "exists", denied)
+    with pytest.raises(
+        EndpointError, match=r"ipc:///x/y/a.sock': its directory '/x/y' cannot be .* \(Permission denied\)"
+    ):
+        prepare_bind(Endpoint("ipc:///x/y/a.sock"), create=create)
+
+
 def test_one_socket_serves_a_curve_tcp_peer_and_a_plain_ipc_peer(tmp_path: Path, ipc_dir: Path) -> None:
     """A recorder subscribes to tcp drivers and ipc results with one socket: CURVE must stay on tcp."""
     server = generate_keys(tmp_path / "keys", "server")
