@@ -2,10 +2,11 @@
 
 On a terminal the status line is redrawn in place on the last line, and a log line first clears it; it
 is kept to the terminal's width (a line that wraps cannot be redrawn in place): many streams of one kind
-are shown as one, their count and their range of rates, and what still does not fit is cut from the
-rates before the tags. Into a pipe or journald it is a plain ``[status]`` line every STATUS_PLAIN_S,
-whole, the first only once a result has come (a log gets no line of zeros while the nodes start), and
-the nodes' output loses its ANSI colours.
+are shown as one, their count and their range of rates; then the fields least telling on a terminal
+(the provider, restarts, latency) give way, and the rates are cut; the tags (what is wrong) are kept.
+Into a pipe or journald it is a plain ``[status]`` line every STATUS_PLAIN_S, whole, the first only
+once a result has come (a log gets no line of zeros while the nodes start), and the nodes' output loses
+its ANSI colours.
 """
 
 from __future__ import annotations
@@ -107,13 +108,11 @@ class StatusLine:
         if not waiting:
             dt = max(1e-3, now - self._base[0])
             rates = {name: (n - self._base[1].get(name, 0)) / dt for name, n in produced.items()}
-            fields = " | ".join(_fields(stats, restarts, latest))
-            line = f"{_rates(rates, grouped=False)} | {fields}"
+            fields = _fields(stats, restarts)
+            tags = status_tags(latest) if latest is not None else []
+            line = " | ".join([_rates(rates, grouped=False), *fields.values(), *tags])
             if self.tty and 0 < (width := self._width()) <= len(line):  # 0: a pty that gave no size
-                room = max(1, width - 1 - len(f" | {fields}"))  # the cursor's column left free
-                grouped = _rates(rates, grouped=True)
-                line = f"{grouped if len(grouped) <= room else grouped[: room - 1] + '…'} | {fields}"
-                line = line[: width - 1]  # tags alone wider than the terminal: still one line
+                line = _fit(_rates(rates, grouped=True), fields, tags, width - 1)  # the cursor's column free
             self._show(line)
         self._base = (now, produced)
         self._next = now + (1.0 if self.tty or waiting else STATUS_PLAIN_S)
@@ -136,18 +135,38 @@ class StatusLine:
             self.out.flush()
 
 
-def _fields(stats: ResultStats, restarts: int, latest: PipelineSnapshot | None) -> list[str]:
-    """The status line after the rates."""
+#: The status line's fields a narrow terminal loses first, while the rates would get fewer columns than
+#: MIN_RATES: the provider (said at start), the restarts, the latency, the sets. The tags (what is wrong)
+#: are always kept.
+_DROPPED_FIRST = ("provider", "restarts", "latency", "sets")
+MIN_RATES = 24  # "camera x6 29.8-30.1Hz lid"
+
+
+def _fields(stats: ResultStats, restarts: int) -> dict[str, str]:
+    """The status line after the rates and before the tags, by name, in the order shown."""
     model, e2e = stats.recent_ms()
     if model is None:
         latency = "no results yet"
     else:
         latency = f"model {model:.1f}ms" + ("" if e2e is None else f" e2e {e2e:.1f}ms")
-    tags = status_tags(latest) if latest is not None else []
-    return [
-        f"sets full {stats.full} partial {stats.partial}",
-        latency,
-        stats.provider or "-",
-        f"restarts {restarts}",
-        *tags,
-    ]
+    return {
+        "sets": f"sets full {stats.full} partial {stats.partial}",
+        "latency": latency,
+        "provider": stats.provider or "-",
+        "restarts": f"restarts {restarts}",
+    }
+
+
+def _fit(rates: str, fields: dict[str, str], tags: list[str], limit: int) -> str:
+    """The status line in `limit` columns: the tags whole, the fields `_DROPPED_FIRST` leaves, the
+    rates cut to what is left (tags wider than the terminal alone: cut too, still one line)."""
+    kept = dict(fields)
+    for name in _DROPPED_FIRST:
+        if limit - len(" | ".join([*kept.values(), *tags])) - 3 >= min(len(rates), MIN_RATES):
+            break
+        del kept[name]
+    tail = " | ".join([*kept.values(), *tags])
+    room = limit - len(tail) - 3
+    if room < 2:
+        return tail[:limit]
+    return f"{rates if len(rates) <= room else rates[: room - 1] + '…'} | {tail}"

@@ -30,6 +30,7 @@ from fusion_pipeline.ops import (
     percentiles,
     plain_tcp_endpoints,
     silent_streams,
+    statusline,
 )
 from fusion_pipeline.ops.metrics import Ring
 from fusion_pipeline.transport import Sample
@@ -169,6 +170,24 @@ def test_the_status_line_on_a_terminal_fits_its_width_grouping_many_streams_of_a
     columns[0] = 0  # a pty that gave no size: the line as it is, not cut to nothing
     line.update(4.0, {n: 40 * (i % 3 + 1) for i, n in enumerate(names)}, stats, 0, None)
     assert out.getvalue().rpartition("\r\x1b[K")[2].endswith("| restarts 0")
+
+
+def test_on_a_narrow_terminal_the_tags_stay_and_the_least_telling_fields_go_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At 80 columns the surround suite's fields alone took 85: every redraw lost its tags (SILENT ...)."""
+    names = [s.name for s in load_config("package:surround.toml").streams]
+    stats = ResultStats(names)
+    stats.results, stats.full, stats.partial, stats.provider = 97, 54, 43, "CPUExecutionProvider"
+    tag = "SILENT camera/back_left"
+    monkeypatch.setattr(statusline, "status_tags", lambda snapshot: [tag])  # the tags of a snapshot
+    out = _Terminal()
+    line = StatusLine(out, width=lambda: 80)
+    line.start(0.0, dict.fromkeys(names, 0))
+    line.update(1.0, dict.fromkeys(names, 30), stats, 2, object())  # type: ignore[arg-type]
+    shown = out.getvalue().removeprefix("\r\x1b[K")
+    assert len(shown) <= 79 and shown.endswith(f"| sets full 54 partial 43 | {tag}")
+    assert shown.startswith("camera x6 30.0-30.0Hz") and "CPUExecutionProvider" not in shown
 
 
 def test_counter_totals_survive_restarts() -> None:
