@@ -394,8 +394,14 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
     # Everything the log and the options decide is checked before a node starts.
     logged = reader.scan_streams()
     plan = plan_streams(config, logged, settings)
-    if left_out := [name for name in logged if name not in plan]:
-        log.info("not replaying %s: no such stream in the config", ", ".join(left_out))
+    # What is left out, and why: --streams chose other streams, or the config has no such stream.
+    in_config = {s.name for s in config.streams}
+    left_out = sorted(name for name in logged if name not in plan)
+    unchosen = [n for n in left_out if settings.streams and settings.remap.get(n, n) in in_config]
+    unknown = [n for n in left_out if n not in unchosen]
+    for names, why in ((unchosen, "not in --streams"), (unknown, "no such stream in the config")):
+        if names:
+            log.info("not replaying %s: %s", ", ".join(names), why)
     if not args.offline:  # the offline graph says it itself (and reports it)
         absent_streams(config, logged, settings)
     _check_window(settings.start_s, settings.end_s, _read_through(reader, plan, args.allow_truncated))

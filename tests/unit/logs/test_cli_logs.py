@@ -4,6 +4,7 @@ user runs them, end to end: tests/process/test_cli_logs.py, test_record.py, test
 
 import errno
 import json
+import logging
 import signal
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -119,9 +120,13 @@ def test_a_replay_says_which_config_streams_the_log_lacks(
     assert "the log holds no camera/front_left, camera/front_right, camera/back" in caplog.text
     assert caplog.text.count("the log holds no") == 1
     caplog.clear()  # streams left out by --streams are the command's choice, not what the log lacks
+    caplog.set_level(logging.INFO)
     chosen = ["--streams", "camera/front", "--streams", "lidar/top"]
     assert main(["replay", str(demo_log), *chosen, "--offline", "--no-progress"]) == 0
     assert "the log holds no" not in caplog.text
+    # and are said as that, not as streams the config lacks
+    assert "not replaying audio/roof, radar/front: not in --streams" in caplog.text
+    assert "no such stream in the config" not in caplog.text
 
 
 def test_a_batch_record_names_the_config_streams_its_log_lacks(demo_log: Path, tmp_path: Path) -> None:
