@@ -240,13 +240,15 @@ def _config_unit(args: argparse.Namespace) -> int:
 
 
 def _reference_losses(summary: dict[str, Any]) -> str:
-    """What became of the reference's messages that are not among those counted: ingest passed them over
-    for newer ones (it was behind), or they never arrived (seq gaps)."""
+    """What became of the reference's messages that gave no result: among those counted, the ones
+    published before the synchronizer was connected; besides them, those ingest passed over for newer
+    ones (it was behind) and those that never arrived (seq gaps)."""
     losses = [
         f"{n} {what}"
         for n, what in (
+            (summary.get("reference_unsynchronized", 0), "of them before the synchronizer was connected"),
             (summary["reference_skipped"], "more passed over by ingest for newer ones"),
-            (summary["reference_lost"], "never arrived"),
+            (summary["reference_lost"], "more never arrived"),
         )
         if n
     ]

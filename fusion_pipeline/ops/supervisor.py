@@ -501,6 +501,13 @@ class Supervisor:
             # of the reference's messages, those ingest passed over for newer ones and those that never came
             "reference_skipped": reference_ingest.get("skipped", 0),
             "reference_lost": reference_ingest.get("seq_lost", 0),
+            # of the reference's messages ingest published, those the synchronizer never took in: sent
+            # before it was connected (at the start, or while it restarted)
+            "reference_unsynchronized": max(
+                0, reference_ingest.get("produced", 0) - sync.get(f"received.{reference}", 0)
+            )
+            if reference
+            else 0,
             # live, configured streams of which not one message reached their ingest although their own
             # nodes were up (a dead or absent sensor); a replay's report says what its log holds
             "nothing_received": [

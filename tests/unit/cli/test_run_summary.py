@@ -105,7 +105,14 @@ def test_the_summary_says_what_became_of_the_results_and_reference_messages_it_d
         "results 71 (69 reached the supervisor) for 61 reference messages (91 more passed over by ingest"
         in text
     )
-    assert "for newer ones, 13 never arrived);" in text
+    assert "for newer ones, 13 more never arrived);" in text
+    # Published before the synchronizer was connected: among the reference messages, and why no result.
+    early = format_summary(
+        _summary(results=132, results_published=132, reference_messages=145, reference_unsynchronized=12)
+    )
+    assert (
+        "results 132 for 145 reference messages (12 of them before the synchronizer was connected);" in early
+    )
     assert "the synchronizer's: full 138, partial 4, dropped for a missing required stream 61;" in text
 
 
