@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,6 +114,23 @@ def test_view_log_saves_every_frame_and_result_with_analytics_off(
     assert not list(tmp_path.glob("*.partial"))
     again = subprocess.run([*CLI, "view", str(log), "--save", str(out)], capture_output=True, text=True)
     assert again.returncode == 2 and "exists already" in again.stderr
+
+
+def test_view_of_two_result_logs_counts_them_apart_and_says_they_share_the_views(
+    demo_logs: tuple[Path, Path], tmp_path: Path, private_home: Path
+) -> None:
+    """A recording's results and its replay's: one series of twice the results, said nowhere."""
+    log, results = demo_logs
+    again = tmp_path / "again.mcap"
+    shutil.copyfile(results, again)
+    report = tmp_path / "view.json"
+    argv = [*CLI, "view", str(log), str(results), str(again), "--save", str(tmp_path / "v.rrd")]
+    done = subprocess.run([*argv, "--report-json", str(report)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(report.read_text())["shown"]
+    assert shown["result/fused"] == shown["result/fused@again"] == _count([results], "result/fused") > 0
+    assert "result/fused of again -> /result/fused@again" in done.stderr
+    assert "shown in the same views as the first log's" in done.stderr
 
 
 def test_view_of_a_log_cut_short_shows_what_it_holds_and_says_so_once(
