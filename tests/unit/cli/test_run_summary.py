@@ -129,8 +129,8 @@ def test_what_a_simulated_driver_never_sent_is_said_apart_from_the_pipelines_dro
     """An outage read as two losses: `ingest:camera/back: seq_lost 72; sensor_sim:camera/back: outage 72`."""
     drops = {"ingest:camera/back": {"seq_lost": 72}, "sensor_sim:camera/back": {"outage": 60, "late": 12}}
     text = format_summary(_summary(drops=drops))
-    assert "drops: ingest:camera/back: seq_lost 72\n" in text
-    assert "not sent by the simulated drivers (each a gap ingest counts as seq_lost): " in text
+    assert "drops:\n  ingest:camera/back: seq_lost 72\n" in text
+    assert "not sent by the simulated drivers (each a gap ingest counts as seq_lost):\n  " in text
     assert (
         "sensor_sim:camera/back: outage 60, late 12" in text
         or "sensor_sim:camera/back: late 12, outage 60" in text
