@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import shlex
 import signal
@@ -345,7 +346,9 @@ class Supervisor:
                     required=s.required,
                     rate_hz=s.rate_hz,
                     messages_per_s=self._window.rate(f"{node}.in"),
-                    idle_s=0.0 if watched is None else min(now - watched, self._window.idle_s(out, heard)),
+                    idle_s=0.0
+                    if watched is None
+                    else min(now - watched, self._window.idle_s(out, heard), self._up_for(node, now)),
                     silent_s=silent_after_s(s.rate_hz, heartbeat_ms),
                     driver=s.driver,
                     endpoint=self.config.endpoint(s.endpoint, self.run_dir),
@@ -400,6 +403,17 @@ class Supervisor:
             if n.spec.runs_part(part) and n.hung_since is not None:
                 return n.hung_since
         return now
+
+    def _up_for(self, part: str, now: float) -> float:
+        """How long the node running `part` has been up since it last came (back) up: a restarted node's
+        streams are judged from its return, as at the start, not called silent for its restart's gap
+        (its state says it). Unbounded for a node never up: the start timeout judges that one."""
+        for n in self.nodes:
+            if n.spec.runs_part(part):
+                if n.up_since is not None:
+                    return now - n.up_since
+                return 0.0 if n.spec.name in self.counters.nodes() else math.inf
+        return math.inf
 
     def _throughput(self, now: float) -> Throughput | None:
         """The reference's messages per second over the rate window, stage by stage (health.behind): live,
