@@ -62,7 +62,7 @@ from fusion_pipeline.ops.status import (
     resolve_run_dir,
     run_file,
 )
-from fusion_pipeline.ops.statusline import STATUS_PLAIN_S, StatusLine
+from fusion_pipeline.ops.statusline import FIRST_RATES_S, STATUS_PLAIN_S, StatusLine
 from fusion_pipeline.ops.supervisor import RestartPolicy, Supervisor, run_sockets
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "EXIT_DEGRADED",
     "EXIT_HEALTHY",
     "EXIT_UNREACHABLE",
+    "FIRST_RATES_S",
     "GraphSpec",
     "Health",
     "INGEST_DROPS",

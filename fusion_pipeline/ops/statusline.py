@@ -4,9 +4,9 @@ On a terminal the status line is redrawn in place on the last line, and a log li
 is kept to the terminal's width (a line that wraps cannot be redrawn in place): many streams of one kind
 are shown as one, their count and their range of rates; then the fields least telling on a terminal
 (the provider, restarts, latency) give way, and the rates are cut; the tags (what is wrong) are kept.
-Into a pipe or journald it is a plain ``[status]`` line every STATUS_PLAIN_S, whole, the first only
-once a result has come (a log gets no line of zeros while the nodes start), and the nodes' output loses
-its ANSI colours.
+Into a pipe or journald it is a plain ``[status]`` line every STATUS_PLAIN_S, whole, the first
+FIRST_RATES_S after the first result (a log gets no line of zeros while the nodes start), and the nodes'
+output loses its ANSI colours.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from typing import TextIO
 from fusion_pipeline.ops.health import PipelineSnapshot, status_tags
 from fusion_pipeline.ops.metrics import ResultStats
 
-__all__ = ["STATUS_PLAIN_S", "StatusLine"]
+__all__ = ["FIRST_RATES_S", "STATUS_PLAIN_S", "StatusLine"]
 
 STATUS_PLAIN_S = 10.0  # status line period when the output is not a terminal
+FIRST_RATES_S = 2.0  # the first such line's rates: several heartbeats of every node (500 ms by default)
 _ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 _CLEAR = "\r\x1b[K"  # back to the line's start, erase it
 
@@ -69,6 +70,7 @@ class StatusLine:
         self._shown = False  # a status line stands on the terminal's last line
         self._next = 0.0  # monotonic: when the next status line is due
         self._base: tuple[float, dict[str, int]] = (0.0, {})  # (when, counts) the rates are measured from
+        self._counting = False  # in a log: results have come, the lines' rates are being measured
 
     def log(self, line: str, prefix: str = "supervisor") -> None:
         with self._lock:
@@ -105,6 +107,12 @@ class StatusLine:
         """Show the status line: per-stream rates of `produced` (messages by stream) since the last one,
         the sets, latency, provider, restarts and the tags of the `latest` snapshot."""
         waiting = not self.tty and not stats.results
+        if not self.tty and stats.results and not self._counting:
+            # A log's first line: its rates over FIRST_RATES_S from the first result (the second before
+            # may hold no heartbeat of a node on a busy machine, and 0.0 Hz would stand for 10 s).
+            self._counting = True
+            self._base, self._next = (now, produced), now + FIRST_RATES_S
+            return
         if not waiting:
             dt = max(1e-3, now - self._base[0])
             rates = {name: (n - self._base[1].get(name, 0)) / dt for name, n in produced.items()}

@@ -16,6 +16,7 @@ from pipeline_harness import DEMO_TEXT
 
 from fusion_pipeline.config import load_config, parse_config
 from fusion_pipeline.ops import (
+    FIRST_RATES_S,
     LIVE_GRAPH,
     REPLAY_GRAPH,
     STATUS_PLAIN_S,
@@ -121,11 +122,16 @@ def test_the_status_line_in_a_log_waits_for_results_then_comes_every_plain_perio
     line.update(1.0, {"camera/front": 10}, stats, 0, None)
     assert out.getvalue() == "" and line.due(2.0)  # no line of zeros while the nodes start
     stats.results = stats.full = 1
-    line.update(2.0, {"camera/front": 30}, stats, 2, None)  # rates since the last update
+    line.update(2.0, {"camera/front": 30}, stats, 2, None)
+    # The first line a while after the first result, its rates over that while (QA: over the second
+    # before it, 0.0 Hz for streams whose heartbeat had not come, standing in the journal for 10 s).
+    first = 2.0 + FIRST_RATES_S
+    assert out.getvalue() == "" and not line.due(first - 0.1) and line.due(first)
+    line.update(first, {"camera/front": 30 + 20 * round(FIRST_RATES_S)}, stats, 2, None)
     assert out.getvalue() == (
         "[status] camera 20.0Hz | sets full 1 partial 0 | no results yet | - | restarts 2\n"
     )
-    assert not line.due(2.0 + STATUS_PLAIN_S - 0.1) and line.due(2.0 + STATUS_PLAIN_S)
+    assert not line.due(first + STATUS_PLAIN_S - 0.1) and line.due(first + STATUS_PLAIN_S)
     line.node_output("inference", b"inference: \x1b[1;31mloaded\x1b[0m\n")  # colours stripped in a log
     assert out.getvalue().endswith("[inference] loaded\n")
 
