@@ -27,8 +27,6 @@ from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogMessage, LogReader
 from fusion_pipeline.transport.wire import Sample
 
-log = logging.getLogger("fusion_pipeline.logs.send_order")
-
 __all__ = [
     "LOOP_GAP_NS",
     "Outgoing",
@@ -38,6 +36,8 @@ __all__ = [
     "plan_streams",
     "send_order",
 ]
+
+log = logging.getLogger("fusion_pipeline.logs.send_order")
 
 
 #: Pause between passes of a looped replay (log time), so a pass's first stamps follow the last ones.
