@@ -13,11 +13,13 @@ the batch goes on. At the end the summary of every log its manifest holds (offli
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -212,7 +214,11 @@ def _until_broken(
                 del running[future]
                 yield record
     finally:
-        pool.shutdown(wait=not running, cancel_futures=True)  # tasks still running: an interruption
+        if running:  # an interruption (Ctrl-C, SIGTERM): the workers stop too, removing their partials
+            for worker in multiprocessing.active_children():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGINT)  # type: ignore[arg-type]
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _workers_config(config: Config, threads: int) -> Config:
@@ -296,12 +302,19 @@ def run_batch(
         started = time.perf_counter()
         ran: list[LogRecord] = []
         try:
-            for record in _records(tasks, ray, concurrency):
-                record.identity = identities[record.log]
-                _finish(record, by_name[record.log], out, manifest)
-                ran.append(record)
-                bar.update()
-                bar.set_postfix(failed=sum(r.status == "failed" for r in ran), refresh=False)
+            with contextlib.closing(_records(tasks, ray, concurrency)) as records:
+                for record in records:
+                    record.identity = identities[record.log]
+                    _finish(record, by_name[record.log], out, manifest)
+                    ran.append(record)
+                    bar.update()
+                    bar.set_postfix(failed=sum(r.status == "failed" for r in ran), refresh=False)
+        except BaseException:  # stopped: the pool or Ray is shut down; what was in flight leaves nothing
+            finished = {r.log for r in ran}
+            for log in plan.run:
+                if log.name not in finished:
+                    (out / log.partial_name).unlink(missing_ok=True)
+            raise
         finally:
             bar.close()
         wall_s = time.perf_counter() - started if tasks else 0.0
@@ -336,12 +349,10 @@ def run_batch(
 
 def _records(tasks: Sequence[LogTask], ray: str | None, concurrency: int) -> Iterator[LogRecord]:
     """The tasks' records as they finish: from the local pool, or from Ray (a local one with
-    `concurrency` CPUs)."""
+    `concurrency` CPUs). Closing it stops the pool or Ray."""
     if not tasks:
-        return iter(())
-    if ray is None:
-        return pool_records(tasks, concurrency)
-    return ray_records(tasks, ray, concurrency)
+        return
+    yield from pool_records(tasks, concurrency) if ray is None else ray_records(tasks, ray, concurrency)
 
 
 def _finish(record: LogRecord, log: BatchLog, out: Path, manifest: Manifest) -> None:

@@ -10,6 +10,7 @@ a batch asks for it: the runtime installs without it.
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 
@@ -42,6 +43,9 @@ def ray_records(tasks: Sequence[LogTask], address: str, cpus: int) -> Iterator[L
     """Each task's record as it finishes: on the Ray cluster at `address`, or ("") on a Ray started
     here with `cpus` CPUs and shut down at the end."""
     ray = import_ray()
+    # ray.init takes SIGTERM over (its driver then dies with a stack dump, its tasks' partial files and
+    # its agents left behind): the caller's handlers are put back, so a stop goes through ray.shutdown.
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
@@ -53,6 +57,10 @@ def ray_records(tasks: Sequence[LogTask], address: str, cpus: int) -> Iterator[L
         raise BatchError(f"--ray {address}: no Ray cluster to connect to there: {exc}") from exc
     except ValueError as exc:  # Ray's word on the address itself (its form, a Ray Client it lacks)
         raise BatchError(f"--ray {address}: {_last_line(str(exc))}") from exc
+    finally:
+        for signum, handler in handlers.items():
+            if handler is not None:  # None: set outside Python, nothing to put back
+                signal.signal(signum, handler)
     try:
         remote = ray.remote(num_cpus=1)(run_log)
         tasks_by_ref = {remote.remote(task): task for task in tasks}

@@ -197,3 +197,40 @@ def test_a_pool_whose_worker_dies_fails_the_logs_it_held_and_runs_the_rest(tmp_p
             by_name[name].error == f"a worker process died while this log and {len(failed) - 1} other(s) ran"
         )
     assert all(by_name[name].status == "done" for name in names if name not in failed)
+
+
+@pytest.mark.parametrize("runner", [[], ["--ray"]], ids=["pool", "ray"])
+def test_sigterm_stops_the_batch_and_leaves_no_partial_results(
+    logs: Path, tmp_path: Path, runner: list[str]
+) -> None:
+    """A service manager's stop: it left the logs in flight as .partial files, and under Ray (which took
+    SIGTERM over) exited 15 with a stack dump and its agents still running."""
+    out = tmp_path / "out"
+    command = _batch(str(logs), "--out", str(out), "--workers", "2", *runner)
+    batch = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _finished(out) and batch.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert batch.poll() is None and len(_finished(out)) < LOGS, "not stopped midway"
+        batch.terminate()
+        _, stderr = batch.communicate(timeout=60)
+    finally:
+        _kill_session(batch.pid)  # whatever would be left, so that a failure leaves nothing running
+    assert batch.returncode == 130, stderr
+    assert "batch: stopped; the logs done so far are in" in stderr
+    assert not list(out.glob("*.partial")), sorted(p.name for p in out.iterdir())
+    # Nothing of it runs on (multiprocessing's resource tracker exits once it sees the batch gone).
+    deadline = time.monotonic() + 10
+    while (left := [p.cmdline() for p in psutil.process_iter() if _in_session(p, batch.pid)]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    assert left == [], left
+
+
+def _in_session(process: psutil.Process, leader: int) -> bool:
+    try:
+        return os.getsid(process.pid) == leader and process.status() != psutil.STATUS_ZOMBIE
+    except (ProcessLookupError, psutil.Error):
+        return False
