@@ -373,7 +373,7 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
     """`replay`, its options checked, with the results written to `results`; its report."""
     from fusion_pipeline.cli.run import format_summary
     from fusion_pipeline.logs.replayer import Replayer
-    from fusion_pipeline.logs.send_order import absent_streams, plan_streams
+    from fusion_pipeline.logs.send_order import absent_streams, left_out_streams, plan_streams
     from fusion_pipeline.ops.status import resolve_run_dir
 
     config = load_config(args.config)
@@ -394,15 +394,8 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
     # Everything the log and the options decide is checked before a node starts.
     logged = reader.scan_streams()
     plan = plan_streams(config, logged, settings)
-    # What is left out, and why: --streams chose other streams, or the config has no such stream.
-    in_config = {s.name for s in config.streams}
-    left_out = sorted(name for name in logged if name not in plan)
-    unchosen = [n for n in left_out if settings.streams and settings.remap.get(n, n) in in_config]
-    unknown = [n for n in left_out if n not in unchosen]
-    for names, why in ((unchosen, "not in --streams"), (unknown, "no such stream in the config")):
-        if names:
-            log.info("not replaying %s: %s", ", ".join(names), why)
-    if not args.offline:  # the offline graph says it itself (and reports it)
+    if not args.offline:  # the offline graph says these itself (and reports them)
+        left_out_streams(config, logged, plan, settings)
         absent_streams(config, logged, settings)
     _check_window(settings.start_s, settings.end_s, _read_through(reader, plan, args.allow_truncated))
     if args.offline:

@@ -32,6 +32,7 @@ __all__ = [
     "Outgoing",
     "ReplaySettings",
     "absent_streams",
+    "left_out_streams",
     "message_total",
     "plan_streams",
     "send_order",
@@ -77,6 +78,21 @@ def message_total(reader: LogReader, plan: Mapping[str, str], settings: ReplaySe
     if settings.start_s or settings.end_s is not None or settings.loop:
         return None
     return reader.count(plan)
+
+
+def left_out_streams(
+    config: Config, logged: Mapping[str, object], plan: Mapping[str, str], settings: ReplaySettings
+) -> list[str]:
+    """The log's streams the plan leaves out, said with why (--streams chose others, or the config has
+    no such stream), in name order."""
+    in_config = {s.name for s in config.streams}
+    left_out = sorted(name for name in logged if name not in plan)
+    unchosen = [n for n in left_out if settings.streams and settings.remap.get(n, n) in in_config]
+    unknown = [n for n in left_out if n not in unchosen]
+    for names, why in ((unchosen, "not in --streams"), (unknown, "no such stream in the config")):
+        if names:
+            log.info("not replaying %s: %s", ", ".join(names), why)
+    return left_out
 
 
 def absent_streams(config: Config, logged: Mapping[str, object], settings: ReplaySettings) -> list[str]:
@@ -137,7 +153,7 @@ def plan_streams(
         raise LogError(
             f"nothing to replay: no log stream matches a config stream (log has {sorted(logged)}, the "
             f"config {[s.name for s in config.streams]}): give the config the log was recorded with (-c; "
-            "without it, the demo's), or --remap LOG=CONFIG"
+            "without it, the demo's), or map the log's names onto the config's (replay --remap LOG=CONFIG)"
         )
     if settings.graph:  # the graph makes no set without these: it would run to "sets 0" and exit 0
         replayed = set(plan.values())

@@ -187,6 +187,10 @@ def compare_dirs(records: Sequence[LogRecord], out: Path, other: Path) -> dict[s
     for record in records:
         if record.status != "done":
             continue
+        their_record = theirs.get(record.log)
+        if their_record is not None and their_record.status == "failed":  # not compared: said, exit 1
+            errors[record.log] = f"failed in {other}: {their_record.error}"
+            continue
         their_file = other / record.results
         if not their_file.is_file():
             missing.append(record.log)

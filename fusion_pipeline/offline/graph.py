@@ -49,6 +49,7 @@ from fusion_pipeline.logs.records import REPLAYED_BY
 from fusion_pipeline.logs.send_order import (
     ReplaySettings,
     absent_streams,
+    left_out_streams,
     message_total,
     plan_streams,
     send_order,
@@ -92,6 +93,7 @@ class OfflineReport:
     provider: str = ""
     truncated: list[str] = field(default_factory=list)  # 'PATH: reason' of a log cut short
     absent: list[str] = field(default_factory=list)  # config streams the log holds nothing for
+    left_out: list[str] = field(default_factory=list)  # log streams not replayed (not in the config)
 
     @property
     def messages(self) -> int:
@@ -138,6 +140,7 @@ class OfflineReport:
             "provider": self.provider,
             "truncated": self.truncated,
             "absent": self.absent,
+            "left_out": self.left_out,
         }
 
 
@@ -196,8 +199,11 @@ class OfflineGraph:
         )
         logged = reader.scan_streams()
         plan = plan_streams(self.config, logged, settings)
-        absent = absent_streams(self.config, logged, settings)  # said, and in the report
-        report = OfflineReport(provider=self.runtime.provider, absent=absent)
+        report = OfflineReport(
+            provider=self.runtime.provider,
+            left_out=left_out_streams(self.config, logged, plan, settings),  # each said, and reported
+            absent=absent_streams(self.config, logged, settings),
+        )
         writers = _Writers(results, sets)
         stages = _Stages(self.config, self.runtime, self.clock, on_set=writers.set)
         bar = tqdm(

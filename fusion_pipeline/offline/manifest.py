@@ -68,6 +68,7 @@ class Counts(TypedDict, total=False):
     drops: dict[str, dict[str, int]]
     provider: str
     absent: list[str]  # config streams the log holds nothing for
+    left_out: list[str]  # log streams not replayed (not in the config)
 
 
 class MomentsJson(TypedDict):

@@ -152,6 +152,7 @@ def run_log(task: LogTask) -> LogRecord:
         "drops": report.drops,
         "provider": report.provider,
         "absent": report.absent,  # config streams the log holds nothing for
+        "left_out": report.left_out,  # log streams not replayed
     }
     record.timings = {
         "started": started_s,

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from commands import sample_log
 from mcap.reader import make_reader
+from node_harness import write_config
 
 from fusion_pipeline.cli import main
 from fusion_pipeline.logs import LogError, LogWriter, Recorder, export_ros2
@@ -139,6 +140,12 @@ def test_a_batch_record_names_the_config_streams_its_log_lacks(demo_log: Path, t
     assert record["counts"]["absent"][:3] == ["camera/front_left", "camera/front_right", "camera/back"]
     # and kept when a rerun reads the manifest back (its fields are typed: an unknown one was dropped)
     assert LogRecord.from_json(record).counts["absent"] == record["counts"]["absent"]
+    # The other way round: the log's streams the config has not (they were dropped without a word).
+    config = write_config(tmp_path / "no-radar.toml", ["camera", "lidar", "audio"])
+    out = tmp_path / "out-no-radar"
+    assert main(["batch", str(demo_log), "--out", str(out), "-c", str(config), "--no-progress"]) == 0
+    counts = json.loads((out / "manifest.jsonl").read_text())["counts"]
+    assert (counts["left_out"], counts["absent"]) == (["radar/front"], [])
 
 
 def test_record_refuses_at_start_a_name_whose_later_parts_exist(tmp_path: Path, capsys) -> None:

@@ -120,4 +120,5 @@ def test_a_log_of_another_suite_names_both_sides_and_the_way_out() -> None:
         plan_streams(load_config(None), logged, ReplaySettings())
     message = str(info.value)
     assert "log has ['cam/wide', 'lidar/roof'], the config ['camera/front', 'lidar/top'" in message
-    assert "give the config the log was recorded with (-c; without it, the demo's), or --remap" in message
+    assert "give the config the log was recorded with (-c; without it, the demo's), or map" in message
+    assert "(replay --remap LOG=CONFIG)" in message  # batch has no --remap

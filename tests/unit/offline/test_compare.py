@@ -155,6 +155,17 @@ def test_a_results_file_cut_short_or_missing_is_said_per_log(tmp_path: Path) -> 
     assert (list(compared["logs"]), compared["missing"]) == (["whole"], ["gone"])
 
 
+def test_a_log_that_failed_in_the_other_batch_is_not_compared_and_says_why(tmp_path: Path) -> None:
+    """It was listed as "not in" the other directory, and the batch exited 0 having compared nothing."""
+    ours = batch_dir(tmp_path / "out", line("flip"), line("whole"))
+    other = tmp_path / "other"
+    failed = LogRecord("flip", ["/logs/flip.mcap"], "failed", error="log cut short: CRC does not match")
+    batch_dir(other, failed, line("whole"))
+    compared = compare_dirs(ours, tmp_path / "out", other)
+    assert compared["errors"] == {"flip": f"failed in {other}: log cut short: CRC does not match"}
+    assert (list(compared["logs"]), compared["missing"]) == (["whole"], [])
+
+
 def test_another_directory_must_be_a_batch_of_its_own(tmp_path: Path) -> None:
     out, other = tmp_path / "out", tmp_path / "other"
     out.mkdir()
