@@ -1,7 +1,7 @@
 """`record`, `replay`, `import-ros2`, `export-ros2` and `export-foxglove`: the log commands.
 
 fusion-pipeline record OUT.mcap [-c CONFIG] [--run-dir DIR] [--streams ...] [--duration S]
-                       [--split-size MB | --split-duration S]
+                       [--split-size MB] [--split-duration S]
 fusion-pipeline replay LOG.mcap [-c CONFIG] [--rate R | --max-speed | --offline] [--loop] [--start S]
                        [--end S] [--streams ...] [--remap OLD=NEW] [--results OUT.mcap]
                        [--publish-only --run-dir DIR] [--allow-truncated] [--verify-crcs]
@@ -65,10 +65,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--streams", nargs="+", action="extend", default=[], help="stream names (default: sensors + results)"
     )
     record.add_argument("--duration", type=POSITIVE, default=None, help="stop after S seconds")
-    split = record.add_mutually_exclusive_group()
-    split.add_argument("--split-size", type=POSITIVE, default=None, metavar="MB", help="new file every MB")
-    split.add_argument(
-        "--split-duration", type=POSITIVE, default=None, metavar="S", help="new file every S s"
+    # Both may be given, as [record] takes both: a new file at whichever comes first.
+    record.add_argument(
+        "--split-size",
+        type=POSITIVE,
+        default=None,
+        metavar="MB",
+        help="new file once this one passed MB (by up to a chunk, 4 MiB before compression)",
+    )
+    record.add_argument(
+        "--split-duration", type=POSITIVE, default=None, metavar="S", help="new file every S s of log time"
     )
     record.add_argument("--report-json", type=Path, default=None, help="also write the report here")
 

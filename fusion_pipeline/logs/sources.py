@@ -21,11 +21,11 @@ _PART = re.compile(r"(.+)_(\d{3})")  # the stem of part N of a split recording: 
 def log_sources(paths: Sequence[Path], joined: bool = False) -> list[tuple[str, list[Path]]]:
     """The inputs grouped by recording, in the order first given: the parts of a split recording
     (``NAME_000.mcap``, ``NAME_001.mcap``, ..., given in any order) are one source named NAME, in part
-    order; any other file is a source named by its stem. A part whose predecessor is not given (a gap,
-    or a recording's later parts alone) starts a source named by its stem, with a warning that names
-    the parts missing: in the words of a caller that reads the sources one after the other as one
-    timeline when `joined` (a replay, a viewer), else of one that keeps them apart (a batch, an export).
-    A name that comes twice gets ``-2``, ``-3``, ... ."""
+    order; any other file is a source named by its stem. Where parts are missing (a gap, or a
+    recording's later parts alone) a warning names them, and the parts given stay one source, read on
+    after the gap, when `joined` (a replay, a viewer, an export: one recording, one topic per stream);
+    else a part whose predecessor is not given starts a source of its own named by its stem (a batch,
+    whose results are named per log). A name that comes twice gets ``-2``, ``-3``, ... ."""
     recordings: list[tuple[Path, list[Path]]] = []  # (recording, its files given)
     parts: dict[Path, list[Path]] = {}  # a split recording (its unsplit path) -> its parts given
     for path in paths:
@@ -39,26 +39,31 @@ def log_sources(paths: Sequence[Path], joined: bool = False) -> list[tuple[str, 
             recordings.append((recording, parts[recording]))
         parts[recording].append(path)
     sources: list[tuple[str, list[Path]]] = []
+
+    def unique(name: str) -> str:
+        taken = {n for n, _ in sources}
+        return next(c for c in (name, *(f"{name}-{n}" for n in range(2, len(paths) + 2))) if c not in taken)
+
     for recording, files in recordings:
-        for missing, run in _runs(recording, files):
-            name = recording.stem if _part_index(run[0]) == 0 else run[0].stem
-            taken = {n for n, _ in sources}
-            unique = next(
-                c for c in (name, *(f"{name}-{n}" for n in range(2, len(paths) + 2))) if c not in taken
-            )
-            if missing and joined:
-                log.warning(
-                    "%s not given: %s is read on from %s after a gap", missing, recording.stem, run[0].name
-                )
-            elif missing:
+        runs = _runs(recording, files)
+        if joined:
+            for missing, run in runs:
+                if missing:
+                    name, after = recording.stem, run[0].name
+                    log.warning("%s not given: %s is read on from %s after a gap", missing, name, after)
+            sources.append((unique(recording.stem), [path for _, run in runs for path in run]))
+            continue
+        for missing, run in runs:
+            name = unique(recording.stem if _part_index(run[0]) == 0 else run[0].stem)
+            if missing:
                 log.warning(
                     "%s not given: the parts of %s from %s on are a log of their own, %r",
                     missing,
                     recording.stem,
                     run[0].name,
-                    unique,
+                    name,
                 )
-            sources.append((unique, run))
+            sources.append((name, run))
     return sources
 
 

@@ -133,3 +133,10 @@ def test_repeated_multi_value_options_reach_the_command() -> None:
     args = build_parser().parse_args(["model", "train", "--models", " concat, ,joint,"])
     assert args.models == ["concat", "joint"]  # blanks around and between the commas are nothing
     assert build_parser().parse_args(["model", "train"]).models is None  # the whole suite
+
+
+def test_record_takes_both_split_settings_as_the_record_section_does() -> None:
+    """`[record]` took split_size_mb and split_duration_s together (a file at whichever comes first);
+    the command refused the two options together."""
+    args = build_parser().parse_args(["record", "r.mcap", "--split-size", "5", "--split-duration", "2"])
+    assert (args.split_size, args.split_duration) == (5.0, 2.0)
