@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mcap.reader import make_reader
+
 from fusion_pipeline.logs.errors import Ros2Error
 from fusion_pipeline.logs.reader import LogReader, existing_logs, say_cut_short
 from fusion_pipeline.logs.ros2_messages import (
@@ -139,11 +141,25 @@ def _repair_hint(bag: Path) -> str:
     if bag.is_dir() and not (bag / "metadata.yaml").exists():
         return "; the directory has no metadata.yaml: give its .mcap or .db3 file itself"
     suffixes = {bag.suffix} if bag.is_file() else {f.suffix for f in bag.iterdir()} if bag.is_dir() else set()
+    if bag.is_file() and _library(bag).startswith("fusion-pipeline"):
+        return (
+            f"; it is a fusion-pipeline log ({_library(bag)}), not a ROS 2 bag: replay, view and the exports "
+            "read it as it is"
+        )
     if ".mcap" in suffixes:
         return "; `mcap recover FILE -o NEW.mcap` (the mcap CLI) writes what a damaged MCAP file holds"
     if ".db3" in suffixes:
         return "; `sqlite3 FILE .recover | sqlite3 NEW.db3` keeps what a damaged database holds"
     return ""
+
+
+def _library(path: Path) -> str:
+    """The library an MCAP file's header names ("" for anything else, or a file that cannot be read)."""
+    try:
+        with path.open("rb") as f:
+            return make_reader(f).get_header().library
+    except Exception:  # not an MCAP file, or a damaged one: no library to name
+        return ""
 
 
 def _deserialize(store: Any, raw: bytes, msgtype: str, where: str) -> Any:

@@ -396,6 +396,17 @@ def test_a_bag_that_cannot_be_opened_says_what_gets_it_read(
     assert hint in str(info.value)
 
 
+def test_a_fusion_pipeline_log_given_as_a_bag_is_said_as_such(tmp_path: Path) -> None:
+    """It was told to `mcap recover` a file that is not damaged: a log of this project, not a bag."""
+    log = tmp_path / "drive.mcap"
+    with LogWriter(log) as out:
+        out.write(Sample("radar/front", "radar", 0, T0, {"detections": np.ones((1, 5), np.float32)}), T0)
+    with pytest.raises(Ros2Error) as info:
+        import_ros2(log, tmp_path / "out.mcap", [TopicMap("/cam", "camera/front")])
+    assert "it is a fusion-pipeline log (fusion-pipeline-log/1), not a ROS 2 bag" in str(info.value)
+    assert "recover" not in str(info.value)
+
+
 def test_maps_that_would_drop_or_mix_topics_and_unused_audio_options_are_refused(tmp_path: Path) -> None:
     cloud = _cloud(T0, np.zeros((2, 4), np.float32), ("x", "y", "z", "intensity"), 20)
     image = _image(T0, np.zeros((2, 2, 3), np.uint8), "rgb8")
