@@ -78,11 +78,14 @@ def find_logs(arguments: Sequence[Path]) -> list[BatchLog]:
     files: list[Path] = []
     for argument in arguments:
         if argument.is_dir():
-            found = sorted(
-                p for p in argument.glob("*.mcap") if p.is_file() and not p.name.endswith(RESULTS_SUFFIX)
-            )
+            mcaps = sorted(argument.glob("*.mcap"))
+            if dangling := [p.name for p in mcaps if p.is_symlink() and not p.exists()]:
+                logger.warning("%s: not run, links to nothing: %s", argument, ", ".join(dangling))
+            found = [p for p in mcaps if p.is_file() and not p.name.endswith(RESULTS_SUFFIX)]
             if not found:
-                raise BatchError(f"{argument}: no .mcap log in this directory")
+                results = [p.name for p in mcaps if p.name.endswith(RESULTS_SUFFIX)]
+                held = f" (only results files, which a batch does not take: {', '.join(results)})"
+                raise BatchError(f"{argument}: no .mcap log in this directory{held if results else ''}")
             files += found
         elif argument.is_file():
             files.append(argument)

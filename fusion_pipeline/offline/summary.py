@@ -239,7 +239,9 @@ def format_summary(summary: Mapping[str, Any], out: str) -> str:
     batch, run = summary["batch"], summary["run"]
     lines = [
         f"batch of {batch['logs']} logs in {out}: {batch['done']} done, {batch['failed']} failed; this run "
-        f"ran {run['ran']} ({run['skipped']} done before) in {run['wall_s']:.1f} s: "
+        f"ran {run['ran']} ({run['skipped']} done before"
+        + (f", {run['refused']} refused" if run.get("refused") else "")
+        + f") in {run['wall_s']:.1f} s: "
         f"{run['log_s']:.1f} s of log, {run['log_s_per_s']:.2f} log s per s, "
         f"{run['logs_per_min']:.1f} logs/min"
     ]

@@ -416,3 +416,21 @@ def test_the_exit_status_is_of_the_logs_named_not_of_the_whole_manifest(
         signal.signal(signal.SIGTERM, sigterm)
     summary = json.loads((tmp_path / "out" / SUMMARY_NAME).read_text())
     assert summary["logs"]["a"]["status"] == "failed" and summary["run"]["failed"] == []
+
+
+def test_a_directory_of_results_files_or_dead_links_says_what_it_holds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`no .mcap log in this directory` of a directory holding drive.results.mcap; a link to nothing was
+    left out without a word."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "drive.results.mcap").write_bytes(b"")
+    with pytest.raises(
+        BatchError, match=r"only results files, which a batch does not take: drive.results.mcap"
+    ):
+        find_logs([folder])
+    (folder / "gone.mcap").symlink_to(tmp_path / "nowhere.mcap")
+    (folder / "drive.mcap").write_bytes(b"")
+    assert [log.name for log in find_logs([folder])] == ["drive"]
+    assert "not run, links to nothing: gone.mcap" in caplog.text

@@ -135,3 +135,7 @@ def test_the_batch_summary_adds_up_its_done_logs_and_names_the_failed() -> None:
     assert "cut: FAILED: log cut short" in text
     assert "intent_logits: go 2, stop 1" in text  # log a's line
     assert "without lidar, radar 1" in text  # log b's pattern, in its line and the batch's
+    assert "this run ran 3 (0 done before) in 2.0 s" in text
+    # A log refused this run (another file under its results' name) is in the line too.
+    refused = format_summary(batch_summary(records, {**RUN, "refused": 1}), "/out")
+    assert "this run ran 3 (0 done before, 1 refused) in 2.0 s" in refused
