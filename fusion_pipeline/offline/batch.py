@@ -193,7 +193,7 @@ def _until_broken(
     pool = ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=die_with_parent,
+        initializer=_start_worker,
         initargs=(os.getpid(),),
     )
     running: dict[Future[LogRecord], LogTask] = {}
@@ -222,6 +222,13 @@ def _until_broken(
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGINT)  # type: ignore[arg-type]
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_worker(parent_pid: int) -> None:
+    """A pool worker dies with the batch, and takes SIGINT as Ctrl-C even where the batch was started
+    with it ignored (`nohup`, a background job): the batch stops the logs in flight with it."""
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _workers_config(config: Config, threads: int) -> Config:
