@@ -101,11 +101,12 @@ class SeqGaps:
         self._next = seq + 1
         return missing
 
-    def pass_over(self, seq: int) -> None:
-        """A message that came but was dropped for another reason (counted there) used `seq`: the next
-        one does not count it as missing. Only forward, and only a seq in range: its header was not
-        trusted (it may be what got it dropped), nor is it taken for a restarted sender."""
-        if 0 <= seq < 2**64 and (self._next is None or seq >= self._next):
+    def pass_over(self, seq: object) -> None:
+        """A message that came but was dropped for another reason (counted there) used `seq`, as its
+        header said it: the next one does not count it as missing. Only forward, and only an integer seq
+        in range: the header was not trusted (it may be what got the message dropped), nor is it taken
+        for a restarted sender."""
+        if type(seq) is int and 0 <= seq < 2**64 and (self._next is None or seq >= self._next):
             self._next = seq + 1
 
 

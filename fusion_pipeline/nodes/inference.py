@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from fusion_pipeline.config import Config
 from fusion_pipeline.inference import InferenceStage, ModelRuntime
@@ -53,11 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             lost[0] += gaps.missing_before(seq)
             return True
 
-        def refused(header: dict[str, Any]) -> None:
-            if type(seq := header.get("seq")) is int:
-                gaps.pass_over(seq)
-
-        source.on_refused = refused
+        source.on_refused = lambda header: gaps.pass_over(header.get("seq"))
 
         def counters() -> dict[str, object]:
             return {**source.counters(), **stage.counters(), "sets_lost": lost[0]}

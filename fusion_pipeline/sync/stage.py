@@ -78,9 +78,8 @@ class SyncStage:
     def refused_at_socket(self, header: dict[str, Any]) -> None:
         """A message of a configured stream that its socket dropped after reading `header` (counted
         there, by reason): its seq is passed, not counted again as lost."""
-        stream, seq = header.get("stream"), header.get("seq")
-        if stream in self.synchronizer.streams and type(seq) is int:
-            self._gaps[stream].pass_over(seq)
+        if (stream := header.get("stream")) in self.synchronizer.streams:
+            self._gaps[stream].pass_over(header.get("seq"))
 
     def tick(self, now_ns: int) -> list[Sample]:
         """Live only: the set messages whose deadline passed by wall-clock `now_ns` (event-time ns)."""

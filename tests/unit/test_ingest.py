@@ -670,7 +670,7 @@ def test_a_seq_passed_over_is_no_gap_and_never_moves_the_numbering_back() -> Non
     older ones, whose seqs must not read as a restart that makes the taken ones count as lost again."""
     gaps = SeqGaps()
     assert [gaps.missing_before(seq) for seq in (10, 11, 12, 13)] == [0, 0, 0, 0]
-    for stale in (13, 12, 11, -(2**63), 2**64):  # fallbacks refused; headers out of range
+    for stale in (13, 12, 11, -(2**63), 2**64, True, "99", None):  # fallbacks; headers out of range or type
         gaps.pass_over(stale)
     gaps.pass_over(14)  # refused as well, the newest: its place is taken
     assert gaps.missing_before(15) == 0 and gaps.missing_before(17) == 1
