@@ -90,12 +90,15 @@ _HANDSHAKE_FAILURES = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the CURVE server refused this client's key",
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the peer's security does not match this socket's (CURVE or none)",
 }
-#: A CURVE handshake that failed with no detail on this side, which libzmq retries itself: most often a
-#: server that cannot decrypt our hello, because its key is not the one this client expects.
-_HANDSHAKE_FAILED_HERE = (
-    "the CURVE handshake failed: the server's key is not this client's server_key (another server on "
-    "this port?)"
-)
+#: A handshake that failed with no detail on this side (the peer closed it), which libzmq retries itself.
+#: Of a CURVE client, most often a server that cannot decrypt our hello, its key not the one this client
+#: expects; of a plain one, a CURVE server, which sometimes closes before saying the mismatch.
+_HANDSHAKE_FAILED_HERE = {
+    True: "the CURVE handshake failed: the server's key is not this client's server_key (another server "
+    "on this port?)",
+    False: "the peer closed the connection in its handshake: most often its security does not match "
+    "this socket's (CURVE or none)",
+}
 _CONNECTION_EVENTS = (
     zmq.EVENT_CONNECTED
     | zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -651,11 +654,11 @@ class Subscriber(_Socket):
                     _LOG.warning("%s", problem)
                 self._refused[url] = now + REFUSED_RETRY_S
                 self.last_error = problem
-            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self._curve is not None:
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                self.last_error = f"{url}: {_HANDSHAKE_FAILED_HERE[self._curve is not None]}"
                 if url not in self._failing:
-                    _LOG.warning("%s: %s; libzmq keeps trying", url, _HANDSHAKE_FAILED_HERE)
+                    _LOG.warning("%s; libzmq keeps trying", self.last_error)
                 self._failing.add(url)
-                self.last_error = f"{url}: {_HANDSHAKE_FAILED_HERE}"
             elif kind == zmq.EVENT_DISCONNECTED:
                 if url not in self._refused:
                     dropped.add(url)
