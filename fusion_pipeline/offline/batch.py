@@ -201,7 +201,7 @@ def _until_broken(
         while queue or running:
             while queue and len(running) < workers:  # queued here, not in the pool: a new pool takes them
                 task = queue.popleft()
-                running[pool.submit(run, task)] = task
+                running[pool.submit(_run_task, run, task)] = task
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 try:
@@ -224,11 +224,41 @@ def _until_broken(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+#: In a pool worker: whether it runs a task now, and whether a stop signal came.
+_worker_state = {"in_task": False, "stopped": False}
+
+
 def _start_worker(parent_pid: int) -> None:
-    """A pool worker dies with the batch, and takes SIGINT as Ctrl-C even where the batch was started
-    with it ignored (`nohup`, a background job): the batch stops the logs in flight with it."""
-    die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    """A pool worker dies with the batch (killed: the next run removes what its log left), and takes
+    SIGINT, SIGTERM and SIGHUP (the batch's stop signals) as Ctrl-C even where the batch was started
+    with them ignored (`nohup`, a background job): the batch stops the logs in flight with SIGINT. A
+    terminal's Ctrl-C or hangup and a service manager's stop reach the whole process group, then the
+    batch sends its own."""
+    die_with_parent(parent_pid, signal.SIGKILL)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt_worker)
+
+
+def _interrupt_worker(signum: int, frame: object) -> None:
+    """The first stop ends the task running now; an idle worker only remembers it, and ends the task it
+    may still be handed (it would otherwise print a traceback from the pool's queue, and the pool's
+    shutdown ends it anyway). A second stop (the group's signal, then the batch's) is not raised again:
+    it would land in the first one's cleanup."""
+    first = not _worker_state["stopped"]
+    _worker_state["stopped"] = True
+    if first and _worker_state["in_task"]:
+        raise KeyboardInterrupt
+
+
+def _run_task(run: Callable[[LogTask], LogRecord], task: LogTask) -> LogRecord:
+    """`run(task)` in a pool worker, as a task that a stop interrupts (`_interrupt_worker`)."""
+    _worker_state["in_task"] = True  # first: a stop from now on interrupts this task
+    try:
+        if _worker_state["stopped"]:
+            raise KeyboardInterrupt
+        return run(task)
+    finally:
+        _worker_state["in_task"] = False
 
 
 def _workers_config(config: Config, threads: int) -> Config:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -199,12 +200,19 @@ def test_a_pool_whose_worker_dies_fails_the_logs_it_held_and_runs_the_rest(tmp_p
     assert all(by_name[name].status == "done" for name in names if name not in failed)
 
 
-@pytest.mark.parametrize("runner", [[], ["--ray"]], ids=["pool", "ray"])
-def test_sigterm_stops_the_batch_and_leaves_no_partial_results(
-    logs: Path, tmp_path: Path, runner: list[str]
+@pytest.mark.parametrize(
+    ("runner", "signum", "group"),
+    [([], signal.SIGTERM, False), (["--ray"], signal.SIGTERM, False), ([], signal.SIGINT, True)]
+    + [([], signal.SIGTERM, True)],
+    ids=["pool", "ray", "pool-ctrl-c", "pool-group-sigterm"],
+)
+def test_a_stop_ends_the_batch_and_leaves_no_partial_results(
+    logs: Path, tmp_path: Path, runner: list[str], signum: int, group: bool
 ) -> None:
-    """A service manager's stop: it left the logs in flight as .partial files, and under Ray (which took
-    SIGTERM over) exited 15 with a stack dump and its agents still running."""
+    """A service manager's stop (SIGTERM to the batch, or to its whole group) and a terminal's Ctrl-C
+    (SIGINT to the group): it left the logs in flight as .partial files, under Ray (which took SIGTERM
+    over) exited 15 with a stack dump and its agents still running; and to the group, each idle pool
+    worker printed a KeyboardInterrupt traceback from the pool's queue."""
     out = tmp_path / "out"
     command = _batch(str(logs), "--out", str(out), "--workers", "2", *runner)
     batch = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -213,12 +221,16 @@ def test_sigterm_stops_the_batch_and_leaves_no_partial_results(
         while not _finished(out) and batch.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert batch.poll() is None and len(_finished(out)) < LOGS, "not stopped midway"
-        batch.terminate()
+        (os.killpg if group else os.kill)(batch.pid, signum)
         _, stderr = batch.communicate(timeout=60)
     finally:
         _kill_session(batch.pid)  # whatever would be left, so that a failure leaves nothing running
     assert batch.returncode == 130, stderr
-    assert "batch: stopped; the logs done so far are in" in stderr
+    assert stderr.rstrip().endswith(
+        f"fusion-pipeline batch: stopped; the logs done so far are in {out}/manifest.jsonl, and the same "
+        "command again runs the rest"
+    )
+    assert "Traceback" not in stderr, stderr
     assert not list(out.glob("*.partial")), sorted(p.name for p in out.iterdir())
     # Nothing of it runs on (multiprocessing's resource tracker exits once it sees the batch gone).
     deadline = time.monotonic() + 10
