@@ -182,6 +182,7 @@ class Manifest:
 
     def __init__(self, out: Path) -> None:
         self.path = out / MANIFEST_NAME
+        self._created = not self.path.exists()
         try:
             self._file = open(self.path, "a+b")  # noqa: SIM115  # held open (and locked) until close
         except OSError as exc:
@@ -214,4 +215,8 @@ class Manifest:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        # A batch that fails or stops before its first line leaves no manifest it made (removed while
+        # still locked: no other batch writes to it meanwhile).
+        if exc_type is not None and self._created and os.fstat(self._file.fileno()).st_size == 0:
+            self.path.unlink(missing_ok=True)
         self.close()

@@ -337,11 +337,16 @@ def test_a_file_that_takes_the_results_name_while_the_log_runs_is_kept(
     assert not (out / "a.results.mcap.partial").exists()
 
 
-def test_a_ray_address_ray_cannot_take_is_one_line(tmp_path: Path) -> None:
+def test_a_ray_address_ray_cannot_take_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """It left the --out it made, holding an empty manifest; a directory that was there stays."""
     pytest.importorskip("ray")
     (tmp_path / "a.mcap").write_bytes(b"")
-    with pytest.raises(BatchError, match="^--ray foo: Invalid address format: foo$"):
-        run_batch([tmp_path / "a.mcap"], tmp_path / "out", DEMO, ray="foo")
+    (tmp_path / "there").mkdir()
+    for out in (tmp_path / "new" / "out", tmp_path / "there"):
+        with pytest.raises(BatchError, match="^--ray foo: Invalid address format: foo$"):
+            run_batch([tmp_path / "a.mcap"], out, DEMO, ray="foo")
+    assert not (tmp_path / "new" / "out").exists()
+    assert (tmp_path / "there").is_dir() and not list((tmp_path / "there").iterdir())
 
 
 def test_pool_workers_die_with_the_batch() -> None:

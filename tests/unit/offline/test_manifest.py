@@ -123,3 +123,18 @@ def test_one_batch_at_a_time_holds_a_directory(tmp_path: Path) -> None:
     with Manifest(tmp_path), pytest.raises(BatchError, match=f"another batch is running in {tmp_path}"):
         Manifest(tmp_path)
     Manifest(tmp_path).close()  # free again once the first is closed
+
+
+@pytest.mark.parametrize("there", ["", "written", "empty"])
+def test_a_failed_batch_removes_only_an_empty_manifest_it_made(tmp_path: Path, there: str) -> None:
+    path = tmp_path / MANIFEST_NAME
+    if there:
+        path.write_text("" if there == "empty" else LogRecord("a", ["a.mcap"], "done").to_line() + "\n")
+    with pytest.raises(RuntimeError), Manifest(tmp_path):
+        raise RuntimeError("the batch failed before its first line")
+    assert path.exists() == bool(there)
+    with pytest.raises(RuntimeError), Manifest(tmp_path) as manifest:
+        manifest.append(LogRecord("b", ["b.mcap"], "failed"))
+        raise RuntimeError("the batch failed after a line")
+    with Manifest(tmp_path) as manifest:
+        assert "b" in manifest.records
