@@ -26,7 +26,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -501,6 +501,17 @@ def _replay_offline(
     return report.as_json()
 
 
+@contextlib.contextmanager
+def _stop_said(args: argparse.Namespace) -> Iterator[None]:
+    """A conversion stopped midway (Ctrl-C, SIGTERM) says so: its partial output is gone (files.new_file),
+    and the exit status alone (130) does not tell that -o was not written."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"fusion-pipeline {args.command}: stopped; nothing written to {args.out}", file=sys.stderr)
+        raise
+
+
 def _import_ros2(args: argparse.Namespace) -> int:
     """convert a ROS 2 bag (sqlite3 or mcap storage) into a log (extra [ros])
 
@@ -517,9 +528,10 @@ def _import_ros2(args: argparse.Namespace) -> int:
     require_rosbags()  # the extra missing is said before anything else
     check_output_path(args.out, "-o", new=True)  # before the bag is opened, in every command's words
     stop_on_signals(signal.default_int_handler)  # as Ctrl-C: the partial log goes
-    counts = import_ros2(
-        args.bag, args.out, parse_map(args.map), sample_rate=args.sample_rate, channels=args.channels
-    )
+    with _stop_said(args):
+        counts = import_ros2(
+            args.bag, args.out, parse_map(args.map), sample_rate=args.sample_rate, channels=args.channels
+        )
     print(f"{args.out}: {_describe(counts)}", file=sys.stderr)
     return 0
 
@@ -555,6 +567,7 @@ def _export(args: argparse.Namespace, write: Callable[[list[Path], Path], dict[s
     _distinct_logs(args.logs)
     for path in args.logs:  # each file on its own (`write` groups them, and says where parts are missing)
         _read_through(LogReader([path]), None, args.allow_truncated, say=False)
-    counts = write(args.logs, args.out)
+    with _stop_said(args):
+        counts = write(args.logs, args.out)
     print(f"{args.out}: {_describe(counts)}", file=sys.stderr)
     return 0

@@ -255,10 +255,12 @@ def test_a_stopped_conversion_leaves_nothing(
     demo_bag: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
     command: str,
     signum: signal.Signals,
 ) -> None:
-    """Ctrl-C or SIGTERM midway: nothing under -o (which would block the retry) nor beside it."""
+    """Ctrl-C or SIGTERM midway: nothing under -o (which would block the retry) nor beside it, and said
+    (it was exit 130 and not a word)."""
     out = tmp_path / "out"
     monkeypatch.setattr(_PER_MESSAGE[command], _signalled(signum))
     # A test run started in the background without job control inherits SIGINT ignored: as a terminal's.
@@ -268,6 +270,7 @@ def test_a_stopped_conversion_leaves_nothing(
     finally:
         signal.signal(signal.SIGINT, interactive)
     assert list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().err.endswith(f"fusion-pipeline {command}: stopped; nothing written to {out}\n")
     monkeypatch.undo()
     assert main(_conversion(command, demo_log, demo_bag, out)) == 0  # the retry
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
