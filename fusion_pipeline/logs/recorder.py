@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 #: Receive queue depth: ~3 s of the demo's four sensors, so a slow disk write is absorbed, not dropped.
 RECV_HWM = 1000
+#: Nothing from any stream for this long is said (once, and again when messages come back): a recorder
+#: left running after its pipeline stopped, or started on the wrong endpoints, records nothing silently.
+SILENCE_SAID_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -312,13 +315,42 @@ class Recorder:
             report.streams[stream].written -= n
             report.not_written += n
 
-    def run(self, stop: Callable[[], bool], beat: Callable[[dict[str, int]], None] | None = None) -> None:
-        """Record until `stop()` or the configured duration has passed."""
+    def run(
+        self,
+        stop: Callable[[], bool],
+        beat: Callable[[dict[str, int]], None] | None = None,
+        silence_s: float = SILENCE_SAID_S,
+    ) -> None:
+        """Record until `stop()` or the configured duration has passed; `silence_s` with no message from
+        any stream is said as a warning, and the messages' return after it too."""
         duration = self.settings.duration_s
+        heard = self._started  # the last message, or the start
+        said_silent = False
         while not stop():
-            if duration is not None and time.monotonic() - self._started >= duration:
+            now = time.monotonic()
+            if duration is not None and now - self._started >= duration:
                 break
-            self.poll()
+            if self.poll():
+                if said_silent:
+                    log.info("recording again: messages came after %.1f s with none", now - heard)
+                heard, said_silent = time.monotonic(), False
+            elif not said_silent and now - heard >= silence_s:
+                streams = ", ".join(self.report.streams)
+                if heard == self._started:
+                    log.warning(
+                        "nothing received in the %.0f s since the start from any stream recorded (%s): "
+                        "still recording; is the pipeline running, on these endpoints?",
+                        now - heard,
+                        streams,
+                    )
+                else:
+                    log.warning(
+                        "nothing received for %.0f s from any stream recorded (%s): still recording; has "
+                        "the pipeline stopped?",
+                        now - heard,
+                        streams,
+                    )
+                said_silent = True
             if beat is not None:
                 beat(self.counters())
 

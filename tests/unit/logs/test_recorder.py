@@ -199,3 +199,28 @@ def test_a_stream_asked_for_that_sends_nothing_is_said(ipc_dir: Path) -> None:
     reader = LogReader(ipc_dir / "r.mcap")
     assert [m.sample.stream for m in reader] == ["radar/front"]
     assert reader.metadata[REPORT_METADATA]["silent"] == "camera/front"
+
+
+def test_a_recorder_hearing_nothing_says_so_and_says_the_return(
+    ipc_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A recorder left running after its pipeline stopped (or started on other endpoints) recorded
+    nothing without a word until it was stopped."""
+    with _radar_recording(ipc_dir) as (recorder, pub), caplog.at_level("INFO", "fusion_pipeline.logs"):
+        sent: list[int] = []
+
+        def stop() -> bool:  # silent 0.3 s, then one message, then silent again
+            waited = time.monotonic() - recorder._started
+            if not sent and waited > 0.5:
+                pub.send(numbered_radar(0))
+                sent.append(0)
+            return waited > 1.5
+
+        recorder.run(stop, silence_s=0.3)
+        recorder.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "fusion_pipeline.logs.recorder"]
+    silent = [m for m in said if m.startswith("nothing received")]
+    assert len(silent) == 2, said
+    assert silent[0].startswith("nothing received in the 0 s since the start from any stream recorded")
+    assert silent[1].startswith("nothing received for 0 s from any stream recorded (radar/front)")
+    assert any(m.startswith("recording again: messages came after 0.") for m in said), said
