@@ -86,6 +86,13 @@ _UNRESOLVED = "/{run_dir}"
 _WILDCARD_HOSTS = {"*", "0.0.0.0", "::"}  # a bind on any of these takes the port on every address
 _LOOPBACK_HOSTS = {"127.0.0.1", "::1"}  # localhost is spelled 127.0.0.1 by _bind_address
 
+#: Bounds of numbers no real setting comes near: a duration in ms (an hour), a size in MB (64 GiB), a
+#: count of messages or threads. Past them a value is a mistake (1e308), and would overflow where a node
+#: turns it into an integer of its own or of libzmq's.
+MAX_MS = 3_600_000.0
+MAX_MB = 65_536.0
+MAX_COUNT = 1_000_000
+
 Modality = Literal["camera", "lidar", "radar", "audio", "generic"]
 #: Streams whose every message the pipeline takes, in order: a skipped message would be a hole in every
 #: window over it. The others are discrete: a node behind on one skips to its newest message.
@@ -127,8 +134,8 @@ class LimitsConfig(_Section):
 
     max_arrays: int = Field(8, gt=0, le=256)
     max_ndim: int = Field(4, gt=0, le=8)
-    max_array_mb: float = Field(64.0, gt=0)
-    max_total_mb: float = Field(128.0, gt=0)
+    max_array_mb: float = Field(64.0, gt=0, le=MAX_MB)
+    max_total_mb: float = Field(128.0, gt=0, le=MAX_MB)
     dtypes: list[str] = Field(default_factory=lambda: sorted(ALLOWED_DTYPES), min_length=1)
 
     @model_validator(mode="after")
@@ -158,11 +165,17 @@ class GenericConfig(_Section):
         "up to the stamp, stacked, with a mask",
     )
     tolerance_ms: float | None = Field(
-        None, gt=0, description="nearest: farthest a sample may lie from the stamp; default one period"
+        None,
+        gt=0,
+        le=MAX_MS,
+        description="nearest: farthest a sample may lie from the stamp; default one period",
     )
     window_samples: int | None = Field(None, gt=0, le=65536, description="window: rows of the stacked array")
     window_ms: float | None = Field(
-        None, gt=0, description="window: only samples in (t - window_ms, t]; default window_samples periods"
+        None,
+        gt=0,
+        le=MAX_MS,
+        description="window: only samples in (t - window_ms, t]; default window_samples periods",
     )
 
     @field_validator("dtype")
@@ -194,13 +207,22 @@ class StreamConfig(_Section):
         description="where this stream's ingest node publishes model-ready samples; {stream} = slug",
     )
     frame_id: str = ""
-    rate_hz: float = Field(gt=0, description="nominal rate, for status and the simulated driver")
-    offset_ms: float = Field(0.0, description="known sensor latency, subtracted from stamps at ingest")
+    rate_hz: float = Field(
+        gt=0, le=MAX_COUNT, description="nominal rate, for status and the simulated driver"
+    )
+    offset_ms: float = Field(
+        0.0, ge=-MAX_MS, le=MAX_MS, description="known sensor latency, subtracted from stamps at ingest"
+    )
     max_stamp_ahead_ms: float = Field(
-        500.0, gt=0, description="live: ingest drops a stamp (minus offset_ms) this far ahead of its clock"
+        500.0,
+        gt=0,
+        le=MAX_MS,
+        description="live: ingest drops a stamp (minus offset_ms) this far ahead of its clock",
     )
     required: bool = False
-    sample_rate: int | None = Field(None, gt=0, description="audio only: samples per second")
+    sample_rate: int | None = Field(
+        None, gt=0, le=100 * MAX_COUNT, description="audio only: samples per second"
+    )
     generic: GenericConfig | None = Field(None, description="generic only: the sample and its reference mode")
     driver: Literal["sim", "external"] = "sim"
     sim: dict[str, Any] = Field(default_factory=dict, description="simulated driver settings")
@@ -223,13 +245,13 @@ class StreamConfig(_Section):
 class SyncConfig(_Section):
     mode: Literal["approximate", "reference"] = "reference"
     reference: str | None = None
-    queue_size: int = Field(10, gt=0)
-    max_interval_ms: float | None = Field(None, gt=0)
-    age_penalty: float = Field(0.0, ge=0)
-    max_wait_ms: float = Field(60.0, ge=0)
-    audio_window_ms: float = Field(500.0, gt=0)
-    audio_gap_tolerance_ms: float = Field(5.0, ge=0)
-    time_jump_ms: float = Field(1000.0, gt=0)
+    queue_size: int = Field(10, gt=0, le=MAX_COUNT)
+    max_interval_ms: float | None = Field(None, gt=0, le=MAX_MS)
+    age_penalty: float = Field(0.0, ge=0, le=MAX_COUNT)
+    max_wait_ms: float = Field(60.0, ge=0, le=MAX_MS)
+    audio_window_ms: float = Field(500.0, gt=0, le=MAX_MS)
+    audio_gap_tolerance_ms: float = Field(5.0, ge=0, le=MAX_MS)
+    time_jump_ms: float = Field(1000.0, gt=0, le=MAX_MS)
     endpoint: str = "ipc://{run_dir}/sets.sock"
 
 
@@ -249,10 +271,11 @@ class ModelConfig(_Section):
         description="generic streams that feed no model input: checked, synchronized into the sets and "
         "recorded, never given to the model",
     )
-    intra_op_threads: int = Field(0, ge=0)
+    intra_op_threads: int = Field(0, ge=0, le=4096)
     slowdown: float = Field(
         1.0,
         ge=1.0,
+        le=1e9,  # a model that never returns, as the tests of a hung node have it
         description="fault injection (tests, diagnostics): the inference node sleeps (slowdown - 1) x each "
         "model run's time, as if the model were this many times slower; 1 = off",
     )
@@ -260,15 +283,15 @@ class ModelConfig(_Section):
 
 class OutputConfig(_Section):
     endpoint: str = "ipc://{run_dir}/results.sock"
-    hwm: int = Field(64, gt=0)
+    hwm: int = Field(64, gt=0, le=MAX_COUNT)
 
 
 class RecordConfig(_Section):
     enabled: bool = False
     path: str = "recording.mcap"
     streams: list[str] = Field(default_factory=list, description="empty = every stream")
-    split_size_mb: float | None = Field(None, gt=0)
-    split_duration_s: float | None = Field(None, gt=0)
+    split_size_mb: float | None = Field(None, gt=0, le=MAX_MB)
+    split_duration_s: float | None = Field(None, gt=0, le=MAX_MS / 1000)
 
 
 class ViewConfig(_Section):
@@ -290,6 +313,7 @@ class ViewConfig(_Section):
     max_hz: float = Field(
         0.0,
         ge=0,
+        le=MAX_COUNT,
         description="about the most frames per second shown of each camera, lidar and radar (a frame once "
         "3/4 of 1/max_hz has passed since the last one shown); 0 = all",
     )

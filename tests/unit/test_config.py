@@ -46,6 +46,22 @@ def test_repository_demo_is_the_embedded_one() -> None:
     [
         ('modality = "radar"', 'modality = "radr"', "streams[2].modality: Input should be 'camera', 'lidar'"),
         ("queue_size = 10", "queue_size = 0", "sync.queue_size: Input should be greater than 0 (got 0)"),
+        # Numbers past any real setting: they passed, then crashed a node turning them into integers.
+        (
+            "audio_window_ms = 500",
+            "audio_window_ms = 1e308",
+            "sync.audio_window_ms: Input should be less than or equal to 3600000 (got 1e+308)",
+        ),
+        (
+            "hwm = 64",
+            "hwm = 100000000000000000000",
+            "output.hwm: Input should be less than or equal to 1000000",
+        ),
+        (
+            'input = "camera"',
+            'input = "camera"\nlimits = { max_array_mb = 1e308 }',
+            "streams[0].limits.max_array_mb: Input should be less than or equal to 65536",
+        ),
         ('reference = "lidar/top"', 'reference = "lidar"', "sync.reference: 'lidar' is not a stream"),
         ("sample_rate = 16000", "", "streams[3].sample_rate: required for an audio stream"),
         ('name = "radar/front"', 'name = "lidar/top"', "streams[2].name: duplicate stream name 'lidar/top'"),
