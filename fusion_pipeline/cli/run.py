@@ -148,7 +148,20 @@ def _run(args: argparse.Namespace) -> int:
     print(format_summary(summary), file=sys.stderr)
     if args.summary_json is not None:
         write_new_text(args.summary_json, json.dumps(summary, indent=2) + "\n")
+    if failing := _crash_looping(summary):
+        print(
+            f"fusion-pipeline run: exit 1: {', '.join(failing)} failed again after each restart and never "
+            "came up (their log lines say why)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _crash_looping(summary: dict[str, Any]) -> list[str]:
+    """The nodes a run ended without, having restarted them more than once: a start that keeps failing
+    (a node killed once is back within a second or two), which makes the run's exit status 1."""
+    return [node for node in summary.get("not_up", []) if summary["restarts"].get(node, 0) >= 2]
 
 
 def _check_live(config: Config, path: Path | None) -> None:

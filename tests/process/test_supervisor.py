@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline_harness import DEMO_TEXT, collect, demo_text, pipeline, presence, present
+from pipeline_harness import DEMO_TEXT, add_to_stream, collect, demo_text, pipeline, presence, present
 
 from fusion_pipeline.config import parse_config
 from fusion_pipeline.node import CONTROL_SOCKET
@@ -143,3 +143,31 @@ def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path) -> No
         for sock in served:
             sock.close()
     os.close(lock_run_dir(run_dir))  # released with its holder: the next run may have it
+
+
+def test_a_run_whose_node_keeps_failing_to_start_exits_1(tmp_path: Path) -> None:
+    """A node that failed again after each restart (here: its port held by another program) ended a run
+    with exit 0, the summary's NOT UP line the only sign."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+
+        def held(text: str) -> str:
+            text = text.replace("insecure = false", "insecure = true", 1)
+            return add_to_stream(text, "radar/front", f'ingest_endpoint = "tcp://127.0.0.1:{port}"')
+
+        config = tmp_path / "held.toml"
+        config.write_text(demo_text(tmp_path / "run", held))
+        run = subprocess.run(
+            [sys.executable, "-m", "fusion_pipeline.cli", "run", "-c", str(config), "--duration", "6"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.rstrip().endswith(
+        "fusion-pipeline run: exit 1: ingest:radar/front failed again after each restart and never came up "
+        "(their log lines say why)"
+    )
+    assert f"cannot bind 'tcp://127.0.0.1:{port}': Address already in use" in run.stderr

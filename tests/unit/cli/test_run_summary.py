@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fusion_pipeline.cli.run import format_summary
+from fusion_pipeline.cli.run import _crash_looping, format_summary
 
 
 def _summary(**changes: Any) -> dict[str, Any]:
@@ -135,3 +135,13 @@ def test_what_a_simulated_driver_never_sent_is_said_apart_from_the_pipelines_dro
         "sensor_sim:camera/back: outage 60, late 12" in text
         or "sensor_sim:camera/back: late 12, outage 60" in text
     )
+
+
+def test_only_a_node_that_failed_again_after_restarts_fails_the_run() -> None:
+    assert _crash_looping(_summary(not_up=["ingest:lidar/top"], restarts={"ingest:lidar/top": 3})) == [
+        "ingest:lidar/top"
+    ]
+    # Killed once and not yet back at the stop; up after restarts; never started in a short run.
+    assert _crash_looping(_summary(not_up=["inference"], restarts={"inference": 1})) == []
+    assert _crash_looping(_summary(not_up=[], restarts={"inference": 4})) == []
+    assert _crash_looping(_summary(not_up=["inference"], restarts={})) == []
