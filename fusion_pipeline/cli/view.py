@@ -116,6 +116,8 @@ def _view_logs(
     try:
         _announce(views)
         shown = dict(show_log(logs, views))
+        if not shown:  # an .rrd of nothing would only block a retry under its name, as `record` says
+            raise FusionError(f"nothing to show: no message in {', '.join(map(str, logs))}")
     except BaseException:
         views.close(discard=True)  # a bad log or a Ctrl-C part way: no .rrd of part of it
         raise

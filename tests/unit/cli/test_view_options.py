@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fusion_pipeline.cli.commands import build_parser, main
 from fusion_pipeline.cli.view import _settings
 from fusion_pipeline.config import load_config, parse_config
+from fusion_pipeline.logs import LogWriter
+from fusion_pipeline.transport import Sample
 
 
 @pytest.mark.parametrize(
@@ -64,3 +67,21 @@ def test_a_log_that_fails_to_read_leaves_no_recording(
     assert main(["view", str(log), "--save", str(tmp_path / "v.rrd")]) == 2
     assert str(log) in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mcap"]  # no .rrd, no partial
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["empty", "cut-before-its-first-message"])
+def test_a_log_with_no_message_to_show_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cut: bool
+) -> None:
+    """It wrote an .rrd of nothing and exited 0 (a log cut short before its first message: a warning)."""
+    pytest.importorskip("rerun")
+    log = tmp_path / "log.mcap"
+    writer = LogWriter(log)
+    if cut:
+        writer.write(Sample("radar/front", "radar", 1, 1, arrays={"points": np.zeros((4, 5), np.float32)}), 1)
+    writer.close()
+    if cut:
+        log.write_bytes(log.read_bytes()[:300])
+    assert main(["view", str(log), "--save", str(tmp_path / "v.rrd")]) == 2
+    assert f"fusion-pipeline view: error: nothing to show: no message in {log}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.mcap"]  # no .rrd, no partial
