@@ -35,11 +35,12 @@ from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.records import (
     DEFAULT_CHUNK_BYTES,
     FILE_METADATA,
+    LOG_FORMAT,
     MESSAGE_ENCODING,
     REPLAYED_BY,
     unpack_record,
 )
-from fusion_pipeline.transport.wire import DEFAULT_LIMITS, Buffer, Limits, Sample
+from fusion_pipeline.transport.wire import DEFAULT_LIMITS, VERSION, Buffer, Limits, Sample
 
 __all__ = ["PREFETCH", "LogMessage", "LogReader", "existing_logs", "prefetch", "say_cut_short"]
 
@@ -519,6 +520,12 @@ class LogReader:
                     channels[record.id] = record.topic
                     self._add_channel(record, state.path)
                 elif isinstance(record, Metadata):
+                    written = record.metadata.get("format") if record.name == FILE_METADATA else None
+                    if written not in (None, LOG_FORMAT):  # another version's layout: not read as ours
+                        raise LogError(
+                            f"{state.path}: a log of format {written!r}; this fusion-pipeline reads "
+                            f"{LOG_FORMAT!r} (a newer version wrote it?)"
+                        )
                     self.metadata[record.name] = dict(record.metadata)
 
     def _opened(
@@ -571,6 +578,12 @@ class LogReader:
             raise LogError(
                 f"{path}: channel {record.topic!r} has message encoding {record.message_encoding!r}; "
                 f"a fusion-pipeline log uses {MESSAGE_ENCODING!r}"
+            )
+        version = record.metadata.get("wire_version")
+        if version not in (None, str(VERSION)):
+            raise LogError(
+                f"{path}: channel {record.topic!r} holds wire version {version} messages; this "
+                f"fusion-pipeline reads version {VERSION}"
             )
         self.streams.setdefault(record.topic, dict(record.metadata))
 

@@ -242,6 +242,33 @@ def test_reader_refuses_foreign_files_clearly(tmp_path: Path) -> None:
             LogReader(tmp_path / name)
 
 
+@pytest.mark.parametrize(
+    ("metadata", "streams", "refused"),
+    [
+        (
+            {"format": "fusion-pipeline-log/2"},
+            {},
+            "a log of format 'fusion-pipeline-log/2'; this fusion-pipeline reads 'fusion-pipeline-log/1'",
+        ),
+        (
+            {},
+            {"lidar/top": {"wire_version": "2"}},
+            "channel 'lidar/top' holds wire version 2 messages; this fusion-pipeline reads version 1",
+        ),
+    ],
+    ids=["log-format", "wire-version"],
+)
+def test_a_log_of_another_version_is_refused_not_read_as_ours(
+    tmp_path: Path, metadata: dict, streams: dict, refused: str
+) -> None:
+    """A log that says another format or wire version was replayed and exported as if it were ours."""
+    path = tmp_path / "other.mcap"
+    with LogWriter(path, metadata=metadata, streams=streams) as writer:
+        writer.write(_lidar(0), 1)
+    with pytest.raises(LogError, match=f"^{path}: {re.escape(refused)}"):
+        list(LogReader(path))
+
+
 def test_a_log_is_never_written_over(tmp_path: Path) -> None:
     precious = tmp_path / "keep.mcap"
     precious.write_bytes(b"an earlier recording")
