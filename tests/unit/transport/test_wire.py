@@ -137,6 +137,8 @@ MALFORMED = {
     "bad msgpack": ([b"s", b"\xc1\xff\x00", b""], MalformedError, "msgpack"),
     "not a map": ([b"s", msgpack.packb([1, 2]), b""], MalformedError, "map"),
     "wrong version": (_frames(_header(v=2), b"\0" * 32), UnknownVersionError, "version 2"),
+    "version as a float": (_frames(_header(v=1.0), b"\0" * 32), UnknownVersionError, "version 1.0"),
+    "version as a bool": (_frames(_header(v=True), b"\0" * 32), UnknownVersionError, "version True"),
     "length mismatch": (_frames(_header(), b"\0" * 31), ArraySizeError, "needs 32 bytes, buffer has 31"),
     "10^12 bytes": (
         _frames(_header(arrays=[{"name": "points", "dtype": "|u1", "shape": [10**6, 10**6]}]), b""),
