@@ -1,4 +1,4 @@
-"""Output files that are never written over and never left half written."""
+"""Output files that are never written over and never left half written; what an input path is."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fusion_pipeline.errors import FusionError
 
-__all__ = ["new_file", "write_new", "write_new_text"]
+__all__ = ["new_file", "not_a_file", "write_new", "write_new_text"]
 
 
 @contextmanager
@@ -45,3 +45,15 @@ def write_new(path: Path, write: Callable[[Path], object], error: type[FusionErr
 def write_new_text(path: Path, text: str, error: type[FusionError] = FusionError) -> None:
     """`text` into the new file `path` (`write_new`): a report, a table, a JSON document."""
     write_new(path, lambda partial: partial.write_text(text), error)
+
+
+def not_a_file(path: Path, what: str) -> str:
+    """Why `path` is not a regular file to read as `what` ("log file", "model file"), or "" where it is:
+    a FIFO or a device given as one exists, and "no such file" would send its user looking for it."""
+    if path.is_file():
+        return ""
+    if path.is_dir():
+        return f"a directory, not a {what}"
+    if path.exists():
+        return f"not a regular file (a FIFO, a socket or a device), not a {what}"
+    return f"no such {what}"

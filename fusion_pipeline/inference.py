@@ -40,6 +40,7 @@ from fusion_pipeline.binding import Bindings, bind
 from fusion_pipeline.config import SHIPPED, Config, ModelConfig, shipped_file
 from fusion_pipeline.contract import CONTRACT_KEY, RESULT_PRESENCE, ModelContract
 from fusion_pipeline.errors import ContractError
+from fusion_pipeline.files import not_a_file
 from fusion_pipeline.protocol import CAPTURE, INFERENCE_END, INFERENCE_START, RESULT_MODALITY, RESULT_STREAM
 from fusion_pipeline.transport.wire import Sample
 
@@ -100,8 +101,8 @@ def load_contract(model_path: str | Path) -> ModelContract:
     import onnxruntime as ort  # imported here so that importing this module stays cheap
 
     path = Path(model_path)
-    if not path.is_file():
-        raise ContractError(f"{path}: no such model file")
+    if problem := not_a_file(path, "model file"):
+        raise ContractError(f"{path}: {problem}")
     try:
         options = ort.SessionOptions()
         # Metadata only: skip graph optimisation, which is the slow part of loading a session.

@@ -31,7 +31,7 @@ from fusion_pipeline.config import (
     read_config_text,
 )
 from fusion_pipeline.errors import ConfigError, FusionError
-from fusion_pipeline.files import write_new_text
+from fusion_pipeline.files import not_a_file, write_new_text
 
 __all__ = ["SERVICE_UNIT", "format_summary", "preflight", "register"]
 
@@ -94,10 +94,10 @@ def preflight(config: Config, path: Path | None, *, graph: GraphKind = "live") -
         if graph == "live" and config.record.enabled:
             check_output_path(Path(config.record.path), "record.path")
         model = model_path(config)
-        if not model.is_file():
+        if problem := not_a_file(model, "model file"):
             raise ConfigError(
-                f"model.path: no model file at {model.absolute()} (a relative path is read from the "
-                f"working directory; shipped models: {shipped_list('models')})"
+                f"model.path: {model.absolute()}: {problem} (a relative path is read from the working "
+                f"directory; shipped models: {shipped_list('models')})"
             )
         load_bindings(config)
     except FusionError as exc:  # the model and its bindings: both come from this config

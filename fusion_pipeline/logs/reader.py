@@ -31,6 +31,7 @@ from mcap.exceptions import McapError
 from mcap.opcode import Opcode
 from mcap.records import Channel, Chunk, Message, Metadata, Statistics
 
+from fusion_pipeline.files import not_a_file
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.records import (
     DEFAULT_CHUNK_BYTES,
@@ -66,10 +67,9 @@ def existing_logs(paths: Iterable[str | Path]) -> list[Path]:
     that a bad input leaves nothing behind."""
     logs = [Path(p) for p in paths]
     for path in logs:
-        if path.is_dir():
-            raise LogError(f"{path}: a directory, not a log file (give its .mcap files; batch takes one)")
-        if not path.is_file():
-            raise LogError(f"{path}: no such log file")
+        if problem := not_a_file(path, "log file"):
+            hint = " (give its .mcap files; batch takes one)" if path.is_dir() else ""
+            raise LogError(f"{path}: {problem}{hint}")
     return logs
 
 

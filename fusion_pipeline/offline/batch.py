@@ -32,6 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from fusion_pipeline.config import SHIPPED, Config
+from fusion_pipeline.files import not_a_file
 from fusion_pipeline.inference import model_path
 from fusion_pipeline.lifetime import die_with_parent
 from fusion_pipeline.logs.sources import log_sources
@@ -81,6 +82,10 @@ def find_logs(arguments: Sequence[Path]) -> list[BatchLog]:
             mcaps = sorted(argument.glob("*.mcap"))
             if dangling := [p.name for p in mcaps if p.is_symlink() and not p.exists()]:
                 logger.warning("%s: not run, links to nothing: %s", argument, ", ".join(dangling))
+            if others := [p.name for p in mcaps if p.exists() and not p.is_file()]:
+                logger.warning(
+                    "%s: not run, not files (a directory, a FIFO, ...): %s", argument, ", ".join(others)
+                )
             found = [p for p in mcaps if p.is_file() and not p.name.endswith(RESULTS_SUFFIX)]
             if not found:
                 results = [p.name for p in mcaps if p.name.endswith(RESULTS_SUFFIX)]
@@ -89,6 +94,8 @@ def find_logs(arguments: Sequence[Path]) -> list[BatchLog]:
             files += found
         elif argument.is_file():
             files.append(argument)
+        elif argument.exists():
+            raise BatchError(f"{argument}: {not_a_file(argument, 'log file')}")
         else:
             raise BatchError(f"{argument}: no such log file or directory")
     # Absolute, not resolved: a log reached through a link keeps the name it is given.

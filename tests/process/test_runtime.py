@@ -48,7 +48,7 @@ def test_run_refuses_a_missing_model_naming_the_config_file_and_key(tmp_path: Pa
     # A relative path is read from the working directory (cwd=tmp_path): the message says where it looked.
     done = _run(tmp_path, "models/nope.onnx", "-m", "fusion_pipeline.cli", "run", "--duration", "5")
     assert done.returncode == 2
-    expected = f"{tmp_path / 'bad.toml'}: model.path: no model file at {tmp_path / 'models' / 'nope.onnx'}"
+    expected = f"{tmp_path / 'bad.toml'}: model.path: {tmp_path / 'models' / 'nope.onnx'}: no such model file"
     assert expected in done.stderr
 
 

@@ -236,6 +236,9 @@ def test_reader_refuses_foreign_files_clearly(tmp_path: Path) -> None:
         LogReader(tmp_path / "missing.mcap")
     with pytest.raises(LogError, match=f"^{tmp_path}: a directory, not a log file"):
         LogReader(tmp_path)
+    os.mkfifo(tmp_path / "fifo.mcap")  # it said "no such log file"
+    with pytest.raises(LogError, match=r"fifo.mcap: not a regular file \(a FIFO, a socket or a device\)"):
+        LogReader(tmp_path / "fifo.mcap")
     for name, data in (("junk.mcap", b"not an mcap file at all"), ("empty.mcap", b"")):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(LogError, match=f"{name}: not an MCAP file"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import signal
@@ -67,12 +68,30 @@ def test_logs_named_twice_run_once_and_names_stay_apart(
 
 
 @pytest.mark.parametrize(
-    ("name", "problem"), [("missing.mcap", "no such log file or directory"), ("empty", "no .mcap log")]
+    ("name", "problem"),
+    [
+        ("missing.mcap", "no such log file or directory"),
+        ("empty", "no .mcap log"),
+        ("fifo.mcap", "not a regular file"),  # it said "no such log file or directory"
+    ],
 )
 def test_an_argument_that_names_no_log_is_refused(tmp_path: Path, name: str, problem: str) -> None:
     (tmp_path / "empty").mkdir()
+    os.mkfifo(tmp_path / "fifo.mcap")
     with pytest.raises(BatchError, match=f"{tmp_path / name}: {problem}"):
         find_logs([tmp_path / name])
+
+
+def test_what_is_no_file_in_a_directory_is_said_not_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A FIFO or a directory named *.mcap was left out without a word ("batch of 15 logs" for 17)."""
+    (log,) = touch(tmp_path, "a.mcap")
+    os.mkfifo(tmp_path / "fifo.mcap")
+    (tmp_path / "dir.mcap").mkdir()
+    with caplog.at_level("WARNING"):
+        assert find_logs([tmp_path]) == [BatchLog("a", (log,))]
+    assert f"{tmp_path}: not run, not files (a directory, a FIFO, ...): dir.mcap, fifo.mcap" in caplog.text
 
 
 def test_an_out_that_is_a_file_is_refused_as_such(tmp_path: Path) -> None:
