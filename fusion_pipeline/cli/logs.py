@@ -565,8 +565,13 @@ def _export(args: argparse.Namespace, write: Callable[[list[Path], Path], dict[s
     stop_on_signals(signal.default_int_handler)  # as Ctrl-C: the partial output goes
     check_output_path(args.out, "-o", new=True)
     _distinct_logs(args.logs)
+    held = 0
     for path in args.logs:  # each file on its own (`write` groups them, and says where parts are missing)
-        _read_through(LogReader([path]), None, args.allow_truncated, say=False)
+        reader = LogReader([path])
+        _read_through(reader, None, args.allow_truncated, say=False)
+        held += sum(f.messages for f in reader.files)
+    if not held:  # an empty output would only block a retry under its name
+        raise LogError(f"nothing to export: no message in {', '.join(map(str, args.logs))}")
     with _stop_said(args):
         counts = write(args.logs, args.out)
     print(f"{args.out}: {_describe(counts)}", file=sys.stderr)

@@ -324,6 +324,18 @@ def test_exports_read_each_log_through_on_its_own(demo_log: Path, tmp_path: Path
 
 
 @pytest.mark.parametrize("command", ["export-foxglove", "export-ros2"])
+def test_an_export_of_no_message_is_refused_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """It wrote an empty output and exited 0."""
+    empty = tmp_path / "empty.mcap"
+    LogWriter(empty).close()
+    assert main([command, str(empty), "-o", str(tmp_path / "out")]) == 2
+    assert f"error: nothing to export: no message in {empty}" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["empty.mcap"]
+
+
+@pytest.mark.parametrize("command", ["export-foxglove", "export-ros2"])
 def test_replayed_results_are_exported_beside_the_data_they_came_from(
     demo_log: Path, tmp_path: Path, command: str
 ) -> None:
