@@ -620,17 +620,33 @@ def _cross_checks(config: Config) -> Iterator[str]:
             )
     if valid and not clash:  # what the run dir does not change can be refused now
         yield from _endpoint_problems(config, _UNRESOLVED)
-    if config.sync.mode == "reference":
+    if config.sync.reference is not None and config.sync.reference not in names:  # in either mode
+        yield f"sync.reference: {config.sync.reference!r} is not a stream (streams: {names})"
+    elif config.sync.mode == "reference":
         if config.sync.reference is None:
             yield "sync.reference: required when sync.mode = 'reference' (name of the reference stream)"
-        elif config.sync.reference not in names:
-            yield f"sync.reference: {config.sync.reference!r} is not a stream (streams: {names})"
         elif config.stream(config.sync.reference).modality == "audio":
             yield "sync.reference: an audio stream is continuous and cannot be the reference"
         elif config.stream(config.sync.reference).modality == "generic":
             yield (
                 "sync.reference: a generic stream is sampled into other streams' sets and cannot be the "
                 "reference"
+            )
+    if all(s.modality in CONTINUOUS_MODALITIES for s in config.streams):
+        yield (
+            "streams: no camera, lidar or radar stream: the synchronizer builds its sets on such discrete "
+            "messages (audio and generic samples are taken into them)"
+        )
+    window_ns = round(config.sync.audio_window_ms * 1_000_000)  # as the synchronizer takes it
+    for i, stream in enumerate(config.streams):
+        if (
+            stream.modality == "audio"
+            and stream.sample_rate
+            and window_ns * stream.sample_rate % 1_000_000_000
+        ):
+            yield (
+                f"sync.audio_window_ms: {config.sync.audio_window_ms:g} ms is not a whole number of samples "
+                f"at streams[{i}].sample_rate {stream.sample_rate} Hz (the window is cut in whole samples)"
             )
     for j, name in enumerate(config.model.unbound_streams):
         if name not in names:

@@ -46,6 +46,17 @@ def test_repository_demo_is_the_embedded_one() -> None:
     [
         ('modality = "radar"', 'modality = "radr"', "streams[2].modality: Input should be 'camera', 'lidar'"),
         ("queue_size = 10", "queue_size = 0", "sync.queue_size: Input should be greater than 0 (got 0)"),
+        # What the synchronizer refuses at its start (it crash-looped where config check said ok).
+        (
+            'mode = "reference"\nreference = "lidar/top"',
+            'mode = "approximate"\nreference = "nonsense"',
+            "sync.reference: 'nonsense' is not a stream",
+        ),
+        (
+            "audio_window_ms = 500",
+            "audio_window_ms = 499.99",
+            "sync.audio_window_ms: 499.99 ms is not a whole number of samples at streams[3].sample_rate",
+        ),
         # Numbers past any real setting: they passed, then crashed a node turning them into integers.
         (
             "audio_window_ms = 500",
@@ -427,3 +438,20 @@ def test_a_command_that_only_connects_takes_a_file_of_security_alone(tmp_path: P
         alone.write_text(text)
         with pytest.raises(ConfigError, match=rf"^{alone}: invalid config:\n  .*{said}"):
             load_security(alone)
+
+
+def test_a_config_of_continuous_streams_only_is_refused() -> None:
+    """The synchronizer needs a discrete stream to build sets on: it crash-looped on such a config."""
+    text = """
+[sync]
+mode = "approximate"
+
+[[streams]]
+name = "audio/roof"
+modality = "audio"
+endpoint = "ipc://{run_dir}/audio.sock"
+rate_hz = 50.0
+sample_rate = 16000
+"""
+    with pytest.raises(ConfigError, match="streams: no camera, lidar or radar stream: the synchronizer"):
+        parse_config(text, "audio.toml")
