@@ -491,9 +491,21 @@ def read_config_text(path: str | Path) -> str:
     if str(path).startswith(SHIPPED):
         return shipped_file(str(path), "configs", ConfigError).read_text()
     try:
-        return Path(path).read_text()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
+    if data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(
+            f"{path}: starts with a byte-order mark, which TOML does not take: save it as UTF-8 without one"
+        )
+    try:
+        return data.decode("utf-8")  # what TOML files are, whatever the locale
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}): TOML files are UTF-8; "
+            "save it as such"
+        ) from None
 
 
 def absolute_config(path: Path) -> Path:

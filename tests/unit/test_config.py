@@ -455,3 +455,20 @@ sample_rate = 16000
 """
     with pytest.raises(ConfigError, match="streams: no camera, lidar or radar stream: the synchronizer"):
         parse_config(text, "audio.toml")
+
+
+@pytest.mark.parametrize(
+    ("data", "refused"),
+    [
+        (DEMO.encode() + "# caméra avant\n".encode("latin-1"), r"not UTF-8 text \(byte 0xe9 on line \d+\)"),
+        (DEMO.encode("utf-16"), "starts with a byte-order mark, which TOML does not take"),
+        (b"\xef\xbb\xbf" + DEMO.encode(), "starts with a byte-order mark, which TOML does not take"),
+    ],
+    ids=["latin-1", "utf-16", "utf-8-bom"],
+)
+def test_a_config_that_is_not_plain_utf8_is_said_as_such(tmp_path: Path, data: bytes, refused: str) -> None:
+    """A Latin-1 or UTF-16 file was a UnicodeDecodeError traceback; a BOM an "Invalid statement"."""
+    path = tmp_path / "edited.toml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=f"^{path}: {refused}"):
+        load_config(path)
