@@ -245,7 +245,8 @@ def check_own_drivers(config: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: security.authorized_keys {security.authorized_keys} does not hold this host's own "
             f"public key (of {security.certificate}), which its ingest presents to its own simulated "
-            f"drivers on tcp ({', '.join(own_tcp)}): copy its .key file into it"
+            f"drivers on tcp ({', '.join(own_tcp)}): copy its .key file into it (a host that runs only "
+            "the drivers, the rest of the graph elsewhere: `config check --drivers-only`)"
         )
 
 

@@ -44,7 +44,15 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     config = sub.add_parser("config", help="check a config as `run` would, or print a shipped file")
     cmds = config.add_subparsers(dest="config_command", metavar="CONFIG_COMMAND", required=True)
-    config_argument(add_command(cmds, "check", _config_check))
+    check = add_command(cmds, "check", _config_check)
+    config_argument(check)
+    check.add_argument(
+        "--drivers-only",
+        action="store_true",
+        help="check it for a host that runs only its simulated drivers (`python -m "
+        "fusion_pipeline.nodes.sensor_sim`), the rest of the graph elsewhere: that host's own key need not "
+        "be in its allow-list",
+    )
     config_argument(add_command(cmds, "show", _config_show))
     add_command(cmds, "unit", _config_unit)
     p = add_command(sub, "run", _run)
@@ -194,7 +202,14 @@ def _config_check(args: argparse.Namespace) -> int:
     name = config.pipeline.name
     # A private run dir is made at start as tempfile.mkdtemp makes it: its path is as long as this one.
     run_dir = Path(config.pipeline.run_dir or Path(tempfile.gettempdir(), f"fusion-{name}-xxxxxxxx"))
-    check_run_host(config, args.config, run_dir.expanduser().resolve(), run_sockets(LIVE_GRAPH), create=False)
+    check_run_host(
+        config,
+        args.config,
+        run_dir.expanduser().resolve(),
+        run_sockets(LIVE_GRAPH),
+        create=False,
+        own_drivers=not args.drivers_only,
+    )
     if relative := _relative_paths(config):
         log.warning(
             "%s: relative paths, read from the working directory (here %s; the service's is its unit's "

@@ -34,16 +34,23 @@ RUN_LOCK = "supervisor.lock"  # in a fixed run dir: held by the supervisor runni
 
 
 def check_run_host(
-    config: Config, config_path: Path | None, path: Path, sockets: Sequence[RunSocket], create: bool
+    config: Config,
+    config_path: Path | None,
+    path: Path,
+    sockets: Sequence[RunSocket],
+    create: bool,
+    own_drivers: bool = True,
 ) -> None:
     """What a run of `config` in the run dir `path` refuses before it starts anything (`sockets`: the
     run's own besides the config's): a socket path too long or on another host (node.check_host), this
-    graph's ingest and drivers on different hosts, and an ipc directory it binds in that other users
-    can enter. `create` makes a fixed run dir as the run does (0700); without it (`config check`), a
-    directory not there yet is left for the run to make."""
+    graph's ingest and drivers on different hosts (unless not `own_drivers`: a host of the drivers
+    alone), and an ipc directory it binds in that other users can enter. `create` makes a fixed run dir
+    as the run does (0700); without it (`config check`), a directory not there yet is left for the run
+    to make."""
     source = config_source(config_path)
     check_host(config, path, source, [(what, url(path)) for what, url in sockets])
-    check_own_drivers(config, source)  # this graph's ingest and its drivers, on one host
+    if own_drivers:
+        check_own_drivers(config, source)  # this graph's ingest and its drivers, on one host
     binds = [("pipeline.run_dir", f"ipc://{path}/{CONTROL_SOCKET}")] if config.pipeline.run_dir else []
     binds += [(use.key, use.url) for use in config.endpoint_uses(path) if use.binds]
     for key, url in binds:

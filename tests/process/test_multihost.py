@@ -258,3 +258,15 @@ def test_graph_across_hosts_over_tcp_with_curve(hosts: Hosts, sites: dict[str, S
         print(f"hosts={hosts.mode}: {len(results)} results; radar admitted only from the vehicle's key")
     finally:
         processes.kill_all(compute.run)
+
+
+def test_each_hosts_config_checks_as_the_docs_say(sites: dict[str, Site], run_cli) -> None:
+    """The vehicle runs its drivers alone: plain `config check` refused its config (its own key is not
+    in its allow-list, which only a whole graph's ingest would need) though vehicle.toml says it passes."""
+    loopback = Hosts("loopback", {"vehicle": [], "compute": []}, {VEHICLE_IP: "127.0.0.1"})
+    vehicle = str(sites["vehicle"].config("vehicle", loopback))
+    compute = str(sites["compute"].config("compute", loopback))
+    assert run_cli("config", "check", "--drivers-only", "-c", vehicle).returncode == 0
+    whole = run_cli("config", "check", "-c", vehicle)
+    assert whole.returncode == 2 and "`config check --drivers-only`" in whole.stderr, whole.stderr
+    assert run_cli("config", "check", "-c", compute).returncode == 0
