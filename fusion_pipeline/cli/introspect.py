@@ -170,7 +170,8 @@ def _subscribe(args: argparse.Namespace, prefix: str) -> Subscriber:
 def _echo(args: argparse.Namespace) -> int:
     """print the messages published on an endpoint
 
-    One line per message: header fields and each array's dtype, shape and min/max/mean.
+    One line per message: header fields and each array's dtype, shape and min/max/mean (its values when
+    it holds 16 or fewer).
     """
     timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
     with _subscribe(args, args.stream) as sub:  # the endpoint is checked first

@@ -7,12 +7,14 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from paths import ROOT
 from security import curve_keys, host_config, server_curve
 
 from fusion_pipeline.cli import main
-from fusion_pipeline.cli.introspect import _ipc_problem
-from fusion_pipeline.transport import Publisher
+from fusion_pipeline.cli.introspect import _format_line, _ipc_problem, describe_sample
+from fusion_pipeline.transport import Publisher, Sample
 
 
 def test_a_socket_something_listens_on_is_no_problem(ipc_dir: Path) -> None:
@@ -51,3 +53,17 @@ def test_echo_says_the_server_refused_its_key(tmp_path: Path, capsys: pytest.Cap
     # libzmq says the mismatch, or the server's close before it (a race): either names the cause
     assert "does not match this socket's (CURVE or none)" in plain
     assert plain.rstrip().endswith("(-c CONFIG connects with that config's CURVE keys)")
+
+
+def test_the_protocols_worked_example_prints_as_the_protocol_says() -> None:
+    """PROTOCOL section 10 showed min/max/mean where echo prints a small array's values."""
+    example = Sample(
+        "radar/front",
+        "radar",
+        7,
+        1700000000123456789,
+        {"detections": np.array([[12.5, -1.0, 0.25, -3.5, 10.0]], np.float32)},
+        "radar_front",
+    )
+    protocol = (ROOT / "docs" / "PROTOCOL.md").read_text()
+    assert f"\n{_format_line(describe_sample(example))}\n" in protocol
