@@ -644,6 +644,13 @@ def _cross_checks(config: Config) -> Iterator[str]:
                 "sync.reference: a generic stream is sampled into other streams' sets and cannot be the "
                 "reference"
             )
+        elif not (reference := config.stream(config.sync.reference)).required and (
+            "required" in reference.model_fields_set
+        ):
+            yield (
+                f"streams[{names.index(reference.name)}].required: false does nothing on the reference "
+                "stream: every set is built on one of its messages"
+            )
     if all(s.modality in CONTINUOUS_MODALITIES for s in config.streams):
         yield (
             "streams: no camera, lidar or radar stream: the synchronizer builds its sets on such discrete "

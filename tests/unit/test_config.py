@@ -46,6 +46,11 @@ def test_repository_demo_is_the_embedded_one() -> None:
     [
         ('modality = "radar"', 'modality = "radr"', "streams[2].modality: Input should be 'camera', 'lidar'"),
         ("queue_size = 10", "queue_size = 0", "sync.queue_size: Input should be greater than 0 (got 0)"),
+        (
+            "required = true",
+            "required = false",
+            "streams[1].required: false does nothing on the reference stream",
+        ),
         # What the synchronizer refuses at its start (it crash-looped where config check said ok).
         (
             'mode = "reference"\nreference = "lidar/top"',
