@@ -313,87 +313,86 @@ def run_batch(
     logs = find_logs(arguments)
     if out.exists() and not out.is_dir():
         raise BatchError(f"--out {out}: a file, not a directory (the batch's results go into a directory)")
+    digest = results_digest(config)
+    # Taken before any log runs: a file changed while its log runs differs from its line at the next run.
+    identities = {log.name: identify(log.paths) for log in logs}
     made = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BatchError(f"--out {out}: cannot create it: {exc.strerror}") from exc
-    with _removed_if_left_empty(out, made=made):
-        digest = results_digest(config)
-        # Taken before any log runs: a file changed while its log runs differs from its line at the next run.
-        identities = {log.name: identify(log.paths) for log in logs}
-        with Manifest(out) as manifest:
-            present = {p.name for p in out.glob("*" + RESULTS_SUFFIX)}
-            plan = plan_batch(logs, identities, manifest.records, present, digest, out)
-            if plan.unverified:
-                logger.warning(
-                    "%s: done by a version that did not record its files' sizes and times: taken as done "
-                    "without knowing whether the files changed since",
-                    ", ".join(plan.unverified),
-                )
-            for record in plan.refused:
-                manifest.append(record)
-            cpus = os.cpu_count() or 1
-            concurrency = min(workers or cpus, len(plan.run)) or 1
-            # A cluster's task gets one CPU (cluster.py); here the cores are shared among the workers.
-            threads = 1 if ray else max(1, cpus // concurrency)
-            workers_config = _workers_config(config, threads)
-            tasks = [LogTask(log, out, workers_config, digest, verify_crcs) for log in plan.run]
-            bar = tqdm(
-                total=len(logs),
-                initial=len(logs) - len(tasks),
-                unit="log",
-                desc="batch",
-                disable=not progress,
-                dynamic_ncols=True,
+    with _removed_if_left_empty(out, made=made), Manifest(out) as manifest:
+        present = {p.name for p in out.glob("*" + RESULTS_SUFFIX)}
+        plan = plan_batch(logs, identities, manifest.records, present, digest, out)
+        if plan.unverified:
+            logger.warning(
+                "%s: done by a version that did not record its files' sizes and times: taken as done "
+                "without knowing whether the files changed since",
+                ", ".join(plan.unverified),
             )
-            by_name = {log.name: log for log in plan.run}
-            started = time.perf_counter()
-            ran: list[LogRecord] = []
-            try:
-                with contextlib.closing(_records(tasks, ray, concurrency)) as records:
-                    for record in records:
-                        record.identity = identities[record.log]
-                        _finish(record, by_name[record.log], out, manifest)
-                        ran.append(record)
-                        bar.update()
-                        bar.set_postfix(failed=sum(r.status == "failed" for r in ran), refresh=False)
-            except BaseException:  # stopped: the pool or Ray is shut down; what was in flight leaves nothing
-                finished = {r.log for r in ran}
-                for log in plan.run:
-                    if log.name not in finished:
-                        (out / log.partial_name).unlink(missing_ok=True)
-                raise
-            finally:
-                bar.close()
-            wall_s = time.perf_counter() - started if tasks else 0.0
-            # The directory's summary: every log its manifest holds, not only those named this time; by name,
-            # whatever order the logs finished in.
-            records = [manifest.records[name] for name in sorted(manifest.records)]
-        log_s = sum(r.timings.get("log_s", 0.0) for r in ran if r.status == "done")
-        run = {
-            "runner": "pool" if ray is None else f"ray at {ray}" if ray else "ray (local)",
-            "workers": None if ray else concurrency,  # a cluster's: as many as its CPUs
-            "ran": len(tasks),
-            "skipped": len(plan.skipped),
-            "refused": len(plan.refused),
-            "wall_s": wall_s,
-            "log_s": log_s,
-            "log_s_per_s": log_s / wall_s if wall_s else 0.0,
-            # Logs replayed through, per minute: a log that failed (at once, often) is no throughput.
-            "logs_per_min": 60 * sum(r.status == "done" for r in ran) / wall_s if wall_s else 0.0,
-        }
-        comparison = None if compare is None else compare_dirs(records, out, compare)
-        # What this command asked for and did not get (its exit status): its own logs only, not the others
-        # of the manifest the summary also covers.
-        named = {log.name for log in logs}
-        run["failed"] = sorted(name for name in named if manifest.records[name].status == "failed")
-        run["not_compared"] = sorted(named & set(comparison["errors"])) if comparison is not None else []
-        summary = batch_summary(records, run, comparison)
-        partial = out / (SUMMARY_NAME + PARTIAL_SUFFIX)
-        partial.write_text(json.dumps(summary, indent=2) + "\n")
-        partial.replace(out / SUMMARY_NAME)
-        return summary
+        for record in plan.refused:
+            manifest.append(record)
+        cpus = os.cpu_count() or 1
+        concurrency = min(workers or cpus, len(plan.run)) or 1
+        # A cluster's task gets one CPU (cluster.py); here the cores are shared among the workers.
+        threads = 1 if ray else max(1, cpus // concurrency)
+        workers_config = _workers_config(config, threads)
+        tasks = [LogTask(log, out, workers_config, digest, verify_crcs) for log in plan.run]
+        bar = tqdm(
+            total=len(logs),
+            initial=len(logs) - len(tasks),
+            unit="log",
+            desc="batch",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        by_name = {log.name: log for log in plan.run}
+        started = time.perf_counter()
+        ran: list[LogRecord] = []
+        try:
+            with contextlib.closing(_records(tasks, ray, concurrency)) as records:
+                for record in records:
+                    record.identity = identities[record.log]
+                    _finish(record, by_name[record.log], out, manifest)
+                    ran.append(record)
+                    bar.update()
+                    bar.set_postfix(failed=sum(r.status == "failed" for r in ran), refresh=False)
+        except BaseException:  # stopped: the pool or Ray is shut down; what was in flight leaves nothing
+            finished = {r.log for r in ran}
+            for log in plan.run:
+                if log.name not in finished:
+                    (out / log.partial_name).unlink(missing_ok=True)
+            raise
+        finally:
+            bar.close()
+        wall_s = time.perf_counter() - started if tasks else 0.0
+        # The directory's summary: every log its manifest holds, not only those named this time; by name,
+        # whatever order the logs finished in.
+        records = [manifest.records[name] for name in sorted(manifest.records)]
+    log_s = sum(r.timings.get("log_s", 0.0) for r in ran if r.status == "done")
+    run = {
+        "runner": "pool" if ray is None else f"ray at {ray}" if ray else "ray (local)",
+        "workers": None if ray else concurrency,  # a cluster's: as many as its CPUs
+        "ran": len(tasks),
+        "skipped": len(plan.skipped),
+        "refused": len(plan.refused),
+        "wall_s": wall_s,
+        "log_s": log_s,
+        "log_s_per_s": log_s / wall_s if wall_s else 0.0,
+        # Logs replayed through, per minute: a log that failed (at once, often) is no throughput.
+        "logs_per_min": 60 * sum(r.status == "done" for r in ran) / wall_s if wall_s else 0.0,
+    }
+    comparison = None if compare is None else compare_dirs(records, out, compare)
+    # What this command asked for and did not get (its exit status): its own logs only, not the others
+    # of the manifest the summary also covers.
+    named = {log.name for log in logs}
+    run["failed"] = sorted(name for name in named if manifest.records[name].status == "failed")
+    run["not_compared"] = sorted(named & set(comparison["errors"])) if comparison is not None else []
+    summary = batch_summary(records, run, comparison)
+    partial = out / (SUMMARY_NAME + PARTIAL_SUFFIX)
+    partial.write_text(json.dumps(summary, indent=2) + "\n")
+    partial.replace(out / SUMMARY_NAME)
+    return summary
 
 
 @contextlib.contextmanager
