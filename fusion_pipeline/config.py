@@ -651,11 +651,6 @@ def _cross_checks(config: Config) -> Iterator[str]:
                 f"streams[{names.index(reference.name)}].required: false does nothing on the reference "
                 "stream: every set is built on one of its messages"
             )
-    if all(s.modality in CONTINUOUS_MODALITIES for s in config.streams):
-        yield (
-            "streams: no camera, lidar or radar stream: the synchronizer builds its sets on such discrete "
-            "messages (audio and generic samples are taken into them)"
-        )
     window_ns = round(config.sync.audio_window_ms * 1_000_000)  # as the synchronizer takes it
     for i, stream in enumerate(config.streams):
         if (

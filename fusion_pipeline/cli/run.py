@@ -19,6 +19,7 @@ from typing import Any
 
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number, stop_on_signals
 from fusion_pipeline.config import (
+    CONTINUOUS_MODALITIES,
     DEMO_CONFIG,
     SHIPPED,
     Config,
@@ -92,6 +93,11 @@ def preflight(config: Config, path: Path | None, *, graph: GraphKind = "live") -
             except FusionError as exc:
                 problems.append(str(exc))
         problems += limit_problems(stream)
+    if all(s.modality in CONTINUOUS_MODALITIES for s in config.streams):  # a recorder's config may be so
+        problems.append(
+            "streams: no camera, lidar or radar stream: the synchronizer builds its sets on such discrete "
+            "messages (audio and generic samples are taken into them)"
+        )
     if problems:
         raise invalid_config(config_source(path), problems)
     try:

@@ -8,6 +8,7 @@ import pytest
 from node_harness import write_config
 from paths import ROOT
 
+from fusion_pipeline.cli.run import preflight
 from fusion_pipeline.config import (
     StreamConfig,
     check_run_dir,
@@ -446,7 +447,8 @@ def test_a_command_that_only_connects_takes_a_file_of_security_alone(tmp_path: P
 
 
 def test_a_config_of_continuous_streams_only_is_refused() -> None:
-    """The synchronizer needs a discrete stream to build sets on: it crash-looped on such a config."""
+    """The synchronizer needs a discrete stream to build sets on: it crash-looped on such a config, which
+    `run`, `replay`, `batch` and `config check` now refuse (each runs a synchronizer)."""
     text = """
 [sync]
 mode = "approximate"
@@ -458,8 +460,9 @@ endpoint = "ipc://{run_dir}/audio.sock"
 rate_hz = 50.0
 sample_rate = 16000
 """
+    config = parse_config(text, "audio.toml")  # a recorder's config may be so
     with pytest.raises(ConfigError, match="streams: no camera, lidar or radar stream: the synchronizer"):
-        parse_config(text, "audio.toml")
+        preflight(config, Path("audio.toml"))
 
 
 @pytest.mark.parametrize(
