@@ -143,11 +143,12 @@ def _view_live(
     try:
         _announce(views)
         end = None if args.duration is None else start + args.duration
-        try:
-            while end is None or time.monotonic() < end:
-                live.poll(POLL_MS)
-        except KeyboardInterrupt:
-            pass
+        # From here a stop ends the loop between two passes: one interrupting a pass counted a message
+        # received that it had not shown yet.
+        stopped: list[bool] = []
+        stop_on_signals(lambda *_: stopped.append(True))
+        while not stopped and (end is None or time.monotonic() < end):
+            live.poll(POLL_MS)
     finally:
         for source in sources:
             source.close()
