@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -116,7 +114,7 @@ def test_sighup_stops_a_run_as_sigterm_does(tmp_path: Path) -> None:
         assert run.all_node_pids() == [] and run.ipc_files() == []
 
 
-def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path) -> None:
+def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path, run_cli) -> None:
     # It would bind over the first run's sockets and take its sensors' data.
     run_dir = tmp_path / "run"
     config = tmp_path / "fixed.toml"
@@ -129,12 +127,7 @@ def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path) -> No
         sock.bind(str(run_dir / name))
         sock.listen()
     try:
-        second = subprocess.run(
-            [sys.executable, "-m", "fusion_pipeline.cli", "run", "-c", str(config), "--duration", "1"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        second = run_cli("run", "-c", str(config), "--duration", "1")
         assert second.returncode == 2, second.stderr
         assert f"pipeline.run_dir: {run_dir} is in use by another" in second.stderr
         assert f"(pid {os.getpid()})" in second.stderr
@@ -145,7 +138,7 @@ def test_a_second_run_on_the_same_run_dir_refuses_to_start(tmp_path: Path) -> No
     os.close(lock_run_dir(run_dir))  # released with its holder: the next run may have it
 
 
-def test_a_run_whose_node_keeps_failing_to_start_exits_1(tmp_path: Path) -> None:
+def test_a_run_whose_node_keeps_failing_to_start_exits_1(tmp_path: Path, run_cli) -> None:
     """A node that failed again after each restart (here: its port held by another program) ended a run
     with exit 0, the summary's NOT UP line the only sign."""
     with socket.socket() as holder:
@@ -159,12 +152,7 @@ def test_a_run_whose_node_keeps_failing_to_start_exits_1(tmp_path: Path) -> None
 
         config = tmp_path / "held.toml"
         config.write_text(demo_text(tmp_path / "run", held))
-        run = subprocess.run(
-            [sys.executable, "-m", "fusion_pipeline.cli", "run", "-c", str(config), "--duration", "6"],
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
+        run = run_cli("run", "-c", str(config), "--duration", "6", timeout=90)
     assert run.returncode == 1, run.stderr
     assert run.stderr.rstrip().endswith(
         "fusion-pipeline run: exit 1: ingest:radar/front failed again after each restart and never came up "
