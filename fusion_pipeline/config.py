@@ -717,7 +717,17 @@ def _generic_problems(i: int, stream: StreamConfig) -> Iterator[str]:
 def doubtful_settings(config: Config) -> Iterator[str]:
     """Settings that are valid but most likely not what was meant, for a warning at start: a generic
     stream's window that its rate can never fill, or a nearest tolerance under half its period (a set
-    stamp between two samples then finds neither)."""
+    stamp between two samples then finds neither), or a reference-mode max_wait_ms longer than
+    queue_size reference periods (sets then wait for a silent optional stream less than it says)."""
+    sync = config.sync
+    if sync.mode == "reference" and sync.reference in {s.name for s in config.streams}:
+        period_ms = 1000 / config.stream(sync.reference).rate_hz
+        if sync.max_wait_ms / period_ms + 1 > sync.queue_size:
+            yield (
+                f"sync.max_wait_ms: {sync.max_wait_ms:g} ms holds more than sync.queue_size "
+                f"({sync.queue_size}) sets of the reference at {period_ms:g} ms each: with an optional "
+                "stream silent, a set is decided once queue_size newer ones wait, before max_wait_ms"
+            )
     for i, stream in enumerate(config.streams):
         generic, period_ms = stream.generic, 1000 / stream.rate_hz
         if generic is None:

@@ -351,9 +351,8 @@ class Synchronizer(Generic[P]):
     def _add_reference_mode(self, stream: str, stamp: int, payload: P) -> None:
         if stream == self.settings.reference:
             open_streams = set(self._queues) | set(self._rings) | set(self._buffers)
+            # More than queue_size open sets: _advance decides the oldest now, with what it has.
             self._pending.append(_Pending(stamp, {stream: stamp}, {stream: payload}, open_streams))
-            if len(self._pending) > self.settings.queue_size:
-                self._discard(self._pending.popleft(), "queue_overflow")
             return
         queue = self._queues[stream]
         queue.append((stamp, payload))
@@ -491,11 +490,14 @@ class Synchronizer(Generic[P]):
         if mark is None:
             return out
         horizon = mark - self.settings.max_wait_ns
+        # Open sets beyond queue_size are decided now (a silent optional stream, a max_wait longer than
+        # queue_size reference periods): dropping them would stall the output, not degrade it.
+        overflow = len(self._pending) - self.settings.queue_size
         for name in [*self._queues, *self._rings, *self._buffers]:
-            for pending in self._pending:
+            for i, pending in enumerate(self._pending):
                 if name not in pending.undecided:
                     continue
-                deadline = end or pending.stamp_ns < horizon  # mark > stamp + max_wait
+                deadline = end or pending.stamp_ns < horizon or i < overflow  # mark > stamp + max_wait
                 if not self._decide(name, pending, deadline):
                     break  # a stream decides its sets in order
         while self._pending and not self._pending[0].undecided:

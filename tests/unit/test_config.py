@@ -416,6 +416,14 @@ def test_generic_settings_that_cannot_work_at_the_streams_rate_are_doubted() -> 
     assert doubt.startswith(f"streams[{index}].generic.tolerance_ms: 0.0001 ms is under half the period")
 
 
+def test_a_max_wait_longer_than_the_queue_of_sets_is_doubted() -> None:
+    """Past queue_size reference periods a set is decided before max_wait_ms: said, not silent."""
+    assert list(doubtful_settings(load_config(None))) == []
+    long = DEMO.replace("max_wait_ms = 60", "max_wait_ms = 1100", 1)
+    (doubt,) = doubtful_settings(parse_config(long))
+    assert doubt.startswith("sync.max_wait_ms: 1100 ms holds more than sync.queue_size (10) sets of the")
+
+
 def test_the_viewers_grpc_port_is_any_free_one_by_default() -> None:
     """Rerun's gRPC server answers any Host header: at a well-known port (9876) a web page whose name was
     rebound to 127.0.0.1 knew where to read the views from."""

@@ -219,6 +219,18 @@ def test_queue_overflow_and_superseded_are_counted() -> None:
     assert sync.counters.drops.by_stream["camera"]["superseded"] == 1  # the 5 ms frame
 
 
+@pytest.mark.parametrize("wait_ms", [900, 1100])
+def test_a_dead_optional_stream_never_stalls_the_sets_whatever_max_wait(wait_ms: int) -> None:
+    """With max_wait over queue_size reference periods the open sets overflowed and were dropped,
+    each before its deadline: a dead optional radar stopped every set (0 of 50 at 1.1 s)."""
+    sync = Synchronizer(reference(max_wait_ns=wait_ms * MS), discrete_streams())
+    lidar = periodic(100, 0, 5000)
+    sets = feed(sync, [(n, t) for t in lidar for n in ("lidar", "camera")], flush=False)
+    assert len(sets) >= len(lidar) - 10  # at most queue_size still open
+    assert all(f.presence == {"camera": True, "lidar": True, "radar": False} for f in sets)
+    assert sync.counters.drops.by_stream["lidar"]["queue_overflow"] == 0
+
+
 def test_backward_time_jump_resets_and_is_counted() -> None:
     first = {
         "camera": periodic(33.3, 1, 1000),
