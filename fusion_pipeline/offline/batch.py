@@ -237,13 +237,15 @@ _worker_state = {"in_task": False, "stopped": False}
 
 def _start_worker(parent_pid: int) -> None:
     """A pool worker dies with the batch (killed: the next run removes what its log left), and takes
-    SIGINT, SIGTERM and SIGHUP (the batch's stop signals) as Ctrl-C even where the batch was started
-    with them ignored (`nohup`, a background job): the batch stops the logs in flight with SIGINT. A
-    terminal's Ctrl-C or hangup and a service manager's stop reach the whole process group, then the
-    batch sends its own."""
+    SIGINT as Ctrl-C even where the batch was started with it ignored (a background job): the batch
+    stops the logs in flight with it. A terminal's Ctrl-C or hangup and a service manager's SIGTERM reach
+    the whole process group, then the batch sends its own; SIGTERM and SIGHUP stop a worker as SIGINT
+    does unless the batch was started with them ignored (`nohup`: a hangup then ends nothing)."""
     die_with_parent(parent_pid, signal.SIGKILL)
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _interrupt_worker)
+    signal.signal(signal.SIGINT, _interrupt_worker)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # inherited from the batch through exec
+            signal.signal(signum, _interrupt_worker)
 
 
 def _interrupt_worker(signum: int, frame: object) -> None:

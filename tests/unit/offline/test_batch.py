@@ -389,6 +389,21 @@ def test_pool_workers_die_with_the_batch() -> None:
         batch.kill()
 
 
+def test_a_hangup_ends_no_batch_started_under_nohup() -> None:
+    """The workers took SIGHUP as Ctrl-C though the batch ignored it: a terminal closing ended a
+    `nohup` batch with exit 130."""
+    code = (
+        "import os, signal, threading, time\n"
+        "from fusion_pipeline.offline.batch import pool_records\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"  # as nohup starts it
+        "os.setpgrp()\n"
+        "threading.Timer(2.5, os.killpg, (0, signal.SIGHUP)).start()\n"  # the terminal closes
+        "print(list(pool_records([4], 1, time.sleep)))\n"  # a worker busy for 4 s meanwhile
+    )
+    batch = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (batch.returncode, batch.stdout) == (0, "[None]\n"), batch.stderr
+
+
 def _workers_of(pid: int) -> list[psutil.Process]:
     """The pool's workers: the children that run multiprocessing's spawn entry point."""
     return [p for p in psutil.Process(pid).children() if any("spawn_main" in part for part in p.cmdline())]
