@@ -92,6 +92,8 @@ _LOOPBACK_HOSTS = {"127.0.0.1", "::1"}  # localhost is spelled 127.0.0.1 by _bin
 MAX_MS = 3_600_000.0
 MAX_MB = 65_536.0
 MAX_COUNT = 1_000_000
+#: The longest part of a split recording: a week (a part a day is usual).
+MAX_SPLIT_S = 7 * 86_400.0
 
 Modality = Literal["camera", "lidar", "radar", "audio", "generic"]
 #: Streams whose every message the pipeline takes, in order: a skipped message would be a hole in every
@@ -291,7 +293,7 @@ class RecordConfig(_Section):
     path: str = "recording.mcap"
     streams: list[str] = Field(default_factory=list, description="empty = every stream")
     split_size_mb: float | None = Field(None, gt=0, le=MAX_MB)
-    split_duration_s: float | None = Field(None, gt=0, le=MAX_MS / 1000)
+    split_duration_s: float | None = Field(None, gt=0, le=MAX_SPLIT_S)
 
 
 class ViewConfig(_Section):

@@ -38,7 +38,7 @@ from fusion_pipeline.cli.args import (
     stop_on_signals,
     verify_crcs_argument,
 )
-from fusion_pipeline.config import Config, load_config
+from fusion_pipeline.config import MAX_MB, MAX_SPLIT_S, Config, load_config
 from fusion_pipeline.files import new_file, write_new_text
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader, say_cut_short
@@ -68,13 +68,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     # Both may be given, as [record] takes both: a new file at whichever comes first.
     record.add_argument(
         "--split-size",
-        type=POSITIVE,
+        type=number(0, above=True, high=MAX_MB),
         default=None,
         metavar="MB",
         help="new file once this one passed MB (by up to a chunk, 4 MiB before compression)",
     )
     record.add_argument(
-        "--split-duration", type=POSITIVE, default=None, metavar="S", help="new file every S s of log time"
+        "--split-duration",
+        type=number(0, above=True, high=MAX_SPLIT_S),
+        default=None,
+        metavar="S",
+        help="new file every S s of log time",
     )
     record.add_argument("--report-json", type=Path, default=None, help="also write the report here")
 

@@ -140,3 +140,16 @@ def test_record_takes_both_split_settings_as_the_record_section_does() -> None:
     the command refused the two options together."""
     args = build_parser().parse_args(["record", "r.mcap", "--split-size", "5", "--split-duration", "2"])
     assert (args.split_size, args.split_duration) == (5.0, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "refused"),
+    [("--split-duration", "1e300", "is more than 604800"), ("--split-size", "1e300", "is more than 65536")],
+)
+def test_record_splits_past_any_real_setting_are_refused(
+    option: str, value: str, refused: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--split-duration 1e300 passed, then a traceback turning it into ns (the config's keys are bounded)."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["record", "r.mcap", option, value])
+    assert f"argument {option}: {value} {refused}" in capsys.readouterr().err
