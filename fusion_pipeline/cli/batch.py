@@ -91,6 +91,7 @@ def _batch(args: argparse.Namespace) -> int:
 
     from fusion_pipeline.cli.run import preflight
     from fusion_pipeline.offline.batch import run_batch
+    from fusion_pipeline.offline.manifest import MANIFEST_NAME
     from fusion_pipeline.offline.summary import format_summary
 
     # SIGTERM stops the batch as Ctrl-C does: through the pool's and Ray's shutdown, not around it (a
@@ -111,11 +112,13 @@ def _batch(args: argparse.Namespace) -> int:
                 verify_crcs=args.verify_crcs,
             )
         except KeyboardInterrupt:
-            print(
-                f"fusion-pipeline batch: stopped; the logs done so far are in {args.out}/manifest.jsonl, "
-                "and the same command again runs the rest",
-                file=sys.stderr,
+            manifest = args.out / MANIFEST_NAME
+            done = (
+                f"the logs done so far are in {manifest}, and the same command again runs the rest"
+                if manifest.exists()  # a batch stopped before its first line leaves none (run_batch)
+                else "no log had finished, nothing written"
             )
+            print(f"fusion-pipeline batch: stopped; {done}", file=sys.stderr)
             raise
     print(format_summary(summary, str(args.out)), file=sys.stderr)
     # A log named here that failed, or that --compare could not compare, is work asked for and not done.

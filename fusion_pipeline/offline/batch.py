@@ -318,12 +318,12 @@ def run_batch(
     digest = results_digest(config)
     # Taken before any log runs: a file changed while its log runs differs from its line at the next run.
     identities = {log.name: identify(log.paths) for log in logs}
-    made = not out.exists()
+    made = [d for d in (out, *out.parents) if not d.exists()]  # what mkdir makes, deepest first
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BatchError(f"--out {out}: cannot create it: {exc.strerror}") from exc
-    with _removed_if_left_empty(out, made=made), Manifest(out) as manifest:
+    with _removed_if_left_empty(made), Manifest(out) as manifest:
         present = {p.name for p in out.glob("*" + RESULTS_SUFFIX)}
         plan = plan_batch(logs, identities, manifest.records, present, digest, out)
         if plan.unverified:
@@ -398,15 +398,16 @@ def run_batch(
 
 
 @contextlib.contextmanager
-def _removed_if_left_empty(out: Path, *, made: bool) -> Iterator[None]:
-    """A batch that made `out` and fails or stops before it wrote anything there (a cluster it cannot
-    reach) leaves no empty directory behind (nor an empty manifest: Manifest)."""
+def _removed_if_left_empty(made: Sequence[Path]) -> Iterator[None]:
+    """A batch that fails or stops before it wrote anything (a cluster it cannot reach) leaves none of
+    the directories it `made` (--out and its parents, deepest first) behind empty (nor an empty
+    manifest: Manifest)."""
     try:
         yield
     except BaseException:
-        if made:
-            with contextlib.suppress(OSError):  # not empty, or not ours to remove: left as it is
-                out.rmdir()
+        with contextlib.suppress(OSError):  # one not empty, or not ours to remove: it and those above stay
+            for directory in made:
+                directory.rmdir()
         raise
 
 

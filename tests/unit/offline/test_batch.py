@@ -357,14 +357,15 @@ def test_a_file_that_takes_the_results_name_while_the_log_runs_is_kept(
 
 
 def test_a_ray_address_ray_cannot_take_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
-    """It left the --out it made, holding an empty manifest; a directory that was there stays."""
+    """It left the --out it made (and its parents), holding an empty manifest; a directory that was
+    there stays."""
     pytest.importorskip("ray")
     (tmp_path / "a.mcap").write_bytes(b"")
     (tmp_path / "there").mkdir()
     for out in (tmp_path / "new" / "out", tmp_path / "there"):
         with pytest.raises(BatchError, match="^--ray foo: Invalid address format: foo$"):
             run_batch([tmp_path / "a.mcap"], out, DEMO, ray="foo")
-    assert not (tmp_path / "new" / "out").exists()
+    assert not (tmp_path / "new").exists()  # --out and the parent it made
     assert (tmp_path / "there").is_dir() and not list((tmp_path / "there").iterdir())
 
 
@@ -409,16 +410,21 @@ def _workers_of(pid: int) -> list[psutil.Process]:
     return [p for p in psutil.Process(pid).children() if any("spawn_main" in part for part in p.cmdline())]
 
 
+@pytest.mark.parametrize("done_before", [True, False])
 def test_a_stopped_batch_says_so_and_how_to_finish(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], done_before: bool
 ) -> None:
-    """Ctrl-C ended it with exit 130 and not a word."""
+    """Ctrl-C ended it with exit 130 and not a word; stopped before its first log, it named the manifest
+    it had just removed."""
 
     def interrupted(*args: object, **options: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(batch_module, "run_batch", interrupted)
     (tmp_path / "a.mcap").write_bytes(b"")
+    if done_before:
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "manifest.jsonl").write_text(LogRecord("b", ["b.mcap"], "done").to_line() + "\n")
     sigterm = signal.getsignal(signal.SIGTERM)  # `batch` takes SIGTERM for itself: give pytest its own back
     try:
         assert (
@@ -426,9 +432,11 @@ def test_a_stopped_batch_says_so_and_how_to_finish(
         )
     finally:
         signal.signal(signal.SIGTERM, sigterm)
-    assert (
-        f"stopped; the logs done so far are in {tmp_path / 'out'}/manifest.jsonl" in capsys.readouterr().err
-    )
+    said = capsys.readouterr().err
+    if done_before:
+        assert f"stopped; the logs done so far are in {tmp_path / 'out'}/manifest.jsonl" in said
+    else:
+        assert "fusion-pipeline batch: stopped; no log had finished, nothing written" in said
 
 
 def test_the_exit_status_is_of_the_logs_named_not_of_the_whole_manifest(
