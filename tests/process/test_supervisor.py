@@ -152,7 +152,7 @@ def test_a_run_whose_node_keeps_failing_to_start_exits_1(tmp_path: Path, run_cli
 
         config = tmp_path / "held.toml"
         config.write_text(demo_text(tmp_path / "run", held))
-        run = run_cli("run", "-c", str(config), "--duration", "6", timeout=90)
+        run = run_cli("run", "-c", str(config), "--duration", "12", timeout=120)  # 2 restarts or more
     assert run.returncode == 1, run.stderr
     assert run.stderr.rstrip().endswith(
         "fusion-pipeline run: exit 1: ingest:radar/front failed again after each restart and never came up "
