@@ -646,13 +646,6 @@ def _cross_checks(config: Config) -> Iterator[str]:
                 "sync.reference: a generic stream is sampled into other streams' sets and cannot be the "
                 "reference"
             )
-        elif not (reference := config.stream(config.sync.reference)).required and (
-            "required" in reference.model_fields_set
-        ):
-            yield (
-                f"streams[{names.index(reference.name)}].required: false does nothing on the reference "
-                "stream: every set is built on one of its messages"
-            )
     window_ns = round(config.sync.audio_window_ms * 1_000_000)  # as the synchronizer takes it
     for i, stream in enumerate(config.streams):
         if (
@@ -719,11 +712,18 @@ def _generic_problems(i: int, stream: StreamConfig) -> Iterator[str]:
 def doubtful_settings(config: Config) -> Iterator[str]:
     """Settings that are valid but most likely not what was meant, for a warning at start: a generic
     stream's window that its rate can never fill, or a nearest tolerance under half its period (a set
-    stamp between two samples then finds neither), or a reference-mode max_wait_ms longer than
-    queue_size reference periods (sets then wait for a silent optional stream less than it says)."""
+    stamp between two samples then finds neither), a reference-mode max_wait_ms longer than queue_size
+    reference periods (sets then wait for a silent optional stream less than it says), or the reference
+    stream said not required (every set is built on it)."""
     sync = config.sync
     if sync.mode == "reference" and sync.reference in {s.name for s in config.streams}:
-        period_ms = 1000 / config.stream(sync.reference).rate_hz
+        reference = config.stream(sync.reference)
+        if not reference.required and "required" in reference.model_fields_set:
+            yield (
+                f"streams[{config.streams.index(reference)}].required: false does nothing on the "
+                "reference stream: every set is built on one of its messages"
+            )
+        period_ms = 1000 / reference.rate_hz
         if sync.max_wait_ms / period_ms + 1 > sync.queue_size:
             yield (
                 f"sync.max_wait_ms: {sync.max_wait_ms:g} ms holds more than sync.queue_size "

@@ -149,6 +149,7 @@ def _view_live(
         stop_on_signals(lambda *_: stopped.append(True))
         while not stopped and (end is None or time.monotonic() < end):
             live.poll(POLL_MS)
+        stop_on_signals(signal.default_int_handler)  # a second stop cuts a close that hangs short
     finally:
         for source in sources:
             source.close()

@@ -92,13 +92,16 @@ _HANDSHAKE_FAILURES = {
 }
 #: A handshake that failed with no detail on this side (the peer closed it), which libzmq retries itself.
 #: Of a CURVE client, most often a server that cannot decrypt our hello, its key not the one this client
-#: expects; of a plain one, a CURVE server, which sometimes closes before saying the mismatch.
-_HANDSHAKE_FAILED_HERE = {
-    True: "the CURVE handshake failed: the server's key is not this client's server_key (another server "
-    "on this port?)",
-    False: "the peer closed the connection in its handshake: most often its security does not match "
-    "this socket's (CURVE or none)",
-}
+#: expects; of a plain one, a CURVE server (which sometimes closes before saying the mismatch), a peer
+#: restarting, or no ZeroMQ program at all.
+_CURVE_HANDSHAKE_CLOSED = (
+    "the CURVE handshake failed: the server's key is not this client's server_key (another server on "
+    "this port?)"
+)
+_PLAIN_HANDSHAKE_CLOSED = (
+    "the peer closed the connection in its handshake: a CURVE server, whose security does not match "
+    "this socket's (CURVE or none), a peer restarting, or a program that is no ZeroMQ one"
+)
 _CONNECTION_EVENTS = (
     zmq.EVENT_CONNECTED
     | zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -655,7 +658,8 @@ class Subscriber(_Socket):
                 self._refused[url] = now + REFUSED_RETRY_S
                 self.last_error = problem
             elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-                self.last_error = f"{url}: {_HANDSHAKE_FAILED_HERE[self._curve is not None]}"
+                closed = _PLAIN_HANDSHAKE_CLOSED if self._curve is None else _CURVE_HANDSHAKE_CLOSED
+                self.last_error = f"{url}: {closed}"
                 if url not in self._failing:
                     _LOG.warning("%s; libzmq keeps trying", self.last_error)
                 self._failing.add(url)

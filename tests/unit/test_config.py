@@ -47,11 +47,6 @@ def test_repository_demo_is_the_embedded_one() -> None:
     [
         ('modality = "radar"', 'modality = "radr"', "streams[2].modality: Input should be 'camera', 'lidar'"),
         ("queue_size = 10", "queue_size = 0", "sync.queue_size: Input should be greater than 0 (got 0)"),
-        (
-            "required = true",
-            "required = false",
-            "streams[1].required: false does nothing on the reference stream",
-        ),
         # What the synchronizer refuses at its start (it crash-looped where config check said ok).
         (
             'mode = "reference"\nreference = "lidar/top"',
@@ -422,6 +417,12 @@ def test_a_max_wait_longer_than_the_queue_of_sets_is_doubted() -> None:
     long = DEMO.replace("max_wait_ms = 60", "max_wait_ms = 1100", 1)
     (doubt,) = doubtful_settings(parse_config(long))
     assert doubt.startswith("sync.max_wait_ms: 1100 ms holds more than sync.queue_size (10) sets of the")
+
+
+def test_the_reference_said_not_required_is_doubted() -> None:
+    """It did nothing, without a word (a warning: a config that has it still starts)."""
+    (doubt,) = doubtful_settings(parse_config(DEMO.replace("required = true", "required = false", 1)))
+    assert doubt.startswith("streams[1].required: false does nothing on the reference stream")
 
 
 def test_the_viewers_grpc_port_is_any_free_one_by_default() -> None:
