@@ -65,7 +65,7 @@ class SyncSettings:
     max_wait_ns: once the watermark passes a set's stamp + max_wait_ns, what has not matched is
     missing; in approximate mode, a stream silent this long drops out until it sends again, so
     there it must exceed the slowest stream's period (plus jitter).
-    audio_window_ns: length W of the window [t - W, t] of a continuous stream; W * sample_rate must
+    audio_window_ns: length W of the window (t - W, t] of a continuous stream; W * sample_rate must
     be a whole number of frames.
     """
 
