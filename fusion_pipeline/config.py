@@ -222,9 +222,7 @@ class StreamConfig(_Section):
         description="live: ingest drops a stamp (minus offset_ms) this far ahead of its clock",
     )
     required: bool = False
-    sample_rate: int | None = Field(
-        None, gt=0, le=100 * MAX_COUNT, description="audio only: samples per second"
-    )
+    sample_rate: int | None = Field(None, gt=0, le=10_000_000, description="audio only: samples per second")
     generic: GenericConfig | None = Field(None, description="generic only: the sample and its reference mode")
     driver: Literal["sim", "external"] = "sim"
     sim: dict[str, Any] = Field(default_factory=dict, description="simulated driver settings")

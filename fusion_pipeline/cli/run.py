@@ -198,7 +198,7 @@ def _config_check(args: argparse.Namespace) -> int:
     are free: a running service holds them. Relative paths are read from the working directory, as the
     service reads them from its own (the unit's WorkingDirectory): run it from there. Run it after editing
     the service's config, before restarting the service. Exit 0 and one line on success, 2 and the
-    reason otherwise.
+    reason otherwise. --drivers-only: for a host that runs only the config's simulated drivers.
     """
     from fusion_pipeline.ops import LIVE_GRAPH, check_run_host, run_sockets
 
@@ -228,7 +228,11 @@ def _config_check(args: argparse.Namespace) -> int:
     model = config.model.path or "the shipped default model"
     print(
         f"{source}: ok: pipeline {name!r}, {len(config.streams)} streams ({streams}), "
-        f"{config.pipeline.composition}, model {model}"
+        + (
+            "for a host of its simulated drivers alone"
+            if args.drivers_only
+            else f"{config.pipeline.composition}, model {model}"
+        )
     )
     return 0
 

@@ -336,20 +336,25 @@ class Recorder:
                 heard, said_silent = time.monotonic(), False
             elif not said_silent and now - heard >= silence_s:
                 streams = ", ".join(self.report.streams)
-                if heard == self._started:
-                    log.warning(
-                        "nothing received in the %.0f s since the start from any stream recorded (%s): "
-                        "still recording; is the pipeline running, on these endpoints?",
-                        now - heard,
-                        streams,
-                    )
-                else:
-                    log.warning(
-                        "nothing received for %.0f s from any stream recorded (%s): still recording; has "
-                        "the pipeline stopped?",
-                        now - heard,
-                        streams,
-                    )
+                # Messages that came and were refused say more than "is it running?" (as `view` says).
+                refused = sum(self.subscriber.malformed.values())
+                why = (
+                    f"{refused} malformed messages dropped so far"
+                    if refused
+                    else "is the pipeline running, on these endpoints?"
+                    if heard == self._started
+                    else "has the pipeline stopped?"
+                )
+                span = now - heard
+                since = (
+                    f"in the {span:.0f} s since the start" if heard == self._started else f"for {span:.0f} s"
+                )
+                log.warning(
+                    "nothing recorded %s from any stream recorded (%s): still recording; %s",
+                    since,
+                    streams,
+                    why,
+                )
                 said_silent = True
             if beat is not None:
                 beat(self.counters())

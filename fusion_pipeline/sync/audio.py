@@ -53,8 +53,9 @@ class SampleRing:
     Frame k of a chunk stamped s is at s + k * 1e9 / sample_rate. Two chunks are contiguous when the
     second starts within the gap tolerance of the first's end, before or after it (stamps jitter both
     ways), and has as many channels; frames are concatenated across contiguous chunks, never across a
-    larger gap or overlap or a change of channels (a device that changed is not refused: its windows start afresh). All time arithmetic is
-    exact integer arithmetic in units of 1 / sample_rate ns, so windows are exact to the sample.
+    larger gap or overlap or a change of channels (a device that changed is not refused: its windows
+    start afresh). All time arithmetic is exact integer arithmetic in units of 1 / sample_rate ns, so
+    windows are exact to the sample.
     Each chunk is placed when it arrives: where it starts in the stream's frames, and where its run of
     contiguous chunks starts; a window is then index arithmetic and one copy, with no walk over the
     chunks it spans (the cut is on the path of the message that completes a set).

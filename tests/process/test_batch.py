@@ -202,8 +202,12 @@ def test_a_pool_whose_worker_dies_fails_the_logs_it_held_and_runs_the_rest(tmp_p
 
 @pytest.mark.parametrize(
     ("runner", "signum", "group"),
-    [([], signal.SIGTERM, False), (["--ray"], signal.SIGTERM, False), ([], signal.SIGINT, True)]
-    + [([], signal.SIGTERM, True)],
+    [
+        ([], signal.SIGTERM, False),
+        (["--ray"], signal.SIGTERM, False),
+        ([], signal.SIGINT, True),
+        ([], signal.SIGTERM, True),
+    ],
     ids=["pool", "ray", "pool-ctrl-c", "pool-group-sigterm"],
 )
 def test_a_stop_ends_the_batch_and_leaves_no_partial_results(

@@ -213,15 +213,19 @@ def test_a_recorder_hearing_nothing_says_so_and_says_the_return(
             return [r.getMessage() for r in caplog.records if r.name == "fusion_pipeline.logs.recorder"]
 
         def stop() -> bool:  # silent until said, then one message, then silent until said again
-            if sum(m.startswith("nothing received") for m in said()) == 1 and not recorder.report.written:
+            if sum(m.startswith("nothing recorded") for m in said()) == 1 and not recorder.report.written:
                 pub.send(numbered_radar(0))
-            return sum(m.startswith("nothing received") for m in said()) == 2 or time.monotonic() > deadline
+            return sum(m.startswith("nothing recorded") for m in said()) == 2 or time.monotonic() > deadline
 
         deadline = time.monotonic() + 30
         recorder.run(stop, silence_s=0.3)
         recorder.close()
-    silent = [m for m in said() if m.startswith("nothing received")]
+    silent = [m for m in said() if m.startswith("nothing recorded")]
     assert len(silent) == 2, said()
-    assert re.match(r"nothing received in the \d+ s since the start from any stream recorded", silent[0])
-    assert re.match(r"nothing received for \d+ s from any stream recorded \(radar/front\)", silent[1])
+    since_start = r"nothing recorded in the \d+ s since the start from any stream recorded .*is the pipeline"
+    assert re.match(since_start, silent[0])
+    since_last = (
+        r"nothing recorded for \d+ s from any stream recorded \(radar/front\).*has the pipeline stopped"
+    )
+    assert re.match(since_last, silent[1])
     assert any(m.startswith("recording again: messages came after ") for m in said()), said()
