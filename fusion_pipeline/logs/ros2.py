@@ -141,9 +141,9 @@ def _repair_hint(bag: Path) -> str:
     if bag.is_dir() and not (bag / "metadata.yaml").exists():
         return "; the directory has no metadata.yaml: give its .mcap or .db3 file itself"
     suffixes = {bag.suffix} if bag.is_file() else {f.suffix for f in bag.iterdir()} if bag.is_dir() else set()
-    if bag.is_file() and _library(bag).startswith("fusion-pipeline"):
+    if (library := _library(bag) if bag.is_file() else "").startswith("fusion-pipeline"):
         return (
-            f"; it is a fusion-pipeline log ({_library(bag)}), not a ROS 2 bag: replay, view and the exports "
+            f"; it is a fusion-pipeline log ({library}), not a ROS 2 bag: replay, view and the exports "
             "read it as it is"
         )
     if ".mcap" in suffixes:
