@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fusion_pipeline.errors import ConfigError, EndpointError
-from fusion_pipeline.protocol import ALLOWED_DTYPES, STREAM_NAME_MAX, STREAM_NAME_PATTERN, Curve, Endpoint
+from fusion_pipeline.protocol import (
+    ALLOWED_DTYPES,
+    NS_PER_S,
+    STREAM_NAME_MAX,
+    STREAM_NAME_PATTERN,
+    Curve,
+    Endpoint,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -649,7 +656,7 @@ def _cross_checks(config: Config) -> Iterator[str]:
         if (
             stream.modality == "audio"
             and stream.sample_rate
-            and window_ns * stream.sample_rate % 1_000_000_000
+            and window_ns * stream.sample_rate % NS_PER_S  # the synchronizer's own check
         ):
             yield (
                 f"sync.audio_window_ms: {config.sync.audio_window_ms:g} ms is not a whole number of samples "
