@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fusion_pipeline.logs.errors import LogError, LogWriteError, Ros2Error
 from fusion_pipeline.logs.foxglove import SCHEMAS, export_foxglove, to_foxglove
-from fusion_pipeline.logs.reader import PREFETCH, LogMessage, LogReader, existing_logs, prefetch
+from fusion_pipeline.logs.reader import PREFETCH, LogMessage, LogReader, existing_logs, next_part, prefetch
 from fusion_pipeline.logs.recorder import (
     Recorder,
     RecordReport,
@@ -81,6 +81,7 @@ __all__ = [
     "import_ros2",
     "left_out_streams",
     "log_sources",
+    "next_part",
     "message_total",
     "pack_record",
     "parse_map",

@@ -29,7 +29,7 @@ import zstandard
 from mcap.data_stream import ReadDataStream
 from mcap.exceptions import McapError
 from mcap.opcode import Opcode
-from mcap.records import Channel, Chunk, Message, Metadata, Statistics
+from mcap.records import Channel, Chunk, Message, Metadata, MetadataIndex, Statistics
 
 from fusion_pipeline.files import not_a_file
 from fusion_pipeline.logs.errors import LogError
@@ -38,12 +38,13 @@ from fusion_pipeline.logs.records import (
     FILE_METADATA,
     LOG_FORMAT,
     MESSAGE_ENCODING,
+    NEXT_PART_METADATA,
     REPLAYED_BY,
     unpack_record,
 )
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, VERSION, Buffer, Limits, Sample
 
-__all__ = ["PREFETCH", "LogMessage", "LogReader", "existing_logs", "prefetch", "say_cut_short"]
+__all__ = ["PREFETCH", "LogMessage", "LogReader", "existing_logs", "next_part", "prefetch", "say_cut_short"]
 
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class _Summary:
 
     channels: list[Channel]
     message_counts: dict[int, int] | None  # None when the summary has no statistics
+    metadata: dict[str, dict[str, str]]  # name -> record, of the metadata records the summary indexes
 
 
 def _summary(path: Path, limits: Limits) -> _Summary | None:
@@ -94,7 +96,7 @@ def _summary(path: Path, limits: Limits) -> _Summary | None:
             opcode, _, summary_start = struct.unpack_from("<BQQ", f.read(tail))
             if opcode != Opcode.FOOTER or not len(MCAP_MAGIC) <= summary_start < size - tail:
                 return None
-            channels, counts = [], None
+            channels, counts, indexes = [], None, []
             with _mapped(f) as data:
                 for offset, opcode, body in _file_records(data, summary_start, size, limits, path):
                     record = _parse(opcode, body, f"{path}: summary record at byte {offset}")
@@ -102,9 +104,27 @@ def _summary(path: Path, limits: Limits) -> _Summary | None:
                         channels.append(record)
                     elif isinstance(record, Statistics):
                         counts = record.channel_message_counts
-            return _Summary(channels, counts)
+                    elif isinstance(record, MetadataIndex):
+                        indexes.append(record)
+                metadata = {}
+                for index in indexes:  # each a record of its own in the data section, `length` bytes long
+                    where = f"{path}: metadata record at byte {index.offset}"
+                    records = _file_records(data, index.offset, index.offset + index.length, limits, path)
+                    record = _parse(*next(records)[1:], where)
+                    if isinstance(record, Metadata):
+                        metadata[record.name] = dict(record.metadata)
+            return _Summary(channels, counts, metadata)
     except (LogError, OSError):
         return None
+
+
+def next_part(path: Path, limits: Limits = DEFAULT_LIMITS) -> Path | None:
+    """The path of the part that continues the split recording `path` is a part of, from the metadata
+    the writer ends such a part with; None for a recording's last part, a log of one file, or a file
+    without a readable summary (cut short: its recording ended there; reading it says what is wrong)."""
+    summary = _summary(path, limits) if path.is_file() else None  # a FIFO would block the open
+    name = None if summary is None else summary.metadata.get(NEXT_PART_METADATA, {}).get("next_part")
+    return path.with_name(name) if name and Path(name).name == name else None
 
 
 def _max_chunk_bytes(limits: Limits) -> int:
@@ -175,6 +195,7 @@ def _file_records(
 _READERS: dict[int, Callable[[ReadDataStream], Any]] = {
     Opcode.CHANNEL: Channel.read,
     Opcode.METADATA: Metadata.read,
+    Opcode.METADATA_INDEX: MetadataIndex.read,
     Opcode.STATISTICS: Statistics.read,
 }
 

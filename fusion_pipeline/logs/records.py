@@ -36,6 +36,7 @@ __all__ = [
     "FILE_METADATA",
     "LOG_FORMAT",
     "MESSAGE_ENCODING",
+    "NEXT_PART_METADATA",
     "REPORT_METADATA",
     "REPLAYED_BY",
     "UINT32_MAX",
@@ -50,6 +51,9 @@ FILE_METADATA = "fusion_pipeline"
 #: times are when the replay ran, not when the recording was made.
 REPLAYED_BY = "fusion-pipeline replay"
 REPORT_METADATA = "fusion_pipeline.report"
+#: Metadata a split recording's part ends with when the recording goes on: {"next_part": FILE NAME}. A
+#: reader told only the parts before it can say that the recording's later parts are not given.
+NEXT_PART_METADATA = "fusion_pipeline.next_part"
 #: Uncompressed bytes per chunk: bounds both what kill -9 can lose and the reader's memory per chunk.
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 #: The largest buffer a bin 32 holds, and the modulus of the MCAP message's 32-bit sequence field.

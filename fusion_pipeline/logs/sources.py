@@ -9,6 +9,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from fusion_pipeline.logs.reader import next_part
 from fusion_pipeline.logs.writer import part_path
 
 __all__ = ["SourceTopics", "log_sources"]
@@ -21,9 +22,10 @@ _PART = re.compile(r"(.+)_(\d{3})")  # the stem of part N of a split recording: 
 def log_sources(paths: Sequence[Path], joined: bool = False) -> list[tuple[str, list[Path]]]:
     """The inputs grouped by recording, in the order first given: the parts of a split recording
     (``NAME_000.mcap``, ``NAME_001.mcap``, ..., given in any order) are one source named NAME, in part
-    order; any other file is a source named by its stem. Where parts are missing (a gap, or a
-    recording's later parts alone) a warning names them, and the parts given stay one source, read on
-    after the gap, when `joined` (a replay, a viewer, an export: one recording, one topic per stream);
+    order; any other file is a source named by its stem. Where parts are missing (a gap, a recording's
+    later parts alone, or its last parts: a split part names the part that follows it) a warning names
+    them, and the parts given stay one source, read on after the gap, when `joined` (a replay, a viewer,
+    an export: one recording, one topic per stream);
     else a part whose predecessor is not given starts a source of its own named by its stem (a batch,
     whose results are named per log). A name that comes twice gets ``-2``, ``-3``, ... ."""
     recordings: list[tuple[Path, list[Path]]] = []  # (recording, its files given)
@@ -46,6 +48,9 @@ def log_sources(paths: Sequence[Path], joined: bool = False) -> list[tuple[str, 
 
     for recording, files in recordings:
         runs = _runs(recording, files)
+        last = runs[-1][1][-1]
+        if following := next_part(last):  # a path beside `last`
+            log.warning("%s not given: %s goes on in it; the later parts are not read", following, last.name)
         if joined:
             for missing, run in runs:
                 if missing:

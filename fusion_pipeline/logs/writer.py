@@ -27,6 +27,7 @@ from fusion_pipeline.logs.records import (
     FILE_METADATA,
     LOG_FORMAT,
     MESSAGE_ENCODING,
+    NEXT_PART_METADATA,
     REPORT_METADATA,
     UINT32_MAX,
     pack_record,
@@ -197,12 +198,16 @@ class LogWriter:
 
     def close(self, report: Mapping[str, Any] | None = None) -> None:
         """Finish the open file (summary and index), after writing `report` as its report metadata."""
+        self._finish({REPORT_METADATA: {k: str(v) for k, v in report.items()}} if report else {})
+
+    def _finish(self, metadata: Mapping[str, dict[str, str]]) -> None:
+        """Finish the open file after writing `metadata` (name -> its record) into it."""
         part, self._part = self._part, None
         if part is None:
             return
         try:
-            if report:
-                part.writer.add_metadata(REPORT_METADATA, {k: str(v) for k, v in report.items()})
+            for name, record in metadata.items():
+                part.writer.add_metadata(name, record)
             part.writer.finish()
         except OSError as exc:
             raise self._write_error(part.file.path, exc) from exc
@@ -238,7 +243,7 @@ class LogWriter:
             split.max_duration_ns is not None and log_time_ns - part.first_log_ns >= split.max_duration_ns
         )
         if due and part.channels:
-            self.close()
+            self._finish({NEXT_PART_METADATA: {"next_part": part_path(self.path, len(self.paths)).name}})
             self._open_part()
             part = self._part
             assert part is not None

@@ -21,6 +21,7 @@ from fusion_pipeline.logs import (
     LogWriteError,
     LogWriter,
     SplitPolicy,
+    next_part,
     pack_record,
     part_path,
     unpack_record,
@@ -166,6 +167,9 @@ def test_split_by_size_and_duration(tmp_path: Path) -> None:
     by_time.close()
     counts = [sum(1 for _ in LogReader(p)) for p in by_time.paths]
     assert counts == [2, 2, 2, 2, 2]
+    # Each part but the last names the part that follows it, so that a missing last part can be said.
+    assert [next_part(p) for p in by_time.paths] == [*by_time.paths[1:], None]
+    assert next_part(tmp_path / "nothing.mcap") is None
 
 
 def test_parts_that_go_back_in_time_are_refused_not_skipped(tmp_path: Path) -> None:

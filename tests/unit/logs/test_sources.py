@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from fusion_pipeline.logs import log_sources
+from fusion_pipeline.logs import LogWriter, SplitPolicy, log_sources
+from fusion_pipeline.transport import Sample
 
 D = Path("/logs")
 
@@ -73,3 +74,32 @@ def test_a_gap_is_said_as_a_gap_where_the_parts_are_read_as_one_timeline(
     assert [r.getMessage() for r in caplog.records] == [
         "/logs/run_001.mcap not given: run is read on from run_002.mcap after a gap"
     ]
+
+
+def _split_recording(tmp_path: Path, parts: int) -> list[Path]:
+    """A real recording split into `parts` files (the writer names the part that follows each one)."""
+    writer = LogWriter(tmp_path / "drive.mcap", split=SplitPolicy(max_duration_ns=1_000))
+    with writer:
+        for seq in range(parts):
+            writer.write(Sample("lidar/top", "lidar", seq, seq * 1_000, frame_id="lidar_top"), seq * 1_000)
+    assert len(writer.paths) == parts
+    return writer.paths
+
+
+@pytest.mark.parametrize("joined", [False, True])
+def test_a_recording_whose_last_parts_are_not_given_is_said(
+    tmp_path: Path, joined: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Names alone cannot tell drive_000 and drive_001 from a whole recording of two parts: the part
+    written before a split names its successor, so that a lost last part is said like a lost first."""
+    parts = _split_recording(tmp_path, 3)
+    with caplog.at_level(logging.WARNING):
+        sources = log_sources(parts[:2], joined=joined)
+    assert sources == [("drive", parts[:2])]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{parts[2]} not given: drive_001.mcap goes on in it; the later parts are not read"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert log_sources(parts, joined=joined) == [("drive", parts)]
+    assert caplog.records == []
