@@ -390,7 +390,8 @@ def run_batch(
     named = {log.name for log in logs}
     run["failed"] = sorted(name for name in named if manifest.records[name].status == "failed")
     run["not_compared"] = sorted(named & set(comparison["errors"])) if comparison is not None else []
-    summary = batch_summary(records, run, comparison)
+    results_now = {p.name for p in out.glob("*" + RESULTS_SUFFIX)}  # a done log's may since be removed
+    summary = batch_summary(records, run, comparison, present=results_now)
     partial = out / (SUMMARY_NAME + PARTIAL_SUFFIX)
     partial.write_text(json.dumps(summary, indent=2) + "\n")
     partial.replace(out / SUMMARY_NAME)

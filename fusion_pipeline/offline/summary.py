@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,9 +152,12 @@ class LogStats:
         return {"patterns": dict(self.patterns.most_common()), "outputs": dict(sorted(outputs.items()))}
 
 
-def _log_summary(record: LogRecord) -> dict[str, Any]:
+def _log_summary(record: LogRecord, present: AbstractSet[str]) -> dict[str, Any]:
     if record.status == "failed":
         return {"status": "failed", "error": record.error}
+    if record.results not in present:
+        gone = f"its results file {record.results} is no longer there; a run that names the log redoes it"
+        return {"status": "removed", "error": gone}
     counts, timings = record.counts, record.timings
     return {
         "status": "done",
@@ -167,22 +171,29 @@ def _log_summary(record: LogRecord) -> dict[str, Any]:
 
 
 def batch_summary(
-    records: Sequence[LogRecord], run: Mapping[str, Any], compare: Mapping[str, Any] | None = None
+    records: Sequence[LogRecord],
+    run: Mapping[str, Any],
+    compare: Mapping[str, Any] | None = None,
+    *,
+    present: AbstractSet[str],
 ) -> dict[str, Any]:
     """The summary of a batch's logs (their last records): per log, and merged for the batch.
 
     `run` says what this run of the command did (the logs it ran, its wall time, throughput); `compare`
-    is the comparison with another batch's results, when asked for."""
-    done = [r for r in records if r.status == "done"]
+    is the comparison with another batch's results, when asked for. `present` names the results files
+    in the directory: a done log whose file was since removed is `removed`, not counted as done."""
+    done = [r for r in records if r.status == "done" and r.results in present]
+    failed = sum(r.status == "failed" for r in records)
     merged = LogStats()
     for record in done:
         merged.merge(LogStats.from_json(record.stats))
     summary: dict[str, Any] = {
-        "logs": {record.log: _log_summary(record) for record in records},
+        "logs": {record.log: _log_summary(record, present) for record in records},
         "batch": {
             "logs": len(records),
             "done": len(done),
-            "failed": len(records) - len(done),
+            "failed": failed,
+            "removed": len(records) - len(done) - failed,
             "sets": sum(r.counts.get("sets", 0) for r in done),
             "results": sum(r.counts.get("results", 0) for r in done),
             "log_s": sum(r.timings.get("log_s", 0.0) for r in done),
@@ -238,7 +249,9 @@ def format_summary(summary: Mapping[str, Any], out: str) -> str:
     """The printed summary of `batch_summary`'s dict, for the batch in directory `out`."""
     batch, run = summary["batch"], summary["run"]
     lines = [
-        f"batch of {batch['logs']} logs in {out}: {batch['done']} done, {batch['failed']} failed; this run "
+        f"batch of {batch['logs']} logs in {out}: {batch['done']} done, {batch['failed']} failed"
+        + (f", {batch['removed']} removed" if batch["removed"] else "")
+        + "; this run "
         f"ran {run['ran']} ({run['skipped']} done before"
         + (f", {run['refused']} refused" if run.get("refused") else "")
         + f") in {run['wall_s']:.1f} s: "
@@ -246,8 +259,8 @@ def format_summary(summary: Mapping[str, Any], out: str) -> str:
         f"{run['logs_per_min']:.1f} logs/min"
     ]
     for name, entry in summary["logs"].items():
-        if entry["status"] == "failed":
-            lines.append(f"  {name}: FAILED: {entry['error']}")
+        if entry["status"] in ("failed", "removed"):
+            lines.append(f"  {name}: {entry['status'].upper()}: {entry['error']}")
         else:
             lines.append(f"  {name}: {entry['sets']} sets, {entry['results']} results; {_stats_text(entry)}")
     lines.append(f"  all logs: {batch['sets']} sets, {batch['results']} results; {_stats_text(batch)}")

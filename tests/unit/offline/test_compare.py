@@ -78,7 +78,9 @@ def test_outputs_of_another_shape_are_counted_not_compared() -> None:
     # The printed summary says so (it raised a TypeError on the None instead).
     compare = {"other": "/old", "logs": {"a": comparison.as_json()}, "errors": {}, "missing": []}
     run = {"ran": 1, "skipped": 0, "wall_s": 1.0, "log_s": 1.0, "log_s_per_s": 1.0, "logs_per_min": 60.0}
-    text = format_summary(batch_summary([], run, {**compare, "overall": comparison.as_json()}), "/out")
+    text = format_summary(
+        batch_summary([], run, {**compare, "overall": comparison.as_json()}, present=set()), "/out"
+    )
     assert "a: 1 results matched by stamp" in text
     assert "distance no values compared (1 results of another shape there)" in text
 

@@ -122,7 +122,7 @@ def test_the_batch_summary_adds_up_its_done_logs_and_names_the_failed() -> None:
         _record("b", RESULTS[3:], 3.0),
         LogRecord("cut", ["/logs/cut.mcap"], "failed", error="log cut short: /logs/cut.mcap: ..."),
     ]
-    summary = batch_summary(records, RUN)
+    summary = batch_summary(records, RUN, present={"a.results.mcap", "b.results.mcap"})
     batch = summary["batch"]
     assert (batch["logs"], batch["done"], batch["failed"]) == (3, 2, 1)
     assert (batch["sets"], batch["results"], batch["log_s"]) == (6, 4, 5.0)
@@ -137,5 +137,22 @@ def test_the_batch_summary_adds_up_its_done_logs_and_names_the_failed() -> None:
     assert "without lidar, radar 1" in text  # log b's pattern, in its line and the batch's
     assert "this run ran 3 (0 done before) in 2.0 s" in text
     # A log refused this run (another file under its results' name) is in the line too.
-    refused = format_summary(batch_summary(records, {**RUN, "refused": 1}), "/out")
+    refused = format_summary(batch_summary(records, {**RUN, "refused": 1}, present=set()), "/out")
     assert "this run ran 3 (0 done before, 1 refused) in 2.0 s" in refused
+
+
+def test_a_done_log_whose_results_file_was_removed_is_not_counted_as_done() -> None:
+    """The summary covers every log of the manifest, also those a run does not name: one whose results
+    were removed since it ran was still summed as done, its figures from a file no longer there."""
+    records = [_record("a", RESULTS[:3], 2.0), _record("b", RESULTS[3:], 3.0)]
+    summary = batch_summary(records, RUN, present={"b.results.mcap"})
+    batch = summary["batch"]
+    assert (batch["logs"], batch["done"], batch["failed"], batch["removed"]) == (2, 1, 0, 1)
+    assert (batch["sets"], batch["results"], batch["log_s"]) == (2, 1, 3.0)  # b's alone
+    assert summary["logs"]["a"] == {
+        "status": "removed",
+        "error": "its results file a.results.mcap is no longer there; a run that names the log redoes it",
+    }
+    text = format_summary(summary, "/out")
+    assert "2 logs in /out: 1 done, 0 failed, 1 removed" in text
+    assert "a: REMOVED: its results file a.results.mcap is no longer there" in text
