@@ -15,7 +15,8 @@ and newer play it) in sqlite3 or mcap storage, directory 0700 and files 0600. To
 "/" + stream name, ``/STREAM@SOURCE`` for a stream an earlier input already holds. What the bag cannot
 carry is logged per topic: sets (skipped), camera, lidar and radar messages whose array is not of its
 PROTOCOL.md section 5 shape (skipped, counted with the reason), sensor meta keys other than those import
-makes again, sensor seq numbers, dtype conversions.
+makes again, sensor seq numbers, dtype conversions, channel metadata other than modality and frame_id
+(a recording's `rate_hz`, `offset_ms`, `sample_rate`).
 """
 
 from __future__ import annotations
@@ -340,6 +341,11 @@ def _private_bag(bag: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+#: The channel metadata import-ros2 writes again (LogWriter's own keys); the recording config's
+#: (`rate_hz`, `offset_ms`, `sample_rate`) has no place in a bag's topic.
+_CHANNEL_KEYS_MADE_AGAIN = {"modality", "frame_id", "wire_version"}
+
+
 def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") -> dict[str, int]:
     """Write every log message a ROS 2 type exists for into a new rosbag2; return counts per topic.
     Topics follow `SourceTopics` (one per source); an audio topic gets its AudioInfo on TOPIC_info. What
@@ -356,6 +362,7 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
     notes: dict[str, set[str]] = {}
     infos: dict[str, AudioFormat] = {}
     odd_shapes: defaultdict[str, Counter[str]] = defaultdict(Counter)  # per topic, why
+    exported: dict[tuple[str, str], str] = {}  # (source, stream) -> its topic, once a message is written
     logs = existing_logs(logs)
     topics = SourceTopics()
     with _private_bag(bag) as path:
@@ -404,6 +411,11 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
                         notes.setdefault(topic, set()).update(losses(sample, counts.get(topic, 0)))
                     write(topic, converted[0], reader.timeline_ns(message), converted[1])
                     counts[topic] = counts.get(topic, 0) + 1
+                    exported[source, sample.stream] = topic
+                for stream, channel in reader.streams.items():
+                    topic = exported.get((source, stream))
+                    if topic is not None and (lost := sorted(set(channel) - _CHANNEL_KEYS_MADE_AGAIN)):
+                        notes.setdefault(topic, set()).add(f"channel metadata {lost} not carried")
     say_cut_short([p for r in readers for p in r.truncated], f"{bag} holds the messages before it")
     for line in topics.renamed:
         log.warning("%s: %s", bag, line)

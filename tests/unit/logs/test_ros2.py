@@ -301,12 +301,16 @@ def test_export_then_import_round_trips(
         Sample("bytes", "generic", 0, T0, {"values": np.zeros(6, np.uint8)}, ""),
     ]
     exported = samples[:6]
-    with LogWriter(tmp_path / "log.mcap") as writer:
+    # A recorder's channel metadata (the config's rate and offset): said, as it does not come back.
+    recorded = {"lidar/top": {"rate_hz": "10", "offset_ms": "0"}}
+    with LogWriter(tmp_path / "log.mcap", streams=recorded) as writer:
         for i, sample in enumerate(samples):
             writer.write(sample, T0 + 100 + i)
     bag = tmp_path / "bag"
     counts = export_ros2([tmp_path / "log.mcap"], bag, storage=storage)
     assert counts == {f"/{s.stream}": 1 for s in exported}  # sets have no ROS 2 type
+    assert "/lidar/top: channel metadata ['offset_ms', 'rate_hz'] not carried" in caplog.text
+    assert caplog.text.count("channel metadata") == 1  # the other streams have none but LogWriter's
     assert "not exported (no ROS 2 type" in caplog.text
     assert all(f"'{name}': 1" in caplog.text for name in ("can", "rows", "bytes"))
     with Reader(bag) as reader:
