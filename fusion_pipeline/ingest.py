@@ -91,6 +91,10 @@ HELD_FRAMES = 3
 #: Consecutive messages that must continue an implausible seq or stamp jump before it is taken as real
 #: (a restarted driver, a clock that was set, a log that loops).
 JUMP_CONFIRM = 3
+#: The stream's latest messages whose lag (its clock at arrival minus the stamp, the offset subtracted)
+#: the counters summarise: the minimum tells a sensor clock running ahead (a negative lag), the median
+#: the usual latency.
+LAG_WINDOW = 64
 
 # A message's declared arrays: name -> (dtype, shape), from wire.Checked or a decoded sample.
 Declared = dict[str, tuple[np.dtype, tuple[int, ...]]]
@@ -514,6 +518,7 @@ class Ingest:
             self.seq.resume(resume_from)
         self.stamps = StampTracker(time_jump_ns, check_ahead=not live)
         self.rejected: Counter[str] = Counter()
+        self._lags_ns: deque[int] = deque(maxlen=LAG_WINDOW)
         self.produced = 0
         self.last_error = ""
 
@@ -554,16 +559,21 @@ class Ingest:
             return None
         return self._output(sample, sample.stamp_ns - self.config.offset_ns, arrays, arrival_ns)
 
-    def counters(self) -> dict[str, int | list[int]]:
-        """Flat counters for heartbeats: produced, schema_<reason> and the seq counters; and `last_seq`,
-        [seq, time] of the last accepted message (not a count): the supervisor hands it to a restart."""
-        counters: dict[str, int | list[int]] = {
+    def counters(self) -> dict[str, int | float | list[int]]:
+        """Flat counters for heartbeats: produced, schema_<reason> and the seq counters; and, no counts,
+        `last_seq`, [seq, time] of the last accepted message (the supervisor hands it to a restart), and
+        `lag_ms_min` and `lag_ms_median` of the latest LAG_WINDOW messages (gauges)."""
+        counters: dict[str, int | float | list[int]] = {
             "produced": self.produced,
             **{f"schema_{reason}": n for reason, n in sorted(self.rejected.items())},
             **self.seq.counters(),
         }
         if (last := self.seq.last) is not None:
             counters["last_seq"] = list(last)
+        if self._lags_ns:
+            lags = sorted(self._lags_ns)
+            counters["lag_ms_min"] = lags[0] / 1e6
+            counters["lag_ms_median"] = lags[len(lags) // 2] / 1e6
         return counters
 
     def _count(self, exc: SchemaError) -> None:
@@ -587,6 +597,7 @@ class Ingest:
             # Refused from here on, a message has used up its seq: it is not lost upstream.
             self._check_stamp(sample.stamp_ns, arrival_ns, clock_ns)
             self.seq.stamped(stamp_ns, clock_ns)
+            self._lags_ns.append(clock_ns - stamp_ns)
             check_schema(self.config, sample.meta, declared)
         except SchemaError as exc:
             self._count(exc)

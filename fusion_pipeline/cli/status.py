@@ -72,12 +72,15 @@ def format_status(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"{'stream':<{width}} {'msg/s':>7} {'config':>7} {'idle':>7} {'dropped':>7} {'lost':>7}  required",
+        f"{'stream':<{width}} {'msg/s':>7} {'config':>7} {'idle':>7} {'lag ms':>7} {'dropped':>7} "
+        f"{'lost':>7}  required",
     ]
     for stream in report["streams"]:
+        lag = stream.get("lag_ms", {}).get("median")  # a supervisor of an earlier version has none
         lines.append(
             f"{stream['name']:<{width}} {_rate(stream['messages_per_s']):>7} {stream['rate_hz']:>7g} "
-            f"{stream['idle_s']:>6.1f}s {sum(stream['dropped'].values()):>7} {stream['lost']:>7}  "
+            f"{stream['idle_s']:>6.1f}s {_rate(lag):>7} {sum(stream['dropped'].values()):>7} "
+            f"{stream['lost']:>7}  "
             f"{'yes' if stream['required'] else 'no':<8}{'  SILENT' if stream['silent'] else ''}".rstrip()
         )
     # Why ingest refused what it did: the reasons say what to fix in the driver or the config.

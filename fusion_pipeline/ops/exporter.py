@@ -33,6 +33,7 @@ from fusion_pipeline.ops.health import (
     assess,
     node_state,
     silent_streams,
+    stream_lags_ms,
 )
 from fusion_pipeline.ops.metrics import is_drop_counter, prefixed
 
@@ -97,6 +98,13 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
         "Samples of the stream the synchronizer took in (with fusion_stream_messages: none lost between)",
         labels=["stream"],
     )
+    lag = GaugeMetricFamily(
+        "fusion_stream_lag_seconds",
+        "Arrival at the stream's ingest node minus the message's stamp (offset_ms subtracted), over its "
+        "latest messages: stat min (negative: the sensor's clock runs ahead of the ingest host's) and "
+        "median (the usual latency)",
+        labels=["stream", "stat"],
+    )
     quiet = {s.name for s in silent_streams(snapshot)}
     sync = snapshot.counters("synchronizer")
     for stream in snapshot.streams:
@@ -109,6 +117,8 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
         synchronized.add_metric([name], _count(sync, f"received.{name}"))
         lost.add_metric([name], _count(ingest, "seq_lost"))
         reconnects.add_metric([name], _count(ingest, "reconnects"))
+        for stat, lag_ms in stream_lags_ms(ingest).items():
+            lag.add_metric([name, stat], lag_ms / 1e3)
         for key in sorted(ingest):
             if key.startswith(("malformed_", "schema_")):
                 malformed.add_metric([name, key.removeprefix("malformed_")], _count(ingest, key))
@@ -118,7 +128,7 @@ def _stream_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:
                     dropped.add_metric([name, kind, key], _count(counters, key))
         for reason, count in prefixed(sync, f"dropped.{name}.").items():
             dropped.add_metric([name, "synchronizer", reason], count)
-    yield from (messages, size, malformed, dropped, gaps, lost, reconnects, silent, synchronized)
+    yield from (messages, size, malformed, dropped, gaps, lost, reconnects, silent, synchronized, lag)
 
 
 def _sync_families(snapshot: PipelineSnapshot) -> Iterator[Metric]:

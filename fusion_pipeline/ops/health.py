@@ -111,6 +111,28 @@ def arrived(counters: Mapping[str, Any]) -> int:
     )
 
 
+def stream_lags_ms(counters: Mapping[str, Any]) -> dict[str, float]:
+    """An ingest node's lag figures (`Ingest.counters`): stat ("min", "median") -> ms; {} before its
+    first message."""
+    lags = {stat: counters.get(f"lag_ms_{stat}") for stat in ("min", "median")}
+    return {stat: lag for stat, lag in lags.items() if isinstance(lag, float)}
+
+
+def clock_ahead(snapshot: PipelineSnapshot) -> list[str]:
+    """A warning per stream whose stamps came later than their arrival at ingest by more than
+    CLOCK_AHEAD_MS: its sensor's clock runs ahead, and the other streams' sets are decided early."""
+    warnings = []
+    for stream in snapshot.streams:
+        lag_ms = stream_lags_ms(snapshot.counters(f"ingest:{stream.name}")).get("min", 0.0)
+        if lag_ms < -CLOCK_AHEAD_MS:
+            warnings.append(
+                f"stream {stream.name}: stamps up to {-lag_ms:.1f} ms later than their arrival at ingest: "
+                "its clock runs ahead of this host's (fix the clock sync, or raise its offset_ms by that "
+                "much); the other streams' too_old drops come from it"
+            )
+    return warnings
+
+
 def ingest_drops(counters: Mapping[str, Any]) -> dict[str, int]:
     """An ingest node's counters of messages dropped for something wrong with them, by reason."""
     return {k: v for k, v in counters.items() if k.startswith(INGEST_DROPS) and is_count(v)}
@@ -205,6 +227,9 @@ class Throughput:
     refused: float = 0.0  # sets the model refused (inference's bad_sets), of any reference stamp
 
 
+#: A stream's stamps later than their arrival at ingest by more than this: its clock runs ahead (clocks
+#: kept by NTP on one network agree within about a millisecond).
+CLOCK_AHEAD_MS = 5.0
 #: Results under this share of the reference messages that arrive: most reference stamps get none.
 BEHIND_SHARE = 0.5
 
@@ -369,7 +394,7 @@ def status_report(snapshot: PipelineSnapshot) -> dict[str, Any]:
         "uptime_s": round(snapshot.uptime_s, 3),
         "degraded": health.degraded,
         "reasons": health.reasons,
-        "warnings": [n.text for n in snapshot.notices],
+        "warnings": [n.text for n in snapshot.notices] + clock_ahead(snapshot),
         "provider": snapshot.provider,
         "results": snapshot.results,
         "results_endpoint": snapshot.results_endpoint,
@@ -398,6 +423,7 @@ def status_report(snapshot: PipelineSnapshot) -> dict[str, Any]:
                 # arrived, or too damaged to read their seq: those are malformed_* drops too)
                 "dropped": {k: v for k, v in sorted(ingest_drops(ingest).items()) if v},
                 "lost": ingest.get("seq_lost", 0),
+                "lag_ms": {stat: round(lag, 3) for stat, lag in stream_lags_ms(ingest).items()},
             }
             for s in snapshot.streams
             for ingest in [snapshot.counters(f"ingest:{s.name}")]

@@ -219,15 +219,18 @@ def test_no_metrics_when_disabled_and_status_finds_a_private_run_dir(
 
 
 @contextlib.contextmanager
-def _publishing(url: str, stream: str, modality: str, **arrays: np.ndarray) -> Iterator[None]:
-    """An external driver binding `url` and sending `arrays` at 30 Hz in a thread, while in the block."""
+def _publishing(
+    url: str, stream: str, modality: str, ahead_ns: int = 0, **arrays: np.ndarray
+) -> Iterator[None]:
+    """An external driver binding `url` and sending `arrays` at 30 Hz in a thread, while in the block,
+    stamped `ahead_ns` ahead of the host's clock (a sensor clock running ahead)."""
     stop = threading.Event()
 
     def drive() -> None:
         driver = Publisher(url, stream=stream, modality=modality)
         try:
             while not stop.wait(1 / 30):
-                driver.publish(time.time_ns(), **arrays)
+                driver.publish(time.time_ns() + ahead_ns, **arrays)
         finally:
             driver.close()
 
@@ -326,6 +329,27 @@ def test_a_stream_nobody_publishes_and_plain_tcp_show_in_the_log_status_line_sta
             assert code == 1 and dropped in out.splitlines()[0], out
             silent_gauge = _per_stream(_scrape(_metrics_url(run)), "fusion_stream_silent")
             assert silent_gauge["camera/front"] == 1.0
+
+        # A driver whose clock runs 200 ms ahead: its frames are taken, and `status` names it as the
+        # stream whose clock is ahead (the others' too_old drops would only point at it).
+        frame = np.zeros((480, 640, 3), np.uint8)
+        with _publishing(camera_url, "camera/front", "camera", ahead_ns=200_000_000, image=frame):
+            ahead = "WARNING: stream camera/front: stamps up to "
+
+            def warned() -> str | None:
+                return next(
+                    (x for x in _status_cli("--run-dir", str(run.run_dir))[1].splitlines() if ahead in x),
+                    None,
+                )
+
+            line = wait_for(warned, 30, "the clock ahead said", run)
+            assert float(line.removeprefix(ahead).split()[0]) > 150, line
+            lag = {
+                (dict(k)["stream"], dict(k)["stat"]): v
+                for k, v in _scrape(_metrics_url(run))["fusion_stream_lag_seconds"].items()
+            }
+            assert lag["camera/front", "min"] < -0.15 and lag["lidar/top", "min"] >= 0, lag
+            assert 0 <= lag["lidar/top", "median"] < 1, lag  # the simulated drivers on this host
 
 
 def test_a_taken_metrics_port_shows_in_the_status_line_and_status(tmp_path: Path) -> None:

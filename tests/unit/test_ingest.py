@@ -138,6 +138,27 @@ def test_offset_is_subtracted_and_ingest_numbers_its_own_output() -> None:
     assert [o.meta["source_seq"] for o in outs] == [40, 41, 42]
 
 
+def test_the_lag_of_the_latest_messages_is_counted_with_the_offset_subtracted() -> None:
+    """Arrival minus stamp (offset subtracted) over the latest LAG_WINDOW messages: its minimum goes
+    negative for a sensor clock ahead of the ingest host's, which status names (ops.health)."""
+    ingest = Ingest(BINDINGS.of("radar/front"))
+    assert "lag_ms_min" not in ingest.counters()  # nothing arrived: no figure, not a zero
+    detections = np.zeros((3, 5), np.float32)
+    t0 = 10**18
+    # 80 messages, 50 ms apart, arriving 2..81 ms after their stamps: the window keeps the last 64.
+    for i in range(80):
+        stamp = t0 + i * 50 * MS
+        assert ingest.process(_sample("radar/front", i, stamp, detections=detections), stamp + (2 + i) * MS)
+    counters = ingest.counters()
+    assert (counters["lag_ms_min"], counters["lag_ms_median"]) == (18.0, 50.0)
+    # The camera's 12.5 ms offset is subtracted from its stamps: a frame arriving 2 ms after its stamp
+    # lags 14.5 ms; one stamped 10 ms after it arrived, -10 + 12.5.
+    camera = Ingest(BINDINGS.of("camera/front"))
+    camera.process(_sample("camera/front", 0, t0, image=IMAGE), t0 + 2 * MS)
+    camera.process(_sample("camera/front", 1, t0 + 40 * MS, image=IMAGE), t0 + 30 * MS)
+    assert camera.counters()["lag_ms_min"] == 2.5
+
+
 def test_jpeg_camera_frames_are_decoded_and_bad_ones_counted() -> None:
     ingest = Ingest(BINDINGS.of("camera/front"))
     data = _jpeg(SMOOTH)

@@ -278,6 +278,8 @@ def test_metric_families_of_a_snapshot() -> None:
                 "schema_bad_shape": 1,
                 "seq_gaps": 2,
                 "seq_lost": 5,
+                "lag_ms_min": -1.5,
+                "lag_ms_median": 2.25,
             },
         ),
         _node(
@@ -318,6 +320,10 @@ def test_metric_families_of_a_snapshot() -> None:
     assert {s.labels["reason"] for s in dropped.samples} == {"late", "skipped", "too_old"}
     assert _value(families["fusion_stream_seq_gaps"], "_total") == 2
     assert _value(families["fusion_stream_seq_lost"], "_total") == 5
+    lag = families["fusion_stream_lag_seconds"]
+    assert _value(lag, stream="lidar/top", stat="min") == -0.0015
+    assert _value(lag, stream="lidar/top", stat="median") == 0.00225
+    assert {s.labels["stream"] for s in lag.samples} == {"lidar/top"}  # radar/front: no message yet
     assert _value(families["fusion_sync_sets"], "_total", kind="partial") == 6
     assert _value(families["fusion_sync_time_jumps"], "_total") == 1
     assert _value(families["fusion_sync_rejected"], "_total", reason="wrong_modality") == 2
@@ -336,7 +342,14 @@ def test_metric_families_of_a_snapshot() -> None:
 
 
 def test_status_report_and_table() -> None:
-    counters = {"received": 99, "malformed_size_mismatch": 2, "schema_non_finite": 1, "seq_lost": 4}
+    counters = {
+        "received": 99,
+        "malformed_size_mismatch": 2,
+        "schema_non_finite": 1,
+        "seq_lost": 4,
+        "lag_ms_min": 0.8,
+        "lag_ms_median": 1.26,
+    }
     lidar = _node("ingest:lidar/top", rates={"in": 10.04, "out": 9.96}, counters=counters)
     nodes = [lidar, _node("inference", pid=None)]
     report = status_report(_snapshot(nodes, [_stream("lidar/top", True)]))
@@ -357,7 +370,9 @@ def test_status_report_and_table() -> None:
     assert "ingest:lidar/top" in table and "10.0" in table
     assert "lidar/top dropped: malformed_size_mismatch 2, schema_non_finite 1" in table.splitlines()
     row = next(line for line in table.splitlines() if line.startswith("lidar/top "))
-    assert row.split()[4:6] == ["3", "4"]  # dropped, lost
+    assert row.split()[4:7] == ["1.3", "3", "4"]  # lag ms (median), dropped, lost
+    assert report["streams"][0]["lag_ms"] == {"min": 0.8, "median": 1.26}
+    assert report["warnings"] == []  # a lag of a millisecond or so: no clock ahead
     served = _snapshot(
         nodes,
         [_stream("lidar/top", True)],
@@ -378,6 +393,25 @@ def test_status_report_and_table() -> None:
     )
     degraded = status_report(_snapshot([_node("inference", heartbeat_age_s=None)], []))
     assert format_status(degraded).splitlines()[0] == "demo: DEGRADED: inference starting"
+
+
+def test_status_says_a_stream_whose_clock_runs_ahead() -> None:
+    """A sensor clock ahead of the ingest host's decides the other streams' sets early, which shows as
+    their too_old drops, not its own: the status names the stream whose stamps come after their arrival."""
+    ahead = _node("ingest:radar/front", counters={"lag_ms_min": -42.0, "lag_ms_median": -40.5})
+    behind = _node("ingest:lidar/top", counters={"lag_ms_min": 3.0, "lag_ms_median": 80.0})
+    streams = [_stream("lidar/top", True), _stream("radar/front")]
+    report = status_report(_snapshot([behind, ahead], streams))
+    assert report["warnings"] == [
+        "stream radar/front: stamps up to 42.0 ms later than their arrival at ingest: its clock runs ahead "
+        "of this host's (fix the clock sync, or raise its offset_ms by that much); the other streams' "
+        "too_old drops come from it"
+    ]
+    assert report["degraded"] is False  # results still come: a warning, not a fault
+    table = format_status(report).splitlines()
+    assert table[3].startswith("WARNING: stream radar/front: stamps up to 42.0 ms later")
+    row = next(line for line in table if line.startswith("radar/front "))
+    assert row.split()[4] == "-40.5"
 
 
 def test_status_table_columns_stay_in_line_with_long_names() -> None:
