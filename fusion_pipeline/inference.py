@@ -25,11 +25,12 @@ algorithm search, TensorRT engine build or cache load) never lands on the first 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ __all__ = [
     "engine_cache_dir",
     "library_error",
     "load_contract",
+    "hash_model",
+    "model_files",
     "model_path",
     "resolve_model",
     "result_sample",
@@ -87,13 +90,63 @@ def resolve_model(path: str) -> Path:
     return Path(path).expanduser()
 
 
-def engine_cache_dir() -> Path:
+def model_files(path: Path) -> list[Path]:
+    """The model file and the external data files its tensors name (a model over protobuf's 2 GB, or
+    one saved with its weights beside it), each once: every file its results depend on."""
+    import onnx  # parses the graph only (load_external_data=False): no weights are read
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError, an OSError: the file is no ONNX model
+        raise ContractError(f"{path}: not a loadable ONNX model: {exc}") from exc
+    files = [path]
+    for tensor in _tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            if (data := path.parent / location) not in files:
+                files.append(data)
+    return files
+
+
+def _tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of an ONNX graph and of its subgraphs (an `If` node's branches)."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                yield from _tensors(subgraph)
+
+
+def hash_model(path: Path, digest: Any) -> Any:
+    """`digest` (a hashlib object) updated with the bytes of the model's files (`model_files`), in order:
+    a model retrained under the same name, its weights beside it or inside, hashes otherwise. A model of
+    one file hashes as its bytes alone."""
+    for file in model_files(path):
+        try:
+            with open(file, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise ContractError(f"{path}: cannot read {file}: {exc.strerror}") from exc
+    return digest
+
+
+def engine_cache_dir(model: Path | None = None) -> Path:
     """Where TensorRT keeps built engines across runs: $FUSION_PIPELINE_CACHE/tensorrt, else the user's
-    cache directory. Not the run directory: a temp run dir dies with the run, and a rebuild takes minutes."""
+    cache directory. Not the run directory: a temp run dir dies with the run, and a rebuild takes minutes.
+    With `model`, that model's own folder, named by 16 hex digits of its sha256 (`hash_model`): TensorRT
+    names an engine by the model's path and graph, not its weights, so a model retrained in place would
+    load the engine of its old weights."""
     root = os.environ.get("FUSION_PIPELINE_CACHE") or Path(
         os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "fusion-pipeline"
     )
-    return Path(root) / "tensorrt"
+    cache = Path(root) / "tensorrt"
+    return cache if model is None else cache / hash_model(model, hashlib.sha256()).hexdigest()[:16]
 
 
 def load_contract(model_path: str | Path) -> ModelContract:
@@ -272,14 +325,15 @@ class ModelRuntime:
         self.path = model_path(config)
         self.bindings = load_bindings(config)
         self.contract = self.bindings.contract
+        engine_cache = engine_cache_dir(self.path) if wants_tensorrt(config.model) else engine_cache_dir()
         if wants_tensorrt(config.model):
-            engine_cache_dir().mkdir(parents=True, exist_ok=True)
+            engine_cache.mkdir(parents=True, exist_ok=True)
         self.plan = choose_providers(
             config.model.providers,
             ort.get_available_providers(),
             tensorrt=config.model.tensorrt,
             tf32=config.model.tf32,
-            engine_cache=engine_cache_dir(),
+            engine_cache=engine_cache,
             probe=library_error,
         )
         options = ort.SessionOptions()

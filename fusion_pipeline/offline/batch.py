@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from fusion_pipeline.config import SHIPPED, Config
 from fusion_pipeline.files import not_a_file
-from fusion_pipeline.inference import model_path
+from fusion_pipeline.inference import hash_model, model_path
 from fusion_pipeline.lifetime import die_with_parent
 from fusion_pipeline.logs.sources import log_sources
 from fusion_pipeline.offline.cluster import import_ray, ray_records
@@ -105,10 +105,11 @@ def find_logs(arguments: Sequence[Path]) -> list[BatchLog]:
 
 def results_digest(config: Config) -> str:
     """A digest of what decides a log's results: the streams, [sync], the model's bound inputs and the
-    model file's bytes; not what only changes speed or the live graph (threads, providers, endpoints)."""
+    bytes of the model's files, its external weights included; not what only changes speed or the live
+    graph (threads, providers, endpoints)."""
     settings = config.model_dump_json(include={"streams", "sync", "model"}, exclude=_NOT_IN_RESULTS)
     digest = hashlib.sha256(settings.encode())
-    digest.update(model_path(config).read_bytes())
+    hash_model(model_path(config), digest)  # a model of one file: its bytes, as before external data counted
     return digest.hexdigest()[:16]
 
 

@@ -4,6 +4,7 @@ tests/process/test_runtime.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -26,7 +27,11 @@ from fusion_pipeline.inference import (
     ModelRuntime,
     _DeviceOutputs,
     choose_providers,
+    engine_cache_dir,
+    hash_model,
     load_bindings,
+    model_files,
+    model_path,
     result_sample,
     wants_tensorrt,
 )
@@ -535,3 +540,38 @@ def test_cpu_only_requirements_are_the_dependencies_with_the_cpu_onnxruntime() -
     gpu = [d for d in dependencies if d.startswith("onnxruntime-gpu")]
     assert len(gpu) == 1
     assert cpu == [gpu[0].replace("onnxruntime-gpu", "onnxruntime") if d in gpu else d for d in dependencies]
+
+
+# -- a model's files ------------------------------------------------------------------------------------
+
+
+def test_a_model_with_external_weights_is_its_files_and_hashes_with_its_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model saved with its weights beside it (ONNX external data) is several files: one retrained
+    in place, its graph file unchanged, kept a batch's results and TensorRT's engines of the old weights."""
+    shipped = model_path(load_config(None))
+    path = tmp_path / "model.onnx"
+    # A file per tensor, the branches of the fallback's `If` included: the folder then holds exactly the
+    # files the model names.
+    onnx.save_model(onnx.load(shipped), path, save_as_external_data=True, all_tensors_to_one_file=False)
+    files = model_files(path)
+    assert files[0] == path and len(files) > 10
+    assert set(files) == set(tmp_path.iterdir())
+    assert model_files(shipped) == [shipped]
+    # A model of one file hashes as its bytes: the digests of batches an earlier version made stay valid.
+    assert hash_model(shipped, hashlib.sha256()).digest() == hashlib.sha256(shipped.read_bytes()).digest()
+    monkeypatch.setenv("FUSION_PIPELINE_CACHE", str(tmp_path / "cache"))
+    before, engines = hash_model(path, hashlib.sha256()).digest(), engine_cache_dir(path)
+    assert engines.parent == engine_cache_dir() == tmp_path / "cache" / "tensorrt"
+    weights = max(files[1:], key=lambda f: f.stat().st_size)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # retrained: one weight's last bits
+    weights.write_bytes(bytes(data))
+    assert hash_model(path, hashlib.sha256()).digest() != before
+    assert engine_cache_dir(path) != engines
+    weights.unlink()
+    with pytest.raises(ContractError, match=f"{path}: cannot read {weights}: No such file"):
+        hash_model(path, hashlib.sha256())
+    with pytest.raises(ContractError, match="not a loadable ONNX model"):
+        model_files(weights.with_name("garbage.onnx"))

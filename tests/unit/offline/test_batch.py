@@ -25,6 +25,7 @@ import fusion_pipeline.offline.batch as batch_module
 import fusion_pipeline.offline.worker as worker_module
 from fusion_pipeline.cli import main
 from fusion_pipeline.config import Config, load_config
+from fusion_pipeline.inference import model_path
 from fusion_pipeline.logs import LogError, LogWriter
 from fusion_pipeline.offline import BatchError, BatchLog, LogRecord, Manifest, find_logs, run_batch
 from fusion_pipeline.offline.batch import SUMMARY_NAME, _workers_config, plan_batch, results_digest
@@ -260,6 +261,20 @@ def test_the_digest_follows_what_decides_results_not_how_fast_they_come() -> Non
     assert results_digest(_edited(DEMO, "sync", max_wait_ms=20.0)) != digest
     assert results_digest(_edited(DEMO, "model", unbound_inputs=["camera"])) != digest
     assert results_digest(_edited(DEMO, "model", path="package:surround.onnx")) != digest  # another model
+
+
+def test_the_digest_follows_a_model_s_external_weights(tmp_path: Path) -> None:
+    """A model retrained in place, its weights in a file beside it (ONNX external data) and the graph
+    file unchanged: a rerun took the old weights' results as done."""
+    import onnx
+
+    path = tmp_path / "model.onnx"
+    onnx.save_model(onnx.load(model_path(DEMO)), path, save_as_external_data=True, location="weights")
+    config = _edited(DEMO, "model", path=str(path))
+    digest = results_digest(config)
+    weights = (tmp_path / "weights").read_bytes()
+    (tmp_path / "weights").write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))
+    assert results_digest(config) != digest
 
 
 def test_workers_share_the_cores_and_find_the_model_from_anywhere(
