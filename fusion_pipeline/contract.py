@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
 from fusion_pipeline.errors import ContractError
@@ -150,6 +150,13 @@ class ModelContract:
                 )
             if version != CONTRACT_VERSION:
                 raise ContractError(f"model contract version {version}: there is no such version (1 or 2)")
+            _known_keys(raw, cls, "model contract")
+            for where, specs, spec_type in (
+                ("inputs", raw["inputs"], InputSpec),
+                ("outputs", raw["outputs"], OutputSpec),
+            ):
+                for i, spec in enumerate(specs):
+                    _known_keys(spec, spec_type, f"{where}[{i}] ({spec.get('name', '?')!r})")
             return cls(
                 inputs=tuple(_input(s) for s in raw["inputs"]),
                 outputs=tuple(_output(s) for s in raw["outputs"]),
@@ -208,7 +215,23 @@ def _problems(contract: ModelContract) -> list[str]:
         problems.append(
             f"presence_order {list(contract.presence_order)}: must name each sensor input once ({inputs})"
         )
+    for spec in contract.inputs:
+        texts = {"name": spec.name, "modality": spec.modality, "mask": spec.mask, "meaning": spec.meaning}
+        problems += [
+            f"inputs.{spec.name}.{k} {v!r}: not a string" for k, v in texts.items() if not isinstance(v, str)
+        ]
     for out in contract.outputs:
+        texts = {"name": out.name, "units": out.units, "meaning": out.meaning}
+        problems += [
+            f"outputs.{out.name}.{k} {v!r}: not a string" for k, v in texts.items() if not isinstance(v, str)
+        ]
+        if not all(isinstance(c, str) for c in out.classes):
+            problems.append(f"outputs.{out.name}.classes {list(out.classes)}: each class name is a string")
+        elif twice := sorted({c for c in out.classes if out.classes.count(c) > 1}):
+            problems.append(
+                f"outputs.{out.name}.classes: {twice} named twice (results, batch figures and comparisons "
+                "tell classes by name)"
+            )
         if out.kind not in OUTPUT_KINDS:
             problems.append(f"outputs.{out.name}.kind {out.kind!r}: not one of {OUTPUT_KINDS}")
         elif out.kind == "class_logits" and (len(out.shape) != 1 or out.shape[0] != len(out.classes)):
@@ -224,6 +247,16 @@ def _problems(contract: ModelContract) -> list[str]:
         for n in sorted({n for n in arrays if arrays.count(n) > 1})
     ]
     return problems
+
+
+def _known_keys(raw: dict[str, Any], record: type, where: str) -> None:
+    """Refuse keys of a contract's JSON that `record` (a dataclass) has no field for: a misspelt key,
+    or one of a later version, would be ignored."""
+    unknown = sorted(set(raw) - {f.name for f in fields(record)})
+    if unknown:
+        raise ContractError(
+            f"{where}: unknown keys {unknown} (known: {sorted(f.name for f in fields(record))})"
+        )
 
 
 def _has_mask(spec: InputSpec) -> bool:

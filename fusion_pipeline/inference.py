@@ -177,8 +177,9 @@ def load_contract(model_path: str | Path) -> ModelContract:
 def _check_graph(path: Path, session: Any, contract: ModelContract) -> None:
     """The graph must be what its own contract says (a hand-edited file, or another exporter's, may
     differ): each input the pipeline feeds and output it reads, by name, float32, rank and the sizes ONNX
-    Runtime knows (declared or inferred), and no input it would leave unfed. Checked when the contract is
-    read, so `run`, `replay` and every node refuse such a model before anything starts."""
+    Runtime knows (declared or inferred), no input it would leave unfed and no output it would not read.
+    Checked when the contract is read, so `run`, `replay` and every node refuse such a model before
+    anything starts."""
     inputs = {i.name: i for i in session.get_inputs()}
     unfed = sorted(inputs.keys() - contract.tensors.keys())
     if unfed:
@@ -211,6 +212,12 @@ def _check_graph(path: Path, session: Any, contract: ModelContract) -> None:
                     f"{path}: graph {what} {name!r} has a fixed batch of {batch_and_shape[0]} (its first "
                     "dimension); the pipeline runs one set at a time: export it with batch 1 or a dynamic one"
                 )
+    unread = sorted(outputs.keys() - declared.keys())
+    if unread:
+        raise ContractError(
+            f"{path}: graph outputs {unread} are not in its contract, so nothing would read them: declare "
+            "them (kind opaque: results carry them as they are) or export the model without them"
+        )
 
 
 def load_bindings(config: Config) -> Bindings:

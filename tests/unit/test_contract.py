@@ -192,6 +192,22 @@ CLASS_LOGITS = DEFAULT.outputs[0]
                 "('class_logits', 'regression', 'logit', 'opaque')"
             ),
         ),
+        (  # two classes of one name: the batch summary merged their counts, compare matched them as one
+            {
+                "outputs": (
+                    replace(CLASS_LOGITS, classes=("none", "car", "car", "cyclist", "none")),
+                    *DEFAULT.outputs[1:],
+                )
+            },
+            _invalid(
+                "outputs.class_logits.classes: ['car', 'none'] named twice (results, batch figures and "
+                "comparisons tell classes by name)"
+            ),
+        ),
+        (
+            {"outputs": (*DEFAULT.outputs[:1], replace(DEFAULT.outputs[1], units=5), *DEFAULT.outputs[2:])},
+            _invalid("outputs.position.units 5: not a string"),
+        ),
         (  # a regression named like the class output's probabilities, and an output named "presence"
             {"outputs": (*DEFAULT.outputs, OutputSpec("class_probs", (5,)), OutputSpec("presence", (4,)))},
             _invalid(
@@ -214,6 +230,25 @@ def test_an_invalid_contract_in_json_is_refused_with_the_same_message() -> None:
     with pytest.raises(
         ContractError, match=re.escape("presence_order ['camera', 'lidar', 'radar']: must name")
     ):
+        ModelContract.from_json(json.dumps(raw))
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("top", "model contract: unknown keys ['extra_key'] (known: ['fusion', 'inputs', 'outputs', "
+         "'presence', 'presence_order', 'version'])"),
+        ("input", "inputs[1] ('lidar'): unknown keys ['extra_key'] (known: ['dtype', 'mask', 'meaning', "
+         "'modality', 'name', 'preprocess', 'shape'])"),
+        ("output", "outputs[0] ('class_logits'): unknown keys ['extra_key'] (known: ['classes', 'kind', "
+         "'meaning', 'name', 'shape', 'units'])"),
+    ],
+)  # fmt: skip
+def test_a_key_of_the_contract_json_that_nothing_reads_is_refused(where: str, message: str) -> None:
+    """A misspelt key (`"unit"` for `"units"`), or one of a later version, was ignored without a word."""
+    raw = json.loads(default_contract().to_json())
+    {"top": raw, "input": raw["inputs"][1], "output": raw["outputs"][0]}[where]["extra_key"] = 1
+    with pytest.raises(ContractError, match=f"^{re.escape(message)}$"):
         ModelContract.from_json(json.dumps(raw))
 
 

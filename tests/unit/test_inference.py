@@ -452,10 +452,17 @@ def _class_output_of_size(model: onnx.ModelProto, base: int) -> None:
     output.type.tensor_type.shape.dim[1].dim_param = "n"
 
 
+def _extra_output(model: onnx.ModelProto) -> None:
+    """An output the contract does not declare (an auxiliary head left in the export): never read."""
+    model.graph.node.append(onnx.helper.make_node("Identity", ["class_logits"], ["aux"]))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("aux", onnx.TensorProto.FLOAT, ["batch", 5]))
+
+
 @pytest.mark.parametrize(
     ("edit", "edit_graph", "refused"),
     [
         (_rename("presence", "presence", "avail"), None, "graph inputs ['presence'] are not in its contract"),
+        (lambda raw: None, _extra_output, "graph outputs ['aux'] are not in its contract, so nothing would"),
         (_rename("outputs", "position", "range"), None, "contract output 'range' is not a graph output"),
         (
             lambda raw: None,
@@ -473,7 +480,7 @@ def _class_output_of_size(model: onnx.ModelProto, base: int) -> None:
             "graph input 'presence' has a fixed batch of 4 (its first dimension)",
         ),
     ],
-    ids=["unfed input", "missing output", "float64 input", "output size", "fixed batch"],
+    ids=["unfed input", "unread output", "missing output", "float64 input", "output size", "fixed batch"],
 )
 def test_a_graph_that_differs_from_its_own_contract_is_refused_when_read(
     tmp_path: Path,
