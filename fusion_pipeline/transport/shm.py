@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from fusion_pipeline.transport.errors import HeaderError, StaleError
-from fusion_pipeline.transport.wire import ShmRef
+from fusion_pipeline.transport.wire import SHM_SEGMENT_NAME, ShmRef
 
 __all__ = [
     "DEFAULT_SLOTS",
@@ -79,8 +79,6 @@ _MAGIC = b"FPSHM1\0\0"
 _HEADER = struct.Struct("<8sQQ")
 _ALIGN = 64  # the file header and each slot's header; keeps slot data cache-line aligned
 _SLOT_ROUND = 64 * 1024  # slot sizes are rounded up so that slightly larger arrays reuse the segment
-# A name is "fp-<pid>-<label>-<token>"; readers refuse anything else, so a header cannot name other files.
-_NAME = re.compile(r"fp-([0-9]{1,10})-[A-Za-z0-9_.-]{1,80}\Z")
 # struct flock on Linux (x86_64, aarch64): l_type, l_whence, l_start, l_len, l_pid, padded to 32 bytes.
 _FLOCK = struct.Struct("hhqqi4x")
 
@@ -262,7 +260,7 @@ class SegmentReader:
         if segment is not None:
             self._segments.move_to_end(name)
             return segment
-        if not _NAME.match(name):
+        if not SHM_SEGMENT_NAME.match(name):  # checked with the header already; a caller may skip that
             raise HeaderError(f"shared-memory segment name {name!r} is not fp-<pid>-<label>")
         try:
             # O_NONBLOCK: a FIFO under that name must not hang the reader (it is refused below).
@@ -315,7 +313,7 @@ def remove_orphans(min_age_s: float = ORPHAN_AGE_S, exited: Mapping[int, float] 
     removed = []
     now = time.time()
     for path in SEGMENT_DIR.glob("fp-*"):
-        match = _NAME.match(path.name)
+        match = SHM_SEGMENT_NAME.match(path.name)
         if not match or (exited is not None and int(match[1]) not in exited):
             continue
         made_by = now - min_age_s if exited is None else exited[int(match[1])]

@@ -13,6 +13,7 @@ crash the reader nor make it allocate.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
@@ -93,6 +94,11 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+#: A shared-memory segment's file name, "fp-<pid>-<label>-<token>"; a header naming anything else is
+#: refused as it is checked, so that no header can make a reader open another file.
+SHM_SEGMENT_NAME = re.compile(r"fp-([0-9]{1,10})-[A-Za-z0-9_.-]{1,80}\Z")
 
 
 @dataclass(frozen=True)
@@ -396,4 +402,6 @@ def _check_shm_ref(ref: Any, stream: str, index: int, name: str) -> ShmRef:
         raise HeaderError(f"{label}: 'shm' needs segment (str), slot and gen (integers)")
     if not (0 <= slot <= _UINT64_MAX and 0 <= gen <= _UINT64_MAX):
         raise HeaderError(f"{label}: 'shm' slot {slot} and gen {gen} must be unsigned 64-bit")
+    if not SHM_SEGMENT_NAME.match(segment):
+        raise HeaderError(f"{label}: 'shm' segment name {segment!r} is not fp-<pid>-<label>")
     return ShmRef(segment, slot, gen)

@@ -18,6 +18,7 @@ from fusion_pipeline.transport import (
     Sample,
     StaleError,
     Subscriber,
+    check,
     decode,
     encode,
     recv_frames,
@@ -156,6 +157,12 @@ def test_hostile_references_are_refused_before_any_file_is_read() -> None:
         ]:
             with pytest.raises(error, match=match):
                 decode(_frames(ref), shm=reader)
+        # The header check itself refuses a name: a message a node drains past is checked, never
+        # materialized, and such a message was counted as skipped rather than refused.
+        with pytest.raises(
+            HeaderError, match="'shm' segment name '../../etc/passwd' is not fp-<pid>-<label>"
+        ):
+            check(_frames({**ok, "segment": "../../etc/passwd"}))
         with pytest.raises(ArraySizeError, match="frame is not empty"):
             decode(_frames(ok, frame=b"x" * 16), shm=reader)
         with pytest.raises(HeaderError, match="non-ipc receiver"):
