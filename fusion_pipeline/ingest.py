@@ -3,10 +3,11 @@
 The ingest node of stream S feeds every decoded wire message (see fusion_pipeline.transport.wire) to
 :meth:`Ingest.process` with the time it arrived, and publishes what comes back. In order, a message:
 
-1. must belong to S (stream name and modality as configured);
+1. must belong to S (its stream name);
 2. passes sequence tracking (docs/PROTOCOL.md section 7, :class:`SeqTracker`): a gap is counted
    and the message used; a duplicate, an out-of-order seq or an implausible jump ahead is counted
-   and dropped (a message refused by a later step has used up its seq: no gap for it);
+   and dropped (a message refused by a later step has used up its seq: no gap for it), then must
+   have S's modality;
 3. has a plausible stamp: minus offset_ns it is not negative; live, it is not more than
    max_stamp_ahead_ms ahead of the arrival clock; and it has not jumped by more than the
    synchronizer's time_jump_ms, back from the stream's last stamp or ahead of its clock
@@ -589,12 +590,13 @@ class Ingest:
 
     def _admit(self, sample: Sample, declared: Declared, arrival_ns: int) -> bool:
         try:
-            self._check_identity(sample)
+            self._check_stream(sample)
             stamp_ns = sample.stamp_ns - self.config.offset_ns
             clock_ns = self._clock(stamp_ns, sample.meta, arrival_ns)
             if not self.seq.accept(sample.seq, clock_ns, stamp_ns):
                 return False  # a duplicate or out-of-order message leaves the gap to the next one
             # Refused from here on, a message has used up its seq: it is not lost upstream.
+            self._check_modality(sample)
             self._check_stamp(sample.stamp_ns, arrival_ns, clock_ns)
             self.seq.stamped(stamp_ns, clock_ns)
             self._lags_ns.append(clock_ns - stamp_ns)
@@ -633,11 +635,14 @@ class Ingest:
         self.produced += 1
         return out
 
-    def _check_identity(self, sample: Sample) -> None:
+    def _check_stream(self, sample: Sample) -> None:
+        """Another stream's message: its seq is not this stream's to track."""
         if sample.stream != self.config.name:
             # A live subscriber takes whole stream names already (transport.Subscriber); a caller of the
             # stage itself may hand it anything.
             raise SchemaError("wrong_stream", f"stream {sample.stream!r} is not {self.config.name!r}")
+
+    def _check_modality(self, sample: Sample) -> None:
         if sample.modality != self.config.modality:
             raise SchemaError(
                 "wrong_modality",

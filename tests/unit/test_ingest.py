@@ -257,10 +257,15 @@ def test_schema_violations_are_counted_by_reason(stream: str, meta: dict, arrays
 def test_wrong_stream_and_modality_are_refused() -> None:
     ingest = Ingest(BINDINGS.of("lidar/top"))
     other = decode(encode(Sample("lidar/top_rear", "lidar", 0, 1, {"points": POINTS})))
+    assert ingest.process(other, 0) is None
+    assert ingest.seq.last_seq is None  # another stream's message: no effect on this one's seq tracking
+    # This stream's message, of the wrong modality: refused after its header was read, it uses up its
+    # seq (PROTOCOL 7), so the next one counts no gap: it was counted both dropped and lost upstream.
     radar = decode(encode(Sample("lidar/top", "radar", 0, 1, {"points": POINTS})))
-    assert ingest.process(other, 0) is None and ingest.process(radar, 0) is None
+    assert ingest.process(radar, 0) is None
+    assert ingest.process(_sample("lidar/top", seq=1, points=POINTS), 0) is not None
     assert ingest.rejected == {"wrong_stream": 1, "wrong_modality": 1}
-    assert ingest.seq.last_seq is None  # not this stream's messages: no effect on its seq tracking
+    assert ingest.seq.counters()["seq_lost"] == 0
 
 
 def test_the_first_message_refused_for_each_reason_is_said_with_why(caplog: pytest.LogCaptureFixture) -> None:
@@ -695,3 +700,10 @@ def test_a_seq_passed_over_is_no_gap_and_never_moves_the_numbering_back() -> Non
         gaps.pass_over(stale)
     gaps.pass_over(14)  # refused as well, the newest: its place is taken
     assert gaps.missing_before(15) == 0 and gaps.missing_before(17) == 1
+
+
+def test_protocol_names_every_reason_ingest_drops_a_message_for() -> None:
+    """An integrator reads the reasons off the metrics and `status`: each one is in PROTOCOL.md 5."""
+    protocol = (ROOT / "docs" / "PROTOCOL.md").read_text()
+    payloads = protocol[protocol.index("## 5. Sensor payloads") : protocol.index("## 6.")]
+    assert [r for r in SCHEMA_REASONS if f"`schema_{r}`" not in payloads] == []
