@@ -15,7 +15,7 @@ import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fusion_pipeline.cli.args import add_command, check_output_path, config_argument, number, stop_on_signals
 from fusion_pipeline.config import (
@@ -33,6 +33,9 @@ from fusion_pipeline.config import (
 )
 from fusion_pipeline.errors import ConfigError, FusionError
 from fusion_pipeline.files import not_a_file, write_new_text
+
+if TYPE_CHECKING:
+    from fusion_pipeline.binding import Bindings
 
 __all__ = ["SERVICE_UNIT", "format_summary", "preflight", "register"]
 
@@ -113,13 +116,37 @@ def preflight(config: Config, path: Path | None, *, graph: GraphKind = "live") -
                 f"model.path: {model.absolute()}: {problem} (a relative path is read from the working "
                 f"directory; shipped models: {shipped_list('models')})"
             )
-        load_bindings(config)
+        bindings = load_bindings(config)
     except FusionError as exc:  # the model and its bindings: both come from this config
         raise ConfigError(f"{config_source(path)}: {exc}") from exc
+    if graph == "live" and (small := _sim_cameras_too_small(config, bindings)):
+        raise invalid_config(config_source(path), small)
     for doubt in doubtful_settings(config):
         log.warning("%s: %s", config_source(path), doubt)
     if graph == "offline" and (ignored := config.live_only(graph)):
         log.info("%s: live only, not in the offline graph", ", ".join(ignored))
+
+
+def _sim_cameras_too_small(config: Config, bindings: Bindings) -> list[str]:
+    """The simulated cameras whose frames (CAMERA_SHAPE) are smaller than their model input: ingest
+    would drop every one (`schema_preprocess`), the stream silent from the start."""
+    from fusion_pipeline.preprocess import CameraParams
+    from fusion_pipeline.sim.world import CAMERA_SHAPE
+
+    height, width, _ = CAMERA_SHAPE
+    problems = []
+    for i, stream in enumerate(config.streams):
+        binding = bindings.by_stream.get(stream.name)
+        if stream.driver != "sim" or binding is None or not isinstance(binding.prepare.params, CameraParams):
+            continue
+        out_h, out_w = binding.prepare.params.size_hw
+        if out_h > height or out_w > width:
+            problems.append(
+                f"streams[{i}] ({stream.name}): the simulated camera renders {height}x{width}, smaller than "
+                f"model input {binding.input.name!r} ({out_h}x{out_w}): ingest would drop every frame; "
+                'run this model with real cameras (driver = "external") or replay a log'
+            )
+    return problems
 
 
 def _view_ports(view: ViewConfig) -> list[tuple[str, int]]:
@@ -189,11 +216,26 @@ def _check_live(config: Config, path: Path | None) -> None:
             raise ConfigError(f"{config_source(path)}: view.enabled: {exc}") from exc
 
 
+def _warm_up_on_cpu(config: Config, source: str) -> None:
+    """The inference node's warm-up run, on the CPU: an output size the graph leaves open is known only
+    when it runs, and a model whose outputs come out of another size than its contract's would make the
+    inference node fail at each restart (the CPU, not the config's providers: TensorRT would build its
+    engines, for minutes)."""
+    from fusion_pipeline.inference import ModelRuntime
+
+    on_cpu = config.model.model_copy(update={"providers": ["cpu"], "tensorrt": False})
+    try:
+        ModelRuntime(config.model_copy(update={"model": on_cpu}), warm_up=1)
+    except FusionError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
 def _config_check(args: argparse.Namespace) -> int:
     """refuse or accept a config as `run` would, starting nothing
 
     The checks `run` makes before it starts a node: the config's keys and values, its model and the
-    streams that feed it, output paths, the key files of [security], the ipc paths and directories of
+    streams that feed it (and the model's warm-up run, on the CPU, as the inference node makes it), output
+    paths, the key files of [security], the ipc paths and directories of
     its run directory (a private temp one when pipeline.run_dir is empty). Not whether ports and sockets
     are free: a running service holds them. Relative paths are read from the working directory, as the
     service reads them from its own (the unit's WorkingDirectory): run it from there. Run it after editing
@@ -205,6 +247,8 @@ def _config_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     source = config_source(args.config)
     _check_live(config, args.config)
+    if not args.drivers_only:
+        _warm_up_on_cpu(config, source)
     name = config.pipeline.name
     # A private run dir is made at start as tempfile.mkdtemp makes it: its path is as long as this one.
     run_dir = Path(config.pipeline.run_dir or Path(tempfile.gettempdir(), f"fusion-{name}-xxxxxxxx"))

@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
@@ -75,3 +76,41 @@ def camera_sum_model(folder: Path) -> Path:
     path = folder / "sum.onnx"
     onnx.save(model, str(path))
     return path
+
+
+def four_classes(raw: dict) -> None:
+    """The contract edit of a class output of 4 classes (the graph's gives 5, or `classes_by_data`)."""
+    spec = next(s for s in raw["outputs"] if s["name"] == "class_logits")
+    spec["shape"], spec["classes"] = [4], spec["classes"][:4]
+
+
+def classes_by_data(base: int) -> Callable[[onnx.ModelProto], None]:
+    """An edit that replaces the graph's class output by one whose size only a run tells: `base` + the
+    number of sensors present values (so `base` when none is, as at the warm-up)."""
+    return lambda model: _class_output_of_size(model, base)
+
+
+def _class_output_of_size(model: onnx.ModelProto, base: int) -> None:
+    helper, graph = onnx.helper, model.graph
+    for node in graph.node:  # the trained head's output goes nowhere now
+        node.output[:] = ["unused_logits" if name == "class_logits" else name for name in node.output]
+    graph.initializer.extend(
+        [
+            onnx.numpy_helper.from_array(np.array(float(base), np.float32), "base"),
+            onnx.numpy_helper.from_array(np.array(0, np.int64), "zero"),
+            onnx.numpy_helper.from_array(np.array(1, np.int64), "one"),
+            onnx.numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("ReduceSum", ["presence"], ["present"], keepdims=0),
+            helper.make_node("Add", ["present", "base"], ["count_f"]),
+            helper.make_node("Cast", ["count_f"], ["count"], to=onnx.TensorProto.INT64),
+            helper.make_node("Range", ["zero", "count", "one"], ["indices"]),
+            helper.make_node("Cast", ["indices"], ["values"], to=onnx.TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["values", "axis0"], ["class_logits"]),
+        ]
+    )
+    output = next(o for o in graph.output if o.name == "class_logits")
+    output.type.tensor_type.shape.dim[1].dim_param = "n"

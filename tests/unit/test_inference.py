@@ -14,7 +14,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from edited_model import camera_64, camera_64_graph, camera_sum_model, model_with_contract
+from edited_model import (
+    camera_64,
+    camera_64_graph,
+    camera_sum_model,
+    classes_by_data,
+    four_classes,
+    model_with_contract,
+)
 from paths import ROOT
 from pipeline_harness import DEMO_TEXT
 
@@ -404,11 +411,6 @@ def _presence_as_double(model: onnx.ModelProto) -> None:
     model.graph.node.insert(0, cast)
 
 
-def _four_classes(raw: dict) -> None:
-    spec = next(s for s in raw["outputs"] if s["name"] == "class_logits")
-    spec["shape"], spec["classes"] = [4], spec["classes"][:4]
-
-
 def _batch_of_4(model: onnx.ModelProto) -> None:
     """The graph's presence input exported with a fixed batch of 4 (a tracer's example batch)."""
     next(i for i in model.graph.input if i.name == "presence").type.tensor_type.shape.dim[0].dim_value = 4
@@ -418,38 +420,6 @@ def _outputs_declared_batch_2(model: onnx.ModelProto) -> None:
     """Every graph output declared with a batch of 2, which onnxruntime does not hold them to."""
     for output in model.graph.output:
         output.type.tensor_type.shape.dim[0].dim_value = 2
-
-
-def _classes_by_data(base: int) -> Callable[[onnx.ModelProto], None]:
-    """An edit that replaces the graph's class output by one whose size only a run tells: `base` + the
-    number of sensors present values (so `base` when none is, as at the warm-up)."""
-    return lambda model: _class_output_of_size(model, base)
-
-
-def _class_output_of_size(model: onnx.ModelProto, base: int) -> None:
-    helper, graph = onnx.helper, model.graph
-    for node in graph.node:  # the trained head's output goes nowhere now
-        node.output[:] = ["unused_logits" if name == "class_logits" else name for name in node.output]
-    graph.initializer.extend(
-        [
-            onnx.numpy_helper.from_array(np.array(float(base), np.float32), "base"),
-            onnx.numpy_helper.from_array(np.array(0, np.int64), "zero"),
-            onnx.numpy_helper.from_array(np.array(1, np.int64), "one"),
-            onnx.numpy_helper.from_array(np.array([0], np.int64), "axis0"),
-        ]
-    )
-    graph.node.extend(
-        [
-            helper.make_node("ReduceSum", ["presence"], ["present"], keepdims=0),
-            helper.make_node("Add", ["present", "base"], ["count_f"]),
-            helper.make_node("Cast", ["count_f"], ["count"], to=onnx.TensorProto.INT64),
-            helper.make_node("Range", ["zero", "count", "one"], ["indices"]),
-            helper.make_node("Cast", ["indices"], ["values"], to=onnx.TensorProto.FLOAT),
-            helper.make_node("Unsqueeze", ["values", "axis0"], ["class_logits"]),
-        ]
-    )
-    output = next(o for o in graph.output if o.name == "class_logits")
-    output.type.tensor_type.shape.dim[1].dim_param = "n"
 
 
 def _extra_output(model: onnx.ModelProto) -> None:
@@ -470,7 +440,7 @@ def _extra_output(model: onnx.ModelProto) -> None:
             "graph input 'presence' is tensor(double); the pipeline's inputs",
         ),
         (
-            _four_classes,
+            four_classes,
             None,
             "graph output 'class_logits' has shape ['batch', 5] (batch first), its contract says [4]",
         ),
@@ -498,7 +468,7 @@ def test_a_graph_that_differs_from_its_own_contract_is_refused_when_read(
 def test_an_output_of_another_size_than_its_contract_refuses_the_model_at_start(tmp_path: Path) -> None:
     """A size the graph leaves open is only known when it runs: 5 class logits under a contract of 4
     classes ran silently, the results' probabilities of 5 named by 4 classes."""
-    path = model_with_contract(tmp_path, _four_classes, _classes_by_data(5))
+    path = model_with_contract(tmp_path, four_classes, classes_by_data(5))
     load_bindings(_with_model(path))  # the graph's declarations fit the contract
     with pytest.raises(ContractError, match=re.escape(f"{path}: the model fails its warm-up run")) as refused:
         ModelRuntime(_with_model(path))
@@ -522,7 +492,7 @@ def test_an_output_of_another_size_in_a_later_run_is_a_counted_bad_set(tmp_path:
     """The warm-up fits the contract, a later set does not: that set is refused and counted, and the next
     one runs. GPU providers bind their outputs on the device; the same binding on the CPU device runs
     onnxruntime's own IO binding here (bound buffers of the contract's shape raised, crashing the node)."""
-    path = model_with_contract(tmp_path, _four_classes, _classes_by_data(4))
+    path = model_with_contract(tmp_path, four_classes, classes_by_data(4))
     runtime = ModelRuntime(_with_model(path))
     if outputs == "io binding":
         runtime._binding = _DeviceOutputs(runtime.session, runtime._outputs, device="cpu")

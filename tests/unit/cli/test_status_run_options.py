@@ -7,7 +7,9 @@ import signal
 import socket
 from pathlib import Path
 
+import onnx
 import pytest
+from edited_model import classes_by_data, four_classes, model_with_contract
 
 from fusion_pipeline.cli.commands import main
 from fusion_pipeline.cli.run import preflight
@@ -66,6 +68,53 @@ def test_the_offline_graph_is_not_refused_for_live_outputs(
     caplog.set_level(logging.INFO)
     preflight(config, None, graph="offline")
     assert "record.enabled = true: live only, not in the offline graph" in caplog.text
+
+
+def _camera_600x800(raw: dict) -> None:
+    camera = next(s for s in raw["inputs"] if s["name"] == "camera")
+    camera["shape"], camera["preprocess"]["size_hw"] = [3, 600, 800], [600, 800]
+
+
+def _camera_600x800_graph(model: onnx.ModelProto) -> None:
+    shape = next(i for i in model.graph.input if i.name == "camera").type.tensor_type.shape
+    for dim, size in zip(shape.dim[1:], [3, 600, 800], strict=True):
+        dim.dim_value = size
+
+
+def test_a_model_input_larger_than_the_simulated_camera_is_refused_for_a_live_run(tmp_path: Path) -> None:
+    """`config check` said ok, then ingest dropped every simulated 480x640 frame as too small for a
+    600x800 input: the camera silent, every set partial. A log (real frames) may hold larger ones."""
+    path = model_with_contract(tmp_path, _camera_600x800, _camera_600x800_graph)
+    demo = (Path(__file__).parents[3] / "configs" / "demo.toml").read_text()
+    config = parse_config(demo.replace('path = ""', f"path = '{path}'", 1))
+    assert config.model.path == str(path)
+    with pytest.raises(ConfigError) as refused:
+        preflight(config, None)
+    assert (
+        "streams[0] (camera/front): the simulated camera renders 480x640, smaller than model input "
+        "'camera' (600x800): ingest would drop every frame" in str(refused.value)
+    )
+    preflight(config, None, graph="offline")
+
+
+def test_config_check_runs_the_model_s_warm_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An output size the graph leaves open is known only when the model runs: `config check` said ok,
+    then the inference node failed its warm-up at every restart."""
+    path = model_with_contract(tmp_path, four_classes, classes_by_data(5))
+    demo = (Path(__file__).parents[3] / "configs" / "demo.toml").read_text()
+    config = tmp_path / "five.toml"
+    config.write_text(demo.replace('path = ""', f"path = '{path}'", 1))
+    assert main(["config", "check", "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: the model fails its warm-up run (no input present)" in err
+    assert "model output 'class_logits' came out [1, 5], its contract says [1, 4]" in err
+    # The same model, its graph giving 4: ok.
+    config.write_text(
+        demo.replace(
+            'path = ""', f"path = '{model_with_contract(tmp_path, four_classes, classes_by_data(4))}'", 1
+        )
+    )
+    assert main(["config", "check", "-c", str(config)]) == 0
 
 
 def test_run_refuses_a_viewer_port_another_program_serves(
