@@ -464,13 +464,14 @@ class CounterWindow:
             self._samples.popleft()
 
     def rate(self, key: str) -> float | None:
-        """Per second over the window; None until two samples at least 0.5 s apart exist."""
-        if len(self._samples) < 2:
+        """Per second over the window, from the first sample that holds `key` (a node that came up
+        within the window counts from then, not from before it existed); None until two such samples at
+        least 0.5 s apart exist."""
+        held = [(t, sample[key]) for t, sample in self._samples if key in sample]
+        if len(held) < 2 or held[-1][0] - held[0][0] < 0.5:
             return None
-        (t0, first), (t1, last) = self._samples[0], self._samples[-1]
-        if t1 - t0 < 0.5:
-            return None
-        return max(0, last.get(key, 0) - first.get(key, 0)) / (t1 - t0)
+        (t0, first), (t1, last) = held[0], held[-1]
+        return max(0, last - first) / (t1 - t0)
 
     def grown(self, key: str, since: str) -> int:
         """How much `key` grew since `since` last grew (since the first sample when it never did)."""

@@ -241,7 +241,18 @@ def test_counter_window_rates_and_idle_time() -> None:
     assert window.rate("b") == 0.0
     assert window.idle_s("a", 10.5) == pytest.approx(0.5)
     assert window.idle_s("b", 10.5) == pytest.approx(10.5)  # never grew: idle since the first sample
-    assert window.rate("missing") == 0.0
+    assert window.rate("missing") is None  # no node reports it: no rate, not a zero one
+
+
+def test_a_rate_counts_from_the_first_sample_that_holds_its_key() -> None:
+    """Status 8 s after start said 3.5 Hz for a 10 Hz stream: its node came up 3 s into the window, and
+    the rate spread its messages over time the node did not exist."""
+    window = CounterWindow(window_s=5.0)
+    for t in range(4):
+        window.add(float(t), {"supervisor": t})
+    for t in range(4, 8):
+        window.add(float(t), {"supervisor": t, "ingest.in": 10 * (t - 4)})
+    assert window.rate("ingest.in") == pytest.approx(10.0)
 
 
 def test_latency_histogram_buckets_are_cumulative_and_inclusive() -> None:
