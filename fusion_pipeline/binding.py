@@ -106,10 +106,12 @@ def _input_for(config: Config, i: int, contract: ModelContract) -> InputSpec | s
     streams_of_modality = [s for s in config.streams if s.modality == stream.modality]
     if len(same) == 1 and len(streams_of_modality) == 1:
         return same[0]
+    # With no input of its modality, naming one cannot help: the stream is not this model's.
+    fix = f"set streams[{i}].input" if same else "remove the stream, or run a model that takes it"
     return (
         f"streams[{i}] ({stream.name!r}): no model input is named {' or '.join(map(repr, candidates))}, and "
         f"the model has {_count(len(same), stream.modality + ' input')} ({[s.name for s in same]}) for "
-        f"{_count(len(streams_of_modality), stream.modality + ' stream')}: set streams[{i}].input"
+        f"{_count(len(streams_of_modality), stream.modality + ' stream')}: {fix}"
         + (", or list it in model.unbound_streams to record it only" if stream.modality == "generic" else "")
     )
 

@@ -160,6 +160,9 @@ def load_contract(model_path: str | Path) -> ModelContract:
         options = ort.SessionOptions()
         # Metadata only: skip graph optimisation, which is the slow part of loading a session.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        # Errors only: onnxruntime's warnings (an old opset, say) would come before the refusal below,
+        # which says what is wrong; the session that runs the model logs as configured.
+        options.log_severity_level = 3
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own untyped errors for a corrupt or non-ONNX file
         raise ContractError(f"{path}: not a loadable ONNX model: {exc}") from exc
@@ -183,8 +186,11 @@ def _check_graph(path: Path, session: Any, contract: ModelContract) -> None:
     inputs = {i.name: i for i in session.get_inputs()}
     unfed = sorted(inputs.keys() - contract.tensors.keys())
     if unfed:
+        # A renamed tensor is both: say the contract's name the graph lacks beside it.
+        absent = sorted(contract.tensors.keys() - inputs.keys())
+        lacks = f" (its contract's {absent} are not graph inputs)" if absent else ""
         raise ContractError(
-            f"{path}: graph inputs {unfed} are not in its contract, so nothing would feed them"
+            f"{path}: graph inputs {unfed} are not in its contract, so nothing would feed them{lacks}"
         )
     outputs = {o.name: o for o in session.get_outputs()}
     declared = {s.name: s.shape for s in contract.outputs}

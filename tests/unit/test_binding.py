@@ -226,6 +226,20 @@ def test_two_streams_of_a_modality_for_its_one_input_are_refused() -> None:
     )
 
 
+def test_a_stream_of_a_modality_the_model_lacks_is_refused_saying_to_remove_it() -> None:
+    """The model takes no audio: naming an input for the audio stream (what the message asked) cannot
+    help."""
+    config = _config(
+        stream_table("camera/front", "camera"), stream_table("lidar/top", "lidar"), DEMO_STREAMS[3]
+    )
+    _refused(
+        config,
+        _cameras("camera"),
+        "streams[2] ('audio/roof'): no model input is named 'audio/roof' or 'audio_roof', and the model has 0 "
+        "audio inputs ([]) for 1 audio stream: remove the stream, or run a model that takes it",
+    )
+
+
 def test_an_audio_stream_at_another_sample_rate_is_refused() -> None:
     config = _config(*DEMO_STREAMS[:3], stream_table("audio/roof", "audio").replace("16000", "48000"))
     _refused(config, DEFAULT, "streams[3].sample_rate: 48000 Hz, model input 'audio' takes 16000 Hz")

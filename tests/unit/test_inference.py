@@ -431,7 +431,12 @@ def _extra_output(model: onnx.ModelProto) -> None:
 @pytest.mark.parametrize(
     ("edit", "edit_graph", "refused"),
     [
-        (_rename("presence", "presence", "avail"), None, "graph inputs ['presence'] are not in its contract"),
+        (
+            _rename("presence", "presence", "avail"),
+            None,
+            "graph inputs ['presence'] are not in its contract, so nothing would feed them (its contract's "
+            "['avail'] are not graph inputs)",
+        ),
         (lambda raw: None, _extra_output, "graph outputs ['aux'] are not in its contract, so nothing would"),
         (_rename("outputs", "position", "range"), None, "contract output 'range' is not a graph output"),
         (
