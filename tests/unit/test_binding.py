@@ -235,8 +235,8 @@ def test_a_stream_of_a_modality_the_model_lacks_is_refused_saying_to_remove_it()
     _refused(
         config,
         _cameras("camera"),
-        "streams[2] ('audio/roof'): no model input is named 'audio/roof' or 'audio_roof', and the model has 0 "
-        "audio inputs ([]) for 1 audio stream: remove the stream, or run a model that takes it",
+        "streams[2] ('audio/roof'): no model input is named 'audio/roof' or 'audio_roof', and the model "
+        "has 0 audio inputs ([]) for 1 audio stream: remove the stream, or run a model that takes it",
     )
 
 
