@@ -363,7 +363,10 @@ def _replay(args: argparse.Namespace) -> int:
     # So does its --report-json: the figures of part of a log would pass for the whole log's.
     with contextlib.nullcontext() if args.results is None else new_file(args.results, LogError) as results:
         stopped = [False]  # set once the replay runs (_stop_on_signals): the checks before stop at Ctrl-C
-        report = _replay_to(args, results, stopped)
+        try:
+            report = _replay_to(args, results, stopped)
+        except KeyboardInterrupt:  # Ctrl-C before the replay ran (its checks, the model's load): said too
+            stopped[0] = True
         if stopped[0]:
             unwritten = _replay_outputs(args)
             said = f": {' and '.join(unwritten)} not written" if unwritten else ""

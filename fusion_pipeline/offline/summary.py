@@ -249,7 +249,8 @@ def format_summary(summary: Mapping[str, Any], out: str) -> str:
     """The printed summary of `batch_summary`'s dict, for the batch in directory `out`."""
     batch, run = summary["batch"], summary["run"]
     lines = [
-        f"batch of {batch['logs']} logs in {out}: {batch['done']} done, {batch['failed']} failed"
+        f"batch of {batch['logs']} log{'' if batch['logs'] == 1 else 's'} in {out}: {batch['done']} done, "
+        f"{batch['failed']} failed"
         + (f", {batch['removed']} removed" if batch["removed"] else "")
         + "; this run "
         f"ran {run['ran']} ({run['skipped']} done before"

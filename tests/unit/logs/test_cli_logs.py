@@ -200,6 +200,18 @@ def test_a_stopped_offline_replay_leaves_no_results(
     err = capsys.readouterr().err
     assert f"stopped before the end of the log: --report-json {report} not written" in err
     assert list(tmp_path.iterdir()) == []
+    # Ctrl-C while the model loads, before the replay's own stop is set up: said the same way (it was
+    # exit 130 without a word).
+    monkeypatch.undo()
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fusion_pipeline.offline.graph.OfflineGraph.__init__", interrupted)
+    assert main(["replay", str(demo_log), "--offline", "--no-progress", "--results", str(results)]) == 130
+    err = capsys.readouterr().err
+    assert f"stopped before the end of the log: --results {results} not written" in err
+    assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     assert main(["replay", str(demo_log), "--offline", "--no-progress", "--results", str(results)]) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["r.mcap"]

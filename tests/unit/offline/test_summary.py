@@ -156,3 +156,5 @@ def test_a_done_log_whose_results_file_was_removed_is_not_counted_as_done() -> N
     text = format_summary(summary, "/out")
     assert "2 logs in /out: 1 done, 0 failed, 1 removed" in text
     assert "a: REMOVED: its results file a.results.mcap is no longer there" in text
+    one = format_summary(batch_summary(records[1:], RUN, present={"b.results.mcap"}), "/out")
+    assert one.startswith("batch of 1 log in /out: 1 done, 0 failed; this run")
