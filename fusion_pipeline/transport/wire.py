@@ -340,6 +340,8 @@ def _unpack_header(view: memoryview) -> dict[str, Any]:
     if type(header) is not dict:
         raise MalformedError(f"header must be a msgpack map, got {type(header).__name__}")
     version = header.get("v")
+    if version is None and b"v" in header:  # a C or C++ packer's default: keys as bin, not str
+        raise HeaderError("header keys are msgpack bin; they must be str (PROTOCOL 3)")
     if type(version) is not int or version != VERSION:  # an int, as every key: 1.0 and true are not 1
         raise UnknownVersionError(
             f"header version {version!r} is not supported (this reader speaks v{VERSION})"

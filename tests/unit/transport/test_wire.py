@@ -139,6 +139,11 @@ MALFORMED = {
     "wrong version": (_frames(_header(v=2), b"\0" * 32), UnknownVersionError, "version 2"),
     "version as a float": (_frames(_header(v=1.0), b"\0" * 32), UnknownVersionError, "version 1.0"),
     "version as a bool": (_frames(_header(v=True), b"\0" * 32), UnknownVersionError, "version True"),
+    "keys as bin": (  # a C packer's default: was "version None is not supported"
+        [b"s", msgpack.packb({k.encode(): v for k, v in _header().items()}), b"\0" * 32],
+        HeaderError,
+        "header keys are msgpack bin; they must be str",
+    ),
     "length mismatch": (_frames(_header(), b"\0" * 31), ArraySizeError, "needs 32 bytes, buffer has 31"),
     "10^12 bytes": (
         _frames(_header(arrays=[{"name": "points", "dtype": "|u1", "shape": [10**6, 10**6]}]), b""),
