@@ -162,7 +162,7 @@ class ModelContract:
                 outputs=tuple(_output(s) for s in raw["outputs"]),
                 presence=raw["presence"],
                 presence_order=tuple(raw["presence_order"]),
-                fusion=raw.get("fusion", ""),
+                fusion=_text(raw, "fusion"),
             )
         except KeyError as exc:
             raise ContractError(f"model contract JSON ({CONTRACT_KEY!r}) has no key {exc.args[0]!r}") from exc
@@ -215,8 +215,13 @@ def _problems(contract: ModelContract) -> list[str]:
         problems.append(
             f"presence_order {list(contract.presence_order)}: must name each sensor input once ({inputs})"
         )
-    for spec in contract.inputs:
-        texts = {"name": spec.name, "modality": spec.modality, "mask": spec.mask, "meaning": spec.meaning}
+    problems += [
+        f"{key} {value!r}: not a string"
+        for key, value in (("presence", contract.presence), ("fusion", contract.fusion))
+        if not isinstance(value, str)
+    ]
+    for spec in contract.inputs:  # (a modality of another type is "not one of" the modalities above)
+        texts = {"name": spec.name, "mask": spec.mask, "meaning": spec.meaning}
         problems += [
             f"inputs.{spec.name}.{k} {v!r}: not a string" for k, v in texts.items() if not isinstance(v, str)
         ]
@@ -272,8 +277,8 @@ def _input(raw: dict[str, Any]) -> InputSpec:
         shape=tuple(int(d) for d in raw["shape"]),
         preprocess=dict(raw.get("preprocess", {})),
         dtype=raw.get("dtype", "float32"),
-        mask=raw.get("mask", ""),
-        meaning=raw.get("meaning", ""),
+        mask=_text(raw, "mask"),
+        meaning=_text(raw, "meaning"),
     )
 
 
@@ -283,9 +288,15 @@ def _output(raw: dict[str, Any]) -> OutputSpec:
         shape=tuple(int(d) for d in raw["shape"]),
         kind=raw.get("kind", "opaque"),
         classes=tuple(raw.get("classes", ())),
-        units=raw.get("units", ""),
-        meaning=raw.get("meaning", ""),
+        units=_text(raw, "units"),
+        meaning=_text(raw, "meaning"),
     )
+
+
+def _text(raw: dict[str, Any], key: str) -> Any:
+    """An optional text field: absent or null is empty; any other value is checked as it is."""
+    value = raw.get(key)
+    return "" if value is None else value
 
 
 #: How version 1 read the demo's outputs, by name.

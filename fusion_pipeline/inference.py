@@ -99,13 +99,12 @@ def model_files(path: Path) -> list[Path]:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError, an OSError: the file is no ONNX model
         raise ContractError(f"{path}: not a loadable ONNX model: {exc}") from exc
-    files = [path]
+    files = {path: None}  # a dict: each once, in order (a model may keep a file per tensor)
     for tensor in _tensors(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-            if (data := path.parent / location) not in files:
-                files.append(data)
-    return files
+            files.setdefault(path.parent / location)
+    return list(files)
 
 
 def _tensors(graph: Any) -> Iterator[Any]:
@@ -378,8 +377,13 @@ class ModelRuntime:
         self._binding = (
             _DeviceOutputs(self.session, self._outputs) if self.provider in _GPU_PROVIDERS else None
         )
+        self.warm_up(warm_up)
+
+    def warm_up(self, runs: int) -> None:
+        """Run the model `runs` times with no input present; a ContractError if it fails (an output of
+        another size than its contract's, which only a run can tell, where the graph leaves it open)."""
         try:
-            for _ in range(warm_up):
+            for _ in range(runs):
                 self.infer({}, [0] * len(self.contract.presence_order))
         except Exception as exc:  # onnxruntime's own untyped errors, or outputs not of the contract
             raise ContractError(

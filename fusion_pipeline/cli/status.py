@@ -79,7 +79,7 @@ def format_status(report: dict[str, Any]) -> str:
         lag = stream.get("lag_ms", {}).get("median")  # a supervisor of an earlier version has none
         lines.append(
             f"{stream['name']:<{width}} {_rate(stream['messages_per_s']):>7} {stream['rate_hz']:>7g} "
-            f"{stream['idle_s']:>6.1f}s {_rate(lag):>7} {sum(stream['dropped'].values()):>7} "
+            f"{stream['idle_s']:>6.1f}s {_lag(lag):>7} {sum(stream['dropped'].values()):>7} "
             f"{stream['lost']:>7}  "
             f"{'yes' if stream['required'] else 'no':<8}{'  SILENT' if stream['silent'] else ''}".rstrip()
         )
@@ -94,6 +94,11 @@ def format_status(report: dict[str, Any]) -> str:
 
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def _lag(value: float | None) -> str:
+    """A lag in ms in at most 7 characters: a driver stamping with its time since boot lags decades."""
+    return "-" if value is None else f"{value:.1f}" if abs(value) < 1e5 else f"{value:.1e}"
 
 
 def _duration(seconds: float) -> str:

@@ -198,13 +198,12 @@ class LogWriter:
 
     def close(self, report: Mapping[str, Any] | None = None) -> None:
         """Finish the open file (summary and index), after writing `report` as its report metadata."""
-        self._finish({REPORT_METADATA: {k: str(v) for k, v in report.items()}} if report else {})
-
-    def _finish(self, metadata: Mapping[str, dict[str, str]]) -> None:
-        """Finish the open file after writing `metadata` (name -> its record) into it."""
         part, self._part = self._part, None
-        if part is None:
-            return
+        if part is not None:
+            self._finish(part, {REPORT_METADATA: {k: str(v) for k, v in report.items()}} if report else {})
+
+    def _finish(self, part: _Part, metadata: Mapping[str, dict[str, str]]) -> None:
+        """Finish `part`'s file after writing `metadata` (name -> its record) into it."""
         try:
             for name, record in metadata.items():
                 part.writer.add_metadata(name, record)
@@ -243,12 +242,22 @@ class LogWriter:
             split.max_duration_ns is not None and log_time_ns - part.first_log_ns >= split.max_duration_ns
         )
         if due and part.channels:
-            self._finish({NEXT_PART_METADATA: {"next_part": part_path(self.path, len(self.paths)).name}})
-            self._open_part()
-            part = self._part
-            assert part is not None
+            part = self._roll_over(part)
             part.first_log_ns = log_time_ns
         return part
+
+    def _roll_over(self, part: _Part) -> _Part:
+        """Open the next part, then finish `part` naming it: a part names only a successor that exists
+        (a next part that cannot be made, on a full disk, leaves `part` finished as the last one)."""
+        self._part = None
+        try:
+            self._open_part()
+        except BaseException:
+            self._finish(part, {})
+            raise
+        self._finish(part, {NEXT_PART_METADATA: {"next_part": self.paths[-1].name}})
+        assert self._part is not None
+        return self._part
 
     def _open_part(self) -> None:
         path = part_path(self.path, len(self.paths)) if self.split.enabled else self.path

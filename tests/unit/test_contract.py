@@ -233,6 +233,20 @@ def test_an_invalid_contract_in_json_is_refused_with_the_same_message() -> None:
         ModelContract.from_json(json.dumps(raw))
 
 
+def test_text_fields_of_the_contract_json_are_strings_and_null_is_absent() -> None:
+    raw = json.loads(default_contract().to_json())
+    raw["outputs"][1]["units"], raw["fusion"] = None, None  # hand-written JSON's "absent"
+    contract = ModelContract.from_json(json.dumps(raw))
+    assert (contract.outputs[1].units, contract.fusion) == ("", "")
+    raw["fusion"], raw["inputs"][0]["modality"] = 7, 3
+    with pytest.raises(ContractError) as refused:
+        ModelContract.from_json(json.dumps(raw))
+    assert str(refused.value) == _invalid(
+        "inputs.camera.modality 3: not one of ('camera', 'lidar', 'radar', 'audio', 'generic')",
+        "fusion 7: not a string",
+    )
+
+
 @pytest.mark.parametrize(
     ("where", "message"),
     [

@@ -439,9 +439,10 @@ def test_a_full_disk_when_a_file_starts_is_a_write_error_and_leaves_no_file(
 
     monkeypatch.setattr(_DirectFile, "write", disk_full_but_for_part_0)
     with pytest.raises(LogWriteError, match=r"s_001.mcap: write failed \(No space left on device\)"):
-        writer.write(_lidar(1), log_time_ns=1_000)  # closes part 0 before it starts part 1
+        writer.write(_lidar(1), log_time_ns=1_000)  # finishes part 0 as the last: part 1 never started
     with pytest.raises(LogWriteError, match=r"new.mcap: write failed \(No space left on device\)"):
         LogWriter(tmp_path / "new.mcap")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s_000.mcap"]
     monkeypatch.undo()
     assert [m.sample.seq for m in LogReader(tmp_path / "s_000.mcap")] == [0]
+    assert next_part(tmp_path / "s_000.mcap") is None  # it names no successor that was never written

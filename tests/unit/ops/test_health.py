@@ -410,7 +410,8 @@ def test_status_says_a_stream_whose_clock_runs_ahead() -> None:
     """A sensor clock ahead of the ingest host's decides the other streams' sets early, which shows as
     their too_old drops, not its own: the status names the stream whose stamps come after their arrival."""
     ahead = _node("ingest:radar/front", counters={"lag_ms_min": -42.0, "lag_ms_median": -40.5})
-    behind = _node("ingest:lidar/top", counters={"lag_ms_min": 3.0, "lag_ms_median": 80.0})
+    # A driver stamping with its time since boot: its lag is decades, in a column of 7 characters.
+    behind = _node("ingest:lidar/top", counters={"lag_ms_min": 1.7e12, "lag_ms_median": 1.7e12})
     streams = [_stream("lidar/top", True), _stream("radar/front")]
     report = status_report(_snapshot([behind, ahead], streams))
     assert report["warnings"] == [
@@ -423,6 +424,8 @@ def test_status_says_a_stream_whose_clock_runs_ahead() -> None:
     assert table[3].startswith("WARNING: stream radar/front: stamps up to 42.0 ms later")
     row = next(line for line in table if line.startswith("radar/front "))
     assert row.split()[4] == "-40.5"
+    row = next(line for line in table if line.startswith("lidar/top "))
+    assert row.split()[4] == "1.7e+12"
 
 
 def test_status_table_columns_stay_in_line_with_long_names() -> None:
