@@ -117,6 +117,23 @@ def test_config_check_runs_the_model_s_warm_up(tmp_path: Path, capsys: pytest.Ca
     assert main(["config", "check", "-c", str(config)]) == 0
 
 
+def test_a_model_the_cpu_cannot_load_leaves_its_warm_up_to_the_inference_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model with a GPU-only op runs under CUDA: `config check` on the CPU must not refuse it."""
+    from fusion_pipeline.errors import ContractError
+    from fusion_pipeline.inference import ModelRuntime
+
+    def no_cpu_kernel(*_: object, **__: object) -> None:
+        raise ContractError("m.onnx: onnxruntime cannot create a session: no CPU kernel for MyOp")
+
+    monkeypatch.setattr(ModelRuntime, "__init__", no_cpu_kernel)
+    config = tmp_path / "demo.toml"
+    config.write_text((Path(__file__).parents[3] / "configs" / "demo.toml").read_text())
+    assert main(["config", "check", "-c", str(config)]) == 0
+    assert "the model's warm-up is left to the inference node: not on the CPU here: m.onnx" in caplog.text
+
+
 def test_run_refuses_a_viewer_port_another_program_serves(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
