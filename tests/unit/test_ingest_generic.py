@@ -68,7 +68,10 @@ def test_a_generic_stream_no_model_input_takes_is_told_of_model_unbound_streams(
     """The way to run it without a model input (record it only) went unsaid: only "set streams[1].input"."""
     with pytest.raises(ContractError) as refused:
         bind(parse_config(_config()), default_contract())
-    assert "remove the stream, or run a model that takes it, or list it in model.unbound_streams to record it only" in str(refused.value)
+    assert (
+        "remove the stream, or run a model that takes it, or list it in model.unbound_streams to record it only"
+        in str(refused.value)
+    )
 
 
 def test_model_unbound_streams_names_generic_streams_only() -> None:
