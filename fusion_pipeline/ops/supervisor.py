@@ -647,7 +647,9 @@ class Supervisor:
 
     def _schedule_restart(self, node: _Node, code: int, now: float) -> None:
         assert node.process is not None
-        node.hung_since = None  # exited or killed: restarting, no longer hung
+        # Exited or killed: restarting, neither hung nor up, so its streams are not judged silent for its
+        # hang or its restart's gap (its state says it) until it is back up.
+        node.hung_since = node.up_since = None
         self._exited[node.process.pid] = time.time()
         node.exits.append(code)
         node.failures = 1 if now - node.started >= self.policy.stable_s else node.failures + 1

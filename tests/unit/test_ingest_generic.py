@@ -69,8 +69,8 @@ def test_a_generic_stream_no_model_input_takes_is_told_of_model_unbound_streams(
     with pytest.raises(ContractError) as refused:
         bind(parse_config(_config()), default_contract())
     assert (
-        "remove the stream, or run a model that takes it, or list it in model.unbound_streams to record it only"
-        in str(refused.value)
+        "remove the stream, or run a model that takes it, or list it in model.unbound_streams to record "
+        "it only" in str(refused.value)
     )
 
 

@@ -400,6 +400,30 @@ def test_a_hung_nodes_streams_are_judged_as_of_its_last_heartbeat() -> None:
         supervisor._dir.close()
 
 
+def test_a_hung_node_killed_and_restarting_leaves_its_streams_unjudged_until_it_is_back() -> None:
+    """QA: a composed node stopped past the kill timeout, then killed: in its restart's backoff every
+    stream was said silent (for the hang), then flowing again as soon as it was back."""
+    config = parse_config(DEMO_TEXT.replace("[pipeline]\n", '[pipeline]\ncomposition = "composed"\n', 1))
+    supervisor = Supervisor(config, None, policy=RestartPolicy(start_timeout_s=5.0), out=io.StringIO())
+    stopped = subprocess.Popen(["sleep", "30"], process_group=0)  # the stopped node, killed as a group
+    try:
+        now = time.monotonic()
+        supervisor._started = now - 20.0
+        for node in supervisor.nodes:
+            node.process, node.up_since = stopped, now - 15.0
+        _beat(supervisor, now - 6.0)
+        supervisor.counters.update("composed", stopped.pid, {})
+        supervisor.snapshot(now - 6.0)
+        supervisor._restart_failed_nodes(now)  # 6 s without a heartbeat: killed, a restart scheduled
+        composed_node = next(n for n in supervisor.nodes if n.spec.kind == "composed")
+        assert composed_node.restart_at is not None
+        assert not silent_streams(supervisor.snapshot(now + 0.1))
+    finally:
+        stopped.kill()
+        stopped.wait()
+        supervisor._dir.close()
+
+
 def test_streams_are_watched_once_the_start_timeout_passed_without_every_node_up() -> None:
     """A driver that crash-looped from its start kept "every node up" from ever coming: no stream was
     ever silent (the crashed one showed 0 msg/s, idle 0 s) and no latency was counted."""
