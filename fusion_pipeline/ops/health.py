@@ -118,17 +118,20 @@ def stream_lags_ms(counters: Mapping[str, Any]) -> dict[str, float]:
     return {stat: lag for stat, lag in lags.items() if isinstance(lag, float)}
 
 
-def clock_ahead(snapshot: PipelineSnapshot) -> list[str]:
-    """A warning per stream whose stamps came later than their arrival at ingest by more than
-    CLOCK_AHEAD_MS: its sensor's clock runs ahead, and the other streams' sets are decided early."""
-    warnings = []
+def clock_ahead(snapshot: PipelineSnapshot) -> dict[str, str]:
+    """A warning per flowing stream whose stamps came later than their arrival at ingest by more than
+    CLOCK_AHEAD_MS, by name: its sensor's clock runs ahead, and it has sets decided early. A silent
+    stream's figures are of its last messages: not said as standing."""
+    silent = {s.name for s in silent_streams(snapshot)}
+    warnings = {}
     for stream in snapshot.streams:
         lag_ms = stream_lags_ms(snapshot.counters(f"ingest:{stream.name}")).get("min", 0.0)
-        if lag_ms < -CLOCK_AHEAD_MS:
-            warnings.append(
+        if lag_ms < -CLOCK_AHEAD_MS and stream.name not in silent:
+            warnings[stream.name] = (
                 f"stream {stream.name}: stamps up to {-lag_ms:.1f} ms later than their arrival at ingest: "
                 "its clock runs ahead of this host's (fix the clock sync, or raise its offset_ms by that "
-                "much); the other streams' too_old drops come from it"
+                "much); the too_old drops of the other streams, and its own once it is ahead by more than "
+                "about max_wait_ms, come from it"
             )
     return warnings
 
@@ -394,7 +397,7 @@ def status_report(snapshot: PipelineSnapshot) -> dict[str, Any]:
         "uptime_s": round(snapshot.uptime_s, 3),
         "degraded": health.degraded,
         "reasons": health.reasons,
-        "warnings": [n.text for n in snapshot.notices] + clock_ahead(snapshot),
+        "warnings": [n.text for n in snapshot.notices] + list(clock_ahead(snapshot).values()),
         "provider": snapshot.provider,
         "results": snapshot.results,
         "results_endpoint": snapshot.results_endpoint,

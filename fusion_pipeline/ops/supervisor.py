@@ -65,6 +65,7 @@ from fusion_pipeline.ops.health import (
     Throughput,
     arrived,
     behind,
+    clock_ahead,
     flow_counts,
     ingest_drops,
     silence,
@@ -207,6 +208,7 @@ class Supervisor:
         self._silence = SilenceWatch()
         self._watched: dict[str, float] = {}  # stream -> since when its silence is watched
         self._behind = False  # results behind the reference, as last said
+        self._ahead: set[str] = set()  # streams whose clock runs ahead, as last said
         self._notices: list[Notice] = []
         self._metrics = "off (metrics.enabled = false)"
         self.latest: PipelineSnapshot | None = None
@@ -474,6 +476,12 @@ class Supervisor:
             self.line.log(f"WARNING: {silence(stream)}")
         for stream in back:
             self.line.log(f"stream {stream.name} flowing again")
+        ahead = clock_ahead(snapshot)
+        for name in ahead.keys() - self._ahead:
+            self.line.log(f"WARNING: {ahead[name]}")
+        for name in sorted(self._ahead - ahead.keys()):
+            self.line.log(f"stream {name}: its stamps no longer come after their arrival")
+        self._ahead = set(ahead)
         lagging, t = behind(snapshot), snapshot.throughput
         if lagging is None or t is None:  # cannot be judged now: as it was last said
             return

@@ -350,6 +350,8 @@ def test_a_stream_nobody_publishes_and_plain_tcp_show_in_the_log_status_line_sta
             }
             assert lag["camera/front", "min"] < -0.15 and lag["lidar/top", "min"] >= 0, lag
             assert 0 <= lag["lidar/top", "median"] < 1, lag  # the simulated drivers on this host
+            # Said in the run's log too (journald), once, not only to whoever asks `status`.
+            assert run.output().count(ahead) == 1, run.output()
 
 
 def test_a_taken_metrics_port_shows_in_the_status_line_and_status(tmp_path: Path) -> None:

@@ -416,8 +416,8 @@ def test_status_says_a_stream_whose_clock_runs_ahead() -> None:
     report = status_report(_snapshot([behind, ahead], streams))
     assert report["warnings"] == [
         "stream radar/front: stamps up to 42.0 ms later than their arrival at ingest: its clock runs ahead "
-        "of this host's (fix the clock sync, or raise its offset_ms by that much); the other streams' "
-        "too_old drops come from it"
+        "of this host's (fix the clock sync, or raise its offset_ms by that much); the too_old drops of "
+        "the other streams, and its own once it is ahead by more than about max_wait_ms, come from it"
     ]
     assert report["degraded"] is False  # results still come: a warning, not a fault
     table = format_status(report).splitlines()
@@ -426,6 +426,9 @@ def test_status_says_a_stream_whose_clock_runs_ahead() -> None:
     assert row.split()[4] == "-40.5"
     row = next(line for line in table if line.startswith("lidar/top "))
     assert row.split()[4] == "1.7e+12"
+    # Silent, its figures are its last messages': no standing warning for a sensor that sends nothing.
+    quiet = [_stream("lidar/top", True), _stream("radar/front", idle_s=9.0)]
+    assert status_report(_snapshot([behind, ahead], quiet))["warnings"] == []
 
 
 def test_status_table_columns_stay_in_line_with_long_names() -> None:
