@@ -117,8 +117,8 @@ PCM = (np.sin(np.arange(320) / 5) * 8000).astype(np.int16)[:, None]
 class Flood:
     """A driver's stream of frames, each valid or bad with the counter its node must raise for it.
 
-    The seq rules of ingest decide what a mutation costs: a frame refused for its stream or modality
-    never reaches the seq tracker; a schema-refused frame with a new seq is tracked first, so it
+    The seq rules of ingest decide what a mutation costs: a frame refused for its stream never reaches
+    the seq tracker; a frame refused for its modality or schema with a new seq is tracked first, so it
     uses up that seq; a frame with an old seq is a duplicate or out of order whatever it holds.
     """
 
@@ -165,7 +165,7 @@ class Flood:
         return self._encode(seq, None, None)
 
     def any_seq(self, **fields: object) -> list:
-        """A frame refused before the seq tracker (wire or identity): its seq does not matter."""
+        """A frame refused before the seq tracker (wire, or another stream): its seq does not matter."""
         return self._encode(int(self.rng.integers(0, 2**32)), None, None, **fields)
 
 
@@ -251,7 +251,7 @@ def _wrong_stream(f: Flood) -> tuple[list, str]:
 
 
 def _wrong_modality(f: Flood) -> tuple[list, str]:
-    return f.any_seq(modality="radar"), "schema_wrong_modality"
+    return f._header(f.fresh(), modality="radar"), "schema_wrong_modality"
 
 
 def _schema_bad_dtype(f: Flood) -> tuple[list, str]:
