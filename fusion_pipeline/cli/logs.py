@@ -43,7 +43,7 @@ from fusion_pipeline.files import new_file, write_new_text
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader, say_cut_short
 from fusion_pipeline.logs.send_order import ReplaySettings
-from fusion_pipeline.logs.sources import log_sources
+from fusion_pipeline.logs.sources import log_sources, parts_not_given
 from fusion_pipeline.logs.writer import SplitPolicy
 
 __all__ = ["register"]
@@ -411,8 +411,12 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
         left_out_streams(config, logged, plan, settings)
         absent_streams(config, logged, settings)
     _check_window(settings.start_s, settings.end_s, _read_through(reader, plan, args.allow_truncated))
+    missing = parts_not_given(args.logs)  # warned of by log_sources; the report says them too
     if args.offline:
-        return _replay_offline(args, config, settings, reader, results, stopped)
+        return {
+            **_replay_offline(args, config, settings, reader, results, stopped),
+            "parts_not_given": missing,
+        }
     _stop_on_signals(stopped)
     graph = None
     if args.publish_only:
@@ -467,6 +471,7 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
         "replay_gaps": sync.get("replay_gaps"),
         "replay_skipped": sync.get("replay_skipped"),  # messages ingest refused, their places passed over
         "truncated": reader.truncated,
+        "parts_not_given": missing,
         "replay_held_max": sync.get("replay_held_max"),
         "inference_skipped": summary.get("inference_skipped"),
         "unanswered_sets": unanswered if graph is not None else None,

@@ -12,7 +12,7 @@ from pathlib import Path
 from fusion_pipeline.logs.reader import next_part
 from fusion_pipeline.logs.writer import part_path
 
-__all__ = ["SourceTopics", "log_sources"]
+__all__ = ["SourceTopics", "log_sources", "parts_not_given"]
 
 log = logging.getLogger(__name__)
 
@@ -28,25 +28,13 @@ def log_sources(paths: Sequence[Path], joined: bool = False) -> list[tuple[str, 
     an export: one recording, one topic per stream);
     else a part whose predecessor is not given starts a source of its own named by its stem (a batch,
     whose results are named per log). A name that comes twice gets ``-2``, ``-3``, ... ."""
-    recordings: list[tuple[Path, list[Path]]] = []  # (recording, its files given)
-    parts: dict[Path, list[Path]] = {}  # a split recording (its unsplit path) -> its parts given
-    for path in paths:
-        match = _PART.fullmatch(path.stem)
-        if match is None:
-            recordings.append((path, [path]))
-            continue
-        recording = path.with_name(match[1] + path.suffix)
-        if recording not in parts:
-            parts[recording] = []
-            recordings.append((recording, parts[recording]))
-        parts[recording].append(path)
     sources: list[tuple[str, list[Path]]] = []
 
     def unique(name: str) -> str:
         taken = {n for n, _ in sources}
         return next(c for c in (name, *(f"{name}-{n}" for n in range(2, len(paths) + 2))) if c not in taken)
 
-    for recording, files in recordings:
+    for recording, files in _recordings(paths):
         runs = _runs(recording, files)
         last = runs[-1][1][-1]
         if following := next_part(last):  # a path beside `last`
@@ -70,6 +58,36 @@ def log_sources(paths: Sequence[Path], joined: bool = False) -> list[tuple[str, 
                 )
             sources.append((name, run))
     return sources
+
+
+def parts_not_given(paths: Sequence[Path]) -> list[str]:
+    """The parts of the split recordings among `paths` that are not among them, as `log_sources` warns
+    of them ("run_001.mcap", "run_003.mcap to run_004.mcap"): for a report that scripts read."""
+    missing = []
+    for recording, files in _recordings(paths):
+        runs = _runs(recording, files)
+        missing += [str(gap) for gap, _ in runs if gap]
+        if following := next_part(runs[-1][1][-1]):
+            missing.append(str(following))
+    return missing
+
+
+def _recordings(paths: Sequence[Path]) -> list[tuple[Path, list[Path]]]:
+    """(recording, its files given), in the order first given: a split recording is its unsplit path and
+    its parts, any other file itself."""
+    recordings: list[tuple[Path, list[Path]]] = []
+    parts: dict[Path, list[Path]] = {}  # a split recording (its unsplit path) -> its parts given
+    for path in paths:
+        match = _PART.fullmatch(path.stem)
+        if match is None:
+            recordings.append((path, [path]))
+            continue
+        recording = path.with_name(match[1] + path.suffix)
+        if recording not in parts:
+            parts[recording] = []
+            recordings.append((recording, parts[recording]))
+        parts[recording].append(path)
+    return recordings
 
 
 def _part_index(path: Path) -> int:

@@ -77,7 +77,8 @@ def test_replay_report_is_never_written_over(demo_log: Path, tmp_path: Path, cap
     # A new one is written whole, and nothing beside it is left (write_new's partial file).
     fresh = tmp_path / "fresh.json"
     assert main(["replay", str(demo_log), "--offline", "--no-progress", "--report-json", str(fresh)]) == 0
-    assert json.loads(fresh.read_text())["sent"]["lidar/top"] > 0
+    written = json.loads(fresh.read_text())
+    assert written["sent"]["lidar/top"] > 0 and written["parts_not_given"] == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.json", "report.json"]
 
 

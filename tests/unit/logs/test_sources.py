@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fusion_pipeline.logs import LogWriter, SplitPolicy, log_sources
+from fusion_pipeline.logs import LogWriter, SplitPolicy, log_sources, parts_not_given
 from fusion_pipeline.transport import Sample
 
 D = Path("/logs")
@@ -103,3 +103,11 @@ def test_a_recording_whose_last_parts_are_not_given_is_said(
     with caplog.at_level(logging.WARNING):
         assert log_sources(parts, joined=joined) == [("drive", parts)]
     assert caplog.records == []
+
+
+def test_the_parts_not_given_are_listed_for_a_report(tmp_path: Path) -> None:
+    """A replay's --report-json names them, as the warnings do, for scripts (the warnings went to stderr)."""
+    parts = _split_recording(tmp_path, 4)
+    assert parts_not_given(parts) == []
+    assert parts_not_given([parts[0], parts[2]]) == [str(parts[1]), str(parts[3])]
+    assert parts_not_given(parts[2:]) == [f"{parts[0]} to {parts[1].name}"]
