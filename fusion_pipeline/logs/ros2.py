@@ -15,8 +15,8 @@ and newer play it) in sqlite3 or mcap storage, directory 0700 and files 0600. To
 "/" + stream name, ``/STREAM@SOURCE`` for a stream an earlier input already holds. What the bag cannot
 carry is logged per topic: sets (skipped), camera, lidar and radar messages whose array is not of its
 PROTOCOL.md section 5 shape (skipped, counted with the reason), sensor meta keys other than those import
-makes again, sensor seq numbers, dtype conversions, channel metadata other than modality and frame_id
-(a recording's `rate_hz`, `offset_ms`, `sample_rate`).
+makes again, sensor seq numbers, dtype conversions, a recording's channel metadata `rate_hz` and
+`offset_ms`.
 """
 
 from __future__ import annotations
@@ -341,9 +341,10 @@ def _private_bag(bag: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-#: The channel metadata import-ros2 writes again (LogWriter's own keys); the recording config's
-#: (`rate_hz`, `offset_ms`, `sample_rate`) has no place in a bag's topic.
-_CHANNEL_KEYS_MADE_AGAIN = {"modality", "frame_id", "wire_version"}
+#: The channel metadata import-ros2 gives back: LogWriter's own keys, and an audio stream's sample rate,
+#: which every message carries (its AudioInfo). The recording config's `rate_hz` and `offset_ms` have no
+#: place in a bag's topic.
+_CHANNEL_KEYS_MADE_AGAIN = {"modality", "frame_id", "wire_version", "sample_rate"}
 
 
 def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") -> dict[str, int]:

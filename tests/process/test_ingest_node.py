@@ -137,8 +137,8 @@ def test_lidar_ingest_counts_bad_frames_tracks_seq_and_applies_offset(
         rig.send(last, {"points": POINTS})  # out of order
         rig.send(last + 2, {"points": POINTS[:, :3].copy()})  # schema: N x 3
         rig.send(last + 3, {"cloud": POINTS})  # schema: no "points"
-        rig.send(last + 4, {"points": POINTS}, modality="radar")  # not this stream's modality
-        rig.send(last + 7, {"points": POINTS})  # valid after a gap of 3 (last + 4 was not counted)
+        rig.send(last + 4, {"points": POINTS}, modality="radar")  # this stream's seq, another modality
+        rig.send(last + 7, {"points": POINTS})  # valid after a gap of 2 (last + 4 used up its seq)
         rig.send(last + 8, {"points": POINTS * 0.5})  # valid
         # Malformed after its header (too short), seq 9: counted as malformed, not lost upstream too.
         rig.send_raw([topic, _raw_header("lidar/top", seq=last + 9), bytes(31)])
@@ -165,7 +165,7 @@ def test_lidar_ingest_counts_bad_frames_tracks_seq_and_applies_offset(
             "schema_missing_array": 1,
             "schema_wrong_modality": 1,
             "seq_gaps": 1,
-            "seq_lost": 3,
+            "seq_lost": 2,
             "published": 4,
         }
 
