@@ -319,7 +319,9 @@ class Supervisor:
         for node in self.nodes:
             name, process = node.spec.name, node.process
             alive = process is not None and process.poll() is None
-            rates = {k: self._window.rate(f"{name}.{k}") for k in flows[name]}
+            # A node not up (starting, restarting) has no rates of its own: its counters are its
+            # predecessor's, carried over, and the window's rates would be theirs.
+            rates = {k: self._window.rate(f"{name}.{k}") for k in flows[name]} if node.up_since else {}
             nodes.append(
                 NodeSnapshot(
                     name=name,
