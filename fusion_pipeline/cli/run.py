@@ -396,6 +396,19 @@ def format_summary(summary: dict[str, Any]) -> str:
         ),
         *(
             [
+                "SILENT when the run stopped: "
+                + ", ".join(
+                    f"{name}{' (required)' if silent['required'] else ''} for {silent['silent_s']:g} s"
+                    for name, silent in stopped.items()
+                )
+                + ": a sensor that stopped sending, or all it sent dropped (its driver, its endpoint, the "
+                "drops below); the result ratio counts only the reference messages that arrived"
+            ]
+            if (stopped := summary.get("silent_at_stop"))
+            else []
+        ),
+        *(
+            [
                 f"NOT UP when the run stopped (no heartbeat): {', '.join(down)}: a run too short for them to "
                 "start (--duration), or a start that fails (their log lines)"
             ]
@@ -410,7 +423,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"restarts {summary['restarts_total']}: {_counts(restarted)}",
         "drops:" + (_drops(pipeline) or " none"),
         *(
-            ["not sent by the simulated drivers (each a gap ingest counts as seq_lost):" + _drops(drivers)]
+            [
+                "not sent by the simulated drivers (each a gap ingest counts as seq_lost, once the "
+                "stream sends again):" + _drops(drivers)
+            ]
             if drivers
             else []
         ),

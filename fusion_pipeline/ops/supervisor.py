@@ -70,6 +70,7 @@ from fusion_pipeline.ops.health import (
     ingest_drops,
     silence,
     silent_after_s,
+    silent_streams,
     stale_after_s,
     status_report,
 )
@@ -541,6 +542,13 @@ class Supervisor:
                 and not arrived(self.counters.totals(f"ingest:{s.name}"))
                 and all(n.spec.name in heard for n in self._own_nodes(s.name))
             ],
+            # live, streams silent when the run stopped (idle s), those of which nothing arrived aside: a
+            # sensor that stopped partway, which the result ratio (of what arrived) does not show
+            "silent_at_stop": {
+                s.name: {"silent_s": round(s.idle_s, 1), "required": s.required}
+                for s in (silent_streams(self.latest) if self.latest is not None else [])
+                if not self.graph.log_time and arrived(self.counters.totals(f"ingest:{s.name}"))
+            },
             # nodes that never sent a heartbeat: a run stopped before they were up, or a start that fails
             "not_up": [n.spec.name for n in self.nodes if n.spec.name not in heard],
             "result_ratio": round(window_results / window_messages, 4) if window_messages else None,

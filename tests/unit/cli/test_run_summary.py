@@ -63,6 +63,22 @@ def test_streams_of_which_nothing_arrived_are_said() -> None:
     assert "NOT UP" not in radar
 
 
+def test_streams_silent_when_the_run_stopped_are_said() -> None:
+    """QA: the reference lidar silent for the last 14 s of 30 (an outage, a driver that died): the run
+    said a ratio of 1.0 and nothing else, the ratio counting only what arrived."""
+    silent = {
+        "lidar/top": {"silent_s": 14.2, "required": True},
+        "camera/back_left": {"silent_s": 28.0, "required": False},
+    }
+    text = format_summary(_summary(silent_at_stop=silent))
+    assert (
+        "SILENT when the run stopped: lidar/top (required) for 14.2 s, camera/back_left for 28 s: a sensor "
+        "that stopped sending" in text
+    )
+    assert "the result ratio counts only the reference messages that arrived" in text
+    assert "SILENT" not in format_summary(_summary())
+
+
 def test_nodes_that_never_came_up_are_said_not_blamed_on_the_sensors() -> None:
     """A run stopped at 2 s, its nodes still importing, said that every sensor was dead."""
     text = format_summary(_summary(not_up=["sensor_sim:camera/front", "ingest:camera/front"]))
@@ -130,7 +146,10 @@ def test_what_a_simulated_driver_never_sent_is_said_apart_from_the_pipelines_dro
     drops = {"ingest:camera/back": {"seq_lost": 72}, "sensor_sim:camera/back": {"outage": 60, "late": 12}}
     text = format_summary(_summary(drops=drops))
     assert "drops:\n  ingest:camera/back: seq_lost 72\n" in text
-    assert "not sent by the simulated drivers (each a gap ingest counts as seq_lost):\n  " in text
+    assert (
+        "not sent by the simulated drivers (each a gap ingest counts as seq_lost, once the stream sends "
+        "again):\n  " in text
+    )
     assert (
         "sensor_sim:camera/back: outage 60, late 12" in text
         or "sensor_sim:camera/back: late 12, outage 60" in text

@@ -487,6 +487,23 @@ def test_the_summary_names_the_streams_of_which_nothing_arrived() -> None:
         # The audio's driver never beat: its stream is not blamed on a dead sensor, the node is said.
         assert summary["nothing_received"] == ["radar/front"]
         assert summary["not_up"] == ["sensor_sim:audio/roof", "synchronizer", "inference"]
+        assert summary["silent_at_stop"] == {}  # no snapshot judged any stream yet
+        # The camera and the lidar stopped sending after 12 messages: silent at the stop, said apart from
+        # the radar, of which nothing ever arrived.
+        now = time.monotonic()
+        supervisor._started = now - 20.0
+        for node in supervisor.nodes:
+            node.up_since = now - 19.0
+        for stream in ("camera/front", "lidar/top"):
+            supervisor.counters.update(f"ingest:{stream}", 7, {"received": 12, "published": 12})
+        _beat(supervisor, now - 10.0)
+        supervisor.snapshot(now - 10.0)
+        _beat(supervisor, now)
+        supervisor.snapshot(now)
+        silent = supervisor.summary(20.0)["silent_at_stop"]
+        assert set(silent) == {"camera/front", "lidar/top"}, silent
+        assert silent["lidar/top"]["required"] and not silent["camera/front"]["required"]
+        assert silent["lidar/top"]["silent_s"] >= 5.0
     finally:
         supervisor._dir.close()
     replay = Supervisor(load_config(None), None, graph=REPLAY_GRAPH)  # its report says what the log holds
