@@ -19,7 +19,9 @@ example, configs/imu.toml, runs it at 1 kHz). Settings, all optional, in ``[stre
 - ``drop_prob`` (0..1): a capture is lost in transport with this probability; its seq is skipped, so
   the receiver sees a gap.
 - ``outage = {start_s, duration_s}``: the sensor sends nothing for duration_s (``inf``: for good),
-  start_s after the driver started; seq keeps counting, as a sensor that lost its link would.
+  start_s after the driver's schedule began (once its world is built, a camera's rendering warmed up:
+  seconds after the run started, more on a busy machine); seq keeps counting, as a sensor that lost its
+  link would.
 - ``rate_factor`` (> 0, default 1): fault injection -- the driver captures at rate_hz x rate_factor
   while the rest of the pipeline still expects rate_hz (a sensor configured wrongly, or overload).
 - ``corruption`` (a kind of sim/corruptions.py of the stream's modality, e.g. ``"camera_blur"``) and
