@@ -40,6 +40,7 @@ from mcap.reader import make_reader
 
 from fusion_pipeline.logs.errors import Ros2Error
 from fusion_pipeline.logs.reader import LogReader, existing_logs, say_cut_short
+from fusion_pipeline.logs.records import REPORT_METADATA
 from fusion_pipeline.logs.ros2_messages import (
     AUDIO_INFO,
     INFO_SUFFIX,
@@ -220,6 +221,11 @@ def import_ros2(
             for topic, wanted in modality.items()
             if wanted == "audio"
         }
+        # A bag's other topics are left by choice (--map names what to take); said, so that a topic
+        # meant to be mapped and misspelt in spirit is seen. A mapped audio topic's AudioInfo is read.
+        read = set(by_topic) | {topic + INFO_SUFFIX for topic in audio}
+        if left := sorted({c.topic for c in reader.connections} - read):
+            log.info("%s: topics not mapped, not imported: %s", bag, ", ".join(left))
         # PointCloud2 topics that are lidar so far: radar, by their first message's fields?
         clouds = {c.topic for c in connections if modality[c.topic] == MODALITIES.get(c.msgtype) == "lidar"}
         zero_stamps: Counter[TopicMap] = Counter()
@@ -418,6 +424,10 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
                     if topic is not None and (lost := sorted(set(channel) - _CHANNEL_KEYS_MADE_AGAIN)):
                         notes.setdefault(topic, set()).add(f"channel metadata {lost} not carried")
     say_cut_short([p for r in readers for p in r.truncated], f"{bag} holds the messages before it")
+    if any(REPORT_METADATA in r.metadata for r in readers):
+        log.warning(
+            "%s: the recorder's report (%s metadata, its counters) is not carried", bag, REPORT_METADATA
+        )
     for line in topics.renamed:
         log.warning("%s: %s", bag, line)
     for topic, reasons in odd_shapes.items():

@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -306,10 +307,14 @@ def test_export_then_import_round_trips(
     with LogWriter(tmp_path / "log.mcap", streams=recorded) as writer:
         for i, sample in enumerate(samples):
             writer.write(sample, T0 + 100 + i)
+        writer.close({"written": len(samples)})  # as the recorder closes its log, with its report
     bag = tmp_path / "bag"
     counts = export_ros2([tmp_path / "log.mcap"], bag, storage=storage)
     assert counts == {f"/{s.stream}": 1 for s in exported}  # sets have no ROS 2 type
     assert "/lidar/top: channel metadata ['offset_ms', 'rate_hz'] not carried" in caplog.text
+    assert (
+        "the recorder's report (fusion_pipeline.report metadata, its counters) is not carried" in caplog.text
+    )
     assert caplog.text.count("channel metadata") == 1  # the other streams have none but LogWriter's
     assert "not exported (no ROS 2 type" in caplog.text
     assert all(f"'{name}': 1" in caplog.text for name in ("can", "rows", "bytes"))
@@ -337,7 +342,16 @@ def test_export_then_import_round_trips(
             "/imu=imu",
         ]
     )
-    import_ros2(bag, tmp_path / "back.mcap", maps)  # no --sample-rate: the bag says it
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        import_ros2(bag, tmp_path / "back.mcap", maps)  # no --sample-rate: the bag says it
+    assert "topics not mapped" not in caplog.text  # the audio's AudioInfo is read with it
+    with caplog.at_level(logging.INFO):
+        import_ros2(bag, tmp_path / "lidar.mcap", [TopicMap("/lidar/top", "lidar/top")])
+    assert (
+        "topics not mapped, not imported: /audio/roof, /audio/roof_info, /camera/front, /imu, "
+        "/radar/front, /result/fused"
+    ) in caplog.text
     back = {m.sample.stream: m.sample for m in LogReader(tmp_path / "back.mcap")}
     assert set(back) == {s.stream for s in exported}
     for sample in exported:
