@@ -150,7 +150,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp = add_command(sub, "export-ros2", _export_ros2)
     exp.add_argument("logs", type=Path, nargs="+", help="log(s), e.g. a recording and its --results file")
     exp.add_argument("-o", "--out", type=Path, required=True, help="bag directory to create")
-    exp.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3", help="rosbag2 storage (default: sqlite3)")
+    exp.add_argument(
+        "--storage", choices=("sqlite3", "mcap"), default="sqlite3", help="rosbag2 storage (default: sqlite3)"
+    )
     _allow_truncated_argument(exp)
 
     fox = add_command(sub, "export-foxglove", _export_foxglove)
