@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fusion_pipeline.config import ViewConfig
+from fusion_pipeline.lifetime import die_with_parent
 from fusion_pipeline.logs.writer import LOG_MODE
 from fusion_pipeline.view.analytics import EXTRA_HINT, disable_analytics, rerun_cli
 from fusion_pipeline.view.errors import ViewError
@@ -155,8 +156,17 @@ class RerunOutput:
                 "25%",
             ]
         what = "rerun's web viewer" if settings.web else "rerun's native viewer"
+        parent = os.getpid()
+        # Its own session: a Ctrl-C or a supervisor's stop of this process's group reaches it only
+        # through `close`, once the recording is flushed to it; and it dies with this process, even
+        # one killed with SIGKILL (a viewer node the supervisor restarts), not left serving its ports.
         self._viewer = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=lambda: die_with_parent(parent),
         )
         grpc_url = f"rerun+http://{LOOPBACK}:{grpc_port}/proxy"
         try:
@@ -188,10 +198,22 @@ class RerunOutput:
 
     def close(self, discard: bool = False) -> Path | None:
         """Flush the recording, put the .rrd in place and stop the viewer; the .rrd's path, if any.
-        `discard`: the views failed or were stopped part way, so the partial .rrd is removed instead."""
-        self.recording.flush()
-        self.recording.disconnect()
-        self._stop_viewer()
+        `discard`: the views failed or were stopped part way, so the partial .rrd is removed instead.
+        A recording rerun could not write (a full disk) is a ViewError; that or a second Ctrl-C here
+        leaves neither the viewer process nor the partial .rrd behind."""
+        try:
+            self.recording.flush()
+            self.recording.disconnect()
+        except BaseException as exc:
+            if self._partial is not None:
+                self._partial.unlink(missing_ok=True)
+            if isinstance(exc, RuntimeError):  # rerun's file writer stopped: its ERROR line says why
+                raise ViewError(
+                    f"{self.save}: rerun could not write the recording ({exc}); nothing written"
+                ) from exc
+            raise
+        finally:
+            self._stop_viewer()
         if self._partial is None or self.save is None:
             return None
         if discard:

@@ -76,3 +76,79 @@ def test_views_that_fail_to_start_write_no_rrd(tmp_path: Path) -> None:
         with pytest.raises(ViewError, match="foxglove_port"):
             Views(load_config(None), settings)
     assert not list(tmp_path.glob("view.rrd*"))
+
+
+@pytest.mark.parametrize(
+    "failure", [RuntimeError("File-writer thread shut down prematurely"), KeyboardInterrupt()]
+)
+def test_a_close_that_fails_leaves_neither_the_partial_nor_the_viewer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    """QA: a full disk made rerun's writer stop, and close raised its RuntimeError as a traceback, the
+    partial left filling the disk; a second Ctrl-C in close left the rerun server process running."""
+    out = tmp_path / "view.rrd"
+    rerun = RerunOutput(ViewSettings(save=out), blueprint(load_config(None)))
+    stopped: list[bool] = []
+    monkeypatch.setattr(rerun, "_stop_viewer", lambda: stopped.append(True))
+
+    def fails() -> None:
+        raise failure
+
+    monkeypatch.setattr(rerun.recording, "flush", fails)
+    expected = ViewError if isinstance(failure, RuntimeError) else KeyboardInterrupt
+    with pytest.raises(expected) as raised:
+        rerun.close()
+    if expected is ViewError:
+        assert f"{out}: rerun could not write the recording (File-writer thread" in str(raised.value)
+    assert stopped == [True] and list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    rerun.recording.disconnect()
+
+
+_KILLED_VIEWER = """
+import sys, time
+from pathlib import Path
+from fusion_pipeline.config import load_config
+from fusion_pipeline.view import sinks
+from fusion_pipeline.view.scene import blueprint
+sinks.disable_analytics = lambda: Path(sys.argv[1])
+output = sinks.RerunOutput(sinks.ViewSettings(web=True), blueprint(load_config(None)))
+print(output._viewer.pid, output._viewer.pid == __import__("os").getsid(output._viewer.pid), flush=True)
+time.sleep(60)
+"""
+
+
+def _running(pid: str) -> bool:
+    """Whether process `pid` runs: a zombie (dead, not yet reaped by whoever adopted it) does not."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_the_viewer_process_dies_with_its_parent_in_a_session_of_its_own(tmp_path: Path) -> None:
+    """A viewer node killed with SIGKILL (the supervisor restarts it) left its rerun server serving its
+    ports, one more per kill."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    node = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_VIEWER, str(tmp_path / "analytics.json")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert node.stdout is not None
+        pid, own_session = node.stdout.readline().split()
+        assert own_session == "True"  # a Ctrl-C to the node's group reaches it only through close()
+        node.send_signal(signal.SIGKILL)
+        node.wait(10)
+        deadline = time.monotonic() + 10
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(pid), "the rerun server outlived its killed parent"
+    finally:
+        node.kill()
+        node.wait()
