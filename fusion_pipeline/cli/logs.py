@@ -41,7 +41,7 @@ from fusion_pipeline.cli.args import (
 from fusion_pipeline.config import MAX_MB, MAX_SPLIT_S, Config, load_config
 from fusion_pipeline.files import new_file, write_new_text
 from fusion_pipeline.logs.errors import LogError
-from fusion_pipeline.logs.reader import LogReader, say_cut_short
+from fusion_pipeline.logs.reader import LogReader, existing_logs, say_cut_short
 from fusion_pipeline.logs.send_order import ReplaySettings
 from fusion_pipeline.logs.sources import log_sources, parts_not_given
 from fusion_pipeline.logs.writer import SplitPolicy
@@ -209,17 +209,6 @@ def _write_report(path: Path | None, report: dict[str, Any]) -> None:
         write_new_text(path, json.dumps(report, indent=2) + "\n", LogError)
 
 
-def _distinct_logs(logs: Iterable[Path]) -> None:
-    """Refuse a log given twice: the logs are read as the split parts of one recording, so its messages
-    would be replayed twice over, their seq and stamps going back."""
-    seen: set[Path] = set()
-    for path in logs:
-        resolved = path.resolve()
-        if resolved in seen:
-            raise LogError(f"{path}: given twice (both are {resolved}); give each log, or split part, once")
-        seen.add(resolved)
-
-
 class _Console(io.TextIOBase):
     """The replay graph's log lines, printed above the progress bar instead of through it."""
 
@@ -357,7 +346,6 @@ def _replay(args: argparse.Namespace) -> int:
             f"--loop does not go with {' and '.join(unwritable)}: a looped replay ends only at Ctrl-C, "
             "and a stopped replay writes no --results or --report-json"
         )
-    _distinct_logs(args.logs)
     check_output_path(args.report_json, "--report-json", new=True)
     check_output_path(args.results, "--results", new=True)
     # The results take their name only once the replay went through the log: a failed or stopped one
@@ -578,7 +566,7 @@ def _export(args: argparse.Namespace, write: Callable[[list[Path], Path], dict[s
     """An export command: refuse its -o and a log cut short before `write` converts anything."""
     stop_on_signals(signal.default_int_handler)  # as Ctrl-C: the partial output goes
     check_output_path(args.out, "-o", new=True)
-    _distinct_logs(args.logs)
+    existing_logs(args.logs)  # a log given twice, refused before any is read through
     held = 0
     for path in args.logs:  # each file on its own (`write` groups them, and says where parts are missing)
         reader = LogReader([path])

@@ -64,13 +64,18 @@ def say_cut_short(problems: Iterable[str], done: str) -> None:
 
 
 def existing_logs(paths: Iterable[str | Path]) -> list[Path]:
-    """The input logs, each checked to be a file: a converter checks before it creates its output, so
-    that a bad input leaves nothing behind."""
+    """The input logs, each checked to be a file and given once: they are read as the parts of one
+    recording, so a log given twice would be read twice over, its seq and stamps going back. A converter
+    checks before it creates its output, so that a bad input leaves nothing behind."""
     logs = [Path(p) for p in paths]
+    seen: set[Path] = set()
     for path in logs:
         if problem := not_a_file(path, "log file"):
             hint = " (give its .mcap files; batch takes one)" if path.is_dir() else ""
             raise LogError(f"{path}: {problem}{hint}")
+        if (resolved := path.resolve()) in seen:
+            raise LogError(f"{path}: given twice (both are {resolved}); give each log, or split part, once")
+        seen.add(resolved)
     return logs
 
 

@@ -51,13 +51,19 @@ def test_replay_refuses_run_dir_without_publish_only(tmp_path: Path, capsys) -> 
 
 
 @pytest.mark.parametrize(
-    "command", [("replay", "--offline", "--no-progress"), ("export-foxglove", "-o"), ("export-ros2", "-o")]
+    "command",
+    [
+        ("replay", "--offline", "--no-progress"),
+        ("export-foxglove", "-o"),
+        ("export-ros2", "-o"),
+        ("view", "--save"),  # it showed every message twice, under a made-up second source
+    ],
 )
 def test_a_log_given_twice_is_refused(
     demo_log: Path, tmp_path: Path, capsys, command: tuple[str, ...]
 ) -> None:
     again = demo_log.parent / ".." / demo_log.parent.name / demo_log.name  # another spelling of it
-    out = [str(tmp_path / "out")] if command[-1] == "-o" else []
+    out = [str(tmp_path / "out")] if command[-1] in ("-o", "--save") else []
     err = _fails(capsys, command[0], str(demo_log), str(again), *command[1:], *out)
     assert f"{again}: given twice (both are {demo_log.resolve()})" in err
     assert not (tmp_path / "out").exists()
