@@ -250,11 +250,16 @@ class LogWriter:
         """Open the next part, then finish `part` naming it: a part names only a successor that exists
         (a next part that cannot be made, on a full disk, leaves `part` finished as the last one)."""
         self._part = None
+        # The messages pending are `part`'s, written when it is finished: not lost if the next part
+        # cannot be opened.
+        pending, self._pending = self._pending, Counter()
         try:
             self._open_part()
         except BaseException:
+            self._pending = pending
             self._finish(part, {})
             raise
+        self._pending = pending
         self._finish(part, {NEXT_PART_METADATA: {"next_part": self.paths[-1].name}})
         assert self._part is not None
         return self._part

@@ -438,7 +438,10 @@ def test_a_full_disk_when_a_file_starts_is_a_write_error_and_leaves_no_file(
         return write(self, data)
 
     monkeypatch.setattr(_DirectFile, "write", disk_full_but_for_part_0)
-    with pytest.raises(LogWriteError, match=r"s_001.mcap: write failed \(No space left on device\)"):
+    # Part 0's open chunk is written as it is finished: none of its messages is said lost.
+    with pytest.raises(
+        LogWriteError, match=r"s_001.mcap: write failed \(No space left on device\); 0 messages"
+    ):
         writer.write(_lidar(1), log_time_ns=1_000)  # finishes part 0 as the last: part 1 never started
     with pytest.raises(LogWriteError, match=r"new.mcap: write failed \(No space left on device\)"):
         LogWriter(tmp_path / "new.mcap")
