@@ -337,8 +337,9 @@ class ModelRuntime:
         self.path = model_path(config)
         self.bindings = load_bindings(config)
         self.contract = self.bindings.contract
-        engine_cache = engine_cache_dir(self.path) if wants_tensorrt(config.model) else engine_cache_dir()
+        engine_cache = engine_cache_dir()  # unused unless TensorRT is wanted: not made, the model not hashed
         if wants_tensorrt(config.model):
+            engine_cache = engine_cache_dir(self.path)
             engine_cache.mkdir(parents=True, exist_ok=True)
         self.plan = choose_providers(
             config.model.providers,
