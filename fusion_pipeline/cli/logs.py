@@ -43,7 +43,7 @@ from fusion_pipeline.files import new_file, write_new_text
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader, existing_logs, say_cut_short
 from fusion_pipeline.logs.send_order import ReplaySettings
-from fusion_pipeline.logs.sources import log_sources, parts_not_given
+from fusion_pipeline.logs.sources import log_sources
 from fusion_pipeline.logs.writer import SplitPolicy
 
 __all__ = ["register"]
@@ -392,7 +392,8 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
         progress=not args.no_progress,
     )
     # The parts of a split recording in part order, whatever order they were given in (a gap is warned).
-    parts = [path for _, paths in log_sources(args.logs, joined=True) for path in paths]
+    sources = log_sources(args.logs, joined=True)
+    parts = [path for _, paths in sources.logs for path in paths]
     reader = LogReader(parts, verify_crcs=args.verify_crcs)  # fast unless asked (module docstring)
     # Everything the log and the options decide is checked before a node starts.
     logged = reader.scan_streams()
@@ -401,7 +402,7 @@ def _replay_to(args: argparse.Namespace, results: Path | None, stopped: list[boo
         left_out_streams(config, logged, plan, settings)
         absent_streams(config, logged, settings)
     _check_window(settings.start_s, settings.end_s, _read_through(reader, plan, args.allow_truncated))
-    missing = parts_not_given(args.logs)  # warned of by log_sources; the report says them too
+    missing = sources.parts_not_given  # warned of by log_sources; the report says them too
     if args.offline:
         return {
             **_replay_offline(args, config, settings, reader, results, stopped),

@@ -36,7 +36,7 @@ from fusion_pipeline.logs.send_order import (
     plan_streams,
     send_order,
 )
-from fusion_pipeline.logs.sources import SourceTopics, log_sources, parts_not_given
+from fusion_pipeline.logs.sources import LogSources, SourceTopics, log_sources
 from fusion_pipeline.logs.writer import (
     LOG_MODE,
     LogWriter,
@@ -56,6 +56,7 @@ __all__ = [
     "LogMessage",
     "LogReader",
     "LogWriteError",
+    "LogSources",
     "LogWriter",
     "MESSAGE_ENCODING",
     "PREFETCH",
@@ -81,7 +82,6 @@ __all__ = [
     "import_ros2",
     "left_out_streams",
     "log_sources",
-    "parts_not_given",
     "next_part",
     "message_total",
     "pack_record",

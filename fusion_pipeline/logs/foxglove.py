@@ -230,7 +230,7 @@ def export_foxglove(logs: Iterable[Path], out: Path) -> dict[str, int]:
         schemas: dict[str, int] = {}
         channels: dict[tuple[str, str], int] = {}
         readers = []  # each source's, for what they say of a log cut short
-        for source, paths in log_sources(logs, joined=True):
+        for source, paths in log_sources(logs, joined=True).logs:
             reader = LogReader(paths)
             readers.append(reader)
             for message in reader:

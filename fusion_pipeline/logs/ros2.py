@@ -386,7 +386,7 @@ def export_ros2(logs: Iterable[Path], bag: Path, *, storage: str = "sqlite3") ->
 
         with writer:
             readers = []  # each source's, for what they say of a log cut short
-            for source, paths in log_sources(logs, joined=True):
+            for source, paths in log_sources(logs, joined=True).logs:
                 reader = LogReader(paths)
                 readers.append(reader)
                 for message in reader:

@@ -7,19 +7,31 @@ import itertools
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusion_pipeline.logs.reader import next_part
 from fusion_pipeline.logs.writer import part_path
 
-__all__ = ["SourceTopics", "log_sources", "parts_not_given"]
+__all__ = ["LogSources", "SourceTopics", "log_sources"]
 
 log = logging.getLogger(__name__)
 
 _PART = re.compile(r"(.+)_(\d{3})")  # the stem of part N of a split recording: NAME_NNN
 
 
-def log_sources(paths: Sequence[Path], joined: bool = False) -> list[tuple[str, list[Path]]]:
+@dataclass
+class LogSources:
+    """What `log_sources` made of its inputs."""
+
+    #: (name, its files in part order) per source, in the order first given.
+    logs: list[tuple[str, list[Path]]] = field(default_factory=list)
+    #: The parts of split recordings that are not given, as warned of ("run_001.mcap", "run_003.mcap to
+    #: run_004.mcap"): for a report that scripts read (the warnings go to stderr).
+    parts_not_given: list[str] = field(default_factory=list)
+
+
+def log_sources(paths: Sequence[Path], joined: bool = False) -> LogSources:
     """The inputs grouped by recording, in the order first given: the parts of a split recording
     (``NAME_000.mcap``, ``NAME_001.mcap``, ..., given in any order) are one source named NAME, in part
     order; any other file is a source named by its stem. Where parts are missing (a gap, a recording's
@@ -28,23 +40,25 @@ def log_sources(paths: Sequence[Path], joined: bool = False) -> list[tuple[str, 
     an export: one recording, one topic per stream);
     else a part whose predecessor is not given starts a source of its own named by its stem (a batch,
     whose results are named per log). A name that comes twice gets ``-2``, ``-3``, ... ."""
-    sources: list[tuple[str, list[Path]]] = []
+    found = LogSources()
 
     def unique(name: str) -> str:
-        taken = {n for n, _ in sources}
+        taken = {n for n, _ in found.logs}
         return next(c for c in (name, *(f"{name}-{n}" for n in range(2, len(paths) + 2))) if c not in taken)
 
     for recording, files in _recordings(paths):
         runs = _runs(recording, files)
+        found.parts_not_given += [missing for missing, _ in runs if missing]
         last = runs[-1][1][-1]
         if following := next_part(last):  # a path beside `last`
             log.warning("%s not given: %s goes on in it; the later parts are not read", following, last.name)
+            found.parts_not_given.append(str(following))
         if joined:
             for missing, run in runs:
                 if missing:
                     name, after = recording.stem, run[0].name
                     log.warning("%s not given: %s is read on from %s after a gap", missing, name, after)
-            sources.append((unique(recording.stem), [path for _, run in runs for path in run]))
+            found.logs.append((unique(recording.stem), [path for _, run in runs for path in run]))
             continue
         for missing, run in runs:
             name = unique(recording.stem if _part_index(run[0]) == 0 else run[0].stem)
@@ -56,20 +70,8 @@ def log_sources(paths: Sequence[Path], joined: bool = False) -> list[tuple[str, 
                     run[0].name,
                     name,
                 )
-            sources.append((name, run))
-    return sources
-
-
-def parts_not_given(paths: Sequence[Path]) -> list[str]:
-    """The parts of the split recordings among `paths` that are not among them, as `log_sources` warns
-    of them ("run_001.mcap", "run_003.mcap to run_004.mcap"): for a report that scripts read."""
-    missing = []
-    for recording, files in _recordings(paths):
-        runs = _runs(recording, files)
-        missing += [str(gap) for gap, _ in runs if gap]
-        if following := next_part(runs[-1][1][-1]):
-            missing.append(str(following))
-    return missing
+            found.logs.append((name, run))
+    return found
 
 
 def _recordings(paths: Sequence[Path]) -> list[tuple[Path, list[Path]]]:

@@ -100,7 +100,7 @@ def find_logs(arguments: Sequence[Path]) -> list[BatchLog]:
             raise BatchError(f"{argument}: no such log file or directory")
     # Absolute, not resolved: a log reached through a link keeps the name it is given.
     unique = list(dict.fromkeys(Path(os.path.abspath(p)) for p in files))
-    return [BatchLog(name, tuple(parts)) for name, parts in log_sources(unique)]
+    return [BatchLog(name, tuple(parts)) for name, parts in log_sources(unique).logs]
 
 
 def results_digest(config: Config) -> str:

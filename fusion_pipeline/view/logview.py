@@ -23,7 +23,7 @@ def show_log(paths: Iterable[Path], views: Views) -> Counter[str]:
     results and its replay's). The views show such a stream as one series: said in a warning."""
     counts: Counter[str] = Counter()
     topics = SourceTopics()
-    for source, parts in log_sources(existing_logs(paths), joined=True):
+    for source, parts in log_sources(existing_logs(paths), joined=True).logs:
         reader = LogReader(parts)
         for message in reader:
             views.show(message.sample, message.log_time_ns)

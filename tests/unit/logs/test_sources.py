@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fusion_pipeline.logs import LogWriter, SplitPolicy, log_sources, parts_not_given
+from fusion_pipeline.logs import LogWriter, SplitPolicy, log_sources
 from fusion_pipeline.transport import Sample
 
 D = Path("/logs")
@@ -26,7 +26,7 @@ def test_the_parts_of_a_recording_are_one_source_in_part_order(
     given: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        sources = log_sources(_paths(*given))
+        sources = log_sources(_paths(*given)).logs
     # Recordings in the order first given (a results log after its recording stays second).
     assert sources == [
         ("run", _paths("run_000.mcap", "run_001.mcap", "run_002.mcap")),
@@ -57,7 +57,7 @@ def test_a_gap_in_the_parts_is_said_naming_the_parts_missing(
     given: list[str], expected: list[tuple[str, list[str]]], warning: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        sources = log_sources(_paths(*given))
+        sources = log_sources(_paths(*given)).logs
     assert sources == [(name, _paths(*parts)) for name, parts in expected]
     assert [r.getMessage() for r in caplog.records] == [warning]
 
@@ -68,7 +68,7 @@ def test_a_gap_is_said_as_a_gap_where_the_parts_are_read_as_one_timeline(
     """A replay of a recording with a part missing was told its later parts are "a log of their own"
     (the words of a batch, which runs each source on its own): a replay reads on after the gap."""
     with caplog.at_level(logging.WARNING):
-        sources = log_sources(_paths("run_000.mcap", "run_002.mcap"), joined=True)
+        sources = log_sources(_paths("run_000.mcap", "run_002.mcap"), joined=True).logs
     # One source: an export gave the later part's streams topics of their own (/lidar/top@run_002).
     assert sources == [("run", _paths("run_000.mcap", "run_002.mcap"))]
     assert [r.getMessage() for r in caplog.records] == [
@@ -94,20 +94,21 @@ def test_a_recording_whose_last_parts_are_not_given_is_said(
     written before a split names its successor, so that a lost last part is said like a lost first."""
     parts = _split_recording(tmp_path, 3)
     with caplog.at_level(logging.WARNING):
-        sources = log_sources(parts[:2], joined=joined)
+        sources = log_sources(parts[:2], joined=joined).logs
     assert sources == [("drive", parts[:2])]
     assert [r.getMessage() for r in caplog.records] == [
         f"{parts[2]} not given: drive_001.mcap goes on in it; the later parts are not read"
     ]
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        assert log_sources(parts, joined=joined) == [("drive", parts)]
+        assert log_sources(parts, joined=joined).logs == [("drive", parts)]
     assert caplog.records == []
 
 
-def test_the_parts_not_given_are_listed_for_a_report(tmp_path: Path) -> None:
+@pytest.mark.parametrize("joined", [False, True])
+def test_the_parts_not_given_are_listed_for_a_report(tmp_path: Path, joined: bool) -> None:
     """A replay's --report-json names them, as the warnings do, for scripts (the warnings went to stderr)."""
     parts = _split_recording(tmp_path, 4)
-    assert parts_not_given(parts) == []
-    assert parts_not_given([parts[0], parts[2]]) == [str(parts[1]), str(parts[3])]
-    assert parts_not_given(parts[2:]) == [f"{parts[0]} to {parts[1].name}"]
+    assert log_sources(parts, joined).parts_not_given == []
+    assert log_sources([parts[0], parts[2]], joined).parts_not_given == [str(parts[1]), str(parts[3])]
+    assert log_sources(parts[2:], joined).parts_not_given == [f"{parts[0]} to {parts[1].name}"]
