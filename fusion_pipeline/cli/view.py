@@ -95,7 +95,12 @@ def _view(args: argparse.Namespace) -> int:
     # As Ctrl-C: a log shown part way leaves no .rrd, a live view ends and writes its own.
     stop_on_signals(signal.default_int_handler)
     if logs:
-        report, saved = _view_logs(logs, args.duration, config, settings)
+        try:
+            report, saved = _view_logs(logs, args.duration, config, settings)
+        except KeyboardInterrupt:  # an error says itself; a stop would exit 130 without a word
+            if settings.save:
+                print(f"view: stopped; {settings.save} was not written", file=sys.stderr)
+            raise
     else:
         report, saved = _view_live(args, config, settings)
     if saved is not None:
@@ -115,19 +120,19 @@ def _view_logs(
     views = Views(config, settings, log_time=True)
     try:
         _announce(views)
-        shown = dict(show_log(logs, views))
+        shown, cut_short = show_log(logs, views)
         if not shown:  # an .rrd of nothing would only block a retry under its name, as `record` says
             raise FusionError(f"nothing to show: no message in {', '.join(map(str, logs))}")
     except BaseException:
         views.close(discard=True)  # a bad log or a Ctrl-C part way: no .rrd of part of it
         raise
-    print(f"shown {sum(shown.values())} messages of {len(logs)} log(s)", flush=True)
+    print(f"shown {shown.total()} messages of {len(logs)} log(s)", flush=True)
     try:
         if settings.web or settings.native:
             _serve_until_stopped(duration)
     finally:
         saved = views.close()
-    return {"shown": shown}, saved
+    return {"shown": dict(shown), "truncated": cut_short}, saved
 
 
 def _view_live(
@@ -222,7 +227,7 @@ def _live(
 ) -> tuple[Views, list[Subscriber], str]:
     """The views and the sockets of a live view: one endpoint, or the config's in a run directory; and
     which, in words."""
-    from fusion_pipeline.ops.status import resolve_run_dir
+    from fusion_pipeline.ops.status import STATUS_SOCKET, resolve_run_dir
     from fusion_pipeline.transport.sockets import Subscriber
     from fusion_pipeline.view import Views, open_sources
 
@@ -233,8 +238,10 @@ def _live(
     run_dir = None
     if not endpoint:
         run_dir = Path(target).absolute() if target else resolve_run_dir(args.config, args.run_dir)[0]
-        if not run_dir.is_dir():
-            raise FusionError(f"view: {run_dir} is not a run directory (is the pipeline running?)")
+        # A running supervisor answers `status` there: without it nothing would ever come.
+        if not (run_dir / STATUS_SOCKET).exists():
+            why = "no such directory" if not run_dir.exists() else f"no {STATUS_SOCKET} in it"
+            raise FusionError(f"view: {run_dir} is not a running pipeline's run directory ({why})")
 
     def subscriber(urls: list[str], **options: Any) -> Subscriber:
         return Subscriber(urls, curve=config.curve_for(urls), **options)

@@ -139,10 +139,17 @@ def test_view_of_a_log_cut_short_shows_what_it_holds_and_says_so_once(
     data = demo_logs[0].read_bytes()
     cut = tmp_path / "cut.mcap"
     cut.write_bytes(data[: len(data) // 2])
-    out = tmp_path / "cut.rrd"
-    done = subprocess.run([*CLI, "view", str(cut), "--save", str(out)], capture_output=True, text=True)
+    out, report = tmp_path / "cut.rrd", tmp_path / "cut.json"
+    done = subprocess.run(
+        [*CLI, "view", str(cut), "--save", str(out), "--report-json", str(report)],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(f"log cut short: {cut}: ") == 1, done.stderr
+    # The report says it too: a script reading "shown" alone took the log for whole.
+    (truncated,) = json.loads(report.read_text())["truncated"]
+    assert truncated.startswith(f"{cut}: ")
     assert "showing the messages before it" in done.stderr
     assert 0 < rrd_rows(out)["/camera/front/image"] < _count([demo_logs[0]], "camera/front")
 
@@ -358,6 +365,7 @@ def test_sigterm_part_way_through_a_log_leaves_no_rrd(
     )
     assert child.returncode == 130, (stdout, stderr)
     assert "shown" not in stdout  # stopped before the whole log was shown
+    assert f"view: stopped; {out} was not written" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no .rrd, no partial
 
 

@@ -29,6 +29,20 @@ def test_foxglove_with_a_log_is_refused_for_export_foxglove(
     assert "fusion-pipeline export-foxglove" in err and "does nothing here" in err
 
 
+@pytest.mark.parametrize("made", [True, False])
+def test_a_directory_with_no_running_pipeline_is_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], made: bool
+) -> None:
+    """It waited for messages that could never come (no supervisor serves there), then said "nothing
+    received ... is it running?" only after --duration, or never without one."""
+    target = tmp_path / "logs"
+    if made:
+        target.mkdir()
+    assert main(["view", str(target), "--duration", "30"]) == 2
+    why = "no status.sock in it" if made else "no such directory"
+    assert f"view: {target} is not a running pipeline's run directory ({why})" in capsys.readouterr().err
+
+
 def test_serving_for_a_duration_says_how_long(capsys: pytest.CaptureFixture[str]) -> None:
     _serve_until_stopped(0.01)
     assert capsys.readouterr().out == "serving for 0.01 s; Ctrl-C stops it sooner\n"
