@@ -38,7 +38,7 @@ class FoxgloveLive:
                 name="fusion-pipeline", host=host, port=port, context=self.context
             )
         except Exception as exc:  # the SDK raises its own error types for a port in use
-            raise ViewError(f"view.foxglove_port {port}: cannot serve on {host}: {exc}") from exc
+            raise ViewError(f"Foxglove WebSocket port {port}: cannot serve on {host}: {exc}") from exc
         self.port = int(self.server.port)
         self.url = f"ws://{host}:{self.port}"
         self._topics = SourceTopics()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,20 @@ def test_a_directory_with_no_running_pipeline_is_refused_at_once(
     assert main(["view", str(target), "--duration", "30"]) == 2
     why = "no status.sock in it" if made else "no such directory"
     assert f"view: {target} is not a running pipeline's run directory ({why})" in capsys.readouterr().err
+
+
+def test_a_taken_foxglove_port_given_as_an_option_is_not_named_as_a_config_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "view.foxglove_port" of a port given as --foxglove-port, with no such key in any config."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        argv = ["view", f"ipc://{tmp_path}/none.sock", "--foxglove", "--foxglove-port", str(port)]
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"Foxglove WebSocket port {port}: cannot serve on 127.0.0.1" in err and "view." not in err
 
 
 def test_serving_for_a_duration_says_how_long(capsys: pytest.CaptureFixture[str]) -> None:
