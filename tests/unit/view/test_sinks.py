@@ -73,7 +73,7 @@ def test_views_that_fail_to_start_write_no_rrd(tmp_path: Path) -> None:
         settings = ViewSettings(
             save=tmp_path / "view.rrd", foxglove=True, foxglove_port=busy.getsockname()[1]
         )
-        with pytest.raises(ViewError, match="foxglove_port"):
+        with pytest.raises(ViewError, match="Foxglove WebSocket port"):
             Views(load_config(None), settings)
     assert not list(tmp_path.glob("view.rrd*"))
 
