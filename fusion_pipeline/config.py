@@ -581,6 +581,11 @@ def _security_problems(security: SecurityConfig) -> Iterator[str]:
     for key in ("authorized_keys", "server_key"):
         if getattr(security, key) and not security.certificate:
             yield f"security.{key}: used only with security.certificate (CURVE on tcp endpoints)"
+    if security.insecure and security.certificate:
+        yield (
+            "security.insecure: true does nothing beside security.certificate, which secures every tcp "
+            "endpoint with CURVE: remove one of the two"
+        )
 
 
 def validation_problems(exc: ValidationError) -> list[str]:
@@ -720,6 +725,13 @@ def doubtful_settings(config: Config) -> Iterator[str]:
     stamp between two samples then finds neither), a reference-mode max_wait_ms longer than queue_size
     reference periods (sets then wait for a silent optional stream less than it says), or the reference
     stream said not required (every set is built on it)."""
+    security = config.security
+    keys = [key for key in ("certificate", "authorized_keys", "server_key") if getattr(security, key)]
+    if keys and not any(use.url.startswith("tcp://") for use in config.endpoint_uses(_UNRESOLVED)):
+        yield (
+            f"security.{keys[0]}: no endpoint of this config is tcp, and CURVE secures tcp endpoints "
+            "only: [security]'s keys are not used"
+        )
     sync = config.sync
     if sync.mode == "reference" and sync.reference in {s.name for s in config.streams}:
         reference = config.stream(sync.reference)

@@ -228,25 +228,48 @@ def check_host(config: Config, run_dir: Path, source: str, sockets: Sequence[tup
             raise ConfigError(f"{source}: security.{key}: {exc}") from exc
 
 
-def check_own_drivers(config: Config, source: str) -> None:
-    """Refuse a graph whose ingest could never hear its own simulated drivers on tcp: it is their CURVE
-    client with this host's key, which the allow-list must then hold. (A host that runs only drivers,
-    its ingest elsewhere, needs no such key: `run` checks this, not every node.)"""
+def check_own_clients(config: Config, run_dir: Path, source: str) -> None:
+    """Refuse a graph that could never hear itself on tcp: where this host connects to a tcp endpoint it
+    binds itself (its simulated drivers', its ingest's, its synchronizer's; its results' readers use ipc),
+    it is its own CURVE client, presenting `certificate` and expecting `server_key`. Its allow-list must
+    then hold its own public key, and `server_key` be that key (the default). A host that runs only
+    drivers, its ingest elsewhere, connects to none of them: `run` checks this, not every node."""
     security = config.security
-    own_tcp = [s.name for s in config.streams if s.driver == "sim" and s.endpoint.startswith("tcp://")]
-    if not (own_tcp and security.certificate and security.authorized_keys):
+    output = config.endpoint(config.output.endpoint, run_dir)
+    own_tcp = [
+        use.key
+        for use in config.endpoint_uses(run_dir)
+        if use.binds and use.url.startswith("tcp://") and use.url != output
+    ]
+    if not (own_tcp and security.certificate):
         return
     try:
         public = load_certificate(Path(security.certificate), need_secret=True)[0]
-        allowed = load_allow_list(Path(security.authorized_keys), need_keys=False)
+        server = (
+            load_certificate(Path(security.server_key), need_secret=False)[0]
+            if security.server_key
+            else public
+        )
+        allowed = (
+            load_allow_list(Path(security.authorized_keys), need_keys=False)
+            if security.authorized_keys
+            else None
+        )
     except KeysError:
         return  # check_host says what is wrong with the files
-    if public not in allowed:
+    if allowed is not None and public not in allowed:
         raise ConfigError(
             f"{source}: security.authorized_keys {security.authorized_keys} does not hold this host's own "
-            f"public key (of {security.certificate}), which its ingest presents to its own simulated "
-            f"drivers on tcp ({', '.join(own_tcp)}): copy its .key file into it (a host that runs only "
-            "the drivers, the rest of the graph elsewhere: `config check --drivers-only`)"
+            f"public key (of {security.certificate}), which it presents to its own tcp servers "
+            f"({', '.join(own_tcp)}): copy its .key file into it (a host that runs only the drivers, the "
+            "rest of the graph elsewhere: `config check --drivers-only`)"
+        )
+    if server != public:
+        raise ConfigError(
+            f"{source}: security.server_key {security.server_key} is not this host's own key (of "
+            f"{security.certificate}), which its own tcp servers ({', '.join(own_tcp)}) hold: every "
+            "tcp socket this host connects expects the one server_key, so these would refuse it; put "
+            "the endpoints within this host on ipc, or leave server_key empty"
         )
 
 

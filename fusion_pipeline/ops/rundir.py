@@ -21,7 +21,7 @@ from pathlib import Path
 
 from fusion_pipeline.config import Config, config_source
 from fusion_pipeline.errors import ConfigError, EndpointError
-from fusion_pipeline.node import CONTROL_SOCKET, check_host, check_own_drivers
+from fusion_pipeline.node import CONTROL_SOCKET, check_host, check_own_clients
 from fusion_pipeline.ops.errors import StatusError
 from fusion_pipeline.ops.graph import RunSocket
 from fusion_pipeline.ops.status import forget_run_dir, record_run_dir, recorded_run_dir
@@ -50,7 +50,7 @@ def check_run_host(
     source = config_source(config_path)
     check_host(config, path, source, [(what, url(path)) for what, url in sockets])
     if own_drivers:
-        check_own_drivers(config, source)  # this graph's ingest and its drivers, on one host
+        check_own_clients(config, path, source)  # this graph's own tcp servers and their clients
     binds = [("pipeline.run_dir", f"ipc://{path}/{CONTROL_SOCKET}")] if config.pipeline.run_dir else []
     binds += [(use.key, use.url) for use in config.endpoint_uses(path) if use.binds]
     for key, url in binds:

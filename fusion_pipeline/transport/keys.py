@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import zmq.auth
+from zmq.utils import z85
 
 from fusion_pipeline.transport.errors import KeysError
 
@@ -13,6 +14,8 @@ __all__ = ["generate_keys", "key_name_problem", "load_allow_list", "load_certifi
 
 _GROUP_OTHERS_ANY = 0o077  # group or others may read, write or enter
 _GROUP_OTHERS_WRITE = 0o022  # group or others may write
+_Z85_KEY_CHARS = 40  # a 32-byte CURVE key in Z85
+_Z85_ALPHABET = frozenset(z85.Z85CHARS)
 
 
 def key_name_problem(name: str) -> str | None:
@@ -92,6 +95,17 @@ def load_certificate(path: Path, need_secret: bool) -> tuple[bytes, bytes | None
     if need_secret and secret is None:
         raise KeysError(f"CURVE certificate {str(path)!r} has no secret key (use the *.key_secret file)")
     subject = f"CURVE certificate {str(path)!r}"
+    # libzmq takes any bytes here and fails later, in a node, as "Invalid argument" naming nothing.
+    for line, key in (("public-key", public), ("secret-key", secret)):
+        if key is not None and (problem := _key_problem(key)):
+            raise KeysError(
+                f"{subject}: its {line} {problem}; write the pair anew with `fusion-pipeline keys`"
+            )
+    if secret is not None and zmq.curve_public(secret) != public:
+        raise KeysError(
+            f"{subject}: its public-key is not the public half of its secret-key (lines of two keypairs): "
+            "peers would hold the one and see the other"
+        )
     mode = _exposed_mode(path, subject, _GROUP_OTHERS_ANY) if secret is not None else None
     if mode is not None:
         raise KeysError(
@@ -99,6 +113,14 @@ def load_certificate(path: Path, need_secret: bool) -> tuple[bytes, bytes | None
             f"{path}"
         )
     return public, secret
+
+
+def _key_problem(key: bytes) -> str | None:
+    """Why `key` is not a CURVE key as a certificate file holds it (40 characters of Z85), or None."""
+    if len(key) != _Z85_KEY_CHARS:
+        return f"is {len(key)} characters long, not {_Z85_KEY_CHARS} (a Z85 CURVE key)"
+    odd = sorted({chr(c) for c in key if c not in _Z85_ALPHABET})
+    return f"holds {''.join(odd)!r}, outside Z85 (a CURVE key's characters)" if odd else None
 
 
 def _not_a_client_key(path: Path) -> str | None:

@@ -95,8 +95,9 @@ _HANDSHAKE_FAILURES = {
 #: expects; of a plain one, a CURVE server (which sometimes closes before saying the mismatch), a peer
 #: restarting, or no ZeroMQ program at all.
 _CURVE_HANDSHAKE_CLOSED = (
-    "the CURVE handshake failed: the server's key is not this client's server_key (another server on "
-    "this port?)"
+    "the CURVE handshake failed, closed by the peer: most often the server's key is not this client's "
+    "server_key (another server on this port?); else a plain server without CURVE, a peer restarting, "
+    "or a program that is no ZeroMQ one"
 )
 _PLAIN_HANDSHAKE_CLOSED = (
     "the peer closed the connection in its handshake: a CURVE server, whose security does not match "

@@ -425,6 +425,22 @@ def test_the_reference_said_not_required_is_doubted() -> None:
     assert doubt.startswith("streams[1].required: false does nothing on the reference stream")
 
 
+def test_curve_keys_where_no_endpoint_is_tcp_are_doubted() -> None:
+    """The keys secure tcp endpoints only: an ipc config with them ran plain, said nowhere."""
+    keyed = DEMO.replace("insecure = false", 'certificate = "k/p.key_secret"\nauthorized_keys = "k/ok"', 1)
+    (doubt,) = doubtful_settings(parse_config(keyed))
+    assert doubt.startswith("security.certificate: no endpoint of this config is tcp")
+    tcp = keyed.replace('"ipc://{run_dir}/results.sock"', '"tcp://127.0.0.1:5602"', 1)
+    assert list(doubtful_settings(parse_config(tcp))) == []
+
+
+def test_insecure_beside_a_certificate_is_refused() -> None:
+    """CURVE was used and `insecure = true` ignored: a server then lacked its allow-list at run time."""
+    both = DEMO.replace("insecure = false", 'insecure = true\ncertificate = "k/p.key_secret"', 1)
+    with pytest.raises(ConfigError, match="security.insecure: true does nothing beside security.certificate"):
+        parse_config(both, "both.toml")
+
+
 def test_the_viewers_grpc_port_is_any_free_one_by_default() -> None:
     """Rerun's gRPC server answers any Host header: at a well-known port (9876) a web page whose name was
     rebound to 127.0.0.1 knew where to read the views from."""

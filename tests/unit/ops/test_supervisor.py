@@ -66,11 +66,9 @@ def test_plain_tcp_endpoints_are_the_tcp_ones_without_curve() -> None:
     insecure = parse_config(text.replace("insecure = false", "insecure = true", 1))
     found = [(use.key, use.url) for use in plain_tcp_endpoints(insecure, Path("/run/x"))]
     assert found == [("sync.endpoint", "tcp://127.0.0.1:5601"), ("output.endpoint", "tcp://0.0.0.0:5602")]
-    # With a certificate configured the tcp endpoints use CURVE, even with insecure = true: none is plain.
+    # With a certificate configured the tcp endpoints use CURVE: none is plain.
     curve = parse_config(
-        text.replace(
-            "insecure = false", 'insecure = true\ncertificate = "k/p.key_secret"\nauthorized_keys = "k/ok"'
-        )
+        text.replace("insecure = false", 'certificate = "k/p.key_secret"\nauthorized_keys = "k/ok"')
     )
     assert plain_tcp_endpoints(curve, Path("/run/x")) == []
 

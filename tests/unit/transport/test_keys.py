@@ -123,3 +123,56 @@ def test_a_missing_certificate_is_said_to_be_missing(tmp_path: Path) -> None:
     assert str(refused.value) == f"CURVE certificate {str(missing)!r} does not exist"
     with pytest.raises(KeysError, match="is not a file$"):
         load_certificate(tmp_path, need_secret=True)
+
+
+def _with_line(source: Path, target: Path, line: str, value: str) -> Path:
+    """`source` with its `line` key ("public-key", "secret-key") set to `value`, written to `target` 0600."""
+    text = "".join(
+        f'    {line} = "{value}"\n' if row.strip().startswith(line) else row
+        for row in source.read_text().splitlines(keepends=True)
+    )
+    target.write_text(text)
+    target.chmod(0o600)
+    return target
+
+
+@pytest.mark.parametrize(
+    ("line", "value", "problem"),
+    [
+        ("secret-key", "short", "its secret-key is 5 characters long, not 40 (a Z85 CURVE key)"),
+        ("public-key", "short", "its public-key is 5 characters long, not 40 (a Z85 CURVE key)"),
+        ("secret-key", "~" * 40, "its secret-key holds '~', outside Z85"),
+    ],
+)
+def test_a_certificate_whose_key_is_no_curve_key_is_refused_naming_the_line(
+    tmp_path: Path, line: str, value: str, problem: str
+) -> None:
+    """libzmq took such a key and failed later, in every node, as "ZMQError: Invalid argument"."""
+    secret = generate_keys(tmp_path / "keys", "host")[1]
+    bad = _with_line(secret, tmp_path / "bad.key_secret", line, value)
+    with pytest.raises(KeysError) as refused:
+        load_certificate(bad, need_secret=True)
+    assert str(refused.value).startswith(f"CURVE certificate {str(bad)!r}: {problem}")
+
+
+def test_a_certificate_of_two_keypairs_halves_is_refused(tmp_path: Path) -> None:
+    """Its holder proved one key and its peers expected the other: "the server's key is not this
+    client's server_key" on a right server_key."""
+    ours = generate_keys(tmp_path / "keys", "ours")[1]
+    theirs = generate_keys(tmp_path / "keys", "theirs")[1]
+    their_secret = next(r for r in theirs.read_text().splitlines() if r.strip().startswith("secret-key"))
+    mixed = _with_line(ours, tmp_path / "mixed.key_secret", "secret-key", their_secret.split('"')[1])
+    with pytest.raises(KeysError, match="its public-key is not the public half of its secret-key"):
+        load_certificate(mixed, need_secret=True)
+    assert load_certificate(ours, need_secret=True)[1] is not None  # a pair as written is whole
+
+
+def test_an_allow_list_entry_that_is_no_curve_key_is_refused(tmp_path: Path) -> None:
+    """It was accepted and left out without a word: that client could never connect."""
+    client = generate_keys(tmp_path / "keys", "client")[0]
+    authorized = tmp_path / "authorized"
+    authorized.mkdir()
+    (authorized / "client.key").write_bytes(client.read_bytes())
+    _with_line(client, authorized / "typo.key", "public-key", "short").chmod(0o644)
+    with pytest.raises(KeysError, match=r"typo.key': its public-key is 5 characters long"):
+        load_allow_list(authorized, need_keys=True)

@@ -13,6 +13,7 @@ from security import host_config, host_keys
 from fusion_pipeline.config import parse_config
 from fusion_pipeline.errors import ConfigError
 from fusion_pipeline.node import check_host
+from fusion_pipeline.ops.rundir import check_run_host
 from fusion_pipeline.transport import (
     MAX_SUBSCRIPTION_BYTES,
     Curve,
@@ -166,3 +167,21 @@ def test_key_files_are_checked_before_anything_starts(site: dict[str, Path], ipc
         {**good, "authorized_keys": empty}, driver="external", output="ipc://{run_dir}/r.sock"
     )
     check_host(parse_config(client_only), ipc_dir, "host.toml")
+
+
+def test_a_server_key_that_is_not_the_hosts_own_is_refused_where_it_dials_its_own_tcp_servers(
+    site: dict[str, Path], tmp_path: Path, ipc_dir: Path
+) -> None:
+    """Its ingest expected the peer's key of its own simulated driver, which serves with the host's: every
+    handshake failed, nothing came, and the run exited 0."""
+    (site["authorized"] / "host.key").write_bytes(site["certificate"].with_suffix(".key").read_bytes())
+    peer = generate_keys(tmp_path / "peer", "vehicle")[0]
+    good = {"certificate": site["certificate"], "authorized_keys": site["authorized"]}
+    check_run_host(parse_config(host_config(good)), None, ipc_dir, [], create=False)
+    config = parse_config(host_config({**good, "server_key": peer}))
+    with pytest.raises(ConfigError, match=r"security.server_key .*vehicle.key is not this host's own key"):
+        check_run_host(config, None, ipc_dir, [], create=False)
+    check_run_host(config, None, ipc_dir, [], create=False, own_drivers=False)  # a drivers-only host
+    # Its own servers' clients all on ipc (the driver external): the peer's key is what it dials.
+    external = host_config({**good, "server_key": peer}, driver="external", output="tcp://127.0.0.1:5602")
+    check_run_host(parse_config(external), None, ipc_dir, [], create=False)
