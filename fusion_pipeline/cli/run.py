@@ -408,6 +408,11 @@ def format_summary(summary: dict[str, Any]) -> str:
             else []
         ),
         *(
+            [f"HANDSHAKE FAILING at the stop: {name}: {failing}" for name, failing in failings.items()]
+            if (failings := summary.get("handshake_failing"))
+            else []
+        ),
+        *(
             [
                 f"NOT UP when the run stopped (no heartbeat): {', '.join(down)}: a run too short for them to "
                 "start (--duration), or a start that fails (their log lines)"

@@ -94,8 +94,16 @@ class StreamIngest:
         self.published += 1
         return out
 
-    def counters(self) -> dict[str, int]:
-        return {**self.source.counters(), **self.ingest.counters(), "published": self.published}
+    def counters(self) -> dict[str, object]:
+        """The socket's and the stream's counters; and, while its driver's handshake fails, how
+        (`handshake_failing`: a silent stream's reason in `status`)."""
+        failing = "; ".join(self.source.handshakes_failing.values())
+        return {
+            **self.source.counters(),
+            **self.ingest.counters(),
+            "published": self.published,
+            **({"handshake_failing": failing} if failing else {}),
+        }
 
     def _refused_at_socket(self, header: dict[str, Any]) -> None:
         self.ingest.refused_at_socket(header, time.time_ns())

@@ -202,6 +202,7 @@ class StreamSnapshot:
     arrived_idle_s: float = float("inf")  # since a message last reached its ingest node
     dropped: Mapping[str, int] = field(default_factory=dict)  # why those were dropped: reason -> count
     to_model: bool = True  # False for a generic stream in model.unbound_streams: never in a result
+    handshake_failing: str = ""  # how its ingest node's handshake with the driver fails, if it does
 
     @property
     def all_dropped(self) -> bool:
@@ -302,7 +303,11 @@ def silence(stream: StreamSnapshot) -> str:
             f"{stream.arrived} received, all dropped{reason}"
         )
     source = f" from its external driver on {stream.endpoint}" if stream.driver == "external" else ""
-    return f"{kind} {stream.name} silent for {stream.idle_s:.1f} s (expects {stream.rate_hz:g} Hz{source})"
+    failing = f": {stream.handshake_failing}" if stream.handshake_failing else ""
+    return (
+        f"{kind} {stream.name} silent for {stream.idle_s:.1f} s (expects {stream.rate_hz:g} Hz{source})"
+        f"{failing}"
+    )
 
 
 def status_tags(snapshot: PipelineSnapshot) -> list[str]:
@@ -326,20 +331,21 @@ def status_tags(snapshot: PipelineSnapshot) -> list[str]:
 
 def _silent_tag(stream: StreamSnapshot) -> str:
     if not stream.all_dropped:
-        return f"SILENT {stream.name}"
+        return f"SILENT {stream.name}" + (" (handshake failing)" if stream.handshake_failing else "")
     return f"SILENT {stream.name} (all dropped{': ' + stream.drop_reason if stream.drop_reason else ''})"
 
 
 class SilenceWatch:
     """The streams that went silent and those that came back since the previous snapshot, so that the
     supervisor logs each change once. A silent stream whose messages start or stop arriving (all
-    dropped) changes what an operator should look at: it counts as going silent again."""
+    dropped), or whose driver's handshake starts or stops failing, changes what an operator should look
+    at: it counts as going silent again."""
 
     def __init__(self) -> None:
-        self._silent: dict[str, bool] = {}  # name -> all_dropped
+        self._silent: dict[str, tuple[bool, str]] = {}  # name -> (all_dropped, handshake_failing)
 
     def changes(self, snapshot: PipelineSnapshot) -> tuple[list[StreamSnapshot], list[StreamSnapshot]]:
-        silent = {s.name: s.all_dropped for s in silent_streams(snapshot)}
+        silent = {s.name: (s.all_dropped, s.handshake_failing) for s in silent_streams(snapshot)}
         went = [
             s for s in snapshot.streams if s.name in silent and self._silent.get(s.name) != silent[s.name]
         ]
@@ -422,6 +428,7 @@ def status_report(snapshot: PipelineSnapshot) -> dict[str, Any]:
                 "messages_per_s": _round(s.messages_per_s),
                 "idle_s": round(s.idle_s, 3),
                 "silent": s.name in silent,
+                "handshake_failing": s.handshake_failing,  # how its driver's handshake fails, "" when not
                 # since the run began: what arrived and was refused, by reason, and the gaps in seq (never
                 # arrived, or too damaged to read their seq: those are malformed_* drops too)
                 "dropped": {k: v for k, v in sorted(ingest_drops(ingest).items()) if v},

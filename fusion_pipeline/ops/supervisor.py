@@ -361,6 +361,7 @@ class Supervisor:
                     arrived=self._window.grown(f"{node}.arrived", since=out),
                     arrived_idle_s=self._window.idle_s(f"{node}.arrived", now),
                     dropped={r: self._window.grown(f"{node}.drop.{r}", since=out) for r in drops[s.name]},
+                    handshake_failing=str(totals.get(node, {}).get("handshake_failing", "")),
                 )
             )
         self.latest = PipelineSnapshot(
@@ -548,6 +549,12 @@ class Supervisor:
                 s.name: {"silent_s": round(s.idle_s, 1), "required": s.required}
                 for s in (silent_streams(self.latest) if self.latest is not None else [])
                 if not self.graph.log_time and arrived(self.counters.totals(f"ingest:{s.name}"))
+            },
+            # streams whose ingest's handshake with the driver still failed at the stop, and how
+            "handshake_failing": {
+                s.name: failing
+                for s in self.config.streams
+                if (failing := self.counters.totals(f"ingest:{s.name}").get("handshake_failing"))
             },
             # nodes that never sent a heartbeat: a run stopped before they were up, or a start that fails
             "not_up": [n.spec.name for n in self.nodes if n.spec.name not in heard],

@@ -546,7 +546,8 @@ class Subscriber(_Socket):
         self._names = {alias: e.url for e in self._connected.values() for alias in _resolved_urls(e)}
         self._dropped: set[str] = set()  # dropped, not retried by libzmq, at the last look
         self._refused: dict[str, float] = {}  # handshakes failed (a refused key): when to connect again
-        self._failing: set[str] = set()  # handshakes failing with no detail, retried by libzmq: said once
+        #: Endpoints whose last handshake failed, and how (until one succeeds): each said once per problem.
+        self.handshakes_failing: dict[str, str] = {}
         self._rejoin_check_at = math.inf if bind else 0.0
         self.reconnects = 0
         for endpoint in urls:
@@ -653,17 +654,12 @@ class Subscriber(_Socket):
             kind, url = event["event"], event["endpoint"].decode()
             url = self._names.get(url, url)  # the name this socket was given, not the address resolved
             if kind in _HANDSHAKE_FAILURES:
-                problem = f"{url}: {_HANDSHAKE_FAILURES[kind]}; connecting again every {REFUSED_RETRY_S:g} s"
-                if url not in self._refused:
-                    _LOG.warning("%s", problem)
                 self._refused[url] = now + REFUSED_RETRY_S
-                self.last_error = problem
+                retry = f"connecting again every {REFUSED_RETRY_S:g} s"
+                self._handshake_failed(url, _HANDSHAKE_FAILURES[kind], retry)
             elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
                 closed = _PLAIN_HANDSHAKE_CLOSED if self._curve is None else _CURVE_HANDSHAKE_CLOSED
-                self.last_error = f"{url}: {closed}"
-                if url not in self._failing:
-                    _LOG.warning("%s; libzmq keeps trying", self.last_error)
-                self._failing.add(url)
+                self._handshake_failed(url, closed, "libzmq keeps trying")
             elif kind == zmq.EVENT_DISCONNECTED:
                 if url not in self._refused:
                     dropped.add(url)
@@ -673,7 +669,7 @@ class Subscriber(_Socket):
                 self._dropped.discard(url)
                 self._refused.pop(url, None)
                 if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    self._failing.discard(url)
+                    self.handshakes_failing.pop(url, None)
         retry = {url for url, at in self._refused.items() if at <= now}
         for url in sorted((self._dropped | retry) & self._connected.keys()):
             self.socket.disconnect(url)
@@ -689,6 +685,12 @@ class Subscriber(_Socket):
             if self.reconnects == 1:  # then counted (`reconnects`): a peer that keeps doing it would flood
                 _LOG.warning("%s", self.last_error)
         self._dropped = dropped
+
+    def _handshake_failed(self, url: str, problem: str, retry: str) -> None:
+        self.last_error = f"{url}: {problem}; {retry}"
+        if self.handshakes_failing.get(url) != problem:  # each endpoint's problem said once, a new one too
+            _LOG.warning("%s", self.last_error)
+        self.handshakes_failing[url] = problem
 
     def _check(self, frames: list[Buffer]) -> Checked | None:
         if self._streams is not None and bytes(frames[0]) not in self._streams:

@@ -79,6 +79,14 @@ def test_streams_silent_when_the_run_stopped_are_said() -> None:
     assert "SILENT" not in format_summary(_summary())
 
 
+def test_a_handshake_still_failing_at_the_stop_is_said() -> None:
+    """A driver that refused this host's key: the summary said only "a dead or absent sensor"."""
+    refused = {"radar/front": "the CURVE server refused this client's key"}
+    text = format_summary(_summary(nothing_received=["radar/front"], handshake_failing=refused))
+    assert "HANDSHAKE FAILING at the stop: radar/front: the CURVE server refused this client's key" in text
+    assert "HANDSHAKE" not in format_summary(_summary())
+
+
 def test_nodes_that_never_came_up_are_said_not_blamed_on_the_sensors() -> None:
     """A run stopped at 2 s, its nodes still importing, said that every sensor was dead."""
     text = format_summary(_summary(not_up=["sensor_sim:camera/front", "ingest:camera/front"]))

@@ -127,6 +127,25 @@ def test_a_silent_stream_is_named_with_its_driver_and_reported_once_until_it_com
     assert [s.name for s in watch.changes(flowing)[1]] == ["camera/front"]
 
 
+def test_a_silent_stream_whose_driver_refuses_the_handshake_says_so() -> None:
+    """A driver that refused this host's key showed as a bare silence in `status`, the metrics and the
+    run's log: the one line that said why was in its ingest node's log."""
+    refused = "the CURVE server refused this client's key"
+    lidar = StreamSnapshot(
+        "lidar/top", "lidar", True, 10.0, 0.0, 5.0, 2.0, driver="external", endpoint="tcp://10.0.0.1:5555"
+    )
+    failing = StreamSnapshot(**{**lidar.__dict__, "handshake_failing": refused})
+    assert assess(_snapshot([], [failing])).reasons == [
+        "required stream lidar/top silent for 5.0 s (expects 10 Hz from its external driver on "
+        f"tcp://10.0.0.1:5555): {refused}"
+    ]
+    assert status_tags(_snapshot([], [failing])) == ["SILENT lidar/top (handshake failing)"]
+    watch = SilenceWatch()
+    assert watch.changes(_snapshot([], [lidar])) == ([lidar], [])
+    assert watch.changes(_snapshot([], [failing])) == ([failing], [])  # the reason came: said again
+    assert watch.changes(_snapshot([], [failing])) == ([], [])
+
+
 def test_a_stream_whose_messages_all_are_dropped_by_ingest_is_silent_and_says_why() -> None:
     """Issue 12 item 21, audit: frames arrive (27 msg/s received) but ingest drops every one; silence
     is measured on what ingest publishes, and the warning names the count and the top drop reason."""

@@ -87,6 +87,8 @@ def test_a_refused_client_key_is_said_and_not_retried_at_once(keys, monkeypatch:
             pub.publish(1)
             assert sub.recv(timeout_ms=100) is None
         assert sub.reconnects == 0 and "refused this client's key" in sub.last_error
+        # for the ingest node's heartbeat: a silent stream's reason in `status`
+        assert sub.handshakes_failing == {endpoint: "the CURVE server refused this client's key"}
     assert connects == [endpoint]  # the first connect only, within REFUSED_RETRY_S
 
 
@@ -179,6 +181,10 @@ def test_a_refused_client_is_let_in_once_the_server_takes_its_key(
                 fixed.publish(2)
                 received = sub.recv(timeout_ms=100)
         assert received is not None and received.seq >= 0
+        deadline = time.monotonic() + 3  # its look at the handshake that let it in: at most once a second
+        while sub.handshakes_failing and time.monotonic() < deadline:
+            sub.recv(timeout_ms=100)
+        assert sub.handshakes_failing == {}  # no longer a silent stream's reason
 
 
 def test_sockets_dropped_in_a_reference_cycle_do_not_hang_the_collector() -> None:
