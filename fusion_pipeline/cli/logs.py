@@ -273,9 +273,11 @@ def _record(args: argparse.Namespace) -> int:
                 path.unlink(missing_ok=True)
     _write_report(args.report_json, report.as_json())
     if report.empty:
+        failing = "; ".join(f"{url}: {problem}" for url, problem in report.handshakes_failing.items())
+        why = f"handshakes failing: {failing}" if failing else "is it running?"
         print(
             f"record: nothing received in {report.wall_s:.1f} s from the pipeline in {run_dir} "
-            f"({looked}; is it running?); no log written",
+            f"({looked}; {why}); no log written",
             file=sys.stderr,
         )
         return 1

@@ -167,7 +167,14 @@ def _view_live(
     else:
         # Messages that came and were refused (limits, a bad header) say more than "is it running?".
         malformed = dict(live.malformed())
-        why = f"; malformed, dropped: {malformed}" if malformed else " (is it running?)"
+        failing = "; ".join(f"{u}: {p}" for source in sources for u, p in source.handshakes_failing.items())
+        why = (
+            f"; malformed, dropped: {malformed}"
+            if malformed
+            else f"; handshakes failing: {failing}"
+            if failing
+            else " (is it running?)"
+        )
         print(
             f"view: nothing received in {time.monotonic() - start:.1f} s from {where}{why}"
             + ("; no .rrd written" if settings.save else ""),

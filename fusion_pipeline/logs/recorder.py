@@ -118,6 +118,8 @@ class RecordReport:
     wall_s: float = 0.0
     bytes_in: int = 0
     max_wait_ms: float = 0.0  # sync.max_wait_ms, what `late` is measured against
+    #: Endpoints whose handshake still failed at the end (a driver that refused the recorder's key), how.
+    handshakes_failing: dict[str, str] = field(default_factory=dict)
 
     @property
     def written(self) -> int:
@@ -151,6 +153,7 @@ class RecordReport:
             "malformed": dict(sorted(self.malformed.items())),
             "streams": {name: asdict(s) for name, s in sorted(self.streams.items())},
             "silent": self.silent,
+            "handshakes_failing": self.handshakes_failing,
             "error": self.error,
         }
 
@@ -196,6 +199,9 @@ class RecordReport:
                     "capture: a replay's sets may leave them out (the live ones had them only if they "
                     "reached the pipeline sooner than the recorder, one short of CPU)"
                 )
+        lines += [
+            f"  {url}: HANDSHAKE FAILING: {problem}" for url, problem in self.handshakes_failing.items()
+        ]
         if self.malformed:
             lines.append(f"  malformed (not written): {dict(self.malformed)}")
         if self.not_written:
@@ -338,9 +344,12 @@ class Recorder:
                 streams = ", ".join(self.report.streams)
                 # Messages that came and were refused say more than "is it running?" (as `view` says).
                 refused = sum(self.subscriber.malformed.values())
+                failing = self.subscriber.handshakes_failing
                 why = (
                     f"{refused} malformed messages dropped so far"
                     if refused
+                    else "; ".join(f"{url}: {problem}" for url, problem in failing.items())
+                    if failing
                     else "is the pipeline running, on these endpoints?"
                     if heard == self._started
                     else "has the pipeline stopped?"
@@ -372,6 +381,7 @@ class Recorder:
         """Stop receiving, finish the file with the report in it, and return the report."""
         report = self.report
         report.malformed.update(self.subscriber.malformed)
+        report.handshakes_failing = dict(self.subscriber.handshakes_failing)
         report.wall_s = time.monotonic() - self._started
         report.bytes_in = self.writer.bytes_in
         self.subscriber.close()

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import zmq
 from samples import numbered_radar
+from security import host_config, host_keys
 
-from fusion_pipeline.config import load_config
+from fusion_pipeline.config import load_config, parse_config
 from fusion_pipeline.errors import EndpointError
 from fusion_pipeline.logs import (
     REPORT_METADATA,
@@ -27,7 +28,7 @@ from fusion_pipeline.logs import (
     existing_output,
     unused_path,
 )
-from fusion_pipeline.transport import Publisher
+from fusion_pipeline.transport import Curve, Publisher, generate_keys
 
 
 @contextmanager
@@ -229,3 +230,32 @@ def test_a_recorder_hearing_nothing_says_so_and_says_the_return(
     )
     assert re.match(since_last, silent[1])
     assert any(m.startswith("recording again: messages came after ") for m in said()), said()
+
+
+def test_a_driver_refusing_the_recorders_key_is_named_in_the_report(tmp_path: Path, ipc_dir: Path) -> None:
+    """It said only "is the pipeline running?": the reason was a driver that refused the host's key."""
+    site = host_keys(tmp_path)
+    driver_keys = generate_keys(tmp_path / "driver", "driver")
+    others = tmp_path / "others"
+    others.mkdir()
+    (others / "other.key").write_bytes(generate_keys(tmp_path / "other", "other")[0].read_bytes())
+    driver = Publisher(
+        "tcp://127.0.0.1:*", "radar/front", "radar", curve=Curve(driver_keys[1], authorized_keys=others)
+    )
+    endpoint = driver.last_endpoint
+    with driver:
+        security = {
+            "certificate": site["certificate"],
+            "authorized_keys": site["authorized"],
+            "server_key": driver_keys[0],
+        }
+        text = host_config(security, endpoint, driver="external", output="ipc://{run_dir}/r.sock")
+        settings = RecordSettings(path=ipc_dir / "r.mcap", streams=("radar/front",))
+        recorder = Recorder(parse_config(text), ipc_dir, settings)
+        deadline = time.monotonic() + 5
+        while not recorder.subscriber.handshakes_failing and time.monotonic() < deadline:
+            recorder.poll(100)
+        report = recorder.close()
+    refused = {endpoint: "the CURVE server refused this client's key"}
+    assert report.handshakes_failing == refused and report.as_json()["handshakes_failing"] == refused
+    assert f"{endpoint}: HANDSHAKE FAILING: the CURVE server refused" in report.summary()
