@@ -44,7 +44,16 @@ from fusion_pipeline.logs.records import (
 )
 from fusion_pipeline.transport.wire import DEFAULT_LIMITS, VERSION, Buffer, Limits, Sample
 
-__all__ = ["PREFETCH", "LogMessage", "LogReader", "existing_logs", "next_part", "prefetch", "say_cut_short"]
+__all__ = [
+    "PREFETCH",
+    "LogMessage",
+    "LogReader",
+    "existing_logs",
+    "next_part",
+    "prefetch",
+    "recording_id",
+    "say_cut_short",
+]
 
 
 log = logging.getLogger(__name__)
@@ -130,6 +139,14 @@ def next_part(path: Path, limits: Limits = DEFAULT_LIMITS) -> Path | None:
     summary = _summary(path, limits) if path.is_file() else None  # a FIFO would block the open
     name = None if summary is None else summary.metadata.get(NEXT_PART_METADATA, {}).get("next_part")
     return path.with_name(name) if name and Path(name).name == name else None
+
+
+def recording_id(path: Path, limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """The id the writer gave the recording `path` is (a part of), from its summary's metadata; None
+    for a file without a readable summary or such metadata (another writer's)."""
+    summary = _summary(path, limits) if path.is_file() else None  # a FIFO would block the open
+    recording = None if summary is None else summary.metadata.get(FILE_METADATA, {}).get("recording")
+    return recording if isinstance(recording, str) and recording else None
 
 
 def _max_chunk_bytes(limits: Limits) -> int:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fusion_pipeline.logs.reader import next_part
+from fusion_pipeline.logs.reader import next_part, recording_id
 from fusion_pipeline.logs.writer import part_path
 
 __all__ = ["LogSources", "SourceTopics", "log_sources"]
@@ -47,7 +47,7 @@ def log_sources(paths: Sequence[Path], joined: bool = False) -> LogSources:
         return next(c for c in (name, *(f"{name}-{n}" for n in range(2, len(paths) + 2))) if c not in taken)
 
     for recording, files in _recordings(paths):
-        runs = _runs(recording, files)
+        runs = _runs(recording, files, joined)
         found.parts_not_given += [missing for missing, _ in runs if missing]
         last = runs[-1][1][-1]
         if following := next_part(last):  # a path beside `last`
@@ -98,14 +98,15 @@ def _part_index(path: Path) -> int:
     return int(match[2]) if match else 0
 
 
-def _runs(recording: Path, files: list[Path]) -> list[tuple[str, list[Path]]]:
+def _runs(recording: Path, files: list[Path], joined: bool) -> list[tuple[str, list[Path]]]:
     """The files of one recording in part order, as runs of consecutive parts, each with the parts
-    missing before it ("" when none are)."""
+    missing before it ("" when none are). A part whose metadata names another recording than the part
+    before it (two recordings named as one's parts) starts a run of its own, said in a warning."""
     runs: list[tuple[str, list[Path]]] = []
     expected = 0  # the part that continues the last run
     for path in sorted(files, key=_part_index):
         index = _part_index(path)
-        if runs and index == expected:
+        if runs and index == expected and not _another_recording(runs[-1][1][-1], path, joined):
             runs[-1][1].append(path)
         else:  # a gap, the first part, or a part given twice (it starts a run again: nothing dropped)
             missing = ""
@@ -115,6 +116,21 @@ def _runs(recording: Path, files: list[Path]) -> list[tuple[str, list[Path]]]:
             runs.append((missing, [path]))
         expected = index + 1
     return runs
+
+
+def _another_recording(before: Path, path: Path, joined: bool) -> bool:
+    """Whether `path`, named as the part after `before`, is of another recording (their writer's ids
+    differ), which is said; unknown ids (another writer's files) are taken as one recording."""
+    ids = recording_id(before), recording_id(path)
+    if None in ids or ids[0] == ids[1]:
+        return False
+    log.warning(
+        "%s is named as the part after %s but is another recording (the ids in their metadata differ): %s",
+        path.name,
+        before.name,
+        "read on after it, as given" if joined else f"run as a log of its own, {path.stem!r}",
+    )
+    return True
 
 
 class SourceTopics:

@@ -138,7 +138,8 @@ def plan_batch(
     files `present` in the directory `where`: done (the manifest says done from these very files, and its
     file is there) is skipped, anything else runs. A done log of the same name made from other paths or
     files, or with another config, is a BatchError: its results are not this batch's (or of a recording
-    since replaced at its path, which cannot be made again), and a batch never writes over them."""
+    since replaced at its path, which cannot be made again), and a batch never writes over them. So is
+    a done log of another config among the directory's others: one directory, one config and model."""
     plan = BatchPlan()
     conflicts = []
     for log in logs:
@@ -171,6 +172,16 @@ def plan_batch(
             )
         else:
             plan.run.append(log)
+    # The directory's other done logs: its summary (and a --compare against it) would pool two models.
+    named = {log.name for log in logs}
+    conflicts += [
+        f"{name} was made with another config or model ({record.digest})"
+        for name, record in sorted(records.items())
+        if name not in named
+        and record.status == "done"
+        and record.digest != digest
+        and record.results in present
+    ]
     if conflicts:
         raise BatchError(
             f"{where} holds other results under this batch's names: {'; '.join(conflicts)} "

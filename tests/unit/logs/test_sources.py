@@ -112,3 +112,27 @@ def test_the_parts_not_given_are_listed_for_a_report(tmp_path: Path, joined: boo
     assert log_sources(parts, joined).parts_not_given == []
     assert log_sources([parts[0], parts[2]], joined).parts_not_given == [str(parts[1]), str(parts[3])]
     assert log_sources(parts[2:], joined).parts_not_given == [f"{parts[0]} to {parts[1].name}"]
+
+
+@pytest.mark.parametrize("joined", [False, True])
+def test_two_recordings_named_as_parts_of_one_are_told_apart(
+    tmp_path: Path, joined: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fleet logs named truck_000.mcap, truck_001.mcap one after the other: a batch ran them as one log,
+    its seq gap counted as lost messages, without a word. Their writers' recording ids differ."""
+    paths = [tmp_path / "drive_000.mcap", tmp_path / "drive_001.mcap"]
+    for seq, path in enumerate(paths):
+        with LogWriter(path) as writer:
+            writer.write(Sample("lidar/top", "lidar", seq, seq * 1_000, frame_id="lidar_top"), seq * 1_000)
+    with caplog.at_level(logging.WARNING):
+        sources = log_sources(paths, joined).logs
+    if joined:  # given together to be read as one: read on, said
+        assert sources == [("drive", paths)]
+        done = "read on after it, as given"
+    else:
+        assert sources == [("drive", paths[:1]), ("drive_001", paths[1:])]
+        done = "run as a log of its own, 'drive_001'"
+    assert [r.getMessage() for r in caplog.records] == [
+        "drive_001.mcap is named as the part after drive_000.mcap but is another recording (the ids in "
+        f"their metadata differ): {done}"
+    ]

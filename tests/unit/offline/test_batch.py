@@ -153,6 +153,18 @@ def test_results_of_another_batch_under_a_name_are_refused(record: LogRecord, pr
         plan_batch(LOGS, IDENTITIES, {"done": record}, {"done.results.mcap"}, "d1", Path("/out"))
 
 
+def test_a_directory_whose_other_done_logs_are_of_another_model_is_refused() -> None:
+    """A batch of log c with another model into a directory of log a's results: both were summed into
+    one summary, and a --compare against it compared with two models, without a word."""
+    other = {"a": done("a", digest="d0")}
+    with pytest.raises(BatchError, match="a was made with another config or model \\(d0\\)"):
+        plan_batch(LOGS[3:4], IDENTITIES, other, {"a.results.mcap"}, "d1", Path("/out"))
+    # Its results file removed (the summary says `removed`), or failed: nothing of it is pooled.
+    assert plan_batch(LOGS[3:4], IDENTITIES, other, set(), "d1", Path("/out")).run == LOGS[3:4]
+    same = {"a": done("a", digest="d1")}
+    assert plan_batch(LOGS[3:4], IDENTITIES, same, {"a.results.mcap"}, "d1", Path("/out")).run == LOGS[3:4]
+
+
 @pytest.mark.parametrize(
     ("identity", "then_now"),
     [
