@@ -57,6 +57,14 @@ def ray_records(tasks: Sequence[LogTask], address: str, cpus: int) -> Iterator[L
         raise BatchError(f"--ray {address}: no Ray cluster to connect to there: {exc}") from exc
     except ValueError as exc:  # Ray's word on the address itself (its form, a Ray Client it lacks)
         raise BatchError(f"--ray {address}: {_last_line(str(exc))}") from exc
+    except SystemExit:
+        # A SIGTERM while Ray starts meets Ray's own handler, which exits (status 15, its agents left
+        # running): a stop like any other, with what Ray started shut down.
+        ray.shutdown()
+        raise KeyboardInterrupt from None
+    except BaseException:  # a Ctrl-C while Ray starts: what it started goes too
+        ray.shutdown()
+        raise
     finally:
         for signum, handler in handlers.items():
             if handler is not None:  # None: set outside Python, nothing to put back

@@ -250,3 +250,23 @@ def _in_session(process: psutil.Process, leader: int) -> bool:
         return os.getsid(process.pid) == leader and process.status() != psutil.STATUS_ZOMBIE
     except (ProcessLookupError, psutil.Error):
         return False
+
+
+def test_a_sigterm_while_ray_starts_stops_the_batch_and_what_ray_started() -> None:
+    """Ray's own SIGTERM handler, in place while ray.init runs, exited 15 with no word of the batch, and
+    sometimes left Ray's agents running."""
+    script = ROOT / "tests" / "support" / "ray_stopped_while_starting.py"
+    child = subprocess.Popen(
+        [sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, _ = child.communicate(timeout=120)
+    finally:
+        _kill_session(child.pid)
+    assert (child.returncode, stdout) == (130, "stopped\n")
+    deadline = time.monotonic() + 10
+    while (left := [p.cmdline() for p in psutil.process_iter() if _in_session(p, child.pid)]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    assert left == [], left
