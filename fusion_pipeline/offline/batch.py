@@ -401,7 +401,12 @@ def run_batch(
     # of the manifest the summary also covers.
     named = {log.name for log in logs}
     run["failed"] = sorted(name for name in named if manifest.records[name].status == "failed")
-    run["not_compared"] = sorted(named & set(comparison["errors"])) if comparison is not None else []
+    not_compared = set()
+    if comparison is not None:
+        not_compared = set(comparison["errors"])
+        if not comparison["logs"]:  # none matched at all: most likely the wrong OTHER_DIR
+            not_compared |= set(comparison["missing"])
+    run["not_compared"] = sorted(named & not_compared)
     results_now = {p.name for p in out.glob("*" + RESULTS_SUFFIX)}  # a done log's may since be removed
     summary = batch_summary(records, run, comparison, present=results_now)
     partial = out / (SUMMARY_NAME + PARTIAL_SUFFIX)

@@ -273,6 +273,7 @@ def format_summary(summary: Mapping[str, Any], out: str) -> str:
         for name, error in compare["errors"].items():
             lines.append(f"  {name}: NOT COMPARED: {error}")
         if compare["missing"]:
-            lines.append(f"  not in {compare['other']}: {', '.join(compare['missing'])}")
+            none = "" if compare["logs"] else " (no log of this batch is: is it the batch to compare with?)"
+            lines.append(f"  not in {compare['other']}: {', '.join(compare['missing'])}{none}")
         lines.append(f"  all logs: {_agreement_text(compare['overall'])}")
     return "\n".join(lines)

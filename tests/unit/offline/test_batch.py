@@ -213,6 +213,21 @@ def batch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., dict
     return lambda out, **options: run_batch([tmp_path / "logs"], out, DEMO, progress=False, **options)
 
 
+def test_a_compare_that_matched_no_log_is_not_compared(
+    batch: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    """Pointed at the wrong OTHER_DIR (no log name in common), it said "0 results matched" and exit 0."""
+    batch(tmp_path / "old")
+    (tmp_path / "logs/b.mcap").write_bytes(b"recording 2")
+    summary = batch(tmp_path / "both", compare=tmp_path / "old")  # one in common: the other only missing
+    assert summary["run"]["not_compared"] == [] and summary["compare"]["missing"] == ["b"]
+    (tmp_path / "logs/a.mcap").unlink()
+    summary = batch(tmp_path / "new", compare=tmp_path / "old")
+    assert summary["run"]["not_compared"] == ["b"]  # the command's exit 1
+    said = format_summary(summary, str(tmp_path / "new"))
+    assert f"not in {tmp_path / 'old'}: b (no log of this batch is: is it the batch to compare with?)" in said
+
+
 def test_a_log_replaced_at_its_path_is_refused_until_its_results_are_moved(
     batch: Callable[..., dict[str, Any]], tmp_path: Path
 ) -> None:
