@@ -271,6 +271,7 @@ def _record(args: argparse.Namespace) -> int:
             # never written over): it goes, whether the recording ended or failed.
             for path in report.paths:
                 path.unlink(missing_ok=True)
+            report.paths = []  # nor does its --report-json name it
     _write_report(args.report_json, report.as_json())
     if report.empty:
         failing = "; ".join(f"{url}: {problem}" for url, problem in report.handshakes_failing.items())

@@ -139,4 +139,5 @@ def test_record_with_no_pipeline_running_exits_1_and_leaves_no_log(tmp_path: Pat
     done = _record_command(tmp_path, out, 1, report)
     assert done.returncode == 1 and "nothing received" in done.stderr and "is it running?" in done.stderr
     assert not out.exists()  # so that a retry under the same name is not refused
-    assert json.loads(report.read_text())["written"] == 0
+    written = json.loads(report.read_text())
+    assert written["written"] == 0 and written["paths"] == []  # it named the log it did not write
