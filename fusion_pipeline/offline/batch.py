@@ -99,7 +99,10 @@ def find_logs(arguments: Sequence[Path]) -> list[BatchLog]:
         else:
             raise BatchError(f"{argument}: no such log file or directory")
     # Absolute, not resolved: a log reached through a link keeps the name it is given.
-    unique = list(dict.fromkeys(Path(os.path.abspath(p)) for p in files))
+    given = [Path(os.path.abspath(p)) for p in files]
+    unique = list(dict.fromkeys(given))
+    if twice := sorted({str(p) for p in unique if given.count(p) > 1}):
+        logger.warning("given more than once, run once: %s", ", ".join(twice))
     return [BatchLog(name, tuple(parts)) for name, parts in log_sources(unique).logs]
 
 

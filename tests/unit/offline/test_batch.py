@@ -58,14 +58,17 @@ def test_a_directory_is_its_logs_with_split_parts_as_one(tmp_path: Path) -> None
 
 
 def test_logs_named_twice_run_once_and_names_stay_apart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     (here,) = touch(tmp_path / "x", "drive.mcap")
     (there,) = touch(tmp_path / "y", "drive.mcap")
     monkeypatch.chdir(tmp_path)
-    logs = find_logs([Path("x"), here, Path("x/drive.mcap"), there])
+    with caplog.at_level(logging.WARNING):
+        logs = find_logs([Path("x"), here, Path("x/drive.mcap"), there])
     # Absolute paths; the same file once; another file of the same name gets a name of its own.
     assert logs == [BatchLog("drive", (here,)), BatchLog("drive-2", (there,))]
+    # Said: the other commands refuse a log given twice, and a batch ran it once without a word.
+    assert [r.getMessage() for r in caplog.records] == [f"given more than once, run once: {here}"]
 
 
 @pytest.mark.parametrize(
