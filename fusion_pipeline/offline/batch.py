@@ -378,7 +378,8 @@ def run_batch(
             finished = {r.log for r in ran}
             for log in plan.run:
                 if log.name not in finished:
-                    (out / log.partial_name).unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):  # what cannot go is left to a rerun
+                        (out / log.partial_name).unlink(missing_ok=True)
             raise
         finally:
             bar.close()
@@ -454,7 +455,14 @@ def _finish(record: LogRecord, log: BatchLog, out: Path, manifest: Manifest) -> 
         except FileExistsError:  # it came between the look above and the link
             _fail_for(record, final)
             manifest.append(record)
-    partial.unlink(missing_ok=True)
+        except OSError as exc:  # the directory refuses it (permissions, an append-only attribute)
+            record.status, record.results = "failed", ""
+            record.error = f"{final}: cannot link the results into place: {exc.strerror}"
+            manifest.append(record)
+    try:
+        partial.unlink(missing_ok=True)
+    except OSError as exc:  # left: a rerun removes it (if it then can); the other logs go on
+        logger.warning("%s: cannot remove it: %s", partial, exc.strerror)
 
 
 def _fail_for(record: LogRecord, final: Path) -> None:

@@ -401,6 +401,25 @@ def test_a_file_that_takes_the_results_name_while_the_log_runs_is_kept(
     assert not (out / "a.results.mcap.partial").exists()
 
 
+def test_results_the_directory_refuses_to_take_fail_their_log_and_the_batch_goes_on(
+    batch: Callable[..., dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append-only directory (chattr +a; tmpfs has no such attribute, so the link's refusal is
+    injected): a traceback ended the batch and its other logs never ran."""
+
+    def refused(source: object, target: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(batch_module.os, "link", refused)
+    (tmp_path / "logs/b.mcap").write_bytes(b"recording 2")
+    out = tmp_path / "out"
+    summary = batch(out)
+    assert [summary["logs"][name]["status"] for name in ("a", "b")] == ["failed", "failed"]
+    said = f"{out / 'a.results.mcap'}: cannot link the results into place: Operation not permitted"
+    assert summary["logs"]["a"]["error"] == said
+    assert not list(out.glob("*.partial"))
+
+
 def test_a_ray_address_ray_cannot_take_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
     """It left the --out it made (and its parents), holding an empty manifest; a directory that was
     there stays."""
