@@ -39,7 +39,14 @@ from fusion_pipeline.logs.sources import log_sources
 from fusion_pipeline.offline.cluster import import_ray, ray_records
 from fusion_pipeline.offline.compare import check_other, compare_dirs
 from fusion_pipeline.offline.errors import BatchError
-from fusion_pipeline.offline.manifest import LogRecord, Manifest, PartIdentity, identify, identity_changes
+from fusion_pipeline.offline.manifest import (
+    LogRecord,
+    Manifest,
+    PartIdentity,
+    identify,
+    identity_changes,
+    same_files,
+)
 from fusion_pipeline.offline.summary import batch_summary
 from fusion_pipeline.offline.worker import (
     PARTIAL_SUFFIX,
@@ -150,7 +157,13 @@ def plan_batch(
         paths = [str(p) for p in log.paths]
         if record is not None and record.status == "done" and log.results_name in present:
             if record.paths != paths:
-                conflicts.append(f"{log.name} is the results of {', '.join(record.paths)}")
+                same = same_files(record.paths, paths)
+                conflicts.append(
+                    f"{log.name} was made from the same files by other paths, {', '.join(record.paths)} "
+                    "(give them by those paths)"
+                    if same
+                    else f"{log.name} is the results of {', '.join(record.paths)}"
+                )
             elif record.digest != digest:
                 conflicts.append(f"{log.name} was made with another config or model ({record.digest})")
             elif record.identity and (

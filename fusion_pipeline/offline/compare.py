@@ -26,7 +26,13 @@ from fusion_pipeline.errors import FusionError
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogReader
 from fusion_pipeline.offline.errors import BatchError
-from fusion_pipeline.offline.manifest import MANIFEST_NAME, LogRecord, identity_changes, read_records
+from fusion_pipeline.offline.manifest import (
+    MANIFEST_NAME,
+    LogRecord,
+    identity_changes,
+    read_records,
+    same_files,
+)
 from fusion_pipeline.offline.summary import CLASS_KIND, class_of
 from fusion_pipeline.transport.wire import Sample
 
@@ -222,7 +228,7 @@ def _same_log(ours: LogRecord, theirs: LogRecord | None, their_file: Path) -> No
         raise BatchError(
             f"{their_file} is there but {their_file.parent / MANIFEST_NAME} does not say this log is done"
         )
-    if theirs.paths != ours.paths:
+    if theirs.paths != ours.paths and not same_files(theirs.paths, ours.paths):
         raise BatchError(f"{their_file} is the results of {', '.join(theirs.paths)}, not of this log")
     # A line of an older version does not say which version of the files made it: the paths must do.
     if ours.identity and theirs.identity:

@@ -40,6 +40,7 @@ __all__ = [
     "identify",
     "identity_changes",
     "read_records",
+    "same_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,14 @@ def identity_changes(
         if (old["size"], old["mtime_ns"]) != (new["size"], new["mtime_ns"])
     ]
     return "; ".join(changed)
+
+
+def same_files(then: Sequence[str], now: Sequence[str]) -> bool:
+    """Whether the paths `then` and `now` name the same files, one by one (through a link, a mount)."""
+    try:
+        return len(then) == len(now) and all(os.path.samefile(a, b) for a, b in zip(then, now, strict=True))
+    except OSError:  # one of them is gone
+        return False
 
 
 def read_records(text: str, where: str) -> dict[str, LogRecord]:

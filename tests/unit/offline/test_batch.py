@@ -156,6 +156,17 @@ def test_results_of_another_batch_under_a_name_are_refused(record: LogRecord, pr
         plan_batch(LOGS, IDENTITIES, {"done": record}, {"done.results.mcap"}, "d1", Path("/out"))
 
 
+def test_a_done_log_given_by_another_path_to_its_files_is_said_as_such(tmp_path: Path) -> None:
+    """Through a link to the logs' directory: "done is the results of /logs/done.mcap", as if of
+    another recording."""
+    (log,) = touch(tmp_path / "logs", "done.mcap")
+    (tmp_path / "link").symlink_to(tmp_path / "logs")
+    record = done("done", paths=[str(log)])
+    linked = [BatchLog("done", (tmp_path / "link" / "done.mcap",))]
+    with pytest.raises(BatchError, match=f"done was made from the same files by other paths, {log} \\(give"):
+        plan_batch(linked, {"done": NOW}, {"done": record}, {"done.results.mcap"}, "d1", Path("/out"))
+
+
 def test_a_directory_whose_other_done_logs_are_of_another_model_is_refused() -> None:
     """A batch of log c with another model into a directory of log a's results: both were summed into
     one summary, and a --compare against it compared with two models, without a word."""

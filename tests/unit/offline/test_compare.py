@@ -5,6 +5,7 @@ other batch's manifest says were made from the same files, a damaged results fil
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -185,3 +186,16 @@ def test_another_directory_must_be_a_batch_of_its_own(tmp_path: Path) -> None:
         check_other(other, out)
     with pytest.raises(BatchError, match="no such directory"):
         check_other(tmp_path / "nowhere", out)
+
+
+def test_the_same_files_by_another_path_are_compared(tmp_path: Path) -> None:
+    """A batch over a linked or hard-linked copy of the logs: "NOT COMPARED: ... is the results of
+    .../fleet/c.mcap, not of this log", of the very same file."""
+    logs = tmp_path / "fleet"
+    logs.mkdir()
+    (logs / "c.mcap").write_bytes(b"a log")
+    os.link(logs / "c.mcap", tmp_path / "c.mcap")  # the same file, another name
+    ours = batch_dir(tmp_path / "out", line("c", paths=[str(tmp_path / "c.mcap")]))
+    batch_dir(tmp_path / "other", line("c", paths=[str(logs / "c.mcap")]))
+    compared = compare_dirs(ours, tmp_path / "out", tmp_path / "other")
+    assert (sorted(compared["logs"]), compared["errors"]) == (["c"], {})
