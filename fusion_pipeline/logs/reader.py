@@ -405,7 +405,7 @@ class _FileState:
     path: Path
     complete: bool = False
     error: str = ""
-    messages: int = 0
+    messages: int = 0  # read whole before the damage, of every stream (whichever the caller wanted)
 
     def stop(self, error: str) -> None:
         """Say what ended the reading of the file before its end (`error` may name the file first)."""
@@ -542,19 +542,19 @@ class LogReader:
         the file as damage to its records does, so that `truncated` says so and the caller decides on
         the messages before it (replay --allow-truncated) as for a file cut short."""
         channels: dict[int, str] = {}
-        number = 0  # of the message in the file, all streams
         with contextlib.closing(self._records(state, self.verify_crcs)) as records:
             for where, record in records:
                 if isinstance(record, Message):
-                    number += 1
                     topic = channels.get(record.channel_id)
                     if topic is not None and wanted is not None and topic not in wanted:
+                        state.messages += 1  # counted as read: the same damage, the same count anywhere
                         continue
                     try:
                         if topic is None:
                             raise LogError(f"channel {record.channel_id} is not defined before it")
                         sample = unpack_record(topic, record.data, self.limits)
                     except LogError as exc:
+                        number = state.messages + 1  # of the message in the file, all streams
                         state.stop(f"{where}, message {number} (log time {record.log_time} ns): {exc}")
                         return
                     state.messages += 1

@@ -235,6 +235,22 @@ def test_truncated_file_reads_up_to_its_last_whole_chunk(tmp_path: Path) -> None
     assert whole.truncated == []
 
 
+def test_a_cut_is_said_with_one_count_whichever_streams_are_read(tmp_path: Path) -> None:
+    """A replay reads the config's streams only: it said "(1084 messages before it)" where an export of
+    the same file said 1183, the count of every stream."""
+    path = tmp_path / "full.mcap"
+    with LogWriter(path, chunk_bytes=3000) as writer:
+        for i in range(60):
+            writer.write(_camera(i), 2 * i)
+            writer.write(_lidar(i), 2 * i + 1)
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    every, lidar = LogReader(cut), LogReader(cut)
+    read = len(list(every))
+    assert len(list(lidar.messages(["lidar/top"]))) < read
+    assert every.truncated == lidar.truncated and f"({read} messages before it)" in every.truncated[0]
+
+
 def test_reader_refuses_foreign_files_clearly(tmp_path: Path) -> None:
     with pytest.raises(LogError, match="no such log file"):
         LogReader(tmp_path / "missing.mcap")
