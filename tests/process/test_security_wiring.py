@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from commands import run_cli
 from paths import ROOT
-from security import host_config, host_keys
+from security import host_config, host_keys, refusing_driver
 
 from fusion_pipeline.node import node_command
-from fusion_pipeline.transport import Curve, Publisher, generate_keys
+from fusion_pipeline.transport import generate_keys
 
 
 @pytest.fixture
@@ -96,29 +96,12 @@ def test_an_allow_list_without_the_hosts_own_key_is_refused_for_its_own_tcp_driv
     assert done.returncode == 2 and "does not hold this host's own public key" in done.stderr, done.stderr
 
 
-def test_a_driver_that_refuses_the_hosts_key_is_named_as_the_silent_streams_reason(
-    site: dict[str, Path], tmp_path: Path
-) -> None:
+def test_a_driver_that_refuses_the_hosts_key_is_named_as_the_silent_streams_reason(tmp_path: Path) -> None:
     """The driver's allow-list lacks this host's key: the run's log said only that the stream was
     silent; the reason was one line of its ingest node's."""
-    driver_keys = generate_keys(tmp_path / "driver", "driver")
-    nobody = tmp_path / "driver-authorized"
-    nobody.mkdir()
-    (nobody / "other.key").write_bytes(generate_keys(tmp_path / "other", "other")[0].read_bytes())
-    driver = Publisher(
-        "tcp://127.0.0.1:*", "radar/front", "radar", curve=Curve(driver_keys[1], authorized_keys=nobody)
-    )
-    endpoint = driver.last_endpoint
-    with driver:
-        security = {
-            "certificate": site["certificate"],
-            "authorized_keys": site["authorized"],
-            "server_key": driver_keys[0],
-        }
-        config = tmp_path / "host.toml"
-        config.write_text(
-            host_config(security, stream=endpoint, driver="external", output="ipc://{run_dir}/r.sock")
-        )
+    config = tmp_path / "host.toml"
+    with refusing_driver(tmp_path) as (endpoint, text):
+        config.write_text(text)
         done = run_cli("run", "-c", str(config), "--duration", "4", timeout=60)
     said = (
         f"silent for .* s \\(expects 20 Hz from its external driver on {endpoint}\\): "

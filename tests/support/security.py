@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from fusion_pipeline.transport import Curve, generate_keys
+from fusion_pipeline.transport import Curve, Publisher, generate_keys
 
 HOST = """
 [[streams]]
@@ -60,3 +62,23 @@ def host_config(
     """A config whose radar driver and results bind tcp on this host, unless told otherwise."""
     lines = "\n".join(f'{key} = "{value}"' for key, value in security.items())
     return HOST.format(stream=stream, driver=driver, output=output, security=lines)
+
+
+@contextmanager
+def refusing_driver(folder: Path) -> Iterator[tuple[str, str]]:
+    """A radar driver serving CURVE on a free tcp port of 127.0.0.1, its allow-list lacking the key of
+    the host made in `folder` (`host_keys`): its endpoint, and the config of that host dialling it."""
+    site = host_keys(folder)
+    driver = generate_keys(folder / "driver", "driver")
+    others = folder / "driver-authorized"
+    others.mkdir()
+    (others / "other.key").write_bytes(generate_keys(folder / "other", "other")[0].read_bytes())
+    security = {
+        "certificate": site["certificate"],
+        "authorized_keys": site["authorized"],
+        "server_key": driver[0],
+    }
+    curve = Curve(driver[1], authorized_keys=others)
+    with Publisher("tcp://127.0.0.1:*", "radar/front", "radar", curve=curve) as publisher:
+        endpoint = publisher.last_endpoint
+        yield endpoint, host_config(security, endpoint, driver="external", output="ipc://{run_dir}/r.sock")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import zmq
 from samples import numbered_radar
-from security import host_config, host_keys
+from security import refusing_driver
 
 from fusion_pipeline.config import load_config, parse_config
 from fusion_pipeline.errors import EndpointError
@@ -28,7 +28,7 @@ from fusion_pipeline.logs import (
     existing_output,
     unused_path,
 )
-from fusion_pipeline.transport import Curve, Publisher, generate_keys
+from fusion_pipeline.transport import Publisher
 
 
 @contextmanager
@@ -234,22 +234,7 @@ def test_a_recorder_hearing_nothing_says_so_and_says_the_return(
 
 def test_a_driver_refusing_the_recorders_key_is_named_in_the_report(tmp_path: Path, ipc_dir: Path) -> None:
     """It said only "is the pipeline running?": the reason was a driver that refused the host's key."""
-    site = host_keys(tmp_path)
-    driver_keys = generate_keys(tmp_path / "driver", "driver")
-    others = tmp_path / "others"
-    others.mkdir()
-    (others / "other.key").write_bytes(generate_keys(tmp_path / "other", "other")[0].read_bytes())
-    driver = Publisher(
-        "tcp://127.0.0.1:*", "radar/front", "radar", curve=Curve(driver_keys[1], authorized_keys=others)
-    )
-    endpoint = driver.last_endpoint
-    with driver:
-        security = {
-            "certificate": site["certificate"],
-            "authorized_keys": site["authorized"],
-            "server_key": driver_keys[0],
-        }
-        text = host_config(security, endpoint, driver="external", output="ipc://{run_dir}/r.sock")
+    with refusing_driver(tmp_path) as (endpoint, text):
         settings = RecordSettings(path=ipc_dir / "r.mcap", streams=("radar/front",))
         recorder = Recorder(parse_config(text), ipc_dir, settings)
         deadline = time.monotonic() + 5

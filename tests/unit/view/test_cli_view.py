@@ -11,12 +11,11 @@ import pytest
 pytest.importorskip("rerun")
 pytest.importorskip("foxglove")
 
-from security import host_config, host_keys  # noqa: E402
+from security import refusing_driver  # noqa: E402
 
 from fusion_pipeline.cli.commands import main  # noqa: E402
 from fusion_pipeline.cli.view import _serve_until_stopped  # noqa: E402
 from fusion_pipeline.config import load_config  # noqa: E402
-from fusion_pipeline.transport import Curve, Publisher, generate_keys  # noqa: E402
 from fusion_pipeline.transport.wire import Sample  # noqa: E402
 from fusion_pipeline.view import LiveView, Views, ViewSettings, summary  # noqa: E402
 
@@ -62,26 +61,12 @@ def test_a_taken_foxglove_port_given_as_an_option_is_not_named_as_a_config_key(
 
 
 def test_a_live_view_of_a_driver_refusing_its_key_says_so(
-    tmp_path: Path, ipc_dir: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """It said "(is it running?)" of a driver that runs and refused this host's key."""
-    site = host_keys(tmp_path)
-    driver_keys = generate_keys(tmp_path / "driver", "driver")
-    others = tmp_path / "others"
-    others.mkdir()
-    (others / "other.key").write_bytes(generate_keys(tmp_path / "other", "other")[0].read_bytes())
-    driver = Publisher(
-        "tcp://127.0.0.1:*", "radar/front", "radar", curve=Curve(driver_keys[1], authorized_keys=others)
-    )
-    endpoint = driver.last_endpoint
-    with driver:
-        security = {
-            "certificate": site["certificate"],
-            "authorized_keys": site["authorized"],
-            "server_key": driver_keys[0],
-        }
-        config = tmp_path / "host.toml"
-        config.write_text(host_config(security, endpoint, driver="external", output="ipc://{run_dir}/r.sock"))
+    config = tmp_path / "host.toml"
+    with refusing_driver(tmp_path) as (endpoint, text):
+        config.write_text(text)
         argv = ["view", endpoint, "-c", str(config), "--save", str(tmp_path / "v.rrd"), "--duration", "2.5"]
         assert main(argv) == 1
     err = capsys.readouterr().err
