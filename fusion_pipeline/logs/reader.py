@@ -136,17 +136,39 @@ def next_part(path: Path, limits: Limits = DEFAULT_LIMITS) -> Path | None:
     """The path of the part that continues the split recording `path` is a part of, from the metadata
     the writer ends such a part with; None for a recording's last part, a log of one file, or a file
     without a readable summary (cut short: its recording ended there; reading it says what is wrong)."""
-    summary = _summary(path, limits) if path.is_file() else None  # a FIFO would block the open
-    name = None if summary is None else summary.metadata.get(NEXT_PART_METADATA, {}).get("next_part")
+    name = _file_metadata(path, NEXT_PART_METADATA, limits).get("next_part")
     return path.with_name(name) if name and Path(name).name == name else None
 
 
 def recording_id(path: Path, limits: Limits = DEFAULT_LIMITS) -> str | None:
-    """The id the writer gave the recording `path` is (a part of), from its summary's metadata; None
-    for a file without a readable summary or such metadata (another writer's)."""
-    summary = _summary(path, limits) if path.is_file() else None  # a FIFO would block the open
-    recording = None if summary is None else summary.metadata.get(FILE_METADATA, {}).get("recording")
-    return recording if isinstance(recording, str) and recording else None
+    """The id the writer gave the recording `path` is (a part of), from the metadata it opens each file
+    with; None for a file without it (another writer's) or too damaged to read it."""
+    recording = _file_metadata(path, FILE_METADATA, limits, at_start=True).get("recording")
+    return recording or None
+
+
+def _file_metadata(path: Path, name: str, limits: Limits, at_start: bool = False) -> dict[str, str]:
+    """The metadata record `name` of the log `path` from its summary; of a file without one (cut short)
+    where `at_start`, from the records before its first chunk, where the writer puts the metadata it
+    opens a file with. {} when it is not found."""
+    if not path.is_file():  # a FIFO would block the open
+        return {}
+    summary = _summary(path, limits)
+    if summary is not None or not at_start:
+        return {} if summary is None else summary.metadata.get(name, {})
+    try:
+        with open(path, "rb") as f, _mapped(f) as data:
+            if bytes(data[: len(MCAP_MAGIC)]) != MCAP_MAGIC:
+                return {}
+            for offset, opcode, body in _file_records(data, len(MCAP_MAGIC), data.nbytes, limits, path):
+                if opcode in (Opcode.CHUNK, Opcode.MESSAGE):
+                    break
+                record = _parse(opcode, body, f"{path}: record at byte {offset}")
+                if isinstance(record, Metadata) and record.name == name:
+                    return dict(record.metadata)
+    except (LogError, OSError, ValueError):  # ValueError: mmap of an empty file
+        pass
+    return {}
 
 
 def _max_chunk_bytes(limits: Limits) -> int:

@@ -103,10 +103,11 @@ def _runs(recording: Path, files: list[Path], joined: bool) -> list[tuple[str, l
     missing before it ("" when none are). A part whose metadata names another recording than the part
     before it (two recordings named as one's parts) starts a run of its own, said in a warning."""
     runs: list[tuple[str, list[Path]]] = []
+    ids = {path: recording_id(path) for path in files} if len(files) > 1 else {}  # each file's, once
     expected = 0  # the part that continues the last run
     for path in sorted(files, key=_part_index):
         index = _part_index(path)
-        if runs and index == expected and not _another_recording(runs[-1][1][-1], path, joined):
+        if runs and index == expected and not _another_recording(runs[-1][1][-1], path, ids, joined):
             runs[-1][1].append(path)
         else:  # a gap, the first part, or a part given twice (it starts a run again: nothing dropped)
             missing = ""
@@ -118,11 +119,10 @@ def _runs(recording: Path, files: list[Path], joined: bool) -> list[tuple[str, l
     return runs
 
 
-def _another_recording(before: Path, path: Path, joined: bool) -> bool:
-    """Whether `path`, named as the part after `before`, is of another recording (their writer's ids
+def _another_recording(before: Path, path: Path, ids: dict[Path, str | None], joined: bool) -> bool:
+    """Whether `path`, named as the part after `before`, is of another recording (their writer's `ids`
     differ), which is said; unknown ids (another writer's files) are taken as one recording."""
-    ids = recording_id(before), recording_id(path)
-    if None in ids or ids[0] == ids[1]:
+    if None in (ids[before], ids[path]) or ids[before] == ids[path]:
         return False
     log.warning(
         "%s is named as the part after %s but is another recording (the ids in their metadata differ): %s",

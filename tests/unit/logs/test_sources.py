@@ -115,15 +115,19 @@ def test_the_parts_not_given_are_listed_for_a_report(tmp_path: Path, joined: boo
 
 
 @pytest.mark.parametrize("joined", [False, True])
+@pytest.mark.parametrize("cut_short", [False, True])
 def test_two_recordings_named_as_parts_of_one_are_told_apart(
-    tmp_path: Path, joined: bool, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, joined: bool, cut_short: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Fleet logs named truck_000.mcap, truck_001.mcap one after the other: a batch ran them as one log,
-    its seq gap counted as lost messages, without a word. Their writers' recording ids differ."""
+    its seq gap counted as lost messages, without a word. Their writers' recording ids differ, also in
+    a file cut short (a recorder that lost power), which has no summary: the id opens the file too."""
     paths = [tmp_path / "drive_000.mcap", tmp_path / "drive_001.mcap"]
     for seq, path in enumerate(paths):
         with LogWriter(path) as writer:
             writer.write(Sample("lidar/top", "lidar", seq, seq * 1_000, frame_id="lidar_top"), seq * 1_000)
+    if cut_short:
+        paths[1].write_bytes(paths[1].read_bytes()[:-200])
     with caplog.at_level(logging.WARNING):
         sources = log_sources(paths, joined).logs
     if joined:  # given together to be read as one: read on, said
