@@ -229,34 +229,40 @@ def check_host(config: Config, run_dir: Path, source: str, sockets: Sequence[tup
 
 
 def check_own_clients(config: Config, run_dir: Path, source: str) -> None:
-    """Refuse a graph that could never hear itself on tcp: where this host connects to a tcp endpoint it
-    binds itself (its simulated drivers', its ingest's, its synchronizer's; its results' readers use ipc),
-    it is its own CURVE client, presenting `certificate` and expecting `server_key`. Its allow-list must
-    then hold its own public key, and `server_key` be that key (the default). A host that runs only
-    drivers, its ingest elsewhere, connects to none of them: `run` checks this, not every node."""
-    security = config.security
-    output = config.endpoint(config.output.endpoint, run_dir)
-    own_tcp = [
-        use.key
-        for use in config.endpoint_uses(run_dir)
-        if use.binds and use.url.startswith("tcp://") and use.url != output
-    ]
-    if not (own_tcp and security.certificate):
+    """Refuse a graph whose own tcp clients could never connect. Each tcp socket this host connects
+    expects the server to hold `server_key` (by default the NAME.key beside `certificate`), which must
+    then be a certificate. Where it dials a tcp endpoint it binds itself (its simulated drivers', its
+    ingest's unless composed, its synchronizer's; its results' readers use ipc) it is its own CURVE
+    client: its allow-list must hold its own public key, and `server_key` be that key. A host that runs
+    only drivers, its ingest elsewhere, connects to none of them: `run` checks this, not every node."""
+    security, curve = config.security, config.security.curve()
+    if curve is None:
         return
+    output = config.endpoint(config.output.endpoint, run_dir)
+    composed = (
+        config.pipeline.composition == "composed"
+    )  # its stages hand the ingested frames over in-process
+    dialled = [
+        use
+        for use in config.endpoint_uses(run_dir)
+        if use.url.startswith("tcp://")
+        and use.url != output
+        and not (composed and use.key.endswith(".ingest_endpoint"))
+    ]
+    if not dialled:
+        return
+    key = "security.server_key" + (
+        "" if security.server_key else " (not set: the .key beside the certificate)"
+    )
     try:
-        public = load_certificate(Path(security.certificate), need_secret=True)[0]
-        server = (
-            load_certificate(Path(security.server_key), need_secret=False)[0]
-            if security.server_key
-            else public
-        )
-        allowed = (
-            load_allow_list(Path(security.authorized_keys), need_keys=False)
-            if security.authorized_keys
-            else None
-        )
-    except KeysError:
-        return  # check_host says what is wrong with the files
+        server = load_certificate(curve.server_key, need_secret=False)[0]
+        public = load_certificate(curve.certificate, need_secret=True)[0]
+        allowed = load_allow_list(curve.authorized_keys, need_keys=False) if curve.authorized_keys else None
+    except KeysError as exc:  # check_host says what is wrong with the files given; this, with the default
+        raise ConfigError(f"{source}: {key}: {exc}") from exc
+    own_tcp = [use.key for use in dialled if use.binds]
+    if not own_tcp:
+        return
     if allowed is not None and public not in allowed:
         raise ConfigError(
             f"{source}: security.authorized_keys {security.authorized_keys} does not hold this host's own "
@@ -266,10 +272,10 @@ def check_own_clients(config: Config, run_dir: Path, source: str) -> None:
         )
     if server != public:
         raise ConfigError(
-            f"{source}: security.server_key {security.server_key} is not this host's own key (of "
-            f"{security.certificate}), which its own tcp servers ({', '.join(own_tcp)}) hold: every "
-            "tcp socket this host connects expects the one server_key, so these would refuse it; put "
-            "the endpoints within this host on ipc, or leave server_key empty"
+            f"{source}: {key} {curve.server_key} is not this host's own key (of {security.certificate}), "
+            f"which its own tcp servers ({', '.join(own_tcp)}) hold: every tcp socket this host connects "
+            "expects the one server_key, so these would refuse it; put the endpoints within this host on "
+            "ipc, or leave server_key empty"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import zmq.auth
@@ -101,7 +102,7 @@ def load_certificate(path: Path, need_secret: bool) -> tuple[bytes, bytes | None
             raise KeysError(
                 f"{subject}: its {line} {problem}; write the pair anew with `fusion-pipeline keys`"
             )
-    if secret is not None and zmq.curve_public(secret) != public:
+    if secret is not None and zmq.curve_public(secret) != public:  # a valid Z85 key: libzmq takes it
         raise KeysError(
             f"{subject}: its public-key is not the public half of its secret-key (lines of two keypairs): "
             "peers would hold the one and see the other"
@@ -119,8 +120,13 @@ def _key_problem(key: bytes) -> str | None:
     """Why `key` is not a CURVE key as a certificate file holds it (40 characters of Z85), or None."""
     if len(key) != _Z85_KEY_CHARS:
         return f"is {len(key)} characters long, not {_Z85_KEY_CHARS} (a Z85 CURVE key)"
-    odd = sorted({chr(c) for c in key if c not in _Z85_ALPHABET})
-    return f"holds {''.join(odd)!r}, outside Z85 (a CURVE key's characters)" if odd else None
+    if odd := sorted({chr(c) for c in key if c not in _Z85_ALPHABET}):
+        return f"holds {''.join(odd)!r}, outside Z85 (a CURVE key's characters)"
+    try:
+        z85.decode(key)
+    except struct.error:  # each 5 characters must encode a number below 2**32
+        return "is no Z85 value (a group of its characters stands for more than 32 bits)"
+    return None
 
 
 def _not_a_client_key(path: Path) -> str | None:

@@ -142,6 +142,8 @@ def _with_line(source: Path, target: Path, line: str, value: str) -> Path:
         ("secret-key", "short", "its secret-key is 5 characters long, not 40 (a Z85 CURVE key)"),
         ("public-key", "short", "its public-key is 5 characters long, not 40 (a Z85 CURVE key)"),
         ("secret-key", "~" * 40, "its secret-key holds '~', outside Z85"),
+        ("secret-key", "#" * 40, "its secret-key is no Z85 value"),  # libzmq: ZMQError, a traceback
+        ("public-key", "#" * 40, "its public-key is no Z85 value"),
     ],
 )
 def test_a_certificate_whose_key_is_no_curve_key_is_refused_naming_the_line(

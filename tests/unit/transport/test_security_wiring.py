@@ -185,3 +185,31 @@ def test_a_server_key_that_is_not_the_hosts_own_is_refused_where_it_dials_its_ow
     # Its own servers' clients all on ipc (the driver external): the peer's key is what it dials.
     external = host_config({**good, "server_key": peer}, driver="external", output="tcp://127.0.0.1:5602")
     check_run_host(parse_config(external), None, ipc_dir, [], create=False)
+    # Its own key given as server_key is the default said explicitly.
+    own = host_config({**good, "server_key": site["certificate"].with_suffix(".key")})
+    check_run_host(parse_config(own), None, ipc_dir, [], create=False)
+    # Composed, its ingest endpoints are not dialled (the frames pass in-process): a tcp one is no matter.
+    composed = external.replace('endpoint = "', 'ingest_endpoint = "tcp://127.0.0.1:5603"\nendpoint = "', 1)
+    composed = '[pipeline]\ncomposition = "composed"\n' + composed
+    check_run_host(parse_config(composed), None, ipc_dir, [], create=False)
+    with pytest.raises(ConfigError, match=r"streams\[0\].ingest_endpoint\)"):
+        check_run_host(parse_config(composed.replace('"composed"', '"processes"')), None, ipc_dir, [], False)
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_a_default_server_key_that_is_missing_or_stale_is_refused(
+    site: dict[str, Path], tmp_path: Path, ipc_dir: Path, stale: bool
+) -> None:
+    """server_key unset means the NAME.key beside the certificate: missing, or left from an older
+    keypair, every client node crash-looped or was refused, and the checks said nothing."""
+    (site["authorized"] / "host.key").write_bytes(site["certificate"].with_suffix(".key").read_bytes())
+    default = site["certificate"].with_suffix(".key")
+    default.unlink()
+    if stale:
+        default.write_bytes(generate_keys(tmp_path / "old", "host")[0].read_bytes())
+    good = {"certificate": site["certificate"], "authorized_keys": site["authorized"]}
+    why = "is not this host's own key" if stale else "does not exist"
+    with pytest.raises(
+        ConfigError, match=rf"security.server_key \(not set: the .key beside the certificate\).*{why}"
+    ):
+        check_run_host(parse_config(host_config(good)), None, ipc_dir, [], create=False)
