@@ -242,6 +242,7 @@ def _record(args: argparse.Namespace) -> int:
     """
     from fusion_pipeline.logs.recorder import Recorder, RecordSettings, existing_output
     from fusion_pipeline.ops.status import resolve_run_dir
+    from fusion_pipeline.transport.sockets import say_handshakes
 
     check_output_path(args.out, "OUT")
     check_output_path(args.report_json, "--report-json", new=True)
@@ -274,7 +275,7 @@ def _record(args: argparse.Namespace) -> int:
             report.paths = []  # nor does its --report-json name it
     _write_report(args.report_json, report.as_json())
     if report.empty:
-        failing = "; ".join(f"{url}: {problem}" for url, problem in report.handshakes_failing.items())
+        failing = say_handshakes(report.handshake_failing)
         why = f"handshakes failing: {failing}" if failing else "is it running?"
         print(
             f"record: nothing received in {report.wall_s:.1f} s from the pipeline in {run_dir} "

@@ -17,6 +17,7 @@ from fusion_pipeline.config import Config, load_config
 from fusion_pipeline.errors import FusionError
 from fusion_pipeline.files import write_new_text
 from fusion_pipeline.node import POLL_MS
+from fusion_pipeline.transport.sockets import say_handshakes
 
 if TYPE_CHECKING:  # the [view] extra is imported when the command runs
     from fusion_pipeline.transport.sockets import Subscriber
@@ -167,7 +168,7 @@ def _view_live(
     else:
         # Messages that came and were refused (limits, a bad header) say more than "is it running?".
         malformed = dict(live.malformed())
-        failing = "; ".join(f"{u}: {p}" for source in sources for u, p in source.handshakes_failing.items())
+        failing = say_handshakes({u: p for source in sources for u, p in source.handshake_failing.items()})
         why = (
             f"; malformed, dropped: {malformed}"
             if malformed

@@ -27,7 +27,7 @@ from fusion_pipeline.logs.records import DEFAULT_CHUNK_BYTES
 from fusion_pipeline.logs.writer import LogWriter, SplitPolicy, part_path
 from fusion_pipeline.node import POLL_MS
 from fusion_pipeline.protocol import RESULT_STREAM, SET_STREAM
-from fusion_pipeline.transport.sockets import Subscriber
+from fusion_pipeline.transport.sockets import Subscriber, say_handshakes
 from fusion_pipeline.transport.wire import Limits
 
 __all__ = [
@@ -119,7 +119,7 @@ class RecordReport:
     bytes_in: int = 0
     max_wait_ms: float = 0.0  # sync.max_wait_ms, what `late` is measured against
     #: Endpoints whose handshake still failed at the end (a driver that refused the recorder's key), how.
-    handshakes_failing: dict[str, str] = field(default_factory=dict)
+    handshake_failing: dict[str, str] = field(default_factory=dict)
 
     @property
     def written(self) -> int:
@@ -153,7 +153,7 @@ class RecordReport:
             "malformed": dict(sorted(self.malformed.items())),
             "streams": {name: asdict(s) for name, s in sorted(self.streams.items())},
             "silent": self.silent,
-            "handshakes_failing": self.handshakes_failing,
+            "handshake_failing": self.handshake_failing,
             "error": self.error,
         }
 
@@ -168,6 +168,8 @@ class RecordReport:
         }
         if self.silent:
             out["silent"] = ", ".join(self.silent)
+        if self.handshake_failing:
+            out["handshake_failing"] = say_handshakes(self.handshake_failing)
         for name, s in self.streams.items():
             out[f"{name}.written"] = str(s.written)
             out[f"{name}.seq"] = "none" if s.first_seq is None else f"{s.first_seq}..{s.last_seq}"
@@ -199,9 +201,7 @@ class RecordReport:
                     "capture: a replay's sets may leave them out (the live ones had them only if they "
                     "reached the pipeline sooner than the recorder, one short of CPU)"
                 )
-        lines += [
-            f"  {url}: HANDSHAKE FAILING: {problem}" for url, problem in self.handshakes_failing.items()
-        ]
+        lines += [f"  {url}: HANDSHAKE FAILING: {problem}" for url, problem in self.handshake_failing.items()]
         if self.malformed:
             lines.append(f"  malformed (not written): {dict(self.malformed)}")
         if self.not_written:
@@ -344,11 +344,11 @@ class Recorder:
                 streams = ", ".join(self.report.streams)
                 # Messages that came and were refused say more than "is it running?" (as `view` says).
                 refused = sum(self.subscriber.malformed.values())
-                failing = self.subscriber.handshakes_failing
+                failing = self.subscriber.handshake_failing
                 why = (
                     f"{refused} malformed messages dropped so far"
                     if refused
-                    else "; ".join(f"{url}: {problem}" for url, problem in failing.items())
+                    else say_handshakes(failing)
                     if failing
                     else "is the pipeline running, on these endpoints?"
                     if heard == self._started
@@ -381,7 +381,7 @@ class Recorder:
         """Stop receiving, finish the file with the report in it, and return the report."""
         report = self.report
         report.malformed.update(self.subscriber.malformed)
-        report.handshakes_failing = dict(self.subscriber.handshakes_failing)
+        report.handshake_failing = self.subscriber.handshake_failing
         report.wall_s = time.monotonic() - self._started
         report.bytes_in = self.writer.bytes_in
         self.subscriber.close()

@@ -97,7 +97,7 @@ class StreamIngest:
     def counters(self) -> dict[str, object]:
         """The socket's and the stream's counters; and, while its driver's handshake fails, how
         (`handshake_failing`: a silent stream's reason in `status`)."""
-        failing = "; ".join(self.source.handshakes_failing.values())
+        failing = "; ".join(self.source.handshake_failing.values())  # its one driver's
         return {
             **self.source.counters(),
             **self.ingest.counters(),

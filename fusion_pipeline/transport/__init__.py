@@ -36,6 +36,7 @@ from fusion_pipeline.transport.sockets import (
     prepare_bind,
     recv_frames,
     remove_ipc_file,
+    say_handshakes,
     send_frames,
 )
 from fusion_pipeline.transport.wire import (
@@ -99,5 +100,6 @@ __all__ = [
     "recv_frames",
     "remove_ipc_file",
     "remove_orphans",
+    "say_handshakes",
     "send_frames",
 ]

@@ -25,7 +25,7 @@ import socket
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -65,6 +65,7 @@ __all__ = [
     "recv_frames",
     "ipc_served",
     "remove_ipc_file",
+    "say_handshakes",
     "send_frames",
 ]
 
@@ -112,6 +113,11 @@ _CONNECTION_EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
+
+
+def say_handshakes(failing: Mapping[str, str]) -> str:
+    """`Subscriber.handshake_failing` in words: "URL: how; URL: how"."""
+    return "; ".join(f"{url}: {how}" for url, how in failing.items())
 
 
 class Role(enum.Enum):
@@ -546,8 +552,9 @@ class Subscriber(_Socket):
         self._names = {alias: e.url for e in self._connected.values() for alias in _resolved_urls(e)}
         self._dropped: set[str] = set()  # dropped, not retried by libzmq, at the last look
         self._refused: dict[str, float] = {}  # handshakes failed (a refused key): when to connect again
-        #: Endpoints whose last handshake failed, and how (until one succeeds): each said once per problem.
-        self.handshakes_failing: dict[str, str] = {}
+        # Endpoints whose last handshake failed: how, and when last (`handshake_failing`).
+        self._handshake_failures: dict[str, tuple[str, float]] = {}
+        self._handshakes_said: dict[str, str] = {}  # the problem logged per endpoint, until one succeeds
         self._rejoin_check_at = math.inf if bind else 0.0
         self.reconnects = 0
         for endpoint in urls:
@@ -669,7 +676,8 @@ class Subscriber(_Socket):
                 self._dropped.discard(url)
                 self._refused.pop(url, None)
                 if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    self.handshakes_failing.pop(url, None)
+                    self._handshake_failures.pop(url, None)
+                    self._handshakes_said.pop(url, None)
         retry = {url for url, at in self._refused.items() if at <= now}
         for url in sorted((self._dropped | retry) & self._connected.keys()):
             self.socket.disconnect(url)
@@ -686,11 +694,20 @@ class Subscriber(_Socket):
                 _LOG.warning("%s", self.last_error)
         self._dropped = dropped
 
+    @property
+    def handshake_failing(self) -> dict[str, str]:
+        """The endpoints whose handshake failed lately (within two of REFUSED_RETRY_S, the longest
+        between two tries) and none succeeded since, and how: a silent stream's reason. One that failed
+        and then went quiet (its driver stopped) is no longer said to be failing."""
+        recent = time.monotonic() - 2 * REFUSED_RETRY_S
+        return {url: how for url, (how, at) in self._handshake_failures.items() if at >= recent}
+
     def _handshake_failed(self, url: str, problem: str, retry: str) -> None:
         self.last_error = f"{url}: {problem}; {retry}"
-        if self.handshakes_failing.get(url) != problem:  # each endpoint's problem said once, a new one too
+        if self._handshakes_said.get(url) != problem:  # each endpoint's problem said once, a new one too
             _LOG.warning("%s", self.last_error)
-        self.handshakes_failing[url] = problem
+            self._handshakes_said[url] = problem
+        self._handshake_failures[url] = (problem, time.monotonic())
 
     def _check(self, frames: list[Buffer]) -> Checked | None:
         if self._streams is not None and bytes(frames[0]) not in self._streams:

@@ -238,9 +238,9 @@ def test_a_driver_refusing_the_recorders_key_is_named_in_the_report(tmp_path: Pa
         settings = RecordSettings(path=ipc_dir / "r.mcap", streams=("radar/front",))
         recorder = Recorder(parse_config(text), ipc_dir, settings)
         deadline = time.monotonic() + 5
-        while not recorder.subscriber.handshakes_failing and time.monotonic() < deadline:
+        while not recorder.subscriber.handshake_failing and time.monotonic() < deadline:
             recorder.poll(100)
         report = recorder.close()
     refused = {endpoint: "the CURVE server refused this client's key"}
-    assert report.handshakes_failing == refused and report.as_json()["handshakes_failing"] == refused
+    assert report.handshake_failing == refused and report.as_json()["handshake_failing"] == refused
     assert f"{endpoint}: HANDSHAKE FAILING: the CURVE server refused" in report.summary()

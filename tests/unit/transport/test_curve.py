@@ -88,8 +88,28 @@ def test_a_refused_client_key_is_said_and_not_retried_at_once(keys, monkeypatch:
             assert sub.recv(timeout_ms=100) is None
         assert sub.reconnects == 0 and "refused this client's key" in sub.last_error
         # for the ingest node's heartbeat: a silent stream's reason in `status`
-        assert sub.handshakes_failing == {endpoint: "the CURVE server refused this client's key"}
+        assert sub.handshake_failing == {endpoint: "the CURVE server refused this client's key"}
     assert connects == [endpoint]  # the first connect only, within REFUSED_RETRY_S
+
+
+def test_a_failing_handshake_is_no_longer_said_once_its_server_is_gone(
+    keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver that refused the key and then stopped: "handshake failing" stayed the stream's reason
+    for good, pointing at keys rather than at a dead driver."""
+    monkeypatch.setattr(sockets, "REFUSED_RETRY_S", 1.0)
+    stranger = Curve(certificate=keys["stranger"][1], server_key=keys["server"][0])
+    driver = Publisher("tcp://127.0.0.1:*", "result/fused", "result", curve=server_curve(keys))
+    with Subscriber(driver.last_endpoint, curve=stranger) as sub:
+        with driver:
+            deadline = time.monotonic() + 5
+            while not sub.handshake_failing and time.monotonic() < deadline:
+                sub.recv(timeout_ms=100)
+            assert list(sub.handshake_failing.values()) == ["the CURVE server refused this client's key"]
+        deadline = time.monotonic() + 6  # two retry periods, and a look
+        while sub.handshake_failing and time.monotonic() < deadline:
+            sub.recv(timeout_ms=100)
+        assert sub.handshake_failing == {}
 
 
 def test_a_server_with_another_key_than_server_key_is_said(keys, caplog: pytest.LogCaptureFixture) -> None:
@@ -182,9 +202,9 @@ def test_a_refused_client_is_let_in_once_the_server_takes_its_key(
                 received = sub.recv(timeout_ms=100)
         assert received is not None and received.seq >= 0
         deadline = time.monotonic() + 3  # its look at the handshake that let it in: at most once a second
-        while sub.handshakes_failing and time.monotonic() < deadline:
+        while sub.handshake_failing and time.monotonic() < deadline:
             sub.recv(timeout_ms=100)
-        assert sub.handshakes_failing == {}  # no longer a silent stream's reason
+        assert sub.handshake_failing == {}  # no longer a silent stream's reason
 
 
 def test_sockets_dropped_in_a_reference_cycle_do_not_hang_the_collector() -> None:
