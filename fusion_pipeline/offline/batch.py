@@ -21,7 +21,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -106,9 +106,9 @@ def find_logs(arguments: Sequence[Path]) -> list[BatchLog]:
         else:
             raise BatchError(f"{argument}: no such log file or directory")
     # Absolute, not resolved: a log reached through a link keeps the name it is given.
-    given = [Path(os.path.abspath(p)) for p in files]
-    unique = list(dict.fromkeys(given))
-    if twice := sorted({str(p) for p in unique if given.count(p) > 1}):
+    given = Counter(Path(os.path.abspath(p)) for p in files)  # in the order first given
+    unique = list(given)
+    if twice := sorted(str(p) for p, n in given.items() if n > 1):
         logger.warning("given more than once, run once: %s", ", ".join(twice))
     return [BatchLog(name, tuple(parts)) for name, parts in log_sources(unique).logs]
 
@@ -188,20 +188,25 @@ def plan_batch(
             )
         else:
             plan.run.append(log)
+    if conflicts:
+        raise BatchError(
+            f"{where} holds other results under this batch's names: {'; '.join(conflicts)} "
+            f"(this batch: config {digest}); give another --out"
+        )
     # The directory's other done logs: its summary (and a --compare against it) would pool two models.
     named = {log.name for log in logs}
-    conflicts += [
-        f"{name} was made with another config or model ({record.digest})"
+    others = [
+        f"{name} ({record.digest})"
         for name, record in sorted(records.items())
         if name not in named
         and record.status == "done"
         and record.digest != digest
         and record.results in present
     ]
-    if conflicts:
+    if others:
         raise BatchError(
-            f"{where} holds other results under this batch's names: {'; '.join(conflicts)} "
-            f"(this batch: config {digest}); give another --out"
+            f"{where} holds results of another config or model: {', '.join(others)} (this batch: config "
+            f"{digest}); one directory holds one config's results: give another --out"
         )
     return plan
 

@@ -46,6 +46,12 @@ def ray_records(tasks: Sequence[LogTask], address: str, cpus: int) -> Iterator[L
     # ray.init takes SIGTERM over (its driver then dies with a stack dump, its tasks' partial files and
     # its agents left behind): the caller's handlers are put back, so a stop goes through ray.shutdown.
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore_handlers() -> None:
+        for signum, handler in handlers.items():
+            if handler is not None:  # None: set outside Python, nothing to put back
+                signal.signal(signum, handler)
+
     try:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
@@ -57,18 +63,14 @@ def ray_records(tasks: Sequence[LogTask], address: str, cpus: int) -> Iterator[L
         raise BatchError(f"--ray {address}: no Ray cluster to connect to there: {exc}") from exc
     except ValueError as exc:  # Ray's word on the address itself (its form, a Ray Client it lacks)
         raise BatchError(f"--ray {address}: {_last_line(str(exc))}") from exc
-    except SystemExit:
-        # A SIGTERM while Ray starts meets Ray's own handler, which exits (status 15, its agents left
-        # running): a stop like any other, with what Ray started shut down.
+    except BaseException as exc:  # a stop while Ray starts: what it started goes too
+        restore_handlers()  # a second stop meets the caller's, not Ray's
         ray.shutdown()
-        raise KeyboardInterrupt from None
-    except BaseException:  # a Ctrl-C while Ray starts: what it started goes too
-        ray.shutdown()
+        if isinstance(exc, SystemExit):  # Ray's own SIGTERM handlers exit (15, or 1 from its node's)
+            raise KeyboardInterrupt from None
         raise
     finally:
-        for signum, handler in handlers.items():
-            if handler is not None:  # None: set outside Python, nothing to put back
-                signal.signal(signum, handler)
+        restore_handlers()
     try:
         remote = ray.remote(num_cpus=1)(run_log)
         tasks_by_ref = {remote.remote(task): task for task in tasks}

@@ -171,7 +171,7 @@ def test_a_directory_whose_other_done_logs_are_of_another_model_is_refused() -> 
     """A batch of log c with another model into a directory of log a's results: both were summed into
     one summary, and a --compare against it compared with two models, without a word."""
     other = {"a": done("a", digest="d0")}
-    with pytest.raises(BatchError, match="a was made with another config or model \\(d0\\)"):
+    with pytest.raises(BatchError, match="/out holds results of another config or model: a \\(d0\\)"):
         plan_batch(LOGS[3:4], IDENTITIES, other, {"a.results.mcap"}, "d1", Path("/out"))
     # Its results file removed (the summary says `removed`), or failed: nothing of it is pooled.
     assert plan_batch(LOGS[3:4], IDENTITIES, other, set(), "d1", Path("/out")).run == LOGS[3:4]
