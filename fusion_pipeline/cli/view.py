@@ -236,7 +236,8 @@ def _live(
     """The views and the sockets of a live view: one endpoint, or the config's in a run directory; and
     which, in words."""
     from fusion_pipeline.ops.status import STATUS_SOCKET, resolve_run_dir
-    from fusion_pipeline.transport.sockets import Subscriber
+    from fusion_pipeline.protocol import Endpoint
+    from fusion_pipeline.transport.sockets import Subscriber, ipc_served
     from fusion_pipeline.view import Views, open_sources
 
     if len(args.target) > 1:
@@ -247,8 +248,15 @@ def _live(
     if not endpoint:
         run_dir = Path(target).absolute() if target else resolve_run_dir(args.config, args.run_dir)[0]
         # A running supervisor answers `status` there: without it nothing would ever come.
-        if not (run_dir / STATUS_SOCKET).exists():
-            why = "no such directory" if not run_dir.exists() else f"no {STATUS_SOCKET} in it"
+        status = run_dir / STATUS_SOCKET
+        if not ipc_served(Endpoint(f"ipc://{status}")):
+            why = (
+                "no such directory"
+                if not run_dir.exists()
+                else f"no {STATUS_SOCKET} in it"
+                if not status.exists()
+                else f"no supervisor serves its {STATUS_SOCKET}: one that was killed left it"
+            )
             raise FusionError(f"view: {run_dir} is not a running pipeline's run directory ({why})")
 
     def subscriber(urls: list[str], **options: Any) -> Subscriber:

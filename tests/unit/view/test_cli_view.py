@@ -32,17 +32,26 @@ def test_foxglove_with_a_log_is_refused_for_export_foxglove(
     assert "fusion-pipeline export-foxglove" in err and "does nothing here" in err
 
 
-@pytest.mark.parametrize("made", [True, False])
+@pytest.mark.parametrize(
+    ("made", "why"),
+    [
+        ("", "no such directory"),
+        ("dir", "no status.sock in it"),
+        ("left", "no supervisor serves its status.sock: one that was killed left it"),
+    ],
+)
 def test_a_directory_with_no_running_pipeline_is_refused_at_once(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], made: bool
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], made: str, why: str
 ) -> None:
     """It waited for messages that could never come (no supervisor serves there), then said "nothing
     received ... is it running?" only after --duration, or never without one."""
-    target = tmp_path / "logs"
+    target = tmp_path / "run"
     if made:
         target.mkdir()
+    if made == "left":  # the socket file of a supervisor killed with SIGKILL
+        with socket.socket(socket.AF_UNIX) as left:
+            left.bind(str(target / "status.sock"))
     assert main(["view", str(target), "--duration", "30"]) == 2
-    why = "no status.sock in it" if made else "no such directory"
     assert f"view: {target} is not a running pipeline's run directory ({why})" in capsys.readouterr().err
 
 
