@@ -730,7 +730,7 @@ def doubtful_settings(config: Config) -> Iterator[str]:
     if keys and not any(use.url.startswith("tcp://") for use in config.endpoint_uses(_UNRESOLVED)):
         yield (
             f"security.{keys[0]}: no endpoint of this config is tcp, and CURVE secures tcp endpoints "
-            "only: [security]'s keys are not used"
+            "only: [security]'s keys are not used by this graph (only by a tool given a tcp endpoint)"
         )
     sync = config.sync
     if sync.mode == "reference" and sync.reference in {s.name for s in config.streams}:
