@@ -25,6 +25,7 @@ from pathlib import Path
 from fusion_pipeline.config import Config
 from fusion_pipeline.logs.errors import LogError
 from fusion_pipeline.logs.reader import LogMessage, LogReader
+from fusion_pipeline.protocol import RESULT_STREAM, SET_STREAM
 from fusion_pipeline.transport.wire import Sample
 
 __all__ = [
@@ -88,8 +89,14 @@ def left_out_streams(
     in_config = {s.name for s in config.streams}
     left_out = sorted(name for name in logged if name not in plan)
     unchosen = [n for n in left_out if settings.streams and settings.remap.get(n, n) in in_config]
-    unknown = [n for n in left_out if n not in unchosen]
-    for names, why in ((unchosen, "not in --streams"), (unknown, "no such stream in the config")):
+    # A recording's own sets and results (`record` takes them by default): the replay makes them anew.
+    made = [n for n in left_out if n in (SET_STREAM, RESULT_STREAM) and n not in unchosen]
+    unknown = [n for n in left_out if n not in unchosen and n not in made]
+    for names, why in (
+        (unchosen, "not in --streams"),
+        (made, "the recorded pipeline output, which the replay makes anew"),
+        (unknown, "no such stream in the config"),
+    ):
         if names:
             log.info("not replaying %s: %s", ", ".join(names), why)
     return left_out

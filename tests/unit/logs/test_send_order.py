@@ -14,6 +14,7 @@ from fusion_pipeline.logs import (
     LogReader,
     LogWriter,
     ReplaySettings,
+    left_out_streams,
     message_total,
     plan_streams,
     send_order,
@@ -122,3 +123,17 @@ def test_a_log_of_another_suite_names_both_sides_and_the_way_out() -> None:
     assert "log has ['cam/wide', 'lidar/roof'], the config ['camera/front', 'lidar/top'" in message
     assert "give the config the log was recorded with (-c; without it, the demo's), or map" in message
     assert "(replay --remap LOG=CONFIG)" in message  # batch has no --remap
+
+
+def test_a_recordings_own_results_are_said_as_such_not_as_unknown(caplog: pytest.LogCaptureFixture) -> None:
+    """`record` takes the results by default: every replay of such a log said "not replaying result/fused:
+    no such stream in the config", which reads as a problem."""
+    config = load_config(None)
+    logged = {name: {} for name in ("radar/front", "result/fused", "imu/body")}
+    with caplog.at_level("INFO", "fusion_pipeline.logs.send_order"):
+        left_out = left_out_streams(config, logged, {"radar/front": "radar/front"}, ReplaySettings())
+    assert left_out == ["imu/body", "result/fused"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "not replaying result/fused: the recorded pipeline output, which the replay makes anew",
+        "not replaying imu/body: no such stream in the config",
+    ]
