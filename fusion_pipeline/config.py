@@ -723,8 +723,8 @@ def doubtful_settings(config: Config) -> Iterator[str]:
     """Settings that are valid but most likely not what was meant, for a warning at start: a generic
     stream's window that its rate can never fill, or a nearest tolerance under half its period (a set
     stamp between two samples then finds neither), a reference-mode max_wait_ms longer than queue_size
-    reference periods (sets then wait for a silent optional stream less than it says), or the reference
-    stream said not required (every set is built on it)."""
+    reference periods (sets then wait for a silent optional stream less than it says), the reference
+    stream said not required (every set is built on it), or CURVE keys where no endpoint is tcp."""
     security = config.security
     keys = [key for key in ("certificate", "authorized_keys", "server_key") if getattr(security, key)]
     if keys and not any(use.url.startswith("tcp://") for use in config.endpoint_uses(_UNRESOLVED)):
