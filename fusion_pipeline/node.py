@@ -239,9 +239,8 @@ def check_own_clients(config: Config, run_dir: Path, source: str) -> None:
     if curve is None:
         return
     output = config.endpoint(config.output.endpoint, run_dir)
-    composed = (
-        config.pipeline.composition == "composed"
-    )  # its stages hand the ingested frames over in-process
+    # Composed, the stages hand the ingested frames over in-process: no one dials an ingest endpoint.
+    composed = config.pipeline.composition == "composed"
     dialled = [
         use
         for use in config.endpoint_uses(run_dir)
@@ -251,9 +250,8 @@ def check_own_clients(config: Config, run_dir: Path, source: str) -> None:
     ]
     if not dialled:
         return
-    key = "security.server_key" + (
-        "" if security.server_key else " (not set: the .key beside the certificate)"
-    )
+    default = "" if security.server_key else " (not set: the .key beside the certificate)"
+    key = f"security.server_key{default}"
     try:
         server = load_certificate(curve.server_key, need_secret=False)[0]
         public = load_certificate(curve.certificate, need_secret=True)[0]
