@@ -273,10 +273,8 @@ def _live(
 
 
 def _announce(views: Views) -> None:
-    if views.rerun is not None and views.rerun.web_url:
-        print(f"web viewer: {views.rerun.web_url}", flush=True)
-    if views.foxglove is not None:
-        print(f"Foxglove WebSocket: {views.foxglove.url}", flush=True)
+    for line in views.served():
+        print(line, flush=True)
 
 
 def _serve_until_stopped(duration: float | None) -> None:

@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             settings = replace(settings, save=unused_path(settings.save, SplitPolicy()))
         sources = open_sources(node.subscriber, node.config, node.run_dir)
         views = Views(node.config, settings)
+        for line in views.served():
+            log.info("%s", line)
         live = LiveView(sources, views)
         try:
             for _ in node.loop(live.counters):

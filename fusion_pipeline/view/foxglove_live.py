@@ -5,7 +5,6 @@ the topic `logs.sources.SourceTopics` gives it (``/STREAM``), JSON encoded as th
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from typing import Any
 
@@ -17,7 +16,6 @@ from fusion_pipeline.view.errors import ViewError
 
 __all__ = ["FoxgloveLive"]
 
-log = logging.getLogger(__name__)
 
 _SOURCE = "live"  # one source: every stream keeps its plain /STREAM topic
 
@@ -45,7 +43,6 @@ class FoxgloveLive:
         self._channels: dict[tuple[str, str], Any] = {}
         self.published: Counter[str] = Counter()
         self.no_schema: Counter[str] = Counter()  # streams Foxglove has no schema for (audio, sets)
-        log.info("Foxglove WebSocket: %s", self.url)
 
     def show(self, sample: Sample, log_time_ns: int) -> None:
         converted = to_foxglove(sample)

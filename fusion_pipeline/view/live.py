@@ -56,6 +56,16 @@ class Views:
             self.close(discard=True)  # a failed start shows nothing: no .rrd of it under the name
             raise
 
+    def served(self) -> list[str]:
+        """Where a viewer connects, in words ("web viewer: URL", "Foxglove WebSocket: URL"), for the
+        command to print and the node to log."""
+        served = []
+        if self.rerun is not None and self.rerun.web_url:
+            served.append(f"web viewer: {self.rerun.web_url}")
+        if self.foxglove is not None:
+            served.append(f"Foxglove WebSocket: {self.foxglove.url}")
+        return served
+
     def show(self, sample: Sample, received_ns: int) -> None:
         if self.scene is not None:
             self.scene.show(sample, received_ns)

@@ -177,7 +177,6 @@ class RerunOutput:
                 # no welcome screen: it offers examples fetched from the internet
                 query = f"url={quote(grpc_url, safe='')}&hide_welcome_screen"
                 self.web_url = f"http://{LOOPBACK}:{self._web.port}/?{query}"
-                log.info("web viewer: %s", self.web_url)
         except ViewError:
             self._stop_viewer()
             raise

@@ -106,3 +106,16 @@ def test_audio_not_sent_to_foxglove_is_reported() -> None:
     text = summary(counters)
     assert "audio/roof: shown 3 of 3, skipped 0, lost upstream 0, not sent to Foxglove 3" in text
     assert "\n" not in summary(counters, "; ")  # the viewer node's log line
+
+
+def test_a_served_address_is_said_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`view --foxglove` printed its URL and logged it too: twice on the terminal."""
+    endpoint = f"ipc://{tmp_path}/none.sock"
+    with caplog.at_level("INFO"):
+        assert main(["view", endpoint, "--foxglove", "--foxglove-port", "0", "--duration", "0.3"]) == 1
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if line.startswith("Foxglove WebSocket: ws://127.0.0.1:")]
+    assert len(said) == 1, out
+    assert "Foxglove WebSocket" not in caplog.text
