@@ -11,7 +11,9 @@ runs the script's main as the process.
 
 Heartbeats are msgpack maps pushed (PUSH/PULL) to ``ipc://RUN_DIR/control.sock``:
 ``{"node", "pid", "t_ns", "counters"}``, and ``"parts"`` (name -> counters) from a node that runs other
-nodes' work inside itself (nodes/composed.py). A heartbeat is sent at most every ``pipeline.heartbeat_ms``
+nodes' work inside itself (nodes/composed.py), and ``"stalled_s"`` while work off its loop (that node's
+model run) has lasted longer than a beat: its counters still come, its liveness is judged from when
+that work began. A heartbeat is sent at most every ``pipeline.heartbeat_ms``
 and never blocks the node: if the supervisor is gone, it is dropped. Besides the node's own counters,
 every heartbeat carries its process's garbage collections (``gc_collections``, ``gc_pause_ms_max``), its
 preemptions (``preempted``: involuntary context switches) and ``cpu_s``: where latency tails come from.
@@ -350,7 +352,13 @@ class _Heartbeat:
     def due(self) -> bool:
         return time.time_ns() - self._last_ns >= self.interval_ns
 
-    def beat(self, counters: dict[str, Any], parts: Parts | None = None, force: bool = False) -> None:
+    def beat(
+        self,
+        counters: dict[str, Any],
+        parts: Parts | None = None,
+        stalled_s: float = 0.0,
+        force: bool = False,
+    ) -> None:
         if not force and not self.due():
             return
         self._last_ns = now = time.time_ns()
@@ -358,6 +366,8 @@ class _Heartbeat:
         message = {"node": self.node, "pid": os.getpid(), "t_ns": now, "counters": counters}
         if parts is not None:
             message["parts"] = parts
+        if stalled_s > 0:
+            message["stalled_s"] = stalled_s
         # Supervisor busy or gone: liveness is best effort, the data path must not wait for it.
         with contextlib.suppress(zmq.Again):
             self._socket.send(msgpack.packb(message), zmq.NOBLOCK)
@@ -397,6 +407,7 @@ class Node(contextlib.AbstractContextManager["Node", None]):
         self._stream = None if context.stream is None else self.config.stream(context.stream)
         self.counters: Callable[[], dict[str, Any]] | None = None  # what the heartbeats carry
         self.parts: Callable[[], Parts] | None = None  # and, from a composed node, its parts' counters
+        self.stalled_s: Callable[[], float] | None = None  # and how long its work off the loop is stuck
         self._sockets: list[Publisher | Subscriber] = []
         self._heartbeat = _Heartbeat(context)
 
@@ -455,22 +466,22 @@ class Node(contextlib.AbstractContextManager["Node", None]):
         self,
         counters: Callable[[], dict[str, Any]],
         parts: Callable[[], Parts] | None = None,
-        working: Callable[[], bool] | None = None,
+        stalled_s: Callable[[], float] | None = None,
     ) -> Iterator[None]:
         """One iteration per pass of the node's loop until a stop request; after each, a heartbeat with
         `counters()` (and `parts()`, the counters of the nodes it runs inside itself) when one is due,
-        and `working()`, when given, holds: a node whose work is stuck off its loop (a thread's) sends
-        none, so that the supervisor sees it hung. Keep each pass under about `POLL_MS` so a stop is
-        seen promptly."""
+        and `stalled_s()`, when given: how long work off the loop (a thread's) has been stuck, so that
+        the supervisor judges the node hung by it while its counters keep coming. Keep each pass under
+        about `POLL_MS` so a stop is seen promptly."""
         self.counters = counters
         self.parts = parts
+        self.stalled_s = stalled_s
         # Everything allocated so far (modules, config, sockets, the model) lives as long as the process;
         # freezing it keeps a full garbage collection from scanning it in the data path (tens of ms).
         gc.freeze()
         while self.running:
             yield
-            if working is None or working():
-                self.beat()
+            self.beat()
 
     def beat(self, counters: dict[str, Any] | None = None) -> None:
         """A heartbeat, when one is due, with `counters` or else `self.counters()` (built only then)."""
@@ -478,7 +489,8 @@ class Node(contextlib.AbstractContextManager["Node", None]):
             if self.counters is None or not self._heartbeat.due():
                 return
             counters = self.counters()
-        self._heartbeat.beat(counters, None if self.parts is None else self.parts())
+        parts = None if self.parts is None else self.parts()
+        self._heartbeat.beat(counters, parts, 0.0 if self.stalled_s is None else self.stalled_s())
 
     def sleep_until(self, t_ns: int) -> bool:
         """Sleep until wall-clock `t_ns`, beating; False when a stop request cut it short."""

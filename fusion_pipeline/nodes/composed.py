@@ -71,8 +71,9 @@ class InferenceThread:
     a time: a set handed over while the model is busy waits, and a newer one replaces it (counted as
     skipped). An error on the thread is raised again in the loop by `check`, which ends the node.
     `run_s` says how long the run in progress has taken: the loop goes on beating whatever the thread
-    does, so the node withholds its heartbeat while a run lasts longer than a beat's period, and a model
-    that never returns is seen as hung and restarted, as the inference node is."""
+    does, so its heartbeats say how long a run longer than a beat's period has lasted (`stalled_s`), and
+    a model that never returns is seen as hung and restarted, as the inference node is, while the
+    streams' counters keep coming."""
 
     def __init__(self, stage: InferenceStage, sink: Publisher) -> None:
         self.stage = stage
@@ -101,6 +102,11 @@ class InferenceThread:
     def run_s(self) -> float:
         started = self._run_started
         return 0.0 if started is None else time.monotonic() - started
+
+    def stalled_s(self, beat_s: float) -> float:
+        """How long the run in progress has taken, once longer than `beat_s`; 0.0 until then."""
+        run_s = self.run_s()
+        return run_s if run_s > beat_s else 0.0
 
     def stop(self, timeout_s: float = STOP_WAIT_S) -> None:
         """Ends the thread: a set still waiting is skipped, and the result of the run in progress is not
@@ -186,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
         beat_s = config.pipeline.heartbeat_ms / 1000
         try:
-            for _ in node.loop(counters, parts, working=lambda: inference.run_s() <= beat_s):
+            for _ in node.loop(counters, parts, stalled_s=lambda: inference.stalled_s(beat_s)):
                 inference.check()
                 # Serve one stream at a time, the first ready in priority order (the reference first),
                 # and look again after each, until a set is complete: a reference message that arrives

@@ -135,6 +135,7 @@ class _Node:
     # loaded), or its first one after it was hung.
     up_since: float | None = None
     hung_since: float | None = None  # its last heartbeat, while it is hung (said once each way)
+    stalled: bool = False  # its last heartbeat said its model's run has been going for longer (stalled_s)
     restarts: int = 0
     failures: int = 0  # consecutive
     restart_at: float | None = None
@@ -597,6 +598,7 @@ class Supervisor:
         )
         node.started = time.monotonic()
         node.last_beat = node.up_since = node.hung_since = None
+        node.stalled = False
         node.restart_at = None
         node.reader = threading.Thread(target=self._forward, args=(node.spec.name, node.process), daemon=True)
         node.reader.start()
@@ -640,17 +642,17 @@ class Supervisor:
                 silent = now - (node.last_beat if node.last_beat is not None else node.started)
                 beating = node.last_beat is not None
                 limit = self.policy.heartbeat_timeout_s if beating else self._start_timeout(node.spec)
+                what = "its model's run unfinished" if node.stalled else "no heartbeat"
                 if beating and node.hung_since is None and silent > self._stale_s:
                     node.hung_since = node.last_beat
                     self.line.log(
-                        f"WARNING: {node.spec.name} (pid {process.pid}) hung: no heartbeat for "
-                        f"{silent:.1f} s (killed and restarted at {limit:g} s)"
+                        f"WARNING: {node.spec.name} (pid {process.pid}) hung: {what} for {silent:.1f} s "
+                        f"(killed and restarted at {limit:g} s)"
                     )
                 if silent < limit:
                     continue
-                self.line.log(
-                    f"{node.spec.name} (pid {process.pid}) sent no heartbeat for {silent:.1f} s: killing it"
-                )
+                what = "its model's run unfinished" if node.stalled else "sent no heartbeat"
+                self.line.log(f"{node.spec.name} (pid {process.pid}) {what} for {silent:.1f} s: killing it")
                 _signal_group(process, signal.SIGKILL)
                 code = process.wait()
             self._schedule_restart(node, code, now)
@@ -736,11 +738,15 @@ class Supervisor:
                 continue  # a stale beat of a process already replaced
             if self._all_up is None and all(n.last_beat is not None or n is node for n in self.nodes):
                 self._begin_warmup(now)  # every node is up
-            if node.hung_since is not None:
-                self.line.log(f"{name} running again after {now - node.hung_since:.1f} s without a heartbeat")
+            # Work off a node's loop stuck this long (a composed node's model run): it is as alive as then.
+            stalled_s = beat.get("stalled_s", 0.0)
+            if not isinstance(stalled_s, int | float) or not 0 <= stalled_s < now:
+                stalled_s = 0.0
+            if node.hung_since is not None and not stalled_s:
+                self.line.log(f"{name} running again after {now - node.hung_since:.1f} s hung")
                 node.hung_since, node.up_since = None, now  # its counters' window spans the stall
             node.up_since = node.up_since or now
-            node.last_beat = now
+            node.last_beat, node.stalled = now - stalled_s, bool(stalled_s)
             self.counters.update(name, pid, counters)
             parts = beat.get("parts")
             for part in node.spec.parts:

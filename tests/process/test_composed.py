@@ -119,11 +119,26 @@ def test_a_model_slower_than_the_sensors_still_gets_full_sets(tmp_path: Path) ->
     assert inference["skipped"] > 0  # the sets completed while the model ran, but the newest one
 
 
+def _hung_with_rates(run: Run) -> dict[str, Any] | None:
+    """The status report once it says the composed node hung, if its streams still have rates."""
+    with contextlib.suppress(StatusError):
+        report = query(run.run_dir, timeout_s=2.0)
+        if any(n["name"] == "composed" and n["state"] == "hung" for n in report["nodes"]):
+            return report
+    return None
+
+
 def test_a_model_run_that_never_ends_is_a_hang_and_the_node_is_restarted(tmp_path: Path) -> None:
     """With the model on a thread the loop went on beating: a model stuck in its provider left the node
-    `running`, no result ever again, no restart (the inference node is killed and restarted)."""
+    `running`, no result ever again, no restart (the inference node is killed and restarted). Its
+    streams' counters keep coming meanwhile: a heartbeat withheld for the run showed every stream at
+    0 Hz, then at twice its rate."""
     with pipeline(lambda d: _composed(d, model_slowdown=1e9), "--warmup", "0", workdir=tmp_path) as run:
-        wait_for(lambda: re.search(r"composed \(pid \d+\) hung: no heartbeat", run.output()), 30, "hung", run)
+        said = r"composed \(pid \d+\) hung: its model's run unfinished"
+        wait_for(lambda: re.search(said, run.output()), 30, "hung", run)
+        report = wait_for(lambda: _hung_with_rates(run), 10, "status of the hang", run)
+        rates = {s["name"]: s["messages_per_s"] for s in report["streams"]}
+        assert rates["camera/front"] and rates["camera/front"] > 10, rates  # 30 Hz, judged over 5 s
         wait_for(lambda: "restarting composed" in run.output(), 15, "a restart", run)
         code, _ = run.terminate(timeout_s=15)
         assert code == 0, run.output()[-3000:]
