@@ -438,16 +438,19 @@ class Config(_Section):
             ]
         return [text for on, text in live_only if on and graph != "live"]
 
-    def endpoint_uses(self, run_dir: str | Path) -> list[EndpointUse]:
-        """Every endpoint of the graph in `run_dir`: drivers', ingest's, the synchronizer's, the results'."""
+    def endpoint_uses(self, run_dir: str | Path, graph: GraphKind | None = None) -> list[EndpointUse]:
+        """Every endpoint of the graph in `run_dir`: drivers', ingest's, the synchronizer's, the results';
+        of a `graph` (None: any), those it uses: a live composed node binds no ingest endpoint (its
+        stages hand the frames over in-process; a replay runs the separate nodes)."""
         uses = [
             EndpointUse(f"streams[{i}].endpoint", self.endpoint(s.endpoint, run_dir), s.driver == "sim")
             for i, s in enumerate(self.streams)
         ]
-        uses += [
-            EndpointUse(f"streams[{i}].ingest_endpoint", self.ingest_endpoint(s.name, run_dir), True)
-            for i, s in enumerate(self.streams)
-        ]
+        if not (graph == "live" and self.pipeline.composition == "composed"):
+            uses += [
+                EndpointUse(f"streams[{i}].ingest_endpoint", self.ingest_endpoint(s.name, run_dir), True)
+                for i, s in enumerate(self.streams)
+            ]
         output = self.endpoint(self.output.endpoint, run_dir)
         if (local := self.local_results_endpoint(run_dir)) != output:
             uses.append(EndpointUse("output.endpoint (its ipc beside the tcp one)", local, True))
@@ -724,7 +727,8 @@ def doubtful_settings(config: Config) -> Iterator[str]:
     stream's window that its rate can never fill, or a nearest tolerance under half its period (a set
     stamp between two samples then finds neither), a reference-mode max_wait_ms longer than queue_size
     reference periods (sets then wait for a silent optional stream less than it says), the reference
-    stream said not required (every set is built on it), or CURVE keys where no endpoint is tcp."""
+    stream said not required (every set is built on it), CURVE keys where no endpoint is tcp, or an
+    ingest endpoint a live composed node does not bind."""
     security = config.security
     keys = [key for key in ("certificate", "authorized_keys", "server_key") if getattr(security, key)]
     if keys and not any(use.url.startswith("tcp://") for use in config.endpoint_uses(_UNRESOLVED)):
@@ -732,6 +736,14 @@ def doubtful_settings(config: Config) -> Iterator[str]:
             f"security.{keys[0]}: no endpoint of this config is tcp, and CURVE secures tcp endpoints "
             "only: [security]'s keys are not used by this graph (only by a tool given a tcp endpoint)"
         )
+    if config.pipeline.composition == "composed":
+        for i, stream in enumerate(config.streams):
+            if "ingest_endpoint" in stream.model_fields_set:
+                yield (
+                    f"streams[{i}].ingest_endpoint: not bound live with pipeline.composition = "
+                    '"composed" (its stages hand the frames over in-process); a replay\'s separate nodes '
+                    "use it"
+                )
     sync = config.sync
     if sync.mode == "reference" and sync.reference in {s.name for s in config.streams}:
         reference = config.stream(sync.reference)

@@ -43,6 +43,7 @@ from fusion_pipeline.allocator import tune_allocator
 from fusion_pipeline.config import (
     CONTINUOUS_MODALITIES,
     Config,
+    GraphKind,
     StreamConfig,
     check_run_dir,
     config_source,
@@ -230,26 +231,19 @@ def check_host(config: Config, run_dir: Path, source: str, sockets: Sequence[tup
             raise ConfigError(f"{source}: security.{key}: {exc}") from exc
 
 
-def check_own_clients(config: Config, run_dir: Path, source: str) -> None:
+def check_own_clients(config: Config, run_dir: Path, source: str, graph: GraphKind = "live") -> None:
     """Refuse a graph whose own tcp clients could never connect. Each tcp socket this host connects
     expects the server to hold `server_key` (by default the NAME.key beside `certificate`), which must
-    then be a certificate. Where it dials a tcp endpoint it binds itself (its simulated drivers', its
-    ingest's unless composed, its synchronizer's; its results' readers use ipc) it is its own CURVE
+    then be a certificate. Where the `graph` dials a tcp endpoint it binds itself (its simulated drivers',
+    its ingest's unless live composed, its synchronizer's; its results' readers use ipc) it is its own CURVE
     client: its allow-list must hold its own public key, and `server_key` be that key. A host that runs
     only drivers, its ingest elsewhere, connects to none of them: `run` checks this, not every node."""
     security, curve = config.security, config.security.curve()
     if curve is None:
         return
     output = config.endpoint(config.output.endpoint, run_dir)
-    # Composed, the stages hand the ingested frames over in-process: no one dials an ingest endpoint.
-    composed = config.pipeline.composition == "composed"
-    dialled = [
-        use
-        for use in config.endpoint_uses(run_dir)
-        if use.url.startswith("tcp://")
-        and use.url != output
-        and not (composed and use.key.endswith(".ingest_endpoint"))
-    ]
+    uses = config.endpoint_uses(run_dir, graph)  # live composed: no ingest endpoint is dialled
+    dialled = [use for use in uses if use.url.startswith("tcp://") and use.url != output]
     if not dialled:
         return
     default = "" if security.server_key else " (not set: the .key beside the certificate)"

@@ -63,11 +63,10 @@ def node_specs(config: Config, graph: GraphKind = "live", drivers: bool = True) 
     return specs
 
 
-def plain_tcp_endpoints(config: Config, run_dir: Path) -> list[EndpointUse]:
-    """The graph's tcp endpoints that run without CURVE (``security.insecure`` and no certificate)."""
-    return [
-        u for u in config.endpoint_uses(run_dir) if u.url.startswith("tcp://") and not config.curve_for(u.url)
-    ]
+def plain_tcp_endpoints(config: Config, run_dir: Path, graph: GraphKind) -> list[EndpointUse]:
+    """The `graph`'s tcp endpoints that run without CURVE (``security.insecure`` and no certificate)."""
+    uses = config.endpoint_uses(run_dir, graph)
+    return [u for u in uses if u.url.startswith("tcp://") and not config.curve_for(u.url)]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fusion_pipeline.config import Config, config_source
+from fusion_pipeline.config import Config, GraphKind, config_source
 from fusion_pipeline.errors import ConfigError, EndpointError
 from fusion_pipeline.node import CONTROL_SOCKET, check_host, check_own_clients
 from fusion_pipeline.ops.errors import StatusError
@@ -40,6 +40,7 @@ def check_run_host(
     sockets: Sequence[RunSocket],
     create: bool,
     own_drivers: bool = True,
+    graph: GraphKind = "live",
 ) -> None:
     """What a run of `config` in the run dir `path` refuses before it starts anything (`sockets`: the
     run's own besides the config's): a socket path too long or on another host (node.check_host), this
@@ -50,9 +51,9 @@ def check_run_host(
     source = config_source(config_path)
     check_host(config, path, source, [(what, url(path)) for what, url in sockets])
     if own_drivers:
-        check_own_clients(config, path, source)  # this graph's own tcp servers and their clients
+        check_own_clients(config, path, source, graph)  # this graph's own tcp servers and their clients
     binds = [("pipeline.run_dir", f"ipc://{path}/{CONTROL_SOCKET}")] if config.pipeline.run_dir else []
-    binds += [(use.key, use.url) for use in config.endpoint_uses(path) if use.binds]
+    binds += [(use.key, use.url) for use in config.endpoint_uses(path, graph) if use.binds]
     for key, url in binds:
         try:
             # The run dir first, made when `create` (its endpoints then find it private).
@@ -96,9 +97,12 @@ class RunDir:
         self._deferred = False  # another run of the pipeline kept the run file (`record`)
 
     @classmethod
-    def open(cls, config: Config, config_path: Path | None, sockets: Sequence[RunSocket]) -> RunDir:
-        """The config's run dir, checked, created and locked, or a fresh private one, checked; `sockets`
-        are the run's own besides the config's. A ConfigError leaves nothing behind."""
+    def open(
+        cls, config: Config, config_path: Path | None, sockets: Sequence[RunSocket], graph: GraphKind
+    ) -> RunDir:
+        """The config's run dir, checked, created and locked, or a fresh private one, checked, for a run
+        of `graph`; `sockets` are the run's own besides the config's. A ConfigError leaves nothing
+        behind."""
         source = config_source(config_path)
 
         def check_served(path: Path) -> None:
@@ -106,7 +110,7 @@ class RunDir:
             # only crash-loop, and this run would count the other's messages as its own.
             taken = [
                 f"{u.key} {u.url}"
-                for u in config.endpoint_uses(path)
+                for u in config.endpoint_uses(path, graph)
                 if u.binds and ipc_served(Endpoint(u.url))
             ]
             if taken:
@@ -117,7 +121,7 @@ class RunDir:
 
         if config.pipeline.run_dir:
             path = Path(config.pipeline.run_dir).expanduser().resolve()
-            check_run_host(config, config_path, path, sockets, create=True)
+            check_run_host(config, config_path, path, sockets, create=True, graph=graph)
             # The lock first: a supervisor running there serves every endpoint, and is what to name.
             lock = lock_run_dir(path)
             try:
@@ -129,7 +133,7 @@ class RunDir:
         # A fresh directory of our own: nobody else can be in it, so no lock.
         path = Path(tempfile.mkdtemp(prefix=f"fusion-{config.pipeline.name}-"))
         try:
-            check_run_host(config, config_path, path, sockets, create=True)
+            check_run_host(config, config_path, path, sockets, create=True, graph=graph)
             check_served(path)
         except ConfigError:
             path.rmdir()  # made a moment ago, still empty

@@ -187,7 +187,7 @@ class Supervisor:
         self.warmup_s = warmup_s
         self.line = StatusLine(out or sys.stderr)  # sys.stderr as it is now (a test may have replaced it)
         self._stop = threading.Event()
-        self._dir = RunDir.open(config, config_path, run_sockets(graph))
+        self._dir = RunDir.open(config, config_path, run_sockets(graph), graph.kind)
         self.run_dir = self._dir.path
         self.nodes = [_Node(spec) for spec in graph.nodes(config)]
         # pid -> time.time() each node process was seen exited: the shared-memory sweep's owners.
@@ -244,7 +244,7 @@ class Supervisor:
             self.line.log(f"{', '.join(ignored)}: live only, not in this graph (a {self.graph.kind}'s)")
         beside = f" (on this host also {local_url})" if local_url != results_url else ""
         self.line.log(f"results on {results_url}{beside}: fusion-pipeline echo {shlex.quote(local_url)}")
-        for use in plain_tcp_endpoints(self.config, self.run_dir):
+        for use in plain_tcp_endpoints(self.config, self.run_dir, self.graph.kind):
             self._warn(
                 Notice(
                     "insecure tcp",

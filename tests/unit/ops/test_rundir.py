@@ -49,7 +49,7 @@ def test_an_endpoint_another_process_serves_is_refused_at_start_and_kept_at_the_
         with pytest.raises(
             ConfigError, match=rf"b.toml: output.endpoint ipc://{shared}: another process is bound"
         ):
-            RunDir.open(config, Path("b.toml"), ())
+            RunDir.open(config, Path("b.toml"), (), "live")
         RunDir(config, ipc_dir / "run", own=False, lock=None).close()
         assert shared.is_socket()  # served: the other's
     RunDir(config, ipc_dir / "run", own=False, lock=None).close()
@@ -81,7 +81,7 @@ def test_a_run_removes_the_private_run_dir_a_killed_supervisor_left(
     cases = [left_dir(), left_dir(served=True), left_dir(other_file=True)]
     for (previous, control), kept in zip(cases, (False, True, True), strict=True):
         record_run_dir(name, previous)
-        run = RunDir.open(config, None, ())
+        run = RunDir.open(config, None, (), "live")
         run.record(lines.append)
         runs.append(run)
         assert previous.exists() == kept, lines
@@ -103,11 +103,11 @@ def test_a_second_run_of_a_pipeline_that_runs_leaves_it_the_run_file(
     monkeypatch.setattr(tempfile, "tempdir", str(ipc_dir))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(ipc_dir))
     config = load_config(None)
-    first = RunDir.open(config, None, ())
+    first = RunDir.open(config, None, (), "live")
     first.record(print)
     control = _serving(first.path / "control.sock")  # its supervisor runs
     lines: list[str] = []
-    second = RunDir.open(config, None, ())
+    second = RunDir.open(config, None, (), "live")
     second.record(lines.append)
     assert recorded_run_dir(config.pipeline.name) == first.path
     assert lines == [

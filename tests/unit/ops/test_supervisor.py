@@ -14,7 +14,7 @@ import pytest
 import zmq
 from pipeline_harness import DEMO_TEXT
 
-from fusion_pipeline.config import load_config, parse_config
+from fusion_pipeline.config import doubtful_settings, load_config, parse_config
 from fusion_pipeline.ops import (
     FIRST_RATES_S,
     LIVE_GRAPH,
@@ -60,17 +60,34 @@ def test_node_specs_cover_the_graph_upstream_first() -> None:
 
 
 def test_plain_tcp_endpoints_are_the_tcp_ones_without_curve() -> None:
-    assert plain_tcp_endpoints(load_config(), Path("/run/x")) == []  # the demo: ipc only
+    assert plain_tcp_endpoints(load_config(), Path("/run/x"), "live") == []  # the demo: ipc only
     text = DEMO_TEXT.replace('"ipc://{run_dir}/sets.sock"', '"tcp://127.0.0.1:5601"', 1)
     text = text.replace('"ipc://{run_dir}/results.sock"', '"tcp://0.0.0.0:5602"', 1)
     insecure = parse_config(text.replace("insecure = false", "insecure = true", 1))
-    found = [(use.key, use.url) for use in plain_tcp_endpoints(insecure, Path("/run/x"))]
+    found = [(use.key, use.url) for use in plain_tcp_endpoints(insecure, Path("/run/x"), "live")]
     assert found == [("sync.endpoint", "tcp://127.0.0.1:5601"), ("output.endpoint", "tcp://0.0.0.0:5602")]
     # With a certificate configured the tcp endpoints use CURVE: none is plain.
     curve = parse_config(
         text.replace("insecure = false", 'certificate = "k/p.key_secret"\nauthorized_keys = "k/ok"')
     )
-    assert plain_tcp_endpoints(curve, Path("/run/x")) == []
+    assert plain_tcp_endpoints(curve, Path("/run/x"), "live") == []
+
+
+def test_a_live_composed_node_binds_no_ingest_endpoint_to_warn_of() -> None:
+    """It warned of a plain tcp ingest endpoint that nothing binds (the frames pass in-process), and kept
+    an `insecure tcp` tag for it; a replay of the config runs the separate nodes, which do bind it."""
+    text = DEMO_TEXT.replace("insecure = false", "insecure = true", 1)
+    text = text.replace(
+        'name = "camera/front"', 'name = "camera/front"\ningest_endpoint = "tcp://127.0.0.1:5603"', 1
+    )
+    composed = parse_config(text.replace("[pipeline]\n", '[pipeline]\ncomposition = "composed"\n', 1))
+    assert plain_tcp_endpoints(composed, Path("/run/x"), "live") == []
+    (replayed,) = plain_tcp_endpoints(composed, Path("/run/x"), "replay")
+    assert (replayed.key, replayed.url) == ("streams[0].ingest_endpoint", "tcp://127.0.0.1:5603")
+    (doubt,) = doubtful_settings(composed)
+    assert doubt.startswith(
+        'streams[0].ingest_endpoint: not bound live with pipeline.composition = "composed"'
+    )
 
 
 def test_the_replay_graph_has_no_recorder_or_viewer_where_the_config_enables_them() -> None:
