@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fusion_pipeline.errors import ConfigError, EndpointError
 from fusion_pipeline.protocol import (
     ALLOWED_DTYPES,
+    CONTINUOUS_MODALITIES,
     NS_PER_S,
     STREAM_NAME_MAX,
     STREAM_NAME_PATTERN,
@@ -103,9 +104,6 @@ MAX_COUNT = 1_000_000
 MAX_SPLIT_S = 7 * 86_400.0
 
 Modality = Literal["camera", "lidar", "radar", "audio", "generic"]
-#: Streams whose every message the pipeline takes, in order: a skipped message would be a hole in every
-#: window over it. The others are discrete: a node behind on one skips to its newest message.
-CONTINUOUS_MODALITIES: tuple[str, ...] = ("audio", "generic")
 
 
 class _Section(BaseModel):

@@ -19,6 +19,7 @@ from fusion_pipeline.errors import EndpointError
 __all__ = [
     "ALLOWED_DTYPES",
     "CAPTURE",
+    "CONTINUOUS_MODALITIES",
     "INFERENCE_END",
     "INFERENCE_START",
     "INGEST_IN",
@@ -46,6 +47,10 @@ NS_PER_S = 1_000_000_000
 #: A stream name (PROTOCOL.md section 6): 1 to STREAM_NAME_MAX characters of A-Z a-z 0-9 _ . / -.
 STREAM_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"
 STREAM_NAME_MAX = 128
+
+#: Streams whose every message the pipeline takes, in order: a skipped message would be a hole in every
+#: window over it. The others are discrete: a node behind on one skips to its newest message.
+CONTINUOUS_MODALITIES: tuple[str, ...] = ("audio", "generic")
 
 #: The stream and modality of the synchronizer's set messages and of the inference node's results.
 SET_STREAM, SET_MODALITY = "set/fused", "set"

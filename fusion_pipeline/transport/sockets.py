@@ -40,7 +40,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from fusion_pipeline.errors import EndpointError, TransportError
-from fusion_pipeline.protocol import Curve, Endpoint
+from fusion_pipeline.protocol import CONTINUOUS_MODALITIES, Curve, Endpoint
 from fusion_pipeline.transport import shm as shared_memory
 from fusion_pipeline.transport.errors import KeysError, StaleError, WireError
 from fusion_pipeline.transport.keys import load_allow_list, load_certificate
@@ -55,6 +55,7 @@ from fusion_pipeline.transport.wire import (
 )
 
 __all__ = [
+    "CONTINUOUS_SENSOR_HWM",
     "MAX_SUBSCRIPTION_BYTES",
     "ZERO_COPY_MIN_BYTES",
     "Publisher",
@@ -130,6 +131,9 @@ class Role(enum.Enum):
 
 
 DEFAULT_HWM: dict[Role, int] = {Role.SENSOR: 8, Role.SET: 4, Role.RESULT: 64, Role.REPLAY: 256}
+#: A sensor publisher's queue for a continuous stream (audio, generic) given no `hwm`: a second of a
+#: 1 kHz IMU. Its samples are not perishable (a lost one is a hole in every window over it) and small.
+CONTINUOUS_SENSOR_HWM = 1024
 
 
 def prepare_bind(endpoint: Endpoint, create: bool = True) -> None:
@@ -420,7 +424,10 @@ class Publisher(_Socket):
         if lossless:
             self.socket.setsockopt(zmq.XPUB_NODROP, 1)
         self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
-        self.socket.sndhwm = hwm if hwm is not None else DEFAULT_HWM[Role.REPLAY if lossless else role]
+        if hwm is None:
+            continuous = not lossless and role is Role.SENSOR and modality in CONTINUOUS_MODALITIES
+            hwm = CONTINUOUS_SENSOR_HWM if continuous else DEFAULT_HWM[Role.REPLAY if lossless else role]
+        self.socket.sndhwm = hwm
         self.stream, self.modality, self.frame_id = stream, modality, frame_id
         self.lossless = lossless
         self.seq = 0

@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 from fusion_pipeline.transport import Checked, Endpoint, EndpointError, Limits, Publisher, Sample, Subscriber
-from fusion_pipeline.transport.sockets import received_frame
+from fusion_pipeline.transport.sockets import CONTINUOUS_SENSOR_HWM, received_frame
 
 
 def test_recv_newest_drains_and_counts_skipped(ipc_dir: Path) -> None:
@@ -351,3 +351,30 @@ def test_a_received_array_is_forwarded_as_its_frame_and_arrives_intact(ipc_dir: 
         assert forwarded is not None
         np.testing.assert_array_equal(forwarded.arrays["image"], image)
         np.testing.assert_array_equal(forwarded.arrays["small"], np.arange(3, dtype=np.float32))
+
+
+def test_a_driver_of_a_continuous_stream_queues_a_second_of_a_fast_one_by_default(ipc_dir: Path) -> None:
+    """A 1 kHz IMU driver written as README shows (no hwm) queued 8 messages, as a camera's: a scheduling
+    hiccup of its reader lost samples, each a hole in every window over it."""
+    made = {
+        (modality, lossless): Publisher(
+            f"ipc://{ipc_dir}/{modality}{lossless}.sock", "s", modality, lossless=lossless
+        )
+        for modality in ("generic", "audio", "camera")
+        for lossless in (False, True)
+    }
+    try:
+        hwm = {key: pub.socket.sndhwm for key, pub in made.items()}
+    finally:
+        for pub in made.values():
+            pub.close()
+    assert hwm == {
+        ("generic", False): CONTINUOUS_SENSOR_HWM,
+        ("audio", False): CONTINUOUS_SENSOR_HWM,
+        ("camera", False): 8,  # perishable: the newest frame matters
+        ("generic", True): 256,
+        ("audio", True): 256,
+        ("camera", True): 256,  # a replay's lossless queue
+    }
+    with Publisher(f"ipc://{ipc_dir}/given.sock", "imu", "generic", hwm=5000) as given:
+        assert given.socket.sndhwm == 5000
