@@ -25,6 +25,7 @@ start, listed by `status` and tagged in the status line (`status_tags`).
 from __future__ import annotations
 
 import bisect
+import math
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,20 +119,31 @@ def stream_lags_ms(counters: Mapping[str, Any]) -> dict[str, float]:
     return {stat: lag for stat, lag in lags.items() if isinstance(lag, float)}
 
 
-def clock_ahead(snapshot: PipelineSnapshot) -> dict[str, str]:
-    """A warning per flowing stream whose stamps came later than their arrival at ingest by more than
-    CLOCK_AHEAD_MS, by name: its sensor's clock runs ahead, and it has sets decided early. A silent
-    stream's figures are of its last messages: not said as standing."""
+def clock_off(snapshot: PipelineSnapshot) -> dict[str, str]:
+    """A warning per flowing stream whose stamps disagree with its arrival at ingest, by name: stamps
+    later than their arrival by more than CLOCK_AHEAD_MS (its sensor's clock runs ahead: it has sets
+    decided early), or every recent message arriving later than its stamp by more than the snapshot's
+    `max_wait_ms` (its clock runs behind, or its driver sends late: sets are decided without it). A
+    silent stream's figures are of its last messages: not said as standing."""
     silent = {s.name for s in silent_streams(snapshot)}
     warnings = {}
     for stream in snapshot.streams:
         lag_ms = stream_lags_ms(snapshot.counters(f"ingest:{stream.name}")).get("min", 0.0)
-        if lag_ms < -CLOCK_AHEAD_MS and stream.name not in silent:
+        if stream.name in silent:
+            continue
+        if lag_ms < -CLOCK_AHEAD_MS:
             warnings[stream.name] = (
                 f"stream {stream.name}: stamps up to {-lag_ms:.1f} ms later than their arrival at ingest: "
                 "its clock runs ahead of this host's (fix the clock sync, or raise its offset_ms by that "
                 "much); the too_old drops of the other streams, and its own once it is ahead by more than "
                 "about max_wait_ms, come from it"
+            )
+        elif lag_ms > snapshot.max_wait_ms:
+            warnings[stream.name] = (
+                f"stream {stream.name}: every recent message reached ingest at least {lag_ms:.1f} ms after "
+                f"its stamp, more than sync.max_wait_ms ({snapshot.max_wait_ms:g} ms): its clock runs "
+                "behind this host's or its driver sends late (fix the clock sync, or lower its offset_ms "
+                "by that much); sets are decided before its messages come"
             )
     return warnings
 
@@ -268,6 +280,7 @@ class PipelineSnapshot:
     throughput: Throughput | None = None
     metrics: str = ""  # the /metrics URL, or "off (why)"
     results_endpoint: str = ""
+    max_wait_ms: float = math.inf  # sync.max_wait_ms live; inf where arrival says nothing (a replay)
 
     def node(self, name: str) -> NodeSnapshot | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -403,7 +416,7 @@ def status_report(snapshot: PipelineSnapshot) -> dict[str, Any]:
         "uptime_s": round(snapshot.uptime_s, 3),
         "degraded": health.degraded,
         "reasons": health.reasons,
-        "warnings": [n.text for n in snapshot.notices] + list(clock_ahead(snapshot).values()),
+        "warnings": [n.text for n in snapshot.notices] + list(clock_off(snapshot).values()),
         "provider": snapshot.provider,
         "results": snapshot.results,
         "results_endpoint": snapshot.results_endpoint,

@@ -65,7 +65,7 @@ from fusion_pipeline.ops.health import (
     Throughput,
     arrived,
     behind,
-    clock_ahead,
+    clock_off,
     flow_counts,
     ingest_drops,
     silence,
@@ -210,7 +210,7 @@ class Supervisor:
         self._silence = SilenceWatch()
         self._watched: dict[str, float] = {}  # stream -> since when its silence is watched
         self._behind = False  # results behind the reference, as last said
-        self._ahead: set[str] = set()  # streams whose clock runs ahead, as last said
+        self._clock_off: set[str] = set()  # streams whose clock runs ahead or behind, as last said
         self._notices: list[Notice] = []
         self._metrics = "off (metrics.enabled = false)"
         self.latest: PipelineSnapshot | None = None
@@ -382,6 +382,7 @@ class Supervisor:
             throughput=self._throughput(now),
             metrics=self._metrics,
             results_endpoint=self.config.endpoint(self.config.output.endpoint, self.run_dir),
+            max_wait_ms=math.inf if self.graph.log_time else self.config.sync.max_wait_ms,
         )
         return self.latest
 
@@ -481,12 +482,12 @@ class Supervisor:
             self.line.log(f"WARNING: {silence(stream)}")
         for stream in back:
             self.line.log(f"stream {stream.name} flowing again")
-        ahead = clock_ahead(snapshot)
-        for name in ahead.keys() - self._ahead:
-            self.line.log(f"WARNING: {ahead[name]}")
-        for name in sorted(self._ahead - ahead.keys()):
-            self.line.log(f"stream {name}: its stamps no longer come after their arrival")
-        self._ahead = set(ahead)
+        off = clock_off(snapshot)
+        for name in off.keys() - self._clock_off:
+            self.line.log(f"WARNING: {off[name]}")
+        for name in sorted(self._clock_off - off.keys()):
+            self.line.log(f"stream {name}: its stamps agree with its arrival again")
+        self._clock_off = set(off)
         lagging, t = behind(snapshot), snapshot.throughput
         if lagging is None or t is None:  # cannot be judged now: as it was last said
             return

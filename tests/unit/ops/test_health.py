@@ -3,7 +3,9 @@ families of a snapshot, the [metrics] config and the run file."""
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -448,6 +450,21 @@ def test_status_says_a_stream_whose_clock_runs_ahead() -> None:
     # Silent, its figures are its last messages': no standing warning for a sensor that sends nothing.
     quiet = [_stream("lidar/top", True), _stream("radar/front", idle_s=9.0)]
     assert status_report(_snapshot([behind, ahead], quiet))["warnings"] == []
+
+
+def test_status_says_a_stream_whose_messages_all_come_later_than_max_wait() -> None:
+    """A CAN bus stamping 2 s in the past was in a fifth of the sets, its lag 2000 ms in the table, and
+    status said healthy without a word (a clock ahead had its warning)."""
+    late = _node("ingest:lidar/top", counters={"lag_ms_min": 2000.5, "lag_ms_median": 2001.0})
+    usual = _node("ingest:radar/front", counters={"lag_ms_min": 1.2, "lag_ms_median": 3.0})
+    streams = [_stream("lidar/top", True), _stream("radar/front")]
+    live = replace(_snapshot([late, usual], streams), max_wait_ms=60.0)
+    assert status_report(live)["warnings"] == [
+        "stream lidar/top: every recent message reached ingest at least 2000.5 ms after its stamp, more "
+        "than sync.max_wait_ms (60 ms): its clock runs behind this host's or its driver sends late (fix "
+        "the clock sync, or lower its offset_ms by that much); sets are decided before its messages come"
+    ]
+    assert status_report(replace(live, max_wait_ms=math.inf))["warnings"] == []  # a replay: not judged
 
 
 def test_status_table_columns_stay_in_line_with_long_names() -> None:
