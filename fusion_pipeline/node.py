@@ -287,8 +287,8 @@ def enter_realtime(priority: int) -> bool:
         for thread in sorted(int(tid) for tid in os.listdir("/proc/self/task")):
             os.sched_setscheduler(thread, os.SCHED_FIFO, os.sched_param(priority))
     except OSError as exc:
-        log.warning(
-            "pipeline.realtime_priority = %d: SCHED_FIFO refused (%s); running under the normal "
+        log.warning(  # a standing condition, said as the inference node's fallback is: WARNING first
+            "WARNING: pipeline.realtime_priority = %d: SCHED_FIFO refused (%s); running under the normal "
             "scheduler (grant CAP_SYS_NICE or an rtprio limit, docs/OPERATIONS.md)",
             priority,
             exc.strerror or exc,
