@@ -51,6 +51,7 @@ from fusion_pipeline.inference import InferenceStage, load_bindings
 from fusion_pipeline.node import POLL_MS, Node, Parts, node_name, run_node
 from fusion_pipeline.nodes.inference import start_inference
 from fusion_pipeline.nodes.ingest import StreamIngest
+from fusion_pipeline.nodes.synchronizer import AddedLatency
 from fusion_pipeline.preprocess.deferred import defer, resolve
 from fusion_pipeline.protocol import (
     PUBLISH,
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             results_out.last_endpoint,
         )
         added = 0  # model-ready samples into the sync stage
+        handed_after = AddedLatency()  # as the synchronizer node's, to the hand-over to the model
         skipped = 0  # sets passed over for a newer set of the same pass
 
         def counters() -> dict[str, object]:
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         def parts() -> Parts:
             return {
                 **{node_name("ingest", s.ingest.config.name): s.counters() for s in streams},
-                "synchronizer": {"received": added, **sync.counters()},
+                "synchronizer": {"received": added, **sync.counters(), **handed_after.counters()},
                 "inference": {
                     "received": inference.taken,
                     "skipped": skipped + inference.skipped,
@@ -219,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 emitted = time.time_ns()
                 for fused in sets:
                     fused.meta["stages"][SYNC_EMIT] = emitted
+                    handed_after.add(fused, emitted)
                 skipped += len(sets) - 1
                 inference.hand(newest)
                 for fused in sets:

@@ -37,6 +37,23 @@ LATENCY_WINDOW = 1000  # sets behind the added_ms_* heartbeat figures
 INPUT_HWM = 64  # per ingest connection: ~2 s of a discrete stream if this loop stalls
 
 
+class AddedLatency:
+    """From the arrival of the message that completed a set (sync_in) to the set sent on, over the last
+    LATENCY_WINDOW sets a message completed (not a deadline, not the end): the `added_ms_*` heartbeat
+    figures, of this node and of the composed node's synchronizer part. The set itself can only carry
+    stamps taken before its send (sync_in, sync_emit)."""
+
+    def __init__(self) -> None:
+        self._ns: deque[int] = deque(maxlen=LATENCY_WINDOW)
+
+    def add(self, fused: Sample, sent_ns: int) -> None:
+        if fused.meta["completed_by"] not in ("deadline", "end"):
+            self._ns.append(sent_ns - fused.meta["stages"][SYNC_IN])
+
+    def counters(self) -> dict[str, float]:
+        return {f"added_ms_{k}": v for k, v in percentiles(self._ns).items() if k != "n"}
+
+
 def main(argv: list[str] | None = None) -> int:
     with Node("synchronizer", argv, realtime=True) as node:
         config = node.config
@@ -54,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if not node.replay:  # a replay takes its input in send order: a refused one is a hole there
             source.on_refused = stage.refused_at_socket
         sink = node.publisher(node.endpoint(config.sync.endpoint), SET_STREAM, SET_MODALITY, role=Role.SET)
-        # Arrival of the completing message to the set sent, for the last LATENCY_WINDOW sets a message
-        # completed; the set itself can only carry stamps taken before its send (sync_in, sync_emit).
-        added_ns: deque[int] = deque(maxlen=LATENCY_WINDOW)
+        added = AddedLatency()
         log.info(
             "%s mode, reference %s, %s time -> %s",
             config.sync.mode,
@@ -67,23 +82,21 @@ def main(argv: list[str] | None = None) -> int:
 
         def publish(sets: list[Sample]) -> None:
             for message in sets:
-                stages = message.meta["stages"]
-                stages[SYNC_EMIT] = time.time_ns()
+                message.meta["stages"][SYNC_EMIT] = time.time_ns()
                 # The tensors ingest sent are passed on as the frames they came in, never copied
                 # (transport.received_frame); the rest (the log-mel) is copied, not zero-copy: pyzmq
                 # frees zero-copy buffers from its garbage-collector thread, and each GIL hand-off to it
                 # costs a scheduler slice (ms) on a busy machine. With pipeline.shm the large arrays go
                 # to shared memory instead.
                 sink.send(message, zero_copy=False)
-                if message.meta["completed_by"] not in ("deadline", "end"):
-                    added_ns.append(time.time_ns() - stages[SYNC_IN])
+                added.add(message, time.time_ns())
 
         def counters() -> dict[str, float]:
             return {
                 **source.counters(),
                 **(order.counters.as_dict() if node.replay else {}),
                 **stage.counters(),
-                **{f"added_ms_{k}": v for k, v in percentiles(added_ns).items() if k != "n"},
+                **added.counters(),
             }
 
         for _ in node.loop(counters):

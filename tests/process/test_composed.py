@@ -93,6 +93,8 @@ def test_composed_demo_gives_a_result_for_nearly_every_reference_stamp_and_repor
     for stream in STREAMS:
         assert counters[f"ingest:{stream}"]["produced"] > 0, stream
     assert counters["synchronizer"]["sets_published"] >= summary["results"] > 0
+    # as the synchronizer node reports them (a script reading them broke on switching modes)
+    assert 0 <= counters["synchronizer"]["added_ms_p50"] <= counters["synchronizer"]["added_ms_p99"]
     assert counters["inference"]["results"] >= summary["results"]
     assert summary["latency_ms"]["overhead"]["n"] > 0  # the stage stamps are there to split
 
