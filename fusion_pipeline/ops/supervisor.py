@@ -511,7 +511,8 @@ class Supervisor:
 
     def summary(self, elapsed_s: float) -> dict[str, Any]:
         reference = self.config.sync.reference
-        reference_ingest = self.counters.totals(f"ingest:{reference}") if reference else {}
+        ingest = {s.name: self.counters.totals(f"ingest:{s.name}") for s in self.config.streams}
+        reference_ingest = ingest[reference] if reference else {}
         window_results, window_messages = self._result_ratio()
         inference = self.counters.totals("inference")
         sync = self.counters.totals("synchronizer")
@@ -542,7 +543,7 @@ class Supervisor:
                 s.name
                 for s in self.config.streams
                 if not self.graph.log_time
-                and not arrived(self.counters.totals(f"ingest:{s.name}"))
+                and not arrived(ingest[s.name])
                 and all(n.spec.name in heard for n in self._own_nodes(s.name))
             ],
             # live, streams silent when the run stopped (idle s), those of which nothing arrived aside: a
@@ -550,13 +551,13 @@ class Supervisor:
             "silent_at_stop": {
                 s.name: {"silent_s": round(s.idle_s, 1), "required": s.required}
                 for s in (silent_streams(self.latest) if self.latest is not None else [])
-                if not self.graph.log_time and arrived(self.counters.totals(f"ingest:{s.name}"))
+                if not self.graph.log_time and arrived(ingest[s.name])
             },
             # streams whose ingest's handshake with the driver still failed at the stop, and how
             "handshake_failing": {
-                s.name: failing
-                for s in self.config.streams
-                if (failing := self.counters.totals(f"ingest:{s.name}").get("handshake_failing"))
+                name: failing
+                for name, counters in ingest.items()
+                if (failing := counters.get("handshake_failing"))
             },
             # nodes that never sent a heartbeat: a run stopped before they were up, or a start that fails
             "not_up": [n.spec.name for n in self.nodes if n.spec.name not in heard],
